@@ -1,0 +1,112 @@
+/*
+ * config.h - the master's configuration: loading, validation, diagnostics.
+ *
+ * The configuration is one JSON file (docs/config.md). Loading it is a pure
+ * function of the file's text and the files it names (secret files): the
+ * result is either a complete tf_config_t or a list of every error found,
+ * each with file:line:col and the offending key, so `tf-master checkconfig`
+ * shows all problems at once. A loaded config is immutable; SIGHUP loads a
+ * new one and the master swaps it in when it is valid.
+ */
+#ifndef TF_CONFIG_H
+#define TF_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+typedef struct tf_cfg_slave {
+    char *name;
+    char *secret;        /* the secret itself (inline or read from secret_file) */
+    char **tags;
+    size_t ntags;
+    uint32_t max_builds; /* >= 1, default 1 */
+} tf_cfg_slave_t;
+
+/* A step: what is sent to the slave, plus how the command was written. */
+typedef struct tf_cfg_step {
+    tf_step_spec_t spec; /* argv is ["/bin/sh","-c",S] for a string command */
+    bool shell;          /* the command was a shell string */
+} tf_cfg_step_t;
+
+typedef struct tf_cfg_builder {
+    char *name;
+    char **slaves;       /* allowed slave names; may be empty */
+    size_t nslaves;
+    char **tags;         /* required tags: a slave must have all of them */
+    size_t ntags;
+    tf_cfg_step_t *steps;
+    size_t nsteps;       /* >= 1 */
+    tf_kv_t *props;      /* configured properties */
+    size_t nprops;
+    int priority;        /* default 0; higher runs first */
+} tf_cfg_builder_t;
+
+typedef struct tf_config {
+    char *path;            /* the file it came from */
+    char *dir;             /* its directory; relative paths resolve here */
+    char *name;            /* master title, default "TestFarm" */
+    char *listen_host;     /* default "127.0.0.1" */
+    uint16_t listen_port;  /* default 8010 */
+    char *public_url;      /* default "http://HOST:PORT/" (ends with '/') */
+    char *database;        /* absolute path; default DIR/state.sqlite */
+    char *web_root;        /* directory of static pages, or NULL */
+    uint32_t heartbeat_s;  /* default 10 */
+    uint32_t lost_after_s; /* default 30; > heartbeat_s */
+    uint32_t build_lost_after_s; /* a build whose slave is gone this long is
+                                    RETRY; default 600 */
+    uint32_t max_retries;  /* RETRY results re-queued at most this often;
+                              default 3 */
+    tf_cfg_slave_t *slaves;
+    size_t nslaves;
+    tf_cfg_builder_t *builders;
+    size_t nbuilders;
+} tf_config_t;
+
+/* One diagnostic: "FILE:LINE:COL: KEY: MESSAGE". line/col are 0 when the
+ * error is not tied to a place (e.g. the file cannot be read). */
+typedef struct tf_cfg_diag {
+    char *file;
+    int line;
+    int col;
+    char *key;     /* JSON path in dotted form: "builders[0].steps[1].timeout" */
+    char *message;
+} tf_cfg_diag_t;
+
+typedef struct tf_cfg_diags {
+    tf_cfg_diag_t *items;
+    size_t count;
+} tf_cfg_diags_t;
+
+/* Loads and validates path. On success returns 0 and *out (free with
+ * tf_config_free). On failure returns TF_ECONFIG (or TF_ENOMEM), *out is
+ * NULL and diags holds every error found (free with tf_cfg_diags_clear).
+ * diags may be NULL when the caller only wants the verdict. */
+int tf_config_load(const char *path, tf_config_t **out, tf_cfg_diags_t *diags);
+
+/* Loads from text already in memory (tests); path is used in diagnostics
+ * and as the base for relative paths. */
+int tf_config_load_text(const char *path, const char *text, size_t len,
+                        tf_config_t **out, tf_cfg_diags_t *diags);
+
+/* Formats one diagnostic as "FILE:LINE:COL: error: KEY: MESSAGE" into a
+ * malloc'd string (caller frees). */
+char *tf_cfg_diag_format(const tf_cfg_diag_t *d);
+
+void tf_cfg_diags_clear(tf_cfg_diags_t *d);
+void tf_config_free(tf_config_t *c);
+
+/* Lookups; NULL when absent. */
+const tf_cfg_slave_t *tf_config_slave(const tf_config_t *c, const char *name);
+const tf_cfg_builder_t *tf_config_builder(const tf_config_t *c,
+                                          const char *name);
+
+/* Whether slave s may run builds of builder b: s is listed in b->slaves, or
+ * b->tags is non-empty and s has every tag in it. (A builder with neither
+ * slaves nor tags accepts any slave.) */
+bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
+                             const tf_cfg_slave_t *s);
+
+#endif

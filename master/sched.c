@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int tf__placeholder_sched;

@@ -1,0 +1,105 @@
+/*
+ * store_schema.c - the master's database schema as a list of forward
+ * migrations.
+ *
+ * Migration N takes a database at version N-1 to version N. They only ever
+ * get appended: a released migration is never edited, because databases in
+ * the field have already run it. The version lives in PRAGMA user_version
+ * and each migration runs in its own transaction together with the bump, so
+ * a crash mid-migration leaves the previous version intact.
+ *
+ * Summary rows (builders.last_*, builders.pending/running, slaves.*) are kept
+ * up to date by the writes that change them, so the cheap questions the
+ * status pages ask ("what is the state of every builder?") never scan builds.
+ */
+#include "store_schema.h"
+
+#include <stddef.h>
+
+static const char *const migrations[] = {
+    /* 1: the walking skeleton. */
+    "CREATE TABLE slaves("
+    "  name TEXT PRIMARY KEY,"
+    "  connected INTEGER NOT NULL DEFAULT 0,"
+    "  platform TEXT, version TEXT, tags TEXT NOT NULL DEFAULT '[]',"
+    "  first_seen_ms INTEGER, last_seen_ms INTEGER,"
+    "  connected_ms INTEGER, disconnected_ms INTEGER,"
+    "  builds_done INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT);"
+    "CREATE TABLE slave_events("
+    "  id INTEGER PRIMARY KEY,"
+    "  slave TEXT NOT NULL, time_ms INTEGER NOT NULL,"
+    "  event TEXT NOT NULL, detail TEXT);"
+    "CREATE INDEX slave_events_by_slave ON slave_events(slave, id);"
+    "CREATE TABLE builders("
+    "  name TEXT PRIMARY KEY,"
+    "  active INTEGER NOT NULL DEFAULT 1,"
+    "  config TEXT,"
+    "  builds_total INTEGER NOT NULL DEFAULT 0,"
+    "  pending INTEGER NOT NULL DEFAULT 0,"
+    "  running INTEGER NOT NULL DEFAULT 0,"
+    "  last_build_id INTEGER,"
+    "  last_complete_build_id INTEGER,"
+    "  last_complete_result INTEGER,"
+    "  last_complete_ms INTEGER);"
+    "CREATE TABLE build_requests("
+    "  id INTEGER PRIMARY KEY,"
+    "  builder TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT, owner TEXT,"
+    "  priority INTEGER NOT NULL DEFAULT 0,"
+    "  submitted_ms INTEGER NOT NULL,"
+    "  started_ms INTEGER, finished_ms INTEGER,"
+    "  result INTEGER, build_id INTEGER,"
+    "  retries INTEGER NOT NULL DEFAULT 0,"
+    "  properties TEXT NOT NULL DEFAULT '{}');"
+    "CREATE INDEX build_requests_open ON build_requests(state, builder)"
+    "  WHERE state IN ('pending','running');"
+    "CREATE INDEX build_requests_by_builder ON build_requests(builder, id);"
+    "CREATE TABLE builds("
+    "  id INTEGER PRIMARY KEY,"
+    "  builder TEXT NOT NULL, number INTEGER NOT NULL,"
+    "  request_id INTEGER NOT NULL,"
+    "  slave TEXT,"
+    "  state TEXT NOT NULL,"
+    "  result INTEGER, text TEXT, reason TEXT,"
+    "  created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER,"
+    "  last_seq INTEGER NOT NULL DEFAULT 0,"
+    "  nsteps INTEGER NOT NULL DEFAULT 0,"
+    "  properties TEXT NOT NULL DEFAULT '{}',"
+    "  UNIQUE(builder, number));"
+    "CREATE INDEX builds_by_builder ON builds(builder, number);"
+    "CREATE INDEX builds_by_slave ON builds(slave, id);"
+    "CREATE INDEX builds_open ON builds(state) WHERE state != 'finished';"
+    "CREATE TABLE steps("
+    "  build_id INTEGER NOT NULL, idx INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  result INTEGER,"
+    "  started_ms INTEGER, finished_ms INTEGER, duration_ms INTEGER,"
+    "  exit_code INTEGER, signal INTEGER, timed_out INTEGER NOT NULL DEFAULT 0,"
+    "  text TEXT,"
+    "  command TEXT NOT NULL DEFAULT '[]',"
+    "  log_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  log_lines INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(build_id, idx)) WITHOUT ROWID;"
+    "CREATE TABLE log_chunks("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  offset INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL, stream INTEGER NOT NULL,"
+    "  line INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY(build_id, step, offset));",
+};
+
+size_t tf_schema_count(void)
+{
+    return sizeof(migrations) / sizeof(migrations[0]);
+}
+
+const char *tf_schema_migration(size_t version)
+{
+    if (version < 1 || version > tf_schema_count())
+        return NULL;
+    return migrations[version - 1];
+}

@@ -1,0 +1,228 @@
+/*
+ * proto.h - TestFarm slave protocol v1: message types, encoders, decoders.
+ *
+ * Pure functions, no I/O: every decoder takes bytes and returns either a
+ * fully validated message or an error with a sentence saying what is wrong,
+ * so each one can be fuzzed. docs/protocol.md is the specification; this is
+ * its one implementation, shared by tf-master and tf-slave.
+ *
+ * Control messages are JSON objects in text frames; step output travels in
+ * binary frames with a 24-byte big-endian header. Decoded messages own their
+ * strings and arrays; tf_msg_clear() frees them.
+ */
+#ifndef TF_PROTO_H
+#define TF_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "result.h"
+
+#define TF_PROTO_VERSION 1
+#define TF_PROTO_SUBPROTOCOL "testfarm-slave"
+#define TF_PROTO_WS_PATH "/slave"
+
+#define TF_PROTO_MAX_TEXT (1024 * 1024)  /* control frame cap, bytes */
+#define TF_PROTO_MAX_CHUNK 65536         /* output payload cap, bytes */
+#define TF_PROTO_OUT_HDR 24              /* binary header size */
+#define TF_PROTO_MAX_STEPS 1000
+#define TF_PROTO_MAX_RUNNING 64
+#define TF_PROTO_MAX_TEXTFIELD 4096      /* step_finished.text */
+#define TF_PROTO_MAX_INFO 128            /* hello.version / platform */
+#define TF_PROTO_NONCE_HEX 64
+#define TF_PROTO_MAX_ID ((uint64_t)9007199254740991ULL) /* 2^53 - 1 */
+#define TF_PROTO_HELLO_TIMEOUT_S 10
+
+/* WebSocket close codes that go with error codes. */
+#define TF_CLOSE_BAD_AUTH 4001
+#define TF_CLOSE_UNKNOWN_SLAVE 4002
+#define TF_CLOSE_PROTOCOL_VERSION 4003
+#define TF_CLOSE_MALFORMED 4004
+#define TF_CLOSE_REPLACED 4005
+#define TF_CLOSE_TOO_BIG 4006
+#define TF_CLOSE_TIMEOUT 4007
+#define TF_CLOSE_SHUTDOWN 1001
+
+typedef enum {
+    TF_MSG_NONE = 0,
+    TF_MSG_CHALLENGE,
+    TF_MSG_HELLO,
+    TF_MSG_WELCOME,
+    TF_MSG_ERROR,
+    TF_MSG_PING,
+    TF_MSG_PONG,
+    TF_MSG_BUILD_START,
+    TF_MSG_BUILD_ABORT,
+    TF_MSG_ACK,
+    TF_MSG_STEP_STARTED,
+    TF_MSG_STEP_FINISHED,
+    TF_MSG_BUILD_FINISHED,
+    TF_MSG__COUNT
+} tf_msg_type_t;
+
+typedef enum {
+    TF_STREAM_STDOUT = 1,
+    TF_STREAM_STDERR = 2,
+} tf_stream_t;
+
+/* A key/value pair of strings (env, properties). Both owned. */
+typedef struct tf_kv {
+    char *key;
+    char *value;
+} tf_kv_t;
+
+/* A build id with an event sequence number (hello.running, welcome.resume). */
+typedef struct tf_running {
+    uint64_t build_id;
+    uint64_t seq;
+} tf_running_t;
+
+/* One step as sent in build_start. All pointers owned. */
+typedef struct tf_step_spec {
+    char *name;
+    char **argv;       /* argc entries followed by NULL */
+    size_t argc;       /* >= 1 */
+    tf_kv_t *env;
+    size_t nenv;
+    char *workdir;     /* relative; "" = builder workdir */
+    uint32_t timeout_s;  /* no-output timeout; 0 = none */
+    uint32_t max_time_s; /* total time cap; 0 = none */
+    tf_step_flags_t flags;
+} tf_step_spec_t;
+
+typedef struct tf_msg {
+    tf_msg_type_t type;
+    union {
+        struct {
+            int protocol;
+            char nonce[TF_PROTO_NONCE_HEX + 1];
+            char *master;
+        } challenge;
+        struct {
+            int protocol;
+            char *slave;
+            char auth[TF_PROTO_NONCE_HEX + 1];
+            char *version;
+            char *platform;
+            char **tags;
+            size_t ntags;
+            uint32_t max_builds;
+            tf_running_t *running;
+            size_t nrunning;
+        } hello;
+        struct {
+            char *slave;
+            uint32_t heartbeat_s;
+            tf_running_t *resume;
+            size_t nresume;
+            uint64_t *abandon;
+            size_t nabandon;
+        } welcome;
+        struct {
+            char *code;
+            char *message;
+        } error;
+        struct {
+            uint64_t id;
+        } ping; /* also used for pong */
+        struct {
+            uint64_t build_id;
+            char *builder;
+            uint64_t number;
+            char *workdir;
+            tf_kv_t *props;
+            size_t nprops;
+            tf_step_spec_t *steps;
+            size_t nsteps;
+        } build_start;
+        struct {
+            uint64_t build_id;
+            char *reason;
+        } build_abort;
+        struct {
+            uint64_t build_id;
+            uint64_t seq;
+        } ack;
+        struct {
+            uint64_t build_id;
+            uint64_t seq;
+            uint32_t step;
+            char *name;
+            int64_t time_ms;
+        } step_started;
+        struct {
+            uint64_t build_id;
+            uint64_t seq;
+            uint32_t step;
+            tf_result_t result;
+            bool has_exit_code;
+            int exit_code;
+            bool has_signal;
+            int signal;
+            bool timed_out;
+            int64_t duration_ms;
+            int64_t time_ms;
+            char *text;
+        } step_finished;
+        struct {
+            uint64_t build_id;
+            uint64_t seq;
+            tf_result_t result;
+            int64_t time_ms;
+        } build_finished;
+    } u;
+} tf_msg_t;
+
+/* The header of a binary output frame. */
+typedef struct tf_output_hdr {
+    uint8_t stream; /* tf_stream_t */
+    uint16_t step;
+    uint32_t length; /* payload bytes, 1..TF_PROTO_MAX_CHUNK */
+    uint64_t build_id;
+    uint64_t seq;
+} tf_output_hdr_t;
+
+/* "challenge", "hello", ...; NULL for values out of range. */
+const char *tf_msg_type_name(tf_msg_type_t t);
+
+/* Encodes m as compact JSON into a malloc'd NUL-terminated string (caller
+ * frees). Validates m the way the decoder would (names, caps, ids), so an
+ * encoded message always decodes. Returns 0, TF_EINVAL or TF_ENOMEM. */
+int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out);
+
+/* Decodes and validates one text frame. On success fills *out (caller calls
+ * tf_msg_clear) and returns 0. On failure returns TF_E2BIG (over
+ * TF_PROTO_MAX_TEXT), TF_EINVAL (not JSON, not an object, unknown type,
+ * missing or bad field) or TF_ENOMEM, leaves *out cleared, and writes a
+ * sentence naming the problem ("hello.tags[2]: expected a string") into
+ * err[errlen] when err is non-NULL. */
+int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
+                  size_t errlen);
+
+/* Frees what m owns and sets it to TF_MSG_NONE; m may be NULL. */
+void tf_msg_clear(tf_msg_t *m);
+
+/* Writes the 24-byte header for h into out. Returns 0 or TF_EINVAL when h
+ * is out of range (length 0 or over the cap, bad stream, ids too large). */
+int tf_output_encode_hdr(const tf_output_hdr_t *h,
+                         uint8_t out[TF_PROTO_OUT_HDR]);
+
+/* Decodes a whole binary frame of len bytes. On success fills *h, points
+ * *payload into frame (not copied) and returns 0. Errors: TF_ETRUNC (shorter
+ * than the header or than header + length), TF_E2BIG (length over the cap),
+ * TF_EINVAL (bad kind or stream, zero length, trailing bytes, ids out of
+ * range), with a sentence in err when non-NULL. */
+int tf_output_decode(const uint8_t *frame, size_t len, tf_output_hdr_t *h,
+                     const uint8_t **payload, char *err, size_t errlen);
+
+/* Deep copy of a step spec (for the slave, which keeps steps past the
+ * message). Returns 0 or TF_ENOMEM; on failure dst is left cleared. */
+int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src);
+void tf_step_spec_clear(tf_step_spec_t *s);
+
+/* HMAC-SHA256(secret, nonce) as 64 hex chars + NUL into out[65]. */
+void tf_proto_auth(const char *secret, const char nonce[TF_PROTO_NONCE_HEX + 1],
+                   char out[TF_PROTO_NONCE_HEX + 1]);
+
+#endif

@@ -1,2 +1,483 @@
-/* placeholder: being written */
-typedef int tf__placeholder_queries;
+/*
+ * queries.c - rows to JSON for the API (see queries.h).
+ *
+ * Summary questions ("every builder with its last result") read the
+ * builders table's summary columns, which the writer keeps current, so they
+ * cost one indexed row per builder however many builds exist. Log reads use
+ * the (build_id, step, offset) primary key to find the chunk holding the
+ * first byte, then walk forward.
+ */
+#include "queries.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "result.h"
+#include "tf_err.h"
+
+static json_t *j_int_or_null(sqlite3_stmt *st, int col)
+{
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+        return json_null();
+    return json_integer(sqlite3_column_int64(st, col));
+}
+
+static json_t *j_text_or_null(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? json_string((const char *)t) : json_null();
+}
+
+static json_t *j_result(sqlite3_stmt *st, int col)
+{
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+        return json_null();
+    return json_string(tf_result_name((tf_result_t)sqlite3_column_int(st, col)));
+}
+
+/* Parses a JSON text column; null when absent or not JSON. */
+static json_t *j_parsed(sqlite3_stmt *st, int col)
+{
+    const char *t = (const char *)sqlite3_column_text(st, col);
+    json_t *v = t ? json_loads(t, 0, NULL) : NULL;
+    return v ? v : json_null();
+}
+
+static json_t *j_url(const char *base, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *j_url(const char *base, const char *fmt, ...)
+{
+    char path[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof(path), fmt, ap);
+    va_end(ap);
+    char url[1024];
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    return json_string(url);
+}
+
+static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    return sqlite3_prepare_v2(db, sql, -1, st, NULL) == SQLITE_OK ? 0
+                                                                   : TF_ESTORE;
+}
+
+#define BUILDER_COLS                                                           \
+    "b.name, b.active, b.builds_total, b.pending, b.running, "                 \
+    "b.last_build_id, b.last_complete_build_id, b.last_complete_result, "      \
+    "b.last_complete_ms, lb.number "
+
+static json_t *builder_row(sqlite3_stmt *st, const char *base)
+{
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    json_t *last = json_null();
+    if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
+        last = json_object();
+        json_object_set_new(last, "id", j_int_or_null(st, 6));
+        json_object_set_new(last, "number", j_int_or_null(st, 9));
+        json_object_set_new(last, "result", j_result(st, 7));
+        json_object_set_new(last, "finished_ms", j_int_or_null(st, 8));
+        json_object_set_new(last, "url",
+                            j_url(base, "api/v1/builds/%lld",
+                                  (long long)sqlite3_column_int64(st, 6)));
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "active", json_boolean(sqlite3_column_int(st, 1)));
+    json_object_set_new(o, "builds_total", j_int_or_null(st, 2));
+    json_object_set_new(o, "pending", j_int_or_null(st, 3));
+    json_object_set_new(o, "running", j_int_or_null(st, 4));
+    json_object_set_new(o, "last_build_id", j_int_or_null(st, 5));
+    json_object_set_new(o, "last_complete", last);
+    json_object_set_new(o, "url", j_url(base, "api/v1/builders/%s", name));
+    return o;
+}
+
+int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT " BUILDER_COLS "FROM builders b "
+                  "LEFT JOIN builds lb ON lb.id = b.last_complete_build_id "
+                  "ORDER BY b.name",
+                  &st);
+    if (rc)
+        return rc;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, builder_row(st, base_url));
+    sqlite3_finalize(st);
+    *out = arr;
+    return 0;
+}
+
+int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
+                 json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT " BUILDER_COLS "FROM builders b "
+                  "LEFT JOIN builds lb ON lb.id = b.last_complete_build_id "
+                  "WHERE b.name = ?1",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *out = builder_row(st, base_url);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+#define BUILD_COLS                                                             \
+    "id, builder, number, request_id, slave, state, result, text, reason, "    \
+    "created_ms, started_ms, finished_ms, properties, nsteps "
+
+static json_t *build_row(sqlite3_stmt *st, const char *base)
+{
+    long long id = (long long)sqlite3_column_int64(st, 0);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer(id));
+    json_object_set_new(o, "builder", j_text_or_null(st, 1));
+    json_object_set_new(o, "number", j_int_or_null(st, 2));
+    json_object_set_new(o, "request_id", j_int_or_null(st, 3));
+    json_object_set_new(o, "slave", j_text_or_null(st, 4));
+    json_object_set_new(o, "state", j_text_or_null(st, 5));
+    json_object_set_new(o, "result", j_result(st, 6));
+    json_object_set_new(o, "text", j_text_or_null(st, 7));
+    json_object_set_new(o, "reason", j_text_or_null(st, 8));
+    json_object_set_new(o, "created_ms", j_int_or_null(st, 9));
+    json_object_set_new(o, "started_ms", j_int_or_null(st, 10));
+    json_object_set_new(o, "finished_ms", j_int_or_null(st, 11));
+    if (sqlite3_column_type(st, 10) != SQLITE_NULL &&
+        sqlite3_column_type(st, 11) != SQLITE_NULL)
+        json_object_set_new(o, "duration_ms",
+                            json_integer(sqlite3_column_int64(st, 11) -
+                                         sqlite3_column_int64(st, 10)));
+    else
+        json_object_set_new(o, "duration_ms", json_null());
+    json_object_set_new(o, "properties", j_parsed(st, 12));
+    json_object_set_new(o, "nsteps", j_int_or_null(st, 13));
+    json_object_set_new(o, "url", j_url(base, "api/v1/builds/%lld", id));
+    return o;
+}
+
+int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
+                uint64_t before, unsigned limit, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT " BUILD_COLS "FROM builds WHERE builder = ?1 "
+                  "AND number < ?2 ORDER BY number DESC LIMIT ?3",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, before ? (int64_t)before : INT64_MAX);
+    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    json_t *arr = json_array();
+    unsigned n = 0;
+    int64_t next = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
+            next = 1; /* there is more */
+            break;
+        }
+        json_array_append_new(arr, build_row(st, base_url));
+        n++;
+    }
+    sqlite3_finalize(st);
+    json_t *o = json_object();
+    json_object_set_new(o, "builds", arr);
+    if (next && n > 0) {
+        json_t *lastb = json_array_get(arr, n - 1);
+        json_object_set(o, "next_before", json_object_get(lastb, "number"));
+    } else {
+        json_object_set_new(o, "next_before", json_null());
+    }
+    *out = o;
+    return 0;
+}
+
+static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *arr = json_array();
+    if (prep(db,
+             "SELECT idx, name, state, result, started_ms, finished_ms, "
+             "duration_ms, exit_code, signal, timed_out, text, command, "
+             "log_bytes, log_lines FROM steps WHERE build_id = ?1 "
+             "ORDER BY idx",
+             &st))
+        return arr;
+    sqlite3_bind_int64(st, 1, build_id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int idx = sqlite3_column_int(st, 0);
+        json_t *o = json_object();
+        json_object_set_new(o, "index", json_integer(idx));
+        json_object_set_new(o, "name", j_text_or_null(st, 1));
+        json_object_set_new(o, "state", j_text_or_null(st, 2));
+        json_object_set_new(o, "result", j_result(st, 3));
+        json_object_set_new(o, "started_ms", j_int_or_null(st, 4));
+        json_object_set_new(o, "finished_ms", j_int_or_null(st, 5));
+        json_object_set_new(o, "duration_ms", j_int_or_null(st, 6));
+        json_object_set_new(o, "exit_code", j_int_or_null(st, 7));
+        json_object_set_new(o, "signal", j_int_or_null(st, 8));
+        json_object_set_new(o, "timed_out",
+                            json_boolean(sqlite3_column_int(st, 9)));
+        json_object_set_new(o, "text", j_text_or_null(st, 10));
+        json_object_set_new(o, "command", j_parsed(st, 11));
+        json_t *log = json_object();
+        json_object_set_new(log, "bytes", j_int_or_null(st, 12));
+        json_object_set_new(log, "lines", j_int_or_null(st, 13));
+        json_object_set_new(log, "url",
+                            j_url(base, "api/v1/builds/%lld/steps/%d/log",
+                                  build_id, idx));
+        json_object_set_new(o, "log", log);
+        json_array_append_new(arr, o);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+static int build_one(sqlite3 *db, const char *base_url, sqlite3_stmt *st,
+                     json_t **out)
+{
+    int rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = build_row(st, base_url);
+        long long id = (long long)sqlite3_column_int64(st, 0);
+        json_object_set_new(o, "steps", steps_of(db, base_url, id));
+        *out = o;
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_build(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT " BUILD_COLS "FROM builds WHERE id = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    return build_one(db, base_url, st, out);
+}
+
+int tf_q_build_by_number(sqlite3 *db, const char *base_url,
+                         const char *builder, uint64_t number, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT " BUILD_COLS
+                  "FROM builds WHERE builder = ?1 AND number = ?2",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, (int64_t)number);
+    return build_one(db, base_url, st, out);
+}
+
+#define SLAVE_COLS                                                             \
+    "name, connected, platform, version, tags, first_seen_ms, "                \
+    "last_seen_ms, connected_ms, disconnected_ms, builds_done, last_error "
+
+static json_t *slave_row(sqlite3_stmt *st, const char *base)
+{
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "connected", json_boolean(sqlite3_column_int(st, 1)));
+    json_object_set_new(o, "platform", j_text_or_null(st, 2));
+    json_object_set_new(o, "version", j_text_or_null(st, 3));
+    json_object_set_new(o, "tags", j_parsed(st, 4));
+    json_object_set_new(o, "first_seen_ms", j_int_or_null(st, 5));
+    json_object_set_new(o, "last_seen_ms", j_int_or_null(st, 6));
+    json_object_set_new(o, "connected_ms", j_int_or_null(st, 7));
+    json_object_set_new(o, "disconnected_ms", j_int_or_null(st, 8));
+    json_object_set_new(o, "builds_done", j_int_or_null(st, 9));
+    json_object_set_new(o, "last_error", j_text_or_null(st, 10));
+    json_object_set_new(o, "url", j_url(base, "api/v1/slaves/%s", name));
+    return o;
+}
+
+int tf_q_slaves(sqlite3 *db, const char *base_url, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT " SLAVE_COLS "FROM slaves ORDER BY name", &st);
+    if (rc)
+        return rc;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, slave_row(st, base_url));
+    sqlite3_finalize(st);
+    *out = arr;
+    return 0;
+}
+
+int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
+               unsigned events, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT " SLAVE_COLS "FROM slaves WHERE name = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return TF_ENOENT;
+    }
+    json_t *o = slave_row(st, base_url);
+    sqlite3_finalize(st);
+    json_t *evs = json_array();
+    if (prep(db,
+             "SELECT time_ms, event, detail FROM slave_events "
+             "WHERE slave = ?1 ORDER BY id DESC LIMIT ?2",
+             &st) == 0) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 2, (int)events);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            json_t *e = json_object();
+            json_object_set_new(e, "time_ms", j_int_or_null(st, 0));
+            json_object_set_new(e, "event", j_text_or_null(st, 1));
+            json_object_set_new(e, "detail", j_text_or_null(st, 2));
+            json_array_append_new(evs, e);
+        }
+        sqlite3_finalize(st);
+    }
+    json_object_set_new(o, "events", evs);
+    json_t *recent = json_array();
+    if (prep(db,
+             "SELECT id, builder, number, result, finished_ms FROM builds "
+             "WHERE slave = ?1 ORDER BY id DESC LIMIT 20",
+             &st) == 0) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            json_t *b = json_object();
+            json_object_set_new(b, "id", j_int_or_null(st, 0));
+            json_object_set_new(b, "builder", j_text_or_null(st, 1));
+            json_object_set_new(b, "number", j_int_or_null(st, 2));
+            json_object_set_new(b, "result", j_result(st, 3));
+            json_object_set_new(b, "finished_ms", j_int_or_null(st, 4));
+            json_array_append_new(recent, b);
+        }
+        sqlite3_finalize(st);
+    }
+    json_object_set_new(o, "recent_builds", recent);
+    *out = o;
+    return 0;
+}
+
+int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT id, builder, state, reason, owner, priority, "
+                  "submitted_ms, started_ms, finished_ms, result, build_id, "
+                  "retries, properties FROM build_requests WHERE id = ?1",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = json_object();
+        json_object_set_new(o, "id", j_int_or_null(st, 0));
+        json_object_set_new(o, "builder", j_text_or_null(st, 1));
+        json_object_set_new(o, "state", j_text_or_null(st, 2));
+        json_object_set_new(o, "reason", j_text_or_null(st, 3));
+        json_object_set_new(o, "owner", j_text_or_null(st, 4));
+        json_object_set_new(o, "priority", j_int_or_null(st, 5));
+        json_object_set_new(o, "submitted_ms", j_int_or_null(st, 6));
+        json_object_set_new(o, "started_ms", j_int_or_null(st, 7));
+        json_object_set_new(o, "finished_ms", j_int_or_null(st, 8));
+        json_object_set_new(o, "result", j_result(st, 9));
+        json_object_set_new(o, "build_id", j_int_or_null(st, 10));
+        json_object_set_new(o, "retries", j_int_or_null(st, 11));
+        json_object_set_new(o, "properties", j_parsed(st, 12));
+        json_object_set_new(o, "url",
+                            j_url(base_url, "api/v1/requests/%" PRIu64, id));
+        *out = o;
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
+                  uint64_t *bytes, uint64_t *lines)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT log_bytes, log_lines FROM steps "
+                  "WHERE build_id = ?1 AND idx = ?2",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, (int)step);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *bytes = (uint64_t)sqlite3_column_int64(st, 0);
+        *lines = (uint64_t)sqlite3_column_int64(st, 1);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
+                  uint64_t start, uint64_t end, size_t max, unsigned char *dst,
+                  size_t *got)
+{
+    sqlite3_stmt *st = NULL;
+    *got = 0;
+    if (start >= end || max == 0)
+        return 0;
+    int rc = prep(db,
+                  "SELECT offset, data FROM log_chunks "
+                  "WHERE build_id = ?1 AND step = ?2 AND offset >= "
+                  "coalesce((SELECT max(offset) FROM log_chunks WHERE "
+                  "build_id = ?1 AND step = ?2 AND offset <= ?3), 0) "
+                  "AND offset < ?4 ORDER BY offset",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, (int)step);
+    sqlite3_bind_int64(st, 3, (int64_t)start);
+    sqlite3_bind_int64(st, 4, (int64_t)end);
+    uint64_t pos = start;
+    while (*got < max && sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t off = (uint64_t)sqlite3_column_int64(st, 0);
+        const unsigned char *data = sqlite3_column_blob(st, 1);
+        uint64_t n = (uint64_t)sqlite3_column_bytes(st, 1);
+        if (off + n <= pos)
+            continue;
+        if (off > pos)
+            break; /* a hole: should not happen; stop rather than invent */
+        uint64_t from = pos - off;
+        uint64_t take = n - from;
+        if (take > end - pos)
+            take = end - pos;
+        if (take > max - *got)
+            take = max - *got;
+        memcpy(dst + *got, data + from, (size_t)take);
+        *got += (size_t)take;
+        pos += take;
+        if (pos >= end)
+            break;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}

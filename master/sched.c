@@ -1,2 +1,274 @@
-/* placeholder: being written */
-typedef int tf__placeholder_sched;
+/*
+ * sched.c - which pending build request runs next, and on which slave.
+ *
+ * Order of pending requests (ARCHITECTURE.md, "Life of a try job", 3):
+ *   1. priority, higher first;
+ *   2. fair share between owners: start-time fair queueing. Each request
+ *      gets a tag when queued: max(virtual time, the owner's last tag) + 1,
+ *      and the virtual time moves to the tag of each request that starts.
+ *      An owner who queues twenty requests gets tags 1..20; another who
+ *      queues one a moment later gets a tag just above the current virtual
+ *      time, so it runs after at most one more of the first owner's;
+ *   3. age (request id), older first.
+ * Each builder keeps its pending requests sorted by that key, so its head is
+ * its best. A pass repeatedly takes the best head among builders some idle
+ * slave may run, and gives it to an allowed idle slave, preferring the one
+ * that built that builder last (its checkout is warm).
+ *
+ * Passes are deferred to the end of the loop turn (uv_idle started on
+ * demand), so a burst of events costs one pass.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "master.h"
+#include "tf_err.h"
+
+void tf_request_free(tf_request_t *r)
+{
+    if (!r)
+        return;
+    free(r->reason);
+    free(r->owner);
+    free(r->properties);
+    free(r);
+}
+
+/* Negative when a should run before b. */
+static int req_cmp(const tf_request_t *a, const tf_request_t *b)
+{
+    if (a->priority != b->priority)
+        return a->priority > b->priority ? -1 : 1;
+    if (a->fair_tag != b->fair_tag)
+        return a->fair_tag < b->fair_tag ? -1 : 1;
+    if (a->id != b->id)
+        return a->id < b->id ? -1 : 1;
+    return 0;
+}
+
+static uint64_t fair_tag_for(tf_master_t *m, const char *owner)
+{
+    const char *key = owner && *owner ? owner : "";
+    uintptr_t last = (uintptr_t)tf_map_get_str(m->fair_last, key);
+    uint64_t tag = (m->fair_vtime > last ? m->fair_vtime : last) + 1;
+    tf_map_put_str(m->fair_last, key, (void *)(uintptr_t)tag);
+    return tag;
+}
+
+void tf_sched_enqueue(tf_master_t *m, tf_request_t *r)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, r->builder, true);
+    if (!mb)
+        return;
+    if (r->fair_tag == 0)
+        r->fair_tag = fair_tag_for(m, r->owner);
+    r->state = TF_REQ_PENDING;
+    /* Insert sorted; scan from the tail since new requests usually sort
+     * last. */
+    tf_list_t *it = mb->pending.prev;
+    while (it != &mb->pending) {
+        tf_request_t *o = tf_list_entry(it, tf_request_t, node);
+        if (req_cmp(o, r) <= 0)
+            break;
+        it = it->prev;
+    }
+    tf_list_insert_before(it->next, &r->node);
+    mb->npending++;
+    tf_sched_kick(m);
+}
+
+unsigned tf_sched_position(tf_master_t *m, const tf_request_t *r)
+{
+    if (r->state != TF_REQ_PENDING)
+        return 0;
+    tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
+    if (!mb)
+        return 0;
+    unsigned pos = 0;
+    tf_list_t *it;
+    tf_list_foreach(it, &mb->pending)
+    {
+        pos++;
+        if (tf_list_entry(it, tf_request_t, node) == r)
+            return pos;
+    }
+    return 0;
+}
+
+static uint32_t slave_capacity(const tf_mslave_t *s)
+{
+    uint32_t cap = s->cfg ? s->cfg->max_builds : 0;
+    if (s->hello_max_builds && s->hello_max_builds < cap)
+        cap = s->hello_max_builds;
+    return cap;
+}
+
+bool tf_sched_slave_has_room(const tf_mslave_t *s)
+{
+    return s->link && s->cfg && !s->draining && s->nbuilds < slave_capacity(s);
+}
+
+typedef struct idle_slave {
+    tf_mslave_t *s;
+} idle_slave_t;
+
+/* Picks the idle slave for builder mb: the warm one if it is idle. */
+static tf_mslave_t *pick_slave(tf_mbuilder_t *mb, idle_slave_t *idle,
+                               size_t nidle)
+{
+    tf_mslave_t *first = NULL;
+    for (size_t i = 0; i < nidle; i++) {
+        tf_mslave_t *s = idle[i].s;
+        if (!s || !tf_config_slave_allowed(mb->cfg, s->cfg))
+            continue;
+        if (strcmp(s->last_builder, mb->name) == 0)
+            return s;
+        if (!first)
+            first = s;
+    }
+    return first;
+}
+
+static void sched_pass(tf_master_t *m)
+{
+    size_t nslaves = tf_map_count(m->slaves);
+    size_t nbuilders = tf_map_count(m->builders);
+    if (!nslaves || !nbuilders)
+        return;
+    idle_slave_t *idle = calloc(nslaves, sizeof(*idle));
+    tf_mbuilder_t **heads = calloc(nbuilders, sizeof(*heads));
+    if (!idle || !heads)
+        goto out;
+    for (;;) {
+        size_t nidle = 0, nheads = 0, pos = 0;
+        void *v;
+        while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
+            if (tf_sched_slave_has_room(v))
+                idle[nidle++].s = v;
+        if (!nidle)
+            break;
+        pos = 0;
+        while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
+            tf_mbuilder_t *mb = v;
+            if (mb->cfg && !tf_list_empty(&mb->pending))
+                heads[nheads++] = mb;
+        }
+        if (!nheads)
+            break;
+        /* Best head first: a selection is enough, we take one per round. */
+        bool started = false;
+        while (nheads > 0 && !started) {
+            size_t best = 0;
+            for (size_t i = 1; i < nheads; i++) {
+                tf_request_t *a = tf_list_entry(heads[i]->pending.next,
+                                                tf_request_t, node);
+                tf_request_t *b = tf_list_entry(heads[best]->pending.next,
+                                                tf_request_t, node);
+                if (req_cmp(a, b) < 0)
+                    best = i;
+            }
+            tf_mbuilder_t *mb = heads[best];
+            tf_mslave_t *s = pick_slave(mb, idle, nidle);
+            if (!s) {
+                heads[best] = heads[--nheads];
+                continue;
+            }
+            tf_request_t *r = tf_list_entry(mb->pending.next, tf_request_t,
+                                            node);
+            uint64_t tag = r->fair_tag;
+            if (tf_build_start(m, r, s) == 0) {
+                if (tag > m->fair_vtime)
+                    m->fair_vtime = tag;
+                started = true;
+            } else {
+                /* Cannot start it now (out of memory, builder gone): leave
+                 * it queued and try the others. */
+                heads[best] = heads[--nheads];
+            }
+        }
+        if (!started)
+            break;
+    }
+out:
+    free(idle);
+    free(heads);
+}
+
+static void turn_cb(uv_idle_t *h)
+{
+    tf_master_t *m = h->data;
+    uv_idle_stop(h);
+    if (m->sched_wanted && !m->stopping) {
+        m->sched_wanted = false;
+        sched_pass(m);
+    }
+    tf_build_flush_acks(m);
+}
+
+void tf_sched_defer(tf_master_t *m)
+{
+    if (!uv_is_active((uv_handle_t *)&m->sched_idle))
+        uv_idle_start(&m->sched_idle, turn_cb);
+}
+
+void tf_sched_kick(tf_master_t *m)
+{
+    m->sched_wanted = true;
+    tf_sched_defer(m);
+}
+
+int tf_sched_request(tf_master_t *m, const char *builder, const char *reason,
+                     const char *owner, int priority, const char *props_json,
+                     uint64_t *id_out, tf_store_done_cb cb, void *arg)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, builder, false);
+    if (!mb || !mb->cfg)
+        return TF_ENOENT;
+    tf_request_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return TF_ENOMEM;
+    r->id = m->next_request_id;
+    snprintf(r->builder, sizeof(r->builder), "%s", builder);
+    r->reason = reason ? strdup(reason) : NULL;
+    r->owner = strdup(owner ? owner : "");
+    r->properties = strdup(props_json ? props_json : "{}");
+    r->priority = priority;
+    r->submitted_ms = tf_now_ms();
+    tf_list_init(&r->node);
+    if ((reason && !r->reason) || !r->owner || !r->properties ||
+        tf_map_put_id(m->requests, r->id, r) != 0) {
+        tf_request_free(r);
+        return TF_ENOMEM;
+    }
+    tf_sqlval_t v[] = {
+        tf_sql_int((int64_t)r->id), tf_sql_text(r->builder),
+        tf_sql_text(r->reason), tf_sql_text(r->owner),
+        tf_sql_int(r->priority), tf_sql_int(r->submitted_ms),
+        tf_sql_text(r->properties),
+    };
+    int rc = tf_store_write(m->store,
+                            "INSERT INTO build_requests(id, builder, state, "
+                            "reason, owner, priority, submitted_ms, "
+                            "properties) VALUES(?1, ?2, 'pending', ?3, ?4, "
+                            "?5, ?6, ?7)",
+                            v, 7, cb, arg);
+    if (rc) {
+        tf_map_del_id(m->requests, r->id);
+        tf_request_free(r);
+        return rc;
+    }
+    m->next_request_id++;
+    tf_sched_enqueue(m, r);
+    tf_sqlval_t bv[] = {tf_sql_int(mb->npending), tf_sql_text(mb->name)};
+    tf_master_write(m, "UPDATE builders SET pending = ?1 WHERE name = ?2", bv,
+                    2, NULL, NULL);
+    tf_info("sched", "request %" PRIu64 " for %s queued (%s)", r->id, builder,
+            reason ? reason : "no reason given");
+    if (id_out)
+        *id_out = r->id;
+    return 0;
+}

@@ -62,7 +62,7 @@ typedef void (*tf_store_done_cb)(void *arg, int rc);
  * savepoint). Returns 0 or a negative code; a non-zero return rolls back
  * what the function did. May set *result for the done callback to see
  * through arg. Must not touch loop-thread state. */
-typedef int (*tf_store_write_fn)(sqlite3 *db, void *arg);
+typedef int (*tf_store_txn_fn)(sqlite3 *db, void *arg);
 
 /* Runs on a thread-pool thread with a read-only connection. */
 typedef int (*tf_store_read_fn)(sqlite3 *db, void *arg);
@@ -93,9 +93,24 @@ int tf_store_open(uv_loop_t *loop, const char *path,
 int tf_store_write(tf_store_t *s, const char *sql, const tf_sqlval_t *vals,
                    size_t nvals, tf_store_done_cb cb, void *arg);
 
+/* One statement of a group (tf_store_write_multi). */
+typedef struct tf_sqlstmt {
+    const char *sql; /* static storage, as for tf_store_write */
+    const tf_sqlval_t *vals;
+    size_t nvals;
+} tf_sqlstmt_t;
+
+/* Queues n statements that commit together or not at all (one savepoint):
+ * for facts that must never be half stored, like a log chunk and the
+ * sequence number that says it arrived. cb gets TF_ESTORE if any of them
+ * failed (then none took effect). Owned blobs of every statement pass to
+ * the store, even on failure. Returns as tf_store_write. */
+int tf_store_write_multi(tf_store_t *s, const tf_sqlstmt_t *stmts, size_t n,
+                         tf_store_done_cb cb, void *arg);
+
 /* Queues a function to run on the writer thread in the next batch.
  * cost_bytes is what it counts against the queue caps. */
-int tf_store_write_fn(tf_store_t *s, tf_store_write_fn fn, size_t cost_bytes,
+int tf_store_write_fn(tf_store_t *s, tf_store_txn_fn fn, size_t cost_bytes,
                       tf_store_done_cb cb, void *arg);
 
 /* Runs fn on the thread pool with a read-only connection, then done on the

@@ -80,6 +80,7 @@ static const char *const migrations[] = {
     "  exit_code INTEGER, signal INTEGER, timed_out INTEGER NOT NULL DEFAULT 0,"
     "  text TEXT,"
     "  command TEXT NOT NULL DEFAULT '[]',"
+    "  flags INTEGER NOT NULL DEFAULT 0,"
     "  log_bytes INTEGER NOT NULL DEFAULT 0,"
     "  log_lines INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY(build_id, idx)) WITHOUT ROWID;"

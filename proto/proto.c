@@ -1,2 +1,1303 @@
-/* placeholder: being written */
-typedef int tf__placeholder_proto;
+/*
+ * proto.c - JSON control messages of the slave protocol (docs/protocol.md).
+ *
+ * Decoding is two passes: jansson parses the text (rejecting duplicate keys,
+ * "\u0000" and trailing bytes), then tf_msg_from_json() walks the tree and
+ * checks every field the specification names, copying values into a
+ * tf_msg_t. The first problem found stops the walk and becomes the error
+ * sentence, prefixed with the field's path ("build_start.steps[0].command").
+ *
+ * Encoding builds the same kind of tree from a tf_msg_t and then runs that
+ * very validator over it before dumping, so the rules live in one place and
+ * "an encoded message always decodes" holds by construction rather than by
+ * keeping two lists of checks in step.
+ *
+ * Ownership: a decoded message owns every string and array it points to;
+ * tf_msg_clear() frees them. On any decode failure the message is cleared,
+ * so callers never see half a message.
+ */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "crypto.h"
+#include "names.h"
+#include "proto.h"
+#include "tf_err.h"
+
+#define TF__LABEL_MAX 160 /* longest field path in an error sentence */
+#define TF__QUOTE_MAX 40  /* how much of a bad value an error quotes */
+
+static const char *const tf_msg_names[TF_MSG__COUNT] = {
+    [TF_MSG_CHALLENGE] = "challenge",
+    [TF_MSG_HELLO] = "hello",
+    [TF_MSG_WELCOME] = "welcome",
+    [TF_MSG_ERROR] = "error",
+    [TF_MSG_PING] = "ping",
+    [TF_MSG_PONG] = "pong",
+    [TF_MSG_BUILD_START] = "build_start",
+    [TF_MSG_BUILD_ABORT] = "build_abort",
+    [TF_MSG_ACK] = "ack",
+    [TF_MSG_STEP_STARTED] = "step_started",
+    [TF_MSG_STEP_FINISHED] = "step_finished",
+    [TF_MSG_BUILD_FINISHED] = "build_finished",
+    [TF_MSG_DRAIN] = "drain",
+};
+
+const char *tf_msg_type_name(tf_msg_type_t t)
+{
+    if ((int)t <= (int)TF_MSG_NONE || (int)t >= (int)TF_MSG__COUNT)
+        return NULL;
+    return tf_msg_names[t];
+}
+
+/* ------------------------------------------------------------------ */
+/* Freeing                                                              */
+
+static void tf_kv_free(tf_kv_t *kv, size_t n)
+{
+    if (!kv)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].key);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
+static void tf_strv_free(char **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void tf_step_spec_clear(tf_step_spec_t *s)
+{
+    if (!s)
+        return;
+    free(s->name);
+    tf_strv_free(s->argv, s->argc);
+    tf_kv_free(s->env, s->nenv);
+    free(s->workdir);
+    memset(s, 0, sizeof *s);
+}
+
+void tf_msg_clear(tf_msg_t *m)
+{
+    if (!m)
+        return;
+    switch (m->type) {
+    case TF_MSG_CHALLENGE:
+        free(m->u.challenge.master);
+        break;
+    case TF_MSG_HELLO:
+        free(m->u.hello.slave);
+        free(m->u.hello.version);
+        free(m->u.hello.platform);
+        tf_strv_free(m->u.hello.tags, m->u.hello.ntags);
+        free(m->u.hello.running);
+        break;
+    case TF_MSG_WELCOME:
+        free(m->u.welcome.slave);
+        free(m->u.welcome.resume);
+        free(m->u.welcome.abandon);
+        break;
+    case TF_MSG_ERROR:
+        free(m->u.error.code);
+        free(m->u.error.message);
+        break;
+    case TF_MSG_BUILD_START:
+        free(m->u.build_start.builder);
+        free(m->u.build_start.workdir);
+        tf_kv_free(m->u.build_start.props, m->u.build_start.nprops);
+        if (m->u.build_start.steps) {
+            for (size_t i = 0; i < m->u.build_start.nsteps; i++)
+                tf_step_spec_clear(&m->u.build_start.steps[i]);
+            free(m->u.build_start.steps);
+        }
+        break;
+    case TF_MSG_BUILD_ABORT:
+        free(m->u.build_abort.reason);
+        break;
+    case TF_MSG_STEP_STARTED:
+        free(m->u.step_started.name);
+        break;
+    case TF_MSG_STEP_FINISHED:
+        free(m->u.step_finished.text);
+        break;
+    case TF_MSG_NONE:
+    case TF_MSG_PING:
+    case TF_MSG_PONG:
+    case TF_MSG_ACK:
+    case TF_MSG_BUILD_FINISHED:
+    case TF_MSG_DRAIN:
+    case TF_MSG__COUNT:
+        break;
+    }
+    memset(m, 0, sizeof *m);
+    m->type = TF_MSG_NONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Copying steps                                                        */
+
+static int tf_strdup_to(char **dst, const char *src)
+{
+    *dst = strdup(src ? src : "");
+    return *dst ? 0 : TF_ENOMEM;
+}
+
+int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
+{
+    int rc = 0;
+    memset(dst, 0, sizeof *dst);
+    dst->timeout_s = src->timeout_s;
+    dst->max_time_s = src->max_time_s;
+    dst->flags = src->flags;
+    if ((rc = tf_strdup_to(&dst->name, src->name)) ||
+        (rc = tf_strdup_to(&dst->workdir, src->workdir)))
+        goto out;
+    dst->argv = calloc(src->argc + 1, sizeof *dst->argv);
+    if (!dst->argv) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    dst->argc = src->argc;
+    for (size_t i = 0; i < src->argc; i++)
+        if ((rc = tf_strdup_to(&dst->argv[i], src->argv[i])))
+            goto out;
+    if (src->nenv) {
+        dst->env = calloc(src->nenv, sizeof *dst->env);
+        if (!dst->env) {
+            rc = TF_ENOMEM;
+            goto out;
+        }
+        dst->nenv = src->nenv;
+        for (size_t i = 0; i < src->nenv; i++)
+            if ((rc = tf_strdup_to(&dst->env[i].key, src->env[i].key)) ||
+                (rc = tf_strdup_to(&dst->env[i].value, src->env[i].value)))
+                goto out;
+    }
+out:
+    if (rc)
+        tf_step_spec_clear(dst);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding: error sentences                                            */
+
+typedef struct tf_dec {
+    char *err;
+    size_t errlen;
+} tf_dec_t;
+
+static int tf_dec_fail(tf_dec_t *d, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes the error sentence (when the caller wants one) and returns rc. */
+static int tf_dec_fail(tf_dec_t *d, int rc, const char *fmt, ...)
+{
+    if (d->err && d->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, d->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* Formats a field path. Paths are short in practice; an absurdly nested
+ * one is cut, which only shortens an error sentence. */
+static void tf_label(char out[TF__LABEL_MAX], const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void tf_label(char out[TF__LABEL_MAX], const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, TF__LABEL_MAX, fmt, ap);
+    va_end(ap);
+}
+
+static int tf_dec_oom(tf_dec_t *d)
+{
+    return tf_dec_fail(d, TF_ENOMEM, "out of memory while decoding");
+}
+
+/* Copies at most TF__QUOTE_MAX bytes of s into out, replacing anything that
+ * is not printable ASCII (and quotes and backslashes) with '?', so a
+ * peer's bytes can be shown in a log line safely. */
+static void tf_dec_quote(char out[TF__QUOTE_MAX + 4], const char *s)
+{
+    size_t o = 0;
+    for (; *s && o < TF__QUOTE_MAX; s++) {
+        unsigned char c = (unsigned char)*s;
+        out[o++] = (c < 0x20 || c > 0x7e || c == '"' || c == '\\') ? '?'
+                                                                   : (char)c;
+    }
+    if (*s) {
+        out[o++] = '.';
+        out[o++] = '.';
+        out[o++] = '.';
+    }
+    out[o] = '\0';
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding: one value, with its label for error sentences              */
+
+static int tf_val_u64(tf_dec_t *d, const json_t *v, const char *label,
+                      uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!json_is_integer(v))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an integer", label);
+    json_int_t i = json_integer_value(v);
+    if (i < 0 || (uint64_t)i < min || (uint64_t)i > max)
+        return tf_dec_fail(d, TF_EINVAL,
+                           "%s: %" JSON_INTEGER_FORMAT
+                           " is out of range (%" PRIu64 "..%" PRIu64 ")",
+                           label, i, min, max);
+    *out = (uint64_t)i;
+    return 0;
+}
+
+/* Borrows the string value of v after checking type and byte length. */
+static int tf_val_str(tf_dec_t *d, const json_t *v, const char *label,
+                      size_t maxlen, const char **out)
+{
+    if (!json_is_string(v))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected a string", label);
+    size_t n = json_string_length(v);
+    if (n > maxlen)
+        return tf_dec_fail(d, TF_EINVAL, "%s: longer than %zu bytes", label,
+                           maxlen);
+    /* The parser refuses "\u0000", but a tree built by the encoder is
+     * checked here too. */
+    if (strlen(json_string_value(v)) != n)
+        return tf_dec_fail(d, TF_EINVAL, "%s: contains a NUL byte", label);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int tf_val_strdup(tf_dec_t *d, const json_t *v, const char *label,
+                         size_t maxlen, char **out)
+{
+    const char *s;
+    int rc = tf_val_str(d, v, label, maxlen, &s);
+    if (rc)
+        return rc;
+    *out = strdup(s);
+    return *out ? 0 : tf_dec_oom(d);
+}
+
+static int tf_val_name(tf_dec_t *d, const json_t *v, const char *label,
+                       char **out)
+{
+    const char *s;
+    char q[TF__QUOTE_MAX + 4];
+    int rc = tf_val_str(d, v, label, SIZE_MAX, &s);
+    if (rc)
+        return rc;
+    if (!tf_name_valid(s)) {
+        tf_dec_quote(q, s);
+        return tf_dec_fail(d, TF_EINVAL,
+                           "%s: \"%s\" is not a valid name (1..64 of "
+                           "[A-Za-z0-9._-], starting with a letter or digit)",
+                           label, q);
+    }
+    *out = strdup(s);
+    return *out ? 0 : tf_dec_oom(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding: one member of an object                                    */
+
+/* Finds obj[key], naming it "path.key" in label; a missing member is an
+ * error. */
+static const json_t *tf_dec_get(tf_dec_t *d, const json_t *obj,
+                                const char *path, const char *key,
+                                char label[TF__LABEL_MAX], int *rc)
+{
+    tf_label(label, "%s.%s", path, key);
+    const json_t *v = json_object_get(obj, key);
+    *rc = v ? 0
+            : tf_dec_fail(d, TF_EINVAL, "%s: required field missing", label);
+    return v;
+}
+
+static int tf_dec_u64(tf_dec_t *d, const json_t *obj, const char *path,
+                      const char *key, uint64_t min, uint64_t max,
+                      uint64_t *out)
+{
+    char label[TF__LABEL_MAX];
+    int rc;
+    const json_t *v = tf_dec_get(d, obj, path, key, label, &rc);
+    return v ? tf_val_u64(d, v, label, min, max, out) : rc;
+}
+
+static int tf_dec_u32(tf_dec_t *d, const json_t *obj, const char *path,
+                      const char *key, uint32_t min, uint32_t max,
+                      uint32_t *out)
+{
+    uint64_t v;
+    int rc = tf_dec_u64(d, obj, path, key, min, max, &v);
+    if (!rc)
+        *out = (uint32_t)v;
+    return rc;
+}
+
+static int tf_dec_int(tf_dec_t *d, const json_t *obj, const char *path,
+                      const char *key, int min, int max, int *out)
+{
+    uint64_t v;
+    int rc = tf_dec_u64(d, obj, path, key, (uint64_t)min, (uint64_t)max, &v);
+    if (!rc)
+        *out = (int)v;
+    return rc;
+}
+
+static int tf_dec_time(tf_dec_t *d, const json_t *obj, const char *path,
+                       const char *key, int64_t *out)
+{
+    uint64_t v;
+    int rc = tf_dec_u64(d, obj, path, key, 0, TF_PROTO_MAX_ID, &v);
+    if (!rc)
+        *out = (int64_t)v;
+    return rc;
+}
+
+static int tf_dec_str(tf_dec_t *d, const json_t *obj, const char *path,
+                      const char *key, size_t maxlen, char **out)
+{
+    char label[TF__LABEL_MAX];
+    int rc;
+    const json_t *v = tf_dec_get(d, obj, path, key, label, &rc);
+    return v ? tf_val_strdup(d, v, label, maxlen, out) : rc;
+}
+
+static int tf_dec_name(tf_dec_t *d, const json_t *obj, const char *path,
+                       const char *key, char **out)
+{
+    char label[TF__LABEL_MAX];
+    int rc;
+    const json_t *v = tf_dec_get(d, obj, path, key, label, &rc);
+    return v ? tf_val_name(d, v, label, out) : rc;
+}
+
+static int tf_dec_bool(tf_dec_t *d, const json_t *obj, const char *path,
+                       const char *key, bool *out)
+{
+    char label[TF__LABEL_MAX];
+    int rc;
+    const json_t *v = tf_dec_get(d, obj, path, key, label, &rc);
+    if (!v)
+        return rc;
+    if (!json_is_boolean(v))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected true or false", label);
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* A field that is exactly 64 lower-case hex characters (nonce, auth). */
+static int tf_dec_hex64(tf_dec_t *d, const json_t *obj, const char *path,
+                        const char *key, char out[TF_PROTO_NONCE_HEX + 1])
+{
+    char label[TF__LABEL_MAX];
+    const char *s;
+    int rc;
+    const json_t *v = tf_dec_get(d, obj, path, key, label, &rc);
+    if (!v)
+        return rc;
+    if ((rc = tf_val_str(d, v, label, SIZE_MAX, &s)))
+        return rc;
+    bool ok = strlen(s) == TF_PROTO_NONCE_HEX;
+    for (size_t i = 0; ok && s[i]; i++)
+        ok = (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f');
+    if (!ok)
+        return tf_dec_fail(d, TF_EINVAL,
+                           "%s: expected %d lower-case hex characters", label,
+                           TF_PROTO_NONCE_HEX);
+    memcpy(out, s, TF_PROTO_NONCE_HEX + 1);
+    return 0;
+}
+
+static int tf_dec_result(tf_dec_t *d, const json_t *obj, const char *path,
+                         const char *key, tf_result_t *out)
+{
+    char label[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const char *s;
+    int rc;
+    const json_t *v = tf_dec_get(d, obj, path, key, label, &rc);
+    if (!v)
+        return rc;
+    if ((rc = tf_val_str(d, v, label, SIZE_MAX, &s)))
+        return rc;
+    if (tf_result_parse(s, out) != 0) {
+        tf_dec_quote(q, s);
+        return tf_dec_fail(d, TF_EINVAL, "%s: unknown result \"%s\"", label,
+                           q);
+    }
+    return 0;
+}
+
+/* An integer in min..max, or null (then *has is false and *out 0). */
+static int tf_dec_opt_int(tf_dec_t *d, const json_t *obj, const char *path,
+                          const char *key, int min, int max, bool *has,
+                          int *out)
+{
+    char label[TF__LABEL_MAX];
+    uint64_t v;
+    int rc;
+    const json_t *j = tf_dec_get(d, obj, path, key, label, &rc);
+    if (!j)
+        return rc;
+    *has = false;
+    *out = 0;
+    if (json_is_null(j))
+        return 0;
+    if (!json_is_integer(j))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an integer or null",
+                           label);
+    if ((rc = tf_val_u64(d, j, label, (uint64_t)min, (uint64_t)max, &v)))
+        return rc;
+    *has = true;
+    *out = (int)v;
+    return 0;
+}
+
+/* Finds an array member and checks its size is within min..max. */
+static const json_t *tf_dec_array(tf_dec_t *d, const json_t *obj,
+                                  const char *path, const char *key,
+                                  size_t min, size_t max,
+                                  char label[TF__LABEL_MAX], int *rc)
+{
+    const json_t *v = tf_dec_get(d, obj, path, key, label, rc);
+    if (!v)
+        return NULL;
+    if (!json_is_array(v)) {
+        *rc = tf_dec_fail(d, TF_EINVAL, "%s: expected an array", label);
+        return NULL;
+    }
+    size_t n = json_array_size(v);
+    if (n < min && min == 1) {
+        *rc = tf_dec_fail(d, TF_EINVAL, "%s: must not be empty", label);
+        return NULL;
+    }
+    if (n < min || n > max) {
+        *rc = tf_dec_fail(d, TF_EINVAL,
+                          "%s: has %zu entries, must have %zu..%zu", label, n,
+                          min, max);
+        return NULL;
+    }
+    return v;
+}
+
+/* An array of strings into a NULL-terminated vector; names requires each
+ * entry to be a valid name. On failure *out may hold a partial vector whose
+ * *n entries the caller frees. */
+static int tf_dec_strv(tf_dec_t *d, const json_t *obj, const char *path,
+                       const char *key, size_t min, bool names, char ***out,
+                       size_t *n)
+{
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    int rc;
+    const json_t *a = tf_dec_array(d, obj, path, key, min, SIZE_MAX / 2,
+                                   label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    *out = calloc(count + 1, sizeof **out);
+    if (!*out)
+        return tf_dec_oom(d);
+    *n = count;
+    for (size_t i = 0; i < count; i++) {
+        const json_t *v = json_array_get(a, i);
+        tf_label(elabel, "%s[%zu]", label, i);
+        rc = names ? tf_val_name(d, v, elabel, &(*out)[i])
+                   : tf_val_strdup(d, v, elabel, SIZE_MAX, &(*out)[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* An object of string -> string. Keys must be non-empty; environment keys
+ * must also not contain '=' (it would change the variable's name). */
+static int tf_dec_kv(tf_dec_t *d, const json_t *obj, const char *path,
+                     const char *key, bool env, tf_kv_t **out, size_t *n)
+{
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const char *k;
+    const json_t *v;
+    int rc;
+    const json_t *o = tf_dec_get(d, obj, path, key, label, &rc);
+    if (!o)
+        return rc;
+    if (!json_is_object(o))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
+    size_t count = json_object_size(o);
+    *out = NULL;
+    *n = 0;
+    if (count == 0)
+        return 0;
+    *out = calloc(count, sizeof **out);
+    if (!*out)
+        return tf_dec_oom(d);
+    *n = count;
+    size_t i = 0;
+    json_object_foreach((json_t *)o, k, v) {
+        tf_dec_quote(q, k);
+        tf_label(elabel, "%s[\"%s\"]", label, q);
+        if (k[0] == '\0')
+            return tf_dec_fail(d, TF_EINVAL, "%s: empty key", label);
+        if (env && strchr(k, '='))
+            return tf_dec_fail(d, TF_EINVAL, "%s: key contains '='", elabel);
+        (*out)[i].key = strdup(k);
+        if (!(*out)[i].key)
+            return tf_dec_oom(d);
+        if ((rc = tf_val_strdup(d, v, elabel, SIZE_MAX, &(*out)[i].value)))
+            return rc;
+        i++;
+    }
+    return 0;
+}
+
+/* An array of {build_id, seq} objects (hello.running, welcome.resume). */
+static int tf_dec_running(tf_dec_t *d, const json_t *obj, const char *path,
+                          const char *key, size_t max, tf_running_t **out,
+                          size_t *n)
+{
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    int rc;
+    const json_t *a = tf_dec_array(d, obj, path, key, 0, max, label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    *out = NULL;
+    *n = 0;
+    if (count == 0)
+        return 0;
+    *out = calloc(count, sizeof **out);
+    if (!*out)
+        return tf_dec_oom(d);
+    *n = count;
+    for (size_t i = 0; i < count; i++) {
+        const json_t *e = json_array_get(a, i);
+        tf_label(elabel, "%s[%zu]", label, i);
+        if (!json_is_object(e))
+            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", elabel);
+        if ((rc = tf_dec_u64(d, e, elabel, "build_id", 1, TF_PROTO_MAX_ID,
+                             &(*out)[i].build_id)) ||
+            (rc = tf_dec_u64(d, e, elabel, "seq", 0, TF_PROTO_MAX_ID,
+                             &(*out)[i].seq)))
+            return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding: one message type each                                      */
+
+static int tf_dec_challenge(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "challenge";
+    int rc;
+    if ((rc = tf_dec_int(d, o, p, "protocol", 0, INT_MAX,
+                         &m->u.challenge.protocol)) ||
+        (rc = tf_dec_hex64(d, o, p, "nonce", m->u.challenge.nonce)) ||
+        (rc = tf_dec_str(d, o, p, "master", TF_PROTO_MAX_INFO,
+                         &m->u.challenge.master)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_hello(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "hello";
+    int rc;
+    if ((rc = tf_dec_int(d, o, p, "protocol", 0, INT_MAX,
+                         &m->u.hello.protocol)) ||
+        (rc = tf_dec_name(d, o, p, "slave", &m->u.hello.slave)) ||
+        (rc = tf_dec_hex64(d, o, p, "auth", m->u.hello.auth)) ||
+        (rc = tf_dec_str(d, o, p, "version", TF_PROTO_MAX_INFO,
+                         &m->u.hello.version)) ||
+        (rc = tf_dec_str(d, o, p, "platform", TF_PROTO_MAX_INFO,
+                         &m->u.hello.platform)) ||
+        (rc = tf_dec_strv(d, o, p, "tags", 0, true, &m->u.hello.tags,
+                          &m->u.hello.ntags)) ||
+        (rc = tf_dec_u32(d, o, p, "max_builds", 1, UINT32_MAX,
+                         &m->u.hello.max_builds)) ||
+        (rc = tf_dec_running(d, o, p, "running", TF_PROTO_MAX_RUNNING,
+                             &m->u.hello.running, &m->u.hello.nrunning)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_welcome(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "welcome";
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    int rc;
+    if ((rc = tf_dec_name(d, o, p, "slave", &m->u.welcome.slave)) ||
+        (rc = tf_dec_u32(d, o, p, "heartbeat_s", 1, UINT32_MAX,
+                         &m->u.welcome.heartbeat_s)) ||
+        (rc = tf_dec_running(d, o, p, "resume", SIZE_MAX / 2,
+                             &m->u.welcome.resume, &m->u.welcome.nresume)))
+        return rc;
+    const json_t *a = tf_dec_array(d, o, p, "abandon", 0, SIZE_MAX / 2, label,
+                                   &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    if (count == 0)
+        return 0;
+    m->u.welcome.abandon = calloc(count, sizeof *m->u.welcome.abandon);
+    if (!m->u.welcome.abandon)
+        return tf_dec_oom(d);
+    m->u.welcome.nabandon = count;
+    for (size_t i = 0; i < count; i++) {
+        tf_label(elabel, "%s[%zu]", label, i);
+        if ((rc = tf_val_u64(d, json_array_get(a, i), elabel, 1,
+                             TF_PROTO_MAX_ID, &m->u.welcome.abandon[i])))
+            return rc;
+    }
+    return 0;
+}
+
+static int tf_dec_error(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "error";
+    int rc;
+    if ((rc = tf_dec_name(d, o, p, "code", &m->u.error.code)) ||
+        (rc = tf_dec_str(d, o, p, "message", TF_PROTO_MAX_TEXTFIELD,
+                         &m->u.error.message)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_ping(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = m->type == TF_MSG_PING ? "ping" : "pong";
+    return tf_dec_u64(d, o, p, "id", 0, TF_PROTO_MAX_ID, &m->u.ping.id);
+}
+
+static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
+                       tf_step_spec_t *s)
+{
+    char label[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    tf_step_flags_t *f = &s->flags;
+    int rc;
+    if ((rc = tf_dec_name(d, o, p, "name", &s->name)) ||
+        (rc = tf_dec_strv(d, o, p, "command", 1, false, &s->argv, &s->argc)))
+        return rc;
+    if (s->argv[0][0] == '\0')
+        return tf_dec_fail(d, TF_EINVAL, "%s.command[0]: must not be empty",
+                           p);
+    if ((rc = tf_dec_kv(d, o, p, "env", true, &s->env, &s->nenv)) ||
+        (rc = tf_dec_str(d, o, p, "workdir", SIZE_MAX, &s->workdir)))
+        return rc;
+    if (!tf_relpath_valid(s->workdir)) {
+        tf_label(label, "%s.workdir", p);
+        tf_dec_quote(q, s->workdir);
+        return tf_dec_fail(d, TF_EINVAL,
+                           "%s: \"%s\" is not a valid relative path", label, q);
+    }
+    if ((rc = tf_dec_u32(d, o, p, "timeout_s", 0, UINT32_MAX, &s->timeout_s)) ||
+        (rc = tf_dec_u32(d, o, p, "max_time_s", 0, UINT32_MAX,
+                         &s->max_time_s)) ||
+        (rc = tf_dec_bool(d, o, p, "haltOnFailure", &f->halt_on_failure)) ||
+        (rc = tf_dec_bool(d, o, p, "flunkOnFailure", &f->flunk_on_failure)) ||
+        (rc = tf_dec_bool(d, o, p, "warnOnFailure", &f->warn_on_failure)) ||
+        (rc = tf_dec_bool(d, o, p, "flunkOnWarnings", &f->flunk_on_warnings)) ||
+        (rc = tf_dec_bool(d, o, p, "warnOnWarnings", &f->warn_on_warnings)) ||
+        (rc = tf_dec_bool(d, o, p, "alwaysRun", &f->always_run)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_build_start(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "build_start";
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &m->u.build_start.build_id)) ||
+        (rc = tf_dec_name(d, o, p, "builder", &m->u.build_start.builder)) ||
+        (rc = tf_dec_u64(d, o, p, "number", 0, TF_PROTO_MAX_ID,
+                         &m->u.build_start.number)) ||
+        (rc = tf_dec_name(d, o, p, "workdir", &m->u.build_start.workdir)) ||
+        (rc = tf_dec_kv(d, o, p, "properties", false,
+                        &m->u.build_start.props, &m->u.build_start.nprops)))
+        return rc;
+    const json_t *a = tf_dec_array(d, o, p, "steps", 1, TF_PROTO_MAX_STEPS,
+                                   label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    m->u.build_start.steps = calloc(count, sizeof *m->u.build_start.steps);
+    if (!m->u.build_start.steps)
+        return tf_dec_oom(d);
+    m->u.build_start.nsteps = count;
+    for (size_t i = 0; i < count; i++) {
+        const json_t *s = json_array_get(a, i);
+        tf_label(elabel, "%s[%zu]", label, i);
+        if (!json_is_object(s))
+            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", elabel);
+        if ((rc = tf_dec_step(d, s, elabel, &m->u.build_start.steps[i])))
+            return rc;
+    }
+    return 0;
+}
+
+static int tf_dec_build_abort(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "build_abort";
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &m->u.build_abort.build_id)) ||
+        (rc = tf_dec_str(d, o, p, "reason", TF_PROTO_MAX_TEXTFIELD,
+                         &m->u.build_abort.reason)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_ack(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "ack";
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &m->u.ack.build_id)) ||
+        (rc = tf_dec_u64(d, o, p, "seq", 0, TF_PROTO_MAX_ID, &m->u.ack.seq)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_step_started(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "step_started";
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &m->u.step_started.build_id)) ||
+        (rc = tf_dec_u64(d, o, p, "seq", 1, TF_PROTO_MAX_ID,
+                         &m->u.step_started.seq)) ||
+        (rc = tf_dec_u32(d, o, p, "step", 0, TF_PROTO_MAX_STEPS - 1,
+                         &m->u.step_started.step)) ||
+        (rc = tf_dec_name(d, o, p, "name", &m->u.step_started.name)) ||
+        (rc = tf_dec_time(d, o, p, "time_ms", &m->u.step_started.time_ms)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_step_finished(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "step_finished";
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &m->u.step_finished.build_id)) ||
+        (rc = tf_dec_u64(d, o, p, "seq", 1, TF_PROTO_MAX_ID,
+                         &m->u.step_finished.seq)) ||
+        (rc = tf_dec_u32(d, o, p, "step", 0, TF_PROTO_MAX_STEPS - 1,
+                         &m->u.step_finished.step)) ||
+        (rc = tf_dec_result(d, o, p, "result", &m->u.step_finished.result)) ||
+        (rc = tf_dec_opt_int(d, o, p, "exit_code", 0, INT_MAX,
+                             &m->u.step_finished.has_exit_code,
+                             &m->u.step_finished.exit_code)) ||
+        (rc = tf_dec_opt_int(d, o, p, "signal", 1, INT_MAX,
+                             &m->u.step_finished.has_signal,
+                             &m->u.step_finished.signal)) ||
+        (rc = tf_dec_bool(d, o, p, "timed_out",
+                          &m->u.step_finished.timed_out)) ||
+        (rc = tf_dec_time(d, o, p, "duration_ms",
+                          &m->u.step_finished.duration_ms)) ||
+        (rc = tf_dec_time(d, o, p, "time_ms", &m->u.step_finished.time_ms)) ||
+        (rc = tf_dec_str(d, o, p, "text", TF_PROTO_MAX_TEXTFIELD,
+                         &m->u.step_finished.text)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_build_finished(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "build_finished";
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &m->u.build_finished.build_id)) ||
+        (rc = tf_dec_u64(d, o, p, "seq", 1, TF_PROTO_MAX_ID,
+                         &m->u.build_finished.seq)) ||
+        (rc = tf_dec_result(d, o, p, "result",
+                            &m->u.build_finished.result)) ||
+        (rc = tf_dec_time(d, o, p, "time_ms", &m->u.build_finished.time_ms)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_drain(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    return 0;
+}
+
+typedef int (*tf_dec_fn)(tf_dec_t *d, const json_t *o, tf_msg_t *m);
+
+static const tf_dec_fn tf_dec_fns[TF_MSG__COUNT] = {
+    [TF_MSG_CHALLENGE] = tf_dec_challenge,
+    [TF_MSG_HELLO] = tf_dec_hello,
+    [TF_MSG_WELCOME] = tf_dec_welcome,
+    [TF_MSG_ERROR] = tf_dec_error,
+    [TF_MSG_PING] = tf_dec_ping,
+    [TF_MSG_PONG] = tf_dec_ping,
+    [TF_MSG_BUILD_START] = tf_dec_build_start,
+    [TF_MSG_BUILD_ABORT] = tf_dec_build_abort,
+    [TF_MSG_ACK] = tf_dec_ack,
+    [TF_MSG_STEP_STARTED] = tf_dec_step_started,
+    [TF_MSG_STEP_FINISHED] = tf_dec_step_finished,
+    [TF_MSG_BUILD_FINISHED] = tf_dec_build_finished,
+    [TF_MSG_DRAIN] = tf_dec_drain,
+};
+
+/* Validates a parsed message into m (zeroed by the caller). On failure m
+ * may hold partial allocations: the caller clears it. */
+static int tf_msg_from_json(tf_dec_t *d, const json_t *root, tf_msg_t *m)
+{
+    char q[TF__QUOTE_MAX + 4];
+    if (json_is_array(root))
+        return tf_dec_fail(d, TF_EINVAL,
+                           "message is a JSON array, expected an object");
+    if (!json_is_object(root))
+        return tf_dec_fail(d, TF_EINVAL, "message is not a JSON object");
+    const json_t *t = json_object_get(root, "type");
+    if (!t)
+        return tf_dec_fail(d, TF_EINVAL, "message has no \"type\" field");
+    if (!json_is_string(t))
+        return tf_dec_fail(d, TF_EINVAL, "type: expected a string");
+    const char *name = json_string_value(t);
+    for (int i = TF_MSG_NONE + 1; i < TF_MSG__COUNT; i++) {
+        if (strcmp(name, tf_msg_names[i]) == 0) {
+            m->type = (tf_msg_type_t)i;
+            return tf_dec_fns[i](d, root, m);
+        }
+    }
+    tf_dec_quote(q, name);
+    return tf_dec_fail(d, TF_EINVAL, "unknown message type \"%s\"", q);
+}
+
+int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
+                  size_t errlen)
+{
+    tf_dec_t d = {err, errlen};
+    json_error_t je;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    out->type = TF_MSG_NONE;
+    if (err && errlen)
+        err[0] = '\0';
+    if (!text)
+        return tf_dec_fail(&d, TF_EINVAL, "no message");
+    if (len > TF_PROTO_MAX_TEXT)
+        return tf_dec_fail(&d, TF_E2BIG,
+                           "control message of %zu bytes is over the %d-byte "
+                           "limit",
+                           len, TF_PROTO_MAX_TEXT);
+    json_t *root = json_loadb(text, len,
+                              JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!root) {
+        if (json_error_code(&je) == json_error_out_of_memory)
+            return tf_dec_oom(&d);
+        return tf_dec_fail(&d, TF_EINVAL,
+                           "not valid JSON: %s (line %d, column %d)", je.text,
+                           je.line, je.column);
+    }
+    rc = tf_msg_from_json(&d, root, out);
+    json_decref(root);
+    if (rc)
+        tf_msg_clear(out);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                             */
+
+/* The encoder collects the first failure in rc and keeps going; the tree
+ * is thrown away if rc is set, which keeps every builder free of checks. */
+typedef struct tf_enc {
+    int rc;
+} tf_enc_t;
+
+static void tf_enc_failed(tf_enc_t *e, int rc)
+{
+    if (!e->rc)
+        e->rc = rc;
+}
+
+/* Strict UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF), the
+ * same rule jansson's parser applies, so what we emit it accepts. */
+static bool tf_utf8_valid(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s;
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            s++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (size_t i = 1; i <= n; i++) {
+            if ((s[i] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        s += n + 1;
+    }
+    return true;
+}
+
+/* A JSON string from s (NULL encodes as "", which the validator then
+ * judges like any other value). */
+static json_t *tf_enc_str(tf_enc_t *e, const char *s)
+{
+    if (!s)
+        s = "";
+    if (!tf_utf8_valid((const unsigned char *)s)) {
+        tf_enc_failed(e, TF_EINVAL);
+        return NULL;
+    }
+    json_t *v = json_string_nocheck(s);
+    if (!v)
+        tf_enc_failed(e, TF_ENOMEM);
+    return v;
+}
+
+/* The fixed-size hex fields must be terminated inside their array. */
+static json_t *tf_enc_hex(tf_enc_t *e, const char s[TF_PROTO_NONCE_HEX + 1])
+{
+    if (strnlen(s, TF_PROTO_NONCE_HEX + 1) > TF_PROTO_NONCE_HEX) {
+        tf_enc_failed(e, TF_EINVAL);
+        return NULL;
+    }
+    return tf_enc_str(e, s);
+}
+
+static json_t *tf_enc_int(tf_enc_t *e, uint64_t v)
+{
+    if (v > (uint64_t)INT64_MAX) {
+        tf_enc_failed(e, TF_EINVAL);
+        return NULL;
+    }
+    json_t *j = json_integer((json_int_t)v);
+    if (!j)
+        tf_enc_failed(e, TF_ENOMEM);
+    return j;
+}
+
+/* Signed values: negative ones are emitted as they are and refused by the
+ * validator, with the same rule as on the wire. */
+static json_t *tf_enc_sint(tf_enc_t *e, int64_t v)
+{
+    json_t *j = json_integer((json_int_t)v);
+    if (!j)
+        tf_enc_failed(e, TF_ENOMEM);
+    return j;
+}
+
+static json_t *tf_enc_new(tf_enc_t *e, json_t *v)
+{
+    if (!v)
+        tf_enc_failed(e, TF_ENOMEM);
+    return v;
+}
+
+/* Sets obj[key] = v, stealing v; a NULL v means a failure already noted. */
+static void tf_enc_set(tf_enc_t *e, json_t *obj, const char *key, json_t *v)
+{
+    if (!v) {
+        tf_enc_failed(e, TF_ENOMEM);
+        return;
+    }
+    if (json_object_set_new_nocheck(obj, key, v) != 0)
+        tf_enc_failed(e, TF_ENOMEM);
+}
+
+static void tf_enc_push(tf_enc_t *e, json_t *arr, json_t *v)
+{
+    if (!v) {
+        tf_enc_failed(e, TF_ENOMEM);
+        return;
+    }
+    if (json_array_append_new(arr, v) != 0)
+        tf_enc_failed(e, TF_ENOMEM);
+}
+
+/* An array from n items; a NULL vector with n > 0 is a caller bug. */
+static bool tf_enc_vec_ok(tf_enc_t *e, const void *vec, size_t n)
+{
+    if (n > 0 && !vec) {
+        tf_enc_failed(e, TF_EINVAL);
+        return false;
+    }
+    return true;
+}
+
+static json_t *tf_enc_strv(tf_enc_t *e, char *const *v, size_t n)
+{
+    json_t *a = tf_enc_new(e, json_array());
+    if (!a || !tf_enc_vec_ok(e, v, n))
+        return a;
+    for (size_t i = 0; i < n; i++)
+        tf_enc_push(e, a, tf_enc_str(e, v[i]));
+    return a;
+}
+
+static json_t *tf_enc_kv(tf_enc_t *e, const tf_kv_t *kv, size_t n)
+{
+    json_t *o = tf_enc_new(e, json_object());
+    if (!o || !tf_enc_vec_ok(e, kv, n))
+        return o;
+    for (size_t i = 0; i < n; i++) {
+        const char *k = kv[i].key ? kv[i].key : "";
+        if (!tf_utf8_valid((const unsigned char *)k)) {
+            tf_enc_failed(e, TF_EINVAL);
+            continue;
+        }
+        /* A repeated key would be a duplicate on the wire. */
+        if (json_object_get(o, k)) {
+            tf_enc_failed(e, TF_EINVAL);
+            continue;
+        }
+        tf_enc_set(e, o, k, tf_enc_str(e, kv[i].value));
+    }
+    return o;
+}
+
+static json_t *tf_enc_running(tf_enc_t *e, const tf_running_t *r, size_t n)
+{
+    json_t *a = tf_enc_new(e, json_array());
+    if (!a || !tf_enc_vec_ok(e, r, n))
+        return a;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = tf_enc_new(e, json_object());
+        if (!o)
+            break;
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, r[i].build_id));
+        tf_enc_set(e, o, "seq", tf_enc_int(e, r[i].seq));
+        tf_enc_push(e, a, o);
+    }
+    return a;
+}
+
+static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
+{
+    json_t *o = tf_enc_new(e, json_object());
+    if (!o)
+        return NULL;
+    const tf_step_flags_t *f = &s->flags;
+    tf_enc_set(e, o, "name", tf_enc_str(e, s->name));
+    tf_enc_set(e, o, "command", tf_enc_strv(e, s->argv, s->argc));
+    tf_enc_set(e, o, "env", tf_enc_kv(e, s->env, s->nenv));
+    tf_enc_set(e, o, "workdir", tf_enc_str(e, s->workdir));
+    tf_enc_set(e, o, "timeout_s", tf_enc_int(e, s->timeout_s));
+    tf_enc_set(e, o, "max_time_s", tf_enc_int(e, s->max_time_s));
+    tf_enc_set(e, o, "haltOnFailure", json_boolean(f->halt_on_failure));
+    tf_enc_set(e, o, "flunkOnFailure", json_boolean(f->flunk_on_failure));
+    tf_enc_set(e, o, "warnOnFailure", json_boolean(f->warn_on_failure));
+    tf_enc_set(e, o, "flunkOnWarnings", json_boolean(f->flunk_on_warnings));
+    tf_enc_set(e, o, "warnOnWarnings", json_boolean(f->warn_on_warnings));
+    tf_enc_set(e, o, "alwaysRun", json_boolean(f->always_run));
+    return o;
+}
+
+static json_t *tf_enc_opt_int(tf_enc_t *e, bool has, int v)
+{
+    return has ? tf_enc_sint(e, v) : tf_enc_new(e, json_null());
+}
+
+/* Adds the fields of m to o, in the order of docs/protocol.md. */
+static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
+{
+    switch (m->type) {
+    case TF_MSG_CHALLENGE:
+        tf_enc_set(e, o, "protocol", tf_enc_sint(e, m->u.challenge.protocol));
+        tf_enc_set(e, o, "nonce", tf_enc_hex(e, m->u.challenge.nonce));
+        tf_enc_set(e, o, "master", tf_enc_str(e, m->u.challenge.master));
+        break;
+    case TF_MSG_HELLO:
+        tf_enc_set(e, o, "protocol", tf_enc_sint(e, m->u.hello.protocol));
+        tf_enc_set(e, o, "slave", tf_enc_str(e, m->u.hello.slave));
+        tf_enc_set(e, o, "auth", tf_enc_hex(e, m->u.hello.auth));
+        tf_enc_set(e, o, "version", tf_enc_str(e, m->u.hello.version));
+        tf_enc_set(e, o, "platform", tf_enc_str(e, m->u.hello.platform));
+        tf_enc_set(e, o, "tags",
+                   tf_enc_strv(e, m->u.hello.tags, m->u.hello.ntags));
+        tf_enc_set(e, o, "max_builds", tf_enc_int(e, m->u.hello.max_builds));
+        tf_enc_set(e, o, "running",
+                   tf_enc_running(e, m->u.hello.running, m->u.hello.nrunning));
+        break;
+    case TF_MSG_WELCOME: {
+        tf_enc_set(e, o, "slave", tf_enc_str(e, m->u.welcome.slave));
+        tf_enc_set(e, o, "heartbeat_s", tf_enc_int(e, m->u.welcome.heartbeat_s));
+        tf_enc_set(e, o, "resume",
+                   tf_enc_running(e, m->u.welcome.resume,
+                                  m->u.welcome.nresume));
+        json_t *a = tf_enc_new(e, json_array());
+        if (a && tf_enc_vec_ok(e, m->u.welcome.abandon, m->u.welcome.nabandon))
+            for (size_t i = 0; i < m->u.welcome.nabandon; i++)
+                tf_enc_push(e, a, tf_enc_int(e, m->u.welcome.abandon[i]));
+        tf_enc_set(e, o, "abandon", a);
+        break;
+    }
+    case TF_MSG_ERROR:
+        tf_enc_set(e, o, "code", tf_enc_str(e, m->u.error.code));
+        tf_enc_set(e, o, "message", tf_enc_str(e, m->u.error.message));
+        break;
+    case TF_MSG_PING:
+    case TF_MSG_PONG:
+        tf_enc_set(e, o, "id", tf_enc_int(e, m->u.ping.id));
+        break;
+    case TF_MSG_BUILD_START: {
+        const __typeof__(m->u.build_start) *b = &m->u.build_start;
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, b->build_id));
+        tf_enc_set(e, o, "builder", tf_enc_str(e, b->builder));
+        tf_enc_set(e, o, "number", tf_enc_int(e, b->number));
+        tf_enc_set(e, o, "workdir", tf_enc_str(e, b->workdir));
+        tf_enc_set(e, o, "properties", tf_enc_kv(e, b->props, b->nprops));
+        json_t *a = tf_enc_new(e, json_array());
+        if (a && tf_enc_vec_ok(e, b->steps, b->nsteps))
+            for (size_t i = 0; i < b->nsteps && !e->rc; i++)
+                tf_enc_push(e, a, tf_enc_step(e, &b->steps[i]));
+        tf_enc_set(e, o, "steps", a);
+        break;
+    }
+    case TF_MSG_BUILD_ABORT:
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, m->u.build_abort.build_id));
+        tf_enc_set(e, o, "reason", tf_enc_str(e, m->u.build_abort.reason));
+        break;
+    case TF_MSG_ACK:
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, m->u.ack.build_id));
+        tf_enc_set(e, o, "seq", tf_enc_int(e, m->u.ack.seq));
+        break;
+    case TF_MSG_STEP_STARTED: {
+        const __typeof__(m->u.step_started) *s = &m->u.step_started;
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, s->build_id));
+        tf_enc_set(e, o, "seq", tf_enc_int(e, s->seq));
+        tf_enc_set(e, o, "step", tf_enc_int(e, s->step));
+        tf_enc_set(e, o, "name", tf_enc_str(e, s->name));
+        tf_enc_set(e, o, "time_ms", tf_enc_sint(e, s->time_ms));
+        break;
+    }
+    case TF_MSG_STEP_FINISHED: {
+        const __typeof__(m->u.step_finished) *s = &m->u.step_finished;
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, s->build_id));
+        tf_enc_set(e, o, "seq", tf_enc_int(e, s->seq));
+        tf_enc_set(e, o, "step", tf_enc_int(e, s->step));
+        tf_enc_set(e, o, "result", tf_enc_str(e, tf_result_name(s->result)));
+        tf_enc_set(e, o, "exit_code",
+                   tf_enc_opt_int(e, s->has_exit_code, s->exit_code));
+        tf_enc_set(e, o, "signal", tf_enc_opt_int(e, s->has_signal, s->signal));
+        tf_enc_set(e, o, "timed_out", json_boolean(s->timed_out));
+        tf_enc_set(e, o, "duration_ms", tf_enc_sint(e, s->duration_ms));
+        tf_enc_set(e, o, "time_ms", tf_enc_sint(e, s->time_ms));
+        tf_enc_set(e, o, "text", tf_enc_str(e, s->text));
+        break;
+    }
+    case TF_MSG_BUILD_FINISHED: {
+        const __typeof__(m->u.build_finished) *s = &m->u.build_finished;
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, s->build_id));
+        tf_enc_set(e, o, "seq", tf_enc_int(e, s->seq));
+        tf_enc_set(e, o, "result", tf_enc_str(e, tf_result_name(s->result)));
+        tf_enc_set(e, o, "time_ms", tf_enc_sint(e, s->time_ms));
+        break;
+    }
+    case TF_MSG_DRAIN:
+        break;
+    case TF_MSG_NONE:
+    case TF_MSG__COUNT:
+        tf_enc_failed(e, TF_EINVAL);
+        break;
+    }
+}
+
+int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
+{
+    tf_enc_t e = {0};
+    tf_dec_t quiet = {NULL, 0};
+    tf_msg_t check;
+    char *text = NULL;
+    json_t *o = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    if (len_out)
+        *len_out = 0;
+    const char *name = m ? tf_msg_type_name(m->type) : NULL;
+    if (!name)
+        return TF_EINVAL;
+    o = json_object();
+    if (!o)
+        return TF_ENOMEM;
+    tf_enc_set(&e, o, "type", json_string_nocheck(name));
+    tf_enc_fields(&e, o, m);
+    if ((rc = e.rc))
+        goto out;
+    /* The decoder's own validator judges the tree, so the encoder cannot
+     * emit anything the decoder would refuse. */
+    memset(&check, 0, sizeof check);
+    rc = tf_msg_from_json(&quiet, o, &check);
+    tf_msg_clear(&check);
+    if (rc)
+        goto out;
+    text = json_dumps(o, JSON_COMPACT);
+    if (!text) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    size_t len = strlen(text);
+    if (len > TF_PROTO_MAX_TEXT) {
+        rc = TF_E2BIG;
+        goto out;
+    }
+    *out = text;
+    text = NULL;
+    if (len_out)
+        *len_out = len;
+out:
+    free(text);
+    json_decref(o);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Authentication                                                       */
+
+void tf_proto_auth(const char *secret, const char nonce[TF_PROTO_NONCE_HEX + 1],
+                   char out[TF_PROTO_NONCE_HEX + 1])
+{
+    if (!secret)
+        secret = "";
+    tf_hmac_sha256_hex(secret, strlen(secret), nonce,
+                       strnlen(nonce, TF_PROTO_NONCE_HEX), out);
+}

@@ -58,6 +58,7 @@ typedef enum {
     TF_MSG_STEP_STARTED,
     TF_MSG_STEP_FINISHED,
     TF_MSG_BUILD_FINISHED,
+    TF_MSG_DRAIN, /* no fields */
     TF_MSG__COUNT
 } tf_msg_type_t;
 
@@ -188,7 +189,8 @@ const char *tf_msg_type_name(tf_msg_type_t t);
 
 /* Encodes m as compact JSON into a malloc'd NUL-terminated string (caller
  * frees). Validates m the way the decoder would (names, caps, ids), so an
- * encoded message always decodes. Returns 0, TF_EINVAL or TF_ENOMEM. */
+ * encoded message always decodes. Returns 0, TF_EINVAL, TF_E2BIG (the text
+ * would pass TF_PROTO_MAX_TEXT) or TF_ENOMEM. */
 int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out);
 
 /* Decodes and validates one text frame. On success fills *out (caller calls

@@ -1,0 +1,63 @@
+/*
+ * queries.h - read-only queries behind the JSON API.
+ *
+ * Each function turns rows into a jansson value and nothing else: no
+ * sockets, no loop state, so it runs on a thread-pool thread with a
+ * read-only connection and can be tested against any database file. The
+ * caller overlays live state it keeps in memory (who is connected, queue
+ * positions) on the loop thread afterwards.
+ *
+ * Ids and times are integers; results are names ("SUCCESS") or null.
+ * base_url is the master's public URL ending in '/', used for links.
+ */
+#ifndef TF_QUERIES_H
+#define TF_QUERIES_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+/* All builders with their summary rows. *out: JSON array. */
+int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out);
+
+/* One builder, or TF_ENOENT. */
+int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
+                 json_t **out);
+
+/* Builds of a builder, newest first, numbers below `before` (0 = no
+ * bound), at most limit. *out: {"builds": [...], "next_before": N|null}. */
+int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
+                uint64_t before, unsigned limit, json_t **out);
+
+/* One build with its steps, or TF_ENOENT. */
+int tf_q_build(sqlite3 *db, const char *base_url, uint64_t id, json_t **out);
+
+/* The same, by builder and number. */
+int tf_q_build_by_number(sqlite3 *db, const char *base_url,
+                         const char *builder, uint64_t number, json_t **out);
+
+/* All slaves. *out: array. */
+int tf_q_slaves(sqlite3 *db, const char *base_url, json_t **out);
+
+/* One slave with its last `events` connection events, or TF_ENOENT. */
+int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
+               unsigned events, json_t **out);
+
+/* One build request, or TF_ENOENT. */
+int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id,
+                 json_t **out);
+
+/* Size in bytes and lines of a step's log so far, or TF_ENOENT when the
+ * step does not exist. */
+int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
+                  uint64_t *bytes, uint64_t *lines);
+
+/* Appends to *buf (malloc'd, *len bytes so far, capacity managed here) the
+ * log bytes in [start, end) of a step, at most max bytes. Returns 0 and
+ * the number of bytes appended in *got. */
+int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
+                  uint64_t start, uint64_t end, size_t max, unsigned char *dst,
+                  size_t *got);
+
+#endif

@@ -1,2 +1,0 @@
-/* placeholder: being written */
-typedef int tf__placeholder_render;

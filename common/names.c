@@ -58,3 +58,52 @@ bool tf_relpath_valid(const char *s)
     }
     return true;
 }
+
+/* Bytes allowed in a branch name; revisions also allow '^' and '~'. */
+static bool tf_ref_byte(char c, bool rev)
+{
+    return tf_name_alnum(c) || c == '.' || c == '_' || c == '-' || c == '/' ||
+           (rev && (c == '^' || c == '~'));
+}
+
+static bool tf_ref_check(const char *s, bool rev)
+{
+    if (!s)
+        return false;
+    size_t n = strnlen(s, TF_REF_MAX + 1);
+    if (n > TF_REF_MAX)
+        return false;
+    if (n == 0)
+        return rev;
+    if (s[0] == '-' || s[0] == '/' || s[n - 1] == '/' || s[n - 1] == '.' ||
+        strstr(s, "..") || strstr(s, "//") || strstr(s, "@{") ||
+        (n >= 5 && strcmp(s + n - 5, ".lock") == 0))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!tf_ref_byte(s[i], rev))
+            return false;
+    return true;
+}
+
+bool tf_git_ref_valid(const char *s)
+{
+    return tf_ref_check(s, false);
+}
+
+bool tf_git_rev_valid(const char *s)
+{
+    return tf_ref_check(s, true);
+}
+
+bool tf_repo_url_valid(const char *s)
+{
+    if (!s || !*s || s[0] == '-')
+        return false;
+    size_t n = strnlen(s, TF_REPO_MAX + 1);
+    if (n > TF_REPO_MAX)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "http.h"
+#include "jobs.h"
 #include "log.h"
 #include "master.h"
 #include "names.h"
@@ -29,10 +30,10 @@
 #define API_DEFAULT_BODY_CAP (1024 * 1024)
 #define LOG_PIECE (256 * 1024)
 
-size_t tf_api_body_cap(const char *path, int method)
+size_t tf_api_body_cap(const tf_master_t *m, const char *path, int method)
 {
-    (void)path;
-    (void)method;
+    if (method == TF_HTTP_POST && strcmp(path, "/api/v1/jobs") == 0)
+        return tf_jobs_body_cap(m);
     return API_DEFAULT_BODY_CAP;
 }
 
@@ -43,20 +44,71 @@ static const char *base_url(tf_master_t *m)
     return m->cfg->public_url;
 }
 
-static bool authorized(tf_http_req_t *r)
-{
-    return r->token[0] && tf_ct_streq(r->token, r->m->admin_token);
-}
-
+/* Actions need a committer's token or the admin token. */
 static bool require_auth(tf_http_req_t *r)
 {
-    if (authorized(r))
+    if (r->admin || r->user.id != 0)
         return true;
     tf_http_header(r, "www-authenticate", "Bearer");
     tf_http_error(r, 401, r->token[0] ? "invalid token"
                                       : "this action needs a token: send "
                                         "\"Authorization: Bearer TOKEN\"");
     return false;
+}
+
+/* --- identifying the caller --- */
+
+typedef struct ident {
+    tf_http_req_t *r;
+    char sha[TF_SHA256_HEX_LEN + 1];
+    tf_user_t user;
+} ident_t;
+
+static int ident_fn(sqlite3 *db, void *arg)
+{
+    ident_t *i = arg;
+    return tf_user_by_token(db, i->sha, &i->user);
+}
+
+static void ident_done(void *arg, int rc)
+{
+    ident_t *i = arg;
+    tf_http_req_t *r = i->r;
+    if (!tf_http_async_end(r)) {
+        free(i);
+        return;
+    }
+    if (rc == 0)
+        r->user = i->user;
+    else if (rc != TF_ENOENT)
+        tf_warn("api", "token lookup failed: %s", tf_strerror(rc));
+    free(i);
+    tf_api_dispatch(r);
+}
+
+/* Resolves the bearer token (admin, or a user through the database) and
+ * dispatches again. Returns true when it took over the request. */
+static bool identify(tf_http_req_t *r)
+{
+    if (r->identified || !r->token[0])
+        return false;
+    r->identified = true;
+    if (tf_ct_streq(r->token, r->m->admin_token)) {
+        r->admin = true;
+        return false;
+    }
+    ident_t *i = calloc(1, sizeof(*i));
+    if (!i)
+        return false; /* treated as no identity */
+    i->r = r;
+    tf_sha256_hex(r->token, strlen(r->token), i->sha);
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, ident_fn, ident_done, i) != 0) {
+        tf_http_async_end(r);
+        free(i);
+        return false;
+    }
+    return true;
 }
 
 static bool parse_id(tf_http_req_t *r, const char *s, const char *what,
@@ -671,13 +723,17 @@ static void api_force(tf_http_req_t *r, const char *builder)
     w->r = r;
     snprintf(w->builder, sizeof(w->builder), "%s", builder);
     tf_http_async_begin(r);
-    int rc = tf_sched_request(m, builder, reason ? reason : "forced",
-                              "admin", cfg->priority, props, &w->id,
-                              force_committed, w);
+    tf_reqspec_t spec = {
+        .builder = builder,
+        .reason = reason ? reason : "forced",
+        .owner = r->user.email[0] ? r->user.email : "admin",
+        .properties = props,
+        .priority = cfg->priority,
+    };
+    int rc = tf_sched_request(m, &spec, &w->id, force_committed, w);
     if (rc) {
         tf_http_async_end(r);
-        tf_http_error(r, rc == TF_EFULL ? 503 : 500,
-                      "cannot queue the request: %s", tf_strerror(rc));
+        tf_http_error(r, 500, "cannot queue the request: %s", tf_strerror(rc));
         free(w);
     }
 out:
@@ -742,27 +798,9 @@ static void api_cancel_request(tf_http_req_t *r, uint64_t id)
     }
     w->r = r;
     w->id = id;
-    tf_mbuilder_t *mb = tf_master_builder(m, req->builder, false);
-    tf_list_unlink(&req->node);
-    if (mb && mb->npending)
-        mb->npending--;
-    tf_map_del_id(m->requests, id);
-    if (mb) {
-        tf_sqlval_t bv[] = {tf_sql_int(mb->npending), tf_sql_text(mb->name)};
-        tf_master_write(m, "UPDATE builders SET pending = ?1 WHERE name = ?2",
-                        bv, 2, NULL, NULL);
-    }
-    tf_sqlval_t v[] = {tf_sql_int(TF_CANCELLED), tf_sql_int(tf_now_ms()),
-                       tf_sql_int((int64_t)id)};
-    /* The answer waits for the commit; on a queueing failure the callback
-     * has already run (and answered) inside tf_master_write. */
+    /* The answer waits for the commit. */
     tf_http_async_begin(r);
-    tf_master_write(m,
-                    "UPDATE build_requests SET state = 'cancelled', "
-                    "result = ?1, finished_ms = ?2 WHERE id = ?3",
-                    v, 3, cancel_committed, w);
-    tf_info("api", "request %" PRIu64 " cancelled before it started", id);
-    tf_request_free(req);
+    tf_sched_cancel_pending(m, req, cancel_committed, w);
 }
 
 /* --- small endpoints answered from memory --- */
@@ -781,6 +819,13 @@ static void api_index(tf_http_req_t *r)
         "GET /api/v1/builds/{id}/steps/{index}/log", "GET /api/v1/slaves",
         "GET /api/v1/slaves/{name}", "GET /api/v1/requests",
         "GET /api/v1/requests/{id}");
+    json_t *more = json_pack("[s,s,s,s,s,s,s]", "POST /api/v1/requests/{id}/cancel",
+                             "GET /api/v1/whoami", "POST /api/v1/jobs",
+                             "GET /api/v1/jobs", "GET /api/v1/jobs/{id}",
+                             "POST /api/v1/jobs/{id}/cancel",
+                             "GET /api/v1/patches/{sha256}");
+    json_array_extend(json_object_get(o, "endpoints"), more);
+    json_decref(more);
     tf_http_respond_json(r, 200, o);
 }
 
@@ -876,6 +921,8 @@ void tf_api_dispatch(tf_http_req_t *r)
     bool get = r->method == TF_HTTP_GET, post = r->method == TF_HTTP_POST;
     uint64_t id = 0, num = 0;
 
+    if (identify(r))
+        return;
     if (n < 2 || strcmp(s[0], "api") != 0 || strcmp(s[1], "v1") != 0) {
         tf_http_error(r, 404, "no such endpoint: %s (the API is under "
                       "/api/v1)", r->path);
@@ -952,6 +999,32 @@ void tf_api_dispatch(tf_http_req_t *r)
                 : method_not_allowed(r, "GET");
             return;
         }
+    } else if (strcmp(top, "whoami") == 0 && n == 3) {
+        get ? tf_api_whoami(r) : method_not_allowed(r, "GET");
+        return;
+    } else if (strcmp(top, "jobs") == 0) {
+        if (n == 3) {
+            if (post)
+                tf_api_job_submit(r);
+            else if (get)
+                tf_api_jobs_list(r);
+            else
+                method_not_allowed(r, "GET, POST");
+            return;
+        }
+        if (!parse_id(r, s[3], "job id", &id))
+            return;
+        if (n == 4) {
+            get ? tf_api_job_get(r, id) : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "cancel") == 0) {
+            post ? tf_api_job_cancel(r, id) : method_not_allowed(r, "POST");
+            return;
+        }
+    } else if (strcmp(top, "patches") == 0 && n == 4) {
+        get ? tf_api_patch(r, s[3]) : method_not_allowed(r, "GET");
+        return;
     } else if (strcmp(top, "requests") == 0) {
         if (n == 3) {
             get ? api_requests(r) : method_not_allowed(r, "GET");

@@ -29,7 +29,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "jobs.h"
 #include "master.h"
+#include "props.h"
 #include "tf_err.h"
 
 typedef struct event_commit {
@@ -73,6 +75,25 @@ static void props_merge_text(json_t *props, const char *json_text)
     json_decref(o);
 }
 
+/* The tests of a request as one space-separated string ("" for none). */
+static char *tests_string(const tf_request_t *r)
+{
+    json_t *arr = json_loads(r->tests ? r->tests : "[]", 0, NULL);
+    tf_buf_t b;
+    tf_buf_init(&b, 64 * 1024);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_string(v))
+            tf_buf_printf(&b, "%s%s", b.len ? " " : "", json_string_value(v));
+    }
+    json_decref(arr);
+    char *out = b.data ? (char *)tf_buf_steal(&b, NULL) : strdup("");
+    tf_buf_free(&b);
+    return out;
+}
+
 static json_t *build_properties(tf_master_t *m, const tf_build_t *b,
                                 const tf_request_t *r)
 {
@@ -91,23 +112,130 @@ static json_t *build_properties(tf_master_t *m, const tf_build_t *b,
     json_object_set_new(p, "slave", json_string(b->slave));
     if (r->owner && *r->owner)
         json_object_set_new(p, "owner", json_string(r->owner));
+    if (cfg && cfg->repository) {
+        json_object_set_new(p, "repository", json_string(cfg->repository));
+        json_object_set_new(p, "branch", json_string(cfg->branch));
+    }
+    json_object_set_new(p, "revision",
+                        json_string(r->revision ? r->revision : ""));
+    char *tests = tests_string(r);
+    json_object_set_new(p, "tests", json_string(tests ? tests : ""));
+    free(tests);
+    if (r->job_id) {
+        snprintf(num, sizeof(num), "%" PRIu64, r->job_id);
+        json_object_set_new(p, "job_id", json_string(num));
+    }
     return p;
 }
 
-/* Encodes the build_start message for b from the builder's config. */
-static int build_encode_start(tf_master_t *m, tf_build_t *b,
-                              const tf_cfg_builder_t *cfg, json_t *props)
+static void steps_free(tf_step_spec_t *steps, size_t n)
+{
+    for (size_t i = 0; steps && i < n; i++)
+        tf_step_spec_clear(&steps[i]);
+    free(steps);
+}
+
+/* Adds KEY=VALUE to a step's env unless the step sets KEY itself. */
+static int env_add(tf_step_spec_t *sp, const char *key, const char *value)
+{
+    for (size_t i = 0; i < sp->nenv; i++)
+        if (strcmp(sp->env[i].key, key) == 0)
+            return 0;
+    tf_kv_t *e = realloc(sp->env, (sp->nenv + 1) * sizeof(*e));
+    if (!e)
+        return TF_ENOMEM;
+    sp->env = e;
+    e[sp->nenv].key = strdup(key);
+    e[sp->nenv].value = strdup(value);
+    sp->nenv++;
+    return e[sp->nenv - 1].key && e[sp->nenv - 1].value ? 0 : TF_ENOMEM;
+}
+
+/* Replaces *s by its interpolation. */
+static int interp(char **s, const json_t *props)
+{
+    char *v = tf_interpolate(*s, props);
+    if (!v)
+        return TF_ENOMEM;
+    free(*s);
+    *s = v;
+    return 0;
+}
+
+/* The steps a build runs: the source step first when the builder has a
+ * repository, then the configured steps with properties interpolated into
+ * their commands and environment, and TF_TESTS set when tests were asked
+ * for. The caller frees them with steps_free. */
+static int build_steps(const tf_cfg_builder_t *cfg, const tf_request_t *r,
+                       const json_t *props, tf_step_spec_t **out, size_t *n)
+{
+    bool src = cfg->repository != NULL;
+    size_t total = cfg->nsteps + (src ? 1 : 0), k = 0;
+    tf_step_spec_t *steps = calloc(total, sizeof(*steps));
+    const char *tests = json_string_value(json_object_get(props, "tests"));
+    int rc = TF_ENOMEM;
+    if (!steps)
+        return rc;
+    if (src) {
+        tf_step_spec_t *sp = &steps[k++];
+        char target[TF_REF_MAX + 16];
+        if (r->revision && *r->revision)
+            snprintf(target, sizeof(target), "%s", r->revision);
+        else
+            snprintf(target, sizeof(target), "origin/%s", cfg->branch);
+        sp->name = strdup("source");
+        sp->workdir = strdup("");
+        sp->builtin = strdup(TF_BUILTIN_SOURCE);
+        sp->argv = calloc(4, sizeof(char *));
+        if (!sp->name || !sp->workdir || !sp->builtin || !sp->argv)
+            goto fail;
+        sp->argc = 3;
+        sp->argv[0] = strdup("git");
+        sp->argv[1] = strdup("checkout");
+        sp->argv[2] = strdup(target);
+        if (!sp->argv[0] || !sp->argv[1] || !sp->argv[2])
+            goto fail;
+        sp->timeout_s = 1200;
+        sp->flags = tf_step_flags_default();
+        sp->flags.halt_on_failure = true;
+    }
+    for (size_t i = 0; i < cfg->nsteps; i++, k++) {
+        tf_step_spec_t *sp = &steps[k];
+        if ((rc = tf_step_spec_copy(sp, &cfg->steps[i].spec)) != 0)
+            goto fail;
+        rc = TF_ENOMEM;
+        for (size_t a = 0; a < sp->argc; a++)
+            if (interp(&sp->argv[a], props) != 0)
+                goto fail;
+        for (size_t e = 0; e < sp->nenv; e++)
+            if (interp(&sp->env[e].value, props) != 0)
+                goto fail;
+        if (tests && *tests && env_add(sp, "TF_TESTS", tests) != 0)
+            goto fail;
+    }
+    *out = steps;
+    *n = total;
+    return 0;
+fail:
+    steps_free(steps, total);
+    return rc;
+}
+
+/* Encodes the build_start message for b. */
+static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
+                              const tf_request_t *r, json_t *props,
+                              tf_step_spec_t *steps, size_t nsteps)
 {
     tf_msg_t msg = {.type = TF_MSG_BUILD_START};
+    tf_source_t source = {0};
     msg.u.build_start.build_id = b->id;
     msg.u.build_start.builder = b->builder;
     msg.u.build_start.number = b->number;
     msg.u.build_start.workdir = b->builder;
     size_t nprops = json_object_size(props);
     tf_kv_t *kv = calloc(nprops ? nprops : 1, sizeof(tf_kv_t));
-    tf_step_spec_t *steps = calloc(cfg->nsteps, sizeof(tf_step_spec_t));
     int rc = TF_ENOMEM;
-    if (!kv || !steps)
+    if (!kv)
         goto out;
     const char *key;
     json_t *val;
@@ -120,14 +248,23 @@ static int build_encode_start(tf_master_t *m, tf_build_t *b,
     }
     msg.u.build_start.props = kv;
     msg.u.build_start.nprops = i;
-    for (i = 0; i < cfg->nsteps; i++)
-        steps[i] = cfg->steps[i].spec; /* shallow: encode only reads */
     msg.u.build_start.steps = steps;
-    msg.u.build_start.nsteps = cfg->nsteps;
+    msg.u.build_start.nsteps = nsteps;
+    if (cfg->repository) {
+        source.repository = cfg->repository;
+        source.branch = cfg->branch;
+        source.revision = r->revision ? r->revision : "";
+        if (r->patch_sha256[0]) {
+            source.has_patch = true;
+            memcpy(source.patch_sha256, r->patch_sha256,
+                   sizeof(source.patch_sha256));
+            source.patch_size = r->patch_size;
+        }
+        msg.u.build_start.source = &source;
+    }
     rc = tf_msg_encode(&msg, &b->start_msg, &b->start_len);
 out:
     free(kv);
-    free(steps);
     return rc;
 }
 
@@ -175,19 +312,15 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     tf_build_t *b = calloc(1, sizeof(*b));
     json_t *props = NULL;
     char *props_text = NULL;
+    tf_step_spec_t *steps = NULL;
+    size_t nsteps = 0;
     int rc = TF_ENOMEM;
     if (!b)
-        goto fail;
-    b->steps = calloc(cfg->nsteps, sizeof(tf_bstep_t));
-    if (!b->steps)
         goto fail;
     b->id = m->next_build_id;
     b->number = mb->next_number;
     snprintf(b->builder, sizeof(b->builder), "%s", mb->name);
     snprintf(b->slave, sizeof(b->slave), "%s", s->name);
-    b->nsteps = cfg->nsteps;
-    for (size_t i = 0; i < cfg->nsteps; i++)
-        b->steps[i].flags = cfg->steps[i].spec.flags;
     b->result = TF_SUCCESS;
     b->request = r;
     b->created_ms = tf_now_ms();
@@ -197,7 +330,17 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     props = build_properties(m, b, r);
     if (!props)
         goto fail;
-    rc = build_encode_start(m, b, cfg, props);
+    rc = build_steps(cfg, r, props, &steps, &nsteps);
+    if (rc)
+        goto fail;
+    rc = TF_ENOMEM;
+    b->steps = calloc(nsteps, sizeof(tf_bstep_t));
+    if (!b->steps)
+        goto fail;
+    b->nsteps = nsteps;
+    for (size_t i = 0; i < nsteps; i++)
+        b->steps[i].flags = steps[i].flags;
+    rc = build_encode_start(b, cfg, r, props, steps, nsteps);
     if (rc) {
         tf_error("build", "cannot encode build_start for %s: %s", mb->name,
                  tf_strerror(rc));
@@ -228,14 +371,19 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         tf_sql_int((int64_t)b->nsteps),
         tf_sql_text(props_text ? props_text : "{}"),
         tf_sql_text(r->reason),
+        tf_sql_text(cfg->repository),
+        tf_sql_text(cfg->branch),
+        tf_sql_text(r->revision),
     };
     tf_master_write(m,
                     "INSERT INTO builds(id, builder, number, request_id, "
-                    "slave, state, created_ms, nsteps, properties, reason) "
-                    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9)",
-                    bv, 9, NULL, NULL);
-    for (size_t i = 0; i < cfg->nsteps; i++) {
-        const tf_step_spec_t *sp = &cfg->steps[i].spec;
+                    "slave, state, created_ms, nsteps, properties, reason, "
+                    "repository, branch, revision) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, "
+                    "?10, ?11, ?12)",
+                    bv, 12, NULL, NULL);
+    for (size_t i = 0; i < nsteps; i++) {
+        const tf_step_spec_t *sp = &steps[i];
         json_t *argv = json_array();
         for (size_t k = 0; argv && k < sp->argc; k++)
             json_array_append_new(argv, json_string(sp->argv[k]));
@@ -253,6 +401,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
                         sv, 5, NULL, NULL);
         free(cmd);
     }
+    if (r->job_id)
+        tf_job_request_started(m, r->job_id);
     tf_sqlval_t rv[] = {tf_sql_int((int64_t)b->id), tf_sql_int(b->created_ms),
                         tf_sql_int((int64_t)r->id)};
     tf_master_write(m,
@@ -279,10 +429,12 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
             b->id, b->builder, b->number, r->id, s->name);
     free(props_text);
     json_decref(props);
+    steps_free(steps, nsteps);
     return 0;
 fail:
     free(props_text);
     json_decref(props);
+    steps_free(steps, nsteps);
     tf_build_free(b);
     return rc;
 }
@@ -416,6 +568,8 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
                             "UPDATE build_requests SET state = 'done', "
                             "result = ?1, finished_ms = ?2 WHERE id = ?3",
                             rv, 3, NULL, NULL);
+            if (r->job_id)
+                tf_job_request_done(m, r->job_id, result);
         }
     }
     if (mb && mb->nrunning > 0)
@@ -590,6 +744,23 @@ static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
         tf_sql_int(i),
         tf_sql_int(f->time_ms - f->duration_ms),
     };
+    for (size_t k = 0; k < f->nprops; k++) {
+        char path[TF_NAME_MAX + 8];
+        snprintf(path, sizeof(path), "$.%s", f->props[k].key);
+        tf_sqlval_t pv[] = {tf_sql_text(path), tf_sql_text(f->props[k].value),
+                            tf_sql_int((int64_t)b->id)};
+        tf_master_write(m,
+                        "UPDATE builds SET properties = "
+                        "json_set(properties, ?1, ?2) WHERE id = ?3",
+                        pv, 3, NULL, NULL);
+        if (strcmp(f->props[k].key, "got_revision") == 0) {
+            tf_sqlval_t gv[] = {tf_sql_text(f->props[k].value),
+                                tf_sql_int((int64_t)b->id)};
+            tf_master_write(m,
+                            "UPDATE builds SET got_revision = ?1 WHERE id = ?2",
+                            gv, 2, NULL, NULL);
+        }
+    }
     tf_master_write(m,
                     "UPDATE steps SET state = 'done', result = ?1, "
                     "finished_ms = ?2, duration_ms = ?3, exit_code = ?4, "

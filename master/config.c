@@ -989,8 +989,55 @@ static int cfg_slave(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
 }
 
 static const char *const cfg_builder_keys[] = {
-    "name", "slaves", "tags", "priority", "properties", "steps", NULL,
+    "name", "slaves", "tags", "priority", "properties", "steps",
+    "repository", "branch", NULL,
 };
+
+/* The builder's repository and branch. */
+static int cfg_source(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                      tf_cfg_builder_t *b)
+{
+    const char *repo = NULL, *branch = "main";
+    cfg_loc_t rl = CFG_MEMBER(loc, "repository");
+    cfg_loc_t bl = CFG_MEMBER(loc, "branch");
+    char show[CFG_SHOW_BUF];
+    int rc = cfg_str(ctx, loc, obj, "repository", false, &repo);
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK) {
+        if (!tf_repo_url_valid(repo)) {
+            rc = cfg_bad(ctx, &rl, "a repository is a git URL or an "
+                         "absolute path without spaces, at most 1024 bytes, "
+                         "not starting with '-'");
+            if (rc < 0)
+                return rc;
+            repo = NULL;
+        }
+    }
+    rc = cfg_str(ctx, loc, obj, "branch", false, &branch);
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK && !tf_git_ref_valid(branch)) {
+        cfg_show(show, branch);
+        rc = cfg_bad(ctx, &bl, "invalid branch \"%s\": letters, digits, "
+                     "'.', '_', '-' and '/', at most 200 bytes, no \"..\"",
+                     show);
+        if (rc < 0)
+            return rc;
+    }
+    if (rc == CFG_OK && !repo && !json_object_get(obj, "repository")) {
+        rc = cfg_bad(ctx, &bl, "\"branch\" needs a \"repository\"");
+        if (rc < 0)
+            return rc;
+    }
+    if (repo) {
+        b->repository = strdup(repo);
+        b->branch = strdup(branch);
+        if (!b->repository || !b->branch)
+            return TF_ENOMEM;
+    }
+    return 0;
+}
 
 static int cfg_steps(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
                      tf_cfg_builder_t *b)
@@ -1107,6 +1154,9 @@ static int cfg_builder(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
     rc = cfg_kv(ctx, loc, obj, "properties", cfg_prop_name_valid,
                 "property", CFG_NAME_RULE,
                 &b->props, &b->nprops);
+    if (rc < 0)
+        return rc;
+    rc = cfg_source(ctx, loc, obj, b);
     if (rc < 0)
         return rc;
     rc = cfg_steps(ctx, loc, obj, b);
@@ -1229,8 +1279,65 @@ out:
 static const char *const cfg_top_keys[] = {
     "name", "listen", "url", "database", "web_root", "heartbeat_s",
     "lost_after_s", "build_lost_after_s", "max_retries", "slaves",
-    "builders", NULL,
+    "builders", "try", "scheduler", NULL,
 };
+
+static const char *const cfg_try_keys[] = {"max_patch_bytes", "max_builders",
+                                           NULL};
+static const char *const cfg_sched_keys[] = {"fair_share", NULL};
+
+/* A sub-object of the top level; NULL (and reported) when not an object. */
+static json_t *cfg_section(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
+                           const char *key, const char *const *keys, int *rc)
+{
+    json_t *obj = json_object_get(top, key);
+    cfg_loc_t loc = CFG_MEMBER(root, key);
+    *rc = 0;
+    if (!obj)
+        return NULL;
+    if (!json_is_object(obj)) {
+        *rc = cfg_bad(ctx, &loc, "expected an object");
+        return NULL;
+    }
+    *rc = cfg_check_keys(ctx, &loc, obj, keys);
+    return obj;
+}
+
+static int cfg_try(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
+                   tf_config_t *c)
+{
+    int rc;
+    long long x = 0;
+    c->try_max_patch_bytes = 50ull * 1024 * 1024;
+    c->try_max_builders = 50;
+    c->fair_share = true;
+    json_t *t = cfg_section(ctx, root, top, "try", cfg_try_keys, &rc);
+    if (rc < 0)
+        return rc;
+    if (t) {
+        cfg_loc_t loc = CFG_MEMBER(root, "try");
+        rc = cfg_int(ctx, &loc, t, "max_patch_bytes", 1, 1024ll * 1024 * 1024,
+                     &x);
+        if (rc < 0)
+            return rc;
+        if (rc == CFG_OK)
+            c->try_max_patch_bytes = (uint64_t)x;
+        rc = cfg_u32(ctx, &loc, t, "max_builders", 1, 50,
+                     &c->try_max_builders);
+        if (rc < 0)
+            return rc;
+    }
+    json_t *sc = cfg_section(ctx, root, top, "scheduler", cfg_sched_keys, &rc);
+    if (rc < 0)
+        return rc;
+    if (sc) {
+        cfg_loc_t loc = CFG_MEMBER(root, "scheduler");
+        rc = cfg_bool(ctx, &loc, sc, "fair_share", &c->fair_share);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
 
 static const char *const cfg_listen_keys[] = {"host", "port", NULL};
 
@@ -1391,6 +1498,9 @@ static int cfg_top(cfg_ctx_t *ctx, json_t *top, tf_config_t *c)
     if (rc < 0)
         return rc;
     rc = cfg_timers(ctx, &root, top, c);
+    if (rc < 0)
+        return rc;
+    rc = cfg_try(ctx, &root, top, c);
     if (rc < 0)
         return rc;
     rc = cfg_slaves(ctx, &root, top, c);
@@ -1669,6 +1779,8 @@ static void cfg_builder_clear(tf_cfg_builder_t *b)
         tf_step_spec_clear(&b->steps[i].spec);
     free(b->steps);
     cfg_kv_free(b->props, b->nprops);
+    free(b->repository);
+    free(b->branch);
 }
 
 void tf_config_free(tf_config_t *c)

@@ -42,6 +42,8 @@ typedef struct tf_cfg_builder {
     tf_kv_t *props;      /* configured properties */
     size_t nprops;
     int priority;        /* default 0; higher runs first */
+    char *repository;    /* git URL or absolute path, or NULL */
+    char *branch;        /* default "main" when repository is set */
 } tf_cfg_builder_t;
 
 typedef struct tf_config {
@@ -59,6 +61,9 @@ typedef struct tf_config {
                                     RETRY; default 600 */
     uint32_t max_retries;  /* RETRY results re-queued at most this often;
                               default 3 */
+    uint64_t try_max_patch_bytes; /* try.max_patch_bytes, default 50 MiB */
+    uint32_t try_max_builders;    /* try.max_builders, default 50 */
+    bool fair_share;              /* scheduler.fair_share, default true */
     tf_cfg_slave_t *slaves;
     size_t nslaves;
     tf_cfg_builder_t *builders;

@@ -241,10 +241,10 @@ static tf_http_req_t *req_new(tf_master_t *m, struct lws *wsi)
                                          : TF_HTTP_OTHER;
     if (uri && ulen > 0 && ulen < (int)sizeof(r->path))
         snprintf(r->path, sizeof(r->path), "%.*s", ulen, uri);
-    char auth[200];
-    copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, auth, sizeof(auth));
-    if (strncmp(auth, "Bearer ", 7) == 0)
-        snprintf(r->token, sizeof(r->token), "%s", auth + 7);
+    copy_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, r->auth_raw,
+                sizeof(r->auth_raw));
+    if (strncmp(r->auth_raw, "Bearer ", 7) == 0)
+        snprintf(r->token, sizeof(r->token), "%s", r->auth_raw + 7);
     copy_header(wsi, WSI_TOKEN_HTTP_RANGE, r->range, sizeof(r->range));
     copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, r->ctype_in,
                 sizeof(r->ctype_in));
@@ -252,7 +252,7 @@ static tf_http_req_t *req_new(tf_master_t *m, struct lws *wsi)
     copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl));
     if (cl[0])
         tf_parse_u64(cl, &r->content_length_in);
-    tf_buf_init(&r->body, tf_api_body_cap(r->path, r->method));
+    tf_buf_init(&r->body, tf_api_body_cap(m, r->path, r->method));
     parse_args(r);
     return r;
 }

@@ -25,6 +25,7 @@
 #include <libwebsockets.h>
 
 #include "buf.h"
+#include "users.h"
 
 struct tf_master;
 
@@ -50,6 +51,10 @@ struct tf_http_req {
     char *args[TF_HTTP_MAX_ARGS]; /* "name=value", owned */
     size_t nargs;
     char token[256];       /* bearer token, "" if none */
+    char auth_raw[320];    /* the whole Authorization header, "" if none */
+    tf_user_t user;        /* set by tf_api_identify (id 0: nobody) */
+    bool admin;            /* the admin token was given */
+    bool identified;       /* the token has been looked up */
     char range[128];       /* Range header, "" if none */
     char ctype_in[128];    /* request Content-Type */
     uint64_t content_length_in;
@@ -118,6 +123,7 @@ bool tf_http_async_end(tf_http_req_t *r);
 void tf_api_dispatch(tf_http_req_t *r);
 
 /* The body cap for a request to path (bytes). */
-size_t tf_api_body_cap(const char *path, int method);
+size_t tf_api_body_cap(const struct tf_master *m, const char *path,
+                       int method);
 
 #endif

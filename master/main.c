@@ -13,6 +13,7 @@
 #include "log.h"
 #include "master.h"
 #include "names.h"
+#include "users.h"
 #include "util.h"
 
 static void usage(FILE *f)
@@ -30,6 +31,12 @@ static void usage(FILE *f)
             "  force BUILDER [--reason TEXT] [-d DIR]\n"
             "                                   ask the running master to "
             "build BUILDER now\n"
+            "  user add EMAIL [--name NAME] [-d DIR]\n"
+            "                                   add a committer; prints "
+            "their token once\n"
+            "  user list [-d DIR]               list committers\n"
+            "  user remove EMAIL [-d DIR]       remove a committer (their "
+            "token stops working)\n"
             "\n"
             "LEVEL is debug, info (default), warn or error. Exit status: 0 "
             "success,\n"
@@ -70,6 +77,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     /* Subcommand options. */
     const char *dir = NULL, *config = NULL, *reason = NULL, *pos1 = NULL;
+    const char *pos2 = NULL, *name = NULL;
     unsigned port = 8010;
     int force = 0;
     for (; i < argc; i++) {
@@ -80,6 +88,8 @@ int main(int argc, char **argv)
             config = argv[++i];
         else if (strcmp(a, "--reason") == 0 && i + 1 < argc)
             reason = argv[++i];
+        else if (strcmp(a, "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
         else if (strcmp(a, "--port") == 0 && i + 1 < argc) {
             uint64_t p = 0;
             if (tf_parse_u64(argv[++i], &p) != 0 || p == 0 || p > 65535) {
@@ -101,12 +111,26 @@ int main(int argc, char **argv)
             return 2;
         } else if (!pos1)
             pos1 = a;
+        else if (!pos2)
+            pos2 = a;
         else {
             fprintf(stderr, "tf-master %s: unexpected argument %s\n", cmd, a);
             return 2;
         }
     }
 
+    if (pos2 && strcmp(cmd, "user") != 0) {
+        fprintf(stderr, "tf-master %s: unexpected argument %s\n", cmd, pos2);
+        return 2;
+    }
+    if (strcmp(cmd, "user") == 0) {
+        if (!pos1) {
+            fprintf(stderr, "tf-master user: add EMAIL [--name NAME], list, "
+                    "or remove EMAIL\n");
+            return 2;
+        }
+        return tf_users_cli(dir ? dir : ".", pos1, pos2, name);
+    }
     if (strcmp(cmd, "run") == 0) {
         const char *d = pos1 ? pos1 : dir ? dir : ".";
         return tf_master_run(d, config);

@@ -30,6 +30,7 @@
 
 #include "clock.h"
 #include "crypto.h"
+#include "jobs.h"
 #include "log.h"
 #include "master.h"
 #include "tf_err.h"
@@ -286,12 +287,14 @@ static int load_counters(sqlite3 *db, tf_master_t *m)
     int rc = TF_ESTORE;
     if (sqlite3_prepare_v2(db,
                            "SELECT (SELECT coalesce(max(id), 0) FROM builds),"
-                           " (SELECT coalesce(max(id), 0) FROM build_requests)",
+                           " (SELECT coalesce(max(id), 0) FROM build_requests),"
+                           " (SELECT coalesce(max(id), 0) FROM try_jobs)",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW)
         goto out;
     m->next_build_id = (uint64_t)col_i64(st, 0) + 1;
     m->next_request_id = (uint64_t)col_i64(st, 1) + 1;
+    m->next_job_id = (uint64_t)col_i64(st, 2) + 1;
     sqlite3_finalize(st);
     st = NULL;
     if (sqlite3_prepare_v2(db,
@@ -317,7 +320,8 @@ static int load_requests(sqlite3 *db, tf_master_t *m)
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db,
                            "SELECT id, builder, reason, owner, priority, "
-                           "submitted_ms, retries, properties, state "
+                           "submitted_ms, retries, properties, state, job_id, "
+                           "tests, revision, patch_sha256, patch_size "
                            "FROM build_requests WHERE state IN "
                            "('pending', 'running') ORDER BY id",
                            -1, &st, NULL) != SQLITE_OK) {
@@ -336,6 +340,13 @@ static int load_requests(sqlite3 *db, tf_master_t *m)
         r->submitted_ms = col_i64(st, 5);
         r->retries = (unsigned)col_i64(st, 6);
         r->properties = strdup(col_text(st, 7) ? col_text(st, 7) : "{}");
+        r->job_id = (uint64_t)col_i64(st, 9);
+        r->tests = strdup(col_text(st, 10) ? col_text(st, 10) : "[]");
+        r->revision = col_text(st, 11) ? strdup(col_text(st, 11)) : NULL;
+        if (col_text(st, 12))
+            snprintf(r->patch_sha256, sizeof(r->patch_sha256), "%s",
+                     col_text(st, 12));
+        r->patch_size = (uint64_t)col_i64(st, 13);
         tf_list_init(&r->node);
         /* Running requests are attached when their build loads; those
          * whose build did not survive are queued again below. */
@@ -451,6 +462,8 @@ static int load_fn(sqlite3 *db, void *arg)
         rc = load_requests(db, m);
     if (!rc)
         rc = load_builds(db, m);
+    if (!rc)
+        rc = tf_jobs_load(db, m);
     return rc;
 }
 
@@ -754,6 +767,9 @@ static void free_state(tf_master_t *m)
     tf_map_free(m->builders);
     tf_map_free(m->links);
     tf_map_free(m->fair_last);
+    if (m->jobs)
+        tf_jobs_free_all(m);
+    tf_map_free(m->jobs);
     tf_config_free(m->cfg);
     free(m->dir);
 }
@@ -787,8 +803,9 @@ int tf_master_run(const char *dir, const char *config_path)
     m->builds = tf_map_new();
     m->links = tf_map_new();
     m->fair_last = tf_map_new();
+    m->jobs = tf_map_new();
     if (!m->dir || !cfg_path || !m->slaves || !m->builders || !m->requests ||
-        !m->builds || !m->links || !m->fair_last) {
+        !m->builds || !m->links || !m->fair_last || !m->jobs) {
         tf_error("master", "out of memory");
         free(cfg_path);
         free_state(m);

@@ -71,12 +71,32 @@ typedef enum {
     TF_REQ_RUNNING,
 } tf_req_state_t;
 
+/* What a new build request asks for (tf_sched_request). Strings are
+ * borrowed; NULL means "none". */
+typedef struct tf_reqspec {
+    const char *builder;
+    const char *reason;
+    const char *owner;        /* fair share is per owner; NULL = "" */
+    const char *properties;   /* JSON object text; NULL = "{}" */
+    int priority;
+    uint64_t job_id;          /* 0 = not part of a try job */
+    const char *tests;        /* JSON array text; NULL = "[]" */
+    const char *revision;     /* NULL = the branch head at build time */
+    const char *patch_sha256; /* NULL = no patch */
+    uint64_t patch_size;
+} tf_reqspec_t;
+
 struct tf_request {
     uint64_t id;
     char builder[TF_NAME_MAX + 1];
     char *reason;       /* owned; may be NULL */
     char *owner;        /* owned; "" for none: fair share is per owner */
     char *properties;   /* owned JSON object text */
+    uint64_t job_id;    /* 0 when not part of a try job */
+    char *tests;        /* owned JSON array text */
+    char *revision;     /* owned; NULL = branch head */
+    char patch_sha256[TF_PROTO_NONCE_HEX + 1]; /* "" = no patch */
+    uint64_t patch_size;
     int priority;
     int64_t submitted_ms;
     uint64_t fair_tag;  /* start-time fair queueing tag (sched.c) */
@@ -141,9 +161,11 @@ struct tf_master {
     tf_map_t *requests; /* id -> tf_request_t */
     tf_map_t *builds;   /* id -> tf_build_t */
     tf_map_t *links;    /* id -> tf_link_t */
+    tf_map_t *jobs;     /* id -> tf_mjob_t, unfinished try jobs */
 
     uint64_t next_build_id;
     uint64_t next_request_id;
+    uint64_t next_job_id;
     uint64_t next_link_id;
     uint64_t fair_vtime;       /* sched.c */
     tf_map_t *fair_last;       /* owner -> (uintptr_t) last tag */
@@ -222,11 +244,29 @@ void tf_sched_kick(tf_master_t *m);
 /* Asks for the end-of-turn work (acks) without a scheduling pass. */
 void tf_sched_defer(tf_master_t *m);
 
-/* Creates and queues a build request. owner may be "" . Returns 0 and the
- * request id in *id_out, or a negative code. cb fires after commit. */
-int tf_sched_request(tf_master_t *m, const char *builder, const char *reason,
-                     const char *owner, int priority, const char *props_json,
+/* Creates and queues a build request: in memory now, in storage with cb
+ * firing after the commit. Returns 0 and the request id in *id_out (cb then
+ * runs, possibly at once with an error, in which case nothing was queued),
+ * or a negative code without calling cb (TF_ENOENT: no such builder). */
+int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
                      uint64_t *id_out, tf_store_done_cb cb, void *arg);
+
+/* Builds a request object with the given id from spec (not queued, not
+ * written). NULL on OOM. */
+tf_request_t *tf_request_make(const tf_reqspec_t *spec, uint64_t id,
+                              int64_t submitted_ms);
+
+/* Queues the INSERT of r (part of the current write group, if any). */
+void tf_request_write(tf_master_t *m, const tf_request_t *r);
+
+/* Adds r to m->requests and its builder's queue. Returns 0 or TF_ENOMEM. */
+int tf_sched_adopt(tf_master_t *m, tf_request_t *r);
+
+/* Takes a pending request out of the queue for good (state 'cancelled',
+ * result CANCELLED) and frees it; its job learns of it. cb (may be NULL)
+ * fires after the commit. */
+void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
+                             tf_store_done_cb cb, void *arg);
 
 /* Puts a request (in memory) on its builder's pending list. */
 void tf_sched_enqueue(tf_master_t *m, tf_request_t *r);

@@ -481,3 +481,145 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
     sqlite3_finalize(st);
     return 0;
 }
+
+#define JOB_COLS                                                               \
+    "id, author, email, description, review_url, patchset, base_revision, "   \
+    "patch_sha256, patch_size, state, result, submitted_ms, finished_ms, "     \
+    "notify, notify_email "
+
+static json_t *job_row(sqlite3_stmt *st, const char *base)
+{
+    long long id = (long long)sqlite3_column_int64(st, 0);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer(id));
+    json_object_set_new(o, "author", j_text_or_null(st, 1));
+    json_object_set_new(o, "email", j_text_or_null(st, 2));
+    json_object_set_new(o, "description", j_text_or_null(st, 3));
+    json_object_set_new(o, "review_url", j_text_or_null(st, 4));
+    json_object_set_new(o, "patchset", j_text_or_null(st, 5));
+    json_object_set_new(o, "base_revision", j_text_or_null(st, 6));
+    if (sqlite3_column_type(st, 7) != SQLITE_NULL) {
+        const char *sha = (const char *)sqlite3_column_text(st, 7);
+        json_t *p = json_object();
+        json_object_set_new(p, "sha256", json_string(sha));
+        json_object_set_new(p, "size", j_int_or_null(st, 8));
+        json_object_set_new(p, "url", j_url(base, "api/v1/patches/%s", sha));
+        json_object_set_new(o, "patch", p);
+    } else {
+        json_object_set_new(o, "patch", json_null());
+    }
+    json_object_set_new(o, "state", j_text_or_null(st, 9));
+    json_object_set_new(o, "result", j_result(st, 10));
+    json_object_set_new(o, "submitted_ms", j_int_or_null(st, 11));
+    json_object_set_new(o, "finished_ms", j_int_or_null(st, 12));
+    json_object_set_new(o, "notify", json_boolean(sqlite3_column_int(st, 13)));
+    json_object_set_new(o, "notify_email", j_text_or_null(st, 14));
+    json_object_set_new(o, "url", j_url(base, "api/v1/jobs/%lld", id));
+    return o;
+}
+
+static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
+                            bool with_steps)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *arr = json_array();
+    if (prep(db,
+             "SELECT r.id, r.builder, r.state, r.result, r.tests, "
+             "b.id, b.number, b.slave, b.state, b.result, b.started_ms, "
+             "b.finished_ms, b.got_revision "
+             "FROM build_requests r LEFT JOIN builds b ON b.id = r.build_id "
+             "WHERE r.job_id = ?1 ORDER BY r.id",
+             &st))
+        return arr;
+    sqlite3_bind_int64(st, 1, job_id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *e = json_object();
+        json_object_set_new(e, "name", j_text_or_null(st, 1));
+        json_object_set_new(e, "request_id", j_int_or_null(st, 0));
+        json_object_set_new(e, "state", j_text_or_null(st, 2));
+        json_object_set_new(e, "result", j_result(st, 3));
+        json_object_set_new(e, "tests", j_parsed(st, 4));
+        if (sqlite3_column_type(st, 5) == SQLITE_NULL) {
+            json_object_set_new(e, "build", json_null());
+        } else {
+            long long bid = (long long)sqlite3_column_int64(st, 5);
+            json_t *b = json_object();
+            json_object_set_new(b, "id", json_integer(bid));
+            json_object_set_new(b, "number", j_int_or_null(st, 6));
+            json_object_set_new(b, "slave", j_text_or_null(st, 7));
+            json_object_set_new(b, "state", j_text_or_null(st, 8));
+            json_object_set_new(b, "result", j_result(st, 9));
+            json_object_set_new(b, "started_ms", j_int_or_null(st, 10));
+            json_object_set_new(b, "finished_ms", j_int_or_null(st, 11));
+            json_object_set_new(b, "got_revision", j_text_or_null(st, 12));
+            json_object_set_new(b, "url",
+                                j_url(base, "api/v1/builds/%lld", bid));
+            if (with_steps)
+                json_object_set_new(b, "steps", steps_of(db, base, bid));
+            json_object_set_new(e, "build", b);
+        }
+        json_array_append_new(arr, e);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT " JOB_COLS "FROM try_jobs WHERE id = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = job_row(st, base_url);
+        json_object_set_new(o, "builders",
+                            job_builders(db, base_url, (long long)id, true));
+        *out = o;
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_jobs(sqlite3 *db, const char *base_url, const char *email,
+              uint64_t before, unsigned limit, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT " JOB_COLS "FROM try_jobs WHERE id < ?1 AND "
+                  "(?2 IS NULL OR email = ?2) ORDER BY id DESC LIMIT ?3",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
+    if (email)
+        sqlite3_bind_text(st, 2, email, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 2);
+    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    json_t *arr = json_array();
+    unsigned n = 0;
+    bool more = false;
+    long long last = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
+            more = true;
+            break;
+        }
+        json_t *o = job_row(st, base_url);
+        last = (long long)sqlite3_column_int64(st, 0);
+        json_object_set_new(o, "builders",
+                            job_builders(db, base_url, last, false));
+        json_array_append_new(arr, o);
+        n++;
+    }
+    sqlite3_finalize(st);
+    json_t *o = json_object();
+    json_object_set_new(o, "jobs", arr);
+    json_object_set_new(o, "next_before",
+                        more ? json_integer(last) : json_null());
+    *out = o;
+    return 0;
+}

@@ -48,14 +48,22 @@ int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
 int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id,
                  json_t **out);
 
+/* One try job with its builders (and their current builds with steps), or
+ * TF_ENOENT. Positions are left for the caller to add. */
+int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out);
+
+/* Jobs newest first, ids below before (0 = no bound), of one author when
+ * email is non-NULL. *out: {"jobs": [...], "next_before": N|null}. */
+int tf_q_jobs(sqlite3 *db, const char *base_url, const char *email,
+              uint64_t before, unsigned limit, json_t **out);
+
 /* Size in bytes and lines of a step's log so far, or TF_ENOENT when the
  * step does not exist. */
 int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
                   uint64_t *bytes, uint64_t *lines);
 
-/* Appends to *buf (malloc'd, *len bytes so far, capacity managed here) the
- * log bytes in [start, end) of a step, at most max bytes. Returns 0 and
- * the number of bytes appended in *got. */
+/* Copies into dst the log bytes in [start, end) of a step, at most max
+ * bytes. Returns 0 and the number of bytes copied in *got. */
 int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
                   uint64_t start, uint64_t end, size_t max, unsigned char *dst,
                   size_t *got);

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "jobs.h"
 #include "log.h"
 #include "master.h"
 #include "tf_err.h"
@@ -35,7 +36,72 @@ void tf_request_free(tf_request_t *r)
     free(r->reason);
     free(r->owner);
     free(r->properties);
+    free(r->tests);
+    free(r->revision);
     free(r);
+}
+
+tf_request_t *tf_request_make(const tf_reqspec_t *spec, uint64_t id,
+                              int64_t submitted_ms)
+{
+    tf_request_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->id = id;
+    snprintf(r->builder, sizeof(r->builder), "%s", spec->builder);
+    r->reason = spec->reason ? strdup(spec->reason) : NULL;
+    r->owner = strdup(spec->owner ? spec->owner : "");
+    r->properties = strdup(spec->properties ? spec->properties : "{}");
+    r->tests = strdup(spec->tests ? spec->tests : "[]");
+    r->revision = spec->revision ? strdup(spec->revision) : NULL;
+    r->priority = spec->priority;
+    r->job_id = spec->job_id;
+    if (spec->patch_sha256)
+        snprintf(r->patch_sha256, sizeof(r->patch_sha256), "%s",
+                 spec->patch_sha256);
+    r->patch_size = spec->patch_size;
+    r->submitted_ms = submitted_ms;
+    tf_list_init(&r->node);
+    if ((spec->reason && !r->reason) || !r->owner || !r->properties ||
+        !r->tests || (spec->revision && !r->revision)) {
+        tf_request_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void tf_request_write(tf_master_t *m, const tf_request_t *r)
+{
+    tf_sqlval_t v[] = {
+        tf_sql_int((int64_t)r->id),
+        tf_sql_text(r->builder),
+        tf_sql_text(r->reason),
+        tf_sql_text(r->owner),
+        tf_sql_int(r->priority),
+        tf_sql_int(r->submitted_ms),
+        tf_sql_text(r->properties),
+        r->job_id ? tf_sql_int((int64_t)r->job_id) : tf_sql_null(),
+        tf_sql_text(r->tests),
+        tf_sql_text(r->revision),
+        tf_sql_text(r->patch_sha256[0] ? r->patch_sha256 : NULL),
+        r->patch_sha256[0] ? tf_sql_int((int64_t)r->patch_size)
+                           : tf_sql_null(),
+    };
+    tf_master_write(m,
+                    "INSERT INTO build_requests(id, builder, state, reason, "
+                    "owner, priority, submitted_ms, properties, job_id, "
+                    "tests, revision, patch_sha256, patch_size) "
+                    "VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                    "?10, ?11, ?12)",
+                    v, 12, NULL, NULL);
+}
+
+int tf_sched_adopt(tf_master_t *m, tf_request_t *r)
+{
+    if (tf_map_put_id(m->requests, r->id, r) != 0)
+        return TF_ENOMEM;
+    tf_sched_enqueue(m, r);
+    return 0;
 }
 
 /* Negative when a should run before b. */
@@ -52,6 +118,8 @@ static int req_cmp(const tf_request_t *a, const tf_request_t *b)
 
 static uint64_t fair_tag_for(tf_master_t *m, const char *owner)
 {
+    if (!m->cfg->fair_share)
+        return 0; /* priority, then age */
     const char *key = owner && *owner ? owner : "";
     uintptr_t last = (uintptr_t)tf_map_get_str(m->fair_last, key);
     uint64_t tag = (m->fair_vtime > last ? m->fair_vtime : last) + 1;
@@ -221,54 +289,67 @@ void tf_sched_kick(tf_master_t *m)
     tf_sched_defer(m);
 }
 
-int tf_sched_request(tf_master_t *m, const char *builder, const char *reason,
-                     const char *owner, int priority, const char *props_json,
-                     uint64_t *id_out, tf_store_done_cb cb, void *arg)
+static void builder_pending_write(tf_master_t *m, const tf_mbuilder_t *mb)
 {
-    tf_mbuilder_t *mb = tf_master_builder(m, builder, false);
-    if (!mb || !mb->cfg)
-        return TF_ENOENT;
-    tf_request_t *r = calloc(1, sizeof(*r));
-    if (!r)
-        return TF_ENOMEM;
-    r->id = m->next_request_id;
-    snprintf(r->builder, sizeof(r->builder), "%s", builder);
-    r->reason = reason ? strdup(reason) : NULL;
-    r->owner = strdup(owner ? owner : "");
-    r->properties = strdup(props_json ? props_json : "{}");
-    r->priority = priority;
-    r->submitted_ms = tf_now_ms();
-    tf_list_init(&r->node);
-    if ((reason && !r->reason) || !r->owner || !r->properties ||
-        tf_map_put_id(m->requests, r->id, r) != 0) {
-        tf_request_free(r);
-        return TF_ENOMEM;
-    }
-    tf_sqlval_t v[] = {
-        tf_sql_int((int64_t)r->id), tf_sql_text(r->builder),
-        tf_sql_text(r->reason), tf_sql_text(r->owner),
-        tf_sql_int(r->priority), tf_sql_int(r->submitted_ms),
-        tf_sql_text(r->properties),
-    };
-    int rc = tf_store_write(m->store,
-                            "INSERT INTO build_requests(id, builder, state, "
-                            "reason, owner, priority, submitted_ms, "
-                            "properties) VALUES(?1, ?2, 'pending', ?3, ?4, "
-                            "?5, ?6, ?7)",
-                            v, 7, cb, arg);
-    if (rc) {
-        tf_map_del_id(m->requests, r->id);
-        tf_request_free(r);
-        return rc;
-    }
-    m->next_request_id++;
-    tf_sched_enqueue(m, r);
     tf_sqlval_t bv[] = {tf_sql_int(mb->npending), tf_sql_text(mb->name)};
     tf_master_write(m, "UPDATE builders SET pending = ?1 WHERE name = ?2", bv,
                     2, NULL, NULL);
-    tf_info("sched", "request %" PRIu64 " for %s queued (%s)", r->id, builder,
-            reason ? reason : "no reason given");
+}
+
+int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
+                     uint64_t *id_out, tf_store_done_cb cb, void *arg)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, spec->builder, false);
+    if (!mb || !mb->cfg)
+        return TF_ENOENT;
+    tf_request_t *r = tf_request_make(spec, m->next_request_id, tf_now_ms());
+    if (!r)
+        return TF_ENOMEM;
+    if (tf_map_put_id(m->requests, r->id, r) != 0) {
+        tf_request_free(r);
+        return TF_ENOMEM;
+    }
+    m->next_request_id++;
+    tf_master_group_begin(m);
+    tf_request_write(m, r);
+    tf_sched_enqueue(m, r);
+    builder_pending_write(m, mb);
     if (id_out)
         *id_out = r->id;
+    if (tf_master_group_commit(m, cb, arg) != 0) {
+        /* Not stored (cb has been told): it must not run either. */
+        tf_list_unlink(&r->node);
+        mb->npending--;
+        tf_map_del_id(m->requests, r->id);
+        tf_request_free(r);
+        return 0;
+    }
+    tf_info("sched", "request %" PRIu64 " for %s queued (%s)", *id_out,
+            spec->builder, spec->reason ? spec->reason : "no reason given");
     return 0;
+}
+
+void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
+                             tf_store_done_cb cb, void *arg)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
+    tf_list_unlink(&r->node);
+    if (mb && mb->npending)
+        mb->npending--;
+    tf_map_del_id(m->requests, r->id);
+    tf_master_group_begin(m);
+    tf_sqlval_t v[] = {tf_sql_int(TF_CANCELLED), tf_sql_int(tf_now_ms()),
+                       tf_sql_int((int64_t)r->id)};
+    tf_master_write(m,
+                    "UPDATE build_requests SET state = 'cancelled', "
+                    "result = ?1, finished_ms = ?2 WHERE id = ?3",
+                    v, 3, NULL, NULL);
+    if (mb)
+        builder_pending_write(m, mb);
+    if (r->job_id)
+        tf_job_request_done(m, r->job_id, TF_CANCELLED);
+    tf_master_group_commit(m, cb, arg);
+    tf_info("sched", "request %" PRIu64 " for %s cancelled before it started",
+            r->id, r->builder);
+    tf_request_free(r);
 }

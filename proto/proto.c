@@ -87,6 +87,17 @@ void tf_step_spec_clear(tf_step_spec_t *s)
     tf_strv_free(s->argv, s->argc);
     tf_kv_free(s->env, s->nenv);
     free(s->workdir);
+    free(s->builtin);
+    memset(s, 0, sizeof *s);
+}
+
+void tf_source_clear(tf_source_t *s)
+{
+    if (!s)
+        return;
+    free(s->repository);
+    free(s->branch);
+    free(s->revision);
     memset(s, 0, sizeof *s);
 }
 
@@ -123,6 +134,8 @@ void tf_msg_clear(tf_msg_t *m)
                 tf_step_spec_clear(&m->u.build_start.steps[i]);
             free(m->u.build_start.steps);
         }
+        tf_source_clear(m->u.build_start.source);
+        free(m->u.build_start.source);
         break;
     case TF_MSG_BUILD_ABORT:
         free(m->u.build_abort.reason);
@@ -132,6 +145,7 @@ void tf_msg_clear(tf_msg_t *m)
         break;
     case TF_MSG_STEP_FINISHED:
         free(m->u.step_finished.text);
+        tf_kv_free(m->u.step_finished.props, m->u.step_finished.nprops);
         break;
     case TF_MSG_NONE:
     case TF_MSG_PING:
@@ -165,6 +179,8 @@ int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
     if ((rc = tf_strdup_to(&dst->name, src->name)) ||
         (rc = tf_strdup_to(&dst->workdir, src->workdir)))
         goto out;
+    if (src->builtin && (rc = tf_strdup_to(&dst->builtin, src->builtin)))
+        goto out;
     dst->argv = calloc(src->argc + 1, sizeof *dst->argv);
     if (!dst->argv) {
         rc = TF_ENOMEM;
@@ -189,6 +205,20 @@ int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
 out:
     if (rc)
         tf_step_spec_clear(dst);
+    return rc;
+}
+
+int tf_source_copy(tf_source_t *dst, const tf_source_t *src)
+{
+    int rc;
+    memset(dst, 0, sizeof *dst);
+    dst->has_patch = src->has_patch;
+    memcpy(dst->patch_sha256, src->patch_sha256, sizeof dst->patch_sha256);
+    dst->patch_size = src->patch_size;
+    if ((rc = tf_strdup_to(&dst->repository, src->repository)) ||
+        (rc = tf_strdup_to(&dst->branch, src->branch)) ||
+        (rc = tf_strdup_to(&dst->revision, src->revision)))
+        tf_source_clear(dst);
     return rc;
 }
 
@@ -724,6 +754,69 @@ static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
         (rc = tf_dec_bool(d, o, p, "warnOnWarnings", &f->warn_on_warnings)) ||
         (rc = tf_dec_bool(d, o, p, "alwaysRun", &f->always_run)))
         return rc;
+    if (json_object_get(o, "builtin")) {
+        if ((rc = tf_dec_str(d, o, p, "builtin", 64, &s->builtin)))
+            return rc;
+        if (strcmp(s->builtin, TF_BUILTIN_SOURCE) != 0) {
+            tf_label(label, "%s.builtin", p);
+            tf_dec_quote(q, s->builtin);
+            return tf_dec_fail(d, TF_EINVAL,
+                               "%s: unknown builtin \"%s\" (known: source)",
+                               label, q);
+        }
+    }
+    return 0;
+}
+
+/* build_start.source, when present. */
+static int tf_dec_source(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "build_start.source";
+    char label[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const json_t *so = json_object_get(o, "source");
+    int rc;
+    if (!so)
+        return 0;
+    if (!json_is_object(so))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", p);
+    tf_source_t *src = calloc(1, sizeof *src);
+    if (!src)
+        return tf_dec_oom(d);
+    m->u.build_start.source = src;
+    if ((rc = tf_dec_str(d, so, p, "repository", TF_REPO_MAX,
+                         &src->repository)) ||
+        (rc = tf_dec_str(d, so, p, "branch", TF_REF_MAX, &src->branch)) ||
+        (rc = tf_dec_str(d, so, p, "revision", TF_REF_MAX, &src->revision)))
+        return rc;
+    if (!tf_repo_url_valid(src->repository)) {
+        tf_dec_quote(q, src->repository);
+        return tf_dec_fail(d, TF_EINVAL, "%s.repository: \"%s\" is not a "
+                           "valid repository", p, q);
+    }
+    if (!tf_git_ref_valid(src->branch)) {
+        tf_dec_quote(q, src->branch);
+        return tf_dec_fail(d, TF_EINVAL, "%s.branch: \"%s\" is not a valid "
+                           "branch name", p, q);
+    }
+    if (!tf_git_rev_valid(src->revision)) {
+        tf_dec_quote(q, src->revision);
+        return tf_dec_fail(d, TF_EINVAL, "%s.revision: \"%s\" is not a "
+                           "valid revision", p, q);
+    }
+    const json_t *pa = tf_dec_get(d, so, p, "patch", label, &rc);
+    if (!pa)
+        return rc;
+    if (json_is_null(pa))
+        return 0;
+    if (!json_is_object(pa))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object or null",
+                           label);
+    src->has_patch = true;
+    if ((rc = tf_dec_hex64(d, pa, label, "sha256", src->patch_sha256)) ||
+        (rc = tf_dec_u64(d, pa, label, "size", 0, TF_PROTO_MAX_ID,
+                         &src->patch_size)))
+        return rc;
     return 0;
 }
 
@@ -758,7 +851,7 @@ static int tf_dec_build_start(tf_dec_t *d, const json_t *o, tf_msg_t *m)
         if ((rc = tf_dec_step(d, s, elabel, &m->u.build_start.steps[i])))
             return rc;
     }
-    return 0;
+    return tf_dec_source(d, o, m);
 }
 
 static int tf_dec_build_abort(tf_dec_t *d, const json_t *o, tf_msg_t *m)
@@ -825,6 +918,23 @@ static int tf_dec_step_finished(tf_dec_t *d, const json_t *o, tf_msg_t *m)
         (rc = tf_dec_str(d, o, p, "text", TF_PROTO_MAX_TEXTFIELD,
                          &m->u.step_finished.text)))
         return rc;
+    if (!json_object_get(o, "properties"))
+        return 0;
+    if ((rc = tf_dec_kv(d, o, p, "properties", false,
+                        &m->u.step_finished.props,
+                        &m->u.step_finished.nprops)))
+        return rc;
+    if (m->u.step_finished.nprops > TF_PROTO_MAX_PROPS)
+        return tf_dec_fail(d, TF_EINVAL, "%s.properties: more than %d",
+                           p, TF_PROTO_MAX_PROPS);
+    for (size_t i = 0; i < m->u.step_finished.nprops; i++) {
+        const tf_kv_t *kv = &m->u.step_finished.props[i];
+        if (!tf_name_valid(kv->key) ||
+            strlen(kv->value) > TF_PROTO_MAX_TEXTFIELD)
+            return tf_dec_fail(d, TF_EINVAL, "%s.properties: names must be "
+                               "valid names and values at most %d bytes",
+                               p, TF_PROTO_MAX_TEXTFIELD);
+    }
     return 0;
 }
 
@@ -1128,6 +1238,29 @@ static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
     tf_enc_set(e, o, "flunkOnWarnings", json_boolean(f->flunk_on_warnings));
     tf_enc_set(e, o, "warnOnWarnings", json_boolean(f->warn_on_warnings));
     tf_enc_set(e, o, "alwaysRun", json_boolean(f->always_run));
+    if (s->builtin)
+        tf_enc_set(e, o, "builtin", tf_enc_str(e, s->builtin));
+    return o;
+}
+
+static json_t *tf_enc_source(tf_enc_t *e, const tf_source_t *src)
+{
+    json_t *o = tf_enc_new(e, json_object());
+    if (!o)
+        return NULL;
+    tf_enc_set(e, o, "repository", tf_enc_str(e, src->repository));
+    tf_enc_set(e, o, "branch", tf_enc_str(e, src->branch));
+    tf_enc_set(e, o, "revision", tf_enc_str(e, src->revision));
+    if (src->has_patch) {
+        json_t *pa = tf_enc_new(e, json_object());
+        if (pa) {
+            tf_enc_set(e, pa, "sha256", tf_enc_hex(e, src->patch_sha256));
+            tf_enc_set(e, pa, "size", tf_enc_int(e, src->patch_size));
+        }
+        tf_enc_set(e, o, "patch", pa);
+    } else {
+        tf_enc_set(e, o, "patch", tf_enc_new(e, json_null()));
+    }
     return o;
 }
 
@@ -1190,6 +1323,8 @@ static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
             for (size_t i = 0; i < b->nsteps && !e->rc; i++)
                 tf_enc_push(e, a, tf_enc_step(e, &b->steps[i]));
         tf_enc_set(e, o, "steps", a);
+        if (b->source)
+            tf_enc_set(e, o, "source", tf_enc_source(e, b->source));
         break;
     }
     case TF_MSG_BUILD_ABORT:
@@ -1222,6 +1357,8 @@ static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
         tf_enc_set(e, o, "duration_ms", tf_enc_sint(e, s->duration_ms));
         tf_enc_set(e, o, "time_ms", tf_enc_sint(e, s->time_ms));
         tf_enc_set(e, o, "text", tf_enc_str(e, s->text));
+        if (s->nprops)
+            tf_enc_set(e, o, "properties", tf_enc_kv(e, s->props, s->nprops));
         break;
     }
     case TF_MSG_BUILD_FINISHED: {

@@ -90,7 +90,21 @@ typedef struct tf_step_spec {
     uint32_t timeout_s;  /* no-output timeout; 0 = none */
     uint32_t max_time_s; /* total time cap; 0 = none */
     tf_step_flags_t flags;
+    char *builtin;     /* NULL, or "source" (docs/protocol.md) */
 } tf_step_spec_t;
+
+#define TF_BUILTIN_SOURCE "source"
+#define TF_PROTO_MAX_PROPS 64
+
+/* What the source step checks out (build_start.source). All owned. */
+typedef struct tf_source {
+    char *repository;
+    char *branch;
+    char *revision;    /* "" = head of branch */
+    bool has_patch;
+    char patch_sha256[TF_PROTO_NONCE_HEX + 1];
+    uint64_t patch_size;
+} tf_source_t;
 
 typedef struct tf_msg {
     tf_msg_type_t type;
@@ -136,6 +150,7 @@ typedef struct tf_msg {
             size_t nprops;
             tf_step_spec_t *steps;
             size_t nsteps;
+            tf_source_t *source; /* NULL when absent */
         } build_start;
         struct {
             uint64_t build_id;
@@ -165,6 +180,8 @@ typedef struct tf_msg {
             int64_t duration_ms;
             int64_t time_ms;
             char *text;
+            tf_kv_t *props; /* step_finished.properties; may be empty */
+            size_t nprops;
         } step_finished;
         struct {
             uint64_t build_id;
@@ -222,6 +239,10 @@ int tf_output_decode(const uint8_t *frame, size_t len, tf_output_hdr_t *h,
  * message). Returns 0 or TF_ENOMEM; on failure dst is left cleared. */
 int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src);
 void tf_step_spec_clear(tf_step_spec_t *s);
+
+/* Deep copy and release of a source; copy returns 0 or TF_ENOMEM. */
+int tf_source_copy(tf_source_t *dst, const tf_source_t *src);
+void tf_source_clear(tf_source_t *s);
 
 /* HMAC-SHA256(secret, nonce) as 64 hex chars + NUL into out[65]. */
 void tf_proto_auth(const char *secret, const char nonce[TF_PROTO_NONCE_HEX + 1],

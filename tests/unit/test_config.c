@@ -954,4 +954,64 @@ TF_TEST(slave_allowed_rule)
     TF_CHECK(!tf_config_slave_allowed(&open, NULL));
 }
 
+TF_TEST(repository_try_and_scheduler)
+{
+    tf_cfg_diags_t d = {0};
+    tf_config_t *c = NULL;
+    const char *ok =
+        "{\"try\": {\"max_patch_bytes\": 1000, \"max_builders\": 3},\n"
+        " \"scheduler\": {\"fair_share\": false},\n"
+        " \"builders\": [{\"name\": \"b\", \"repository\": \"/srv/p.git\",\n"
+        "   \"branch\": \"release/2\", \"steps\": [{\"name\": \"s\",\n"
+        "   \"command\": \"make\"}]},\n"
+        "  {\"name\": \"c\", \"repository\": \"https://x/p.git\",\n"
+        "   \"steps\": [{\"name\": \"s\", \"command\": \"make\"}]},\n"
+        "  {\"name\": \"d\", \"steps\": [{\"name\": \"s\", \"command\": "
+        "\"make\"}]}]}";
+    TF_CHECK_INT(load_str("/x/m.json", ok, &c, &d), 0);
+    if (c) {
+        TF_CHECK_INT(c->try_max_patch_bytes, 1000);
+        TF_CHECK_INT(c->try_max_builders, 3);
+        TF_CHECK(!c->fair_share);
+        TF_CHECK_STR(c->builders[0].repository, "/srv/p.git");
+        TF_CHECK_STR(c->builders[0].branch, "release/2");
+        TF_CHECK_STR(c->builders[1].branch, "main");
+        TF_CHECK(c->builders[2].repository == NULL);
+        TF_CHECK(c->builders[2].branch == NULL);
+        tf_config_free(c);
+        c = NULL;
+    }
+    TF_CHECK_INT(load_str("/x/m.json", "{}", &c, &d), 0);
+    if (c) {
+        TF_CHECK_INT(c->try_max_patch_bytes, 50ull * 1024 * 1024);
+        TF_CHECK_INT(c->try_max_builders, 50);
+        TF_CHECK(c->fair_share);
+        tf_config_free(c);
+        c = NULL;
+    }
+    const char *bad =
+        "{\"try\": {\"max_patch_bytes\": 0, \"maxpatch\": 1},\n"
+        " \"scheduler\": {\"fair_share\": 1},\n"
+        " \"builders\": [{\"name\": \"b\", \"repository\": \"-x\",\n"
+        "   \"branch\": \"a..b\", \"steps\": [{\"name\": \"s\",\n"
+        "   \"command\": \"make\"}]},\n"
+        "  {\"name\": \"c\", \"branch\": \"main\",\n"
+        "   \"steps\": [{\"name\": \"s\", \"command\": \"make\"}]}]}";
+    TF_CHECK_INT(load_str("/x/m.json", bad, &c, &d), TF_ECONFIG);
+    const char *want[] = {"try.max_patch_bytes", "try.maxpatch",
+                          "scheduler.fair_share", "builders[0].repository",
+                          "builders[0].branch", "builders[1].branch"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        bool found = false;
+        for (size_t k = 0; k < d.count; k++)
+            found = found || strcmp(d.items[k].key, want[i]) == 0;
+        if (!found) {
+            fprintf(stderr, "no diagnostic for %s\n", want[i]);
+            dump_diags(&d);
+        }
+        TF_CHECK(found);
+    }
+    tf_cfg_diags_clear(&d);
+}
+
 TF_TEST_MAIN()

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "crypto.h"
+#include "names.h"
 #include "proto.h"
 #include "tf_err.h"
 
@@ -1353,6 +1354,141 @@ TF_TEST(output_encode_refuses)
     TF_CHECK_INT(tf_output_encode_hdr(&h, f), TF_EINVAL);
     h = good; h.step = 1000;
     TF_CHECK_INT(tf_output_encode_hdr(&h, f), TF_EINVAL);
+}
+
+TF_TEST(source_builtin_and_properties)
+{
+    /* build_start with a source and a builtin step round-trips. */
+    const char *bs =
+        "{\"type\":\"build_start\",\"build_id\":3,\"builder\":\"b\","
+        "\"number\":1,\"workdir\":\"b\",\"properties\":{},"
+        "\"steps\":[{\"name\":\"source\",\"command\":[\"git\",\"checkout\","
+        "\"origin/main\"],\"env\":{},\"workdir\":\"\",\"timeout_s\":1200,"
+        "\"max_time_s\":0,\"haltOnFailure\":true,\"flunkOnFailure\":true,"
+        "\"warnOnFailure\":false,\"flunkOnWarnings\":false,"
+        "\"warnOnWarnings\":true,\"alwaysRun\":false,\"builtin\":\"source\"}],"
+        "\"source\":{\"repository\":\"/srv/git/p.git\",\"branch\":\"main\","
+        "\"revision\":\"\",\"patch\":{\"sha256\":"
+        "\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+        "\"size\":42}}}";
+    tf_msg_t m;
+    char err[256] = "";
+    TF_CHECK_INT(tf_msg_decode(bs, strlen(bs), &m, err, sizeof err), 0);
+    if (m.type == TF_MSG_BUILD_START) {
+        TF_CHECK_STR(m.u.build_start.steps[0].builtin, "source");
+        TF_CHECK(m.u.build_start.source != NULL);
+        if (m.u.build_start.source) {
+            TF_CHECK_STR(m.u.build_start.source->repository, "/srv/git/p.git");
+            TF_CHECK_STR(m.u.build_start.source->branch, "main");
+            TF_CHECK_STR(m.u.build_start.source->revision, "");
+            TF_CHECK(m.u.build_start.source->has_patch);
+            TF_CHECK_INT(m.u.build_start.source->patch_size, 42);
+        }
+        char *again = NULL;
+        size_t len = 0;
+        TF_CHECK_INT(tf_msg_encode(&m, &again, &len), 0);
+        TF_CHECK_STR(again, bs);
+        free(again);
+        tf_step_spec_t copy;
+        TF_CHECK_INT(tf_step_spec_copy(&copy, &m.u.build_start.steps[0]), 0);
+        TF_CHECK_STR(copy.builtin, "source");
+        tf_step_spec_clear(&copy);
+        tf_source_t sc;
+        TF_CHECK_INT(tf_source_copy(&sc, m.u.build_start.source), 0);
+        TF_CHECK_STR(sc.repository, "/srv/git/p.git");
+        tf_source_clear(&sc);
+        tf_msg_clear(&m);
+    }
+    /* Without a patch, and bad values. */
+    char buf[2048];
+#define BS_SRC(src)                                                            \
+    snprintf(buf, sizeof buf,                                                  \
+             "{\"type\":\"build_start\",\"build_id\":3,\"builder\":\"b\","     \
+             "\"number\":1,\"workdir\":\"b\",\"properties\":{},\"steps\":[{"   \
+             "\"name\":\"s\",\"command\":[\"true\"],\"env\":{},"               \
+             "\"workdir\":\"\",\"timeout_s\":0,\"max_time_s\":0,"              \
+             "\"haltOnFailure\":false,\"flunkOnFailure\":true,"                \
+             "\"warnOnFailure\":false,\"flunkOnWarnings\":false,"              \
+             "\"warnOnWarnings\":true,\"alwaysRun\":false}],\"source\":%s}",  \
+             src)
+    BS_SRC("{\"repository\":\"r\",\"branch\":\"main\",\"revision\":\"abc\","
+           "\"patch\":null}");
+    expect_ok(buf, TF_MSG_BUILD_START);
+    BS_SRC("{\"repository\":\"-r\",\"branch\":\"main\",\"revision\":\"\","
+           "\"patch\":null}");
+    expect_fail(buf, TF_EINVAL, "build_start.source.repository");
+    BS_SRC("{\"repository\":\"r\",\"branch\":\"ma..in\",\"revision\":\"\","
+           "\"patch\":null}");
+    expect_fail(buf, TF_EINVAL, "build_start.source.branch");
+    BS_SRC("{\"repository\":\"r\",\"branch\":\"main\",\"revision\":\"-x\","
+           "\"patch\":null}");
+    expect_fail(buf, TF_EINVAL, "build_start.source.revision");
+    BS_SRC("{\"repository\":\"r\",\"branch\":\"main\",\"revision\":\"\"}");
+    expect_fail(buf, TF_EINVAL, "build_start.source.patch");
+    BS_SRC("{\"repository\":\"r\",\"branch\":\"main\",\"revision\":\"\","
+           "\"patch\":{\"sha256\":\"xyz\",\"size\":1}}");
+    expect_fail(buf, TF_EINVAL, "build_start.source.patch.sha256");
+    BS_SRC("[]");
+    expect_fail(buf, TF_EINVAL, "build_start.source");
+#undef BS_SRC
+    expect_fail("{\"type\":\"build_start\",\"build_id\":3,\"builder\":\"b\","
+                "\"number\":1,\"workdir\":\"b\",\"properties\":{},\"steps\":[{"
+                "\"name\":\"s\",\"command\":[\"true\"],\"env\":{},"
+                "\"workdir\":\"\",\"timeout_s\":0,\"max_time_s\":0,"
+                "\"haltOnFailure\":false,\"flunkOnFailure\":true,"
+                "\"warnOnFailure\":false,\"flunkOnWarnings\":false,"
+                "\"warnOnWarnings\":true,\"alwaysRun\":false,"
+                "\"builtin\":\"rm-rf\"}]}",
+                TF_EINVAL, "build_start.steps[0].builtin");
+
+    /* step_finished properties. */
+    const char *sf =
+        "{\"type\":\"step_finished\",\"build_id\":3,\"seq\":2,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":5,\"time_ms\":10,"
+        "\"text\":\"exit 0\",\"properties\":{\"got_revision\":\"abc123\"}}";
+    TF_CHECK_INT(tf_msg_decode(sf, strlen(sf), &m, err, sizeof err), 0);
+    if (m.type == TF_MSG_STEP_FINISHED) {
+        TF_CHECK_INT(m.u.step_finished.nprops, 1);
+        TF_CHECK_STR(m.u.step_finished.props[0].key, "got_revision");
+        TF_CHECK_STR(m.u.step_finished.props[0].value, "abc123");
+        char *again = NULL;
+        size_t len = 0;
+        TF_CHECK_INT(tf_msg_encode(&m, &again, &len), 0);
+        TF_CHECK_STR(again, sf);
+        free(again);
+        tf_msg_clear(&m);
+    }
+    expect_fail("{\"type\":\"step_finished\",\"build_id\":3,\"seq\":2,"
+                "\"step\":0,\"result\":\"SUCCESS\",\"exit_code\":0,"
+                "\"signal\":null,\"timed_out\":false,\"duration_ms\":5,"
+                "\"time_ms\":10,\"text\":\"\",\"properties\":{\"../x\":\"1\"}}",
+                TF_EINVAL, "step_finished.properties");
+}
+
+TF_TEST(git_names)
+{
+    TF_CHECK(tf_git_ref_valid("main"));
+    TF_CHECK(tf_git_ref_valid("release/1.2"));
+    TF_CHECK(!tf_git_ref_valid(""));
+    TF_CHECK(!tf_git_ref_valid("-x"));
+    TF_CHECK(!tf_git_ref_valid("a..b"));
+    TF_CHECK(!tf_git_ref_valid("a//b"));
+    TF_CHECK(!tf_git_ref_valid("a/"));
+    TF_CHECK(!tf_git_ref_valid("a.lock"));
+    TF_CHECK(!tf_git_ref_valid("a b"));
+    TF_CHECK(!tf_git_ref_valid("HEAD@{1}"));
+    TF_CHECK(!tf_git_ref_valid("a^"));
+    TF_CHECK(tf_git_rev_valid(""));
+    TF_CHECK(tf_git_rev_valid("HEAD~2"));
+    TF_CHECK(tf_git_rev_valid("0123abcd"));
+    TF_CHECK(!tf_git_rev_valid("-rf"));
+    TF_CHECK(!tf_git_rev_valid("a;b"));
+    TF_CHECK(tf_repo_url_valid("https://example.com/p.git"));
+    TF_CHECK(tf_repo_url_valid("/srv/git/p.git"));
+    TF_CHECK(!tf_repo_url_valid(""));
+    TF_CHECK(!tf_repo_url_valid("--upload-pack=x"));
+    TF_CHECK(!tf_repo_url_valid("a b"));
 }
 
 TF_TEST_MAIN()

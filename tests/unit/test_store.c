@@ -329,8 +329,9 @@ static void gate_destroy(gate_t *g)
 TF_TEST(migrations_create_every_table)
 {
     static const char *const tables[] = {
-        "build_requests", "builders", "builds",      "log_chunks",
-        "slave_events",   "slaves",   "steps",
+        "build_requests", "builders", "builds",   "log_chunks",
+        "slave_events",   "slaves",   "steps",    "users",
+        "patches",        "try_jobs",
     };
     fx_t f;
     fx_setup(&f);
@@ -382,7 +383,7 @@ TF_TEST(reopen_is_a_noop)
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM slave_events"), 1);
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master "
                                  "WHERE type = 'table'"),
-                     7);
+                     10);
         store_close_wait(&f, s);
     }
     fx_teardown(&f);

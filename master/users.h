@@ -1,0 +1,44 @@
+/*
+ * users.h - committers and their tokens.
+ *
+ * A committer is an email address, a display name and a token. The token
+ * is shown once, when the user is added; the database keeps only its
+ * SHA-256, so a stolen database does not hand out working tokens. The
+ * administrative commands open the database directly (through the store,
+ * so migrations apply): they work whether or not the master is running,
+ * and the running master sees a change at the next request.
+ */
+#ifndef TF_USERS_H
+#define TF_USERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#define TF_EMAIL_MAX 254
+#define TF_USERNAME_MAX 128
+
+typedef struct tf_user {
+    int64_t id;
+    char email[TF_EMAIL_MAX + 1];
+    char name[TF_USERNAME_MAX + 1];
+} tf_user_t;
+
+/* A plain address: local@domain, printable ASCII without spaces, quotes,
+ * angle brackets, parentheses, commas, semicolons or backslashes. */
+bool tf_email_valid(const char *s);
+
+/* A display name: 1..128 bytes of valid UTF-8 without control characters. */
+bool tf_username_valid(const char *s);
+
+/* `tf-master user add|list|remove` for the master in dir. Returns the
+ * exit code (0, 1 failure, 2 usage). */
+int tf_users_cli(const char *dir, const char *verb, const char *email,
+                 const char *name);
+
+/* Finds the user whose token hashes to token_sha256 (64 hex). Returns 0,
+ * TF_ENOENT, or TF_ESTORE. Runs on a read connection. */
+int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out);
+
+#endif

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -39,6 +40,7 @@
 #include "log.h"
 #include "spool.h"
 #include "tf_err.h"
+#include "util.h"
 
 #define TF__CTRL_MAX 16              /* queued control messages */
 #define TF__CTRL_MSG_MAX 65536       /* one control message we send */
@@ -75,11 +77,14 @@ struct tf_conn {
     bool opened;         /* this attempt reached OPEN */
     bool draining;
     bool closing;        /* we asked lws to close this attempt's link */
+    int in_cb;           /* inside tf__lws_cb: lws forbids a SYNC kill */
+    bool close_on_return; /* close when the current callback returns */
     uint64_t attempt;
     uint64_t backoff_ms; /* the base of the next delay */
     uint64_t rng;
     uint32_t heartbeat_s;
     int master_protocol;
+    int sock_errno;      /* SO_ERROR seen while lws dropped a failed connect */
     char host_hdr[300];
     char url[600]; /* for logs; the path is cut at 256 bytes */
 
@@ -232,8 +237,11 @@ static void tf__watchdog_cb(uv_timer_t *t)
         tf_warn("conn", "handshake with %s stalled in state %s for %d s: "
                 "dropping the link", c->url, tf__state_names[c->state],
                 TF_CONN_HANDSHAKE_TIMEOUT_MS / 1000);
-    /* Asynchronous: CLIENT_CLOSED follows and schedules the reconnect. */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    /* Synchronous: lws only acts on LWS_TO_KILL_ASYNC the next time it
+     * services the socket, which a silent peer never causes. We are in our
+     * own timer callback, not servicing this wsi, which is what SYNC needs.
+     * CLIENT_CLOSED runs inside this call and schedules the reconnect. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
 static void tf__watchdog_arm(tf_conn_t *c)
@@ -447,11 +455,20 @@ static int tf__on_receive(tf_conn_t *c, struct lws *wsi, const void *in,
         return tf__close(c, TF_CLOSE_MALFORMED, "binary frame");
     }
     size_t remaining = lws_remaining_packet_payload(wsi);
+    if (c->closing)
+        return 0; /* the rest of a refused frame */
     /* Refuse as soon as the size is known, before buffering the rest. */
     if (c->rx.len + len + remaining > TF_PROTO_MAX_TEXT) {
         tf_warn("conn", "message from the master larger than %d bytes: "
                 "closing", TF_PROTO_MAX_TEXT);
-        return tf__close(c, TF_CLOSE_TOO_BIG, "too big");
+        if (remaining == 0)
+            return tf__close(c, TF_CLOSE_TOO_BIG, "too big");
+        /* lws 4.1.6 writes one byte past its rx buffer when a callback
+         * returns -1 in the middle of a frame (seen under valgrind), so
+         * the close is left to lws's timeout machinery instead. */
+        tf__close(c, TF_CLOSE_TOO_BIG, "too big");
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return 0;
     }
     if (tf_buf_append(&c->rx, in, len)) {
         tf_error("conn", "out of memory reading a message: closing");
@@ -502,6 +519,29 @@ static int tf__on_writeable(tf_conn_t *c, struct lws *wsi)
     return 0;
 }
 
+/* lws only says "closed before established" when a connect fails; the
+ * socket's pending error still holds the real reason (refused,
+ * unreachable), as long as lws has not closed it yet. */
+static void tf__capture_so_error(tf_conn_t *c, struct lws *wsi)
+{
+    int fd, e = 0;
+    socklen_t elen = sizeof e;
+    if (c->sock_errno)
+        return;
+    fd = (int)lws_get_socket_fd(wsi);
+    if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == 0)
+        c->sock_errno = e;
+}
+
+/* strerror in lower case ("connection refused"), like libuv's messages. */
+static void tf__errno_text(int e, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", strerror(e));
+    for (char *q = out; *q; q++)
+        if (*q >= 'A' && *q <= 'Z')
+            *q = (char)(*q - 'A' + 'a');
+}
+
 /* Turns lws's "...errno 111" into words when it gives a number. */
 static void tf__describe_failure(const char *in, size_t len, char *out,
                                  size_t outlen)
@@ -519,33 +559,69 @@ static void tf__describe_failure(const char *in, size_t len, char *out,
         const char *d = e + 5;
         while (*d == ' ' || *d == ':' || *d == '=')
             d++;
-        int num = atoi(d);
-        if (num > 0) {
-            snprintf(out, outlen, "%s", strerror(num));
-            for (char *q = out; *q; q++)
-                if (*q >= 'A' && *q <= 'Z')
-                    *q = (char)(*q - 'A' + 'a');
+        char digits[8];
+        size_t nd = 0;
+        uint64_t num = 0;
+        while (d[nd] >= '0' && d[nd] <= '9' && nd < sizeof digits - 1)
+            nd++;
+        memcpy(digits, d, nd);
+        digits[nd] = '\0';
+        if (tf_parse_u64(digits, &num) == 0 && num > 0 && num < 4096) {
+            tf__errno_text((int)num, out, outlen);
             return;
         }
     }
-    snprintf(out, outlen, "%s", raw);
+    if (strstr(raw, "SSL") || strstr(raw, "ssl") || strstr(raw, "tls"))
+        snprintf(out, outlen, "TLS handshake failed (is the master's "
+                 "certificate signed by ca_file, and does it name the URL's "
+                 "host?): %.100s", raw);
+    else
+        snprintf(out, outlen, "%s", raw);
 }
 
-static int tf__lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
-                      void *user, void *in, size_t len)
+static int tf__lws_cb_inner(struct lws *wsi, enum lws_callback_reasons reason,
+                            void *user, void *in, size_t len)
 {
     tf_conn_t *c = user;
-    char why[256];
-    if (getenv("TF_LWS_TRACE"))
-        tf_debug("conn", "lws callback %d wsi %p user %p", (int)reason,
-                 (void *)wsi, user);
-    (void)0;
+    char why[400];
 
     switch (reason) {
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* Normally CLIENT_CLOSED or CONNECTION_ERROR came first. lws 4.1.6
+         * skips both when the peer hangs up while we wait for the upgrade
+         * answer (a proxy with no backend): then the attempt ends here,
+         * and in any case c->wsi must not outlive the wsi. */
+        if (c && c->in_attempt && (c->wsi == wsi || c->wsi == NULL)) {
+            char msg[1024];
+            if (c->opened)
+                snprintf(msg, sizeof msg, "link to %s closed%s", c->url,
+                         c->peer_close);
+            else if (c->sock_errno) {
+                char e[128];
+                tf__errno_text(c->sock_errno, e, sizeof e);
+                snprintf(msg, sizeof msg, "connecting to %s failed: %s",
+                         c->url, e);
+            } else
+                snprintf(msg, sizeof msg, "connecting to %s failed: the "
+                         "connection closed before the websocket handshake "
+                         "completed", c->url);
+            c->wsi = NULL;
+            tf__attempt_over(c, msg);
+        } else if (c && c->wsi == wsi)
+            c->wsi = NULL;
+        break;
+    case LWS_CALLBACK_CLIENT_HTTP_DROP_PROTOCOL:
+        if (c && c->in_attempt && c->state == TF_CONN_CONNECTING)
+            tf__capture_so_error(c, wsi);
+        break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (!c || !c->in_attempt)
             break;
-        tf__describe_failure(in, len, why, sizeof why);
+        tf__capture_so_error(c, wsi);
+        if (c->sock_errno)
+            tf__errno_text(c->sock_errno, why, sizeof why);
+        else
+            tf__describe_failure(in, len, why, sizeof why);
         {
             char msg[1024];
             snprintf(msg, sizeof msg, "connecting to %s failed: %s", c->url,
@@ -599,6 +675,27 @@ static int tf__lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
     return 0;
 }
 
+/* Wraps every lws callback so code reached from inside one knows it (see
+ * tf_conn_shutdown) and a close it asked for happens on the way out. */
+static int tf__lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
+                      void *user, void *in, size_t len)
+{
+    tf_conn_t *c = user;
+    if (!c)
+        return tf__lws_cb_inner(wsi, reason, user, in, len);
+    c->in_cb++;
+    int ret = tf__lws_cb_inner(wsi, reason, user, in, len);
+    c->in_cb--;
+    if (c->close_on_return && c->in_attempt && wsi == c->wsi && ret == 0 &&
+        (reason == LWS_CALLBACK_CLIENT_RECEIVE ||
+         reason == LWS_CALLBACK_CLIENT_WRITEABLE ||
+         reason == LWS_CALLBACK_CLIENT_ESTABLISHED)) {
+        c->close_on_return = false;
+        ret = -1;
+    }
+    return ret;
+}
+
 static void tf__connect(tf_conn_t *c)
 {
     struct lws_client_connect_info ci;
@@ -607,6 +704,8 @@ static void tf__connect(tf_conn_t *c)
     c->in_attempt = true;
     c->opened = false;
     c->closing = false;
+    c->close_on_return = false;
+    c->sock_errno = 0;
     c->wsi = NULL;
     tf__set_state(c, TF_CONN_CONNECTING, "connect");
     tf_info("conn", "connecting to %s (attempt %llu)", c->url,
@@ -628,8 +727,11 @@ static void tf__connect(tf_conn_t *c)
     struct lws *w = lws_client_connect_via_info(&ci);
     if (!w && c->in_attempt) {
         char msg[1024];
+        /* lws resolves names synchronously and gives no reason when that
+         * fails, which is by far the usual cause here. */
         snprintf(msg, sizeof msg, "connecting to %s failed: cannot start the "
-                 "connection", c->url);
+                 "connection (does the host name %s resolve?)", c->url,
+                 c->cfg->host);
         tf__attempt_over(c, msg);
     }
 }
@@ -838,11 +940,24 @@ void tf_conn_shutdown(tf_conn_t *c, void (*done_cb)(void *arg), void *arg)
     uv_timer_stop(&c->retry_timer);
     uv_timer_stop(&c->watchdog);
     tf__ctrl_clear(c);
-    if (c->in_attempt && c->wsi) {
+    if (c->in_attempt && c->wsi && !c->opened) {
+        /* Not a websocket yet: nothing to say goodbye with (and lws asserts
+         * on a close reason for a wsi without the ws role). */
+        if (c->in_cb)
+            c->close_on_return = true;
+        else
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+    } else if (c->in_attempt && c->wsi) {
         tf_info("conn", "closing the link to %s", c->url);
+        /* With a close reason set, lws sends the close frame and waits
+         * for the master's answer (or its close timeout); SYNC because
+         * ASYNC would wait for socket activity that may never come. */
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_GOINGAWAY,
                          (unsigned char *)(uintptr_t)"slave stopping", 14);
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        if (c->in_cb)
+            c->close_on_return = true;
+        else
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
     }
     c->shutdown_start = tf_mono_ms();
     uv_timer_start(&c->shutdown_timer, tf__shutdown_tick, TF__SHUTDOWN_POLL_MS,

@@ -7,10 +7,12 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 #include "slave.h"
 #include "slave_config.h"
+#include "source.h"
 #include "tf_err.h"
 
 int main(int argc, char **argv)
@@ -19,6 +21,10 @@ int main(int argc, char **argv)
     char err[1024];
     int status;
 
+    /* The source step's patch download helper (see source.h); it is not a
+     * daemon option, so it is not in --help. */
+    if (argc > 1 && strcmp(argv[1], "--fetch-patch") == 0)
+        return tf_source_fetch_main(argc - 1, argv + 1);
     int rc = tf_slave_config_parse(&cfg, argc, argv, stdout, err, sizeof err);
     if (rc == TF_SLAVE_CONFIG_DONE) {
         tf_slave_config_free(&cfg);

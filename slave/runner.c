@@ -66,6 +66,10 @@ struct tf_runner {
     char *workdir;
     tf_step_spec_t *steps;
     size_t nsteps;
+    tf_source_t *source;  /* build_start.source, NULL when absent */
+    const tf_source_ctx_t *src_ctx;
+    char *patch_path;     /* BASEDIR/.run/ID.patch, for the source step */
+    char *props_path;     /* BASEDIR/.run/ID.props, got_revision */
     size_t cur;          /* the running step, or the next one to consider */
     tf_result_t result;  /* folded build result so far */
     bool halted;         /* only alwaysRun steps run from now on */
@@ -94,6 +98,7 @@ struct tf_proc {
     bool reading[2];
     bool term_sent;
     bool timed_out;
+    bool builtin_source;
     char timeout_text[96];
     int64_t start_mono;
     uint8_t buf[2][TF_PROTO_MAX_CHUNK];
@@ -143,6 +148,8 @@ typedef struct {
     bool timed_out;
     int64_t duration_ms;
     const char *text;
+    tf_kv_t *props;
+    size_t nprops;
 } tf__step_end_t;
 
 static void tf__emit_step_finished(tf_runner_t *r, uint32_t step,
@@ -164,6 +171,8 @@ static void tf__emit_step_finished(tf_runner_t *r, uint32_t step,
     m.u.step_finished.duration_ms = e->duration_ms < 0 ? 0 : e->duration_ms;
     m.u.step_finished.time_ms = tf_now_ms();
     m.u.step_finished.text = text;
+    m.u.step_finished.props = e->props;
+    m.u.step_finished.nprops = e->nprops;
     r->ops.event_cb(r->arg, &m);
 }
 
@@ -269,8 +278,17 @@ int tf_runner_reap_leftovers(const char *run_dir)
         return 0;
     while ((de = readdir(d)) != NULL) {
         const char *dot = strrchr(de->d_name, '.');
-        if (!dot || strcmp(dot, ".pid") != 0)
+        if (de->d_name[0] == '.')
             continue;
+        if (!dot || strcmp(dot, ".pid") != 0) {
+            /* A source step's patch or properties, from a step that died
+             * with the previous slave: worthless now. */
+            char *other = tf_path_join(run_dir, de->d_name);
+            if (other)
+                unlink(other);
+            free(other);
+            continue;
+        }
         char *path = tf_path_join(run_dir, de->d_name);
         char *text = NULL;
         if (!path)
@@ -406,11 +424,40 @@ static void tf__describe_end(tf_runner_t *r, tf_proc_t *p, tf__step_end_t *e,
         e->result = TF_FAILURE;
         snprintf(text, textlen, "killed by signal %d (SIG%s)", p->term_signal,
                  abbrev ? abbrev : "?");
+    } else if (p->builtin_source && p->exit_status != 0) {
+        /* Preparing the source is the slave's job, not the build's: when
+         * it fails the build cannot say anything about the change. */
+        const char *why = tf_source_exit_text((int)p->exit_status);
+        e->result = TF_EXCEPTION;
+        if (why)
+            snprintf(text, textlen, "%s", why);
+        else
+            snprintf(text, textlen, "source step failed: exit %d",
+                     (int)p->exit_status);
     } else {
         e->result = p->exit_status == 0 ? TF_SUCCESS : TF_FAILURE;
         snprintf(text, textlen, "exit %d", (int)p->exit_status);
     }
     e->text = text;
+}
+
+/* Reads the commit a successful source step wrote into rev[revlen] and
+ * deletes the file. Returns false when there is none. */
+static bool tf__read_got_revision(tf_runner_t *r, char *rev, size_t revlen)
+{
+    char *text = NULL;
+    bool ok = false;
+    if (tf_read_file(r->props_path, 4096, &text, NULL) == 0) {
+        size_t n = strcspn(text, "\r\n");
+        if (n > 0 && n < revlen) {
+            memcpy(rev, text, n);
+            rev[n] = '\0';
+            ok = true;
+        }
+    }
+    free(text);
+    unlink(r->props_path);
+    return ok;
 }
 
 /* The step is over: nothing of it may survive, so the whole group gets
@@ -421,10 +468,23 @@ static void tf__end_step(tf_proc_t *p)
     char text[TF_PROTO_MAX_TEXTFIELD + 1];
     tf__step_end_t e;
 
+    char rev[256];
+    tf_kv_t prop = {(char *)"got_revision", rev};
+
     assert(r && r->proc == p);
     tf__kill_group(p, SIGKILL);
     unlink(r->pid_path);
+    memset(&e, 0, sizeof e);
     tf__describe_end(r, p, &e, text, sizeof text);
+    if (p->builtin_source) {
+        unlink(r->patch_path);
+        if (tf__read_got_revision(r, rev, sizeof rev) &&
+            e.result == TF_SUCCESS) {
+            e.props = &prop;
+            e.nprops = 1;
+            snprintf(text, sizeof text, "checked out %s", rev);
+        }
+    }
     tf_info("run", "build %llu step %u (%s) finished: %s, %s, %lld ms",
             (unsigned long long)r->build_id, p->step, r->steps[p->step].name,
             tf__result(e.result), e.text, (long long)e.duration_ms);
@@ -646,7 +706,17 @@ static bool tf__start_step(tf_runner_t *r)
 
     tf__emit_step_started(r, step);
     tf_info("run", "build %llu step %u (%s): %s", (unsigned long long)r->build_id,
-            step, st->name, st->argv[0]);
+            step, st->name, st->builtin ? st->builtin : st->argv[0]);
+    if (st->builtin && strcmp(st->builtin, TF_BUILTIN_SOURCE) != 0) {
+        snprintf(text, sizeof text, "unknown builtin step \"%.100s\"",
+                 st->builtin);
+        tf__step_exception(r, text);
+        goto out;
+    }
+    if (st->builtin && (!r->source || !r->src_ctx)) {
+        tf__step_exception(r, "a source step, but build_start has no source");
+        goto out;
+    }
 
     dir = tf_path_join(r->basedir, r->workdir);
     cwd = dir && *st->workdir ? tf_path_join(dir, st->workdir) : NULL;
@@ -669,6 +739,18 @@ static bool tf__start_step(tf_runner_t *r)
     }
     env = tf__build_env(r, step);
     p = tf__proc_new(r, step);
+    if (env && p && st->builtin) {
+        size_t n = 0;
+        while (env[n])
+            n++;
+        if (tf_source_env(r->src_ctx, r->source, r->patch_path, r->props_path,
+                          env, &n, TF__ENV_MAX)) {
+            tf__env_free(env);
+            env = NULL;
+        }
+        p->builtin_source = true;
+        unlink(r->props_path);
+    }
     if (!env || !p) {
         tf__step_exception(r, "cannot start the step: out of memory or too "
                               "many environment variables");
@@ -684,8 +766,10 @@ static bool tf__start_step(tf_runner_t *r)
     uv_process_options_t opt;
     memset(&opt, 0, sizeof opt);
     opt.exit_cb = tf__exit_cb;
-    opt.file = st->argv[0];
-    opt.args = st->argv;
+    char *source_argv[] = {(char *)"/bin/sh", (char *)"-c",
+                           (char *)tf_source_script, (char *)"tf-source", NULL};
+    opt.file = st->builtin ? source_argv[0] : st->argv[0];
+    opt.args = st->builtin ? source_argv : st->argv;
     opt.env = env;
     opt.cwd = cwd ? cwd : dir;
     /* DETACHED = setsid() in the child: a new session and process group
@@ -699,7 +783,7 @@ static bool tf__start_step(tf_runner_t *r)
     p->spawned = true; /* uv_spawn initialises the handle even on failure */
     p->open_handles++;
     if (rc) {
-        snprintf(text, sizeof text, "cannot run \"%.1000s\": %s", st->argv[0],
+        snprintf(text, sizeof text, "cannot run \"%.1000s\": %s", opt.file,
                  uv_strerror(rc));
         tf__proc_detach(p);
         p = NULL;
@@ -759,7 +843,8 @@ static void tf__run_from(tf_runner_t *r)
 /* ---- public ----------------------------------------------------------- */
 
 int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
-                  const tf_runner_ops_t *ops, void *arg, tf_runner_t **out)
+                  const tf_source_ctx_t *src_ctx, const tf_runner_ops_t *ops,
+                  void *arg, tf_runner_t **out)
 {
     int rc = 0;
     char name[64];
@@ -778,18 +863,33 @@ int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
     r->number = bs->u.build_start.number;
     r->result = TF_SUCCESS;
     r->state = TF_RUN_IDLE;
+    r->src_ctx = src_ctx;
     snprintf(name, sizeof name, "%llu.pid", (unsigned long long)r->build_id);
     r->basedir = strdup(basedir);
     r->run_dir = tf_path_join(basedir, ".run");
     r->pid_path = r->run_dir ? tf_path_join(r->run_dir, name) : NULL;
+    snprintf(name, sizeof name, "%llu.patch", (unsigned long long)r->build_id);
+    r->patch_path = r->run_dir ? tf_path_join(r->run_dir, name) : NULL;
+    snprintf(name, sizeof name, "%llu.props", (unsigned long long)r->build_id);
+    r->props_path = r->run_dir ? tf_path_join(r->run_dir, name) : NULL;
     r->builder = strdup(bs->u.build_start.builder);
     r->workdir = strdup(bs->u.build_start.workdir);
     r->steps = calloc(bs->u.build_start.nsteps ? bs->u.build_start.nsteps : 1,
                       sizeof *r->steps);
-    if (!r->basedir || !r->run_dir || !r->pid_path || !r->builder ||
-        !r->workdir || !r->steps) {
+    if (!r->basedir || !r->run_dir || !r->pid_path || !r->patch_path ||
+        !r->props_path || !r->builder || !r->workdir || !r->steps) {
         rc = TF_ENOMEM;
         goto out;
+    }
+    if (bs->u.build_start.source) {
+        r->source = calloc(1, sizeof *r->source);
+        if (!r->source ||
+            tf_source_copy(r->source, bs->u.build_start.source) != 0) {
+            free(r->source);
+            r->source = NULL;
+            rc = TF_ENOMEM;
+            goto out;
+        }
     }
     for (size_t i = 0; i < bs->u.build_start.nsteps; i++) {
         rc = tf_step_spec_copy(&r->steps[i], &bs->u.build_start.steps[i]);
@@ -902,9 +1002,15 @@ void tf_runner_destroy(tf_runner_t *r)
     for (size_t i = 0; i < r->nsteps; i++)
         tf_step_spec_clear(&r->steps[i]);
     free(r->steps);
+    if (r->source) {
+        tf_source_clear(r->source);
+        free(r->source);
+    }
     free(r->basedir);
     free(r->run_dir);
     free(r->pid_path);
+    free(r->patch_path);
+    free(r->props_path);
     free(r->builder);
     free(r->workdir);
     free(r);

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "proto.h"
+#include "source.h"
 
 /* Grace between SIGTERM and SIGKILL for timeouts and aborts. */
 #define TF_RUNNER_KILL_GRACE_MS 5000
@@ -49,11 +50,13 @@ typedef struct tf_runner_ops {
 
 /* Creates a runner for the build described by bs (a TF_MSG_BUILD_START,
  * deep-copied; the caller keeps bs). Builds run in BASEDIR/bs.workdir; pid
- * files go to BASEDIR/.run (which must exist). ops is copied. The caller
- * owns *out and frees it with tf_runner_destroy. Returns 0, TF_EINVAL (bad
- * workdir) or TF_ENOMEM. */
+ * files go to BASEDIR/.run (which must exist). ops is copied; src_ctx
+ * (borrowed, must outlive the runner) serves builtin source steps. The
+ * caller owns *out and frees it with tf_runner_destroy. Returns 0,
+ * TF_EINVAL (bad workdir) or TF_ENOMEM. */
 int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
-                  const tf_runner_ops_t *ops, void *arg, tf_runner_t **out);
+                  const tf_source_ctx_t *src_ctx, const tf_runner_ops_t *ops,
+                  void *arg, tf_runner_t **out);
 
 /* Starts the first step (or reports everything, if nothing can run). */
 void tf_runner_start(tf_runner_t *r);
@@ -82,7 +85,8 @@ void tf_runner_destroy(tf_runner_t *r);
 
 /* At startup: for every BASEDIR/.run/ID.pid left by a slave that died, kill
  * the recorded process group if it is still the one recorded (same start
- * time) and delete the file. Returns how many groups were killed. */
+ * time) and delete the file; other files there (a source step's patch and
+ * properties) are deleted too. Returns how many groups were killed. */
 int tf_runner_reap_leftovers(const char *run_dir);
 
 #endif

@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "conn.h"
@@ -93,6 +94,9 @@ struct tf_slave {
     uv_timer_t ack_timer;
     uv_timer_t reap_timer;
     bool handles_open;
+    char self_exe[4096];
+    char http_base[600];
+    tf_source_ctx_t src_ctx;
 };
 
 static void tf__check_done(tf_slave_t *s);
@@ -245,6 +249,9 @@ static void tf__ack_timer_cb(uv_timer_t *t)
 static void tf__begin_abort(tf_slave_t *s, const char *why)
 {
     tf__set_state(s, TF_SLAVE_ABORTING, why);
+    /* No new builds while we wait for the acks of the aborted ones. */
+    if (s->conn)
+        tf_conn_set_draining(s->conn);
     for (tf_build_t *b = s->builds; b; b = b->next)
         if (b->running)
             tf_runner_abort(b->runner, TF_RETRY, "slave shut down", false);
@@ -508,7 +515,8 @@ static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m)
         tf__refuse_build(s, m, "out of memory");
         return;
     }
-    int rc = tf_runner_new(&s->loop, s->cfg->basedir, m, &ops, b, &b->runner);
+    int rc = tf_runner_new(&s->loop, s->cfg->basedir, m, &s->src_ctx, &ops, b,
+                           &b->runner);
     if (rc) {
         tf__build_free(s, b);
         tf__refuse_build(s, m, tf_strerror(rc));
@@ -906,6 +914,24 @@ int tf_slave_run(const tf_slave_config_t *cfg)
         s.exit_code = TF_EXIT_CONFIG;
         goto out;
     }
+    /* The source step re-executes this binary to download patches; resolve
+     * it now, while /proc/self/exe still names the installed file. */
+    ssize_t n = readlink("/proc/self/exe", s.self_exe, sizeof s.self_exe - 1);
+    if (n <= 0) {
+        tf_error("slave", "cannot find this program's path in /proc/self/exe");
+        s.exit_code = TF_EXIT_RUNTIME;
+        goto out;
+    }
+    s.self_exe[n] = '\0';
+    bool v6 = strchr(cfg->host, ':') != NULL;
+    snprintf(s.http_base, sizeof s.http_base, "%s://%s%s%s:%d",
+             cfg->tls ? "https" : "http", v6 ? "[" : "", cfg->host,
+             v6 ? "]" : "", cfg->port);
+    s.src_ctx.self_exe = s.self_exe;
+    s.src_ctx.http_base = s.http_base;
+    s.src_ctx.name = cfg->name;
+    s.src_ctx.secret_file = cfg->secret_file;
+    s.src_ctx.ca_file = cfg->ca_file;
     s.spool_dir = tf_path_join(cfg->basedir, ".spool");
     s.run_dir = tf_path_join(cfg->basedir, ".run");
     if (!s.spool_dir || !s.run_dir || tf__prepare_dirs(&s)) {

@@ -1,0 +1,426 @@
+/*
+ * test_watch.c - what tf-try prints about a job, from pure functions: the
+ * --wait lines for a sequence of job snapshots, the failing step's tail,
+ * the summary, status and list, and the text sanitizer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tf_test.h"
+#include "watch.h"
+
+#define URL "http://127.0.0.1:8010/api/v1"
+
+static json_t *parse(const char *text)
+{
+    json_error_t e;
+    json_t *j = json_loads(text, 0, &e);
+    if (!j) {
+        fprintf(stderr, "bad test JSON at %d:%d: %s\n", e.line, e.column,
+                e.text);
+        abort();
+    }
+    return j;
+}
+
+/* Feeds one snapshot and compares the printed lines. */
+static void step(tf_try_watch_t *w, const char *snapshot, const char *want,
+                 json_t *tails)
+{
+    json_t *job = parse(snapshot);
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_watch_update(w, job, &out, tails), 0);
+    TF_CHECK_STR(out.data ? (const char *)out.data : "", want);
+    tf_buf_free(&out);
+    json_decref(job);
+}
+
+/* Snapshots of job 7 on builders b1 and b2. */
+static const char *const snap1 =
+    "{\"id\": 7, \"state\": \"running\", \"result\": null, \"builders\": ["
+    " {\"name\": \"b1\", \"state\": \"pending\", \"position\": 2,"
+    "  \"result\": null, \"build\": null},"
+    " {\"name\": \"b2\", \"state\": \"running\", \"position\": null,"
+    "  \"result\": null, \"build\": {\"id\": 12, \"number\": 1, \"slave\": "
+    "  \"s2\", \"state\": \"running\", \"result\": null, \"started_ms\": 1000,"
+    "  \"finished_ms\": null, \"url\": \"" URL "/builds/12\", \"steps\": ["
+    "   {\"index\": 0, \"name\": \"source\", \"state\": \"running\","
+    "    \"result\": null, \"text\": null, \"duration_ms\": null,"
+    "    \"log\": {\"bytes\": 0, \"url\": \"" URL "/builds/12/steps/0/log\"}},"
+    "   {\"index\": 1, \"name\": \"test\", \"state\": \"pending\","
+    "    \"result\": null, \"text\": null, \"duration_ms\": null,"
+    "    \"log\": {\"bytes\": 0, \"url\": \"" URL "/builds/12/steps/1/log\"}}"
+    "  ]}}]}";
+
+static const char *const snap2 =
+    "{\"id\": 7, \"state\": \"running\", \"result\": null, \"builders\": ["
+    " {\"name\": \"b1\", \"state\": \"running\", \"position\": null,"
+    "  \"result\": null, \"build\": {\"id\": 13, \"number\": 1, \"slave\": "
+    "  \"s1\", \"state\": \"running\", \"result\": null, \"started_ms\": 2000,"
+    "  \"finished_ms\": null, \"url\": \"" URL "/builds/13\", \"steps\": ["
+    "   {\"index\": 0, \"name\": \"source\", \"state\": \"done\","
+    "    \"result\": \"SUCCESS\", \"text\": \"exit 0\", \"duration_ms\": 1200,"
+    "    \"log\": {\"bytes\": 10, \"url\": \"" URL "/builds/13/steps/0/log\"}},"
+    "   {\"index\": 1, \"name\": \"compile\", \"state\": \"running\","
+    "    \"result\": null, \"text\": null, \"duration_ms\": null,"
+    "    \"log\": {\"bytes\": 0, \"url\": \"" URL "/builds/13/steps/1/log\"}}"
+    "  ]}},"
+    " {\"name\": \"b2\", \"state\": \"done\", \"position\": null,"
+    "  \"result\": \"FAILURE\", \"build\": {\"id\": 12, \"number\": 1, "
+    "  \"slave\": \"s2\", \"state\": \"finished\", \"result\": \"FAILURE\","
+    "  \"started_ms\": 1000, \"finished_ms\": 5500,"
+    "  \"url\": \"" URL "/builds/12\", \"steps\": ["
+    "   {\"index\": 0, \"name\": \"source\", \"state\": \"done\","
+    "    \"result\": \"SUCCESS\", \"text\": null, \"duration_ms\": 800,"
+    "    \"log\": {\"bytes\": 5, \"url\": \"" URL "/builds/12/steps/0/log\"}},"
+    "   {\"index\": 1, \"name\": \"test\", \"state\": \"done\","
+    "    \"result\": \"FAILURE\", \"text\": \"exit 1\", \"duration_ms\": 3400,"
+    "    \"log\": {\"bytes\": 99, \"url\": \"" URL "/builds/12/steps/1/log\"}}"
+    "  ]}}]}";
+
+static const char *const snap3 =
+    "{\"id\": 7, \"state\": \"finished\", \"result\": \"FAILURE\", "
+    "\"builders\": ["
+    " {\"name\": \"b1\", \"state\": \"done\", \"position\": null,"
+    "  \"result\": \"WARNINGS\", \"build\": {\"id\": 13, \"number\": 1, "
+    "  \"slave\": \"s1\", \"state\": \"finished\", \"result\": \"WARNINGS\","
+    "  \"started_ms\": 2000, \"finished_ms\": 127000,"
+    "  \"url\": \"" URL "/builds/13\", \"steps\": ["
+    "   {\"index\": 0, \"name\": \"source\", \"state\": \"done\","
+    "    \"result\": \"SUCCESS\", \"text\": \"exit 0\", \"duration_ms\": 1200,"
+    "    \"log\": {\"bytes\": 10, \"url\": \"" URL "/builds/13/steps/0/log\"}},"
+    "   {\"index\": 1, \"name\": \"compile\", \"state\": \"done\","
+    "    \"result\": \"WARNINGS\", \"text\": \"3 warnings\","
+    "    \"duration_ms\": 123400,"
+    "    \"log\": {\"bytes\": 0, \"url\": \"" URL "/builds/13/steps/1/log\"}},"
+    "   {\"index\": 2, \"name\": \"lint\", \"state\": \"done\","
+    "    \"result\": \"SKIPPED\", \"text\": \"skipped\", \"duration_ms\": 0,"
+    "    \"log\": {\"bytes\": 0, \"url\": \"" URL "/builds/13/steps/2/log\"}}"
+    "  ]}},"
+    " {\"name\": \"b2\", \"state\": \"done\", \"position\": null,"
+    "  \"result\": \"FAILURE\", \"build\": {\"id\": 12, \"number\": 1, "
+    "  \"slave\": \"s2\", \"state\": \"finished\", \"result\": \"FAILURE\","
+    "  \"started_ms\": 1000, \"finished_ms\": 5500,"
+    "  \"url\": \"" URL "/builds/12\", \"steps\": ["
+    "   {\"index\": 0, \"name\": \"source\", \"state\": \"done\","
+    "    \"result\": \"SUCCESS\", \"text\": null, \"duration_ms\": 800,"
+    "    \"log\": {\"bytes\": 5, \"url\": \"" URL "/builds/12/steps/0/log\"}},"
+    "   {\"index\": 1, \"name\": \"test\", \"state\": \"done\","
+    "    \"result\": \"FAILURE\", \"text\": \"exit 1\", \"duration_ms\": 3400,"
+    "    \"log\": {\"bytes\": 99, \"url\": \"" URL "/builds/12/steps/1/log\"}}"
+    "  ]}}]}";
+
+TF_TEST(wait_lines_for_a_sequence_of_snapshots)
+{
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    TF_CHECK(w != NULL);
+    /* At submission b1 was third and b2 first in their queues. */
+    tf_try_watch_seed(w, "b1", 3);
+    tf_try_watch_seed(w, "b2", 1);
+
+    step(w, snap1,
+         "b1: position 2 in queue\n"
+         "b2: build 12 started on slave s2\n"
+         "b2: step source started\n",
+         tails);
+    TF_CHECK_INT(json_array_size(tails), 0);
+    /* The same snapshot again says nothing. */
+    step(w, snap1, "", tails);
+
+    const char *lines2 = "b1: build 13 started on slave s1\n"
+                         "b1: step source: SUCCESS (1.2 s)\n"
+                         "b1: step compile started\n"
+                         "b2: step source: SUCCESS (0.8 s)\n"
+                         "b2: step test: FAILURE (3.4 s; exit 1)\n"
+                         "b2: build 12: FAILURE (4.5 s)\n";
+    step(w, snap2, lines2, tails);
+    TF_CHECK_INT(json_array_size(tails), 1);
+    json_t *t = json_array_get(tails, 0);
+    TF_CHECK_STR(json_string_value(json_object_get(t, "builder")), "b2");
+    TF_CHECK_STR(json_string_value(json_object_get(t, "step")), "test");
+    TF_CHECK_STR(json_string_value(json_object_get(t, "result")), "FAILURE");
+    TF_CHECK_STR(json_string_value(json_object_get(t, "url")),
+                 URL "/builds/12/steps/1/log");
+    /* The tail goes right after b2's result line (here: the end). */
+    TF_CHECK_INT(json_integer_value(json_object_get(t, "at")), strlen(lines2));
+    json_array_clear(tails);
+    step(w, snap2, "", tails);
+    json_t *j2 = parse(snap2);
+    TF_CHECK(!tf_try_job_done(j2));
+    json_decref(j2);
+
+    /* WARNINGS passes: no tail is asked for b1. */
+    step(w, snap3,
+         "b1: step compile: WARNINGS (2 min 03 s; 3 warnings)\n"
+         "b1: step lint: SKIPPED\n"
+         "b1: build 13: WARNINGS (2 min 05 s)\n",
+         tails);
+    TF_CHECK_INT(json_array_size(tails), 0);
+    step(w, snap3, "", tails);
+
+    json_t *job = parse(snap3);
+    TF_CHECK(tf_try_job_done(job));
+    TF_CHECK_INT(tf_try_job_exit_code(job), 1);
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_summary(job, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "job 7: FAILURE (not every build passed)\n"
+                 "  builder  result    duration    slave  build\n"
+                 "  b1       WARNINGS  2 min 05 s  s1     " URL "/builds/13\n"
+                 "  b2       FAILURE   4.5 s       s2     " URL "/builds/12\n");
+    tf_buf_free(&out);
+    json_decref(job);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
+TF_TEST(a_step_seen_only_when_done_gets_one_line)
+{
+    /* Between two polls a build started, ran its steps and passed: the
+     * watcher prints the build, each result and the end, no "started". */
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    step(w,
+         "{\"id\": 3, \"state\": \"finished\", \"result\": \"SUCCESS\","
+         " \"builders\": [{\"name\": \"linux\", \"state\": \"done\","
+         " \"position\": null, \"result\": \"SUCCESS\", \"build\": {\"id\": 4,"
+         " \"slave\": \"vm1\", \"state\": \"finished\", \"result\": \"SUCCESS\","
+         " \"started_ms\": 0, \"finished_ms\": 61000, \"url\": \"u4\","
+         " \"steps\": [{\"index\": 0, \"name\": \"source\", \"state\": \"done\","
+         " \"result\": \"SUCCESS\", \"duration_ms\": 50, \"text\": null,"
+         " \"log\": {\"url\": \"l\"}}]}}]}",
+         "linux: build 4 started on slave vm1\n"
+         "linux: step source: SUCCESS (0.0 s)\n"
+         "linux: build 4: SUCCESS (1 min 01 s)\n",
+         tails);
+    TF_CHECK_INT(json_array_size(tails), 0);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
+TF_TEST(retry_and_cancel_before_start)
+{
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    const char *first =
+        "{\"id\": 1, \"state\": \"running\", \"builders\": ["
+        "{\"name\": \"a\", \"state\": \"running\", \"position\": null,"
+        " \"result\": null, \"build\": {\"id\": 5, \"slave\": \"s1\","
+        " \"state\": \"running\", \"steps\": [{\"index\": 0, \"name\": \"x\","
+        " \"state\": \"running\", \"result\": null}]}},"
+        "{\"name\": \"c\", \"state\": \"pending\", \"position\": 4,"
+        " \"result\": null, \"build\": null}]}";
+    const char *second =
+        "{\"id\": 1, \"state\": \"cancelled\", \"builders\": ["
+        "{\"name\": \"a\", \"state\": \"running\", \"position\": null,"
+        " \"result\": null, \"build\": {\"id\": 6, \"slave\": \"s2\","
+        " \"state\": \"running\", \"steps\": [{\"index\": 0, \"name\": \"x\","
+        " \"state\": \"running\", \"result\": null}]}},"
+        "{\"name\": \"c\", \"state\": \"cancelled\", \"position\": null,"
+        " \"result\": null, \"build\": null}]}";
+    step(w, first,
+         "a: build 5 started on slave s1\n"
+         "a: step x started\n"
+         "c: position 4 in queue\n",
+         tails);
+    /* A retry is a new build: its steps are new too. */
+    step(w, second,
+         "a: build 6 started on slave s2\n"
+         "a: step x started\n"
+         "c: CANCELLED before a build started\n",
+         tails);
+    json_t *job = parse(second);
+    TF_CHECK(!tf_try_job_done(job)); /* build 6 still runs */
+    TF_CHECK_INT(tf_try_job_exit_code(job), 1);
+    json_decref(job);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
+static void tail_case(const char *log, size_t len, bool from_start,
+                      unsigned n, const char *want)
+{
+    json_t *t = json_pack("{s:s, s:s, s:s, s:s}", "builder", "b2", "step",
+                          "test", "result", "FAILURE", "url", "L");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_tail(t, (const uint8_t *)log, len, from_start,
+                                    n, &out),
+                 0);
+    TF_CHECK_STR(out.data ? (const char *)out.data : "", want);
+    tf_buf_free(&out);
+    json_decref(t);
+}
+
+TF_TEST(failing_tail_keeps_the_last_lines)
+{
+    const char *log = "one\ntwo\nthree\nfour\n";
+    tail_case(log, strlen(log), true, 2,
+              "b2: step test ended FAILURE; the last 2 lines of its log (L):\n"
+              "    three\n"
+              "    four\n");
+    tail_case(log, strlen(log), true, 30,
+              "b2: step test ended FAILURE; the last 4 lines of its log (L):\n"
+              "    one\n    two\n    three\n    four\n");
+    /* No final newline: the last line still counts. */
+    tail_case("a\nb", 3, true, 1,
+              "b2: step test ended FAILURE; the last 1 line of its log (L):\n"
+              "    b\n");
+    /* Fetched from the middle: the cut first line is dropped. */
+    tail_case("ial line\nwhole\nlast\n", 20, false, 30,
+              "b2: step test ended FAILURE; the last 2 lines of its log (L):\n"
+              "    whole\n    last\n");
+    /* ...unless it is all there is. */
+    tail_case("xxxxxxxx", 8, false, 5,
+              "b2: step test ended FAILURE; the last 1 line of its log (L):\n"
+              "    xxxxxxxx\n");
+    /* Empty lines count as lines. */
+    tail_case("a\n\n\nb\n", 6, true, 3,
+              "b2: step test ended FAILURE; the last 3 lines of its log (L):\n"
+              "    \n    \n    b\n");
+    tail_case("", 0, true, 30, "b2: step test ended FAILURE; its log is "
+                               "empty: L\n");
+    tail_case("x\n", 2, true, 0, "b2: step test ended FAILURE; its log: L\n");
+}
+
+TF_TEST(failing_tail_is_safe_for_a_terminal)
+{
+    /* CRLF, an escape sequence, a NUL, invalid UTF-8, a C1 control, a tab,
+     * and valid UTF-8 that must stay. */
+    const char log[] = "ok\r\n\x1b[2Jclear\0nul\n\xff\xfe bad\xc2\x9b"
+                       "c1\tcaf\xc3\xa9\n";
+    tail_case(log, sizeof(log) - 1, true, 10,
+              "b2: step test ended FAILURE; the last 3 lines of its log (L):\n"
+              "    ok\n"
+              "    \xef\xbf\xbd[2Jclear\xef\xbf\xbdnul\n"
+              "    \xef\xbf\xbd\xef\xbf\xbd bad\xef\xbf\xbd"
+              "c1\tcaf\xc3\xa9\n");
+    /* A lone CR (progress bars) is not a line break and is replaced. */
+    tail_case("10%\r100%\n", 9, true, 10,
+              "b2: step test ended FAILURE; the last 1 line of its log (L):\n"
+              "    10%\xef\xbf\xbd" "100%\n");
+}
+
+TF_TEST(sanitize)
+{
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    /* Overlong encodings and surrogates are invalid UTF-8. */
+    TF_CHECK_INT(tf_try_sanitize((const uint8_t *)"\xc0\xaf|\xed\xa0\x80|a\nb",
+                                 10, false, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                 "|a\xef\xbf\xbd" "b");
+    tf_buf_reset(&out);
+    TF_CHECK_INT(tf_try_sanitize((const uint8_t *)"a\r\nb\x7f", 5, true, &out),
+                 0);
+    TF_CHECK_STR((const char *)out.data, "a\nb\xef\xbf\xbd");
+    tf_buf_free(&out);
+}
+
+TF_TEST(durations)
+{
+    char d[32];
+    tf_try_format_duration(0, d, sizeof(d));
+    TF_CHECK_STR(d, "0.0 s");
+    tf_try_format_duration(3250, d, sizeof(d));
+    TF_CHECK_STR(d, "3.2 s");
+    tf_try_format_duration(59999, d, sizeof(d));
+    TF_CHECK_STR(d, "59.9 s");
+    tf_try_format_duration(60000, d, sizeof(d));
+    TF_CHECK_STR(d, "1 min 00 s");
+    tf_try_format_duration(3599999, d, sizeof(d));
+    TF_CHECK_STR(d, "59 min 59 s");
+    tf_try_format_duration(3720000, d, sizeof(d));
+    TF_CHECK_STR(d, "1 h 02 min");
+    tf_try_format_duration(-1, d, sizeof(d));
+    TF_CHECK_STR(d, "-");
+}
+
+TF_TEST(summary_all_passed)
+{
+    json_t *job = parse(
+        "{\"id\": 9, \"state\": \"finished\", \"result\": \"SUCCESS\","
+        " \"builders\": [{\"name\": \"linux-x86_64\", \"state\": \"done\","
+        " \"result\": \"SUCCESS\", \"build\": {\"id\": 40, \"slave\": "
+        " \"vm1\", \"state\": \"finished\", \"started_ms\": 100,"
+        " \"finished_ms\": 3300, \"url\": \"U/40\", \"steps\": []}}]}");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK(tf_try_job_done(job));
+    TF_CHECK_INT(tf_try_job_exit_code(job), 0);
+    TF_CHECK_INT(tf_try_render_summary(job, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "job 9: SUCCESS (every build passed)\n"
+                 "  builder       result   duration  slave  build\n"
+                 "  linux-x86_64  SUCCESS  3.2 s     vm1    U/40\n");
+    tf_buf_free(&out);
+    json_decref(job);
+}
+
+TF_TEST(status_table)
+{
+    json_t *job = parse(
+        "{\"id\": 7, \"author\": \"Ann\", \"email\": \"ann@example.org\","
+        " \"description\": \"Fix \\u001b[31mit\", \"review_url\": null,"
+        " \"patchset\": null, \"base_revision\": \"abc123\","
+        " \"patch\": {\"sha256\": \"" "0123456789abcdef0123456789abcdef"
+        "0123456789abcdef0123456789abcdef" "\", \"size\": 42, \"url\": \"P\"},"
+        " \"state\": \"running\", \"result\": null, \"submitted_ms\": 0,"
+        " \"finished_ms\": null, \"url\": \"J/7\", \"builders\": ["
+        " {\"name\": \"b1\", \"state\": \"running\", \"position\": null,"
+        "  \"result\": null, \"build\": {\"id\": 3, \"slave\": \"s1\","
+        "  \"state\": \"running\", \"url\": \"B/3\"}},"
+        " {\"name\": \"b2\", \"state\": \"pending\", \"position\": 2,"
+        "  \"result\": null, \"build\": null}]}");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_status(job, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "job 7: running\n"
+                 "  author:      Ann <ann@example.org>\n"
+                 "  description: Fix \xef\xbf\xbd[31mit\n"
+                 "  base:        abc123\n"
+                 "  patch:       42 bytes, sha256 0123456789abcdef0123456789abcdef"
+                 "0123456789abcdef0123456789abcdef\n"
+                 "  submitted:   1970-01-01 00:00:00 UTC\n"
+                 "  url:         J/7\n"
+                 "  builder  state    queue  slave  result  link\n"
+                 "  b1       running  -      s1     -       B/3\n"
+                 "  b2       pending  2      -      -       -\n");
+    tf_buf_free(&out);
+    json_decref(job);
+}
+
+TF_TEST(list_table)
+{
+    json_t *list = parse(
+        "{\"jobs\": [{\"id\": 12, \"state\": \"finished\", \"result\": "
+        "\"SUCCESS\", \"submitted_ms\": 86400000, \"description\": \"short\","
+        " \"builders\": [{\"name\": \"a\"}, {\"name\": \"b\"}]},"
+        " {\"id\": 9, \"state\": \"pending\", \"result\": null,"
+        " \"submitted_ms\": 0, \"description\": null, \"builders\": [\"c\"]}],"
+        " \"next_before\": null}");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_list(list, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "  job  state     result   submitted                "
+                 "builders  description\n"
+                 "  12   finished  SUCCESS  1970-01-02 00:00:00 UTC  a,b       "
+                 "short\n"
+                 "  9    pending   -        1970-01-01 00:00:00 UTC  c\n");
+    tf_buf_free(&out);
+    json_decref(list);
+    list = parse("{\"jobs\": []}");
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_list(list, &out), 0);
+    TF_CHECK_STR((const char *)out.data, "no jobs\n");
+    tf_buf_free(&out);
+    json_decref(list);
+}
+
+TF_TEST_MAIN()

@@ -20,6 +20,7 @@
 #include "crypto.h"
 #include "http.h"
 #include "jobs.h"
+#include "pages.h"
 #include "log.h"
 #include "master.h"
 #include "names.h"
@@ -999,6 +1000,20 @@ void tf_api_dispatch(tf_http_req_t *r)
                 : method_not_allowed(r, "GET");
             return;
         }
+    } else if (n == 3 && (strcmp(top, "summary") == 0 ||
+                          strcmp(top, "waterfall") == 0 ||
+                          strcmp(top, "console") == 0)) {
+        if (!get) {
+            method_not_allowed(r, "GET");
+            return;
+        }
+        if (top[0] == 's')
+            tf_api_summary(r);
+        else if (top[0] == 'w')
+            tf_api_waterfall(r);
+        else
+            tf_api_console(r);
+        return;
     } else if (strcmp(top, "whoami") == 0 && n == 3) {
         get ? tf_api_whoami(r) : method_not_allowed(r, "GET");
         return;

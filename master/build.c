@@ -30,6 +30,7 @@
 #include "clock.h"
 #include "log.h"
 #include "jobs.h"
+#include "live.h"
 #include "master.h"
 #include "props.h"
 #include "tf_err.h"
@@ -338,8 +339,11 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     if (!b->steps)
         goto fail;
     b->nsteps = nsteps;
-    for (size_t i = 0; i < nsteps; i++)
+    for (size_t i = 0; i < nsteps; i++) {
         b->steps[i].flags = steps[i].flags;
+        snprintf(b->steps[i].name, sizeof(b->steps[i].name), "%s",
+                 steps[i].name);
+    }
     rc = build_encode_start(b, cfg, r, props, steps, nsteps);
     if (rc) {
         tf_error("build", "cannot encode build_start for %s: %s", mb->name,
@@ -403,6 +407,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     }
     if (r->job_id)
         tf_job_request_started(m, r->job_id);
+    tf_live_build(m, b, "created", 0);
+    tf_live_request(m, r, "started");
     tf_sqlval_t rv[] = {tf_sql_int((int64_t)b->id), tf_sql_int(b->created_ms),
                         tf_sql_int((int64_t)r->id)};
     tf_master_write(m,
@@ -590,6 +596,7 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
                     dv, 1, NULL, NULL);
     build_unlink(m, b);
     b->state = TF_BUILD_ENDING;
+    tf_live_build(m, b, "finished", result);
     b->request = NULL;
     if (r) {
         if (requeue) {
@@ -699,7 +706,9 @@ static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
     }
     b->steps[i].started = true;
     int64_t t = msg->u.step_started.time_ms;
-    if (!b->started_ms) {
+    b->steps[i].started_ms = t;
+    bool first = !b->started_ms;
+    if (first) {
         b->started_ms = t;
         tf_sqlval_t v[] = {tf_sql_int(t), tf_sql_int((int64_t)b->id)};
         tf_master_write(m,
@@ -713,6 +722,9 @@ static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
                     "UPDATE steps SET state = 'running', started_ms = ?1 "
                     "WHERE build_id = ?2 AND idx = ?3",
                     v, 3, NULL, NULL);
+    if (first)
+        tf_live_build(m, b, "started", 0);
+    tf_live_step(m, b, i, NULL);
     return 0;
 }
 
@@ -729,9 +741,11 @@ static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
     tf_bstep_t *st = &b->steps[i];
     st->finished = true;
     st->result = f->result;
+    st->finished_ms = f->time_ms;
     bool term = false;
     b->result = tf_result_fold(b->result, f->result, &st->flags, &term);
     b->terminated = b->terminated || term;
+    tf_live_step(m, b, i, f->text);
     tf_sqlval_t v[] = {
         tf_sql_int(f->result),
         tf_sql_int(f->time_ms),
@@ -887,6 +901,7 @@ int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
     uint64_t line = st->log_lines;
     st->log_bytes += h->length;
     st->log_lines += count_lines(payload, h->length);
+    tf_live_log(m, b->id, h->step, offset, payload, h->length);
     tf_sqlval_t cv[] = {
         tf_sql_int((int64_t)b->id), tf_sql_int(h->step),
         tf_sql_int((int64_t)offset), tf_sql_int((int64_t)h->seq),

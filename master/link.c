@@ -36,6 +36,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "crypto.h"
+#include "live.h"
 #include "log.h"
 #include "master.h"
 #include "tf_err.h"
@@ -280,6 +281,7 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
     snprintf(detail, sizeof(detail), "from %s, %s, %s", l->peer, s->platform,
              s->version);
     tf_master_slave_event(m, s->name, "connected", detail);
+    tf_live_slave(m, s, "connected");
     tf_info("link", "slave %s connected from %s (%s, %s)", s->name, l->peer,
             s->platform, s->version);
     tf_sched_kick(m);
@@ -478,6 +480,7 @@ static void link_closed(tf_link_t *l)
                         v, 2, NULL, NULL);
         tf_master_slave_event(m, s->name, ev,
                               l->close_text[0] ? l->close_text : NULL);
+        tf_live_slave(m, s, ev);
     }
     tf_map_del_id(m->links, l->id);
     link_free(l);

@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "jobs.h"
+#include "live.h"
 #include "log.h"
 #include "master.h"
 #include "tf_err.h"
@@ -364,7 +365,7 @@ static int load_steps(sqlite3 *db, tf_build_t *b)
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db,
                            "SELECT idx, state, result, log_bytes, log_lines, "
-                           "flags FROM steps WHERE build_id = ?1 ORDER BY idx",
+                           "flags, name, started_ms, finished_ms FROM steps WHERE build_id = ?1 ORDER BY idx",
                            -1, &st, NULL) != SQLITE_OK)
         return TF_ESTORE;
     sqlite3_bind_int64(st, 1, (int64_t)b->id);
@@ -380,6 +381,10 @@ static int load_steps(sqlite3 *db, tf_build_t *b)
         s->log_bytes = (uint64_t)col_i64(st, 3);
         s->log_lines = (uint64_t)col_i64(st, 4);
         s->flags = tf_flags_from_bits((int)col_i64(st, 5));
+        snprintf(s->name, sizeof(s->name), "%s",
+                 col_text(st, 6) ? col_text(st, 6) : "");
+        s->started_ms = col_i64(st, 7);
+        s->finished_ms = col_i64(st, 8);
         if (s->finished) {
             bool term = false;
             b->result = tf_result_fold(b->result, s->result, &s->flags, &term);
@@ -699,7 +704,8 @@ static void shutdown_cb(uv_timer_t *t)
     static int waited;
     switch (m->shutdown_phase) {
     case 1:
-        if (tf_map_count(m->links) == 0 || ++waited > 30) {
+        if ((tf_map_count(m->links) == 0 && tf_list_empty(&m->live_conns)) ||
+            ++waited > 30) {
             tf_server_stop(m);
             m->shutdown_phase = 2;
             tf_store_close(m->store, store_closed_cb, m);
@@ -731,6 +737,7 @@ static void begin_shutdown(tf_master_t *m, const char *why)
     uv_idle_stop(&m->sched_idle);
     tf_build_flush_acks(m);
     tf_link_close_all(m);
+    tf_live_close_all(m);
     m->shutdown_phase = 1;
     uv_timer_start(&m->shutdown_timer, shutdown_cb, 100, 100);
 }
@@ -786,6 +793,7 @@ int tf_master_run(const char *dir, const char *config_path)
     memset(m, 0, sizeof(*m));
     m->exit_code = 1;
     tf_list_init(&m->ack_list);
+    tf_list_init(&m->live_conns);
     m->dir = strdup(dir);
     {
         char *given = config_path ? strdup(config_path)

@@ -113,12 +113,15 @@ typedef enum {
 } tf_build_state_t;
 
 typedef struct tf_bstep {
+    char name[TF_NAME_MAX + 1];
     tf_step_flags_t flags;
     bool started;
     bool finished;
     tf_result_t result;
     uint64_t log_bytes;
     uint64_t log_lines;
+    int64_t started_ms;
+    int64_t finished_ms;
 } tf_bstep_t;
 
 struct tf_build {
@@ -171,6 +174,7 @@ struct tf_master {
     tf_map_t *fair_last;       /* owner -> (uintptr_t) last tag */
 
     tf_list_t ack_list;        /* builds with acks to send */
+    tf_list_t live_conns;      /* live.c viewers */
     struct tf_wgroup *group;   /* collecting writes (tf_master_group_*) */
     bool store_congested;
 

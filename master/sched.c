@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "jobs.h"
+#include "live.h"
 #include "log.h"
 #include "master.h"
 #include "tf_err.h"
@@ -101,6 +102,7 @@ int tf_sched_adopt(tf_master_t *m, tf_request_t *r)
     if (tf_map_put_id(m->requests, r->id, r) != 0)
         return TF_ENOMEM;
     tf_sched_enqueue(m, r);
+    tf_live_request(m, r, "queued");
     return 0;
 }
 
@@ -324,6 +326,7 @@ int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
         tf_request_free(r);
         return 0;
     }
+    tf_live_request(m, r, "queued");
     tf_info("sched", "request %" PRIu64 " for %s queued (%s)", *id_out,
             spec->builder, spec->reason ? spec->reason : "no reason given");
     return 0;
@@ -351,5 +354,6 @@ void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
     tf_master_group_commit(m, cb, arg);
     tf_info("sched", "request %" PRIu64 " for %s cancelled before it started",
             r->id, r->builder);
+    tf_live_request(m, r, "cancelled");
     tf_request_free(r);
 }

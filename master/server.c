@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "live.h"
 #include "log.h"
 #include "master.h"
 #include "tf_err.h"
@@ -43,6 +44,12 @@ static const struct lws_protocols protocols[] = {
         /* A whole output frame fits in one read. */
         .rx_buffer_size = TF_PROTO_OUT_HDR + TF_PROTO_MAX_CHUNK,
         .tx_packet_size = 0,
+    },
+    {
+        .name = TF_LIVE_SUBPROTOCOL,
+        .callback = tf_live_callback,
+        .per_session_data_size = sizeof(void *),
+        .rx_buffer_size = 65536,
     },
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };

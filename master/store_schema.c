@@ -131,6 +131,65 @@ static const char *const migrations[] = {
     "ALTER TABLE builds ADD COLUMN branch TEXT;"
     "ALTER TABLE builds ADD COLUMN revision TEXT;"
     "ALTER TABLE builds ADD COLUMN got_revision TEXT;",
+
+    /* 3: the mail outbox. A row is the intention to mail, committed with
+     * the event that causes it; the mail worker renders it (rendered is
+     * kept so a retry sends the same message), sends it and records the
+     * outcome. */
+    "CREATE TABLE mail_outbox("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  ref_id INTEGER NOT NULL,"
+    "  recipients TEXT NOT NULL DEFAULT '[]',"
+    "  subject TEXT,"
+    "  message_id TEXT,"
+    "  message BLOB,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  next_attempt_ms INTEGER NOT NULL,"
+    "  sent_ms INTEGER,"
+    "  last_error TEXT);"
+    "CREATE INDEX mail_outbox_due ON mail_outbox(next_attempt_ms)"
+    "  WHERE state = 'pending';"
+    "CREATE INDEX mail_outbox_by_ref ON mail_outbox(kind, ref_id);",
+
+    /* 4: continuous builds and build data: changes from pollers, the
+     * changes each request and build stands for (the blamelist), poller
+     * and scheduler state, and what command modifiers extract. */
+    "CREATE TABLE changes("
+    "  id INTEGER PRIMARY KEY,"
+    "  repository TEXT NOT NULL, branch TEXT NOT NULL,"
+    "  revision TEXT NOT NULL,"
+    "  author TEXT, email TEXT, committer_ms INTEGER,"
+    "  message TEXT, files TEXT NOT NULL DEFAULT '[]',"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE(repository, branch, revision));"
+    "CREATE TABLE request_changes("
+    "  request_id INTEGER NOT NULL, change_id INTEGER NOT NULL,"
+    "  PRIMARY KEY(request_id, change_id)) WITHOUT ROWID;"
+    "CREATE TABLE build_changes("
+    "  build_id INTEGER NOT NULL, change_id INTEGER NOT NULL,"
+    "  PRIMARY KEY(build_id, change_id)) WITHOUT ROWID;"
+    "CREATE INDEX build_changes_by_change ON build_changes(change_id);"
+    "CREATE TABLE pollers("
+    "  repository TEXT NOT NULL, branch TEXT NOT NULL,"
+    "  last_revision TEXT, last_poll_ms INTEGER, last_ok_ms INTEGER,"
+    "  last_error TEXT, failing_since_ms INTEGER,"
+    "  PRIMARY KEY(repository, branch)) WITHOUT ROWID;"
+    "CREATE TABLE scheduler_state("
+    "  name TEXT PRIMARY KEY,"
+    "  last_fired_ms INTEGER, last_revision TEXT, next_fire_ms INTEGER);"
+    "CREATE TABLE stats("
+    "  builder TEXT NOT NULL, build_id INTEGER NOT NULL,"
+    "  step INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,"
+    "  PRIMARY KEY(build_id, step, name)) WITHOUT ROWID;"
+    "CREATE INDEX stats_by_builder ON stats(builder, name, build_id);"
+    "ALTER TABLE steps ADD COLUMN info TEXT;"
+    "ALTER TABLE steps ADD COLUMN warnings INTEGER;"
+    "ALTER TABLE build_requests ADD COLUMN collapsed_into INTEGER;"
+    "ALTER TABLE build_requests ADD COLUMN scheduler TEXT;"
+    "CREATE INDEX builds_by_created ON builds(created_ms);",
 };
 
 size_t tf_schema_count(void)

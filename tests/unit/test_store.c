@@ -331,7 +331,9 @@ TF_TEST(migrations_create_every_table)
     static const char *const tables[] = {
         "build_requests", "builders", "builds",   "log_chunks",
         "slave_events",   "slaves",   "steps",    "users",
-        "patches",        "try_jobs",
+        "patches",        "try_jobs", "mail_outbox", "changes",
+        "request_changes", "build_changes", "pollers", "scheduler_state",
+        "stats",
     };
     fx_t f;
     fx_setup(&f);
@@ -383,7 +385,7 @@ TF_TEST(reopen_is_a_noop)
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM slave_events"), 1);
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master "
                                  "WHERE type = 'table'"),
-                     10);
+                     17);
         store_close_wait(&f, s);
     }
     fx_teardown(&f);

@@ -1,0 +1,463 @@
+/*
+ * pages.c - the endpoints behind the status pages: summary, waterfall and
+ * console (docs/api.md, "Status pages data").
+ *
+ * Each answers from summary rows and indexed ranges: the summary reads one
+ * row per builder; the waterfall reads one page of builds through the
+ * created_ms index and their steps by primary key; the console reads one
+ * page of try jobs. Nothing here scans the builds or steps tables, so the
+ * cost does not grow with history (tests/bench/bench_api.py measures it).
+ */
+#include "pages.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "master.h"
+#include "names.h"
+#include "queries.h"
+#include "tf_err.h"
+#include "util.h"
+
+#define WATERFALL_MAX 500
+#define WATERFALL_BUILDERS 64
+
+typedef enum { PG_SUMMARY, PG_WATERFALL, PG_CONSOLE } pg_kind_t;
+
+typedef struct pg {
+    tf_http_req_t *r;
+    pg_kind_t kind;
+    char base[512];
+    int64_t before;
+    unsigned limit;
+    char builders[WATERFALL_BUILDERS][TF_NAME_MAX + 1];
+    size_t nbuilders;
+    json_t *out;
+} pg_t;
+
+static json_t *int_or_null(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL
+               ? json_null()
+               : json_integer(sqlite3_column_int64(st, col));
+}
+
+static json_t *text_or_null(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? json_string((const char *)t) : json_null();
+}
+
+static json_t *result_or_null(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL
+               ? json_null()
+               : json_string(tf_result_name(
+                     (tf_result_t)sqlite3_column_int(st, col)));
+}
+
+/* --- waterfall --- */
+
+int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
+                   unsigned limit, char (*builders)[TF_NAME_MAX + 1],
+                   size_t nbuilders, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    /* Builder filter as a JSON array so one prepared statement serves all. */
+    json_t *filter = json_array();
+    for (size_t i = 0; i < nbuilders; i++)
+        json_array_append_new(filter, json_string(builders[i]));
+    char *ftext = json_dumps(filter, JSON_COMPACT);
+    json_decref(filter);
+    int rc = TF_ESTORE;
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT id, builder, number, state, result, created_ms, "
+            "started_ms, finished_ms, reason, slave FROM builds "
+            "WHERE created_ms < ?1 AND (?2 = 0 OR builder IN "
+            "(SELECT value FROM json_each(?3))) "
+            "ORDER BY created_ms DESC, id DESC LIMIT ?4",
+            -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, (int)nbuilders);
+    sqlite3_bind_text(st, 3, ftext ? ftext : "[]", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, (int64_t)limit + 1);
+    json_t *builds = json_array();
+    unsigned n = 0;
+    bool more = false;
+    int64_t last_created = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
+            more = true;
+            break;
+        }
+        long long id = (long long)sqlite3_column_int64(st, 0);
+        json_t *b = json_object();
+        json_object_set_new(b, "id", json_integer(id));
+        json_object_set_new(b, "builder", text_or_null(st, 1));
+        json_object_set_new(b, "number", int_or_null(st, 2));
+        json_object_set_new(b, "state", text_or_null(st, 3));
+        json_object_set_new(b, "result", result_or_null(st, 4));
+        json_object_set_new(b, "created_ms", int_or_null(st, 5));
+        json_object_set_new(b, "started_ms", int_or_null(st, 6));
+        json_object_set_new(b, "finished_ms", int_or_null(st, 7));
+        json_object_set_new(b, "reason", text_or_null(st, 8));
+        json_object_set_new(b, "slave", text_or_null(st, 9));
+        char url[600];
+        snprintf(url, sizeof(url), "%sapi/v1/builds/%lld", base_url, id);
+        json_object_set_new(b, "url", json_string(url));
+        json_object_set_new(b, "steps", json_array());
+        json_array_append_new(builds, b);
+        last_created = sqlite3_column_int64(st, 5);
+        n++;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    /* Steps of the page's builds, by primary key. */
+    if (n > 0 &&
+        sqlite3_prepare_v2(db,
+                           "SELECT idx, name, state, result, started_ms, "
+                           "finished_ms, text FROM steps WHERE build_id = ?1 "
+                           "ORDER BY idx",
+                           -1, &st, NULL) == SQLITE_OK) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(builds, i, b)
+        {
+            json_t *steps = json_object_get(b, "steps");
+            sqlite3_bind_int64(st, 1,
+                               json_integer_value(json_object_get(b, "id")));
+            while (sqlite3_step(st) == SQLITE_ROW) {
+                json_t *s = json_object();
+                json_object_set_new(s, "index", int_or_null(st, 0));
+                json_object_set_new(s, "name", text_or_null(st, 1));
+                json_object_set_new(s, "state", text_or_null(st, 2));
+                json_object_set_new(s, "result", result_or_null(st, 3));
+                json_object_set_new(s, "started_ms", int_or_null(st, 4));
+                json_object_set_new(s, "finished_ms", int_or_null(st, 5));
+                json_object_set_new(s, "text", text_or_null(st, 6));
+                json_array_append_new(steps, s);
+            }
+            sqlite3_reset(st);
+        }
+        sqlite3_finalize(st);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "builds", builds);
+    json_object_set_new(o, "next_before",
+                        more ? json_integer(last_created) : json_null());
+    *out = o;
+    rc = 0;
+out:
+    free(ftext);
+    return rc;
+}
+
+/* --- console --- */
+
+int tf_q_console(sqlite3 *db, const char *base_url, int64_t before,
+                 unsigned limit, json_t **out)
+{
+    sqlite3_stmt *st = NULL, *bs = NULL;
+    int rc = TF_ESTORE;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, description, author, email, "
+                           "submitted_ms, state, result FROM try_jobs "
+                           "WHERE submitted_ms < ?1 "
+                           "ORDER BY submitted_ms DESC, id DESC LIMIT ?2",
+                           -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT r.builder, b.id, b.number, b.state, "
+                           "b.result, r.state, r.result FROM build_requests r "
+                           "LEFT JOIN builds b ON b.id = r.build_id "
+                           "WHERE r.job_id = ?1",
+                           -1, &bs, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+    json_t *rows = json_array();
+    unsigned n = 0;
+    bool more = false;
+    int64_t last = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
+            more = true;
+            break;
+        }
+        long long id = (long long)sqlite3_column_int64(st, 0);
+        char title[200], url[600];
+        const char *desc = (const char *)sqlite3_column_text(st, 1);
+        if (desc && *desc)
+            snprintf(title, sizeof(title), "%s", desc);
+        else
+            snprintf(title, sizeof(title), "try job %lld", id);
+        snprintf(url, sizeof(url), "%sapi/v1/jobs/%lld", base_url, id);
+        json_t *row = json_object();
+        json_object_set_new(row, "kind", json_string("job"));
+        json_object_set_new(row, "id", json_integer(id));
+        json_object_set_new(row, "title", json_string(title));
+        json_object_set_new(row, "author", text_or_null(st, 2));
+        json_object_set_new(row, "email", text_or_null(st, 3));
+        json_object_set_new(row, "time_ms", int_or_null(st, 4));
+        json_object_set_new(row, "state", text_or_null(st, 5));
+        json_object_set_new(row, "result", result_or_null(st, 6));
+        json_object_set_new(row, "url", json_string(url));
+        json_t *builds = json_object();
+        sqlite3_bind_int64(bs, 1, id);
+        while (sqlite3_step(bs) == SQLITE_ROW) {
+            json_t *cell = json_object();
+            bool has_build = sqlite3_column_type(bs, 1) != SQLITE_NULL;
+            json_object_set_new(cell, "build_id", int_or_null(bs, 1));
+            json_object_set_new(cell, "number", int_or_null(bs, 2));
+            json_object_set_new(cell, "state", has_build
+                                                   ? text_or_null(bs, 3)
+                                                   : text_or_null(bs, 5));
+            json_object_set_new(cell, "result", has_build
+                                                    ? result_or_null(bs, 4)
+                                                    : result_or_null(bs, 6));
+            if (has_build) {
+                char burl[600];
+                snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url,
+                         (long long)sqlite3_column_int64(bs, 1));
+                json_object_set_new(cell, "url", json_string(burl));
+            } else {
+                json_object_set_new(cell, "url", json_null());
+            }
+            json_object_set_new(builds,
+                                (const char *)sqlite3_column_text(bs, 0),
+                                cell);
+        }
+        sqlite3_reset(bs);
+        json_object_set_new(row, "builds", builds);
+        json_array_append_new(rows, row);
+        last = sqlite3_column_int64(st, 4);
+        n++;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "rows", rows);
+    json_object_set_new(o, "next_before", more ? json_integer(last)
+                                               : json_null());
+    *out = o;
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_finalize(bs);
+    return rc;
+}
+
+/* --- summary --- */
+
+/* Reshapes the builders query into the compact summary, with the verdict,
+ * on the loop thread (live state overlaid). */
+static json_t *summary_of(tf_master_t *m, json_t *builders)
+{
+    json_t *arr = json_array();
+    int worst = -1; /* 0 ok, 1 warnings, 2 failing */
+    size_t i;
+    json_t *b;
+    json_array_foreach(builders, i, b)
+    {
+        const char *name = json_string_value(json_object_get(b, "name"));
+        const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
+        if (!cfg)
+            continue;
+        tf_mbuilder_t *mb = tf_master_builder(m, name, false);
+        unsigned up = 0;
+        for (size_t k = 0; k < m->cfg->nslaves; k++) {
+            tf_mslave_t *s = tf_master_slave(m, m->cfg->slaves[k].name, false);
+            if (s && s->link && tf_config_slave_allowed(cfg, s->cfg))
+                up++;
+        }
+        unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning
+                                                               : 0;
+        const char *state = running   ? "building"
+                            : up == 0 ? "offline"
+                            : pending ? "pending"
+                                      : "idle";
+        json_t *last = json_object_get(b, "last_complete");
+        const char *res = json_string_value(json_object_get(last, "result"));
+        if (res) {
+            int w = (!strcmp(res, "FAILURE") || !strcmp(res, "EXCEPTION")) ? 2
+                    : !strcmp(res, "WARNINGS")                               ? 1
+                                                                             : 0;
+            if (w > worst)
+                worst = w;
+        }
+        json_t *current = json_array();
+        size_t pos = 0;
+        void *v;
+        while (tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
+            tf_build_t *bd = v;
+            if (bd->state == TF_BUILD_ENDING || strcmp(bd->builder, name))
+                continue;
+            json_array_append_new(
+                current,
+                json_pack("{s:I,s:I,s:s,s:I}", "id", (json_int_t)bd->id,
+                          "number", (json_int_t)bd->number, "slave", bd->slave,
+                          "started_ms",
+                          (json_int_t)(bd->started_ms ? bd->started_ms
+                                                      : bd->created_ms)));
+        }
+        json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i}", "name", name, "state",
+                              state, "pending", (int)pending, "running",
+                              (int)running, "connected_slaves", (int)up);
+        json_object_set(o, "last", last ? last : json_null());
+        json_object_set_new(o, "current", current);
+        json_array_append_new(arr, o);
+    }
+    unsigned connected = 0, total = 0;
+    for (size_t k = 0; k < m->cfg->nslaves; k++) {
+        tf_mslave_t *s = tf_master_slave(m, m->cfg->slaves[k].name, false);
+        total++;
+        connected += s && s->link;
+    }
+    const char *verdict = worst < 0    ? "unknown"
+                          : worst == 2 ? "failing"
+                          : worst == 1 ? "warnings"
+                                       : "ok";
+    json_t *o = json_pack("{s:s,s:I,s:s,s:{s:i,s:i}}", "name", m->cfg->name,
+                          "time_ms", (json_int_t)tf_now_ms(), "verdict",
+                          verdict, "slaves", "connected", (int)connected,
+                          "total", (int)total);
+    json_object_set_new(o, "builders", arr);
+    return o;
+}
+
+/* --- plumbing --- */
+
+static int pg_run(sqlite3 *db, void *arg)
+{
+    pg_t *q = arg;
+    switch (q->kind) {
+    case PG_SUMMARY:
+        return tf_q_builders(db, q->base, &q->out);
+    case PG_WATERFALL:
+        return tf_q_waterfall(db, q->base, q->before, q->limit, q->builders,
+                              q->nbuilders, &q->out);
+    case PG_CONSOLE:
+        return tf_q_console(db, q->base, q->before, q->limit, &q->out);
+    }
+    return TF_EINVAL;
+}
+
+static json_t *active_builders(tf_master_t *m)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < m->cfg->nbuilders; i++)
+        json_array_append_new(arr, json_string(m->cfg->builders[i].name));
+    return arr;
+}
+
+static void pg_done(void *arg, int rc)
+{
+    pg_t *q = arg;
+    tf_http_req_t *r = q->r;
+    tf_master_t *m = r->m;
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc || !q->out) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        goto out;
+    }
+    json_t *ans;
+    if (q->kind == PG_SUMMARY) {
+        ans = summary_of(m, q->out);
+    } else {
+        ans = json_incref(q->out);
+        json_object_set_new(ans, "builders", active_builders(m));
+    }
+    tf_http_respond_json(r, 200, ans);
+out:
+    json_decref(q->out);
+    free(q);
+}
+
+static void pg_start(tf_http_req_t *r, pg_t *q)
+{
+    q->r = r;
+    snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, pg_run, pg_done, q) != 0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        free(q);
+    }
+}
+
+static bool arg_u64(tf_http_req_t *r, const char *name, uint64_t lo,
+                    uint64_t hi, uint64_t def, uint64_t *out)
+{
+    const char *v = tf_http_arg(r, name);
+    *out = def;
+    if (!v)
+        return true;
+    if (tf_parse_u64(v, out) != 0 || *out < lo || *out > hi) {
+        tf_http_error(r, 400, "parameter %s=\"%.40s\": expected an integer "
+                      "from %" PRIu64 " to %" PRIu64, name, v, lo, hi);
+        return false;
+    }
+    return true;
+}
+
+void tf_api_summary(tf_http_req_t *r)
+{
+    pg_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    q->kind = PG_SUMMARY;
+    pg_start(r, q);
+}
+
+void tf_api_waterfall(tf_http_req_t *r)
+{
+    uint64_t before, limit;
+    if (!arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
+                 &before) ||
+        !arg_u64(r, "limit", 1, WATERFALL_MAX, 100, &limit))
+        return;
+    pg_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    q->kind = PG_WATERFALL;
+    q->before = (int64_t)before;
+    q->limit = (unsigned)limit;
+    for (size_t i = 0; i < r->nargs; i++) {
+        if (strncmp(r->args[i], "builder=", 8) != 0)
+            continue;
+        const char *name = r->args[i] + 8;
+        if (!tf_name_valid(name) || q->nbuilders >= WATERFALL_BUILDERS) {
+            tf_http_error(r, 400, "builder=\"%.64s\": expected a builder "
+                          "name (at most %d)", name, WATERFALL_BUILDERS);
+            free(q);
+            return;
+        }
+        snprintf(q->builders[q->nbuilders++], TF_NAME_MAX + 1, "%s", name);
+    }
+    pg_start(r, q);
+}
+
+void tf_api_console(tf_http_req_t *r)
+{
+    uint64_t before, limit;
+    if (!arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
+                 &before) ||
+        !arg_u64(r, "limit", 1, 200, 50, &limit))
+        return;
+    pg_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    q->kind = PG_CONSOLE;
+    q->before = (int64_t)before;
+    q->limit = (unsigned)limit;
+    pg_start(r, q);
+}

@@ -381,6 +381,8 @@ int tf_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
             if (r->content_length_in > 0)
                 return 0; /* wait for the body */
         }
+        /* lws may still report an empty body's completion: dispatch once. */
+        r->dispatched = true;
         tf_api_dispatch(r);
         return 0;
 
@@ -400,8 +402,10 @@ int tf_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
         r = pss ? pss->req : NULL;
         if (!r)
             return 0;
-        if (!r->responded)
+        if (!r->responded && !r->dispatched) {
+            r->dispatched = true;
             tf_api_dispatch(r);
+        }
         return 0;
 
     case LWS_CALLBACK_HTTP_WRITEABLE: {
@@ -425,6 +429,14 @@ int tf_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
         if (pss)
             detach(pss);
         return 0;
+
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* A websocket that named none of our subprotocols lands here (the
+         * first protocol): refuse it rather than hold it open silently. */
+        return 1;
+
+    case LWS_CALLBACK_ESTABLISHED:
+        return -1;
 
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);

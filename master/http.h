@@ -61,6 +61,7 @@ struct tf_http_req {
     tf_buf_t body;         /* request body, capped */
     bool body_over;        /* body passed its cap */
     bool busy;             /* async work in flight */
+    bool dispatched;       /* handed to tf_api_dispatch once */
 
     /* response */
     int status;

@@ -75,6 +75,7 @@ struct tf_link {
     bool rx_binary;
     int close_code;
     char close_text[124];
+    bool close_sent;        /* our close frame is written */
     const char *gone_event; /* "disconnected" or "lost" */
 };
 
@@ -423,16 +424,32 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
     tf_buf_reset(&l->rx);
 }
 
+/* Writes the close frame (code + reason) ourselves: on this lws build a
+ * close started with lws_close_reason() from a WRITEABLE callback never
+ * puts the frame on the wire (shared/notes). The opcode has no public enum
+ * name; 4 is LWS_WRITE_CLOSE. lws then waits for the peer's answering close
+ * for at most the close-ack timeout before dropping the socket. */
+static int link_write_close(tf_link_t *l)
+{
+    unsigned char buf[LWS_PRE + 2 + sizeof(l->close_text)];
+    size_t n = strlen(l->close_text);
+    buf[LWS_PRE] = (unsigned char)(l->close_code >> 8);
+    buf[LWS_PRE + 1] = (unsigned char)(l->close_code & 0xff);
+    memcpy(buf + LWS_PRE + 2, l->close_text, n);
+    l->close_sent = true;
+    if (lws_write(l->wsi, buf + LWS_PRE, n + 2, (enum lws_write_protocol)4) <
+        0)
+        return -1;
+    lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_ACK, 2);
+    return 0;
+}
+
 /* Returns -1 when lws should close the connection. */
 static int link_writeable(tf_link_t *l)
 {
     if (tf_list_empty(&l->sendq)) {
-        if (l->state == LINK_CLOSING) {
-            lws_close_reason(l->wsi, (enum lws_close_status)l->close_code,
-                             (unsigned char *)l->close_text,
-                             strlen(l->close_text));
-            return -1;
-        }
+        if (l->state == LINK_CLOSING && !l->close_sent)
+            return link_write_close(l);
         return 0;
     }
     frame_t *f = tf_list_entry(l->sendq.next, frame_t, node);

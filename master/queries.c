@@ -174,7 +174,16 @@ int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
                 uint64_t before, unsigned limit, json_t **out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = prep(db,
+    int rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    bool known = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (!known)
+        return TF_ENOENT;
+    rc = prep(db,
                   "SELECT " BUILD_COLS "FROM builds WHERE builder = ?1 "
                   "AND number < ?2 ORDER BY number DESC LIMIT ?3",
                   &st);

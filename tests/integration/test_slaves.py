@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tfharness import steps_summary, wait_for
+from tfharness import pid_alive, steps_summary, wait_for
 
 
 def config(**top):
@@ -105,19 +105,28 @@ def test_slave_killed_while_idle_reconnects_and_builds(farm):
 @pytest.mark.timeout(120)
 def test_slave_killed_mid_build_retries_the_request(farm):
     marker = farm.tmp / "first-run-happened"
+    pidfile = farm.tmp / "first-run-pid"
     m = farm.master(config(builders=[{"name": "flaky", "slaves": ["s1"],
         "steps": [{"name": "work", "command":
             f"if [ -e {marker} ]; then echo second run; exit 0; fi; "
-            f"touch {marker}; echo first run; exec sleep 1000"}]}],
+            f"touch {marker}; echo $$ > {pidfile}; echo first run; "
+            "exec sleep 1000"}]}],
         build_lost_after_s=120))
     s1 = farm.slave(m, "s1")
     req = m.force("flaky")
     first = m.wait_build_started(req)
     m.wait_step_running(first, 0, min_bytes=len("first run\n"))
+    orphan = int(pidfile.read_text())
+    assert pid_alive(orphan)
     s1.kill9()
+    assert pid_alive(orphan), "kill -9 of the slave leaves its step running"
     s1.start()
-    # The restarted slave finds the dead build in its base directory; the
-    # master ends it RETRY and runs the request again.
+    # The restarted slave kills what its predecessor left running...
+    wait_for(lambda: not pid_alive(orphan), 10,
+             f"the restarted slave to kill the orphaned step (pid {orphan})",
+             farm)
+    # ...and reports the dead build; the master ends it RETRY and runs the
+    # request again.
     b1 = m.wait_build_finished(first, 60)
     assert b1["result"] == "RETRY", steps_summary(b1)
     final = m.wait_request_done(req, 60)
@@ -125,8 +134,7 @@ def test_slave_killed_mid_build_retries_the_request(farm):
     assert final["result"] == "SUCCESS", steps_summary(final)
     assert m.step_log(final["id"], 0) == b"second run\n"
     assert m.request_info(req)["retries"] >= 1
-    # The old build's sleep is gone too (the new slave killed its group).
-    assert "first run" in m.step_log(first, 0).decode()
+    assert m.step_log(first, 0) == b"first run\n"
 
 
 @pytest.mark.timeout(60)

@@ -178,6 +178,12 @@ def wait_for(predicate, timeout, what, farm=None, interval=0.1,
             last, last_exc = None, e
         if last:
             return last
+        if farm is not None:
+            dead = farm.unexpected_exits()
+            if dead:
+                raise AssertionError(
+                    f"{', '.join(dead)} while waiting for {what}\n"
+                    + farm.dump_logs())
         if time.monotonic() >= deadline:
             break
         time.sleep(interval)
@@ -240,6 +246,10 @@ class Proc:
         self.cwd = cwd
         self.popen = None
         self.returncode = None
+        # False while an exit would be a failure (waits then fail at once
+        # instead of timing out); the harness sets it when it stops the
+        # process or when the test expects it to exit by itself.
+        self.may_exit = False
 
     def start(self):
         assert self.popen is None or self.popen.poll() is not None, \
@@ -269,11 +279,15 @@ class Proc:
     def signal(self, sig):
         assert self.running(), f"{self.label} is not running\n" + \
             self.farm.dump_logs()
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL,
+                   signal.SIGQUIT):
+            self.may_exit = True
         os.kill(self.popen.pid, sig)
 
     def wait_exit(self, timeout=30):
         """Waits for the process to exit; returns its exit status (negative
         for a signal, as subprocess reports it)."""
+        self.may_exit = True
         try:
             self.returncode = self.popen.wait(timeout=scaled(timeout))
         except subprocess.TimeoutExpired:
@@ -291,6 +305,7 @@ class Proc:
     def kill_group(self):
         if self.popen is None:
             return
+        self.may_exit = True
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -447,7 +462,10 @@ class Master:
         return self.get("/api/v1" + path, **kw)
 
     def api_post(self, path, body=None, token=True, **kw):
-        return self.request("POST", "/api/v1" + path, body=body, token=token,
+        """POST under /api/v1 with a JSON body ({} when None: see
+        test_cli_api.py's test of an empty POST for why)."""
+        return self.request("POST", "/api/v1" + path,
+                            body={} if body is None else body, token=token,
                             **kw)
 
     def get_json(self, path, **kw):
@@ -566,6 +584,7 @@ class Slave:
     def start(self, wait_connected=True, timeout=20):
         self.proc = Proc(self.farm, f"slave {self.name}", self.argv(),
                          self.log_path)
+        self.proc.may_exit = not wait_connected
         self.proc.start()
         if wait_connected:
             def up():
@@ -831,6 +850,9 @@ class WSClient:
                 self.recv_message(left / TIMEOUT_SCALE)
             except WSClosed as e:
                 return e.code
+            except socket.timeout:
+                raise WaitTimeout("the websocket peer did not close within "
+                                  f"{scaled(timeout):g} s") from None
 
 
 def hello_auth(secret, nonce):
@@ -951,9 +973,10 @@ class FakeMaster:
 class Proxy:
     """Forwards 127.0.0.1:self.port to 127.0.0.1:target_port.
 
-    cut() closes every open connection and refuses new ones (accepts and
-    closes them at once) until restore(); that is what a slave sees when
-    its network drops and comes back."""
+    cut() closes every open connection; until restore(), new connections
+    are refused (the port stops listening: what a slave sees when the
+    network or the master is down), or with cut(accept=True) accepted and
+    closed at once (what a TCP load balancer with no backend does)."""
 
     def __init__(self, farm, target_port):
         self.target_port = target_port
@@ -963,24 +986,30 @@ class Proxy:
         self.accepted = 0
         self.bytes_up = 0
         self.bytes_down = 0
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
         self.stopping = False
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
+        self.lsock = None
+        self.port = 0
+        self._listen()
         farm._closers.append(self.stop)
+
+    def _listen(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.port = s.getsockname()[1]
+        self.lsock = s
+        threading.Thread(target=self._accept_loop, args=(s,),
+                         daemon=True).start()
 
     @property
     def ws_url(self):
         return f"ws://127.0.0.1:{self.port}"
 
-    def _accept_loop(self):
+    def _accept_loop(self, lsock):
         while not self.stopping:
             try:
-                c, _ = self.lsock.accept()
+                c, _ = lsock.accept()
             except OSError:
                 return
             with self.lock:
@@ -1023,10 +1052,15 @@ class Proxy:
         _hard_close(src)
         _hard_close(dst)
 
-    def cut(self):
+    def cut(self, accept=False):
         with self.lock:
             self.up = False
             pairs, self.pairs = self.pairs, []
+            lsock = None if accept else self.lsock
+            if lsock is not None:
+                self.lsock = None
+        if lsock is not None:
+            _hard_close(lsock)
         for c, u in pairs:
             _hard_close(c)
             _hard_close(u)
@@ -1034,14 +1068,13 @@ class Proxy:
     def restore(self):
         with self.lock:
             self.up = True
+            relisten = self.lsock is None and not self.stopping
+        if relisten:
+            self._listen()
 
     def stop(self):
         self.stopping = True
         self.cut()
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
 
 
 def _hard_close(s):
@@ -1096,6 +1129,19 @@ class Farm:
             raise WaitTimeout(f"{argv} did not finish within "
                               f"{scaled(timeout):g} s: {e.stdout!r} "
                               f"{e.stderr!r}") from None
+
+    def unexpected_exits(self):
+        """Descriptions of processes that exited although nobody stopped
+        them and the test did not expect it."""
+        out = []
+        for p in self._procs:
+            if p.may_exit or p.popen is None:
+                continue
+            rc = p.popen.poll()
+            if rc is not None:
+                p.may_exit = True  # report once
+                out.append(f"{p.label} exited unexpectedly with status {rc}")
+        return out
 
     # logs
     def logs(self):

@@ -1,0 +1,183 @@
+"""Builds and requests over their whole life: cancelling, a slave that
+shuts down (finish or abort), a slave that never comes back, requests
+that survive a master restart, properties of a forced build."""
+
+import signal
+
+import pytest
+
+from tfharness import live_pids_in_group, pgid_of, pid_alive, \
+    steps_summary, wait_for
+
+
+def config(**top):
+    cfg = {"name": "it", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": "s1"}, {"name": "s2"}],
+           "builders": [
+               {"name": "quick", "steps": [
+                   {"name": "hi", "command": "echo hi $TF_BUILDER"}]},
+               {"name": "slow", "slaves": ["s1"], "steps": [
+                   {"name": "first", "command": "echo first"},
+                   {"name": "nap", "command": "echo napping; sleep 4; "
+                                              "echo woke"},
+                   {"name": "last", "command": "echo last",
+                    "alwaysRun": True}]}]}
+    cfg.update(top)
+    return cfg
+
+
+@pytest.mark.timeout(90)
+def test_cancel_a_running_build(farm):
+    pids = farm.tmp / "pids"
+    cfg = config()
+    cfg["builders"].append({"name": "hang", "slaves": ["s1"], "steps": [
+        {"name": "hang", "command":
+            f"sleep 1000 & echo $! >> {pids}; echo $$ >> {pids}; "
+            "echo hanging; exec sleep 1000"},
+        {"name": "later", "command": "echo SHOULD NOT RUN"},
+        {"name": "cleanup", "command": "echo SHOULD NOT RUN", "alwaysRun":
+            True}]})
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    req = m.force("hang")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 0, min_bytes=len("hanging\n"))
+    got = wait_for(lambda: pids.exists() and
+                   len(pids.read_text().split()) >= 2 and
+                   [int(x) for x in pids.read_text().split()], 10,
+                   "the step's pids", farm)
+    pgid = pgid_of(got[1])
+
+    assert m.api_post(f"/builds/{bid}/cancel", token=None).status == 401
+    r = m.api_post(f"/builds/{bid}/cancel")
+    assert r.status == 202 and r.json()["state"] == "cancelling", r
+    b = m.wait_build_finished(bid, 30)
+    assert b["result"] == "CANCELLED", steps_summary(b)
+    assert steps_summary(b) == [("hang", "CANCELLED"), ("later", "SKIPPED"),
+                                ("cleanup", "SKIPPED")]
+    assert m.step_log(bid, 0) == b"hanging\n"
+    wait_for(lambda: not [p for p in got if pid_alive(p)] and
+             not live_pids_in_group(pgid), 10,
+             "the cancelled step's processes to be gone", farm)
+    req_info = m.request_info(req)
+    assert req_info["state"] in ("done", "cancelled"), req_info
+    assert req_info["result"] == "CANCELLED", req_info
+    assert m.api_post(f"/builds/{bid}/cancel").status == 409
+    # The slave is free again.
+    assert m.run_build("quick")["result"] == "SUCCESS"
+
+
+def test_cancel_a_pending_request(farm):
+    m = farm.master(config())
+    req = m.force("quick")
+    assert m.request_info(req)["state"] == "pending"
+    q = m.get_json("/requests")["requests"]
+    assert [x["id"] for x in q] == [req] and q[0]["position"] == 1, q
+    r = m.api_post(f"/requests/{req}/cancel")
+    assert r.status == 200 and r.json()["state"] == "cancelled", r
+    assert m.get_json("/requests")["requests"] == []
+    assert m.request_info(req)["state"] == "cancelled"
+    farm.slave(m, "s1")
+    # Nothing runs: the only request was cancelled.
+    b = m.run_build("quick")
+    assert b["number"] == 1, "the cancelled request must not have run"
+
+
+@pytest.mark.timeout(90)
+def test_slave_sigterm_finishes_the_running_build_then_exits_0(farm):
+    m = farm.master(config())
+    s1 = farm.slave(m, "s1")
+    req = m.force("slow")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 1, min_bytes=len("napping\n"))
+    s1.signal(signal.SIGTERM)
+    wait_for(lambda: m.slave_info("s1")["draining"], 5,
+             "s1 to be shown draining", farm)
+    # No new work goes to a draining slave.
+    other = m.force("slow")
+    b = m.wait_build_finished(bid, 30)
+    assert b["result"] == "SUCCESS", steps_summary(b)
+    assert m.step_log(bid, 1) == b"napping\nwoke\n"
+    assert s1.wait_exit(30) == 0
+    assert m.request_info(other)["state"] == "pending"
+    assert m.request_info(other)["build_id"] is None
+
+
+@pytest.mark.timeout(90)
+def test_slave_sigterm_abort_mode_retries_the_build(farm):
+    m = farm.master(config())
+    s1 = farm.slave(m, "s1", args=["--on-sigterm", "abort"])
+    req = m.force("slow")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 1, min_bytes=len("napping\n"))
+    s1.signal(signal.SIGTERM)
+    assert s1.wait_exit(30) == 0
+    b = m.wait_build_finished(bid, 20)
+    assert b["result"] == "RETRY", steps_summary(b)
+    assert b["steps"][1]["result"] == "RETRY", steps_summary(b)
+    # Back in the queue, waiting for a slave; not handed again to the
+    # slave that is shutting down, not given up.
+    wait_for(lambda: m.request_info(req)["state"] == "pending", 5,
+             f"request {req} to be pending again", farm)
+    farm.slave(m, "s1")
+    final = m.wait_request_done(req, 40)
+    assert final["result"] == "SUCCESS", final
+    numbers = [x["number"] for x in
+               m.get_json("/builders/slow/builds")["builds"]]
+    assert numbers == [2, 1], (
+        "expected build 1 (RETRY) and build 2 (SUCCESS) only; builds "
+        f"{numbers} exist: the master sent builds to the slave that was "
+        "shutting down")
+
+
+@pytest.mark.timeout(90)
+def test_build_of_a_slave_that_never_returns_is_retried_elsewhere(farm):
+    cfg = config(build_lost_after_s=3)
+    cfg["builders"].append({"name": "either", "slaves": ["s1", "s2"],
+                            "steps": [{"name": "nap", "command":
+                                       "echo on $TF_BUILD_ID; sleep 3"}]})
+    m = farm.master(cfg)
+    s1 = farm.slave(m, "s1")
+    req = m.force("either")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 0, min_bytes=1)
+    first_slave = m.build(bid)["slave"]
+    assert first_slave == "s1"
+    s1.kill9()
+    farm.slave(m, "s2")
+    b = m.wait_build_finished(bid, 20)
+    assert b["result"] == "RETRY", b
+    assert "s1" in (b["text"] or ""), b
+    final = m.wait_request_done(req, 30)
+    assert final["slave"] == "s2" and final["result"] == "SUCCESS", final
+
+
+@pytest.mark.timeout(60)
+def test_pending_requests_survive_a_master_restart(farm):
+    m = farm.master(config())
+    reqs = [m.force("quick", reason=f"r{i}") for i in range(3)]
+    m.stop()
+    m.start()
+    q = m.get_json("/requests")["requests"]
+    assert [x["id"] for x in q] == reqs, q
+    assert [x["position"] for x in q] == [1, 2, 3], q
+    farm.slave(m, "s1")
+    builds = [m.wait_request_done(r, 30) for r in reqs]
+    assert [b["result"] for b in builds] == ["SUCCESS"] * 3
+    assert [b["reason"] for b in builds] == ["r0", "r1", "r2"]
+    assert [b["number"] for b in builds] == [1, 2, 3]
+
+
+def test_forced_properties_reach_the_build(farm):
+    m = farm.master(config())
+    farm.slave(m, "s1")
+    req = m.force("quick", reason="with props",
+                  properties={"branch": "feature-x"})
+    b = m.wait_request_done(req)
+    assert b["result"] == "SUCCESS"
+    props = b["properties"]
+    assert props["branch"] == "feature-x", props
+    assert props["builder"] == "quick" and props["slave"] == "s1", props
+    assert props["buildnumber"] == str(b["number"]), props
+    assert m.step_log(b["id"], 0) == b"hi quick\n"
+    assert b["reason"] == "with props"

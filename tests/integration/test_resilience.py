@@ -1,0 +1,136 @@
+"""A build survives a dropped link and a master restart (SIGTERM or
+kill -9): it goes on on the slave, the slave replays what the master has
+not committed, and the stored log is byte-exact: nothing lost, nothing
+duplicated."""
+
+import time
+
+import pytest
+
+from tfharness import deterministic_bytes, steps_summary, wait_for
+
+LINES = 300
+
+
+def chatty_step(tmp):
+    """A step printing for about 7 s, with two 512 KiB bursts; returns
+    (step config, the exact bytes it prints)."""
+    burst = deterministic_bytes(512 * 1024, seed=7)
+    f = tmp / "burst.bin"
+    f.write_bytes(burst)
+    pad = "0123456789abcdefghijklmnopqrstuvwxyz" * 2
+    cmd = (f"i=0; while [ $i -lt {LINES} ]; do "
+           f"printf 'line %05d {pad}\\n' $i; "
+           f"if [ $i -eq 100 ] || [ $i -eq 200 ]; then cat {f}; fi; "
+           "i=$((i+1)); sleep 0.02; done; echo done")
+    expected = b""
+    for i in range(LINES):
+        expected += f"line {i:05d} {pad}\n".encode()
+        if i in (100, 200):
+            expected += burst
+    expected += b"done\n"
+    return {"name": "chatty", "command": cmd}, expected
+
+
+def config(step, **top):
+    cfg = {"name": "it", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": "s1"}],
+           "builders": [{"name": "long", "steps": [
+               {"name": "before", "command": "echo before"}, step,
+               {"name": "after", "command": "echo after"}]}]}
+    cfg.update(top)
+    return cfg
+
+
+def check_build(m, build, expected):
+    assert build["result"] == "SUCCESS", steps_summary(build)
+    assert steps_summary(build) == [("before", "SUCCESS"),
+                                    ("chatty", "SUCCESS"),
+                                    ("after", "SUCCESS")]
+    log = m.step_log(build["id"], 1)
+    if log != expected:
+        # Say where it went wrong rather than dumping megabytes.
+        n = next((i for i, (a, b) in enumerate(zip(log, expected)) if a != b),
+                 min(len(log), len(expected)))
+        raise AssertionError(
+            f"log differs from what the step printed: {len(log)} bytes "
+            f"stored, {len(expected)} printed, first difference at byte {n}:"
+            f" stored {log[max(0, n - 40):n + 40]!r} printed "
+            f"{expected[max(0, n - 40):n + 40]!r}")
+    assert build["steps"][1]["log"]["bytes"] == len(expected)
+    assert m.step_log(build["id"], 0) == b"before\n"
+    assert m.step_log(build["id"], 2) == b"after\n"
+
+
+@pytest.mark.timeout(120)
+def test_dropped_link_mid_build(farm):
+    step, expected = chatty_step(farm.tmp)
+    m = farm.master(config(step))
+    proxy = farm.proxy(m.port)
+    s1 = farm.slave(m, "s1", url=proxy.ws_url)
+    req = m.force("long")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 1, min_bytes=2000)
+
+    proxy.cut()
+    wait_for(lambda: not m.slave_connected("s1"), 10,
+             "the master to see the link drop", farm)
+    time.sleep(3)
+    mid = m.build(bid)
+    assert mid["state"] != "finished", "the build must wait for the slave"
+    assert s1.running()
+    proxy.restore()
+
+    m.wait_slave_connected("s1", 20)
+    build = m.wait_request_done(req, 60)
+    assert build["id"] == bid, "the same build must finish, not a retry"
+    check_build(m, build, expected)
+    assert proxy.accepted >= 2, "the slave should have reconnected"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["sigterm", "kill9"])
+def test_master_restart_mid_build(farm, how):
+    step, expected = chatty_step(farm.tmp)
+    m = farm.master(config(step))
+    s1 = farm.slave(m, "s1")
+    req = m.force("long")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 1, min_bytes=2000)
+
+    if how == "sigterm":
+        m.stop(expect=0)
+    else:
+        m.kill9()
+    time.sleep(1.5)  # the step keeps printing into the slave's spool
+    assert s1.running(), "the slave must survive the master going away"
+    m.start()
+
+    build = m.wait_request_done(req, 60)
+    assert build["id"] == bid, \
+        f"build {bid} should resume, got build {build['id']}"
+    check_build(m, build, expected)
+    assert m.request_info(req)["retries"] == 0
+    if how == "sigterm":
+        assert "shutting down" in m.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_slave_retries_promptly_when_the_peer_closes_during_the_handshake(
+        farm):
+    """A TCP proxy or load balancer whose backend is down accepts the
+    connection and closes it before the upgrade answer. The slave must
+    treat that as a failed attempt and retry with its backoff (at most
+    1 s here), not wait for its 30 s handshake watchdog."""
+    m = farm.master(config({"name": "x", "command": "true"}))
+    proxy = farm.proxy(m.port)
+    proxy.cut(accept=True)
+    s1 = farm.slave(m, "s1", url=proxy.ws_url, start=False)
+    s1.start(wait_connected=False)
+    time.sleep(2)
+    proxy.restore()
+    # Backoff is at most 1 s: 6 s is plenty.
+    wait_for(lambda: m.slave_connected("s1"), 6,
+             "s1 to connect once the proxy forwards again (a slave stuck "
+             "in CONNECTING until its 30 s handshake watchdog fails this)",
+             farm)

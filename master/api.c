@@ -21,7 +21,10 @@
 #include "http.h"
 #include "jobs.h"
 #include "pages.h"
+#include "poller.h"
+#include "schedulers.h"
 #include "log.h"
+#include "mail.h"
 #include "master.h"
 #include "names.h"
 #include "queries.h"
@@ -220,6 +223,9 @@ static json_t *request_json(tf_master_t *m, const tf_request_t *r)
     json_object_set_new(o, "build_id",
                         r->build ? json_integer((json_int_t)r->build->id)
                                  : json_null());
+    json_object_set_new(o, "job_id", r->job_id
+                                         ? json_integer((json_int_t)r->job_id)
+                                         : json_null());
     return o;
 }
 
@@ -303,6 +309,7 @@ typedef enum {
     Q_SLAVES,
     Q_SLAVE,
     Q_REQUEST,
+    Q_BUILDER_STATS,
 } qkind_t;
 
 typedef struct qjob {
@@ -336,6 +343,8 @@ static int qjob_run(sqlite3 *db, void *arg)
         return tf_q_slave(db, q->base, q->name, 50, &q->out);
     case Q_REQUEST:
         return tf_q_request(db, q->base, q->id, &q->out);
+    case Q_BUILDER_STATS:
+        return tf_q_builder_stats(db, q->base, q->name, q->limit, &q->out);
     }
     return TF_EINVAL;
 }
@@ -348,7 +357,8 @@ static void qjob_done(void *arg, int rc)
     if (!tf_http_async_end(r))
         goto out;
     if (rc == TF_ENOENT) {
-        const char *what = q->kind == Q_BUILDER || q->kind == Q_BUILDS
+        const char *what = q->kind == Q_BUILDER || q->kind == Q_BUILDS ||
+                                   q->kind == Q_BUILDER_STATS
                                ? "builder"
                            : q->kind == Q_SLAVE   ? "slave"
                            : q->kind == Q_REQUEST ? "request"
@@ -419,6 +429,14 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
         }
         q->limit = (unsigned)limit;
         q->before = before;
+    }
+    if (kind == Q_BUILDER_STATS) {
+        uint64_t limit = 0;
+        if (!arg_uint(r, "limit", 1, 1000, 200, &limit)) {
+            free(q);
+            return;
+        }
+        q->limit = (unsigned)limit;
     }
     tf_http_async_begin(r);
     int rc = tf_store_read(r->m->store, qjob_run, qjob_done, q);
@@ -806,27 +824,55 @@ static void api_cancel_request(tf_http_req_t *r, uint64_t id)
 
 /* --- small endpoints answered from memory --- */
 
+/* Every endpoint, as docs/api.md lists them. */
+static const char *const api_endpoints[] = {
+    "GET /api/v1",
+    "GET /api/v1/master",
+    "POST /api/v1/master/clock",
+    "GET /api/v1/summary",
+    "GET /api/v1/waterfall",
+    "GET /api/v1/console",
+    "GET /api/v1/builders",
+    "GET /api/v1/builders/{name}",
+    "GET /api/v1/builders/{name}/builds",
+    "GET /api/v1/builders/{name}/builds/{number}",
+    "GET /api/v1/builders/{name}/stats",
+    "POST /api/v1/builders/{name}/force",
+    "GET /api/v1/builds/{id}",
+    "POST /api/v1/builds/{id}/cancel",
+    "POST /api/v1/builds/{id}/rebuild",
+    "GET /api/v1/builds/{id}/steps/{index}/log",
+    "GET /api/v1/slaves",
+    "GET /api/v1/slaves/{name}",
+    "GET /api/v1/requests",
+    "GET /api/v1/requests/{id}",
+    "POST /api/v1/requests/{id}/cancel",
+    "GET /api/v1/whoami",
+    "POST /api/v1/jobs",
+    "GET /api/v1/jobs",
+    "GET /api/v1/jobs/{id}",
+    "POST /api/v1/jobs/{id}/cancel",
+    "GET /api/v1/patches/{sha256}",
+    "GET /api/v1/changes",
+    "GET /api/v1/changes/{id}",
+    "GET /api/v1/pollers",
+    "GET /api/v1/schedulers",
+    "GET /api/v1/mail",
+    "GET /api/v1/mail/{id}",
+    "GET /api/v1/mail/{id}/message",
+    "WEBSOCKET /live (subprotocol testfarm-live)",
+};
+
 static void api_index(tf_http_req_t *r)
 {
     tf_master_t *m = r->m;
-    json_t *o = json_pack(
-        "{s:s,s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s,s,s]}", "name", m->cfg->name,
-        "version", TF_VERSION, "url", base_url(m), "endpoints",
-        "GET /api/v1/master", "GET /api/v1/builders",
-        "GET /api/v1/builders/{name}", "GET /api/v1/builders/{name}/builds",
-        "GET /api/v1/builders/{name}/builds/{number}",
-        "POST /api/v1/builders/{name}/force", "GET /api/v1/builds/{id}",
-        "POST /api/v1/builds/{id}/cancel",
-        "GET /api/v1/builds/{id}/steps/{index}/log", "GET /api/v1/slaves",
-        "GET /api/v1/slaves/{name}", "GET /api/v1/requests",
-        "GET /api/v1/requests/{id}");
-    json_t *more = json_pack("[s,s,s,s,s,s,s]", "POST /api/v1/requests/{id}/cancel",
-                             "GET /api/v1/whoami", "POST /api/v1/jobs",
-                             "GET /api/v1/jobs", "GET /api/v1/jobs/{id}",
-                             "POST /api/v1/jobs/{id}/cancel",
-                             "GET /api/v1/patches/{sha256}");
-    json_array_extend(json_object_get(o, "endpoints"), more);
-    json_decref(more);
+    json_t *eps = json_array();
+    for (size_t i = 0; i < sizeof(api_endpoints) / sizeof(api_endpoints[0]);
+         i++)
+        json_array_append_new(eps, json_string(api_endpoints[i]));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "name", m->cfg->name,
+                          "version", TF_VERSION, "url", base_url(m),
+                          "endpoints", eps);
     tf_http_respond_json(r, 200, o);
 }
 
@@ -934,6 +980,10 @@ void tf_api_dispatch(tf_http_req_t *r)
         return;
     }
     const char *top = s[2];
+    if (strcmp(top, "master") == 0 && n == 4 && strcmp(s[3], "clock") == 0) {
+        post ? tf_api_master_clock(r) : method_not_allowed(r, "POST");
+        return;
+    }
     if (strcmp(top, "master") == 0 && n == 3) {
         get ? api_master(r) : method_not_allowed(r, "GET");
         return;
@@ -953,6 +1003,11 @@ void tf_api_dispatch(tf_http_req_t *r)
         }
         if (n == 5 && strcmp(s[4], "builds") == 0) {
             get ? start_query(r, Q_BUILDS, s[3], 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "stats") == 0) {
+            get ? start_query(r, Q_BUILDER_STATS, s[3], 0)
                 : method_not_allowed(r, "GET");
             return;
         }
@@ -977,6 +1032,13 @@ void tf_api_dispatch(tf_http_req_t *r)
         }
         if (n == 5 && strcmp(s[4], "cancel") == 0) {
             post ? api_cancel_build(r, id) : method_not_allowed(r, "POST");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "rebuild") == 0) {
+            if (!post)
+                method_not_allowed(r, "POST");
+            else if (require_auth(r))
+                tf_api_rebuild(r, id);
             return;
         }
         if (n == 7 && strcmp(s[4], "steps") == 0 && strcmp(s[6], "log") == 0) {
@@ -1037,6 +1099,9 @@ void tf_api_dispatch(tf_http_req_t *r)
             post ? tf_api_job_cancel(r, id) : method_not_allowed(r, "POST");
             return;
         }
+    } else if (strcmp(top, "mail") == 0) {
+        tf_api_mail(r, s + 3, n - 3);
+        return;
     } else if (strcmp(top, "patches") == 0 && n == 4) {
         get ? tf_api_patch(r, s[3]) : method_not_allowed(r, "GET");
         return;
@@ -1056,6 +1121,27 @@ void tf_api_dispatch(tf_http_req_t *r)
             post ? api_cancel_request(r, id) : method_not_allowed(r, "POST");
             return;
         }
+    }
+    /* Continuous builds: changes, pollers, schedulers (poller.c,
+     * schedulers.c). */
+    if (strcmp(top, "changes") == 0 && n == 3) {
+        get ? tf_api_changes(r) : method_not_allowed(r, "GET");
+        return;
+    }
+    if (strcmp(top, "changes") == 0 && n == 4) {
+        if (parse_id(r, s[3], "change id", &id))
+            get ? tf_api_change(r, id) : method_not_allowed(r, "GET");
+        return;
+    }
+    if (n == 3 && (strcmp(top, "pollers") == 0 ||
+                   strcmp(top, "schedulers") == 0)) {
+        if (!get)
+            method_not_allowed(r, "GET");
+        else if (top[0] == 'p')
+            tf_api_pollers(r);
+        else
+            tf_api_schedulers(r);
+        return;
     }
     tf_http_error(r, 404, "no such endpoint: %s", r->path);
 }

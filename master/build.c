@@ -31,6 +31,7 @@
 #include "log.h"
 #include "jobs.h"
 #include "live.h"
+#include "mail.h"
 #include "master.h"
 #include "props.h"
 #include "tf_err.h"
@@ -125,6 +126,12 @@ static json_t *build_properties(tf_master_t *m, const tf_build_t *b,
     if (r->job_id) {
         snprintf(num, sizeof(num), "%" PRIu64, r->job_id);
         json_object_set_new(p, "job_id", json_string(num));
+    }
+    if (r->scheduler)
+        json_object_set_new(p, "scheduler", json_string(r->scheduler));
+    if (r->scheduler || r->nchanges) {
+        snprintf(num, sizeof(num), "%zu", r->nchanges);
+        json_object_set_new(p, "changes", json_string(num));
     }
     return p;
 }
@@ -405,6 +412,14 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
                         sv, 5, NULL, NULL);
         free(cmd);
     }
+    /* The blamelist: the changes the request stands for, those of the
+     * requests collapsed into it included (sched.c). */
+    tf_sqlval_t cv[] = {tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)r->id)};
+    tf_master_write(m,
+                    "INSERT OR IGNORE INTO build_changes(build_id, change_id) "
+                    "SELECT ?1, change_id FROM request_changes "
+                    "WHERE request_id = ?2",
+                    cv, 2, NULL, NULL);
     if (r->job_id)
         tf_job_request_started(m, r->job_id);
     tf_live_build(m, b, "created", 0);
@@ -576,6 +591,8 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
                             rv, 3, NULL, NULL);
             if (r->job_id)
                 tf_job_request_done(m, r->job_id, result);
+            else
+                tf_mail_build_done(m, b->id, b->builder, result);
         }
     }
     if (mb && mb->nrunning > 0)
@@ -728,6 +745,29 @@ static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
     return 0;
 }
 
+/* The stats a step's command modifiers extracted, one row each, in the
+ * write group of the step's end (so they commit with it or not at all). A
+ * replayed step_finished is dropped before it gets here, and REPLACE keeps
+ * a retried write harmless anyway. */
+static void step_stats_write(tf_master_t *m, const tf_build_t *b, uint32_t i,
+                             const tf_stat_t *st, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        /* The store binds no doubles: "%.17g" text converts back to the
+         * very same double. */
+        char num[40];
+        snprintf(num, sizeof(num), "%.17g", st[k].value);
+        tf_sqlval_t v[] = {tf_sql_text(b->builder), tf_sql_int((int64_t)b->id),
+                           tf_sql_int(i), tf_sql_text(st[k].name),
+                           tf_sql_text(num)};
+        tf_master_write(m,
+                        "INSERT OR REPLACE INTO stats(builder, build_id, "
+                        "step, name, value) "
+                        "VALUES(?1, ?2, ?3, ?4, CAST(?5 AS REAL))",
+                        v, 5, NULL, NULL);
+    }
+}
+
 static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
                             char *err, size_t errlen)
 {
@@ -757,6 +797,8 @@ static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
         tf_sql_int((int64_t)b->id),
         tf_sql_int(i),
         tf_sql_int(f->time_ms - f->duration_ms),
+        tf_sql_text(f->info),
+        f->has_warnings ? tf_sql_int((int64_t)f->warnings) : tf_sql_null(),
     };
     for (size_t k = 0; k < f->nprops; k++) {
         char path[TF_NAME_MAX + 8];
@@ -780,9 +822,11 @@ static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
                     "finished_ms = ?2, duration_ms = ?3, exit_code = ?4, "
                     "signal = ?5, timed_out = ?6, text = ?7, "
                     "started_ms = CASE WHEN ?1 = 3 THEN started_ms "
-                    "ELSE coalesce(started_ms, ?10) END "
+                    "ELSE coalesce(started_ms, ?10) END, "
+                    "info = ?11, warnings = ?12 "
                     "WHERE build_id = ?8 AND idx = ?9",
-                    v, 10, NULL, NULL);
+                    v, 12, NULL, NULL);
+    step_stats_write(m, b, i, f->stats, f->nstats);
     return 0;
 }
 
@@ -927,7 +971,7 @@ int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
 
 void tf_build_slave_gone(tf_master_t *m, tf_mslave_t *s)
 {
-    int64_t now = tf_now_ms();
+    int64_t now = tf_mono_ms();
     tf_list_t *it;
     (void)m;
     tf_list_foreach(it, &s->builds)
@@ -996,7 +1040,7 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
 
 void tf_build_check_lost(tf_master_t *m)
 {
-    int64_t now = tf_now_ms();
+    int64_t now = tf_mono_ms();
     int64_t limit = (int64_t)m->cfg->build_lost_after_s * 1000;
     size_t pos = 0;
     void *v;

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,9 @@
 #include "jsonpos.h"
 #include "names.h"
 #include "result.h"
+#include "schedulers.h"
 #include "tf_err.h"
+#include "users.h"
 #include "util.h"
 
 #define CFG_MAX_FILE (16u * 1024 * 1024)
@@ -759,7 +762,8 @@ static int cfg_dups(cfg_ctx_t *ctx, const cfg_loc_t *arr,
 static const char *const cfg_step_keys[] = {
     "name", "command", "env", "workdir", "timeout", "maxTime",
     "haltOnFailure", "flunkOnFailure", "warnOnFailure", "flunkOnWarnings",
-    "warnOnWarnings", "alwaysRun", NULL,
+    "warnOnWarnings", "alwaysRun", "markers", "info", "stats", "success",
+    "warnings", NULL,
 };
 
 /* Fills argv for a command written as an array of strings. */
@@ -845,6 +849,250 @@ static const struct {
     {"alwaysRun", offsetof(tf_step_flags_t, always_run)},
 };
 
+/* ------------------------------------------------------------------ */
+/* Command modifiers (docs/config.md, "Command modifiers")             */
+/* ------------------------------------------------------------------ */
+
+static const char *const cfg_stat_keys[] = {"name", "regex", NULL};
+static const char *const cfg_success_keys[] = {"pass_if", "fail_if", NULL};
+static const char *const cfg_warnings_keys[] = {"regex", "max", NULL};
+
+/* A regular expression at loc: a non-empty string of at most
+ * TF_PROTO_MAX_REGEX bytes that regcomp() accepts as POSIX extended. Its
+ * number of groups goes to *groups; *out is borrowed from the tree. The
+ * slave compiles it again; checking here puts the error at its place in
+ * the file instead of in a failed step. */
+static int cfg_regex_value(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *v,
+                           const char **out, size_t *groups)
+{
+    regex_t re;
+    char why[160];
+    if (!json_is_string(v))
+        return cfg_bad(ctx, loc, "expected a regular expression (a string)");
+    if (json_string_length(v) == 0)
+        return cfg_bad(ctx, loc, "must not be empty");
+    if (json_string_length(v) > TF_PROTO_MAX_REGEX)
+        return cfg_bad(ctx, loc, "longer than %d bytes", TF_PROTO_MAX_REGEX);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return cfg_bad(ctx, loc, "must not contain a NUL character");
+    int rc = regcomp(&re, json_string_value(v), REG_EXTENDED);
+    if (rc == REG_ESPACE)
+        return TF_ENOMEM;
+    if (rc != 0) {
+        regerror(rc, &re, why, sizeof(why));
+        return cfg_bad(ctx, loc, "invalid regular expression: %s", why);
+    }
+    if (groups)
+        *groups = re.re_nsub;
+    regfree(&re);
+    *out = json_string_value(v);
+    return CFG_OK;
+}
+
+/* Copies a checked regex into *dst. */
+static int cfg_regex_copy(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *v,
+                          size_t *groups, char **dst)
+{
+    const char *re = NULL;
+    int rc = cfg_regex_value(ctx, loc, v, &re, groups);
+    if (rc != CFG_OK)
+        return rc;
+    *dst = strdup(re);
+    return *dst ? CFG_OK : TF_ENOMEM;
+}
+
+/* An optional array of at most TF_PROTO_MAX_MOD_RULES elements. */
+static json_t *cfg_rules_array(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                               json_t *v, const char *what, int *rc)
+{
+    *rc = 0;
+    if (!v)
+        return NULL;
+    if (!json_is_array(v))
+        *rc = cfg_bad(ctx, loc, "expected an array of %s", what);
+    else if (json_array_size(v) > TF_PROTO_MAX_MOD_RULES)
+        *rc = cfg_bad(ctx, loc, "too many rules (%zu; at most %d)",
+                      json_array_size(v), TF_PROTO_MAX_MOD_RULES);
+    else
+        return v;
+    return NULL;
+}
+
+/* "info": [REGEX, ...]. */
+static int cfg_mod_info(cfg_ctx_t *ctx, const cfg_loc_t *step, json_t *obj,
+                        tf_modifiers_t *m)
+{
+    cfg_loc_t loc = CFG_MEMBER(step, "info");
+    int rc;
+    json_t *arr = cfg_rules_array(ctx, &loc, json_object_get(obj, "info"),
+                                  "regular expressions", &rc);
+    if (!arr || json_array_size(arr) == 0)
+        return rc < 0 ? rc : 0;
+    if (!(m->info = calloc(json_array_size(arr), sizeof(*m->info))))
+        return TF_ENOMEM;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        cfg_loc_t el = CFG_ELEMENT(&loc, i);
+        rc = cfg_regex_copy(ctx, &el, json_array_get(arr, i), NULL,
+                            &m->info[m->ninfo]);
+        if (rc < 0)
+            return rc;
+        if (rc == CFG_OK)
+            m->ninfo++;
+    }
+    return 0;
+}
+
+/* "stats": [{"name": NAME, "regex": REGEX} or {"regex": REGEX with two
+ * groups}, ...]. */
+static int cfg_mod_stats(cfg_ctx_t *ctx, const cfg_loc_t *step, json_t *obj,
+                         tf_modifiers_t *m)
+{
+    cfg_loc_t loc = CFG_MEMBER(step, "stats");
+    int rc;
+    json_t *arr = cfg_rules_array(ctx, &loc, json_object_get(obj, "stats"),
+                                  "objects", &rc);
+    if (!arr || json_array_size(arr) == 0)
+        return rc < 0 ? rc : 0;
+    if (!(m->stats = calloc(json_array_size(arr), sizeof(*m->stats))))
+        return TF_ENOMEM;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        cfg_loc_t el = CFG_ELEMENT(&loc, i);
+        cfg_loc_t rl = CFG_MEMBER(&el, "regex");
+        json_t *e = json_array_get(arr, i);
+        tf_stat_rule_t *sr = &m->stats[m->nstats];
+        const char *name = NULL;
+        size_t groups = 0;
+        if (!json_is_object(e)) {
+            if ((rc = cfg_bad(ctx, &el, "expected an object")) < 0)
+                return rc;
+            continue;
+        }
+        if ((rc = cfg_check_keys(ctx, &el, e, cfg_stat_keys)) < 0)
+            return rc;
+        int nrc = CFG_ABSENT;
+        if (json_object_get(e, "name")) {
+            cfg_loc_t nl = CFG_MEMBER(&el, "name");
+            nrc = cfg_name_value(ctx, &nl, json_object_get(e, "name"), &name);
+            if (nrc < 0)
+                return nrc;
+        }
+        if (!json_object_get(e, "regex")) {
+            if ((rc = cfg_missing(ctx, &el, "regex")) < 0)
+                return rc;
+            continue;
+        }
+        rc = cfg_regex_copy(ctx, &rl, json_object_get(e, "regex"), &groups,
+                            &sr->regex);
+        if (rc < 0)
+            return rc;
+        if (rc == CFG_OK && nrc == CFG_ABSENT && groups < 2) {
+            rc = cfg_bad(ctx, &rl, "without a \"name\", the regex needs two "
+                         "groups: the stat's name, then its value");
+            if (rc < 0)
+                return rc;
+        }
+        if (rc != CFG_OK || nrc == CFG_BAD) {
+            free(sr->regex);
+            sr->regex = NULL;
+            continue;
+        }
+        if (name && !(sr->name = strdup(name))) {
+            m->nstats++; /* so that the regex is freed */
+            return TF_ENOMEM;
+        }
+        m->nstats++;
+    }
+    return 0;
+}
+
+/* "success": {"pass_if": REGEX, "fail_if": REGEX} (at least one). */
+static int cfg_mod_success(cfg_ctx_t *ctx, const cfg_loc_t *step, json_t *obj,
+                           tf_modifiers_t *m)
+{
+    json_t *so = json_object_get(obj, "success");
+    cfg_loc_t loc = CFG_MEMBER(step, "success");
+    int rc;
+    if (!so)
+        return 0;
+    if (!json_is_object(so)) {
+        rc = cfg_bad(ctx, &loc, "expected an object with \"pass_if\" or "
+                     "\"fail_if\"");
+        return rc < 0 ? rc : 0;
+    }
+    if ((rc = cfg_check_keys(ctx, &loc, so, cfg_success_keys)) < 0)
+        return rc;
+    if (!json_object_get(so, "pass_if") && !json_object_get(so, "fail_if")) {
+        rc = cfg_bad(ctx, &loc, "give \"pass_if\", \"fail_if\" or both");
+        return rc < 0 ? rc : 0;
+    }
+    cfg_loc_t pl = CFG_MEMBER(&loc, "pass_if");
+    cfg_loc_t fl = CFG_MEMBER(&loc, "fail_if");
+    if (json_object_get(so, "pass_if") &&
+        (rc = cfg_regex_copy(ctx, &pl, json_object_get(so, "pass_if"), NULL,
+                             &m->pass_if)) < 0)
+        return rc;
+    if (json_object_get(so, "fail_if") &&
+        (rc = cfg_regex_copy(ctx, &fl, json_object_get(so, "fail_if"), NULL,
+                             &m->fail_if)) < 0)
+        return rc;
+    return 0;
+}
+
+/* "warnings": REGEX or {"regex": REGEX, "max": N}. */
+static int cfg_mod_warnings(cfg_ctx_t *ctx, const cfg_loc_t *step,
+                            json_t *obj, tf_modifiers_t *m)
+{
+    json_t *w = json_object_get(obj, "warnings");
+    cfg_loc_t loc = CFG_MEMBER(step, "warnings");
+    int rc;
+    if (!w)
+        return 0;
+    if (json_is_string(w))
+        rc = cfg_regex_copy(ctx, &loc, w, NULL, &m->warnings);
+    else if (!json_is_object(w))
+        rc = cfg_bad(ctx, &loc, "expected a regular expression or an object "
+                     "with \"regex\" and \"max\"");
+    else if ((rc = cfg_check_keys(ctx, &loc, w, cfg_warnings_keys)) < 0)
+        return rc;
+    else {
+        cfg_loc_t rl = CFG_MEMBER(&loc, "regex");
+        rc = json_object_get(w, "regex")
+                 ? cfg_regex_copy(ctx, &rl, json_object_get(w, "regex"), NULL,
+                                  &m->warnings)
+                 : cfg_missing(ctx, &loc, "regex");
+        if (rc < 0)
+            return rc;
+        rc = cfg_u32(ctx, &loc, w, "max", 0, CFG_NOMAX, &m->warnings_max);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* The step's command modifiers. Every step gets them: marker lines are
+ * honoured unless "markers" is false, so a step can report stats without
+ * any configuration. */
+static int cfg_modifiers(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                         tf_cfg_step_t *st)
+{
+    tf_modifiers_t *m = calloc(1, sizeof(*m));
+    int rc;
+    if (!m)
+        return TF_ENOMEM;
+    st->spec.modifiers = m;
+    m->markers = true;
+    if ((rc = cfg_bool(ctx, loc, obj, "markers", &m->markers)) < 0 ||
+        (rc = cfg_mod_info(ctx, loc, obj, m)) < 0 ||
+        (rc = cfg_mod_stats(ctx, loc, obj, m)) < 0 ||
+        (rc = cfg_mod_success(ctx, loc, obj, m)) < 0 ||
+        (rc = cfg_mod_warnings(ctx, loc, obj, m)) < 0)
+        return rc;
+    if (!m->markers && !m->ninfo && !m->nstats && !m->pass_if &&
+        !m->fail_if && !m->warnings) {
+        tf_modifiers_free(m); /* nothing to do: send none */
+        st->spec.modifiers = NULL;
+    }
+    return 0;
+}
+
 /* One step at loc. st is zeroed on entry; on any outcome the caller frees
  * it with tf_step_spec_clear. */
 static int cfg_step(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
@@ -908,7 +1156,8 @@ static int cfg_step(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
         if (rc < 0)
             return rc;
     }
-    return 0;
+    rc = cfg_modifiers(ctx, loc, obj, st);
+    return rc < 0 ? rc : 0;
 }
 
 static const char *const cfg_slave_keys[] = {
@@ -988,9 +1237,386 @@ static int cfg_slave(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
     return rc < 0 ? rc : 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Mail                                                                */
+/* ------------------------------------------------------------------ */
+
+static const char *const cfg_mail_keys[] = {
+    "enabled", "from", "from_name", "subject_prefix", "smtp", "sendmail",
+    "connect_timeout_s", "timeout_s", "retry_initial_s", "retry_max_s",
+    "retry_horizon_s", "excerpt_max_bytes", "message_max_bytes",
+    "tail_lines", "error_patterns", "try_jobs", NULL,
+};
+static const char *const cfg_smtp_keys[] = {
+    "host", "port", "security", "username", "password_file", "ca_file", NULL,
+};
+static const char *const cfg_builder_mail_keys[] = {
+    "mode", "extra_recipients", "error_patterns", NULL,
+};
+/* Lines worth showing from a failed step when a builder names none. */
+static const char *const cfg_mail_default_patterns[] = {
+    "error:", "Error:", "ERROR", "FAIL", "Traceback", "panic:",
+    "Assertion", "undefined reference", "Segmentation fault", NULL,
+};
+#define CFG_MAIL_MAX_STRINGS 100
+
+static json_t *cfg_section(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
+                           const char *key, const char *const *keys, int *rc);
+
+/* An optional array of 1..CFG_MAIL_MAX_STRINGS non-empty strings of at
+ * most 1024 bytes; with email set each must be a plain address. *out gets
+ * copies of the valid ones. */
+static int cfg_mail_strings(cfg_ctx_t *ctx, const cfg_loc_t *up, json_t *obj,
+                            const char *key, bool email, char ***out,
+                            size_t *nout)
+{
+    json_t *arr = json_object_get(obj, key);
+    cfg_loc_t loc = CFG_MEMBER(up, key);
+    char **v = NULL;
+    size_t n = 0;
+    int rc = CFG_OK;
+
+    *out = NULL;
+    *nout = 0;
+    if (!arr)
+        return CFG_ABSENT;
+    if (!json_is_array(arr))
+        return cfg_bad(ctx, &loc, "expected an array of strings");
+    if (json_array_size(arr) > CFG_MAIL_MAX_STRINGS)
+        return cfg_bad(ctx, &loc, "at most %d entries",
+                       CFG_MAIL_MAX_STRINGS);
+    v = calloc(json_array_size(arr) + 1, sizeof(*v));
+    if (!v)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        json_t *s = json_array_get(arr, i);
+        cfg_loc_t el = CFG_ELEMENT(&loc, i);
+        char show[CFG_SHOW_BUF];
+        int r = CFG_OK;
+        if (!json_is_string(s))
+            r = cfg_bad(ctx, &el, "expected a string");
+        else if (json_string_length(s) == 0 || json_string_length(s) > 1024)
+            r = cfg_bad(ctx, &el, "must be 1 to 1024 bytes");
+        else if (email && !tf_email_valid(json_string_value(s))) {
+            cfg_show(show, json_string_value(s));
+            r = cfg_bad(ctx, &el, "\"%s\" is not a plain email address "
+                        "(local@domain)", show);
+        }
+        if (r < 0) {
+            rc = r;
+            goto out;
+        }
+        if (r != CFG_OK) {
+            rc = CFG_BAD;
+            continue;
+        }
+        if (!(v[n++] = strdup(json_string_value(s)))) {
+            rc = TF_ENOMEM;
+            goto out;
+        }
+    }
+out:
+    if (rc < 0) {
+        cfg_strv_free(v, n);
+        return rc;
+    }
+    *out = v;
+    *nout = n;
+    return rc;
+}
+
+static int cfg_strv_copy(const char *const *src, char ***out, size_t *nout)
+{
+    size_t n = 0;
+    while (src[n])
+        n++;
+    char **v = calloc(n + 1, sizeof(*v));
+    if (!v)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (!(v[i] = strdup(src[i]))) {
+            cfg_strv_free(v, i);
+            return TF_ENOMEM;
+        }
+    }
+    *out = v;
+    *nout = n;
+    return 0;
+}
+
+/* A required-looking plain address at key; *out keeps def when absent. */
+static int cfg_mail_address(cfg_ctx_t *ctx, const cfg_loc_t *up, json_t *obj,
+                            const char *key, const char **out)
+{
+    cfg_loc_t loc = CFG_MEMBER(up, key);
+    char show[CFG_SHOW_BUF];
+    const char *s = NULL;
+    int rc = cfg_str(ctx, up, obj, key, false, &s);
+    if (rc != CFG_OK)
+        return rc;
+    if (!tf_email_valid(s)) {
+        cfg_show(show, s);
+        return cfg_bad(ctx, &loc, "\"%s\" is not a plain email address "
+                       "(local@domain)", show);
+    }
+    *out = s;
+    return CFG_OK;
+}
+
+static int cfg_mail_smtp(cfg_ctx_t *ctx, const cfg_loc_t *mloc, json_t *mobj,
+                         tf_cfg_mail_t *m)
+{
+    const char *host = "localhost", *sec = "none", *user = NULL;
+    const char *pwfile = NULL, *ca = NULL;
+    cfg_loc_t loc = CFG_MEMBER(mloc, "smtp");
+    uint32_t port = 0;
+    int rc;
+    json_t *o = cfg_section(ctx, mloc, mobj, "smtp", cfg_smtp_keys, &rc);
+    if (rc < 0)
+        return rc;
+    if (o) {
+        if ((rc = cfg_str(ctx, &loc, o, "host", false, &host)) < 0 ||
+            (rc = cfg_u32(ctx, &loc, o, "port", 1, 65535, &port)) < 0 ||
+            (rc = cfg_str(ctx, &loc, o, "security", false, &sec)) < 0 ||
+            (rc = cfg_str(ctx, &loc, o, "username", false, &user)) < 0 ||
+            (rc = cfg_str(ctx, &loc, o, "password_file", false, &pwfile)) <
+                0 ||
+            (rc = cfg_str(ctx, &loc, o, "ca_file", false, &ca)) < 0)
+            return rc;
+    }
+    if (strcmp(sec, "none") == 0) {
+        m->smtp_security = TF_MAIL_SEC_NONE;
+    } else if (strcmp(sec, "starttls") == 0) {
+        m->smtp_security = TF_MAIL_SEC_STARTTLS;
+    } else if (strcmp(sec, "tls") == 0) {
+        m->smtp_security = TF_MAIL_SEC_TLS;
+    } else {
+        char show[CFG_SHOW_BUF];
+        cfg_loc_t sl = CFG_MEMBER(&loc, "security");
+        cfg_show(show, sec);
+        rc = cfg_bad(ctx, &sl, "unknown security \"%s\": use \"none\", "
+                     "\"starttls\" or \"tls\"", show);
+        if (rc < 0)
+            return rc;
+    }
+    for (const char *p = host; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || strchr("/@?#", *p)) {
+            cfg_loc_t hl = CFG_MEMBER(&loc, "host");
+            rc = cfg_bad(ctx, &hl, "a host name or IP address, without "
+                         "spaces, '/', '@', '?' or '#'");
+            if (rc < 0)
+                return rc;
+            break;
+        }
+    }
+    m->smtp_port = (uint16_t)(port ? port
+                              : m->smtp_security == TF_MAIL_SEC_TLS ? 465
+                              : m->smtp_security == TF_MAIL_SEC_STARTTLS ? 587
+                                                                       : 25);
+    if (!(m->smtp_host = strdup(host)))
+        return TF_ENOMEM;
+    if (user && !(m->smtp_username = strdup(user)))
+        return TF_ENOMEM;
+    if (user && !pwfile) {
+        rc = cfg_bad(ctx, &loc, "\"username\" needs \"password_file\"");
+        if (rc < 0)
+            return rc;
+    }
+    if (pwfile) {
+        cfg_loc_t pl = CFG_MEMBER(&loc, "password_file");
+        rc = user ? cfg_secret_file(ctx, &pl, pwfile, &m->smtp_password)
+                  : cfg_bad(ctx, &pl, "\"password_file\" needs \"username\"");
+        if (rc < 0)
+            return rc;
+    }
+    if (ca) {
+        cfg_loc_t cl = CFG_MEMBER(&loc, "ca_file");
+        if (!(m->smtp_ca_file = cfg_resolve(ctx->dir, ca)))
+            return TF_ENOMEM;
+        if (access(m->smtp_ca_file, R_OK) != 0) {
+            char show[CFG_SHOW_BUF];
+            cfg_show(show, m->smtp_ca_file);
+            rc = cfg_bad(ctx, &cl, "cannot read \"%s\": %s", show,
+                         strerror(errno));
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Fills what a missing or partial "mail" section leaves at defaults. */
+static int cfg_mail_defaults(tf_config_t *c)
+{
+    tf_cfg_mail_t *m = &c->mail;
+    if (!m->from && !(m->from = strdup("testfarm@localhost")))
+        return TF_ENOMEM;
+    if (!m->from_name && !(m->from_name = strdup(c->name ? c->name : "")))
+        return TF_ENOMEM;
+    if (!m->subject_prefix) {
+        size_t n = strlen(c->name ? c->name : "") + 3;
+        if (!(m->subject_prefix = malloc(n)))
+            return TF_ENOMEM;
+        snprintf(m->subject_prefix, n, "[%s]", c->name ? c->name : "");
+    }
+    if (!m->smtp_host && !(m->smtp_host = strdup("localhost")))
+        return TF_ENOMEM;
+    if (!m->smtp_port)
+        m->smtp_port = 25;
+    if (!m->error_patterns)
+        return cfg_strv_copy(cfg_mail_default_patterns, &m->error_patterns,
+                             &m->npatterns);
+    return 0;
+}
+
+static int cfg_mail(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
+                    tf_config_t *c)
+{
+    tf_cfg_mail_t *m = &c->mail;
+    cfg_loc_t loc = CFG_MEMBER(root, "mail");
+    const char *from = NULL, *from_name = NULL, *prefix = NULL;
+    int rc;
+
+    m->connect_timeout_s = 10;
+    m->timeout_s = 60;
+    m->retry_initial_s = 30;
+    m->retry_max_s = 1800;
+    m->retry_horizon_s = 172800;
+    m->excerpt_max_bytes = 64 * 1024;
+    m->message_max_bytes = 1024 * 1024;
+    m->tail_lines = 30;
+    m->try_jobs = true;
+    json_t *o = cfg_section(ctx, root, top, "mail", cfg_mail_keys, &rc);
+    if (rc < 0)
+        return rc;
+    if (!o)
+        return cfg_mail_defaults(c);
+    m->enabled = true;
+    if ((rc = cfg_bool(ctx, &loc, o, "enabled", &m->enabled)) < 0 ||
+        (rc = cfg_bool(ctx, &loc, o, "try_jobs", &m->try_jobs)) < 0)
+        return rc;
+    rc = cfg_mail_address(ctx, &loc, o, "from", &from);
+    if (rc == CFG_ABSENT)
+        rc = cfg_missing(ctx, &loc, "from");
+    if (rc < 0)
+        return rc;
+    if ((from && !(m->from = strdup(from))))
+        return TF_ENOMEM;
+    if ((rc = cfg_str(ctx, &loc, o, "from_name", true, &from_name)) < 0 ||
+        (rc = cfg_str(ctx, &loc, o, "subject_prefix", true, &prefix)) < 0)
+        return rc;
+    if ((from_name && !(m->from_name = strdup(from_name))) ||
+        (prefix && !(m->subject_prefix = strdup(prefix))))
+        return TF_ENOMEM;
+    if ((rc = cfg_u32(ctx, &loc, o, "connect_timeout_s", 1, 600,
+                      &m->connect_timeout_s)) < 0 ||
+        (rc = cfg_u32(ctx, &loc, o, "timeout_s", 1, 3600, &m->timeout_s)) <
+            0 ||
+        (rc = cfg_u32(ctx, &loc, o, "retry_initial_s", 1, 86400,
+                      &m->retry_initial_s)) < 0 ||
+        (rc = cfg_u32(ctx, &loc, o, "retry_max_s", 1, 7 * 86400,
+                      &m->retry_max_s)) < 0 ||
+        (rc = cfg_u32(ctx, &loc, o, "retry_horizon_s", 1, 60 * 86400,
+                      &m->retry_horizon_s)) < 0 ||
+        (rc = cfg_u32(ctx, &loc, o, "excerpt_max_bytes", 1024,
+                      16 * 1024 * 1024, &m->excerpt_max_bytes)) < 0 ||
+        (rc = cfg_u32(ctx, &loc, o, "message_max_bytes", 16 * 1024,
+                      64 * 1024 * 1024, &m->message_max_bytes)) < 0 ||
+        (rc = cfg_u32(ctx, &loc, o, "tail_lines", 0, 1000, &m->tail_lines)) <
+            0)
+        return rc;
+    if (m->retry_max_s < m->retry_initial_s) {
+        cfg_loc_t l = CFG_MEMBER(&loc, "retry_max_s");
+        rc = cfg_bad(ctx, &l, "must be at least retry_initial_s (%u)",
+                     (unsigned)m->retry_initial_s);
+        if (rc < 0)
+            return rc;
+    }
+    rc = cfg_mail_strings(ctx, &loc, o, "error_patterns", false,
+                          &m->error_patterns, &m->npatterns);
+    if (rc < 0)
+        return rc;
+    if (json_object_get(o, "sendmail")) {
+        cfg_loc_t sl = CFG_MEMBER(&loc, "sendmail");
+        json_t *cmd = json_object_get(o, "sendmail");
+        rc = json_object_get(o, "smtp")
+                 ? cfg_bad(ctx, &sl, "give either \"smtp\" or \"sendmail\", "
+                           "not both")
+             : json_is_array(cmd)
+                 ? cfg_argv_array(ctx, &sl, cmd, &m->sendmail, &m->nsendmail)
+                 : cfg_bad(ctx, &sl, "expected the command as an array of "
+                           "strings, e.g. [\"/usr/sbin/sendmail\", \"-oi\"]");
+        if (rc < 0)
+            return rc;
+    }
+    rc = cfg_mail_smtp(ctx, &loc, o, m);
+    if (rc < 0)
+        return rc;
+    return cfg_mail_defaults(c);
+}
+
+static int cfg_builder_mail(cfg_ctx_t *ctx, const cfg_loc_t *bloc,
+                            json_t *bobj, tf_cfg_builder_t *b)
+{
+    static const char *const modes[] = {"none", "failing", "problem",
+                                        "change", "all"};
+    cfg_loc_t loc = CFG_MEMBER(bloc, "mail");
+    const char *mode = "none";
+    int rc;
+    json_t *o = cfg_section(ctx, bloc, bobj, "mail", cfg_builder_mail_keys,
+                            &rc);
+    if (rc < 0 || !o)
+        return rc < 0 ? rc : 0;
+    rc = cfg_str(ctx, &loc, o, "mode", false, &mode);
+    if (rc < 0)
+        return rc;
+    bool known = false;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        if (strcmp(mode, modes[i]) == 0) {
+            b->mail.mode = (tf_mail_mode_t)i;
+            known = true;
+        }
+    }
+    if (!known) {
+        char show[CFG_SHOW_BUF];
+        cfg_loc_t ml = CFG_MEMBER(&loc, "mode");
+        cfg_show(show, mode);
+        rc = cfg_bad(ctx, &ml, "unknown mode \"%s\": use \"failing\", "
+                     "\"problem\", \"change\", \"all\" or \"none\"", show);
+        if (rc < 0)
+            return rc;
+    }
+    rc = cfg_mail_strings(ctx, &loc, o, "extra_recipients", true,
+                          &b->mail.extra_recipients, &b->mail.nextra);
+    if (rc < 0)
+        return rc;
+    rc = cfg_mail_strings(ctx, &loc, o, "error_patterns", false,
+                          &b->mail.error_patterns, &b->mail.npatterns);
+    if (rc < 0)
+        return rc;
+    b->mail.has_patterns = rc == CFG_OK;
+    return 0;
+}
+
+static void cfg_mail_clear(tf_cfg_mail_t *m)
+{
+    free(m->from);
+    free(m->from_name);
+    free(m->subject_prefix);
+    free(m->smtp_host);
+    free(m->smtp_username);
+    if (m->smtp_password) {
+        explicit_bzero(m->smtp_password, strlen(m->smtp_password));
+        free(m->smtp_password);
+    }
+    free(m->smtp_ca_file);
+    cfg_strv_free(m->sendmail, m->nsendmail);
+    cfg_strv_free(m->error_patterns, m->npatterns);
+}
+
 static const char *const cfg_builder_keys[] = {
     "name", "slaves", "tags", "priority", "properties", "steps",
-    "repository", "branch", NULL,
+    "repository", "branch", "collapse_requests", "mail", NULL,
 };
 
 /* The builder's repository and branch. */
@@ -1159,6 +1785,13 @@ static int cfg_builder(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
     rc = cfg_source(ctx, loc, obj, b);
     if (rc < 0)
         return rc;
+    b->collapse_requests = true;
+    rc = cfg_bool(ctx, loc, obj, "collapse_requests", &b->collapse_requests);
+    if (rc < 0)
+        return rc;
+    rc = cfg_builder_mail(ctx, loc, obj, b);
+    if (rc < 0)
+        return rc;
     rc = cfg_steps(ctx, loc, obj, b);
     return rc < 0 ? rc : 0;
 }
@@ -1279,7 +1912,8 @@ out:
 static const char *const cfg_top_keys[] = {
     "name", "listen", "url", "database", "web_root", "heartbeat_s",
     "lost_after_s", "build_lost_after_s", "max_retries", "slaves",
-    "builders", "try", "scheduler", NULL,
+    "builders", "try", "scheduler", "schedulers", "pollers",
+    "poll_interval_s", "testing", "mail", NULL,
 };
 
 static const char *const cfg_try_keys[] = {"max_patch_bytes", "max_builders",
@@ -1467,6 +2101,371 @@ static int cfg_timers(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
     return rc < 0 ? rc : 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Continuous builds: pollers, schedulers, the test clock              */
+/* ------------------------------------------------------------------ */
+
+#define CFG_REPO_RULE                                                          \
+    "a repository is a git URL or an absolute path without spaces, at most "   \
+    "1024 bytes, not starting with '-'"
+#define CFG_PATH_MAX 1024
+
+static const char *const cfg_change_sched_keys[] = {
+    "name", "type", "builders", "repository", "branch", "tree_stable_s",
+    "paths", NULL,
+};
+static const char *const cfg_periodic_sched_keys[] = {
+    "name", "type", "builders", "repository", "branch", "cron",
+    "only_if_changed", NULL,
+};
+static const char *const cfg_poller_keys[] = {"repository", "branch",
+                                              "interval_s", NULL};
+static const char *const cfg_testing_keys[] = {"clock", NULL};
+
+/* Optional "repository" and "branch" members, validated as a builder's;
+ * a bad one is reported and left NULL. */
+static int cfg_repo_branch(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                           const char **repo, const char **branch)
+{
+    cfg_loc_t rl = CFG_MEMBER(loc, "repository");
+    cfg_loc_t bl = CFG_MEMBER(loc, "branch");
+    char show[CFG_SHOW_BUF];
+    int rc = cfg_str(ctx, loc, obj, "repository", false, repo);
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK && !tf_repo_url_valid(*repo)) {
+        *repo = NULL;
+        if ((rc = cfg_bad(ctx, &rl, CFG_REPO_RULE)) < 0)
+            return rc;
+    }
+    rc = cfg_str(ctx, loc, obj, "branch", false, branch);
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK && !tf_git_ref_valid(*branch)) {
+        cfg_show(show, *branch);
+        *branch = NULL;
+        rc = cfg_bad(ctx, &bl, "invalid branch \"%s\": letters, digits, "
+                     "'.', '_', '-' and '/', at most 200 bytes, no \"..\"",
+                     show);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* An optional array of path filters: non-empty strings without control
+ * characters, at most CFG_PATH_MAX bytes each. */
+static int cfg_paths(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                     char ***out, size_t *nout)
+{
+    json_t *arr = json_object_get(obj, "paths");
+    cfg_loc_t pl = CFG_MEMBER(loc, "paths");
+    if (!arr)
+        return 0;
+    if (!json_is_array(arr))
+        return cfg_bad(ctx, &pl, "expected an array of path prefixes or "
+                       "globs");
+    size_t n = json_array_size(arr);
+    if (n == 0)
+        return 0;
+    char **v = calloc(n, sizeof(*v));
+    if (!v)
+        return TF_ENOMEM;
+    *out = v;
+    for (size_t i = 0; i < n; i++) {
+        json_t *p = json_array_get(arr, i);
+        cfg_loc_t el = CFG_ELEMENT(&pl, i);
+        const char *s = json_string_value(p);
+        bool clean = s && *s && json_string_length(p) <= CFG_PATH_MAX &&
+                     strlen(s) == json_string_length(p);
+        for (const unsigned char *u = (const unsigned char *)s; clean && *u;
+             u++)
+            clean = *u >= 0x20 && *u != 0x7f;
+        if (!clean) {
+            int rc = cfg_bad(ctx, &el, "expected a path prefix or glob: a "
+                             "non-empty string of at most %d bytes without "
+                             "control characters", CFG_PATH_MAX);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (!(v[(*nout)++] = strdup(s)))
+            return TF_ENOMEM;
+    }
+    return 0;
+}
+
+/* Reports each name in s->builders that is not a configured builder. */
+static int cfg_sched_builder_refs(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                                  const tf_config_t *c,
+                                  const tf_cfg_scheduler_t *s)
+{
+    cfg_loc_t bl = CFG_MEMBER(loc, "builders");
+    const char **known = calloc(c->nbuilders + 1, sizeof(*known));
+    int rc = 0;
+    if (!known)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < c->nbuilders; i++)
+        known[i] = c->builders[i].name;
+    for (size_t i = 0; i < s->nbuilders && rc >= 0; i++) {
+        if (tf_config_builder(c, s->builders[i]))
+            continue;
+        cfg_loc_t el = CFG_ELEMENT(&bl, i);
+        const char *hint = cfg_suggest(s->builders[i], known, c->nbuilders);
+        rc = hint ? cfg_bad(ctx, &el, "no builder named \"%s\"; did you mean "
+                            "\"%s\"?", s->builders[i], hint)
+                  : cfg_bad(ctx, &el, "no builder named \"%s\"",
+                            s->builders[i]);
+    }
+    free(known);
+    return rc < 0 ? rc : 0;
+}
+
+/* The repository and branch a scheduler watches when it does not say:
+ * its builders' own, which must then agree. With only "branch" given, the
+ * builders' repository on that branch; with only "repository", the branch
+ * of a builder on it, else "main". Returns 0, CFG_BAD when reported, or
+ * TF_ENOMEM. */
+static int cfg_sched_source(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                            const tf_config_t *c, const tf_cfg_scheduler_t *s,
+                            const char **repo, const char **branch)
+{
+    const char *r = NULL, *b = NULL;
+    for (size_t i = 0; i < s->nbuilders; i++) {
+        const tf_cfg_builder_t *cb = tf_config_builder(c, s->builders[i]);
+        if (!cb || !cb->repository)
+            continue;
+        if (*repo) {
+            if (!*branch && strcmp(cb->repository, *repo) == 0)
+                *branch = cb->branch;
+            continue;
+        }
+        if (!r) {
+            r = cb->repository;
+            b = cb->branch;
+        } else if (strcmp(r, cb->repository) != 0 ||
+                   (!*branch && strcmp(b, cb->branch) != 0)) {
+            int rc = cfg_bad(ctx, loc, "its builders check out different "
+                             "repositories or branches; give \"repository\" "
+                             "and \"branch\" to say which one it watches");
+            return rc < 0 ? rc : CFG_BAD;
+        }
+    }
+    if (!*repo)
+        *repo = r;
+    if (*repo && !*branch)
+        *branch = b ? b : "main";
+    return 0;
+}
+
+static int cfg_scheduler(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                         const tf_config_t *c, tf_cfg_scheduler_t *s)
+{
+    const char *name = NULL, *type = NULL, *repo = NULL, *branch = NULL;
+    const char *cron = NULL;
+    cfg_loc_t tl = CFG_MEMBER(loc, "type");
+    long long t = 15;
+    int rc;
+
+    if (!json_is_object(obj))
+        return cfg_bad(ctx, loc, "expected an object");
+    rc = cfg_name(ctx, loc, obj, &name);
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK && !(s->name = strdup(name)))
+        return TF_ENOMEM;
+    rc = cfg_str(ctx, loc, obj, "type", false, &type);
+    if (rc == CFG_ABSENT)
+        rc = cfg_missing(ctx, loc, "type");
+    else if (rc == CFG_OK && strcmp(type, "change") == 0)
+        s->type = TF_CFG_SCHED_CHANGE;
+    else if (rc == CFG_OK && strcmp(type, "periodic") == 0)
+        s->type = TF_CFG_SCHED_PERIODIC;
+    else if (rc == CFG_OK)
+        rc = cfg_bad(ctx, &tl, "expected \"change\" or \"periodic\"");
+    if (rc != CFG_OK)
+        return rc < 0 ? rc : 0;
+    bool change = s->type == TF_CFG_SCHED_CHANGE;
+    rc = cfg_check_keys(ctx, loc, obj,
+                        change ? cfg_change_sched_keys
+                               : cfg_periodic_sched_keys);
+    if (rc < 0)
+        return rc;
+    rc = cfg_names(ctx, loc, obj, "builders", "builder", &s->builders,
+                   &s->nbuilders);
+    if (rc == CFG_ABSENT)
+        rc = cfg_missing(ctx, loc, "builders");
+    else if (rc == CFG_OK && s->nbuilders == 0) {
+        cfg_loc_t bl = CFG_MEMBER(loc, "builders");
+        rc = cfg_bad(ctx, &bl, "a scheduler needs at least one builder");
+    }
+    if (rc < 0)
+        return rc;
+    if ((rc = cfg_sched_builder_refs(ctx, loc, c, s)) < 0)
+        return rc;
+    if ((rc = cfg_repo_branch(ctx, loc, obj, &repo, &branch)) < 0)
+        return rc;
+    bool repo_given = json_object_get(obj, "repository") != NULL;
+    bool branch_given = json_object_get(obj, "branch") != NULL;
+    if ((repo_given && !repo) || (branch_given && !branch))
+        return 0; /* reported */
+    rc = cfg_sched_source(ctx, loc, c, s, &repo, &branch);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    if (change && !repo) {
+        rc = cfg_bad(ctx, loc, "a change scheduler needs a repository: give "
+                     "\"repository\" or list builders that have one");
+        return rc < 0 ? rc : 0;
+    }
+    if (repo && (!(s->repository = strdup(repo)) ||
+                 !(s->branch = strdup(branch))))
+        return TF_ENOMEM;
+    if (change) {
+        rc = cfg_int(ctx, loc, obj, "tree_stable_s", 0, 86400, &t);
+        if (rc < 0)
+            return rc;
+        s->tree_stable_s = (uint32_t)t;
+        return cfg_paths(ctx, loc, obj, &s->paths, &s->npaths);
+    }
+    rc = cfg_str(ctx, loc, obj, "cron", false, &cron);
+    if (rc == CFG_ABSENT)
+        rc = cfg_missing(ctx, loc, "cron");
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK) {
+        char err[160];
+        tf_cron_t parsed;
+        cfg_loc_t cl = CFG_MEMBER(loc, "cron");
+        if (tf_cron_parse(cron, &parsed, err, sizeof(err)) != 0)
+            rc = cfg_bad(ctx, &cl, "%s", err);
+        else if (tf_cron_next(&parsed, 0) < 0)
+            rc = cfg_bad(ctx, &cl, "\"%s\" never fires (no such date)",
+                         cron);
+        else if (!(s->cron = strdup(cron)))
+            rc = TF_ENOMEM;
+        if (rc < 0)
+            return rc;
+    }
+    s->only_if_changed = s->repository != NULL;
+    rc = cfg_bool(ctx, loc, obj, "only_if_changed", &s->only_if_changed);
+    if (rc < 0)
+        return rc;
+    if (rc == CFG_OK && s->only_if_changed && !s->repository) {
+        cfg_loc_t ol = CFG_MEMBER(loc, "only_if_changed");
+        rc = cfg_bad(ctx, &ol, "needs a repository to watch: give "
+                     "\"repository\" or list builders that have one");
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int cfg_poller(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                      uint32_t interval_s, tf_cfg_poller_t *p)
+{
+    const char *repo = NULL, *branch = NULL;
+    int rc;
+    if (!json_is_object(obj))
+        return cfg_bad(ctx, loc, "expected an object");
+    if ((rc = cfg_check_keys(ctx, loc, obj, cfg_poller_keys)) < 0)
+        return rc;
+    if ((rc = cfg_repo_branch(ctx, loc, obj, &repo, &branch)) < 0)
+        return rc;
+    if (!json_object_get(obj, "repository"))
+        return cfg_missing(ctx, loc, "repository");
+    p->interval_s = interval_s;
+    rc = cfg_u32(ctx, loc, obj, "interval_s", 1, 86400, &p->interval_s);
+    if (rc < 0)
+        return rc;
+    if (!repo)
+        return 0; /* reported */
+    p->repository = strdup(repo);
+    p->branch = strdup(branch ? branch : "main");
+    return p->repository && p->branch ? 0 : TF_ENOMEM;
+}
+
+/* Reports a second poller of the same repository and branch. */
+static int cfg_poller_dups(cfg_ctx_t *ctx, const cfg_loc_t *root,
+                           const tf_config_t *c)
+{
+    cfg_loc_t pl = CFG_MEMBER(root, "pollers");
+    for (size_t i = 0; i < c->npollers; i++) {
+        const tf_cfg_poller_t *p = &c->pollers[i];
+        for (size_t k = 0; p->repository && k < i; k++) {
+            const tf_cfg_poller_t *q = &c->pollers[k];
+            if (!q->repository || strcmp(p->repository, q->repository) != 0 ||
+                strcmp(p->branch, q->branch) != 0)
+                continue;
+            cfg_loc_t el = CFG_ELEMENT(&pl, i);
+            int rc = cfg_bad(ctx, &el, "duplicate poller of branch \"%s\" "
+                             "(first in pollers[%zu])", p->branch, k);
+            if (rc < 0)
+                return rc;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* poll_interval_s, pollers, schedulers and testing; after builders. */
+static int cfg_continuous(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
+                          tf_config_t *c)
+{
+    json_t *arr;
+    void *items = NULL;
+    int rc;
+    c->poll_interval_s = 60;
+    rc = cfg_u32(ctx, root, top, "poll_interval_s", 1, 86400,
+                 &c->poll_interval_s);
+    if (rc < 0)
+        return rc;
+    json_t *t = cfg_section(ctx, root, top, "testing", cfg_testing_keys, &rc);
+    if (rc < 0)
+        return rc;
+    if (t) {
+        cfg_loc_t tl = CFG_MEMBER(root, "testing");
+        if ((rc = cfg_bool(ctx, &tl, t, "clock", &c->testing_clock)) < 0)
+            return rc;
+    }
+    rc = cfg_list(ctx, root, top, "pollers", sizeof(*c->pollers), &items,
+                  &c->npollers, &arr);
+    c->pollers = items;
+    if (rc < 0)
+        return rc;
+    cfg_loc_t pl = CFG_MEMBER(root, "pollers");
+    for (size_t i = 0; arr && i < c->npollers; i++) {
+        cfg_loc_t el = CFG_ELEMENT(&pl, i);
+        rc = cfg_poller(ctx, &el, json_array_get(arr, i), c->poll_interval_s,
+                        &c->pollers[i]);
+        if (rc < 0)
+            return rc;
+    }
+    if ((rc = cfg_poller_dups(ctx, root, c)) < 0)
+        return rc;
+    items = NULL;
+    rc = cfg_list(ctx, root, top, "schedulers", sizeof(*c->schedulers),
+                  &items, &c->nschedulers, &arr);
+    c->schedulers = items;
+    if (rc < 0 || !arr)
+        return rc < 0 ? rc : 0;
+    cfg_loc_t sl = CFG_MEMBER(root, "schedulers");
+    const char **names = calloc(c->nschedulers, sizeof(*names));
+    if (!names)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < c->nschedulers; i++) {
+        cfg_loc_t el = CFG_ELEMENT(&sl, i);
+        rc = cfg_scheduler(ctx, &el, json_array_get(arr, i), c,
+                           &c->schedulers[i]);
+        if (rc < 0)
+            break;
+        names[i] = c->schedulers[i].name;
+    }
+    if (rc >= 0)
+        rc = cfg_dups(ctx, &sl, names, c->nschedulers, "scheduler");
+    free(names);
+    return rc < 0 ? rc : 0;
+}
+
 static int cfg_top(cfg_ctx_t *ctx, json_t *top, tf_config_t *c)
 {
     const cfg_loc_t root = {0};
@@ -1506,7 +2505,13 @@ static int cfg_top(cfg_ctx_t *ctx, json_t *top, tf_config_t *c)
     rc = cfg_slaves(ctx, &root, top, c);
     if (rc < 0)
         return rc;
-    return cfg_builders(ctx, &root, top, c);
+    rc = cfg_builders(ctx, &root, top, c);
+    if (rc < 0)
+        return rc;
+    rc = cfg_mail(ctx, &root, top, c);
+    if (rc < 0)
+        return rc;
+    return cfg_continuous(ctx, &root, top, c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1781,12 +2786,32 @@ static void cfg_builder_clear(tf_cfg_builder_t *b)
     cfg_kv_free(b->props, b->nprops);
     free(b->repository);
     free(b->branch);
+    cfg_strv_free(b->mail.extra_recipients, b->mail.nextra);
+    cfg_strv_free(b->mail.error_patterns, b->mail.npatterns);
+}
+
+static void cfg_scheduler_clear(tf_cfg_scheduler_t *s)
+{
+    free(s->name);
+    cfg_strv_free(s->builders, s->nbuilders);
+    free(s->repository);
+    free(s->branch);
+    cfg_strv_free(s->paths, s->npaths);
+    free(s->cron);
 }
 
 void tf_config_free(tf_config_t *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; c->schedulers && i < c->nschedulers; i++)
+        cfg_scheduler_clear(&c->schedulers[i]);
+    free(c->schedulers);
+    for (size_t i = 0; c->pollers && i < c->npollers; i++) {
+        free(c->pollers[i].repository);
+        free(c->pollers[i].branch);
+    }
+    free(c->pollers);
     for (size_t i = 0; c->slaves && i < c->nslaves; i++)
         cfg_slave_clear(&c->slaves[i]);
     free(c->slaves);
@@ -1800,6 +2825,7 @@ void tf_config_free(tf_config_t *c)
     free(c->public_url);
     free(c->database);
     free(c->web_root);
+    cfg_mail_clear(&c->mail);
     free(c);
 }
 
@@ -1838,4 +2864,15 @@ bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
         if (!cfg_in(s->tags, s->ntags, b->tags[i]))
             return false;
     return true;
+}
+
+const tf_cfg_scheduler_t *tf_config_scheduler(const tf_config_t *c,
+                                              const char *name)
+{
+    if (!c || !name)
+        return NULL;
+    for (size_t i = 0; i < c->nschedulers; i++)
+        if (c->schedulers[i].name && strcmp(c->schedulers[i].name, name) == 0)
+            return &c->schedulers[i];
+    return NULL;
 }

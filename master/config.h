@@ -31,6 +31,57 @@ typedef struct tf_cfg_step {
     bool shell;          /* the command was a shell string */
 } tf_cfg_step_t;
 
+/* Mail (docs/config.md, "mail"): how result mails are sent. */
+typedef enum {
+    TF_MAIL_SEC_NONE = 0, /* plain SMTP */
+    TF_MAIL_SEC_STARTTLS, /* STARTTLS required */
+    TF_MAIL_SEC_TLS,      /* implicit TLS (smtps) */
+} tf_mail_security_t;
+
+typedef struct tf_cfg_mail {
+    bool enabled;          /* a "mail" section is present and enabled */
+    char *from;            /* plain address; "testfarm@localhost" when absent */
+    char *from_name;       /* default: the master's name */
+    char *subject_prefix;  /* default "[NAME]" */
+    char *smtp_host;       /* default "localhost" */
+    uint16_t smtp_port;    /* default 25, 587 (starttls) or 465 (tls) */
+    tf_mail_security_t smtp_security;
+    char *smtp_username;   /* NULL: no AUTH */
+    char *smtp_password;   /* read from smtp.password_file */
+    char *smtp_ca_file;    /* absolute path, or NULL for the system CAs */
+    char **sendmail;       /* argv of a sendmail-style command, or NULL */
+    size_t nsendmail;
+    uint32_t connect_timeout_s;  /* default 10 */
+    uint32_t timeout_s;          /* a whole delivery; default 60 */
+    uint32_t retry_initial_s;    /* default 30, doubling */
+    uint32_t retry_max_s;        /* default 1800 */
+    uint32_t retry_horizon_s;    /* give up after; default 172800 (2 d) */
+    uint32_t excerpt_max_bytes;  /* default 65536 */
+    uint32_t message_max_bytes;  /* default 1 MiB */
+    uint32_t tail_lines;         /* default 30 */
+    char **error_patterns;       /* builders' default */
+    size_t npatterns;
+    bool try_jobs;               /* mail try job reports; default true */
+} tf_cfg_mail_t;
+
+/* Buildbot MailNotifier modes for continuous builds. */
+typedef enum {
+    TF_MAIL_MODE_NONE = 0, /* no notices (the default) */
+    TF_MAIL_MODE_FAILING,  /* every failed build */
+    TF_MAIL_MODE_PROBLEM,  /* a failure after a success */
+    TF_MAIL_MODE_CHANGE,   /* broken or fixed */
+    TF_MAIL_MODE_ALL,      /* every build */
+} tf_mail_mode_t;
+
+typedef struct tf_cfg_builder_mail {
+    tf_mail_mode_t mode;
+    char **extra_recipients;
+    size_t nextra;
+    char **error_patterns; /* used when has_patterns, else mail's */
+    size_t npatterns;
+    bool has_patterns;
+} tf_cfg_builder_mail_t;
+
 typedef struct tf_cfg_builder {
     char *name;
     char **slaves;       /* allowed slave names; may be empty */
@@ -44,7 +95,36 @@ typedef struct tf_cfg_builder {
     int priority;        /* default 0; higher runs first */
     char *repository;    /* git URL or absolute path, or NULL */
     char *branch;        /* default "main" when repository is set */
+    tf_cfg_builder_mail_t mail; /* "mail": notices, error patterns */
+    bool collapse_requests; /* default true: a newer continuous request
+                               supersedes pending older ones */
 } tf_cfg_builder_t;
+
+/* A scheduler (docs/config.md, "schedulers"): what turns changes or the
+ * clock into build requests. */
+typedef enum { TF_CFG_SCHED_CHANGE = 0, TF_CFG_SCHED_PERIODIC } tf_cfg_sched_type_t;
+
+typedef struct tf_cfg_scheduler {
+    char *name;
+    tf_cfg_sched_type_t type;
+    char **builders;     /* >= 1 configured builder names */
+    size_t nbuilders;
+    char *repository;    /* what it watches; NULL for a periodic scheduler
+                            of builders without a repository */
+    char *branch;        /* set when repository is */
+    uint32_t tree_stable_s; /* change: default 15 */
+    char **paths;        /* change: path prefixes or globs; none = all */
+    size_t npaths;
+    char *cron;          /* periodic: "MIN HOUR DOM MON DOW", UTC */
+    bool only_if_changed; /* periodic: default true with a repository */
+} tf_cfg_scheduler_t;
+
+/* A repository branch to poll for changes. */
+typedef struct tf_cfg_poller {
+    char *repository;
+    char *branch;
+    uint32_t interval_s;
+} tf_cfg_poller_t;
 
 typedef struct tf_config {
     char *path;            /* the file it came from */
@@ -68,6 +148,14 @@ typedef struct tf_config {
     size_t nslaves;
     tf_cfg_builder_t *builders;
     size_t nbuilders;
+    tf_cfg_scheduler_t *schedulers;
+    size_t nschedulers;
+    tf_cfg_poller_t *pollers; /* explicit ones; schedulers' sources are
+                                 polled too, every poll_interval_s */
+    size_t npollers;
+    uint32_t poll_interval_s; /* default 60 */
+    bool testing_clock;       /* testing.clock: POST /api/v1/master/clock */
+    tf_cfg_mail_t mail;       /* "mail" */
 } tf_config_t;
 
 /* One diagnostic: "FILE:LINE:COL: KEY: MESSAGE". line/col are 0 when the
@@ -113,5 +201,8 @@ const tf_cfg_builder_t *tf_config_builder(const tf_config_t *c,
  * slaves nor tags accepts any slave.) */
 bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
                              const tf_cfg_slave_t *s);
+
+const tf_cfg_scheduler_t *tf_config_scheduler(const tf_config_t *c,
+                                              const char *name);
 
 #endif

@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "log.h"
+#include "mail.h"
 #include "master.h"
 #include "names.h"
 #include "queries.h"
@@ -80,6 +81,7 @@ void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
                     "UPDATE try_jobs SET state = ?1, result = ?2, "
                     "finished_ms = ?3 WHERE id = ?4",
                     v, 4, NULL, NULL);
+    tf_mail_job_done(m, j->id); /* in the same write group */
     tf_info("jobs", "job %" PRIu64 " of %s %s: %s", j->id, j->email, state,
             tf_result_name(j->result));
     tf_map_del_id(m->jobs, j->id);

@@ -65,9 +65,9 @@ struct tf_link {
     tf_mslave_t *slave; /* set once READY */
     char name[TF_NAME_MAX + 1]; /* claimed name, for logs */
     char peer[64];
-    int64_t opened_ms;
-    int64_t last_rx_ms;
-    int64_t last_ping_ms;
+    int64_t opened_ms;    /* tf_mono_ms() */
+    int64_t last_rx_ms;   /* tf_mono_ms() */
+    int64_t last_ping_ms; /* tf_mono_ms() */
     uint64_t ping_id;
     tf_list_t sendq;
     size_t sendq_bytes;
@@ -275,6 +275,7 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
                     "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
                     "ON CONFLICT(name) DO UPDATE SET connected = 1, "
                     "platform = ?2, version = ?3, tags = ?4, "
+                    "first_seen_ms = coalesce(first_seen_ms, ?5), "
                     "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL",
                     v, 5, NULL, NULL);
     free(tags_text);
@@ -394,9 +395,9 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
     struct lws *wsi = l->wsi;
     if (l->state == LINK_CLOSING)
         return; /* draining what is in flight; nothing more is applied */
-    l->last_rx_ms = tf_now_ms();
+    l->last_rx_ms = tf_mono_ms();
     if (l->slave)
-        l->slave->last_seen_ms = l->last_rx_ms;
+        l->slave->last_seen_ms = tf_now_ms();
 
     if (lws_is_first_fragment(wsi) && l->rx.len == 0)
         l->rx_binary = lws_frame_is_binary(wsi);
@@ -514,7 +515,7 @@ static tf_link_t *link_open(tf_master_t *m, struct lws *wsi)
     l->state = LINK_CHALLENGED;
     tf_list_init(&l->sendq);
     tf_buf_init(&l->rx, TF_PROTO_MAX_TEXT);
-    l->opened_ms = tf_now_ms();
+    l->opened_ms = tf_mono_ms();
     l->last_rx_ms = l->opened_ms;
     if (!lws_get_peer_simple(wsi, l->peer, sizeof(l->peer)))
         snprintf(l->peer, sizeof(l->peer), "?");
@@ -583,7 +584,7 @@ void tf_link_flow_all(tf_master_t *m, bool enable)
 {
     size_t pos = 0;
     void *v;
-    int64_t now = tf_now_ms();
+    int64_t now = tf_mono_ms();
     while (tf_map_next(m->links, &pos, NULL, NULL, &v) == 0) {
         tf_link_t *l = v;
         if (!l->wsi)
@@ -597,7 +598,9 @@ void tf_link_flow_all(tf_master_t *m, bool enable)
 
 void tf_link_heartbeat(tf_master_t *m)
 {
-    int64_t now = tf_now_ms();
+    /* Durations on the monotonic clock: setting the master's test clock
+     * (POST /api/v1/master/clock) must not mark every slave lost. */
+    int64_t now = tf_mono_ms();
     int64_t hb = (int64_t)m->cfg->heartbeat_s * 1000;
     int64_t lost = (int64_t)m->cfg->lost_after_s * 1000;
     size_t pos = 0;

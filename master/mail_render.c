@@ -280,12 +280,19 @@ static int encoded_words(tf_buf_t *out, const char *s)
 
 int tf_mail_header_text(tf_buf_t *out, const char *text)
 {
-    char *clean = NULL;
+    char *clean = NULL, *spaced = NULL;
     int rc;
     tf_buf_t b;
     tf_buf_init(&b, 0);
-    rc = tf_mail_clean_line(&b, text ? text : "", text ? strlen(text) : 0,
-                            SIZE_MAX / 4);
+    spaced = strdup(text ? text : "");
+    if (!spaced) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    for (char *p = spaced; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    rc = tf_mail_clean_line(&b, spaced, strlen(spaced), SIZE_MAX / 4);
     if (rc)
         goto out;
     clean = buf_str(&b);
@@ -297,6 +304,7 @@ int tf_mail_header_text(tf_buf_t *out, const char *text)
                                : tf_buf_append_str(out, clean);
 out:
     free(clean);
+    free(spaced);
     tf_buf_free(&b);
     return rc;
 }
@@ -868,10 +876,12 @@ static const char *shown_excerpt(const char *ex, size_t limit, char **owned,
                                  int *rc)
 {
     *owned = NULL;
-    if (!ex || limit < SHRINK_MIN)
+    if (!ex)
         return NULL;
     if (strlen(ex) <= limit)
         return ex;
+    if (limit < SHRINK_MIN)
+        return NULL;
     *owned = tf_excerpt_shrink(ex, limit);
     if (!*owned)
         *rc = TF_ENOMEM;
@@ -1297,7 +1307,7 @@ static int render_capped(const tf_mail_env_t *env, const void *data,
                          bodies_fn bodies, const envelope_t *ev,
                          size_t largest, tf_mail_msg_t *out)
 {
-    size_t limit = largest;
+    size_t limit = SIZE_MAX; /* excerpts as given */
     int rc = TF_E2BIG;
     for (int round = 0; round < MAX_RENDERS; round++) {
         tf_buf_t t, h;
@@ -1321,6 +1331,8 @@ static int render_capped(const tf_mail_env_t *env, const void *data,
         tf_mail_msg_clear(&m);
         if (limit == 0)
             return TF_E2BIG;
+        if (limit > largest)
+            limit = largest;
         limit = limit / 2 >= SHRINK_MIN ? limit / 2 : 0;
     }
     return rc;

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "mail.h"
 #include "master.h"
 #include "names.h"
 #include "users.h"
@@ -37,6 +38,9 @@ static void usage(FILE *f)
             "  user list [-d DIR]               list committers\n"
             "  user remove EMAIL [-d DIR]       remove a committer (their "
             "token stops working)\n"
+            "  mail preview job:ID|build:ID [-d DIR]\n"
+            "                                   print the mail that would be "
+            "sent (docs/admins.md)\n"
             "\n"
             "LEVEL is debug, info (default), warn or error. Exit status: 0 "
             "success,\n"
@@ -119,7 +123,7 @@ int main(int argc, char **argv)
         }
     }
 
-    if (pos2 && strcmp(cmd, "user") != 0) {
+    if (pos2 && strcmp(cmd, "user") != 0 && strcmp(cmd, "mail") != 0) {
         fprintf(stderr, "tf-master %s: unexpected argument %s\n", cmd, pos2);
         return 2;
     }
@@ -147,6 +151,8 @@ int main(int argc, char **argv)
         const char *p = pos1 ? pos1 : config ? config : dir ? dir : ".";
         return tf_cli_checkconfig(p);
     }
+    if (strcmp(cmd, "mail") == 0)
+        return tf_mail_cli(dir ? dir : ".", config, pos1, pos2);
     if (strcmp(cmd, "force") == 0) {
         if (!pos1 || !tf_name_valid(pos1)) {
             fprintf(stderr, "tf-master force: give a builder name\n");

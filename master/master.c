@@ -33,7 +33,10 @@
 #include "jobs.h"
 #include "live.h"
 #include "log.h"
+#include "mail.h"
 #include "master.h"
+#include "poller.h"
+#include "schedulers.h"
 #include "tf_err.h"
 #include "util.h"
 
@@ -159,6 +162,8 @@ int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg)
         if (cb)
             cb(arg, rc);
     }
+    if (rc == 0)
+        tf_mail_group_queued(m); /* wakes the sender after this commit */
     free(st);
     group_free(g, false);
     return rc;
@@ -406,7 +411,6 @@ static int load_builds(sqlite3 *db, tf_master_t *m)
         tf_error("master", "loading builds: %s", sqlite3_errmsg(db));
         return TF_ESTORE;
     }
-    int64_t now = tf_now_ms();
     while (sqlite3_step(st) == SQLITE_ROW) {
         tf_build_t *b = calloc(1, sizeof(*b));
         int64_t nsteps = col_i64(st, 8);
@@ -432,7 +436,7 @@ static int load_builds(sqlite3 *db, tf_master_t *m)
         b->nsteps = (size_t)nsteps;
         b->result = TF_SUCCESS;
         b->state = TF_BUILD_RUNNING;
-        b->lost_since_ms = now;
+        b->lost_since_ms = tf_mono_ms();
         tf_list_init(&b->slave_node);
         tf_list_init(&b->ack_node);
         load_steps(db, b);
@@ -597,6 +601,9 @@ static void reload_config(tf_master_t *m)
     tf_config_t *old = m->cfg;
     m->cfg = cfg;
     sync_config(m);
+    tf_pollers_reload(m);
+    tf_schedulers_reload(m);
+    tf_mail_reconfigure(m);
     /* Slaves removed from the config lose their link. */
     size_t pos = 0;
     void *v;
@@ -708,6 +715,7 @@ static void shutdown_cb(uv_timer_t *t)
             ++waited > 30) {
             tf_server_stop(m);
             m->shutdown_phase = 2;
+            tf_mail_stop(m); /* it reads and writes the store */
             tf_store_close(m->store, store_closed_cb, m);
         }
         break;
@@ -738,6 +746,9 @@ static void begin_shutdown(tf_master_t *m, const char *why)
     tf_build_flush_acks(m);
     tf_link_close_all(m);
     tf_live_close_all(m);
+    tf_pollers_stop(m);
+    tf_schedulers_stop(m);
+    tf_mail_stop_begin(m);
     m->shutdown_phase = 1;
     uv_timer_start(&m->shutdown_timer, shutdown_cb, 100, 100);
 }
@@ -777,8 +788,11 @@ static void free_state(tf_master_t *m)
     if (m->jobs)
         tf_jobs_free_all(m);
     tf_map_free(m->jobs);
+    tf_schedulers_free(m);
+    tf_pollers_free(m);
     tf_config_free(m->cfg);
     free(m->dir);
+    free(m->web_root);
 }
 
 int tf_master_run(const char *dir, const char *config_path)
@@ -859,6 +873,12 @@ int tf_master_run(const char *dir, const char *config_path)
     rc = tf_server_start(m);
     if (rc)
         goto fail_store_idle;
+    /* Change sources and schedulers run after the live state is back
+     * (they queue requests); their failure leaves the master serving. */
+    if (tf_pollers_start(m) != 0)
+        tf_error("master", "the change pollers could not start");
+    if (tf_schedulers_start(m) != 0)
+        tf_error("master", "the schedulers could not start");
 
     uv_signal_init(m->loop, &m->sig_hup);
     uv_signal_init(m->loop, &m->sig_term);
@@ -877,8 +897,10 @@ int tf_master_run(const char *dir, const char *config_path)
     tf_info("master", "tf-master %s serving %s on %s:%u (database %s)",
             TF_VERSION, m->cfg->name, m->cfg->listen_host,
             m->cfg->listen_port, m->cfg->database);
+    tf_mail_start(m);
     tf_sched_kick(m);
     uv_run(m->loop, UV_RUN_DEFAULT);
+    tf_mail_free(m); /* after the store closed: its callbacks have run */
     rc = uv_loop_close(m->loop);
     if (rc)
         tf_warn("master", "loop closed with handles open: %s",
@@ -889,9 +911,11 @@ int tf_master_run(const char *dir, const char *config_path)
 
 fail_store_idle:
     uv_close((uv_handle_t *)&m->sched_idle, NULL);
+    tf_server_stop(m); /* a context without its listener, if any */
 fail_store:
     tf_store_close(m->store, noop_cb, NULL);
     uv_run(m->loop, UV_RUN_DEFAULT);
+    tf_server_destroy(m);
 fail_loop:
     uv_loop_close(m->loop);
     free_state(m);

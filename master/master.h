@@ -84,6 +84,11 @@ typedef struct tf_reqspec {
     const char *revision;     /* NULL = the branch head at build time */
     const char *patch_sha256; /* NULL = no patch */
     uint64_t patch_size;
+    const char *scheduler;    /* the scheduler that made it; NULL = none.
+                                 Such requests are continuous: they collapse
+                                 (builder's collapse_requests) */
+    const uint64_t *changes;  /* change ids: its blamelist */
+    size_t nchanges;
 } tf_reqspec_t;
 
 struct tf_request {
@@ -104,6 +109,9 @@ struct tf_request {
     tf_req_state_t state;
     tf_list_t node;     /* builder's pending list while pending */
     tf_build_t *build;  /* while running */
+    char *scheduler;    /* owned; NULL when not made by a scheduler */
+    uint64_t *changes;  /* owned change ids (request_changes) */
+    size_t nchanges;
 };
 
 typedef enum {
@@ -143,7 +151,7 @@ struct tf_build {
     bool ack_pending;          /* on m->ack_list */
     int64_t created_ms;
     int64_t started_ms;
-    int64_t lost_since_ms;     /* slave not connected since; 0 = connected */
+    int64_t lost_since_ms;     /* tf_mono_ms() since the slave left; 0 = connected */
     char *start_msg;           /* encoded build_start until sent */
     size_t start_len;
     tf_list_t slave_node;      /* mslave->builds */
@@ -157,6 +165,8 @@ struct tf_master {
     tf_store_t *store;
     struct lws_context *lws;
     struct lws_vhost *vhost;
+    char *web_root;     /* copied at start: lws keeps pointing at it
+                         * across config reloads */
     char admin_token[65];
 
     tf_map_t *slaves;   /* name -> tf_mslave_t */
@@ -176,6 +186,8 @@ struct tf_master {
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
     struct tf_wgroup *group;   /* collecting writes (tf_master_group_*) */
+    struct tf_pollers *pollers;       /* poller.c */
+    struct tf_schedulers *schedulers; /* schedulers.c */
     bool store_congested;
 
     uv_signal_t sig_hup, sig_term, sig_int;

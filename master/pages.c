@@ -32,6 +32,8 @@ typedef struct pg {
     pg_kind_t kind;
     char base[512];
     int64_t before;
+    int64_t before_id;        /* waterfall */
+    tf_console_cursor_t cons; /* console */
     unsigned limit;
     char builders[WATERFALL_BUILDERS][TF_NAME_MAX + 1];
     size_t nbuilders;
@@ -62,7 +64,7 @@ static json_t *result_or_null(sqlite3_stmt *st, int col)
 /* --- waterfall --- */
 
 int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
-                   unsigned limit, char (*builders)[TF_NAME_MAX + 1],
+                   int64_t before_id, unsigned limit, char (*builders)[TF_NAME_MAX + 1],
                    size_t nbuilders, json_t **out)
 {
     sqlite3_stmt *st = NULL;
@@ -77,19 +79,20 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
             db,
             "SELECT id, builder, number, state, result, created_ms, "
             "started_ms, finished_ms, reason, slave FROM builds "
-            "WHERE created_ms < ?1 AND (?2 = 0 OR builder IN "
-            "(SELECT value FROM json_each(?3))) "
+            "WHERE (created_ms < ?1 OR (created_ms = ?1 AND id < ?5)) "
+            "AND (?2 = 0 OR builder IN (SELECT value FROM json_each(?3))) "
             "ORDER BY created_ms DESC, id DESC LIMIT ?4",
             -1, &st, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 5, before_id);
     sqlite3_bind_int(st, 2, (int)nbuilders);
     sqlite3_bind_text(st, 3, ftext ? ftext : "[]", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 4, (int64_t)limit + 1);
     json_t *builds = json_array();
     unsigned n = 0;
     bool more = false;
-    int64_t last_created = 0;
+    int64_t last_created = 0, last_id = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         if (n == limit) {
             more = true;
@@ -113,6 +116,7 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
         json_object_set_new(b, "steps", json_array());
         json_array_append_new(builds, b);
         last_created = sqlite3_column_int64(st, 5);
+        last_id = id;
         n++;
     }
     sqlite3_finalize(st);
@@ -150,6 +154,8 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
     json_object_set_new(o, "builds", builds);
     json_object_set_new(o, "next_before",
                         more ? json_integer(last_created) : json_null());
+    json_object_set_new(o, "next_before_id",
+                        more ? json_integer(last_id) : json_null());
     *out = o;
     rc = 0;
 out:
@@ -159,15 +165,144 @@ out:
 
 /* --- console --- */
 
-int tf_q_console(sqlite3 *db, const char *base_url, int64_t before,
-                 unsigned limit, json_t **out)
+/* One console row for the change at the cursor of st (id, message,
+ * author, email, created_ms, revision, committer_ms), with the newest build
+ * of each builder whose blamelist holds it. */
+static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
+                                  const char *base_url)
+{
+    long long id = (long long)sqlite3_column_int64(st, 0);
+    const char *msg = (const char *)sqlite3_column_text(st, 1);
+    char url[600];
+    snprintf(url, sizeof(url), "%sapi/v1/changes/%lld", base_url, id);
+    json_t *row = json_object();
+    json_object_set_new(row, "kind", json_string("change"));
+    json_object_set_new(row, "id", json_integer(id));
+    json_object_set_new(row, "title",
+                        json_stringn(msg ? msg : "",
+                                     msg ? strcspn(msg, "\n") : 0));
+    json_object_set_new(row, "author", text_or_null(st, 2));
+    json_object_set_new(row, "email", text_or_null(st, 3));
+    json_object_set_new(row, "time_ms", int_or_null(st, 4));
+    json_object_set_new(row, "revision", text_or_null(st, 5));
+    json_object_set_new(row, "committer_ms", int_or_null(st, 6));
+    json_object_set_new(row, "state", json_null());
+    json_object_set_new(row, "result", json_null());
+    json_object_set_new(row, "url", json_string(url));
+    json_t *builds = json_object();
+    sqlite3_bind_int64(bs, 1, id);
+    while (sqlite3_step(bs) == SQLITE_ROW) {
+        long long bid = (long long)sqlite3_column_int64(bs, 1);
+        char burl[600];
+        snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url, bid);
+        json_t *cell = json_object();
+        json_object_set_new(cell, "build_id", json_integer(bid));
+        json_object_set_new(cell, "number", int_or_null(bs, 2));
+        json_object_set_new(cell, "state", text_or_null(bs, 3));
+        json_object_set_new(cell, "result", result_or_null(bs, 4));
+        json_object_set_new(cell, "url", json_string(burl));
+        /* Ordered by build id: the newest build of a builder wins. */
+        json_object_set_new(builds, (const char *)sqlite3_column_text(bs, 0),
+                            cell);
+    }
+    sqlite3_reset(bs);
+    json_object_set_new(row, "builds", builds);
+    return row;
+}
+
+/* Console order: newest first; at the same millisecond try jobs before
+ * changes, and within a kind the higher id first. The paging cursor is
+ * the last row of a page in this order. */
+static int console_row_cmp(const void *a, const void *b)
+{
+    json_t *ra = *(json_t *const *)a, *rb = *(json_t *const *)b;
+    json_int_t x = json_integer_value(json_object_get(ra, "time_ms"));
+    json_int_t y = json_integer_value(json_object_get(rb, "time_ms"));
+    if (x != y)
+        return x > y ? -1 : 1;
+    bool ja = strcmp(json_string_value(json_object_get(ra, "kind")),
+                     "job") == 0;
+    bool jb = strcmp(json_string_value(json_object_get(rb, "kind")),
+                     "job") == 0;
+    if (ja != jb)
+        return ja ? -1 : 1;
+    x = json_integer_value(json_object_get(ra, "id"));
+    y = json_integer_value(json_object_get(rb, "id"));
+    return x > y ? -1 : x < y;
+}
+
+/* Adds the changes after the cursor (at most limit + 1, newest first) to
+ * rows, which holds the try jobs after the cursor (also at most limit +
+ * 1), then keeps the first limit rows in console order and sets the
+ * cursor of the next page in c (more: whether there is one). */
+static void console_merge_changes(sqlite3 *db, const char *base_url,
+                                  tf_console_cursor_t *c, unsigned limit,
+                                  json_t *rows, bool *more)
+{
+    sqlite3_stmt *st = NULL, *bs = NULL;
+    json_t **all = NULL;
+    size_t njobs = json_array_size(rows), n = 0;
+    *more = false;
+    all = calloc(njobs + limit + 2, sizeof(*all));
+    if (!all)
+        return;
+    for (size_t i = 0; i < njobs; i++)
+        all[n++] = json_incref(json_array_get(rows, i));
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, message, author, email, created_ms, "
+                           "revision, committer_ms FROM changes "
+                           "WHERE created_ms < ?1 OR (created_ms = ?1 AND "
+                           "id < ?3) ORDER BY created_ms DESC, id DESC "
+                           "LIMIT ?2",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT b.builder, b.id, b.number, b.state, "
+                           "b.result FROM build_changes bc JOIN builds b ON "
+                           "b.id = bc.build_id WHERE bc.change_id = ?1 "
+                           "ORDER BY b.id",
+                           -1, &bs, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, c->before);
+        sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+        sqlite3_bind_int64(st, 3, c->before_change);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            all[n++] = console_change_row(st, bs, base_url);
+    }
+    qsort(all, n, sizeof(*all), console_row_cmp);
+    json_array_clear(rows);
+    size_t keep = n < limit ? n : limit;
+    for (size_t i = 0; i < keep; i++)
+        json_array_append(rows, all[i]);
+    *more = n > keep;
+    if (keep > 0) {
+        json_t *last = all[keep - 1];
+        json_int_t id = json_integer_value(json_object_get(last, "id"));
+        bool job = strcmp(json_string_value(json_object_get(last, "kind")),
+                          "job") == 0;
+        c->before = json_integer_value(json_object_get(last, "time_ms"));
+        /* At that millisecond jobs come first: after a job row the
+         * changes of that millisecond are all still to come; after a
+         * change row the jobs of that millisecond have all been shown. */
+        c->before_job = job ? id : 0;
+        c->before_change = job ? INT64_MAX : id;
+    }
+    for (size_t i = 0; i < n; i++)
+        json_decref(all[i]);
+    free(all);
+    sqlite3_finalize(st);
+    sqlite3_finalize(bs);
+}
+
+int tf_q_console(sqlite3 *db, const char *base_url,
+                 const tf_console_cursor_t *cursor, unsigned limit,
+                 json_t **out)
 {
     sqlite3_stmt *st = NULL, *bs = NULL;
     int rc = TF_ESTORE;
     if (sqlite3_prepare_v2(db,
                            "SELECT id, description, author, email, "
                            "submitted_ms, state, result FROM try_jobs "
-                           "WHERE submitted_ms < ?1 "
+                           "WHERE submitted_ms < ?1 OR (submitted_ms = ?1 "
+                           "AND id < ?3) "
                            "ORDER BY submitted_ms DESC, id DESC LIMIT ?2",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db,
@@ -177,17 +312,13 @@ int tf_q_console(sqlite3 *db, const char *base_url, int64_t before,
                            "WHERE r.job_id = ?1",
                            -1, &bs, NULL) != SQLITE_OK)
         goto out;
-    sqlite3_bind_int64(st, 1, before);
+    tf_console_cursor_t c = *cursor;
+    sqlite3_bind_int64(st, 1, c.before);
     sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+    sqlite3_bind_int64(st, 3, c.before_job);
     json_t *rows = json_array();
-    unsigned n = 0;
     bool more = false;
-    int64_t last = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        if (n == limit) {
-            more = true;
-            break;
-        }
         long long id = (long long)sqlite3_column_int64(st, 0);
         char title[200], url[600];
         const char *desc = (const char *)sqlite3_column_text(st, 1);
@@ -234,13 +365,16 @@ int tf_q_console(sqlite3 *db, const char *base_url, int64_t before,
         sqlite3_reset(bs);
         json_object_set_new(row, "builds", builds);
         json_array_append_new(rows, row);
-        last = sqlite3_column_int64(st, 4);
-        n++;
     }
+    console_merge_changes(db, base_url, &c, limit, rows, &more);
     json_t *o = json_object();
     json_object_set_new(o, "rows", rows);
-    json_object_set_new(o, "next_before", more ? json_integer(last)
-                                               : json_null());
+    json_object_set_new(o, "next_before",
+                        more ? json_integer(c.before) : json_null());
+    json_object_set_new(o, "next_before_job",
+                        more ? json_integer(c.before_job) : json_null());
+    json_object_set_new(o, "next_before_change",
+                        more ? json_integer(c.before_change) : json_null());
     *out = o;
     rc = 0;
 out:
@@ -336,10 +470,10 @@ static int pg_run(sqlite3 *db, void *arg)
     case PG_SUMMARY:
         return tf_q_builders(db, q->base, &q->out);
     case PG_WATERFALL:
-        return tf_q_waterfall(db, q->base, q->before, q->limit, q->builders,
-                              q->nbuilders, &q->out);
+        return tf_q_waterfall(db, q->base, q->before, q->before_id, q->limit,
+                              q->builders, q->nbuilders, &q->out);
     case PG_CONSOLE:
-        return tf_q_console(db, q->base, q->before, q->limit, &q->out);
+        return tf_q_console(db, q->base, &q->cons, q->limit, &q->out);
     }
     return TF_EINVAL;
 }
@@ -416,9 +550,10 @@ void tf_api_summary(tf_http_req_t *r)
 
 void tf_api_waterfall(tf_http_req_t *r)
 {
-    uint64_t before, limit;
+    uint64_t before, before_id, limit;
     if (!arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
                  &before) ||
+        !arg_u64(r, "before_id", 0, INT64_MAX, 0, &before_id) ||
         !arg_u64(r, "limit", 1, WATERFALL_MAX, 100, &limit))
         return;
     pg_t *q = calloc(1, sizeof(*q));
@@ -428,6 +563,7 @@ void tf_api_waterfall(tf_http_req_t *r)
     }
     q->kind = PG_WATERFALL;
     q->before = (int64_t)before;
+    q->before_id = (int64_t)before_id;
     q->limit = (unsigned)limit;
     for (size_t i = 0; i < r->nargs; i++) {
         if (strncmp(r->args[i], "builder=", 8) != 0)
@@ -446,9 +582,11 @@ void tf_api_waterfall(tf_http_req_t *r)
 
 void tf_api_console(tf_http_req_t *r)
 {
-    uint64_t before, limit;
+    uint64_t before, before_job, before_change, limit;
     if (!arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
                  &before) ||
+        !arg_u64(r, "before_job", 0, INT64_MAX, 0, &before_job) ||
+        !arg_u64(r, "before_change", 0, INT64_MAX, 0, &before_change) ||
         !arg_u64(r, "limit", 1, 200, 50, &limit))
         return;
     pg_t *q = calloc(1, sizeof(*q));
@@ -457,7 +595,9 @@ void tf_api_console(tf_http_req_t *r)
         return;
     }
     q->kind = PG_CONSOLE;
-    q->before = (int64_t)before;
+    q->cons.before = (int64_t)before;
+    q->cons.before_job = (int64_t)before_job;
+    q->cons.before_change = (int64_t)before_change;
     q->limit = (unsigned)limit;
     pg_start(r, q);
 }

@@ -216,6 +216,46 @@ int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
     return 0;
 }
 
+/* A stat's value: integral values (counts, bytes) as JSON integers, the
+ * others as reals. */
+static json_t *j_number(double v)
+{
+    if (v >= -9007199254740991.0 && v <= 9007199254740991.0 &&
+        (double)(int64_t)v == v)
+        return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
+/* Adds "stats": {name: value} to each step object of arr (indexed by step
+ * index) from the stats table. */
+static void steps_add_stats(sqlite3 *db, json_t *arr, long long build_id)
+{
+    sqlite3_stmt *st = NULL;
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        json_object_set_new(o, "stats", json_object());
+    }
+    if (prep(db,
+             "SELECT step, name, value FROM stats WHERE build_id = ?1 "
+             "ORDER BY step, name",
+             &st))
+        return;
+    sqlite3_bind_int64(st, 1, build_id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *step = json_array_get(arr, (size_t)sqlite3_column_int(st, 0));
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        if (!step || !name ||
+            json_integer_value(json_object_get(step, "index")) !=
+                sqlite3_column_int(st, 0))
+            continue;
+        json_object_set_new(json_object_get(step, "stats"), name,
+                            j_number(sqlite3_column_double(st, 2)));
+    }
+    sqlite3_finalize(st);
+}
+
 static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
 {
     sqlite3_stmt *st = NULL;
@@ -223,8 +263,8 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
     if (prep(db,
              "SELECT idx, name, state, result, started_ms, finished_ms, "
              "duration_ms, exit_code, signal, timed_out, text, command, "
-             "log_bytes, log_lines FROM steps WHERE build_id = ?1 "
-             "ORDER BY idx",
+             "log_bytes, log_lines, info, warnings FROM steps "
+             "WHERE build_id = ?1 ORDER BY idx",
              &st))
         return arr;
     sqlite3_bind_int64(st, 1, build_id);
@@ -251,10 +291,150 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
                             j_url(base, "api/v1/builds/%lld/steps/%d/log",
                                   build_id, idx));
         json_object_set_new(o, "log", log);
+        json_object_set_new(o, "info", j_text_or_null(st, 14));
+        json_object_set_new(o, "warnings", j_int_or_null(st, 15));
         json_array_append_new(arr, o);
     }
     sqlite3_finalize(st);
+    steps_add_stats(db, arr, build_id);
     return arr;
+}
+
+/* --- changes (poller.c records them; a build's blamelist) --- */
+
+#define CHANGE_COLS                                                            \
+    "c.id, c.repository, c.branch, c.revision, c.author, c.email, "            \
+    "c.committer_ms, c.message, c.files, c.created_ms "
+
+/* A change; its message cut to the first line unless full. */
+static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
+{
+    long long id = (long long)sqlite3_column_int64(st, 0);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer(id));
+    json_object_set_new(o, "repository", j_text_or_null(st, 1));
+    json_object_set_new(o, "branch", j_text_or_null(st, 2));
+    json_object_set_new(o, "revision", j_text_or_null(st, 3));
+    json_object_set_new(o, "author", j_text_or_null(st, 4));
+    json_object_set_new(o, "email", j_text_or_null(st, 5));
+    json_object_set_new(o, "committer_ms", j_int_or_null(st, 6));
+    const char *msg = (const char *)sqlite3_column_text(st, 7);
+    if (msg && !full) {
+        size_t n = strcspn(msg, "\n");
+        json_object_set_new(o, "message", json_stringn(msg, n));
+    } else {
+        json_object_set_new(o, "message", msg ? json_string(msg)
+                                              : json_null());
+    }
+    json_t *files = j_parsed(st, 8);
+    json_object_set_new(o, "files", json_is_array(files) ? files
+                                                         : json_array());
+    if (!json_is_array(files))
+        json_decref(files);
+    json_object_set_new(o, "created_ms", j_int_or_null(st, 9));
+    json_object_set_new(o, "url", j_url(base, "api/v1/changes/%lld", id));
+    return o;
+}
+
+/* The blamelist of a build, oldest change first. */
+static json_t *build_changes_of(sqlite3 *db, const char *base,
+                                long long build_id)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *arr = json_array();
+    if (prep(db,
+             "SELECT " CHANGE_COLS "FROM build_changes bc JOIN changes c "
+             "ON c.id = bc.change_id WHERE bc.build_id = ?1 ORDER BY c.id",
+             &st))
+        return arr;
+    sqlite3_bind_int64(st, 1, build_id);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, change_row(st, base, false));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
+                 const char *branch, uint64_t before, unsigned limit,
+                 json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT " CHANGE_COLS "FROM changes c WHERE c.id < ?1 "
+                  "AND (?2 IS NULL OR c.repository = ?2) "
+                  "AND (?3 IS NULL OR c.branch = ?3) "
+                  "ORDER BY c.id DESC LIMIT ?4",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
+    if (repository)
+        sqlite3_bind_text(st, 2, repository, -1, SQLITE_TRANSIENT);
+    if (branch)
+        sqlite3_bind_text(st, 3, branch, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, (int64_t)limit + 1);
+    json_t *arr = json_array();
+    unsigned n = 0;
+    bool more = false;
+    long long last = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
+            more = true;
+            break;
+        }
+        last = (long long)sqlite3_column_int64(st, 0);
+        json_array_append_new(arr, change_row(st, base_url, false));
+        n++;
+    }
+    sqlite3_finalize(st);
+    json_t *o = json_object();
+    json_object_set_new(o, "changes", arr);
+    json_object_set_new(o, "next_before",
+                        more ? json_integer(last) : json_null());
+    *out = o;
+    return 0;
+}
+
+int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT " CHANGE_COLS "FROM changes c WHERE c.id = ?1",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return TF_ENOENT;
+    }
+    json_t *o = change_row(st, base_url, true);
+    sqlite3_finalize(st);
+    json_t *builds = json_array();
+    if (prep(db,
+             "SELECT b.id, b.builder, b.number, b.state, b.result, "
+             "b.created_ms, b.finished_ms FROM build_changes bc JOIN builds b "
+             "ON b.id = bc.build_id WHERE bc.change_id = ?1 ORDER BY b.id",
+             &st) == 0) {
+        sqlite3_bind_int64(st, 1, (int64_t)id);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            long long bid = (long long)sqlite3_column_int64(st, 0);
+            json_t *b = json_object();
+            json_object_set_new(b, "id", json_integer(bid));
+            json_object_set_new(b, "builder", j_text_or_null(st, 1));
+            json_object_set_new(b, "number", j_int_or_null(st, 2));
+            json_object_set_new(b, "state", j_text_or_null(st, 3));
+            json_object_set_new(b, "result", j_result(st, 4));
+            json_object_set_new(b, "created_ms", j_int_or_null(st, 5));
+            json_object_set_new(b, "finished_ms", j_int_or_null(st, 6));
+            json_object_set_new(b, "url",
+                                j_url(base_url, "api/v1/builds/%lld", bid));
+            json_array_append_new(builds, b);
+        }
+        sqlite3_finalize(st);
+    }
+    json_object_set_new(o, "builds", builds);
+    *out = o;
+    return 0;
 }
 
 static int build_one(sqlite3 *db, const char *base_url, sqlite3_stmt *st,
@@ -265,6 +445,7 @@ static int build_one(sqlite3 *db, const char *base_url, sqlite3_stmt *st,
         json_t *o = build_row(st, base_url);
         long long id = (long long)sqlite3_column_int64(st, 0);
         json_object_set_new(o, "steps", steps_of(db, base_url, id));
+        json_object_set_new(o, "changes", build_changes_of(db, base_url, id));
         *out = o;
         rc = 0;
     }
@@ -393,7 +574,8 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
     int rc = prep(db,
                   "SELECT id, builder, state, reason, owner, priority, "
                   "submitted_ms, started_ms, finished_ms, result, build_id, "
-                  "retries, properties FROM build_requests WHERE id = ?1",
+                  "retries, properties, scheduler, collapsed_into, "
+                  "revision, job_id FROM build_requests WHERE id = ?1",
                   &st);
     if (rc)
         return rc;
@@ -414,6 +596,10 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
         json_object_set_new(o, "build_id", j_int_or_null(st, 10));
         json_object_set_new(o, "retries", j_int_or_null(st, 11));
         json_object_set_new(o, "properties", j_parsed(st, 12));
+        json_object_set_new(o, "scheduler", j_text_or_null(st, 13));
+        json_object_set_new(o, "collapsed_into", j_int_or_null(st, 14));
+        json_object_set_new(o, "revision", j_text_or_null(st, 15));
+        json_object_set_new(o, "job_id", j_int_or_null(st, 16));
         json_object_set_new(o, "url",
                             j_url(base_url, "api/v1/requests/%" PRIu64, id));
         *out = o;
@@ -631,4 +817,129 @@ int tf_q_jobs(sqlite3 *db, const char *base_url, const char *email,
                         more ? json_integer(last) : json_null());
     *out = o;
     return 0;
+}
+
+/* --- the builder's stats series (GET /api/v1/builders/{name}/stats) --- */
+
+typedef struct stat_build {
+    int64_t id;
+    int64_t number;
+} stat_build_t;
+
+static int stat_build_cmp(const void *a, const void *b)
+{
+    const stat_build_t *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The last `limit` finished builds, oldest first, into *builds (JSON) and
+ * ids[] (sorted by id, for lookups). */
+static int stats_builds(sqlite3 *db, const char *builder, unsigned limit,
+                        json_t *builds, stat_build_t *ids, size_t *nids)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT id, number, result, "
+                  "coalesce(started_ms, created_ms), finished_ms "
+                  "FROM builds WHERE builder = ?1 AND state = 'finished' "
+                  "ORDER BY number DESC LIMIT ?2",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, limit);
+    *nids = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && *nids < limit) {
+        int64_t started = sqlite3_column_int64(st, 3);
+        int64_t finished = sqlite3_column_type(st, 4) == SQLITE_NULL
+                               ? started
+                               : sqlite3_column_int64(st, 4);
+        json_t *o = json_object();
+        json_object_set_new(o, "id", j_int_or_null(st, 0));
+        json_object_set_new(o, "number", j_int_or_null(st, 1));
+        json_object_set_new(o, "result", j_result(st, 2));
+        json_object_set_new(o, "started_ms", json_integer(started));
+        json_object_set_new(o, "duration_ms",
+                            json_integer(finished > started ? finished - started
+                                                            : 0));
+        json_array_insert_new(builds, 0, o); /* newest came first */
+        ids[*nids].id = sqlite3_column_int64(st, 0);
+        ids[*nids].number = sqlite3_column_int64(st, 1);
+        (*nids)++;
+    }
+    sqlite3_finalize(st);
+    qsort(ids, *nids, sizeof(*ids), stat_build_cmp);
+    return 0;
+}
+
+int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
+                       unsigned limit, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    stat_build_t *ids = NULL;
+    size_t nids = 0;
+    json_t *builds = NULL, *stats = NULL, *o;
+    int rc;
+    (void)base_url;
+
+    if ((rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st)))
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TF_ENOENT;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc)
+        return rc;
+    ids = calloc(limit ? limit : 1, sizeof(*ids));
+    builds = json_array();
+    stats = json_object();
+    if (!ids || !builds || !stats) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    if ((rc = stats_builds(db, builder, limit, builds, ids, &nids)))
+        goto out;
+    if (nids) {
+        /* stats_by_builder(builder, name, build_id) serves this range. */
+        if ((rc = prep(db,
+                       "SELECT build_id, step, name, value FROM stats "
+                       "WHERE builder = ?1 AND build_id BETWEEN ?2 AND ?3 "
+                       "ORDER BY name, build_id, step",
+                       &st)))
+            goto out;
+        sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, ids[0].id);
+        sqlite3_bind_int64(st, 3, ids[nids - 1].id);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            stat_build_t key = {.id = sqlite3_column_int64(st, 0)};
+            const stat_build_t *b =
+                bsearch(&key, ids, nids, sizeof(*ids), stat_build_cmp);
+            const char *name = (const char *)sqlite3_column_text(st, 2);
+            if (!b || !name)
+                continue; /* a build still running, or not a finished one */
+            json_t *series = json_object_get(stats, name);
+            if (!series) {
+                series = json_array();
+                json_object_set_new(stats, name, series);
+            }
+            json_t *p = json_object();
+            json_object_set_new(p, "build_id", json_integer(b->id));
+            json_object_set_new(p, "number", json_integer(b->number));
+            json_object_set_new(p, "step", j_int_or_null(st, 1));
+            json_object_set_new(p, "value",
+                                j_number(sqlite3_column_double(st, 3)));
+            json_array_append_new(series, p);
+        }
+    }
+    o = json_object();
+    json_object_set_new(o, "builds", builds);
+    json_object_set_new(o, "stats", stats);
+    builds = stats = NULL;
+    *out = o;
+out:
+    sqlite3_finalize(st);
+    json_decref(builds);
+    json_decref(stats);
+    free(ids);
+    return rc;
 }

@@ -68,4 +68,25 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
                   uint64_t start, uint64_t end, size_t max, unsigned char *dst,
                   size_t *got);
 
+/* The series behind a builder's plots: its last `limit` finished builds,
+ * oldest first ({id, number, result, started_ms, duration_ms}), and for
+ * each stat name the values its steps reported in those builds ({build_id,
+ * number, step, value}, oldest first). TF_ENOENT for an unknown builder.
+ * *out: {"builds": [...], "stats": {"NAME": [...]}}. */
+int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
+                       unsigned limit, json_t **out);
+
+/* Changes newest first, ids below before (0 = no bound), at most limit,
+ * of one repository and one branch when they are non-NULL. Messages are
+ * cut to their first line. *out: {"changes": [...], "next_before": id or
+ * null}. */
+int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
+                 const char *branch, uint64_t before, unsigned limit,
+                 json_t **out);
+
+/* One change with its whole message and "builds", the builds whose
+ * blamelist holds it (oldest first), or TF_ENOENT. */
+int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id,
+                json_t **out);
+
 #endif

@@ -39,6 +39,8 @@ void tf_request_free(tf_request_t *r)
     free(r->properties);
     free(r->tests);
     free(r->revision);
+    free(r->scheduler);
+    free(r->changes);
     free(r);
 }
 
@@ -63,8 +65,19 @@ tf_request_t *tf_request_make(const tf_reqspec_t *spec, uint64_t id,
     r->patch_size = spec->patch_size;
     r->submitted_ms = submitted_ms;
     tf_list_init(&r->node);
+    r->scheduler = spec->scheduler ? strdup(spec->scheduler) : NULL;
+    if (spec->nchanges) {
+        r->changes = malloc(spec->nchanges * sizeof(*r->changes));
+        if (r->changes) {
+            memcpy(r->changes, spec->changes,
+                   spec->nchanges * sizeof(*r->changes));
+            r->nchanges = spec->nchanges;
+        }
+    }
     if ((spec->reason && !r->reason) || !r->owner || !r->properties ||
-        !r->tests || (spec->revision && !r->revision)) {
+        !r->tests || (spec->revision && !r->revision) ||
+        (spec->scheduler && !r->scheduler) ||
+        (spec->nchanges && !r->changes)) {
         tf_request_free(r);
         return NULL;
     }
@@ -95,6 +108,22 @@ void tf_request_write(tf_master_t *m, const tf_request_t *r)
                     "VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                     "?10, ?11, ?12)",
                     v, 12, NULL, NULL);
+    if (r->scheduler) {
+        tf_sqlval_t sv[] = {tf_sql_text(r->scheduler),
+                            tf_sql_int((int64_t)r->id)};
+        tf_master_write(m,
+                        "UPDATE build_requests SET scheduler = ?1 "
+                        "WHERE id = ?2",
+                        sv, 2, NULL, NULL);
+    }
+    for (size_t i = 0; i < r->nchanges; i++) {
+        tf_sqlval_t cv[] = {tf_sql_int((int64_t)r->id),
+                            tf_sql_int((int64_t)r->changes[i])};
+        tf_master_write(m,
+                        "INSERT OR IGNORE INTO request_changes(request_id, "
+                        "change_id) VALUES(?1, ?2)",
+                        cv, 2, NULL, NULL);
+    }
 }
 
 int tf_sched_adopt(tf_master_t *m, tf_request_t *r)
@@ -298,6 +327,70 @@ static void builder_pending_write(tf_master_t *m, const tf_mbuilder_t *mb)
                     2, NULL, NULL);
 }
 
+/* Adds the change ids of o that r lacks to r. Returns 0 or TF_ENOMEM. */
+static int changes_merge(tf_request_t *r, const tf_request_t *o)
+{
+    size_t n = r->nchanges;
+    uint64_t *v = realloc(r->changes,
+                          (n + o->nchanges + 1) * sizeof(*v));
+    if (!v)
+        return TF_ENOMEM;
+    r->changes = v;
+    for (size_t i = 0; i < o->nchanges; i++) {
+        bool have = false;
+        for (size_t k = 0; k < n && !have; k++)
+            have = v[k] == o->changes[i];
+        if (!have)
+            v[r->nchanges++] = o->changes[i];
+    }
+    return 0;
+}
+
+/* Collapsing (builder's collapse_requests): the pending continuous
+ * requests of r's builder are superseded by r, which is for a newer
+ * revision. Each becomes 'collapsed' (collapsed_into = r) and hands its
+ * changes to r, in memory and in storage, so the blamelist of the build
+ * that runs r is whole. r takes the best queue place among them, so a
+ * steady stream of commits cannot starve the builder. Runs inside
+ * tf_sched_request's write group, before r is queued. */
+static void collapse_into(tf_master_t *m, tf_mbuilder_t *mb, tf_request_t *r)
+{
+    tf_list_t *it, *tmp;
+    int64_t now = tf_now_ms();
+    tf_list_foreach_safe(it, tmp, &mb->pending)
+    {
+        tf_request_t *o = tf_list_entry(it, tf_request_t, node);
+        if (!o->scheduler || o->job_id || o->patch_sha256[0] || o == r)
+            continue;
+        if (changes_merge(r, o) != 0)
+            continue; /* out of memory: leave it queued, nothing lost */
+        if (o->fair_tag && (!r->fair_tag || o->fair_tag < r->fair_tag))
+            r->fair_tag = o->fair_tag;
+        if (o->priority > r->priority)
+            r->priority = o->priority;
+        tf_list_unlink(&o->node);
+        mb->npending--;
+        tf_map_del_id(m->requests, o->id);
+        tf_sqlval_t v[] = {tf_sql_int((int64_t)r->id), tf_sql_int(now),
+                           tf_sql_int((int64_t)o->id)};
+        tf_master_write(m,
+                        "UPDATE build_requests SET state = 'collapsed', "
+                        "collapsed_into = ?1, finished_ms = ?2 WHERE id = ?3",
+                        v, 3, NULL, NULL);
+        tf_sqlval_t cv[] = {tf_sql_int((int64_t)r->id),
+                            tf_sql_int((int64_t)o->id)};
+        tf_master_write(m,
+                        "INSERT OR IGNORE INTO request_changes(request_id, "
+                        "change_id) SELECT ?1, change_id FROM "
+                        "request_changes WHERE request_id = ?2",
+                        cv, 2, NULL, NULL);
+        tf_info("sched", "request %" PRIu64 " for %s collapsed into %" PRIu64
+                " (a newer revision)", o->id, o->builder, r->id);
+        tf_live_request(m, o, "collapsed");
+        tf_request_free(o);
+    }
+}
+
 int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
                      uint64_t *id_out, tf_store_done_cb cb, void *arg)
 {
@@ -313,6 +406,8 @@ int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
     }
     m->next_request_id++;
     tf_master_group_begin(m);
+    if (r->scheduler && mb->cfg->collapse_requests)
+        collapse_into(m, mb, r);
     tf_request_write(m, r);
     tf_sched_enqueue(m, r);
     builder_pending_write(m, mb);

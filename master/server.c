@@ -11,6 +11,7 @@
  * are served, and the two-call destroy on shutdown.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "live.h"
@@ -64,6 +65,12 @@ static struct lws_http_mount web_mount = {
     .origin_protocol = LWSMPRO_FILE,
     .def = "index.html",
     .mountpoint_len = 1,
+    /* Pages may be kept but are revalidated (ETag) at every use, so an
+     * upgraded master serves its new scripts at once. Only the API says
+     * no-store. */
+    .cache_max_age = 1,
+    .cache_reusable = 1,
+    .cache_revalidate = 1,
     .extra_mimetypes = &mime_js,
 };
 
@@ -105,12 +112,30 @@ int tf_server_start(tf_master_t *m)
     info.pt_serv_buf_size = 65536;
     api_mount.mount_next = NULL;
     if (m->cfg->web_root) {
-        web_mount.origin = m->cfg->web_root;
+        /* The mount keeps this pointer for the context's life; a SIGHUP
+         * frees the config it came from. */
+        free(m->web_root);
+        m->web_root = strdup(m->cfg->web_root);
+        if (!m->web_root)
+            return TF_ENOMEM;
+        web_mount.origin = m->web_root;
         api_mount.mount_next = &web_mount;
     }
     info.mounts = &api_mount;
+    /* The vhost (the listener) is made apart from the context: on a
+     * foreign libuv loop a context whose default vhost cannot bind comes
+     * back half torn down, and destroying it leaves freed handles in the
+     * loop. A failed explicit vhost leaves a sound context that the
+     * caller tears down like at shutdown (tf_server_stop, a loop run,
+     * tf_server_destroy). */
+    info.options |= LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     m->lws = lws_create_context(&info);
     if (!m->lws) {
+        tf_error("server", "cannot start the web server");
+        return TF_EIO;
+    }
+    m->vhost = lws_create_vhost(m->lws, &info);
+    if (!m->vhost) {
         tf_error("server", "cannot listen on %s:%u (is the port in use?)",
                  m->cfg->listen_host, m->cfg->listen_port);
         return TF_EIO;

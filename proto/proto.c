@@ -18,6 +18,7 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,24 @@ static void tf_strv_free(char **v, size_t n)
     free(v);
 }
 
+void tf_modifiers_free(tf_modifiers_t *m)
+{
+    if (!m)
+        return;
+    tf_strv_free(m->info, m->ninfo);
+    if (m->stats) {
+        for (size_t i = 0; i < m->nstats; i++) {
+            free(m->stats[i].name);
+            free(m->stats[i].regex);
+        }
+        free(m->stats);
+    }
+    free(m->pass_if);
+    free(m->fail_if);
+    free(m->warnings);
+    free(m);
+}
+
 void tf_step_spec_clear(tf_step_spec_t *s)
 {
     if (!s)
@@ -88,6 +107,7 @@ void tf_step_spec_clear(tf_step_spec_t *s)
     tf_kv_free(s->env, s->nenv);
     free(s->workdir);
     free(s->builtin);
+    tf_modifiers_free(s->modifiers);
     memset(s, 0, sizeof *s);
 }
 
@@ -146,6 +166,8 @@ void tf_msg_clear(tf_msg_t *m)
     case TF_MSG_STEP_FINISHED:
         free(m->u.step_finished.text);
         tf_kv_free(m->u.step_finished.props, m->u.step_finished.nprops);
+        free(m->u.step_finished.info);
+        free(m->u.step_finished.stats);
         break;
     case TF_MSG_NONE:
     case TF_MSG_PING:
@@ -169,6 +191,53 @@ static int tf_strdup_to(char **dst, const char *src)
     return *dst ? 0 : TF_ENOMEM;
 }
 
+/* Copies an optional string (NULL stays NULL). */
+static int tf_strdup_opt(char **dst, const char *src)
+{
+    *dst = NULL;
+    return src ? tf_strdup_to(dst, src) : 0;
+}
+
+int tf_modifiers_copy(tf_modifiers_t **dst, const tf_modifiers_t *src)
+{
+    int rc = TF_ENOMEM;
+    tf_modifiers_t *m;
+    *dst = NULL;
+    if (!src)
+        return 0;
+    if (!(m = calloc(1, sizeof *m)))
+        return TF_ENOMEM;
+    m->markers = src->markers;
+    m->warnings_max = src->warnings_max;
+    if (src->ninfo) {
+        if (!(m->info = calloc(src->ninfo, sizeof *m->info)))
+            goto out;
+        m->ninfo = src->ninfo;
+        for (size_t i = 0; i < src->ninfo; i++)
+            if (tf_strdup_to(&m->info[i], src->info[i]))
+                goto out;
+    }
+    if (src->nstats) {
+        if (!(m->stats = calloc(src->nstats, sizeof *m->stats)))
+            goto out;
+        m->nstats = src->nstats;
+        for (size_t i = 0; i < src->nstats; i++)
+            if (tf_strdup_opt(&m->stats[i].name, src->stats[i].name) ||
+                tf_strdup_to(&m->stats[i].regex, src->stats[i].regex))
+                goto out;
+    }
+    if (tf_strdup_opt(&m->pass_if, src->pass_if) ||
+        tf_strdup_opt(&m->fail_if, src->fail_if) ||
+        tf_strdup_opt(&m->warnings, src->warnings))
+        goto out;
+    *dst = m;
+    m = NULL;
+    rc = 0;
+out:
+    tf_modifiers_free(m);
+    return rc;
+}
+
 int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
 {
     int rc = 0;
@@ -180,6 +249,8 @@ int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
         (rc = tf_strdup_to(&dst->workdir, src->workdir)))
         goto out;
     if (src->builtin && (rc = tf_strdup_to(&dst->builtin, src->builtin)))
+        goto out;
+    if ((rc = tf_modifiers_copy(&dst->modifiers, src->modifiers)))
         goto out;
     dst->argv = calloc(src->argc + 1, sizeof *dst->argv);
     if (!dst->argv) {
@@ -722,6 +793,154 @@ static int tf_dec_ping(tf_dec_t *d, const json_t *o, tf_msg_t *m)
     return tf_dec_u64(d, o, p, "id", 0, TF_PROTO_MAX_ID, &m->u.ping.id);
 }
 
+/* A regular expression: a non-empty string of at most TF_PROTO_MAX_REGEX
+ * bytes. Whether it compiles is the slave's business (its regex library
+ * decides), not the decoder's. */
+static int tf_val_regex(tf_dec_t *d, const json_t *v, const char *label,
+                        char **out)
+{
+    const char *s;
+    int rc = tf_val_str(d, v, label, TF_PROTO_MAX_REGEX, &s);
+    if (rc)
+        return rc;
+    if (!*s)
+        return tf_dec_fail(d, TF_EINVAL, "%s: must not be empty", label);
+    *out = strdup(s);
+    return *out ? 0 : tf_dec_oom(d);
+}
+
+/* An optional regex member: absent leaves *out NULL. */
+static int tf_dec_opt_regex(tf_dec_t *d, const json_t *obj, const char *path,
+                            const char *key, char **out)
+{
+    char label[TF__LABEL_MAX];
+    const json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    tf_label(label, "%s.%s", path, key);
+    return tf_val_regex(d, v, label, out);
+}
+
+/* modifiers.info: an array of regexes. */
+static int tf_dec_mod_info(tf_dec_t *d, const json_t *mo, const char *mp,
+                           tf_modifiers_t *m)
+{
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    int rc;
+    if (!json_object_get(mo, "info"))
+        return 0;
+    const json_t *a = tf_dec_array(d, mo, mp, "info", 0,
+                                   TF_PROTO_MAX_MOD_RULES, label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    if (count == 0)
+        return 0;
+    if (!(m->info = calloc(count, sizeof *m->info)))
+        return tf_dec_oom(d);
+    m->ninfo = count;
+    for (size_t i = 0; i < count; i++) {
+        tf_label(elabel, "%s[%zu]", label, i);
+        if ((rc = tf_val_regex(d, json_array_get(a, i), elabel, &m->info[i])))
+            return rc;
+    }
+    return 0;
+}
+
+/* modifiers.stats: an array of {regex, name?}. */
+static int tf_dec_mod_stats(tf_dec_t *d, const json_t *mo, const char *mp,
+                            tf_modifiers_t *m)
+{
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    int rc;
+    if (!json_object_get(mo, "stats"))
+        return 0;
+    const json_t *a = tf_dec_array(d, mo, mp, "stats", 0,
+                                   TF_PROTO_MAX_MOD_RULES, label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    if (count == 0)
+        return 0;
+    if (!(m->stats = calloc(count, sizeof *m->stats)))
+        return tf_dec_oom(d);
+    m->nstats = count;
+    for (size_t i = 0; i < count; i++) {
+        const json_t *e = json_array_get(a, i);
+        char rlabel[TF__LABEL_MAX];
+        tf_label(elabel, "%s[%zu]", label, i);
+        if (!json_is_object(e))
+            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", elabel);
+        const json_t *re = tf_dec_get(d, e, elabel, "regex", rlabel, &rc);
+        if (!re || (rc = tf_val_regex(d, re, rlabel, &m->stats[i].regex)))
+            return rc;
+        if (json_object_get(e, "name") &&
+            (rc = tf_dec_name(d, e, elabel, "name", &m->stats[i].name)))
+            return rc;
+    }
+    return 0;
+}
+
+/* modifiers.success and modifiers.warnings. */
+static int tf_dec_mod_rules(tf_dec_t *d, const json_t *mo, const char *mp,
+                            tf_modifiers_t *m)
+{
+    char label[TF__LABEL_MAX];
+    int rc;
+    const json_t *so = json_object_get(mo, "success");
+    if (so) {
+        tf_label(label, "%s.success", mp);
+        if (!json_is_object(so))
+            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
+        if ((rc = tf_dec_opt_regex(d, so, label, "pass_if", &m->pass_if)) ||
+            (rc = tf_dec_opt_regex(d, so, label, "fail_if", &m->fail_if)))
+            return rc;
+        if (!m->pass_if && !m->fail_if)
+            return tf_dec_fail(d, TF_EINVAL,
+                               "%s: needs pass_if or fail_if", label);
+    }
+    const json_t *wo = json_object_get(mo, "warnings");
+    if (wo) {
+        char rlabel[TF__LABEL_MAX];
+        tf_label(label, "%s.warnings", mp);
+        if (!json_is_object(wo))
+            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
+        const json_t *re = tf_dec_get(d, wo, label, "regex", rlabel, &rc);
+        if (!re || (rc = tf_val_regex(d, re, rlabel, &m->warnings)))
+            return rc;
+        if (json_object_get(wo, "max") &&
+            (rc = tf_dec_u32(d, wo, label, "max", 0, UINT32_MAX,
+                             &m->warnings_max)))
+            return rc;
+    }
+    return 0;
+}
+
+/* A step's optional "modifiers" object (docs/protocol.md). */
+static int tf_dec_modifiers(tf_dec_t *d, const json_t *o, const char *p,
+                            tf_step_spec_t *s)
+{
+    char mp[TF__LABEL_MAX];
+    const json_t *mo = json_object_get(o, "modifiers");
+    int rc;
+    if (!mo)
+        return 0;
+    tf_label(mp, "%s.modifiers", p);
+    if (!json_is_object(mo))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", mp);
+    if (!(s->modifiers = calloc(1, sizeof *s->modifiers)))
+        return tf_dec_oom(d);
+    tf_modifiers_t *m = s->modifiers;
+    if (json_object_get(mo, "markers") &&
+        (rc = tf_dec_bool(d, mo, mp, "markers", &m->markers)))
+        return rc;
+    if ((rc = tf_dec_mod_info(d, mo, mp, m)) ||
+        (rc = tf_dec_mod_stats(d, mo, mp, m)) ||
+        (rc = tf_dec_mod_rules(d, mo, mp, m)))
+        return rc;
+    return 0;
+}
+
 static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
                        tf_step_spec_t *s)
 {
@@ -765,7 +984,7 @@ static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
                                label, q);
         }
     }
-    return 0;
+    return tf_dec_modifiers(d, o, p, s);
 }
 
 /* build_start.source, when present. */
@@ -893,6 +1112,71 @@ static int tf_dec_step_started(tf_dec_t *d, const json_t *o, tf_msg_t *m)
     return 0;
 }
 
+/* step_finished.stats: an object of name -> finite number. */
+static int tf_dec_stats(tf_dec_t *d, const json_t *so, const char *label,
+                        tf_msg_t *m)
+{
+    char elabel[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const char *k;
+    const json_t *v;
+    if (!json_is_object(so))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
+    size_t count = json_object_size(so);
+    if (count > TF_PROTO_MAX_STATS)
+        return tf_dec_fail(d, TF_EINVAL, "%s: has %zu entries, at most %d",
+                           label, count, TF_PROTO_MAX_STATS);
+    if (count == 0)
+        return 0;
+    tf_stat_t *st = calloc(count, sizeof *st);
+    if (!st)
+        return tf_dec_oom(d);
+    m->u.step_finished.stats = st;
+    size_t i = 0;
+    json_object_foreach((json_t *)so, k, v) {
+        tf_dec_quote(q, k);
+        tf_label(elabel, "%s[\"%s\"]", label, q);
+        if (!tf_name_valid(k))
+            return tf_dec_fail(d, TF_EINVAL, "%s: \"%s\" is not a valid name",
+                               label, q);
+        if (!json_is_number(v))
+            return tf_dec_fail(d, TF_EINVAL, "%s: expected a number", elabel);
+        double x = json_number_value(v);
+        if (!isfinite(x))
+            return tf_dec_fail(d, TF_EINVAL, "%s: not a finite number",
+                               elabel);
+        snprintf(st[i].name, sizeof st[i].name, "%s", k);
+        st[i].value = x;
+        m->u.step_finished.nstats = ++i;
+    }
+    return 0;
+}
+
+/* The optional fields command modifiers add to step_finished. */
+static int tf_dec_step_extracts(tf_dec_t *d, const json_t *o, const char *p,
+                                tf_msg_t *m)
+{
+    char label[TF__LABEL_MAX];
+    int rc;
+    if (json_object_get(o, "info") &&
+        (rc = tf_dec_str(d, o, p, "info", TF_PROTO_MAX_INFO_TEXT,
+                         &m->u.step_finished.info)))
+        return rc;
+    const json_t *so = json_object_get(o, "stats");
+    if (so) {
+        tf_label(label, "%s.stats", p);
+        if ((rc = tf_dec_stats(d, so, label, m)))
+            return rc;
+    }
+    if (json_object_get(o, "warnings")) {
+        if ((rc = tf_dec_u64(d, o, p, "warnings", 0, TF_PROTO_MAX_ID,
+                             &m->u.step_finished.warnings)))
+            return rc;
+        m->u.step_finished.has_warnings = true;
+    }
+    return 0;
+}
+
 static int tf_dec_step_finished(tf_dec_t *d, const json_t *o, tf_msg_t *m)
 {
     const char *p = "step_finished";
@@ -917,6 +1201,8 @@ static int tf_dec_step_finished(tf_dec_t *d, const json_t *o, tf_msg_t *m)
         (rc = tf_dec_time(d, o, p, "time_ms", &m->u.step_finished.time_ms)) ||
         (rc = tf_dec_str(d, o, p, "text", TF_PROTO_MAX_TEXTFIELD,
                          &m->u.step_finished.text)))
+        return rc;
+    if ((rc = tf_dec_step_extracts(d, o, p, m)))
         return rc;
     if (!json_object_get(o, "properties"))
         return 0;
@@ -1220,6 +1506,81 @@ static json_t *tf_enc_running(tf_enc_t *e, const tf_running_t *r, size_t n)
     return a;
 }
 
+static json_t *tf_enc_modifiers(tf_enc_t *e, const tf_modifiers_t *m)
+{
+    json_t *o = tf_enc_new(e, json_object());
+    if (!o)
+        return NULL;
+    tf_enc_set(e, o, "markers", json_boolean(m->markers));
+    if (m->ninfo)
+        tf_enc_set(e, o, "info", tf_enc_strv(e, m->info, m->ninfo));
+    if (m->nstats) {
+        json_t *a = tf_enc_new(e, json_array());
+        if (a && tf_enc_vec_ok(e, m->stats, m->nstats)) {
+            for (size_t i = 0; i < m->nstats; i++) {
+                json_t *r = tf_enc_new(e, json_object());
+                if (!r)
+                    break;
+                if (m->stats[i].name)
+                    tf_enc_set(e, r, "name", tf_enc_str(e, m->stats[i].name));
+                tf_enc_set(e, r, "regex", tf_enc_str(e, m->stats[i].regex));
+                tf_enc_push(e, a, r);
+            }
+        }
+        tf_enc_set(e, o, "stats", a);
+    }
+    if (m->pass_if || m->fail_if) {
+        json_t *so = tf_enc_new(e, json_object());
+        if (so && m->pass_if)
+            tf_enc_set(e, so, "pass_if", tf_enc_str(e, m->pass_if));
+        if (so && m->fail_if)
+            tf_enc_set(e, so, "fail_if", tf_enc_str(e, m->fail_if));
+        tf_enc_set(e, o, "success", so);
+    }
+    if (m->warnings) {
+        json_t *wo = tf_enc_new(e, json_object());
+        if (wo) {
+            tf_enc_set(e, wo, "regex", tf_enc_str(e, m->warnings));
+            tf_enc_set(e, wo, "max", tf_enc_int(e, m->warnings_max));
+        }
+        tf_enc_set(e, o, "warnings", wo);
+    }
+    return o;
+}
+
+/* A stat value: integral values within 2^53 as JSON integers (what a
+ * reader expects for counts), others as reals; non-finite ones cannot be
+ * written in JSON at all. */
+static json_t *tf_enc_number(tf_enc_t *e, double x)
+{
+    if (!isfinite(x)) {
+        tf_enc_failed(e, TF_EINVAL);
+        return NULL;
+    }
+    if (x >= -(double)TF_PROTO_MAX_ID && x <= (double)TF_PROTO_MAX_ID &&
+        (double)(int64_t)x == x)
+        return tf_enc_new(e, json_integer((json_int_t)(int64_t)x));
+    return tf_enc_new(e, json_real(x));
+}
+
+static json_t *tf_enc_stats(tf_enc_t *e, const tf_stat_t *st, size_t n)
+{
+    json_t *o = tf_enc_new(e, json_object());
+    if (!o || !tf_enc_vec_ok(e, st, n))
+        return o;
+    for (size_t i = 0; i < n; i++) {
+        /* The validator checks the name; a repeat would be a duplicate
+         * key on the wire. */
+        if (strnlen(st[i].name, sizeof st[i].name) == sizeof st[i].name ||
+            json_object_get(o, st[i].name)) {
+            tf_enc_failed(e, TF_EINVAL);
+            continue;
+        }
+        tf_enc_set(e, o, st[i].name, tf_enc_number(e, st[i].value));
+    }
+    return o;
+}
+
 static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
 {
     json_t *o = tf_enc_new(e, json_object());
@@ -1240,6 +1601,8 @@ static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
     tf_enc_set(e, o, "alwaysRun", json_boolean(f->always_run));
     if (s->builtin)
         tf_enc_set(e, o, "builtin", tf_enc_str(e, s->builtin));
+    if (s->modifiers)
+        tf_enc_set(e, o, "modifiers", tf_enc_modifiers(e, s->modifiers));
     return o;
 }
 
@@ -1359,6 +1722,12 @@ static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
         tf_enc_set(e, o, "text", tf_enc_str(e, s->text));
         if (s->nprops)
             tf_enc_set(e, o, "properties", tf_enc_kv(e, s->props, s->nprops));
+        if (s->info)
+            tf_enc_set(e, o, "info", tf_enc_str(e, s->info));
+        if (s->nstats)
+            tf_enc_set(e, o, "stats", tf_enc_stats(e, s->stats, s->nstats));
+        if (s->has_warnings)
+            tf_enc_set(e, o, "warnings", tf_enc_int(e, s->warnings));
         break;
     }
     case TF_MSG_BUILD_FINISHED: {

@@ -34,6 +34,12 @@
 #define TF_PROTO_MAX_ID ((uint64_t)9007199254740991ULL) /* 2^53 - 1 */
 #define TF_PROTO_HELLO_TIMEOUT_S 10
 
+/* Command modifiers (docs/protocol.md, "Command modifiers"). */
+#define TF_PROTO_MAX_MOD_RULES 32   /* info rules, and stats rules, per step */
+#define TF_PROTO_MAX_REGEX 1024     /* bytes of one regular expression */
+#define TF_PROTO_MAX_STATS 64       /* step_finished.stats entries */
+#define TF_PROTO_MAX_INFO_TEXT 4096 /* step_finished.info bytes */
+
 /* WebSocket close codes that go with error codes. */
 #define TF_CLOSE_BAD_AUTH 4001
 #define TF_CLOSE_UNKNOWN_SLAVE 4002
@@ -79,6 +85,35 @@ typedef struct tf_running {
     uint64_t seq;
 } tf_running_t;
 
+/* A stats rule: a regex whose capture 1 (or whole match) is the value of
+ * stat `name`, or, when name is NULL, whose capture 1 is the name and
+ * capture 2 the value. Strings owned. */
+typedef struct tf_stat_rule {
+    char *name;
+    char *regex;
+} tf_stat_rule_t;
+
+/* A step's command modifiers (build_start.steps[].modifiers): what the
+ * slave extracts from the output as it streams in. Regexes are POSIX
+ * extended regular expressions, applied to each line. All owned. */
+typedef struct tf_modifiers {
+    bool markers;          /* honour @@@TF_STAT / @@@TF_INFO lines */
+    char **info;           /* ninfo regexes */
+    size_t ninfo;
+    tf_stat_rule_t *stats; /* nstats rules */
+    size_t nstats;
+    char *pass_if;         /* NULL when absent */
+    char *fail_if;         /* NULL when absent */
+    char *warnings;        /* regex counting warning lines, or NULL */
+    uint32_t warnings_max; /* WARNINGS when the count is above this */
+} tf_modifiers_t;
+
+/* One stat a step reported (step_finished.stats). */
+typedef struct tf_stat {
+    char name[64 + 1]; /* a valid name (names.h) */
+    double value;      /* finite */
+} tf_stat_t;
+
 /* One step as sent in build_start. All pointers owned. */
 typedef struct tf_step_spec {
     char *name;
@@ -91,6 +126,7 @@ typedef struct tf_step_spec {
     uint32_t max_time_s; /* total time cap; 0 = none */
     tf_step_flags_t flags;
     char *builtin;     /* NULL, or "source" (docs/protocol.md) */
+    tf_modifiers_t *modifiers; /* NULL when the step has none */
 } tf_step_spec_t;
 
 #define TF_BUILTIN_SOURCE "source"
@@ -182,6 +218,11 @@ typedef struct tf_msg {
             char *text;
             tf_kv_t *props; /* step_finished.properties; may be empty */
             size_t nprops;
+            char *info;      /* command modifiers' info text, or NULL */
+            tf_stat_t *stats; /* nstats <= TF_PROTO_MAX_STATS; may be NULL */
+            size_t nstats;
+            bool has_warnings;
+            uint64_t warnings; /* lines matching the warnings rule */
         } step_finished;
         struct {
             uint64_t build_id;
@@ -239,6 +280,12 @@ int tf_output_decode(const uint8_t *frame, size_t len, tf_output_hdr_t *h,
  * message). Returns 0 or TF_ENOMEM; on failure dst is left cleared. */
 int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src);
 void tf_step_spec_clear(tf_step_spec_t *s);
+
+/* Deep copy of modifiers into a new *dst (caller frees with
+ * tf_modifiers_free); src NULL gives NULL. Returns 0 or TF_ENOMEM. */
+int tf_modifiers_copy(tf_modifiers_t **dst, const tf_modifiers_t *src);
+/* Frees m and what it owns; m may be NULL. */
+void tf_modifiers_free(tf_modifiers_t *m);
 
 /* Deep copy and release of a source; copy returns 0 or TF_ENOMEM. */
 int tf_source_copy(tf_source_t *dst, const tf_source_t *src);

@@ -23,6 +23,11 @@
  * Events go out through ops in protocol order: step_started, output,
  * step_finished, ..., build_finished; ops never re-enter the runner
  * synchronously except for pause/resume and an asynchronous abort.
+ *
+ * A step with command modifiers has its output fed, read by read, to a
+ * tf_mods matcher (modifiers.h) owned by its tf_proc; at the step's end
+ * the matcher's verdict may change the result before it is reported and
+ * folded, so haltOnFailure follows the result the master will store.
  */
 #include <assert.h>
 #include <dirent.h>
@@ -36,6 +41,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "modifiers.h"
 #include "names.h"
 #include "runner.h"
 #include "tf_err.h"
@@ -99,6 +105,7 @@ struct tf_proc {
     bool term_sent;
     bool timed_out;
     bool builtin_source;
+    tf_mods_t *mods;     /* the step's command modifiers, or NULL */
     char timeout_text[96];
     int64_t start_mono;
     uint8_t buf[2][TF_PROTO_MAX_CHUNK];
@@ -150,6 +157,11 @@ typedef struct {
     const char *text;
     tf_kv_t *props;
     size_t nprops;
+    const char *info;       /* what command modifiers extracted, or NULL */
+    const tf_stat_t *stats;
+    size_t nstats;
+    bool has_warnings;
+    uint64_t warnings;
 } tf__step_end_t;
 
 static void tf__emit_step_finished(tf_runner_t *r, uint32_t step,
@@ -173,6 +185,11 @@ static void tf__emit_step_finished(tf_runner_t *r, uint32_t step,
     m.u.step_finished.text = text;
     m.u.step_finished.props = e->props;
     m.u.step_finished.nprops = e->nprops;
+    m.u.step_finished.info = (char *)e->info;
+    m.u.step_finished.stats = (tf_stat_t *)e->stats;
+    m.u.step_finished.nstats = e->nstats;
+    m.u.step_finished.has_warnings = e->has_warnings;
+    m.u.step_finished.warnings = e->warnings;
     r->ops.event_cb(r->arg, &m);
 }
 
@@ -325,8 +342,10 @@ int tf_runner_reap_leftovers(const char *run_dir)
 static void tf__proc_close_cb(uv_handle_t *h)
 {
     tf_proc_t *p = h->data;
-    if (--p->open_handles == 0)
+    if (--p->open_handles == 0) {
+        tf_mods_free(p->mods);
         free(p);
+    }
 }
 
 /* Stops watching the step: its handles close and free p later. */
@@ -460,6 +479,27 @@ static bool tf__read_got_revision(tf_runner_t *r, char *rev, size_t revlen)
     return ok;
 }
 
+/* Lets the step's command modifiers judge its end: the success and
+ * warnings rules may change the result (noted after the text), and what
+ * they extracted goes with the step whatever its result. */
+static void tf__apply_mods(tf_runner_t *r, tf_proc_t *p, tf__step_end_t *e,
+                           char *text, size_t textlen)
+{
+    char note[512];
+    bool exited = !r->aborting && !p->timed_out && !p->term_signal &&
+                  !p->builtin_source;
+    tf_mods_finish(p->mods);
+    e->result = tf_mods_verdict(p->mods, e->result, exited, note,
+                                sizeof note);
+    if (note[0]) {
+        size_t used = strlen(text);
+        snprintf(text + used, textlen - used, "; %s", note);
+    }
+    e->info = tf_mods_info(p->mods);
+    e->stats = tf_mods_stats(p->mods, &e->nstats);
+    e->has_warnings = tf_mods_warnings(p->mods, &e->warnings);
+}
+
 /* The step is over: nothing of it may survive, so the whole group gets
  * SIGKILL (harmless when it is already gone). Then report and go on. */
 static void tf__end_step(tf_proc_t *p)
@@ -476,6 +516,8 @@ static void tf__end_step(tf_proc_t *p)
     unlink(r->pid_path);
     memset(&e, 0, sizeof e);
     tf__describe_end(r, p, &e, text, sizeof text);
+    if (p->mods)
+        tf__apply_mods(r, p, &e, text, sizeof text);
     if (p->builtin_source) {
         unlink(r->patch_path);
         if (tf__read_got_revision(r, rev, sizeof rev) &&
@@ -555,9 +597,11 @@ static void tf__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
 
     if (nread > 0) {
-        r->ops.output_cb(r->arg, p->step, i == 0 ? TF_STREAM_STDOUT
-                                                 : TF_STREAM_STDERR,
-                         p->buf[i], (size_t)nread);
+        tf_stream_t stream = i == 0 ? TF_STREAM_STDOUT : TF_STREAM_STDERR;
+        /* Match before handing the bytes on: output_cb may pause us, but
+         * never takes the buffer away. */
+        tf_mods_feed(p->mods, stream, p->buf[i], (size_t)nread);
+        r->ops.output_cb(r->arg, p->step, stream, p->buf[i], (size_t)nread);
         uint32_t idle = r->steps[p->step].timeout_s;
         if (idle && !p->exited && !p->term_sent && !r->paused)
             uv_timer_start(&p->idle_timer, tf__idle_timer_cb,
@@ -755,6 +799,16 @@ static bool tf__start_step(tf_runner_t *r)
         tf__step_exception(r, "cannot start the step: out of memory or too "
                               "many environment variables");
         goto out;
+    }
+    if (st->modifiers && !st->builtin) {
+        char why[512];
+        rc = tf_mods_new(st->modifiers, &p->mods, why, sizeof why);
+        if (rc) {
+            snprintf(text, sizeof text, "invalid command modifiers: %s",
+                     rc == TF_EINVAL ? why : tf_strerror(rc));
+            tf__step_exception(r, text);
+            goto out;
+        }
     }
 
     uv_stdio_container_t stdio[3];

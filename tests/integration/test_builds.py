@@ -69,6 +69,10 @@ def test_passing_build_on_two_slaves(farm):
         info = m.slave_info(name)
         assert info["connected"] is True
         assert info["builds_done"] == 1, info
+        # Configured slaves have a row before they first connect; the
+        # first connection stamps first_seen_ms.
+        assert isinstance(info["first_seen_ms"], int), info
+        assert info["first_seen_ms"] <= info["last_seen_ms"], info
 
 
 def test_failing_build_halts_and_always_run_runs(farm):

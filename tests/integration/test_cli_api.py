@@ -3,8 +3,10 @@ API's answers to bad requests, as a user sees them: exit codes, stdout,
 stderr, HTTP status codes and error bodies."""
 
 import json
+import os
 import re
 import socket
+import sqlite3
 
 import pytest
 
@@ -305,6 +307,28 @@ def test_api_body_over_the_limit_is_413(api):
     assert api.get_json("/master")["requests_pending"] == 0
 
 
+def test_api_index_lists_every_documented_endpoint(api):
+    """The index and docs/api.md name the same endpoints, and each one the
+    index names is routed (answers something other than 404 "no such
+    endpoint")."""
+    idx = api.get_json("")["endpoints"]
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                             "api.md"), encoding="utf-8").read()
+    documented = set(re.findall(r"^### `((?:GET|POST) /api/v1[^`]*)`", docs,
+                                re.M))
+    listed = {e for e in idx if not e.startswith("WEBSOCKET")}
+    assert listed == documented, (listed ^ documented)
+    assert any(e.startswith("WEBSOCKET /live") for e in idx)
+    for e in sorted(listed):
+        method, path = e.split(" ", 1)
+        path = (path.replace("{name}", "quick").replace("{number}", "1")
+                .replace("{id}", "1").replace("{index}", "0")
+                .replace("{sha256}", "0" * 64))
+        r = http_request(api.port, method, path,
+                         body=b"{}" if method == "POST" else None)
+        assert b"no such endpoint" not in r.body, (e, r.status, r.body[:200])
+
+
 def test_api_success_shapes(api):
     idx = api.get_json("")
     assert "GET /api/v1/master" in idx["endpoints"]
@@ -320,3 +344,57 @@ def test_api_success_shapes(api):
                                                       "next_before": None}
     r = http_request(api.port, "GET", "/api/v1/slaves")
     assert r.status == 200 and [s["name"] for s in r.json()] == ["s1"]
+
+
+def test_waterfall_and_console_pages_keep_rows_of_one_millisecond(farm):
+    """Seven builds, three try jobs and four changes share one millisecond
+    (a poll records its commits together); paging two at a time walks
+    each of them exactly once, newest first."""
+    m = farm.master(config())
+    m.stop()
+    t = 1_700_000_000_000
+    db = sqlite3.connect(m.db_path)
+    with db:
+        for i in range(1, 8):
+            db.execute("INSERT INTO builds(id, builder, number, request_id, "
+                       "state, result, created_ms) VALUES(?, 'quick', ?, ?, "
+                       "'finished', 0, ?)", (i, i, i, t))
+        db.execute("INSERT INTO builds(id, builder, number, request_id, "
+                   "state, result, created_ms) VALUES(8, 'quick', 8, 8, "
+                   "'finished', 0, ?)", (t - 5,))
+        for i in range(1, 4):
+            db.execute("INSERT INTO try_jobs(id, user_id, author, email, "
+                       "description, state, submitted_ms) VALUES(?, 1, 'A', "
+                       "'a@example.org', ?, 'done', ?)", (i, f"job {i}", t))
+        for i in range(1, 5):
+            db.execute("INSERT INTO changes(id, repository, branch, "
+                       "revision, message, created_ms) VALUES(?, '/r', "
+                       "'main', ?, ?, ?)", (i, f"{i:040x}", f"change {i}", t))
+    db.close()
+    m.start()
+
+    seen, params = [], "limit=2"
+    for _ in range(10):
+        page = m.get_json(f"/waterfall?{params}")
+        seen += [b["id"] for b in page["builds"]]
+        if page["next_before"] is None:
+            assert page["next_before_id"] is None
+            break
+        params = (f"limit=2&before={page['next_before']}"
+                  f"&before_id={page['next_before_id']}")
+    assert seen == [7, 6, 5, 4, 3, 2, 1, 8], seen
+
+    rows, params = [], "limit=2"
+    for _ in range(10):
+        page = m.get_json(f"/console?{params}")
+        rows += [(r["kind"], r["id"]) for r in page["rows"]]
+        if page["next_before"] is None:
+            break
+        params = (f"limit=2&before={page['next_before']}"
+                  f"&before_job={page['next_before_job']}"
+                  f"&before_change={page['next_before_change']}")
+    assert rows == [("job", 3), ("job", 2), ("job", 1), ("change", 4),
+                    ("change", 3), ("change", 2), ("change", 1)], rows
+    assert_error(m.api_get("/waterfall?before_id=x"), 400, "before_id")
+    assert_error(m.api_get("/console?before_change=-1"), 400,
+                 "before_change")

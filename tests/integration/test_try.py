@@ -375,6 +375,10 @@ def test_fair_share_between_committers(farm):
     # A's ten are ahead of B's in age; B's position says it runs second.
     j = m.get_json(f"/jobs/{b_job}")
     assert j["builders"][0]["position"] == 2, j
+    # The queue shows each request's job; B's is second in it.
+    queue = m.get_json("/requests?builder=q")["requests"]
+    assert [q["job_id"] for q in queue[:2]] == [a_jobs[0], b_job], queue
+    assert m.get_json(f"/requests/{queue[1]['id']}")["job_id"] == b_job
     farm.slave(m, "s1")
 
     def b_started():

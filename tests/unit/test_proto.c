@@ -213,6 +213,32 @@ static bool running_equal(const tf_running_t *a, size_t na,
     return true;
 }
 
+static bool str_or_null_equal(const char *a, const char *b)
+{
+    return (!a && !b) || streq0(a, b);
+}
+
+static bool mods_equal(const tf_modifiers_t *a, const tf_modifiers_t *b)
+{
+    EQ(!a == !b);
+    if (!a)
+        return true;
+    EQ(a->markers == b->markers);
+    EQ(a->ninfo == b->ninfo);
+    for (size_t i = 0; i < a->ninfo; i++)
+        EQ(streq0(a->info[i], b->info[i]));
+    EQ(a->nstats == b->nstats);
+    for (size_t i = 0; i < a->nstats; i++) {
+        EQ(str_or_null_equal(a->stats[i].name, b->stats[i].name));
+        EQ(streq0(a->stats[i].regex, b->stats[i].regex));
+    }
+    EQ(str_or_null_equal(a->pass_if, b->pass_if));
+    EQ(str_or_null_equal(a->fail_if, b->fail_if));
+    EQ(str_or_null_equal(a->warnings, b->warnings));
+    EQ(!a->warnings || a->warnings_max == b->warnings_max);
+    return true;
+}
+
 static bool step_equal(const tf_step_spec_t *a, const tf_step_spec_t *b)
 {
     EQ(streq0(a->name, b->name));
@@ -230,6 +256,7 @@ static bool step_equal(const tf_step_spec_t *a, const tf_step_spec_t *b)
     EQ(a->flags.flunk_on_warnings == b->flags.flunk_on_warnings);
     EQ(a->flags.warn_on_warnings == b->flags.warn_on_warnings);
     EQ(a->flags.always_run == b->flags.always_run);
+    EQ(mods_equal(a->modifiers, b->modifiers));
     return true;
 }
 
@@ -314,6 +341,14 @@ static bool msg_equal(const tf_msg_t *a, const tf_msg_t *b)
         EQ(x->duration_ms == y->duration_ms);
         EQ(x->time_ms == y->time_ms);
         EQ(streq0(x->text, y->text));
+        EQ(str_or_null_equal(x->info, y->info));
+        EQ(x->nstats == y->nstats);
+        for (size_t i = 0; i < x->nstats; i++) {
+            EQ(streq0(x->stats[i].name, y->stats[i].name));
+            EQ(x->stats[i].value == y->stats[i].value);
+        }
+        EQ(x->has_warnings == y->has_warnings);
+        EQ(!x->has_warnings || x->warnings == y->warnings);
         break;
     }
     case TF_MSG_BUILD_FINISHED:
@@ -1489,6 +1524,304 @@ TF_TEST(git_names)
     TF_CHECK(!tf_repo_url_valid(""));
     TF_CHECK(!tf_repo_url_valid("--upload-pack=x"));
     TF_CHECK(!tf_repo_url_valid("a b"));
+}
+
+/* ---- command modifiers ---- */
+
+static tf_modifiers_t *sample_mods(void)
+{
+    tf_modifiers_t *md = zalloc(1, sizeof *md);
+    md->markers = true;
+    md->ninfo = 2;
+    md->info = zalloc(2, sizeof(char *));
+    md->info[0] = S("^Ran ([0-9]+) tests");
+    md->info[1] = S("\"quoted\" \\\\ \xc3\xa9");
+    md->nstats = 2;
+    md->stats = zalloc(2, sizeof(tf_stat_rule_t));
+    md->stats[0].name = S("tests");
+    md->stats[0].regex = S("^Ran ([0-9]+)");
+    md->stats[1].regex = S("^time: ([a-z]+) ([0-9.]+)$");
+    md->pass_if = S("^OK$");
+    md->fail_if = S("^FAIL");
+    md->warnings = S("warning:");
+    md->warnings_max = UINT32_MAX;
+    return md;
+}
+
+TF_TEST(modifiers_roundtrip)
+{
+    tf_msg_t m;
+    char *text;
+    sample(TF_MSG_BUILD_START, &m);
+    m.u.build_start.steps[0].modifiers = sample_mods();
+    /* Only markers; only a pass_if; only a warnings rule. */
+    m.u.build_start.steps[1].modifiers = zalloc(1, sizeof(tf_modifiers_t));
+    m.u.build_start.steps[1].modifiers->markers = true;
+    tf_modifiers_t *md = zalloc(1, sizeof *md);
+    md->pass_if = S("x");
+    md->warnings = S("w");
+    m.u.build_start.steps[2].modifiers = md;
+    text = roundtrip(&m);
+    TF_CHECK(text && strstr(text, "\"modifiers\":{\"markers\":true,\"info\":"
+                                  "[\"^Ran ([0-9]+) tests\","));
+    TF_CHECK(text && strstr(text, "\"stats\":[{\"name\":\"tests\",\"regex\":"
+                                  "\"^Ran ([0-9]+)\"},{\"regex\":"));
+    TF_CHECK(text && strstr(text, "\"success\":{\"pass_if\":\"^OK$\","
+                                  "\"fail_if\":\"^FAIL\"},\"warnings\":"
+                                  "{\"regex\":\"warning:\",\"max\":4294967295}"));
+    TF_CHECK(text && strstr(text, "\"modifiers\":{\"markers\":true}}"));
+    TF_CHECK(text && strstr(text, "\"modifiers\":{\"markers\":false,"
+                                  "\"success\":{\"pass_if\":\"x\"},"
+                                  "\"warnings\":{\"regex\":\"w\",\"max\":0}}"));
+    free(text);
+    /* A deep copy keeps them. */
+    tf_step_spec_t copy;
+    TF_CHECK_INT(tf_step_spec_copy(&copy, &m.u.build_start.steps[0]), 0);
+    TF_CHECK(step_equal(&copy, &m.u.build_start.steps[0]));
+    tf_step_spec_clear(&copy);
+    tf_msg_clear(&m);
+
+    /* A step without "modifiers" decodes with none; minimal objects get
+     * the defaults (no markers, max 0). */
+    expect_ok("{\"type\":\"build_start\",\"build_id\":1,\"builder\":\"b\","
+              "\"number\":1,\"workdir\":\"b\",\"properties\":{},\"steps\":["
+              "{\"name\":\"s\",\"command\":[\"x\"],\"env\":{},\"workdir\":\"\","
+              "\"timeout_s\":0,\"max_time_s\":0,\"haltOnFailure\":false,"
+              "\"flunkOnFailure\":true,\"warnOnFailure\":false,"
+              "\"flunkOnWarnings\":false,\"warnOnWarnings\":true,"
+              "\"alwaysRun\":false,\"modifiers\":{\"warnings\":{\"regex\":"
+              "\"w\"},\"x_future\":1}}]}",
+              TF_MSG_BUILD_START);
+
+    /* step_finished with what modifiers extracted. */
+    sample(TF_MSG_STEP_FINISHED, &m);
+    m.u.step_finished.info = S("120 tests\n\xc3\xa9t\xc3\xa9");
+    m.u.step_finished.nstats = 4;
+    m.u.step_finished.stats = zalloc(4, sizeof(tf_stat_t));
+    snprintf(m.u.step_finished.stats[0].name, 65, "tests");
+    m.u.step_finished.stats[0].value = 120;
+    snprintf(m.u.step_finished.stats[1].name, 65, "time.compile");
+    m.u.step_finished.stats[1].value = 12.25;
+    snprintf(m.u.step_finished.stats[2].name, 65, "delta");
+    m.u.step_finished.stats[2].value = -3;
+    snprintf(m.u.step_finished.stats[3].name, 65, "huge");
+    m.u.step_finished.stats[3].value = 1e300;
+    m.u.step_finished.has_warnings = true;
+    m.u.step_finished.warnings = 0;
+    text = roundtrip(&m);
+    TF_CHECK(text && strstr(text, ",\"info\":\"120 tests\\n\xc3\xa9t\xc3\xa9\","
+                                  "\"stats\":{\"tests\":120,\"time.compile\":"
+                                  "12.25,\"delta\":-3,\"huge\":1"));
+    TF_CHECK(text && strstr(text, "},\"warnings\":0}"));
+    free(text);
+    tf_msg_clear(&m);
+}
+
+/* The specification's example of a step with modifiers, byte for byte. */
+TF_TEST(modifiers_spec_examples_exact)
+{
+    const char *texts[] = {
+        "{\"type\":\"build_start\",\"build_id\":8,\"builder\":\"linux_rel\","
+        "\"number\":4,\"workdir\":\"linux_rel\",\"properties\":{},\"steps\":"
+        "[{\"name\":\"test\",\"command\":[\"/bin/sh\",\"-c\",\"make check\"],"
+        "\"env\":{},\"workdir\":\"\",\"timeout_s\":1200,\"max_time_s\":0,"
+        "\"haltOnFailure\":false,\"flunkOnFailure\":true,\"warnOnFailure\":"
+        "false,\"flunkOnWarnings\":false,\"warnOnWarnings\":true,\"alwaysRun\":"
+        "false,\"modifiers\":{\"markers\":true,\"info\":[\"^Ran ([0-9]+) "
+        "tests\"],\"stats\":[{\"name\":\"tests\",\"regex\":\"^Ran ([0-9]+) "
+        "tests\"},{\"regex\":\"^time: ([a-z]+) ([0-9.]+)s$\"}],\"success\":"
+        "{\"fail_if\":\"^FAIL:\"},\"warnings\":{\"regex\":\"warning:\","
+        "\"max\":0}}}]}",
+        "{\"type\":\"step_finished\",\"build_id\":8,\"seq\":9,\"step\":0,"
+        "\"result\":\"WARNINGS\",\"exit_code\":0,\"signal\":null,\"timed_out\":"
+        "false,\"duration_ms\":5120,\"time_ms\":1795000005120,\"text\":"
+        "\"exit 0; 2 warnings\",\"info\":\"120\",\"stats\":{\"tests\":120,"
+        "\"compile\":3.5},\"warnings\":2}",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        tf_msg_t m;
+        char err[256] = "", *out = NULL;
+        size_t len = 0;
+        TF_CHECK_INT(tf_msg_decode(texts[i], strlen(texts[i]), &m, err,
+                                   sizeof err), 0);
+        if (err[0])
+            fprintf(stderr, "%s\n", err);
+        TF_CHECK_INT(tf_msg_encode(&m, &out, &len), 0);
+        TF_CHECK_STR(out, texts[i]);
+        free(out);
+        tf_msg_clear(&m);
+    }
+}
+
+/* Replaces (or, with NULL, deletes) steps[0].modifiers.PATH in a valid
+ * build_start and expects the decoder to refuse it naming want. */
+static void expect_mods_fail(const char *mods_json, const char *want, int line)
+{
+    tf_msg_t m;
+    char *text = NULL;
+    size_t len;
+    sample(TF_MSG_BUILD_START, &m);
+    TF_CHECK_INT(tf_msg_encode(&m, &text, &len), 0);
+    tf_msg_clear(&m);
+    json_t *o = json_loads(text, 0, NULL);
+    json_error_t je;
+    json_t *mods = json_loads(mods_json, JSON_DECODE_ANY, &je);
+    if (!mods) {
+        fprintf(stderr, "test_proto.c:%d: bad test JSON %s\n", line, mods_json);
+        tf__failed_checks++;
+    } else {
+        json_object_set_new(json_array_get(json_object_get(o, "steps"), 0),
+                            "modifiers", mods);
+        expect_json_fail(o, want, line);
+    }
+    json_decref(o);
+    free(text);
+}
+
+/* Replaces step_finished's FIELD with value_json and expects refusal. */
+static void expect_sf_fail(const char *field, const char *value_json,
+                           const char *want, int line)
+{
+    tf_msg_t m;
+    char *text = NULL;
+    size_t len;
+    sample(TF_MSG_STEP_FINISHED, &m);
+    TF_CHECK_INT(tf_msg_encode(&m, &text, &len), 0);
+    tf_msg_clear(&m);
+    json_t *o = json_loads(text, 0, NULL);
+    json_t *v = json_loads(value_json, JSON_DECODE_ANY, NULL);
+    json_object_set_new(o, field, v ? v : json_null());
+    expect_json_fail(o, want, line);
+    json_decref(o);
+    free(text);
+}
+
+TF_TEST(modifiers_malformed)
+{
+    const char *P = "build_start.steps[0].modifiers";
+    char want[256];
+    struct {
+        const char *json, *suffix;
+    } cases[] = {
+        {"[]", ": expected an object"},
+        {"null", ": expected an object"},
+        {"{\"markers\":1}", ".markers: expected true or false"},
+        {"{\"info\":\"x\"}", ".info: expected an array"},
+        {"{\"info\":[5]}", ".info[0]: expected a string"},
+        {"{\"info\":[\"\"]}", ".info[0]: must not be empty"},
+        {"{\"info\":[\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\","
+         "\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\","
+         "\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"a\",\"b\",\"c\"]}",
+         ".info: has 33 entries, must have 0..32"},
+        {"{\"stats\":{}}", ".stats: expected an array"},
+        {"{\"stats\":[\"x\"]}", ".stats[0]: expected an object"},
+        {"{\"stats\":[{}]}", ".stats[0].regex: required field missing"},
+        {"{\"stats\":[{\"regex\":7}]}", ".stats[0].regex: expected a string"},
+        {"{\"stats\":[{\"regex\":\"a\",\"name\":\"bad name\"}]}",
+         ".stats[0].name: \"bad name\" is not a valid name"},
+        {"{\"stats\":[{\"regex\":\"a\",\"name\":null}]}",
+         ".stats[0].name: expected a string"},
+        {"{\"success\":[]}", ".success: expected an object"},
+        {"{\"success\":{}}", ".success: needs pass_if or fail_if"},
+        {"{\"success\":{\"pass_if\":1}}", ".success.pass_if: expected a string"},
+        {"{\"success\":{\"fail_if\":\"\"}}", ".success.fail_if: must not be empty"},
+        {"{\"warnings\":\"w\"}", ".warnings: expected an object"},
+        {"{\"warnings\":{}}", ".warnings.regex: required field missing"},
+        {"{\"warnings\":{\"regex\":\"w\",\"max\":-1}}",
+         ".warnings.max: -1 is out of range"},
+        {"{\"warnings\":{\"regex\":\"w\",\"max\":4294967296}}",
+         ".warnings.max: 4294967296 is out of range"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(want, sizeof want, "%s%s", P, cases[i].suffix);
+        expect_mods_fail(cases[i].json, want, __LINE__);
+    }
+    /* A regex of 1024 bytes is fine, 1025 is not. */
+    char *big = xmalloc(1100);
+    snprintf(big, 1100, "{\"info\":[\"%01024d\"]}", 0);
+    tf_msg_t m;
+    sample(TF_MSG_BUILD_START, &m);
+    m.u.build_start.steps[0].modifiers = zalloc(1, sizeof(tf_modifiers_t));
+    m.u.build_start.steps[0].modifiers->ninfo = 1;
+    m.u.build_start.steps[0].modifiers->info = zalloc(1, sizeof(char *));
+    m.u.build_start.steps[0].modifiers->info[0] = xmalloc(1026);
+    memset(m.u.build_start.steps[0].modifiers->info[0], 'a', 1024);
+    m.u.build_start.steps[0].modifiers->info[0][1024] = '\0';
+    char *text = roundtrip(&m);
+    TF_CHECK(text != NULL);
+    free(text);
+    strcpy(m.u.build_start.steps[0].modifiers->info[0] + 1024, "a");
+    char *out = NULL;
+    size_t len;
+    TF_CHECK_INT(tf_msg_encode(&m, &out, &len), TF_EINVAL);
+    TF_CHECK(out == NULL);
+    tf_msg_clear(&m);
+    snprintf(big, 1100, "{\"info\":[\"%01025d\"]}", 0);
+    snprintf(want, sizeof want, "%s.info[0]: longer than 1024 bytes", P);
+    expect_mods_fail(big, want, __LINE__);
+    free(big);
+
+    /* step_finished's new fields. */
+    expect_sf_fail("info", "5", "step_finished.info: expected a string",
+                   __LINE__);
+    expect_sf_fail("stats", "[]", "step_finished.stats: expected an object",
+                   __LINE__);
+    expect_sf_fail("stats", "{\"a\":\"1\"}",
+                   "step_finished.stats[\"a\"]: expected a number", __LINE__);
+    expect_sf_fail("stats", "{\"a\":null}",
+                   "step_finished.stats[\"a\"]: expected a number", __LINE__);
+    expect_sf_fail("stats", "{\"bad name\":1}",
+                   "step_finished.stats: \"bad name\" is not a valid name",
+                   __LINE__);
+    expect_sf_fail("warnings", "-1", "step_finished.warnings: -1 is out of "
+                   "range", __LINE__);
+    expect_sf_fail("warnings", "1.5", "step_finished.warnings: expected an "
+                   "integer", __LINE__);
+    expect_sf_fail("warnings", "null", "step_finished.warnings: expected an "
+                   "integer", __LINE__);
+    /* 65 stats are too many; 64 are fine. */
+    json_t *st = json_object();
+    for (int i = 0; i < 65; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "s%d", i);
+        json_object_set_new(st, k, json_real(i + 0.5));
+    }
+    char *sj = json_dumps(st, JSON_COMPACT);
+    expect_sf_fail("stats", sj, "step_finished.stats: has 65 entries, at most 64",
+                   __LINE__);
+    free(sj);
+    json_object_del(st, "s64");
+    sample(TF_MSG_STEP_FINISHED, &m);
+    TF_CHECK_INT(tf_msg_encode(&m, &out, &len), 0);
+    tf_msg_clear(&m);
+    json_t *o = json_loads(out, 0, NULL);
+    free(out);
+    json_object_set_new(o, "stats", st);
+    out = json_dumps(o, JSON_COMPACT);
+    expect_ok(out, TF_MSG_STEP_FINISHED);
+    free(out);
+    json_decref(o);
+    /* info over 4096 bytes. */
+    char *longinfo = xmalloc(4100);
+    snprintf(longinfo, 4100, "\"%04097d\"", 0);
+    expect_sf_fail("info", longinfo, "step_finished.info: longer than 4096 "
+                   "bytes", __LINE__);
+    free(longinfo);
+
+    /* The encoder refuses what it could not write: NaN, a repeated name. */
+    sample(TF_MSG_STEP_FINISHED, &m);
+    m.u.step_finished.nstats = 2;
+    m.u.step_finished.stats = zalloc(2, sizeof(tf_stat_t));
+    snprintf(m.u.step_finished.stats[0].name, 65, "a");
+    snprintf(m.u.step_finished.stats[1].name, 65, "b");
+    m.u.step_finished.stats[1].value = 0.0 / 0.0;
+    TF_CHECK_INT(tf_msg_encode(&m, &out, &len), TF_EINVAL);
+    m.u.step_finished.stats[1].value = 1;
+    snprintf(m.u.step_finished.stats[1].name, 65, "a");
+    TF_CHECK_INT(tf_msg_encode(&m, &out, &len), TF_EINVAL);
+    snprintf(m.u.step_finished.stats[1].name, 65, "-bad");
+    TF_CHECK_INT(tf_msg_encode(&m, &out, &len), TF_EINVAL);
+    tf_msg_clear(&m);
 }
 
 TF_TEST_MAIN()

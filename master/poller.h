@@ -1,0 +1,87 @@
+/*
+ * poller.h - change sources: git pollers.
+ *
+ * One poller per repository and branch (the config's "pollers" plus the
+ * sources of its schedulers) keeps a bare mirror under DIR/mirrors, fetches
+ * the branch into it every interval_s and records each new commit as a
+ * change. git runs as child processes through uv_spawn, never on the loop
+ * thread's time: the loop only collects their (capped) output. The changes
+ * of one poll and the poller's new last_revision are stored by one function
+ * on the writer thread, in one savepoint, so a restart resumes exactly
+ * where the last committed poll stopped and never records a change twice.
+ * The first poll of a branch records its head only (history is not news).
+ *
+ * A repository that cannot be reached is reported (GET /api/v1/pollers,
+ * and one log line per state change, not per attempt) and retried with
+ * exponential backoff up to max(interval, 10 minutes).
+ */
+#ifndef TF_POLLER_H
+#define TF_POLLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tf_master;
+struct tf_http_req;
+
+/* One commit parsed from git log output. Strings are owned, valid UTF-8
+ * (invalid bytes become '?') and capped (message 64 KiB, 1000 files). */
+typedef struct tf_commit {
+    char revision[65];
+    char *author;
+    char *email;
+    char *message;
+    int64_t committer_ms;
+    char **files;
+    size_t nfiles;
+    bool files_truncated;
+} tf_commit_t;
+
+/* Parses the output of
+ *   git log -z --name-only --format=%x01%H%x00%an%x00%ae%x00%ct%x00%B
+ * into commits, in output order. complete is false when the output was cut
+ * short (over its cap): the last record may then be partial and is dropped
+ * unless it is the only one. Returns 0 with *out (free with
+ * tf_commits_free; NULL when n is 0) or TF_ENOMEM. Garbage that does not
+ * look like a record is skipped. */
+int tf_gitlog_parse(const char *buf, size_t len, bool complete,
+                    tf_commit_t **out, size_t *n);
+
+void tf_commits_free(tf_commit_t *c, size_t n);
+
+/* The file name of a repository's mirror ("<sanitized>-<hash>.git"),
+ * malloc'd, or NULL on OOM. Safe as one path component. */
+char *tf_mirror_name(const char *repository);
+
+/* Creates the pollers of the config, loads their state from the pollers
+ * table (synchronous read, at startup) and starts polling. Returns 0 or a
+ * negative code. */
+int tf_pollers_start(struct tf_master *m);
+
+/* Follows a new config: pollers that stay keep their state; removed ones
+ * are dropped once their git has finished. */
+void tf_pollers_reload(struct tf_master *m);
+
+/* Stops polling for shutdown: kills running git processes and closes the
+ * timer; their handles close through the loop. */
+void tf_pollers_stop(struct tf_master *m);
+
+/* Frees everything (after the loop ended). */
+void tf_pollers_free(struct tf_master *m);
+
+/* The newest revision recorded for (repository, branch), or NULL. Borrowed
+ * until the next poll. */
+const char *tf_pollers_head(struct tf_master *m, const char *repository,
+                            const char *branch);
+
+/* GET /api/v1/pollers, answered from memory. */
+void tf_api_pollers(struct tf_http_req *r);
+
+/* GET /api/v1/changes (parameters limit, before, repository, branch). */
+void tf_api_changes(struct tf_http_req *r);
+
+/* GET /api/v1/changes/{id}. */
+void tf_api_change(struct tf_http_req *r, uint64_t id);
+
+#endif

@@ -1,0 +1,304 @@
+"""test_browser.py - the status pages in a real browser, against a real
+master with real slaves.
+
+One master (web_root = the repository's web/) and two slaves are started
+once for this module and given a history: a 200 MB log, a log with ANSI
+colours and HTML, a failing build, two dozen quick builds, try jobs (one
+with a patch and a review URL, one waiting for a slave that never comes).
+Each test then runs one group of tests/browser/run.mjs, which drives
+Debian's Chromium headless through playwright-core (from web/node_modules,
+installed by `npm ci --prefix web`) and prints a JSON report of its checks
+and measurements; the test asserts every check passed and prints the
+measurements (live latency, bytes fetched for the 200 MB log).
+
+Screenshots of every page go to the test's tmp directory, and into
+docs/images/ when TF_DOCS_IMAGES=1 (how the committed ones were made).
+
+Needs: node, /usr/bin/chromium (scripts/deps installs both) and
+web/node_modules (scripts/test runs `npm ci --prefix web`). Without them
+the tests fail with a message saying what is missing: they are part of
+the suite, not optional.
+"""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import tfharness
+from tfharness import REPO, BUILD_DIR, scaled, wait_for
+
+WEB = REPO / "web"
+RUNNER = REPO / "tests" / "browser" / "run.mjs"
+CHROMIUM = os.environ.get("TF_CHROMIUM", "/usr/bin/chromium")
+BIG_MB = int(os.environ.get("TF_BROWSER_BIG_MB", "200"))
+QUICK_BUILDS = 24
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "Ann Author", "GIT_AUTHOR_EMAIL":
+           "ann@example.org", "GIT_COMMITTER_NAME": "Ann Author",
+           "GIT_COMMITTER_EMAIL": "ann@example.org",
+           "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}
+
+# What the "colours" step prints: colours of every kind, escapes that must
+# vanish, HTML that must stay text, and a byte that is not UTF-8.
+COLOURS = (
+    r"printf '\033[31mRED-TEXT\033[0m plain \033[1;32mBOLD-GREEN\033[0m\n'; "
+    r"printf '\033[38;5;208mORANGE-208\033[0m \033[38;2;10;20;30mTRUE-COLOUR\033[0m"
+    r" \033[94mBRIGHT-BLUE\033[39m \033[41mRED-BACK\033[49m\n'; "
+    r"printf '\033[2Kerased\033]0;a window title\007 line\n'; "
+    r"""printf '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">\n'; """
+    r"printf 'bad byte: \377 end\n'; "
+    r"echo COLOURS-DONE"
+)
+
+
+def git(cwd, *args):
+    env = dict(os.environ)
+    env.update(GIT_ENV)
+    r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, f"git {args}: {r.stdout} {r.stderr}"
+    return r.stdout.strip()
+
+
+def make_repo(tmp):
+    """A bare repository with one commit and a patch against it."""
+    up = tmp / "upstream.git"
+    work = tmp / "work"
+    git(tmp, "init", "-q", "--bare", "-b", "main", str(up))
+    git(tmp, "clone", "-q", str(up), str(work))
+    git(work, "checkout", "-q", "-b", "main")
+    (work / "hello.txt").write_text("hello\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "first")
+    git(work, "push", "-q", "-u", "origin", "main")
+    (work / "hello.txt").write_text("HELLO, LOUDER\n")
+    patch = subprocess.run(["git", "diff", "--binary"], cwd=work,
+                           capture_output=True, check=True).stdout
+    return up, patch
+
+
+def config(tmp, up):
+    sig = tmp / "signals"
+    sig.mkdir(exist_ok=True)
+    live_cmd = (
+        f"while [ ! -e {sig}/go ]; do sleep 0.005; done; "
+        "for i in 1 2 3 4 5; do "
+        "echo \"MARK-$i $(date +%s%3N)\"; sleep 0.3; done; "
+        f"while [ ! -e {sig}/end ]; do sleep 0.005; done; echo finished")
+    big_cmd = (
+        "yes 'the quick brown fox jumps over the lazy dog 0123456789 "
+        f"abcdefghijklmnopqrstuvwxyz' | head -c {BIG_MB * 1024 * 1024}; "
+        "echo; echo END-OF-BIG-LOG")
+    return {
+        "name": "Browser test farm",
+        "web_root": str(WEB),
+        "heartbeat_s": 2,
+        "lost_after_s": 6,
+        "slaves": [{"name": "s1", "tags": ["linux"]},
+                   {"name": "s2", "tags": ["linux"]},
+                   {"name": "mac1", "tags": ["macos"]}],
+        "builders": [
+            {"name": "quick", "tags": ["linux"], "steps": [
+                {"name": "compile", "command": "echo compiling; sleep 0.1"},
+                {"name": "test", "command":
+                 "echo 3 tests pass; "
+                 "echo \"@@@TF_STAT tests_run=$((TF_BUILD_NUMBER % 7 + 10))@@@\""}]},
+            {"name": "colours", "slaves": ["s1"], "steps": [
+                {"name": "ansi", "command": COLOURS}]},
+            {"name": "flaky", "slaves": ["s1"], "steps": [
+                {"name": "build", "command": "echo building"},
+                {"name": "test", "command":
+                 "echo 'test_io ... \033[31mFAILED\033[0m'; exit 1"}]},
+            {"name": "live", "slaves": ["s2"], "steps": [
+                {"name": "prepare", "command": "echo preparing"},
+                {"name": "stream", "command": live_cmd}]},
+            {"name": "slow", "tags": ["linux"], "steps": [
+                {"name": "wait", "command": "echo waiting; sleep 120"}]},
+            {"name": "big", "slaves": ["s1"], "steps": [
+                {"name": "spew", "command": big_cmd, "timeout": 600}]},
+            {"name": "app", "tags": ["linux"], "repository": str(up),
+             "branch": "main", "steps": [
+                 {"name": "check", "command": "cat hello.txt"}]},
+            {"name": "mac-only", "slaves": ["mac1"], "steps": [
+                {"name": "test", "command": "true"}]},
+        ],
+    }
+
+
+def add_user(farm, m, email, name):
+    r = farm.run([BUILD_DIR / "master" / "tf-master", "user", "add", email,
+                  "--name", name, "-d", m.dir])
+    assert r.returncode == 0, f"user add: {r.stdout} {r.stderr}"
+    return r.stdout.strip().splitlines()[-1].strip()
+
+
+def submit_job(m, token, builders, patch=b"", **kw):
+    body = {"builders": builders,
+            "patch": base64.b64encode(patch).decode()}
+    body.update(kw)
+    r = m.request("POST", "/api/v1/jobs", body=body, token=token)
+    assert r.status == 201, f"job submission: {r!r}"
+    return r.json()["job_id"]
+
+
+def missing_tools():
+    out = []
+    if not shutil.which("node"):
+        out.append("node (scripts/deps installs nodejs)")
+    if not os.access(CHROMIUM, os.X_OK):
+        out.append(f"{CHROMIUM} (scripts/deps installs chromium)")
+    if not (WEB / "node_modules" / "playwright-core").is_dir():
+        out.append("web/node_modules (run: npm ci --prefix web)")
+    if not (WEB / "vendor" / "uPlot.esm.js").is_file():
+        out.append("web/vendor/uPlot.esm.js (run: npm ci --prefix web)")
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the browser tests need: " + "; ".join(missing))
+    tmp = tmp_path_factory.mktemp("browser")
+    farm = tfharness.Farm(tmp)
+    try:
+        up, patch = make_repo(tmp)
+        m = farm.master(config(tmp, up))
+        farm.slave(m, "s1")
+        farm.slave(m, "s2")
+        user = add_user(farm, m, "ann@example.org", "Ann Author")
+
+        big = m.run_build("big", timeout=300, reason="a 200 MB log")
+        colours_req = m.force(
+            "colours", reason="<b>bold</b><img src=x onerror=window.__xss=3>")
+        flaky_req = m.force("flaky", reason="nightly")
+        quick = [m.force("quick", reason=f"quick build {i}")
+                 for i in range(QUICK_BUILDS)]
+        colours = m.wait_request_done(colours_req, 60)
+        flaky = m.wait_request_done(flaky_req, 60)
+        for q in quick:
+            m.wait_request_done(q, 120)
+        job_patch = submit_job(
+            m, user, ["app", "quick"], patch,
+            description="Make hello louder", review_url=
+            "https://review.example.org/c/42", patchset="3")
+        job_waiting = submit_job(m, user, ["mac-only"],
+                                 description="Needs a Mac")
+
+        def job_done():
+            j = m.get_json(f"/jobs/{job_patch}")
+            return j["state"] == "finished" and j
+
+        job = wait_for(job_done, 120, "the try job with a patch to finish",
+                       farm)
+        app_build = [b for b in job["builders"] if b["name"] == "app"][0]
+        scenario = {
+            "base": m.url,
+            "token": m.token(),
+            "user_token": user,
+            "signals": str(tmp / "signals"),
+            "shots": str(tmp / "shots"),
+            "docs_images": str(REPO / "docs" / "images")
+            if os.environ.get("TF_DOCS_IMAGES") == "1" else None,
+            "timeout_scale": tfharness.TIMEOUT_SCALE,
+            "big": {"build": big["id"], "size": big["steps"][0]["log"]
+                    ["bytes"]},
+            "colours": {"build": colours["id"]},
+            "flaky": {"build": flaky["id"]},
+            "quick_builds": QUICK_BUILDS,
+            "job_patch": job_patch,
+            "job_waiting": job_waiting,
+            "app_build": app_build["build"]["id"],
+        }
+        (tmp / "scenario.json").write_text(json.dumps(scenario, indent=1))
+        yield {"farm": farm, "master": m, "dir": tmp,
+               "scenario": tmp / "scenario.json", "data": scenario}
+    finally:
+        farm.cleanup()
+
+
+def run_group(site, group, capsys, timeout=150):
+    """Runs one group of run.mjs; returns its report, asserting it
+    passed."""
+    farm = site["farm"]
+    env = dict(os.environ)
+    env[farm.marker_key] = farm.marker_value
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(
+            ["node", str(RUNNER), "--scenario", str(site["scenario"]),
+             "--only", group],
+            capture_output=True, text=True, env=env,
+            timeout=scaled(timeout), cwd=REPO, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"")
+        out = out.decode() if isinstance(out, bytes) else out
+        pytest.fail(f"run.mjs --only {group} did not finish within "
+                    f"{scaled(timeout):g} s:\n{out[-6000:]}\n"
+                    + farm.dump_logs(40))
+    elapsed = time.monotonic() - t0
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, (f"run.mjs --only {group} printed no RESULT line "
+                   f"(exit {p.returncode}):\n{p.stdout[-6000:]}\n"
+                   f"{p.stderr[-4000:]}")
+    report = json.loads(lines[-1][len("RESULT "):])
+    with capsys.disabled():
+        for k, v in report["measures"].items():
+            print(f"\n    browser {group}: {k} = {v}", end="")
+        for n in report["notes"]:
+            print(f"\n    browser {group}: note: {n}", end="")
+        print(f"\n    browser {group}: {len(report['checks'])} checks in "
+              f"{elapsed:.1f} s", end="")
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert report["checks"], f"group {group} checked nothing:\n{p.stdout}"
+    assert not failed and p.returncode == 0, (
+        f"{len(failed)} of {len(report['checks'])} browser checks failed "
+        f"in group {group}:\n"
+        + "\n".join(f"- {c['name']}: {c['detail']}" for c in failed)
+        + f"\n--- run.mjs output ---\n{p.stdout[-8000:]}\n{p.stderr[-4000:]}")
+    return report
+
+
+def test_js_units():
+    """The pure modules (ANSI parser, formatting) under node's test runner."""
+    p = subprocess.run(["node", "--test", str(REPO / "tests" / "browser" /
+                                              "unit.test.mjs")],
+                       capture_output=True, text=True, timeout=scaled(60),
+                       cwd=REPO, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, f"node --test:\n{p.stdout}\n{p.stderr}"
+
+
+def test_every_page_loads_and_shows_the_data(site, capsys):
+    run_group(site, "pages", capsys, timeout=180)
+
+
+def test_live_output_and_waterfall_within_200ms(site, capsys):
+    report = run_group(site, "live", capsys)
+    assert report["measures"]["log_latency_max_ms"] <= 200 * max(
+        1, tfharness.TIMEOUT_SCALE)
+
+
+def test_ansi_colours_and_html_shown_as_text(site, capsys):
+    run_group(site, "ansi", capsys)
+
+
+def test_builder_page_draws_plots(site, capsys):
+    run_group(site, "plot", capsys)
+
+
+def test_waterfall_pages_back_through_history(site, capsys):
+    run_group(site, "paging", capsys)
+
+
+def test_actions_need_a_token(site, capsys):
+    run_group(site, "actions", capsys, timeout=180)
+
+
+def test_200mb_log_loads_only_its_tail(site, capsys):
+    report = run_group(site, "biglog", capsys)
+    assert report["measures"]["initial_bytes_fetched"] <= 128 * 1024

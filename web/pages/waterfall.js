@@ -1,0 +1,246 @@
+// waterfall.js - builders as columns, time flowing down: each build is a
+// box listing its steps, coloured by result; running builds and steps are
+// animated. Data: GET /api/v1/waterfall (newest first, paged by `before`),
+// kept current by the "builds" topic of the live feed without reloading.
+//
+// Layout: builds are taken newest first and packed into rows; a build
+// starts a new row when its builder's column in the current row is taken.
+// So everything in a row is newer than everything below it, and the rows
+// stay dense. Boxes are kept by build id and updated in place, so a
+// build's box is the same element from "created" to "finished".
+//
+// Hash parameters: limit (builds per page, default 50), builder
+// (repeatable: only these columns).
+
+import { get } from "../lib/api.js";
+import { h, replace } from "../lib/dom.js";
+import { fmtDuration, fmtShortTime, fmtTime, resultClass, resultText, serverNow } from "../lib/format.js";
+import { builderLink, loading, slaveLink, tickTimes } from "../lib/ui.js";
+
+export async function render(ctx) {
+  const { root, query } = ctx;
+  ctx.title("Waterfall");
+  loading(root, "the waterfall");
+  const limit = Math.max(1, Math.min(500, Number(query.get("limit")) || 50));
+  const only = query.getAll("builder");
+
+  const builds = new Map(); // id -> build (with steps)
+  const boxes = new Map(); // id -> element
+  let columns = [];
+  let nextBefore = null;
+  let nextBeforeId = null;
+  let pages = 0;
+
+  const tbody = h("tbody");
+  const thead = h("thead");
+  const older = h("button", { type: "button", id: "older", class: "older" }, "Older builds");
+  const status = h("span", { class: "muted paging-status" });
+
+  const stepsList = (b) =>
+    h(
+      "ol",
+      { class: "wsteps" },
+      (b.steps || []).map((s) =>
+        h(
+          "li",
+          {
+            class: ["wstep", resultClass(s.result, s.state)],
+            dataset: { step: s.index },
+            title: `${s.name}: ${resultText(s.result, s.state)}${s.text ? ` (${s.text})` : ""}${s.info ? ` ${s.info}` : ""}${
+              s.started_ms && s.finished_ms ? `, ${fmtDuration(s.finished_ms - s.started_ms)}` : ""
+            }`,
+          },
+          h("a", { href: `#/builds/${b.id}/steps/${s.index}` }, s.name),
+          s.info ? h("span", { class: "wstep-text" }, String(s.info)) : null,
+          !s.info && s.text && s.result && s.result !== "SUCCESS" ? h("span", { class: "wstep-text" }, s.text) : null,
+        ),
+      ),
+    );
+
+  const fillBox = (box, b) => {
+    box.className = `wbox ${resultClass(b.result, b.state)}`;
+    box.dataset.state = b.state || "";
+    box.dataset.result = b.result || "";
+    box.dataset.created = b.created_ms || "";
+    const dur =
+      b.finished_ms && b.started_ms
+        ? fmtDuration(b.finished_ms - b.started_ms)
+        : b.started_ms
+          ? h("span", { dataset: { since: b.started_ms } }, fmtDuration(serverNow() - b.started_ms))
+          : "";
+    replace(
+      box,
+      h(
+        "a",
+        { class: "wbox-head", href: `#/builds/${b.id}`, title: `${b.builder} #${b.number}, created ${fmtTime(b.created_ms)}` },
+        h("span", { class: "wbox-num" }, `#${b.number}`),
+        " ",
+        h("span", { class: "wbox-result" }, resultText(b.result, b.state)),
+      ),
+      h("div", { class: "wbox-meta" }, slaveLink(b.slave), b.slave && dur ? " · " : "", dur),
+      b.reason ? h("div", { class: "wbox-reason", title: b.reason }, b.reason) : null,
+      stepsList(b),
+    );
+  };
+
+  const boxOf = (b) => {
+    let box = boxes.get(b.id);
+    if (!box) {
+      box = h("div", { class: "wbox", dataset: { build: b.id, builder: b.builder } });
+      boxes.set(b.id, box);
+    }
+    fillBox(box, b);
+    return box;
+  };
+
+  const layout = () => {
+    const all = [...builds.values()].sort((a, b) => b.created_ms - a.created_ms || b.id - a.id);
+    const cols = [...columns];
+    for (const b of all) if (!cols.includes(b.builder)) cols.push(b.builder);
+    replace(thead, h("tr", null, h("th", { class: "wtime" }, "time"), cols.map((c) => h("th", { dataset: { builder: c } }, builderLink(c)))));
+    const rows = [];
+    let row = null;
+    for (const b of all) {
+      if (!row || row.cells.has(b.builder)) {
+        row = { time: b.created_ms, cells: new Map() };
+        rows.push(row);
+      }
+      row.cells.set(b.builder, b);
+    }
+    replace(
+      tbody,
+      rows.map((r) =>
+        h(
+          "tr",
+          null,
+          h("td", { class: "wtime", title: fmtTime(r.time) }, fmtShortTime(r.time)),
+          cols.map((c) => h("td", { class: "wcell" }, r.cells.has(c) ? boxOf(r.cells.get(c)) : null)),
+        ),
+      ),
+    );
+    if (!all.length) {
+      replace(tbody, h("tr", null, h("td", { colspan: cols.length + 1, class: "muted" }, "No builds yet.")));
+    }
+    root.dataset.builds = String(all.length);
+    root.dataset.pages = String(pages);
+  };
+
+  // Returns how many builds were new.
+  const addPage = (page) => {
+    if (page.builders) columns = only.length ? page.builders.filter((n) => only.includes(n)) : page.builders;
+    let added = 0;
+    for (const b of page.builds || []) {
+      if (!builds.has(b.id)) added++;
+      builds.set(b.id, b);
+    }
+    nextBefore = page.next_before;
+    nextBeforeId = page.next_before_id;
+    pages++;
+    older.disabled = nextBefore === null || nextBefore === undefined;
+    older.textContent = older.disabled ? "No older builds" : "Older builds";
+    layout();
+    return added;
+  };
+
+  // The cursor is the last build shown: its creation time and id, so
+  // builds created in the same millisecond are neither lost nor repeated.
+  const fetchOlder = async () => {
+    const page = await get("/waterfall", { before: nextBefore, before_id: nextBeforeId, limit, builder: only });
+    if (ctx.alive()) addPage(page);
+  };
+
+  older.addEventListener("click", async () => {
+    if (nextBefore === null || nextBefore === undefined) return;
+    older.disabled = true;
+    status.textContent = "loading…";
+    try {
+      await fetchOlder();
+      status.textContent = "";
+    } catch (e) {
+      older.disabled = false;
+      status.textContent = "";
+      ctx.flash(`Could not load older builds: ${e.message}`, "error");
+    }
+  });
+
+  // --- live ---
+
+  const fetchOne = async (id) => {
+    try {
+      const b = await get(`/builds/${id}`);
+      if (ctx.alive() && (!only.length || only.includes(b.builder))) {
+        builds.set(b.id, { ...(builds.get(b.id) || {}), ...b });
+        layout();
+      }
+    } catch {
+      /* gone: ignore */
+    }
+  };
+
+  const onEvent = (ev) => {
+    if (ev.type === "reconnected" || ev.type === "overflow") {
+      refreshNewest();
+      return;
+    }
+    if (ev.type === "build") {
+      const e = ev.build;
+      if (only.length && !only.includes(e.builder)) return;
+      const known = builds.get(e.id);
+      if (known) {
+        Object.assign(known, e);
+        fillBox(boxOf(known), known);
+      } else if (ev.event === "created") {
+        builds.set(e.id, { ...e, steps: [] });
+        layout();
+      } else {
+        fetchOne(e.id);
+      }
+    } else if (ev.type === "step") {
+      if (only.length && !only.includes(ev.builder)) return;
+      const b = builds.get(ev.build_id);
+      if (!b) {
+        fetchOne(ev.build_id);
+        return;
+      }
+      const steps = b.steps || (b.steps = []);
+      const i = steps.findIndex((s) => s.index === ev.step.index);
+      if (i >= 0) steps[i] = { ...steps[i], ...ev.step };
+      else {
+        steps.push(ev.step);
+        steps.sort((x, y) => x.index - y.index);
+      }
+      if (b.state === "starting") b.state = "running";
+      fillBox(boxOf(b), b);
+    }
+  };
+
+  const refreshNewest = async () => {
+    try {
+      const page = await get("/waterfall", { limit, builder: only });
+      if (!ctx.alive()) return;
+      for (const b of page.builds || []) builds.set(b.id, b);
+      layout();
+    } catch {
+      /* keep what is shown */
+    }
+  };
+
+  ctx.subscribe("builds", onEvent);
+  ctx.every(1000, () => tickTimes(root));
+
+  const first = await get("/waterfall", { limit, builder: only });
+  if (!ctx.alive()) return;
+  replace(
+    root,
+    h("h1", null, "Waterfall"),
+    h(
+      "p",
+      { class: "muted" },
+      "Newest builds on top; each box is a build with its steps. Running builds move; boxes change as builds progress, without reloading.",
+    ),
+    h("div", { class: "waterfall-scroll" }, h("table", { class: "waterfall", id: "waterfall" }, thead, tbody)),
+    h("div", { class: "paging" }, older, status),
+  );
+  addPage(first);
+  ctx.ready();
+}

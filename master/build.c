@@ -372,7 +372,7 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     r->build = b;
     tf_list_push_back(&s->builds, &b->slave_node);
     s->nbuilds++;
-    snprintf(s->last_builder, sizeof(s->last_builder), "%s", mb->name);
+    snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
 
     tf_master_group_begin(m);
     tf_sqlval_t bv[] = {

@@ -325,22 +325,36 @@ static void handle(live_conn_t *c, const char *text, size_t len)
     {
         const char *t = json_string_value(v);
         if (!t || !topic_valid(t)) {
-            reply_error(c, "unknown topic: use builds, slaves, requests or "
-                           "log:BUILD_ID:STEP");
+            char msg[200];
+            snprintf(msg, sizeof(msg), "unknown topic \"%.60s\": use builds, "
+                     "slaves, requests or log:BUILD_ID:STEP",
+                     t ? t : "(not a string)");
+            reply_error(c, msg);
             json_decref(o);
             return;
         }
     }
+    /* All or nothing: a subscription that would pass the cap adds none. */
+    size_t adding = 0;
     json_array_foreach(sub, i, v)
     {
         const char *t = json_string_value(v);
-        if (has_topic(c, t))
-            continue;
-        if (c->ntopics >= LIVE_MAX_TOPICS) {
-            reply_error(c, "at most 64 topics per connection");
-            break;
-        }
-        snprintf(c->topics[c->ntopics++], LIVE_TOPIC_MAX, "%s", t);
+        bool dup = has_topic(c, t);
+        for (size_t k = 0; !dup && k < i; k++)
+            dup = strcmp(json_string_value(json_array_get(sub, k)), t) == 0;
+        adding += !dup;
+    }
+    if (c->ntopics + adding > LIVE_MAX_TOPICS) {
+        reply_error(c, "at most 64 topics per connection: unsubscribe some "
+                       "first");
+        json_decref(o);
+        return;
+    }
+    json_array_foreach(sub, i, v)
+    {
+        const char *t = json_string_value(v);
+        if (!has_topic(c, t))
+            snprintf(c->topics[c->ntopics++], LIVE_TOPIC_MAX, "%s", t);
     }
     json_array_foreach(unsub, i, v)
     {

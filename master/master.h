@@ -50,7 +50,6 @@ typedef struct tf_mslave {
     unsigned nbuilds;          /* builds on the list */
     uint32_t hello_max_builds; /* what the slave offered */
     bool draining;             /* sent drain on this link */
-    char last_builder[TF_NAME_MAX + 1]; /* for warm-checkout preference */
     char platform[TF_PROTO_MAX_INFO + 1];
     char version[TF_PROTO_MAX_INFO + 1];
     int64_t connected_ms;
@@ -64,6 +63,10 @@ typedef struct tf_mbuilder {
     tf_list_t pending;           /* tf_request_t.node, pending only */
     unsigned npending;
     unsigned nrunning;
+    /* The slave that started its last build: its checkout of this builder
+     * is the warmest (slaves keep one per builder, whatever they built
+     * since), so the scheduler prefers it. */
+    char last_slave[TF_NAME_MAX + 1];
 } tf_mbuilder_t;
 
 typedef enum {
@@ -151,7 +154,8 @@ struct tf_build {
     bool ack_pending;          /* on m->ack_list */
     int64_t created_ms;
     int64_t started_ms;
-    int64_t lost_since_ms;     /* tf_mono_ms() since the slave left; 0 = connected */
+    int64_t lost_since_ms;     /* tf_mono_ms() when the slave left;
+                                * 0 = connected */
     char *start_msg;           /* encoded build_start until sent */
     size_t start_len;
     tf_list_t slave_node;      /* mslave->builds */

@@ -63,40 +63,95 @@ static json_t *result_or_null(sqlite3_stmt *st, int col)
 
 /* --- waterfall --- */
 
+typedef struct wf_key {
+    int64_t created_ms;
+    int64_t id;
+} wf_key_t;
+
+static int wf_key_cmp(const void *a, const void *b)
+{
+    const wf_key_t *x = a, *y = b;
+    if (x->created_ms != y->created_ms)
+        return x->created_ms > y->created_ms ? -1 : 1;
+    return x->id > y->id ? -1 : x->id < y->id;
+}
+
+/* Appends to keys (room for cap) the newest builds after the cursor, at
+ * most want, of one builder or of all (builder NULL), each query walking
+ * an index in page order. */
+static int wf_keys(sqlite3 *db, const char *builder, int64_t before,
+                   int64_t before_id, unsigned want, wf_key_t *keys,
+                   size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        builder ? "SELECT created_ms, id FROM builds WHERE builder = ?4 AND "
+                  "(created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) "
+                  "ORDER BY created_ms DESC, id DESC LIMIT ?3"
+                : "SELECT created_ms, id FROM builds WHERE "
+                  "created_ms < ?1 OR (created_ms = ?1 AND id < ?2) "
+                  "ORDER BY created_ms DESC, id DESC LIMIT ?3";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, before_id);
+    sqlite3_bind_int64(st, 3, want);
+    if (builder)
+        sqlite3_bind_text(st, 4, builder, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        keys[*n].created_ms = sqlite3_column_int64(st, 0);
+        keys[*n].id = sqlite3_column_int64(st, 1);
+        (*n)++;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
 int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
-                   int64_t before_id, unsigned limit, char (*builders)[TF_NAME_MAX + 1],
+                   int64_t before_id, unsigned limit,
+                   char (*builders)[TF_NAME_MAX + 1],
                    size_t nbuilders, json_t **out)
 {
     sqlite3_stmt *st = NULL;
-    /* Builder filter as a JSON array so one prepared statement serves all. */
-    json_t *filter = json_array();
-    for (size_t i = 0; i < nbuilders; i++)
-        json_array_append_new(filter, json_string(builders[i]));
-    char *ftext = json_dumps(filter, JSON_COMPACT);
-    json_decref(filter);
     int rc = TF_ESTORE;
+    /* The page's keys first: one query per chosen builder (each one page
+     * long, by the builder's index), merged; then the rows by id. */
+    size_t cap = (nbuilders ? nbuilders : 1) * ((size_t)limit + 1), nk = 0;
+    wf_key_t *keys = malloc(cap * sizeof(*keys));
+    if (!keys)
+        return TF_ENOMEM;
+    rc = 0;
+    if (nbuilders == 0) {
+        rc = wf_keys(db, NULL, before, before_id, limit + 1, keys, &nk);
+    } else {
+        for (size_t i = 0; i < nbuilders; i++) {
+            bool dup = false;
+            for (size_t k = 0; k < i && !dup; k++)
+                dup = strcmp(builders[k], builders[i]) == 0;
+            if (!dup && (rc = wf_keys(db, builders[i], before, before_id,
+                                      limit + 1, keys, &nk)) != 0)
+                break;
+        }
+        qsort(keys, nk, sizeof(*keys), wf_key_cmp);
+    }
+    if (rc)
+        goto out;
+    rc = TF_ESTORE;
+    bool more = nk > limit;
+    unsigned n = more ? limit : (unsigned)nk;
     if (sqlite3_prepare_v2(
             db,
             "SELECT id, builder, number, state, result, created_ms, "
             "started_ms, finished_ms, reason, slave FROM builds "
-            "WHERE (created_ms < ?1 OR (created_ms = ?1 AND id < ?5)) "
-            "AND (?2 = 0 OR builder IN (SELECT value FROM json_each(?3))) "
-            "ORDER BY created_ms DESC, id DESC LIMIT ?4",
+            "WHERE id = ?1",
             -1, &st, NULL) != SQLITE_OK)
         goto out;
-    sqlite3_bind_int64(st, 1, before);
-    sqlite3_bind_int64(st, 5, before_id);
-    sqlite3_bind_int(st, 2, (int)nbuilders);
-    sqlite3_bind_text(st, 3, ftext ? ftext : "[]", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, (int64_t)limit + 1);
     json_t *builds = json_array();
-    unsigned n = 0;
-    bool more = false;
-    int64_t last_created = 0, last_id = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if (n == limit) {
-            more = true;
-            break;
+    for (unsigned k = 0; k < n; k++) {
+        sqlite3_bind_int64(st, 1, keys[k].id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_reset(st);
+            continue;
         }
         long long id = (long long)sqlite3_column_int64(st, 0);
         json_t *b = json_object();
@@ -115,10 +170,10 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
         json_object_set_new(b, "url", json_string(url));
         json_object_set_new(b, "steps", json_array());
         json_array_append_new(builds, b);
-        last_created = sqlite3_column_int64(st, 5);
-        last_id = id;
-        n++;
+        sqlite3_reset(st);
     }
+    int64_t last_created = n ? keys[n - 1].created_ms : 0;
+    int64_t last_id = n ? keys[n - 1].id : 0;
     sqlite3_finalize(st);
     st = NULL;
     /* Steps of the page's builds, by primary key. */
@@ -159,7 +214,7 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
     *out = o;
     rc = 0;
 out:
-    free(ftext);
+    free(keys);
     return rc;
 }
 

@@ -215,7 +215,8 @@ typedef struct idle_slave {
     tf_mslave_t *s;
 } idle_slave_t;
 
-/* Picks the idle slave for builder mb: the warm one if it is idle. */
+/* Picks the idle slave for builder mb: the one that built it last (its
+ * checkout is warm) if it is idle. */
 static tf_mslave_t *pick_slave(tf_mbuilder_t *mb, idle_slave_t *idle,
                                size_t nidle)
 {
@@ -224,7 +225,7 @@ static tf_mslave_t *pick_slave(tf_mbuilder_t *mb, idle_slave_t *idle,
         tf_mslave_t *s = idle[i].s;
         if (!s || !tf_config_slave_allowed(mb->cfg, s->cfg))
             continue;
-        if (strcmp(s->last_builder, mb->name) == 0)
+        if (strcmp(s->name, mb->last_slave) == 0)
             return s;
         if (!first)
             first = s;

@@ -190,6 +190,12 @@ static const char *const migrations[] = {
     "ALTER TABLE build_requests ADD COLUMN collapsed_into INTEGER;"
     "ALTER TABLE build_requests ADD COLUMN scheduler TEXT;"
     "CREATE INDEX builds_by_created ON builds(created_ms);",
+
+    /* 5: the waterfall of chosen builders and the console page by time
+     * through indexes (the rowid, i.e. the id, ends each index). */
+    "CREATE INDEX builds_by_builder_created ON builds(builder, created_ms);"
+    "CREATE INDEX changes_by_created ON changes(created_ms);"
+    "CREATE INDEX try_jobs_by_submitted ON try_jobs(submitted_ms);",
 };
 
 size_t tf_schema_count(void)

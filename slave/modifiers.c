@@ -31,6 +31,8 @@ typedef struct tf__stream_buf {
     uint8_t *buf;   /* TF_MODS_LINE_MAX + 1 bytes, or NULL before use */
     size_t len;
     bool cut;       /* the previous line was cut at the cap */
+    bool counted;   /* the line being cut in pieces already counted as a
+                     * warning: a long line is one line, however cut */
 } tf__stream_buf_t;
 
 typedef struct tf__stat_rx {
@@ -51,6 +53,7 @@ struct tf_mods {
 
     tf__stream_buf_t streams[2];
     bool pass_matched, fail_matched;
+    bool line_counted; /* the line being matched counted as a warning */
     char fail_excerpt[TF__EXCERPT_MAX * 3 + 1];
     uint64_t warnings;
     char info[TF_PROTO_MAX_INFO_TEXT + 1];
@@ -343,15 +346,21 @@ static void tf__line(tf_mods_t *x, const uint8_t *line, size_t len)
         tf__sanitize(x->fail_excerpt, sizeof x->fail_excerpt, line,
                      len < TF__EXCERPT_MAX ? len : TF__EXCERPT_MAX, &all);
     }
-    if (x->has_warn && tf__match(&x->warn, line, len, NULL, 0))
+    if (x->has_warn && !x->line_counted &&
+        tf__match(&x->warn, line, len, NULL, 0)) {
         x->warnings++;
+        x->line_counted = true;
+    }
 }
 
-/* Hands the buffered line to the matchers, NUL-terminated. */
-static void tf__flush(tf_mods_t *x, tf__stream_buf_t *sb)
+/* Hands the buffered line (or the piece of a line cut at the cap, when
+ * !line_ends) to the matchers, NUL-terminated. */
+static void tf__flush(tf_mods_t *x, tf__stream_buf_t *sb, bool line_ends)
 {
     sb->buf[sb->len] = '\0';
+    x->line_counted = sb->counted;
     tf__line(x, sb->buf, sb->len);
+    sb->counted = line_ends ? false : x->line_counted;
     sb->len = 0;
 }
 
@@ -368,6 +377,7 @@ void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
         if (sb->cut && sb->len == 0 && data[0] == '\n') {
             /* The newline that ends the line we had to cut. */
             sb->cut = false;
+            sb->counted = false;
             data++;
             n--;
             continue;
@@ -382,12 +392,12 @@ void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
         data += take;
         n -= take;
         if (sb->len == TF_MODS_LINE_MAX && !(nl && take == upto)) {
-            tf__flush(x, sb);
+            tf__flush(x, sb, false);
             sb->cut = true;
         } else if (nl) {
             data++; /* the '\n' */
             n--;
-            tf__flush(x, sb);
+            tf__flush(x, sb, true);
         }
     }
 }
@@ -398,7 +408,7 @@ void tf_mods_finish(tf_mods_t *x)
         return;
     for (int i = 0; i < 2; i++)
         if (x->streams[i].buf && x->streams[i].len)
-            tf__flush(x, &x->streams[i]);
+            tf__flush(x, &x->streams[i], true);
     x->finished = true;
 }
 

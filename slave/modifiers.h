@@ -14,7 +14,8 @@
  * TF_MODS_LINE_MAX bytes: a line is complete at '\n' (a trailing "\r" is
  * dropped too), at the end of the step, or when it fills the buffer, in
  * which case it is cut there and the rest is the next line. Memory per
- * step is therefore bounded whatever the step prints.
+ * step is therefore bounded whatever the step prints. The warnings count
+ * still counts such a line once, however many of its pieces match.
  *
  * Lines are bytes; regexes run in the C locale (one byte, one character)
  * with REG_STARTEND where the C library has it, so NUL bytes and invalid

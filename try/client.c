@@ -170,6 +170,12 @@ int tf_try_http(const tf_try_client_t *c, const tf_try_req_t *r,
         l = curl_slist_append(headers, auth);
     if (l)
         headers = l;
+    /* No "Expect: 100-continue" for large bodies: the master does not
+     * answer it, and curl would wait a second before sending the patch. */
+    if (l && r->body)
+        l = curl_slist_append(headers, "Expect:");
+    if (l)
+        headers = l;
     if (!l) {
         rc = TF_ENOMEM;
         goto out;

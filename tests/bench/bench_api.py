@@ -96,6 +96,25 @@ def fill(db, builders, nbuilds, nsteps):
                             "log_lines) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             steps)
             rows, steps, reqs = [], [], []
+    # Try jobs and changes for the console: one of each per ten builds,
+    # each change in the blamelist of one build.
+    jobs, changes, blame = [], [], []
+    for k in range(1, nbuilds // 10 + 1):
+        t = now + k * 600_000
+        jobs.append((k, 1, "Dev %d" % (k % 40), "dev%d@example.org" % (k % 40),
+                     "try %d" % k, "done", 0, t, t + 300_000))
+        changes.append((k, "/srv/git/project", "main", "%040x" % k,
+                        "Author %d" % (k % 40), "a%d@example.org" % (k % 40),
+                        t, "change %d\n\nbody" % k, t + 1))
+        blame.append((min(k * 10, bid), k))
+    con.executemany("INSERT INTO try_jobs(id, user_id, author, email, "
+                    "description, state, result, submitted_ms, finished_ms) "
+                    "VALUES(?,?,?,?,?,?,?,?,?)", jobs)
+    con.executemany("INSERT INTO changes(id, repository, branch, revision, "
+                    "author, email, committer_ms, message, created_ms) "
+                    "VALUES(?,?,?,?,?,?,?,?,?)", changes)
+    con.executemany("INSERT INTO build_changes(build_id, change_id) "
+                    "VALUES(?,?)", blame)
     for b in builders:
         con.execute("UPDATE builders SET builds_total = ?1, "
                     "last_build_id = (SELECT max(id) FROM builds WHERE "
@@ -163,6 +182,10 @@ def main():
             ("waterfall, first page", "/api/v1/waterfall?limit=100"),
             ("waterfall, deep page", "/api/v1/waterfall?limit=100&before=%d"
              % mid),
+            ("waterfall, one builder",
+             "/api/v1/waterfall?limit=100&builder=builder03"),
+            ("console, first page", "/api/v1/console"),
+            ("console, deep page", "/api/v1/console?before=%d" % mid),
             ("builders", "/api/v1/builders"),
             ("one builder", "/api/v1/builders/builder03"),
             ("builds of a builder", "/api/v1/builders/builder03/builds"),

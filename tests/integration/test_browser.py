@@ -150,6 +150,14 @@ def missing_tools():
     out = []
     if not shutil.which("node"):
         out.append("node (scripts/deps installs nodejs)")
+    else:
+        v = subprocess.run(["node", "--version"], capture_output=True,
+                           text=True).stdout.strip()
+        major = int(v.lstrip("v").split(".")[0] or 0) if v else 0
+        if major < 20:
+            out.append(f"Node.js 20 or newer for playwright-core (found "
+                       f"{v or 'none'}; Debian 12's nodejs is 18: install "
+                       f"Node.js 20, e.g. from NodeSource)")
     if not os.access(CHROMIUM, os.X_OK):
         out.append(f"{CHROMIUM} (scripts/deps installs chromium)")
     if not (WEB / "node_modules" / "playwright-core").is_dir():

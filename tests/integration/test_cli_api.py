@@ -106,6 +106,22 @@ def test_run_with_a_broken_config_exits_2(farm):
         r.stderr, r.stderr
 
 
+def test_run_on_a_port_in_use_exits_1_and_says_so(farm):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        m = farm.master(config(), start=False, port=port)
+        r = farm.run([TF_MASTER, "run", m.dir], timeout=20)
+    finally:
+        busy.close()
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert f"cannot listen on 127.0.0.1:{port} (is the port in use?)" in \
+        r.stderr, r.stderr
+    assert "serving" not in r.stderr, r.stderr
+
+
 def test_create_then_run_then_force_from_the_cli(farm):
     d = farm.tmp / "fresh"
     port = farm.master(config(), start=False).port  # a free port
@@ -349,7 +365,8 @@ def test_api_success_shapes(api):
 def test_waterfall_and_console_pages_keep_rows_of_one_millisecond(farm):
     """Seven builds, three try jobs and four changes share one millisecond
     (a poll records its commits together); paging two at a time walks
-    each of them exactly once, newest first."""
+    each of them exactly once, newest first, also when the waterfall is
+    narrowed to some builders."""
     m = farm.master(config())
     m.stop()
     t = 1_700_000_000_000
@@ -362,6 +379,10 @@ def test_waterfall_and_console_pages_keep_rows_of_one_millisecond(farm):
         db.execute("INSERT INTO builds(id, builder, number, request_id, "
                    "state, result, created_ms) VALUES(8, 'quick', 8, 8, "
                    "'finished', 0, ?)", (t - 5,))
+        for i in range(9, 12):
+            db.execute("INSERT INTO builds(id, builder, number, request_id, "
+                       "state, result, created_ms) VALUES(?, 'other', ?, ?, "
+                       "'finished', 0, ?)", (i, i, i, t - 2))
         for i in range(1, 4):
             db.execute("INSERT INTO try_jobs(id, user_id, author, email, "
                        "description, state, submitted_ms) VALUES(?, 1, 'A', "
@@ -373,16 +394,22 @@ def test_waterfall_and_console_pages_keep_rows_of_one_millisecond(farm):
     db.close()
     m.start()
 
-    seen, params = [], "limit=2"
-    for _ in range(10):
-        page = m.get_json(f"/waterfall?{params}")
-        seen += [b["id"] for b in page["builds"]]
-        if page["next_before"] is None:
-            assert page["next_before_id"] is None
-            break
-        params = (f"limit=2&before={page['next_before']}"
-                  f"&before_id={page['next_before_id']}")
-    assert seen == [7, 6, 5, 4, 3, 2, 1, 8], seen
+    def walk(filt):
+        seen, params = [], "limit=2" + filt
+        for _ in range(10):
+            page = m.get_json(f"/waterfall?{params}")
+            seen += [b["id"] for b in page["builds"]]
+            if page["next_before"] is None:
+                assert page["next_before_id"] is None
+                return seen
+            params = (f"limit=2&before={page['next_before']}"
+                      f"&before_id={page['next_before_id']}" + filt)
+        raise AssertionError(f"more than 10 pages: {seen}")
+    assert walk("") == [7, 6, 5, 4, 3, 2, 1, 11, 10, 9, 8], walk("")
+    assert walk("&builder=quick") == [7, 6, 5, 4, 3, 2, 1, 8]
+    assert walk("&builder=other") == [11, 10, 9]
+    assert walk("&builder=other&builder=quick&builder=other") == \
+        [7, 6, 5, 4, 3, 2, 1, 11, 10, 9, 8]
 
     rows, params = [], "limit=2"
     for _ in range(10):

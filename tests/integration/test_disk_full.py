@@ -35,7 +35,9 @@ def test_full_disk_pauses_and_loses_nothing(farm):
     dbdir.mkdir()
     ok, why = _mount_tmpfs(dbdir, "3m")
     if not ok:
-        pytest.skip(f"cannot mount a tmpfs here: {why}")
+        # A container may refuse mounts even to root: not the project's
+        # fault, so CI lets this one skip (scripts/test, count_junit).
+        pytest.skip(f"cannot mount a tmpfs here: {why} (allowed in CI)")
     try:
         size = 60 * 1024 * 1024
         data = deterministic_bytes(size, seed=7)

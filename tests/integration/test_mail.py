@@ -12,6 +12,8 @@ import email
 import email.policy
 import email.utils
 import json
+import os
+import re
 import shutil
 import subprocess
 import time
@@ -22,6 +24,7 @@ import pytest
 from tfharness import BUILD_DIR, REPO, Proc, free_port, scaled, wait_for
 
 TF_MASTER = BUILD_DIR / "master" / "tf-master"
+TF_TRY = BUILD_DIR / "try" / "tf-try"
 SMTPD = Path(__file__).resolve().parent / "mail" / "smtpd.py"
 SENDMAIL = Path(__file__).resolve().parent / "mail" / "fake_sendmail.py"
 PYTHON = "/usr/bin/python3"
@@ -32,7 +35,11 @@ pytestmark = pytest.mark.skipif(
     reason="python3-aiosmtpd is not installed (scripts/deps)")
 
 # The failing step: a first error early, a long middle, a verdict at the end.
-FAIL_CMD = ("echo 'compiling'; echo 'src/frob.c:42: error: THE FIRST ERROR'; "
+# Its marker line gives the step an info text (docs/config.md, command
+# modifiers) that the report must show next to the excerpt.
+FAIL_INFO = "frob: 1 of 20000 checks broken"
+FAIL_CMD = (f"echo '@@@TF_INFO {FAIL_INFO}@@@'; "
+            "echo 'compiling'; echo 'src/frob.c:42: error: THE FIRST ERROR'; "
             "i=0; while [ $i -lt 20000 ]; do "
             "echo \"noise line $i with some padding to make it long enough\"; "
             "i=$((i + 1)); done; echo 'FAIL: the final verdict'; exit 1")
@@ -185,11 +192,97 @@ def excerpt_of(text, builder):
     return "\n".join(out) + "\n"
 
 
+def duration_text(ms):
+    """A duration as the mail writes it (tf_mail_duration)."""
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60000:
+        return f"{ms // 1000}.{ms % 1000 // 100} s"
+    s = ms // 1000
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def assert_stays(pred, seconds, what):
     end = time.monotonic() + scaled(seconds)
     while time.monotonic() < end:
         assert pred(), what
         time.sleep(0.2)
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "Ann Example",
+           "GIT_AUTHOR_EMAIL": "ann@example.org",
+           "GIT_COMMITTER_NAME": "Ann Example",
+           "GIT_COMMITTER_EMAIL": "ann@example.org",
+           "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git(cwd, *args, author=None):
+    """Runs git in cwd with a fixed identity (author: (name, email) of the
+    commit's author) and no ~/.gitconfig; returns its stripped stdout."""
+    env = dict(os.environ)
+    env.update(GIT_ENV)
+    env["HOME"] = str(cwd)
+    if author:
+        env["GIT_AUTHOR_NAME"], env["GIT_AUTHOR_EMAIL"] = author
+    r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True,
+                       timeout=scaled(60))
+    assert r.returncode == 0, \
+        f"git {' '.join(args)} in {cwd}: {r.stderr.decode(errors='replace')}"
+    return r.stdout.decode().strip()
+
+
+def make_repos(tmp):
+    """A bare upstream repository whose main branch has a file `verdict`
+    saying "fail", and a clone of it to work in: (upstream, work)."""
+    up, work = tmp / "upstream.git", tmp / "work"
+    git(tmp, "init", "-q", "--bare", "-b", "main", str(up))
+    git(tmp, "clone", "-q", str(up), str(work))
+    git(work, "checkout", "-q", "-b", "main")
+    (work / "verdict").write_text("fail\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    git(work, "push", "-q", "-u", "origin", "main")
+    return up, work
+
+
+def commit(work, path, message, author):
+    (work / path).write_text(message + "\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", message, author=author)
+    return git(work, "rev-parse", "HEAD")
+
+
+def addresses(msg, header):
+    """[(display name, address)] of an address header ([] when absent)."""
+    if msg[header] is None:
+        return []
+    return [(a.display_name, a.addr_spec) for a in msg[header].addresses]
+
+
+def check_notice(msg, raw, env, build, subject, rcpts):
+    """A continuous build's notice: its subject, envelope recipients (each
+    exactly once), the same addresses in To (and no Cc), and the build it
+    is about."""
+    assert msg["Subject"] == subject, (msg["Subject"], subject)
+    assert env["mail_from"] == "ci@example.org", env
+    assert sorted(env["rcpt_tos"]) == sorted(rcpts), (subject, env)
+    assert len(env["rcpt_tos"]) == len(set(env["rcpt_tos"])), env
+    assert sorted(a for _, a in addresses(msg, "To")) == sorted(rcpts), \
+        (subject, msg["To"])
+    assert msg["Cc"] is None and msg["Bcc"] is None, raw[:2000]
+    assert int(msg["X-TestFarm-Build"]) == build["id"], raw[:2000]
+    assert msg["X-TestFarm-Result"] == build["result"], raw[:2000]
+    assert msg["Auto-Submitted"] == "auto-generated"
+    text, html = parts(msg)
+    assert f"Builder {build['builder']}, build #{build['number']}: " \
+        f"{build['result']} (" in text, text[:2000]
+    for label, value in (("Build:", build["url"]),
+                         ("Slave:", build["slave"]),
+                         ("Duration:", duration_text(build["duration_ms"]))):
+        assert f"\n  {label:<12} {value}\n" in text, (label, text[:2000])
+    return text, html
 
 
 def check_headers(msg, raw, m, row):
@@ -262,16 +355,29 @@ def test_pass_and_fail_jobs_one_mail_each_with_excerpt_and_caps(farm):
     text, html = parts(msg)
     job = m.get_json(f"/jobs/{bad}")
     for b in job["builders"]:
-        build = b["build"]
-        line = [x for x in text.split("\n")
-                if x.startswith(f"  {b['name']} ")]
-        assert line, text[:3000]
-        assert b["result"] in line[0] and build["slave"] in line[0] and \
-            build["url"] in line[0], line
+        # Builder, result, duration, slave and link, in the text's table and
+        # in the HTML's.
+        build = m.build(b["build"]["id"])
+        dur = duration_text(build["duration_ms"])
+        assert build["slave"] == "s1", build
+        assert re.search(rf"^  {b['name']} +{b['result']} +{re.escape(dur)} "
+                         rf"+s1 +{re.escape(build['url'])}$", text,
+                         re.M), (dur, text[:3000])
+        assert re.search(rf">{b['name']}</td>.*>{b['result']}</td>"
+                         rf"<td[^>]*>{re.escape(dur)}</td><td[^>]*>s1</td>",
+                         html), (dur, html[:3000])
     fail_build = [b["build"] for b in job["builders"]
                   if b["name"] == "fail"][0]
     assert 'fail: FAILURE in step 1 "check"' in text, text[:3000]
     assert f"{fail_build['url']}/steps/1/log" in text
+    # The failing step's text and info, as the API has them.
+    step = m.build(fail_build["id"])["steps"][1]
+    assert step["name"] == "check" and step["info"] == FAIL_INFO, step
+    assert f"\n  Info:      {FAIL_INFO}\n" in text, text[:3000]
+    assert f"Info: {FAIL_INFO}<br>" in html, html[:3000]
+    assert step["text"] == "exit 1", step
+    assert "\n  Step text: exit 1\n" in text, text[:3000]
+    assert "Step text: exit 1<br>" in html, html[:3000]
     ex = excerpt_of(text, "fail")
     assert "src/frob.c:42: error: THE FIRST ERROR" in ex, ex
     assert "FAIL: the final verdict" in ex, ex
@@ -280,6 +386,7 @@ def test_pass_and_fail_jobs_one_mail_each_with_excerpt_and_caps(farm):
     assert len(ex.encode()) <= 8192, len(ex.encode())
     assert len(raw) <= 200000, len(raw)
     assert "THE FIRST ERROR" in html and "<pre" in html
+    assert "@@@TF_INFO" not in ex, ex
     assert "noise line 500 " not in text, "the whole log was mailed"
 
     # The stored message is the one that was sent.
@@ -544,6 +651,202 @@ def test_continuous_notifier_modes_problem_and_change(farm):
     assert r.returncode == 0, r.stderr
     pv = email.message_from_string(r.stdout, policy=email.policy.default)
     assert pv["Subject"] == "[it] FAIL: c-problem build #3 (still failing)"
+
+
+@pytest.mark.timeout(150)
+def test_notifier_modes_failing_and_all(farm):
+    """Forced builds are continuous builds: "failing" mails each failed
+    one and nothing for a pass, "all" mails every build; each notice goes
+    to the builder's extra recipients only (a forced build has no
+    blamelist)."""
+    smtp = Smtpd(farm).start()
+    verdict = farm.tmp / "verdict"
+    step = [{"name": "check",
+             "command": f"v=$(cat {verdict}); echo \"verdict: $v\"; "
+                        "test \"$v\" = pass || { echo 'error: it broke'; "
+                        "exit 1; }"}]
+    rcpts = {"n-failing": ["watch@example.org"],
+             "n-all": ["all-a@example.org", "all-b@example.org"]}
+    extra = [{"name": "n-failing", "steps": step,
+              "mail": {"mode": "failing",
+                       "extra_recipients": rcpts["n-failing"]}},
+             {"name": "n-all", "steps": step,
+              "mail": {"mode": "all", "extra_recipients": rcpts["n-all"]}}]
+    m = start_master(farm, mail_config(smtp.port), extra_builders=extra)
+    builds = {b: [] for b in rcpts}
+    for v in ["pass", "fail", "fail", "pass"]:
+        verdict.write_text(v + "\n")
+        reqs = {b: m.force(b) for b in builds}
+        for b, req in reqs.items():
+            build = m.wait_request_done(req)
+            assert build["result"] == ("SUCCESS" if v == "pass"
+                                       else "FAILURE"), build
+            builds[b].append(m.build(build["id"]))
+    change = ["passed", "broken", "still failing", "fixed"]
+    want = {}  # build id -> (builder, build, subject)
+    for b, lst in builds.items():
+        for n, build in enumerate(lst, 1):
+            if b == "n-failing" and build["result"] != "FAILURE":
+                continue
+            verdict_word = "PASS" if build["result"] == "SUCCESS" else "FAIL"
+            want[build["id"]] = (b, build, f"[it] {verdict_word}: {b} build "
+                                 f"#{n} ({change[n - 1]})")
+    assert len(want) == 6, want
+    # The rows were queued in the builds' own transactions: none for the
+    # passing builds of n-failing.
+    rows = [r for r in outbox(m, limit=200) if r["kind"] == "build"]
+    assert sorted(r["build_id"] for r in rows) == sorted(want), rows
+    msgs = smtp.wait_count(6)
+    assert_stays(lambda: len(smtp.messages()) == 6, 2, "extra notices")
+    got, threads = {}, {}
+    for msg, raw, env in msgs:
+        bid = int(msg["X-TestFarm-Build"])
+        assert bid not in got, f"two notices for build {bid}"
+        got[bid] = msg
+        b, build, subject = want[bid]
+        text, _ = check_notice(msg, raw, env, build, subject, rcpts[b])
+        if build["result"] == "FAILURE":
+            assert "error: it broke" in excerpt_of(text, b), text
+        else:
+            assert "FAILURE in step" not in text, text
+        threads.setdefault(b, set()).add(msg["References"])
+    assert set(got) == set(want)
+    # One thread per builder: a builder's notices share their References.
+    assert all(len(t) == 1 for t in threads.values()), threads
+    assert threads["n-failing"] != threads["n-all"], threads
+    assert all(t.startswith("<tf-builder.") for ts in threads.values()
+               for t in ts), threads
+    row_rcpts = {r["build_id"]: sorted(r["recipients"]) for r in
+                 outbox(m, limit=200) if r["kind"] == "build"}
+    assert row_rcpts == {bid: sorted(rcpts[b]) for bid, (b, _, _) in
+                         want.items()}, row_rcpts
+
+
+@pytest.mark.timeout(150)
+def test_blamelist_authors_receive_the_mail(farm):
+    """Three commits by two authors, pushed at once, make one build from
+    the change scheduler; its failure notice goes to both authors and the
+    builder's extra address, each once, with the authors' names."""
+    up, work = make_repos(farm.tmp)
+    smtp = Smtpd(farm).start()
+    blame = {"name": "blame", "repository": str(up), "branch": "main",
+             "steps": [{"name": "check",
+                        "command": "git rev-parse HEAD; "
+                                   "echo 'error: broken by the change'; "
+                                   "exit 1"}],
+             "mail": {"mode": "failing",
+                      "extra_recipients": ["ops@example.org"]}}
+    m = start_master(farm, mail_config(smtp.port), extra_builders=[blame],
+                     poll_interval_s=1,
+                     schedulers=[{"name": "on-main", "type": "change",
+                                  "builders": ["blame"],
+                                  "tree_stable_s": 0}])
+
+    def polled(rev):
+        ps = [p for p in m.get_json("/pollers")["pollers"]
+              if p["repository"] == str(up)]
+        return ps and ps[0]["state"] == "ok" and not ps[0]["polling"] and \
+            ps[0]["last_revision"] == rev
+    base = git(work, "rev-parse", "HEAD")
+    wait_for(lambda: polled(base), 30, "the first poll", farm)
+
+    bob = ("Bob Coder", "bob@example.org")
+    cy = ("Cy Writer", "cy@example.org")
+    revs = [commit(work, "one.txt", "one", bob),
+            commit(work, "two.txt", "two", cy),
+            commit(work, "three.txt", "three", bob)]
+    git(work, "push", "-q", "origin", "main")
+
+    def finished():
+        bs = m.get_json("/builders/blame/builds")["builds"]
+        return len(bs) == 1 and bs[0]["state"] == "finished" and bs[0]
+    build = m.build(wait_for(finished, 40, "the build of the changes", farm,
+                             interval=0.2)["id"])
+    assert build["result"] == "FAILURE", build
+    assert [c["revision"] for c in build["changes"]] == revs, \
+        build["changes"]
+
+    [(msg, raw, env)] = smtp.wait_count(1)
+    text, html = check_notice(
+        msg, raw, env, build, "[it] FAIL: blame build #1 (failed)",
+        ["ops@example.org", "bob@example.org", "cy@example.org"])
+    # The extra address first, then the authors in the order of their
+    # first change, named as in the commits.
+    assert addresses(msg, "To") == [("", "ops@example.org"),
+                                    bob, cy], msg["To"]
+    assert "\nChanges (3):\n" in text, text[:3000]
+    for rev, who, what in zip(revs, (bob, cy, bob), ("one", "two", "three")):
+        assert f"  {rev[:12]}  {who[0]} <{who[1]}>  {what}\n" in text, \
+            text[:3000]
+    assert "error: broken by the change" in excerpt_of(text, "blame")
+    row = mail_of(m, "build", build["id"])
+    assert row["recipients"] == ["ops@example.org", "bob@example.org",
+                                 "cy@example.org"], row
+    assert_stays(lambda: len(smtp.messages()) == 1, 2, "a second notice")
+
+
+def tf_try(farm, m, cwd, *args, token):
+    """tf-try in cwd with a private HOME and the token in $TF_TRY_TOKEN;
+    waits for the job (--wait) so its exit status is the job's."""
+    env = dict(os.environ)
+    env.update(GIT_ENV)
+    home = farm.tmp / "home"
+    home.mkdir(exist_ok=True)
+    env["HOME"] = str(home)
+    env.pop("XDG_CONFIG_HOME", None)
+    env["TF_TRY_TOKEN"] = token
+    r = farm.run([TF_TRY, "--url", m.url, "--wait", "--poll-ms", "200",
+                  *args], cwd=cwd, env=env, timeout=scaled(90))
+    found = re.search(r"^job (\d+): http", r.stdout, re.M)
+    assert found, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r, int(found.group(1))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(not os.access(TF_TRY, os.X_OK),
+                    reason=f"{TF_TRY} is not built")
+def test_tf_try_email_and_no_email(farm):
+    """`tf-try --email ADDR` sends the report to ADDR, not to the account's
+    address; `tf-try --no-email` sends none."""
+    up, work = make_repos(farm.tmp)
+    smtp = Smtpd(farm).start()
+    t = {"name": "t", "repository": str(up), "branch": "main",
+         "steps": [{"name": "check",
+                    "command": "v=$(cat verdict); echo \"verdict: $v\"; "
+                               "test \"$v\" = pass"}]}
+    m = start_master(farm, mail_config(smtp.port), extra_builders=[t])
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    (work / "verdict").write_text("pass\n")
+
+    r, job = tf_try(farm, m, work, "-b", "t", "-m", "mail elsewhere",
+                    "--email", "other@example.org", token=token)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    [(msg, raw, env)] = smtp.wait_count(1)
+    assert env["rcpt_tos"] == ["other@example.org"], env
+    assert addresses(msg, "To") == [("", "other@example.org")], msg["To"]
+    assert msg["Cc"] is None
+    assert msg["Subject"] == f"[it] PASS: try job {job}: mail elsewhere"
+    assert int(msg["X-TestFarm-Job"]) == job
+    text, _ = parts(msg)
+    # The report still names its author; only the address changed.
+    assert "Ann Example <ann@example.org>" in text, text[:2000]
+    row = wait_mail_row(m, "job", job, lambda r: r["state"] == "sent",
+                        "the report to be sent")
+    assert row["recipients"] == ["other@example.org"], row
+    assert m.get_json(f"/jobs/{job}")["email"] == "ann@example.org"
+
+    r, quiet = tf_try(farm, m, work, "-b", "t", "-m", "no mail please",
+                      "--no-email", token=token)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    wait_job(m, quiet)
+    # The job's end and its mail row (if any) commit together: once the job
+    # is finished and nothing is pending, there will be no mail.
+    wait_for(lambda: all(x["state"] != "pending" for x in outbox(m)), 20,
+             "the outbox to be idle", farm)
+    assert mail_of(m, "job", quiet) is None, outbox(m)
+    assert_stays(lambda: len(smtp.messages()) == 1, 2,
+                 "a mail for the --no-email job")
+    assert [x["job_id"] for x in outbox(m) if x["kind"] == "job"] == [job]
 
 
 @pytest.mark.timeout(120)

@@ -164,6 +164,10 @@ def test_stopped_slave_is_marked_lost(farm):
 
 def test_sighup_adds_a_builder_without_dropping_links(farm):
     cfg = config()
+    web = farm.tmp / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<p>the pages</p>\n")
+    cfg["web_root"] = str(web)
     m = farm.master(cfg)
     farm.slave(m, "s1")
     farm.slave(m, "s2")
@@ -180,6 +184,10 @@ def test_sighup_adds_a_builder_without_dropping_links(farm):
     names = [b["name"] for b in m.get_json("/builders")]
     assert names == ["added", "quick"], names
 
+    # The pages are still served: the web server kept its own copy of
+    # web_root when the old config was freed (ASan would catch a stale one).
+    r = m.get("/")
+    assert r.status == 200 and r.body == b"<p>the pages</p>\n", r
     b = m.run_build("added")
     assert b["result"] == "SUCCESS" and b["slave"] == "s2", b
     assert m.step_log(b["id"], 0) == b"new builder\n"

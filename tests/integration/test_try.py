@@ -9,7 +9,9 @@ of upstream fails its check (check.sh reads the file `verdict`), so a patch
 that writes "pass" there fixes it.
 """
 
+import base64
 import hashlib
+import json
 import os
 import re
 import signal
@@ -19,8 +21,9 @@ import time
 
 import pytest
 
-from tfharness import (BUILD_DIR, deterministic_bytes, live_pids_in_group,
-                       pgid_of, pid_alive, scaled, steps_summary, wait_for)
+from tfharness import (BUILD_DIR, REPO, deterministic_bytes, http_request,
+                       live_pids_in_group, pgid_of, pid_alive, scaled,
+                       steps_summary, wait_for)
 
 TF_TRY = BUILD_DIR / "try" / "tf-try"
 
@@ -463,8 +466,15 @@ def test_same_patch_twice_is_stored_once(farm):
     shas = [m.get_json(f"/jobs/{j}")["patch"]["sha256"] for j in jobs]
     assert shas[0] == shas[1] and re.fullmatch(r"[0-9a-f]{64}", shas[0])
     assert f"sha256 {shas[0]}" in r.stdout
+    # Both ran on s1's one checkout of b1: the second apply worked only
+    # because the source step cleaned the first one away.
     for j in jobs:
-        wait_job_done(m, j)
+        job = wait_job_done(m, j)
+        assert job["result"] == "SUCCESS", job
+        build = m.build(job["builders"][0]["build"]["id"])
+        assert build["slave"] == "s1"
+        assert steps_summary(build) == [("source", "SUCCESS"),
+                                        ("check", "SUCCESS")], build
     db = sqlite3.connect(f"file:{m.db_path}?mode=ro", uri=True)
     try:
         assert db.execute("SELECT count(*) FROM patches").fetchone()[0] == 1
@@ -672,3 +682,251 @@ def test_wait_survives_a_master_restart(farm):
     assert p.returncode == 0, (p.returncode, text, err)
     assert b"retrying for up to 60 s" in err, err
     assert re.search(r"^slow: build \d+: SUCCESS", text, re.M), text
+
+
+def build_of_job(m, job_id):
+    """The build of a one-builder job (None until it starts)."""
+    return m.get_json(f"/jobs/{job_id}")["builders"][0]["build"]
+
+
+@pytest.mark.timeout(90)
+def test_priority_orders_requests(farm):
+    up, work = make_repos(farm.tmp)
+    quick = [{"name": "quick", "command": "echo quick"}]
+    # The API has no per-request priority: a request takes its builder's
+    # priority (config.md, "scheduler"), and positions count within one
+    # builder's queue. So the high-priority builder's single request is
+    # position 1 and runs before the two older low-priority ones.
+    m = farm.master(try_config(up, slaves=("s1",), extra_builders=[
+        {"name": "lo", "steps": quick, "priority": -5},
+        {"name": "hi", "steps": quick, "priority": 10}]))
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    (work / "verdict").write_text("pass\n")
+
+    jobs = {}
+    for label, builder in (("lo1", "lo"), ("lo2", "lo"), ("hi", "hi")):
+        r = tf_try(farm, m, work, "-b", builder, "-m", label, token=token)
+        assert r.returncode == 0, explain(r)
+        jobs[label] = job_id_of(r)
+        if label == "lo2":
+            assert re.search(r"^  lo: request \d+, position 2 in queue$",
+                             r.stdout, re.M), r.stdout
+        if label == "hi":
+            assert re.search(r"^  hi: request \d+, position 1 in queue$",
+                             r.stdout, re.M), r.stdout
+
+    entries = {k: m.get_json(f"/jobs/{j}")["builders"][0]
+               for k, j in jobs.items()}
+    assert [entries[k]["position"] for k in ("hi", "lo1", "lo2")] == \
+        [1, 1, 2], entries
+    for k, prio in (("hi", 10), ("lo1", -5), ("lo2", -5)):
+        req = m.request_info(entries[k]["request_id"])
+        assert req["state"] == "pending" and req["priority"] == prio, req
+    hi_queue = m.get_json("/builders/hi")["pending_requests"]
+    assert [(q["job_id"], q["position"], q["priority"]) for q in hi_queue] \
+        == [(jobs["hi"], 1, 10)], hi_queue
+
+    # One slave, one build at a time: the start order is the queue order.
+    farm.slave(m, "s1")
+    for j in jobs.values():
+        job = wait_job_done(m, j, 60)
+        assert job["result"] == "SUCCESS", job
+    builds = {k: build_of_job(m, j) for k, j in jobs.items()}
+    order = sorted(builds, key=lambda k: builds[k]["id"])
+    assert order == ["hi", "lo1", "lo2"], builds
+    assert builds["hi"]["started_ms"] <= builds["lo1"]["started_ms"], builds
+
+
+@pytest.mark.timeout(120)
+def test_request_prefers_the_warm_slave(farm):
+    up, work = make_repos(farm.tmp)
+    quick = [{"name": "quick", "command": "echo quick"}]
+    m = farm.master(try_config(up, extra_builders=[
+        {"name": "w1", "steps": quick}, {"name": "w2", "steps": quick}]))
+
+    def slave_of(builder):
+        return m.run_build(builder, timeout=60)["slave"]
+
+    # Make s1 warm for w2 and s2 warm for w1, each while the other slave is
+    # away, so that whatever order the master keeps its slaves in, one of
+    # the two builders would land on the wrong slave without the rule.
+    s1 = farm.slave(m, "s1")
+    assert slave_of("w2") == "s1"
+    s1.stop()
+    farm.slave(m, "s2")
+    assert slave_of("w1") == "s2"
+    s1.start()
+    for _ in range(3):
+        assert slave_of("w1") == "s2"
+        assert slave_of("w2") == "s1"
+
+    # "The slave that built its builder last" (config.md): s2 stays w1's
+    # warm slave after it has built w2 too (it keeps a checkout per
+    # builder), while s1 has never built w1.
+    s1.stop()
+    assert slave_of("w2") == "s2"
+    s1.start()
+    for _ in range(3):
+        assert slave_of("w1") == "s2"
+        assert slave_of("w2") == "s2"
+
+    doc = " ".join((REPO / "docs" / "config.md").read_text().split())
+    assert "A request prefers the slave that built its builder last (its " \
+           "checkout is warm)." in doc
+
+
+LOOK_SH = """\
+for f in newfile.txt stray.txt straydir; do
+  if [ -e "$f" ]; then echo "present: $f"; else echo "absent: $f"; fi
+done
+echo "status:"
+git status --porcelain
+test ! -e stray.txt && test ! -e straydir
+"""
+
+
+@pytest.mark.timeout(90)
+def test_leftovers_of_a_patch_do_not_leak_into_the_next_build(farm):
+    up, work = make_repos(farm.tmp)
+    # "look" reports what the checkout holds and fails on litter; "litter"
+    # leaves an untracked file and directory behind (not ignored ones:
+    # those survive on purpose, config.md says so).
+    (farm.tmp / "look.sh").write_text(LOOK_SH)
+    leak = {"name": "leak", "steps": [
+        {"name": "look", "command": f"sh {farm.tmp / 'look.sh'}"},
+        {"name": "litter", "command": "echo litter > stray.txt; "
+                                      "mkdir straydir; echo x > straydir/f"}]}
+    m = start_farm(farm, up, slaves=("s1",), extra_builders=[leak])
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    (work / "newfile.txt").write_text("added by the patch\n")
+    (work / "verdict").write_text("pass\n")
+
+    r = tf_try(farm, m, work, "-b", "leak", "--include-untracked", "--wait",
+               "--poll-ms", "200", token=token)
+    assert r.returncode == 0, explain(r)
+    first = m.build(build_of_job(m, job_id_of(r))["id"])
+    assert steps_summary(first) == [("source", "SUCCESS"), ("look", "SUCCESS"),
+                                    ("litter", "SUCCESS")], first
+    log = m.step_log(first["id"], 1).decode()
+    assert "present: newfile.txt\nabsent: stray.txt\nabsent: straydir\n" \
+        in log, log
+    assert "A  newfile.txt" in log and "M  verdict" in log, log
+
+    # The next build, without the patch, on the same slave and checkout.
+    second = m.run_build("leak")
+    assert second["slave"] == "s1" == first["slave"]
+    assert steps_summary(second) == [("source", "SUCCESS"),
+                                     ("look", "SUCCESS"),
+                                     ("litter", "SUCCESS")], second
+    log = m.step_log(second["id"], 1).decode()
+    assert log.endswith("absent: newfile.txt\nabsent: stray.txt\n"
+                        "absent: straydir\nstatus:\n"), log
+
+
+def post_job(m, body, token=None, headers=None):
+    """A raw POST /api/v1/jobs: body as bytes, or a dict sent as JSON."""
+    h = {"Content-Type": "application/json"}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    h.update(headers or {})
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    return http_request(m.port, "POST", "/api/v1/jobs", body, h)
+
+
+def assert_api_error(r, status, *words):
+    assert r.status == status, r
+    err = r.json()["error"]
+    assert set(err) == {"status", "message"}, err
+    assert err["status"] == status, err
+    for w in words:
+        assert w in err["message"], (w, err)
+
+
+@pytest.mark.timeout(60)
+def test_submission_errors_raw_http(farm):
+    up, _ = make_repos(farm.tmp)
+    m = farm.master(try_config(up, slaves=("s1",)))
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    patch = base64.b64encode(b"diff --git a/verdict b/verdict\n").decode()
+    good = {"builders": ["b1"], "patch": patch}
+
+    r = post_job(m, good)
+    assert_api_error(r, 401, "committer's token", "Authorization: Bearer")
+    assert r.headers.get("www-authenticate") == "Bearer", r.headers
+    for auth in ("Bearer tft_not-a-token", "Bearer " + "x" * 300,
+                 f"Token {token}"):
+        r = post_job(m, good, headers={"Authorization": auth})
+        assert r.status == 401, (auth, r)
+        assert_api_error(r, 401, "token")
+    # The admin token is no committer's: it may not submit either.
+    assert_api_error(post_job(m, good, token=m.token()), 401,
+                     "admin token cannot submit")
+
+    assert_api_error(post_job(m, b'{"builders": ["b1"], "patch": ', token),
+                     400, "the body is not JSON")
+    assert_api_error(post_job(m, b"", token), 400, "not JSON")
+    assert_api_error(post_job(m, b'["b1"]', token), 400,
+                     "must be a JSON object")
+    assert_api_error(post_job(m, {"patch": patch}, token), 400,
+                     "builders: required")
+    for wrong in ("b1", {"b1": True}, [], [1], ["b1", "b1"]):
+        r = post_job(m, {"builders": wrong, "patch": patch}, token)
+        assert_api_error(r, 400, "builders")
+    for wrong in (["unit"], "unit", {"b1": "unit"}, {"b2": ["unit"]},
+                  {"b1": [7]}):
+        r = post_job(m, dict(good, tests=wrong), token)
+        assert_api_error(r, 400, "tests")
+    assert_api_error(post_job(m, dict(good, builders=["nosuch"]), token),
+                     400, 'unknown builder "nosuch"', "b1, b2")
+
+    assert m.get_json("/requests")["requests"] == []
+    assert m.get_json("/jobs", token=token)["jobs"] == []
+    assert m.get_json("/jobs?mine=1", token=token)["jobs"] == []
+    assert m.get_json("/master")["requests_pending"] == 0
+    # The same body with everything right is taken: the refusals above
+    # were about what they named, not about the master.
+    r = post_job(m, good, token)
+    assert r.status == 201, r
+    assert [j["id"] for j in m.get_json("/jobs")["jobs"]] == \
+        [r.json()["job_id"]]
+
+
+@pytest.mark.timeout(60)
+def test_user_list_and_remove(farm):
+    up, _ = make_repos(farm.tmp)
+    m = farm.master(try_config(up, slaves=("s1",)))
+    tf_master = BUILD_DIR / "master" / "tf-master"
+    ann = add_user(farm, m, "ann@example.org", "Ann Example")
+    bob = add_user(farm, m, "bob@example.org", "Bob")
+
+    r = farm.run([tf_master, "user", "list", "-d", m.dir])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert re.match(r"EMAIL +NAME +ADDED +LAST USED$", lines[0]), lines
+    assert re.match(r"ann@example\.org +Ann Example +\d{4}-\d\d-\d\dT",
+                    lines[1]), lines
+    assert re.match(r"bob@example\.org +Bob +\d{4}-", lines[2]), lines
+    assert len(lines) == 3, lines
+    for t in (ann, bob):
+        assert t not in r.stdout + r.stderr
+        assert t[4:] not in r.stdout + r.stderr
+    assert "tft_" not in r.stdout + r.stderr
+
+    assert m.get_json("/whoami", token=ann) == {
+        "email": "ann@example.org", "name": "Ann Example", "admin": False}
+    r = farm.run([tf_master, "user", "remove", "ann@example.org", "-d",
+                  m.dir])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "removed ann@example.org: their token no longer works" in r.stderr
+    # At once, with the master running.
+    r = m.api_get("/whoami", token=ann)
+    assert_api_error(r, 401, "invalid token")
+    assert m.get_json("/whoami", token=bob)["email"] == "bob@example.org"
+    r = farm.run([tf_master, "user", "list", "-d", m.dir])
+    assert "ann@example.org" not in r.stdout and "bob@example.org" in r.stdout
+    # Removing someone who is not there says so.
+    r = farm.run([tf_master, "user", "remove", "ann@example.org", "-d",
+                  m.dir])
+    assert r.returncode != 0 and "no user ann@example.org" in r.stderr, \
+        (r.returncode, r.stderr)

@@ -294,8 +294,9 @@ TF_TEST(long_lines_are_split)
     tf_mods_finish(x);
     uint64_t w = 0;
     tf_mods_warnings(x, &w);
-    /* line 1, line 3 in three pieces (L, L, 5), the unterminated tail. */
-    TF_CHECK_INT(w, 5);
+    /* Line 1, line 3 (matched in three pieces, L, L and 5 bytes, but one
+     * line: one warning), the unterminated tail. */
+    TF_CHECK_INT(w, 3);
     tf_mods_free(x);
     tf_modifiers_free(spec);
 
@@ -305,6 +306,40 @@ TF_TEST(long_lines_are_split)
     tf_mods_feed(x, TF_STREAM_STDOUT, (const uint8_t *)big, len);
     tf_mods_finish(x);
     TF_CHECK_STR(tf_mods_info(x), "aaEND");
+    tf_mods_free(x);
+    tf_modifiers_free(spec);
+    free(big);
+}
+
+/* A line cut at the cap counts once as a warning, and the line after it
+ * counts on its own, whether the cut fell inside the line or right before
+ * its newline. */
+TF_TEST(cut_lines_count_once)
+{
+    const size_t L = TF_MODS_LINE_MAX;
+    char *big = malloc(2 * L + 1);
+    TF_CHECK(big != NULL);
+    if (!big)
+        return;
+    memset(big, 'x', 2 * L + 1);
+    tf_modifiers_t *spec = spec_new(false, NULL, NULL, NULL, NULL, NULL, "x",
+                                    0);
+    /* 2L + 1 bytes, cut twice, then a short matching line. */
+    tf_mods_t *x = mods_new(spec);
+    tf_mods_feed(x, TF_STREAM_STDOUT, (const uint8_t *)big, 2 * L + 1);
+    tf_mods_feed(x, TF_STREAM_STDOUT, (const uint8_t *)"\nx\n", 3);
+    tf_mods_finish(x);
+    uint64_t w = 0;
+    tf_mods_warnings(x, &w);
+    TF_CHECK_INT(w, 2);
+    tf_mods_free(x);
+    /* Exactly L bytes whose newline comes in the next write. */
+    x = mods_new(spec);
+    tf_mods_feed(x, TF_STREAM_STDOUT, (const uint8_t *)big, L);
+    tf_mods_feed(x, TF_STREAM_STDOUT, (const uint8_t *)"\nx\nx", 5);
+    tf_mods_finish(x);
+    tf_mods_warnings(x, &w);
+    TF_CHECK_INT(w, 3);
     tf_mods_free(x);
     tf_modifiers_free(spec);
     free(big);

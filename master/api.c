@@ -135,23 +135,6 @@ static bool check_name(tf_http_req_t *r, const char *s, const char *what)
     return true;
 }
 
-/* Parses an unsigned query argument in [lo, hi]; def when absent. */
-static bool arg_uint(tf_http_req_t *r, const char *name, uint64_t lo,
-                     uint64_t hi, uint64_t def, uint64_t *out)
-{
-    const char *v = tf_http_arg(r, name);
-    if (!v) {
-        *out = def;
-        return true;
-    }
-    if (tf_parse_u64(v, out) != 0 || *out < lo || *out > hi) {
-        tf_http_error(r, 400, "parameter %s=\"%.40s\": expected an integer "
-                      "from %" PRIu64 " to %" PRIu64, name, v, lo, hi);
-        return false;
-    }
-    return true;
-}
-
 /* --- live overlays (loop thread) --- */
 
 static bool slave_connected(tf_master_t *m, const char *name)
@@ -422,8 +405,8 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
     snprintf(q->base, sizeof(q->base), "%s", base_url(r->m));
     if (kind == Q_BUILDS) {
         uint64_t limit = 0, before = 0;
-        if (!arg_uint(r, "limit", 1, 500, 50, &limit) ||
-            !arg_uint(r, "before", 1, TF_PROTO_MAX_ID, 0, &before)) {
+        if (!tf_http_arg_u64(r, "limit", 1, 500, 50, &limit) ||
+            !tf_http_arg_u64(r, "before", 1, TF_PROTO_MAX_ID, 0, &before)) {
             free(q);
             return;
         }
@@ -432,7 +415,7 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
     }
     if (kind == Q_BUILDER_STATS) {
         uint64_t limit = 0;
-        if (!arg_uint(r, "limit", 1, 1000, 200, &limit)) {
+        if (!tf_http_arg_u64(r, "limit", 1, 1000, 200, &limit)) {
             free(q);
             return;
         }
@@ -587,8 +570,8 @@ static void log_size_done(void *arg, int rc)
         }
         status = 206;
     } else if (qs || qe) {
-        if (!arg_uint(r, "start", 0, UINT64_MAX / 2, 0, &start) ||
-            !arg_uint(r, "end", 0, UINT64_MAX / 2, ls->size, &end)) {
+        if (!tf_http_arg_u64(r, "start", 0, UINT64_MAX / 2, 0, &start) ||
+            !tf_http_arg_u64(r, "end", 0, UINT64_MAX / 2, ls->size, &end)) {
             free(ls);
             return;
         }
@@ -637,29 +620,35 @@ typedef struct wjob {
     int status;
 } wjob_t;
 
+void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
+                           const char *builder, json_t *extra)
+{
+    if (rc) {
+        json_decref(extra);
+        tf_http_error(r, 500, "the request could not be stored: %s",
+                      tf_strerror(rc));
+        return;
+    }
+    tf_master_t *m = r->m;
+    char url[600];
+    snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64, base_url(m),
+             id);
+    tf_request_t *req = tf_map_get_id(m->requests, id);
+    unsigned pos = req ? tf_sched_position(m, req) : 0;
+    json_t *o = json_pack("{s:I,s:s,s:s}", "request_id", (json_int_t)id,
+                          "builder", builder, "url", url);
+    json_object_set_new(o, "position", pos ? json_integer(pos) : json_null());
+    if (extra)
+        json_object_update(o, extra);
+    json_decref(extra);
+    tf_http_respond_json(r, 201, o);
+}
+
 static void force_committed(void *arg, int rc)
 {
     wjob_t *w = arg;
-    tf_http_req_t *r = w->r;
-    if (tf_http_async_end(r)) {
-        if (rc) {
-            tf_http_error(r, 500, "the request could not be stored: %s",
-                          tf_strerror(rc));
-        } else {
-            tf_master_t *m = r->m;
-            char url[600];
-            snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64,
-                     base_url(m), w->id);
-            tf_request_t *req = tf_map_get_id(m->requests, w->id);
-            unsigned pos = req ? tf_sched_position(m, req) : 0;
-            json_t *o = json_pack("{s:I,s:s,s:s}", "request_id",
-                                  (json_int_t)w->id, "builder", w->builder,
-                                  "url", url);
-            json_object_set_new(o, "position",
-                                pos ? json_integer(pos) : json_null());
-            tf_http_respond_json(r, 201, o);
-        }
-    }
+    if (tf_http_async_end(w->r))
+        tf_api_request_queued(w->r, rc, w->id, w->builder, NULL);
     free(w);
 }
 

@@ -57,6 +57,21 @@ const char *tf_http_arg(const tf_http_req_t *r, const char *name)
     return NULL;
 }
 
+bool tf_http_arg_u64(tf_http_req_t *r, const char *name, uint64_t lo,
+                     uint64_t hi, uint64_t def, uint64_t *out)
+{
+    const char *v = tf_http_arg(r, name);
+    *out = def;
+    if (!v)
+        return true;
+    if (tf_parse_u64(v, out) != 0 || *out < lo || *out > hi) {
+        tf_http_error(r, 400, "parameter %s=\"%.40s\": expected an integer "
+                      "from %" PRIu64 " to %" PRIu64, name, v, lo, hi);
+        return false;
+    }
+    return true;
+}
+
 void tf_http_header(tf_http_req_t *r, const char *name, const char *value)
 {
     if (r->nhdrs >= 4)

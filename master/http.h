@@ -86,6 +86,12 @@ struct tf_http_req {
 /* Looks up a query argument. Returns its value (borrowed) or NULL. */
 const char *tf_http_arg(const tf_http_req_t *r, const char *name);
 
+/* Parses the unsigned query argument `name` into *out: def when absent.
+ * A value that is not an integer in [lo, hi] answers 400 naming the
+ * parameter and the range, and returns false. */
+bool tf_http_arg_u64(tf_http_req_t *r, const char *name, uint64_t lo,
+                     uint64_t hi, uint64_t def, uint64_t *out);
+
 /* Adds a response header (at most 4). */
 void tf_http_header(tf_http_req_t *r, const char *name, const char *value);
 
@@ -126,5 +132,12 @@ void tf_api_dispatch(tf_http_req_t *r);
 /* The body cap for a request to path (bytes). */
 size_t tf_api_body_cap(const struct tf_master *m, const char *path,
                        int method);
+
+/* Answers a request that queued build request `id` of `builder` (force,
+ * rebuild) once its write group committed with rc: 500 when rc is an
+ * error, else 201 {"request_id", "builder", "url", "position"} plus the
+ * fields of extra (taken; may be NULL). */
+void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
+                           const char *builder, json_t *extra);
 
 #endif

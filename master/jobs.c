@@ -725,28 +725,13 @@ void tf_api_job_get(tf_http_req_t *r, uint64_t id)
     start_jq(r, q);
 }
 
-static bool uint_arg(tf_http_req_t *r, const char *name, uint64_t lo,
-                     uint64_t hi, uint64_t def, uint64_t *out)
-{
-    const char *v = tf_http_arg(r, name);
-    *out = def;
-    if (!v)
-        return true;
-    if (tf_parse_u64(v, out) != 0 || *out < lo || *out > hi) {
-        tf_http_error(r, 400, "parameter %s=\"%.40s\": expected an integer "
-                      "from %" PRIu64 " to %" PRIu64, name, v, lo, hi);
-        return false;
-    }
-    return true;
-}
-
 void tf_api_jobs_list(tf_http_req_t *r)
 {
     uint64_t limit, before;
     const char *author = tf_http_arg(r, "author");
     const char *mine = tf_http_arg(r, "mine");
-    if (!uint_arg(r, "limit", 1, 200, 50, &limit) ||
-        !uint_arg(r, "before", 1, TF_PROTO_MAX_ID, 0, &before))
+    if (!tf_http_arg_u64(r, "limit", 1, 200, 50, &limit) ||
+        !tf_http_arg_u64(r, "before", 1, TF_PROTO_MAX_ID, 0, &before))
         return;
     if (author && !tf_email_valid(author)) {
         tf_http_error(r, 400, "author: not a valid email address");

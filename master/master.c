@@ -303,15 +303,23 @@ static int load_counters(sqlite3 *db, tf_master_t *m)
     m->next_job_id = (uint64_t)col_i64(st, 2) + 1;
     sqlite3_finalize(st);
     st = NULL;
+    /* Each builder's next number, and the slave of its last build: the
+     * warm checkout a restarted master keeps preferring. */
     if (sqlite3_prepare_v2(db,
-                           "SELECT builder, max(number) FROM builds "
-                           "GROUP BY builder",
+                           "SELECT builder, max(number), (SELECT slave FROM "
+                           "builds l WHERE l.builder = b.builder AND "
+                           "l.slave IS NOT NULL ORDER BY number DESC "
+                           "LIMIT 1) FROM builds b GROUP BY builder",
                            -1, &st, NULL) != SQLITE_OK)
         goto out;
     while (sqlite3_step(st) == SQLITE_ROW) {
         tf_mbuilder_t *mb = tf_master_builder(m, col_text(st, 0), true);
-        if (mb)
-            mb->next_number = (uint64_t)col_i64(st, 1) + 1;
+        if (!mb)
+            continue;
+        mb->next_number = (uint64_t)col_i64(st, 1) + 1;
+        const char *warm = col_text(st, 2);
+        snprintf(mb->last_slave, sizeof(mb->last_slave), "%s",
+                 warm ? warm : "");
     }
     rc = 0;
 out:

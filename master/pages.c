@@ -577,21 +577,6 @@ static void pg_start(tf_http_req_t *r, pg_t *q)
     }
 }
 
-static bool arg_u64(tf_http_req_t *r, const char *name, uint64_t lo,
-                    uint64_t hi, uint64_t def, uint64_t *out)
-{
-    const char *v = tf_http_arg(r, name);
-    *out = def;
-    if (!v)
-        return true;
-    if (tf_parse_u64(v, out) != 0 || *out < lo || *out > hi) {
-        tf_http_error(r, 400, "parameter %s=\"%.40s\": expected an integer "
-                      "from %" PRIu64 " to %" PRIu64, name, v, lo, hi);
-        return false;
-    }
-    return true;
-}
-
 void tf_api_summary(tf_http_req_t *r)
 {
     pg_t *q = calloc(1, sizeof(*q));
@@ -606,10 +591,10 @@ void tf_api_summary(tf_http_req_t *r)
 void tf_api_waterfall(tf_http_req_t *r)
 {
     uint64_t before, before_id, limit;
-    if (!arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
-                 &before) ||
-        !arg_u64(r, "before_id", 0, INT64_MAX, 0, &before_id) ||
-        !arg_u64(r, "limit", 1, WATERFALL_MAX, 100, &limit))
+    if (!tf_http_arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
+                         &before) ||
+        !tf_http_arg_u64(r, "before_id", 0, INT64_MAX, 0, &before_id) ||
+        !tf_http_arg_u64(r, "limit", 1, WATERFALL_MAX, 100, &limit))
         return;
     pg_t *q = calloc(1, sizeof(*q));
     if (!q) {
@@ -638,11 +623,11 @@ void tf_api_waterfall(tf_http_req_t *r)
 void tf_api_console(tf_http_req_t *r)
 {
     uint64_t before, before_job, before_change, limit;
-    if (!arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
-                 &before) ||
-        !arg_u64(r, "before_job", 0, INT64_MAX, 0, &before_job) ||
-        !arg_u64(r, "before_change", 0, INT64_MAX, 0, &before_change) ||
-        !arg_u64(r, "limit", 1, 200, 50, &limit))
+    if (!tf_http_arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
+                         &before) ||
+        !tf_http_arg_u64(r, "before_job", 0, INT64_MAX, 0, &before_job) ||
+        !tf_http_arg_u64(r, "before_change", 0, INT64_MAX, 0, &before_change) ||
+        !tf_http_arg_u64(r, "limit", 1, 200, 50, &limit))
         return;
     pg_t *q = calloc(1, sizeof(*q));
     if (!q) {

@@ -1545,28 +1545,13 @@ static void change_query_start(tf_http_req_t *r, change_query_t *q)
     }
 }
 
-static bool query_u64(tf_http_req_t *r, const char *name, uint64_t lo,
-                      uint64_t hi, uint64_t def, uint64_t *out)
-{
-    const char *v = tf_http_arg(r, name);
-    *out = def;
-    if (!v)
-        return true;
-    if (tf_parse_u64(v, out) != 0 || *out < lo || *out > hi) {
-        tf_http_error(r, 400, "parameter %s=\"%.40s\": expected an integer "
-                      "from %" PRIu64 " to %" PRIu64, name, v, lo, hi);
-        return false;
-    }
-    return true;
-}
-
 void tf_api_changes(tf_http_req_t *r)
 {
     uint64_t limit, before;
     const char *repo = tf_http_arg(r, "repository");
     const char *branch = tf_http_arg(r, "branch");
-    if (!query_u64(r, "limit", 1, 200, 50, &limit) ||
-        !query_u64(r, "before", 1, INT64_MAX, 0, &before))
+    if (!tf_http_arg_u64(r, "limit", 1, 200, 50, &limit) ||
+        !tf_http_arg_u64(r, "before", 1, INT64_MAX, 0, &before))
         return;
     if (repo && !tf_repo_url_valid(repo)) {
         tf_http_error(r, 400, "parameter repository: expected a git URL or "

@@ -1107,28 +1107,13 @@ out:
 static void rebuild_committed(void *arg, int rc)
 {
     rebuild_t *rb = arg;
-    tf_http_req_t *r = rb->r;
-    if (tf_http_async_end(r)) {
-        if (rc) {
-            tf_http_error(r, 500, "the request could not be stored: %s",
-                          tf_strerror(rc));
-        } else {
-            tf_master_t *m = r->m;
-            char url[600];
-            snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64,
-                     m->cfg->public_url, rb->request_id);
-            tf_request_t *req = tf_map_get_id(m->requests, rb->request_id);
-            unsigned pos = req ? tf_sched_position(m, req) : 0;
-            json_t *o = json_pack("{s:I,s:s,s:s,s:I}", "request_id",
-                                  (json_int_t)rb->request_id, "builder",
-                                  rb->builder, "url", url, "rebuild_of",
-                                  (json_int_t)rb->build_id);
-            json_object_set_new(o, "position",
-                                pos ? json_integer(pos) : json_null());
-            tf_http_respond_json(r, 201, o);
+    if (tf_http_async_end(rb->r)) {
+        tf_api_request_queued(rb->r, rc, rb->request_id, rb->builder,
+                              json_pack("{s:I}", "rebuild_of",
+                                        (json_int_t)rb->build_id));
+        if (!rc)
             tf_info("scheduler", "request %" PRIu64 " rebuilds build %"
                     PRIu64, rb->request_id, rb->build_id);
-        }
     }
     rebuild_free(rb);
 }

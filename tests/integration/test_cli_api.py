@@ -216,6 +216,33 @@ def test_api_bad_ids_and_parameters(api):
     assert api.api_get("/builders/quick/builds?limit=500").status == 200
 
 
+def test_api_bad_parameters_of_every_list_endpoint(api):
+    """Each paged or filtered endpoint answers a bad parameter with 400 and
+    a message naming the parameter (docs/api.md)."""
+    cases = [
+        ("/waterfall", "limit=0"), ("/waterfall", "limit=501"),
+        ("/waterfall", "before=x"), ("/waterfall", "before_id=-1"),
+        ("/waterfall", "builder=bad$name"),
+        ("/console", "limit=201"), ("/console", "before=soon"),
+        ("/console", "before_job=x"), ("/console", "before_change=1.5"),
+        ("/builders/quick/stats", "limit=0"),
+        ("/builders/quick/stats", "limit=1001"),
+        ("/requests", "builder=bad$name"),
+        ("/changes", "limit=0"), ("/changes", "before=x"),
+        ("/jobs", "limit=0"), ("/jobs", "limit=201"), ("/jobs", "before=x"),
+        ("/mail", "limit=0"), ("/mail", "state=bogus"),
+        ("/mail", "before=x"),
+    ]
+    for path, q in cases:
+        r = api.api_get(f"{path}?{q}", token=True)
+        msg = assert_error(r, 400)
+        assert q.split("=")[0] in msg, (path, q, msg)
+    assert_error(api.api_get("/patches/xyz", token=True), 400, "SHA-256")
+    assert_error(api.api_get("/changes/x"), 400, "change id")
+    assert_error(api.api_get("/jobs/x", token=True), 400, "job id")
+    assert_error(api.api_get("/mail/x", token=True), 400)
+
+
 def test_api_auth(api):
     r = api.api_post("/builders/quick/force", {"reason": "x"}, token=None)
     assert_error(r, 401, "token")

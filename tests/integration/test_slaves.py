@@ -200,6 +200,40 @@ def test_sighup_adds_a_builder_without_dropping_links(farm):
         assert now["events"][0]["event"] == "connected"
 
 
+def test_sighup_during_a_build_leaves_it_running(farm):
+    """A reload that changes the running build's builder: the build runs
+    on with the steps it started with, its log whole; the next build uses
+    the new steps."""
+    cfg = config(slaves=[{"name": "s1"}])
+    cfg["builders"][0] = {"name": "quick", "steps": [
+        {"name": "count", "command": "for i in 1 2 3 4 5 6; do echo tick $i; "
+                                     "sleep 0.5; done"},
+        {"name": "after", "command": "echo old second step"}]}
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    req = m.force("quick")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 0, min_bytes=len("tick 1\n"))
+    connected = m.slave_info("s1")["connected_ms"]
+
+    cfg["builders"][0]["steps"] = [{"name": "new", "command": "echo new"}]
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: "config reloaded" in m.log_text(), 10, "the reload",
+             farm)
+    done = m.wait_build_finished(bid)
+    assert done["result"] == "SUCCESS", steps_summary(done)
+    assert [s["name"] for s in done["steps"]] == ["count", "after"]
+    assert m.step_log(bid, 0) == b"".join(
+        b"tick %d\n" % i for i in range(1, 7))
+    assert m.step_log(bid, 1) == b"old second step\n"
+    assert m.slave_info("s1")["connected_ms"] == connected
+
+    nxt = m.run_build("quick")
+    assert [s["name"] for s in nxt["steps"]] == ["new"], nxt
+    assert nxt["result"] == "SUCCESS"
+
+
 def test_sighup_with_a_broken_config_keeps_the_old_one(farm):
     m = farm.master(config())
     farm.slave(m, "s1")

@@ -760,6 +760,16 @@ def test_request_prefers_the_warm_slave(farm):
         assert slave_of("w1") == "s2"
         assert slave_of("w2") == "s1"
 
+    # A restarted master remembers (from the builds in its database) which
+    # slave built each builder last.
+    m.stop()
+    m.start()
+    m.wait_slave_connected("s1")
+    m.wait_slave_connected("s2")
+    for _ in range(2):
+        assert slave_of("w1") == "s2"
+        assert slave_of("w2") == "s1"
+
     # "The slave that built its builder last" (config.md): s2 stays w1's
     # warm slave after it has built w2 too (it keeps a checkout per
     # builder), while s1 has never built w1.
@@ -930,3 +940,39 @@ def test_user_list_and_remove(farm):
                   m.dir])
     assert r.returncode != 0 and "no user ann@example.org" in r.stderr, \
         (r.returncode, r.stderr)
+
+
+@pytest.mark.timeout(90)
+def test_properties_and_tests_reach_the_steps(farm):
+    """A try job's tests and the build's built-in properties are
+    interpolated into a step's command and environment (release-
+    engineers.md, "Properties"); got_revision is recorded after source."""
+    up, work = make_repos(farm.tmp)
+    show = {"name": "show", "properties": {"channel": "beta"}, "steps": [
+        {"name": "props",
+         "env": {"WHO": "%(prop:owner)s", "CHAN": "%(prop:channel)s"},
+         "command": "echo tests=[%(prop:tests)s] env_tests=[$TF_TESTS] "
+                    "builder=%(prop:builder)s number=%(prop:buildnumber)s "
+                    "slave=%(prop:slave)s revision=%(prop:revision)s "
+                    "job=%(prop:job_id)s who=$WHO chan=$CHAN "
+                    "missing=%(prop:nope:-fallback)s"}]}
+    m = start_farm(farm, up, slaves=("s1",), extra_builders=[show])
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    (work / "verdict").write_text("pass\n")
+    r = tf_try(farm, m, work, "-b", "show", "--tests",
+               "show=test_io,test_net", "--wait", "--poll-ms", "200",
+               token=token)
+    assert r.returncode == 0, explain(r)
+    job_id = job_id_of(r)
+    build = m.build(m.get_json(f"/jobs/{job_id}")["builders"][0]["build"]
+                    ["id"])
+    base = git(work, "rev-parse", "origin/main")
+    log = m.step_log(build["id"], 1).decode()
+    assert log == (f"tests=[test_io test_net] env_tests=[test_io test_net] "
+                   f"builder=show number={build['number']} slave=s1 "
+                   f"revision={base} job={job_id} who=ann@example.org "
+                   f"chan=beta missing=fallback\n"), log
+    props = build["properties"]
+    assert props["got_revision"] == base, props
+    assert props["tests"] == "test_io test_net" and props["channel"] == \
+        "beta", props

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "store.h"
 #include "tf_err.h"
 #include "util.h"
 
@@ -131,6 +132,49 @@ static void print_diags(const tf_cfg_diags_t *d)
         fprintf(stderr, "%s\n", line ? line : "(out of memory)");
         free(line);
     }
+}
+
+int tf_cli_offline_open(tf_cli_offline_t *o, const char *cfg_path,
+                        const char *who)
+{
+    tf_cfg_diags_t diags = {0};
+    memset(o, 0, sizeof(*o));
+    if (!cfg_path || tf_config_load(cfg_path, &o->cfg, &diags) != 0) {
+        print_diags(&diags);
+        tf_cfg_diags_clear(&diags);
+        return 2;
+    }
+    tf_cfg_diags_clear(&diags);
+    if (uv_loop_init(&o->loop) != 0)
+        return 1;
+    o->loop_ok = true;
+    int rc = tf_store_open(&o->loop, o->cfg->database, NULL, &o->store);
+    if (rc) {
+        o->store = NULL;
+        fprintf(stderr, "%s: cannot open %s: %s\n", who, o->cfg->database,
+                tf_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static void offline_closed(void *arg)
+{
+    (void)arg;
+}
+
+void tf_cli_offline_close(tf_cli_offline_t *o)
+{
+    if (o->store) {
+        tf_store_close(o->store, offline_closed, NULL);
+        uv_run(&o->loop, UV_RUN_DEFAULT);
+        o->store = NULL;
+    }
+    if (o->loop_ok)
+        uv_loop_close(&o->loop);
+    o->loop_ok = false;
+    tf_config_free(o->cfg);
+    o->cfg = NULL;
 }
 
 /* A directory means DIR/master.json. Caller frees. */

@@ -7,6 +7,10 @@
 #ifndef TF_CLI_H
 #define TF_CLI_H
 
+#include <stdbool.h>
+
+#include <uv.h>
+
 /* Creates a master directory with an example config, a secret for one
  * local slave and an admin token. Refuses a non-empty directory unless
  * force. */
@@ -18,5 +22,25 @@ int tf_cli_checkconfig(const char *path);
 
 /* Asks the running master of dir to build builder now. */
 int tf_cli_force(const char *dir, const char *builder, const char *reason);
+
+/* A subcommand working on a master's database without the master (user,
+ * mail preview): its config, a private loop and the store. */
+typedef struct tf_cli_offline {
+    struct tf_config *cfg;
+    struct tf_store *store;
+    uv_loop_t loop;
+    bool loop_ok;
+} tf_cli_offline_t;
+
+/* Loads the config file cfg_path and opens its database. Returns 0, or
+ * the exit code after printing why: 2 for config errors (each as
+ * FILE:LINE:COL: error: ...), 1 when the database cannot be opened (the
+ * message starts with who). Call tf_cli_offline_close either way. */
+int tf_cli_offline_open(tf_cli_offline_t *o, const char *cfg_path,
+                        const char *who);
+
+/* Closes the store (running the loop until it has), the loop and the
+ * config. */
+void tf_cli_offline_close(tf_cli_offline_t *o);
 
 #endif

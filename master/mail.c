@@ -37,6 +37,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "cli.h"
 #include "clock.h"
 #include "crypto.h"
 #include "log.h"
@@ -2125,11 +2126,6 @@ void tf_api_mail(tf_http_req_t *r, char **segs, size_t nsegs)
 /* tf-master mail preview                                              */
 /* ------------------------------------------------------------------ */
 
-static void cli_closed(void *arg)
-{
-    (void)arg;
-}
-
 static int parse_target(const char *t, const char **kind, uint64_t *id)
 {
     const char *colon = t ? strchr(t, ':') : NULL;
@@ -2152,13 +2148,9 @@ int tf_mail_cli(const char *dir, const char *config, const char *verb,
     const char *kind = NULL;
     uint64_t id = 0;
     char *cfg_path = NULL;
-    tf_config_t *cfg = NULL;
-    tf_cfg_diags_t diags = {0};
-    tf_store_t *store = NULL;
+    tf_cli_offline_t off = {0};
     settings_t *s = NULL;
     rendered_t rd = {0};
-    uv_loop_t loop;
-    bool loop_ok = false;
     int code = 2, rc;
 
     if (!verb || strcmp(verb, "preview") != 0 ||
@@ -2171,24 +2163,12 @@ int tf_mail_cli(const char *dir, const char *config, const char *verb,
         goto out;
     }
     cfg_path = config ? strdup(config) : tf_path_join(dir, "master.json");
-    if (!cfg_path || tf_config_load(cfg_path, &cfg, &diags) != 0) {
-        for (size_t i = 0; i < diags.count; i++) {
-            char *line = tf_cfg_diag_format(&diags.items[i]);
-            fprintf(stderr, "%s\n", line ? line : "?");
-            free(line);
-        }
+    code = tf_cli_offline_open(&off, cfg_path, "tf-master mail");
+    if (code)
         goto out;
-    }
     code = 1;
-    if (uv_loop_init(&loop) != 0)
-        goto out;
-    loop_ok = true;
-    rc = tf_store_open(&loop, cfg->database, NULL, &store);
-    if (rc) {
-        fprintf(stderr, "tf-master mail: cannot open %s: %s\n", cfg->database,
-                tf_strerror(rc));
-        goto out;
-    }
+    const tf_config_t *cfg = off.cfg;
+    tf_store_t *store = off.store;
     s = settings_new(cfg);
     if (!s)
         goto out;
@@ -2235,14 +2215,7 @@ int tf_mail_cli(const char *dir, const char *config, const char *verb,
 out:
     rendered_clear(&rd);
     settings_free(s);
-    if (store) {
-        tf_store_close(store, cli_closed, NULL);
-        uv_run(&loop, UV_RUN_DEFAULT);
-    }
-    if (loop_ok)
-        uv_loop_close(&loop);
-    tf_config_free(cfg);
-    tf_cfg_diags_clear(&diags);
+    tf_cli_offline_close(&off);
     free(cfg_path);
     return code;
 }

@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include "cli.h"
 #include "clock.h"
 #include "config.h"
 #include "crypto.h"
@@ -161,20 +162,11 @@ static void write_done(void *arg, int rc)
     c->done = true;
 }
 
-static void closed(void *arg)
-{
-    (void)arg;
-}
-
 int tf_users_cli(const char *dir, const char *verb, const char *email,
                  const char *name)
 {
     char *cfg_path = tf_path_join(dir, "master.json");
-    tf_config_t *cfg = NULL;
-    tf_cfg_diags_t diags = {0};
-    tf_store_t *store = NULL;
-    uv_loop_t loop;
-    bool loop_ok = false;
+    tf_cli_offline_t off = {0};
     user_cmd_t c = {.email = email, .name = name};
     char token[4 + 64 + 1];
     int code = 1, rc;
@@ -199,24 +191,12 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
         code = 2;
         goto out;
     }
-    if (!cfg_path || tf_config_load(cfg_path, &cfg, &diags) != 0) {
-        for (size_t i = 0; i < diags.count; i++) {
-            char *line = tf_cfg_diag_format(&diags.items[i]);
-            fprintf(stderr, "%s\n", line ? line : "?");
-            free(line);
-        }
-        code = 2;
+    code = tf_cli_offline_open(&off, cfg_path, "tf-master user");
+    if (code)
         goto out;
-    }
-    if (uv_loop_init(&loop) != 0)
-        goto out;
-    loop_ok = true;
-    rc = tf_store_open(&loop, cfg->database, NULL, &store);
-    if (rc) {
-        fprintf(stderr, "tf-master user: cannot open %s: %s\n", cfg->database,
-                tf_strerror(rc));
-        goto out;
-    }
+    code = 1;
+    tf_store_t *store = off.store;
+    uv_loop_t *loop = &off.loop;
     if (!is_add && !is_rm) {
         code = tf_store_read_sync(store, list_fn, NULL) == 0 ? 0 : 1;
         goto out;
@@ -234,7 +214,7 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
     if (rc)
         goto out;
     while (!c.done)
-        uv_run(&loop, UV_RUN_ONCE);
+        uv_run(loop, UV_RUN_ONCE);
     if (c.rc) {
         fprintf(stderr, "tf-master user %s: the database refused the change\n",
                 verb);
@@ -259,14 +239,7 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
     }
     code = 0;
 out:
-    if (store) {
-        tf_store_close(store, closed, NULL);
-        uv_run(&loop, UV_RUN_DEFAULT);
-    }
-    if (loop_ok)
-        uv_loop_close(&loop);
-    tf_config_free(cfg);
-    tf_cfg_diags_clear(&diags);
+    tf_cli_offline_close(&off);
     free(cfg_path);
     return code;
 }

@@ -124,6 +124,15 @@ async function groupPages(r, ctx) {
     r.check("build: properties listed", (await text(page, "#properties")).includes("buildnumber"));
     await page.waitForSelector(".logview[data-fetched]", { timeout: 10000 });
     r.check("build: the log shows the patched file", (await text(page, "pre.log")).includes("HELLO, LOUDER"));
+    // Each step offers its raw log: the link is the API's log, and what
+    // it serves is that step's bytes.
+    const rawHref = await page.getAttribute('#steps tr[data-step="1"] a[download]', "href");
+    r.check("build: raw download link of a step", !!rawHref && rawHref.endsWith(`/api/v1/builds/${S.app_build}/steps/1/log`), String(rawHref));
+    if (rawHref) {
+      const raw = await (await fetch(rawHref)).text();
+      const viaApi = (await api(BASE, `/builds/${S.app_build}/steps/1/log`)).text;
+      r.check("build: raw download is the whole log", raw.length > 0 && raw === viaApi, `${raw.length} vs ${viaApi.length}`);
+    }
     await shot(page, "build", r);
     await goHash(page, `/builds/${S.flaky.build}`);
     await page.waitForSelector(".logview[data-fetched]", { timeout: 10000 });
@@ -138,6 +147,12 @@ async function groupPages(r, ctx) {
     r.check("slaves: s1 connected", (await page.getAttribute('tr[data-slave="s1"]', "data-connected")) === "1");
     r.check("slaves: mac1 offline", (await page.getAttribute('tr[data-slave="mac1"]', "data-connected")) === "0");
     r.check("slaves: platform shown", (await text(page, 'tr[data-slave="s1"]')).includes("linux"));
+    const s1 = (await api(BASE, "/slaves/s1")).json;
+    const row = await text(page, 'tr[data-slave="s1"]');
+    r.check("slaves: tags shown", (s1.tags || []).length > 0 && s1.tags.every((t) => row.includes(t)), `${JSON.stringify(s1.tags)} in ${row}`);
+    const done = await page.locator('tr[data-slave="s1"] td.num').innerText();
+    r.check("slaves: builds done", done.trim() === String(s1.builds_done) && s1.builds_done >= 1, `${done} vs ${s1.builds_done}`);
+    r.check("slaves: mac1 last seen", !(await text(page, 'tr[data-slave="mac1"]')).includes("now"));
     await shot(page, "slaves", r);
     await goHash(page, "/slaves/s1");
     r.check("slave: connection history", (await count(page, '#slave-events tr[data-event="connected"]')) >= 1);

@@ -223,8 +223,6 @@ typedef struct tf_mail {
     bool curl_ready;            /* loop thread */
 } tf_mail_t;
 
-/* One sender per process (mail.h); the loop thread sets and clears it. */
-static tf_mail_t *g_mail;
 
 static settings_t *settings_hold(tf_mail_t *ml)
 {
@@ -1684,9 +1682,9 @@ static const char SQL_QUEUE_BUILD[] =
 
 static void note_queued(tf_master_t *m)
 {
-    if (!g_mail)
+    if (!m->mail)
         return;
-    g_mail->wake_after_group = true;
+    m->mail->wake_after_group = true;
     if (!m->group)
         tf_mail_group_queued(m);
 }
@@ -1737,13 +1735,13 @@ static void wake_cb(void *arg, int rc)
 
 void tf_mail_group_queued(tf_master_t *m)
 {
-    if (!g_mail || !g_mail->wake_after_group)
+    if (!m->mail || !m->mail->wake_after_group)
         return;
-    g_mail->wake_after_group = false;
+    m->mail->wake_after_group = false;
     /* Ops commit in order: this one's callback means the rows before it
      * are in the database. */
-    if (tf_store_write_fn(m->store, noop_txn, 0, wake_cb, g_mail) != 0)
-        mail_wake(g_mail);
+    if (tf_store_write_fn(m->store, noop_txn, 0, wake_cb, m->mail) != 0)
+        mail_wake(m->mail);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1774,7 +1772,7 @@ int tf_mail_start(tf_master_t *m)
     pthread_condattr_t ca;
     sigset_t all, old;
     int rc;
-    if (g_mail)
+    if (m->mail)
         return 0;
     if (!m->cfg->mail.enabled) {
         tf_info(SUB, "mail is off (no \"mail\" section in the config, or "
@@ -1804,19 +1802,19 @@ int tf_mail_start(tf_master_t *m)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         tf_error(SUB, "cannot start the mail sender: %s", strerror(rc));
-        g_mail = ml;
+        m->mail = ml;
         tf_mail_free(m);
         return TF_EIO;
     }
     ml->started = true;
-    g_mail = ml;
+    m->mail = ml;
     log_transport(ml->settings);
     return 0;
 }
 
 void tf_mail_reconfigure(tf_master_t *m)
 {
-    if (!g_mail) {
+    if (!m->mail) {
         if (m->cfg->mail.enabled)
             tf_mail_start(m);
         return;
@@ -1826,45 +1824,45 @@ void tf_mail_reconfigure(tf_master_t *m)
         tf_error(SUB, "out of memory: mail keeps its old settings");
         return;
     }
-    pthread_mutex_lock(&g_mail->mu);
-    settings_t *old = g_mail->settings;
-    g_mail->settings = s;
-    pthread_mutex_unlock(&g_mail->mu);
-    settings_release(g_mail, old);
+    pthread_mutex_lock(&m->mail->mu);
+    settings_t *old = m->mail->settings;
+    m->mail->settings = s;
+    pthread_mutex_unlock(&m->mail->mu);
+    settings_release(m->mail, old);
     if (m->cfg->mail.enabled)
         log_transport(s);
     else
         tf_info(SUB, "mail is off now: the outbox keeps what is pending");
-    mail_wake(g_mail);
+    mail_wake(m->mail);
 }
 
 void tf_mail_stop_begin(tf_master_t *m)
 {
     (void)m;
-    if (!g_mail)
+    if (!m->mail)
         return;
-    pthread_mutex_lock(&g_mail->mu);
-    atomic_store(&g_mail->stop, true);
-    pthread_cond_broadcast(&g_mail->cond);
-    pthread_mutex_unlock(&g_mail->mu);
+    pthread_mutex_lock(&m->mail->mu);
+    atomic_store(&m->mail->stop, true);
+    pthread_cond_broadcast(&m->mail->cond);
+    pthread_mutex_unlock(&m->mail->mu);
 }
 
 void tf_mail_stop(tf_master_t *m)
 {
     tf_mail_stop_begin(m);
-    if (g_mail && g_mail->started) {
-        pthread_join(g_mail->thread, NULL);
-        g_mail->started = false;
+    if (m->mail && m->mail->started) {
+        pthread_join(m->mail->thread, NULL);
+        m->mail->started = false;
     }
 }
 
 void tf_mail_free(tf_master_t *m)
 {
-    tf_mail_t *ml = g_mail;
+    tf_mail_t *ml = m->mail;
     if (!ml)
         return;
     tf_mail_stop(m);
-    g_mail = NULL;
+    m->mail = NULL;
     settings_free(ml->settings);
     pthread_cond_destroy(&ml->cond);
     pthread_mutex_destroy(&ml->mu);

@@ -27,7 +27,8 @@
  * from its own thread, waiting for each write's commit before going on.
  * It sleeps on a condition variable until the next retry is due or a new
  * row commits (tf_mail_group_queued), and stops at shutdown before the
- * store closes. There is one sender per process.
+ * store closes. The master holds its sender in m->mail (NULL when mail is
+ * off).
  */
 #ifndef TF_MAIL_H
 #define TF_MAIL_H

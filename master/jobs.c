@@ -170,6 +170,8 @@ typedef struct submit {
     uint64_t job_id;
     uint64_t first_request;
     int64_t submitted_ms;
+    tf_request_t **reqs; /* one per builder: written before the commit,
+                          * adopted by the scheduler after it */
 } submit_t;
 
 static void submit_free(submit_t *s)
@@ -184,6 +186,9 @@ static void submit_free(submit_t *s)
     free(s->patchset);
     free(s->email);
     free(s->patch);
+    for (size_t i = 0; s->reqs && i < json_array_size(s->builders); i++)
+        tf_request_free(s->reqs[i]);
+    free(s->reqs);
     free(s);
 }
 
@@ -488,6 +493,7 @@ static void submit_after(uv_work_t *w, int status)
     char reason[320];
     snprintf(reason, sizeof(reason), "try job %" PRIu64 " by %s", s->job_id,
              s->user.email);
+    s->reqs = calloc(json_array_size(s->builders), sizeof(*s->reqs));
     json_array_foreach(s->builders, i, v)
     {
         const char *name = json_string_value(v);
@@ -504,12 +510,16 @@ static void submit_after(uv_work_t *w, int status)
             .patch_sha256 = s->patch_len ? s->sha : NULL,
             .patch_size = s->patch_len,
         };
-        tf_request_t *req = tf_request_make(&spec, s->first_request + i,
-                                            s->submitted_ms);
+        tf_request_t *req = s->reqs ? tf_request_make(&spec,
+                                                      s->first_request + i,
+                                                      s->submitted_ms)
+                                    : NULL;
         free(tests);
+        /* Out of memory: this builder gets no request (logged after the
+         * commit). */
         if (req) {
             tf_request_write(m, req);
-            tf_request_free(req); /* rebuilt after the commit */
+            s->reqs[i] = req;
         }
     }
     tf_http_async_begin(r);
@@ -541,33 +551,21 @@ static void submit_committed(void *arg, int rc)
         if (tf_map_put_id(m->jobs, j->id, j) != 0)
             free(j);
     }
-    char reason[320];
-    snprintf(reason, sizeof(reason), "try job %" PRIu64 " by %s", s->job_id,
-             s->user.email);
     json_t *reqs = json_array();
     size_t i;
     json_t *v;
     json_array_foreach(s->builders, i, v)
     {
         const char *name = json_string_value(v);
-        const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
-        json_t *t = s->tests ? json_object_get(s->tests, name) : NULL;
-        char *tests = t ? json_dumps(t, JSON_COMPACT) : NULL;
-        tf_reqspec_t spec = {
-            .builder = name,
-            .reason = reason,
-            .owner = s->user.email,
-            .priority = cfg ? cfg->priority : 0,
-            .job_id = s->job_id,
-            .tests = tests,
-            .revision = s->base_revision,
-            .patch_sha256 = s->patch_len ? s->sha : NULL,
-            .patch_size = s->patch_len,
-        };
-        tf_request_t *req = tf_request_make(&spec, s->first_request + i,
-                                            s->submitted_ms);
-        free(tests);
-        if (!req || tf_sched_adopt(m, req) != 0) {
+        tf_request_t *req = s->reqs ? s->reqs[i] : NULL;
+        if (s->reqs)
+            s->reqs[i] = NULL; /* the scheduler's now, or freed here */
+        if (!req) {
+            tf_error("jobs", "job %" PRIu64 ": out of memory: no request "
+                     "for %s", s->job_id, name);
+            continue;
+        }
+        if (tf_sched_adopt(m, req) != 0) {
             tf_error("jobs", "job %" PRIu64 ": out of memory queueing %s; "
                      "it runs after a restart", s->job_id, name);
             tf_request_free(req);

@@ -44,6 +44,7 @@
 #include "mail_render.h"
 #include "master.h"
 #include "names.h"
+#include "queries.h"
 #include "tf_err.h"
 #include "users.h"
 #include "util.h"
@@ -1894,19 +1895,6 @@ typedef struct mq {
     size_t msg_len;
 } mq_t;
 
-static json_t *j_int_or_null(sqlite3_stmt *st, int col)
-{
-    return sqlite3_column_type(st, col) == SQLITE_NULL
-               ? json_null()
-               : json_integer(sqlite3_column_int64(st, col));
-}
-
-static json_t *j_text_or_null(sqlite3_stmt *st, int col)
-{
-    const char *t = (const char *)sqlite3_column_text(st, col);
-    return t ? json_string(t) : json_null();
-}
-
 static json_t *mail_row(sqlite3_stmt *st, const char *base)
 {
     json_int_t id = sqlite3_column_int64(st, 0);
@@ -1921,22 +1909,22 @@ static json_t *mail_row(sqlite3_stmt *st, const char *base)
              job ? "jobs" : "builds", ref);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer(id));
-    json_object_set_new(o, "kind", j_text_or_null(st, 1));
+    json_object_set_new(o, "kind", tf_col_text(st, 1));
     json_object_set_new(o, job ? "job_id" : "build_id", json_integer(ref));
     json_object_set_new(o, "about", json_string(url));
     json_object_set_new(o, "recipients", rcpt ? rcpt : json_array());
-    json_object_set_new(o, "subject", j_text_or_null(st, 4));
-    json_object_set_new(o, "message_id", j_text_or_null(st, 5));
-    json_object_set_new(o, "state", j_text_or_null(st, 6));
-    json_object_set_new(o, "attempts", j_int_or_null(st, 7));
-    json_object_set_new(o, "created_ms", j_int_or_null(st, 8));
+    json_object_set_new(o, "subject", tf_col_text(st, 4));
+    json_object_set_new(o, "message_id", tf_col_text(st, 5));
+    json_object_set_new(o, "state", tf_col_text(st, 6));
+    json_object_set_new(o, "attempts", tf_col_int(st, 7));
+    json_object_set_new(o, "created_ms", tf_col_int(st, 8));
     json_object_set_new(o, "next_attempt_ms",
                         state && strcmp(state, "pending") == 0
-                            ? j_int_or_null(st, 9)
+                            ? tf_col_int(st, 9)
                             : json_null());
-    json_object_set_new(o, "sent_ms", j_int_or_null(st, 10));
-    json_object_set_new(o, "last_error", j_text_or_null(st, 11));
-    json_object_set_new(o, "size", j_int_or_null(st, 12));
+    json_object_set_new(o, "sent_ms", tf_col_int(st, 10));
+    json_object_set_new(o, "last_error", tf_col_text(st, 11));
+    json_object_set_new(o, "size", tf_col_int(st, 12));
     snprintf(url, sizeof(url), "%sapi/v1/mail/%" JSON_INTEGER_FORMAT, base,
              id);
     json_object_set_new(o, "url", json_string(url));

@@ -40,27 +40,6 @@ typedef struct pg {
     json_t *out;
 } pg_t;
 
-static json_t *int_or_null(sqlite3_stmt *st, int col)
-{
-    return sqlite3_column_type(st, col) == SQLITE_NULL
-               ? json_null()
-               : json_integer(sqlite3_column_int64(st, col));
-}
-
-static json_t *text_or_null(sqlite3_stmt *st, int col)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    return t ? json_string((const char *)t) : json_null();
-}
-
-static json_t *result_or_null(sqlite3_stmt *st, int col)
-{
-    return sqlite3_column_type(st, col) == SQLITE_NULL
-               ? json_null()
-               : json_string(tf_result_name(
-                     (tf_result_t)sqlite3_column_int(st, col)));
-}
-
 /* --- waterfall --- */
 
 typedef struct wf_key {
@@ -153,18 +132,16 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
             sqlite3_reset(st);
             continue;
         }
+        static const tf_col_t cols[] = {
+            {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
+            {"number", TF_COL_INT},      {"state", TF_COL_TEXT},
+            {"result", TF_COL_RESULT},   {"created_ms", TF_COL_INT},
+            {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
+            {"reason", TF_COL_TEXT},     {"slave", TF_COL_TEXT},
+            {NULL, TF_COL_SKIP},
+        };
         long long id = (long long)sqlite3_column_int64(st, 0);
-        json_t *b = json_object();
-        json_object_set_new(b, "id", json_integer(id));
-        json_object_set_new(b, "builder", text_or_null(st, 1));
-        json_object_set_new(b, "number", int_or_null(st, 2));
-        json_object_set_new(b, "state", text_or_null(st, 3));
-        json_object_set_new(b, "result", result_or_null(st, 4));
-        json_object_set_new(b, "created_ms", int_or_null(st, 5));
-        json_object_set_new(b, "started_ms", int_or_null(st, 6));
-        json_object_set_new(b, "finished_ms", int_or_null(st, 7));
-        json_object_set_new(b, "reason", text_or_null(st, 8));
-        json_object_set_new(b, "slave", text_or_null(st, 9));
+        json_t *b = tf_row_set(json_object(), st, 0, cols);
         char url[600];
         snprintf(url, sizeof(url), "%sapi/v1/builds/%lld", base_url, id);
         json_object_set_new(b, "url", json_string(url));
@@ -190,17 +167,15 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
             json_t *steps = json_object_get(b, "steps");
             sqlite3_bind_int64(st, 1,
                                json_integer_value(json_object_get(b, "id")));
-            while (sqlite3_step(st) == SQLITE_ROW) {
-                json_t *s = json_object();
-                json_object_set_new(s, "index", int_or_null(st, 0));
-                json_object_set_new(s, "name", text_or_null(st, 1));
-                json_object_set_new(s, "state", text_or_null(st, 2));
-                json_object_set_new(s, "result", result_or_null(st, 3));
-                json_object_set_new(s, "started_ms", int_or_null(st, 4));
-                json_object_set_new(s, "finished_ms", int_or_null(st, 5));
-                json_object_set_new(s, "text", text_or_null(st, 6));
-                json_array_append_new(steps, s);
-            }
+            static const tf_col_t cols[] = {
+                {"index", TF_COL_INT},       {"name", TF_COL_TEXT},
+                {"state", TF_COL_TEXT},      {"result", TF_COL_RESULT},
+                {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
+                {"text", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
+            };
+            while (sqlite3_step(st) == SQLITE_ROW)
+                json_array_append_new(steps,
+                                      tf_row_set(json_object(), st, 0, cols));
             sqlite3_reset(st);
         }
         sqlite3_finalize(st);
@@ -236,11 +211,11 @@ static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
     json_object_set_new(row, "title",
                         json_stringn(msg ? msg : "",
                                      msg ? strcspn(msg, "\n") : 0));
-    json_object_set_new(row, "author", text_or_null(st, 2));
-    json_object_set_new(row, "email", text_or_null(st, 3));
-    json_object_set_new(row, "time_ms", int_or_null(st, 4));
-    json_object_set_new(row, "revision", text_or_null(st, 5));
-    json_object_set_new(row, "committer_ms", int_or_null(st, 6));
+    json_object_set_new(row, "author", tf_col_text(st, 2));
+    json_object_set_new(row, "email", tf_col_text(st, 3));
+    json_object_set_new(row, "time_ms", tf_col_int(st, 4));
+    json_object_set_new(row, "revision", tf_col_text(st, 5));
+    json_object_set_new(row, "committer_ms", tf_col_int(st, 6));
     json_object_set_new(row, "state", json_null());
     json_object_set_new(row, "result", json_null());
     json_object_set_new(row, "url", json_string(url));
@@ -252,9 +227,9 @@ static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
         snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url, bid);
         json_t *cell = json_object();
         json_object_set_new(cell, "build_id", json_integer(bid));
-        json_object_set_new(cell, "number", int_or_null(bs, 2));
-        json_object_set_new(cell, "state", text_or_null(bs, 3));
-        json_object_set_new(cell, "result", result_or_null(bs, 4));
+        json_object_set_new(cell, "number", tf_col_int(bs, 2));
+        json_object_set_new(cell, "state", tf_col_text(bs, 3));
+        json_object_set_new(cell, "result", tf_col_result(bs, 4));
         json_object_set_new(cell, "url", json_string(burl));
         /* Ordered by build id: the newest build of a builder wins. */
         json_object_set_new(builds, (const char *)sqlite3_column_text(bs, 0),
@@ -386,25 +361,25 @@ int tf_q_console(sqlite3 *db, const char *base_url,
         json_object_set_new(row, "kind", json_string("job"));
         json_object_set_new(row, "id", json_integer(id));
         json_object_set_new(row, "title", json_string(title));
-        json_object_set_new(row, "author", text_or_null(st, 2));
-        json_object_set_new(row, "email", text_or_null(st, 3));
-        json_object_set_new(row, "time_ms", int_or_null(st, 4));
-        json_object_set_new(row, "state", text_or_null(st, 5));
-        json_object_set_new(row, "result", result_or_null(st, 6));
+        json_object_set_new(row, "author", tf_col_text(st, 2));
+        json_object_set_new(row, "email", tf_col_text(st, 3));
+        json_object_set_new(row, "time_ms", tf_col_int(st, 4));
+        json_object_set_new(row, "state", tf_col_text(st, 5));
+        json_object_set_new(row, "result", tf_col_result(st, 6));
         json_object_set_new(row, "url", json_string(url));
         json_t *builds = json_object();
         sqlite3_bind_int64(bs, 1, id);
         while (sqlite3_step(bs) == SQLITE_ROW) {
             json_t *cell = json_object();
             bool has_build = sqlite3_column_type(bs, 1) != SQLITE_NULL;
-            json_object_set_new(cell, "build_id", int_or_null(bs, 1));
-            json_object_set_new(cell, "number", int_or_null(bs, 2));
+            json_object_set_new(cell, "build_id", tf_col_int(bs, 1));
+            json_object_set_new(cell, "number", tf_col_int(bs, 2));
             json_object_set_new(cell, "state", has_build
-                                                   ? text_or_null(bs, 3)
-                                                   : text_or_null(bs, 5));
+                                                   ? tf_col_text(bs, 3)
+                                                   : tf_col_text(bs, 5));
             json_object_set_new(cell, "result", has_build
-                                                    ? result_or_null(bs, 4)
-                                                    : result_or_null(bs, 6));
+                                                    ? tf_col_result(bs, 4)
+                                                    : tf_col_result(bs, 6));
             if (has_build) {
                 char burl[600];
                 snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url,

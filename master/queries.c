@@ -18,32 +18,62 @@
 #include "result.h"
 #include "tf_err.h"
 
-static json_t *j_int_or_null(sqlite3_stmt *st, int col)
+json_t *tf_col_int(sqlite3_stmt *st, int col)
 {
     if (sqlite3_column_type(st, col) == SQLITE_NULL)
         return json_null();
     return json_integer(sqlite3_column_int64(st, col));
 }
 
-static json_t *j_text_or_null(sqlite3_stmt *st, int col)
+json_t *tf_col_text(sqlite3_stmt *st, int col)
 {
     const unsigned char *t = sqlite3_column_text(st, col);
     return t ? json_string((const char *)t) : json_null();
 }
 
-static json_t *j_result(sqlite3_stmt *st, int col)
+json_t *tf_col_result(sqlite3_stmt *st, int col)
 {
     if (sqlite3_column_type(st, col) == SQLITE_NULL)
         return json_null();
     return json_string(tf_result_name((tf_result_t)sqlite3_column_int(st, col)));
 }
 
-/* Parses a JSON text column; null when absent or not JSON. */
-static json_t *j_parsed(sqlite3_stmt *st, int col)
+json_t *tf_col_json(sqlite3_stmt *st, int col)
 {
     const char *t = (const char *)sqlite3_column_text(st, col);
     json_t *v = t ? json_loads(t, 0, NULL) : NULL;
     return v ? v : json_null();
+}
+
+json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
+                   const tf_col_t *cols)
+{
+    for (int i = 0; cols[i].key; i++) {
+        int c = first + i;
+        json_t *v = NULL;
+        switch (cols[i].kind) {
+        case TF_COL_SKIP:
+            break;
+        case TF_COL_INT:
+            v = tf_col_int(st, c);
+            break;
+        case TF_COL_TEXT:
+            v = tf_col_text(st, c);
+            break;
+        case TF_COL_RESULT:
+            v = tf_col_result(st, c);
+            break;
+        case TF_COL_JSON:
+            v = tf_col_json(st, c);
+            break;
+        case TF_COL_BOOL:
+            v = json_boolean(sqlite3_column_int(st, c));
+            break;
+        }
+        if (v)
+            json_object_set_new(o, cols[i].key, v);
+    }
+    return o;
 }
 
 static json_t *j_url(const char *base, const char *fmt, ...)
@@ -78,10 +108,10 @@ static json_t *builder_row(sqlite3_stmt *st, const char *base)
     json_t *last = json_null();
     if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
         last = json_object();
-        json_object_set_new(last, "id", j_int_or_null(st, 6));
-        json_object_set_new(last, "number", j_int_or_null(st, 9));
-        json_object_set_new(last, "result", j_result(st, 7));
-        json_object_set_new(last, "finished_ms", j_int_or_null(st, 8));
+        json_object_set_new(last, "id", tf_col_int(st, 6));
+        json_object_set_new(last, "number", tf_col_int(st, 9));
+        json_object_set_new(last, "result", tf_col_result(st, 7));
+        json_object_set_new(last, "finished_ms", tf_col_int(st, 8));
         json_object_set_new(last, "url",
                             j_url(base, "api/v1/builds/%lld",
                                   (long long)sqlite3_column_int64(st, 6)));
@@ -89,10 +119,10 @@ static json_t *builder_row(sqlite3_stmt *st, const char *base)
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(name));
     json_object_set_new(o, "active", json_boolean(sqlite3_column_int(st, 1)));
-    json_object_set_new(o, "builds_total", j_int_or_null(st, 2));
-    json_object_set_new(o, "pending", j_int_or_null(st, 3));
-    json_object_set_new(o, "running", j_int_or_null(st, 4));
-    json_object_set_new(o, "last_build_id", j_int_or_null(st, 5));
+    json_object_set_new(o, "builds_total", tf_col_int(st, 2));
+    json_object_set_new(o, "pending", tf_col_int(st, 3));
+    json_object_set_new(o, "running", tf_col_int(st, 4));
+    json_object_set_new(o, "last_build_id", tf_col_int(st, 5));
     json_object_set_new(o, "last_complete", last);
     json_object_set_new(o, "url", j_url(base, "api/v1/builders/%s", name));
     return o;
@@ -141,22 +171,21 @@ int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
     "id, builder, number, request_id, slave, state, result, text, reason, "    \
     "created_ms, started_ms, finished_ms, properties, nsteps "
 
+static const tf_col_t build_cols[] = {
+    {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
+    {"number", TF_COL_INT},      {"request_id", TF_COL_INT},
+    {"slave", TF_COL_TEXT},      {"state", TF_COL_TEXT},
+    {"result", TF_COL_RESULT},   {"text", TF_COL_TEXT},
+    {"reason", TF_COL_TEXT},     {"created_ms", TF_COL_INT},
+    {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
+    {"properties", TF_COL_JSON}, {"nsteps", TF_COL_INT},
+    {NULL, TF_COL_SKIP},
+};
+
 static json_t *build_row(sqlite3_stmt *st, const char *base)
 {
     long long id = (long long)sqlite3_column_int64(st, 0);
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_integer(id));
-    json_object_set_new(o, "builder", j_text_or_null(st, 1));
-    json_object_set_new(o, "number", j_int_or_null(st, 2));
-    json_object_set_new(o, "request_id", j_int_or_null(st, 3));
-    json_object_set_new(o, "slave", j_text_or_null(st, 4));
-    json_object_set_new(o, "state", j_text_or_null(st, 5));
-    json_object_set_new(o, "result", j_result(st, 6));
-    json_object_set_new(o, "text", j_text_or_null(st, 7));
-    json_object_set_new(o, "reason", j_text_or_null(st, 8));
-    json_object_set_new(o, "created_ms", j_int_or_null(st, 9));
-    json_object_set_new(o, "started_ms", j_int_or_null(st, 10));
-    json_object_set_new(o, "finished_ms", j_int_or_null(st, 11));
+    json_t *o = tf_row_set(json_object(), st, 0, build_cols);
     if (sqlite3_column_type(st, 10) != SQLITE_NULL &&
         sqlite3_column_type(st, 11) != SQLITE_NULL)
         json_object_set_new(o, "duration_ms",
@@ -164,8 +193,6 @@ static json_t *build_row(sqlite3_stmt *st, const char *base)
                                          sqlite3_column_int64(st, 10)));
     else
         json_object_set_new(o, "duration_ms", json_null());
-    json_object_set_new(o, "properties", j_parsed(st, 12));
-    json_object_set_new(o, "nsteps", j_int_or_null(st, 13));
     json_object_set_new(o, "url", j_url(base, "api/v1/builds/%lld", id));
     return o;
 }
@@ -256,6 +283,20 @@ static void steps_add_stats(sqlite3 *db, json_t *arr, long long build_id)
     sqlite3_finalize(st);
 }
 
+static const tf_col_t step_cols[] = {
+    {"index", TF_COL_INT},       {"name", TF_COL_TEXT},
+    {"state", TF_COL_TEXT},      {"result", TF_COL_RESULT},
+    {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
+    {"duration_ms", TF_COL_INT}, {"exit_code", TF_COL_INT},
+    {"signal", TF_COL_INT},      {"timed_out", TF_COL_BOOL},
+    {"text", TF_COL_TEXT},       {"command", TF_COL_JSON},
+    {NULL, TF_COL_SKIP},
+};
+static const tf_col_t step_log_cols[] = {
+    {"bytes", TF_COL_INT}, {"lines", TF_COL_INT}, {NULL, TF_COL_SKIP}};
+static const tf_col_t step_tail_cols[] = {
+    {"info", TF_COL_TEXT}, {"warnings", TF_COL_INT}, {NULL, TF_COL_SKIP}};
+
 static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
 {
     sqlite3_stmt *st = NULL;
@@ -270,29 +311,13 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
     sqlite3_bind_int64(st, 1, build_id);
     while (sqlite3_step(st) == SQLITE_ROW) {
         int idx = sqlite3_column_int(st, 0);
-        json_t *o = json_object();
-        json_object_set_new(o, "index", json_integer(idx));
-        json_object_set_new(o, "name", j_text_or_null(st, 1));
-        json_object_set_new(o, "state", j_text_or_null(st, 2));
-        json_object_set_new(o, "result", j_result(st, 3));
-        json_object_set_new(o, "started_ms", j_int_or_null(st, 4));
-        json_object_set_new(o, "finished_ms", j_int_or_null(st, 5));
-        json_object_set_new(o, "duration_ms", j_int_or_null(st, 6));
-        json_object_set_new(o, "exit_code", j_int_or_null(st, 7));
-        json_object_set_new(o, "signal", j_int_or_null(st, 8));
-        json_object_set_new(o, "timed_out",
-                            json_boolean(sqlite3_column_int(st, 9)));
-        json_object_set_new(o, "text", j_text_or_null(st, 10));
-        json_object_set_new(o, "command", j_parsed(st, 11));
-        json_t *log = json_object();
-        json_object_set_new(log, "bytes", j_int_or_null(st, 12));
-        json_object_set_new(log, "lines", j_int_or_null(st, 13));
+        json_t *o = tf_row_set(json_object(), st, 0, step_cols);
+        json_t *log = tf_row_set(json_object(), st, 12, step_log_cols);
         json_object_set_new(log, "url",
                             j_url(base, "api/v1/builds/%lld/steps/%d/log",
                                   build_id, idx));
         json_object_set_new(o, "log", log);
-        json_object_set_new(o, "info", j_text_or_null(st, 14));
-        json_object_set_new(o, "warnings", j_int_or_null(st, 15));
+        tf_row_set(o, st, 14, step_tail_cols);
         json_array_append_new(arr, o);
     }
     sqlite3_finalize(st);
@@ -312,12 +337,12 @@ static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
     long long id = (long long)sqlite3_column_int64(st, 0);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer(id));
-    json_object_set_new(o, "repository", j_text_or_null(st, 1));
-    json_object_set_new(o, "branch", j_text_or_null(st, 2));
-    json_object_set_new(o, "revision", j_text_or_null(st, 3));
-    json_object_set_new(o, "author", j_text_or_null(st, 4));
-    json_object_set_new(o, "email", j_text_or_null(st, 5));
-    json_object_set_new(o, "committer_ms", j_int_or_null(st, 6));
+    json_object_set_new(o, "repository", tf_col_text(st, 1));
+    json_object_set_new(o, "branch", tf_col_text(st, 2));
+    json_object_set_new(o, "revision", tf_col_text(st, 3));
+    json_object_set_new(o, "author", tf_col_text(st, 4));
+    json_object_set_new(o, "email", tf_col_text(st, 5));
+    json_object_set_new(o, "committer_ms", tf_col_int(st, 6));
     const char *msg = (const char *)sqlite3_column_text(st, 7);
     if (msg && !full) {
         size_t n = strcspn(msg, "\n");
@@ -326,12 +351,12 @@ static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
         json_object_set_new(o, "message", msg ? json_string(msg)
                                               : json_null());
     }
-    json_t *files = j_parsed(st, 8);
+    json_t *files = tf_col_json(st, 8);
     json_object_set_new(o, "files", json_is_array(files) ? files
                                                          : json_array());
     if (!json_is_array(files))
         json_decref(files);
-    json_object_set_new(o, "created_ms", j_int_or_null(st, 9));
+    json_object_set_new(o, "created_ms", tf_col_int(st, 9));
     json_object_set_new(o, "url", j_url(base, "api/v1/changes/%lld", id));
     return o;
 }
@@ -417,15 +442,14 @@ int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
              &st) == 0) {
         sqlite3_bind_int64(st, 1, (int64_t)id);
         while (sqlite3_step(st) == SQLITE_ROW) {
+            static const tf_col_t cols[] = {
+                {"id", TF_COL_INT},         {"builder", TF_COL_TEXT},
+                {"number", TF_COL_INT},     {"state", TF_COL_TEXT},
+                {"result", TF_COL_RESULT},  {"created_ms", TF_COL_INT},
+                {"finished_ms", TF_COL_INT}, {NULL, TF_COL_SKIP},
+            };
             long long bid = (long long)sqlite3_column_int64(st, 0);
-            json_t *b = json_object();
-            json_object_set_new(b, "id", json_integer(bid));
-            json_object_set_new(b, "builder", j_text_or_null(st, 1));
-            json_object_set_new(b, "number", j_int_or_null(st, 2));
-            json_object_set_new(b, "state", j_text_or_null(st, 3));
-            json_object_set_new(b, "result", j_result(st, 4));
-            json_object_set_new(b, "created_ms", j_int_or_null(st, 5));
-            json_object_set_new(b, "finished_ms", j_int_or_null(st, 6));
+            json_t *b = tf_row_set(json_object(), st, 0, cols);
             json_object_set_new(b, "url",
                                 j_url(base_url, "api/v1/builds/%lld", bid));
             json_array_append_new(builds, b);
@@ -484,19 +508,16 @@ int tf_q_build_by_number(sqlite3 *db, const char *base_url,
 
 static json_t *slave_row(sqlite3_stmt *st, const char *base)
 {
+    static const tf_col_t cols[] = {
+        {"name", TF_COL_TEXT},           {"connected", TF_COL_BOOL},
+        {"platform", TF_COL_TEXT},       {"version", TF_COL_TEXT},
+        {"tags", TF_COL_JSON},           {"first_seen_ms", TF_COL_INT},
+        {"last_seen_ms", TF_COL_INT},    {"connected_ms", TF_COL_INT},
+        {"disconnected_ms", TF_COL_INT}, {"builds_done", TF_COL_INT},
+        {"last_error", TF_COL_TEXT},     {NULL, TF_COL_SKIP},
+    };
     const char *name = (const char *)sqlite3_column_text(st, 0);
-    json_t *o = json_object();
-    json_object_set_new(o, "name", json_string(name));
-    json_object_set_new(o, "connected", json_boolean(sqlite3_column_int(st, 1)));
-    json_object_set_new(o, "platform", j_text_or_null(st, 2));
-    json_object_set_new(o, "version", j_text_or_null(st, 3));
-    json_object_set_new(o, "tags", j_parsed(st, 4));
-    json_object_set_new(o, "first_seen_ms", j_int_or_null(st, 5));
-    json_object_set_new(o, "last_seen_ms", j_int_or_null(st, 6));
-    json_object_set_new(o, "connected_ms", j_int_or_null(st, 7));
-    json_object_set_new(o, "disconnected_ms", j_int_or_null(st, 8));
-    json_object_set_new(o, "builds_done", j_int_or_null(st, 9));
-    json_object_set_new(o, "last_error", j_text_or_null(st, 10));
+    json_t *o = tf_row_set(json_object(), st, 0, cols);
     json_object_set_new(o, "url", j_url(base, "api/v1/slaves/%s", name));
     return o;
 }
@@ -538,9 +559,9 @@ int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
         sqlite3_bind_int(st, 2, (int)events);
         while (sqlite3_step(st) == SQLITE_ROW) {
             json_t *e = json_object();
-            json_object_set_new(e, "time_ms", j_int_or_null(st, 0));
-            json_object_set_new(e, "event", j_text_or_null(st, 1));
-            json_object_set_new(e, "detail", j_text_or_null(st, 2));
+            json_object_set_new(e, "time_ms", tf_col_int(st, 0));
+            json_object_set_new(e, "event", tf_col_text(st, 1));
+            json_object_set_new(e, "detail", tf_col_text(st, 2));
             json_array_append_new(evs, e);
         }
         sqlite3_finalize(st);
@@ -553,13 +574,13 @@ int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
              &st) == 0) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
         while (sqlite3_step(st) == SQLITE_ROW) {
-            json_t *b = json_object();
-            json_object_set_new(b, "id", j_int_or_null(st, 0));
-            json_object_set_new(b, "builder", j_text_or_null(st, 1));
-            json_object_set_new(b, "number", j_int_or_null(st, 2));
-            json_object_set_new(b, "result", j_result(st, 3));
-            json_object_set_new(b, "finished_ms", j_int_or_null(st, 4));
-            json_array_append_new(recent, b);
+            static const tf_col_t cols[] = {
+                {"id", TF_COL_INT},         {"builder", TF_COL_TEXT},
+                {"number", TF_COL_INT},     {"result", TF_COL_RESULT},
+                {"finished_ms", TF_COL_INT}, {NULL, TF_COL_SKIP},
+            };
+            json_array_append_new(recent, tf_row_set(json_object(), st, 0,
+                                                     cols));
         }
         sqlite3_finalize(st);
     }
@@ -583,23 +604,23 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
     rc = TF_ENOENT;
     if (sqlite3_step(st) == SQLITE_ROW) {
         json_t *o = json_object();
-        json_object_set_new(o, "id", j_int_or_null(st, 0));
-        json_object_set_new(o, "builder", j_text_or_null(st, 1));
-        json_object_set_new(o, "state", j_text_or_null(st, 2));
-        json_object_set_new(o, "reason", j_text_or_null(st, 3));
-        json_object_set_new(o, "owner", j_text_or_null(st, 4));
-        json_object_set_new(o, "priority", j_int_or_null(st, 5));
-        json_object_set_new(o, "submitted_ms", j_int_or_null(st, 6));
-        json_object_set_new(o, "started_ms", j_int_or_null(st, 7));
-        json_object_set_new(o, "finished_ms", j_int_or_null(st, 8));
-        json_object_set_new(o, "result", j_result(st, 9));
-        json_object_set_new(o, "build_id", j_int_or_null(st, 10));
-        json_object_set_new(o, "retries", j_int_or_null(st, 11));
-        json_object_set_new(o, "properties", j_parsed(st, 12));
-        json_object_set_new(o, "scheduler", j_text_or_null(st, 13));
-        json_object_set_new(o, "collapsed_into", j_int_or_null(st, 14));
-        json_object_set_new(o, "revision", j_text_or_null(st, 15));
-        json_object_set_new(o, "job_id", j_int_or_null(st, 16));
+        json_object_set_new(o, "id", tf_col_int(st, 0));
+        json_object_set_new(o, "builder", tf_col_text(st, 1));
+        json_object_set_new(o, "state", tf_col_text(st, 2));
+        json_object_set_new(o, "reason", tf_col_text(st, 3));
+        json_object_set_new(o, "owner", tf_col_text(st, 4));
+        json_object_set_new(o, "priority", tf_col_int(st, 5));
+        json_object_set_new(o, "submitted_ms", tf_col_int(st, 6));
+        json_object_set_new(o, "started_ms", tf_col_int(st, 7));
+        json_object_set_new(o, "finished_ms", tf_col_int(st, 8));
+        json_object_set_new(o, "result", tf_col_result(st, 9));
+        json_object_set_new(o, "build_id", tf_col_int(st, 10));
+        json_object_set_new(o, "retries", tf_col_int(st, 11));
+        json_object_set_new(o, "properties", tf_col_json(st, 12));
+        json_object_set_new(o, "scheduler", tf_col_text(st, 13));
+        json_object_set_new(o, "collapsed_into", tf_col_int(st, 14));
+        json_object_set_new(o, "revision", tf_col_text(st, 15));
+        json_object_set_new(o, "job_id", tf_col_int(st, 16));
         json_object_set_new(o, "url",
                             j_url(base_url, "api/v1/requests/%" PRIu64, id));
         *out = o;
@@ -684,31 +705,31 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
 
 static json_t *job_row(sqlite3_stmt *st, const char *base)
 {
+    static const tf_col_t head[] = {
+        {"id", TF_COL_INT},           {"author", TF_COL_TEXT},
+        {"email", TF_COL_TEXT},       {"description", TF_COL_TEXT},
+        {"review_url", TF_COL_TEXT},  {"patchset", TF_COL_TEXT},
+        {"base_revision", TF_COL_TEXT}, {NULL, TF_COL_SKIP},
+    };
+    static const tf_col_t tail[] = {
+        {"state", TF_COL_TEXT},       {"result", TF_COL_RESULT},
+        {"submitted_ms", TF_COL_INT}, {"finished_ms", TF_COL_INT},
+        {"notify", TF_COL_BOOL},      {"notify_email", TF_COL_TEXT},
+        {NULL, TF_COL_SKIP},
+    };
     long long id = (long long)sqlite3_column_int64(st, 0);
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_integer(id));
-    json_object_set_new(o, "author", j_text_or_null(st, 1));
-    json_object_set_new(o, "email", j_text_or_null(st, 2));
-    json_object_set_new(o, "description", j_text_or_null(st, 3));
-    json_object_set_new(o, "review_url", j_text_or_null(st, 4));
-    json_object_set_new(o, "patchset", j_text_or_null(st, 5));
-    json_object_set_new(o, "base_revision", j_text_or_null(st, 6));
+    json_t *o = tf_row_set(json_object(), st, 0, head);
     if (sqlite3_column_type(st, 7) != SQLITE_NULL) {
         const char *sha = (const char *)sqlite3_column_text(st, 7);
         json_t *p = json_object();
         json_object_set_new(p, "sha256", json_string(sha));
-        json_object_set_new(p, "size", j_int_or_null(st, 8));
+        json_object_set_new(p, "size", tf_col_int(st, 8));
         json_object_set_new(p, "url", j_url(base, "api/v1/patches/%s", sha));
         json_object_set_new(o, "patch", p);
     } else {
         json_object_set_new(o, "patch", json_null());
     }
-    json_object_set_new(o, "state", j_text_or_null(st, 9));
-    json_object_set_new(o, "result", j_result(st, 10));
-    json_object_set_new(o, "submitted_ms", j_int_or_null(st, 11));
-    json_object_set_new(o, "finished_ms", j_int_or_null(st, 12));
-    json_object_set_new(o, "notify", json_boolean(sqlite3_column_int(st, 13)));
-    json_object_set_new(o, "notify_email", j_text_or_null(st, 14));
+    tf_row_set(o, st, 9, tail);
     json_object_set_new(o, "url", j_url(base, "api/v1/jobs/%lld", id));
     return o;
 }
@@ -728,25 +749,24 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
         return arr;
     sqlite3_bind_int64(st, 1, job_id);
     while (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *e = json_object();
-        json_object_set_new(e, "name", j_text_or_null(st, 1));
-        json_object_set_new(e, "request_id", j_int_or_null(st, 0));
-        json_object_set_new(e, "state", j_text_or_null(st, 2));
-        json_object_set_new(e, "result", j_result(st, 3));
-        json_object_set_new(e, "tests", j_parsed(st, 4));
+        static const tf_col_t req_cols[] = {
+            {"request_id", TF_COL_INT}, {"name", TF_COL_TEXT},
+            {"state", TF_COL_TEXT},     {"result", TF_COL_RESULT},
+            {"tests", TF_COL_JSON},     {NULL, TF_COL_SKIP},
+        };
+        static const tf_col_t build_cols_short[] = {
+            {"id", TF_COL_INT},          {"number", TF_COL_INT},
+            {"slave", TF_COL_TEXT},      {"state", TF_COL_TEXT},
+            {"result", TF_COL_RESULT},   {"started_ms", TF_COL_INT},
+            {"finished_ms", TF_COL_INT}, {"got_revision", TF_COL_TEXT},
+            {NULL, TF_COL_SKIP},
+        };
+        json_t *e = tf_row_set(json_object(), st, 0, req_cols);
         if (sqlite3_column_type(st, 5) == SQLITE_NULL) {
             json_object_set_new(e, "build", json_null());
         } else {
             long long bid = (long long)sqlite3_column_int64(st, 5);
-            json_t *b = json_object();
-            json_object_set_new(b, "id", json_integer(bid));
-            json_object_set_new(b, "number", j_int_or_null(st, 6));
-            json_object_set_new(b, "slave", j_text_or_null(st, 7));
-            json_object_set_new(b, "state", j_text_or_null(st, 8));
-            json_object_set_new(b, "result", j_result(st, 9));
-            json_object_set_new(b, "started_ms", j_int_or_null(st, 10));
-            json_object_set_new(b, "finished_ms", j_int_or_null(st, 11));
-            json_object_set_new(b, "got_revision", j_text_or_null(st, 12));
+            json_t *b = tf_row_set(json_object(), st, 5, build_cols_short);
             json_object_set_new(b, "url",
                                 j_url(base, "api/v1/builds/%lld", bid));
             if (with_steps)
@@ -855,9 +875,9 @@ static int stats_builds(sqlite3 *db, const char *builder, unsigned limit,
                                ? started
                                : sqlite3_column_int64(st, 4);
         json_t *o = json_object();
-        json_object_set_new(o, "id", j_int_or_null(st, 0));
-        json_object_set_new(o, "number", j_int_or_null(st, 1));
-        json_object_set_new(o, "result", j_result(st, 2));
+        json_object_set_new(o, "id", tf_col_int(st, 0));
+        json_object_set_new(o, "number", tf_col_int(st, 1));
+        json_object_set_new(o, "result", tf_col_result(st, 2));
         json_object_set_new(o, "started_ms", json_integer(started));
         json_object_set_new(o, "duration_ms",
                             json_integer(finished > started ? finished - started
@@ -925,7 +945,7 @@ int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
             json_t *p = json_object();
             json_object_set_new(p, "build_id", json_integer(b->id));
             json_object_set_new(p, "number", json_integer(b->number));
-            json_object_set_new(p, "step", j_int_or_null(st, 1));
+            json_object_set_new(p, "step", tf_col_int(st, 1));
             json_object_set_new(p, "value",
                                 j_number(sqlite3_column_double(st, 3)));
             json_array_append_new(series, p);

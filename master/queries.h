@@ -18,6 +18,32 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+/* A column of the current row as JSON: an integer, a string, a result
+ * name ("SUCCESS"), or parsed JSON text; null for SQL NULL (and for text
+ * that is not JSON). The row builders of every query use these. */
+json_t *tf_col_int(sqlite3_stmt *st, int col);
+json_t *tf_col_text(sqlite3_stmt *st, int col);
+json_t *tf_col_result(sqlite3_stmt *st, int col);
+json_t *tf_col_json(sqlite3_stmt *st, int col);
+
+/* A row's columns by the table: column first + i becomes the member
+ * cols[i].key of o, converted as cols[i].kind says; the table ends at a
+ * NULL key (a column with kind TF_COL_SKIP is passed over). Returns o. */
+typedef enum {
+    TF_COL_SKIP,
+    TF_COL_INT,
+    TF_COL_TEXT,
+    TF_COL_RESULT,
+    TF_COL_JSON,
+    TF_COL_BOOL,
+} tf_col_kind_t;
+typedef struct tf_col {
+    const char *key;
+    tf_col_kind_t kind;
+} tf_col_t;
+json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
+                   const tf_col_t *cols);
+
 /* All builders with their summary rows. *out: JSON array. */
 int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out);
 

@@ -1179,15 +1179,47 @@ out:
 
 /* ---- status, list, cancel, whoami ---- */
 
+/* One call to the master for a subcommand: method on url (taken), then
+ * the answer's JSON (json_null() when it has none). NULL after telling
+ * the user why: no answer, a 404 (notfound, when given), or any other
+ * status outside 2xx (the master refused `what`). */
+static json_t *call_master(ctx_t *c, const char *method, char *url,
+                           bool auth, const char *what, const char *notfound)
+{
+    tf_try_resp_t resp;
+    json_t *answer = NULL;
+    bool post = strcmp(method, "POST") == 0;
+    if (!url || request(c, method, url, auth, post ? "{}" : NULL,
+                        post ? 2 : 0, TF_TRY_GET_TIMEOUT_S, &resp) < 0) {
+        free(url);
+        return NULL;
+    }
+    if (resp.status == 404 && notfound) {
+        fail("%s", notfound);
+    } else if (resp.status < 200 || resp.status > 299) {
+        report_refusal(what, &resp);
+    } else {
+        answer = resp_json(&resp);
+        if (!answer)
+            answer = json_null();
+    }
+    tf_try_resp_free(&resp);
+    free(url);
+    return answer;
+}
+
+static void no_such_job(const ctx_t *c, char *msg, size_t n)
+{
+    snprintf(msg, n, "there is no job %lld on %s", c->o->job_id,
+             c->base_url);
+}
+
 static int cmd_status(ctx_t *c)
 {
     int exit_code = TF_TRY_EXIT_ERROR;
-    char *url = NULL;
-    tf_try_resp_t resp;
-    bool have = false;
     json_t *job = NULL;
     tf_buf_t out;
-    tf_try_watch_t *w = NULL;
+    char notfound[600];
 
     tf_buf_init(&out, 4 * 1024 * 1024);
     if (!need_url(c))
@@ -1195,24 +1227,18 @@ static int cmd_status(ctx_t *c)
     if (c->o->wait) {
         /* Watching from scratch replays the job's history so far, then
          * follows it: the same lines a --wait from submission printed. */
-        w = tf_try_watch_new();
+        tf_try_watch_t *w = tf_try_watch_new();
         exit_code = w ? watch_job(c, w, c->o->job_id) : TF_TRY_EXIT_ERROR;
+        tf_try_watch_free(w);
         goto out;
     }
-    url = tf_try_url(c->base_url, "api/v1/jobs/%lld", c->o->job_id);
-    if (!url || request(c, "GET", url, false, NULL, 0, TF_TRY_GET_TIMEOUT_S,
-                        &resp) < 0)
+    no_such_job(c, notfound, sizeof(notfound));
+    job = call_master(c, "GET",
+                      tf_try_url(c->base_url, "api/v1/jobs/%lld",
+                                 c->o->job_id),
+                      false, "to show the job", notfound);
+    if (!job)
         goto out;
-    have = true;
-    if (resp.status == 404) {
-        fail("there is no job %lld on %s", c->o->job_id, c->base_url);
-        goto out;
-    }
-    if (resp.status != 200) {
-        report_refusal("to show the job", &resp);
-        goto out;
-    }
-    job = resp_json(&resp);
     if (!json_is_object(job) || tf_try_render_status(job, &out) < 0) {
         fail("the master's answer about job %lld is not what tf-try expects",
              c->o->job_id);
@@ -1221,39 +1247,30 @@ static int cmd_status(ctx_t *c)
     emit(&out);
     exit_code = TF_TRY_EXIT_OK;
 out:
-    if (have)
-        tf_try_resp_free(&resp);
-    tf_try_watch_free(w);
     json_decref(job);
     tf_buf_free(&out);
-    free(url);
     return exit_code;
 }
 
 static int cmd_list(ctx_t *c)
 {
     int exit_code = TF_TRY_EXIT_ERROR;
-    char *url = NULL;
-    tf_try_resp_t resp;
-    bool have = false;
     json_t *list = NULL;
     tf_buf_t out;
 
     tf_buf_init(&out, 4 * 1024 * 1024);
     if (!need_url(c) || (!c->o->all && !need_token(c)))
         goto out;
-    url = c->o->all ? tf_try_url(c->base_url, "api/v1/jobs?limit=%d", LIST_LIMIT)
-                    : tf_try_url(c->base_url, "api/v1/jobs?mine=1&limit=%d",
-                                 LIST_LIMIT);
-    if (!url || request(c, "GET", url, !c->o->all, NULL, 0,
-                        TF_TRY_GET_TIMEOUT_S, &resp) < 0)
+    list = call_master(c, "GET",
+                       c->o->all ? tf_try_url(c->base_url,
+                                              "api/v1/jobs?limit=%d",
+                                              LIST_LIMIT)
+                                 : tf_try_url(c->base_url,
+                                              "api/v1/jobs?mine=1&limit=%d",
+                                              LIST_LIMIT),
+                       !c->o->all, "to list the jobs", NULL);
+    if (!list)
         goto out;
-    have = true;
-    if (resp.status != 200) {
-        report_refusal("to list the jobs", &resp);
-        goto out;
-    }
-    list = resp_json(&resp);
     if (!json_is_object(list) || tf_try_render_list(list, &out) < 0) {
         fail("the master's list of jobs is not what tf-try expects");
         goto out;
@@ -1261,68 +1278,41 @@ static int cmd_list(ctx_t *c)
     emit(&out);
     exit_code = TF_TRY_EXIT_OK;
 out:
-    if (have)
-        tf_try_resp_free(&resp);
     json_decref(list);
     tf_buf_free(&out);
-    free(url);
     return exit_code;
 }
 
 static int cmd_cancel(ctx_t *c)
 {
-    int exit_code = TF_TRY_EXIT_ERROR;
-    char *url = NULL;
-    tf_try_resp_t resp;
-    bool have = false;
-
+    char notfound[600];
     if (!need_url(c) || !need_token(c))
-        goto out;
-    url = tf_try_url(c->base_url, "api/v1/jobs/%lld/cancel", c->o->job_id);
-    if (!url || request(c, "POST", url, true, "{}", 2, TF_TRY_GET_TIMEOUT_S,
-                        &resp) < 0)
-        goto out;
-    have = true;
-    if (resp.status == 404) {
-        fail("there is no job %lld on %s", c->o->job_id, c->base_url);
-        goto out;
-    }
-    if (resp.status < 200 || resp.status > 299) {
-        report_refusal("to cancel the job", &resp);
-        goto out;
-    }
+        return TF_TRY_EXIT_ERROR;
+    no_such_job(c, notfound, sizeof(notfound));
+    json_t *ans = call_master(c, "POST",
+                              tf_try_url(c->base_url,
+                                         "api/v1/jobs/%lld/cancel",
+                                         c->o->job_id),
+                              true, "to cancel the job", notfound);
+    if (!ans)
+        return TF_TRY_EXIT_ERROR;
+    json_decref(ans);
     printf("job %lld: cancelling (see: tf-try status %lld)\n", c->o->job_id,
            c->o->job_id);
-    exit_code = TF_TRY_EXIT_OK;
-out:
-    if (have)
-        tf_try_resp_free(&resp);
-    free(url);
-    return exit_code;
+    return TF_TRY_EXIT_OK;
 }
 
 static int cmd_whoami(ctx_t *c)
 {
-    int exit_code = TF_TRY_EXIT_ERROR;
-    char *url = NULL;
-    tf_try_resp_t resp;
-    bool have = false;
-    json_t *me = NULL;
     tf_buf_t out;
-
-    tf_buf_init(&out, 64 * 1024);
     if (!need_url(c) || !need_token(c))
-        goto out;
-    url = tf_try_url(c->base_url, "api/v1/whoami");
-    if (!url || request(c, "GET", url, true, NULL, 0, TF_TRY_GET_TIMEOUT_S,
-                        &resp) < 0)
-        goto out;
-    have = true;
-    if (resp.status != 200) {
-        report_refusal("your token", &resp);
-        goto out;
-    }
-    me = resp_json(&resp);
+        return TF_TRY_EXIT_ERROR;
+    json_t *me = call_master(c, "GET",
+                             tf_try_url(c->base_url, "api/v1/whoami"), true,
+                             "your token", NULL);
+    if (!me)
+        return TF_TRY_EXIT_ERROR;
+    tf_buf_init(&out, 64 * 1024);
     const char *name = json_string_value(json_object_get(me, "name"));
     const char *email = json_string_value(json_object_get(me, "email"));
     if (json_is_true(json_object_get(me, "admin")))
@@ -1337,14 +1327,9 @@ static int cmd_whoami(ctx_t *c)
     }
     tf_buf_printf(&out, " on %s\n", c->base_url);
     emit(&out);
-    exit_code = TF_TRY_EXIT_OK;
-out:
-    if (have)
-        tf_try_resp_free(&resp);
     json_decref(me);
     tf_buf_free(&out);
-    free(url);
-    return exit_code;
+    return TF_TRY_EXIT_OK;
 }
 
 /* ---- main ---- */

@@ -549,7 +549,9 @@ def test_token_file_modes_and_whoami(farm):
     assert r.stdout == f"Ann Example <ann@example.org> on {m.url}/\n"
     # $TF_TRY_TOKEN wins over the file.
     r = tf_try(farm, m, work, "whoami", token="tft_" + "1" * 40)
-    assert r.returncode == 2 and "HTTP 401" in r.stderr, explain(r)
+    assert r.returncode == 2, explain(r)
+    assert "the master refused your token (HTTP 401)" in r.stderr and \
+        "tf-try whoami" in r.stderr, r.stderr
 
 
 @pytest.mark.timeout(120)
@@ -608,6 +610,12 @@ def test_config_files_list_and_status(farm):
                      r"builds/\d+$", r.stdout, re.M), r.stdout
     r = tf_try(farm, m, work, "status", "999", url=False)
     assert r.returncode == 2 and "there is no job 999" in r.stderr, explain(r)
+    r = tf_try(farm, m, work, "cancel", "999", url=False, token=token)
+    assert r.returncode == 2 and "there is no job 999" in r.stderr, explain(r)
+    r = tf_try(farm, m, work, "list", url=False, token="tft_" + "2" * 40)
+    assert r.returncode == 2, explain(r)
+    assert "the master refused to list the jobs (HTTP 401)" in r.stderr, \
+        r.stderr
     wait_job_done(m, other_job)
 
 

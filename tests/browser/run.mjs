@@ -348,10 +348,13 @@ async function groupPaging(r, ctx) {
   const shown = () => page.getAttribute("main .page", "data-builds").then(Number);
   r.check("paging: the first page has 10 builds", (await shown()) === 10, String(await shown()));
   let pages = 1;
+  // The button is disabled while a page loads (aria-busy) and for good
+  // when there is no older build: wait for the load to end either way.
+  const busy = async () => (await page.getAttribute("#older", "aria-busy")) === "true";
   while (!(await page.isDisabled("#older"))) {
     const before = await shown();
     await page.click("#older");
-    await until("the next page", async () => (await shown()) > before || (await page.isDisabled("#older")), { timeout: 10000 });
+    await until("the next page", async () => !(await busy()) && ((await shown()) > before || (await page.isDisabled("#older"))), { timeout: 10000 });
     pages++;
     if (pages > 100) break;
   }

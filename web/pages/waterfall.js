@@ -151,7 +151,9 @@ export async function render(ctx) {
 
   older.addEventListener("click", async () => {
     if (nextBefore === null || nextBefore === undefined) return;
+    // Disabled while loading too; aria-busy tells "loading" from "no more".
     older.disabled = true;
+    older.setAttribute("aria-busy", "true");
     status.textContent = "loading…";
     try {
       await fetchOlder();
@@ -160,6 +162,8 @@ export async function render(ctx) {
       older.disabled = false;
       status.textContent = "";
       ctx.flash(`Could not load older builds: ${e.message}`, "error");
+    } finally {
+      older.removeAttribute("aria-busy");
     }
   });
 

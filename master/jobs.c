@@ -170,14 +170,18 @@ typedef struct submit {
     uint64_t job_id;
     uint64_t first_request;
     int64_t submitted_ms;
-    tf_request_t **reqs; /* one per builder: written before the commit,
-                          * adopted by the scheduler after it */
+    tf_request_t **reqs; /* nreqs, one per builder: written before the
+                          * commit, adopted by the scheduler after it */
+    size_t nreqs;
 } submit_t;
 
 static void submit_free(submit_t *s)
 {
     if (!s)
         return;
+    for (size_t i = 0; i < s->nreqs; i++)
+        tf_request_free(s->reqs[i]);
+    free(s->reqs);
     json_decref(s->builders);
     json_decref(s->tests);
     free(s->base_revision);
@@ -186,9 +190,6 @@ static void submit_free(submit_t *s)
     free(s->patchset);
     free(s->email);
     free(s->patch);
-    for (size_t i = 0; s->reqs && i < json_array_size(s->builders); i++)
-        tf_request_free(s->reqs[i]);
-    free(s->reqs);
     free(s);
 }
 
@@ -494,6 +495,7 @@ static void submit_after(uv_work_t *w, int status)
     snprintf(reason, sizeof(reason), "try job %" PRIu64 " by %s", s->job_id,
              s->user.email);
     s->reqs = calloc(json_array_size(s->builders), sizeof(*s->reqs));
+    s->nreqs = s->reqs ? json_array_size(s->builders) : 0;
     json_array_foreach(s->builders, i, v)
     {
         const char *name = json_string_value(v);

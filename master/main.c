@@ -9,12 +9,12 @@
 
 #include <curl/curl.h>
 
-#include "cli.h"
+#include "admin/cli.h"
 #include "log.h"
-#include "mail.h"
-#include "master.h"
+#include "mail/mail.h"
+#include "core/master.h"
 #include "names.h"
-#include "users.h"
+#include "core/users.h"
 #include "util.h"
 
 static void usage(FILE *f)

@@ -15,7 +15,7 @@
 
 #include <jansson.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "tf_err.h"
 #include "tf_test.h"
 #include "util.h"

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "poller.h"
-#include "schedulers.h"
+#include "changes/poller.h"
+#include "changes/schedulers.h"
 #include "tf_err.h"
 #include "tf_test.h"
 

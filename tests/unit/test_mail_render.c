@@ -10,7 +10,7 @@
 
 #include "base64.h"
 #include "buf.h"
-#include "mail_render.h"
+#include "mail/mail_render.h"
 #include "tf_err.h"
 #include "tf_test.h"
 

@@ -1,7 +1,7 @@
 /*
  * test_modifiers.c - command modifiers: the slave's line matcher
  * (slave/modifiers.c) and the master's checks of the config keys that
- * declare them (master/config.c).
+ * declare them (master/config/config.c).
  *
  * The matcher's central promise is that results do not depend on how the
  * output was cut into reads, so most tests feed the same bytes whole, one
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "modifiers.h"
 #include "tf_err.h"
 

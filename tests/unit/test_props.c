@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "base64.h"
-#include "props.h"
+#include "core/props.h"
 #include "tf_err.h"
 #include "tf_test.h"
 

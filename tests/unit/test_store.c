@@ -1,5 +1,5 @@
 /*
- * test_store.c - unit tests of the sqlite store (master/store.c).
+ * test_store.c - unit tests of the sqlite store (master/store/store.c).
  *
  * Every test uses a real database file in its own mkdtemp directory and a
  * real uv loop, and ends by closing the store and checking that the loop
@@ -23,9 +23,9 @@
 #include <sqlite3.h>
 #include <uv.h>
 
-#include "store.h"
-#include "store_internal.h"
-#include "store_schema.h"
+#include "store/store.h"
+#include "store/store_internal.h"
+#include "store/store_schema.h"
 #include "tf_err.h"
 #include "tf_test.h"
 

@@ -1,0 +1,1136 @@
+/*
+ * api.c - the JSON API under /api/v1 (docs/api.md).
+ *
+ * Routing splits the path into segments and validates every name and id
+ * before anything uses it. Reads of stored data run off the loop thread
+ * (queries.c through tf_store_read); live facts only the loop thread knows
+ * (who is connected, what is running, queue positions) are overlaid on the
+ * loop thread when the read comes back. Writes (force, cancel) answer only
+ * after the transaction holding them committed.
+ *
+ * Authentication: POST endpoints need "Authorization: Bearer TOKEN" with
+ * the admin token from the master's directory.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "crypto.h"
+#include "net/http.h"
+#include "core/jobs.h"
+#include "api/pages.h"
+#include "changes/poller.h"
+#include "changes/schedulers.h"
+#include "log.h"
+#include "mail/mail.h"
+#include "core/master.h"
+#include "names.h"
+#include "store/queries.h"
+#include "tf_err.h"
+#include "util.h"
+
+#define API_DEFAULT_BODY_CAP (1024 * 1024)
+#define LOG_PIECE (256 * 1024)
+
+size_t tf_api_body_cap(const tf_master_t *m, const char *path, int method)
+{
+    if (method == TF_HTTP_POST && strcmp(path, "/api/v1/jobs") == 0)
+        return tf_jobs_body_cap(m);
+    return API_DEFAULT_BODY_CAP;
+}
+
+/* --- helpers --- */
+
+static const char *base_url(tf_master_t *m)
+{
+    return m->cfg->public_url;
+}
+
+/* Actions need a committer's token or the admin token. */
+static bool require_auth(tf_http_req_t *r)
+{
+    if (r->admin || r->user.id != 0)
+        return true;
+    tf_http_header(r, "www-authenticate", "Bearer");
+    tf_http_error(r, 401, r->token[0] ? "invalid token"
+                                      : "this action needs a token: send "
+                                        "\"Authorization: Bearer TOKEN\"");
+    return false;
+}
+
+/* --- identifying the caller --- */
+
+typedef struct ident {
+    tf_http_req_t *r;
+    char sha[TF_SHA256_HEX_LEN + 1];
+    tf_user_t user;
+} ident_t;
+
+static int ident_fn(sqlite3 *db, void *arg)
+{
+    ident_t *i = arg;
+    return tf_user_by_token(db, i->sha, &i->user);
+}
+
+static void ident_done(void *arg, int rc)
+{
+    ident_t *i = arg;
+    tf_http_req_t *r = i->r;
+    if (!tf_http_async_end(r)) {
+        free(i);
+        return;
+    }
+    if (rc == 0)
+        r->user = i->user;
+    else if (rc != TF_ENOENT)
+        tf_warn("api", "token lookup failed: %s", tf_strerror(rc));
+    free(i);
+    tf_api_dispatch(r);
+}
+
+/* Resolves the bearer token (admin, or a user through the database) and
+ * dispatches again. Returns true when it took over the request. */
+static bool identify(tf_http_req_t *r)
+{
+    if (r->identified || !r->token[0])
+        return false;
+    r->identified = true;
+    if (tf_ct_streq(r->token, r->m->admin_token)) {
+        r->admin = true;
+        return false;
+    }
+    ident_t *i = calloc(1, sizeof(*i));
+    if (!i)
+        return false; /* treated as no identity */
+    i->r = r;
+    tf_sha256_hex(r->token, strlen(r->token), i->sha);
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, ident_fn, ident_done, i) != 0) {
+        tf_http_async_end(r);
+        free(i);
+        return false;
+    }
+    return true;
+}
+
+static bool parse_id(tf_http_req_t *r, const char *s, const char *what,
+                     uint64_t *out)
+{
+    if (tf_parse_u64(s, out) != 0 || *out == 0 || *out > TF_PROTO_MAX_ID) {
+        tf_http_error(r, 400, "invalid %s \"%.64s\": expected a positive "
+                      "integer", what, s);
+        return false;
+    }
+    return true;
+}
+
+static bool check_name(tf_http_req_t *r, const char *s, const char *what)
+{
+    if (!tf_name_valid(s)) {
+        tf_http_error(r, 400, "invalid %s name \"%.80s\"", what, s);
+        return false;
+    }
+    return true;
+}
+
+/* --- live overlays (loop thread) --- */
+
+static bool slave_connected(tf_master_t *m, const char *name)
+{
+    tf_mslave_t *s = tf_master_slave(m, name, false);
+    return s && s->link;
+}
+
+static json_t *builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
+                              unsigned *nconnected)
+{
+    json_t *arr = json_array();
+    *nconnected = 0;
+    for (size_t i = 0; cfg && i < m->cfg->nslaves; i++) {
+        const tf_cfg_slave_t *s = &m->cfg->slaves[i];
+        if (!tf_config_slave_allowed(cfg, s))
+            continue;
+        bool up = slave_connected(m, s->name);
+        *nconnected += up;
+        json_array_append_new(arr, json_pack("{s:s,s:b}", "name", s->name,
+                                             "connected", up));
+    }
+    return arr;
+}
+
+static json_t *running_builds_of(tf_master_t *m, const char *builder,
+                                 const char *slave)
+{
+    json_t *arr = json_array();
+    size_t pos = 0;
+    void *v;
+    int64_t now = tf_now_ms();
+    while (tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
+        tf_build_t *b = v;
+        if (b->state == TF_BUILD_ENDING)
+            continue;
+        if (builder && strcmp(b->builder, builder) != 0)
+            continue;
+        if (slave && strcmp(b->slave, slave) != 0)
+            continue;
+        int64_t since = b->started_ms ? b->started_ms : b->created_ms;
+        json_t *o = json_pack("{s:I,s:s,s:I,s:s,s:I,s:I,s:b}", "id",
+                              (json_int_t)b->id, "builder", b->builder,
+                              "number", (json_int_t)b->number, "slave",
+                              b->slave, "started_ms", (json_int_t)since,
+                              "elapsed_ms", (json_int_t)(now - since),
+                              "slave_connected", b->lost_since_ms == 0);
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+static json_t *request_json(tf_master_t *m, const tf_request_t *r)
+{
+    char url[600];
+    snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64, base_url(m),
+             r->id);
+    json_t *o = json_pack(
+        "{s:I,s:s,s:s,s:s?,s:s,s:i,s:I,s:i,s:s}", "id", (json_int_t)r->id,
+        "builder", r->builder, "state",
+        r->state == TF_REQ_PENDING ? "pending" : "running", "reason",
+        r->reason, "owner", r->owner ? r->owner : "", "priority", r->priority,
+        "submitted_ms", (json_int_t)r->submitted_ms, "retries",
+        (int)r->retries, "url", url);
+    if (!o)
+        return NULL;
+    unsigned pos = tf_sched_position(m, r);
+    json_object_set_new(o, "position", pos ? json_integer(pos) : json_null());
+    json_object_set_new(o, "build_id",
+                        r->build ? json_integer((json_int_t)r->build->id)
+                                 : json_null());
+    json_object_set_new(o, "job_id", r->job_id
+                                         ? json_integer((json_int_t)r->job_id)
+                                         : json_null());
+    return o;
+}
+
+static json_t *pending_of(tf_master_t *m, const char *builder)
+{
+    json_t *arr = json_array();
+    tf_mbuilder_t *mb = tf_master_builder(m, builder, false);
+    if (!mb)
+        return arr;
+    tf_list_t *it;
+    tf_list_foreach(it, &mb->pending)
+    {
+        json_array_append_new(
+            arr, request_json(m, tf_list_entry(it, tf_request_t, node)));
+    }
+    return arr;
+}
+
+static void overlay_builder(tf_master_t *m, json_t *o, bool detail)
+{
+    const char *name = json_string_value(json_object_get(o, "name"));
+    if (!name)
+        return;
+    tf_mbuilder_t *mb = tf_master_builder(m, name, false);
+    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
+    unsigned up = 0;
+    json_object_set_new(o, "slaves", builder_slaves(m, cfg, &up));
+    json_object_set_new(o, "connected_slaves", json_integer(up));
+    unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning : 0;
+    json_object_set_new(o, "pending", json_integer(pending));
+    json_object_set_new(o, "running", json_integer(running));
+    json_object_set_new(o, "active", json_boolean(cfg != NULL));
+    const char *state = !cfg        ? "removed"
+                        : running   ? "building"
+                        : up == 0   ? "offline"
+                        : pending   ? "pending"
+                                    : "idle";
+    json_object_set_new(o, "state", json_string(state));
+    json_object_set_new(o, "current_builds", running_builds_of(m, name, NULL));
+    if (cfg) {
+        json_t *tags = json_array();
+        for (size_t i = 0; i < cfg->ntags; i++)
+            json_array_append_new(tags, json_string(cfg->tags[i]));
+        json_object_set_new(o, "tags", tags);
+        json_object_set_new(o, "priority", json_integer(cfg->priority));
+    }
+    if (detail) {
+        json_object_set_new(o, "pending_requests", pending_of(m, name));
+        json_t *steps = json_array();
+        for (size_t i = 0; cfg && i < cfg->nsteps; i++)
+            json_array_append_new(steps, json_string(cfg->steps[i].spec.name));
+        json_object_set_new(o, "steps", steps);
+    }
+}
+
+static void overlay_slave(tf_master_t *m, json_t *o)
+{
+    const char *name = json_string_value(json_object_get(o, "name"));
+    if (!name)
+        return;
+    tf_mslave_t *s = tf_master_slave(m, name, false);
+    const tf_cfg_slave_t *cfg = tf_config_slave(m->cfg, name);
+    json_object_set_new(o, "connected", json_boolean(s && s->link));
+    json_object_set_new(o, "configured", json_boolean(cfg != NULL));
+    json_object_set_new(o, "max_builds",
+                        cfg ? json_integer(cfg->max_builds) : json_null());
+    json_object_set_new(o, "draining", json_boolean(s && s->draining));
+    if (s && s->link && s->last_seen_ms)
+        json_object_set_new(o, "last_seen_ms", json_integer(s->last_seen_ms));
+    json_object_set_new(o, "current_builds", running_builds_of(m, NULL, name));
+}
+
+/* --- asynchronous reads --- */
+
+typedef enum {
+    Q_BUILDERS,
+    Q_BUILDER,
+    Q_BUILDS,
+    Q_BUILD,
+    Q_BUILD_BY_NUMBER,
+    Q_SLAVES,
+    Q_SLAVE,
+    Q_REQUEST,
+    Q_BUILDER_STATS,
+} qkind_t;
+
+typedef struct qjob {
+    tf_http_req_t *r;
+    qkind_t kind;
+    char name[TF_NAME_MAX + 1];
+    uint64_t id;
+    uint64_t before;
+    unsigned limit;
+    char base[512];
+    json_t *out;
+} qjob_t;
+
+static int qjob_run(sqlite3 *db, void *arg)
+{
+    qjob_t *q = arg;
+    switch (q->kind) {
+    case Q_BUILDERS:
+        return tf_q_builders(db, q->base, &q->out);
+    case Q_BUILDER:
+        return tf_q_builder(db, q->base, q->name, &q->out);
+    case Q_BUILDS:
+        return tf_q_builds(db, q->base, q->name, q->before, q->limit, &q->out);
+    case Q_BUILD:
+        return tf_q_build(db, q->base, q->id, &q->out);
+    case Q_BUILD_BY_NUMBER:
+        return tf_q_build_by_number(db, q->base, q->name, q->id, &q->out);
+    case Q_SLAVES:
+        return tf_q_slaves(db, q->base, &q->out);
+    case Q_SLAVE:
+        return tf_q_slave(db, q->base, q->name, 50, &q->out);
+    case Q_REQUEST:
+        return tf_q_request(db, q->base, q->id, &q->out);
+    case Q_BUILDER_STATS:
+        return tf_q_builder_stats(db, q->base, q->name, q->limit, &q->out);
+    }
+    return TF_EINVAL;
+}
+
+static void qjob_done(void *arg, int rc)
+{
+    qjob_t *q = arg;
+    tf_http_req_t *r = q->r;
+    tf_master_t *m = r->m;
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc == TF_ENOENT) {
+        const char *what = q->kind == Q_BUILDER || q->kind == Q_BUILDS ||
+                                   q->kind == Q_BUILDER_STATS
+                               ? "builder"
+                           : q->kind == Q_SLAVE   ? "slave"
+                           : q->kind == Q_REQUEST ? "request"
+                                                  : "build";
+        tf_http_error(r, 404, "no such %s", what);
+        goto out;
+    }
+    if (rc || !q->out) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        goto out;
+    }
+    size_t i;
+    json_t *v;
+    switch (q->kind) {
+    case Q_BUILDERS:
+        json_array_foreach(q->out, i, v) overlay_builder(m, v, false);
+        break;
+    case Q_BUILDER:
+        overlay_builder(m, q->out, true);
+        break;
+    case Q_SLAVES:
+        json_array_foreach(q->out, i, v) overlay_slave(m, v);
+        break;
+    case Q_SLAVE:
+        overlay_slave(m, q->out);
+        break;
+    case Q_REQUEST: {
+        tf_request_t *req = tf_map_get_id(m->requests, q->id);
+        if (req) {
+            unsigned pos = tf_sched_position(m, req);
+            json_object_set_new(q->out, "position",
+                                pos ? json_integer(pos) : json_null());
+        } else {
+            json_object_set_new(q->out, "position", json_null());
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    tf_http_respond_json(r, 200, q->out);
+    q->out = NULL;
+out:
+    json_decref(q->out);
+    free(q);
+}
+
+static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
+                        uint64_t id)
+{
+    qjob_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    q->r = r;
+    q->kind = kind;
+    if (name)
+        snprintf(q->name, sizeof(q->name), "%s", name);
+    q->id = id;
+    snprintf(q->base, sizeof(q->base), "%s", base_url(r->m));
+    if (kind == Q_BUILDS) {
+        uint64_t limit = 0, before = 0;
+        if (!tf_http_arg_u64(r, "limit", 1, 500, 50, &limit) ||
+            !tf_http_arg_u64(r, "before", 1, TF_PROTO_MAX_ID, 0, &before)) {
+            free(q);
+            return;
+        }
+        q->limit = (unsigned)limit;
+        q->before = before;
+    }
+    if (kind == Q_BUILDER_STATS) {
+        uint64_t limit = 0;
+        if (!tf_http_arg_u64(r, "limit", 1, 1000, 200, &limit)) {
+            free(q);
+            return;
+        }
+        q->limit = (unsigned)limit;
+    }
+    tf_http_async_begin(r);
+    int rc = tf_store_read(r->m->store, qjob_run, qjob_done, q);
+    if (rc) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now: %s",
+                      tf_strerror(rc));
+        free(q);
+    }
+}
+
+/* --- logs --- */
+
+typedef struct log_stream {
+    tf_http_req_t *r;
+    uint64_t build_id;
+    unsigned step;
+    uint64_t pos;
+    uint64_t end;
+    uint64_t size;
+    uint64_t lines;
+    int phase; /* 0: sizing, 1: streaming */
+    size_t got;
+    unsigned char buf[LOG_PIECE];
+} log_stream_t;
+
+static int log_size_fn(sqlite3 *db, void *arg)
+{
+    log_stream_t *ls = arg;
+    return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines);
+}
+
+static int log_piece_fn(sqlite3 *db, void *arg)
+{
+    log_stream_t *ls = arg;
+    return tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,
+                         sizeof(ls->buf), ls->buf, &ls->got);
+}
+
+static void log_piece_done(void *arg, int rc)
+{
+    log_stream_t *ls = arg;
+    tf_http_req_t *r = ls->r;
+    if (!tf_http_async_end(r))
+        return; /* ls was freed with the request */
+    if (rc) {
+        tf_http_fail_stream(r);
+        return;
+    }
+    ls->pos += ls->got;
+    tf_http_feed(r, ls->buf, ls->got);
+}
+
+static int log_pull(tf_http_req_t *r, void *arg)
+{
+    log_stream_t *ls = arg;
+    tf_http_async_begin(r);
+    int rc = tf_store_read(r->m->store, log_piece_fn, log_piece_done, ls);
+    if (rc)
+        tf_http_async_end(r);
+    return rc;
+}
+
+/* Parses "bytes=A-B", "bytes=A-" or "bytes=-N" against size into [*s,*e).
+ * Returns 0, 1 when unsatisfiable, -1 when malformed. */
+static int parse_range(const char *h, uint64_t size, uint64_t *s, uint64_t *e)
+{
+    if (strncmp(h, "bytes=", 6) != 0)
+        return -1;
+    const char *spec = h + 6;
+    const char *dash = strchr(spec, '-');
+    if (!dash || strchr(spec, ','))
+        return -1;
+    char a[24] = "", b[24] = "";
+    size_t la = (size_t)(dash - spec), lb = strlen(dash + 1);
+    if (la >= sizeof(a) || lb >= sizeof(b))
+        return -1;
+    memcpy(a, spec, la);
+    memcpy(b, dash + 1, lb);
+    uint64_t x = 0, y = 0;
+    if (la == 0) {
+        if (lb == 0 || tf_parse_u64(b, &y) != 0)
+            return -1;
+        if (y == 0)
+            return 1;
+        *s = y >= size ? 0 : size - y;
+        *e = size;
+        return size ? 0 : 1;
+    }
+    if (tf_parse_u64(a, &x) != 0)
+        return -1;
+    if (lb) {
+        if (tf_parse_u64(b, &y) != 0 || y < x)
+            return -1;
+        y++; /* inclusive in HTTP */
+    } else {
+        y = size;
+    }
+    if (x >= size)
+        return 1;
+    *s = x;
+    *e = y > size ? size : y;
+    return 0;
+}
+
+static void log_size_done(void *arg, int rc)
+{
+    log_stream_t *ls = arg;
+    tf_http_req_t *r = ls->r;
+    if (!tf_http_async_end(r)) {
+        free(ls);
+        return;
+    }
+    if (rc == TF_ENOENT) {
+        tf_http_error(r, 404, "no such build or step");
+        free(ls);
+        return;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed");
+        free(ls);
+        return;
+    }
+    uint64_t start = 0, end = ls->size;
+    int status = 200;
+    char v[96];
+    snprintf(v, sizeof(v), "%" PRIu64, ls->size);
+    tf_http_header(r, "x-log-size", v);
+    snprintf(v, sizeof(v), "%" PRIu64, ls->lines);
+    tf_http_header(r, "x-log-lines", v);
+    tf_http_header(r, "accept-ranges", "bytes");
+    const char *qs = tf_http_arg(r, "start"), *qe = tf_http_arg(r, "end");
+    if (r->range[0]) {
+        int pr = parse_range(r->range, ls->size, &start, &end);
+        if (pr < 0) {
+            tf_http_error(r, 400, "malformed Range header \"%.60s\": expected "
+                          "bytes=A-B, bytes=A- or bytes=-N", r->range);
+            free(ls);
+            return;
+        }
+        if (pr > 0) {
+            snprintf(v, sizeof(v), "bytes */%" PRIu64, ls->size);
+            tf_http_header(r, "content-range", v);
+            tf_http_error(r, 416, "range not satisfiable: the log has %" PRIu64
+                          " bytes", ls->size);
+            free(ls);
+            return;
+        }
+        status = 206;
+    } else if (qs || qe) {
+        if (!tf_http_arg_u64(r, "start", 0, UINT64_MAX / 2, 0, &start) ||
+            !tf_http_arg_u64(r, "end", 0, UINT64_MAX / 2, ls->size, &end)) {
+            free(ls);
+            return;
+        }
+        if (end > ls->size)
+            end = ls->size;
+        if (start > end)
+            start = end;
+        status = 206;
+    }
+    if (status == 206 && ls->size > 0) {
+        snprintf(v, sizeof(v), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start,
+                 end > start ? end - 1 : start, ls->size);
+        tf_http_header(r, "content-range", v);
+    }
+    ls->pos = start;
+    ls->end = end;
+    tf_http_stream(r, status, "application/octet-stream", end - start,
+                   log_pull, ls, free);
+}
+
+static void api_log(tf_http_req_t *r, uint64_t build_id, uint64_t step)
+{
+    log_stream_t *ls = calloc(1, sizeof(*ls));
+    if (!ls) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    ls->r = r;
+    ls->build_id = build_id;
+    ls->step = (unsigned)step;
+    tf_http_async_begin(r);
+    int rc = tf_store_read(r->m->store, log_size_fn, log_size_done, ls);
+    if (rc) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        free(ls);
+    }
+}
+
+/* --- writes --- */
+
+typedef struct wjob {
+    tf_http_req_t *r;
+    uint64_t id;
+    char builder[TF_NAME_MAX + 1];
+    int status;
+} wjob_t;
+
+void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
+                           const char *builder, json_t *extra)
+{
+    if (rc) {
+        json_decref(extra);
+        tf_http_error(r, 500, "the request could not be stored: %s",
+                      tf_strerror(rc));
+        return;
+    }
+    tf_master_t *m = r->m;
+    char url[600];
+    snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64, base_url(m),
+             id);
+    tf_request_t *req = tf_map_get_id(m->requests, id);
+    unsigned pos = req ? tf_sched_position(m, req) : 0;
+    json_t *o = json_pack("{s:I,s:s,s:s}", "request_id", (json_int_t)id,
+                          "builder", builder, "url", url);
+    json_object_set_new(o, "position", pos ? json_integer(pos) : json_null());
+    if (extra)
+        json_object_update(o, extra);
+    json_decref(extra);
+    tf_http_respond_json(r, 201, o);
+}
+
+static void force_committed(void *arg, int rc)
+{
+    wjob_t *w = arg;
+    if (tf_http_async_end(w->r))
+        tf_api_request_queued(w->r, rc, w->id, w->builder, NULL);
+    free(w);
+}
+
+/* Validates an optional {"reason": S, "properties": {K: S}} body. */
+static bool parse_force_body(tf_http_req_t *r, char **reason, char **props)
+{
+    *reason = NULL;
+    *props = NULL;
+    if (r->body.len == 0)
+        return true;
+    json_error_t e;
+    json_t *j = json_loadb((const char *)r->body.data, r->body.len,
+                           JSON_REJECT_DUPLICATES, &e);
+    if (!j || !json_is_object(j)) {
+        tf_http_error(r, 400, "body must be a JSON object: %s",
+                      j ? "got another JSON type" : e.text);
+        json_decref(j);
+        return false;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v)
+    {
+        if (strcmp(key, "reason") != 0 && strcmp(key, "properties") != 0) {
+            tf_http_error(r, 400, "unknown field \"%.64s\"", key);
+            goto bad;
+        }
+    }
+    json_t *jr = json_object_get(j, "reason");
+    if (jr && (!json_is_string(jr) || json_string_length(jr) > 1024)) {
+        tf_http_error(r, 400, "reason: expected a string of at most 1024 "
+                      "bytes");
+        goto bad;
+    }
+    json_t *jp = json_object_get(j, "properties");
+    if (jp) {
+        if (!json_is_object(jp)) {
+            tf_http_error(r, 400, "properties: expected an object");
+            goto bad;
+        }
+        json_object_foreach(jp, key, v)
+        {
+            if (!tf_name_valid(key) || !json_is_string(v) ||
+                json_string_length(v) > 4096) {
+                tf_http_error(r, 400, "properties.%.64s: names must be valid "
+                              "and values strings of at most 4096 bytes",
+                              key);
+                goto bad;
+            }
+        }
+        *props = json_dumps(jp, JSON_COMPACT | JSON_SORT_KEYS);
+    }
+    if (jr)
+        *reason = strdup(json_string_value(jr));
+    json_decref(j);
+    return true;
+bad:
+    json_decref(j);
+    return false;
+}
+
+static void api_force(tf_http_req_t *r, const char *builder)
+{
+    tf_master_t *m = r->m;
+    if (!require_auth(r))
+        return;
+    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, builder);
+    if (!cfg) {
+        tf_http_error(r, 404, "no builder named \"%s\"", builder);
+        return;
+    }
+    char *reason = NULL, *props = NULL;
+    if (!parse_force_body(r, &reason, &props))
+        return;
+    wjob_t *w = calloc(1, sizeof(*w));
+    if (!w) {
+        tf_http_error(r, 503, "out of memory");
+        goto out;
+    }
+    w->r = r;
+    snprintf(w->builder, sizeof(w->builder), "%s", builder);
+    tf_http_async_begin(r);
+    tf_reqspec_t spec = {
+        .builder = builder,
+        .reason = reason ? reason : "forced",
+        .owner = r->user.email[0] ? r->user.email : "admin",
+        .properties = props,
+        .priority = cfg->priority,
+    };
+    int rc = tf_sched_request(m, &spec, &w->id, force_committed, w);
+    if (rc) {
+        tf_http_async_end(r);
+        tf_http_error(r, 500, "cannot queue the request: %s", tf_strerror(rc));
+        free(w);
+    }
+out:
+    free(reason);
+    free(props);
+}
+
+static void cancel_committed(void *arg, int rc)
+{
+    wjob_t *w = arg;
+    tf_http_req_t *r = w->r;
+    if (tf_http_async_end(r)) {
+        if (rc)
+            tf_http_error(r, 500, "the cancellation could not be stored");
+        else
+            tf_http_respond_json(r, 200,
+                                 json_pack("{s:I,s:s}", "request_id",
+                                           (json_int_t)w->id, "state",
+                                           "cancelled"));
+    }
+    free(w);
+}
+
+static void api_cancel_build(tf_http_req_t *r, uint64_t id)
+{
+    if (!require_auth(r))
+        return;
+    int rc = tf_build_cancel(r->m, id, "cancelled through the API");
+    if (rc == TF_ENOENT) {
+        tf_http_error(r, 409, "build %" PRIu64 " is not running", id);
+        return;
+    }
+    tf_http_respond_json(r, 202, json_pack("{s:I,s:s}", "build_id",
+                                           (json_int_t)id, "state",
+                                           "cancelling"));
+}
+
+static void api_cancel_request(tf_http_req_t *r, uint64_t id)
+{
+    tf_master_t *m = r->m;
+    if (!require_auth(r))
+        return;
+    tf_request_t *req = tf_map_get_id(m->requests, id);
+    if (!req) {
+        tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
+                      id);
+        return;
+    }
+    if (req->state == TF_REQ_RUNNING && req->build) {
+        tf_build_cancel(m, req->build->id, "cancelled through the API");
+        tf_http_respond_json(r, 202,
+                             json_pack("{s:I,s:I,s:s}", "request_id",
+                                       (json_int_t)id, "build_id",
+                                       (json_int_t)req->build->id, "state",
+                                       "cancelling"));
+        return;
+    }
+    wjob_t *w = calloc(1, sizeof(*w));
+    if (!w) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    w->r = r;
+    w->id = id;
+    /* The answer waits for the commit. */
+    tf_http_async_begin(r);
+    tf_sched_cancel_pending(m, req, cancel_committed, w);
+}
+
+/* --- small endpoints answered from memory --- */
+
+/* Every endpoint, as docs/api.md lists them. */
+static const char *const api_endpoints[] = {
+    "GET /api/v1",
+    "GET /api/v1/master",
+    "POST /api/v1/master/clock",
+    "GET /api/v1/summary",
+    "GET /api/v1/waterfall",
+    "GET /api/v1/console",
+    "GET /api/v1/builders",
+    "GET /api/v1/builders/{name}",
+    "GET /api/v1/builders/{name}/builds",
+    "GET /api/v1/builders/{name}/builds/{number}",
+    "GET /api/v1/builders/{name}/stats",
+    "POST /api/v1/builders/{name}/force",
+    "GET /api/v1/builds/{id}",
+    "POST /api/v1/builds/{id}/cancel",
+    "POST /api/v1/builds/{id}/rebuild",
+    "GET /api/v1/builds/{id}/steps/{index}/log",
+    "GET /api/v1/slaves",
+    "GET /api/v1/slaves/{name}",
+    "GET /api/v1/requests",
+    "GET /api/v1/requests/{id}",
+    "POST /api/v1/requests/{id}/cancel",
+    "GET /api/v1/whoami",
+    "POST /api/v1/jobs",
+    "GET /api/v1/jobs",
+    "GET /api/v1/jobs/{id}",
+    "POST /api/v1/jobs/{id}/cancel",
+    "GET /api/v1/patches/{sha256}",
+    "GET /api/v1/changes",
+    "GET /api/v1/changes/{id}",
+    "GET /api/v1/pollers",
+    "GET /api/v1/schedulers",
+    "GET /api/v1/mail",
+    "GET /api/v1/mail/{id}",
+    "GET /api/v1/mail/{id}/message",
+    "WEBSOCKET /live (subprotocol testfarm-live)",
+};
+
+static void api_index(tf_http_req_t *r)
+{
+    tf_master_t *m = r->m;
+    json_t *eps = json_array();
+    for (size_t i = 0; i < sizeof(api_endpoints) / sizeof(api_endpoints[0]);
+         i++)
+        json_array_append_new(eps, json_string(api_endpoints[i]));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "name", m->cfg->name,
+                          "version", TF_VERSION, "url", base_url(m),
+                          "endpoints", eps);
+    tf_http_respond_json(r, 200, o);
+}
+
+static void api_master(tf_http_req_t *r)
+{
+    tf_master_t *m = r->m;
+    tf_store_health_t h;
+    tf_store_health(m->store, &h);
+    unsigned connected = 0, running = 0, pending = 0;
+    size_t pos = 0;
+    void *v;
+    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
+        connected += ((tf_mslave_t *)v)->link != NULL;
+    pos = 0;
+    while (tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0)
+        running += ((tf_build_t *)v)->state != TF_BUILD_ENDING;
+    pos = 0;
+    while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0)
+        pending += ((tf_request_t *)v)->state == TF_REQ_PENDING;
+    json_t *store = json_pack(
+        "{s:I,s:I,s:b,s:I,s:I,s:I,s:s}", "queued_ops",
+        (json_int_t)h.queued_ops, "queued_bytes", (json_int_t)h.queued_bytes,
+        "congested", h.congested, "batches", (json_int_t)h.batches, "ops",
+        (json_int_t)h.ops, "failing_for_ms", (json_int_t)h.failing_for_ms,
+        "last_error", h.last_error);
+    json_object_set_new(store, "schema_version",
+                        json_integer(tf_store_schema_version(m->store)));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:i,s:i,s:i,s:o}", "name",
+                          m->cfg->name, "version", TF_VERSION, "url",
+                          base_url(m), "time_ms", (json_int_t)tf_now_ms(),
+                          "slaves_connected", (int)connected, "builds_running",
+                          (int)running, "requests_pending", (int)pending,
+                          "store", store);
+    tf_http_respond_json(r, 200, o);
+}
+
+static void api_requests(tf_http_req_t *r)
+{
+    tf_master_t *m = r->m;
+    const char *builder = tf_http_arg(r, "builder");
+    if (builder && !check_name(r, builder, "builder"))
+        return;
+    json_t *arr = json_array();
+    size_t pos = 0;
+    void *v;
+    /* Pending in queue order per builder, then running. */
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
+        tf_mbuilder_t *mb = v;
+        if (builder && strcmp(mb->name, builder) != 0)
+            continue;
+        json_t *p = pending_of(m, mb->name);
+        json_array_extend(arr, p);
+        json_decref(p);
+    }
+    pos = 0;
+    while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
+        tf_request_t *req = v;
+        if (req->state != TF_REQ_RUNNING)
+            continue;
+        if (builder && strcmp(req->builder, builder) != 0)
+            continue;
+        json_array_append_new(arr, request_json(m, req));
+    }
+    tf_http_respond_json(r, 200, json_pack("{s:o}", "requests", arr));
+}
+
+/* --- routing --- */
+
+#define MAX_SEGS 8
+
+static size_t split_path(char *path, char **segs)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(path, "/", &save); t && n < MAX_SEGS;
+         t = strtok_r(NULL, "/", &save))
+        segs[n++] = t;
+    return n;
+}
+
+static void method_not_allowed(tf_http_req_t *r, const char *allowed)
+{
+    tf_http_header(r, "allow", allowed);
+    tf_http_error(r, 405, "method not allowed here; use %s", allowed);
+}
+
+void tf_api_dispatch(tf_http_req_t *r)
+{
+    char path[TF_HTTP_PATH_MAX];
+    char *s[MAX_SEGS];
+    snprintf(path, sizeof(path), "%s", r->path);
+    size_t n = split_path(path, s);
+    bool get = r->method == TF_HTTP_GET, post = r->method == TF_HTTP_POST;
+    uint64_t id = 0, num = 0;
+
+    if (identify(r))
+        return;
+    if (n < 2 || strcmp(s[0], "api") != 0 || strcmp(s[1], "v1") != 0) {
+        tf_http_error(r, 404, "no such endpoint: %s (the API is under "
+                      "/api/v1)", r->path);
+        return;
+    }
+    if (n == 2) {
+        get ? api_index(r) : method_not_allowed(r, "GET");
+        return;
+    }
+    const char *top = s[2];
+    if (strcmp(top, "master") == 0 && n == 4 && strcmp(s[3], "clock") == 0) {
+        post ? tf_api_master_clock(r) : method_not_allowed(r, "POST");
+        return;
+    }
+    if (strcmp(top, "master") == 0 && n == 3) {
+        get ? api_master(r) : method_not_allowed(r, "GET");
+        return;
+    }
+    if (strcmp(top, "builders") == 0) {
+        if (n == 3) {
+            get ? start_query(r, Q_BUILDERS, NULL, 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (!check_name(r, s[3], "builder"))
+            return;
+        if (n == 4) {
+            get ? start_query(r, Q_BUILDER, s[3], 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "builds") == 0) {
+            get ? start_query(r, Q_BUILDS, s[3], 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "stats") == 0) {
+            get ? start_query(r, Q_BUILDER_STATS, s[3], 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 6 && strcmp(s[4], "builds") == 0) {
+            if (!parse_id(r, s[5], "build number", &num))
+                return;
+            get ? start_query(r, Q_BUILD_BY_NUMBER, s[3], num)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "force") == 0) {
+            post ? api_force(r, s[3]) : method_not_allowed(r, "POST");
+            return;
+        }
+    } else if (strcmp(top, "builds") == 0 && n >= 4) {
+        if (!parse_id(r, s[3], "build id", &id))
+            return;
+        if (n == 4) {
+            get ? start_query(r, Q_BUILD, NULL, id)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "cancel") == 0) {
+            post ? api_cancel_build(r, id) : method_not_allowed(r, "POST");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "rebuild") == 0) {
+            if (!post)
+                method_not_allowed(r, "POST");
+            else if (require_auth(r))
+                tf_api_rebuild(r, id);
+            return;
+        }
+        if (n == 7 && strcmp(s[4], "steps") == 0 && strcmp(s[6], "log") == 0) {
+            if (tf_parse_u64(s[5], &num) != 0 || num >= TF_PROTO_MAX_STEPS) {
+                tf_http_error(r, 400, "invalid step index \"%.20s\"", s[5]);
+                return;
+            }
+            get ? api_log(r, id, num) : method_not_allowed(r, "GET");
+            return;
+        }
+    } else if (strcmp(top, "slaves") == 0) {
+        if (n == 3) {
+            get ? start_query(r, Q_SLAVES, NULL, 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 4) {
+            if (!check_name(r, s[3], "slave"))
+                return;
+            get ? start_query(r, Q_SLAVE, s[3], 0)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+    } else if (n == 3 && (strcmp(top, "summary") == 0 ||
+                          strcmp(top, "waterfall") == 0 ||
+                          strcmp(top, "console") == 0)) {
+        if (!get) {
+            method_not_allowed(r, "GET");
+            return;
+        }
+        if (top[0] == 's')
+            tf_api_summary(r);
+        else if (top[0] == 'w')
+            tf_api_waterfall(r);
+        else
+            tf_api_console(r);
+        return;
+    } else if (strcmp(top, "whoami") == 0 && n == 3) {
+        get ? tf_api_whoami(r) : method_not_allowed(r, "GET");
+        return;
+    } else if (strcmp(top, "jobs") == 0) {
+        if (n == 3) {
+            if (post)
+                tf_api_job_submit(r);
+            else if (get)
+                tf_api_jobs_list(r);
+            else
+                method_not_allowed(r, "GET, POST");
+            return;
+        }
+        if (!parse_id(r, s[3], "job id", &id))
+            return;
+        if (n == 4) {
+            get ? tf_api_job_get(r, id) : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "cancel") == 0) {
+            post ? tf_api_job_cancel(r, id) : method_not_allowed(r, "POST");
+            return;
+        }
+    } else if (strcmp(top, "mail") == 0) {
+        tf_api_mail(r, s + 3, n - 3);
+        return;
+    } else if (strcmp(top, "patches") == 0 && n == 4) {
+        get ? tf_api_patch(r, s[3]) : method_not_allowed(r, "GET");
+        return;
+    } else if (strcmp(top, "requests") == 0) {
+        if (n == 3) {
+            get ? api_requests(r) : method_not_allowed(r, "GET");
+            return;
+        }
+        if (!parse_id(r, s[3], "request id", &id))
+            return;
+        if (n == 4) {
+            get ? start_query(r, Q_REQUEST, NULL, id)
+                : method_not_allowed(r, "GET");
+            return;
+        }
+        if (n == 5 && strcmp(s[4], "cancel") == 0) {
+            post ? api_cancel_request(r, id) : method_not_allowed(r, "POST");
+            return;
+        }
+    }
+    /* Continuous builds: changes, pollers, schedulers (poller.c,
+     * schedulers.c). */
+    if (strcmp(top, "changes") == 0 && n == 3) {
+        get ? tf_api_changes(r) : method_not_allowed(r, "GET");
+        return;
+    }
+    if (strcmp(top, "changes") == 0 && n == 4) {
+        if (parse_id(r, s[3], "change id", &id))
+            get ? tf_api_change(r, id) : method_not_allowed(r, "GET");
+        return;
+    }
+    if (n == 3 && (strcmp(top, "pollers") == 0 ||
+                   strcmp(top, "schedulers") == 0)) {
+        if (!get)
+            method_not_allowed(r, "GET");
+        else if (top[0] == 'p')
+            tf_api_pollers(r);
+        else
+            tf_api_schedulers(r);
+        return;
+    }
+    tf_http_error(r, 404, "no such endpoint: %s", r->path);
+}

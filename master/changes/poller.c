@@ -1,0 +1,1586 @@
+/*
+ * poller.c - git pollers: new commits on a branch become changes (see
+ * poller.h for the contract).
+ *
+ * A poll is a short chain of git commands, each a child process started
+ * with uv_spawn whose stdout and stderr are collected (capped) on the loop
+ * thread, with a timeout that kills the child's whole process group:
+ *
+ *   IDLE --due--> [INIT: git init --bare, only when the mirror is missing]
+ *        --> FETCH: git fetch REPO +refs/heads/B:refs/heads/B
+ *        --> HEAD: git rev-parse refs/heads/B     (same as last: IDLE)
+ *        --> CHECK: git cat-file -e LAST          (only when LAST is known)
+ *        --> LOG: git log LAST..B (or -1 B on the first poll)
+ *        --> COMMIT: changes + last_revision stored in one savepoint
+ *        --> IDLE
+ *
+ * Any failure goes back to IDLE with the poller marked failing and its next
+ * poll pushed out by a doubling backoff. Pollers of one repository share a
+ * mirror, so they take turns: a poller waits while another one of its
+ * mirror is not IDLE. Every state change goes through poller_set_state.
+ *
+ * Change ids come from sqlite (the writer thread inserts and reports them
+ * back), so a commit already known on the branch (the branch was reset and
+ * moved forward again) keeps its change and is not news.
+ */
+#include "changes/poller.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "clock.h"
+#include "crypto.h"
+#include "net/http.h"
+#include "log.h"
+#include "core/master.h"
+#include "names.h"
+#include "store/queries.h"
+#include "changes/schedulers.h"
+#include "tf_err.h"
+#include "util.h"
+
+#define POLL_TICK_MS 250
+#define GIT_OUT_MAX (16u * 1024 * 1024)
+#define GIT_SMALL_OUT_MAX 4096
+#define GIT_ERR_MAX 4096
+#define GIT_FETCH_TIMEOUT_MS (600 * 1000)
+#define GIT_LOCAL_TIMEOUT_MS (120 * 1000)
+#define GIT_KILL_GRACE_MS 5000
+#define POLL_MAX_COMMITS 200
+#define BACKOFF_CAP_MS (10 * 60 * 1000)
+#define COMMIT_FILES_MAX 1000
+#define COMMIT_MESSAGE_MAX (64 * 1024)
+#define COMMIT_NAME_MAX 1024
+#define COMMIT_PATH_MAX 4096
+
+extern char **environ;
+
+/* ------------------------------------------------------------------ */
+/* Parsing git log output (pure)                                       */
+/* ------------------------------------------------------------------ */
+
+/* Length of the longest prefix of s[0..n) that is valid UTF-8 ending on a
+ * character boundary, and whether s[0..n) is valid throughout. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t need;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < need)
+        return 0;
+    for (size_t i = 1; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return need;
+}
+
+/* A copy of s[0..n) as valid UTF-8 (invalid bytes and NULs become '?'),
+ * cut at max bytes on a character boundary. NULL on OOM. */
+static char *dup_utf8(const char *s, size_t n, size_t max)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    char *out = malloc((n < max ? n : max) + 1);
+    size_t o = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        size_t k = u[i] ? utf8_seq_len(u + i, n - i) : 0;
+        size_t take = k ? k : 1;
+        if (o + take > max)
+            break;
+        if (k)
+            memcpy(out + o, u + i, k);
+        else
+            out[o] = '?';
+        o += take;
+        i += take;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static bool is_hex_rev(const char *s, size_t n)
+{
+    if (n != 40 && n != 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* A record starts with a token "\x01" + the commit id. */
+static bool is_marker(const char *tok, size_t n)
+{
+    return n >= 41 && tok[0] == '\x01' && is_hex_rev(tok + 1, n - 1);
+}
+
+static void commit_clear(tf_commit_t *c)
+{
+    free(c->author);
+    free(c->email);
+    free(c->message);
+    for (size_t i = 0; i < c->nfiles; i++)
+        free(c->files[i]);
+    free(c->files);
+    memset(c, 0, sizeof(*c));
+}
+
+void tf_commits_free(tf_commit_t *c, size_t n)
+{
+    for (size_t i = 0; c && i < n; i++)
+        commit_clear(&c[i]);
+    free(c);
+}
+
+static int commit_add_file(tf_commit_t *c, const char *tok, size_t n)
+{
+    if (c->nfiles >= COMMIT_FILES_MAX) {
+        c->files_truncated = true;
+        return 0;
+    }
+    if ((c->nfiles & (c->nfiles - 1)) == 0) {
+        size_t cap = c->nfiles ? c->nfiles * 2 : 1;
+        char **f = realloc(c->files, cap * sizeof(*f));
+        if (!f)
+            return TF_ENOMEM;
+        c->files = f;
+    }
+    char *s = dup_utf8(tok, n, COMMIT_PATH_MAX);
+    if (!s)
+        return TF_ENOMEM;
+    c->files[c->nfiles++] = s;
+    return 0;
+}
+
+/* Stores token number `field` (1 author, 2 email, 3 committer time,
+ * 4 message) of the record c. */
+static int commit_field(tf_commit_t *c, int field, const char *tok, size_t n)
+{
+    char num[24];
+    switch (field) {
+    case 1:
+        return (c->author = dup_utf8(tok, n, COMMIT_NAME_MAX)) ? 0
+                                                                : TF_ENOMEM;
+    case 2:
+        return (c->email = dup_utf8(tok, n, COMMIT_NAME_MAX)) ? 0
+                                                               : TF_ENOMEM;
+    case 3:
+        if (n < sizeof(num)) {
+            int64_t t = 0;
+            memcpy(num, tok, n);
+            num[n] = '\0';
+            if (tf_parse_i64(num, &t) == 0 && t >= 0 &&
+                t < INT64_MAX / 1000)
+                c->committer_ms = t * 1000;
+        }
+        return 0;
+    default:
+        return (c->message = dup_utf8(tok, n, COMMIT_MESSAGE_MAX))
+                   ? 0
+                   : TF_ENOMEM;
+    }
+}
+
+int tf_gitlog_parse(const char *buf, size_t len, bool complete,
+                    tf_commit_t **out, size_t *nout)
+{
+    tf_commit_t *v = NULL;
+    size_t n = 0, cap = 0, pos = 0;
+    int field = 0; /* next token of the current record; 5+ = files */
+    int rc = 0;
+
+    *out = NULL;
+    *nout = 0;
+    while (pos < len) {
+        const char *tok = buf + pos;
+        const char *nul = memchr(tok, '\0', len - pos);
+        size_t tlen = nul ? (size_t)(nul - tok) : len - pos;
+        pos += tlen + (nul ? 1 : 0);
+        if ((field == 0 || field >= 5) && is_marker(tok, tlen)) {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                tf_commit_t *nv = realloc(v, ncap * sizeof(*nv));
+                if (!nv) {
+                    rc = TF_ENOMEM;
+                    goto out;
+                }
+                v = nv;
+                cap = ncap;
+            }
+            memset(&v[n], 0, sizeof(v[n]));
+            memcpy(v[n].revision, tok + 1, tlen - 1);
+            v[n].revision[tlen - 1] = '\0';
+            n++;
+            field = 1;
+            continue;
+        }
+        if (field == 0)
+            continue; /* not inside a record */
+        tf_commit_t *c = &v[n - 1];
+        if (field < 5) {
+            rc = commit_field(c, field, tok, tlen);
+            field++;
+        } else {
+            /* The file list follows the message after a newline. */
+            if (field == 5 && tlen > 0 && tok[0] == '\n') {
+                tok++;
+                tlen--;
+            }
+            field = 6;
+            if (tlen > 0)
+                rc = commit_add_file(c, tok, tlen);
+        }
+        if (rc)
+            goto out;
+    }
+    /* A record cut before its message is not a commit we can describe. */
+    if (n > 0 && field > 0 && field < 5) {
+        commit_clear(&v[n - 1]);
+        n--;
+    }
+    if (!complete && n > 1) {
+        commit_clear(&v[n - 1]);
+        n--;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].author)
+            v[i].author = strdup("");
+        if (!v[i].email)
+            v[i].email = strdup("");
+        if (!v[i].message)
+            v[i].message = strdup("");
+        if (!v[i].author || !v[i].email || !v[i].message) {
+            rc = TF_ENOMEM;
+            goto out;
+        }
+    }
+out:
+    if (rc) {
+        tf_commits_free(v, n);
+        return rc;
+    }
+    if (n == 0) {
+        free(v);
+        v = NULL;
+    }
+    *out = v;
+    *nout = n;
+    return 0;
+}
+
+char *tf_mirror_name(const char *repository)
+{
+    char hex[65];
+    char clean[81];
+    size_t o = 0;
+    tf_sha256_hex(repository, strlen(repository), hex);
+    for (const char *p = repository; *p && o < sizeof(clean) - 1; p++) {
+        char ch = *p;
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+                  ch == '-';
+        ch = ok ? ch : '_';
+        if (ch == '_' && o > 0 && clean[o - 1] == '_')
+            continue;
+        clean[o++] = ch;
+    }
+    clean[o] = '\0';
+    /* Never "." or ".." or a hidden name: start with a letter. */
+    size_t skip = strspn(clean, "._-");
+    size_t len = strlen(clean + skip) + 3 + 12 + 6;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "r-%s-%.12s.git", clean + skip, hex);
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* Pollers                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef enum {
+    P_IDLE = 0,
+    P_INIT,
+    P_FETCH,
+    P_HEAD,
+    P_CHECK,
+    P_LOG,
+    P_COMMIT,
+} pstate_t;
+
+static const char *const pstate_names[] = {
+    "idle", "init", "fetch", "head", "check", "log", "commit",
+};
+
+typedef enum { H_NEW = 0, H_OK, H_FAILING } health_t;
+
+typedef struct gitrun gitrun_t;
+typedef struct tf_poller tf_poller_t;
+
+typedef void (*gitrun_cb)(tf_poller_t *p, gitrun_t *g);
+
+/* One git child process. Its four handles (process, two pipes, timer) are
+ * closed together once the child exited and both pipes reached EOF; the
+ * struct is freed in the last close callback (libuv's rule). */
+struct gitrun {
+    uv_process_t proc;
+    uv_pipe_t out;
+    uv_pipe_t err;
+    uv_timer_t timer;
+    int open_handles;
+    bool exited, out_eof, err_eof, finished, killed;
+    int64_t exit_status;
+    int term_signal;
+    bool timed_out;
+    bool over_cap;
+    size_t out_cap;
+    tf_buf_t obuf;
+    tf_buf_t ebuf;
+    tf_poller_t *p; /* NULL once nobody waits for it */
+    gitrun_cb cb;
+    char rbuf[64 * 1024];
+};
+
+struct tf_poller {
+    tf_master_t *m;
+    char *repository;
+    char *branch;
+    char *mirror; /* absolute path */
+    uint32_t interval_s;
+    pstate_t state;
+    health_t health;
+    bool retired; /* dropped from the config; freed when IDLE */
+    bool loaded;  /* its pollers row was read */
+    char *last_revision; /* newest recorded, NULL before the first poll */
+    char head[65];       /* the fetched head during a poll */
+    char last_error[512];
+    int64_t last_poll_ms, last_ok_ms, failing_since_ms;
+    unsigned failures;
+    int64_t due_mono; /* next poll, tf_mono_ms() */
+    gitrun_t *run;
+};
+
+typedef struct tf_pollers {
+    tf_master_t *m;
+    tf_poller_t **v; /* configured pollers */
+    size_t n;
+    tf_poller_t **old; /* retired pollers still busy */
+    size_t nold;
+    char *mirrors_dir;
+    char **env;
+    uv_timer_t timer;
+    bool timer_open;
+    bool stopping;
+} tf_pollers_t;
+
+static void poll_step(tf_poller_t *p);
+
+/* Whether a poller may go from state a to b (the chain in the file
+ * header; any state may fail back to IDLE). */
+static bool pstate_legal(pstate_t a, pstate_t b)
+{
+    switch (b) {
+    case P_IDLE:
+        return true;
+    case P_INIT:
+        return a == P_IDLE;
+    case P_FETCH:
+        return a == P_IDLE || a == P_INIT;
+    case P_HEAD:
+        return a == P_FETCH;
+    case P_CHECK:
+        return a == P_HEAD;
+    case P_LOG:
+        return a == P_HEAD || a == P_CHECK;
+    case P_COMMIT:
+        return a == P_LOG;
+    }
+    return false;
+}
+
+static void poller_set_state(tf_poller_t *p, pstate_t s)
+{
+    assert(pstate_legal(p->state, s));
+    tf_debug("poller", "%s %s: %s -> %s", p->repository, p->branch,
+             pstate_names[p->state], pstate_names[s]);
+    p->state = s;
+}
+
+static void poller_free(tf_poller_t *p)
+{
+    if (!p)
+        return;
+    if (p->run)
+        p->run->p = NULL;
+    free(p->repository);
+    free(p->branch);
+    free(p->mirror);
+    free(p->last_revision);
+    free(p);
+}
+
+/* --- running git --- */
+
+static void gitrun_close_cb(uv_handle_t *h)
+{
+    gitrun_t *g = h->data;
+    if (--g->open_handles == 0) {
+        tf_buf_free(&g->obuf);
+        tf_buf_free(&g->ebuf);
+        free(g);
+    }
+}
+
+static void gitrun_close(gitrun_t *g)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&g->proc, (uv_handle_t *)&g->out,
+                         (uv_handle_t *)&g->err, (uv_handle_t *)&g->timer};
+    for (size_t i = 0; i < 4; i++)
+        if (!uv_is_closing(hs[i]))
+            uv_close(hs[i], gitrun_close_cb);
+}
+
+static void gitrun_kill(gitrun_t *g)
+{
+    if (g->exited || g->killed)
+        return;
+    g->killed = true;
+    /* The child leads its own process group (UV_PROCESS_DETACHED): kill
+     * what it started too (ssh, remote helpers). */
+    if (g->proc.pid > 0)
+        kill(-g->proc.pid, SIGKILL);
+    uv_process_kill(&g->proc, SIGKILL);
+}
+
+static void gitrun_maybe_finish(gitrun_t *g, bool force)
+{
+    if (g->finished || (!force && !(g->exited && g->out_eof && g->err_eof)))
+        return;
+    g->finished = true;
+    uv_timer_stop(&g->timer);
+    tf_poller_t *p = g->p;
+    if (p) {
+        p->run = NULL;
+        if (p->m->pollers->stopping)
+            poller_set_state(p, P_IDLE); /* killed for shutdown: no news */
+        else
+            g->cb(p, g);
+    }
+    gitrun_close(g);
+}
+
+static void gitrun_exit_cb(uv_process_t *proc, int64_t status, int sig)
+{
+    gitrun_t *g = proc->data;
+    g->exited = true;
+    g->exit_status = status;
+    g->term_signal = sig;
+    gitrun_maybe_finish(g, false);
+}
+
+static void gitrun_timer_cb(uv_timer_t *t)
+{
+    gitrun_t *g = t->data;
+    if (!g->timed_out) {
+        g->timed_out = true;
+        gitrun_kill(g);
+        /* Give the pipes a moment to reach EOF, then stop waiting. */
+        uv_timer_start(&g->timer, gitrun_timer_cb, GIT_KILL_GRACE_MS, 0);
+        return;
+    }
+    gitrun_maybe_finish(g, true);
+}
+
+static void gitrun_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    gitrun_t *g = h->data;
+    (void)suggested;
+    buf->base = g->rbuf;
+    buf->len = sizeof(g->rbuf);
+}
+
+static void gitrun_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    gitrun_t *g = s->data;
+    bool is_out = s == (uv_stream_t *)&g->out;
+    if (nread < 0) {
+        uv_read_stop(s);
+        if (is_out)
+            g->out_eof = true;
+        else
+            g->err_eof = true;
+        gitrun_maybe_finish(g, false);
+        return;
+    }
+    tf_buf_t *b = is_out ? &g->obuf : &g->ebuf;
+    size_t cap = is_out ? g->out_cap : GIT_ERR_MAX;
+    size_t room = cap > b->len ? cap - b->len : 0;
+    size_t take = (size_t)nread < room ? (size_t)nread : room;
+    if (take && tf_buf_append(b, buf->base, take) != 0)
+        take = 0;
+    if (is_out && take < (size_t)nread) {
+        /* Over the cap: what we have is all we use. */
+        g->over_cap = true;
+        gitrun_kill(g);
+    }
+}
+
+/* Starts `git ARGV...` for p; cb runs when it is over (not if this fails).
+ * Returns 0 or a libuv error, with p->last_error set. */
+static int git_start(tf_poller_t *p, const char *const *argv,
+                     uint64_t timeout_ms, size_t out_cap, gitrun_cb cb)
+{
+    tf_pollers_t *ps = p->m->pollers;
+    gitrun_t *g = calloc(1, sizeof(*g));
+    if (!g) {
+        snprintf(p->last_error, sizeof(p->last_error), "out of memory");
+        return UV_ENOMEM;
+    }
+    g->p = p;
+    g->cb = cb;
+    g->out_cap = out_cap;
+    tf_buf_init(&g->obuf, out_cap + 1);
+    tf_buf_init(&g->ebuf, GIT_ERR_MAX + 1);
+    uv_loop_t *loop = p->m->loop;
+    uv_pipe_init(loop, &g->out, 0);
+    uv_pipe_init(loop, &g->err, 0);
+    uv_timer_init(loop, &g->timer);
+    g->proc.data = g->out.data = g->err.data = g->timer.data = g;
+    g->open_handles = 4;
+
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&g->out;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&g->err;
+    uv_process_options_t opt = {
+        .exit_cb = gitrun_exit_cb,
+        .file = "git",
+        .args = (char **)argv,
+        .env = ps->env,
+        .flags = UV_PROCESS_DETACHED,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    int rc = uv_spawn(loop, &g->proc, &opt);
+    if (rc) {
+        snprintf(p->last_error, sizeof(p->last_error), "cannot run git: %s",
+                 uv_strerror(rc));
+        g->p = NULL;
+        g->finished = true;
+        gitrun_close(g);
+        return rc;
+    }
+    uv_read_start((uv_stream_t *)&g->out, gitrun_alloc_cb, gitrun_read_cb);
+    uv_read_start((uv_stream_t *)&g->err, gitrun_alloc_cb, gitrun_read_cb);
+    uv_timer_start(&g->timer, gitrun_timer_cb, timeout_ms, 0);
+    p->run = g;
+    return 0;
+}
+
+/* Whether the command succeeded; when not, p->last_error says why (the
+ * last line git wrote to stderr, or how it ended). */
+static bool git_ok(tf_poller_t *p, gitrun_t *g, const char *what)
+{
+    if (g->exited && !g->timed_out && g->term_signal == 0 &&
+        g->exit_status == 0)
+        return true;
+    if (g->timed_out) {
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "git %s timed out", what);
+        return false;
+    }
+    /* The first "fatal:" or "error:" line of stderr (git's own reason,
+     * e.g. "fatal: '/x' does not appear to be a git repository"), else its
+     * last non-empty line. */
+    char line[400] = "";
+    const char *e = (const char *)g->ebuf.data;
+    size_t len = g->ebuf.len, pick = 0, pick_len = 0;
+    bool found = false;
+    for (size_t i = 0; e && i < len && !found;) {
+        size_t j = i;
+        while (j < len && e[j] != '\n')
+            j++;
+        size_t k = j;
+        while (k > i && e[k - 1] == '\r')
+            k--;
+        if (k > i) {
+            pick = i;
+            pick_len = k - i;
+            found = (k - i >= 6 && memcmp(e + i, "fatal:", 6) == 0) ||
+                    (k - i >= 6 && memcmp(e + i, "error:", 6) == 0);
+        }
+        i = j + 1;
+    }
+    if (pick_len) {
+        char *clean = dup_utf8(e + pick, pick_len, sizeof(line) - 1);
+        if (clean) {
+            snprintf(line, sizeof(line), "%s", clean);
+            free(clean);
+        }
+    }
+    if (g->term_signal)
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "git %s killed by signal %d%s%s", what, g->term_signal,
+                 line[0] ? ": " : "", line);
+    else
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "git %s failed (exit %" PRId64 ")%s%s", what,
+                 g->exit_status, line[0] ? ": " : "", line);
+    return false;
+}
+
+/* --- outcomes --- */
+
+static void poller_write_health(tf_poller_t *p)
+{
+    tf_sqlval_t v[] = {
+        tf_sql_text(p->repository),
+        tf_sql_text(p->branch),
+        tf_sql_int(p->last_poll_ms),
+        p->last_ok_ms ? tf_sql_int(p->last_ok_ms) : tf_sql_null(),
+        tf_sql_text(p->health == H_FAILING ? p->last_error : NULL),
+        p->health == H_FAILING ? tf_sql_int(p->failing_since_ms)
+                               : tf_sql_null(),
+    };
+    tf_master_write(p->m,
+                    "INSERT INTO pollers(repository, branch, last_poll_ms, "
+                    "last_ok_ms, last_error, failing_since_ms) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6) "
+                    "ON CONFLICT(repository, branch) DO UPDATE SET "
+                    "last_poll_ms = ?3, last_ok_ms = ?4, last_error = ?5, "
+                    "failing_since_ms = ?6",
+                    v, 6, NULL, NULL);
+}
+
+static int64_t backoff_ms(const tf_poller_t *p)
+{
+    int64_t iv = (int64_t)p->interval_s * 1000;
+    int64_t cap = iv > BACKOFF_CAP_MS ? iv : BACKOFF_CAP_MS;
+    unsigned k = p->failures > 16 ? 16 : p->failures;
+    int64_t d = iv << k;
+    return d > cap ? cap : d;
+}
+
+/* The poll failed with p->last_error: logged once per state change. */
+static void poll_failed(tf_poller_t *p)
+{
+    p->failures++;
+    p->last_poll_ms = tf_now_ms();
+    int64_t delay = backoff_ms(p);
+    p->due_mono = tf_mono_ms() + delay;
+    poller_set_state(p, P_IDLE);
+    if (p->health != H_FAILING) {
+        p->health = H_FAILING;
+        p->failing_since_ms = p->last_poll_ms;
+        tf_warn("poller", "cannot poll %s branch %s: %s (retrying with "
+                "backoff; GET /api/v1/pollers shows its state)",
+                p->repository, p->branch, p->last_error);
+        poller_write_health(p);
+    } else {
+        tf_debug("poller", "%s %s: still failing (%u): %s; next try in "
+                 "%" PRId64 " ms", p->repository, p->branch, p->failures,
+                 p->last_error, delay);
+    }
+}
+
+static void poll_succeeded(tf_poller_t *p, bool stored)
+{
+    p->last_poll_ms = p->last_ok_ms = tf_now_ms();
+    p->due_mono = tf_mono_ms() + (int64_t)p->interval_s * 1000;
+    bool recovered = p->health == H_FAILING;
+    p->health = H_OK;
+    p->last_error[0] = '\0';
+    if (recovered) {
+        tf_info("poller", "%s branch %s can be polled again after %u "
+                "failed attempts", p->repository, p->branch, p->failures);
+        if (!stored)
+            poller_write_health(p); /* stored polls cleared it already */
+    }
+    p->failures = 0;
+    poller_set_state(p, P_IDLE);
+}
+
+/* --- recording changes --- */
+
+typedef struct record_job {
+    tf_master_t *m;
+    tf_poller_t *p;
+    char *repository;
+    char *branch;
+    char head[65];
+    bool initial;
+    int64_t now;
+    tf_commit_t *commits;
+    size_t n;
+    char **files_json;
+    uint64_t *ids;
+    bool *fresh;
+} record_job_t;
+
+static void record_job_free(record_job_t *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; j->files_json && i < j->n; i++)
+        free(j->files_json[i]);
+    free(j->files_json);
+    tf_commits_free(j->commits, j->n);
+    free(j->ids);
+    free(j->fresh);
+    free(j->repository);
+    free(j->branch);
+    free(j);
+}
+
+/* Writer thread: inserts the changes (a known one keeps its id) and moves
+ * the poller's last_revision, in the batch's savepoint. */
+static int record_txn(sqlite3 *db, void *arg)
+{
+    record_job_t *j = arg;
+    sqlite3_stmt *ins = NULL, *sel = NULL, *pol = NULL;
+    int rc = TF_ESTORE;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO changes(repository, branch, revision, "
+                           "author, email, committer_ms, message, files, "
+                           "created_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                           "?8, ?9) ON CONFLICT(repository, branch, revision) "
+                           "DO NOTHING",
+                           -1, &ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT id FROM changes WHERE repository = ?1 AND "
+                           "branch = ?2 AND revision = ?3",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "INSERT INTO pollers(repository, branch, "
+                           "last_revision, last_poll_ms, last_ok_ms) "
+                           "VALUES(?1, ?2, ?3, ?4, ?4) "
+                           "ON CONFLICT(repository, branch) DO UPDATE SET "
+                           "last_revision = ?3, last_poll_ms = ?4, "
+                           "last_ok_ms = ?4, last_error = NULL, "
+                           "failing_since_ms = NULL",
+                           -1, &pol, NULL) != SQLITE_OK)
+        goto out;
+    for (size_t i = 0; i < j->n; i++) {
+        const tf_commit_t *c = &j->commits[i];
+        sqlite3_bind_text(ins, 1, j->repository, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 2, j->branch, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, c->revision, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 4, c->author, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 5, c->email, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 6, c->committer_ms);
+        sqlite3_bind_text(ins, 7, c->message, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 8, j->files_json[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 9, j->now);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            goto out;
+        j->fresh[i] = sqlite3_changes(db) == 1;
+        sqlite3_reset(ins);
+        sqlite3_bind_text(sel, 1, j->repository, -1, SQLITE_STATIC);
+        sqlite3_bind_text(sel, 2, j->branch, -1, SQLITE_STATIC);
+        sqlite3_bind_text(sel, 3, c->revision, -1, SQLITE_STATIC);
+        if (sqlite3_step(sel) != SQLITE_ROW)
+            goto out;
+        j->ids[i] = (uint64_t)sqlite3_column_int64(sel, 0);
+        sqlite3_reset(sel);
+    }
+    sqlite3_bind_text(pol, 1, j->repository, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pol, 2, j->branch, -1, SQLITE_STATIC);
+    sqlite3_bind_text(pol, 3, j->head, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(pol, 4, j->now);
+    if (sqlite3_step(pol) != SQLITE_DONE)
+        goto out;
+    rc = 0;
+out:
+    sqlite3_finalize(ins);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(pol);
+    return rc;
+}
+
+static void record_done(void *arg, int rc)
+{
+    record_job_t *j = arg;
+    tf_poller_t *p = j->p;
+    tf_pollers_t *ps = j->m->pollers;
+    if (!p || !ps) {
+        record_job_free(j);
+        return;
+    }
+    if (rc) {
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "cannot store the changes: %s", tf_strerror(rc));
+        poll_failed(p);
+        record_job_free(j);
+        return;
+    }
+    char *head = strdup(j->head);
+    if (head) {
+        free(p->last_revision);
+        p->last_revision = head;
+    }
+    size_t fresh = 0;
+    for (size_t i = 0; i < j->n; i++)
+        fresh += j->fresh[i];
+    tf_info("poller", "%s branch %s: %zu new change%s, head %.12s%s",
+            j->repository, j->branch, fresh, fresh == 1 ? "" : "s", j->head,
+            j->initial ? " (first poll: the head only)" : "");
+    poll_succeeded(p, true);
+    tf_change_note_t *notes = calloc(j->n ? j->n : 1, sizeof(*notes));
+    size_t k = 0;
+    for (size_t i = 0; notes && i < j->n; i++) {
+        if (!j->fresh[i] && !j->initial)
+            continue;
+        notes[k++] = (tf_change_note_t){
+            .id = j->ids[i],
+            .revision = j->commits[i].revision,
+            .files = j->commits[i].files,
+            .nfiles = j->commits[i].nfiles,
+        };
+    }
+    if (notes && !p->retired && (k > 0 || j->initial))
+        tf_schedulers_on_changes(j->m, j->repository, j->branch, notes, k,
+                                 j->initial);
+    free(notes);
+    record_job_free(j);
+}
+
+/* Queues the commits of this poll (oldest first) for storage. */
+static void poll_record(tf_poller_t *p, tf_commit_t *commits, size_t n,
+                        bool initial)
+{
+    record_job_t *j = calloc(1, sizeof(*j));
+    size_t cost = 512;
+    if (!j)
+        goto oom;
+    j->m = p->m;
+    j->p = p;
+    j->commits = commits;
+    j->n = n;
+    commits = NULL;
+    j->initial = initial;
+    j->now = tf_now_ms();
+    snprintf(j->head, sizeof(j->head), "%s", p->head);
+    j->repository = strdup(p->repository);
+    j->branch = strdup(p->branch);
+    j->files_json = calloc(n ? n : 1, sizeof(char *));
+    j->ids = calloc(n ? n : 1, sizeof(uint64_t));
+    j->fresh = calloc(n ? n : 1, sizeof(bool));
+    if (!j->repository || !j->branch || !j->files_json || !j->ids ||
+        !j->fresh)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        const tf_commit_t *c = &j->commits[i];
+        json_t *arr = json_array();
+        for (size_t f = 0; arr && f < c->nfiles; f++)
+            json_array_append_new(arr, json_string(c->files[f]));
+        j->files_json[i] = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+        json_decref(arr);
+        if (!j->files_json[i])
+            goto oom;
+        cost += strlen(j->files_json[i]) + strlen(c->message) + 256;
+    }
+    poller_set_state(p, P_COMMIT);
+    int rc = tf_store_write_fn(p->m->store, record_txn, cost, record_done, j);
+    if (rc) {
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "cannot queue the changes for storage: %s", tf_strerror(rc));
+        record_job_free(j);
+        poll_failed(p);
+    }
+    return;
+oom:
+    tf_commits_free(commits, n);
+    record_job_free(j);
+    snprintf(p->last_error, sizeof(p->last_error), "out of memory");
+    poll_failed(p);
+}
+
+/* --- the chain of commands --- */
+
+static void log_done(tf_poller_t *p, gitrun_t *g)
+{
+    tf_commit_t *commits = NULL;
+    size_t n = 0;
+    bool initial = p->last_revision == NULL;
+    if (!g->over_cap && !git_ok(p, g, "log")) {
+        poll_failed(p);
+        return;
+    }
+    if (tf_gitlog_parse((const char *)g->obuf.data, g->obuf.len,
+                        !g->over_cap, &commits, &n) != 0) {
+        snprintf(p->last_error, sizeof(p->last_error), "out of memory");
+        poll_failed(p);
+        return;
+    }
+    if (n > POLL_MAX_COMMITS) {
+        /* Asked for one more than we keep, to know history was skipped. */
+        tf_warn("poller", "%s branch %s: more than %d new commits; "
+                "recording the newest %d", p->repository, p->branch,
+                POLL_MAX_COMMITS, POLL_MAX_COMMITS);
+        size_t drop = n - POLL_MAX_COMMITS;
+        for (size_t i = 0; i < drop; i++)
+            commit_clear(&commits[i]);
+        memmove(commits, commits + drop, POLL_MAX_COMMITS * sizeof(*commits));
+        n = POLL_MAX_COMMITS;
+    }
+    if (g->over_cap && n > 0) {
+        /* Cut short: record what we have; the next poll continues from
+         * the newest complete commit. */
+        tf_warn("poller", "%s branch %s: git log output over %u bytes; "
+                "recording %zu commits now, the rest next time",
+                p->repository, p->branch, GIT_OUT_MAX, n);
+        snprintf(p->head, sizeof(p->head), "%s", commits[n - 1].revision);
+    }
+    if (n == 0 && (g->over_cap || initial)) {
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "git log gave no commit for %s", p->head);
+        tf_commits_free(commits, n);
+        poll_failed(p);
+        return;
+    }
+    poll_record(p, commits, n, initial);
+}
+
+static void start_log(tf_poller_t *p, bool have_last)
+{
+    char range[2 * 65 + 32 + TF_REF_MAX];
+    char max[32];
+    snprintf(max, sizeof(max), "--max-count=%d",
+             have_last ? POLL_MAX_COMMITS + 1 : 1);
+    if (have_last)
+        snprintf(range, sizeof(range), "%s..%s", p->last_revision, p->head);
+    else
+        snprintf(range, sizeof(range), "%s", p->head);
+    const char *argv[] = {
+        "git", "-C", p->mirror, "-c", "log.showSignature=false", "log", "-z",
+        "--reverse", "--no-color", "--no-renames", "--name-only",
+        "--diff-merges=first-parent", max,
+        "--format=%x01%H%x00%an%x00%ae%x00%ct%x00%B", range, "--", NULL,
+    };
+    poller_set_state(p, P_LOG);
+    if (git_start(p, argv, GIT_LOCAL_TIMEOUT_MS, GIT_OUT_MAX, log_done) != 0)
+        poll_failed(p);
+}
+
+static void check_done(tf_poller_t *p, gitrun_t *g)
+{
+    bool known = g->exited && !g->timed_out && g->term_signal == 0 &&
+                 g->exit_status == 0;
+    if (!known && g->exited && !g->timed_out && g->term_signal == 0 &&
+        g->exit_status == 1) {
+        /* The mirror lost the last revision (it was recreated, or history
+         * was rewritten and pruned): start over from the head. */
+        tf_warn("poller", "%s branch %s: last revision %.12s is not in the "
+                "mirror any more; recording the head only",
+                p->repository, p->branch, p->last_revision);
+        free(p->last_revision);
+        p->last_revision = NULL;
+        start_log(p, false);
+        return;
+    }
+    if (!known) {
+        git_ok(p, g, "cat-file");
+        poll_failed(p);
+        return;
+    }
+    start_log(p, true);
+}
+
+static void head_done(tf_poller_t *p, gitrun_t *g)
+{
+    if (!git_ok(p, g, "rev-parse")) {
+        poll_failed(p);
+        return;
+    }
+    size_t n = g->obuf.len;
+    const char *o = (const char *)g->obuf.data;
+    while (n > 0 && (o[n - 1] == '\n' || o[n - 1] == '\r'))
+        n--;
+    if (!o || !is_hex_rev(o, n)) {
+        snprintf(p->last_error, sizeof(p->last_error),
+                 "git rev-parse gave no commit id for branch %s", p->branch);
+        poll_failed(p);
+        return;
+    }
+    memcpy(p->head, o, n);
+    p->head[n] = '\0';
+    if (p->last_revision && strcmp(p->last_revision, p->head) == 0) {
+        poll_succeeded(p, false); /* nothing new */
+        return;
+    }
+    if (!p->last_revision) {
+        start_log(p, false);
+        return;
+    }
+    char obj[80];
+    snprintf(obj, sizeof(obj), "%s^{commit}", p->last_revision);
+    const char *argv[] = {"git", "-C", p->mirror, "cat-file", "-e", obj,
+                          NULL};
+    poller_set_state(p, P_CHECK);
+    if (git_start(p, argv, GIT_LOCAL_TIMEOUT_MS, GIT_SMALL_OUT_MAX,
+                  check_done) != 0)
+        poll_failed(p);
+}
+
+static void fetch_done(tf_poller_t *p, gitrun_t *g)
+{
+    if (!git_ok(p, g, "fetch")) {
+        poll_failed(p);
+        return;
+    }
+    char ref[TF_REF_MAX + 32];
+    snprintf(ref, sizeof(ref), "refs/heads/%s^{commit}", p->branch);
+    const char *argv[] = {"git", "-C", p->mirror, "rev-parse", "--verify",
+                          "-q", ref, NULL};
+    poller_set_state(p, P_HEAD);
+    if (git_start(p, argv, GIT_LOCAL_TIMEOUT_MS, GIT_SMALL_OUT_MAX,
+                  head_done) != 0)
+        poll_failed(p);
+}
+
+static void start_fetch(tf_poller_t *p)
+{
+    char refspec[2 * TF_REF_MAX + 32];
+    snprintf(refspec, sizeof(refspec), "+refs/heads/%s:refs/heads/%s",
+             p->branch, p->branch);
+    const char *argv[] = {
+        "git", "-C", p->mirror, "-c", "gc.autoDetach=false", "fetch", "-q",
+        "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+        "--", p->repository, refspec, NULL,
+    };
+    poller_set_state(p, P_FETCH);
+    if (git_start(p, argv, GIT_FETCH_TIMEOUT_MS, GIT_SMALL_OUT_MAX,
+                  fetch_done) != 0)
+        poll_failed(p);
+}
+
+static void init_done(tf_poller_t *p, gitrun_t *g)
+{
+    if (!git_ok(p, g, "init")) {
+        poll_failed(p);
+        return;
+    }
+    start_fetch(p);
+}
+
+static void poll_step(tf_poller_t *p)
+{
+    struct stat st;
+    if (stat(p->mirror, &st) == 0) {
+        start_fetch(p);
+        return;
+    }
+    const char *argv[] = {"git", "init", "-q", "--bare", p->mirror, NULL};
+    poller_set_state(p, P_INIT);
+    if (git_start(p, argv, GIT_LOCAL_TIMEOUT_MS, GIT_SMALL_OUT_MAX,
+                  init_done) != 0)
+        poll_failed(p);
+}
+
+/* Whether another poller of p's mirror is in the middle of a poll. */
+static bool mirror_busy(tf_pollers_t *ps, const tf_poller_t *p)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (ps->v[i] != p && ps->v[i]->state != P_IDLE &&
+            strcmp(ps->v[i]->mirror, p->mirror) == 0)
+            return true;
+    for (size_t i = 0; i < ps->nold; i++)
+        if (ps->old[i]->state != P_IDLE &&
+            strcmp(ps->old[i]->mirror, p->mirror) == 0)
+            return true;
+    return false;
+}
+
+/* Frees retired pollers that are done. */
+static void reap_retired(tf_pollers_t *ps)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ps->nold; i++) {
+        if (ps->old[i]->state == P_IDLE)
+            poller_free(ps->old[i]);
+        else
+            ps->old[k++] = ps->old[i];
+    }
+    ps->nold = k;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    tf_pollers_t *ps = t->data;
+    if (ps->stopping || ps->m->stopping)
+        return;
+    reap_retired(ps);
+    int64_t now = tf_mono_ms();
+    for (size_t i = 0; i < ps->n; i++) {
+        tf_poller_t *p = ps->v[i];
+        if (p->state != P_IDLE || now < p->due_mono || mirror_busy(ps, p))
+            continue;
+        poll_step(p);
+    }
+}
+
+/* --- setup --- */
+
+static tf_poller_t *find(tf_poller_t **v, size_t n, const char *repo,
+                         const char *branch)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i]->repository, repo) == 0 &&
+            strcmp(v[i]->branch, branch) == 0)
+            return v[i];
+    return NULL;
+}
+
+static tf_poller_t *poller_new(tf_pollers_t *ps, const char *repo,
+                               const char *branch, uint32_t interval_s)
+{
+    tf_poller_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->m = ps->m;
+    p->repository = strdup(repo);
+    p->branch = strdup(branch);
+    p->interval_s = interval_s;
+    char *name = tf_mirror_name(repo);
+    p->mirror = name ? tf_path_join(ps->mirrors_dir, name) : NULL;
+    free(name);
+    if (!p->repository || !p->branch || !p->mirror) {
+        poller_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Adds (or finds) the poller of (repo, branch) in the list being built;
+ * the shortest interval asked for wins. */
+static int want(tf_pollers_t *ps, tf_poller_t ***v, size_t *n, size_t *cap,
+                const char *repo, const char *branch, uint32_t interval_s)
+{
+    tf_poller_t *p = find(*v, *n, repo, branch);
+    if (p) {
+        if (interval_s < p->interval_s)
+            p->interval_s = interval_s;
+        return 0;
+    }
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        tf_poller_t **nv = realloc(*v, ncap * sizeof(*nv));
+        if (!nv)
+            return TF_ENOMEM;
+        *v = nv;
+        *cap = ncap;
+    }
+    /* Keep the state of a poller the old config had. */
+    p = find(ps->v, ps->n, repo, branch);
+    if (p) {
+        for (size_t i = 0; i < ps->n; i++)
+            if (ps->v[i] == p)
+                ps->v[i] = NULL; /* taken over */
+        p->interval_s = interval_s;
+    } else {
+        p = poller_new(ps, repo, branch, interval_s);
+        if (!p)
+            return TF_ENOMEM;
+    }
+    (*v)[(*n)++] = p;
+    return 0;
+}
+
+/* The pollers the config asks for: its "pollers" and the sources of its
+ * schedulers. Pollers of the previous list that are not wanted any more
+ * retire. */
+static int build_list(tf_pollers_t *ps)
+{
+    const tf_config_t *c = ps->m->cfg;
+    tf_poller_t **v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (size_t i = 0; i < c->npollers && !rc; i++)
+        rc = want(ps, &v, &n, &cap, c->pollers[i].repository,
+                  c->pollers[i].branch, c->pollers[i].interval_s);
+    for (size_t i = 0; i < c->nschedulers && !rc; i++) {
+        const tf_cfg_scheduler_t *s = &c->schedulers[i];
+        if (s->repository)
+            rc = want(ps, &v, &n, &cap, s->repository, s->branch,
+                      c->poll_interval_s);
+    }
+    /* Out of memory part way: the pollers listed so far are kept, the
+     * others retire; the caller logs it. */
+    for (size_t i = 0; i < ps->n; i++) {
+        tf_poller_t *p = ps->v[i];
+        if (!p)
+            continue;
+        if (p->state == P_IDLE) {
+            poller_free(p);
+            continue;
+        }
+        p->retired = true;
+        tf_poller_t **no = realloc(ps->old, (ps->nold + 1) * sizeof(*no));
+        if (!no) {
+            if (p->run)
+                gitrun_kill(p->run);
+            poller_free(p);
+            continue;
+        }
+        ps->old = no;
+        ps->old[ps->nold++] = p;
+    }
+    free(ps->v);
+    ps->v = v;
+    ps->n = n;
+    return rc;
+}
+
+/* The environment git runs in: ours, never prompting for credentials,
+ * with messages in English (they are shown to admins as they are). */
+static char **make_env(void)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 5, sizeof(*env));
+    size_t k = 0;
+    bool has_ssh = false;
+    if (!env)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], "GIT_TERMINAL_PROMPT=", 20) == 0 ||
+            strncmp(environ[i], "LC_ALL=", 7) == 0)
+            continue;
+        if (strncmp(environ[i], "GIT_SSH_COMMAND=", 16) == 0)
+            has_ssh = true;
+        env[k++] = environ[i];
+    }
+    env[k++] = "GIT_TERMINAL_PROMPT=0";
+    env[k++] = "LC_ALL=C";
+    if (!has_ssh)
+        env[k++] = "GIT_SSH_COMMAND=ssh -o BatchMode=yes";
+    env[k] = NULL;
+    return env;
+}
+
+typedef struct load_ctx {
+    tf_pollers_t *ps;
+} load_ctx_t;
+
+static int load_fn(sqlite3 *db, void *arg)
+{
+    load_ctx_t *lc = arg;
+    tf_pollers_t *ps = lc->ps;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT repository, branch, last_revision, "
+                           "last_poll_ms, last_ok_ms, last_error, "
+                           "failing_since_ms FROM pollers",
+                           -1, &st, NULL) != SQLITE_OK) {
+        tf_error("poller", "loading pollers: %s", sqlite3_errmsg(db));
+        return TF_ESTORE;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *repo = (const char *)sqlite3_column_text(st, 0);
+        const char *branch = (const char *)sqlite3_column_text(st, 1);
+        const char *last = (const char *)sqlite3_column_text(st, 2);
+        tf_poller_t *p = repo && branch ? find(ps->v, ps->n, repo, branch)
+                                        : NULL;
+        if (!p || p->loaded)
+            continue;
+        p->loaded = true;
+        if (last && is_hex_rev(last, strlen(last)))
+            p->last_revision = strdup(last);
+        p->last_poll_ms = sqlite3_column_int64(st, 3);
+        p->last_ok_ms = sqlite3_column_int64(st, 4);
+        if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
+            const char *e = (const char *)sqlite3_column_text(st, 5);
+            p->health = H_FAILING;
+            p->failing_since_ms = sqlite3_column_int64(st, 6);
+            snprintf(p->last_error, sizeof(p->last_error), "%s",
+                     e ? e : "unknown");
+        } else if (p->last_ok_ms) {
+            p->health = H_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int tf_pollers_start(tf_master_t *m)
+{
+    tf_pollers_t *ps = calloc(1, sizeof(*ps));
+    int rc = TF_ENOMEM;
+    if (!ps)
+        return rc;
+    ps->m = m;
+    m->pollers = ps;
+    ps->mirrors_dir = tf_path_join(m->dir, "mirrors");
+    ps->env = make_env();
+    if (!ps->mirrors_dir || !ps->env)
+        goto fail;
+    rc = build_list(ps);
+    if (rc)
+        goto fail;
+    if (ps->n) {
+        rc = tf_mkdir_p(ps->mirrors_dir, 0755);
+        if (rc) {
+            tf_error("poller", "cannot create %s: %s", ps->mirrors_dir,
+                     tf_strerror(rc));
+            goto fail;
+        }
+    }
+    load_ctx_t lc = {.ps = ps};
+    rc = tf_store_read_sync(m->store, load_fn, &lc);
+    if (rc)
+        goto fail;
+    for (size_t i = 0; i < ps->n; i++)
+        ps->v[i]->loaded = true; /* no row: a branch never polled */
+    uv_timer_init(m->loop, &ps->timer);
+    ps->timer.data = ps;
+    ps->timer_open = true;
+    uv_timer_start(&ps->timer, tick_cb, 0, POLL_TICK_MS);
+    if (ps->n)
+        tf_info("poller", "polling %zu branch%s every %u s or as configured",
+                ps->n, ps->n == 1 ? "" : "es", m->cfg->poll_interval_s);
+    return 0;
+fail:
+    tf_pollers_free(m);
+    return rc;
+}
+
+void tf_pollers_reload(tf_master_t *m)
+{
+    tf_pollers_t *ps = m->pollers;
+    if (!ps || ps->stopping)
+        return;
+    size_t before = ps->n;
+    if (build_list(ps) != 0) {
+        tf_error("poller", "out of memory: pollers keep the old config");
+        return;
+    }
+    if (ps->n && tf_mkdir_p(ps->mirrors_dir, 0755) != 0)
+        tf_error("poller", "cannot create %s", ps->mirrors_dir);
+    /* New pollers learn their last revision from the table. */
+    load_ctx_t lc = {.ps = ps};
+    for (size_t i = 0; i < ps->n; i++) {
+        if (!ps->v[i]->loaded) {
+            tf_store_read_sync(m->store, load_fn, &lc);
+            break;
+        }
+    }
+    if (ps->n != before)
+        tf_info("poller", "now polling %zu branch%s", ps->n,
+                ps->n == 1 ? "" : "es");
+}
+
+void tf_pollers_stop(tf_master_t *m)
+{
+    tf_pollers_t *ps = m->pollers;
+    if (!ps || ps->stopping)
+        return;
+    ps->stopping = true;
+    for (size_t i = 0; i < ps->n; i++)
+        if (ps->v[i]->run)
+            gitrun_kill(ps->v[i]->run);
+    for (size_t i = 0; i < ps->nold; i++)
+        if (ps->old[i]->run)
+            gitrun_kill(ps->old[i]->run);
+    if (ps->timer_open && !uv_is_closing((uv_handle_t *)&ps->timer))
+        uv_close((uv_handle_t *)&ps->timer, NULL);
+}
+
+void tf_pollers_free(tf_master_t *m)
+{
+    tf_pollers_t *ps = m->pollers;
+    if (!ps)
+        return;
+    for (size_t i = 0; i < ps->n; i++)
+        poller_free(ps->v[i]);
+    for (size_t i = 0; i < ps->nold; i++)
+        poller_free(ps->old[i]);
+    free(ps->v);
+    free(ps->old);
+    free(ps->mirrors_dir);
+    free(ps->env);
+    free(ps);
+    m->pollers = NULL;
+}
+
+const char *tf_pollers_head(tf_master_t *m, const char *repository,
+                            const char *branch)
+{
+    tf_pollers_t *ps = m->pollers;
+    tf_poller_t *p = ps ? find(ps->v, ps->n, repository, branch) : NULL;
+    return p ? p->last_revision : NULL;
+}
+
+/* --- API --- */
+
+static json_t *int_or_null(int64_t v)
+{
+    return v ? json_integer(v) : json_null();
+}
+
+void tf_api_pollers(tf_http_req_t *r)
+{
+    tf_master_t *m = r->m;
+    tf_pollers_t *ps = m->pollers;
+    json_t *arr = json_array();
+    int64_t mono = tf_mono_ms(), now = tf_now_ms();
+    for (size_t i = 0; ps && i < ps->n; i++) {
+        tf_poller_t *p = ps->v[i];
+        const char *health = p->health == H_FAILING ? "failing"
+                             : p->health == H_OK    ? "ok"
+                                                    : "new";
+        json_t *o = json_object();
+        json_object_set_new(o, "repository", json_string(p->repository));
+        json_object_set_new(o, "branch", json_string(p->branch));
+        json_object_set_new(o, "interval_s", json_integer(p->interval_s));
+        json_object_set_new(o, "state", json_string(health));
+        json_object_set_new(o, "polling", json_boolean(p->state != P_IDLE));
+        json_object_set_new(o, "last_revision",
+                            p->last_revision ? json_string(p->last_revision)
+                                             : json_null());
+        json_object_set_new(o, "last_poll_ms", int_or_null(p->last_poll_ms));
+        json_object_set_new(o, "last_ok_ms", int_or_null(p->last_ok_ms));
+        json_object_set_new(o, "last_error",
+                            p->health == H_FAILING
+                                ? json_string(p->last_error)
+                                : json_null());
+        json_object_set_new(o, "failing_since_ms",
+                            p->health == H_FAILING
+                                ? int_or_null(p->failing_since_ms)
+                                : json_null());
+        json_object_set_new(o, "failures", json_integer(p->failures));
+        int64_t due = p->state != P_IDLE ? 0
+                      : p->due_mono > mono ? now + (p->due_mono - mono)
+                                           : now;
+        json_object_set_new(o, "next_poll_ms", int_or_null(due));
+        json_array_append_new(arr, o);
+    }
+    tf_http_respond_json(r, 200, json_pack("{s:o}", "pollers", arr));
+}
+
+/* --- GET /api/v1/changes --- */
+
+typedef struct change_query {
+    tf_http_req_t *r;
+    uint64_t id; /* 0: the list */
+    uint64_t before;
+    unsigned limit;
+    char repository[TF_REPO_MAX + 1];
+    char branch[TF_REF_MAX + 1];
+    char base[512];
+    json_t *out;
+} change_query_t;
+
+static int change_query_fn(sqlite3 *db, void *arg)
+{
+    change_query_t *q = arg;
+    if (q->id)
+        return tf_q_change(db, q->base, q->id, &q->out);
+    return tf_q_changes(db, q->base, q->repository[0] ? q->repository : NULL,
+                        q->branch[0] ? q->branch : NULL, q->before, q->limit,
+                        &q->out);
+}
+
+static void change_query_done(void *arg, int rc)
+{
+    change_query_t *q = arg;
+    tf_http_req_t *r = q->r;
+    if (tf_http_async_end(r)) {
+        if (rc == TF_ENOENT)
+            tf_http_error(r, 404, "no such change");
+        else if (rc || !q->out)
+            tf_http_error(r, 500, "database read failed: %s",
+                          tf_strerror(rc));
+        else {
+            tf_http_respond_json(r, 200, q->out);
+            q->out = NULL;
+        }
+    }
+    json_decref(q->out);
+    free(q);
+}
+
+static void change_query_start(tf_http_req_t *r, change_query_t *q)
+{
+    q->r = r;
+    snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, change_query_fn, change_query_done, q) !=
+        0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        free(q);
+    }
+}
+
+void tf_api_changes(tf_http_req_t *r)
+{
+    uint64_t limit, before;
+    const char *repo = tf_http_arg(r, "repository");
+    const char *branch = tf_http_arg(r, "branch");
+    if (!tf_http_arg_u64(r, "limit", 1, 200, 50, &limit) ||
+        !tf_http_arg_u64(r, "before", 1, INT64_MAX, 0, &before))
+        return;
+    if (repo && !tf_repo_url_valid(repo)) {
+        tf_http_error(r, 400, "parameter repository: expected a git URL or "
+                      "path");
+        return;
+    }
+    if (branch && !tf_git_ref_valid(branch)) {
+        tf_http_error(r, 400, "parameter branch: expected a branch name");
+        return;
+    }
+    change_query_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    q->limit = (unsigned)limit;
+    q->before = before;
+    snprintf(q->repository, sizeof(q->repository), "%s", repo ? repo : "");
+    snprintf(q->branch, sizeof(q->branch), "%s", branch ? branch : "");
+    change_query_start(r, q);
+}
+
+void tf_api_change(tf_http_req_t *r, uint64_t id)
+{
+    change_query_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    q->id = id;
+    change_query_start(r, q);
+}

@@ -1,0 +1,1189 @@
+/*
+ * schedulers.c - change and periodic schedulers, rebuilds, and the
+ * master's controllable clock (see schedulers.h).
+ *
+ * State of a scheduler, in memory and in scheduler_state:
+ *   last_revision  the newest change it has consumed (fired with, or seen
+ *                  as the head of a branch polled for the first time);
+ *   pending        the changes after it, oldest first, each marked
+ *                  important or not (path filters); rebuilt at startup
+ *                  from the changes table (id order), so a restart loses
+ *                  no change that was recorded but not yet built;
+ *   next_fire_ms   (periodic) the next cron time.
+ * Firing queues one request per builder (the revision of the newest
+ * pending change, the pending changes as its blamelist), then writes the
+ * new state. Requests go first: a crash between the two writes builds a
+ * change twice rather than never.
+ *
+ * Every decision compares tf_now_ms() with stored times, re-evaluated by a
+ * one-second timer and right after the test clock moves: libuv timer
+ * durations alone would not follow the controllable clock. A clock moved
+ * backwards makes periodic schedulers compute their next time again.
+ */
+#include "changes/schedulers.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "clock.h"
+#include "net/http.h"
+#include "log.h"
+#include "core/master.h"
+#include "names.h"
+#include "changes/poller.h"
+#include "tf_err.h"
+
+#define SCHED_TICK_MS 1000
+#define SCHED_PENDING_MAX 1000
+#define CRON_HORIZON_MS (8LL * 366 * 24 * 3600 * 1000)
+
+/* ------------------------------------------------------------------ */
+/* Cron expressions                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct cron_field {
+    const char *what;
+    int lo, hi;
+    const char *const *names; /* names[i] stands for lo + i; or NULL */
+} cron_field_t;
+
+static const char *const month_names[] = {"jan", "feb", "mar", "apr",
+                                          "may", "jun", "jul", "aug",
+                                          "sep", "oct", "nov", "dec", NULL};
+static const char *const wday_names[] = {"sun", "mon", "tue", "wed", "thu",
+                                         "fri", "sat", NULL};
+
+static const cron_field_t cron_fields[5] = {
+    {"minute", 0, 59, NULL},
+    {"hour", 0, 23, NULL},
+    {"day of month", 1, 31, NULL},
+    {"month", 1, 12, month_names},
+    {"day of week", 0, 7, wday_names},
+};
+
+/* Parses a number or a name at *s; advances *s. -1 when there is none. */
+static int cron_value(const cron_field_t *f, const char **s)
+{
+    const char *p = *s;
+    if (isdigit((unsigned char)*p)) {
+        int v = 0;
+        while (isdigit((unsigned char)*p) && v < 1000)
+            v = v * 10 + (*p++ - '0');
+        *s = p;
+        return v;
+    }
+    for (int i = 0; f->names && f->names[i]; i++) {
+        if (strncasecmp(p, f->names[i], 3) == 0 &&
+            !isalpha((unsigned char)p[3])) {
+            *s = p + 3;
+            return f->lo + i;
+        }
+    }
+    return -1;
+}
+
+/* One field (text [s, e)) into bits. Returns 0 or -1 with err set. */
+static int cron_parse_field(const cron_field_t *f, int idx, const char *s,
+                            const char *e, uint64_t *bits, char *err,
+                            size_t errlen)
+{
+    char text[64];
+    snprintf(text, sizeof(text), "%.*s", (int)(e - s), s);
+    *bits = 0;
+    const char *p = text;
+    for (;;) {
+        int a, b, step = 1;
+        bool star = false;
+        if (*p == '*') {
+            star = true;
+            a = f->lo;
+            b = f->hi;
+            p++;
+        } else {
+            a = cron_value(f, &p);
+            if (a < 0)
+                goto bad;
+            b = a;
+            if (*p == '-') {
+                p++;
+                b = cron_value(f, &p);
+                if (b < 0)
+                    goto bad;
+            }
+        }
+        if (*p == '/') {
+            p++;
+            const char *q = p;
+            step = cron_value(&(cron_field_t){"", 0, 0, NULL}, &p);
+            if (step <= 0 || p == q) {
+                snprintf(err, errlen, "field %d (%s): bad step in \"%s\"",
+                         idx + 1, f->what, text);
+                return -1;
+            }
+            if (!star && a == b)
+                b = f->hi; /* N/S: from N to the end */
+        }
+        if (a < f->lo || b > f->hi || a > b) {
+            snprintf(err, errlen, "field %d (%s): \"%s\" is out of range "
+                     "%d..%d", idx + 1, f->what, text, f->lo, f->hi);
+            return -1;
+        }
+        for (int v = a; v <= b; v += step)
+            *bits |= 1ULL << v;
+        if (*p == '\0')
+            return 0;
+        if (*p != ',')
+            goto bad;
+        p++;
+    }
+bad:
+    snprintf(err, errlen, "field %d (%s): cannot read \"%s\": use *, N, "
+             "A-B, lists with ',' and steps with '/'%s", idx + 1, f->what,
+             text, f->names ? " (or names like jan, mon)" : "");
+    return -1;
+}
+
+int tf_cron_parse(const char *spec, tf_cron_t *out, char *err, size_t errlen)
+{
+    const char *p = spec;
+    uint64_t bits[5];
+    bool star[5];
+    int n = 0;
+    memset(out, 0, sizeof(*out));
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ' ' && *e != '\t')
+            e++;
+        if (n == 5) {
+            n++;
+            break;
+        }
+        if (e - p > 60) {
+            snprintf(err, errlen, "field %d (%s) is too long", n + 1,
+                     cron_fields[n].what);
+            return TF_EINVAL;
+        }
+        star[n] = *p == '*';
+        if (cron_parse_field(&cron_fields[n], n, p, e, &bits[n], err,
+                             errlen) != 0)
+            return TF_EINVAL;
+        n++;
+        p = e;
+    }
+    if (n != 5) {
+        snprintf(err, errlen, "expected 5 fields \"MINUTE HOUR DAY-OF-MONTH "
+                 "MONTH DAY-OF-WEEK\" (UTC), e.g. \"0 3 * * *\"; got %s",
+                 n > 5 ? "more" : "fewer");
+        return TF_EINVAL;
+    }
+    out->minutes = bits[0];
+    out->hours = (uint32_t)bits[1];
+    out->mdays = (uint32_t)bits[2];
+    out->months = (uint32_t)bits[3];
+    out->wdays = (uint32_t)(bits[4] & 0x7f) | ((bits[4] >> 7) & 1); /* 7=0 */
+    out->mday_star = star[2];
+    out->wday_star = star[4];
+    return 0;
+}
+
+static bool cron_day_ok(const tf_cron_t *c, const struct tm *tm)
+{
+    bool dom = (c->mdays >> tm->tm_mday) & 1;
+    bool dow = (c->wdays >> tm->tm_wday) & 1;
+    if (c->mday_star || c->wday_star)
+        return dom && dow;
+    return dom || dow;
+}
+
+int64_t tf_cron_next(const tf_cron_t *c, int64_t after_ms)
+{
+    if (after_ms < 0)
+        after_ms = -60000;
+    time_t t = (time_t)((after_ms / 60000 + 1) * 60);
+    int64_t limit = after_ms + CRON_HORIZON_MS;
+    struct tm tm;
+    while ((int64_t)t * 1000 <= limit) {
+        if (!gmtime_r(&t, &tm))
+            return -1;
+        if (!((c->months >> (tm.tm_mon + 1)) & 1)) {
+            tm.tm_mon++;
+            tm.tm_mday = 1;
+            tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+        } else if (!cron_day_ok(c, &tm)) {
+            tm.tm_mday++;
+            tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+        } else if (!((c->hours >> tm.tm_hour) & 1)) {
+            tm.tm_hour++;
+            tm.tm_min = tm.tm_sec = 0;
+        } else if (!((c->minutes >> tm.tm_min) & 1)) {
+            tm.tm_min++;
+            tm.tm_sec = 0;
+        } else {
+            return (int64_t)t * 1000;
+        }
+        t = timegm(&tm);
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Path filters                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A bracket expression at p ("[...]"): whether ch matches, and *end past
+ * it. Returns -1 when p does not start a complete one. */
+static int glob_class(const char *p, char ch, const char **end)
+{
+    const char *q = p + 1;
+    bool neg = false, hit = false;
+    if (*q == '!' || *q == '^') {
+        neg = true;
+        q++;
+    }
+    const char *first = q;
+    while (*q && (*q != ']' || q == first)) {
+        if (q[1] == '-' && q[2] && q[2] != ']') {
+            if (ch >= q[0] && ch <= q[2])
+                hit = true;
+            q += 3;
+        } else {
+            if (ch == *q)
+                hit = true;
+            q++;
+        }
+    }
+    if (*q != ']')
+        return -1;
+    *end = q + 1;
+    return hit != neg;
+}
+
+/* Glob p against s; the end of p matches the end of s or a '/' (the glob
+ * names a leading run of components). */
+static bool glob_match(const char *p, const char *s)
+{
+    for (;;) {
+        if (*p == '\0')
+            return *s == '\0' || *s == '/';
+        if (p[0] == '*' && p[1] == '*') {
+            while (*p == '*')
+                p++;
+            if (*p == '\0')
+                return true;
+            if (*p == '/') {
+                /* "**" + "/": zero or more whole components. */
+                p++;
+                for (const char *t = s;; t++) {
+                    if ((t == s || t[-1] == '/') && glob_match(p, t))
+                        return true;
+                    if (*t == '\0')
+                        return false;
+                }
+            }
+            for (const char *t = s;; t++) {
+                if (glob_match(p, t))
+                    return true;
+                if (*t == '\0')
+                    return false;
+            }
+        }
+        if (*p == '*') {
+            p++;
+            for (const char *t = s;; t++) {
+                if (glob_match(p, t))
+                    return true;
+                if (*t == '\0' || *t == '/')
+                    return false;
+            }
+        }
+        if (*s == '\0')
+            return false;
+        if (*p == '?') {
+            if (*s == '/')
+                return false;
+            p++;
+            s++;
+            continue;
+        }
+        if (*p == '[') {
+            const char *end;
+            int r = *s == '/' ? 0 : glob_class(p, *s, &end);
+            if (r == 0)
+                return false;
+            if (r == 1) {
+                p = end;
+                s++;
+                continue;
+            }
+            /* Not a class: a literal '['. */
+        }
+        if (*p != *s)
+            return false;
+        p++;
+        s++;
+    }
+}
+
+bool tf_path_match(const char *filter, const char *path)
+{
+    while (filter[0] == '.' && filter[1] == '/')
+        filter += 2;
+    while (*filter == '/')
+        filter++;
+    size_t n = strlen(filter);
+    while (n > 0 && filter[n - 1] == '/')
+        n--;
+    if (n == 0)
+        return true;
+    if (strpbrk(filter, "*?[")) {
+        char glob[1100];
+        if (n >= sizeof(glob))
+            return false;
+        memcpy(glob, filter, n);
+        glob[n] = '\0';
+        return glob_match(glob, path);
+    }
+    return strncmp(path, filter, n) == 0 &&
+           (path[n] == '\0' || path[n] == '/');
+}
+
+bool tf_paths_important(char *const *filters, size_t nfilters,
+                        char *const *files, size_t nfiles)
+{
+    if (nfilters == 0)
+        return true;
+    for (size_t f = 0; f < nfiles; f++)
+        for (size_t i = 0; i < nfilters; i++)
+            if (tf_path_match(filters[i], files[f]))
+                return true;
+    return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* Schedulers                                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct pchange {
+    uint64_t id;
+    char revision[65];
+    bool important;
+    int64_t arrived_ms;
+} pchange_t;
+
+typedef struct msched {
+    char name[TF_NAME_MAX + 1];
+    const tf_cfg_scheduler_t *cfg;
+    tf_cron_t cron;
+    char *last_revision;
+    int64_t last_fired_ms;
+    int64_t next_fire_ms; /* periodic; -1 when the cron never fires */
+    pchange_t *pending;
+    size_t npending;
+    bool dropped_logged;
+} msched_t;
+
+typedef struct tf_schedulers {
+    tf_master_t *m;
+    msched_t **v;
+    size_t n;
+    uv_timer_t timer;
+    bool timer_open;
+    bool stopping;
+    int64_t last_eval_ms;
+} tf_schedulers_t;
+
+static void msched_free(msched_t *s)
+{
+    if (!s)
+        return;
+    free(s->last_revision);
+    free(s->pending);
+    free(s);
+}
+
+static void state_write(tf_master_t *m, const msched_t *s)
+{
+    tf_sqlval_t v[] = {
+        tf_sql_text(s->name),
+        s->last_fired_ms ? tf_sql_int(s->last_fired_ms) : tf_sql_null(),
+        tf_sql_text(s->last_revision),
+        s->next_fire_ms > 0 ? tf_sql_int(s->next_fire_ms) : tf_sql_null(),
+    };
+    tf_master_write(m,
+                    "INSERT INTO scheduler_state(name, last_fired_ms, "
+                    "last_revision, next_fire_ms) VALUES(?1, ?2, ?3, ?4) "
+                    "ON CONFLICT(name) DO UPDATE SET last_fired_ms = ?2, "
+                    "last_revision = ?3, next_fire_ms = ?4",
+                    v, 4, NULL, NULL);
+}
+
+/* Appends a change to s's pending list; the oldest goes when it is full. */
+static void pending_add(msched_t *s, uint64_t id, const char *revision,
+                        bool important, int64_t arrived_ms)
+{
+    for (size_t i = 0; i < s->npending; i++)
+        if (s->pending[i].id == id)
+            return;
+    if (!s->pending) {
+        s->pending = calloc(SCHED_PENDING_MAX, sizeof(*s->pending));
+        if (!s->pending)
+            return;
+    }
+    if (s->npending == SCHED_PENDING_MAX) {
+        if (!s->dropped_logged)
+            tf_warn("scheduler", "%s: more than %d changes waiting; the "
+                    "oldest leave its next blamelist", s->name,
+                    SCHED_PENDING_MAX);
+        s->dropped_logged = true;
+        memmove(s->pending, s->pending + 1,
+                (SCHED_PENDING_MAX - 1) * sizeof(*s->pending));
+        s->npending--;
+    }
+    pchange_t *c = &s->pending[s->npending++];
+    c->id = id;
+    snprintf(c->revision, sizeof(c->revision), "%s", revision);
+    c->important = important;
+    c->arrived_ms = arrived_ms;
+}
+
+static void fire(tf_master_t *m, msched_t *s, int64_t now)
+{
+    const tf_cfg_scheduler_t *cfg = s->cfg;
+    uint64_t *ids = NULL;
+    char reason[256];
+    const char *revision = NULL;
+    bool periodic = cfg->type == TF_CFG_SCHED_PERIODIC;
+    if (s->npending) {
+        ids = calloc(s->npending, sizeof(*ids));
+        if (!ids) {
+            tf_error("scheduler", "%s: out of memory; will try again",
+                     s->name);
+            return;
+        }
+        for (size_t i = 0; i < s->npending; i++)
+            ids[i] = s->pending[i].id;
+        revision = s->pending[s->npending - 1].revision;
+    } else if (cfg->repository) {
+        revision = tf_pollers_head(m, cfg->repository, cfg->branch);
+    }
+    if (periodic)
+        snprintf(reason, sizeof(reason), "scheduler %s: periodic (%s), %zu "
+                 "change%s", s->name, cfg->cron, s->npending,
+                 s->npending == 1 ? "" : "s");
+    else
+        snprintf(reason, sizeof(reason), "scheduler %s: %zu change%s up to "
+                 "%.12s", s->name, s->npending, s->npending == 1 ? "" : "s",
+                 revision ? revision : "");
+    unsigned queued = 0;
+    for (size_t i = 0; i < cfg->nbuilders; i++) {
+        const tf_cfg_builder_t *b = tf_config_builder(m->cfg,
+                                                      cfg->builders[i]);
+        if (!b)
+            continue;
+        tf_reqspec_t spec = {
+            .builder = b->name,
+            .reason = reason,
+            .priority = b->priority,
+            .revision = revision,
+            .scheduler = s->name,
+            .changes = ids,
+            .nchanges = s->npending,
+        };
+        uint64_t id = 0;
+        if (tf_sched_request(m, &spec, &id, NULL, NULL) == 0)
+            queued++;
+        else
+            tf_error("scheduler", "%s: cannot queue a request for %s",
+                     s->name, b->name);
+    }
+    tf_info("scheduler", "%s fired: %u request%s (%s)", s->name, queued,
+            queued == 1 ? "" : "s", reason);
+    free(ids);
+    if (s->npending) {
+        char *rev = strdup(s->pending[s->npending - 1].revision);
+        if (rev) {
+            free(s->last_revision);
+            s->last_revision = rev;
+        }
+    }
+    s->npending = 0;
+    s->dropped_logged = false;
+    s->last_fired_ms = now;
+}
+
+static void evaluate(tf_master_t *m, msched_t *s, int64_t now,
+                     bool clock_back)
+{
+    const tf_cfg_scheduler_t *cfg = s->cfg;
+    if (cfg->type == TF_CFG_SCHED_CHANGE) {
+        bool important = false;
+        for (size_t i = 0; i < s->npending && !important; i++)
+            important = s->pending[i].important;
+        if (!important)
+            return;
+        int64_t stable = s->pending[s->npending - 1].arrived_ms +
+                         (int64_t)cfg->tree_stable_s * 1000;
+        if (now < stable)
+            return;
+        fire(m, s, now);
+        state_write(m, s);
+        return;
+    }
+    if (clock_back && s->next_fire_ms != -1) {
+        s->next_fire_ms = tf_cron_next(&s->cron, now);
+        state_write(m, s);
+    }
+    if (s->next_fire_ms < 0 || now < s->next_fire_ms)
+        return;
+    if (s->npending || !cfg->only_if_changed)
+        fire(m, s, now);
+    else
+        tf_info("scheduler", "%s: nothing changed on %s since it last "
+                "fired; no build", s->name, cfg->branch);
+    s->next_fire_ms = tf_cron_next(&s->cron, now);
+    state_write(m, s);
+}
+
+void tf_schedulers_tick(tf_master_t *m)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    if (!ss || ss->stopping || m->stopping)
+        return;
+    int64_t now = tf_now_ms();
+    bool back = now < ss->last_eval_ms - 1000;
+    if (back)
+        tf_info("scheduler", "the clock went back %" PRId64 " ms: periodic "
+                "schedulers compute their next time again",
+                ss->last_eval_ms - now);
+    ss->last_eval_ms = now;
+    for (size_t i = 0; i < ss->n; i++)
+        evaluate(m, ss->v[i], now, back);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    tf_schedulers_tick(((tf_schedulers_t *)t->data)->m);
+}
+
+void tf_schedulers_on_changes(tf_master_t *m, const char *repository,
+                              const char *branch,
+                              const tf_change_note_t *changes, size_t n,
+                              bool initial)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    int64_t now = tf_now_ms();
+    if (!ss || ss->stopping)
+        return;
+    for (size_t i = 0; i < ss->n; i++) {
+        msched_t *s = ss->v[i];
+        const tf_cfg_scheduler_t *cfg = s->cfg;
+        if (!cfg->repository || strcmp(cfg->repository, repository) != 0 ||
+            strcmp(cfg->branch, branch) != 0)
+            continue;
+        if (initial) {
+            /* The head of a branch seen for the first time is history. */
+            if (!s->last_revision && n > 0) {
+                s->last_revision = strdup(changes[n - 1].revision);
+                state_write(m, s);
+            }
+            continue;
+        }
+        for (size_t k = 0; k < n; k++) {
+            bool imp = cfg->type == TF_CFG_SCHED_PERIODIC ||
+                       tf_paths_important(cfg->paths, cfg->npaths,
+                                          changes[k].files,
+                                          changes[k].nfiles);
+            pending_add(s, changes[k].id, changes[k].revision, imp, now);
+            tf_debug("scheduler", "%s: change %" PRIu64 " (%.12s) is %s",
+                     s->name, changes[k].id, changes[k].revision,
+                     imp ? "important" : "not important (paths)");
+        }
+        evaluate(m, s, now, false);
+    }
+}
+
+/* --- loading --- */
+
+typedef struct load_ctx {
+    tf_master_t *m;
+    msched_t *s;  /* one scheduler, or NULL for the requests */
+    bool have_row;
+    int64_t now;
+} load_ctx_t;
+
+static int load_pending(sqlite3 *db, msched_t *s)
+{
+    const tf_cfg_scheduler_t *cfg = s->cfg;
+    sqlite3_stmt *st = NULL;
+    int64_t after = 0;
+    if (!cfg->repository)
+        return 0;
+    if (s->last_revision) {
+        if (sqlite3_prepare_v2(db,
+                               "SELECT coalesce((SELECT id FROM changes "
+                               "WHERE repository = ?1 AND branch = ?2 AND "
+                               "revision = ?3), (SELECT max(id) FROM changes "
+                               "WHERE repository = ?1 AND branch = ?2), 0)",
+                               -1, &st, NULL) != SQLITE_OK)
+            return TF_ESTORE;
+        sqlite3_bind_text(st, 1, cfg->repository, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, cfg->branch, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, s->last_revision, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            after = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    /* The newest SCHED_PENDING_MAX, oldest first. */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, revision, files, created_ms FROM "
+                           "(SELECT * FROM changes WHERE repository = ?1 AND "
+                           "branch = ?2 AND id > ?3 ORDER BY id DESC "
+                           "LIMIT ?4) ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    sqlite3_bind_text(st, 1, cfg->repository, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, cfg->branch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, after);
+    sqlite3_bind_int(st, 4, SCHED_PENDING_MAX);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *rev = (const char *)sqlite3_column_text(st, 1);
+        const char *files = (const char *)sqlite3_column_text(st, 2);
+        json_t *arr = files ? json_loads(files, 0, NULL) : NULL;
+        size_t nf = json_array_size(arr);
+        char **fv = calloc(nf ? nf : 1, sizeof(*fv));
+        for (size_t i = 0; fv && i < nf; i++)
+            fv[i] = (char *)json_string_value(json_array_get(arr, i));
+        size_t k = 0;
+        for (size_t i = 0; fv && i < nf; i++)
+            if (fv[i])
+                fv[k++] = fv[i];
+        bool imp = cfg->type == TF_CFG_SCHED_PERIODIC ||
+                   tf_paths_important(cfg->paths, cfg->npaths, fv, k);
+        pending_add(s, (uint64_t)sqlite3_column_int64(st, 0),
+                    rev ? rev : "", imp, sqlite3_column_int64(st, 3));
+        free(fv);
+        json_decref(arr);
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int load_sched_fn(sqlite3 *db, void *arg)
+{
+    load_ctx_t *lc = arg;
+    msched_t *s = lc->s;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT last_fired_ms, last_revision FROM "
+                           "scheduler_state WHERE name = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    sqlite3_bind_text(st, 1, s->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        lc->have_row = true;
+        s->last_fired_ms = sqlite3_column_int64(st, 0);
+        const char *rev = (const char *)sqlite3_column_text(st, 1);
+        s->last_revision = rev ? strdup(rev) : NULL;
+    }
+    sqlite3_finalize(st);
+    /* Without a consumed revision there is nothing to be after: the
+     * branch's head counts as seen (msched_load). */
+    if (!lc->have_row || !s->last_revision)
+        return 0;
+    return load_pending(db, s);
+}
+
+/* The blamelists and scheduler names of open requests, which master.c's
+ * loader does not know about. */
+static int load_requests_fn(sqlite3 *db, void *arg)
+{
+    load_ctx_t *lc = arg;
+    tf_master_t *m = lc->m;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, scheduler FROM build_requests WHERE "
+                           "state IN ('pending', 'running') AND "
+                           "scheduler IS NOT NULL",
+                           -1, &st, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        tf_request_t *r = tf_map_get_id(m->requests,
+                                        (uint64_t)sqlite3_column_int64(st, 0));
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        if (r && !r->scheduler && name)
+            r->scheduler = strdup(name);
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(db,
+                           "SELECT rc.request_id, rc.change_id FROM "
+                           "request_changes rc JOIN build_requests r ON "
+                           "r.id = rc.request_id WHERE r.state IN "
+                           "('pending', 'running') ORDER BY rc.request_id, "
+                           "rc.change_id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        tf_request_t *r = tf_map_get_id(m->requests,
+                                        (uint64_t)sqlite3_column_int64(st, 0));
+        if (!r)
+            continue;
+        uint64_t *v = realloc(r->changes, (r->nchanges + 1) * sizeof(*v));
+        if (!v)
+            continue;
+        r->changes = v;
+        v[r->nchanges++] = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* A scheduler object for cfg, its state loaded (or started, for a new
+ * one: the known head of its branch counts as seen). */
+static msched_t *msched_load(tf_master_t *m, const tf_cfg_scheduler_t *cfg)
+{
+    msched_t *s = calloc(1, sizeof(*s));
+    char err[160];
+    if (!s)
+        return NULL;
+    snprintf(s->name, sizeof(s->name), "%s", cfg->name);
+    s->cfg = cfg;
+    int64_t now = tf_now_ms();
+    if (cfg->type == TF_CFG_SCHED_PERIODIC) {
+        if (tf_cron_parse(cfg->cron, &s->cron, err, sizeof(err)) != 0) {
+            msched_free(s);
+            return NULL; /* the config loader checked it */
+        }
+        s->next_fire_ms = tf_cron_next(&s->cron, now);
+    }
+    load_ctx_t lc = {.m = m, .s = s, .now = now};
+    if (tf_store_read_sync(m->store, load_sched_fn, &lc) != 0)
+        tf_error("scheduler", "%s: cannot load its state; starting afresh",
+                 s->name);
+    if (!s->last_revision && cfg->repository) {
+        const char *head = tf_pollers_head(m, cfg->repository, cfg->branch);
+        s->last_revision = head ? strdup(head) : NULL;
+    }
+    state_write(m, s);
+    return s;
+}
+
+static void retarget(tf_master_t *m, msched_t *s,
+                     const tf_cfg_scheduler_t *cfg)
+{
+    bool moved = !s->cfg->repository || !cfg->repository ||
+                 strcmp(s->cfg->repository, cfg->repository) != 0 ||
+                 strcmp(s->cfg->branch, cfg->branch) != 0;
+    bool cron_changed = s->cfg->type != cfg->type ||
+                        (cfg->cron && (!s->cfg->cron ||
+                                       strcmp(s->cfg->cron, cfg->cron) != 0));
+    s->cfg = cfg;
+    if (moved) {
+        /* Another branch: what was pending belongs to the old one. */
+        s->npending = 0;
+        free(s->last_revision);
+        s->last_revision = NULL;
+        if (cfg->repository) {
+            const char *head = tf_pollers_head(m, cfg->repository,
+                                               cfg->branch);
+            s->last_revision = head ? strdup(head) : NULL;
+        }
+    }
+    if (cfg->type == TF_CFG_SCHED_PERIODIC && cron_changed) {
+        char err[160];
+        if (tf_cron_parse(cfg->cron, &s->cron, err, sizeof(err)) == 0)
+            s->next_fire_ms = tf_cron_next(&s->cron, tf_now_ms());
+    }
+    if (cfg->type == TF_CFG_SCHED_CHANGE)
+        s->next_fire_ms = 0;
+    if (moved || cron_changed)
+        state_write(m, s);
+}
+
+int tf_schedulers_start(tf_master_t *m)
+{
+    tf_schedulers_t *ss = calloc(1, sizeof(*ss));
+    if (!ss)
+        return TF_ENOMEM;
+    ss->m = m;
+    m->schedulers = ss;
+    load_ctx_t lc = {.m = m};
+    if (tf_store_read_sync(m->store, load_requests_fn, &lc) != 0)
+        tf_error("scheduler", "cannot load the blamelists of open "
+                 "requests");
+    const tf_config_t *c = m->cfg;
+    ss->v = calloc(c->nschedulers ? c->nschedulers : 1, sizeof(*ss->v));
+    if (!ss->v)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < c->nschedulers; i++) {
+        msched_t *s = msched_load(m, &c->schedulers[i]);
+        if (s)
+            ss->v[ss->n++] = s;
+    }
+    ss->last_eval_ms = tf_now_ms();
+    uv_timer_init(m->loop, &ss->timer);
+    ss->timer.data = ss;
+    ss->timer_open = true;
+    uv_timer_start(&ss->timer, tick_cb, SCHED_TICK_MS, SCHED_TICK_MS);
+    if (ss->n)
+        tf_info("scheduler", "%zu scheduler%s", ss->n,
+                ss->n == 1 ? "" : "s");
+    return 0;
+}
+
+void tf_schedulers_reload(tf_master_t *m)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    if (!ss || ss->stopping)
+        return;
+    const tf_config_t *c = m->cfg;
+    msched_t **v = calloc(c->nschedulers ? c->nschedulers : 1, sizeof(*v));
+    size_t n = 0;
+    if (!v) {
+        tf_error("scheduler", "out of memory: schedulers not reloaded");
+        return;
+    }
+    for (size_t i = 0; i < c->nschedulers; i++) {
+        const tf_cfg_scheduler_t *cfg = &c->schedulers[i];
+        msched_t *s = NULL;
+        for (size_t k = 0; k < ss->n && !s; k++) {
+            if (ss->v[k] && strcmp(ss->v[k]->name, cfg->name) == 0) {
+                s = ss->v[k];
+                ss->v[k] = NULL;
+            }
+        }
+        if (s)
+            retarget(m, s, cfg);
+        else
+            s = msched_load(m, cfg);
+        if (s)
+            v[n++] = s;
+    }
+    for (size_t k = 0; k < ss->n; k++)
+        msched_free(ss->v[k]);
+    free(ss->v);
+    ss->v = v;
+    ss->n = n;
+}
+
+void tf_schedulers_stop(tf_master_t *m)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    if (!ss || ss->stopping)
+        return;
+    ss->stopping = true;
+    if (ss->timer_open && !uv_is_closing((uv_handle_t *)&ss->timer))
+        uv_close((uv_handle_t *)&ss->timer, NULL);
+}
+
+void tf_schedulers_free(tf_master_t *m)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    if (!ss)
+        return;
+    for (size_t i = 0; i < ss->n; i++)
+        msched_free(ss->v[i]);
+    free(ss->v);
+    free(ss);
+    m->schedulers = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* API                                                                 */
+/* ------------------------------------------------------------------ */
+
+static json_t *ms_or_null(int64_t v)
+{
+    return v > 0 ? json_integer(v) : json_null();
+}
+
+static json_t *strv_json(char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+void tf_api_schedulers(tf_http_req_t *r)
+{
+    tf_master_t *m = r->m;
+    tf_schedulers_t *ss = m->schedulers;
+    json_t *arr = json_array();
+    for (size_t i = 0; ss && i < ss->n; i++) {
+        const msched_t *s = ss->v[i];
+        const tf_cfg_scheduler_t *cfg = s->cfg;
+        bool periodic = cfg->type == TF_CFG_SCHED_PERIODIC;
+        json_t *o = json_object();
+        size_t important = 0;
+        for (size_t k = 0; k < s->npending; k++)
+            important += s->pending[k].important;
+        json_object_set_new(o, "name", json_string(s->name));
+        json_object_set_new(o, "type",
+                            json_string(periodic ? "periodic" : "change"));
+        json_object_set_new(o, "builders",
+                            strv_json(cfg->builders, cfg->nbuilders));
+        json_object_set_new(o, "repository",
+                            cfg->repository ? json_string(cfg->repository)
+                                            : json_null());
+        json_object_set_new(o, "branch", cfg->branch
+                                             ? json_string(cfg->branch)
+                                             : json_null());
+        json_object_set_new(o, "last_fired_ms", ms_or_null(s->last_fired_ms));
+        json_object_set_new(o, "last_revision",
+                            s->last_revision ? json_string(s->last_revision)
+                                             : json_null());
+        json_object_set_new(o, "pending_changes", json_integer(s->npending));
+        json_object_set_new(o, "important_changes", json_integer(important));
+        if (periodic) {
+            json_object_set_new(o, "cron", json_string(cfg->cron));
+            json_object_set_new(o, "only_if_changed",
+                                json_boolean(cfg->only_if_changed));
+            json_object_set_new(o, "next_fire_ms",
+                                ms_or_null(s->next_fire_ms));
+        } else {
+            json_object_set_new(o, "tree_stable_s",
+                                json_integer(cfg->tree_stable_s));
+            json_object_set_new(o, "paths",
+                                strv_json(cfg->paths, cfg->npaths));
+            json_object_set_new(
+                o, "next_fire_ms",
+                important ? json_integer(s->pending[s->npending - 1]
+                                             .arrived_ms +
+                                         (int64_t)cfg->tree_stable_s * 1000)
+                          : json_null());
+        }
+        json_array_append_new(arr, o);
+    }
+    tf_http_respond_json(r, 200, json_pack("{s:I,s:o}", "time_ms",
+                                           (json_int_t)tf_now_ms(),
+                                           "schedulers", arr));
+}
+
+static int64_t real_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tf_api_master_clock(tf_http_req_t *r)
+{
+    tf_master_t *m = r->m;
+    if (!m->cfg->testing_clock) {
+        tf_http_error(r, 404, "the controllable clock is off; it is for "
+                      "tests only (\"testing\": {\"clock\": true})");
+        return;
+    }
+    if (!r->admin) {
+        tf_http_header(r, "www-authenticate", "Bearer");
+        tf_http_error(r, r->token[0] ? 403 : 401,
+                      "setting the clock needs the admin token");
+        return;
+    }
+    json_error_t e;
+    json_t *j = json_loadb((const char *)r->body.data, r->body.len,
+                           JSON_REJECT_DUPLICATES, &e);
+    json_t *jn = json_object_get(j, "now_ms");
+    if (!json_is_object(j) || json_object_size(j) != 1 ||
+        !json_is_integer(jn) || json_integer_value(jn) < 0) {
+        json_decref(j);
+        tf_http_error(r, 400, "body must be {\"now_ms\": N} with N a time in "
+                      "ms since the epoch");
+        return;
+    }
+    int64_t want = json_integer_value(jn);
+    json_decref(j);
+    int64_t offset = want - real_now_ms();
+    tf_clock_set_offset(offset);
+    char iso[40];
+    tf_time_iso(want, iso, sizeof(iso));
+    tf_warn("master", "test clock set to %s (offset %" PRId64 " ms)", iso,
+            offset);
+    tf_schedulers_tick(m);
+    tf_http_respond_json(r, 200, json_pack("{s:I,s:I}", "now_ms",
+                                           (json_int_t)tf_now_ms(),
+                                           "offset_ms", (json_int_t)offset));
+}
+
+/* --- rebuild --- */
+
+typedef struct rebuild {
+    tf_http_req_t *r;
+    uint64_t build_id;
+    uint64_t request_id; /* the new one */
+    char builder[TF_NAME_MAX + 1];
+    uint64_t number;
+    char *revision;
+    char *properties;
+    char *tests;
+    char *patch_sha256;
+    uint64_t patch_size;
+    uint64_t *changes;
+    size_t nchanges;
+} rebuild_t;
+
+static void rebuild_free(rebuild_t *rb)
+{
+    if (!rb)
+        return;
+    free(rb->revision);
+    free(rb->properties);
+    free(rb->tests);
+    free(rb->patch_sha256);
+    free(rb->changes);
+    free(rb);
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t && *t ? strdup(t) : NULL;
+}
+
+static int rebuild_read_fn(sqlite3 *db, void *arg)
+{
+    rebuild_t *rb = arg;
+    sqlite3_stmt *st = NULL;
+    int rc = TF_ESTORE;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT b.builder, b.number, "
+                           "coalesce(nullif(b.revision, ''), b.got_revision), "
+                           "r.properties, r.tests, r.patch_sha256, "
+                           "r.patch_size FROM builds b LEFT JOIN "
+                           "build_requests r ON r.id = b.request_id "
+                           "WHERE b.id = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)rb->build_id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        rc = TF_ENOENT;
+        goto out;
+    }
+    snprintf(rb->builder, sizeof(rb->builder), "%s",
+             sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(
+                                              st, 0)
+                                        : "");
+    rb->number = (uint64_t)sqlite3_column_int64(st, 1);
+    rb->revision = col_dup(st, 2);
+    rb->properties = col_dup(st, 3);
+    rb->tests = col_dup(st, 4);
+    rb->patch_sha256 = col_dup(st, 5);
+    rb->patch_size = (uint64_t)sqlite3_column_int64(st, 6);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT change_id FROM build_changes WHERE "
+                           "build_id = ?1 ORDER BY change_id",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, (int64_t)rb->build_id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t *v = realloc(rb->changes, (rb->nchanges + 1) * sizeof(*v));
+        if (!v) {
+            rc = TF_ENOMEM;
+            goto out;
+        }
+        rb->changes = v;
+        v[rb->nchanges++] = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void rebuild_committed(void *arg, int rc)
+{
+    rebuild_t *rb = arg;
+    if (tf_http_async_end(rb->r)) {
+        tf_api_request_queued(rb->r, rc, rb->request_id, rb->builder,
+                              json_pack("{s:I}", "rebuild_of",
+                                        (json_int_t)rb->build_id));
+        if (!rc)
+            tf_info("scheduler", "request %" PRIu64 " rebuilds build %"
+                    PRIu64, rb->request_id, rb->build_id);
+    }
+    rebuild_free(rb);
+}
+
+static void rebuild_read_done(void *arg, int rc)
+{
+    rebuild_t *rb = arg;
+    tf_http_req_t *r = rb->r;
+    if (!tf_http_async_end(r)) {
+        rebuild_free(rb);
+        return;
+    }
+    tf_master_t *m = r->m;
+    if (rc == TF_ENOENT) {
+        tf_http_error(r, 404, "no such build");
+        goto fail;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        goto fail;
+    }
+    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, rb->builder);
+    if (!cfg) {
+        tf_http_error(r, 409, "builder \"%s\" is no longer configured",
+                      rb->builder);
+        goto fail;
+    }
+    char reason[160];
+    snprintf(reason, sizeof(reason), "rebuild of build %" PRIu64
+             " (%s #%" PRIu64 ")", rb->build_id, rb->builder, rb->number);
+    tf_reqspec_t spec = {
+        .builder = rb->builder,
+        .reason = reason,
+        .owner = r->user.email[0] ? r->user.email : "admin",
+        .properties = rb->properties,
+        .priority = cfg->priority,
+        .tests = rb->tests,
+        .revision = rb->revision,
+        .patch_sha256 = rb->patch_sha256,
+        .patch_size = rb->patch_size,
+        .changes = rb->changes,
+        .nchanges = rb->nchanges,
+    };
+    tf_http_async_begin(r);
+    rc = tf_sched_request(m, &spec, &rb->request_id, rebuild_committed, rb);
+    if (rc) {
+        tf_http_async_end(r);
+        tf_http_error(r, 500, "cannot queue the request: %s",
+                      tf_strerror(rc));
+        goto fail;
+    }
+    return; /* rebuild_committed answers and frees rb */
+fail:
+    rebuild_free(rb);
+}
+
+void tf_api_rebuild(tf_http_req_t *r, uint64_t build_id)
+{
+    rebuild_t *rb = calloc(1, sizeof(*rb));
+    if (!rb) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    rb->r = r;
+    rb->build_id = build_id;
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, rebuild_read_fn, rebuild_read_done, rb) !=
+        0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        rebuild_free(rb);
+    }
+}

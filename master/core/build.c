@@ -1,0 +1,1090 @@
+/*
+ * build.c - the life of a build on the master.
+ *
+ *   STARTING --rows committed, build_start sent--> RUNNING
+ *   RUNNING  --build_finished / lost / cancelled--> ENDING --committed--> freed
+ *
+ * Events from the slave (docs/protocol.md, "Build events") are numbered per
+ * build. The master applies them strictly in order, queues each one's rows
+ * to the store in the same turn, and acknowledges a sequence number only
+ * after the transaction holding it committed: an ack is a promise that the
+ * slave may forget the event. Duplicates (a replay after a reconnect) are
+ * acknowledged and dropped; a gap is a protocol error.
+ *
+ * A build whose slave disconnects keeps running on the slave; it waits here
+ * (lost_since_ms set) for the slave to come back and resume it. If the slave
+ * returns without it, or stays away longer than build_lost_after_s, the
+ * build ends as RETRY and its request goes back in the queue (up to
+ * max_retries times).
+ *
+ * The authoritative result is computed here from the step results and the
+ * step flags with tf_result_fold; the slave's own result is informational.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "clock.h"
+#include "log.h"
+#include "core/jobs.h"
+#include "net/live.h"
+#include "mail/mail.h"
+#include "core/master.h"
+#include "core/props.h"
+#include "tf_err.h"
+
+typedef struct event_commit {
+    tf_master_t *m;
+    uint64_t build_id;
+    uint64_t seq;
+} event_commit_t;
+
+static void build_unlink(tf_master_t *m, tf_build_t *b);
+
+void tf_build_free(tf_build_t *b)
+{
+    if (!b)
+        return;
+    free(b->steps);
+    free(b->start_msg);
+    free(b);
+}
+
+static void builder_summary_write(tf_master_t *m, const char *builder)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, builder, false);
+    if (!mb)
+        return;
+    tf_sqlval_t v[] = {tf_sql_int(mb->npending), tf_sql_int(mb->nrunning),
+                       tf_sql_text(mb->name)};
+    tf_master_write(m,
+                    "UPDATE builders SET pending = ?1, running = ?2 "
+                    "WHERE name = ?3",
+                    v, 3, NULL, NULL);
+}
+
+/* Adds "key": "value" for each property, later sources overriding. */
+static void props_merge_text(json_t *props, const char *json_text)
+{
+    if (!json_text || !*json_text)
+        return;
+    json_t *o = json_loads(json_text, 0, NULL);
+    if (json_is_object(o))
+        json_object_update(props, o);
+    json_decref(o);
+}
+
+/* The tests of a request as one space-separated string ("" for none). */
+static char *tests_string(const tf_request_t *r)
+{
+    json_t *arr = json_loads(r->tests ? r->tests : "[]", 0, NULL);
+    tf_buf_t b;
+    tf_buf_init(&b, 64 * 1024);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_string(v))
+            tf_buf_printf(&b, "%s%s", b.len ? " " : "", json_string_value(v));
+    }
+    json_decref(arr);
+    char *out = b.data ? (char *)tf_buf_steal(&b, NULL) : strdup("");
+    tf_buf_free(&b);
+    return out;
+}
+
+static json_t *build_properties(tf_master_t *m, const tf_build_t *b,
+                                const tf_request_t *r)
+{
+    json_t *p = json_object();
+    if (!p)
+        return NULL;
+    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, b->builder);
+    for (size_t i = 0; cfg && i < cfg->nprops; i++)
+        json_object_set_new(p, cfg->props[i].key,
+                            json_string(cfg->props[i].value));
+    props_merge_text(p, r->properties);
+    char num[32];
+    snprintf(num, sizeof(num), "%" PRIu64, b->number);
+    json_object_set_new(p, "builder", json_string(b->builder));
+    json_object_set_new(p, "buildnumber", json_string(num));
+    json_object_set_new(p, "slave", json_string(b->slave));
+    if (r->owner && *r->owner)
+        json_object_set_new(p, "owner", json_string(r->owner));
+    if (cfg && cfg->repository) {
+        json_object_set_new(p, "repository", json_string(cfg->repository));
+        json_object_set_new(p, "branch", json_string(cfg->branch));
+    }
+    json_object_set_new(p, "revision",
+                        json_string(r->revision ? r->revision : ""));
+    char *tests = tests_string(r);
+    json_object_set_new(p, "tests", json_string(tests ? tests : ""));
+    free(tests);
+    if (r->job_id) {
+        snprintf(num, sizeof(num), "%" PRIu64, r->job_id);
+        json_object_set_new(p, "job_id", json_string(num));
+    }
+    if (r->scheduler)
+        json_object_set_new(p, "scheduler", json_string(r->scheduler));
+    if (r->scheduler || r->nchanges) {
+        snprintf(num, sizeof(num), "%zu", r->nchanges);
+        json_object_set_new(p, "changes", json_string(num));
+    }
+    return p;
+}
+
+static void steps_free(tf_step_spec_t *steps, size_t n)
+{
+    for (size_t i = 0; steps && i < n; i++)
+        tf_step_spec_clear(&steps[i]);
+    free(steps);
+}
+
+/* Adds KEY=VALUE to a step's env unless the step sets KEY itself. */
+static int env_add(tf_step_spec_t *sp, const char *key, const char *value)
+{
+    for (size_t i = 0; i < sp->nenv; i++)
+        if (strcmp(sp->env[i].key, key) == 0)
+            return 0;
+    tf_kv_t *e = realloc(sp->env, (sp->nenv + 1) * sizeof(*e));
+    if (!e)
+        return TF_ENOMEM;
+    sp->env = e;
+    e[sp->nenv].key = strdup(key);
+    e[sp->nenv].value = strdup(value);
+    sp->nenv++;
+    return e[sp->nenv - 1].key && e[sp->nenv - 1].value ? 0 : TF_ENOMEM;
+}
+
+/* Replaces *s by its interpolation. */
+static int interp(char **s, const json_t *props)
+{
+    char *v = tf_interpolate(*s, props);
+    if (!v)
+        return TF_ENOMEM;
+    free(*s);
+    *s = v;
+    return 0;
+}
+
+/* The steps a build runs: the source step first when the builder has a
+ * repository, then the configured steps with properties interpolated into
+ * their commands and environment, and TF_TESTS set when tests were asked
+ * for. The caller frees them with steps_free. */
+static int build_steps(const tf_cfg_builder_t *cfg, const tf_request_t *r,
+                       const json_t *props, tf_step_spec_t **out, size_t *n)
+{
+    bool src = cfg->repository != NULL;
+    size_t total = cfg->nsteps + (src ? 1 : 0), k = 0;
+    tf_step_spec_t *steps = calloc(total, sizeof(*steps));
+    const char *tests = json_string_value(json_object_get(props, "tests"));
+    int rc = TF_ENOMEM;
+    if (!steps)
+        return rc;
+    if (src) {
+        tf_step_spec_t *sp = &steps[k++];
+        char target[TF_REF_MAX + 16];
+        if (r->revision && *r->revision)
+            snprintf(target, sizeof(target), "%s", r->revision);
+        else
+            snprintf(target, sizeof(target), "origin/%s", cfg->branch);
+        sp->name = strdup("source");
+        sp->workdir = strdup("");
+        sp->builtin = strdup(TF_BUILTIN_SOURCE);
+        sp->argv = calloc(4, sizeof(char *));
+        if (!sp->name || !sp->workdir || !sp->builtin || !sp->argv)
+            goto fail;
+        sp->argc = 3;
+        sp->argv[0] = strdup("git");
+        sp->argv[1] = strdup("checkout");
+        sp->argv[2] = strdup(target);
+        if (!sp->argv[0] || !sp->argv[1] || !sp->argv[2])
+            goto fail;
+        sp->timeout_s = 1200;
+        sp->flags = tf_step_flags_default();
+        sp->flags.halt_on_failure = true;
+    }
+    for (size_t i = 0; i < cfg->nsteps; i++, k++) {
+        tf_step_spec_t *sp = &steps[k];
+        if ((rc = tf_step_spec_copy(sp, &cfg->steps[i].spec)) != 0)
+            goto fail;
+        rc = TF_ENOMEM;
+        for (size_t a = 0; a < sp->argc; a++)
+            if (interp(&sp->argv[a], props) != 0)
+                goto fail;
+        for (size_t e = 0; e < sp->nenv; e++)
+            if (interp(&sp->env[e].value, props) != 0)
+                goto fail;
+        if (tests && *tests && env_add(sp, "TF_TESTS", tests) != 0)
+            goto fail;
+    }
+    *out = steps;
+    *n = total;
+    return 0;
+fail:
+    steps_free(steps, total);
+    return rc;
+}
+
+/* Encodes the build_start message for b. */
+static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
+                              const tf_request_t *r, json_t *props,
+                              tf_step_spec_t *steps, size_t nsteps)
+{
+    tf_msg_t msg = {.type = TF_MSG_BUILD_START};
+    tf_source_t source = {0};
+    msg.u.build_start.build_id = b->id;
+    msg.u.build_start.builder = b->builder;
+    msg.u.build_start.number = b->number;
+    msg.u.build_start.workdir = b->builder;
+    size_t nprops = json_object_size(props);
+    tf_kv_t *kv = calloc(nprops ? nprops : 1, sizeof(tf_kv_t));
+    int rc = TF_ENOMEM;
+    if (!kv)
+        goto out;
+    const char *key;
+    json_t *val;
+    size_t i = 0;
+    json_object_foreach(props, key, val)
+    {
+        kv[i].key = (char *)key;
+        kv[i].value = (char *)json_string_value(val);
+        i++;
+    }
+    msg.u.build_start.props = kv;
+    msg.u.build_start.nprops = i;
+    msg.u.build_start.steps = steps;
+    msg.u.build_start.nsteps = nsteps;
+    if (cfg->repository) {
+        source.repository = cfg->repository;
+        source.branch = cfg->branch;
+        source.revision = r->revision ? r->revision : "";
+        if (r->patch_sha256[0]) {
+            source.has_patch = true;
+            memcpy(source.patch_sha256, r->patch_sha256,
+                   sizeof(source.patch_sha256));
+            source.patch_size = r->patch_size;
+        }
+        msg.u.build_start.source = &source;
+    }
+    rc = tf_msg_encode(&msg, &b->start_msg, &b->start_len);
+out:
+    free(kv);
+    return rc;
+}
+
+static void build_send_start(tf_master_t *m, tf_build_t *b)
+{
+    tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+    if (!b->start_msg)
+        return;
+    if (s && s->link) {
+        if (tf_link_send_text(s->link, b->start_msg, b->start_len) == 0)
+            tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
+                    ") sent to slave %s",
+                    b->id, b->builder, b->number, b->slave);
+    } else {
+        tf_info("build", "build %" PRIu64 ": slave %s went away before "
+                "build_start could be sent", b->id, b->slave);
+    }
+    free(b->start_msg);
+    b->start_msg = NULL;
+}
+
+static void build_rows_committed_cb(void *arg, int rc)
+{
+    event_commit_t *ec = arg;
+    tf_master_t *m = ec->m;
+    tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
+    free(ec);
+    if (!b || b->state != TF_BUILD_STARTING)
+        return;
+    if (rc) {
+        tf_error("build", "build %" PRIu64 ": its rows could not be stored; "
+                 "not starting it", b->id);
+        return;
+    }
+    b->state = TF_BUILD_RUNNING;
+    build_send_start(m, b);
+}
+
+int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
+    if (!mb || !mb->cfg)
+        return TF_ENOENT;
+    const tf_cfg_builder_t *cfg = mb->cfg;
+    tf_build_t *b = calloc(1, sizeof(*b));
+    json_t *props = NULL;
+    char *props_text = NULL;
+    tf_step_spec_t *steps = NULL;
+    size_t nsteps = 0;
+    int rc = TF_ENOMEM;
+    if (!b)
+        goto fail;
+    b->id = m->next_build_id;
+    b->number = mb->next_number;
+    snprintf(b->builder, sizeof(b->builder), "%s", mb->name);
+    snprintf(b->slave, sizeof(b->slave), "%s", s->name);
+    b->result = TF_SUCCESS;
+    b->request = r;
+    b->created_ms = tf_now_ms();
+    b->state = TF_BUILD_STARTING;
+    tf_list_init(&b->slave_node);
+    tf_list_init(&b->ack_node);
+    props = build_properties(m, b, r);
+    if (!props)
+        goto fail;
+    rc = build_steps(cfg, r, props, &steps, &nsteps);
+    if (rc)
+        goto fail;
+    rc = TF_ENOMEM;
+    b->steps = calloc(nsteps, sizeof(tf_bstep_t));
+    if (!b->steps)
+        goto fail;
+    b->nsteps = nsteps;
+    for (size_t i = 0; i < nsteps; i++) {
+        b->steps[i].flags = steps[i].flags;
+        snprintf(b->steps[i].name, sizeof(b->steps[i].name), "%s",
+                 steps[i].name);
+    }
+    rc = build_encode_start(b, cfg, r, props, steps, nsteps);
+    if (rc) {
+        tf_error("build", "cannot encode build_start for %s: %s", mb->name,
+                 tf_strerror(rc));
+        goto fail;
+    }
+    props_text = json_dumps(props, JSON_COMPACT | JSON_SORT_KEYS);
+    rc = tf_map_put_id(m->builds, b->id, b);
+    if (rc)
+        goto fail;
+
+    /* From here on the build exists: commit to it in memory and storage. */
+    m->next_build_id++;
+    mb->next_number++;
+    tf_list_unlink(&r->node);
+    mb->npending--;
+    mb->nrunning++;
+    r->state = TF_REQ_RUNNING;
+    r->build = b;
+    tf_list_push_back(&s->builds, &b->slave_node);
+    s->nbuilds++;
+    snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
+
+    tf_master_group_begin(m);
+    tf_sqlval_t bv[] = {
+        tf_sql_int((int64_t)b->id), tf_sql_text(b->builder),
+        tf_sql_int((int64_t)b->number), tf_sql_int((int64_t)r->id),
+        tf_sql_text(b->slave), tf_sql_int(b->created_ms),
+        tf_sql_int((int64_t)b->nsteps),
+        tf_sql_text(props_text ? props_text : "{}"),
+        tf_sql_text(r->reason),
+        tf_sql_text(cfg->repository),
+        tf_sql_text(cfg->branch),
+        tf_sql_text(r->revision),
+    };
+    tf_master_write(m,
+                    "INSERT INTO builds(id, builder, number, request_id, "
+                    "slave, state, created_ms, nsteps, properties, reason, "
+                    "repository, branch, revision) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, "
+                    "?10, ?11, ?12)",
+                    bv, 12, NULL, NULL);
+    for (size_t i = 0; i < nsteps; i++) {
+        const tf_step_spec_t *sp = &steps[i];
+        json_t *argv = json_array();
+        for (size_t k = 0; argv && k < sp->argc; k++)
+            json_array_append_new(argv, json_string(sp->argv[k]));
+        char *cmd = argv ? json_dumps(argv, JSON_COMPACT) : NULL;
+        json_decref(argv);
+        tf_sqlval_t sv[] = {
+            tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)i),
+            tf_sql_text(sp->name), tf_sql_text(cmd ? cmd : "[]"),
+            tf_sql_int(tf_flags_bits(&sp->flags)),
+        };
+        tf_master_write(m,
+                        "INSERT INTO steps(build_id, idx, name, state, "
+                        "command, flags) VALUES(?1, ?2, ?3, 'pending', ?4, "
+                        "?5)",
+                        sv, 5, NULL, NULL);
+        free(cmd);
+    }
+    /* The blamelist: the changes the request stands for, those of the
+     * requests collapsed into it included (sched.c). */
+    tf_sqlval_t cv[] = {tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)r->id)};
+    tf_master_write(m,
+                    "INSERT OR IGNORE INTO build_changes(build_id, change_id) "
+                    "SELECT ?1, change_id FROM request_changes "
+                    "WHERE request_id = ?2",
+                    cv, 2, NULL, NULL);
+    if (r->job_id)
+        tf_job_request_started(m, r->job_id);
+    tf_live_build(m, b, "created", 0);
+    tf_live_request(m, r, "started");
+    tf_sqlval_t rv[] = {tf_sql_int((int64_t)b->id), tf_sql_int(b->created_ms),
+                        tf_sql_int((int64_t)r->id)};
+    tf_master_write(m,
+                    "UPDATE build_requests SET state = 'running', "
+                    "build_id = ?1, started_ms = coalesce(started_ms, ?2) "
+                    "WHERE id = ?3",
+                    rv, 3, NULL, NULL);
+    tf_sqlval_t uv[] = {tf_sql_int((int64_t)b->id), tf_sql_text(mb->name),
+                        tf_sql_int(mb->npending), tf_sql_int(mb->nrunning)};
+    event_commit_t *ref = malloc(sizeof(*ref));
+    if (ref) {
+        ref->m = m;
+        ref->build_id = b->id;
+        ref->seq = 0;
+    }
+    tf_master_write(m,
+                    "UPDATE builders SET last_build_id = ?1, "
+                    "builds_total = builds_total + 1, pending = ?3, "
+                    "running = ?4 WHERE name = ?2",
+                    uv, 4, NULL, NULL);
+    tf_master_group_commit(m, ref ? build_rows_committed_cb : NULL, ref);
+    tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request %" PRIu64
+            " assigned to slave %s",
+            b->id, b->builder, b->number, r->id, s->name);
+    free(props_text);
+    json_decref(props);
+    steps_free(steps, nsteps);
+    return 0;
+fail:
+    free(props_text);
+    json_decref(props);
+    steps_free(steps, nsteps);
+    tf_build_free(b);
+    return rc;
+}
+
+/* --- acks --- */
+
+static void ack_owed(tf_master_t *m, tf_build_t *b)
+{
+    if (!b->ack_pending) {
+        b->ack_pending = true;
+        tf_list_push_back(&m->ack_list, &b->ack_node);
+    }
+    tf_sched_defer(m);
+}
+
+static void event_committed_cb(void *arg, int rc)
+{
+    event_commit_t *ec = arg;
+    tf_master_t *m = ec->m;
+    tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
+    if (b && rc == 0 && ec->seq > b->committed_seq) {
+        b->committed_seq = ec->seq;
+        ack_owed(m, b);
+    } else if (b && rc) {
+        tf_error("build", "build %" PRIu64 ": event %" PRIu64
+                 " failed to store; not acknowledging it",
+                 ec->build_id, ec->seq);
+    }
+    free(ec);
+}
+
+/* Adds the build's last_seq update to the event's write group and commits
+ * the group; its commit triggers the ack. */
+static void event_accepted(tf_master_t *m, tf_build_t *b, uint64_t seq)
+{
+    b->accepted_seq = seq;
+    event_commit_t *ec = malloc(sizeof(*ec));
+    if (ec) {
+        ec->m = m;
+        ec->build_id = b->id;
+        ec->seq = seq;
+    }
+    tf_sqlval_t v[] = {tf_sql_int((int64_t)seq), tf_sql_int((int64_t)b->id)};
+    tf_master_write(m, "UPDATE builds SET last_seq = ?1 WHERE id = ?2", v, 2,
+                    NULL, NULL);
+    /* The event's rows and its sequence number commit together or not at
+     * all, so a restart never replays half an event. */
+    tf_master_group_commit(m, ec ? event_committed_cb : NULL, ec);
+}
+
+static void send_ack(tf_mslave_t *s, uint64_t build_id, uint64_t seq)
+{
+    if (!s || !s->link)
+        return;
+    tf_msg_t a = {.type = TF_MSG_ACK};
+    a.u.ack.build_id = build_id;
+    a.u.ack.seq = seq;
+    tf_link_send_msg(s->link, &a);
+}
+
+void tf_build_flush_acks(tf_master_t *m)
+{
+    tf_list_t *it, *tmp;
+    tf_list_foreach_safe(it, tmp, &m->ack_list)
+    {
+        tf_build_t *b = tf_list_entry(it, tf_build_t, ack_node);
+        tf_list_unlink(&b->ack_node);
+        b->ack_pending = false;
+        tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+        if (b->committed_seq > b->acked_seq || b->state == TF_BUILD_ENDING) {
+            if (b->committed_seq > 0)
+                send_ack(s, b->id, b->committed_seq);
+            b->acked_seq = b->committed_seq;
+        }
+        if (b->state == TF_BUILD_ENDING &&
+            b->committed_seq >= b->accepted_seq) {
+            tf_map_del_id(m->builds, b->id);
+            tf_build_free(b);
+        }
+    }
+}
+
+/* --- ending --- */
+
+static const char *result_or_null(bool has, tf_result_t r)
+{
+    return has ? tf_result_name(r) : NULL;
+}
+
+/* Ends b with result: writes the build, its request and the summaries,
+ * requeues a RETRY, and detaches b from its slave and request. The build
+ * object stays in m->builds until its last event is acknowledged. */
+static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
+                      const char *text)
+{
+    int64_t now = tf_now_ms();
+    tf_request_t *r = b->request;
+    tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
+    (void)result_or_null;
+
+    tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") on %s: %s%s%s",
+            b->id, b->builder, b->number, b->slave, tf_result_name(result),
+            text ? ": " : "", text ? text : "");
+    tf_sqlval_t bv[] = {tf_sql_int(result), tf_sql_int(now),
+                        tf_sql_text(text), tf_sql_int((int64_t)b->id)};
+    tf_master_write(m,
+                    "UPDATE builds SET state = 'finished', result = ?1, "
+                    "finished_ms = ?2, text = ?3, "
+                    "started_ms = coalesce(started_ms, ?2) WHERE id = ?4",
+                    bv, 4, NULL, NULL);
+
+    bool requeue = false;
+    if (r) {
+        unsigned max = m->cfg->max_retries;
+        requeue = result == TF_RETRY && r->retries < max && mb && mb->cfg &&
+                  !b->cancel_requested;
+        if (requeue) {
+            r->retries++;
+            r->state = TF_REQ_PENDING;
+            r->build = NULL;
+            tf_sqlval_t rv[] = {tf_sql_int(r->retries),
+                                tf_sql_int((int64_t)r->id)};
+            tf_master_write(m,
+                            "UPDATE build_requests SET state = 'pending', "
+                            "retries = ?1, build_id = NULL WHERE id = ?2",
+                            rv, 2, NULL, NULL);
+        } else {
+            tf_sqlval_t rv[] = {tf_sql_int(result), tf_sql_int(now),
+                                tf_sql_int((int64_t)r->id)};
+            tf_master_write(m,
+                            "UPDATE build_requests SET state = 'done', "
+                            "result = ?1, finished_ms = ?2 WHERE id = ?3",
+                            rv, 3, NULL, NULL);
+            if (r->job_id)
+                tf_job_request_done(m, r->job_id, result);
+            else
+                tf_mail_build_done(m, b->id, b->builder, result);
+        }
+    }
+    if (mb && mb->nrunning > 0)
+        mb->nrunning--;
+    if (result != TF_RETRY) {
+        tf_sqlval_t sv[] = {tf_sql_int((int64_t)b->id), tf_sql_int(result),
+                            tf_sql_int(now), tf_sql_text(b->builder)};
+        tf_master_write(m,
+                        "UPDATE builders SET last_complete_build_id = ?1, "
+                        "last_complete_result = ?2, last_complete_ms = ?3 "
+                        "WHERE name = ?4",
+                        sv, 4, NULL, NULL);
+    }
+    tf_sqlval_t dv[] = {tf_sql_text(b->slave)};
+    tf_master_write(m,
+                    "UPDATE slaves SET builds_done = builds_done + 1 "
+                    "WHERE name = ?1",
+                    dv, 1, NULL, NULL);
+    build_unlink(m, b);
+    b->state = TF_BUILD_ENDING;
+    tf_live_build(m, b, "finished", result);
+    b->request = NULL;
+    if (r) {
+        if (requeue) {
+            tf_sched_enqueue(m, r);
+        } else {
+            tf_map_del_id(m->requests, r->id);
+            tf_request_free(r);
+        }
+    }
+    if (mb)
+        builder_summary_write(m, mb->name);
+    tf_sched_kick(m);
+}
+
+static void build_unlink(tf_master_t *m, tf_build_t *b)
+{
+    (void)m;
+    if (tf_list_linked(&b->slave_node)) {
+        tf_list_unlink(&b->slave_node);
+        tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+        if (s && s->nbuilds > 0)
+            s->nbuilds--;
+    }
+}
+
+/* Ends a build that will send no more events (lost, or cancelled while its
+ * slave is away): unfinished steps are closed in storage too. */
+static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
+                             const char *text)
+{
+    int64_t now = tf_now_ms();
+    for (size_t i = 0; i < b->nsteps; i++) {
+        tf_bstep_t *st = &b->steps[i];
+        if (st->finished)
+            continue;
+        tf_result_t r = st->started ? result : TF_SKIPPED;
+        tf_sqlval_t v[] = {tf_sql_int(r), tf_sql_int(now),
+                           tf_sql_text(st->started ? text : "not run"),
+                           tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)i)};
+        tf_master_write(m,
+                        "UPDATE steps SET state = 'done', result = ?1, "
+                        "finished_ms = ?2, text = ?3 "
+                        "WHERE build_id = ?4 AND idx = ?5",
+                        v, 5, NULL, NULL);
+        st->finished = true;
+        st->result = r;
+    }
+    build_end(m, b, result, text);
+    /* Nothing more will come for it: make the ack pass free it. */
+    b->accepted_seq = b->committed_seq;
+    ack_owed(m, b);
+}
+
+/* --- events --- */
+
+static tf_build_t *event_build(tf_master_t *m, tf_mslave_t *s,
+                               uint64_t build_id, uint64_t seq, bool final)
+{
+    tf_build_t *b = tf_map_get_id(m->builds, build_id);
+    if (b && strcmp(b->slave, s->name) == 0 && b->state != TF_BUILD_ENDING)
+        return b;
+    if (b && b->state == TF_BUILD_ENDING && strcmp(b->slave, s->name) == 0 &&
+        seq <= b->accepted_seq)
+        return b; /* duplicate of an event we have: handled by the caller */
+    /* Not a build of ours for this slave (ended, reassigned, or never
+     * known): acknowledge so the slave forgets it, and stop it. */
+    tf_debug("build", "slave %s sent event %" PRIu64 " for build %" PRIu64
+             " it does not run here; acknowledging and aborting",
+             s->name, seq, build_id);
+    send_ack(s, build_id, seq);
+    if (!final && s->link) {
+        tf_msg_t a = {.type = TF_MSG_BUILD_ABORT};
+        a.u.build_abort.build_id = build_id;
+        a.u.build_abort.reason = "this build is not running on the master";
+        tf_link_send_msg(s->link, &a);
+    }
+    return NULL;
+}
+
+/* Returns 1 for a duplicate (already acked or to be acked), 0 to apply,
+ * TF_EPROTO for a gap. */
+static int event_order(tf_master_t *m, tf_build_t *b, uint64_t seq, char *err,
+                       size_t errlen)
+{
+    if (seq <= b->accepted_seq) {
+        ack_owed(m, b);
+        return 1;
+    }
+    if (seq != b->accepted_seq + 1) {
+        snprintf(err, errlen,
+                 "build %" PRIu64 ": event %" PRIu64 " after %" PRIu64
+                 " (gap)",
+                 b->id, seq, b->accepted_seq);
+        return TF_EPROTO;
+    }
+    return 0;
+}
+
+static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
+                           char *err, size_t errlen)
+{
+    uint32_t i = msg->u.step_started.step;
+    if (i >= b->nsteps || b->steps[i].started || b->steps[i].finished) {
+        snprintf(err, errlen, "build %" PRIu64 ": step_started for step %u "
+                 "is out of place", b->id, i);
+        return TF_EPROTO;
+    }
+    b->steps[i].started = true;
+    int64_t t = msg->u.step_started.time_ms;
+    b->steps[i].started_ms = t;
+    bool first = !b->started_ms;
+    if (first) {
+        b->started_ms = t;
+        tf_sqlval_t v[] = {tf_sql_int(t), tf_sql_int((int64_t)b->id)};
+        tf_master_write(m,
+                        "UPDATE builds SET state = 'running', started_ms = ?1 "
+                        "WHERE id = ?2",
+                        v, 2, NULL, NULL);
+    }
+    tf_sqlval_t v[] = {tf_sql_int(t), tf_sql_int((int64_t)b->id),
+                       tf_sql_int(i)};
+    tf_master_write(m,
+                    "UPDATE steps SET state = 'running', started_ms = ?1 "
+                    "WHERE build_id = ?2 AND idx = ?3",
+                    v, 3, NULL, NULL);
+    if (first)
+        tf_live_build(m, b, "started", 0);
+    tf_live_step(m, b, i, NULL);
+    return 0;
+}
+
+/* The stats a step's command modifiers extracted, one row each, in the
+ * write group of the step's end (so they commit with it or not at all). A
+ * replayed step_finished is dropped before it gets here, and REPLACE keeps
+ * a retried write harmless anyway. */
+static void step_stats_write(tf_master_t *m, const tf_build_t *b, uint32_t i,
+                             const tf_stat_t *st, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        /* The store binds no doubles: "%.17g" text converts back to the
+         * very same double. */
+        char num[40];
+        snprintf(num, sizeof(num), "%.17g", st[k].value);
+        tf_sqlval_t v[] = {tf_sql_text(b->builder), tf_sql_int((int64_t)b->id),
+                           tf_sql_int(i), tf_sql_text(st[k].name),
+                           tf_sql_text(num)};
+        tf_master_write(m,
+                        "INSERT OR REPLACE INTO stats(builder, build_id, "
+                        "step, name, value) "
+                        "VALUES(?1, ?2, ?3, ?4, CAST(?5 AS REAL))",
+                        v, 5, NULL, NULL);
+    }
+}
+
+static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
+                            char *err, size_t errlen)
+{
+    const __typeof__(msg->u.step_finished) *f = &msg->u.step_finished;
+    uint32_t i = f->step;
+    if (i >= b->nsteps || b->steps[i].finished) {
+        snprintf(err, errlen, "build %" PRIu64 ": step_finished for step %u "
+                 "is out of place", b->id, i);
+        return TF_EPROTO;
+    }
+    tf_bstep_t *st = &b->steps[i];
+    st->finished = true;
+    st->result = f->result;
+    st->finished_ms = f->time_ms;
+    bool term = false;
+    b->result = tf_result_fold(b->result, f->result, &st->flags, &term);
+    b->terminated = b->terminated || term;
+    tf_live_step(m, b, i, f->text);
+    tf_sqlval_t v[] = {
+        tf_sql_int(f->result),
+        tf_sql_int(f->time_ms),
+        tf_sql_int(f->duration_ms),
+        f->has_exit_code ? tf_sql_int(f->exit_code) : tf_sql_null(),
+        f->has_signal ? tf_sql_int(f->signal) : tf_sql_null(),
+        tf_sql_int(f->timed_out ? 1 : 0),
+        tf_sql_text(f->text),
+        tf_sql_int((int64_t)b->id),
+        tf_sql_int(i),
+        tf_sql_int(f->time_ms - f->duration_ms),
+        tf_sql_text(f->info),
+        f->has_warnings ? tf_sql_int((int64_t)f->warnings) : tf_sql_null(),
+    };
+    for (size_t k = 0; k < f->nprops; k++) {
+        char path[TF_NAME_MAX + 8];
+        snprintf(path, sizeof(path), "$.%s", f->props[k].key);
+        tf_sqlval_t pv[] = {tf_sql_text(path), tf_sql_text(f->props[k].value),
+                            tf_sql_int((int64_t)b->id)};
+        tf_master_write(m,
+                        "UPDATE builds SET properties = "
+                        "json_set(properties, ?1, ?2) WHERE id = ?3",
+                        pv, 3, NULL, NULL);
+        if (strcmp(f->props[k].key, "got_revision") == 0) {
+            tf_sqlval_t gv[] = {tf_sql_text(f->props[k].value),
+                                tf_sql_int((int64_t)b->id)};
+            tf_master_write(m,
+                            "UPDATE builds SET got_revision = ?1 WHERE id = ?2",
+                            gv, 2, NULL, NULL);
+        }
+    }
+    tf_master_write(m,
+                    "UPDATE steps SET state = 'done', result = ?1, "
+                    "finished_ms = ?2, duration_ms = ?3, exit_code = ?4, "
+                    "signal = ?5, timed_out = ?6, text = ?7, "
+                    "started_ms = CASE WHEN ?1 = 3 THEN started_ms "
+                    "ELSE coalesce(started_ms, ?10) END, "
+                    "info = ?11, warnings = ?12 "
+                    "WHERE build_id = ?8 AND idx = ?9",
+                    v, 12, NULL, NULL);
+    step_stats_write(m, b, i, f->stats, f->nstats);
+    return 0;
+}
+
+int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
+                   char *err, size_t errlen)
+{
+    uint64_t build_id, seq;
+    switch (msg->type) {
+    case TF_MSG_STEP_STARTED:
+        build_id = msg->u.step_started.build_id;
+        seq = msg->u.step_started.seq;
+        break;
+    case TF_MSG_STEP_FINISHED:
+        build_id = msg->u.step_finished.build_id;
+        seq = msg->u.step_finished.seq;
+        break;
+    case TF_MSG_BUILD_FINISHED:
+        build_id = msg->u.build_finished.build_id;
+        seq = msg->u.build_finished.seq;
+        break;
+    default:
+        snprintf(err, errlen, "not a build event");
+        return TF_EPROTO;
+    }
+    tf_build_t *b = event_build(m, s, build_id, seq,
+                                msg->type == TF_MSG_BUILD_FINISHED);
+    if (!b)
+        return 0;
+    int rc = event_order(m, b, seq, err, errlen);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    if (b->state == TF_BUILD_STARTING)
+        b->state = TF_BUILD_RUNNING; /* events can beat the commit callback */
+    tf_master_group_begin(m);
+    switch (msg->type) {
+    case TF_MSG_STEP_STARTED:
+        rc = ev_step_started(m, b, msg, err, errlen);
+        break;
+    case TF_MSG_STEP_FINISHED:
+        rc = ev_step_finished(m, b, msg, err, errlen);
+        break;
+    default:
+        b->finish_seen = true;
+        break;
+    }
+    if (rc) {
+        tf_master_group_commit(m, NULL, NULL); /* empty: checks come first */
+        return rc;
+    }
+    if (msg->type == TF_MSG_BUILD_FINISHED) {
+        tf_result_t res = b->result;
+        const char *text = NULL;
+        if (b->cancel_requested && res != TF_CANCELLED)
+            res = tf_result_worst(res, TF_CANCELLED);
+        if (msg->u.build_finished.result == TF_RETRY && res != TF_RETRY) {
+            /* A build refused at once (slave draining) has no steps run. */
+            bool any = false;
+            for (size_t i = 0; i < b->nsteps; i++)
+                any = any || b->steps[i].started || b->steps[i].finished;
+            if (!any) {
+                res = TF_RETRY;
+                text = "the slave did not take the build";
+            }
+        }
+        if (text) {
+            /* Mark the steps so the build page does not show them pending. */
+            build_end_forced(m, b, res, text);
+            b->accepted_seq = seq;
+            event_accepted(m, b, seq);
+            return 0;
+        }
+        build_end(m, b, res, NULL);
+    }
+    event_accepted(m, b, seq);
+    return 0;
+}
+
+static uint64_t count_lines(const uint8_t *p, size_t n)
+{
+    uint64_t c = 0;
+    const uint8_t *end = p + n;
+    while (p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            break;
+        c++;
+        p = nl + 1;
+    }
+    return c;
+}
+
+int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
+                    const uint8_t *payload, char *err, size_t errlen)
+{
+    tf_build_t *b = event_build(m, s, h->build_id, h->seq, false);
+    if (!b)
+        return 0;
+    int rc = event_order(m, b, h->seq, err, errlen);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    if (h->step >= b->nsteps || !b->steps[h->step].started ||
+        b->steps[h->step].finished) {
+        snprintf(err, errlen, "build %" PRIu64 ": output for step %u, which "
+                 "is not running", b->id, (unsigned)h->step);
+        return TF_EPROTO;
+    }
+    tf_bstep_t *st = &b->steps[h->step];
+    void *copy = malloc(h->length);
+    if (!copy) {
+        snprintf(err, errlen, "out of memory");
+        return TF_ENOMEM;
+    }
+    memcpy(copy, payload, h->length);
+    tf_master_group_begin(m);
+    uint64_t offset = st->log_bytes;
+    uint64_t line = st->log_lines;
+    st->log_bytes += h->length;
+    st->log_lines += count_lines(payload, h->length);
+    tf_live_log(m, b->id, h->step, offset, payload, h->length);
+    tf_sqlval_t cv[] = {
+        tf_sql_int((int64_t)b->id), tf_sql_int(h->step),
+        tf_sql_int((int64_t)offset), tf_sql_int((int64_t)h->seq),
+        tf_sql_int(h->stream), tf_sql_int((int64_t)line),
+        tf_sql_blob_owned(copy, h->length),
+    };
+    tf_master_write(m,
+                    "INSERT INTO log_chunks(build_id, step, offset, seq, "
+                    "stream, line, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    cv, 7, NULL, NULL);
+    tf_sqlval_t sv[] = {tf_sql_int((int64_t)st->log_bytes),
+                        tf_sql_int((int64_t)st->log_lines),
+                        tf_sql_int((int64_t)b->id), tf_sql_int(h->step)};
+    tf_master_write(m,
+                    "UPDATE steps SET log_bytes = ?1, log_lines = ?2 "
+                    "WHERE build_id = ?3 AND idx = ?4",
+                    sv, 4, NULL, NULL);
+    event_accepted(m, b, h->seq);
+    return 0;
+}
+
+/* --- slave presence --- */
+
+void tf_build_slave_gone(tf_master_t *m, tf_mslave_t *s)
+{
+    int64_t now = tf_mono_ms();
+    tf_list_t *it;
+    (void)m;
+    tf_list_foreach(it, &s->builds)
+    {
+        tf_build_t *b = tf_list_entry(it, tf_build_t, slave_node);
+        if (!b->lost_since_ms)
+            b->lost_since_ms = now;
+    }
+}
+
+static bool hello_has(const tf_msg_t *hello, uint64_t id)
+{
+    for (size_t i = 0; i < hello->u.hello.nrunning; i++)
+        if (hello->u.hello.running[i].build_id == id)
+            return true;
+    return false;
+}
+
+int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
+                        tf_running_t **resume, size_t *nresume,
+                        uint64_t **abandon, size_t *nabandon)
+{
+    size_t nrun = hello->u.hello.nrunning;
+    *resume = calloc(nrun ? nrun : 1, sizeof(tf_running_t));
+    *abandon = calloc(nrun ? nrun : 1, sizeof(uint64_t));
+    *nresume = *nabandon = 0;
+    if (!*resume || !*abandon) {
+        free(*resume);
+        free(*abandon);
+        *resume = NULL;
+        *abandon = NULL;
+        return TF_ENOMEM;
+    }
+    for (size_t i = 0; i < nrun; i++) {
+        uint64_t id = hello->u.hello.running[i].build_id;
+        tf_build_t *b = tf_map_get_id(m->builds, id);
+        if (b && strcmp(b->slave, s->name) == 0 &&
+            b->state != TF_BUILD_ENDING) {
+            (*resume)[(*nresume)++] =
+                (tf_running_t){.build_id = id, .seq = b->accepted_seq};
+            b->lost_since_ms = 0;
+            tf_info("build", "build %" PRIu64 " resumes on slave %s after "
+                    "event %" PRIu64, id, s->name, b->accepted_seq);
+        } else {
+            (*abandon)[(*nabandon)++] = id;
+        }
+    }
+    /* Builds the master gave this slave that it no longer has. */
+    tf_list_t *it, *tmp;
+    tf_list_foreach_safe(it, tmp, &s->builds)
+    {
+        tf_build_t *b = tf_list_entry(it, tf_build_t, slave_node);
+        if (hello_has(hello, b->id))
+            continue;
+        if (b->state == TF_BUILD_STARTING) {
+            b->lost_since_ms = 0; /* build_start goes out on commit */
+            continue;
+        }
+        tf_master_group_begin(m);
+        build_end_forced(m, b, TF_RETRY,
+                         "the slave came back without this build");
+        tf_master_group_commit(m, NULL, NULL);
+    }
+    return 0;
+}
+
+void tf_build_check_lost(tf_master_t *m)
+{
+    int64_t now = tf_mono_ms();
+    int64_t limit = (int64_t)m->cfg->build_lost_after_s * 1000;
+    size_t pos = 0;
+    void *v;
+    /* Collect first: ending a build changes the map. */
+    tf_build_t *lost[64];
+    size_t n = 0;
+    while (n < 64 && tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
+        tf_build_t *b = v;
+        if (b->state != TF_BUILD_ENDING && b->lost_since_ms &&
+            now - b->lost_since_ms > limit)
+            lost[n++] = b;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char text[160];
+        snprintf(text, sizeof(text), "slave %s gone for more than %u s",
+                 lost[i]->slave, m->cfg->build_lost_after_s);
+        tf_master_group_begin(m);
+        build_end_forced(m, lost[i], TF_RETRY, text);
+        tf_master_group_commit(m, NULL, NULL);
+    }
+}
+
+int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why)
+{
+    tf_build_t *b = tf_map_get_id(m->builds, build_id);
+    if (!b || b->state == TF_BUILD_ENDING)
+        return TF_ENOENT;
+    b->cancel_requested = true;
+    tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+    if (s && s->link && b->state == TF_BUILD_RUNNING) {
+        tf_msg_t a = {.type = TF_MSG_BUILD_ABORT};
+        a.u.build_abort.build_id = b->id;
+        a.u.build_abort.reason = (char *)(why ? why : "cancelled");
+        tf_link_send_msg(s->link, &a);
+        tf_info("build", "build %" PRIu64 ": abort sent to %s", b->id,
+                s->name);
+        return 0;
+    }
+    /* Not reachable (slave away, or build_start not yet sent): end it here;
+     * the slave is told to drop it when it comes back. */
+    free(b->start_msg);
+    b->start_msg = NULL;
+    tf_master_group_begin(m);
+    build_end_forced(m, b, TF_CANCELLED, why ? why : "cancelled");
+    tf_master_group_commit(m, NULL, NULL);
+    return 0;
+}

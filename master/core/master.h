@@ -1,0 +1,385 @@
+/*
+ * master.h - tf-master's live state and the functions its modules share.
+ *
+ * The loop thread owns everything declared here. The in-memory objects are
+ * a cache of what sqlite holds (ARCHITECTURE.md: "all the state is on the
+ * log files"): every change is queued to the store writer in the same turn
+ * it is made in memory, and a restart rebuilds these objects from the
+ * database (master.c: tf_master_load).
+ *
+ * Objects and who owns them:
+ *   tf_master_t   one per process.
+ *   tf_mslave_t   one per slave name ever configured or seen; kept when the
+ *                 config drops it (cfg == NULL) while builds still refer to
+ *                 it. Owned by m->slaves.
+ *   tf_mbuilder_t one per builder name; cfg == NULL once removed from the
+ *                 config (pending requests then wait). Owned by m->builders.
+ *   tf_request_t  a build request that is pending or running. Owned by
+ *                 m->requests; freed when it is done.
+ *   tf_build_t    a build not yet finished. Owned by m->builds; freed when
+ *                 its end is committed and acknowledged.
+ *   tf_link_t     one websocket connection from a slave (link.c).
+ */
+#ifndef TF_MASTER_H
+#define TF_MASTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "list.h"
+#include "map.h"
+#include "names.h"
+#include "proto.h"
+#include "result.h"
+#include "store/store.h"
+
+typedef struct tf_master tf_master_t;
+typedef struct tf_link tf_link_t;
+typedef struct tf_build tf_build_t;
+typedef struct tf_request tf_request_t;
+
+typedef struct tf_mslave {
+    char name[TF_NAME_MAX + 1];
+    const tf_cfg_slave_t *cfg; /* NULL when no longer configured */
+    tf_link_t *link;           /* the READY link, or NULL */
+    tf_list_t builds;          /* tf_build_t.slave_node */
+    unsigned nbuilds;          /* builds on the list */
+    uint32_t hello_max_builds; /* what the slave offered */
+    bool draining;             /* sent drain on this link */
+    char platform[TF_PROTO_MAX_INFO + 1];
+    char version[TF_PROTO_MAX_INFO + 1];
+    int64_t connected_ms;
+    int64_t last_seen_ms;
+} tf_mslave_t;
+
+typedef struct tf_mbuilder {
+    char name[TF_NAME_MAX + 1];
+    const tf_cfg_builder_t *cfg; /* NULL when no longer configured */
+    uint64_t next_number;
+    tf_list_t pending;           /* tf_request_t.node, pending only */
+    unsigned npending;
+    unsigned nrunning;
+    /* The slave that started its last build: its checkout of this builder
+     * is the warmest (slaves keep one per builder, whatever they built
+     * since), so the scheduler prefers it. */
+    char last_slave[TF_NAME_MAX + 1];
+} tf_mbuilder_t;
+
+typedef enum {
+    TF_REQ_PENDING = 0,
+    TF_REQ_RUNNING,
+} tf_req_state_t;
+
+/* What a new build request asks for (tf_sched_request). Strings are
+ * borrowed; NULL means "none". */
+typedef struct tf_reqspec {
+    const char *builder;
+    const char *reason;
+    const char *owner;        /* fair share is per owner; NULL = "" */
+    const char *properties;   /* JSON object text; NULL = "{}" */
+    int priority;
+    uint64_t job_id;          /* 0 = not part of a try job */
+    const char *tests;        /* JSON array text; NULL = "[]" */
+    const char *revision;     /* NULL = the branch head at build time */
+    const char *patch_sha256; /* NULL = no patch */
+    uint64_t patch_size;
+    const char *scheduler;    /* the scheduler that made it; NULL = none.
+                                 Such requests are continuous: they collapse
+                                 (builder's collapse_requests) */
+    const uint64_t *changes;  /* change ids: its blamelist */
+    size_t nchanges;
+} tf_reqspec_t;
+
+struct tf_request {
+    uint64_t id;
+    char builder[TF_NAME_MAX + 1];
+    char *reason;       /* owned; may be NULL */
+    char *owner;        /* owned; "" for none: fair share is per owner */
+    char *properties;   /* owned JSON object text */
+    uint64_t job_id;    /* 0 when not part of a try job */
+    char *tests;        /* owned JSON array text */
+    char *revision;     /* owned; NULL = branch head */
+    char patch_sha256[TF_PROTO_NONCE_HEX + 1]; /* "" = no patch */
+    uint64_t patch_size;
+    int priority;
+    int64_t submitted_ms;
+    uint64_t fair_tag;  /* start-time fair queueing tag (sched.c) */
+    unsigned retries;
+    tf_req_state_t state;
+    tf_list_t node;     /* builder's pending list while pending */
+    tf_build_t *build;  /* while running */
+    char *scheduler;    /* owned; NULL when not made by a scheduler */
+    uint64_t *changes;  /* owned change ids (request_changes) */
+    size_t nchanges;
+};
+
+typedef enum {
+    TF_BUILD_STARTING = 0, /* rows queued, build_start not yet sent */
+    TF_BUILD_RUNNING,      /* build_start sent (or restored after restart) */
+    TF_BUILD_ENDING,       /* end queued to the store, awaiting commit */
+} tf_build_state_t;
+
+typedef struct tf_bstep {
+    char name[TF_NAME_MAX + 1];
+    tf_step_flags_t flags;
+    bool started;
+    bool finished;
+    tf_result_t result;
+    uint64_t log_bytes;
+    uint64_t log_lines;
+    int64_t started_ms;
+    int64_t finished_ms;
+} tf_bstep_t;
+
+struct tf_build {
+    uint64_t id;
+    uint64_t number;
+    char builder[TF_NAME_MAX + 1];
+    char slave[TF_NAME_MAX + 1];
+    tf_request_t *request;     /* the request it runs */
+    tf_build_state_t state;
+    tf_bstep_t *steps;
+    size_t nsteps;
+    tf_result_t result;        /* folded so far */
+    bool terminated;           /* a step asked to halt */
+    bool finish_seen;          /* build_finished accepted */
+    bool cancel_requested;
+    uint64_t accepted_seq;     /* last event applied in memory */
+    uint64_t committed_seq;    /* last event committed */
+    uint64_t acked_seq;        /* last ack queued to the slave */
+    bool ack_pending;          /* on m->ack_list */
+    int64_t created_ms;
+    int64_t started_ms;
+    int64_t lost_since_ms;     /* tf_mono_ms() when the slave left;
+                                * 0 = connected */
+    char *start_msg;           /* encoded build_start until sent */
+    size_t start_len;
+    tf_list_t slave_node;      /* mslave->builds */
+    tf_list_t ack_node;        /* m->ack_list */
+};
+
+struct tf_master {
+    uv_loop_t *loop;
+    char *dir;
+    tf_config_t *cfg;
+    tf_store_t *store;
+    struct lws_context *lws;
+    struct lws_vhost *vhost;
+    char *web_root;     /* copied at start: lws keeps pointing at it
+                         * across config reloads */
+    char admin_token[65];
+
+    tf_map_t *slaves;   /* name -> tf_mslave_t */
+    tf_map_t *builders; /* name -> tf_mbuilder_t */
+    tf_map_t *requests; /* id -> tf_request_t */
+    tf_map_t *builds;   /* id -> tf_build_t */
+    tf_map_t *links;    /* id -> tf_link_t */
+    tf_map_t *jobs;     /* id -> tf_mjob_t, unfinished try jobs */
+
+    uint64_t next_build_id;
+    uint64_t next_request_id;
+    uint64_t next_job_id;
+    uint64_t next_link_id;
+    uint64_t fair_vtime;       /* sched.c */
+    tf_map_t *fair_last;       /* owner -> (uintptr_t) last tag */
+
+    tf_list_t ack_list;        /* builds with acks to send */
+    tf_list_t live_conns;      /* live.c viewers */
+    struct tf_wgroup *group;   /* collecting writes (tf_master_group_*) */
+    struct tf_pollers *pollers;       /* poller.c */
+    struct tf_schedulers *schedulers; /* schedulers.c */
+    struct tf_mail *mail;             /* mail.c; NULL when mail is off */
+    bool store_congested;
+
+    uv_signal_t sig_hup, sig_term, sig_int;
+    uv_timer_t tick;           /* heartbeats, lost checks: every second */
+    uv_idle_t sched_idle;      /* runs the scheduler once per turn */
+    bool sched_wanted;
+    uv_timer_t shutdown_timer;
+    int shutdown_phase;
+    bool stopping;
+    int exit_code;
+};
+
+/* Step flags as stored in steps.flags (bit 0 haltOnFailure, 1
+ * flunkOnFailure, 2 warnOnFailure, 3 flunkOnWarnings, 4 warnOnWarnings,
+ * 5 alwaysRun), so a restarted master can fold results again. */
+static inline int tf_flags_bits(const tf_step_flags_t *f)
+{
+    return (f->halt_on_failure ? 1 : 0) | (f->flunk_on_failure ? 2 : 0) |
+           (f->warn_on_failure ? 4 : 0) | (f->flunk_on_warnings ? 8 : 0) |
+           (f->warn_on_warnings ? 16 : 0) | (f->always_run ? 32 : 0);
+}
+
+static inline tf_step_flags_t tf_flags_from_bits(int b)
+{
+    tf_step_flags_t f = {
+        .halt_on_failure = (b & 1) != 0,
+        .flunk_on_failure = (b & 2) != 0,
+        .warn_on_failure = (b & 4) != 0,
+        .flunk_on_warnings = (b & 8) != 0,
+        .warn_on_warnings = (b & 16) != 0,
+        .always_run = (b & 32) != 0,
+    };
+    return f;
+}
+
+/* --- master.c --- */
+
+/* Runs the master of directory dir (config: config_path, or
+ * DIR/master.json when NULL) until SIGTERM/SIGINT. Returns the process exit
+ * code: 0 after a clean shutdown, 2 for a bad config, 1 otherwise. */
+int tf_master_run(const char *dir, const char *config_path);
+
+/* Queues a write and logs a failure to queue it. Same contract as
+ * tf_store_write; returns its value. */
+int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
+                    size_t nvals, tf_store_done_cb cb, void *arg);
+
+/* Starts collecting writes: until tf_master_group_commit, tf_master_write
+ * queues nothing and keeps copies instead. Groups do not nest. */
+void tf_master_group_begin(tf_master_t *m);
+
+/* Queues the collected writes as one all-or-nothing operation; cb (may be
+ * NULL) fires after its commit. Returns as tf_store_write_multi. An empty
+ * group queues nothing and calls cb with 0 at once. */
+int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg);
+
+/* Records a slave event (connected, disconnected, lost, refused). */
+void tf_master_slave_event(tf_master_t *m, const char *slave,
+                           const char *event, const char *detail);
+
+tf_mslave_t *tf_master_slave(tf_master_t *m, const char *name, bool create);
+tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name,
+                                 bool create);
+
+/* --- sched.c --- */
+
+/* Asks for a scheduling pass at the end of this loop turn. */
+void tf_sched_kick(tf_master_t *m);
+
+/* Asks for the end-of-turn work (acks) without a scheduling pass. */
+void tf_sched_defer(tf_master_t *m);
+
+/* Creates and queues a build request: in memory now, in storage with cb
+ * firing after the commit. Returns 0 and the request id in *id_out (cb then
+ * runs, possibly at once with an error, in which case nothing was queued),
+ * or a negative code without calling cb (TF_ENOENT: no such builder). */
+int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
+                     uint64_t *id_out, tf_store_done_cb cb, void *arg);
+
+/* Builds a request object with the given id from spec (not queued, not
+ * written). NULL on OOM. */
+tf_request_t *tf_request_make(const tf_reqspec_t *spec, uint64_t id,
+                              int64_t submitted_ms);
+
+/* Queues the INSERT of r (part of the current write group, if any). */
+void tf_request_write(tf_master_t *m, const tf_request_t *r);
+
+/* Adds r to m->requests and its builder's queue. Returns 0 or TF_ENOMEM. */
+int tf_sched_adopt(tf_master_t *m, tf_request_t *r);
+
+/* Takes a pending request out of the queue for good (state 'cancelled',
+ * result CANCELLED) and frees it; its job learns of it. cb (may be NULL)
+ * fires after the commit. */
+void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
+                             tf_store_done_cb cb, void *arg);
+
+/* Puts a request (in memory) on its builder's pending list. */
+void tf_sched_enqueue(tf_master_t *m, tf_request_t *r);
+
+/* The 1-based position of a pending request in its builder's queue (the
+ * order the scheduler would pick), or 0 if not pending. */
+unsigned tf_sched_position(tf_master_t *m, const tf_request_t *r);
+
+/* Whether slave s can take one more build now. */
+bool tf_sched_slave_has_room(const tf_mslave_t *s);
+
+void tf_request_free(tf_request_t *r);
+
+/* --- build.c --- */
+
+/* Starts request r on slave s: allocates the build, queues its rows, and
+ * sends build_start once they are committed. */
+int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
+
+/* Applies one decoded control event from a slave's link (step_started,
+ * step_finished, build_finished). Returns 0, or TF_EPROTO with err filled
+ * when the link must be closed as malformed. */
+int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
+                   char *err, size_t errlen);
+
+/* Applies one binary output frame. Same contract. */
+int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
+                    const uint8_t *payload, char *err, size_t errlen);
+
+/* The slave's link went away: its builds wait for it to come back. */
+void tf_build_slave_gone(tf_master_t *m, tf_mslave_t *s);
+
+/* The slave authenticated and reported its running builds: fills the
+ * resume and abandon lists of the welcome (malloc'd, caller frees) and
+ * ends as RETRY the builds the slave no longer has. */
+int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
+                        tf_running_t **resume, size_t *nresume,
+                        uint64_t **abandon, size_t *nabandon);
+
+/* Ends builds whose slave has been gone longer than build_lost_after_s. */
+void tf_build_check_lost(tf_master_t *m);
+
+/* Sends the acks owed to slaves (called once per loop turn). */
+void tf_build_flush_acks(tf_master_t *m);
+
+/* Sends build_abort for a running build (cancel). Returns 0 or TF_ENOENT. */
+int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why);
+
+void tf_build_free(tf_build_t *b);
+
+/* --- link.c --- */
+
+/* The lws protocol callback of "testfarm-slave". */
+int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                     void *user, void *in, size_t len);
+
+/* Queues a text frame (copied). Returns 0, or TF_EFULL when the link's send
+ * queue is over its cap (the link is then closed: a slow reader is cut
+ * off), or TF_ESTATE when the link is closing. */
+int tf_link_send_text(tf_link_t *l, const char *text, size_t len);
+
+/* Encodes and queues a message. */
+int tf_link_send_msg(tf_link_t *l, const tf_msg_t *msg);
+
+/* Sends an error message and closes with close_code. */
+void tf_link_close(tf_link_t *l, const char *code, int close_code,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Pauses or resumes reading from every slave link (store backpressure). */
+void tf_link_flow_all(tf_master_t *m, bool enable);
+
+/* Sends pings and closes links silent for longer than lost_after_s. */
+void tf_link_heartbeat(tf_master_t *m);
+
+/* Closes every link for shutdown. */
+void tf_link_close_all(tf_master_t *m);
+
+/* --- http.c / api.c --- */
+
+int tf_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                     void *user, void *in, size_t len);
+
+/* --- server.c --- */
+
+/* Creates the lws context on m->loop, listening on the configured address.
+ * Returns 0 or TF_EIO with the cause logged. */
+int tf_server_start(tf_master_t *m);
+
+/* First phase of stopping lws (see the notes on foreign loops). */
+void tf_server_stop(tf_master_t *m);
+
+/* Second phase; call from our own timer once only our handles are left. */
+void tf_server_destroy(tf_master_t *m);
+
+#endif

@@ -1,0 +1,645 @@
+/*
+ * link.c - one websocket connection from a slave, as a small state machine.
+ *
+ *      ESTABLISHED
+ *          |  send challenge
+ *          v
+ *     CHALLENGED --hello ok--> READY --error/close/lost--> CLOSING
+ *          |                                                 ^
+ *          +--------------bad hello / timeout----------------+
+ *
+ * Every transition goes through link_set_state(), which logs it and
+ * asserts it is legal. A link never frees itself inside an lws callback
+ * that might still use it: the tf_link_t lives until LWS_CALLBACK_CLOSED.
+ *
+ * Receiving: lws hands us pieces of at most rx_buffer_size; we reassemble
+ * a message and refuse it as soon as its announced size passes the
+ * protocol's cap, before buffering it (docs/protocol.md, "Transport").
+ *
+ * Sending: frames go on a per-link queue capped at 8 MiB; each WRITEABLE
+ * callback writes one frame. A slave that does not read its queue down is
+ * cut off rather than allowed to grow our memory.
+ *
+ * Closing with a reason: the error message is queued like any frame; once
+ * the queue is empty the WRITEABLE callback sets the close reason and
+ * returns -1. The notes on this lws build say the close frame itself may be
+ * lost from WRITEABLE, so slaves learn the reason from the error message,
+ * which is always written first.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+#include "clock.h"
+#include "crypto.h"
+#include "net/live.h"
+#include "log.h"
+#include "core/master.h"
+#include "tf_err.h"
+
+#define LINK_SENDQ_MAX (8u * 1024 * 1024)
+
+typedef enum {
+    LINK_CHALLENGED = 0,
+    LINK_READY,
+    LINK_CLOSING,
+} link_state_t;
+
+typedef struct frame {
+    tf_list_t node;
+    size_t len;
+    bool binary;
+    unsigned char data[]; /* LWS_PRE + len */
+} frame_t;
+
+struct tf_link {
+    uint64_t id;
+    tf_master_t *m;
+    struct lws *wsi;
+    link_state_t state;
+    char nonce[TF_PROTO_NONCE_HEX + 1];
+    tf_mslave_t *slave; /* set once READY */
+    char name[TF_NAME_MAX + 1]; /* claimed name, for logs */
+    char peer[64];
+    int64_t opened_ms;    /* tf_mono_ms() */
+    int64_t last_rx_ms;   /* tf_mono_ms() */
+    int64_t last_ping_ms; /* tf_mono_ms() */
+    uint64_t ping_id;
+    tf_list_t sendq;
+    size_t sendq_bytes;
+    tf_buf_t rx;
+    bool rx_binary;
+    int close_code;
+    char close_text[124];
+    bool close_sent;        /* our close frame is written */
+    const char *gone_event; /* "disconnected" or "lost" */
+};
+
+typedef struct link_pss {
+    tf_link_t *link;
+} link_pss_t;
+
+static const char *state_name(link_state_t s)
+{
+    switch (s) {
+    case LINK_CHALLENGED:
+        return "CHALLENGED";
+    case LINK_READY:
+        return "READY";
+    case LINK_CLOSING:
+        return "CLOSING";
+    }
+    return "?";
+}
+
+static const char *link_who(const tf_link_t *l)
+{
+    return l->name[0] ? l->name : l->peer;
+}
+
+static void link_set_state(tf_link_t *l, link_state_t to)
+{
+    link_state_t from = l->state;
+    /* Legal moves: CHALLENGED->READY, CHALLENGED->CLOSING, READY->CLOSING. */
+    bool ok = (from == LINK_CHALLENGED && to != LINK_CHALLENGED) ||
+              (from == LINK_READY && to == LINK_CLOSING);
+    if (!ok) {
+        tf_error("link", "link %llu (%s): illegal transition %s -> %s",
+                 (unsigned long long)l->id, link_who(l), state_name(from),
+                 state_name(to));
+        return;
+    }
+    tf_debug("link", "link %llu (%s): %s -> %s", (unsigned long long)l->id,
+             link_who(l), state_name(from), state_name(to));
+    l->state = to;
+}
+
+static void link_want_write(tf_link_t *l)
+{
+    if (l->wsi)
+        lws_callback_on_writable(l->wsi);
+}
+
+static int link_queue(tf_link_t *l, const void *data, size_t len, bool binary)
+{
+    if (l->sendq_bytes + len > LINK_SENDQ_MAX) {
+        tf_warn("link", "slave %s does not read: send queue over %u bytes, "
+                "cutting it off", link_who(l), LINK_SENDQ_MAX);
+        tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT,
+                      "send queue full: the slave is not reading");
+        return TF_EFULL;
+    }
+    frame_t *f = malloc(sizeof(*f) + LWS_PRE + len);
+    if (!f)
+        return TF_ENOMEM;
+    f->len = len;
+    f->binary = binary;
+    memcpy(f->data + LWS_PRE, data, len);
+    tf_list_push_back(&l->sendq, &f->node);
+    l->sendq_bytes += len;
+    link_want_write(l);
+    return 0;
+}
+
+int tf_link_send_text(tf_link_t *l, const char *text, size_t len)
+{
+    if (l->state == LINK_CLOSING || !l->wsi)
+        return TF_ESTATE;
+    return link_queue(l, text, len, false);
+}
+
+int tf_link_send_msg(tf_link_t *l, const tf_msg_t *msg)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = tf_msg_encode(msg, &text, &len);
+    if (rc) {
+        tf_error("link", "cannot encode %s for %s: %s",
+                 tf_msg_type_name(msg->type), link_who(l), tf_strerror(rc));
+        return rc;
+    }
+    rc = tf_link_send_text(l, text, len);
+    free(text);
+    return rc;
+}
+
+void tf_link_close(tf_link_t *l, const char *code, int close_code,
+                   const char *fmt, ...)
+{
+    if (l->state == LINK_CLOSING)
+        return;
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+
+    tf_info("link", "closing link to %s: %s: %s", link_who(l), code, message);
+    tf_msg_t err = {.type = TF_MSG_ERROR};
+    err.u.error.code = (char *)code;
+    err.u.error.message = message;
+    char *text = NULL;
+    size_t len = 0;
+    if (tf_msg_encode(&err, &text, &len) == 0) {
+        /* Bypass the cap: the error must go out even on a full queue. */
+        frame_t *f = malloc(sizeof(*f) + LWS_PRE + len);
+        if (f) {
+            f->len = len;
+            f->binary = false;
+            memcpy(f->data + LWS_PRE, text, len);
+            tf_list_push_back(&l->sendq, &f->node);
+            l->sendq_bytes += len;
+        }
+        free(text);
+    }
+    l->close_code = close_code;
+    snprintf(l->close_text, sizeof(l->close_text), "%s", code);
+    link_set_state(l, LINK_CLOSING);
+    if (l->wsi) {
+        /* A peer that never reads must not hold the socket open. */
+        lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+        link_want_write(l);
+    }
+}
+
+static void slave_refused(tf_link_t *l, const char *why)
+{
+    tf_master_slave_event(l->m, l->name[0] ? l->name : "?", "refused", why);
+}
+
+/* Builds and sends the welcome, moving the link to READY. */
+static void link_accept(tf_link_t *l, const tf_msg_t *hello)
+{
+    tf_master_t *m = l->m;
+    tf_mslave_t *s = tf_master_slave(m, hello->u.hello.slave, true);
+    if (!s) {
+        tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT, "master out of memory");
+        return;
+    }
+    if (s->link && s->link != l) {
+        tf_warn("link", "slave %s connected again; dropping its older link",
+                s->name);
+        tf_link_t *old = s->link;
+        tf_link_close(old, "replaced", TF_CLOSE_REPLACED,
+                      "a newer connection authenticated as slave %s",
+                      s->name);
+        /* Detach now so the old link's close does not touch the slave. */
+        tf_build_slave_gone(m, s);
+        old->slave = NULL;
+        s->link = NULL;
+    }
+    link_set_state(l, LINK_READY);
+    l->slave = s;
+    s->link = l;
+    s->draining = false;
+    s->hello_max_builds = hello->u.hello.max_builds;
+    snprintf(s->platform, sizeof(s->platform), "%s", hello->u.hello.platform);
+    snprintf(s->version, sizeof(s->version), "%s", hello->u.hello.version);
+    s->connected_ms = tf_now_ms();
+    s->last_seen_ms = s->connected_ms;
+
+    tf_msg_t w = {.type = TF_MSG_WELCOME};
+    w.u.welcome.slave = s->name;
+    w.u.welcome.heartbeat_s = m->cfg->heartbeat_s;
+    int rc = tf_build_slave_back(m, s, hello, &w.u.welcome.resume,
+                                 &w.u.welcome.nresume, &w.u.welcome.abandon,
+                                 &w.u.welcome.nabandon);
+    if (rc == 0)
+        rc = tf_link_send_msg(l, &w);
+    free(w.u.welcome.resume);
+    free(w.u.welcome.abandon);
+    if (rc) {
+        tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT, "master error: %s",
+                      tf_strerror(rc));
+        return;
+    }
+
+    /* Configured tags are what count; store them for the pages. */
+    json_t *tags = json_array();
+    for (size_t i = 0; s->cfg && tags && i < s->cfg->ntags; i++)
+        json_array_append_new(tags, json_string(s->cfg->tags[i]));
+    char *tags_text = tags ? json_dumps(tags, JSON_COMPACT) : NULL;
+    json_decref(tags);
+    tf_sqlval_t v[] = {
+        tf_sql_text(s->name), tf_sql_text(s->platform),
+        tf_sql_text(s->version), tf_sql_text(tags_text ? tags_text : "[]"),
+        tf_sql_int(s->connected_ms),
+    };
+    tf_master_write(m,
+                    "INSERT INTO slaves(name, connected, platform, version, "
+                    "tags, first_seen_ms, last_seen_ms, connected_ms) "
+                    "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
+                    "ON CONFLICT(name) DO UPDATE SET connected = 1, "
+                    "platform = ?2, version = ?3, tags = ?4, "
+                    "first_seen_ms = coalesce(first_seen_ms, ?5), "
+                    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL",
+                    v, 5, NULL, NULL);
+    free(tags_text);
+    char detail[400];
+    snprintf(detail, sizeof(detail), "from %s, %s, %s", l->peer, s->platform,
+             s->version);
+    tf_master_slave_event(m, s->name, "connected", detail);
+    tf_live_slave(m, s, "connected");
+    tf_info("link", "slave %s connected from %s (%s, %s)", s->name, l->peer,
+            s->platform, s->version);
+    tf_sched_kick(m);
+}
+
+static void link_hello(tf_link_t *l, const tf_msg_t *msg)
+{
+    tf_master_t *m = l->m;
+    snprintf(l->name, sizeof(l->name), "%s", msg->u.hello.slave);
+    if (msg->u.hello.protocol != TF_PROTO_VERSION) {
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "protocol version mismatch: master speaks %d, slave %d",
+                 TF_PROTO_VERSION, msg->u.hello.protocol);
+        slave_refused(l, why);
+        tf_link_close(l, "protocol_version", TF_CLOSE_PROTOCOL_VERSION,
+                      "protocol version mismatch: this master speaks "
+                      "protocol %d, the slave sent %d",
+                      TF_PROTO_VERSION, msg->u.hello.protocol);
+        return;
+    }
+    const tf_cfg_slave_t *cfg = tf_config_slave(m->cfg, msg->u.hello.slave);
+    if (!cfg) {
+        slave_refused(l, "unknown slave name");
+        tf_link_close(l, "unknown_slave", TF_CLOSE_UNKNOWN_SLAVE,
+                      "no slave named \"%s\" is configured on this master",
+                      msg->u.hello.slave);
+        return;
+    }
+    char expect[TF_PROTO_NONCE_HEX + 1];
+    tf_proto_auth(cfg->secret, l->nonce, expect);
+    if (!tf_ct_streq(expect, msg->u.hello.auth)) {
+        slave_refused(l, "bad secret");
+        tf_link_close(l, "bad_auth", TF_CLOSE_BAD_AUTH,
+                      "authentication failed for slave \"%s\": the secret "
+                      "does not match the master's",
+                      msg->u.hello.slave);
+        return;
+    }
+    link_accept(l, msg);
+}
+
+static void link_text(tf_link_t *l, const char *text, size_t len)
+{
+    char err[256];
+    tf_msg_t msg;
+    int rc = tf_msg_decode(text, len, &msg, err, sizeof(err));
+    if (rc) {
+        tf_link_close(l, "malformed", TF_CLOSE_MALFORMED,
+                      "cannot decode message: %s", err);
+        return;
+    }
+    if (l->state == LINK_CHALLENGED) {
+        if (msg.type != TF_MSG_HELLO)
+            tf_link_close(l, "malformed", TF_CLOSE_MALFORMED,
+                          "expected hello, got %s",
+                          tf_msg_type_name(msg.type));
+        else
+            link_hello(l, &msg);
+        tf_msg_clear(&msg);
+        return;
+    }
+    switch (msg.type) {
+    case TF_MSG_PONG:
+        break;
+    case TF_MSG_DRAIN:
+        tf_info("link", "slave %s is draining: no new builds for it",
+                l->slave->name);
+        l->slave->draining = true;
+        break;
+    case TF_MSG_STEP_STARTED:
+    case TF_MSG_STEP_FINISHED:
+    case TF_MSG_BUILD_FINISHED:
+        rc = tf_build_event(l->m, l->slave, &msg, err, sizeof(err));
+        if (rc)
+            tf_link_close(l, "malformed", TF_CLOSE_MALFORMED, "%s", err);
+        break;
+    default:
+        tf_link_close(l, "malformed", TF_CLOSE_MALFORMED,
+                      "a slave may not send %s", tf_msg_type_name(msg.type));
+        break;
+    }
+    tf_msg_clear(&msg);
+}
+
+static void link_binary(tf_link_t *l, const uint8_t *data, size_t len)
+{
+    char err[256];
+    if (l->state != LINK_READY) {
+        tf_link_close(l, "malformed", TF_CLOSE_MALFORMED,
+                      "output before authentication");
+        return;
+    }
+    tf_output_hdr_t h;
+    const uint8_t *payload;
+    int rc = tf_output_decode(data, len, &h, &payload, err, sizeof(err));
+    if (rc) {
+        tf_link_close(l, "malformed", TF_CLOSE_MALFORMED,
+                      "bad output frame: %s", err);
+        return;
+    }
+    rc = tf_build_output(l->m, l->slave, &h, payload, err, sizeof(err));
+    if (rc)
+        tf_link_close(l, "malformed", TF_CLOSE_MALFORMED, "%s", err);
+}
+
+static void link_receive(tf_link_t *l, const void *in, size_t len)
+{
+    struct lws *wsi = l->wsi;
+    if (l->state == LINK_CLOSING)
+        return; /* draining what is in flight; nothing more is applied */
+    l->last_rx_ms = tf_mono_ms();
+    if (l->slave)
+        l->slave->last_seen_ms = tf_now_ms();
+
+    if (lws_is_first_fragment(wsi) && l->rx.len == 0)
+        l->rx_binary = lws_frame_is_binary(wsi);
+    size_t cap = l->rx_binary ? TF_PROTO_OUT_HDR + TF_PROTO_MAX_CHUNK
+                              : TF_PROTO_MAX_TEXT;
+    size_t announced = l->rx.len + len + lws_remaining_packet_payload(wsi);
+    if (announced > cap) {
+        tf_buf_reset(&l->rx);
+        tf_link_close(l, "too_big", TF_CLOSE_TOO_BIG,
+                      "%s frame of at least %zu bytes is over the cap of "
+                      "%zu bytes",
+                      l->rx_binary ? "binary" : "text", announced, cap);
+        return;
+    }
+    if (tf_buf_append(&l->rx, in, len) != 0) {
+        tf_link_close(l, "too_big", TF_CLOSE_TOO_BIG, "message over the cap");
+        return;
+    }
+    if (!lws_is_final_fragment(wsi))
+        return;
+    if (l->rx_binary)
+        link_binary(l, l->rx.data, l->rx.len);
+    else
+        link_text(l, (const char *)l->rx.data, l->rx.len);
+    tf_buf_reset(&l->rx);
+}
+
+/* Writes the close frame (code + reason) ourselves: on this lws build a
+ * close started with lws_close_reason() from a WRITEABLE callback never
+ * puts the frame on the wire (shared/notes). The opcode has no public enum
+ * name; 4 is LWS_WRITE_CLOSE. lws then waits for the peer's answering close
+ * for at most the close-ack timeout before dropping the socket. */
+static int link_write_close(tf_link_t *l)
+{
+    unsigned char buf[LWS_PRE + 2 + sizeof(l->close_text)];
+    size_t n = strlen(l->close_text);
+    buf[LWS_PRE] = (unsigned char)(l->close_code >> 8);
+    buf[LWS_PRE + 1] = (unsigned char)(l->close_code & 0xff);
+    memcpy(buf + LWS_PRE + 2, l->close_text, n);
+    l->close_sent = true;
+    if (lws_write(l->wsi, buf + LWS_PRE, n + 2, (enum lws_write_protocol)4) <
+        0)
+        return -1;
+    lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_ACK, 2);
+    return 0;
+}
+
+/* Returns -1 when lws should close the connection. */
+static int link_writeable(tf_link_t *l)
+{
+    if (tf_list_empty(&l->sendq)) {
+        if (l->state == LINK_CLOSING && !l->close_sent)
+            return link_write_close(l);
+        return 0;
+    }
+    frame_t *f = tf_list_entry(l->sendq.next, frame_t, node);
+    int n = lws_write(l->wsi, f->data + LWS_PRE, f->len,
+                      f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    if (n < (int)f->len) {
+        tf_warn("link", "write to %s failed", link_who(l));
+        return -1;
+    }
+    tf_list_unlink(&f->node);
+    l->sendq_bytes -= f->len;
+    free(f);
+    if (!tf_list_empty(&l->sendq) || l->state == LINK_CLOSING)
+        link_want_write(l);
+    return 0;
+}
+
+static void link_free(tf_link_t *l)
+{
+    tf_list_t *it, *tmp;
+    tf_list_foreach_safe(it, tmp, &l->sendq)
+    {
+        frame_t *f = tf_list_entry(it, frame_t, node);
+        free(f);
+    }
+    tf_buf_free(&l->rx);
+    free(l);
+}
+
+static void link_closed(tf_link_t *l)
+{
+    tf_master_t *m = l->m;
+    tf_mslave_t *s = l->slave;
+    l->wsi = NULL;
+    if (s && s->link == l) {
+        const char *ev = l->gone_event ? l->gone_event : "disconnected";
+        tf_info("link", "slave %s %s", s->name, ev);
+        s->link = NULL;
+        tf_build_slave_gone(m, s);
+        int64_t now = tf_now_ms();
+        tf_sqlval_t v[] = {tf_sql_int(now), tf_sql_text(s->name)};
+        tf_master_write(m,
+                        "UPDATE slaves SET connected = 0, disconnected_ms = ?1,"
+                        " last_seen_ms = ?1 WHERE name = ?2",
+                        v, 2, NULL, NULL);
+        tf_master_slave_event(m, s->name, ev,
+                              l->close_text[0] ? l->close_text : NULL);
+        tf_live_slave(m, s, ev);
+    }
+    tf_map_del_id(m->links, l->id);
+    link_free(l);
+}
+
+static tf_link_t *link_open(tf_master_t *m, struct lws *wsi)
+{
+    tf_link_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->id = ++m->next_link_id;
+    l->m = m;
+    l->wsi = wsi;
+    l->state = LINK_CHALLENGED;
+    tf_list_init(&l->sendq);
+    tf_buf_init(&l->rx, TF_PROTO_MAX_TEXT);
+    l->opened_ms = tf_mono_ms();
+    l->last_rx_ms = l->opened_ms;
+    if (!lws_get_peer_simple(wsi, l->peer, sizeof(l->peer)))
+        snprintf(l->peer, sizeof(l->peer), "?");
+    if (tf_random_hex(32, l->nonce) != 0 ||
+        tf_map_put_id(m->links, l->id, l) != 0) {
+        link_free(l);
+        return NULL;
+    }
+    tf_msg_t ch = {.type = TF_MSG_CHALLENGE};
+    ch.u.challenge.protocol = TF_PROTO_VERSION;
+    memcpy(ch.u.challenge.nonce, l->nonce, sizeof(l->nonce));
+    ch.u.challenge.master = "tf-master " TF_VERSION;
+    tf_link_send_msg(l, &ch);
+    tf_debug("link", "link %llu from %s: challenge sent",
+             (unsigned long long)l->id, l->peer);
+    return l;
+}
+
+static bool path_is_slave_endpoint(struct lws *wsi)
+{
+    char uri[64];
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
+        return false;
+    return strcmp(uri, TF_PROTO_WS_PATH) == 0;
+}
+
+int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
+                     void *user, void *in, size_t len)
+{
+    link_pss_t *pss = user;
+    tf_master_t *m = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (!path_is_slave_endpoint(wsi) || m->stopping)
+            return 1;
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED:
+        pss->link = link_open(m, wsi);
+        return pss->link ? 0 : -1;
+    case LWS_CALLBACK_RECEIVE:
+        if (!pss->link)
+            return -1;
+        link_receive(pss->link, in, len);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!pss->link)
+            return -1;
+        return link_writeable(pss->link);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (pss->link && pss->link->state != LINK_CLOSING)
+            snprintf(pss->link->close_text, sizeof(pss->link->close_text),
+                     "closed by the slave");
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        if (pss->link) {
+            link_closed(pss->link);
+            pss->link = NULL;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+void tf_link_flow_all(tf_master_t *m, bool enable)
+{
+    size_t pos = 0;
+    void *v;
+    int64_t now = tf_mono_ms();
+    while (tf_map_next(m->links, &pos, NULL, NULL, &v) == 0) {
+        tf_link_t *l = v;
+        if (!l->wsi)
+            continue;
+        lws_rx_flow_control(l->wsi, enable ? 1 : 0);
+        /* Silence while we were not reading is our doing, not the slave's. */
+        if (enable)
+            l->last_rx_ms = now;
+    }
+}
+
+void tf_link_heartbeat(tf_master_t *m)
+{
+    /* Durations on the monotonic clock: setting the master's test clock
+     * (POST /api/v1/master/clock) must not mark every slave lost. */
+    int64_t now = tf_mono_ms();
+    int64_t hb = (int64_t)m->cfg->heartbeat_s * 1000;
+    int64_t lost = (int64_t)m->cfg->lost_after_s * 1000;
+    size_t pos = 0;
+    void *v;
+    while (tf_map_next(m->links, &pos, NULL, NULL, &v) == 0) {
+        tf_link_t *l = v;
+        if (l->state == LINK_CHALLENGED &&
+            now - l->opened_ms > TF_PROTO_HELLO_TIMEOUT_S * 1000) {
+            tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT,
+                          "no hello within %d s", TF_PROTO_HELLO_TIMEOUT_S);
+            continue;
+        }
+        if (l->state != LINK_READY)
+            continue;
+        if (!m->store_congested && now - l->last_rx_ms > lost) {
+            l->gone_event = "lost";
+            tf_warn("link", "slave %s lost: nothing received for %lld s",
+                    link_who(l), (long long)((now - l->last_rx_ms) / 1000));
+            tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT,
+                          "nothing received for %u s: marked lost",
+                          m->cfg->lost_after_s);
+            continue;
+        }
+        if (now - l->last_ping_ms >= hb) {
+            tf_msg_t p = {.type = TF_MSG_PING};
+            p.u.ping.id = ++l->ping_id;
+            l->last_ping_ms = now;
+            tf_link_send_msg(l, &p);
+        }
+    }
+}
+
+void tf_link_close_all(tf_master_t *m)
+{
+    size_t pos = 0;
+    void *v;
+    while (tf_map_next(m->links, &pos, NULL, NULL, &v) == 0) {
+        tf_link_t *l = v;
+        tf_link_close(l, "shutdown", TF_CLOSE_SHUTDOWN,
+                      "the master is shutting down");
+    }
+}

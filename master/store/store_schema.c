@@ -1,0 +1,211 @@
+/*
+ * store_schema.c - the master's database schema as a list of forward
+ * migrations.
+ *
+ * Migration N takes a database at version N-1 to version N. They only ever
+ * get appended: a released migration is never edited, because databases in
+ * the field have already run it. The version lives in PRAGMA user_version
+ * and each migration runs in its own transaction together with the bump, so
+ * a crash mid-migration leaves the previous version intact.
+ *
+ * Summary rows (builders.last_*, builders.pending/running, slaves.*) are kept
+ * up to date by the writes that change them, so the cheap questions the
+ * status pages ask ("what is the state of every builder?") never scan builds.
+ */
+#include "store/store_schema.h"
+
+#include <stddef.h>
+
+static const char *const migrations[] = {
+    /* 1: the walking skeleton. */
+    "CREATE TABLE slaves("
+    "  name TEXT PRIMARY KEY,"
+    "  connected INTEGER NOT NULL DEFAULT 0,"
+    "  platform TEXT, version TEXT, tags TEXT NOT NULL DEFAULT '[]',"
+    "  first_seen_ms INTEGER, last_seen_ms INTEGER,"
+    "  connected_ms INTEGER, disconnected_ms INTEGER,"
+    "  builds_done INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT);"
+    "CREATE TABLE slave_events("
+    "  id INTEGER PRIMARY KEY,"
+    "  slave TEXT NOT NULL, time_ms INTEGER NOT NULL,"
+    "  event TEXT NOT NULL, detail TEXT);"
+    "CREATE INDEX slave_events_by_slave ON slave_events(slave, id);"
+    "CREATE TABLE builders("
+    "  name TEXT PRIMARY KEY,"
+    "  active INTEGER NOT NULL DEFAULT 1,"
+    "  config TEXT,"
+    "  builds_total INTEGER NOT NULL DEFAULT 0,"
+    "  pending INTEGER NOT NULL DEFAULT 0,"
+    "  running INTEGER NOT NULL DEFAULT 0,"
+    "  last_build_id INTEGER,"
+    "  last_complete_build_id INTEGER,"
+    "  last_complete_result INTEGER,"
+    "  last_complete_ms INTEGER);"
+    "CREATE TABLE build_requests("
+    "  id INTEGER PRIMARY KEY,"
+    "  builder TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT, owner TEXT,"
+    "  priority INTEGER NOT NULL DEFAULT 0,"
+    "  submitted_ms INTEGER NOT NULL,"
+    "  started_ms INTEGER, finished_ms INTEGER,"
+    "  result INTEGER, build_id INTEGER,"
+    "  retries INTEGER NOT NULL DEFAULT 0,"
+    "  properties TEXT NOT NULL DEFAULT '{}');"
+    "CREATE INDEX build_requests_open ON build_requests(state, builder)"
+    "  WHERE state IN ('pending','running');"
+    "CREATE INDEX build_requests_by_builder ON build_requests(builder, id);"
+    "CREATE TABLE builds("
+    "  id INTEGER PRIMARY KEY,"
+    "  builder TEXT NOT NULL, number INTEGER NOT NULL,"
+    "  request_id INTEGER NOT NULL,"
+    "  slave TEXT,"
+    "  state TEXT NOT NULL,"
+    "  result INTEGER, text TEXT, reason TEXT,"
+    "  created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER,"
+    "  last_seq INTEGER NOT NULL DEFAULT 0,"
+    "  nsteps INTEGER NOT NULL DEFAULT 0,"
+    "  properties TEXT NOT NULL DEFAULT '{}',"
+    "  UNIQUE(builder, number));"
+    "CREATE INDEX builds_by_builder ON builds(builder, number);"
+    "CREATE INDEX builds_by_slave ON builds(slave, id);"
+    "CREATE INDEX builds_open ON builds(state) WHERE state != 'finished';"
+    "CREATE TABLE steps("
+    "  build_id INTEGER NOT NULL, idx INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  result INTEGER,"
+    "  started_ms INTEGER, finished_ms INTEGER, duration_ms INTEGER,"
+    "  exit_code INTEGER, signal INTEGER, timed_out INTEGER NOT NULL DEFAULT 0,"
+    "  text TEXT,"
+    "  command TEXT NOT NULL DEFAULT '[]',"
+    "  flags INTEGER NOT NULL DEFAULT 0,"
+    "  log_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  log_lines INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(build_id, idx)) WITHOUT ROWID;"
+    "CREATE TABLE log_chunks("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  offset INTEGER NOT NULL,"
+    "  seq INTEGER NOT NULL, stream INTEGER NOT NULL,"
+    "  line INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY(build_id, step, offset));",
+
+    /* 2: committers, patches and try jobs. */
+    "CREATE TABLE users("
+    "  id INTEGER PRIMARY KEY,"
+    "  email TEXT NOT NULL UNIQUE,"
+    "  name TEXT NOT NULL,"
+    "  token_sha256 TEXT NOT NULL UNIQUE,"
+    "  created_ms INTEGER NOT NULL,"
+    "  last_used_ms INTEGER);"
+    "CREATE TABLE patches("
+    "  id INTEGER PRIMARY KEY,"
+    "  sha256 TEXT NOT NULL UNIQUE,"
+    "  size INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  data BLOB NOT NULL);"
+    "CREATE TABLE try_jobs("
+    "  id INTEGER PRIMARY KEY,"
+    "  user_id INTEGER NOT NULL,"
+    "  author TEXT NOT NULL, email TEXT NOT NULL,"
+    "  notify INTEGER NOT NULL DEFAULT 1, notify_email TEXT,"
+    "  description TEXT, review_url TEXT, patchset TEXT,"
+    "  base_revision TEXT,"
+    "  patch_sha256 TEXT, patch_size INTEGER NOT NULL DEFAULT 0,"
+    "  state TEXT NOT NULL,"
+    "  result INTEGER,"
+    "  submitted_ms INTEGER NOT NULL, finished_ms INTEGER);"
+    "CREATE INDEX try_jobs_by_email ON try_jobs(email, id);"
+    "CREATE INDEX try_jobs_open ON try_jobs(state)"
+    "  WHERE state IN ('pending', 'running');"
+    "ALTER TABLE build_requests ADD COLUMN job_id INTEGER;"
+    "ALTER TABLE build_requests ADD COLUMN tests TEXT NOT NULL DEFAULT '[]';"
+    "ALTER TABLE build_requests ADD COLUMN revision TEXT;"
+    "ALTER TABLE build_requests ADD COLUMN patch_sha256 TEXT;"
+    "ALTER TABLE build_requests ADD COLUMN patch_size INTEGER;"
+    "CREATE INDEX build_requests_by_job ON build_requests(job_id)"
+    "  WHERE job_id IS NOT NULL;"
+    "ALTER TABLE builds ADD COLUMN repository TEXT;"
+    "ALTER TABLE builds ADD COLUMN branch TEXT;"
+    "ALTER TABLE builds ADD COLUMN revision TEXT;"
+    "ALTER TABLE builds ADD COLUMN got_revision TEXT;",
+
+    /* 3: the mail outbox. A row is the intention to mail, committed with
+     * the event that causes it; the mail worker renders it (rendered is
+     * kept so a retry sends the same message), sends it and records the
+     * outcome. */
+    "CREATE TABLE mail_outbox("
+    "  id INTEGER PRIMARY KEY,"
+    "  kind TEXT NOT NULL,"
+    "  ref_id INTEGER NOT NULL,"
+    "  recipients TEXT NOT NULL DEFAULT '[]',"
+    "  subject TEXT,"
+    "  message_id TEXT,"
+    "  message BLOB,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  next_attempt_ms INTEGER NOT NULL,"
+    "  sent_ms INTEGER,"
+    "  last_error TEXT);"
+    "CREATE INDEX mail_outbox_due ON mail_outbox(next_attempt_ms)"
+    "  WHERE state = 'pending';"
+    "CREATE INDEX mail_outbox_by_ref ON mail_outbox(kind, ref_id);",
+
+    /* 4: continuous builds and build data: changes from pollers, the
+     * changes each request and build stands for (the blamelist), poller
+     * and scheduler state, and what command modifiers extract. */
+    "CREATE TABLE changes("
+    "  id INTEGER PRIMARY KEY,"
+    "  repository TEXT NOT NULL, branch TEXT NOT NULL,"
+    "  revision TEXT NOT NULL,"
+    "  author TEXT, email TEXT, committer_ms INTEGER,"
+    "  message TEXT, files TEXT NOT NULL DEFAULT '[]',"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE(repository, branch, revision));"
+    "CREATE TABLE request_changes("
+    "  request_id INTEGER NOT NULL, change_id INTEGER NOT NULL,"
+    "  PRIMARY KEY(request_id, change_id)) WITHOUT ROWID;"
+    "CREATE TABLE build_changes("
+    "  build_id INTEGER NOT NULL, change_id INTEGER NOT NULL,"
+    "  PRIMARY KEY(build_id, change_id)) WITHOUT ROWID;"
+    "CREATE INDEX build_changes_by_change ON build_changes(change_id);"
+    "CREATE TABLE pollers("
+    "  repository TEXT NOT NULL, branch TEXT NOT NULL,"
+    "  last_revision TEXT, last_poll_ms INTEGER, last_ok_ms INTEGER,"
+    "  last_error TEXT, failing_since_ms INTEGER,"
+    "  PRIMARY KEY(repository, branch)) WITHOUT ROWID;"
+    "CREATE TABLE scheduler_state("
+    "  name TEXT PRIMARY KEY,"
+    "  last_fired_ms INTEGER, last_revision TEXT, next_fire_ms INTEGER);"
+    "CREATE TABLE stats("
+    "  builder TEXT NOT NULL, build_id INTEGER NOT NULL,"
+    "  step INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,"
+    "  PRIMARY KEY(build_id, step, name)) WITHOUT ROWID;"
+    "CREATE INDEX stats_by_builder ON stats(builder, name, build_id);"
+    "ALTER TABLE steps ADD COLUMN info TEXT;"
+    "ALTER TABLE steps ADD COLUMN warnings INTEGER;"
+    "ALTER TABLE build_requests ADD COLUMN collapsed_into INTEGER;"
+    "ALTER TABLE build_requests ADD COLUMN scheduler TEXT;"
+    "CREATE INDEX builds_by_created ON builds(created_ms);",
+
+    /* 5: the waterfall of chosen builders and the console page by time
+     * through indexes (the rowid, i.e. the id, ends each index). */
+    "CREATE INDEX builds_by_builder_created ON builds(builder, created_ms);"
+    "CREATE INDEX changes_by_created ON changes(created_ms);"
+    "CREATE INDEX try_jobs_by_submitted ON try_jobs(submitted_ms);",
+};
+
+size_t tf_schema_count(void)
+{
+    return sizeof(migrations) / sizeof(migrations[0]);
+}
+
+const char *tf_schema_migration(size_t version)
+{
+    if (version < 1 || version > tf_schema_count())
+        return NULL;
+    return migrations[version - 1];
+}

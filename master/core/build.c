@@ -159,10 +159,11 @@ static int env_add(tf_step_spec_t *sp, const char *key, const char *value)
     return e[sp->nenv - 1].key && e[sp->nenv - 1].value ? 0 : TF_ENOMEM;
 }
 
-/* Replaces *s by its interpolation. */
-static int interp(char **s, const json_t *props)
+/* Replaces *s by its interpolation, quoted for a shell when shell. */
+static int interp(char **s, const json_t *props, bool shell)
 {
-    char *v = tf_interpolate(*s, props);
+    char *v = shell ? tf_interpolate_shell(*s, props)
+                    : tf_interpolate(*s, props);
     if (!v)
         return TF_ENOMEM;
     free(*s);
@@ -212,11 +213,15 @@ static int build_steps(const tf_cfg_builder_t *cfg, const tf_request_t *r,
         if ((rc = tf_step_spec_copy(sp, &cfg->steps[i].spec)) != 0)
             goto fail;
         rc = TF_ENOMEM;
+        /* A shell string's script (argv[2] of /bin/sh -c) gets every
+         * value quoted as one shell word; argv elements stay as they are,
+         * one element each (props.h). */
         for (size_t a = 0; a < sp->argc; a++)
-            if (interp(&sp->argv[a], props) != 0)
+            if (interp(&sp->argv[a], props,
+                       cfg->steps[i].shell && a == 2) != 0)
                 goto fail;
         for (size_t e = 0; e < sp->nenv; e++)
-            if (interp(&sp->env[e].value, props) != 0)
+            if (interp(&sp->env[e].value, props, false) != 0)
                 goto fail;
         if (tests && *tests && env_add(sp, "TF_TESTS", tests) != 0)
             goto fail;

@@ -181,3 +181,28 @@ def test_forced_properties_reach_the_build(farm):
     assert props["buildnumber"] == str(b["number"]), props
     assert m.step_log(b["id"], 0) == b"hi quick\n"
     assert b["reason"] == "with props"
+
+
+@pytest.mark.timeout(90)
+def test_property_values_never_run_as_shell_code(farm):
+    """A property is data: in a shell-string command each value is one
+    shell word whatever its quoting context (config.md, "Properties"), in
+    an argv command it stays one argv element, and neither runs."""
+    canary = farm.tmp / "injected"
+    cfg = config()
+    cfg["builders"].append({"name": "inj", "steps": [
+        {"name": "bare", "command": "echo extra=%(prop:extra:-none)s"},
+        {"name": "quoted", "command":
+            "printf '[%s]' \"%(prop:extra)s\" '%(prop:extra)s'"},
+        {"name": "argv", "command": ["printf", "[%s]",
+                                     "%(prop:extra)s"]}]})
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    for value in ["x; echo INJECTED-$((6*7)); echo",
+                  f"$(touch {canary})' \"`touch {canary}`\" '"]:
+        b = m.wait_request_done(m.force("inj", properties={"extra": value}))
+        assert b["result"] == "SUCCESS", steps_summary(b)
+        assert m.step_log(b["id"], 0) == f"extra={value}\n".encode()
+        assert m.step_log(b["id"], 1) == f"[{value}][{value}]".encode()
+        assert m.step_log(b["id"], 2) == f"[{value}]".encode()
+    assert not canary.exists()

@@ -896,7 +896,8 @@ static void tf__run_from(tf_runner_t *r)
 
 /* ---- public ----------------------------------------------------------- */
 
-int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
+int tf_runner_new(uv_loop_t *loop, const char *basedir, const char *workdir,
+                  const tf_msg_t *bs,
                   const tf_source_ctx_t *src_ctx, const tf_runner_ops_t *ops,
                   void *arg, tf_runner_t **out)
 {
@@ -905,7 +906,10 @@ int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
     tf_runner_t *r;
 
     *out = NULL;
-    if (bs->type != TF_MSG_BUILD_START || !tf_name_valid(bs->u.build_start.workdir))
+    if (bs->type != TF_MSG_BUILD_START ||
+        !tf_name_valid(bs->u.build_start.workdir) || !workdir ||
+        strncmp(workdir, bs->u.build_start.workdir,
+                strlen(bs->u.build_start.workdir)) != 0)
         return TF_EINVAL;
     r = calloc(1, sizeof *r);
     if (!r)
@@ -927,7 +931,7 @@ int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
     snprintf(name, sizeof name, "%llu.props", (unsigned long long)r->build_id);
     r->props_path = r->run_dir ? tf_path_join(r->run_dir, name) : NULL;
     r->builder = strdup(bs->u.build_start.builder);
-    r->workdir = strdup(bs->u.build_start.workdir);
+    r->workdir = strdup(workdir);
     r->steps = calloc(bs->u.build_start.nsteps ? bs->u.build_start.nsteps : 1,
                       sizeof *r->steps);
     if (!r->basedir || !r->run_dir || !r->pid_path || !r->patch_path ||

@@ -49,12 +49,15 @@ typedef struct tf_runner_ops {
 } tf_runner_ops_t;
 
 /* Creates a runner for the build described by bs (a TF_MSG_BUILD_START,
- * deep-copied; the caller keeps bs). Builds run in BASEDIR/bs.workdir; pid
+ * deep-copied; the caller keeps bs). Builds run in BASEDIR/WORKDIR, where
+ * workdir (copied) is bs.workdir or bs.workdir followed by "@N" (the
+ * caller picks it so concurrent builds never share a directory); pid
  * files go to BASEDIR/.run (which must exist). ops is copied; src_ctx
  * (borrowed, must outlive the runner) serves builtin source steps. The
  * caller owns *out and frees it with tf_runner_destroy. Returns 0,
  * TF_EINVAL (bad workdir) or TF_ENOMEM. */
-int tf_runner_new(uv_loop_t *loop, const char *basedir, const tf_msg_t *bs,
+int tf_runner_new(uv_loop_t *loop, const char *basedir, const char *workdir,
+                  const tf_msg_t *bs,
                   const tf_source_ctx_t *src_ctx, const tf_runner_ops_t *ops,
                   void *arg, tf_runner_t **out);
 

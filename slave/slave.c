@@ -37,6 +37,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "log.h"
+#include "names.h"
 #include "runner.h"
 #include "slave.h"
 #include "spool.h"
@@ -73,6 +74,10 @@ typedef struct tf_build {
     bool sendable;        /* the master told us where to resume, this link */
     bool paused;          /* output paused for backpressure */
     bool abandoned;       /* the master no longer wants it */
+    /* The directory under basedir its steps run in: the builder's workdir,
+     * or "WORKDIR@N" (N >= 2) while other builds of the same workdir run
+     * on this slave (tf__workdir_for). "" for builds without a runner. */
+    char workdir[TF_NAME_MAX + 16];
 } tf_build_t;
 
 struct tf_slave {
@@ -147,6 +152,28 @@ static tf_build_t *tf__build_new(tf_slave_t *s, uint64_t id,
         return NULL;
     }
     return b;
+}
+
+/* Picks the directory a new build of workdir runs in: workdir itself when
+ * no running build uses it, else "workdir@N" for the smallest N >= 2 that
+ * none uses. Concurrent builds of one builder (max_builds >= 2) thus never
+ * share a checkout, and each directory is reused by later builds, so
+ * checkouts stay warm. '@' cannot occur in a name, so "linux@2" can never
+ * be another builder's own workdir. */
+static void tf__workdir_for(const tf_slave_t *s, const char *workdir,
+                            char *out, size_t outlen)
+{
+    for (unsigned n = 1;; n++) {
+        if (n == 1)
+            snprintf(out, outlen, "%s", workdir);
+        else
+            snprintf(out, outlen, "%s@%u", workdir, n);
+        bool used = false;
+        for (const tf_build_t *b = s->builds; b && !used; b = b->next)
+            used = b->running && strcmp(b->workdir, out) == 0;
+        if (!used)
+            return;
+    }
 }
 
 /* Unlinks and frees b; the spool files stay unless removed before. */
@@ -515,8 +542,10 @@ static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m)
         tf__refuse_build(s, m, "out of memory");
         return;
     }
-    int rc = tf_runner_new(&s->loop, s->cfg->basedir, m, &s->src_ctx, &ops, b,
-                           &b->runner);
+    tf__workdir_for(s, m->u.build_start.workdir, b->workdir,
+                    sizeof b->workdir);
+    int rc = tf_runner_new(&s->loop, s->cfg->basedir, b->workdir, m,
+                           &s->src_ctx, &ops, b, &b->runner);
     if (rc) {
         tf__build_free(s, b);
         tf__refuse_build(s, m, tf_strerror(rc));
@@ -536,8 +565,7 @@ static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m)
     tf__insert(s, b);
     tf_info("slave", "build %llu (%s #%llu) starting: %zu steps in %s/%s",
             (unsigned long long)id, b->builder, (unsigned long long)b->number,
-            m->u.build_start.nsteps, s->cfg->basedir,
-            m->u.build_start.workdir);
+            m->u.build_start.nsteps, s->cfg->basedir, b->workdir);
     tf_runner_start(b->runner);
 }
 

@@ -357,3 +357,32 @@ def test_max_builds_2_runs_two_builds_at_once(farm):
     (s1, e1, _), (s2, e2, _), (s3, e3, _) = iv
     assert s2 < e1, f"the first two builds should overlap: {iv}"
     assert s3 >= min(e1, e2), f"a third build ran alongside two: {iv}"
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_builds_of_one_builder_get_their_own_workdirs(farm):
+    """max_builds 2 on one slave: two builds of one builder with a
+    repository run at once, each in its own checkout (WORKDIR and
+    WORKDIR@2, protocol.md "build_start"), and a later build reuses one of
+    them instead of making a third."""
+    from test_try import make_repos
+    up, _ = make_repos(farm.tmp)
+    m = farm.master(two_slave_config(
+        [{"name": "co", "repository": str(up), "branch": "main", "steps": [
+            {"name": "where", "command": "pwd; git status --short | wc -l;"
+                                         " sleep 2"}]}],
+        slaves=[{"name": "s1", "max_builds": 2}]))
+    sl = farm.slave(m, "s1", args=["--max-builds", "2"])
+    reqs = [m.force("co") for _ in range(3)]
+    builds = [m.wait_request_done(r, 90) for r in reqs]
+    assert [b["result"] for b in builds] == ["SUCCESS"] * 3, \
+        [steps_summary(b) for b in builds]
+    dirs = [m.step_log(b["id"], 1).decode().split("\n")[0] for b in builds]
+    base = str(sl.basedir)
+    assert sorted(set(dirs)) == [f"{base}/co", f"{base}/co@2"], dirs
+    iv = sorted((s["started_ms"], s["finished_ms"]) for s in
+                (m.build(b["id"])["steps"][1] for b in builds))
+    assert iv[1][0] < iv[0][1], f"two builds should have overlapped: {iv}"
+    for b in builds:
+        assert m.step_log(b["id"], 1).decode().split("\n")[1] == "0", \
+            "the checkout was not clean"

@@ -6,6 +6,8 @@
 // localStorage under "tf-token" and goes out as "Authorization: Bearer" on
 // actions only: reading needs no token.
 
+import { health } from "./health.js";
+
 const TOKEN_KEY = "tf-token";
 const USER_KEY = "tf-user";
 
@@ -35,6 +37,19 @@ export const auth = {
     window.dispatchEvent(new Event("tf-auth"));
   },
 };
+
+// Tells health.js what a fetch came to: an answer from the master, or
+// none (a network error, or a proxy's 502/504 for a master behind it).
+function seen(resp) {
+  if (resp.status === 502 || resp.status === 504) health.failed();
+  else health.ok();
+  return resp;
+}
+
+function unreachable(e) {
+  health.failed();
+  return new ApiError(0, `cannot reach the master (${e.message})`);
+}
 
 // An answer other than 2xx: status and the API's own message.
 export class ApiError extends Error {
@@ -73,10 +88,10 @@ export async function get(path, params, { token = false, signal } = {}) {
   if (t) headers.Authorization = `Bearer ${t}`;
   let resp;
   try {
-    resp = await fetch(url, { headers, signal, cache: "no-store" });
+    resp = seen(await fetch(url, { headers, signal, cache: "no-store" }));
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new ApiError(0, `cannot reach the master (${e.message})`);
+    throw unreachable(e);
   }
   if (!resp.ok) throw await errorOf(resp);
   return resp.json();
@@ -89,14 +104,16 @@ export async function post(path, body) {
   if (auth.token()) headers.Authorization = `Bearer ${auth.token()}`;
   let resp;
   try {
-    resp = await fetch(apiUrl(path), {
-      method: "POST",
-      headers,
-      body: JSON.stringify(body || {}),
-      cache: "no-store",
-    });
+    resp = seen(
+      await fetch(apiUrl(path), {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body || {}),
+        cache: "no-store",
+      }),
+    );
   } catch (e) {
-    throw new ApiError(0, `cannot reach the master (${e.message})`);
+    throw unreachable(e);
   }
   if (!resp.ok) throw await errorOf(resp);
   const text = await resp.text();
@@ -104,27 +121,31 @@ export async function post(path, body) {
 }
 
 // GET of raw bytes with a Range header: resolves to {bytes (Uint8Array),
-// start, end (exclusive), size (the whole log's size so far)}.
+// start, end (exclusive), size (the whole log's size so far), lines (the
+// newlines in those size bytes, or null)}.
 // range is "bytes=A-B" or "bytes=-N".
 export async function getRange(path, range, { signal } = {}) {
   let resp;
   try {
-    resp = await fetch(apiUrl(path), { headers: { Range: range }, signal, cache: "no-store" });
+    resp = seen(await fetch(apiUrl(path), { headers: { Range: range }, signal, cache: "no-store" }));
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new ApiError(0, `cannot reach the master (${e.message})`);
+    throw unreachable(e);
   }
   if (!resp.ok) throw await errorOf(resp);
   const bytes = new Uint8Array(await resp.arrayBuffer());
   let start = 0;
   let size = Number(resp.headers.get("X-Log-Size"));
+  // Newlines in the whole log (X-Log-Lines), or null when not sent.
+  const linesHdr = resp.headers.get("X-Log-Lines");
+  const lines = linesHdr === null || linesHdr === "" ? null : Number(linesHdr);
   const cr = /bytes (\d+)-(\d+)\/(\d+)/.exec(resp.headers.get("Content-Range") || "");
   if (cr) {
     start = Number(cr[1]);
     size = Number(cr[3]);
   }
   if (!Number.isFinite(size)) size = start + bytes.length;
-  return { bytes, start, end: start + bytes.length, size };
+  return { bytes, start, end: start + bytes.length, size, lines: Number.isFinite(lines) ? lines : null };
 }
 
 // The endpoints the master says it has (GET /api/v1 "endpoints"), fetched

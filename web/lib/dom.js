@@ -68,13 +68,19 @@ export function safeUrl(u) {
   return "#";
 }
 
-// A table from a header row and rows of cells (each a child for h()).
+// A table from a header row and rows of cells (each a child for h()),
+// inside a box that scrolls sideways by itself when the table is wider
+// than the screen (a phone), so the page never does.
 export function table(headers, rows, attrs) {
   return h(
-    "table",
-    attrs || { class: "grid" },
-    h("thead", null, h("tr", null, headers.map((t) => h("th", null, t)))),
-    h("tbody", null, rows),
+    "div",
+    { class: "table-scroll" },
+    h(
+      "table",
+      attrs || { class: "grid" },
+      h("thead", null, h("tr", null, headers.map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", null, rows),
+    ),
   );
 }
 

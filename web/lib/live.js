@@ -7,7 +7,10 @@
 // itself (backoff 0.5 s .. 5 s), subscribes again to every topic, and then
 // calls each handler with {type: "reconnected"} so the page refetches what
 // it may have missed; an "overflow" from the master reaches the handlers
-// of the dropped topics the same way, as {type: "overflow"}.
+// of the dropped topics the same way, as {type: "overflow"}. The link's
+// opening and closing also tell health.js whether the master is there.
+
+import { health } from "./health.js";
 
 function topicOf(ev) {
   switch (ev.type) {
@@ -67,6 +70,7 @@ class Live {
     this.setState("connecting");
     ws.onopen = () => {
       this.backoff = 500;
+      health.ok();
       this.setState("open");
       const topics = [...this.handlers.keys()];
       if (topics.length) this.send({ subscribe: topics });
@@ -78,6 +82,7 @@ class Live {
       this.ws = null;
       this.confirmed.clear();
       this.setState("closed");
+      health.failed();
       this.retry();
     };
     ws.onerror = () => {

@@ -6,6 +6,12 @@
 // like every other page file; no CDN. It is loaded on first use only, so
 // the other pages do not pay for it, and a missing copy turns into a
 // message on the builder page instead of a broken page.
+//
+// Each axis is as wide as its widest tick label plus the tick and the gap
+// (measured with the axis font), so tick labels never run into the axis
+// title beside them. Clicking a point (within POINT_HIT px) opens its
+// build; the pointer says so. Colours come from the page's CSS, so the
+// charts follow the dark scheme too.
 
 import { h } from "./dom.js";
 
@@ -20,6 +26,32 @@ function loadUPlot() {
   return uplot;
 }
 
+const POINT_HIT = 14;
+const AXIS_FONT = '12px "DejaVu Sans", system-ui, sans-serif';
+const LABEL_FONT = 'bold 12px "DejaVu Sans", system-ui, sans-serif';
+const TICK = 10; // uPlot's tick length
+const GAP = 5; // uPlot's gap between tick and label
+
+let measurer = null;
+function textWidth(text, font) {
+  if (!measurer) measurer = document.createElement("canvas").getContext("2d");
+  measurer.font = font;
+  return measurer.measureText(text).width;
+}
+
+// The size of a vertical axis: its widest tick label, the tick, the gap
+// and a little air before the axis title.
+function ySize(u, values) {
+  let w = 0;
+  for (const v of values || []) if (v) w = Math.max(w, textWidth(String(v), AXIS_FONT));
+  return Math.ceil(w) + TICK + GAP + 8;
+}
+
+function cssVar(name, fallback) {
+  const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return v || fallback;
+}
+
 const RESULT_COLOURS = {
   SUCCESS: "#2e9e44",
   WARNINGS: "#e09a1a",
@@ -31,19 +63,33 @@ const RESULT_COLOURS = {
 };
 
 // Draws one chart into container: xs (build numbers), ys (values), with
-// labels. results (optional, per point) colour the points. Returns the
-// uPlot instance (destroy() it when the page goes).
-export async function drawPlot(container, { title, xs, ys, yLabel, results, fmt }) {
+// labels. results (optional, per point) colour the points; ids (optional,
+// per point) are the builds a click opens. Returns the uPlot instance
+// (destroy() it when the page goes).
+export async function drawPlot(container, { title, xs, ys, yLabel, results, fmt, ids }) {
   const UPlot = await loadUPlot();
-  const width = Math.max(320, Math.min(900, container.clientWidth || 600));
+  const width = Math.max(280, Math.min(900, container.clientWidth || 600));
+  const fg = cssVar("--fg", "#1f2328");
+  const line = cssVar("--line", "#d8dde3");
+  const axis = (o) => ({
+    stroke: fg,
+    font: AXIS_FONT,
+    labelFont: LABEL_FONT,
+    labelSize: 20,
+    labelGap: 0,
+    grid: { stroke: line, width: 1 },
+    ticks: { stroke: line, width: 1, size: TICK },
+    gap: GAP,
+    ...o,
+  });
   const opts = {
     title,
     width,
     height: 220,
     scales: { x: { time: false } },
     axes: [
-      { label: "build number", values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : "")) },
-      { label: yLabel || "", size: 60, values: (u, vals) => vals.map((v) => String(Number(v.toPrecision(4)))) },
+      axis({ label: "build number", size: 12 * 1.5 + TICK + GAP + 6, values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : "")) }),
+      axis({ label: yLabel || "", size: ySize, values: (u, vals) => vals.map((v) => String(Number(v.toPrecision(4)))) }),
     ],
     series: [
       { label: "build", value: (u, v) => (v === null || v === undefined ? "" : `#${v}`) },
@@ -81,5 +127,23 @@ export async function drawPlot(container, { title, xs, ys, yLabel, results, fmt 
         }
       : {},
   };
-  return new UPlot(opts, [xs, ys], container);
+  const u = new UPlot(opts, [xs, ys], container);
+  if (ids) {
+    // The point under the pointer, if any: its index.
+    const near = () => {
+      const i = u.cursor.idx;
+      if (i === null || i === undefined || ys[i] === null || ys[i] === undefined || !ids[i]) return null;
+      const dx = u.valToPos(xs[i], "x") - u.cursor.left;
+      const dy = u.valToPos(ys[i], "y") - u.cursor.top;
+      return Math.hypot(dx, dy) <= POINT_HIT ? i : null;
+    };
+    u.over.addEventListener("mousemove", () => {
+      u.over.style.cursor = near() !== null ? "pointer" : "";
+    });
+    u.over.addEventListener("click", () => {
+      const i = near();
+      if (i !== null) location.hash = `#/builds/${ids[i]}`;
+    });
+  }
+  return u;
 }

@@ -4,6 +4,7 @@
 
 import { auth, post } from "./api.js";
 import { h } from "./dom.js";
+import { health } from "./health.js";
 import { fmtAgo, fmtDuration, fmtTime, resultClass, resultText, serverNow } from "./format.js";
 
 export function badge(result, state, extra) {
@@ -24,6 +25,13 @@ export function buildLink(b, text) {
   return h("a", { href: `#/builds/${b.id}`, class: "build-link" }, text || `#${b.number ?? b.id}`);
 }
 
+// A change's page (#/changes/ID); c is a change or its id.
+export function changeLink(c, text) {
+  const id = typeof c === "object" && c ? c.id : c;
+  if (id === null || id === undefined) return text || "";
+  return h("a", { href: `#/changes/${id}`, class: "change-link" }, text || `change ${id}`);
+}
+
 export function jobLink(id, text) {
   return h("a", { href: `#/jobs/${id}`, class: "job-link" }, text || `job ${id}`);
 }
@@ -40,9 +48,13 @@ export function elapsed(ms) {
   return h("span", { class: "elapsed", dataset: { since: ms }, title: `since ${fmtTime(ms)}` }, fmtDuration(serverNow() - ms));
 }
 
+// Updates the times in root. While the master is unreachable the elapsed
+// times stand still: what is shown as running may have ended meanwhile,
+// and a counter going on would say it still runs.
 export function tickTimes(root) {
   const now = serverNow();
   for (const el of root.querySelectorAll("[data-ago]")) el.textContent = fmtAgo(Number(el.dataset.ago), now);
+  if (health.down) return;
   for (const el of root.querySelectorAll("[data-since]")) el.textContent = fmtDuration(now - Number(el.dataset.since));
 }
 

@@ -1,19 +1,28 @@
-// build.js - one build: what it is (state, result, slave, reason, times),
-// its source (revision, got_revision, the try job's patch, author and
-// review URL), its steps with duration, result and info text, the log
-// viewer (logview.js) on one step, and its properties. Cancel and rebuild
-// for logged-in users.
+// build.js - one build: a short head (result, slave, reason, times, who is
+// in the blamelist), then its steps beside the log viewer (logview.js), so
+// that the log starts near the top of the screen; below them what the
+// build is (state, times), its source (revision, got_revision, the try
+// job's patch, author and review URL), its blamelist (the changes it is
+// the first to build, each linking to its change page) and its
+// properties. Cancel and rebuild for logged-in users.
 //
 // Route #/builds/ID shows the log of the running step and follows the
-// build from step to step; #/builds/ID/steps/S stays on step S.
+// build from step to step; #/builds/ID/steps/S stays on step S, and
+// #/builds/ID/steps/S/L120 or .../L120-L140 shows those lines of its log,
+// highlighted. Moving between steps and lines does not draw the page
+// again (ctx.onRoute), and selecting lines in the viewer puts them into
+// the address without a new history entry.
 // Live: the "builds" topic updates the steps as they start and end; the
 // viewer follows the running step's log on log:ID:S.
 
 import { auth, apiUrl, get } from "../lib/api.js";
 import { debounce, h, replace, table } from "../lib/dom.js";
 import { fmtBytes, fmtDuration, fmtTime } from "../lib/format.js";
+import { lineRef } from "../lib/errors.js";
 import { LogViewer } from "../lib/logview.js";
-import { badge, builderLink, cancelBuildButton, elapsed, jobLink, kv, loading, rebuildButton, section, slaveLink, tickTimes } from "../lib/ui.js";
+import { badge, builderLink, cancelBuildButton, changeLink, elapsed, jobLink, kv, loading, rebuildButton, section, slaveLink, tickTimes } from "../lib/ui.js";
+
+const STEPS_OPEN_KEY = "tf-steps-open";
 
 // Control characters (an ESC in a command) as \xNN, so they show.
 function visible(text) {
@@ -75,52 +84,103 @@ function patchButton(patch, flash) {
   );
 }
 
+// Authors of a blamelist, each once, in order: "Ann, Bob and 3 more".
+function authorsText(changes, max = 3) {
+  const names = [];
+  for (const c of changes) {
+    const n = c.author || c.email || "";
+    if (n && !names.includes(n)) names.push(n);
+  }
+  if (names.length <= max) return names.join(", ");
+  return `${names.slice(0, max).join(", ")} and ${names.length - max} more`;
+}
+
+function failedResult(r) {
+  return r === "FAILURE" || r === "EXCEPTION";
+}
+
 export async function render(ctx) {
   const { root } = ctx;
   const id = Number(ctx.params[0]);
-  const fixedStep = ctx.params[1] !== undefined ? Number(ctx.params[1]) : null;
+  let fixedStep = ctx.params[1] !== undefined ? Number(ctx.params[1]) : null;
+  const wantLines = (p) => (p[2] !== undefined ? [Number(p[2]), Number(p[3] ?? p[2])].sort((a, b) => a - b) : null);
+  let lines = wantLines(ctx.params);
   loading(root, `build ${id}`);
 
   let build = await get(`/builds/${id}`);
   if (!ctx.alive()) return;
   let job = null;
   const jobId = build.properties && build.properties.job_id;
-  if (jobId) {
-    try {
-      job = await get(`/jobs/${encodeURIComponent(jobId)}`);
-    } catch {
-      job = null;
-    }
-  }
+  // The builder's error patterns, when the master gives them (else the
+  // log viewer's defaults).
+  const [jobAnswer, builderInfo] = await Promise.all([
+    jobId ? get(`/jobs/${encodeURIComponent(jobId)}`).catch(() => null) : null,
+    get(`/builders/${encodeURIComponent(build.builder)}`).catch(() => null),
+  ]);
+  if (!ctx.alive()) return;
+  job = jobAnswer;
+  const errorPatterns = builderInfo && Array.isArray(builderInfo.error_patterns) ? builderInfo.error_patterns : null;
 
-  const head = h("div");
+  const head = h("div", { class: "build-head" });
   const infoBox = h("div");
   const source = h("div");
+  const blameBox = h("div");
   const stepsBox = h("div");
-  const logBox = h("div", { id: "logbox" });
+  const logBox = h("div", { id: "logbox", class: "logbox" });
   const props = h("div");
   let viewer = null;
   let viewerStep = null;
   ctx.onCleanup(() => viewer && viewer.destroy());
 
+  let stepsOpen = true;
+  try {
+    stepsOpen = localStorage.getItem(STEPS_OPEN_KEY) !== "0";
+  } catch {
+    /* private mode */
+  }
+  const stepsSummary = h("summary", { class: "steps-summary" });
+  const stepsPanel = h("details", { class: "steps-panel", id: "steps-panel", open: stepsOpen }, stepsSummary, stepsBox);
+  stepsPanel.addEventListener("toggle", () => {
+    try {
+      localStorage.setItem(STEPS_OPEN_KEY, stepsPanel.open ? "1" : "0");
+    } catch {
+      /* private mode */
+    }
+  });
+
   const drawHead = () => {
     const b = build;
     ctx.title(`${b.builder} #${b.number}`);
     const finished = b.state === "finished";
+    const changes = b.changes || [];
+    const dur = b.duration_ms !== null && b.duration_ms !== undefined ? fmtDuration(b.duration_ms) : b.started_ms ? elapsed(b.started_ms) : null;
+    const sep = () => h("span", { class: "sep", "aria-hidden": "true" }, " · ");
+    const meta = [
+      b.slave ? ["on ", slaveLink(b.slave)] : null,
+      b.reason ? h("span", { class: "build-reason" }, b.reason) : null,
+      b.started_ms ? h("span", { title: fmtTime(b.started_ms) }, `started ${fmtTime(b.started_ms)}`) : h("span", null, `requested ${fmtTime(b.created_ms)}`),
+      dur ? [finished ? "took " : "running for ", dur] : null,
+      changes.length ? h("span", { class: "blame-summary" }, `${changes.length} change${changes.length === 1 ? "" : "s"} by ${authorsText(changes)}`) : null,
+      b.text ? h("span", { class: "build-text" }, b.text) : null,
+    ].filter(Boolean);
     replace(
       head,
       h(
-        "h1",
-        null,
-        builderLink(b.builder),
-        ` #${b.number} `,
-        h("span", { id: "build-result", class: "badge-wrap", dataset: { result: b.result || "", state: b.state } }, badge(b.result, b.state)),
+        "div",
+        { class: "build-title" },
+        h(
+          "h1",
+          null,
+          builderLink(b.builder),
+          ` #${b.number} `,
+          h("span", { id: "build-result", class: "badge-wrap", dataset: { result: b.result || "", state: b.state } }, badge(b.result, b.state)),
+        ),
+        h("div", { class: "actions" }, !finished ? cancelBuildButton(b.id, ctx.flash) : null, rebuildButton(b.id, ctx.flash)),
       ),
       h(
-        "div",
-        { class: "actions" },
-        !finished ? cancelBuildButton(b.id, ctx.flash) : null,
-        rebuildButton(b.id, ctx.flash),
+        "p",
+        { class: "build-meta", id: "build-meta" },
+        meta.map((m, i) => [i ? sep() : null, m]),
       ),
     );
     replace(
@@ -167,45 +227,92 @@ export async function render(ctx) {
     );
   };
 
+  // The blamelist: the changes this build is the first to build.
+  const drawBlame = () => {
+    const changes = build.changes || [];
+    replace(
+      blameBox,
+      changes.length
+        ? h(
+            "ol",
+            { class: "blamelist", id: "blamelist" },
+            changes.map((c) =>
+              h(
+                "li",
+                { dataset: { change: c.id } },
+                changeLink(c, h("code", null, (c.revision || "").slice(0, 10) || `change ${c.id}`)),
+                " ",
+                h("span", { class: "change-message" }, c.message || ""),
+                h(
+                  "div",
+                  { class: "change-meta muted" },
+                  c.author || c.email || "",
+                  c.files && c.files.length ? ` · ${c.files.length} file${c.files.length === 1 ? "" : "s"}` : "",
+                ),
+              ),
+            ),
+          )
+        : h(
+            "p",
+            { class: "muted", id: "blamelist-empty" },
+            jobId ? "A try job: its change is the patch (see Source)." : "No new change: a forced build, a rebuild, or a build of a change already built.",
+          ),
+    );
+  };
+
   const drawSteps = () => {
     const shown = viewerStep;
+    const steps = build.steps || [];
+    const failed = steps.filter((s) => failedResult(s.result)).length;
+    const done = steps.filter((s) => s.state === "done").length;
+    replace(
+      stepsSummary,
+      h("span", { class: "steps-title" }, "Steps"),
+      " ",
+      h("span", { class: "muted" }, `${done} of ${steps.length} done${failed ? `, ${failed} failed` : ""}`),
+    );
     replace(
       stepsBox,
-      (build.steps || []).length
+      steps.length
         ? table(
-            ["#", "step", "result", "duration", "info", "log"],
-            build.steps.map((s) =>
+            ["#", "step", "result", "log"],
+            steps.map((s) =>
               h(
                 "tr",
-                { class: s.index === shown ? "selected" : null, dataset: { step: s.index, state: s.state, result: s.result || "" } },
+                {
+                  class: s.index === shown ? "selected" : null,
+                  "aria-current": s.index === shown ? "step" : null,
+                  dataset: { step: s.index, state: s.state, result: s.result || "" },
+                },
                 h("td", { class: "num" }, String(s.index)),
-                h("td", null, h("a", { href: `#/builds/${build.id}/steps/${s.index}`, class: "step-link" }, s.name)),
-                h("td", null, badge(s.result, s.state)),
-                h(
-                  "td",
-                  null,
-                  s.duration_ms !== null && s.duration_ms !== undefined
-                    ? fmtDuration(s.duration_ms)
-                    : s.started_ms && !s.finished_ms
-                      ? elapsed(s.started_ms)
-                      : "",
-                ),
                 h(
                   "td",
                   { class: "step-text" },
-                  s.text || "",
+                  h("a", { href: `#/builds/${build.id}/steps/${s.index}`, class: "step-link" }, s.name),
+                  s.text ? h("div", { class: "step-summary" }, s.text) : null,
                   s.timed_out ? h("span", { class: "badge r-exception" }, "timed out") : null,
                   s.warnings ? h("span", { class: "badge r-warnings step-warnings" }, `${s.warnings} warning${s.warnings === 1 ? "" : "s"}`) : null,
                   s.info ? h("div", { class: "step-info" }, String(s.info)) : null,
                   statsText(s.stats) ? h("div", { class: "step-stats", title: "stats reported by the step" }, statsText(s.stats)) : null,
-                  s.command && s.command.length ? h("div", { class: "command", title: "the command that ran" }, visible(s.command.join(" "))) : null,
+                  s.command && s.command.length
+                    ? h("details", { class: "step-more" }, h("summary", null, "command"), h("div", { class: "command", title: "the command that ran" }, visible(s.command.join(" "))))
+                    : null,
                 ),
                 h(
                   "td",
                   null,
-                  s.log ? h("span", { class: "muted log-size" }, fmtBytes(s.log.bytes || 0)) : "",
-                  " ",
-                  h("a", { href: apiUrl(`/builds/${build.id}/steps/${s.index}/log`), download: `build-${build.id}-step-${s.index}.log` }, "raw"),
+                  badge(s.result, s.state),
+                  h(
+                    "div",
+                    { class: "step-duration" },
+                    s.duration_ms !== null && s.duration_ms !== undefined ? fmtDuration(s.duration_ms) : s.started_ms && !s.finished_ms ? elapsed(s.started_ms) : "",
+                  ),
+                ),
+                h(
+                  "td",
+                  { class: "step-log" },
+                  h("a", { href: apiUrl(`/builds/${build.id}/steps/${s.index}/log`), download: `build-${build.id}-step-${s.index}.log`, title: "download the raw log" }, "raw"),
+                  s.log ? h("div", { class: "muted log-size" }, fmtBytes(s.log.bytes || 0)) : null,
                 ),
               ),
             ),
@@ -223,34 +330,57 @@ export async function render(ctx) {
       keys.length
         ? table(
             ["name", "value"],
-            keys.map((k) => h("tr", null, h("td", null, k), h("td", null, typeof p[k] === "string" ? p[k] : JSON.stringify(p[k])))),
+            keys.map((k) => h("tr", null, h("td", null, k), h("td", { class: "prop-value" }, typeof p[k] === "string" ? p[k] : JSON.stringify(p[k])))),
             { class: "grid", id: "properties" },
           )
         : h("p", { class: "muted" }, "No properties."),
     );
   };
 
-  const showStep = (index) => {
-    if (index === null || index === undefined) {
-      replace(logBox, h("p", { class: "muted" }, "No step has started yet."));
-      return;
-    }
-    if (viewer && viewerStep === index) return;
+  // How many steps the build has or will have.
+  const stepCount = () => Math.max((build.steps || []).length, Number.isInteger(build.nsteps) ? build.nsteps : 0);
+
+  const noStep = (text) => {
     if (viewer) viewer.destroy();
-    const s = (build.steps || []).find((x) => x.index === index);
-    if (!s) {
-      replace(logBox, h("p", { class: "muted" }, `Step ${index} has not started yet.`));
-      viewer = null;
-      viewerStep = null;
+    viewer = null;
+    viewerStep = null;
+    replace(logBox, h("p", { class: "muted log-missing", id: "log-missing" }, text));
+    drawSteps();
+  };
+
+  // Puts the viewer on step index; want: lines to show there ([a, b]).
+  const showStep = (index, want) => {
+    if (index === null || index === undefined) {
+      noStep("No step has started yet.");
       return;
     }
+    if (viewer && viewerStep === index) {
+      if (want) viewer.reveal(want[0], want[1]);
+      return;
+    }
+    const s = (build.steps || []).find((x) => x.index === index);
+    if (!s || (s.state === "pending" && !s.started_ms)) {
+      const n = stepCount();
+      if (index >= n && (build.state === "finished" || n > 0)) {
+        noStep(`No step ${index} in this build: it has ${n} step${n === 1 ? "" : "s"}${n ? ` (${n === 1 ? "0" : `0–${n - 1}`})` : ""}.`);
+      } else {
+        noStep(build.state === "finished" ? `Step ${index} did not run.` : `Step ${index} has not started yet.`);
+      }
+      return;
+    }
+    if (viewer) viewer.destroy();
     viewerStep = index;
     viewer = new LogViewer({
       buildId: build.id,
       step: index,
       size: s.log ? s.log.bytes : 0,
       running: s.state === "running" || (s.state !== "done" && build.state !== "finished"),
+      failed: failedResult(s.result),
       stepName: s.name,
+      errorPatterns,
+      onSelect: (a, b) => {
+        history.replaceState(null, "", `#/builds/${build.id}/steps/${index}/${lineRef(a, b)}`);
+      },
       onSize: (size) => {
         const st = (build.steps || []).find((x) => x.index === index);
         if (st && st.log && size > (st.log.bytes || 0)) st.log.bytes = size;
@@ -260,8 +390,18 @@ export async function render(ctx) {
     });
     replace(logBox, viewer.el);
     viewer.start();
+    if (want) viewer.reveal(want[0], want[1]);
     drawSteps();
   };
+
+  // Another step or other lines of this build: no new page.
+  ctx.onRoute((params) => {
+    if (Number(params[0]) !== id) return false;
+    fixedStep = params[1] !== undefined ? Number(params[1]) : null;
+    lines = wantLines(params);
+    showStep(fixedStep !== null ? fixedStep : pickStep(build), lines);
+    return true;
+  });
 
   const refetch = debounce(async () => {
     try {
@@ -270,10 +410,13 @@ export async function render(ctx) {
       build = b;
       drawHead();
       drawSteps();
+      drawBlame();
       drawProps();
       if (viewer) {
         const s = build.steps.find((x) => x.index === viewerStep);
         if (s) viewer.setRunning(s.state === "running", s.log ? s.log.bytes : undefined);
+      } else if (fixedStep !== null) {
+        showStep(fixedStep, lines);
       }
     } catch {
       /* keep what is shown */
@@ -309,16 +452,22 @@ export async function render(ctx) {
 
   drawHead();
   drawSource();
+  drawBlame();
   drawSteps();
   drawProps();
   replace(
     root,
     head,
-    h("div", { class: "cards" }, section("Build", infoBox), section("Source", source)),
-    section("Steps", stepsBox),
-    logBox,
+    h("div", { class: ["build-main"] }, stepsPanel, logBox),
+    h(
+      "div",
+      { class: "cards" },
+      section("Build", infoBox),
+      section("Source", source),
+      h("section", { class: "card", id: "build-changes" }, h("h2", null, "Blamelist"), blameBox),
+    ),
     section("Properties", props),
   );
-  showStep(fixedStep !== null ? fixedStep : pickStep(build));
+  showStep(fixedStep !== null ? fixedStep : pickStep(build), lines);
   ctx.ready();
 }

@@ -179,6 +179,7 @@ export async function render(ctx) {
         xs: bs.map((b) => b.number),
         ys: bs.map((b) => b.duration_ms / 1000),
         results: bs.map((b) => b.result),
+        ids: bs.map((b) => b.id),
         yLabel: "seconds",
         fmt: (v) => fmtDuration(v * 1000),
         id: "duration",
@@ -189,9 +190,13 @@ export async function render(ctx) {
       // One point per build: a stat reported by several steps shows the
       // last one.
       const byNum = new Map();
-      for (const p of points) byNum.set(p.number, p.value);
+      const idOf = new Map();
+      for (const p of points) {
+        byNum.set(p.number, p.value);
+        idOf.set(p.number, p.build_id);
+      }
       const xs = [...byNum.keys()].sort((a, b) => a - b);
-      specs.push({ title: stat, xs, ys: xs.map((x) => byNum.get(x)), yLabel: stat, id: `stat-${stat}` });
+      specs.push({ title: stat, xs, ys: xs.map((x) => byNum.get(x)), ids: xs.map((x) => idOf.get(x)), yLabel: stat, id: `stat-${stat}` });
     }
     if (!specs.length) {
       replace(plots, h("p", { class: "muted" }, "No finished build to plot yet."));
@@ -235,7 +240,8 @@ export async function render(ctx) {
       drawBuilds();
       if (withPlots) await drawPlots();
     } catch (e) {
-      if (ctx.alive()) ctx.flash(`Could not refresh ${name}: ${e.message}`, "error");
+      // An unreachable master is the banner's to say.
+      if (ctx.alive() && e.status !== 0) ctx.flash(`Could not refresh ${name}: ${e.message}`, "error");
     }
   };
   let plotsDue = false;

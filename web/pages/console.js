@@ -1,12 +1,14 @@
 // console.js - rows are try jobs and changes (newest first), columns are
 // builders; a cell is the build of that row on that builder, coloured by
 // its result. Data: GET /api/v1/console, paged by `before`; refetched
-// after live build events.
+// after live build events. A row's title links to its try job's page or
+// its change's page (#/changes/ID); on a narrow screen the title column
+// stays in place while the builders' columns scroll under it.
 
 import { get } from "../lib/api.js";
 import { debounce, h, replace } from "../lib/dom.js";
 import { fmtShortTime, fmtTime, resultClass, resultText } from "../lib/format.js";
-import { builderLink, loading } from "../lib/ui.js";
+import { builderLink, changeLink, loading } from "../lib/ui.js";
 
 export async function render(ctx) {
   const { root, query } = ctx;
@@ -22,9 +24,8 @@ export async function render(ctx) {
   const older = h("button", { type: "button", id: "older", class: "older" }, "Older rows");
 
   const rowTitle = (r) => {
-    if (r.kind === "job") return h("a", { href: `#/jobs/${r.id}` }, r.title || `try job ${r.id}`);
-    if (r.url && /^https?:/.test(r.url)) return h("a", { href: r.url, rel: "noopener noreferrer" }, r.title || `change ${r.id}`);
-    return r.title || `change ${r.id}`;
+    if (r.kind === "job") return h("a", { href: `#/jobs/${r.id}`, class: "job-link" }, r.title || `try job ${r.id}`);
+    return changeLink(r.id, r.title || `change ${r.id}`);
   };
 
   const draw = () => {
@@ -35,7 +36,14 @@ export async function render(ctx) {
       h(
         "thead",
         null,
-        h("tr", null, h("th", null, ""), h("th", null, "what"), h("th", null, "author"), h("th", null, "when"), cols.map((c) => h("th", { class: "ccol" }, builderLink(c)))),
+        h(
+          "tr",
+          null,
+          h("th", { scope: "col", class: "ctitle" }, "try job or change"),
+          h("th", { scope: "col" }, "author"),
+          h("th", { scope: "col" }, "when"),
+          cols.map((c) => h("th", { scope: "col", class: "ccol" }, builderLink(c))),
+        ),
       ),
       h(
         "tbody",
@@ -45,10 +53,16 @@ export async function render(ctx) {
               h(
                 "tr",
                 { dataset: { kind: r.kind, id: r.id } },
-                h("td", null, h("span", { class: ["kind", `kind-${r.kind}`] }, r.kind === "job" ? "try" : "change")),
-                h("td", { class: "ctitle" }, rowTitle(r)),
-                h("td", null, r.author || ""),
-                h("td", { title: fmtTime(r.time_ms) }, fmtShortTime(r.time_ms)),
+                h(
+                  "th",
+                  { scope: "row", class: "ctitle" },
+                  h("span", { class: ["kind", `kind-${r.kind}`] }, r.kind === "job" ? "try" : "change"),
+                  " ",
+                  rowTitle(r),
+                  r.kind === "change" && r.revision ? h("code", { class: "crev" }, ` ${r.revision.slice(0, 8)}`) : null,
+                ),
+                h("td", { class: "cauthor" }, r.author || ""),
+                h("td", { class: "cwhen", title: fmtTime(r.time_ms) }, fmtShortTime(r.time_ms)),
                 cols.map((c) => {
                   const b = (r.builds || {})[c];
                   if (!b) return h("td", { class: "ccell empty" });
@@ -62,7 +76,7 @@ export async function render(ctx) {
                 }),
               ),
             )
-          : h("tr", null, h("td", { colspan: 4 + cols.length, class: "muted" }, "No try jobs or changes yet.")),
+          : h("tr", null, h("td", { colspan: 3 + cols.length, class: "muted" }, "No try jobs or changes yet.")),
       ),
     );
     older.disabled = nextBefore === null || nextBefore === undefined;
@@ -108,7 +122,7 @@ export async function render(ctx) {
     root,
     h("h1", null, "Console"),
     h("p", { class: "muted" }, "Each row is a try job or a change; each column a builder."),
-    h("div", { class: "waterfall-scroll" }, table),
+    h("div", { class: "waterfall-scroll console-scroll" }, table),
     h("div", { class: "paging" }, older),
   );
   ctx.ready();

@@ -69,7 +69,8 @@ export async function render(ctx) {
       const s = await get("/summary");
       if (ctx.alive()) draw(s);
     } catch (e) {
-      if (ctx.alive()) ctx.flash(`Could not refresh the summary: ${e.message}`, "error");
+      // An unreachable master is the banner's to say.
+      if (ctx.alive() && e.status !== 0) ctx.flash(`Could not refresh the summary: ${e.message}`, "error");
     }
   };
   const soon = debounce(refetch, 250);

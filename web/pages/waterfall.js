@@ -9,13 +9,36 @@
 // stay dense. Boxes are kept by build id and updated in place, so a
 // build's box is the same element from "created" to "finished".
 //
+// Columns share the page's width (table-layout: fixed), so 8 to 12
+// builders fit a 1440 px screen; with more, or on a phone, the table
+// scrolls sideways inside its own box and the page does not. The header
+// row gives each builder's state and pending requests (GET
+// /api/v1/builders, refetched after live events). A box names the authors
+// of its build where the data has them: the build's own `author` or
+// `owner`, else its try job's author or its changes' authors as the
+// console (GET /api/v1/console) lists them. A box created by a live event
+// fetches its build, so its reason shows without a reload.
+//
 // Hash parameters: limit (builds per page, default 50), builder
-// (repeatable: only these columns).
+// (repeatable: only these columns), view=grid (the dense grid: a small
+// square per build, no steps, for many builders at once).
 
 import { get } from "../lib/api.js";
-import { h, replace } from "../lib/dom.js";
+import { debounce, h, replace } from "../lib/dom.js";
 import { fmtDuration, fmtShortTime, fmtTime, resultClass, resultText, serverNow } from "../lib/format.js";
 import { builderLink, loading, slaveLink, tickTimes } from "../lib/ui.js";
+
+// A builder's state in the header row.
+function stateLine(b) {
+  if (!b) return null;
+  const label = { building: "building", pending: "waiting", idle: "idle", offline: "offline", removed: "removed" }[b.state] || b.state;
+  return h(
+    "div",
+    { class: "bstate", dataset: { state: b.state || "", pending: b.pending ?? 0 } },
+    h("span", { class: ["badge", `state-${b.state}`] }, label),
+    b.pending ? h("span", { class: "pending-count" }, ` ${b.pending} pending`) : null,
+  );
+}
 
 export async function render(ctx) {
   const { root, query } = ctx;
@@ -23,6 +46,9 @@ export async function render(ctx) {
   loading(root, "the waterfall");
   const limit = Math.max(1, Math.min(500, Number(query.get("limit")) || 50));
   const only = query.getAll("builder");
+  const grid = query.get("view") === "grid";
+  const builderInfo = new Map(); // name -> GET /api/v1/builders entry
+  const authorsOf = new Map(); // build id -> authors (from the console)
 
   const builds = new Map(); // id -> build (with steps)
   const boxes = new Map(); // id -> element
@@ -33,6 +59,7 @@ export async function render(ctx) {
 
   const tbody = h("tbody");
   const thead = h("thead");
+  const table = h("table", { class: ["waterfall", grid ? "wgrid" : null], id: "waterfall" }, thead, tbody);
   const older = h("button", { type: "button", id: "older", class: "older" }, "Older builds");
   const status = h("span", { class: "muted paging-status" });
 
@@ -57,6 +84,8 @@ export async function render(ctx) {
       ),
     );
 
+  const authorText = (b) => b.author || b.owner || (Array.isArray(b.authors) ? b.authors.join(", ") : "") || authorsOf.get(b.id) || "";
+
   const fillBox = (box, b) => {
     box.className = `wbox ${resultClass(b.result, b.state)}`;
     box.dataset.state = b.state || "";
@@ -68,16 +97,23 @@ export async function render(ctx) {
         : b.started_ms
           ? h("span", { dataset: { since: b.started_ms } }, fmtDuration(serverNow() - b.started_ms))
           : "";
+    const who = authorText(b);
+    const title = `${b.builder} #${b.number}: ${resultText(b.result, b.state)}, created ${fmtTime(b.created_ms)}${who ? `, by ${who}` : ""}${b.reason ? ` (${b.reason})` : ""}`;
+    if (grid) {
+      replace(box, h("a", { class: "wbox-head", href: `#/builds/${b.id}`, title, "aria-label": title }, `${b.number}`));
+      return;
+    }
     replace(
       box,
       h(
         "a",
-        { class: "wbox-head", href: `#/builds/${b.id}`, title: `${b.builder} #${b.number}, created ${fmtTime(b.created_ms)}` },
+        { class: "wbox-head", href: `#/builds/${b.id}`, title },
         h("span", { class: "wbox-num" }, `#${b.number}`),
         " ",
         h("span", { class: "wbox-result" }, resultText(b.result, b.state)),
       ),
       h("div", { class: "wbox-meta" }, slaveLink(b.slave), b.slave && dur ? " · " : "", dur),
+      who ? h("div", { class: "wbox-author", title: who }, who) : null,
       b.reason ? h("div", { class: "wbox-reason", title: b.reason }, b.reason) : null,
       stepsList(b),
     );
@@ -97,7 +133,25 @@ export async function render(ctx) {
     const all = [...builds.values()].sort((a, b) => b.created_ms - a.created_ms || b.id - a.id);
     const cols = [...columns];
     for (const b of all) if (!cols.includes(b.builder)) cols.push(b.builder);
-    replace(thead, h("tr", null, h("th", { class: "wtime" }, "time"), cols.map((c) => h("th", { dataset: { builder: c } }, builderLink(c)))));
+    // A row of names, and under it a row of states and pending counts.
+    replace(
+      thead,
+      h(
+        "tr",
+        null,
+        h("th", { class: "wtime", scope: "col" }, "time"),
+        cols.map((c) => h("th", { dataset: { builder: c }, scope: "col", class: "wbuilder" }, builderLink(c))),
+      ),
+      h(
+        "tr",
+        { class: "wstates" },
+        h("th", { class: "wtime", scope: "row" }, h("span", { class: "visually-hidden" }, "state")),
+        cols.map((c) => h("th", { dataset: { stateOf: c }, class: "wstate" }, stateLine(builderInfo.get(c)))),
+      ),
+    );
+    // Equal columns in the page's width, never narrower than the CSS
+    // minimum: past that the table scrolls inside its box.
+    table.style.setProperty("--wcols", String(cols.length));
     const rows = [];
     let row = null;
     for (const b of all) {
@@ -121,6 +175,7 @@ export async function render(ctx) {
     if (!all.length) {
       replace(tbody, h("tr", null, h("td", { colspan: cols.length + 1, class: "muted" }, "No builds yet.")));
     }
+    root.dataset.columns = String(cols.length);
     root.dataset.builds = String(all.length);
     root.dataset.pages = String(pages);
   };
@@ -194,8 +249,10 @@ export async function render(ctx) {
         Object.assign(known, e);
         fillBox(boxOf(known), known);
       } else if (ev.event === "created") {
+        // The event has no reason: the build itself has.
         builds.set(e.id, { ...e, steps: [] });
         layout();
+        fetchOne(e.id);
       } else {
         fetchOne(e.id);
       }
@@ -229,20 +286,62 @@ export async function render(ctx) {
     }
   };
 
-  ctx.subscribe("builds", onEvent);
+  // The header row's states and the authors of the newest builds.
+  const fetchBuilders = async () => {
+    const list = await get("/builders");
+    for (const b of Array.isArray(list) ? list : list.builders || []) builderInfo.set(b.name, b);
+  };
+  const fetchAuthors = async () => {
+    const page = await get("/console", { limit: 100 });
+    for (const r of page.rows || []) {
+      if (!r.author) continue;
+      for (const c of Object.values(r.builds || {})) {
+        if (!c.build_id) continue;
+        const had = authorsOf.get(c.build_id);
+        authorsOf.set(c.build_id, had && !had.split(", ").includes(r.author) ? `${had}, ${r.author}` : had || r.author);
+      }
+    }
+  };
+  const refreshSide = debounce(async () => {
+    try {
+      await Promise.all([fetchBuilders(), fetchAuthors()]);
+      if (ctx.alive()) layout();
+    } catch {
+      /* keep what is shown */
+    }
+  }, 400);
+  ctx.onCleanup(refreshSide.cancel);
+
+  ctx.subscribe("builds", (ev) => {
+    onEvent(ev);
+    if (ev.type !== "step") refreshSide();
+  });
+  ctx.subscribe("requests", () => refreshSide());
+  ctx.subscribe("slaves", () => refreshSide());
   ctx.every(1000, () => tickTimes(root));
 
-  const first = await get("/waterfall", { limit, builder: only });
+  const [first] = await Promise.all([get("/waterfall", { limit, builder: only }), fetchBuilders().catch(() => null), fetchAuthors().catch(() => null)]);
   if (!ctx.alive()) return;
+  const other = new URLSearchParams(query);
+  if (grid) other.delete("view");
+  else other.set("view", "grid");
+  const otherHref = `#/waterfall${other.toString() ? `?${other}` : ""}`;
   replace(
     root,
-    h("h1", null, "Waterfall"),
+    h(
+      "div",
+      { class: "page-title" },
+      h("h1", null, grid ? "Waterfall grid" : "Waterfall"),
+      h("a", { href: otherHref, class: "view-switch", id: "view-switch" }, grid ? "Show boxes with steps" : "Dense grid"),
+    ),
     h(
       "p",
-      { class: "muted" },
-      "Newest builds on top; each box is a build with its steps. Running builds move; boxes change as builds progress, without reloading.",
+      { class: "muted intro" },
+      grid
+        ? "Newest builds on top; each square is a build, coloured by its result. Hover for details; click to open."
+        : "Newest builds on top; each box is a build with its steps. Running builds move; boxes change as builds progress, without reloading.",
     ),
-    h("div", { class: "waterfall-scroll" }, h("table", { class: "waterfall", id: "waterfall" }, thead, tbody)),
+    h("div", { class: "waterfall-scroll" }, table),
     h("div", { class: "paging" }, older, status),
   );
   addPage(first);

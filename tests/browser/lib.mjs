@@ -5,12 +5,19 @@
 //
 // playwright-core comes from web/node_modules (web/package.json,
 // installed by `npm ci --prefix web`).
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { chromium } from "../../web/node_modules/playwright-core/index.mjs";
 
 export const CHROMIUM = process.env.TF_CHROMIUM || "/usr/bin/chromium";
+
+// The two screens every page is checked at: a laptop and a phone.
+export const DESKTOP = { width: 1440, height: 900 };
+export const PHONE = { width: 390, height: 844 };
+
+const AXE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "web", "node_modules", "axe-core", "axe.min.js");
 
 // The flags .library/env/machines/c.md lists for this machine: no sandbox
 // (root), no GPU, and nothing that phones home (the network is closed).
@@ -33,7 +40,7 @@ export async function launch({ userDataDir } = {}) {
     executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_FLAGS,
-    viewport: { width: 1360, height: 900 },
+    viewport: DESKTOP,
     deviceScaleFactor: 1,
     timezoneId: "UTC",
     locale: "en-GB",
@@ -151,4 +158,72 @@ export class Report {
   get ok() {
     return this.checks.length > 0 && this.checks.every((c) => c.ok);
   }
+}
+
+// A screenshot into S.shots (and docs/images when S.docs_images is set).
+export async function shot(page, S, name, report, { fullPage = false } = {}) {
+  mkdirSync(S.shots, { recursive: true });
+  const file = join(S.shots, `${name}.png`);
+  await page.screenshot({ path: file, fullPage });
+  if (S.docs_images) {
+    mkdirSync(S.docs_images, { recursive: true });
+    copyFileSync(file, join(S.docs_images, `${name}.png`));
+  }
+  report.note(`screenshot ${file}`);
+}
+
+// Runs axe-core (from web/node_modules, injected into the page) on the
+// whole page against WCAG 2.1 A and AA; returns the violations of impact
+// serious or critical as lines of text. exclude: selectors axe skips (a
+// step's log is the program's own output, colours and all).
+let axeSource = null;
+export async function axeViolations(page, { exclude = [] } = {}) {
+  if (!axeSource) axeSource = readFileSync(AXE, "utf8");
+  // Evaluated through the debugging protocol: the master's Content
+  // Security Policy rightly refuses inline scripts.
+  if (!(await page.evaluate(() => !!window.axe))) await page.evaluate(`${axeSource}\n;void 0`);
+  const res = await page.evaluate(async (ex) => {
+    const r = await window.axe.run(
+      { include: [document], exclude: ex.map((s) => [s]) },
+      { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] }, resultTypes: ["violations"] },
+    );
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.slice(0, 5).map((n) => `${n.target.join(" ")}: ${(n.failureSummary || "").replace(/\s+/g, " ").slice(0, 300)}`),
+    }));
+  }, exclude);
+  return res.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.join("\n    ")}`);
+}
+
+// How far the page reaches past the screen sideways, in px (0: no
+// sideways scrolling), and the widest elements that stick out.
+export async function overflowOf(page) {
+  return page.evaluate(() => {
+    const w = document.documentElement.clientWidth;
+    const over = Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - w;
+    const culprits = [];
+    if (over > 0) {
+      for (const el of document.querySelectorAll("body *")) {
+        const r = el.getBoundingClientRect();
+        if (r.right > w + 1 && r.width > 0) {
+          // Inside a box that scrolls by itself is fine.
+          let p = el.parentElement;
+          let scrolled = false;
+          while (p && p !== document.body) {
+            const ox = getComputedStyle(p).overflowX;
+            if (ox === "auto" || ox === "scroll" || ox === "hidden") {
+              scrolled = true;
+              break;
+            }
+            p = p.parentElement;
+          }
+          if (!scrolled) culprits.push(`${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""}.${[...el.classList].join(".")} right=${Math.round(r.right)}`);
+        }
+        if (culprits.length >= 5) break;
+      }
+    }
+    return { over, width: w, culprits };
+  });
 }

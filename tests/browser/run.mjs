@@ -5,12 +5,14 @@
 //
 // FILE is the JSON the Python side wrote (the master's URL, tokens, the ids
 // of the builds and jobs it made). GROUP is one of: pages, live, ansi,
-// plot, paging, actions, biglog. Each prints "ok"/"FAIL" lines as it goes
+// plot, paging, actions, biglog, and those of ux.mjs: buildpage,
+// waterfallfit, changes, plotaxes, layout, down. Each prints "ok"/"FAIL" lines as it goes
 // and, last, one line "RESULT {json}" with every check and measurement;
 // the exit status is 0 when every check passed.
 import { copyFileSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Report, api, goHash, launch, newPage, openPage, until } from "./lib.mjs";
+import { groupBuildPage, groupChanges, groupDown, groupLayout, groupPlotAxes, groupWaterfallFit } from "./ux.mjs";
 
 function args() {
   const a = process.argv.slice(2);
@@ -574,6 +576,12 @@ const GROUPS = {
   paging: groupPaging,
   actions: groupActions,
   biglog: groupBigLog,
+  buildpage: (r, ctx) => groupBuildPage(r, ctx, S),
+  waterfallfit: (r, ctx) => groupWaterfallFit(r, ctx, S),
+  changes: (r, ctx) => groupChanges(r, ctx, S),
+  plotaxes: (r, ctx) => groupPlotAxes(r, ctx, S),
+  layout: (r, ctx) => groupLayout(r, ctx, S),
+  down: (r, ctx) => groupDown(r, ctx, S),
 };
 
 async function main() {

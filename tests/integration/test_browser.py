@@ -4,7 +4,12 @@ master with real slaves.
 One master (web_root = the repository's web/) and two slaves are started
 once for this module and given a history: a 200 MB log, a log with ANSI
 colours and HTML, a failing build, two dozen quick builds, try jobs (one
-with a patch and a review URL, one waiting for a slave that never comes).
+with a patch and a review URL, one waiting for a slave that never comes),
+twelve builders (four with long names, so the waterfall's fit is
+measured with 8 and with 12), a 3000-line log with compiler, sanitizer,
+GoogleTest and pytest errors at known lines, and two commits by two
+authors that a poller records and a change scheduler builds (a build
+with a blamelist, change pages).
 Each test then runs one group of tests/browser/run.mjs, which drives
 Debian's Chromium headless through playwright-core (from web/node_modules,
 installed by `npm ci --prefix web`) and prints a JSON report of its checks
@@ -15,7 +20,8 @@ Screenshots of every page go to the test's tmp directory, and into
 docs/images/ when TF_DOCS_IMAGES=1 (how the committed ones were made).
 
 Needs: node, /usr/bin/chromium (scripts/deps installs both) and
-web/node_modules (scripts/test runs `npm ci --prefix web`). Without them
+web/node_modules with playwright-core, uPlot and axe-core (scripts/test
+runs `npm ci --prefix web`). Without them
 the tests fail with a message saying what is missing: they are part of
 the suite, not optional.
 """
@@ -23,8 +29,11 @@ the suite, not optional.
 import base64
 import json
 import os
+import pathlib
+import queue
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -56,9 +65,31 @@ COLOURS = (
 )
 
 
-def git(cwd, *args):
+# The "errors" builder's log: 3000 numbered lines with errors at these
+# lines (and a line that only says nothing failed, which is no error).
+ERROR_LINES = {
+    40: 'src/parser.c:12:5: error: expected ";" before "return"',
+    1500: "==4242==ERROR: AddressSanitizer: heap-use-after-free on address "
+          "0x602000000010",
+    2600: "[  FAILED  ] ParserTest.HandlesEmptyInput (3 ms)",
+    2900: "FAILED tests/test_io.py::test_roundtrip - AssertionError",
+}
+NOT_ERROR_LINE = (2950, "100% tests passed, 0 tests failed out of 5")
+ERRORS_LOG_LINES = 3000
+
+
+def errors_command():
+    cases = "".join(f"{n}) echo '{t}';; " for n, t in ERROR_LINES.items())
+    cases += f"{NOT_ERROR_LINE[0]}) echo '{NOT_ERROR_LINE[1]}';; "
+    return (f"i=1; while [ $i -le {ERRORS_LOG_LINES} ]; do case $i in "
+            f"{cases}*) echo \"filler line $i of the log: the quick brown "
+            "fox jumps over the lazy dog\";; esac; i=$((i+1)); done; exit 1")
+
+
+def git(cwd, *args, env_extra=None):
     env = dict(os.environ)
     env.update(GIT_ENV)
+    env.update(env_extra or {})
     r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, f"git {args}: {r.stdout} {r.stderr}"
@@ -79,7 +110,18 @@ def make_repo(tmp):
     (work / "hello.txt").write_text("HELLO, LOUDER\n")
     patch = subprocess.run(["git", "diff", "--binary"], cwd=work,
                            capture_output=True, check=True).stdout
-    return up, patch
+    git(work, "checkout", "-q", "--", "hello.txt")
+    return up, work, patch
+
+
+def commit_as(work, name, email, path, text, message):
+    """Commits one file as author name <email>; returns the revision."""
+    (work / path).parent.mkdir(parents=True, exist_ok=True)
+    (work / path).write_text(text)
+    who = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email}
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", message, env_extra=who)
+    return git(work, "rev-parse", "HEAD")
 
 
 def config(tmp, up):
@@ -94,11 +136,18 @@ def config(tmp, up):
         "yes 'the quick brown fox jumps over the lazy dog 0123456789 "
         f"abcdefghijklmnopqrstuvwxyz' | head -c {BIG_MB * 1024 * 1024}; "
         "echo; echo END-OF-BIG-LOG")
+    three_steps = [
+        {"name": "configure-with-all-options", "command": "echo configured"},
+        {"name": "compile-everything-twice", "command": "echo compiled"},
+        {"name": "run-the-whole-test-suite", "command": "echo 5 tests pass"}]
     return {
         "name": "Browser test farm",
         "web_root": str(WEB),
         "heartbeat_s": 2,
         "lost_after_s": 6,
+        "poll_interval_s": 1,
+        "schedulers": [{"name": "on-main", "type": "change",
+                        "builders": ["app"], "tree_stable_s": 1}],
         "slaves": [{"name": "s1", "tags": ["linux"]},
                    {"name": "s2", "tags": ["linux"]},
                    {"name": "mac1", "tags": ["macos"]}],
@@ -126,6 +175,15 @@ def config(tmp, up):
                  {"name": "check", "command": "cat hello.txt"}]},
             {"name": "mac-only", "slaves": ["mac1"], "steps": [
                 {"name": "test", "command": "true"}]},
+            {"name": "errors", "slaves": ["s1"], "steps": [
+                {"name": "prepare", "command": "echo preparing"},
+                {"name": "compile", "command": errors_command()}]},
+            {"name": "linux-x86_64-sanitizers", "tags": ["linux"],
+             "steps": three_steps},
+            {"name": "documentation-and-website", "tags": ["linux"],
+             "steps": three_steps},
+            {"name": "lint-and-format-checks", "tags": ["linux"],
+             "steps": three_steps},
         ],
     }
 
@@ -162,6 +220,8 @@ def missing_tools():
         out.append(f"{CHROMIUM} (scripts/deps installs chromium)")
     if not (WEB / "node_modules" / "playwright-core").is_dir():
         out.append("web/node_modules (run: npm ci --prefix web)")
+    if not (WEB / "node_modules" / "axe-core" / "axe.min.js").is_file():
+        out.append("web/node_modules/axe-core (run: npm ci --prefix web)")
     if not (WEB / "vendor" / "uPlot.esm.js").is_file():
         out.append("web/vendor/uPlot.esm.js (run: npm ci --prefix web)")
     return out
@@ -175,7 +235,7 @@ def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     farm = tfharness.Farm(tmp)
     try:
-        up, patch = make_repo(tmp)
+        up, work, patch = make_repo(tmp)
         m = farm.master(config(tmp, up))
         farm.slave(m, "s1")
         farm.slave(m, "s2")
@@ -191,6 +251,33 @@ def site(tmp_path_factory):
         flaky = m.wait_request_done(flaky_req, 60)
         for q in quick:
             m.wait_request_done(q, 120)
+        errors = m.run_build("errors", timeout=60, reason="errors at known "
+                             "lines")
+        for name in ("linux-x86_64-sanitizers", "documentation-and-website",
+                     "lint-and-format-checks"):
+            m.run_build(name, timeout=60, reason=f"first {name} build")
+        # Two commits by two authors, pushed at once: the poller records
+        # them (its first poll knew only the first commit) and the change
+        # scheduler builds them in one build of "app", its blamelist.
+        wait_for(lambda: any(p["state"] == "ok" for p in
+                             m.get_json("/pollers")["pollers"]), 30,
+                 "the first poll", farm)
+        bob = commit_as(work, "Bob Coder", "bob@example.org",
+                        "src/parser.c", "int parse(void) { return 0; }\n",
+                        "Fix the parser on empty input\n\nIt returned -1.")
+        carol = commit_as(work, "Carol Writer", "carol@example.org",
+                          "docs/api.md", "# API\n", "Document the API")
+        git(work, "push", "-q", "origin", "main")
+
+        def blamed():
+            for b in m.get_json("/builders/app/builds")["builds"]:
+                full = m.build(b["id"])
+                if (full["state"] == "finished" and
+                        len(full.get("changes") or []) == 2):
+                    return full
+            return None
+        blame_build = wait_for(blamed, 60, "a build of both commits", farm,
+                               interval=0.3)
         job_patch = submit_job(
             m, user, ["app", "quick"], patch,
             description="Make hello louder", review_url=
@@ -222,6 +309,16 @@ def site(tmp_path_factory):
             "job_patch": job_patch,
             "job_waiting": job_waiting,
             "app_build": app_build["build"]["id"],
+            "errors": {"build": errors["id"], "step": 1,
+                       "lines": ERRORS_LOG_LINES,
+                       "error_lines": sorted(ERROR_LINES),
+                       "not_error_line": NOT_ERROR_LINE[0]},
+            "blame": {"build": blame_build["id"],
+                      "changes": [c["id"] for c in blame_build["changes"]],
+                      "revisions": [bob, carol],
+                      "authors": ["Bob Coder", "Carol Writer"]},
+            "builders8": ["quick", "colours", "flaky", "live", "slow", "big",
+                          "app", "mac-only"],
         }
         (tmp / "scenario.json").write_text(json.dumps(scenario, indent=1))
         yield {"farm": farm, "master": m, "dir": tmp,
@@ -230,19 +327,60 @@ def site(tmp_path_factory):
         farm.cleanup()
 
 
-def run_group(site, group, capsys, timeout=150):
+def run_with_actions(argv, env, timeout, actions, signals):
+    """Runs argv like subprocess.run, and meanwhile does what it asks: a
+    line "ACTION NAME" on its output runs actions[NAME]() here (stopping
+    the master, say), then writes signals/ack-NAME, which the browser
+    test waits for."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                         stdin=subprocess.DEVNULL)
+    lines = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: ([lines.put(ln) for ln in p.stdout], lines.put(None)),
+        daemon=True)
+    reader.start()
+    out = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            ln = lines.get(timeout=max(0.01, left))
+        except queue.Empty:
+            p.kill()
+            p.wait()
+            raise subprocess.TimeoutExpired(argv, timeout,
+                                            output="".join(out))
+        if ln is None:
+            break
+        out.append(ln)
+        if ln.startswith("ACTION "):
+            name = ln.split()[1]
+            actions[name]()
+            (pathlib.Path(signals) / f"ack-{name}").write_text("done\n")
+    p.wait()
+    err = p.stderr.read()
+    return subprocess.CompletedProcess(argv, p.returncode, "".join(out), err)
+
+
+def run_group(site, group, capsys, timeout=150, actions=None):
     """Runs one group of run.mjs; returns its report, asserting it
-    passed."""
+    passed. actions: what the group may ask this side to do (see
+    run_with_actions)."""
     farm = site["farm"]
     env = dict(os.environ)
     env[farm.marker_key] = farm.marker_value
     t0 = time.monotonic()
+    argv = ["node", str(RUNNER), "--scenario", str(site["scenario"]),
+            "--only", group]
     try:
-        p = subprocess.run(
-            ["node", str(RUNNER), "--scenario", str(site["scenario"]),
-             "--only", group],
-            capture_output=True, text=True, env=env,
-            timeout=scaled(timeout), cwd=REPO, stdin=subprocess.DEVNULL)
+        if actions:
+            p = run_with_actions(argv, env, scaled(timeout), actions,
+                                 site["data"]["signals"])
+        else:
+            p = subprocess.run(
+                argv, capture_output=True, text=True, env=env,
+                timeout=scaled(timeout), cwd=REPO, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"")
         out = out.decode() if isinstance(out, bytes) else out
@@ -310,3 +448,34 @@ def test_actions_need_a_token(site, capsys):
 def test_200mb_log_loads_only_its_tail(site, capsys):
     report = run_group(site, "biglog", capsys)
     assert report["measures"]["initial_bytes_fetched"] <= 128 * 1024
+
+
+def test_build_page_log_lines_errors_and_blamelist(site, capsys):
+    run_group(site, "buildpage", capsys)
+
+
+def test_waterfall_fits_8_and_12_builders(site, capsys):
+    report = run_group(site, "waterfallfit", capsys)
+    for size in ("1440", "390"):
+        assert report["measures"][f"page_overflow_12_builders_{size}_px"] == 0
+
+
+def test_console_links_and_change_page(site, capsys):
+    run_group(site, "changes", capsys)
+
+
+def test_builder_plots_axes_and_point_links(site, capsys):
+    run_group(site, "plotaxes", capsys)
+
+
+def test_every_page_fits_a_phone_and_passes_axe(site, capsys):
+    run_group(site, "layout", capsys, timeout=300)
+
+
+def test_master_down_banner_clears_itself(site, capsys):
+    """Last in this file: it stops the master and starts it again."""
+    m = site["master"]
+    run_group(site, "down", capsys, timeout=180, actions={
+        "stop-master": lambda: m.stop(),
+        "start-master": lambda: m.start(timeout=scaled(30)),
+    })

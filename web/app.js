@@ -95,12 +95,12 @@ function drawBanner() {
     return;
   }
   const secs = Math.max(0, Math.round((Date.now() - health.lastOkMs) / 1000));
-  const text = `Master unreachable: the data on this page is stale (last answer at ${fmtTime(health.lastOkMs)}, ${secs} s ago). Retrying…`;
+  const text = `The data on this page is stale (last answer at ${fmtTime(health.lastOkMs)}, ${secs} s ago). Retrying…`;
   if (banner.hidden || !banner.firstChild) {
-    replace(banner, h("strong", null, "Master unreachable"), h("span", { class: "banner-text" }, text.replace(/^Master unreachable/, "")));
+    replace(banner, h("strong", null, "Master unreachable."), h("span", { class: "banner-text" }, text));
     banner.hidden = false;
   } else {
-    banner.querySelector(".banner-text").textContent = text.replace(/^Master unreachable/, "");
+    banner.querySelector(".banner-text").textContent = text;
   }
 }
 

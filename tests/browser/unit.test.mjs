@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ansiEnd, ansiFeed, colour256, createAnsiState, styleToCss } from "../../web/lib/ansi.js";
+import { DEFAULT_ERROR_PATTERNS, errorMatcher, lineRef, parseLineRef } from "../../web/lib/errors.js";
 import { fmtAgo, fmtBytes, fmtDuration, fmtInt, resultClass, resultText, verdictText } from "../../web/lib/format.js";
 
 const feed = (...chunks) => {
@@ -96,4 +97,46 @@ test("formatting", () => {
   assert.equal(resultClass(null, "pending"), "r-pending");
   assert.equal(resultText(null, "starting"), "starting");
   assert.equal(verdictText("failing"), "Some builders are failing");
+});
+
+test("error lines: the default patterns, case-insensitively", () => {
+  const isErr = errorMatcher(null);
+  for (const line of [
+    "src/a.c:12:5: error: expected ';' before 'return'",
+    "src/a.c:12:5: Error: something",
+    "FAILED: build.ninja",
+    "make: *** [Makefile:12: all] Error 2",
+    "  3/5 Test  #3: parser ...........***Failed    0.02 sec",
+    "==4242==ERROR: AddressSanitizer: heap-use-after-free on address 0x6020",
+    "==4242==ERROR: LeakSanitizer: detected memory leaks",
+    "src/a.c:3:7: runtime error: signed integer overflow",
+    "[  FAILED  ] ParserTest.HandlesEmptyInput (3 ms)",
+    "FAILED tests/test_io.py::test_roundtrip - AssertionError",
+    "=== 1 failed, 2 passed in 0.1s ===",
+  ]) {
+    assert.equal(isErr(line), true, line);
+  }
+  for (const line of ["compiling foo.c", "100% tests passed, 0 tests failed out of 5", "[  PASSED  ] 5 tests.", "errors: 0", ""]) {
+    assert.equal(isErr(line), false, line);
+  }
+  assert.ok(DEFAULT_ERROR_PATTERNS.includes("error:"));
+});
+
+test("error lines: a builder's own patterns replace the defaults", () => {
+  const isErr = errorMatcher(["BROKEN ("]);
+  assert.equal(isErr("it is broken (again)"), true);
+  assert.equal(isErr("src/a.c:1: error: x"), false);
+  // Nothing usable: the defaults.
+  assert.equal(errorMatcher([])("error: x"), true);
+  assert.equal(errorMatcher(["", 42])("error: x"), true);
+});
+
+test("line references", () => {
+  assert.deepEqual(parseLineRef("L120"), [120, 120]);
+  assert.deepEqual(parseLineRef("L120-L140"), [120, 140]);
+  assert.deepEqual(parseLineRef("L140-L120"), [120, 140]);
+  assert.deepEqual(parseLineRef("L120-140"), [120, 140]);
+  for (const bad of ["", "120", "L0", "L-3", "Lx", "L1-L0", "L1234567890"]) assert.equal(parseLineRef(bad), null, bad);
+  assert.equal(lineRef(7, 7), "L7");
+  assert.equal(lineRef(140, 120), "L120-L140");
 });

@@ -6,7 +6,8 @@
 // (docs/config.md), matched case-insensitively. A builder's own patterns
 // are used when the API gives them (a builder's `error_patterns`); else
 // DEFAULT_ERROR_PATTERNS, which know the usual toolchains: gcc and clang
-// ("error:"), ninja and make ("FAILED", "***"), ctest ("***Failed"),
+// ("error:"), ninja ("FAILED", "build stopped"), make ("make: ***"),
+// ctest ("***Failed"),
 // sanitizers ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", UBSan's
 // "runtime error:"), GoogleTest ("[  FAILED  ]"), pytest ("FAILED"),
 // Python tracebacks, Go panics, crashes and the linker.
@@ -24,6 +25,8 @@ export const DEFAULT_ERROR_PATTERNS = [
   "Segmentation fault",
   "undefined reference",
   "fatal error",
+  "make: ***",
+  "ninja: build stopped",
 ];
 
 // Counts that say nothing failed ("0 failed", "0 tests failed", "failed: 0",

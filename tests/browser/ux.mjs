@@ -405,6 +405,9 @@ export async function groupPlotAxes(r, ctx, S) {
     await sleep(200);
     r.check("plot: a click away from the points opens nothing", (await page.evaluate(() => location.hash)) === "#/builders/quick");
     await page.mouse.move(spot.x, spot.y);
+    await sleep(100);
+    const pointer = await page.$eval('.plot[data-plot="duration"] .u-over', (o) => o.style.cursor);
+    r.check("plot: the pointer says a point can be clicked", pointer === "pointer", pointer);
     await page.mouse.click(spot.x, spot.y);
     await page.waitForFunction(() => /^#\/builds\/\d+$/.test(location.hash), null, { timeout: 5000 }).catch(() => {});
     const hash = await page.evaluate(() => location.hash);
@@ -415,7 +418,7 @@ export async function groupPlotAxes(r, ctx, S) {
       r.check("plot: a build of that builder, with that result", b.builder === "quick" && b.result === "SUCCESS", JSON.stringify({ builder: b.builder, result: b.result }));
     }
   }
-  await goHash(page, "/builders/quick");
+  await openPage(page, S.base, "/builders/quick");
   await page.waitForSelector("#plots[data-drawn]", { timeout: 10000 });
   await page.locator("#plots").scrollIntoViewIfNeeded();
   await shot(page, S, "builder-plots", r);

@@ -129,19 +129,30 @@ export async function drawPlot(container, { title, xs, ys, yLabel, results, fmt,
   };
   const u = new UPlot(opts, [xs, ys], container);
   if (ids) {
-    // The point under the pointer, if any: its index.
-    const near = () => {
-      const i = u.cursor.idx;
-      if (i === null || i === undefined || ys[i] === null || ys[i] === undefined || !ids[i]) return null;
-      const dx = u.valToPos(xs[i], "x") - u.cursor.left;
-      const dy = u.valToPos(ys[i], "y") - u.cursor.top;
-      return Math.hypot(dx, dy) <= POINT_HIT ? i : null;
+    // The point nearest to the pointer (position in the plot area, CSS
+    // px), if it is within POINT_HIT: its index, else null. Computed from
+    // the event itself, not from uPlot's cursor, which may lag a frame.
+    const near = (e) => {
+      const box = u.over.getBoundingClientRect();
+      const x = e.clientX - box.left;
+      const y = e.clientY - box.top;
+      let best = null;
+      let bestD = POINT_HIT;
+      for (let i = 0; i < xs.length; i++) {
+        if (ys[i] === null || ys[i] === undefined || !ids[i]) continue;
+        const d = Math.hypot(u.valToPos(xs[i], "x") - x, u.valToPos(ys[i], "y") - y);
+        if (d <= bestD) {
+          best = i;
+          bestD = d;
+        }
+      }
+      return best;
     };
-    u.over.addEventListener("mousemove", () => {
-      u.over.style.cursor = near() !== null ? "pointer" : "";
+    u.over.addEventListener("mousemove", (e) => {
+      u.over.style.cursor = near(e) !== null ? "pointer" : "";
     });
-    u.over.addEventListener("click", () => {
-      const i = near();
+    u.over.addEventListener("click", (e) => {
+      const i = near(e);
       if (i !== null) location.hash = `#/builds/${ids[i]}`;
     });
   }

@@ -378,7 +378,9 @@ export async function groupPlotAxes(r, ctx, S) {
   }
 
   // Clicking a point opens its build: find a point by its colour (a
-  // success is green) and click there.
+  // success is green) and click there (on screen: the mouse cannot reach
+  // below the window).
+  await page.locator('.plot[data-plot="duration"]').scrollIntoViewIfNeeded();
   const spot = await page.$eval('.plot[data-plot="duration"]', (p) => {
     const c = p.querySelector("canvas");
     const over = p.querySelector(".u-over");

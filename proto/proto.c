@@ -48,6 +48,7 @@ static const char *const tf_msg_names[TF_MSG__COUNT] = {
     [TF_MSG_STEP_FINISHED] = "step_finished",
     [TF_MSG_BUILD_FINISHED] = "build_finished",
     [TF_MSG_DRAIN] = "drain",
+    [TF_MSG_TEST_RESULTS] = "test_results",
 };
 
 const char *tf_msg_type_name(tf_msg_type_t t)
@@ -98,6 +99,27 @@ void tf_modifiers_free(tf_modifiers_t *m)
     free(m);
 }
 
+void tf_test_spec_free(tf_test_spec_t *t)
+{
+    if (!t)
+        return;
+    tf_strv_free(t->files, t->nfiles);
+    free(t);
+}
+
+void tf_test_results_free(tf_test_result_t *r, size_t n)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(r[i].suite);
+        free(r[i].name);
+        free(r[i].outcome);
+        free(r[i].message);
+    }
+    free(r);
+}
+
 void tf_step_spec_clear(tf_step_spec_t *s)
 {
     if (!s)
@@ -108,6 +130,7 @@ void tf_step_spec_clear(tf_step_spec_t *s)
     free(s->workdir);
     free(s->builtin);
     tf_modifiers_free(s->modifiers);
+    tf_test_spec_free(s->test_results);
     memset(s, 0, sizeof *s);
 }
 
@@ -168,6 +191,11 @@ void tf_msg_clear(tf_msg_t *m)
         tf_kv_free(m->u.step_finished.props, m->u.step_finished.nprops);
         free(m->u.step_finished.info);
         free(m->u.step_finished.stats);
+        break;
+    case TF_MSG_TEST_RESULTS:
+        tf_test_results_free(m->u.test_results.results,
+                             m->u.test_results.nresults);
+        tf_strv_free(m->u.test_results.problems, m->u.test_results.nproblems);
         break;
     case TF_MSG_NONE:
     case TF_MSG_PING:
@@ -238,6 +266,32 @@ out:
     return rc;
 }
 
+int tf_test_spec_copy(tf_test_spec_t **dst, const tf_test_spec_t *src)
+{
+    tf_test_spec_t *t;
+    *dst = NULL;
+    if (!src)
+        return 0;
+    if (!(t = calloc(1, sizeof *t)))
+        return TF_ENOMEM;
+    t->format = src->format;
+    if (src->nfiles) {
+        if (!(t->files = calloc(src->nfiles + 1, sizeof *t->files))) {
+            free(t);
+            return TF_ENOMEM;
+        }
+        t->nfiles = src->nfiles;
+        for (size_t i = 0; i < src->nfiles; i++) {
+            if (tf_strdup_to(&t->files[i], src->files[i])) {
+                tf_test_spec_free(t);
+                return TF_ENOMEM;
+            }
+        }
+    }
+    *dst = t;
+    return 0;
+}
+
 int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
 {
     int rc = 0;
@@ -250,7 +304,8 @@ int tf_step_spec_copy(tf_step_spec_t *dst, const tf_step_spec_t *src)
         goto out;
     if (src->builtin && (rc = tf_strdup_to(&dst->builtin, src->builtin)))
         goto out;
-    if ((rc = tf_modifiers_copy(&dst->modifiers, src->modifiers)))
+    if ((rc = tf_modifiers_copy(&dst->modifiers, src->modifiers)) ||
+        (rc = tf_test_spec_copy(&dst->test_results, src->test_results)))
         goto out;
     dst->argv = calloc(src->argc + 1, sizeof *dst->argv);
     if (!dst->argv) {
@@ -941,6 +996,65 @@ static int tf_dec_modifiers(tf_dec_t *d, const json_t *o, const char *p,
     return 0;
 }
 
+/* A step's optional "test_results" object (docs/protocol.md). */
+static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
+                            tf_step_spec_t *s)
+{
+    char tp[TF__LABEL_MAX], label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const char *fmt;
+    const json_t *to = json_object_get(o, "test_results");
+    int rc;
+    if (!to)
+        return 0;
+    tf_label(tp, "%s.test_results", p);
+    if (!json_is_object(to))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", tp);
+    if (!(s->test_results = calloc(1, sizeof *s->test_results)))
+        return tf_dec_oom(d);
+    tf_test_spec_t *t = s->test_results;
+    const json_t *fv = tf_dec_get(d, to, tp, "format", label, &rc);
+    if (!fv || (rc = tf_val_str(d, fv, label, 64, &fmt)))
+        return rc;
+    t->format = tf_tr_format_parse(fmt);
+    if (t->format == TF_TR_FMT_NONE) {
+        tf_dec_quote(q, fmt);
+        return tf_dec_fail(d, TF_EINVAL, "%s: unknown format \"%s\" (known: "
+                           "ctest, gtest, pytest, unittest, automake, tap, "
+                           "junit)", label, q);
+    }
+    if (!json_object_get(to, "files")) {
+        if (t->format == TF_TR_FMT_JUNIT)
+            return tf_dec_fail(d, TF_EINVAL, "%s.files: required for junit",
+                               tp);
+        return 0;
+    }
+    if (!tf_tr_format_files(t->format))
+        return tf_dec_fail(d, TF_EINVAL, "%s.files: not allowed for %s (it "
+                           "reads the step's output)", tp, fmt);
+    const json_t *a = tf_dec_array(d, to, tp, "files", 1, TF_TR_MAX_FILES,
+                                   label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    if (!(t->files = calloc(count + 1, sizeof *t->files)))
+        return tf_dec_oom(d);
+    t->nfiles = count;
+    for (size_t i = 0; i < count; i++) {
+        tf_label(elabel, "%s[%zu]", label, i);
+        if ((rc = tf_val_strdup(d, json_array_get(a, i), elabel,
+                                TF_TR_MAX_GLOB, &t->files[i])))
+            return rc;
+        if (!tf_tr_glob_valid(t->files[i])) {
+            tf_dec_quote(q, t->files[i]);
+            return tf_dec_fail(d, TF_EINVAL, "%s: \"%s\" is not a valid "
+                               "glob (relative, no \".\" or \"..\" "
+                               "components, no empty ones)", elabel, q);
+        }
+    }
+    return 0;
+}
+
 static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
                        tf_step_spec_t *s)
 {
@@ -984,7 +1098,9 @@ static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
                                label, q);
         }
     }
-    return tf_dec_modifiers(d, o, p, s);
+    if ((rc = tf_dec_modifiers(d, o, p, s)))
+        return rc;
+    return tf_dec_test_spec(d, o, p, s);
 }
 
 /* build_start.source, when present. */
@@ -1244,6 +1360,142 @@ static int tf_dec_drain(tf_dec_t *d, const json_t *o, tf_msg_t *m)
     return 0;
 }
 
+/* An optional string member of at most maxlen bytes; absent leaves *out
+ * NULL. */
+static int tf_dec_opt_str(tf_dec_t *d, const json_t *obj, const char *path,
+                          const char *key, size_t maxlen, char **out)
+{
+    *out = NULL;
+    if (!json_object_get(obj, key))
+        return 0;
+    return tf_dec_str(d, obj, path, key, maxlen, out);
+}
+
+/* One element of test_results.results. */
+static int tf_dec_test_result(tf_dec_t *d, const json_t *e, const char *p,
+                              tf_test_result_t *r)
+{
+    char label[TF__LABEL_MAX], lp[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const char *st;
+    uint64_t v;
+    int rc;
+    r->duration_ms = -1;
+    if (!json_is_object(e))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", p);
+    if ((rc = tf_dec_str(d, e, p, "suite", TF_TR_MAX_NAME, &r->suite)) ||
+        (rc = tf_dec_str(d, e, p, "name", TF_TR_MAX_NAME, &r->name)))
+        return rc;
+    if (!r->name[0])
+        return tf_dec_fail(d, TF_EINVAL, "%s.name: must not be empty", p);
+    const json_t *sv = tf_dec_get(d, e, p, "status", label, &rc);
+    if (!sv || (rc = tf_val_str(d, sv, label, 16, &st)))
+        return rc;
+    r->status = tf_tr_status_parse(st);
+    if (r->status == TF_TR_NONE) {
+        tf_dec_quote(q, st);
+        return tf_dec_fail(d, TF_EINVAL, "%s: unknown status \"%s\" (known: "
+                           "pass, fail, skip, flaky)", label, q);
+    }
+    if ((rc = tf_dec_u32(d, e, p, "attempts", 1, UINT32_MAX, &r->attempts)))
+        return rc;
+    if (json_object_get(e, "duration_ms")) {
+        if ((rc = tf_dec_u64(d, e, p, "duration_ms", 0, TF_PROTO_MAX_ID, &v)))
+            return rc;
+        r->duration_ms = (int64_t)v;
+    }
+    if ((rc = tf_dec_opt_str(d, e, p, "outcome", TF_TR_MAX_OUTCOME,
+                             &r->outcome)) ||
+        (rc = tf_dec_opt_str(d, e, p, "message", TF_TR_MAX_MESSAGE,
+                             &r->message)))
+        return rc;
+    const json_t *lo = json_object_get(e, "log");
+    if (!lo)
+        return 0;
+    tf_label(lp, "%s.log", p);
+    if (!json_is_object(lo))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", lp);
+    r->has_log = true;
+    if ((rc = tf_dec_u64(d, lo, lp, "offset", 0, TF_PROTO_MAX_ID,
+                         &r->log_offset)) ||
+        (rc = tf_dec_u64(d, lo, lp, "line", 1, TF_PROTO_MAX_ID,
+                         &r->log_line)) ||
+        (rc = tf_dec_u64(d, lo, lp, "lines", 1, TF_PROTO_MAX_ID,
+                         &r->log_lines)))
+        return rc;
+    return 0;
+}
+
+static int tf_dec_test_results(tf_dec_t *d, const json_t *o, tf_msg_t *m)
+{
+    const char *p = "test_results";
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    const char *fmt;
+    __typeof__(m->u.test_results) *t = &m->u.test_results;
+    int rc;
+    if ((rc = tf_dec_u64(d, o, p, "build_id", 1, TF_PROTO_MAX_ID,
+                         &t->build_id)) ||
+        (rc = tf_dec_u64(d, o, p, "seq", 1, TF_PROTO_MAX_ID, &t->seq)) ||
+        (rc = tf_dec_u32(d, o, p, "step", 0, TF_PROTO_MAX_STEPS - 1,
+                         &t->step)))
+        return rc;
+    const json_t *fv = tf_dec_get(d, o, p, "format", label, &rc);
+    if (!fv || (rc = tf_val_str(d, fv, label, 64, &fmt)))
+        return rc;
+    t->format = tf_tr_format_parse(fmt);
+    if (t->format == TF_TR_FMT_NONE) {
+        tf_dec_quote(q, fmt);
+        return tf_dec_fail(d, TF_EINVAL, "%s: unknown format \"%s\"", label,
+                           q);
+    }
+    const json_t *a = tf_dec_array(d, o, p, "results", 0,
+                                   TF_PROTO_MAX_RESULTS, label, &rc);
+    if (!a)
+        return rc;
+    size_t count = json_array_size(a);
+    if (count) {
+        if (!(t->results = calloc(count, sizeof *t->results)))
+            return tf_dec_oom(d);
+        t->nresults = count;
+        for (size_t i = 0; i < count; i++) {
+            tf_label(elabel, "%s[%zu]", label, i);
+            if ((rc = tf_dec_test_result(d, json_array_get(a, i), elabel,
+                                         &t->results[i])))
+                return rc;
+        }
+    }
+    if ((rc = tf_dec_bool(d, o, p, "last", &t->last)))
+        return rc;
+    if (json_object_get(o, "total")) {
+        if ((rc = tf_dec_u64(d, o, p, "total", 0, TF_PROTO_MAX_ID,
+                             &t->total)))
+            return rc;
+        t->has_total = true;
+    }
+    if (json_object_get(o, "dropped") &&
+        (rc = tf_dec_u64(d, o, p, "dropped", 0, TF_PROTO_MAX_ID,
+                         &t->dropped)))
+        return rc;
+    if (!json_object_get(o, "problems"))
+        return 0;
+    const json_t *pa = tf_dec_array(d, o, p, "problems", 0,
+                                    TF_TR_MAX_PROBLEMS, label, &rc);
+    if (!pa)
+        return rc;
+    count = json_array_size(pa);
+    if (!(t->problems = calloc(count + 1, sizeof *t->problems)))
+        return tf_dec_oom(d);
+    t->nproblems = count;
+    for (size_t i = 0; i < count; i++) {
+        tf_label(elabel, "%s[%zu]", label, i);
+        if ((rc = tf_val_strdup(d, json_array_get(pa, i), elabel,
+                                TF_TR_MAX_PROBLEM, &t->problems[i])))
+            return rc;
+    }
+    return 0;
+}
+
 typedef int (*tf_dec_fn)(tf_dec_t *d, const json_t *o, tf_msg_t *m);
 
 static const tf_dec_fn tf_dec_fns[TF_MSG__COUNT] = {
@@ -1260,6 +1512,7 @@ static const tf_dec_fn tf_dec_fns[TF_MSG__COUNT] = {
     [TF_MSG_STEP_FINISHED] = tf_dec_step_finished,
     [TF_MSG_BUILD_FINISHED] = tf_dec_build_finished,
     [TF_MSG_DRAIN] = tf_dec_drain,
+    [TF_MSG_TEST_RESULTS] = tf_dec_test_results,
 };
 
 /* Validates a parsed message into m (zeroed by the caller). On failure m
@@ -1317,6 +1570,11 @@ int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
     }
     rc = tf_msg_from_json(&d, root, out);
     json_decref(root);
+    if (rc == 0 && out->type == TF_MSG_TEST_RESULTS &&
+        len > TF_PROTO_MAX_RESULTS_TEXT)
+        rc = tf_dec_fail(&d, TF_E2BIG,
+                         "test_results message of %zu bytes is over the "
+                         "%d-byte limit", len, TF_PROTO_MAX_RESULTS_TEXT);
     if (rc)
         tf_msg_clear(out);
     return rc;
@@ -1603,6 +1861,18 @@ static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
         tf_enc_set(e, o, "builtin", tf_enc_str(e, s->builtin));
     if (s->modifiers)
         tf_enc_set(e, o, "modifiers", tf_enc_modifiers(e, s->modifiers));
+    if (s->test_results) {
+        const tf_test_spec_t *t = s->test_results;
+        json_t *to = tf_enc_new(e, json_object());
+        const char *fmt = tf_tr_format_name(t->format);
+        if (to) {
+            tf_enc_set(e, to, "format", tf_enc_str(e, fmt ? fmt : "?"));
+            if (t->nfiles)
+                tf_enc_set(e, to, "files",
+                           tf_enc_strv(e, t->files, t->nfiles));
+        }
+        tf_enc_set(e, o, "test_results", to);
+    }
     return o;
 }
 
@@ -1623,6 +1893,34 @@ static json_t *tf_enc_source(tf_enc_t *e, const tf_source_t *src)
         tf_enc_set(e, o, "patch", pa);
     } else {
         tf_enc_set(e, o, "patch", tf_enc_new(e, json_null()));
+    }
+    return o;
+}
+
+static json_t *tf_enc_test_result(tf_enc_t *e, const tf_test_result_t *r)
+{
+    json_t *o = tf_enc_new(e, json_object());
+    const char *st = tf_tr_status_name(r->status);
+    if (!o)
+        return NULL;
+    tf_enc_set(e, o, "suite", tf_enc_str(e, r->suite));
+    tf_enc_set(e, o, "name", tf_enc_str(e, r->name));
+    tf_enc_set(e, o, "status", tf_enc_str(e, st ? st : "?"));
+    tf_enc_set(e, o, "attempts", tf_enc_int(e, r->attempts));
+    if (r->duration_ms >= 0)
+        tf_enc_set(e, o, "duration_ms", tf_enc_sint(e, r->duration_ms));
+    if (r->outcome)
+        tf_enc_set(e, o, "outcome", tf_enc_str(e, r->outcome));
+    if (r->message)
+        tf_enc_set(e, o, "message", tf_enc_str(e, r->message));
+    if (r->has_log) {
+        json_t *lo = tf_enc_new(e, json_object());
+        if (lo) {
+            tf_enc_set(e, lo, "offset", tf_enc_int(e, r->log_offset));
+            tf_enc_set(e, lo, "line", tf_enc_int(e, r->log_line));
+            tf_enc_set(e, lo, "lines", tf_enc_int(e, r->log_lines));
+        }
+        tf_enc_set(e, o, "log", lo);
     }
     return o;
 }
@@ -1740,6 +2038,28 @@ static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
     }
     case TF_MSG_DRAIN:
         break;
+    case TF_MSG_TEST_RESULTS: {
+        const __typeof__(m->u.test_results) *t = &m->u.test_results;
+        const char *fmt = tf_tr_format_name(t->format);
+        tf_enc_set(e, o, "build_id", tf_enc_int(e, t->build_id));
+        tf_enc_set(e, o, "seq", tf_enc_int(e, t->seq));
+        tf_enc_set(e, o, "step", tf_enc_int(e, t->step));
+        tf_enc_set(e, o, "format", tf_enc_str(e, fmt ? fmt : "?"));
+        json_t *a = tf_enc_new(e, json_array());
+        if (a && tf_enc_vec_ok(e, t->results, t->nresults))
+            for (size_t i = 0; i < t->nresults && !e->rc; i++)
+                tf_enc_push(e, a, tf_enc_test_result(e, &t->results[i]));
+        tf_enc_set(e, o, "results", a);
+        tf_enc_set(e, o, "last", json_boolean(t->last));
+        if (t->has_total)
+            tf_enc_set(e, o, "total", tf_enc_int(e, t->total));
+        if (t->dropped)
+            tf_enc_set(e, o, "dropped", tf_enc_int(e, t->dropped));
+        if (t->nproblems)
+            tf_enc_set(e, o, "problems",
+                       tf_enc_strv(e, t->problems, t->nproblems));
+        break;
+    }
     case TF_MSG_NONE:
     case TF_MSG__COUNT:
         tf_enc_failed(e, TF_EINVAL);
@@ -1782,7 +2102,8 @@ int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
         goto out;
     }
     size_t len = strlen(text);
-    if (len > TF_PROTO_MAX_TEXT) {
+    if (len > TF_PROTO_MAX_TEXT ||
+        (m->type == TF_MSG_TEST_RESULTS && len > TF_PROTO_MAX_RESULTS_TEXT)) {
         rc = TF_E2BIG;
         goto out;
     }

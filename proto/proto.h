@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "result.h"
+#include "testres.h"
 
 #define TF_PROTO_VERSION 1
 #define TF_PROTO_SUBPROTOCOL "testfarm-slave"
@@ -39,6 +40,10 @@
 #define TF_PROTO_MAX_REGEX 1024     /* bytes of one regular expression */
 #define TF_PROTO_MAX_STATS 64       /* step_finished.stats entries */
 #define TF_PROTO_MAX_INFO_TEXT 4096 /* step_finished.info bytes */
+
+/* Test results (docs/protocol.md, "test_results"). */
+#define TF_PROTO_MAX_RESULTS 1000          /* results per test_results */
+#define TF_PROTO_MAX_RESULTS_TEXT 65536    /* bytes of one test_results */
 
 /* WebSocket close codes that go with error codes. */
 #define TF_CLOSE_BAD_AUTH 4001
@@ -65,6 +70,7 @@ typedef enum {
     TF_MSG_STEP_FINISHED,
     TF_MSG_BUILD_FINISHED,
     TF_MSG_DRAIN, /* no fields */
+    TF_MSG_TEST_RESULTS,
     TF_MSG__COUNT
 } tf_msg_type_t;
 
@@ -114,6 +120,30 @@ typedef struct tf_stat {
     double value;      /* finite */
 } tf_stat_t;
 
+/* A step's declared test output (build_start.steps[].test_results): which
+ * parser reads it and, for report files, their globs relative to the
+ * step's directory. All owned. */
+typedef struct tf_test_spec {
+    tf_tr_format_t format;
+    char **files;      /* nfiles globs (tf_tr_glob_valid), or NULL */
+    size_t nfiles;     /* 0..TF_TR_MAX_FILES; >= 1 for junit */
+} tf_test_spec_t;
+
+/* One test's result in a test_results message. Strings owned. */
+typedef struct tf_test_result {
+    char *suite;         /* "" when none */
+    char *name;          /* non-empty */
+    tf_tr_status_t status;
+    uint32_t attempts;   /* >= 1 */
+    int64_t duration_ms; /* -1 when unknown (absent on the wire) */
+    char *outcome;       /* the runner's word, or NULL */
+    char *message;       /* or NULL */
+    bool has_log;
+    uint64_t log_offset; /* byte offset in the step's log */
+    uint64_t log_line;   /* line number there, from 1 */
+    uint64_t log_lines;  /* >= 1 */
+} tf_test_result_t;
+
 /* One step as sent in build_start. All pointers owned. */
 typedef struct tf_step_spec {
     char *name;
@@ -127,6 +157,7 @@ typedef struct tf_step_spec {
     tf_step_flags_t flags;
     char *builtin;     /* NULL, or "source" (docs/protocol.md) */
     tf_modifiers_t *modifiers; /* NULL when the step has none */
+    tf_test_spec_t *test_results; /* NULL when the step declares none */
 } tf_step_spec_t;
 
 #define TF_BUILTIN_SOURCE "source"
@@ -230,6 +261,20 @@ typedef struct tf_msg {
             tf_result_t result;
             int64_t time_ms;
         } build_finished;
+        struct {
+            uint64_t build_id;
+            uint64_t seq;
+            uint32_t step;
+            tf_tr_format_t format;
+            tf_test_result_t *results; /* nresults <= TF_PROTO_MAX_RESULTS */
+            size_t nresults;
+            bool last;         /* the step's last test_results message */
+            bool has_total;
+            uint64_t total;    /* results in all of the step's messages */
+            uint64_t dropped;  /* tests the slave could not keep */
+            char **problems;   /* nproblems <= TF_TR_MAX_PROBLEMS */
+            size_t nproblems;
+        } test_results;
     } u;
 } tf_msg_t;
 
@@ -286,6 +331,15 @@ void tf_step_spec_clear(tf_step_spec_t *s);
 int tf_modifiers_copy(tf_modifiers_t **dst, const tf_modifiers_t *src);
 /* Frees m and what it owns; m may be NULL. */
 void tf_modifiers_free(tf_modifiers_t *m);
+
+/* Deep copy of a test spec into a new *dst (tf_test_spec_free); src NULL
+ * gives NULL. Returns 0 or TF_ENOMEM. */
+int tf_test_spec_copy(tf_test_spec_t **dst, const tf_test_spec_t *src);
+/* Frees t and what it owns; t may be NULL. */
+void tf_test_spec_free(tf_test_spec_t *t);
+
+/* Frees what the n results own and the array; r may be NULL. */
+void tf_test_results_free(tf_test_result_t *r, size_t n);
 
 /* Deep copy and release of a source; copy returns 0 or TF_ENOMEM. */
 int tf_source_copy(tf_source_t *dst, const tf_source_t *src);

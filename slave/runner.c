@@ -28,6 +28,11 @@
  * tf_mods matcher (modifiers.h) owned by its tf_proc; at the step's end
  * the matcher's verdict may change the result before it is reported and
  * folded, so haltOnFailure follows the result the master will store.
+ *
+ * A step that declares test_results gets a tf_stepres (stepres.h) fed the
+ * same reads; when the step ends, its report files are read and the
+ * results go out as test_results events just before step_finished, so the
+ * master sees them while the step is still open.
  */
 #include <assert.h>
 #include <dirent.h>
@@ -44,6 +49,7 @@
 #include "modifiers.h"
 #include "names.h"
 #include "runner.h"
+#include "stepres.h"
 #include "tf_err.h"
 #include "util.h"
 
@@ -106,6 +112,7 @@ struct tf_proc {
     bool timed_out;
     bool builtin_source;
     tf_mods_t *mods;     /* the step's command modifiers, or NULL */
+    tf_stepres_t *tres;  /* the step's test results, or NULL */
     char timeout_text[96];
     int64_t start_mono;
     uint8_t buf[2][TF_PROTO_MAX_CHUNK];
@@ -344,6 +351,7 @@ static void tf__proc_close_cb(uv_handle_t *h)
     tf_proc_t *p = h->data;
     if (--p->open_handles == 0) {
         tf_mods_free(p->mods);
+        tf_stepres_free(p->tres);
         free(p);
     }
 }
@@ -500,6 +508,27 @@ static void tf__apply_mods(tf_runner_t *r, tf_proc_t *p, tf__step_end_t *e,
     e->has_warnings = tf_mods_warnings(p->mods, &e->warnings);
 }
 
+/* Finishes the step's test results (reading report files unless the step
+ * was stopped by an abort) and sends them before its step_finished. */
+static void tf__send_test_results(tf_runner_t *r, tf_proc_t *p)
+{
+    char root[4096], summary[160];
+    const tf_step_spec_t *st = &r->steps[p->step];
+    snprintf(root, sizeof root, "%s/%s", r->basedir, r->workdir);
+    tf_stepres_finish(p->tres, root, st->workdir, !r->aborting);
+    size_t n = tf_stepres_emit(p->tres, r->build_id, p->step, r->ops.event_cb,
+                               r->arg);
+    tf_stepres_summary(p->tres, summary, sizeof summary);
+    tf_info("run", "build %llu step %u (%s): %s (%zu test_results messages)",
+            (unsigned long long)r->build_id, p->step, st->name, summary, n);
+    size_t nprob = 0;
+    char *const *probs = tf_tr_collect_problems(
+        tf_stepres_collected(p->tres), &nprob);
+    for (size_t i = 0; i < nprob; i++)
+        tf_warn("run", "build %llu step %u (%s): test results: %s",
+                (unsigned long long)r->build_id, p->step, st->name, probs[i]);
+}
+
 /* The step is over: nothing of it may survive, so the whole group gets
  * SIGKILL (harmless when it is already gone). Then report and go on. */
 static void tf__end_step(tf_proc_t *p)
@@ -527,6 +556,8 @@ static void tf__end_step(tf_proc_t *p)
             snprintf(text, sizeof text, "checked out %s", rev);
         }
     }
+    if (p->tres)
+        tf__send_test_results(r, p);
     tf_info("run", "build %llu step %u (%s) finished: %s, %s, %lld ms",
             (unsigned long long)r->build_id, p->step, r->steps[p->step].name,
             tf__result(e.result), e.text, (long long)e.duration_ms);
@@ -601,6 +632,7 @@ static void tf__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         /* Match before handing the bytes on: output_cb may pause us, but
          * never takes the buffer away. */
         tf_mods_feed(p->mods, stream, p->buf[i], (size_t)nread);
+        tf_stepres_feed(p->tres, stream, p->buf[i], (size_t)nread);
         r->ops.output_cb(r->arg, p->step, stream, p->buf[i], (size_t)nread);
         uint32_t idle = r->steps[p->step].timeout_s;
         if (idle && !p->exited && !p->term_sent && !r->paused)
@@ -800,6 +832,11 @@ static bool tf__start_step(tf_runner_t *r)
                               "many environment variables");
         goto out;
     }
+    if (st->test_results && !st->builtin &&
+        tf_stepres_new(st->test_results, &p->tres) != 0)
+        tf_warn("run", "build %llu step %u (%s): out of memory: its test "
+                "results are not collected", (unsigned long long)r->build_id,
+                step, st->name);
     if (st->modifiers && !st->builtin) {
         char why[512];
         rc = tf_mods_new(st->modifiers, &p->mods, why, sizeof why);

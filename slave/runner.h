@@ -35,8 +35,8 @@
 typedef struct tf_runner tf_runner_t;
 
 typedef struct tf_runner_ops {
-    /* A control event: step_started, step_finished or build_finished with
-     * every field set except seq. The callee numbers and stores it; msg is
+    /* A control event: step_started, test_results, step_finished or
+     * build_finished with every field set except seq. The callee numbers and stores it; msg is
      * only borrowed for the call. */
     void (*event_cb)(void *arg, tf_msg_t *msg);
     /* n (1..TF_PROTO_MAX_CHUNK) bytes a step wrote on one stream, borrowed

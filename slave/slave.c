@@ -399,6 +399,7 @@ static bool tf__append_event(tf_build_t *b, tf_msg_t *m)
     case TF_MSG_STEP_STARTED: m->u.step_started.seq = seq; break;
     case TF_MSG_STEP_FINISHED: m->u.step_finished.seq = seq; break;
     case TF_MSG_BUILD_FINISHED: m->u.build_finished.seq = seq; break;
+    case TF_MSG_TEST_RESULTS: m->u.test_results.seq = seq; break;
     default: return false;
     }
     int rc = tf_msg_encode(m, &text, &len);

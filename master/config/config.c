@@ -763,7 +763,7 @@ static const char *const cfg_step_keys[] = {
     "name", "command", "env", "workdir", "timeout", "maxTime",
     "haltOnFailure", "flunkOnFailure", "warnOnFailure", "flunkOnWarnings",
     "warnOnWarnings", "alwaysRun", "markers", "info", "stats", "success",
-    "warnings", NULL,
+    "warnings", "test_results", NULL,
 };
 
 /* Fills argv for a command written as an array of strings. */
@@ -1093,6 +1093,93 @@ static int cfg_modifiers(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
     return 0;
 }
 
+/* "test_results": {"format": FORMAT, "files": [GLOB, ...]} (docs/config.md,
+ * "Test results"): which parser reads the step's test output. The same
+ * rules as the protocol's decoder, checked here so that a bad glob is an
+ * error at its place in the file rather than a refused build_start. */
+static const char *const cfg_test_results_keys[] = {"format", "files", NULL};
+
+static int cfg_test_results(cfg_ctx_t *ctx, const cfg_loc_t *step,
+                            json_t *obj, tf_cfg_step_t *st)
+{
+    json_t *to = json_object_get(obj, "test_results");
+    cfg_loc_t loc = CFG_MEMBER(step, "test_results");
+    cfg_loc_t fl = CFG_MEMBER(&loc, "format");
+    cfg_loc_t gl = CFG_MEMBER(&loc, "files");
+    const char *fmt = NULL;
+    char show[CFG_SHOW_BUF];
+    int rc;
+    if (!to)
+        return 0;
+    if (!json_is_object(to)) {
+        rc = cfg_bad(ctx, &loc, "expected an object with \"format\" (and "
+                     "\"files\" for junit)");
+        return rc < 0 ? rc : 0;
+    }
+    if ((rc = cfg_check_keys(ctx, &loc, to, cfg_test_results_keys)) < 0)
+        return rc;
+    rc = cfg_str(ctx, &loc, to, "format", false, &fmt);
+    if (rc == CFG_ABSENT)
+        rc = cfg_missing(ctx, &loc, "format");
+    if (rc != CFG_OK)
+        return rc < 0 ? rc : 0;
+    tf_tr_format_t f = tf_tr_format_parse(fmt);
+    if (f == TF_TR_FMT_NONE) {
+        cfg_show(show, fmt);
+        rc = cfg_bad(ctx, &fl, "unknown format \"%s\" (known: ctest, gtest, "
+                     "pytest, unittest, automake, tap, junit)", show);
+        return rc < 0 ? rc : 0;
+    }
+    json_t *files = json_object_get(to, "files");
+    if (!files && f == TF_TR_FMT_JUNIT) {
+        rc = cfg_bad(ctx, &loc, "junit needs \"files\": globs of the "
+                     "report files, relative to the step's workdir");
+        return rc < 0 ? rc : 0;
+    }
+    if (files && !tf_tr_format_files(f)) {
+        rc = cfg_bad(ctx, &gl, "not allowed for %s: it reads the step's "
+                     "output", fmt);
+        return rc < 0 ? rc : 0;
+    }
+    if (files && (!json_is_array(files) || json_array_size(files) == 0 ||
+                  json_array_size(files) > TF_TR_MAX_FILES)) {
+        rc = cfg_bad(ctx, &gl, "expected an array of 1 to %d globs",
+                     TF_TR_MAX_FILES);
+        return rc < 0 ? rc : 0;
+    }
+    tf_test_spec_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return TF_ENOMEM;
+    st->spec.test_results = t;
+    t->format = f;
+    size_t n = files ? json_array_size(files) : 0;
+    if (n && !(t->files = calloc(n + 1, sizeof(*t->files))))
+        return TF_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        cfg_loc_t el = CFG_ELEMENT(&gl, i);
+        json_t *g = json_array_get(files, i);
+        if (!json_is_string(g)) {
+            rc = cfg_bad(ctx, &el, "expected a string");
+        } else if (!tf_tr_glob_valid(json_string_value(g)) ||
+                   strlen(json_string_value(g)) != json_string_length(g)) {
+            cfg_show(show, json_string_value(g));
+            rc = cfg_bad(ctx, &el, "invalid glob \"%s\": use a relative "
+                         "path (at most %d bytes) whose parts are names or "
+                         "patterns, without \".\" or \"..\": report files "
+                         "are read only inside the workdir", show,
+                         TF_TR_MAX_GLOB);
+        } else {
+            if (!(t->files[t->nfiles] = strdup(json_string_value(g))))
+                return TF_ENOMEM;
+            t->nfiles++;
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* One step at loc. st is zeroed on entry; on any outcome the caller frees
  * it with tf_step_spec_clear. */
 static int cfg_step(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
@@ -1157,6 +1244,9 @@ static int cfg_step(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
             return rc;
     }
     rc = cfg_modifiers(ctx, loc, obj, st);
+    if (rc < 0)
+        return rc;
+    rc = cfg_test_results(ctx, loc, obj, st);
     return rc < 0 ? rc : 0;
 }
 

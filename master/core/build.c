@@ -835,6 +835,86 @@ static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
     return 0;
 }
 
+/* One test result as a compact JSON line for the log, its message cut to
+ * its first TF__TR_LOG_MSG bytes (whole characters). */
+#define TF__TR_LOG_MSG 300
+static char *test_result_json(const tf_test_result_t *r)
+{
+    char msg[TF__TR_LOG_MSG + 1];
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "suite", r->suite, "name",
+                          r->name, "status", tf_tr_status_name(r->status),
+                          "attempts", (json_int_t)r->attempts);
+    if (!o)
+        return NULL;
+    if (r->duration_ms >= 0)
+        json_object_set_new(o, "duration_ms", json_integer(r->duration_ms));
+    if (r->outcome)
+        json_object_set_new(o, "outcome", json_string(r->outcome));
+    if (r->message) {
+        size_t n = strlen(r->message);
+        if (n > TF__TR_LOG_MSG) {
+            n = TF__TR_LOG_MSG;
+            while (n > 0 && ((unsigned char)r->message[n] & 0xc0) == 0x80)
+                n--;
+        }
+        memcpy(msg, r->message, n);
+        msg[n] = '\0';
+        json_object_set_new(o, "message", json_string(msg));
+    }
+    if (r->has_log)
+        json_object_set_new(o, "log", json_pack("{s:I, s:I, s:I}", "offset",
+                                                (json_int_t)r->log_offset,
+                                                "line",
+                                                (json_int_t)r->log_line,
+                                                "lines",
+                                                (json_int_t)r->log_lines));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* test_results (docs/protocol.md): checked against the build's state and
+ * acknowledged like any event (after the commit that records its seq), so
+ * the slave's spool and replay work for it as for output. The master does
+ * not store per-test rows yet (that comes with the storage rework): it logs
+ * one line per message at info and one JSON line per result at debug. */
+static int ev_test_results(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
+                           char *err, size_t errlen)
+{
+    const __typeof__(msg->u.test_results) *t = &msg->u.test_results;
+    size_t count[5] = {0};
+    (void)m;
+    if (t->step >= b->nsteps || !b->steps[t->step].started ||
+        b->steps[t->step].finished) {
+        snprintf(err, errlen, "build %" PRIu64 ": test_results for step %u, "
+                 "which is not running", b->id, t->step);
+        return TF_EPROTO;
+    }
+    for (size_t i = 0; i < t->nresults; i++)
+        count[t->results[i].status]++;
+    tf_info("build", "build %" PRIu64 " step %u: test_results (%s): %zu "
+            "results: %zu pass, %zu fail, %zu flaky, %zu skip%s%" PRIu64 "%s",
+            b->id, t->step, tf_tr_format_name(t->format), t->nresults,
+            count[TF_TR_PASS], count[TF_TR_FAIL], count[TF_TR_FLAKY],
+            count[TF_TR_SKIP], t->last ? "; last, total " : "",
+            t->last ? t->total : (uint64_t)0, t->last ? "" : " (more follow)");
+    if (t->dropped)
+        tf_warn("build", "build %" PRIu64 " step %u: the slave dropped %"
+                PRIu64 " test results (over its caps)", b->id, t->step,
+                t->dropped);
+    for (size_t i = 0; i < t->nproblems; i++)
+        tf_warn("build", "build %" PRIu64 " step %u: test results: %s",
+                b->id, t->step, t->problems[i]);
+    for (size_t i = 0; i < t->nresults; i++) {
+        char *j = test_result_json(&t->results[i]);
+        if (j)
+            tf_debug("build", "build %" PRIu64 " step %u test result %s",
+                     b->id, t->step, j);
+        free(j);
+    }
+    return 0;
+}
+
 int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
                    char *err, size_t errlen)
 {
@@ -851,6 +931,10 @@ int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
     case TF_MSG_BUILD_FINISHED:
         build_id = msg->u.build_finished.build_id;
         seq = msg->u.build_finished.seq;
+        break;
+    case TF_MSG_TEST_RESULTS:
+        build_id = msg->u.test_results.build_id;
+        seq = msg->u.test_results.seq;
         break;
     default:
         snprintf(err, errlen, "not a build event");
@@ -872,6 +956,9 @@ int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
         break;
     case TF_MSG_STEP_FINISHED:
         rc = ev_step_finished(m, b, msg, err, errlen);
+        break;
+    case TF_MSG_TEST_RESULTS:
+        rc = ev_test_results(m, b, msg, err, errlen);
         break;
     default:
         b->finish_seen = true;

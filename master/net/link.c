@@ -357,6 +357,7 @@ static void link_text(tf_link_t *l, const char *text, size_t len)
     case TF_MSG_STEP_STARTED:
     case TF_MSG_STEP_FINISHED:
     case TF_MSG_BUILD_FINISHED:
+    case TF_MSG_TEST_RESULTS:
         rc = tf_build_event(l->m, l->slave, &msg, err, sizeof(err));
         if (rc)
             tf_link_close(l, "malformed", TF_CLOSE_MALFORMED, "%s", err);

@@ -1014,4 +1014,80 @@ TF_TEST(repository_try_and_scheduler)
     tf_cfg_diags_clear(&d);
 }
 
+/* ------------------------------------------------------------------ */
+/* Test results (issue 12)                                             */
+
+#define TR_STEP "{\"builders\": [{\"name\": \"b\", \"steps\": [{\"name\": " \
+                "\"s\", \"command\": \"x\", \"test_results\": "
+
+TF_TEST(test_results_key)
+{
+    tf_cfg_diags_t d = {0};
+    tf_config_t *c = NULL;
+    const char *ok =
+        "{\"builders\": [{\"name\": \"b\", \"steps\": ["
+        "{\"name\": \"unit\", \"command\": \"ctest\", \"test_results\": "
+        "{\"format\": \"ctest\"}},"
+        "{\"name\": \"xml\", \"command\": \"pytest\", \"test_results\": "
+        "{\"format\": \"junit\", \"files\": [\"build/**/*.xml\", "
+        "\"report.xml\"]}},"
+        "{\"name\": \"plain\", \"command\": \"true\"}]}]}";
+    TF_CHECK_INT(load_str("m.json", ok, &c, &d), 0);
+    if (d.count)
+        dump_diags(&d);
+    const tf_cfg_builder_t *b = c ? tf_config_builder(c, "b") : NULL;
+    TF_CHECK(b != NULL);
+    if (b) {
+        const tf_test_spec_t *t0 = b->steps[0].spec.test_results;
+        const tf_test_spec_t *t1 = b->steps[1].spec.test_results;
+        TF_CHECK(t0 && t0->format == TF_TR_FMT_CTEST && t0->nfiles == 0);
+        TF_CHECK(t1 && t1->format == TF_TR_FMT_JUNIT && t1->nfiles == 2);
+        if (t1 && t1->nfiles == 2) {
+            TF_CHECK_STR(t1->files[0], "build/**/*.xml");
+            TF_CHECK_STR(t1->files[1], "report.xml");
+        }
+        TF_CHECK(b->steps[2].spec.test_results == NULL);
+    }
+    tf_config_free(c);
+    tf_cfg_diags_clear(&d);
+
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"nunit\"}}]}]}", 1, 96,
+                    "builders[0].steps[0].test_results.format",
+                    "unknown format \"nunit\" (known: ctest, gtest, pytest, "
+                    "unittest, automake, tap, junit)");
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"junit\"}}]}]}", 1, 85,
+                    "builders[0].steps[0].test_results",
+                    "junit needs \"files\": globs of the report files, "
+                    "relative to the step's workdir");
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"gtest\", \"files\": [\"a.xml\"]}}"
+                    "]}]}", 1, 114,
+                    "builders[0].steps[0].test_results.files",
+                    "not allowed for gtest: it reads the step's output");
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"junit\", \"files\": "
+                    "[\"ok.xml\", \"../../etc/x.xml\"]}}]}]}", 1, 125,
+                    "builders[0].steps[0].test_results.files[1]",
+                    "invalid glob \"../../etc/x.xml\": use a relative path "
+                    "(at most 256 bytes) whose parts are names or patterns, "
+                    "without \".\" or \"..\": report files are read only "
+                    "inside the workdir");
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"junit\", \"files\": "
+                    "[\"/etc/*.xml\"]}}]}]}", 1, 115,
+                    "builders[0].steps[0].test_results.files[0]",
+                    "invalid glob \"/etc/*.xml\": use a relative path "
+                    "(at most 256 bytes) whose parts are names or patterns, "
+                    "without \".\" or \"..\": report files are read only "
+                    "inside the workdir");
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"tap\", \"files\": []}}]}]}", 1,
+                    112, "builders[0].steps[0].test_results.files",
+                    "expected an array of 1 to 64 globs");
+    CHECK_ONE_ERROR(TR_STEP "\"ctest\"}]}]}", 1, 85,
+                    "builders[0].steps[0].test_results",
+                    "expected an object with \"format\" (and \"files\" for "
+                    "junit)");
+    CHECK_ONE_ERROR(TR_STEP "{\"format\": \"ctest\", \"fromat\": 1}}]}]}",
+                    1, 105,
+                    "builders[0].steps[0].test_results.fromat",
+                    "unknown key \"fromat\"; did you mean \"format\"?");
+}
+
 TF_TEST_MAIN()

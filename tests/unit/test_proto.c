@@ -74,6 +74,37 @@ static void sample_step(tf_step_spec_t *s, int i)
     s->flags.always_run = i % 3 == 0;
 }
 
+/* A test_results sample: a full result and a minimal one; only the
+ * required top-level fields, so every one of them can be removed. */
+static void sample_results(tf_msg_t *m)
+{
+    __typeof__(m->u.test_results) *t = &m->u.test_results;
+    t->build_id = 7;
+    t->seq = 5;
+    t->step = 2;
+    t->format = TF_TR_FMT_CTEST;
+    t->nresults = 2;
+    t->results = zalloc(2, sizeof *t->results);
+    t->results[0].suite = S("");
+    t->results[0].name = S("test_pack");
+    t->results[0].status = TF_TR_FAIL;
+    t->results[0].attempts = 2;
+    t->results[0].duration_ms = 10;
+    t->results[0].outcome = S("Failed");
+    t->results[0].message = S("test_pack.c:89: json_pack integer failed\n"
+                              "\xc3\xa9 \"quoted\"\ttab");
+    t->results[0].has_log = true;
+    t->results[0].log_offset = 1234;
+    t->results[0].log_line = 40;
+    t->results[0].log_lines = 3;
+    t->results[1].suite = S("test_a.py::T");
+    t->results[1].name = S("test_x[1]");
+    t->results[1].status = TF_TR_FLAKY;
+    t->results[1].attempts = 1;
+    t->results[1].duration_ms = -1;
+    t->last = true;
+}
+
 static void sample(tf_msg_type_t t, tf_msg_t *m)
 {
     memset(m, 0, sizeof *m);
@@ -169,6 +200,9 @@ static void sample(tf_msg_type_t t, tf_msg_t *m)
         m->u.build_finished.result = TF_RETRY;
         m->u.build_finished.time_ms = 1795000000813LL;
         break;
+    case TF_MSG_TEST_RESULTS:
+        sample_results(m);
+        break;
     case TF_MSG_DRAIN:
     case TF_MSG_NONE:
     case TF_MSG__COUNT:
@@ -239,6 +273,18 @@ static bool mods_equal(const tf_modifiers_t *a, const tf_modifiers_t *b)
     return true;
 }
 
+static bool test_spec_equal(const tf_test_spec_t *a, const tf_test_spec_t *b)
+{
+    EQ(!a == !b);
+    if (!a)
+        return true;
+    EQ(a->format == b->format);
+    EQ(a->nfiles == b->nfiles);
+    for (size_t i = 0; i < a->nfiles; i++)
+        EQ(streq0(a->files[i], b->files[i]));
+    return true;
+}
+
 static bool step_equal(const tf_step_spec_t *a, const tf_step_spec_t *b)
 {
     EQ(streq0(a->name, b->name));
@@ -257,6 +303,7 @@ static bool step_equal(const tf_step_spec_t *a, const tf_step_spec_t *b)
     EQ(a->flags.warn_on_warnings == b->flags.warn_on_warnings);
     EQ(a->flags.always_run == b->flags.always_run);
     EQ(mods_equal(a->modifiers, b->modifiers));
+    EQ(test_spec_equal(a->test_results, b->test_results));
     return true;
 }
 
@@ -357,6 +404,31 @@ static bool msg_equal(const tf_msg_t *a, const tf_msg_t *b)
         EQ(a->u.build_finished.result == b->u.build_finished.result);
         EQ(a->u.build_finished.time_ms == b->u.build_finished.time_ms);
         break;
+    case TF_MSG_TEST_RESULTS: {
+        const __typeof__(a->u.test_results) *x = &a->u.test_results,
+                                            *y = &b->u.test_results;
+        EQ(x->build_id == y->build_id && x->seq == y->seq);
+        EQ(x->step == y->step && x->format == y->format);
+        EQ(x->last == y->last && x->has_total == y->has_total);
+        EQ(x->total == y->total && x->dropped == y->dropped);
+        EQ(x->nproblems == y->nproblems);
+        for (size_t i = 0; i < x->nproblems; i++)
+            EQ(streq0(x->problems[i], y->problems[i]));
+        EQ(x->nresults == y->nresults);
+        for (size_t i = 0; i < x->nresults; i++) {
+            const tf_test_result_t *r = &x->results[i], *q = &y->results[i];
+            EQ(streq0(r->suite, q->suite) && streq0(r->name, q->name));
+            EQ(r->status == q->status && r->attempts == q->attempts);
+            EQ(r->duration_ms == q->duration_ms);
+            EQ(str_or_null_equal(r->outcome, q->outcome));
+            EQ(str_or_null_equal(r->message, q->message));
+            EQ(r->has_log == q->has_log);
+            EQ(!r->has_log || (r->log_offset == q->log_offset &&
+                               r->log_line == q->log_line &&
+                               r->log_lines == q->log_lines));
+        }
+        break;
+    }
     case TF_MSG_DRAIN:
     case TF_MSG_NONE:
     case TF_MSG__COUNT:
@@ -445,7 +517,7 @@ TF_TEST(type_names)
                            "welcome",     "error",        "ping",
                            "pong",        "build_start",  "build_abort",
                            "ack",         "step_started", "step_finished",
-                           "build_finished", "drain"};
+                           "build_finished", "drain", "test_results"};
     for (int t = TF_MSG_CHALLENGE; t < TF_MSG__COUNT; t++)
         TF_CHECK_STR(tf_msg_type_name((tf_msg_type_t)t), names[t]);
     TF_CHECK(tf_msg_type_name(TF_MSG_NONE) == NULL);
@@ -1822,6 +1894,212 @@ TF_TEST(modifiers_malformed)
     snprintf(m.u.step_finished.stats[1].name, 65, "-bad");
     TF_CHECK_INT(tf_msg_encode(&m, &out, &len), TF_EINVAL);
     tf_msg_clear(&m);
+}
+
+/* ---- test results (issue 12) ---- */
+
+#define TR_PRE "{\"type\":\"test_results\",\"build_id\":7,\"seq\":5,\"step\":2,"
+
+TF_TEST(test_results_optional_fields_roundtrip)
+{
+    tf_msg_t m;
+    sample(TF_MSG_TEST_RESULTS, &m);
+    m.u.test_results.has_total = true;
+    m.u.test_results.total = 2;
+    m.u.test_results.dropped = 3;
+    m.u.test_results.nproblems = 2;
+    m.u.test_results.problems = zalloc(3, sizeof(char *));
+    m.u.test_results.problems[0] = S("reports/a.xml: not well-formed XML "
+                                     "at line 3: </x> does not close <y>");
+    m.u.test_results.problems[1] = S("../x.xml: refused");
+    char *text = roundtrip(&m);
+    TF_CHECK(text != NULL);
+    TF_CHECK(text && strstr(text, "\"total\":2,\"dropped\":3,\"problems\":["));
+    TF_CHECK(text && strstr(text, "\"log\":{\"offset\":1234,\"line\":40,"
+                                  "\"lines\":3}"));
+    /* A minimal result has no optional members on the wire. */
+    TF_CHECK(text && strstr(text, "{\"suite\":\"test_a.py::T\",\"name\":"
+                                  "\"test_x[1]\",\"status\":\"flaky\","
+                                  "\"attempts\":1}"));
+    free(text);
+    tf_msg_clear(&m);
+    /* An empty batch is allowed (a step that declared results but whose
+     * run named none still sends its last message). */
+    expect_ok(TR_PRE "\"format\":\"junit\",\"results\":[],\"last\":true,"
+              "\"total\":0,\"problems\":[\"no file matched build/*.xml\"]}",
+              TF_MSG_TEST_RESULTS);
+}
+
+TF_TEST(test_results_malformed)
+{
+    expect_fail(TR_PRE "\"format\":\"nunit\",\"results\":[],\"last\":true}",
+                TF_EINVAL, "test_results.format: unknown format \"nunit\"");
+    expect_fail(TR_PRE "\"format\":\"ctest\",\"results\":[{\"suite\":\"\","
+                "\"name\":\"\",\"status\":\"pass\",\"attempts\":1}],"
+                "\"last\":true}",
+                TF_EINVAL, "test_results.results[0].name: must not be empty");
+    expect_fail(TR_PRE "\"format\":\"ctest\",\"results\":[{\"suite\":\"\","
+                "\"name\":\"t\",\"status\":\"xfail\",\"attempts\":1}],"
+                "\"last\":true}",
+                TF_EINVAL, "test_results.results[0].status: unknown status "
+                "\"xfail\"");
+    expect_fail(TR_PRE "\"format\":\"ctest\",\"results\":[{\"suite\":\"\","
+                "\"name\":\"t\",\"status\":\"pass\",\"attempts\":0}],"
+                "\"last\":true}",
+                TF_EINVAL, "test_results.results[0].attempts: 0 is out of "
+                "range");
+    expect_fail(TR_PRE "\"format\":\"ctest\",\"results\":[{\"suite\":\"\","
+                "\"name\":\"t\",\"status\":\"fail\",\"attempts\":1,\"log\":"
+                "{\"offset\":0,\"line\":0,\"lines\":1}}],\"last\":true}",
+                TF_EINVAL, "test_results.results[0].log.line: 0 is out of "
+                "range");
+    expect_fail(TR_PRE "\"format\":\"ctest\",\"results\":[],\"last\":true,"
+                "\"problems\":[1]}",
+                TF_EINVAL, "test_results.problems[0]: expected a string");
+    /* Caps on each string. */
+    char big[TF_TR_MAX_MESSAGE + 200];
+    char msg[TF_TR_MAX_MESSAGE + 2];
+    memset(msg, 'm', sizeof msg - 1);
+    msg[sizeof msg - 1] = '\0';
+    snprintf(big, sizeof big, TR_PRE "\"format\":\"gtest\",\"results\":["
+             "{\"suite\":\"\",\"name\":\"t\",\"status\":\"fail\",\"attempts\":"
+             "1,\"message\":\"%s\"}],\"last\":false}", msg);
+    expect_fail(big, TF_EINVAL, "test_results.results[0].message: longer "
+                "than 4096 bytes");
+    /* More than TF_PROTO_MAX_RESULTS results. */
+    size_t cap = 64 + (TF_PROTO_MAX_RESULTS + 1) * 60;
+    char *many = xmalloc(cap);
+    size_t o = (size_t)snprintf(many, cap, TR_PRE "\"format\":\"tap\","
+                                "\"results\":[");
+    for (int i = 0; i <= TF_PROTO_MAX_RESULTS; i++)
+        o += (size_t)snprintf(many + o, cap - o, "%s{\"suite\":\"\",\"name\":"
+                              "\"%d\",\"status\":\"pass\",\"attempts\":1}",
+                              i ? "," : "", i);
+    snprintf(many + o, cap - o, "],\"last\":true}");
+    expect_fail(many, TF_EINVAL, "test_results.results: has 1001 entries, "
+                "must have 0..1000");
+    free(many);
+}
+
+TF_TEST(test_results_over_the_message_cap)
+{
+    /* 20 results of 4000-byte messages: every field within its cap, the
+     * whole over 64 KiB. The decoder refuses it as too big and the
+     * encoder will not produce it (the slave batches below the cap). */
+    tf_msg_t m;
+    memset(&m, 0, sizeof m);
+    m.type = TF_MSG_TEST_RESULTS;
+    m.u.test_results.build_id = 9;
+    m.u.test_results.seq = 3;
+    m.u.test_results.format = TF_TR_FMT_PYTEST;
+    m.u.test_results.nresults = 20;
+    m.u.test_results.results = zalloc(20, sizeof(tf_test_result_t));
+    for (int i = 0; i < 20; i++) {
+        tf_test_result_t *r = &m.u.test_results.results[i];
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        r->suite = S("s");
+        r->name = S(name);
+        r->status = TF_TR_FAIL;
+        r->attempts = 1;
+        r->duration_ms = -1;
+        r->message = xmalloc(4001);
+        memset(r->message, 'x', 4000);
+        r->message[4000] = '\0';
+    }
+    char *text = (char *)1;
+    size_t len = 1;
+    TF_CHECK_INT(tf_msg_encode(&m, &text, &len), TF_E2BIG);
+    TF_CHECK(text == NULL);
+    /* The same JSON built by hand decodes as too big, with a sentence. */
+    m.u.test_results.nresults = 15; /* 60 KiB: encodable */
+    TF_CHECK_INT(tf_msg_encode(&m, &text, &len), 0);
+    TF_CHECK(len > 60000 && len <= TF_PROTO_MAX_RESULTS_TEXT);
+    if (text) {
+        expect_ok_n(text, len, TF_MSG_TEST_RESULTS, __LINE__);
+        /* Pad it with spaces past the cap: still valid JSON, too big. */
+        char *padded = xmalloc(TF_PROTO_MAX_RESULTS_TEXT + 2);
+        memset(padded, ' ', TF_PROTO_MAX_RESULTS_TEXT + 1);
+        memcpy(padded, text, len);
+        padded[TF_PROTO_MAX_RESULTS_TEXT + 1] = '\0';
+        expect_fail_n(padded, TF_PROTO_MAX_RESULTS_TEXT + 1, TF_E2BIG,
+                      "test_results message of 65537 bytes is over the "
+                      "65536-byte limit", __LINE__);
+        free(padded);
+    }
+    free(text);
+    m.u.test_results.nresults = 20;
+    tf_msg_clear(&m);
+}
+
+#define BS_PRE                                                                 \
+    "{\"type\":\"build_start\",\"build_id\":1,\"builder\":\"b\",\"number\":1," \
+    "\"workdir\":\"b\",\"properties\":{},\"steps\":[{\"name\":\"t\","         \
+    "\"command\":[\"true\"],\"env\":{},\"workdir\":\"\",\"timeout_s\":0,"      \
+    "\"max_time_s\":0,\"haltOnFailure\":false,\"flunkOnFailure\":true,"      \
+    "\"warnOnFailure\":false,\"flunkOnWarnings\":false,"                     \
+    "\"warnOnWarnings\":false,\"alwaysRun\":false,\"test_results\":"
+
+TF_TEST(test_spec_roundtrip_and_copy)
+{
+    tf_msg_t m;
+    sample(TF_MSG_BUILD_START, &m);
+    for (int i = 1; i <= 2; i++) {
+        tf_test_spec_t *t = zalloc(1, sizeof *t);
+        t->format = i == 1 ? TF_TR_FMT_JUNIT : TF_TR_FMT_CTEST;
+        if (i == 1) {
+            t->nfiles = 2;
+            t->files = zalloc(3, sizeof(char *));
+            t->files[0] = S("build/**/*.xml");
+            t->files[1] = S("reports/junit-[0-9].xml");
+        }
+        m.u.build_start.steps[i].test_results = t;
+    }
+    char *text = roundtrip(&m);
+    TF_CHECK(text && strstr(text, "\"test_results\":{\"format\":\"junit\","
+                                  "\"files\":[\"build/**/*.xml\","
+                                  "\"reports/junit-[0-9].xml\"]}"));
+    TF_CHECK(text && strstr(text, "\"test_results\":{\"format\":\"ctest\"}"));
+    free(text);
+    tf_step_spec_t copy;
+    TF_CHECK_INT(tf_step_spec_copy(&copy, &m.u.build_start.steps[1]), 0);
+    TF_CHECK(step_equal(&copy, &m.u.build_start.steps[1]));
+    tf_step_spec_clear(&copy);
+    tf_msg_clear(&m);
+}
+
+TF_TEST(test_spec_checked)
+{
+    expect_ok(BS_PRE "{\"format\":\"ctest\"}}]}", TF_MSG_BUILD_START);
+    expect_ok(BS_PRE "{\"format\":\"tap\",\"files\":[\"t/*.tap\"]}}]}",
+              TF_MSG_BUILD_START);
+    expect_ok(BS_PRE "{\"format\":\"junit\",\"files\":[\"build/**/*.xml\"]}}]}",
+              TF_MSG_BUILD_START);
+    expect_fail(BS_PRE "{\"format\":\"junit\"}}]}", TF_EINVAL,
+                "build_start.steps[0].test_results.files: required for "
+                "junit");
+    expect_fail(BS_PRE "{\"format\":\"pytest\",\"files\":[\"a.xml\"]}}]}",
+                TF_EINVAL, "build_start.steps[0].test_results.files: not "
+                "allowed for pytest");
+    expect_fail(BS_PRE "{\"format\":\"xunit\"}}]}", TF_EINVAL,
+                "build_start.steps[0].test_results.format: unknown format");
+    expect_fail(BS_PRE "\"ctest\"}]}", TF_EINVAL,
+                "build_start.steps[0].test_results: expected an object");
+    expect_fail(BS_PRE "{\"format\":\"junit\",\"files\":[]}}]}", TF_EINVAL,
+                "build_start.steps[0].test_results.files: must not be empty");
+    /* Globs that could leave the workdir. */
+    const char *bad[] = {"../x.xml", "/etc/*.xml", "a/../../x.xml", "a//b",
+                         "./x.xml", "a/", "a\\\\b.xml", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[600];
+        snprintf(text, sizeof text, BS_PRE "{\"format\":\"junit\",\"files\":"
+                 "[\"ok.xml\",\"%s\"]}}]}", bad[i]);
+        expect_fail(text, TF_EINVAL,
+                    "build_start.steps[0].test_results.files[1]: \"");
+    }
+    TF_CHECK(tf_tr_glob_valid("build/**/TEST-*.xml"));
+    TF_CHECK(tf_tr_glob_valid("..x/y..z.xml"));
+    TF_CHECK(!tf_tr_glob_valid("x/.."));
 }
 
 TF_TEST_MAIN()

@@ -243,7 +243,7 @@ static void tf__xml_ws(tf__xml_t *x)
 /* ---- the walker: JUnit's elements ------------------------------------ */
 
 typedef enum { TF__J_NONE, TF__J_FAIL, TF__J_SKIP, TF__J_FLAKY,
-               TF__J_RERUN } tf__jkind_t;
+               TF__J_OUT } tf__jkind_t;
 
 typedef struct {
     tf_tr_emit_cb emit;
@@ -262,6 +262,7 @@ typedef struct {
     char text[TF_TR_MAX_MESSAGE + 1];
     size_t textlen;
     char flaky_msg[TF_TR_MAX_MESSAGE + 1];
+    char out_msg[TF_TR_MAX_MESSAGE + 1]; /* <system-out>, for ctest */
     char msg[2 * TF_TR_MAX_MESSAGE + 2];
 } tf__junit_t;
 
@@ -295,7 +296,8 @@ static void tf__junit_case_end(tf__junit_t *j, int depth)
         return;
     if (j->failed) {
         r.status = TF_TR_FAIL;
-        r.message = j->msg[0] ? j->msg : NULL;
+        /* ctest writes an empty <failure> and the output beside it. */
+        r.message = j->msg[0] ? j->msg : j->out_msg[0] ? j->out_msg : NULL;
         for (unsigned i = 0; i <= j->reruns && i < 100; i++)
             j->emit(j->arg, TF_TR_ATTEMPT, &r);
     } else if (j->skipped || j->notrun) {
@@ -349,7 +351,7 @@ static void tf__junit_start(tf__xml_t *x, tf__junit_t *j, const char *name,
     if (tf__is(name, nlen, "testcase") && j->case_depth < 0) {
         j->case_depth = depth;
         j->name[0] = j->classname[0] = j->outcome[0] = '\0';
-        j->msg[0] = j->flaky_msg[0] = '\0';
+        j->msg[0] = j->flaky_msg[0] = j->out_msg[0] = '\0';
         j->failed = j->skipped = j->notrun = false;
         j->flaky = j->reruns = 0;
         j->ms = -1;
@@ -388,6 +390,8 @@ static void tf__junit_start(tf__xml_t *x, tf__junit_t *j, const char *name,
     } else if (tf__is(name, nlen, "rerunFailure") ||
                tf__is(name, nlen, "rerunError")) {
         j->reruns++;
+    } else if (tf__is(name, nlen, "system-out") && !j->out_msg[0]) {
+        kind = TF__J_OUT;
     }
     if (word && !(j->failed && kind == TF__J_SKIP))
         snprintf(j->outcome, sizeof j->outcome, "%s", word);
@@ -406,6 +410,8 @@ static void tf__junit_end(tf__junit_t *j, int depth)
     if (j->text_kind != TF__J_NONE && depth == j->text_depth) {
         if (j->text_kind == TF__J_FLAKY)
             tf__junit_compose(j, j->flaky_msg, sizeof j->flaky_msg);
+        else if (j->text_kind == TF__J_OUT)
+            tf__junit_compose(j, j->out_msg, sizeof j->out_msg);
         else
             tf__junit_compose(j, j->msg, TF_TR_MAX_MESSAGE + 1);
         j->text_kind = TF__J_NONE;

@@ -75,12 +75,14 @@ static size_t tf__utf8_seq(const unsigned char *s, size_t n)
 
 /* A malloc'd clean copy of s, at most cap bytes (see the file comment);
  * newlines kept when multiline, else turned into spaces like tabs. Trailing
- * newlines are dropped. NULL when out of memory. */
+ * newlines are dropped. NULL when out of memory. A replaced byte grows to
+ * the three bytes of U+FFFD, so the buffer is sized for that. */
 static char *tf__clean(const char *s, size_t cap, bool multiline)
 {
     static const char repl[] = "\xef\xbf\xbd";
     size_t n = strlen(s);
-    char *out = malloc((n < cap ? n : cap) + 1);
+    size_t room = n < cap / 3 ? 3 * n : cap;
+    char *out = malloc(room + 1);
     size_t o = 0;
     if (!out)
         return NULL;
@@ -91,24 +93,24 @@ static char *tf__clean(const char *s, size_t cap, bool multiline)
         char one;
         size_t take = len;
         if (len == 0) {
+            /* Not UTF-8: one byte becomes U+FFFD. */
             src = repl;
             take = 3;
             len = 1;
         } else if (len == 1 && (p[i] < 0x20 || p[i] == 0x7f)) {
-            if (p[i] == '\n' && multiline) {
-                one = '\n';
-            } else if (p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
-                one = multiline && p[i] == '\t' ? '\t' : ' ';
+            bool keep_nl = p[i] == '\n' && multiline;
+            bool space = p[i] == '\t' || p[i] == '\n' || p[i] == '\r';
+            if (keep_nl || space) {
+                one = keep_nl ? '\n'
+                              : (multiline && p[i] == '\t') ? '\t' : ' ';
+                src = &one;
+                take = 1;
             } else {
                 src = repl;
                 take = 3;
-                goto copy;
             }
-            src = &one;
-            take = 1;
         }
-    copy:
-        if (o + take > cap)
+        if (o + take > room)
             break;
         memcpy(out + o, src, take);
         o += take;

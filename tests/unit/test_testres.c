@@ -635,10 +635,20 @@ TF_TEST(collector_merges_caps_and_cleans)
     tf_tr_collect_add(c, TF_TR_ATTEMPT, &bad);
     CHECK_RES(c, "", "a\xef\xbf\xbd\xef\xbf\xbd" "b c", "fail", 1,
               "x\ty\nz\xef\xbf\xbd[31m");
+    /* Every byte invalid: each grows to U+FFFD's three bytes, cut at the
+     * cap on a character boundary (the fuzzers found the buffer short). */
+    char ff[2000];
+    memset(ff, 0xff, sizeof ff - 1);
+    ff[sizeof ff - 1] = '\0';
+    tf_tr_res_t wide = {.suite = ff, .name = "wide", .status = TF_TR_FAIL,
+                        .duration_ms = -1, .message = ff};
+    tf_tr_collect_add(c, TF_TR_ATTEMPT, &wide);
+    const tf_tr_entry_t *w = tf_tr_collect_get(c, 2);
+    TF_CHECK(w && strlen(w->suite) == 1023 && strlen(w->message) == 3 * 1365);
     /* Empty names and unknown statuses are refused, not stored. */
     tf_tr_res_t none = {.suite = "", .name = "", .status = TF_TR_PASS};
     tf_tr_collect_add(c, TF_TR_ATTEMPT, &none);
-    TF_CHECK_INT(tf_tr_collect_count(c), 2);
+    TF_CHECK_INT(tf_tr_collect_count(c), 3);
     /* Over TF_TR_MAX_TESTS distinct tests: counted as dropped. */
     for (int i = 0; i < TF_TR_MAX_TESTS + 10; i++) {
         char name[32];
@@ -648,8 +658,8 @@ TF_TEST(collector_merges_caps_and_cleans)
         tf_tr_collect_add(c, TF_TR_ATTEMPT, &x);
     }
     TF_CHECK_INT(tf_tr_collect_count(c), TF_TR_MAX_TESTS);
-    /* 2 + 50010 - 50000, and the nameless one refused above. */
-    TF_CHECK_INT(tf_tr_collect_dropped(c), 13);
+    /* 3 + 50010 - 50000, and the nameless one refused above. */
+    TF_CHECK_INT(tf_tr_collect_dropped(c), 14);
     for (int i = 0; i < TF_TR_MAX_PROBLEMS + 3; i++)
         tf_tr_collect_problem(c, "problem %d", i);
     size_t np;

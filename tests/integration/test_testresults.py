@@ -1,0 +1,351 @@
+"""Test results as data (issue 12, point 1), end to end: a real tf-master
+and tf-slave; a builder builds a small C project with cmake whose ctest
+has one failing assertion and one flaky test (ctest --repeat
+until-pass:2), then runs Python tests under pytest, unittest and as JUnit
+XML. The slave parses what each step declares and sends test_results
+events; the master accepts, acknowledges and (until per-test storage
+lands) logs them: one JSON line per result at debug level, which is what
+these tests read. Each result's log position is checked against the log
+the master stored.
+
+Bad input: malformed, oversized and escaping report files, binary garbage
+in the output, a results message over the cap from a hand-written slave,
+a glob escaping the workdir in the config. And results survive a master
+restart like output does."""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from tfharness import HandSlave, output_frame, steps_summary, wait_for
+
+PY = "/usr/bin/python3"
+
+RESULT_RE = re.compile(
+    r"build (\d+) step (\d+) test result (\{.*\})$", re.M)
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def c_project(root):
+    """A small C library's tests: test_pack fails an assertion at line 89
+    of test_pack.c, test_flaky fails its first run and passes the next."""
+    write(root / "CMakeLists.txt", """\
+cmake_minimum_required(VERSION 3.13)
+project(minipack C)
+enable_testing()
+add_executable(test_pack test_pack.c)
+add_executable(test_ok test_ok.c)
+add_executable(test_flaky test_flaky.c)
+add_test(NAME test_pack COMMAND test_pack)
+add_test(NAME test_ok COMMAND test_ok)
+add_test(NAME test_flaky COMMAND test_flaky ${CMAKE_BINARY_DIR}/flaky.state)
+""")
+    lines = ["#include <stdio.h>",
+             "#define check(c, msg) do { if (!(c)) { printf(\"%s:%d: %s\\n\","
+             " \"test_pack.c\", __LINE__, msg); return 1; } } while (0)",
+             "static int pack(int v) { return v + 1; }",
+             "int main(void)", "{", "    printf(\"testing json_pack\\n\");"]
+    while len(lines) < 88:
+        lines.append("    check(pack(%d) == %d, \"json_pack ok\");"
+                     % (len(lines), len(lines) + 1))
+    lines.append("    check(pack(1) == 3, \"json_pack integer failed\");")
+    lines += ["    return 0;", "}"]
+    write(root / "test_pack.c", "\n".join(lines) + "\n")
+    write(root / "test_ok.c",
+          "#include <stdio.h>\nint main(void) { puts(\"fine\"); return 0; }\n")
+    write(root / "test_flaky.c", """\
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    FILE *f = fopen(argv[1], "r");
+    if (!f) {
+        f = fopen(argv[1], "w");
+        fputs("1", f);
+        fclose(f);
+        printf("test_flaky.c:9: first run fails\\n");
+        return 1;
+    }
+    fclose(f);
+    return 0;
+}
+""")
+    write(root / "py" / "test_calc.py", """\
+import unittest
+
+
+class TestCalc(unittest.TestCase):
+    def test_add(self):
+        self.assertEqual(1 + 1, 2)
+
+    def test_pack_integer(self):
+        self.assertEqual(3, 2, "json_pack integer failed")
+
+    @unittest.skip("not on this platform")
+    def test_skipped(self):
+        pass
+""")
+
+
+def config(builders, **top):
+    cfg = {"name": "it", "heartbeat_s": 2, "lost_after_s": 10,
+           "slaves": [{"name": "s1"}, {"name": "hand"}],
+           "builders": builders}
+    cfg.update(top)
+    return cfg
+
+
+def results(m, bid, step=None):
+    """The test results the master logged for a build (and step), keyed
+    by (suite, name)."""
+    out = {}
+    for b, s, js in RESULT_RE.findall(m.log_text()):
+        if int(b) != bid or (step is not None and int(s) != step):
+            continue
+        r = json.loads(js)
+        key = (r["suite"], r["name"])
+        assert key not in out, f"{key} reported twice: {r} and {out[key]}"
+        out[key] = r
+    return out
+
+
+def check_log_position(m, bid, step, r, starts_with):
+    """The result's log pointer names the line of the stored log that
+    starts with starts_with."""
+    log = m.step_log(bid, step)
+    off = r["log"]["offset"]
+    assert log[off:].startswith(starts_with.encode()), \
+        (r, log[off:off + 200])
+    assert off == 0 or log[off - 1:off] == b"\n", r
+    assert log[:off].count(b"\n") + 1 == r["log"]["line"], r
+    assert r["log"]["lines"] >= 1
+
+
+def lib_builder(proj):
+    return {"name": "lib", "slaves": ["s1"], "steps": [
+        {"name": "configure",
+         "command": ["cmake", "-S", str(proj), "-B", "build"]},
+        {"name": "compile", "command": ["cmake", "--build", "build"]},
+        {"name": "ctest",
+         "command": "cd build && rm -f flaky.state && "
+                    "ctest --output-on-failure --repeat until-pass:2",
+         "test_results": {"format": "ctest"}},
+        {"name": "pytest",
+         "command": f"cd {proj / 'py'} && {PY} -m pytest -v -p "
+                    "no:cacheprovider --junitxml=\"$OLDPWD/reports/py.xml\" "
+                    "test_calc.py",
+         "test_results": {"format": "pytest"}},
+        {"name": "unittest",
+         "command": f"cd {proj / 'py'} && {PY} -m unittest -v test_calc",
+         "test_results": {"format": "unittest"}},
+        {"name": "junit", "command": "ls reports",
+         "test_results": {"format": "junit", "files": ["reports/*.xml"]}},
+    ]}
+
+
+@pytest.mark.timeout(180)
+def test_a_cmake_project_reports_failing_flaky_and_python_tests(farm):
+    proj = farm.tmp / "proj"
+    c_project(proj)
+    m = farm.master(config([lib_builder(proj)]))
+    farm.slave(m, "s1")
+    b = m.run_build("lib", timeout=150)
+    bid = b["id"]
+    assert steps_summary(b) == [
+        ("configure", "SUCCESS"), ("compile", "SUCCESS"),
+        ("ctest", "FAILURE"), ("pytest", "FAILURE"),
+        ("unittest", "FAILURE"), ("junit", "SUCCESS")], steps_summary(b)
+    # Steps that declare nothing send nothing.
+    assert results(m, bid, 0) == {} and results(m, bid, 1) == {}
+
+    ct = results(m, bid, 2)
+    assert set(ct) == {("", "test_pack"), ("", "test_ok"),
+                       ("", "test_flaky")}, ct
+    pack = ct[("", "test_pack")]
+    assert pack["status"] == "fail" and pack["attempts"] == 2, pack
+    assert "test_pack.c:89: json_pack integer failed" in pack["message"], pack
+    assert pack["outcome"] == "Failed", pack
+    check_log_position(m, bid, 2, pack, "1/3 Test #1: test_pack ")
+    flaky = ct[("", "test_flaky")]
+    assert flaky["status"] == "flaky" and flaky["attempts"] == 2, flaky
+    assert "test_flaky.c:9: first run fails" in flaky["message"], flaky
+    check_log_position(m, bid, 2, flaky, "3/3 Test #3: test_flaky ")
+    assert ct[("", "test_ok")]["status"] == "pass"
+    assert "message" not in ct[("", "test_ok")]
+
+    py = results(m, bid, 3)
+    suite = "test_calc.py::TestCalc"
+    assert {k[1]: v["status"] for k, v in py.items() if k[0] == suite} == {
+        "test_add": "pass", "test_pack_integer": "fail",
+        "test_skipped": "skip"}, py
+    fail = py[(suite, "test_pack_integer")]
+    assert "AssertionError: 3 != 2 : json_pack integer failed" in \
+        fail["message"], fail
+    check_log_position(m, bid, 3, fail, "_____")
+
+    ut = results(m, bid, 4)
+    assert {k: v["status"] for k, v in ut.items()} == {
+        ("test_calc.TestCalc", "test_add"): "pass",
+        ("test_calc.TestCalc", "test_pack_integer"): "fail",
+        ("test_calc.TestCalc", "test_skipped"): "skip"}, ut
+    # unittest writes on stderr: positions still index the stored log.
+    fail = ut[("test_calc.TestCalc", "test_pack_integer")]
+    check_log_position(m, bid, 4, fail, "FAIL: test_pack_integer")
+
+    ju = results(m, bid, 5)
+    assert ju[("test_calc.TestCalc", "test_pack_integer")]["status"] == "fail"
+    assert "json_pack integer failed" in \
+        ju[("test_calc.TestCalc", "test_pack_integer")]["message"]
+    assert ju[("test_calc.TestCalc", "test_add")]["status"] == "pass"
+    assert "log" not in ju[("test_calc.TestCalc", "test_add")]
+
+    log = m.log_text()
+    assert f"build {bid} step 2: test_results (ctest): 3 results: 1 pass, " \
+           "1 fail, 1 flaky, 0 skip; last, total 3" in log, log[-3000:]
+    assert "malformed" not in log
+
+
+@pytest.mark.timeout(120)
+def test_bad_report_files_become_problems_not_reads(farm):
+    outside = write(farm.tmp / "outside" / "secret.xml",
+                    '<testsuite><testcase name="stolen"/></testsuite>')
+    script = f"""
+mkdir -p reports
+printf '<testsuite name="s"><testcase name="ok"/></testsuite>' > reports/good.xml
+printf '<testsuite>\\n<testcase name="a">\\n</testsuite>\\n' > reports/bad.xml
+printf '<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>' > reports/bomb.xml
+ln -sf {outside} reports/evil.xml
+truncate -s 40M reports/huge.xml
+"""
+    m = farm.master(config([{"name": "rep", "slaves": ["s1"], "steps": [
+        {"name": "make", "command": script,
+         "test_results": {"format": "junit",
+                          "files": ["reports/*.xml", "absent/*.xml"]}}]}]))
+    farm.slave(m, "s1")
+    b = m.run_build("rep")
+    # Report problems do not change the step's result: its exit does.
+    assert steps_summary(b) == [("make", "SUCCESS")], steps_summary(b)
+    got = results(m, b["id"], 0)
+    assert list(got) == [("s", "ok")], got
+    log = m.log_text()
+    for problem in [
+            "reports/bad.xml: not well-formed XML at line 3: </testsuite> "
+            "does not close <testcase>",
+            "reports/bomb.xml: not well-formed XML at line 1: a DOCTYPE with "
+            "an internal subset (entity declarations) is refused",
+            "reports/evil.xml: a symbolic link: not followed",
+            "reports/huge.xml: 41943040 bytes is over the 33554432-byte cap "
+            "for a report file: not read",
+            "absent/*.xml: no file matched"]:
+        assert f"build {b['id']} step 0: test results: {problem}" in log, \
+            (problem, log[-4000:])
+    assert "stolen" not in log
+
+
+@pytest.mark.timeout(120)
+def test_binary_garbage_output_is_harmless(farm):
+    m = farm.master(config([{"name": "junk", "slaves": ["s1"], "steps": [
+        {"name": "noise",
+         "command": "head -c 3000000 /dev/urandom; echo; "
+                    "echo '1/1 Test #1: survivor ........   Passed    0.01 sec'",
+         "test_results": {"format": "ctest"}}]}]))
+    farm.slave(m, "s1")
+    b = m.run_build("junk")
+    assert steps_summary(b) == [("noise", "SUCCESS")]
+    got = results(m, b["id"], 0)
+    assert got[("", "survivor")]["status"] == "pass", got
+    r = got[("", "survivor")]
+    check_log_position(m, b["id"], 0, r, "1/1 Test #1: survivor")
+    assert "malformed" not in m.log_text()
+
+
+def test_a_glob_escaping_the_workdir_is_a_config_error(farm):
+    m = farm.master(config([{"name": "esc", "slaves": ["s1"], "steps": [
+        {"name": "t", "command": "true",
+         "test_results": {"format": "junit",
+                          "files": ["../../etc/*.xml"]}}]}]), start=False)
+    m.start(wait=False)
+    rc = m.proc.wait_exit(20)
+    assert rc != 0
+    assert 'builders[0].steps[0].test_results.files[0]: invalid glob ' \
+           '"../../etc/*.xml"' in m.log_text(), m.log_text()
+
+
+def hand_config():
+    return config([{"name": "byhand", "slaves": ["hand"], "steps": [
+        {"name": "one", "command": "ctest",
+         "test_results": {"format": "ctest"}}]}])
+
+
+def one_result(i, msg="x"):
+    return {"suite": "", "name": f"t{i}", "status": "fail", "attempts": 1,
+            "message": msg}
+
+
+def test_the_master_acks_test_results_and_refuses_one_over_the_cap(farm):
+    m = farm.master(hand_config())
+    hs = HandSlave(m, "hand").handshake()
+    m.wait_slave_connected("hand")
+    m.force("byhand")
+    start = hs.recv_json(15)
+    while start["type"] != "build_start":
+        start = hs.recv_json(15)
+    bid = start["build_id"]
+    # The step spec carries the declaration.
+    assert start["steps"][0]["test_results"] == {"format": "ctest"}, start
+    hs.send_json({"type": "step_started", "build_id": bid, "seq": 1,
+                  "step": 0, "name": "one", "time_ms": 1795000000000})
+    hs.send_binary(output_frame(bid, 0, 2, b"1/1 Test #1: t0 ...\n"))
+    hs.send_json({"type": "test_results", "build_id": bid, "seq": 3,
+                  "step": 0, "format": "ctest",
+                  "results": [one_result(0, "t.c:1: boom")],
+                  "last": False})
+    top = 0
+    while top < 3:
+        msg = hs.recv_json(15)
+        if msg["type"] == "ack":
+            top = msg["seq"]
+    assert m.slave_connected("hand")
+    assert results(m, bid, 0)[("", "t0")]["message"] == "t.c:1: boom"
+    # Now one of 20 x 4000-byte messages: each field fits, the whole is
+    # over 64 KiB: the link is closed with a sentence saying so.
+    big = {"type": "test_results", "build_id": bid, "seq": 4, "step": 0,
+           "format": "ctest",
+           "results": [one_result(i, "m" * 4000) for i in range(1, 21)],
+           "last": True}
+    hs.send_json(big)
+    msg = hs.recv_json(15)
+    while msg["type"] == "ack":
+        msg = hs.recv_json(15)
+    assert msg["type"] == "error" and msg["code"] == "malformed", msg
+    assert "test_results message of" in msg["message"] and \
+        "is over the 65536-byte limit" in msg["message"], msg
+
+
+@pytest.mark.timeout(150)
+def test_results_survive_a_master_restart(farm):
+    out = "\\n".join(f"{i}/3 Test #{i}: t{i} ......   Passed    0.0{i} sec"
+                     for i in (1, 2, 3))
+    m = farm.master(config([{"name": "slow", "slaves": ["s1"], "steps": [
+        {"name": "t", "command": f"printf '{out}\\n'; sleep 4",
+         "test_results": {"format": "ctest"}}]}]))
+    farm.slave(m, "s1")
+    req = m.force("slow")
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 0, min_bytes=10)
+    m.kill9()
+    time.sleep(5)  # the step ends; its results wait in the slave's spool
+    m.start()
+    b = m.wait_request_done(req, 60)
+    assert b["id"] == bid and steps_summary(b) == [("t", "SUCCESS")]
+    got = results(m, bid, 0)
+    assert {k[1]: v["status"] for k, v in got.items()} == {
+        "t1": "pass", "t2": "pass", "t3": "pass"}, got
+    assert got[("", "t3")]["duration_ms"] == 30

@@ -177,8 +177,7 @@ static void tf__walk(tf__walk_t *w, int dir, const char *rel, size_t ci,
                      int depth);
 
 static void tf__walk_entry(tf__walk_t *w, int dir, const char *rel,
-                           const char *name, int type, size_t ci, int depth,
-                           bool under_stars)
+                           const char *name, int type, size_t ci, int depth)
 {
     char path[PATH_MAX];
     int n = snprintf(path, sizeof path, "%s%s%s", rel, *rel ? "/" : "",
@@ -187,9 +186,9 @@ static void tf__walk_entry(tf__walk_t *w, int dir, const char *rel,
         return;
     bool last = ci + 1 == w->ncomps;
     if (type == DT_LNK) {
-        if (!under_stars)
-            tf_tr_collect_problem(w->x->col, "%s: a symbolic link: not "
-                                  "followed", path);
+        /* Named by the glob (under "**" links are skipped silently). */
+        tf_tr_collect_problem(w->x->col, "%s: a symbolic link: not followed",
+                              path);
         return;
     }
     if (last) {
@@ -228,7 +227,7 @@ static void tf__walk(tf__walk_t *w, int dir, const char *rel, size_t ci,
             return;
         int type = S_ISLNK(st.st_mode) ? DT_LNK : S_ISDIR(st.st_mode) ? DT_DIR
                    : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
-        tf__walk_entry(w, dir, rel, comp, type, ci, depth, false);
+        tf__walk_entry(w, dir, rel, comp, type, ci, depth);
         return;
     }
     int dup = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -297,8 +296,7 @@ static void tf__walk(tf__walk_t *w, int dir, const char *rel, size_t ci,
             if (sub >= 0)
                 close(sub);
         } else {
-            tf__walk_entry(w, dirfd(d), rel, names[i], types[i], ci, depth,
-                           false);
+            tf__walk_entry(w, dirfd(d), rel, names[i], types[i], ci, depth);
         }
         free(names[i]);
     }

@@ -380,8 +380,11 @@ export async function groupPlotAxes(r, ctx, S) {
   // Clicking a point opens its build: find a point by its colour (a
   // success is green) and click there (on screen: the mouse cannot reach
   // below the window).
-  await page.locator('.plot[data-plot="duration"]').scrollIntoViewIfNeeded();
-  const spot = await page.$eval('.plot[data-plot="duration"]', (p) => {
+  // The page redraws its plots when new builds of the builder arrive (other
+  // groups force builds while this one runs), which can move the points
+  // between finding one and clicking it: so find, hover and click again,
+  // a few times, until a click lands on a point as it is drawn now.
+  const findSpot = () => page.$eval('.plot[data-plot="duration"]', (p) => {
     const c = p.querySelector("canvas");
     const over = p.querySelector(".u-over");
     const g = c.getContext("2d");
@@ -396,6 +399,8 @@ export async function groupPlotAxes(r, ctx, S) {
     }
     return null;
   });
+  await page.locator('.plot[data-plot="duration"]').scrollIntoViewIfNeeded();
+  const spot = await findSpot();
   r.check("plot: a green point is drawn", !!spot);
   if (spot) {
     const overBox = await page.$eval('.plot[data-plot="duration"] .u-over', (o) => {
@@ -406,13 +411,25 @@ export async function groupPlotAxes(r, ctx, S) {
     await page.mouse.click(overBox.x, overBox.y);
     await sleep(200);
     r.check("plot: a click away from the points opens nothing", (await page.evaluate(() => location.hash)) === "#/builders/quick");
-    await page.mouse.move(spot.x, spot.y);
-    await sleep(100);
-    const pointer = await page.$eval('.plot[data-plot="duration"] .u-over', (o) => o.style.cursor);
+    let pointer = "";
+    let hash = "";
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await page.locator('.plot[data-plot="duration"]').scrollIntoViewIfNeeded();
+      const at = attempt === 0 ? spot : await findSpot();
+      if (!at) {
+        await sleep(300);
+        continue;
+      }
+      await page.mouse.move(at.x, at.y);
+      await sleep(100);
+      pointer = await page.$eval('.plot[data-plot="duration"] .u-over', (o) => o.style.cursor);
+      if (pointer !== "pointer") continue;
+      await page.mouse.click(at.x, at.y);
+      await page.waitForFunction(() => /^#\/builds\/\d+$/.test(location.hash), null, { timeout: 2000 }).catch(() => {});
+      hash = await page.evaluate(() => location.hash);
+      if (/^#\/builds\/\d+$/.test(hash)) break;
+    }
     r.check("plot: the pointer says a point can be clicked", pointer === "pointer", pointer);
-    await page.mouse.click(spot.x, spot.y);
-    await page.waitForFunction(() => /^#\/builds\/\d+$/.test(location.hash), null, { timeout: 5000 }).catch(() => {});
-    const hash = await page.evaluate(() => location.hash);
     const m = /^#\/builds\/(\d+)$/.exec(hash);
     r.check("plot: clicking a point opens a build", !!m, hash);
     if (m) {

@@ -1,0 +1,539 @@
+"""test_indicator.py - tf-indicator, the tray applet, on a real X display
+against real masters.
+
+Each test starts an X server (Xvfb), an XEmbed system tray (trayer) in the
+screen's top right corner, a D-Bus session bus (dbus-daemon) and a
+notification daemon (dunst), then real tf-master and tf-slave processes and
+tf-indicator. What a user sees is checked where a user sees it:
+
+- the tray icon's colour, from a screenshot (ImageMagick's `import`) of the
+  tray: the pixels of the icon are counted by colour class (green, amber,
+  red, grey), since fonts and themes shift exact pixels;
+- the notifications, from dunst's own history (`dunstctl history`);
+- the menu, by clicking the icon with xdotool and choosing the first
+  failing builder with the keyboard: the page it opens reaches the
+  --browser command; and by the --dump-state file, whose "menu" is read
+  back from the GtkMenu's widgets.
+
+No StatusNotifier host runs here, so libayatana-appindicator3 falls back
+to its GtkStatusIcon (XEmbed), with a session bus (first test) and without
+one (second test), as docs/indicator.md says.
+
+Needs: tf-indicator built (GTK 3, libayatana-appindicator3, libnotify:
+meson's `indicator` feature) and xvfb, trayer, dbus-daemon, dunst,
+imagemagick and xdotool; scripts/deps installs them all. Without them the
+tests are skipped with the reason (a failure under --ci).
+
+Under an ASan build tf-indicator runs with LeakSanitizer on, and its leak
+report is read: a leak whose allocation comes from TestFarm's own code
+fails the test; leaks allocated inside GTK, GLib and the libraries they
+load (one-time caches, type registrations: not freed by design) are not
+counted (docs/indicator.md, "Memory checks").
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import tfharness
+from tfharness import REPO, BUILD_DIR, wait_for
+
+TF_INDICATOR = BUILD_DIR / "indicator" / "tf-indicator"
+ICONS = REPO / "indicator" / "icons"
+DOCS_IMAGES = REPO / "docs" / "images"
+
+SCREEN_W, SCREEN_H = 640, 480
+TRAY_W, TRAY_H = 200, 32
+
+TOOLS = {
+    "Xvfb": "xvfb", "trayer": "trayer", "dbus-daemon": "dbus",
+    "dunst": "dunst", "dunstctl": "dunst", "import": "imagemagick",
+    "convert": "imagemagick", "xdotool": "xdotool",
+}
+
+
+def missing_reason():
+    if not os.access(TF_INDICATOR, os.X_OK):
+        return (f"tf-indicator was not built ({TF_INDICATOR} missing): it "
+                "needs libgtk-3-dev, libayatana-appindicator3-dev and "
+                "libnotify-dev (scripts/deps installs them), then "
+                "meson setup --reconfigure with -Dindicator=auto or enabled")
+    lacking = sorted({pkg for tool, pkg in TOOLS.items()
+                      if shutil.which(tool) is None})
+    if lacking:
+        return ("the tray tests need these Debian packages: "
+                + " ".join(lacking) + " (scripts/deps installs them)")
+    return None
+
+
+@pytest.fixture
+def needs_desktop():
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def asan_build():
+    try:
+        return b"__asan_init" in TF_INDICATOR.read_bytes()
+    except OSError:
+        return False
+
+
+# ---- colours ----
+
+def classify(r, g, b):
+    if r > 150 and g < 100 and b < 100:
+        return "red"
+    if g > 120 and r < 120 and b < 120 and g - r > 50:
+        return "green"
+    if r > 180 and 110 < g < 200 and b < 80:
+        return "amber"
+    if abs(r - g) < 10 and abs(g - b) < 10 and 100 <= r <= 170:
+        return "grey"
+    return None
+
+
+class Desktop:
+    """Xvfb + trayer + a session bus + dunst, all registered with the farm
+    so teardown kills them."""
+
+    def __init__(self, farm, bus=True):
+        self.farm = farm
+        self.dir = farm.tmp / "desktop"
+        self.dir.mkdir(exist_ok=True)
+        self.display = self._free_display()
+        self.shots = 0
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DBUS_", "XDG_", "WAYLAND", "DISPLAY"))}
+        env.update({
+            "DISPLAY": f":{self.display}",
+            "HOME": str(self.dir / "home"),
+            "XDG_CONFIG_HOME": str(self.dir / "xdg"),
+            "XDG_RUNTIME_DIR": str(self.dir / "run"),
+            "NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11",
+        })
+        for d in ("home", "xdg", "run"):
+            (self.dir / d).mkdir(exist_ok=True)
+        os.chmod(self.dir / "run", 0o700)
+        bus_path = self.dir / "bus"
+        env["DBUS_SESSION_BUS_ADDRESS"] = (
+            f"unix:path={bus_path}" if bus else
+            f"unix:path={self.dir / 'no-bus-here'}")
+        self.env = env
+        self.bus = bus
+
+        self.xvfb = tfharness.Proc(farm, "Xvfb", [
+            "Xvfb", f":{self.display}", "-screen", "0",
+            f"{SCREEN_W}x{SCREEN_H}x24", "-nolisten", "tcp"],
+            self.dir / "xvfb.log", env=env).start()
+        # Stopped with SIGTERM before the harness's SIGKILLs, so that it
+        # removes its lock file and socket.
+        farm._closers.append(self._stop_xvfb)
+        sock = Path(f"/tmp/.X11-unix/X{self.display}")
+        wait_for(sock.exists, 20, f"Xvfb :{self.display} to listen", farm)
+        if bus:
+            tfharness.Proc(farm, "dbus-daemon", [
+                "dbus-daemon", "--session", "--nofork",
+                f"--address=unix:path={bus_path}"],
+                self.dir / "dbus.log", env=env).start()
+            wait_for(bus_path.exists, 20, "the session bus", farm)
+            # Notifications at the bottom left, away from the tray.
+            rc = self.dir / "dunstrc"
+            rc.write_text("[global]\n    origin = bottom-left\n"
+                          "    offset = 10x10\n")
+            tfharness.Proc(farm, "dunst", ["dunst", "-config", str(rc)],
+                           self.dir / "dunst.log", env=env).start()
+            wait_for(lambda: subprocess.run(
+                ["dunstctl", "count"], env=env, capture_output=True,
+                timeout=10).returncode == 0, 20, "dunst on the bus", farm)
+        tfharness.Proc(farm, "trayer", [
+            "trayer", "--edge", "top", "--align", "right", "--widthtype",
+            "pixel", "--width", str(TRAY_W), "--height", str(TRAY_H),
+            "--transparent", "false", "--tint", "0xffffff"],
+            self.dir / "trayer.log", env=env).start()
+
+    def _stop_xvfb(self):
+        if self.xvfb.running():
+            self.xvfb.signal(signal.SIGTERM)
+            try:
+                self.xvfb.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    @staticmethod
+    def _free_display():
+        for n in range(100 + os.getpid() % 200, 600):
+            if not (Path(f"/tmp/.X{n}-lock").exists() or
+                    Path(f"/tmp/.X11-unix/X{n}").exists()):
+                return n
+        raise RuntimeError("no free X display number")
+
+    def run(self, argv, **kw):
+        return subprocess.run([str(a) for a in argv], env=self.env,
+                              capture_output=True, timeout=30, **kw)
+
+    def screenshot(self, name=None):
+        self.shots += 1
+        path = self.dir / (name or f"shot-{self.shots:03d}.png")
+        r = self.run(["import", "-window", "root", path])
+        assert r.returncode == 0, r.stderr
+        return path
+
+    def tray(self):
+        """(counts by colour class, bounding box of the icon's pixels) of
+        the tray area in a fresh screenshot."""
+        shot = self.screenshot("tray-latest.png")
+        x0 = SCREEN_W - TRAY_W
+        r = self.run(["convert", shot, "-crop", f"{TRAY_W}x{TRAY_H}+{x0}+0",
+                      "+repage", "-depth", "8", "rgb:-"])
+        assert r.returncode == 0, r.stderr
+        data = r.stdout
+        counts = {"red": 0, "green": 0, "amber": 0, "grey": 0}
+        box = [None, None, None, None]
+        for i in range(0, min(len(data), TRAY_W * TRAY_H * 3), 3):
+            c = classify(data[i], data[i + 1], data[i + 2])
+            if not c:
+                continue
+            counts[c] += 1
+            px, py = (i // 3) % TRAY_W + x0, (i // 3) // TRAY_W
+            box = [px if box[0] is None else min(box[0], px),
+                   py if box[1] is None else min(box[1], py),
+                   px if box[2] is None else max(box[2], px),
+                   py if box[3] is None else max(box[3], py)]
+        return counts, box
+
+    def icon_colour(self):
+        counts, _ = self.tray()
+        colour = max(counts, key=counts.get)
+        # The flame's heart is orange (amber's class): red must dominate.
+        if colour == "red" and counts["red"] < 2 * counts["amber"]:
+            return None, counts
+        return (colour if counts[colour] >= 80 else None), counts
+
+    def wait_icon(self, colour, what, timeout=20):
+        seen = {}
+
+        def ok():
+            c, counts = self.icon_colour()
+            seen["last"] = counts
+            return c == colour
+        try:
+            wait_for(ok, timeout, f"the tray icon to turn {colour} ({what})",
+                     self.farm, interval=0.3)
+        except tfharness.WaitTimeout as e:
+            raise AssertionError(f"{e}\npixel counts: {seen.get('last')}") \
+                from None
+        path = self.screenshot(f"{colour}-{what.replace(' ', '-')}.png")
+        return path
+
+    def notifications(self):
+        """Summaries of every notification dunst has shown (closing the
+        ones on screen moves them to its history)."""
+        self.run(["dunstctl", "close-all"])
+        r = self.run(["dunstctl", "history"], text=True)
+        if r.returncode != 0:
+            return []
+        data = json.loads(r.stdout)["data"][0]
+        return [n["summary"]["data"] for n in data]
+
+
+class Indicator:
+    def __init__(self, farm, desk, args, name="tf-indicator"):
+        self.farm = farm
+        self.desk = desk
+        self.dump_path = farm.tmp / f"{name}.json"
+        self.opened_path = farm.tmp / f"{name}-opened.txt"
+        opener = farm.tmp / f"{name}-open.sh"
+        opener.write_text(f"#!/bin/sh\necho \"$1\" >> {self.opened_path}\n")
+        opener.chmod(0o755)
+        env = dict(desk.env)
+        self.lsan_prefix = farm.tmp / f"{name}-lsan"
+        if asan_build():
+            env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+            env["LSAN_OPTIONS"] = (f"exitcode=0:log_path={self.lsan_prefix}"
+                                   ":malloc_context_size=30")
+        argv = [TF_INDICATOR, "--dump-state", self.dump_path, "--icon-dir",
+                ICONS, "--browser", opener, "--retry-max", "2",
+                "--log-level", "debug"] + list(args)
+        self.proc = tfharness.Proc(farm, name, argv, farm.tmp / f"{name}.log",
+                                   env=env)
+        self.proc.start()
+        wait_for(self.dump_path.exists, 20, "tf-indicator's first state dump",
+                 farm)
+
+    def dump(self):
+        try:
+            return json.loads(self.dump_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait(self, pred, what, timeout=20):
+        return wait_for(lambda: pred(self.dump()), timeout, what, self.farm)
+
+    def menu_labels(self):
+        return [i.get("label") for i in self.dump().get("menu", [])
+                if not i.get("separator")]
+
+    def opened(self):
+        try:
+            return self.opened_path.read_text().split()
+        except FileNotFoundError:
+            return []
+
+    def stop(self):
+        self.proc.signal(signal.SIGTERM)
+        rc = self.proc.wait_exit(20)
+        assert rc == 0, f"tf-indicator exited {rc}\n" + self.farm.dump_logs()
+        self.check_leaks()
+
+    def check_leaks(self):
+        """Under ASan: no leak allocated by TestFarm's own code."""
+        ours = []
+        for f in self.farm.tmp.glob(self.lsan_prefix.name + "*"):
+            text = f.read_text(errors="replace")
+            assert "ERROR: AddressSanitizer" not in text, text[-6000:]
+            for block in re.split(r"\n(?=(?:Direct|Indirect) leak of )", text):
+                if not block.startswith(("Direct", "Indirect")):
+                    continue
+                first = first_own_frame(block)
+                if first and re.search(r"(indicator|common)/[a-z_]+\.c:\d+",
+                                       first):
+                    ours.append(block[:3000])
+        assert not ours, "tf-indicator leaked memory it allocated:\n" + \
+            "\n".join(ours)
+
+
+ALLOCATORS = re.compile(
+    r" in (__interceptor_|__libc_|)(malloc|calloc|realloc|strdup|strndup|"
+    r"g_malloc0?|g_realloc|g_try_malloc0?|g_strdup|g_strndup|g_memdup2?|"
+    r"g_slice_alloc0?|g_new|g_strdup_printf|g_strdup_vprintf|"
+    r"g_vasprintf)\b")
+
+
+def first_own_frame(block):
+    """The first stack frame of a leak report that is not an allocator."""
+    for line in block.splitlines():
+        line = line.strip()
+        if not line.startswith("#"):
+            continue
+        if ALLOCATORS.search(line) or "libasan" in line:
+            continue
+        return line
+    return None
+
+
+def fragile_master(farm, flag, extra_builders=()):
+    gate = farm.tmp / "go"
+    cfg = {"slaves": [{"name": "s1"}], "builders": [
+        {"name": "fragile", "slaves": ["s1"], "steps": [
+            {"name": "test", "command": f"test ! -e {flag}"}]},
+        {"name": "slow", "slaves": ["s1"], "steps": [
+            {"name": "wait", "command":
+             f"i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do "
+             "sleep 0.1; i=$((i+1)); done"}]},
+    ] + list(extra_builders)}
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    return m, gate
+
+
+@pytest.mark.timeout(180)
+def test_indicator_follows_a_master(farm, needs_desktop):
+    desk = Desktop(farm, bus=True)
+    flag = farm.tmp / "make-it-fail"
+    m, gate = fragile_master(farm, flag)
+    ind = Indicator(farm, desk, ["--master", m.url])
+
+    # Connected, nothing built yet: all passing, green.
+    ind.wait(lambda d: d.get("overall") == "passing", "all passing")
+    desk.wait_icon("green", "at start")
+    d = ind.dump()
+    assert d["status_notifier"] is False  # no host here: the XEmbed icon
+    assert d["masters"][0]["link"] == "live"
+    assert ind.menu_labels() == ["TestFarm: all passing", "Open waterfall",
+                                 "Quit"]
+
+    # A build running: amber.
+    req = m.force("slow")
+    ind.wait(lambda d: d.get("overall") == "building", "building")
+    desk.wait_icon("amber", "while building")
+    assert "TestFarm: all passing, 1 building" in ind.menu_labels()
+    gate.write_text("go")
+    m.wait_request_done(req)
+    ind.wait(lambda d: d.get("overall") == "passing", "passing again")
+    desk.wait_icon("green", "after the slow build")
+
+    # fragile fails: red, a notification, and the menu lists it.
+    flag.write_text("fail")
+    b = m.run_build("fragile")
+    assert b["result"] == "FAILURE"
+    ind.wait(lambda d: d.get("overall") == "failing", "failing")
+    desk.wait_icon("red", "fragile failing")
+    item = f"fragile: FAILURE (#{b['number']})"
+    assert ind.menu_labels() == ["TestFarm: 1 failing", item,
+                                 "Open waterfall", "Quit"]
+    menu = ind.dump()["menu"]
+    assert menu[1]["url"] == f"{m.url}/#/builders/fragile"
+    assert menu[1]["sensitive"] is True and menu[0]["sensitive"] is False
+    assert menu[2]["url"] == f"{m.url}/#/waterfall"
+    note = ind.dump()["notifications"][-1]
+    assert note["summary"] == "fragile is failing" and note["shown"], note
+    assert note["body"] == f"TestFarm: build #{b['number']} FAILURE"
+    wait_for(lambda: "fragile is failing" in desk.notifications(), 20,
+             "dunst to have shown 'fragile is failing'", farm)
+
+    # The menu as a user opens it: a click on the icon, then the first
+    # failing builder from the keyboard opens its page.
+    _, box = desk.tray()
+    x, y = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+    r = desk.run(["xdotool", "mousemove", x, y, "click", "3"])
+    assert r.returncode == 0, r.stderr
+    time.sleep(0.5)  # the menu maps; nothing to poll for but pixels
+    shot = desk.screenshot("menu-open.png")
+    if os.environ.get("TF_DOCS_IMAGES") == "1":
+        DOCS_IMAGES.mkdir(exist_ok=True)
+        shutil.copy(shot, DOCS_IMAGES / "indicator-menu.png")
+    r = desk.run(["xdotool", "key", "Down", "Return"])
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: ind.opened() == [f"{m.url}/#/builders/fragile"], 20,
+             "the failing builder's page to be opened", farm)
+
+    # Fixed: green again, told so.
+    flag.unlink()
+    b2 = m.run_build("fragile")
+    assert b2["result"] == "SUCCESS"
+    ind.wait(lambda d: d.get("overall") == "passing", "passing after the fix")
+    desk.wait_icon("green", "fragile fixed")
+    assert ind.menu_labels() == ["TestFarm: all passing", "Open waterfall",
+                                 "Quit"]
+    note = ind.dump()["notifications"][-1]
+    assert note["summary"] == "fragile passes again" and note["shown"], note
+    wait_for(lambda: "fragile passes again" in desk.notifications(), 20,
+             "dunst to have shown 'fragile passes again'", farm)
+    assert len(ind.dump()["notifications"]) == 2  # once each, no repeats
+
+    # The master goes away: grey, and the menu says so; it comes back:
+    # the indicator reconnects by itself.
+    m.stop()
+    ind.wait(lambda d: d.get("overall") == "unknown", "the master gone")
+    desk.wait_icon("grey", "master stopped")
+    header = ind.menu_labels()[0]
+    assert header.startswith("TestFarm: unreachable (") and \
+        header.endswith("), retrying"), header
+    m.start()
+    ind.wait(lambda d: d.get("overall") == "passing" and
+             d["masters"][0]["link"] == "live", "reconnected", timeout=30)
+    desk.wait_icon("green", "master back")
+    assert len(ind.dump()["notifications"]) == 2  # a reconnect is no news
+
+    ind.stop()
+
+
+@pytest.mark.timeout(180)
+def test_indicator_worst_of_two_masters_without_a_session_bus(
+        farm, needs_desktop):
+    desk = Desktop(farm, bus=False)
+    flag = farm.tmp / "make-it-fail"
+    a, _ = fragile_master(farm, flag)
+    b_port = tfharness.free_port()  # nobody there yet
+    cfg = farm.tmp / "indicator.json"
+    cfg.write_text(json.dumps({"masters": [
+        {"url": a.url, "name": "Alpha"},
+        {"url": f"http://127.0.0.1:{b_port}/", "name": "Beta"}]}))
+    ind = Indicator(farm, desk, ["--config", cfg])
+
+    # Alpha passes, Beta cannot be reached: we do not know, grey.
+    ind.wait(lambda d: [m["link"] for m in d.get("masters", [])]
+             == ["live", "down"], "Alpha live, Beta down")
+    assert ind.dump()["overall"] == "unknown"
+    desk.wait_icon("grey", "Beta unreachable")
+    labels = ind.menu_labels()
+    assert labels[0] == "Alpha: all passing"
+    assert labels[2].startswith("Beta: unreachable ("), labels
+
+    # A failure on Alpha outranks not knowing about Beta: red.
+    flag.write_text("fail")
+    assert a.run_build("fragile")["result"] == "FAILURE"
+    ind.wait(lambda d: d.get("overall") == "failing", "failing")
+    desk.wait_icon("red", "Alpha failing, Beta down")
+    # Without a session bus the icon still shows (the XEmbed fallback) and
+    # the notification is recorded as not shown, with libnotify's reason.
+    note = ind.dump()["notifications"][-1]
+    assert note["summary"] == "fragile is failing"
+    assert note["shown"] is False and note["error"], note
+    assert ind.dump()["status_notifier"] is False
+
+    # Beta comes up (on the port the indicator has been retrying).
+    beta = farm.master({"slaves": [], "builders": [
+        {"name": "docs", "steps": [{"name": "x", "command": "true"}]}]},
+        name="beta", port=b_port)
+    ind.wait(lambda d: [m["link"] for m in d.get("masters", [])]
+             == ["live", "live"], "Beta reconnected", timeout=30)
+    labels = ind.menu_labels()
+    assert labels == ["Alpha: 1 failing", "fragile: FAILURE (#1)",
+                      "Open waterfall", "Beta: all passing",
+                      "Open waterfall", "Quit"], labels
+    assert ind.dump()["overall"] == "failing"
+    beta.stop()
+    ind.stop()
+
+
+def run_indicator(farm, args, env_extra=None, display=False):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DISPLAY", "WAYLAND"))}
+    env["HOME"] = str(farm.tmp / "home")
+    env.pop("XDG_CONFIG_HOME", None)
+    env.update(env_extra or {})
+    return farm.run([TF_INDICATOR] + list(args), env=env, timeout=30)
+
+
+def test_indicator_refuses_bad_input(farm):
+    if not os.access(TF_INDICATOR, os.X_OK):
+        pytest.skip(missing_reason())
+    (farm.tmp / "home").mkdir()
+    r = run_indicator(farm, ["--master", "ftp://ci:21"])
+    assert r.returncode == 2
+    assert "--master: master URL \"ftp://ci:21\" must start with http://" \
+        in r.stderr
+    r = run_indicator(farm, ["--master", "http://ci:8010", "--colour", "red"])
+    assert r.returncode == 2 and "unknown option \"--colour\"" in r.stderr
+    r = run_indicator(farm, [])
+    assert r.returncode == 2
+    assert "no masters to watch: give --master URL" in r.stderr
+    bad = farm.tmp / "bad.json"
+    bad.write_text('{"masters": ["http://ci:8010"],\n  "colour": "red"}\n')
+    r = run_indicator(farm, ["--config", bad])
+    assert r.returncode == 2
+    assert f"{bad}:2:3: unknown key \"colour\"" in r.stderr, r.stderr
+    r = run_indicator(farm, ["--config", farm.tmp / "none.json"])
+    assert r.returncode == 2 and "no such configuration file" in r.stderr
+    # The default file, as the docs say.
+    d = farm.tmp / "home" / ".config" / "testfarm"
+    d.mkdir(parents=True)
+    (d / "indicator.json").write_text('{"masters": [1]}')
+    r = run_indicator(farm, [])
+    assert r.returncode == 2
+    assert "indicator.json:1:14: masters[0] must be a URL string" in r.stderr
+    (d / "indicator.json").unlink()
+    # At login with nothing configured: quiet.
+    r = run_indicator(farm, ["--autostart"])
+    assert r.returncode == 0 and "not starting" in r.stderr
+    # No display at all.
+    r = run_indicator(farm, ["--master", "http://127.0.0.1:9"])
+    assert r.returncode == 1 and "cannot open the display" in r.stderr
+    r = run_indicator(farm, ["--help"])
+    assert r.returncode == 0 and "--dump-state FILE" in r.stdout
+    r = run_indicator(farm, ["--version"])
+    assert r.returncode == 0 and r.stdout.startswith("tf-indicator ")
+    # The login entry meson installs starts it with --autostart.
+    desktop = (BUILD_DIR / "indicator" / "tf-indicator.desktop").read_text()
+    assert re.search(r"^Exec=/\S+/tf-indicator --autostart$", desktop, re.M)
+    assert "testfarm-passing.png" in desktop

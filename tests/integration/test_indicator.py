@@ -400,7 +400,10 @@ def test_indicator_follows_a_master(farm, needs_desktop):
     shot = desk.screenshot("menu-open.png")
     if os.environ.get("TF_DOCS_IMAGES") == "1":
         DOCS_IMAGES.mkdir(exist_ok=True)
-        shutil.copy(shot, DOCS_IMAGES / "indicator-menu.png")
+        r = desk.run(["convert", shot, "-crop",
+                      f"240x150+{SCREEN_W - 240}+0", "+repage",
+                      DOCS_IMAGES / "indicator-menu.png"])
+        assert r.returncode == 0, r.stderr
     r = desk.run(["xdotool", "key", "Down", "Return"])
     assert r.returncode == 0, r.stderr
     wait_for(lambda: ind.opened() == [f"{m.url}/#/builders/fragile"], 20,
@@ -433,6 +436,17 @@ def test_indicator_follows_a_master(farm, needs_desktop):
              d["masters"][0]["link"] == "live", "reconnected", timeout=30)
     desk.wait_icon("green", "master back")
     assert len(ind.dump()["notifications"]) == 2  # a reconnect is no news
+
+    if os.environ.get("TF_DOCS_IMAGES") == "1":
+        # The four states side by side, as the tray showed them.
+        shots = [desk.dir / n for n in (
+            "green-at-start.png", "amber-while-building.png",
+            "red-fragile-failing.png", "grey-master-stopped.png")]
+        r = desk.run(["convert"] + shots + [
+            "-crop", f"40x{TRAY_H}+{SCREEN_W - 40}+0", "+repage",
+            "+append", "-scale", "200%", DOCS_IMAGES /
+            "indicator-states.png"])
+        assert r.returncode == 0, r.stderr
 
     ind.stop()
 

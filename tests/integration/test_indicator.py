@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -209,6 +208,17 @@ class Desktop:
                    px if box[2] is None else max(box[2], px),
                    py if box[3] is None else max(box[3], py)]
         return counts, box
+
+    def menu_shown(self):
+        """True when the area under the tray is mostly light: an open menu
+        (the root window is black)."""
+        shot = self.screenshot("menu-latest.png")
+        r = self.run(["convert", shot, "-crop",
+                      f"150x60+{SCREEN_W - 160}+{TRAY_H + 4}", "+repage",
+                      "-depth", "8", "gray:-"])
+        assert r.returncode == 0, r.stderr
+        light = sum(1 for v in r.stdout if v > 200)
+        return light > len(r.stdout) // 2
 
     def icon_colour(self):
         counts, _ = self.tray()
@@ -396,7 +406,8 @@ def test_indicator_follows_a_master(farm, needs_desktop):
     x, y = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
     r = desk.run(["xdotool", "mousemove", x, y, "click", "3"])
     assert r.returncode == 0, r.stderr
-    time.sleep(0.5)  # the menu maps; nothing to poll for but pixels
+    wait_for(desk.menu_shown, 20, "the menu to open under the icon", farm,
+             interval=0.2)
     shot = desk.screenshot("menu-open.png")
     if os.environ.get("TF_DOCS_IMAGES") == "1":
         DOCS_IMAGES.mkdir(exist_ok=True)

@@ -480,6 +480,14 @@ int main(int argc, char **argv)
             tf_warn("ui", "libnotify could not start: no notifications");
     }
 
+    /* libayatana-appindicator3 0.5.92 (Debian 12) adds the icon theme
+     * path to GTK's default icon theme when it falls back to a
+     * GtkStatusIcon, and looks for it first with a loop that reads past
+     * the end of the search path array when the path is not there yet
+     * (seen crashing under ASan, now and then). With the path already
+     * in the search path the loop stops at it: add it first. */
+    gtk_icon_theme_append_search_path(gtk_icon_theme_get_default(),
+                                      a->icon_dir);
     a->indicator = app_indicator_new_with_path(
         "testfarm-indicator", "testfarm-unknown",
         APP_INDICATOR_CATEGORY_APPLICATION_STATUS, a->icon_dir);

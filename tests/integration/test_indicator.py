@@ -52,7 +52,8 @@ SCREEN_W, SCREEN_H = 640, 480
 TRAY_W, TRAY_H = 200, 32
 
 TOOLS = {
-    "Xvfb": "xvfb", "trayer": "trayer", "dbus-daemon": "dbus",
+    "Xvfb": "xvfb", "trayer": "trayer", "dbus-daemon": "dbus-daemon",
+    "dbus-send": "dbus-bin",
     "dunst": "dunst", "dunstctl": "dunst", "import": "imagemagick",
     "convert": "imagemagick", "xdotool": "xdotool",
 }
@@ -150,9 +151,15 @@ class Desktop:
                           "    offset = 10x10\n")
             tfharness.Proc(farm, "dunst", ["dunst", "-config", str(rc)],
                            self.dir / "dunst.log", env=env).start()
-            wait_for(lambda: subprocess.run(
-                ["dunstctl", "count"], env=env, capture_output=True,
-                timeout=10).returncode == 0, 20, "dunst on the bus", farm)
+            # Asked without activating: a call to the name itself would
+            # make the bus start a second dunst from its service file.
+            wait_for(lambda: b"boolean true" in subprocess.run(
+                ["dbus-send", "--session", "--print-reply",
+                 "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+                 "org.freedesktop.DBus.NameHasOwner",
+                 "string:org.freedesktop.Notifications"], env=env,
+                capture_output=True, timeout=10).stdout, 20,
+                "dunst to own org.freedesktop.Notifications", farm)
         tfharness.Proc(farm, "trayer", [
             "trayer", "--edge", "top", "--align", "right", "--widthtype",
             "pixel", "--width", str(TRAY_W), "--height", str(TRAY_H),

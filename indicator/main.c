@@ -519,15 +519,20 @@ out:
     if (a->net_watch)
         g_source_remove(a->net_watch);
     tf_ind_net_stop(a->net);
-    for (size_t i = 0; i < a->nmasters; i++)
-        tf_ind_master_free(&a->masters[i]);
-    free(a->items);
-    if (a->indicator)
+    if (a->indicator) {
+        /* Disposing of an indicator that reached a StatusNotifier host
+         * emits "connection-changed" once more: our handler must not run
+         * (it would refresh from what is freed below). */
+        g_signal_handlers_disconnect_by_data(a->indicator, a);
         g_object_unref(a->indicator);
+    }
     if (a->menu) {
         gtk_widget_destroy(a->menu);
         g_object_unref(a->menu);
     }
+    for (size_t i = 0; i < a->nmasters; i++)
+        tf_ind_master_free(&a->masters[i]);
+    free(a->items);
     if (a->notify_ready)
         notify_uninit();
     tf_ind_conf_free(&a->conf);

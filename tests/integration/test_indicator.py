@@ -15,13 +15,17 @@ tf-indicator. What a user sees is checked where a user sees it:
   --browser command; and by the --dump-state file, whose "menu" is read
   back from the GtkMenu's widgets.
 
-No StatusNotifier host runs here, so libayatana-appindicator3 falls back
-to its GtkStatusIcon (XEmbed), with a session bus (first test) and without
-one (second test), as docs/indicator.md says.
+Both ways the icon can go are run: through a StatusNotifier host on the
+session bus (Debian's status-notifier-watcher and gtk-sni-tray-standalone:
+the icon fetched by name, the menu exported by dbusmenu), and, where no
+host runs, libayatana-appindicator3's own fallback to a GtkStatusIcon
+(XEmbed, in trayer), with a session bus and without one, as
+docs/indicator.md says.
 
 Needs: tf-indicator built (GTK 3, libayatana-appindicator3, libnotify:
-meson's `indicator` feature) and xvfb, trayer, dbus-daemon, dunst,
-imagemagick and xdotool; scripts/deps installs them all. Without them the
+meson's `indicator` feature) and xvfb, trayer, dbus-daemon, dbus-bin,
+dunst, imagemagick, xdotool, haskell-status-notifier-item-utils and
+haskell-gtk-sni-tray-utils; scripts/deps installs them all. Without them the
 tests are skipped with the reason (a failure under --ci).
 
 Under an ASan build tf-indicator runs with LeakSanitizer on, and its leak
@@ -54,6 +58,8 @@ TRAY_W, TRAY_H = 200, 32
 TOOLS = {
     "Xvfb": "xvfb", "trayer": "trayer", "dbus-daemon": "dbus-daemon",
     "dbus-send": "dbus-bin",
+    "gtk-sni-tray-standalone": "haskell-gtk-sni-tray-utils",
+    "status-notifier-watcher": "haskell-status-notifier-item-utils",
     "dunst": "dunst", "dunstctl": "dunst", "import": "imagemagick",
     "convert": "imagemagick", "xdotool": "xdotool",
 }
@@ -105,7 +111,7 @@ class Desktop:
     """Xvfb + trayer + a session bus + dunst, all registered with the farm
     so teardown kills them."""
 
-    def __init__(self, farm, bus=True):
+    def __init__(self, farm, bus=True, tray="xembed"):
         self.farm = farm
         self.dir = farm.tmp / "desktop"
         self.dir.mkdir(exist_ok=True)
@@ -153,18 +159,47 @@ class Desktop:
                            self.dir / "dunst.log", env=env).start()
             # Asked without activating: a call to the name itself would
             # make the bus start a second dunst from its service file.
-            wait_for(lambda: b"boolean true" in subprocess.run(
-                ["dbus-send", "--session", "--print-reply",
-                 "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
-                 "org.freedesktop.DBus.NameHasOwner",
-                 "string:org.freedesktop.Notifications"], env=env,
-                capture_output=True, timeout=10).stdout, 20,
+            wait_for(lambda: self.name_owned(
+                "org.freedesktop.Notifications"), 20,
                 "dunst to own org.freedesktop.Notifications", farm)
-        tfharness.Proc(farm, "trayer", [
-            "trayer", "--edge", "top", "--align", "right", "--widthtype",
-            "pixel", "--width", str(TRAY_W), "--height", str(TRAY_H),
-            "--transparent", "false", "--tint", "0xffffff"],
-            self.dir / "trayer.log", env=env).start()
+        if tray == "sni":
+            # A StatusNotifier watcher, then a host in a bar along the
+            # top, icons at the right end: the D-Bus path. (The host's own
+            # --watcher races its registration with it.)
+            tfharness.Proc(farm, "sni-watcher", ["status-notifier-watcher"],
+                           self.dir / "sni-watcher.log", env=env).start()
+            wait_for(lambda: self.name_owned("org.kde.StatusNotifierWatcher"),
+                     30, "the StatusNotifier watcher on the bus", farm)
+            tfharness.Proc(farm, "gtk-sni-tray", [
+                "gtk-sni-tray-standalone", "--top", "--end",
+                "--size", str(TRAY_H), "--color", "white"],
+                self.dir / "sni-tray.log", env=env).start()
+            wait_for(self.sni_host_registered, 30,
+                     "the StatusNotifier host to register", farm)
+        else:
+            tfharness.Proc(farm, "trayer", [
+                "trayer", "--edge", "top", "--align", "right", "--widthtype",
+                "pixel", "--width", str(TRAY_W), "--height", str(TRAY_H),
+                "--transparent", "false", "--tint", "0xffffff"],
+                self.dir / "trayer.log", env=env).start()
+
+    def sni_host_registered(self):
+        r = subprocess.run(
+            ["dbus-send", "--session", "--print-reply",
+             "--dest=org.kde.StatusNotifierWatcher", "/StatusNotifierWatcher",
+             "org.freedesktop.DBus.Properties.Get",
+             "string:org.kde.StatusNotifierWatcher",
+             "string:IsStatusNotifierHostRegistered"],
+            env=self.env, capture_output=True, timeout=10)
+        return b"boolean true" in r.stdout
+
+    def name_owned(self, name):
+        """Whether a bus name has an owner (asked without activating)."""
+        return b"boolean true" in subprocess.run(
+            ["dbus-send", "--session", "--print-reply",
+             "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
+             "org.freedesktop.DBus.NameHasOwner", f"string:{name}"],
+            env=self.env, capture_output=True, timeout=10).stdout
 
     def _stop_xvfb(self):
         if self.xvfb.running():
@@ -515,6 +550,46 @@ def test_indicator_worst_of_two_masters_without_a_session_bus(
                       "Open waterfall", "Quit"], labels
     assert ind.dump()["overall"] == "failing"
     beta.stop()
+    ind.stop()
+
+
+@pytest.mark.timeout(180)
+def test_indicator_through_a_status_notifier_host(farm, needs_desktop):
+    """The desktop path: a StatusNotifier host on the session bus shows the
+    icon (fetched by name through IconThemePath) and the menu (exported
+    over D-Bus by dbusmenu)."""
+    desk = Desktop(farm, bus=True, tray="sni")
+    flag = farm.tmp / "make-it-fail"
+    m, _ = fragile_master(farm, flag)
+    ind = Indicator(farm, desk, ["--master", m.url])
+    ind.wait(lambda d: d.get("status_notifier") is True and
+             d.get("overall") == "passing",
+             "the icon registered with the StatusNotifier host, passing")
+    desk.wait_icon("green", "through the host")
+
+    flag.write_text("fail")
+    assert m.run_build("fragile")["result"] == "FAILURE"
+    ind.wait(lambda d: d.get("overall") == "failing", "failing")
+    desk.wait_icon("red", "through the host")
+    wait_for(lambda: "fragile is failing" in desk.notifications(), 20,
+             "dunst to have shown 'fragile is failing'", farm)
+
+    # The host draws the menu from what dbusmenu exports: open it, take
+    # the first failing builder from the keyboard.
+    _, box = desk.tray()
+    x, y = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+    r = desk.run(["xdotool", "mousemove", x, y, "click", "3"])
+    assert r.returncode == 0, r.stderr
+    wait_for(desk.menu_shown, 20, "the host's menu to open", farm,
+             interval=0.2)
+    desk.screenshot("sni-menu-open.png")
+    r = desk.run(["xdotool", "key", "Down", "Return"])
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: ind.opened() == [f"{m.url}/#/builders/fragile"], 20,
+             "the failing builder's page to be opened", farm)
+
+    # Quitting while registered with the host is clean (the host's
+    # "connection-changed" on the way out must not touch freed state).
     ind.stop()
 
 

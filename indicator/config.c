@@ -213,6 +213,7 @@ void tf_ind_conf_free(tf_ind_conf_t *c)
     if (!c)
         return;
     free(c->browser);
+    free(c->ca_file);
     free(c->config_path);
     free(c->dump_path);
     free(c->icon_dir);
@@ -422,6 +423,19 @@ int tf_ind_conf_load(tf_ind_conf_t *c, const char *path, char *err,
                 rc = TF_ENOMEM;
                 goto out;
             }
+        } else if (strcmp(key, "ca_file") == 0) {
+            const char *f = json_string_value(v);
+            if (!f || !f[0] || strlen(f) > 1024) {
+                errf(err, errlen, "%s\"ca_file\" must be a file name (a "
+                                  "non-empty string of at most 1024 bytes)",
+                     at);
+                goto out;
+            }
+            tmp->ca_file = strdup(f);
+            if (!tmp->ca_file) {
+                rc = TF_ENOMEM;
+                goto out;
+            }
         } else if (strcmp(key, "retry_max_s") == 0) {
             json_int_t s = json_integer_value(v);
             if (!json_is_integer(v) || s < 1 || s > 3600) {
@@ -433,7 +447,7 @@ int tf_ind_conf_load(tf_ind_conf_t *c, const char *path, char *err,
             tmp->retry_max_ms = (int)s * 1000;
         } else {
             errf(err, errlen, "%sunknown key \"%s\" (known keys: masters, "
-                              "notify, browser, retry_max_s)",
+                              "notify, browser, ca_file, retry_max_s)",
                  at, sk);
             goto out;
         }
@@ -451,10 +465,13 @@ int tf_ind_conf_load(tf_ind_conf_t *c, const char *path, char *err,
     }
     c->notify = tmp->notify;
     c->retry_max_ms = tmp->retry_max_ms;
-    if (tmp->browser) {
-        free(c->browser);
+    if (tmp->browser && !c->browser) {
         c->browser = tmp->browser;
         tmp->browser = NULL;
+    }
+    if (tmp->ca_file && !c->ca_file) {
+        c->ca_file = tmp->ca_file;
+        tmp->ca_file = NULL;
     }
     rc = 0;
 out:
@@ -487,6 +504,8 @@ static const char usage_text[] =
     "                     ~/.config/testfarm/indicator.json, if it exists)\n"
     "  --browser CMD      open pages with CMD URL instead of the desktop's\n"
     "                     default browser\n"
+    "  --ca-file FILE     CA certificates (PEM) to check https masters\n"
+    "                     against, instead of the system's\n"
     "  --no-notify        no desktop notifications\n"
     "  --retry-max SECS   longest wait between reconnect attempts (60)\n"
     "  --icon-dir DIR     where the icons are (default: the installed ones)\n"
@@ -534,6 +553,7 @@ int tf_ind_args_parse(tf_ind_conf_t *c, int argc, char **argv,
         bool takes = strcmp(a, "--master") == 0 ||
                      strcmp(a, "--config") == 0 ||
                      strcmp(a, "--browser") == 0 ||
+                     strcmp(a, "--ca-file") == 0 ||
                      strcmp(a, "--retry-max") == 0 ||
                      strcmp(a, "--icon-dir") == 0 ||
                      strcmp(a, "--dump-state") == 0 ||
@@ -588,6 +608,8 @@ int tf_ind_args_parse(tf_ind_conf_t *c, int argc, char **argv,
             config = v;
         } else if (strcmp(a, "--browser") == 0) {
             rc = set_str(&c->browser, v);
+        } else if (strcmp(a, "--ca-file") == 0) {
+            rc = set_str(&c->ca_file, v);
         } else if (strcmp(a, "--retry-max") == 0) {
             uint64_t s;
             if (tf_parse_u64(v, &s) < 0 || s < 1 || s > 3600) {

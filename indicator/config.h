@@ -37,6 +37,8 @@ typedef struct tf_ind_conf {
     size_t nmasters;
     bool notify;            /* desktop notifications (default true) */
     char *browser;          /* owned; NULL: the desktop's default browser */
+    char *ca_file;          /* owned; CA certificates (PEM) for https
+                               masters, NULL: the system's */
     char *config_path;      /* owned; the file read, or NULL */
     char *dump_path;        /* owned; --dump-state FILE, or NULL */
     char *icon_dir;         /* owned; --icon-dir DIR, or NULL: installed */

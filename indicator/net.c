@@ -113,6 +113,13 @@ static const lws_retry_bo_t ws_idle_policy = {
     .secs_since_valid_hangup = 45,
 };
 
+/* lws names a refused certificate only in a log line ("SSL error: unable
+ * to get local issuer certificate (preverify_ok=0...") and then reports
+ * the connection error as "connect SSL err 1: error:00000001:lib(0)...".
+ * The log line's reason is kept here (lws logs on the thread that runs it)
+ * so that the menu can say what is wrong. */
+static _Thread_local char last_tls_error[160];
+
 static void link_connect_cb(lws_sorted_usec_list_t *sul);
 static void link_watchdog_cb(lws_sorted_usec_list_t *sul);
 
@@ -504,8 +511,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
     switch (reason) {
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         /* lws passes a NUL-terminated reason (or NULL); cap what we show. */
-        snprintf(why, sizeof(why), "%.150s",
-                 in ? (const char *)in : "connection failed");
+        if (in && strstr((const char *)in, "SSL") && last_tls_error[0])
+            snprintf(why, sizeof(why), "TLS: %.150s", last_tls_error);
+        else
+            snprintf(why, sizeof(why), "%.150s",
+                     in ? (const char *)in : "connection failed");
+        last_tls_error[0] = '\0';
         if (wsi == l->ws)
             l->ws = NULL;
         else
@@ -584,6 +595,16 @@ static void lws_log_emit(int level, const char *line)
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         n--;
+    const char *tls = strstr(line, "SSL error: ");
+    if (tls) {
+        tls += strlen("SSL error: ");
+        const char *end = strstr(tls, " (preverify");
+        size_t len = end ? (size_t)(end - tls) : strcspn(tls, "\r\n");
+        if (len >= sizeof(last_tls_error))
+            len = sizeof(last_tls_error) - 1;
+        memcpy(last_tls_error, tls, len);
+        last_tls_error[len] = '\0';
+    }
     if (level & LLL_ERR)
         tf_log(TF_LOG_WARN, "lws", "%.*s", (int)n, line);
     else
@@ -651,6 +672,7 @@ int tf_ind_net_start(const tf_ind_conf_t *conf, tf_ind_net_t **out)
     info.protocols = protocols;
     info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = net;
+    info.client_ssl_ca_filepath = conf->ca_file; /* NULL: the system's */
     info.timeout_secs = 15; /* connect and handshake */
     info.connect_timeout_secs = 10;
     net->ctx = lws_create_context(&info);

@@ -124,6 +124,7 @@ TF_TEST(config_file)
         "\"Release farm\"}],\n"
         "  \"notify\": false,\n"
         "  \"browser\": \"firefox --new-tab\",\n"
+        "  \"ca_file\": \"/etc/testfarm/ca.pem\",\n"
         "  \"retry_max_s\": 30\n"
         "}\n");
     tf_ind_conf_init(&c);
@@ -134,6 +135,7 @@ TF_TEST(config_file)
     TF_CHECK_STR(c.masters[1].label, "Release farm");
     TF_CHECK(!c.notify);
     TF_CHECK_STR(c.browser, "firefox --new-tab");
+    TF_CHECK_STR(c.ca_file, "/etc/testfarm/ca.pem");
     TF_CHECK_INT(c.retry_max_ms, 30000);
     tf_ind_conf_free(&c);
 }
@@ -166,6 +168,8 @@ TF_TEST(config_file_errors_say_where)
          "\"retry_max_s\" must be an integer from 1 to 3600"},
         {"{\"masters\": [\"http://a:1\"], \"browser\": \"\"}",
          "\"browser\" must be a command"},
+        {"{\"masters\": [\"http://a:1\"], \"ca_file\": 1}",
+         "\"ca_file\" must be a file name"},
         {"{\"notify\": true}", "no \"masters\""},
         {"[1]", "must be a JSON object"},
         {"{\"masters\": [\n\"http://a:1\",]}", ":2:14: not valid JSON"},
@@ -245,6 +249,7 @@ TF_TEST(flags)
                        "http://a:1", "--master", "http://b:2/x", "--no-notify",
                        "--retry-max", "5", "--dump-state", "/tmp/d.json",
                        "--icon-dir", "/i", "--browser", "true",
+                       "--ca-file", "/ca.pem",
                        "--log-level", "debug", NULL),
                  0);
     TF_CHECK_INT(act, TF_IND_ARGS_RUN);
@@ -255,6 +260,7 @@ TF_TEST(flags)
     TF_CHECK_STR(c.dump_path, "/tmp/d.json");
     TF_CHECK_STR(c.icon_dir, "/i");
     TF_CHECK_STR(c.browser, "true");
+    TF_CHECK_STR(c.ca_file, "/ca.pem");
     TF_CHECK_STR(c.log_level, "debug");
     TF_CHECK(c.config_path == NULL);
     tf_ind_conf_free(&c);
@@ -317,7 +323,8 @@ TF_TEST(flags_and_the_config_file)
     tf_ind_args_action_t act;
     char err[TF_IND_ERR_MAX];
     const char *p = write_tmp("f.json", "{\"masters\": [\"http://file:1\"], "
-                                        "\"notify\": false}");
+                                        "\"notify\": false, \"browser\": "
+                                        "\"file-browser\"}");
     char file[256];
     snprintf(file, sizeof(file), "%s", p);
 
@@ -331,13 +338,20 @@ TF_TEST(flags_and_the_config_file)
     TF_CHECK_STR(c.config_path, file);
     tf_ind_conf_free(&c);
 
-    /* --master replaces the file's masters; the rest of the file counts. */
+    /* --master replaces the file's masters; the rest of the file counts
+     * unless a flag says otherwise. */
     TF_CHECK_INT(parse(&c, &act, err, sizeof(err), "/nonexistent",
                        "--config", file, "--master", "http://flag:2", NULL),
                  0);
     TF_CHECK_INT(c.nmasters, 1);
     TF_CHECK_STR(c.masters[0].url.base, "http://flag:2");
     TF_CHECK(!c.notify);
+    TF_CHECK_STR(c.browser, "file-browser");
+    tf_ind_conf_free(&c);
+    TF_CHECK_INT(parse(&c, &act, err, sizeof(err), "/nonexistent",
+                       "--browser", "flag-browser", "--config", file, NULL),
+                 0);
+    TF_CHECK_STR(c.browser, "flag-browser");
     tf_ind_conf_free(&c);
 
     /* --config must exist. */

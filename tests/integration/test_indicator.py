@@ -40,7 +40,10 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +63,7 @@ TOOLS = {
     "dbus-send": "dbus-bin",
     "gtk-sni-tray-standalone": "haskell-gtk-sni-tray-utils",
     "status-notifier-watcher": "haskell-status-notifier-item-utils",
+    "openssl": "openssl",
     "dunst": "dunst", "dunstctl": "dunst", "import": "imagemagick",
     "convert": "imagemagick", "xdotool": "xdotool",
 }
@@ -591,6 +595,125 @@ def test_indicator_through_a_status_notifier_host(farm, needs_desktop):
     # Quitting while registered with the host is clean (the host's
     # "connection-changed" on the way out must not touch freed state).
     ind.stop()
+
+
+class TLSProxy:
+    """https in front of a master, as a reverse proxy would be: TLS on its
+    own port, plain bytes to the master (HTTP and the websocket alike)."""
+
+    def __init__(self, farm, target_port, cert, key):
+        self.target = target_port
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.socks = []
+        self.stopped = False
+        farm._closers.append(self.stop)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(10)
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            tls.settimeout(None)
+            up = socket.create_connection(("127.0.0.1", self.target), 10)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        self.socks += [tls, up]
+        threading.Thread(target=self._pump, args=(up, tls),
+                         daemon=True).start()
+        self._pump(tls, up)
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopped = True
+        self.lsock.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def make_certs(d):
+    """A CA and a server certificate for 127.0.0.1 signed by it."""
+    def openssl(*args):
+        r = subprocess.run(["openssl"] + [str(a) for a in args], cwd=d,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+            "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+            "/CN=TestFarm test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key",
+            "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey",
+            "ca.key", "-CAcreateserial", "-out", "srv.pem", "-days", "2",
+            "-extfile", "san.ext")
+    return d / "ca.pem", d / "srv.pem", d / "srv.key"
+
+
+@pytest.mark.timeout(120)
+def test_indicator_follows_an_https_master(farm, needs_desktop):
+    desk = Desktop(farm, bus=False)
+    ca, cert, key = make_certs(farm.tmp)
+    flag = farm.tmp / "make-it-fail"
+    m, _ = fragile_master(farm, flag)
+    proxy = TLSProxy(farm, m.port, cert, key)
+    url = f"https://127.0.0.1:{proxy.port}"
+
+    # Checked against the test CA: the feed and the API go over TLS.
+    ind = Indicator(farm, desk, ["--master", url, "--ca-file", ca])
+    ind.wait(lambda d: d.get("overall") == "passing", "passing over https")
+    flag.write_text("fail")
+    assert m.run_build("fragile")["result"] == "FAILURE"
+    ind.wait(lambda d: d.get("overall") == "failing",
+             "failing, heard over wss")
+    menu = ind.dump()["menu"]
+    assert menu[1] == {"label": "fragile: FAILURE (#1)", "sensitive": True,
+                       "url": f"{url}/#/builders/fragile"}, menu
+    desk.wait_icon("red", "https master failing")
+    ind.stop()
+
+    # Checked against the system's CAs, which do not know the test CA:
+    # refused, shown as unreachable, and retried.
+    other = Indicator(farm, desk, ["--master", url], name="system-cas")
+    other.wait(lambda d: d.get("masters") and
+               d["masters"][0]["link"] == "down", "the certificate refused")
+    assert other.dump()["overall"] == "unknown"
+    assert other.menu_labels()[0] == (
+        f"{url}: unreachable (TLS: unable to get local issuer certificate), "
+        "retrying"), other.menu_labels()
+    other.stop()
 
 
 def run_indicator(farm, args, env_extra=None, display=False):

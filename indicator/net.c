@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <libwebsockets.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -290,10 +291,30 @@ static struct lws *client_connect(link_t *l, const char *path,
     return lws_client_connect_via_info(&ci);
 }
 
+/* Resolves the master's host first, so that a name that does not resolve
+ * is reported as such: lws fails such a connection before it returns, with
+ * no callback and no reason. Blocking, like lws's own lookup, on this
+ * thread only. Returns 0 or -1 with why set. */
+static int link_resolve(link_t *l, char *why, size_t whylen)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(l->url.host, NULL, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, whylen, "cannot resolve %.100s: %s", l->url.host,
+                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return -1;
+    }
+    freeaddrinfo(res);
+    return 0;
+}
+
 static void link_connect_cb(lws_sorted_usec_list_t *sul)
 {
     link_t *l = lws_container_of(sul, link_t, retry_sul);
-    char path[300];
+    char path[300], why[200];
 
     if (l->ws || l->http) {
         /* The last attempt's sockets are still closing: a moment later. */
@@ -303,6 +324,10 @@ static void link_connect_cb(lws_sorted_usec_list_t *sul)
     }
     link_set(l, LINK_CONNECTING);
     l->subscribe_sent = false;
+    if (link_resolve(l, why, sizeof(why)) < 0) {
+        link_fail(l, NULL, why, -1);
+        return;
+    }
     lws_sul_schedule(l->net->ctx, 0, &l->watchdog_sul, link_watchdog_cb,
                      (lws_usec_t)TF_IND_SYNC_TIMEOUT_S * LWS_US_PER_SEC);
     snprintf(path, sizeof(path), "%s/live", l->url.prefix);

@@ -509,7 +509,7 @@ def test_indicator_follows_a_master(farm, needs_desktop):
 
 
 @pytest.mark.timeout(180)
-def test_indicator_worst_of_two_masters_without_a_session_bus(
+def test_indicator_worst_of_three_masters_without_a_session_bus(
         farm, needs_desktop):
     desk = Desktop(farm, bus=False)
     flag = farm.tmp / "make-it-fail"
@@ -518,17 +518,20 @@ def test_indicator_worst_of_two_masters_without_a_session_bus(
     cfg = farm.tmp / "indicator.json"
     cfg.write_text(json.dumps({"masters": [
         {"url": a.url, "name": "Alpha"},
-        {"url": f"http://127.0.0.1:{b_port}/", "name": "Beta"}]}))
+        {"url": f"http://127.0.0.1:{b_port}/", "name": "Beta"},
+        {"url": "http://nonexistent.invalid:8010", "name": "Gamma"}]}))
     ind = Indicator(farm, desk, ["--config", cfg])
 
     # Alpha passes, Beta cannot be reached: we do not know, grey.
     ind.wait(lambda d: [m["link"] for m in d.get("masters", [])]
-             == ["live", "down"], "Alpha live, Beta down")
+             == ["live", "down", "down"], "Alpha live, Beta and Gamma down")
     assert ind.dump()["overall"] == "unknown"
     desk.wait_icon("grey", "Beta unreachable")
     labels = ind.menu_labels()
     assert labels[0] == "Alpha: all passing"
     assert labels[2].startswith("Beta: unreachable ("), labels
+    assert labels[4].startswith(
+        "Gamma: unreachable (cannot resolve nonexistent.invalid: "), labels
 
     # A failure on Alpha outranks not knowing about Beta: red.
     flag.write_text("fail")
@@ -547,11 +550,13 @@ def test_indicator_worst_of_two_masters_without_a_session_bus(
         {"name": "docs", "steps": [{"name": "x", "command": "true"}]}]},
         name="beta", port=b_port)
     ind.wait(lambda d: [m["link"] for m in d.get("masters", [])]
-             == ["live", "live"], "Beta reconnected", timeout=30)
+             == ["live", "live", "down"], "Beta reconnected", timeout=30)
     labels = ind.menu_labels()
-    assert labels == ["Alpha: 1 failing", "fragile: FAILURE (#1)",
-                      "Open waterfall", "Beta: all passing",
-                      "Open waterfall", "Quit"], labels
+    assert labels[:5] == ["Alpha: 1 failing", "fragile: FAILURE (#1)",
+                          "Open waterfall", "Beta: all passing",
+                          "Open waterfall"], labels
+    assert labels[5].startswith("Gamma: unreachable (") and \
+        labels[6:] == ["Open waterfall", "Quit"], labels
     assert ind.dump()["overall"] == "failing"
     beta.stop()
     ind.stop()

@@ -62,6 +62,24 @@ const char *tf_ind_link_name(tf_ind_link_t l)
     return "?";
 }
 
+/* Drops a UTF-8 sequence cut short at the end of out (valid UTF-8 up to
+ * the cut), so that a cut string stays valid UTF-8 for GTK and D-Bus. */
+static void utf8_trim(char *out)
+{
+    size_t i = strlen(out);
+    if (i == 0 || !((unsigned char)out[i - 1] & 0x80))
+        return;
+    size_t k = i;
+    while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
+        k--;
+    if (k == 0)
+        return;
+    unsigned char lead = (unsigned char)out[k - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (i - (k - 1) < need)
+        out[k - 1] = '\0';
+}
+
 /* Copies at most outlen-1 bytes of s, control characters as spaces; cuts
  * at a UTF-8 character boundary. */
 static void clean_copy(char *out, size_t outlen, const char *s)
@@ -74,21 +92,8 @@ static void clean_copy(char *out, size_t outlen, const char *s)
             break;
         out[i++] = (*p < 0x20 || *p == 0x7f) ? ' ' : (char)*p;
     }
-    /* Do not leave half a UTF-8 sequence at the end. */
-    if (i > 0 && ((unsigned char)out[i - 1] & 0x80)) {
-        size_t k = i;
-        while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
-            k--;
-        if (k > 0) {
-            unsigned char lead = (unsigned char)out[k - 1];
-            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0
-                                                                   ? 2
-                                                                   : 1;
-            if (i - (k - 1) < need)
-                i = k - 1;
-        }
-    }
     out[i] = '\0';
+    utf8_trim(out);
 }
 
 void tf_ind_master_init(tf_ind_master_t *m, const char *base,
@@ -551,6 +556,7 @@ size_t tf_ind_master_notes(tf_ind_master_t *m, tf_ind_note_t *out, size_t max)
         snprintf(nt->body, sizeof(nt->body), "%s: build #%lld %s",
                  tf_ind_master_label(m), (long long)b->last_number,
                  b->last_result);
+        utf8_trim(nt->body);
         builder_url(m, b->name, nt->url, sizeof(nt->url));
     }
     return k;
@@ -601,6 +607,7 @@ size_t tf_ind_menu_build(const tf_ind_master_t *ms, size_t n,
         memset(it, 0, sizeof(*it));
         it->kind = TF_IND_ITEM_HEADER;
         master_header(m, it->label, sizeof(it->label));
+        utf8_trim(it->label);
         size_t listed = 0, failing = count_failing(m);
         for (size_t b = 0; b < m->nbuilders && k + 1 < max; b++) {
             const tf_ind_builder_t *bd = &m->builders[b];
@@ -621,6 +628,7 @@ size_t tf_ind_menu_build(const tf_ind_master_t *ms, size_t n,
             snprintf(it->label, sizeof(it->label), "%s: %s (#%lld)%s",
                      bd->name, bd->last_result, (long long)bd->last_number,
                      m->link == TF_IND_LINK_LIVE ? "" : ", last known");
+            utf8_trim(it->label);
             builder_url(m, bd->name, it->url, sizeof(it->url));
             listed++;
         }
@@ -695,4 +703,5 @@ void tf_ind_title(const tf_ind_master_t *ms, size_t n, char *out,
         }
         append(out, outlen, ")");
     }
+    utf8_trim(out);
 }

@@ -498,4 +498,21 @@ TF_TEST(long_utf8_labels_are_cut_on_a_character)
     tf_ind_master_free(&m);
 }
 
+TF_TEST(cut_titles_stay_utf8)
+{
+    tf_ind_master_t m;
+    char title[40];
+    char label[64] = "";
+    for (int i = 0; i < 20; i++)
+        strcat(label, "\xe2\x82\xac"); /* a euro sign, 3 bytes */
+    tf_ind_master_init(&m, BASE, label);
+    TF_CHECK_INT(sync_master(&m, "[]"), 0);
+    for (size_t cut = 22; cut < sizeof(title); cut++) {
+        tf_ind_title(&m, 1, title, cut);
+        /* "TestFarm: passing - " is 20 bytes; then whole euro signs. */
+        TF_CHECK((strlen(title) - 20) % 3 == 0);
+    }
+    tf_ind_master_free(&m);
+}
+
 TF_TEST_MAIN()

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "tf_err.h"
+#include "utf8.h"
 
 /* jansson's JSON_PARSER_MAX_DEPTH: nested arrays and objects it accepts. */
 #define JP_MAX_DEPTH 2048
@@ -147,66 +148,6 @@ static int jp_hex4(const unsigned char *p, uint32_t *out)
     return 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at p[0..avail), or 0 when it is
- * malformed (overlong, surrogate, above U+10FFFF, truncated). */
-static size_t jp_utf8_len(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1fu;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0fu;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07u;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    for (size_t k = 1; k < n; k++) {
-        if ((p[k] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[k] & 0x3fu);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
-/* Encodes a code point (surrogates included, for lone \uD800 escapes that
- * RFC 8259's grammar allows) as UTF-8 into out; returns its length. */
-static size_t jp_utf8_put(uint32_t cp, unsigned char out[4])
-{
-    if (cp < 0x80) {
-        out[0] = (unsigned char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xc0 | (cp >> 6));
-        out[1] = (unsigned char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xe0 | (cp >> 12));
-        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xf0 | (cp >> 18));
-    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Decodes the escape after a backslash at s->i (which points past it) and
  * appends it to the key arena when keep is set. */
 static int jp_escape(jp_scan_t *s, bool keep)
@@ -239,7 +180,7 @@ static int jp_escape(jp_scan_t *s, bool keep)
             s->i += 6;
             cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
         }
-        n = jp_utf8_put(cp, out);
+        n = tf_utf8_put(cp, out);
         break;
     }
     default:
@@ -282,7 +223,7 @@ static int jp_string(jp_scan_t *s, jp_key_t *key)
             c = s->p[s->i];
             if (c == '"' || c == '\\' || c < 0x20)
                 break;
-            size_t n = jp_utf8_len(s->p + s->i, s->len - s->i);
+            size_t n = tf_utf8_len(s->p + s->i, s->len - s->i);
             if (n == 0)
                 return TF_EINVAL;
             s->i += n;

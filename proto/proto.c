@@ -30,6 +30,7 @@
 #include "names.h"
 #include "proto.h"
 #include "tf_err.h"
+#include "utf8.h"
 
 #define TF__LABEL_MAX 160 /* longest field path in an error sentence */
 #define TF__QUOTE_MAX 40  /* how much of a bad value an error quotes */
@@ -1595,49 +1596,13 @@ static void tf_enc_failed(tf_enc_t *e, int rc)
         e->rc = rc;
 }
 
-/* Strict UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF), the
- * same rule jansson's parser applies, so what we emit it accepts. */
-static bool tf_utf8_valid(const unsigned char *s)
-{
-    while (*s) {
-        unsigned c = *s;
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) {
-            s++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (size_t i = 1; i <= n; i++) {
-            if ((s[i] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i] & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        s += n + 1;
-    }
-    return true;
-}
-
 /* A JSON string from s (NULL encodes as "", which the validator then
  * judges like any other value). */
 static json_t *tf_enc_str(tf_enc_t *e, const char *s)
 {
     if (!s)
         s = "";
-    if (!tf_utf8_valid((const unsigned char *)s)) {
+    if (!tf_utf8_valid(s, strlen(s))) {
         tf_enc_failed(e, TF_EINVAL);
         return NULL;
     }
@@ -1734,7 +1699,7 @@ static json_t *tf_enc_kv(tf_enc_t *e, const tf_kv_t *kv, size_t n)
         return o;
     for (size_t i = 0; i < n; i++) {
         const char *k = kv[i].key ? kv[i].key : "";
-        if (!tf_utf8_valid((const unsigned char *)k)) {
+        if (!tf_utf8_valid(k, strlen(k))) {
             tf_enc_failed(e, TF_EINVAL);
             continue;
         }

@@ -23,6 +23,7 @@
 #include "modifiers.h"
 #include "names.h"
 #include "tf_err.h"
+#include "utf8.h"
 
 #define TF__EXCERPT_MAX 120 /* bytes of the fail_if line quoted in a note */
 #define TF__NUM_MAX 64      /* longest number text we parse */
@@ -86,40 +87,6 @@ static bool tf__match(const regex_t *re, const uint8_t *line, size_t len,
 #endif
 }
 
-/* Length of the valid UTF-8 sequence at p[0..n) (RFC 3629: no overlongs,
- * no surrogates, <= U+10FFFF), or 0 when the bytes there are not one. */
-static size_t tf__utf8_len(const uint8_t *p, size_t n)
-{
-    uint8_t c = p[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 /* Copies src[0..n) into dst (room bytes, NUL included) as valid UTF-8:
  * invalid bytes and control characters other than tab become U+FFFD.
  * Stops before a sequence that would not fit. Returns the bytes written
@@ -133,7 +100,7 @@ static size_t tf__sanitize(char *dst, size_t room, const uint8_t *src,
     if (room == 0)
         return 0;
     while (i < n) {
-        size_t l = tf__utf8_len(src + i, n - i);
+        size_t l = tf_utf8_len(src + i, n - i);
         bool bad = l == 0 || (l == 1 && ((src[i] < 0x20 && src[i] != '\t') ||
                                          src[i] == 0x7f));
         const char *piece = bad ? repl : (const char *)src + i;

@@ -27,11 +27,13 @@
 #include "client.h"
 #include "clock.h"
 #include "crypto.h"
+#include "email.h"
 #include "names.h"
 #include "patch.h"
 #include "tf_err.h"
 #include "try.h"
 #include "tryconf.h"
+#include "utf8.h"
 #include "util.h"
 #include "watch.h"
 
@@ -813,13 +815,7 @@ out:
 /* Cuts s to at most max bytes at a UTF-8 boundary (in place). */
 static void cut_utf8(char *s, size_t max)
 {
-    size_t n = strlen(s);
-    if (n <= max)
-        return;
-    n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-        n--;
-    s[n] = '\0';
+    s[tf_utf8_cut(s, strlen(s), max)] = '\0';
 }
 
 /* The optional text fields of the metadata. */
@@ -829,7 +825,7 @@ static bool build_about(ctx_t *c, json_t *meta, const char *description)
     const char *email = o->email ? o->email : c->conf.email;
 
     if (strlen(description) > TF_TRY_MAX_DESCRIPTION ||
-        !tf_try_text_clean(description)) {
+        !tf_utf8_text_clean(description, true)) {
         fail("the description must be at most %d bytes of text without control "
              "characters", TF_TRY_MAX_DESCRIPTION);
         return false;
@@ -842,11 +838,11 @@ static bool build_about(ctx_t *c, json_t *meta, const char *description)
     }
     if (o->patchset && (!*o->patchset ||
                         strlen(o->patchset) > TF_TRY_MAX_PATCHSET ||
-                        !tf_try_text_clean(o->patchset))) {
+                        !tf_utf8_text_clean(o->patchset, true))) {
         fail("--patchset must be 1 to %d bytes of text", TF_TRY_MAX_PATCHSET);
         return false;
     }
-    if (email && !o->no_email && !tf_try_email_valid(email)) {
+    if (email && !o->no_email && !tf_email_valid(email)) {
         fail("\"%.100s\" is not an email address", email);
         return false;
     }

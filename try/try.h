@@ -30,7 +30,6 @@
 #define TF_TRY_MAX_REVIEW_URL 1024
 #define TF_TRY_MAX_PATCHSET 64
 #define TF_TRY_MAX_REV 200
-#define TF_TRY_MAX_EMAIL 254
 
 typedef struct tf_try_err {
     char msg[1024];
@@ -64,13 +63,5 @@ void tf_try_strv_clear(tf_try_strv_t *l);
 bool tf_try_test_name_valid(const char *s);   /* [A-Za-z0-9._/:*=+,-]{1,200} */
 bool tf_try_rev_valid(const char *s);         /* tf_git_rev_valid, not empty */
 bool tf_try_http_url_valid(const char *s);    /* http:// or https://, a host, no spaces */
-bool tf_try_email_valid(const char *s);       /* x@y, printable, no spaces, <= 254 */
-
-/* Internal: the length of the UTF-8 sequence at p (n bytes available), or
- * 0 when it is not a valid shortest-form encoding of a scalar value. */
-size_t tf__try_utf8_len(const unsigned char *p, size_t n);
-
-/* True when s is valid UTF-8 without control characters (tab allowed). */
-bool tf_try_text_clean(const char *s);
 
 #endif

@@ -19,9 +19,11 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "email.h"
 #include "jsonpos.h"
 #include "names.h"
 #include "tf_err.h"
+#include "utf8.h"
 #include "util.h"
 
 static const char *const conf_keys[] = {
@@ -147,7 +149,8 @@ static int conf_check_value(const char *path, const tf_jsonpos_t *idx,
             return TF_ECONFIG;
         }
         const char *s = json_string_value(v);
-        if (strlen(s) != json_string_length(v) || !tf_try_text_clean(s)) {
+        if (strlen(s) != json_string_length(v) ||
+            !tf_utf8_text_clean(s, true)) {
             tf_try_errf(err, "%s:%s\"%s\" holds control characters", path,
                         where, key);
             return TF_ECONFIG;
@@ -157,7 +160,7 @@ static int conf_check_value(const char *path, const tf_jsonpos_t *idx,
                              "https:// and name a host", path, where);
             return TF_ECONFIG;
         }
-        if (strcmp(key, "email") == 0 && !tf_try_email_valid(s)) {
+        if (strcmp(key, "email") == 0 && !tf_email_valid(s)) {
             tf_try_errf(err, "%s:%s\"email\" is not an email address", path,
                         where);
             return TF_ECONFIG;

@@ -24,6 +24,7 @@
 
 #include "names.h"
 #include "tf_err.h"
+#include "utf8.h"
 #include "try.h"
 
 #define WATCH_MAX_BUILDERS 1000
@@ -72,7 +73,7 @@ int tf_try_sanitize(const uint8_t *p, size_t n, bool keep_newlines,
     size_t i = 0;
     int rc = 0;
     while (i < n && rc == 0) {
-        size_t l = tf__try_utf8_len(p + i, n - i);
+        size_t l = tf_utf8_len(p + i, n - i);
         if (l == 0) {
             rc = tf_buf_append_str(out, replacement);
             i++;

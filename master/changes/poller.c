@@ -47,6 +47,7 @@
 #include "store/queries.h"
 #include "changes/schedulers.h"
 #include "tf_err.h"
+#include "utf8.h"
 #include "util.h"
 
 #define POLL_TICK_MS 250
@@ -58,245 +59,8 @@
 #define GIT_KILL_GRACE_MS 5000
 #define POLL_MAX_COMMITS 200
 #define BACKOFF_CAP_MS (10 * 60 * 1000)
-#define COMMIT_FILES_MAX 1000
-#define COMMIT_MESSAGE_MAX (64 * 1024)
-#define COMMIT_NAME_MAX 1024
-#define COMMIT_PATH_MAX 4096
 
 extern char **environ;
-
-/* ------------------------------------------------------------------ */
-/* Parsing git log output (pure)                                       */
-/* ------------------------------------------------------------------ */
-
-/* Length of the longest prefix of s[0..n) that is valid UTF-8 ending on a
- * character boundary, and whether s[0..n) is valid throughout. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t need;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return need;
-}
-
-/* A copy of s[0..n) as valid UTF-8 (invalid bytes and NULs become '?'),
- * cut at max bytes on a character boundary. NULL on OOM. */
-static char *dup_utf8(const char *s, size_t n, size_t max)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    char *out = malloc((n < max ? n : max) + 1);
-    size_t o = 0;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n;) {
-        size_t k = u[i] ? utf8_seq_len(u + i, n - i) : 0;
-        size_t take = k ? k : 1;
-        if (o + take > max)
-            break;
-        if (k)
-            memcpy(out + o, u + i, k);
-        else
-            out[o] = '?';
-        o += take;
-        i += take;
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static bool is_hex_rev(const char *s, size_t n)
-{
-    if (n != 40 && n != 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
-/* A record starts with a token "\x01" + the commit id. */
-static bool is_marker(const char *tok, size_t n)
-{
-    return n >= 41 && tok[0] == '\x01' && is_hex_rev(tok + 1, n - 1);
-}
-
-static void commit_clear(tf_commit_t *c)
-{
-    free(c->author);
-    free(c->email);
-    free(c->message);
-    for (size_t i = 0; i < c->nfiles; i++)
-        free(c->files[i]);
-    free(c->files);
-    memset(c, 0, sizeof(*c));
-}
-
-void tf_commits_free(tf_commit_t *c, size_t n)
-{
-    for (size_t i = 0; c && i < n; i++)
-        commit_clear(&c[i]);
-    free(c);
-}
-
-static int commit_add_file(tf_commit_t *c, const char *tok, size_t n)
-{
-    if (c->nfiles >= COMMIT_FILES_MAX) {
-        c->files_truncated = true;
-        return 0;
-    }
-    if ((c->nfiles & (c->nfiles - 1)) == 0) {
-        size_t cap = c->nfiles ? c->nfiles * 2 : 1;
-        char **f = realloc(c->files, cap * sizeof(*f));
-        if (!f)
-            return TF_ENOMEM;
-        c->files = f;
-    }
-    char *s = dup_utf8(tok, n, COMMIT_PATH_MAX);
-    if (!s)
-        return TF_ENOMEM;
-    c->files[c->nfiles++] = s;
-    return 0;
-}
-
-/* Stores token number `field` (1 author, 2 email, 3 committer time,
- * 4 message) of the record c. */
-static int commit_field(tf_commit_t *c, int field, const char *tok, size_t n)
-{
-    char num[24];
-    switch (field) {
-    case 1:
-        return (c->author = dup_utf8(tok, n, COMMIT_NAME_MAX)) ? 0
-                                                                : TF_ENOMEM;
-    case 2:
-        return (c->email = dup_utf8(tok, n, COMMIT_NAME_MAX)) ? 0
-                                                               : TF_ENOMEM;
-    case 3:
-        if (n < sizeof(num)) {
-            int64_t t = 0;
-            memcpy(num, tok, n);
-            num[n] = '\0';
-            if (tf_parse_i64(num, &t) == 0 && t >= 0 &&
-                t < INT64_MAX / 1000)
-                c->committer_ms = t * 1000;
-        }
-        return 0;
-    default:
-        return (c->message = dup_utf8(tok, n, COMMIT_MESSAGE_MAX))
-                   ? 0
-                   : TF_ENOMEM;
-    }
-}
-
-int tf_gitlog_parse(const char *buf, size_t len, bool complete,
-                    tf_commit_t **out, size_t *nout)
-{
-    tf_commit_t *v = NULL;
-    size_t n = 0, cap = 0, pos = 0;
-    int field = 0; /* next token of the current record; 5+ = files */
-    int rc = 0;
-
-    *out = NULL;
-    *nout = 0;
-    while (pos < len) {
-        const char *tok = buf + pos;
-        const char *nul = memchr(tok, '\0', len - pos);
-        size_t tlen = nul ? (size_t)(nul - tok) : len - pos;
-        pos += tlen + (nul ? 1 : 0);
-        if ((field == 0 || field >= 5) && is_marker(tok, tlen)) {
-            if (n == cap) {
-                size_t ncap = cap ? cap * 2 : 16;
-                tf_commit_t *nv = realloc(v, ncap * sizeof(*nv));
-                if (!nv) {
-                    rc = TF_ENOMEM;
-                    goto out;
-                }
-                v = nv;
-                cap = ncap;
-            }
-            memset(&v[n], 0, sizeof(v[n]));
-            memcpy(v[n].revision, tok + 1, tlen - 1);
-            v[n].revision[tlen - 1] = '\0';
-            n++;
-            field = 1;
-            continue;
-        }
-        if (field == 0)
-            continue; /* not inside a record */
-        tf_commit_t *c = &v[n - 1];
-        if (field < 5) {
-            rc = commit_field(c, field, tok, tlen);
-            field++;
-        } else {
-            /* The file list follows the message after a newline. */
-            if (field == 5 && tlen > 0 && tok[0] == '\n') {
-                tok++;
-                tlen--;
-            }
-            field = 6;
-            if (tlen > 0)
-                rc = commit_add_file(c, tok, tlen);
-        }
-        if (rc)
-            goto out;
-    }
-    /* A record cut before its message is not a commit we can describe. */
-    if (n > 0 && field > 0 && field < 5) {
-        commit_clear(&v[n - 1]);
-        n--;
-    }
-    if (!complete && n > 1) {
-        commit_clear(&v[n - 1]);
-        n--;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!v[i].author)
-            v[i].author = strdup("");
-        if (!v[i].email)
-            v[i].email = strdup("");
-        if (!v[i].message)
-            v[i].message = strdup("");
-        if (!v[i].author || !v[i].email || !v[i].message) {
-            rc = TF_ENOMEM;
-            goto out;
-        }
-    }
-out:
-    if (rc) {
-        tf_commits_free(v, n);
-        return rc;
-    }
-    if (n == 0) {
-        free(v);
-        v = NULL;
-    }
-    *out = v;
-    *nout = n;
-    return 0;
-}
 
 char *tf_mirror_name(const char *repository)
 {
@@ -644,7 +408,7 @@ static bool git_ok(tf_poller_t *p, gitrun_t *g, const char *what)
         i = j + 1;
     }
     if (pick_len) {
-        char *clean = dup_utf8(e + pick, pick_len, sizeof(line) - 1);
+        char *clean = tf_utf8_dup_lossy(e + pick, pick_len, sizeof(line) - 1);
         if (clean) {
             snprintf(line, sizeof(line), "%s", clean);
             free(clean);
@@ -951,7 +715,7 @@ static void log_done(tf_poller_t *p, gitrun_t *g)
                 POLL_MAX_COMMITS, POLL_MAX_COMMITS);
         size_t drop = n - POLL_MAX_COMMITS;
         for (size_t i = 0; i < drop; i++)
-            commit_clear(&commits[i]);
+            tf_commit_clear(&commits[i]);
         memmove(commits, commits + drop, POLL_MAX_COMMITS * sizeof(*commits));
         n = POLL_MAX_COMMITS;
     }
@@ -1028,7 +792,7 @@ static void head_done(tf_poller_t *p, gitrun_t *g)
     const char *o = (const char *)g->obuf.data;
     while (n > 0 && (o[n - 1] == '\n' || o[n - 1] == '\r'))
         n--;
-    if (!o || !is_hex_rev(o, n)) {
+    if (!o || !tf_gitlog_is_rev(o, n)) {
         snprintf(p->last_error, sizeof(p->last_error),
                  "git rev-parse gave no commit id for branch %s", p->branch);
         poll_failed(p);
@@ -1317,7 +1081,7 @@ static int load_fn(sqlite3 *db, void *arg)
         if (!p || p->loaded)
             continue;
         p->loaded = true;
-        if (last && is_hex_rev(last, strlen(last)))
+        if (last && tf_gitlog_is_rev(last, strlen(last)))
             p->last_revision = strdup(last);
         p->last_poll_ms = sqlite3_column_int64(st, 3);
         p->last_ok_ms = sqlite3_column_int64(st, 4);

@@ -22,33 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "changes/gitlog.h"
+
 struct tf_master;
 struct tf_http_req;
-
-/* One commit parsed from git log output. Strings are owned, valid UTF-8
- * (invalid bytes become '?') and capped (message 64 KiB, 1000 files). */
-typedef struct tf_commit {
-    char revision[65];
-    char *author;
-    char *email;
-    char *message;
-    int64_t committer_ms;
-    char **files;
-    size_t nfiles;
-    bool files_truncated;
-} tf_commit_t;
-
-/* Parses the output of
- *   git log -z --name-only --format=%x01%H%x00%an%x00%ae%x00%ct%x00%B
- * into commits, in output order. complete is false when the output was cut
- * short (over its cap): the last record may then be partial and is dropped
- * unless it is the only one. Returns 0 with *out (free with
- * tf_commits_free; NULL when n is 0) or TF_ENOMEM. Garbage that does not
- * look like a record is skipped. */
-int tf_gitlog_parse(const char *buf, size_t len, bool complete,
-                    tf_commit_t **out, size_t *n);
-
-void tf_commits_free(tf_commit_t *c, size_t n);
 
 /* The file name of a repository's mirror ("<sanitized>-<hash>.git"),
  * malloc'd, or NULL on OOM. Safe as one path component. */

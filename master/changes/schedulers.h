@@ -11,8 +11,8 @@
  * only_if_changed is off. Every decision reads tf_now_ms(), so the master's
  * controllable clock (testing.clock) moves schedulers as it moves time.
  *
- * The cron and path functions are pure and unit tested (test_cron.c); the
- * rest runs on the loop thread.
+ * Cron expressions (common/cron.h) and path filters (common/glob.h) are
+ * pure and live in common/; everything here runs on the loop thread.
  */
 #ifndef TF_SCHEDULERS_H
 #define TF_SCHEDULERS_H
@@ -21,49 +21,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cron.h"
+#include "glob.h"
+
 struct tf_master;
 struct tf_http_req;
-
-/* --- cron expressions (pure) --- */
-
-/* "MIN HOUR DOM MON DOW": each field is a comma-separated list of "*", N
- * or A-B, each optionally followed by "/S" (every S-th value; N/S runs from
- * N to the end of the range); months and weekdays also take English names
- * (jan, mon); weekday 7 is Sunday like 0. As in Vixie cron, when both day
- * fields are restricted (neither starts with "*"), a day matching either
- * one fires. */
-typedef struct tf_cron {
-    uint64_t minutes; /* bit m: minute m, 0..59 */
-    uint32_t hours;   /* bits 0..23 */
-    uint32_t mdays;   /* bits 1..31 */
-    uint32_t months;  /* bits 1..12 */
-    uint32_t wdays;   /* bits 0..6, Sunday 0 */
-    bool mday_star;   /* the field started with '*' */
-    bool wday_star;
-} tf_cron_t;
-
-/* Parses spec. Returns 0, or TF_EINVAL with a sentence in err naming the
- * field that is wrong. */
-int tf_cron_parse(const char *spec, tf_cron_t *out, char *err, size_t errlen);
-
-/* The first time (ms, a whole minute, UTC) strictly after after_ms that c
- * matches, or -1 when none comes within eight years (e.g. "0 0 30 2 *"). */
-int64_t tf_cron_next(const tf_cron_t *c, int64_t after_ms);
-
-/* --- path filters (pure) --- */
-
-/* Whether a changed file matches a filter. A filter without glob
- * characters is a path prefix by whole components ("src" and "src/"
- * match "src/a.c" and "src", not "srcx/a.c"). With glob characters, "*"
- * and "?" match within one component, "[...]" a character class, "**" any
- * number of components; the glob must match the whole path or a leading
- * run of its components (the glob "doc" followed by "/" and "*" matches
- * "doc/a/b.txt"). A leading "/" or "./" is ignored. */
-bool tf_path_match(const char *filter, const char *path);
-
-/* Whether any of files matches any of filters; true when nfilters is 0. */
-bool tf_paths_important(char *const *filters, size_t nfilters,
-                        char *const *files, size_t nfiles);
 
 /* --- the schedulers (loop thread) --- */
 

@@ -17,23 +17,8 @@
 #include "crypto.h"
 #include "store/store.h"
 #include "tf_err.h"
+#include "utf8.h"
 #include "util.h"
-
-bool tf_email_valid(const char *s)
-{
-    if (!s)
-        return false;
-    size_t n = strnlen(s, TF_EMAIL_MAX + 1);
-    if (n < 3 || n > TF_EMAIL_MAX)
-        return false;
-    const char *at = strchr(s, '@');
-    if (!at || at == s || at[1] == '\0' || strchr(at + 1, '@'))
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p <= 0x20 || *p >= 0x7f || strchr("\"<>(),;:\\[]", *p))
-            return false;
-    return at[1] != '.' && s[n - 1] != '.';
-}
 
 bool tf_username_valid(const char *s)
 {
@@ -42,19 +27,7 @@ bool tf_username_valid(const char *s)
     size_t n = strnlen(s, TF_USERNAME_MAX + 1);
     if (n == 0 || n > TF_USERNAME_MAX)
         return false;
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned c = *p;
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3
-                                 : (c >> 3) == 30 ? 4 : 0;
-        if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f)))
-            return false;
-        for (size_t i = 1; i < len; i++)
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-        p += len;
-    }
-    return true;
+    return tf_utf8_text_clean(s, false);
 }
 
 int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out)

@@ -16,7 +16,8 @@
 
 #include <sqlite3.h>
 
-#define TF_EMAIL_MAX 254
+#include "email.h"
+
 #define TF_USERNAME_MAX 128
 
 typedef struct tf_user {
@@ -25,11 +26,8 @@ typedef struct tf_user {
     char name[TF_USERNAME_MAX + 1];
 } tf_user_t;
 
-/* A plain address: local@domain, printable ASCII without spaces, quotes,
- * angle brackets, parentheses, commas, semicolons or backslashes. */
-bool tf_email_valid(const char *s);
-
-/* A display name: 1..128 bytes of valid UTF-8 without control characters. */
+/* A display name: 1..128 bytes of valid UTF-8 (utf8.h) without control
+ * characters. */
 bool tf_username_valid(const char *s);
 
 /* `tf-master user add|list|remove` for the master in dir. Returns the

@@ -25,6 +25,7 @@
 #include "base64.h"
 #include "crypto.h"
 #include "tf_err.h"
+#include "utf8.h"
 
 #define WORD_BYTES 45        /* raw bytes per encoded word: 60 in base64 */
 #define SUBJECT_DESC_MAX 120 /* bytes of the description in a subject */
@@ -98,38 +99,6 @@ static char *buf_str(tf_buf_t *b)
 /* UTF-8 and cleaning                                                  */
 /* ------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at p[0..n), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return len;
-}
-
 /* Skips an ANSI escape sequence starting at p[0] == ESC; returns its
  * length (at least 1). */
 static size_t ansi_len(const unsigned char *p, size_t n)
@@ -184,7 +153,7 @@ int tf_mail_clean_line(tf_buf_t *out, const void *bytes, size_t n,
             continue;
         }
         if (c >= 0x80) {
-            len = adv = utf8_seq(p + i, n - i);
+            len = adv = tf_utf8_len(p + i, n - i);
             if (len == 0) {
                 emit = repl;
                 len = 3;
@@ -261,7 +230,7 @@ static int encoded_words(tf_buf_t *out, const char *s)
     while (i < n && rc == 0) {
         size_t take = 0;
         while (i + take < n) {
-            size_t l = utf8_seq(p + i + take, n - i - take);
+            size_t l = tf_utf8_len(p + i + take, n - i - take);
             if (l == 0)
                 l = 1; /* callers clean first; never loop forever */
             if (take + l > WORD_BYTES)

@@ -330,12 +330,16 @@ def test_refused_submissions_exit_2_and_queue_nothing(farm):
     assert "0" * 40 not in r.stdout + r.stderr
     assert_nothing_queued(m)
 
-    # Malformed metadata: tf-try only checks an address's shape (x@y); the
-    # master's stricter rule refuses this one.
+    # Malformed metadata: tf-try and the master share one address rule
+    # (common/email.h), so tf-try refuses what the master would, before
+    # building or sending anything (the master's own refusal of the same
+    # address is checked in test_submission_errors_raw_http).
     r = tf_try(farm, m, work, "-b", "b1", "--email", "semi;colon@example.org",
-               token=token)
+               "-v", token=token)
     assert r.returncode == 2, explain(r)
-    assert "tf-try: the master refused the job (HTTP 400): email" in r.stderr
+    assert 'tf-try: "semi;colon@example.org" is not an email address' in \
+        r.stderr, r.stderr
+    assert "> POST" not in r.stderr, r.stderr
     assert_nothing_queued(m)
 
     # A patch over the master's try.max_patch_bytes (100000).
@@ -897,6 +901,11 @@ def test_submission_errors_raw_http(farm):
         assert_api_error(r, 400, "tests")
     assert_api_error(post_job(m, dict(good, builders=["nosuch"]), token),
                      400, 'unknown builder "nosuch"', "b1, b2")
+    # Addresses outside the one rule tf-try applies too (common/email.h).
+    for wrong in ("semi;colon@example.org", "a(b)@example.org",
+                  "caf\u00e9@example.org", "a@example.org."):
+        assert_api_error(post_job(m, dict(good, email=wrong), token), 400,
+                         "email")
 
     assert m.get_json("/requests")["requests"] == []
     assert m.get_json("/jobs", token=token)["jobs"] == []

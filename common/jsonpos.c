@@ -510,7 +510,9 @@ static size_t jp_child(const tf_jsonpos_t *idx, size_t cur, const char *tok,
         if (v[cur].kind == JP_ARRAY) {
             if (nth == want)
                 return c;
-        } else if (jp_token_is_key(tok, toklen, idx->keys + v[c].key_off,
+        } else if (jp_token_is_key(tok, toklen,
+                                   /* no arena when every key is "" */
+                                   idx->keys ? idx->keys + v[c].key_off : "",
                                    v[c].key_len)) {
             return c; /* the first of duplicate keys wins */
         }

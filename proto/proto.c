@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include "crypto.h"
 #include "names.h"
 #include "proto.h"
+#include "stepspec.h"
 #include "tf_err.h"
 #include "utf8.h"
 
@@ -849,6 +851,69 @@ static int tf_dec_ping(tf_dec_t *d, const json_t *o, tf_msg_t *m)
     return tf_dec_u64(d, o, p, "id", 0, TF_PROTO_MAX_ID, &m->u.ping.id);
 }
 
+/* ------------------------------------------------------------------ */
+/* Decoding and encoding steps: rows of stepspec.h                      */
+
+/* One key of a step (or of an object inside its modifiers) as the wire
+ * reads it. off locates the value in the struct the row belongs to:
+ * tf_step_spec_t, tf_modifiers_t or tf_stat_rule_t (see TF__BASE). */
+typedef struct tf_wire_key {
+    const char *key;
+    tf_step_kind_t kind;
+    bool required;
+    size_t max; /* arrays: entry cap */
+    size_t off;
+} tf_wire_key_t;
+
+/* The struct a row of each kind lives in. */
+#define TF__BASE(KIND) TF__BASE_##KIND
+#define TF__BASE_TF_SK_NAME tf_step_spec_t
+#define TF__BASE_TF_SK_COMMAND tf_step_spec_t
+#define TF__BASE_TF_SK_ENV tf_step_spec_t
+#define TF__BASE_TF_SK_WORKDIR tf_step_spec_t
+#define TF__BASE_TF_SK_SECONDS tf_step_spec_t
+#define TF__BASE_TF_SK_FLAG tf_step_spec_t
+#define TF__BASE_TF_SK_BUILTIN tf_step_spec_t
+#define TF__BASE_TF_SK_MOD_MARKERS tf_modifiers_t
+#define TF__BASE_TF_SK_MOD_INFO tf_modifiers_t
+#define TF__BASE_TF_SK_MOD_STATS tf_modifiers_t
+#define TF__BASE_TF_SK_MOD_SUCCESS tf_modifiers_t
+#define TF__BASE_TF_SK_MOD_WARNINGS tf_modifiers_t
+#define TF__BASE_TF_SK_TEST_RESULTS tf_step_spec_t
+
+/* Every step key is required on the wire except the builtin and the
+ * modifiers' (the modifiers object itself is optional). */
+#define TF__STEP_ROW(ID, CK, WK, KIND, MIN, MAX, DEF, FIELD, DOC)              \
+    {WK, KIND, KIND < TF_SK_BUILTIN, MAX, offsetof(TF__BASE(KIND), FIELD)},
+#define TF__STAT_ROW(CK, WK, KIND, REQ, MAX, FIELD, DOC)                       \
+    {WK, KIND, REQ, 0, offsetof(tf_stat_rule_t, FIELD)},
+#define TF__MOD_ROW(CK, WK, KIND, REQ, MAX, FIELD, DOC)                        \
+    {WK, KIND, REQ, 0, offsetof(tf_modifiers_t, FIELD)},
+#define TF__TR_ROW(CK, WK, KIND, REQ, MAX, FIELD, DOC)                         \
+    {WK, KIND, REQ, MAX, offsetof(tf_test_spec_t, FIELD)},
+
+static const tf_wire_key_t tf_step_rows[] = {TF_STEP_KEYS(TF__STEP_ROW)};
+static const tf_wire_key_t tf_stat_rows[] = {TF_STAT_RULE_KEYS(TF__STAT_ROW)};
+static const tf_wire_key_t tf_success_rows[] = {TF_SUCCESS_KEYS(TF__MOD_ROW)};
+static const tf_wire_key_t tf_warnings_rows[] = {TF_WARNINGS_KEYS(TF__MOD_ROW)};
+static const tf_wire_key_t tf_tr_rows[] = {TF_TEST_RESULTS_KEYS(TF__TR_ROW)};
+
+#define TF__NROWS(a) (sizeof(a) / sizeof((a)[0]))
+#define TF__FIELD(base, row, type) ((type *)((char *)(base) + (row)->off))
+#define TF__CFIELD(base, row, type)                                            \
+    ((const type *)((const char *)(base) + (row)->off))
+
+static bool tf_is_mod_kind(tf_step_kind_t k)
+{
+    return k >= TF_SK_MOD_MARKERS && k <= TF_SK_MOD_WARNINGS;
+}
+
+/* Keys read and written after the modifiers object. */
+static bool tf_is_late_kind(tf_step_kind_t k)
+{
+    return k == TF_SK_TEST_RESULTS;
+}
+
 /* A regular expression: a non-empty string of at most TF_PROTO_MAX_REGEX
  * bytes. Whether it compiles is the slave's business (its regex library
  * decides), not the decoder's. */
@@ -865,28 +930,16 @@ static int tf_val_regex(tf_dec_t *d, const json_t *v, const char *label,
     return *out ? 0 : tf_dec_oom(d);
 }
 
-/* An optional regex member: absent leaves *out NULL. */
-static int tf_dec_opt_regex(tf_dec_t *d, const json_t *obj, const char *path,
-                            const char *key, char **out)
-{
-    char label[TF__LABEL_MAX];
-    const json_t *v = json_object_get(obj, key);
-    if (!v)
-        return 0;
-    tf_label(label, "%s.%s", path, key);
-    return tf_val_regex(d, v, label, out);
-}
+static int tf_dec_rows(tf_dec_t *d, const json_t *o, const char *p,
+                       const tf_wire_key_t *rows, size_t n, void *base);
 
 /* modifiers.info: an array of regexes. */
 static int tf_dec_mod_info(tf_dec_t *d, const json_t *mo, const char *mp,
-                           tf_modifiers_t *m)
+                           const tf_wire_key_t *r, tf_modifiers_t *m)
 {
     char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
     int rc;
-    if (!json_object_get(mo, "info"))
-        return 0;
-    const json_t *a = tf_dec_array(d, mo, mp, "info", 0,
-                                   TF_PROTO_MAX_MOD_RULES, label, &rc);
+    const json_t *a = tf_dec_array(d, mo, mp, r->key, 0, r->max, label, &rc);
     if (!a)
         return rc;
     size_t count = json_array_size(a);
@@ -903,16 +956,13 @@ static int tf_dec_mod_info(tf_dec_t *d, const json_t *mo, const char *mp,
     return 0;
 }
 
-/* modifiers.stats: an array of {regex, name?}. */
+/* modifiers.stats: an array of stat rules (TF_STAT_RULE_KEYS). */
 static int tf_dec_mod_stats(tf_dec_t *d, const json_t *mo, const char *mp,
-                            tf_modifiers_t *m)
+                            const tf_wire_key_t *r, tf_modifiers_t *m)
 {
     char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
     int rc;
-    if (!json_object_get(mo, "stats"))
-        return 0;
-    const json_t *a = tf_dec_array(d, mo, mp, "stats", 0,
-                                   TF_PROTO_MAX_MOD_RULES, label, &rc);
+    const json_t *a = tf_dec_array(d, mo, mp, r->key, 0, r->max, label, &rc);
     if (!a)
         return rc;
     size_t count = json_array_size(a);
@@ -923,98 +973,48 @@ static int tf_dec_mod_stats(tf_dec_t *d, const json_t *mo, const char *mp,
     m->nstats = count;
     for (size_t i = 0; i < count; i++) {
         const json_t *e = json_array_get(a, i);
-        char rlabel[TF__LABEL_MAX];
         tf_label(elabel, "%s[%zu]", label, i);
         if (!json_is_object(e))
             return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", elabel);
-        const json_t *re = tf_dec_get(d, e, elabel, "regex", rlabel, &rc);
-        if (!re || (rc = tf_val_regex(d, re, rlabel, &m->stats[i].regex)))
-            return rc;
-        if (json_object_get(e, "name") &&
-            (rc = tf_dec_name(d, e, elabel, "name", &m->stats[i].name)))
+        if ((rc = tf_dec_rows(d, e, elabel, tf_stat_rows,
+                              TF__NROWS(tf_stat_rows), &m->stats[i])))
             return rc;
     }
     return 0;
 }
 
-/* modifiers.success and modifiers.warnings. */
-static int tf_dec_mod_rules(tf_dec_t *d, const json_t *mo, const char *mp,
-                            tf_modifiers_t *m)
+/* modifiers.success (TF_SUCCESS_KEYS) and modifiers.warnings
+ * (TF_WARNINGS_KEYS): objects whose keys are fields of m. */
+static int tf_dec_mod_object(tf_dec_t *d, const json_t *mo, const char *mp,
+                             const tf_wire_key_t *r, tf_modifiers_t *m)
 {
     char label[TF__LABEL_MAX];
     int rc;
-    const json_t *so = json_object_get(mo, "success");
-    if (so) {
-        tf_label(label, "%s.success", mp);
-        if (!json_is_object(so))
-            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
-        if ((rc = tf_dec_opt_regex(d, so, label, "pass_if", &m->pass_if)) ||
-            (rc = tf_dec_opt_regex(d, so, label, "fail_if", &m->fail_if)))
-            return rc;
-        if (!m->pass_if && !m->fail_if)
-            return tf_dec_fail(d, TF_EINVAL,
-                               "%s: needs pass_if or fail_if", label);
-    }
-    const json_t *wo = json_object_get(mo, "warnings");
-    if (wo) {
-        char rlabel[TF__LABEL_MAX];
-        tf_label(label, "%s.warnings", mp);
-        if (!json_is_object(wo))
-            return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
-        const json_t *re = tf_dec_get(d, wo, label, "regex", rlabel, &rc);
-        if (!re || (rc = tf_val_regex(d, re, rlabel, &m->warnings)))
-            return rc;
-        if (json_object_get(wo, "max") &&
-            (rc = tf_dec_u32(d, wo, label, "max", 0, UINT32_MAX,
-                             &m->warnings_max)))
-            return rc;
-    }
+    const json_t *o = json_object_get(mo, r->key);
+    bool success = r->kind == TF_SK_MOD_SUCCESS;
+    tf_label(label, "%s.%s", mp, r->key);
+    if (!json_is_object(o))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
+    if ((rc = success ? tf_dec_rows(d, o, label, tf_success_rows,
+                                    TF__NROWS(tf_success_rows), m)
+                      : tf_dec_rows(d, o, label, tf_warnings_rows,
+                                    TF__NROWS(tf_warnings_rows), m)))
+        return rc;
+    if (success && !m->pass_if && !m->fail_if)
+        return tf_dec_fail(d, TF_EINVAL, "%s: needs pass_if or fail_if",
+                           label);
     return 0;
 }
 
-/* A step's optional "modifiers" object (docs/protocol.md). */
-static int tf_dec_modifiers(tf_dec_t *d, const json_t *o, const char *p,
-                            tf_step_spec_t *s)
+/* test_results.format: a format testres.h knows. */
+static int tf_dec_tr_format(tf_dec_t *d, const json_t *o, const char *p,
+                            const tf_wire_key_t *r, tf_test_spec_t *t)
 {
-    char mp[TF__LABEL_MAX];
-    const json_t *mo = json_object_get(o, "modifiers");
-    int rc;
-    if (!mo)
-        return 0;
-    tf_label(mp, "%s.modifiers", p);
-    if (!json_is_object(mo))
-        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", mp);
-    if (!(s->modifiers = calloc(1, sizeof *s->modifiers)))
-        return tf_dec_oom(d);
-    tf_modifiers_t *m = s->modifiers;
-    if (json_object_get(mo, "markers") &&
-        (rc = tf_dec_bool(d, mo, mp, "markers", &m->markers)))
-        return rc;
-    if ((rc = tf_dec_mod_info(d, mo, mp, m)) ||
-        (rc = tf_dec_mod_stats(d, mo, mp, m)) ||
-        (rc = tf_dec_mod_rules(d, mo, mp, m)))
-        return rc;
-    return 0;
-}
-
-/* A step's optional "test_results" object (docs/protocol.md). */
-static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
-                            tf_step_spec_t *s)
-{
-    char tp[TF__LABEL_MAX], label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    char label[TF__LABEL_MAX];
     char q[TF__QUOTE_MAX + 4];
     const char *fmt;
-    const json_t *to = json_object_get(o, "test_results");
     int rc;
-    if (!to)
-        return 0;
-    tf_label(tp, "%s.test_results", p);
-    if (!json_is_object(to))
-        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", tp);
-    if (!(s->test_results = calloc(1, sizeof *s->test_results)))
-        return tf_dec_oom(d);
-    tf_test_spec_t *t = s->test_results;
-    const json_t *fv = tf_dec_get(d, to, tp, "format", label, &rc);
+    const json_t *fv = tf_dec_get(d, o, p, r->key, label, &rc);
     if (!fv || (rc = tf_val_str(d, fv, label, 64, &fmt)))
         return rc;
     t->format = tf_tr_format_parse(fmt);
@@ -1024,17 +1024,22 @@ static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
                            "ctest, gtest, pytest, unittest, automake, tap, "
                            "junit)", label, q);
     }
-    if (!json_object_get(to, "files")) {
-        if (t->format == TF_TR_FMT_JUNIT)
-            return tf_dec_fail(d, TF_EINVAL, "%s.files: required for junit",
-                               tp);
-        return 0;
-    }
+    return 0;
+}
+
+/* test_results.files: globs of report files, for formats that read
+ * files (the format is read first). */
+static int tf_dec_tr_files(tf_dec_t *d, const json_t *o, const char *p,
+                           const tf_wire_key_t *r, tf_test_spec_t *t)
+{
+    char label[TF__LABEL_MAX], elabel[TF__LABEL_MAX];
+    char q[TF__QUOTE_MAX + 4];
+    int rc;
     if (!tf_tr_format_files(t->format))
-        return tf_dec_fail(d, TF_EINVAL, "%s.files: not allowed for %s (it "
-                           "reads the step's output)", tp, fmt);
-    const json_t *a = tf_dec_array(d, to, tp, "files", 1, TF_TR_MAX_FILES,
-                                   label, &rc);
+        return tf_dec_fail(d, TF_EINVAL, "%s.%s: not allowed for %s (it "
+                           "reads the step's output)", p, r->key,
+                           tf_tr_format_name(t->format));
+    const json_t *a = tf_dec_array(d, o, p, r->key, 1, r->max, label, &rc);
     if (!a)
         return rc;
     size_t count = json_array_size(a);
@@ -1056,52 +1061,147 @@ static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
     return 0;
 }
 
-static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
-                       tf_step_spec_t *s)
+/* A step's optional "test_results" object (docs/protocol.md): the rows
+ * of TF_TEST_RESULTS_KEYS; junit needs files. */
+static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
+                            const tf_wire_key_t *r, tf_step_spec_t *s)
+{
+    char tp[TF__LABEL_MAX];
+    const json_t *to = json_object_get(o, r->key);
+    int rc;
+    tf_label(tp, "%s.%s", p, r->key);
+    if (!json_is_object(to))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", tp);
+    if (!(s->test_results = calloc(1, sizeof *s->test_results)))
+        return tf_dec_oom(d);
+    if ((rc = tf_dec_rows(d, to, tp, tf_tr_rows, TF__NROWS(tf_tr_rows),
+                          s->test_results)))
+        return rc;
+    if (s->test_results->format == TF_TR_FMT_JUNIT &&
+        !s->test_results->nfiles)
+        return tf_dec_fail(d, TF_EINVAL, "%s.files: required for junit", tp);
+    return 0;
+}
+
+/* One row of a step (or of an object in its modifiers) from o into base.
+ * An optional row that is absent leaves its field alone. */
+static int tf_dec_row(tf_dec_t *d, const json_t *o, const char *p,
+                      const tf_wire_key_t *r, void *base)
 {
     char label[TF__LABEL_MAX];
     char q[TF__QUOTE_MAX + 4];
-    tf_step_flags_t *f = &s->flags;
+    tf_step_spec_t *s = base;
     int rc;
-    if ((rc = tf_dec_name(d, o, p, "name", &s->name)) ||
-        (rc = tf_dec_strv(d, o, p, "command", 1, false, &s->argv, &s->argc)))
-        return rc;
-    if (s->argv[0][0] == '\0')
-        return tf_dec_fail(d, TF_EINVAL, "%s.command[0]: must not be empty",
-                           p);
-    if ((rc = tf_dec_kv(d, o, p, "env", true, &s->env, &s->nenv)) ||
-        (rc = tf_dec_str(d, o, p, "workdir", SIZE_MAX, &s->workdir)))
-        return rc;
-    if (!tf_relpath_valid(s->workdir)) {
-        tf_label(label, "%s.workdir", p);
-        tf_dec_quote(q, s->workdir);
-        return tf_dec_fail(d, TF_EINVAL,
-                           "%s: \"%s\" is not a valid relative path", label, q);
-    }
-    if ((rc = tf_dec_u32(d, o, p, "timeout_s", 0, UINT32_MAX, &s->timeout_s)) ||
-        (rc = tf_dec_u32(d, o, p, "max_time_s", 0, UINT32_MAX,
-                         &s->max_time_s)) ||
-        (rc = tf_dec_bool(d, o, p, "haltOnFailure", &f->halt_on_failure)) ||
-        (rc = tf_dec_bool(d, o, p, "flunkOnFailure", &f->flunk_on_failure)) ||
-        (rc = tf_dec_bool(d, o, p, "warnOnFailure", &f->warn_on_failure)) ||
-        (rc = tf_dec_bool(d, o, p, "flunkOnWarnings", &f->flunk_on_warnings)) ||
-        (rc = tf_dec_bool(d, o, p, "warnOnWarnings", &f->warn_on_warnings)) ||
-        (rc = tf_dec_bool(d, o, p, "alwaysRun", &f->always_run)))
-        return rc;
-    if (json_object_get(o, "builtin")) {
-        if ((rc = tf_dec_str(d, o, p, "builtin", 64, &s->builtin)))
+    if (!r->required && !json_object_get(o, r->key))
+        return 0;
+    switch (r->kind) {
+    case TF_SK_NAME:
+        return tf_dec_name(d, o, p, r->key, TF__FIELD(base, r, char *));
+    case TF_SK_COMMAND:
+        if ((rc = tf_dec_strv(d, o, p, r->key, 1, false, &s->argv, &s->argc)))
+            return rc;
+        if (s->argv[0][0] == '\0')
+            return tf_dec_fail(d, TF_EINVAL, "%s.%s[0]: must not be empty", p,
+                               r->key);
+        return 0;
+    case TF_SK_ENV:
+        return tf_dec_kv(d, o, p, r->key, true, &s->env, &s->nenv);
+    case TF_SK_WORKDIR:
+        if ((rc = tf_dec_str(d, o, p, r->key, SIZE_MAX, &s->workdir)))
+            return rc;
+        if (!tf_relpath_valid(s->workdir)) {
+            tf_label(label, "%s.%s", p, r->key);
+            tf_dec_quote(q, s->workdir);
+            return tf_dec_fail(d, TF_EINVAL,
+                               "%s: \"%s\" is not a valid relative path",
+                               label, q);
+        }
+        return 0;
+    case TF_SK_SECONDS:
+    case TF_SK_COUNT:
+        return tf_dec_u32(d, o, p, r->key, 0, UINT32_MAX,
+                          TF__FIELD(base, r, uint32_t));
+    case TF_SK_FLAG:
+    case TF_SK_MOD_MARKERS:
+        return tf_dec_bool(d, o, p, r->key, TF__FIELD(base, r, bool));
+    case TF_SK_BUILTIN:
+        if ((rc = tf_dec_str(d, o, p, r->key, 64, &s->builtin)))
             return rc;
         if (strcmp(s->builtin, TF_BUILTIN_SOURCE) != 0) {
-            tf_label(label, "%s.builtin", p);
+            tf_label(label, "%s.%s", p, r->key);
             tf_dec_quote(q, s->builtin);
             return tf_dec_fail(d, TF_EINVAL,
                                "%s: unknown builtin \"%s\" (known: source)",
                                label, q);
         }
+        return 0;
+    case TF_SK_MOD_INFO:
+        return tf_dec_mod_info(d, o, p, r, base);
+    case TF_SK_MOD_STATS:
+        return tf_dec_mod_stats(d, o, p, r, base);
+    case TF_SK_MOD_SUCCESS:
+    case TF_SK_MOD_WARNINGS:
+        return tf_dec_mod_object(d, o, p, r, base);
+    case TF_SK_REGEX: {
+        const json_t *v = tf_dec_get(d, o, p, r->key, label, &rc);
+        return v ? tf_val_regex(d, v, label, TF__FIELD(base, r, char *)) : rc;
     }
-    if ((rc = tf_dec_modifiers(d, o, p, s)))
-        return rc;
-    return tf_dec_test_spec(d, o, p, s);
+    case TF_SK_TEST_RESULTS:
+        return tf_dec_test_spec(d, o, p, r, s);
+    case TF_SK_TR_FORMAT:
+        return tf_dec_tr_format(d, o, p, r, base);
+    case TF_SK_TR_FILES:
+        return tf_dec_tr_files(d, o, p, r, base);
+    }
+    return tf_dec_fail(d, TF_EINVAL, "%s.%s: unknown kind", p, r->key);
+}
+
+/* The rows[0..n) of o, in order; the first problem stops. Rows of the
+ * modifiers' kinds are skipped (tf_dec_modifiers reads them), as are
+ * late ones (tf_dec_step reads them after the modifiers). */
+static int tf_dec_rows(tf_dec_t *d, const json_t *o, const char *p,
+                       const tf_wire_key_t *rows, size_t n, void *base)
+{
+    int rc;
+    for (size_t i = 0; i < n; i++)
+        if (!tf_is_mod_kind(rows[i].kind) && !tf_is_late_kind(rows[i].kind) &&
+            (rc = tf_dec_row(d, o, p, &rows[i], base)))
+            return rc;
+    return 0;
+}
+
+/* A step's optional "modifiers" object (docs/protocol.md): the step rows
+ * of the modifiers' kinds, read from it into a new tf_modifiers_t. */
+static int tf_dec_modifiers(tf_dec_t *d, const json_t *o, const char *p,
+                            tf_step_spec_t *s)
+{
+    char mp[TF__LABEL_MAX];
+    const json_t *mo = json_object_get(o, "modifiers");
+    int rc;
+    if (!mo)
+        return 0;
+    tf_label(mp, "%s.modifiers", p);
+    if (!json_is_object(mo))
+        return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", mp);
+    if (!(s->modifiers = calloc(1, sizeof *s->modifiers)))
+        return tf_dec_oom(d);
+    for (size_t i = 0; i < TF__NROWS(tf_step_rows); i++)
+        if (tf_is_mod_kind(tf_step_rows[i].kind) &&
+            (rc = tf_dec_row(d, mo, mp, &tf_step_rows[i], s->modifiers)))
+            return rc;
+    return 0;
+}
+
+static int tf_dec_step(tf_dec_t *d, const json_t *o, const char *p,
+                       tf_step_spec_t *s)
+{
+    int rc = tf_dec_rows(d, o, p, tf_step_rows, TF__NROWS(tf_step_rows), s);
+    if (!rc)
+        rc = tf_dec_modifiers(d, o, p, s);
+    for (size_t i = 0; !rc && i < TF__NROWS(tf_step_rows); i++)
+        if (tf_is_late_kind(tf_step_rows[i].kind))
+            rc = tf_dec_row(d, o, p, &tf_step_rows[i], s);
+    return rc;
 }
 
 /* build_start.source, when present. */
@@ -1729,47 +1829,7 @@ static json_t *tf_enc_running(tf_enc_t *e, const tf_running_t *r, size_t n)
     return a;
 }
 
-static json_t *tf_enc_modifiers(tf_enc_t *e, const tf_modifiers_t *m)
-{
-    json_t *o = tf_enc_new(e, json_object());
-    if (!o)
-        return NULL;
-    tf_enc_set(e, o, "markers", json_boolean(m->markers));
-    if (m->ninfo)
-        tf_enc_set(e, o, "info", tf_enc_strv(e, m->info, m->ninfo));
-    if (m->nstats) {
-        json_t *a = tf_enc_new(e, json_array());
-        if (a && tf_enc_vec_ok(e, m->stats, m->nstats)) {
-            for (size_t i = 0; i < m->nstats; i++) {
-                json_t *r = tf_enc_new(e, json_object());
-                if (!r)
-                    break;
-                if (m->stats[i].name)
-                    tf_enc_set(e, r, "name", tf_enc_str(e, m->stats[i].name));
-                tf_enc_set(e, r, "regex", tf_enc_str(e, m->stats[i].regex));
-                tf_enc_push(e, a, r);
-            }
-        }
-        tf_enc_set(e, o, "stats", a);
-    }
-    if (m->pass_if || m->fail_if) {
-        json_t *so = tf_enc_new(e, json_object());
-        if (so && m->pass_if)
-            tf_enc_set(e, so, "pass_if", tf_enc_str(e, m->pass_if));
-        if (so && m->fail_if)
-            tf_enc_set(e, so, "fail_if", tf_enc_str(e, m->fail_if));
-        tf_enc_set(e, o, "success", so);
-    }
-    if (m->warnings) {
-        json_t *wo = tf_enc_new(e, json_object());
-        if (wo) {
-            tf_enc_set(e, wo, "regex", tf_enc_str(e, m->warnings));
-            tf_enc_set(e, wo, "max", tf_enc_int(e, m->warnings_max));
-        }
-        tf_enc_set(e, o, "warnings", wo);
-    }
-    return o;
-}
+/* tf_enc_modifiers and tf_enc_step are below tf_enc_rows. */
 
 /* A stat value: integral values within 2^53 as JSON integers (what a
  * reader expects for counts), others as reals; non-finite ones cannot be
@@ -1804,39 +1864,120 @@ static json_t *tf_enc_stats(tf_enc_t *e, const tf_stat_t *st, size_t n)
     return o;
 }
 
-static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
+static json_t *tf_enc_rows(tf_enc_t *e, json_t *o, const tf_wire_key_t *rows,
+                           size_t n, const void *base);
+
+/* The value of one row of base, or NULL when an optional row has nothing
+ * to send (or on failure, which e records). */
+static json_t *tf_enc_row(tf_enc_t *e, const tf_wire_key_t *r,
+                          const void *base)
+{
+    const tf_step_spec_t *s = base;
+    const tf_modifiers_t *m = base;
+    switch (r->kind) {
+    case TF_SK_NAME:
+    case TF_SK_REGEX: {
+        const char *v = *TF__CFIELD(base, r, char *);
+        return v || r->required ? tf_enc_str(e, v) : NULL;
+    }
+    case TF_SK_WORKDIR:
+        return tf_enc_str(e, s->workdir);
+    case TF_SK_COMMAND:
+        return tf_enc_strv(e, s->argv, s->argc);
+    case TF_SK_ENV:
+        return tf_enc_kv(e, s->env, s->nenv);
+    case TF_SK_SECONDS:
+    case TF_SK_COUNT:
+        return tf_enc_int(e, *TF__CFIELD(base, r, uint32_t));
+    case TF_SK_FLAG:
+    case TF_SK_MOD_MARKERS:
+        return tf_enc_new(e, json_boolean(*TF__CFIELD(base, r, bool)));
+    case TF_SK_BUILTIN:
+        return s->builtin ? tf_enc_str(e, s->builtin) : NULL;
+    case TF_SK_MOD_INFO:
+        return m->ninfo ? tf_enc_strv(e, m->info, m->ninfo) : NULL;
+    case TF_SK_MOD_STATS: {
+        if (!m->nstats)
+            return NULL;
+        json_t *a = tf_enc_new(e, json_array());
+        if (a && tf_enc_vec_ok(e, m->stats, m->nstats))
+            for (size_t i = 0; i < m->nstats; i++)
+                tf_enc_push(e, a,
+                            tf_enc_rows(e, tf_enc_new(e, json_object()),
+                                        tf_stat_rows, TF__NROWS(tf_stat_rows),
+                                        &m->stats[i]));
+        return a;
+    }
+    case TF_SK_MOD_SUCCESS:
+        if (!m->pass_if && !m->fail_if)
+            return NULL;
+        return tf_enc_rows(e, tf_enc_new(e, json_object()), tf_success_rows,
+                           TF__NROWS(tf_success_rows), m);
+    case TF_SK_MOD_WARNINGS:
+        if (!m->warnings)
+            return NULL;
+        return tf_enc_rows(e, tf_enc_new(e, json_object()), tf_warnings_rows,
+                           TF__NROWS(tf_warnings_rows), m);
+    case TF_SK_TEST_RESULTS:
+        if (!s->test_results)
+            return NULL;
+        return tf_enc_rows(e, tf_enc_new(e, json_object()), tf_tr_rows,
+                           TF__NROWS(tf_tr_rows), s->test_results);
+    case TF_SK_TR_FORMAT: {
+        const tf_test_spec_t *t = base;
+        const char *fmt = tf_tr_format_name(t->format);
+        return tf_enc_str(e, fmt ? fmt : "?");
+    }
+    case TF_SK_TR_FILES: {
+        const tf_test_spec_t *t = base;
+        return t->nfiles ? tf_enc_strv(e, t->files, t->nfiles) : NULL;
+    }
+    }
+    tf_enc_failed(e, TF_EINVAL);
+    return NULL;
+}
+
+/* Sets the rows of base on o (NULL when o could not be made); rows of the
+ * modifiers' kinds go in o only when base is a tf_modifiers_t, which the
+ * caller says by passing the rows of a modifiers object. */
+static json_t *tf_enc_rows(tf_enc_t *e, json_t *o, const tf_wire_key_t *rows,
+                           size_t n, const void *base)
+{
+    for (size_t i = 0; o && i < n; i++) {
+        if (tf_is_mod_kind(rows[i].kind) || tf_is_late_kind(rows[i].kind))
+            continue;
+        json_t *v = tf_enc_row(e, &rows[i], base);
+        if (v)
+            tf_enc_set(e, o, rows[i].key, v);
+    }
+    return o;
+}
+
+static json_t *tf_enc_modifiers(tf_enc_t *e, const tf_modifiers_t *m)
 {
     json_t *o = tf_enc_new(e, json_object());
-    if (!o)
-        return NULL;
-    const tf_step_flags_t *f = &s->flags;
-    tf_enc_set(e, o, "name", tf_enc_str(e, s->name));
-    tf_enc_set(e, o, "command", tf_enc_strv(e, s->argv, s->argc));
-    tf_enc_set(e, o, "env", tf_enc_kv(e, s->env, s->nenv));
-    tf_enc_set(e, o, "workdir", tf_enc_str(e, s->workdir));
-    tf_enc_set(e, o, "timeout_s", tf_enc_int(e, s->timeout_s));
-    tf_enc_set(e, o, "max_time_s", tf_enc_int(e, s->max_time_s));
-    tf_enc_set(e, o, "haltOnFailure", json_boolean(f->halt_on_failure));
-    tf_enc_set(e, o, "flunkOnFailure", json_boolean(f->flunk_on_failure));
-    tf_enc_set(e, o, "warnOnFailure", json_boolean(f->warn_on_failure));
-    tf_enc_set(e, o, "flunkOnWarnings", json_boolean(f->flunk_on_warnings));
-    tf_enc_set(e, o, "warnOnWarnings", json_boolean(f->warn_on_warnings));
-    tf_enc_set(e, o, "alwaysRun", json_boolean(f->always_run));
-    if (s->builtin)
-        tf_enc_set(e, o, "builtin", tf_enc_str(e, s->builtin));
-    if (s->modifiers)
+    for (size_t i = 0; o && i < TF__NROWS(tf_step_rows); i++) {
+        if (!tf_is_mod_kind(tf_step_rows[i].kind))
+            continue;
+        json_t *v = tf_enc_row(e, &tf_step_rows[i], m);
+        if (v)
+            tf_enc_set(e, o, tf_step_rows[i].key, v);
+    }
+    return o;
+}
+
+static json_t *tf_enc_step(tf_enc_t *e, const tf_step_spec_t *s)
+{
+    json_t *o = tf_enc_rows(e, tf_enc_new(e, json_object()), tf_step_rows,
+                            TF__NROWS(tf_step_rows), s);
+    if (o && s->modifiers)
         tf_enc_set(e, o, "modifiers", tf_enc_modifiers(e, s->modifiers));
-    if (s->test_results) {
-        const tf_test_spec_t *t = s->test_results;
-        json_t *to = tf_enc_new(e, json_object());
-        const char *fmt = tf_tr_format_name(t->format);
-        if (to) {
-            tf_enc_set(e, to, "format", tf_enc_str(e, fmt ? fmt : "?"));
-            if (t->nfiles)
-                tf_enc_set(e, to, "files",
-                           tf_enc_strv(e, t->files, t->nfiles));
-        }
-        tf_enc_set(e, o, "test_results", to);
+    for (size_t i = 0; o && i < TF__NROWS(tf_step_rows); i++) {
+        if (!tf_is_late_kind(tf_step_rows[i].kind))
+            continue;
+        json_t *v = tf_enc_row(e, &tf_step_rows[i], s);
+        if (v)
+            tf_enc_set(e, o, tf_step_rows[i].key, v);
     }
     return o;
 }

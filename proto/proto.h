@@ -19,6 +19,7 @@
 
 #include "result.h"
 #include "testres.h"
+#include "stepspec.h"
 
 #define TF_PROTO_VERSION 1
 #define TF_PROTO_SUBPROTOCOL "testfarm-slave"
@@ -36,8 +37,8 @@
 #define TF_PROTO_HELLO_TIMEOUT_S 10
 
 /* Command modifiers (docs/protocol.md, "Command modifiers"). */
-#define TF_PROTO_MAX_MOD_RULES 32   /* info rules, and stats rules, per step */
-#define TF_PROTO_MAX_REGEX 1024     /* bytes of one regular expression */
+#define TF_PROTO_MAX_MOD_RULES TF_STEP_MAX_RULES /* info, stats rules per step */
+#define TF_PROTO_MAX_REGEX TF_STEP_MAX_REGEX     /* bytes of one regex */
 #define TF_PROTO_MAX_STATS 64       /* step_finished.stats entries */
 #define TF_PROTO_MAX_INFO_TEXT 4096 /* step_finished.info bytes */
 

@@ -205,4 +205,13 @@ bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
 const tf_cfg_scheduler_t *tf_config_scheduler(const tf_config_t *c,
                                               const char *name);
 
+/* docs/config.md's reference tables are made from the loader's own key
+ * tables (the unit test config_doc compares the page with them). Each
+ * table has a name, "top", "listen", "builders", "steps", "mail.smtp"...:
+ * tf_config_doc_name(i) is the i-th (NULL past the last), and
+ * tf_config_doc_table(name) its markdown table, malloc'd (NULL for an
+ * unknown name or when out of memory). */
+const char *tf_config_doc_name(size_t i);
+char *tf_config_doc_table(const char *name);
+
 #endif

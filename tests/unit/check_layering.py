@@ -42,8 +42,6 @@ ALLOWED = {
 KNOWN = {
     ("api", "net"): "handlers take net's tf_http_req_t",
     ("changes", "net"): "poller and scheduler API handlers live in changes/",
-    ("config", "changes"): "the loader parses cron specs with schedulers.c",
-    ("config", "core"): "the loader checks user names with users.c",
     ("core", "admin"): "users.c prints through cli.c",
     ("core", "changes"): "master.c starts and reloads pollers and schedulers",
     ("core", "mail"): "builds and jobs queue mail themselves",

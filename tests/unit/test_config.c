@@ -1090,4 +1090,57 @@ TF_TEST(test_results_key)
                     "unknown key \"fromat\"; did you mean \"format\"?");
 }
 
+/* A builder or slave whose name was refused has none; lookups by name
+ * (a scheduler's builders, a builder's slaves) used to strcmp it and
+ * crash checkconfig. Every problem is reported instead. */
+TF_TEST(nameless_entries_are_reported_not_crashed_on)
+{
+    tf_cfg_diags_t d = {0};
+    tf_config_t *c = NULL;
+    const char *text =
+        "{\"slaves\": [{\"secret\": \"s\"}, {\"name\": \"a\", \"secret\": \"s\"}],\n"
+        " \"builders\": [{\"name\": \"bad name\", \"steps\": [{\"name\": "
+        "\"s\", \"command\": \"x\"}]},\n"
+        "  {\"slaves\": [\"a\", \"b\"], \"steps\": [{\"name\": \"s\", "
+        "\"command\": \"x\"}]},\n"
+        "  {\"name\": \"b2\", \"repository\": \"/r.git\", \"steps\": [{\"name\": "
+        "\"s\", \"command\": \"x\"}]}],\n"
+        " \"schedulers\": [{\"name\": \"s\", \"type\": \"change\", "
+        "\"builders\": [\"b2\", \"b3\"]}]}";
+    TF_CHECK_INT(load_str("/m.json", text, &c, &d), TF_ECONFIG);
+    TF_CHECK(c == NULL);
+    const char *want[] = {"slaves[0]", "builders[0].name", "builders[1]",
+                          "builders[1].slaves[1]",
+                          "schedulers[0].builders[1]"};
+    TF_CHECK_INT(d.count, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < d.count && i < sizeof want / sizeof want[0]; i++)
+        TF_CHECK_STR(d.items[i].key, want[i]);
+    if (d.count != sizeof want / sizeof want[0])
+        dump_diags(&d);
+    tf_cfg_diags_clear(&d);
+}
+
+/* jansson lets a raw NUL byte pass between tokens ("[1<NUL>, 2]" parses);
+ * JSON text never holds one, so the loader refuses it at its place
+ * (found by tests/fuzz/fuzz_jsonpos.c: positions were lost). */
+TF_TEST(nul_byte_refused_at_its_position)
+{
+    static const char text[] = "{\"slaves\": [],\n \"max_retries\": 1\0,\n"
+                               " \"name\": \"x\"}";
+    tf_cfg_diags_t d = {0};
+    tf_config_t *c = (tf_config_t *)1;
+    TF_CHECK_INT(tf_config_load_text("/m.json", text, sizeof text - 1, &c, &d),
+                 TF_ECONFIG);
+    TF_CHECK(c == NULL);
+    TF_CHECK_INT(d.count, 1);
+    if (d.count == 1) {
+        TF_CHECK_INT(d.items[0].line, 2);
+        TF_CHECK_INT(d.items[0].col, 18);
+        TF_CHECK_STR(d.items[0].key, "");
+        TF_CHECK_STR(d.items[0].message,
+                     "a NUL byte is not allowed in JSON text");
+    }
+    tf_cfg_diags_clear(&d);
+}
+
 TF_TEST_MAIN()

@@ -305,4 +305,34 @@ TF_TEST(mirror_names)
     free(c);
 }
 
+/* A glob with many stars against a long path that it almost matches: the
+ * plain backtracking matcher tried every way to split the path among the
+ * stars (exponential; found by tests/fuzz/fuzz_glob.c). Remembering what
+ * each (glob, path) position pair gave answers it at once. */
+TF_TEST(path_glob_with_many_stars_is_polynomial)
+{
+    char glob[128], path[1024], deep[2100];
+    size_t o = 0;
+    for (int i = 0; i < 20; i++) {
+        glob[o++] = '*';
+        glob[o++] = 'a';
+    }
+    glob[o++] = 'b';
+    glob[o] = '\0';
+    memset(path, 'a', sizeof path - 1);
+    path[sizeof path - 1] = '\0';
+    clock_t t0 = clock();
+    TF_CHECK(!tf_path_match(glob, path));
+    path[sizeof path - 2] = 'b';
+    TF_CHECK(tf_path_match(glob, path));
+    /* "**" spans components: the same with slashes everywhere. */
+    for (o = 0; o + 2 < sizeof deep; o += 2) {
+        deep[o] = 'a';
+        deep[o + 1] = '/';
+    }
+    deep[o] = '\0';
+    TF_CHECK(!tf_path_match("**/a**/a**/a**/a**/a**/a**/a**/a**/b", deep));
+    TF_CHECK(clock() - t0 < 10 * CLOCKS_PER_SEC);
+}
+
 TF_TEST_MAIN()

@@ -11,7 +11,6 @@
 
 #include "admin/cli.h"
 #include "log.h"
-#include "mail/mail.h"
 #include "core/master.h"
 #include "names.h"
 #include "core/users.h"
@@ -152,7 +151,7 @@ int main(int argc, char **argv)
         return tf_cli_checkconfig(p);
     }
     if (strcmp(cmd, "mail") == 0)
-        return tf_mail_cli(dir ? dir : ".", config, pos1, pos2);
+        return tf_cli_mail(dir ? dir : ".", config, pos1, pos2);
     if (strcmp(cmd, "force") == 0) {
         if (!pos1 || !tf_name_valid(pos1)) {
             fprintf(stderr, "tf-master force: give a builder name\n");

@@ -23,6 +23,12 @@ int tf_cli_checkconfig(const char *path);
 /* Asks the running master of dir to build builder now. */
 int tf_cli_force(const char *dir, const char *builder, const char *reason);
 
+/* `tf-master mail preview job:N|build:N` for the master of dir (or the
+ * config file config): prints the mail that would be sent for it, without
+ * sending or queueing anything (admin/mail.c). */
+int tf_cli_mail(const char *dir, const char *config, const char *verb,
+                const char *target);
+
 /* A subcommand working on a master's database without the master (user,
  * mail preview): its config, a private loop and the store. */
 typedef struct tf_cli_offline {

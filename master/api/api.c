@@ -24,7 +24,7 @@
 #include "changes/poller.h"
 #include "changes/schedulers.h"
 #include "log.h"
-#include "mail/mail.h"
+#include "api/mail.h"
 #include "core/master.h"
 #include "names.h"
 #include "store/queries.h"

@@ -596,8 +596,11 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
                             rv, 3, NULL, NULL);
             if (r->job_id)
                 tf_job_request_done(m, r->job_id, result);
-            else
-                tf_mail_build_done(m, b->id, b->builder, result);
+            else {
+                tf_mail_writer_t w = tf_master_mail_writer(m);
+                tf_mail_build_done(m->mail, m->cfg, &w, b->id, b->builder,
+                                   result);
+            }
         }
     }
     if (mb && mb->nrunning > 0)

@@ -81,7 +81,8 @@ void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
                     "UPDATE try_jobs SET state = ?1, result = ?2, "
                     "finished_ms = ?3 WHERE id = ?4",
                     v, 4, NULL, NULL);
-    tf_mail_job_done(m, j->id); /* in the same write group */
+    tf_mail_writer_t w = tf_master_mail_writer(m);
+    tf_mail_job_done(m->mail, m->cfg, &w, j->id); /* in the same group */
     tf_info("jobs", "job %" PRIu64 " of %s %s: %s", j->id, j->email, state,
             tf_result_name(j->result));
     tf_map_del_id(m->jobs, j->id);

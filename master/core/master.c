@@ -163,10 +163,21 @@ int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg)
             cb(arg, rc);
     }
     if (rc == 0)
-        tf_mail_group_queued(m); /* wakes the sender after this commit */
+        tf_mail_group_queued(m->mail); /* wakes it after this commit */
     free(st);
     group_free(g, false);
     return rc;
+}
+
+static int master_mail_write(void *ctx, const tf_sqlstmt_t *st)
+{
+    return tf_master_write(ctx, st->sql, st->vals, st->nvals, NULL, NULL);
+}
+
+tf_mail_writer_t tf_master_mail_writer(tf_master_t *m)
+{
+    return (tf_mail_writer_t){
+        .write = master_mail_write, .ctx = m, .grouped = m->group != NULL};
 }
 
 int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
@@ -611,7 +622,7 @@ static void reload_config(tf_master_t *m)
     sync_config(m);
     tf_pollers_reload(m);
     tf_schedulers_reload(m);
-    tf_mail_reconfigure(m);
+    tf_mail_reconfigure(&m->mail, m->store, m->cfg);
     /* Slaves removed from the config lose their link. */
     size_t pos = 0;
     void *v;
@@ -729,7 +740,7 @@ static void shutdown_cb(uv_timer_t *t)
             waited = 0;
             tf_server_stop(m);
             m->shutdown_phase = 2;
-            tf_mail_stop(m); /* it reads and writes the store */
+            tf_mail_stop(m->mail); /* it reads and writes the store */
             tf_store_close(m->store, store_closed_cb, m);
         }
         break;
@@ -768,7 +779,7 @@ static void begin_shutdown(tf_master_t *m, const char *why)
     tf_live_close_all(m);
     tf_pollers_stop(m);
     tf_schedulers_stop(m);
-    tf_mail_stop_begin(m);
+    tf_mail_stop_begin(m->mail);
     m->shutdown_phase = 1;
     uv_timer_start(&m->shutdown_timer, shutdown_cb, 100, 100);
 }
@@ -917,10 +928,11 @@ int tf_master_run(const char *dir, const char *config_path)
     tf_info("master", "tf-master %s serving %s on %s:%u (database %s)",
             TF_VERSION, m->cfg->name, m->cfg->listen_host,
             m->cfg->listen_port, m->cfg->database);
-    tf_mail_start(m);
+    tf_mail_start(&m->mail, m->store, m->cfg);
     tf_sched_kick(m);
     uv_run(m->loop, UV_RUN_DEFAULT);
-    tf_mail_free(m); /* after the store closed: its callbacks have run */
+    tf_mail_free(m->mail); /* after the store closed: its callbacks ran */
+    m->mail = NULL;
     rc = uv_loop_close(m->loop);
     if (rc)
         tf_warn("master", "loop closed with handles open: %s",

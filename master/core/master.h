@@ -31,6 +31,7 @@
 
 #include "config/config.h"
 #include "list.h"
+#include "mail/mail.h"
 #include "map.h"
 #include "names.h"
 #include "proto.h"
@@ -234,6 +235,10 @@ static inline tf_step_flags_t tf_flags_from_bits(int b)
  * DIR/master.json when NULL) until SIGTERM/SIGINT. Returns the process exit
  * code: 0 after a clean shutdown, 2 for a bad config, 1 otherwise. */
 int tf_master_run(const char *dir, const char *config_path);
+
+/* How mail/ queues an outbox row in the current write group (it does not
+ * know the master: this writer is all it gets). */
+tf_mail_writer_t tf_master_mail_writer(tf_master_t *m);
 
 /* Queues a write and logs a failure to queue it. Same contract as
  * tf_store_write; returns its value. */

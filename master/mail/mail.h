@@ -23,12 +23,14 @@
  *               pending --horizon passed, or refused for good--> failed
  *               pending --nobody to mail--> skipped
  *
- * The sender reads with tf_store_read_sync and writes with tf_store_write
- * from its own thread, waiting for each write's commit before going on.
- * It sleeps on a condition variable until the next retry is due or a new
- * row commits (tf_mail_group_queued), and stops at shutdown before the
- * store closes. The master holds its sender in m->mail (NULL when mail is
- * off).
+ * The files, one job each: outbox.c (queueing rows, and every change of a
+ * row's state), sender.c (the thread and its life), compose.c (reading
+ * what a mail is about and rendering it), transport.c (SMTP and the
+ * sendmail command), settings.c (what mail takes from the config),
+ * mail_render.c (data to message, pure). Their SQL is in store/mail.c.
+ * mail/ knows nothing of the master's live state: the master hands it the
+ * store, the config, and a writer for its write groups. The API's
+ * endpoints are in api/mail.c, `tf-master mail preview` in admin/mail.c.
  */
 #ifndef TF_MAIL_H
 #define TF_MAIL_H
@@ -37,61 +39,86 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "net/http.h"
+#include "config/config.h"
+#include "mail/mail_render.h"
 #include "result.h"
+#include "store/store.h"
 
-struct tf_master;
+/* The sender; NULL while mail is off. */
+typedef struct tf_mail tf_mail_t;
 
 /* --- queueing (loop thread, inside the write group of the event) --- */
 
+/* How an outbox row joins the write group of the event that causes it:
+ * write queues a statement there (the master's tf_master_write); grouped
+ * says the group commits later (the sender is woken by
+ * tf_mail_group_queued then) rather than at once. */
+typedef struct tf_mail_writer {
+    int (*write)(void *ctx, const tf_sqlstmt_t *st);
+    void *ctx;
+    bool grouped;
+} tf_mail_writer_t;
+
 /* Try job job_id ended: queues its report unless the job asked for no
- * mail (notify = 0) or mail is off. */
-void tf_mail_job_done(struct tf_master *m, uint64_t job_id);
+ * mail (notify = 0) or cfg has mail or try job reports off. ml may be
+ * NULL (the sender did not start: the row waits for it). */
+void tf_mail_job_done(tf_mail_t *ml, const tf_config_t *cfg,
+                      const tf_mail_writer_t *w, uint64_t job_id);
 
 /* Continuous build build_id of builder ended with result (not a try job's
  * build, not a RETRY): queues a notice when the builder's mode asks for
  * one, deciding from the builder's previous build inside the write. */
-void tf_mail_build_done(struct tf_master *m, uint64_t build_id,
+void tf_mail_build_done(tf_mail_t *ml, const tf_config_t *cfg,
+                        const tf_mail_writer_t *w, uint64_t build_id,
                         const char *builder, tf_result_t result);
 
-/* master.c calls this after queueing a write group: when the group holds
- * a new outbox row, the sender is woken once it has committed. */
-void tf_mail_group_queued(struct tf_master *m);
+/* The master queued a write group: when it holds a new outbox row, the
+ * sender is woken once it has committed. ml may be NULL. */
+void tf_mail_group_queued(tf_mail_t *ml);
 
 /* --- the sender's life (loop thread) --- */
 
-/* Starts the sender once the store is open, if mail is enabled. Returns 0
- * or a negative code (logged); the master runs without mail then and the
- * outbox keeps the rows for the next start. */
-int tf_mail_start(struct tf_master *m);
+/* Starts the sender into *ml once the store is open, if cfg has mail
+ * enabled (else *ml stays NULL). Returns 0 or a negative code (logged);
+ * the master runs without mail then and the outbox keeps the rows for the
+ * next start. The sender copies what it needs of cfg. */
+int tf_mail_start(tf_mail_t **ml, tf_store_t *store, const tf_config_t *cfg);
 
 /* The config was reloaded: the sender takes the new settings for its next
  * mail (and starts if mail was just enabled). */
-void tf_mail_reconfigure(struct tf_master *m);
+void tf_mail_reconfigure(tf_mail_t **ml, tf_store_t *store,
+                         const tf_config_t *cfg);
 
 /* Asks the sender to stop (an SMTP exchange in progress is aborted) and
- * returns at once. */
-void tf_mail_stop_begin(struct tf_master *m);
+ * returns at once. ml may be NULL. */
+void tf_mail_stop_begin(tf_mail_t *ml);
 
 /* Stops the sender and joins its thread. Call before the store closes. */
-void tf_mail_stop(struct tf_master *m);
+void tf_mail_stop(tf_mail_t *ml);
 
 /* Frees the sender after the store has closed (its write callbacks may
- * run until then). Accepts a sender that never started. */
-void tf_mail_free(struct tf_master *m);
+ * run until then). Accepts NULL and a sender that never started. */
+void tf_mail_free(tf_mail_t *ml);
 
-/* --- API (loop thread) --- */
+/* --- preview (an offline command) --- */
 
-/* GET /api/v1/mail, GET /api/v1/mail/{id}, GET /api/v1/mail/{id}/message;
- * segs are the path segments after "mail". Needs a token. */
-void tf_api_mail(tf_http_req_t *r, char **segs, size_t nsegs);
+/* The mail that would be sent about a try job (kind "job") or a build
+ * ("build"), rendered exactly as the sender would, without sending or
+ * queueing anything; a mail nobody would get is addressed to
+ * "undisclosed-recipients@invalid" (nobody set). */
+typedef struct tf_mail_preview {
+    tf_mail_msg_t msg;
+    char *recipients;  /* JSON array text, malloc'd */
+    bool notify;       /* a job: it asked for mail */
+    bool in_job;       /* a build: it belongs to a try job */
+    bool nobody;       /* nobody would get it */
+} tf_mail_preview_t;
 
-/* --- command line --- */
-
-/* `tf-master mail preview job:N|build:N`: prints the mail that would be
- * sent for it, without sending or queueing anything. Returns the exit
- * code (0, 1 failure, 2 usage). */
-int tf_mail_cli(const char *dir, const char *config, const char *verb,
-                const char *target);
+/* Renders it into *out (tf_mail_preview_clear). Returns 0, TF_ENOENT (no
+ * such job or build), TF_E2BIG (does not fit in message_max_bytes) or
+ * another code. Reads the store synchronously: offline use only. */
+int tf_mail_preview(tf_store_t *store, const tf_config_t *cfg,
+                    const char *kind, uint64_t id, tf_mail_preview_t *out);
+void tf_mail_preview_clear(tf_mail_preview_t *p);
 
 #endif

@@ -46,16 +46,13 @@ KNOWN = {
     ("core", "changes"): "master.c starts and reloads pollers and schedulers",
     ("core", "mail"): "builds and jobs queue mail themselves",
     ("core", "net"): "core sends to links and live viewers directly",
-    ("mail", "admin"): "mail's CLI subcommands live in mail.c",
-    ("mail", "core"): "mail.c reads master state and users",
-    ("mail", "net"): "mail's API handlers live in mail.c",
 }
 
 # Files outside master/store/ that still hold SQL text (debts, as KNOWN).
 SQL_KNOWN = {
     "api/pages.c", "changes/poller.c", "changes/schedulers.c",
     "core/build.c", "core/jobs.c", "core/master.c", "core/sched.c",
-    "core/users.c", "mail/mail.c", "net/link.c",
+    "core/users.c", "net/link.c",
 }
 SQL = re.compile(r'"[^"\n]*\b(SELECT|INSERT INTO|INSERT OR|UPDATE [a-z_]+ SET|'
                  r'DELETE FROM|CREATE TABLE|CREATE INDEX|PRAGMA|BEGIN|COMMIT)\b')

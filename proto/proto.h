@@ -37,7 +37,7 @@
 #define TF_PROTO_HELLO_TIMEOUT_S 10
 
 /* Command modifiers (docs/protocol.md, "Command modifiers"). */
-#define TF_PROTO_MAX_MOD_RULES TF_STEP_MAX_RULES /* info, stats rules per step */
+#define TF_PROTO_MAX_MOD_RULES TF_STEP_MAX_RULES /* info, stats rules/step */
 #define TF_PROTO_MAX_REGEX TF_STEP_MAX_REGEX     /* bytes of one regex */
 #define TF_PROTO_MAX_STATS 64       /* step_finished.stats entries */
 #define TF_PROTO_MAX_INFO_TEXT 4096 /* step_finished.info bytes */

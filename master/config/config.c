@@ -702,7 +702,8 @@ static int cfg_strings_kind(cfg_ctx_t *ctx, const cfg_loc_t *loc,
         else if (json_string_length(s) == 0 ||
                  json_string_length(s) > CFG_STRING_BYTES)
             r = cfg_bad(ctx, &el, "must be 1 to %d bytes", CFG_STRING_BYTES);
-        else if ((k->flags & CFG_EMAIL) && !tf_email_valid(json_string_value(s)))
+        else if ((k->flags & CFG_EMAIL) &&
+                 !tf_email_valid(json_string_value(s)))
             r = cfg_not_email(ctx, &el, json_string_value(s));
         if (r < 0)
             return r;

@@ -358,7 +358,8 @@ static void cfg_step_clear(void *out)
 }
 
 /* A step row per kind of stepspec.h (the builtin is wire-only). */
-#define CFG_MODS .flags = CFG_VIA, .via = offsetof(tf_cfg_step_t, spec.modifiers)
+#define CFG_MODS                                                               \
+    .flags = CFG_VIA, .via = offsetof(tf_cfg_step_t, spec.modifiers)
 #define CFG_STEP_TF_SK_NAME(CK, MIN, MAX, DEF, FIELD, DOC)                     \
     {.name = CK, .kind = CFG_NAME, .flags = CFG_REQUIRED,                      \
      CFG_F(tf_cfg_step_t, spec.FIELD), .doc = DOC},

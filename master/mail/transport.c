@@ -57,7 +57,7 @@ typedef struct smtp_io {
     const uint8_t *data;
     size_t len;
     size_t pos;
-    char last[TF__MAIL_REPLY_MAX];  /* the server's last reply line before QUIT */
+    char last[TF__MAIL_REPLY_MAX]; /* the server's last reply before QUIT */
     char cmd[16];          /* the verb of our last command before QUIT */
     bool quitting;         /* QUIT sent: what follows explains nothing */
     const atomic_bool *stop; /* the master is stopping; may be NULL */
@@ -183,8 +183,8 @@ static void smtp_outcome(const tf_cfg_mail_t *m, CURLcode cc, long code,
                   errbuf);
         return;
     case CURLE_OPERATION_TIMEDOUT:
-        fail_with(o, TF__OUT_RETRY, "SMTP server %s timed out (connect_timeout_s "
-                  "%u, timeout_s %u) after %s: %s", srv,
+        fail_with(o, TF__OUT_RETRY, "SMTP server %s timed out "
+                  "(connect_timeout_s %u, timeout_s %u) after %s: %s", srv,
                   (unsigned)m->connect_timeout_s, (unsigned)m->timeout_s,
                   io->cmd[0] ? io->cmd : "connecting", errbuf);
         return;
@@ -218,8 +218,8 @@ static void smtp_outcome(const tf_cfg_mail_t *m, CURLcode cc, long code,
                   io->cmd[0] ? io->cmd : "the start", reply);
         return;
     }
-    fail_with(o, TF__OUT_RETRY, "SMTP delivery to %s failed: %s%s%s (last reply: "
-              "%s)", srv, curl_easy_strerror(cc), errbuf[0] ? ": " : "",
+    fail_with(o, TF__OUT_RETRY, "SMTP delivery to %s failed: %s%s%s (last "
+              "reply: %s)", srv, curl_easy_strerror(cc), errbuf[0] ? ": " : "",
               errbuf, reply);
 }
 
@@ -434,9 +434,9 @@ static void cmd_deliver(const atomic_bool *stop, const tf__mail_settings_t *s,
         snprintf(o->reply, sizeof(o->reply), "%s exited with status 0",
                  argv[0]);
     } else if (WIFEXITED(status))
-        fail_with(o, TF__OUT_RETRY, "the sendmail command %s exited with status "
-                  "%d%s%s", argv[0], WEXITSTATUS(status), err[0] ? ": " : "",
-                  err);
+        fail_with(o, TF__OUT_RETRY, "the sendmail command %s exited with "
+                  "status %d%s%s", argv[0], WEXITSTATUS(status),
+                  err[0] ? ": " : "", err);
     else
         fail_with(o, TF__OUT_RETRY, "the sendmail command %s was killed by "
                   "signal %d", argv[0],
@@ -483,13 +483,15 @@ void tf__mail_log_transport(const tf__mail_settings_t *s)
 {
     const tf_cfg_mail_t *m = &s->mail;
     if (m->sendmail) {
-        tf_info(TF__MAIL_SUB, "mail from %s goes through the command %s", m->from,
+        tf_info(TF__MAIL_SUB, "mail from %s goes through the command %s",
+                m->from,
                 m->sendmail[0]);
         return;
     }
     char srv[300];
     smtp_name(m, srv, sizeof(srv));
-    tf_info(TF__MAIL_SUB, "mail from %s goes to SMTP server %s (%s%s%s)", m->from, srv,
+    tf_info(TF__MAIL_SUB, "mail from %s goes to SMTP server %s (%s%s%s)",
+            m->from, srv,
             m->smtp_security == TF_MAIL_SEC_TLS        ? "implicit TLS"
             : m->smtp_security == TF_MAIL_SEC_STARTTLS ? "STARTTLS"
                                                        : "plain",

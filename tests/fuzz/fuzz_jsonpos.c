@@ -5,9 +5,9 @@
  * Any input: indexing never crashes and answers 0, TF_EINVAL or
  * TF_ENOMEM. For a document jansson accepts (as the config loader parses
  * it) that holds no NUL byte (jansson lets one pass between tokens; the
- * loader refuses it before), indexing succeeds, and every value jansson sees (walked by JSON
- * Pointer, at most 2000 of them) is found at a line and column inside the
- * text, with a key position for object members.
+ * loader refuses it before), indexing succeeds, and every value jansson
+ * sees (walked by JSON Pointer, at most 2000 of them) is found at a line
+ * and column inside the text, with a key position for object members.
  */
 #include <stdbool.h>
 #include <stdint.h>

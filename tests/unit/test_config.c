@@ -1098,7 +1098,8 @@ TF_TEST(nameless_entries_are_reported_not_crashed_on)
     tf_cfg_diags_t d = {0};
     tf_config_t *c = NULL;
     const char *text =
-        "{\"slaves\": [{\"secret\": \"s\"}, {\"name\": \"a\", \"secret\": \"s\"}],\n"
+        "{\"slaves\": [{\"secret\": \"s\"},\n"
+        "            {\"name\": \"a\", \"secret\": \"s\"}],\n"
         " \"builders\": [{\"name\": \"bad name\", \"steps\": [{\"name\": "
         "\"s\", \"command\": \"x\"}]},\n"
         "  {\"slaves\": [\"a\", \"b\"], \"steps\": [{\"name\": \"s\", "

@@ -1077,6 +1077,7 @@ int cfg_walk(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
 {
     int st[CFG_MAX_ROWS] = {0};
     unsigned variant = ~0u;
+    size_t diags_before = ctx->diags->count;
     int rc;
 
     if (obj && !json_is_object(obj)) {
@@ -1118,7 +1119,10 @@ int cfg_walk(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
                 return rc;
         }
     }
-    return t->end ? t->end(ctx, loc, obj, out, st) : 0;
+    if (!t->end)
+        return 0;
+    ctx->object_clean = ctx->diags->count == diags_before;
+    return t->end(ctx, loc, obj, out, st);
 }
 
 /* Loading                                                             */

@@ -64,6 +64,9 @@ typedef struct cfg_ctx {
     char **slaves;         /* sorted names of the configured slaves, for */
     size_t nslaves;        /* builders' "slaves"; built on first use */
     bool slaves_sorted;
+    bool object_clean;     /* for an end hook: no diagnostic was recorded
+                              while its object was read (checks that only
+                              make sense on a valid object) */
 } cfg_ctx_t;
 
 typedef enum cfg_kind {

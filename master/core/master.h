@@ -193,7 +193,7 @@ struct tf_master {
     struct tf_wgroup *group;   /* collecting writes (tf_master_group_*) */
     struct tf_pollers *pollers;       /* poller.c */
     struct tf_schedulers *schedulers; /* schedulers.c */
-    struct tf_mail *mail;             /* mail.c; NULL when mail is off */
+    struct tf_mail *mail;             /* mail/; NULL when mail is off */
     bool store_congested;
 
     uv_signal_t sig_hup, sig_term, sig_int;

@@ -23,6 +23,7 @@
 
 #include "testres.h"
 #include "tf_err.h"
+#include "utf8.h"
 
 typedef struct tf_tr_collect {
     tf_tr_entry_t *v;
@@ -37,41 +38,6 @@ typedef struct tf_tr_collect {
 } tf_tr_collect_t;
 
 /* ---- cleaning text ---------------------------------------------------- */
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 when the
- * bytes there are not one (RFC 3629: no overlongs, surrogates or values
- * over U+10FFFF, the rule jansson applies). */
-static size_t tf__utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
 
 /* A malloc'd clean copy of s, at most cap bytes (see the file comment);
  * newlines kept when multiline, else turned into spaces like tabs. Trailing
@@ -88,7 +54,7 @@ static char *tf__clean(const char *s, size_t cap, bool multiline)
         return NULL;
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t len = tf__utf8_seq(p + i, n - i);
+        size_t len = tf_utf8_len(p + i, n - i);
         const char *src = (const char *)p + i;
         char one;
         size_t take = len;

@@ -28,6 +28,7 @@
 
 #include "internal.h"
 #include "tf_err.h"
+#include "utf8.h"
 
 #define TF__XML_DEPTH 64
 #define TF__XML_ATTRS 64
@@ -87,31 +88,6 @@ static bool tf__xml_namechar(unsigned char c)
 static bool tf__xml_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* Appends code point cp as UTF-8 to out (room checked by the caller). */
-static size_t tf__utf8_put(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
 }
 
 /* Reads the reference at s[0] == '&' (n bytes available): its length in
@@ -184,7 +160,8 @@ static int tf__xml_decode(tf__xml_t *x, size_t at, const char *s, size_t n,
             int rc = tf__xml_ref(x, at + i, s + i, n - i, &used, &cp);
             if (rc)
                 return rc;
-            tl = tf__utf8_put(tmp, cp);
+            /* tf__xml_ref refused what UTF-8 cannot encode. */
+            tl = tf_utf8_put(cp, (unsigned char *)tmp);
             i += used;
         } else {
             if (attr && s[i] == '<')

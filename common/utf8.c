@@ -82,6 +82,19 @@ size_t tf_utf8_cut(const char *s, size_t n, size_t max)
     return (p[k] & 0xc0) == 0x80 ? max : k;
 }
 
+size_t tf_utf8_trim(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t k = n;
+    for (int back = 0; k > 0 && back < 3 && (p[k - 1] & 0xc0) == 0x80; back++)
+        k--;
+    if (k == 0)
+        return n;
+    unsigned lead = p[k - 1];
+    size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    return n - (k - 1) < need ? k - 1 : n;
+}
+
 char *tf_utf8_dup_lossy(const char *s, size_t n, size_t max)
 {
     const unsigned char *u = (const unsigned char *)s;

@@ -34,6 +34,12 @@ bool tf_utf8_text_clean(const char *s, bool allow_tab);
  * continuation bytes are stepped back over, at most three. */
 size_t tf_utf8_cut(const char *s, size_t n, size_t max);
 
+/* The length of s[0..n) without a sequence cut short at its end, as a
+ * byte-capped copy (snprintf's) leaves one: a trailing lead byte followed
+ * by fewer continuation bytes than it announces is dropped with them.
+ * What comes before is not judged. */
+size_t tf_utf8_trim(const char *s, size_t n);
+
 /* A malloc'd copy of s[0..n) as valid UTF-8: each byte that does not
  * start a valid sequence, and each NUL, becomes '?'. The copy is cut at
  * max bytes on a character boundary. NULL when out of memory. */

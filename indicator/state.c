@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "tf_err.h"
+#include "utf8.h"
 
 const char *tf_ind_level_name(tf_ind_level_t l)
 {
@@ -62,22 +63,11 @@ const char *tf_ind_link_name(tf_ind_link_t l)
     return "?";
 }
 
-/* Drops a UTF-8 sequence cut short at the end of out (valid UTF-8 up to
- * the cut), so that a cut string stays valid UTF-8 for GTK and D-Bus. */
+/* Drops a UTF-8 sequence cut short at the end of out (common/utf8.h), so
+ * that a cut string stays valid UTF-8 for GTK and D-Bus. */
 static void utf8_trim(char *out)
 {
-    size_t i = strlen(out);
-    if (i == 0 || !((unsigned char)out[i - 1] & 0x80))
-        return;
-    size_t k = i;
-    while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80)
-        k--;
-    if (k == 0)
-        return;
-    unsigned char lead = (unsigned char)out[k - 1];
-    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-    if (i - (k - 1) < need)
-        out[k - 1] = '\0';
+    out[tf_utf8_trim(out, strlen(out))] = '\0';
 }
 
 /* Copies at most outlen-1 bytes of s, control characters as spaces; cuts

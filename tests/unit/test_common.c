@@ -406,6 +406,14 @@ TF_TEST(utf8_text_cut_dup_put)
     /* Garbage: never steps back over more than a sequence's tail. */
     TF_CHECK_INT(tf_utf8_cut("\x80\x80\x80\x80\x80\x80", 6, 5), 5);
 
+    /* A copy cut by bytes loses the sequence it cut, nothing else. */
+    TF_CHECK_INT(tf_utf8_trim("a\xe2\x82\xac", 4), 4);
+    TF_CHECK_INT(tf_utf8_trim("a\xe2\x82", 3), 1);
+    TF_CHECK_INT(tf_utf8_trim("a\xe2", 2), 1);
+    TF_CHECK_INT(tf_utf8_trim("ab", 2), 2);
+    TF_CHECK_INT(tf_utf8_trim("\xf0\x9f\x98", 3), 0);
+    TF_CHECK_INT(tf_utf8_trim("", 0), 0);
+
     char *d = tf_utf8_dup_lossy("a\xff" "b\0c\xe2\x82\xac", 8, 100);
     TF_CHECK_STR(d, "a?b?c\xe2\x82\xac");
     free(d);

@@ -59,6 +59,7 @@ typedef struct tf_cfg_mail {
     uint32_t excerpt_max_bytes;  /* default 65536 */
     uint32_t message_max_bytes;  /* default 1 MiB */
     uint32_t tail_lines;         /* default 30 */
+    uint32_t context_after;      /* lines kept after a match; default 25 */
     char **error_patterns;       /* builders' default */
     size_t npatterns;
     bool try_jobs;               /* mail try job reports; default true */

@@ -667,9 +667,16 @@ static const cfg_table_t cfg_builder_table = {
 /* ------------------------------------------------------------------ */
 
 /* Lines worth showing from a failed step when a builder names none. */
+/* Matched without regard to case (mail_render.h): compilers and linkers
+ * (gcc, clang, ld), test runners (ctest's "***Failed" and "tests FAILED",
+ * GoogleTest's "[  FAILED  ]", pytest's "FAILED", automake's and
+ * unittest's "FAIL:"), the sanitizers ("ERROR: AddressSanitizer",
+ * UBSan's "runtime error:", "SUMMARY: ...Sanitizer"), Python, Go and
+ * crashes. Not a bare "error": that would match every -Werror flag. */
 static const char *const cfg_mail_default_patterns[] = {
-    "error:", "Error:", "ERROR", "FAIL", "Traceback", "panic:",
-    "Assertion", "undefined reference", "Segmentation fault", NULL,
+    "error:", "fatal error", "undefined reference", "failed", "fail:",
+    "failure", "sanitizer", "traceback", "panic:", "assertion",
+    "segmentation fault", "core dumped", "timed out", NULL,
 };
 
 static int cfg_smtp_host(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
@@ -889,6 +896,9 @@ static const cfg_key_t cfg_mail_keys[] = {
      .doc = "the size cap of a whole message; excerpts shrink to fit"},
     {.name = "tail_lines", CFG_MAIL_I(tail_lines, 0, 1000, 30),
      .doc = "the last lines of a failed step shown in its excerpt"},
+    {.name = "context_after", CFG_MAIL_I(context_after, 0, 200, 25),
+     .doc = "lines shown after each line matching an error pattern (a "
+            "sanitizer's stack, an assertion's detail)"},
     {.name = "error_patterns", .kind = CFG_STRINGS,
      CFG_A(tf_cfg_mail_t, error_patterns, npatterns),
      .doc_def = "see below",

@@ -139,6 +139,7 @@ static char *step_excerpt(sqlite3 *db, const tf__mail_settings_t *s,
     char *out = NULL;
     if (!sc.e)
         return NULL;
+    tf_excerpt_set_context_after(sc.e, s->mail.context_after);
     for (sc.pass = 0; sc.pass < (sc.split ? 2 : 1); sc.pass++) {
         sc.first = true;
         if (tf_store_mail_log(db, build_id, step,

@@ -457,7 +457,10 @@ struct tf_excerpt {
     size_t max_bytes;
     uint64_t line;       /* lines completed */
     char cur[TF_MAIL_LINE_KEEP];
+    char fold[TF_MAIL_LINE_KEEP]; /* cur in lower case, for matching */
     size_t cur_len;
+    unsigned context_after; /* lines kept after each match */
+    unsigned after_left;    /* of those, still to keep */
     bool cur_any;        /* the current line has bytes (maybe not kept) */
     kept_t *matches;
     size_t nmatches;
@@ -489,6 +492,9 @@ tf_excerpt_t *tf_excerpt_new(const char *const *patterns, size_t npatterns,
         e->patterns[e->npatterns] = strdup(patterns[i]);
         if (!e->patterns[e->npatterns])
             goto fail;
+        for (char *c = e->patterns[e->npatterns]; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c + ('a' - 'A'));
         e->patlen[e->npatterns] = strlen(patterns[i]);
         e->npatterns++;
     }
@@ -515,10 +521,17 @@ void tf_excerpt_free(tf_excerpt_t *e)
     free(e);
 }
 
-static bool line_matches(const tf_excerpt_t *e, const char *s, size_t n)
+/* Error patterns match without regard to ASCII case ("FAILED", "failed"
+ * and ctest's "***Failed" alike): patterns are kept folded to lower case
+ * (tf_excerpt_new) and each line is folded into e->fold before searching. */
+static bool line_matches(tf_excerpt_t *e, const char *s, size_t n)
 {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        e->fold[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
     for (size_t i = 0; i < e->npatterns; i++)
-        if (memmem(s, n, e->patterns[i], e->patlen[i]))
+        if (memmem(e->fold, n, e->patterns[i], e->patlen[i]))
             return true;
     return false;
 }
@@ -533,11 +546,23 @@ static char *dup_bytes(const char *p, size_t n)
     return s;
 }
 
+void tf_excerpt_set_context_after(tf_excerpt_t *e, unsigned lines)
+{
+    e->context_after = lines;
+}
+
 static void end_line(tf_excerpt_t *e)
 {
     uint64_t no = ++e->line;
-    if (line_matches(e, e->cur, e->cur_len)) {
+    bool match = line_matches(e, e->cur, e->cur_len);
+    if (match) {
         e->nmatching++;
+        e->after_left = e->context_after + 1;
+    }
+    /* A match and the context_after lines that follow it (a sanitizer's
+     * stack, an assertion's detail) are kept, under the same caps. */
+    if (e->after_left > 0) {
+        e->after_left--;
         if (e->nmatches < TF_MAIL_MAX_MATCHES &&
             e->match_bytes < e->max_bytes) {
             char *t = dup_bytes(e->cur, e->cur_len);
@@ -596,6 +621,7 @@ void tf_excerpt_jump(tf_excerpt_t *e, uint64_t line)
         }
         e->ring_n = e->ring_pos = 0;
         e->line = line;
+        e->after_left = 0; /* the lines after a match are not these */
     }
 }
 
@@ -680,8 +706,9 @@ char *tf_excerpt_finish(tf_excerpt_t *e)
     char mhead[160], thead[160];
     snprintf(mhead, sizeof(mhead),
              "--- lines matching the error patterns (%" PRIu64
-             " in all; the first ones before the tail) ---\n",
-             e->nmatching);
+             " in all; the first ones before the tail%s) ---\n",
+             e->nmatching, e->context_after ? ", each with the lines after it"
+                                            : "");
     size_t mbytes = 0;
     for (size_t i = 0; i < nm; i++)
         mbytes += strlen(ml[i]);

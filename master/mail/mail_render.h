@@ -94,11 +94,18 @@ int tf_mail_duration(tf_buf_t *out, int64_t ms);
 typedef struct tf_excerpt tf_excerpt_t;
 
 /* A selector keeping, of the lines fed to it, the first ones containing
- * any of patterns (plain, case-sensitive substrings; copied) and the last
+ * any of patterns (plain substrings, matched without regard to ASCII case;
+ * copied), each with the context_after lines that follow it (see
+ * tf_excerpt_set_context_after; 0 by default), and the last
  * tail_lines lines; the excerpt it returns is at most max_bytes long.
  * Returns NULL when out of memory. */
 tf_excerpt_t *tf_excerpt_new(const char *const *patterns, size_t npatterns,
                              unsigned tail_lines, size_t max_bytes);
+
+/* Keeps, after each matching line, the next lines too (a sanitizer's
+ * stack after "ERROR: LeakSanitizer"), counted against the same caps as
+ * the matches. Call before feeding. */
+void tf_excerpt_set_context_after(tf_excerpt_t *e, unsigned lines);
 
 /* Feeds the next bytes of the log. Lines end with '\n'; any bytes are
  * fine. */

@@ -653,6 +653,54 @@ def test_continuous_notifier_modes_problem_and_change(farm):
     assert pv["Subject"] == "[it] FAIL: c-problem build #3 (still failing)"
 
 
+# A leak report in the middle of a long log, as LeakSanitizer prints it,
+# and a ctest failure line in ctest's own case ("***Failed").
+LSAN_CMD = (
+    "i=0; while [ $i -lt 3000 ]; do echo \"step output $i\"; "
+    "i=$((i + 1)); done; "
+    "echo '=================================================================';"
+    "echo '==4242==ERROR: LeakSanitizer: detected memory leaks'; echo; "
+    "echo 'Direct leak of 16 byte(s) in 1 object(s) allocated from:'; "
+    "echo '    #0 0x7f00 in malloc (/lib/libasan.so.8+0xd9)'; "
+    "echo '    #1 0x5500 in json_pack_leaky src/pack.c:123'; "
+    "echo '    #2 0x5501 in test_pack_main test/test_pack.c:89'; "
+    "echo '    #3 0x7f01 in __libc_start_main'; echo; "
+    "echo 'SUMMARY: AddressSanitizer: 16 byte(s) leaked in 1 allocation(s).';"
+    "i=0; while [ $i -lt 3000 ]; do echo \"more output $i\"; "
+    "i=$((i + 1)); done; "
+    "echo '14/215 Test #14: test_pack ........***Failed    0.02 sec'; "
+    "i=0; while [ $i -lt 100 ]; do echo \"tail $i\"; i=$((i + 1)); done; "
+    "exit 1")
+
+
+@pytest.mark.timeout(120)
+def test_excerpt_keeps_a_sanitizer_stack_and_ctest_failures(farm):
+    """The default error patterns match without regard to case (ctest's
+    "***Failed") and each match keeps the lines after it (context_after,
+    default 25), so a LeakSanitizer report in the middle of a log reaches
+    the mail with its whole stack (admins.md, "Builders: error patterns")."""
+    smtp = Smtpd(farm).start()
+    extra = [{"name": "leaky", "steps": [{"name": "test",
+                                          "command": LSAN_CMD}],
+              "mail": {"mode": "failing",
+                       "extra_recipients": ["ops@example.org"]}}]
+    m = start_master(farm, mail_config(smtp.port), extra_builders=extra)
+    build = m.wait_request_done(m.force("leaky"))
+    assert build["result"] == "FAILURE", build
+    (msg, _, _), = smtp.wait_count(1)
+    ex = excerpt_of(parts(msg)[0], "leaky")
+    for want in ["ERROR: LeakSanitizer: detected memory leaks",
+                 "Direct leak of 16 byte(s)",
+                 "#1 0x5500 in json_pack_leaky src/pack.c:123",
+                 "#2 0x5501 in test_pack_main test/test_pack.c:89",
+                 "SUMMARY: AddressSanitizer: 16 byte(s) leaked",
+                 "Test #14: test_pack ........***Failed"]:
+        assert want in ex, f"{want!r} not in the excerpt:\n{ex}"
+    # The lines around are not mailed: context is after a match, bounded.
+    assert "step output 2990" not in ex and "more output 100 " not in ex, ex
+    assert ex.index("LeakSanitizer") < ex.index("***Failed"), ex
+
+
 @pytest.mark.timeout(150)
 def test_notifier_modes_failing_and_all(farm):
     """Forced builds are continuous builds: "failing" mails each failed

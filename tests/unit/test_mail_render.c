@@ -431,6 +431,28 @@ TF_TEST(excerpt_jump_keeps_numbers)
     tf_excerpt_free(e);
 }
 
+TF_TEST(excerpt_patterns_ignore_case_and_keep_context_after)
+{
+    static const char *const ci[] = {"***Failed", "error:"};
+    tf_excerpt_t *e = tf_excerpt_new(ci, 2, 0, 4096);
+    tf_excerpt_set_context_after(e, 2);
+    const char *log = "a\n14/215 Test #14: t ***failed 0.02 sec\nb1\nb2\nb3\n"
+                      "ERROR: boom\nc1\nERROR: again\nd1\nd2\nd3\n";
+    tf_excerpt_feed(e, log, strlen(log));
+    char *ex = tf_excerpt_finish(e);
+    TF_CHECK(strstr(ex, "(3 in all;") != NULL);
+    TF_CHECK(strstr(ex, "     2| 14/215 Test #14: t ***failed") != NULL);
+    TF_CHECK(strstr(ex, "     3| b1\n     4| b2\n") != NULL);
+    TF_CHECK(strstr(ex, "| b3") == NULL);
+    /* a match inside another's context restarts the count */
+    TF_CHECK(strstr(ex, "     8| ERROR: again\n     9| d1\n    10| d2\n")
+             != NULL);
+    TF_CHECK(strstr(ex, "| d3") == NULL);
+    TF_CHECK(strstr(ex, "| a\n") == NULL);
+    free(ex);
+    tf_excerpt_free(e);
+}
+
 TF_TEST(excerpt_shrink)
 {
     tf_buf_t b;

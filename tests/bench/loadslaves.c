@@ -186,6 +186,7 @@ static struct {
     struct sockaddr_storage addr;
     lslave_t *slaves;
     unsigned next_connect, connecting, ready, closed_count, failed;
+    unsigned conn_failed; /* links that never became ready */
     unsigned open_links; /* tf_wsc_connect succeeded, closed_cb not yet */
     bool all_ready_reported, finishing;
     int exit_code;
@@ -765,7 +766,8 @@ static void report_ready(void)
                    g.ready;
     printf("tf-loadslaves: %u of %u links ready in %.2f s (%u failed, %u at "
            "a time)\n",
-           g.ready, g.o.nslaves, setup_us / 1e6, g.failed, g.o.parallel);
+           g.ready, g.o.nslaves, setup_us / 1e6, g.conn_failed,
+           g.o.parallel);
     dist_print("connect -> welcome per link", &d);
     if (g.master_rss_ready_kb >= 0)
         printf("  master RSS %.1f MiB with the links up (%.1f MiB before; "
@@ -778,7 +780,7 @@ static void report_ready(void)
         json_t *o = json_pack(
             "{s:s, s:i, s:i, s:i, s:f, s:o, s:I, s:I, s:f, s:o}", "event",
             "ready", "slaves", (int)g.o.nslaves, "ready", (int)g.ready,
-            "failed", (int)g.failed, "setup_s", setup_us / 1e6,
+            "failed", (int)g.conn_failed, "setup_s", setup_us / 1e6,
             "handshake", dist_json(&d), "master_rss_kb_before",
             (json_int_t)g.master_rss0_kb, "master_rss_kb_ready",
             (json_int_t)g.master_rss_ready_kb, "master_kb_per_link", per_link,
@@ -994,12 +996,12 @@ static void start_connections(void);
 
 static void all_ready_check(void)
 {
-    if (g.all_ready_reported || g.ready + g.failed < g.o.nslaves)
+    if (g.all_ready_reported || g.ready + g.conn_failed < g.o.nslaves)
         return;
     g.t_all_ready_mono_us = mono_us();
     g.all_ready_reported = true;
     report_ready();
-    if (g.failed) {
+    if (g.conn_failed) {
         finish("links failed while connecting; nothing measured", 1);
         return;
     }
@@ -1287,6 +1289,7 @@ static void ws_closed_cb(tf_wsc_t *c, const char *why)
     else
         fail_record("link closed %s: %s", state_label(was), why);
     if (was != S_READY) {
+        g.conn_failed++;
         g.connecting--;
         start_connections();
         all_ready_check();
@@ -1319,6 +1322,7 @@ static void start_connections(void)
         if (rc) {
             s->state = S_CLOSED;
             g.connecting--;
+            g.conn_failed++;
             fail_record("cannot start a connection: %s", tf_strerror(rc));
             if (!uv_is_closing((uv_handle_t *)&s->timer))
                 uv_close((uv_handle_t *)&s->timer, NULL);

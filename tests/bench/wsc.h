@@ -1,0 +1,131 @@
+/*
+ * wsc.h - a small RFC 6455 websocket client on libuv, for the benchmarks.
+ *
+ * tf-loadslaves holds up to 10,000 slave links in one process and one
+ * thread, so each link must cost little: the tf_wsc_t is embedded in the
+ * caller's struct (libuv style), reads land in one buffer shared by every
+ * connection (the loop is single-threaded and each read is consumed before
+ * the next), and only a partial frame is copied aside. Outgoing frames are
+ * masked as RFC 6455 requires and appended to a fill buffer; one uv_write
+ * carries everything queued since the previous write finished, so a burst
+ * of small control messages costs one system call.
+ *
+ * Every buffer has a cap: the send queue (TF_WSC_SENDQ_MAX; a send past it
+ * returns TF_EFULL and the caller slows down), an incoming message
+ * (max_message, checked against the announced length before anything is
+ * buffered) and the HTTP upgrade answer (TF_WSC_HTTP_MAX).
+ *
+ * Life of a connection:
+ *
+ *   INIT --connect--> CONNECTING --tcp up--> UPGRADING --101--> OPEN
+ *     any state --error / close frame / EOF / tf_wsc_close--> CLOSING
+ *     CLOSING --uv_close done--> CLOSED (closed_cb runs; the struct may
+ *                                        then be freed or reused)
+ *
+ * "If a call fails, its callback is never called": tf_wsc_connect returning
+ * an error means no callback at all; once it returns 0, closed_cb is called
+ * exactly once (a refused TCP connection included).
+ */
+#ifndef TF_WSC_H
+#define TF_WSC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "buf.h"
+
+#define TF_WSC_SENDQ_MAX (4u * 1024 * 1024) /* queued, not yet written */
+#define TF_WSC_HTTP_MAX 8192                /* the 101 answer's headers */
+
+#define TF_WSC_OP_CONT 0x0
+#define TF_WSC_OP_TEXT 0x1
+#define TF_WSC_OP_BINARY 0x2
+#define TF_WSC_OP_CLOSE 0x8
+#define TF_WSC_OP_PING 0x9
+#define TF_WSC_OP_PONG 0xa
+
+typedef enum {
+    TF_WSC_INIT = 0,
+    TF_WSC_CONNECTING,
+    TF_WSC_UPGRADING,
+    TF_WSC_OPEN,
+    TF_WSC_CLOSING,
+    TF_WSC_CLOSED,
+} tf_wsc_state_t;
+
+typedef struct tf_wsc tf_wsc_t;
+
+typedef struct tf_wsc_cbs {
+    /* The upgrade succeeded; frames may be sent. */
+    void (*open_cb)(tf_wsc_t *c);
+    /* A whole message (fragments reassembled). data is valid only during
+     * the call. */
+    void (*message_cb)(tf_wsc_t *c, bool binary, const uint8_t *data,
+                       size_t len);
+    /* A write finished; tf_wsc_queued() may now be lower. */
+    void (*drained_cb)(tf_wsc_t *c);
+    /* The connection is gone. why says what ended it, e.g. "closed by the
+     * peer: 4001 bad_auth", "connect: connection refused", "upgrade
+     * refused: HTTP/1.1 404 Not Found". */
+    void (*closed_cb)(tf_wsc_t *c, const char *why);
+} tf_wsc_cbs_t;
+
+struct tf_wsc {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    tf_wsc_state_t state;
+    const tf_wsc_cbs_t *cbs;
+    void *data; /* the caller's */
+    char key[32]; /* Sec-WebSocket-Key, base64 of 16 random bytes */
+    char host[80];
+    char path[64];
+    char protocol[64];
+    size_t max_message;
+    tf_buf_t rx;    /* bytes of an incomplete frame or HTTP answer */
+    tf_buf_t msg;   /* fragments of an incomplete message */
+    uint8_t msg_op; /* opcode of the message being reassembled */
+    tf_buf_t out[2]; /* the fill buffer and the one being written */
+    int fill;        /* index of the fill buffer in out[] */
+    bool writing;
+    bool close_sent;
+    int peer_close_code; /* -1 until a close frame arrived */
+    char why[192];
+};
+
+/* Seeds the masking-key generator from the system's random source. Call
+ * once before any connection. Returns 0 or TF_EIO. */
+int tf_wsc_global_init(void);
+
+/* Prepares c (which the caller owns and keeps in place until closed_cb)
+ * and starts connecting to addr. host and path go into the request line
+ * and Host header (copied); protocol is the required subprotocol (copied).
+ * Returns 0 (then closed_cb will run exactly once, whatever happens) or
+ * TF_EINVAL (a string too long) or a negative libuv code from
+ * uv_tcp_init (then no callback runs and c needs nothing more). */
+int tf_wsc_connect(tf_wsc_t *c, uv_loop_t *loop, const struct sockaddr *addr,
+                   const char *host, const char *path, const char *protocol,
+                   size_t max_message, const tf_wsc_cbs_t *cbs, void *data);
+
+/* Queues one frame (FIN set) with opcode op whose payload is head followed
+ * by body (either may be empty), masked. Returns 0, TF_ESTATE (not open),
+ * TF_EFULL (the send queue would pass TF_WSC_SENDQ_MAX; nothing queued) or
+ * TF_ENOMEM. */
+int tf_wsc_send(tf_wsc_t *c, int op, const void *head, size_t hlen,
+                const void *body, size_t blen);
+
+/* Bytes queued and not yet handed to the kernel. */
+size_t tf_wsc_queued(const tf_wsc_t *c);
+
+/* Sends a close frame with code and reason (when open), then closes the
+ * socket once it is written. Safe in any state and more than once. */
+void tf_wsc_close(tf_wsc_t *c, int code, const char *reason);
+
+/* Drops the connection at once without a close frame. */
+void tf_wsc_abort(tf_wsc_t *c, const char *why);
+
+#endif

@@ -278,6 +278,10 @@ static void overlay_slave(tf_master_t *m, json_t *o)
     json_object_set_new(o, "draining", json_boolean(s && s->draining));
     if (s && s->link && s->last_seen_ms)
         json_object_set_new(o, "last_seen_ms", json_integer(s->last_seen_ms));
+    /* The live link's facts come from memory, like "connected": the row
+     * that records them may not be committed yet. */
+    if (s && s->link && s->connected_ms)
+        json_object_set_new(o, "connected_ms", json_integer(s->connected_ms));
     json_object_set_new(o, "current_builds", running_builds_of(m, NULL, name));
 }
 

@@ -1432,11 +1432,21 @@ static int tf_dec_step_finished(tf_dec_t *d, const json_t *o, tf_msg_t *m)
                            p, TF_PROTO_MAX_PROPS);
     for (size_t i = 0; i < m->u.step_finished.nprops; i++) {
         const tf_kv_t *kv = &m->u.step_finished.props[i];
+        char q[TF__QUOTE_MAX + 4];
         if (!tf_name_valid(kv->key) ||
             strlen(kv->value) > TF_PROTO_MAX_TEXTFIELD)
             return tf_dec_fail(d, TF_EINVAL, "%s.properties: names must be "
                                "valid names and values at most %d bytes",
                                p, TF_PROTO_MAX_TEXTFIELD);
+        /* The master reuses it as the revision of a rebuild, which goes
+         * back to a slave in build_start.source.revision: it must pass
+         * that field's rule now, not wedge a queue later. */
+        if (strcmp(kv->key, "got_revision") == 0 &&
+            (!kv->value[0] || !tf_git_rev_valid(kv->value))) {
+            tf_dec_quote(q, kv->value);
+            return tf_dec_fail(d, TF_EINVAL, "%s.properties.got_revision: "
+                               "\"%s\" is not a valid revision", p, q);
+        }
     }
     return 0;
 }
@@ -2175,8 +2185,14 @@ static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
 
 int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
 {
+    return tf_msg_encode_err(m, out, len_out, NULL, 0);
+}
+
+int tf_msg_encode_err(const tf_msg_t *m, char **out, size_t *len_out,
+                      char *err, size_t errlen)
+{
     tf_enc_t e = {0};
-    tf_dec_t quiet = {NULL, 0};
+    tf_dec_t quiet = {err, errlen};
     tf_msg_t check;
     char *text = NULL;
     json_t *o = NULL;
@@ -2185,16 +2201,24 @@ int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
     *out = NULL;
     if (len_out)
         *len_out = 0;
+    if (err && errlen)
+        err[0] = '\0';
     const char *name = m ? tf_msg_type_name(m->type) : NULL;
     if (!name)
-        return TF_EINVAL;
+        return tf_dec_fail(&quiet, TF_EINVAL, "no such message type");
     o = json_object();
     if (!o)
-        return TF_ENOMEM;
+        return tf_dec_oom(&quiet);
     tf_enc_set(&e, o, "type", json_string_nocheck(name));
     tf_enc_fields(&e, o, m);
-    if ((rc = e.rc))
+    if ((rc = e.rc)) {
+        if (rc == TF_ENOMEM)
+            tf_dec_oom(&quiet);
+        else
+            tf_dec_fail(&quiet, rc, "%s: a string that is not UTF-8, a "
+                        "repeated key, or a number out of range", name);
         goto out;
+    }
     /* The decoder's own validator judges the tree, so the encoder cannot
      * emit anything the decoder would refuse. */
     memset(&check, 0, sizeof check);
@@ -2204,13 +2228,18 @@ int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
         goto out;
     text = json_dumps(o, JSON_COMPACT);
     if (!text) {
-        rc = TF_ENOMEM;
+        rc = tf_dec_oom(&quiet);
         goto out;
     }
     size_t len = strlen(text);
-    if (len > TF_PROTO_MAX_TEXT ||
-        (m->type == TF_MSG_TEST_RESULTS && len > TF_PROTO_MAX_RESULTS_TEXT)) {
-        rc = TF_E2BIG;
+    size_t cap = m->type == TF_MSG_TEST_RESULTS ? TF_PROTO_MAX_RESULTS_TEXT
+                                                : TF_PROTO_MAX_TEXT;
+    if (len > cap) {
+        rc = tf_dec_fail(&quiet, TF_E2BIG,
+                         "%s would be %zu bytes, over the limit of %zu bytes "
+                         "for %s", name, len, (size_t)cap,
+                         m->type == TF_MSG_TEST_RESULTS ? "test results"
+                                                        : "a control message");
         goto out;
     }
     *out = text;

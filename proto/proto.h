@@ -297,6 +297,13 @@ const char *tf_msg_type_name(tf_msg_type_t t);
  * would pass TF_PROTO_MAX_TEXT) or TF_ENOMEM. */
 int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out);
 
+/* tf_msg_encode that also says why it failed: a sentence naming the field
+ * the validator refused ("build_start.source.revision: ... is not a valid
+ * revision") or the size over the cap goes into err[errlen] when err is
+ * non-NULL. */
+int tf_msg_encode_err(const tf_msg_t *m, char **out, size_t *len_out,
+                      char *err, size_t errlen);
+
 /* Decodes and validates one text frame. On success fills *out (caller calls
  * tf_msg_clear) and returns 0. On failure returns TF_E2BIG (over
  * TF_PROTO_MAX_TEXT), TF_EINVAL (not JSON, not an object, unknown type,

@@ -2102,4 +2102,61 @@ TF_TEST(test_spec_checked)
     TF_CHECK(!tf_tr_glob_valid("x/.."));
 }
 
+/* A slave-reported got_revision is reused as a rebuild's revision: it
+ * must pass source.revision's rule when it arrives. */
+TF_TEST(got_revision_checked)
+{
+    char text[600];
+    static const char *const bad[] = {"--upload-pack=touch X", "", "a..b",
+                                      "x y", "-x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text,
+                 "{\"type\":\"step_finished\",\"build_id\":3,\"seq\":2,"
+                 "\"step\":0,\"result\":\"SUCCESS\",\"exit_code\":0,"
+                 "\"signal\":null,\"timed_out\":false,\"duration_ms\":5,"
+                 "\"time_ms\":10,\"text\":\"\",\"properties\":"
+                 "{\"got_revision\":\"%s\"}}", bad[i]);
+        expect_fail(text, TF_EINVAL, "step_finished.properties.got_revision");
+    }
+    snprintf(text, sizeof text,
+             "{\"type\":\"step_finished\",\"build_id\":3,\"seq\":2,"
+             "\"step\":0,\"result\":\"SUCCESS\",\"exit_code\":0,"
+             "\"signal\":null,\"timed_out\":false,\"duration_ms\":5,"
+             "\"time_ms\":10,\"text\":\"\",\"properties\":"
+             "{\"got_revision\":\"HEAD~1\",\"other\":\"--any thing\"}}");
+    expect_ok(text, TF_MSG_STEP_FINISHED);
+}
+
+/* tf_msg_encode_err says why: the validator's field, or the size. */
+TF_TEST(encode_says_why)
+{
+    tf_msg_t m;
+    char *out = (char *)1, err[300];
+    size_t len = 9;
+    sample(TF_MSG_BUILD_START, &m);
+    tf_source_t *src = zalloc(1, sizeof *src);
+    src->repository = S("/srv/repo.git");
+    src->branch = S("main");
+    src->revision = S("--upload-pack=touch X");
+    m.u.build_start.source = src;
+    TF_CHECK_INT(tf_msg_encode_err(&m, &out, &len, err, sizeof err),
+                 TF_EINVAL);
+    TF_CHECK(out == NULL);
+    TF_CHECK_INT(len, 0);
+    TF_CHECK(strncmp(err, "build_start.source.revision: ", 29) == 0);
+    TF_CHECK(strstr(err, "is not a valid revision") != NULL);
+    free(src->revision);
+    src->revision = S("");
+    free(m.u.build_start.props[1].value);
+    m.u.build_start.props[1].value = xmalloc(TF_PROTO_MAX_TEXT);
+    memset(m.u.build_start.props[1].value, 'v', TF_PROTO_MAX_TEXT - 1);
+    m.u.build_start.props[1].value[TF_PROTO_MAX_TEXT - 1] = '\0';
+    TF_CHECK_INT(tf_msg_encode_err(&m, &out, &len, err, sizeof err),
+                 TF_E2BIG);
+    TF_CHECK(out == NULL);
+    TF_CHECK(strncmp(err, "build_start would be ", 21) == 0);
+    TF_CHECK(strstr(err, "bytes, over the limit of 1048576 bytes") != NULL);
+    tf_msg_clear(&m);
+}
+
 TF_TEST_MAIN()

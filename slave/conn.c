@@ -371,6 +371,16 @@ static int tf__on_error(tf_conn_t *c, const tf_msg_t *m)
                  "protocol version %d, the master announced version %d and "
                  "says: %s", TF_PROTO_VERSION, c->master_protocol, msg);
         exit_code = 5;
+    } else if (strcmp(code, "malformed") == 0 ||
+               strcmp(code, "too_big") == 0) {
+        /* Our spool would send the very same bytes after a reconnect and
+         * be refused again, forever: stop and say so instead. */
+        tf_error("conn", "the master refused a message from this slave "
+                 "(%s): %s; this is a bug in the slave or a damaged spool, "
+                 "and reconnecting would send the same again, so the slave "
+                 "stops (the spool is kept in the base directory's .spool)",
+                 code, msg);
+        exit_code = 6;
     } else if (strcmp(code, "replaced") == 0) {
         /* Two processes with one name would take turns replacing each other
          * every few hundred milliseconds; waiting the longest delay makes

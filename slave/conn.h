@@ -41,8 +41,8 @@ typedef struct tf_conn_ops {
                    bool *binary);
     /* A link that had opened is gone (events in flight are unknown). */
     void (*down_cb)(void *arg);
-    /* The master refused us for good: stop with this exit status (3, 4 or
-     * 5). The connection no longer reconnects. */
+    /* The master refused us for good: stop with this exit status (3, 4, 5
+     * or 6, see slave.h). The connection no longer reconnects. */
     void (*fatal_cb)(void *arg, int exit_code);
     /* For tf_conn_shutdown: true for the caller's handles that are still
      * open while lws winds down (signal watchers). */

@@ -2,17 +2,27 @@
  * modifiers.c - command modifiers: a line splitter per stream feeding a
  * fixed set of matchers (see modifiers.h for the rules).
  *
- * Everything a step can make us hold has a cap fixed when the matcher is
- * created: two line buffers of TF_MODS_LINE_MAX + 1 bytes, allocated on
- * the first byte of their stream; an info buffer of TF_PROTO_MAX_INFO_TEXT
- * bytes; TF_PROTO_MAX_STATS stats; one excerpt of the line fail_if matched.
- * Output past those caps is still matched (counts keep counting) but adds
- * nothing to hold.
+ * Each stream is matched on its own and keeps its own results (info
+ * pieces, stats, the first line fail_if matched); tf_mods_finish combines
+ * them as if all of stdout's lines had come first and then stderr's. How
+ * the two pipes' reads interleave depends on scheduling, so nothing may
+ * depend on it: this way it does not.
  *
- * A line cut because it filled the buffer remembers that it was cut, so
- * that the '\n' which would have ended it, arriving next, does not make an
- * empty line of its own: a line exactly TF_MODS_LINE_MAX bytes long is
- * seen once, whether its newline arrives in the same read or the next.
+ * Everything a step can make us hold has a cap fixed when the matcher is
+ * created: per stream a line buffer of TF_MODS_LINE_MAX + 1 bytes
+ * (allocated on the first byte of the stream), an info buffer of
+ * TF_PROTO_MAX_INFO_TEXT bytes, TF_PROTO_MAX_STATS stats and one excerpt
+ * of the line fail_if matched. Output past those caps is still matched
+ * (counts keep counting) but adds nothing to hold.
+ *
+ * Lines (docs/protocol.md, "Command modifiers"): a line ends at "\n", and
+ * a "\r" right before that "\n" belongs to the line end; any other "\r"
+ * is content, an unterminated last line's included. A '\r' is therefore
+ * held back (cr_held) until the next byte says which it is. A line whose
+ * content passes TF_MODS_LINE_MAX bytes is matched in pieces of that
+ * size: a piece goes out only when the byte after it arrives, so a line
+ * of exactly TF_MODS_LINE_MAX bytes is one line, whatever ends it and
+ * however the reads fall.
  */
 #include <math.h>
 #include <regex.h>
@@ -28,13 +38,26 @@
 #define TF__EXCERPT_MAX 120 /* bytes of the fail_if line quoted in a note */
 #define TF__NUM_MAX 64      /* longest number text we parse */
 
-typedef struct tf__stream_buf {
+/* What one stream's lines yielded so far. */
+typedef struct tf__found {
+    char info[TF_PROTO_MAX_INFO_TEXT + 1];
+    size_t info_len;
+    bool info_full;
+    tf_stat_t stats[TF_PROTO_MAX_STATS];
+    size_t nstats;
+    bool fail_matched;
+    char fail_excerpt[TF__EXCERPT_MAX + 1];
+} tf__found_t;
+
+typedef struct tf__stream {
     uint8_t *buf;   /* TF_MODS_LINE_MAX + 1 bytes, or NULL before use */
-    size_t len;
-    bool cut;       /* the previous line was cut at the cap */
-    bool counted;   /* the line being cut in pieces already counted as a
-                     * warning: a long line is one line, however cut */
-} tf__stream_buf_t;
+    size_t len;     /* content of the current line held, <= LINE_MAX */
+    bool cr_held;   /* a '\r' arrived last and is not placed yet */
+    bool pieces;    /* the current line already went out in a piece */
+    bool counted;   /* the current line counted as a warning: a long line
+                     * is one line, however many pieces match */
+    tf__found_t found;
+} tf__stream_t;
 
 typedef struct tf__stat_rx {
     regex_t re;
@@ -52,16 +75,10 @@ struct tf_mods {
     uint32_t warn_max;
     bool finished;
 
-    tf__stream_buf_t streams[2];
-    bool pass_matched, fail_matched;
-    bool line_counted; /* the line being matched counted as a warning */
-    char fail_excerpt[TF__EXCERPT_MAX * 3 + 1];
+    tf__stream_t streams[2];
+    bool pass_matched;
     uint64_t warnings;
-    char info[TF_PROTO_MAX_INFO_TEXT + 1];
-    size_t info_len;
-    bool info_full;
-    tf_stat_t out[TF_PROTO_MAX_STATS];
-    size_t nout;
+    tf__found_t all;   /* the streams combined, set by tf_mods_finish */
 };
 
 /* ---- matching one line ------------------------------------------------ */
@@ -116,28 +133,30 @@ static size_t tf__sanitize(char *dst, size_t room, const uint8_t *src,
     return o;
 }
 
-/* Adds a piece of info text, on its own line after what is there. */
-static void tf__info_add(tf_mods_t *x, const uint8_t *p, size_t n)
+/* Adds a piece of info text, on its own line after what is there. A
+ * piece of which not even one character fits adds nothing, not even its
+ * separator; after a piece that did not fit whole nothing more is added. */
+static void tf__info_add(tf__found_t *f, const uint8_t *p, size_t n)
 {
     bool all;
-    if (x->info_full || n == 0)
+    if (f->info_full || n == 0)
         return;
-    size_t room = sizeof x->info - x->info_len;
-    size_t sep = x->info_len ? 1 : 0;
+    size_t room = sizeof f->info - f->info_len;
+    size_t sep = f->info_len ? 1 : 0;
     if (room <= sep + 1) {
-        x->info_full = true;
+        f->info_full = true;
         return;
     }
-    size_t got = tf__sanitize(x->info + x->info_len + sep, room - sep, p, n,
+    size_t got = tf__sanitize(f->info + f->info_len + sep, room - sep, p, n,
                               &all);
     if (got) {
         if (sep)
-            x->info[x->info_len] = '\n';
-        x->info_len += sep + got;
+            f->info[f->info_len] = '\n';
+        f->info_len += sep + got;
     }
-    x->info[x->info_len] = '\0';
+    f->info[f->info_len] = '\0';
     if (!all)
-        x->info_full = true;
+        f->info_full = true;
 }
 
 static bool tf__is_space(uint8_t c)
@@ -192,7 +211,7 @@ static bool tf__number(const uint8_t *s, size_t n, double *out)
 
 /* Records stat name = value (the last value of a name wins). A name that
  * is not valid, or a new one past the cap, is dropped. */
-static void tf__stat_set(tf_mods_t *x, const uint8_t *name, size_t nlen,
+static void tf__stat_set(tf__found_t *f, const uint8_t *name, size_t nlen,
                          double value)
 {
     char nm[TF_NAME_MAX + 1];
@@ -202,22 +221,23 @@ static void tf__stat_set(tf_mods_t *x, const uint8_t *name, size_t nlen,
     nm[nlen] = '\0';
     if (!tf_name_valid(nm))
         return;
-    for (size_t i = 0; i < x->nout; i++) {
-        if (strcmp(x->out[i].name, nm) == 0) {
-            x->out[i].value = value;
+    for (size_t i = 0; i < f->nstats; i++) {
+        if (strcmp(f->stats[i].name, nm) == 0) {
+            f->stats[i].value = value;
             return;
         }
     }
-    if (x->nout == TF_PROTO_MAX_STATS)
+    if (f->nstats == TF_PROTO_MAX_STATS)
         return;
-    snprintf(x->out[x->nout].name, sizeof x->out[x->nout].name, "%s", nm);
-    x->out[x->nout].value = value;
-    x->nout++;
+    snprintf(f->stats[f->nstats].name, sizeof f->stats[f->nstats].name, "%s",
+             nm);
+    f->stats[f->nstats].value = value;
+    f->nstats++;
 }
 
 /* Handles "@@@TF_STAT name=value@@@" and "@@@TF_INFO text@@@": the whole
  * line, spaces around it aside. Anything else is left alone. */
-static void tf__marker(tf_mods_t *x, const uint8_t *p, size_t n)
+static void tf__marker(tf__found_t *f, const uint8_t *p, size_t n)
 {
     const size_t kl = sizeof TF_MODS_MARK_STAT - 1; /* both are as long */
     const size_t el = sizeof TF_MODS_MARK_END - 1;
@@ -243,7 +263,7 @@ static void tf__marker(tf_mods_t *x, const uint8_t *p, size_t n)
     while (blen && tf__is_space(body[blen - 1]))
         blen--;
     if (info) {
-        tf__info_add(x, body, blen);
+        tf__info_add(f, body, blen);
         return;
     }
     const uint8_t *eq = memchr(body, '=', blen);
@@ -254,7 +274,7 @@ static void tf__marker(tf_mods_t *x, const uint8_t *p, size_t n)
     while (nlen && tf__is_space(body[nlen - 1]))
         nlen--;
     if (tf__number(eq + 1, blen - (size_t)(eq + 1 - body), &v))
-        tf__stat_set(x, body, nlen, v);
+        tf__stat_set(f, body, nlen, v);
 }
 
 /* The text of capture g of a match, or the whole match when the group is
@@ -267,24 +287,26 @@ static void tf__capture(const regmatch_t *pm, size_t g, const uint8_t *line,
     *n = (size_t)(m->rm_eo - m->rm_so);
 }
 
-static void tf__line(tf_mods_t *x, const uint8_t *line, size_t len)
+/* Matches one line (or a piece of a long one) of stream sb, which the
+ * caller NUL-terminated at line[len]. */
+static void tf__line(tf_mods_t *x, tf__stream_t *sb, const uint8_t *line,
+                     size_t len)
 {
+    tf__found_t *f = &sb->found;
     regmatch_t pm[3];
     const uint8_t *p;
     size_t n;
 
-    if (len && line[len - 1] == '\r')
-        len--;
     if (x->markers)
-        tf__marker(x, line, len);
+        tf__marker(f, line, len);
     for (size_t i = 0; i < x->ninfo; i++) {
-        if (x->info_full)
+        if (f->info_full)
             break;
         memset(pm, -1, sizeof pm);
         if (!tf__match(&x->info_re[i], line, len, pm, 2))
             continue;
         tf__capture(pm, x->info_re[i].re_nsub >= 1 ? 1 : 0, line, &p, &n);
-        tf__info_add(x, p, n);
+        tf__info_add(f, p, n);
         break; /* one piece per line */
     }
     for (size_t i = 0; i < x->nstats; i++) {
@@ -296,39 +318,62 @@ static void tf__line(tf_mods_t *x, const uint8_t *line, size_t len)
         if (s->name) {
             tf__capture(pm, s->re.re_nsub >= 1 ? 1 : 0, line, &p, &n);
             if (tf__number(p, n, &v))
-                tf__stat_set(x, (const uint8_t *)s->name, strlen(s->name), v);
+                tf__stat_set(f, (const uint8_t *)s->name, strlen(s->name), v);
         } else if (pm[1].rm_so >= 0 && pm[2].rm_so >= 0) {
             tf__capture(pm, 2, line, &p, &n);
             if (tf__number(p, n, &v))
-                tf__stat_set(x, line + pm[1].rm_so,
+                tf__stat_set(f, line + pm[1].rm_so,
                              (size_t)(pm[1].rm_eo - pm[1].rm_so), v);
         }
     }
     if (x->has_pass && !x->pass_matched)
         x->pass_matched = tf__match(&x->pass_if, line, len, NULL, 0);
-    if (x->has_fail && !x->fail_matched &&
+    if (x->has_fail && !f->fail_matched &&
         tf__match(&x->fail_if, line, len, NULL, 0)) {
         bool all;
-        x->fail_matched = true;
-        tf__sanitize(x->fail_excerpt, sizeof x->fail_excerpt, line,
-                     len < TF__EXCERPT_MAX ? len : TF__EXCERPT_MAX, &all);
+        f->fail_matched = true;
+        /* Whole characters only: the excerpt ends before a character that
+         * would pass TF__EXCERPT_MAX bytes. */
+        tf__sanitize(f->fail_excerpt, sizeof f->fail_excerpt, line, len,
+                     &all);
     }
-    if (x->has_warn && !x->line_counted &&
+    if (x->has_warn && !sb->counted &&
         tf__match(&x->warn, line, len, NULL, 0)) {
         x->warnings++;
-        x->line_counted = true;
+        sb->counted = true;
     }
 }
 
-/* Hands the buffered line (or the piece of a line cut at the cap, when
- * !line_ends) to the matchers, NUL-terminated. */
-static void tf__flush(tf_mods_t *x, tf__stream_buf_t *sb, bool line_ends)
+/* Hands the held content to the matchers: a whole line (line_ends) or a
+ * piece of a long one. */
+static void tf__flush(tf_mods_t *x, tf__stream_t *sb, bool line_ends)
 {
     sb->buf[sb->len] = '\0';
-    x->line_counted = sb->counted;
-    tf__line(x, sb->buf, sb->len);
-    sb->counted = line_ends ? false : x->line_counted;
+    tf__line(x, sb, sb->buf, sb->len);
     sb->len = 0;
+    sb->pieces = !line_ends;
+    if (line_ends)
+        sb->counted = false;
+}
+
+/* Appends one content byte, sending the held piece out first when the
+ * line already fills the buffer. */
+static void tf__put(tf_mods_t *x, tf__stream_t *sb, uint8_t c)
+{
+    if (sb->len == TF_MODS_LINE_MAX)
+        tf__flush(x, sb, false);
+    sb->buf[sb->len++] = c;
+}
+
+/* The current line ends (at "\n" or at the end of the stream). A line
+ * that was cut and whose last piece already went out makes no empty
+ * piece of its own. */
+static void tf__line_end(tf_mods_t *x, tf__stream_t *sb)
+{
+    if (sb->len > 0 || !sb->pieces)
+        tf__flush(x, sb, true);
+    sb->pieces = false;
+    sb->counted = false;
 }
 
 void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
@@ -337,35 +382,68 @@ void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
     if (!x || x->finished || n == 0 ||
         (stream != TF_STREAM_STDOUT && stream != TF_STREAM_STDERR))
         return;
-    tf__stream_buf_t *sb = &x->streams[stream == TF_STREAM_STDOUT ? 0 : 1];
+    tf__stream_t *sb = &x->streams[stream == TF_STREAM_STDOUT ? 0 : 1];
     if (!sb->buf && !(sb->buf = malloc(TF_MODS_LINE_MAX + 1)))
         return; /* no memory: this stream goes unmatched */
-    while (n > 0) {
-        if (sb->cut && sb->len == 0 && data[0] == '\n') {
-            /* The newline that ends the line we had to cut. */
-            sb->cut = false;
-            sb->counted = false;
-            data++;
-            n--;
-            continue;
+    const uint8_t *end = data + n;
+    while (data < end) {
+        if (sb->cr_held) {
+            sb->cr_held = false;
+            if (*data == '\n') {
+                data++;
+                tf__line_end(x, sb); /* "\r\n": the '\r' ends the line too */
+                continue;
+            }
+            tf__put(x, sb, '\r');
         }
-        sb->cut = false;
-        const uint8_t *nl = memchr(data, '\n', n);
-        size_t upto = nl ? (size_t)(nl - data) : n;
-        size_t room = TF_MODS_LINE_MAX - sb->len;
-        size_t take = upto < room ? upto : room;
-        memcpy(sb->buf + sb->len, data, take);
-        sb->len += take;
-        data += take;
-        n -= take;
-        if (sb->len == TF_MODS_LINE_MAX && !(nl && take == upto)) {
-            tf__flush(x, sb, false);
-            sb->cut = true;
-        } else if (nl) {
-            data++; /* the '\n' */
-            n--;
-            tf__flush(x, sb, true);
+        /* Copy a run of plain bytes at once; stop at '\r' or '\n'. */
+        const uint8_t *p = data;
+        while (p < end && *p != '\n' && *p != '\r')
+            p++;
+        while (data < p) {
+            size_t room = TF_MODS_LINE_MAX - sb->len;
+            if (room == 0) {
+                tf__flush(x, sb, false);
+                room = TF_MODS_LINE_MAX;
+            }
+            size_t take = (size_t)(p - data) < room ? (size_t)(p - data)
+                                                    : room;
+            memcpy(sb->buf + sb->len, data, take);
+            sb->len += take;
+            data += take;
         }
+        if (data == end)
+            break;
+        if (*data == '\r')
+            sb->cr_held = true;
+        else
+            tf__line_end(x, sb);
+        data++;
+    }
+}
+
+/* Adds the stats of from to into, as if from's lines came after into's:
+ * a name both have takes from's value; new names are added while there is
+ * room. */
+static void tf__stats_merge(tf__found_t *into, const tf__found_t *from)
+{
+    for (size_t i = 0; i < from->nstats; i++)
+        tf__stat_set(into, (const uint8_t *)from->stats[i].name,
+                     strlen(from->stats[i].name), from->stats[i].value);
+}
+
+/* Adds the info pieces of from after into's. Pieces never hold a '\n'
+ * (it is a control character, shown as U+FFFD), so from's text splits
+ * back into them; from's own cap cut nothing that the combined text can
+ * still hold. */
+static void tf__info_merge(tf__found_t *into, const tf__found_t *from)
+{
+    const char *p = from->info, *end = from->info + from->info_len;
+    while (p < end && !into->info_full) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        tf__info_add(into, (const uint8_t *)p, (size_t)(e - p));
+        p = e + 1;
     }
 }
 
@@ -373,53 +451,85 @@ void tf_mods_finish(tf_mods_t *x)
 {
     if (!x || x->finished)
         return;
-    for (int i = 0; i < 2; i++)
-        if (x->streams[i].buf && x->streams[i].len)
-            tf__flush(x, &x->streams[i], true);
+    for (int i = 0; i < 2; i++) {
+        tf__stream_t *sb = &x->streams[i];
+        if (!sb->buf)
+            continue;
+        if (sb->cr_held) {
+            sb->cr_held = false;
+            tf__put(x, sb, '\r'); /* no "\n" follows: it is content */
+        }
+        if (sb->len > 0)
+            tf__line_end(x, sb);
+    }
     x->finished = true;
+    /* stdout first, then stderr: never the order the reads came in. */
+    x->all = x->streams[0].found;
+    const tf__found_t *err = &x->streams[1].found;
+    tf__info_merge(&x->all, err);
+    tf__stats_merge(&x->all, err);
+    if (!x->all.fail_matched && err->fail_matched) {
+        x->all.fail_matched = true;
+        memcpy(x->all.fail_excerpt, err->fail_excerpt,
+               sizeof x->all.fail_excerpt);
+    }
 }
 
 /* ---- results ---------------------------------------------------------- */
 
+/* Writes s into out[outlen] with backslashes and '"' escaped by a
+ * backslash, so a quoted excerpt says unambiguously where it ends. */
+static void tf__escape(char *out, size_t outlen, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 2 < outlen; s++) {
+        if (*s == '\\' || *s == '"')
+            out[o++] = '\\';
+        out[o++] = *s;
+    }
+    out[o] = '\0';
+}
+
 tf_result_t tf_mods_verdict(const tf_mods_t *x, tf_result_t result,
                             bool exited, char *note, size_t notelen)
 {
+    char quoted[2 * TF__EXCERPT_MAX + 1];
+    tf_result_t verdict = result;
     if (notelen)
         note[0] = '\0';
     if (!x)
         return result;
-    if (exited && x->has_fail && x->fail_matched) {
-        snprintf(note, notelen, "fail_if matched \"%s\"", x->fail_excerpt);
-        return TF_FAILURE;
+    /* A rule says why only when it changed the result. */
+    if (exited && x->has_fail && x->all.fail_matched) {
+        verdict = TF_FAILURE;
+        tf__escape(quoted, sizeof quoted, x->all.fail_excerpt);
+        if (verdict != result)
+            snprintf(note, notelen, "fail_if matched \"%s\"", quoted);
+    } else if (exited && x->has_pass) {
+        verdict = x->pass_matched ? TF_SUCCESS : TF_FAILURE;
+        if (verdict != result)
+            snprintf(note, notelen, "pass_if %s",
+                     x->pass_matched ? "matched" : "did not match");
     }
-    if (exited && x->has_pass) {
-        if (!x->pass_matched) {
-            snprintf(note, notelen, "pass_if did not match");
-            return TF_FAILURE;
-        }
-        if (result != TF_SUCCESS)
-            snprintf(note, notelen, "pass_if matched");
-        result = TF_SUCCESS;
-    }
-    if (result == TF_SUCCESS && x->has_warn && x->warnings > x->warn_max) {
+    if (verdict == TF_SUCCESS && x->has_warn && x->warnings > x->warn_max) {
         size_t used = strlen(note);
         snprintf(note + used, notelen - used, "%s%llu warning%s%s",
                  used ? "; " : "", (unsigned long long)x->warnings,
                  x->warnings == 1 ? "" : "s", x->warn_max ? " (over max)" : "");
         return TF_WARNINGS;
     }
-    return result;
+    return verdict;
 }
 
 const char *tf_mods_info(const tf_mods_t *x)
 {
-    return x && x->info_len ? x->info : NULL;
+    return x && x->all.info_len ? x->all.info : NULL;
 }
 
 const tf_stat_t *tf_mods_stats(const tf_mods_t *x, size_t *n)
 {
-    *n = x ? x->nout : 0;
-    return x && x->nout ? x->out : NULL;
+    *n = x ? x->all.nstats : 0;
+    return x && x->all.nstats ? x->all.stats : NULL;
 }
 
 bool tf_mods_warnings(const tf_mods_t *x, uint64_t *count)

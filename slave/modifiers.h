@@ -10,12 +10,15 @@
  * slave stays the one authority for a step's result, and nothing ever
  * re-reads a stored log.
  *
- * Each stream (stdout, stderr) has its own line buffer of at most
- * TF_MODS_LINE_MAX bytes: a line is complete at '\n' (a trailing "\r" is
- * dropped too), at the end of the step, or when it fills the buffer, in
- * which case it is cut there and the rest is the next line. Memory per
- * step is therefore bounded whatever the step prints. The warnings count
- * still counts such a line once, however many of its pieces match.
+ * Each stream (stdout, stderr) is matched on its own, with its own line
+ * buffer of at most TF_MODS_LINE_MAX bytes: a line ends at "\n" (a "\r"
+ * right before it belongs to the line end; any other "\r" is content) or
+ * at the end of the step; a longer line is matched in pieces of
+ * TF_MODS_LINE_MAX bytes. Memory per step is therefore bounded whatever
+ * the step prints. The warnings count still counts a cut line once,
+ * however many of its pieces match. At the end the two streams' results
+ * are combined as if stdout's lines had all come before stderr's, so the
+ * timing of reads on the two pipes never shows in a result.
  *
  * Lines are bytes; regexes run in the C locale (one byte, one character)
  * with REG_STARTEND where the C library has it, so NUL bytes and invalid
@@ -56,28 +59,35 @@ void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
                   size_t n);
 
 /* The output is over: the unterminated last line of each stream, if any,
- * is matched now. Later feeds are ignored. */
+ * is matched now, and the two streams' results are combined (stdout's
+ * first). Later feeds are ignored. */
 void tf_mods_finish(tf_mods_t *x);
 
 /* The step's result after the rules, from `result`, the one its end gave.
- * exited says the command ended by itself with an exit status (not killed,
- * timed out, aborted, or never started); only then do pass_if and fail_if
- * apply:
+ * Call after tf_mods_finish. exited says the command ended by itself with
+ * an exit status (not killed, timed out, aborted, or never started); only
+ * then do pass_if and fail_if apply:
  *   fail_if matched a line                 -> FAILURE, whatever the exit;
  *   else pass_if given and matched a line  -> SUCCESS, whatever the exit;
  *   else pass_if given and matched nothing -> FAILURE;
  * then, a SUCCESS with more warning lines than the rule's max becomes
- * WARNINGS. When the rules changed something, a short sentence saying why
- * goes into note (else note is ""). x may be NULL (result comes back). */
+ * WARNINGS. Each rule that changed the result says so in note ("fail_if
+ * matched \"LINE\"" with '\\' and '"' of the line escaped, "pass_if
+ * matched", "pass_if did not match", "N warning(s)[ (over max)]", joined
+ * by "; "); note is "" when nothing changed. x may be NULL (result comes
+ * back). */
 tf_result_t tf_mods_verdict(const tf_mods_t *x, tf_result_t result,
                             bool exited, char *note, size_t notelen);
 
-/* The info text so far (valid UTF-8, at most TF_PROTO_MAX_INFO_TEXT
- * bytes), or NULL when nothing was extracted. Owned by x. */
+/* The info text, once tf_mods_finish ran (valid UTF-8, at most
+ * TF_PROTO_MAX_INFO_TEXT bytes), or NULL when nothing was extracted.
+ * Owned by x. */
 const char *tf_mods_info(const tf_mods_t *x);
 
-/* The stats so far (owned by x), in the order their names first showed
- * up, at most TF_PROTO_MAX_STATS; a name seen again keeps its last value. */
+/* The stats, once tf_mods_finish ran (owned by x), in the order their
+ * names first showed up (stdout's, then stderr's new ones), at most
+ * TF_PROTO_MAX_STATS; a name seen again keeps its last value (stderr's
+ * when both streams set it). */
 const tf_stat_t *tf_mods_stats(const tf_mods_t *x, size_t *n);
 
 /* Whether the step has a warnings rule, and how many lines matched it. */

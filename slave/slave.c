@@ -658,11 +658,16 @@ static void tf__conn_welcome_cb(void *arg, const tf_msg_t *m)
         }
         uint64_t seq = r->seq;
         if (seq > b->spool->last_seq) {
+            /* The master never does this (it abandons a build it holds
+             * more events of than we do); numbering on from either side
+             * would go wrong, so treat it as abandoned, as the protocol
+             * says. */
             tf_warn("slave", "the master resumes build %llu after seq %llu, "
-                    "beyond our last event %llu", (unsigned long long)b->id,
-                    (unsigned long long)seq,
+                    "beyond our last event %llu: dropping the build",
+                    (unsigned long long)b->id, (unsigned long long)seq,
                     (unsigned long long)b->spool->last_seq);
-            seq = b->spool->last_seq;
+            tf__abandon(s, b);
+            continue;
         }
         if (seq > b->acked)
             b->acked = seq;

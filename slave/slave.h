@@ -17,6 +17,9 @@
 #define TF_EXIT_BAD_AUTH 3        /* the master rejected our secret */
 #define TF_EXIT_UNKNOWN_SLAVE 4   /* the master does not know our name */
 #define TF_EXIT_PROTOCOL 5        /* protocol version mismatch */
+#define TF_EXIT_REFUSED 6         /* the master refused one of our messages
+                                   * as malformed or too big: sending it
+                                   * again (our spool would) cannot help */
 
 /* Runs the slave described by cfg (borrowed) until it stops. Logging must
  * be initialised. Returns a TF_EXIT_* status. */

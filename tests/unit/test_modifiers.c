@@ -242,6 +242,171 @@ TF_TEST(streams_have_their_own_lines)
     tf_modifiers_free(spec);
 }
 
+/* The two streams' results combine as if stdout's lines came first,
+ * however the reads on the two pipes interleave: every interleaving of
+ * the same two streams, cut at random, gives the same summary. */
+TF_TEST(stream_interleaving_does_not_matter)
+{
+    static const char *const info[] = {"^info: (.*)$", NULL};
+    static const char *const names[] = {"n", "", NULL};
+    static const char *const res[] = {"^n=([0-9]+)$",
+                                      "^([a-z]+)=([0-9]+)s$", NULL};
+    tf_modifiers_t *spec = spec_new(true, info, names, res, NULL, "^ERROR",
+                                    "^warn", 0);
+    static const char out[] = "info: o1\nn=1\nERROR: out\r\n"
+                              "@@@TF_STAT m=5@@@\ncc=3s\ninfo: o2\r";
+    static const char err[] = "warn\ninfo: e1\nn=2\nERROR: err\n"
+                              "@@@TF_STAT m=6@@@\nld=4s\ninfo: e2";
+    static const char want[] =
+        "result=FAILURE note=[fail_if matched \"ERROR: out\"]\n"
+        "info=[o1\no2\xef\xbf\xbd\ne1\ne2]\n"
+        "stat n=2\nstat m=6\nstat cc=3\nstat ld=4\n"
+        "warnings=1:1\n";
+    srand(7);
+    for (int round = 0; round < 300; round++) {
+        tf_mods_t *x = mods_new(spec);
+        size_t ao = 0, ae = 0, lo = sizeof out - 1, le = sizeof err - 1;
+        while (x && (ao < lo || ae < le)) {
+            /* Round 0 feeds all of stderr before any of stdout. */
+            bool pick_err = round == 0 ? ae < le
+                                       : (ao == lo || (ae < le && rand() % 2));
+            size_t *at = pick_err ? &ae : &ao;
+            size_t len = pick_err ? le : lo;
+            size_t n = round == 0 ? len - *at : 1 + (size_t)rand() % 9;
+            if (n > len - *at)
+                n = len - *at;
+            tf_mods_feed(x, pick_err ? TF_STREAM_STDERR : TF_STREAM_STDOUT,
+                         (const uint8_t *)(pick_err ? err : out) + *at, n);
+            *at += n;
+        }
+        tf_mods_finish(x);
+        char *got = summary(x, TF_SUCCESS, true);
+        if (strcmp(got, want) != 0) {
+            fprintf(stderr, "round %d:\n%s\n", round, got);
+            TF_CHECK(!"summary depends on the interleaving");
+            round = 300;
+        }
+        free(got);
+        tf_mods_free(x);
+    }
+    tf_modifiers_free(spec);
+}
+
+/* "\r" belongs to the line end only right before "\n", wherever the reads
+ * split the pair; a lone or trailing "\r" is content. */
+TF_TEST(carriage_returns)
+{
+    static const char *const info[] = {"^(.*)$", NULL};
+    tf_modifiers_t *spec = spec_new(false, info, NULL, NULL, NULL, NULL,
+                                    "\r$", 0);
+    static const char data[] = "a\r\nb\rc\n\r\nd\r\r\ne\r";
+    /* Lines: "a", "b\rc", "", "d\r", "e\r" (unterminated). The empty
+     * line adds no info piece. */
+    static const char want[] =
+        "result=WARNINGS note=[2 warnings]\n"
+        "info=[a\nb\xef\xbf\xbd" "c\nd\xef\xbf\xbd\ne\xef\xbf\xbd]\n"
+        "warnings=1:2\n";
+    size_t len = sizeof data - 1;
+    for (size_t a = 0; a <= len; a++) {
+        size_t cuts[1] = {a};
+        tf_mods_t *x = mods_new(spec);
+        feed_cut(x, TF_STREAM_STDOUT, data, len, cuts, 1);
+        tf_mods_finish(x);
+        char *got = summary(x, TF_SUCCESS, true);
+        if (strcmp(got, want) != 0) {
+            fprintf(stderr, "cut at %zu:\n%s\n", a, got);
+            TF_CHECK(!"carriage returns depend on the cut");
+            a = len + 1;
+        }
+        free(got);
+        tf_mods_free(x);
+    }
+    tf_modifiers_free(spec);
+}
+
+/* At the cap: a "\r\n" right after exactly TF_MODS_LINE_MAX bytes ends
+ * that one line; a "\r" that is the line's 65,536th content byte stays
+ * with the first piece. Fed whole and one byte at a time around the cap. */
+TF_TEST(carriage_return_at_the_cap)
+{
+    const size_t L = TF_MODS_LINE_MAX;
+    tf_modifiers_t *spec = spec_new(false, NULL, NULL, NULL, NULL, NULL,
+                                    "(^$)|(\r$)", 0);
+    char *one = malloc(L + 4), *two = malloc(L + 4);
+    memset(one, 'a', L);
+    memcpy(one + L, "\r\n", 2);      /* one line, no empty one after */
+    memset(two, 'a', L - 1);
+    memcpy(two + L - 1, "\rb\n", 3);  /* pieces "a..a\r" and "b" */
+    struct {
+        const char *data;
+        size_t len;
+        uint64_t want;
+    } cases[] = {{one, L + 2, 0}, {two, L + 2, 1}};
+    for (size_t c = 0; c < 2; c++) {
+        for (size_t cut = L - 2; cut <= L + 2; cut++) {
+            size_t cuts[1] = {cut};
+            tf_mods_t *x = mods_new(spec);
+            feed_cut(x, TF_STREAM_STDOUT, cases[c].data, cases[c].len, cuts,
+                     1);
+            tf_mods_finish(x);
+            uint64_t w = 99;
+            tf_mods_warnings(x, &w);
+            if (w != cases[c].want)
+                fprintf(stderr, "case %zu cut %zu: %llu warnings\n", c, cut,
+                        (unsigned long long)w);
+            TF_CHECK_INT(w, cases[c].want);
+            tf_mods_free(x);
+        }
+    }
+    free(one);
+    free(two);
+    tf_modifiers_free(spec);
+}
+
+/* The notes: only for a rule that changed the result; the quoted line
+ * escaped and cut at whole characters. */
+TF_TEST(notes)
+{
+    struct {
+        const char *pass_if, *fail_if, *out;
+        tf_result_t base;
+        tf_result_t want;
+        const char *note;
+    } cases[] = {
+        {NULL, "^E", "E: x\n", TF_FAILURE, TF_FAILURE, ""},
+        {"ok", NULL, "no\n", TF_FAILURE, TF_FAILURE, ""},
+        {NULL, "^E", "E: \"q\" \\ b\n", TF_SUCCESS, TF_FAILURE,
+         "fail_if matched \"E: \\\"q\\\" \\\\ b\""},
+        /* 119 bytes, then a 2-byte character that would pass 120 (the
+         * line and its note are filled in below). */
+        {NULL, "^E", NULL, TF_SUCCESS, TF_FAILURE, NULL},
+    };
+    char long_line[200], long_note[200];
+    memset(long_line, 'x', sizeof long_line);
+    long_line[0] = 'E';
+    memcpy(long_line + 119, "\xc3\xa9z\n", 5);
+    snprintf(long_note, sizeof long_note, "fail_if matched \"%.119s\"",
+             long_line);
+    cases[3].out = long_line;
+    cases[3].note = long_note;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tf_modifiers_t *spec = spec_new(false, NULL, NULL, NULL,
+                                        cases[i].pass_if, cases[i].fail_if,
+                                        NULL, 0);
+        tf_mods_t *x = mods_new(spec);
+        char note[512];
+        tf_mods_feed(x, TF_STREAM_STDOUT, (const uint8_t *)cases[i].out,
+                     strlen(cases[i].out));
+        tf_mods_finish(x);
+        TF_CHECK_INT(tf_mods_verdict(x, cases[i].base, true, note,
+                                     sizeof note),
+                     cases[i].want);
+        TF_CHECK_STR(note, cases[i].note);
+        tf_mods_free(x);
+        tf_modifiers_free(spec);
+    }
+}
+
 /* Lines longer than the buffer are cut into TF_MODS_LINE_MAX pieces; a
  * line of exactly TF_MODS_LINE_MAX bytes is one line wherever its newline
  * arrives. Empty lines are counted with "^$" to see every line boundary. */

@@ -18,6 +18,7 @@
 #include "config/config_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <regex.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -658,8 +659,98 @@ static const cfg_key_t cfg_builder_keys[] = {
      .doc = "notifier mode, extra recipients and error patterns of result "
             "mails; see [builders' mail](#builders-mail)"},
 };
+/* Whether the builder's build_start fits the protocol (docs/protocol.md,
+ * "Limits"): encoded as the master would send it, with its configured
+ * properties and the ones the master adds at their longest (a request's
+ * own properties and a revision come on top at run time; a request whose
+ * build_start does not fit then ends as EXCEPTION). Commands are measured
+ * before interpolation. Only for a builder read without diagnostics. */
+static int cfg_builder_end(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                           json_t *obj, void *out, const int *st)
+{
+    const tf_cfg_builder_t *b = out;
+    cfg_loc_t sl = CFG_MEMBER(loc, "steps");
+    (void)obj;
+    (void)st;
+    if (!ctx->object_clean || !b->name || !b->nsteps)
+        return 0;
+    bool src = b->repository != NULL;
+    size_t nsteps = b->nsteps + (src ? 1 : 0);
+    if (nsteps > TF_PROTO_MAX_STEPS)
+        return cfg_bad(ctx, &sl, "%zu steps and the source step the "
+                       "builder's repository adds are over the protocol's "
+                       "limit of %d steps in a build", b->nsteps,
+                       TF_PROTO_MAX_STEPS);
+    static const char *const added[] = {"builder", "buildnumber", "slave",
+                                        "revision", "tests", "repository",
+                                        "branch"};
+    size_t nadded = sizeof(added) / sizeof(added[0]);
+    char longest_name[TF_NAME_MAX + 1], number[24];
+    memset(longest_name, 'x', TF_NAME_MAX);
+    longest_name[TF_NAME_MAX] = '\0';
+    snprintf(number, sizeof(number), "%" PRIu64, TF_PROTO_MAX_ID);
+    const char *values[] = {b->name, number, longest_name, "", "",
+                            b->repository, b->branch};
+    tf_kv_t *props = calloc(b->nprops + nadded, sizeof(*props));
+    tf_step_spec_t *steps = calloc(nsteps, sizeof(*steps));
+    char *argv[] = {"git", "checkout", "origin/main", NULL};
+    int rc = TF_ENOMEM;
+    if (!props || !steps)
+        goto out;
+    size_t np = 0;
+    for (size_t i = 0; i < b->nprops; i++)
+        props[np++] = b->props[i];
+    for (size_t i = 0; i < nadded; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < b->nprops && !dup; k++)
+            dup = strcmp(b->props[k].key, added[i]) == 0;
+        if (!dup && values[i])
+            props[np++] = (tf_kv_t){(char *)added[i], (char *)values[i]};
+    }
+    size_t k = 0;
+    if (src) {
+        steps[k].name = "source";
+        steps[k].argv = argv;
+        steps[k].argc = 3;
+        steps[k].workdir = "";
+        steps[k].builtin = TF_BUILTIN_SOURCE;
+        steps[k].timeout_s = 1200;
+        steps[k].flags = tf_step_flags_default();
+        k++;
+    }
+    for (size_t i = 0; i < b->nsteps; i++)
+        steps[k++] = b->steps[i].spec;
+    tf_source_t source = {.repository = b->repository, .branch = b->branch,
+                          .revision = ""};
+    tf_msg_t msg = {.type = TF_MSG_BUILD_START};
+    msg.u.build_start.build_id = TF_PROTO_MAX_ID;
+    msg.u.build_start.builder = b->name;
+    msg.u.build_start.number = TF_PROTO_MAX_ID;
+    msg.u.build_start.workdir = b->name;
+    msg.u.build_start.props = props;
+    msg.u.build_start.nprops = np;
+    msg.u.build_start.steps = steps;
+    msg.u.build_start.nsteps = nsteps;
+    msg.u.build_start.source = src ? &source : NULL;
+    char *text = NULL, why[300];
+    rc = tf_msg_encode_err(&msg, &text, NULL, why, sizeof(why));
+    free(text);
+    if (rc == TF_E2BIG)
+        rc = cfg_bad(ctx, &sl, "the protocol cannot carry this builder's "
+                     "build_start: %s; use fewer or shorter steps, commands, "
+                     "environments or properties", why);
+    else if (rc == TF_EINVAL)
+        rc = cfg_bad(ctx, &sl, "the protocol cannot carry this builder's "
+                     "build_start: %s", why);
+out:
+    free(props);
+    free(steps);
+    return rc;
+}
+
 static const cfg_table_t cfg_builder_table = {
     CFG_TABLE("builders", cfg_builder_keys, tf_cfg_builder_t),
+    .end = cfg_builder_end,
 };
 
 /* ------------------------------------------------------------------ */

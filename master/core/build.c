@@ -8,8 +8,15 @@
  * build. The master applies them strictly in order, queues each one's rows
  * to the store in the same turn, and acknowledges a sequence number only
  * after the transaction holding it committed: an ack is a promise that the
- * slave may forget the event. Duplicates (a replay after a reconnect) are
- * acknowledged and dropped; a gap is a protocol error.
+ * slave may forget the event, so acks only go up and never cover an event
+ * that was not stored. Duplicates (a replay after a reconnect) are dropped
+ * (an ack or welcome.resume covers them); a gap, an event out of the one
+ * ordering rule (event_allowed), or an event for a build the master does
+ * not run on that slave is a protocol error, refused without an ack.
+ *
+ * A request whose build_start cannot be encoded (over the protocol's cap,
+ * or a value it refuses) never reaches a slave: its build is recorded as
+ * EXCEPTION at once, so it cannot sit at the head of its builder's queue.
  *
  * A build whose slave disconnects keeps running on the slave; it waits here
  * (lost_since_ms set) for the slave to come back and resume it. If the slave
@@ -43,6 +50,8 @@ typedef struct event_commit {
 } event_commit_t;
 
 static void build_unlink(tf_master_t *m, tf_build_t *b);
+static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
+                             const char *text);
 
 void tf_build_free(tf_build_t *b)
 {
@@ -234,10 +243,12 @@ fail:
     return rc;
 }
 
-/* Encodes the build_start message for b. */
+/* Encodes the build_start message for b. When the protocol refuses it
+ * (TF_E2BIG, TF_EINVAL), err says why. */
 static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
                               const tf_request_t *r, json_t *props,
-                              tf_step_spec_t *steps, size_t nsteps)
+                              tf_step_spec_t *steps, size_t nsteps, char *err,
+                              size_t errlen)
 {
     tf_msg_t msg = {.type = TF_MSG_BUILD_START};
     tf_source_t source = {0};
@@ -275,7 +286,7 @@ static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
         }
         msg.u.build_start.source = &source;
     }
-    rc = tf_msg_encode(&msg, &b->start_msg, &b->start_len);
+    rc = tf_msg_encode_err(&msg, &b->start_msg, &b->start_len, err, errlen);
 out:
     free(kv);
     return rc;
@@ -356,11 +367,25 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         snprintf(b->steps[i].name, sizeof(b->steps[i].name), "%s",
                  steps[i].name);
     }
-    rc = build_encode_start(b, cfg, r, props, steps, nsteps);
-    if (rc) {
+    char why[300];
+    rc = build_encode_start(b, cfg, r, props, steps, nsteps, why,
+                            sizeof(why));
+    /* A request the protocol cannot carry never will be: it ends here as
+     * EXCEPTION (below) instead of staying at the head of the queue. */
+    bool unsendable = rc == TF_E2BIG || rc == TF_EINVAL;
+    char text[400];
+    if (rc && !unsendable) {
         tf_error("build", "cannot encode build_start for %s: %s", mb->name,
                  tf_strerror(rc));
         goto fail;
+    }
+    if (unsendable) {
+        snprintf(text, sizeof(text), "the master cannot send this build to "
+                 "a slave: %s", why);
+        tf_warn("build", "request %" PRIu64 " for %s: %s", r->id, mb->name,
+                text);
+        b->slave[0] = '\0';
+        json_object_del(props, "slave");
     }
     props_text = json_dumps(props, JSON_COMPACT | JSON_SORT_KEYS);
     rc = tf_map_put_id(m->builds, b->id, b);
@@ -375,15 +400,18 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     mb->nrunning++;
     r->state = TF_REQ_RUNNING;
     r->build = b;
-    tf_list_push_back(&s->builds, &b->slave_node);
-    s->nbuilds++;
-    snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
+    if (!unsendable) {
+        tf_list_push_back(&s->builds, &b->slave_node);
+        s->nbuilds++;
+        snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
+    }
 
     tf_master_group_begin(m);
     tf_sqlval_t bv[] = {
         tf_sql_int((int64_t)b->id), tf_sql_text(b->builder),
         tf_sql_int((int64_t)b->number), tf_sql_int((int64_t)r->id),
-        tf_sql_text(b->slave), tf_sql_int(b->created_ms),
+        unsendable ? tf_sql_null() : tf_sql_text(b->slave),
+        tf_sql_int(b->created_ms),
         tf_sql_int((int64_t)b->nsteps),
         tf_sql_text(props_text ? props_text : "{}"),
         tf_sql_text(r->reason),
@@ -449,10 +477,13 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
                     "builds_total = builds_total + 1, pending = ?3, "
                     "running = ?4 WHERE name = ?2",
                     uv, 4, NULL, NULL);
+    if (unsendable)
+        build_end_forced(m, b, TF_EXCEPTION, text);
     tf_master_group_commit(m, ref ? build_rows_committed_cb : NULL, ref);
-    tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request %" PRIu64
-            " assigned to slave %s",
-            b->id, b->builder, b->number, r->id, s->name);
+    if (!unsendable)
+        tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
+                "%" PRIu64 " assigned to slave %s",
+                b->id, b->builder, b->number, r->id, s->name);
     free(props_text);
     json_decref(props);
     steps_free(steps, nsteps);
@@ -530,11 +561,13 @@ void tf_build_flush_acks(tf_master_t *m)
         tf_list_unlink(&b->ack_node);
         b->ack_pending = false;
         tf_mslave_t *s = tf_master_slave(m, b->slave, false);
-        if (b->committed_seq > b->acked_seq || b->state == TF_BUILD_ENDING) {
-            if (b->committed_seq > 0)
-                send_ack(s, b->id, b->committed_seq);
+        /* Acks only go up, and only for builds the slave still reports:
+         * one the master ended itself (lost, cancelled while away, left
+         * out of a hello, abandoned) gets none. */
+        if (b->committed_seq > b->acked_seq && !b->acks_off)
+            send_ack(s, b->id, b->committed_seq);
+        if (b->committed_seq > b->acked_seq)
             b->acked_seq = b->committed_seq;
-        }
         if (b->state == TF_BUILD_ENDING &&
             b->committed_seq >= b->accepted_seq) {
             tf_map_del_id(m->builds, b->id);
@@ -672,32 +705,39 @@ static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
     build_end(m, b, result, text);
     /* Nothing more will come for it: make the ack pass free it. */
     b->accepted_seq = b->committed_seq;
+    b->acks_off = true;
     ack_owed(m, b);
 }
 
 /* --- events --- */
 
+/* The build b that an event of slave s names, or NULL with err filled when
+ * the master does not run that build on s: never started, ended, or
+ * another slave's. Such an event is refused (malformed), not acknowledged:
+ * an ack promises the event is stored, and a slave that sends events for
+ * a build it was not given, or after its build_finished, is broken in a
+ * way a reconnect does not mend. A duplicate after build_finished is
+ * refused too, whether or not the ended build is still in memory, so the
+ * answer never depends on timing. */
 static tf_build_t *event_build(tf_master_t *m, tf_mslave_t *s,
-                               uint64_t build_id, uint64_t seq, bool final)
+                               uint64_t build_id, uint64_t seq, char *err,
+                               size_t errlen)
 {
     tf_build_t *b = tf_map_get_id(m->builds, build_id);
-    if (b && strcmp(b->slave, s->name) == 0 && b->state != TF_BUILD_ENDING)
+    bool mine = b && strcmp(b->slave, s->name) == 0;
+    if (mine && b->state != TF_BUILD_ENDING)
         return b;
-    if (b && b->state == TF_BUILD_ENDING && strcmp(b->slave, s->name) == 0 &&
-        seq <= b->accepted_seq)
-        return b; /* duplicate of an event we have: handled by the caller */
-    /* Not a build of ours for this slave (ended, reassigned, or never
-     * known): acknowledge so the slave forgets it, and stop it. */
-    tf_debug("build", "slave %s sent event %" PRIu64 " for build %" PRIu64
-             " it does not run here; acknowledging and aborting",
-             s->name, seq, build_id);
-    send_ack(s, build_id, seq);
-    if (!final && s->link) {
-        tf_msg_t a = {.type = TF_MSG_BUILD_ABORT};
-        a.u.build_abort.build_id = build_id;
-        a.u.build_abort.reason = "this build is not running on the master";
-        tf_link_send_msg(s->link, &a);
-    }
+    if (mine && b->finish_seen)
+        snprintf(err, errlen, "build %" PRIu64 ": event %" PRIu64 " after "
+                 "its build_finished (event %" PRIu64 ")", build_id, seq,
+                 b->accepted_seq);
+    else if (mine)
+        snprintf(err, errlen, "build %" PRIu64 ": event %" PRIu64 " for a "
+                 "build the master has ended", build_id, seq);
+    else
+        snprintf(err, errlen, "build %" PRIu64 ": event %" PRIu64 " for a "
+                 "build this master does not run on slave %s", build_id, seq,
+                 s->name);
     return NULL;
 }
 
@@ -720,15 +760,103 @@ static int event_order(tf_master_t *m, tf_build_t *b, uint64_t seq, char *err,
     return 0;
 }
 
-static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
-                           char *err, size_t errlen)
+/* Where the build's steps stand: the running step and the first step not
+ * finished. Computed once from the steps (a build restored after a master
+ * restart comes with its steps' flags only), then kept up to date by
+ * event_advance. */
+static void build_cursor(tf_build_t *b)
+{
+    if (b->cursor_ok)
+        return;
+    b->run_step = -1;
+    b->next_step = (uint32_t)b->nsteps;
+    for (size_t i = 0; i < b->nsteps; i++) {
+        if (b->steps[i].finished)
+            continue;
+        b->next_step = (uint32_t)i;
+        if (b->steps[i].started)
+            b->run_step = (int32_t)i;
+        break;
+    }
+    b->cursor_ok = true;
+}
+
+/* The one ordering rule of a build's events (docs/protocol.md, "Order of
+ * a build's events"), for every kind alike: steps are reported in index
+ * order, one at a time. With no step running, the next step may start, or
+ * be reported SKIPPED without starting, or the build may finish (later
+ * steps then count as not run); with step R running, only its output, its
+ * test_results and its step_finished may come. kind is a message type,
+ * TF_MSG_NONE for an output frame. Returns 0 or TF_EPROTO with err saying
+ * what was expected. */
+static int event_allowed(tf_build_t *b, tf_msg_type_t kind, uint32_t step,
+                         tf_result_t result, char *err, size_t errlen)
+{
+    build_cursor(b);
+    bool ok;
+    switch (kind) {
+    case TF_MSG_STEP_STARTED:
+        ok = b->run_step < 0 && step == b->next_step && step < b->nsteps;
+        break;
+    case TF_MSG_NONE:
+    case TF_MSG_TEST_RESULTS:
+        ok = b->run_step >= 0 && step == (uint32_t)b->run_step;
+        break;
+    case TF_MSG_STEP_FINISHED:
+        ok = b->run_step >= 0
+                 ? step == (uint32_t)b->run_step
+                 : step == b->next_step && step < b->nsteps &&
+                       result == TF_SKIPPED;
+        break;
+    case TF_MSG_BUILD_FINISHED:
+        ok = b->run_step < 0;
+        break;
+    default:
+        ok = false;
+        break;
+    }
+    if (ok)
+        return 0;
+    char what[64];
+    if (kind == TF_MSG_BUILD_FINISHED)
+        snprintf(what, sizeof(what), "build_finished");
+    else if (kind == TF_MSG_STEP_FINISHED && b->run_step < 0 &&
+             step == b->next_step && step < b->nsteps)
+        snprintf(what, sizeof(what), "step_finished %s for step %u, which "
+                 "did not start,", tf_result_name(result), step);
+    else
+        snprintf(what, sizeof(what), "%s for step %u",
+                 kind == TF_MSG_NONE ? "output" : tf_msg_type_name(kind),
+                 step);
+    if (b->run_step >= 0)
+        snprintf(err, errlen, "build %" PRIu64 ": %s out of order: step %d "
+                 "is running (expected its output, test_results or "
+                 "step_finished)",
+                 b->id, what, (int)b->run_step);
+    else if (b->next_step < b->nsteps)
+        snprintf(err, errlen, "build %" PRIu64 ": %s out of order: expected "
+                 "step_started for step %u, step_finished SKIPPED for it, or "
+                 "build_finished", b->id, what, b->next_step);
+    else
+        snprintf(err, errlen, "build %" PRIu64 ": %s out of order: every "
+                 "step is reported, expected build_finished", b->id, what);
+    return TF_EPROTO;
+}
+
+/* Moves the cursor past an applied step event. */
+static void event_advance(tf_build_t *b, tf_msg_type_t kind, uint32_t step)
+{
+    if (kind == TF_MSG_STEP_STARTED) {
+        b->run_step = (int32_t)step;
+    } else if (kind == TF_MSG_STEP_FINISHED) {
+        b->run_step = -1;
+        b->next_step = step + 1;
+    }
+}
+
+static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg)
 {
     uint32_t i = msg->u.step_started.step;
-    if (i >= b->nsteps || b->steps[i].started || b->steps[i].finished) {
-        snprintf(err, errlen, "build %" PRIu64 ": step_started for step %u "
-                 "is out of place", b->id, i);
-        return TF_EPROTO;
-    }
     b->steps[i].started = true;
     int64_t t = msg->u.step_started.time_ms;
     b->steps[i].started_ms = t;
@@ -776,16 +904,10 @@ static void step_stats_write(tf_master_t *m, const tf_build_t *b, uint32_t i,
     }
 }
 
-static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
-                            char *err, size_t errlen)
+static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg)
 {
     const __typeof__(msg->u.step_finished) *f = &msg->u.step_finished;
     uint32_t i = f->step;
-    if (i >= b->nsteps || b->steps[i].finished) {
-        snprintf(err, errlen, "build %" PRIu64 ": step_finished for step %u "
-                 "is out of place", b->id, i);
-        return TF_EPROTO;
-    }
     tf_bstep_t *st = &b->steps[i];
     st->finished = true;
     st->result = f->result;
@@ -881,18 +1003,12 @@ static char *test_result_json(const tf_test_result_t *r)
  * the slave's spool and replay work for it as for output. The master does
  * not store per-test rows yet (that comes with the storage rework): it logs
  * one line per message at info and one JSON line per result at debug. */
-static int ev_test_results(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
-                           char *err, size_t errlen)
+static void ev_test_results(tf_master_t *m, tf_build_t *b,
+                            const tf_msg_t *msg)
 {
     const __typeof__(msg->u.test_results) *t = &msg->u.test_results;
     size_t count[5] = {0};
     (void)m;
-    if (t->step >= b->nsteps || !b->steps[t->step].started ||
-        b->steps[t->step].finished) {
-        snprintf(err, errlen, "build %" PRIu64 ": test_results for step %u, "
-                 "which is not running", b->id, t->step);
-        return TF_EPROTO;
-    }
     for (size_t i = 0; i < t->nresults; i++)
         count[t->results[i].status]++;
     tf_info("build", "build %" PRIu64 " step %u: test_results (%s): %zu "
@@ -915,21 +1031,74 @@ static int ev_test_results(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg,
                      b->id, t->step, j);
         free(j);
     }
-    return 0;
+}
+
+/* Closes the steps the slave never reported (at its build_finished): they
+ * did not run. */
+static size_t steps_close_unreported(tf_master_t *m, tf_build_t *b)
+{
+    int64_t now = tf_now_ms();
+    size_t n = 0;
+    for (size_t i = 0; i < b->nsteps; i++) {
+        tf_bstep_t *st = &b->steps[i];
+        if (st->finished)
+            continue;
+        tf_sqlval_t v[] = {tf_sql_int(TF_SKIPPED), tf_sql_int(now),
+                           tf_sql_text("not run"), tf_sql_int((int64_t)b->id),
+                           tf_sql_int((int64_t)i)};
+        tf_master_write(m,
+                        "UPDATE steps SET state = 'done', result = ?1, "
+                        "finished_ms = ?2, text = ?3 "
+                        "WHERE build_id = ?4 AND idx = ?5",
+                        v, 5, NULL, NULL);
+        st->finished = true;
+        st->result = TF_SKIPPED;
+        n++;
+    }
+    return n;
+}
+
+/* build_finished: the result comes from the steps (the slave's own is
+ * informational), except that when the slave left steps unreported its
+ * result is folded in too: a slave that stopped a build early (RETRY on
+ * an abort-mode shutdown, a build it did not take) says why that way. */
+static void ev_build_finished(tf_master_t *m, tf_build_t *b,
+                              const tf_msg_t *msg)
+{
+    tf_result_t res = b->result;
+    tf_result_t said = msg->u.build_finished.result;
+    const char *text = NULL;
+    bool any = false;
+    for (size_t i = 0; i < b->nsteps; i++)
+        any = any || b->steps[i].started || b->steps[i].finished;
+    b->finish_seen = true;
+    if (steps_close_unreported(m, b) > 0) {
+        res = tf_result_worst(res, said);
+        if (!any && said == TF_RETRY)
+            text = "the slave did not take the build";
+    }
+    if (b->cancel_requested && res != TF_CANCELLED)
+        res = tf_result_worst(res, TF_CANCELLED);
+    build_end(m, b, res, text);
 }
 
 int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
                    char *err, size_t errlen)
 {
     uint64_t build_id, seq;
+    uint32_t step = 0;
+    tf_result_t result = TF_SUCCESS;
     switch (msg->type) {
     case TF_MSG_STEP_STARTED:
         build_id = msg->u.step_started.build_id;
         seq = msg->u.step_started.seq;
+        step = msg->u.step_started.step;
         break;
     case TF_MSG_STEP_FINISHED:
         build_id = msg->u.step_finished.build_id;
         seq = msg->u.step_finished.seq;
+        step = msg->u.step_finished.step;
+        result = msg->u.step_finished.result;
         break;
     case TF_MSG_BUILD_FINISHED:
         build_id = msg->u.build_finished.build_id;
@@ -938,63 +1107,39 @@ int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
     case TF_MSG_TEST_RESULTS:
         build_id = msg->u.test_results.build_id;
         seq = msg->u.test_results.seq;
+        step = msg->u.test_results.step;
         break;
     default:
         snprintf(err, errlen, "not a build event");
         return TF_EPROTO;
     }
-    tf_build_t *b = event_build(m, s, build_id, seq,
-                                msg->type == TF_MSG_BUILD_FINISHED);
+    tf_build_t *b = event_build(m, s, build_id, seq, err, errlen);
     if (!b)
-        return 0;
+        return TF_EPROTO;
     int rc = event_order(m, b, seq, err, errlen);
     if (rc)
         return rc < 0 ? rc : 0;
+    rc = event_allowed(b, msg->type, step, result, err, errlen);
+    if (rc)
+        return rc;
     if (b->state == TF_BUILD_STARTING)
         b->state = TF_BUILD_RUNNING; /* events can beat the commit callback */
     tf_master_group_begin(m);
     switch (msg->type) {
     case TF_MSG_STEP_STARTED:
-        rc = ev_step_started(m, b, msg, err, errlen);
+        ev_step_started(m, b, msg);
         break;
     case TF_MSG_STEP_FINISHED:
-        rc = ev_step_finished(m, b, msg, err, errlen);
+        ev_step_finished(m, b, msg);
         break;
     case TF_MSG_TEST_RESULTS:
-        rc = ev_test_results(m, b, msg, err, errlen);
+        ev_test_results(m, b, msg);
         break;
     default:
-        b->finish_seen = true;
+        ev_build_finished(m, b, msg);
         break;
     }
-    if (rc) {
-        tf_master_group_commit(m, NULL, NULL); /* empty: checks come first */
-        return rc;
-    }
-    if (msg->type == TF_MSG_BUILD_FINISHED) {
-        tf_result_t res = b->result;
-        const char *text = NULL;
-        if (b->cancel_requested && res != TF_CANCELLED)
-            res = tf_result_worst(res, TF_CANCELLED);
-        if (msg->u.build_finished.result == TF_RETRY && res != TF_RETRY) {
-            /* A build refused at once (slave draining) has no steps run. */
-            bool any = false;
-            for (size_t i = 0; i < b->nsteps; i++)
-                any = any || b->steps[i].started || b->steps[i].finished;
-            if (!any) {
-                res = TF_RETRY;
-                text = "the slave did not take the build";
-            }
-        }
-        if (text) {
-            /* Mark the steps so the build page does not show them pending. */
-            build_end_forced(m, b, res, text);
-            b->accepted_seq = seq;
-            event_accepted(m, b, seq);
-            return 0;
-        }
-        build_end(m, b, res, NULL);
-    }
+    event_advance(b, msg->type, step);
     event_accepted(m, b, seq);
     return 0;
 }
@@ -1016,18 +1161,15 @@ static uint64_t count_lines(const uint8_t *p, size_t n)
 int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
                     const uint8_t *payload, char *err, size_t errlen)
 {
-    tf_build_t *b = event_build(m, s, h->build_id, h->seq, false);
+    tf_build_t *b = event_build(m, s, h->build_id, h->seq, err, errlen);
     if (!b)
-        return 0;
+        return TF_EPROTO;
     int rc = event_order(m, b, h->seq, err, errlen);
     if (rc)
         return rc < 0 ? rc : 0;
-    if (h->step >= b->nsteps || !b->steps[h->step].started ||
-        b->steps[h->step].finished) {
-        snprintf(err, errlen, "build %" PRIu64 ": output for step %u, which "
-                 "is not running", b->id, (unsigned)h->step);
-        return TF_EPROTO;
-    }
+    rc = event_allowed(b, TF_MSG_NONE, h->step, TF_SUCCESS, err, errlen);
+    if (rc)
+        return rc;
     tf_bstep_t *st = &b->steps[h->step];
     void *copy = malloc(h->length);
     if (!copy) {
@@ -1102,17 +1244,38 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
     }
     for (size_t i = 0; i < nrun; i++) {
         uint64_t id = hello->u.hello.running[i].build_id;
+        uint64_t has = hello->u.hello.running[i].seq;
         tf_build_t *b = tf_map_get_id(m->builds, id);
-        if (b && strcmp(b->slave, s->name) == 0 &&
-            b->state != TF_BUILD_ENDING) {
-            (*resume)[(*nresume)++] =
-                (tf_running_t){.build_id = id, .seq = b->accepted_seq};
-            b->lost_since_ms = 0;
-            tf_info("build", "build %" PRIu64 " resumes on slave %s after "
-                    "event %" PRIu64, id, s->name, b->accepted_seq);
-        } else {
+        if (!b || strcmp(b->slave, s->name) != 0 ||
+            b->state == TF_BUILD_ENDING) {
             (*abandon)[(*nabandon)++] = id;
+            continue;
         }
+        if (has < b->accepted_seq) {
+            /* The slave lost events the master holds (a spool cut short
+             * by a crash): its idea of the build no longer matches ours,
+             * and numbering on from either side would go wrong. */
+            char text[200];
+            snprintf(text, sizeof(text), "the slave came back with event "
+                     "%" PRIu64 " as its last, but the master had event "
+                     "%" PRIu64 ": its record of the build was lost",
+                     has, b->accepted_seq);
+            (*abandon)[(*nabandon)++] = id;
+            tf_master_group_begin(m);
+            build_end_forced(m, b, TF_RETRY, text);
+            tf_master_group_commit(m, NULL, NULL);
+            continue;
+        }
+        /* The committed event, not merely the accepted one: the slave may
+         * forget what resume covers (it is an ack), and it resends the
+         * accepted rest, which is dropped here as duplicates. */
+        (*resume)[(*nresume)++] =
+            (tf_running_t){.build_id = id, .seq = b->committed_seq};
+        if (b->committed_seq > b->acked_seq)
+            b->acked_seq = b->committed_seq;
+        b->lost_since_ms = 0;
+        tf_info("build", "build %" PRIu64 " resumes on slave %s after "
+                "event %" PRIu64, id, s->name, b->committed_seq);
     }
     /* Builds the master gave this slave that it no longer has. */
     tf_list_t *it, *tmp;

@@ -148,11 +148,17 @@ struct tf_build {
     tf_result_t result;        /* folded so far */
     bool terminated;           /* a step asked to halt */
     bool finish_seen;          /* build_finished accepted */
+    bool cursor_ok;            /* run_step and next_step are computed */
+    int32_t run_step;          /* the step between its step_started and
+                                * step_finished, or -1 */
+    uint32_t next_step;        /* the first step not finished */
     bool cancel_requested;
     uint64_t accepted_seq;     /* last event applied in memory */
     uint64_t committed_seq;    /* last event committed */
     uint64_t acked_seq;        /* last ack queued to the slave */
     bool ack_pending;          /* on m->ack_list */
+    bool acks_off;             /* ended by the master: the slave no longer
+                                * reports it, so it gets no more acks */
     int64_t created_ms;
     int64_t started_ms;
     int64_t lost_since_ms;     /* tf_mono_ms() when the slave left;
@@ -309,12 +315,19 @@ void tf_request_free(tf_request_t *r);
 /* --- build.c --- */
 
 /* Starts request r on slave s: allocates the build, queues its rows, and
- * sends build_start once they are committed. */
+ * sends build_start once they are committed. When build_start cannot be
+ * encoded for r (over the size cap, or a value the protocol refuses, such
+ * as a bad revision), the build is recorded at once as EXCEPTION with the
+ * encoder's reason as its text, without a slave, and r is done: it never
+ * blocks its builder's queue. Returns 0 in both cases (r left the queue),
+ * or a negative code when r stays queued (out of memory, no builder). */
 int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
 
 /* Applies one decoded control event from a slave's link (step_started,
  * step_finished, build_finished). Returns 0, or TF_EPROTO with err filled
- * when the link must be closed as malformed. */
+ * when the link must be closed as malformed: an event out of order
+ * (docs/protocol.md, "Order of a build's events"), a gap, or an event for
+ * a build this master does not run on s. */
 int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
                    char *err, size_t errlen);
 
@@ -344,6 +357,15 @@ int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why);
 void tf_build_free(tf_build_t *b);
 
 /* --- link.c --- */
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: lets a websocket upgrade through only
+ * to one of our endpoints with its subprotocol (/slave with
+ * testfarm-slave, /live with testfarm-live); anything else gets a
+ * plain-text HTTP answer saying what is expected (400 wrong or missing
+ * subprotocol, 404 no such endpoint, 503 while stopping) instead of a
+ * dropped connection. Returns 0 to go on, 1 when it answered, -1 to hang
+ * up. */
+int tf_link_confirm_upgrade(tf_master_t *m, struct lws *wsi);
 
 /* The lws protocol callback of "testfarm-slave". */
 int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,

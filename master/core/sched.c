@@ -280,6 +280,9 @@ static void sched_pass(tf_master_t *m)
             tf_request_t *r = tf_list_entry(mb->pending.next, tf_request_t,
                                             node);
             uint64_t tag = r->fair_tag;
+            /* 0 also when build_start could not be encoded for r: it has
+             * then ended as EXCEPTION and left the queue, so the pass goes
+             * on to the next request at once (the slave is still idle). */
             if (tf_build_start(m, r, s) == 0) {
                 if (tag > m->fair_vtime)
                     m->fair_vtime = tag;

@@ -20,6 +20,11 @@
  * callback writes one frame. A slave that does not read its queue down is
  * cut off rather than allowed to grow our memory.
  *
+ * Upgrading: tf_link_confirm_upgrade sees every websocket upgrade first
+ * (server.c routes LWS_CALLBACK_HTTP_CONFIRM_UPGRADE to it) and answers a
+ * wrong path or subprotocol with a plain-text HTTP error, where lws alone
+ * would drop the connection without a word.
+ *
  * Closing with a reason: the error message is queued like any frame; once
  * the queue is empty the WRITEABLE callback sets the close reason and
  * returns -1. The notes on this lws build say the close frame itself may be
@@ -533,6 +538,124 @@ static tf_link_t *link_open(tf_master_t *m, struct lws *wsi)
     tf_debug("link", "link %llu from %s: challenge sent",
              (unsigned long long)l->id, l->peer);
     return l;
+}
+
+/* Copies at most outlen - 4 bytes of a peer's header value into out with
+ * anything but printable ASCII (and quotes and backslashes) shown as '?',
+ * so it can go into a log line and an answer safely. */
+static void show_text(char *out, size_t outlen, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 4 < outlen; s++) {
+        unsigned char c = (unsigned char)*s;
+        out[o++] = (c < 0x20 || c > 0x7e || c == '"' || c == '\\') ? '?'
+                                                                   : (char)c;
+    }
+    if (*s && o + 3 < outlen) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+}
+
+/* Sends a short plain-text HTTP answer to a refused upgrade. Returns 1
+ * (lws then completes the transaction), or -1 to hang up when even that
+ * cannot be written. */
+static int upgrade_refuse(struct lws *wsi, unsigned status, const char *fmt,
+                          ...) __attribute__((format(printf, 3, 4)));
+
+static int upgrade_refuse(struct lws *wsi, unsigned status, const char *fmt,
+                          ...)
+{
+    unsigned char buf[LWS_PRE + 1024];
+    unsigned char *start = buf + LWS_PRE, *p = start;
+    unsigned char *end = buf + sizeof(buf) - 1;
+    char body[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    size_t len = strlen(body);
+    body[len++] = '\n';
+    body[len] = '\0';
+    if (lws_add_http_common_headers(wsi, status, "text/plain; charset=utf-8",
+                                    len, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                     (const unsigned char *)"close", 5, &p,
+                                     end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    memcpy(buf + LWS_PRE, body, len);
+    if (lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) < (int)len)
+        return -1;
+    return 1;
+}
+
+/* Whether the comma-separated Sec-WebSocket-Protocol list names want. */
+static bool protocols_name(const char *list, const char *want)
+{
+    size_t wl = strlen(want);
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ' && *e != '\t')
+            e++;
+        if ((size_t)(e - p) == wl && strncmp(p, want, wl) == 0)
+            return true;
+        p = e;
+    }
+    return false;
+}
+
+int tf_link_confirm_upgrade(tf_master_t *m, struct lws *wsi)
+{
+    static const struct {
+        const char *path, *protocol;
+    } endpoints[] = {
+        {TF_PROTO_WS_PATH, TF_PROTO_SUBPROTOCOL},
+        {TF_LIVE_PATH, TF_LIVE_SUBPROTOCOL},
+    };
+    char uri[256], asked[256];
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
+        uri[0] = '\0';
+    if (lws_hdr_copy(wsi, asked, sizeof(asked), WSI_TOKEN_PROTOCOL) <= 0)
+        asked[0] = '\0';
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+        if (strcmp(uri, endpoints[i].path) != 0)
+            continue;
+        if (!protocols_name(asked, endpoints[i].protocol)) {
+            char shown[64];
+            show_text(shown, sizeof(shown), asked);
+            tf_info("link", "websocket upgrade to %s refused: subprotocol "
+                    "%s%s%s, expected %s", uri, asked[0] ? "\"" : "",
+                    asked[0] ? shown : "none", asked[0] ? "\"" : "",
+                    endpoints[i].protocol);
+            return upgrade_refuse(
+                wsi, 400,
+                "The websocket endpoint %s needs the subprotocol %s "
+                "(request header \"Sec-WebSocket-Protocol: %s\"); this "
+                "request %s%s%s.",
+                uri, endpoints[i].protocol, endpoints[i].protocol,
+                asked[0] ? "asked for \"" : "named no subprotocol",
+                asked[0] ? shown : "", asked[0] ? "\"" : "");
+        }
+        if (m->stopping)
+            return upgrade_refuse(wsi, 503, "The master is shutting down; "
+                                  "connect again in a moment.");
+        return 0;
+    }
+    char shown[64];
+    show_text(shown, sizeof(shown), uri);
+    return upgrade_refuse(wsi, 404,
+                          "No websocket endpoint at \"%s\": slaves connect "
+                          "to %s with the subprotocol %s, live viewers to "
+                          "%s with %s.",
+                          shown, TF_PROTO_WS_PATH, TF_PROTO_SUBPROTOCOL,
+                          TF_LIVE_PATH, TF_LIVE_SUBPROTOCOL);
 }
 
 static bool path_is_slave_endpoint(struct lws *wsi)

@@ -31,10 +31,22 @@ static void lws_log_emit(int level, const char *line)
         tf_debug("lws", "%.*s", (int)n, line);
 }
 
+/* The HTTP protocol's callback, with websocket upgrades checked first
+ * (link.c) so a client that names no or the wrong subprotocol is told so
+ * in an HTTP answer. */
+static int http_cb(struct lws *wsi, enum lws_callback_reasons reason,
+                   void *user, void *in, size_t len)
+{
+    if (reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE)
+        return tf_link_confirm_upgrade(
+            lws_context_user(lws_get_context(wsi)), wsi);
+    return tf_http_callback(wsi, reason, user, in, len);
+}
+
 static const struct lws_protocols protocols[] = {
     {
         .name = "http",
-        .callback = tf_http_callback,
+        .callback = http_cb,
         .per_session_data_size = sizeof(void *),
         .rx_buffer_size = 0,
     },

@@ -747,6 +747,70 @@ TF_TEST(too_many_steps)
     free(text);
 }
 
+/* A builder whose build_start cannot fit the protocol is refused where
+ * its steps are, with the size; one just under the cap loads. */
+TF_TEST(build_start_must_fit)
+{
+    size_t cap = 64 + 1000 * 1200;
+    char *text = malloc(cap);
+    TF_CHECK(text != NULL);
+    if (!text)
+        return;
+    for (int round = 0; round < 2; round++) {
+        /* 999 steps of about 1.1 KB: 1.3 MB. Then 900 of 1 KB: fits. */
+        int nsteps = round == 0 ? 999 : 900;
+        int width = round == 0 ? 1100 : 900;
+        size_t n = (size_t)snprintf(text, cap,
+                                    "{\"builders\": [{\"name\": \"b\", "
+                                    "\"steps\": [");
+        for (int i = 0; i < nsteps; i++) {
+            n += (size_t)snprintf(text + n, cap - n,
+                                  "%s{\"name\": \"s%d\", \"command\": \"",
+                                  i ? "," : "", i);
+            memset(text + n, 'y', (size_t)width);
+            n += (size_t)width;
+            n += (size_t)snprintf(text + n, cap - n, "\"}");
+        }
+        snprintf(text + n, cap - n, "]}]}");
+        tf_cfg_diags_t d = {0};
+        tf_config_t *c = NULL;
+        int rc = load_str("/m.json", text, &c, &d);
+        if (round == 0) {
+            TF_CHECK_INT(rc, TF_ECONFIG);
+            TF_CHECK_INT(d.count, 1);
+            if (d.count >= 1) {
+                TF_CHECK_STR(d.items[0].key, "builders[0].steps");
+                TF_CHECK(strstr(d.items[0].message,
+                                "build_start would be ") != NULL);
+                TF_CHECK(strstr(d.items[0].message,
+                                "over the limit of 1048576 bytes") != NULL);
+            }
+        } else {
+            TF_CHECK_INT(rc, 0);
+            if (rc)
+                dump_diags(&d);
+        }
+        tf_config_free(c);
+        tf_cfg_diags_clear(&d);
+    }
+    /* 1000 steps are fine alone, not with the source step a repository
+     * adds. */
+    size_t n = (size_t)snprintf(text, cap,
+                                "{\"builders\": [{\"name\": \"b\", "
+                                "\"repository\": \"/srv/r.git\", "
+                                "\"steps\": [");
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(text + n, cap - n,
+                              "%s{\"name\": \"s%d\", \"command\": \"x\"}",
+                              i ? "," : "", i);
+    snprintf(text + n, cap - n, "]}]}");
+    CHECK_ONE_ERROR(text, 1, 66, "builders[0].steps",
+                    "1000 steps and the source step the builder's "
+                    "repository adds are over the protocol's limit of 1000 "
+                    "steps in a build");
+    free(text);
+}
+
 TF_TEST(secret_files)
 {
     char *dir = make_tmpdir();

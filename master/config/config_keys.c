@@ -637,7 +637,10 @@ static const cfg_key_t cfg_builder_keys[] = {
      .plural = "steps", .what = "step",
      .type_msg = "expected an array of steps",
      .empty_msg = "a builder needs at least one step",
-     .doc_type = "array of [steps](#steps)", .doc = "run in order"},
+     .doc_type = "array of [steps](#steps)",
+     .doc = "run in order; with a `repository`, at most 999 (its source "
+            "step counts), and all of them must fit one 1 MiB `build_start` "
+            "message (see [limits](#limits))"},
     {.name = "repository", .kind = CFG_STR, .valid = tf_repo_url_valid,
      .rule = CFG_REPO_RULE, CFG_F(tf_cfg_builder_t, repository),
      .doc = "a git URL or an absolute path (on the slaves) of the "

@@ -20,8 +20,8 @@ import json
 import socket
 import time
 
-from tfharness import (HandSlave, WaitTimeout, WSClosed, output_frame,
-                       scaled)
+from tfharness import (TIMEOUT_SCALE, HandSlave, WaitTimeout, WSClosed,
+                       output_frame, scaled)
 
 T0 = 1795000000000  # a fixed clock for event times (milliseconds)
 
@@ -138,8 +138,22 @@ class ScriptedSlave(HandSlave):
         return msg
 
     def recv(self, timeout=15):
-        """The next message (pings answered and skipped), checked."""
-        return self._note(self.recv_json(timeout))
+        """The next message (protocol pings answered and skipped), checked.
+        timeout (scaled) bounds the whole wait, pings included: the
+        master's heartbeat must not keep extending it."""
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no message within the time limit")
+            kind, data = self.recv_message(left / TIMEOUT_SCALE)
+            assert kind == "text", f"expected a text frame, got {kind} " \
+                f"{data[:100]!r}"
+            msg = json.loads(data)
+            if msg.get("type") == "ping":
+                self.send_json({"type": "pong", "id": msg["id"]})
+                continue
+            return self._note(msg)
 
     def recv_type(self, want, timeout=15, skip=("ack",)):
         """The next message of type want (one read earlier while waiting
@@ -151,7 +165,7 @@ class ScriptedSlave(HandSlave):
         deadline = time.monotonic() + scaled(timeout)
         while True:
             left = max(0.05, deadline - time.monotonic())
-            msg = self.recv(left / (scaled(1) or 1))
+            msg = self.recv(left / TIMEOUT_SCALE)
             if msg["type"] == want:
                 return msg
             assert msg["type"] in skip, f"expected {want}, got {msg}"
@@ -179,7 +193,7 @@ class ScriptedSlave(HandSlave):
             if left <= 0:
                 return got
             try:
-                got.append(self.recv(left / (scaled(1) or 1)))
+                got.append(self.recv(left / TIMEOUT_SCALE))
             except socket.timeout:
                 return got
 

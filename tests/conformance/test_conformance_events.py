@@ -288,6 +288,10 @@ def test_unreported_steps_are_skipped_and_the_slaves_result_counts(
 
 # --- one ordering rule (point 6) ---
 
+TEST_RESULTS_0 = {"type": "test_results", "step": 0, "format": "junit",
+                  "results": [], "last": True, "total": 0}
+
+
 def _ordering_case(ss, bid, case):
     """Sends the events of case; the last one breaks the rule."""
     if case == "step_finished FAILURE without step_started":
@@ -311,6 +315,10 @@ def _ordering_case(ss, bid, case):
         ss.output(bid, 0, b"late\n")
     elif case == "output before any step_started":
         ss.output(bid, 0, b"early\n")
+    elif case == "test_results for a step that is not running":
+        ss.step_started(bid, 0, "one")
+        ss.step_finished(bid, 0)
+        ss.event(bid, TEST_RESULTS_0)
     elif case == "build_finished while a step runs":
         ss.step_started(bid, 0, "one")
         ss.build_finished(bid)
@@ -334,6 +342,7 @@ def _ordering_case(ss, bid, case):
     "step_finished for another step than the running one",
     "output for a step that is not running",
     "output before any step_started",
+    "test_results for a step that is not running",
     "build_finished while a step runs",
     "step_finished for a step past the last",
     "a gap in seq",
@@ -352,7 +361,8 @@ def test_events_out_of_order_are_malformed(farm, case):
 
 def test_skipped_steps_need_no_step_started(farm):
     """The rule's other side: a step that did not run is one
-    step_finished SKIPPED, and the next step may then run."""
+    step_finished SKIPPED, and the next step may then run, its output and
+    test_results coming between its step_started and step_finished."""
     m = farm.master(config())
     ss = connected(m, farm)
     req, bs = start_build(m, ss)
@@ -360,6 +370,7 @@ def test_skipped_steps_need_no_step_started(farm):
     ss.skipped(bid, 0)
     ss.step_started(bid, 1, "two")
     ss.output(bid, 1, b"ok\n", stream=2)
+    ss.event(bid, dict(TEST_RESULTS_0, step=1))
     ss.step_finished(bid, 1)
     last = ss.build_finished(bid)
     ss.wait_acked(bid, last)

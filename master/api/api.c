@@ -280,8 +280,11 @@ static void overlay_slave(tf_master_t *m, json_t *o)
         json_object_set_new(o, "last_seen_ms", json_integer(s->last_seen_ms));
     /* The live link's facts come from memory, like "connected": the row
      * that records them may not be committed yet. */
-    if (s && s->link && s->connected_ms)
+    if (s && s->link && s->connected_ms) {
         json_object_set_new(o, "connected_ms", json_integer(s->connected_ms));
+        json_object_set_new(o, "platform", json_string(s->platform));
+        json_object_set_new(o, "version", json_string(s->version));
+    }
     json_object_set_new(o, "current_builds", running_builds_of(m, NULL, name));
 }
 

@@ -391,10 +391,17 @@ export async function groupPlotAxes(r, ctx, S) {
     const img = g.getImageData(0, 0, c.width, c.height).data;
     const k = c.width / c.getBoundingClientRect().width;
     const cr = c.getBoundingClientRect();
+    // Only points well inside the plot area: the newest build's point sits
+    // on its right edge, half outside the element that takes the pointer.
+    const ob = over.getBoundingClientRect();
+    const inside = (px, py) => px > ob.left + 6 && px < ob.right - 6 && py > ob.top + 6 && py < ob.bottom - 6;
     for (let y = Math.round(over.offsetTop * k); y < c.height; y++) {
       for (let x = Math.round(over.offsetLeft * k); x < c.width; x++) {
         const i = (y * c.width + x) * 4;
-        if (img[i] === 46 && img[i + 1] === 158 && img[i + 2] === 68 && img[i + 3] === 255) return { x: cr.left + (x + 2) / k, y: cr.top + (y + 3) / k };
+        if (img[i] === 46 && img[i + 1] === 158 && img[i + 2] === 68 && img[i + 3] === 255) {
+          const at = { x: cr.left + (x + 2) / k, y: cr.top + (y + 3) / k };
+          if (inside(at.x, at.y)) return at;
+        }
       }
     }
     return null;

@@ -19,10 +19,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "net/http.h"
-#include "core/jobs.h"
-#include "api/pages.h"
-#include "changes/poller.h"
-#include "changes/schedulers.h"
+#include "api/handlers.h"
 #include "log.h"
 #include "api/mail.h"
 #include "core/master.h"
@@ -37,7 +34,7 @@
 size_t tf_api_body_cap(const tf_master_t *m, const char *path, int method)
 {
     if (method == TF_HTTP_POST && strcmp(path, "/api/v1/jobs") == 0)
-        return tf_jobs_body_cap(m);
+        return tf_api_jobs_body_cap(m);
     return API_DEFAULT_BODY_CAP;
 }
 

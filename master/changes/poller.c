@@ -40,11 +40,9 @@
 #include "buf.h"
 #include "clock.h"
 #include "crypto.h"
-#include "net/http.h"
 #include "log.h"
 #include "core/master.h"
 #include "names.h"
-#include "store/queries.h"
 #include "changes/schedulers.h"
 #include "tf_err.h"
 #include "utf8.h"
@@ -1207,16 +1205,15 @@ const char *tf_pollers_head(tf_master_t *m, const char *repository,
     return p ? p->last_revision : NULL;
 }
 
-/* --- API --- */
+/* --- status --- */
 
 static json_t *int_or_null(int64_t v)
 {
     return v ? json_integer(v) : json_null();
 }
 
-void tf_api_pollers(tf_http_req_t *r)
+json_t *tf_pollers_status(tf_master_t *m)
 {
-    tf_master_t *m = r->m;
     tf_pollers_t *ps = m->pollers;
     json_t *arr = json_array();
     int64_t mono = tf_mono_ms(), now = tf_now_ms();
@@ -1251,100 +1248,5 @@ void tf_api_pollers(tf_http_req_t *r)
         json_object_set_new(o, "next_poll_ms", int_or_null(due));
         json_array_append_new(arr, o);
     }
-    tf_http_respond_json(r, 200, json_pack("{s:o}", "pollers", arr));
-}
-
-/* --- GET /api/v1/changes --- */
-
-typedef struct change_query {
-    tf_http_req_t *r;
-    uint64_t id; /* 0: the list */
-    uint64_t before;
-    unsigned limit;
-    char repository[TF_REPO_MAX + 1];
-    char branch[TF_REF_MAX + 1];
-    char base[512];
-    json_t *out;
-} change_query_t;
-
-static int change_query_fn(sqlite3 *db, void *arg)
-{
-    change_query_t *q = arg;
-    if (q->id)
-        return tf_q_change(db, q->base, q->id, &q->out);
-    return tf_q_changes(db, q->base, q->repository[0] ? q->repository : NULL,
-                        q->branch[0] ? q->branch : NULL, q->before, q->limit,
-                        &q->out);
-}
-
-static void change_query_done(void *arg, int rc)
-{
-    change_query_t *q = arg;
-    tf_http_req_t *r = q->r;
-    if (tf_http_async_end(r)) {
-        if (rc == TF_ENOENT)
-            tf_http_error(r, 404, "no such change");
-        else if (rc || !q->out)
-            tf_http_error(r, 500, "database read failed: %s",
-                          tf_strerror(rc));
-        else {
-            tf_http_respond_json(r, 200, q->out);
-            q->out = NULL;
-        }
-    }
-    json_decref(q->out);
-    free(q);
-}
-
-static void change_query_start(tf_http_req_t *r, change_query_t *q)
-{
-    q->r = r;
-    snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, change_query_fn, change_query_done, q) !=
-        0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        free(q);
-    }
-}
-
-void tf_api_changes(tf_http_req_t *r)
-{
-    uint64_t limit, before;
-    const char *repo = tf_http_arg(r, "repository");
-    const char *branch = tf_http_arg(r, "branch");
-    if (!tf_http_arg_u64(r, "limit", 1, 200, 50, &limit) ||
-        !tf_http_arg_u64(r, "before", 1, INT64_MAX, 0, &before))
-        return;
-    if (repo && !tf_repo_url_valid(repo)) {
-        tf_http_error(r, 400, "parameter repository: expected a git URL or "
-                      "path");
-        return;
-    }
-    if (branch && !tf_git_ref_valid(branch)) {
-        tf_http_error(r, 400, "parameter branch: expected a branch name");
-        return;
-    }
-    change_query_t *q = calloc(1, sizeof(*q));
-    if (!q) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    q->limit = (unsigned)limit;
-    q->before = before;
-    snprintf(q->repository, sizeof(q->repository), "%s", repo ? repo : "");
-    snprintf(q->branch, sizeof(q->branch), "%s", branch ? branch : "");
-    change_query_start(r, q);
-}
-
-void tf_api_change(tf_http_req_t *r, uint64_t id)
-{
-    change_query_t *q = calloc(1, sizeof(*q));
-    if (!q) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    q->id = id;
-    change_query_start(r, q);
+    return arr;
 }

@@ -22,10 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "changes/gitlog.h"
 
 struct tf_master;
-struct tf_http_req;
 
 /* The file name of a repository's mirror ("<sanitized>-<hash>.git"),
  * malloc'd, or NULL on OOM. Safe as one path component. */
@@ -52,13 +53,8 @@ void tf_pollers_free(struct tf_master *m);
 const char *tf_pollers_head(struct tf_master *m, const char *repository,
                             const char *branch);
 
-/* GET /api/v1/pollers, answered from memory. */
-void tf_api_pollers(struct tf_http_req *r);
-
-/* GET /api/v1/changes (parameters limit, before, repository, branch). */
-void tf_api_changes(struct tf_http_req *r);
-
-/* GET /api/v1/changes/{id}. */
-void tf_api_change(struct tf_http_req *r, uint64_t id);
+/* Every poller's state as GET /api/v1/pollers shows it (docs/api.md): a
+ * new JSON array, from memory, on the loop thread. */
+json_t *tf_pollers_status(struct tf_master *m);
 
 #endif

@@ -34,7 +34,6 @@
 #include <uv.h>
 
 #include "clock.h"
-#include "net/http.h"
 #include "log.h"
 #include "core/master.h"
 #include "names.h"
@@ -573,7 +572,7 @@ void tf_schedulers_free(tf_master_t *m)
 }
 
 /* ------------------------------------------------------------------ */
-/* API                                                                 */
+/* Status                                                              */
 /* ------------------------------------------------------------------ */
 
 static json_t *ms_or_null(int64_t v)
@@ -589,9 +588,8 @@ static json_t *strv_json(char *const *v, size_t n)
     return a;
 }
 
-void tf_api_schedulers(tf_http_req_t *r)
+json_t *tf_schedulers_status(tf_master_t *m)
 {
-    tf_master_t *m = r->m;
     tf_schedulers_t *ss = m->schedulers;
     json_t *arr = json_array();
     for (size_t i = 0; ss && i < ss->n; i++) {
@@ -639,224 +637,6 @@ void tf_api_schedulers(tf_http_req_t *r)
         }
         json_array_append_new(arr, o);
     }
-    tf_http_respond_json(r, 200, json_pack("{s:I,s:o}", "time_ms",
-                                           (json_int_t)tf_now_ms(),
-                                           "schedulers", arr));
+    return arr;
 }
 
-static int64_t real_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void tf_api_master_clock(tf_http_req_t *r)
-{
-    tf_master_t *m = r->m;
-    if (!m->cfg->testing_clock) {
-        tf_http_error(r, 404, "the controllable clock is off; it is for "
-                      "tests only (\"testing\": {\"clock\": true})");
-        return;
-    }
-    if (!r->admin) {
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, r->token[0] ? 403 : 401,
-                      "setting the clock needs the admin token");
-        return;
-    }
-    json_error_t e;
-    json_t *j = json_loadb((const char *)r->body.data, r->body.len,
-                           JSON_REJECT_DUPLICATES, &e);
-    json_t *jn = json_object_get(j, "now_ms");
-    if (!json_is_object(j) || json_object_size(j) != 1 ||
-        !json_is_integer(jn) || json_integer_value(jn) < 0) {
-        json_decref(j);
-        tf_http_error(r, 400, "body must be {\"now_ms\": N} with N a time in "
-                      "ms since the epoch");
-        return;
-    }
-    int64_t want = json_integer_value(jn);
-    json_decref(j);
-    int64_t offset = want - real_now_ms();
-    tf_clock_set_offset(offset);
-    char iso[40];
-    tf_time_iso(want, iso, sizeof(iso));
-    tf_warn("master", "test clock set to %s (offset %" PRId64 " ms)", iso,
-            offset);
-    tf_schedulers_tick(m);
-    tf_http_respond_json(r, 200, json_pack("{s:I,s:I}", "now_ms",
-                                           (json_int_t)tf_now_ms(),
-                                           "offset_ms", (json_int_t)offset));
-}
-
-/* --- rebuild --- */
-
-typedef struct rebuild {
-    tf_http_req_t *r;
-    uint64_t build_id;
-    uint64_t request_id; /* the new one */
-    char builder[TF_NAME_MAX + 1];
-    uint64_t number;
-    char *revision;
-    char *properties;
-    char *tests;
-    char *patch_sha256;
-    uint64_t patch_size;
-    uint64_t *changes;
-    size_t nchanges;
-} rebuild_t;
-
-static void rebuild_free(rebuild_t *rb)
-{
-    if (!rb)
-        return;
-    free(rb->revision);
-    free(rb->properties);
-    free(rb->tests);
-    free(rb->patch_sha256);
-    free(rb->changes);
-    free(rb);
-}
-
-static char *col_dup(sqlite3_stmt *st, int i)
-{
-    const char *t = (const char *)sqlite3_column_text(st, i);
-    return t && *t ? strdup(t) : NULL;
-}
-
-static int rebuild_read_fn(sqlite3 *db, void *arg)
-{
-    rebuild_t *rb = arg;
-    sqlite3_stmt *st = NULL;
-    int rc = TF_ESTORE;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT b.builder, b.number, "
-                           "coalesce(nullif(b.revision, ''), b.got_revision), "
-                           "r.properties, r.tests, r.patch_sha256, "
-                           "r.patch_size FROM builds b LEFT JOIN "
-                           "build_requests r ON r.id = b.request_id "
-                           "WHERE b.id = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)rb->build_id);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        rc = TF_ENOENT;
-        goto out;
-    }
-    snprintf(rb->builder, sizeof(rb->builder), "%s",
-             sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(
-                                              st, 0)
-                                        : "");
-    rb->number = (uint64_t)sqlite3_column_int64(st, 1);
-    rb->revision = col_dup(st, 2);
-    rb->properties = col_dup(st, 3);
-    rb->tests = col_dup(st, 4);
-    rb->patch_sha256 = col_dup(st, 5);
-    rb->patch_size = (uint64_t)sqlite3_column_int64(st, 6);
-    sqlite3_finalize(st);
-    st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT change_id FROM build_changes WHERE "
-                           "build_id = ?1 ORDER BY change_id",
-                           -1, &st, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_int64(st, 1, (int64_t)rb->build_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        uint64_t *v = realloc(rb->changes, (rb->nchanges + 1) * sizeof(*v));
-        if (!v) {
-            rc = TF_ENOMEM;
-            goto out;
-        }
-        rb->changes = v;
-        v[rb->nchanges++] = (uint64_t)sqlite3_column_int64(st, 0);
-    }
-    rc = 0;
-out:
-    sqlite3_finalize(st);
-    return rc;
-}
-
-static void rebuild_committed(void *arg, int rc)
-{
-    rebuild_t *rb = arg;
-    if (tf_http_async_end(rb->r)) {
-        tf_api_request_queued(rb->r, rc, rb->request_id, rb->builder,
-                              json_pack("{s:I}", "rebuild_of",
-                                        (json_int_t)rb->build_id));
-        if (!rc)
-            tf_info("scheduler", "request %" PRIu64 " rebuilds build %"
-                    PRIu64, rb->request_id, rb->build_id);
-    }
-    rebuild_free(rb);
-}
-
-static void rebuild_read_done(void *arg, int rc)
-{
-    rebuild_t *rb = arg;
-    tf_http_req_t *r = rb->r;
-    if (!tf_http_async_end(r)) {
-        rebuild_free(rb);
-        return;
-    }
-    tf_master_t *m = r->m;
-    if (rc == TF_ENOENT) {
-        tf_http_error(r, 404, "no such build");
-        goto fail;
-    }
-    if (rc) {
-        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
-        goto fail;
-    }
-    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, rb->builder);
-    if (!cfg) {
-        tf_http_error(r, 409, "builder \"%s\" is no longer configured",
-                      rb->builder);
-        goto fail;
-    }
-    char reason[160];
-    snprintf(reason, sizeof(reason), "rebuild of build %" PRIu64
-             " (%s #%" PRIu64 ")", rb->build_id, rb->builder, rb->number);
-    tf_reqspec_t spec = {
-        .builder = rb->builder,
-        .reason = reason,
-        .owner = r->user.email[0] ? r->user.email : "admin",
-        .properties = rb->properties,
-        .priority = cfg->priority,
-        .tests = rb->tests,
-        .revision = rb->revision,
-        .patch_sha256 = rb->patch_sha256,
-        .patch_size = rb->patch_size,
-        .changes = rb->changes,
-        .nchanges = rb->nchanges,
-    };
-    tf_http_async_begin(r);
-    rc = tf_sched_request(m, &spec, &rb->request_id, rebuild_committed, rb);
-    if (rc) {
-        tf_http_async_end(r);
-        tf_http_error(r, 500, "cannot queue the request: %s",
-                      tf_strerror(rc));
-        goto fail;
-    }
-    return; /* rebuild_committed answers and frees rb */
-fail:
-    rebuild_free(rb);
-}
-
-void tf_api_rebuild(tf_http_req_t *r, uint64_t build_id)
-{
-    rebuild_t *rb = calloc(1, sizeof(*rb));
-    if (!rb) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    rb->r = r;
-    rb->build_id = build_id;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, rebuild_read_fn, rebuild_read_done, rb) !=
-        0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        rebuild_free(rb);
-    }
-}

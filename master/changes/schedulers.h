@@ -21,11 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "cron.h"
 #include "glob.h"
 
 struct tf_master;
-struct tf_http_req;
 
 /* --- the schedulers (loop thread) --- */
 
@@ -63,13 +64,8 @@ void tf_schedulers_on_changes(struct tf_master *m, const char *repository,
 /* Evaluates every scheduler against tf_now_ms() now. */
 void tf_schedulers_tick(struct tf_master *m);
 
-/* GET /api/v1/schedulers. */
-void tf_api_schedulers(struct tf_http_req *r);
-
-/* POST /api/v1/master/clock (admin, testing.clock only). */
-void tf_api_master_clock(struct tf_http_req *r);
-
-/* POST /api/v1/builds/{id}/rebuild; the caller checked the token. */
-void tf_api_rebuild(struct tf_http_req *r, uint64_t build_id);
+/* Every scheduler's state as GET /api/v1/schedulers shows it (docs/api.md):
+ * a new JSON array, on the loop thread. */
+json_t *tf_schedulers_status(struct tf_master *m);
 
 #endif

@@ -5,16 +5,21 @@
  * loop thread keeps a small object per job that is not finished yet, to
  * know when its last request ends and to record the job's result in the
  * same transaction as that request's end.
+ *
+ * This is the model only: parsing a submission and answering it is the
+ * API's work (api/jobs.c), which hands core a checked tf_jobspec_t.
  */
 #ifndef TF_JOBS_H
 #define TF_JOBS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <sqlite3.h>
 
-#include "net/http.h"
+#include "crypto.h"
 #include "result.h"
 #include "core/users.h"
 
@@ -30,20 +35,39 @@ typedef struct tf_mjob {
     bool cancel_requested;
 } tf_mjob_t;
 
-/* POST /api/v1/jobs, GET /api/v1/jobs, GET /api/v1/jobs/{id},
- * POST /api/v1/jobs/{id}/cancel, GET /api/v1/patches/{sha256},
- * GET /api/v1/whoami. The request has been identified (tf_http_req_t.user,
- * .admin). */
-void tf_api_job_submit(tf_http_req_t *r);
-void tf_api_jobs_list(tf_http_req_t *r);
-void tf_api_job_get(tf_http_req_t *r, uint64_t id);
-void tf_api_job_cancel(tf_http_req_t *r, uint64_t id);
-void tf_api_patch(tf_http_req_t *r, const char *sha256);
-void tf_api_whoami(tf_http_req_t *r);
+/* A validated submission. Strings and JSON are borrowed for the call;
+ * patch (malloc'd, may be NULL when patch_len is 0) is taken, whatever
+ * tf_job_create returns. */
+typedef struct tf_jobspec {
+    tf_user_t user;         /* the author */
+    json_t *builders;       /* array of builder names, no duplicates */
+    json_t *tests;          /* object builder -> array of names, or NULL */
+    const char *base_revision, *description, *review_url, *patchset;
+    const char *email;      /* where the result goes; NULL: the author's */
+    bool notify;
+    uint8_t *patch;
+    size_t patch_len;
+    char sha[TF_SHA256_HEX_LEN + 1]; /* of the patch when patch_len > 0 */
+} tf_jobspec_t;
 
-/* The body cap of POST /api/v1/jobs: room for the largest patch in
- * base64 plus metadata. */
-size_t tf_jobs_body_cap(const struct tf_master *m);
+/* Called on the loop thread once the job's rows committed (rc 0) or
+ * failed (rc < 0: nothing of the job exists). request_ids[i] is the
+ * request made for builders[i], 0 when none could be made (out of
+ * memory; logged). The array is valid for the call only. */
+typedef void (*tf_job_created_cb)(void *arg, int rc, uint64_t job_id,
+                                  const uint64_t *request_ids, size_t n);
+
+/* Stores a try job as one all-or-nothing write (patch, job, one request
+ * per builder), then schedules its requests and calls cb. Returns 0 (cb
+ * will run), TF_ENOENT when a builder is not in the config in force (err
+ * says which and lists the known ones; cb does not run) or TF_ENOMEM. */
+int tf_job_create(struct tf_master *m, tf_jobspec_t *spec, char *err,
+                  size_t errlen, tf_job_created_cb cb, void *arg);
+
+/* Cancels every open request of unfinished job id (running builds are
+ * aborted, pending requests leave the queue). Returns 0, or TF_ENOENT
+ * when the job is not open (finished, cancelled, or unknown). */
+int tf_job_cancel(struct tf_master *m, uint64_t id, const char *by);
 
 /* A request of job job_id started its first build: the job is running. */
 void tf_job_request_started(struct tf_master *m, uint64_t job_id);

@@ -133,11 +133,4 @@ void tf_api_dispatch(tf_http_req_t *r);
 size_t tf_api_body_cap(const struct tf_master *m, const char *path,
                        int method);
 
-/* Answers a request that queued build request `id` of `builder` (force,
- * rebuild) once its write group committed with rc: 500 when rc is an
- * error, else 201 {"request_id", "builder", "url", "position"} plus the
- * fields of extra (taken; may be NULL). */
-void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
-                           const char *builder, json_t *extra);
-
 #endif

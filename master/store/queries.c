@@ -963,3 +963,503 @@ out:
     free(ids);
     return rc;
 }
+
+/* --- try jobs and patches --- */
+
+int tf_q_job_owner(sqlite3 *db, uint64_t id, char *email, size_t email_len,
+                   char *state, size_t state_len)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT email, state FROM try_jobs WHERE id = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *e = (const char *)sqlite3_column_text(st, 0);
+        const char *s = (const char *)sqlite3_column_text(st, 1);
+        snprintf(email, email_len, "%s", e ? e : "");
+        snprintf(state, state_len, "%s", s ? s : "");
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_patch_find(sqlite3 *db, const char *sha256, int64_t *rowid,
+                    uint64_t *size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT id, size FROM patches WHERE sha256 = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_TRANSIENT);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *rowid = sqlite3_column_int64(st, 0);
+        *size = (uint64_t)sqlite3_column_int64(st, 1);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_patch_read(sqlite3 *db, int64_t rowid, uint64_t pos,
+                    unsigned char *dst, size_t n)
+{
+    sqlite3_blob *b = NULL;
+    if (n > INT32_MAX || pos > INT32_MAX)
+        return TF_EINVAL;
+    if (sqlite3_blob_open(db, "main", "patches", "data", rowid, 0, &b) !=
+        SQLITE_OK)
+        return TF_ESTORE;
+    int rc = sqlite3_blob_read(b, dst, (int)n, (int)pos);
+    sqlite3_blob_close(b);
+    return rc == SQLITE_OK ? 0 : TF_ESTORE;
+}
+
+/* --- rebuild --- */
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t && *t ? strdup(t) : NULL;
+}
+
+void tf_q_build_source_clear(tf_q_build_source_t *s)
+{
+    free(s->revision);
+    free(s->properties);
+    free(s->tests);
+    free(s->patch_sha256);
+    free(s->changes);
+    memset(s, 0, sizeof(*s));
+}
+
+int tf_q_build_source(sqlite3 *db, uint64_t build_id,
+                      tf_q_build_source_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT b.builder, b.number, "
+                  "coalesce(nullif(b.revision, ''), b.got_revision), "
+                  "r.properties, r.tests, r.patch_sha256, "
+                  "r.patch_size, r.owner FROM builds b LEFT JOIN "
+                  "build_requests r ON r.id = b.request_id "
+                  "WHERE b.id = ?1",
+                  &st);
+    memset(out, 0, sizeof(*out));
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        rc = TF_ENOENT;
+        goto out;
+    }
+    const char *builder = (const char *)sqlite3_column_text(st, 0);
+    const char *owner = (const char *)sqlite3_column_text(st, 7);
+    snprintf(out->builder, sizeof(out->builder), "%s", builder ? builder : "");
+    snprintf(out->owner, sizeof(out->owner), "%s", owner ? owner : "");
+    out->number = (uint64_t)sqlite3_column_int64(st, 1);
+    out->revision = col_dup(st, 2);
+    out->properties = col_dup(st, 3);
+    out->tests = col_dup(st, 4);
+    out->patch_sha256 = col_dup(st, 5);
+    out->patch_size = (uint64_t)sqlite3_column_int64(st, 6);
+    sqlite3_finalize(st);
+    st = NULL;
+    if ((rc = prep(db,
+                   "SELECT change_id FROM build_changes WHERE "
+                   "build_id = ?1 ORDER BY change_id",
+                   &st)))
+        goto out;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t *v = realloc(out->changes, (out->nchanges + 1) * sizeof(*v));
+        if (!v) {
+            rc = TF_ENOMEM;
+            goto out;
+        }
+        out->changes = v;
+        v[out->nchanges++] = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    if (rc)
+        tf_q_build_source_clear(out);
+    return rc;
+}
+
+/* --- waterfall --- */
+
+typedef struct wf_key {
+    int64_t created_ms;
+    int64_t id;
+} wf_key_t;
+
+static int wf_key_cmp(const void *a, const void *b)
+{
+    const wf_key_t *x = a, *y = b;
+    if (x->created_ms != y->created_ms)
+        return x->created_ms > y->created_ms ? -1 : 1;
+    return x->id > y->id ? -1 : x->id < y->id;
+}
+
+/* Appends to keys (room for cap) the newest builds after the cursor, at
+ * most want, of one builder or of all (builder NULL), each query walking
+ * an index in page order. */
+static int wf_keys(sqlite3 *db, const char *builder, int64_t before,
+                   int64_t before_id, unsigned want, wf_key_t *keys,
+                   size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        builder ? "SELECT created_ms, id FROM builds WHERE builder = ?4 AND "
+                  "(created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) "
+                  "ORDER BY created_ms DESC, id DESC LIMIT ?3"
+                : "SELECT created_ms, id FROM builds WHERE "
+                  "created_ms < ?1 OR (created_ms = ?1 AND id < ?2) "
+                  "ORDER BY created_ms DESC, id DESC LIMIT ?3";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, before_id);
+    sqlite3_bind_int64(st, 3, want);
+    if (builder)
+        sqlite3_bind_text(st, 4, builder, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        keys[*n].created_ms = sqlite3_column_int64(st, 0);
+        keys[*n].id = sqlite3_column_int64(st, 1);
+        (*n)++;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
+                   int64_t before_id, unsigned limit,
+                   char (*builders)[TF_NAME_MAX + 1],
+                   size_t nbuilders, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = TF_ESTORE;
+    /* The page's keys first: one query per chosen builder (each one page
+     * long, by the builder's index), merged; then the rows by id. */
+    size_t cap = (nbuilders ? nbuilders : 1) * ((size_t)limit + 1), nk = 0;
+    wf_key_t *keys = malloc(cap * sizeof(*keys));
+    if (!keys)
+        return TF_ENOMEM;
+    rc = 0;
+    if (nbuilders == 0) {
+        rc = wf_keys(db, NULL, before, before_id, limit + 1, keys, &nk);
+    } else {
+        for (size_t i = 0; i < nbuilders; i++) {
+            bool dup = false;
+            for (size_t k = 0; k < i && !dup; k++)
+                dup = strcmp(builders[k], builders[i]) == 0;
+            if (!dup && (rc = wf_keys(db, builders[i], before, before_id,
+                                      limit + 1, keys, &nk)) != 0)
+                break;
+        }
+        qsort(keys, nk, sizeof(*keys), wf_key_cmp);
+    }
+    if (rc)
+        goto out;
+    rc = TF_ESTORE;
+    bool more = nk > limit;
+    unsigned n = more ? limit : (unsigned)nk;
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT id, builder, number, state, result, created_ms, "
+            "started_ms, finished_ms, reason, slave FROM builds "
+            "WHERE id = ?1",
+            -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    json_t *builds = json_array();
+    for (unsigned k = 0; k < n; k++) {
+        sqlite3_bind_int64(st, 1, keys[k].id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_reset(st);
+            continue;
+        }
+        static const tf_col_t cols[] = {
+            {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
+            {"number", TF_COL_INT},      {"state", TF_COL_TEXT},
+            {"result", TF_COL_RESULT},   {"created_ms", TF_COL_INT},
+            {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
+            {"reason", TF_COL_TEXT},     {"slave", TF_COL_TEXT},
+            {NULL, TF_COL_SKIP},
+        };
+        long long id = (long long)sqlite3_column_int64(st, 0);
+        json_t *b = tf_row_set(json_object(), st, 0, cols);
+        char url[600];
+        snprintf(url, sizeof(url), "%sapi/v1/builds/%lld", base_url, id);
+        json_object_set_new(b, "url", json_string(url));
+        json_object_set_new(b, "steps", json_array());
+        json_array_append_new(builds, b);
+        sqlite3_reset(st);
+    }
+    int64_t last_created = n ? keys[n - 1].created_ms : 0;
+    int64_t last_id = n ? keys[n - 1].id : 0;
+    sqlite3_finalize(st);
+    st = NULL;
+    /* Steps of the page's builds, by primary key. */
+    if (n > 0 &&
+        sqlite3_prepare_v2(db,
+                           "SELECT idx, name, state, result, started_ms, "
+                           "finished_ms, text FROM steps WHERE build_id = ?1 "
+                           "ORDER BY idx",
+                           -1, &st, NULL) == SQLITE_OK) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(builds, i, b)
+        {
+            json_t *steps = json_object_get(b, "steps");
+            sqlite3_bind_int64(st, 1,
+                               json_integer_value(json_object_get(b, "id")));
+            static const tf_col_t cols[] = {
+                {"index", TF_COL_INT},       {"name", TF_COL_TEXT},
+                {"state", TF_COL_TEXT},      {"result", TF_COL_RESULT},
+                {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
+                {"text", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
+            };
+            while (sqlite3_step(st) == SQLITE_ROW)
+                json_array_append_new(steps,
+                                      tf_row_set(json_object(), st, 0, cols));
+            sqlite3_reset(st);
+        }
+        sqlite3_finalize(st);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "builds", builds);
+    json_object_set_new(o, "next_before",
+                        more ? json_integer(last_created) : json_null());
+    json_object_set_new(o, "next_before_id",
+                        more ? json_integer(last_id) : json_null());
+    *out = o;
+    rc = 0;
+out:
+    free(keys);
+    return rc;
+}
+
+/* --- console --- */
+
+/* One console row for the change at the cursor of st (id, message,
+ * author, email, created_ms, revision, committer_ms), with the newest build
+ * of each builder whose blamelist holds it. */
+static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
+                                  const char *base_url)
+{
+    long long id = (long long)sqlite3_column_int64(st, 0);
+    const char *msg = (const char *)sqlite3_column_text(st, 1);
+    char url[600];
+    snprintf(url, sizeof(url), "%sapi/v1/changes/%lld", base_url, id);
+    json_t *row = json_object();
+    json_object_set_new(row, "kind", json_string("change"));
+    json_object_set_new(row, "id", json_integer(id));
+    json_object_set_new(row, "title",
+                        json_stringn(msg ? msg : "",
+                                     msg ? strcspn(msg, "\n") : 0));
+    json_object_set_new(row, "author", tf_col_text(st, 2));
+    json_object_set_new(row, "email", tf_col_text(st, 3));
+    json_object_set_new(row, "time_ms", tf_col_int(st, 4));
+    json_object_set_new(row, "revision", tf_col_text(st, 5));
+    json_object_set_new(row, "committer_ms", tf_col_int(st, 6));
+    json_object_set_new(row, "state", json_null());
+    json_object_set_new(row, "result", json_null());
+    json_object_set_new(row, "url", json_string(url));
+    json_t *builds = json_object();
+    sqlite3_bind_int64(bs, 1, id);
+    while (sqlite3_step(bs) == SQLITE_ROW) {
+        long long bid = (long long)sqlite3_column_int64(bs, 1);
+        char burl[600];
+        snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url, bid);
+        json_t *cell = json_object();
+        json_object_set_new(cell, "build_id", json_integer(bid));
+        json_object_set_new(cell, "number", tf_col_int(bs, 2));
+        json_object_set_new(cell, "state", tf_col_text(bs, 3));
+        json_object_set_new(cell, "result", tf_col_result(bs, 4));
+        json_object_set_new(cell, "url", json_string(burl));
+        /* Ordered by build id: the newest build of a builder wins. */
+        json_object_set_new(builds, (const char *)sqlite3_column_text(bs, 0),
+                            cell);
+    }
+    sqlite3_reset(bs);
+    json_object_set_new(row, "builds", builds);
+    return row;
+}
+
+/* Console order: newest first; at the same millisecond try jobs before
+ * changes, and within a kind the higher id first. The paging cursor is
+ * the last row of a page in this order. */
+static int console_row_cmp(const void *a, const void *b)
+{
+    json_t *ra = *(json_t *const *)a, *rb = *(json_t *const *)b;
+    json_int_t x = json_integer_value(json_object_get(ra, "time_ms"));
+    json_int_t y = json_integer_value(json_object_get(rb, "time_ms"));
+    if (x != y)
+        return x > y ? -1 : 1;
+    bool ja = strcmp(json_string_value(json_object_get(ra, "kind")),
+                     "job") == 0;
+    bool jb = strcmp(json_string_value(json_object_get(rb, "kind")),
+                     "job") == 0;
+    if (ja != jb)
+        return ja ? -1 : 1;
+    x = json_integer_value(json_object_get(ra, "id"));
+    y = json_integer_value(json_object_get(rb, "id"));
+    return x > y ? -1 : x < y;
+}
+
+/* Adds the changes after the cursor (at most limit + 1, newest first) to
+ * rows, which holds the try jobs after the cursor (also at most limit +
+ * 1), then keeps the first limit rows in console order and sets the
+ * cursor of the next page in c (more: whether there is one). */
+static void console_merge_changes(sqlite3 *db, const char *base_url,
+                                  tf_console_cursor_t *c, unsigned limit,
+                                  json_t *rows, bool *more)
+{
+    sqlite3_stmt *st = NULL, *bs = NULL;
+    json_t **all = NULL;
+    size_t njobs = json_array_size(rows), n = 0;
+    *more = false;
+    all = calloc(njobs + limit + 2, sizeof(*all));
+    if (!all)
+        return;
+    for (size_t i = 0; i < njobs; i++)
+        all[n++] = json_incref(json_array_get(rows, i));
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, message, author, email, created_ms, "
+                           "revision, committer_ms FROM changes "
+                           "WHERE created_ms < ?1 OR (created_ms = ?1 AND "
+                           "id < ?3) ORDER BY created_ms DESC, id DESC "
+                           "LIMIT ?2",
+                           -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT b.builder, b.id, b.number, b.state, "
+                           "b.result FROM build_changes bc JOIN builds b ON "
+                           "b.id = bc.build_id WHERE bc.change_id = ?1 "
+                           "ORDER BY b.id",
+                           -1, &bs, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, c->before);
+        sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+        sqlite3_bind_int64(st, 3, c->before_change);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            all[n++] = console_change_row(st, bs, base_url);
+    }
+    qsort(all, n, sizeof(*all), console_row_cmp);
+    json_array_clear(rows);
+    size_t keep = n < limit ? n : limit;
+    for (size_t i = 0; i < keep; i++)
+        json_array_append(rows, all[i]);
+    *more = n > keep;
+    if (keep > 0) {
+        json_t *last = all[keep - 1];
+        json_int_t id = json_integer_value(json_object_get(last, "id"));
+        bool job = strcmp(json_string_value(json_object_get(last, "kind")),
+                          "job") == 0;
+        c->before = json_integer_value(json_object_get(last, "time_ms"));
+        /* At that millisecond jobs come first: after a job row the
+         * changes of that millisecond are all still to come; after a
+         * change row the jobs of that millisecond have all been shown. */
+        c->before_job = job ? id : 0;
+        c->before_change = job ? INT64_MAX : id;
+    }
+    for (size_t i = 0; i < n; i++)
+        json_decref(all[i]);
+    free(all);
+    sqlite3_finalize(st);
+    sqlite3_finalize(bs);
+}
+
+int tf_q_console(sqlite3 *db, const char *base_url,
+                 const tf_console_cursor_t *cursor, unsigned limit,
+                 json_t **out)
+{
+    sqlite3_stmt *st = NULL, *bs = NULL;
+    int rc = TF_ESTORE;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, description, author, email, "
+                           "submitted_ms, state, result FROM try_jobs "
+                           "WHERE submitted_ms < ?1 OR (submitted_ms = ?1 "
+                           "AND id < ?3) "
+                           "ORDER BY submitted_ms DESC, id DESC LIMIT ?2",
+                           -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT r.builder, b.id, b.number, b.state, "
+                           "b.result, r.state, r.result FROM build_requests r "
+                           "LEFT JOIN builds b ON b.id = r.build_id "
+                           "WHERE r.job_id = ?1",
+                           -1, &bs, NULL) != SQLITE_OK)
+        goto out;
+    tf_console_cursor_t c = *cursor;
+    sqlite3_bind_int64(st, 1, c.before);
+    sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+    sqlite3_bind_int64(st, 3, c.before_job);
+    json_t *rows = json_array();
+    bool more = false;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        long long id = (long long)sqlite3_column_int64(st, 0);
+        char title[200], url[600];
+        const char *desc = (const char *)sqlite3_column_text(st, 1);
+        if (desc && *desc)
+            snprintf(title, sizeof(title), "%s", desc);
+        else
+            snprintf(title, sizeof(title), "try job %lld", id);
+        snprintf(url, sizeof(url), "%sapi/v1/jobs/%lld", base_url, id);
+        json_t *row = json_object();
+        json_object_set_new(row, "kind", json_string("job"));
+        json_object_set_new(row, "id", json_integer(id));
+        json_object_set_new(row, "title", json_string(title));
+        json_object_set_new(row, "author", tf_col_text(st, 2));
+        json_object_set_new(row, "email", tf_col_text(st, 3));
+        json_object_set_new(row, "time_ms", tf_col_int(st, 4));
+        json_object_set_new(row, "state", tf_col_text(st, 5));
+        json_object_set_new(row, "result", tf_col_result(st, 6));
+        json_object_set_new(row, "url", json_string(url));
+        json_t *builds = json_object();
+        sqlite3_bind_int64(bs, 1, id);
+        while (sqlite3_step(bs) == SQLITE_ROW) {
+            json_t *cell = json_object();
+            bool has_build = sqlite3_column_type(bs, 1) != SQLITE_NULL;
+            json_object_set_new(cell, "build_id", tf_col_int(bs, 1));
+            json_object_set_new(cell, "number", tf_col_int(bs, 2));
+            json_object_set_new(cell, "state", has_build
+                                                   ? tf_col_text(bs, 3)
+                                                   : tf_col_text(bs, 5));
+            json_object_set_new(cell, "result", has_build
+                                                    ? tf_col_result(bs, 4)
+                                                    : tf_col_result(bs, 6));
+            if (has_build) {
+                char burl[600];
+                snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url,
+                         (long long)sqlite3_column_int64(bs, 1));
+                json_object_set_new(cell, "url", json_string(burl));
+            } else {
+                json_object_set_new(cell, "url", json_null());
+            }
+            json_object_set_new(builds,
+                                (const char *)sqlite3_column_text(bs, 0),
+                                cell);
+        }
+        sqlite3_reset(bs);
+        json_object_set_new(row, "builds", builds);
+        json_array_append_new(rows, row);
+    }
+    console_merge_changes(db, base_url, &c, limit, rows, &more);
+    json_t *o = json_object();
+    json_object_set_new(o, "rows", rows);
+    json_object_set_new(o, "next_before",
+                        more ? json_integer(c.before) : json_null());
+    json_object_set_new(o, "next_before_job",
+                        more ? json_integer(c.before_job) : json_null());
+    json_object_set_new(o, "next_before_change",
+                        more ? json_integer(c.before_change) : json_null());
+    *out = o;
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_finalize(bs);
+    return rc;
+}

@@ -13,10 +13,14 @@
 #ifndef TF_QUERIES_H
 #define TF_QUERIES_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
 #include <sqlite3.h>
+
+#include "names.h"
 
 /* A column of the current row as JSON: an integer, a string, a result
  * name ("SUCCESS"), or parsed JSON text; null for SQL NULL (and for text
@@ -114,5 +118,72 @@ int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
  * blamelist holds it (oldest first), or TF_ENOENT. */
 int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id,
                 json_t **out);
+
+/* Builds created before `before` (ms), or in that millisecond with an id
+ * below before_id, newest first, at most limit, of the given builders (all
+ * when nbuilders is 0), each with its steps.
+ * *out: {"builds": [...], "next_before": ms|null, "next_before_id":
+ * id|null}. */
+int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
+                   int64_t before_id, unsigned limit,
+                   char (*builders)[TF_NAME_MAX + 1], size_t nbuilders,
+                   json_t **out);
+
+/* Where a console page starts: rows before the millisecond `before`, and
+ * in it try jobs with an id below before_job and changes with an id below
+ * before_change. */
+typedef struct tf_console_cursor {
+    int64_t before;
+    int64_t before_job;
+    int64_t before_change;
+} tf_console_cursor_t;
+
+/* Try jobs submitted and changes recorded after the cursor, newest first,
+ * as console rows (kind "job" or "change").
+ * *out: {"rows": [...], "next_before": ms|null, "next_before_job":
+ * id|null, "next_before_change": id|null}. */
+int tf_q_console(sqlite3 *db, const char *base_url,
+                 const tf_console_cursor_t *cursor, unsigned limit,
+                 json_t **out);
+
+/* The author's email and the state ("pending", "running", "finished",
+ * "cancelled") of try job id, copied into the caller's buffers, or
+ * TF_ENOENT. */
+int tf_q_job_owner(sqlite3 *db, uint64_t id, char *email, size_t email_len,
+                   char *state, size_t state_len);
+
+/* The row id and size of the patch with this SHA-256 (64 lower-case
+ * hex), or TF_ENOENT. */
+int tf_q_patch_find(sqlite3 *db, const char *sha256, int64_t *rowid,
+                    uint64_t *size);
+
+/* Copies n bytes of patch rowid from offset pos into dst (an incremental
+ * blob read: the patch is never loaded whole). */
+int tf_q_patch_read(sqlite3 *db, int64_t rowid, uint64_t pos,
+                    unsigned char *dst, size_t n);
+
+/* What a build was asked to build, for a rebuild: its builder and number,
+ * the revision it asked for (or, when it built the branch head, the one
+ * it got), the properties, tests and patch of its request, the owner of
+ * that request, and its blamelist. Strings and the array are malloc'd
+ * (NULL when empty); free with tf_q_build_source_clear. */
+typedef struct tf_q_build_source {
+    char builder[TF_NAME_MAX + 1];
+    char owner[256];
+    uint64_t number;
+    char *revision;
+    char *properties;
+    char *tests;
+    char *patch_sha256;
+    uint64_t patch_size;
+    uint64_t *changes;
+    size_t nchanges;
+} tf_q_build_source_t;
+
+/* Fills *out for build build_id, or returns TF_ENOENT (then *out is
+ * empty). */
+int tf_q_build_source(sqlite3 *db, uint64_t build_id,
+                      tf_q_build_source_t *out);
+void tf_q_build_source_clear(tf_q_build_source_t *s);
 
 #endif

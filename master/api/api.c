@@ -1,15 +1,16 @@
 /*
  * api.c - the JSON API under /api/v1 (docs/api.md).
  *
- * Routing splits the path into segments and validates every name and id
- * before anything uses it. Reads of stored data run off the loop thread
+ * The route table (routes.c) has validated every name and id before a
+ * handler here runs, and checked the caller's role. Reads of stored data
+ * run off the loop thread
  * (queries.c through tf_store_read); live facts only the loop thread knows
  * (who is connected, what is running, queue positions) are overlaid on the
  * loop thread when the read comes back. Writes (force, cancel) answer only
  * after the transaction holding them committed.
  *
- * Authentication: POST endpoints need "Authorization: Bearer TOKEN" with
- * the admin token from the master's directory.
+ * Actions on objects (force, cancel) check who may act on them
+ * (api/authz.c): a committer acts on their own requests and builds.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,109 +19,23 @@
 
 #include "clock.h"
 #include "crypto.h"
-#include "net/http.h"
 #include "api/handlers.h"
 #include "log.h"
 #include "api/mail.h"
 #include "core/master.h"
 #include "names.h"
+#include "range.h"
 #include "store/queries.h"
 #include "tf_err.h"
 #include "util.h"
 
-#define API_DEFAULT_BODY_CAP (1024 * 1024)
 #define LOG_PIECE (256 * 1024)
-
-size_t tf_api_body_cap(const tf_master_t *m, const char *path, int method)
-{
-    if (method == TF_HTTP_POST && strcmp(path, "/api/v1/jobs") == 0)
-        return tf_api_jobs_body_cap(m);
-    return API_DEFAULT_BODY_CAP;
-}
 
 /* --- helpers --- */
 
 static const char *base_url(tf_master_t *m)
 {
     return m->cfg->public_url;
-}
-
-/* Actions need a committer's token or the admin token. */
-static bool require_auth(tf_http_req_t *r)
-{
-    if (r->admin || r->user.id != 0)
-        return true;
-    tf_http_header(r, "www-authenticate", "Bearer");
-    tf_http_error(r, 401, r->token[0] ? "invalid token"
-                                      : "this action needs a token: send "
-                                        "\"Authorization: Bearer TOKEN\"");
-    return false;
-}
-
-/* --- identifying the caller --- */
-
-typedef struct ident {
-    tf_http_req_t *r;
-    char sha[TF_SHA256_HEX_LEN + 1];
-    tf_user_t user;
-} ident_t;
-
-static int ident_fn(sqlite3 *db, void *arg)
-{
-    ident_t *i = arg;
-    return tf_user_by_token(db, i->sha, &i->user);
-}
-
-static void ident_done(void *arg, int rc)
-{
-    ident_t *i = arg;
-    tf_http_req_t *r = i->r;
-    if (!tf_http_async_end(r)) {
-        free(i);
-        return;
-    }
-    if (rc == 0)
-        r->user = i->user;
-    else if (rc != TF_ENOENT)
-        tf_warn("api", "token lookup failed: %s", tf_strerror(rc));
-    free(i);
-    tf_api_dispatch(r);
-}
-
-/* Resolves the bearer token (admin, or a user through the database) and
- * dispatches again. Returns true when it took over the request. */
-static bool identify(tf_http_req_t *r)
-{
-    if (r->identified || !r->token[0])
-        return false;
-    r->identified = true;
-    if (tf_ct_streq(r->token, r->m->admin_token)) {
-        r->admin = true;
-        return false;
-    }
-    ident_t *i = calloc(1, sizeof(*i));
-    if (!i)
-        return false; /* treated as no identity */
-    i->r = r;
-    tf_sha256_hex(r->token, strlen(r->token), i->sha);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, ident_fn, ident_done, i) != 0) {
-        tf_http_async_end(r);
-        free(i);
-        return false;
-    }
-    return true;
-}
-
-static bool parse_id(tf_http_req_t *r, const char *s, const char *what,
-                     uint64_t *out)
-{
-    if (tf_parse_u64(s, out) != 0 || *out == 0 || *out > TF_PROTO_MAX_ID) {
-        tf_http_error(r, 400, "invalid %s \"%.64s\": expected a positive "
-                      "integer", what, s);
-        return false;
-    }
-    return true;
 }
 
 static bool check_name(tf_http_req_t *r, const char *s, const char *what)
@@ -184,7 +99,11 @@ static json_t *running_builds_of(tf_master_t *m, const char *builder,
     return arr;
 }
 
-static json_t *request_json(tf_master_t *m, const tf_request_t *r)
+/* A request as the queue shows it; pos is its place in its builder's
+ * queue (0: not pending), known to the caller walking the queue in order
+ * (asking the scheduler per request would make a long queue quadratic). */
+static json_t *request_json(tf_master_t *m, const tf_request_t *r,
+                            unsigned pos)
 {
     char url[600];
     snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64, base_url(m),
@@ -198,7 +117,6 @@ static json_t *request_json(tf_master_t *m, const tf_request_t *r)
         (int)r->retries, "url", url);
     if (!o)
         return NULL;
-    unsigned pos = tf_sched_position(m, r);
     json_object_set_new(o, "position", pos ? json_integer(pos) : json_null());
     json_object_set_new(o, "build_id",
                         r->build ? json_integer((json_int_t)r->build->id)
@@ -216,10 +134,13 @@ static json_t *pending_of(tf_master_t *m, const char *builder)
     if (!mb)
         return arr;
     tf_list_t *it;
+    unsigned pos = 0;
+    /* The pending list is kept in the order the scheduler picks. */
     tf_list_foreach(it, &mb->pending)
     {
         json_array_append_new(
-            arr, request_json(m, tf_list_entry(it, tf_request_t, node)));
+            arr, request_json(m, tf_list_entry(it, tf_request_t, node),
+                              ++pos));
     }
     return arr;
 }
@@ -487,48 +408,6 @@ static int log_pull(tf_http_req_t *r, void *arg)
     return rc;
 }
 
-/* Parses "bytes=A-B", "bytes=A-" or "bytes=-N" against size into [*s,*e).
- * Returns 0, 1 when unsatisfiable, -1 when malformed. */
-static int parse_range(const char *h, uint64_t size, uint64_t *s, uint64_t *e)
-{
-    if (strncmp(h, "bytes=", 6) != 0)
-        return -1;
-    const char *spec = h + 6;
-    const char *dash = strchr(spec, '-');
-    if (!dash || strchr(spec, ','))
-        return -1;
-    char a[24] = "", b[24] = "";
-    size_t la = (size_t)(dash - spec), lb = strlen(dash + 1);
-    if (la >= sizeof(a) || lb >= sizeof(b))
-        return -1;
-    memcpy(a, spec, la);
-    memcpy(b, dash + 1, lb);
-    uint64_t x = 0, y = 0;
-    if (la == 0) {
-        if (lb == 0 || tf_parse_u64(b, &y) != 0)
-            return -1;
-        if (y == 0)
-            return 1;
-        *s = y >= size ? 0 : size - y;
-        *e = size;
-        return size ? 0 : 1;
-    }
-    if (tf_parse_u64(a, &x) != 0)
-        return -1;
-    if (lb) {
-        if (tf_parse_u64(b, &y) != 0 || y < x)
-            return -1;
-        y++; /* inclusive in HTTP */
-    } else {
-        y = size;
-    }
-    if (x >= size)
-        return 1;
-    *s = x;
-    *e = y > size ? size : y;
-    return 0;
-}
-
 static void log_size_done(void *arg, int rc)
 {
     log_stream_t *ls = arg;
@@ -557,14 +436,14 @@ static void log_size_done(void *arg, int rc)
     tf_http_header(r, "accept-ranges", "bytes");
     const char *qs = tf_http_arg(r, "start"), *qe = tf_http_arg(r, "end");
     if (r->range[0]) {
-        int pr = parse_range(r->range, ls->size, &start, &end);
-        if (pr < 0) {
+        int pr = tf_range_parse(r->range, ls->size, &start, &end);
+        if (pr == TF_RANGE_MALFORMED) {
             tf_http_error(r, 400, "malformed Range header \"%.60s\": expected "
                           "bytes=A-B, bytes=A- or bytes=-N", r->range);
             free(ls);
             return;
         }
-        if (pr > 0) {
+        if (pr == TF_RANGE_UNSATISFIABLE) {
             snprintf(v, sizeof(v), "bytes */%" PRIu64, ls->size);
             tf_http_header(r, "content-range", v);
             tf_http_error(r, 416, "range not satisfiable: the log has %" PRIu64
@@ -596,8 +475,9 @@ static void log_size_done(void *arg, int rc)
                    log_pull, ls, free);
 }
 
-static void api_log(tf_http_req_t *r, uint64_t build_id, uint64_t step)
+void tf_api_log(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    uint64_t build_id = a->id, step = a->index;
     log_stream_t *ls = calloc(1, sizeof(*ls));
     if (!ls) {
         tf_http_error(r, 503, "out of memory");
@@ -621,7 +501,6 @@ typedef struct wjob {
     tf_http_req_t *r;
     uint64_t id;
     char builder[TF_NAME_MAX + 1];
-    int status;
 } wjob_t;
 
 void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
@@ -656,8 +535,10 @@ static void force_committed(void *arg, int rc)
     free(w);
 }
 
-/* Validates an optional {"reason": S, "properties": {K: S}} body. */
-static bool parse_force_body(tf_http_req_t *r, char **reason, char **props)
+/* Validates an optional {"reason": S, "properties": {K: S}} body; the
+ * properties must be ones the caller may set on builder cfg. */
+static bool parse_force_body(tf_http_req_t *r, const tf_cfg_builder_t *cfg,
+                             char **reason, char **props)
 {
     *reason = NULL;
     *props = NULL;
@@ -703,6 +584,8 @@ static bool parse_force_body(tf_http_req_t *r, char **reason, char **props)
                 goto bad;
             }
         }
+        if (!tf_api_props_allowed(r, cfg, jp))
+            goto bad;
         *props = json_dumps(jp, JSON_COMPACT | JSON_SORT_KEYS);
     }
     if (jr)
@@ -714,18 +597,19 @@ bad:
     return false;
 }
 
-static void api_force(tf_http_req_t *r, const char *builder)
+void tf_api_force(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
-    if (!require_auth(r))
-        return;
+    const char *builder = a->name;
     const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, builder);
     if (!cfg) {
         tf_http_error(r, 404, "no builder named \"%s\"", builder);
         return;
     }
+    if (!tf_api_may_force(r, cfg, "forcing"))
+        return;
     char *reason = NULL, *props = NULL;
-    if (!parse_force_body(r, &reason, &props))
+    if (!parse_force_body(r, cfg, &reason, &props))
         return;
     wjob_t *w = calloc(1, sizeof(*w));
     if (!w) {
@@ -769,9 +653,17 @@ static void cancel_committed(void *arg, int rc)
     free(w);
 }
 
-static void api_cancel_build(tf_http_req_t *r, uint64_t id)
+void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
-    if (!require_auth(r))
+    uint64_t id = a->id;
+    tf_build_t *b = tf_map_get_id(r->m->builds, id);
+    if (!b || b->state == TF_BUILD_ENDING) {
+        tf_http_error(r, 409, "build %" PRIu64 " is not running", id);
+        return;
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "build %" PRIu64, id);
+    if (!tf_api_may_act(r, b->request ? b->request->owner : NULL, what))
         return;
     int rc = tf_build_cancel(r->m, id, "cancelled through the API");
     if (rc == TF_ENOENT) {
@@ -783,17 +675,20 @@ static void api_cancel_build(tf_http_req_t *r, uint64_t id)
                                            "cancelling"));
 }
 
-static void api_cancel_request(tf_http_req_t *r, uint64_t id)
+void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
-    if (!require_auth(r))
-        return;
+    uint64_t id = a->id;
     tf_request_t *req = tf_map_get_id(m->requests, id);
     if (!req) {
         tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
                       id);
         return;
     }
+    char what[64];
+    snprintf(what, sizeof(what), "request %" PRIu64, id);
+    if (!tf_api_may_act(r, req->owner, what))
+        return;
     if (req->state == TF_REQ_RUNNING && req->build) {
         tf_build_cancel(m, req->build->id, "cancelled through the API");
         tf_http_respond_json(r, 202,
@@ -817,59 +712,28 @@ static void api_cancel_request(tf_http_req_t *r, uint64_t id)
 
 /* --- small endpoints answered from memory --- */
 
-/* Every endpoint, as docs/api.md lists them. */
-static const char *const api_endpoints[] = {
-    "GET /api/v1",
-    "GET /api/v1/master",
-    "POST /api/v1/master/clock",
-    "GET /api/v1/summary",
-    "GET /api/v1/waterfall",
-    "GET /api/v1/console",
-    "GET /api/v1/builders",
-    "GET /api/v1/builders/{name}",
-    "GET /api/v1/builders/{name}/builds",
-    "GET /api/v1/builders/{name}/builds/{number}",
-    "GET /api/v1/builders/{name}/stats",
-    "POST /api/v1/builders/{name}/force",
-    "GET /api/v1/builds/{id}",
-    "POST /api/v1/builds/{id}/cancel",
-    "POST /api/v1/builds/{id}/rebuild",
-    "GET /api/v1/builds/{id}/steps/{index}/log",
-    "GET /api/v1/slaves",
-    "GET /api/v1/slaves/{name}",
-    "GET /api/v1/requests",
-    "GET /api/v1/requests/{id}",
-    "POST /api/v1/requests/{id}/cancel",
-    "GET /api/v1/whoami",
-    "POST /api/v1/jobs",
-    "GET /api/v1/jobs",
-    "GET /api/v1/jobs/{id}",
-    "POST /api/v1/jobs/{id}/cancel",
-    "GET /api/v1/patches/{sha256}",
-    "GET /api/v1/changes",
-    "GET /api/v1/changes/{id}",
-    "GET /api/v1/pollers",
-    "GET /api/v1/schedulers",
-    "GET /api/v1/mail",
-    "GET /api/v1/mail/{id}",
-    "GET /api/v1/mail/{id}/message",
-    "WEBSOCKET /live (subprotocol testfarm-live)",
-};
-
-static void api_index(tf_http_req_t *r)
+void tf_api_index(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
+    size_t n;
+    const tf_route_t *routes = tf_api_routes(&n);
     json_t *eps = json_array();
-    for (size_t i = 0; i < sizeof(api_endpoints) / sizeof(api_endpoints[0]);
-         i++)
-        json_array_append_new(eps, json_string(api_endpoints[i]));
+    for (size_t i = 0; i < n; i++) {
+        char e[160];
+        snprintf(e, sizeof(e), "%s %s",
+                 routes[i].method == TF_HTTP_POST ? "POST" : "GET",
+                 routes[i].path);
+        json_array_append_new(eps, json_string(e));
+    }
+    json_array_append_new(eps, json_string("WEBSOCKET /live (subprotocol "
+                                           "testfarm-live)"));
     json_t *o = json_pack("{s:s,s:s,s:s,s:o}", "name", m->cfg->name,
                           "version", TF_VERSION, "url", base_url(m),
                           "endpoints", eps);
     tf_http_respond_json(r, 200, o);
 }
 
-static void api_master(tf_http_req_t *r)
+void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     tf_store_health_t h;
@@ -893,16 +757,26 @@ static void api_master(tf_http_req_t *r)
         "last_error", h.last_error);
     json_object_set_new(store, "schema_version",
                         json_integer(tf_store_schema_version(m->store)));
-    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:i,s:i,s:i,s:o}", "name",
+    const tf_net_stats_t *ns = &m->net_stats;
+    json_t *net = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "connections",
+        (json_int_t)ns->connections, "http_requests",
+        (json_int_t)ns->http_requests, "uploads", (json_int_t)ns->uploads,
+        "preauth_bytes", (json_int_t)ns->preauth_bytes, "refused",
+        (json_int_t)ns->refused, "evicted", (json_int_t)ns->evicted,
+        "live_viewers", (json_int_t)ns->live_viewers, "live_bytes",
+        (json_int_t)ns->live_bytes, "live_dropped",
+        (json_int_t)ns->live_dropped);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:i,s:i,s:i,s:o,s:o}", "name",
                           m->cfg->name, "version", TF_VERSION, "url",
                           base_url(m), "time_ms", (json_int_t)tf_now_ms(),
                           "slaves_connected", (int)connected, "builds_running",
                           (int)running, "requests_pending", (int)pending,
-                          "store", store);
+                          "store", store, "net", net);
     tf_http_respond_json(r, 200, o);
 }
 
-static void api_requests(tf_http_req_t *r)
+void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     const char *builder = tf_http_arg(r, "builder");
@@ -927,214 +801,54 @@ static void api_requests(tf_http_req_t *r)
             continue;
         if (builder && strcmp(req->builder, builder) != 0)
             continue;
-        json_array_append_new(arr, request_json(m, req));
+        json_array_append_new(arr, request_json(m, req, 0));
     }
     tf_http_respond_json(r, 200, json_pack("{s:o}", "requests", arr));
 }
 
-/* --- routing --- */
+/* --- reads through the store --- */
 
-#define MAX_SEGS 8
-
-static size_t split_path(char *path, char **segs)
+void tf_api_builders(tf_http_req_t *r, const tf_route_args_t *a)
 {
-    size_t n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(path, "/", &save); t && n < MAX_SEGS;
-         t = strtok_r(NULL, "/", &save))
-        segs[n++] = t;
-    return n;
+    start_query(r, Q_BUILDERS, NULL, 0);
 }
 
-static void method_not_allowed(tf_http_req_t *r, const char *allowed)
+void tf_api_builder(tf_http_req_t *r, const tf_route_args_t *a)
 {
-    tf_http_header(r, "allow", allowed);
-    tf_http_error(r, 405, "method not allowed here; use %s", allowed);
+    start_query(r, Q_BUILDER, a->name, 0);
 }
 
-void tf_api_dispatch(tf_http_req_t *r)
+void tf_api_builder_builds(tf_http_req_t *r, const tf_route_args_t *a)
 {
-    char path[TF_HTTP_PATH_MAX];
-    char *s[MAX_SEGS];
-    snprintf(path, sizeof(path), "%s", r->path);
-    size_t n = split_path(path, s);
-    bool get = r->method == TF_HTTP_GET, post = r->method == TF_HTTP_POST;
-    uint64_t id = 0, num = 0;
+    start_query(r, Q_BUILDS, a->name, 0);
+}
 
-    if (identify(r))
-        return;
-    if (n < 2 || strcmp(s[0], "api") != 0 || strcmp(s[1], "v1") != 0) {
-        tf_http_error(r, 404, "no such endpoint: %s (the API is under "
-                      "/api/v1)", r->path);
-        return;
-    }
-    if (n == 2) {
-        get ? api_index(r) : method_not_allowed(r, "GET");
-        return;
-    }
-    const char *top = s[2];
-    if (strcmp(top, "master") == 0 && n == 4 && strcmp(s[3], "clock") == 0) {
-        post ? tf_api_master_clock(r) : method_not_allowed(r, "POST");
-        return;
-    }
-    if (strcmp(top, "master") == 0 && n == 3) {
-        get ? api_master(r) : method_not_allowed(r, "GET");
-        return;
-    }
-    if (strcmp(top, "builders") == 0) {
-        if (n == 3) {
-            get ? start_query(r, Q_BUILDERS, NULL, 0)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (!check_name(r, s[3], "builder"))
-            return;
-        if (n == 4) {
-            get ? start_query(r, Q_BUILDER, s[3], 0)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "builds") == 0) {
-            get ? start_query(r, Q_BUILDS, s[3], 0)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "stats") == 0) {
-            get ? start_query(r, Q_BUILDER_STATS, s[3], 0)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 6 && strcmp(s[4], "builds") == 0) {
-            if (!parse_id(r, s[5], "build number", &num))
-                return;
-            get ? start_query(r, Q_BUILD_BY_NUMBER, s[3], num)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "force") == 0) {
-            post ? api_force(r, s[3]) : method_not_allowed(r, "POST");
-            return;
-        }
-    } else if (strcmp(top, "builds") == 0 && n >= 4) {
-        if (!parse_id(r, s[3], "build id", &id))
-            return;
-        if (n == 4) {
-            get ? start_query(r, Q_BUILD, NULL, id)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "cancel") == 0) {
-            post ? api_cancel_build(r, id) : method_not_allowed(r, "POST");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "rebuild") == 0) {
-            if (!post)
-                method_not_allowed(r, "POST");
-            else if (require_auth(r))
-                tf_api_rebuild(r, id);
-            return;
-        }
-        if (n == 7 && strcmp(s[4], "steps") == 0 && strcmp(s[6], "log") == 0) {
-            if (tf_parse_u64(s[5], &num) != 0 || num >= TF_PROTO_MAX_STEPS) {
-                tf_http_error(r, 400, "invalid step index \"%.20s\"", s[5]);
-                return;
-            }
-            get ? api_log(r, id, num) : method_not_allowed(r, "GET");
-            return;
-        }
-    } else if (strcmp(top, "slaves") == 0) {
-        if (n == 3) {
-            get ? start_query(r, Q_SLAVES, NULL, 0)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 4) {
-            if (!check_name(r, s[3], "slave"))
-                return;
-            get ? start_query(r, Q_SLAVE, s[3], 0)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-    } else if (n == 3 && (strcmp(top, "summary") == 0 ||
-                          strcmp(top, "waterfall") == 0 ||
-                          strcmp(top, "console") == 0)) {
-        if (!get) {
-            method_not_allowed(r, "GET");
-            return;
-        }
-        if (top[0] == 's')
-            tf_api_summary(r);
-        else if (top[0] == 'w')
-            tf_api_waterfall(r);
-        else
-            tf_api_console(r);
-        return;
-    } else if (strcmp(top, "whoami") == 0 && n == 3) {
-        get ? tf_api_whoami(r) : method_not_allowed(r, "GET");
-        return;
-    } else if (strcmp(top, "jobs") == 0) {
-        if (n == 3) {
-            if (post)
-                tf_api_job_submit(r);
-            else if (get)
-                tf_api_jobs_list(r);
-            else
-                method_not_allowed(r, "GET, POST");
-            return;
-        }
-        if (!parse_id(r, s[3], "job id", &id))
-            return;
-        if (n == 4) {
-            get ? tf_api_job_get(r, id) : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "cancel") == 0) {
-            post ? tf_api_job_cancel(r, id) : method_not_allowed(r, "POST");
-            return;
-        }
-    } else if (strcmp(top, "mail") == 0) {
-        tf_api_mail(r, s + 3, n - 3);
-        return;
-    } else if (strcmp(top, "patches") == 0 && n == 4) {
-        get ? tf_api_patch(r, s[3]) : method_not_allowed(r, "GET");
-        return;
-    } else if (strcmp(top, "requests") == 0) {
-        if (n == 3) {
-            get ? api_requests(r) : method_not_allowed(r, "GET");
-            return;
-        }
-        if (!parse_id(r, s[3], "request id", &id))
-            return;
-        if (n == 4) {
-            get ? start_query(r, Q_REQUEST, NULL, id)
-                : method_not_allowed(r, "GET");
-            return;
-        }
-        if (n == 5 && strcmp(s[4], "cancel") == 0) {
-            post ? api_cancel_request(r, id) : method_not_allowed(r, "POST");
-            return;
-        }
-    }
-    /* Continuous builds: changes, pollers, schedulers (poller.c,
-     * schedulers.c). */
-    if (strcmp(top, "changes") == 0 && n == 3) {
-        get ? tf_api_changes(r) : method_not_allowed(r, "GET");
-        return;
-    }
-    if (strcmp(top, "changes") == 0 && n == 4) {
-        if (parse_id(r, s[3], "change id", &id))
-            get ? tf_api_change(r, id) : method_not_allowed(r, "GET");
-        return;
-    }
-    if (n == 3 && (strcmp(top, "pollers") == 0 ||
-                   strcmp(top, "schedulers") == 0)) {
-        if (!get)
-            method_not_allowed(r, "GET");
-        else if (top[0] == 'p')
-            tf_api_pollers(r);
-        else
-            tf_api_schedulers(r);
-        return;
-    }
-    tf_http_error(r, 404, "no such endpoint: %s", r->path);
+void tf_api_build_by_number(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    start_query(r, Q_BUILD_BY_NUMBER, a->name, a->number);
+}
+
+void tf_api_builder_stats(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    start_query(r, Q_BUILDER_STATS, a->name, 0);
+}
+
+void tf_api_build(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    start_query(r, Q_BUILD, NULL, a->id);
+}
+
+void tf_api_slaves(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    start_query(r, Q_SLAVES, NULL, 0);
+}
+
+void tf_api_slave(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    start_query(r, Q_SLAVE, a->name, 0);
+}
+
+void tf_api_request(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    start_query(r, Q_REQUEST, NULL, a->id);
 }

@@ -27,13 +27,13 @@
 #include "store/queries.h"
 #include "tf_err.h"
 
-void tf_api_pollers(tf_http_req_t *r)
+void tf_api_pollers(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_http_respond_json(r, 200, json_pack("{s:o}", "pollers",
                                            tf_pollers_status(r->m)));
 }
 
-void tf_api_schedulers(tf_http_req_t *r)
+void tf_api_schedulers(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_http_respond_json(r, 200, json_pack("{s:I,s:o}", "time_ms",
                                            (json_int_t)tf_now_ms(),
@@ -96,7 +96,7 @@ static void change_query_start(tf_http_req_t *r, change_query_t *q)
     }
 }
 
-void tf_api_changes(tf_http_req_t *r)
+void tf_api_changes(tf_http_req_t *r, const tf_route_args_t *a)
 {
     uint64_t limit, before;
     const char *repo = tf_http_arg(r, "repository");
@@ -125,8 +125,9 @@ void tf_api_changes(tf_http_req_t *r)
     change_query_start(r, q);
 }
 
-void tf_api_change(tf_http_req_t *r, uint64_t id)
+void tf_api_change(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    uint64_t id = a->id;
     change_query_t *q = calloc(1, sizeof(*q));
     if (!q) {
         tf_http_error(r, 503, "out of memory");
@@ -143,18 +144,12 @@ static int64_t real_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void tf_api_master_clock(tf_http_req_t *r)
+void tf_api_master_clock(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     if (!m->cfg->testing_clock) {
         tf_http_error(r, 404, "the controllable clock is off; it is for "
                       "tests only (\"testing\": {\"clock\": true})");
-        return;
-    }
-    if (!r->admin) {
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, r->token[0] ? 403 : 401,
-                      "setting the clock needs the admin token");
         return;
     }
     json_error_t e;
@@ -242,6 +237,12 @@ static void rebuild_read_done(void *arg, int rc)
                       rb->src.builder);
         goto fail;
     }
+    /* A committer rebuilds their own builds, or any build of a builder
+     * they may force. */
+    if (!r->admin && !(r->user.id && rb->src.owner[0] &&
+                       strcmp(rb->src.owner, r->user.email) == 0) &&
+        !tf_api_may_force(r, cfg, "rebuilding builds of"))
+        goto fail;
     char reason[160];
     snprintf(reason, sizeof(reason), "rebuild of build %" PRIu64
              " (%s #%" PRIu64 ")", rb->build_id, rb->src.builder,
@@ -272,8 +273,9 @@ fail:
     rebuild_free(rb);
 }
 
-void tf_api_rebuild(tf_http_req_t *r, uint64_t build_id)
+void tf_api_rebuild(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    uint64_t build_id = a->id;
     rebuild_t *rb = calloc(1, sizeof(*rb));
     if (!rb) {
         tf_http_error(r, 503, "out of memory");

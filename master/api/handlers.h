@@ -1,48 +1,134 @@
 /*
- * handlers.h - the endpoint handlers of the JSON API, inside api/.
+ * handlers.h - the route table's types and the endpoint handlers of the
+ * JSON API, inside api/.
  *
- * Each handler answers one route of docs/api.md. It gets a request whose
- * headers (and body, for POST) have arrived and whose caller has been
- * identified (tf_http_req_t.user, .admin), and answers at once or after
- * asynchronous work (tf_http_async_begin/end). Handlers call core for the
- * model and store/queries.c for reads; they hold no SQL.
+ * A handler answers one row of the route table (routes.c). It runs once
+ * the route's checks passed (shape, parameters, method, body size, role,
+ * store health) and the body has arrived; the caller is identified
+ * (tf_http_req_t.user, .admin). It answers at once or after asynchronous
+ * work (tf_http_async_begin/end). Handlers call core for the model and
+ * store/queries.c for reads; they hold no SQL.
  */
 #ifndef TF_API_HANDLERS_H
 #define TF_API_HANDLERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
 
-#include "net/http.h"
+#include "api/request.h"
 
 struct tf_master;
+struct tf_cfg_builder;
+
+/* Who may call a route (docs/api.md, "Who may do what"). */
+typedef enum {
+    TF_ROLE_ANYONE = 0, /* no token needed (one is still identified) */
+    TF_ROLE_TOKEN,      /* a committer's token or the admin token; the
+                           handler checks the object (api/authz.c) */
+    TF_ROLE_COMMITTER,  /* a committer's token only */
+    TF_ROLE_ADMIN,      /* the admin token only */
+    TF_ROLE_PATCH,      /* a token, or a slave's signed request */
+} tf_role_t;
+
+/* The placeholders of a matched path, validated. Strings point into a
+ * buffer that lives for the handler's call only. */
+typedef struct tf_route_args {
+    const char *name;    /* {name}: a builder or slave name */
+    uint64_t id;         /* {id} */
+    uint64_t number;     /* {number} */
+    uint64_t index;      /* {index} */
+    const char *sha256;  /* {sha256}, unchecked */
+    const char *segs[8]; /* every segment of the path */
+    size_t nsegs;
+} tf_route_args_t;
+
+typedef void (*tf_route_fn)(tf_http_req_t *r, const tf_route_args_t *a);
+
+/* One row of the route table. */
+typedef struct tf_route {
+    int method;          /* TF_HTTP_GET or TF_HTTP_POST */
+    const char *path;    /* pattern as docs/api.md writes it */
+    tf_role_t role;
+    size_t body_cap;     /* bytes; 0: no body */
+    size_t (*cap_fn)(const struct tf_master *m); /* overrides body_cap */
+    bool writes;         /* answers after a commit: 503 while the store
+                            cannot be written */
+    tf_route_fn fn;
+    const char *need;    /* the 401 message without a token (NULL: the
+                            usual one) */
+} tf_route_t;
+
+/* routes.c: the table (n rows) and role names for the index. */
+const tf_route_t *tf_api_routes(size_t *n);
+const char *tf_role_name(tf_role_t role);
+
+/* authz.c: who may act on what. Each answers 403 (or 400) and returns
+ * false when the caller may not. */
+
+/* The admin, or the committer whose email is owner ("" or NULL: nobody's,
+ * so the admin only). what names the object for the message. */
+bool tf_api_may_act(tf_http_req_t *r, const char *owner, const char *what);
+
+/* Forcing or rebuilding builder b: the admin, or a committer named in
+ * b's force_allowed (or any committer when it holds "*"). */
+bool tf_api_may_force(tf_http_req_t *r, const struct tf_cfg_builder *b,
+                      const char *action);
+
+/* The properties a caller sets on a forced build of b (object, may be
+ * NULL): the admin any, a committer only those in b's force_properties.
+ * Answers 400 naming the first one refused. */
+bool tf_api_props_allowed(tf_http_req_t *r, const struct tf_cfg_builder *b,
+                          json_t *props);
+
+/* A request signed by a slave ("Authorization: TF-Slave name=N,time=T,
+ * sig=HMAC") for its path. */
+bool tf_api_slave_auth_ok(tf_http_req_t *r);
+
+/* api.c: the master, builders, builds, slaves, requests, logs. */
+void tf_api_index(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_builders(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_builder(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_builder_builds(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_build_by_number(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_builder_stats(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_force(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_build(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_log(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_slaves(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_slave(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_request(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a);
 
 /* pages.c: the status pages' data. */
-void tf_api_summary(tf_http_req_t *r);
-void tf_api_waterfall(tf_http_req_t *r);
-void tf_api_console(tf_http_req_t *r);
+void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_waterfall(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_console(tf_http_req_t *r, const tf_route_args_t *a);
 
 /* jobs.c: try jobs, patches, whoami. */
-void tf_api_job_submit(tf_http_req_t *r);
-void tf_api_jobs_list(tf_http_req_t *r);
-void tf_api_job_get(tf_http_req_t *r, uint64_t id);
-void tf_api_job_cancel(tf_http_req_t *r, uint64_t id);
-void tf_api_patch(tf_http_req_t *r, const char *sha256);
-void tf_api_whoami(tf_http_req_t *r);
+void tf_api_job_submit(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_jobs_list(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_job_get(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_job_cancel(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_patch(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_whoami(tf_http_req_t *r, const tf_route_args_t *a);
 
 /* The body cap of POST /api/v1/jobs: room for the largest patch in
  * base64 plus metadata. */
 size_t tf_api_jobs_body_cap(const struct tf_master *m);
 
 /* changes.c: continuous builds. */
-void tf_api_pollers(tf_http_req_t *r);
-void tf_api_schedulers(tf_http_req_t *r);
-void tf_api_changes(tf_http_req_t *r);
-void tf_api_change(tf_http_req_t *r, uint64_t id);
-void tf_api_master_clock(tf_http_req_t *r);
-void tf_api_rebuild(tf_http_req_t *r, uint64_t build_id);
+void tf_api_pollers(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_schedulers(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_changes(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_change(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_master_clock(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_rebuild(tf_http_req_t *r, const tf_route_args_t *a);
 
 /* api.c: answers a request that queued build request `id` of `builder`
  * (force, rebuild) once its write group committed with rc: 500 when rc is

@@ -39,7 +39,6 @@
 #define JOB_MAX_TESTS 100
 #define JOB_TEST_MAX 200
 #define PATCH_PIECE (256 * 1024)
-#define SLAVE_AUTH_SKEW_S 300
 
 size_t tf_api_jobs_body_cap(const tf_master_t *m)
 {
@@ -387,18 +386,9 @@ static void submit_after(uv_work_t *w, int status)
     }
 }
 
-void tf_api_job_submit(tf_http_req_t *r)
+void tf_api_job_submit(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
-    if (r->user.id == 0) {
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, 401, r->admin ? "the admin token cannot submit try "
-                      "jobs: use a committer's token (tf-master user add)"
-                      : r->token[0] ? "invalid token"
-                      : "submitting a try job needs a committer's token: "
-                        "send \"Authorization: Bearer TOKEN\"");
-        return;
-    }
     submit_t *s = calloc(1, sizeof(*s));
     if (!s) {
         tf_http_error(r, 503, "out of memory");
@@ -490,8 +480,9 @@ static void start_jq(tf_http_req_t *r, jq_t *q)
     }
 }
 
-void tf_api_job_get(tf_http_req_t *r, uint64_t id)
+void tf_api_job_get(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    uint64_t id = a->id;
     jq_t *q = calloc(1, sizeof(*q));
     if (!q) {
         tf_http_error(r, 503, "out of memory");
@@ -501,7 +492,7 @@ void tf_api_job_get(tf_http_req_t *r, uint64_t id)
     start_jq(r, q);
 }
 
-void tf_api_jobs_list(tf_http_req_t *r)
+void tf_api_jobs_list(tf_http_req_t *r, const tf_route_args_t *a)
 {
     uint64_t limit, before;
     const char *author = tf_http_arg(r, "author");
@@ -583,14 +574,9 @@ out:
     free(c);
 }
 
-void tf_api_job_cancel(tf_http_req_t *r, uint64_t id)
+void tf_api_job_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
-    if (r->user.id == 0 && !r->admin) {
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, 401, r->token[0] ? "invalid token"
-                                          : "cancelling needs a token");
-        return;
-    }
+    uint64_t id = a->id;
     jc_t *c = calloc(1, sizeof(*c));
     if (!c) {
         tf_http_error(r, 503, "out of memory");
@@ -607,50 +593,6 @@ void tf_api_job_cancel(tf_http_req_t *r, uint64_t id)
 }
 
 /* --- patches --- */
-
-/* Checks "TF-Slave name=N,time=T,sig=HEX" for GET path. */
-static bool slave_auth_ok(tf_master_t *m, const char *hdr, const char *path)
-{
-    char name[TF_NAME_MAX + 1] = "", t[24] = "", sig[TF_SHA256_HEX_LEN + 1] =
-        "";
-    if (strncmp(hdr, "TF-Slave ", 9) != 0)
-        return false;
-    const char *p = hdr + 9;
-    while (*p) {
-        const char *eq = strchr(p, '=');
-        if (!eq)
-            return false;
-        const char *end = strchr(eq + 1, ',');
-        size_t klen = (size_t)(eq - p);
-        size_t vlen = end ? (size_t)(end - eq - 1) : strlen(eq + 1);
-        char *dst = NULL;
-        size_t cap = 0;
-        if (klen == 4 && strncmp(p, "name", 4) == 0)
-            dst = name, cap = sizeof(name);
-        else if (klen == 4 && strncmp(p, "time", 4) == 0)
-            dst = t, cap = sizeof(t);
-        else if (klen == 3 && strncmp(p, "sig", 3) == 0)
-            dst = sig, cap = sizeof(sig);
-        if (dst) {
-            if (vlen >= cap)
-                return false;
-            memcpy(dst, eq + 1, vlen);
-            dst[vlen] = '\0';
-        }
-        p = end ? end + 1 : eq + 1 + vlen;
-    }
-    const tf_cfg_slave_t *s = tf_config_slave(m->cfg, name);
-    int64_t when = 0;
-    if (!s || tf_parse_i64(t, &when) != 0)
-        return false;
-    int64_t now = tf_now_ms() / 1000;
-    if (when < now - SLAVE_AUTH_SKEW_S || when > now + SLAVE_AUTH_SKEW_S)
-        return false;
-    char msg[600], expect[TF_SHA256_HEX_LEN + 1];
-    int n = snprintf(msg, sizeof(msg), "GET %s\n%s", path, t);
-    tf_hmac_sha256_hex(s->secret, strlen(s->secret), msg, (size_t)n, expect);
-    return tf_ct_streq(expect, sig);
-}
 
 typedef struct patch_stream {
     tf_http_req_t *r;
@@ -726,8 +668,9 @@ static void patch_found(void *arg, int rc)
                    ps, free);
 }
 
-void tf_api_patch(tf_http_req_t *r, const char *sha256)
+void tf_api_patch(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    const char *sha256 = a->sha256;
     tf_master_t *m = r->m;
     bool hex = strlen(sha256) == TF_SHA256_HEX_LEN;
     for (const char *p = sha256; hex && *p; p++)
@@ -735,13 +678,6 @@ void tf_api_patch(tf_http_req_t *r, const char *sha256)
     if (!hex) {
         tf_http_error(r, 400, "a patch is named by its SHA-256: 64 lower-case "
                       "hex digits");
-        return;
-    }
-    if (r->user.id == 0 && !r->admin &&
-        !slave_auth_ok(m, r->auth_raw, r->path)) {
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, 401, "downloading a patch needs a committer's token "
-                      "or slave credentials");
         return;
     }
     patch_stream_t *ps = calloc(1, sizeof(*ps));
@@ -759,18 +695,11 @@ void tf_api_patch(tf_http_req_t *r, const char *sha256)
     }
 }
 
-void tf_api_whoami(tf_http_req_t *r)
+void tf_api_whoami(tf_http_req_t *r, const tf_route_args_t *a)
 {
     if (r->admin) {
         tf_http_respond_json(r, 200, json_pack("{s:n,s:s,s:b}", "email",
                                                "name", "admin", "admin", 1));
-        return;
-    }
-    if (r->user.id == 0) {
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, 401, r->token[0] ? "invalid token"
-                                          : "send \"Authorization: Bearer "
-                                            "TOKEN\"");
         return;
     }
     tf_http_respond_json(r, 200, json_pack("{s:s,s:s,s:b}", "email",

@@ -75,12 +75,6 @@ out:
     free(q);
 }
 
-static void mail_not_allowed(tf_http_req_t *r)
-{
-    tf_http_header(r, "allow", "GET");
-    tf_http_error(r, 405, "method not allowed here; use GET");
-}
-
 /* The list's parameters into q; false (answered) when one is bad. */
 static bool list_args(tf_http_req_t *r, mq_t *q)
 {
@@ -105,41 +99,16 @@ static bool list_args(tf_http_req_t *r, mq_t *q)
     return true;
 }
 
-void tf_api_mail(tf_http_req_t *r, char **segs, size_t nsegs)
+static void mail_query(tf_http_req_t *r, mq_kind_t kind, uint64_t id)
 {
-    uint64_t id = 0;
-    mq_t *q = NULL;
-    if (r->method != TF_HTTP_GET) {
-        mail_not_allowed(r);
-        return;
-    }
-    if (!r->admin && r->user.id == 0) {
-        /* Mail metadata shows addresses: not for anonymous readers. */
-        tf_http_header(r, "www-authenticate", "Bearer");
-        tf_http_error(r, 401, r->token[0] ? "invalid token"
-                                          : "reading the mail outbox needs "
-                                            "a token: send \"Authorization: "
-                                            "Bearer TOKEN\"");
-        return;
-    }
-    if (nsegs > 2 || (nsegs == 2 && strcmp(segs[1], "message") != 0)) {
-        tf_http_error(r, 404, "no such endpoint: %s", r->path);
-        return;
-    }
-    if (nsegs >= 1 && (tf_parse_u64(segs[0], &id) != 0 || id == 0 ||
-                       id > TF_PROTO_MAX_ID)) {
-        tf_http_error(r, 400, "invalid mail id \"%.64s\": expected a "
-                      "positive integer", segs[0]);
-        return;
-    }
-    q = calloc(1, sizeof(*q));
+    mq_t *q = calloc(1, sizeof(*q));
     if (!q) {
         tf_http_error(r, 503, "out of memory");
         return;
     }
     q->r = r;
     q->id = id;
-    q->kind = nsegs == 0 ? MQ_LIST : nsegs == 1 ? MQ_ONE : MQ_MESSAGE;
+    q->kind = kind;
     snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
     if (q->kind == MQ_LIST && !list_args(r, q)) {
         free(q);
@@ -151,4 +120,20 @@ void tf_api_mail(tf_http_req_t *r, char **segs, size_t nsegs)
         tf_http_error(r, 503, "cannot read the database now");
         free(q);
     }
+}
+
+void tf_api_mail_list(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    (void)a;
+    mail_query(r, MQ_LIST, 0);
+}
+
+void tf_api_mail_one(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    mail_query(r, MQ_ONE, a->id);
+}
+
+void tf_api_mail_message(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    mail_query(r, MQ_MESSAGE, a->id);
 }

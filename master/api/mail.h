@@ -4,13 +4,13 @@
 #ifndef TF_API_MAIL_H
 #define TF_API_MAIL_H
 
-#include <stddef.h>
+#include "api/handlers.h"
 
-#include "net/http.h"
-
-/* GET /api/v1/mail, GET /api/v1/mail/{id}, GET /api/v1/mail/{id}/message;
- * segs are the path segments after "mail". Needs a token: mail metadata
- * shows addresses. */
-void tf_api_mail(tf_http_req_t *r, char **segs, size_t nsegs);
+/* GET /api/v1/mail, GET /api/v1/mail/{id}, GET /api/v1/mail/{id}/message.
+ * The route table lets only a token's holder in (mail metadata shows
+ * addresses) and has parsed {id}. */
+void tf_api_mail_list(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_mail_one(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_mail_message(tf_http_req_t *r, const tf_route_args_t *a);
 
 #endif

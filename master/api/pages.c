@@ -179,7 +179,7 @@ static void pg_start(tf_http_req_t *r, pg_t *q)
     }
 }
 
-void tf_api_summary(tf_http_req_t *r)
+void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)
 {
     pg_t *q = calloc(1, sizeof(*q));
     if (!q) {
@@ -190,7 +190,7 @@ void tf_api_summary(tf_http_req_t *r)
     pg_start(r, q);
 }
 
-void tf_api_waterfall(tf_http_req_t *r)
+void tf_api_waterfall(tf_http_req_t *r, const tf_route_args_t *a)
 {
     uint64_t before, before_id, limit;
     if (!tf_http_arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
@@ -222,7 +222,7 @@ void tf_api_waterfall(tf_http_req_t *r)
     pg_start(r, q);
 }
 
-void tf_api_console(tf_http_req_t *r)
+void tf_api_console(tf_http_req_t *r, const tf_route_args_t *a)
 {
     uint64_t before, before_job, before_change, limit;
     if (!tf_http_arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,

@@ -1412,6 +1412,8 @@ static void cfg_builder_clear(tf_cfg_builder_t *b)
     free(b->branch);
     cfg_strv_free(b->mail.extra_recipients, b->mail.nextra);
     cfg_strv_free(b->mail.error_patterns, b->mail.npatterns);
+    cfg_strv_free(b->force_allowed, b->nforce_allowed);
+    cfg_strv_free(b->force_properties, b->nforce_properties);
 }
 
 static void cfg_mail_clear(tf_cfg_mail_t *m)

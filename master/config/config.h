@@ -99,6 +99,15 @@ typedef struct tf_cfg_builder {
     tf_cfg_builder_mail_t mail; /* "mail": notices, error patterns */
     bool collapse_requests; /* default true: a newer continuous request
                                supersedes pending older ones */
+    /* Who may force or rebuild it besides the admin (docs/config.md,
+     * "Who may force a builder"): committer emails, or "*" for every
+     * committer; none by default. */
+    char **force_allowed;
+    size_t nforce_allowed;
+    /* Properties a committer may set when forcing it; none by default
+     * (the admin may set any). */
+    char **force_properties;
+    size_t nforce_properties;
 } tf_cfg_builder_t;
 
 /* A scheduler (docs/config.md, "schedulers"): what turns changes or the

@@ -29,6 +29,7 @@
 
 #include "buf.h"
 #include "cron.h"
+#include "email.h"
 #include "names.h"
 #include "tf_err.h"
 
@@ -608,6 +609,36 @@ static bool cfg_prop_name_valid(const char *s)
     return tf_name_valid(s);
 }
 
+/* force_allowed: each entry a committer's email, or "*" for every
+ * committer, none twice (api/authz.c reads the list). */
+static int cfg_builder_force_allowed(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                                     json_t *obj, void *out, int status)
+{
+    const tf_cfg_builder_t *b = out;
+    cfg_loc_t fl = CFG_MEMBER(loc, "force_allowed");
+    char show[CFG_SHOW_BUF];
+    (void)obj;
+    if (status != CFG_OK)
+        return 0;
+    for (size_t i = 0; i < b->nforce_allowed; i++) {
+        const char *e = b->force_allowed[i];
+        cfg_loc_t el = CFG_ELEMENT(&fl, i);
+        int rc = 0;
+        bool dup = false;
+        for (size_t k = 0; k < i && !dup; k++)
+            dup = strcmp(b->force_allowed[k], e) == 0;
+        cfg_show(show, e);
+        if (strcmp(e, "*") != 0 && !tf_email_valid(e))
+            rc = cfg_bad(ctx, &el, "\"%s\" is not a committer's email "
+                         "(local@domain) or \"*\"", show);
+        else if (dup)
+            rc = cfg_bad(ctx, &el, "\"%s\" is listed twice", show);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static const cfg_key_t cfg_builder_keys[] = {
     {.name = "name", .kind = CFG_NAME, .flags = CFG_REQUIRED,
      CFG_F(tf_cfg_builder_t, name),
@@ -661,6 +692,18 @@ static const cfg_key_t cfg_builder_keys[] = {
      .sub = &cfg_builder_mail_table, .doc_def = "none",
      .doc = "notifier mode, extra recipients and error patterns of result "
             "mails; see [builders' mail](#builders-mail)"},
+    /* Who may force it (the API's authorization, api/authz.c). */
+    {.name = "force_allowed", .kind = CFG_STRINGS,
+     CFG_A(tf_cfg_builder_t, force_allowed, nforce_allowed),
+     .check = cfg_builder_force_allowed,
+     .doc_type = "array of emails or `\"*\"`",
+     .doc = "committers who may force and rebuild this builder besides the "
+            "admin; `\"*\"` for every committer; see [who may force a "
+            "builder](#who-may-force-a-builder)"},
+    {.name = "force_properties", .kind = CFG_NAMES, .what = "property",
+     CFG_A(tf_cfg_builder_t, force_properties, nforce_properties),
+     .doc = "properties a committer may set when forcing this builder (the "
+            "admin may set any)"},
 };
 /* Whether the builder's build_start fits the protocol (docs/protocol.md,
  * "Limits"): encoded as the master would send it, with its configured

@@ -169,6 +169,20 @@ struct tf_build {
     tf_list_t ack_node;        /* m->ack_list */
 };
 
+/* What the network layer (net/) counts, for GET /api/v1/master and the
+ * logs. Written by net on the loop thread only. */
+typedef struct tf_net_stats {
+    unsigned connections;     /* open, of every kind */
+    uint64_t http_requests;   /* since start */
+    unsigned uploads;         /* request bodies being read now */
+    size_t preauth_bytes;     /* buffered for unauthenticated clients */
+    uint64_t refused;         /* connections refused: fds or budget */
+    uint64_t evicted;         /* idle connections closed to make room */
+    unsigned live_viewers;    /* /live connections */
+    size_t live_bytes;        /* queued for them, all together */
+    uint64_t live_dropped;    /* viewers dropped for being too slow */
+} tf_net_stats_t;
+
 struct tf_master {
     uv_loop_t *loop;
     char *dir;
@@ -176,6 +190,8 @@ struct tf_master {
     tf_store_t *store;
     struct lws_context *lws;
     struct lws_vhost *vhost;
+    struct tf_net *net;  /* net/server.c: limits and connections */
+    tf_net_stats_t net_stats;
     char *web_root;     /* copied at start: lws keeps pointing at it
                          * across config reloads */
     char admin_token[65];

@@ -15,6 +15,10 @@
  * Receiving: lws hands us pieces of at most rx_buffer_size; we reassemble
  * a message and refuse it as soon as its announced size passes the
  * protocol's cap, before buffering it (docs/protocol.md, "Transport").
+ * Before the slave has authenticated the cap is LINK_PREAUTH_MAX (a hello
+ * is small), and what a link buffers then, with what lws holds for it,
+ * is charged to the global pre-auth budget (net.h): over it, new slave
+ * connections are refused rather than the master's memory growing.
  *
  * Sending: frames go on a per-link queue capped at 8 MiB; each WRITEABLE
  * callback writes one frame. A slave that does not read its queue down is
@@ -42,11 +46,17 @@
 #include "clock.h"
 #include "crypto.h"
 #include "net/live.h"
+#include "net/net.h"
 #include "log.h"
 #include "core/master.h"
 #include "tf_err.h"
 
 #define LINK_SENDQ_MAX (8u * 1024 * 1024)
+/* The largest message before authentication: a hello with 64 running
+ * builds (~4 KiB) and 64 tags of 64 bytes (~4.3 KiB) fits. */
+#define LINK_PREAUTH_MAX (16u * 1024)
+/* What lws allocates for a slave link's receive buffer (server.c). */
+#define LINK_LWS_RX (TF_PROTO_OUT_HDR + TF_PROTO_MAX_CHUNK)
 
 typedef enum {
     LINK_CHALLENGED = 0,
@@ -238,6 +248,8 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
         s->link = NULL;
     }
     link_set_state(l, LINK_READY);
+    tf__net_preauth_release(l->wsi);
+    tf__net_set_waiting(l->wsi, false);
     l->slave = s;
     s->link = l;
     s->draining = false;
@@ -407,8 +419,9 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
 
     if (lws_is_first_fragment(wsi) && l->rx.len == 0)
         l->rx_binary = lws_frame_is_binary(wsi);
-    size_t cap = l->rx_binary ? TF_PROTO_OUT_HDR + TF_PROTO_MAX_CHUNK
-                              : TF_PROTO_MAX_TEXT;
+    size_t cap = l->state != LINK_READY ? LINK_PREAUTH_MAX
+                 : l->rx_binary        ? TF_PROTO_OUT_HDR + TF_PROTO_MAX_CHUNK
+                                       : TF_PROTO_MAX_TEXT;
     size_t announced = l->rx.len + len + lws_remaining_packet_payload(wsi);
     if (announced > cap) {
         tf_buf_reset(&l->rx);
@@ -416,6 +429,13 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
                       "%s frame of at least %zu bytes is over the cap of "
                       "%zu bytes",
                       l->rx_binary ? "binary" : "text", announced, cap);
+        return;
+    }
+    if (l->state != LINK_READY && !tf__net_preauth_charge(wsi, len)) {
+        tf_buf_reset(&l->rx);
+        tf_link_close(l, "too_big", TF_CLOSE_TOO_BIG,
+                      "the master holds too much for unauthenticated "
+                      "connections: try again later");
         return;
     }
     if (tf_buf_append(&l->rx, in, len) != 0) {
@@ -429,6 +449,11 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
     else
         link_text(l, (const char *)l->rx.data, l->rx.len);
     tf_buf_reset(&l->rx);
+    if (l->state != LINK_READY && l->wsi) {
+        /* The message is handled: keep only lws's buffer charged. */
+        tf__net_preauth_release(l->wsi);
+        tf__net_preauth_charge(l->wsi, LINK_LWS_RX);
+    }
 }
 
 /* Writes the close frame (code + reason) ourselves: on this lws build a
@@ -666,22 +691,50 @@ static bool path_is_slave_endpoint(struct lws *wsi)
     return strcmp(uri, TF_PROTO_WS_PATH) == 0;
 }
 
+/* RFC 6455: a client's frames are masked; an unmasked one ends the
+ * connection with 1002 (net/wsmask.c sees it; lws does not). */
+static int unmasked(struct lws *wsi)
+{
+    tf__net_warn("link", "closing a slave connection that sent an unmasked "
+                 "frame");
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+                     (unsigned char *)"unmasked frame", 14);
+    return -1;
+}
+
 int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
                      void *user, void *in, size_t len)
 {
     link_pss_t *pss = user;
     tf_master_t *m = lws_context_user(lws_get_context(wsi));
+    int rc = 0;
+    if (tf__net_common(wsi, reason, in, &rc))
+        return rc;
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!path_is_slave_endpoint(wsi) || m->stopping)
             return 1;
+        if (!tf__net_preauth_room(m, LINK_LWS_RX + LINK_PREAUTH_MAX) &&
+            !tf__net_make_room(m, "pre-auth budget spent")) {
+            m->net_stats.refused++;
+            tf__net_warn("link", "refusing a slave connection: %zu bytes are "
+                    "buffered for unauthenticated connections",
+                    m->net_stats.preauth_bytes);
+            return 1;
+        }
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
+        tf__net_register(wsi);
+        if (tf__net_conn(wsi) && !tf__wsmask_upgraded(tf__net_conn(wsi)->fd))
+            return unmasked(wsi);
+        tf__net_preauth_charge(wsi, LINK_LWS_RX);
         pss->link = link_open(m, wsi);
         return pss->link ? 0 : -1;
     case LWS_CALLBACK_RECEIVE:
         if (!pss->link)
             return -1;
+        if (tf__net_unmasked(wsi))
+            return unmasked(wsi);
         link_receive(pss->link, in, len);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:

@@ -1,16 +1,34 @@
 /*
  * live.c - the live feed (see live.h).
  *
- * One struct per viewer connection with its topics and a send queue capped
- * at 4 MiB. Control events are small and always queued; log events are what
- * can flood a slow viewer, so when the cap would be passed the queued log
- * events are dropped and the viewer is told which topics to refetch
- * ("overflow"), instead of the master's memory growing. One lws_write per
- * WRITEABLE callback, like the slave links.
+ * One struct per viewer connection with its topics and a send queue. An
+ * event is rendered once into a reference-counted message shared by every
+ * subscriber's queue, so a hundred viewers of one log hold one copy of
+ * it, not a hundred.
+ *
+ * Memory has two caps:
+ *  - per viewer, LIVE_QUEUE_MAX bytes of queued messages: past it the
+ *    viewer's queued log events are dropped and it is told which topics
+ *    to refetch ("overflow"); a viewer that has not even read that notice
+ *    when it passes the cap again is not reading at all, and is dropped
+ *    (closed with code 4001, "too slow, reload");
+ *  - for all viewers together, LIVE_BUDGET bytes of messages alive: past
+ *    it the viewer holding the most is dropped at once, its queue freed,
+ *    and closed with code 4001 and the reason "too slow, reload", which a
+ *    page can show. That repeats until the total fits.
+ * After viewers leave, what glibc kept of their messages is returned to
+ * the system (malloc_trim) once the feed is quiet, so the master's
+ * resident size comes back down.
+ *
+ * One lws_write per WRITEABLE callback, like the slave links. A close
+ * frame is written by us (the notes on this lws build: one started from
+ * WRITEABLE with lws_close_reason is lost), and a viewer that does not
+ * even read that is cut off by an lws timeout.
  */
 #include "net/live.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,20 +39,34 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "net/net.h"
 #include "tf_err.h"
 
 #define LIVE_QUEUE_MAX (4u * 1024 * 1024)
+#define LIVE_BUDGET (64u * 1024 * 1024)
 #define LIVE_RX_MAX (64 * 1024)
 #define LIVE_MAX_TOPICS 64
 #define LIVE_TOPIC_MAX 48
+#define LIVE_CLOSE_TOO_SLOW 4001
+#define LIVE_TOO_SLOW "too slow, reload"
+#define LIVE_DROP_S 20
+/* Give memory back once this much was freed since the last time. */
+#define LIVE_TRIM_AFTER (8u * 1024 * 1024)
 
-typedef struct live_frame {
-    tf_list_t node;
+/* One rendered event, shared by the queues holding it. */
+typedef struct live_msg {
+    unsigned refs;
     bool is_log;
+    bool is_overflow; /* an "overflow" notice */
     char topic[LIVE_TOPIC_MAX];
     size_t len;
     unsigned char data[]; /* LWS_PRE + len */
-} live_frame_t;
+} live_msg_t;
+
+typedef struct live_item {
+    tf_list_t node;
+    live_msg_t *msg;
+} live_item_t;
 
 typedef struct live_conn {
     tf_list_t node; /* m->live_conns */
@@ -42,15 +74,21 @@ typedef struct live_conn {
     struct lws *wsi;
     char topics[LIVE_MAX_TOPICS][LIVE_TOPIC_MAX];
     size_t ntopics;
-    tf_list_t queue;
-    size_t queued;
+    tf_list_t queue;  /* live_item_t */
+    size_t queued;    /* bytes of the messages it holds */
+    unsigned overflows; /* "overflow" notices queued, not yet written */
     tf_buf_t rx;
-    bool closing;
+    int close_code;   /* 0, or the code of the close frame to write */
+    char close_reason[64];
+    bool close_sent;
 } live_conn_t;
 
 typedef struct live_pss {
     live_conn_t *c;
 } live_pss_t;
+
+/* Bytes freed since memory was last returned to the system. */
+static size_t freed_since_trim;
 
 static bool has_topic(const live_conn_t *c, const char *topic)
 {
@@ -65,100 +103,203 @@ static bool anyone(tf_master_t *m, const char *topic)
     tf_list_t *it;
     tf_list_foreach(it, &m->live_conns)
     {
-        if (has_topic(tf_list_entry(it, live_conn_t, node), topic))
+        live_conn_t *c = tf_list_entry(it, live_conn_t, node);
+        if (!c->close_code && has_topic(c, topic))
             return true;
     }
     return false;
 }
 
-/* Drops queued log frames; returns the bytes freed and lists their topics
- * (deduplicated) into dropped. */
-static size_t drop_logs(live_conn_t *c, json_t *dropped)
+static live_msg_t *msg_new(tf_master_t *m, const char *text, size_t len,
+                           bool is_log, const char *topic)
 {
-    size_t freed = 0;
+    live_msg_t *g = malloc(sizeof(*g) + LWS_PRE + len);
+    if (!g)
+        return NULL;
+    g->refs = 0;
+    g->is_log = is_log;
+    g->is_overflow = false;
+    snprintf(g->topic, sizeof(g->topic), "%s", topic ? topic : "");
+    g->len = len;
+    memcpy(g->data + LWS_PRE, text, len);
+    m->net_stats.live_bytes += len;
+    return g;
+}
+
+static void msg_unref(tf_master_t *m, live_msg_t *g)
+{
+    if (g && --g->refs == 0) {
+        m->net_stats.live_bytes -= g->len;
+        freed_since_trim += g->len;
+        free(g);
+    }
+}
+
+/* Unlinks and frees one queued item (and its message on its last use). */
+static void item_drop(live_conn_t *c, live_item_t *it)
+{
+    if (it->msg->is_overflow)
+        c->overflows--;
+    tf_list_unlink(&it->node);
+    c->queued -= it->msg->len;
+    msg_unref(c->m, it->msg);
+    free(it);
+}
+
+static void queue_clear(live_conn_t *c)
+{
     tf_list_t *it, *tmp;
     tf_list_foreach_safe(it, tmp, &c->queue)
     {
-        live_frame_t *f = tf_list_entry(it, live_frame_t, node);
-        if (!f->is_log)
-            continue;
-        bool seen = false;
-        size_t i;
-        json_t *v;
-        json_array_foreach(dropped, i, v)
-        {
-            seen = seen || strcmp(json_string_value(v), f->topic) == 0;
-        }
-        if (!seen)
-            json_array_append_new(dropped, json_string(f->topic));
-        freed += f->len;
-        tf_list_unlink(&f->node);
-        free(f);
+        item_drop(c, tf_list_entry(it, live_item_t, node));
     }
-    c->queued -= freed;
-    return freed;
 }
 
-static void enqueue_raw(live_conn_t *c, const char *text, size_t len,
-                        bool is_log, const char *topic)
+static void add_topic_once(json_t *list, const char *topic)
 {
-    live_frame_t *f = malloc(sizeof(*f) + LWS_PRE + len);
-    if (!f)
-        return;
-    f->is_log = is_log;
-    snprintf(f->topic, sizeof(f->topic), "%s", topic ? topic : "");
-    f->len = len;
-    memcpy(f->data + LWS_PRE, text, len);
-    tf_list_push_back(&c->queue, &f->node);
-    c->queued += len;
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        if (strcmp(json_string_value(v), topic) == 0)
+            return;
+    }
+    json_array_append_new(list, json_string(topic));
+}
+
+/* Drops queued log messages, listing their topics into dropped. */
+static void drop_logs(live_conn_t *c, json_t *dropped)
+{
+    tf_list_t *it, *tmp;
+    tf_list_foreach_safe(it, tmp, &c->queue)
+    {
+        live_item_t *q = tf_list_entry(it, live_item_t, node);
+        if (!q->msg->is_log)
+            continue;
+        add_topic_once(dropped, q->msg->topic);
+        item_drop(c, q);
+    }
+}
+
+static bool push(live_conn_t *c, live_msg_t *g)
+{
+    live_item_t *q = malloc(sizeof(*q));
+    if (!q)
+        return false;
+    q->msg = g;
+    g->refs++;
+    tf_list_push_back(&c->queue, &q->node);
+    c->queued += g->len;
     if (c->wsi)
         lws_callback_on_writable(c->wsi);
+    return true;
+}
+
+/* Drops viewer c now: its queue is freed at once, and it is closed with a
+ * reason it can show. */
+static void viewer_drop(live_conn_t *c, int code, const char *reason)
+{
+    if (c->close_code)
+        return;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    queue_clear(c);
+    tf_buf_free(&c->rx);
+    if (c->wsi) {
+        /* The close frame goes out once the viewer has read what its
+         * socket already holds; one that reads nothing loses the socket
+         * after LIVE_DROP_S regardless (its memory is freed already). */
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LIVE_DROP_S);
+        lws_callback_on_writable(c->wsi);
+    }
+}
+
+static void enqueue_text(live_conn_t *c, const char *text, size_t len,
+                         bool overflow)
+{
+    if (c->close_code)
+        return;
+    live_msg_t *g = msg_new(c->m, text, len, false, NULL);
+    if (!g)
+        return;
+    g->refs = 1;
+    g->is_overflow = overflow;
+    if (push(c, g) && overflow)
+        c->overflows++;
+    msg_unref(c->m, g);
 }
 
 static void enqueue_json(live_conn_t *c, json_t *j)
 {
     char *text = json_dumps(j, JSON_COMPACT);
     if (text) {
-        enqueue_raw(c, text, strlen(text), false, NULL);
+        enqueue_text(c, text, strlen(text), false);
         free(text);
     }
 }
 
-static void enqueue(live_conn_t *c, const char *text, size_t len, bool is_log,
-                    const char *topic)
+/* Queues shared message g for viewer c, keeping c within its own cap. */
+static void enqueue(live_conn_t *c, live_msg_t *g)
 {
-    if (c->closing)
+    if (c->close_code)
         return;
-    if (c->queued + len > LIVE_QUEUE_MAX) {
+    if (c->queued + g->len > LIVE_QUEUE_MAX) {
+        if (c->overflows) {
+            /* It has not read the last notice: it reads nothing. */
+            tf__net_warn("live", "a live viewer is not reading: dropping it");
+            c->m->net_stats.live_dropped++;
+            viewer_drop(c, LIVE_CLOSE_TOO_SLOW, LIVE_TOO_SLOW);
+            return;
+        }
         json_t *dropped = json_array();
         drop_logs(c, dropped);
-        if (is_log) {
-            bool seen = false;
-            size_t i;
-            json_t *v;
-            json_array_foreach(dropped, i, v)
-            {
-                seen = seen || strcmp(json_string_value(v), topic) == 0;
-            }
-            if (!seen)
-                json_array_append_new(dropped, json_string(topic));
-        }
+        if (g->is_log)
+            add_topic_once(dropped, g->topic);
         json_t *o = json_pack("{s:s,s:o}", "type", "overflow", "topics",
                               dropped);
-        enqueue_json(c, o);
+        char *text = json_dumps(o, JSON_COMPACT);
         json_decref(o);
-        if (is_log)
+        if (text) {
+            enqueue_text(c, text, strlen(text), true);
+            free(text);
+        }
+        if (g->is_log)
             return; /* this one is dropped too: the viewer refetches */
-        if (c->queued + len > LIVE_QUEUE_MAX) {
-            /* Only control events left and still too much: cut it off. */
+        if (c->queued + g->len > LIVE_QUEUE_MAX) {
+            /* Only control events left and still too much. */
             tf_warn("live", "a live viewer is not reading: closing it");
-            c->closing = true;
-            if (c->wsi)
-                lws_callback_on_writable(c->wsi);
+            c->m->net_stats.live_dropped++;
+            viewer_drop(c, LIVE_CLOSE_TOO_SLOW, LIVE_TOO_SLOW);
             return;
         }
     }
-    enqueue_raw(c, text, len, is_log, topic);
+    push(c, g);
+}
+
+/* Over the global budget: drops the viewers holding the most until the
+ * messages alive fit again. */
+static void enforce_budget(tf_master_t *m)
+{
+    while (m->net_stats.live_bytes > LIVE_BUDGET) {
+        live_conn_t *worst = NULL;
+        tf_list_t *it;
+        tf_list_foreach(it, &m->live_conns)
+        {
+            live_conn_t *c = tf_list_entry(it, live_conn_t, node);
+            if (!c->close_code && (!worst || c->queued > worst->queued))
+                worst = c;
+        }
+        if (!worst || worst->queued == 0)
+            return;
+        char peer[64] = "?";
+        if (worst->wsi)
+            lws_get_peer_simple(worst->wsi, peer, sizeof(peer));
+        tf__net_warn("live", "live viewers hold %zu bytes (budget %u): dropping "
+                "the slowest, %s, with %zu bytes queued",
+                m->net_stats.live_bytes, LIVE_BUDGET, peer, worst->queued);
+        m->net_stats.live_dropped++;
+        viewer_drop(worst, LIVE_CLOSE_TOO_SLOW, LIVE_TOO_SLOW);
+    }
 }
 
 /* Sends j (consumed) to every subscriber of topic. */
@@ -168,15 +309,31 @@ static void publish(tf_master_t *m, const char *topic, json_t *j, bool is_log)
     json_decref(j);
     if (!text)
         return;
-    size_t len = strlen(text);
+    live_msg_t *g = msg_new(m, text, strlen(text), is_log, topic);
+    free(text);
+    if (!g)
+        return;
+    g->refs = 1; /* ours while fanning out */
     tf_list_t *it;
     tf_list_foreach(it, &m->live_conns)
     {
         live_conn_t *c = tf_list_entry(it, live_conn_t, node);
         if (has_topic(c, topic))
-            enqueue(c, text, len, is_log, topic);
+            enqueue(c, g);
     }
-    free(text);
+    msg_unref(m, g);
+    enforce_budget(m);
+}
+
+void tf__live_sweep(tf_master_t *m)
+{
+    /* Give back what glibc keeps of freed messages, once enough was freed
+     * and the queues are nearly empty (malloc_trim walks the heap). */
+    if (freed_since_trim >= LIVE_TRIM_AFTER &&
+        m->net_stats.live_bytes < LIVE_TRIM_AFTER) {
+        freed_since_trim = 0;
+        malloc_trim(0);
+    }
 }
 
 /* --- events --- */
@@ -380,13 +537,11 @@ static void handle(live_conn_t *c, const char *text, size_t len)
 
 static void conn_free(live_conn_t *c)
 {
-    tf_list_t *it, *tmp;
-    tf_list_foreach_safe(it, tmp, &c->queue)
-    {
-        free(tf_list_entry(it, live_frame_t, node));
-    }
+    tf_master_t *m = c->m;
+    queue_clear(c);
     tf_buf_free(&c->rx);
     tf_list_unlink(&c->node);
+    m->net_stats.live_viewers--;
     free(c);
 }
 
@@ -397,16 +552,67 @@ static bool path_is_live(struct lws *wsi)
            strcmp(uri, TF_LIVE_PATH) == 0;
 }
 
+/* Viewers hold sockets without authenticating: at most half of what the
+ * descriptor limit leaves after the reserve. */
+static bool room_for_viewer(tf_master_t *m)
+{
+    unsigned limit = m->net ? m->net->fd_limit : 1024;
+    unsigned max = limit > TF_NET_FD_RESERVE
+                       ? (limit - TF_NET_FD_RESERVE) / 2
+                       : 1;
+    if (m->net_stats.live_viewers < max)
+        return true;
+    tf__net_warn("live", "refusing a live viewer: %u are connected (at most %u "
+            "with a descriptor limit of %u)", m->net_stats.live_viewers,
+            max, limit);
+    return false;
+}
+
+/* Writes the close frame (code + reason) ourselves; 4 is LWS_WRITE_CLOSE
+ * (see link.c for why). */
+static int write_close(live_conn_t *c)
+{
+    unsigned char buf[LWS_PRE + 2 + sizeof(c->close_reason)];
+    size_t n = strlen(c->close_reason);
+    buf[LWS_PRE] = (unsigned char)(c->close_code >> 8);
+    buf[LWS_PRE + 1] = (unsigned char)(c->close_code & 0xff);
+    memcpy(buf + LWS_PRE + 2, c->close_reason, n);
+    c->close_sent = true;
+    if (lws_write(c->wsi, buf + LWS_PRE, n + 2, (enum lws_write_protocol)4) <
+        0)
+        return -1;
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, 2);
+    return 0;
+}
+
+/* RFC 6455: a client's frames are masked (net/wsmask.c). */
+static int unmasked(struct lws *wsi)
+{
+    tf__net_warn("live", "closing a live viewer that sent an unmasked "
+                 "frame");
+    lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR,
+                     (unsigned char *)"unmasked frame", 14);
+    return -1;
+}
+
 int tf_live_callback(struct lws *wsi, enum lws_callback_reasons reason,
                      void *user, void *in, size_t len)
 {
     live_pss_t *pss = user;
     tf_master_t *m = lws_context_user(lws_get_context(wsi));
     live_conn_t *c = pss ? pss->c : NULL;
+    int rc = 0;
+    if (tf__net_common(wsi, reason, in, &rc))
+        return rc;
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return (!path_is_live(wsi) || m->stopping) ? 1 : 0;
+        return (!path_is_live(wsi) || m->stopping || !room_for_viewer(m))
+                   ? 1
+                   : 0;
     case LWS_CALLBACK_ESTABLISHED:
+        tf__net_register(wsi);
+        if (tf__net_conn(wsi) && !tf__wsmask_upgraded(tf__net_conn(wsi)->fd))
+            return unmasked(wsi);
         c = calloc(1, sizeof(*c));
         if (!c)
             return -1;
@@ -415,11 +621,17 @@ int tf_live_callback(struct lws *wsi, enum lws_callback_reasons reason,
         tf_list_init(&c->queue);
         tf_buf_init(&c->rx, LIVE_RX_MAX);
         tf_list_push_back(&m->live_conns, &c->node);
+        m->net_stats.live_viewers++;
         pss->c = c;
+        tf__net_set_waiting(wsi, false);
         return 0;
     case LWS_CALLBACK_RECEIVE:
         if (!c)
             return -1;
+        if (tf__net_unmasked(wsi))
+            return unmasked(wsi);
+        if (c->close_code)
+            return 0;
         if (tf_buf_append(&c->rx, in, len) != 0) {
             tf_buf_reset(&c->rx);
             reply_error(c, "message over 64 KiB");
@@ -434,16 +646,18 @@ int tf_live_callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_SERVER_WRITEABLE: {
         if (!c)
             return -1;
-        if (tf_list_empty(&c->queue))
-            return c->closing ? -1 : 0;
-        live_frame_t *f = tf_list_entry(c->queue.next, live_frame_t, node);
-        int n = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_TEXT);
-        if (n < (int)f->len)
+        if (tf_list_empty(&c->queue)) {
+            if (c->close_code && !c->close_sent)
+                return write_close(c);
+            return 0;
+        }
+        live_item_t *q = tf_list_entry(c->queue.next, live_item_t, node);
+        live_msg_t *g = q->msg;
+        int n = lws_write(wsi, g->data + LWS_PRE, g->len, LWS_WRITE_TEXT);
+        if (n < (int)g->len)
             return -1;
-        tf_list_unlink(&f->node);
-        c->queued -= f->len;
-        free(f);
-        if (!tf_list_empty(&c->queue) || c->closing)
+        item_drop(c, q);
+        if (!tf_list_empty(&c->queue) || c->close_code)
             lws_callback_on_writable(wsi);
         return 0;
     }
@@ -464,10 +678,13 @@ void tf_live_close_all(tf_master_t *m)
     tf_list_foreach(it, &m->live_conns)
     {
         live_conn_t *c = tf_list_entry(it, live_conn_t, node);
-        c->closing = true;
+        if (c->close_code)
+            continue;
+        /* Whatever is queued goes out first, then the close frame. */
+        c->close_code = LWS_CLOSE_STATUS_GOINGAWAY;
+        snprintf(c->close_reason, sizeof(c->close_reason), "shutdown");
         if (c->wsi) {
-            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_GOINGAWAY,
-                             (unsigned char *)"shutdown", 8);
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
             lws_callback_on_writable(c->wsi);
         }
     }

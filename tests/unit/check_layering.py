@@ -40,7 +40,6 @@ ALLOWED = {
 # Edges against the direction that are still in the code. Remove an entry
 # when its include goes; the check fails while a listed edge is gone.
 KNOWN = {
-    ("api", "net"): "handlers take net's tf_http_req_t",
     ("core", "admin"): "users.c prints through cli.c",
     ("core", "changes"): "master.c starts and reloads pollers and schedulers",
     ("core", "mail"): "builds and jobs queue mail themselves",

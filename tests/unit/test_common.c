@@ -20,6 +20,8 @@
 #include "tf_err.h"
 #include "utf8.h"
 #include "util.h"
+#include "range.h"
+#include "wsscan.h"
 
 #include "tf_test.h"
 
@@ -723,6 +725,123 @@ TF_TEST(mkdir_p)
     snprintf(path, sizeof path, "%s", tmp_path("plain"));
     TF_CHECK_INT(tf_mkdir_p(path, 0755), -ENOTDIR);
     TF_CHECK_INT(tf_mkdir_p("", 0755), TF_EINVAL);
+}
+
+TF_TEST(http_range)
+{
+    uint64_t s = 0, e = 0;
+    /* The forms of RFC 9110, inclusive positions made exclusive. */
+    TF_CHECK_INT(tf_range_parse("bytes=0-9", 100, &s, &e), TF_RANGE_OK);
+    TF_CHECK(s == 0 && e == 10);
+    TF_CHECK_INT(tf_range_parse("bytes=90-", 100, &s, &e), TF_RANGE_OK);
+    TF_CHECK(s == 90 && e == 100);
+    TF_CHECK_INT(tf_range_parse("bytes=-10", 100, &s, &e), TF_RANGE_OK);
+    TF_CHECK(s == 90 && e == 100);
+    TF_CHECK_INT(tf_range_parse("Bytes = 5-5 ", 100, &s, &e), TF_RANGE_OK);
+    TF_CHECK(s == 5 && e == 6);
+    /* A last position past the end is clamped, however large. */
+    TF_CHECK_INT(tf_range_parse("bytes=0-18446744073709551615", 3893, &s,
+                                &e), TF_RANGE_OK);
+    TF_CHECK(s == 0 && e == 3893);
+    TF_CHECK_INT(tf_range_parse("bytes=1-999999999999999999999999999",
+                                3893, &s, &e), TF_RANGE_OK);
+    TF_CHECK(s == 1 && e == 3893);
+    TF_CHECK_INT(tf_range_parse("bytes=-999999999999999999999", 7, &s, &e),
+                 TF_RANGE_OK);
+    TF_CHECK(s == 0 && e == 7);
+    /* Unsatisfiable: starts at or past the end, empty suffix, empty log. */
+    TF_CHECK_INT(tf_range_parse("bytes=100-", 100, &s, &e),
+                 TF_RANGE_UNSATISFIABLE);
+    TF_CHECK_INT(tf_range_parse("bytes=18446744073709551615-", 100, &s, &e),
+                 TF_RANGE_UNSATISFIABLE);
+    TF_CHECK_INT(tf_range_parse("bytes=99999999999999999999999-5", 100, &s,
+                                &e), TF_RANGE_MALFORMED); /* last < first */
+    TF_CHECK_INT(tf_range_parse("bytes=-0", 100, &s, &e),
+                 TF_RANGE_UNSATISFIABLE);
+    TF_CHECK_INT(tf_range_parse("bytes=0-", 0, &s, &e),
+                 TF_RANGE_UNSATISFIABLE);
+    TF_CHECK_INT(tf_range_parse("bytes=-5", 0, &s, &e),
+                 TF_RANGE_UNSATISFIABLE);
+    /* Malformed. */
+    static const char *const bad[] = {
+        "", "bytes", "bytes=", "bytes=-", "bytes=a-b", "bytes=5-4",
+        "bytes=0-1,3-4", "items=0-1", "bytes=0-1x", "bytes=+1-2",
+        "bytes=1--2", "bytes 0-1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        TF_CHECK_INT(tf_range_parse(bad[i], 100, &s, &e), TF_RANGE_MALFORMED);
+}
+
+/* A client frame: FIN + text, masked or not, with the given length. */
+static size_t ws_frame(uint8_t *out, bool mask, size_t len)
+{
+    size_t n = 0;
+    out[n++] = 0x81;
+    uint8_t m = mask ? 0x80 : 0;
+    if (len < 126) {
+        out[n++] = (uint8_t)(m | len);
+    } else if (len < 65536) {
+        out[n++] = m | 126;
+        out[n++] = (uint8_t)(len >> 8);
+        out[n++] = (uint8_t)len;
+    } else {
+        out[n++] = m | 127;
+        for (int i = 7; i >= 0; i--)
+            out[n++] = (uint8_t)(len >> (8 * i));
+    }
+    if (mask) {
+        memcpy(out + n, "\x11\x22\x33\x44", 4);
+        n += 4;
+    }
+    memset(out + n, 'p', len);
+    return n + len;
+}
+
+TF_TEST(websocket_mask_scanner)
+{
+    static uint8_t buf[200000];
+    tf_wsscan_t s;
+    /* Masked frames of every length class, fed a byte at a time. */
+    tf_wsscan_init(&s);
+    s.mode = TF_WSSCAN_HDR0;
+    size_t n = ws_frame(buf, true, 5);
+    n += ws_frame(buf + n, true, 300);
+    n += ws_frame(buf + n, true, 70000);
+    n += ws_frame(buf + n, true, 0);
+    for (size_t i = 0; i < n; i++)
+        TF_CHECK(tf_wsscan_feed(&s, buf + i, 1));
+    TF_CHECK(s.mode == TF_WSSCAN_HDR0);
+    /* An unmasked one, whole: bad, and it stays bad. */
+    n = ws_frame(buf, true, 10);
+    n += ws_frame(buf + n, false, 10);
+    tf_wsscan_init(&s);
+    s.mode = TF_WSSCAN_HDR0;
+    TF_CHECK(!tf_wsscan_feed(&s, buf, n));
+    n = ws_frame(buf, true, 10);
+    TF_CHECK(!tf_wsscan_feed(&s, buf, n));
+    /* HTTP first: frames behind the handshake count after the upgrade. */
+    static const char hs[] = "GET /slave HTTP/1.1\r\nHost: x\r\n\r\n";
+    tf_wsscan_init(&s);
+    memcpy(buf, hs, sizeof(hs) - 1);
+    n = sizeof(hs) - 1 + ws_frame(buf + sizeof(hs) - 1, false, 3);
+    TF_CHECK(tf_wsscan_feed(&s, buf, n)); /* still HTTP: no verdict */
+    TF_CHECK(!tf_wsscan_upgraded(&s));
+    tf_wsscan_init(&s);
+    n = sizeof(hs) - 1 + ws_frame(buf + sizeof(hs) - 1, true, 3);
+    TF_CHECK(tf_wsscan_feed(&s, buf, n));
+    TF_CHECK(tf_wsscan_upgraded(&s));
+    TF_CHECK(s.mode == TF_WSSCAN_HDR0);
+    /* More than a little sent before the server's answer: bad. */
+    tf_wsscan_init(&s);
+    TF_CHECK(tf_wsscan_feed(&s, (const uint8_t *)hs, sizeof(hs) - 1));
+    n = ws_frame(buf, true, 1000);
+    tf_wsscan_feed(&s, buf, n);
+    TF_CHECK(!tf_wsscan_upgraded(&s));
+    /* A 64-bit length with its top bit set is refused. */
+    tf_wsscan_init(&s);
+    s.mode = TF_WSSCAN_HDR0;
+    static const uint8_t huge[] = {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1};
+    TF_CHECK(!tf_wsscan_feed(&s, huge, sizeof(huge)));
 }
 
 TF_TEST(zz_cleanup)

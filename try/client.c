@@ -182,6 +182,8 @@ int tf_try_http(const tf_try_client_t *c, const tf_try_req_t *r,
     }
 
     curl_easy_setopt(h, CURLOPT_URL, r->url);
+    if (c->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

@@ -34,6 +34,8 @@ int tf_try_base64_encode(const uint8_t *in, size_t n, char **out,
 typedef struct tf_try_client {
     const char *base;               /* the master URL, ending in '/' (borrowed) */
     const char *token;              /* borrowed; NULL when none was loaded */
+    const char *ca_file;            /* CA bundle for https (borrowed); NULL:
+                                       the system's */
     bool verbose;                   /* trace requests (never headers) */
     FILE *trace;                    /* where the trace goes (stderr) */
     volatile sig_atomic_t *stop;    /* set by a signal: abort the transfer */

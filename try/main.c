@@ -70,6 +70,7 @@ typedef struct opts {
     const char *email;
     const char *config;
     const char *token_file;
+    const char *ca_file;
     bool include_untracked;
     bool no_email;
     bool dry_run;
@@ -145,6 +146,8 @@ static const char usage_text[] =
     "  --tail N                log lines of a failing step to show (default 30)\n"
     "  --config FILE           use FILE instead of ~/.config/tf-try/config.json\n"
     "  --token-file FILE       default ~/.config/tf-try/token (mode 600)\n"
+    "  --ca-file FILE          CA bundle to verify an https:// master (e.g.\n"
+    "                          its self-signed certificate)\n"
     "  -q, --quiet             print only the job line (and the summary)\n"
     "  -v, --verbose           trace the HTTP requests (never the token)\n"
     "  -h, --help, -V, --version\n"
@@ -171,6 +174,7 @@ enum {
     OPT_TAIL,
     OPT_CONFIG,
     OPT_TOKEN_FILE,
+    OPT_CA_FILE,
     OPT_MAX_PATCH_MB,
     OPT_ALLOW_EMPTY,
     OPT_ALL,
@@ -196,6 +200,7 @@ static const struct option long_opts[] = {
     {"tail", required_argument, NULL, OPT_TAIL},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"ca-file", required_argument, NULL, OPT_CA_FILE},
     {"max-patch-mb", required_argument, NULL, OPT_MAX_PATCH_MB},
     {"allow-empty", no_argument, NULL, OPT_ALLOW_EMPTY},
     {"all", no_argument, NULL, OPT_ALL},
@@ -314,6 +319,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
             break;
         case OPT_CONFIG: o->config = optarg; break;
         case OPT_TOKEN_FILE: o->token_file = optarg; break;
+        case OPT_CA_FILE: o->ca_file = optarg; break;
         case OPT_ALLOW_EMPTY: o->allow_empty = true; break;
         case OPT_ALL: o->all = true; break;
         case 'q': o->quiet = true; break;
@@ -411,6 +417,12 @@ static bool need_url(ctx_t *c)
     if (!c->base_url)
         return false;
     c->client.base = c->base_url;
+    const char *ca = c->o->ca_file ? c->o->ca_file : c->conf.ca_file;
+    if (ca && access(ca, R_OK) != 0) {
+        fail("cannot read the CA file %.200s: %s", ca, strerror(errno));
+        return false;
+    }
+    c->client.ca_file = ca;
     return true;
 }
 

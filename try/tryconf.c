@@ -27,7 +27,8 @@
 #include "util.h"
 
 static const char *const conf_keys[] = {
-    "url", "builders", "tests", "email", "upstream", "token_file", NULL,
+    "url", "builders", "tests", "email", "upstream", "token_file",
+    "ca_file", NULL,
 };
 
 void tf_try_conf_init(tf_try_conf_t *c)
@@ -45,6 +46,7 @@ void tf_try_conf_free(tf_try_conf_t *c)
     free(c->email);
     free(c->upstream);
     free(c->token_file);
+    free(c->ca_file);
     tf_try_conf_init(c);
 }
 
@@ -142,7 +144,8 @@ static int conf_check_value(const char *path, const tf_jsonpos_t *idx,
     conf_where(idx, key, where, sizeof(where));
 
     if (strcmp(key, "url") == 0 || strcmp(key, "email") == 0 ||
-        strcmp(key, "upstream") == 0 || strcmp(key, "token_file") == 0) {
+        strcmp(key, "upstream") == 0 || strcmp(key, "token_file") == 0 ||
+        strcmp(key, "ca_file") == 0) {
         if (!json_is_string(v) || json_string_length(v) == 0) {
             tf_try_errf(err, "%s:%s\"%s\" must be a non-empty string", path,
                         where, key);
@@ -261,6 +264,13 @@ static int conf_apply(tf_try_conf_t *c, json_t *root, const char *path,
         free(c->token_file);
         c->token_file = p;
     }
+    if ((v = json_object_get(root, "ca_file"))) {
+        char *p = conf_resolve_path(json_string_value(v), path, home);
+        if (!p)
+            return TF_ENOMEM;
+        free(c->ca_file);
+        c->ca_file = p;
+    }
     if ((v = json_object_get(root, "builders"))) {
         size_t i;
         json_t *b;
@@ -337,7 +347,8 @@ int tf_try_conf_merge_file(tf_try_conf_t *c, const char *path, bool missing_ok,
             conf_show_key(key, shown, sizeof(shown));
             conf_where(idx, key, where, sizeof(where));
             tf_try_errf(err, "%s:%sunknown key \"%s\" (known keys: url, "
-                             "builders, tests, email, upstream, token_file)",
+                             "builders, tests, email, upstream, token_file, "
+                             "ca_file)",
                         path, where, shown);
             rc = TF_ECONFIG;
             goto out;

@@ -9,7 +9,7 @@
  *   the command line (main.c applies it last)
  *
  * A file is a JSON object with the keys url, builders, tests, email,
- * upstream and token_file; any other key is an error naming the file and
+ * upstream, token_file and ca_file; any other key is an error naming the file and
  * the key, so a typo never silently falls back to a default. Missing
  * default files are fine; a missing --config FILE is an error.
  *
@@ -37,6 +37,9 @@ typedef struct tf_try_conf {
     char *upstream;
     char *token_file;        /* resolved: "~/" expanded, relative to the
                                 directory of the file that named it */
+    char *ca_file;           /* CA bundle to verify an https:// master;
+                                resolved like token_file; NULL: the
+                                system's */
 } tf_try_conf_t;
 
 void tf_try_conf_init(tf_try_conf_t *c);

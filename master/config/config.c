@@ -1464,6 +1464,8 @@ void tf_config_free(tf_config_t *c)
     free(c->dir);
     free(c->name);
     free(c->listen_host);
+    free(c->tls_cert);
+    free(c->tls_key);
     free(c->public_url);
     free(c->database);
     free(c->web_root);

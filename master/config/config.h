@@ -142,7 +142,11 @@ typedef struct tf_config {
     char *name;            /* master title, default "TestFarm" */
     char *listen_host;     /* default "127.0.0.1" */
     uint16_t listen_port;  /* default 8010 */
-    char *public_url;      /* default "http://HOST:PORT/" (ends with '/') */
+    char *tls_cert;        /* listen.tls.cert: PEM file, absolute; NULL:
+                              plain HTTP */
+    char *tls_key;         /* listen.tls.key: PEM file, absolute */
+    char *public_url;      /* default "http://HOST:PORT/" ("https://" with
+                              listen.tls; ends with '/') */
     char *database;        /* absolute path; default DIR/state.sqlite */
     char *web_root;        /* directory of static pages, or NULL */
     uint32_t heartbeat_s;  /* default 10 */

@@ -610,23 +610,29 @@ static bool cfg_prop_name_valid(const char *s)
 }
 
 /* force_allowed: each entry a committer's email, or "*" for every
- * committer, none twice (api/authz.c reads the list). */
+ * committer, none twice (api/authz.c reads the list). Read from the JSON
+ * so each problem is reported at its own element, whatever else the
+ * array holds (the kind reports what is not a string). */
 static int cfg_builder_force_allowed(cfg_ctx_t *ctx, const cfg_loc_t *loc,
                                      json_t *obj, void *out, int status)
 {
-    const tf_cfg_builder_t *b = out;
+    json_t *arr = json_object_get(obj, "force_allowed");
     cfg_loc_t fl = CFG_MEMBER(loc, "force_allowed");
     char show[CFG_SHOW_BUF];
-    (void)obj;
-    if (status != CFG_OK)
+    (void)out;
+    if (status == CFG_ABSENT || !json_is_array(arr))
         return 0;
-    for (size_t i = 0; i < b->nforce_allowed; i++) {
-        const char *e = b->force_allowed[i];
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const char *e = json_string_value(json_array_get(arr, i));
         cfg_loc_t el = CFG_ELEMENT(&fl, i);
         int rc = 0;
         bool dup = false;
-        for (size_t k = 0; k < i && !dup; k++)
-            dup = strcmp(b->force_allowed[k], e) == 0;
+        if (!e)
+            continue;
+        for (size_t k = 0; k < i && !dup; k++) {
+            const char *o = json_string_value(json_array_get(arr, k));
+            dup = o && strcmp(o, e) == 0;
+        }
         cfg_show(show, e);
         if (strcmp(e, "*") != 0 && !tf_email_valid(e))
             rc = cfg_bad(ctx, &el, "\"%s\" is not a committer's email "
@@ -1382,6 +1388,56 @@ static const cfg_table_t cfg_scheduler_table = {
 /* The top level                                                       */
 /* ------------------------------------------------------------------ */
 
+/* listen.tls: the master's own certificate. net/server.c hands both files
+ * to libwebsockets (OpenSSL), which reads them when the listener starts;
+ * here they must at least be readable. */
+static int cfg_tls_readable(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                            json_t *obj, const char *key, const char *path)
+{
+    char show[CFG_SHOW_BUF];
+    if (!path || access(path, R_OK) == 0)
+        return 0;
+    int e = errno;
+    cfg_loc_t kl = CFG_MEMBER(loc, key);
+    /* The name as written: the resolved path can be too long to show. */
+    cfg_show(show, json_string_value(json_object_get(obj, key)));
+    int rc = cfg_bad(ctx, &kl, "cannot read \"%s\" (a relative path is "
+                     "relative to the config's directory): %s", show,
+                     strerror(e));
+    return rc < 0 ? rc : 0;
+}
+
+static int cfg_tls_cert(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                        void *out, int status)
+{
+    return status == CFG_OK
+               ? cfg_tls_readable(ctx, loc, obj, "cert",
+                                  ((tf_config_t *)out)->tls_cert)
+               : 0;
+}
+
+static int cfg_tls_key(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                       void *out, int status)
+{
+    return status == CFG_OK
+               ? cfg_tls_readable(ctx, loc, obj, "key",
+                                  ((tf_config_t *)out)->tls_key)
+               : 0;
+}
+
+static const cfg_key_t cfg_tls_keys[] = {
+    {.name = "cert", .kind = CFG_PATH, .flags = CFG_REQUIRED,
+     CFG_F(tf_config_t, tls_cert), .check = cfg_tls_cert,
+     .doc = "PEM file of the master's certificate (then any intermediate "
+            "ones); it must name the host clients use"},
+    {.name = "key", .kind = CFG_PATH, .flags = CFG_REQUIRED,
+     CFG_F(tf_config_t, tls_key), .check = cfg_tls_key,
+     .doc = "PEM file of its private key"},
+};
+static const cfg_table_t cfg_tls_table = {
+    CFG_TABLE("listen.tls", cfg_tls_keys, tf_config_t),
+};
+
 static const cfg_key_t cfg_listen_keys[] = {
     {.name = "host", .kind = CFG_STR, CFG_F(tf_config_t, listen_host),
      .sdef = "127.0.0.1",
@@ -1389,6 +1445,10 @@ static const cfg_key_t cfg_listen_keys[] = {
             "for every IPv4 interface"},
     {.name = "port", CFG_I(tf_config_t, listen_port, 1, 65535, 8010),
      .doc = "TCP port"},
+    {.name = "tls", .kind = CFG_SECTION, .off = 0, .sub = &cfg_tls_table,
+     .doc_def = "none",
+     .doc = "serve TLS (https, wss) on that port; see "
+            "[listen.tls](#listentls)"},
 };
 static const cfg_table_t cfg_listen_table = {
     CFG_TABLE("listen", cfg_listen_keys, tf_config_t),
@@ -1463,7 +1523,8 @@ static int cfg_url(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
                                url[strlen(url) - 1] == '/' ? "" : "/");
     } else {
         bool v6 = strchr(c->listen_host, ':') != NULL;
-        rc = tf_buf_printf(&b, "http://%s%s%s:%u/", v6 ? "[" : "",
+        rc = tf_buf_printf(&b, "%s://%s%s%s:%u/",
+                           c->tls_cert ? "https" : "http", v6 ? "[" : "",
                            c->listen_host, v6 ? "]" : "",
                            (unsigned)c->listen_port);
     }
@@ -1492,7 +1553,7 @@ static const cfg_key_t cfg_top_keys[] = {
      .sub = &cfg_listen_table, .doc_def = "see [listen](#listen)",
      .doc = "address of the HTTP/websocket server"},
     {.name = "url", .kind = CFG_STR, .off = CFG_NOFIELD, .check = cfg_url,
-     .doc_def = "`\"http://HOST:PORT/\"`",
+     .doc_def = "`\"http://HOST:PORT/\"` (`https://` with `listen.tls`)",
      .doc = "public base URL, used for links in the API and in mails, see "
             "[url](#url)"},
     {.name = "database", .kind = CFG_PATH, CFG_F(tf_config_t, database),

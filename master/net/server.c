@@ -410,6 +410,14 @@ int tf_server_start(tf_master_t *m)
      * caller tears down like at shutdown (tf_server_stop, a loop run,
      * tf_server_destroy). */
     info.options |= LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (m->cfg->tls_cert) {
+        /* listen.tls: the same port speaks only TLS (https, wss). lws
+         * reads both files when the vhost is made; a reload does not
+         * change them (restart the master). */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = m->cfg->tls_cert;
+        info.ssl_private_key_filepath = m->cfg->tls_key;
+    }
     m->lws = lws_create_context(&info);
     if (!m->lws) {
         tf_error("server", "cannot start the web server");
@@ -417,10 +425,19 @@ int tf_server_start(tf_master_t *m)
     }
     m->vhost = lws_create_vhost(m->lws, &info);
     if (!m->vhost) {
-        tf_error("server", "cannot listen on %s:%u (is the port in use?)",
-                 m->cfg->listen_host, m->cfg->listen_port);
+        if (m->cfg->tls_cert)
+            tf_error("server", "cannot listen on %s:%u with TLS (is the port "
+                     "in use? do %s and %s hold a PEM certificate and its "
+                     "key?)", m->cfg->listen_host, m->cfg->listen_port,
+                     m->cfg->tls_cert, m->cfg->tls_key);
+        else
+            tf_error("server", "cannot listen on %s:%u (is the port in use?)",
+                     m->cfg->listen_host, m->cfg->listen_port);
         return TF_EIO;
     }
+    if (m->cfg->tls_cert)
+        tf_info("server", "TLS on %s:%u with certificate %s",
+                m->cfg->listen_host, m->cfg->listen_port, m->cfg->tls_cert);
     return 0;
 }
 

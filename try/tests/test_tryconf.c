@@ -115,6 +115,31 @@ TF_TEST(repo_file_overrides_user_file_key_by_key)
     free(top);
 }
 
+TF_TEST(ca_file_is_resolved_like_token_file)
+{
+    tf_try_conf_t c;
+    tf_try_err_t err = {{0}};
+    const char *p = put_file("ca/conf.json",
+                             "{\"url\": \"https://ci.example:8443/\", "
+                             "\"ca_file\": \"certs/master.crt\"}", 0600);
+    char *path = strdup(p);
+    tf_try_conf_init(&c);
+    TF_CHECK_INT(tf_try_conf_load(&c, path, NULL, NULL, "/home/u", &err), 0);
+    char *want = path_of("ca/certs/master.crt");
+    TF_CHECK_STR(c.ca_file, want);
+    free(want);
+    tf_try_conf_free(&c);
+    put_file("ca/bad.json", "{\"ca_file\": 5}", 0600);
+    free(path);
+    path = path_of("ca/bad.json");
+    tf_try_conf_init(&c);
+    TF_CHECK_INT(tf_try_conf_load(&c, path, NULL, NULL, "/home/u", &err),
+                 TF_ECONFIG);
+    TF_CHECK(strstr(err.msg, "ca_file") != NULL);
+    tf_try_conf_free(&c);
+    free(path);
+}
+
 TF_TEST(explicit_config_replaces_user_file)
 {
     tf_try_conf_t c;

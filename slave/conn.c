@@ -685,11 +685,30 @@ static int tf__lws_cb_inner(struct lws *wsi, enum lws_callback_reasons reason,
     return 0;
 }
 
+/* Whether lws passes our tf_conn_t as `user` with this reason: for the
+ * OpenSSL hooks it passes OpenSSL's own objects there (an X509_STORE_CTX
+ * while a wss:// master's certificate is verified). */
+static bool tf__user_is_conn(enum lws_callback_reasons reason)
+{
+    switch (reason) {
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS:
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+    case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
+    case LWS_CALLBACK_OPENSSL_CONTEXT_REQUIRES_PRIVATE_KEY:
+        return false;
+    default:
+        return true;
+    }
+}
+
 /* Wraps every lws callback so code reached from inside one knows it (see
  * tf_conn_shutdown) and a close it asked for happens on the way out. */
 static int tf__lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
                       void *user, void *in, size_t len)
 {
+    if (!tf__user_is_conn(reason))
+        return tf__lws_cb_inner(wsi, reason, NULL, in, len);
     tf_conn_t *c = user;
     if (!c)
         return tf__lws_cb_inner(wsi, reason, user, in, len);

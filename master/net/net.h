@@ -34,6 +34,10 @@
 
 /* File descriptors kept free for sqlite, pipes, mail and log files. */
 #define TF_NET_FD_RESERVE 48
+/* Idle connections are evicted to make room from this far below the
+ * limit: the room a burst of connections accepted in one go may take
+ * before the evicted ones are freed. */
+#define TF_NET_FD_EVICT (2 * TF_NET_FD_RESERVE)
 /* All pre-authentication buffering together. */
 #define TF_NET_PREAUTH_BUDGET (16u * 1024 * 1024)
 /* What a connection costs before it does anything (lws's wsi and header

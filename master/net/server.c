@@ -131,12 +131,14 @@ bool tf__net_make_room(tf_master_t *m, const char *why)
 }
 
 /* A new connection arrived on descriptor fd: whether to keep it. With the
- * pre-auth budget spent, or within the descriptor reserve, the oldest
- * waiting connections make room for it (two for one, so a crowd shrinks)
- * and it is kept; when none is waiting it is refused. Evicted descriptors
- * are freed on lws's next turn, but lws accepts a whole burst in one go:
- * in the last half of the reserve newcomers are refused outright, so the
- * descriptors sqlite, pipes and files need are never taken. */
+ * pre-auth budget spent, or once descriptors come within TF_NET_FD_EVICT
+ * of the limit, the oldest waiting connections make room for it (two for
+ * one, so a crowd shrinks) and it is kept; when none is waiting it is
+ * refused. Evicted descriptors are freed on lws's next turn, but lws
+ * accepts a whole burst in one go: the eviction zone is wide enough for a
+ * burst, and in the last half of the reserve newcomers are refused
+ * outright, so the descriptors sqlite, pipes and files need are never
+ * taken. */
 static bool accept_ok(tf_master_t *m, int fd)
 {
     tf_net_t *net = m->net;
@@ -150,7 +152,7 @@ static bool accept_ok(tf_master_t *m, int fd)
                 m->net_stats.preauth_bytes, TF_NET_PREAUTH_BUDGET);
         return false;
     }
-    if (fd < 0 || (unsigned)fd + TF_NET_FD_RESERVE < net->fd_limit)
+    if (fd < 0 || (unsigned)fd + TF_NET_FD_EVICT < net->fd_limit)
         return true;
     char why[96];
     snprintf(why, sizeof(why), "descriptors short (%d of %u)", fd,

@@ -27,6 +27,13 @@ from tfharness import (OP_TEXT, WSClient, WSClosed, http_request, scaled,
                        ws_encode_frame)
 
 
+def sanitized(pid):
+    """Whether the process runs under AddressSanitizer, whose quarantine
+    and shadow memory make resident sizes meaningless."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -163,8 +170,9 @@ def test_slow_headers_and_bodies_are_cut_off(farm):
     print(f"\nslow headers cut after {closed.get('headers'):.1f} s, slow "
           f"body after {closed.get('body'):.1f} s")
     assert "headers" in closed and closed["headers"] < scaled(16), closed
-    assert "body" in closed and scaled(25) < closed["body"] < scaled(40), \
-        closed
+    # The deadline is the master's own (30 s), not stretched for slow
+    # builds; only the upper bound is.
+    assert "body" in closed and 25 < closed["body"] < scaled(40), closed
     assert "did not arrive in time" in m.log_text()
     assert m.get_json("/master")["requests_pending"] == 0
 
@@ -214,8 +222,8 @@ def test_concurrent_uploads_are_capped(farm):
 def test_fd_reserve_keeps_the_api_and_slaves_working(farm):
     """Under `ulimit -n 256`, 400 clients hoard sockets: each sends an
     unfinished request and then a byte every 2 s (380 trickle headers, 20
-    trickle a POST body with the admin token), and comes back 0.2 s after
-    it is dropped. The API keeps answering within a second and a slave
+    trickle a POST body with the admin token), and comes back a second
+    after it is dropped. The API keeps answering within a second and a slave
     connects and builds (on main every API request timed out)."""
     m = farm.master(config(), wrapper=["prlimit", "--nofile=256:256", "--"],
                     log_level="info")
@@ -268,7 +276,7 @@ def test_fd_reserve_keeps_the_api_and_slaves_working(farm):
                     kind, _ = socks.pop(s)
                     s.close()
                     stats["drops"] += 1
-                    due.append((time.monotonic() + 0.2, kind))
+                    due.append((time.monotonic() + 1.0, kind))
             if time.monotonic() - last_trickle > 2:
                 last_trickle = time.monotonic()
                 for s, (kind, sent) in list(socks.items()):
@@ -353,7 +361,8 @@ def test_unauthenticated_slave_links_hold_a_few_kib(farm):
     print(f"\n500 unauthenticated 1 MiB frames: RSS {before:.1f} MiB before, "
           f"peak {peak:.1f} MiB ({sent / 2**20:.0f} MiB sent, {refused} "
           f"refused, net {net})")
-    assert peak - before < 64, (before, peak)
+    if not sanitized(pid):
+        assert peak - before < 64, (before, peak)
     assert "too_big" in m.log_text() or "over the cap" in m.log_text()
 
 
@@ -417,8 +426,9 @@ def test_live_viewers_share_one_budget(farm):
     assert net["live_dropped"] > 0, net
     assert codes.count(4001) == net["live_dropped"], (codes, net)
     assert "too slow, reload" in reasons, reasons
-    assert peak - before < 150, (before, peak)
-    assert after - before < 40, (before, after)
+    if not sanitized(pid):
+        assert peak - before < 150, (before, peak)
+        assert after - before < 40, (before, after)
 
 
 # --- answers ---

@@ -16,9 +16,10 @@
  * a message and refuse it as soon as its announced size passes the
  * protocol's cap, before buffering it (docs/protocol.md, "Transport").
  * Before the slave has authenticated the cap is LINK_PREAUTH_MAX (a hello
- * is small), and what a link buffers then, with what lws holds for it,
- * is charged to the global pre-auth budget (net.h): over it, new slave
- * connections are refused rather than the master's memory growing.
+ * is small), and what a link buffers then is charged to the global
+ * pre-auth budget (net.h): over it, the oldest unauthenticated
+ * connection makes room, or new slave connections are refused, rather
+ * than the master's memory growing.
  *
  * Sending: frames go on a per-link queue capped at 8 MiB; each WRITEABLE
  * callback writes one frame. A slave that does not read its queue down is
@@ -55,8 +56,6 @@
 /* The largest message before authentication: a hello with 64 running
  * builds (~4 KiB) and 64 tags of 64 bytes (~4.3 KiB) fits. */
 #define LINK_PREAUTH_MAX (16u * 1024)
-/* What lws allocates for a slave link's receive buffer (server.c). */
-#define LINK_LWS_RX (TF_PROTO_OUT_HDR + TF_PROTO_MAX_CHUNK)
 
 typedef enum {
     LINK_CHALLENGED = 0,
@@ -452,7 +451,7 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
     if (l->state != LINK_READY && l->wsi) {
         /* The message is handled: keep only lws's buffer charged. */
         tf__net_preauth_release(l->wsi);
-        tf__net_preauth_charge(l->wsi, LINK_LWS_RX);
+        tf__net_preauth_charge(l->wsi, TF_NET_CONN_COST);
     }
 }
 
@@ -714,7 +713,7 @@ int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         if (!path_is_slave_endpoint(wsi) || m->stopping)
             return 1;
-        if (!tf__net_preauth_room(m, LINK_LWS_RX + LINK_PREAUTH_MAX) &&
+        if (!tf__net_preauth_room(m, LINK_PREAUTH_MAX) &&
             !tf__net_make_room(m, "pre-auth budget spent")) {
             m->net_stats.refused++;
             tf__net_warn("link", "refusing a slave connection: %zu bytes are "
@@ -727,7 +726,6 @@ int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
         tf__net_register(wsi);
         if (tf__net_conn(wsi) && !tf__wsmask_upgraded(tf__net_conn(wsi)->fd))
             return unmasked(wsi);
-        tf__net_preauth_charge(wsi, LINK_LWS_RX);
         pss->link = link_open(m, wsi);
         return pss->link ? 0 : -1;
     case LWS_CALLBACK_RECEIVE:

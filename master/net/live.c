@@ -624,6 +624,7 @@ int tf_live_callback(struct lws *wsi, enum lws_callback_reasons reason,
         m->net_stats.live_viewers++;
         pss->c = c;
         tf__net_set_waiting(wsi, false);
+        tf__net_preauth_release(wsi); /* a viewer: the live budget's */
         return 0;
     case LWS_CALLBACK_RECEIVE:
         if (!c)

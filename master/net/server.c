@@ -224,6 +224,9 @@ void tf__net_register(struct lws *wsi)
     tf_list_push_back(&m->net->conns, &c->node);
     m->net_stats.connections++;
     tf__wsmask_watch(c->fd);
+    /* Released when it authenticates (a slave's hello) or is served (an
+     * HTTP request accepted, a live viewer). */
+    tf__net_preauth_charge(wsi, TF_NET_CONN_COST);
 }
 
 bool tf__net_unmasked(struct lws *wsi)

@@ -36,7 +36,7 @@
 #include "names.h"
 #include "proto.h"
 #include "result.h"
-#include "store/store.h"
+#include "store/store_sqlite.h"
 
 typedef struct tf_master tf_master_t;
 typedef struct tf_link tf_link_t;

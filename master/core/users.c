@@ -15,7 +15,7 @@
 #include "clock.h"
 #include "config/config.h"
 #include "crypto.h"
-#include "store/store.h"
+#include "store/store_sqlite.h"
 #include "tf_err.h"
 #include "utf8.h"
 #include "util.h"
@@ -28,31 +28,6 @@ bool tf_username_valid(const char *s)
     if (n == 0 || n > TF_USERNAME_MAX)
         return false;
     return tf_utf8_text_clean(s, false);
-}
-
-int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = TF_ESTORE;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, email, name FROM users "
-                           "WHERE token_sha256 = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return rc;
-    sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_TRANSIENT);
-    int s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-        out->id = sqlite3_column_int64(st, 0);
-        snprintf(out->email, sizeof(out->email), "%s",
-                 (const char *)sqlite3_column_text(st, 1));
-        snprintf(out->name, sizeof(out->name), "%s",
-                 (const char *)sqlite3_column_text(st, 2));
-        rc = 0;
-    } else if (s == SQLITE_DONE) {
-        rc = TF_ENOENT;
-    }
-    sqlite3_finalize(st);
-    return rc;
 }
 
 /* --- the administrative commands --- */

@@ -14,17 +14,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
+#include "store/store.h"
 
 #include "email.h"
-
-#define TF_USERNAME_MAX 128
-
-typedef struct tf_user {
-    int64_t id;
-    char email[TF_EMAIL_MAX + 1];
-    char name[TF_USERNAME_MAX + 1];
-} tf_user_t;
 
 /* A display name: 1..128 bytes of valid UTF-8 (utf8.h) without control
  * characters. */
@@ -34,9 +26,5 @@ bool tf_username_valid(const char *s);
  * exit code (0, 1 failure, 2 usage). */
 int tf_users_cli(const char *dir, const char *verb, const char *email,
                  const char *name);
-
-/* Finds the user whose token hashes to token_sha256 (64 hex). Returns 0,
- * TF_ENOENT, or TF_ESTORE. Runs on a read connection. */
-int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out);
 
 #endif

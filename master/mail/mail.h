@@ -42,7 +42,7 @@
 #include "config/config.h"
 #include "mail/mail_render.h"
 #include "result.h"
-#include "store/store.h"
+#include "store/store_sqlite.h"
 
 /* The sender; NULL while mail is off. */
 typedef struct tf_mail tf_mail_t;

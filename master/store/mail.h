@@ -28,7 +28,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
-#include "store/store.h"
+#include "store/store_sqlite.h"
 
 /* The most values one statement below binds. */
 #define TF_STORE_MAIL_MAX_VALS 6

@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include "names.h"
+#include "store/store_sqlite.h"
 
 /* A column of the current row as JSON: an integer, a string, a result
  * name ("SUCCESS"), or parsed JSON text; null for SQL NULL (and for text

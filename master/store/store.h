@@ -1,23 +1,39 @@
 /*
- * store.h - the master's sqlite store: one writer thread, pooled readers.
+ * store.h - the master's storage interface: typed operations in, typed
+ * answers out. No SQL and no engine types cross it.
  *
- * Design (ARCHITECTURE.md, "Threads of the master"): the loop thread never
- * writes to sqlite. It hands write operations to a bounded queue; a single
- * writer thread owns the only write connection (WAL mode), drains whatever
- * is queued, runs it as one transaction and reports each operation's outcome
- * back to the loop thread through uv_async, in submission order. Reads run
- * on libuv's thread pool with read-only connections from a small pool.
+ * Writes. The loop thread never writes to the database. It collects the
+ * operations of one event into a group (tf_wgroup_new, then tf_op_*: "add
+ * the output chunk", "finish the step", ...) and submits the group
+ * (tf_store_submit) to a bounded queue. One writer thread drains the
+ * queue and hands each drained batch to the engine, which applies it as
+ * one transaction with each group under its own savepoint: a group
+ * commits whole or not at all, and a group that fails on its own (a
+ * constraint, a broken event chain) is rolled back alone while its
+ * batch-mates commit. The outcome of each group comes back to the loop
+ * thread through uv_async, in submission order: the done callback runs
+ * after the commit that holds the group (rc 0) or after the group failed
+ * (TF_ESTORE). A failure of the whole database (disk full, I/O error,
+ * busy) rolls the batch back and the writer retries the same batch with
+ * backoff (0.1 s doubling to 10 s) until it commits: nothing queued is
+ * dropped, the queue fills, and the congestion callback tells the master
+ * to stop reading from slaves (backpressure) until it drains.
+ * tf_store_close() lets the writer drain and commit everything queued.
  *
- * Failures: an operation that fails on its own (a constraint, a bug) is
- * rolled back to its savepoint and reported to its callback with TF_ESTORE;
- * the rest of the batch commits. A failure of the whole database (disk full,
- * I/O error, busy) rolls the batch back and the writer retries the same
- * batch with backoff (0.1 s doubling to 10 s) until it commits: nothing
- * queued is dropped, the queue fills, and the master applies backpressure
- * to slaves until the disk has room again. tf_store_health() says why.
+ * Reads. A query is a typed record (tf_query_t first, then its inputs and
+ * outputs) that the engine runs on a reader connection: tf_store_query on
+ * libuv's thread pool with the answer back on the loop thread, or
+ * tf_store_query_sync on the calling thread, which is allowed at startup
+ * and in offline commands but never on the loop thread once the master
+ * serves (tf_store_serving: it asserts).
  *
- * The schema and its forward migrations live in store_schema.c;
- * tf_store_open() applies pending migrations before returning.
+ * Engines. sqlite (store/sqlite.c) is the one engine today; the generic
+ * half (queue, writer thread, retries, congestion, close) is store.c, and
+ * store/engine.h is the contract between them, so a PostgreSQL engine
+ * plugs in beside sqlite (docs/internals.md, "The storage interface").
+ *
+ * Threads: every function here is for the loop thread unless it says
+ * otherwise; constructors of a group touch only that group.
  */
 #ifndef TF_STORE_H
 #define TF_STORE_H
@@ -26,126 +42,463 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <sqlite3.h>
 #include <uv.h>
 
+#include "email.h" /* TF_EMAIL_MAX */
+
 typedef struct tf_store tf_store_t;
+typedef struct tf_wgroup tf_wgroup_t;
 
-typedef enum {
-    TF_SQL_NULL = 0,
-    TF_SQL_INT,
-    TF_SQL_TEXT, /* copied at submit time */
-    TF_SQL_BLOB, /* copied at submit time */
-    TF_SQL_BLOB_OWNED, /* ownership of p (malloc'd) passes to the store */
-} tf_sql_kind_t;
-
-/* One value to bind to a '?' placeholder. */
-typedef struct tf_sqlval {
-    tf_sql_kind_t kind;
-    int64_t i;
-    const void *p; /* TEXT: NUL-terminated string (n ignored); BLOB: n bytes */
-    size_t n;
-} tf_sqlval_t;
-
-/* Constructors for readable call sites. tf_sql_text(NULL) binds NULL. */
-tf_sqlval_t tf_sql_int(int64_t i);
-tf_sqlval_t tf_sql_text(const char *s);
-tf_sqlval_t tf_sql_blob(const void *p, size_t n);
-tf_sqlval_t tf_sql_blob_owned(void *p, size_t n);
-tf_sqlval_t tf_sql_null(void);
-
-/* Called on the loop thread after the operation's transaction committed
- * (rc 0) or the operation failed on its own (rc TF_ESTORE). */
+/* Called on the loop thread after a group committed (rc 0) or failed
+ * (TF_ESTORE), or after a query ran (its return value). */
 typedef void (*tf_store_done_cb)(void *arg, int rc);
 
-/* Runs on the writer thread inside the batch transaction (under a
- * savepoint). Returns 0 or a negative code; a non-zero return rolls back
- * what the function did. May set *result for the done callback to see
- * through arg. Must not touch loop-thread state. */
-typedef int (*tf_store_txn_fn)(sqlite3 *db, void *arg);
-
-/* Runs on a thread-pool thread with a read-only connection. */
-typedef int (*tf_store_read_fn)(sqlite3 *db, void *arg);
-
-/* Called on the loop thread when the queue crosses its high watermark
- * (congested = true) and when it drains below the low one (false). */
+/* Called on the loop thread when the write queue crosses its high
+ * watermark (congested = true) and when it drains below the low one. */
 typedef void (*tf_store_congestion_cb)(void *arg, bool congested);
 
 typedef struct tf_store_opts {
     size_t queue_soft_bytes; /* congestion above this; default 32 MiB */
-    size_t queue_hard_bytes; /* tf_store_write fails above; default 256 MiB */
-    unsigned readers;        /* read connection pool size; default 4 */
+    size_t queue_hard_bytes; /* submit fails above; default 256 MiB */
+    unsigned readers;        /* reader connections; default 4 */
     tf_store_congestion_cb congestion_cb;
     void *congestion_arg;
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,
- * and starts the writer thread. Must be called on the loop thread before
- * the loop runs or while it runs. opts may be NULL for defaults. Returns 0
- * and *out, or a negative code with a message logged. */
+ * and starts the writer thread. Call on the loop thread. opts may be NULL
+ * for defaults. Returns 0 and *out, or a negative code with a message
+ * logged (TF_EVERSION: the database is from a newer tf-master). */
 int tf_store_open(uv_loop_t *loop, const char *path,
                   const tf_store_opts_t *opts, tf_store_t **out);
 
-/* Queues one SQL statement. sql must have static storage duration (it is
- * the key of the prepared-statement cache). vals are copied (or taken, for
- * TF_SQL_BLOB_OWNED, even on failure). cb may be NULL. Returns 0, or
- * TF_EFULL past the hard cap (nothing queued), or TF_ESTATE once closing. */
-int tf_store_write(tf_store_t *s, const char *sql, const tf_sqlval_t *vals,
-                   size_t nvals, tf_store_done_cb cb, void *arg);
-
-/* One statement of a group (tf_store_write_multi). */
-typedef struct tf_sqlstmt {
-    const char *sql; /* static storage, as for tf_store_write */
-    const tf_sqlval_t *vals;
-    size_t nvals;
-} tf_sqlstmt_t;
-
-/* Queues n statements that commit together or not at all (one savepoint):
- * for facts that must never be half stored, like a log chunk and the
- * sequence number that says it arrived. cb gets TF_ESTORE if any of them
- * failed (then none took effect). Owned blobs of every statement pass to
- * the store, even on failure. Returns as tf_store_write. */
-int tf_store_write_multi(tf_store_t *s, const tf_sqlstmt_t *stmts, size_t n,
-                         tf_store_done_cb cb, void *arg);
-
-/* Queues a function to run on the writer thread in the next batch.
- * cost_bytes is what it counts against the queue caps. */
-int tf_store_write_fn(tf_store_t *s, tf_store_txn_fn fn, size_t cost_bytes,
-                      tf_store_done_cb cb, void *arg);
-
-/* Runs fn on the thread pool with a read-only connection, then done on the
- * loop thread with fn's return value. Returns 0 or a libuv error (then done
- * is never called). */
-int tf_store_read(tf_store_t *s, tf_store_read_fn fn, tf_store_done_cb done,
-                  void *arg);
-
-/* Runs fn right now on the calling thread with a read-only connection
- * (startup, CLI). Returns fn's value. */
-int tf_store_read_sync(tf_store_t *s, tf_store_read_fn fn, void *arg);
+/* The master serves from now on: synchronous reads on the loop thread are
+ * a bug (they would block it) and assert. */
+void tf_store_serving(tf_store_t *s);
 
 typedef struct tf_store_health {
-    size_t queued_ops;
+    size_t queued_ops;        /* groups queued or awaiting their callback */
     size_t queued_bytes;
     bool congested;
     uint64_t batches;         /* committed so far */
-    uint64_t ops;             /* committed so far */
+    uint64_t ops;             /* groups committed so far */
     unsigned failing_for_ms;  /* 0 when the last batch committed */
     char last_error[256];     /* "" when healthy */
 } tf_store_health_t;
 
-/* Snapshot of the writer's state (thread-safe). */
+/* Snapshot of the writer's state (any thread). */
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
 
 /* The schema version the database is at after migrations. */
 int tf_store_schema_version(tf_store_t *s);
 
 /* Stops accepting writes, lets the writer drain and commit everything
- * queued, joins it, closes every connection and the async handle, then
- * calls cb on the loop thread (the loop must keep running until then).
- * s is freed before cb runs. */
+ * queued, joins it, closes every connection, then calls cb on the loop
+ * thread (the loop must keep running until then). s is freed before cb
+ * runs. */
 void tf_store_close(tf_store_t *s, void (*cb)(void *arg), void *arg);
 
-/* Helpers for read functions: bind values to a prepared statement. */
-int tf_store_bind(sqlite3_stmt *st, const tf_sqlval_t *vals, size_t nvals);
+/* ------------------------------------------------------------------ */
+/* Write groups                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A new empty group whose arena starts with room for about hint bytes of
+ * strings and blobs (0 for a small default), or NULL when out of memory.
+ * The caller owns it until tf_store_submit. */
+tf_wgroup_t *tf_wgroup_new(size_t hint);
+
+/* Frees a group the caller owns (NULL is fine). */
+void tf_wgroup_free(tf_wgroup_t *g);
+
+/* How many operations g holds. */
+size_t tf_wgroup_count(const tf_wgroup_t *g);
+
+/* Whether an operation could not be added to g (out of memory): such a
+ * group is refused by tf_store_submit, so nothing of it is half stored. */
+bool tf_wgroup_failed(const tf_wgroup_t *g);
+
+/* Memory of n bytes that lives as long as g, for the caller's context of
+ * the done callback (freed after the callback returns). NULL (and g
+ * failed) when out of memory. */
+void *tf_wgroup_alloc(tf_wgroup_t *g, size_t n);
+
+/* Asks the store to leave g to the caller when it fails: after a failed
+ * submit or a done callback with an error, g is the caller's again (to
+ * submit once more, or to free). After a commit the store frees it as
+ * usual. For groups that must be stored however long it takes. */
+void tf_wgroup_keep(tf_wgroup_t *g);
+
+/* Queues g as one all-or-nothing unit; cb (may be NULL) runs on the loop
+ * thread after it committed or failed. Takes g: the store frees it after
+ * the callback (a kept group that failed excepted). Returns 0, or
+ * without queueing anything and without calling cb: TF_ENOMEM (g failed
+ * while built), TF_EFULL (the queue is past its hard cap), TF_ESTATE (the
+ * store is closing), TF_EINVAL. An empty group is queued like any other
+ * (its callback still orders it after the groups before it). */
+int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
+                    void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Write operations                                                    */
+/* ------------------------------------------------------------------ */
+
+/* Each constructor adds one operation to g, copying every string and
+ * blob (strings may be NULL: "none"). They return 0, or TF_ENOMEM after
+ * which g is failed. Times are milliseconds since the epoch. */
+
+/* Slaves: a connection event ("connected", "lost", ...) for the slave's
+ * page; the slave authenticated (tags_json: a JSON array); it went away;
+ * it was heard from; every slave is disconnected (startup); the slave is
+ * configured (its row exists). */
+int tf_op_slave_event(tf_wgroup_t *g, const char *slave, int64_t time_ms,
+                      const char *event, const char *detail);
+int tf_op_slave_connected(tf_wgroup_t *g, const char *name,
+                          const char *platform, const char *version,
+                          const char *tags_json, int64_t time_ms);
+int tf_op_slave_disconnected(tf_wgroup_t *g, const char *name,
+                             int64_t time_ms);
+int tf_op_slave_seen(tf_wgroup_t *g, const char *name, int64_t time_ms);
+int tf_op_slaves_reset(tf_wgroup_t *g);
+int tf_op_slave_known(tf_wgroup_t *g, const char *name);
+
+/* Builders: every builder is inactive (before the config's are activated
+ * again); builder name is configured; its summary counts of pending and
+ * running requests (the one place they are written). */
+int tf_op_builders_deactivate(tf_wgroup_t *g);
+int tf_op_builder_activate(tf_wgroup_t *g, const char *name);
+int tf_op_builder_counts(tf_wgroup_t *g, const char *name, unsigned pending,
+                         unsigned running);
+
+/* A new build request (state pending), with its blamelist. */
+typedef struct tf_request_rec {
+    uint64_t id;
+    const char *builder, *reason, *owner;
+    const char *properties; /* JSON object text */
+    const char *tests;      /* JSON array text */
+    const char *revision;   /* NULL: the branch head */
+    const char *patch_sha256; /* NULL: no patch */
+    uint64_t patch_size;
+    int priority;
+    int64_t submitted_ms;
+    uint64_t job_id;        /* 0: not a try job's */
+    const char *scheduler;  /* NULL: not a scheduler's */
+    const uint64_t *changes;
+    size_t nchanges;
+} tf_request_rec_t;
+int tf_op_request_create(tf_wgroup_t *g, const tf_request_rec_t *r);
+
+/* A request goes back to pending (a retry, or its build did not survive a
+ * restart) with retries as its retry count; it was collapsed into request
+ * into (its changes join into's blamelist); cancelled before it ran;
+ * done with result. */
+int tf_op_request_requeue(tf_wgroup_t *g, uint64_t id, unsigned retries);
+int tf_op_request_collapse(tf_wgroup_t *g, uint64_t id, uint64_t into,
+                           int64_t time_ms);
+int tf_op_request_cancel(tf_wgroup_t *g, uint64_t id, int result,
+                         int64_t time_ms);
+int tf_op_request_done(tf_wgroup_t *g, uint64_t id, int result,
+                       int64_t time_ms);
+
+/* A build starts: its row and its steps' rows (pending), its blamelist
+ * (the request's changes), its request running, the builder's last build
+ * and build count. */
+typedef struct tf_build_step_rec {
+    const char *name;
+    const char *command_json; /* JSON array of the argv */
+    int flags;                /* tf_flags_bits */
+} tf_build_step_rec_t;
+typedef struct tf_build_rec {
+    uint64_t id, number, request_id;
+    const char *builder, *slave;
+    const char *properties; /* JSON object text */
+    const char *reason, *repository, *branch, *revision;
+    int64_t created_ms;
+    const tf_build_step_rec_t *steps;
+    size_t nsteps;
+} tf_build_rec_t;
+int tf_op_build_create(tf_wgroup_t *g, const tf_build_rec_t *b);
+
+/* The build's event seq arrived: its stored last event moves from seq - 1
+ * to seq, and the whole group fails if the build is not at seq - 1 (an
+ * event before it was not stored: nothing after a hole commits). Every
+ * group of a slave event holds one. */
+int tf_op_build_seq(tf_wgroup_t *g, uint64_t build_id, uint64_t seq);
+
+/* A step started (first: the build's first, the build runs from now). */
+int tf_op_step_start(tf_wgroup_t *g, uint64_t build_id, unsigned step,
+                     int64_t time_ms, bool first);
+
+/* A chunk of a step's output: len bytes at byte offset and line number
+ * line of the log, after which the log holds log_bytes bytes and
+ * log_lines lines. data is copied once, into the group. */
+typedef struct tf_output_rec {
+    uint64_t build_id, seq;
+    unsigned step;
+    int stream;
+    uint64_t offset, line, log_bytes, log_lines;
+} tf_output_rec_t;
+int tf_op_output(tf_wgroup_t *g, const tf_output_rec_t *o, const void *data,
+                 size_t len);
+
+/* A step finished (what the slave reported). */
+typedef struct tf_step_finish_rec {
+    uint64_t build_id;
+    unsigned step;
+    int result;
+    int64_t time_ms, duration_ms;
+    bool has_exit_code, has_signal, has_warnings, timed_out;
+    int64_t exit_code, signal, warnings;
+    const char *text, *info;
+} tf_step_finish_rec_t;
+int tf_op_step_finish(tf_wgroup_t *g, const tf_step_finish_rec_t *f);
+
+/* A property the build set (got_revision also fills its column); a stat
+ * a step's modifiers extracted (kept exactly as a double). */
+int tf_op_build_prop(tf_wgroup_t *g, uint64_t build_id, const char *key,
+                     const char *value);
+int tf_op_stat(tf_wgroup_t *g, const char *builder, uint64_t build_id,
+               unsigned step, const char *name, double value);
+
+/* A step that will get no end from the slave is closed with result. */
+int tf_op_step_force_end(tf_wgroup_t *g, uint64_t build_id, unsigned step,
+                         int result, int64_t time_ms, const char *text);
+
+/* A build ended: its row; the builder's last complete build when
+ * complete (not a RETRY); the slave's count of builds done. */
+int tf_op_build_finish(tf_wgroup_t *g, uint64_t build_id,
+                       const char *builder, const char *slave, int result,
+                       int64_t time_ms, const char *text, bool complete);
+
+/* A patch, stored once per SHA-256 (a second put of the same one is a
+ * no-op). The _take variant takes ownership of data (malloc'd), even when
+ * it fails, instead of copying it. */
+int tf_op_patch_put(tf_wgroup_t *g, const char *sha256, const void *data,
+                    size_t len, int64_t created_ms);
+int tf_op_patch_put_take(tf_wgroup_t *g, const char *sha256, void *data,
+                         size_t len, int64_t created_ms);
+
+/* A try job (state pending). */
+typedef struct tf_job_rec {
+    uint64_t id;
+    int64_t user_id;
+    const char *author, *email, *notify_email;
+    bool notify;
+    const char *description, *review_url, *patchset, *base_revision;
+    const char *patch_sha256; /* NULL: no patch */
+    uint64_t patch_size;
+    int64_t submitted_ms;
+} tf_job_rec_t;
+int tf_op_job_create(tf_wgroup_t *g, const tf_job_rec_t *j);
+
+/* A job's first build started (pending -> running, once); the job ended
+ * (state "finished" or "cancelled") with result. */
+int tf_op_job_running(tf_wgroup_t *g, uint64_t id);
+int tf_op_job_finish(tf_wgroup_t *g, uint64_t id, const char *state,
+                     int result, int64_t time_ms);
+
+/* Mail outbox rows, committed with the event that causes them (the mail
+ * sender picks them up): a try job's report, unless the job asked for no
+ * mail (decided from the job's row); a continuous build's notice when the
+ * builder's mode (1 failing, 2 problem, 3 change, 4 all) asks for one
+ * given result and the builder's previous build (decided inside the
+ * transaction). recipients_json: a JSON array of extra addresses. */
+int tf_op_mail_job(tf_wgroup_t *g, uint64_t job_id, int64_t time_ms);
+int tf_op_mail_build(tf_wgroup_t *g, uint64_t build_id, const char *builder,
+                     int result, int mode, const char *recipients_json,
+                     int64_t time_ms);
+
+/* Committers: add one (unless the email exists) and remove one. *changed
+ * (caller's memory, read in the done callback) is set to 1 when a row was
+ * added or removed, 0 otherwise. */
+int tf_op_user_add(tf_wgroup_t *g, const char *email, const char *name,
+                   const char *token_sha256, int64_t time_ms, int *changed);
+int tf_op_user_remove(tf_wgroup_t *g, const char *email, int *changed);
+
+/* The commits a poll found on a branch, oldest first, and the branch's
+ * new head. A known revision keeps its change id. ids_out[i] and
+ * fresh_out[i] (caller's memory, n each, read in the done callback) get
+ * each change's id and whether it is new. */
+typedef struct tf_change_rec {
+    const char *revision, *author, *email, *message;
+    const char *files_json; /* JSON array of paths */
+    int64_t committer_ms;
+} tf_change_rec_t;
+int tf_op_changes_record(tf_wgroup_t *g, const char *repository,
+                         const char *branch, const char *head,
+                         const tf_change_rec_t *changes, size_t n,
+                         int64_t time_ms, uint64_t *ids_out,
+                         bool *fresh_out);
+
+/* A poller's health after a poll (times 0: none; last_error NULL when
+ * healthy). */
+int tf_op_poller_health(tf_wgroup_t *g, const char *repository,
+                        const char *branch, int64_t last_poll_ms,
+                        int64_t last_ok_ms, const char *last_error,
+                        int64_t failing_since_ms);
+
+/* A scheduler's state (times <= 0: none). */
+int tf_op_scheduler_state(tf_wgroup_t *g, const char *name,
+                          int64_t last_fired_ms, const char *last_revision,
+                          int64_t next_fire_ms);
+
+/* ------------------------------------------------------------------ */
+/* Reads                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef enum tf_query_kind {
+    TF_Q_LOAD_STATE = 1, /* tf_q_state_t */
+    TF_Q_USER_BY_TOKEN,  /* tf_q_user_t */
+    TF_Q_USERS,          /* tf_q_users_t */
+    TF_Q_POLLERS,        /* tf_q_pollers_t */
+    TF_Q_SCHEDULER,      /* tf_q_scheduler_t */
+    TF_Q_SQLITE_FN,      /* store_sqlite.h: the raw escape hatch */
+} tf_query_kind_t;
+
+/* The head of every query record. */
+typedef struct tf_query {
+    tf_query_kind_t kind;
+} tf_query_t;
+
+/* Runs q on a reader thread, then done(arg, rc) on the loop thread with
+ * the query's result (0 or a negative code: TF_ENOENT for "no such
+ * row"). q must live until then. Returns 0, or a negative code without
+ * calling done. */
+int tf_store_query(tf_store_t *s, tf_query_t *q, tf_store_done_cb done,
+                   void *arg);
+
+/* Runs q now on the calling thread and returns its result. For startup,
+ * offline commands and threads of their own (the mail sender); asserts
+ * when called on the loop thread once the master serves. */
+int tf_store_query_sync(tf_store_t *s, tf_query_t *q);
+
+/* --- TF_Q_LOAD_STATE: what the loop needs to restore at startup --- */
+
+typedef struct tf_ld_builder {
+    char *name;
+    uint64_t max_number;
+    char *warm_slave; /* the slave of its newest build; NULL: none */
+} tf_ld_builder_t;
+
+typedef struct tf_ld_request {
+    uint64_t id;
+    char *builder, *reason, *owner, *properties, *tests, *revision;
+    char *patch_sha256, *scheduler; /* NULL: none */
+    uint64_t patch_size, job_id;
+    int priority;
+    int64_t submitted_ms;
+    unsigned retries;
+    bool running;
+    uint64_t *changes;
+    size_t nchanges;
+} tf_ld_request_t;
+
+typedef struct tf_ld_step {
+    char *name;
+    bool started, finished;
+    int result, flags;
+    uint64_t log_bytes, log_lines;
+    int64_t started_ms, finished_ms;
+} tf_ld_step_t;
+
+typedef struct tf_ld_build {
+    uint64_t id, number, request_id, last_seq;
+    char *builder, *slave;
+    int64_t created_ms, started_ms;
+    tf_ld_step_t *steps; /* nsteps of them, by index */
+    size_t nsteps;
+} tf_ld_build_t;
+
+typedef struct tf_ld_job {
+    uint64_t id;
+    char *email;
+    bool started;
+    unsigned nopen;     /* requests pending or running */
+    bool has_result;
+    int result;         /* the worst result of its requests done so far */
+} tf_ld_job_t;
+
+typedef struct tf_q_state {
+    tf_query_t q;
+    uint64_t max_build_id, max_request_id, max_job_id;
+    tf_ld_builder_t *builders;
+    size_t nbuilders;
+    tf_ld_request_t *requests; /* pending and running, by id */
+    size_t nrequests;
+    tf_ld_build_t *builds;     /* not finished, by id */
+    size_t nbuilds;
+    tf_ld_job_t *jobs;         /* pending and running */
+    size_t njobs;
+} tf_q_state_t;
+
+/* Frees what a TF_Q_LOAD_STATE query filled in (not q itself). */
+void tf_q_state_clear(tf_q_state_t *q);
+
+/* --- committers --- */
+
+#define TF_USERNAME_MAX 128
+
+typedef struct tf_user {
+    int64_t id;
+    char email[TF_EMAIL_MAX + 1];
+    char name[TF_USERNAME_MAX + 1];
+} tf_user_t;
+
+/* TF_Q_USER_BY_TOKEN: the user whose token hashes to token_sha256 (64
+ * hex), or TF_ENOENT. */
+typedef struct tf_q_user {
+    tf_query_t q;
+    char token_sha256[65];
+    tf_user_t user;
+} tf_q_user_t;
+
+/* TF_Q_USERS: every committer, by email. */
+typedef struct tf_user_row {
+    char email[TF_EMAIL_MAX + 1];
+    char name[TF_USERNAME_MAX + 1];
+    int64_t created_ms;
+    int64_t last_used_ms; /* 0: never */
+} tf_user_row_t;
+typedef struct tf_q_users {
+    tf_query_t q;
+    tf_user_row_t *rows; /* malloc'd; the caller frees */
+    size_t n;
+} tf_q_users_t;
+
+/* --- changes --- */
+
+/* TF_Q_POLLERS: every poller's stored state. */
+typedef struct tf_poller_row {
+    char *repository, *branch, *last_revision, *last_error;
+    int64_t last_poll_ms, last_ok_ms;
+    bool failing;
+    int64_t failing_since_ms;
+} tf_poller_row_t;
+typedef struct tf_q_pollers {
+    tf_query_t q;
+    tf_poller_row_t *rows;
+    size_t n;
+} tf_q_pollers_t;
+void tf_q_pollers_clear(tf_q_pollers_t *q);
+
+/* TF_Q_SCHEDULER: a scheduler's stored state and, when it has a consumed
+ * revision and a branch (repository non-NULL), the newest `limit`
+ * changes of the branch after that revision, oldest first. */
+typedef struct tf_sched_change_row {
+    uint64_t id;
+    char *revision;
+    char *files_json;
+    int64_t created_ms;
+} tf_sched_change_row_t;
+typedef struct tf_q_scheduler {
+    tf_query_t q;
+    const char *name, *repository, *branch; /* inputs, caller's */
+    unsigned limit;
+    bool have_row;
+    int64_t last_fired_ms;
+    char *last_revision;
+    tf_sched_change_row_t *changes;
+    size_t nchanges;
+} tf_q_scheduler_t;
+void tf_q_scheduler_clear(tf_q_scheduler_t *q);
 
 #endif

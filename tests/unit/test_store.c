@@ -23,7 +23,7 @@
 #include <sqlite3.h>
 #include <uv.h>
 
-#include "store/store.h"
+#include "store/store_sqlite.h"
 #include "store/store_internal.h"
 #include "store/store_schema.h"
 #include "tf_err.h"

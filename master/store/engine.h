@@ -1,0 +1,73 @@
+/*
+ * engine.h - what a storage engine provides to the generic store.
+ *
+ * store.c does what every engine needs the same way: the bounded queue of
+ * groups, the writer thread, retrying a batch with backoff while the
+ * database fails as a whole, the congestion callback, running done
+ * callbacks on the loop thread in order, draining at close, and the
+ * reader jobs on libuv's thread pool. The engine does what depends on the
+ * database: opening and migrating it, applying a batch of groups in one
+ * transaction (each group under a savepoint) and running queries on its
+ * reader connections.
+ *
+ * Threads: open and destroy run on the loop thread; apply_batch,
+ * set_max_pages and close_writer on the writer thread only (the engine's
+ * write connection belongs to it); query on any thread, concurrently (the
+ * engine pools its reader connections).
+ */
+#ifndef TF_STORE_ENGINE_H
+#define TF_STORE_ENGINE_H
+
+#include <stddef.h>
+
+#include "store/ops.h"
+
+typedef struct tf_engine tf_engine_t;
+
+/* apply_batch's answers. */
+enum {
+    TF_ENG_OK = 0,          /* committed; each group's rc says how it went */
+    TF_ENG_RETRY_NOW = 1,   /* a group was poisoned (it ended the
+                             * transaction by itself): run the batch again
+                             * right away without it */
+    TF_ENG_DB_FAILED = 2,   /* the database failed as a whole: rolled back,
+                             * retry later; err says why */
+};
+
+typedef struct tf_engine_vt {
+    const char *name;
+
+    /* Opens the database at path with nreaders reader connections,
+     * refuses a newer schema (TF_EVERSION), applies migrations. Returns 0
+     * with *out and *schema_version, or a code with the cause logged. */
+    int (*open)(const char *path, unsigned nreaders, tf_engine_t **out,
+                int *schema_version);
+
+    /* Applies the n groups from first (linked by next) in one
+     * transaction. Poisoned groups get rc TF_ESTORE without running; a
+     * group failing on its own is rolled back to its savepoint and gets rc
+     * TF_ESTORE (the engine logs why); the others get rc 0 once the
+     * transaction commits. */
+    int (*apply_batch)(tf_engine_t *e, tf_wgroup_t *first, size_t n,
+                       char *err, size_t errlen);
+
+    /* Runs q on a reader connection inside one read transaction (one
+     * snapshot). Returns the query's result. */
+    int (*query)(tf_engine_t *e, tf_query_t *q);
+
+    /* Test hook (store_internal.h): cap the database at pages pages before
+     * the next batch. Engines without such a notion ignore it. */
+    void (*set_max_pages)(tf_engine_t *e, long pages);
+
+    /* The writer thread is exiting: close the write connection. */
+    void (*close_writer)(tf_engine_t *e);
+
+    /* Closes the reader connections and frees e (after close_writer, or
+     * when the writer never started). */
+    void (*destroy)(tf_engine_t *e);
+} tf_engine_vt_t;
+
+/* The embedded engine (store/sqlite.c). */
+extern const tf_engine_vt_t tf_engine_sqlite;
+
+#endif

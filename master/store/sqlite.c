@@ -1,0 +1,2004 @@
+/*
+ * sqlite.c - the sqlite engine of the storage interface: the schema's
+ * statements for every write operation and query, one write connection
+ * owned by the writer thread, a pool of read-only connections.
+ *
+ * Writing: apply_batch runs a batch as
+ *
+ *   BEGIN IMMEDIATE
+ *     SAVEPOINT tf_op; <the group's ops>; RELEASE tf_op      (each group)
+ *       ... a group failing alone: ROLLBACK TO tf_op; RELEASE tf_op
+ *   COMMIT
+ *
+ * Every statement is prepared once (SQLITE_PREPARE_PERSISTENT) into a
+ * cache keyed by the address of its static SQL text, and values are bound
+ * SQLITE_STATIC straight from the group's memory (output bytes are never
+ * copied again on their way to the WAL). WAL mode with synchronous=NORMAL:
+ * a commit is a WAL append without an fsync; it survives a crash of the
+ * process, which is what an ack to a slave or tf-try promises, while an
+ * OS crash or power loss may lose the last transactions (FULL would add
+ * an fsync per commit).
+ *
+ * Which failures fail a group alone and which fail the batch: an sqlite
+ * error that says something about the database as a whole (full, I/O,
+ * busy, locked, out of memory, corrupt: is_db_wide) rolls the batch back
+ * and store.c retries it; any other (a constraint, a broken event chain,
+ * a raw statement's bug) rolls back only that group's savepoint.
+ *
+ * Reading: a query borrows a reader connection and runs inside one read
+ * transaction, so all its statements see one snapshot.
+ */
+#include "store/engine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "result.h"
+#include "store/store_schema.h"
+#include "store/store_sqlite.h"
+#include "tf_err.h"
+
+#define SUB "store"
+
+#define BUSY_TIMEOUT_MS 5000
+#define JOURNAL_SIZE_LIMIT "67108864" /* truncate the WAL back to 64 MiB */
+
+/* The prepared statements of the write connection, keyed by the address
+ * of their SQL (open addressing; SQL texts have static storage, so there
+ * are only as many keys as there are statements in the program). */
+typedef struct stmt_slot {
+    const char *sql;
+    sqlite3_stmt *st;
+} stmt_slot_t;
+
+typedef struct stmt_cache {
+    stmt_slot_t *slots;
+    size_t cap; /* 0 or a power of two */
+    size_t n;
+} stmt_cache_t;
+
+struct tf_engine {
+    char *path;
+
+    /* Writer thread only (after open). */
+    sqlite3 *db;
+    stmt_cache_t cache;
+    char *werr;     /* apply_batch's err buffer while it runs */
+    size_t werrlen;
+    char msg[256];  /* the message of the last failure */
+
+    /* The read pool, under pool_mu. */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cond;
+    sqlite3 **readers;   /* all of them, for closing */
+    sqlite3 **free_rd;   /* the idle ones (a stack) */
+    unsigned nreaders;
+    unsigned nfree;
+};
+
+/* Control statements, prepared once through the statement cache. */
+static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
+static const char SQL_COMMIT[] = "COMMIT";
+static const char SQL_ROLLBACK[] = "ROLLBACK";
+static const char SQL_SAVEPOINT[] = "SAVEPOINT tf_op";
+static const char SQL_RELEASE[] = "RELEASE tf_op";
+static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO tf_op";
+
+static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(dst, len, fmt, ap);
+    va_end(ap);
+}
+
+/* Errors that say nothing about the group that hit them but about the
+ * database as a whole: the batch is rolled back and retried. Corruption
+ * is in the list because a retry costs nothing and the cause may be an
+ * I/O fault that goes away. */
+static bool is_db_wide(int src)
+{
+    switch (src & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_NOMEM:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_PROTOCOL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Binding                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Binds vals to parameters 1..n with the given destructor for text and
+ * blobs. A zero-length blob binds as an empty blob, not as NULL (sqlite
+ * binds NULL for a NULL pointer). Returns an sqlite code. */
+static int bind_vals(sqlite3_stmt *st, const tf_sqlval_t *vals, size_t n,
+                     sqlite3_destructor_type how)
+{
+    for (size_t i = 0; i < n; i++) {
+        const tf_sqlval_t *v = &vals[i];
+        int col = (int)i + 1, src;
+
+        switch (v->kind) {
+        case TF_SQL_INT:
+            src = sqlite3_bind_int64(st, col, v->i);
+            break;
+        case TF_SQL_TEXT:
+            src = v->p ? sqlite3_bind_text(st, col, v->p, -1, how)
+                       : sqlite3_bind_null(st, col);
+            break;
+        case TF_SQL_BLOB:
+        case TF_SQL_BLOB_OWNED:
+            if (v->n == 0)
+                src = sqlite3_bind_zeroblob(st, col, 0);
+            else if (v->n > INT_MAX)
+                src = SQLITE_TOOBIG;
+            else
+                src = sqlite3_bind_blob(st, col, v->p, (int)v->n, how);
+            break;
+        case TF_SQL_NULL:
+            src = sqlite3_bind_null(st, col);
+            break;
+        default:
+            src = SQLITE_MISMATCH;
+            break;
+        }
+        if (src != SQLITE_OK)
+            return src;
+    }
+    return SQLITE_OK;
+}
+
+int tf_store_bind(sqlite3_stmt *st, const tf_sqlval_t *vals, size_t nvals)
+{
+    if (!st || (nvals && !vals))
+        return TF_EINVAL;
+    if (nvals > (size_t)sqlite3_bind_parameter_count(st))
+        return TF_EINVAL;
+    return bind_vals(st, vals, nvals, SQLITE_TRANSIENT) == SQLITE_OK
+               ? 0
+               : TF_ESTORE;
+}
+
+/* Short names for the value constructors in the appliers below. */
+#define I(x) tf_sql_int((int64_t)(x))
+#define T(x) tf_sql_text(x)
+#define N() tf_sql_null()
+#define OPT(has, x) ((has) ? I(x) : N())
+#define NZ(x) ((x) ? I(x) : N())
+
+/* ------------------------------------------------------------------ */
+/* Writer: statement cache                                             */
+/* ------------------------------------------------------------------ */
+
+static size_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static stmt_slot_t *cache_slot(stmt_slot_t *slots, size_t cap, const char *sql)
+{
+    size_t i = ptr_hash(sql) & (cap - 1);
+    while (slots[i].sql && slots[i].sql != sql)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+static bool cache_grow(stmt_cache_t *c)
+{
+    size_t cap = c->cap ? c->cap * 2 : 64;
+    stmt_slot_t *slots = calloc(cap, sizeof(*slots));
+
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->slots[i].sql)
+            *cache_slot(slots, cap, c->slots[i].sql) = c->slots[i];
+    free(c->slots);
+    c->slots = slots;
+    c->cap = cap;
+    return true;
+}
+
+static void cache_clear(stmt_cache_t *c)
+{
+    for (size_t i = 0; i < c->cap; i++)
+        sqlite3_finalize(c->slots[i].st);
+    free(c->slots);
+    memset(c, 0, sizeof(*c));
+}
+
+static bool only_space(const char *p)
+{
+    for (; *p; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';')
+            return false;
+    return true;
+}
+
+/* Returns the cached statement for sql, preparing it on first use.
+ * Returns an sqlite code; on failure e->msg says why. */
+static int cache_get(tf_engine_t *e, const char *sql, sqlite3_stmt **out)
+{
+    stmt_cache_t *c = &e->cache;
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int src;
+
+    if (c->cap) {
+        stmt_slot_t *slot = cache_slot(c->slots, c->cap, sql);
+        if (slot->sql) {
+            *out = slot->st;
+            return SQLITE_OK;
+        }
+    }
+    src = sqlite3_prepare_v3(e->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                             &tail);
+    if (src != SQLITE_OK) {
+        snprintf(e->msg, sizeof(e->msg), "prepare: %s",
+                 sqlite3_errmsg(e->db));
+        return src;
+    }
+    if (!st || (tail && !only_space(tail))) {
+        sqlite3_finalize(st);
+        snprintf(e->msg, sizeof(e->msg), "%s",
+                 st ? "SQL holds more than one statement"
+                    : "SQL holds no statement");
+        return SQLITE_MISUSE;
+    }
+    if ((c->n + 1) * 2 > c->cap && !cache_grow(c)) {
+        sqlite3_finalize(st);
+        snprintf(e->msg, sizeof(e->msg), "out of memory (statement cache)");
+        return SQLITE_NOMEM;
+    }
+    stmt_slot_t *slot = cache_slot(c->slots, c->cap, sql);
+    slot->sql = sql;
+    slot->st = st;
+    c->n++;
+    *out = st;
+    return SQLITE_OK;
+}
+
+/* Steps st to the end (rows of RETURNING or pragmas are ignored), resets
+ * it and clears its bindings. Returns SQLITE_OK or the error, with the
+ * message in e->msg. */
+static int stmt_run(tf_engine_t *e, sqlite3_stmt *st)
+{
+    int src;
+
+    while ((src = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    if (src != SQLITE_DONE)
+        snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errmsg(e->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return src == SQLITE_DONE ? SQLITE_OK : src;
+}
+
+/* Runs one cached statement with n values bound from memory that
+ * outlives the call. */
+static int exec(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                size_t n)
+{
+    sqlite3_stmt *st;
+    int src = cache_get(e, sql, &st);
+
+    if (src != SQLITE_OK)
+        return src;
+    if ((size_t)sqlite3_bind_parameter_count(st) != n) {
+        snprintf(e->msg, sizeof(e->msg),
+                 "statement has %d parameters but %zu values were given",
+                 sqlite3_bind_parameter_count(st), n);
+        return SQLITE_RANGE;
+    }
+    /* SQLITE_STATIC: the values live in the group, which outlives the
+     * statement's use of them (stmt_run clears the bindings). */
+    src = bind_vals(st, v, n, SQLITE_STATIC);
+    if (src != SQLITE_OK) {
+        snprintf(e->msg, sizeof(e->msg), "bind: %s", sqlite3_errmsg(e->db));
+        sqlite3_clear_bindings(st);
+        return src;
+    }
+    return stmt_run(e, st);
+}
+
+#define EXEC(sql, ...)                                                         \
+    do {                                                                       \
+        tf_sqlval_t v_[] = {__VA_ARGS__};                                      \
+        int src_ = exec(e, sql, v_, sizeof(v_) / sizeof(v_[0]));               \
+        if (src_ != SQLITE_OK)                                                 \
+            return src_;                                                       \
+    } while (0)
+
+#define EXEC0(sql)                                                             \
+    do {                                                                       \
+        int src_ = exec(e, sql, NULL, 0);                                      \
+        if (src_ != SQLITE_OK)                                                 \
+            return src_;                                                       \
+    } while (0)
+
+/* Runs one of the control statements (BEGIN, SAVEPOINT, ...). */
+static int ctl(tf_engine_t *e, const char *sql)
+{
+    int src = exec(e, sql, NULL, 0);
+
+    if (src != SQLITE_OK) {
+        char m[sizeof(e->msg)];
+        snprintf(m, sizeof(m), "%s", e->msg);
+        fmt_trunc(e->msg, sizeof(e->msg), "%s: %s", sql, m);
+    }
+    return src;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writer: the operations                                              */
+/* ------------------------------------------------------------------ */
+
+static const char SQL_SLAVE_EVENT[] =
+    "INSERT INTO slave_events(slave, time_ms, event, detail) "
+    "VALUES(?1, ?2, ?3, ?4)";
+static const char SQL_SLAVE_CONNECTED[] =
+    "INSERT INTO slaves(name, connected, platform, version, tags, "
+    "first_seen_ms, last_seen_ms, connected_ms) "
+    "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
+    "ON CONFLICT(name) DO UPDATE SET connected = 1, platform = ?2, "
+    "version = ?3, tags = ?4, first_seen_ms = coalesce(first_seen_ms, ?5), "
+    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+static const char SQL_SLAVE_DISCONNECTED[] =
+    "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
+    "last_seen_ms = ?1 WHERE name = ?2";
+static const char SQL_SLAVE_SEEN[] =
+    "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
+static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
+static const char SQL_SLAVE_KNOWN[] =
+    "INSERT INTO slaves(name) VALUES(?1) ON CONFLICT(name) DO NOTHING";
+static const char SQL_BUILDERS_DEACTIVATE[] = "UPDATE builders SET active = 0";
+static const char SQL_BUILDER_ACTIVATE[] =
+    "INSERT INTO builders(name, active) VALUES(?1, 1) "
+    "ON CONFLICT(name) DO UPDATE SET active = 1";
+static const char SQL_BUILDER_COUNTS[] =
+    "UPDATE builders SET pending = ?1, running = ?2 WHERE name = ?3";
+
+static int op_slave_event(tf_engine_t *e, const tf_op_slave_event_t *o)
+{
+    EXEC(SQL_SLAVE_EVENT, T(o->slave), I(o->time_ms), T(o->event),
+         T(o->detail));
+    return SQLITE_OK;
+}
+
+static int op_slave_connected(tf_engine_t *e,
+                              const tf_op_slave_connected_t *o)
+{
+    EXEC(SQL_SLAVE_CONNECTED, T(o->name), T(o->platform), T(o->version),
+         T(o->tags_json), I(o->time_ms));
+    return SQLITE_OK;
+}
+
+static int op_slave_time(tf_engine_t *e, tf_op_kind_t kind,
+                         const tf_op_slave_time_t *o)
+{
+    if (kind == TF_OP_SLAVE_DISCONNECTED)
+        EXEC(SQL_SLAVE_DISCONNECTED, I(o->time_ms), T(o->name));
+    else if (kind == TF_OP_SLAVE_SEEN)
+        EXEC(SQL_SLAVE_SEEN, I(o->time_ms), T(o->name));
+    else
+        EXEC(SQL_SLAVE_KNOWN, T(o->name));
+    return SQLITE_OK;
+}
+
+static const char SQL_REQUEST_CREATE[] =
+    "INSERT INTO build_requests(id, builder, state, reason, owner, priority, "
+    "submitted_ms, properties, job_id, tests, revision, patch_sha256, "
+    "patch_size, scheduler) VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, "
+    "?8, ?9, ?10, ?11, ?12, ?13)";
+static const char SQL_REQUEST_CHANGE[] =
+    "INSERT OR IGNORE INTO request_changes(request_id, change_id) "
+    "VALUES(?1, ?2)";
+static const char SQL_REQUEST_REQUEUE[] =
+    "UPDATE build_requests SET state = 'pending', retries = ?1, "
+    "build_id = NULL WHERE id = ?2";
+static const char SQL_REQUEST_COLLAPSE[] =
+    "UPDATE build_requests SET state = 'collapsed', collapsed_into = ?1, "
+    "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_COLLAPSE_CHANGES[] =
+    "INSERT OR IGNORE INTO request_changes(request_id, change_id) "
+    "SELECT ?1, change_id FROM request_changes WHERE request_id = ?2";
+static const char SQL_REQUEST_CANCEL[] =
+    "UPDATE build_requests SET state = 'cancelled', result = ?1, "
+    "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_DONE[] =
+    "UPDATE build_requests SET state = 'done', result = ?1, "
+    "finished_ms = ?2 WHERE id = ?3";
+
+static int op_request_create(tf_engine_t *e,
+                             const tf_op_request_create_t *o)
+{
+    EXEC(SQL_REQUEST_CREATE, I(o->id), T(o->builder), T(o->reason),
+         T(o->owner), I(o->priority), I(o->submitted_ms), T(o->properties),
+         NZ(o->job_id), T(o->tests), T(o->revision), T(o->patch_sha256),
+         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler));
+    for (size_t i = 0; i < o->nchanges; i++)
+        EXEC(SQL_REQUEST_CHANGE, I(o->id), I(o->changes[i]));
+    return SQLITE_OK;
+}
+
+static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
+                          const tf_op_request_end_t *o)
+{
+    switch (kind) {
+    case TF_OP_REQUEST_REQUEUE:
+        EXEC(SQL_REQUEST_REQUEUE, I(o->retries), I(o->id));
+        break;
+    case TF_OP_REQUEST_COLLAPSE:
+        EXEC(SQL_REQUEST_COLLAPSE, I(o->into), I(o->time_ms), I(o->id));
+        EXEC(SQL_REQUEST_COLLAPSE_CHANGES, I(o->into), I(o->id));
+        break;
+    case TF_OP_REQUEST_CANCEL:
+        EXEC(SQL_REQUEST_CANCEL, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    default:
+        EXEC(SQL_REQUEST_DONE, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    }
+    return SQLITE_OK;
+}
+
+static const char SQL_BUILD_CREATE[] =
+    "INSERT INTO builds(id, builder, number, request_id, slave, state, "
+    "created_ms, nsteps, properties, reason, repository, branch, revision) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+static const char SQL_BUILD_STEP[] =
+    "INSERT INTO steps(build_id, idx, name, state, command, flags) "
+    "VALUES(?1, ?2, ?3, 'pending', ?4, ?5)";
+static const char SQL_BUILD_CHANGES[] =
+    "INSERT OR IGNORE INTO build_changes(build_id, change_id) "
+    "SELECT ?1, change_id FROM request_changes WHERE request_id = ?2";
+static const char SQL_BUILD_REQUEST_RUNNING[] =
+    "UPDATE build_requests SET state = 'running', build_id = ?1, "
+    "started_ms = coalesce(started_ms, ?2) WHERE id = ?3";
+static const char SQL_BUILD_BUILDER[] =
+    "UPDATE builders SET last_build_id = ?1, builds_total = builds_total + 1 "
+    "WHERE name = ?2";
+static const char SQL_BUILD_SEQ[] =
+    "UPDATE builds SET last_seq = ?1 WHERE id = ?2 AND last_seq = ?3";
+static const char SQL_STEP_START_BUILD[] =
+    "UPDATE builds SET state = 'running', started_ms = ?1 WHERE id = ?2";
+static const char SQL_STEP_START[] =
+    "UPDATE steps SET state = 'running', started_ms = ?1 "
+    "WHERE build_id = ?2 AND idx = ?3";
+static const char SQL_OUTPUT_CHUNK[] =
+    "INSERT INTO log_chunks(build_id, step, offset, seq, stream, line, data) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char SQL_OUTPUT_STEP[] =
+    "UPDATE steps SET log_bytes = ?1, log_lines = ?2 "
+    "WHERE build_id = ?3 AND idx = ?4";
+static const char SQL_STEP_FINISH[] =
+    "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
+    "duration_ms = ?3, exit_code = ?4, signal = ?5, timed_out = ?6, "
+    "text = ?7, started_ms = CASE WHEN ?1 = 3 THEN started_ms "
+    "ELSE coalesce(started_ms, ?10) END, info = ?11, warnings = ?12 "
+    "WHERE build_id = ?8 AND idx = ?9";
+static const char SQL_BUILD_PROP[] =
+    "UPDATE builds SET properties = json_set(properties, ?1, ?2) "
+    "WHERE id = ?3";
+static const char SQL_BUILD_GOT_REVISION[] =
+    "UPDATE builds SET got_revision = ?1 WHERE id = ?2";
+static const char SQL_STAT[] =
+    "INSERT OR REPLACE INTO stats(builder, build_id, step, name, value) "
+    "VALUES(?1, ?2, ?3, ?4, ?5)";
+static const char SQL_STEP_FORCE_END[] =
+    "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
+    "text = ?3 WHERE build_id = ?4 AND idx = ?5";
+static const char SQL_BUILD_FINISH[] =
+    "UPDATE builds SET state = 'finished', result = ?1, finished_ms = ?2, "
+    "text = ?3, started_ms = coalesce(started_ms, ?2) WHERE id = ?4";
+static const char SQL_BUILD_FINISH_BUILDER[] =
+    "UPDATE builders SET last_complete_build_id = ?1, "
+    "last_complete_result = ?2, last_complete_ms = ?3 WHERE name = ?4";
+static const char SQL_BUILD_FINISH_SLAVE[] =
+    "UPDATE slaves SET builds_done = builds_done + 1 WHERE name = ?1";
+
+static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
+{
+    EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
+         I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
+         T(o->properties), T(o->reason), T(o->repository), T(o->branch),
+         T(o->revision));
+    for (size_t i = 0; i < o->nsteps; i++)
+        EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
+             T(o->steps[i].command_json), I(o->steps[i].flags));
+    /* The blamelist: the changes the request stands for, those of the
+     * requests collapsed into it included. */
+    EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
+    EXEC(SQL_BUILD_REQUEST_RUNNING, I(o->id), I(o->created_ms),
+         I(o->request_id));
+    EXEC(SQL_BUILD_BUILDER, I(o->id), T(o->builder));
+    return SQLITE_OK;
+}
+
+/* The event chain (store.h, tf_op_build_seq): nothing after a hole. */
+static int op_build_seq(tf_engine_t *e, const tf_op_build_seq_t *o)
+{
+    EXEC(SQL_BUILD_SEQ, I(o->seq), I(o->build_id), I(o->seq - 1));
+    if (sqlite3_changes(e->db) != 1) {
+        snprintf(e->msg, sizeof(e->msg),
+                 "build %" PRIu64 ": event %" PRIu64 " does not follow the "
+                 "last stored event (an earlier one was not stored)",
+                 o->build_id, o->seq);
+        return SQLITE_CONSTRAINT;
+    }
+    return SQLITE_OK;
+}
+
+static int op_step_start(tf_engine_t *e, const tf_op_step_start_t *o)
+{
+    if (o->first)
+        EXEC(SQL_STEP_START_BUILD, I(o->time_ms), I(o->build_id));
+    EXEC(SQL_STEP_START, I(o->time_ms), I(o->build_id), I(o->step));
+    return SQLITE_OK;
+}
+
+static int op_output(tf_engine_t *e, const tf_op_output_t *o)
+{
+    EXEC(SQL_OUTPUT_CHUNK, I(o->build_id), I(o->step), I(o->offset),
+         I(o->seq), I(o->stream), I(o->line), tf_sql_blob(o->data, o->len));
+    EXEC(SQL_OUTPUT_STEP, I(o->log_bytes), I(o->log_lines), I(o->build_id),
+         I(o->step));
+    return SQLITE_OK;
+}
+
+static int op_step_finish(tf_engine_t *e, const tf_op_step_finish_t *o)
+{
+    EXEC(SQL_STEP_FINISH, I(o->result), I(o->time_ms), I(o->duration_ms),
+         OPT(o->has_exit_code, o->exit_code), OPT(o->has_signal, o->signal),
+         I(o->timed_out ? 1 : 0), T(o->text), I(o->build_id), I(o->step),
+         I(o->time_ms - o->duration_ms), T(o->info),
+         OPT(o->has_warnings, o->warnings));
+    return SQLITE_OK;
+}
+
+static int op_build_prop(tf_engine_t *e, const tf_op_build_prop_t *o)
+{
+    char path[300];
+
+    fmt_trunc(path, sizeof(path), "$.%s", o->key ? o->key : "");
+    EXEC(SQL_BUILD_PROP, T(path), T(o->value), I(o->build_id));
+    if (o->key && strcmp(o->key, "got_revision") == 0)
+        EXEC(SQL_BUILD_GOT_REVISION, T(o->value), I(o->build_id));
+    return SQLITE_OK;
+}
+
+static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
+{
+    sqlite3_stmt *st;
+    int src = cache_get(e, SQL_STAT, &st);
+
+    if (src != SQLITE_OK)
+        return src;
+    tf_sqlval_t v[] = {T(o->builder), I(o->build_id), I(o->step),
+                       T(o->name)};
+    src = bind_vals(st, v, 4, SQLITE_STATIC);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_double(st, 5, o->value);
+    if (src != SQLITE_OK) {
+        snprintf(e->msg, sizeof(e->msg), "bind: %s", sqlite3_errmsg(e->db));
+        sqlite3_clear_bindings(st);
+        return src;
+    }
+    return stmt_run(e, st);
+}
+
+static int op_step_force_end(tf_engine_t *e,
+                             const tf_op_step_force_end_t *o)
+{
+    EXEC(SQL_STEP_FORCE_END, I(o->result), I(o->time_ms), T(o->text),
+         I(o->build_id), I(o->step));
+    return SQLITE_OK;
+}
+
+static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
+{
+    EXEC(SQL_BUILD_FINISH, I(o->result), I(o->time_ms), T(o->text),
+         I(o->build_id));
+    if (o->complete)
+        EXEC(SQL_BUILD_FINISH_BUILDER, I(o->build_id), I(o->result),
+             I(o->time_ms), T(o->builder));
+    EXEC(SQL_BUILD_FINISH_SLAVE, T(o->slave));
+    return SQLITE_OK;
+}
+
+static const char SQL_PATCH_PUT[] =
+    "INSERT INTO patches(sha256, size, created_ms, data) "
+    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(sha256) DO NOTHING";
+static const char SQL_JOB_CREATE[] =
+    "INSERT INTO try_jobs(id, user_id, author, email, notify, notify_email, "
+    "description, review_url, patchset, base_revision, patch_sha256, "
+    "patch_size, state, submitted_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+    "?8, ?9, ?10, ?11, ?12, 'pending', ?13)";
+static const char SQL_JOB_RUNNING[] =
+    "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
+    "AND state = 'pending'";
+static const char SQL_JOB_FINISH[] =
+    "UPDATE try_jobs SET state = ?1, result = ?2, finished_ms = ?3 "
+    "WHERE id = ?4";
+
+/* The result of the builder's last finished continuous build before
+ * build ?1 (the mail sender asks the same when it renders a notice). */
+#define PREV_RESULT_SQL                                                        \
+    "SELECT b.result FROM builds b JOIN build_requests r ON "                  \
+    "r.id = b.request_id WHERE b.builder = ?2 AND b.id < ?1 AND "              \
+    "b.state = 'finished' AND r.job_id IS NULL AND "                           \
+    "b.result IN (0, 1, 2, 4) ORDER BY b.id DESC LIMIT 1"
+
+/* A try job's report, unless it asked for no mail; once per job. */
+static const char SQL_MAIL_JOB[] =
+    "INSERT INTO mail_outbox(kind, ref_id, recipients, state, created_ms, "
+    "next_attempt_ms) SELECT 'job', id, json_array(coalesce(notify_email, "
+    "email)), 'pending', ?2, ?2 FROM try_jobs WHERE id = ?1 AND notify = 1 "
+    "AND NOT EXISTS (SELECT 1 FROM mail_outbox WHERE kind = 'job' AND "
+    "ref_id = ?1)";
+
+/* A build's notice, when the builder's mode (?4: 1 failing, 2 problem,
+ * 3 change, 4 all) says so given its result (?3) and the previous
+ * continuous build's (prev). Results 2 and 4 (FAILURE, EXCEPTION) are
+ * failures, 0 and 1 (SUCCESS, WARNINGS) passes. Once per build. */
+static const char SQL_MAIL_BUILD[] =
+    "INSERT INTO mail_outbox(kind, ref_id, recipients, state, created_ms, "
+    "next_attempt_ms) SELECT 'build', ?1, ?5, 'pending', ?6, ?6 FROM "
+    "(SELECT (" PREV_RESULT_SQL ") AS prev) WHERE CASE ?4 "
+    "WHEN 4 THEN 1 "
+    "WHEN 1 THEN ?3 IN (2, 4) "
+    "WHEN 2 THEN ?3 IN (2, 4) AND prev IN (0, 1) "
+    "WHEN 3 THEN ?3 IN (0, 1, 2, 4) AND prev IS NOT NULL AND "
+    "  (?3 IN (2, 4)) <> (prev IN (2, 4)) "
+    "ELSE 0 END "
+    "AND NOT EXISTS (SELECT 1 FROM mail_outbox WHERE kind = 'build' AND "
+    "ref_id = ?1)";
+
+static const char SQL_USER_ADD[] =
+    "INSERT INTO users(email, name, token_sha256, created_ms) "
+    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(email) DO NOTHING";
+static const char SQL_USER_REMOVE[] = "DELETE FROM users WHERE email = ?1";
+
+static int op_job(tf_engine_t *e, const tf_op_t *op)
+{
+    switch (op->kind) {
+    case TF_OP_PATCH_PUT: {
+        const tf_op_patch_put_t *o = &op->u.patch_put;
+        EXEC(SQL_PATCH_PUT, T(o->sha256), I(o->len), I(o->created_ms),
+             tf_sql_blob(o->data, o->len));
+        break;
+    }
+    case TF_OP_JOB_CREATE: {
+        const tf_op_job_create_t *o = &op->u.job_create;
+        EXEC(SQL_JOB_CREATE, I(o->id), I(o->user_id), T(o->author),
+             T(o->email), I(o->notify ? 1 : 0), T(o->notify_email),
+             T(o->description), T(o->review_url), T(o->patchset),
+             T(o->base_revision), T(o->patch_sha256), I(o->patch_size),
+             I(o->submitted_ms));
+        break;
+    }
+    case TF_OP_JOB_RUNNING:
+        EXEC(SQL_JOB_RUNNING, I(op->u.job_end.id));
+        break;
+    case TF_OP_JOB_FINISH: {
+        const tf_op_job_end_t *o = &op->u.job_end;
+        EXEC(SQL_JOB_FINISH, T(o->state), I(o->result), I(o->time_ms),
+             I(o->id));
+        break;
+    }
+    case TF_OP_MAIL_JOB:
+        EXEC(SQL_MAIL_JOB, I(op->u.mail_job.job_id),
+             I(op->u.mail_job.time_ms));
+        break;
+    case TF_OP_MAIL_BUILD: {
+        const tf_op_mail_build_t *o = &op->u.mail_build;
+        EXEC(SQL_MAIL_BUILD, I(o->build_id), T(o->builder), I(o->result),
+             I(o->mode), T(o->recipients_json), I(o->time_ms));
+        break;
+    }
+    case TF_OP_USER_ADD: {
+        const tf_op_user_t *o = &op->u.user;
+        EXEC(SQL_USER_ADD, T(o->email), T(o->name), T(o->token_sha256),
+             I(o->time_ms));
+        if (o->changed)
+            *o->changed = sqlite3_changes(e->db) > 0;
+        break;
+    }
+    case TF_OP_USER_REMOVE: {
+        const tf_op_user_t *o = &op->u.user;
+        EXEC(SQL_USER_REMOVE, T(o->email));
+        if (o->changed)
+            *o->changed = sqlite3_changes(e->db) > 0;
+        break;
+    }
+    default:
+        snprintf(e->msg, sizeof(e->msg), "unknown operation %d", op->kind);
+        return SQLITE_MISUSE;
+    }
+    return SQLITE_OK;
+}
+
+static const char SQL_CHANGE_INSERT[] =
+    "INSERT INTO changes(repository, branch, revision, author, email, "
+    "committer_ms, message, files, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, "
+    "?6, ?7, ?8, ?9) ON CONFLICT(repository, branch, revision) DO NOTHING";
+static const char SQL_CHANGE_ID[] =
+    "SELECT id FROM changes WHERE repository = ?1 AND branch = ?2 AND "
+    "revision = ?3";
+static const char SQL_POLLER_HEAD[] =
+    "INSERT INTO pollers(repository, branch, last_revision, last_poll_ms, "
+    "last_ok_ms) VALUES(?1, ?2, ?3, ?4, ?4) "
+    "ON CONFLICT(repository, branch) DO UPDATE SET last_revision = ?3, "
+    "last_poll_ms = ?4, last_ok_ms = ?4, last_error = NULL, "
+    "failing_since_ms = NULL";
+static const char SQL_POLLER_HEALTH[] =
+    "INSERT INTO pollers(repository, branch, last_poll_ms, last_ok_ms, "
+    "last_error, failing_since_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6) "
+    "ON CONFLICT(repository, branch) DO UPDATE SET last_poll_ms = ?3, "
+    "last_ok_ms = ?4, last_error = ?5, failing_since_ms = ?6";
+static const char SQL_SCHEDULER_STATE[] =
+    "INSERT INTO scheduler_state(name, last_fired_ms, last_revision, "
+    "next_fire_ms) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET "
+    "last_fired_ms = ?2, last_revision = ?3, next_fire_ms = ?4";
+
+/* Inserts each change (a known one keeps its id), reads its id back, and
+ * moves the poller's last revision. */
+static int op_changes_record(tf_engine_t *e,
+                             const tf_op_changes_record_t *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        const tf_change_rec_t *c = &o->changes[i];
+        sqlite3_stmt *sel;
+        int src;
+
+        EXEC(SQL_CHANGE_INSERT, T(o->repository), T(o->branch),
+             T(c->revision), T(c->author), T(c->email), I(c->committer_ms),
+             T(c->message), T(c->files_json), I(o->time_ms));
+        if (o->fresh_out)
+            o->fresh_out[i] = sqlite3_changes(e->db) == 1;
+        src = cache_get(e, SQL_CHANGE_ID, &sel);
+        if (src != SQLITE_OK)
+            return src;
+        tf_sqlval_t v[] = {T(o->repository), T(o->branch), T(c->revision)};
+        src = bind_vals(sel, v, 3, SQLITE_STATIC);
+        if (src == SQLITE_OK) {
+            src = sqlite3_step(sel);
+            if (src == SQLITE_ROW && o->ids_out)
+                o->ids_out[i] = (uint64_t)sqlite3_column_int64(sel, 0);
+        }
+        if (src != SQLITE_ROW)
+            snprintf(e->msg, sizeof(e->msg), "change id: %s",
+                     src == SQLITE_DONE ? "not found after its insert"
+                                        : sqlite3_errmsg(e->db));
+        sqlite3_reset(sel);
+        sqlite3_clear_bindings(sel);
+        if (src != SQLITE_ROW)
+            return src == SQLITE_DONE ? SQLITE_CONSTRAINT : src;
+    }
+    EXEC(SQL_POLLER_HEAD, T(o->repository), T(o->branch), T(o->head),
+         I(o->time_ms));
+    return SQLITE_OK;
+}
+
+/* A raw write function (store_sqlite.h). fn returns 0 or a negative code.
+ * When it fails, the connection's last error decides what kind of failure
+ * it was: if the sqlite call that made fn give up hit a database-wide
+ * error, so did the group, and the whole batch is retried; anything else
+ * fails the group alone. So a fn must return as soon as an sqlite call
+ * fails, finalizing or resetting its statements on the way out but
+ * making no other call that would overwrite the error. */
+static int op_sql_fn(tf_engine_t *e, const tf_op_sql_fn_t *o)
+{
+    int r = o->fn(e->db, o->arg), src;
+
+    if (r == 0)
+        return SQLITE_OK;
+    src = sqlite3_extended_errcode(e->db);
+    if (is_db_wide(src)) {
+        snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errmsg(e->db));
+        return src;
+    }
+    if (src != SQLITE_OK && src != SQLITE_ROW && src != SQLITE_DONE)
+        fmt_trunc(e->msg, sizeof(e->msg),
+                  "write function returned %d (%s) after: %s", r,
+                  tf_strerror(r), sqlite3_errmsg(e->db));
+    else
+        fmt_trunc(e->msg, sizeof(e->msg), "write function returned %d (%s)",
+                  r, tf_strerror(r));
+    return SQLITE_ERROR;
+}
+
+/* Applies one op. Returns an sqlite code, the message in e->msg. */
+static int op_apply(tf_engine_t *e, const tf_op_t *op)
+{
+    switch (op->kind) {
+    case TF_OP_SLAVE_EVENT:
+        return op_slave_event(e, &op->u.slave_event);
+    case TF_OP_SLAVE_CONNECTED:
+        return op_slave_connected(e, &op->u.slave_connected);
+    case TF_OP_SLAVE_DISCONNECTED:
+    case TF_OP_SLAVE_SEEN:
+    case TF_OP_SLAVE_KNOWN:
+        return op_slave_time(e, op->kind, &op->u.slave_time);
+    case TF_OP_SLAVES_RESET:
+        EXEC0(SQL_SLAVES_RESET);
+        return SQLITE_OK;
+    case TF_OP_BUILDERS_DEACTIVATE:
+        EXEC0(SQL_BUILDERS_DEACTIVATE);
+        return SQLITE_OK;
+    case TF_OP_BUILDER_ACTIVATE:
+        EXEC(SQL_BUILDER_ACTIVATE, T(op->u.name.name));
+        return SQLITE_OK;
+    case TF_OP_BUILDER_COUNTS: {
+        const tf_op_builder_counts_t *o = &op->u.builder_counts;
+        EXEC(SQL_BUILDER_COUNTS, I(o->pending), I(o->running), T(o->name));
+        return SQLITE_OK;
+    }
+    case TF_OP_REQUEST_CREATE:
+        return op_request_create(e, &op->u.request_create);
+    case TF_OP_REQUEST_REQUEUE:
+    case TF_OP_REQUEST_COLLAPSE:
+    case TF_OP_REQUEST_CANCEL:
+    case TF_OP_REQUEST_DONE:
+        return op_request_end(e, op->kind, &op->u.request_end);
+    case TF_OP_BUILD_CREATE:
+        return op_build_create(e, &op->u.build_create);
+    case TF_OP_BUILD_SEQ:
+        return op_build_seq(e, &op->u.build_seq);
+    case TF_OP_STEP_START:
+        return op_step_start(e, &op->u.step_start);
+    case TF_OP_OUTPUT:
+        return op_output(e, &op->u.output);
+    case TF_OP_STEP_FINISH:
+        return op_step_finish(e, &op->u.step_finish);
+    case TF_OP_BUILD_PROP:
+        return op_build_prop(e, &op->u.build_prop);
+    case TF_OP_STAT:
+        return op_stat(e, &op->u.stat);
+    case TF_OP_STEP_FORCE_END:
+        return op_step_force_end(e, &op->u.step_force_end);
+    case TF_OP_BUILD_FINISH:
+        return op_build_finish(e, &op->u.build_finish);
+    case TF_OP_CHANGES_RECORD:
+        return op_changes_record(e, &op->u.changes_record);
+    case TF_OP_POLLER_HEALTH: {
+        const tf_op_poller_health_t *o = &op->u.poller_health;
+        EXEC(SQL_POLLER_HEALTH, T(o->repository), T(o->branch),
+             I(o->last_poll_ms), NZ(o->last_ok_ms), T(o->last_error),
+             NZ(o->failing_since_ms));
+        return SQLITE_OK;
+    }
+    case TF_OP_SCHEDULER_STATE: {
+        const tf_op_scheduler_state_t *o = &op->u.scheduler_state;
+        EXEC(SQL_SCHEDULER_STATE, T(o->name),
+             o->last_fired_ms > 0 ? I(o->last_fired_ms) : N(),
+             T(o->last_revision),
+             o->next_fire_ms > 0 ? I(o->next_fire_ms) : N());
+        return SQLITE_OK;
+    }
+    case TF_OP_SQL:
+        return exec(e, op->u.sql.sql, op->u.sql.vals, op->u.sql.nvals);
+    case TF_OP_SQL_FN:
+        return op_sql_fn(e, &op->u.sql_fn);
+    default:
+        return op_job(e, op);
+    }
+}
+
+/* What a failed group was doing, for the log. */
+static const char *group_what(const tf_wgroup_t *g)
+{
+    const tf_op_t *op = g->head;
+
+    if (!op)
+        return "(empty group)";
+    if (op->kind == TF_OP_SQL)
+        return op->u.sql.sql;
+    return tf__op_kind_name(op->kind);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writer: a batch                                                     */
+/* ------------------------------------------------------------------ */
+
+static int apply_group(tf_engine_t *e, const tf_wgroup_t *g)
+{
+    for (const tf_op_t *op = g->head; op; op = op->next) {
+        int src = op_apply(e, op);
+        if (src != SQLITE_OK)
+            return src;
+    }
+    return SQLITE_OK;
+}
+
+static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
+                       char *err, size_t errlen)
+{
+    tf_wgroup_t *g = first;
+    int src;
+
+    src = ctl(e, SQL_BEGIN);
+    if (src != SQLITE_OK)
+        goto fail;
+    for (size_t i = 0; i < n; i++, g = g->next) {
+        g->rc = 0;
+        if (g->poisoned) {
+            g->rc = TF_ESTORE;
+            continue;
+        }
+        src = ctl(e, SQL_SAVEPOINT);
+        if (src != SQLITE_OK)
+            goto fail;
+        src = apply_group(e, g);
+        if (src != SQLITE_OK && is_db_wide(src))
+            goto fail;
+        if (src == SQLITE_OK && sqlite3_get_autocommit(e->db)) {
+            /* A write function ended the transaction (a bug). Failing it
+             * alone and redoing the batch beats retrying it forever. */
+            tf_error(SUB, "a write function ended the batch transaction; "
+                          "failing it and redoing its batch");
+            g->rc = TF_ESTORE;
+            g->poisoned = true;
+            return TF_ENG_RETRY_NOW;
+        }
+        if (src != SQLITE_OK) {
+            tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
+                    group_what(g));
+            g->rc = TF_ESTORE;
+            if (sqlite3_get_autocommit(e->db)) {
+                /* e.g. INSERT OR ROLLBACK: the group rolled back the whole
+                 * transaction. Leave it out and redo the others. */
+                g->poisoned = true;
+                return TF_ENG_RETRY_NOW;
+            }
+            src = ctl(e, SQL_ROLLBACK_TO);
+            if (src != SQLITE_OK)
+                goto fail;
+        }
+        src = ctl(e, SQL_RELEASE);
+        if (src != SQLITE_OK)
+            goto fail;
+    }
+    src = ctl(e, SQL_COMMIT);
+    if (src != SQLITE_OK)
+        goto fail;
+    return TF_ENG_OK;
+
+fail:
+    if (!is_db_wide(src)) {
+        /* A control statement failed for a reason that is not the
+         * database's: treat it as one anyway (retrying is safe), but keep
+         * the message. */
+        tf_error(SUB, "unexpected failure in a batch: %s (sqlite error %d)",
+                 e->msg, src);
+    }
+    if (!sqlite3_get_autocommit(e->db)) {
+        char keep[sizeof(e->msg)];
+        memcpy(keep, e->msg, sizeof(keep));
+        if (ctl(e, SQL_ROLLBACK) != SQLITE_OK)
+            tf_error(SUB, "rollback failed: %s", e->msg);
+        memcpy(e->msg, keep, sizeof(keep));
+    }
+    if ((src & 0xff) == SQLITE_CORRUPT)
+        tf_error(SUB, "%s: the database reports corruption: %s", e->path,
+                 e->msg);
+    fmt_trunc(err, errlen, "%s (sqlite error %d)", e->msg,
+              src == SQLITE_OK ? SQLITE_ERROR : src);
+    return TF_ENG_DB_FAILED;
+}
+
+static void set_max_pages(tf_engine_t *e, long pages)
+{
+    char sql[64];
+
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %ld", pages);
+    if (sqlite3_exec(e->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        tf_warn(SUB, "%s: %s", sql, sqlite3_errmsg(e->db));
+}
+
+/* Finalizes the cached statements and closes the write connection. A
+ * statement still open at this point was leaked by a write function: it
+ * is named and finalized so the connection really closes. */
+static void close_writer(tf_engine_t *e)
+{
+    sqlite3_stmt *st;
+    int src;
+
+    if (!e->db)
+        return;
+    cache_clear(&e->cache);
+    while ((st = sqlite3_next_stmt(e->db, NULL)) != NULL) {
+        tf_error(SUB, "a write function leaked a statement: %.200s",
+                 sqlite3_sql(st));
+        sqlite3_finalize(st);
+    }
+    src = sqlite3_close(e->db);
+    if (src != SQLITE_OK) {
+        tf_error(SUB, "%s: closing the write connection failed: %s",
+                 e->path, sqlite3_errstr(src));
+        sqlite3_close_v2(e->db);
+    }
+    e->db = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Raw writes (store_sqlite.h)                                         */
+/* ------------------------------------------------------------------ */
+
+static void free_owned_vals(const tf_sqlval_t *vals, size_t n)
+{
+    for (size_t i = 0; vals && i < n; i++)
+        if (vals[i].kind == TF_SQL_BLOB_OWNED)
+            free((void *)vals[i].p);
+}
+
+/* Room for one statement's copied values (the group then needs no second
+ * block). */
+static size_t vals_bytes(const tf_sqlval_t *vals, size_t n)
+{
+    size_t b = n * (sizeof(tf_sqlval_t) + 8) + 256;
+
+    for (size_t i = 0; i < n; i++) {
+        if (vals[i].kind == TF_SQL_TEXT && vals[i].p)
+            b += strlen(vals[i].p) + 8;
+        else if (vals[i].kind == TF_SQL_BLOB && vals[i].n < (1u << 20))
+            b += vals[i].n + 8;
+    }
+    return b;
+}
+
+int tf_store_write(tf_store_t *s, const char *sql, const tf_sqlval_t *vals,
+                   size_t nvals, tf_store_done_cb cb, void *arg)
+{
+    tf_wgroup_t *g;
+    int rc;
+
+    if (!s || !sql || (nvals && !vals)) {
+        free_owned_vals(vals, nvals);
+        return TF_EINVAL;
+    }
+    g = tf_wgroup_new(vals_bytes(vals, nvals));
+    if (!g) {
+        free_owned_vals(vals, nvals);
+        return TF_ENOMEM;
+    }
+    rc = tf_op_sql(g, sql, vals, nvals); /* takes the owned blobs */
+    if (rc) {
+        tf_wgroup_free(g);
+        return rc;
+    }
+    return tf_store_submit(s, g, cb, arg);
+}
+
+int tf_store_write_multi(tf_store_t *s, const tf_sqlstmt_t *stmts, size_t n,
+                         tf_store_done_cb cb, void *arg)
+{
+    tf_wgroup_t *g = NULL;
+    size_t made = 0;
+    int rc = TF_EINVAL;
+
+    if (!s || !stmts || n == 0)
+        goto fail;
+    rc = TF_ENOMEM;
+    g = tf_wgroup_new(0);
+    if (!g)
+        goto fail;
+    for (; made < n; made++) {
+        const tf_sqlstmt_t *t = &stmts[made];
+        rc = tf_op_sql(g, t->sql, t->vals, t->nvals);
+        if (rc) {
+            made++; /* tf_op_sql took this one's blobs */
+            goto fail;
+        }
+    }
+    return tf_store_submit(s, g, cb, arg);
+fail:
+    /* Statements not yet added still own their blobs. */
+    for (size_t i = made; stmts && i < n; i++)
+        free_owned_vals(stmts[i].vals, stmts[i].nvals);
+    tf_wgroup_free(g);
+    return rc;
+}
+
+int tf_store_write_fn(tf_store_t *s, tf_store_txn_fn fn, size_t cost_bytes,
+                      tf_store_done_cb cb, void *arg)
+{
+    tf_wgroup_t *g;
+    int rc;
+
+    if (!s || !fn)
+        return TF_EINVAL;
+    g = tf_wgroup_new(0);
+    if (!g)
+        return TF_ENOMEM;
+    rc = tf_op_sql_fn(g, fn, arg, cost_bytes);
+    if (rc) {
+        tf_wgroup_free(g);
+        return rc;
+    }
+    return tf_store_submit(s, g, cb, arg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads                                                               */
+/* ------------------------------------------------------------------ */
+
+static sqlite3 *reader_acquire(tf_engine_t *e)
+{
+    sqlite3 *db;
+
+    pthread_mutex_lock(&e->pool_mu);
+    while (e->nfree == 0)
+        pthread_cond_wait(&e->pool_cond, &e->pool_mu);
+    db = e->free_rd[--e->nfree];
+    pthread_mutex_unlock(&e->pool_mu);
+    return db;
+}
+
+static void reader_release(tf_engine_t *e, sqlite3 *db)
+{
+    pthread_mutex_lock(&e->pool_mu);
+    e->free_rd[e->nfree++] = db;
+    pthread_cond_signal(&e->pool_cond);
+    pthread_mutex_unlock(&e->pool_mu);
+}
+
+static int64_t col_i64(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_int64(st, i);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : NULL;
+}
+
+/* A malloc'd copy of a text column (NULL stays NULL); *ok goes false when
+ * out of memory. */
+static char *col_dup(sqlite3_stmt *st, int i, bool *ok)
+{
+    const char *t = col_text(st, i);
+    char *d;
+
+    if (!t)
+        return NULL;
+    d = strdup(t);
+    if (!d)
+        *ok = false;
+    return d;
+}
+
+/* Grows *v (of *n elements of size sz) by one zeroed element. */
+static void *grow(void *v, size_t *n, size_t *cap, size_t sz)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        void *nv = realloc(*(void **)v, nc * sz);
+        if (!nv)
+            return NULL;
+        *(void **)v = nv;
+        *cap = nc;
+    }
+    void *el = (char *)*(void **)v + (*n)++ * sz;
+    memset(el, 0, sz);
+    return el;
+}
+
+static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        tf_error(SUB, "query: %s: %.120s", sqlite3_errmsg(db), sql);
+        *st = NULL;
+        return TF_ESTORE;
+    }
+    return 0;
+}
+
+/* Steps a statement to its end; TF_ESTORE when it ended in an error. */
+static int finish(sqlite3 *db, sqlite3_stmt *st, int last)
+{
+    int rc = last == SQLITE_DONE ? 0 : TF_ESTORE;
+
+    if (rc)
+        tf_error(SUB, "query: %s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* finish(), then TF_ENOMEM if a copy failed on the way. */
+static int finish_ok(sqlite3 *db, sqlite3_stmt *st, int last, bool ok)
+{
+    int rc = finish(db, st, last);
+
+    return rc ? rc : ok ? 0 : TF_ENOMEM;
+}
+
+/* --- TF_Q_LOAD_STATE --- */
+
+static int load_counters(sqlite3 *db, tf_q_state_t *q)
+{
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    bool ok = true;
+    int src;
+
+    if (prep(db,
+             "SELECT (SELECT coalesce(max(id), 0) FROM builds), "
+             "(SELECT coalesce(max(id), 0) FROM build_requests), "
+             "(SELECT coalesce(max(id), 0) FROM try_jobs)",
+             &st))
+        return TF_ESTORE;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        q->max_build_id = (uint64_t)col_i64(st, 0);
+        q->max_request_id = (uint64_t)col_i64(st, 1);
+        q->max_job_id = (uint64_t)col_i64(st, 2);
+    }
+    sqlite3_finalize(st);
+    /* Each builder's last number, and the slave of its last build: the
+     * warm checkout a restarted master keeps preferring. */
+    if (prep(db,
+             "SELECT builder, max(number), (SELECT slave FROM builds l "
+             "WHERE l.builder = b.builder AND l.slave IS NOT NULL ORDER BY "
+             "number DESC LIMIT 1) FROM builds b GROUP BY builder",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_ld_builder_t *b = grow(&q->builders, &q->nbuilders, &cap,
+                                  sizeof(*b));
+        if (!b)
+            break;
+        b->name = col_dup(st, 0, &ok);
+        b->max_number = (uint64_t)col_i64(st, 1);
+        b->warm_slave = col_dup(st, 2, &ok);
+        if (!b->name)
+            q->nbuilders--; /* out of memory: a builder without history */
+    }
+    return finish_ok(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src, ok);
+}
+
+static tf_ld_request_t *find_request(tf_q_state_t *q, uint64_t id)
+{
+    size_t lo = 0, hi = q->nrequests;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (q->requests[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < q->nrequests && q->requests[lo].id == id ? &q->requests[lo]
+                                                         : NULL;
+}
+
+static int load_requests(sqlite3 *db, tf_q_state_t *q)
+{
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    bool ok = true;
+    int src;
+
+    if (prep(db,
+             "SELECT id, builder, reason, owner, priority, submitted_ms, "
+             "retries, properties, state, job_id, tests, revision, "
+             "patch_sha256, patch_size, scheduler FROM build_requests WHERE "
+             "state IN ('pending', 'running') ORDER BY id",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_ld_request_t *r = grow(&q->requests, &q->nrequests, &cap,
+                                  sizeof(*r));
+        if (!r)
+            break;
+        const char *state = col_text(st, 8);
+        r->id = (uint64_t)col_i64(st, 0);
+        r->builder = col_dup(st, 1, &ok);
+        r->reason = col_dup(st, 2, &ok);
+        r->owner = col_dup(st, 3, &ok);
+        r->priority = (int)col_i64(st, 4);
+        r->submitted_ms = col_i64(st, 5);
+        r->retries = (unsigned)col_i64(st, 6);
+        r->properties = col_dup(st, 7, &ok);
+        r->running = state && strcmp(state, "running") == 0;
+        r->job_id = (uint64_t)col_i64(st, 9);
+        r->tests = col_dup(st, 10, &ok);
+        r->revision = col_dup(st, 11, &ok);
+        r->patch_sha256 = col_dup(st, 12, &ok);
+        r->patch_size = (uint64_t)col_i64(st, 13);
+        r->scheduler = col_dup(st, 14, &ok);
+    }
+    if ((src = finish(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src)))
+        return src;
+    /* The blamelists. */
+    if (prep(db,
+             "SELECT rc.request_id, rc.change_id FROM request_changes rc "
+             "JOIN build_requests r ON r.id = rc.request_id WHERE r.state IN "
+             "('pending', 'running') ORDER BY rc.request_id, rc.change_id",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_ld_request_t *r = find_request(q, (uint64_t)col_i64(st, 0));
+        if (!r)
+            continue;
+        uint64_t *v = realloc(r->changes, (r->nchanges + 1) * sizeof(*v));
+        if (!v) {
+            ok = false;
+            continue;
+        }
+        r->changes = v;
+        v[r->nchanges++] = (uint64_t)col_i64(st, 1);
+    }
+    return finish_ok(db, st, src, ok);
+}
+
+static int load_steps(sqlite3 *db, sqlite3_stmt *st, tf_ld_build_t *b,
+                      bool *ok)
+{
+    int src;
+
+    sqlite3_bind_int64(st, 1, (int64_t)b->id);
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t i = col_i64(st, 0);
+        if (i < 0 || (size_t)i >= b->nsteps)
+            continue;
+        tf_ld_step_t *s = &b->steps[i];
+        const char *state = col_text(st, 1);
+        s->started = state && strcmp(state, "pending") != 0;
+        s->finished = state && strcmp(state, "done") == 0;
+        s->result = (int)col_i64(st, 2);
+        s->log_bytes = (uint64_t)col_i64(st, 3);
+        s->log_lines = (uint64_t)col_i64(st, 4);
+        s->flags = (int)col_i64(st, 5);
+        s->name = col_dup(st, 6, ok);
+        s->started_ms = col_i64(st, 7);
+        s->finished_ms = col_i64(st, 8);
+    }
+    sqlite3_reset(st);
+    if (src != SQLITE_DONE) {
+        tf_error(SUB, "loading steps: %s", sqlite3_errmsg(db));
+        return TF_ESTORE;
+    }
+    return 0;
+}
+
+static int load_builds(sqlite3 *db, tf_q_state_t *q)
+{
+    sqlite3_stmt *st, *steps = NULL;
+    size_t cap = 0;
+    bool ok = true;
+    int src, rc = 0;
+
+    if (prep(db,
+             "SELECT id, builder, number, request_id, slave, created_ms, "
+             "started_ms, last_seq, nsteps FROM builds WHERE state != "
+             "'finished' ORDER BY id",
+             &st))
+        return TF_ESTORE;
+    if (prep(db,
+             "SELECT idx, state, result, log_bytes, log_lines, flags, name, "
+             "started_ms, finished_ms FROM steps WHERE build_id = ?1 "
+             "ORDER BY idx",
+             &steps)) {
+        sqlite3_finalize(st);
+        return TF_ESTORE;
+    }
+    while ((src = sqlite3_step(st)) == SQLITE_ROW && rc == 0) {
+        int64_t nsteps = col_i64(st, 8);
+        if (nsteps < 0 || nsteps > 4096)
+            continue;
+        tf_ld_build_t *b = grow(&q->builds, &q->nbuilds, &cap, sizeof(*b));
+        if (!b)
+            break;
+        b->steps = calloc((size_t)(nsteps ? nsteps : 1), sizeof(*b->steps));
+        if (!b->steps) {
+            q->nbuilds--;
+            ok = false;
+            continue;
+        }
+        b->nsteps = (size_t)nsteps;
+        b->id = (uint64_t)col_i64(st, 0);
+        b->builder = col_dup(st, 1, &ok);
+        b->number = (uint64_t)col_i64(st, 2);
+        b->request_id = (uint64_t)col_i64(st, 3);
+        b->slave = col_dup(st, 4, &ok);
+        b->created_ms = col_i64(st, 5);
+        b->started_ms = col_i64(st, 6);
+        b->last_seq = (uint64_t)col_i64(st, 7);
+        rc = load_steps(db, steps, b, &ok);
+    }
+    sqlite3_finalize(steps);
+    if (rc) {
+        sqlite3_finalize(st);
+        return rc;
+    }
+    return finish_ok(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src, ok);
+}
+
+static tf_ld_job_t *find_job(tf_q_state_t *q, uint64_t id)
+{
+    for (size_t i = 0; i < q->njobs; i++)
+        if (q->jobs[i].id == id)
+            return &q->jobs[i];
+    return NULL;
+}
+
+static int load_jobs(sqlite3 *db, tf_q_state_t *q)
+{
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    bool ok = true;
+    int src;
+
+    if (prep(db,
+             "SELECT j.id, j.email, j.state, (SELECT count(*) FROM "
+             "build_requests r WHERE r.job_id = j.id AND r.state IN "
+             "('pending', 'running')) FROM try_jobs j WHERE j.state IN "
+             "('pending', 'running') ORDER BY j.id",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_ld_job_t *j = grow(&q->jobs, &q->njobs, &cap, sizeof(*j));
+        if (!j)
+            break;
+        const char *state = col_text(st, 2);
+        j->id = (uint64_t)col_i64(st, 0);
+        j->email = col_dup(st, 1, &ok);
+        j->started = state && strcmp(state, "running") == 0;
+        j->nopen = (unsigned)col_i64(st, 3);
+    }
+    if ((src = finish(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src)))
+        return src;
+    /* The results of the requests already done: the caller folds them
+     * into the job's worst result. */
+    if (prep(db,
+             "SELECT r.job_id, r.result FROM build_requests r JOIN try_jobs "
+             "j ON j.id = r.job_id WHERE j.state IN ('pending', 'running') "
+             "AND r.state IN ('done', 'cancelled') AND r.result IS NOT NULL "
+             "ORDER BY r.id",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_ld_job_t *j = find_job(q, (uint64_t)col_i64(st, 0));
+        int res = (int)col_i64(st, 1);
+        if (!j)
+            continue;
+        j->result = j->has_result
+                        ? (int)tf_result_worst((tf_result_t)j->result,
+                                               (tf_result_t)res)
+                        : res;
+        j->has_result = true;
+    }
+    return finish_ok(db, st, src, ok);
+}
+
+static int q_load_state(sqlite3 *db, tf_q_state_t *q)
+{
+    int rc = load_counters(db, q);
+
+    if (!rc)
+        rc = load_requests(db, q);
+    if (!rc)
+        rc = load_builds(db, q);
+    if (!rc)
+        rc = load_jobs(db, q);
+    return rc;
+}
+
+void tf_q_state_clear(tf_q_state_t *q)
+{
+    for (size_t i = 0; i < q->nbuilders; i++) {
+        free(q->builders[i].name);
+        free(q->builders[i].warm_slave);
+    }
+    for (size_t i = 0; i < q->nrequests; i++) {
+        tf_ld_request_t *r = &q->requests[i];
+        free(r->builder);
+        free(r->reason);
+        free(r->owner);
+        free(r->properties);
+        free(r->tests);
+        free(r->revision);
+        free(r->patch_sha256);
+        free(r->scheduler);
+        free(r->changes);
+    }
+    for (size_t i = 0; i < q->nbuilds; i++) {
+        tf_ld_build_t *b = &q->builds[i];
+        for (size_t k = 0; k < b->nsteps; k++)
+            free(b->steps[k].name);
+        free(b->steps);
+        free(b->builder);
+        free(b->slave);
+    }
+    for (size_t i = 0; i < q->njobs; i++)
+        free(q->jobs[i].email);
+    free(q->builders);
+    free(q->requests);
+    free(q->builds);
+    free(q->jobs);
+    q->builders = NULL;
+    q->requests = NULL;
+    q->builds = NULL;
+    q->jobs = NULL;
+    q->nbuilders = q->nrequests = q->nbuilds = q->njobs = 0;
+}
+
+/* --- committers --- */
+
+int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = TF_ESTORE, s;
+
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, email, name FROM users "
+                           "WHERE token_sha256 = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_TRANSIENT);
+    s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        out->id = sqlite3_column_int64(st, 0);
+        snprintf(out->email, sizeof(out->email), "%s",
+                 (const char *)sqlite3_column_text(st, 1));
+        snprintf(out->name, sizeof(out->name), "%s",
+                 (const char *)sqlite3_column_text(st, 2));
+        rc = 0;
+    } else if (s == SQLITE_DONE) {
+        rc = TF_ENOENT;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int q_users(sqlite3 *db, tf_q_users_t *q)
+{
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    int src;
+
+    if (prep(db,
+             "SELECT email, name, created_ms, last_used_ms FROM users "
+             "ORDER BY email",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_user_row_t *u = grow(&q->rows, &q->n, &cap, sizeof(*u));
+        if (!u)
+            break;
+        snprintf(u->email, sizeof(u->email), "%s",
+                 col_text(st, 0) ? col_text(st, 0) : "");
+        snprintf(u->name, sizeof(u->name), "%s",
+                 col_text(st, 1) ? col_text(st, 1) : "");
+        u->created_ms = col_i64(st, 2);
+        u->last_used_ms = col_i64(st, 3);
+    }
+    return finish(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src);
+}
+
+/* --- changes --- */
+
+static int q_pollers(sqlite3 *db, tf_q_pollers_t *q)
+{
+    sqlite3_stmt *st;
+    size_t cap = 0;
+    bool ok = true;
+    int src;
+
+    if (prep(db,
+             "SELECT repository, branch, last_revision, last_poll_ms, "
+             "last_ok_ms, last_error, failing_since_ms FROM pollers",
+             &st))
+        return TF_ESTORE;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_poller_row_t *p = grow(&q->rows, &q->n, &cap, sizeof(*p));
+        if (!p)
+            break;
+        p->repository = col_dup(st, 0, &ok);
+        p->branch = col_dup(st, 1, &ok);
+        p->last_revision = col_dup(st, 2, &ok);
+        p->last_poll_ms = col_i64(st, 3);
+        p->last_ok_ms = col_i64(st, 4);
+        p->last_error = col_dup(st, 5, &ok);
+        p->failing = sqlite3_column_type(st, 6) != SQLITE_NULL;
+        p->failing_since_ms = col_i64(st, 6);
+    }
+    return finish_ok(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src, ok);
+}
+
+void tf_q_pollers_clear(tf_q_pollers_t *q)
+{
+    for (size_t i = 0; i < q->n; i++) {
+        free(q->rows[i].repository);
+        free(q->rows[i].branch);
+        free(q->rows[i].last_revision);
+        free(q->rows[i].last_error);
+    }
+    free(q->rows);
+    q->rows = NULL;
+    q->n = 0;
+}
+
+static int q_scheduler(sqlite3 *db, tf_q_scheduler_t *q)
+{
+    sqlite3_stmt *st;
+    int64_t after = 0;
+    size_t cap = 0;
+    bool ok = true;
+    int src;
+
+    if (prep(db,
+             "SELECT last_fired_ms, last_revision FROM scheduler_state "
+             "WHERE name = ?1",
+             &st))
+        return TF_ESTORE;
+    sqlite3_bind_text(st, 1, q->name, -1, SQLITE_STATIC);
+    if ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        q->have_row = true;
+        q->last_fired_ms = col_i64(st, 0);
+        q->last_revision = col_dup(st, 1, &ok);
+        src = SQLITE_DONE;
+    }
+    if ((src = finish(db, st, src)))
+        return src;
+    /* Without a consumed revision there is nothing to be after. */
+    if (!q->have_row || !q->last_revision || !q->repository)
+        return ok ? 0 : TF_ENOMEM;
+    if (prep(db,
+             "SELECT coalesce((SELECT id FROM changes WHERE repository = ?1 "
+             "AND branch = ?2 AND revision = ?3), (SELECT max(id) FROM "
+             "changes WHERE repository = ?1 AND branch = ?2), 0)",
+             &st))
+        return TF_ESTORE;
+    sqlite3_bind_text(st, 1, q->repository, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q->branch, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, q->last_revision, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        after = col_i64(st, 0);
+    sqlite3_finalize(st);
+    /* The newest `limit`, oldest first. */
+    if (prep(db,
+             "SELECT id, revision, files, created_ms FROM (SELECT * FROM "
+             "changes WHERE repository = ?1 AND branch = ?2 AND id > ?3 "
+             "ORDER BY id DESC LIMIT ?4) ORDER BY id",
+             &st))
+        return TF_ESTORE;
+    sqlite3_bind_text(st, 1, q->repository, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, q->branch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, after);
+    sqlite3_bind_int64(st, 4, q->limit);
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        tf_sched_change_row_t *c = grow(&q->changes, &q->nchanges, &cap,
+                                        sizeof(*c));
+        if (!c)
+            break;
+        c->id = (uint64_t)col_i64(st, 0);
+        c->revision = col_dup(st, 1, &ok);
+        c->files_json = col_dup(st, 2, &ok);
+        c->created_ms = col_i64(st, 3);
+    }
+    return finish_ok(db, st, src == SQLITE_ROW ? SQLITE_NOMEM : src, ok);
+}
+
+void tf_q_scheduler_clear(tf_q_scheduler_t *q)
+{
+    free(q->last_revision);
+    for (size_t i = 0; i < q->nchanges; i++) {
+        free(q->changes[i].revision);
+        free(q->changes[i].files_json);
+    }
+    free(q->changes);
+    q->last_revision = NULL;
+    q->changes = NULL;
+    q->nchanges = 0;
+}
+
+static int q_user(sqlite3 *db, tf_q_user_t *q)
+{
+    return tf_user_by_token(db, q->token_sha256, &q->user);
+}
+
+/* Runs the query inside one read transaction, so all its statements see
+ * the same snapshot of the database. */
+static int query(tf_engine_t *e, tf_query_t *q)
+{
+    sqlite3 *db = reader_acquire(e);
+    sqlite3_stmt *st;
+    bool began;
+    int rc;
+
+    began = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    switch (q->kind) {
+    case TF_Q_LOAD_STATE:
+        rc = q_load_state(db, (tf_q_state_t *)q);
+        break;
+    case TF_Q_USER_BY_TOKEN:
+        rc = q_user(db, (tf_q_user_t *)q);
+        break;
+    case TF_Q_USERS:
+        rc = q_users(db, (tf_q_users_t *)q);
+        break;
+    case TF_Q_POLLERS:
+        rc = q_pollers(db, (tf_q_pollers_t *)q);
+        break;
+    case TF_Q_SCHEDULER:
+        rc = q_scheduler(db, (tf_q_scheduler_t *)q);
+        break;
+    case TF_Q_SQLITE_FN: {
+        tf_q_sqlite_fn_t *f = (tf_q_sqlite_fn_t *)q;
+        rc = f->fn(db, f->arg);
+        break;
+    }
+    default:
+        tf_error(SUB, "unknown query kind %d", q->kind);
+        rc = TF_EINVAL;
+        break;
+    }
+    while ((st = sqlite3_next_stmt(db, NULL)) != NULL) {
+        tf_error(SUB, "a read function leaked a statement: %.200s",
+                 sqlite3_sql(st));
+        sqlite3_finalize(st);
+    }
+    if (began && !sqlite3_get_autocommit(db) &&
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    reader_release(e, db);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening and closing                                                 */
+/* ------------------------------------------------------------------ */
+
+static int open_conn(const char *path, int flags, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    int src = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+
+    if (src != SQLITE_OK) {
+        tf_error(SUB, "cannot open %s: %s", path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+        sqlite3_close(db);
+        return TF_ESTORE;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    *out = db;
+    return 0;
+}
+
+static int exec_logged(tf_engine_t *e, const char *sql)
+{
+    char *msg = NULL;
+
+    if (sqlite3_exec(e->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    tf_error(SUB, "%s: %.80s: %s", e->path, sql,
+             msg ? msg : sqlite3_errmsg(e->db));
+    sqlite3_free(msg);
+    return TF_ESTORE;
+}
+
+/* Runs a one-row query and copies its first column as text. */
+static int query_text(tf_engine_t *e, const char *sql, char *out,
+                      size_t outlen)
+{
+    sqlite3_stmt *st = NULL;
+    int src, rc = TF_ESTORE;
+
+    src = sqlite3_prepare_v2(e->db, sql, -1, &st, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        snprintf(out, outlen, "%s", t ? (const char *)t : "");
+        rc = 0;
+    } else {
+        tf_error(SUB, "%s: %s: %s", e->path, sql, sqlite3_errmsg(e->db));
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int query_int(tf_engine_t *e, const char *sql, long long *out)
+{
+    char buf[32], *end;
+    int rc = query_text(e, sql, buf, sizeof(buf));
+
+    if (rc != 0)
+        return rc;
+    errno = 0;
+    *out = strtoll(buf, &end, 10);
+    if (errno || end == buf || *end) {
+        tf_error(SUB, "%s: %s: unexpected answer '%s'", e->path, sql, buf);
+        return TF_ESTORE;
+    }
+    return 0;
+}
+
+/* Refuses a database from a newer binary before changing anything in it. */
+static int check_version(tf_engine_t *e, long long *version)
+{
+    size_t known = tf_schema_count();
+    int rc = query_int(e, "PRAGMA user_version", version);
+
+    if (rc != 0)
+        return rc;
+    if (*version < 0 || (unsigned long long)*version > known) {
+        tf_error(SUB,
+                 "%s is at schema version %lld but this tf-master knows "
+                 "versions up to %zu only: refusing to open it (run the "
+                 "tf-master that wrote it, or restore a backup)",
+                 e->path, *version, known);
+        return TF_EVERSION;
+    }
+    return 0;
+}
+
+/* WAL lets the readers read while the writer writes; see the file's
+ * header for synchronous=NORMAL. */
+static int configure_writer(tf_engine_t *e)
+{
+    char mode[16];
+    int rc = query_text(e, "PRAGMA journal_mode = WAL", mode, sizeof(mode));
+
+    if (rc != 0)
+        return rc;
+    if (strcmp(mode, "wal") != 0) {
+        tf_error(SUB, "%s: cannot use WAL mode (got '%s'); the store needs "
+                      "it for concurrent readers",
+                 e->path, mode);
+        return TF_ESTORE;
+    }
+    if ((rc = exec_logged(e, "PRAGMA synchronous = NORMAL")) != 0 ||
+        (rc = exec_logged(e, "PRAGMA foreign_keys = ON")) != 0 ||
+        (rc = exec_logged(e, "PRAGMA journal_size_limit = "
+                             JOURNAL_SIZE_LIMIT)) != 0)
+        return rc;
+    return 0;
+}
+
+/* Each migration runs in its own transaction together with the version
+ * bump, so a crash leaves the database at the previous version. */
+static int migrate(tf_engine_t *e, long long from)
+{
+    size_t known = tf_schema_count();
+
+    for (size_t v = (size_t)from + 1; v <= known; v++) {
+        char bump[64];
+        int rc;
+
+        snprintf(bump, sizeof(bump), "PRAGMA user_version = %zu", v);
+        rc = exec_logged(e, "BEGIN IMMEDIATE");
+        if (rc == 0)
+            rc = exec_logged(e, tf_schema_migration(v));
+        if (rc == 0)
+            rc = exec_logged(e, bump);
+        if (rc == 0)
+            rc = exec_logged(e, "COMMIT");
+        if (rc != 0) {
+            if (!sqlite3_get_autocommit(e->db))
+                sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
+            tf_error(SUB, "%s: migration to schema version %zu failed",
+                     e->path, v);
+            return rc;
+        }
+        tf_info(SUB, "%s: migrated to schema version %zu", e->path, v);
+    }
+    return 0;
+}
+
+static int open_readers(tf_engine_t *e, unsigned n)
+{
+    e->readers = calloc(n, sizeof(*e->readers));
+    e->free_rd = calloc(n, sizeof(*e->free_rd));
+    if (!e->readers || !e->free_rd)
+        return TF_ENOMEM;
+    for (unsigned i = 0; i < n; i++) {
+        int rc = open_conn(e->path, SQLITE_OPEN_READONLY, &e->readers[i]);
+        if (rc != 0)
+            return rc;
+        e->nreaders++;
+        e->free_rd[e->nfree++] = e->readers[i];
+    }
+    return 0;
+}
+
+static void destroy(tf_engine_t *e)
+{
+    if (!e)
+        return;
+    close_writer(e);
+    for (unsigned i = 0; i < e->nreaders; i++) {
+        int src = sqlite3_close(e->readers[i]);
+        if (src != SQLITE_OK) {
+            tf_error(SUB, "%s: closing a read connection failed: %s",
+                     e->path, sqlite3_errstr(src));
+            sqlite3_close_v2(e->readers[i]);
+        }
+    }
+    free(e->readers);
+    free(e->free_rd);
+    pthread_mutex_destroy(&e->pool_mu);
+    pthread_cond_destroy(&e->pool_cond);
+    free(e->path);
+    free(e);
+}
+
+static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
+                       int *schema_version)
+{
+    tf_engine_t *e;
+    long long version = 0;
+    int rc;
+
+    if (!sqlite3_threadsafe()) {
+        tf_error(SUB, "this sqlite library is built without thread support");
+        return TF_ESTORE;
+    }
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return TF_ENOMEM;
+    pthread_mutex_init(&e->pool_mu, NULL);
+    pthread_cond_init(&e->pool_cond, NULL);
+    e->path = strdup(path);
+    if (!e->path) {
+        destroy(e);
+        return TF_ENOMEM;
+    }
+    rc = open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &e->db);
+    if (rc == 0)
+        rc = check_version(e, &version);
+    if (rc == 0)
+        rc = configure_writer(e);
+    if (rc == 0)
+        rc = migrate(e, version);
+    if (rc == 0)
+        rc = open_readers(e, nreaders ? nreaders : 1);
+    if (rc != 0) {
+        destroy(e);
+        return rc;
+    }
+    *schema_version = (int)tf_schema_count();
+    *out = e;
+    return 0;
+}
+
+const tf_engine_vt_t tf_engine_sqlite = {
+    .name = "sqlite",
+    .open = engine_open,
+    .apply_batch = apply_batch,
+    .query = query,
+    .set_max_pages = set_max_pages,
+    .close_writer = close_writer,
+    .destroy = destroy,
+};

@@ -54,6 +54,7 @@
 #define TF_CLOSE_REPLACED 4005
 #define TF_CLOSE_TOO_BIG 4006
 #define TF_CLOSE_TIMEOUT 4007
+#define TF_CLOSE_RESYNC 4008
 #define TF_CLOSE_SHUTDOWN 1001
 
 typedef enum {

@@ -1,22 +1,49 @@
 /*
  * build.c - the life of a build on the master.
  *
- *   STARTING --rows committed, build_start sent--> RUNNING
- *   RUNNING  --build_finished / lost / cancelled--> ENDING --committed--> freed
+ *          tf_build_start                    rows committed,
+ *   NEW ----------------> STARTING -----------build_start sent---> RUNNING
+ *    |                     |    |                                    |
+ *    | restored after      |    +--rows failed--> DROPPED (freed;    |
+ *    | a restart           |                      the request is     |
+ *    +---------------------|--------------------> queued again)      |
+ *                          |                                         |
+ *                          +--cancelled, lost, abandoned--+          |
+ *                                                         v          |
+ *                       ENDING <--build_finished, lost, cancelled----+
+ *                         |
+ *                         +--end committed and acknowledged--> freed
+ *
+ * Every change of state goes through build_set_state(), which logs it and
+ * asserts the move is one of these.
  *
  * Events from the slave (docs/protocol.md, "Build events") are numbered per
- * build. The master applies them strictly in order, queues each one's rows
- * to the store in the same turn, and acknowledges a sequence number only
- * after the transaction holding it committed: an ack is a promise that the
- * slave may forget the event, so acks only go up and never cover an event
- * that was not stored. Duplicates (a replay after a reconnect) are dropped
- * (an ack or welcome.resume covers them); a gap, an event out of the one
- * ordering rule (event_allowed), or an event for a build the master does
- * not run on that slave is a protocol error, refused without an ack.
+ * build. The master applies them strictly in order and queues each one's
+ * operations as one write group holding tf_op_build_seq: the store's
+ * event chain, which refuses a group whose build is not at the event
+ * before it, so nothing after a lost event is ever stored. An event is
+ * acknowledged only after its group committed (committed_seq), never
+ * because a later one did: an ack is a promise that the slave may forget
+ * the event, so acks only go up and never cover an event that was not
+ * stored. Duplicates (a replay after a reconnect) are dropped (an ack or
+ * welcome.resume covers them); a gap, an event out of the one ordering
+ * rule (event_allowed), or an event for a build the master does not run on
+ * that slave is a protocol error, refused without an ack.
  *
  * A request whose build_start cannot be encoded (over the protocol's cap,
  * or a value it refuses) never reaches a slave: its build is recorded as
  * EXCEPTION at once, so it cannot sit at the head of its builder's queue.
+ *
+ * When an event's group fails (the queue was full, memory ran out, the
+ * store refused it), the build resyncs: its steps go back to what the
+ * last committed event left (the committed mirror, csteps, moved forward
+ * by each commit), accepted_seq back to committed_seq, and the slave's
+ * link is closed with "resync"; the slave reconnects and resends every
+ * unacknowledged event from its spool, which the build applies again.
+ * build_finished waits until the events before it have committed, so
+ * the end of a build (which frees its request, ends its job, queues mail)
+ * is never applied on top of a hole; if the end's own group fails, the
+ * group is kept and resubmitted every second until it commits.
  *
  * A build whose slave disconnects keeps running on the slave; it waits here
  * (lost_since_ms set) for the slave to come back and resume it. If the slave
@@ -27,6 +54,7 @@
  * The authoritative result is computed here from the step results and the
  * step flags with tf_result_fold; the slave's own result is informational.
  */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,41 +66,158 @@
 #include "log.h"
 #include "core/jobs.h"
 #include "net/live.h"
-#include "mail/mail.h"
 #include "core/master.h"
 #include "core/props.h"
 #include "tf_err.h"
 
+/* What a write group of a build was for, for its done callback. */
+typedef enum {
+    EC_ROWS,  /* the build's creation */
+    EC_EVENT, /* one event of the slave */
+    EC_END,   /* the build's end (kept and retried until it commits) */
+} ec_kind_t;
+
+/* The context of a build's write group, living in the group itself
+ * (tf_wgroup_alloc). For an event: the step it changed as it was after
+ * the event, which the commit copies into the committed mirror. */
 typedef struct event_commit {
     tf_master_t *m;
+    ec_kind_t kind;
     uint64_t build_id;
-    uint64_t seq;
+    uint64_t seq;      /* the event's seq; 0 when the group has none */
+    unsigned epoch;    /* the build's epoch when queued (resyncs move it) */
+    int step;          /* the step it changed, or -1 */
+    tf_bstep_t after;
+    int64_t started_ms;
+    tf_wgroup_t *group; /* EC_END: to resubmit after a failure */
+    struct event_commit *next_retry;
 } event_commit_t;
 
 static void build_unlink(tf_master_t *m, tf_build_t *b);
+static void build_apply_finish(tf_master_t *m, tf_build_t *b);
 static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
                              const char *text);
+static void ack_owed(tf_master_t *m, tf_build_t *b);
+
+static const char *build_state_name(tf_build_state_t s)
+{
+    switch (s) {
+    case TF_BUILD_NEW:
+        return "NEW";
+    case TF_BUILD_STARTING:
+        return "STARTING";
+    case TF_BUILD_RUNNING:
+        return "RUNNING";
+    case TF_BUILD_ENDING:
+        return "ENDING";
+    case TF_BUILD_DROPPED:
+        return "DROPPED";
+    }
+    return "?";
+}
+
+/* The one place a build changes state (the machine in the header). */
+static void build_set_state(tf_build_t *b, tf_build_state_t to,
+                            const char *why)
+{
+    tf_build_state_t from = b->state;
+    bool ok = (from == TF_BUILD_NEW &&
+               (to == TF_BUILD_STARTING || to == TF_BUILD_RUNNING)) ||
+              (from == TF_BUILD_STARTING &&
+               (to == TF_BUILD_RUNNING || to == TF_BUILD_ENDING ||
+                to == TF_BUILD_DROPPED)) ||
+              (from == TF_BUILD_RUNNING && to == TF_BUILD_ENDING);
+    if (!ok) {
+        tf_error("build", "build %" PRIu64 ": illegal transition %s -> %s "
+                 "(%s)", b->id, build_state_name(from), build_state_name(to),
+                 why);
+        assert(!"illegal build state transition");
+        return;
+    }
+    tf_debug("build", "build %" PRIu64 ": %s -> %s (%s)", b->id,
+             build_state_name(from), build_state_name(to), why);
+    b->state = to;
+}
+
+tf_build_t *tf_build_new(uint64_t id, const char *builder, uint64_t number,
+                         const char *slave, size_t nsteps)
+{
+    tf_build_t *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        return NULL;
+    b->steps = calloc(nsteps ? nsteps : 1, sizeof(tf_bstep_t));
+    b->csteps = calloc(nsteps ? nsteps : 1, sizeof(tf_bstep_t));
+    if (!b->steps || !b->csteps) {
+        tf_build_free(b);
+        return NULL;
+    }
+    b->id = id;
+    b->number = number;
+    b->nsteps = nsteps;
+    b->result = TF_SUCCESS;
+    snprintf(b->builder, sizeof(b->builder), "%s", builder ? builder : "");
+    snprintf(b->slave, sizeof(b->slave), "%s", slave ? slave : "");
+    tf_list_init(&b->slave_node);
+    tf_list_init(&b->ack_node);
+    return b;
+}
+
+/* Folds the finished steps into the build's result (a restart, a resync). */
+static void build_refold(tf_build_t *b)
+{
+    b->result = TF_SUCCESS;
+    b->terminated = false;
+    for (size_t i = 0; i < b->nsteps; i++) {
+        tf_bstep_t *s = &b->steps[i];
+        if (s->finished) {
+            bool term = false;
+            b->result = tf_result_fold(b->result, s->result, &s->flags, &term);
+            b->terminated = b->terminated || term;
+        }
+    }
+}
+
+void tf_build_restored(tf_build_t *b)
+{
+    build_refold(b);
+    memcpy(b->csteps, b->steps, b->nsteps * sizeof(tf_bstep_t));
+    b->c_started_ms = b->started_ms;
+    build_set_state(b, TF_BUILD_RUNNING, "restored after a restart");
+}
 
 void tf_build_free(tf_build_t *b)
 {
     if (!b)
         return;
     free(b->steps);
+    free(b->csteps);
     free(b->start_msg);
     free(b);
 }
 
-static void builder_summary_write(tf_master_t *m, const char *builder)
+/* The write group of one of b's changes, with its commit context (in the
+ * group, so nothing else to allocate). NULL when out of memory (then
+ * m->group is failed or NULL and the commit reports it). */
+static event_commit_t *build_group(tf_master_t *m, tf_build_t *b,
+                                   ec_kind_t kind, uint64_t seq, size_t hint)
 {
-    tf_mbuilder_t *mb = tf_master_builder(m, builder, false);
-    if (!mb)
-        return;
-    tf_sqlval_t v[] = {tf_sql_int(mb->npending), tf_sql_int(mb->nrunning),
-                       tf_sql_text(mb->name)};
-    tf_master_write(m,
-                    "UPDATE builders SET pending = ?1, running = ?2 "
-                    "WHERE name = ?3",
-                    v, 3, NULL, NULL);
+    event_commit_t *ec;
+
+    tf_master_group_begin(m, hint + sizeof(*ec));
+    ec = tf_wgroup_alloc(m->group, sizeof(*ec));
+    if (!ec)
+        return NULL;
+    ec->m = m;
+    ec->kind = kind;
+    ec->build_id = b->id;
+    ec->seq = seq;
+    ec->epoch = b->epoch;
+    ec->step = -1;
+    ec->group = m->group;
+    if (seq)
+        tf_op_build_seq(m->group, b->id, seq);
+    return ec;
 }
 
 /* Adds "key": "value" for each property, later sources overriding. */
@@ -292,6 +437,7 @@ out:
     return rc;
 }
 
+
 static void build_send_start(tf_master_t *m, tf_build_t *b)
 {
     tf_mslave_t *s = tf_master_slave(m, b->slave, false);
@@ -310,21 +456,136 @@ static void build_send_start(tf_master_t *m, tf_build_t *b)
     b->start_msg = NULL;
 }
 
+/* The rows of a starting build could not be stored: nothing of it exists
+ * but in memory, so it is undone there too (its slave slot freed, its
+ * request queued again as a retry, or ended after max_retries), instead
+ * of holding the slave for good. */
+static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
+{
+    tf_request_t *r = b->request;
+    tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
+
+    tf_error("build", "build %" PRIu64 " (%s #%" PRIu64 "): its rows could "
+             "not be stored (%s): not starting it; slave %s is free again",
+             b->id, b->builder, b->number, tf_strerror(rc), b->slave);
+    build_set_state(b, TF_BUILD_DROPPED, "rows not stored");
+    build_unlink(m, b);
+    if (mb) {
+        if (mb->nrunning > 0)
+            mb->nrunning--;
+        if (mb->next_number == b->number + 1)
+            mb->next_number = b->number; /* nobody saw the number */
+    }
+    free(b->start_msg);
+    b->start_msg = NULL;
+    b->request = NULL;
+    tf_map_del_id(m->builds, b->id);
+    tf_build_free(b);
+    tf_master_group_begin(m, 0);
+    if (r) {
+        r->build = NULL;
+        r->retries++;
+        if (r->retries > m->cfg->max_retries) {
+            tf_error("build", "request %" PRIu64 ": %u attempts to start it "
+                     "could not be stored: ending it as EXCEPTION", r->id,
+                     r->retries);
+            tf_op_request_done(m->group, r->id, TF_EXCEPTION, tf_now_ms());
+            if (r->job_id)
+                tf_job_request_done(m, r->job_id, TF_EXCEPTION);
+            tf_request_set_state(m, r, TF_REQ_DONE, "could not be stored");
+            tf_map_del_id(m->requests, r->id);
+            tf_request_free(r);
+        } else {
+            tf_op_request_requeue(m->group, r->id, r->retries);
+            tf_sched_enqueue(m, r);
+        }
+    }
+    if (mb)
+        tf_sched_counts_write(m, mb);
+    tf_master_group_commit(m, NULL, NULL);
+    tf_sched_kick(m);
+}
+
 static void build_rows_committed_cb(void *arg, int rc)
 {
     event_commit_t *ec = arg;
     tf_master_t *m = ec->m;
     tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
-    free(ec);
+
     if (!b || b->state != TF_BUILD_STARTING)
         return;
     if (rc) {
-        tf_error("build", "build %" PRIu64 ": its rows could not be stored; "
-                 "not starting it", b->id);
+        build_drop(m, b, rc);
         return;
     }
-    b->state = TF_BUILD_RUNNING;
+    build_set_state(b, TF_BUILD_RUNNING, "rows committed");
     build_send_start(m, b);
+}
+
+/* The argv of a step as JSON text (the steps table keeps it). */
+static char *command_json(const tf_step_spec_t *sp)
+{
+    json_t *argv = json_array();
+    char *cmd;
+
+    for (size_t k = 0; argv && k < sp->argc; k++)
+        json_array_append_new(argv, json_string(sp->argv[k]));
+    cmd = argv ? json_dumps(argv, JSON_COMPACT) : NULL;
+    json_decref(argv);
+    return cmd;
+}
+
+/* Queues the group that creates b (rows committed: build_start goes out). */
+static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
+                             tf_mbuilder_t *mb, const char *props_text,
+                             const tf_step_spec_t *steps, size_t nsteps)
+{
+    const tf_cfg_builder_t *cfg = mb->cfg;
+    tf_build_step_rec_t *srec = calloc(nsteps ? nsteps : 1, sizeof(*srec));
+    char **cmds = calloc(nsteps ? nsteps : 1, sizeof(*cmds));
+    event_commit_t *ec = build_group(m, b, EC_ROWS, 0, 1024);
+
+    for (size_t i = 0; srec && cmds && i < nsteps; i++) {
+        cmds[i] = command_json(&steps[i]);
+        srec[i] = (tf_build_step_rec_t){
+            .name = steps[i].name,
+            .command_json = cmds[i] ? cmds[i] : "[]",
+            .flags = tf_flags_bits(&steps[i].flags),
+        };
+    }
+    tf_build_rec_t rec = {
+        .id = b->id,
+        .number = b->number,
+        .request_id = r->id,
+        .builder = b->builder,
+        .slave = b->slave[0] ? b->slave : NULL,
+        .properties = props_text ? props_text : "{}",
+        .reason = r->reason,
+        .repository = cfg->repository,
+        .branch = cfg->branch,
+        .revision = r->revision,
+        .created_ms = b->created_ms,
+        .steps = srec,
+        .nsteps = srec && cmds ? nsteps : 0,
+    };
+    if (!srec || !cmds)
+        tf_wgroup_fail(m->group);
+    tf_op_build_create(m->group, &rec);
+    if (r->job_id)
+        tf_job_request_started(m, r->job_id);
+    tf_sched_counts_write(m, mb);
+    for (size_t i = 0; cmds && i < nsteps; i++)
+        free(cmds[i]);
+    free(cmds);
+    free(srec);
+    /* A failure to queue calls the callback at once: b may be gone when
+     * this returns. */
+    if (ec) {
+        tf_master_group_commit(m, build_rows_committed_cb, ec);
+    } else {
+        tf_master_group_commit(m, NULL, NULL);
+        build_drop(m, b, TF_ENOMEM);
+    }
 }
 
 int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
@@ -333,40 +594,37 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     if (!mb || !mb->cfg)
         return TF_ENOENT;
     const tf_cfg_builder_t *cfg = mb->cfg;
-    tf_build_t *b = calloc(1, sizeof(*b));
+    uint64_t id = m->next_build_id;
+    tf_build_t *b = NULL;
     json_t *props = NULL;
     char *props_text = NULL;
     tf_step_spec_t *steps = NULL;
     size_t nsteps = 0;
     int rc = TF_ENOMEM;
-    if (!b)
-        goto fail;
-    b->id = m->next_build_id;
-    b->number = mb->next_number;
-    snprintf(b->builder, sizeof(b->builder), "%s", mb->name);
-    snprintf(b->slave, sizeof(b->slave), "%s", s->name);
-    b->result = TF_SUCCESS;
-    b->request = r;
-    b->created_ms = tf_now_ms();
-    b->state = TF_BUILD_STARTING;
-    tf_list_init(&b->slave_node);
-    tf_list_init(&b->ack_node);
-    props = build_properties(m, b, r);
+
+    /* A throwaway build to compute the properties and steps from. */
+    tf_build_t probe = {.id = m->next_build_id, .number = mb->next_number};
+    snprintf(probe.builder, sizeof(probe.builder), "%s", mb->name);
+    snprintf(probe.slave, sizeof(probe.slave), "%s", s->name);
+    props = build_properties(m, &probe, r);
     if (!props)
         goto fail;
     rc = build_steps(cfg, r, props, &steps, &nsteps);
     if (rc)
         goto fail;
     rc = TF_ENOMEM;
-    b->steps = calloc(nsteps, sizeof(tf_bstep_t));
-    if (!b->steps)
+    b = tf_build_new(m->next_build_id, mb->name, mb->next_number, s->name,
+                     nsteps);
+    if (!b)
         goto fail;
-    b->nsteps = nsteps;
+    b->request = r;
+    b->created_ms = tf_now_ms();
     for (size_t i = 0; i < nsteps; i++) {
         b->steps[i].flags = steps[i].flags;
         snprintf(b->steps[i].name, sizeof(b->steps[i].name), "%s",
                  steps[i].name);
     }
+    memcpy(b->csteps, b->steps, nsteps * sizeof(tf_bstep_t));
     char why[300];
     rc = build_encode_start(b, cfg, r, props, steps, nsteps, why,
                             sizeof(why));
@@ -393,97 +651,30 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         goto fail;
 
     /* From here on the build exists: commit to it in memory and storage. */
+    build_set_state(b, TF_BUILD_STARTING, "assigned");
     m->next_build_id++;
     mb->next_number++;
-    tf_list_unlink(&r->node);
-    mb->npending--;
+    tf_sched_dequeue(m, r);
     mb->nrunning++;
-    r->state = TF_REQ_RUNNING;
+    tf_request_set_state(m, r, TF_REQ_RUNNING, "its build starts");
     r->build = b;
     if (!unsendable) {
         tf_list_push_back(&s->builds, &b->slave_node);
         s->nbuilds++;
+        tf_sched_slave_changed(m, s);
         snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
     }
-
-    tf_master_group_begin(m);
-    tf_sqlval_t bv[] = {
-        tf_sql_int((int64_t)b->id), tf_sql_text(b->builder),
-        tf_sql_int((int64_t)b->number), tf_sql_int((int64_t)r->id),
-        unsendable ? tf_sql_null() : tf_sql_text(b->slave),
-        tf_sql_int(b->created_ms),
-        tf_sql_int((int64_t)b->nsteps),
-        tf_sql_text(props_text ? props_text : "{}"),
-        tf_sql_text(r->reason),
-        tf_sql_text(cfg->repository),
-        tf_sql_text(cfg->branch),
-        tf_sql_text(r->revision),
-    };
-    tf_master_write(m,
-                    "INSERT INTO builds(id, builder, number, request_id, "
-                    "slave, state, created_ms, nsteps, properties, reason, "
-                    "repository, branch, revision) "
-                    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, "
-                    "?10, ?11, ?12)",
-                    bv, 12, NULL, NULL);
-    for (size_t i = 0; i < nsteps; i++) {
-        const tf_step_spec_t *sp = &steps[i];
-        json_t *argv = json_array();
-        for (size_t k = 0; argv && k < sp->argc; k++)
-            json_array_append_new(argv, json_string(sp->argv[k]));
-        char *cmd = argv ? json_dumps(argv, JSON_COMPACT) : NULL;
-        json_decref(argv);
-        tf_sqlval_t sv[] = {
-            tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)i),
-            tf_sql_text(sp->name), tf_sql_text(cmd ? cmd : "[]"),
-            tf_sql_int(tf_flags_bits(&sp->flags)),
-        };
-        tf_master_write(m,
-                        "INSERT INTO steps(build_id, idx, name, state, "
-                        "command, flags) VALUES(?1, ?2, ?3, 'pending', ?4, "
-                        "?5)",
-                        sv, 5, NULL, NULL);
-        free(cmd);
-    }
-    /* The blamelist: the changes the request stands for, those of the
-     * requests collapsed into it included (sched.c). */
-    tf_sqlval_t cv[] = {tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)r->id)};
-    tf_master_write(m,
-                    "INSERT OR IGNORE INTO build_changes(build_id, change_id) "
-                    "SELECT ?1, change_id FROM request_changes "
-                    "WHERE request_id = ?2",
-                    cv, 2, NULL, NULL);
-    if (r->job_id)
-        tf_job_request_started(m, r->job_id);
     tf_live_build(m, b, "created", 0);
     tf_live_request(m, r, "started");
-    tf_sqlval_t rv[] = {tf_sql_int((int64_t)b->id), tf_sql_int(b->created_ms),
-                        tf_sql_int((int64_t)r->id)};
-    tf_master_write(m,
-                    "UPDATE build_requests SET state = 'running', "
-                    "build_id = ?1, started_ms = coalesce(started_ms, ?2) "
-                    "WHERE id = ?3",
-                    rv, 3, NULL, NULL);
-    tf_sqlval_t uv[] = {tf_sql_int((int64_t)b->id), tf_sql_text(mb->name),
-                        tf_sql_int(mb->npending), tf_sql_int(mb->nrunning)};
-    event_commit_t *ref = malloc(sizeof(*ref));
-    if (ref) {
-        ref->m = m;
-        ref->build_id = b->id;
-        ref->seq = 0;
-    }
-    tf_master_write(m,
-                    "UPDATE builders SET last_build_id = ?1, "
-                    "builds_total = builds_total + 1, pending = ?3, "
-                    "running = ?4 WHERE name = ?2",
-                    uv, 4, NULL, NULL);
-    if (unsendable)
-        build_end_forced(m, b, TF_EXCEPTION, text);
-    tf_master_group_commit(m, ref ? build_rows_committed_cb : NULL, ref);
     if (!unsendable)
         tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
                 "%" PRIu64 " assigned to slave %s",
                 b->id, b->builder, b->number, r->id, s->name);
+    build_write_rows(m, b, r, mb, props_text, steps, nsteps); /* b may go */
+    /* Never sent: it ends at once (its own group, after the rows'). */
+    if (unsendable && tf_map_get_id(m->builds, id) == b &&
+        b->state == TF_BUILD_STARTING)
+        build_end_forced(m, b, TF_EXCEPTION, text);
     free(props_text);
     json_decref(props);
     steps_free(steps, nsteps);
@@ -496,7 +687,7 @@ fail:
     return rc;
 }
 
-/* --- acks --- */
+/* --- acks and commits --- */
 
 static void ack_owed(tf_master_t *m, tf_build_t *b)
 {
@@ -507,39 +698,75 @@ static void ack_owed(tf_master_t *m, tf_build_t *b)
     tf_sched_defer(m);
 }
 
+/* An event's group failed: what is in memory went past what is stored.
+ * Back to the committed state, and the slave resends from there. */
+static void build_resync(tf_master_t *m, tf_build_t *b, uint64_t seq, int rc)
+{
+    tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+
+    tf_error("build", "build %" PRIu64 ": event %" PRIu64 " could not be "
+             "stored (%s): not acknowledging it or anything after it; the "
+             "slave resends from event %" PRIu64,
+             b->id, seq, tf_strerror(rc), b->committed_seq + 1);
+    b->epoch++;
+    memcpy(b->steps, b->csteps, b->nsteps * sizeof(tf_bstep_t));
+    b->started_ms = b->c_started_ms;
+    build_refold(b);
+    b->accepted_seq = b->committed_seq;
+    b->finish_pending = false;
+    b->finish_seen = false;
+    b->cursor_ok = false; /* the steps moved back */
+    if (s && s->link)
+        tf_link_close(s->link, "resync", TF_CLOSE_RESYNC,
+                      "events of build %" PRIu64 " could not be stored: "
+                      "resend them from event %" PRIu64, b->id,
+                      b->committed_seq + 1);
+}
+
 static void event_committed_cb(void *arg, int rc)
 {
     event_commit_t *ec = arg;
     tf_master_t *m = ec->m;
     tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
-    if (b && rc == 0 && ec->seq > b->committed_seq) {
-        b->committed_seq = ec->seq;
-        ack_owed(m, b);
-    } else if (b && rc) {
-        tf_error("build", "build %" PRIu64 ": event %" PRIu64
-                 " failed to store; not acknowledging it",
-                 ec->build_id, ec->seq);
+
+    if (!b || ec->epoch != b->epoch)
+        return; /* ended, or resynced since: this group is history */
+    if (rc) {
+        if (b->state != TF_BUILD_ENDING)
+            build_resync(m, b, ec->seq, rc);
+        return;
     }
-    free(ec);
+    if (ec->seq > b->committed_seq) {
+        b->committed_seq = ec->seq;
+        if (ec->step >= 0 && (size_t)ec->step < b->nsteps)
+            b->csteps[ec->step] = ec->after;
+        b->c_started_ms = ec->started_ms;
+        ack_owed(m, b);
+    }
+    if (b->finish_pending && b->committed_seq + 1 == b->finish_seq)
+        build_apply_finish(m, b);
 }
 
-/* Adds the build's last_seq update to the event's write group and commits
- * the group; its commit triggers the ack. */
-static void event_accepted(tf_master_t *m, tf_build_t *b, uint64_t seq)
+/* Commits the event's group; its commit triggers the ack. The step it
+ * changed (or -1) is remembered for the committed mirror. */
+static void event_accepted(tf_master_t *m, tf_build_t *b, event_commit_t *ec,
+                           uint64_t seq, int step)
 {
     b->accepted_seq = seq;
-    event_commit_t *ec = malloc(sizeof(*ec));
     if (ec) {
-        ec->m = m;
-        ec->build_id = b->id;
-        ec->seq = seq;
+        ec->step = step;
+        if (step >= 0 && (size_t)step < b->nsteps)
+            ec->after = b->steps[step];
+        ec->started_ms = b->started_ms;
     }
-    tf_sqlval_t v[] = {tf_sql_int((int64_t)seq), tf_sql_int((int64_t)b->id)};
-    tf_master_write(m, "UPDATE builds SET last_seq = ?1 WHERE id = ?2", v, 2,
-                    NULL, NULL);
     /* The event's rows and its sequence number commit together or not at
      * all, so a restart never replays half an event. */
-    tf_master_group_commit(m, ec ? event_committed_cb : NULL, ec);
+    if (ec) {
+        tf_master_group_commit(m, event_committed_cb, ec);
+    } else {
+        tf_master_group_commit(m, NULL, NULL);
+        build_resync(m, b, seq, TF_ENOMEM);
+    }
 }
 
 static void send_ack(tf_mslave_t *s, uint64_t build_id, uint64_t seq)
@@ -578,32 +805,109 @@ void tf_build_flush_acks(tf_master_t *m)
 
 /* --- ending --- */
 
-static const char *result_or_null(bool has, tf_result_t r)
+/* An end group failed: it is kept and resubmitted on the next tick (the
+ * memory side of the end has happened; storage must follow). */
+static void end_committed_cb(void *arg, int rc)
 {
-    return has ? tf_result_name(r) : NULL;
+    event_commit_t *ec = arg;
+    tf_master_t *m = ec->m;
+    tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
+
+    if (rc) {
+        tf_error("build", "build %" PRIu64 ": its end could not be stored "
+                 "(%s); trying again", ec->build_id, tf_strerror(rc));
+        ec->next_retry = m->end_retry;
+        m->end_retry = ec;
+        return;
+    }
+    if (b && ec->seq > b->committed_seq) {
+        b->committed_seq = ec->seq;
+        ack_owed(m, b);
+    }
 }
 
-/* Ends b with result: writes the build, its request and the summaries,
- * requeues a RETRY, and detaches b from its slave and request. The build
- * object stays in m->builds until its last event is acknowledged. */
+void tf_build_retry_ends(tf_master_t *m)
+{
+    event_commit_t *list = m->end_retry, *next;
+
+    m->end_retry = NULL;
+    /* Oldest first, in the order they failed. */
+    event_commit_t *rev = NULL;
+    for (; list; list = next) {
+        next = list->next_retry;
+        list->next_retry = rev;
+        rev = list;
+    }
+    for (event_commit_t *ec = rev; ec; ec = next) {
+        next = ec->next_retry;
+        ec->next_retry = NULL;
+        int rc = m->store ? tf_store_submit(m->store, ec->group,
+                                            end_committed_cb, ec)
+                          : TF_ESTATE;
+        if (rc == TF_ESTATE) {
+            tf_error("build", "build %" PRIu64 ": the store is closing: its "
+                     "end is LOST (the slave or a restart repeats it)",
+                     ec->build_id);
+            tf_wgroup_free(ec->group);
+        } else if (rc) {
+            end_committed_cb(ec, rc);
+        }
+    }
+}
+
+/* Commits the end group of b, kept until it is stored. */
+static void end_commit(tf_master_t *m, event_commit_t *ec)
+{
+    if (!ec) {
+        tf_master_group_commit(m, NULL, NULL);
+        return;
+    }
+    tf_wgroup_keep(m->group);
+    tf_master_group_commit(m, end_committed_cb, ec);
+}
+
+/* A continuous build's notice, when mail is on and the builder's mode
+ * may want one (the store decides from the previous build, inside the
+ * transaction): an outbox row in the end's group. */
+static void mail_notice(tf_master_t *m, const tf_build_t *b,
+                        tf_result_t result)
+{
+    const tf_cfg_builder_t *c = tf_config_builder(m->cfg, b->builder);
+    json_t *arr;
+    char *rcpt;
+
+    if (!m->cfg->mail.enabled || !c || c->mail.mode == TF_MAIL_MODE_NONE ||
+        result == TF_RETRY)
+        return;
+    arr = json_array();
+    for (size_t i = 0; arr && i < c->mail.nextra; i++)
+        json_array_append_new(arr, json_string(c->mail.extra_recipients[i]));
+    rcpt = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    if (!rcpt)
+        tf_wgroup_fail(m->group);
+    tf_op_mail_build(m->group, b->id, b->builder, result, c->mail.mode,
+                     rcpt ? rcpt : "[]", tf_now_ms());
+    m->group_mail = true;
+    free(rcpt);
+}
+
+/* Ends b with result: writes the build, its request and the summaries
+ * into the open group, requeues a RETRY, and detaches b from its slave
+ * and request. The build object stays in m->builds until its last event
+ * is acknowledged. */
 static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
                       const char *text)
 {
     int64_t now = tf_now_ms();
     tf_request_t *r = b->request;
     tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
-    (void)result_or_null;
 
     tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") on %s: %s%s%s",
             b->id, b->builder, b->number, b->slave, tf_result_name(result),
             text ? ": " : "", text ? text : "");
-    tf_sqlval_t bv[] = {tf_sql_int(result), tf_sql_int(now),
-                        tf_sql_text(text), tf_sql_int((int64_t)b->id)};
-    tf_master_write(m,
-                    "UPDATE builds SET state = 'finished', result = ?1, "
-                    "finished_ms = ?2, text = ?3, "
-                    "started_ms = coalesce(started_ms, ?2) WHERE id = ?4",
-                    bv, 4, NULL, NULL);
+    tf_op_build_finish(m->group, b->id, b->builder, b->slave, result, now,
+                       text, result != TF_RETRY);
 
     bool requeue = false;
     if (r) {
@@ -612,101 +916,114 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
                   !b->cancel_requested;
         if (requeue) {
             r->retries++;
-            r->state = TF_REQ_PENDING;
             r->build = NULL;
-            tf_sqlval_t rv[] = {tf_sql_int(r->retries),
-                                tf_sql_int((int64_t)r->id)};
-            tf_master_write(m,
-                            "UPDATE build_requests SET state = 'pending', "
-                            "retries = ?1, build_id = NULL WHERE id = ?2",
-                            rv, 2, NULL, NULL);
+            tf_op_request_requeue(m->group, r->id, r->retries);
         } else {
-            tf_sqlval_t rv[] = {tf_sql_int(result), tf_sql_int(now),
-                                tf_sql_int((int64_t)r->id)};
-            tf_master_write(m,
-                            "UPDATE build_requests SET state = 'done', "
-                            "result = ?1, finished_ms = ?2 WHERE id = ?3",
-                            rv, 3, NULL, NULL);
+            tf_op_request_done(m->group, r->id, result, now);
             if (r->job_id)
                 tf_job_request_done(m, r->job_id, result);
-            else {
-                tf_mail_writer_t w = tf_master_mail_writer(m);
-                tf_mail_build_done(m->mail, m->cfg, &w, b->id, b->builder,
-                                   result);
-            }
+            else
+                mail_notice(m, b, result);
         }
     }
     if (mb && mb->nrunning > 0)
         mb->nrunning--;
-    if (result != TF_RETRY) {
-        tf_sqlval_t sv[] = {tf_sql_int((int64_t)b->id), tf_sql_int(result),
-                            tf_sql_int(now), tf_sql_text(b->builder)};
-        tf_master_write(m,
-                        "UPDATE builders SET last_complete_build_id = ?1, "
-                        "last_complete_result = ?2, last_complete_ms = ?3 "
-                        "WHERE name = ?4",
-                        sv, 4, NULL, NULL);
-    }
-    tf_sqlval_t dv[] = {tf_sql_text(b->slave)};
-    tf_master_write(m,
-                    "UPDATE slaves SET builds_done = builds_done + 1 "
-                    "WHERE name = ?1",
-                    dv, 1, NULL, NULL);
     build_unlink(m, b);
-    b->state = TF_BUILD_ENDING;
+    build_set_state(b, TF_BUILD_ENDING, tf_result_name(result));
+    b->finish_pending = false;
     tf_live_build(m, b, "finished", result);
     b->request = NULL;
     if (r) {
         if (requeue) {
             tf_sched_enqueue(m, r);
         } else {
+            tf_request_set_state(m, r, TF_REQ_DONE, tf_result_name(result));
             tf_map_del_id(m->requests, r->id);
             tf_request_free(r);
         }
     }
     if (mb)
-        builder_summary_write(m, mb->name);
+        tf_sched_counts_write(m, mb);
     tf_sched_kick(m);
 }
 
 static void build_unlink(tf_master_t *m, tf_build_t *b)
 {
-    (void)m;
     if (tf_list_linked(&b->slave_node)) {
         tf_list_unlink(&b->slave_node);
         tf_mslave_t *s = tf_master_slave(m, b->slave, false);
         if (s && s->nbuilds > 0)
             s->nbuilds--;
+        if (s)
+            tf_sched_slave_changed(m, s);
     }
 }
 
-/* Ends a build that will send no more events (lost, or cancelled while its
- * slave is away): unfinished steps are closed in storage too. */
+/* Ends a build that will send no more events (lost, abandoned, or
+ * cancelled while its slave is away): unfinished steps are closed in
+ * storage too. Its own group, kept until it commits. */
 static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
                              const char *text)
 {
     int64_t now = tf_now_ms();
+    event_commit_t *ec = build_group(m, b, EC_END, 0, 512);
+
     for (size_t i = 0; i < b->nsteps; i++) {
         tf_bstep_t *st = &b->steps[i];
         if (st->finished)
             continue;
         tf_result_t r = st->started ? result : TF_SKIPPED;
-        tf_sqlval_t v[] = {tf_sql_int(r), tf_sql_int(now),
-                           tf_sql_text(st->started ? text : "not run"),
-                           tf_sql_int((int64_t)b->id), tf_sql_int((int64_t)i)};
-        tf_master_write(m,
-                        "UPDATE steps SET state = 'done', result = ?1, "
-                        "finished_ms = ?2, text = ?3 "
-                        "WHERE build_id = ?4 AND idx = ?5",
-                        v, 5, NULL, NULL);
+        tf_op_step_force_end(m->group, b->id, (unsigned)i, r, now,
+                             st->started ? text : "not run");
         st->finished = true;
         st->result = r;
     }
     build_end(m, b, result, text);
+    end_commit(m, ec);
     /* Nothing more will come for it: make the ack pass free it. */
     b->accepted_seq = b->committed_seq;
     b->acks_off = true;
     ack_owed(m, b);
+}
+
+/* build_finished, once every event before it has committed. The result
+ * comes from the steps (the slave's own is informational), except that
+ * when the slave left steps unreported they are SKIPPED "not run" and its
+ * result is folded in too: a slave that stopped a build early (RETRY on
+ * an abort-mode shutdown, a build it did not take) says why that way. */
+static void build_apply_finish(tf_master_t *m, tf_build_t *b)
+{
+    uint64_t seq = b->finish_seq;
+    tf_result_t res = b->result;
+    const char *text = NULL;
+    int64_t now = tf_now_ms();
+    bool any = false;
+    size_t unreported = 0;
+
+    b->finish_pending = false;
+    for (size_t i = 0; i < b->nsteps; i++)
+        any = any || b->steps[i].started || b->steps[i].finished;
+    event_commit_t *ec = build_group(m, b, EC_END, seq, 512);
+    for (size_t i = 0; i < b->nsteps; i++) {
+        tf_bstep_t *st = &b->steps[i];
+        if (st->finished)
+            continue;
+        tf_op_step_force_end(m->group, b->id, (unsigned)i, TF_SKIPPED, now,
+                             "not run");
+        st->finished = true;
+        st->result = TF_SKIPPED;
+        unreported++;
+    }
+    if (unreported > 0) {
+        res = tf_result_worst(res, b->finish_result);
+        if (!any && b->finish_result == TF_RETRY)
+            text = "the slave did not take the build";
+    }
+    if (b->cancel_requested && res != TF_CANCELLED)
+        res = tf_result_worst(res, TF_CANCELLED);
+    build_end(m, b, res, text);
+    b->accepted_seq = seq;
+    end_commit(m, ec);
 }
 
 /* --- events --- */
@@ -717,20 +1034,23 @@ static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
  * an ack promises the event is stored, and a slave that sends events for
  * a build it was not given, or after its build_finished, is broken in a
  * way a reconnect does not mend. A duplicate after build_finished is
- * refused too, whether or not the ended build is still in memory, so the
- * answer never depends on timing. */
+ * refused too once the build has ended, whether or not it is still in
+ * memory, so the answer never depends on timing; while the end waits for
+ * the commits before it, a replay of events up to build_finished is a
+ * duplicate like any other. */
 static tf_build_t *event_build(tf_master_t *m, tf_mslave_t *s,
                                uint64_t build_id, uint64_t seq, char *err,
                                size_t errlen)
 {
     tf_build_t *b = tf_map_get_id(m->builds, build_id);
     bool mine = b && strcmp(b->slave, s->name) == 0;
-    if (mine && b->state != TF_BUILD_ENDING)
+    if (mine && b->state != TF_BUILD_ENDING &&
+        (!b->finish_pending || seq <= b->accepted_seq))
         return b;
-    if (mine && b->finish_seen)
+    if (mine && (b->finish_pending || b->finish_seen))
         snprintf(err, errlen, "build %" PRIu64 ": event %" PRIu64 " after "
                  "its build_finished (event %" PRIu64 ")", build_id, seq,
-                 b->accepted_seq);
+                 b->finish_pending ? b->finish_seq : b->accepted_seq);
     else if (mine)
         snprintf(err, errlen, "build %" PRIu64 ": event %" PRIu64 " for a "
                  "build the master has ended", build_id, seq);
@@ -761,8 +1081,8 @@ static int event_order(tf_master_t *m, tf_build_t *b, uint64_t seq, char *err,
 }
 
 /* Where the build's steps stand: the running step and the first step not
- * finished. Computed once from the steps (a build restored after a master
- * restart comes with its steps' flags only), then kept up to date by
+ * finished. Computed from the steps when needed (a build restored after a
+ * restart, or put back by a resync), then kept up to date by
  * event_advance. */
 static void build_cursor(tf_build_t *b)
 {
@@ -854,60 +1174,32 @@ static void event_advance(tf_build_t *b, tf_msg_type_t kind, uint32_t step)
     }
 }
 
-static int ev_step_started(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg)
+static void ev_step_started(tf_master_t *m, tf_build_t *b,
+                            const tf_msg_t *msg)
 {
     uint32_t i = msg->u.step_started.step;
-    b->steps[i].started = true;
+    uint64_t seq = msg->u.step_started.seq;
     int64_t t = msg->u.step_started.time_ms;
-    b->steps[i].started_ms = t;
     bool first = !b->started_ms;
-    if (first) {
+    event_commit_t *ec = build_group(m, b, EC_EVENT, seq, 0);
+    b->steps[i].started = true;
+    b->steps[i].started_ms = t;
+    if (first)
         b->started_ms = t;
-        tf_sqlval_t v[] = {tf_sql_int(t), tf_sql_int((int64_t)b->id)};
-        tf_master_write(m,
-                        "UPDATE builds SET state = 'running', started_ms = ?1 "
-                        "WHERE id = ?2",
-                        v, 2, NULL, NULL);
-    }
-    tf_sqlval_t v[] = {tf_sql_int(t), tf_sql_int((int64_t)b->id),
-                       tf_sql_int(i)};
-    tf_master_write(m,
-                    "UPDATE steps SET state = 'running', started_ms = ?1 "
-                    "WHERE build_id = ?2 AND idx = ?3",
-                    v, 3, NULL, NULL);
+    tf_op_step_start(m->group, b->id, i, t, first);
     if (first)
         tf_live_build(m, b, "started", 0);
     tf_live_step(m, b, i, NULL);
-    return 0;
+    event_advance(b, TF_MSG_STEP_STARTED, i);
+    event_accepted(m, b, ec, seq, (int)i);
 }
 
-/* The stats a step's command modifiers extracted, one row each, in the
- * write group of the step's end (so they commit with it or not at all). A
- * replayed step_finished is dropped before it gets here, and REPLACE keeps
- * a retried write harmless anyway. */
-static void step_stats_write(tf_master_t *m, const tf_build_t *b, uint32_t i,
-                             const tf_stat_t *st, size_t n)
-{
-    for (size_t k = 0; k < n; k++) {
-        /* The store binds no doubles: "%.17g" text converts back to the
-         * very same double. */
-        char num[40];
-        snprintf(num, sizeof(num), "%.17g", st[k].value);
-        tf_sqlval_t v[] = {tf_sql_text(b->builder), tf_sql_int((int64_t)b->id),
-                           tf_sql_int(i), tf_sql_text(st[k].name),
-                           tf_sql_text(num)};
-        tf_master_write(m,
-                        "INSERT OR REPLACE INTO stats(builder, build_id, "
-                        "step, name, value) "
-                        "VALUES(?1, ?2, ?3, ?4, CAST(?5 AS REAL))",
-                        v, 5, NULL, NULL);
-    }
-}
-
-static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg)
+static void ev_step_finished(tf_master_t *m, tf_build_t *b,
+                             const tf_msg_t *msg)
 {
     const __typeof__(msg->u.step_finished) *f = &msg->u.step_finished;
     uint32_t i = f->step;
+    event_commit_t *ec = build_group(m, b, EC_EVENT, f->seq, 1024);
     tf_bstep_t *st = &b->steps[i];
     st->finished = true;
     st->result = f->result;
@@ -916,48 +1208,33 @@ static int ev_step_finished(tf_master_t *m, tf_build_t *b, const tf_msg_t *msg)
     b->result = tf_result_fold(b->result, f->result, &st->flags, &term);
     b->terminated = b->terminated || term;
     tf_live_step(m, b, i, f->text);
-    tf_sqlval_t v[] = {
-        tf_sql_int(f->result),
-        tf_sql_int(f->time_ms),
-        tf_sql_int(f->duration_ms),
-        f->has_exit_code ? tf_sql_int(f->exit_code) : tf_sql_null(),
-        f->has_signal ? tf_sql_int(f->signal) : tf_sql_null(),
-        tf_sql_int(f->timed_out ? 1 : 0),
-        tf_sql_text(f->text),
-        tf_sql_int((int64_t)b->id),
-        tf_sql_int(i),
-        tf_sql_int(f->time_ms - f->duration_ms),
-        tf_sql_text(f->info),
-        f->has_warnings ? tf_sql_int((int64_t)f->warnings) : tf_sql_null(),
+    for (size_t k = 0; k < f->nprops; k++)
+        tf_op_build_prop(m->group, b->id, f->props[k].key,
+                         f->props[k].value);
+    tf_step_finish_rec_t rec = {
+        .build_id = b->id,
+        .step = i,
+        .result = f->result,
+        .time_ms = f->time_ms,
+        .duration_ms = f->duration_ms,
+        .has_exit_code = f->has_exit_code,
+        .exit_code = f->exit_code,
+        .has_signal = f->has_signal,
+        .signal = f->signal,
+        .timed_out = f->timed_out,
+        .text = f->text,
+        .info = f->info,
+        .has_warnings = f->has_warnings,
+        .warnings = (int64_t)f->warnings,
     };
-    for (size_t k = 0; k < f->nprops; k++) {
-        char path[TF_NAME_MAX + 8];
-        snprintf(path, sizeof(path), "$.%s", f->props[k].key);
-        tf_sqlval_t pv[] = {tf_sql_text(path), tf_sql_text(f->props[k].value),
-                            tf_sql_int((int64_t)b->id)};
-        tf_master_write(m,
-                        "UPDATE builds SET properties = "
-                        "json_set(properties, ?1, ?2) WHERE id = ?3",
-                        pv, 3, NULL, NULL);
-        if (strcmp(f->props[k].key, "got_revision") == 0) {
-            tf_sqlval_t gv[] = {tf_sql_text(f->props[k].value),
-                                tf_sql_int((int64_t)b->id)};
-            tf_master_write(m,
-                            "UPDATE builds SET got_revision = ?1 WHERE id = ?2",
-                            gv, 2, NULL, NULL);
-        }
-    }
-    tf_master_write(m,
-                    "UPDATE steps SET state = 'done', result = ?1, "
-                    "finished_ms = ?2, duration_ms = ?3, exit_code = ?4, "
-                    "signal = ?5, timed_out = ?6, text = ?7, "
-                    "started_ms = CASE WHEN ?1 = 3 THEN started_ms "
-                    "ELSE coalesce(started_ms, ?10) END, "
-                    "info = ?11, warnings = ?12 "
-                    "WHERE build_id = ?8 AND idx = ?9",
-                    v, 12, NULL, NULL);
-    step_stats_write(m, b, i, f->stats, f->nstats);
-    return 0;
+    tf_op_step_finish(m->group, &rec);
+    /* The stats the step's command modifiers extracted commit with its
+     * end or not at all. */
+    for (size_t k = 0; k < f->nstats; k++)
+        tf_op_stat(m->group, b->builder, b->id, i, f->stats[k].name,
+                   f->stats[k].value);
+    event_advance(b, TF_MSG_STEP_FINISHED, i);
+    event_accepted(m, b, ec, f->seq, (int)i);
 }
 
 /* One test result as a compact JSON line for the log, its message cut to
@@ -1008,7 +1285,6 @@ static void ev_test_results(tf_master_t *m, tf_build_t *b,
 {
     const __typeof__(msg->u.test_results) *t = &msg->u.test_results;
     size_t count[5] = {0};
-    (void)m;
     for (size_t i = 0; i < t->nresults; i++)
         count[t->results[i].status]++;
     tf_info("build", "build %" PRIu64 " step %u: test_results (%s): %zu "
@@ -1031,55 +1307,23 @@ static void ev_test_results(tf_master_t *m, tf_build_t *b,
                      b->id, t->step, j);
         free(j);
     }
+    /* Nothing of it is stored yet but its place in the event chain. */
+    event_accepted(m, b, build_group(m, b, EC_EVENT, t->seq, 0), t->seq, -1);
 }
 
-/* Closes the steps the slave never reported (at its build_finished): they
- * did not run. */
-static size_t steps_close_unreported(tf_master_t *m, tf_build_t *b)
-{
-    int64_t now = tf_now_ms();
-    size_t n = 0;
-    for (size_t i = 0; i < b->nsteps; i++) {
-        tf_bstep_t *st = &b->steps[i];
-        if (st->finished)
-            continue;
-        tf_sqlval_t v[] = {tf_sql_int(TF_SKIPPED), tf_sql_int(now),
-                           tf_sql_text("not run"), tf_sql_int((int64_t)b->id),
-                           tf_sql_int((int64_t)i)};
-        tf_master_write(m,
-                        "UPDATE steps SET state = 'done', result = ?1, "
-                        "finished_ms = ?2, text = ?3 "
-                        "WHERE build_id = ?4 AND idx = ?5",
-                        v, 5, NULL, NULL);
-        st->finished = true;
-        st->result = TF_SKIPPED;
-        n++;
-    }
-    return n;
-}
-
-/* build_finished: the result comes from the steps (the slave's own is
- * informational), except that when the slave left steps unreported its
- * result is folded in too: a slave that stopped a build early (RETRY on
- * an abort-mode shutdown, a build it did not take) says why that way. */
+/* build_finished: applied once the events before it have committed (so
+ * the end of the build never lands on top of a hole), at once if they
+ * have. */
 static void ev_build_finished(tf_master_t *m, tf_build_t *b,
                               const tf_msg_t *msg)
 {
-    tf_result_t res = b->result;
-    tf_result_t said = msg->u.build_finished.result;
-    const char *text = NULL;
-    bool any = false;
-    for (size_t i = 0; i < b->nsteps; i++)
-        any = any || b->steps[i].started || b->steps[i].finished;
     b->finish_seen = true;
-    if (steps_close_unreported(m, b) > 0) {
-        res = tf_result_worst(res, said);
-        if (!any && said == TF_RETRY)
-            text = "the slave did not take the build";
-    }
-    if (b->cancel_requested && res != TF_CANCELLED)
-        res = tf_result_worst(res, TF_CANCELLED);
-    build_end(m, b, res, text);
+    b->finish_pending = true;
+    b->finish_seq = msg->u.build_finished.seq;
+    b->finish_result = msg->u.build_finished.result;
+    b->accepted_seq = b->finish_seq;
+    if (b->committed_seq + 1 == b->finish_seq)
+        build_apply_finish(m, b);
 }
 
 int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
@@ -1122,9 +1366,13 @@ int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
     rc = event_allowed(b, msg->type, step, result, err, errlen);
     if (rc)
         return rc;
-    if (b->state == TF_BUILD_STARTING)
-        b->state = TF_BUILD_RUNNING; /* events can beat the commit callback */
-    tf_master_group_begin(m);
+    if (b->state == TF_BUILD_STARTING) {
+        /* Only a build restored as running gets events before its
+         * build_start: say so rather than guess. */
+        snprintf(err, errlen, "build %" PRIu64 ": event %" PRIu64 " before "
+                 "the build was started", b->id, seq);
+        return TF_EPROTO;
+    }
     switch (msg->type) {
     case TF_MSG_STEP_STARTED:
         ev_step_started(m, b, msg);
@@ -1139,8 +1387,6 @@ int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
         ev_build_finished(m, b, msg);
         break;
     }
-    event_advance(b, msg->type, step);
-    event_accepted(m, b, seq);
     return 0;
 }
 
@@ -1167,40 +1413,33 @@ int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
     int rc = event_order(m, b, h->seq, err, errlen);
     if (rc)
         return rc < 0 ? rc : 0;
+    if (b->state == TF_BUILD_STARTING) {
+        snprintf(err, errlen, "build %" PRIu64 ": output before the build "
+                 "was started", b->id);
+        return TF_EPROTO;
+    }
     rc = event_allowed(b, TF_MSG_NONE, h->step, TF_SUCCESS, err, errlen);
     if (rc)
         return rc;
     tf_bstep_t *st = &b->steps[h->step];
-    void *copy = malloc(h->length);
-    if (!copy) {
-        snprintf(err, errlen, "out of memory");
-        return TF_ENOMEM;
-    }
-    memcpy(copy, payload, h->length);
-    tf_master_group_begin(m);
-    uint64_t offset = st->log_bytes;
-    uint64_t line = st->log_lines;
+    /* One allocation for the group with room for the bytes, which are
+     * copied once, from the link's buffer into it. */
+    event_commit_t *ec = build_group(m, b, EC_EVENT, h->seq, h->length);
+    tf_output_rec_t o = {
+        .build_id = b->id,
+        .seq = h->seq,
+        .step = h->step,
+        .stream = h->stream,
+        .offset = st->log_bytes,
+        .line = st->log_lines,
+    };
     st->log_bytes += h->length;
     st->log_lines += count_lines(payload, h->length);
-    tf_live_log(m, b->id, h->step, offset, payload, h->length);
-    tf_sqlval_t cv[] = {
-        tf_sql_int((int64_t)b->id), tf_sql_int(h->step),
-        tf_sql_int((int64_t)offset), tf_sql_int((int64_t)h->seq),
-        tf_sql_int(h->stream), tf_sql_int((int64_t)line),
-        tf_sql_blob_owned(copy, h->length),
-    };
-    tf_master_write(m,
-                    "INSERT INTO log_chunks(build_id, step, offset, seq, "
-                    "stream, line, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    cv, 7, NULL, NULL);
-    tf_sqlval_t sv[] = {tf_sql_int((int64_t)st->log_bytes),
-                        tf_sql_int((int64_t)st->log_lines),
-                        tf_sql_int((int64_t)b->id), tf_sql_int(h->step)};
-    tf_master_write(m,
-                    "UPDATE steps SET log_bytes = ?1, log_lines = ?2 "
-                    "WHERE build_id = ?3 AND idx = ?4",
-                    sv, 4, NULL, NULL);
-    event_accepted(m, b, h->seq);
+    o.log_bytes = st->log_bytes;
+    o.log_lines = st->log_lines;
+    tf_live_log(m, b->id, h->step, o.offset, payload, h->length);
+    tf_op_output(m->group, &o, payload, h->length);
+    event_accepted(m, b, ec, h->seq, (int)h->step);
     return 0;
 }
 
@@ -1261,9 +1500,7 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
                      "%" PRIu64 ": its record of the build was lost",
                      has, b->accepted_seq);
             (*abandon)[(*nabandon)++] = id;
-            tf_master_group_begin(m);
             build_end_forced(m, b, TF_RETRY, text);
-            tf_master_group_commit(m, NULL, NULL);
             continue;
         }
         /* The committed event, not merely the accepted one: the slave may
@@ -1288,10 +1525,8 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
             b->lost_since_ms = 0; /* build_start goes out on commit */
             continue;
         }
-        tf_master_group_begin(m);
         build_end_forced(m, b, TF_RETRY,
                          "the slave came back without this build");
-        tf_master_group_commit(m, NULL, NULL);
     }
     return 0;
 }
@@ -1315,9 +1550,7 @@ void tf_build_check_lost(tf_master_t *m)
         char text[160];
         snprintf(text, sizeof(text), "slave %s gone for more than %u s",
                  lost[i]->slave, m->cfg->build_lost_after_s);
-        tf_master_group_begin(m);
         build_end_forced(m, lost[i], TF_RETRY, text);
-        tf_master_group_commit(m, NULL, NULL);
     }
 }
 
@@ -1341,8 +1574,6 @@ int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why)
      * the slave is told to drop it when it comes back. */
     free(b->start_msg);
     b->start_msg = NULL;
-    tf_master_group_begin(m);
     build_end_forced(m, b, TF_CANCELLED, why ? why : "cancelled");
-    tf_master_group_commit(m, NULL, NULL);
     return 0;
 }

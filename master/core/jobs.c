@@ -8,7 +8,7 @@
  * write; only after that commit are the requests scheduled and the caller
  * told. A refused submission writes nothing.
  *
- * Patches are stored once per SHA-256 (INSERT ... ON CONFLICT DO NOTHING).
+ * Patches are stored once per SHA-256 (the store's patch_put).
  */
 #include "core/jobs.h"
 
@@ -22,7 +22,6 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
-#include "mail/mail.h"
 #include "core/master.h"
 #include "tf_err.h"
 
@@ -36,14 +35,12 @@ static tf_mjob_t *job_get(tf_master_t *m, uint64_t id)
 void tf_job_request_started(tf_master_t *m, uint64_t job_id)
 {
     tf_mjob_t *j = job_get(m, job_id);
-    if (!j || j->started)
+    if (!j)
         return;
+    /* Written at every start (the store moves it from pending once): if
+     * the group of a start fails, the next start still says it. */
     j->started = true;
-    tf_sqlval_t v[] = {tf_sql_int((int64_t)job_id)};
-    tf_master_write(m,
-                    "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
-                    "AND state = 'pending'",
-                    v, 1, NULL, NULL);
+    tf_op_job_running(m->group, job_id);
 }
 
 void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
@@ -58,70 +55,38 @@ void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
     if (j->nopen > 0)
         return;
     const char *state = j->cancel_requested ? "cancelled" : "finished";
-    tf_sqlval_t v[] = {tf_sql_text(state), tf_sql_int(j->result),
-                       tf_sql_int(tf_now_ms()), tf_sql_int((int64_t)j->id)};
-    tf_master_write(m,
-                    "UPDATE try_jobs SET state = ?1, result = ?2, "
-                    "finished_ms = ?3 WHERE id = ?4",
-                    v, 4, NULL, NULL);
-    tf_mail_writer_t w = tf_master_mail_writer(m);
-    tf_mail_job_done(m->mail, m->cfg, &w, j->id); /* in the same group */
+    int64_t now = tf_now_ms();
+    tf_op_job_finish(m->group, j->id, state, j->result, now);
+    /* The report's outbox row commits with the job's end. */
+    const tf_cfg_mail_t *mc = &m->cfg->mail;
+    if (mc->enabled && mc->try_jobs) {
+        tf_op_mail_job(m->group, j->id, now);
+        m->group_mail = true;
+    }
     tf_info("jobs", "job %" PRIu64 " of %s %s: %s", j->id, j->email, state,
             tf_result_name(j->result));
     tf_map_del_id(m->jobs, j->id);
     free(j);
 }
 
-int tf_jobs_load(sqlite3 *db, tf_master_t *m)
+void tf_jobs_restore(tf_master_t *m, uint64_t id, const char *email,
+                     bool started, unsigned nopen, bool has_result,
+                     tf_result_t result)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT j.id, j.email, j.state, "
-                           "(SELECT count(*) FROM build_requests r WHERE "
-                           " r.job_id = j.id AND r.state IN "
-                           " ('pending', 'running')), "
-                           "(SELECT max(r.result) IS NOT NULL FROM "
-                           " build_requests r WHERE r.job_id = j.id AND "
-                           " r.state IN ('done', 'cancelled')) "
-                           "FROM try_jobs j WHERE j.state IN "
-                           "('pending', 'running')",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_mjob_t *j = calloc(1, sizeof(*j));
-        if (!j)
-            break;
-        j->id = (uint64_t)sqlite3_column_int64(st, 0);
-        snprintf(j->email, sizeof(j->email), "%s",
-                 (const char *)sqlite3_column_text(st, 1));
-        j->started = strcmp((const char *)sqlite3_column_text(st, 2),
-                            "running") == 0;
-        j->nopen = (unsigned)sqlite3_column_int(st, 3);
-        if (tf_map_put_id(m->jobs, j->id, j) != 0) {
-            free(j);
-            break;
-        }
+    tf_mjob_t *j = calloc(1, sizeof(*j));
+
+    if (!j) {
+        tf_error("jobs", "out of memory restoring job %" PRIu64, id);
+        return;
     }
-    sqlite3_finalize(st);
-    /* The worst result of the requests already done. */
-    if (sqlite3_prepare_v2(db,
-                           "SELECT r.job_id, r.result FROM build_requests r "
-                           "JOIN try_jobs j ON j.id = r.job_id "
-                           "WHERE j.state IN ('pending', 'running') "
-                           "AND r.state IN ('done', 'cancelled') "
-                           "AND r.result IS NOT NULL",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_mjob_t *j = job_get(m, (uint64_t)sqlite3_column_int64(st, 0));
-        tf_result_t res = (tf_result_t)sqlite3_column_int(st, 1);
-        if (!j)
-            continue;
-        j->result = j->has_result ? tf_result_worst(j->result, res) : res;
-        j->has_result = true;
-    }
-    sqlite3_finalize(st);
-    return 0;
+    j->id = id;
+    snprintf(j->email, sizeof(j->email), "%s", email ? email : "");
+    j->started = started;
+    j->nopen = nopen;
+    j->has_result = has_result;
+    j->result = result;
+    if (tf_map_put_id(m->jobs, j->id, j) != 0)
+        free(j);
 }
 
 void tf_jobs_free_all(tf_master_t *m)
@@ -186,14 +151,6 @@ static void creation_committed(void *arg, int rc)
                      "it runs after a restart", c->job_id, req->builder);
             tf_request_free(req);
             continue;
-        }
-        tf_mbuilder_t *mb = tf_master_builder(m, req->builder, false);
-        if (mb) {
-            tf_sqlval_t bv[] = {tf_sql_int(mb->npending),
-                                tf_sql_text(mb->name)};
-            tf_master_write(m,
-                            "UPDATE builders SET pending = ?1 WHERE name = ?2",
-                            bv, 2, NULL, NULL);
         }
         if (ids)
             ids[i] = req->id;
@@ -263,41 +220,30 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
     int64_t submitted_ms = tf_now_ms();
     const char *notify_to = spec->email ? spec->email : spec->user.email;
 
-    tf_master_group_begin(m);
+    tf_master_group_begin(m, 0);
     if (spec->patch_len) {
-        tf_sqlval_t pv[] = {tf_sql_text(spec->sha),
-                            tf_sql_int((int64_t)spec->patch_len),
-                            tf_sql_int(submitted_ms),
-                            tf_sql_blob_owned(patch, spec->patch_len)};
-        patch = NULL; /* the store owns it now */
-        tf_master_write(m,
-                        "INSERT INTO patches(sha256, size, created_ms, data) "
-                        "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(sha256) DO NOTHING",
-                        pv, 4, NULL, NULL);
+        /* The store takes the patch (freed with the group), no copy. */
+        tf_op_patch_put_take(m->group, spec->sha, patch, spec->patch_len,
+                             submitted_ms);
+        patch = NULL;
     }
     free(patch);
-    tf_sqlval_t jv[] = {
-        tf_sql_int((int64_t)c->job_id),
-        tf_sql_int(spec->user.id),
-        tf_sql_text(spec->user.name),
-        tf_sql_text(spec->user.email),
-        tf_sql_int(spec->notify ? 1 : 0),
-        tf_sql_text(notify_to),
-        tf_sql_text(spec->description),
-        tf_sql_text(spec->review_url),
-        tf_sql_text(spec->patchset),
-        tf_sql_text(spec->base_revision),
-        tf_sql_text(spec->patch_len ? spec->sha : NULL),
-        tf_sql_int((int64_t)spec->patch_len),
-        tf_sql_int(submitted_ms),
+    tf_job_rec_t jr = {
+        .id = c->job_id,
+        .user_id = spec->user.id,
+        .author = spec->user.name,
+        .email = spec->user.email,
+        .notify = spec->notify,
+        .notify_email = notify_to,
+        .description = spec->description,
+        .review_url = spec->review_url,
+        .patchset = spec->patchset,
+        .base_revision = spec->base_revision,
+        .patch_sha256 = spec->patch_len ? spec->sha : NULL,
+        .patch_size = spec->patch_len,
+        .submitted_ms = submitted_ms,
     };
-    tf_master_write(m,
-                    "INSERT INTO try_jobs(id, user_id, author, email, notify, "
-                    "notify_email, description, review_url, patchset, "
-                    "base_revision, patch_sha256, patch_size, state, "
-                    "submitted_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                    "?10, ?11, ?12, 'pending', ?13)",
-                    jv, 13, NULL, NULL);
+    tf_op_job_create(m->group, &jr);
     char reason[320];
     snprintf(reason, sizeof(reason), "try job %" PRIu64 " by %s", c->job_id,
              spec->user.email);

@@ -17,7 +17,6 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "crypto.h"
 #include "result.h"
@@ -78,9 +77,11 @@ void tf_job_request_started(struct tf_master *m, uint64_t job_id);
 void tf_job_request_done(struct tf_master *m, uint64_t job_id,
                          tf_result_t result);
 
-/* Rebuilds the objects of unfinished jobs at startup, after requests are
- * loaded. Runs on a read connection. */
-int tf_jobs_load(sqlite3 *db, struct tf_master *m);
+/* Rebuilds the object of an unfinished job at startup: nopen requests
+ * still open, the worst result of those done so far (has_result). */
+void tf_jobs_restore(struct tf_master *m, uint64_t id, const char *email,
+                     bool started, unsigned nopen, bool has_result,
+                     tf_result_t result);
 
 /* Frees every job object (shutdown). */
 void tf_jobs_free_all(struct tf_master *m);

@@ -40,160 +40,82 @@
 #include "tf_err.h"
 #include "util.h"
 
-/* Writes collected for one all-or-nothing operation. Values are copied
- * per statement (callers pass short-lived strings); owned blobs move in. */
-typedef struct wstmt {
-    const char *sql;
-    tf_sqlval_t *vals; /* malloc'd with its texts after it */
-    size_t nvals;
-} wstmt_t;
+/* --- writes --- */
 
-typedef struct tf_wgroup {
-    wstmt_t *items;
-    size_t n;
-    size_t cap;
-    bool failed; /* an allocation failed: the group is not committed */
-} tf_wgroup_t;
-
-static void group_free(tf_wgroup_t *g, bool free_owned)
-{
-    if (!g)
-        return;
-    for (size_t i = 0; i < g->n; i++) {
-        for (size_t k = 0; free_owned && k < g->items[i].nvals; k++)
-            if (g->items[i].vals[k].kind == TF_SQL_BLOB_OWNED)
-                free((void *)g->items[i].vals[k].p);
-        free(g->items[i].vals);
-    }
-    free(g->items);
-    free(g);
-}
-
-void tf_master_group_begin(tf_master_t *m)
+tf_wgroup_t *tf_master_group_begin(tf_master_t *m, size_t hint)
 {
     if (m->group) {
         tf_error("master", "write groups do not nest");
-        return;
+        return m->group;
     }
-    m->group = calloc(1, sizeof(tf_wgroup_t));
+    m->group = tf_wgroup_new(hint);
+    if (!m->group)
+        tf_error("master", "out of memory starting a write group");
+    return m->group;
 }
 
-static void free_owned(const tf_sqlval_t *vals, size_t nvals)
-{
-    for (size_t i = 0; i < nvals; i++)
-        if (vals[i].kind == TF_SQL_BLOB_OWNED)
-            free((void *)vals[i].p);
-}
+/* A group holding outbox rows: the mail sender is woken after its
+ * commit, after the caller's own callback. */
+typedef struct mail_wake {
+    tf_master_t *m;
+    tf_store_done_cb cb;
+    void *arg;
+} mail_wake_t;
 
-static int group_add(tf_wgroup_t *g, const char *sql, const tf_sqlval_t *vals,
-                     size_t nvals)
+static void mail_wake_cb(void *arg, int rc)
 {
-    if (g->failed)
-        goto fail;
-    if (g->n == g->cap) {
-        size_t ncap = g->cap ? g->cap * 2 : 8;
-        wstmt_t *ni = realloc(g->items, ncap * sizeof(*ni));
-        if (!ni)
-            goto fail;
-        g->items = ni;
-        g->cap = ncap;
-    }
-    size_t bytes = nvals * sizeof(tf_sqlval_t);
-    for (size_t i = 0; i < nvals; i++)
-        if (vals[i].kind == TF_SQL_TEXT && vals[i].p)
-            bytes += strlen(vals[i].p) + 1;
-    tf_sqlval_t *copy = malloc(bytes ? bytes : 1);
-    if (!copy)
-        goto fail;
-    char *p = (char *)(copy + nvals);
-    for (size_t i = 0; i < nvals; i++) {
-        copy[i] = vals[i];
-        if (vals[i].kind == TF_SQL_TEXT && vals[i].p) {
-            size_t len = strlen(vals[i].p) + 1;
-            memcpy(p, vals[i].p, len);
-            copy[i].p = p;
-            p += len;
-        }
-    }
-    g->items[g->n++] = (wstmt_t){.sql = sql, .vals = copy, .nvals = nvals};
-    return 0;
-fail:
-    g->failed = true;
-    free_owned(vals, nvals);
-    return TF_ENOMEM;
+    mail_wake_t *w = arg;
+
+    if (w->cb)
+        w->cb(w->arg, rc);
+    if (rc == 0)
+        tf_mail_wake(w->m->mail);
 }
 
 int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg)
 {
     tf_wgroup_t *g = m->group;
-    int rc = 0;
+    bool mail = m->group_mail;
+    size_t n = tf_wgroup_count(g);
+    int rc;
+
     m->group = NULL;
-    if (!g || g->failed) {
-        /* Nothing half-stored: the whole group is dropped, loudly. */
-        tf_error("master", "out of memory collecting writes: %zu lost",
-                 g ? g->n : 0);
-        group_free(g, true);
-        if (cb)
-            cb(arg, TF_ENOMEM);
-        return TF_ENOMEM;
+    m->group_mail = false;
+    if (mail) {
+        mail_wake_t *w = tf_wgroup_alloc(g, sizeof(*w));
+        if (w) {
+            *w = (mail_wake_t){.m = m, .cb = cb, .arg = arg};
+            cb = mail_wake_cb;
+            arg = w;
+        }
     }
-    if (g->n == 0) {
-        group_free(g, true);
-        if (cb)
-            cb(arg, 0);
-        return 0;
-    }
-    tf_sqlstmt_t *st = calloc(g->n, sizeof(*st));
-    if (!st) {
-        group_free(g, true);
-        if (cb)
-            cb(arg, TF_ENOMEM);
-        return TF_ENOMEM;
-    }
-    for (size_t i = 0; i < g->n; i++)
-        st[i] = (tf_sqlstmt_t){.sql = g->items[i].sql,
-                               .vals = g->items[i].vals,
-                               .nvals = g->items[i].nvals};
-    /* The store takes the owned blobs, even when it refuses. */
-    rc = tf_store_write_multi(m->store, st, g->n, cb, arg);
+    /* The store takes the group, even when it refuses it. */
+    rc = tf_store_submit(m->store, g, cb, arg);
     if (rc) {
-        tf_error("master", "%zu writes lost (%s): %.80s", g->n,
-                 tf_strerror(rc), g->items[0].sql);
+        /* Nothing half-stored: the whole group is dropped, loudly. */
+        tf_error("master", "%zu writes lost (%s)", n, tf_strerror(rc));
         if (cb)
             cb(arg, rc);
     }
-    if (rc == 0)
-        tf_mail_group_queued(m->mail); /* wakes it after this commit */
-    free(st);
-    group_free(g, false);
     return rc;
-}
-
-static int master_mail_write(void *ctx, const tf_sqlstmt_t *st)
-{
-    return tf_master_write(ctx, st->sql, st->vals, st->nvals, NULL, NULL);
-}
-
-tf_mail_writer_t tf_master_mail_writer(tf_master_t *m)
-{
-    return (tf_mail_writer_t){
-        .write = master_mail_write, .ctx = m, .grouped = m->group != NULL};
 }
 
 int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
                     size_t nvals, tf_store_done_cb cb, void *arg)
 {
+    int rc;
+
     if (m->group) {
-        int grc = group_add(m->group, sql, vals, nvals);
+        rc = tf_op_sql(m->group, sql, vals, nvals);
         if (cb) {
             /* A group has one callback, given to tf_master_group_commit. */
             tf_error("master", "a write with a callback inside a group: "
                      "%.60s", sql);
             cb(arg, TF_ESTATE);
         }
-        return grc;
+        return rc;
     }
-    int rc = tf_store_write(m->store, sql, vals, nvals, cb, arg);
+    rc = tf_store_write(m->store, sql, vals, nvals, cb, arg);
     if (rc) {
         tf_error("master", "write lost (%s): %.80s", tf_strerror(rc), sql);
         if (cb)
@@ -205,12 +127,9 @@ int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
 void tf_master_slave_event(tf_master_t *m, const char *slave,
                            const char *event, const char *detail)
 {
-    tf_sqlval_t v[] = {tf_sql_text(slave), tf_sql_int(tf_now_ms()),
-                       tf_sql_text(event), tf_sql_text(detail)};
-    tf_master_write(m,
-                    "INSERT INTO slave_events(slave, time_ms, event, detail) "
-                    "VALUES(?1, ?2, ?3, ?4)",
-                    v, 4, NULL, NULL);
+    tf_master_group_begin(m, 0);
+    tf_op_slave_event(m->group, slave, tf_now_ms(), event, detail);
+    tf_master_group_commit(m, NULL, NULL);
 }
 
 tf_mslave_t *tf_master_slave(tf_master_t *m, const char *name, bool create)
@@ -223,12 +142,66 @@ tf_mslave_t *tf_master_slave(tf_master_t *m, const char *name, bool create)
         return NULL;
     snprintf(s->name, sizeof(s->name), "%s", name);
     tf_list_init(&s->builds);
+    tf_list_init(&s->idle_node);
     s->cfg = tf_config_slave(m->cfg, name);
     if (tf_map_put_str(m->slaves, name, s) != 0) {
         free(s);
         return NULL;
     }
     return s;
+}
+
+void tf_master_slave_attach(tf_master_t *m, tf_mslave_t *s, tf_link_t *l,
+                            uint32_t max_builds, const char *platform,
+                            const char *version)
+{
+    s->link = l;
+    s->draining = false;
+    s->hello_max_builds = max_builds;
+    snprintf(s->platform, sizeof(s->platform), "%s", platform ? platform : "");
+    snprintf(s->version, sizeof(s->version), "%s", version ? version : "");
+    s->connected_ms = tf_now_ms();
+    s->last_seen_ms = s->connected_ms;
+    tf_sched_slave_changed(m, s);
+}
+
+void tf_master_slave_connected(tf_master_t *m, tf_mslave_t *s,
+                               const char *detail)
+{
+    /* Configured tags are what count; store them for the pages. */
+    json_t *tags = json_array();
+    for (size_t i = 0; s->cfg && tags && i < s->cfg->ntags; i++)
+        json_array_append_new(tags, json_string(s->cfg->tags[i]));
+    char *tags_text = tags ? json_dumps(tags, JSON_COMPACT) : NULL;
+    json_decref(tags);
+    tf_master_group_begin(m, 0);
+    tf_op_slave_connected(m->group, s->name, s->platform, s->version,
+                          tags_text ? tags_text : "[]", s->connected_ms);
+    tf_op_slave_event(m->group, s->name, s->connected_ms, "connected",
+                      detail);
+    tf_master_group_commit(m, NULL, NULL);
+    free(tags_text);
+}
+
+void tf_master_slave_detach(tf_master_t *m, tf_mslave_t *s, const char *event,
+                            const char *detail)
+{
+    s->link = NULL;
+    tf_build_slave_gone(m, s);
+    tf_sched_slave_changed(m, s);
+    if (event) {
+        int64_t now = tf_now_ms();
+        tf_master_group_begin(m, 0);
+        tf_op_slave_disconnected(m->group, s->name, now);
+        tf_op_slave_event(m->group, s->name, now, event, detail);
+        tf_master_group_commit(m, NULL, NULL);
+    }
+}
+
+void tf_master_slave_drain(tf_master_t *m, tf_mslave_t *s)
+{
+    s->draining = true;
+    tf_sched_slave_changed(m, s);
 }
 
 tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name, bool create)
@@ -240,7 +213,7 @@ tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name, bool create)
     if (!b)
         return NULL;
     snprintf(b->name, sizeof(b->name), "%s", name);
-    tf_list_init(&b->pending);
+    tf_sched_builder_init(b);
     b->next_number = 1;
     b->cfg = tf_config_builder(m->cfg, name);
     if (tf_map_put_str(m->builders, name, b) != 0) {
@@ -282,217 +255,120 @@ out:
 
 /* --- restoring state --- */
 
-typedef struct load_ctx {
-    tf_master_t *m;
-    int rc;
-} load_ctx_t;
-
-static int64_t col_i64(sqlite3_stmt *st, int i)
+static tf_request_t *request_from_row(const tf_ld_request_t *row)
 {
-    return sqlite3_column_int64(st, i);
+    tf_reqspec_t spec = {
+        .builder = row->builder ? row->builder : "",
+        .reason = row->reason,
+        .owner = row->owner,
+        .properties = row->properties,
+        .priority = row->priority,
+        .job_id = row->job_id,
+        .tests = row->tests,
+        .revision = row->revision,
+        .patch_sha256 = row->patch_sha256,
+        .patch_size = row->patch_size,
+        .scheduler = row->scheduler,
+        .changes = row->changes,
+        .nchanges = row->nchanges,
+    };
+    tf_request_t *r = tf_request_make(&spec, row->id, row->submitted_ms);
+
+    if (r) {
+        r->retries = row->retries;
+        /* Running requests are attached when their build loads; those
+         * whose build did not survive, and the pending ones, are queued
+         * afterwards (requeue_loaded). */
+        if (row->running)
+            tf_request_set_state(NULL, r, TF_REQ_RUNNING, "restored");
+    }
+    return r;
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+static void build_from_row(tf_master_t *m, const tf_ld_build_t *row)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
-    return t ? (const char *)t : NULL;
+    tf_build_t *b = tf_build_new(row->id, row->builder, row->number,
+                                 row->slave, row->nsteps);
+    if (!b) {
+        tf_error("master", "out of memory restoring build %" PRIu64,
+                 row->id);
+        return;
+    }
+    b->created_ms = row->created_ms;
+    b->started_ms = row->started_ms;
+    b->accepted_seq = b->committed_seq = b->acked_seq = row->last_seq;
+    b->lost_since_ms = tf_mono_ms();
+    for (size_t i = 0; i < row->nsteps; i++) {
+        const tf_ld_step_t *r = &row->steps[i];
+        tf_bstep_t *s = &b->steps[i];
+        s->started = r->started;
+        s->finished = r->finished;
+        s->result = (tf_result_t)r->result;
+        s->log_bytes = r->log_bytes;
+        s->log_lines = r->log_lines;
+        s->flags = tf_flags_from_bits(r->flags);
+        snprintf(s->name, sizeof(s->name), "%s", r->name ? r->name : "");
+        s->started_ms = r->started_ms;
+        s->finished_ms = r->finished_ms;
+    }
+    tf_build_restored(b);
+    tf_request_t *r = tf_map_get_id(m->requests, row->request_id);
+    if (r && r->state == TF_REQ_RUNNING && !r->build) {
+        r->build = b;
+        b->request = r;
+    }
+    tf_mslave_t *s = tf_master_slave(m, b->slave, true);
+    tf_mbuilder_t *mb = tf_master_builder(m, b->builder, true);
+    if (!s || !mb || tf_map_put_id(m->builds, b->id, b) != 0) {
+        tf_build_free(b);
+        return;
+    }
+    tf_list_push_back(&s->builds, &b->slave_node);
+    s->nbuilds++;
+    mb->nrunning++;
+    tf_info("master", "build %" PRIu64 " (%s #%" PRIu64 ") was running on "
+            "%s: waiting for the slave to resume it",
+            b->id, b->builder, b->number, b->slave);
 }
 
-static int load_counters(sqlite3 *db, tf_master_t *m)
+/* Rebuilds the live state from the database (startup, before serving). */
+static int load_state(tf_master_t *m)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = TF_ESTORE;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT (SELECT coalesce(max(id), 0) FROM builds),"
-                           " (SELECT coalesce(max(id), 0) FROM build_requests),"
-                           " (SELECT coalesce(max(id), 0) FROM try_jobs)",
-                           -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW)
-        goto out;
-    m->next_build_id = (uint64_t)col_i64(st, 0) + 1;
-    m->next_request_id = (uint64_t)col_i64(st, 1) + 1;
-    m->next_job_id = (uint64_t)col_i64(st, 2) + 1;
-    sqlite3_finalize(st);
-    st = NULL;
-    /* Each builder's next number, and the slave of its last build: the
-     * warm checkout a restarted master keeps preferring. */
-    if (sqlite3_prepare_v2(db,
-                           "SELECT builder, max(number), (SELECT slave FROM "
-                           "builds l WHERE l.builder = b.builder AND "
-                           "l.slave IS NOT NULL ORDER BY number DESC "
-                           "LIMIT 1) FROM builds b GROUP BY builder",
-                           -1, &st, NULL) != SQLITE_OK)
-        goto out;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_mbuilder_t *mb = tf_master_builder(m, col_text(st, 0), true);
+    tf_q_state_t q = {.q.kind = TF_Q_LOAD_STATE};
+    int rc = tf_store_query_sync(m->store, &q.q);
+
+    if (rc) {
+        tf_error("master", "loading the state: %s", tf_strerror(rc));
+        tf_q_state_clear(&q);
+        return rc;
+    }
+    m->next_build_id = q.max_build_id + 1;
+    m->next_request_id = q.max_request_id + 1;
+    m->next_job_id = q.max_job_id + 1;
+    for (size_t i = 0; i < q.nbuilders; i++) {
+        tf_mbuilder_t *mb = tf_master_builder(m, q.builders[i].name, true);
         if (!mb)
             continue;
-        mb->next_number = (uint64_t)col_i64(st, 1) + 1;
-        const char *warm = col_text(st, 2);
+        mb->next_number = q.builders[i].max_number + 1;
         snprintf(mb->last_slave, sizeof(mb->last_slave), "%s",
-                 warm ? warm : "");
+                 q.builders[i].warm_slave ? q.builders[i].warm_slave : "");
     }
-    rc = 0;
-out:
-    if (rc)
-        tf_error("master", "loading counters: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    return rc;
-}
-
-static int load_requests(sqlite3 *db, tf_master_t *m)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, builder, reason, owner, priority, "
-                           "submitted_ms, retries, properties, state, job_id, "
-                           "tests, revision, patch_sha256, patch_size "
-                           "FROM build_requests WHERE state IN "
-                           "('pending', 'running') ORDER BY id",
-                           -1, &st, NULL) != SQLITE_OK) {
-        tf_error("master", "loading requests: %s", sqlite3_errmsg(db));
-        return TF_ESTORE;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_request_t *r = calloc(1, sizeof(*r));
-        if (!r)
-            break;
-        r->id = (uint64_t)col_i64(st, 0);
-        snprintf(r->builder, sizeof(r->builder), "%s", col_text(st, 1));
-        r->reason = col_text(st, 2) ? strdup(col_text(st, 2)) : NULL;
-        r->owner = strdup(col_text(st, 3) ? col_text(st, 3) : "");
-        r->priority = (int)col_i64(st, 4);
-        r->submitted_ms = col_i64(st, 5);
-        r->retries = (unsigned)col_i64(st, 6);
-        r->properties = strdup(col_text(st, 7) ? col_text(st, 7) : "{}");
-        r->job_id = (uint64_t)col_i64(st, 9);
-        r->tests = strdup(col_text(st, 10) ? col_text(st, 10) : "[]");
-        r->revision = col_text(st, 11) ? strdup(col_text(st, 11)) : NULL;
-        if (col_text(st, 12))
-            snprintf(r->patch_sha256, sizeof(r->patch_sha256), "%s",
-                     col_text(st, 12));
-        r->patch_size = (uint64_t)col_i64(st, 13);
-        tf_list_init(&r->node);
-        /* Running requests are attached when their build loads; those
-         * whose build did not survive are queued again below. */
-        r->state = strcmp(col_text(st, 8), "running") == 0 ? TF_REQ_RUNNING
-                                                            : TF_REQ_PENDING;
-        if (tf_map_put_id(m->requests, r->id, r) != 0)
+    for (size_t i = 0; i < q.nrequests; i++) {
+        tf_request_t *r = request_from_row(&q.requests[i]);
+        if (!r || tf_map_put_id(m->requests, r->id, r) != 0) {
+            tf_error("master", "out of memory restoring request %" PRIu64,
+                     q.requests[i].id);
             tf_request_free(r);
+        }
     }
-    sqlite3_finalize(st);
+    for (size_t i = 0; i < q.nbuilds; i++)
+        build_from_row(m, &q.builds[i]);
+    for (size_t i = 0; i < q.njobs; i++)
+        tf_jobs_restore(m, q.jobs[i].id, q.jobs[i].email, q.jobs[i].started,
+                        q.jobs[i].nopen, q.jobs[i].has_result,
+                        (tf_result_t)q.jobs[i].result);
+    tf_q_state_clear(&q);
     return 0;
-}
-
-static int load_steps(sqlite3 *db, tf_build_t *b)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT idx, state, result, log_bytes, log_lines, "
-                           "flags, name, started_ms, finished_ms FROM steps WHERE build_id = ?1 ORDER BY idx",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)b->id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t i = col_i64(st, 0);
-        if (i < 0 || (size_t)i >= b->nsteps)
-            continue;
-        tf_bstep_t *s = &b->steps[i];
-        const char *state = col_text(st, 1);
-        s->started = state && strcmp(state, "pending") != 0;
-        s->finished = state && strcmp(state, "done") == 0;
-        s->result = (tf_result_t)col_i64(st, 2);
-        s->log_bytes = (uint64_t)col_i64(st, 3);
-        s->log_lines = (uint64_t)col_i64(st, 4);
-        s->flags = tf_flags_from_bits((int)col_i64(st, 5));
-        snprintf(s->name, sizeof(s->name), "%s",
-                 col_text(st, 6) ? col_text(st, 6) : "");
-        s->started_ms = col_i64(st, 7);
-        s->finished_ms = col_i64(st, 8);
-        if (s->finished) {
-            bool term = false;
-            b->result = tf_result_fold(b->result, s->result, &s->flags, &term);
-            b->terminated = b->terminated || term;
-        }
-    }
-    sqlite3_finalize(st);
-    return 0;
-}
-
-static int load_builds(sqlite3 *db, tf_master_t *m)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, builder, number, request_id, slave, "
-                           "created_ms, started_ms, last_seq, nsteps "
-                           "FROM builds WHERE state != 'finished' ORDER BY id",
-                           -1, &st, NULL) != SQLITE_OK) {
-        tf_error("master", "loading builds: %s", sqlite3_errmsg(db));
-        return TF_ESTORE;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_build_t *b = calloc(1, sizeof(*b));
-        int64_t nsteps = col_i64(st, 8);
-        if (!b || nsteps < 0 || nsteps > TF_PROTO_MAX_STEPS) {
-            free(b);
-            continue;
-        }
-        b->steps = calloc((size_t)(nsteps ? nsteps : 1), sizeof(tf_bstep_t));
-        if (!b->steps) {
-            free(b);
-            continue;
-        }
-        b->id = (uint64_t)col_i64(st, 0);
-        snprintf(b->builder, sizeof(b->builder), "%s", col_text(st, 1));
-        b->number = (uint64_t)col_i64(st, 2);
-        uint64_t req_id = (uint64_t)col_i64(st, 3);
-        snprintf(b->slave, sizeof(b->slave), "%s",
-                 col_text(st, 4) ? col_text(st, 4) : "");
-        b->created_ms = col_i64(st, 5);
-        b->started_ms = col_i64(st, 6);
-        b->accepted_seq = b->committed_seq = b->acked_seq =
-            (uint64_t)col_i64(st, 7);
-        b->nsteps = (size_t)nsteps;
-        b->result = TF_SUCCESS;
-        b->state = TF_BUILD_RUNNING;
-        b->lost_since_ms = tf_mono_ms();
-        tf_list_init(&b->slave_node);
-        tf_list_init(&b->ack_node);
-        load_steps(db, b);
-        tf_request_t *r = tf_map_get_id(m->requests, req_id);
-        if (r && r->state == TF_REQ_RUNNING && !r->build) {
-            r->build = b;
-            b->request = r;
-        }
-        tf_mslave_t *s = tf_master_slave(m, b->slave, true);
-        tf_mbuilder_t *mb = tf_master_builder(m, b->builder, true);
-        if (!s || !mb || tf_map_put_id(m->builds, b->id, b) != 0) {
-            tf_build_free(b);
-            continue;
-        }
-        tf_list_push_back(&s->builds, &b->slave_node);
-        s->nbuilds++;
-        mb->nrunning++;
-        tf_info("master", "build %" PRIu64 " (%s #%" PRIu64 ") was running on "
-                "%s: waiting for the slave to resume it",
-                b->id, b->builder, b->number, b->slave);
-    }
-    sqlite3_finalize(st);
-    return 0;
-}
-
-static int load_fn(sqlite3 *db, void *arg)
-{
-    load_ctx_t *ctx = arg;
-    tf_master_t *m = ctx->m;
-    int rc = load_counters(db, m);
-    if (!rc)
-        rc = load_requests(db, m);
-    if (!rc)
-        rc = load_builds(db, m);
-    if (!rc)
-        rc = tf_jobs_load(db, m);
-    return rc;
 }
 
 /* Queues requests that are pending (or whose build did not survive) in id
@@ -516,6 +392,7 @@ static void requeue_loaded(tf_master_t *m)
         }
         all[j] = x;
     }
+    tf_master_group_begin(m, 0);
     for (size_t i = 0; i < k; i++) {
         tf_request_t *r = all[i];
         if (r->state == TF_REQ_RUNNING && r->build)
@@ -523,14 +400,12 @@ static void requeue_loaded(tf_master_t *m)
         if (r->state == TF_REQ_RUNNING) {
             tf_warn("master", "request %" PRIu64 " was running but its build "
                     "did not survive: queueing it again", r->id);
-            tf_sqlval_t rv[] = {tf_sql_int((int64_t)r->id)};
-            tf_master_write(m,
-                            "UPDATE build_requests SET state = 'pending', "
-                            "build_id = NULL WHERE id = ?1",
-                            rv, 1, NULL, NULL);
+            tf_op_request_requeue(m->group, r->id, r->retries);
         }
+        /* Pending in the database, or running without a build. */
         tf_sched_enqueue(m, r);
     }
+    tf_master_group_commit(m, NULL, NULL);
     free(all);
 }
 
@@ -549,40 +424,30 @@ static void sync_config(tf_master_t *m)
         tf_mslave_t *s = v;
         s->cfg = tf_config_slave(m->cfg, s->name);
     }
-    tf_master_write(m, "UPDATE builders SET active = 0", NULL, 0, NULL, NULL);
+    tf_master_group_begin(m, 0);
+    tf_op_builders_deactivate(m->group);
     for (size_t i = 0; i < m->cfg->nbuilders; i++) {
         const tf_cfg_builder_t *b = &m->cfg->builders[i];
         tf_mbuilder_t *mb = tf_master_builder(m, b->name, true);
         if (mb)
             mb->cfg = b;
-        tf_sqlval_t bv[] = {tf_sql_text(b->name), tf_sql_int(b->priority)};
-        tf_master_write(m,
-                        "INSERT INTO builders(name, active) VALUES(?1, 1) "
-                        "ON CONFLICT(name) DO UPDATE SET active = 1",
-                        bv, 1, NULL, NULL);
+        tf_op_builder_activate(m->group, b->name);
     }
     for (size_t i = 0; i < m->cfg->nslaves; i++) {
         const tf_cfg_slave_t *c = &m->cfg->slaves[i];
         tf_mslave_t *s = tf_master_slave(m, c->name, true);
         if (s)
             s->cfg = c;
-        tf_sqlval_t sv[] = {tf_sql_text(c->name)};
-        tf_master_write(m,
-                        "INSERT INTO slaves(name) VALUES(?1) "
-                        "ON CONFLICT(name) DO NOTHING",
-                        sv, 1, NULL, NULL);
+        tf_op_slave_known(m->group, c->name);
     }
     /* Counts may have drifted if the last run died: write what we know. */
     pos = 0;
     while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
         tf_mbuilder_t *mb = v;
-        tf_sqlval_t cv[] = {tf_sql_int(mb->npending), tf_sql_int(mb->nrunning),
-                            tf_sql_text(mb->name)};
-        tf_master_write(m,
-                        "UPDATE builders SET pending = ?1, running = ?2 "
-                        "WHERE name = ?3",
-                        cv, 3, NULL, NULL);
+        tf_op_builder_counts(m->group, mb->name, mb->npending, mb->nrunning);
     }
+    tf_master_group_commit(m, NULL, NULL);
+    tf_sched_config(m);
 }
 
 /* --- config reload --- */
@@ -648,23 +513,20 @@ static void tick_cb(uv_timer_t *t)
         return;
     tf_link_heartbeat(m);
     tf_build_check_lost(m);
+    tf_build_retry_ends(m);
     int64_t now = tf_now_ms();
     static int64_t last_seen_flush;
     if (now - last_seen_flush >= 30000) {
         last_seen_flush = now;
         size_t pos = 0;
         void *v;
+        tf_master_group_begin(m, 0);
         while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
             tf_mslave_t *s = v;
-            if (!s->link)
-                continue;
-            tf_sqlval_t sv[] = {tf_sql_int(s->last_seen_ms),
-                                tf_sql_text(s->name)};
-            tf_master_write(m,
-                            "UPDATE slaves SET last_seen_ms = ?1 "
-                            "WHERE name = ?2",
-                            sv, 2, NULL, NULL);
+            if (s->link)
+                tf_op_slave_seen(m->group, s->name, s->last_seen_ms);
         }
+        tf_master_group_commit(m, NULL, NULL);
     }
 }
 
@@ -775,6 +637,7 @@ static void begin_shutdown(tf_master_t *m, const char *why)
     m->stopping = true;
     uv_idle_stop(&m->sched_idle);
     tf_build_flush_acks(m);
+    tf_build_retry_ends(m); /* the store drains them when it closes */
     tf_link_close_all(m);
     tf_live_close_all(m);
     tf_pollers_stop(m);
@@ -799,17 +662,26 @@ static void free_state(tf_master_t *m)
 {
     size_t pos = 0;
     void *v;
+    tf_build_retry_ends(m); /* the store is closed: whatever is left is lost */
     while (tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0)
         tf_build_free(v);
     pos = 0;
     while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0)
         tf_request_free(v);
     pos = 0;
-    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
-        free(v);
+    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
+        tf_mslave_t *s = v;
+        free(s->can);
+        free(s);
+    }
     pos = 0;
-    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0)
-        free(v);
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
+        tf_mbuilder_t *mb = v;
+        free(mb->allowed);
+        free(mb);
+    }
+    free(m->heads);
+    free(m->blocked);
     tf_map_free(m->builds);
     tf_map_free(m->requests);
     tf_map_free(m->slaves);
@@ -839,6 +711,7 @@ int tf_master_run(const char *dir, const char *config_path)
     m->exit_code = 1;
     tf_list_init(&m->ack_list);
     tf_list_init(&m->live_conns);
+    tf_list_init(&m->idle);
     m->dir = strdup(dir);
     {
         char *given = config_path ? strdup(config_path)
@@ -889,8 +762,7 @@ int tf_master_run(const char *dir, const char *config_path)
                  m->cfg->database, tf_strerror(rc));
         goto fail_loop;
     }
-    load_ctx_t lc = {.m = m};
-    rc = tf_store_read_sync(m->store, load_fn, &lc);
+    rc = load_state(m);
     if (rc) {
         tf_error("master", "cannot load state from %s", m->cfg->database);
         goto fail_store;
@@ -898,7 +770,9 @@ int tf_master_run(const char *dir, const char *config_path)
     uv_idle_init(m->loop, &m->sched_idle);
     m->sched_idle.data = m;
     sync_config(m);
-    tf_master_write(m, "UPDATE slaves SET connected = 0", NULL, 0, NULL, NULL);
+    tf_master_group_begin(m, 0);
+    tf_op_slaves_reset(m->group);
+    tf_master_group_commit(m, NULL, NULL);
     requeue_loaded(m);
 
     rc = tf_server_start(m);

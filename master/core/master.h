@@ -34,6 +34,7 @@
 #include "mail/mail.h"
 #include "map.h"
 #include "names.h"
+#include "ostree.h"
 #include "proto.h"
 #include "result.h"
 #include "store/store_sqlite.h"
@@ -55,24 +56,42 @@ typedef struct tf_mslave {
     char version[TF_PROTO_MAX_INFO + 1];
     int64_t connected_ms;
     int64_t last_seen_ms;
+    /* The scheduler's (sched.c): on m->idle while it can take a build;
+     * the set of builders it may run, one bit per builder slot. */
+    bool idle;
+    tf_list_t idle_node;
+    uint64_t *can;
+    size_t ncan;               /* 64-bit words in can */
 } tf_mslave_t;
 
 typedef struct tf_mbuilder {
     char name[TF_NAME_MAX + 1];
     const tf_cfg_builder_t *cfg; /* NULL when no longer configured */
     uint64_t next_number;
-    tf_list_t pending;           /* tf_request_t.node, pending only */
+    tf_list_t pending;           /* tf_request_t.node, in scheduling order */
+    tf_ostree_t queue;           /* the same requests (.qnode): positions */
     unsigned npending;
     unsigned nrunning;
     /* The slave that started its last build: its checkout of this builder
      * is the warmest (slaves keep one per builder, whatever they built
      * since), so the scheduler prefers it. */
     char last_slave[TF_NAME_MAX + 1];
+    /* The scheduler's (sched.c): its place in m->heads (-1: not there),
+     * its slot in the slaves' sets (-1: not configured), and the slaves
+     * that may run it (unless any may). */
+    int heap_pos;
+    int slot;
+    bool allow_all;
+    tf_mslave_t **allowed;
+    size_t nallowed;
 } tf_mbuilder_t;
 
+/* A request's life (sched.c draws it; tf_request_set_state changes it). */
 typedef enum {
-    TF_REQ_PENDING = 0,
-    TF_REQ_RUNNING,
+    TF_REQ_NEW = 0, /* made, not yet queued */
+    TF_REQ_PENDING, /* in its builder's queue */
+    TF_REQ_RUNNING, /* its build runs */
+    TF_REQ_DONE,    /* ended, cancelled or collapsed: freed right after */
 } tf_req_state_t;
 
 /* What a new build request asks for (tf_sched_request). Strings are
@@ -112,16 +131,20 @@ struct tf_request {
     unsigned retries;
     tf_req_state_t state;
     tf_list_t node;     /* builder's pending list while pending */
+    tf_osnode_t qnode;  /* builder's queue tree while pending */
     tf_build_t *build;  /* while running */
     char *scheduler;    /* owned; NULL when not made by a scheduler */
     uint64_t *changes;  /* owned change ids (request_changes) */
     size_t nchanges;
 };
 
+/* A build's life (build.c draws it; only build_set_state changes it). */
 typedef enum {
-    TF_BUILD_STARTING = 0, /* rows queued, build_start not yet sent */
-    TF_BUILD_RUNNING,      /* build_start sent (or restored after restart) */
-    TF_BUILD_ENDING,       /* end queued to the store, awaiting commit */
+    TF_BUILD_NEW = 0,  /* allocated, not yet started or restored */
+    TF_BUILD_STARTING, /* rows queued, build_start not yet sent */
+    TF_BUILD_RUNNING,  /* build_start sent (or restored after restart) */
+    TF_BUILD_ENDING,   /* end queued to the store, awaiting commit */
+    TF_BUILD_DROPPED,  /* its rows could not be stored: freed right after */
 } tf_build_state_t;
 
 typedef struct tf_bstep {
@@ -144,6 +167,8 @@ struct tf_build {
     tf_request_t *request;     /* the request it runs */
     tf_build_state_t state;
     tf_bstep_t *steps;
+    tf_bstep_t *csteps;        /* the steps as the last committed event
+                                * left them: a resync goes back to these */
     size_t nsteps;
     tf_result_t result;        /* folded so far */
     bool terminated;           /* a step asked to halt */
@@ -153,9 +178,14 @@ struct tf_build {
                                 * step_finished, or -1 */
     uint32_t next_step;        /* the first step not finished */
     bool cancel_requested;
+    bool finish_pending;       /* build_finished waits for earlier commits */
+    uint64_t finish_seq;
+    tf_result_t finish_result; /* what the slave said */
     uint64_t accepted_seq;     /* last event applied in memory */
     uint64_t committed_seq;    /* last event committed */
     uint64_t acked_seq;        /* last ack queued to the slave */
+    unsigned epoch;            /* bumped by each resync */
+    int64_t c_started_ms;      /* started_ms as last committed */
     bool ack_pending;          /* on m->ack_list */
     bool acks_off;             /* ended by the master: the slave no longer
                                 * reports it, so it gets no more acks */
@@ -209,10 +239,18 @@ struct tf_master {
     uint64_t next_link_id;
     uint64_t fair_vtime;       /* sched.c */
     tf_map_t *fair_last;       /* owner -> (uintptr_t) last tag */
+    tf_list_t idle;            /* slaves that can take a build now */
+    size_t nidle;
+    tf_mbuilder_t **heads;     /* builders with a runnable queue, a heap */
+    size_t nheads, heads_cap;
+    tf_mbuilder_t **blocked;   /* sched_pass's scratch */
+    size_t blocked_cap;
 
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
-    struct tf_wgroup *group;   /* collecting writes (tf_master_group_*) */
+    tf_wgroup_t *group;        /* collecting writes (tf_master_group_*) */
+    bool group_mail;           /* the group holds mail outbox rows */
+    struct event_commit *end_retry; /* build ends to store again (build.c) */
     struct tf_pollers *pollers;       /* poller.c */
     struct tf_schedulers *schedulers; /* schedulers.c */
     struct tf_mail *mail;             /* mail/; NULL when mail is off */
@@ -258,22 +296,23 @@ static inline tf_step_flags_t tf_flags_from_bits(int b)
  * code: 0 after a clean shutdown, 2 for a bad config, 1 otherwise. */
 int tf_master_run(const char *dir, const char *config_path);
 
-/* How mail/ queues an outbox row in the current write group (it does not
- * know the master: this writer is all it gets). */
-tf_mail_writer_t tf_master_mail_writer(tf_master_t *m);
-
-/* Queues a write and logs a failure to queue it. Same contract as
- * tf_store_write; returns its value. */
+/* Queues a raw SQL write (into the open group, if any) and logs a failure
+ * to queue it. For the code not yet speaking in operations (mail,
+ * changes); same contract as tf_store_write. */
 int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
                     size_t nvals, tf_store_done_cb cb, void *arg);
 
-/* Starts collecting writes: until tf_master_group_commit, tf_master_write
- * queues nothing and keeps copies instead. Groups do not nest. */
-void tf_master_group_begin(tf_master_t *m);
+/* Starts the write group of one event: until tf_master_group_commit, the
+ * operations its handling makes go to m->group (tf_op_*(m->group, ...)),
+ * to commit together or not at all. hint: bytes of strings and blobs
+ * expected (0: small). Groups do not nest. Returns m->group (NULL when
+ * out of memory; the ops then fail and the commit reports it). */
+tf_wgroup_t *tf_master_group_begin(tf_master_t *m, size_t hint);
 
-/* Queues the collected writes as one all-or-nothing operation; cb (may be
- * NULL) fires after its commit. Returns as tf_store_write_multi. An empty
- * group queues nothing and calls cb with 0 at once. */
+/* Queues m->group as one all-or-nothing unit; cb (may be NULL) fires
+ * after its commit or failure. When it cannot be queued (out of memory,
+ * queue full, closing), cb is called at once with the code, which is
+ * also returned. */
 int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg);
 
 /* Records a slave event (connected, disconnected, lost, refused). */
@@ -281,6 +320,25 @@ void tf_master_slave_event(tf_master_t *m, const char *slave,
                            const char *event, const char *detail);
 
 tf_mslave_t *tf_master_slave(tf_master_t *m, const char *name, bool create);
+
+/* Slave s authenticated on link l with these hello facts: it may get
+ * builds now. */
+void tf_master_slave_attach(tf_master_t *m, tf_mslave_t *s, tf_link_t *l,
+                            uint32_t max_builds, const char *platform,
+                            const char *version);
+
+/* Stores that s is connected (its row, tags, and a "connected" event with
+ * detail), once the welcome is out. */
+void tf_master_slave_connected(tf_master_t *m, tf_mslave_t *s,
+                               const char *detail);
+
+/* s lost its link: its builds wait for it to come back. With an event
+ * ("disconnected", "lost"), its row and events say so. */
+void tf_master_slave_detach(tf_master_t *m, tf_mslave_t *s, const char *event,
+                            const char *detail);
+
+/* s asked for no new builds on this link. */
+void tf_master_slave_drain(tf_master_t *m, tf_mslave_t *s);
 tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name,
                                  bool create);
 
@@ -319,8 +377,32 @@ void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
 /* Puts a request (in memory) on its builder's pending list. */
 void tf_sched_enqueue(tf_master_t *m, tf_request_t *r);
 
+/* Takes a pending request off its builder's queue (its build starts). */
+void tf_sched_dequeue(tf_master_t *m, tf_request_t *r);
+
+/* Initialises the scheduler's part of a new builder. */
+void tf_sched_builder_init(tf_mbuilder_t *mb);
+
+/* The config changed (or was loaded): which slave may run which builder
+ * is computed again, and the idle set and the heads follow. */
+void tf_sched_config(tf_master_t *m);
+
+/* The one way a request changes state: logs it and asserts the move is
+ * legal (sched.c draws the machine). */
+void tf_request_set_state(tf_master_t *m, tf_request_t *r, tf_req_state_t to,
+                          const char *why);
+
+/* Adds the builder's pending and running counts (its summary row) to the
+ * open write group. */
+void tf_sched_counts_write(tf_master_t *m, const tf_mbuilder_t *mb);
+
+/* Something that decides whether slave s can take a build changed (its
+ * link, config, drain, number of builds): the scheduler's idle set
+ * follows. */
+void tf_sched_slave_changed(tf_master_t *m, tf_mslave_t *s);
+
 /* The 1-based position of a pending request in its builder's queue (the
- * order the scheduler would pick), or 0 if not pending. */
+ * order the scheduler would pick), or 0 if not pending. O(log n). */
 unsigned tf_sched_position(tf_master_t *m, const tf_request_t *r);
 
 /* Whether slave s can take one more build now. */
@@ -329,6 +411,20 @@ bool tf_sched_slave_has_room(const tf_mslave_t *s);
 void tf_request_free(tf_request_t *r);
 
 /* --- build.c --- */
+
+/* A build object in state NEW (steps zeroed), or NULL when out of
+ * memory. The caller owns it until it is put in m->builds. */
+tf_build_t *tf_build_new(uint64_t id, const char *builder, uint64_t number,
+                         const char *slave, size_t nsteps);
+
+/* A build restored from the database (its steps filled in): folds its
+ * result and moves it to RUNNING. */
+void tf_build_restored(tf_build_t *b);
+
+/* Stores again the ends of builds whose end could not be stored (called
+ * every second, and at shutdown before the store closes). With the store
+ * gone (m->store NULL) it frees them, logging each as lost. */
+void tf_build_retry_ends(tf_master_t *m);
 
 /* Starts request r on slave s: allocates the build, queues its rows, and
  * sends build_start once they are committed. When build_start cannot be

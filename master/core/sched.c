@@ -17,7 +17,20 @@
  *
  * Passes are deferred to the end of the loop turn (uv_idle started on
  * demand), so a burst of events costs one pass.
+ *
+ * A request's life, changed only by tf_request_set_state (which logs and
+ * asserts the move):
+ *
+ *   NEW --queued--> PENDING --its build starts--> RUNNING --build ended--> DONE
+ *    |                 ^  |                          |
+ *    |                 |  +--cancelled, collapsed--> DONE
+ *    |                 +------a retry, the build's rows not stored,
+ *    |                        its build lost in a restart
+ *    +--restored running (its build is attached)--> RUNNING
+ *
+ * DONE is the last moment of the object: it is freed right after.
  */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +41,7 @@
 #include "net/live.h"
 #include "log.h"
 #include "core/master.h"
+#include "ostree.h"
 #include "tf_err.h"
 
 void tf_request_free(tf_request_t *r)
@@ -84,53 +98,84 @@ tf_request_t *tf_request_make(const tf_reqspec_t *spec, uint64_t id,
     return r;
 }
 
+static const char *req_state_name(tf_req_state_t st)
+{
+    switch (st) {
+    case TF_REQ_NEW:
+        return "NEW";
+    case TF_REQ_PENDING:
+        return "PENDING";
+    case TF_REQ_RUNNING:
+        return "RUNNING";
+    case TF_REQ_DONE:
+        return "DONE";
+    }
+    return "?";
+}
+
+void tf_request_set_state(tf_master_t *m, tf_request_t *r, tf_req_state_t to,
+                          const char *why)
+{
+    tf_req_state_t from = r->state;
+    bool ok = (from == TF_REQ_NEW &&
+               (to == TF_REQ_PENDING || to == TF_REQ_RUNNING)) ||
+              (from == TF_REQ_PENDING &&
+               (to == TF_REQ_RUNNING || to == TF_REQ_DONE)) ||
+              (from == TF_REQ_RUNNING &&
+               (to == TF_REQ_PENDING || to == TF_REQ_DONE));
+    (void)m;
+    if (!ok) {
+        tf_error("sched", "request %" PRIu64 ": illegal transition %s -> %s "
+                 "(%s)", r->id, req_state_name(from), req_state_name(to),
+                 why);
+        assert(!"illegal request state transition");
+        return;
+    }
+    tf_debug("sched", "request %" PRIu64 ": %s -> %s (%s)", r->id,
+             req_state_name(from), req_state_name(to), why);
+    r->state = to;
+}
+
 void tf_request_write(tf_master_t *m, const tf_request_t *r)
 {
-    tf_sqlval_t v[] = {
-        tf_sql_int((int64_t)r->id),
-        tf_sql_text(r->builder),
-        tf_sql_text(r->reason),
-        tf_sql_text(r->owner),
-        tf_sql_int(r->priority),
-        tf_sql_int(r->submitted_ms),
-        tf_sql_text(r->properties),
-        r->job_id ? tf_sql_int((int64_t)r->job_id) : tf_sql_null(),
-        tf_sql_text(r->tests),
-        tf_sql_text(r->revision),
-        tf_sql_text(r->patch_sha256[0] ? r->patch_sha256 : NULL),
-        r->patch_sha256[0] ? tf_sql_int((int64_t)r->patch_size)
-                           : tf_sql_null(),
+    tf_request_rec_t rec = {
+        .id = r->id,
+        .builder = r->builder,
+        .reason = r->reason,
+        .owner = r->owner,
+        .properties = r->properties,
+        .tests = r->tests,
+        .revision = r->revision,
+        .patch_sha256 = r->patch_sha256[0] ? r->patch_sha256 : NULL,
+        .patch_size = r->patch_size,
+        .priority = r->priority,
+        .submitted_ms = r->submitted_ms,
+        .job_id = r->job_id,
+        .scheduler = r->scheduler,
+        .changes = r->changes,
+        .nchanges = r->nchanges,
     };
-    tf_master_write(m,
-                    "INSERT INTO build_requests(id, builder, state, reason, "
-                    "owner, priority, submitted_ms, properties, job_id, "
-                    "tests, revision, patch_sha256, patch_size) "
-                    "VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                    "?10, ?11, ?12)",
-                    v, 12, NULL, NULL);
-    if (r->scheduler) {
-        tf_sqlval_t sv[] = {tf_sql_text(r->scheduler),
-                            tf_sql_int((int64_t)r->id)};
-        tf_master_write(m,
-                        "UPDATE build_requests SET scheduler = ?1 "
-                        "WHERE id = ?2",
-                        sv, 2, NULL, NULL);
-    }
-    for (size_t i = 0; i < r->nchanges; i++) {
-        tf_sqlval_t cv[] = {tf_sql_int((int64_t)r->id),
-                            tf_sql_int((int64_t)r->changes[i])};
-        tf_master_write(m,
-                        "INSERT OR IGNORE INTO request_changes(request_id, "
-                        "change_id) VALUES(?1, ?2)",
-                        cv, 2, NULL, NULL);
-    }
+    tf_op_request_create(m->group, &rec);
+}
+
+void tf_sched_counts_write(tf_master_t *m, const tf_mbuilder_t *mb)
+{
+    tf_op_builder_counts(m->group, mb->name, mb->npending, mb->nrunning);
 }
 
 int tf_sched_adopt(tf_master_t *m, tf_request_t *r)
 {
+    tf_mbuilder_t *mb;
+
     if (tf_map_put_id(m->requests, r->id, r) != 0)
         return TF_ENOMEM;
     tf_sched_enqueue(m, r);
+    mb = tf_master_builder(m, r->builder, false);
+    if (mb) {
+        tf_master_group_begin(m, 0);
+        tf_sched_counts_write(m, mb);
+        tf_master_group_commit(m, NULL, NULL);
+    }
     tf_live_request(m, r, "queued");
     return 0;
 }
@@ -147,6 +192,20 @@ static int req_cmp(const tf_request_t *a, const tf_request_t *b)
     return 0;
 }
 
+static int qnode_cmp(const tf_osnode_t *a, const tf_osnode_t *b)
+{
+    return req_cmp(tf_list_entry(a, tf_request_t, qnode),
+                   tf_list_entry(b, tf_request_t, qnode));
+}
+
+void tf_sched_builder_init(tf_mbuilder_t *mb)
+{
+    tf_list_init(&mb->pending);
+    tf_os_init(&mb->queue, qnode_cmp);
+    mb->heap_pos = -1;
+    mb->slot = -1;
+}
+
 static uint64_t fair_tag_for(tf_master_t *m, const char *owner)
 {
     if (!m->cfg->fair_share)
@@ -158,6 +217,98 @@ static uint64_t fair_tag_for(tf_master_t *m, const char *owner)
     return tag;
 }
 
+/* --- the heads: a binary heap of the builders that may run, by the best
+ * request at the head of each queue --- */
+
+static tf_request_t *head_of(const tf_mbuilder_t *mb)
+{
+    return tf_list_entry(mb->pending.next, tf_request_t, node);
+}
+
+static bool heads_less(const tf_master_t *m, size_t i, size_t j)
+{
+    return req_cmp(head_of(m->heads[i]), head_of(m->heads[j])) < 0;
+}
+
+static void heads_swap(tf_master_t *m, size_t i, size_t j)
+{
+    tf_mbuilder_t *t = m->heads[i];
+    m->heads[i] = m->heads[j];
+    m->heads[j] = t;
+    m->heads[i]->heap_pos = (int)i;
+    m->heads[j]->heap_pos = (int)j;
+}
+
+static void heads_up(tf_master_t *m, size_t i)
+{
+    while (i > 0 && heads_less(m, i, (i - 1) / 2)) {
+        heads_swap(m, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heads_down(tf_master_t *m, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        if (l < m->nheads && heads_less(m, l, best))
+            best = l;
+        if (r < m->nheads && heads_less(m, r, best))
+            best = r;
+        if (best == i)
+            return;
+        heads_swap(m, i, best);
+        i = best;
+    }
+}
+
+static void heads_remove(tf_master_t *m, tf_mbuilder_t *mb)
+{
+    size_t i = (size_t)mb->heap_pos, last = m->nheads - 1;
+
+    mb->heap_pos = -1;
+    if (i != last) {
+        m->heads[i] = m->heads[last];
+        m->heads[i]->heap_pos = (int)i;
+    }
+    m->nheads--;
+    if (i < m->nheads) {
+        tf_mbuilder_t *moved = m->heads[i];
+        heads_up(m, i);
+        heads_down(m, (size_t)moved->heap_pos);
+    }
+}
+
+/* Puts mb in the heap, out of it, or in its place, as its queue and
+ * config say. Called whenever its head or config may have changed. */
+static void heads_update(tf_master_t *m, tf_mbuilder_t *mb)
+{
+    bool want = mb->cfg && !tf_list_empty(&mb->pending);
+
+    if (!want) {
+        if (mb->heap_pos >= 0)
+            heads_remove(m, mb);
+        return;
+    }
+    if (mb->heap_pos < 0) {
+        if (m->nheads == m->heads_cap) {
+            size_t cap = m->heads_cap ? m->heads_cap * 2 : 16;
+            tf_mbuilder_t **v = realloc(m->heads, cap * sizeof(*v));
+            if (!v) {
+                tf_error("sched", "out of memory: builder %s waits for the "
+                         "next change of its queue", mb->name);
+                return;
+            }
+            m->heads = v;
+            m->heads_cap = cap;
+        }
+        mb->heap_pos = (int)m->nheads;
+        m->heads[m->nheads++] = mb;
+    }
+    heads_up(m, (size_t)mb->heap_pos);
+    heads_down(m, (size_t)mb->heap_pos);
+}
+
 void tf_sched_enqueue(tf_master_t *m, tf_request_t *r)
 {
     tf_mbuilder_t *mb = tf_master_builder(m, r->builder, true);
@@ -165,38 +316,45 @@ void tf_sched_enqueue(tf_master_t *m, tf_request_t *r)
         return;
     if (r->fair_tag == 0)
         r->fair_tag = fair_tag_for(m, r->owner);
-    r->state = TF_REQ_PENDING;
-    /* Insert sorted; scan from the tail since new requests usually sort
-     * last. */
-    tf_list_t *it = mb->pending.prev;
-    while (it != &mb->pending) {
-        tf_request_t *o = tf_list_entry(it, tf_request_t, node);
-        if (req_cmp(o, r) <= 0)
-            break;
-        it = it->prev;
-    }
-    tf_list_insert_before(it->next, &r->node);
+    tf_request_set_state(m, r, TF_REQ_PENDING, "queued");
+    /* The tree finds its place (and knows positions); the list keeps the
+     * same order for walking the queue. */
+    tf_os_insert(&mb->queue, &r->qnode);
+    tf_osnode_t *prev = tf_os_prev(&r->qnode);
+    if (prev)
+        tf_list_insert_before(
+            tf_list_entry(prev, tf_request_t, qnode)->node.next, &r->node);
+    else
+        tf_list_insert_before(mb->pending.next, &r->node);
     mb->npending++;
+    heads_update(m, mb);
     tf_sched_kick(m);
+}
+
+void tf_sched_dequeue(tf_master_t *m, tf_request_t *r)
+{
+    tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
+
+    if (!tf_list_linked(&r->node))
+        return;
+    tf_list_unlink(&r->node);
+    if (mb) {
+        tf_os_remove(&mb->queue, &r->qnode);
+        if (mb->npending)
+            mb->npending--;
+        heads_update(m, mb);
+    }
 }
 
 unsigned tf_sched_position(tf_master_t *m, const tf_request_t *r)
 {
-    if (r->state != TF_REQ_PENDING)
+    (void)m;
+    if (r->state != TF_REQ_PENDING || !tf_list_linked(&r->node))
         return 0;
-    tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
-    if (!mb)
-        return 0;
-    unsigned pos = 0;
-    tf_list_t *it;
-    tf_list_foreach(it, &mb->pending)
-    {
-        pos++;
-        if (tf_list_entry(it, tf_request_t, node) == r)
-            return pos;
-    }
-    return 0;
+    return (unsigned)tf_os_rank(&r->qnode);
 }
+
+/* --- slaves: which may run which builder, and which are idle --- */
 
 static uint32_t slave_capacity(const tf_mslave_t *s)
 {
@@ -211,94 +369,165 @@ bool tf_sched_slave_has_room(const tf_mslave_t *s)
     return s->link && s->cfg && !s->draining && s->nbuilds < slave_capacity(s);
 }
 
-typedef struct idle_slave {
-    tf_mslave_t *s;
-} idle_slave_t;
-
-/* Picks the idle slave for builder mb: the one that built it last (its
- * checkout is warm) if it is idle. */
-static tf_mslave_t *pick_slave(tf_mbuilder_t *mb, idle_slave_t *idle,
-                               size_t nidle)
+void tf_sched_slave_changed(tf_master_t *m, tf_mslave_t *s)
 {
-    tf_mslave_t *first = NULL;
-    for (size_t i = 0; i < nidle; i++) {
-        tf_mslave_t *s = idle[i].s;
-        if (!s || !tf_config_slave_allowed(mb->cfg, s->cfg))
-            continue;
-        if (strcmp(s->name, mb->last_slave) == 0)
-            return s;
-        if (!first)
-            first = s;
+    bool room = tf_sched_slave_has_room(s);
+
+    if (room == s->idle)
+        return;
+    s->idle = room;
+    if (room) {
+        /* At the tail: the slave idle longest is offered work first. */
+        tf_list_push_back(&m->idle, &s->idle_node);
+        m->nidle++;
+        tf_sched_kick(m);
+    } else {
+        tf_list_unlink(&s->idle_node);
+        m->nidle--;
     }
-    return first;
+}
+
+static bool may_run(const tf_mbuilder_t *mb, const tf_mslave_t *s)
+{
+    if (!s->cfg)
+        return false;
+    if (mb->allow_all)
+        return true;
+    return mb->slot >= 0 && (size_t)mb->slot / 64 < s->ncan &&
+           (s->can[mb->slot / 64] >> (mb->slot % 64) & 1);
+}
+
+void tf_sched_config(tf_master_t *m)
+{
+    size_t nb = m->cfg->nbuilders, words = (nb + 63) / 64;
+    size_t pos = 0;
+    void *v;
+
+    /* Every slave: a set of the builders it may run, by slot. */
+    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
+        tf_mslave_t *s = v;
+        uint64_t *can = words ? calloc(words, sizeof(*can)) : NULL;
+        free(s->can);
+        s->can = can;
+        s->ncan = can ? words : 0;
+    }
+    pos = 0;
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
+        tf_mbuilder_t *mb = v;
+        mb->slot = -1;
+        mb->allow_all = false;
+        mb->nallowed = 0;
+    }
+    /* Every configured builder: its slot, and the slaves that may run it
+     * (listed by name, or having all its tags; neither: any slave). */
+    for (size_t i = 0; i < nb; i++) {
+        const tf_cfg_builder_t *c = &m->cfg->builders[i];
+        tf_mbuilder_t *mb = tf_master_builder(m, c->name, false);
+        if (!mb)
+            continue;
+        mb->slot = (int)i;
+        if (c->nslaves == 0 && c->ntags == 0) {
+            mb->allow_all = true;
+            continue;
+        }
+        size_t cap = m->cfg->nslaves;
+        tf_mslave_t **al = realloc(mb->allowed, (cap ? cap : 1) *
+                                                    sizeof(*al));
+        if (!al) {
+            tf_error("sched", "out of memory: builder %s runs nowhere until "
+                     "the next reload", mb->name);
+            continue;
+        }
+        mb->allowed = al;
+        for (size_t k = 0; k < m->cfg->nslaves; k++) {
+            const tf_cfg_slave_t *sc = &m->cfg->slaves[k];
+            tf_mslave_t *s = tf_master_slave(m, sc->name, false);
+            if (!s || !s->can || !tf_config_slave_allowed(c, sc))
+                continue;
+            s->can[i / 64] |= (uint64_t)1 << (i % 64);
+            mb->allowed[mb->nallowed++] = s;
+        }
+    }
+    pos = 0;
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0)
+        heads_update(m, v);
+    pos = 0;
+    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
+        tf_sched_slave_changed(m, v);
+    tf_sched_kick(m);
+}
+
+/* The idle slave for builder mb: the one that built it last (its checkout
+ * is warm) if it is idle, else the first idle one that may run it,
+ * looking through whichever is shorter, the idle list or mb's slaves. */
+static tf_mslave_t *pick_slave(tf_master_t *m, tf_mbuilder_t *mb)
+{
+    tf_mslave_t *warm = mb->last_slave[0]
+                            ? tf_master_slave(m, mb->last_slave, false)
+                            : NULL;
+    tf_list_t *it;
+
+    if (warm && warm->idle && may_run(mb, warm))
+        return warm;
+    if (!mb->allow_all && mb->nallowed < m->nidle) {
+        for (size_t i = 0; i < mb->nallowed; i++)
+            if (mb->allowed[i]->idle)
+                return mb->allowed[i];
+        return NULL;
+    }
+    tf_list_foreach(it, &m->idle)
+    {
+        tf_mslave_t *s = tf_list_entry(it, tf_mslave_t, idle_node);
+        if (may_run(mb, s))
+            return s;
+    }
+    return NULL;
+}
+
+/* Starts builds while an idle slave and a builder it may run are left:
+ * the best head first; a builder none of the idle slaves may run is put
+ * aside for the rest of the pass (the idle set only shrinks during it).
+ * Each start costs O(log builders) plus one pick, not a rescan. */
+static bool blocked_room(tf_master_t *m, size_t n)
+{
+    if (n < m->blocked_cap)
+        return true;
+    size_t cap = m->blocked_cap ? m->blocked_cap * 2 : 16;
+    tf_mbuilder_t **v = realloc(m->blocked, cap * sizeof(*v));
+    if (!v)
+        return false;
+    m->blocked = v;
+    m->blocked_cap = cap;
+    return true;
 }
 
 static void sched_pass(tf_master_t *m)
 {
-    size_t nslaves = tf_map_count(m->slaves);
-    size_t nbuilders = tf_map_count(m->builders);
-    if (!nslaves || !nbuilders)
-        return;
-    idle_slave_t *idle = calloc(nslaves, sizeof(*idle));
-    tf_mbuilder_t **heads = calloc(nbuilders, sizeof(*heads));
-    if (!idle || !heads)
-        goto out;
-    for (;;) {
-        size_t nidle = 0, nheads = 0, pos = 0;
-        void *v;
-        while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
-            if (tf_sched_slave_has_room(v))
-                idle[nidle++].s = v;
-        if (!nidle)
-            break;
-        pos = 0;
-        while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
-            tf_mbuilder_t *mb = v;
-            if (mb->cfg && !tf_list_empty(&mb->pending))
-                heads[nheads++] = mb;
+    size_t nblocked = 0;
+
+    while (m->nidle > 0 && m->nheads > 0) {
+        tf_mbuilder_t *mb = m->heads[0];
+        tf_mslave_t *s = pick_slave(m, mb);
+        tf_request_t *r = head_of(mb);
+        uint64_t tag = r->fair_tag;
+
+        /* 0 also when build_start could not be encoded for r: it has then
+         * ended as EXCEPTION and left the queue, so the pass goes on to the
+         * next request at once (the slave is still idle). */
+        if (s && tf_build_start(m, r, s) == 0) {
+            if (tag > m->fair_vtime)
+                m->fair_vtime = tag;
+            continue; /* its queue and the idle set moved on */
         }
-        if (!nheads)
-            break;
-        /* Best head first: a selection is enough, we take one per round. */
-        bool started = false;
-        while (nheads > 0 && !started) {
-            size_t best = 0;
-            for (size_t i = 1; i < nheads; i++) {
-                tf_request_t *a = tf_list_entry(heads[i]->pending.next,
-                                                tf_request_t, node);
-                tf_request_t *b = tf_list_entry(heads[best]->pending.next,
-                                                tf_request_t, node);
-                if (req_cmp(a, b) < 0)
-                    best = i;
-            }
-            tf_mbuilder_t *mb = heads[best];
-            tf_mslave_t *s = pick_slave(mb, idle, nidle);
-            if (!s) {
-                heads[best] = heads[--nheads];
-                continue;
-            }
-            tf_request_t *r = tf_list_entry(mb->pending.next, tf_request_t,
-                                            node);
-            uint64_t tag = r->fair_tag;
-            /* 0 also when build_start could not be encoded for r: it has
-             * then ended as EXCEPTION and left the queue, so the pass goes
-             * on to the next request at once (the slave is still idle). */
-            if (tf_build_start(m, r, s) == 0) {
-                if (tag > m->fair_vtime)
-                    m->fair_vtime = tag;
-                started = true;
-            } else {
-                /* Cannot start it now (out of memory, builder gone): leave
-                 * it queued and try the others. */
-                heads[best] = heads[--nheads];
-            }
-        }
-        if (!started)
-            break;
+        /* No idle slave may run it, or it cannot start now (out of
+         * memory, builder gone): aside for this pass. */
+        if (!blocked_room(m, nblocked))
+            break; /* out of memory: the next kick goes on */
+        heads_remove(m, mb);
+        m->blocked[nblocked++] = mb;
     }
-out:
-    free(idle);
-    free(heads);
+    for (size_t i = 0; i < nblocked; i++)
+        heads_update(m, m->blocked[i]);
 }
 
 static void turn_cb(uv_idle_t *h)
@@ -322,13 +551,6 @@ void tf_sched_kick(tf_master_t *m)
 {
     m->sched_wanted = true;
     tf_sched_defer(m);
-}
-
-static void builder_pending_write(tf_master_t *m, const tf_mbuilder_t *mb)
-{
-    tf_sqlval_t bv[] = {tf_sql_int(mb->npending), tf_sql_text(mb->name)};
-    tf_master_write(m, "UPDATE builders SET pending = ?1 WHERE name = ?2", bv,
-                    2, NULL, NULL);
 }
 
 /* Adds the change ids of o that r lacks to r. Returns 0 or TF_ENOMEM. */
@@ -372,24 +594,12 @@ static void collapse_into(tf_master_t *m, tf_mbuilder_t *mb, tf_request_t *r)
             r->fair_tag = o->fair_tag;
         if (o->priority > r->priority)
             r->priority = o->priority;
-        tf_list_unlink(&o->node);
-        mb->npending--;
+        tf_sched_dequeue(m, o);
         tf_map_del_id(m->requests, o->id);
-        tf_sqlval_t v[] = {tf_sql_int((int64_t)r->id), tf_sql_int(now),
-                           tf_sql_int((int64_t)o->id)};
-        tf_master_write(m,
-                        "UPDATE build_requests SET state = 'collapsed', "
-                        "collapsed_into = ?1, finished_ms = ?2 WHERE id = ?3",
-                        v, 3, NULL, NULL);
-        tf_sqlval_t cv[] = {tf_sql_int((int64_t)r->id),
-                            tf_sql_int((int64_t)o->id)};
-        tf_master_write(m,
-                        "INSERT OR IGNORE INTO request_changes(request_id, "
-                        "change_id) SELECT ?1, change_id FROM "
-                        "request_changes WHERE request_id = ?2",
-                        cv, 2, NULL, NULL);
+        tf_op_request_collapse(m->group, o->id, r->id, now);
         tf_info("sched", "request %" PRIu64 " for %s collapsed into %" PRIu64
                 " (a newer revision)", o->id, o->builder, r->id);
+        tf_request_set_state(m, o, TF_REQ_DONE, "collapsed");
         tf_live_request(m, o, "collapsed");
         tf_request_free(o);
     }
@@ -409,19 +619,19 @@ int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
         return TF_ENOMEM;
     }
     m->next_request_id++;
-    tf_master_group_begin(m);
+    tf_master_group_begin(m, 0);
     if (r->scheduler && mb->cfg->collapse_requests)
         collapse_into(m, mb, r);
     tf_request_write(m, r);
     tf_sched_enqueue(m, r);
-    builder_pending_write(m, mb);
+    tf_sched_counts_write(m, mb);
     if (id_out)
         *id_out = r->id;
     if (tf_master_group_commit(m, cb, arg) != 0) {
         /* Not stored (cb has been told): it must not run either. */
-        tf_list_unlink(&r->node);
-        mb->npending--;
+        tf_sched_dequeue(m, r);
         tf_map_del_id(m->requests, r->id);
+        tf_request_set_state(m, r, TF_REQ_DONE, "not stored");
         tf_request_free(r);
         return 0;
     }
@@ -435,24 +645,18 @@ void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
                              tf_store_done_cb cb, void *arg)
 {
     tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
-    tf_list_unlink(&r->node);
-    if (mb && mb->npending)
-        mb->npending--;
+    tf_sched_dequeue(m, r);
     tf_map_del_id(m->requests, r->id);
-    tf_master_group_begin(m);
-    tf_sqlval_t v[] = {tf_sql_int(TF_CANCELLED), tf_sql_int(tf_now_ms()),
-                       tf_sql_int((int64_t)r->id)};
-    tf_master_write(m,
-                    "UPDATE build_requests SET state = 'cancelled', "
-                    "result = ?1, finished_ms = ?2 WHERE id = ?3",
-                    v, 3, NULL, NULL);
+    tf_master_group_begin(m, 0);
+    tf_op_request_cancel(m->group, r->id, TF_CANCELLED, tf_now_ms());
     if (mb)
-        builder_pending_write(m, mb);
+        tf_sched_counts_write(m, mb);
     if (r->job_id)
         tf_job_request_done(m, r->job_id, TF_CANCELLED);
     tf_master_group_commit(m, cb, arg);
     tf_info("sched", "request %" PRIu64 " for %s cancelled before it started",
             r->id, r->builder);
+    tf_request_set_state(m, r, TF_REQ_DONE, "cancelled");
     tf_live_request(m, r, "cancelled");
     tf_request_free(r);
 }

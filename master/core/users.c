@@ -15,7 +15,7 @@
 #include "clock.h"
 #include "config/config.h"
 #include "crypto.h"
-#include "store/store_sqlite.h"
+#include "store/store.h"
 #include "tf_err.h"
 #include "utf8.h"
 #include "util.h"
@@ -33,74 +33,32 @@ bool tf_username_valid(const char *s)
 /* --- the administrative commands --- */
 
 typedef struct user_cmd {
-    const char *email;
-    const char *name;
-    char token_sha[TF_SHA256_HEX_LEN + 1];
     int rc;      /* write outcome */
-    int changes; /* rows touched */
+    int changed; /* a row was added or removed */
     bool done;
 } user_cmd_t;
 
-static int add_fn(sqlite3 *db, void *arg)
+static int list_users(tf_store_t *store)
 {
-    user_cmd_t *c = arg;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "INSERT INTO users(email, name, token_sha256, "
-                           "created_ms) VALUES(?1, ?2, ?3, ?4) "
-                           "ON CONFLICT(email) DO NOTHING",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    sqlite3_bind_text(st, 1, c->email, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, c->name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, c->token_sha, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, tf_now_ms());
-    int s = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (s != SQLITE_DONE)
-        return TF_ESTORE;
-    c->changes = sqlite3_changes(db);
-    return 0;
-}
+    tf_q_users_t q = {.q.kind = TF_Q_USERS};
+    int rc = tf_store_query_sync(store, &q.q);
 
-static int remove_fn(sqlite3 *db, void *arg)
-{
-    user_cmd_t *c = arg;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "DELETE FROM users WHERE email = ?1", -1, &st,
-                           NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    sqlite3_bind_text(st, 1, c->email, -1, SQLITE_TRANSIENT);
-    int s = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (s != SQLITE_DONE)
-        return TF_ESTORE;
-    c->changes = sqlite3_changes(db);
-    return 0;
-}
-
-static int list_fn(sqlite3 *db, void *arg)
-{
-    (void)arg;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT email, name, created_ms, last_used_ms "
-                           "FROM users ORDER BY email",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    printf("%-40s %-30s %-20s %s\n", "EMAIL", "NAME", "ADDED", "LAST USED");
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        char added[40] = "-", used[40] = "-";
-        if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-            tf_time_iso(sqlite3_column_int64(st, 2), added, sizeof(added));
-        if (sqlite3_column_type(st, 3) != SQLITE_NULL)
-            tf_time_iso(sqlite3_column_int64(st, 3), used, sizeof(used));
-        added[19] = used[19] = '\0'; /* to the second */
-        printf("%-40s %-30s %-20s %s\n", sqlite3_column_text(st, 0),
-               sqlite3_column_text(st, 1), added, used);
+    if (rc == 0) {
+        printf("%-40s %-30s %-20s %s\n", "EMAIL", "NAME", "ADDED",
+               "LAST USED");
+        for (size_t i = 0; i < q.n; i++) {
+            const tf_user_row_t *u = &q.rows[i];
+            char added[40] = "-", used[40] = "-";
+            if (u->created_ms)
+                tf_time_iso(u->created_ms, added, sizeof(added));
+            if (u->last_used_ms)
+                tf_time_iso(u->last_used_ms, used, sizeof(used));
+            added[19] = used[19] = '\0'; /* to the second */
+            printf("%-40s %-30s %-20s %s\n", u->email, u->name, added, used);
+        }
     }
-    sqlite3_finalize(st);
-    return 0;
+    free(q.rows);
+    return rc;
 }
 
 static void write_done(void *arg, int rc)
@@ -115,7 +73,7 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
 {
     char *cfg_path = tf_path_join(dir, "master.json");
     tf_cli_offline_t off = {0};
-    user_cmd_t c = {.email = email, .name = name};
+    user_cmd_t c = {0};
     char token[4 + 64 + 1];
     int code = 1, rc;
 
@@ -132,7 +90,7 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
         goto out;
     }
     if (is_add && !name)
-        c.name = name = email;
+        name = email;
     if (is_add && !tf_username_valid(name)) {
         fprintf(stderr, "tf-master user add: the name must be 1..128 bytes "
                 "of UTF-8 without control characters\n");
@@ -146,19 +104,26 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
     tf_store_t *store = off.store;
     uv_loop_t *loop = &off.loop;
     if (!is_add && !is_rm) {
-        code = tf_store_read_sync(store, list_fn, NULL) == 0 ? 0 : 1;
+        code = list_users(store) == 0 ? 0 : 1;
         goto out;
     }
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    if (!g)
+        goto out;
     if (is_add) {
+        char token_sha[TF_SHA256_HEX_LEN + 1];
         /* 160 random bits, prefixed so a leaked token is recognisable. */
         memcpy(token, "tft_", 4);
-        if (tf_random_hex(20, token + 4) != 0)
+        if (tf_random_hex(20, token + 4) != 0) {
+            tf_wgroup_free(g);
             goto out;
-        tf_sha256_hex(token, strlen(token), c.token_sha);
-        rc = tf_store_write_fn(store, add_fn, 256, write_done, &c);
+        }
+        tf_sha256_hex(token, strlen(token), token_sha);
+        tf_op_user_add(g, email, name, token_sha, tf_now_ms(), &c.changed);
     } else {
-        rc = tf_store_write_fn(store, remove_fn, 256, write_done, &c);
+        tf_op_user_remove(g, email, &c.changed);
     }
+    rc = tf_store_submit(store, g, write_done, &c);
     if (rc)
         goto out;
     while (!c.done)
@@ -168,7 +133,7 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
                 verb);
         goto out;
     }
-    if (c.changes == 0) {
+    if (!c.changed) {
         fprintf(stderr, is_add ? "tf-master user add: %s already exists "
                                  "(remove it first to issue a new token)\n"
                                : "tf-master user remove: no user %s\n",

@@ -2,11 +2,12 @@
  * mail.h - the mail outbox and its sender: result mails that are never
  * lost (docs/admins.md, "Mail").
  *
- * A mail starts as a row of mail_outbox, inserted in the same write group
- * (the same transaction) as the event that causes it: the end of a try
- * job, or the end of a continuous build whose builder's notifier mode asks
- * for it. Whether a notice is due is decided inside that transaction from
- * the builder's previous build, so a crash can neither lose nor double it.
+ * A mail starts as a row of mail_outbox, inserted by the core in the same
+ * write group (the same transaction) as the event that causes it: the end
+ * of a try job, or the end of a continuous build whose builder's notifier
+ * mode asks for it (store.h: tf_op_mail_job, tf_op_mail_build). Whether a
+ * notice is due is decided inside that transaction from the builder's
+ * previous build, so a crash can neither lose nor double it.
  *
  * A sender thread (not the loop thread: ARCHITECTURE.md, "Mail goes out
  * from its own worker") picks due rows, renders each once (mail_render.h)
@@ -29,8 +30,12 @@
  * sendmail command), settings.c (what mail takes from the config),
  * mail_render.c (data to message, pure). Their SQL is in store/mail.c.
  * mail/ knows nothing of the master's live state: the master hands it the
- * store, the config, and a writer for its write groups. The API's
- * endpoints are in api/mail.c, `tf-master mail preview` in admin/mail.c.
+ * store and the config. Outbox rows are queued by the core, as store
+ * operations in the write group of their cause (store.h: tf_op_mail_job,
+ * tf_op_mail_build, applied with store/mail.c's statements), and the
+ * master wakes the sender once they have committed (tf_mail_wake). The
+ * API's endpoints are in api/mail.c, `tf-master mail preview` in
+ * admin/mail.c.
  */
 #ifndef TF_MAIL_H
 #define TF_MAIL_H
@@ -47,34 +52,13 @@
 /* The sender; NULL while mail is off. */
 typedef struct tf_mail tf_mail_t;
 
-/* --- queueing (loop thread, inside the write group of the event) --- */
+/* --- waking (loop thread) --- */
 
-/* How an outbox row joins the write group of the event that causes it:
- * write queues a statement there (the master's tf_master_write); grouped
- * says the group commits later (the sender is woken by
- * tf_mail_group_queued then) rather than at once. */
-typedef struct tf_mail_writer {
-    int (*write)(void *ctx, const tf_sqlstmt_t *st);
-    void *ctx;
-    bool grouped;
-} tf_mail_writer_t;
-
-/* Try job job_id ended: queues its report unless the job asked for no
- * mail (notify = 0) or cfg has mail or try job reports off. ml may be
- * NULL (the sender did not start: the row waits for it). */
-void tf_mail_job_done(tf_mail_t *ml, const tf_config_t *cfg,
-                      const tf_mail_writer_t *w, uint64_t job_id);
-
-/* Continuous build build_id of builder ended with result (not a try job's
- * build, not a RETRY): queues a notice when the builder's mode asks for
- * one, deciding from the builder's previous build inside the write. */
-void tf_mail_build_done(tf_mail_t *ml, const tf_config_t *cfg,
-                        const tf_mail_writer_t *w, uint64_t build_id,
-                        const char *builder, tf_result_t result);
-
-/* The master queued a write group: when it holds a new outbox row, the
- * sender is woken once it has committed. ml may be NULL. */
-void tf_mail_group_queued(tf_mail_t *ml);
+/* New outbox rows have committed (the core queues them with the event
+ * that causes them: store.h, tf_op_mail_job and tf_op_mail_build): the
+ * sender looks for due mail now instead of at its next poll. ml may be
+ * NULL (mail is off: the rows wait for it). */
+void tf_mail_wake(tf_mail_t *ml);
 
 /* --- the sender's life (loop thread) --- */
 

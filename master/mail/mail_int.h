@@ -71,7 +71,6 @@ struct tf_mail {
     uint64_t writes_issued;     /* under mu */
     uint64_t writes_done;       /* under mu */
     int last_write_rc;          /* under mu */
-    bool wake_after_group;      /* loop thread: a row is in the group */
     bool curl_ready;            /* loop thread */
 };
 

@@ -7,9 +7,10 @@
  *   pending --attempt failed--> pending (next attempt later) or failed
  *   pending --nothing to send--> failed or skipped
  *
- * The statements are store/mail.c's. Queued rows join the event's write
- * group through the writer the master hands in, so the row commits with
- * its cause. The sender thread writes through the store's queue and
+ * The statements are store/mail.c's. Rows are queued by the core, as
+ * store operations in the write group of the event that causes them (so a
+ * row commits with its cause), and the master wakes the sender after
+ * their commit (tf_mail_wake). The sender thread writes through the store's queue and
  * waits for each write's commit before it goes on, so what it did is
  * stored before it does the next thing (a mail is marked sent before
  * the next one is tried).
@@ -30,74 +31,12 @@
 #define STORE_RETRY_MS 5000 /* after a full store queue */
 
 /* ------------------------------------------------------------------ */
-/* Queueing (loop thread)                                              */
+/* Waking (loop thread)                                                 */
 /* ------------------------------------------------------------------ */
 
-/* A row is in the event's write group: wake the sender once the group
- * committed, or now when the write was not grouped. */
-static void note_queued(tf_mail_t *ml, const tf_mail_writer_t *w)
+void tf_mail_wake(tf_mail_t *ml)
 {
-    if (!ml)
-        return;
-    ml->wake_after_group = true;
-    if (!w->grouped)
-        tf_mail_group_queued(ml);
-}
-
-void tf_mail_job_done(tf_mail_t *ml, const tf_config_t *cfg,
-                      const tf_mail_writer_t *w, uint64_t job_id)
-{
-    tf_sqlval_t v[TF_STORE_MAIL_MAX_VALS];
-    tf_sqlstmt_t st;
-    if (!cfg->mail.enabled || !cfg->mail.try_jobs)
-        return;
-    tf_store_mail_queue_job(&st, v, job_id, tf_now_ms());
-    w->write(w->ctx, &st);
-    note_queued(ml, w);
-}
-
-void tf_mail_build_done(tf_mail_t *ml, const tf_config_t *cfg,
-                        const tf_mail_writer_t *w, uint64_t build_id,
-                        const char *builder, tf_result_t result)
-{
-    const tf_cfg_builder_t *b = tf_config_builder(cfg, builder);
-    tf_sqlval_t v[TF_STORE_MAIL_MAX_VALS];
-    tf_sqlstmt_t st;
-    if (!cfg->mail.enabled || !b || b->mail.mode == TF_MAIL_MODE_NONE ||
-        result == TF_RETRY)
-        return;
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < b->mail.nextra; i++)
-        json_array_append_new(arr, json_string(b->mail.extra_recipients[i]));
-    char *rcpt = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
-    json_decref(arr);
-    tf_store_mail_queue_build(&st, v, build_id, builder, result, b->mail.mode,
-                              rcpt ? rcpt : "[]", tf_now_ms());
-    w->write(w->ctx, &st);
-    free(rcpt);
-    note_queued(ml, w);
-}
-
-static int noop_txn(sqlite3 *db, void *arg)
-{
-    (void)db, (void)arg;
-    return 0;
-}
-
-static void wake_cb(void *arg, int rc)
-{
-    (void)rc;
-    tf__mail_wake(arg);
-}
-
-void tf_mail_group_queued(tf_mail_t *ml)
-{
-    if (!ml || !ml->wake_after_group)
-        return;
-    ml->wake_after_group = false;
-    /* Ops commit in order: this one's callback means the rows before it
-     * are in the database. */
-    if (tf_store_write_fn(ml->store, noop_txn, 0, wake_cb, ml) != 0)
+    if (ml)
         tf__mail_wake(ml);
 }
 

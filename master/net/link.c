@@ -242,21 +242,15 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
                       "a newer connection authenticated as slave %s",
                       s->name);
         /* Detach now so the old link's close does not touch the slave. */
-        tf_build_slave_gone(m, s);
+        tf_master_slave_detach(m, s, NULL, NULL);
         old->slave = NULL;
-        s->link = NULL;
     }
     link_set_state(l, LINK_READY);
     tf__net_preauth_release(l->wsi);
     tf__net_set_waiting(l->wsi, false);
     l->slave = s;
-    s->link = l;
-    s->draining = false;
-    s->hello_max_builds = hello->u.hello.max_builds;
-    snprintf(s->platform, sizeof(s->platform), "%s", hello->u.hello.platform);
-    snprintf(s->version, sizeof(s->version), "%s", hello->u.hello.version);
-    s->connected_ms = tf_now_ms();
-    s->last_seen_ms = s->connected_ms;
+    tf_master_slave_attach(m, s, l, hello->u.hello.max_builds,
+                           hello->u.hello.platform, hello->u.hello.version);
 
     tf_msg_t w = {.type = TF_MSG_WELCOME};
     w.u.welcome.slave = s->name;
@@ -274,31 +268,10 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
         return;
     }
 
-    /* Configured tags are what count; store them for the pages. */
-    json_t *tags = json_array();
-    for (size_t i = 0; s->cfg && tags && i < s->cfg->ntags; i++)
-        json_array_append_new(tags, json_string(s->cfg->tags[i]));
-    char *tags_text = tags ? json_dumps(tags, JSON_COMPACT) : NULL;
-    json_decref(tags);
-    tf_sqlval_t v[] = {
-        tf_sql_text(s->name), tf_sql_text(s->platform),
-        tf_sql_text(s->version), tf_sql_text(tags_text ? tags_text : "[]"),
-        tf_sql_int(s->connected_ms),
-    };
-    tf_master_write(m,
-                    "INSERT INTO slaves(name, connected, platform, version, "
-                    "tags, first_seen_ms, last_seen_ms, connected_ms) "
-                    "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
-                    "ON CONFLICT(name) DO UPDATE SET connected = 1, "
-                    "platform = ?2, version = ?3, tags = ?4, "
-                    "first_seen_ms = coalesce(first_seen_ms, ?5), "
-                    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL",
-                    v, 5, NULL, NULL);
-    free(tags_text);
     char detail[400];
     snprintf(detail, sizeof(detail), "from %s, %s, %s", l->peer, s->platform,
              s->version);
-    tf_master_slave_event(m, s->name, "connected", detail);
+    tf_master_slave_connected(m, s, detail);
     tf_live_slave(m, s, "connected");
     tf_info("link", "slave %s connected from %s (%s, %s)", s->name, l->peer,
             s->platform, s->version);
@@ -368,7 +341,7 @@ static void link_text(tf_link_t *l, const char *text, size_t len)
     case TF_MSG_DRAIN:
         tf_info("link", "slave %s is draining: no new builds for it",
                 l->slave->name);
-        l->slave->draining = true;
+        tf_master_slave_drain(l->m, l->slave);
         break;
     case TF_MSG_STEP_STARTED:
     case TF_MSG_STEP_FINISHED:
@@ -518,16 +491,8 @@ static void link_closed(tf_link_t *l)
     if (s && s->link == l) {
         const char *ev = l->gone_event ? l->gone_event : "disconnected";
         tf_info("link", "slave %s %s", s->name, ev);
-        s->link = NULL;
-        tf_build_slave_gone(m, s);
-        int64_t now = tf_now_ms();
-        tf_sqlval_t v[] = {tf_sql_int(now), tf_sql_text(s->name)};
-        tf_master_write(m,
-                        "UPDATE slaves SET connected = 0, disconnected_ms = ?1,"
-                        " last_seen_ms = ?1 WHERE name = ?2",
-                        v, 2, NULL, NULL);
-        tf_master_slave_event(m, s->name, ev,
-                              l->close_text[0] ? l->close_text : NULL);
+        tf_master_slave_detach(m, s, ev,
+                               l->close_text[0] ? l->close_text : NULL);
         tf_live_slave(m, s, ev);
     }
     tf_map_del_id(m->links, l->id);

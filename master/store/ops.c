@@ -142,6 +142,12 @@ bool tf_wgroup_failed(const tf_wgroup_t *g)
     return !g || g->failed;
 }
 
+void tf_wgroup_fail(tf_wgroup_t *g)
+{
+    if (g)
+        g->failed = true;
+}
+
 void tf_wgroup_keep(tf_wgroup_t *g)
 {
     if (g)

@@ -260,21 +260,25 @@ int tf__store_test_fail(tf_store_t *s, const char *kind, unsigned long nth,
  * debugoptimized builds) read it. */
 int tf__store_test_fail_spec(tf_store_t *s, const char *spec)
 {
+    fail_rule_t rules[MAX_FAIL_RULES];
     char buf[512], *save = NULL;
+    size_t n = 0;
+    int rc = 0;
 
-    if (!spec || strlen(spec) >= sizeof(buf))
+    if (!spec || !*spec || strlen(spec) >= sizeof(buf))
         return TF_EINVAL;
     snprintf(buf, sizeof(buf), "%s", spec);
+    /* Every rule is checked before any is added: a bad string adds none. */
     for (char *rule = strtok_r(buf, ",", &save); rule;
          rule = strtok_r(NULL, ",", &save)) {
-        char *kind = rule, *n = strchr(rule, ':'), *mode, *end;
+        char *n_s = strchr(rule, ':'), *mode, *end;
         tf_store_fail_t how = TF_STORE_FAIL_STORE;
         unsigned long nth;
 
-        if (!n)
+        if (!n_s || n == MAX_FAIL_RULES)
             return TF_EINVAL;
-        *n++ = '\0';
-        mode = strchr(n, ':');
+        *n_s++ = '\0';
+        mode = strchr(n_s, ':');
         if (mode) {
             *mode++ = '\0';
             if (strcmp(mode, "full") == 0)
@@ -285,14 +289,24 @@ int tf__store_test_fail_spec(tf_store_t *s, const char *spec)
                 return TF_EINVAL;
         }
         errno = 0;
-        nth = strtoul(n, &end, 10);
-        if (errno || end == n || *end)
+        nth = strtoul(n_s, &end, 10);
+        if (errno || end == n_s || *end || nth == 0 ||
+            !tf__op_kind_by_name(rule))
             return TF_EINVAL;
-        int rc = tf__store_test_fail(s, kind, nth, how);
-        if (rc)
-            return rc;
+        rules[n++] = (fail_rule_t){.kind = tf__op_kind_by_name(rule),
+                                   .nth = nth, .how = how};
     }
-    return 0;
+    if (n == 0)
+        return TF_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    if (s->nrules + n > MAX_FAIL_RULES) {
+        rc = TF_E2BIG;
+    } else {
+        memcpy(s->rules + s->nrules, rules, n * sizeof(rules[0]));
+        s->nrules += n;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

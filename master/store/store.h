@@ -117,6 +117,10 @@ size_t tf_wgroup_count(const tf_wgroup_t *g);
  * group is refused by tf_store_submit, so nothing of it is half stored. */
 bool tf_wgroup_failed(const tf_wgroup_t *g);
 
+/* Marks g failed: the caller could not build one of its operations, so
+ * none of them may be stored. */
+void tf_wgroup_fail(tf_wgroup_t *g);
+
 /* Memory of n bytes that lives as long as g, for the caller's context of
  * the done callback (freed after the callback returns). NULL (and g
  * failed) when out of memory. */

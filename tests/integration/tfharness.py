@@ -330,9 +330,12 @@ class Master:
     """A tf-master with its own directory, config and port."""
 
     def __init__(self, farm, config=None, name="master", port=None,
-                 wrapper=None, log_level="debug"):
+                 wrapper=None, log_level="debug", env=None):
         self.farm = farm
         self.name = name
+        # Extra environment variables for the process (test hooks such as
+        # TF_TEST_STORE_FAIL).
+        self.env = dict(env or {})
         self.dir = farm.tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "secrets").mkdir(exist_ok=True)
@@ -394,8 +397,12 @@ class Master:
     def start(self, wait=True, timeout=20):
         argv = self.wrapper + [TF_MASTER, "--log-level", self.log_level,
                                "run", self.dir]
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            env.update(self.env)
         self.proc = Proc(self.farm, f"master {self.name}", argv,
-                         self.log_path)
+                         self.log_path, env=env)
         self.proc.start()
         if wait:
             self.wait_ready(timeout)

@@ -49,8 +49,6 @@ KNOWN = {
 # Files outside master/store/ that still hold SQL text (debts, as KNOWN).
 SQL_KNOWN = {
     "changes/poller.c", "changes/schedulers.c",
-    "core/build.c", "core/jobs.c", "core/master.c", "core/sched.c",
-    "core/users.c", "net/link.c",
 }
 SQL = re.compile(r'"[^"\n]*\b(SELECT|INSERT INTO|INSERT OR|UPDATE [a-z_]+ SET|'
                  r'DELETE FROM|CREATE TABLE|CREATE INDEX|PRAGMA|BEGIN|COMMIT)\b')

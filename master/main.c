@@ -11,7 +11,7 @@
 
 #include "admin/cli.h"
 #include "log.h"
-#include "core/master.h"
+#include "daemon.h"
 #include "names.h"
 #include "core/users.h"
 #include "util.h"

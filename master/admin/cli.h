@@ -29,6 +29,10 @@ int tf_cli_force(const char *dir, const char *builder, const char *reason);
 int tf_cli_mail(const char *dir, const char *config, const char *verb,
                 const char *target);
 
+/* `tf-master user add|list|remove` for the master in dir (users.c). */
+int tf_users_cli(const char *dir, const char *verb, const char *email,
+                 const char *name);
+
 /* A subcommand working on a master's database without the master (user,
  * mail preview): its config, a private loop and the store. */
 typedef struct tf_cli_offline {

@@ -163,6 +163,7 @@ typedef struct tf_pollers {
     uv_timer_t timer;
     bool timer_open;
     bool stopping;
+    bool loading; /* new pollers' rows are being read (a reload) */
 } tf_pollers_t;
 
 static void poll_step(tf_poller_t *p);
@@ -427,23 +428,14 @@ static bool git_ok(tf_poller_t *p, gitrun_t *g, const char *what)
 
 static void poller_write_health(tf_poller_t *p)
 {
-    tf_sqlval_t v[] = {
-        tf_sql_text(p->repository),
-        tf_sql_text(p->branch),
-        tf_sql_int(p->last_poll_ms),
-        p->last_ok_ms ? tf_sql_int(p->last_ok_ms) : tf_sql_null(),
-        tf_sql_text(p->health == H_FAILING ? p->last_error : NULL),
-        p->health == H_FAILING ? tf_sql_int(p->failing_since_ms)
-                               : tf_sql_null(),
-    };
-    tf_master_write(p->m,
-                    "INSERT INTO pollers(repository, branch, last_poll_ms, "
-                    "last_ok_ms, last_error, failing_since_ms) "
-                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6) "
-                    "ON CONFLICT(repository, branch) DO UPDATE SET "
-                    "last_poll_ms = ?3, last_ok_ms = ?4, last_error = ?5, "
-                    "failing_since_ms = ?6",
-                    v, 6, NULL, NULL);
+    bool failing = p->health == H_FAILING;
+
+    tf_master_group_begin(p->m, 0);
+    tf_op_poller_health(p->m->group, p->repository, p->branch,
+                        p->last_poll_ms, p->last_ok_ms,
+                        failing ? p->last_error : NULL,
+                        failing ? p->failing_since_ms : 0);
+    tf_master_group_commit(p->m, NULL, NULL);
 }
 
 static int64_t backoff_ms(const tf_poller_t *p)
@@ -524,71 +516,6 @@ static void record_job_free(record_job_t *j)
     free(j->repository);
     free(j->branch);
     free(j);
-}
-
-/* Writer thread: inserts the changes (a known one keeps its id) and moves
- * the poller's last_revision, in the batch's savepoint. */
-static int record_txn(sqlite3 *db, void *arg)
-{
-    record_job_t *j = arg;
-    sqlite3_stmt *ins = NULL, *sel = NULL, *pol = NULL;
-    int rc = TF_ESTORE;
-    if (sqlite3_prepare_v2(db,
-                           "INSERT INTO changes(repository, branch, revision, "
-                           "author, email, committer_ms, message, files, "
-                           "created_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                           "?8, ?9) ON CONFLICT(repository, branch, revision) "
-                           "DO NOTHING",
-                           -1, &ins, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT id FROM changes WHERE repository = ?1 AND "
-                           "branch = ?2 AND revision = ?3",
-                           -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "INSERT INTO pollers(repository, branch, "
-                           "last_revision, last_poll_ms, last_ok_ms) "
-                           "VALUES(?1, ?2, ?3, ?4, ?4) "
-                           "ON CONFLICT(repository, branch) DO UPDATE SET "
-                           "last_revision = ?3, last_poll_ms = ?4, "
-                           "last_ok_ms = ?4, last_error = NULL, "
-                           "failing_since_ms = NULL",
-                           -1, &pol, NULL) != SQLITE_OK)
-        goto out;
-    for (size_t i = 0; i < j->n; i++) {
-        const tf_commit_t *c = &j->commits[i];
-        sqlite3_bind_text(ins, 1, j->repository, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 2, j->branch, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 3, c->revision, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 4, c->author, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 5, c->email, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(ins, 6, c->committer_ms);
-        sqlite3_bind_text(ins, 7, c->message, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 8, j->files_json[i], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(ins, 9, j->now);
-        if (sqlite3_step(ins) != SQLITE_DONE)
-            goto out;
-        j->fresh[i] = sqlite3_changes(db) == 1;
-        sqlite3_reset(ins);
-        sqlite3_bind_text(sel, 1, j->repository, -1, SQLITE_STATIC);
-        sqlite3_bind_text(sel, 2, j->branch, -1, SQLITE_STATIC);
-        sqlite3_bind_text(sel, 3, c->revision, -1, SQLITE_STATIC);
-        if (sqlite3_step(sel) != SQLITE_ROW)
-            goto out;
-        j->ids[i] = (uint64_t)sqlite3_column_int64(sel, 0);
-        sqlite3_reset(sel);
-    }
-    sqlite3_bind_text(pol, 1, j->repository, -1, SQLITE_STATIC);
-    sqlite3_bind_text(pol, 2, j->branch, -1, SQLITE_STATIC);
-    sqlite3_bind_text(pol, 3, j->head, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(pol, 4, j->now);
-    if (sqlite3_step(pol) != SQLITE_DONE)
-        goto out;
-    rc = 0;
-out:
-    sqlite3_finalize(ins);
-    sqlite3_finalize(sel);
-    sqlite3_finalize(pol);
-    return rc;
 }
 
 static void record_done(void *arg, int rc)
@@ -674,13 +601,38 @@ static void poll_record(tf_poller_t *p, tf_commit_t *commits, size_t n,
         cost += strlen(j->files_json[i]) + strlen(c->message) + 256;
     }
     poller_set_state(p, P_COMMIT);
-    int rc = tf_store_write_fn(p->m->store, record_txn, cost, record_done, j);
+    /* The changes (a known revision keeps its id) and the poller's new
+     * head commit together; their ids come back in j->ids. */
+    tf_change_rec_t *recs = calloc(n ? n : 1, sizeof(*recs));
+    if (!recs)
+        goto oom_queued;
+    for (size_t i = 0; i < n; i++) {
+        const tf_commit_t *c = &j->commits[i];
+        recs[i] = (tf_change_rec_t){
+            .revision = c->revision,
+            .author = c->author,
+            .email = c->email,
+            .message = c->message,
+            .files_json = j->files_json[i],
+            .committer_ms = c->committer_ms,
+        };
+    }
+    tf_wgroup_t *g = tf_wgroup_new(cost);
+    tf_op_changes_record(g, j->repository, j->branch, j->head, recs, n,
+                         j->now, j->ids, j->fresh);
+    free(recs);
+    int rc = tf_store_submit(p->m->store, g, record_done, j);
     if (rc) {
         snprintf(p->last_error, sizeof(p->last_error),
                  "cannot queue the changes for storage: %s", tf_strerror(rc));
         record_job_free(j);
         poll_failed(p);
     }
+    return;
+oom_queued:
+    record_job_free(j);
+    snprintf(p->last_error, sizeof(p->last_error), "out of memory");
+    poll_failed(p);
     return;
 oom:
     tf_commits_free(commits, n);
@@ -907,7 +859,8 @@ static void tick_cb(uv_timer_t *t)
     int64_t now = tf_mono_ms();
     for (size_t i = 0; i < ps->n; i++) {
         tf_poller_t *p = ps->v[i];
-        if (p->state != P_IDLE || now < p->due_mono || mirror_busy(ps, p))
+        if (p->state != P_IDLE || !p->loaded || now < p->due_mono ||
+            mirror_busy(ps, p))
             continue;
         poll_step(p);
     }
@@ -919,7 +872,8 @@ static tf_poller_t *find(tf_poller_t **v, size_t n, const char *repo,
                          const char *branch)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(v[i]->repository, repo) == 0 &&
+        if (v[i] && /* NULL: taken over by a reload's new list */
+            strcmp(v[i]->repository, repo) == 0 &&
             strcmp(v[i]->branch, branch) == 0)
             return v[i];
     return NULL;
@@ -1053,48 +1007,57 @@ static char **make_env(void)
     return env;
 }
 
-typedef struct load_ctx {
-    tf_pollers_t *ps;
-} load_ctx_t;
-
-static int load_fn(sqlite3 *db, void *arg)
+/* Puts the stored state of pollers not yet loaded into them; those
+ * without a row are branches never polled. */
+static void apply_rows(tf_pollers_t *ps, const tf_q_pollers_t *q)
 {
-    load_ctx_t *lc = arg;
-    tf_pollers_t *ps = lc->ps;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT repository, branch, last_revision, "
-                           "last_poll_ms, last_ok_ms, last_error, "
-                           "failing_since_ms FROM pollers",
-                           -1, &st, NULL) != SQLITE_OK) {
-        tf_error("poller", "loading pollers: %s", sqlite3_errmsg(db));
-        return TF_ESTORE;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *repo = (const char *)sqlite3_column_text(st, 0);
-        const char *branch = (const char *)sqlite3_column_text(st, 1);
-        const char *last = (const char *)sqlite3_column_text(st, 2);
-        tf_poller_t *p = repo && branch ? find(ps->v, ps->n, repo, branch)
-                                        : NULL;
+    for (size_t i = 0; i < q->n; i++) {
+        const tf_poller_row_t *r = &q->rows[i];
+        tf_poller_t *p = r->repository && r->branch
+                             ? find(ps->v, ps->n, r->repository, r->branch)
+                             : NULL;
         if (!p || p->loaded)
             continue;
         p->loaded = true;
-        if (last && tf_gitlog_is_rev(last, strlen(last)))
-            p->last_revision = strdup(last);
-        p->last_poll_ms = sqlite3_column_int64(st, 3);
-        p->last_ok_ms = sqlite3_column_int64(st, 4);
-        if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
-            const char *e = (const char *)sqlite3_column_text(st, 5);
+        if (r->last_revision &&
+            tf_gitlog_is_rev(r->last_revision, strlen(r->last_revision)))
+            p->last_revision = strdup(r->last_revision);
+        p->last_poll_ms = r->last_poll_ms;
+        p->last_ok_ms = r->last_ok_ms;
+        if (r->failing) {
             p->health = H_FAILING;
-            p->failing_since_ms = sqlite3_column_int64(st, 6);
+            p->failing_since_ms = r->failing_since_ms;
             snprintf(p->last_error, sizeof(p->last_error), "%s",
-                     e ? e : "unknown");
+                     r->last_error ? r->last_error : "unknown");
         } else if (p->last_ok_ms) {
             p->health = H_OK;
         }
     }
-    sqlite3_finalize(st);
-    return 0;
+    for (size_t i = 0; i < ps->n; i++)
+        ps->v[i]->loaded = true;
+}
+
+/* The rows read for a reload, off the loop. */
+typedef struct pollers_load {
+    tf_q_pollers_t q;
+    tf_master_t *m;
+} pollers_load_t;
+
+static void pollers_loaded(void *arg, int rc)
+{
+    pollers_load_t *l = arg;
+    tf_pollers_t *ps = l->m->pollers;
+
+    if (ps) {
+        ps->loading = false;
+        if (rc)
+            tf_error("poller", "cannot read the pollers' state (%s): new "
+                     "branches start afresh", tf_strerror(rc));
+        if (!ps->stopping)
+            apply_rows(ps, &l->q);
+    }
+    tf_q_pollers_clear(&l->q);
+    free(l);
 }
 
 int tf_pollers_start(tf_master_t *m)
@@ -1120,12 +1083,13 @@ int tf_pollers_start(tf_master_t *m)
             goto fail;
         }
     }
-    load_ctx_t lc = {.ps = ps};
-    rc = tf_store_read_sync(m->store, load_fn, &lc);
+    tf_q_pollers_t q = {.q.kind = TF_Q_POLLERS};
+    rc = tf_store_query_sync(m->store, &q.q); /* startup: not serving yet */
+    if (rc == 0)
+        apply_rows(ps, &q);
+    tf_q_pollers_clear(&q);
     if (rc)
         goto fail;
-    for (size_t i = 0; i < ps->n; i++)
-        ps->v[i]->loaded = true; /* no row: a branch never polled */
     uv_timer_init(m->loop, &ps->timer);
     ps->timer.data = ps;
     ps->timer_open = true;
@@ -1151,12 +1115,24 @@ void tf_pollers_reload(tf_master_t *m)
     }
     if (ps->n && tf_mkdir_p(ps->mirrors_dir, 0755) != 0)
         tf_error("poller", "cannot create %s", ps->mirrors_dir);
-    /* New pollers learn their last revision from the table. */
-    load_ctx_t lc = {.ps = ps};
-    for (size_t i = 0; i < ps->n; i++) {
+    /* New pollers learn their last revision from the table, read off the
+     * loop; they do not poll until it is in. */
+    for (size_t i = 0; i < ps->n && !ps->loading; i++) {
         if (!ps->v[i]->loaded) {
-            tf_store_read_sync(m->store, load_fn, &lc);
-            break;
+            pollers_load_t *l = calloc(1, sizeof(*l));
+            if (l) {
+                l->q.q.kind = TF_Q_POLLERS;
+                l->m = m;
+            }
+            if (!l || tf_store_query(m->store, &l->q.q, pollers_loaded, l)) {
+                tf_error("poller", "cannot read the pollers' state: new "
+                         "branches start afresh");
+                free(l);
+                for (size_t k = 0; k < ps->n; k++)
+                    ps->v[k]->loaded = true;
+                break;
+            }
+            ps->loading = true;
         }
     }
     if (ps->n != before)

@@ -64,6 +64,7 @@ typedef struct msched {
     pchange_t *pending;
     size_t npending;
     bool dropped_logged;
+    struct sched_load *load; /* its state is being read (a reload) */
 } msched_t;
 
 typedef struct tf_schedulers {
@@ -76,10 +77,20 @@ typedef struct tf_schedulers {
     int64_t last_eval_ms;
 } tf_schedulers_t;
 
+/* A scheduler's state being read off the loop (a reload): the query
+ * outlives the scheduler if a reload drops it meanwhile (s goes NULL). */
+typedef struct sched_load {
+    tf_q_scheduler_t q;
+    tf_master_t *m;
+    msched_t *s;
+} sched_load_t;
+
 static void msched_free(msched_t *s)
 {
     if (!s)
         return;
+    if (s->load)
+        s->load->s = NULL;
     free(s->last_revision);
     free(s->pending);
     free(s);
@@ -87,18 +98,10 @@ static void msched_free(msched_t *s)
 
 static void state_write(tf_master_t *m, const msched_t *s)
 {
-    tf_sqlval_t v[] = {
-        tf_sql_text(s->name),
-        s->last_fired_ms ? tf_sql_int(s->last_fired_ms) : tf_sql_null(),
-        tf_sql_text(s->last_revision),
-        s->next_fire_ms > 0 ? tf_sql_int(s->next_fire_ms) : tf_sql_null(),
-    };
-    tf_master_write(m,
-                    "INSERT INTO scheduler_state(name, last_fired_ms, "
-                    "last_revision, next_fire_ms) VALUES(?1, ?2, ?3, ?4) "
-                    "ON CONFLICT(name) DO UPDATE SET last_fired_ms = ?2, "
-                    "last_revision = ?3, next_fire_ms = ?4",
-                    v, 4, NULL, NULL);
+    tf_master_group_begin(m, 0);
+    tf_op_scheduler_state(m->group, s->name, s->last_fired_ms,
+                          s->last_revision, s->next_fire_ms);
+    tf_master_group_commit(m, NULL, NULL);
 }
 
 /* Appends a change to s's pending list; the oldest goes when it is full. */
@@ -199,6 +202,8 @@ static void evaluate(tf_master_t *m, msched_t *s, int64_t now,
                      bool clock_back)
 {
     const tf_cfg_scheduler_t *cfg = s->cfg;
+    if (s->load)
+        return; /* its state is still being read */
     if (cfg->type == TF_CFG_SCHED_CHANGE) {
         bool important = false;
         for (size_t i = 0; i < s->npending && !important; i++)
@@ -288,166 +293,117 @@ void tf_schedulers_on_changes(tf_master_t *m, const char *repository,
 
 /* --- loading --- */
 
-typedef struct load_ctx {
-    tf_master_t *m;
-    msched_t *s;  /* one scheduler, or NULL for the requests */
-    bool have_row;
-    int64_t now;
-} load_ctx_t;
+static int pchange_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const pchange_t *)a)->id, y = ((const pchange_t *)b)->id;
+    return x < y ? -1 : x > y;
+}
 
-static int load_pending(sqlite3 *db, msched_t *s)
+/* Puts what the store holds of s (its row, and the changes of its branch
+ * after its last consumed revision) into s, keeping changes that arrived
+ * while it was read; a new scheduler starts after the branch's head. */
+static void msched_apply(tf_master_t *m, msched_t *s,
+                         const tf_q_scheduler_t *q)
 {
     const tf_cfg_scheduler_t *cfg = s->cfg;
-    sqlite3_stmt *st = NULL;
-    int64_t after = 0;
-    if (!cfg->repository)
-        return 0;
-    if (s->last_revision) {
-        if (sqlite3_prepare_v2(db,
-                               "SELECT coalesce((SELECT id FROM changes "
-                               "WHERE repository = ?1 AND branch = ?2 AND "
-                               "revision = ?3), (SELECT max(id) FROM changes "
-                               "WHERE repository = ?1 AND branch = ?2), 0)",
-                               -1, &st, NULL) != SQLITE_OK)
-            return TF_ESTORE;
-        sqlite3_bind_text(st, 1, cfg->repository, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, cfg->branch, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, s->last_revision, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            after = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+
+    if (q->have_row) {
+        s->last_fired_ms = q->last_fired_ms;
+        if (q->last_revision) {
+            char *rev = strdup(q->last_revision);
+            if (rev) {
+                free(s->last_revision);
+                s->last_revision = rev;
+            }
+        }
     }
-    /* The newest SCHED_PENDING_MAX, oldest first. */
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, revision, files, created_ms FROM "
-                           "(SELECT * FROM changes WHERE repository = ?1 AND "
-                           "branch = ?2 AND id > ?3 ORDER BY id DESC "
-                           "LIMIT ?4) ORDER BY id",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    sqlite3_bind_text(st, 1, cfg->repository, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, cfg->branch, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, after);
-    sqlite3_bind_int(st, 4, SCHED_PENDING_MAX);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *rev = (const char *)sqlite3_column_text(st, 1);
-        const char *files = (const char *)sqlite3_column_text(st, 2);
-        json_t *arr = files ? json_loads(files, 0, NULL) : NULL;
-        size_t nf = json_array_size(arr);
+    for (size_t i = 0; i < q->nchanges; i++) {
+        const tf_sched_change_row_t *c = &q->changes[i];
+        json_t *arr = c->files_json ? json_loads(c->files_json, 0, NULL)
+                                    : NULL;
+        size_t nf = json_array_size(arr), k = 0;
         char **fv = calloc(nf ? nf : 1, sizeof(*fv));
-        for (size_t i = 0; fv && i < nf; i++)
-            fv[i] = (char *)json_string_value(json_array_get(arr, i));
-        size_t k = 0;
-        for (size_t i = 0; fv && i < nf; i++)
-            if (fv[i])
-                fv[k++] = fv[i];
+        for (size_t f = 0; fv && f < nf; f++) {
+            const char *p = json_string_value(json_array_get(arr, f));
+            if (p)
+                fv[k++] = (char *)p;
+        }
         bool imp = cfg->type == TF_CFG_SCHED_PERIODIC ||
                    tf_paths_important(cfg->paths, cfg->npaths, fv, k);
-        pending_add(s, (uint64_t)sqlite3_column_int64(st, 0),
-                    rev ? rev : "", imp, sqlite3_column_int64(st, 3));
+        pending_add(s, c->id, c->revision ? c->revision : "", imp,
+                    c->created_ms);
         free(fv);
         json_decref(arr);
     }
-    sqlite3_finalize(st);
-    return 0;
+    /* Changes noted while the state was read came after these. */
+    if (s->npending > 1)
+        qsort(s->pending, s->npending, sizeof(*s->pending), pchange_cmp);
+    if (!s->last_revision && cfg->repository) {
+        const char *head = tf_pollers_head(m, cfg->repository, cfg->branch);
+        s->last_revision = head ? strdup(head) : NULL;
+    }
+    state_write(m, s);
 }
 
-static int load_sched_fn(sqlite3 *db, void *arg)
+static void msched_loaded(void *arg, int rc)
 {
-    load_ctx_t *lc = arg;
-    msched_t *s = lc->s;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT last_fired_ms, last_revision FROM "
-                           "scheduler_state WHERE name = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    sqlite3_bind_text(st, 1, s->name, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        lc->have_row = true;
-        s->last_fired_ms = sqlite3_column_int64(st, 0);
-        const char *rev = (const char *)sqlite3_column_text(st, 1);
-        s->last_revision = rev ? strdup(rev) : NULL;
+    sched_load_t *l = arg;
+    msched_t *s = l->s;
+
+    if (s) {
+        s->load = NULL;
+        if (rc)
+            tf_error("scheduler", "%s: cannot load its state (%s); starting "
+                     "afresh", s->name, tf_strerror(rc));
+        msched_apply(l->m, s, &l->q);
     }
-    sqlite3_finalize(st);
-    /* Without a consumed revision there is nothing to be after: the
-     * branch's head counts as seen (msched_load). */
-    if (!lc->have_row || !s->last_revision)
-        return 0;
-    return load_pending(db, s);
+    tf_q_scheduler_clear(&l->q);
+    free(l);
 }
 
-/* The blamelists and scheduler names of open requests, which master.c's
- * loader does not know about. */
-static int load_requests_fn(sqlite3 *db, void *arg)
-{
-    load_ctx_t *lc = arg;
-    tf_master_t *m = lc->m;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, scheduler FROM build_requests WHERE "
-                           "state IN ('pending', 'running') AND "
-                           "scheduler IS NOT NULL",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_request_t *r = tf_map_get_id(m->requests,
-                                        (uint64_t)sqlite3_column_int64(st, 0));
-        const char *name = (const char *)sqlite3_column_text(st, 1);
-        if (r && !r->scheduler && name)
-            r->scheduler = strdup(name);
-    }
-    sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(db,
-                           "SELECT rc.request_id, rc.change_id FROM "
-                           "request_changes rc JOIN build_requests r ON "
-                           "r.id = rc.request_id WHERE r.state IN "
-                           "('pending', 'running') ORDER BY rc.request_id, "
-                           "rc.change_id",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tf_request_t *r = tf_map_get_id(m->requests,
-                                        (uint64_t)sqlite3_column_int64(st, 0));
-        if (!r)
-            continue;
-        uint64_t *v = realloc(r->changes, (r->nchanges + 1) * sizeof(*v));
-        if (!v)
-            continue;
-        r->changes = v;
-        v[r->nchanges++] = (uint64_t)sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
-    return 0;
-}
-
-/* A scheduler object for cfg, its state loaded (or started, for a new
- * one: the known head of its branch counts as seen). */
-static msched_t *msched_load(tf_master_t *m, const tf_cfg_scheduler_t *cfg)
+/* A scheduler object for cfg, its state loaded: now (startup, before the
+ * loop serves), or off the loop with s->load set until it is (a reload).
+ * A new one counts the known head of its branch as seen. */
+static msched_t *msched_load(tf_master_t *m, const tf_cfg_scheduler_t *cfg,
+                             bool now_sync)
 {
     msched_t *s = calloc(1, sizeof(*s));
+    sched_load_t *l = calloc(1, sizeof(*l));
     char err[160];
-    if (!s)
+    int rc;
+
+    if (!s || !l) {
+        free(s);
+        free(l);
         return NULL;
+    }
     snprintf(s->name, sizeof(s->name), "%s", cfg->name);
     s->cfg = cfg;
     int64_t now = tf_now_ms();
     if (cfg->type == TF_CFG_SCHED_PERIODIC) {
         if (tf_cron_parse(cfg->cron, &s->cron, err, sizeof(err)) != 0) {
             msched_free(s);
+            free(l);
             return NULL; /* the config loader checked it */
         }
         s->next_fire_ms = tf_cron_next(&s->cron, now);
     }
-    load_ctx_t lc = {.m = m, .s = s, .now = now};
-    if (tf_store_read_sync(m->store, load_sched_fn, &lc) != 0)
-        tf_error("scheduler", "%s: cannot load its state; starting afresh",
-                 s->name);
-    if (!s->last_revision && cfg->repository) {
-        const char *head = tf_pollers_head(m, cfg->repository, cfg->branch);
-        s->last_revision = head ? strdup(head) : NULL;
+    l->q = (tf_q_scheduler_t){.q.kind = TF_Q_SCHEDULER,
+                              .name = s->name,
+                              .repository = cfg->repository,
+                              .branch = cfg->branch,
+                              .limit = SCHED_PENDING_MAX};
+    l->m = m;
+    l->s = s;
+    s->load = l;
+    if (now_sync) {
+        rc = tf_store_query_sync(m->store, &l->q.q);
+        msched_loaded(l, rc);
+        return s;
     }
-    state_write(m, s);
+    rc = tf_store_query(m->store, &l->q.q, msched_loaded, l);
+    if (rc)
+        msched_loaded(l, rc);
     return s;
 }
 
@@ -490,16 +446,14 @@ int tf_schedulers_start(tf_master_t *m)
         return TF_ENOMEM;
     ss->m = m;
     m->schedulers = ss;
-    load_ctx_t lc = {.m = m};
-    if (tf_store_read_sync(m->store, load_requests_fn, &lc) != 0)
-        tf_error("scheduler", "cannot load the blamelists of open "
-                 "requests");
+    /* The blamelists and scheduler names of open requests came with the
+     * core's state (TF_Q_LOAD_STATE). */
     const tf_config_t *c = m->cfg;
     ss->v = calloc(c->nschedulers ? c->nschedulers : 1, sizeof(*ss->v));
     if (!ss->v)
         return TF_ENOMEM;
     for (size_t i = 0; i < c->nschedulers; i++) {
-        msched_t *s = msched_load(m, &c->schedulers[i]);
+        msched_t *s = msched_load(m, &c->schedulers[i], true);
         if (s)
             ss->v[ss->n++] = s;
     }
@@ -538,7 +492,7 @@ void tf_schedulers_reload(tf_master_t *m)
         if (s)
             retarget(m, s, cfg);
         else
-            s = msched_load(m, cfg);
+            s = msched_load(m, cfg, false); /* read off the loop */
         if (s)
             v[n++] = s;
     }

@@ -35,11 +35,14 @@
  * EXCEPTION at once, so it cannot sit at the head of its builder's queue.
  *
  * When an event's group fails (the queue was full, memory ran out, the
- * store refused it), the build resyncs: its steps go back to what the
- * last committed event left (the committed mirror, csteps, moved forward
- * by each commit), accepted_seq back to committed_seq, and the slave's
- * link is closed with "resync"; the slave reconnects and resends every
- * unacknowledged event from its spool, which the build applies again.
+ * store refused it), the build is broken: the slave's link is closed
+ * with "resync" and events are dropped until every group of the build
+ * still in flight has come back (earlier ones may still commit; later
+ * ones fail on the chain). Then it is restored: its steps go back to
+ * what the last stored event left (the committed mirror, csteps, moved
+ * forward by each commit), accepted_seq back to committed_seq, and the
+ * slave, reconnected, resends every unacknowledged event from its spool,
+ * which the build applies again.
  * build_finished waits until the events before it have committed, so
  * the end of a build (which frees its request, ends its job, queues mail)
  * is never applied on top of a hole; if the end's own group fails, the
@@ -62,10 +65,10 @@
 
 #include <jansson.h>
 
+#include "buf.h"
 #include "clock.h"
 #include "log.h"
 #include "core/jobs.h"
-#include "net/live.h"
 #include "core/master.h"
 #include "core/props.h"
 #include "tf_err.h"
@@ -444,7 +447,7 @@ static void build_send_start(tf_master_t *m, tf_build_t *b)
     if (!b->start_msg)
         return;
     if (s && s->link) {
-        if (tf_link_send_text(s->link, b->start_msg, b->start_len) == 0)
+        if (tf_master_send_text(m, s, b->start_msg, b->start_len) == 0)
             tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
                     ") sent to slave %s",
                     b->id, b->builder, b->number, b->slave);
@@ -664,8 +667,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         tf_sched_slave_changed(m, s);
         snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
     }
-    tf_live_build(m, b, "created", 0);
-    tf_live_request(m, r, "started");
+    tf_publish_build(m, b, "created", 0);
+    tf_publish_request(m, r, "started");
     if (!unsendable)
         tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
                 "%" PRIu64 " assigned to slave %s",
@@ -698,16 +701,17 @@ static void ack_owed(tf_master_t *m, tf_build_t *b)
     tf_sched_defer(m);
 }
 
-/* An event's group failed: what is in memory went past what is stored.
- * Back to the committed state, and the slave resends from there. */
-static void build_resync(tf_master_t *m, tf_build_t *b, uint64_t seq, int rc)
+/* Back to what is stored, once no group of the build is in flight (so
+ * committed_seq is what the store holds): the steps as the last stored
+ * event left them, and the slave resends from the event after it. */
+static void build_restore(tf_master_t *m, tf_build_t *b)
 {
     tf_mslave_t *s = tf_master_slave(m, b->slave, false);
 
-    tf_error("build", "build %" PRIu64 ": event %" PRIu64 " could not be "
-             "stored (%s): not acknowledging it or anything after it; the "
-             "slave resends from event %" PRIu64,
-             b->id, seq, tf_strerror(rc), b->committed_seq + 1);
+    tf_info("build", "build %" PRIu64 ": back to event %" PRIu64 ", the "
+            "last stored; the slave resends from there", b->id,
+            b->committed_seq);
+    b->broken = false;
     b->epoch++;
     memcpy(b->steps, b->csteps, b->nsteps * sizeof(tf_bstep_t));
     b->started_ms = b->c_started_ms;
@@ -716,11 +720,37 @@ static void build_resync(tf_master_t *m, tf_build_t *b, uint64_t seq, int rc)
     b->finish_pending = false;
     b->finish_seen = false;
     b->cursor_ok = false; /* the steps moved back */
-    if (s && s->link)
-        tf_link_close(s->link, "resync", TF_CLOSE_RESYNC,
-                      "events of build %" PRIu64 " could not be stored: "
-                      "resend them from event %" PRIu64, b->id,
-                      b->committed_seq + 1);
+    /* A link that came up while the build was broken was told to resume
+     * from a point that may have moved since: it starts over. */
+    tf_master_close_link(m, s, "resync", TF_CLOSE_RESYNC,
+                         "events of build %" PRIu64 " could not be stored: "
+                         "resend them from event %" PRIu64,
+                         b->id, b->committed_seq + 1);
+}
+
+/* An event's group failed: what is in memory went past what is stored.
+ * The build stops taking events (the link is closed with "resync") and
+ * goes back to what is stored once every group of it still in flight has
+ * come back: those before the failed one may yet commit (a group refused
+ * at submit fails before the ones queued ahead of it have committed),
+ * those after it fail on the event chain. */
+static void build_broken(tf_master_t *m, tf_build_t *b, uint64_t seq, int rc)
+{
+    tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+
+    if (b->broken || b->state == TF_BUILD_ENDING)
+        return;
+    tf_error("build", "build %" PRIu64 ": event %" PRIu64 " could not be "
+             "stored (%s): not acknowledging it or anything after it; the "
+             "slave will resend from the last stored event",
+             b->id, seq, tf_strerror(rc));
+    b->broken = true;
+    tf_master_close_link(m, s, "resync", TF_CLOSE_RESYNC,
+                         "events of build %" PRIu64 " from %" PRIu64 " on "
+                         "could not be stored: resend them after "
+                         "reconnecting", b->id, seq);
+    if (b->inflight == 0)
+        build_restore(m, b);
 }
 
 static void event_committed_cb(void *arg, int rc)
@@ -729,19 +759,26 @@ static void event_committed_cb(void *arg, int rc)
     tf_master_t *m = ec->m;
     tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
 
-    if (!b || ec->epoch != b->epoch)
-        return; /* ended, or resynced since: this group is history */
+    if (!b)
+        return; /* ended since */
+    if (b->inflight > 0)
+        b->inflight--;
     if (rc) {
-        if (b->state != TF_BUILD_ENDING)
-            build_resync(m, b, ec->seq, rc);
-        return;
-    }
-    if (ec->seq > b->committed_seq) {
+        if (ec->epoch == b->epoch)
+            build_broken(m, b, ec->seq, rc);
+    } else if (ec->seq > b->committed_seq) {
+        /* Stored, whatever happened since: the event chain means the
+         * store's last event is this one. */
         b->committed_seq = ec->seq;
         if (ec->step >= 0 && (size_t)ec->step < b->nsteps)
             b->csteps[ec->step] = ec->after;
         b->c_started_ms = ec->started_ms;
         ack_owed(m, b);
+    }
+    if (b->broken) {
+        if (b->inflight == 0)
+            build_restore(m, b);
+        return;
     }
     if (b->finish_pending && b->committed_seq + 1 == b->finish_seq)
         build_apply_finish(m, b);
@@ -760,23 +797,26 @@ static void event_accepted(tf_master_t *m, tf_build_t *b, event_commit_t *ec,
         ec->started_ms = b->started_ms;
     }
     /* The event's rows and its sequence number commit together or not at
-     * all, so a restart never replays half an event. */
+     * all, so a restart never replays half an event. A group that cannot
+     * be queued calls back at once, with its error. */
     if (ec) {
+        b->inflight++;
         tf_master_group_commit(m, event_committed_cb, ec);
     } else {
         tf_master_group_commit(m, NULL, NULL);
-        build_resync(m, b, seq, TF_ENOMEM);
+        build_broken(m, b, seq, TF_ENOMEM);
     }
 }
 
-static void send_ack(tf_mslave_t *s, uint64_t build_id, uint64_t seq)
+static void send_ack(tf_master_t *m, tf_mslave_t *s, uint64_t build_id,
+                     uint64_t seq)
 {
     if (!s || !s->link)
         return;
     tf_msg_t a = {.type = TF_MSG_ACK};
     a.u.ack.build_id = build_id;
     a.u.ack.seq = seq;
-    tf_link_send_msg(s->link, &a);
+    tf_master_send(m, s, &a);
 }
 
 void tf_build_flush_acks(tf_master_t *m)
@@ -792,7 +832,7 @@ void tf_build_flush_acks(tf_master_t *m)
          * one the master ended itself (lost, cancelled while away, left
          * out of a hello, abandoned) gets none. */
         if (b->committed_seq > b->acked_seq && !b->acks_off)
-            send_ack(s, b->id, b->committed_seq);
+            send_ack(m, s, b->id, b->committed_seq);
         if (b->committed_seq > b->acked_seq)
             b->acked_seq = b->committed_seq;
         if (b->state == TF_BUILD_ENDING &&
@@ -931,7 +971,7 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
     build_unlink(m, b);
     build_set_state(b, TF_BUILD_ENDING, tf_result_name(result));
     b->finish_pending = false;
-    tf_live_build(m, b, "finished", result);
+    tf_publish_build(m, b, "finished", result);
     b->request = NULL;
     if (r) {
         if (requeue) {
@@ -1188,8 +1228,8 @@ static void ev_step_started(tf_master_t *m, tf_build_t *b,
         b->started_ms = t;
     tf_op_step_start(m->group, b->id, i, t, first);
     if (first)
-        tf_live_build(m, b, "started", 0);
-    tf_live_step(m, b, i, NULL);
+        tf_publish_build(m, b, "started", 0);
+    tf_publish_step(m, b, i, NULL);
     event_advance(b, TF_MSG_STEP_STARTED, i);
     event_accepted(m, b, ec, seq, (int)i);
 }
@@ -1207,7 +1247,7 @@ static void ev_step_finished(tf_master_t *m, tf_build_t *b,
     bool term = false;
     b->result = tf_result_fold(b->result, f->result, &st->flags, &term);
     b->terminated = b->terminated || term;
-    tf_live_step(m, b, i, f->text);
+    tf_publish_step(m, b, i, f->text);
     for (size_t k = 0; k < f->nprops; k++)
         tf_op_build_prop(m->group, b->id, f->props[k].key,
                          f->props[k].value);
@@ -1360,6 +1400,8 @@ int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
     tf_build_t *b = event_build(m, s, build_id, seq, err, errlen);
     if (!b)
         return TF_EPROTO;
+    if (b->broken)
+        return 0; /* the slave resends it after the resync */
     int rc = event_order(m, b, seq, err, errlen);
     if (rc)
         return rc < 0 ? rc : 0;
@@ -1410,6 +1452,8 @@ int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
     tf_build_t *b = event_build(m, s, h->build_id, h->seq, err, errlen);
     if (!b)
         return TF_EPROTO;
+    if (b->broken)
+        return 0; /* the slave resends it after the resync */
     int rc = event_order(m, b, h->seq, err, errlen);
     if (rc)
         return rc < 0 ? rc : 0;
@@ -1437,7 +1481,7 @@ int tf_build_output(tf_master_t *m, tf_mslave_t *s, const tf_output_hdr_t *h,
     st->log_lines += count_lines(payload, h->length);
     o.log_bytes = st->log_bytes;
     o.log_lines = st->log_lines;
-    tf_live_log(m, b->id, h->step, o.offset, payload, h->length);
+    tf_publish_log(m, b->id, h->step, o.offset, payload, h->length);
     tf_op_output(m->group, &o, payload, h->length);
     event_accepted(m, b, ec, h->seq, (int)h->step);
     return 0;
@@ -1565,7 +1609,7 @@ int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why)
         tf_msg_t a = {.type = TF_MSG_BUILD_ABORT};
         a.u.build_abort.build_id = b->id;
         a.u.build_abort.reason = (char *)(why ? why : "cancelled");
-        tf_link_send_msg(s->link, &a);
+        tf_master_send(m, s, &a);
         tf_info("build", "build %" PRIu64 ": abort sent to %s", b->id,
                 s->name);
         return 0;

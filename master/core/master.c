@@ -1,24 +1,24 @@
 /*
- * master.c - tf-master's process: startup, restoring live state from the
- * database, signals, the one-second tick, config reload and shutdown.
+ * master.c - the master's live model as a whole: the registry of slaves and
+ * builders, the write groups every change goes through, restoring the live
+ * state from the database, applying a config, the one-second tick, and the
+ * one door to the network (m->net).
  *
- * Startup order matters: the config is loaded and validated first (a bad
- * config never touches the database), then the store is opened (migrations
- * run), then the live state is rebuilt from it with synchronous reads before
- * the loop serves anything, then the server starts listening.
+ * The program's root (master/daemon.c) owns the process: signals, timers,
+ * the server, the change sources, mail, shutdown. It sets m->net (the
+ * network layer's functions: send to a slave, close a link, publish to
+ * live viewers) and m->mail_wake before the loop runs, so the core never
+ * includes the network, mail or change folders: it calls them through
+ * these pointers, and they call it (docs/internals.md, "Subsystems").
  *
- * Shutdown (SIGTERM, SIGINT) runs in phases driven by a timer, because the
- * libwebsockets context on a foreign loop needs two destroy calls with the
- * loop turning in between (shared/notes/libwebsockets-on-libuv.md):
- *   1. refuse new slave links, send every link a "shutdown" error;
- *   2. once links are gone (or after 3 s), first lws_context_destroy;
- *   3. close the store: the writer commits everything still queued;
- *   4. once only our own handles are left, second lws_context_destroy,
- *      close our handles, let uv_run return.
- * Running builds keep running on their slaves, which spool their output and
- * replay it when the master is back.
+ * Startup (tf_master_start) rebuilds the live objects from the database
+ * with one synchronous query before the loop serves anything: requests
+ * pending or running, builds not finished (waiting for their slave to
+ * resume them), unfinished try jobs, each builder's next number and warm
+ * slave.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,12 +31,8 @@
 #include "clock.h"
 #include "crypto.h"
 #include "core/jobs.h"
-#include "net/live.h"
 #include "log.h"
-#include "mail/mail.h"
 #include "core/master.h"
-#include "changes/poller.h"
-#include "changes/schedulers.h"
 #include "tf_err.h"
 #include "util.h"
 
@@ -68,8 +64,8 @@ static void mail_wake_cb(void *arg, int rc)
 
     if (w->cb)
         w->cb(w->arg, rc);
-    if (rc == 0)
-        tf_mail_wake(w->m->mail);
+    if (rc == 0 && w->m->mail_wake)
+        w->m->mail_wake(w->m);
 }
 
 int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg)
@@ -221,36 +217,6 @@ tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name, bool create)
         return NULL;
     }
     return b;
-}
-
-/* --- admin token --- */
-
-static int load_admin_token(tf_master_t *m)
-{
-    char *path = tf_path_join(m->dir, "admin.token");
-    char *tok = NULL;
-    int rc = TF_ENOMEM;
-    if (!path)
-        goto out;
-    rc = tf_read_secret(path, &tok);
-    if (rc == 0) {
-        snprintf(m->admin_token, sizeof(m->admin_token), "%s", tok);
-        goto out;
-    }
-    rc = tf_random_hex(32, m->admin_token);
-    if (rc)
-        goto out;
-    char line[80];
-    int n = snprintf(line, sizeof(line), "%s\n", m->admin_token);
-    rc = tf_write_file_atomic(path, line, (size_t)n, 0600);
-    if (rc == 0)
-        tf_info("master", "created admin token in %s", path);
-    else
-        tf_error("master", "cannot write %s: %s", path, tf_strerror(rc));
-out:
-    free(tok);
-    free(path);
-    return rc;
 }
 
 /* --- restoring state --- */
@@ -450,76 +416,81 @@ static void sync_config(tf_master_t *m)
     tf_sched_config(m);
 }
 
-/* --- config reload --- */
+/* --- the whole --- */
 
-static void print_diags(const tf_cfg_diags_t *d)
+int tf_master_init(tf_master_t *m, const char *dir)
 {
-    for (size_t i = 0; i < d->count; i++) {
-        char *line = tf_cfg_diag_format(&d->items[i]);
-        if (line)
-            tf_error("config", "%s", line);
-        free(line);
+    memset(m, 0, sizeof(*m));
+    m->exit_code = 1;
+    tf_list_init(&m->ack_list);
+    tf_list_init(&m->live_conns);
+    tf_list_init(&m->idle);
+    m->dir = strdup(dir);
+    m->slaves = tf_map_new();
+    m->builders = tf_map_new();
+    m->requests = tf_map_new();
+    m->builds = tf_map_new();
+    m->links = tf_map_new();
+    m->fair_last = tf_map_new();
+    m->jobs = tf_map_new();
+    if (!m->dir || !m->slaves || !m->builders || !m->requests ||
+        !m->builds || !m->links || !m->fair_last || !m->jobs) {
+        tf_error("master", "out of memory");
+        return TF_ENOMEM;
     }
+    return 0;
 }
 
-static void reload_config(tf_master_t *m)
+int tf_master_start(tf_master_t *m)
 {
-    tf_cfg_diags_t diags = {0};
-    tf_config_t *cfg = NULL;
-    tf_info("master", "SIGHUP: reloading %s", m->cfg->path);
-    int rc = tf_config_load(m->cfg->path, &cfg, &diags);
+    int rc = load_state(m);
+
     if (rc) {
-        size_t nerr = diags.count;
-        print_diags(&diags);
-        tf_cfg_diags_clear(&diags);
-        tf_error("master", "config not reloaded: %zu error(s); the old one "
-                 "stays in force", nerr);
-        return;
+        tf_error("master", "cannot load state from %s", m->cfg->database);
+        return rc;
     }
-    tf_cfg_diags_clear(&diags);
-    if (cfg->listen_port != m->cfg->listen_port ||
-        strcmp(cfg->listen_host, m->cfg->listen_host) != 0 ||
-        strcmp(cfg->database, m->cfg->database) != 0)
-        tf_warn("master", "listen address and database changes take effect "
-                "at the next restart");
-    tf_config_t *old = m->cfg;
-    m->cfg = cfg;
+    uv_idle_init(m->loop, &m->sched_idle);
+    m->sched_idle.data = m;
     sync_config(m);
-    tf_pollers_reload(m);
-    tf_schedulers_reload(m);
-    tf_mail_reconfigure(&m->mail, m->store, m->cfg);
-    /* Slaves removed from the config lose their link. */
+    tf_master_group_begin(m, 0);
+    tf_op_slaves_reset(m->group);
+    tf_master_group_commit(m, NULL, NULL);
+    requeue_loaded(m);
+    return 0;
+}
+
+tf_config_t *tf_master_apply_config(tf_master_t *m, tf_config_t *cfg)
+{
+    tf_config_t *old = m->cfg;
     size_t pos = 0;
     void *v;
+
+    m->cfg = cfg;
+    sync_config(m);
+    /* Slaves removed from the config lose their link. */
     while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
         tf_mslave_t *s = v;
         if (!s->cfg && s->link)
-            tf_link_close(s->link, "unknown_slave", TF_CLOSE_UNKNOWN_SLAVE,
-                          "slave %s was removed from the configuration",
-                          s->name);
+            tf_master_close_link(m, s, "unknown_slave",
+                                 TF_CLOSE_UNKNOWN_SLAVE,
+                                 "slave %s was removed from the "
+                                 "configuration",
+                                 s->name);
     }
-    tf_config_free(old);
-    tf_info("master", "config reloaded: %zu slaves, %zu builders",
-            cfg->nslaves, cfg->nbuilders);
     tf_sched_kick(m);
+    return old;
 }
 
-/* --- loop handles --- */
-
-static void tick_cb(uv_timer_t *t)
+void tf_master_tick(tf_master_t *m)
 {
-    tf_master_t *m = t->data;
-    if (m->stopping)
-        return;
-    tf_link_heartbeat(m);
+    int64_t now = tf_now_ms();
+
     tf_build_check_lost(m);
     tf_build_retry_ends(m);
-    int64_t now = tf_now_ms();
-    static int64_t last_seen_flush;
-    if (now - last_seen_flush >= 30000) {
-        last_seen_flush = now;
+    if (now - m->last_seen_flush_ms >= 30000) {
         size_t pos = 0;
         void *v;
+        m->last_seen_flush_ms = now;
         tf_master_group_begin(m, 0);
         while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
             tf_mslave_t *s = v;
@@ -530,152 +501,27 @@ static void tick_cb(uv_timer_t *t)
     }
 }
 
-static void congestion_cb(void *arg, bool congested)
-{
-    tf_master_t *m = arg;
-    m->store_congested = congested;
-    if (congested)
-        tf_warn("master", "store queue congested: pausing reads from slaves");
-    else
-        tf_info("master", "store queue drained: reading from slaves again");
-    tf_link_flow_all(m, !congested);
-}
-
-static bool is_our_handle(tf_master_t *m, uv_handle_t *h)
-{
-    return h == (uv_handle_t *)&m->sig_hup ||
-           h == (uv_handle_t *)&m->sig_term ||
-           h == (uv_handle_t *)&m->sig_int || h == (uv_handle_t *)&m->tick ||
-           h == (uv_handle_t *)&m->sched_idle ||
-           h == (uv_handle_t *)&m->shutdown_timer;
-}
-
-typedef struct walk_ctx {
-    tf_master_t *m;
-    unsigned foreign;
-} walk_ctx_t;
-
-/* Counts the handles that are not ours, closing ones included: a closing
- * handle stays in the loop's queue until its close callback has run, and
- * lws's live inside its context, so freeing the context (the second
- * lws_context_destroy) before then leaves the loop reading freed memory. */
-static void walk_cb(uv_handle_t *h, void *arg)
-{
-    walk_ctx_t *w = arg;
-    if (!is_our_handle(w->m, h))
-        w->foreign++;
-}
-
-static void close_ours(tf_master_t *m)
-{
-    uv_handle_t *hs[] = {
-        (uv_handle_t *)&m->sig_hup,  (uv_handle_t *)&m->sig_term,
-        (uv_handle_t *)&m->sig_int,  (uv_handle_t *)&m->tick,
-        (uv_handle_t *)&m->sched_idle, (uv_handle_t *)&m->shutdown_timer,
-    };
-    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
-        if (!uv_is_closing(hs[i]))
-            uv_close(hs[i], NULL);
-}
-
-static void noop_cb(void *arg)
-{
-    (void)arg;
-}
-
-static void store_closed_cb(void *arg)
-{
-    tf_master_t *m = arg;
-    m->store = NULL;
-    m->shutdown_phase = 3;
-}
-
-static void shutdown_cb(uv_timer_t *t)
-{
-    tf_master_t *m = t->data;
-    /* Ticks (100 ms) spent in the current phase. */
-    static int waited;
-    switch (m->shutdown_phase) {
-    case 1:
-        if ((tf_map_count(m->links) == 0 && tf_list_empty(&m->live_conns)) ||
-            ++waited > 30) {
-            waited = 0;
-            tf_server_stop(m);
-            m->shutdown_phase = 2;
-            tf_mail_stop(m->mail); /* it reads and writes the store */
-            tf_store_close(m->store, store_closed_cb, m);
-        }
-        break;
-    case 2:
-        break; /* store_closed_cb moves us on */
-    case 3: {
-        walk_ctx_t w = {.m = m};
-        uv_walk(m->loop, walk_cb, &w);
-        /* Under valgrind on a loaded machine lws's handles take a few
-         * hundred ms to close; the bound only guards against a handle of
-         * another part that never closes (its owner then has a bug). */
-        if (w.foreign == 0 || ++waited > 300) {
-            if (w.foreign)
-                tf_warn("master", "%u handles still open after 30 s: "
-                        "finishing the shutdown anyway", w.foreign);
-            tf_server_destroy(m);
-            m->shutdown_phase = 4;
-            close_ours(m);
-        }
-        break;
-    }
-    default:
-        break;
-    }
-}
-
-static void begin_shutdown(tf_master_t *m, const char *why)
-{
-    if (m->stopping)
-        return;
-    tf_info("master", "%s: shutting down", why);
-    m->stopping = true;
-    uv_idle_stop(&m->sched_idle);
-    tf_build_flush_acks(m);
-    tf_build_retry_ends(m); /* the store drains them when it closes */
-    tf_link_close_all(m);
-    tf_live_close_all(m);
-    tf_pollers_stop(m);
-    tf_schedulers_stop(m);
-    tf_mail_stop_begin(m->mail);
-    m->shutdown_phase = 1;
-    uv_timer_start(&m->shutdown_timer, shutdown_cb, 100, 100);
-}
-
-static void signal_cb(uv_signal_t *h, int signum)
-{
-    tf_master_t *m = h->data;
-    if (signum == SIGHUP) {
-        if (!m->stopping)
-            reload_config(m);
-        return;
-    }
-    begin_shutdown(m, signum == SIGTERM ? "SIGTERM" : "SIGINT");
-}
-
-static void free_state(tf_master_t *m)
+void tf_master_free(tf_master_t *m)
 {
     size_t pos = 0;
     void *v;
+
     tf_build_retry_ends(m); /* the store is closed: whatever is left is lost */
-    while (tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0)
+    while (m->builds && tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0)
         tf_build_free(v);
     pos = 0;
-    while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0)
+    while (m->requests &&
+           tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0)
         tf_request_free(v);
     pos = 0;
-    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
+    while (m->slaves && tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
         tf_mslave_t *s = v;
         free(s->can);
         free(s);
     }
     pos = 0;
-    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
+    while (m->builders &&
+           tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
         tf_mbuilder_t *mb = v;
         free(mb->allowed);
         free(mb);
@@ -691,139 +537,50 @@ static void free_state(tf_master_t *m)
     if (m->jobs)
         tf_jobs_free_all(m);
     tf_map_free(m->jobs);
-    tf_schedulers_free(m);
-    tf_pollers_free(m);
     tf_config_free(m->cfg);
     free(m->dir);
     free(m->web_root);
 }
 
-int tf_master_run(const char *dir, const char *config_path)
+/* --- the network, through m->net --- */
+
+int tf_master_send_text(tf_master_t *m, tf_mslave_t *s, const char *text,
+                        size_t len)
 {
-    tf_master_t mm;
-    tf_master_t *m = &mm;
-    uv_loop_t loop;
-    tf_cfg_diags_t diags = {0};
-    char *cfg_path = NULL;
+    if (!s || !s->link || !m->net)
+        return TF_ESTATE;
+    return m->net->send_text(s->link, text, len);
+}
+
+int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
+{
+    char *text = NULL;
+    size_t len = 0;
     int rc;
 
-    memset(m, 0, sizeof(*m));
-    m->exit_code = 1;
-    tf_list_init(&m->ack_list);
-    tf_list_init(&m->live_conns);
-    tf_list_init(&m->idle);
-    m->dir = strdup(dir);
-    {
-        char *given = config_path ? strdup(config_path)
-                                  : tf_path_join(dir, "master.json");
-        /* Reloads read the same file even if the cwd changes. */
-        cfg_path = given ? realpath(given, NULL) : NULL;
-        if (!cfg_path)
-            cfg_path = given;
-        else
-            free(given);
-    }
-    m->slaves = tf_map_new();
-    m->builders = tf_map_new();
-    m->requests = tf_map_new();
-    m->builds = tf_map_new();
-    m->links = tf_map_new();
-    m->fair_last = tf_map_new();
-    m->jobs = tf_map_new();
-    if (!m->dir || !cfg_path || !m->slaves || !m->builders || !m->requests ||
-        !m->builds || !m->links || !m->fair_last || !m->jobs) {
-        tf_error("master", "out of memory");
-        free(cfg_path);
-        free_state(m);
-        return 1;
-    }
-    rc = tf_config_load(cfg_path, &m->cfg, &diags);
-    free(cfg_path);
+    if (!s || !s->link || !m->net)
+        return TF_ESTATE;
+    rc = tf_msg_encode(msg, &text, &len);
     if (rc) {
-        print_diags(&diags);
-        tf_cfg_diags_clear(&diags);
-        free_state(m);
-        return 2;
+        tf_error("master", "cannot encode %s for %s: %s",
+                 tf_msg_type_name(msg->type), s->name, tf_strerror(rc));
+        return rc;
     }
-    if (load_admin_token(m) != 0) {
-        free_state(m);
-        return 1;
-    }
-    if (uv_loop_init(&loop) != 0) {
-        free_state(m);
-        return 1;
-    }
-    m->loop = &loop;
-    tf_store_opts_t so = {.congestion_cb = congestion_cb,
-                          .congestion_arg = m};
-    rc = tf_store_open(m->loop, m->cfg->database, &so, &m->store);
-    if (rc) {
-        tf_error("master", "cannot open the database %s: %s",
-                 m->cfg->database, tf_strerror(rc));
-        goto fail_loop;
-    }
-    rc = load_state(m);
-    if (rc) {
-        tf_error("master", "cannot load state from %s", m->cfg->database);
-        goto fail_store;
-    }
-    uv_idle_init(m->loop, &m->sched_idle);
-    m->sched_idle.data = m;
-    sync_config(m);
-    tf_master_group_begin(m, 0);
-    tf_op_slaves_reset(m->group);
-    tf_master_group_commit(m, NULL, NULL);
-    requeue_loaded(m);
+    rc = m->net->send_text(s->link, text, len);
+    free(text);
+    return rc;
+}
 
-    rc = tf_server_start(m);
-    if (rc)
-        goto fail_store_idle;
-    /* Change sources and schedulers run after the live state is back
-     * (they queue requests); their failure leaves the master serving. */
-    if (tf_pollers_start(m) != 0)
-        tf_error("master", "the change pollers could not start");
-    if (tf_schedulers_start(m) != 0)
-        tf_error("master", "the schedulers could not start");
+void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,
+                          int close_code, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
 
-    uv_signal_init(m->loop, &m->sig_hup);
-    uv_signal_init(m->loop, &m->sig_term);
-    uv_signal_init(m->loop, &m->sig_int);
-    m->sig_hup.data = m->sig_term.data = m->sig_int.data = m;
-    uv_signal_start(&m->sig_hup, signal_cb, SIGHUP);
-    uv_signal_start(&m->sig_term, signal_cb, SIGTERM);
-    uv_signal_start(&m->sig_int, signal_cb, SIGINT);
-    uv_timer_init(m->loop, &m->tick);
-    m->tick.data = m;
-    uv_timer_start(&m->tick, tick_cb, 1000, 1000);
-    uv_timer_init(m->loop, &m->shutdown_timer);
-    m->shutdown_timer.data = m;
-    signal(SIGPIPE, SIG_IGN);
-
-    tf_info("master", "tf-master %s serving %s on %s:%u (database %s)",
-            TF_VERSION, m->cfg->name, m->cfg->listen_host,
-            m->cfg->listen_port, m->cfg->database);
-    tf_mail_start(&m->mail, m->store, m->cfg);
-    tf_sched_kick(m);
-    uv_run(m->loop, UV_RUN_DEFAULT);
-    tf_mail_free(m->mail); /* after the store closed: its callbacks ran */
-    m->mail = NULL;
-    rc = uv_loop_close(m->loop);
-    if (rc)
-        tf_warn("master", "loop closed with handles open: %s",
-                uv_strerror(rc));
-    free_state(m);
-    tf_info("master", "stopped");
-    return 0;
-
-fail_store_idle:
-    uv_close((uv_handle_t *)&m->sched_idle, NULL);
-    tf_server_stop(m); /* a context without its listener, if any */
-fail_store:
-    tf_store_close(m->store, noop_cb, NULL);
-    uv_run(m->loop, UV_RUN_DEFAULT);
-    tf_server_destroy(m);
-fail_loop:
-    uv_loop_close(m->loop);
-    free_state(m);
-    return 1;
+    if (!s || !s->link || !m->net)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    m->net->close_link(s->link, code, close_code, message);
 }

@@ -26,12 +26,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <libwebsockets.h>
 #include <uv.h>
 
 #include "config/config.h"
 #include "list.h"
-#include "mail/mail.h"
 #include "map.h"
 #include "names.h"
 #include "ostree.h"
@@ -185,6 +183,8 @@ struct tf_build {
     uint64_t committed_seq;    /* last event committed */
     uint64_t acked_seq;        /* last ack queued to the slave */
     unsigned epoch;            /* bumped by each resync */
+    unsigned inflight;         /* event groups queued, not yet called back */
+    bool broken;               /* an event was not stored: resyncing */
     int64_t c_started_ms;      /* started_ms as last committed */
     bool ack_pending;          /* on m->ack_list */
     bool acks_off;             /* ended by the master: the slave no longer
@@ -213,6 +213,27 @@ typedef struct tf_net_stats {
     uint64_t live_dropped;    /* viewers dropped for being too slow */
 } tf_net_stats_t;
 
+/* What the core needs from the network layer, set by the program's root
+ * (daemon.c): the core includes nothing of master/net/. */
+typedef struct tf_net_ops {
+    /* Queues a text frame to a slave (copied). 0, TF_EFULL, TF_ESTATE. */
+    int (*send_text)(tf_link_t *l, const char *text, size_t len);
+    /* Sends an error with code and message, then closes the link. */
+    void (*close_link)(tf_link_t *l, const char *code, int close_code,
+                       const char *message);
+    /* The live feed: build, step, slave, request and output events. */
+    void (*live_build)(tf_master_t *m, const tf_build_t *b, const char *event,
+                       int result);
+    void (*live_step)(tf_master_t *m, const tf_build_t *b, unsigned step,
+                      const char *text);
+    void (*live_slave)(tf_master_t *m, const tf_mslave_t *s,
+                       const char *event);
+    void (*live_request)(tf_master_t *m, const tf_request_t *r,
+                         const char *event);
+    void (*live_log)(tf_master_t *m, uint64_t build_id, unsigned step,
+                     uint64_t offset, const uint8_t *data, size_t len);
+} tf_net_ops_t;
+
 struct tf_master {
     uv_loop_t *loop;
     char *dir;
@@ -220,7 +241,7 @@ struct tf_master {
     tf_store_t *store;
     struct lws_context *lws;
     struct lws_vhost *vhost;
-    struct tf_net *net;  /* net/server.c: limits and connections */
+    struct tf_net *net_state; /* net/server.c: limits and connections */
     tf_net_stats_t net_stats;
     char *web_root;     /* copied at start: lws keeps pointing at it
                          * across config reloads */
@@ -254,7 +275,12 @@ struct tf_master {
     struct tf_pollers *pollers;       /* poller.c */
     struct tf_schedulers *schedulers; /* schedulers.c */
     struct tf_mail *mail;             /* mail/; NULL when mail is off */
+    const tf_net_ops_t *net;          /* the network layer (daemon.c) */
+    void (*mail_wake)(tf_master_t *m); /* new outbox rows committed */
     bool store_congested;
+    bool reloading;                   /* a SIGHUP reload is being read */
+    bool reload_again;                /* and another SIGHUP came meanwhile */
+    int64_t last_seen_flush_ms;
 
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t tick;           /* heartbeats, lost checks: every second */
@@ -265,6 +291,44 @@ struct tf_master {
     bool stopping;
     int exit_code;
 };
+
+/* The live feed, through m->net (nothing when there is no network, as in
+ * offline tools). */
+static inline void tf_publish_build(tf_master_t *m, const tf_build_t *b,
+                                    const char *event, int result)
+{
+    if (m->net)
+        m->net->live_build(m, b, event, result);
+}
+
+static inline void tf_publish_step(tf_master_t *m, const tf_build_t *b,
+                                   unsigned step, const char *text)
+{
+    if (m->net)
+        m->net->live_step(m, b, step, text);
+}
+
+static inline void tf_publish_slave(tf_master_t *m, const tf_mslave_t *s,
+                                    const char *event)
+{
+    if (m->net)
+        m->net->live_slave(m, s, event);
+}
+
+static inline void tf_publish_request(tf_master_t *m, const tf_request_t *r,
+                                      const char *event)
+{
+    if (m->net)
+        m->net->live_request(m, r, event);
+}
+
+static inline void tf_publish_log(tf_master_t *m, uint64_t build_id,
+                                  unsigned step, uint64_t offset,
+                                  const uint8_t *data, size_t len)
+{
+    if (m->net)
+        m->net->live_log(m, build_id, step, offset, data, len);
+}
 
 /* Step flags as stored in steps.flags (bit 0 haltOnFailure, 1
  * flunkOnFailure, 2 warnOnFailure, 3 flunkOnWarnings, 4 warnOnWarnings,
@@ -291,10 +355,39 @@ static inline tf_step_flags_t tf_flags_from_bits(int b)
 
 /* --- master.c --- */
 
-/* Runs the master of directory dir (config: config_path, or
- * DIR/master.json when NULL) until SIGTERM/SIGINT. Returns the process exit
- * code: 0 after a clean shutdown, 2 for a bad config, 1 otherwise. */
-int tf_master_run(const char *dir, const char *config_path);
+/* Sets up m's maps and lists (m is zeroed first) for directory dir.
+ * Returns 0 or TF_ENOMEM; tf_master_free cleans up either way. */
+int tf_master_init(tf_master_t *m, const char *dir);
+
+/* With m->cfg, m->loop and m->store set: rebuilds the live state from the
+ * database (one synchronous query: before the loop serves), makes the
+ * builders and slaves follow the config, and queues what was pending. */
+int tf_master_start(tf_master_t *m);
+
+/* Puts cfg in force (loop thread): builders and slaves follow it, slaves
+ * removed from it lose their link, the scheduler recomputes who may run
+ * what. Returns the old config, which the caller frees once the services
+ * it was lent to (pollers, schedulers, mail) have moved on. */
+tf_config_t *tf_master_apply_config(tf_master_t *m, tf_config_t *cfg);
+
+/* The core's part of the one-second tick: builds lost for too long end,
+ * ends that could not be stored are stored again, and every 30 s the
+ * slaves' last-seen times are written. */
+void tf_master_tick(tf_master_t *m);
+
+/* Frees the live state (after the loop stopped and the store closed). */
+void tf_master_free(tf_master_t *m);
+
+/* Sends a text frame (copied) or a message to slave s on its link, through
+ * m->net. TF_ESTATE when s has no link. */
+int tf_master_send_text(tf_master_t *m, tf_mslave_t *s, const char *text,
+                        size_t len);
+int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg);
+
+/* Closes s's link with an error code, close code and message. */
+void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,
+                          int close_code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Queues a raw SQL write (into the open group, if any) and logs a failure
  * to queue it. For the code not yet speaking in operations (mail,
@@ -467,58 +560,5 @@ void tf_build_flush_acks(tf_master_t *m);
 int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why);
 
 void tf_build_free(tf_build_t *b);
-
-/* --- link.c --- */
-
-/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: lets a websocket upgrade through only
- * to one of our endpoints with its subprotocol (/slave with
- * testfarm-slave, /live with testfarm-live); anything else gets a
- * plain-text HTTP answer saying what is expected (400 wrong or missing
- * subprotocol, 404 no such endpoint, 503 while stopping) instead of a
- * dropped connection. Returns 0 to go on, 1 when it answered, -1 to hang
- * up. */
-int tf_link_confirm_upgrade(tf_master_t *m, struct lws *wsi);
-
-/* The lws protocol callback of "testfarm-slave". */
-int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
-                     void *user, void *in, size_t len);
-
-/* Queues a text frame (copied). Returns 0, or TF_EFULL when the link's send
- * queue is over its cap (the link is then closed: a slow reader is cut
- * off), or TF_ESTATE when the link is closing. */
-int tf_link_send_text(tf_link_t *l, const char *text, size_t len);
-
-/* Encodes and queues a message. */
-int tf_link_send_msg(tf_link_t *l, const tf_msg_t *msg);
-
-/* Sends an error message and closes with close_code. */
-void tf_link_close(tf_link_t *l, const char *code, int close_code,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-/* Pauses or resumes reading from every slave link (store backpressure). */
-void tf_link_flow_all(tf_master_t *m, bool enable);
-
-/* Sends pings and closes links silent for longer than lost_after_s. */
-void tf_link_heartbeat(tf_master_t *m);
-
-/* Closes every link for shutdown. */
-void tf_link_close_all(tf_master_t *m);
-
-/* --- http.c / api.c --- */
-
-int tf_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
-                     void *user, void *in, size_t len);
-
-/* --- server.c --- */
-
-/* Creates the lws context on m->loop, listening on the configured address.
- * Returns 0 or TF_EIO with the cause logged. */
-int tf_server_start(tf_master_t *m);
-
-/* First phase of stopping lws (see the notes on foreign loops). */
-void tf_server_stop(tf_master_t *m);
-
-/* Second phase; call from our own timer once only our handles are left. */
-void tf_server_destroy(tf_master_t *m);
 
 #endif

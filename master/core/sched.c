@@ -38,7 +38,6 @@
 
 #include "clock.h"
 #include "core/jobs.h"
-#include "net/live.h"
 #include "log.h"
 #include "core/master.h"
 #include "ostree.h"
@@ -176,7 +175,7 @@ int tf_sched_adopt(tf_master_t *m, tf_request_t *r)
         tf_sched_counts_write(m, mb);
         tf_master_group_commit(m, NULL, NULL);
     }
-    tf_live_request(m, r, "queued");
+    tf_publish_request(m, r, "queued");
     return 0;
 }
 
@@ -600,7 +599,7 @@ static void collapse_into(tf_master_t *m, tf_mbuilder_t *mb, tf_request_t *r)
         tf_info("sched", "request %" PRIu64 " for %s collapsed into %" PRIu64
                 " (a newer revision)", o->id, o->builder, r->id);
         tf_request_set_state(m, o, TF_REQ_DONE, "collapsed");
-        tf_live_request(m, o, "collapsed");
+        tf_publish_request(m, o, "collapsed");
         tf_request_free(o);
     }
 }
@@ -635,7 +634,7 @@ int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
         tf_request_free(r);
         return 0;
     }
-    tf_live_request(m, r, "queued");
+    tf_publish_request(m, r, "queued");
     tf_info("sched", "request %" PRIu64 " for %s queued (%s)", *id_out,
             spec->builder, spec->reason ? spec->reason : "no reason given");
     return 0;
@@ -657,6 +656,6 @@ void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
     tf_info("sched", "request %" PRIu64 " for %s cancelled before it started",
             r->id, r->builder);
     tf_request_set_state(m, r, TF_REQ_DONE, "cancelled");
-    tf_live_request(m, r, "cancelled");
+    tf_publish_request(m, r, "cancelled");
     tf_request_free(r);
 }

@@ -62,6 +62,7 @@
 #include "core/master.h"
 #include "log.h"
 #include "net/net.h"
+#include "net/server.h"
 #include "tf_err.h"
 #include "util.h"
 
@@ -677,7 +678,7 @@ static http_req_t *req_new(tf_master_t *m, struct lws *wsi)
         snprintf(r->pub.peer, sizeof(r->pub.peer), "?");
     tf_buf_init(&r->pub.body, HTTP_PREAUTH_BODY);
     parse_args(r);
-    tf_list_push_back(&m->net->reqs, &r->node);
+    tf_list_push_back(&m->net_state->reqs, &r->node);
     m->net_stats.http_requests++;
     return r;
 }
@@ -792,7 +793,7 @@ void tf__http_sweep(tf_master_t *m)
 {
     int64_t now = tf_mono_ms();
     tf_list_t *it, *tmp;
-    tf_list_foreach_safe(it, tmp, &m->net->reqs)
+    tf_list_foreach_safe(it, tmp, &m->net_state->reqs)
     {
         http_req_t *r = tf_list_entry(it, http_req_t, node);
         if (!r->deadline || now <= r->deadline || !r->wsi)

@@ -50,6 +50,7 @@
 #include "net/net.h"
 #include "log.h"
 #include "core/master.h"
+#include "net/link.h"
 #include "tf_err.h"
 
 #define LINK_SENDQ_MAX (8u * 1024 * 1024)

@@ -556,7 +556,7 @@ static bool path_is_live(struct lws *wsi)
  * descriptor limit leaves after the reserve. */
 static bool room_for_viewer(tf_master_t *m)
 {
-    unsigned limit = m->net ? m->net->fd_limit : 1024;
+    unsigned limit = m->net_state ? m->net_state->fd_limit : 1024;
     unsigned max = limit > TF_NET_FD_RESERVE
                        ? (limit - TF_NET_FD_RESERVE) / 2
                        : 1;

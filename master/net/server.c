@@ -19,8 +19,10 @@
 #include "clock.h"
 #include "core/master.h"
 #include "log.h"
+#include "net/link.h"
 #include "net/live.h"
 #include "net/net.h"
+#include "net/server.h"
 #include "tf_err.h"
 
 /* --- connections and limits (net.h) --- */
@@ -116,7 +118,7 @@ void tf__net_reset(tf_conn_t *c)
 
 bool tf__net_make_room(tf_master_t *m, const char *why)
 {
-    tf_conn_t *victim = m->net ? evictable(m->net) : NULL;
+    tf_conn_t *victim = m->net_state ? evictable(m->net_state) : NULL;
     if (!victim)
         return false;
     char peer[64] = "?";
@@ -141,7 +143,7 @@ bool tf__net_make_room(tf_master_t *m, const char *why)
  * taken. */
 static bool accept_ok(tf_master_t *m, int fd)
 {
-    tf_net_t *net = m->net;
+    tf_net_t *net = m->net_state;
     if (m->stopping)
         return false;
     if (!tf__net_preauth_room(m, TF_NET_CONN_COST) &&
@@ -172,7 +174,7 @@ int tf__net_common(struct lws *wsi, enum lws_callback_reasons reason,
                    void *in, int *rc)
 {
     tf_master_t *m = master_of(wsi);
-    tf_net_t *net = m->net;
+    tf_net_t *net = m->net_state;
     tf_conn_t *c;
     *rc = 0;
     (void)in;
@@ -211,7 +213,7 @@ int tf__net_common(struct lws *wsi, enum lws_callback_reasons reason,
 void tf__net_register(struct lws *wsi)
 {
     tf_master_t *m = master_of(wsi);
-    if (!m->net || tf__net_conn(wsi))
+    if (!m->net_state || tf__net_conn(wsi))
         return;
     tf_conn_t *c = calloc(1, sizeof(*c));
     if (!c)
@@ -221,7 +223,7 @@ void tf__net_register(struct lws *wsi)
     c->waiting = true;
     c->since_ms = tf_mono_ms();
     lws_set_opaque_user_data(wsi, c);
-    tf_list_push_back(&m->net->conns, &c->node);
+    tf_list_push_back(&m->net_state->conns, &c->node);
     m->net_stats.connections++;
     tf__wsmask_watch(c->fd);
     /* Released when it authenticates (a slave's hello) or is served (an
@@ -257,7 +259,7 @@ static void sweep_cb(uv_timer_t *t)
     tf_master_t *m = t->data;
     tf__http_sweep(m);
     tf__live_sweep(m);
-    close_unmasked(m->net);
+    close_unmasked(m->net_state);
 }
 
 static void lws_log_emit(int level, const char *line)
@@ -356,7 +358,7 @@ static int net_new(tf_master_t *m)
     uv_timer_init(m->loop, &net->sweep);
     net->sweep.data = m;
     uv_timer_start(&net->sweep, sweep_cb, 1000, 1000);
-    m->net = net;
+    m->net_state = net;
     tf__wsmask_start();
     return 0;
 }
@@ -448,8 +450,8 @@ int tf_server_start(tf_master_t *m)
 
 void tf_server_stop(tf_master_t *m)
 {
-    if (m->net && !uv_is_closing((uv_handle_t *)&m->net->sweep))
-        uv_close((uv_handle_t *)&m->net->sweep, NULL);
+    if (m->net_state && !uv_is_closing((uv_handle_t *)&m->net_state->sweep))
+        uv_close((uv_handle_t *)&m->net_state->sweep, NULL);
     if (m->lws)
         lws_context_destroy(m->lws);
 }
@@ -459,16 +461,16 @@ void tf_server_destroy(tf_master_t *m)
     if (m->lws)
         lws_context_destroy(m->lws);
     m->lws = NULL;
-    if (m->net) {
+    if (m->net_state) {
         /* Every connection is gone with the context; what is left is
          * bookkeeping lws never told us about. */
         tf_list_t *it, *tmp;
-        tf_list_foreach_safe(it, tmp, &m->net->conns)
+        tf_list_foreach_safe(it, tmp, &m->net_state->conns)
         {
             free(tf_list_entry(it, tf_conn_t, node));
         }
-        free(m->net);
-        m->net = NULL;
+        free(m->net_state);
+        m->net_state = NULL;
         tf__wsmask_stop();
     }
 }

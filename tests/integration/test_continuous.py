@@ -577,3 +577,72 @@ def test_config_errors_for_schedulers(farm):
                  "testing.clock: expected true or false",
                  'schedulers[7].cron: "0 0 30 2 *" never fires']:
         assert want in out, f"{want!r} not in:\n{out}"
+
+
+@pytest.mark.timeout(120)
+def test_a_queued_request_keeps_its_blamelist_across_a_restart(farm):
+    """A continuous request still queued when the master restarts comes
+    back with its scheduler and its changes once each."""
+    up, work = make_repos(farm.tmp)
+    cfg = config([builder("b1", up)],
+                 [{"name": "on-main", "type": "change", "builders": ["b1"],
+                   "tree_stable_s": 1}])
+    m = farm.master(cfg)  # no slave: the request waits
+    wait_polled(m, up)
+    rev = commit(work, "src/a.c", "int a;\n", "Add a")
+    wait_for(lambda: m.get_json("/builders/b1")["pending"] == 1, 30,
+             "the scheduler's request to be queued", farm)
+    m.restart()
+    assert m.get_json("/builders/b1")["pending"] == 1
+    farm.slave(m, "s1")
+    [b] = wait_builds(m, "b1", 1)
+    assert b["result"] == "SUCCESS", b
+    assert b["properties"]["scheduler"] == "on-main", b["properties"]
+    assert b["properties"]["changes"] == "1", b["properties"]
+    assert [c["revision"] for c in b["changes"]] == [rev]
+
+
+@pytest.mark.timeout(120)
+def test_sighup_adds_a_poller_and_a_scheduler_read_off_the_loop(farm):
+    """A reload that adds a branch to poll and a scheduler reads their
+    stored state off the loop thread (the master asserts no synchronous
+    read runs on it once serving), and both work at once."""
+    up, work = make_repos(farm.tmp)
+    up2, work2 = make_repos(farm.tmp, "second")
+    cfg = config([builder("b1", up), builder("b2", up2)],
+                 [{"name": "on-main", "type": "change", "builders": ["b1"],
+                   "tree_stable_s": 1}])
+    m = start(farm, cfg)
+    wait_polled(m, up)
+    cfg["schedulers"].append({"name": "on-second", "type": "change",
+                              "builders": ["b2"], "tree_stable_s": 1})
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: "config reloaded" in m.log_text(), 20, "the reload",
+             farm)
+    wait_polled(m, up2)
+    assert scheduler_info(m, "on-second")["last_revision"] == \
+        git(work2, "rev-parse", "HEAD")
+    rev = commit(work2, "src/b.c", "int b;\n", "Add b")
+    [b] = wait_builds(m, "b2", 1)
+    assert revision_built(m, b) == rev
+    # And once more, with the first branch's scheduler dropped and added
+    # back: its stored state (what it consumed) is read again.
+    rev1 = commit(work, "src/a.c", "int a;\n", "Add a")
+    wait_builds(m, "b1", 1)
+    cfg["schedulers"] = cfg["schedulers"][1:]
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: m.log_text().count("config reloaded") == 2, 20,
+             "the second reload", farm)
+    cfg["schedulers"].append({"name": "on-main", "type": "change",
+                              "builders": ["b1"], "tree_stable_s": 1})
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: m.log_text().count("config reloaded") == 3, 20,
+             "the third reload", farm)
+    time.sleep(3)
+    assert len(builds_of(m, "b1")) == 1  # rev1 is not built again
+    assert scheduler_info(m, "on-main")["last_revision"] == rev1
+    assert m.running()
+    assert "synchronous read" not in m.log_text()

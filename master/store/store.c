@@ -895,15 +895,33 @@ static void read_test_hooks(tf_store_t *s)
 #endif
 }
 
+/* The engine for a database setting: a file path is sqlite's. A URL is
+ * another engine's, none of which this build has yet (issue 15 adds
+ * PostgreSQL here). */
+static const tf_engine_vt_t *engine_for(const char *path)
+{
+    if (strstr(path, "://"))
+        return NULL;
+    return &tf_engine_sqlite;
+}
+
 int tf_store_open(uv_loop_t *loop, const char *path,
                   const tf_store_opts_t *opts, tf_store_t **out)
 {
+    const tf_engine_vt_t *vt;
     tf_store_t *s;
     unsigned nreaders;
     int rc;
 
     if (!loop || !path || !out)
         return TF_EINVAL;
+    vt = engine_for(path);
+    if (!vt) {
+        tf_error(SUB, "%s: no storage engine for this URL in this build "
+                      "(a database is a path to an sqlite file)",
+                 path);
+        return TF_EINVAL;
+    }
     s = calloc(1, sizeof(*s));
     if (!s)
         return TF_ENOMEM;
@@ -913,7 +931,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     }
     s->loop = loop;
     s->loop_thread = pthread_self();
-    s->vt = &tf_engine_sqlite;
+    s->vt = vt;
     s->close_grace_ms = CLOSE_GRACE_MS;
     s->soft_bytes = opts && opts->queue_soft_bytes ? opts->queue_soft_bytes
                                                    : DEFAULT_SOFT_BYTES;

@@ -599,6 +599,19 @@ TF_TEST(committers_changes_and_schedulers_round_trip)
     fx_teardown(&f);
 }
 
+TF_TEST(a_database_url_without_its_engine_is_refused)
+{
+    uv_loop_t loop;
+    tf_store_t *s = NULL;
+
+    TF_CHECK_INT(uv_loop_init(&loop), 0);
+    TF_CHECK_INT(tf_store_open(&loop, "postgresql://db.example/farm", NULL,
+                               &s),
+                 TF_EINVAL);
+    TF_CHECK(s == NULL);
+    TF_CHECK_INT(uv_loop_close(&loop), 0);
+}
+
 /* An async query answers on the loop thread. */
 TF_TEST(queries_run_off_the_loop_and_answer_on_it)
 {

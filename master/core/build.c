@@ -713,6 +713,16 @@ static void build_restore(tf_master_t *m, tf_build_t *b)
             b->committed_seq);
     b->broken = false;
     b->epoch++;
+    if (s && !tf_list_linked(&b->slave_node)) {
+        /* Its build_finished, dropped, will come again: until then the
+         * build is the slave's again (so a slave that never comes back
+         * makes it lost). */
+        tf_list_push_back(&s->builds, &b->slave_node);
+        s->nbuilds++;
+        if (!s->link && !b->lost_since_ms)
+            b->lost_since_ms = tf_mono_ms();
+        tf_sched_slave_changed(m, s);
+    }
     memcpy(b->steps, b->csteps, b->nsteps * sizeof(tf_bstep_t));
     b->started_ms = b->c_started_ms;
     build_refold(b);
@@ -1362,8 +1372,13 @@ static void ev_build_finished(tf_master_t *m, tf_build_t *b,
     b->finish_seq = msg->u.build_finished.seq;
     b->finish_result = msg->u.build_finished.result;
     b->accepted_seq = b->finish_seq;
-    if (b->committed_seq + 1 == b->finish_seq)
+    if (b->committed_seq + 1 == b->finish_seq) {
         build_apply_finish(m, b);
+        return;
+    }
+    /* The slave runs it no more: its slot is free now, while the end
+     * waits for the commits (a resync takes the slot back). */
+    build_unlink(m, b);
 }
 
 int tf_build_event(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,

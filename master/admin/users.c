@@ -114,8 +114,10 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
         tf_op_user_remove(g, email, &c.changed);
     }
     rc = tf_store_submit(store, g, write_done, &c);
-    if (rc)
+    if (rc) {
+        tf_wgroup_free(g);
         goto out;
+    }
     while (!c.done)
         uv_run(loop, UV_RUN_ONCE);
     if (c.rc) {

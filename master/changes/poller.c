@@ -623,6 +623,7 @@ static void poll_record(tf_poller_t *p, tf_commit_t *commits, size_t n,
     free(recs);
     int rc = tf_store_submit(p->m->store, g, record_done, j);
     if (rc) {
+        tf_wgroup_free(g);
         snprintf(p->last_error, sizeof(p->last_error),
                  "cannot queue the changes for storage: %s", tf_strerror(rc));
         record_job_free(j);

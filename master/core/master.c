@@ -85,13 +85,15 @@ int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg)
             arg = w;
         }
     }
-    /* The store takes the group, even when it refuses it. */
     rc = tf_store_submit(m->store, g, cb, arg);
     if (rc) {
-        /* Nothing half-stored: the whole group is dropped, loudly. */
+        /* Nothing half-stored: the whole group is dropped, loudly. The
+         * callback runs first: its context lives in the group. */
         tf_error("master", "%zu writes lost (%s)", n, tf_strerror(rc));
         if (cb)
             cb(arg, rc);
+        if (!tf_wgroup_kept(g))
+            tf_wgroup_free(g);
     }
     return rc;
 }

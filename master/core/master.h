@@ -405,7 +405,8 @@ tf_wgroup_t *tf_master_group_begin(tf_master_t *m, size_t hint);
 /* Queues m->group as one all-or-nothing unit; cb (may be NULL) fires
  * after its commit or failure. When it cannot be queued (out of memory,
  * queue full, closing), cb is called at once with the code, which is
- * also returned. */
+ * also returned, and the group is freed after it (unless kept: then the
+ * callback owns it). */
 int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg);
 
 /* Records a slave event (connected, disconnected, lost, refused). */

@@ -154,6 +154,11 @@ void tf_wgroup_keep(tf_wgroup_t *g)
         g->keep = true;
 }
 
+bool tf_wgroup_kept(const tf_wgroup_t *g)
+{
+    return g && g->keep;
+}
+
 /* n bytes of the arena, 8-aligned, zeroed; NULL (and g failed) when out
  * of memory. */
 static void *arena(tf_wgroup_t *g, size_t n)

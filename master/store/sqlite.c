@@ -1091,11 +1091,11 @@ int tf_store_write(tf_store_t *s, const char *sql, const tf_sqlval_t *vals,
         return TF_ENOMEM;
     }
     rc = tf_op_sql(g, sql, vals, nvals); /* takes the owned blobs */
-    if (rc) {
+    if (rc == 0)
+        rc = tf_store_submit(s, g, cb, arg);
+    if (rc)
         tf_wgroup_free(g);
-        return rc;
-    }
-    return tf_store_submit(s, g, cb, arg);
+    return rc;
 }
 
 int tf_store_write_multi(tf_store_t *s, const tf_sqlstmt_t *stmts, size_t n,
@@ -1119,7 +1119,10 @@ int tf_store_write_multi(tf_store_t *s, const tf_sqlstmt_t *stmts, size_t n,
             goto fail;
         }
     }
-    return tf_store_submit(s, g, cb, arg);
+    rc = tf_store_submit(s, g, cb, arg);
+    if (rc)
+        tf_wgroup_free(g); /* with the owned blobs it took */
+    return rc;
 fail:
     /* Statements not yet added still own their blobs. */
     for (size_t i = made; stmts && i < n; i++)
@@ -1140,11 +1143,11 @@ int tf_store_write_fn(tf_store_t *s, tf_store_txn_fn fn, size_t cost_bytes,
     if (!g)
         return TF_ENOMEM;
     rc = tf_op_sql_fn(g, fn, arg, cost_bytes);
-    if (rc) {
+    if (rc == 0)
+        rc = tf_store_submit(s, g, cb, arg);
+    if (rc)
         tf_wgroup_free(g);
-        return rc;
-    }
-    return tf_store_submit(s, g, cb, arg);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

@@ -360,29 +360,17 @@ out:
 int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
                     void *arg)
 {
-    int rc;
-
     if (!g)
         return TF_ENOMEM;
-    if (!s) {
-        rc = TF_EINVAL;
-        goto refused;
-    }
-    if (g->failed) {
-        rc = TF_ENOMEM;
-        goto refused;
-    }
+    if (!s)
+        return TF_EINVAL;
+    if (g->failed)
+        return TF_ENOMEM;
     g->cb = cb;
     g->arg = arg;
     g->rc = 0;
     g->poisoned = false;
-    rc = enqueue(s, g);
-    if (rc == 0)
-        return 0;
-refused:
-    if (!g->keep)
-        tf_wgroup_free(g);
-    return rc;
+    return enqueue(s, g); /* refused: g stays the caller's */
 }
 
 /* ------------------------------------------------------------------ */

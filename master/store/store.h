@@ -126,19 +126,23 @@ void tf_wgroup_fail(tf_wgroup_t *g);
  * failed) when out of memory. */
 void *tf_wgroup_alloc(tf_wgroup_t *g, size_t n);
 
-/* Asks the store to leave g to the caller when it fails: after a failed
- * submit or a done callback with an error, g is the caller's again (to
- * submit once more, or to free). After a commit the store frees it as
- * usual. For groups that must be stored however long it takes. */
+/* Asks the store to leave g to the caller when it fails in the writer:
+ * after a done callback with an error, g is the caller's again (to submit
+ * once more, or to free). After a commit the store frees it as usual. For
+ * groups that must be stored however long it takes. */
 void tf_wgroup_keep(tf_wgroup_t *g);
 
+/* Whether tf_wgroup_keep was called on g. */
+bool tf_wgroup_kept(const tf_wgroup_t *g);
+
 /* Queues g as one all-or-nothing unit; cb (may be NULL) runs on the loop
- * thread after it committed or failed. Takes g: the store frees it after
- * the callback (a kept group that failed excepted). Returns 0, or
- * without queueing anything and without calling cb: TF_ENOMEM (g failed
- * while built), TF_EFULL (the queue is past its hard cap), TF_ESTATE (the
- * store is closing), TF_EINVAL. An empty group is queued like any other
- * (its callback still orders it after the groups before it). */
+ * thread after it committed or failed. Returns 0 and takes g (the store
+ * frees it after the callback, a kept group that failed excepted), or,
+ * without queueing anything, without calling cb and leaving g to the
+ * caller: TF_ENOMEM (g failed while built, or is NULL), TF_EFULL (the
+ * queue is past its hard cap), TF_ESTATE (the store is closing),
+ * TF_EINVAL. An empty group is queued like any other (its callback still
+ * orders it after the groups before it). */
 int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
                     void *arg);
 

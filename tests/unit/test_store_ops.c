@@ -94,8 +94,11 @@ static int commit(fx_t *f, tf_wgroup_t *g)
 {
     outcome_t o = {.rc = 1};
     int rc = tf_store_submit(f->s, g, outcome_cb, &o);
-    if (rc)
+    if (rc) {
+        if (!tf_wgroup_kept(g))
+            tf_wgroup_free(g); /* refused: still ours */
         return rc;
+    }
     wait_outcome(f, &o);
     return o.rc;
 }
@@ -401,6 +404,7 @@ TF_TEST(a_failed_group_is_never_queued)
     /* Every later op reports the failure too. */
     TF_CHECK_INT(tf_op_slave_seen(g, "s1", 2), TF_ENOMEM);
     TF_CHECK_INT(tf_store_submit(f.s, g, outcome_cb, &o), TF_ENOMEM);
+    tf_wgroup_free(g); /* refused: still ours */
     TF_CHECK_INT(tf_store_submit(f.s, NULL, outcome_cb, &o), TF_ENOMEM);
     uv_run(&f.loop, UV_RUN_NOWAIT);
     TF_CHECK_INT(o.calls, 0);

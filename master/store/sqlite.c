@@ -43,6 +43,7 @@
 
 #include "log.h"
 #include "result.h"
+#include "store/mail.h"
 #include "store/store_schema.h"
 #include "store/store_sqlite.h"
 #include "tf_err.h"
@@ -649,43 +650,29 @@ static const char SQL_JOB_FINISH[] =
     "UPDATE try_jobs SET state = ?1, result = ?2, finished_ms = ?3 "
     "WHERE id = ?4";
 
-/* The result of the builder's last finished continuous build before
- * build ?1 (the mail sender asks the same when it renders a notice). */
-#define PREV_RESULT_SQL                                                        \
-    "SELECT b.result FROM builds b JOIN build_requests r ON "                  \
-    "r.id = b.request_id WHERE b.builder = ?2 AND b.id < ?1 AND "              \
-    "b.state = 'finished' AND r.job_id IS NULL AND "                           \
-    "b.result IN (0, 1, 2, 4) ORDER BY b.id DESC LIMIT 1"
-
-/* A try job's report, unless it asked for no mail; once per job. */
-static const char SQL_MAIL_JOB[] =
-    "INSERT INTO mail_outbox(kind, ref_id, recipients, state, created_ms, "
-    "next_attempt_ms) SELECT 'job', id, json_array(coalesce(notify_email, "
-    "email)), 'pending', ?2, ?2 FROM try_jobs WHERE id = ?1 AND notify = 1 "
-    "AND NOT EXISTS (SELECT 1 FROM mail_outbox WHERE kind = 'job' AND "
-    "ref_id = ?1)";
-
-/* A build's notice, when the builder's mode (?4: 1 failing, 2 problem,
- * 3 change, 4 all) says so given its result (?3) and the previous
- * continuous build's (prev). Results 2 and 4 (FAILURE, EXCEPTION) are
- * failures, 0 and 1 (SUCCESS, WARNINGS) passes. Once per build. */
-static const char SQL_MAIL_BUILD[] =
-    "INSERT INTO mail_outbox(kind, ref_id, recipients, state, created_ms, "
-    "next_attempt_ms) SELECT 'build', ?1, ?5, 'pending', ?6, ?6 FROM "
-    "(SELECT (" PREV_RESULT_SQL ") AS prev) WHERE CASE ?4 "
-    "WHEN 4 THEN 1 "
-    "WHEN 1 THEN ?3 IN (2, 4) "
-    "WHEN 2 THEN ?3 IN (2, 4) AND prev IN (0, 1) "
-    "WHEN 3 THEN ?3 IN (0, 1, 2, 4) AND prev IS NOT NULL AND "
-    "  (?3 IN (2, 4)) <> (prev IN (2, 4)) "
-    "ELSE 0 END "
-    "AND NOT EXISTS (SELECT 1 FROM mail_outbox WHERE kind = 'build' AND "
-    "ref_id = ?1)";
-
 static const char SQL_USER_ADD[] =
     "INSERT INTO users(email, name, token_sha256, created_ms) "
     "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(email) DO NOTHING";
 static const char SQL_USER_REMOVE[] = "DELETE FROM users WHERE email = ?1";
+
+/* Outbox rows, with the mail statements of store/mail.c (one copy of
+ * them: the rules deciding whether a mail is due live there). */
+static int op_mail(tf_engine_t *e, const tf_op_t *op)
+{
+    tf_sqlval_t v[TF_STORE_MAIL_MAX_VALS];
+    tf_sqlstmt_t st;
+
+    if (op->kind == TF_OP_MAIL_JOB) {
+        tf_store_mail_queue_job(&st, v, op->u.mail_job.job_id,
+                                op->u.mail_job.time_ms);
+    } else {
+        const tf_op_mail_build_t *o = &op->u.mail_build;
+        tf_store_mail_queue_build(&st, v, o->build_id, o->builder,
+                                  (int)o->result, (int)o->mode,
+                                  o->recipients_json, o->time_ms);
+    }
+    return exec(e, st.sql, st.vals, st.nvals);
+}
 
 static int op_job(tf_engine_t *e, const tf_op_t *op)
 {
@@ -715,15 +702,8 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
         break;
     }
     case TF_OP_MAIL_JOB:
-        EXEC(SQL_MAIL_JOB, I(op->u.mail_job.job_id),
-             I(op->u.mail_job.time_ms));
-        break;
-    case TF_OP_MAIL_BUILD: {
-        const tf_op_mail_build_t *o = &op->u.mail_build;
-        EXEC(SQL_MAIL_BUILD, I(o->build_id), T(o->builder), I(o->result),
-             I(o->mode), T(o->recipients_json), I(o->time_ms));
-        break;
-    }
+    case TF_OP_MAIL_BUILD:
+        return op_mail(e, op);
     case TF_OP_USER_ADD: {
         const tf_op_user_t *o = &op->u.user;
         EXEC(SQL_USER_ADD, T(o->email), T(o->name), T(o->token_sha256),

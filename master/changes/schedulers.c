@@ -38,6 +38,7 @@
 #include "core/master.h"
 #include "names.h"
 #include "changes/poller.h"
+#include "store/store_sqlite.h" /* the rebuild handler's raw read */
 #include "tf_err.h"
 
 #define SCHED_TICK_MS 1000

@@ -98,30 +98,6 @@ int tf_master_group_commit(tf_master_t *m, tf_store_done_cb cb, void *arg)
     return rc;
 }
 
-int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
-                    size_t nvals, tf_store_done_cb cb, void *arg)
-{
-    int rc;
-
-    if (m->group) {
-        rc = tf_op_sql(m->group, sql, vals, nvals);
-        if (cb) {
-            /* A group has one callback, given to tf_master_group_commit. */
-            tf_error("master", "a write with a callback inside a group: "
-                     "%.60s", sql);
-            cb(arg, TF_ESTATE);
-        }
-        return rc;
-    }
-    rc = tf_store_write(m->store, sql, vals, nvals, cb, arg);
-    if (rc) {
-        tf_error("master", "write lost (%s): %.80s", tf_strerror(rc), sql);
-        if (cb)
-            cb(arg, rc);
-    }
-    return rc;
-}
-
 void tf_master_slave_event(tf_master_t *m, const char *slave,
                            const char *event, const char *detail)
 {

@@ -35,7 +35,7 @@
 #include "ostree.h"
 #include "proto.h"
 #include "result.h"
-#include "store/store_sqlite.h"
+#include "store/store.h"
 
 typedef struct tf_master tf_master_t;
 typedef struct tf_link tf_link_t;
@@ -388,12 +388,6 @@ int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg);
 void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,
                           int close_code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-
-/* Queues a raw SQL write (into the open group, if any) and logs a failure
- * to queue it. For the code not yet speaking in operations (mail,
- * changes); same contract as tf_store_write. */
-int tf_master_write(tf_master_t *m, const char *sql, const tf_sqlval_t *vals,
-                    size_t nvals, tf_store_done_cb cb, void *arg);
 
 /* Starts the write group of one event: until tf_master_group_commit, the
  * operations its handling makes go to m->group (tf_op_*(m->group, ...)),

@@ -286,18 +286,11 @@ static const tf_route_t *route_find(tf_http_req_t *r, char **segs, size_t n,
 /* --- identifying the caller --- */
 
 typedef struct ident {
+    tf_q_user_t q; /* first: the query record */
     tf_http_req_t *r;
-    char sha[TF_SHA256_HEX_LEN + 1];
-    tf_user_t user;
 } ident_t;
 
 static void after_identity(tf_http_req_t *r);
-
-static int ident_fn(sqlite3 *db, void *arg)
-{
-    ident_t *i = arg;
-    return tf_user_by_token(db, i->sha, &i->user);
-}
 
 static void ident_done(void *arg, int rc)
 {
@@ -308,7 +301,7 @@ static void ident_done(void *arg, int rc)
         return;
     }
     if (rc == 0)
-        r->user = i->user;
+        r->user = i->q.user;
     else if (rc != TF_ENOENT)
         tf_warn("api", "token lookup failed: %s", tf_strerror(rc));
     free(i);
@@ -329,10 +322,11 @@ static bool identify(tf_http_req_t *r)
     ident_t *i = calloc(1, sizeof(*i));
     if (!i)
         return false; /* treated as no identity */
+    i->q.q.kind = TF_Q_USER_BY_TOKEN;
     i->r = r;
-    tf_sha256_hex(r->token, strlen(r->token), i->sha);
+    tf_sha256_hex(r->token, strlen(r->token), i->q.token_sha256);
     tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, ident_fn, ident_done, i) != 0) {
+    if (tf_store_query(r->m->store, &i->q.q, ident_done, i) != 0) {
         tf_http_async_end(r);
         free(i);
         return false;

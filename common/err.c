@@ -34,6 +34,7 @@ static const char *tf_err_own_name(int rc)
     case TF_ESTORE: return "database error";
     case TF_ESTATE: return "not valid in this state";
     case TF_ETRUNC: return "truncated frame";
+    case TF_ECORRUPT: return "stored data is damaged";
     default: return NULL;
     }
 }

@@ -26,6 +26,7 @@
 #define TF_ESTORE (TF_EBASE - 13)   /* sqlite error */
 #define TF_ESTATE (TF_EBASE - 14)   /* operation not valid in this state */
 #define TF_ETRUNC (TF_EBASE - 15)   /* frame shorter than it says */
+#define TF_ECORRUPT (TF_EBASE - 16) /* stored data is damaged */
 
 /* Returns a static string naming rc: a TF_E* code, a negative errno, or 0. */
 const char *tf_strerror(int rc);

@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "foreground\n"
             "  checkconfig FILE|DIR             check a config, print every "
             "error\n"
+            "  check DIR                        check the database for damage "
+            "(read-only)\n"
             "  force BUILDER [--reason TEXT] [-d DIR]\n"
             "                                   ask the running master to "
             "build BUILDER now\n"
@@ -150,6 +152,8 @@ int main(int argc, char **argv)
         const char *p = pos1 ? pos1 : config ? config : dir ? dir : ".";
         return tf_cli_checkconfig(p);
     }
+    if (strcmp(cmd, "check") == 0)
+        return tf_cli_check(pos1 ? pos1 : config ? config : dir ? dir : ".");
     if (strcmp(cmd, "mail") == 0)
         return tf_cli_mail(dir ? dir : ".", config, pos1, pos2);
     if (strcmp(cmd, "force") == 0) {

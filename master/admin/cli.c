@@ -210,6 +210,49 @@ int tf_cli_checkconfig(const char *path)
     return 0;
 }
 
+static void print_problem(void *arg, const char *text)
+{
+    unsigned *n = arg;
+    (*n)++;
+    printf("  %s\n", text);
+}
+
+int tf_cli_check(const char *path)
+{
+    char *p = config_path_of(path);
+    tf_config_t *cfg = NULL;
+    tf_cfg_diags_t diags = {0};
+    unsigned problems = 0;
+    int code = 2;
+
+    if (!p)
+        return 1;
+    if (tf_config_load(p, &cfg, &diags) != 0) {
+        print_diags(&diags);
+        goto out;
+    }
+    int rc = tf_store_check(cfg->database, true, print_problem, &problems);
+    if (rc == 0) {
+        printf("%s: OK (integrity_check found no problem)\n", cfg->database);
+        code = 0;
+    } else if (rc == TF_ECORRUPT) {
+        printf("%s: DAMAGED (%u problem%s above). Stop the master, restore "
+               "the last backup or recover what can be read: see "
+               "docs/admins.md, \"A damaged database\"\n",
+               cfg->database, problems, problems == 1 ? "" : "s");
+        code = 1;
+    } else {
+        fprintf(stderr, "%s: cannot check it: %s\n", cfg->database,
+                tf_strerror(rc));
+        code = 1;
+    }
+out:
+    tf_cfg_diags_clear(&diags);
+    tf_config_free(cfg);
+    free(p);
+    return code;
+}
+
 typedef struct resp {
     char data[65536];
     size_t len;

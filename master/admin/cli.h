@@ -20,6 +20,11 @@ int tf_cli_create(const char *dir, unsigned port, int force);
  * FILE:LINE:COL: error: KEY: MESSAGE. */
 int tf_cli_checkconfig(const char *path);
 
+/* tf-master check DIR|FILE: the full integrity check of the master's
+ * database, read-only (safe while the master runs). 0 sound, 1 damaged or
+ * not checkable, 2 the config cannot be read. */
+int tf_cli_check(const char *path);
+
 /* Asks the running master of dir to build builder now. */
 int tf_cli_force(const char *dir, const char *builder, const char *reason);
 

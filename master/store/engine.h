@@ -18,6 +18,7 @@
 #ifndef TF_STORE_ENGINE_H
 #define TF_STORE_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "store/ops.h"
@@ -65,6 +66,14 @@ typedef struct tf_engine_vt {
     /* Closes the reader connections and frees e (after close_writer, or
      * when the writer never started). */
     void (*destroy)(tf_engine_t *e);
+
+    /* Checks the database at path without changing it (full: every page
+     * and index; else the quick structural check open also runs). Each
+     * problem found goes to line(arg, text). Returns 0 when sound,
+     * TF_ECORRUPT when damaged, another code when it cannot check. NULL
+     * when the engine has no such check. */
+    int (*check)(const char *path, bool full,
+                 void (*line)(void *arg, const char *text), void *arg);
 } tf_engine_vt_t;
 
 /* The embedded engine (store/sqlite.c). */

@@ -41,6 +41,7 @@
 
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "log.h"
 #include "result.h"
 #include "store/mail.h"
@@ -76,6 +77,7 @@ struct tf_engine {
     char *werr;     /* apply_batch's err buffer while it runs */
     size_t werrlen;
     char msg[256];  /* the message of the last failure */
+    bool opened;    /* open succeeded: closing checkpoints the WAL */
 
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -1004,6 +1006,23 @@ static void set_max_pages(tf_engine_t *e, long pages)
         tf_warn(SUB, "%s: %s", sql, sqlite3_errmsg(e->db));
 }
 
+/* Copies everything in the WAL into the database file and empties the
+ * WAL, so after a clean stop the database file alone is a complete copy
+ * (the readers are idle by now: the store has drained). */
+static void checkpoint(tf_engine_t *e)
+{
+    int src = sqlite3_wal_checkpoint_v2(e->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+                                        NULL, NULL);
+
+    if (src == SQLITE_OK)
+        tf_info(SUB, "%s: checkpointed: the database file alone is complete",
+                e->path);
+    else
+        tf_warn(SUB, "%s: the closing checkpoint did not complete (%s): the "
+                     "database file needs its -wal file beside it",
+                e->path, sqlite3_errmsg(e->db));
+}
+
 /* Finalizes the cached statements and closes the write connection. A
  * statement still open at this point was leaked by a write function: it
  * is named and finalized so the connection really closes. */
@@ -1020,6 +1039,8 @@ static void close_writer(tf_engine_t *e)
                  sqlite3_sql(st));
         sqlite3_finalize(st);
     }
+    if (e->opened)
+        checkpoint(e);
     src = sqlite3_close(e->db);
     if (src != SQLITE_OK) {
         tf_error(SUB, "%s: closing the write connection failed: %s",
@@ -1900,6 +1921,172 @@ static int migrate(tf_engine_t *e, long long from)
     return 0;
 }
 
+/* sqlite's own error log, for every connection: a damaged page, an I/O
+ * error or a recovered WAL is logged even when the caller only sees a
+ * failed statement. Errors the code handles itself (constraints, a busy
+ * retry, a statement to prepare again) stay quiet. */
+static _Thread_local bool checking; /* run_check reports itself */
+
+static void sqlite_log(void *arg, int code, const char *msg)
+{
+    (void)arg;
+    if (checking)
+        return;
+    switch (code & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_IOERR:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_FULL:
+    case SQLITE_NOMEM:
+    case SQLITE_READONLY:
+        tf_error("sqlite", "%s (%s)", msg, sqlite3_errstr(code));
+        break;
+    case SQLITE_NOTICE:
+    case SQLITE_WARNING:
+        tf_info("sqlite", "%s", msg);
+        break;
+    default:
+        break;
+    }
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void install_log(void)
+{
+    /* Only possible before sqlite initialises: the first open does it. */
+    if (sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log, NULL) != SQLITE_OK)
+        tf_debug(SUB, "sqlite's error log was already set up");
+}
+
+/* Hands text to line one line at a time (a row of integrity_check may
+ * hold several). */
+static void report_lines(const char *text,
+                         void (*line)(void *arg, const char *text), void *arg)
+{
+    char buf[512];
+
+    if (!line)
+        return;
+    while (*text) {
+        size_t n = strcspn(text, "\n");
+        if (n > 0) {
+            snprintf(buf, sizeof(buf), "%.*s", (int)(n < 511 ? n : 511),
+                     text);
+            line(arg, buf);
+        }
+        text += n;
+        if (*text == '\n')
+            text++;
+    }
+}
+
+static int run_check_quiet(sqlite3 *db, bool full,
+                           void (*line)(void *arg, const char *text),
+                           void *arg);
+
+/* PRAGMA quick_check or integrity_check on db: each line that is not "ok"
+ * goes to line. 0 when sound, TF_ECORRUPT when not, TF_ESTORE when the
+ * check itself failed for another reason. sqlite's own error log stays
+ * quiet meanwhile: the findings are the report. */
+static int run_check(sqlite3 *db, bool full,
+                     void (*line)(void *arg, const char *text), void *arg)
+{
+    int rc;
+
+    checking = true;
+    rc = run_check_quiet(db, full, line, arg);
+    checking = false;
+    return rc;
+}
+
+static int run_check_quiet(sqlite3 *db, bool full,
+                           void (*line)(void *arg, const char *text),
+                           void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int src, problems = 0;
+
+    src = sqlite3_prepare_v2(db, full ? "PRAGMA integrity_check(1000)"
+                                      : "PRAGMA quick_check(100)",
+                             -1, &st, NULL);
+    if (src != SQLITE_OK) {
+        report_lines(sqlite3_errmsg(db), line, arg);
+        sqlite3_finalize(st);
+        return (src & 0xff) == SQLITE_CORRUPT || (src & 0xff) == SQLITE_NOTADB
+                   ? TF_ECORRUPT
+                   : TF_ESTORE;
+    }
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        if (t && strcmp(t, "ok") == 0)
+            continue;
+        problems++;
+        report_lines(t ? t : "(no text)", line, arg);
+    }
+    if (src != SQLITE_DONE) {
+        report_lines(sqlite3_errmsg(db), line, arg);
+        problems++;
+        src = (src & 0xff) == SQLITE_CORRUPT || (src & 0xff) == SQLITE_NOTADB
+                  ? TF_ECORRUPT
+                  : TF_ESTORE;
+    } else
+        src = 0;
+    sqlite3_finalize(st);
+    if (src)
+        return src;
+    return problems ? TF_ECORRUPT : 0;
+}
+
+static int engine_check(const char *path, bool full,
+                        void (*line)(void *arg, const char *text), void *arg)
+{
+    sqlite3 *db = NULL;
+    int rc;
+
+    pthread_once(&log_once, install_log);
+    rc = open_conn(path, SQLITE_OPEN_READONLY, &db);
+    if (rc != 0)
+        return rc;
+    rc = run_check(db, full, line, arg);
+    sqlite3_close(db);
+    return rc;
+}
+
+typedef struct open_problems {
+    const char *path;
+    unsigned n;
+} open_problems_t;
+
+static void open_problem(void *arg, const char *text)
+{
+    open_problems_t *p = arg;
+    if (p->n++ < 20)
+        tf_error(SUB, "%s: %s", p->path, text);
+}
+
+/* The quick structural check every start runs before touching anything:
+ * a damaged database is refused, not served with wrong answers. */
+static int check_at_open(tf_engine_t *e)
+{
+    open_problems_t p = {.path = e->path};
+    int64_t t0 = tf_mono_ms();
+    int rc = run_check(e->db, false, open_problem, &p);
+
+    if (rc == 0) {
+        tf_info(SUB, "%s: quick_check passed in %" PRId64 " ms", e->path,
+                tf_mono_ms() - t0);
+        return 0;
+    }
+    tf_error(SUB, "%s is damaged (PRAGMA quick_check found %u problem%s): "
+                  "refusing to serve from it. Run `tf-master check DIR` for "
+                  "the full report, then restore a backup or recover it "
+                  "(docs/admins.md, \"A damaged database\")",
+             e->path, p.n, p.n == 1 ? "" : "s");
+    return TF_ECORRUPT;
+}
+
 static int open_readers(tf_engine_t *e, unsigned n)
 {
     e->readers = calloc(n, sizeof(*e->readers));
@@ -1948,6 +2135,7 @@ static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
         tf_error(SUB, "this sqlite library is built without thread support");
         return TF_ESTORE;
     }
+    pthread_once(&log_once, install_log);
     e = calloc(1, sizeof(*e));
     if (!e)
         return TF_ENOMEM;
@@ -1963,6 +2151,8 @@ static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
         rc = check_version(e, &version);
     if (rc == 0)
         rc = configure_writer(e);
+    if (rc == 0 && version > 0)
+        rc = check_at_open(e);
     if (rc == 0)
         rc = migrate(e, version);
     if (rc == 0)
@@ -1971,6 +2161,7 @@ static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
         destroy(e);
         return rc;
     }
+    e->opened = true;
     *schema_version = (int)tf_schema_count();
     *out = e;
     return 0;
@@ -1984,4 +2175,5 @@ const tf_engine_vt_t tf_engine_sqlite = {
     .set_max_pages = set_max_pages,
     .close_writer = close_writer,
     .destroy = destroy,
+    .check = engine_check,
 };

@@ -893,6 +893,18 @@ static const tf_engine_vt_t *engine_for(const char *path)
     return &tf_engine_sqlite;
 }
 
+int tf_store_check(const char *path, bool full,
+                   void (*line)(void *arg, const char *text), void *arg)
+{
+    const tf_engine_vt_t *vt = path ? engine_for(path) : NULL;
+
+    if (!vt)
+        return TF_EINVAL;
+    if (!vt->check)
+        return TF_ESTATE;
+    return vt->check(path, full, line, arg);
+}
+
 int tf_store_open(uv_loop_t *loop, const char *path,
                   const tf_store_opts_t *opts, tf_store_t **out)
 {

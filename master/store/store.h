@@ -72,6 +72,15 @@ typedef struct tf_store_opts {
 int tf_store_open(uv_loop_t *loop, const char *path,
                   const tf_store_opts_t *opts, tf_store_t **out);
 
+/* Checks the database at path without opening it for writing or changing
+ * it: full runs every check the engine has (sqlite: PRAGMA
+ * integrity_check), else the quick one tf_store_open runs too. Each
+ * problem goes to line(arg, text). Returns 0 when sound, TF_ECORRUPT
+ * when damaged, TF_EINVAL for a setting no engine of this build takes,
+ * another code when the check could not run. Any thread. */
+int tf_store_check(const char *path, bool full,
+                   void (*line)(void *arg, const char *text), void *arg);
+
 /* The master serves from now on: synchronous reads on the loop thread are
  * a bug (they would block it) and assert. */
 void tf_store_serving(tf_store_t *s);

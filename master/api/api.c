@@ -81,7 +81,10 @@ static json_t *running_builds_of(tf_master_t *m, const char *builder,
     int64_t now = tf_now_ms();
     while (tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
         tf_build_t *b = v;
-        if (b->state == TF_BUILD_ENDING)
+        /* Ended, or finished by the slave and waiting for earlier events
+         * to commit: the slave's slot is free again (build.c), so it is
+         * not one of the slave's current builds any more. */
+        if (b->state == TF_BUILD_ENDING || b->finish_pending)
             continue;
         if (builder && strcmp(b->builder, builder) != 0)
             continue;

@@ -59,6 +59,13 @@ def attempts(s, url):
     return s.log_text().count(f"connecting to {url}/slave (attempt")
 
 
+def wait_log(farm, s, pattern, what):
+    """Waits for a line of the slave's log (the master may see the login a
+    moment before the slave logs the welcome)."""
+    return wait_for(lambda: re.search(pattern, s.log_text()), scaled(10),
+                    what, farm)
+
+
 def build_on(m, word):
     b = m.run_build("quick")
     assert b["result"] == "SUCCESS" and b["slave"] == "s1", b
@@ -78,9 +85,9 @@ def test_slave_serves_the_master_it_reaches_and_fails_over(farm):
                      r"connection refused; failing over to "
                      rf"{re.escape(b.ws_url)}/slave \(master 2 of 2\)",
                      log), log
-    assert re.search(rf"connected to {re.escape(b.ws_url)}/slave as s1 "
-                     r"\(heartbeat \d+ s, 0 builds to resume, 0 to abandon; "
-                     r"master 2 of 2\)", log), log
+    wait_log(farm, s, rf"connected to {re.escape(b.ws_url)}/slave as s1 "
+             r"\(heartbeat \d+ s, 0 builds to resume, 0 to abandon; "
+             r"master 2 of 2\)", "the slave to log its login to B")
     build_on(b, "mb")
 
     # A comes up meanwhile; the slave stays where it is until B dies.
@@ -95,7 +102,8 @@ def test_slave_serves_the_master_it_reaches_and_fails_over(farm):
     assert re.search(rf"link to {re.escape(b.ws_url)}/slave closed.*; "
                      rf"failing over to {re.escape(a.ws_url)}/slave "
                      r"\(master 1 of 2\) in \d+ ms", log), log
-    assert f"connected to {a.ws_url}/slave as s1" in log, log
+    wait_log(farm, s, rf"connected to {re.escape(a.ws_url)}/slave as s1 "
+             r"\(.*; master 1 of 2\)", "the slave to log its login to A")
     build_on(a, "ma")
     assert s.running()
     s.stop()
@@ -262,5 +270,6 @@ def test_wss_and_ws_masters_in_one_list(farm):
     t.kill9()
     b.wait_slave_connected("s1", timeout=scaled(15))
     build_on(b, "mb")
-    assert f"failing over to {b.ws_url}/slave" in s.log_text(), s.log_text()
+    assert f"; failing over to {b.ws_url}/slave (master 2 of 2)" in \
+        s.log_text(), s.log_text()
     s.stop()

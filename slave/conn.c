@@ -19,6 +19,17 @@
  * the logs. One attempt exists at a time; `in_attempt` guards against lws
  * reporting the end of an attempt twice (CONNECTION_ERROR then CLOSED).
  *
+ * Several masters (a failover list): each master is a target with its own
+ * backoff and a "not before" time, so no master is tried more often than
+ * the backoff allows, however many others fail meanwhile. When an attempt
+ * ends, the next target in round-robin order that may be tried now gets
+ * the next attempt (after at least a jittered backoff_min_ms when it is a
+ * different master, so slaves that lose one master together do not land
+ * on the next in the same instant); when none may, the one whose wait ends
+ * first. A master that refuses us for good (bad secret, unknown name,
+ * protocol version) leaves the rotation; the slave stops only when every
+ * master has. With one master this is exactly the single-master policy.
+ *
  * Sending: control messages we generate (hello, pong, drain) sit in a tiny
  * capped queue and go first; after that each writeable callback pulls one
  * build event from the slave. One lws_write per callback keeps every build
@@ -63,6 +74,16 @@ static const char *const tf__state_names[] = {
     "IDLE", "CONNECTING", "OPEN", "HELLO_SENT", "READY", "BACKOFF", "STOPPED",
 };
 
+/* One master of the failover list. */
+typedef struct {
+    const tf_slave_master_t *m; /* borrowed from the config */
+    uint64_t backoff_ms; /* the base of the next delay to this master */
+    int64_t not_before;  /* tf_mono_ms: no attempt to it before then */
+    bool refused;        /* it refused us for good: out of the rotation */
+    char host_hdr[300];
+    char url[600];       /* for logs; the path is cut at 256 bytes */
+} tf__target_t;
+
 struct tf_conn {
     uv_loop_t *loop;
     const tf_slave_config_t *cfg;
@@ -80,13 +101,15 @@ struct tf_conn {
     int in_cb;           /* inside tf__lws_cb: lws forbids a SYNC kill */
     bool close_on_return; /* close when the current callback returns */
     uint64_t attempt;
-    uint64_t backoff_ms; /* the base of the next delay */
     uint64_t rng;
     uint32_t heartbeat_s;
     int master_protocol;
     int sock_errno;      /* SO_ERROR seen while lws dropped a failed connect */
-    char host_hdr[300];
-    char url[600]; /* for logs; the path is cut at 256 bytes */
+    tf__target_t *targets; /* cfg->nmasters of them */
+    size_t ntargets;
+    size_t cur;          /* the target of the current or next attempt */
+    size_t nrefused;
+    const char *url;     /* targets[cur].url */
 
     uv_timer_t retry_timer;
     uv_timer_t watchdog;
@@ -259,6 +282,36 @@ static void tf__watchdog_arm(tf_conn_t *c)
     uv_timer_start(&c->watchdog, tf__watchdog_cb, ms, 0);
 }
 
+/* base +-25 %, so that slaves cut off together do not return together. */
+static uint64_t tf__jitter(tf_conn_t *c, uint64_t base)
+{
+    return base * 3 / 4 + tf__rand(c) % (base / 2 + 1);
+}
+
+/* The target of the next attempt: the first after the current one, in
+ * round-robin order (the current one last), that is not refused and may be
+ * tried at `now`; when none may yet, the one that may soonest. At least
+ * one target is not refused (the slave stops when all are). */
+static size_t tf__pick_target(const tf_conn_t *c, int64_t now)
+{
+    size_t best = c->cur;
+    bool have = false;
+    for (size_t k = 1; k <= c->ntargets; k++) {
+        size_t i = (c->cur + k) % c->ntargets;
+        const tf__target_t *t = &c->targets[i];
+        if (t->refused)
+            continue;
+        if (t->not_before <= now)
+            return i;
+        if (!have || t->not_before < c->targets[best].not_before) {
+            best = i;
+            have = true;
+        }
+    }
+    assert(have);
+    return best;
+}
+
 /* The attempt is over, whatever ended it: tidy up and plan the next. */
 static void tf__attempt_over(tf_conn_t *c, const char *why)
 {
@@ -276,19 +329,43 @@ static void tf__attempt_over(tf_conn_t *c, const char *why)
         c->ops.down_cb(c->arg);
     if (c->state == TF_CONN_STOPPED)
         return;
-    uint64_t base = c->backoff_ms;
-    /* +-25 % so that slaves cut off together do not return together. */
-    uint64_t delay = base * 3 / 4 + tf__rand(c) % (base / 2 + 1);
-    uint64_t next = c->backoff_ms * 2;
-    c->backoff_ms = next > c->cfg->backoff_max_ms ? c->cfg->backoff_max_ms
-                                                  : next;
+    tf__target_t *t = &c->targets[c->cur];
+    int64_t now = tf_mono_ms();
+    uint64_t delay = tf__jitter(c, t->backoff_ms);
+    uint64_t next_base = t->backoff_ms * 2;
+    t->backoff_ms = next_base > c->cfg->backoff_max_ms
+                        ? c->cfg->backoff_max_ms
+                        : next_base;
+    t->not_before = now + (int64_t)delay;
+    size_t prev = c->cur;
+    c->cur = tf__pick_target(c, now);
+    t = &c->targets[c->cur];
+    uint64_t wait = t->not_before > now ? (uint64_t)(t->not_before - now) : 0;
     tf__set_state(c, TF_CONN_BACKOFF, why);
-    tf_warn("conn", "%s; reconnecting in %llu ms", why,
-            (unsigned long long)delay);
-    uv_timer_start(&c->retry_timer, tf__retry_cb, delay, 0);
+    if (c->ntargets == 1)
+        tf_warn("conn", "%s; reconnecting in %llu ms", why,
+                (unsigned long long)wait);
+    else {
+        if (c->cur != prev) {
+            uint64_t floor = tf__jitter(c, c->cfg->backoff_min_ms);
+            if (wait < floor)
+                wait = floor;
+        }
+        if (c->cur == prev)
+            tf_warn("conn", "%s; trying %s again (master %zu of %zu) in "
+                    "%llu ms", why, t->url, c->cur + 1, c->ntargets,
+                    (unsigned long long)wait);
+        else
+            tf_warn("conn", "%s; failing over to %s (master %zu of %zu) in "
+                    "%llu ms", why, t->url, c->cur + 1, c->ntargets,
+                    (unsigned long long)wait);
+    }
+    uv_timer_start(&c->retry_timer, tf__retry_cb, wait, 0);
 }
 
 /* ---- handshake and messages ------------------------------------------ */
+
+static void tf__refused(tf_conn_t *c, const char *why, int exit_code);
 
 static int tf__on_challenge(tf_conn_t *c, const tf_msg_t *m)
 {
@@ -304,8 +381,7 @@ static int tf__on_challenge(tf_conn_t *c, const tf_msg_t *m)
                  "the older side", m->u.challenge.master ? m->u.challenge.master
                                                          : "?",
                  m->u.challenge.protocol, TF_PROTO_VERSION);
-        tf__set_state(c, TF_CONN_STOPPED, "protocol version mismatch");
-        c->ops.fatal_cb(c->arg, 5);
+        tf__refused(c, "protocol version mismatch", 5);
         return tf__close(c, 1000, "protocol version mismatch");
     }
     tf_proto_auth(c->secret, m->u.challenge.nonce, auth);
@@ -337,11 +413,16 @@ static int tf__on_challenge(tf_conn_t *c, const tf_msg_t *m)
 static void tf__on_welcome(tf_conn_t *c, const tf_msg_t *m)
 {
     c->heartbeat_s = m->u.welcome.heartbeat_s;
-    c->backoff_ms = c->cfg->backoff_min_ms;
+    c->targets[c->cur].backoff_ms = c->cfg->backoff_min_ms;
     tf__set_state(c, TF_CONN_READY, "welcome");
+    char which[80] = "";
+    if (c->ntargets > 1)
+        snprintf(which, sizeof which, "; master %zu of %zu", c->cur + 1,
+                 c->ntargets);
     tf_info("conn", "connected to %s as %s (heartbeat %u s, %zu builds to "
-            "resume, %zu to abandon)", c->url, m->u.welcome.slave,
-            c->heartbeat_s, m->u.welcome.nresume, m->u.welcome.nabandon);
+            "resume, %zu to abandon%s)", c->url, m->u.welcome.slave,
+            c->heartbeat_s, m->u.welcome.nresume, m->u.welcome.nabandon,
+            which);
     tf__watchdog_arm(c);
     c->ops.welcome_cb(c->arg, m);
     if (c->draining) {
@@ -351,25 +432,52 @@ static void tf__on_welcome(tf_conn_t *c, const tf_msg_t *m)
     lws_callback_on_writable(c->wsi);
 }
 
+/* The current master refused us for good (exit_code 3, 4 or 5 says why).
+ * It leaves the rotation; when no master is left, the slave stops with
+ * that status. The caller closes the link. */
+static void tf__refused(tf_conn_t *c, const char *why, int exit_code)
+{
+    tf__target_t *t = &c->targets[c->cur];
+    if (!t->refused) {
+        t->refused = true;
+        c->nrefused++;
+    }
+    if (c->nrefused < c->ntargets) {
+        tf_error("conn", "the master %s (master %zu of %zu) refused this "
+                 "slave for good (%s): not trying it again until tf-slave "
+                 "restarts; going on with the %zu other master%s", t->url,
+                 c->cur + 1, c->ntargets, why, c->ntargets - c->nrefused,
+                 c->ntargets - c->nrefused == 1 ? "" : "s");
+        return;
+    }
+    if (c->ntargets > 1)
+        tf_error("conn", "every master in the list refused this slave for "
+                 "good (the last, %s: %s): stopping", t->url, why);
+    tf__set_state(c, TF_CONN_STOPPED, why);
+    c->ops.fatal_cb(c->arg, exit_code);
+}
+
 /* The master's error message: decides between stopping and reconnecting. */
 static int tf__on_error(tf_conn_t *c, const tf_msg_t *m)
 {
     const char *code = m->u.error.code, *msg = m->u.error.message;
     int exit_code = 0;
+    bool per_master = true; /* another master may still accept us */
     if (strcmp(code, "bad_auth") == 0) {
-        tf_error("conn", "authentication failed: the master rejected our "
-                 "secret for slave %s (check secret_file %s)", c->cfg->name,
-                 c->cfg->secret_file);
+        tf_error("conn", "authentication failed: the master %s rejected our "
+                 "secret for slave %s (check secret_file %s)", c->url,
+                 c->cfg->name, c->cfg->secret_file);
         exit_code = 3;
     } else if (strcmp(code, "unknown_slave") == 0) {
-        tf_error("conn", "the master does not know a slave named %s (check "
-                 "the name, or add the slave to the master's configuration)",
-                 c->cfg->name);
+        tf_error("conn", "the master %s does not know a slave named %s "
+                 "(check the name, or add the slave to the master's "
+                 "configuration)", c->url, c->cfg->name);
         exit_code = 4;
     } else if (strcmp(code, "protocol_version") == 0) {
         tf_error("conn", "protocol version mismatch: this slave speaks "
-                 "protocol version %d, the master announced version %d and "
-                 "says: %s", TF_PROTO_VERSION, c->master_protocol, msg);
+                 "protocol version %d, the master %s announced version %d "
+                 "and says: %s", TF_PROTO_VERSION, c->url,
+                 c->master_protocol, msg);
         exit_code = 5;
     } else if (strcmp(code, "malformed") == 0 ||
                strcmp(code, "too_big") == 0) {
@@ -381,6 +489,7 @@ static int tf__on_error(tf_conn_t *c, const tf_msg_t *m)
                  "stops (the spool is kept in the base directory's .spool)",
                  code, msg);
         exit_code = 6;
+        per_master = false;
     } else if (strcmp(code, "replaced") == 0) {
         /* Two processes with one name would take turns replacing each other
          * every few hundred milliseconds; waiting the longest delay makes
@@ -388,11 +497,13 @@ static int tf__on_error(tf_conn_t *c, const tf_msg_t *m)
         tf_warn("conn", "the master says another connection took over slave "
                 "%s: %s (is a second tf-slave running with this name?)",
                 c->cfg->name, msg);
-        c->backoff_ms = c->cfg->backoff_max_ms;
+        c->targets[c->cur].backoff_ms = c->cfg->backoff_max_ms;
     } else {
         tf_warn("conn", "the master closes the link: %s: %s", code, msg);
     }
-    if (exit_code) {
+    if (exit_code && per_master)
+        tf__refused(c, code, exit_code);
+    else if (exit_code) {
         tf__set_state(c, TF_CONN_STOPPED, code);
         c->ops.fatal_cb(c->arg, exit_code);
     }
@@ -736,17 +847,19 @@ static void tf__connect(tf_conn_t *c)
     c->close_on_return = false;
     c->sock_errno = 0;
     c->wsi = NULL;
+    const tf__target_t *t = &c->targets[c->cur];
+    c->url = t->url;
     tf__set_state(c, TF_CONN_CONNECTING, "connect");
     tf_info("conn", "connecting to %s (attempt %llu)", c->url,
             (unsigned long long)c->attempt);
     ci.context = c->ctx;
-    ci.address = c->cfg->host;
-    ci.port = c->cfg->port;
-    ci.path = c->cfg->path;
-    ci.host = c->host_hdr;
-    ci.origin = c->host_hdr;
+    ci.address = t->m->host;
+    ci.port = t->m->port;
+    ci.path = t->m->path;
+    ci.host = t->host_hdr;
+    ci.origin = t->host_hdr;
     ci.protocol = TF_PROTO_SUBPROTOCOL;
-    ci.ssl_connection = c->cfg->tls ? LCCSCF_USE_SSL : 0;
+    ci.ssl_connection = t->m->tls ? LCCSCF_USE_SSL : 0;
     ci.userdata = c;
     ci.pwsi = &c->wsi;
     /* Arm the watchdog before connecting so a handshake that hangs past
@@ -760,7 +873,7 @@ static void tf__connect(tf_conn_t *c)
          * fails, which is by far the usual cause here. */
         snprintf(msg, sizeof msg, "connecting to %s failed: cannot start the "
                  "connection (does the host name %s resolve?)", c->url,
-                 c->cfg->host);
+                 t->m->host);
         tf__attempt_over(c, msg);
     }
 }
@@ -821,14 +934,27 @@ int tf_conn_new(uv_loop_t *loop, const tf_slave_config_t *cfg,
     c->ops = *ops;
     c->arg = arg;
     c->state = TF_CONN_IDLE;
-    c->backoff_ms = cfg->backoff_min_ms;
     c->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    c->targets = calloc(cfg->nmasters, sizeof *c->targets);
+    if (!c->targets) {
+        free(c->tx);
+        free(c);
+        return TF_ENOMEM;
+    }
+    c->ntargets = cfg->nmasters;
+    for (size_t i = 0; i < cfg->nmasters; i++) {
+        tf__target_t *t = &c->targets[i];
+        const tf_slave_master_t *m = &cfg->masters[i];
+        bool v6 = strchr(m->host, ':') != NULL;
+        t->m = m;
+        t->backoff_ms = cfg->backoff_min_ms;
+        snprintf(t->host_hdr, sizeof t->host_hdr, "%s%s%s:%d",
+                 v6 ? "[" : "", m->host, v6 ? "]" : "", m->port);
+        snprintf(t->url, sizeof t->url, "%s://%s%.256s",
+                 m->tls ? "wss" : "ws", t->host_hdr, m->path);
+    }
+    c->url = c->targets[0].url;
     tf_buf_init(&c->rx, TF_PROTO_MAX_TEXT);
-    bool v6 = strchr(cfg->host, ':') != NULL;
-    snprintf(c->host_hdr, sizeof c->host_hdr, "%s%s%s:%d", v6 ? "[" : "",
-             cfg->host, v6 ? "]" : "", cfg->port);
-    snprintf(c->url, sizeof c->url, "%s://%s%.256s", cfg->tls ? "wss" : "ws",
-             c->host_hdr, cfg->path);
 
     int lws_levels = LLL_ERR;
     if (tf_log_level() <= TF_LOG_DEBUG)
@@ -839,7 +965,7 @@ int tf_conn_new(uv_loop_t *loop, const tf_slave_config_t *cfg,
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = tf__protocols;
     info.options = LWS_SERVER_OPTION_LIBUV;
-    if (cfg->tls)
+    if (cfg->any_tls)
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.client_ssl_ca_filepath = cfg->ca_file;
     info.foreign_loops = loops;
@@ -854,6 +980,7 @@ int tf_conn_new(uv_loop_t *loop, const tf_slave_config_t *cfg,
                  "libwebsockets-evlib-uv installed?%s)",
                  cfg->ca_file ? " is the CA file valid?" : "");
         tf_buf_free(&c->rx);
+        free(c->targets);
         free(c->tx);
         free(c);
         return TF_EIO;
@@ -999,6 +1126,12 @@ void tf_conn_free(tf_conn_t *c)
         return;
     tf__ctrl_clear(c);
     tf_buf_free(&c->rx);
+    free(c->targets);
     free(c->tx);
     free(c);
+}
+
+const tf_slave_master_t *tf_conn_master(const tf_conn_t *c)
+{
+    return c->targets[c->cur].m;
 }

@@ -3,7 +3,8 @@
  *
  * One tf_conn_t owns the lws client context (on the slave's own libuv
  * loop), the current link, the reconnect timer with jittered exponential
- * backoff and the dead-link watchdog. It speaks the handshake itself
+ * backoff (per master when the config lists several, tried in round-robin
+ * order) and the dead-link watchdog. It speaks the handshake itself
  * (challenge -> hello -> welcome) and hands everything after that to the
  * slave through tf_conn_ops_t. It never buffers build events: when the
  * socket can take a frame it asks the slave for the next one (pull_cb),
@@ -42,7 +43,8 @@ typedef struct tf_conn_ops {
     /* A link that had opened is gone (events in flight are unknown). */
     void (*down_cb)(void *arg);
     /* The master refused us for good: stop with this exit status (3, 4, 5
-     * or 6, see slave.h). The connection no longer reconnects. */
+     * or 6, see slave.h). The connection no longer reconnects. With several
+     * masters, 3, 4 and 5 come only once every master has refused us. */
     void (*fatal_cb)(void *arg, int exit_code);
     /* For tf_conn_shutdown: true for the caller's handles that are still
      * open while lws winds down (signal watchers). */
@@ -68,6 +70,10 @@ void tf_conn_kick(tf_conn_t *c);
 void tf_conn_set_draining(tf_conn_t *c);
 
 bool tf_conn_ready(const tf_conn_t *c);
+
+/* The master of the current link, or of the next attempt while there is
+ * none (borrowed from the config). */
+const tf_slave_master_t *tf_conn_master(const tf_conn_t *c);
 
 /* Stops reconnecting, closes the link and destroys the lws context the way
  * a foreign loop needs (see docs/slave-operators.md / the notes): destroy

@@ -105,6 +105,7 @@ struct tf_slave {
 };
 
 static void tf__check_done(tf_slave_t *s);
+static void tf__set_http_base(tf_slave_t *s, const tf_slave_master_t *m);
 
 static void tf__set_state(tf_slave_t *s, tf_slave_state_t to, const char *why)
 {
@@ -648,6 +649,8 @@ static size_t tf__conn_running_cb(void *arg, tf_running_t *out, size_t max)
 static void tf__conn_welcome_cb(void *arg, const tf_msg_t *m)
 {
     tf_slave_t *s = arg;
+    /* Patches of try jobs come from the master that sent the build. */
+    tf__set_http_base(s, tf_conn_master(s->conn));
     for (size_t i = 0; i < m->u.welcome.nresume; i++) {
         const tf_running_t *r = &m->u.welcome.resume[i];
         tf_build_t *b = tf__find(s, r->build_id);
@@ -909,6 +912,33 @@ static int tf__prepare_dirs(tf_slave_t *s)
     return 0;
 }
 
+/* "ws://a/slave, ws://b/slave" (cut short with "..." past outlen). */
+static void tf__masters_text(const tf_slave_config_t *cfg, char *out,
+                             size_t outlen)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < cfg->nmasters && o < outlen; i++) {
+        int w = snprintf(out + o, outlen - o, "%s%s", i ? ", " : "",
+                         cfg->masters[i].url);
+        if (w < 0 || (size_t)w >= outlen - o) {
+            if (outlen > 4)
+                memcpy(out + outlen - 4, "...", 4);
+            return;
+        }
+        o += (size_t)w;
+    }
+}
+
+/* Where the source step downloads patches: the HTTP side of master m. */
+static void tf__set_http_base(tf_slave_t *s, const tf_slave_master_t *m)
+{
+    bool v6 = strchr(m->host, ':') != NULL;
+    snprintf(s->http_base, sizeof s->http_base, "%s://%s%s%s:%d",
+             m->tls ? "https" : "http", v6 ? "[" : "", m->host,
+             v6 ? "]" : "", m->port);
+}
+
 static void tf__walk_report(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -934,11 +964,14 @@ int tf_slave_run(const tf_slave_config_t *cfg)
     memset(&s, 0, sizeof s);
     s.cfg = cfg;
     s.state = TF_SLAVE_RUNNING;
-    tf_info("slave", "tf-slave %s starting: name %s, master %s, basedir %s, "
-            "max_builds %u", TF_VERSION, cfg->name, cfg->master_url,
+    char masters[1024];
+    tf__masters_text(cfg, masters, sizeof masters);
+    tf_info("slave", "tf-slave %s starting: name %s, master%s %s, basedir %s, "
+            "max_builds %u", TF_VERSION, cfg->name,
+            cfg->nmasters > 1 ? "s (in failover order)" : "", masters,
             cfg->basedir, cfg->max_builds);
-    if (cfg->ca_file && !cfg->tls)
-        tf_warn("slave", "ca_file is ignored: the master URL is not wss://");
+    if (cfg->ca_file && !cfg->any_tls)
+        tf_warn("slave", "ca_file is ignored: no master URL is wss://");
 
     rc = tf_read_secret(cfg->secret_file, &s.secret);
     if (rc) {
@@ -957,10 +990,7 @@ int tf_slave_run(const tf_slave_config_t *cfg)
         goto out;
     }
     s.self_exe[n] = '\0';
-    bool v6 = strchr(cfg->host, ':') != NULL;
-    snprintf(s.http_base, sizeof s.http_base, "%s://%s%s%s:%d",
-             cfg->tls ? "https" : "http", v6 ? "[" : "", cfg->host,
-             v6 ? "]" : "", cfg->port);
+    tf__set_http_base(&s, &cfg->masters[0]);
     s.src_ctx.self_exe = s.self_exe;
     s.src_ctx.http_base = s.http_base;
     s.src_ctx.name = cfg->name;

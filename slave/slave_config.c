@@ -43,7 +43,15 @@ typedef enum {
     K__COUNT
 } tf__key_id_t;
 
-typedef enum { T_STRING, T_PATH, T_U32, T_TAGS, T_SIGTERM, T_LEVEL } tf__kind_t;
+typedef enum {
+    T_STRING,
+    T_PATH,
+    T_U32,
+    T_TAGS,
+    T_SIGTERM,
+    T_LEVEL,
+    T_MASTERS,
+} tf__kind_t;
 
 typedef struct {
     const char *json;
@@ -53,7 +61,7 @@ typedef struct {
 } tf__key_t;
 
 static const tf__key_t tf__keys[K__COUNT] = {
-    [K_MASTER] = {"master", "master", T_STRING, 0, 0},
+    [K_MASTER] = {"master", "master", T_MASTERS, 0, 0},
     [K_NAME] = {"name", "name", T_STRING, 0, 0},
     [K_SECRET_FILE] = {"secret_file", "secret-file", T_PATH, 0, 0},
     [K_BASEDIR] = {"basedir", "basedir", T_PATH, 0, 0},
@@ -97,7 +105,8 @@ void tf_slave_config_usage(FILE *out)
         "\n"
         "  --config FILE             JSON config file (flags override it)\n"
         "  --master URL              ws://host[:port][/path] or wss://...\n"
-        "                            (default path /slave)\n"
+        "                            (default path /slave); give it up to 16\n"
+        "                            times to fail over between masters\n"
         "  --name NAME               this slave's name, as configured on the "
         "master\n"
         "  --secret-file FILE        file whose first line is the shared "
@@ -129,13 +138,28 @@ static void tf__free_tags(char **tags, size_t n)
     free(tags);
 }
 
+void tf_slave_master_free(tf_slave_master_t *m)
+{
+    if (!m)
+        return;
+    free(m->url);
+    free(m->host);
+    free(m->path);
+    memset(m, 0, sizeof *m);
+}
+
+static void tf__free_masters(tf_slave_master_t *ms, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        tf_slave_master_free(&ms[i]);
+    free(ms);
+}
+
 void tf_slave_config_free(tf_slave_config_t *cfg)
 {
     if (!cfg)
         return;
-    free(cfg->master_url);
-    free(cfg->host);
-    free(cfg->path);
+    tf__free_masters(cfg->masters, cfg->nmasters);
     free(cfg->name);
     free(cfg->secret_file);
     free(cfg->basedir);
@@ -169,7 +193,6 @@ static int tf__set_str(char **slot, const char *s)
 static char **tf__str_slot(tf_slave_config_t *cfg, tf__key_id_t id)
 {
     switch (id) {
-    case K_MASTER: return &cfg->master_url;
     case K_NAME: return &cfg->name;
     case K_SECRET_FILE: return &cfg->secret_file;
     case K_BASEDIR: return &cfg->basedir;
@@ -206,6 +229,65 @@ static int tf__set_tags(tf_slave_config_t *cfg, char **tags, size_t n,
     tf__free_tags(cfg->tags, cfg->ntags);
     cfg->tags = tags;
     cfg->ntags = n;
+    return 0;
+}
+
+/* Replaces cfg's masters with urls[n] (borrowed), each parsed and checked
+ * against the others: the same master twice in a failover list is a typo
+ * that would silently double its share of attempts. The reason for a
+ * refusal names the element when there are several. */
+static int tf__set_masters(tf_slave_config_t *cfg, const char *const *urls,
+                           size_t n, char *why, size_t whylen)
+{
+    tf_slave_master_t *ms;
+    char uerr[320];
+    int rc = 0;
+
+    if (n == 0) {
+        tf__err(why, whylen, "expected at least one master URL");
+        return TF_ECONFIG;
+    }
+    if (n > TF_SLAVE_MAX_MASTERS) {
+        tf__err(why, whylen, "more than %d master URLs",
+                TF_SLAVE_MAX_MASTERS);
+        return TF_ECONFIG;
+    }
+    ms = calloc(n, sizeof *ms);
+    if (!ms)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uerr[0] = '\0';
+        rc = tf_slave_url_parse(urls[i], &ms[i], uerr, sizeof uerr);
+        if (rc == TF_ENOMEM)
+            goto out;
+        if (rc) {
+            if (n > 1)
+                tf__err(why, whylen, "URL %zu of %zu: %s", i + 1, n, uerr);
+            else
+                tf__err(why, whylen, "%s", uerr);
+            rc = TF_ECONFIG;
+            goto out;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (ms[j].tls == ms[i].tls && ms[j].port == ms[i].port &&
+                strcmp(ms[j].host, ms[i].host) == 0 &&
+                strcmp(ms[j].path, ms[i].path) == 0) {
+                tf__err(why, whylen, "URL %zu of %zu (\"%.200s\") names the "
+                        "same master as URL %zu (\"%.200s\")", i + 1, n,
+                        urls[i], j + 1, urls[j]);
+                rc = TF_ECONFIG;
+                goto out;
+            }
+        }
+    }
+out:
+    if (rc) {
+        tf__free_masters(ms, n);
+        return rc;
+    }
+    tf__free_masters(cfg->masters, cfg->nmasters);
+    cfg->masters = ms;
+    cfg->nmasters = n;
     return 0;
 }
 
@@ -298,6 +380,8 @@ static int tf__apply_string(tf_slave_config_t *cfg, tf__key_id_t id,
             return TF_ECONFIG;
         }
         return 0;
+    case T_MASTERS:
+        return tf__set_masters(cfg, &s, 1, why, whylen);
     }
     return TF_ECONFIG;
 }
@@ -343,6 +427,33 @@ static int tf__apply_json(tf_slave_config_t *cfg, tf__key_id_t id, json_t *v,
             }
         }
         return tf__set_tags(cfg, tags, n, why, whylen);
+    }
+    case T_MASTERS: {
+        /* A string (one master) or an array of strings (failover list). */
+        const char *urls[TF_SLAVE_MAX_MASTERS];
+        if (json_is_string(v)) {
+            urls[0] = json_string_value(v);
+            return tf__set_masters(cfg, urls, 1, why, whylen);
+        }
+        if (!json_is_array(v)) {
+            tf__err(why, whylen, "expected a URL or an array of URLs");
+            return TF_ECONFIG;
+        }
+        size_t n = json_array_size(v);
+        if (n > TF_SLAVE_MAX_MASTERS) {
+            tf__err(why, whylen, "more than %d master URLs",
+                    TF_SLAVE_MAX_MASTERS);
+            return TF_ECONFIG;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_t *u = json_array_get(v, i);
+            if (!json_is_string(u)) {
+                tf__err(why, whylen, "element %zu: expected a URL string", i);
+                return TF_ECONFIG;
+            }
+            urls[i] = json_string_value(u);
+        }
+        return tf__set_masters(cfg, urls, n, why, whylen);
     }
     default:
         if (!json_is_string(v)) {
@@ -437,7 +548,7 @@ static int tf__load_file(tf_slave_config_t *cfg, const char *path, char *err,
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val) {
-        char ptr[256], why[256] = "";
+        char ptr[256], why[512] = "";
         int line = 0, col = 0, kline = 0, kcol = 0;
         tf__pointer(key, ptr, sizeof ptr);
         if (pos)
@@ -475,7 +586,7 @@ static bool tf__host_char(char c)
            (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
 }
 
-int tf_slave_url_parse(const char *url, tf_slave_config_t *cfg, char *err,
+int tf_slave_url_parse(const char *url, tf_slave_master_t *m, char *err,
                        size_t errlen)
 {
     const char *p;
@@ -564,17 +675,19 @@ int tf_slave_url_parse(const char *url, tf_slave_config_t *cfg, char *err,
     }
     char *h = strdup(host);
     char *path = strdup(*p ? p : "/slave");
-    if (!h || !path) {
+    char *u = strdup(url);
+    if (!h || !path || !u) {
         free(h);
         free(path);
+        free(u);
         return TF_ENOMEM;
     }
-    free(cfg->host);
-    free(cfg->path);
-    cfg->host = h;
-    cfg->path = path;
-    cfg->port = (int)port;
-    cfg->tls = tls;
+    tf_slave_master_free(m);
+    m->url = u;
+    m->host = h;
+    m->path = path;
+    m->port = (int)port;
+    m->tls = tls;
     return 0;
 }
 
@@ -602,11 +715,15 @@ static int tf__finish(tf_slave_config_t *cfg, char *err, size_t errlen)
         tf__key_id_t id;
         const char *what;
     } required[] = {
-        {K_MASTER, "the master URL"},
         {K_NAME, "the slave name"},
         {K_SECRET_FILE, "the secret file"},
         {K_BASEDIR, "the base directory"},
     };
+    if (cfg->nmasters == 0) {
+        tf__err(err, errlen, "missing the master URL: set \"master\" in the "
+                "config file or pass --master");
+        return TF_ECONFIG;
+    }
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         const tf__key_t *k = &tf__keys[required[i].id];
         char **slot = tf__str_slot(cfg, required[i].id);
@@ -622,9 +739,9 @@ static int tf__finish(tf_slave_config_t *cfg, char *err, size_t errlen)
                 cfg->name);
         return TF_ECONFIG;
     }
-    int rc = tf_slave_url_parse(cfg->master_url, cfg, err, errlen);
-    if (rc)
-        return rc == TF_ENOMEM ? rc : TF_ECONFIG;
+    cfg->any_tls = false;
+    for (size_t i = 0; i < cfg->nmasters; i++)
+        cfg->any_tls = cfg->any_tls || cfg->masters[i].tls;
     if (cfg->backoff_min_ms > cfg->backoff_max_ms) {
         tf__err(err, errlen, "backoff_min_ms (%u) is larger than "
                 "backoff_max_ms (%u)", cfg->backoff_min_ms,
@@ -636,7 +753,7 @@ static int tf__finish(tf_slave_config_t *cfg, char *err, size_t errlen)
                 strerror(errno));
         return TF_ECONFIG;
     }
-    rc = tf__absolutize(&cfg->basedir);
+    int rc = tf__absolutize(&cfg->basedir);
     if (!rc)
         rc = tf__absolutize(&cfg->secret_file);
     if (!rc && cfg->ca_file)
@@ -671,6 +788,10 @@ int tf_slave_config_parse(tf_slave_config_t *cfg, int argc, char **argv,
         {NULL, 0, NULL, 0},
     };
     const char *flagval[K__COUNT] = {NULL};
+    /* --master may repeat: every value is kept, in order (one more than
+     * the cap, so that too many is an error rather than a truncation). */
+    const char *flag_masters[TF_SLAVE_MAX_MASTERS + 1];
+    size_t nflag_masters = 0;
     const char *config_path = NULL;
     bool help = false, version = false;
     int c, rc;
@@ -681,7 +802,10 @@ int tf_slave_config_parse(tf_slave_config_t *cfg, int argc, char **argv,
     optind = 0; /* glibc: full re-initialisation, so tests can parse twice */
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        if (c >= 0 && c < K__COUNT)
+        if (c == K_MASTER) {
+            if (nflag_masters < TF_SLAVE_MAX_MASTERS + 1)
+                flag_masters[nflag_masters++] = optarg; /* else: too many */
+        } else if (c >= 0 && c < K__COUNT)
             flagval[c] = optarg;
         else if (c == OPT_CONFIG)
             config_path = optarg;
@@ -713,6 +837,19 @@ int tf_slave_config_parse(tf_slave_config_t *cfg, int argc, char **argv,
         rc = tf__load_file(cfg, config_path, err, errlen);
         if (rc)
             return TF_ECONFIG;
+    }
+    if (nflag_masters) {
+        /* Flags win over the file: the flags' list replaces the file's. */
+        char why[512] = "";
+        rc = tf__set_masters(cfg, flag_masters, nflag_masters, why,
+                             sizeof why);
+        if (rc) {
+            if (rc == TF_ENOMEM)
+                tf__err(err, errlen, "out of memory");
+            else
+                tf__err(err, errlen, "--master: %s", why);
+            return TF_ECONFIG;
+        }
     }
     for (int i = 0; i < K__COUNT; i++) {
         char why[256] = "";

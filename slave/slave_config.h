@@ -21,18 +21,28 @@
 
 #define TF_SLAVE_MAX_BUILDS 64 /* hello.running holds at most 64 builds */
 #define TF_SLAVE_MAX_TAGS 64
+#define TF_SLAVE_MAX_MASTERS 16 /* URLs in the failover list */
 
 typedef enum {
     TF_SIGTERM_FINISH = 0, /* drain: finish running builds, then exit */
     TF_SIGTERM_ABORT = 1,  /* kill running steps, report RETRY, exit */
 } tf_sigterm_mode_t;
 
-typedef struct tf_slave_config {
-    char *master_url; /* as configured, for logs */
+/* One master URL, split. */
+typedef struct tf_slave_master {
+    char *url;        /* as configured, for logs */
     bool tls;         /* wss:// */
     char *host;       /* without IPv6 brackets */
     int port;
     char *path;       /* starts with '/' */
+} tf_slave_master_t;
+
+typedef struct tf_slave_config {
+    /* The masters in failover order (1..TF_SLAVE_MAX_MASTERS, no two
+     * alike): --master given several times, or "master" as a list. */
+    tf_slave_master_t *masters;
+    size_t nmasters;
+    bool any_tls;     /* at least one master is wss:// */
     char *name;
     char *secret_file;
     char *basedir;    /* absolute */
@@ -62,11 +72,15 @@ int tf_slave_config_parse(tf_slave_config_t *cfg, int argc, char **argv,
 /* Frees what cfg owns and zeroes it; cfg may be NULL. */
 void tf_slave_config_free(tf_slave_config_t *cfg);
 
-/* Splits ws://host[:port][/path] or wss://... into cfg's tls, host, port
- * and path (default path "/slave"). Returns 0 or TF_ECONFIG with a reason
- * in err. Exposed for unit tests. */
-int tf_slave_url_parse(const char *url, tf_slave_config_t *cfg, char *err,
+/* Splits ws://host[:port][/path] or wss://... into m's url (a copy of
+ * url), tls, host, port and path (default path "/slave"), replacing what m
+ * held; the caller frees m with tf_slave_master_free. Returns 0, TF_ENOMEM
+ * or TF_ECONFIG with a reason in err. Exposed for unit tests. */
+int tf_slave_url_parse(const char *url, tf_slave_master_t *m, char *err,
                        size_t errlen);
+
+/* Frees what m owns and zeroes it; m may be NULL. */
+void tf_slave_master_free(tf_slave_master_t *m);
 
 /* Writes the --help text to out. */
 void tf_slave_config_usage(FILE *out);

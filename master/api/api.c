@@ -47,6 +47,47 @@ static bool check_name(tf_http_req_t *r, const char *s, const char *what)
     return true;
 }
 
+bool tf_api_arg_kind(tf_http_req_t *r, const char **kind)
+{
+    const char *v = tf_http_arg(r, "kind");
+    *kind = NULL;
+    if (!v)
+        return true;
+    if (strcmp(v, "try") == 0 || strcmp(v, "ci") == 0) {
+        *kind = strcmp(v, "try") == 0 ? "try" : "ci";
+        return true;
+    }
+    tf_http_error(r, 400, "parameter kind=\"%.40s\": expected \"try\" (try "
+                  "builds) or \"ci\" (continuous builds)", v);
+    return false;
+}
+
+bool tf_api_args_only(tf_http_req_t *r, const char *const *names)
+{
+    for (size_t i = 0; i < r->nargs; i++) {
+        const char *a = r->args[i];
+        size_t n = strcspn(a, "=");
+        bool known = false;
+        for (size_t k = 0; names[k] && !known; k++)
+            known = strlen(names[k]) == n && strncmp(a, names[k], n) == 0;
+        if (!known) {
+            char list[256] = "";
+            for (size_t k = 0; names[k]; k++) {
+                size_t used = strlen(list);
+                snprintf(list + used, sizeof(list) - used, "%s%s",
+                         k ? ", " : "", names[k]);
+            }
+            tf_http_error(r, 400, "unknown parameter \"%.*s\"%s%s%s",
+                          (int)(n > 40 ? 40 : n), a,
+                          list[0] ? ": this endpoint takes " : ": this "
+                          "endpoint takes no parameters", list,
+                          list[0] ? "" : "");
+            return false;
+        }
+    }
+    return true;
+}
+
 /* --- live overlays (loop thread) --- */
 
 static bool slave_connected(tf_master_t *m, const char *name)
@@ -97,6 +138,13 @@ static json_t *running_builds_of(tf_master_t *m, const char *builder,
                               b->slave, "started_ms", (json_int_t)since,
                               "elapsed_ms", (json_int_t)(now - since),
                               "slave_connected", b->lost_since_ms == 0);
+        char url[600];
+        snprintf(url, sizeof(url), "%sapi/v1/builds/%" PRIu64, base_url(m),
+                 b->id);
+        json_object_set_new(o, "url", json_string(url));
+        snprintf(url, sizeof(url), "%s#/builds/%" PRIu64, base_url(m), b->id);
+        json_object_set_new(o, "page_url", json_string(url));
+        json_object_set_new(o, "kind", json_string(b->is_try ? "try" : "ci"));
         json_array_append_new(arr, o);
     }
     return arr;
@@ -127,6 +175,19 @@ static json_t *request_json(tf_master_t *m, const tf_request_t *r,
     json_object_set_new(o, "job_id", r->job_id
                                          ? json_integer((json_int_t)r->job_id)
                                          : json_null());
+    json_object_set_new(o, "kind",
+                        json_string(tf_request_is_try(r) ? "try" : "ci"));
+    char page[600];
+    if (r->job_id)
+        snprintf(page, sizeof(page), "%s#/jobs/%" PRIu64, base_url(m),
+                 r->job_id);
+    else if (r->build)
+        snprintf(page, sizeof(page), "%s#/builds/%" PRIu64, base_url(m),
+                 r->build->id);
+    else
+        snprintf(page, sizeof(page), "%s#/builders/%s", base_url(m),
+                 r->builder);
+    json_object_set_new(o, "page_url", json_string(page));
     return o;
 }
 
@@ -175,6 +236,16 @@ static void overlay_builder(tf_master_t *m, json_t *o, bool detail)
             json_array_append_new(tags, json_string(cfg->tags[i]));
         json_object_set_new(o, "tags", tags);
         json_object_set_new(o, "priority", json_integer(cfg->priority));
+        /* The patterns that mark an error line in its logs (mail excerpts,
+         * the log viewer's "next error"). */
+        char **pat = cfg->mail.has_patterns ? cfg->mail.error_patterns
+                                            : m->cfg->mail.error_patterns;
+        size_t npat = cfg->mail.has_patterns ? cfg->mail.npatterns
+                                             : m->cfg->mail.npatterns;
+        json_t *pats = json_array();
+        for (size_t i = 0; pat && i < npat; i++)
+            json_array_append_new(pats, json_string(pat[i]));
+        json_object_set_new(o, "error_patterns", pats);
     }
     if (detail) {
         json_object_set_new(o, "pending_requests", pending_of(m, name));
@@ -230,6 +301,7 @@ typedef struct qjob {
     uint64_t id;
     uint64_t before;
     unsigned limit;
+    const char *bkind; /* "try", "ci" (static strings) or NULL */
     char base[512];
     json_t *out;
 } qjob_t;
@@ -243,7 +315,8 @@ static int qjob_run(sqlite3 *db, void *arg)
     case Q_BUILDER:
         return tf_q_builder(db, q->base, q->name, &q->out);
     case Q_BUILDS:
-        return tf_q_builds(db, q->base, q->name, q->before, q->limit, &q->out);
+        return tf_q_builds(db, q->base, q->name, q->bkind, q->before,
+                           q->limit, &q->out);
     case Q_BUILD:
         return tf_q_build(db, q->base, q->id, &q->out);
     case Q_BUILD_BY_NUMBER:
@@ -255,7 +328,8 @@ static int qjob_run(sqlite3 *db, void *arg)
     case Q_REQUEST:
         return tf_q_request(db, q->base, q->id, &q->out);
     case Q_BUILDER_STATS:
-        return tf_q_builder_stats(db, q->base, q->name, q->limit, &q->out);
+        return tf_q_builder_stats(db, q->base, q->name, q->bkind, q->limit,
+                                  &q->out);
     }
     return TF_EINVAL;
 }
@@ -334,7 +408,8 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
     if (kind == Q_BUILDS) {
         uint64_t limit = 0, before = 0;
         if (!tf_http_arg_u64(r, "limit", 1, 500, 50, &limit) ||
-            !tf_http_arg_u64(r, "before", 1, TF_PROTO_MAX_ID, 0, &before)) {
+            !tf_http_arg_u64(r, "before", 1, TF_PROTO_MAX_ID, 0, &before) ||
+            !tf_api_arg_kind(r, &q->bkind)) {
             free(q);
             return;
         }
@@ -343,10 +418,15 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
     }
     if (kind == Q_BUILDER_STATS) {
         uint64_t limit = 0;
-        if (!tf_http_arg_u64(r, "limit", 1, 1000, 200, &limit)) {
+        /* The plots are the tree's: continuous builds unless asked. */
+        const char *v = tf_http_arg(r, "kind");
+        if (!tf_http_arg_u64(r, "limit", 1, 1000, 200, &limit) ||
+            !tf_api_arg_kind(r, &q->bkind)) {
             free(q);
             return;
         }
+        if (!v)
+            q->bkind = "ci";
         q->limit = (unsigned)limit;
     }
     tf_http_async_begin(r);
@@ -523,6 +603,8 @@ void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
     unsigned pos = req ? tf_sched_position(m, req) : 0;
     json_t *o = json_pack("{s:I,s:s,s:s}", "request_id", (json_int_t)id,
                           "builder", builder, "url", url);
+    snprintf(url, sizeof(url), "%s#/builders/%s", base_url(m), builder);
+    json_object_set_new(o, "page_url", json_string(url));
     json_object_set_new(o, "position", pos ? json_integer(pos) : json_null());
     if (extra)
         json_object_update(o, extra);
@@ -783,7 +865,10 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     const char *builder = tf_http_arg(r, "builder");
+    const char *kind = NULL;
     if (builder && !check_name(r, builder, "builder"))
+        return;
+    if (!tf_api_arg_kind(r, &kind))
         return;
     json_t *arr = json_array();
     size_t pos = 0;
@@ -794,7 +879,14 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
         if (builder && strcmp(mb->name, builder) != 0)
             continue;
         json_t *p = pending_of(m, mb->name);
-        json_array_extend(arr, p);
+        size_t i;
+        json_t *e;
+        json_array_foreach(p, i, e)
+        {
+            const char *k = json_string_value(json_object_get(e, "kind"));
+            if (!kind || (k && strcmp(k, kind) == 0))
+                json_array_append(arr, e);
+        }
         json_decref(p);
     }
     pos = 0;
@@ -803,6 +895,8 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
         if (req->state != TF_REQ_RUNNING)
             continue;
         if (builder && strcmp(req->builder, builder) != 0)
+            continue;
+        if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
             continue;
         json_array_append_new(arr, request_json(m, req, 0));
     }

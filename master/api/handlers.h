@@ -87,6 +87,14 @@ bool tf_api_props_allowed(tf_http_req_t *r, const struct tf_cfg_builder *b,
  * sig=HMAC") for its path. */
 bool tf_api_slave_auth_ok(tf_http_req_t *r);
 
+/* api.c: the query parameter kind ("try" or "ci"; *kind NULL when
+ * absent, else a static string); answers 400 for any other value. */
+bool tf_api_arg_kind(tf_http_req_t *r, const char **kind);
+
+/* api.c: answers 400 naming the first query parameter not in names
+ * (NULL-terminated) and returns false. */
+bool tf_api_args_only(tf_http_req_t *r, const char *const *names);
+
 /* api.c: the master, builders, builds, slaves, requests, logs. */
 void tf_api_index(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a);
@@ -104,6 +112,13 @@ void tf_api_slave(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_request(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a);
+
+/* badge.c: GET /badge/BUILDER.svg, and the picture itself: the SVG of a
+ * badge "label | status" into out (cap bytes). Returns its length, or
+ * TF_E2BIG when it does not fit. Pure. */
+void tf_api_badge(tf_http_req_t *r, const tf_route_args_t *a);
+int tf_badge_svg(const char *label, const char *status, char *out,
+                 size_t cap);
 
 /* pages.c: the status pages' data. */
 void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a);

@@ -36,17 +36,63 @@ typedef struct pg {
     tf_console_cursor_t cons; /* console */
     unsigned limit;
     char builders[WATERFALL_BUILDERS][TF_NAME_MAX + 1];
-    size_t nbuilders;
+    size_t nbuilders;         /* waterfall, summary: only these (0: all) */
+    const char *kind_filter;  /* waterfall: "try", "ci" or NULL */
     json_t *out;
 } pg_t;
 
 /* --- summary --- */
 
-/* Reshapes the builders query into the compact summary, with the verdict,
- * on the loop thread (live state overlaid). */
-static json_t *summary_of(tf_master_t *m, json_t *builders)
+/* Whether name is one of the builders the summary was asked about. */
+static bool chosen(const pg_t *q, const char *name)
+{
+    if (q->nbuilders == 0)
+        return true;
+    for (size_t i = 0; i < q->nbuilders; i++)
+        if (strcmp(q->builders[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Every configured slave with its live state, for monitors. */
+static json_t *summary_slaves(tf_master_t *m, unsigned *connected)
 {
     json_t *arr = json_array();
+    const char *base = m->cfg->public_url;
+    *connected = 0;
+    for (size_t k = 0; k < m->cfg->nslaves; k++) {
+        const char *name = m->cfg->slaves[k].name;
+        tf_mslave_t *s = tf_master_slave(m, name, false);
+        bool up = s && s->link;
+        *connected += up;
+        unsigned nb = s && up ? s->nbuilds : 0;
+        const char *state = !up         ? "offline"
+                            : s->draining ? "draining"
+                            : nb          ? "building"
+                                          : "idle";
+        char url[600], page[600];
+        snprintf(url, sizeof(url), "%sapi/v1/slaves/%s", base, name);
+        snprintf(page, sizeof(page), "%s#/slaves/%s", base, name);
+        json_t *o = json_pack("{s:s,s:s,s:b,s:i,s:s,s:s}", "name", name,
+                              "state", state, "connected", up, "builds",
+                              (int)nb, "url", url, "page_url", page);
+        json_object_set_new(o, "last_seen_ms",
+                            s && s->last_seen_ms
+                                ? json_integer(s->last_seen_ms)
+                                : json_null());
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+/* Reshapes the builders query into the compact summary, with the verdict,
+ * on the loop thread (live state overlaid). The verdict, each builder's
+ * last build and who broke it count continuous builds only: the builders
+ * query's last_complete never holds a try build. */
+static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
+{
+    json_t *arr = json_array(), *failing = json_array();
+    const char *base = m->cfg->public_url;
     int worst = -1; /* 0 ok, 1 warnings, 2 failing */
     size_t i;
     json_t *b;
@@ -54,7 +100,7 @@ static json_t *summary_of(tf_master_t *m, json_t *builders)
     {
         const char *name = json_string_value(json_object_get(b, "name"));
         const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
-        if (!cfg)
+        if (!cfg || !chosen(q, name))
             continue;
         tf_mbuilder_t *mb = tf_master_builder(m, name, false);
         unsigned up = 0;
@@ -85,35 +131,56 @@ static json_t *summary_of(tf_master_t *m, json_t *builders)
             tf_build_t *bd = v;
             if (bd->state == TF_BUILD_ENDING || strcmp(bd->builder, name))
                 continue;
+            char burl[600];
+            snprintf(burl, sizeof(burl), "%s#/builds/%" PRIu64, base, bd->id);
             json_array_append_new(
                 current,
-                json_pack("{s:I,s:I,s:s,s:I}", "id", (json_int_t)bd->id,
-                          "number", (json_int_t)bd->number, "slave", bd->slave,
+                json_pack("{s:I,s:I,s:s,s:I,s:s,s:s}", "id",
+                          (json_int_t)bd->id, "number",
+                          (json_int_t)bd->number, "slave", bd->slave,
                           "started_ms",
                           (json_int_t)(bd->started_ms ? bd->started_ms
-                                                      : bd->created_ms)));
+                                                      : bd->created_ms),
+                          "kind", bd->is_try ? "try" : "ci", "page_url",
+                          burl));
         }
         json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i}", "name", name, "state",
                               state, "pending", (int)pending, "running",
                               (int)running, "connected_slaves", (int)up);
         json_object_set(o, "last", last ? last : json_null());
         json_object_set_new(o, "current", current);
+        json_object_set(o, "failing_since",
+                        json_object_get(b, "failing_since"));
+        json_object_set(o, "suspects", json_object_get(b, "suspects"));
+        json_object_set(o, "failed_step", json_object_get(b, "failed_step"));
+        json_object_set(o, "url", json_object_get(b, "url"));
+        json_object_set(o, "page_url", json_object_get(b, "page_url"));
+        if (json_is_object(json_object_get(b, "failing_since")) ||
+            (res && (!strcmp(res, "FAILURE") || !strcmp(res, "EXCEPTION"))))
+            json_array_append_new(
+                failing,
+                json_pack("{s:s,s:O,s:O,s:O,s:O,s:O}", "name", name, "last",
+                          last ? last : json_null(), "since",
+                          json_object_get(b, "failing_since"), "suspects",
+                          json_object_get(b, "suspects"), "failed_step",
+                          json_object_get(b, "failed_step"), "page_url",
+                          json_object_get(b, "page_url")));
         json_array_append_new(arr, o);
     }
-    unsigned connected = 0, total = 0;
-    for (size_t k = 0; k < m->cfg->nslaves; k++) {
-        tf_mslave_t *s = tf_master_slave(m, m->cfg->slaves[k].name, false);
-        total++;
-        connected += s && s->link;
-    }
+    unsigned connected = 0;
+    json_t *slaves = summary_slaves(m, &connected);
     const char *verdict = worst < 0    ? "unknown"
                           : worst == 2 ? "failing"
                           : worst == 1 ? "warnings"
                                        : "ok";
-    json_t *o = json_pack("{s:s,s:I,s:s,s:{s:i,s:i}}", "name", m->cfg->name,
-                          "time_ms", (json_int_t)tf_now_ms(), "verdict",
-                          verdict, "slaves", "connected", (int)connected,
-                          "total", (int)total);
+    char page[600];
+    snprintf(page, sizeof(page), "%s#/", base);
+    json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:{s:i,s:i,s:o}}", "name",
+                          m->cfg->name, "time_ms", (json_int_t)tf_now_ms(),
+                          "verdict", verdict, "page_url", page, "slaves",
+                          "connected", (int)connected, "total",
+                          (int)m->cfg->nslaves, "list", slaves);
+    json_object_set_new(o, "failing", failing);
     json_object_set_new(o, "builders", arr);
     return o;
 }
@@ -127,8 +194,8 @@ static int pg_run(sqlite3 *db, void *arg)
     case PG_SUMMARY:
         return tf_q_builders(db, q->base, &q->out);
     case PG_WATERFALL:
-        return tf_q_waterfall(db, q->base, q->before, q->before_id, q->limit,
-                              q->builders, q->nbuilders, &q->out);
+        return tf_q_waterfall(db, q->base, q->kind_filter, q->before, q->before_id,
+                              q->limit, q->builders, q->nbuilders, &q->out);
     case PG_CONSOLE:
         return tf_q_console(db, q->base, &q->cons, q->limit, &q->out);
     }
@@ -156,7 +223,7 @@ static void pg_done(void *arg, int rc)
     }
     json_t *ans;
     if (q->kind == PG_SUMMARY) {
-        ans = summary_of(m, q->out);
+        ans = summary_of(m, q, q->out);
     } else {
         ans = json_incref(q->out);
         json_object_set_new(ans, "builders", active_builders(m));
@@ -187,6 +254,26 @@ void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)
         return;
     }
     q->kind = PG_SUMMARY;
+    /* Monitors poll this: a mistyped parameter must not pass for a
+     * filter that matched everything. */
+    static const char *const known[] = {"builder", NULL};
+    if (!tf_api_args_only(r, known)) {
+        free(q);
+        return;
+    }
+    for (size_t i = 0; i < r->nargs; i++) {
+        const char *name = r->args[i] + strlen("builder=");
+        if (!tf_config_builder(r->m->cfg, name) ||
+            q->nbuilders >= WATERFALL_BUILDERS) {
+            tf_http_error(r, 400, "builder=\"%.64s\": %s", name,
+                          q->nbuilders >= WATERFALL_BUILDERS
+                              ? "too many builders (at most 64)"
+                              : "no such builder in the config");
+            free(q);
+            return;
+        }
+        snprintf(q->builders[q->nbuilders++], TF_NAME_MAX + 1, "%s", name);
+    }
     pg_start(r, q);
 }
 
@@ -204,6 +291,10 @@ void tf_api_waterfall(tf_http_req_t *r, const tf_route_args_t *a)
         return;
     }
     q->kind = PG_WATERFALL;
+    if (!tf_api_arg_kind(r, &q->kind_filter)) {
+        free(q);
+        return;
+    }
     q->before = (int64_t)before;
     q->before_id = (int64_t)before_id;
     q->limit = (unsigned)limit;
@@ -237,6 +328,10 @@ void tf_api_console(tf_http_req_t *r, const tf_route_args_t *a)
         return;
     }
     q->kind = PG_CONSOLE;
+    if (!tf_api_arg_kind(r, &q->cons.kind)) {
+        free(q);
+        return;
+    }
     q->cons.before = (int64_t)before;
     q->cons.before_job = (int64_t)before_job;
     q->cons.before_change = (int64_t)before_change;

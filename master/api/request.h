@@ -51,6 +51,7 @@ struct tf_route;
 
 #define TF_HTTP_PATH_MAX 512
 #define TF_HTTP_MAX_ARGS 16
+#define TF_HTTP_MAX_HEADERS 8
 
 typedef struct tf_http_req tf_http_req_t;
 
@@ -71,6 +72,7 @@ struct tf_http_req {
     char token[256];       /* bearer token, "" if none */
     char auth_raw[320];    /* the whole Authorization header, "" if none */
     char range[128];       /* Range header, "" if none */
+    char origin[256];      /* Origin header (CORS), "" if none or longer */
     char ctype_in[128];    /* request Content-Type */
     uint64_t content_length_in; /* Content-Length, 0 if none */
     bool chunked_in;       /* Transfer-Encoding was sent */
@@ -105,8 +107,12 @@ bool tf_http_length_ok(tf_http_req_t *r, size_t cap);
  * answers 503 with Retry-After instead. */
 void tf_http_read_body(tf_http_req_t *r, size_t cap);
 
-/* Adds a response header (at most 4). */
+/* Adds a response header (at most TF_HTTP_MAX_HEADERS). */
 void tf_http_header(tf_http_req_t *r, const char *name, const char *value);
+
+/* The answer's Cache-Control (default "no-store"), e.g. "max-age=30"
+ * for a badge; set before answering. */
+void tf_http_cache(tf_http_req_t *r, const char *value);
 
 /* Answers with a body (copied). Only the first answer counts. */
 void tf_http_respond(tf_http_req_t *r, int status, const char *ctype,

@@ -16,6 +16,12 @@
  *   403  the token's holder does not have the role
  *   503  a writing route while the database cannot be written
  *
+ * CORS (cors_origins in the config, none by default): a request whose
+ * Origin is allowed gets Access-Control-Allow-Origin on every answer,
+ * errors included; a preflight (OPTIONS with an Origin) is answered here,
+ * 204 with the route's methods for an allowed origin, 403 otherwise, and
+ * never reaches a handler.
+ *
  * Identification: the admin token (DIR/admin.token) is compared in
  * constant time; any other token is looked up by its SHA-256 on a read
  * connection, off the loop thread. Which committer may act on which job,
@@ -26,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/handlers.h"
 #include "api/mail.h"
@@ -123,6 +130,8 @@ static const tf_route_t routes[] = {
     {TF_HTTP_GET, "/api/v1/mail/{id}/message", TF_ROLE_TOKEN, CAP_NONE, NULL,
      false, tf_api_mail_message, "reading the mail outbox needs a token: "
      "send \"Authorization: Bearer TOKEN\""},
+    {TF_HTTP_GET, "/badge/{badge}", TF_ROLE_ANYONE, CAP_NONE, NULL, false,
+     tf_api_badge, NULL},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -238,6 +247,21 @@ static bool parse_args(tf_http_req_t *r, const tf_route_t *route,
             }
         } else if (strcmp(p, "{sha256}") == 0) {
             a->sha256 = s;
+        } else if (strcmp(p, "{badge}") == 0) {
+            /* BUILDER.svg: the name is checked without its suffix, which
+             * is cut off in the caller's copy of the path. */
+            size_t len = strlen(s);
+            if (len <= 4 || strcmp(s + len - 4, ".svg") != 0) {
+                tf_http_error(r, 400, "invalid badge \"%.80s\": expected "
+                              "BUILDER.svg", s);
+                return false;
+            }
+            segs[i][len - 4] = '\0';
+            if (!tf_name_valid(s)) {
+                tf_http_error(r, 400, "invalid builder name \"%.80s\"", s);
+                return false;
+            }
+            a->name = s;
         }
     }
     return true;
@@ -417,9 +441,56 @@ static void after_identity(tf_http_req_t *r)
     tf_http_read_body(r, body_cap(r, route));
 }
 
+/* Whether the request's Origin may read the API (cors_origins). */
+static bool origin_allowed(const tf_http_req_t *r)
+{
+    const tf_config_t *c = r->m->cfg;
+    if (!r->origin[0])
+        return false;
+    for (size_t i = 0; i < c->ncors_origins; i++)
+        if (strcmp(c->cors_origins[i], "*") == 0 ||
+            strcasecmp(c->cors_origins[i], r->origin) == 0)
+            return true;
+    return false;
+}
+
+/* A CORS preflight: what the browser may send to this path. */
+static void preflight(tf_http_req_t *r, char **segs, size_t n)
+{
+    char allow[32] = "";
+    for (size_t i = 0; n <= MAX_SEGS && i < NROUTES; i++) {
+        if (!shape_matches(routes[i].path, segs, n))
+            continue;
+        size_t used = strlen(allow);
+        snprintf(allow + used, sizeof(allow) - used, "%s%s",
+                 used ? ", " : "", method_of(routes[i].method));
+    }
+    if (!allow[0]) {
+        tf_http_error(r, 404, "no such endpoint: %s", r->path);
+        return;
+    }
+    if (!r->origin[0]) {
+        tf_http_header(r, "allow", allow);
+        tf_http_error(r, 405, "method not allowed here; use %s", allow);
+        return;
+    }
+    if (!origin_allowed(r)) {
+        tf_http_error(r, 403, "pages on %.80s may not call this master's API: "
+                      "add the origin to cors_origins in the master's config",
+                      r->origin);
+        return;
+    }
+    tf_http_header(r, "access-control-allow-methods", allow);
+    tf_http_header(r, "access-control-allow-headers",
+                   "Authorization, Content-Type, Range");
+    tf_http_header(r, "access-control-max-age", "600");
+    tf_http_respond(r, 204, "text/plain", "", 0);
+}
+
 void tf_api_headers(tf_http_req_t *r)
 {
-    if (strncmp(r->path, "/api/", 5) != 0 && strcmp(r->path, "/api") != 0) {
+    if (strncmp(r->path, "/api/", 5) != 0 && strcmp(r->path, "/api") != 0 &&
+        strncmp(r->path, "/badge/", 7) != 0) {
         tf_http_error(r, 404, "no such page: %s", r->path);
         return;
     }
@@ -429,6 +500,16 @@ void tf_api_headers(tf_http_req_t *r)
     snprintf(path, sizeof(path), "%s", r->path);
     size_t n = split(path, segs);
     memset(&a, 0, sizeof(a));
+    if (origin_allowed(r)) {
+        tf_http_header(r, "access-control-allow-origin", r->origin);
+        tf_http_header(r, "access-control-expose-headers",
+                       "X-Log-Size, X-Log-Lines, Content-Range");
+        tf_http_header(r, "vary", "Origin");
+    }
+    if (strcmp(r->method_name, "OPTIONS") == 0) {
+        preflight(r, segs, n);
+        return;
+    }
     const tf_route_t *route = n <= MAX_SEGS ? route_find(r, segs, n, &a)
                                             : NULL;
     if (n > MAX_SEGS)

@@ -1469,6 +1469,8 @@ void tf_config_free(tf_config_t *c)
     free(c->public_url);
     free(c->database);
     free(c->web_root);
+    cfg_strv_free(c->cors_origins, c->ncors_origins);
+    free(c->commit_url);
     cfg_mail_clear(&c->mail);
     free(c);
 }

@@ -149,6 +149,11 @@ typedef struct tf_config {
                               listen.tls; ends with '/') */
     char *database;        /* absolute path; default DIR/state.sqlite */
     char *web_root;        /* directory of static pages, or NULL */
+    char **cors_origins;   /* origins whose pages may read the API
+                              (CORS); "*" = any; none by default */
+    size_t ncors_origins;
+    char *commit_url;      /* link template of a change, "{revision}"
+                              replaced; NULL: no links */
     uint32_t heartbeat_s;  /* default 10 */
     uint32_t lost_after_s; /* default 30; > heartbeat_s */
     uint32_t build_lost_after_s; /* a build whose slave is gone this long is

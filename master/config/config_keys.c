@@ -1540,6 +1540,57 @@ static int cfg_url(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
     return c->public_url ? 0 : TF_ENOMEM;
 }
 
+/* An origin as browsers send it: scheme, host and an optional port, no
+ * path ("https://ci.example.org", "http://127.0.0.1:8080"), or "*". */
+static bool cfg_origin_valid(const char *o)
+{
+    if (strcmp(o, "*") == 0)
+        return true;
+    size_t skip = strncmp(o, "http://", 7) == 0    ? 7
+                  : strncmp(o, "https://", 8) == 0 ? 8
+                                                   : 0;
+    if (skip == 0 || o[skip] == '\0' || strlen(o) > 200)
+        return false;
+    for (const char *p = o + skip; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' ||
+              *p == ':' || *p == '[' || *p == ']'))
+            return false;
+    return true;
+}
+
+static int cfg_cors_check(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *obj,
+                          void *out, int status)
+{
+    const tf_config_t *c = out;
+    if (status != CFG_OK)
+        return 0;
+    for (size_t i = 0; i < c->ncors_origins; i++) {
+        if (cfg_origin_valid(c->cors_origins[i]))
+            continue;
+        cfg_loc_t l = CFG_MEMBER(loc, "cors_origins");
+        int rc = cfg_bad(ctx, &l, "\"%.80s\" is not an origin: expected "
+                         "\"*\" or a scheme and host with an optional port "
+                         "and no path, e.g. \"https://ci.example.org\"",
+                         c->cors_origins[i]);
+        return rc < 0 ? rc : 0;
+    }
+    return 0;
+}
+
+/* A change link: http(s) with "{revision}" in it. */
+static bool cfg_commit_url_valid(const char *u)
+{
+    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
+        return false;
+    if (!strstr(u, "{revision}"))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)u; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '<' || *p == '>')
+            return false;
+    return true;
+}
+
 /* lost_after_s must be above heartbeat_s; the message names the key the
  * admin wrote. */
 static int cfg_top_end(cfg_ctx_t *ctx, const cfg_loc_t *root, json_t *top,
@@ -1560,6 +1611,18 @@ static const cfg_key_t cfg_top_keys[] = {
      .sdef = "state.sqlite", .doc = "the sqlite database holding all state"},
     {.name = "web_root", .kind = CFG_PATH, CFG_F(tf_config_t, web_root),
      .doc = "directory of the status pages (static files)"},
+    {.name = "cors_origins", .kind = CFG_STRINGS,
+     CFG_A(tf_config_t, cors_origins, ncors_origins), .check = cfg_cors_check,
+     .doc_type = "array of origins", .doc_def = "none",
+     .doc = "pages on these origins (`\"https://host[:port]\"`, or `\"*\"` "
+            "for any) may read the API from a browser (CORS), see "
+            "[cors_origins](#cors_origins)"},
+    {.name = "commit_url", .kind = CFG_STR, CFG_F(tf_config_t, commit_url),
+     .valid = cfg_commit_url_valid,
+     .rule = "an http:// or https:// URL holding {revision}",
+     .doc = "link of a change's commit, `{revision}` replaced by its id "
+            "(e.g. `\"https://git.example.org/app/commit/{revision}\"`): "
+            "`commit_url` of changes in the API and pages"},
     {.name = "heartbeat_s", CFG_I(tf_config_t, heartbeat_s, 1, 3600, 10),
      .doc = "seconds between pings to each slave"},
     {.name = "lost_after_s",

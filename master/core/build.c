@@ -621,6 +621,7 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     if (!b)
         goto fail;
     b->request = r;
+    b->is_try = tf_request_is_try(r);
     b->created_ms = tf_now_ms();
     for (size_t i = 0; i < nsteps; i++) {
         b->steps[i].flags = steps[i].flags;
@@ -956,8 +957,10 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
     tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") on %s: %s%s%s",
             b->id, b->builder, b->number, b->slave, tf_result_name(result),
             text ? ": " : "", text ? text : "");
+    /* A try build never becomes the builder's last complete build: the
+     * builder's state is the tree's (docs/api.md). */
     tf_op_build_finish(m->group, b->id, b->builder, b->slave, result, now,
-                       text, result != TF_RETRY);
+                       text, result != TF_RETRY && !b->is_try);
 
     bool requeue = false;
     if (r) {

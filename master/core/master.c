@@ -256,6 +256,7 @@ static void build_from_row(tf_master_t *m, const tf_ld_build_t *row)
         s->finished_ms = r->finished_ms;
     }
     tf_build_restored(b);
+    b->is_try = row->is_try;
     tf_request_t *r = tf_map_get_id(m->requests, row->request_id);
     if (r && r->state == TF_REQ_RUNNING && !r->build) {
         r->build = b;

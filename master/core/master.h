@@ -163,6 +163,8 @@ struct tf_build {
     char builder[TF_NAME_MAX + 1];
     char slave[TF_NAME_MAX + 1];
     tf_request_t *request;     /* the request it runs */
+    bool is_try;               /* a try build (its request has a patch or
+                                * a job): never the tree's state */
     tf_build_state_t state;
     tf_bstep_t *steps;
     tf_bstep_t *csteps;        /* the steps as the last committed event
@@ -492,6 +494,14 @@ void tf_sched_slave_changed(tf_master_t *m, tf_mslave_t *s);
 /* The 1-based position of a pending request in its builder's queue (the
  * order the scheduler would pick), or 0 if not pending. O(log n). */
 unsigned tf_sched_position(tf_master_t *m, const tf_request_t *r);
+
+/* Whether request r is a try request (kind "try" in the API): it carries
+ * a patch or belongs to a try job. Its builds never count as the tree's
+ * state. */
+static inline bool tf_request_is_try(const tf_request_t *r)
+{
+    return r && (r->job_id != 0 || r->patch_sha256[0] != '\0');
+}
 
 /* Whether slave s can take one more build now. */
 bool tf_sched_slave_has_room(const tf_mslave_t *s);

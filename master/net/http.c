@@ -104,9 +104,10 @@ typedef struct http_req {
     /* the answer */
     int status;
     char ctype[64];
-    char hdr_names[4][32];
-    char hdr_values[4][192];
+    char hdr_names[TF_HTTP_MAX_HEADERS][40];
+    char hdr_values[TF_HTTP_MAX_HEADERS][192];
     size_t nhdrs;
+    char cache[64];      /* Cache-Control; "" = no-store */
     tf_buf_t out;
     size_t out_off;
     bool close_after;    /* "Connection: close" and close once written */
@@ -245,11 +246,19 @@ bool tf_http_arg_u64(tf_http_req_t *r, const char *name, uint64_t lo,
 void tf_http_header(tf_http_req_t *pub, const char *name, const char *value)
 {
     http_req_t *r = req_of(pub);
-    if (r->nhdrs >= 4 || answered(r))
+    if (r->nhdrs >= TF_HTTP_MAX_HEADERS || answered(r))
         return;
     snprintf(r->hdr_names[r->nhdrs], sizeof(r->hdr_names[0]), "%s:", name);
     snprintf(r->hdr_values[r->nhdrs], sizeof(r->hdr_values[0]), "%s", value);
     r->nhdrs++;
+}
+
+void tf_http_cache(tf_http_req_t *pub, const char *value)
+{
+    http_req_t *r = req_of(pub);
+    if (answered(r))
+        return;
+    snprintf(r->cache, sizeof(r->cache), "%s", value);
 }
 
 /* Whether an answer may be set now (none yet, still attached or held). */
@@ -666,6 +675,7 @@ static http_req_t *req_new(tf_master_t *m, struct lws *wsi)
                  r->pub.auth_raw + 7);
     copy_header(wsi, WSI_TOKEN_HTTP_RANGE, r->pub.range,
                 sizeof(r->pub.range));
+    copy_header(wsi, WSI_TOKEN_ORIGIN, r->pub.origin, sizeof(r->pub.origin));
     copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, r->pub.ctype_in,
                 sizeof(r->pub.ctype_in));
     char cl[32];
@@ -692,10 +702,11 @@ static int write_headers(http_req_t *r)
     if (lws_add_http_common_headers(r->wsi, (unsigned)r->status, r->ctype,
                                     r->content_length, &p, end))
         return -1;
+    const char *cache = r->cache[0] ? r->cache : "no-store";
     if (lws_add_http_header_by_name(r->wsi,
                                     (const unsigned char *)"cache-control:",
-                                    (const unsigned char *)"no-store", 8, &p,
-                                    end))
+                                    (const unsigned char *)cache,
+                                    (int)strlen(cache), &p, end))
         return -1;
     for (size_t i = 0; i < r->nhdrs; i++) {
         const char *v = r->hdr_values[i];

@@ -359,6 +359,16 @@ void tf_live_build(tf_master_t *m, const tf_build_t *b, const char *event,
                         finished ? json_string(tf_result_name(
                                        (tf_result_t)result))
                                  : json_null());
+    json_object_set_new(o, "kind", json_string(b->is_try ? "try" : "ci"));
+    /* What a page needs to draw a box created live without a reload. */
+    const tf_request_t *r = b->request;
+    json_object_set_new(o, "request_id",
+                        r ? json_integer((json_int_t)r->id) : json_null());
+    json_object_set_new(o, "reason", r && r->reason ? json_string(r->reason)
+                                                    : json_null());
+    json_object_set_new(o, "owner", r && r->owner && r->owner[0]
+                                        ? json_string(r->owner)
+                                        : json_null());
     json_object_set_new(o, "created_ms", json_integer(b->created_ms));
     json_object_set_new(o, "started_ms", opt_ms(b->started_ms));
     json_object_set_new(o, "finished_ms",

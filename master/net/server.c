@@ -338,6 +338,14 @@ static struct lws_http_mount api_mount = {
     .mountpoint_len = 4,
 };
 
+/* Status badges are the API's too, beside the pages. */
+static struct lws_http_mount badge_mount = {
+    .mountpoint = "/badge",
+    .origin = "http",
+    .origin_protocol = LWSMPRO_CALLBACK,
+    .mountpoint_len = 6,
+};
+
 static int net_new(tf_master_t *m)
 {
     tf_net_t *net = calloc(1, sizeof(*net));
@@ -398,7 +406,8 @@ int tf_server_start(tf_master_t *m)
     /* Headers like Authorization and Range must fit. */
     info.max_http_header_data = 8192;
     info.pt_serv_buf_size = 65536;
-    api_mount.mount_next = NULL;
+    api_mount.mount_next = &badge_mount;
+    badge_mount.mount_next = NULL;
     if (m->cfg->web_root) {
         /* The mount keeps this pointer for the context's life; a SIGHUP
          * frees the config it came from. */
@@ -407,7 +416,7 @@ int tf_server_start(tf_master_t *m)
         if (!m->web_root)
             return TF_ENOMEM;
         web_mount.origin = m->web_root;
-        api_mount.mount_next = &web_mount;
+        badge_mount.mount_next = &web_mount;
     }
     info.mounts = &api_mount;
     /* The vhost (the listener) is made apart from the context: on a

@@ -91,6 +91,23 @@ static json_t *j_url(const char *base, const char *fmt, ...)
     return json_string(url);
 }
 
+/* The status page of the same object: the pages are served at the
+ * master's root and route by the URL's hash ("#/builds/4"). */
+static json_t *j_page(const char *base, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *j_page(const char *base, const char *fmt, ...)
+{
+    char path[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof(path), fmt, ap);
+    va_end(ap);
+    char url[1024];
+    snprintf(url, sizeof(url), "%s#/%s", base, path);
+    return json_string(url);
+}
+
 static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
     return sqlite3_prepare_v2(db, sql, -1, st, NULL) == SQLITE_OK ? 0
@@ -115,6 +132,9 @@ static json_t *builder_row(sqlite3_stmt *st, const char *base)
         json_object_set_new(last, "url",
                             j_url(base, "api/v1/builds/%lld",
                                   (long long)sqlite3_column_int64(st, 6)));
+        json_object_set_new(last, "page_url",
+                            j_page(base, "builds/%lld",
+                                   (long long)sqlite3_column_int64(st, 6)));
     }
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(name));
@@ -125,7 +145,104 @@ static json_t *builder_row(sqlite3_stmt *st, const char *base)
     json_object_set_new(o, "last_build_id", tf_col_int(st, 5));
     json_object_set_new(o, "last_complete", last);
     json_object_set_new(o, "url", j_url(base, "api/v1/builders/%s", name));
+    json_object_set_new(o, "page_url", j_page(base, "builders/%s", name));
     return o;
+}
+
+/* Result codes as stored (common/result.h): green is SUCCESS (0) or
+ * WARNINGS (1), red is FAILURE (2) or EXCEPTION (4). */
+#define RED_RESULTS "(2, 4)"
+#define GREEN_RESULTS "(0, 1)"
+
+int tf_q_builder_failing(sqlite3 *db, const char *base_url,
+                         const char *builder, json_t *o)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *since = json_null(), *suspects = json_array(),
+           *step = json_null();
+    json_t *last = json_object_get(o, "last_complete");
+    const char *res = json_string_value(json_object_get(last, "result"));
+    int rc = 0;
+    if (!res || (strcmp(res, "FAILURE") != 0 && strcmp(res, "EXCEPTION")))
+        goto out;
+    /* The red streak: continuous builds after the last green one. The
+     * index (builder, kind, number) walks back from the newest, so the
+     * cost is the streak's length, not the history's. */
+    int64_t green = 0;
+    if ((rc = prep(db,
+                   "SELECT number FROM builds WHERE builder = ?1 AND kind = "
+                   "'ci' AND state = 'finished' AND result IN " GREEN_RESULTS
+                   " ORDER BY number DESC LIMIT 1",
+                   &st)))
+        goto out;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        green = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    if ((rc = prep(db,
+                   "SELECT id, number, finished_ms FROM builds WHERE "
+                   "builder = ?1 AND kind = 'ci' AND number > ?2 AND state = "
+                   "'finished' AND result IN " RED_RESULTS
+                   " ORDER BY number LIMIT 1",
+                   &st)))
+        goto out;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, green);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        long long id = (long long)sqlite3_column_int64(st, 0);
+        json_decref(since);
+        since = json_object();
+        json_object_set_new(since, "id", json_integer(id));
+        json_object_set_new(since, "number", tf_col_int(st, 1));
+        json_object_set_new(since, "finished_ms", tf_col_int(st, 2));
+        json_object_set_new(since, "url",
+                            j_url(base_url, "api/v1/builds/%lld", id));
+        json_object_set_new(since, "page_url",
+                            j_page(base_url, "builds/%lld", id));
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    /* The suspects: authors of the changes built since the last green
+     * build (running builds' changes included), oldest change first. */
+    if ((rc = prep(db,
+                   "SELECT c.author, c.email, min(c.id) FROM builds b "
+                   "JOIN build_changes bc ON bc.build_id = b.id "
+                   "JOIN changes c ON c.id = bc.change_id "
+                   "WHERE b.builder = ?1 AND b.kind = 'ci' AND b.number > ?2 "
+                   "GROUP BY c.author, c.email ORDER BY 3 LIMIT 50",
+                   &st)))
+        goto out;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, green);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(suspects,
+                              json_pack("{s:o,s:o}", "author",
+                                        tf_col_text(st, 0), "email",
+                                        tf_col_text(st, 1)));
+    sqlite3_finalize(st);
+    st = NULL;
+    /* The step that failed in the last complete build. */
+    if ((rc = prep(db,
+                   "SELECT idx, name, result FROM steps WHERE build_id = ?1 "
+                   "AND result IN " RED_RESULTS " ORDER BY idx LIMIT 1",
+                   &st)))
+        goto out;
+    sqlite3_bind_int64(st, 1,
+                       json_integer_value(json_object_get(last, "id")));
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        json_decref(step);
+        step = json_object();
+        json_object_set_new(step, "index", tf_col_int(st, 0));
+        json_object_set_new(step, "name", tf_col_text(st, 1));
+        json_object_set_new(step, "result", tf_col_result(st, 2));
+    }
+out:
+    sqlite3_finalize(st);
+    json_object_set_new(o, "failing_since", since);
+    json_object_set_new(o, "suspects", suspects);
+    json_object_set_new(o, "failed_step", step);
+    return rc;
 }
 
 int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out)
@@ -142,6 +259,16 @@ int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out)
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(arr, builder_row(st, base_url));
     sqlite3_finalize(st);
+    size_t i;
+    json_t *b;
+    json_array_foreach(arr, i, b)
+    {
+        const char *name = json_string_value(json_object_get(b, "name"));
+        if ((rc = tf_q_builder_failing(db, base_url, name, b)) != 0) {
+            json_decref(arr);
+            return rc;
+        }
+    }
     *out = arr;
     return 0;
 }
@@ -164,12 +291,16 @@ int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
         rc = 0;
     }
     sqlite3_finalize(st);
+    if (rc == 0 && (rc = tf_q_builder_failing(db, base_url, name, *out))) {
+        json_decref(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
 #define BUILD_COLS                                                             \
     "id, builder, number, request_id, slave, state, result, text, reason, "    \
-    "created_ms, started_ms, finished_ms, properties, nsteps "
+    "created_ms, started_ms, finished_ms, properties, nsteps, kind "
 
 static const tf_col_t build_cols[] = {
     {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
@@ -179,7 +310,7 @@ static const tf_col_t build_cols[] = {
     {"reason", TF_COL_TEXT},     {"created_ms", TF_COL_INT},
     {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
     {"properties", TF_COL_JSON}, {"nsteps", TF_COL_INT},
-    {NULL, TF_COL_SKIP},
+    {"kind", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
 };
 
 static json_t *build_row(sqlite3_stmt *st, const char *base)
@@ -194,11 +325,13 @@ static json_t *build_row(sqlite3_stmt *st, const char *base)
     else
         json_object_set_new(o, "duration_ms", json_null());
     json_object_set_new(o, "url", j_url(base, "api/v1/builds/%lld", id));
+    json_object_set_new(o, "page_url", j_page(base, "builds/%lld", id));
     return o;
 }
 
 int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
-                uint64_t before, unsigned limit, json_t **out)
+                const char *kind, uint64_t before, unsigned limit,
+                json_t **out)
 {
     sqlite3_stmt *st = NULL;
     int rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st);
@@ -212,13 +345,16 @@ int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
         return TF_ENOENT;
     rc = prep(db,
                   "SELECT " BUILD_COLS "FROM builds WHERE builder = ?1 "
-                  "AND number < ?2 ORDER BY number DESC LIMIT ?3",
+                  "AND number < ?2 AND (?4 IS NULL OR kind = ?4) "
+                  "ORDER BY number DESC LIMIT ?3",
                   &st);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, before ? (int64_t)before : INT64_MAX);
     sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    if (kind)
+        sqlite3_bind_text(st, 4, kind, -1, SQLITE_TRANSIENT);
     json_t *arr = json_array();
     unsigned n = 0;
     int64_t next = 0;
@@ -316,6 +452,9 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
         json_object_set_new(log, "url",
                             j_url(base, "api/v1/builds/%lld/steps/%d/log",
                                   build_id, idx));
+        json_object_set_new(log, "page_url",
+                            j_page(base, "builds/%lld/steps/%d", build_id,
+                                   idx));
         json_object_set_new(o, "log", log);
         tf_row_set(o, st, 14, step_tail_cols);
         json_array_append_new(arr, o);
@@ -358,6 +497,7 @@ static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
         json_decref(files);
     json_object_set_new(o, "created_ms", tf_col_int(st, 9));
     json_object_set_new(o, "url", j_url(base, "api/v1/changes/%lld", id));
+    json_object_set_new(o, "page_url", j_page(base, "changes/%lld", id));
     return o;
 }
 
@@ -452,6 +592,8 @@ int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
             json_t *b = tf_row_set(json_object(), st, 0, cols);
             json_object_set_new(b, "url",
                                 j_url(base_url, "api/v1/builds/%lld", bid));
+            json_object_set_new(b, "page_url",
+                                j_page(base_url, "builds/%lld", bid));
             json_array_append_new(builds, b);
         }
         sqlite3_finalize(st);
@@ -519,6 +661,7 @@ static json_t *slave_row(sqlite3_stmt *st, const char *base)
     const char *name = (const char *)sqlite3_column_text(st, 0);
     json_t *o = tf_row_set(json_object(), st, 0, cols);
     json_object_set_new(o, "url", j_url(base, "api/v1/slaves/%s", name));
+    json_object_set_new(o, "page_url", j_page(base, "slaves/%s", name));
     return o;
 }
 
@@ -596,7 +739,8 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
                   "SELECT id, builder, state, reason, owner, priority, "
                   "submitted_ms, started_ms, finished_ms, result, build_id, "
                   "retries, properties, scheduler, collapsed_into, "
-                  "revision, job_id FROM build_requests WHERE id = ?1",
+                  "revision, job_id, job_id IS NOT NULL OR patch_sha256 IS "
+                  "NOT NULL FROM build_requests WHERE id = ?1",
                   &st);
     if (rc)
         return rc;
@@ -621,8 +765,23 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
         json_object_set_new(o, "collapsed_into", tf_col_int(st, 14));
         json_object_set_new(o, "revision", tf_col_text(st, 15));
         json_object_set_new(o, "job_id", tf_col_int(st, 16));
+        json_object_set_new(o, "kind", json_string(sqlite3_column_int(st, 17)
+                                                       ? "try"
+                                                       : "ci"));
         json_object_set_new(o, "url",
                             j_url(base_url, "api/v1/requests/%" PRIu64, id));
+        /* A request has no page of its own: its job's, its build's, or
+         * its builder's (where the queue is). */
+        json_object_set_new(
+            o, "page_url",
+            sqlite3_column_type(st, 16) != SQLITE_NULL
+                ? j_page(base_url, "jobs/%lld",
+                         (long long)sqlite3_column_int64(st, 16))
+            : sqlite3_column_type(st, 10) != SQLITE_NULL
+                ? j_page(base_url, "builds/%lld",
+                         (long long)sqlite3_column_int64(st, 10))
+                : j_page(base_url, "builders/%s",
+                         (const char *)sqlite3_column_text(st, 1)));
         *out = o;
         rc = 0;
     }
@@ -731,6 +890,7 @@ static json_t *job_row(sqlite3_stmt *st, const char *base)
     }
     tf_row_set(o, st, 9, tail);
     json_object_set_new(o, "url", j_url(base, "api/v1/jobs/%lld", id));
+    json_object_set_new(o, "page_url", j_page(base, "jobs/%lld", id));
     return o;
 }
 
@@ -769,6 +929,8 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
             json_t *b = tf_row_set(json_object(), st, 5, build_cols_short);
             json_object_set_new(b, "url",
                                 j_url(base, "api/v1/builds/%lld", bid));
+            json_object_set_new(b, "page_url",
+                                j_page(base, "builds/%lld", bid));
             if (with_steps)
                 json_object_set_new(b, "steps", steps_of(db, base, bid));
             json_object_set_new(e, "build", b);
@@ -854,20 +1016,24 @@ static int stat_build_cmp(const void *a, const void *b)
 
 /* The last `limit` finished builds, oldest first, into *builds (JSON) and
  * ids[] (sorted by id, for lookups). */
-static int stats_builds(sqlite3 *db, const char *builder, unsigned limit,
-                        json_t *builds, stat_build_t *ids, size_t *nids)
+static int stats_builds(sqlite3 *db, const char *builder, const char *kind,
+                        unsigned limit, json_t *builds, stat_build_t *ids,
+                        size_t *nids)
 {
     sqlite3_stmt *st = NULL;
     int rc = prep(db,
                   "SELECT id, number, result, "
                   "coalesce(started_ms, created_ms), finished_ms "
                   "FROM builds WHERE builder = ?1 AND state = 'finished' "
+                  "AND (?3 IS NULL OR kind = ?3) "
                   "ORDER BY number DESC LIMIT ?2",
                   &st);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, limit);
+    if (kind)
+        sqlite3_bind_text(st, 3, kind, -1, SQLITE_TRANSIENT);
     *nids = 0;
     while (sqlite3_step(st) == SQLITE_ROW && *nids < limit) {
         int64_t started = sqlite3_column_int64(st, 3);
@@ -893,7 +1059,7 @@ static int stats_builds(sqlite3 *db, const char *builder, unsigned limit,
 }
 
 int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
-                       unsigned limit, json_t **out)
+                       const char *kind, unsigned limit, json_t **out)
 {
     sqlite3_stmt *st = NULL;
     stat_build_t *ids = NULL;
@@ -917,7 +1083,7 @@ int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
         rc = TF_ENOMEM;
         goto out;
     }
-    if ((rc = stats_builds(db, builder, limit, builds, ids, &nids)))
+    if ((rc = stats_builds(db, builder, kind, limit, builds, ids, &nids)))
         goto out;
     if (nids) {
         /* stats_by_builder(builder, name, build_id) serves this range. */
@@ -1109,17 +1275,19 @@ static int wf_key_cmp(const void *a, const void *b)
 /* Appends to keys (room for cap) the newest builds after the cursor, at
  * most want, of one builder or of all (builder NULL), each query walking
  * an index in page order. */
-static int wf_keys(sqlite3 *db, const char *builder, int64_t before,
-                   int64_t before_id, unsigned want, wf_key_t *keys,
-                   size_t *n)
+static int wf_keys(sqlite3 *db, const char *builder, const char *kind,
+                   int64_t before, int64_t before_id, unsigned want,
+                   wf_key_t *keys, size_t *n)
 {
     sqlite3_stmt *st = NULL;
     const char *sql =
         builder ? "SELECT created_ms, id FROM builds WHERE builder = ?4 AND "
                   "(created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) "
+                  "AND (?5 IS NULL OR kind = ?5) "
                   "ORDER BY created_ms DESC, id DESC LIMIT ?3"
                 : "SELECT created_ms, id FROM builds WHERE "
-                  "created_ms < ?1 OR (created_ms = ?1 AND id < ?2) "
+                  "(created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) "
+                  "AND (?5 IS NULL OR kind = ?5) "
                   "ORDER BY created_ms DESC, id DESC LIMIT ?3";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
         return TF_ESTORE;
@@ -1128,6 +1296,8 @@ static int wf_keys(sqlite3 *db, const char *builder, int64_t before,
     sqlite3_bind_int64(st, 3, want);
     if (builder)
         sqlite3_bind_text(st, 4, builder, -1, SQLITE_STATIC);
+    if (kind)
+        sqlite3_bind_text(st, 5, kind, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW) {
         keys[*n].created_ms = sqlite3_column_int64(st, 0);
         keys[*n].id = sqlite3_column_int64(st, 1);
@@ -1137,8 +1307,8 @@ static int wf_keys(sqlite3 *db, const char *builder, int64_t before,
     return 0;
 }
 
-int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
-                   int64_t before_id, unsigned limit,
+int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
+                   int64_t before, int64_t before_id, unsigned limit,
                    char (*builders)[TF_NAME_MAX + 1],
                    size_t nbuilders, json_t **out)
 {
@@ -1152,14 +1322,15 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
         return TF_ENOMEM;
     rc = 0;
     if (nbuilders == 0) {
-        rc = wf_keys(db, NULL, before, before_id, limit + 1, keys, &nk);
+        rc = wf_keys(db, NULL, kind, before, before_id, limit + 1, keys,
+                     &nk);
     } else {
         for (size_t i = 0; i < nbuilders; i++) {
             bool dup = false;
             for (size_t k = 0; k < i && !dup; k++)
                 dup = strcmp(builders[k], builders[i]) == 0;
-            if (!dup && (rc = wf_keys(db, builders[i], before, before_id,
-                                      limit + 1, keys, &nk)) != 0)
+            if (!dup && (rc = wf_keys(db, builders[i], kind, before,
+                                      before_id, limit + 1, keys, &nk)) != 0)
                 break;
         }
         qsort(keys, nk, sizeof(*keys), wf_key_cmp);
@@ -1171,9 +1342,15 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
     unsigned n = more ? limit : (unsigned)nk;
     if (sqlite3_prepare_v2(
             db,
-            "SELECT id, builder, number, state, result, created_ms, "
-            "started_ms, finished_ms, reason, slave FROM builds "
-            "WHERE id = ?1",
+            "SELECT b.id, b.builder, b.number, b.state, b.result, "
+            "b.created_ms, b.started_ms, b.finished_ms, b.reason, b.slave, "
+            "b.kind, b.request_id, nullif(r.owner, ''), "
+            "(SELECT author FROM try_jobs WHERE id = r.job_id), "
+            "(SELECT group_concat(author, ', ') FROM (SELECT DISTINCT "
+            "c.author FROM build_changes bc JOIN changes c ON c.id = "
+            "bc.change_id WHERE bc.build_id = b.id ORDER BY c.id)) "
+            "FROM builds b LEFT JOIN build_requests r ON r.id = b.request_id "
+            "WHERE b.id = ?1",
             -1, &st, NULL) != SQLITE_OK)
         goto out;
     json_t *builds = json_array();
@@ -1189,13 +1366,21 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
             {"result", TF_COL_RESULT},   {"created_ms", TF_COL_INT},
             {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
             {"reason", TF_COL_TEXT},     {"slave", TF_COL_TEXT},
-            {NULL, TF_COL_SKIP},
+            {"kind", TF_COL_TEXT},       {"request_id", TF_COL_INT},
+            {"owner", TF_COL_TEXT},      {NULL, TF_COL_SKIP},
         };
         long long id = (long long)sqlite3_column_int64(st, 0);
         json_t *b = tf_row_set(json_object(), st, 0, cols);
+        /* Who the box is about: the try job's author, else the authors
+         * of the changes it is the first to build. */
+        json_object_set_new(b, "author",
+                            sqlite3_column_type(st, 13) != SQLITE_NULL
+                                ? tf_col_text(st, 13)
+                                : tf_col_text(st, 14));
         char url[600];
         snprintf(url, sizeof(url), "%sapi/v1/builds/%lld", base_url, id);
         json_object_set_new(b, "url", json_string(url));
+        json_object_set_new(b, "page_url", j_page(base_url, "builds/%lld", id));
         json_object_set_new(b, "steps", json_array());
         json_array_append_new(builds, b);
         sqlite3_reset(st);
@@ -1270,6 +1455,7 @@ static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
     json_object_set_new(row, "state", json_null());
     json_object_set_new(row, "result", json_null());
     json_object_set_new(row, "url", json_string(url));
+    json_object_set_new(row, "page_url", j_page(base_url, "changes/%lld", id));
     json_t *builds = json_object();
     sqlite3_bind_int64(bs, 1, id);
     while (sqlite3_step(bs) == SQLITE_ROW) {
@@ -1282,6 +1468,8 @@ static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
         json_object_set_new(cell, "state", tf_col_text(bs, 3));
         json_object_set_new(cell, "result", tf_col_result(bs, 4));
         json_object_set_new(cell, "url", json_string(burl));
+        json_object_set_new(cell, "page_url",
+                            j_page(base_url, "builds/%lld", bid));
         /* Ordered by build id: the newest build of a builder wins. */
         json_object_set_new(builds, (const char *)sqlite3_column_text(bs, 0),
                             cell);
@@ -1343,7 +1531,10 @@ static void console_merge_changes(sqlite3 *db, const char *base_url,
                            "ORDER BY b.id",
                            -1, &bs, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, c->before);
-        sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+        /* Only try jobs asked for: no change rows. */
+        sqlite3_bind_int64(st, 2, c->kind && strcmp(c->kind, "try") == 0
+                                      ? 0
+                                      : (int64_t)limit + 1);
         sqlite3_bind_int64(st, 3, c->before_change);
         while (sqlite3_step(st) == SQLITE_ROW)
             all[n++] = console_change_row(st, bs, base_url);
@@ -1395,7 +1586,10 @@ int tf_q_console(sqlite3 *db, const char *base_url,
         goto out;
     tf_console_cursor_t c = *cursor;
     sqlite3_bind_int64(st, 1, c.before);
-    sqlite3_bind_int64(st, 2, (int64_t)limit + 1);
+    /* Only continuous builds asked for: no try job rows. */
+    sqlite3_bind_int64(st, 2, c.kind && strcmp(c.kind, "ci") == 0
+                                  ? 0
+                                  : (int64_t)limit + 1);
     sqlite3_bind_int64(st, 3, c.before_job);
     json_t *rows = json_array();
     bool more = false;
@@ -1418,6 +1612,7 @@ int tf_q_console(sqlite3 *db, const char *base_url,
         json_object_set_new(row, "state", tf_col_text(st, 5));
         json_object_set_new(row, "result", tf_col_result(st, 6));
         json_object_set_new(row, "url", json_string(url));
+        json_object_set_new(row, "page_url", j_page(base_url, "jobs/%lld", id));
         json_t *builds = json_object();
         sqlite3_bind_int64(bs, 1, id);
         while (sqlite3_step(bs) == SQLITE_ROW) {
@@ -1436,8 +1631,13 @@ int tf_q_console(sqlite3 *db, const char *base_url,
                 snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url,
                          (long long)sqlite3_column_int64(bs, 1));
                 json_object_set_new(cell, "url", json_string(burl));
+                json_object_set_new(
+                    cell, "page_url",
+                    j_page(base_url, "builds/%lld",
+                           (long long)sqlite3_column_int64(bs, 1)));
             } else {
                 json_object_set_new(cell, "url", json_null());
+                json_object_set_new(cell, "page_url", json_null());
             }
             json_object_set_new(builds,
                                 (const char *)sqlite3_column_text(bs, 0),

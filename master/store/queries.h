@@ -49,7 +49,18 @@ typedef struct tf_col {
 json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
                    const tf_col_t *cols);
 
-/* All builders with their summary rows. *out: JSON array. */
+/* Who broke builder o (a builder object with its "last_complete"): when
+ * its last complete continuous build is red (FAILURE, EXCEPTION), sets
+ * "failing_since" (the first red build after the last green one: {id,
+ * number, finished_ms, url, page_url}), "suspects" (the authors, {author,
+ * email}, of the changes built since the last green build, at most 50)
+ * and "failed_step" ({index, name, result} of the last build's first red
+ * step); else null, [] and null. Try builds never count. */
+int tf_q_builder_failing(sqlite3 *db, const char *base_url,
+                         const char *builder, json_t *o);
+
+/* All builders with their summary rows (and tf_q_builder_failing's
+ * fields). *out: JSON array. */
 int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out);
 
 /* One builder, or TF_ENOENT. */
@@ -57,9 +68,11 @@ int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
                  json_t **out);
 
 /* Builds of a builder, newest first, numbers below `before` (0 = no
- * bound), at most limit. *out: {"builds": [...], "next_before": N|null}. */
+ * bound), at most limit, of one kind ("try" or "ci"; NULL: both).
+ * *out: {"builds": [...], "next_before": N|null}. */
 int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
-                uint64_t before, unsigned limit, json_t **out);
+                const char *kind, uint64_t before, unsigned limit,
+                json_t **out);
 
 /* One build with its steps, or TF_ENOENT. */
 int tf_q_build(sqlite3 *db, const char *base_url, uint64_t id, json_t **out);
@@ -101,11 +114,12 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
 
 /* The series behind a builder's plots: its last `limit` finished builds,
  * oldest first ({id, number, result, started_ms, duration_ms}), and for
- * each stat name the values its steps reported in those builds ({build_id,
+ * each stat name the values its steps reported in those builds (of one
+ * kind, "try" or "ci"; NULL: both) ({build_id,
  * number, step, value}, oldest first). TF_ENOENT for an unknown builder.
  * *out: {"builds": [...], "stats": {"NAME": [...]}}. */
 int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
-                       unsigned limit, json_t **out);
+                       const char *kind, unsigned limit, json_t **out);
 
 /* Changes newest first, ids below before (0 = no bound), at most limit,
  * of one repository and one branch when they are non-NULL. Messages are
@@ -122,11 +136,13 @@ int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id,
 
 /* Builds created before `before` (ms), or in that millisecond with an id
  * below before_id, newest first, at most limit, of the given builders (all
- * when nbuilders is 0), each with its steps.
+ * when nbuilders is 0) and of one kind ("try", "ci"; NULL: both), each
+ * with its steps, its kind, owner (of its request) and author (the try
+ * job's, or the authors of its blamelist).
  * *out: {"builds": [...], "next_before": ms|null, "next_before_id":
  * id|null}. */
-int tf_q_waterfall(sqlite3 *db, const char *base_url, int64_t before,
-                   int64_t before_id, unsigned limit,
+int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
+                   int64_t before, int64_t before_id, unsigned limit,
                    char (*builders)[TF_NAME_MAX + 1], size_t nbuilders,
                    json_t **out);
 
@@ -137,6 +153,8 @@ typedef struct tf_console_cursor {
     int64_t before;
     int64_t before_job;
     int64_t before_change;
+    const char *kind; /* "try": try job rows only; "ci": changes only;
+                         NULL: both */
 } tf_console_cursor_t;
 
 /* Try jobs submitted and changes recorded after the cursor, newest first,

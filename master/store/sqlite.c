@@ -475,8 +475,12 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
 
 static const char SQL_BUILD_CREATE[] =
     "INSERT INTO builds(id, builder, number, request_id, slave, state, "
-    "created_ms, nsteps, properties, reason, repository, branch, revision) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    "created_ms, nsteps, properties, reason, repository, branch, revision, "
+    "kind) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
+    "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
+    "'ci'))";
 static const char SQL_BUILD_STEP[] =
     "INSERT INTO steps(build_id, idx, name, state, command, flags) "
     "VALUES(?1, ?2, ?3, 'pending', ?4, ?5)";
@@ -1403,7 +1407,8 @@ static int load_builds(sqlite3 *db, tf_q_state_t *q)
 
     if (prep(db,
              "SELECT id, builder, number, request_id, slave, created_ms, "
-             "started_ms, last_seq, nsteps FROM builds WHERE state != "
+             "started_ms, last_seq, nsteps, kind = 'try' FROM builds "
+             "WHERE state != "
              "'finished' ORDER BY id",
              &st))
         return TF_ESTORE;
@@ -1437,6 +1442,7 @@ static int load_builds(sqlite3 *db, tf_q_state_t *q)
         b->created_ms = col_i64(st, 5);
         b->started_ms = col_i64(st, 6);
         b->last_seq = (uint64_t)col_i64(st, 7);
+        b->is_try = col_i64(st, 9) != 0;
         rc = load_steps(db, steps, b, &ok);
     }
     sqlite3_finalize(steps);

@@ -421,6 +421,7 @@ typedef struct tf_ld_build {
     uint64_t id, number, request_id, last_seq;
     char *builder, *slave;
     int64_t created_ms, started_ms;
+    bool is_try;         /* kind "try": its request had a patch or a job */
     tf_ld_step_t *steps; /* nsteps of them, by index */
     size_t nsteps;
 } tf_ld_build_t;

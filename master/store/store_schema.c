@@ -196,6 +196,26 @@ static const char *const migrations[] = {
     "CREATE INDEX builds_by_builder_created ON builds(builder, created_ms);"
     "CREATE INDEX changes_by_created ON changes(created_ms);"
     "CREATE INDEX try_jobs_by_submitted ON try_jobs(submitted_ms);",
+
+    /* 6: try builds apart from the tree. A build's kind is "try" when its
+     * request carries a patch or belongs to a try job (a rebuild of a try
+     * build too), else "ci"; a builder's last complete build counts
+     * continuous builds only, so it is recomputed without the try ones. */
+    "ALTER TABLE builds ADD COLUMN kind TEXT NOT NULL DEFAULT 'ci';"
+    "UPDATE builds SET kind = 'try' WHERE request_id IN ("
+    "  SELECT id FROM build_requests"
+    "  WHERE job_id IS NOT NULL OR patch_sha256 IS NOT NULL);"
+    "CREATE INDEX builds_by_builder_kind ON builds(builder, kind, number);"
+    "UPDATE builders SET"
+    "  last_complete_build_id = (SELECT id FROM builds x"
+    "    WHERE x.builder = builders.name AND x.kind = 'ci'"
+    "    AND x.state = 'finished' AND x.result IS NOT NULL AND x.result != 5"
+    "    ORDER BY x.finished_ms DESC, x.id DESC LIMIT 1);"
+    "UPDATE builders SET"
+    "  last_complete_result = (SELECT result FROM builds"
+    "    WHERE id = builders.last_complete_build_id),"
+    "  last_complete_ms = (SELECT finished_ms FROM builds"
+    "    WHERE id = builders.last_complete_build_id);",
 };
 
 size_t tf_schema_count(void)

@@ -47,6 +47,40 @@ static bool check_name(tf_http_req_t *r, const char *s, const char *what)
     return true;
 }
 
+void tf_api_commit_link(const tf_master_t *m, json_t *change)
+{
+    const char *tpl = m->cfg->commit_url;
+    const char *rev = json_string_value(json_object_get(change, "revision"));
+    if (!json_is_object(change))
+        return;
+    if (!tpl || !rev) {
+        json_object_set_new(change, "commit_url", json_null());
+        return;
+    }
+    char url[1024];
+    size_t n = 0;
+    for (const char *p = tpl; *p && n + 1 < sizeof(url);) {
+        if (strncmp(p, "{revision}", 10) == 0) {
+            int w = snprintf(url + n, sizeof(url) - n, "%s", rev);
+            n += w > 0 ? (size_t)w : 0;
+            if (n >= sizeof(url))
+                n = sizeof(url) - 1;
+            p += 10;
+        } else {
+            url[n++] = *p++;
+        }
+    }
+    url[n] = '\0';
+    json_object_set_new(change, "commit_url", json_string(url));
+}
+
+void tf_api_commit_links(const tf_master_t *m, json_t *changes)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(changes, i, c) tf_api_commit_link(m, c);
+}
+
 bool tf_api_arg_kind(tf_http_req_t *r, const char **kind)
 {
     const char *v = tf_http_arg(r, "kind");
@@ -246,6 +280,12 @@ static void overlay_builder(tf_master_t *m, json_t *o, bool detail)
         for (size_t i = 0; pat && i < npat; i++)
             json_array_append_new(pats, json_string(pat[i]));
         json_object_set_new(o, "error_patterns", pats);
+        /* What a committer may set with -p (tf-try) or when forcing. */
+        json_t *props = json_array();
+        for (size_t i = 0; i < cfg->nforce_properties; i++)
+            json_array_append_new(props,
+                                  json_string(cfg->force_properties[i]));
+        json_object_set_new(o, "force_properties", props);
     }
     if (detail) {
         json_object_set_new(o, "pending_requests", pending_of(m, name));
@@ -366,6 +406,10 @@ static void qjob_done(void *arg, int rc)
         break;
     case Q_SLAVES:
         json_array_foreach(q->out, i, v) overlay_slave(m, v);
+        break;
+    case Q_BUILD:
+    case Q_BUILD_BY_NUMBER:
+        tf_api_commit_links(m, json_object_get(q->out, "changes"));
         break;
     case Q_SLAVE:
         overlay_slave(m, q->out);

@@ -75,6 +75,10 @@ static void change_query_done(void *arg, int rc)
             tf_http_error(r, 500, "database read failed: %s",
                           tf_strerror(rc));
         else {
+            if (q->id)
+                tf_api_commit_link(r->m, q->out);
+            else
+                tf_api_commit_links(r->m, json_object_get(q->out, "changes"));
             tf_http_respond_json(r, 200, q->out);
             q->out = NULL;
         }

@@ -87,6 +87,12 @@ bool tf_api_props_allowed(tf_http_req_t *r, const struct tf_cfg_builder *b,
  * sig=HMAC") for its path. */
 bool tf_api_slave_auth_ok(tf_http_req_t *r);
 
+/* api.c: sets "commit_url" of a change object (the config's commit_url
+ * with "{revision}" replaced; null without one), of each change of an
+ * array. */
+void tf_api_commit_link(const struct tf_master *m, json_t *change);
+void tf_api_commit_links(const struct tf_master *m, json_t *changes);
+
 /* api.c: the query parameter kind ("try" or "ci"; *kind NULL when
  * absent, else a static string); answers 400 for any other value. */
 bool tf_api_arg_kind(tf_http_req_t *r, const char **kind);

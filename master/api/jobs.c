@@ -57,6 +57,7 @@ typedef struct submit {
     char msg[600];
     json_t *builders;   /* array of strings */
     json_t *tests;      /* object builder -> array, or NULL */
+    json_t *props;      /* object name -> string, or NULL */
     char *base_revision, *description, *review_url, *patchset, *email;
     bool notify;
     uint8_t *patch;
@@ -71,6 +72,7 @@ static void submit_free(submit_t *s)
         return;
     json_decref(s->builders);
     json_decref(s->tests);
+    json_decref(s->props);
     free(s->base_revision);
     free(s->description);
     free(s->review_url);
@@ -232,7 +234,7 @@ static int parse_body(submit_t *s, const uint8_t *body, size_t len)
     int rc = -1;
     static const char *const known[] = {
         "builders", "tests",  "base_revision", "patch", "description",
-        "review_url", "patchset", "email", "notify", NULL,
+        "review_url", "patchset", "email", "notify", "properties", NULL,
     };
     if (!o) {
         fail(s, 400, "the body is not JSON: %s (line %d)", e.text, e.line);
@@ -284,6 +286,23 @@ static int parse_body(submit_t *s, const uint8_t *body, size_t len)
     }
     if (n)
         s->notify = json_is_true(n);
+    json_t *jp = json_object_get(o, "properties");
+    if (jp) {
+        if (!json_is_object(jp)) {
+            fail(s, 400, "properties: expected an object of name -> string");
+            goto out;
+        }
+        json_object_foreach(jp, key, v)
+        {
+            if (!tf_name_valid(key) || !json_is_string(v) ||
+                json_string_length(v) > 4096) {
+                fail(s, 400, "properties.%.64s: names must be valid and "
+                     "values strings of at most 4096 bytes", key);
+                goto out;
+            }
+        }
+        s->props = json_incref(jp);
+    }
     if (parse_patch(s, o))
         goto out;
     rc = 0;
@@ -332,6 +351,9 @@ static void submit_created(void *arg, int rc, uint64_t job_id,
              job_id);
     json_t *o = json_pack("{s:I,s:s,s:o}", "job_id", (json_int_t)job_id,
                           "url", url, "requests", reqs);
+    snprintf(url, sizeof(url), "%s#/jobs/%" PRIu64, m->cfg->public_url,
+             job_id);
+    json_object_set_new(o, "page_url", json_string(url));
     json_object_set_new(o, "patch",
                         s->patch_len
                             ? json_pack("{s:s,s:I}", "sha256", s->sha, "size",
@@ -361,7 +383,30 @@ static void submit_after(uv_work_t *w, int status)
         submit_free(s);
         return;
     }
+    /* Properties: each builder of the job must allow each one to
+     * committers (force_properties), as for a forced build. */
+    char *props = NULL;
+    if (s->props && json_object_size(s->props) > 0) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(s->builders, i, b)
+        {
+            const tf_cfg_builder_t *cfg =
+                tf_config_builder(r->m->cfg, json_string_value(b));
+            if (cfg && !tf_api_props_allowed(r, cfg, s->props)) {
+                submit_free(s);
+                return;
+            }
+        }
+        props = json_dumps(s->props, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!props) {
+            tf_http_error(r, 503, "out of memory");
+            submit_free(s);
+            return;
+        }
+    }
     tf_jobspec_t spec = {
+        .properties = props,
         .user = s->user,
         .builders = s->builders,
         .tests = s->tests,
@@ -379,6 +424,7 @@ static void submit_after(uv_work_t *w, int status)
     char err[600];
     tf_http_async_begin(r);
     int rc = tf_job_create(r->m, &spec, err, sizeof(err), submit_created, s);
+    free(props);
     if (rc) {
         tf_http_async_end(r);
         tf_http_error(r, rc == TF_ENOENT ? 400 : 503, "%s", err);

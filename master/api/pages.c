@@ -227,6 +227,16 @@ static void pg_done(void *arg, int rc)
     } else {
         ans = json_incref(q->out);
         json_object_set_new(ans, "builders", active_builders(m));
+        if (q->kind == PG_CONSOLE) {
+            size_t i;
+            json_t *row;
+            json_array_foreach(json_object_get(ans, "rows"), i, row)
+            {
+                const char *k = json_string_value(json_object_get(row, "kind"));
+                if (k && strcmp(k, "change") == 0)
+                    tf_api_commit_link(m, row);
+            }
+        }
     }
     tf_http_respond_json(r, 200, ans);
 out:

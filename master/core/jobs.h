@@ -44,6 +44,9 @@ typedef struct tf_jobspec {
     const char *base_revision, *description, *review_url, *patchset;
     const char *email;      /* where the result goes; NULL: the author's */
     bool notify;
+    const char *properties; /* JSON object text set on every request (the
+                               API checked each builder allows them), or
+                               NULL */
     uint8_t *patch;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1]; /* of the patch when patch_len > 0 */

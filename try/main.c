@@ -51,6 +51,8 @@ typedef enum {
     CMD_LIST,
     CMD_CANCEL,
     CMD_WHOAMI,
+    CMD_BUILDERS,
+    CMD_RETRY,
 } cmd_t;
 
 typedef struct opts {
@@ -61,6 +63,8 @@ typedef struct opts {
     bool has_builders;
     tf_try_strv_t tests_all;     /* --test: for every builder */
     json_t *tests_by;            /* --tests B=T1,T2: builder -> array */
+    json_t *props;               /* -p NAME=VALUE: name -> value */
+    bool failed_only;            /* retry --failed */
     const char *base;
     const char *upstream;
     const char *diff;
@@ -117,12 +121,17 @@ static const char usage_text[] =
     "       tf-try list [--all]         your recent jobs (--all: everybody's)\n"
     "       tf-try cancel JOB           cancel a job's pending and running builds\n"
     "       tf-try whoami               check the URL and token\n"
+    "       tf-try builders             the builders you may use, with their state\n"
+    "       tf-try retry JOB [--failed] run a job's builders again (--failed: only\n"
+    "                                   those that did not pass), same patch and base\n"
     "\n"
     "Where and what:\n"
     "  --url URL               the master, e.g. http://127.0.0.1:8010/\n"
     "  -b, --builder NAME      a builder to run on (repeatable; NAME,NAME...)\n"
     "  --test TEST             a test to run on every chosen builder (repeatable)\n"
     "  --tests BUILDER=T1,T2   tests to run on one builder (repeatable)\n"
+    "  -p, --property NAME=VALUE  a build property (repeatable); the builders\n"
+    "                          must allow it (tf-try builders lists which)\n"
     "The patch:\n"
     "  --base REV              the commit to apply the patch to (default: the\n"
     "                          merge-base of HEAD and the upstream branch)\n"
@@ -178,6 +187,7 @@ enum {
     OPT_MAX_PATCH_MB,
     OPT_ALLOW_EMPTY,
     OPT_ALL,
+    OPT_FAILED,
 };
 
 static const struct option long_opts[] = {
@@ -204,6 +214,8 @@ static const struct option long_opts[] = {
     {"max-patch-mb", required_argument, NULL, OPT_MAX_PATCH_MB},
     {"allow-empty", no_argument, NULL, OPT_ALLOW_EMPTY},
     {"all", no_argument, NULL, OPT_ALL},
+    {"failed", no_argument, NULL, OPT_FAILED},
+    {"property", required_argument, NULL, 'p'},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -263,6 +275,35 @@ out:
     return ok;
 }
 
+/* -p NAME=VALUE: adds the property to o->props. */
+static bool parse_prop_opt(opts_t *o, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    char name[TF_NAME_MAX + 1];
+    if (!eq || eq == arg || (size_t)(eq - arg) > TF_NAME_MAX) {
+        fail("-p wants NAME=VALUE, not \"%.100s\"", arg);
+        return false;
+    }
+    memcpy(name, arg, (size_t)(eq - arg));
+    name[eq - arg] = '\0';
+    if (!tf_name_valid(name)) {
+        fail("-p: \"%s\" is not a property name (1-64 of A-Z a-z 0-9 . _ -)",
+             name);
+        return false;
+    }
+    if (strlen(eq + 1) > 4096 || !tf_utf8_valid(eq + 1,
+                                                 strlen(eq + 1))) {
+        fail("-p %s: the value must be UTF-8 text of at most 4096 bytes",
+             name);
+        return false;
+    }
+    if (json_object_get(o->props, name)) {
+        fail("-p %s is given twice", name);
+        return false;
+    }
+    return json_object_set_new(o->props, name, json_string(eq + 1)) == 0;
+}
+
 /* Returns -1 to go on, else the exit status. */
 static int parse_args(int argc, char **argv, opts_t *o)
 {
@@ -271,10 +312,12 @@ static int parse_args(int argc, char **argv, opts_t *o)
     o->tail = DEFAULT_TAIL;
     o->max_patch_mb = DEFAULT_MAX_PATCH_MB;
     o->tests_by = json_object();
-    if (!o->tests_by)
+    o->props = json_object();
+    if (!o->tests_by || !o->props)
         return TF_TRY_EXIT_ERROR;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":b:m:qvhV", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":b:m:p:qvhV", long_opts, NULL)) !=
+           -1) {
         switch (c) {
         case OPT_URL: o->url = optarg; break;
         case 'b':
@@ -322,6 +365,11 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case OPT_CA_FILE: o->ca_file = optarg; break;
         case OPT_ALLOW_EMPTY: o->allow_empty = true; break;
         case OPT_ALL: o->all = true; break;
+        case OPT_FAILED: o->failed_only = true; break;
+        case 'p':
+            if (!parse_prop_opt(o, optarg))
+                return TF_TRY_EXIT_ERROR;
+            break;
         case 'q': o->quiet = true; break;
         case 'v': o->verbose = true; break;
         case 'h':
@@ -347,32 +395,51 @@ static int parse_args(int argc, char **argv, opts_t *o)
     const char *cmd = npos > 0 ? argv[optind] : NULL;
     if (!cmd) {
         o->cmd = CMD_SUBMIT;
-    } else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "cancel") == 0) {
-        o->cmd = strcmp(cmd, "status") == 0 ? CMD_STATUS : CMD_CANCEL;
+    } else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "cancel") == 0 ||
+               strcmp(cmd, "retry") == 0) {
+        o->cmd = strcmp(cmd, "status") == 0   ? CMD_STATUS
+                 : strcmp(cmd, "cancel") == 0 ? CMD_CANCEL
+                                              : CMD_RETRY;
         uint64_t id;
         if (npos != 2 || tf_parse_u64(argv[optind + 1], &id) < 0 || id == 0 ||
             id > INT64_MAX) {
-            fail("usage: tf-try %s JOB (JOB is the job's number)", cmd);
+            fail("usage: tf-try %s JOB%s (JOB is the job's number)", cmd,
+                 o->cmd == CMD_RETRY ? " [--failed]" : "");
             return TF_TRY_EXIT_ERROR;
         }
         o->job_id = (long long)id;
-    } else if (strcmp(cmd, "list") == 0 || strcmp(cmd, "whoami") == 0) {
-        o->cmd = strcmp(cmd, "list") == 0 ? CMD_LIST : CMD_WHOAMI;
+    } else if (strcmp(cmd, "list") == 0 || strcmp(cmd, "whoami") == 0 ||
+               strcmp(cmd, "builders") == 0) {
+        o->cmd = strcmp(cmd, "list") == 0     ? CMD_LIST
+                 : strcmp(cmd, "whoami") == 0 ? CMD_WHOAMI
+                                              : CMD_BUILDERS;
         if (npos != 1) {
             fail("usage: tf-try %s%s", cmd, o->cmd == CMD_LIST ? " [--all]" : "");
             return TF_TRY_EXIT_ERROR;
         }
     } else {
         fail("unknown command \"%.64s\" (commands: status, list, cancel, "
-             "whoami; none submits; see tf-try --help)", cmd);
+             "whoami, builders, retry; none submits; see tf-try --help)",
+             cmd);
+        return TF_TRY_EXIT_ERROR;
+    }
+    if (o->failed_only && o->cmd != CMD_RETRY) {
+        fail("--failed goes with tf-try retry JOB");
+        return TF_TRY_EXIT_ERROR;
+    }
+    if (json_object_size(o->props) > 0 && o->cmd != CMD_SUBMIT &&
+        o->cmd != CMD_RETRY) {
+        fail("-p goes with submitting or with tf-try retry JOB");
         return TF_TRY_EXIT_ERROR;
     }
     if (o->all && o->cmd != CMD_LIST) {
         fail("--all goes with tf-try list");
         return TF_TRY_EXIT_ERROR;
     }
-    if (o->wait && o->cmd != CMD_SUBMIT && o->cmd != CMD_STATUS) {
-        fail("--wait goes with submitting or with tf-try status JOB");
+    if (o->wait && o->cmd != CMD_SUBMIT && o->cmd != CMD_STATUS &&
+        o->cmd != CMD_RETRY) {
+        fail("--wait goes with submitting, tf-try status JOB or tf-try retry "
+             "JOB");
         return TF_TRY_EXIT_ERROR;
     }
     if (o->no_email && o->email) {
@@ -1026,7 +1093,10 @@ static long long print_submitted(ctx_t *c, const json_t *ans, tf_try_watch_t *w)
 {
     tf_buf_t out;
     json_t *id = json_object_get(ans, "job_id");
-    const char *url = json_string_value(json_object_get(ans, "url"));
+    /* The job's page when the master serves pages, else its JSON. */
+    const char *url = json_string_value(json_object_get(ans, "page_url"));
+    if (!url)
+        url = json_string_value(json_object_get(ans, "url"));
     const json_t *patch = json_object_get(ans, "patch");
     size_t i;
     json_t *r;
@@ -1124,6 +1194,9 @@ static int cmd_submit(ctx_t *c)
         goto out;
     if (base.rev &&
         json_object_set_new(meta, "base_revision", json_string(base.rev)) < 0)
+        goto out;
+    if (json_object_size(o->props) > 0 &&
+        json_object_set(meta, "properties", o->props) < 0)
         goto out;
     if (o->dry_run) {
         print_dry_run(c, meta, &base, &patch);
@@ -1340,6 +1413,235 @@ static int cmd_whoami(ctx_t *c)
     return TF_TRY_EXIT_OK;
 }
 
+/* tf-try builders: every builder a committer may send try jobs to (all
+ * the master's active builders), its state, its last continuous build
+ * and the properties -p may set on it. */
+static int cmd_builders(ctx_t *c)
+{
+    int exit_code = TF_TRY_EXIT_ERROR;
+    json_t *list = NULL;
+    tf_buf_t out;
+    size_t i;
+    json_t *b;
+
+    tf_buf_init(&out, 4 * 1024 * 1024);
+    if (!need_url(c))
+        goto out;
+    list = call_master(c, "GET", tf_try_url(c->base_url, "api/v1/builders"),
+                       false, "to list the builders", NULL);
+    if (!list)
+        goto out;
+    if (!json_is_array(list)) {
+        fail("the master's list of builders is not what tf-try expects");
+        goto out;
+    }
+    tf_buf_printf(&out, "%-24s %-9s %-22s %s\n", "BUILDER", "STATE",
+                  "LAST BUILD", "PROPERTIES (-p)");
+    json_array_foreach(list, i, b)
+    {
+        const char *name = json_string_value(json_object_get(b, "name"));
+        const char *state = json_string_value(json_object_get(b, "state"));
+        if (!name || !tf_name_valid(name) ||
+            !json_is_true(json_object_get(b, "active")))
+            continue;
+        char last[64] = "none";
+        json_t *lc = json_object_get(b, "last_complete");
+        const char *res = json_string_value(json_object_get(lc, "result"));
+        if (res && strlen(res) < 20)
+            snprintf(last, sizeof(last), "#%lld %s",
+                     (long long)json_integer_value(
+                         json_object_get(lc, "number")),
+                     res);
+        json_t *since = json_object_get(b, "failing_since");
+        if (json_is_object(since))
+            snprintf(last + strlen(last), sizeof(last) - strlen(last),
+                     " since #%lld",
+                     (long long)json_integer_value(
+                         json_object_get(since, "number")));
+        tf_buf_printf(&out, "%-24s ", name);
+        tf_try_sanitize((const uint8_t *)(state ? state : "?"),
+                        strlen(state ? state : "?"), false, &out);
+        tf_buf_printf(&out, "%*s %-22s ",
+                      (int)(state && strlen(state) < 9 ? 9 - strlen(state)
+                                                       : 0),
+                      "", last);
+        size_t k;
+        json_t *p;
+        json_t *props = json_object_get(b, "force_properties");
+        if (json_array_size(props) == 0)
+            tf_buf_printf(&out, "none");
+        json_array_foreach(props, k, p)
+        {
+            const char *pn = json_string_value(p);
+            if (pn && tf_name_valid(pn))
+                tf_buf_printf(&out, "%s%s", k ? ", " : "", pn);
+        }
+        tf_buf_printf(&out, "\n");
+    }
+    emit(&out);
+    exit_code = TF_TRY_EXIT_OK;
+out:
+    json_decref(list);
+    tf_buf_free(&out);
+    return exit_code;
+}
+
+/* Whether a builder of a finished job did not pass. */
+static bool builder_failed(const json_t *b)
+{
+    const char *res = json_string_value(json_object_get(b, "result"));
+    const char *state = json_string_value(json_object_get(b, "state"));
+    if (!res)
+        return state && strcmp(state, "cancelled") == 0;
+    return strcmp(res, "SUCCESS") != 0 && strcmp(res, "WARNINGS") != 0 &&
+           strcmp(res, "SKIPPED") != 0;
+}
+
+/* Fetches patch sha256 of a job (the committer's token) into *out. */
+static bool fetch_patch(ctx_t *c, const char *sha, tf_buf_t *out)
+{
+    tf_try_err_t err = {{0}};
+    tf_try_resp_t resp;
+    char *url = tf_try_url(c->base_url, "api/v1/patches/%s", sha);
+    tf_try_req_t r = {
+        .method = "GET", .url = url, .auth = true,
+        .timeout_s = TF_TRY_SUBMIT_TIMEOUT_S,
+        .max_body = (size_t)c->o->max_patch_mb * 1024 * 1024,
+    };
+    bool ok = false;
+    if (!url)
+        return false;
+    int rc = tf_try_http(&c->client, &r, &resp, &err);
+    free(url);
+    if (rc < 0) {
+        fail("cannot fetch the job's patch: %s",
+             err.msg[0] ? err.msg : tf_strerror(rc));
+        return false;
+    }
+    if (resp.status != 200)
+        report_refusal("to send the job's patch", &resp);
+    else
+        ok = tf_buf_append(out, resp.body.data, resp.body.len) == 0;
+    tf_try_resp_free(&resp);
+    return ok;
+}
+
+/* tf-try retry JOB [--failed]: a new job on the same base with the same
+ * patch and tests, on the job's builders (--failed: those that did not
+ * pass). */
+static int cmd_retry(ctx_t *c)
+{
+    const opts_t *o = c->o;
+    int exit_code = TF_TRY_EXIT_ERROR;
+    json_t *job = NULL, *meta = json_object(), *builders = json_array(),
+           *tests = json_object(), *ans = NULL;
+    tf_buf_t patch, body;
+    char notfound[600], *b64 = NULL, *url = NULL;
+    size_t b64_len = 0, i;
+    json_t *b;
+    tf_try_resp_t resp;
+    bool have_resp = false;
+    tf_try_watch_t *w = NULL;
+
+    tf_buf_init(&patch, (size_t)o->max_patch_mb * 1024 * 1024);
+    tf_buf_init(&body, 0);
+    if (!meta || !builders || !tests || !need_url(c) || !need_token(c))
+        goto out;
+    no_such_job(c, notfound, sizeof(notfound));
+    job = call_master(c, "GET",
+                      tf_try_url(c->base_url, "api/v1/jobs/%lld", o->job_id),
+                      false, "to show the job", notfound);
+    if (!job)
+        goto out;
+    json_array_foreach(json_object_get(job, "builders"), i, b)
+    {
+        const char *name = json_string_value(json_object_get(b, "name"));
+        if (!name || !tf_name_valid(name))
+            continue;
+        if (o->failed_only && !builder_failed(b))
+            continue;
+        json_array_append_new(builders, json_string(name));
+        json_t *t = json_object_get(b, "tests");
+        if (json_array_size(t) > 0)
+            json_object_set(tests, name, t);
+    }
+    if (json_array_size(builders) == 0) {
+        fail("nothing to retry: %s", o->failed_only
+                                         ? "no builder of the job failed "
+                                           "(yet): use tf-try retry JOB to "
+                                           "run them all again"
+                                         : "the job has no builders");
+        goto out;
+    }
+    const char *sha =
+        json_string_value(json_object_get(json_object_get(job, "patch"),
+                                          "sha256"));
+    if (sha && (strlen(sha) != 64 || !fetch_patch(c, sha, &patch)))
+        goto out;
+    const char *desc = json_string_value(json_object_get(job, "description"));
+    char about[4096];
+    snprintf(about, sizeof(about), "retry of job %lld%s%.3900s", o->job_id,
+             desc && *desc ? ": " : "", desc ? desc : "");
+    cut_utf8(about, sizeof(about) - 1);
+    json_object_set_new(meta, "builders", builders);
+    builders = NULL;
+    if (json_object_size(tests) > 0)
+        json_object_set(meta, "tests", tests);
+    json_object_set_new(meta, "description", json_string(about));
+    static const char *const copied[] = {"base_revision", "review_url",
+                                         "patchset", NULL};
+    for (size_t k = 0; copied[k]; k++) {
+        json_t *v = json_object_get(job, copied[k]);
+        if (json_is_string(v))
+            json_object_set(meta, copied[k], v);
+    }
+    if (o->no_email)
+        json_object_set_new(meta, "notify", json_false());
+    else if (o->email)
+        json_object_set_new(meta, "email", json_string(o->email));
+    if (json_object_size(o->props) > 0)
+        json_object_set(meta, "properties", o->props);
+    if (tf_try_base64_encode(patch.data ? patch.data : (const uint8_t *)"",
+                             patch.len, &b64, &b64_len) < 0 ||
+        tf_try_job_body(meta, b64, b64_len, &body) < 0) {
+        fail("out of memory making the request");
+        goto out;
+    }
+    url = tf_try_url(c->base_url, "api/v1/jobs");
+    if (!url || request(c, "POST", url, true, body.data, body.len,
+                        TF_TRY_SUBMIT_TIMEOUT_S, &resp) < 0)
+        goto out;
+    have_resp = true;
+    if (resp.status != 201 && resp.status != 200) {
+        report_refusal("the job", &resp);
+        goto out;
+    }
+    ans = resp_json(&resp);
+    w = tf_try_watch_new();
+    if (!w)
+        goto out;
+    long long job_id = print_submitted(c, ans, w);
+    if (job_id <= 0) {
+        fail("the master accepted the job but its answer has no job_id");
+        goto out;
+    }
+    exit_code = o->wait ? watch_job(c, w, job_id) : TF_TRY_EXIT_OK;
+out:
+    if (have_resp)
+        tf_try_resp_free(&resp);
+    tf_try_watch_free(w);
+    json_decref(job);
+    json_decref(meta);
+    json_decref(builders);
+    json_decref(tests);
+    json_decref(ans);
+    free(b64);
+    free(url);
+    tf_buf_free(&patch);
+    tf_buf_free(&body);
+    return exit_code;
+}
+
 /* ---- main ---- */
 
 static void install_signals(void)
@@ -1398,6 +1700,8 @@ int main(int argc, char **argv)
     case CMD_LIST: exit_code = cmd_list(&c); break;
     case CMD_CANCEL: exit_code = cmd_cancel(&c); break;
     case CMD_WHOAMI: exit_code = cmd_whoami(&c); break;
+    case CMD_BUILDERS: exit_code = cmd_builders(&c); break;
+    case CMD_RETRY: exit_code = cmd_retry(&c); break;
     }
     if (stop_flag && exit_code == TF_TRY_EXIT_ERROR)
         exit_code = TF_TRY_EXIT_INTERRUPTED;
@@ -1414,5 +1718,6 @@ out:
     tf_try_strv_clear(&o.builders);
     tf_try_strv_clear(&o.tests_all);
     json_decref(o.tests_by);
+    json_decref(o.props);
     return exit_code;
 }

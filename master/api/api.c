@@ -81,6 +81,24 @@ void tf_api_commit_links(const tf_master_t *m, json_t *changes)
     json_array_foreach(changes, i, c) tf_api_commit_link(m, c);
 }
 
+void tf_api_pages_null(json_t *j)
+{
+    size_t i;
+    const char *key;
+    json_t *v;
+    if (json_is_array(j)) {
+        json_array_foreach(j, i, v) tf_api_pages_null(v);
+    } else if (json_is_object(j)) {
+        json_object_foreach(j, key, v)
+        {
+            if (strcmp(key, "page_url") == 0)
+                json_object_set_new(j, key, json_null());
+            else if (json_is_object(v) || json_is_array(v))
+                tf_api_pages_null(v);
+        }
+    }
+}
+
 bool tf_api_arg_kind(tf_http_req_t *r, const char **kind)
 {
     const char *v = tf_http_arg(r, "kind");

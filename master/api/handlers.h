@@ -93,6 +93,10 @@ bool tf_api_slave_auth_ok(tf_http_req_t *r);
 void tf_api_commit_link(const struct tf_master *m, json_t *change);
 void tf_api_commit_links(const struct tf_master *m, json_t *changes);
 
+/* api.c: sets every "page_url" in j to null: a master without web_root
+ * serves no pages to link to (net calls it on every JSON answer). */
+void tf_api_pages_null(json_t *j);
+
 /* api.c: the query parameter kind ("try" or "ci"; *kind NULL when
  * absent, else a static string); answers 400 for any other value. */
 bool tf_api_arg_kind(tf_http_req_t *r, const char **kind);

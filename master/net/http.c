@@ -58,6 +58,7 @@
 
 #include <uv.h>
 
+#include "api/handlers.h"
 #include "clock.h"
 #include "core/master.h"
 #include "log.h"
@@ -393,6 +394,8 @@ void tf_http_respond_json(tf_http_req_t *pub, int status, json_t *j)
         return;
     }
     close_if_body_unread(r);
+    if (!pub->m->cfg->web_root)
+        tf_api_pages_null(j);
     if (json_estimate(j, HTTP_RENDER_INLINE, 0) > HTTP_RENDER_INLINE &&
         r->wsi) {
         r->render = j;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -28,6 +29,7 @@ static const char example_config[] =
     "  \"name\": \"TestFarm demo\",\n"
     "  \"listen\": {\"host\": \"127.0.0.1\", \"port\": %u},\n"
     "  \"database\": \"state.sqlite\",\n"
+    "%s"
     "  \"heartbeat_s\": 10,\n"
     "  \"lost_after_s\": 30,\n"
     "  \"slaves\": [\n"
@@ -52,6 +54,22 @@ static const char example_config[] =
     "    }\n"
     "  ]\n"
     "}\n";
+
+/* The status pages for a new master: the installed ones, else those of
+ * the source tree this tf-master was built from; NULL when neither has
+ * an index.html (the master then serves the API only). */
+static const char *find_web_root(void)
+{
+    static const char *const dirs[] = {TF_WEB_DIR, TF_SOURCE_WEB_DIR};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        char *index = tf_path_join(dirs[i], "index.html");
+        bool ok = index && access(index, R_OK) == 0;
+        free(index);
+        if (ok)
+            return dirs[i];
+    }
+    return NULL;
+}
 
 static bool dir_is_empty(const char *dir)
 {
@@ -84,7 +102,8 @@ static int write_secret(const char *path)
 int tf_cli_create(const char *dir, unsigned port, int force)
 {
     char *cfg = NULL, *secrets = NULL, *secret = NULL, *token = NULL;
-    char text[sizeof(example_config) + 16];
+    char text[sizeof(example_config) + 1200];
+    char web_line[1100] = "";
     int code = 1;
     if (!dir_is_empty(dir) && !force) {
         fprintf(stderr, "tf-master: %s is not empty; use --force to write "
@@ -103,7 +122,12 @@ int tf_cli_create(const char *dir, unsigned port, int force)
                 tf_strerror(rc));
         goto out;
     }
-    int n = snprintf(text, sizeof(text), example_config, port);
+    const char *web = find_web_root();
+    /* A JSON string: the paths come from the build, so only '"' and '\\'
+     * could need escaping, and such a path is not offered at all. */
+    if (web && !strpbrk(web, "\"\\") && strlen(web) < 1000)
+        snprintf(web_line, sizeof(web_line), "  \"web_root\": \"%s\",\n", web);
+    int n = snprintf(text, sizeof(text), example_config, port, web_line);
     if ((rc = tf_write_file_atomic(cfg, text, (size_t)n, 0644)) != 0 ||
         (rc = write_secret(secret)) != 0 || (rc = write_secret(token)) != 0) {
         fprintf(stderr, "tf-master: cannot write into %s: %s\n", dir,
@@ -114,8 +138,11 @@ int tf_cli_create(const char *dir, unsigned port, int force)
            "  config:       %s\n"
            "  slave secret: %s (give it to the slave \"local1\")\n"
            "  admin token:  %s\n"
+           "  status pages: %s\n"
            "start it with:  tf-master run %s\n",
-           dir, cfg, secret, token, dir);
+           dir, cfg, secret, token,
+           web_line[0] ? web : "none found (set web_root in the config)",
+           dir);
     code = 0;
 out:
     free(cfg);

@@ -164,7 +164,10 @@ static void step_from_view(pool_t *p, const tf__mail_settings_t *s,
     out->text = pool_dup(p, v->text);
     out->info = pool_dup(p, v->info);
     out->log_lines = v->log_lines;
-    out->log_url = pool_fmt(p, "%sapi/v1/builds/%" PRIu64 "/steps/%u/log",
+    out->log_url =
+        s->pages ? pool_fmt(p, "%s#/builds/%" PRIu64 "/steps/%u", s->base_url,
+                            build_id, out->index)
+                 : pool_fmt(p, "%sapi/v1/builds/%" PRIu64 "/steps/%u/log",
                             s->base_url, build_id, out->index);
 }
 
@@ -207,7 +210,9 @@ static int job_visit(void *arg, const tf_store_mail_job_t *v)
     j->submitted_ms = v->submitted_ms;
     j->finished_ms = v->finished_ms;
     jd->notify = v->notify;
-    j->url = pool_fmt(p, "%sapi/v1/jobs/%" PRIu64, jd->s->base_url, j->id);
+    j->url = pool_fmt(p, jd->s->pages ? "%s#/jobs/%" PRIu64
+                                      : "%sapi/v1/jobs/%" PRIu64,
+                      jd->s->base_url, j->id);
     jd->to.addr = to ? to : j->author_email;
     /* The author's name goes with the author's own address only. */
     jd->to.name = j->author_email && jd->to.addr &&
@@ -249,8 +254,9 @@ static int job_request_visit(void *arg, const tf_store_mail_request_t *v)
         b->started_ms = v->started_ms;
         b->finished_ms = v->finished_ms;
         b->text = pool_dup(p, v->text);
-        b->url = pool_fmt(p, "%sapi/v1/builds/%" PRIu64, jd->s->base_url,
-                          b->build_id);
+        b->url = pool_fmt(p, jd->s->pages ? "%s#/builds/%" PRIu64
+                                          : "%sapi/v1/builds/%" PRIu64,
+                          jd->s->base_url, b->build_id);
     }
     return 0;
 }
@@ -371,8 +377,9 @@ static int notice_build_visit(void *arg, const tf_store_mail_build_t *v)
     nd->n.revision = pool_dup(p, v->revision);
     b->state = pool_dup(p, v->state);
     nd->in_job = v->in_job;
-    b->url = pool_fmt(p, "%sapi/v1/builds/%" PRIu64, nd->s->base_url,
-                      b->build_id);
+    b->url = pool_fmt(p, nd->s->pages ? "%s#/builds/%" PRIu64
+                                      : "%sapi/v1/builds/%" PRIu64,
+                      nd->s->base_url, b->build_id);
     return 0;
 }
 

@@ -41,6 +41,8 @@ typedef struct tf__mail_settings {
     unsigned refs; /* under tf_mail_t.mu */
     char *name;
     char *base_url;
+    bool pages;     /* the master serves its pages (web_root): links in
+                       mails open them ("#/builds/4") instead of JSON */
     tf_cfg_mail_t mail;
     tf__mail_bset_t *builders;
     size_t nbuilders;

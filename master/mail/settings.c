@@ -86,6 +86,7 @@ tf__mail_settings_t *tf__mail_settings_new(const tf_config_t *c)
     s->refs = 1;
     s->name = dup_or_null(c->name, &oom);
     s->base_url = dup_or_null(c->public_url, &oom);
+    s->pages = c->web_root != NULL;
     const tf_cfg_mail_t *src = &c->mail;
     tf_cfg_mail_t *m = &s->mail;
     *m = *src; /* numbers and flags; every pointer is replaced below */

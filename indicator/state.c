@@ -281,6 +281,12 @@ static int event_apply(tf_ind_builder_t **bs, size_t *n, size_t *cap,
     if (!event || !json_is_object(build) || !name || !tf_name_valid(name) ||
         !jint(build, "id", &id) || !jint(build, "number", &number))
         return TF_EINVAL;
+    /* A try build tests someone's patch, not the tree: it never turns a
+     * builder red (or building) in the tray. A master too old to say
+     * the kind sends none; its builds count as before. */
+    const char *kind = json_string_value(json_object_get(build, "kind"));
+    if (kind && strcmp(kind, "try") == 0)
+        return 0;
     tf_ind_builder_t *b = builder_get(bs, n, cap, name);
     if (!b)
         return 0; /* over the cap: not shown */

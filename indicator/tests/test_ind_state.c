@@ -217,6 +217,47 @@ TF_TEST(events_move_builders)
     tf_ind_master_free(&m);
 }
 
+/* A build event with its kind, as masters since issue 12 send it. */
+static int kind_event(tf_ind_master_t *m, const char *what, const char *kind,
+                      const char *builder, int id, int number,
+                      const char *result)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf),
+             "{\"type\": \"build\", \"event\": \"%s\", \"build\": {\"id\": "
+             "%d, \"builder\": \"%s\", \"number\": %d, \"kind\": \"%s\", "
+             "\"state\": \"x\", \"result\": %s%s%s}}",
+             what, id, builder, number, kind, result ? "\"" : "",
+             result ? result : "null", result ? "\"" : "");
+    return tf_ind_master_apply_event(m, buf, strlen(buf));
+}
+
+TF_TEST(try_builds_never_turn_a_builder_red)
+{
+    tf_ind_master_t m;
+    tf_ind_note_t notes[8];
+    two_builders(&m);
+    TF_CHECK_INT(event(&m, "finished", "mac", 80, 8, "SUCCESS"), 0);
+    TF_CHECK_INT(tf_ind_master_level(&m), TF_IND_PASSING);
+    (void)tf_ind_master_notes(&m, notes, 8);
+    /* A try build runs and fails: the tray stays green, nobody is told. */
+    TF_CHECK_INT(kind_event(&m, "started", "try", "linux", 90, 9, NULL), 0);
+    TF_CHECK_INT(find(&m, "linux")->nrunning, 0);
+    TF_CHECK_INT(tf_ind_master_level(&m), TF_IND_PASSING);
+    TF_CHECK_INT(kind_event(&m, "finished", "try", "linux", 90, 9,
+                            "FAILURE"), 0);
+    TF_CHECK_INT(tf_ind_master_level(&m), TF_IND_PASSING);
+    TF_CHECK_STR(find(&m, "linux")->last_result, "SUCCESS");
+    TF_CHECK_INT(tf_ind_master_notes(&m, notes, 8), 0);
+    /* A continuous build numbered below the try build still counts. */
+    TF_CHECK_INT(kind_event(&m, "finished", "ci", "linux", 85, 8,
+                            "FAILURE"), 0);
+    TF_CHECK_INT(tf_ind_master_level(&m), TF_IND_FAILING);
+    TF_CHECK_INT(tf_ind_master_notes(&m, notes, 8), 1);
+    TF_CHECK_STR(notes[0].summary, "linux is failing");
+    tf_ind_master_free(&m);
+}
+
 TF_TEST(retry_cancel_warnings_and_old_builds)
 {
     tf_ind_master_t m;

@@ -772,3 +772,57 @@ def test_indicator_refuses_bad_input(farm):
     desktop = (BUILD_DIR / "indicator" / "tf-indicator.desktop").read_text()
     assert re.search(r"^Exec=/\S+/tf-indicator --autostart$", desktop, re.M)
     assert "testfarm-passing.png" in desktop
+
+
+@pytest.mark.timeout(180)
+def test_try_builds_never_turn_the_tray_red(farm, needs_desktop):
+    """A committer's try job fails on a builder: that is their patch, not
+    the tree. The indicator follows the live feed's build kind (and the
+    master's builders, whose last build is a continuous one), so the icon
+    stays green and nobody is notified; the tree's own failure still
+    turns it red."""
+    desk = Desktop(farm, bus=False)
+    flag = farm.tmp / "make-it-fail"
+    m, gate = fragile_master(farm, flag)
+    r = farm.run([tfharness.TF_MASTER, "user", "add", "ann@example.org",
+                  "--name", "Ann", "-d", m.dir])
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip().splitlines()[-1].strip()
+    ind = Indicator(farm, desk, ["--master", m.url])
+    ind.wait(lambda d: d.get("overall") == "passing", "all passing")
+    desk.wait_icon("green", "at start")
+
+    flag.write_text("fail")
+    r = m.request("POST", "/api/v1/jobs", token=token,
+                  body={"builders": ["fragile"], "patch": ""})
+    assert r.status == 201, r
+    job = r.json()["job_id"]
+    wait_for(lambda: m.get_json(f"/jobs/{job}")["state"] == "finished", 60,
+             "the try job to fail", farm)
+    assert m.get_json(f"/jobs/{job}")["result"] == "FAILURE"
+    # Events are applied in order: once the indicator has seen a later
+    # continuous build come and go, it has seen the try build's too.
+    req = m.force("slow")
+    ind.wait(lambda d: d.get("overall") == "building", "slow building")
+    gate.write_text("go")
+    m.wait_request_done(req)
+    ind.wait(lambda d: d.get("overall") == "passing", "passing after slow")
+    desk.wait_icon("green", "after a failed try build")
+    assert ind.menu_labels() == ["TestFarm: all passing", "Open waterfall",
+                                 "Quit"]
+    assert ind.dump()["notifications"] == []
+
+    # A second indicator starting now reads the builders' snapshot: the
+    # try build is no builder's last build there either.
+    ind2 = Indicator(farm, desk, ["--master", m.url], name="tf-indicator-2")
+    ind2.wait(lambda d: d.get("overall") == "passing" and
+              d["masters"][0]["link"] == "live", "the snapshot: passing")
+    ind2.stop()
+
+    # The tree's own failure is news.
+    b = m.run_build("fragile")
+    assert b["result"] == "FAILURE"
+    ind.wait(lambda d: d.get("overall") == "failing", "failing")
+    desk.wait_icon("red", "fragile failing on the tree")
+    assert ind.dump()["notifications"][-1]["summary"] == "fragile is failing"
+    ind.stop()

@@ -276,6 +276,7 @@ export async function groupChanges(r, ctx, S) {
   await page.click(`${row} .ctitle a`);
   await page.waitForSelector("#change-revision", { timeout: 10000 });
   r.check("change: the revision", (await text(page, "#change-revision")) === S.blame.revisions[0], await text(page, "#change-revision"));
+  r.check("change: the commit links the repository's page (commit_url)", (await page.getAttribute("#change-commit", "href")) === `https://git.example.org/app/commit/${S.blame.revisions[0]}`, String(await page.getAttribute("#change-commit", "href")));
   const info = await text(page, "#change-info");
   r.check("change: the author", info.includes("Bob Coder <bob@example.org>"), info);
   r.check("change: the whole message", (await text(page, "#change-message")).includes("It returned -1."), await text(page, "#change-message"));

@@ -146,6 +146,7 @@ def config(tmp, up):
         "heartbeat_s": 2,
         "lost_after_s": 6,
         "poll_interval_s": 1,
+        "commit_url": "https://git.example.org/app/commit/{revision}",
         "schedulers": [{"name": "on-main", "type": "change",
                         "builders": ["app"], "tree_stable_s": 1}],
         "slaves": [{"name": "s1", "tags": ["linux"]},

@@ -29,6 +29,8 @@ export async function render(ctx) {
         kv(
           [
             ["revision", h("code", { class: "revision", id: "change-revision" }, c.revision || "")],
+            // The repository's own view of the commit (the master's commit_url).
+            c.commit_url && /^https?:\/\//.test(c.commit_url) ? ["commit", h("a", { href: c.commit_url, id: "change-commit", rel: "noopener" }, "view the commit")] : null,
             ["author", `${c.author || ""}${c.email ? ` <${c.email}>` : ""}`],
             ["committed", c.committer_ms ? fmtTime(c.committer_ms) : null],
             ["recorded", c.created_ms ? [fmtTime(c.created_ms), " (", ago(c.created_ms), ")"] : null],

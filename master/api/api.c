@@ -129,11 +129,9 @@ bool tf_api_args_only(tf_http_req_t *r, const char *const *names)
                 snprintf(list + used, sizeof(list) - used, "%s%s",
                          k ? ", " : "", names[k]);
             }
-            tf_http_error(r, 400, "unknown parameter \"%.*s\"%s%s%s",
-                          (int)(n > 40 ? 40 : n), a,
-                          list[0] ? ": this endpoint takes " : ": this "
-                          "endpoint takes no parameters", list,
-                          list[0] ? "" : "");
+            tf_http_error(r, 400, "unknown parameter \"%.*s\": this "
+                          "endpoint takes %s", (int)(n > 40 ? 40 : n), a,
+                          list[0] ? list : "no parameters");
             return false;
         }
     }

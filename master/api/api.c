@@ -865,6 +865,10 @@ void tf_api_index(tf_http_req_t *r, const tf_route_args_t *a)
     json_t *eps = json_array();
     for (size_t i = 0; i < n; i++) {
         char e[160];
+        /* The index is the API's: the badge lives beside it. */
+        if (strncmp(routes[i].path, "/api/", 5) != 0 &&
+            strcmp(routes[i].path, "/api/v1") != 0)
+            continue;
         snprintf(e, sizeof(e), "%s %s",
                  routes[i].method == TF_HTTP_POST ? "POST" : "GET",
                  routes[i].path);

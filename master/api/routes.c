@@ -130,7 +130,7 @@ static const tf_route_t routes[] = {
     {TF_HTTP_GET, "/api/v1/mail/{id}/message", TF_ROLE_TOKEN, CAP_NONE, NULL,
      false, tf_api_mail_message, "reading the mail outbox needs a token: "
      "send \"Authorization: Bearer TOKEN\""},
-    {TF_HTTP_GET, "/badge/{badge}", TF_ROLE_ANYONE, CAP_NONE, NULL, false,
+    {TF_HTTP_GET, "/badge/{builder}.svg", TF_ROLE_ANYONE, CAP_NONE, NULL, false,
      tf_api_badge, NULL},
 };
 
@@ -247,7 +247,7 @@ static bool parse_args(tf_http_req_t *r, const tf_route_t *route,
             }
         } else if (strcmp(p, "{sha256}") == 0) {
             a->sha256 = s;
-        } else if (strcmp(p, "{badge}") == 0) {
+        } else if (strcmp(p, "{builder}.svg") == 0) {
             /* BUILDER.svg: the name is checked without its suffix, which
              * is cut off in the caller's copy of the path. */
             size_t len = strlen(s);

@@ -571,3 +571,31 @@ def test_without_pages_page_url_is_null(farm):
     assert b["page_url"] is None and b["url"].endswith(f"/builds/{b['id']}")
     assert m.get_json("/builders/fragile")["page_url"] is None
     assert m.get_json("/summary")["page_url"] is None
+
+
+@pytest.mark.timeout(60)
+def test_builders_say_their_error_patterns_and_properties(farm):
+    flag = farm.tmp / "make-it-fail"
+    cfg = config(flag)
+    cfg["builders"][1]["mail"] = {"error_patterns": ["^boom", "panic:"]}
+    cfg["builders"][1]["force_properties"] = ["flavour", "sanitizer"]
+    m = farm.master(cfg)
+    by = {b["name"]: b for b in m.get_json("/builders")}
+    # fragile has none of its own: the mail section's defaults.
+    assert "error:" in by["fragile"]["error_patterns"], by["fragile"]
+    assert by["fragile"]["force_properties"] == []
+    assert by["slow"]["error_patterns"] == ["^boom", "panic:"]
+    assert by["slow"]["force_properties"] == ["flavour", "sanitizer"]
+    one = m.get_json("/builders/slow")
+    assert one["error_patterns"] == ["^boom", "panic:"]
+
+
+@pytest.mark.timeout(60)
+def test_create_sets_web_root_to_the_pages(farm):
+    d = farm.tmp / "created"
+    r = farm.run([TF_MASTER, "create", d, "--port", "18010"])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    cfg = json.loads((d / "master.json").read_text())
+    web = Path(cfg["web_root"])
+    assert (web / "index.html").is_file(), cfg
+    assert f"  status pages: {web}\n" in r.stdout, r.stdout

@@ -179,6 +179,8 @@ def main():
         mid = int(time.time() * 1000) - a.builds * 30_000
         paths = [
             ("summary", "/api/v1/summary"),
+            ("summary, one builder", "/api/v1/summary?builder=builder03"),
+            ("badge", "/badge/builder03.svg"),
             ("waterfall, first page", "/api/v1/waterfall?limit=100"),
             ("waterfall, deep page", "/api/v1/waterfall?limit=100&before=%d"
              % mid),

@@ -545,9 +545,12 @@ def test_answers_mails_and_pages_link_the_status_pages(farm):
     assert row["page_url"] == f"{base}/#/jobs/{job['job_id']}"
     assert row["builds"]["fragile"]["page_url"] == \
         f"{base}/#/builds/{jb['id']}"
-    # The page behind the link is served.
+    # The page behind the link is served, and the badge beside the pages.
     page = m.get("/")
     assert page.status == 200 and b"<html" in page.body.lower()
+    badge = m.get("/badge/fragile.svg")
+    assert badge.status == 200 and b'aria-label="fragile: passing"' in \
+        badge.body, badge
 
     # The try job's mail links the pages, not JSON.
     wait_for(lambda: len(list(out.glob("*.eml"))) == 1, 30,

@@ -1290,56 +1290,33 @@ static void ev_step_finished(tf_master_t *m, tf_build_t *b,
     event_accepted(m, b, ec, f->seq, (int)i);
 }
 
-/* One test result as a compact JSON line for the log, its message cut to
- * its first TF__TR_LOG_MSG bytes (whole characters). */
-#define TF__TR_LOG_MSG 300
-static char *test_result_json(const tf_test_result_t *r)
+/* The bytes a test result takes in a write group: its record and its
+ * strings, so the event's group is sized once. */
+static size_t test_result_bytes(const tf_test_result_t *r)
 {
-    char msg[TF__TR_LOG_MSG + 1];
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "suite", r->suite, "name",
-                          r->name, "status", tf_tr_status_name(r->status),
-                          "attempts", (json_int_t)r->attempts);
-    if (!o)
-        return NULL;
-    if (r->duration_ms >= 0)
-        json_object_set_new(o, "duration_ms", json_integer(r->duration_ms));
+    size_t n = 160 + strlen(r->name) + strlen(r->suite) + 16;
     if (r->outcome)
-        json_object_set_new(o, "outcome", json_string(r->outcome));
-    if (r->message) {
-        size_t n = strlen(r->message);
-        if (n > TF__TR_LOG_MSG) {
-            n = TF__TR_LOG_MSG;
-            while (n > 0 && ((unsigned char)r->message[n] & 0xc0) == 0x80)
-                n--;
-        }
-        memcpy(msg, r->message, n);
-        msg[n] = '\0';
-        json_object_set_new(o, "message", json_string(msg));
-    }
-    if (r->has_log)
-        json_object_set_new(o, "log", json_pack("{s:I, s:I, s:I}", "offset",
-                                                (json_int_t)r->log_offset,
-                                                "line",
-                                                (json_int_t)r->log_line,
-                                                "lines",
-                                                (json_int_t)r->log_lines));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
+        n += strlen(r->outcome) + 8;
+    if (r->message)
+        n += strlen(r->message) + 8;
+    return n;
 }
 
-/* test_results (docs/protocol.md): checked against the build's state and
- * acknowledged like any event (after the commit that records its seq), so
- * the slave's spool and replay work for it as for output. The master does
- * not store per-test rows yet (that comes with the storage rework): it logs
- * one line per message at info and one JSON line per result at debug. */
+/* test_results (docs/protocol.md): checked against the build's state,
+ * stored as one test_result operation per test in the event's write
+ * group (with its place in the event chain), and acknowledged after that
+ * commit like any event, so the slave's spool and replay work for it as
+ * for output. The flaky rule across steps is the store's (ops.h). */
 static void ev_test_results(tf_master_t *m, tf_build_t *b,
                             const tf_msg_t *msg)
 {
     const __typeof__(msg->u.test_results) *t = &msg->u.test_results;
     size_t count[5] = {0};
-    for (size_t i = 0; i < t->nresults; i++)
+    size_t bytes = 0;
+    for (size_t i = 0; i < t->nresults; i++) {
         count[t->results[i].status]++;
+        bytes += test_result_bytes(&t->results[i]);
+    }
     tf_info("build", "build %" PRIu64 " step %u: test_results (%s): %zu "
             "results: %zu pass, %zu fail, %zu flaky, %zu skip%s%" PRIu64 "%s",
             b->id, t->step, tf_tr_format_name(t->format), t->nresults,
@@ -1353,15 +1330,28 @@ static void ev_test_results(tf_master_t *m, tf_build_t *b,
     for (size_t i = 0; i < t->nproblems; i++)
         tf_warn("build", "build %" PRIu64 " step %u: test results: %s",
                 b->id, t->step, t->problems[i]);
+    event_commit_t *ec = build_group(m, b, EC_EVENT, t->seq, bytes);
     for (size_t i = 0; i < t->nresults; i++) {
-        char *j = test_result_json(&t->results[i]);
-        if (j)
-            tf_debug("build", "build %" PRIu64 " step %u test result %s",
-                     b->id, t->step, j);
-        free(j);
+        const tf_test_result_t *r = &t->results[i];
+        tf_test_result_rec_t rec = {
+            .build_id = b->id,
+            .step = t->step,
+            .builder = b->builder,
+            .suite = r->suite,
+            .name = r->name,
+            .status = tf_tr_status_name(r->status),
+            .outcome = r->outcome,
+            .message = r->message,
+            .attempts = r->attempts,
+            .duration_ms = r->duration_ms,
+            .has_log = r->has_log,
+            .log_offset = r->log_offset,
+            .log_line = r->log_line,
+            .log_lines = r->log_lines,
+        };
+        tf_op_test_result(m->group, &rec);
     }
-    /* Nothing of it is stored yet but its place in the event chain. */
-    event_accepted(m, b, build_group(m, b, EC_EVENT, t->seq, 0), t->seq, -1);
+    event_accepted(m, b, ec, t->seq, -1);
 }
 
 /* build_finished: applied once the events before it have committed (so

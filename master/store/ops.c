@@ -55,6 +55,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_STEP_FINISH] = "step_finish",
     [TF_OP_BUILD_PROP] = "build_prop",
     [TF_OP_STAT] = "stat",
+    [TF_OP_TEST_RESULT] = "test_result",
     [TF_OP_STEP_FORCE_END] = "step_force_end",
     [TF_OP_BUILD_FINISH] = "build_finish",
     [TF_OP_PATCH_PUT] = "patch_put",
@@ -609,6 +610,31 @@ int tf_op_stat(tf_wgroup_t *g, const char *builder, uint64_t build_id,
         op->u.stat.value = value;
         S(stat.builder, builder);
         S(stat.name, name);
+    }
+    return done(g, op, ok);
+}
+
+int tf_op_test_result(tf_wgroup_t *g, const tf_test_result_rec_t *r)
+{
+    tf_op_t *op = op_add(g, TF_OP_TEST_RESULT);
+    bool ok = op != NULL;
+
+    if (op) {
+        tf_op_test_result_t *o = &op->u.test_result;
+        o->build_id = r->build_id;
+        o->step = r->step;
+        o->attempts = r->attempts ? r->attempts : 1;
+        o->duration_ms = r->duration_ms;
+        o->has_log = r->has_log;
+        o->log_offset = r->log_offset;
+        o->log_line = r->log_line;
+        o->log_lines = r->log_lines;
+        S(test_result.builder, r->builder);
+        S(test_result.suite, r->suite ? r->suite : "");
+        S(test_result.name, r->name);
+        S(test_result.status, r->status);
+        S(test_result.outcome, r->outcome);
+        S(test_result.message, r->message);
     }
     return done(g, op, ok);
 }

@@ -57,6 +57,7 @@ typedef enum tf_op_kind {
     TF_OP_STAT,
     TF_OP_STEP_FORCE_END,
     TF_OP_BUILD_FINISH,
+    TF_OP_TEST_RESULT,
     /* try jobs */
     TF_OP_PATCH_PUT,
     TF_OP_JOB_CREATE,
@@ -201,6 +202,23 @@ typedef struct tf_op_build_finish {
     bool complete; /* counts as the builder's last complete build */
 } tf_op_build_finish_t;
 
+/* One test's result in one step of a build (tf_op_test_result). An
+ * engine stores it and applies the flaky rule: when status is "pass" and
+ * the build already holds a "fail" row of the same (suite, name), in any
+ * step, those rows and this one become "flaky" (a failure a retry
+ * passed). */
+typedef struct tf_op_test_result {
+    uint64_t build_id;
+    uint32_t step;
+    const char *builder, *suite, *name;
+    const char *status;  /* "pass", "fail", "skip" or "flaky" */
+    const char *outcome, *message; /* NULL: none */
+    uint32_t attempts;
+    int64_t duration_ms; /* < 0: unknown */
+    bool has_log;
+    uint64_t log_offset, log_line, log_lines;
+} tf_op_test_result_t;
+
 typedef struct tf_op_patch_put {
     const char *sha256;
     const uint8_t *data;
@@ -294,6 +312,7 @@ struct tf_op {
         tf_op_stat_t stat;
         tf_op_step_force_end_t step_force_end;
         tf_op_build_finish_t build_finish;
+        tf_op_test_result_t test_result;
         tf_op_patch_put_t patch_put;
         tf_op_job_create_t job_create;
         tf_op_job_end_t job_end;

@@ -520,6 +520,20 @@ static const char SQL_BUILD_GOT_REVISION[] =
 static const char SQL_STAT[] =
     "INSERT OR REPLACE INTO stats(builder, build_id, step, name, value) "
     "VALUES(?1, ?2, ?3, ?4, ?5)";
+/* The flaky rule (ops.h, test_result): a pass turns the build's earlier
+ * failures of the same test into flaky ones, and is flaky itself then. */
+static const char SQL_TEST_FLAKY[] =
+    "UPDATE test_results SET status = 'flaky' WHERE build_id = ?1 "
+    "AND suite = ?2 AND name = ?3 AND status = 'fail'";
+static const char SQL_TEST_RESULT[] =
+    "INSERT INTO test_results(build_id, step, suite, name, builder, status, "
+    "attempts, duration_ms, outcome, message, log_offset, log_line, "
+    "log_lines) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13) ON CONFLICT(build_id, step, suite, name) DO UPDATE SET "
+    "status = excluded.status, attempts = excluded.attempts, "
+    "duration_ms = excluded.duration_ms, outcome = excluded.outcome, "
+    "message = excluded.message, log_offset = excluded.log_offset, "
+    "log_line = excluded.log_line, log_lines = excluded.log_lines";
 static const char SQL_STEP_FORCE_END[] =
     "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
     "text = ?3 WHERE build_id = ?4 AND idx = ?5";
@@ -620,6 +634,23 @@ static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
         return src;
     }
     return stmt_run(e, st);
+}
+
+static int op_test_result(tf_engine_t *e, const tf_op_test_result_t *o)
+{
+    const char *status = o->status;
+
+    if (strcmp(status, "pass") == 0) {
+        EXEC(SQL_TEST_FLAKY, I(o->build_id), T(o->suite), T(o->name));
+        if (sqlite3_changes(e->db) > 0)
+            status = "flaky";
+    }
+    EXEC(SQL_TEST_RESULT, I(o->build_id), I(o->step), T(o->suite),
+         T(o->name), T(o->builder), T(status), I(o->attempts),
+         o->duration_ms >= 0 ? I(o->duration_ms) : N(), T(o->outcome),
+         T(o->message), OPT(o->has_log, o->log_offset),
+         OPT(o->has_log, o->log_line), OPT(o->has_log, o->log_lines));
+    return SQLITE_OK;
 }
 
 static int op_step_force_end(tf_engine_t *e,
@@ -871,6 +902,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_stat(e, &op->u.stat);
     case TF_OP_STEP_FORCE_END:
         return op_step_force_end(e, &op->u.step_force_end);
+    case TF_OP_TEST_RESULT:
+        return op_test_result(e, &op->u.test_result);
     case TF_OP_BUILD_FINISH:
         return op_build_finish(e, &op->u.build_finish);
     case TF_OP_CHANGES_RECORD:

@@ -276,6 +276,23 @@ int tf_op_build_prop(tf_wgroup_t *g, uint64_t build_id, const char *key,
 int tf_op_stat(tf_wgroup_t *g, const char *builder, uint64_t build_id,
                unsigned step, const char *name, double value);
 
+/* One test's result in a step (a test_results event carries them): the
+ * strings are copied into the group. status is "pass", "fail", "skip" or
+ * "flaky"; duration_ms < 0 is unknown; the log position is the test's
+ * first line in the step's log (byte offset, 1-based line) and its number
+ * of lines. A "pass" after a "fail" of the same (suite, name) in the same
+ * build makes both "flaky" (ops.h). */
+typedef struct tf_test_result_rec {
+    uint64_t build_id;
+    unsigned step;
+    const char *builder, *suite, *name, *status, *outcome, *message;
+    uint32_t attempts;
+    int64_t duration_ms;
+    bool has_log;
+    uint64_t log_offset, log_line, log_lines;
+} tf_test_result_rec_t;
+int tf_op_test_result(tf_wgroup_t *g, const tf_test_result_rec_t *r);
+
 /* A step that will get no end from the slave is closed with result. */
 int tf_op_step_force_end(tf_wgroup_t *g, uint64_t build_id, unsigned step,
                          int result, int64_t time_ms, const char *text);

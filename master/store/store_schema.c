@@ -216,6 +216,27 @@ static const char *const migrations[] = {
     "    WHERE id = builders.last_complete_build_id),"
     "  last_complete_ms = (SELECT finished_ms FROM builds"
     "    WHERE id = builders.last_complete_build_id);",
+
+    /* 7: test results as data (issue 12): one row per test per step of a
+     * build, written with the test_results event that carries it. status
+     * is the row's status after the build's retries: a failure that a
+     * later attempt in the same build passed is 'flaky' (ops.h,
+     * test_result). The history index serves "this test over the last N
+     * builds of this builder" without touching other tests' rows. A try
+     * job remembers whether its verdict counts new failures only. */
+    "CREATE TABLE test_results("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  suite TEXT NOT NULL, name TEXT NOT NULL,"
+    "  builder TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 1,"
+    "  duration_ms INTEGER, outcome TEXT, message TEXT,"
+    "  log_offset INTEGER, log_line INTEGER, log_lines INTEGER,"
+    "  PRIMARY KEY(build_id, step, suite, name)) WITHOUT ROWID;"
+    "CREATE INDEX test_results_history"
+    "  ON test_results(builder, suite, name, build_id);"
+    "ALTER TABLE try_jobs ADD COLUMN new_failures_only INTEGER NOT NULL"
+    "  DEFAULT 0;",
 };
 
 size_t tf_schema_count(void)

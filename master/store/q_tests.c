@@ -1,0 +1,624 @@
+/*
+ * q_tests.c - reads of the per-test results (q_tests.h).
+ *
+ * Rows come from test_results (store_schema.c, migration 6), whose status
+ * already holds the build's flaky rule, so reads never merge steps except
+ * for a test's history, where a build that ran a test in several steps
+ * shows its worst status (fail, flaky, pass, skip).
+ *
+ * Every answer is capped: tests per answer (TF_Q_TESTS_MAX_LIMIT), lines
+ * and bytes of a failure's log excerpt (TF_Q_EXCERPT_*), builds of a
+ * history (the caller's limit, checked by the API).
+ */
+#include "store/q_tests.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "result.h"
+#include "store/queries.h"
+#include "tf_err.h"
+#include "utf8.h"
+
+/* Orders statuses failing first. */
+#define STATUS_ORDER                                                           \
+    "CASE t.status WHEN 'fail' THEN 0 WHEN 'flaky' THEN 1 "                    \
+    "WHEN 'skip' THEN 2 ELSE 3 END"
+
+static const char *const status_names[] = {"pass", "fail", "skip", "flaky"};
+
+unsigned tf_q_status_bit(const char *name)
+{
+    for (unsigned i = 0; name && i < 4; i++)
+        if (strcmp(name, status_names[i]) == 0)
+            return 1u << i;
+    return 0;
+}
+
+static json_t *url_of(const char *base, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *url_of(const char *base, const char *fmt, ...)
+{
+    char path[512], url[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof(path), fmt, ap);
+    va_end(ap);
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    return json_string(url);
+}
+
+static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    return sqlite3_prepare_v2(db, sql, -1, st, NULL) == SQLITE_OK ? 0
+                                                                   : TF_ESTORE;
+}
+
+/* ------------------------------------------------------------------ */
+/* The build and its reference                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct build_info {
+    char builder[TF_NAME_MAX + 1];
+    bool is_try;
+    bool has_reference;
+    uint64_t reference;
+    uint64_t reference_number;
+} build_info_t;
+
+/* The latest finished continuous build of builder at base or newer (base
+ * NULL: the latest finished continuous build); 0 when none. */
+static uint64_t reference_build(sqlite3 *db, const char *builder,
+                                const char *base, uint64_t *number)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t id = 0;
+    if (prep(db,
+             "SELECT b.id, b.number FROM builds b "
+             "JOIN build_requests r ON r.id = b.request_id "
+             "WHERE b.builder = ?1 AND r.job_id IS NULL "
+             "AND b.finished_ms IS NOT NULL AND b.result IS NOT NULL "
+             "AND (?2 IS NULL "
+             "  OR b.id >= (SELECT min(b2.id) FROM builds b2 "
+             "    JOIN build_requests r2 ON r2.id = b2.request_id "
+             "    WHERE b2.builder = ?1 AND r2.job_id IS NULL "
+             "    AND (b2.got_revision = ?2 OR b2.revision = ?2)) "
+             "  OR EXISTS (SELECT 1 FROM changes c "
+             "    WHERE c.revision = coalesce(b.got_revision, b.revision) "
+             "    AND c.id >= (SELECT min(c2.id) FROM changes c2 "
+             "                 WHERE c2.revision = ?2))) "
+             "ORDER BY b.id DESC LIMIT 1",
+             &st))
+        return 0;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    if (base && *base)
+        sqlite3_bind_text(st, 2, base, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        id = (uint64_t)sqlite3_column_int64(st, 0);
+        *number = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return id;
+}
+
+/* Fills bi for build_id, or TF_ENOENT. */
+static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT b.builder, r.job_id, j.base_revision FROM builds b "
+                  "LEFT JOIN build_requests r ON r.id = b.request_id "
+                  "LEFT JOIN try_jobs j ON j.id = r.job_id WHERE b.id = ?1",
+                  &st);
+    if (rc)
+        return rc;
+    memset(bi, 0, sizeof(*bi));
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *b = (const char *)sqlite3_column_text(st, 0);
+        snprintf(bi->builder, sizeof(bi->builder), "%s", b ? b : "");
+        bi->is_try = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        if (bi->is_try) {
+            const char *base = (const char *)sqlite3_column_text(st, 2);
+            bi->reference = reference_build(db, bi->builder, base,
+                                            &bi->reference_number);
+            bi->has_reference = bi->reference != 0;
+        }
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Whether the reference build failed the test. */
+static bool reference_failed(sqlite3_stmt *ref, uint64_t reference,
+                             const char *suite, const char *name)
+{
+    bool failed;
+    sqlite3_reset(ref);
+    sqlite3_bind_int64(ref, 1, (int64_t)reference);
+    sqlite3_bind_text(ref, 2, suite, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(ref, 3, name, -1, SQLITE_TRANSIENT);
+    failed = sqlite3_step(ref) == SQLITE_ROW;
+    sqlite3_reset(ref);
+    return failed;
+}
+
+static const char SQL_REF_FAILED[] =
+    "SELECT 1 FROM test_results WHERE build_id = ?1 AND suite = ?2 "
+    "AND name = ?3 AND status = 'fail' LIMIT 1";
+
+static void counts_of(sqlite3 *db, uint64_t build_id, tf_q_test_counts_t *c)
+{
+    sqlite3_stmt *st = NULL;
+    if (prep(db,
+             "SELECT status, count(*) FROM test_results WHERE build_id = ?1 "
+             "GROUP BY status",
+             &st))
+        return;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *s = (const char *)sqlite3_column_text(st, 0);
+        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+        switch (tf_q_status_bit(s)) {
+        case TF_Q_ST_PASS:
+            c->pass = n;
+            break;
+        case TF_Q_ST_FAIL:
+            c->fail = n;
+            break;
+        case TF_Q_ST_SKIP:
+            c->skip = n;
+            break;
+        case TF_Q_ST_FLAKY:
+            c->flaky = n;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+}
+
+/* The number of the build's failures the reference build did not have. */
+static uint64_t count_new(sqlite3 *db, uint64_t build_id,
+                          const build_info_t *bi, uint64_t fails)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t n;
+    if (!bi->has_reference)
+        return fails;
+    if (prep(db,
+             "SELECT count(*) FROM test_results t WHERE t.build_id = ?1 "
+             "AND t.status = 'fail' AND NOT EXISTS (SELECT 1 FROM "
+             "test_results u WHERE u.build_id = ?2 AND u.suite = t.suite "
+             "AND u.name = t.name AND u.status = 'fail')",
+             &st))
+        return fails;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int64(st, 2, (int64_t)bi->reference);
+    n = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0)
+                                       : fails;
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* A failure's lines of the log                                        */
+/* ------------------------------------------------------------------ */
+
+/* The test's own lines of its step's log: from its first line, at most
+ * min(lines, TF_Q_EXCERPT_LINES) lines and TF_Q_EXCERPT_BYTES bytes, as
+ * valid UTF-8 (malloc'd; "" when the log holds nothing there; NULL when
+ * out of memory). */
+static char *test_excerpt(sqlite3 *db, uint64_t build_id, unsigned step,
+                          uint64_t offset, uint64_t lines)
+{
+    unsigned char buf[TF_Q_EXCERPT_BYTES];
+    size_t got = 0, n = 0;
+    uint64_t want = lines < TF_Q_EXCERPT_LINES ? lines : TF_Q_EXCERPT_LINES;
+    if (tf_q_log_read(db, build_id, step, offset, offset + sizeof(buf),
+                      sizeof(buf), buf, &got))
+        got = 0;
+    for (uint64_t seen = 0; n < got && seen < want; seen++) {
+        unsigned char *nl = memchr(buf + n, '\n', got - n);
+        n = nl ? (size_t)(nl - buf) + 1 : got;
+    }
+    return tf_utf8_dup_lossy((const char *)buf, n, sizeof(buf));
+}
+
+/* ------------------------------------------------------------------ */
+/* A build's tests                                                     */
+/* ------------------------------------------------------------------ */
+
+#define TEST_COLS                                                              \
+    "t.step, s.name, t.suite, t.name, t.status, t.attempts, t.duration_ms, "   \
+    "t.outcome, t.message, t.log_offset, t.log_line, t.log_lines "
+
+static const char *col_str(sqlite3_stmt *st, int c)
+{
+    const char *s = (const char *)sqlite3_column_text(st, c);
+    return s ? s : "";
+}
+
+int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
+                      bool with_flaky, tf_q_test_counts_t *counts,
+                      int (*visit)(void *arg, const tf_q_failed_test_t *t),
+                      void *arg)
+{
+    build_info_t bi;
+    tf_q_test_counts_t c = {0};
+    sqlite3_stmt *st = NULL, *ref = NULL;
+    int rc = build_info(db, build_id, &bi);
+    if (rc)
+        return rc;
+    counts_of(db, build_id, &c);
+    c.is_try = bi.is_try;
+    c.has_reference = bi.has_reference;
+    c.reference_build = bi.reference;
+    c.new_failures = bi.is_try ? count_new(db, build_id, &bi, c.fail) : 0;
+    if (counts)
+        *counts = c;
+    if (!visit || !max)
+        return 0;
+    if ((rc = prep(db,
+                   "SELECT " TEST_COLS "FROM test_results t LEFT JOIN steps s "
+                   "ON s.build_id = t.build_id AND s.idx = t.step "
+                   "WHERE t.build_id = ?1 AND (t.status = 'fail' OR "
+                   "(?2 AND t.status = 'flaky')) ORDER BY " STATUS_ORDER
+                   ", t.step, t.log_line, t.suite, t.name LIMIT ?3",
+                   &st)) ||
+        (bi.has_reference && (rc = prep(db, SQL_REF_FAILED, &ref))))
+        goto out;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, with_flaky ? 1 : 0);
+    sqlite3_bind_int64(st, 3, max);
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        tf_q_failed_test_t t = {
+            .step = (unsigned)sqlite3_column_int(st, 0),
+            .step_name = col_str(st, 1),
+            .suite = col_str(st, 2),
+            .name = col_str(st, 3),
+            .status = col_str(st, 4),
+            .attempts = (uint32_t)sqlite3_column_int64(st, 5),
+            .message = (const char *)sqlite3_column_text(st, 8),
+            .has_log = sqlite3_column_type(st, 9) != SQLITE_NULL,
+            .log_line = (uint64_t)sqlite3_column_int64(st, 10),
+            .log_lines = (uint64_t)sqlite3_column_int64(st, 11),
+            .is_try = bi.is_try,
+        };
+        char *ex = NULL;
+        if (t.has_log)
+            ex = test_excerpt(db, build_id, t.step,
+                              (uint64_t)sqlite3_column_int64(st, 9),
+                              t.log_lines);
+        t.excerpt = ex ? ex : "";
+        if (ref && strcmp(t.status, "fail") == 0 &&
+            reference_failed(ref, bi.reference, t.suite, t.name)) {
+            t.known = true;
+            t.known_build = bi.reference;
+        }
+        rc = visit(arg, &t);
+        free(ex);
+    }
+out:
+    sqlite3_finalize(st);
+    sqlite3_finalize(ref);
+    return rc;
+}
+
+static json_t *counts_json(const tf_q_test_counts_t *c)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "total",
+                     (json_int_t)(c->pass + c->fail + c->skip + c->flaky),
+                     "pass", (json_int_t)c->pass, "fail",
+                     (json_int_t)c->fail, "skip", (json_int_t)c->skip,
+                     "flaky", (json_int_t)c->flaky);
+}
+
+int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
+                     unsigned mask, unsigned limit, json_t **out)
+{
+    build_info_t bi;
+    tf_q_test_counts_t c = {0};
+    sqlite3_stmt *st = NULL, *ref = NULL;
+    json_t *tests = NULL;
+    int rc = build_info(db, build_id, &bi);
+    if (rc)
+        return rc;
+    counts_of(db, build_id, &c);
+    if ((rc = prep(db,
+                   "SELECT " TEST_COLS "FROM test_results t LEFT JOIN steps s "
+                   "ON s.build_id = t.build_id AND s.idx = t.step "
+                   "WHERE t.build_id = ?1 AND ((?2 & 1 AND t.status = 'pass') "
+                   "OR (?2 & 2 AND t.status = 'fail') "
+                   "OR (?2 & 4 AND t.status = 'skip') "
+                   "OR (?2 & 8 AND t.status = 'flaky')) ORDER BY "
+                   STATUS_ORDER ", t.step, t.log_line, t.suite, t.name "
+                   "LIMIT ?3",
+                   &st)) ||
+        (bi.has_reference && (rc = prep(db, SQL_REF_FAILED, &ref))))
+        goto out;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, (int)mask);
+    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    tests = json_array();
+    bool truncated = false;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (json_array_size(tests) == limit) {
+            truncated = true;
+            break;
+        }
+        unsigned step = (unsigned)sqlite3_column_int(st, 0);
+        const char *status = col_str(st, 4);
+        json_t *o = json_object();
+        json_object_set_new(o, "step", json_integer(step));
+        json_object_set_new(o, "step_name", json_string(col_str(st, 1)));
+        json_object_set_new(o, "suite", json_string(col_str(st, 2)));
+        json_object_set_new(o, "name", json_string(col_str(st, 3)));
+        json_object_set_new(o, "status", json_string(status));
+        json_object_set_new(o, "attempts", tf_col_int(st, 5));
+        json_object_set_new(o, "duration_ms", tf_col_int(st, 6));
+        json_object_set_new(o, "outcome", tf_col_text(st, 7));
+        json_object_set_new(o, "message", tf_col_text(st, 8));
+        bool failing = strcmp(status, "fail") == 0;
+        if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
+            uint64_t off = (uint64_t)sqlite3_column_int64(st, 9);
+            uint64_t line = (uint64_t)sqlite3_column_int64(st, 10);
+            uint64_t lines = (uint64_t)sqlite3_column_int64(st, 11);
+            json_t *log = json_pack(
+                "{s:I, s:I, s:I}", "offset", (json_int_t)off, "line",
+                (json_int_t)line, "lines", (json_int_t)lines);
+            json_object_set_new(
+                log, "url",
+                url_of(base_url, "api/v1/builds/%" PRIu64 "/steps/%u/log",
+                       build_id, step));
+            if (failing || strcmp(status, "flaky") == 0) {
+                char *ex = test_excerpt(db, build_id, step, off, lines);
+                json_object_set_new(log, "excerpt",
+                                    ex ? json_string(ex) : json_null());
+                free(ex);
+            }
+            json_object_set_new(o, "log", log);
+        } else {
+            json_object_set_new(o, "log", json_null());
+        }
+        if (bi.is_try && failing) {
+            bool known = ref && reference_failed(ref, bi.reference,
+                                                 col_str(st, 2),
+                                                 col_str(st, 3));
+            json_object_set_new(o, "failure",
+                                json_string(known ? "also_failing_without_"
+                                                    "patch"
+                                                  : "new"));
+        }
+        json_array_append_new(tests, o);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "build_id", json_integer((json_int_t)build_id));
+    json_object_set_new(o, "builder", json_string(bi.builder));
+    json_object_set_new(o, "try", json_boolean(bi.is_try));
+    json_object_set_new(o, "counts", counts_json(&c));
+    if (bi.is_try) {
+        json_object_set_new(
+            o, "reference_build",
+            bi.has_reference
+                ? json_pack("{s:I, s:I, s:o}", "id",
+                            (json_int_t)bi.reference, "number",
+                            (json_int_t)bi.reference_number, "url",
+                            url_of(base_url, "api/v1/builds/%" PRIu64,
+                                   bi.reference))
+                : json_null());
+        c.is_try = true;
+        c.has_reference = bi.has_reference;
+        c.reference_build = bi.reference;
+        json_object_set_new(o, "new_failures",
+                            json_integer((json_int_t)count_new(
+                                db, build_id, &bi, c.fail)));
+    } else {
+        json_object_set_new(o, "reference_build", json_null());
+        json_object_set_new(o, "new_failures", json_null());
+    }
+    json_object_set_new(o, "tests", tests);
+    json_object_set_new(o, "truncated", json_boolean(truncated));
+    tests = NULL;
+    *out = o;
+out:
+    json_decref(tests);
+    sqlite3_finalize(st);
+    sqlite3_finalize(ref);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* A builder's tests                                                   */
+/* ------------------------------------------------------------------ */
+
+static int builder_exists(sqlite3 *db, const char *builder)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TF_ENOENT;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
+                      const char *suite, const char *name, unsigned limit,
+                      json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = builder_exists(db, builder);
+    if (rc)
+        return rc;
+    /* The builds first (newest `limit` that ended), then the test's rows
+     * in them through the history index. */
+    if ((rc = prep(db,
+                   "SELECT b.id, b.number, b.result, b.finished_ms, "
+                   "coalesce(b.got_revision, b.revision), r.job_id, "
+                   "(SELECT t.status || char(31) || t.step || char(31) || "
+                   "   coalesce(t.message, '') || char(31) || "
+                   "   coalesce(t.duration_ms, -1) FROM test_results t "
+                   " WHERE t.builder = ?1 AND t.suite = ?2 AND t.name = ?3 "
+                   " AND t.build_id = b.id ORDER BY " STATUS_ORDER
+                   " LIMIT 1) "
+                   "FROM builds b LEFT JOIN build_requests r "
+                   "ON r.id = b.request_id WHERE b.builder = ?1 "
+                   "AND b.finished_ms IS NOT NULL "
+                   "ORDER BY b.id DESC LIMIT ?4",
+                   &st)))
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, suite, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, limit);
+    json_t *builds = json_array();
+    tf_q_test_counts_t c = {0};
+    uint64_t absent = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+        json_t *o = json_object();
+        json_object_set_new(o, "build_id", json_integer((json_int_t)id));
+        json_object_set_new(o, "number", tf_col_int(st, 1));
+        json_object_set_new(o, "url",
+                            url_of(base_url, "api/v1/builds/%" PRIu64, id));
+        json_object_set_new(o, "result", tf_col_result(st, 2));
+        json_object_set_new(o, "finished_ms", tf_col_int(st, 3));
+        json_object_set_new(o, "revision", tf_col_text(st, 4));
+        json_object_set_new(o, "try", json_boolean(sqlite3_column_type(
+                                                       st, 5) != SQLITE_NULL));
+        const char *packed = (const char *)sqlite3_column_text(st, 6);
+        if (!packed) {
+            absent++;
+            json_object_set_new(o, "status", json_null());
+        } else {
+            /* status US step US message US duration */
+            const char *f[4] = {packed, "", "", ""};
+            char *copy = strdup(packed);
+            if (copy) {
+                char *p = copy;
+                for (int k = 0; k < 4 && p; k++) {
+                    f[k] = p;
+                    p = strchr(p, '\x1f');
+                    if (p)
+                        *p++ = '\0';
+                }
+            }
+            unsigned bit = tf_q_status_bit(f[0]);
+            c.pass += bit == TF_Q_ST_PASS;
+            c.fail += bit == TF_Q_ST_FAIL;
+            c.skip += bit == TF_Q_ST_SKIP;
+            c.flaky += bit == TF_Q_ST_FLAKY;
+            json_object_set_new(o, "status", json_string(f[0]));
+            json_object_set_new(o, "step", json_integer(atoi(f[1])));
+            json_object_set_new(o, "message",
+                                *f[2] ? json_string(f[2]) : json_null());
+            long long d = strtoll(f[3], NULL, 10);
+            json_object_set_new(o, "duration_ms",
+                                d >= 0 ? json_integer(d) : json_null());
+            free(copy);
+        }
+        json_array_append_new(builds, o);
+    }
+    sqlite3_finalize(st);
+    json_t *counts = counts_json(&c);
+    json_object_set_new(counts, "absent", json_integer((json_int_t)absent));
+    *out = json_pack("{s:s, s:s, s:s, s:o, s:o}", "builder", builder, "suite",
+                     suite, "name", name, "counts", counts, "builds", builds);
+    return *out ? 0 : TF_ENOMEM;
+}
+
+int tf_q_builder_tests(sqlite3 *db, const char *base_url,
+                       const char *builder, unsigned last, json_t **out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = builder_exists(db, builder);
+    if (rc)
+        return rc;
+    /* The latest finished continuous build holding test results. */
+    uint64_t latest = 0, number = 0;
+    if ((rc = prep(db,
+                   "SELECT b.id, b.number FROM builds b JOIN build_requests r "
+                   "ON r.id = b.request_id WHERE b.builder = ?1 "
+                   "AND r.job_id IS NULL AND b.finished_ms IS NOT NULL "
+                   "AND EXISTS (SELECT 1 FROM test_results t "
+                   "WHERE t.build_id = b.id) ORDER BY b.id DESC LIMIT 1",
+                   &st)))
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        latest = (uint64_t)sqlite3_column_int64(st, 0);
+        number = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    json_t *failing = json_array();
+    if (latest && !prep(db,
+                        "SELECT t.step, t.suite, t.name, t.message FROM "
+                        "test_results t WHERE t.build_id = ?1 AND "
+                        "t.status = 'fail' ORDER BY t.step, t.log_line, "
+                        "t.suite, t.name LIMIT ?2",
+                        &st)) {
+        sqlite3_bind_int64(st, 1, (int64_t)latest);
+        sqlite3_bind_int(st, 2, TF_Q_TESTS_MAX_LIMIT);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            json_t *o = json_object();
+            json_object_set_new(o, "step", tf_col_int(st, 0));
+            json_object_set_new(o, "suite", tf_col_text(st, 1));
+            json_object_set_new(o, "name", tf_col_text(st, 2));
+            json_object_set_new(o, "message", tf_col_text(st, 3));
+            json_array_append_new(failing, o);
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    /* Flaky in the last `last` continuous builds that ended. */
+    json_t *flaky = json_array();
+    if (!prep(db,
+              "WITH recent AS (SELECT b.id FROM builds b JOIN build_requests "
+              "r ON r.id = b.request_id WHERE b.builder = ?1 AND r.job_id "
+              "IS NULL AND b.finished_ms IS NOT NULL ORDER BY b.id DESC "
+              "LIMIT ?2) "
+              "SELECT t.suite, t.name, count(DISTINCT t.build_id), "
+              "max(t.build_id) FROM test_results t JOIN recent "
+              "ON recent.id = t.build_id WHERE t.status = 'flaky' "
+              "GROUP BY t.suite, t.name ORDER BY 3 DESC, 4 DESC LIMIT ?3",
+              &st)) {
+        sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 2, (int)last);
+        sqlite3_bind_int(st, 3, TF_Q_TESTS_MAX_LIMIT);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            uint64_t lb = (uint64_t)sqlite3_column_int64(st, 3);
+            json_t *o = json_object();
+            json_object_set_new(o, "suite", tf_col_text(st, 0));
+            json_object_set_new(o, "name", tf_col_text(st, 1));
+            json_object_set_new(o, "builds", tf_col_int(st, 2));
+            json_object_set_new(o, "last_build_id",
+                                json_integer((json_int_t)lb));
+            json_object_set_new(o, "last_build_url",
+                                url_of(base_url, "api/v1/builds/%" PRIu64,
+                                       lb));
+            json_array_append_new(flaky, o);
+        }
+        sqlite3_finalize(st);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "builder", json_string(builder));
+    json_object_set_new(o, "last", json_integer(last));
+    json_object_set_new(
+        o, "latest_build",
+        latest ? json_pack("{s:I, s:I, s:o}", "id", (json_int_t)latest,
+                           "number", (json_int_t)number, "url",
+                           url_of(base_url, "api/v1/builds/%" PRIu64, latest))
+               : json_null());
+    json_object_set_new(o, "failing", failing);
+    json_object_set_new(o, "flaky", flaky);
+    *out = o;
+    return 0;
+}

@@ -622,9 +622,12 @@ static void copy_header(struct lws *wsi, enum lws_token_indexes h, char *dst,
         dst[0] = '\0';
 }
 
+/* An argument may carry a test's name (TF_TR_MAX_NAME, 1024 bytes) with
+ * its key: the buffer leaves room for that, so a handler can say a name
+ * is too long instead of finding it missing. */
 static void parse_args(http_req_t *r)
 {
-    char frag[1024];
+    char frag[4096];
     for (int i = 0; r->pub.nargs < TF_HTTP_MAX_ARGS; i++) {
         int n = lws_hdr_copy_fragment(r->wsi, frag, sizeof(frag),
                                       WSI_TOKEN_HTTP_URI_ARGS, i);

@@ -42,6 +42,7 @@
 #define DEFAULT_MAX_PATCH_MB 50
 #define LIST_LIMIT 20
 #define LOG_TAIL_BYTES 65536
+#define MAX_FAILED_TESTS 20 /* failing tests shown per build */
 #define RETRY_FOR_MS 60000
 #define RETRY_MAX_DELAY_MS 10000
 
@@ -79,6 +80,7 @@ typedef struct opts {
     bool no_email;
     bool dry_run;
     bool wait;
+    bool new_failures_only;
     bool quiet;
     bool verbose;
     bool allow_empty;
@@ -151,6 +153,9 @@ static const char usage_text[] =
     "  --dry-run               show what would be sent; send nothing\n"
     "  --wait                  follow the job until it is over; exit 0 when\n"
     "                          every build passed, 1 when one did not\n"
+    "  --new-failures-only     the verdict (--wait's exit status, the mail's\n"
+    "                          subject) counts only failures that are not\n"
+    "                          also failing without the patch\n"
     "  --poll-ms N             how often --wait asks (default 1000)\n"
     "  --tail N                log lines of a failing step to show (default 30)\n"
     "  --config FILE           use FILE instead of ~/.config/tf-try/config.json\n"
@@ -162,7 +167,8 @@ static const char usage_text[] =
     "  -h, --help, -V, --version\n"
     "\n"
     "Exit status: 0 submitted, or every build passed (--wait); 1 a build did\n"
-    "not pass (--wait); 2 usage, configuration, git, network, authentication\n"
+    "not pass (--wait; with --new-failures-only: a build failed with a new\n"
+    "failure); 2 usage, configuration, git, network, authentication\n"
     "or submission error; 130 interrupted. See docs/committers.md.\n";
 
 enum {
@@ -179,6 +185,7 @@ enum {
     OPT_NO_EMAIL,
     OPT_DRY_RUN,
     OPT_WAIT,
+    OPT_NEW_FAILURES_ONLY,
     OPT_POLL_MS,
     OPT_TAIL,
     OPT_CONFIG,
@@ -206,6 +213,7 @@ static const struct option long_opts[] = {
     {"no-email", no_argument, NULL, OPT_NO_EMAIL},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"wait", no_argument, NULL, OPT_WAIT},
+    {"new-failures-only", no_argument, NULL, OPT_NEW_FAILURES_ONLY},
     {"poll-ms", required_argument, NULL, OPT_POLL_MS},
     {"tail", required_argument, NULL, OPT_TAIL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -348,6 +356,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case OPT_NO_EMAIL: o->no_email = true; break;
         case OPT_DRY_RUN: o->dry_run = true; break;
         case OPT_WAIT: o->wait = true; break;
+        case OPT_NEW_FAILURES_ONLY: o->new_failures_only = true; break;
         case OPT_POLL_MS:
             if (!parse_num("--poll-ms", optarg, 100, 600000, &o->poll_ms))
                 return TF_TRY_EXIT_ERROR;
@@ -609,6 +618,53 @@ static void print_tail(ctx_t *c, const json_t *tail, tf_buf_t *out)
     free(url);
 }
 
+/* Fetches a failed build's failing tests and prints them (before its
+ * log tail): the author sees the test, its message and its lines first. */
+static void print_failed_tests(ctx_t *c, const json_t *tail, tf_buf_t *out)
+{
+    const char *tests_url = json_string_value(json_object_get(tail,
+                                                              "tests_url"));
+    tf_try_err_t err = {{0}};
+    tf_try_resp_t resp;
+    char *url, *full;
+    json_t *answer;
+    int rc;
+
+    if (!tests_url)
+        return;
+    url = log_url(c, tests_url);
+    if (!url)
+        return;
+    size_t n = strlen(url) + 64;
+    full = malloc(n);
+    if (!full) {
+        free(url);
+        return;
+    }
+    snprintf(full, n, "%s?status=fail,flaky&limit=%d", url,
+             MAX_FAILED_TESTS + 1);
+    free(url);
+    tf_try_req_t r = {.method = "GET", .url = full,
+                      .timeout_s = TF_TRY_GET_TIMEOUT_S,
+                      .max_body = TF_TRY_MAX_JSON_BYTES};
+    rc = tf_try_http(&c->client, &r, &resp, &err);
+    if (rc == 0 && resp.status == 200) {
+        answer = resp_json(&resp);
+        tf_try_render_failed_tests(tail, answer, MAX_FAILED_TESTS, out);
+        json_decref(answer);
+    } else {
+        char msg[256] = "";
+        if (rc == 0)
+            snprintf(msg, sizeof(msg), "HTTP %ld", resp.status);
+        tf_buf_printf(out, "%s: (cannot fetch the failing tests: %s)\n",
+                      json_string_value(json_object_get(tail, "builder")),
+                      rc == 0 ? msg : err.msg);
+    }
+    if (rc == 0)
+        tf_try_resp_free(&resp);
+    free(full);
+}
+
 /* Prints the lines of one snapshot with each failing step's tail right
  * after its builder's result line. */
 static void print_changes(ctx_t *c, const tf_buf_t *lines, const json_t *tails)
@@ -624,6 +680,7 @@ static void print_changes(ctx_t *c, const tf_buf_t *lines, const json_t *tails)
             fwrite(lines->data + done, 1, (size_t)at - done, stdout);
             done = (size_t)at;
         }
+        print_failed_tests(c, t, &tail);
         print_tail(c, t, &tail);
         emit(&tail);
     }
@@ -748,8 +805,12 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
                 goto out;
             }
             emit(&out);
-            exit_code = tf_try_job_exit_code(job) == 0 ? TF_TRY_EXIT_OK
-                                                       : TF_TRY_EXIT_FAILED;
+            bool new_only =
+                c->o->new_failures_only ||
+                json_is_true(json_object_get(job, "new_failures_only"));
+            exit_code = tf_try_job_exit_code(job, new_only) == 0
+                            ? TF_TRY_EXIT_OK
+                            : TF_TRY_EXIT_FAILED;
             goto out;
         }
         nap(c->o->poll_ms);
@@ -933,6 +994,9 @@ static bool build_about(ctx_t *c, json_t *meta, const char *description)
         return false;
     if (o->patchset &&
         json_object_set_new(meta, "patchset", json_string(o->patchset)) < 0)
+        return false;
+    if (o->new_failures_only &&
+        json_object_set_new(meta, "new_failures_only", json_true()) < 0)
         return false;
     if (o->no_email)
         return json_object_set_new(meta, "notify", json_false()) == 0;

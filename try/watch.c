@@ -54,6 +54,13 @@ static const char *jstr(const json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
+/* As jstr, "" for a missing member. */
+static const char *jstr0(const json_t *o, const char *key)
+{
+    const char *s = jstr(o, key);
+    return s ? s : "";
+}
+
 static bool jint(const json_t *o, const char *key, long long *v)
 {
     json_t *x = json_object_get(o, key);
@@ -470,6 +477,10 @@ static int watch_finish(watch_builder_t *b, const json_t *e, tf_buf_t *out,
                           (json_int_t)out->len);
     if (!t || json_array_append_new(tails, t) < 0)
         return TF_ENOMEM;
+    const char *tests_url = jstr0(json_object_get(build, "tests"), "url");
+    if (*tests_url &&
+        json_object_set_new(t, "tests_url", json_string(tests_url)) < 0)
+        return TF_ENOMEM;
     return 0;
 }
 
@@ -529,13 +540,117 @@ static const char *entry_result(const json_t *e)
     return r;
 }
 
-int tf_try_job_exit_code(const json_t *job)
+int tf_try_job_exit_code(const json_t *job, bool new_failures_only)
 {
     size_t i;
     json_t *e;
+    if (new_failures_only) {
+        const json_t *nf = json_object_get(job, "new_failures");
+        if (json_is_object(nf))
+            return json_integer_value(json_object_get(nf, "builds")) > 0;
+        /* A master that does not tell: every failure counts. */
+    }
     json_array_foreach(json_object_get(job, "builders"), i, e)
         if (!tf_try_result_passed(entry_result(e)))
             return 1;
+    return 0;
+}
+
+/* ---- a failed build's failing tests ---- */
+
+/* Appends text's lines, each indented and made safe, at most max_lines. */
+static int put_lines(tf_buf_t *out, const char *indent, const char *text,
+                     unsigned max_lines)
+{
+    const char *p = text;
+    unsigned n = 0;
+    int rc;
+    while (p && *p && n < max_lines) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (l > 0 && p[l - 1] == '\r')
+            l--;
+        if ((rc = tf_buf_append_str(out, indent)) ||
+            (rc = tf_try_sanitize((const uint8_t *)p, l, false, out)) ||
+            (rc = tf_buf_append_str(out, "\n")))
+            return rc;
+        n++;
+        p = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+int tf_try_render_failed_tests(const json_t *tail, const json_t *answer,
+                               unsigned max_tests, tf_buf_t *out)
+{
+    const json_t *counts = json_object_get(answer, "counts");
+    long long fails = 0, flaky = 0, fresh = -1;
+    const json_t *tests = json_object_get(answer, "tests");
+    size_t i, shown = 0;
+    const json_t *t;
+    int rc;
+
+    jint(counts, "fail", &fails);
+    jint(counts, "flaky", &flaky);
+    jint(answer, "new_failures", &fresh);
+    if (fails + flaky <= 0 || !json_is_array(tests))
+        return 0;
+    if ((rc = put(out, jstr0(tail, "builder"))) ||
+        (rc = tf_buf_printf(out, ": %lld failing test%s", fails,
+                            fails == 1 ? "" : "s")))
+        return rc;
+    if (fresh >= 0 && fails > 0 &&
+        (rc = tf_buf_printf(out, " (%lld new, %lld also failing without "
+                            "the patch)", fresh, fails - fresh)))
+        return rc;
+    if (flaky > 0 && (rc = tf_buf_printf(out, ", %lld flaky", flaky)))
+        return rc;
+    if ((rc = tf_buf_append_str(out, ":\n")))
+        return rc;
+    json_array_foreach(tests, i, t) {
+        const char *status = jstr0(t, "status");
+        const char *suite = jstr0(t, "suite");
+        const char *failure = jstr0(t, "failure");
+        if (strcmp(status, "fail") != 0 && strcmp(status, "flaky") != 0)
+            continue;
+        if (shown++ == max_tests)
+            break;
+        if ((rc = tf_buf_append_str(out, strcmp(status, "fail") == 0
+                                             ? "  FAIL  "
+                                             : "  FLAKY ")))
+            return rc;
+        if (*suite && ((rc = put(out, suite)) ||
+                       (rc = tf_buf_append_str(out, " :: "))))
+            return rc;
+        if ((rc = put(out, jstr0(t, "name"))))
+            return rc;
+        if (strcmp(failure, "new") == 0)
+            rc = tf_buf_append_str(out, "  [new]");
+        else if (*failure)
+            rc = tf_buf_append_str(out, "  [also failing without the "
+                                        "patch]");
+        if (rc == 0 && strcmp(status, "flaky") == 0)
+            rc = tf_buf_append_str(out, "  (passed on a retry)");
+        if (rc || (rc = tf_buf_append_str(out, "\n")))
+            return rc;
+        const json_t *log = json_object_get(t, "log");
+        const char *excerpt = jstr0(log, "excerpt");
+        const char *msg = jstr0(t, "message");
+        long long line = 0;
+        if (*excerpt) {
+            jint(log, "line", &line);
+            if ((rc = tf_buf_printf(out, "      log of step %s, from line "
+                                    "%lld:\n", jstr0(t, "step_name"),
+                                    line)) ||
+                (rc = put_lines(out, "      | ", excerpt, 20)))
+                return rc;
+        } else if (*msg && (rc = put_lines(out, "      ", msg, 10))) {
+            return rc;
+        }
+    }
+    if (shown > max_tests)
+        return tf_buf_printf(out, "  ... and more: %s\n",
+                             jstr0(tail, "tests_url"));
     return 0;
 }
 
@@ -619,7 +734,8 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
     json_t *e;
     int rc;
     const char *head[] = {"builder", "result", "duration", "slave", "build"};
-    int code = tf_try_job_exit_code(job);
+    bool new_only = json_is_true(json_object_get(job, "new_failures_only"));
+    int code = tf_try_job_exit_code(job, new_only);
     const char *result = jstr(job, "result");
 
     if (!table)
@@ -628,8 +744,11 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
     if (!result)
         result = code == 0 ? "SUCCESS" : "FAILURE";
     if ((rc = tf_buf_printf(out, "job %lld: ", id)) || (rc = put(out, result)) ||
-        (rc = tf_buf_append_str(out, code == 0 ? " (every build passed)\n"
-                                               : " (not every build passed)\n")))
+        (rc = tf_buf_append_str(out, code == 0 && !new_only
+                                         ? " (every build passed)\n"
+                                     : code == 0 ? " (no new failures)\n"
+                                     : new_only ? " (new failures)\n"
+                                                : " (not every build passed)\n")))
         goto out;
     if ((rc = table_add(table, head, 5)))
         goto out;

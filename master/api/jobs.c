@@ -60,6 +60,7 @@ typedef struct submit {
     json_t *props;      /* object name -> string, or NULL */
     char *base_revision, *description, *review_url, *patchset, *email;
     bool notify;
+    bool new_failures_only;
     uint8_t *patch;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1];
@@ -234,7 +235,8 @@ static int parse_body(submit_t *s, const uint8_t *body, size_t len)
     int rc = -1;
     static const char *const known[] = {
         "builders", "tests",  "base_revision", "patch", "description",
-        "review_url", "patchset", "email", "notify", "properties", NULL,
+        "review_url", "patchset", "email", "notify", "properties",
+        "new_failures_only", NULL,
     };
     if (!o) {
         fail(s, 400, "the body is not JSON: %s (line %d)", e.text, e.line);
@@ -303,6 +305,12 @@ static int parse_body(submit_t *s, const uint8_t *body, size_t len)
         }
         s->props = json_incref(jp);
     }
+    json_t *nf = json_object_get(o, "new_failures_only");
+    if (nf && !json_is_boolean(nf)) {
+        fail(s, 400, "new_failures_only: expected true or false");
+        goto out;
+    }
+    s->new_failures_only = json_is_true(nf);
     if (parse_patch(s, o))
         goto out;
     rc = 0;
@@ -416,6 +424,7 @@ static void submit_after(uv_work_t *w, int status)
         .patchset = s->patchset,
         .email = s->email,
         .notify = s->notify,
+        .new_failures_only = s->new_failures_only,
         .patch = s->patch,
         .patch_len = s->patch_len,
     };

@@ -47,6 +47,7 @@ typedef struct tf_jobspec {
     const char *properties; /* JSON object text set on every request (the
                                API checked each builder allows them), or
                                NULL */
+    bool new_failures_only; /* the verdict counts new failures only */
     uint8_t *patch;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1]; /* of the patch when patch_len > 0 */

@@ -722,6 +722,7 @@ int tf_op_job_create(tf_wgroup_t *g, const tf_job_rec_t *j)
         c->id = j->id;
         c->user_id = j->user_id;
         c->notify = j->notify;
+        c->new_failures_only = j->new_failures_only;
         c->patch_size = j->patch_size;
         c->submitted_ms = j->submitted_ms;
         S(job_create.author, j->author);

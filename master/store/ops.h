@@ -232,6 +232,7 @@ typedef struct tf_op_job_create {
     const char *author, *email, *notify_email, *description, *review_url;
     const char *patchset, *base_revision, *patch_sha256;
     bool notify;
+    bool new_failures_only;
     uint64_t patch_size;
     int64_t submitted_ms;
 } tf_op_job_create_t;

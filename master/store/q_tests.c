@@ -319,6 +319,27 @@ static json_t *counts_json(const tf_q_test_counts_t *c)
                      "flaky", (json_int_t)c->flaky);
 }
 
+json_t *tf_q_tests_summary(sqlite3 *db, const char *base_url,
+                           uint64_t build_id)
+{
+    tf_q_test_counts_t c = {0};
+    if (tf_q_failed_tests(db, build_id, 0, false, &c, NULL, NULL) ||
+        c.pass + c.fail + c.skip + c.flaky == 0)
+        return json_null();
+    json_t *o = counts_json(&c);
+    json_object_set_new(o, "new_failures",
+                        c.is_try ? json_integer((json_int_t)c.new_failures)
+                                 : json_null());
+    json_object_set_new(o, "reference_build",
+                        c.has_reference
+                            ? json_integer((json_int_t)c.reference_build)
+                            : json_null());
+    json_object_set_new(o, "url",
+                        url_of(base_url, "api/v1/builds/%" PRIu64 "/tests",
+                               build_id));
+    return o;
+}
+
 int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
                      unsigned mask, unsigned limit, json_t **out)
 {

@@ -74,6 +74,13 @@ int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
                       int (*visit)(void *arg, const tf_q_failed_test_t *t),
                       void *arg);
 
+/* A build's test summary as a try job's answer carries it:
+ * {"total", "pass", "fail", "skip", "flaky", "new_failures" (try: the
+ * failures the reference build did not have), "reference_build" (id or
+ * null), "url"}; null when the build reported no tests. */
+json_t *tf_q_tests_summary(sqlite3 *db, const char *base_url,
+                           uint64_t build_id);
+
 /* GET /api/v1/builds/{id}/tests: the build's tests, failing first
  * ("fail", "flaky", "skip", "pass"), those whose status bit is in mask,
  * at most limit. *out: {"build_id", "builder", "try", "counts",

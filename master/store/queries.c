@@ -9,6 +9,8 @@
  */
 #include "store/queries.h"
 
+#include "store/q_tests.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -860,7 +862,7 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
 #define JOB_COLS                                                               \
     "id, author, email, description, review_url, patchset, base_revision, "   \
     "patch_sha256, patch_size, state, result, submitted_ms, finished_ms, "     \
-    "notify, notify_email "
+    "notify, notify_email, new_failures_only "
 
 static json_t *job_row(sqlite3_stmt *st, const char *base)
 {
@@ -874,7 +876,7 @@ static json_t *job_row(sqlite3_stmt *st, const char *base)
         {"state", TF_COL_TEXT},       {"result", TF_COL_RESULT},
         {"submitted_ms", TF_COL_INT}, {"finished_ms", TF_COL_INT},
         {"notify", TF_COL_BOOL},      {"notify_email", TF_COL_TEXT},
-        {NULL, TF_COL_SKIP},
+        {"new_failures_only", TF_COL_BOOL}, {NULL, TF_COL_SKIP},
     };
     long long id = (long long)sqlite3_column_int64(st, 0);
     json_t *o = tf_row_set(json_object(), st, 0, head);
@@ -933,12 +935,39 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
                                 j_page(base, "builds/%lld", bid));
             if (with_steps)
                 json_object_set_new(b, "steps", steps_of(db, base, bid));
+            json_object_set_new(b, "tests", tf_q_tests_summary(db, base,
+                                                               (uint64_t)bid));
             json_object_set_new(e, "build", b);
         }
         json_array_append_new(arr, e);
     }
     sqlite3_finalize(st);
     return arr;
+}
+
+/* The job's failed builds that count when only new failures count
+ * (docs/committers.md): a build that did not pass and either has no
+ * failing test to explain it or has a failing test its reference build
+ * did not fail. */
+static json_t *job_new_failures(const json_t *builders)
+{
+    json_int_t builds = 0, tests = 0;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(builders, i, e) {
+        const json_t *b = json_object_get(e, "build");
+        const char *res = json_string_value(json_object_get(b, "result"));
+        if (!res || strcmp(res, "SUCCESS") == 0 ||
+            strcmp(res, "WARNINGS") == 0)
+            continue;
+        const json_t *t = json_object_get(b, "tests");
+        json_int_t fails = json_integer_value(json_object_get(t, "fail"));
+        json_int_t fresh =
+            json_integer_value(json_object_get(t, "new_failures"));
+        tests += fresh;
+        builds += fails == 0 || fresh > 0;
+    }
+    return json_pack("{s:I, s:I}", "builds", builds, "tests", tests);
 }
 
 int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
@@ -951,8 +980,9 @@ int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
     rc = TF_ENOENT;
     if (sqlite3_step(st) == SQLITE_ROW) {
         json_t *o = job_row(st, base_url);
-        json_object_set_new(o, "builders",
-                            job_builders(db, base_url, (long long)id, true));
+        json_t *bs = job_builders(db, base_url, (long long)id, true);
+        json_object_set_new(o, "builders", bs);
+        json_object_set_new(o, "new_failures", job_new_failures(bs));
         *out = o;
         rc = 0;
     }

@@ -678,8 +678,8 @@ static const char SQL_PATCH_PUT[] =
 static const char SQL_JOB_CREATE[] =
     "INSERT INTO try_jobs(id, user_id, author, email, notify, notify_email, "
     "description, review_url, patchset, base_revision, patch_sha256, "
-    "patch_size, state, submitted_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, 'pending', ?13)";
+    "patch_size, state, submitted_ms, new_failures_only) VALUES(?1, ?2, "
+    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14)";
 static const char SQL_JOB_RUNNING[] =
     "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
     "AND state = 'pending'";
@@ -726,7 +726,7 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
              T(o->email), I(o->notify ? 1 : 0), T(o->notify_email),
              T(o->description), T(o->review_url), T(o->patchset),
              T(o->base_revision), T(o->patch_sha256), I(o->patch_size),
-             I(o->submitted_ms));
+             I(o->submitted_ms), I(o->new_failures_only ? 1 : 0));
         break;
     }
     case TF_OP_JOB_RUNNING:

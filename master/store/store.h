@@ -317,6 +317,7 @@ typedef struct tf_job_rec {
     int64_t user_id;
     const char *author, *email, *notify_email;
     bool notify;
+    bool new_failures_only; /* its mail's verdict counts new failures */
     const char *description, *review_url, *patchset, *base_revision;
     const char *patch_sha256; /* NULL: no patch */
     uint64_t patch_size;

@@ -252,7 +252,8 @@ int tf_store_mail_job(sqlite3 *db, uint64_t id,
     if (sqlite3_prepare_v2(db,
                            "SELECT author, email, notify_email, description, "
                            "review_url, patchset, base_revision, state, "
-                           "result, submitted_ms, finished_ms, notify "
+                           "result, submitted_ms, finished_ms, notify, "
+                           "new_failures_only "
                            "FROM try_jobs WHERE id = ?1",
                            -1, &st, NULL) != SQLITE_OK)
         return TF_ESTORE;
@@ -272,6 +273,7 @@ int tf_store_mail_job(sqlite3 *db, uint64_t id,
             .submitted_ms = sqlite3_column_int64(st, 9),
             .finished_ms = sqlite3_column_int64(st, 10),
             .notify = sqlite3_column_int(st, 11) != 0,
+            .new_failures_only = sqlite3_column_int(st, 12) != 0,
         };
         rc = visit(arg, &j);
     }

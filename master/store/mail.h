@@ -112,6 +112,7 @@ typedef struct tf_store_mail_job {
     int result;
     int64_t submitted_ms, finished_ms;
     bool notify;
+    bool new_failures_only; /* its verdict counts new failures only */
 } tf_store_mail_job_t;
 
 /* One request of a job, with its build when it has one. */

@@ -81,6 +81,7 @@ typedef struct opts {
     bool dry_run;
     bool wait;
     bool new_failures_only;
+    bool no_reuse;
     bool quiet;
     bool verbose;
     bool allow_empty;
@@ -153,6 +154,8 @@ static const char usage_text[] =
     "  --dry-run               show what would be sent; send nothing\n"
     "  --wait                  follow the job until it is over; exit 0 when\n"
     "                          every build passed, 1 when one did not\n"
+    "  --no-reuse              run even when an identical request (base,\n"
+    "                          patch, tests, properties) already passed\n"
     "  --new-failures-only     the verdict (--wait's exit status, the mail's\n"
     "                          subject) counts only failures that are not\n"
     "                          also failing without the patch\n"
@@ -186,6 +189,7 @@ enum {
     OPT_DRY_RUN,
     OPT_WAIT,
     OPT_NEW_FAILURES_ONLY,
+    OPT_NO_REUSE,
     OPT_POLL_MS,
     OPT_TAIL,
     OPT_CONFIG,
@@ -214,6 +218,7 @@ static const struct option long_opts[] = {
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"wait", no_argument, NULL, OPT_WAIT},
     {"new-failures-only", no_argument, NULL, OPT_NEW_FAILURES_ONLY},
+    {"no-reuse", no_argument, NULL, OPT_NO_REUSE},
     {"poll-ms", required_argument, NULL, OPT_POLL_MS},
     {"tail", required_argument, NULL, OPT_TAIL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -357,6 +362,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case OPT_DRY_RUN: o->dry_run = true; break;
         case OPT_WAIT: o->wait = true; break;
         case OPT_NEW_FAILURES_ONLY: o->new_failures_only = true; break;
+        case OPT_NO_REUSE: o->no_reuse = true; break;
         case OPT_POLL_MS:
             if (!parse_num("--poll-ms", optarg, 100, 600000, &o->poll_ms))
                 return TF_TRY_EXIT_ERROR;
@@ -998,6 +1004,8 @@ static bool build_about(ctx_t *c, json_t *meta, const char *description)
     if (o->new_failures_only &&
         json_object_set_new(meta, "new_failures_only", json_true()) < 0)
         return false;
+    if (o->no_reuse && json_object_set_new(meta, "reuse", json_false()) < 0)
+        return false;
     if (o->no_email)
         return json_object_set_new(meta, "notify", json_false()) == 0;
     if (email && json_object_set_new(meta, "email", json_string(email)) < 0)
@@ -1187,6 +1195,10 @@ static long long print_submitted(ctx_t *c, const json_t *ans, tf_try_watch_t *w)
         if (json_is_integer(pos))
             tf_buf_printf(&out, ", position %lld in queue",
                           (long long)json_integer_value(pos));
+        if (json_is_true(json_object_get(r, "reused")))
+            tf_buf_printf(&out, ", answered from build %lld (reused)",
+                          (long long)json_integer_value(json_object_get(
+                              json_object_get(r, "build"), "id")));
         tf_buf_printf(&out, "\n");
     }
     const char *sha = json_string_value(json_object_get(patch, "sha256"));

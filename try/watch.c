@@ -484,6 +484,26 @@ static int watch_finish(watch_builder_t *b, const json_t *e, tf_buf_t *out,
     return 0;
 }
 
+/* A builder answered from an earlier identical build: one line. */
+static int watch_reused(watch_builder_t *b, const json_t *e, tf_buf_t *out)
+{
+    const json_t *build = json_object_get(e, "build");
+    long long id = 0;
+    int rc;
+    if (b->done)
+        return 0;
+    b->done = true;
+    jint(build, "id", &id);
+    if ((rc = line_start(out, b)) ||
+        (rc = tf_buf_printf(out, "reused build %lld (", id)) ||
+        (rc = put(out, jstr0(build, "result"))) ||
+        (rc = tf_buf_append_str(out, "): the same base, patch, tests and "
+                                     "properties passed there: ")) ||
+        (rc = put(out, jstr0(build, "url"))))
+        return rc;
+    return tf_buf_append_str(out, "\n");
+}
+
 int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
                         json_t *tails)
 {
@@ -496,6 +516,11 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
         if (!b)
             continue; /* a builder we cannot name is a builder we skip */
         const json_t *build = json_object_get(e, "build");
+        if (json_is_true(json_object_get(e, "reused"))) {
+            if ((rc = watch_reused(b, e, out)) < 0)
+                return rc;
+            continue;
+        }
         if ((rc = watch_position(b, e, out)) < 0 ||
             (rc = watch_build_start(b, build, out)) < 0 ||
             (rc = watch_steps(b, build, out)) < 0 ||

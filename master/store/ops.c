@@ -48,6 +48,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_REQUEST_COLLAPSE] = "request_collapse",
     [TF_OP_REQUEST_CANCEL] = "request_cancel",
     [TF_OP_REQUEST_DONE] = "request_done",
+    [TF_OP_REQUEST_REUSED] = "request_reused",
     [TF_OP_BUILD_CREATE] = "build_create",
     [TF_OP_BUILD_SEQ] = "build_seq",
     [TF_OP_STEP_START] = "step_start",
@@ -468,6 +469,12 @@ int tf_op_request_done(tf_wgroup_t *g, uint64_t id, int result,
                        int64_t time_ms)
 {
     return request_end(g, TF_OP_REQUEST_DONE, id, 0, 0, result, time_ms);
+}
+
+int tf_op_request_reused(tf_wgroup_t *g, uint64_t id, uint64_t build_id,
+                         int64_t time_ms)
+{
+    return request_end(g, TF_OP_REQUEST_REUSED, id, build_id, 0, 0, time_ms);
 }
 
 /* ------------------------------------------------------------------ */

@@ -47,6 +47,7 @@ typedef enum tf_op_kind {
     TF_OP_REQUEST_COLLAPSE,
     TF_OP_REQUEST_CANCEL,
     TF_OP_REQUEST_DONE,
+    TF_OP_REQUEST_REUSED,
     /* builds */
     TF_OP_BUILD_CREATE,
     TF_OP_BUILD_SEQ,

@@ -904,7 +904,7 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
     if (prep(db,
              "SELECT r.id, r.builder, r.state, r.result, r.tests, "
              "b.id, b.number, b.slave, b.state, b.result, b.started_ms, "
-             "b.finished_ms, b.got_revision "
+             "b.finished_ms, b.got_revision, r.reused "
              "FROM build_requests r LEFT JOIN builds b ON b.id = r.build_id "
              "WHERE r.job_id = ?1 ORDER BY r.id",
              &st))
@@ -924,6 +924,8 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
             {NULL, TF_COL_SKIP},
         };
         json_t *e = tf_row_set(json_object(), st, 0, req_cols);
+        json_object_set_new(e, "reused",
+                            json_boolean(sqlite3_column_int(st, 13)));
         if (sqlite3_column_type(st, 5) == SQLITE_NULL) {
             json_object_set_new(e, "build", json_null());
         } else {
@@ -1230,6 +1232,36 @@ void tf_q_build_source_clear(tf_q_build_source_t *s)
     free(s->patch_sha256);
     free(s->changes);
     memset(s, 0, sizeof(*s));
+}
+
+int tf_q_reusable_build(sqlite3 *db, const char *builder,
+                        const char *revision, const char *patch_sha256,
+                        const char *tests, const char *properties,
+                        uint64_t *build_id)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT b.id FROM build_requests r JOIN builds b "
+                  "ON b.request_id = r.id WHERE r.builder = ?1 "
+                  "AND r.revision = ?2 AND coalesce(r.patch_sha256, '') = ?3 "
+                  "AND r.tests = ?4 AND r.properties = ?5 AND r.reused = 0 "
+                  "AND b.result = 0 AND b.finished_ms IS NOT NULL "
+                  "ORDER BY b.id DESC LIMIT 1",
+                  &st);
+    *build_id = 0;
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, revision, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, patch_sha256 ? patch_sha256 : "", -1,
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, tests ? tests : "[]", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, properties ? properties : "{}", -1,
+                      SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *build_id = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
 }
 
 int tf_q_build_source(sqlite3 *db, uint64_t build_id,

@@ -199,6 +199,16 @@ typedef struct tf_q_build_source {
     size_t nchanges;
 } tf_q_build_source_t;
 
+/* Result reuse (docs/api.md, POST /api/v1/jobs "reuse"): the newest build
+ * that ended SUCCESS for a request of builder with the same revision (a
+ * commit id), patch (patch_sha256, "" for none), tests and properties
+ * (JSON text as requests store them), not itself a reuse. *build_id is 0
+ * when there is none. */
+int tf_q_reusable_build(sqlite3 *db, const char *builder,
+                        const char *revision, const char *patch_sha256,
+                        const char *tests, const char *properties,
+                        uint64_t *build_id);
+
 /* Fills *out for build build_id, or returns TF_ENOENT (then *out is
  * empty). */
 int tf_q_build_source(sqlite3 *db, uint64_t build_id,

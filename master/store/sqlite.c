@@ -439,6 +439,9 @@ static const char SQL_REQUEST_CANCEL[] =
 static const char SQL_REQUEST_DONE[] =
     "UPDATE build_requests SET state = 'done', result = ?1, "
     "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_REUSED[] =
+    "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
+    "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
 
 static int op_request_create(tf_engine_t *e,
                              const tf_op_request_create_t *o)
@@ -465,6 +468,9 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
         break;
     case TF_OP_REQUEST_CANCEL:
         EXEC(SQL_REQUEST_CANCEL, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    case TF_OP_REQUEST_REUSED:
+        EXEC(SQL_REQUEST_REUSED, I(o->into), I(o->time_ms), I(o->id));
         break;
     default:
         EXEC(SQL_REQUEST_DONE, I(o->result), I(o->time_ms), I(o->id));
@@ -885,6 +891,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_REQUEST_COLLAPSE:
     case TF_OP_REQUEST_CANCEL:
     case TF_OP_REQUEST_DONE:
+    case TF_OP_REQUEST_REUSED:
         return op_request_end(e, op->kind, &op->u.request_end);
     case TF_OP_BUILD_CREATE:
         return op_build_create(e, &op->u.build_create);

@@ -215,6 +215,10 @@ int tf_op_request_cancel(tf_wgroup_t *g, uint64_t id, int result,
                          int64_t time_ms);
 int tf_op_request_done(tf_wgroup_t *g, uint64_t id, int result,
                        int64_t time_ms);
+/* A try request answered from an earlier build (result reuse): done at
+ * once, SUCCESS, its build that build, marked reused. */
+int tf_op_request_reused(tf_wgroup_t *g, uint64_t id, uint64_t build_id,
+                         int64_t time_ms);
 
 /* A build starts: its row and its steps' rows (pending), its blamelist
  * (the request's changes), its request running, the builder's last build

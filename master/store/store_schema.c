@@ -223,7 +223,9 @@ static const char *const migrations[] = {
      * later attempt in the same build passed is 'flaky' (ops.h,
      * test_result). The history index serves "this test over the last N
      * builds of this builder" without touching other tests' rows. A try
-     * job remembers whether its verdict counts new failures only. */
+     * job remembers whether its verdict counts new failures only; a try
+     * request answered from an earlier identical build is done at once,
+     * its build_id that build's, and marked reused. */
     "CREATE TABLE test_results("
     "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
     "  suite TEXT NOT NULL, name TEXT NOT NULL,"
@@ -236,7 +238,11 @@ static const char *const migrations[] = {
     "CREATE INDEX test_results_history"
     "  ON test_results(builder, suite, name, build_id);"
     "ALTER TABLE try_jobs ADD COLUMN new_failures_only INTEGER NOT NULL"
-    "  DEFAULT 0;",
+    "  DEFAULT 0;"
+    "ALTER TABLE build_requests ADD COLUMN reused INTEGER NOT NULL"
+    "  DEFAULT 0;"
+    "CREATE INDEX build_requests_by_revision"
+    "  ON build_requests(builder, revision) WHERE revision IS NOT NULL;",
 };
 
 size_t tf_schema_count(void)

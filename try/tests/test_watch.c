@@ -475,6 +475,26 @@ TF_TEST(failed_tests)
     json_decref(tail);
 }
 
+/* A reused builder: one line naming the build it was answered from. */
+TF_TEST(reused_builder_line)
+{
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    const char *snap =
+        "{\"state\": \"finished\", \"builders\": [{\"name\": \"b1\", "
+        "\"state\": \"done\", \"reused\": true, \"result\": \"SUCCESS\", "
+        "\"build\": {\"id\": 4, \"state\": \"finished\", \"result\": "
+        "\"SUCCESS\", \"url\": \"" URL "/builds/4\", \"steps\": []}}]}";
+    step(w, snap,
+         "b1: reused build 4 (SUCCESS): the same base, patch, tests and "
+         "properties passed there: " URL "/builds/4\n",
+         tails);
+    step(w, snap, "", tails); /* said once */
+    TF_CHECK_INT((int)json_array_size(tails), 0);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
 /* --new-failures-only: a failed job whose failures all fail without the
  * patch too passes; one with a new failure does not. */
 TF_TEST(exit_code_new_failures_only)

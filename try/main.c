@@ -671,29 +671,57 @@ static void print_failed_tests(ctx_t *c, const json_t *tail, tf_buf_t *out)
     free(full);
 }
 
+/* Prints a failed build's failing tests and its step's tail. */
+static void print_failure(ctx_t *c, const json_t *t)
+{
+    tf_buf_t tail;
+    tf_buf_init(&tail, 1024 * 1024);
+    print_failed_tests(c, t, &tail);
+    print_tail(c, t, &tail);
+    emit(&tail);
+    tf_buf_free(&tail);
+}
+
 /* Prints the lines of one snapshot with each failing step's tail right
- * after its builder's result line. */
-static void print_changes(ctx_t *c, const tf_buf_t *lines, const json_t *tails)
+ * after its builder's result line. A build being rerun without its patch
+ * (retry_without_patch) has its failures put off into deferred until the
+ * rerun has ended, so they are marked against it. */
+static void print_changes(ctx_t *c, const tf_buf_t *lines, const json_t *tails,
+                          const json_t *job, json_t *deferred)
 {
     size_t i, done = 0;
     json_t *t;
-    tf_buf_t tail;
 
-    tf_buf_init(&tail, 1024 * 1024);
     json_array_foreach(tails, i, t) {
         json_int_t at = json_integer_value(json_object_get(t, "at"));
         if (at > (json_int_t)done && at <= (json_int_t)lines->len) {
             fwrite(lines->data + done, 1, (size_t)at - done, stdout);
             done = (size_t)at;
         }
-        print_failed_tests(c, t, &tail);
-        print_tail(c, t, &tail);
-        emit(&tail);
+        json_int_t bid = json_integer_value(json_object_get(t, "build_id"));
+        if (tf_try_rerun_pending(job, (long long)bid)) {
+            printf("%s: build %lld failed; it is being built again without "
+                   "the patch, its failing tests follow then\n",
+                   json_string_value(json_object_get(t, "builder")),
+                   (long long)bid);
+            json_array_append(deferred, t);
+            continue;
+        }
+        print_failure(c, t);
     }
     if (lines->len > done)
         fwrite(lines->data + done, 1, lines->len - done, stdout);
     fflush(stdout);
-    tf_buf_free(&tail);
+    for (i = 0; i < json_array_size(deferred);) {
+        t = json_array_get(deferred, i);
+        json_int_t bid = json_integer_value(json_object_get(t, "build_id"));
+        if (tf_try_rerun_pending(job, (long long)bid)) {
+            i++;
+            continue;
+        }
+        print_failure(c, t);
+        json_array_remove(deferred, i);
+    }
 }
 
 /* Sleeps ms, waking early when a signal set stop_flag. */
@@ -728,6 +756,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
     char *url = tf_try_url(c->base_url, "api/v1/jobs/%lld", job_id);
     tf_buf_t out;
     json_t *job = NULL, *tails = NULL;
+    json_t *deferred = json_array();
     int64_t failing_since = 0;
     long long delay = c->o->poll_ms;
 
@@ -803,7 +832,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
             goto out;
         }
         if (!c->o->quiet)
-            print_changes(c, &out, tails);
+            print_changes(c, &out, tails, job, deferred);
         tf_buf_reset(&out);
         if (tf_try_job_done(job)) {
             if (tf_try_render_summary(job, &out) < 0) {
@@ -824,6 +853,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
 out:
     json_decref(job);
     json_decref(tails);
+    json_decref(deferred);
     tf_buf_free(&out);
     free(url);
     return exit_code;

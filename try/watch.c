@@ -33,7 +33,7 @@
 #define STEP_REPORTED 2
 
 typedef struct watch_builder {
-    char name[TF_NAME_MAX + 1];
+    char name[TF_NAME_MAX + 32]; /* with " (without the patch)" */
     long long position;     /* last printed; -1 when none */
     long long build_id;     /* the build followed; 0 before one starts */
     uint8_t *steps;         /* STEP_* per step index of that build */
@@ -261,10 +261,17 @@ void tf_try_watch_free(tf_try_watch_t *w)
 
 /* The memory of builder name, created on first use; NULL on OOM, on too
  * many builders, or on a name the master should never send. */
-static watch_builder_t *watch_builder(tf_try_watch_t *w, const char *name)
+static watch_builder_t *watch_builder(tf_try_watch_t *w, const char *name,
+                                      bool without_patch)
 {
+    char key[TF_NAME_MAX + 32];
     if (!name || !tf_name_valid(name))
         return NULL;
+    /* A rerun without the patch (retry_without_patch) is a builder of
+     * its own in the output. */
+    snprintf(key, sizeof(key), "%s%s", name,
+             without_patch ? " (without the patch)" : "");
+    name = key;
     for (size_t i = 0; i < w->n; i++)
         if (strcmp(w->b[i].name, name) == 0)
             return &w->b[i];
@@ -288,7 +295,7 @@ static watch_builder_t *watch_builder(tf_try_watch_t *w, const char *name)
 int tf_try_watch_seed(tf_try_watch_t *w, const char *builder,
                       long long position)
 {
-    watch_builder_t *b = watch_builder(w, builder);
+    watch_builder_t *b = watch_builder(w, builder, false);
     if (!b)
         return TF_ENOMEM;
     b->position = position;
@@ -477,6 +484,8 @@ static int watch_finish(watch_builder_t *b, const json_t *e, tf_buf_t *out,
                           (json_int_t)out->len);
     if (!t || json_array_append_new(tails, t) < 0)
         return TF_ENOMEM;
+    if (json_object_set_new(t, "build_id", json_integer(id)) < 0)
+        return TF_ENOMEM;
     const char *tests_url = jstr0(json_object_get(build, "tests"), "url");
     if (*tests_url &&
         json_object_set_new(t, "tests_url", json_string(tests_url)) < 0)
@@ -512,7 +521,9 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
     int rc;
 
     json_array_foreach(json_object_get(job, "builders"), i, e) {
-        watch_builder_t *b = watch_builder(w, jstr(e, "name"));
+        watch_builder_t *b = watch_builder(
+            w, jstr(e, "name"),
+            json_is_integer(json_object_get(e, "without_patch_of")));
         if (!b)
             continue; /* a builder we cannot name is a builder we skip */
         const json_t *build = json_object_get(e, "build");
@@ -528,6 +539,20 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
             return rc;
     }
     return 0;
+}
+
+bool tf_try_rerun_pending(const json_t *job, long long build_id)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(job, "builders"), i, e) {
+        long long of = 0;
+        if (!jint(e, "without_patch_of", &of) || of != build_id)
+            continue;
+        const char *state = jstr0(e, "state");
+        return strcmp(state, "done") != 0 && strcmp(state, "cancelled") != 0;
+    }
+    return false;
 }
 
 bool tf_try_job_done(const json_t *job)
@@ -576,7 +601,8 @@ int tf_try_job_exit_code(const json_t *job, bool new_failures_only)
         /* A master that does not tell: every failure counts. */
     }
     json_array_foreach(json_object_get(job, "builders"), i, e)
-        if (!tf_try_result_passed(entry_result(e)))
+        if (!json_is_integer(json_object_get(e, "without_patch_of")) &&
+            !tf_try_result_passed(entry_result(e)))
             return 1;
     return 0;
 }
@@ -780,7 +806,12 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
     json_array_foreach(json_object_get(job, "builders"), i, e) {
         const json_t *build = json_object_get(e, "build");
         char d[32];
-        char *name = clean_copy(jstr(e, "name"), 64);
+        char label[TF_NAME_MAX + 32];
+        snprintf(label, sizeof(label), "%s%s", jstr0(e, "name"),
+                 json_is_integer(json_object_get(e, "without_patch_of"))
+                     ? " (without the patch)"
+                     : "");
+        char *name = clean_copy(label, 96);
         char *res = clean_copy(entry_result(e) ? entry_result(e) : "-", 32);
         char *slave = clean_copy(jstr(build, "slave") ? jstr(build, "slave")
                                                       : "-", 64);

@@ -43,7 +43,8 @@ int tf_try_watch_seed(tf_try_watch_t *w, const char *builder,
 /* Appends to out one "\n"-terminated line per change between the previous
  * snapshot and job. For each builder that has just finished without
  * passing, appends to tails (a JSON array) an object
- * {"builder", "step", "result", "url", "at", "tests_url"} (tests_url:
+ * {"builder", "step", "result", "url", "at", "build_id", "tests_url"}
+ * (tests_url:
  * the build's failing tests, present when it reported tests) naming the
  * first step that did
  * not pass, its log URL, and the length of out just after that builder's
@@ -51,6 +52,11 @@ int tf_try_watch_seed(tf_try_watch_t *w, const char *builder,
  * or TF_E2BIG (out's cap). */
 int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
                         json_t *tails);
+
+/* Whether build build_id of job has a rerun without its patch
+ * (retry_without_patch) that has not finished: its failing tests are
+ * marked only once it has. */
+bool tf_try_rerun_pending(const json_t *job, long long build_id);
 
 /* True when the job is over: its state is "finished" or "cancelled" and no
  * build of it is still running. */

@@ -99,6 +99,8 @@ typedef struct tf_cfg_builder {
     tf_cfg_builder_mail_t mail; /* "mail": notices, error patterns */
     bool collapse_requests; /* default true: a newer continuous request
                                supersedes pending older ones */
+    bool retry_without_patch; /* a failed try build is rerun without its
+                                 patch, to tell old failures from new */
     /* Who may force or rebuild it besides the admin (docs/config.md,
      * "Who may force a builder"): committer emails, or "*" for every
      * committer; none by default. */

@@ -694,6 +694,12 @@ static const cfg_key_t cfg_builder_keys[] = {
      .doc = "a new continuous request supersedes this builder's pending "
             "older ones, taking over their changes; see "
             "[collapsing](#collapsing)"},
+    {.name = "retry_without_patch", .kind = CFG_BOOL,
+     CFG_F(tf_cfg_builder_t, retry_without_patch),
+     .doc = "a try build of this builder that fails is built again without "
+            "its patch (same base, tests and properties), in the same job; "
+            "its failing tests mark the try build's as also failing without "
+            "the patch; see [committers.md](committers.md)"},
     {.name = "mail", .kind = CFG_SECTION, CFG_F(tf_cfg_builder_t, mail),
      .sub = &cfg_builder_mail_table, .doc_def = "none",
      .doc = "notifier mode, extra recipients and error patterns of result "

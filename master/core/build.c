@@ -943,6 +943,57 @@ static void mail_notice(tf_master_t *m, const tf_build_t *b,
     free(rcpt);
 }
 
+/* retry_without_patch (docs/config.md): a failed try build with a patch,
+ * on a builder that asks for it, gets a request of the same job built
+ * again without the patch (same base, tests and properties), queued now
+ * and written into the group ending b, so the job stays open for it. Its
+ * failing tests are the reference of b's (store/q_tests.c). */
+static void retry_without_patch(tf_master_t *m, tf_build_t *b,
+                                const tf_request_t *r, tf_mbuilder_t *mb,
+                                tf_result_t result)
+{
+    if (result != TF_FAILURE || !r->job_id || !r->patch_sha256[0] ||
+        b->cancel_requested || !mb || !mb->cfg ||
+        !mb->cfg->retry_without_patch)
+        return;
+    char reason[160];
+    snprintf(reason, sizeof(reason), "build %" PRIu64 " again without its "
+             "patch (retry_without_patch)", b->id);
+    tf_reqspec_t rs = {
+        .builder = r->builder,
+        .reason = reason,
+        .owner = r->owner,
+        .properties = r->properties,
+        .priority = r->priority,
+        .job_id = r->job_id,
+        .tests = r->tests,
+        .revision = r->revision,
+        .without_patch_of = b->id,
+    };
+    tf_request_t *nr = tf_request_make(&rs, m->next_request_id, tf_now_ms());
+    if (!nr) {
+        tf_error("build", "build %" PRIu64 ": out of memory: no rerun "
+                 "without the patch", b->id);
+        return;
+    }
+    if (tf_map_put_id(m->requests, nr->id, nr) != 0) {
+        tf_request_free(nr);
+        return;
+    }
+    if (!tf_job_request_added(m, r->job_id)) {
+        tf_map_del_id(m->requests, nr->id);
+        tf_request_free(nr);
+        return;
+    }
+    m->next_request_id++;
+    tf_request_write(m, nr);
+    tf_sched_enqueue(m, nr);
+    tf_publish_request(m, nr, "queued");
+    tf_info("build", "build %" PRIu64 " (%s) failed with a patch: request %"
+            PRIu64 " builds it again without the patch", b->id, b->builder,
+            nr->id);
+}
+
 /* Ends b with result: writes the build, its request and the summaries
  * into the open group, requeues a RETRY, and detaches b from its slave
  * and request. The build object stays in m->builds until its last event
@@ -973,10 +1024,13 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
             tf_op_request_requeue(m->group, r->id, r->retries);
         } else {
             tf_op_request_done(m->group, r->id, result, now);
-            if (r->job_id)
+            if (r->job_id) {
+                /* Before the end is counted, so the job waits for it. */
+                retry_without_patch(m, b, r, mb, result);
                 tf_job_request_done(m, r->job_id, result);
-            else
+            } else {
                 mail_notice(m, b, result);
+            }
         }
     }
     if (mb && mb->nrunning > 0)

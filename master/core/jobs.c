@@ -48,6 +48,15 @@ void tf_job_request_started(tf_master_t *m, uint64_t job_id)
     tf_op_job_running(m->group, job_id);
 }
 
+bool tf_job_request_added(tf_master_t *m, uint64_t job_id)
+{
+    tf_mjob_t *j = job_get(m, job_id);
+    if (!j || j->cancel_requested)
+        return false;
+    j->nopen++;
+    return true;
+}
+
 void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
 {
     tf_mjob_t *j = job_get(m, job_id);

@@ -79,6 +79,11 @@ int tf_job_cancel(struct tf_master *m, uint64_t id, const char *by);
 /* A request of job job_id started its first build: the job is running. */
 void tf_job_request_started(struct tf_master *m, uint64_t job_id);
 
+/* A request is added to open job job_id (a rerun without the patch): the
+ * job stays open until it ends too. Returns false (and adds nothing)
+ * when the job is not open or is being cancelled. */
+bool tf_job_request_added(struct tf_master *m, uint64_t job_id);
+
 /* A request of job job_id ended for good with result. When it was the
  * last, the job's result is written. Call inside the write group that
  * ends the request. */

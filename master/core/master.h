@@ -105,6 +105,8 @@ typedef struct tf_reqspec {
     const char *revision;     /* NULL = the branch head at build time */
     const char *patch_sha256; /* NULL = no patch */
     uint64_t patch_size;
+    uint64_t without_patch_of; /* 0; or the try build this reruns without
+                                  its patch (retry_without_patch) */
     const char *scheduler;    /* the scheduler that made it; NULL = none.
                                  Such requests are continuous: they collapse
                                  (builder's collapse_requests) */
@@ -123,6 +125,7 @@ struct tf_request {
     char *revision;     /* owned; NULL = branch head */
     char patch_sha256[TF_PROTO_NONCE_HEX + 1]; /* "" = no patch */
     uint64_t patch_size;
+    uint64_t without_patch_of; /* 0; or the try build this reruns */
     int priority;
     int64_t submitted_ms;
     uint64_t fair_tag;  /* start-time fair queueing tag (sched.c) */

@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "email.h"
+#include "names.h"
 #include "store/q_tests.h"
 #include "tf_err.h"
 
@@ -349,7 +350,11 @@ static int job_failed_steps(job_data_t *jd)
         if (!jd->step_found)
             continue;
         tf_mail_step_t *st = &jd->steps[i];
-        st->excerpt = pool_keep(p, step_excerpt(jd->db, jd->s, b->builder,
+        /* A rerun without the patch has its builder's error patterns. */
+        char builder[TF_NAME_MAX + 1];
+        snprintf(builder, sizeof(builder), "%.*s",
+                 (int)strcspn(b->builder, " "), b->builder);
+        st->excerpt = pool_keep(p, step_excerpt(jd->db, jd->s, builder,
                                                 b->build_id, st->index,
                                                 jd->step_bytes));
         if (!st->excerpt)

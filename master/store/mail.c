@@ -210,7 +210,11 @@ static int job_requests(sqlite3 *db, uint64_t id,
     sqlite3_stmt *st = NULL;
     int rc = 0;
     if (sqlite3_prepare_v2(db,
-                           "SELECT r.builder, r.state, r.result, b.id, "
+                           /* A rerun without the patch is named so. */
+                           "SELECT r.builder || CASE WHEN "
+                           "r.without_patch_of IS NULL THEN '' ELSE "
+                           "' (without the patch)' END, r.state, r.result, "
+                           "b.id, "
                            "b.number, b.slave, b.result, b.started_ms, "
                            "b.finished_ms, b.text FROM build_requests r "
                            "LEFT JOIN builds b ON b.id = r.build_id "

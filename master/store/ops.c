@@ -423,6 +423,7 @@ int tf_op_request_create(tf_wgroup_t *g, const tf_request_rec_t *r)
         c->priority = r->priority;
         c->submitted_ms = r->submitted_ms;
         c->job_id = r->job_id;
+        c->without_patch_of = r->without_patch_of;
         if (r->nchanges) {
             if (r->nchanges > SIZE_MAX / sizeof(uint64_t))
                 ok = false;

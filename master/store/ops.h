@@ -114,6 +114,7 @@ typedef struct tf_op_request_create {
     int64_t priority;
     int64_t submitted_ms;
     uint64_t job_id; /* 0: none */
+    uint64_t without_patch_of; /* 0: none; else the try build it reruns */
     const char *scheduler;
     const uint64_t *changes;
     size_t nchanges;

@@ -66,9 +66,33 @@ typedef struct build_info {
     char builder[TF_NAME_MAX + 1];
     bool is_try;
     bool has_reference;
+    bool reference_without_patch; /* the job's own rerun without the patch */
     uint64_t reference;
     uint64_t reference_number;
 } build_info_t;
+
+/* The finished rerun of try build id without its patch
+ * (retry_without_patch), or 0. */
+static uint64_t rerun_without_patch(sqlite3 *db, uint64_t id,
+                                    uint64_t *number)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t found = 0;
+    if (prep(db,
+             "SELECT b.id, b.number FROM build_requests r JOIN builds b "
+             "ON b.request_id = r.id WHERE r.without_patch_of = ?1 "
+             "AND b.finished_ms IS NOT NULL AND b.result IS NOT NULL "
+             "ORDER BY b.id DESC LIMIT 1",
+             &st))
+        return 0;
+    sqlite3_bind_int64(st, 1, (int64_t)id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        found = (uint64_t)sqlite3_column_int64(st, 0);
+        *number = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return found;
+}
 
 /* The latest finished continuous build of builder at base or newer (base
  * NULL: the latest finished continuous build); 0 when none. */
@@ -110,7 +134,8 @@ static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
 {
     sqlite3_stmt *st = NULL;
     int rc = prep(db,
-                  "SELECT b.builder, r.job_id, j.base_revision FROM builds b "
+                  "SELECT b.builder, r.job_id, j.base_revision, "
+                  "r.without_patch_of FROM builds b "
                   "LEFT JOIN build_requests r ON r.id = b.request_id "
                   "LEFT JOIN try_jobs j ON j.id = r.job_id WHERE b.id = ?1",
                   &st);
@@ -122,11 +147,17 @@ static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
     if (sqlite3_step(st) == SQLITE_ROW) {
         const char *b = (const char *)sqlite3_column_text(st, 0);
         snprintf(bi->builder, sizeof(bi->builder), "%s", b ? b : "");
-        bi->is_try = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        /* A rerun without the patch is a reference, not a try build. */
+        bi->is_try = sqlite3_column_type(st, 1) != SQLITE_NULL &&
+                     sqlite3_column_type(st, 3) == SQLITE_NULL;
         if (bi->is_try) {
             const char *base = (const char *)sqlite3_column_text(st, 2);
-            bi->reference = reference_build(db, bi->builder, base,
-                                            &bi->reference_number);
+            bi->reference = rerun_without_patch(db, build_id,
+                                                &bi->reference_number);
+            bi->reference_without_patch = bi->reference != 0;
+            if (!bi->reference)
+                bi->reference = reference_build(db, bi->builder, base,
+                                                &bi->reference_number);
             bi->has_reference = bi->reference != 0;
         }
         rc = 0;
@@ -427,11 +458,12 @@ int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
         json_object_set_new(
             o, "reference_build",
             bi.has_reference
-                ? json_pack("{s:I, s:I, s:o}", "id",
+                ? json_pack("{s:I, s:I, s:o, s:b}", "id",
                             (json_int_t)bi.reference, "number",
                             (json_int_t)bi.reference_number, "url",
                             url_of(base_url, "api/v1/builds/%" PRIu64,
-                                   bi.reference))
+                                   bi.reference),
+                            "without_patch", bi.reference_without_patch)
                 : json_null());
         c.is_try = true;
         c.has_reference = bi.has_reference;

@@ -13,7 +13,8 @@
  * revision or newer (a continuous build that built the base, or any
  * later one; or one whose revision is a change recorded after the base's).
  * A try build with no such build has no reference and all its failures
- * count as new.
+ * count as new. When the builder reran the failed try build without its
+ * patch (retry_without_patch), that rerun is the reference instead.
  */
 #ifndef TF_Q_TESTS_H
 #define TF_Q_TESTS_H

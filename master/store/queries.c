@@ -904,7 +904,7 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
     if (prep(db,
              "SELECT r.id, r.builder, r.state, r.result, r.tests, "
              "b.id, b.number, b.slave, b.state, b.result, b.started_ms, "
-             "b.finished_ms, b.got_revision, r.reused "
+             "b.finished_ms, b.got_revision, r.reused, r.without_patch_of "
              "FROM build_requests r LEFT JOIN builds b ON b.id = r.build_id "
              "WHERE r.job_id = ?1 ORDER BY r.id",
              &st))
@@ -926,6 +926,7 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
         json_t *e = tf_row_set(json_object(), st, 0, req_cols);
         json_object_set_new(e, "reused",
                             json_boolean(sqlite3_column_int(st, 13)));
+        json_object_set_new(e, "without_patch_of", tf_col_int(st, 14));
         if (sqlite3_column_type(st, 5) == SQLITE_NULL) {
             json_object_set_new(e, "build", json_null());
         } else {
@@ -959,6 +960,8 @@ static json_t *job_new_failures(const json_t *builders)
     json_array_foreach(builders, i, e) {
         const json_t *b = json_object_get(e, "build");
         const char *res = json_string_value(json_object_get(b, "result"));
+        if (json_is_integer(json_object_get(e, "without_patch_of")))
+            continue; /* a rerun without the patch: the reference */
         if (!res || strcmp(res, "SUCCESS") == 0 ||
             strcmp(res, "WARNINGS") == 0)
             continue;

@@ -419,8 +419,8 @@ static int op_slave_time(tf_engine_t *e, tf_op_kind_t kind,
 static const char SQL_REQUEST_CREATE[] =
     "INSERT INTO build_requests(id, builder, state, reason, owner, priority, "
     "submitted_ms, properties, job_id, tests, revision, patch_sha256, "
-    "patch_size, scheduler) VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, ?13)";
+    "patch_size, scheduler, without_patch_of) VALUES(?1, ?2, 'pending', ?3, "
+    "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 static const char SQL_REQUEST_CHANGE[] =
     "INSERT OR IGNORE INTO request_changes(request_id, change_id) "
     "VALUES(?1, ?2)";
@@ -449,7 +449,8 @@ static int op_request_create(tf_engine_t *e,
     EXEC(SQL_REQUEST_CREATE, I(o->id), T(o->builder), T(o->reason),
          T(o->owner), I(o->priority), I(o->submitted_ms), T(o->properties),
          NZ(o->job_id), T(o->tests), T(o->revision), T(o->patch_sha256),
-         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler));
+         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler),
+         NZ(o->without_patch_of));
     for (size_t i = 0; i < o->nchanges; i++)
         EXEC(SQL_REQUEST_CHANGE, I(o->id), I(o->changes[i]));
     return SQLITE_OK;

@@ -198,6 +198,8 @@ typedef struct tf_request_rec {
     int priority;
     int64_t submitted_ms;
     uint64_t job_id;        /* 0: not a try job's */
+    uint64_t without_patch_of; /* 0; or the try build this reruns without
+                                  its patch (retry_without_patch) */
     const char *scheduler;  /* NULL: not a scheduler's */
     const uint64_t *changes;
     size_t nchanges;

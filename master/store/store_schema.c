@@ -225,7 +225,8 @@ static const char *const migrations[] = {
      * builds of this builder" without touching other tests' rows. A try
      * job remembers whether its verdict counts new failures only; a try
      * request answered from an earlier identical build is done at once,
-     * its build_id that build's, and marked reused. */
+     * its build_id that build's, and marked reused. A builder's
+     * retry_without_patch request names the try build it reruns. */
     "CREATE TABLE test_results("
     "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
     "  suite TEXT NOT NULL, name TEXT NOT NULL,"
@@ -241,6 +242,9 @@ static const char *const migrations[] = {
     "  DEFAULT 0;"
     "ALTER TABLE build_requests ADD COLUMN reused INTEGER NOT NULL"
     "  DEFAULT 0;"
+    "ALTER TABLE build_requests ADD COLUMN without_patch_of INTEGER;"
+    "CREATE INDEX build_requests_without_patch"
+    "  ON build_requests(without_patch_of) WHERE without_patch_of IS NOT NULL;"
     "CREATE INDEX build_requests_by_revision"
     "  ON build_requests(builder, revision) WHERE revision IS NOT NULL;",
 };

@@ -176,3 +176,81 @@ def test_failing_tests_first_new_or_also_failing_without_the_patch(farm):
     r = tf_try(farm, m, work, "status", str(job2), "--wait")
     assert r.returncode == 0 and \
         f"job {job2}: FAILURE (no new failures)" in r.stdout, explain(r)
+
+
+@pytest.mark.timeout(300)
+def test_retry_without_patch_marks_the_failures_from_its_rerun(farm):
+    """No continuous build to compare with: a builder with
+    retry_without_patch builds a failed try build again without the
+    patch, in the same job, and the rerun's failures mark the try
+    build's."""
+    up, work = make_project_repos(farm.tmp)
+    smtp = Smtpd(farm).start()
+    cfg = farm_config(up, smtp.port)
+    cfg["builders"][0]["retry_without_patch"] = True
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    (work / "test_ok.c").write_text(
+        "#include <stdio.h>\nint main(void)\n{\n"
+        "    printf(\"test_ok.c:4: ok is broken by the patch\\n\");\n"
+        "    return 1;\n}\n")
+    r = tf_try(farm, m, work, "-b", "lib", "--wait", "--poll-ms", "200",
+               "--new-failures-only", "-m", "break test_ok", token=token,
+               timeout=200)
+    assert r.returncode == 1, explain(r)
+    out = r.stdout
+    job = int(re.search(r"^job (\d+): http", out, re.M).group(1))
+    j = m.get_json(f"/jobs/{job}")
+    assert [(b["name"], b["without_patch_of"] is not None)
+            for b in j["builders"]] == [("lib", False), ("lib", True)], j
+    tried, rerun = (b["build"]["id"] for b in j["builders"])
+    assert j["builders"][1]["without_patch_of"] == tried, j
+    # Built without the patch: test_ok passes there.
+    all_rerun = m.get_json(f"/builds/{rerun}/tests")["tests"]
+    assert {t["name"]: t["status"] for t in all_rerun}["test_ok"] == \
+        "pass", all_rerun
+    # The rerun failed test_pack (the base's failure), not test_ok.
+    rt = m.get_json(f"/builds/{rerun}/tests?status=fail")
+    assert [t["name"] for t in rt["tests"]] == ["test_pack"], rt
+    assert rt["try"] is False, rt
+    tt = m.get_json(f"/builds/{tried}/tests?status=fail")
+    assert tt["reference_build"]["id"] == rerun and \
+        tt["reference_build"]["without_patch"] is True, tt
+    assert {t["name"]: t["failure"] for t in tt["tests"]} == {
+        "test_ok": "new", "test_pack": "also_failing_without_patch"}, tt
+    assert j["new_failures"] == {"builds": 1, "tests": 1}, j
+    # tf-try waited for the rerun before marking the failures.
+    assert (f"lib: build {tried} failed; it is being built again without "
+            "the patch, its failing tests follow then\n") in out, out
+    header = ("lib: 2 failing tests (1 new, 1 also failing without the "
+              "patch), 1 flaky:\n")
+    assert header in out, out
+    assert out.index(f"lib (without the patch): build {rerun}: FAILURE") < \
+        out.index(header), out
+    assert re.search(r"^  lib \(without the patch\) +FAILURE ", out, re.M), \
+        out
+    assert f"job {job}: FAILURE (new failures)" in out, out
+    # The mail names the rerun and marks the failures from it.
+    msg = job_mail(smtp, job, 1)
+    text, _html = parts(msg)
+    assert "lib (without the patch)" in text, text
+    assert "\n  FAIL  test_pack  [also failing without the patch]\n" in \
+        text, text
+    assert "\n  FAIL  test_ok  [new]\n" in text, text
+
+    # A harmless patch: only the base's failure, no new one: exit 0.
+    git(work, "checkout", "--", "test_ok.c")
+    (work / "NOTES").write_text("a harmless change\n")
+    git(work, "add", "NOTES")
+    r = tf_try(farm, m, work, "-b", "lib", "--wait", "--poll-ms", "200",
+               "--new-failures-only", "-m", "harmless", token=token,
+               timeout=200)
+    assert r.returncode == 0, explain(r)
+    assert "(0 new, 1 also failing without the patch)" in r.stdout, r.stdout
+
+    # A failed continuous build is never rerun.
+    ci = m.run_build("lib", timeout=150)
+    assert ci["result"] == "FAILURE"
+    pending = m.get_json("/requests")["requests"]
+    assert pending == [], pending

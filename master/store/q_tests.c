@@ -94,33 +94,73 @@ static uint64_t rerun_without_patch(sqlite3 *db, uint64_t id,
     return found;
 }
 
-/* The latest finished continuous build of builder at base or newer (base
- * NULL: the latest finished continuous build); 0 when none. */
+/* One integer from sql with up to two text parameters and one integer
+ * (?1, ?2, ?3), or 0 when there is no row or it is NULL. */
+static int64_t one_int(sqlite3 *db, const char *sql, const char *t1,
+                       const char *t2, int64_t i3)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    if (prep(db, sql, &st))
+        return 0;
+    if (t1)
+        sqlite3_bind_text(st, 1, t1, -1, SQLITE_TRANSIENT);
+    if (t2)
+        sqlite3_bind_text(st, 2, t2, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, i3);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* The latest finished continuous build of builder that reported test
+ * results, at base or newer (base NULL: the latest such build); 0 when
+ * none. "At base or newer": from the first continuous build of base on,
+ * or, when none built it, from the first whose blamelist holds a change
+ * recorded at or after base's. Each step is an indexed lookup, so the
+ * cost does not grow with the number of changes. */
 static uint64_t reference_build(sqlite3 *db, const char *builder,
                                 const char *base, uint64_t *number)
 {
     sqlite3_stmt *st = NULL;
     uint64_t id = 0;
+    int64_t floor = 0;
+    if (base && *base) {
+        floor = one_int(db,
+                        "SELECT min(b.id) FROM builds b JOIN build_requests "
+                        "r ON r.id = b.request_id WHERE b.builder = ?1 "
+                        "AND r.job_id IS NULL AND (b.got_revision = ?2 "
+                        "OR b.revision = ?2)",
+                        builder, base, 0);
+        if (!floor) {
+            int64_t change = one_int(db,
+                                     "SELECT min(id) FROM changes "
+                                     "WHERE revision = ?2",
+                                     NULL, base, 0);
+            if (change)
+                floor = one_int(db,
+                                "SELECT min(bc.build_id) FROM build_changes "
+                                "bc JOIN builds b ON b.id = bc.build_id "
+                                "WHERE bc.change_id >= ?3 "
+                                "AND b.builder = ?1",
+                                builder, NULL, change);
+        }
+        if (!floor)
+            return 0;
+    }
     if (prep(db,
              "SELECT b.id, b.number FROM builds b "
              "JOIN build_requests r ON r.id = b.request_id "
              "WHERE b.builder = ?1 AND r.job_id IS NULL "
-             "AND b.finished_ms IS NOT NULL AND b.result IS NOT NULL "
-             "AND (?2 IS NULL "
-             "  OR b.id >= (SELECT min(b2.id) FROM builds b2 "
-             "    JOIN build_requests r2 ON r2.id = b2.request_id "
-             "    WHERE b2.builder = ?1 AND r2.job_id IS NULL "
-             "    AND (b2.got_revision = ?2 OR b2.revision = ?2)) "
-             "  OR EXISTS (SELECT 1 FROM changes c "
-             "    WHERE c.revision = coalesce(b.got_revision, b.revision) "
-             "    AND c.id >= (SELECT min(c2.id) FROM changes c2 "
-             "                 WHERE c2.revision = ?2))) "
+             "AND b.finished_ms IS NOT NULL AND b.id >= ?2 "
+             "AND EXISTS (SELECT 1 FROM test_results t "
+             "            WHERE t.build_id = b.id) "
              "ORDER BY b.id DESC LIMIT 1",
              &st))
         return 0;
     sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    if (base && *base)
-        sqlite3_bind_text(st, 2, base, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, floor);
     if (sqlite3_step(st) == SQLITE_ROW) {
         id = (uint64_t)sqlite3_column_int64(st, 0);
         *number = (uint64_t)sqlite3_column_int64(st, 1);
@@ -129,13 +169,16 @@ static uint64_t reference_build(sqlite3 *db, const char *builder,
     return id;
 }
 
-/* Fills bi for build_id, or TF_ENOENT. */
+/* Fills bi for build_id (its reference when it is a try build with a
+ * failing test), or TF_ENOENT. */
 static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
 {
     sqlite3_stmt *st = NULL;
     int rc = prep(db,
                   "SELECT b.builder, r.job_id, j.base_revision, "
-                  "r.without_patch_of FROM builds b "
+                  "r.without_patch_of, EXISTS (SELECT 1 FROM test_results t "
+                  "WHERE t.build_id = b.id AND t.status = 'fail') "
+                  "FROM builds b "
                   "LEFT JOIN build_requests r ON r.id = b.request_id "
                   "LEFT JOIN try_jobs j ON j.id = r.job_id WHERE b.id = ?1",
                   &st);
@@ -150,7 +193,9 @@ static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
         /* A rerun without the patch is a reference, not a try build. */
         bi->is_try = sqlite3_column_type(st, 1) != SQLITE_NULL &&
                      sqlite3_column_type(st, 3) == SQLITE_NULL;
-        if (bi->is_try) {
+        /* The reference is looked up only when there is a failure to
+         * mark: a job's answer asks for every build's summary. */
+        if (bi->is_try && sqlite3_column_int(st, 4)) {
             const char *base = (const char *)sqlite3_column_text(st, 2);
             bi->reference = rerun_without_patch(db, build_id,
                                                 &bi->reference_number);

@@ -9,9 +9,10 @@
  *
  * "New or old" (docs/committers.md): a failing test of a try build is
  * also failing without the patch when the reference build failed it: the
- * same builder's latest finished continuous build at the job's base
- * revision or newer (a continuous build that built the base, or any
- * later one; or one whose revision is a change recorded after the base's).
+ * same builder's latest finished continuous build that reported test
+ * results, at the job's base revision or newer (from the first
+ * continuous build of the base on; when none built it, from the first
+ * whose blamelist holds a change recorded at or after the base).
  * A try build with no such build has no reference and all its failures
  * count as new. When the builder reran the failed try build without its
  * patch (retry_without_patch), that rerun is the reference instead.

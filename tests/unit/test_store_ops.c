@@ -531,6 +531,98 @@ TF_TEST(requests_jobs_and_mail_rows)
     fx_teardown(&f);
 }
 
+/* test_result: one row per test per step; a pass after a fail of the same
+ * test in the same build (any step) makes both flaky; a fail after a pass
+ * stays a fail; another build is not touched. request_reused and a
+ * request rerunning a build without its patch store what they say. */
+TF_TEST(test_results_the_flaky_rule_reuse_and_reruns)
+{
+    fx_t f;
+    fx_setup(&f);
+    make_build(&f, 1, 7);
+    {
+        /* A second build of b1 (number 2). */
+        tf_wgroup_t *g2 = tf_wgroup_new(0);
+        tf_request_rec_t r2 = {.id = 2, .builder = "b1", .reason = "test",
+                               .submitted_ms = 1000};
+        tf_build_rec_t b2 = {.id = 8, .number = 2, .request_id = 2,
+                             .builder = "b1", .slave = "s1",
+                             .created_ms = 2000};
+        tf_op_request_create(g2, &r2);
+        tf_op_build_create(g2, &b2);
+        TF_CHECK_INT(commit(&f, g2), 0);
+    }
+    tf_test_result_rec_t t = {
+        .build_id = 7, .step = 0, .builder = "b1", .suite = "s",
+        .name = "shaky", .status = "fail", .message = "t.c:9: boom",
+        .attempts = 1, .duration_ms = 12, .has_log = true,
+        .log_offset = 40, .log_line = 3, .log_lines = 2,
+    };
+    tf_wgroup_t *g = event(7, 1);
+    tf_op_test_result(g, &t);
+    t.name = "later";
+    t.status = "pass";
+    tf_op_test_result(g, &t);
+    TF_CHECK_INT(commit(&f, g), 0);
+    /* Build 8 fails shaky too: a pass in build 7 leaves it alone. */
+    g = event(8, 1);
+    t.build_id = 8;
+    t.name = "shaky";
+    t.status = "fail";
+    t.duration_ms = -1;
+    t.has_log = false;
+    tf_op_test_result(g, &t);
+    TF_CHECK_INT(commit(&f, g), 0);
+    g = event(7, 2);
+    t.build_id = 7;
+    t.step = 1;
+    t.status = "pass";
+    t.message = NULL;
+    tf_op_test_result(g, &t);
+    t.name = "later";
+    t.status = "fail";
+    tf_op_test_result(g, &t);
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_STR(dtext(&f, "SELECT group_concat(step || ':' || status, ' ') "
+                           "FROM (SELECT step, status FROM test_results "
+                           "WHERE build_id = 7 AND name = 'shaky' "
+                           "ORDER BY step)"),
+                 "0:flaky 1:flaky");
+    TF_CHECK_STR(dtext(&f, "SELECT group_concat(step || ':' || status, ' ') "
+                           "FROM (SELECT step, status FROM test_results "
+                           "WHERE build_id = 7 AND name = 'later' "
+                           "ORDER BY step)"),
+                 "0:pass 1:fail");
+    TF_CHECK_STR(dtext(&f, "SELECT status FROM test_results WHERE "
+                           "build_id = 8"),
+                 "fail");
+    TF_CHECK_STR(dtext(&f, "SELECT message || log_line || '/' || log_lines "
+                           "|| '/' || duration_ms FROM test_results WHERE "
+                           "build_id = 7 AND step = 0 AND name = 'shaky'"),
+                 "t.c:9: boom3/2/12");
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM test_results WHERE "
+                          "build_id = 8 AND log_line IS NULL AND "
+                          "duration_ms IS NULL"),
+                 1);
+
+    g = tf_wgroup_new(0);
+    tf_request_rec_t r = {.id = 3, .builder = "b1", .job_id = 4,
+                          .without_patch_of = 7};
+    tf_op_request_create(g, &r);
+    r.id = 4;
+    r.without_patch_of = 0;
+    tf_op_request_create(g, &r);
+    tf_op_request_reused(g, 4, 7, 900);
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_INT(dint(&f, "SELECT without_patch_of FROM build_requests "
+                          "WHERE id = 3"),
+                 7);
+    TF_CHECK_STR(dtext(&f, "SELECT state || result || build_id || reused "
+                           "|| finished_ms FROM build_requests WHERE id = 4"),
+                 "done071900");
+    fx_teardown(&f);
+}
+
 TF_TEST(committers_changes_and_schedulers_round_trip)
 {
     fx_t f;

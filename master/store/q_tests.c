@@ -510,9 +510,6 @@ int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
                                    bi.reference),
                             "without_patch", bi.reference_without_patch)
                 : json_null());
-        c.is_try = true;
-        c.has_reference = bi.has_reference;
-        c.reference_build = bi.reference;
         json_object_set_new(o, "new_failures",
                             json_integer((json_int_t)count_new(
                                 db, build_id, &bi, c.fail)));

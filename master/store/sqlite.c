@@ -536,7 +536,7 @@ static const char SQL_TEST_RESULT[] =
     "INSERT INTO test_results(build_id, step, suite, name, builder, status, "
     "attempts, duration_ms, outcome, message, log_offset, log_line, "
     "log_lines) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-    "?13) ON CONFLICT(build_id, step, suite, name) DO UPDATE SET "
+    "?13) ON CONFLICT(build_id, suite, name, step) DO UPDATE SET "
     "status = excluded.status, attempts = excluded.attempts, "
     "duration_ms = excluded.duration_ms, outcome = excluded.outcome, "
     "message = excluded.message, log_offset = excluded.log_offset, "

@@ -221,8 +221,10 @@ static const char *const migrations[] = {
      * build, written with the test_results event that carries it. status
      * is the row's status after the build's retries: a failure that a
      * later attempt in the same build passed is 'flaky' (ops.h,
-     * test_result). The history index serves "this test over the last N
-     * builds of this builder" without touching other tests' rows. A try
+     * test_result). The key leads with (build, suite, name), so the
+     * flaky rule's lookup of a test's other rows in its build is a seek;
+     * the history index serves "this test over the last N builds of this
+     * builder" without touching other tests' rows. A try
      * job remembers whether its verdict counts new failures only; a try
      * request answered from an earlier identical build is done at once,
      * its build_id that build's, and marked reused. A builder's
@@ -235,7 +237,7 @@ static const char *const migrations[] = {
     "  attempts INTEGER NOT NULL DEFAULT 1,"
     "  duration_ms INTEGER, outcome TEXT, message TEXT,"
     "  log_offset INTEGER, log_line INTEGER, log_lines INTEGER,"
-    "  PRIMARY KEY(build_id, step, suite, name)) WITHOUT ROWID;"
+    "  PRIMARY KEY(build_id, suite, name, step)) WITHOUT ROWID;"
     "CREATE INDEX test_results_history"
     "  ON test_results(builder, suite, name, build_id);"
     "ALTER TABLE try_jobs ADD COLUMN new_failures_only INTEGER NOT NULL"

@@ -938,8 +938,12 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
                                 j_page(base, "builds/%lld", bid));
             if (with_steps)
                 json_object_set_new(b, "steps", steps_of(db, base, bid));
-            json_object_set_new(b, "tests", tf_q_tests_summary(db, base,
-                                                               (uint64_t)bid));
+            /* One job's answer carries each build's test summary; a list
+             * of jobs does not (it would count every build's tests). */
+            if (with_steps)
+                json_object_set_new(b, "tests",
+                                    tf_q_tests_summary(db, base,
+                                                       (uint64_t)bid));
             json_object_set_new(e, "build", b);
         }
         json_array_append_new(arr, e);

@@ -128,10 +128,9 @@ static uint64_t reference_build(sqlite3 *db, const char *builder,
     int64_t floor = 0;
     if (base && *base) {
         floor = one_int(db,
-                        "SELECT min(b.id) FROM builds b JOIN build_requests "
-                        "r ON r.id = b.request_id WHERE b.builder = ?1 "
-                        "AND r.job_id IS NULL AND (b.got_revision = ?2 "
-                        "OR b.revision = ?2)",
+                        "SELECT min(b.id) FROM builds b "
+                        "WHERE b.builder = ?1 AND b.kind = 'ci' "
+                        "AND (b.got_revision = ?2 OR b.revision = ?2)",
                         builder, base, 0);
         if (!floor) {
             int64_t change = one_int(db,
@@ -151,8 +150,7 @@ static uint64_t reference_build(sqlite3 *db, const char *builder,
     }
     if (prep(db,
              "SELECT b.id, b.number FROM builds b "
-             "JOIN build_requests r ON r.id = b.request_id "
-             "WHERE b.builder = ?1 AND r.job_id IS NULL "
+             "WHERE b.builder = ?1 AND b.kind = 'ci' "
              "AND b.finished_ms IS NOT NULL AND b.id >= ?2 "
              "AND EXISTS (SELECT 1 FROM test_results t "
              "            WHERE t.build_id = b.id) "
@@ -556,15 +554,15 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
      * in them through the history index. */
     if ((rc = prep(db,
                    "SELECT b.id, b.number, b.result, b.finished_ms, "
-                   "coalesce(b.got_revision, b.revision), r.job_id, "
+                   "coalesce(b.got_revision, b.revision), "
+                   "nullif(b.kind, 'ci'), "
                    "(SELECT t.status || char(31) || t.step || char(31) || "
                    "   coalesce(t.message, '') || char(31) || "
                    "   coalesce(t.duration_ms, -1) FROM test_results t "
                    " WHERE t.builder = ?1 AND t.suite = ?2 AND t.name = ?3 "
                    " AND t.build_id = b.id ORDER BY " STATUS_ORDER
                    " LIMIT 1) "
-                   "FROM builds b LEFT JOIN build_requests r "
-                   "ON r.id = b.request_id WHERE b.builder = ?1 "
+                   "FROM builds b WHERE b.builder = ?1 "
                    "AND b.finished_ms IS NOT NULL "
                    "ORDER BY b.id DESC LIMIT ?4",
                    &st)))
@@ -639,9 +637,9 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
     /* The latest finished continuous build holding test results. */
     uint64_t latest = 0, number = 0;
     if ((rc = prep(db,
-                   "SELECT b.id, b.number FROM builds b JOIN build_requests r "
-                   "ON r.id = b.request_id WHERE b.builder = ?1 "
-                   "AND r.job_id IS NULL AND b.finished_ms IS NOT NULL "
+                   "SELECT b.id, b.number FROM builds b "
+                   "WHERE b.builder = ?1 "
+                   "AND b.kind = 'ci' AND b.finished_ms IS NOT NULL "
                    "AND EXISTS (SELECT 1 FROM test_results t "
                    "WHERE t.build_id = b.id) ORDER BY b.id DESC LIMIT 1",
                    &st)))
@@ -676,9 +674,9 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
     /* Flaky in the last `last` continuous builds that ended. */
     json_t *flaky = json_array();
     if (!prep(db,
-              "WITH recent AS (SELECT b.id FROM builds b JOIN build_requests "
-              "r ON r.id = b.request_id WHERE b.builder = ?1 AND r.job_id "
-              "IS NULL AND b.finished_ms IS NOT NULL ORDER BY b.id DESC "
+              "WITH recent AS (SELECT b.id FROM builds b "
+              "WHERE b.builder = ?1 AND b.kind = 'ci' "
+              "AND b.finished_ms IS NOT NULL ORDER BY b.id DESC "
               "LIMIT ?2) "
               "SELECT t.suite, t.name, count(DISTINCT t.build_id), "
               "max(t.build_id) FROM test_results t JOIN recent "

@@ -1707,6 +1707,12 @@ static int cmd_retry(ctx_t *c)
         json_object_set_new(meta, "email", json_string(o->email));
     if (json_object_size(o->props) > 0)
         json_object_set(meta, "properties", o->props);
+    /* A retry runs the builders again: never answered from the builds it
+     * retries (result reuse). */
+    json_object_set_new(meta, "reuse", json_false());
+    if (json_is_true(json_object_get(job, "new_failures_only")) ||
+        o->new_failures_only)
+        json_object_set_new(meta, "new_failures_only", json_true());
     if (tf_try_base64_encode(patch.data ? patch.data : (const uint8_t *)"",
                              patch.len, &b64, &b64_len) < 0 ||
         tf_try_job_body(meta, b64, b64_len, &body) < 0) {

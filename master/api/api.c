@@ -510,9 +510,21 @@ typedef struct log_stream {
     uint64_t size;
     uint64_t lines;
     int phase; /* 0: sizing, 1: streaming */
+    int status; /* 200 or 206 */
     size_t got;
+    bool prefetched; /* buf holds the first piece, read before answering */
+    tf_logcache_t cache; /* the sealed block being streamed, unpacked */
     unsigned char buf[LOG_PIECE];
 } log_stream_t;
+
+static void log_stream_free(void *arg)
+{
+    log_stream_t *ls = arg;
+    if (!ls)
+        return;
+    tf_logcache_clear(&ls->cache);
+    free(ls);
+}
 
 static int log_size_fn(sqlite3 *db, void *arg)
 {
@@ -524,7 +536,7 @@ static int log_piece_fn(sqlite3 *db, void *arg)
 {
     log_stream_t *ls = arg;
     return tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,
-                         sizeof(ls->buf), ls->buf, &ls->got);
+                         sizeof(ls->buf), ls->buf, &ls->got, &ls->cache);
 }
 
 static void log_piece_done(void *arg, int rc)
@@ -544,12 +556,20 @@ static void log_piece_done(void *arg, int rc)
 static int log_pull(tf_http_req_t *r, void *arg)
 {
     log_stream_t *ls = arg;
+    if (ls->prefetched) {
+        ls->prefetched = false;
+        ls->pos += ls->got;
+        tf_http_feed(r, ls->buf, ls->got);
+        return 0;
+    }
     tf_http_async_begin(r);
     int rc = tf_store_read(r->m->store, log_piece_fn, log_piece_done, ls);
     if (rc)
         tf_http_async_end(r);
     return rc;
 }
+
+static void log_first_done(void *arg, int rc);
 
 static void log_size_done(void *arg, int rc)
 {
@@ -614,8 +634,47 @@ static void log_size_done(void *arg, int rc)
     }
     ls->pos = start;
     ls->end = end;
-    tf_http_stream(r, status, "application/octet-stream", end - start,
-                   log_pull, ls, free);
+    ls->status = status;
+    if (end == start) {
+        tf_http_stream(r, status, "application/octet-stream", 0, log_pull,
+                       ls, log_stream_free);
+        return;
+    }
+    /* The first piece is read before answering, so a damaged block there
+     * (the usual case of a tail or a small range) is a clean error. */
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, log_piece_fn, log_first_done, ls) != 0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        log_stream_free(ls);
+    }
+}
+
+static void log_first_done(void *arg, int rc)
+{
+    log_stream_t *ls = arg;
+    tf_http_req_t *r = ls->r;
+    if (!tf_http_async_end(r)) {
+        log_stream_free(ls);
+        return;
+    }
+    if (rc == TF_ECORRUPT) {
+        tf_http_error(r, 500, "the stored log of build %" PRIu64 " step %u "
+                      "is damaged at byte %" PRIu64 " (a corrupt compressed "
+                      "block; the master's log says which): that range "
+                      "cannot be read", ls->build_id, ls->step,
+                      ls->pos + ls->got);
+        log_stream_free(ls);
+        return;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        log_stream_free(ls);
+        return;
+    }
+    ls->prefetched = true;
+    tf_http_stream(r, ls->status, "application/octet-stream",
+                   ls->end - ls->pos, log_pull, ls, log_stream_free);
 }
 
 void tf_api_log(tf_http_req_t *r, const tf_route_args_t *a)

@@ -127,6 +127,7 @@ struct tf_store {
     /* Writer thread only. */
     pthread_t writer;
     char werr[256]; /* the message of the last failure */
+    uint64_t maint_next_ms; /* when idle work may run next (engine.h) */
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
@@ -509,6 +510,33 @@ static size_t take_batch(tf_store_t *s, tf_wgroup_t **first,
     return n;
 }
 
+/* Called with mu held while nothing is queued: runs one unit of the
+ * engine's idle work (engine.h, maintain) with mu released when it is
+ * due, or sleeps until it is due or a group arrives. Idle work never
+ * delays a group by more than one unit (a few milliseconds). */
+static void writer_idle(tf_store_t *s)
+{
+    if (!s->vt->maintain) {
+        pthread_cond_wait(&s->wake, &s->mu);
+        return;
+    }
+    uint64_t now = mono_ms();
+    if (now < s->maint_next_ms) {
+        struct timespec ts;
+        timespec_at(s->maint_next_ms, &ts);
+        pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+        return;
+    }
+    pthread_mutex_unlock(&s->mu);
+    char err[256] = "";
+    int r = s->vt->maintain(s->eng, err, sizeof(err));
+    if (r < 0)
+        tf_warn(SUB, "%s: idle work failed: %s", s->path, err);
+    if (r <= 0)
+        s->maint_next_ms = mono_ms() + TF_STORE_MAINT_IDLE_MS;
+    pthread_mutex_lock(&s->mu);
+}
+
 static void *writer_main(void *arg)
 {
     tf_store_t *s = arg;
@@ -521,7 +549,7 @@ static void *writer_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         while (!s->pending.head && !s->closing)
-            pthread_cond_wait(&s->wake, &s->mu);
+            writer_idle(s);
         if (!s->pending.head) {
             pthread_mutex_unlock(&s->mu);
             break;

@@ -216,6 +216,23 @@ static const char *const migrations[] = {
     "    WHERE id = builders.last_complete_build_id),"
     "  last_complete_ms = (SELECT finished_ms FROM builds"
     "    WHERE id = builders.last_complete_build_id);",
+
+    /* 7: compressed logs (store/logblock.h). A step's log is its sealed
+     * blocks, which cover bytes [0, log_sealed), then its open tail of
+     * chunks in log_chunks. Logs of older versions are all tail (their
+     * log_sealed is 0), read as they are, and get sealed by the writer
+     * when idle: steps_unsealed finds the finished steps left. */
+    "CREATE TABLE log_blocks("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  offset INTEGER NOT NULL,"
+    "  line INTEGER NOT NULL,"
+    "  raw_len INTEGER NOT NULL,"
+    "  codec INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY(build_id, step, offset));"
+    "ALTER TABLE steps ADD COLUMN log_sealed INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX steps_unsealed ON steps(build_id, idx) "
+    "WHERE log_sealed < log_bytes;",
 };
 
 size_t tf_schema_count(void)

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "api/handlers.h"
+#include "api/cache.h"
 #include "log.h"
 #include "api/mail.h"
 #include "core/master.h"
@@ -410,6 +411,13 @@ static void qjob_done(void *arg, int rc)
     if (rc || !q->out) {
         tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
         goto out;
+    }
+    if (q->kind == Q_BUILD) {
+        /* A finished build never changes; a running one's log sizes move
+         * with every chunk, which moves no generation: not kept. */
+        const char *st = json_string_value(json_object_get(q->out, "state"));
+        r->cache_immutable = st && strcmp(st, "finished") == 0;
+        r->cacheable = r->cacheable && r->cache_immutable;
     }
     size_t i;
     json_t *v;
@@ -981,6 +989,15 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           "slaves_connected", (int)connected, "builds_running",
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
+    tf_api_cache_stats_t cs;
+    tf_api_cache_stats(r->m, &cs);
+    json_object_set_new(
+        o, "cache",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "hits", (json_int_t)cs.hits,
+                  "misses", (json_int_t)cs.misses, "not_modified",
+                  (json_int_t)cs.not_modified, "stored",
+                  (json_int_t)cs.stored, "entries", (json_int_t)cs.entries,
+                  "bytes", (json_int_t)cs.bytes));
     tf_http_respond_json(r, 200, o);
 }
 
@@ -1030,16 +1047,22 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
 
 void tf_api_builders(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILDERS, NULL, 0);
 }
 
 void tf_api_builder(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILDER, a->name, 0);
 }
 
 void tf_api_builder_builds(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILDS, a->name, 0);
 }
 
@@ -1055,6 +1078,8 @@ void tf_api_builder_stats(tf_http_req_t *r, const tf_route_args_t *a)
 
 void tf_api_build(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILD, NULL, a->id);
 }
 

@@ -244,6 +244,7 @@ struct tf_master {
     struct lws_context *lws;
     struct lws_vhost *vhost;
     struct tf_net *net_state; /* net/server.c: limits and connections */
+    struct tf_api_cache *api_cache; /* api/cache.c: rendered answers */
     tf_net_stats_t net_stats;
     char *web_root;     /* copied at start: lws keeps pointing at it
                          * across config reloads */

@@ -116,6 +116,7 @@ struct tf_store {
 
     /* Loop thread only. */
     uv_async_t async;
+    uint64_t generation; /* tf_store_generation */
     bool serving;
     bool congestion_reported;
     size_t reads_inflight;
@@ -358,6 +359,19 @@ out:
     return rc;
 }
 
+/* Whether g holds anything but progress: a log chunk, the event chain, a
+ * slave heard from. Those are the writes that happen all the time and
+ * change no cached answer (tf_store_generation). */
+static bool changes_state(const tf_wgroup_t *g)
+{
+    for (const tf_op_t *op = g->head; op; op = op->next) {
+        if (op->kind != TF_OP_OUTPUT && op->kind != TF_OP_BUILD_SEQ &&
+            op->kind != TF_OP_SLAVE_SEEN)
+            return true;
+    }
+    return false;
+}
+
 int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
                     void *arg)
 {
@@ -371,7 +385,16 @@ int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
     g->arg = arg;
     g->rc = 0;
     g->poisoned = false;
-    return enqueue(s, g); /* refused: g stays the caller's */
+    g->changes_state = changes_state(g);
+    int rc = enqueue(s, g); /* refused: g stays the caller's */
+    if (rc == 0 && g->changes_state)
+        s->generation++;
+    return rc;
+}
+
+uint64_t tf_store_generation(const tf_store_t *s)
+{
+    return s->generation;
 }
 
 /* ------------------------------------------------------------------ */
@@ -684,6 +707,8 @@ static void on_async(uv_async_t *h)
 
         next = g->next;
         g->next = NULL;
+        if (g->changes_state)
+            s->generation++; /* committed (or failed): readers see it now */
         if (cb)
             cb(g->arg, g->rc);
         if (!keep)

@@ -98,6 +98,13 @@ typedef struct tf_store_health {
 /* Snapshot of the writer's state (any thread). */
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
 
+/* A counter that moves whenever the stored state may have changed: when
+ * a group holding more than progress (output chunks, the event chain,
+ * "slave seen") is queued, and again when it has committed or failed.
+ * An answer computed while the counter stayed the same is still right:
+ * the API's cache (api/cache.c) keys its answers by it. Loop thread. */
+uint64_t tf_store_generation(const tf_store_t *s);
+
 /* The schema version the database is at after migrations. */
 int tf_store_schema_version(tf_store_t *s);
 

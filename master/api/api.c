@@ -519,6 +519,7 @@ typedef struct log_stream {
     uint64_t lines;
     int phase; /* 0: sizing, 1: streaming */
     int status; /* 200 or 206 */
+    int64_t removed_ms; /* retention removed the log then (0: kept) */
     size_t got;
     bool prefetched; /* buf holds the first piece, read before answering */
     tf_logcache_t cache; /* the sealed block being streamed, unpacked */
@@ -537,7 +538,8 @@ static void log_stream_free(void *arg)
 static int log_size_fn(sqlite3 *db, void *arg)
 {
     log_stream_t *ls = arg;
-    return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines);
+    return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines,
+                         &ls->removed_ms);
 }
 
 static int log_piece_fn(sqlite3 *db, void *arg)
@@ -600,6 +602,17 @@ static void log_size_done(void *arg, int rc)
     uint64_t start = 0, end = ls->size;
     int status = 200;
     char v[96];
+    if (ls->removed_ms) {
+        /* Not a failure: the builder's retention let it go (docs/api.md). */
+        snprintf(v, sizeof(v), "%" PRId64, ls->removed_ms);
+        tf_http_header(r, "x-log-removed-ms", v);
+        tf_http_error(r, 410, "this log (%" PRIu64 " bytes, %" PRIu64
+                      " lines) was removed by the builder's retention "
+                      "policy; the build and its steps are kept",
+                      ls->size, ls->lines);
+        log_stream_free(ls);
+        return;
+    }
     snprintf(v, sizeof(v), "%" PRIu64, ls->size);
     tf_http_header(r, "x-log-size", v);
     snprintf(v, sizeof(v), "%" PRIu64, ls->lines);

@@ -26,6 +26,7 @@ typedef struct entry {
     char *key;          /* owned copy (the map has its own) */
     char etag[24];      /* "\"%016llx\"" */
     uint64_t gen;
+    uint64_t removals;  /* tf_store_removals when asked */
     int64_t made_ms;
     bool immutable;
     size_t len;
@@ -87,7 +88,7 @@ static bool etag_matches(const char *inm, const char *etag)
 static bool fresh(const tf_master_t *m, const entry_t *e)
 {
     if (e->immutable)
-        return true;
+        return e->removals == tf_store_removals(m->store);
     return e->gen == tf_store_generation(m->store) &&
            tf_now_ms() - e->made_ms < TF_API_CACHE_TTL_MS;
 }
@@ -119,6 +120,7 @@ bool tf_api_cache_answer(tf_http_req_t *r)
     r->cacheable = true;
     r->cache_immutable = false;
     r->cache_gen = tf_store_generation(m->store);
+    r->cache_removals = tf_store_removals(m->store);
     return false;
 }
 
@@ -159,6 +161,7 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     }
     snprintf(e->etag, sizeof(e->etag), "%s", etag);
     e->gen = r->cache_gen;
+    e->removals = r->cache_removals;
     e->made_ms = tf_now_ms();
     e->immutable = r->cache_immutable;
     e->len = len;

@@ -16,7 +16,8 @@
  * it; entries also expire after TF_API_CACHE_TTL_MS because some answers
  * hold clock-derived fields (elapsed_ms, time_ms) and log sizes of
  * running steps, which move without an event. A finished build's answer
- * never changes and is kept regardless of both.
+ * changes only when retention removes logs (tf_store_removals), and is
+ * kept regardless of both otherwise.
  *
  * Loop thread only. Memory is capped (entries and bytes); the oldest
  * entry goes first.

@@ -89,6 +89,7 @@ struct tf_http_req {
     bool cacheable;        /* a 200 JSON answer goes into the cache */
     bool cache_immutable;  /* it never changes (a finished build) */
     uint64_t cache_gen;    /* the store's generation when it was asked */
+    uint64_t cache_removals; /* and its count of log removals */
     char cache_key[TF_HTTP_PATH_MAX + 64];
 };
 

@@ -567,4 +567,8 @@ int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why);
 
 void tf_build_free(tf_build_t *b);
 
+/* The log retention the config asks for, as the store takes it
+ * (out->rules malloc'd: the caller frees it, also after TF_ENOMEM). */
+int tf_retention_from_config(const tf_config_t *cfg, tf_retention_t *out);
+
 #endif

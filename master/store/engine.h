@@ -29,6 +29,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/ops.h"
 
@@ -74,13 +75,21 @@ typedef struct tf_engine_vt {
     void (*set_max_pages)(tf_engine_t *e, long pages);
 
     /* Idle work on the writer thread, called while no group waits (and
-     * never inside a batch): one small unit in a transaction of its own,
-     * such as sealing one block of a log an older version left open
-     * (store/logblock.h). Returns 1 when it did some (the writer calls
-     * again while idle), 0 when none is left (the writer asks again
-     * after TF_STORE_MAINT_IDLE_MS), or a negative code with err set.
-     * May be NULL. */
-    int (*maintain)(tf_engine_t *e, char *err, size_t errlen);
+     * never inside a batch): one small unit in a transaction of its own:
+     * sealing one block of a log an older version left open
+     * (store/logblock.h), or removing a batch of the logs the retention
+     * ret (store.h) no longer keeps at now_ms, in which case *removed is
+     * set (cached answers of finished builds change). Returns 1 when it
+     * did some (the writer calls again while idle), 0 when none is left
+     * (the writer asks again after TF_STORE_MAINT_IDLE_MS), or a
+     * negative code with err set. May be NULL. */
+    int (*maintain)(tf_engine_t *e, const tf_retention_t *ret,
+                    int64_t now_ms, bool *removed, char *err, size_t errlen);
+
+    /* Offline (tf_store_vacuum, no writer thread): rewrites the database
+     * compactly, giving its free pages back to the file system. May be
+     * NULL. */
+    int (*vacuum)(tf_engine_t *e, char *err, size_t errlen);
 
     /* The writer thread is exiting: close the write connection. */
     void (*close_writer)(tf_engine_t *e);

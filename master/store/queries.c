@@ -303,7 +303,8 @@ int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
 
 #define BUILD_COLS                                                             \
     "id, builder, number, request_id, slave, state, result, text, reason, "    \
-    "created_ms, started_ms, finished_ms, properties, nsteps, kind "
+    "created_ms, started_ms, finished_ms, properties, nsteps, kind, "        \
+    "logs_removed_ms "
 
 static const tf_col_t build_cols[] = {
     {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
@@ -313,7 +314,8 @@ static const tf_col_t build_cols[] = {
     {"reason", TF_COL_TEXT},     {"created_ms", TF_COL_INT},
     {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
     {"properties", TF_COL_JSON}, {"nsteps", TF_COL_INT},
-    {"kind", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
+    {"kind", TF_COL_TEXT},       {"logs_removed_ms", TF_COL_INT},
+    {NULL, TF_COL_SKIP},
 };
 
 static json_t *build_row(sqlite3_stmt *st, const char *base)
@@ -793,12 +795,14 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
 }
 
 int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
-                  uint64_t *bytes, uint64_t *lines)
+                  uint64_t *bytes, uint64_t *lines, int64_t *removed_ms)
 {
     sqlite3_stmt *st = NULL;
     int rc = prep(db,
-                  "SELECT log_bytes, log_lines FROM steps "
-                  "WHERE build_id = ?1 AND idx = ?2",
+                  "SELECT s.log_bytes, s.log_lines, "
+                  "coalesce(b.logs_removed_ms, 0) FROM steps s "
+                  "JOIN builds b ON b.id = s.build_id "
+                  "WHERE s.build_id = ?1 AND s.idx = ?2",
                   &st);
     if (rc)
         return rc;
@@ -808,6 +812,7 @@ int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
     if (sqlite3_step(st) == SQLITE_ROW) {
         *bytes = (uint64_t)sqlite3_column_int64(st, 0);
         *lines = (uint64_t)sqlite3_column_int64(st, 1);
+        *removed_ms = sqlite3_column_int64(st, 2);
         rc = 0;
     }
     sqlite3_finalize(st);

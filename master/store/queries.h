@@ -102,10 +102,11 @@ int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out);
 int tf_q_jobs(sqlite3 *db, const char *base_url, const char *email,
               uint64_t before, unsigned limit, json_t **out);
 
-/* Size in bytes and lines of a step's log so far, or TF_ENOENT when the
- * step does not exist. */
+/* Size in bytes and lines of a step's log so far, and when retention
+ * removed the build's logs (0: not removed), or TF_ENOENT when the step
+ * does not exist. */
 int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
-                  uint64_t *bytes, uint64_t *lines);
+                  uint64_t *bytes, uint64_t *lines, int64_t *removed_ms);
 
 /* Copies into dst the log bytes in [start, end) of a step, at most max
  * bytes, from its sealed blocks and its open tail. cache (caller's, may

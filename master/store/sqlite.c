@@ -84,6 +84,7 @@ struct tf_engine {
     size_t sealcap;
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
+    char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
 
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -1180,18 +1181,186 @@ fail:
     return TF_ENG_DB_FAILED;
 }
 
+/* ---- Retention (store.h, tf_retention_t) ----
+ *
+ * One unit removes a batch of one build's logs: at most RET_BLOCKS blocks
+ * and RET_CHUNKS chunks, so a transaction frees about a MiB of pages and
+ * never keeps the writer from a waiting group for long. The build whose
+ * logs are all gone gets logs_removed_ms. Candidates are found through
+ * builds_logs_kept (a builder's builds that still have logs, by number),
+ * one builder after another. */
+#define RET_BLOCKS 16
+#define RET_CHUNKS 256
+
+static const char SQL_RET_BUILDERS[] =
+    "SELECT DISTINCT builder FROM builds WHERE logs_removed_ms IS NULL "
+    "AND builder > ?1 ORDER BY builder LIMIT 1";
+static const char SQL_RET_BY_COUNT[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND number < (SELECT number FROM builds "
+    "WHERE builder = ?1 AND state = 'finished' ORDER BY number DESC "
+    "LIMIT 1 OFFSET ?2) ORDER BY number LIMIT 1";
+static const char SQL_RET_BY_AGE[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND finished_ms < ?2 ORDER BY number LIMIT 1";
+static const char SQL_RET_BY_SIZE[] =
+    "SELECT id, (SELECT coalesce(sum(log_bytes), 0) FROM steps "
+    "WHERE build_id = b.id) FROM builds b WHERE builder = ?1 "
+    "AND logs_removed_ms IS NULL AND state = 'finished' "
+    "ORDER BY number DESC";
+static const char SQL_RET_DROP_BLOCKS[] =
+    "DELETE FROM log_blocks WHERE rowid IN (SELECT rowid FROM log_blocks "
+    "WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_DROP_CHUNKS[] =
+    "DELETE FROM log_chunks WHERE rowid IN (SELECT rowid FROM log_chunks "
+    "WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_MARK[] =
+    "UPDATE builds SET logs_removed_ms = ?1 WHERE id = ?2";
+static const char SQL_RET_MARK_STEPS[] =
+    "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
+    "AND log_sealed < log_bytes";
+
+static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
+                                           const char *builder)
+{
+    for (size_t i = 0; i < ret->n; i++)
+        if (strcmp(ret->rules[i].builder, builder) == 0)
+            return &ret->rules[i];
+    return &ret->dflt;
+}
+
+static bool rule_limits(const tf_retention_rule_t *r)
+{
+    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
+}
+
+/* The oldest build of builder whose logs the rule no longer keeps, or 0. */
+static int expired_build(tf_engine_t *e, const char *builder,
+                         const tf_retention_rule_t *r, int64_t now_ms,
+                         uint64_t *id)
+{
+    int64_t v[1];
+    bool found = false;
+    int src;
+
+    *id = 0;
+    if (r->log_builds > 0) {
+        src = query_ints(e, SQL_RET_BY_COUNT,
+                         (tf_sqlval_t[]){T(builder), I(r->log_builds - 1)},
+                         2, v, 1, &found);
+        if (src != SQLITE_OK || found)
+            goto out;
+    }
+    if (r->log_days > 0) {
+        src = query_ints(e, SQL_RET_BY_AGE,
+                         (tf_sqlval_t[]){T(builder),
+                                         I(now_ms - r->log_days * 86400000)},
+                         2, v, 1, &found);
+        if (src != SQLITE_OK || found)
+            goto out;
+    }
+    if (r->log_bytes > 0) {
+        sqlite3_stmt *st;
+        src = cache_get(e, SQL_RET_BY_SIZE, &st);
+        if (src != SQLITE_OK)
+            return src;
+        sqlite3_bind_text(st, 1, builder, -1, SQLITE_STATIC);
+        int64_t sum = 0;
+        while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+            sum += sqlite3_column_int64(st, 1);
+            if (sum > r->log_bytes) {
+                v[0] = sqlite3_column_int64(st, 0);
+                found = true;
+                break;
+            }
+        }
+        if (src != SQLITE_ROW && src != SQLITE_DONE)
+            snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errmsg(e->db));
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (src != SQLITE_ROW && src != SQLITE_DONE)
+            return src;
+    }
+    src = SQLITE_OK;
+out:
+    if (src == SQLITE_OK && found)
+        *id = (uint64_t)v[0];
+    return src;
+}
+
+/* Removes a batch of the logs of the next build retention expires, in the
+ * open transaction. *did: something was removed or marked. */
+static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
+                          int64_t now_ms, bool *did)
+{
+    *did = false;
+    /* Walk the builders from the cursor; wrap once. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (;;) {
+            sqlite3_stmt *st;
+            char builder[TF_NAME_MAX + 1];
+            int src = cache_get(e, SQL_RET_BUILDERS, &st);
+            if (src != SQLITE_OK)
+                return src;
+            sqlite3_bind_text(st, 1, e->ret_builder, -1, SQLITE_STATIC);
+            src = sqlite3_step(st);
+            bool have = src == SQLITE_ROW;
+            if (have)
+                snprintf(builder, sizeof(builder), "%s",
+                         (const char *)sqlite3_column_text(st, 0));
+            if (src != SQLITE_ROW && src != SQLITE_DONE)
+                snprintf(e->msg, sizeof(e->msg), "%s",
+                         sqlite3_errmsg(e->db));
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            if (src != SQLITE_ROW && src != SQLITE_DONE)
+                return src;
+            if (!have)
+                break;
+            const tf_retention_rule_t *r = rule_for(ret, builder);
+            uint64_t id = 0;
+            if (rule_limits(r)) {
+                src = expired_build(e, builder, r, now_ms, &id);
+                if (src != SQLITE_OK)
+                    return src;
+            }
+            if (!id) {
+                snprintf(e->ret_builder, sizeof(e->ret_builder), "%s",
+                         builder);
+                continue;
+            }
+            EXEC(SQL_RET_DROP_BLOCKS, I(id), I(RET_BLOCKS));
+            int gone = sqlite3_changes(e->db);
+            EXEC(SQL_RET_DROP_CHUNKS, I(id), I(RET_CHUNKS));
+            gone += sqlite3_changes(e->db);
+            if (gone == 0) {
+                EXEC(SQL_RET_MARK, I(now_ms), I(id));
+                EXEC(SQL_RET_MARK_STEPS, I(id));
+                tf_debug(SUB, "build %" PRIu64 " of %s: logs removed by "
+                              "retention", id, builder);
+            }
+            *did = true;
+            return SQLITE_OK; /* the same builder again next time */
+        }
+        e->ret_builder[0] = '\0';
+    }
+    return SQLITE_OK;
+}
+
 /* Idle work (engine.h, maintain): seals one block of a finished step's
  * tail that is still open (a log stored by an older version, or a step
  * whose end came without its output sealed), in a transaction of its
  * own. The walk goes through steps_unsealed in order and skips a step
  * it cannot seal (a hole in its chunks), so it always ends. */
-static int maintain(tf_engine_t *e, char *err, size_t errlen)
+static int maintain(tf_engine_t *e, const tf_retention_t *ret,
+                    int64_t now_ms, bool *removed, char *err, size_t errlen)
 {
     int64_t v[2];
-    bool found;
+    bool found, did = false;
     uint64_t to = 0;
     int src = ctl(e, SQL_BEGIN);
 
+    *removed = false;
     if (src != SQLITE_OK)
         goto fail;
     src = query_ints(e, SQL_LOG_UNSEALED,
@@ -1200,12 +1369,16 @@ static int maintain(tf_engine_t *e, char *err, size_t errlen)
     if (src != SQLITE_OK)
         goto fail;
     if (!found) {
+        e->maint_build = 0;
+        e->maint_step = 0;
+        src = retention_step(e, ret, now_ms, &did);
+        if (src != SQLITE_OK)
+            goto fail;
         src = ctl(e, SQL_COMMIT);
         if (src != SQLITE_OK)
             goto fail;
-        e->maint_build = 0;
-        e->maint_step = 0;
-        return 0;
+        *removed = did;
+        return did ? 1 : 0;
     }
     uint64_t build_id = (uint64_t)v[0];
     unsigned step = (unsigned)v[1];
@@ -1240,6 +1413,19 @@ fail:
     fmt_trunc(err, errlen, "sealing old logs: %s (sqlite error %d)", e->msg,
               src);
     return TF_ESTORE;
+}
+
+static int vacuum(tf_engine_t *e, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(e->db, "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; "
+                            "PRAGMA wal_checkpoint(TRUNCATE)",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        fmt_trunc(err, errlen, "VACUUM: %s", msg ? msg : "failed");
+        sqlite3_free(msg);
+        return TF_ESTORE;
+    }
+    return 0;
 }
 
 static void set_max_pages(tf_engine_t *e, long pages)
@@ -2426,6 +2612,7 @@ const tf_engine_vt_t tf_engine_sqlite = {
     .query = query,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
+    .vacuum = vacuum,
     .close_writer = close_writer,
     .destroy = destroy,
     .check = engine_check,

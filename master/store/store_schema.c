@@ -232,7 +232,13 @@ static const char *const migrations[] = {
     "  PRIMARY KEY(build_id, step, offset));"
     "ALTER TABLE steps ADD COLUMN log_sealed INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX steps_unsealed ON steps(build_id, idx) "
-    "WHERE log_sealed < log_bytes;",
+    "WHERE log_sealed < log_bytes;"
+    /* Retention: a build whose logs were removed keeps its rows and says
+     * when; builds_logs_kept walks a builder's builds that still have
+     * theirs, oldest first. */
+    "ALTER TABLE builds ADD COLUMN logs_removed_ms INTEGER;"
+    "CREATE INDEX builds_logs_kept ON builds(builder, number) "
+    "WHERE logs_removed_ms IS NULL;",
 };
 
 size_t tf_schema_count(void)

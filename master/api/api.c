@@ -602,6 +602,11 @@ static void log_size_done(void *arg, int rc)
     uint64_t start = 0, end = ls->size;
     int status = 200;
     char v[96];
+    snprintf(v, sizeof(v), "%" PRIu64, ls->size);
+    tf_http_header(r, "x-log-size", v);
+    snprintf(v, sizeof(v), "%" PRIu64, ls->lines);
+    tf_http_header(r, "x-log-lines", v);
+    tf_http_header(r, "accept-ranges", "bytes");
     if (ls->removed_ms) {
         /* Not a failure: the builder's retention let it go (docs/api.md). */
         snprintf(v, sizeof(v), "%" PRId64, ls->removed_ms);
@@ -613,11 +618,6 @@ static void log_size_done(void *arg, int rc)
         log_stream_free(ls);
         return;
     }
-    snprintf(v, sizeof(v), "%" PRIu64, ls->size);
-    tf_http_header(r, "x-log-size", v);
-    snprintf(v, sizeof(v), "%" PRIu64, ls->lines);
-    tf_http_header(r, "x-log-lines", v);
-    tf_http_header(r, "accept-ranges", "bytes");
     const char *qs = tf_http_arg(r, "start"), *qe = tf_http_arg(r, "end");
     if (r->range[0]) {
         int pr = tf_range_parse(r->range, ls->size, &start, &end);

@@ -385,7 +385,7 @@ TF_TEST(reopen_is_a_noop)
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM slave_events"), 1);
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master "
                                  "WHERE type = 'table'"),
-                     18); /* 17, and log_blocks since version 6 */
+                     18); /* 17, and log_blocks since version 7 */
         store_close_wait(&f, s);
     }
     fx_teardown(&f);

@@ -116,12 +116,12 @@ def test_changed_builder_changes_the_etag_and_nothing_stale(farm):
     assert m.api_get("/builders/slow").json()["current_builds"] == []
 
     # A slave going away shows in the summary at once.
-    before = m.api_get("/summary").json()
-    assert before["slaves"] == {"connected": 2, "total": 2}, before
+    before = m.api_get("/summary").json()["slaves"]
+    assert (before["connected"], before["total"]) == (2, 2), before
     s2.stop()
     wait_for(lambda: not m.slave_connected("s2"), 20, "s2 to be gone", farm)
-    after = m.api_get("/summary").json()
-    assert after["slaves"] == {"connected": 1, "total": 2}, after
+    after = m.api_get("/summary").json()["slaves"]
+    assert (after["connected"], after["total"]) == (1, 2), after
 
 
 def test_forced_request_shows_in_the_queue_at_once(farm):

@@ -236,11 +236,17 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
     j = wait_job(m, submit(m, token, ["fragile"])["job_id"])
     tb = j["builders"][0]["build"]["id"]
     m.stop()
-    # Back to schema 5 as an older master left it: no kind column, and the
+    # Back to schema 5 as an older master left it: no kind column, no
+    # compressed logs (schema 7: the logs go back into chunks), and the
     # try build as the builder's last complete build.
     import sqlite3
     db = sqlite3.connect(m.db_path)
     db.executescript(
+        "DROP INDEX builds_logs_kept;"
+        "ALTER TABLE builds DROP COLUMN logs_removed_ms;"
+        "DROP INDEX steps_unsealed;"
+        "ALTER TABLE steps DROP COLUMN log_sealed;"
+        "DROP TABLE log_blocks;"
         "DROP INDEX builds_by_builder_kind;"
         "ALTER TABLE builds DROP COLUMN kind;"
         f"UPDATE builders SET last_complete_build_id = {tb}, "

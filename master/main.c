@@ -39,6 +39,10 @@ static void usage(FILE *f)
             "  user list [-d DIR]               list committers\n"
             "  user remove EMAIL [-d DIR]       remove a committer (their "
             "token stops working)\n"
+            "  vacuum [DIR] [--config FILE]     with the master stopped: "
+            "seal old logs, apply\n"
+            "                                   the retention, compact the "
+            "database file\n"
             "  mail preview job:ID|build:ID [-d DIR]\n"
             "                                   print the mail that would be "
             "sent (docs/admins.md)\n"
@@ -156,6 +160,8 @@ int main(int argc, char **argv)
         return tf_cli_check(pos1 ? pos1 : config ? config : dir ? dir : ".");
     if (strcmp(cmd, "mail") == 0)
         return tf_cli_mail(dir ? dir : ".", config, pos1, pos2);
+    if (strcmp(cmd, "vacuum") == 0)
+        return tf_cli_vacuum(pos1 ? pos1 : dir ? dir : ".", config);
     if (strcmp(cmd, "force") == 0) {
         if (!pos1 || !tf_name_valid(pos1)) {
             fprintf(stderr, "tf-master force: give a builder name\n");

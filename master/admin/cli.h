@@ -34,6 +34,11 @@ int tf_cli_force(const char *dir, const char *builder, const char *reason);
 int tf_cli_mail(const char *dir, const char *config, const char *verb,
                 const char *target);
 
+/* `tf-master vacuum` for the stopped master of dir (or the config file
+ * config): seals old logs, applies the retention, compacts the database
+ * file (users.c). */
+int tf_cli_vacuum(const char *dir, const char *config);
+
 /* `tf-master user add|list|remove` for the master in dir (users.c). */
 int tf_users_cli(const char *dir, const char *verb, const char *email,
                  const char *name);

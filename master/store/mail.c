@@ -417,24 +417,8 @@ int tf_store_mail_log(sqlite3 *db, uint64_t build_id, unsigned step,
                                     const void *data, size_t len),
                       void *arg)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT offset, line, data FROM log_chunks "
-                           "WHERE build_id = ?1 AND step = ?2 AND "
-                           "offset + length(data) > ?3 ORDER BY offset",
-                           -1, &st, NULL) != SQLITE_OK)
-        return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)step);
-    sqlite3_bind_int64(st, 3, (int64_t)from_offset);
-    while (sqlite3_step(st) == SQLITE_ROW &&
-           visit(arg, (uint64_t)sqlite3_column_int64(st, 0),
-                 (uint64_t)sqlite3_column_int64(st, 1),
-                 sqlite3_column_blob(st, 2),
-                 (size_t)sqlite3_column_bytes(st, 2)))
-        ;
-    sqlite3_finalize(st);
-    return 0;
+    int rc = tf_q_log_visit(db, build_id, step, from_offset, visit, arg);
+    return rc == TF_ECORRUPT || rc == TF_ENOMEM ? TF_ESTORE : rc;
 }
 
 /* ------------------------------------------------------------------ */

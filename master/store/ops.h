@@ -340,6 +340,7 @@ struct tf_wgroup {
     bool failed;         /* an op could not be added (out of memory) */
     bool keep;           /* tf_wgroup_keep: the caller frees it on failure */
     bool poisoned;       /* excluded from its batch: fails without running */
+    bool changes_state;  /* holds more than progress (tf_store_generation) */
     int rc;              /* its outcome, set by the writer */
     tf_store_done_cb cb;
     void *arg;

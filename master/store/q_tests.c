@@ -295,7 +295,7 @@ static char *test_excerpt(sqlite3 *db, uint64_t build_id, unsigned step,
     size_t got = 0, n = 0;
     uint64_t want = lines < TF_Q_EXCERPT_LINES ? lines : TF_Q_EXCERPT_LINES;
     if (tf_q_log_read(db, build_id, step, offset, offset + sizeof(buf),
-                      sizeof(buf), buf, &got))
+                      sizeof(buf), buf, &got, NULL))
         got = 0;
     for (uint64_t seen = 0; n < got && seen < want; seen++) {
         unsigned char *nl = memchr(buf + n, '\n', got - n);

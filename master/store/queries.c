@@ -3,9 +3,10 @@
  *
  * Summary questions ("every builder with its last result") read the
  * builders table's summary columns, which the writer keeps current, so they
- * cost one indexed row per builder however many builds exist. Log reads use
- * the (build_id, step, offset) primary key to find the chunk holding the
- * first byte, then walk forward.
+ * cost one indexed row per builder however many builds exist. Log reads
+ * find the sealed block holding the first byte by its (build_id, step,
+ * offset) key and unpack it (store/logblock.h), then go on through the
+ * next blocks and, past the last, the open tail's chunks.
  */
 #include "store/queries.h"
 
@@ -17,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "result.h"
+#include "store/logblock.h"
 #include "tf_err.h"
 
 json_t *tf_col_int(sqlite3_stmt *st, int col)
@@ -302,7 +305,8 @@ int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
 
 #define BUILD_COLS                                                             \
     "id, builder, number, request_id, slave, state, result, text, reason, "    \
-    "created_ms, started_ms, finished_ms, properties, nsteps, kind "
+    "created_ms, started_ms, finished_ms, properties, nsteps, kind, "        \
+    "logs_removed_ms "
 
 static const tf_col_t build_cols[] = {
     {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
@@ -312,7 +316,8 @@ static const tf_col_t build_cols[] = {
     {"reason", TF_COL_TEXT},     {"created_ms", TF_COL_INT},
     {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
     {"properties", TF_COL_JSON}, {"nsteps", TF_COL_INT},
-    {"kind", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
+    {"kind", TF_COL_TEXT},       {"logs_removed_ms", TF_COL_INT},
+    {NULL, TF_COL_SKIP},
 };
 
 static json_t *build_row(sqlite3_stmt *st, const char *base)
@@ -792,12 +797,14 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
 }
 
 int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
-                  uint64_t *bytes, uint64_t *lines)
+                  uint64_t *bytes, uint64_t *lines, int64_t *removed_ms)
 {
     sqlite3_stmt *st = NULL;
     int rc = prep(db,
-                  "SELECT log_bytes, log_lines FROM steps "
-                  "WHERE build_id = ?1 AND idx = ?2",
+                  "SELECT s.log_bytes, s.log_lines, "
+                  "coalesce(b.logs_removed_ms, 0) FROM steps s "
+                  "JOIN builds b ON b.id = s.build_id "
+                  "WHERE s.build_id = ?1 AND s.idx = ?2",
                   &st);
     if (rc)
         return rc;
@@ -807,20 +814,83 @@ int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
     if (sqlite3_step(st) == SQLITE_ROW) {
         *bytes = (uint64_t)sqlite3_column_int64(st, 0);
         *lines = (uint64_t)sqlite3_column_int64(st, 1);
+        *removed_ms = sqlite3_column_int64(st, 2);
         rc = 0;
     }
     sqlite3_finalize(st);
     return rc;
 }
 
-int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
-                  uint64_t start, uint64_t end, size_t max, unsigned char *dst,
-                  size_t *got)
+/* Makes c hold the sealed block of (build_id, step) that holds byte
+ * pos. Returns 0, TF_ENOENT (no block holds it: it is in the open tail,
+ * or past the log), TF_ECORRUPT (logged) or TF_ESTORE. */
+static int log_block_at(sqlite3 *db, uint64_t build_id, unsigned step,
+                        uint64_t pos, tf_logcache_t *c)
+{
+    if (c->len && c->build_id == build_id && c->step == step &&
+        c->offset <= pos && pos - c->offset < c->len)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db,
+                  "SELECT offset, line, raw_len, codec, data FROM log_blocks "
+                  "WHERE build_id = ?1 AND step = ?2 AND offset <= ?3 "
+                  "ORDER BY offset DESC LIMIT 1",
+                  &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, (int)step);
+    sqlite3_bind_int64(st, 3, (int64_t)pos);
+    rc = TF_ENOENT;
+    if (sqlite3_step(st) != SQLITE_ROW)
+        goto out;
+    uint64_t off = (uint64_t)sqlite3_column_int64(st, 0);
+    uint64_t line = (uint64_t)sqlite3_column_int64(st, 1);
+    int64_t raw = sqlite3_column_int64(st, 2);
+    int codec = sqlite3_column_int(st, 3);
+    const void *blob = sqlite3_column_blob(st, 4);
+    size_t blen = (size_t)sqlite3_column_bytes(st, 4);
+    if (raw > 0 && off + (uint64_t)raw <= pos)
+        goto out; /* the last block ends before pos */
+    rc = TF_ECORRUPT;
+    if (raw <= 0 || raw > (int64_t)TF_LOGBLOCK_MAX)
+        goto bad;
+    unsigned char *d = realloc(c->data, (size_t)raw);
+    if (!d) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    c->data = d;
+    c->len = 0;
+    rc = tf_logblock_unpack(codec, blob, blen, (uint64_t)raw, d);
+    if (rc)
+        goto bad;
+    c->build_id = build_id;
+    c->step = step;
+    c->offset = off;
+    c->line = line;
+    c->len = (size_t)raw;
+    goto out;
+bad:
+    tf_error("store", "build %" PRIu64 " step %u: the log block at bytes %"
+             PRIu64 "-%" PRIu64 " is corrupt (codec %d, %zu bytes stored); "
+             "that part of the log cannot be read",
+             build_id, step, off, off + (uint64_t)(raw > 0 ? raw : 0), codec,
+             blen);
+    rc = TF_ECORRUPT;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Copies what the open tail (chunks) holds of [pos, end), at most max
+ * bytes, to dst; *got: how many. */
+static int log_tail_read(sqlite3 *db, uint64_t build_id, unsigned step,
+                         uint64_t pos, uint64_t end, size_t max,
+                         unsigned char *dst, size_t *got)
 {
     sqlite3_stmt *st = NULL;
     *got = 0;
-    if (start >= end || max == 0)
-        return 0;
     int rc = prep(db,
                   "SELECT offset, data FROM log_chunks "
                   "WHERE build_id = ?1 AND step = ?2 AND offset >= "
@@ -832,9 +902,8 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
         return rc;
     sqlite3_bind_int64(st, 1, (int64_t)build_id);
     sqlite3_bind_int(st, 2, (int)step);
-    sqlite3_bind_int64(st, 3, (int64_t)start);
+    sqlite3_bind_int64(st, 3, (int64_t)pos);
     sqlite3_bind_int64(st, 4, (int64_t)end);
-    uint64_t pos = start;
     while (*got < max && sqlite3_step(st) == SQLITE_ROW) {
         uint64_t off = (uint64_t)sqlite3_column_int64(st, 0);
         const unsigned char *data = sqlite3_column_blob(st, 1);
@@ -857,6 +926,112 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
     }
     sqlite3_finalize(st);
     return 0;
+}
+
+int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
+                  uint64_t start, uint64_t end, size_t max, unsigned char *dst,
+                  size_t *got, tf_logcache_t *cache)
+{
+    tf_logcache_t local = {0};
+    tf_logcache_t *c = cache ? cache : &local;
+    uint64_t pos = start;
+    int rc = 0;
+
+    *got = 0;
+    /* One snapshot for the blocks and the tail, even on a connection
+     * outside a read transaction: the writer moves bytes from the tail
+     * into a block at any time. */
+    if (sqlite3_exec(db, "SAVEPOINT tf_log", NULL, NULL, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    while (*got < max && pos < end) {
+        rc = log_block_at(db, build_id, step, pos, c);
+        if (rc == TF_ENOENT) {
+            size_t n = 0;
+            rc = log_tail_read(db, build_id, step, pos, end, max - *got,
+                               dst + *got, &n);
+            *got += n;
+            break;
+        }
+        if (rc)
+            break;
+        uint64_t from = pos - c->offset;
+        uint64_t take = c->len - from;
+        if (take > end - pos)
+            take = end - pos;
+        if (take > max - *got)
+            take = max - *got;
+        memcpy(dst + *got, c->data + from, (size_t)take);
+        *got += (size_t)take;
+        pos += take;
+    }
+    sqlite3_exec(db, "RELEASE tf_log", NULL, NULL, NULL);
+    tf_logcache_clear(&local);
+    return rc;
+}
+
+static uint64_t count_newlines(const unsigned char *p, size_t n)
+{
+    uint64_t k = 0;
+    const unsigned char *end = p + n;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        k++;
+        p++;
+    }
+    return k;
+}
+
+int tf_q_log_visit(sqlite3 *db, uint64_t build_id, unsigned step,
+                   uint64_t from,
+                   bool (*visit)(void *arg, uint64_t offset, uint64_t line,
+                                 const void *data, size_t len),
+                   void *arg)
+{
+    tf_logcache_t c = {0};
+    uint64_t pos = from;
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (sqlite3_exec(db, "SAVEPOINT tf_log", NULL, NULL, NULL) != SQLITE_OK)
+        return TF_ESTORE;
+    /* The sealed blocks, from the one holding `from`. */
+    for (;;) {
+        rc = log_block_at(db, build_id, step, pos, &c);
+        if (rc == TF_ENOENT)
+            break;
+        if (rc)
+            goto out;
+        size_t skip = (size_t)(pos - c.offset);
+        uint64_t line = c.line + count_newlines(c.data, skip);
+        bool more = visit(arg, pos, line, c.data + skip, c.len - skip);
+        pos = c.offset + c.len;
+        if (!more) {
+            rc = 0;
+            goto out;
+        }
+    }
+    /* Then the open tail. */
+    rc = prep(db,
+              "SELECT offset, line, data FROM log_chunks "
+              "WHERE build_id = ?1 AND step = ?2 AND "
+              "offset + length(data) > ?3 ORDER BY offset",
+              &st);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, (int)step);
+    sqlite3_bind_int64(st, 3, (int64_t)pos);
+    while (sqlite3_step(st) == SQLITE_ROW &&
+           visit(arg, (uint64_t)sqlite3_column_int64(st, 0),
+                 (uint64_t)sqlite3_column_int64(st, 1),
+                 sqlite3_column_blob(st, 2),
+                 (size_t)sqlite3_column_bytes(st, 2)))
+        ;
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    sqlite3_exec(db, "RELEASE tf_log", NULL, NULL, NULL);
+    tf_logcache_clear(&c);
+    return rc;
 }
 
 #define JOB_COLS                                                               \

@@ -45,6 +45,7 @@
 #include <uv.h>
 
 #include "email.h" /* TF_EMAIL_MAX */
+#include "names.h" /* TF_NAME_MAX */
 
 typedef struct tf_store tf_store_t;
 typedef struct tf_wgroup tf_wgroup_t;
@@ -97,6 +98,54 @@ typedef struct tf_store_health {
 
 /* Snapshot of the writer's state (any thread). */
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
+
+/* A counter that moves whenever the stored state may have changed: when
+ * a group holding more than progress (output chunks, the event chain,
+ * "slave seen") is queued, and again when it has committed or failed.
+ * An answer computed while the counter stayed the same is still right:
+ * the API's cache (api/cache.c) keys its answers by it. Loop thread. */
+uint64_t tf_store_generation(const tf_store_t *s);
+
+/* How many times the writer's idle work removed logs (retention): an
+ * answer that never changes otherwise (a finished build) is stale once
+ * this moves. Any thread. */
+uint64_t tf_store_removals(const tf_store_t *s);
+
+/* Retention of step logs (docs/config.md, "retention"): the writer removes
+ * logs in small batches while idle; build rows, steps, stats and test
+ * results stay, and the build records when its logs went. 0: no limit. */
+typedef struct tf_retention_rule {
+    char builder[TF_NAME_MAX + 1]; /* "" in the default rule */
+    int64_t log_days;   /* logs of builds finished longer ago go */
+    int64_t log_builds; /* only the newest N finished builds keep logs */
+    int64_t log_bytes;  /* the newest builds keep logs up to this many raw
+                           bytes */
+} tf_retention_rule_t;
+
+typedef struct tf_retention {
+    tf_retention_rule_t dflt;   /* for builders without a rule */
+    tf_retention_rule_t *rules; /* per builder */
+    size_t n;
+} tf_retention_t;
+
+/* Replaces the retention the writer applies (copied). Returns 0 or
+ * TF_ENOMEM (the previous one stays). */
+int tf_store_set_retention(tf_store_t *s, const tf_retention_t *r);
+
+/* What tf_store_vacuum did. */
+typedef struct tf_vacuum_stats {
+    uint64_t units;        /* units of idle work: blocks sealed, batches of
+                              logs removed */
+    uint64_t removed;      /* of which removed logs */
+    uint64_t bytes_before, bytes_after; /* the database and its WAL */
+} tf_vacuum_stats_t;
+
+/* `tf-master vacuum`: with the master stopped, opens the database at path
+ * (migrating it), seals every log an older version left open, removes
+ * every log ret no longer keeps, and rewrites the file compactly. Returns
+ * 0, or a code with the cause logged. No loop, no writer thread. */
+int tf_store_vacuum(const char *path, const tf_retention_t *ret,
+                    tf_vacuum_stats_t *st);
 
 /* The schema version the database is at after migrations. */
 int tf_store_schema_version(tf_store_t *s);

@@ -249,6 +249,28 @@ static const char *const migrations[] = {
     "  ON build_requests(without_patch_of) WHERE without_patch_of IS NOT NULL;"
     "CREATE INDEX build_requests_by_revision"
     "  ON build_requests(builder, revision) WHERE revision IS NOT NULL;",
+    /* 8: compressed logs (store/logblock.h). A step's log is its sealed
+     * blocks, which cover bytes [0, log_sealed), then its open tail of
+     * chunks in log_chunks. Logs of older versions are all tail (their
+     * log_sealed is 0), read as they are, and get sealed by the writer
+     * when idle: steps_unsealed finds the finished steps left. */
+    "CREATE TABLE log_blocks("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  offset INTEGER NOT NULL,"
+    "  line INTEGER NOT NULL,"
+    "  raw_len INTEGER NOT NULL,"
+    "  codec INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY(build_id, step, offset));"
+    "ALTER TABLE steps ADD COLUMN log_sealed INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX steps_unsealed ON steps(build_id, idx) "
+    "WHERE log_sealed < log_bytes;"
+    /* Retention: a build whose logs were removed keeps its rows and says
+     * when; builds_logs_kept walks a builder's builds that still have
+     * theirs, oldest first. */
+    "ALTER TABLE builds ADD COLUMN logs_removed_ms INTEGER;"
+    "CREATE INDEX builds_logs_kept ON builds(builder, number) "
+    "WHERE logs_removed_ms IS NULL;",
 };
 
 size_t tf_schema_count(void)

@@ -393,16 +393,20 @@ int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
     g->arg = arg;
     g->rc = 0;
     g->poisoned = false;
-    g->changes_state = changes_state(g);
+    bool moves = changes_state(g);
+    g->changes_state = moves;
+    /* Once queued, g is the writer's: it may be committed and freed on
+     * the loop thread before enqueue returns (callers on other threads,
+     * like the mail sender), so nothing of g is read after. */
     int rc = enqueue(s, g); /* refused: g stays the caller's */
-    if (rc == 0 && g->changes_state)
-        s->generation++;
+    if (rc == 0 && moves)
+        __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELAXED);
     return rc;
 }
 
 uint64_t tf_store_generation(const tf_store_t *s)
 {
-    return s->generation;
+    return __atomic_load_n(&s->generation, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------------ */
@@ -812,7 +816,8 @@ static void on_async(uv_async_t *h)
         next = g->next;
         g->next = NULL;
         if (g->changes_state)
-            s->generation++; /* committed (or failed): readers see it now */
+            /* committed (or failed): readers see it now */
+            __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELAXED);
         if (cb)
             cb(g->arg, g->rc);
         if (!keep)

@@ -451,7 +451,10 @@ async function groupActions(r, ctx) {
   await page.click(".cancel-build");
   await page.click(".cancel-build");
   await page.waitForSelector('#build-result[data-result="CANCELLED"]', { timeout: 15000 });
-  r.check("actions: cancel works for a logged-in user", (await api(BASE, `/builds/${bid}`)).json.result === "CANCELLED");
+  // The live event can reach the page a moment before the build's end is
+  // committed and read back by the API (slow under ASan): wait for it.
+  const cancelled = await until("the API to show the build cancelled", async () => (await api(BASE, `/builds/${bid}`)).json.result === "CANCELLED", { timeout: 10000 }).catch(() => false);
+  r.check("actions: cancel works for a logged-in user", cancelled === true);
   await shot(page, "build-cancelled", r);
 
   // Force from the builder page.

@@ -362,7 +362,7 @@ typedef struct qjob {
     json_t *out;
 } qjob_t;
 
-static int qjob_run(sqlite3 *db, void *arg)
+static int qjob_run(tf_db_t *db, void *arg)
 {
     qjob_t *q = arg;
     switch (q->kind) {
@@ -514,13 +514,13 @@ typedef struct log_stream {
     unsigned char buf[LOG_PIECE];
 } log_stream_t;
 
-static int log_size_fn(sqlite3 *db, void *arg)
+static int log_size_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
     return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines);
 }
 
-static int log_piece_fn(sqlite3 *db, void *arg)
+static int log_piece_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
     return tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,

@@ -123,7 +123,7 @@ static bool scan_chunk(void *arg, uint64_t offset, uint64_t line,
 /* The excerpt of a step's log (malloc'd), or NULL when out of memory. A
  * log longer than LOG_SCAN_HEAD + LOG_SCAN_TAIL is searched in its first
  * LOG_SCAN_HEAD bytes and its tail read from its last LOG_SCAN_TAIL. */
-static char *step_excerpt(sqlite3 *db, const tf__mail_settings_t *s,
+static char *step_excerpt(tf_db_t *db, const tf__mail_settings_t *s,
                           const char *builder, uint64_t build_id,
                           unsigned step, uint64_t log_bytes)
 {
@@ -176,7 +176,7 @@ static void step_from_view(pool_t *p, const tf__mail_settings_t *s,
 /* ------------------------------------------------------------------ */
 
 typedef struct job_data {
-    sqlite3 *db;
+    tf_db_t *db;
     const tf__mail_settings_t *s;
     pool_t pool;
     tf_mail_job_t job;
@@ -300,7 +300,7 @@ static int job_failed_steps(job_data_t *jd)
     return 0;
 }
 
-static int load_job_fn(sqlite3 *db, void *arg)
+static int load_job_fn(tf_db_t *db, void *arg)
 {
     job_data_t *jd = arg;
     jd->db = db;
@@ -331,7 +331,7 @@ static void job_data_free(job_data_t *jd)
 /* ------------------------------------------------------------------ */
 
 typedef struct notice_data {
-    sqlite3 *db;
+    tf_db_t *db;
     const tf__mail_settings_t *s;
     const char *extra_json; /* the row's recipients, or NULL */
     pool_t pool;
@@ -437,7 +437,7 @@ static int notice_recipients(notice_data_t *nd)
     return 0;
 }
 
-static int load_notice_fn(sqlite3 *db, void *arg)
+static int load_notice_fn(tf_db_t *db, void *arg)
 {
     notice_data_t *nd = arg;
     tf_mail_build_t *b = &nd->n.build;

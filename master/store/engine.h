@@ -79,4 +79,9 @@ typedef struct tf_engine_vt {
 /* The embedded engine (store/sqlite.c). */
 extern const tf_engine_vt_t tf_engine_sqlite;
 
+#ifdef TF_HAVE_POSTGRESQL
+/* The engine for several masters on one database (store/pg.c). */
+extern const tf_engine_vt_t tf_engine_pg;
+#endif
+
 #endif

@@ -883,11 +883,19 @@ static void read_test_hooks(tf_store_t *s)
 #endif
 }
 
-/* The engine for a database setting: a file path is sqlite's. A URL is
- * another engine's, none of which this build has yet (issue 15 adds
- * PostgreSQL here). */
+/* The engine for a database setting: a postgresql:// or postgres://
+ * URL is PostgreSQL's (when this build has it), any other URL no
+ * engine's, and a file path sqlite's. */
 static const tf_engine_vt_t *engine_for(const char *path)
 {
+    if (strncmp(path, "postgresql://", 13) == 0 ||
+        strncmp(path, "postgres://", 11) == 0) {
+#ifdef TF_HAVE_POSTGRESQL
+        return &tf_engine_pg;
+#else
+        return NULL;
+#endif
+    }
     if (strstr(path, "://"))
         return NULL;
     return &tf_engine_sqlite;
@@ -905,6 +913,24 @@ int tf_store_check(const char *path, bool full,
     return vt->check(path, full, line, arg);
 }
 
+/* A copy of the database setting for logs: a URL's password (between
+ * ':' and '@' after "://") becomes "***". */
+static char *shown_path(const char *path)
+{
+    const char *auth = strstr(path, "://");
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - auth - 3))
+                           : NULL;
+    char *out;
+
+    if (!colon)
+        return strdup(path);
+    out = malloc(strlen(path) + 4);
+    if (out)
+        sprintf(out, "%.*s:***%s", (int)(colon - path), path, at);
+    return out;
+}
+
 int tf_store_open(uv_loop_t *loop, const char *path,
                   const tf_store_opts_t *opts, tf_store_t **out)
 {
@@ -917,9 +943,17 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         return TF_EINVAL;
     vt = engine_for(path);
     if (!vt) {
-        tf_error(SUB, "%s: no storage engine for this URL in this build "
-                      "(a database is a path to an sqlite file)",
+#ifdef TF_HAVE_POSTGRESQL
+        tf_error(SUB, "%s: no storage engine for this URL (a database is "
+                      "a path to an sqlite file or a postgresql:// URL)",
                  path);
+#else
+        tf_error(SUB, "%s: no storage engine for this URL in this build "
+                      "(a database is a path to an sqlite file; this "
+                      "tf-master was built without PostgreSQL: meson "
+                      "-Dpostgresql=enabled with libpq-dev)",
+                 path);
+#endif
         return TF_EINVAL;
     }
     s = calloc(1, sizeof(*s));
@@ -946,7 +980,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         s->congestion_cb = opts->congestion_cb;
         s->congestion_arg = opts->congestion_arg;
     }
-    s->path = strdup(path);
+    s->path = shown_path(path);
     if (!s->path) {
         rc = TF_ENOMEM;
         goto out;
@@ -971,7 +1005,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         uv_close((uv_handle_t *)&s->async, on_failed_open_closed);
         return rc;
     }
-    tf_info(SUB, "%s: open (%s) at schema version %d, %u readers", path,
+    tf_info(SUB, "%s: open (%s) at schema version %d, %u readers", s->path,
             s->vt->name, s->schema_version, nreaders);
     *out = s;
     return 0;

@@ -609,7 +609,7 @@ TF_TEST(a_database_url_without_its_engine_is_refused)
     tf_store_t *s = NULL;
 
     TF_CHECK_INT(uv_loop_init(&loop), 0);
-    TF_CHECK_INT(tf_store_open(&loop, "postgresql://db.example/farm", NULL,
+    TF_CHECK_INT(tf_store_open(&loop, "mysql://db.example/farm", NULL,
                                &s),
                  TF_EINVAL);
     TF_CHECK(s == NULL);

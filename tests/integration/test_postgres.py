@@ -1,0 +1,104 @@
+"""The PostgreSQL engine (issue 15) with a real PostgreSQL: a master on
+it runs builds and try jobs from real slaves and serves logs byte-exact;
+state survives a restart; bad URLs are refused with a clear error.
+The server comes from the pg_cluster fixture (tfpytest.py)."""
+
+import os
+
+import pytest
+
+from tfharness import BUILD_DIR, deterministic_bytes, sha256, wait_for
+
+from test_try import add_user, job_id_of, make_repos, tf_try, try_config
+
+TF_MASTER = BUILD_DIR / "master" / "tf-master"
+
+# Bytes a step prints: every byte value, no trailing newline, CR LF and
+# a lone CR; the log must come back exactly.
+BINARY_STEP = ("printf 'a\\000b\\377\\r\\nlone\\rcr'; "
+               "head -c 70000 /dev/urandom > blob; cat blob; "
+               "sha256sum blob >&2")
+
+
+def config(**top):
+    cfg = {"name": "pg", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": "s1"}],
+           "builders": [
+               {"name": "bytes", "steps": [
+                   {"name": "out", "command": BINARY_STEP}]},
+               {"name": "quick", "steps": [
+                   {"name": "hi", "command": "echo hi $TF_BUILDER"}]}]}
+    cfg.update(top)
+    return cfg
+
+
+def test_master_on_postgresql_serves_builds_byte_exact(farm, pg_url,
+                                                       pg_cluster):
+    m = farm.master(config(), store=pg_url)
+    assert "open (postgresql)" in m.log_text()
+    farm.slave(m, "s1")
+    b = m.run_build("bytes")
+    assert b["result"] == "SUCCESS", b
+    log = m.step_log(b["id"], 0)
+    assert log.startswith(b"a\x00b\xff\r\nlone\rcr"), log[:40]
+    blob = log[len(b"a\x00b\xff\r\nlone\rcr"):]
+    # stdout and stderr interleave in one log; the blob is 70000 bytes
+    # followed by the sha256sum line.
+    assert len(blob) >= 70000
+    assert sha256(blob[:70000]) in blob[70000:].decode(), blob[70000:]
+    # The rows are in PostgreSQL, not in a file.
+    assert not m.db_path.exists()
+    n = pg_cluster.psql("SELECT count(*) FROM builds WHERE result = 0",
+                        db=pg_cluster.dbname(pg_url))
+    assert n.strip() == "1", n
+    # After a restart the same master serves the same bytes.
+    m.stop()
+    m.start()
+    assert m.step_log(b["id"], 0) == log
+    b2 = m.run_build("quick")
+    assert b2["number"] == 1 and b2["result"] == "SUCCESS", b2
+    assert m.step_log(b2["id"], 0) == b"hi quick\n"
+    builders = {x["name"]: x for x in m.get_json("/builders")}
+    assert builders["bytes"]["builds_total"] == 1, builders["bytes"]
+    assert builders["bytes"]["last_complete"]["result"] == "SUCCESS"
+
+
+@pytest.mark.timeout(180)
+def test_try_job_on_postgresql(farm, pg_url):
+    up, work = make_repos(farm.tmp)
+    m = farm.master(try_config(up, slaves=("s1",)), store=pg_url)
+    farm.slave(m, "s1")
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    (work / "verdict").write_text("pass\n")
+    (work / "new.bin").write_bytes(deterministic_bytes(3000, seed=7))
+    r = tf_try(farm, m, work, "--builder", "b1", "--wait", token=token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jid = job_id_of(r)
+    job = m.get_json(f"/jobs/{jid}")
+    assert job["state"] == "finished" and job["result"] == "SUCCESS", job
+    bid = job["builders"][0]["build"]["id"]
+    steps = m.build(bid)["steps"]
+    assert [x["result"] for x in steps] == ["SUCCESS"] * len(steps), steps
+    log = m.step_log(bid, len(steps) - 1)
+    assert b"verdict: pass\n" in log and b"noise line 40\n" in log, log
+    r = farm.run([TF_MASTER, "user", "list", "-d", m.dir])
+    assert r.returncode == 0 and "ann@example.org" in r.stdout, r
+
+
+def test_unknown_database_url_is_refused(farm):
+    m = farm.master(config(store={"postgres": "mysql://db/farm"}),
+                    start=False)
+    r = farm.run([TF_MASTER, "checkconfig", m.dir])
+    assert r.returncode != 0
+    assert "store.postgres" in r.stderr + r.stdout
+    assert "postgresql://" in r.stderr + r.stdout
+
+
+def test_unreachable_database_at_start_says_so(farm, pg_cluster):
+    url = pg_cluster.url("no_such_database")
+    m = farm.master(config(), store=url, start=False)
+    m.start(wait=False)
+    rc = m.proc.wait_exit(30)
+    assert rc != 0
+    text = m.log_text()
+    assert "cannot connect to" in text and "no_such_database" in text, text

@@ -177,7 +177,7 @@ static void pg_clear_row(tf_dbst_t *st)
     if (!st->blobs)
         return;
     for (int i = 0; i < st->ncols; i++) {
-        PQfreemem(st->blobs[i]);
+        free(st->blobs[i]);
         st->blobs[i] = NULL;
     }
 }
@@ -401,9 +401,19 @@ static const void *pgc_blob(tf_dbst_t *st, int i)
     if (PQftype(st->res, i) != OID_BYTEA)
         return PQgetvalue(st->res, st->row, i);
     if (!st->blobs[i]) {
+        /* Decoded once per cell, with a NUL after the bytes so that
+         * column_text of a bytea reads as sqlite's does. */
         size_t n = 0;
-        st->blobs[i] = PQunescapeBytea(
+        unsigned char *raw = PQunescapeBytea(
             (const unsigned char *)PQgetvalue(st->res, st->row, i), &n);
+        if (raw) {
+            st->blobs[i] = malloc(n + 1);
+            if (st->blobs[i]) {
+                memcpy(st->blobs[i], raw, n);
+                st->blobs[i][n] = '\0';
+            }
+            PQfreemem(raw);
+        }
         st->blob_len[i] = st->blobs[i] ? n : 0;
     }
     return st->blobs[i] ? (const void *)st->blobs[i] : (const void *)"";
@@ -602,6 +612,8 @@ const unsigned char *tf_db_column_text(tf_dbst_t *st, int i)
             return NULL;
         if (PQftype(st->res, i) == OID_BOOL)
             return (const unsigned char *)(pgc_int64(st, i) ? "1" : "0");
+        if (PQftype(st->res, i) == OID_BYTEA)
+            return pgc_blob(st, i);
         return (const unsigned char *)PQgetvalue(st->res, st->row, i);
     }
 #endif

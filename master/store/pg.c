@@ -110,6 +110,10 @@ static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(dst, len, fmt, ap);
     va_end(ap);
+    /* libpq's messages span lines; a log line is one line. */
+    for (char *p = dst; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
     n = strlen(dst);
     while (n && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
         dst[--n] = '\0';
@@ -1047,8 +1051,20 @@ static int query(tf_engine_t *e, tf_query_t *q)
         return TF_ESTORE;
     }
     if (!simple(*c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
-        reader_release(e, c);
-        return TF_ESTORE;
+        /* A connection that died while idle (the server restarted) only
+         * says so when used: reconnect once and try again. */
+        bool again = PQstatus(*c) != CONNECTION_OK;
+        if (again) {
+            PQfinish(*c);
+            *c = NULL;
+            again = reader_ready(e, c) &&
+                    simple(*c, "BEGIN ISOLATION LEVEL REPEATABLE READ "
+                               "READ ONLY");
+        }
+        if (!again) {
+            reader_release(e, c);
+            return TF_ESTORE;
+        }
     }
     memset(&d, 0, sizeof(d));
     d.kind = TF_DB_KIND_PG;

@@ -102,3 +102,65 @@ def test_unreachable_database_at_start_says_so(farm, pg_cluster):
     assert rc != 0
     text = m.log_text()
     assert "cannot connect to" in text and "no_such_database" in text, text
+
+
+@pytest.mark.timeout(300)
+def test_database_stopped_mid_build_pauses_and_loses_nothing(farm):
+    """PostgreSQL stops while a step streams 60 MiB: the master keeps the
+    slave connected, retries, fills its write queue up to the cap, then
+    stops reading from the slave (backpressure); the API and the log say
+    what is wrong. When PostgreSQL is back everything commits and the log
+    is byte-exact. Its own server (with fsync: a durability test)."""
+    from tfharness import PgCluster, steps_summary
+    pg = PgCluster(fsync=True)
+    try:
+        pg.initdb().start()
+        url = pg.url(pg.new_database())
+        size = 60 * 1024 * 1024
+        data = deterministic_bytes(size, seed=11)
+        big = farm.tmp / "big.bin"
+        big.write_bytes(data)
+        flag = farm.tmp / "go"
+        m = farm.master({
+            "name": "outage", "heartbeat_s": 2, "lost_after_s": 6,
+            "slaves": [{"name": "s1"}],
+            "builders": [{"name": "big", "steps": [
+                {"name": "cat", "command":
+                    f"printf started; while [ ! -e {flag} ]; do sleep 0.1; "
+                    f"done; cat {big}"}]}]},
+            store=url, log_level="info")
+        farm.slave(m, "s1", log_level="info")
+        req = m.force("big")
+        bid = m.wait_build_started(req)
+        m.wait_step_running(bid, 0, min_bytes=len("started"))
+        pg.stop()
+        flag.write_text("go\n")
+
+        def failing():
+            st = m.get_json("/master")["store"]
+            return st if "PostgreSQL" in st["last_error"] and \
+                st["failing_for_ms"] > 0 else None
+        st = wait_for(failing, 60, "the store to report the database down",
+                      farm)
+        st = wait_for(lambda: (lambda s: s if s["congested"] else None)(
+            m.get_json("/master")["store"]), 120,
+            "the write queue to be congested", farm)
+        assert st["queued_bytes"] <= 256 * 1024 * 1024, st
+        assert "PostgreSQL" in m.log_text()
+        # The slave stays connected (the link is live state, not a row).
+        info = m.get_json("/master")
+        assert info["slaves_connected"] == 1 and \
+            info["builds_running"] == 1, info
+        assert m.running()
+
+        pg.start()
+        b = m.wait_request_done(req, timeout=240)
+        assert b["result"] == "SUCCESS", steps_summary(b)
+        st = m.get_json("/master")["store"]
+        assert st["last_error"] == "" and st["failing_for_ms"] == 0, st
+        log = m.step_log(b["id"], 0)
+        assert len(log) == size + len("started")
+        assert sha256(log) == sha256(b"started" + data), "the log differs"
+        m.stop()
+    finally:
+        pg.destroy()

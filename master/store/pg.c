@@ -53,6 +53,7 @@
 #include <string.h>
 
 #include <libpq-fe.h>
+#include <sqlite3.h>
 
 #include "log.h"
 #include "store/db_impl.h"
@@ -1263,3 +1264,209 @@ const tf_engine_vt_t tf_engine_pg = {
     .close_writer = close_writer,
     .destroy = destroy,
 };
+
+/* ------------------------------------------------------------------ */
+/* Copying an sqlite database (tf-master migrate --to)                 */
+/* ------------------------------------------------------------------ */
+
+/* Every table of the schema, parents before children. */
+static const char *const copy_tables[] = {
+    "slaves", "slave_events", "builders", "users", "patches", "changes",
+    "try_jobs", "build_requests", "request_changes", "builds", "steps",
+    "build_changes", "log_chunks", "stats", "mail_outbox", "pollers",
+    "scheduler_state",
+};
+
+/* Tables whose id the database assigns: their identity goes on after the
+ * copied ids. */
+static const char *const identity_tables[] = {
+    "slave_events", "users", "patches", "changes", "mail_outbox",
+};
+
+static int copy_table(tf_engine_t *e, sqlite3 *src, const char *table,
+                      uint64_t *rows, char *msg, size_t msglen)
+{
+    char sql[SQL_MAX], sel[128];
+    sqlite3_stmt *st = NULL;
+    int ncols, rc = 0, s;
+    size_t o;
+
+    snprintf(sel, sizeof(sel), "SELECT * FROM %s", table);
+    if (sqlite3_prepare_v2(src, sel, -1, &st, NULL) != SQLITE_OK) {
+        fmt_trunc(msg, msglen, "%s: %s", sel, sqlite3_errmsg(src));
+        return TF_ESTORE;
+    }
+    ncols = sqlite3_column_count(st);
+    if (ncols < 1 || ncols > MAX_PARAMS) {
+        sqlite3_finalize(st);
+        fmt_trunc(msg, msglen, "%s: %d columns", table, ncols);
+        return TF_ESTORE;
+    }
+    o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", table);
+    for (int i = 0; i < ncols && o < sizeof(sql); i++)
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s\"%s\"",
+                              i ? ", " : "", sqlite3_column_name(st, i));
+    for (int i = 0; i < ncols && o < sizeof(sql); i++)
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s$%d",
+                              i ? ", " : ") VALUES(", i + 1);
+    if (o + 2 >= sizeof(sql)) {
+        sqlite3_finalize(st);
+        fmt_trunc(msg, msglen, "%s: statement too long", table);
+        return TF_ESTORE;
+    }
+    snprintf(sql + o, sizeof(sql) - o, ")");
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *vals[MAX_PARAMS];
+        int lens[MAX_PARAMS], fmts[MAX_PARAMS];
+        Oid types[MAX_PARAMS];
+        char nums[MAX_PARAMS][32];
+
+        for (int i = 0; i < ncols; i++) {
+            vals[i] = NULL;
+            lens[i] = 0;
+            fmts[i] = 0;
+            types[i] = 0;
+            switch (sqlite3_column_type(st, i)) {
+            case SQLITE_INTEGER:
+                snprintf(nums[i], sizeof(nums[i]), "%lld",
+                         (long long)sqlite3_column_int64(st, i));
+                vals[i] = nums[i];
+                break;
+            case SQLITE_FLOAT:
+                snprintf(nums[i], sizeof(nums[i]), "%.17g",
+                         sqlite3_column_double(st, i));
+                vals[i] = nums[i];
+                break;
+            case SQLITE_TEXT:
+                vals[i] = (const char *)sqlite3_column_text(st, i);
+                break;
+            case SQLITE_BLOB:
+                vals[i] = sqlite3_column_blob(st, i);
+                lens[i] = sqlite3_column_bytes(st, i);
+                if (!vals[i])
+                    vals[i] = "";
+                fmts[i] = 1;
+                types[i] = 17;
+                break;
+            default:
+                break;
+            }
+        }
+        PGresult *res = PQexecParams(e->w, sql, ncols, types, vals, lens,
+                                     fmts, 0);
+        if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fmt_trunc(msg, msglen, "%s: %s", table,
+                      res ? PQresultErrorMessage(res)
+                          : PQerrorMessage(e->w));
+            PQclear(res);
+            rc = TF_ESTORE;
+            break;
+        }
+        PQclear(res);
+        (*rows)++;
+    }
+    if (rc == 0 && s != SQLITE_DONE) {
+        fmt_trunc(msg, msglen, "reading %s: %s", table, sqlite3_errmsg(src));
+        rc = TF_ESTORE;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static bool pg_is_empty(tf_engine_t *e)
+{
+    PGresult *res = PQexec(e->w,
+                           "SELECT (SELECT count(*) FROM builds) + (SELECT "
+                           "count(*) FROM build_requests) + (SELECT count(*) "
+                           "FROM users) + (SELECT count(*) FROM try_jobs) + "
+                           "(SELECT count(*) FROM changes)");
+    bool empty = res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                 strcmp(PQgetvalue(res, 0, 0), "0") == 0;
+
+    PQclear(res);
+    return empty;
+}
+
+int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
+                         uint64_t *rows, char *msg, size_t msglen)
+{
+    sqlite3 *src = NULL;
+    tf_engine_t *e = NULL;
+    int version = 0, rc;
+    long long from = -1;
+    sqlite3_stmt *st = NULL;
+
+    *rows = 0;
+    msg[0] = '\0';
+    if (sqlite3_open_v2(sqlite_path, &src, SQLITE_OPEN_READONLY, NULL) !=
+        SQLITE_OK) {
+        fmt_trunc(msg, msglen, "cannot open %s: %s", sqlite_path,
+                  src ? sqlite3_errmsg(src) : "out of memory");
+        sqlite3_close(src);
+        return TF_ESTORE;
+    }
+    if (sqlite3_prepare_v2(src, "PRAGMA user_version", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        from = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (from != (long long)tf_schema_count()) {
+        fmt_trunc(msg, msglen,
+                  "%s is at schema version %lld, this tf-master's is %zu: "
+                  "run this tf-master on it once (it migrates the file), "
+                  "then copy it",
+                  sqlite_path, from, tf_schema_count());
+        sqlite3_close(src);
+        return TF_EVERSION;
+    }
+    rc = engine_open(url, 1, &e, &version);
+    if (rc != 0) {
+        fmt_trunc(msg, msglen, "cannot open %s (see the log above)", url);
+        sqlite3_close(src);
+        return rc;
+    }
+    if (!pg_is_empty(e)) {
+        fmt_trunc(msg, msglen,
+                  "%s already holds builds, requests, jobs, changes or "
+                  "committers: refusing to copy into it (give an empty "
+                  "database)",
+                  e->shown);
+        rc = TF_EEXIST;
+        goto out;
+    }
+    /* One snapshot of the file, one transaction in PostgreSQL: the copy
+     * is all or nothing. */
+    sqlite3_exec(src, "BEGIN", NULL, NULL, NULL);
+    rc = ctl(e, "BEGIN") == PG_OK ? 0 : TF_ESTORE;
+    if (rc)
+        fmt_trunc(msg, msglen, "%s", e->msg);
+    for (size_t i = 0; rc == 0 && i < sizeof(copy_tables) /
+                                         sizeof(copy_tables[0]); i++)
+        rc = copy_table(e, src, copy_tables[i], rows, msg, msglen);
+    for (size_t i = 0; rc == 0 && i < sizeof(identity_tables) /
+                                         sizeof(identity_tables[0]); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "SELECT setval(pg_get_serial_sequence('%s', 'id'), "
+                 "coalesce(max(id), 0) + 1, false) FROM %s",
+                 identity_tables[i], identity_tables[i]);
+        PGresult *res = PQexec(e->w, sql);
+        if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+            fmt_trunc(msg, msglen, "%s: %s", identity_tables[i],
+                      res ? PQresultErrorMessage(res) : "no answer");
+            rc = TF_ESTORE;
+        }
+        PQclear(res);
+    }
+    if (rc == 0 && ctl(e, "COMMIT") != PG_OK) {
+        fmt_trunc(msg, msglen, "%s", e->msg);
+        rc = TF_ESTORE;
+    }
+    if (rc != 0 && e->w && PQtransactionStatus(e->w) != PQTRANS_IDLE)
+        PQclear(PQexec(e->w, "ROLLBACK"));
+    sqlite3_exec(src, "COMMIT", NULL, NULL, NULL);
+out:
+    destroy(e);
+    sqlite3_close(src);
+    return rc;
+}

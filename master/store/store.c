@@ -912,6 +912,18 @@ int tf_store_check(const char *path, bool full,
         return TF_ESTATE;
     return vt->check(path, full, line, arg);
 }
+#ifndef TF_HAVE_POSTGRESQL
+int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
+                         uint64_t *rows, char *msg, size_t msglen)
+{
+    (void)sqlite_path;
+    (void)url;
+    *rows = 0;
+    snprintf(msg, msglen, "this tf-master was built without PostgreSQL "
+                          "(meson -Dpostgresql=enabled with libpq-dev)");
+    return TF_EINVAL;
+}
+#endif
 
 /* A copy of the database setting for logs: a URL's password (between
  * ':' and '@' after "://") becomes "***". */

@@ -107,6 +107,16 @@ int tf_store_schema_version(tf_store_t *s);
  * runs. */
 void tf_store_close(tf_store_t *s, void (*cb)(void *arg), void *arg);
 
+/* Copies every row of the sqlite database at sqlite_path (at this
+ * tf-master's schema version) into the PostgreSQL database at url, which
+ * is migrated first and must hold no builds, requests, jobs, changes or
+ * committers: one snapshot of the file, one transaction (all or
+ * nothing). *rows gets the rows copied; msg says why when it fails.
+ * Returns 0, TF_EVERSION, TF_EEXIST (not empty), TF_EINVAL (a build
+ * without PostgreSQL) or TF_ESTORE. For `tf-master migrate --to`. */
+int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
+                         uint64_t *rows, char *msg, size_t msglen);
+
 /* ------------------------------------------------------------------ */
 /* Write groups                                                        */
 /* ------------------------------------------------------------------ */

@@ -164,3 +164,56 @@ def test_database_stopped_mid_build_pauses_and_loses_nothing(farm):
         m.stop()
     finally:
         pg.destroy()
+
+
+@pytest.mark.timeout(240)
+def test_migrate_copies_an_sqlite_farm_to_postgresql(farm, pg_url,
+                                                     pg_cluster):
+    """A farm with builds (binary logs), a try job and committers on
+    sqlite; `tf-master migrate --to URL` copies it; the same master on
+    PostgreSQL then serves the same builds, logs byte-exact, jobs and
+    users, and goes on numbering where sqlite stopped."""
+    up, work = make_repos(farm.tmp)
+    cfg = try_config(up, slaves=("s1",))
+    cfg["builders"] += config()["builders"]
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    b1 = m.run_build("bytes")
+    log1 = m.step_log(b1["id"], 0)
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    add_user(farm, m, "bob@example.org", "Bob")
+    (work / "verdict").write_text("pass\n")
+    r = tf_try(farm, m, work, "--builder", "b1", "--wait", token=token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jid = job_id_of(r)
+    job = m.get_json(f"/jobs/{jid}")
+    builds_before = m.get_json("/builders/bytes/builds")
+    m.stop()
+
+    # Bad input first: not a URL, and a database that is not empty.
+    r = farm.run([TF_MASTER, "migrate", "--to", "/tmp/x.db", "-d", m.dir])
+    assert r.returncode == 2 and "postgresql://" in r.stderr, r
+    r = farm.run([TF_MASTER, "migrate", "-d", m.dir])
+    assert r.returncode == 2 and "--to" in r.stderr, r
+
+    r = farm.run([TF_MASTER, "migrate", "--to", pg_url, "-d", m.dir])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "copied" in r.stdout, r.stdout
+    r2 = farm.run([TF_MASTER, "migrate", "--to", pg_url, "-d", m.dir])
+    assert r2.returncode == 1 and "refusing" in r2.stderr, r2
+
+    cfg["store"] = {"postgres": pg_url}
+    m.write_config(cfg)
+    m.start()
+    assert "open (postgresql)" in m.log_text()
+    assert m.step_log(b1["id"], 0) == log1
+    assert m.get_json("/builders/bytes/builds") == builds_before
+    assert m.get_json(f"/jobs/{jid}") == job
+    r = farm.run([TF_MASTER, "user", "list", "-d", m.dir])
+    assert "ann@example.org" in r.stdout and "bob@example.org" in r.stdout
+    # Ann's token still works: tf-try submits on PostgreSQL.
+    r = tf_try(farm, m, work, "--builder", "b1", "--wait", token=token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert job_id_of(r) == jid + 1
+    b2 = m.run_build("bytes")
+    assert b2["number"] == 2 and b2["id"] > b1["id"], b2

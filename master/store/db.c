@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "tf_err.h"
 
 #ifdef TF_HAVE_POSTGRESQL
@@ -60,6 +61,7 @@ struct tf_dbst {
     char *sql;
     int nparams;
     pg_param_t params[PG_MAX_PARAMS];
+    bool null_text[PG_MAX_PARAMS]; /* "$N IS NULL" in the SQL */
     PGresult *res;
     int row;         /* -1 before the first row */
     int ncols;
@@ -219,6 +221,11 @@ static int pg_prepare(tf_db_t *db, const char *sql, int n, tf_dbst_t **out)
     st->db = db;
     st->sql = buf;
     st->nparams = np;
+    for (int i = 0; i < np; i++) {
+        char pat[24];
+        snprintf(pat, sizeof(pat), "$%d IS NULL", i + 1);
+        st->null_text[i] = strstr(buf, pat) != NULL;
+    }
     st->row = -1;
     *out = st;
     return TF_DB_OK;
@@ -265,16 +272,18 @@ static int pg_bind_bytes(tf_dbst_t *st, int i, int kind, const void *v,
     return TF_DB_OK;
 }
 
-static int pg_run(tf_dbst_t *st)
+/* Runs the statement. A NULL parameter has no type and takes its
+ * context's, except where the SQL asks "?N IS NULL" (PostgreSQL cannot
+ * tell a type from that): those NULLs are declared text. */
+static PGresult *pg_exec(tf_dbst_t *st)
 {
     Oid types[PG_MAX_PARAMS];
     const char *vals[PG_MAX_PARAMS];
     int lens[PG_MAX_PARAMS], fmts[PG_MAX_PARAMS];
-    ExecStatusType es;
 
     for (int i = 0; i < st->nparams; i++) {
         pg_param_t *p = &st->params[i];
-        types[i] = 0;
+        types[i] = st->null_text[i] ? OID_TEXT : 0;
         vals[i] = NULL;
         lens[i] = 0;
         fmts[i] = 0;
@@ -301,13 +310,24 @@ static int pg_run(tf_dbst_t *st)
             break;
         }
     }
-    st->res = PQexecParams((PGconn *)st->db->pg, st->sql, st->nparams, types,
-                           vals, lens, fmts, 0);
+    return PQexecParams((PGconn *)st->db->pg, st->sql, st->nparams, types,
+                        vals, lens, fmts, 0);
+}
+
+static int pg_run(tf_dbst_t *st)
+{
+    ExecStatusType es;
+
+    st->res = pg_exec(st);
     es = st->res ? PQresultStatus(st->res) : PGRES_FATAL_ERROR;
     if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
         pg_set_err(st->db, "",
                    st->res ? PQresultErrorMessage(st->res)
                            : PQerrorMessage((PGconn *)st->db->pg));
+        /* Read functions often take a failed step for "no rows"; the
+         * cause must not vanish with it. */
+        tf_warn("store", "query failed: %s; in: %.200s", st->db->err,
+                st->sql);
         PQclear(st->res);
         st->res = NULL;
         return TF_DB_ERROR;

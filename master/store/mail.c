@@ -405,29 +405,50 @@ int tf_store_mail_changes(tf_db_t *db, uint64_t build_id, unsigned limit,
     return rc;
 }
 
+/* The log is read in windows of chunks starting within this many bytes:
+ * an engine that materializes a result (PostgreSQL) then never holds
+ * more than about a window however long the log and however early the
+ * visitor stops. Chunks are contiguous, so a window without a chunk
+ * ending past the position is the end. */
+#define MAIL_LOG_WINDOW (4ull << 20)
+
 int tf_store_mail_log(tf_db_t *db, uint64_t build_id, unsigned step,
                       uint64_t from_offset,
                       bool (*visit)(void *arg, uint64_t offset, uint64_t line,
                                     const void *data, size_t len),
                       void *arg)
 {
-    tf_dbst_t *st = NULL;
-    if (tf_db_prepare_v2(db,
-                           "SELECT offset, line, data FROM log_chunks "
-                           "WHERE build_id = ?1 AND step = ?2 AND "
-                           "offset + length(data) > ?3 ORDER BY offset",
-                           -1, &st, NULL) != TF_DB_OK)
-        return TF_ESTORE;
-    tf_db_bind_int64(st, 1, (int64_t)build_id);
-    tf_db_bind_int(st, 2, (int)step);
-    tf_db_bind_int64(st, 3, (int64_t)from_offset);
-    while (tf_db_step(st) == TF_DB_ROW &&
-           visit(arg, (uint64_t)tf_db_column_int64(st, 0),
-                 (uint64_t)tf_db_column_int64(st, 1),
-                 tf_db_column_blob(st, 2),
-                 (size_t)tf_db_column_bytes(st, 2)))
-        ;
-    tf_db_finalize(st);
+    uint64_t pos = from_offset;
+    bool go = true;
+
+    while (go) {
+        tf_dbst_t *st = NULL;
+        unsigned rows = 0;
+        int s;
+        if (tf_db_prepare_v2(db,
+                             "SELECT offset, line, data FROM log_chunks "
+                             "WHERE build_id = ?1 AND step = ?2 AND "
+                             "offset + length(data) > ?3 AND offset < ?4 "
+                             "ORDER BY offset",
+                             -1, &st, NULL) != TF_DB_OK)
+            return TF_ESTORE;
+        tf_db_bind_int64(st, 1, (int64_t)build_id);
+        tf_db_bind_int(st, 2, (int)step);
+        tf_db_bind_int64(st, 3, (int64_t)pos);
+        tf_db_bind_int64(st, 4, (int64_t)(pos + MAIL_LOG_WINDOW));
+        while (go && (s = tf_db_step(st)) == TF_DB_ROW) {
+            uint64_t off = (uint64_t)tf_db_column_int64(st, 0);
+            size_t len = (size_t)tf_db_column_bytes(st, 2);
+            rows++;
+            go = visit(arg, off, (uint64_t)tf_db_column_int64(st, 1),
+                       tf_db_column_blob(st, 2), len);
+            if (off + len > pos)
+                pos = off + len;
+        }
+        tf_db_finalize(st);
+        if (rows == 0)
+            break;
+    }
     return 0;
 }
 

@@ -474,12 +474,12 @@ static const char SQL_STEP_START_BUILD[] =
 static const char SQL_STEP_START[] =
     "UPDATE steps SET state = 'running', started_ms = ?1 "
     "WHERE build_id = ?2 AND idx = ?3";
-static const char SQL_OUTPUT_CHUNK[] =
-    "INSERT INTO log_chunks(build_id, step, offset, seq, stream, line, data) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-static const char SQL_OUTPUT_STEP[] =
-    "UPDATE steps SET log_bytes = ?1, log_lines = ?2 "
-    "WHERE build_id = ?3 AND idx = ?4";
+/* A chunk and its step's counters in one statement (one round trip). */
+static const char SQL_OUTPUT[] =
+    "WITH chunk AS (INSERT INTO log_chunks(build_id, step, offset, seq, "
+    "stream, line, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)) "
+    "UPDATE steps SET log_bytes = ?8, log_lines = ?9 "
+    "WHERE build_id = ?1 AND idx = ?2";
 static const char SQL_STEP_FINISH[] =
     "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
     "duration_ms = ?3, exit_code = ?4, signal = ?5, timed_out = ?6, "
@@ -640,10 +640,9 @@ static int op_build_seq(tf_engine_t *e, const tf_op_build_seq_t *o)
 
 static int op_output(tf_engine_t *e, const tf_op_output_t *o)
 {
-    EXEC(SQL_OUTPUT_CHUNK, I(o->build_id), I(o->step), I(o->offset),
-         I(o->seq), I(o->stream), I(o->line), tf_sql_blob(o->data, o->len));
-    EXEC(SQL_OUTPUT_STEP, I(o->log_bytes), I(o->log_lines), I(o->build_id),
-         I(o->step));
+    EXEC(SQL_OUTPUT, I(o->build_id), I(o->step), I(o->offset), I(o->seq),
+         I(o->stream), I(o->line), tf_sql_blob(o->data, o->len),
+         I(o->log_bytes), I(o->log_lines));
     return PG_OK;
 }
 

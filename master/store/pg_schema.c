@@ -90,7 +90,12 @@ static const char *const pg_migrations[] = {
     "  seq BIGINT NOT NULL, stream BIGINT NOT NULL,"
     "  line BIGINT NOT NULL,"
     "  data BYTEA NOT NULL,"
-    "  PRIMARY KEY(build_id, step, \"offset\"));",
+    "  PRIMARY KEY(build_id, step, \"offset\"));"
+    /* Logs are stored compressed (TOAST); lz4 where the server has it
+     * (Debian's does), PostgreSQL's default pglz otherwise. */
+    "DO $$ BEGIN "
+    "  ALTER TABLE log_chunks ALTER COLUMN data SET COMPRESSION lz4;"
+    "EXCEPTION WHEN OTHERS THEN NULL; END $$;",
 
     /* 2: committers, patches and try jobs. */
     "CREATE TABLE users("

@@ -831,7 +831,11 @@ int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
     tf_db_bind_int64(st, 1, (int64_t)build_id);
     tf_db_bind_int(st, 2, (int)step);
     tf_db_bind_int64(st, 3, (int64_t)start);
-    tf_db_bind_int64(st, 4, (int64_t)end);
+    /* Only the chunks that can hold the next max bytes: an engine that
+     * materializes a result (PostgreSQL) must not fetch the rest of the
+     * log for every piece. */
+    tf_db_bind_int64(st, 4,
+                     (int64_t)(end - start > max ? start + max : end));
     uint64_t pos = start;
     while (*got < max && tf_db_step(st) == TF_DB_ROW) {
         uint64_t off = (uint64_t)tf_db_column_int64(st, 0);

@@ -391,7 +391,7 @@ int tf_master_run(const char *dir, const char *config_path)
     }
     m->loop = &loop;
     tf_store_opts_t so = {.congestion_cb = congestion_cb,
-                          .congestion_arg = m};
+                          .congestion_arg = m, .exclusive = true};
     rc = tf_store_open(m->loop, m->cfg->database, &so, &m->store);
     if (rc) {
         tf_error("master", "cannot open the database %s: %s",

@@ -56,6 +56,12 @@ typedef struct tf_engine_vt {
      * snapshot). Returns the query's result. */
     int (*query)(tf_engine_t *e, tf_query_t *q);
 
+    /* Optional (NULL: nothing to do): this process is the database's one
+     * master (tf_store_opts_t.exclusive). Called after open, before the
+     * writer thread starts. Returns 0, or TF_EEXIST with the cause logged
+     * when another master holds the database. */
+    int (*claim)(tf_engine_t *e);
+
     /* Test hook (store_internal.h): cap the database at pages pages before
      * the next batch. Engines without such a notion ignore it. */
     void (*set_max_pages)(tf_engine_t *e, long pages);

@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 #include <sqlite3.h>
@@ -70,6 +71,9 @@
 #define MAX_PARAMS 64
 /* pg_advisory_lock key held while migrating ("tfsc"). */
 #define MIGRATE_LOCK_KEY "1952871267"
+/* Held by the write connection for as long as a master uses the database:
+ * one master per database in this version ("tfma"). */
+#define MASTER_LOCK_KEY "1952870753"
 
 enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2 };
 
@@ -88,6 +92,8 @@ struct tf_engine {
     pstmt_t *stmts; /* open addressing by address; cap a power of two */
     size_t cap, n;
     unsigned next_id;
+    bool claimed;    /* holds the master lock (and takes it again after a
+                      * reconnect) */
     int64_t changes; /* rows the last statement touched */
     char msg[512];
 
@@ -149,10 +155,17 @@ static void hide_password(const char *url, char *out, size_t len)
 /* A new connection to url, or NULL with the reason in why. */
 static PGconn *connect_url(const char *url, char *why, size_t whylen)
 {
+    char app[64], host[40] = "";
     const char *keys[] = {"dbname", "connect_timeout", "application_name",
                           NULL};
-    const char *vals[] = {url, CONNECT_TIMEOUT_S, "tf-master", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    const char *vals[] = {url, CONNECT_TIMEOUT_S, app, NULL};
+    PGconn *c;
+
+    /* Names this master in pg_stat_activity (and in the refusal of a
+     * second master). */
+    gethostname(host, sizeof(host) - 1);
+    snprintf(app, sizeof(app), "tf-master %s pid %ld", host, (long)getpid());
+    c = PQconnectdbParams(keys, vals, 1);
 
     if (!c) {
         fmt_trunc(why, whylen, "out of memory");
@@ -896,6 +909,52 @@ static const char *group_what(const tf_wgroup_t *g)
 /* Writer: a batch                                                     */
 /* ------------------------------------------------------------------ */
 
+/* Takes the master lock on the write connection. Returns 0, or
+ * TF_EEXIST with e->msg naming the master that holds it, or TF_ESTORE. */
+static int take_master_lock(tf_engine_t *e)
+{
+    PGresult *res = PQexec(e->w, "SELECT pg_try_advisory_lock("
+                                 MASTER_LOCK_KEY ")");
+    bool got;
+
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fmt_trunc(e->msg, sizeof(e->msg), "taking the master lock: %s",
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(e->w));
+        PQclear(res);
+        return TF_ESTORE;
+    }
+    got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (got)
+        return 0;
+    res = PQexec(e->w, "SELECT a.application_name FROM pg_locks l JOIN "
+                       "pg_stat_activity a ON a.pid = l.pid WHERE "
+                       "l.locktype = 'advisory' AND l.granted AND "
+                       "l.classid = 0 AND l.objid = " MASTER_LOCK_KEY);
+    fmt_trunc(e->msg, sizeof(e->msg),
+              "another master uses this database (%s): one tf-master per "
+              "database in this version",
+              res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                      PQntuples(res) > 0
+                  ? PQgetvalue(res, 0, 0)
+                  : "its name is not visible to this role");
+    PQclear(res);
+    return TF_EEXIST;
+}
+
+/* The engine's claim (engine.h): the master lock, held by the write
+ * connection from now on. */
+static int claim(tf_engine_t *e)
+{
+    int rc = take_master_lock(e);
+
+    if (rc != 0)
+        tf_error(SUB, "%s: %s", e->shown, e->msg);
+    else
+        e->claimed = true;
+    return rc;
+}
+
 /* A write connection that works, reconnecting when the last one broke. */
 static bool writer_ready(tf_engine_t *e)
 {
@@ -912,6 +971,14 @@ static bool writer_ready(tf_engine_t *e)
     if (!e->w) {
         fmt_trunc(e->msg, sizeof(e->msg), "cannot connect to %s: %s",
                   e->shown, why);
+        return false;
+    }
+    if (e->claimed && take_master_lock(e) != 0) {
+        /* Another master took the database while this one was cut off:
+         * writing now would mix two masters' state. Keep failing (the
+         * writes stay queued) and say why. */
+        PQfinish(e->w);
+        e->w = NULL;
         return false;
     }
     tf_info(SUB, "%s: write connection (re)established", e->shown);
@@ -1259,6 +1326,7 @@ const tf_engine_vt_t tf_engine_pg = {
     .open = engine_open,
     .apply_batch = apply_batch,
     .query = query,
+    .claim = claim,
     .set_max_pages = set_max_pages,
     .close_writer = close_writer,
     .destroy = destroy,
@@ -1423,6 +1491,11 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
         fmt_trunc(msg, msglen, "cannot open %s (see the log above)", url);
         sqlite3_close(src);
         return rc;
+    }
+    if (claim(e) != 0) {
+        fmt_trunc(msg, msglen, "%s", e->msg);
+        rc = TF_EEXIST;
+        goto out;
     }
     if (!pg_is_empty(e)) {
         fmt_trunc(msg, msglen,

@@ -1000,6 +1000,11 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     rc = s->vt->open(path, nreaders, &s->eng, &s->schema_version);
     if (rc != 0)
         goto out;
+    if (opts && opts->exclusive && s->vt->claim) {
+        rc = s->vt->claim(s->eng);
+        if (rc != 0)
+            goto out;
+    }
 
     rc = uv_async_init(loop, &s->async, on_async);
     if (rc != 0) {

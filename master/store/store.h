@@ -63,6 +63,10 @@ typedef struct tf_store_opts {
     unsigned readers;        /* reader connections; default 4 */
     tf_store_congestion_cb congestion_cb;
     void *congestion_arg;
+    bool exclusive;          /* the farm's master: an engine shared over a
+                              * network (PostgreSQL) refuses to open when
+                              * another master holds the database; offline
+                              * commands (user, mail) leave it false */
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,

@@ -217,3 +217,33 @@ def test_migrate_copies_an_sqlite_farm_to_postgresql(farm, pg_url,
     assert job_id_of(r) == jid + 1
     b2 = m.run_build("bytes")
     assert b2["number"] == 2 and b2["id"] > b1["id"], b2
+
+
+def test_a_second_master_on_the_same_database_is_refused(farm, pg_url):
+    """One master per database in this version: a second one refuses to
+    start and names the first (pg_stat_activity's application_name); a
+    migration into a database a master uses is refused the same way."""
+    m1 = farm.master(config(), store=pg_url)
+    m2 = farm.master(config(), store=pg_url, name="second", start=False)
+    m2.start(wait=False)
+    assert m2.proc.wait_exit(30) != 0
+    text = m2.log_text()
+    assert "another master uses this database" in text, text
+    assert f"pid {m1.proc.popen.pid}" in text, text
+    # Offline commands work beside the running master.
+    token = add_user(farm, m1, "ann@example.org", "Ann")
+    assert token
+    # Copying a sqlite farm into the database it uses is refused.
+    sq = farm.master(config(), name="sq")
+    sq.stop()
+    r = farm.run([TF_MASTER, "migrate", "--to", pg_url, "-d", sq.dir])
+    assert r.returncode == 1, r
+    assert "another master uses this database" in r.stderr, r.stderr
+    # The first one is unaffected.
+    farm.slave(m1, "s1")
+    assert m1.run_build("quick")["result"] == "SUCCESS"
+    # Once the first stops, the second may start.
+    m1.stop()
+    m2.start()
+    farm.slave(m2, "s1", basedir=farm.tmp / "slave-s1-second")
+    assert m2.run_build("quick")["number"] == 2

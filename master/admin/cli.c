@@ -268,6 +268,11 @@ int tf_cli_check(const char *path)
                "docs/admins.md, \"A damaged database\"\n",
                cfg->database, problems, problems == 1 ? "" : "s");
         code = 1;
+    } else if (rc == TF_ESTATE && strstr(cfg->database, "://")) {
+        fprintf(stderr, "tf-master check: this master is on PostgreSQL, "
+                        "which checks its own data: use pg_amcheck (see "
+                        "docs/admins.md, \"PostgreSQL\")\n");
+        code = 1;
     } else {
         fprintf(stderr, "%s: cannot check it: %s\n", cfg->database,
                 tf_strerror(rc));

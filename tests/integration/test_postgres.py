@@ -85,6 +85,12 @@ def test_try_job_on_postgresql(farm, pg_url):
     assert r.returncode == 0 and "ann@example.org" in r.stdout, r
 
 
+def test_check_on_postgresql_points_to_its_tools(farm, pg_url):
+    m = farm.master(config(), store=pg_url)
+    r = farm.run([TF_MASTER, "check", m.dir])
+    assert r.returncode == 1 and "pg_amcheck" in r.stderr, r
+
+
 def test_unknown_database_url_is_refused(farm):
     m = farm.master(config(store={"postgres": "mysql://db/farm"}),
                     start=False)

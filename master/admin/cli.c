@@ -178,7 +178,9 @@ int tf_cli_offline_open(tf_cli_offline_t *o, const char *cfg_path,
     int rc = tf_store_open(&o->loop, o->cfg->database, NULL, &o->store);
     if (rc) {
         o->store = NULL;
-        fprintf(stderr, "%s: cannot open %s: %s\n", who, o->cfg->database,
+        char shown[512];
+        tf_store_display(o->cfg->database, shown, sizeof(shown));
+        fprintf(stderr, "%s: cannot open %s: %s\n", who, shown,
                 tf_strerror(rc));
         return 1;
     }

@@ -925,8 +925,20 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
 }
 #endif
 
-/* A copy of the database setting for logs: a URL's password (between
- * ':' and '@' after "://") becomes "***". */
+void tf_store_display(const char *path, char *out, size_t len)
+{
+    const char *auth = strstr(path, "://");
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - auth - 3))
+                           : NULL;
+
+    if (!colon)
+        snprintf(out, len, "%s", path);
+    else
+        snprintf(out, len, "%.*s:***%s", (int)(colon - path), path, at);
+}
+
+/* A copy of the database setting for logs (tf_store_display). */
 static char *shown_path(const char *path)
 {
     const char *auth = strstr(path, "://");

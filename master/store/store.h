@@ -85,6 +85,11 @@ int tf_store_open(uv_loop_t *loop, const char *path,
 int tf_store_check(const char *path, bool full,
                    void (*line)(void *arg, const char *text), void *arg);
 
+/* The database setting as logs show it: a URL's password (between ':'
+ * and '@' after "://") becomes "***"; a path stays as it is. Writes at
+ * most len bytes (truncating) into out. */
+void tf_store_display(const char *path, char *out, size_t len);
+
 /* The master serves from now on: synchronous reads on the loop thread are
  * a bug (they would block it) and assert. */
 void tf_store_serving(tf_store_t *s);

@@ -85,6 +85,26 @@ def test_try_job_on_postgresql(farm, pg_url):
     assert r.returncode == 0 and "ann@example.org" in r.stdout, r
 
 
+def test_the_password_of_the_url_never_reaches_the_log(farm, pg_cluster):
+    """A URL with a password (the server trusts the role, so any password
+    connects): the master's log and the offline commands' errors show
+    "***" in its place."""
+    db = pg_cluster.new_database()
+    url = pg_cluster.url(db).replace("tf@", "tf:s3cr3t-pw@")
+    m = farm.master(config(), store=url)
+    farm.slave(m, "s1")
+    assert m.run_build("quick")["result"] == "SUCCESS"
+    text = m.log_text()
+    assert "tf:***@" in text, text
+    m.stop()
+    assert "s3cr3t-pw" not in m.log_text()
+    bad = url.replace(db, "no_such_db")
+    m.write_config(dict(config(), store={"postgres": bad}))
+    r = farm.run([TF_MASTER, "user", "list", "-d", m.dir])
+    assert r.returncode != 0
+    assert "no_such_db" in r.stderr and "s3cr3t-pw" not in r.stderr, r.stderr
+
+
 def test_check_on_postgresql_points_to_its_tools(farm, pg_url):
     m = farm.master(config(), store=pg_url)
     r = farm.run([TF_MASTER, "check", m.dir])

@@ -156,9 +156,15 @@ static void hide_password(const char *url, char *out, size_t len)
 static PGconn *connect_url(const char *url, char *why, size_t whylen)
 {
     char app[64], host[40] = "";
-    const char *keys[] = {"dbname", "connect_timeout", "application_name",
-                          NULL};
-    const char *vals[] = {url, CONNECT_TIMEOUT_S, app, NULL};
+    /* Keepalives and a TCP user timeout bound how long a silent network
+     * cut can hold a connection (the writer in a commit, a reader in a
+     * query) to about a minute; the URL may override them. */
+    const char *keys[] = {"connect_timeout", "application_name",
+                          "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", "dbname", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT_S, app, "1", "20", "10", "3",
+                          "60000", url, NULL};
     PGconn *c;
 
     /* Names this master in pg_stat_activity (and in the refusal of a

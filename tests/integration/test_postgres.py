@@ -131,12 +131,15 @@ def test_unreachable_database_at_start_says_so(farm, pg_cluster):
 
 
 @pytest.mark.timeout(300)
-def test_database_stopped_mid_build_pauses_and_loses_nothing(farm):
-    """PostgreSQL stops while a step streams 60 MiB: the master keeps the
-    slave connected, retries, fills its write queue up to the cap, then
-    stops reading from the slave (backpressure); the API and the log say
-    what is wrong. When PostgreSQL is back everything commits and the log
-    is byte-exact. Its own server (with fsync: a durability test)."""
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_database_stopped_mid_build_pauses_and_loses_nothing(farm, mode):
+    """PostgreSQL stops while a step streams 60 MiB (fast: a clean
+    shutdown; immediate: the server crashes and recovers from its WAL at
+    the next start): the master keeps the slave connected, retries, fills
+    its write queue up to the cap, then stops reading from the slave
+    (backpressure); the API and the log say what is wrong. When PostgreSQL
+    is back everything commits and the log is byte-exact. Its own server
+    (with fsync: a durability test)."""
     from tfharness import PgCluster, steps_summary
     pg = PgCluster(fsync=True)
     try:
@@ -159,7 +162,7 @@ def test_database_stopped_mid_build_pauses_and_loses_nothing(farm):
         req = m.force("big")
         bid = m.wait_build_started(req)
         m.wait_step_running(bid, 0, min_bytes=len("started"))
-        pg.stop()
+        pg.stop(mode)
         flag.write_text("go\n")
 
         def failing():

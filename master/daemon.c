@@ -391,7 +391,8 @@ int tf_master_run(const char *dir, const char *config_path)
     }
     m->loop = &loop;
     tf_store_opts_t so = {.congestion_cb = congestion_cb,
-                          .congestion_arg = m, .exclusive = true};
+                          .congestion_arg = m, .exclusive = true,
+                          .standby = m->cfg->store_standby != 0};
     rc = tf_store_open(m->loop, m->cfg->database, &so, &m->store);
     if (rc) {
         char shown[512];

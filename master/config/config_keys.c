@@ -1485,6 +1485,12 @@ static int cfg_store_postgres(cfg_ctx_t *ctx, const cfg_loc_t *root,
 }
 
 static const cfg_key_t cfg_store_keys[] = {
+    {.name = "standby", .kind = CFG_BOOL, .def = 0,
+     CFG_F(tf_config_t, store_standby),
+     .doc = "with `postgres`: when another master holds the database, "
+            "wait (without listening) until it goes, then take over, "
+            "instead of refusing to start. See docs/admins.md, "
+            "\"A standby master\""},
     {.name = "postgres", .kind = CFG_STR, .off = CFG_NOFIELD,
      .check = cfg_store_postgres,
      .doc_def = "none (the sqlite file of `database`)",

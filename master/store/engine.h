@@ -59,8 +59,9 @@ typedef struct tf_engine_vt {
     /* Optional (NULL: nothing to do): this process is the database's one
      * master (tf_store_opts_t.exclusive). Called after open, before the
      * writer thread starts. Returns 0, or TF_EEXIST with the cause logged
-     * when another master holds the database. */
-    int (*claim)(tf_engine_t *e);
+     * when another master holds the database; with wait, blocks until
+     * that master goes instead (a standby master). */
+    int (*claim)(tf_engine_t *e, bool wait);
 
     /* Test hook (store_internal.h): cap the database at pages pages before
      * the next batch. Engines without such a notion ignore it. */

@@ -948,17 +948,47 @@ static int take_master_lock(tf_engine_t *e)
     return TF_EEXIST;
 }
 
-/* The engine's claim (engine.h): the master lock, held by the write
- * connection from now on. */
-static int claim(tf_engine_t *e)
-{
-    int rc = take_master_lock(e);
+#define STANDBY_POLL_US 500000
 
-    if (rc != 0)
+/* The engine's claim (engine.h): the master lock, held by the write
+ * connection from now on. A standby (wait) tries again twice a second,
+ * reconnecting when the server went away meanwhile, and logs when it
+ * starts and stops waiting. The master holding the lock loses it as soon
+ * as PostgreSQL sees its connection close (its process died, or its
+ * machine: then when TCP keepalives give up on it). */
+static int claim(tf_engine_t *e, bool wait)
+{
+    bool waited = false;
+    int rc;
+
+    for (;;) {
+        rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
+                                                      : TF_ESTORE;
+        if (rc == 0 || !wait)
+            break;
+        if (!waited) {
+            tf_warn(SUB, "%s: standby: %s; waiting to take over", e->shown,
+                    e->msg);
+            waited = true;
+        }
+        usleep(STANDBY_POLL_US);
+        if (!e->w || PQstatus(e->w) != CONNECTION_OK) {
+            char why[256];
+            if (e->w)
+                PQfinish(e->w);
+            stmts_clear(e);
+            e->w = connect_url(e->url, why, sizeof(why));
+        }
+    }
+    if (rc != 0) {
         tf_error(SUB, "%s: %s", e->shown, e->msg);
-    else
-        e->claimed = true;
-    return rc;
+        return rc;
+    }
+    if (waited)
+        tf_warn(SUB, "%s: standby: the other master is gone; taking over",
+                e->shown);
+    e->claimed = true;
+    return 0;
 }
 
 /* A write connection that works, reconnecting when the last one broke. */
@@ -1498,7 +1528,7 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
         sqlite3_close(src);
         return rc;
     }
-    if (claim(e) != 0) {
+    if (claim(e, false) != 0) {
         fmt_trunc(msg, msglen, "%s", e->msg);
         rc = TF_EEXIST;
         goto out;

@@ -1013,7 +1013,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     if (rc != 0)
         goto out;
     if (opts && opts->exclusive && s->vt->claim) {
-        rc = s->vt->claim(s->eng);
+        rc = s->vt->claim(s->eng, opts->standby);
         if (rc != 0)
             goto out;
     }

@@ -67,6 +67,8 @@ typedef struct tf_store_opts {
                               * network (PostgreSQL) refuses to open when
                               * another master holds the database; offline
                               * commands (user, mail) leave it false */
+    bool standby;            /* with exclusive: wait until the other
+                              * master goes instead of refusing */
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,

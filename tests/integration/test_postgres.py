@@ -276,3 +276,44 @@ def test_a_second_master_on_the_same_database_is_refused(farm, pg_url):
     m2.start()
     farm.slave(m2, "s1", basedir=farm.tmp / "slave-s1-second")
     assert m2.run_build("quick")["number"] == 2
+
+
+@pytest.mark.timeout(180)
+def test_a_standby_master_takes_over_and_the_running_build_finishes(farm,
+                                                                     pg_url):
+    """Two masters on one database, the second with store.standby: it
+    waits, not listening, while the first serves. The slave knows both
+    (--master A --master B). A is killed (-9) in the middle of a step: B
+    takes the database over, the slave fails over to B, resumes the build
+    from its spool, and the log is byte-exact (each line once)."""
+    secret = farm.tmp / "s1-secret"
+    secret.write_text("the-shared-secret-of-s1\n")
+    secret.chmod(0o600)
+    lines = 40
+    cfg = config(slaves=[{"name": "s1", "secret_file": str(secret)}])
+    cfg["builders"].append({"name": "long", "steps": [
+        {"name": "count", "command":
+            f"i=1; while [ $i -le {lines} ]; do echo line $i; sleep 0.1; "
+            "i=$((i + 1)); done"}]})
+    a = farm.master(cfg, store=pg_url, name="a")
+    b = farm.master(dict(cfg, store={"postgres": pg_url, "standby": True}),
+                    name="b", start=False)
+    b.start(wait=False)
+    wait_for(lambda: "standby:" in b.log_text(), 30,
+             "b to wait as a standby", farm)
+    assert "another master uses this database" in b.log_text()
+    s = farm.slave(a, "s1", secret_file=secret,
+                   args=["--master", b.ws_url])
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\nline 2\n"))
+    a.kill9()
+    b.wait_ready(timeout=30)
+    assert "taking over" in b.log_text(), b.log_text()
+    done = b.wait_build_finished(bid, 90)
+    assert done["result"] == "SUCCESS", done
+    want = "".join(f"line {i}\n" for i in range(1, lines + 1)).encode()
+    assert b.step_log(bid, 0) == want
+    # The farm goes on on b.
+    assert b.run_build("quick")["result"] == "SUCCESS"
+    assert s.running()

@@ -197,6 +197,19 @@ static void pg_clear_result(tf_dbst_t *st)
     st->ncols = 0;
 }
 
+/* Whether the rewritten sql holds $k (a parameter one variant of a
+ * statement does not use has no type either). */
+static bool uses_param(const char *sql, int k)
+{
+    char pat[16];
+    size_t n = (size_t)snprintf(pat, sizeof(pat), "$%d", k);
+
+    for (const char *p = strstr(sql, pat); p; p = strstr(p + 1, pat))
+        if (p[n] < '0' || p[n] > '9')
+            return true;
+    return false;
+}
+
 static int pg_prepare(tf_db_t *db, const char *sql, int n, tf_dbst_t **out)
 {
     size_t len = n < 0 ? strlen(sql) : (size_t)n;
@@ -224,7 +237,7 @@ static int pg_prepare(tf_db_t *db, const char *sql, int n, tf_dbst_t **out)
     for (int i = 0; i < np; i++) {
         char pat[24];
         snprintf(pat, sizeof(pat), "$%d IS NULL", i + 1);
-        st->null_text[i] = strstr(buf, pat) != NULL;
+        st->null_text[i] = strstr(buf, pat) != NULL || !uses_param(buf, i + 1);
     }
     st->row = -1;
     *out = st;
@@ -273,8 +286,9 @@ static int pg_bind_bytes(tf_dbst_t *st, int i, int kind, const void *v,
 }
 
 /* Runs the statement. A NULL parameter has no type and takes its
- * context's, except where the SQL asks "?N IS NULL" (PostgreSQL cannot
- * tell a type from that): those NULLs are declared text. */
+ * context's, except where the SQL asks "?N IS NULL" or does not use it
+ * at all (PostgreSQL cannot tell a type from that): those NULLs are
+ * declared text. */
 static PGresult *pg_exec(tf_dbst_t *st)
 {
     Oid types[PG_MAX_PARAMS];

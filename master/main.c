@@ -42,6 +42,10 @@ static void usage(FILE *f)
             "  migrate --to postgresql://... [-d DIR]\n"
             "                                   copy the sqlite database into "
             "an empty PostgreSQL one\n"
+            "  vacuum [DIR] [--config FILE]     with the master stopped: "
+            "seal old logs, apply\n"
+            "                                   the retention, compact the "
+            "database file\n"
             "  mail preview job:ID|build:ID [-d DIR]\n"
             "                                   print the mail that would be "
             "sent (docs/admins.md)\n"
@@ -168,6 +172,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "mail") == 0)
         return tf_cli_mail(dir ? dir : ".", config, pos1, pos2);
+    if (strcmp(cmd, "vacuum") == 0)
+        return tf_cli_vacuum(pos1 ? pos1 : dir ? dir : ".", config);
     if (strcmp(cmd, "force") == 0) {
         if (!pos1 || !tf_name_valid(pos1)) {
             fprintf(stderr, "tf-master force: give a builder name\n");

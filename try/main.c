@@ -42,6 +42,7 @@
 #define DEFAULT_MAX_PATCH_MB 50
 #define LIST_LIMIT 20
 #define LOG_TAIL_BYTES 65536
+#define MAX_FAILED_TESTS 20 /* failing tests shown per build */
 #define RETRY_FOR_MS 60000
 #define RETRY_MAX_DELAY_MS 10000
 
@@ -79,6 +80,8 @@ typedef struct opts {
     bool no_email;
     bool dry_run;
     bool wait;
+    bool new_failures_only;
+    bool no_reuse;
     bool quiet;
     bool verbose;
     bool allow_empty;
@@ -151,6 +154,11 @@ static const char usage_text[] =
     "  --dry-run               show what would be sent; send nothing\n"
     "  --wait                  follow the job until it is over; exit 0 when\n"
     "                          every build passed, 1 when one did not\n"
+    "  --no-reuse              run even when an identical request (base,\n"
+    "                          patch, tests, properties) already passed\n"
+    "  --new-failures-only     the verdict (--wait's exit status, the mail's\n"
+    "                          subject) counts only failures that are not\n"
+    "                          also failing without the patch\n"
     "  --poll-ms N             how often --wait asks (default 1000)\n"
     "  --tail N                log lines of a failing step to show (default 30)\n"
     "  --config FILE           use FILE instead of ~/.config/tf-try/config.json\n"
@@ -162,7 +170,8 @@ static const char usage_text[] =
     "  -h, --help, -V, --version\n"
     "\n"
     "Exit status: 0 submitted, or every build passed (--wait); 1 a build did\n"
-    "not pass (--wait); 2 usage, configuration, git, network, authentication\n"
+    "not pass (--wait; with --new-failures-only: a build failed with a new\n"
+    "failure); 2 usage, configuration, git, network, authentication\n"
     "or submission error; 130 interrupted. See docs/committers.md.\n";
 
 enum {
@@ -179,6 +188,8 @@ enum {
     OPT_NO_EMAIL,
     OPT_DRY_RUN,
     OPT_WAIT,
+    OPT_NEW_FAILURES_ONLY,
+    OPT_NO_REUSE,
     OPT_POLL_MS,
     OPT_TAIL,
     OPT_CONFIG,
@@ -206,6 +217,8 @@ static const struct option long_opts[] = {
     {"no-email", no_argument, NULL, OPT_NO_EMAIL},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"wait", no_argument, NULL, OPT_WAIT},
+    {"new-failures-only", no_argument, NULL, OPT_NEW_FAILURES_ONLY},
+    {"no-reuse", no_argument, NULL, OPT_NO_REUSE},
     {"poll-ms", required_argument, NULL, OPT_POLL_MS},
     {"tail", required_argument, NULL, OPT_TAIL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -348,6 +361,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case OPT_NO_EMAIL: o->no_email = true; break;
         case OPT_DRY_RUN: o->dry_run = true; break;
         case OPT_WAIT: o->wait = true; break;
+        case OPT_NEW_FAILURES_ONLY: o->new_failures_only = true; break;
+        case OPT_NO_REUSE: o->no_reuse = true; break;
         case OPT_POLL_MS:
             if (!parse_num("--poll-ms", optarg, 100, 600000, &o->poll_ms))
                 return TF_TRY_EXIT_ERROR;
@@ -609,28 +624,104 @@ static void print_tail(ctx_t *c, const json_t *tail, tf_buf_t *out)
     free(url);
 }
 
+/* Fetches a failed build's failing tests and prints them (before its
+ * log tail): the author sees the test, its message and its lines first. */
+static void print_failed_tests(ctx_t *c, const json_t *tail, tf_buf_t *out)
+{
+    const char *tests_url = json_string_value(json_object_get(tail,
+                                                              "tests_url"));
+    tf_try_err_t err = {{0}};
+    tf_try_resp_t resp;
+    char *url, *full;
+    json_t *answer;
+    int rc;
+
+    if (!tests_url)
+        return;
+    url = log_url(c, tests_url);
+    if (!url)
+        return;
+    size_t n = strlen(url) + 64;
+    full = malloc(n);
+    if (!full) {
+        free(url);
+        return;
+    }
+    snprintf(full, n, "%s?status=fail,flaky&limit=%d", url,
+             MAX_FAILED_TESTS + 1);
+    free(url);
+    tf_try_req_t r = {.method = "GET", .url = full,
+                      .timeout_s = TF_TRY_GET_TIMEOUT_S,
+                      .max_body = TF_TRY_MAX_JSON_BYTES};
+    rc = tf_try_http(&c->client, &r, &resp, &err);
+    if (rc == 0 && resp.status == 200) {
+        answer = resp_json(&resp);
+        tf_try_render_failed_tests(tail, answer, MAX_FAILED_TESTS, out);
+        json_decref(answer);
+    } else {
+        char msg[256] = "";
+        if (rc == 0)
+            snprintf(msg, sizeof(msg), "HTTP %ld", resp.status);
+        tf_buf_printf(out, "%s: (cannot fetch the failing tests: %s)\n",
+                      json_string_value(json_object_get(tail, "builder")),
+                      rc == 0 ? msg : err.msg);
+    }
+    if (rc == 0)
+        tf_try_resp_free(&resp);
+    free(full);
+}
+
+/* Prints a failed build's failing tests and its step's tail. */
+static void print_failure(ctx_t *c, const json_t *t)
+{
+    tf_buf_t tail;
+    tf_buf_init(&tail, 1024 * 1024);
+    print_failed_tests(c, t, &tail);
+    print_tail(c, t, &tail);
+    emit(&tail);
+    tf_buf_free(&tail);
+}
+
 /* Prints the lines of one snapshot with each failing step's tail right
- * after its builder's result line. */
-static void print_changes(ctx_t *c, const tf_buf_t *lines, const json_t *tails)
+ * after its builder's result line. A build being rerun without its patch
+ * (retry_without_patch) has its failures put off into deferred until the
+ * rerun has ended, so they are marked against it. */
+static void print_changes(ctx_t *c, const tf_buf_t *lines, const json_t *tails,
+                          const json_t *job, json_t *deferred)
 {
     size_t i, done = 0;
     json_t *t;
-    tf_buf_t tail;
 
-    tf_buf_init(&tail, 1024 * 1024);
     json_array_foreach(tails, i, t) {
         json_int_t at = json_integer_value(json_object_get(t, "at"));
         if (at > (json_int_t)done && at <= (json_int_t)lines->len) {
             fwrite(lines->data + done, 1, (size_t)at - done, stdout);
             done = (size_t)at;
         }
-        print_tail(c, t, &tail);
-        emit(&tail);
+        json_int_t bid = json_integer_value(json_object_get(t, "build_id"));
+        if (tf_try_rerun_pending(job, (long long)bid)) {
+            printf("%s: build %lld failed; it is being built again without "
+                   "the patch, its failing tests follow then\n",
+                   json_string_value(json_object_get(t, "builder")),
+                   (long long)bid);
+            json_array_append(deferred, t);
+            continue;
+        }
+        print_failure(c, t);
     }
     if (lines->len > done)
         fwrite(lines->data + done, 1, lines->len - done, stdout);
     fflush(stdout);
-    tf_buf_free(&tail);
+    for (i = 0; i < json_array_size(deferred);) {
+        t = json_array_get(deferred, i);
+        json_int_t bid = json_integer_value(json_object_get(t, "build_id"));
+        if (tf_try_rerun_pending(job, (long long)bid)) {
+            i++;
+            continue;
+        }
+        print_failure(c, t);
+        json_array_remove(deferred, i);
+    }
 }
 
 /* Sleeps ms, waking early when a signal set stop_flag. */
@@ -665,6 +756,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
     char *url = tf_try_url(c->base_url, "api/v1/jobs/%lld", job_id);
     tf_buf_t out;
     json_t *job = NULL, *tails = NULL;
+    json_t *deferred = json_array();
     int64_t failing_since = 0;
     long long delay = c->o->poll_ms;
 
@@ -740,7 +832,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
             goto out;
         }
         if (!c->o->quiet)
-            print_changes(c, &out, tails);
+            print_changes(c, &out, tails, job, deferred);
         tf_buf_reset(&out);
         if (tf_try_job_done(job)) {
             if (tf_try_render_summary(job, &out) < 0) {
@@ -748,8 +840,12 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
                 goto out;
             }
             emit(&out);
-            exit_code = tf_try_job_exit_code(job) == 0 ? TF_TRY_EXIT_OK
-                                                       : TF_TRY_EXIT_FAILED;
+            bool new_only =
+                c->o->new_failures_only ||
+                json_is_true(json_object_get(job, "new_failures_only"));
+            exit_code = tf_try_job_exit_code(job, new_only) == 0
+                            ? TF_TRY_EXIT_OK
+                            : TF_TRY_EXIT_FAILED;
             goto out;
         }
         nap(c->o->poll_ms);
@@ -757,6 +853,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
 out:
     json_decref(job);
     json_decref(tails);
+    json_decref(deferred);
     tf_buf_free(&out);
     free(url);
     return exit_code;
@@ -933,6 +1030,11 @@ static bool build_about(ctx_t *c, json_t *meta, const char *description)
         return false;
     if (o->patchset &&
         json_object_set_new(meta, "patchset", json_string(o->patchset)) < 0)
+        return false;
+    if (o->new_failures_only &&
+        json_object_set_new(meta, "new_failures_only", json_true()) < 0)
+        return false;
+    if (o->no_reuse && json_object_set_new(meta, "reuse", json_false()) < 0)
         return false;
     if (o->no_email)
         return json_object_set_new(meta, "notify", json_false()) == 0;
@@ -1123,6 +1225,10 @@ static long long print_submitted(ctx_t *c, const json_t *ans, tf_try_watch_t *w)
         if (json_is_integer(pos))
             tf_buf_printf(&out, ", position %lld in queue",
                           (long long)json_integer_value(pos));
+        if (json_is_true(json_object_get(r, "reused")))
+            tf_buf_printf(&out, ", answered from build %lld (reused)",
+                          (long long)json_integer_value(json_object_get(
+                              json_object_get(r, "build"), "id")));
         tf_buf_printf(&out, "\n");
     }
     const char *sha = json_string_value(json_object_get(patch, "sha256"));
@@ -1601,6 +1707,12 @@ static int cmd_retry(ctx_t *c)
         json_object_set_new(meta, "email", json_string(o->email));
     if (json_object_size(o->props) > 0)
         json_object_set(meta, "properties", o->props);
+    /* A retry runs the builders again: never answered from the builds it
+     * retries (result reuse). */
+    json_object_set_new(meta, "reuse", json_false());
+    if (json_is_true(json_object_get(job, "new_failures_only")) ||
+        o->new_failures_only)
+        json_object_set_new(meta, "new_failures_only", json_true());
     if (tf_try_base64_encode(patch.data ? patch.data : (const uint8_t *)"",
                              patch.len, &b64, &b64_len) < 0 ||
         tf_try_job_body(meta, b64, b64_len, &body) < 0) {

@@ -33,7 +33,7 @@
 #define STEP_REPORTED 2
 
 typedef struct watch_builder {
-    char name[TF_NAME_MAX + 1];
+    char name[TF_NAME_MAX + 32]; /* with " (without the patch)" */
     long long position;     /* last printed; -1 when none */
     long long build_id;     /* the build followed; 0 before one starts */
     uint8_t *steps;         /* STEP_* per step index of that build */
@@ -52,6 +52,13 @@ struct tf_try_watch {
 static const char *jstr(const json_t *o, const char *key)
 {
     return json_string_value(json_object_get(o, key));
+}
+
+/* As jstr, "" for a missing member. */
+static const char *jstr0(const json_t *o, const char *key)
+{
+    const char *s = jstr(o, key);
+    return s ? s : "";
 }
 
 static bool jint(const json_t *o, const char *key, long long *v)
@@ -254,10 +261,17 @@ void tf_try_watch_free(tf_try_watch_t *w)
 
 /* The memory of builder name, created on first use; NULL on OOM, on too
  * many builders, or on a name the master should never send. */
-static watch_builder_t *watch_builder(tf_try_watch_t *w, const char *name)
+static watch_builder_t *watch_builder(tf_try_watch_t *w, const char *name,
+                                      bool without_patch)
 {
+    char key[TF_NAME_MAX + 32];
     if (!name || !tf_name_valid(name))
         return NULL;
+    /* A rerun without the patch (retry_without_patch) is a builder of
+     * its own in the output. */
+    snprintf(key, sizeof(key), "%s%s", name,
+             without_patch ? " (without the patch)" : "");
+    name = key;
     for (size_t i = 0; i < w->n; i++)
         if (strcmp(w->b[i].name, name) == 0)
             return &w->b[i];
@@ -281,7 +295,7 @@ static watch_builder_t *watch_builder(tf_try_watch_t *w, const char *name)
 int tf_try_watch_seed(tf_try_watch_t *w, const char *builder,
                       long long position)
 {
-    watch_builder_t *b = watch_builder(w, builder);
+    watch_builder_t *b = watch_builder(w, builder, false);
     if (!b)
         return TF_ENOMEM;
     b->position = position;
@@ -470,7 +484,33 @@ static int watch_finish(watch_builder_t *b, const json_t *e, tf_buf_t *out,
                           (json_int_t)out->len);
     if (!t || json_array_append_new(tails, t) < 0)
         return TF_ENOMEM;
+    if (json_object_set_new(t, "build_id", json_integer(id)) < 0)
+        return TF_ENOMEM;
+    const char *tests_url = jstr0(json_object_get(build, "tests"), "url");
+    if (*tests_url &&
+        json_object_set_new(t, "tests_url", json_string(tests_url)) < 0)
+        return TF_ENOMEM;
     return 0;
+}
+
+/* A builder answered from an earlier identical build: one line. */
+static int watch_reused(watch_builder_t *b, const json_t *e, tf_buf_t *out)
+{
+    const json_t *build = json_object_get(e, "build");
+    long long id = 0;
+    int rc;
+    if (b->done)
+        return 0;
+    b->done = true;
+    jint(build, "id", &id);
+    if ((rc = line_start(out, b)) ||
+        (rc = tf_buf_printf(out, "reused build %lld (", id)) ||
+        (rc = put(out, jstr0(build, "result"))) ||
+        (rc = tf_buf_append_str(out, "): the same base, patch, tests and "
+                                     "properties passed there: ")) ||
+        (rc = put(out, jstr0(build, "url"))))
+        return rc;
+    return tf_buf_append_str(out, "\n");
 }
 
 int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
@@ -481,10 +521,17 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
     int rc;
 
     json_array_foreach(json_object_get(job, "builders"), i, e) {
-        watch_builder_t *b = watch_builder(w, jstr(e, "name"));
+        watch_builder_t *b = watch_builder(
+            w, jstr(e, "name"),
+            json_is_integer(json_object_get(e, "without_patch_of")));
         if (!b)
             continue; /* a builder we cannot name is a builder we skip */
         const json_t *build = json_object_get(e, "build");
+        if (json_is_true(json_object_get(e, "reused"))) {
+            if ((rc = watch_reused(b, e, out)) < 0)
+                return rc;
+            continue;
+        }
         if ((rc = watch_position(b, e, out)) < 0 ||
             (rc = watch_build_start(b, build, out)) < 0 ||
             (rc = watch_steps(b, build, out)) < 0 ||
@@ -492,6 +539,20 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
             return rc;
     }
     return 0;
+}
+
+bool tf_try_rerun_pending(const json_t *job, long long build_id)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(job, "builders"), i, e) {
+        long long of = 0;
+        if (!jint(e, "without_patch_of", &of) || of != build_id)
+            continue;
+        const char *state = jstr0(e, "state");
+        return strcmp(state, "done") != 0 && strcmp(state, "cancelled") != 0;
+    }
+    return false;
 }
 
 bool tf_try_job_done(const json_t *job)
@@ -529,13 +590,118 @@ static const char *entry_result(const json_t *e)
     return r;
 }
 
-int tf_try_job_exit_code(const json_t *job)
+int tf_try_job_exit_code(const json_t *job, bool new_failures_only)
 {
     size_t i;
     json_t *e;
+    if (new_failures_only) {
+        const json_t *nf = json_object_get(job, "new_failures");
+        if (json_is_object(nf))
+            return json_integer_value(json_object_get(nf, "builds")) > 0;
+        /* A master that does not tell: every failure counts. */
+    }
     json_array_foreach(json_object_get(job, "builders"), i, e)
-        if (!tf_try_result_passed(entry_result(e)))
+        if (!json_is_integer(json_object_get(e, "without_patch_of")) &&
+            !tf_try_result_passed(entry_result(e)))
             return 1;
+    return 0;
+}
+
+/* ---- a failed build's failing tests ---- */
+
+/* Appends text's lines, each indented and made safe, at most max_lines. */
+static int put_lines(tf_buf_t *out, const char *indent, const char *text,
+                     unsigned max_lines)
+{
+    const char *p = text;
+    unsigned n = 0;
+    int rc;
+    while (p && *p && n < max_lines) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (l > 0 && p[l - 1] == '\r')
+            l--;
+        if ((rc = tf_buf_append_str(out, indent)) ||
+            (rc = tf_try_sanitize((const uint8_t *)p, l, false, out)) ||
+            (rc = tf_buf_append_str(out, "\n")))
+            return rc;
+        n++;
+        p = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+int tf_try_render_failed_tests(const json_t *tail, const json_t *answer,
+                               unsigned max_tests, tf_buf_t *out)
+{
+    const json_t *counts = json_object_get(answer, "counts");
+    long long fails = 0, flaky = 0, fresh = -1;
+    const json_t *tests = json_object_get(answer, "tests");
+    size_t i, shown = 0;
+    const json_t *t;
+    int rc;
+
+    jint(counts, "fail", &fails);
+    jint(counts, "flaky", &flaky);
+    jint(answer, "new_failures", &fresh);
+    if (fails + flaky <= 0 || !json_is_array(tests))
+        return 0;
+    if ((rc = put(out, jstr0(tail, "builder"))) ||
+        (rc = tf_buf_printf(out, ": %lld failing test%s", fails,
+                            fails == 1 ? "" : "s")))
+        return rc;
+    if (fresh >= 0 && fails > 0 &&
+        (rc = tf_buf_printf(out, " (%lld new, %lld also failing without "
+                            "the patch)", fresh, fails - fresh)))
+        return rc;
+    if (flaky > 0 && (rc = tf_buf_printf(out, ", %lld flaky", flaky)))
+        return rc;
+    if ((rc = tf_buf_append_str(out, ":\n")))
+        return rc;
+    json_array_foreach(tests, i, t) {
+        const char *status = jstr0(t, "status");
+        const char *suite = jstr0(t, "suite");
+        const char *failure = jstr0(t, "failure");
+        if (strcmp(status, "fail") != 0 && strcmp(status, "flaky") != 0)
+            continue;
+        if (shown++ == max_tests)
+            break;
+        if ((rc = tf_buf_append_str(out, strcmp(status, "fail") == 0
+                                             ? "  FAIL  "
+                                             : "  FLAKY ")))
+            return rc;
+        if (*suite && ((rc = put(out, suite)) ||
+                       (rc = tf_buf_append_str(out, " :: "))))
+            return rc;
+        if ((rc = put(out, jstr0(t, "name"))))
+            return rc;
+        if (strcmp(failure, "new") == 0)
+            rc = tf_buf_append_str(out, "  [new]");
+        else if (*failure)
+            rc = tf_buf_append_str(out, "  [also failing without the "
+                                        "patch]");
+        if (rc == 0 && strcmp(status, "flaky") == 0)
+            rc = tf_buf_append_str(out, "  (passed on a retry)");
+        if (rc || (rc = tf_buf_append_str(out, "\n")))
+            return rc;
+        const json_t *log = json_object_get(t, "log");
+        const char *excerpt = jstr0(log, "excerpt");
+        const char *msg = jstr0(t, "message");
+        long long line = 0;
+        if (*excerpt) {
+            jint(log, "line", &line);
+            if ((rc = tf_buf_printf(out, "      log of step %s, from line "
+                                    "%lld:\n", jstr0(t, "step_name"),
+                                    line)) ||
+                (rc = put_lines(out, "      | ", excerpt, 20)))
+                return rc;
+        } else if (*msg && (rc = put_lines(out, "      ", msg, 10))) {
+            return rc;
+        }
+    }
+    if (shown > max_tests)
+        return tf_buf_printf(out, "  ... and more: %s\n",
+                             jstr0(tail, "tests_url"));
     return 0;
 }
 
@@ -619,7 +785,8 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
     json_t *e;
     int rc;
     const char *head[] = {"builder", "result", "duration", "slave", "build"};
-    int code = tf_try_job_exit_code(job);
+    bool new_only = json_is_true(json_object_get(job, "new_failures_only"));
+    int code = tf_try_job_exit_code(job, new_only);
     const char *result = jstr(job, "result");
 
     if (!table)
@@ -628,15 +795,23 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
     if (!result)
         result = code == 0 ? "SUCCESS" : "FAILURE";
     if ((rc = tf_buf_printf(out, "job %lld: ", id)) || (rc = put(out, result)) ||
-        (rc = tf_buf_append_str(out, code == 0 ? " (every build passed)\n"
-                                               : " (not every build passed)\n")))
+        (rc = tf_buf_append_str(out, code == 0 && !new_only
+                                         ? " (every build passed)\n"
+                                     : code == 0 ? " (no new failures)\n"
+                                     : new_only ? " (new failures)\n"
+                                                : " (not every build passed)\n")))
         goto out;
     if ((rc = table_add(table, head, 5)))
         goto out;
     json_array_foreach(json_object_get(job, "builders"), i, e) {
         const json_t *build = json_object_get(e, "build");
         char d[32];
-        char *name = clean_copy(jstr(e, "name"), 64);
+        char label[TF_NAME_MAX + 32];
+        snprintf(label, sizeof(label), "%s%s", jstr0(e, "name"),
+                 json_is_integer(json_object_get(e, "without_patch_of"))
+                     ? " (without the patch)"
+                     : "");
+        char *name = clean_copy(label, 96);
         char *res = clean_copy(entry_result(e) ? entry_result(e) : "-", 32);
         char *slave = clean_copy(jstr(build, "slave") ? jstr(build, "slave")
                                                       : "-", 64);

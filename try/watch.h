@@ -43,12 +43,20 @@ int tf_try_watch_seed(tf_try_watch_t *w, const char *builder,
 /* Appends to out one "\n"-terminated line per change between the previous
  * snapshot and job. For each builder that has just finished without
  * passing, appends to tails (a JSON array) an object
- * {"builder", "step", "result", "url", "at"} naming the first step that did
+ * {"builder", "step", "result", "url", "at", "build_id", "tests_url"}
+ * (tests_url:
+ * the build's failing tests, present when it reported tests) naming the
+ * first step that did
  * not pass, its log URL, and the length of out just after that builder's
  * result line (where its tail belongs when printed). Returns 0, TF_ENOMEM
  * or TF_E2BIG (out's cap). */
 int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
                         json_t *tails);
+
+/* Whether build build_id of job has a rerun without its patch
+ * (retry_without_patch) that has not finished: its failing tests are
+ * marked only once it has. */
+bool tf_try_rerun_pending(const json_t *job, long long build_id);
 
 /* True when the job is over: its state is "finished" or "cancelled" and no
  * build of it is still running. */
@@ -57,8 +65,21 @@ bool tf_try_job_done(const json_t *job);
 /* True when a builder's result counts as passed: SUCCESS or WARNINGS. */
 bool tf_try_result_passed(const char *result);
 
-/* 0 when every builder of the job passed, 1 otherwise. */
-int tf_try_job_exit_code(const json_t *job);
+/* 0 when every builder of the job passed, 1 otherwise. With
+ * new_failures_only, 0 unless a build failed with a new failure: one of
+ * its failing tests is not also failing without the patch, or it failed
+ * with no failing test to explain it (the job's "new_failures"). */
+int tf_try_job_exit_code(const json_t *job, bool new_failures_only);
+
+/* The failing tests of a failed build, before its log tail: a header
+ * line ("linux: 2 failing tests (1 new), 1 flaky:"), then for each test
+ * (at most max_tests) its status and name, whether it is new or also
+ * failing without the patch, its message and its own lines of the log,
+ * indented. answer is GET /api/v1/builds/ID/tests?status=fail,flaky;
+ * tail is one of tf_try_watch_update's tails. Nothing is appended when
+ * the build reported no failing or flaky test. */
+int tf_try_render_failed_tests(const json_t *tail, const json_t *answer,
+                               unsigned max_tests, tf_buf_t *out);
 
 /* The tail of a failing step's log: a header line naming the step and the
  * log's URL, then the last nlines lines of log[0..len), each indented by

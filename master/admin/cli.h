@@ -39,6 +39,10 @@ int tf_cli_mail(const char *dir, const char *config, const char *verb,
  * database at URL (migrate.c). Returns the exit status: 0, 1 (the copy
  * failed, nothing was kept), 2 (usage, config). */
 int tf_cli_migrate(const char *dir, const char *config, const char *url);
+/* `tf-master vacuum` for the stopped master of dir (or the config file
+ * config): seals old logs, applies the retention, compacts the database
+ * file (users.c). */
+int tf_cli_vacuum(const char *dir, const char *config);
 
 /* `tf-master user add|list|remove` for the master in dir (users.c). */
 int tf_users_cli(const char *dir, const char *verb, const char *email,

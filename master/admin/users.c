@@ -16,6 +16,8 @@
 
 #include "admin/cli.h"
 #include "clock.h"
+#include "config/config.h"
+#include "core/master.h"
 #include "core/users.h"
 #include "crypto.h"
 #include "store/store.h"
@@ -145,6 +147,50 @@ int tf_users_cli(const char *dir, const char *verb, const char *email,
     code = 0;
 out:
     tf_cli_offline_close(&off);
+    free(cfg_path);
+    return code;
+}
+
+int tf_cli_vacuum(const char *dir, const char *config)
+{
+    char *cfg_path = config ? strdup(config) : tf_path_join(dir, "master.json");
+    tf_config_t *cfg = NULL;
+    tf_cfg_diags_t diags = {0};
+    tf_retention_t ret = {0};
+    tf_vacuum_stats_t st;
+    int code = 2;
+
+    if (!cfg_path || tf_config_load(cfg_path, &cfg, &diags) != 0) {
+        for (size_t i = 0; i < diags.count; i++)
+            fprintf(stderr, "%s:%d:%d: error: %s: %s\n",
+                    diags.items[i].file, diags.items[i].line,
+                    diags.items[i].col, diags.items[i].key,
+                    diags.items[i].message);
+        fprintf(stderr, "tf-master vacuum: cannot load %s\n",
+                cfg_path ? cfg_path : "the config");
+        goto out;
+    }
+    code = 1;
+    if (tf_retention_from_config(cfg, &ret) != 0) {
+        fprintf(stderr, "tf-master vacuum: out of memory\n");
+        goto out;
+    }
+    int rc = tf_store_vacuum(cfg->database, &ret, &st);
+    if (rc != 0) {
+        fprintf(stderr, "tf-master vacuum: %s: %s (is the master still "
+                "running? stop it first)\n", cfg->database, tf_strerror(rc));
+        goto out;
+    }
+    printf("%s: %" PRIu64 " units of work (%" PRIu64 " removing logs by "
+           "retention); %.1f MiB -> %.1f MiB\n",
+           cfg->database, st.units, st.removed,
+           (double)st.bytes_before / 1048576.0,
+           (double)st.bytes_after / 1048576.0);
+    code = 0;
+out:
+    free(ret.rules);
+    tf_config_free(cfg);
+    tf_cfg_diags_clear(&diags);
     free(cfg_path);
     return code;
 }

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "api/handlers.h"
+#include "api/cache.h"
 #include "log.h"
 #include "api/mail.h"
 #include "core/master.h"
@@ -411,6 +412,13 @@ static void qjob_done(void *arg, int rc)
         tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
         goto out;
     }
+    if (q->kind == Q_BUILD) {
+        /* A finished build never changes; a running one's log sizes move
+         * with every chunk, which moves no generation: not kept. */
+        const char *st = json_string_value(json_object_get(q->out, "state"));
+        r->cache_immutable = st && strcmp(st, "finished") == 0;
+        r->cacheable = r->cacheable && r->cache_immutable;
+    }
     size_t i;
     json_t *v;
     switch (q->kind) {
@@ -510,21 +518,35 @@ typedef struct log_stream {
     uint64_t size;
     uint64_t lines;
     int phase; /* 0: sizing, 1: streaming */
+    int status; /* 200 or 206 */
+    int64_t removed_ms; /* retention removed the log then (0: kept) */
     size_t got;
+    bool prefetched; /* buf holds the first piece, read before answering */
+    tf_logcache_t cache; /* the sealed block being streamed, unpacked */
     unsigned char buf[LOG_PIECE];
 } log_stream_t;
+
+static void log_stream_free(void *arg)
+{
+    log_stream_t *ls = arg;
+    if (!ls)
+        return;
+    tf_logcache_clear(&ls->cache);
+    free(ls);
+}
 
 static int log_size_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
-    return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines);
+    return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines,
+                         &ls->removed_ms);
 }
 
 static int log_piece_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
     return tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,
-                         sizeof(ls->buf), ls->buf, &ls->got);
+                         sizeof(ls->buf), ls->buf, &ls->got, &ls->cache);
 }
 
 static void log_piece_done(void *arg, int rc)
@@ -544,12 +566,20 @@ static void log_piece_done(void *arg, int rc)
 static int log_pull(tf_http_req_t *r, void *arg)
 {
     log_stream_t *ls = arg;
+    if (ls->prefetched) {
+        ls->prefetched = false;
+        ls->pos += ls->got;
+        tf_http_feed(r, ls->buf, ls->got);
+        return 0;
+    }
     tf_http_async_begin(r);
     int rc = tf_store_read(r->m->store, log_piece_fn, log_piece_done, ls);
     if (rc)
         tf_http_async_end(r);
     return rc;
 }
+
+static void log_first_done(void *arg, int rc);
 
 static void log_size_done(void *arg, int rc)
 {
@@ -577,6 +607,17 @@ static void log_size_done(void *arg, int rc)
     snprintf(v, sizeof(v), "%" PRIu64, ls->lines);
     tf_http_header(r, "x-log-lines", v);
     tf_http_header(r, "accept-ranges", "bytes");
+    if (ls->removed_ms) {
+        /* Not a failure: the builder's retention let it go (docs/api.md). */
+        snprintf(v, sizeof(v), "%" PRId64, ls->removed_ms);
+        tf_http_header(r, "x-log-removed-ms", v);
+        tf_http_error(r, 410, "this log (%" PRIu64 " bytes, %" PRIu64
+                      " lines) was removed by the builder's retention "
+                      "policy; the build and its steps are kept",
+                      ls->size, ls->lines);
+        log_stream_free(ls);
+        return;
+    }
     const char *qs = tf_http_arg(r, "start"), *qe = tf_http_arg(r, "end");
     if (r->range[0]) {
         int pr = tf_range_parse(r->range, ls->size, &start, &end);
@@ -614,8 +655,47 @@ static void log_size_done(void *arg, int rc)
     }
     ls->pos = start;
     ls->end = end;
-    tf_http_stream(r, status, "application/octet-stream", end - start,
-                   log_pull, ls, free);
+    ls->status = status;
+    if (end == start) {
+        tf_http_stream(r, status, "application/octet-stream", 0, log_pull,
+                       ls, log_stream_free);
+        return;
+    }
+    /* The first piece is read before answering, so a damaged block there
+     * (the usual case of a tail or a small range) is a clean error. */
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, log_piece_fn, log_first_done, ls) != 0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        log_stream_free(ls);
+    }
+}
+
+static void log_first_done(void *arg, int rc)
+{
+    log_stream_t *ls = arg;
+    tf_http_req_t *r = ls->r;
+    if (!tf_http_async_end(r)) {
+        log_stream_free(ls);
+        return;
+    }
+    if (rc == TF_ECORRUPT) {
+        tf_http_error(r, 500, "the stored log of build %" PRIu64 " step %u "
+                      "is damaged at byte %" PRIu64 " (a corrupt compressed "
+                      "block; the master's log says which): that range "
+                      "cannot be read", ls->build_id, ls->step,
+                      ls->pos + ls->got);
+        log_stream_free(ls);
+        return;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        log_stream_free(ls);
+        return;
+    }
+    ls->prefetched = true;
+    tf_http_stream(r, ls->status, "application/octet-stream",
+                   ls->end - ls->pos, log_pull, ls, log_stream_free);
 }
 
 void tf_api_log(tf_http_req_t *r, const tf_route_args_t *a)
@@ -922,6 +1002,15 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           "slaves_connected", (int)connected, "builds_running",
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
+    tf_api_cache_stats_t cs;
+    tf_api_cache_stats(r->m, &cs);
+    json_object_set_new(
+        o, "cache",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "hits", (json_int_t)cs.hits,
+                  "misses", (json_int_t)cs.misses, "not_modified",
+                  (json_int_t)cs.not_modified, "stored",
+                  (json_int_t)cs.stored, "entries", (json_int_t)cs.entries,
+                  "bytes", (json_int_t)cs.bytes));
     tf_http_respond_json(r, 200, o);
 }
 
@@ -971,16 +1060,22 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
 
 void tf_api_builders(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILDERS, NULL, 0);
 }
 
 void tf_api_builder(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILDER, a->name, 0);
 }
 
 void tf_api_builder_builds(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILDS, a->name, 0);
 }
 
@@ -996,6 +1091,8 @@ void tf_api_builder_stats(tf_http_req_t *r, const tf_route_args_t *a)
 
 void tf_api_build(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     start_query(r, Q_BUILD, NULL, a->id);
 }
 

@@ -113,6 +113,11 @@ void tf_api_builder(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_builder_builds(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_build_by_number(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_builder_stats(tf_http_req_t *r, const tf_route_args_t *a);
+
+/* api/tests.c: test results (docs/api.md, "Test results"). */
+void tf_api_build_tests(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_builder_tests(tf_http_req_t *r, const tf_route_args_t *a);
+void tf_api_test_history(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_force(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_build(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a);

@@ -58,8 +58,12 @@ typedef struct submit {
     json_t *builders;   /* array of strings */
     json_t *tests;      /* object builder -> array, or NULL */
     json_t *props;      /* object name -> string, or NULL */
+    char *props_text;   /* props as the requests store them, or NULL */
     char *base_revision, *description, *review_url, *patchset, *email;
     bool notify;
+    bool new_failures_only;
+    bool reuse;         /* answer from an identical passed build */
+    uint64_t *reuse_ids; /* per builder, found by reuse_run */
     uint8_t *patch;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1];
@@ -79,6 +83,8 @@ static void submit_free(submit_t *s)
     free(s->patchset);
     free(s->email);
     free(s->patch);
+    free(s->reuse_ids);
+    free(s->props_text);
     free(s);
 }
 
@@ -234,7 +240,8 @@ static int parse_body(submit_t *s, const uint8_t *body, size_t len)
     int rc = -1;
     static const char *const known[] = {
         "builders", "tests",  "base_revision", "patch", "description",
-        "review_url", "patchset", "email", "notify", "properties", NULL,
+        "review_url", "patchset", "email", "notify", "properties",
+        "new_failures_only", "reuse", NULL,
     };
     if (!o) {
         fail(s, 400, "the body is not JSON: %s (line %d)", e.text, e.line);
@@ -303,6 +310,18 @@ static int parse_body(submit_t *s, const uint8_t *body, size_t len)
         }
         s->props = json_incref(jp);
     }
+    json_t *nf = json_object_get(o, "new_failures_only");
+    if (nf && !json_is_boolean(nf)) {
+        fail(s, 400, "new_failures_only: expected true or false");
+        goto out;
+    }
+    s->new_failures_only = json_is_true(nf);
+    json_t *ru = json_object_get(o, "reuse");
+    if (ru && !json_is_boolean(ru)) {
+        fail(s, 400, "reuse: expected true or false");
+        goto out;
+    }
+    s->reuse = !ru || json_is_true(ru);
     if (parse_patch(s, o))
         goto out;
     rc = 0;
@@ -344,6 +363,19 @@ static void submit_created(void *arg, int rc, uint64_t job_id,
                               "request_id", (json_int_t)request_ids[i]);
         json_object_set_new(o, "position",
                             pos ? json_integer(pos) : json_null());
+        uint64_t reused = s->reuse_ids ? s->reuse_ids[i] : 0;
+        json_object_set_new(o, "reused", json_boolean(reused != 0));
+        if (reused) {
+            char burl[600];
+            snprintf(burl, sizeof(burl), "%sapi/v1/builds/%" PRIu64,
+                     m->cfg->public_url, reused);
+            json_t *rb = json_pack("{s:I,s:s}", "id", (json_int_t)reused,
+                                   "url", burl);
+            snprintf(burl, sizeof(burl), "%s#/builds/%" PRIu64,
+                     m->cfg->public_url, reused);
+            json_object_set_new(rb, "page_url", json_string(burl));
+            json_object_set_new(o, "build", rb);
+        }
         json_array_append_new(reqs, o);
     }
     char url[600];
@@ -364,7 +396,91 @@ out:
     submit_free(s);
 }
 
-/* Loop thread: the parsed submission goes to core. */
+/* Loop thread: the submission (and what reuse found) goes to core. */
+static void submit_create(submit_t *s)
+{
+    tf_http_req_t *r = s->r;
+    tf_jobspec_t spec = {
+        .properties = s->props_text,
+        .user = s->user,
+        .builders = s->builders,
+        .tests = s->tests,
+        .base_revision = s->base_revision,
+        .description = s->description,
+        .review_url = s->review_url,
+        .patchset = s->patchset,
+        .email = s->email,
+        .notify = s->notify,
+        .new_failures_only = s->new_failures_only,
+        .reuse = s->reuse_ids,
+        .patch = s->patch,
+        .patch_len = s->patch_len,
+    };
+    memcpy(spec.sha, s->sha, sizeof(spec.sha));
+    s->patch = NULL; /* core takes it */
+    char err[600];
+    tf_http_async_begin(r);
+    int rc = tf_job_create(r->m, &spec, err, sizeof(err), submit_created, s);
+    if (rc) {
+        tf_http_async_end(r);
+        tf_http_error(r, rc == TF_ENOENT ? 400 : 503, "%s", err);
+        submit_free(s);
+    }
+}
+
+/* Whether s names its base by a commit id (40 or 64 hex digits): only
+ * then can an earlier build have built exactly the same tree (a ref
+ * moves). */
+static bool base_is_commit(const submit_t *s)
+{
+    size_t n = s->base_revision ? strlen(s->base_revision) : 0;
+    if (n != 40 && n != 64)
+        return false;
+    return strspn(s->base_revision, "0123456789abcdef") == n;
+}
+
+/* Thread pool: finds, per builder, a passed build of an identical
+ * request (queries.h, tf_q_reusable_build). */
+static int reuse_run(tf_db_t *db, void *arg)
+{
+    submit_t *s = arg;
+    size_t i;
+    json_t *v;
+    json_array_foreach(s->builders, i, v) {
+        const char *name = json_string_value(v);
+        json_t *t = s->tests ? json_object_get(s->tests, name) : NULL;
+        char *tests = t ? json_dumps(t, JSON_COMPACT) : NULL;
+        int rc = tf_q_reusable_build(db, name, s->base_revision,
+                                     s->patch_len ? s->sha : "",
+                                     tests ? tests : "[]",
+                                     s->props_text ? s->props_text : "{}",
+                                     &s->reuse_ids[i]);
+        free(tests);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void reuse_done(void *arg, int rc)
+{
+    submit_t *s = arg;
+    tf_http_req_t *r = s->r;
+    if (!tf_http_async_end(r)) {
+        submit_free(s);
+        return;
+    }
+    if (rc) {
+        /* Not found is no error: the job just runs. */
+        tf_warn("jobs", "result reuse lookup failed (%s): the job runs",
+                tf_strerror(rc));
+        memset(s->reuse_ids, 0,
+               json_array_size(s->builders) * sizeof(*s->reuse_ids));
+    }
+    submit_create(s);
+}
+
+/* Loop thread: the parsed submission, then (with reuse) the lookup. */
 static void submit_after(uv_work_t *w, int status)
 {
     submit_t *s = w->data;
@@ -385,7 +501,6 @@ static void submit_after(uv_work_t *w, int status)
     }
     /* Properties: each builder of the job must allow each one to
      * committers (force_properties), as for a forced build. */
-    char *props = NULL;
     if (s->props && json_object_size(s->props) > 0) {
         size_t i;
         json_t *b;
@@ -398,38 +513,24 @@ static void submit_after(uv_work_t *w, int status)
                 return;
             }
         }
-        props = json_dumps(s->props, JSON_COMPACT | JSON_SORT_KEYS);
-        if (!props) {
+        s->props_text = json_dumps(s->props, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!s->props_text) {
             tf_http_error(r, 503, "out of memory");
             submit_free(s);
             return;
         }
     }
-    tf_jobspec_t spec = {
-        .properties = props,
-        .user = s->user,
-        .builders = s->builders,
-        .tests = s->tests,
-        .base_revision = s->base_revision,
-        .description = s->description,
-        .review_url = s->review_url,
-        .patchset = s->patchset,
-        .email = s->email,
-        .notify = s->notify,
-        .patch = s->patch,
-        .patch_len = s->patch_len,
-    };
-    memcpy(spec.sha, s->sha, sizeof(spec.sha));
-    s->patch = NULL; /* core takes it */
-    char err[600];
-    tf_http_async_begin(r);
-    int rc = tf_job_create(r->m, &spec, err, sizeof(err), submit_created, s);
-    free(props);
-    if (rc) {
+    size_t n = json_array_size(s->builders);
+    if (s->reuse && n && base_is_commit(s) &&
+        (s->reuse_ids = calloc(n, sizeof(*s->reuse_ids)))) {
+        tf_http_async_begin(r);
+        if (tf_store_read(r->m->store, reuse_run, reuse_done, s) == 0)
+            return;
         tf_http_async_end(r);
-        tf_http_error(r, rc == TF_ENOENT ? 400 : 503, "%s", err);
-        submit_free(s);
+        free(s->reuse_ids);
+        s->reuse_ids = NULL;
     }
+    submit_create(s);
 }
 
 void tf_api_job_submit(tf_http_req_t *r, const tf_route_args_t *a)

@@ -10,6 +10,8 @@
  */
 #include "api/handlers.h"
 
+#include "api/cache.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +260,8 @@ static void pg_start(tf_http_req_t *r, pg_t *q)
 
 void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_api_cache_answer(r))
+        return;
     pg_t *q = calloc(1, sizeof(*q));
     if (!q) {
         tf_http_error(r, 503, "out of memory");
@@ -290,6 +294,8 @@ void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)
 void tf_api_waterfall(tf_http_req_t *r, const tf_route_args_t *a)
 {
     uint64_t before, before_id, limit;
+    if (tf_api_cache_answer(r))
+        return;
     if (!tf_http_arg_u64(r, "before", 1, INT64_MAX, (uint64_t)tf_now_ms() + 1,
                          &before) ||
         !tf_http_arg_u64(r, "before_id", 0, INT64_MAX, 0, &before_id) ||

@@ -73,6 +73,7 @@ struct tf_http_req {
     char auth_raw[320];    /* the whole Authorization header, "" if none */
     char range[128];       /* Range header, "" if none */
     char origin[256];      /* Origin header (CORS), "" if none or longer */
+    char if_none_match[160]; /* If-None-Match header, "" if none */
     char ctype_in[128];    /* request Content-Type */
     uint64_t content_length_in; /* Content-Length, 0 if none */
     bool chunked_in;       /* Transfer-Encoding was sent */
@@ -83,6 +84,13 @@ struct tf_http_req {
     tf_user_t user;        /* the committer (id 0: nobody) */
     bool admin;            /* the admin token was given */
     const struct tf_route *route;
+
+    /* Set by api/cache.c when the answer may be kept (tf_api_cache_*). */
+    bool cacheable;        /* a 200 JSON answer goes into the cache */
+    bool cache_immutable;  /* it never changes (a finished build) */
+    uint64_t cache_gen;    /* the store's generation when it was asked */
+    uint64_t cache_removals; /* and its count of log removals */
+    char cache_key[TF_HTTP_PATH_MAX + 64];
 };
 
 /* --- implemented by net/http.c --- */
@@ -118,6 +126,12 @@ void tf_http_cache(tf_http_req_t *r, const char *value);
 void tf_http_respond(tf_http_req_t *r, int status, const char *ctype,
                      const void *body, size_t len);
 
+/* Answers with a body (copied) and an ETag header (etag: the quoted
+ * tag), with Cache-Control no-cache so clients revalidate; a 304 has no
+ * body. */
+void tf_http_respond_etag(tf_http_req_t *r, int status, const char *ctype,
+                          const void *body, size_t len, const char *etag);
+
 /* Answers with JSON; takes the reference to j. A large answer is
  * serialised on a thread-pool thread, not on the loop. */
 void tf_http_respond_json(tf_http_req_t *r, int status, json_t *j);
@@ -151,5 +165,14 @@ void tf_api_headers(tf_http_req_t *r);
 
 /* Its body has arrived: runs the route's handler (step 3). */
 void tf_api_dispatch(tf_http_req_t *r);
+
+/* --- implemented by api/cache.c, called by net --- */
+
+/* A 200 JSON answer of a request marked cacheable is ready (body: len
+ * bytes, borrowed): the cache keeps a copy, and etag (etag_len bytes,
+ * caller's) gets its quoted tag. Returns true when the request's
+ * If-None-Match names that tag: net answers 304 instead. */
+bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
+                        char *etag, size_t etag_len);
 
 #endif

@@ -83,6 +83,15 @@ typedef struct tf_cfg_builder_mail {
     bool has_patterns;
 } tf_cfg_builder_mail_t;
 
+/* How long step logs are kept (docs/config.md, "retention"); build rows,
+ * steps and test results stay. 0: no limit; in a builder, -1: the
+ * top-level value. */
+typedef struct tf_cfg_retention {
+    int64_t log_days;   /* logs of builds finished longer ago go */
+    int64_t log_builds; /* logs of all but the newest N builds go */
+    int64_t log_mib;    /* logs beyond the newest N MiB of the builder go */
+} tf_cfg_retention_t;
+
 typedef struct tf_cfg_builder {
     char *name;
     char **slaves;       /* allowed slave names; may be empty */
@@ -99,6 +108,8 @@ typedef struct tf_cfg_builder {
     tf_cfg_builder_mail_t mail; /* "mail": notices, error patterns */
     bool collapse_requests; /* default true: a newer continuous request
                                supersedes pending older ones */
+    bool retry_without_patch; /* a failed try build is rerun without its
+                                 patch, to tell old failures from new */
     /* Who may force or rebuild it besides the admin (docs/config.md,
      * "Who may force a builder"): committer emails, or "*" for every
      * committer; none by default. */
@@ -108,6 +119,7 @@ typedef struct tf_cfg_builder {
      * (the admin may set any). */
     char **force_properties;
     size_t nforce_properties;
+    tf_cfg_retention_t retention; /* "retention"; -1: the top-level's */
 } tf_cfg_builder_t;
 
 /* A scheduler (docs/config.md, "schedulers"): what turns changes or the
@@ -178,6 +190,7 @@ typedef struct tf_config {
     uint32_t poll_interval_s; /* default 60 */
     bool testing_clock;       /* testing.clock: POST /api/v1/master/clock */
     tf_cfg_mail_t mail;       /* "mail" */
+    tf_cfg_retention_t retention; /* "retention": every builder's default */
 } tf_config_t;
 
 /* One diagnostic: "FILE:LINE:COL: KEY: MESSAGE". line/col are 0 when the

@@ -604,6 +604,38 @@ static const cfg_table_t cfg_builder_mail_table = {
     CFG_TABLE("builders.mail", cfg_builder_mail_keys, tf_cfg_builder_mail_t),
 };
 
+/* "retention" at the top (the default) and in a builder (-1: the
+ * top-level's value). */
+#define CFG_RETENTION_KEYS(LO, DEF, DOCDEF)                                    \
+    {.name = "log_days", .flags = CFG_SIGNED,                                  \
+     CFG_I(tf_cfg_retention_t, log_days, LO, 100000, DEF), .doc_def = DOCDEF,  \
+     .doc = "the logs of builds that finished more than this many days ago "  \
+            "are removed; 0 keeps them"},                                      \
+    {.name = "log_builds", .flags = CFG_SIGNED,                                \
+     CFG_I(tf_cfg_retention_t, log_builds, LO, 100000000, DEF),               \
+     .doc_def = DOCDEF,                                                        \
+     .doc = "only the logs of the builder's newest this many finished "       \
+            "builds are kept; 0 keeps all"},                                   \
+    {.name = "log_mib", .flags = CFG_SIGNED,                                   \
+     CFG_I(tf_cfg_retention_t, log_mib, LO, 100000000, DEF),                  \
+     .doc_def = DOCDEF,                                                        \
+     .doc = "the builder's newest logs are kept up to this many MiB (raw "    \
+            "bytes; stored compressed they take a few percent of that), "     \
+            "older ones removed; 0: no limit"}
+static const cfg_key_t cfg_retention_keys[] = {
+    CFG_RETENTION_KEYS(0, 0, "`0`"),
+};
+static const cfg_table_t cfg_retention_table = {
+    CFG_TABLE("retention", cfg_retention_keys, tf_cfg_retention_t),
+};
+static const cfg_key_t cfg_builder_retention_keys[] = {
+    CFG_RETENTION_KEYS(-1, -1, "the top-level `retention`'s"),
+};
+static const cfg_table_t cfg_builder_retention_table = {
+    CFG_TABLE("builders.retention", cfg_builder_retention_keys,
+              tf_cfg_retention_t),
+};
+
 static bool cfg_prop_name_valid(const char *s)
 {
     return tf_name_valid(s);
@@ -694,6 +726,12 @@ static const cfg_key_t cfg_builder_keys[] = {
      .doc = "a new continuous request supersedes this builder's pending "
             "older ones, taking over their changes; see "
             "[collapsing](#collapsing)"},
+    {.name = "retry_without_patch", .kind = CFG_BOOL,
+     CFG_F(tf_cfg_builder_t, retry_without_patch),
+     .doc = "a try build of this builder that fails is built again without "
+            "its patch (same base, tests and properties), in the same job; "
+            "its failing tests mark the try build's as also failing without "
+            "the patch; see [committers.md](committers.md)"},
     {.name = "mail", .kind = CFG_SECTION, CFG_F(tf_cfg_builder_t, mail),
      .sub = &cfg_builder_mail_table, .doc_def = "none",
      .doc = "notifier mode, extra recipients and error patterns of result "
@@ -710,6 +748,11 @@ static const cfg_key_t cfg_builder_keys[] = {
      CFG_A(tf_cfg_builder_t, force_properties, nforce_properties),
      .doc = "properties a committer may set when forcing this builder (the "
             "admin may set any)"},
+    {.name = "retention", .kind = CFG_SECTION,
+     CFG_F(tf_cfg_builder_t, retention), .sub = &cfg_builder_retention_table,
+     .doc_def = "the top-level `retention`",
+     .doc = "how long this builder's logs are kept; each key left out (or "
+            "`-1`) is the top-level one; see [retention](#retention)"},
 };
 /* Whether the builder's build_start fits the protocol (docs/protocol.md,
  * "Limits"): encoded as the master would send it, with its configured
@@ -1709,6 +1752,10 @@ static const cfg_key_t cfg_top_keys[] = {
     {.name = "poll_interval_s",
      CFG_I(tf_config_t, poll_interval_s, 1, 86400, 60),
      .doc = "seconds between polls of each watched branch"},
+    {.name = "retention", .kind = CFG_SECTION, CFG_F(tf_config_t, retention),
+     .sub = &cfg_retention_table, .doc_def = "keep everything",
+     .doc = "how long step logs are kept by default; build rows, steps and "
+            "test results stay; see [retention](#retention)"},
     {.name = "testing", .kind = CFG_SECTION, .off = 0,
      .sub = &cfg_testing_table, .doc_def = "none",
      .doc = "test-only switches, see [testing](#testing)"},

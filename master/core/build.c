@@ -943,6 +943,57 @@ static void mail_notice(tf_master_t *m, const tf_build_t *b,
     free(rcpt);
 }
 
+/* retry_without_patch (docs/config.md): a failed try build with a patch,
+ * on a builder that asks for it, gets a request of the same job built
+ * again without the patch (same base, tests and properties), queued now
+ * and written into the group ending b, so the job stays open for it. Its
+ * failing tests are the reference of b's (store/q_tests.c). */
+static void retry_without_patch(tf_master_t *m, tf_build_t *b,
+                                const tf_request_t *r, tf_mbuilder_t *mb,
+                                tf_result_t result)
+{
+    if (result != TF_FAILURE || !r->job_id || !r->patch_sha256[0] ||
+        b->cancel_requested || !mb || !mb->cfg ||
+        !mb->cfg->retry_without_patch)
+        return;
+    char reason[160];
+    snprintf(reason, sizeof(reason), "build %" PRIu64 " again without its "
+             "patch (retry_without_patch)", b->id);
+    tf_reqspec_t rs = {
+        .builder = r->builder,
+        .reason = reason,
+        .owner = r->owner,
+        .properties = r->properties,
+        .priority = r->priority,
+        .job_id = r->job_id,
+        .tests = r->tests,
+        .revision = r->revision,
+        .without_patch_of = b->id,
+    };
+    tf_request_t *nr = tf_request_make(&rs, m->next_request_id, tf_now_ms());
+    if (!nr) {
+        tf_error("build", "build %" PRIu64 ": out of memory: no rerun "
+                 "without the patch", b->id);
+        return;
+    }
+    if (tf_map_put_id(m->requests, nr->id, nr) != 0) {
+        tf_request_free(nr);
+        return;
+    }
+    if (!tf_job_request_added(m, r->job_id)) {
+        tf_map_del_id(m->requests, nr->id);
+        tf_request_free(nr);
+        return;
+    }
+    m->next_request_id++;
+    tf_request_write(m, nr);
+    tf_sched_enqueue(m, nr);
+    tf_publish_request(m, nr, "queued");
+    tf_info("build", "build %" PRIu64 " (%s) failed with a patch: request %"
+            PRIu64 " builds it again without the patch", b->id, b->builder,
+            nr->id);
+}
+
 /* Ends b with result: writes the build, its request and the summaries
  * into the open group, requeues a RETRY, and detaches b from its slave
  * and request. The build object stays in m->builds until its last event
@@ -973,10 +1024,13 @@ static void build_end(tf_master_t *m, tf_build_t *b, tf_result_t result,
             tf_op_request_requeue(m->group, r->id, r->retries);
         } else {
             tf_op_request_done(m->group, r->id, result, now);
-            if (r->job_id)
+            if (r->job_id) {
+                /* Before the end is counted, so the job waits for it. */
+                retry_without_patch(m, b, r, mb, result);
                 tf_job_request_done(m, r->job_id, result);
-            else
+            } else {
                 mail_notice(m, b, result);
+            }
         }
     }
     if (mb && mb->nrunning > 0)
@@ -1290,56 +1344,33 @@ static void ev_step_finished(tf_master_t *m, tf_build_t *b,
     event_accepted(m, b, ec, f->seq, (int)i);
 }
 
-/* One test result as a compact JSON line for the log, its message cut to
- * its first TF__TR_LOG_MSG bytes (whole characters). */
-#define TF__TR_LOG_MSG 300
-static char *test_result_json(const tf_test_result_t *r)
+/* The bytes a test result takes in a write group: its record and its
+ * strings, so the event's group is sized once. */
+static size_t test_result_bytes(const tf_test_result_t *r)
 {
-    char msg[TF__TR_LOG_MSG + 1];
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "suite", r->suite, "name",
-                          r->name, "status", tf_tr_status_name(r->status),
-                          "attempts", (json_int_t)r->attempts);
-    if (!o)
-        return NULL;
-    if (r->duration_ms >= 0)
-        json_object_set_new(o, "duration_ms", json_integer(r->duration_ms));
+    size_t n = 160 + strlen(r->name) + strlen(r->suite) + 16;
     if (r->outcome)
-        json_object_set_new(o, "outcome", json_string(r->outcome));
-    if (r->message) {
-        size_t n = strlen(r->message);
-        if (n > TF__TR_LOG_MSG) {
-            n = TF__TR_LOG_MSG;
-            while (n > 0 && ((unsigned char)r->message[n] & 0xc0) == 0x80)
-                n--;
-        }
-        memcpy(msg, r->message, n);
-        msg[n] = '\0';
-        json_object_set_new(o, "message", json_string(msg));
-    }
-    if (r->has_log)
-        json_object_set_new(o, "log", json_pack("{s:I, s:I, s:I}", "offset",
-                                                (json_int_t)r->log_offset,
-                                                "line",
-                                                (json_int_t)r->log_line,
-                                                "lines",
-                                                (json_int_t)r->log_lines));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
+        n += strlen(r->outcome) + 8;
+    if (r->message)
+        n += strlen(r->message) + 8;
+    return n;
 }
 
-/* test_results (docs/protocol.md): checked against the build's state and
- * acknowledged like any event (after the commit that records its seq), so
- * the slave's spool and replay work for it as for output. The master does
- * not store per-test rows yet (that comes with the storage rework): it logs
- * one line per message at info and one JSON line per result at debug. */
+/* test_results (docs/protocol.md): checked against the build's state,
+ * stored as one test_result operation per test in the event's write
+ * group (with its place in the event chain), and acknowledged after that
+ * commit like any event, so the slave's spool and replay work for it as
+ * for output. The flaky rule across steps is the store's (ops.h). */
 static void ev_test_results(tf_master_t *m, tf_build_t *b,
                             const tf_msg_t *msg)
 {
     const __typeof__(msg->u.test_results) *t = &msg->u.test_results;
     size_t count[5] = {0};
-    for (size_t i = 0; i < t->nresults; i++)
+    size_t bytes = 0;
+    for (size_t i = 0; i < t->nresults; i++) {
         count[t->results[i].status]++;
+        bytes += test_result_bytes(&t->results[i]);
+    }
     tf_info("build", "build %" PRIu64 " step %u: test_results (%s): %zu "
             "results: %zu pass, %zu fail, %zu flaky, %zu skip%s%" PRIu64 "%s",
             b->id, t->step, tf_tr_format_name(t->format), t->nresults,
@@ -1353,15 +1384,28 @@ static void ev_test_results(tf_master_t *m, tf_build_t *b,
     for (size_t i = 0; i < t->nproblems; i++)
         tf_warn("build", "build %" PRIu64 " step %u: test results: %s",
                 b->id, t->step, t->problems[i]);
+    event_commit_t *ec = build_group(m, b, EC_EVENT, t->seq, bytes);
     for (size_t i = 0; i < t->nresults; i++) {
-        char *j = test_result_json(&t->results[i]);
-        if (j)
-            tf_debug("build", "build %" PRIu64 " step %u test result %s",
-                     b->id, t->step, j);
-        free(j);
+        const tf_test_result_t *r = &t->results[i];
+        tf_test_result_rec_t rec = {
+            .build_id = b->id,
+            .step = t->step,
+            .builder = b->builder,
+            .suite = r->suite,
+            .name = r->name,
+            .status = tf_tr_status_name(r->status),
+            .outcome = r->outcome,
+            .message = r->message,
+            .attempts = r->attempts,
+            .duration_ms = r->duration_ms,
+            .has_log = r->has_log,
+            .log_offset = r->log_offset,
+            .log_line = r->log_line,
+            .log_lines = r->log_lines,
+        };
+        tf_op_test_result(m->group, &rec);
     }
-    /* Nothing of it is stored yet but its place in the event chain. */
-    event_accepted(m, b, build_group(m, b, EC_EVENT, t->seq, 0), t->seq, -1);
+    event_accepted(m, b, ec, t->seq, -1);
 }
 
 /* build_finished: applied once the events before it have committed (so

@@ -9,6 +9,11 @@
  * told. A refused submission writes nothing.
  *
  * Patches are stored once per SHA-256 (the store's patch_put).
+ *
+ * Result reuse: a builder the API found an identical passed build for
+ * (spec->reuse) gets its request written done and pointing at that
+ * build, in the same group; it never reaches the scheduler. A job whose
+ * every builder is reused ends in that group too (with its mail).
  */
 #include "core/jobs.h"
 
@@ -41,6 +46,15 @@ void tf_job_request_started(tf_master_t *m, uint64_t job_id)
      * the group of a start fails, the next start still says it. */
     j->started = true;
     tf_op_job_running(m->group, job_id);
+}
+
+bool tf_job_request_added(tf_master_t *m, uint64_t job_id)
+{
+    tf_mjob_t *j = job_get(m, job_id);
+    if (!j || j->cancel_requested)
+        return false;
+    j->nopen++;
+    return true;
 }
 
 void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
@@ -105,7 +119,9 @@ typedef struct creation {
     char email[TF_EMAIL_MAX + 1];
     tf_request_t **reqs; /* one per builder: written before the commit,
                           * adopted by the scheduler after it */
+    uint64_t *reused;    /* per builder: the request id when reused */
     size_t nreqs;
+    size_t nreused;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1];
     tf_job_created_cb cb;
@@ -117,6 +133,7 @@ static void creation_free(creation_t *c)
     for (size_t i = 0; i < c->nreqs; i++)
         tf_request_free(c->reqs[i]);
     free(c->reqs);
+    free(c->reused);
     free(c);
 }
 
@@ -130,17 +147,24 @@ static void creation_committed(void *arg, int rc)
         c->cb(c->arg, rc, c->job_id, NULL, 0);
         goto out;
     }
-    tf_mjob_t *j = calloc(1, sizeof(*j));
+    tf_mjob_t *j = c->nreused < c->nreqs ? calloc(1, sizeof(*j)) : NULL;
     if (j) {
         j->id = c->job_id;
         snprintf(j->email, sizeof(j->email), "%s", c->email);
-        j->nopen = (unsigned)c->nreqs;
+        j->nopen = (unsigned)(c->nreqs - c->nreused);
+        j->has_result = c->nreused > 0;
+        j->result = TF_SUCCESS;
         if (tf_map_put_id(m->jobs, j->id, j) != 0)
             free(j);
     }
     for (size_t i = 0; i < c->nreqs; i++) {
         tf_request_t *req = c->reqs[i];
         c->reqs[i] = NULL; /* the scheduler's now, or freed here */
+        if (c->reused[i]) {
+            if (ids)
+                ids[i] = c->reused[i];
+            continue;
+        }
         if (!req) {
             tf_error("jobs", "job %" PRIu64 ": out of memory: no request "
                      "for its builder %zu", c->job_id, i);
@@ -201,7 +225,10 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
     }
     size_t n = json_array_size(spec->builders);
     creation_t *c = calloc(1, sizeof(*c));
-    if (!c || !(c->reqs = calloc(n ? n : 1, sizeof(*c->reqs)))) {
+    if (!c || !(c->reqs = calloc(n ? n : 1, sizeof(*c->reqs))) ||
+        !(c->reused = calloc(n ? n : 1, sizeof(*c->reused)))) {
+        if (c)
+            free(c->reqs);
         free(c);
         free(patch);
         snprintf(err, errlen, "out of memory");
@@ -234,6 +261,7 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
         .author = spec->user.name,
         .email = spec->user.email,
         .notify = spec->notify,
+        .new_failures_only = spec->new_failures_only,
         .notify_email = notify_to,
         .description = spec->description,
         .review_url = spec->review_url,
@@ -273,7 +301,28 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
          * commit). */
         if (req) {
             tf_request_write(m, req);
-            c->reqs[i] = req;
+            if (spec->reuse && spec->reuse[i]) {
+                tf_op_request_reused(m->group, req->id, spec->reuse[i],
+                                     submitted_ms);
+                tf_info("jobs", "job %" PRIu64 ": %s reuses build %" PRIu64
+                        " (the same base, patch, tests and properties "
+                        "passed there)", c->job_id, name, spec->reuse[i]);
+                c->reused[i] = req->id;
+                c->nreused++;
+                tf_request_free(req);
+            } else {
+                c->reqs[i] = req;
+            }
+        }
+    }
+    if (n && c->nreused == n) {
+        /* Nothing to run: the job ends with its creation. */
+        tf_op_job_finish(m->group, c->job_id, "finished", TF_SUCCESS,
+                         submitted_ms);
+        const tf_cfg_mail_t *mc = &m->cfg->mail;
+        if (mc->enabled && mc->try_jobs) {
+            tf_op_mail_job(m->group, c->job_id, submitted_ms);
+            m->group_mail = true;
         }
     }
     tf_master_group_commit(m, creation_committed, c);

@@ -47,6 +47,10 @@ typedef struct tf_jobspec {
     const char *properties; /* JSON object text set on every request (the
                                API checked each builder allows them), or
                                NULL */
+    bool new_failures_only; /* the verdict counts new failures only */
+    const uint64_t *reuse;  /* NULL, or per builder: a build that passed
+                               an identical request (its result is this
+                               builder's, nothing runs), or 0 */
     uint8_t *patch;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1]; /* of the patch when patch_len > 0 */
@@ -55,7 +59,8 @@ typedef struct tf_jobspec {
 /* Called on the loop thread once the job's rows committed (rc 0) or
  * failed (rc < 0: nothing of the job exists). request_ids[i] is the
  * request made for builders[i], 0 when none could be made (out of
- * memory; logged). The array is valid for the call only. */
+ * memory; logged); a reused builder's request is done already. The
+ * array is valid for the call only. */
 typedef void (*tf_job_created_cb)(void *arg, int rc, uint64_t job_id,
                                   const uint64_t *request_ids, size_t n);
 
@@ -73,6 +78,11 @@ int tf_job_cancel(struct tf_master *m, uint64_t id, const char *by);
 
 /* A request of job job_id started its first build: the job is running. */
 void tf_job_request_started(struct tf_master *m, uint64_t job_id);
+
+/* A request is added to open job job_id (a rerun without the patch): the
+ * job stays open until it ends too. Returns false (and adds nothing)
+ * when the job is not open or is being cancelled. */
+bool tf_job_request_added(struct tf_master *m, uint64_t job_id);
 
 /* A request of job job_id ended for good with result. When it was the
  * last, the job's result is written. Call inside the write group that

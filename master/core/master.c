@@ -354,6 +354,47 @@ static void requeue_loaded(tf_master_t *m)
     free(all);
 }
 
+/* The store's retention from the config: each builder's keys, -1 taking
+ * the top-level value (docs/config.md, "retention"). */
+static int64_t ret_or(int64_t v, int64_t dflt)
+{
+    return v >= 0 ? v : dflt;
+}
+
+int tf_retention_from_config(const tf_config_t *cfg, tf_retention_t *out)
+{
+    const tf_cfg_retention_t *top = &cfg->retention;
+    memset(out, 0, sizeof(*out));
+    out->dflt.log_days = top->log_days;
+    out->dflt.log_builds = top->log_builds;
+    out->dflt.log_bytes = top->log_mib * 1024 * 1024;
+    out->rules = calloc(cfg->nbuilders ? cfg->nbuilders : 1,
+                        sizeof(*out->rules));
+    if (!out->rules)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < cfg->nbuilders; i++) {
+        const tf_cfg_builder_t *b = &cfg->builders[i];
+        tf_retention_rule_t *x = &out->rules[out->n++];
+        snprintf(x->builder, sizeof(x->builder), "%s", b->name);
+        x->log_days = ret_or(b->retention.log_days, top->log_days);
+        x->log_builds = ret_or(b->retention.log_builds, top->log_builds);
+        x->log_bytes = ret_or(b->retention.log_mib, top->log_mib) * 1024 *
+                       1024;
+    }
+    return 0;
+}
+
+static void set_retention(tf_master_t *m)
+{
+    tf_retention_t r;
+    if (!m->store)
+        return;
+    if (tf_retention_from_config(m->cfg, &r) != 0 ||
+        tf_store_set_retention(m->store, &r) != 0)
+        tf_error("master", "out of memory setting the log retention");
+    free(r.rules);
+}
+
 /* Makes the builders table match the config, and slave objects exist for
  * every configured slave. */
 static void sync_config(tf_master_t *m)
@@ -392,6 +433,7 @@ static void sync_config(tf_master_t *m)
         tf_op_builder_counts(m->group, mb->name, mb->npending, mb->nrunning);
     }
     tf_master_group_commit(m, NULL, NULL);
+    set_retention(m);
     tf_sched_config(m);
 }
 

@@ -105,6 +105,8 @@ typedef struct tf_reqspec {
     const char *revision;     /* NULL = the branch head at build time */
     const char *patch_sha256; /* NULL = no patch */
     uint64_t patch_size;
+    uint64_t without_patch_of; /* 0; or the try build this reruns without
+                                  its patch (retry_without_patch) */
     const char *scheduler;    /* the scheduler that made it; NULL = none.
                                  Such requests are continuous: they collapse
                                  (builder's collapse_requests) */
@@ -123,6 +125,7 @@ struct tf_request {
     char *revision;     /* owned; NULL = branch head */
     char patch_sha256[TF_PROTO_NONCE_HEX + 1]; /* "" = no patch */
     uint64_t patch_size;
+    uint64_t without_patch_of; /* 0; or the try build this reruns */
     int priority;
     int64_t submitted_ms;
     uint64_t fair_tag;  /* start-time fair queueing tag (sched.c) */
@@ -244,6 +247,7 @@ struct tf_master {
     struct lws_context *lws;
     struct lws_vhost *vhost;
     struct tf_net *net_state; /* net/server.c: limits and connections */
+    struct tf_api_cache *api_cache; /* api/cache.c: rendered answers */
     tf_net_stats_t net_stats;
     char *web_root;     /* copied at start: lws keeps pointing at it
                          * across config reloads */
@@ -565,5 +569,9 @@ void tf_build_flush_acks(tf_master_t *m);
 int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why);
 
 void tf_build_free(tf_build_t *b);
+
+/* The log retention the config asks for, as the store takes it
+ * (out->rules malloc'd: the caller frees it, also after TF_ENOMEM). */
+int tf_retention_from_config(const tf_config_t *cfg, tf_retention_t *out);
 
 #endif

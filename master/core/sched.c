@@ -76,6 +76,7 @@ tf_request_t *tf_request_make(const tf_reqspec_t *spec, uint64_t id,
         snprintf(r->patch_sha256, sizeof(r->patch_sha256), "%s",
                  spec->patch_sha256);
     r->patch_size = spec->patch_size;
+    r->without_patch_of = spec->without_patch_of;
     r->submitted_ms = submitted_ms;
     tf_list_init(&r->node);
     r->scheduler = spec->scheduler ? strdup(spec->scheduler) : NULL;
@@ -150,6 +151,7 @@ void tf_request_write(tf_master_t *m, const tf_request_t *r)
         .priority = r->priority,
         .submitted_ms = r->submitted_ms,
         .job_id = r->job_id,
+        .without_patch_of = r->without_patch_of,
         .scheduler = r->scheduler,
         .changes = r->changes,
         .nchanges = r->nchanges,

@@ -24,10 +24,13 @@
 #include "clock.h"
 #include "crypto.h"
 #include "email.h"
+#include "names.h"
+#include "store/q_tests.h"
 #include "tf_err.h"
 
 #define MAX_STEPS 256
 #define MAX_CHANGES 100
+#define MAX_TESTS 10 /* failing tests shown per build */
 #define LOG_SCAN_HEAD (32ull << 20) /* bytes of a long log searched */
 #define LOG_SCAN_TAIL (1ull << 20)  /* bytes read at its end for the tail */
 
@@ -172,6 +175,57 @@ static void step_from_view(pool_t *p, const tf__mail_settings_t *s,
 }
 
 /* ------------------------------------------------------------------ */
+/* Failing tests                                                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct tests_data {
+    pool_t *pool;
+    tf_mail_test_t *v; /* MAX_TESTS of them, in the pool */
+    size_t n;
+} tests_data_t;
+
+static int test_visit(void *arg, const tf_q_failed_test_t *t)
+{
+    tests_data_t *td = arg;
+    if (td->n == MAX_TESTS)
+        return 0;
+    tf_mail_test_t *x = &td->v[td->n++];
+    x->suite = pool_dup(td->pool, t->suite);
+    x->name = pool_dup(td->pool, t->name);
+    x->flaky = strcmp(t->status, "flaky") == 0;
+    x->known = !t->is_try ? -1 : t->known ? 1 : 0;
+    x->message = t->message ? pool_dup(td->pool, t->message) : NULL;
+    x->step = pool_dup(td->pool, t->step_name);
+    x->log_line = t->has_log ? t->log_line : 0;
+    x->lines = t->excerpt && *t->excerpt ? pool_dup(td->pool, t->excerpt)
+                                         : NULL;
+    return 0;
+}
+
+/* Fills b's failing tests (read on db; strings in the pool). */
+static int build_tests(tf_db_t *db, pool_t *p, tf_mail_build_t *b)
+{
+    tf_q_test_counts_t c;
+    char *mem = calloc(MAX_TESTS, sizeof(tf_mail_test_t));
+    if (!mem || !pool_keep(p, mem))
+        return TF_ENOMEM;
+    tests_data_t td = {.pool = p, .v = (tf_mail_test_t *)mem};
+    int rc = tf_q_failed_tests(db, b->build_id, MAX_TESTS, true, &c,
+                               test_visit, &td);
+    if (rc == TF_ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    b->tests = td.v;
+    b->ntests = td.n;
+    b->tests_fail = c.fail;
+    b->tests_flaky = c.flaky;
+    b->is_try = c.is_try;
+    b->new_failures = c.new_failures;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* A try job's report                                                  */
 /* ------------------------------------------------------------------ */
 
@@ -210,6 +264,7 @@ static int job_visit(void *arg, const tf_store_mail_job_t *v)
     j->submitted_ms = v->submitted_ms;
     j->finished_ms = v->finished_ms;
     jd->notify = v->notify;
+    j->new_failures_only = v->new_failures_only;
     j->url = pool_fmt(p, jd->s->pages ? "%s#/jobs/%" PRIu64
                                       : "%sapi/v1/jobs/%" PRIu64,
                       jd->s->base_url, j->id);
@@ -280,6 +335,11 @@ static int job_failed_steps(job_data_t *jd)
         b->failed = NULL;
         if (!b->has_build || !b->has_result || !is_failure(b->result))
             continue;
+        int trc = build_tests(jd->db, p, b);
+        if (trc)
+            return trc;
+        if (!b->tests_fail || b->new_failures)
+            jd->job.new_failure_builds++;
         jd->step_out = &jd->steps[i];
         jd->step_build = b->build_id;
         jd->step_found = false;
@@ -290,7 +350,11 @@ static int job_failed_steps(job_data_t *jd)
         if (!jd->step_found)
             continue;
         tf_mail_step_t *st = &jd->steps[i];
-        st->excerpt = pool_keep(p, step_excerpt(jd->db, jd->s, b->builder,
+        /* A rerun without the patch has its builder's error patterns. */
+        char builder[TF_NAME_MAX + 1];
+        snprintf(builder, sizeof(builder), "%.*s",
+                 (int)strcspn(b->builder, " "), b->builder);
+        st->excerpt = pool_keep(p, step_excerpt(jd->db, jd->s, builder,
                                                 b->build_id, st->index,
                                                 jd->step_bytes));
         if (!st->excerpt)
@@ -457,6 +521,9 @@ static int load_notice_fn(tf_db_t *db, void *arg)
         return TF_ENOMEM;
     if ((rc = tf_store_mail_steps(db, b->build_id, MAX_STEPS, false,
                                   notice_step_visit, nd)) != 0)
+        return rc;
+    if (b->has_result && is_failure(b->result) &&
+        (rc = build_tests(db, &nd->pool, b)) != 0)
         return rc;
     if (nd->fail_bytes >= 0) {
         nd->failed.excerpt = pool_keep(

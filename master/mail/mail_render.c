@@ -885,6 +885,109 @@ static const char *shown_excerpt(const char *ex, size_t limit, char **owned,
 }
 
 /* The text and HTML of one failed step. */
+/* Appends text's lines cleaned (tf_mail_clean_line), each after indent,
+ * at most max_lines of them; with html, escaped, each ending in "\n". */
+static void put_text_lines(wr_t *w, const char *indent, const char *text,
+                           unsigned max_lines, bool html)
+{
+    unsigned n = 0;
+    tf_buf_t line;
+    tf_buf_init(&line, TF_MAIL_LINE_SHOW + 64);
+    for (const char *p = text; p && *p && n < max_lines && !w->rc; n++) {
+        size_t len = strcspn(p, "\n");
+        tf_buf_reset(&line);
+        int rc = tf_mail_clean_line(&line, p, len, TF_MAIL_LINE_SHOW);
+        if (rc == 0)
+            rc = tf_buf_append(&line, "", 1);
+        if (rc) {
+            w->rc = rc;
+            break;
+        }
+        put(w, indent);
+        if (html)
+            put_html(w, (const char *)line.data);
+        else
+            put(w, (const char *)line.data);
+        put(w, "\n");
+        p += len + (p[len] == '\n');
+    }
+    tf_buf_free(&line);
+}
+
+/* A build's failing tests, before its step's excerpt: the test, new or
+ * also failing without the patch, its message and its lines of the log
+ * (left out past limit bytes, as excerpts are). */
+static void failing_tests(wr_t *t, wr_t *h, const tf_mail_build_t *b,
+                          size_t limit)
+{
+    if (!b->tests_fail && !b->tests_flaky)
+        return;
+    putf(t, "\n%s: %" PRIu64 " failing test%s", b->builder, b->tests_fail,
+         b->tests_fail == 1 ? "" : "s");
+    put(h, "<h3 style=\"margin:18px 0 4px 0\">");
+    put_html(h, b->builder);
+    putf(h, ": %" PRIu64 " failing test%s", b->tests_fail,
+         b->tests_fail == 1 ? "" : "s");
+    if (b->is_try && b->tests_fail) {
+        putf(t, " (%" PRIu64 " new, %" PRIu64 " also failing without the "
+             "patch)", b->new_failures, b->tests_fail - b->new_failures);
+        putf(h, " (%" PRIu64 " new, %" PRIu64 " also failing without the "
+             "patch)", b->new_failures, b->tests_fail - b->new_failures);
+    }
+    if (b->tests_flaky) {
+        putf(t, ", %" PRIu64 " flaky", b->tests_flaky);
+        putf(h, ", %" PRIu64 " flaky", b->tests_flaky);
+    }
+    put(t, "\n");
+    put(h, "</h3>\n");
+    for (size_t i = 0; i < b->ntests; i++) {
+        const tf_mail_test_t *x = &b->tests[i];
+        const char *mark = x->flaky        ? "  (flaky: passed on a retry)"
+                           : x->known == 0 ? "  [new]"
+                           : x->known == 1 ? "  [also failing without the "
+                                             "patch]"
+                                           : "";
+        putf(t, "\n  %s ", x->flaky ? "FLAKY" : "FAIL ");
+        put(h, "<p style=\"margin:8px 0 2px 0\"><b>");
+        put(h, x->flaky ? "FLAKY " : "FAIL ");
+        if (x->suite && *x->suite) {
+            putf(t, "%s :: ", x->suite);
+            put_html(h, x->suite);
+            put(h, " :: ");
+        }
+        put(t, x->name ? x->name : "?");
+        put(t, mark);
+        put(t, "\n");
+        put_html(h, x->name ? x->name : "?");
+        put(h, "</b>");
+        put_html(h, mark);
+        put(h, "</p>\n");
+        if (x->message && *x->message) {
+            put_text_lines(t, "      ", x->message, 10, false);
+            put(h, "<pre style=\"margin:0 0 2px 12px;white-space:"
+                   "pre-wrap\">");
+            put_text_lines(h, "", x->message, 10, true);
+            put(h, "</pre>\n");
+        }
+        if (x->lines && *x->lines && strlen(x->lines) <= limit) {
+            putf(t, "      log of step %s, from line %" PRIu64 ":\n",
+                 x->step ? x->step : "?", x->log_line);
+            put_text_lines(t, "      | ", x->lines, 20, false);
+            put(h, "<pre style=\"background:#f4f4f4;border:1px solid #ddd;"
+                   "padding:6px;margin:0 0 0 12px;font-size:12px;"
+                   "white-space:pre-wrap\">");
+            put_text_lines(h, "", x->lines, 20, true);
+            put(h, "</pre>\n");
+        }
+    }
+    if (b->ntests < b->tests_fail + b->tests_flaky) {
+        putf(t, "\n  ... and %" PRIu64 " more: %s\n",
+             b->tests_fail + b->tests_flaky - b->ntests, b->url ? b->url : "");
+        putf(h, "<p>... and %" PRIu64 " more</p>\n",
+             b->tests_fail + b->tests_flaky - b->ntests);
+    }
+}
+
 static void failed_step(wr_t *t, wr_t *h, const char *builder,
                         const tf_mail_step_t *s, size_t limit)
 {
@@ -1175,6 +1278,10 @@ static char *job_subject(const tf_mail_env_t *env, const tf_mail_job_t *j)
         return NULL;
     if (env->subject_prefix && *env->subject_prefix)
         putf(&w, "%s ", env->subject_prefix);
+    if (j->new_failures_only && j->has_result && j->result != TF_SUCCESS &&
+        j->result != TF_WARNINGS && !j->new_failure_builds &&
+        !(j->state && strcmp(j->state, "cancelled") == 0))
+        verdict = "NO NEW FAILURES";
     putf(&w, "%s: try job %" PRIu64, verdict, j->id);
     if (*desc)
         putf(&w, ": %s", desc);
@@ -1274,6 +1381,7 @@ static int job_bodies(const tf_mail_env_t *env, const tf_mail_job_t *j,
     builders_table(&t, &h, j->builds, j->nbuilds);
     for (size_t i = 0; i < j->nbuilds; i++) {
         const tf_mail_build_t *b = &j->builds[i];
+        failing_tests(&t, &h, b, limit);
         if (b->failed) {
             failed_step(&t, &h, b->builder, b->failed, limit);
         } else if (b->has_result && b->result != TF_SUCCESS &&
@@ -1514,6 +1622,7 @@ static int notice_bodies(const tf_mail_env_t *env, const void *data,
         }
         put(&h, "</table>\n");
     }
+    failing_tests(&t, &h, b, limit);
     if (b->failed)
         failed_step(&t, &h, b->builder, b->failed, limit);
     footer(&t, &h, env);

@@ -167,6 +167,19 @@ typedef struct tf_mail_step {
     const char *excerpt; /* tf_excerpt_finish's output, or NULL */
 } tf_mail_step_t;
 
+/* A failing (or flaky) test of a build, shown before the log excerpt. */
+typedef struct tf_mail_test {
+    const char *suite;   /* "" or NULL: none */
+    const char *name;
+    bool flaky;          /* failed, then passed on a retry */
+    int known;           /* -1: not a try build; 0: new; 1: also failing
+                            without the patch */
+    const char *message; /* the failure message, or NULL */
+    const char *step;    /* its step's name, or NULL */
+    uint64_t log_line;   /* its first line in that step's log; 0: unknown */
+    const char *lines;   /* its own lines of the log, or NULL */
+} tf_mail_test_t;
+
 /* One builder's build (a try job's builder, or the build of a notice). */
 typedef struct tf_mail_build {
     const char *builder;
@@ -182,6 +195,12 @@ typedef struct tf_mail_build {
     const char *url;            /* link to the build */
     const char *text;           /* the build's text, or NULL */
     const tf_mail_step_t *failed; /* NULL when no step failed */
+    /* Its failing tests (fail first, then flaky), at most a few: */
+    const tf_mail_test_t *tests;
+    size_t ntests;
+    uint64_t tests_fail, tests_flaky; /* how many in all */
+    bool is_try;
+    uint64_t new_failures;      /* try: failing tests that are new */
 } tf_mail_build_t;
 
 typedef struct tf_mail_job {
@@ -202,6 +221,9 @@ typedef struct tf_mail_job {
     size_t nto;
     const tf_mail_build_t *builds;
     size_t nbuilds;
+    bool new_failures_only;   /* the subject counts new failures only */
+    uint64_t new_failure_builds; /* failed builds with a new failure (or
+                                    with no failing test explaining it) */
 } tf_mail_job_t;
 
 /* A change of a continuous build's blamelist. */

@@ -105,6 +105,7 @@ typedef struct http_req {
     /* the answer */
     int status;
     char ctype[64];
+    char etag[48];       /* "" or the answer's quoted ETag */
     char hdr_names[TF_HTTP_MAX_HEADERS][40];
     char hdr_values[TF_HTTP_MAX_HEADERS][192];
     size_t nhdrs;
@@ -349,6 +350,21 @@ static size_t json_estimate(json_t *j, size_t limit, size_t acc)
     }
 }
 
+/* A JSON answer was just set: a cacheable 200 goes to the API's cache
+ * and gets its ETag, or becomes a 304 when the client has that tag. */
+static void json_answered(http_req_t *r)
+{
+    if (!r->pub.cacheable || r->status != 200 || r->out.len == 0)
+        return;
+    if (tf_api_cache_store(&r->pub, r->out.data, r->out.len, r->etag,
+                           sizeof(r->etag))) {
+        tf_buf_reset(&r->out);
+        r->out_off = 0;
+        r->status = 304;
+        r->content_length = 0;
+    }
+}
+
 static void render_work(uv_work_t *w)
 {
     http_req_t *r = w->data;
@@ -379,6 +395,7 @@ static void render_after(uv_work_t *w, int status)
     if (tf_buf_append(&r->out, "\n", 1) == 0)
         r->content_length = r->out.len;
     free(text);
+    json_answered(r);
 }
 
 void tf_http_respond_json(tf_http_req_t *pub, int status, json_t *j)
@@ -425,6 +442,17 @@ void tf_http_respond_json(tf_http_req_t *pub, int status, json_t *j)
     if (tf_buf_append(&r->out, "\n", 1) == 0)
         r->content_length = r->out.len;
     free(text);
+    json_answered(r);
+}
+
+void tf_http_respond_etag(tf_http_req_t *pub, int status, const char *ctype,
+                          const void *body, size_t len, const char *etag)
+{
+    http_req_t *r = req_of(pub);
+    if (!may_answer(r))
+        return;
+    snprintf(r->etag, sizeof(r->etag), "%s", etag);
+    tf_http_respond(pub, status, ctype, body, len);
 }
 
 void tf_http_error(tf_http_req_t *r, int status, const char *fmt, ...)
@@ -622,9 +650,12 @@ static void copy_header(struct lws *wsi, enum lws_token_indexes h, char *dst,
         dst[0] = '\0';
 }
 
+/* An argument may carry a test's name (TF_TR_MAX_NAME, 1024 bytes) with
+ * its key: the buffer leaves room for that, so a handler can say a name
+ * is too long instead of finding it missing. */
 static void parse_args(http_req_t *r)
 {
-    char frag[1024];
+    char frag[4096];
     for (int i = 0; r->pub.nargs < TF_HTTP_MAX_ARGS; i++) {
         int n = lws_hdr_copy_fragment(r->wsi, frag, sizeof(frag),
                                       WSI_TOKEN_HTTP_URI_ARGS, i);
@@ -679,6 +710,8 @@ static http_req_t *req_new(tf_master_t *m, struct lws *wsi)
     copy_header(wsi, WSI_TOKEN_HTTP_RANGE, r->pub.range,
                 sizeof(r->pub.range));
     copy_header(wsi, WSI_TOKEN_ORIGIN, r->pub.origin, sizeof(r->pub.origin));
+    copy_header(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, r->pub.if_none_match,
+                sizeof(r->pub.if_none_match));
     copy_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, r->pub.ctype_in,
                 sizeof(r->pub.ctype_in));
     char cl[32];
@@ -705,11 +738,19 @@ static int write_headers(http_req_t *r)
     if (lws_add_http_common_headers(r->wsi, (unsigned)r->status, r->ctype,
                                     r->content_length, &p, end))
         return -1;
-    const char *cache = r->cache[0] ? r->cache : "no-store";
+    /* An answer with an ETag may be stored if revalidated (api/cache.c). */
+    const char *cache = r->cache[0]  ? r->cache
+                        : r->etag[0] ? "no-cache"
+                                     : "no-store";
     if (lws_add_http_header_by_name(r->wsi,
                                     (const unsigned char *)"cache-control:",
                                     (const unsigned char *)cache,
                                     (int)strlen(cache), &p, end))
+        return -1;
+    if (r->etag[0] &&
+        lws_add_http_header_by_name(r->wsi, (const unsigned char *)"etag:",
+                                    (const unsigned char *)r->etag,
+                                    (int)strlen(r->etag), &p, end))
         return -1;
     for (size_t i = 0; i < r->nhdrs; i++) {
         const char *v = r->hdr_values[i];
@@ -724,8 +765,26 @@ static int write_headers(http_req_t *r)
                                     (const unsigned char *)"close", 5, &p,
                                     end))
         return -1;
-    if (lws_finalize_write_http_header(r->wsi, start, &p, end))
+    if (lws_finalize_http_header(r->wsi, &p, end))
         return -1;
+    /* A small answer held whole goes out with its headers in one write
+     * (one syscall, one WRITEABLE callback instead of two: most API
+     * answers, cached ones above all). */
+    size_t hlen = (size_t)(p - start);
+    bool whole = !r->pull && r->out_off == 0 && r->out.len > 0 &&
+                 r->out.len == r->content_length &&
+                 r->out.len <= (size_t)(end - p);
+    if (whole) {
+        memcpy(p, r->out.data, r->out.len);
+        hlen += r->out.len;
+    }
+    if (lws_write(r->wsi, start, hlen, LWS_WRITE_HTTP_HEADERS) != (int)hlen)
+        return -1;
+    if (whole) {
+        r->written = r->out.len;
+        tf_buf_reset(&r->out);
+        r->out_off = 0;
+    }
     return 0;
 }
 
@@ -746,8 +805,8 @@ static wresult_t write_some(http_req_t *r)
     if (r->state == REQ_HEAD) {
         if (write_headers(r))
             return W_FAIL;
-        if (r->content_length == 0)
-            return written_all(r);
+        if (r->written >= r->content_length)
+            return written_all(r); /* no body, or sent with the headers */
         req_set_state(r, REQ_SEND);
         want_write(r);
         return W_MORE;

@@ -23,6 +23,7 @@
 #include "net/live.h"
 #include "net/net.h"
 #include "net/server.h"
+#include "api/cache.h"
 #include "tf_err.h"
 
 /* --- connections and limits (net.h) --- */
@@ -470,6 +471,7 @@ void tf_server_destroy(tf_master_t *m)
     if (m->lws)
         lws_context_destroy(m->lws);
     m->lws = NULL;
+    tf_api_cache_free(m);
     if (m->net_state) {
         /* Every connection is gone with the context; what is left is
          * bookkeeping lws never told us about. */

@@ -697,6 +697,23 @@ int tf_db_finalize(tf_dbst_t *st)
     return TF_DB_OK;
 }
 
+int tf_db_exec(tf_db_t *db, const char *sql)
+{
+    db->err[0] = '\0';
+#ifdef TF_HAVE_POSTGRESQL
+    if (db->kind == TF_DB_KIND_PG) {
+        PGresult *r = PQexec(db->pg, sql);
+        int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? TF_DB_OK
+                                                        : TF_DB_ERROR;
+        if (rc != TF_DB_OK)
+            pg_set_err(db, "exec", PQerrorMessage(db->pg));
+        PQclear(r);
+        return rc;
+    }
+#endif
+    return sqlite3_exec(db->lite, sql, NULL, NULL, NULL);
+}
+
 const char *tf_db_errmsg(tf_db_t *db)
 {
     if (db->kind == TF_DB_KIND_SQLITE && db->lite && !db->err[0])

@@ -96,6 +96,10 @@ int tf_db_reset(tf_dbst_t *st);
 /* Frees st (NULL is fine). */
 int tf_db_finalize(tf_dbst_t *st);
 
+/* Runs one statement without a result (SAVEPOINT, RELEASE). Returns
+ * TF_DB_OK or an error code (the message in tf_db_errmsg). */
+int tf_db_exec(tf_db_t *db, const char *sql);
+
 /* The message of the connection's last failure. */
 const char *tf_db_errmsg(tf_db_t *db);
 

@@ -10,20 +10,34 @@
  * transaction (each group under a savepoint) and running queries on its
  * reader connections.
  *
+ * Logs: an engine stores a step's output as its open tail of chunks
+ * (output) and seals the tail into blocks packed by store/logblock.h:
+ * one block of at least TF_LOGBLOCK_TARGET bytes once the tail holds
+ * that many (in the output's group), the rest when the step ends
+ * (step_finish, step_force_end), and blocks an older version left open
+ * from maintain. Compression and the block format are logblock.c's; the
+ * engine stores (offset, line, raw length, codec, blob) and reads blocks
+ * back through tf_logblock_unpack.
+ *
  * Threads: open and destroy run on the loop thread; apply_batch,
- * set_max_pages and close_writer on the writer thread only (the engine's
- * write connection belongs to it); query on any thread, concurrently (the
- * engine pools its reader connections).
+ * set_max_pages, maintain and close_writer on the writer thread only
+ * (the engine's write connection belongs to it); query on any thread,
+ * concurrently (the engine pools its reader connections).
  */
 #ifndef TF_STORE_ENGINE_H
 #define TF_STORE_ENGINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/ops.h"
 
 typedef struct tf_engine tf_engine_t;
+
+/* How long the writer waits before asking maintain again once it had
+ * nothing to do (or failed). */
+#define TF_STORE_MAINT_IDLE_MS 10000u
 
 /* apply_batch's answers. */
 enum {
@@ -66,6 +80,23 @@ typedef struct tf_engine_vt {
     /* Test hook (store_internal.h): cap the database at pages pages before
      * the next batch. Engines without such a notion ignore it. */
     void (*set_max_pages)(tf_engine_t *e, long pages);
+
+    /* Idle work on the writer thread, called while no group waits (and
+     * never inside a batch): one small unit in a transaction of its own:
+     * sealing one block of a log an older version left open
+     * (store/logblock.h), or removing a batch of the logs the retention
+     * ret (store.h) no longer keeps at now_ms, in which case *removed is
+     * set (cached answers of finished builds change). Returns 1 when it
+     * did some (the writer calls again while idle), 0 when none is left
+     * (the writer asks again after TF_STORE_MAINT_IDLE_MS), or a
+     * negative code with err set. May be NULL. */
+    int (*maintain)(tf_engine_t *e, const tf_retention_t *ret,
+                    int64_t now_ms, bool *removed, char *err, size_t errlen);
+
+    /* Offline (tf_store_vacuum, no writer thread): rewrites the database
+     * compactly, giving its free pages back to the file system. May be
+     * NULL. */
+    int (*vacuum)(tf_engine_t *e, char *err, size_t errlen);
 
     /* The writer thread is exiting: close the write connection. */
     void (*close_writer)(tf_engine_t *e);

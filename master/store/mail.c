@@ -210,7 +210,11 @@ static int job_requests(tf_db_t *db, uint64_t id,
     tf_dbst_t *st = NULL;
     int rc = 0;
     if (tf_db_prepare_v2(db,
-                           "SELECT r.builder, r.state, r.result, b.id, "
+                           /* A rerun without the patch is named so. */
+                           "SELECT r.builder || CASE WHEN "
+                           "r.without_patch_of IS NULL THEN '' ELSE "
+                           "' (without the patch)' END, r.state, r.result, "
+                           "b.id, "
                            "b.number, b.slave, b.result, b.started_ms, "
                            "b.finished_ms, b.text FROM build_requests r "
                            "LEFT JOIN builds b ON b.id = r.build_id "
@@ -252,7 +256,8 @@ int tf_store_mail_job(tf_db_t *db, uint64_t id,
     if (tf_db_prepare_v2(db,
                            "SELECT author, email, notify_email, description, "
                            "review_url, patchset, base_revision, state, "
-                           "result, submitted_ms, finished_ms, notify "
+                           "result, submitted_ms, finished_ms, notify, "
+                           "new_failures_only "
                            "FROM try_jobs WHERE id = ?1",
                            -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
@@ -272,6 +277,7 @@ int tf_store_mail_job(tf_db_t *db, uint64_t id,
             .submitted_ms = tf_db_column_int64(st, 9),
             .finished_ms = tf_db_column_int64(st, 10),
             .notify = tf_db_column_int(st, 11) != 0,
+            .new_failures_only = tf_db_column_int(st, 12) != 0,
         };
         rc = visit(arg, &j);
     }
@@ -418,38 +424,8 @@ int tf_store_mail_log(tf_db_t *db, uint64_t build_id, unsigned step,
                                     const void *data, size_t len),
                       void *arg)
 {
-    uint64_t pos = from_offset;
-    bool go = true;
-
-    while (go) {
-        tf_dbst_t *st = NULL;
-        unsigned rows = 0;
-        int s;
-        if (tf_db_prepare_v2(db,
-                             "SELECT offset, line, data FROM log_chunks "
-                             "WHERE build_id = ?1 AND step = ?2 AND "
-                             "offset + length(data) > ?3 AND offset < ?4 "
-                             "ORDER BY offset",
-                             -1, &st, NULL) != TF_DB_OK)
-            return TF_ESTORE;
-        tf_db_bind_int64(st, 1, (int64_t)build_id);
-        tf_db_bind_int(st, 2, (int)step);
-        tf_db_bind_int64(st, 3, (int64_t)pos);
-        tf_db_bind_int64(st, 4, (int64_t)(pos + MAIL_LOG_WINDOW));
-        while (go && (s = tf_db_step(st)) == TF_DB_ROW) {
-            uint64_t off = (uint64_t)tf_db_column_int64(st, 0);
-            size_t len = (size_t)tf_db_column_bytes(st, 2);
-            rows++;
-            go = visit(arg, off, (uint64_t)tf_db_column_int64(st, 1),
-                       tf_db_column_blob(st, 2), len);
-            if (off + len > pos)
-                pos = off + len;
-        }
-        tf_db_finalize(st);
-        if (rows == 0)
-            break;
-    }
-    return 0;
+    int rc = tf_q_log_visit(db, build_id, step, from_offset, visit, arg);
+    return rc == TF_ECORRUPT || rc == TF_ENOMEM ? TF_ESTORE : rc;
 }
 
 /* ------------------------------------------------------------------ */

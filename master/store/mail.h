@@ -112,6 +112,7 @@ typedef struct tf_store_mail_job {
     int result;
     int64_t submitted_ms, finished_ms;
     bool notify;
+    bool new_failures_only; /* its verdict counts new failures only */
 } tf_store_mail_job_t;
 
 /* One request of a job, with its build when it has one. */
@@ -177,9 +178,10 @@ int tf_store_mail_changes(tf_db_t *db, uint64_t build_id, unsigned limit,
                                        const tf_store_mail_change_t *c),
                           void *arg);
 
-/* The chunks of a step's log that end past from_offset, in order: visit
- * gets each chunk's byte offset, line number and bytes, and returns true
- * to go on. Returns 0 or TF_ESTORE. */
+/* A step's log from from_offset on, in order, in pieces (the rest of a
+ * sealed block, then each chunk of the open tail: tf_q_log_visit): visit
+ * gets each piece's byte offset, line number and bytes, and returns true
+ * to go on. Returns 0 or TF_ESTORE (a damaged block too, logged). */
 int tf_store_mail_log(tf_db_t *db, uint64_t build_id, unsigned step,
                       uint64_t from_offset,
                       bool (*visit)(void *arg, uint64_t offset, uint64_t line,

@@ -48,6 +48,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_REQUEST_COLLAPSE] = "request_collapse",
     [TF_OP_REQUEST_CANCEL] = "request_cancel",
     [TF_OP_REQUEST_DONE] = "request_done",
+    [TF_OP_REQUEST_REUSED] = "request_reused",
     [TF_OP_BUILD_CREATE] = "build_create",
     [TF_OP_BUILD_SEQ] = "build_seq",
     [TF_OP_STEP_START] = "step_start",
@@ -55,6 +56,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_STEP_FINISH] = "step_finish",
     [TF_OP_BUILD_PROP] = "build_prop",
     [TF_OP_STAT] = "stat",
+    [TF_OP_TEST_RESULT] = "test_result",
     [TF_OP_STEP_FORCE_END] = "step_force_end",
     [TF_OP_BUILD_FINISH] = "build_finish",
     [TF_OP_PATCH_PUT] = "patch_put",
@@ -421,6 +423,7 @@ int tf_op_request_create(tf_wgroup_t *g, const tf_request_rec_t *r)
         c->priority = r->priority;
         c->submitted_ms = r->submitted_ms;
         c->job_id = r->job_id;
+        c->without_patch_of = r->without_patch_of;
         if (r->nchanges) {
             if (r->nchanges > SIZE_MAX / sizeof(uint64_t))
                 ok = false;
@@ -467,6 +470,12 @@ int tf_op_request_done(tf_wgroup_t *g, uint64_t id, int result,
                        int64_t time_ms)
 {
     return request_end(g, TF_OP_REQUEST_DONE, id, 0, 0, result, time_ms);
+}
+
+int tf_op_request_reused(tf_wgroup_t *g, uint64_t id, uint64_t build_id,
+                         int64_t time_ms)
+{
+    return request_end(g, TF_OP_REQUEST_REUSED, id, build_id, 0, 0, time_ms);
 }
 
 /* ------------------------------------------------------------------ */
@@ -613,6 +622,31 @@ int tf_op_stat(tf_wgroup_t *g, const char *builder, uint64_t build_id,
     return done(g, op, ok);
 }
 
+int tf_op_test_result(tf_wgroup_t *g, const tf_test_result_rec_t *r)
+{
+    tf_op_t *op = op_add(g, TF_OP_TEST_RESULT);
+    bool ok = op != NULL;
+
+    if (op) {
+        tf_op_test_result_t *o = &op->u.test_result;
+        o->build_id = r->build_id;
+        o->step = r->step;
+        o->attempts = r->attempts ? r->attempts : 1;
+        o->duration_ms = r->duration_ms;
+        o->has_log = r->has_log;
+        o->log_offset = r->log_offset;
+        o->log_line = r->log_line;
+        o->log_lines = r->log_lines;
+        S(test_result.builder, r->builder);
+        S(test_result.suite, r->suite ? r->suite : "");
+        S(test_result.name, r->name);
+        S(test_result.status, r->status);
+        S(test_result.outcome, r->outcome);
+        S(test_result.message, r->message);
+    }
+    return done(g, op, ok);
+}
+
 int tf_op_step_force_end(tf_wgroup_t *g, uint64_t build_id, unsigned step,
                          int result, int64_t time_ms, const char *text)
 {
@@ -696,6 +730,7 @@ int tf_op_job_create(tf_wgroup_t *g, const tf_job_rec_t *j)
         c->id = j->id;
         c->user_id = j->user_id;
         c->notify = j->notify;
+        c->new_failures_only = j->new_failures_only;
         c->patch_size = j->patch_size;
         c->submitted_ms = j->submitted_ms;
         S(job_create.author, j->author);

@@ -47,6 +47,7 @@ typedef enum tf_op_kind {
     TF_OP_REQUEST_COLLAPSE,
     TF_OP_REQUEST_CANCEL,
     TF_OP_REQUEST_DONE,
+    TF_OP_REQUEST_REUSED,
     /* builds */
     TF_OP_BUILD_CREATE,
     TF_OP_BUILD_SEQ,
@@ -57,6 +58,7 @@ typedef enum tf_op_kind {
     TF_OP_STAT,
     TF_OP_STEP_FORCE_END,
     TF_OP_BUILD_FINISH,
+    TF_OP_TEST_RESULT,
     /* try jobs */
     TF_OP_PATCH_PUT,
     TF_OP_JOB_CREATE,
@@ -112,6 +114,7 @@ typedef struct tf_op_request_create {
     int64_t priority;
     int64_t submitted_ms;
     uint64_t job_id; /* 0: none */
+    uint64_t without_patch_of; /* 0: none; else the try build it reruns */
     const char *scheduler;
     const uint64_t *changes;
     size_t nchanges;
@@ -201,6 +204,23 @@ typedef struct tf_op_build_finish {
     bool complete; /* counts as the builder's last complete build */
 } tf_op_build_finish_t;
 
+/* One test's result in one step of a build (tf_op_test_result). An
+ * engine stores it and applies the flaky rule: when status is "pass" and
+ * the build already holds a "fail" row of the same (suite, name), in any
+ * step, those rows and this one become "flaky" (a failure a retry
+ * passed). */
+typedef struct tf_op_test_result {
+    uint64_t build_id;
+    uint32_t step;
+    const char *builder, *suite, *name;
+    const char *status;  /* "pass", "fail", "skip" or "flaky" */
+    const char *outcome, *message; /* NULL: none */
+    uint32_t attempts;
+    int64_t duration_ms; /* < 0: unknown */
+    bool has_log;
+    uint64_t log_offset, log_line, log_lines;
+} tf_op_test_result_t;
+
 typedef struct tf_op_patch_put {
     const char *sha256;
     const uint8_t *data;
@@ -214,6 +234,7 @@ typedef struct tf_op_job_create {
     const char *author, *email, *notify_email, *description, *review_url;
     const char *patchset, *base_revision, *patch_sha256;
     bool notify;
+    bool new_failures_only;
     uint64_t patch_size;
     int64_t submitted_ms;
 } tf_op_job_create_t;
@@ -294,6 +315,7 @@ struct tf_op {
         tf_op_stat_t stat;
         tf_op_step_force_end_t step_force_end;
         tf_op_build_finish_t build_finish;
+        tf_op_test_result_t test_result;
         tf_op_patch_put_t patch_put;
         tf_op_job_create_t job_create;
         tf_op_job_end_t job_end;
@@ -318,6 +340,7 @@ struct tf_wgroup {
     bool failed;         /* an op could not be added (out of memory) */
     bool keep;           /* tf_wgroup_keep: the caller frees it on failure */
     bool poisoned;       /* excluded from its batch: fails without running */
+    bool changes_state;  /* holds more than progress (tf_store_generation) */
     int rc;              /* its outcome, set by the writer */
     tf_store_done_cb cb;
     void *arg;

@@ -3,11 +3,14 @@
  *
  * Summary questions ("every builder with its last result") read the
  * builders table's summary columns, which the writer keeps current, so they
- * cost one indexed row per builder however many builds exist. Log reads use
- * the (build_id, step, offset) primary key to find the chunk holding the
- * first byte, then walk forward.
+ * cost one indexed row per builder however many builds exist. Log reads
+ * find the sealed block holding the first byte by its (build_id, step,
+ * offset) key and unpack it (store/logblock.h), then go on through the
+ * next blocks and, past the last, the open tail's chunks.
  */
 #include "store/queries.h"
+
+#include "store/q_tests.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -15,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "result.h"
+#include "store/logblock.h"
 #include "tf_err.h"
 
 json_t *tf_col_int(tf_dbst_t *st, int col)
@@ -300,7 +305,8 @@ int tf_q_builder(tf_db_t *db, const char *base_url, const char *name,
 
 #define BUILD_COLS                                                             \
     "id, builder, number, request_id, slave, state, result, text, reason, "    \
-    "created_ms, started_ms, finished_ms, properties, nsteps, kind "
+    "created_ms, started_ms, finished_ms, properties, nsteps, kind, "        \
+    "logs_removed_ms "
 
 static const tf_col_t build_cols[] = {
     {"id", TF_COL_INT},          {"builder", TF_COL_TEXT},
@@ -310,7 +316,8 @@ static const tf_col_t build_cols[] = {
     {"reason", TF_COL_TEXT},     {"created_ms", TF_COL_INT},
     {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
     {"properties", TF_COL_JSON}, {"nsteps", TF_COL_INT},
-    {"kind", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
+    {"kind", TF_COL_TEXT},       {"logs_removed_ms", TF_COL_INT},
+    {NULL, TF_COL_SKIP},
 };
 
 static json_t *build_row(tf_dbst_t *st, const char *base)
@@ -790,12 +797,14 @@ int tf_q_request(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
 }
 
 int tf_q_log_size(tf_db_t *db, uint64_t build_id, unsigned step,
-                  uint64_t *bytes, uint64_t *lines)
+                  uint64_t *bytes, uint64_t *lines, int64_t *removed_ms)
 {
     tf_dbst_t *st = NULL;
     int rc = prep(db,
-                  "SELECT log_bytes, log_lines FROM steps "
-                  "WHERE build_id = ?1 AND idx = ?2",
+                  "SELECT s.log_bytes, s.log_lines, "
+                  "coalesce(b.logs_removed_ms, 0) FROM steps s "
+                  "JOIN builds b ON b.id = s.build_id "
+                  "WHERE s.build_id = ?1 AND s.idx = ?2",
                   &st);
     if (rc)
         return rc;
@@ -805,20 +814,94 @@ int tf_q_log_size(tf_db_t *db, uint64_t build_id, unsigned step,
     if (tf_db_step(st) == TF_DB_ROW) {
         *bytes = (uint64_t)tf_db_column_int64(st, 0);
         *lines = (uint64_t)tf_db_column_int64(st, 1);
+        *removed_ms = tf_db_column_int64(st, 2);
         rc = 0;
     }
     tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
-                  uint64_t start, uint64_t end, size_t max, unsigned char *dst,
-                  size_t *got)
+/* Opens or ends (sql) one snapshot around a log read: a savepoint on
+ * sqlite, whose read connection may be outside a read transaction;
+ * nothing on PostgreSQL, whose reads all run in one REPEATABLE READ
+ * transaction (pg.c). */
+static int log_snapshot(tf_db_t *db, const char *sql)
+{
+    if (strcmp(tf_db_engine(db), "sqlite") != 0)
+        return TF_DB_OK;
+    return tf_db_exec(db, sql);
+}
+
+/* Makes c hold the sealed block of (build_id, step) that holds byte
+ * pos. Returns 0, TF_ENOENT (no block holds it: it is in the open tail,
+ * or past the log), TF_ECORRUPT (logged) or TF_ESTORE. */
+static int log_block_at(tf_db_t *db, uint64_t build_id, unsigned step,
+                        uint64_t pos, tf_logcache_t *c)
+{
+    if (c->len && c->build_id == build_id && c->step == step &&
+        c->offset <= pos && pos - c->offset < c->len)
+        return 0;
+    tf_dbst_t *st = NULL;
+    int rc = prep(db,
+                  "SELECT offset, line, raw_len, codec, data FROM log_blocks "
+                  "WHERE build_id = ?1 AND step = ?2 AND offset <= ?3 "
+                  "ORDER BY offset DESC LIMIT 1",
+                  &st);
+    if (rc)
+        return rc;
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
+    tf_db_bind_int64(st, 3, (int64_t)pos);
+    rc = TF_ENOENT;
+    if (tf_db_step(st) != TF_DB_ROW)
+        goto out;
+    uint64_t off = (uint64_t)tf_db_column_int64(st, 0);
+    uint64_t line = (uint64_t)tf_db_column_int64(st, 1);
+    int64_t raw = tf_db_column_int64(st, 2);
+    int codec = tf_db_column_int(st, 3);
+    const void *blob = tf_db_column_blob(st, 4);
+    size_t blen = (size_t)tf_db_column_bytes(st, 4);
+    if (raw > 0 && off + (uint64_t)raw <= pos)
+        goto out; /* the last block ends before pos */
+    rc = TF_ECORRUPT;
+    if (raw <= 0 || raw > (int64_t)TF_LOGBLOCK_MAX)
+        goto bad;
+    unsigned char *d = realloc(c->data, (size_t)raw);
+    if (!d) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    c->data = d;
+    c->len = 0;
+    rc = tf_logblock_unpack(codec, blob, blen, (uint64_t)raw, d);
+    if (rc)
+        goto bad;
+    c->build_id = build_id;
+    c->step = step;
+    c->offset = off;
+    c->line = line;
+    c->len = (size_t)raw;
+    goto out;
+bad:
+    tf_error("store", "build %" PRIu64 " step %u: the log block at bytes %"
+             PRIu64 "-%" PRIu64 " is corrupt (codec %d, %zu bytes stored); "
+             "that part of the log cannot be read",
+             build_id, step, off, off + (uint64_t)(raw > 0 ? raw : 0), codec,
+             blen);
+    rc = TF_ECORRUPT;
+out:
+    tf_db_finalize(st);
+    return rc;
+}
+
+/* Copies what the open tail (chunks) holds of [pos, end), at most max
+ * bytes, to dst; *got: how many. */
+static int log_tail_read(tf_db_t *db, uint64_t build_id, unsigned step,
+                         uint64_t pos, uint64_t end, size_t max,
+                         unsigned char *dst, size_t *got)
 {
     tf_dbst_t *st = NULL;
     *got = 0;
-    if (start >= end || max == 0)
-        return 0;
     int rc = prep(db,
                   "SELECT offset, data FROM log_chunks "
                   "WHERE build_id = ?1 AND step = ?2 AND offset >= "
@@ -830,13 +913,11 @@ int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
         return rc;
     tf_db_bind_int64(st, 1, (int64_t)build_id);
     tf_db_bind_int(st, 2, (int)step);
-    tf_db_bind_int64(st, 3, (int64_t)start);
+    tf_db_bind_int64(st, 3, (int64_t)pos);
     /* Only the chunks that can hold the next max bytes: an engine that
      * materializes a result (PostgreSQL) must not fetch the rest of the
-     * log for every piece. */
-    tf_db_bind_int64(st, 4,
-                     (int64_t)(end - start > max ? start + max : end));
-    uint64_t pos = start;
+     * tail for every piece. */
+    tf_db_bind_int64(st, 4, (int64_t)(end - pos > max ? pos + max : end));
     while (*got < max && tf_db_step(st) == TF_DB_ROW) {
         uint64_t off = (uint64_t)tf_db_column_int64(st, 0);
         const unsigned char *data = tf_db_column_blob(st, 1);
@@ -861,10 +942,116 @@ int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
     return 0;
 }
 
+int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
+                  uint64_t start, uint64_t end, size_t max, unsigned char *dst,
+                  size_t *got, tf_logcache_t *cache)
+{
+    tf_logcache_t local = {0};
+    tf_logcache_t *c = cache ? cache : &local;
+    uint64_t pos = start;
+    int rc = 0;
+
+    *got = 0;
+    /* One snapshot for the blocks and the tail, even on a connection
+     * outside a read transaction: the writer moves bytes from the tail
+     * into a block at any time. */
+    if (log_snapshot(db, "SAVEPOINT tf_log") != TF_DB_OK)
+        return TF_ESTORE;
+    while (*got < max && pos < end) {
+        rc = log_block_at(db, build_id, step, pos, c);
+        if (rc == TF_ENOENT) {
+            size_t n = 0;
+            rc = log_tail_read(db, build_id, step, pos, end, max - *got,
+                               dst + *got, &n);
+            *got += n;
+            break;
+        }
+        if (rc)
+            break;
+        uint64_t from = pos - c->offset;
+        uint64_t take = c->len - from;
+        if (take > end - pos)
+            take = end - pos;
+        if (take > max - *got)
+            take = max - *got;
+        memcpy(dst + *got, c->data + from, (size_t)take);
+        *got += (size_t)take;
+        pos += take;
+    }
+    log_snapshot(db, "RELEASE tf_log");
+    tf_logcache_clear(&local);
+    return rc;
+}
+
+static uint64_t count_newlines(const unsigned char *p, size_t n)
+{
+    uint64_t k = 0;
+    const unsigned char *end = p + n;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        k++;
+        p++;
+    }
+    return k;
+}
+
+int tf_q_log_visit(tf_db_t *db, uint64_t build_id, unsigned step,
+                   uint64_t from,
+                   bool (*visit)(void *arg, uint64_t offset, uint64_t line,
+                                 const void *data, size_t len),
+                   void *arg)
+{
+    tf_logcache_t c = {0};
+    uint64_t pos = from;
+    tf_dbst_t *st = NULL;
+    int rc;
+
+    if (log_snapshot(db, "SAVEPOINT tf_log") != TF_DB_OK)
+        return TF_ESTORE;
+    /* The sealed blocks, from the one holding `from`. */
+    for (;;) {
+        rc = log_block_at(db, build_id, step, pos, &c);
+        if (rc == TF_ENOENT)
+            break;
+        if (rc)
+            goto out;
+        size_t skip = (size_t)(pos - c.offset);
+        uint64_t line = c.line + count_newlines(c.data, skip);
+        bool more = visit(arg, pos, line, c.data + skip, c.len - skip);
+        pos = c.offset + c.len;
+        if (!more) {
+            rc = 0;
+            goto out;
+        }
+    }
+    /* Then the open tail. */
+    rc = prep(db,
+              "SELECT offset, line, data FROM log_chunks "
+              "WHERE build_id = ?1 AND step = ?2 AND "
+              "offset + length(data) > ?3 ORDER BY offset",
+              &st);
+    if (rc)
+        goto out;
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
+    tf_db_bind_int64(st, 3, (int64_t)pos);
+    while (tf_db_step(st) == TF_DB_ROW &&
+           visit(arg, (uint64_t)tf_db_column_int64(st, 0),
+                 (uint64_t)tf_db_column_int64(st, 1),
+                 tf_db_column_blob(st, 2),
+                 (size_t)tf_db_column_bytes(st, 2)))
+        ;
+    rc = 0;
+out:
+    tf_db_finalize(st);
+    log_snapshot(db, "RELEASE tf_log");
+    tf_logcache_clear(&c);
+    return rc;
+}
+
 #define JOB_COLS                                                               \
     "id, author, email, description, review_url, patchset, base_revision, "   \
     "patch_sha256, patch_size, state, result, submitted_ms, finished_ms, "     \
-    "notify, notify_email "
+    "notify, notify_email, new_failures_only "
 
 static json_t *job_row(tf_dbst_t *st, const char *base)
 {
@@ -878,7 +1065,7 @@ static json_t *job_row(tf_dbst_t *st, const char *base)
         {"state", TF_COL_TEXT},       {"result", TF_COL_RESULT},
         {"submitted_ms", TF_COL_INT}, {"finished_ms", TF_COL_INT},
         {"notify", TF_COL_BOOL},      {"notify_email", TF_COL_TEXT},
-        {NULL, TF_COL_SKIP},
+        {"new_failures_only", TF_COL_BOOL}, {NULL, TF_COL_SKIP},
     };
     long long id = (long long)tf_db_column_int64(st, 0);
     json_t *o = tf_row_set(json_object(), st, 0, head);
@@ -906,7 +1093,7 @@ static json_t *job_builders(tf_db_t *db, const char *base, long long job_id,
     if (prep(db,
              "SELECT r.id, r.builder, r.state, r.result, r.tests, "
              "b.id, b.number, b.slave, b.state, b.result, b.started_ms, "
-             "b.finished_ms, b.got_revision "
+             "b.finished_ms, b.got_revision, r.reused, r.without_patch_of "
              "FROM build_requests r LEFT JOIN builds b ON b.id = r.build_id "
              "WHERE r.job_id = ?1 ORDER BY r.id",
              &st))
@@ -926,6 +1113,9 @@ static json_t *job_builders(tf_db_t *db, const char *base, long long job_id,
             {NULL, TF_COL_SKIP},
         };
         json_t *e = tf_row_set(json_object(), st, 0, req_cols);
+        json_object_set_new(e, "reused",
+                            json_boolean(tf_db_column_int(st, 13)));
+        json_object_set_new(e, "without_patch_of", tf_col_int(st, 14));
         if (tf_db_column_type(st, 5) == TF_DB_NULL) {
             json_object_set_new(e, "build", json_null());
         } else {
@@ -937,12 +1127,45 @@ static json_t *job_builders(tf_db_t *db, const char *base, long long job_id,
                                 j_page(base, "builds/%lld", bid));
             if (with_steps)
                 json_object_set_new(b, "steps", steps_of(db, base, bid));
+            /* One job's answer carries each build's test summary; a list
+             * of jobs does not (it would count every build's tests). */
+            if (with_steps)
+                json_object_set_new(b, "tests",
+                                    tf_q_tests_summary(db, base,
+                                                       (uint64_t)bid));
             json_object_set_new(e, "build", b);
         }
         json_array_append_new(arr, e);
     }
     tf_db_finalize(st);
     return arr;
+}
+
+/* The job's failed builds that count when only new failures count
+ * (docs/committers.md): a build that did not pass and either has no
+ * failing test to explain it or has a failing test its reference build
+ * did not fail. */
+static json_t *job_new_failures(const json_t *builders)
+{
+    json_int_t builds = 0, tests = 0;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(builders, i, e) {
+        const json_t *b = json_object_get(e, "build");
+        const char *res = json_string_value(json_object_get(b, "result"));
+        if (json_is_integer(json_object_get(e, "without_patch_of")))
+            continue; /* a rerun without the patch: the reference */
+        if (!res || strcmp(res, "SUCCESS") == 0 ||
+            strcmp(res, "WARNINGS") == 0)
+            continue;
+        const json_t *t = json_object_get(b, "tests");
+        json_int_t fails = json_integer_value(json_object_get(t, "fail"));
+        json_int_t fresh =
+            json_integer_value(json_object_get(t, "new_failures"));
+        tests += fresh;
+        builds += fails == 0 || fresh > 0;
+    }
+    return json_pack("{s:I, s:I}", "builds", builds, "tests", tests);
 }
 
 int tf_q_job(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
@@ -955,8 +1178,9 @@ int tf_q_job(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
     rc = TF_ENOENT;
     if (tf_db_step(st) == TF_DB_ROW) {
         json_t *o = job_row(st, base_url);
-        json_object_set_new(o, "builders",
-                            job_builders(db, base_url, (long long)id, true));
+        json_t *bs = job_builders(db, base_url, (long long)id, true);
+        json_object_set_new(o, "builders", bs);
+        json_object_set_new(o, "new_failures", job_new_failures(bs));
         *out = o;
         rc = 0;
     }
@@ -1217,6 +1441,36 @@ void tf_q_build_source_clear(tf_q_build_source_t *s)
     free(s->patch_sha256);
     free(s->changes);
     memset(s, 0, sizeof(*s));
+}
+
+int tf_q_reusable_build(tf_db_t *db, const char *builder,
+                        const char *revision, const char *patch_sha256,
+                        const char *tests, const char *properties,
+                        uint64_t *build_id)
+{
+    tf_dbst_t *st = NULL;
+    int rc = prep(db,
+                  "SELECT b.id FROM build_requests r JOIN builds b "
+                  "ON b.request_id = r.id WHERE r.builder = ?1 "
+                  "AND r.revision = ?2 AND coalesce(r.patch_sha256, '') = ?3 "
+                  "AND r.tests = ?4 AND r.properties = ?5 AND r.reused = 0 "
+                  "AND b.result = 0 AND b.finished_ms IS NOT NULL "
+                  "ORDER BY b.id DESC LIMIT 1",
+                  &st);
+    *build_id = 0;
+    if (rc)
+        return rc;
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 2, revision, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 3, patch_sha256 ? patch_sha256 : "", -1,
+                      TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 4, tests ? tests : "[]", -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 5, properties ? properties : "{}", -1,
+                      TF_DB_TRANSIENT);
+    if (tf_db_step(st) == TF_DB_ROW)
+        *build_id = (uint64_t)tf_db_column_int64(st, 0);
+    tf_db_finalize(st);
+    return 0;
 }
 
 int tf_q_build_source(tf_db_t *db, uint64_t build_id,

@@ -21,6 +21,7 @@
 #include "store/db.h"
 
 #include "names.h"
+#include "store/logblock.h"
 #include "store/store_sqlite.h"
 
 /* A column of the current row as JSON: an integer, a string, a result
@@ -101,16 +102,31 @@ int tf_q_job(tf_db_t *db, const char *base_url, uint64_t id, json_t **out);
 int tf_q_jobs(tf_db_t *db, const char *base_url, const char *email,
               uint64_t before, unsigned limit, json_t **out);
 
-/* Size in bytes and lines of a step's log so far, or TF_ENOENT when the
- * step does not exist. */
+/* Size in bytes and lines of a step's log so far, and when retention
+ * removed the build's logs (0: not removed), or TF_ENOENT when the step
+ * does not exist. */
 int tf_q_log_size(tf_db_t *db, uint64_t build_id, unsigned step,
-                  uint64_t *bytes, uint64_t *lines);
+                  uint64_t *bytes, uint64_t *lines, int64_t *removed_ms);
 
 /* Copies into dst the log bytes in [start, end) of a step, at most max
- * bytes. Returns 0 and the number of bytes copied in *got. */
+ * bytes, from its sealed blocks and its open tail. cache (caller's, may
+ * be NULL) keeps the last block unpacked between calls. Returns 0 and
+ * the number of bytes copied in *got, or TF_ECORRUPT (logged) when a
+ * block in the way is damaged (*got bytes before it are good),
+ * TF_ESTORE or TF_ENOMEM. */
 int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
                   uint64_t start, uint64_t end, size_t max, unsigned char *dst,
-                  size_t *got);
+                  size_t *got, tf_logcache_t *cache);
+
+/* The log of a step from byte `from` on, in order, in pieces: visit gets
+ * each piece's byte offset, line number and bytes (borrowed for the
+ * call) and returns true to go on. Returns 0, TF_ECORRUPT (logged),
+ * TF_ESTORE or TF_ENOMEM. */
+int tf_q_log_visit(tf_db_t *db, uint64_t build_id, unsigned step,
+                   uint64_t from,
+                   bool (*visit)(void *arg, uint64_t offset, uint64_t line,
+                                 const void *data, size_t len),
+                   void *arg);
 
 /* The series behind a builder's plots: its last `limit` finished builds,
  * oldest first ({id, number, result, started_ms, duration_ms}), and for
@@ -198,6 +214,16 @@ typedef struct tf_q_build_source {
     uint64_t *changes;
     size_t nchanges;
 } tf_q_build_source_t;
+
+/* Result reuse (docs/api.md, POST /api/v1/jobs "reuse"): the newest build
+ * that ended SUCCESS for a request of builder with the same revision (a
+ * commit id), patch (patch_sha256, "" for none), tests and properties
+ * (JSON text as requests store them), not itself a reuse. *build_id is 0
+ * when there is none. */
+int tf_q_reusable_build(tf_db_t *db, const char *builder,
+                        const char *revision, const char *patch_sha256,
+                        const char *tests, const char *properties,
+                        uint64_t *build_id);
 
 /* Fills *out for build build_id, or returns TF_ENOENT (then *out is
  * empty). */

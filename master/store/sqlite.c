@@ -45,6 +45,7 @@
 #include "clock.h"
 #include "log.h"
 #include "result.h"
+#include "store/logblock.h"
 #include "store/mail.h"
 #include "store/store_schema.h"
 #include "store/store_sqlite.h"
@@ -79,6 +80,12 @@ struct tf_engine {
     size_t werrlen;
     char msg[256];  /* the message of the last failure */
     bool opened;    /* open succeeded: closing checkpoints the WAL */
+    tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
+    unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
+    size_t sealcap;
+    uint64_t maint_build; /* where the idle sealing walk is */
+    unsigned maint_step;
+    char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
 
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -420,8 +427,8 @@ static int op_slave_time(tf_engine_t *e, tf_op_kind_t kind,
 static const char SQL_REQUEST_CREATE[] =
     "INSERT INTO build_requests(id, builder, state, reason, owner, priority, "
     "submitted_ms, properties, job_id, tests, revision, patch_sha256, "
-    "patch_size, scheduler) VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, ?13)";
+    "patch_size, scheduler, without_patch_of) VALUES(?1, ?2, 'pending', ?3, "
+    "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 static const char SQL_REQUEST_CHANGE[] =
     "INSERT OR IGNORE INTO request_changes(request_id, change_id) "
     "VALUES(?1, ?2)";
@@ -440,6 +447,9 @@ static const char SQL_REQUEST_CANCEL[] =
 static const char SQL_REQUEST_DONE[] =
     "UPDATE build_requests SET state = 'done', result = ?1, "
     "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_REUSED[] =
+    "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
+    "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
 
 static int op_request_create(tf_engine_t *e,
                              const tf_op_request_create_t *o)
@@ -447,7 +457,8 @@ static int op_request_create(tf_engine_t *e,
     EXEC(SQL_REQUEST_CREATE, I(o->id), T(o->builder), T(o->reason),
          T(o->owner), I(o->priority), I(o->submitted_ms), T(o->properties),
          NZ(o->job_id), T(o->tests), T(o->revision), T(o->patch_sha256),
-         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler));
+         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler),
+         NZ(o->without_patch_of));
     for (size_t i = 0; i < o->nchanges; i++)
         EXEC(SQL_REQUEST_CHANGE, I(o->id), I(o->changes[i]));
     return SQLITE_OK;
@@ -466,6 +477,9 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
         break;
     case TF_OP_REQUEST_CANCEL:
         EXEC(SQL_REQUEST_CANCEL, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    case TF_OP_REQUEST_REUSED:
+        EXEC(SQL_REQUEST_REUSED, I(o->into), I(o->time_ms), I(o->id));
         break;
     default:
         EXEC(SQL_REQUEST_DONE, I(o->result), I(o->time_ms), I(o->id));
@@ -506,7 +520,24 @@ static const char SQL_OUTPUT_CHUNK[] =
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 static const char SQL_OUTPUT_STEP[] =
     "UPDATE steps SET log_bytes = ?1, log_lines = ?2 "
-    "WHERE build_id = ?3 AND idx = ?4";
+    "WHERE build_id = ?3 AND idx = ?4 RETURNING log_sealed";
+static const char SQL_LOG_STEP[] =
+    "SELECT log_sealed, log_bytes FROM steps WHERE build_id = ?1 AND idx = ?2";
+static const char SQL_LOG_TAIL[] =
+    "SELECT offset, line, data FROM log_chunks "
+    "WHERE build_id = ?1 AND step = ?2 AND offset >= ?3 ORDER BY offset";
+static const char SQL_LOG_BLOCK_PUT[] =
+    "INSERT INTO log_blocks(build_id, step, offset, line, raw_len, codec, "
+    "data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char SQL_LOG_TAIL_DROP[] =
+    "DELETE FROM log_chunks WHERE build_id = ?1 AND step = ?2 "
+    "AND offset >= ?3 AND offset < ?4";
+static const char SQL_LOG_SEALED[] =
+    "UPDATE steps SET log_sealed = ?1 WHERE build_id = ?2 AND idx = ?3";
+static const char SQL_LOG_UNSEALED[] =
+    "SELECT build_id, idx FROM steps WHERE log_sealed < log_bytes "
+    "AND state = 'done' AND (build_id > ?1 OR (build_id = ?1 AND idx >= ?2)) "
+    "ORDER BY build_id, idx LIMIT 1";
 static const char SQL_STEP_FINISH[] =
     "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
     "duration_ms = ?3, exit_code = ?4, signal = ?5, timed_out = ?6, "
@@ -521,6 +552,20 @@ static const char SQL_BUILD_GOT_REVISION[] =
 static const char SQL_STAT[] =
     "INSERT OR REPLACE INTO stats(builder, build_id, step, name, value) "
     "VALUES(?1, ?2, ?3, ?4, ?5)";
+/* The flaky rule (ops.h, test_result): a pass turns the build's earlier
+ * failures of the same test into flaky ones, and is flaky itself then. */
+static const char SQL_TEST_FLAKY[] =
+    "UPDATE test_results SET status = 'flaky' WHERE build_id = ?1 "
+    "AND suite = ?2 AND name = ?3 AND status = 'fail'";
+static const char SQL_TEST_RESULT[] =
+    "INSERT INTO test_results(build_id, step, suite, name, builder, status, "
+    "attempts, duration_ms, outcome, message, log_offset, log_line, "
+    "log_lines) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13) ON CONFLICT(build_id, suite, name, step) DO UPDATE SET "
+    "status = excluded.status, attempts = excluded.attempts, "
+    "duration_ms = excluded.duration_ms, outcome = excluded.outcome, "
+    "message = excluded.message, log_offset = excluded.log_offset, "
+    "log_line = excluded.log_line, log_lines = excluded.log_lines";
 static const char SQL_STEP_FORCE_END[] =
     "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
     "text = ?3 WHERE build_id = ?4 AND idx = ?5";
@@ -573,12 +618,168 @@ static int op_step_start(tf_engine_t *e, const tf_op_step_start_t *o)
     return SQLITE_OK;
 }
 
+/* ---- Log blocks (store/logblock.h) ----
+ *
+ * The open tail of a step's log is its chunks from log_sealed on. Sealing
+ * takes whole chunks from there, at least TF_LOGBLOCK_TARGET bytes when
+ * the tail has them, packs them into one block, stores it and drops the
+ * chunks, and moves log_sealed past them: inside the transaction of the
+ * group that caused it, so readers see either the chunks or the block. */
+
+/* Runs a cached statement that returns one row of integers into out[n]
+ * (no row: *found false). */
+static int query_ints(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                      size_t nv, int64_t *out, size_t n, bool *found)
+{
+    sqlite3_stmt *st;
+    int src = cache_get(e, sql, &st);
+
+    *found = false;
+    if (src != SQLITE_OK)
+        return src;
+    src = bind_vals(st, v, nv, SQLITE_STATIC);
+    if (src != SQLITE_OK) {
+        snprintf(e->msg, sizeof(e->msg), "bind: %s", sqlite3_errmsg(e->db));
+        sqlite3_clear_bindings(st);
+        return src;
+    }
+    src = sqlite3_step(st);
+    if (src == SQLITE_ROW) {
+        *found = true;
+        for (size_t i = 0; i < n; i++)
+            out[i] = sqlite3_column_int64(st, (int)i);
+        while ((src = sqlite3_step(st)) == SQLITE_ROW)
+            ;
+    }
+    if (src != SQLITE_DONE)
+        snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errmsg(e->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return src == SQLITE_DONE ? SQLITE_OK : src;
+}
+
+/* Makes room for n bytes in the sealing buffer. */
+static bool seal_room(tf_engine_t *e, size_t n)
+{
+    if (n <= e->sealcap)
+        return true;
+    size_t cap = e->sealcap ? e->sealcap : TF_LOGBLOCK_TARGET * 2;
+    while (cap < n)
+        cap *= 2;
+    unsigned char *b = realloc(e->sealbuf, cap);
+    if (!b)
+        return false;
+    e->sealbuf = b;
+    e->sealcap = cap;
+    return true;
+}
+
+/* Seals one block of the tail of (build_id, step) from byte `from`: the
+ * chunks from there, until they hold TF_LOGBLOCK_TARGET bytes or run out
+ * (or a hole, which is left as it is). *to gets the new log_sealed (from
+ * when nothing was sealed). */
+static int seal_block(tf_engine_t *e, uint64_t build_id, unsigned step,
+                      uint64_t from, uint64_t *to)
+{
+    sqlite3_stmt *st;
+    uint64_t pos = from, line = 0;
+    size_t n = 0;
+    int src;
+
+    *to = from;
+    src = cache_get(e, SQL_LOG_TAIL, &st);
+    if (src != SQLITE_OK)
+        return src;
+    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    sqlite3_bind_int(st, 2, (int)step);
+    sqlite3_bind_int64(st, 3, (int64_t)from);
+    while (n < TF_LOGBLOCK_TARGET && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t off = (uint64_t)sqlite3_column_int64(st, 0);
+        const void *d = sqlite3_column_blob(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        if (off != pos || n + len > TF_LOGBLOCK_MAX)
+            break; /* a hole, or a block would grow past its cap */
+        if (n == 0)
+            line = (uint64_t)sqlite3_column_int64(st, 1);
+        if (!seal_room(e, n + len)) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            snprintf(e->msg, sizeof(e->msg), "out of memory sealing a log");
+            return SQLITE_NOMEM;
+        }
+        if (len)
+            memcpy(e->sealbuf + n, d, len);
+        n += len;
+        pos += len;
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE) {
+        snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errmsg(e->db));
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return src;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (n == 0)
+        return SQLITE_OK;
+    if (!e->packer && !(e->packer = tf_logpacker_new())) {
+        snprintf(e->msg, sizeof(e->msg), "out of memory sealing a log");
+        return SQLITE_NOMEM;
+    }
+    const void *blob;
+    size_t blen;
+    int codec;
+    int rc = tf_logblock_pack(e->packer, e->sealbuf, n, &blob, &blen, &codec);
+    if (rc != 0) {
+        snprintf(e->msg, sizeof(e->msg), "packing a log block: %s",
+                 tf_strerror(rc));
+        return rc == TF_ENOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
+    }
+    EXEC(SQL_LOG_BLOCK_PUT, I(build_id), I(step), I(from), I(line), I(n),
+         I(codec), tf_sql_blob(blob, blen));
+    EXEC(SQL_LOG_TAIL_DROP, I(build_id), I(step), I(from), I(pos));
+    EXEC(SQL_LOG_SEALED, I(pos), I(build_id), I(step));
+    *to = pos;
+    return SQLITE_OK;
+}
+
+/* Seals the whole tail of a step that ended (several blocks for a log
+ * of an older version that was never sealed). */
+static int seal_rest(tf_engine_t *e, uint64_t build_id, unsigned step)
+{
+    int64_t v[2];
+    bool found;
+    int src = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id),
+                         I(step)}, 2, v, 2, &found);
+    if (src != SQLITE_OK || !found)
+        return src;
+    uint64_t sealed = (uint64_t)v[0], bytes = (uint64_t)v[1];
+    while (sealed < bytes) {
+        uint64_t to;
+        src = seal_block(e, build_id, step, sealed, &to);
+        if (src != SQLITE_OK || to == sealed)
+            return src; /* done, or a hole that stays a tail */
+        sealed = to;
+    }
+    return SQLITE_OK;
+}
+
 static int op_output(tf_engine_t *e, const tf_op_output_t *o)
 {
+    int64_t sealed;
+    bool found;
+    uint64_t to;
+
     EXEC(SQL_OUTPUT_CHUNK, I(o->build_id), I(o->step), I(o->offset),
          I(o->seq), I(o->stream), I(o->line), tf_sql_blob(o->data, o->len));
-    EXEC(SQL_OUTPUT_STEP, I(o->log_bytes), I(o->log_lines), I(o->build_id),
-         I(o->step));
+    int src = query_ints(e, SQL_OUTPUT_STEP,
+                         (tf_sqlval_t[]){I(o->log_bytes), I(o->log_lines),
+                                         I(o->build_id), I(o->step)},
+                         4, &sealed, 1, &found);
+    if (src != SQLITE_OK || !found)
+        return src;
+    if (o->log_bytes - (uint64_t)sealed >= TF_LOGBLOCK_TARGET)
+        return seal_block(e, o->build_id, o->step, (uint64_t)sealed, &to);
     return SQLITE_OK;
 }
 
@@ -589,7 +790,7 @@ static int op_step_finish(tf_engine_t *e, const tf_op_step_finish_t *o)
          I(o->timed_out ? 1 : 0), T(o->text), I(o->build_id), I(o->step),
          I(o->time_ms - o->duration_ms), T(o->info),
          OPT(o->has_warnings, o->warnings));
-    return SQLITE_OK;
+    return seal_rest(e, o->build_id, o->step);
 }
 
 static int op_build_prop(tf_engine_t *e, const tf_op_build_prop_t *o)
@@ -623,12 +824,29 @@ static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
     return stmt_run(e, st);
 }
 
+static int op_test_result(tf_engine_t *e, const tf_op_test_result_t *o)
+{
+    const char *status = o->status;
+
+    if (strcmp(status, "pass") == 0) {
+        EXEC(SQL_TEST_FLAKY, I(o->build_id), T(o->suite), T(o->name));
+        if (sqlite3_changes(e->db) > 0)
+            status = "flaky";
+    }
+    EXEC(SQL_TEST_RESULT, I(o->build_id), I(o->step), T(o->suite),
+         T(o->name), T(o->builder), T(status), I(o->attempts),
+         o->duration_ms >= 0 ? I(o->duration_ms) : N(), T(o->outcome),
+         T(o->message), OPT(o->has_log, o->log_offset),
+         OPT(o->has_log, o->log_line), OPT(o->has_log, o->log_lines));
+    return SQLITE_OK;
+}
+
 static int op_step_force_end(tf_engine_t *e,
                              const tf_op_step_force_end_t *o)
 {
     EXEC(SQL_STEP_FORCE_END, I(o->result), I(o->time_ms), T(o->text),
          I(o->build_id), I(o->step));
-    return SQLITE_OK;
+    return seal_rest(e, o->build_id, o->step);
 }
 
 static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
@@ -648,8 +866,8 @@ static const char SQL_PATCH_PUT[] =
 static const char SQL_JOB_CREATE[] =
     "INSERT INTO try_jobs(id, user_id, author, email, notify, notify_email, "
     "description, review_url, patchset, base_revision, patch_sha256, "
-    "patch_size, state, submitted_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, 'pending', ?13)";
+    "patch_size, state, submitted_ms, new_failures_only) VALUES(?1, ?2, "
+    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14)";
 static const char SQL_JOB_RUNNING[] =
     "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
     "AND state = 'pending'";
@@ -696,7 +914,7 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
              T(o->email), I(o->notify ? 1 : 0), T(o->notify_email),
              T(o->description), T(o->review_url), T(o->patchset),
              T(o->base_revision), T(o->patch_sha256), I(o->patch_size),
-             I(o->submitted_ms));
+             I(o->submitted_ms), I(o->new_failures_only ? 1 : 0));
         break;
     }
     case TF_OP_JOB_RUNNING:
@@ -855,6 +1073,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_REQUEST_COLLAPSE:
     case TF_OP_REQUEST_CANCEL:
     case TF_OP_REQUEST_DONE:
+    case TF_OP_REQUEST_REUSED:
         return op_request_end(e, op->kind, &op->u.request_end);
     case TF_OP_BUILD_CREATE:
         return op_build_create(e, &op->u.build_create);
@@ -872,6 +1091,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_stat(e, &op->u.stat);
     case TF_OP_STEP_FORCE_END:
         return op_step_force_end(e, &op->u.step_force_end);
+    case TF_OP_TEST_RESULT:
+        return op_test_result(e, &op->u.test_result);
     case TF_OP_BUILD_FINISH:
         return op_build_finish(e, &op->u.build_finish);
     case TF_OP_CHANGES_RECORD:
@@ -1002,6 +1223,253 @@ fail:
     return TF_ENG_DB_FAILED;
 }
 
+/* ---- Retention (store.h, tf_retention_t) ----
+ *
+ * One unit removes a batch of one build's logs: at most RET_BLOCKS blocks
+ * and RET_CHUNKS chunks, so a transaction frees about a MiB of pages and
+ * never keeps the writer from a waiting group for long. The build whose
+ * logs are all gone gets logs_removed_ms. Candidates are found through
+ * builds_logs_kept (a builder's builds that still have logs, by number),
+ * one builder after another. */
+#define RET_BLOCKS 16
+#define RET_CHUNKS 256
+
+static const char SQL_RET_BUILDERS[] =
+    "SELECT DISTINCT builder FROM builds WHERE logs_removed_ms IS NULL "
+    "AND builder > ?1 ORDER BY builder LIMIT 1";
+static const char SQL_RET_BY_COUNT[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND number < (SELECT number FROM builds "
+    "WHERE builder = ?1 AND state = 'finished' ORDER BY number DESC "
+    "LIMIT 1 OFFSET ?2) ORDER BY number LIMIT 1";
+static const char SQL_RET_BY_AGE[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND finished_ms < ?2 ORDER BY number LIMIT 1";
+static const char SQL_RET_BY_SIZE[] =
+    "SELECT id, (SELECT coalesce(sum(log_bytes), 0) FROM steps "
+    "WHERE build_id = b.id) FROM builds b WHERE builder = ?1 "
+    "AND logs_removed_ms IS NULL AND state = 'finished' "
+    "ORDER BY number DESC";
+static const char SQL_RET_DROP_BLOCKS[] =
+    "DELETE FROM log_blocks WHERE rowid IN (SELECT rowid FROM log_blocks "
+    "WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_DROP_CHUNKS[] =
+    "DELETE FROM log_chunks WHERE rowid IN (SELECT rowid FROM log_chunks "
+    "WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_MARK[] =
+    "UPDATE builds SET logs_removed_ms = ?1 WHERE id = ?2";
+static const char SQL_RET_MARK_STEPS[] =
+    "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
+    "AND log_sealed < log_bytes";
+
+static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
+                                           const char *builder)
+{
+    for (size_t i = 0; i < ret->n; i++)
+        if (strcmp(ret->rules[i].builder, builder) == 0)
+            return &ret->rules[i];
+    return &ret->dflt;
+}
+
+static bool rule_limits(const tf_retention_rule_t *r)
+{
+    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
+}
+
+/* The oldest build of builder whose logs the rule no longer keeps, or 0. */
+static int expired_build(tf_engine_t *e, const char *builder,
+                         const tf_retention_rule_t *r, int64_t now_ms,
+                         uint64_t *id)
+{
+    int64_t v[1];
+    bool found = false;
+    int src;
+
+    *id = 0;
+    if (r->log_builds > 0) {
+        src = query_ints(e, SQL_RET_BY_COUNT,
+                         (tf_sqlval_t[]){T(builder), I(r->log_builds - 1)},
+                         2, v, 1, &found);
+        if (src != SQLITE_OK || found)
+            goto out;
+    }
+    if (r->log_days > 0) {
+        src = query_ints(e, SQL_RET_BY_AGE,
+                         (tf_sqlval_t[]){T(builder),
+                                         I(now_ms - r->log_days * 86400000)},
+                         2, v, 1, &found);
+        if (src != SQLITE_OK || found)
+            goto out;
+    }
+    if (r->log_bytes > 0) {
+        sqlite3_stmt *st;
+        src = cache_get(e, SQL_RET_BY_SIZE, &st);
+        if (src != SQLITE_OK)
+            return src;
+        sqlite3_bind_text(st, 1, builder, -1, SQLITE_STATIC);
+        int64_t sum = 0;
+        while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+            sum += sqlite3_column_int64(st, 1);
+            if (sum > r->log_bytes) {
+                v[0] = sqlite3_column_int64(st, 0);
+                found = true;
+                break;
+            }
+        }
+        if (src != SQLITE_ROW && src != SQLITE_DONE)
+            snprintf(e->msg, sizeof(e->msg), "%s", sqlite3_errmsg(e->db));
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        if (src != SQLITE_ROW && src != SQLITE_DONE)
+            return src;
+    }
+    src = SQLITE_OK;
+out:
+    if (src == SQLITE_OK && found)
+        *id = (uint64_t)v[0];
+    return src;
+}
+
+/* Removes a batch of the logs of the next build retention expires, in the
+ * open transaction. *did: something was removed or marked. */
+static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
+                          int64_t now_ms, bool *did)
+{
+    *did = false;
+    /* Walk the builders from the cursor; wrap once. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (;;) {
+            sqlite3_stmt *st;
+            char builder[TF_NAME_MAX + 1];
+            int src = cache_get(e, SQL_RET_BUILDERS, &st);
+            if (src != SQLITE_OK)
+                return src;
+            sqlite3_bind_text(st, 1, e->ret_builder, -1, SQLITE_STATIC);
+            src = sqlite3_step(st);
+            bool have = src == SQLITE_ROW;
+            if (have)
+                snprintf(builder, sizeof(builder), "%s",
+                         (const char *)sqlite3_column_text(st, 0));
+            if (src != SQLITE_ROW && src != SQLITE_DONE)
+                snprintf(e->msg, sizeof(e->msg), "%s",
+                         sqlite3_errmsg(e->db));
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            if (src != SQLITE_ROW && src != SQLITE_DONE)
+                return src;
+            if (!have)
+                break;
+            const tf_retention_rule_t *r = rule_for(ret, builder);
+            uint64_t id = 0;
+            if (rule_limits(r)) {
+                src = expired_build(e, builder, r, now_ms, &id);
+                if (src != SQLITE_OK)
+                    return src;
+            }
+            if (!id) {
+                snprintf(e->ret_builder, sizeof(e->ret_builder), "%s",
+                         builder);
+                continue;
+            }
+            EXEC(SQL_RET_DROP_BLOCKS, I(id), I(RET_BLOCKS));
+            int gone = sqlite3_changes(e->db);
+            EXEC(SQL_RET_DROP_CHUNKS, I(id), I(RET_CHUNKS));
+            gone += sqlite3_changes(e->db);
+            if (gone == 0) {
+                EXEC(SQL_RET_MARK, I(now_ms), I(id));
+                EXEC(SQL_RET_MARK_STEPS, I(id));
+                tf_debug(SUB, "build %" PRIu64 " of %s: logs removed by "
+                              "retention", id, builder);
+            }
+            *did = true;
+            return SQLITE_OK; /* the same builder again next time */
+        }
+        e->ret_builder[0] = '\0';
+    }
+    return SQLITE_OK;
+}
+
+/* Idle work (engine.h, maintain): seals one block of a finished step's
+ * tail that is still open (a log stored by an older version, or a step
+ * whose end came without its output sealed), in a transaction of its
+ * own. The walk goes through steps_unsealed in order and skips a step
+ * it cannot seal (a hole in its chunks), so it always ends. */
+static int maintain(tf_engine_t *e, const tf_retention_t *ret,
+                    int64_t now_ms, bool *removed, char *err, size_t errlen)
+{
+    int64_t v[2];
+    bool found, did = false;
+    uint64_t to = 0;
+    int src = ctl(e, SQL_BEGIN);
+
+    *removed = false;
+    if (src != SQLITE_OK)
+        goto fail;
+    src = query_ints(e, SQL_LOG_UNSEALED,
+                     (tf_sqlval_t[]){I(e->maint_build), I(e->maint_step)},
+                     2, v, 2, &found);
+    if (src != SQLITE_OK)
+        goto fail;
+    if (!found) {
+        e->maint_build = 0;
+        e->maint_step = 0;
+        src = retention_step(e, ret, now_ms, &did);
+        if (src != SQLITE_OK)
+            goto fail;
+        src = ctl(e, SQL_COMMIT);
+        if (src != SQLITE_OK)
+            goto fail;
+        *removed = did;
+        return did ? 1 : 0;
+    }
+    uint64_t build_id = (uint64_t)v[0];
+    unsigned step = (unsigned)v[1];
+    src = query_ints(e, SQL_LOG_STEP,
+                     (tf_sqlval_t[]){I(build_id), I(step)}, 2, v, 2, &found);
+    if (src == SQLITE_OK && found)
+        src = seal_block(e, build_id, step, (uint64_t)v[0], &to);
+    if (src != SQLITE_OK)
+        goto fail;
+    src = ctl(e, SQL_COMMIT);
+    if (src != SQLITE_OK)
+        goto fail;
+    e->maint_build = build_id;
+    e->maint_step = step;
+    if (!found || to == (uint64_t)v[0] || to >= (uint64_t)v[1]) {
+        /* Sealed to its end, or nothing more can be: the next step. */
+        e->maint_step = step + 1;
+        if (!found || to == (uint64_t)v[0])
+            tf_warn(SUB, "build %" PRIu64 " step %u: its log has a hole "
+                         "at byte %" PRIu64 "; left unsealed",
+                    build_id, step, found ? (uint64_t)v[0] : 0);
+    }
+    return 1;
+
+fail:
+    if (!sqlite3_get_autocommit(e->db)) {
+        char keep[sizeof(e->msg)];
+        memcpy(keep, e->msg, sizeof(keep));
+        ctl(e, SQL_ROLLBACK);
+        memcpy(e->msg, keep, sizeof(keep));
+    }
+    fmt_trunc(err, errlen, "sealing old logs: %s (sqlite error %d)", e->msg,
+              src);
+    return TF_ESTORE;
+}
+
+static int vacuum(tf_engine_t *e, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(e->db, "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; "
+                            "PRAGMA wal_checkpoint(TRUNCATE)",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        fmt_trunc(err, errlen, "VACUUM: %s", msg ? msg : "failed");
+        sqlite3_free(msg);
+        return TF_ESTORE;
+    }
+    return 0;
+}
+
 static void set_max_pages(tf_engine_t *e, long pages)
 {
     char sql[64];
@@ -1036,6 +1504,11 @@ static void close_writer(tf_engine_t *e)
     sqlite3_stmt *st;
     int src;
 
+    tf_logpacker_free(e->packer);
+    e->packer = NULL;
+    free(e->sealbuf);
+    e->sealbuf = NULL;
+    e->sealcap = 0;
     if (!e->db)
         return;
     cache_clear(&e->cache);
@@ -2167,6 +2640,8 @@ const tf_engine_vt_t tf_engine_sqlite = {
     .apply_batch = apply_batch,
     .query = query,
     .set_max_pages = set_max_pages,
+    .maintain = maintain,
+    .vacuum = vacuum,
     .close_writer = close_writer,
     .destroy = destroy,
     .check = engine_check,

@@ -59,8 +59,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "store/engine.h"
 #include "store/store_internal.h"
@@ -116,6 +118,7 @@ struct tf_store {
 
     /* Loop thread only. */
     uv_async_t async;
+    uint64_t generation; /* tf_store_generation */
     bool serving;
     bool congestion_reported;
     size_t reads_inflight;
@@ -127,6 +130,8 @@ struct tf_store {
     /* Writer thread only. */
     pthread_t writer;
     char werr[256]; /* the message of the last failure */
+    tf_retention_t wret;    /* the writer's copy of ret */
+    uint64_t wret_version;
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
@@ -147,6 +152,10 @@ struct tf_store {
     char last_error[256];
     bool hook_pending;
     long hook_max_pages;
+    tf_retention_t ret;   /* tf_store_set_retention */
+    uint64_t maint_next_ms; /* when idle work may run next (engine.h) */
+    uint64_t ret_version;
+    uint64_t removals;    /* atomic: tf_store_removals */
     fail_rule_t rules[MAX_FAIL_RULES];
     size_t nrules;
 };
@@ -162,6 +171,7 @@ typedef struct read_req {
 } read_req_t;
 
 static void report_congestion(tf_store_t *s);
+static const tf_engine_vt_t *engine_for(const char *path);
 static void maybe_finish_close(tf_store_t *s);
 
 /* ------------------------------------------------------------------ */
@@ -357,6 +367,19 @@ out:
     return rc;
 }
 
+/* Whether g holds anything but progress: a log chunk, the event chain, a
+ * slave heard from. Those are the writes that happen all the time and
+ * change no cached answer (tf_store_generation). */
+static bool changes_state(const tf_wgroup_t *g)
+{
+    for (const tf_op_t *op = g->head; op; op = op->next) {
+        if (op->kind != TF_OP_OUTPUT && op->kind != TF_OP_BUILD_SEQ &&
+            op->kind != TF_OP_SLAVE_SEEN)
+            return true;
+    }
+    return false;
+}
+
 int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
                     void *arg)
 {
@@ -370,7 +393,16 @@ int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
     g->arg = arg;
     g->rc = 0;
     g->poisoned = false;
-    return enqueue(s, g); /* refused: g stays the caller's */
+    g->changes_state = changes_state(g);
+    int rc = enqueue(s, g); /* refused: g stays the caller's */
+    if (rc == 0 && g->changes_state)
+        s->generation++;
+    return rc;
+}
+
+uint64_t tf_store_generation(const tf_store_t *s)
+{
+    return s->generation;
 }
 
 /* ------------------------------------------------------------------ */
@@ -509,6 +541,127 @@ static size_t take_batch(tf_store_t *s, tf_wgroup_t **first,
     return n;
 }
 
+/* Called with mu held while nothing is queued: runs one unit of the
+ * engine's idle work (engine.h, maintain) with mu released when it is
+ * due, or sleeps until it is due or a group arrives. Idle work never
+ * delays a group by more than one unit (a few milliseconds). */
+static void writer_idle(tf_store_t *s)
+{
+    if (!s->vt->maintain) {
+        pthread_cond_wait(&s->wake, &s->mu);
+        return;
+    }
+    uint64_t now = mono_ms();
+    if (now < s->maint_next_ms) {
+        struct timespec ts;
+        timespec_at(s->maint_next_ms, &ts);
+        pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+        return;
+    }
+    if (s->wret_version != s->ret_version) {
+        /* The retention changed (a config load): take a copy. */
+        tf_retention_rule_t *rules =
+            s->ret.n ? malloc(s->ret.n * sizeof(*rules)) : NULL;
+        if (!s->ret.n || rules) {
+            free(s->wret.rules);
+            s->wret = s->ret;
+            s->wret.rules = rules;
+            if (rules)
+                memcpy(rules, s->ret.rules, s->ret.n * sizeof(*rules));
+            s->wret_version = s->ret_version;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    char err[256] = "";
+    bool removed = false;
+    int r = s->vt->maintain(s->eng, &s->wret, tf_now_ms(), &removed, err,
+                            sizeof(err));
+    if (removed)
+        __atomic_add_fetch(&s->removals, 1, __ATOMIC_RELEASE);
+    if (r < 0)
+        tf_warn(SUB, "%s: idle work failed: %s", s->path, err);
+    pthread_mutex_lock(&s->mu);
+    if (r <= 0 && s->wret_version == s->ret_version)
+        s->maint_next_ms = mono_ms() + TF_STORE_MAINT_IDLE_MS;
+}
+
+static uint64_t file_bytes(const char *path)
+{
+    uint64_t n = 0;
+    char wal[4200];
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        n += (uint64_t)sb.st_size;
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    if (stat(wal, &sb) == 0)
+        n += (uint64_t)sb.st_size;
+    return n;
+}
+
+int tf_store_vacuum(const char *path, const tf_retention_t *ret,
+                    tf_vacuum_stats_t *st)
+{
+    const tf_engine_vt_t *vt = engine_for(path);
+    tf_engine_t *e = NULL;
+    int version = 0, rc;
+    char err[256] = "";
+
+    memset(st, 0, sizeof(*st));
+    if (!vt || !vt->maintain || !vt->vacuum)
+        return TF_EINVAL;
+    st->bytes_before = file_bytes(path);
+    rc = vt->open(path, 1, &e, &version);
+    if (rc != 0)
+        return rc;
+    for (;;) {
+        bool removed = false;
+        int r = vt->maintain(e, ret, tf_now_ms(), &removed, err, sizeof(err));
+        if (r < 0) {
+            tf_error(SUB, "%s: %s", path, err);
+            rc = r;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        st->units++;
+        st->removed += removed;
+    }
+    rc = vt->vacuum(e, err, sizeof(err));
+    if (rc != 0)
+        tf_error(SUB, "%s: %s", path, err);
+out:
+    vt->close_writer(e);
+    vt->destroy(e);
+    st->bytes_after = file_bytes(path);
+    return rc;
+}
+
+uint64_t tf_store_removals(const tf_store_t *s)
+{
+    return __atomic_load_n(&s->removals, __ATOMIC_ACQUIRE);
+}
+
+int tf_store_set_retention(tf_store_t *s, const tf_retention_t *r)
+{
+    tf_retention_rule_t *rules = NULL;
+    if (r->n) {
+        rules = malloc(r->n * sizeof(*rules));
+        if (!rules)
+            return TF_ENOMEM;
+        memcpy(rules, r->rules, r->n * sizeof(*rules));
+    }
+    pthread_mutex_lock(&s->mu);
+    free(s->ret.rules);
+    s->ret = *r;
+    s->ret.rules = rules;
+    s->ret_version++;
+    /* Run the idle work soon: the new rules may remove logs now. */
+    s->maint_next_ms = 0;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     tf_store_t *s = arg;
@@ -521,7 +674,7 @@ static void *writer_main(void *arg)
 
         pthread_mutex_lock(&s->mu);
         while (!s->pending.head && !s->closing)
-            pthread_cond_wait(&s->wake, &s->mu);
+            writer_idle(s);
         if (!s->pending.head) {
             pthread_mutex_unlock(&s->mu);
             break;
@@ -582,6 +735,8 @@ static void report_congestion(tf_store_t *s)
 
 static void free_store(tf_store_t *s)
 {
+    free(s->ret.rules);
+    free(s->wret.rules);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
     free(s->path);
@@ -656,6 +811,8 @@ static void on_async(uv_async_t *h)
 
         next = g->next;
         g->next = NULL;
+        if (g->changes_state)
+            s->generation++; /* committed (or failed): readers see it now */
         if (cb)
             cb(g->arg, g->rc);
         if (!keep)

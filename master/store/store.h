@@ -45,6 +45,7 @@
 #include <uv.h>
 
 #include "email.h" /* TF_EMAIL_MAX */
+#include "names.h" /* TF_NAME_MAX */
 
 typedef struct tf_store tf_store_t;
 typedef struct tf_wgroup tf_wgroup_t;
@@ -108,6 +109,54 @@ typedef struct tf_store_health {
 
 /* Snapshot of the writer's state (any thread). */
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
+
+/* A counter that moves whenever the stored state may have changed: when
+ * a group holding more than progress (output chunks, the event chain,
+ * "slave seen") is queued, and again when it has committed or failed.
+ * An answer computed while the counter stayed the same is still right:
+ * the API's cache (api/cache.c) keys its answers by it. Loop thread. */
+uint64_t tf_store_generation(const tf_store_t *s);
+
+/* How many times the writer's idle work removed logs (retention): an
+ * answer that never changes otherwise (a finished build) is stale once
+ * this moves. Any thread. */
+uint64_t tf_store_removals(const tf_store_t *s);
+
+/* Retention of step logs (docs/config.md, "retention"): the writer removes
+ * logs in small batches while idle; build rows, steps, stats and test
+ * results stay, and the build records when its logs went. 0: no limit. */
+typedef struct tf_retention_rule {
+    char builder[TF_NAME_MAX + 1]; /* "" in the default rule */
+    int64_t log_days;   /* logs of builds finished longer ago go */
+    int64_t log_builds; /* only the newest N finished builds keep logs */
+    int64_t log_bytes;  /* the newest builds keep logs up to this many raw
+                           bytes */
+} tf_retention_rule_t;
+
+typedef struct tf_retention {
+    tf_retention_rule_t dflt;   /* for builders without a rule */
+    tf_retention_rule_t *rules; /* per builder */
+    size_t n;
+} tf_retention_t;
+
+/* Replaces the retention the writer applies (copied). Returns 0 or
+ * TF_ENOMEM (the previous one stays). */
+int tf_store_set_retention(tf_store_t *s, const tf_retention_t *r);
+
+/* What tf_store_vacuum did. */
+typedef struct tf_vacuum_stats {
+    uint64_t units;        /* units of idle work: blocks sealed, batches of
+                              logs removed */
+    uint64_t removed;      /* of which removed logs */
+    uint64_t bytes_before, bytes_after; /* the database and its WAL */
+} tf_vacuum_stats_t;
+
+/* `tf-master vacuum`: with the master stopped, opens the database at path
+ * (migrating it), seals every log an older version left open, removes
+ * every log ret no longer keeps, and rewrites the file compactly. Returns
+ * 0, or a code with the cause logged. No loop, no writer thread. */
+int tf_store_vacuum(const char *path, const tf_retention_t *ret,
+                    tf_vacuum_stats_t *st);
 
 /* The schema version the database is at after migrations. */
 int tf_store_schema_version(tf_store_t *s);
@@ -219,6 +268,8 @@ typedef struct tf_request_rec {
     int priority;
     int64_t submitted_ms;
     uint64_t job_id;        /* 0: not a try job's */
+    uint64_t without_patch_of; /* 0; or the try build this reruns without
+                                  its patch (retry_without_patch) */
     const char *scheduler;  /* NULL: not a scheduler's */
     const uint64_t *changes;
     size_t nchanges;
@@ -236,6 +287,10 @@ int tf_op_request_cancel(tf_wgroup_t *g, uint64_t id, int result,
                          int64_t time_ms);
 int tf_op_request_done(tf_wgroup_t *g, uint64_t id, int result,
                        int64_t time_ms);
+/* A try request answered from an earlier build (result reuse): done at
+ * once, SUCCESS, its build that build, marked reused. */
+int tf_op_request_reused(tf_wgroup_t *g, uint64_t id, uint64_t build_id,
+                         int64_t time_ms);
 
 /* A build starts: its row and its steps' rows (pending), its blamelist
  * (the request's changes), its request running, the builder's last build
@@ -297,6 +352,23 @@ int tf_op_build_prop(tf_wgroup_t *g, uint64_t build_id, const char *key,
 int tf_op_stat(tf_wgroup_t *g, const char *builder, uint64_t build_id,
                unsigned step, const char *name, double value);
 
+/* One test's result in a step (a test_results event carries them): the
+ * strings are copied into the group. status is "pass", "fail", "skip" or
+ * "flaky"; duration_ms < 0 is unknown; the log position is the test's
+ * first line in the step's log (byte offset, 1-based line) and its number
+ * of lines. A "pass" after a "fail" of the same (suite, name) in the same
+ * build makes both "flaky" (ops.h). */
+typedef struct tf_test_result_rec {
+    uint64_t build_id;
+    unsigned step;
+    const char *builder, *suite, *name, *status, *outcome, *message;
+    uint32_t attempts;
+    int64_t duration_ms;
+    bool has_log;
+    uint64_t log_offset, log_line, log_lines;
+} tf_test_result_rec_t;
+int tf_op_test_result(tf_wgroup_t *g, const tf_test_result_rec_t *r);
+
 /* A step that will get no end from the slave is closed with result. */
 int tf_op_step_force_end(tf_wgroup_t *g, uint64_t build_id, unsigned step,
                          int result, int64_t time_ms, const char *text);
@@ -321,6 +393,7 @@ typedef struct tf_job_rec {
     int64_t user_id;
     const char *author, *email, *notify_email;
     bool notify;
+    bool new_failures_only; /* its mail's verdict counts new failures */
     const char *description, *review_url, *patchset, *base_revision;
     const char *patch_sha256; /* NULL: no patch */
     uint64_t patch_size;

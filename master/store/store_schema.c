@@ -216,6 +216,61 @@ static const char *const migrations[] = {
     "    WHERE id = builders.last_complete_build_id),"
     "  last_complete_ms = (SELECT finished_ms FROM builds"
     "    WHERE id = builders.last_complete_build_id);",
+
+    /* 7: test results as data (issue 12): one row per test per step of a
+     * build, written with the test_results event that carries it. status
+     * is the row's status after the build's retries: a failure that a
+     * later attempt in the same build passed is 'flaky' (ops.h,
+     * test_result). The key leads with (build, suite, name), so the
+     * flaky rule's lookup of a test's other rows in its build is a seek;
+     * the history index serves "this test over the last N builds of this
+     * builder" without touching other tests' rows. A try
+     * job remembers whether its verdict counts new failures only; a try
+     * request answered from an earlier identical build is done at once,
+     * its build_id that build's, and marked reused. A builder's
+     * retry_without_patch request names the try build it reruns. */
+    "CREATE TABLE test_results("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  suite TEXT NOT NULL, name TEXT NOT NULL,"
+    "  builder TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 1,"
+    "  duration_ms INTEGER, outcome TEXT, message TEXT,"
+    "  log_offset INTEGER, log_line INTEGER, log_lines INTEGER,"
+    "  PRIMARY KEY(build_id, suite, name, step)) WITHOUT ROWID;"
+    "CREATE INDEX test_results_history"
+    "  ON test_results(builder, suite, name, build_id);"
+    "ALTER TABLE try_jobs ADD COLUMN new_failures_only INTEGER NOT NULL"
+    "  DEFAULT 0;"
+    "ALTER TABLE build_requests ADD COLUMN reused INTEGER NOT NULL"
+    "  DEFAULT 0;"
+    "ALTER TABLE build_requests ADD COLUMN without_patch_of INTEGER;"
+    "CREATE INDEX build_requests_without_patch"
+    "  ON build_requests(without_patch_of) WHERE without_patch_of IS NOT NULL;"
+    "CREATE INDEX build_requests_by_revision"
+    "  ON build_requests(builder, revision) WHERE revision IS NOT NULL;",
+    /* 8: compressed logs (store/logblock.h). A step's log is its sealed
+     * blocks, which cover bytes [0, log_sealed), then its open tail of
+     * chunks in log_chunks. Logs of older versions are all tail (their
+     * log_sealed is 0), read as they are, and get sealed by the writer
+     * when idle: steps_unsealed finds the finished steps left. */
+    "CREATE TABLE log_blocks("
+    "  build_id INTEGER NOT NULL, step INTEGER NOT NULL,"
+    "  offset INTEGER NOT NULL,"
+    "  line INTEGER NOT NULL,"
+    "  raw_len INTEGER NOT NULL,"
+    "  codec INTEGER NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  PRIMARY KEY(build_id, step, offset));"
+    "ALTER TABLE steps ADD COLUMN log_sealed INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX steps_unsealed ON steps(build_id, idx) "
+    "WHERE log_sealed < log_bytes;"
+    /* Retention: a build whose logs were removed keeps its rows and says
+     * when; builds_logs_kept walks a builder's builds that still have
+     * theirs, oldest first. */
+    "ALTER TABLE builds ADD COLUMN logs_removed_ms INTEGER;"
+    "CREATE INDEX builds_logs_kept ON builds(builder, number) "
+    "WHERE logs_removed_ms IS NULL;",
 };
 
 size_t tf_schema_count(void)

@@ -8,6 +8,12 @@ REQUESTS keep-alive requests, reporting p50 and p99 in milliseconds.
 
     tests/bench/bench_api.py [--build-dir build] [--builds 100000]
                              [--steps 10] [--requests 300] [--keep DIR]
+                             [--wrk SECONDS]
+
+With --wrk, each hot endpoint is then loaded with wrk (Debian's `wrk`
+package) for SECONDS at 1 and at 8 connections, reporting requests per
+second and the p50 and p99 latency wrk measured (keep-alive; the answers
+come from the master's cache of rendered answers after the first).
 
 The figures are recorded in docs/release-engineers.md ("Speed"). This is a
 benchmark, not a test: it prints numbers and exits 0 unless the master
@@ -147,6 +153,33 @@ def measure(port, path, n):
                                              int(len(times) * 0.99))], len(body)
 
 
+def wrk_unit_ms(v):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit) and not (unit == "s" and v.endswith(("us", "ms"))):
+            return float(v[:-len(unit)]) * f
+    return float(v)
+
+
+def wrk(port, path, conns, secs):
+    """(requests/s, p50 ms, p99 ms) from wrk at conns connections."""
+    out = subprocess.run(["wrk", "-t", str(min(conns, 2)), "-c", str(conns),
+                          "-d", "%ds" % secs, "--latency",
+                          "http://127.0.0.1:%d%s" % (port, path)],
+                         check=True, capture_output=True, text=True).stdout
+    rps = p50 = p99 = None
+    for line in out.splitlines():
+        f = line.split()
+        if line.startswith("Requests/sec:"):
+            rps = float(f[1])
+        elif len(f) == 2 and f[0] == "50%":
+            p50 = wrk_unit_ms(f[1])
+        elif len(f) == 2 and f[0] == "99%":
+            p99 = wrk_unit_ms(f[1])
+        elif "Non-2xx" in line:
+            sys.exit("wrk: %s answered errors: %s" % (path, line))
+    return rps, p50, p99
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
@@ -155,6 +188,8 @@ def main():
     ap.add_argument("--builders", type=int, default=10)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--keep", help="keep the master directory here")
+    ap.add_argument("--wrk", type=int, default=0, metavar="SECONDS",
+                    help="load the hot endpoints with wrk for SECONDS each")
     a = ap.parse_args()
     exe = os.path.join(a.build_dir, "master", "tf-master")
     d = a.keep or tempfile.mkdtemp(prefix="tf-bench-")
@@ -207,6 +242,20 @@ def main():
                 raise
             p50, p99, size = measure(port, path, a.requests)
             print("%-24s %9.2f %9.2f %9d" % (label, p50, p99, size))
+        if a.wrk:
+            hot = [("summary", "/api/v1/summary"),
+                   ("builders", "/api/v1/builders"),
+                   ("one builder", "/api/v1/builders/builder03"),
+                   ("waterfall, 100 builds", "/api/v1/waterfall?limit=100"),
+                   ("one finished build", "/api/v1/builds/%d"
+                    % (a.builds // 2))]
+            print("\nwrk, %d s each: %-10s %10s %8s %8s" % (
+                a.wrk, "conns", "req/s", "p50 ms", "p99 ms"))
+            for label, path in hot:
+                for conns in (1, 8):
+                    rps, w50, w99 = wrk(port, path, conns, a.wrk)
+                    print("%-24s %5d %14.0f %8.2f %8.2f" % (
+                        label, conns, rps, w50, w99))
     finally:
         stop_master(p)
         if not a.keep:

@@ -196,3 +196,14 @@ def test_bench_ingest_runs_small():
     assert "log read back byte-exact" in out, out
     assert "last 64 KiB, Range: bytes=-65536 (ms)" in out, out
     assert "POST .../force -> step started (ms)" in out, out
+
+
+@pytest.mark.timeout(120)
+def test_bench_tests_runs_small():
+    """bench_tests.py on 2 builds of 1200 results: ingest and the reads,
+    with the counts it reads back checked."""
+    out = run_script("bench_tests.py", "--builds", 2, "--tests", 1200,
+                     "--reads", 2)
+    assert "ingest: median" in out and "results/s" in out, out
+    assert "(24 failing of 1200)" in out, out
+    assert "GET /builders/bench/tests/history (one test, 2 builds)" in out, out

@@ -39,6 +39,7 @@ import time
 import pytest
 
 import tfharness
+from test_testresults import c_project
 from tfharness import REPO, BUILD_DIR, scaled, wait_for
 
 WEB = REPO / "web"
@@ -328,6 +329,49 @@ def site(tmp_path_factory):
         farm.cleanup()
 
 
+@pytest.fixture(scope="module")
+def tests_site(tmp_path_factory):
+    """A master of its own (the main site's waterfall counts exactly 12
+    builders) with one builder running a real C project's ctest: one
+    failing assertion (test_pack.c:89) and one flaky test."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the browser tests need: " + "; ".join(missing))
+    tmp = tmp_path_factory.mktemp("browser-tests")
+    farm = tfharness.Farm(tmp)
+    try:
+        proj = tmp / "minipack"
+        c_project(proj)
+        m = farm.master({
+            "name": "Browser test farm", "web_root": str(WEB),
+            "heartbeat_s": 2, "lost_after_s": 6,
+            "slaves": [{"name": "s1"}],
+            "builders": [{"name": "ctests", "slaves": ["s1"], "steps": [
+                {"name": "configure",
+                 "command": ["cmake", "-S", str(proj), "-B", "build"]},
+                {"name": "compile", "command": ["cmake", "--build", "build"]},
+                {"name": "ctest",
+                 "command": "cd build && rm -f flaky.state && ctest "
+                            "--output-on-failure --repeat until-pass:2",
+                 "test_results": {"format": "ctest"}}]}]})
+        farm.slave(m, "s1")
+        ctests = m.run_build("ctests", timeout=120)
+        scenario = {
+            "base": m.url, "token": m.token(),
+            "shots": str(tmp / "shots"),
+            "docs_images": str(REPO / "docs" / "images")
+            if os.environ.get("TF_DOCS_IMAGES") == "1" else None,
+            "timeout_scale": tfharness.TIMEOUT_SCALE,
+            "signals": str(tmp),
+            "ctests": {"build": ctests["id"], "step": 2},
+        }
+        (tmp / "scenario.json").write_text(json.dumps(scenario, indent=1))
+        yield {"farm": farm, "master": m, "dir": tmp,
+               "scenario": tmp / "scenario.json", "data": scenario}
+    finally:
+        farm.cleanup()
+
+
 def run_with_actions(argv, env, timeout, actions, signals):
     """Runs argv like subprocess.run, and meanwhile does what it asks: a
     line "ACTION NAME" on its output runs actions[NAME]() here (stopping
@@ -453,6 +497,10 @@ def test_200mb_log_loads_only_its_tail(site, capsys):
 
 def test_build_page_log_lines_errors_and_blamelist(site, capsys):
     run_group(site, "buildpage", capsys)
+
+
+def test_build_page_failing_tests_first(tests_site, capsys):
+    run_group(tests_site, "tests", capsys)
 
 
 def test_waterfall_fits_8_and_12_builders(site, capsys):

@@ -3,10 +3,10 @@ and tf-slave; a builder builds a small C project with cmake whose ctest
 has one failing assertion and one flaky test (ctest --repeat
 until-pass:2), then runs Python tests under pytest, unittest and as JUnit
 XML. The slave parses what each step declares and sends test_results
-events; the master accepts, acknowledges and (until per-test storage
-lands) logs them: one JSON line per result at debug level, which is what
-these tests read. Each result's log position is checked against the log
-the master stored.
+events; the master stores one row per test with the event and serves
+them at GET /api/v1/builds/{id}/tests, which is what these tests read.
+Each result's log position is checked against the log the master
+stored.
 
 Bad input: malformed, oversized and escaping report files, binary garbage
 in the output, a results message over the cap from a hand-written slave,
@@ -23,10 +23,6 @@ import pytest
 from tfharness import HandSlave, output_frame, steps_summary, wait_for
 
 PY = "/usr/bin/python3"
-
-RESULT_RE = re.compile(
-    r"build (\d+) step (\d+) test result (\{.*\})$", re.M)
-
 
 def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,13 +99,12 @@ def config(builders, **top):
 
 
 def results(m, bid, step=None):
-    """The test results the master logged for a build (and step), keyed
-    by (suite, name)."""
+    """The test results the master stored for a build (and step), as its
+    API serves them, keyed by (suite, name)."""
     out = {}
-    for b, s, js in RESULT_RE.findall(m.log_text()):
-        if int(b) != bid or (step is not None and int(s) != step):
+    for r in m.get_json(f"/builds/{bid}/tests")["tests"]:
+        if step is not None and r["step"] != step:
             continue
-        r = json.loads(js)
         key = (r["suite"], r["name"])
         assert key not in out, f"{key} reported twice: {r} and {out[key]}"
         out[key] = r
@@ -178,7 +173,7 @@ def test_a_cmake_project_reports_failing_flaky_and_python_tests(farm):
     assert "test_flaky.c:9: first run fails" in flaky["message"], flaky
     check_log_position(m, bid, 2, flaky, "3/3 Test #3: test_flaky ")
     assert ct[("", "test_ok")]["status"] == "pass"
-    assert "message" not in ct[("", "test_ok")]
+    assert ct[("", "test_ok")]["message"] is None
 
     py = results(m, bid, 3)
     suite = "test_calc.py::TestCalc"
@@ -204,7 +199,7 @@ def test_a_cmake_project_reports_failing_flaky_and_python_tests(farm):
     assert "json_pack integer failed" in \
         ju[("test_calc.TestCalc", "test_pack_integer")]["message"]
     assert ju[("test_calc.TestCalc", "test_add")]["status"] == "pass"
-    assert "log" not in ju[("test_calc.TestCalc", "test_add")]
+    assert ju[("test_calc.TestCalc", "test_add")]["log"] is None
 
     log = m.log_text()
     assert f"build {bid} step 2: test_results (ctest): 3 results: 1 pass, " \
@@ -349,3 +344,189 @@ def test_results_survive_a_master_restart(farm):
     assert {k[1]: v["status"] for k, v in got.items()} == {
         "t1": "pass", "t2": "pass", "t3": "pass"}, got
     assert got[("", "t3")]["duration_ms"] == 30
+
+
+def ctest_lines(results):
+    """ctest console lines for [(name, passed), ...] (the failing ones
+    print an assertion after their line, as --output-on-failure does)."""
+    n = len(results)
+    out = []
+    for i, (name, ok) in enumerate(results, 1):
+        word = "   Passed" if ok else "***Failed"
+        out.append(f"{i}/{n} Test #{i}: {name} ........{word}    0.01 sec")
+        if not ok:
+            out.append(f"{name}.c:{10 + i}: {name} assertion failed")
+    return "\n".join(out) + "\n"
+
+
+def printf_step(name, text, **kw):
+    step = {"name": name,
+            "command": ["printf", "%s", text],
+            "test_results": {"format": "ctest"}}
+    step.update(kw)
+    return step
+
+
+@pytest.mark.timeout(120)
+def test_failing_tests_come_first_with_their_lines(farm):
+    m = farm.master(config([{"name": "order", "slaves": ["s1"], "steps": [
+        printf_step("t", ctest_lines([("alpha", True), ("beta", False),
+                                      ("gamma", True), ("delta", False)]))
+    ]}]))
+    farm.slave(m, "s1")
+    b = m.run_build("order")
+    got = m.get_json(f"/builds/{b['id']}/tests")
+    assert [t["name"] for t in got["tests"]] == [
+        "beta", "delta", "alpha", "gamma"], got
+    assert got["counts"] == {"total": 4, "pass": 2, "fail": 2, "skip": 0,
+                             "flaky": 0}, got
+    assert got["try"] is False and got["new_failures"] is None, got
+    beta = got["tests"][0]
+    assert beta["status"] == "fail" and beta["step_name"] == "t", beta
+    assert "beta.c:12: beta assertion failed" in beta["message"], beta
+    # The failure's own lines of the log come with it.
+    assert "beta.c:12: beta assertion failed" in beta["log"]["excerpt"], beta
+    assert "alpha" not in beta["log"]["excerpt"], beta
+    assert got["tests"][2]["log"].get("excerpt") is None, got["tests"][2]
+    only = m.get_json(f"/builds/{b['id']}/tests?status=pass")
+    assert [t["name"] for t in only["tests"]] == ["alpha", "gamma"], only
+    assert only["counts"]["fail"] == 2, only
+    one = m.get_json(f"/builds/{b['id']}/tests?status=fail&limit=1")
+    assert [t["name"] for t in one["tests"]] == ["beta"] and \
+        one["truncated"] is True, one
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_a_later_step_passes_is_flaky(farm):
+    """A test failing in one step and passing when a later step reruns it
+    is flaky in that build, both rows; one failing in both stays fail."""
+    m = farm.master(config([{"name": "rerun", "slaves": ["s1"], "steps": [
+        printf_step("first", ctest_lines([("shaky", False), ("broken", False),
+                                          ("fine", True)])),
+        printf_step("rerun", ctest_lines([("shaky", True),
+                                          ("broken", False)])),
+    ]}]))
+    farm.slave(m, "s1")
+    b = m.run_build("rerun")
+    got = m.get_json(f"/builds/{b['id']}/tests")["tests"]
+    status = {(t["step"], t["name"]): t["status"] for t in got}
+    assert status == {(0, "shaky"): "flaky", (1, "shaky"): "flaky",
+                      (0, "broken"): "fail", (1, "broken"): "fail",
+                      (0, "fine"): "pass"}, status
+    fails = m.get_json(f"/builds/{b['id']}/tests?status=fail")["tests"]
+    assert {t["name"] for t in fails} == {"broken"}, fails
+
+
+@pytest.mark.timeout(150)
+def test_history_and_a_builders_failing_and_flaky_tests(farm):
+    """Three builds: t1 passes, then fails, then fails and passes on a
+    rerun (flaky); t2 fails throughout. The history of t1 says so newest
+    first; the builder's failing tests are its latest build's, its flaky
+    ones those flaky in its last builds."""
+    state = farm.tmp / "runs"
+    script = f"""
+n=$(cat {state} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {state}
+case $n in
+1) printf '%s' '{ctest_lines([("t1", True), ("t2", False)])}' ;;
+2) printf '%s' '{ctest_lines([("t1", False), ("t2", False)])}' ;;
+*) printf '%s' '{ctest_lines([("t1", False), ("t2", False)])}'
+   printf '%s' '{ctest_lines([("t1", True)])}' ;;
+esac
+"""
+    m = farm.master(config([{"name": "hist", "slaves": ["s1"], "steps": [
+        {"name": "t", "command": script,
+         "test_results": {"format": "ctest"}}]}]))
+    farm.slave(m, "s1")
+    ids = [m.run_build("hist")["id"] for _ in range(3)]
+    h = m.get_json("/builders/hist/tests/history?name=t1&limit=10")
+    assert [(x["build_id"], x["status"]) for x in h["builds"]] == [
+        (ids[2], "flaky"), (ids[1], "fail"), (ids[0], "pass")], h
+    assert h["counts"]["fail"] == 1 and h["counts"]["flaky"] == 1, h
+    assert "t1.c:11: t1 assertion failed" in h["builds"][1]["message"], h
+    assert h["builds"][0]["try"] is False
+    two = m.get_json("/builders/hist/tests/history?name=t1&suite=&limit=2")
+    assert [x["build_id"] for x in two["builds"]] == ids[:0:-1], two
+    none = m.get_json("/builders/hist/tests/history?name=never")
+    assert [x["status"] for x in none["builds"]] == [None] * 3, none
+    assert none["counts"]["absent"] == 3, none
+    cur = m.get_json("/builders/hist/tests")
+    assert cur["latest_build"]["id"] == ids[2], cur
+    assert [t["name"] for t in cur["failing"]] == ["t2"], cur
+    assert "t2.c:12: t2 assertion failed" in cur["failing"][0]["message"]
+    assert [(t["name"], t["builds"], t["last_build_id"])
+            for t in cur["flaky"]] == [("t1", 1, ids[2])], cur
+
+
+def test_bad_test_queries_are_refused_with_a_reason(farm):
+    m = farm.master(config([{"name": "q", "slaves": ["s1"], "steps": [
+        {"name": "t", "command": "true"}]}]))
+    cases = [
+        ("/builds/1/tests?status=broken", 400, 'invalid status "broken"'),
+        ("/builds/1/tests?limit=0", 400, "limit"),
+        ("/builds/999/tests", 404, "no such build"),
+        ("/builders/nope/tests", 404, "no such builder"),
+        ("/builders/q/tests?last=0", 400, "last"),
+        ("/builders/q/tests/history", 400,
+         'missing query parameter "name"'),
+        ("/builders/q/tests/history?name=" + "x" * 1025, 400,
+         "is 1025 bytes, over the 1024-byte limit"),
+        ("/builders/q/tests/history?name=%FF%FE", 400,
+         'query parameter "name" is not valid UTF-8'),
+        ("/builders/q/tests/history?name=a&suite=%C3", 400,
+         'query parameter "suite" is not valid UTF-8'),
+        ("/builders/nope/tests/history?name=a", 404, "no such builder"),
+    ]
+    for path, status, text in cases:
+        r = m.api_get(path)
+        assert r.status == status and text in r.error_message(), (path, r)
+
+
+def started_hand_build(m):
+    hs = HandSlave(m, "hand").handshake()
+    m.wait_slave_connected("hand")
+    m.force("byhand")
+    start = hs.recv_json(15)
+    while start["type"] != "build_start":
+        start = hs.recv_json(15)
+    bid = start["build_id"]
+    hs.send_json({"type": "step_started", "build_id": bid, "seq": 1,
+                  "step": 0, "name": "one", "time_ms": 1795000000000})
+    return hs, bid
+
+
+def refused(hs):
+    msg = hs.recv_json(15)
+    while msg["type"] == "ack":
+        msg = hs.recv_json(15)
+    assert msg["type"] == "error" and msg["code"] == "malformed", msg
+    return msg["message"]
+
+
+@pytest.mark.parametrize("case", ["too_many", "name_too_long",
+                                  "invalid_utf8"])
+def test_bad_test_results_from_a_slave_are_refused(farm, case):
+    m = farm.master(hand_config())
+    hs, bid = started_hand_build(m)
+    msg = {"type": "test_results", "build_id": bid, "seq": 2, "step": 0,
+           "format": "ctest", "results": [], "last": True}
+    if case == "too_many":
+        msg["results"] = [{"suite": "", "name": f"t{i}", "status": "pass",
+                           "attempts": 1} for i in range(1001)]
+        hs.send_json(msg)
+        text = refused(hs)
+        assert "test_results.results" in text and "1000" in text, text
+    elif case == "name_too_long":
+        msg["results"] = [one_result(0)]
+        msg["results"][0]["name"] = "n" * 1025
+        hs.send_json(msg)
+        text = refused(hs)
+        assert "test_results.results[0].name" in text and "1024" in text, \
+            text
+    else:
+        msg["results"] = [one_result(0)]
+        raw = json.dumps(msg).replace('"t0"', '"t\\udc80"')
+        hs.send_text(raw)
+        text = refused(hs)
+        assert "UTF-8" in text or "Unicode" in text, text
+    # Nothing of it was stored.
+    assert m.get_json(f"/builds/{bid}/tests")["tests"] == []

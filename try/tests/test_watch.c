@@ -162,7 +162,7 @@ TF_TEST(wait_lines_for_a_sequence_of_snapshots)
 
     json_t *job = parse(snap3);
     TF_CHECK(tf_try_job_done(job));
-    TF_CHECK_INT(tf_try_job_exit_code(job), 1);
+    TF_CHECK_INT(tf_try_job_exit_code(job, false), 1);
     tf_buf_t out;
     tf_buf_init(&out, 0);
     TF_CHECK_INT(tf_try_render_summary(job, &out), 0);
@@ -234,7 +234,7 @@ TF_TEST(retry_and_cancel_before_start)
          tails);
     json_t *job = parse(second);
     TF_CHECK(!tf_try_job_done(job)); /* build 6 still runs */
-    TF_CHECK_INT(tf_try_job_exit_code(job), 1);
+    TF_CHECK_INT(tf_try_job_exit_code(job, false), 1);
     json_decref(job);
     json_decref(tails);
     tf_try_watch_free(w);
@@ -351,7 +351,7 @@ TF_TEST(summary_all_passed)
     tf_buf_t out;
     tf_buf_init(&out, 0);
     TF_CHECK(tf_try_job_done(job));
-    TF_CHECK_INT(tf_try_job_exit_code(job), 0);
+    TF_CHECK_INT(tf_try_job_exit_code(job, false), 0);
     TF_CHECK_INT(tf_try_render_summary(job, &out), 0);
     TF_CHECK_STR((const char *)out.data,
                  "job 9: SUCCESS (every build passed)\n"
@@ -421,6 +421,97 @@ TF_TEST(list_table)
     TF_CHECK_STR((const char *)out.data, "no jobs\n");
     tf_buf_free(&out);
     json_decref(list);
+}
+
+/* A failed build's failing tests: new ones and those also failing
+ * without the patch, their messages and log lines, flaky ones, a cap. */
+TF_TEST(failed_tests)
+{
+    json_t *tail = parse("{\"builder\": \"linux\", \"tests_url\": "
+                         "\"" URL "/builds/4/tests\"}");
+    json_t *answer = parse(
+        "{\"counts\": {\"total\": 5, \"pass\": 2, \"fail\": 2, "
+        "\"skip\": 0, \"flaky\": 1}, \"new_failures\": 1, \"tests\": ["
+        "{\"step_name\": \"ctest\", \"suite\": \"\", \"name\": "
+        "\"test_pack\", \"status\": \"fail\", \"failure\": \"new\", "
+        "\"message\": \"test_pack.c:89: json_pack integer failed\", "
+        "\"log\": {\"line\": 12, \"excerpt\": \"1/3 Test #1: test_pack "
+        "***Failed\\ntest_pack.c:89: json_pack integer failed\\n\"}},"
+        "{\"step_name\": \"ctest\", \"suite\": \"s\", \"name\": \"old\", "
+        "\"status\": \"fail\", \"failure\": "
+        "\"also_failing_without_patch\", \"message\": \"boom\\u001b[0m\", "
+        "\"log\": null},"
+        "{\"step_name\": \"ctest\", \"suite\": \"\", \"name\": "
+        "\"test_flaky\", \"status\": \"flaky\", \"message\": null, "
+        "\"log\": null}]}");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_failed_tests(tail, answer, 20, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "linux: 2 failing tests (1 new, 1 also failing without the "
+                 "patch), 1 flaky:\n"
+                 "  FAIL  test_pack  [new]\n"
+                 "      log of step ctest, from line 12:\n"
+                 "      | 1/3 Test #1: test_pack ***Failed\n"
+                 "      | test_pack.c:89: json_pack integer failed\n"
+                 "  FAIL  s :: old  [also failing without the patch]\n"
+                 "      boom\xef\xbf\xbd[0m\n"
+                 "  FLAKY test_flaky  (passed on a retry)\n");
+    tf_buf_reset(&out);
+    TF_CHECK_INT(tf_try_render_failed_tests(tail, answer, 1, &out), 0);
+    TF_CHECK(strstr((const char *)out.data, "  ... and more: " URL
+                    "/builds/4/tests\n") != NULL);
+    TF_CHECK(strstr((const char *)out.data, "old") == NULL);
+    tf_buf_free(&out);
+    json_decref(answer);
+    /* Nothing failing: nothing said. */
+    answer = parse("{\"counts\": {\"fail\": 0, \"flaky\": 0}, "
+                   "\"tests\": []}");
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_failed_tests(tail, answer, 20, &out), 0);
+    TF_CHECK_INT((int)out.len, 0);
+    tf_buf_free(&out);
+    json_decref(answer);
+    json_decref(tail);
+}
+
+/* A reused builder: one line naming the build it was answered from. */
+TF_TEST(reused_builder_line)
+{
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    const char *snap =
+        "{\"state\": \"finished\", \"builders\": [{\"name\": \"b1\", "
+        "\"state\": \"done\", \"reused\": true, \"result\": \"SUCCESS\", "
+        "\"build\": {\"id\": 4, \"state\": \"finished\", \"result\": "
+        "\"SUCCESS\", \"url\": \"" URL "/builds/4\", \"steps\": []}}]}";
+    step(w, snap,
+         "b1: reused build 4 (SUCCESS): the same base, patch, tests and "
+         "properties passed there: " URL "/builds/4\n",
+         tails);
+    step(w, snap, "", tails); /* said once */
+    TF_CHECK_INT((int)json_array_size(tails), 0);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
+/* --new-failures-only: a failed job whose failures all fail without the
+ * patch too passes; one with a new failure does not. */
+TF_TEST(exit_code_new_failures_only)
+{
+    json_t *job = parse(
+        "{\"builders\": [{\"result\": \"FAILURE\"}], "
+        "\"new_failures\": {\"builds\": 0, \"tests\": 0}}");
+    TF_CHECK_INT(tf_try_job_exit_code(job, false), 1);
+    TF_CHECK_INT(tf_try_job_exit_code(job, true), 0);
+    json_decref(job);
+    job = parse("{\"builders\": [{\"result\": \"FAILURE\"}], "
+                "\"new_failures\": {\"builds\": 1, \"tests\": 2}}");
+    TF_CHECK_INT(tf_try_job_exit_code(job, true), 1);
+    json_decref(job);
+    job = parse("{\"builders\": [{\"result\": \"FAILURE\"}]}");
+    TF_CHECK_INT(tf_try_job_exit_code(job, true), 1);
+    json_decref(job);
 }
 
 TF_TEST_MAIN()

@@ -6,6 +6,11 @@
 // the first to build, each linking to its change page) and its
 // properties. Cancel and rebuild for logged-in users.
 //
+// Above the steps, a build whose tests failed lists its failing (and
+// flaky) tests first: each test's name, whether a try build's failure is
+// new or also failing without the patch, its message and its own lines
+// of the log, with a link that opens the viewer on those lines.
+//
 // Route #/builds/ID shows the log of the running step and follows the
 // build from step to step; #/builds/ID/steps/S stays on step S, and
 // #/builds/ID/steps/S/L120 or .../L120-L140 shows those lines of its log,
@@ -128,6 +133,7 @@ export async function render(ctx) {
   const stepsBox = h("div");
   const logBox = h("div", { id: "logbox", class: "logbox" });
   const props = h("div");
+  const testsBox = h("div", { class: "tests-box" });
   let viewer = null;
   let viewerStep = null;
   ctx.onCleanup(() => viewer && viewer.destroy());
@@ -322,6 +328,65 @@ export async function render(ctx) {
     );
   };
 
+  // The failing and flaky tests (GET /builds/ID/tests), when there are.
+  let testsShown = null;
+  const drawTests = async () => {
+    let t;
+    try {
+      t = await get(`/builds/${id}/tests?status=fail,flaky&limit=50`);
+    } catch {
+      return; /* keep what is shown */
+    }
+    if (!ctx.alive()) return;
+    const c = t.counts || {};
+    const key = `${c.fail}/${c.flaky}/${t.tests.length}/${t.new_failures}`;
+    if (key === testsShown) return;
+    testsShown = key;
+    if (!c.fail && !c.flaky) {
+      replace(testsBox);
+      return;
+    }
+    const parts = [`${c.fail} failing test${c.fail === 1 ? "" : "s"}`];
+    if (t.try && c.fail) parts.push(` (${t.new_failures} new, ${c.fail - t.new_failures} also failing without the patch)`);
+    if (c.flaky) parts.push(`, ${c.flaky} flaky`);
+    replace(
+      testsBox,
+      h(
+        "section",
+        { class: "card failing-tests", id: "failing-tests" },
+        h("h2", null, parts.join(""), h("span", { class: "muted tests-total" }, ` of ${c.total} tests`)),
+        h(
+          "ul",
+          { class: "tests-list" },
+          t.tests.map((x) => {
+            const log = x.log || null;
+            const end = log ? log.line + Math.max(1, Math.min(log.lines, 40)) - 1 : null;
+            return h(
+              "li",
+              { class: ["test", `test-${x.status}`], dataset: { test: x.name, status: x.status, failure: x.failure || "" } },
+              h(
+                "div",
+                { class: "test-head" },
+                h("span", { class: ["badge", x.status === "fail" ? "r-failure" : "r-warnings"] }, x.status === "fail" ? "FAIL" : "FLAKY"),
+                " ",
+                x.suite ? h("span", { class: "test-suite" }, `${x.suite} :: `) : null,
+                h("strong", { class: "test-name" }, x.name),
+                x.failure === "new" ? h("span", { class: "test-mark test-new" }, " new") : null,
+                x.failure === "also_failing_without_patch"
+                  ? h("span", { class: "test-mark test-known", title: t.reference_build ? `build ${t.reference_build.id} failed it too` : "" }, " also failing without the patch")
+                  : null,
+                log ? [" · ", h("a", { class: "test-log-link", href: `#/builds/${id}/steps/${x.step}/${lineRef(log.line, end)}` }, `${x.step_name || `step ${x.step}`}, line ${log.line}`)] : null,
+              ),
+              x.message ? h("pre", { class: "test-message" }, visible(x.message)) : null,
+              log && log.excerpt ? h("pre", { class: "test-lines" }, visible(log.excerpt)) : null,
+            );
+          }),
+        ),
+        t.truncated ? h("p", { class: "muted" }, h("a", { href: apiUrl(`/builds/${id}/tests?status=fail,flaky&limit=5000`) }, "all failing tests")) : null,
+      ),
+    );
+  };
+
   const drawProps = () => {
     const p = build.properties || {};
     const keys = Object.keys(p).sort();
@@ -412,6 +477,7 @@ export async function render(ctx) {
       drawSteps();
       drawBlame();
       drawProps();
+      drawTests();
       if (viewer) {
         const s = build.steps.find((x) => x.index === viewerStep);
         if (s) viewer.setRunning(s.state === "running", s.log ? s.log.bytes : undefined);
@@ -455,9 +521,12 @@ export async function render(ctx) {
   drawBlame();
   drawSteps();
   drawProps();
+  await drawTests();
+  if (!ctx.alive()) return;
   replace(
     root,
     head,
+    testsBox,
     h("div", { class: ["build-main"] }, stepsPanel, logBox),
     h(
       "div",

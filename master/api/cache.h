@@ -1,0 +1,53 @@
+/*
+ * cache.h - answers that cost work, kept as rendered bytes with an ETag
+ * (classic TestFarm's "information caching"; docs/internals.md, "Cached
+ * answers").
+ *
+ * A cacheable handler asks tf_api_cache_answer first: a fresh entry for
+ * the request's path and query answers at once (200 with the bytes, or
+ * 304 when If-None-Match names its tag). Otherwise the request is marked
+ * and computed as usual; net hands the rendered JSON to
+ * tf_api_cache_store, which keeps it and tags the answer.
+ *
+ * Freshness: an entry is tagged with the store's generation when its
+ * request arrived (tf_store_generation: it moves when a write that
+ * changes state is queued and again when it commits), so an answer
+ * computed from older state is never served after the event that changed
+ * it; entries also expire after TF_API_CACHE_TTL_MS because some answers
+ * hold clock-derived fields (elapsed_ms, time_ms) and log sizes of
+ * running steps, which move without an event. A finished build's answer
+ * changes only when retention removes logs (tf_store_removals), and is
+ * kept regardless of both otherwise.
+ *
+ * Loop thread only. Memory is capped (entries and bytes); the oldest
+ * entry goes first.
+ */
+#ifndef TF_API_CACHE_H
+#define TF_API_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api/request.h"
+
+struct tf_master;
+
+#define TF_API_CACHE_TTL_MS 1000
+#define TF_API_CACHE_MAX_ENTRIES 4096
+#define TF_API_CACHE_MAX_BYTES (64u * 1024u * 1024u)
+
+/* Answers r from the cache and returns true, or marks r cacheable (its
+ * 200 JSON answer will be kept) and returns false. GET requests only. */
+bool tf_api_cache_answer(tf_http_req_t *r);
+
+/* Counters for GET /api/v1/master. */
+typedef struct tf_api_cache_stats {
+    uint64_t hits, misses, not_modified, stored;
+    uint64_t entries, bytes;
+} tf_api_cache_stats_t;
+void tf_api_cache_stats(const struct tf_master *m, tf_api_cache_stats_t *out);
+
+/* Frees the master's cache (at shutdown; NULL-safe on an empty one). */
+void tf_api_cache_free(struct tf_master *m);
+
+#endif

@@ -57,7 +57,9 @@
 #include <sqlite3.h>
 
 #include "log.h"
+#include "names.h"
 #include "store/db_impl.h"
+#include "store/logblock.h"
 #include "store/pg_schema.h"
 #include "store/reads.h"
 #include "store/store_schema.h"
@@ -95,6 +97,12 @@ struct tf_engine {
     bool claimed;    /* holds the master lock (and takes it again after a
                       * reconnect) */
     int64_t changes; /* rows the last statement touched */
+    tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
+    unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
+    size_t sealcap;
+    uint64_t maint_build; /* where the idle sealing walk is */
+    unsigned maint_step;
+    char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
     char msg[512];
 
     /* The read pool, under pool_mu. */
@@ -265,8 +273,9 @@ static int fail_with(tf_engine_t *e, PGresult *res, const char *what)
 /* Runs one statement with n values from memory that outlives the call;
  * *rows (may be NULL) gets the result for the caller to read and clear.
  * Returns PG_OK, PG_FAIL_GROUP or PG_FAIL_DB with the message in e->msg. */
-static int exec_rows(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
-                     size_t n, PGresult **rows)
+static int exec_rows_fmt(tf_engine_t *e, const char *sql,
+                         const tf_sqlval_t *v, size_t n, PGresult **rows,
+                         int resfmt)
 {
     const char *vals[MAX_PARAMS];
     int lens[MAX_PARAMS], fmts[MAX_PARAMS];
@@ -360,7 +369,7 @@ static int exec_rows(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
         }
     }
     snprintf(name, sizeof(name), "tf%u", slot->id);
-    res = PQexecPrepared(e->w, name, (int)n, vals, lens, fmts, 0);
+    res = PQexecPrepared(e->w, name, (int)n, vals, lens, fmts, resfmt);
     if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK &&
                  PQresultStatus(res) != PGRES_TUPLES_OK))
         return fail_with(e, res, "");
@@ -369,6 +378,34 @@ static int exec_rows(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
         *rows = res;
     else
         PQclear(res);
+    return PG_OK;
+}
+
+static int exec_rows(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                     size_t n, PGresult **rows)
+{
+    return exec_rows_fmt(e, sql, v, n, rows, 0);
+}
+
+/* Runs a statement that returns at most one row of integers into out[n]
+ * (no row: *found false). */
+static int query_ints(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                      size_t nv, int64_t *out, size_t n, bool *found)
+{
+    PGresult *res = NULL;
+    int r = exec_rows(e, sql, v, nv, &res);
+
+    *found = false;
+    if (r != PG_OK)
+        return r;
+    if (PQntuples(res) > 0 && (size_t)PQnfields(res) >= n) {
+        *found = true;
+        for (size_t i = 0; i < n; i++)
+            out[i] = PQgetisnull(res, 0, (int)i)
+                         ? 0
+                         : strtoll(PQgetvalue(res, 0, (int)i), NULL, 10);
+    }
+    PQclear(res);
     return PG_OK;
 }
 
@@ -443,8 +480,8 @@ static const char SQL_BUILDER_COUNTS[] =
 static const char SQL_REQUEST_CREATE[] =
     "INSERT INTO build_requests(id, builder, state, reason, owner, priority, "
     "submitted_ms, properties, job_id, tests, revision, patch_sha256, "
-    "patch_size, scheduler) VALUES(?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, ?13)";
+    "patch_size, scheduler, without_patch_of) VALUES(?1, ?2, 'pending', ?3, "
+    "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 static const char SQL_REQUEST_CHANGE[] =
     "INSERT INTO request_changes(request_id, change_id) VALUES(?1, ?2) "
     "ON CONFLICT DO NOTHING";
@@ -464,6 +501,9 @@ static const char SQL_REQUEST_CANCEL[] =
 static const char SQL_REQUEST_DONE[] =
     "UPDATE build_requests SET state = 'done', result = ?1, "
     "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_REUSED[] =
+    "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
+    "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
 
 static const char SQL_BUILD_CREATE[] =
     "INSERT INTO builds(id, builder, number, request_id, slave, state, "
@@ -498,7 +538,28 @@ static const char SQL_OUTPUT[] =
     "WITH chunk AS (INSERT INTO log_chunks(build_id, step, offset, seq, "
     "stream, line, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)) "
     "UPDATE steps SET log_bytes = ?8, log_lines = ?9 "
-    "WHERE build_id = ?1 AND idx = ?2";
+    "WHERE build_id = ?1 AND idx = ?2 RETURNING log_sealed";
+/* Sealing (store/logblock.h), as store/sqlite.c does it. The tail read
+ * stops at the chunks a block can take (?4: from + the target), so a
+ * long unsealed tail is not fetched whole for each block. */
+static const char SQL_LOG_STEP[] =
+    "SELECT log_sealed, log_bytes FROM steps WHERE build_id = ?1 AND idx = ?2";
+static const char SQL_LOG_TAIL[] =
+    "SELECT offset, line, data FROM log_chunks "
+    "WHERE build_id = ?1 AND step = ?2 AND offset >= ?3 AND offset < ?4 "
+    "ORDER BY offset";
+static const char SQL_LOG_BLOCK_PUT[] =
+    "INSERT INTO log_blocks(build_id, step, offset, line, raw_len, codec, "
+    "data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char SQL_LOG_TAIL_DROP[] =
+    "DELETE FROM log_chunks WHERE build_id = ?1 AND step = ?2 "
+    "AND offset >= ?3 AND offset < ?4";
+static const char SQL_LOG_SEALED[] =
+    "UPDATE steps SET log_sealed = ?1 WHERE build_id = ?2 AND idx = ?3";
+static const char SQL_LOG_UNSEALED[] =
+    "SELECT build_id, idx FROM steps WHERE log_sealed < log_bytes "
+    "AND state = 'done' AND (build_id > ?1 OR (build_id = ?1 AND idx >= ?2)) "
+    "ORDER BY build_id, idx LIMIT 1";
 static const char SQL_STEP_FINISH[] =
     "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
     "duration_ms = ?3, exit_code = ?4, signal = ?5, timed_out = ?6, "
@@ -515,6 +576,20 @@ static const char SQL_STAT[] =
     "VALUES(?1, ?2, ?3, ?4, CAST(?5 AS DOUBLE PRECISION)) "
     "ON CONFLICT(build_id, step, name) DO UPDATE SET "
     "builder = excluded.builder, value = excluded.value";
+/* The flaky rule (ops.h, test_result): a pass turns the build's earlier
+ * failures of the same test into flaky ones, and is flaky itself then. */
+static const char SQL_TEST_FLAKY[] =
+    "UPDATE test_results SET status = 'flaky' WHERE build_id = ?1 "
+    "AND suite = ?2 AND name = ?3 AND status = 'fail'";
+static const char SQL_TEST_RESULT[] =
+    "INSERT INTO test_results(build_id, step, suite, name, builder, status, "
+    "attempts, duration_ms, outcome, message, log_offset, log_line, "
+    "log_lines) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13) ON CONFLICT(build_id, suite, name, step) DO UPDATE SET "
+    "status = excluded.status, attempts = excluded.attempts, "
+    "duration_ms = excluded.duration_ms, outcome = excluded.outcome, "
+    "message = excluded.message, log_offset = excluded.log_offset, "
+    "log_line = excluded.log_line, log_lines = excluded.log_lines";
 static const char SQL_STEP_FORCE_END[] =
     "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
     "text = ?3 WHERE build_id = ?4 AND idx = ?5";
@@ -533,8 +608,8 @@ static const char SQL_PATCH_PUT[] =
 static const char SQL_JOB_CREATE[] =
     "INSERT INTO try_jobs(id, user_id, author, email, notify, notify_email, "
     "description, review_url, patchset, base_revision, patch_sha256, "
-    "patch_size, state, submitted_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-    "?8, ?9, ?10, ?11, ?12, 'pending', ?13)";
+    "patch_size, state, submitted_ms, new_failures_only) VALUES(?1, ?2, "
+    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14)";
 static const char SQL_JOB_RUNNING[] =
     "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
     "AND state = 'pending'";
@@ -600,7 +675,8 @@ static int op_request_create(tf_engine_t *e,
     EXEC(SQL_REQUEST_CREATE, I(o->id), T(o->builder), T(o->reason),
          T(o->owner), I(o->priority), I(o->submitted_ms), T(o->properties),
          NZ(o->job_id), T(o->tests), T(o->revision), T(o->patch_sha256),
-         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler));
+         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler),
+         NZ(o->without_patch_of));
     for (size_t i = 0; i < o->nchanges; i++)
         EXEC(SQL_REQUEST_CHANGE, I(o->id), I(o->changes[i]));
     return PG_OK;
@@ -619,6 +695,9 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
         break;
     case TF_OP_REQUEST_CANCEL:
         EXEC(SQL_REQUEST_CANCEL, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    case TF_OP_REQUEST_REUSED:
+        EXEC(SQL_REQUEST_REUSED, I(o->into), I(o->time_ms), I(o->id));
         break;
     default:
         EXEC(SQL_REQUEST_DONE, I(o->result), I(o->time_ms), I(o->id));
@@ -657,11 +736,135 @@ static int op_build_seq(tf_engine_t *e, const tf_op_build_seq_t *o)
     return PG_OK;
 }
 
+/* ---- Log blocks (store/logblock.h), as store/sqlite.c seals them ----
+ *
+ * The open tail of a step's log is its chunks from log_sealed on. Sealing
+ * takes whole chunks from there, at least TF_LOGBLOCK_TARGET bytes when
+ * the tail has them, packs them into one block, stores it and drops the
+ * chunks, and moves log_sealed past them, inside the transaction of the
+ * group that caused it, so readers see either the chunks or the block. */
+
+/* A BIGINT column of a binary result. */
+static int64_t bin_int64(const PGresult *res, int row, int col)
+{
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, col);
+    uint64_t v = 0;
+
+    if (PQgetlength(res, row, col) != 8)
+        return -1;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return (int64_t)v;
+}
+
+/* Makes room for n bytes in the sealing buffer. */
+static bool seal_room(tf_engine_t *e, size_t n)
+{
+    if (n <= e->sealcap)
+        return true;
+    size_t cap = e->sealcap ? e->sealcap : TF_LOGBLOCK_TARGET * 2;
+    while (cap < n)
+        cap *= 2;
+    unsigned char *b = realloc(e->sealbuf, cap);
+    if (!b)
+        return false;
+    e->sealbuf = b;
+    e->sealcap = cap;
+    return true;
+}
+
+/* Seals one block of the tail of (build_id, step) from byte `from`: the
+ * chunks from there, until they hold TF_LOGBLOCK_TARGET bytes or run out
+ * (or a hole, which is left as it is). *to gets the new log_sealed (from
+ * when nothing was sealed). */
+static int seal_block(tf_engine_t *e, uint64_t build_id, unsigned step,
+                      uint64_t from, uint64_t *to)
+{
+    PGresult *res = NULL;
+    uint64_t pos = from, line = 0;
+    size_t n = 0;
+    tf_sqlval_t v[] = {I(build_id), I(step), I(from),
+                       I(from + TF_LOGBLOCK_TARGET)};
+    int r = exec_rows_fmt(e, SQL_LOG_TAIL, v, 4, &res, 1);
+
+    *to = from;
+    if (r != PG_OK)
+        return r;
+    for (int i = 0; i < PQntuples(res) && n < TF_LOGBLOCK_TARGET; i++) {
+        uint64_t off = (uint64_t)bin_int64(res, i, 0);
+        size_t len = (size_t)PQgetlength(res, i, 2);
+        if (off != pos || n + len > TF_LOGBLOCK_MAX)
+            break; /* a hole, or a block would grow past its cap */
+        if (n == 0)
+            line = (uint64_t)bin_int64(res, i, 1);
+        if (!seal_room(e, n + len)) {
+            PQclear(res);
+            fmt_trunc(e->msg, sizeof(e->msg), "out of memory sealing a log");
+            return PG_FAIL_DB;
+        }
+        if (len)
+            memcpy(e->sealbuf + n, PQgetvalue(res, i, 2), len);
+        n += len;
+        pos += len;
+    }
+    PQclear(res);
+    if (n == 0)
+        return PG_OK;
+    if (!e->packer && !(e->packer = tf_logpacker_new())) {
+        fmt_trunc(e->msg, sizeof(e->msg), "out of memory sealing a log");
+        return PG_FAIL_DB;
+    }
+    const void *blob;
+    size_t blen;
+    int codec;
+    int rc = tf_logblock_pack(e->packer, e->sealbuf, n, &blob, &blen, &codec);
+    if (rc != 0) {
+        fmt_trunc(e->msg, sizeof(e->msg), "packing a log block: %s",
+                  tf_strerror(rc));
+        return rc == TF_ENOMEM ? PG_FAIL_DB : PG_FAIL_GROUP;
+    }
+    EXEC(SQL_LOG_BLOCK_PUT, I(build_id), I(step), I(from), I(line), I(n),
+         I(codec), tf_sql_blob(blob, blen));
+    EXEC(SQL_LOG_TAIL_DROP, I(build_id), I(step), I(from), I(pos));
+    EXEC(SQL_LOG_SEALED, I(pos), I(build_id), I(step));
+    *to = pos;
+    return PG_OK;
+}
+
+/* Seals the whole tail of a step that ended. */
+static int seal_rest(tf_engine_t *e, uint64_t build_id, unsigned step)
+{
+    int64_t v[2];
+    bool found;
+    int r = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id),
+                       I(step)}, 2, v, 2, &found);
+    if (r != PG_OK || !found)
+        return r;
+    uint64_t sealed = (uint64_t)v[0], bytes = (uint64_t)v[1];
+    while (sealed < bytes) {
+        uint64_t to;
+        r = seal_block(e, build_id, step, sealed, &to);
+        if (r != PG_OK || to == sealed)
+            return r; /* done, or a hole that stays a tail */
+        sealed = to;
+    }
+    return PG_OK;
+}
+
 static int op_output(tf_engine_t *e, const tf_op_output_t *o)
 {
-    EXEC(SQL_OUTPUT, I(o->build_id), I(o->step), I(o->offset), I(o->seq),
-         I(o->stream), I(o->line), tf_sql_blob(o->data, o->len),
-         I(o->log_bytes), I(o->log_lines));
+    int64_t sealed;
+    bool found;
+    uint64_t to;
+    tf_sqlval_t v[] = {I(o->build_id), I(o->step), I(o->offset), I(o->seq),
+                       I(o->stream), I(o->line), tf_sql_blob(o->data, o->len),
+                       I(o->log_bytes), I(o->log_lines)};
+    int r = query_ints(e, SQL_OUTPUT, v, 9, &sealed, 1, &found);
+
+    if (r != PG_OK || !found)
+        return r;
+    if (o->log_bytes - (uint64_t)sealed >= TF_LOGBLOCK_TARGET)
+        return seal_block(e, o->build_id, o->step, (uint64_t)sealed, &to);
     return PG_OK;
 }
 
@@ -672,6 +875,23 @@ static int op_step_finish(tf_engine_t *e, const tf_op_step_finish_t *o)
          I(o->timed_out ? 1 : 0), T(o->text), I(o->build_id), I(o->step),
          I(o->time_ms - o->duration_ms), T(o->info),
          OPT(o->has_warnings, o->warnings));
+    return seal_rest(e, o->build_id, o->step);
+}
+
+static int op_test_result(tf_engine_t *e, const tf_op_test_result_t *o)
+{
+    const char *status = o->status;
+
+    if (strcmp(status, "pass") == 0) {
+        EXEC(SQL_TEST_FLAKY, I(o->build_id), T(o->suite), T(o->name));
+        if (e->changes > 0)
+            status = "flaky";
+    }
+    EXEC(SQL_TEST_RESULT, I(o->build_id), I(o->step), T(o->suite),
+         T(o->name), T(o->builder), T(status), I(o->attempts),
+         o->duration_ms >= 0 ? I(o->duration_ms) : N(), T(o->outcome),
+         T(o->message), OPT(o->has_log, o->log_offset),
+         OPT(o->has_log, o->log_line), OPT(o->has_log, o->log_lines));
     return PG_OK;
 }
 
@@ -721,7 +941,7 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
              T(o->email), I(o->notify ? 1 : 0), T(o->notify_email),
              T(o->description), T(o->review_url), T(o->patchset),
              T(o->base_revision), T(o->patch_sha256), I(o->patch_size),
-             I(o->submitted_ms));
+             I(o->submitted_ms), I(o->new_failures_only ? 1 : 0));
         break;
     }
     case TF_OP_JOB_RUNNING:
@@ -843,6 +1063,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_REQUEST_COLLAPSE:
     case TF_OP_REQUEST_CANCEL:
     case TF_OP_REQUEST_DONE:
+    case TF_OP_REQUEST_REUSED:
         return op_request_end(e, op->kind, &op->u.request_end);
     case TF_OP_BUILD_CREATE:
         return op_build_create(e, &op->u.build_create);
@@ -867,8 +1088,10 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         const tf_op_step_force_end_t *o = &op->u.step_force_end;
         EXEC(SQL_STEP_FORCE_END, I(o->result), I(o->time_ms), T(o->text),
              I(o->build_id), I(o->step));
-        return PG_OK;
+        return seal_rest(e, o->build_id, o->step);
     }
+    case TF_OP_TEST_RESULT:
+        return op_test_result(e, &op->u.test_result);
     case TF_OP_BUILD_FINISH:
         return op_build_finish(e, &op->u.build_finish);
     case TF_OP_CHANGES_RECORD:
@@ -1082,6 +1305,211 @@ static void set_max_pages(tf_engine_t *e, long pages)
     (void)pages;
 }
 
+/* ---- Idle work: sealing old logs and retention (engine.h, maintain),
+ * the same units as store/sqlite.c's ----
+ *
+ * One unit removes a batch of one build's logs: at most RET_BLOCKS blocks
+ * and RET_CHUNKS chunks. The build whose logs are all gone gets
+ * logs_removed_ms. */
+#define RET_BLOCKS 16
+#define RET_CHUNKS 256
+
+static const char SQL_RET_BUILDERS[] =
+    "SELECT builder FROM builds WHERE logs_removed_ms IS NULL "
+    "AND builder > ?1 ORDER BY builder LIMIT 1";
+static const char SQL_RET_BY_COUNT[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND number < (SELECT number FROM builds "
+    "WHERE builder = ?1 AND state = 'finished' ORDER BY number DESC "
+    "LIMIT 1 OFFSET ?2) ORDER BY number LIMIT 1";
+static const char SQL_RET_BY_AGE[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND finished_ms < ?2 ORDER BY number LIMIT 1";
+/* The first build, newest first, past which the builder's logs sum to
+ * more than ?2 bytes. */
+static const char SQL_RET_BY_SIZE[] =
+    "SELECT id FROM (SELECT b.id, sum((SELECT coalesce(sum(log_bytes), 0) "
+    "FROM steps WHERE build_id = b.id)) OVER (ORDER BY b.number DESC) AS "
+    "total FROM builds b WHERE b.builder = ?1 AND b.logs_removed_ms IS NULL "
+    "AND b.state = 'finished') t WHERE total > ?2 LIMIT 1";
+static const char SQL_RET_DROP_BLOCKS[] =
+    "DELETE FROM log_blocks WHERE (build_id, step, offset) IN (SELECT "
+    "build_id, step, offset FROM log_blocks WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_DROP_CHUNKS[] =
+    "DELETE FROM log_chunks WHERE (build_id, step, offset) IN (SELECT "
+    "build_id, step, offset FROM log_chunks WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_MARK[] =
+    "UPDATE builds SET logs_removed_ms = ?1 WHERE id = ?2";
+static const char SQL_RET_MARK_STEPS[] =
+    "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
+    "AND log_sealed < log_bytes";
+
+static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
+                                           const char *builder)
+{
+    for (size_t i = 0; i < ret->n; i++)
+        if (strcmp(ret->rules[i].builder, builder) == 0)
+            return &ret->rules[i];
+    return &ret->dflt;
+}
+
+static bool rule_limits(const tf_retention_rule_t *r)
+{
+    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
+}
+
+/* The oldest build of builder whose logs the rule no longer keeps, or 0. */
+static int expired_build(tf_engine_t *e, const char *builder,
+                         const tf_retention_rule_t *r, int64_t now_ms,
+                         uint64_t *id)
+{
+    int64_t v[1] = {0};
+    bool found = false;
+    int rc = PG_OK;
+
+    *id = 0;
+    if (r->log_builds > 0)
+        rc = query_ints(e, SQL_RET_BY_COUNT,
+                        (tf_sqlval_t[]){T(builder), I(r->log_builds - 1)}, 2,
+                        v, 1, &found);
+    if (rc == PG_OK && !found && r->log_days > 0)
+        rc = query_ints(e, SQL_RET_BY_AGE,
+                        (tf_sqlval_t[]){T(builder),
+                                        I(now_ms - r->log_days * 86400000)},
+                        2, v, 1, &found);
+    if (rc == PG_OK && !found && r->log_bytes > 0)
+        rc = query_ints(e, SQL_RET_BY_SIZE,
+                        (tf_sqlval_t[]){T(builder), I(r->log_bytes)}, 2, v, 1,
+                        &found);
+    if (rc == PG_OK && found)
+        *id = (uint64_t)v[0];
+    return rc;
+}
+
+/* Removes a batch of the logs of the next build retention expires, in the
+ * open transaction. *did: something was removed or marked. */
+static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
+                          int64_t now_ms, bool *did)
+{
+    *did = false;
+    /* Walk the builders from the cursor; wrap once. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (;;) {
+            char builder[TF_NAME_MAX + 1];
+            PGresult *res = NULL;
+            tf_sqlval_t v[] = {T(e->ret_builder)};
+            int r = exec_rows(e, SQL_RET_BUILDERS, v, 1, &res);
+            if (r != PG_OK)
+                return r;
+            bool have = PQntuples(res) > 0;
+            if (have)
+                snprintf(builder, sizeof(builder), "%s",
+                         PQgetvalue(res, 0, 0));
+            PQclear(res);
+            if (!have)
+                break;
+            const tf_retention_rule_t *rule = rule_for(ret, builder);
+            uint64_t id = 0;
+            if (rule_limits(rule)) {
+                r = expired_build(e, builder, rule, now_ms, &id);
+                if (r != PG_OK)
+                    return r;
+            }
+            if (!id) {
+                snprintf(e->ret_builder, sizeof(e->ret_builder), "%s",
+                         builder);
+                continue;
+            }
+            EXEC(SQL_RET_DROP_BLOCKS, I(id), I(RET_BLOCKS));
+            int64_t gone = e->changes;
+            EXEC(SQL_RET_DROP_CHUNKS, I(id), I(RET_CHUNKS));
+            gone += e->changes;
+            if (gone == 0) {
+                EXEC(SQL_RET_MARK, I(now_ms), I(id));
+                EXEC(SQL_RET_MARK_STEPS, I(id));
+                tf_debug(SUB, "build %" PRIu64 " of %s: logs removed by "
+                              "retention", id, builder);
+            }
+            *did = true;
+            return PG_OK; /* the same builder again next time */
+        }
+        e->ret_builder[0] = '\0';
+    }
+    return PG_OK;
+}
+
+/* One unit of idle work in a transaction of its own: a block of a
+ * finished step's tail still open, else a batch of retention. */
+static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
+                         int64_t now_ms, bool *removed, bool *did)
+{
+    int64_t v[2];
+    bool found;
+    uint64_t to = 0;
+    int r = query_ints(e, SQL_LOG_UNSEALED,
+                       (tf_sqlval_t[]){I(e->maint_build), I(e->maint_step)},
+                       2, v, 2, &found);
+
+    if (r != PG_OK)
+        return r;
+    if (!found) {
+        e->maint_build = 0;
+        e->maint_step = 0;
+        r = retention_step(e, ret, now_ms, did);
+        *removed = *did;
+        return r;
+    }
+    uint64_t build_id = (uint64_t)v[0];
+    unsigned step = (unsigned)v[1];
+    r = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id), I(step)}, 2,
+                   v, 2, &found);
+    if (r == PG_OK && found)
+        r = seal_block(e, build_id, step, (uint64_t)v[0], &to);
+    if (r != PG_OK)
+        return r;
+    *did = true;
+    e->maint_build = build_id;
+    e->maint_step = step;
+    if (!found || to == (uint64_t)v[0] || to >= (uint64_t)v[1]) {
+        /* Sealed to its end, or nothing more can be: the next step. */
+        e->maint_step = step + 1;
+        if (!found || to == (uint64_t)v[0])
+            tf_warn(SUB, "build %" PRIu64 " step %u: its log has a hole "
+                         "at byte %" PRIu64 "; left unsealed",
+                    build_id, step, found ? (uint64_t)v[0] : 0);
+    }
+    return PG_OK;
+}
+
+static int maintain(tf_engine_t *e, const tf_retention_t *ret,
+                    int64_t now_ms, bool *removed, char *err, size_t errlen)
+{
+    bool did = false;
+    int r;
+
+    *removed = false;
+    if (!writer_ready(e)) {
+        fmt_trunc(err, errlen, "sealing old logs: %s", e->msg);
+        return TF_ESTORE;
+    }
+    r = ctl(e, "BEGIN");
+    if (r == PG_OK)
+        r = maintain_unit(e, ret, now_ms, removed, &did);
+    if (r == PG_OK)
+        r = ctl(e, "COMMIT");
+    if (r != PG_OK) {
+        char keep[sizeof(e->msg)];
+        memcpy(keep, e->msg, sizeof(keep));
+        if (e->w && PQtransactionStatus(e->w) != PQTRANS_IDLE)
+            ctl(e, "ROLLBACK");
+        memcpy(e->msg, keep, sizeof(keep));
+        *removed = false;
+        fmt_trunc(err, errlen, "sealing old logs: %s", e->msg);
+        return TF_ESTORE;
+    }
+    return did ? 1 : 0;
+}
+
 static void close_writer(tf_engine_t *e)
 {
     if (!e->w)
@@ -1089,6 +1517,11 @@ static void close_writer(tf_engine_t *e)
     PQfinish(e->w);
     e->w = NULL;
     stmts_clear(e);
+    tf_logpacker_free(e->packer);
+    e->packer = NULL;
+    free(e->sealbuf);
+    e->sealbuf = NULL;
+    e->sealcap = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1364,6 +1797,7 @@ const tf_engine_vt_t tf_engine_pg = {
     .query = query,
     .claim = claim,
     .set_max_pages = set_max_pages,
+    .maintain = maintain,
     .close_writer = close_writer,
     .destroy = destroy,
 };
@@ -1376,7 +1810,7 @@ const tf_engine_vt_t tf_engine_pg = {
 static const char *const copy_tables[] = {
     "slaves", "slave_events", "builders", "users", "patches", "changes",
     "try_jobs", "build_requests", "request_changes", "builds", "steps",
-    "build_changes", "log_chunks", "stats", "mail_outbox", "pollers",
+    "build_changes", "log_chunks", "log_blocks", "test_results", "stats", "mail_outbox", "pollers",
     "scheduler_state",
 };
 

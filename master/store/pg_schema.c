@@ -219,6 +219,48 @@ static const char *const pg_migrations[] = {
     "    WHERE id = builders.last_complete_build_id),"
     "  last_complete_ms = (SELECT finished_ms FROM builds"
     "    WHERE id = builders.last_complete_build_id);",
+
+    /* 7: per-test results (sqlite's migration 7). */
+    "CREATE TABLE test_results("
+    "  build_id BIGINT NOT NULL, step BIGINT NOT NULL,"
+    "  suite TEXT NOT NULL, name TEXT NOT NULL,"
+    "  builder TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  attempts BIGINT NOT NULL DEFAULT 1,"
+    "  duration_ms BIGINT, outcome TEXT, message TEXT,"
+    "  log_offset BIGINT, log_line BIGINT, log_lines BIGINT,"
+    "  PRIMARY KEY(build_id, suite, name, step));"
+    "CREATE INDEX test_results_history"
+    "  ON test_results(builder, suite, name, build_id);"
+    "ALTER TABLE try_jobs ADD COLUMN new_failures_only BIGINT NOT NULL"
+    "  DEFAULT 0;"
+    "ALTER TABLE build_requests ADD COLUMN reused BIGINT NOT NULL"
+    "  DEFAULT 0;"
+    "ALTER TABLE build_requests ADD COLUMN without_patch_of BIGINT;"
+    "CREATE INDEX build_requests_without_patch"
+    "  ON build_requests(without_patch_of) WHERE without_patch_of IS NOT NULL;"
+    "CREATE INDEX build_requests_by_revision"
+    "  ON build_requests(builder, revision) WHERE revision IS NOT NULL;",
+
+    /* 8: compressed logs (sqlite's migration 8, store/logblock.h): the
+     * sealed blocks, already zstd frames, are stored as they are
+     * (STORAGE EXTERNAL: TOAST does not try to compress them again); the
+     * open tail's chunks keep lz4. */
+    "CREATE TABLE log_blocks("
+    "  build_id BIGINT NOT NULL, step BIGINT NOT NULL,"
+    "  \"offset\" BIGINT NOT NULL,"
+    "  line BIGINT NOT NULL,"
+    "  raw_len BIGINT NOT NULL,"
+    "  codec BIGINT NOT NULL,"
+    "  data BYTEA NOT NULL,"
+    "  PRIMARY KEY(build_id, step, \"offset\"));"
+    "ALTER TABLE log_blocks ALTER COLUMN data SET STORAGE EXTERNAL;"
+    "ALTER TABLE steps ADD COLUMN log_sealed BIGINT NOT NULL DEFAULT 0;"
+    "CREATE INDEX steps_unsealed ON steps(build_id, idx) "
+    "WHERE log_sealed < log_bytes;"
+    "ALTER TABLE builds ADD COLUMN logs_removed_ms BIGINT;"
+    "CREATE INDEX builds_logs_kept ON builds(builder, number) "
+    "WHERE logs_removed_ms IS NULL;",
 };
 
 size_t tf_pg_schema_count(void)

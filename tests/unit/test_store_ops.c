@@ -626,12 +626,12 @@ TF_TEST(test_results_the_flaky_rule_reuse_and_reruns)
     TF_CHECK_STR(dtext(&f, "SELECT group_concat(step || ':' || status, ' ') "
                            "FROM (SELECT step, status FROM test_results "
                            "WHERE build_id = 7 AND name = 'shaky' "
-                           "ORDER BY step)"),
+                           "ORDER BY step) AS t"),
                  "0:flaky 1:flaky");
     TF_CHECK_STR(dtext(&f, "SELECT group_concat(step || ':' || status, ' ') "
                            "FROM (SELECT step, status FROM test_results "
                            "WHERE build_id = 7 AND name = 'later' "
-                           "ORDER BY step)"),
+                           "ORDER BY step) AS t"),
                  "0:pass 1:fail");
     TF_CHECK_STR(dtext(&f, "SELECT status FROM test_results WHERE "
                            "build_id = 8"),

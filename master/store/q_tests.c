@@ -342,7 +342,7 @@ int tf_q_failed_tests(tf_db_t *db, uint64_t build_id, unsigned max,
                    "SELECT " TEST_COLS "FROM test_results t LEFT JOIN steps s "
                    "ON s.build_id = t.build_id AND s.idx = t.step "
                    "WHERE t.build_id = ?1 AND (t.status = 'fail' OR "
-                   "(?2 AND t.status = 'flaky')) ORDER BY " STATUS_ORDER
+                   "(?2 != 0 AND t.status = 'flaky')) ORDER BY " STATUS_ORDER
                    ", t.step, t.log_line, t.suite, t.name LIMIT ?3",
                    &st)) ||
         (bi.has_reference && (rc = prep(db, SQL_REF_FAILED, &ref))))
@@ -428,10 +428,10 @@ int tf_q_build_tests(tf_db_t *db, const char *base_url, uint64_t build_id,
     if ((rc = prep(db,
                    "SELECT " TEST_COLS "FROM test_results t LEFT JOIN steps s "
                    "ON s.build_id = t.build_id AND s.idx = t.step "
-                   "WHERE t.build_id = ?1 AND ((?2 & 1 AND t.status = 'pass') "
-                   "OR (?2 & 2 AND t.status = 'fail') "
-                   "OR (?2 & 4 AND t.status = 'skip') "
-                   "OR (?2 & 8 AND t.status = 'flaky')) ORDER BY "
+                   "WHERE t.build_id = ?1 AND (((?2 & 1) != 0 AND t.status = 'pass') "
+                   "OR ((?2 & 2) != 0 AND t.status = 'fail') "
+                   "OR ((?2 & 4) != 0 AND t.status = 'skip') "
+                   "OR ((?2 & 8) != 0 AND t.status = 'flaky')) ORDER BY "
                    STATUS_ORDER ", t.step, t.log_line, t.suite, t.name "
                    "LIMIT ?3",
                    &st)) ||
@@ -556,8 +556,8 @@ int tf_q_test_history(tf_db_t *db, const char *base_url, const char *builder,
                    "SELECT b.id, b.number, b.result, b.finished_ms, "
                    "coalesce(b.got_revision, b.revision), "
                    "nullif(b.kind, 'ci'), "
-                   "(SELECT t.status || char(31) || t.step || char(31) || "
-                   "   coalesce(t.message, '') || char(31) || "
+                   "(SELECT t.status || '\037' || t.step || '\037' || "
+                   "   coalesce(t.message, '') || '\037' || "
                    "   coalesce(t.duration_ms, -1) FROM test_results t "
                    " WHERE t.builder = ?1 AND t.suite = ?2 AND t.name = ?3 "
                    " AND t.build_id = b.id ORDER BY " STATUS_ORDER

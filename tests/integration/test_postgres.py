@@ -111,6 +111,28 @@ def test_check_on_postgresql_points_to_its_tools(farm, pg_url):
     assert r.returncode == 1 and "pg_amcheck" in r.stderr, r
 
 
+def test_logs_are_sealed_and_vacuum_is_refused_on_postgresql(farm, pg_url,
+                                                            pg_cluster):
+    m = farm.master(config(), store=pg_url)
+    farm.slave(m, "s1")
+    b = m.run_build("bytes")
+    assert b["result"] == "SUCCESS", b
+    log = m.step_log(b["id"], 0)
+    db = pg_cluster.dbname(pg_url)
+    # The ended step's log is sealed into a block (store/logblock.c), no
+    # chunk left, and it reads back the same.
+    rows = pg_cluster.psql("SELECT count(*), sum(raw_len) FROM log_blocks; "
+                           "SELECT count(*) FROM log_chunks", db=db).split()
+    assert rows == ["1|" + str(len(log)), "0"], rows
+    m.stop()
+    r = farm.run([TF_MASTER, "vacuum", m.dir])
+    assert r.returncode == 2, r
+    assert "not on PostgreSQL" in r.stderr and "VACUUM FULL" in r.stderr, r
+    # Nothing was touched.
+    m.start()
+    assert m.step_log(b["id"], 0) == log
+
+
 def test_unknown_database_url_is_refused(farm):
     m = farm.master(config(store={"postgres": "mysql://db/farm"}),
                     start=False)

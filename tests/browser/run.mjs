@@ -69,6 +69,17 @@ async function groupPages(r, ctx) {
       r.check(`summary: row for ${b.name}`, n === 1, `${n} rows`);
     }
     r.check("summary: flaky shows its failure", /failure/i.test(await text(page, 'tr[data-builder="flaky"] .last-result')));
+    // Who broke it and since when (issue 14.1): the banner names the red
+    // builders, the row says since which build and the failed step.
+    const red = (sum.failing || []).map((f) => f.name);
+    r.check("summary: the API lists flaky as failing", red.includes("flaky"), red.join(","));
+    const named = await page.locator("#verdict-builders a").allInnerTexts();
+    r.check("summary: the banner names every failing builder", named.join(",") === red.join(","), `${named} vs ${red}`);
+    const flaky = sum.builders.find((b) => b.name === "flaky");
+    const since = await text(page, 'tr[data-builder="flaky"] .failing-since');
+    r.check("summary: flaky's row says red since its first red build", since.includes(`red since #${flaky.failing_since.number}`), since);
+    r.check("summary: flaky's row names the failed step", flaky.failed_step && since.includes(`failed step: ${flaky.failed_step.name}`), since);
+    r.check("summary: a green builder has no 'red since'", (await count(page, 'tr[data-builder="quick"] .failing-since')) === 0);
     r.check("summary: mac-only is offline", (await page.getAttribute('tr[data-builder="mac-only"]', "data-state")) === "offline");
     r.check("summary: mac-only shows 1 pending", /1 pending/.test(await text(page, 'tr[data-builder="mac-only"] .state')));
     await shot(page, "summary", r);
@@ -107,6 +118,10 @@ async function groupPages(r, ctx) {
     r.check("builder: allowed slaves s1, s2 connected", slaves.length === 2 && slaves.every((s) => /connected/.test(s)), slaves.join("|"));
     await page.waitForSelector("#plots[data-drawn]", { timeout: 10000 });
     r.check("builder: a plot is drawn", (await count(page, "#plots canvas")) >= 1);
+    await goHash(page, "/builders/flaky");
+    const fb = (await api(BASE, "/builders/flaky")).json;
+    const fsince = await text(page, ".failing-since");
+    r.check("builder: a red builder says since which build", !!fb.failing_since && fsince.includes(`red since #${fb.failing_since.number}`), fsince);
     await goHash(page, "/builders/mac-only");
     r.check("builder: pending request with its position", /^#?1$/.test((await text(page, "#pending-requests tbody tr td")).trim()));
     await goHash(page, "/builders/quick");

@@ -25,6 +25,19 @@ export function buildLink(b, text) {
   return h("a", { href: `#/builds/${b.id}`, class: "build-link" }, text || `#${b.number ?? b.id}`);
 }
 
+// Who broke it and since when, for a red builder (the API's failing_since,
+// failed_step and suspects; null while the builder is green):
+// "red since #12 · failed step: test · suspects: Ann, Bob".
+export function failingSince(b) {
+  const since = b.failing_since || b.since;
+  if (!since) return null;
+  const parts = ["red since ", buildLink(since)];
+  if (b.failed_step) parts.push(" · failed step: ", h("span", { class: "failed-step" }, b.failed_step.name));
+  const who = (b.suspects || []).map((s) => s.author || s.email).filter(Boolean);
+  if (who.length) parts.push(" · suspects: ", h("span", { class: "suspects" }, who.join(", ")));
+  return h("div", { class: "failing-since" }, ...parts);
+}
+
 // A change's page (#/changes/ID); c is a change or its id.
 export function changeLink(c, text) {
   const id = typeof c === "object" && c ? c.id : c;

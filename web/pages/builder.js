@@ -15,6 +15,7 @@ import {
   cancelBuildButton,
   cancelRequestButton,
   elapsed,
+  failingSince,
   forceForm,
   kv,
   loading,
@@ -53,7 +54,7 @@ export async function render(ctx) {
         section(
           "Builder",
           kv([
-        ["last complete build", b.last_complete ? [badge(b.last_complete.result), " ", buildLink(b.last_complete), " ", ago(b.last_complete.finished_ms)] : null],
+        ["last complete build", b.last_complete ? [badge(b.last_complete.result), " ", buildLink(b.last_complete), " ", ago(b.last_complete.finished_ms), failingSince(b)] : null],
         ["builds", String(b.builds_total ?? 0)],
         ["pending / running", `${b.pending ?? 0} / ${b.running ?? 0}`],
         ["priority", String(b.priority ?? 0)],

@@ -6,7 +6,7 @@
 import { get } from "../lib/api.js";
 import { debounce, h, replace, table } from "../lib/dom.js";
 import { learnServerTime, verdictText } from "../lib/format.js";
-import { ago, badge, buildLink, builderLink, elapsed, loading, slaveLink, tickTimes } from "../lib/ui.js";
+import { ago, badge, buildLink, builderLink, elapsed, failingSince, loading, slaveLink, tickTimes } from "../lib/ui.js";
 
 function stateCell(b) {
   const parts = [];
@@ -42,7 +42,7 @@ export async function render(ctx) {
         "tr",
         { dataset: { builder: b.name, state: b.state } },
         h("td", null, builderLink(b.name)),
-        h("td", { class: "last-result" }, b.last ? [badge(b.last.result), " ", buildLink(b.last)] : h("span", { class: "muted" }, "no build yet")),
+        h("td", { class: "last-result" }, b.last ? [badge(b.last.result), " ", buildLink(b.last), failingSince(b)] : h("span", { class: "muted" }, "no build yet")),
         h("td", { class: "when" }, b.last ? ago(b.last.finished_ms) : ""),
         h("td", { class: "state" }, stateCell(b)),
         h("td", { class: "num" }, b.connected_slaves !== undefined ? String(b.connected_slaves) : ""),
@@ -53,7 +53,14 @@ export async function render(ctx) {
       h(
         "div",
         { class: ["verdict", `verdict-${s.verdict || "unknown"}`], id: "verdict", dataset: { verdict: s.verdict || "unknown" } },
-        h("span", { class: "verdict-text" }, verdictText(s.verdict)),
+        h(
+          "span",
+          { class: "verdict-text" },
+          verdictText(s.verdict),
+          (s.failing || []).length
+            ? h("span", { class: "verdict-builders", id: "verdict-builders" }, ": ", (s.failing || []).map((f, i) => [i ? ", " : "", builderLink(f.name)]))
+            : null,
+        ),
         h("span", { class: "verdict-slaves" }, `${s.slaves ? s.slaves.connected : 0} of ${s.slaves ? s.slaves.total : 0} slaves connected`),
       ),
       h("h1", null, s.name || ctx.masterName()),

@@ -391,11 +391,14 @@ int tf_master_run(const char *dir, const char *config_path)
     }
     m->loop = &loop;
     tf_store_opts_t so = {.congestion_cb = congestion_cb,
-                          .congestion_arg = m};
+                          .congestion_arg = m, .exclusive = true,
+                          .standby = m->cfg->store_standby != 0};
     rc = tf_store_open(m->loop, m->cfg->database, &so, &m->store);
     if (rc) {
-        tf_error("master", "cannot open the database %s: %s",
-                 m->cfg->database, tf_strerror(rc));
+        char shown[512];
+        tf_store_display(m->cfg->database, shown, sizeof(shown));
+        tf_error("master", "cannot open the database %s: %s", shown,
+                 tf_strerror(rc));
         goto fail_loop;
     }
     rc = tf_master_start(m);
@@ -426,9 +429,11 @@ int tf_master_run(const char *dir, const char *config_path)
     m->shutdown_timer.data = m;
     signal(SIGPIPE, SIG_IGN);
 
+    char shown_db[512];
+    tf_store_display(m->cfg->database, shown_db, sizeof(shown_db));
     tf_info("master", "tf-master %s serving %s on %s:%u (database %s)",
             TF_VERSION, m->cfg->name, m->cfg->listen_host,
-            m->cfg->listen_port, m->cfg->database);
+            m->cfg->listen_port, shown_db);
     tf_mail_start(&m->mail, m->store, m->cfg);
     /* From here on the loop must not block on the store. */
     tf_store_serving(m->store);

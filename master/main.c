@@ -39,6 +39,9 @@ static void usage(FILE *f)
             "  user list [-d DIR]               list committers\n"
             "  user remove EMAIL [-d DIR]       remove a committer (their "
             "token stops working)\n"
+            "  migrate --to postgresql://... [-d DIR]\n"
+            "                                   copy the sqlite database into "
+            "an empty PostgreSQL one\n"
             "  vacuum [DIR] [--config FILE]     with the master stopped: "
             "seal old logs, apply\n"
             "                                   the retention, compact the "
@@ -86,7 +89,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     /* Subcommand options. */
     const char *dir = NULL, *config = NULL, *reason = NULL, *pos1 = NULL;
-    const char *pos2 = NULL, *name = NULL;
+    const char *pos2 = NULL, *name = NULL, *to = NULL;
     unsigned port = 8010;
     int force = 0;
     for (; i < argc; i++) {
@@ -99,6 +102,8 @@ int main(int argc, char **argv)
             reason = argv[++i];
         else if (strcmp(a, "--name") == 0 && i + 1 < argc)
             name = argv[++i];
+        else if (strcmp(a, "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
         else if (strcmp(a, "--port") == 0 && i + 1 < argc) {
             uint64_t p = 0;
             if (tf_parse_u64(argv[++i], &p) != 0 || p == 0 || p > 65535) {
@@ -158,6 +163,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "check") == 0)
         return tf_cli_check(pos1 ? pos1 : config ? config : dir ? dir : ".");
+    if (strcmp(cmd, "migrate") == 0) {
+        if (!to) {
+            fprintf(stderr, "tf-master migrate: give --to postgresql://...\n");
+            return 2;
+        }
+        return tf_cli_migrate(dir ? dir : pos1 ? pos1 : ".", config, to);
+    }
     if (strcmp(cmd, "mail") == 0)
         return tf_cli_mail(dir ? dir : ".", config, pos1, pos2);
     if (strcmp(cmd, "vacuum") == 0)

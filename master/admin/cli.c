@@ -178,7 +178,9 @@ int tf_cli_offline_open(tf_cli_offline_t *o, const char *cfg_path,
     int rc = tf_store_open(&o->loop, o->cfg->database, NULL, &o->store);
     if (rc) {
         o->store = NULL;
-        fprintf(stderr, "%s: cannot open %s: %s\n", who, o->cfg->database,
+        char shown[512];
+        tf_store_display(o->cfg->database, shown, sizeof(shown));
+        fprintf(stderr, "%s: cannot open %s: %s\n", who, shown,
                 tf_strerror(rc));
         return 1;
     }
@@ -267,6 +269,11 @@ int tf_cli_check(const char *path)
                "the last backup or recover what can be read: see "
                "docs/admins.md, \"A damaged database\"\n",
                cfg->database, problems, problems == 1 ? "" : "s");
+        code = 1;
+    } else if (rc == TF_ESTATE && strstr(cfg->database, "://")) {
+        fprintf(stderr, "tf-master check: this master is on PostgreSQL, "
+                        "which checks its own data: use pg_amcheck (see "
+                        "docs/admins.md, \"PostgreSQL\")\n");
         code = 1;
     } else {
         fprintf(stderr, "%s: cannot check it: %s\n", cfg->database,

@@ -34,6 +34,11 @@ int tf_cli_force(const char *dir, const char *builder, const char *reason);
 int tf_cli_mail(const char *dir, const char *config, const char *verb,
                 const char *target);
 
+/* `tf-master migrate --to URL`: copies the sqlite database of the master
+ * in dir (its config, or config when given) into the empty PostgreSQL
+ * database at URL (migrate.c). Returns the exit status: 0, 1 (the copy
+ * failed, nothing was kept), 2 (usage, config). */
+int tf_cli_migrate(const char *dir, const char *config, const char *url);
 /* `tf-master vacuum` for the stopped master of dir (or the config file
  * config): seals old logs, applies the retention, compacts the database
  * file (users.c). */

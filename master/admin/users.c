@@ -170,6 +170,17 @@ int tf_cli_vacuum(const char *dir, const char *config)
                 cfg_path ? cfg_path : "the config");
         goto out;
     }
+    if (strstr(cfg->database, "://")) {
+        /* PostgreSQL: the running master seals logs and applies the
+         * retention itself, and the server's autovacuum reuses the space
+         * (VACUUM FULL, with the master stopped, gives it back). */
+        fprintf(stderr, "tf-master vacuum: not on PostgreSQL (store.postgres "
+                        "is set): the running master applies the retention "
+                        "itself; to give space back to the file system run "
+                        "VACUUM FULL in the database with the master "
+                        "stopped\n");
+        goto out;
+    }
     code = 1;
     if (tf_retention_from_config(cfg, &ret) != 0) {
         fprintf(stderr, "tf-master vacuum: out of memory\n");

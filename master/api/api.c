@@ -363,7 +363,7 @@ typedef struct qjob {
     json_t *out;
 } qjob_t;
 
-static int qjob_run(sqlite3 *db, void *arg)
+static int qjob_run(tf_db_t *db, void *arg)
 {
     qjob_t *q = arg;
     switch (q->kind) {
@@ -535,14 +535,14 @@ static void log_stream_free(void *arg)
     free(ls);
 }
 
-static int log_size_fn(sqlite3 *db, void *arg)
+static int log_size_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
     return tf_q_log_size(db, ls->build_id, ls->step, &ls->size, &ls->lines,
                          &ls->removed_ms);
 }
 
-static int log_piece_fn(sqlite3 *db, void *arg)
+static int log_piece_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
     return tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,

@@ -70,7 +70,7 @@ typedef struct badge_q {
     json_t *out;
 } badge_q_t;
 
-static int badge_run(sqlite3 *db, void *arg)
+static int badge_run(tf_db_t *db, void *arg)
 {
     badge_q_t *q = arg;
     return tf_q_builder(db, q->base, q->name, &q->out);

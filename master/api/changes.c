@@ -54,7 +54,7 @@ typedef struct change_query {
     json_t *out;
 } change_query_t;
 
-static int change_query_fn(sqlite3 *db, void *arg)
+static int change_query_fn(tf_db_t *db, void *arg)
 {
     change_query_t *q = arg;
     if (q->id)
@@ -198,7 +198,7 @@ static void rebuild_free(rebuild_t *rb)
     free(rb);
 }
 
-static int rebuild_read_fn(sqlite3 *db, void *arg)
+static int rebuild_read_fn(tf_db_t *db, void *arg)
 {
     rebuild_t *rb = arg;
     return tf_q_build_source(db, rb->build_id, &rb->src);

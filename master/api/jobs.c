@@ -441,7 +441,7 @@ static bool base_is_commit(const submit_t *s)
 
 /* Thread pool: finds, per builder, a passed build of an identical
  * request (queries.h, tf_q_reusable_build). */
-static int reuse_run(sqlite3 *db, void *arg)
+static int reuse_run(tf_db_t *db, void *arg)
 {
     submit_t *s = arg;
     size_t i;
@@ -567,7 +567,7 @@ typedef struct jq {
     json_t *out;
 } jq_t;
 
-static int jq_run(sqlite3 *db, void *arg)
+static int jq_run(tf_db_t *db, void *arg)
 {
     jq_t *q = arg;
     if (q->list)
@@ -681,7 +681,7 @@ typedef struct jc {
     char state[16];
 } jc_t;
 
-static int jc_run(sqlite3 *db, void *arg)
+static int jc_run(tf_db_t *db, void *arg)
 {
     jc_t *c = arg;
     return tf_q_job_owner(db, c->id, c->email, sizeof(c->email), c->state,
@@ -751,13 +751,13 @@ typedef struct patch_stream {
     unsigned char buf[PATCH_PIECE];
 } patch_stream_t;
 
-static int patch_find_fn(sqlite3 *db, void *arg)
+static int patch_find_fn(tf_db_t *db, void *arg)
 {
     patch_stream_t *ps = arg;
     return tf_q_patch_find(db, ps->sha, &ps->rowid, &ps->size);
 }
 
-static int patch_piece_fn(sqlite3 *db, void *arg)
+static int patch_piece_fn(tf_db_t *db, void *arg)
 {
     patch_stream_t *ps = arg;
     uint64_t left = ps->size - ps->pos;

@@ -34,7 +34,7 @@ typedef struct mq {
     size_t msg_len;
 } mq_t;
 
-static int mq_run(sqlite3 *db, void *arg)
+static int mq_run(tf_db_t *db, void *arg)
 {
     mq_t *q = arg;
     switch (q->kind) {

@@ -189,7 +189,7 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
 
 /* --- plumbing --- */
 
-static int pg_run(sqlite3 *db, void *arg)
+static int pg_run(tf_db_t *db, void *arg)
 {
     pg_t *q = arg;
     switch (q->kind) {

@@ -44,7 +44,7 @@ static void tq_free(tq_job_t *q)
     free(q);
 }
 
-static int tq_run(sqlite3 *db, void *arg)
+static int tq_run(tf_db_t *db, void *arg)
 {
     tq_job_t *q = arg;
     switch (q->kind) {

@@ -159,7 +159,10 @@ typedef struct tf_config {
     char *tls_key;         /* listen.tls.key: PEM file, absolute */
     char *public_url;      /* default "http://HOST:PORT/" ("https://" with
                               listen.tls; ends with '/') */
-    char *database;        /* absolute path; default DIR/state.sqlite */
+    char *database;        /* absolute path; default DIR/state.sqlite;
+                            * or store.postgres's URL */
+    int store_standby;     /* store.standby: wait for the database's
+                            * master lock instead of refusing */
     char *web_root;        /* directory of static pages, or NULL */
     char **cors_origins;   /* origins whose pages may read the API
                               (CORS); "*" = any; none by default */

@@ -1497,6 +1497,56 @@ static const cfg_table_t cfg_listen_table = {
     CFG_TABLE("listen", cfg_listen_keys, tf_config_t),
 };
 
+/* store.postgres: a postgresql:// URL replaces the sqlite file as the
+ * database (store/pg.c). */
+static int cfg_store_postgres(cfg_ctx_t *ctx, const cfg_loc_t *root,
+                              json_t *top, void *out, int status)
+{
+    tf_config_t *c = out;
+    cfg_loc_t loc = CFG_MEMBER(root, "postgres");
+    const char *url;
+    char *dup;
+
+    if (status != CFG_OK)
+        return 0;
+    url = json_string_value(json_object_get(top, "postgres"));
+    if (!url || (strncmp(url, "postgresql://", 13) != 0 &&
+                 strncmp(url, "postgres://", 11) != 0))
+        return cfg_bad(ctx, &loc,
+                       "must be a URL starting with postgresql:// or "
+                       "postgres://");
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            return cfg_bad(ctx, &loc,
+                           "must not contain spaces or control characters");
+    dup = strdup(url);
+    if (!dup)
+        return TF_ENOMEM;
+    free(c->database);
+    c->database = dup;
+    return 0;
+}
+
+static const cfg_key_t cfg_store_keys[] = {
+    {.name = "standby", .kind = CFG_BOOL, .def = 0,
+     CFG_F(tf_config_t, store_standby),
+     .doc = "with `postgres`: when another master holds the database, "
+            "wait (without listening) until it goes, then take over, "
+            "instead of refusing to start. See docs/admins.md, "
+            "\"A standby master\""},
+    {.name = "postgres", .kind = CFG_STR, .off = CFG_NOFIELD,
+     .check = cfg_store_postgres,
+     .doc_def = "none (the sqlite file of `database`)",
+     .doc = "a PostgreSQL database URL (`postgresql://USER@HOST/DB`, or "
+            "`postgresql:///DB?host=/socket/dir`) to hold all state instead "
+            "of `database`, for several masters on one farm; keep the "
+            "password out of it (use ~/.pgpass or PGPASSWORD). See "
+            "docs/admins.md, \"PostgreSQL\""},
+};
+static const cfg_table_t cfg_store_table = {
+    CFG_TABLE("store", cfg_store_keys, tf_config_t),
+};
+
 static const cfg_key_t cfg_try_keys[] = {
     {.name = "max_patch_bytes",
      CFG_I(tf_config_t, try_max_patch_bytes, 1, 1024ll * 1024 * 1024,
@@ -1651,7 +1701,11 @@ static const cfg_key_t cfg_top_keys[] = {
      .doc = "public base URL, used for links in the API and in mails, see "
             "[url](#url)"},
     {.name = "database", .kind = CFG_PATH, CFG_F(tf_config_t, database),
-     .sdef = "state.sqlite", .doc = "the sqlite database holding all state"},
+     .sdef = "state.sqlite", .doc = "the sqlite database holding all state "
+                                     "(unless `store.postgres` is set)"},
+    {.name = "store", .kind = CFG_SECTION, .off = 0, .sub = &cfg_store_table,
+     .doc_def = "see [store](#store)",
+     .doc = "the storage engine: sqlite (default) or PostgreSQL"},
     {.name = "web_root", .kind = CFG_PATH, CFG_F(tf_config_t, web_root),
      .doc = "directory of the status pages (static files)"},
     {.name = "cors_origins", .kind = CFG_STRINGS,

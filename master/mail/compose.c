@@ -126,7 +126,7 @@ static bool scan_chunk(void *arg, uint64_t offset, uint64_t line,
 /* The excerpt of a step's log (malloc'd), or NULL when out of memory. A
  * log longer than LOG_SCAN_HEAD + LOG_SCAN_TAIL is searched in its first
  * LOG_SCAN_HEAD bytes and its tail read from its last LOG_SCAN_TAIL. */
-static char *step_excerpt(sqlite3 *db, const tf__mail_settings_t *s,
+static char *step_excerpt(tf_db_t *db, const tf__mail_settings_t *s,
                           const char *builder, uint64_t build_id,
                           unsigned step, uint64_t log_bytes)
 {
@@ -203,7 +203,7 @@ static int test_visit(void *arg, const tf_q_failed_test_t *t)
 }
 
 /* Fills b's failing tests (read on db; strings in the pool). */
-static int build_tests(sqlite3 *db, pool_t *p, tf_mail_build_t *b)
+static int build_tests(tf_db_t *db, pool_t *p, tf_mail_build_t *b)
 {
     tf_q_test_counts_t c;
     char *mem = calloc(MAX_TESTS, sizeof(tf_mail_test_t));
@@ -230,7 +230,7 @@ static int build_tests(sqlite3 *db, pool_t *p, tf_mail_build_t *b)
 /* ------------------------------------------------------------------ */
 
 typedef struct job_data {
-    sqlite3 *db;
+    tf_db_t *db;
     const tf__mail_settings_t *s;
     pool_t pool;
     tf_mail_job_t job;
@@ -364,7 +364,7 @@ static int job_failed_steps(job_data_t *jd)
     return 0;
 }
 
-static int load_job_fn(sqlite3 *db, void *arg)
+static int load_job_fn(tf_db_t *db, void *arg)
 {
     job_data_t *jd = arg;
     jd->db = db;
@@ -395,7 +395,7 @@ static void job_data_free(job_data_t *jd)
 /* ------------------------------------------------------------------ */
 
 typedef struct notice_data {
-    sqlite3 *db;
+    tf_db_t *db;
     const tf__mail_settings_t *s;
     const char *extra_json; /* the row's recipients, or NULL */
     pool_t pool;
@@ -501,7 +501,7 @@ static int notice_recipients(notice_data_t *nd)
     return 0;
 }
 
-static int load_notice_fn(sqlite3 *db, void *arg)
+static int load_notice_fn(tf_db_t *db, void *arg)
 {
     notice_data_t *nd = arg;
     tf_mail_build_t *b = &nd->n.build;

@@ -103,7 +103,7 @@ void tf__mail_describe(const tf_store_mail_row_t *r, char *out, size_t n)
              strcmp(r->kind, "job") == 0 ? "try job" : r->kind, r->ref);
 }
 
-static int pick_fn(sqlite3 *db, void *arg)
+static int pick_fn(tf_db_t *db, void *arg)
 {
     return tf_store_mail_pick(db, arg);
 }

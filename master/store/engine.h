@@ -70,6 +70,13 @@ typedef struct tf_engine_vt {
      * snapshot). Returns the query's result. */
     int (*query)(tf_engine_t *e, tf_query_t *q);
 
+    /* Optional (NULL: nothing to do): this process is the database's one
+     * master (tf_store_opts_t.exclusive). Called after open, before the
+     * writer thread starts. Returns 0, or TF_EEXIST with the cause logged
+     * when another master holds the database; with wait, blocks until
+     * that master goes instead (a standby master). */
+    int (*claim)(tf_engine_t *e, bool wait);
+
     /* Test hook (store_internal.h): cap the database at pages pages before
      * the next batch. Engines without such a notion ignore it. */
     void (*set_max_pages)(tf_engine_t *e, long pages);
@@ -109,5 +116,10 @@ typedef struct tf_engine_vt {
 
 /* The embedded engine (store/sqlite.c). */
 extern const tf_engine_vt_t tf_engine_sqlite;
+
+#ifdef TF_HAVE_POSTGRESQL
+/* The engine for several masters on one database (store/pg.c). */
+extern const tf_engine_vt_t tf_engine_pg;
+#endif
 
 #endif

@@ -82,49 +82,49 @@ void tf_store_mail_queue_build(tf_sqlstmt_t *st, tf_sqlval_t *vals,
 /* A row's life                                                        */
 /* ------------------------------------------------------------------ */
 
-static char *col_dup(sqlite3_stmt *st, int col)
+static char *col_dup(tf_dbst_t *st, int col)
 {
-    const char *t = (const char *)sqlite3_column_text(st, col);
+    const char *t = (const char *)tf_db_column_text(st, col);
     return t ? strdup(t) : NULL;
 }
 
-int tf_store_mail_pick(sqlite3 *db, tf_store_mail_row_t *r)
+int tf_store_mail_pick(tf_db_t *db, tf_store_mail_row_t *r)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT id, kind, ref_id, recipients, message_id, "
                            "subject, message, attempts, created_ms, "
                            "next_attempt_ms FROM mail_outbox "
                            "WHERE state = 'pending' "
                            "ORDER BY next_attempt_ms, id LIMIT 1",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *kind = (const char *)sqlite3_column_text(st, 1);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        const char *kind = (const char *)tf_db_column_text(st, 1);
         r->found = true;
-        r->id = sqlite3_column_int64(st, 0);
+        r->id = tf_db_column_int64(st, 0);
         snprintf(r->kind, sizeof(r->kind), "%s", kind ? kind : "");
-        r->ref = (uint64_t)sqlite3_column_int64(st, 2);
+        r->ref = (uint64_t)tf_db_column_int64(st, 2);
         r->recipients = col_dup(st, 3);
         r->message_id = col_dup(st, 4);
         r->subject = col_dup(st, 5);
-        r->has_message = sqlite3_column_type(st, 6) != SQLITE_NULL;
+        r->has_message = tf_db_column_type(st, 6) != TF_DB_NULL;
         if (r->has_message) {
-            size_t n = (size_t)sqlite3_column_bytes(st, 6);
+            size_t n = (size_t)tf_db_column_bytes(st, 6);
             r->message = malloc(n ? n : 1);
             if (r->message) {
-                memcpy(r->message, sqlite3_column_blob(st, 6), n);
+                memcpy(r->message, tf_db_column_blob(st, 6), n);
                 r->message_len = n;
             } else {
                 rc = TF_ENOMEM;
             }
         }
-        r->attempts = sqlite3_column_int64(st, 7);
-        r->created_ms = sqlite3_column_int64(st, 8);
-        r->next_ms = sqlite3_column_int64(st, 9);
+        r->attempts = tf_db_column_int64(st, 7);
+        r->created_ms = tf_db_column_int64(st, 8);
+        r->next_ms = tf_db_column_int64(st, 9);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
@@ -193,23 +193,23 @@ void tf_store_mail_row_unsent(tf_sqlstmt_t *st, tf_sqlval_t *vals,
 /* What a mail is about                                                */
 /* ------------------------------------------------------------------ */
 
-static const char *col_text(sqlite3_stmt *st, int col)
+static const char *col_text(tf_dbst_t *st, int col)
 {
-    return (const char *)sqlite3_column_text(st, col);
+    return (const char *)tf_db_column_text(st, col);
 }
 
-static bool col_null(sqlite3_stmt *st, int col)
+static bool col_null(tf_dbst_t *st, int col)
 {
-    return sqlite3_column_type(st, col) == SQLITE_NULL;
+    return tf_db_column_type(st, col) == TF_DB_NULL;
 }
 
-static int job_requests(sqlite3 *db, uint64_t id,
+static int job_requests(tf_db_t *db, uint64_t id,
                         int (*visit)(void *, const tf_store_mail_request_t *),
                         void *arg)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            /* A rerun without the patch is named so. */
                            "SELECT r.builder || CASE WHEN "
                            "r.without_patch_of IS NULL THEN '' ELSE "
@@ -219,50 +219,50 @@ static int job_requests(sqlite3 *db, uint64_t id,
                            "b.finished_ms, b.text FROM build_requests r "
                            "LEFT JOIN builds b ON b.id = r.build_id "
                            "WHERE r.job_id = ?1 ORDER BY r.id",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    while (rc == 0 && tf_db_step(st) == TF_DB_ROW) {
         tf_store_mail_request_t r = {
             .builder = col_text(st, 0),
             .state = col_text(st, 1),
             .has_build = !col_null(st, 3),
-            .build_id = (uint64_t)sqlite3_column_int64(st, 3),
-            .number = (uint64_t)sqlite3_column_int64(st, 4),
+            .build_id = (uint64_t)tf_db_column_int64(st, 3),
+            .number = (uint64_t)tf_db_column_int64(st, 4),
             .slave = col_text(st, 5),
-            .started_ms = sqlite3_column_int64(st, 7),
-            .finished_ms = sqlite3_column_int64(st, 8),
+            .started_ms = tf_db_column_int64(st, 7),
+            .finished_ms = tf_db_column_int64(st, 8),
             .text = col_text(st, 9),
         };
         int col = !col_null(st, 2) ? 2 : !col_null(st, 6) ? 6 : -1;
         if (col >= 0) {
             r.has_result = true;
-            r.result = sqlite3_column_int(st, col);
+            r.result = tf_db_column_int(st, col);
         }
         rc = visit(arg, &r);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_store_mail_job(sqlite3 *db, uint64_t id,
+int tf_store_mail_job(tf_db_t *db, uint64_t id,
                       int (*visit)(void *arg, const tf_store_mail_job_t *j),
                       int (*visit_req)(void *arg,
                                        const tf_store_mail_request_t *r),
                       void *arg)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = TF_ENOENT;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT author, email, notify_email, description, "
                            "review_url, patchset, base_revision, state, "
                            "result, submitted_ms, finished_ms, notify, "
                            "new_failures_only "
                            "FROM try_jobs WHERE id = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    if (tf_db_step(st) == TF_DB_ROW) {
         tf_store_mail_job_t j = {
             .author = col_text(st, 0),
             .email = col_text(st, 1),
@@ -273,46 +273,46 @@ int tf_store_mail_job(sqlite3 *db, uint64_t id,
             .base_revision = col_text(st, 6),
             .state = col_text(st, 7),
             .has_result = !col_null(st, 8),
-            .result = sqlite3_column_int(st, 8),
-            .submitted_ms = sqlite3_column_int64(st, 9),
-            .finished_ms = sqlite3_column_int64(st, 10),
-            .notify = sqlite3_column_int(st, 11) != 0,
-            .new_failures_only = sqlite3_column_int(st, 12) != 0,
+            .result = tf_db_column_int(st, 8),
+            .submitted_ms = tf_db_column_int64(st, 9),
+            .finished_ms = tf_db_column_int64(st, 10),
+            .notify = tf_db_column_int(st, 11) != 0,
+            .new_failures_only = tf_db_column_int(st, 12) != 0,
         };
         rc = visit(arg, &j);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc ? rc : job_requests(db, id, visit_req, arg);
 }
 
-int tf_store_mail_build(sqlite3 *db, uint64_t id,
+int tf_store_mail_build(tf_db_t *db, uint64_t id,
                         int (*visit)(void *arg,
                                      const tf_store_mail_build_t *b),
                         void *arg, bool *has_prev, int *prev)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     char *builder = NULL;
     int rc = TF_ENOENT;
     *has_prev = false;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT b.builder, b.number, b.slave, b.result, "
                            "b.started_ms, b.finished_ms, b.text, b.reason, "
                            "b.repository, b.branch, "
                            "coalesce(b.got_revision, b.revision), b.state, "
                            "r.job_id FROM builds b LEFT JOIN build_requests r "
                            "ON r.id = b.request_id WHERE b.id = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    if (tf_db_step(st) == TF_DB_ROW) {
         tf_store_mail_build_t b = {
             .builder = col_text(st, 0),
-            .number = (uint64_t)sqlite3_column_int64(st, 1),
+            .number = (uint64_t)tf_db_column_int64(st, 1),
             .slave = col_text(st, 2),
             .has_result = !col_null(st, 3),
-            .result = sqlite3_column_int(st, 3),
-            .started_ms = sqlite3_column_int64(st, 4),
-            .finished_ms = sqlite3_column_int64(st, 5),
+            .result = tf_db_column_int(st, 3),
+            .started_ms = tf_db_column_int64(st, 4),
+            .finished_ms = tf_db_column_int64(st, 5),
             .text = col_text(st, 6),
             .reason = col_text(st, 7),
             .repository = col_text(st, 8),
@@ -324,34 +324,34 @@ int tf_store_mail_build(sqlite3 *db, uint64_t id,
         builder = strdup(b.builder ? b.builder : "");
         rc = builder ? visit(arg, &b) : TF_ENOMEM;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     if (rc)
         goto out;
-    if (sqlite3_prepare_v2(db, PREV_RESULT_SQL, -1, &st, NULL) != SQLITE_OK) {
+    if (tf_db_prepare_v2(db, PREV_RESULT_SQL, -1, &st, NULL) != TF_DB_OK) {
         rc = TF_ESTORE;
         goto out;
     }
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    sqlite3_bind_text(st, 2, builder, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    tf_db_bind_text(st, 2, builder, -1, TF_DB_TRANSIENT);
+    if (tf_db_step(st) == TF_DB_ROW) {
         *has_prev = true;
-        *prev = sqlite3_column_int(st, 0);
+        *prev = tf_db_column_int(st, 0);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
 out:
     free(builder);
     return rc;
 }
 
-int tf_store_mail_steps(sqlite3 *db, uint64_t build_id, unsigned limit,
+int tf_store_mail_steps(tf_db_t *db, uint64_t build_id, unsigned limit,
                         bool only_failed,
                         int (*visit)(void *arg,
                                      const tf_store_mail_step_t *s),
                         void *arg)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(
+    if (tf_db_prepare_v2(
             db,
             only_failed
                 ? "SELECT idx, name, result, text, info, log_lines, "
@@ -360,45 +360,45 @@ int tf_store_mail_steps(sqlite3 *db, uint64_t build_id, unsigned limit,
                 : "SELECT idx, name, result, text, info, log_lines, "
                   "log_bytes FROM steps WHERE build_id = ?1 ORDER BY idx "
                   "LIMIT ?2",
-            -1, &st, NULL) != SQLITE_OK)
+            -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
     if (!only_failed)
-        sqlite3_bind_int(st, 2, (int)limit);
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        tf_db_bind_int(st, 2, (int)limit);
+    while (rc == 0 && tf_db_step(st) == TF_DB_ROW) {
         tf_store_mail_step_t s = {
-            .index = (unsigned)sqlite3_column_int(st, 0),
+            .index = (unsigned)tf_db_column_int(st, 0),
             .name = col_text(st, 1),
             .has_result = !col_null(st, 2),
-            .result = sqlite3_column_int(st, 2),
+            .result = tf_db_column_int(st, 2),
             .text = col_text(st, 3),
             .info = col_text(st, 4),
-            .log_lines = (uint64_t)sqlite3_column_int64(st, 5),
-            .log_bytes = (uint64_t)sqlite3_column_int64(st, 6),
+            .log_lines = (uint64_t)tf_db_column_int64(st, 5),
+            .log_bytes = (uint64_t)tf_db_column_int64(st, 6),
         };
         rc = visit(arg, &s);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_store_mail_changes(sqlite3 *db, uint64_t build_id, unsigned limit,
+int tf_store_mail_changes(tf_db_t *db, uint64_t build_id, unsigned limit,
                           int (*visit)(void *arg,
                                        const tf_store_mail_change_t *c),
                           void *arg)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT c.revision, c.author, c.email, c.message "
                            "FROM build_changes bc JOIN changes c ON "
                            "c.id = bc.change_id WHERE bc.build_id = ?1 "
                            "ORDER BY c.id LIMIT ?2",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)limit);
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)limit);
+    while (rc == 0 && tf_db_step(st) == TF_DB_ROW) {
         tf_store_mail_change_t c = {
             .revision = col_text(st, 0),
             .author = col_text(st, 1),
@@ -407,11 +407,18 @@ int tf_store_mail_changes(sqlite3 *db, uint64_t build_id, unsigned limit,
         };
         rc = visit(arg, &c);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_store_mail_log(sqlite3 *db, uint64_t build_id, unsigned step,
+/* The log is read in windows of chunks starting within this many bytes:
+ * an engine that materializes a result (PostgreSQL) then never holds
+ * more than about a window however long the log and however early the
+ * visitor stops. Chunks are contiguous, so a window without a chunk
+ * ending past the position is the end. */
+#define MAIL_LOG_WINDOW (4ull << 20)
+
+int tf_store_mail_log(tf_db_t *db, uint64_t build_id, unsigned step,
                       uint64_t from_offset,
                       bool (*visit)(void *arg, uint64_t offset, uint64_t line,
                                     const void *data, size_t len),
@@ -429,13 +436,13 @@ int tf_store_mail_log(sqlite3 *db, uint64_t build_id, unsigned step,
     "id, kind, ref_id, recipients, subject, message_id, state, attempts, "     \
     "created_ms, next_attempt_ms, sent_ms, last_error, length(message) "
 
-static json_t *mail_row(sqlite3_stmt *st, const char *base)
+static json_t *mail_row(tf_dbst_t *st, const char *base)
 {
-    json_int_t id = sqlite3_column_int64(st, 0);
-    const char *kind = (const char *)sqlite3_column_text(st, 1);
-    json_int_t ref = sqlite3_column_int64(st, 2);
-    const char *state = (const char *)sqlite3_column_text(st, 6);
-    const char *rc = (const char *)sqlite3_column_text(st, 3);
+    json_int_t id = tf_db_column_int64(st, 0);
+    const char *kind = (const char *)tf_db_column_text(st, 1);
+    json_int_t ref = tf_db_column_int64(st, 2);
+    const char *state = (const char *)tf_db_column_text(st, 6);
+    const char *rc = (const char *)tf_db_column_text(st, 3);
     json_t *rcpt = rc ? json_loads(rc, 0, NULL) : NULL;
     char url[600];
     bool job = kind && strcmp(kind, "job") == 0;
@@ -465,44 +472,44 @@ static json_t *mail_row(sqlite3_stmt *st, const char *base)
     return o;
 }
 
-int tf_store_mail_list(sqlite3 *db, const char *base_url, uint64_t before,
+int tf_store_mail_list(tf_db_t *db, const char *base_url, uint64_t before,
                        const char *state, unsigned limit, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
+    tf_dbst_t *st = NULL;
+    if (tf_db_prepare_v2(db,
                            "SELECT " MAIL_COLS "FROM mail_outbox WHERE "
                            "id < ?1 AND (?2 IS NULL OR state = ?2) "
                            "ORDER BY id DESC LIMIT ?3",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
+    tf_db_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
     if (state)
-        sqlite3_bind_text(st, 2, state, -1, SQLITE_TRANSIENT);
+        tf_db_bind_text(st, 2, state, -1, TF_DB_TRANSIENT);
     else
-        sqlite3_bind_null(st, 2);
-    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+        tf_db_bind_null(st, 2);
+    tf_db_bind_int64(st, 3, (int64_t)limit + 1);
     json_t *arr = json_array();
     unsigned n = 0;
     json_int_t last = 0;
     bool more = false;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (tf_db_step(st) == TF_DB_ROW) {
         if (n == limit) {
             more = true;
             break;
         }
-        last = sqlite3_column_int64(st, 0);
+        last = tf_db_column_int64(st, 0);
         json_array_append_new(arr, mail_row(st, base_url));
         n++;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_int_t pending = 0;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT count(*) FROM mail_outbox WHERE "
                            "state = 'pending' AND next_attempt_ms >= 0",
-                           -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        pending = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+                           -1, &st, NULL) == TF_DB_OK &&
+        tf_db_step(st) == TF_DB_ROW)
+        pending = tf_db_column_int64(st, 0);
+    tf_db_finalize(st);
     *out = json_object();
     json_object_set_new(*out, "mail", arr);
     json_object_set_new(*out, "pending", json_integer(pending));
@@ -511,46 +518,46 @@ int tf_store_mail_list(sqlite3 *db, const char *base_url, uint64_t before,
     return 0;
 }
 
-int tf_store_mail_one(sqlite3 *db, const char *base_url, uint64_t id,
+int tf_store_mail_one(tf_db_t *db, const char *base_url, uint64_t id,
                       json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = TF_ENOENT;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT " MAIL_COLS "FROM mail_outbox WHERE id = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    if (tf_db_step(st) == TF_DB_ROW) {
         *out = mail_row(st, base_url);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_store_mail_message(sqlite3 *db, uint64_t id, uint8_t **out,
+int tf_store_mail_message(tf_db_t *db, uint64_t id, uint8_t **out,
                           size_t *len)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = TF_ENOENT;
-    if (sqlite3_prepare_v2(db, "SELECT message FROM mail_outbox WHERE id = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (tf_db_prepare_v2(db, "SELECT message FROM mail_outbox WHERE id = ?1",
+                           -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    if (tf_db_step(st) == TF_DB_ROW) {
         rc = 0;
-        if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+        if (tf_db_column_type(st, 0) == TF_DB_NULL) {
             rc = TF_ESTATE;
         } else {
-            *len = (size_t)sqlite3_column_bytes(st, 0);
+            *len = (size_t)tf_db_column_bytes(st, 0);
             *out = malloc(*len ? *len : 1);
             if (*out)
-                memcpy(*out, sqlite3_column_blob(st, 0), *len);
+                memcpy(*out, tf_db_column_blob(st, 0), *len);
             else
                 rc = TF_ENOMEM;
         }
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }

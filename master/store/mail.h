@@ -10,7 +10,7 @@
  *     array, for the caller to queue with tf_store_write (the sender
  *     thread) or in the write group of the event that causes the mail
  *     (core), so a mail row commits with its cause or not at all;
- *   - queries run on a read connection (the sqlite3 * a tf_store_read
+ *   - queries run on a read connection (the tf_db_t * a tf_store_read
  *     function gets), like queries.h: some hand each row to a visitor as
  *     a view whose strings are borrowed for the call, some return JSON
  *     for the API.
@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "store/db.h"
 
 #include "store/store_sqlite.h"
 
@@ -76,7 +76,7 @@ typedef struct tf_store_mail_row {
 
 /* Reads the pending row due first into *r (r->found false when none).
  * Returns 0, TF_ESTORE or TF_ENOMEM. */
-int tf_store_mail_pick(sqlite3 *db, tf_store_mail_row_t *r);
+int tf_store_mail_pick(tf_db_t *db, tf_store_mail_row_t *r);
 void tf_store_mail_row_clear(tf_store_mail_row_t *r);
 
 /* The rendered mail of row id, stored once before its first attempt
@@ -151,7 +151,7 @@ typedef struct tf_store_mail_change {
 /* Try job id (visit called once) and its requests in order (visit_req).
  * TF_ENOENT when there is no such job; a visitor's non-zero return stops
  * and is returned. */
-int tf_store_mail_job(sqlite3 *db, uint64_t id,
+int tf_store_mail_job(tf_db_t *db, uint64_t id,
                       int (*visit)(void *arg, const tf_store_mail_job_t *j),
                       int (*visit_req)(void *arg,
                                        const tf_store_mail_request_t *r),
@@ -159,21 +159,21 @@ int tf_store_mail_job(sqlite3 *db, uint64_t id,
 
 /* Build id (TF_ENOENT when there is none) and the result of its builder's
  * last finished continuous build before it (*has_prev, *prev). */
-int tf_store_mail_build(sqlite3 *db, uint64_t id,
+int tf_store_mail_build(tf_db_t *db, uint64_t id,
                         int (*visit)(void *arg,
                                      const tf_store_mail_build_t *b),
                         void *arg, bool *has_prev, int *prev);
 
 /* The steps of build_id in order, at most limit; only_failed: the first
  * step that ended FAILURE or EXCEPTION (none when none did). */
-int tf_store_mail_steps(sqlite3 *db, uint64_t build_id, unsigned limit,
+int tf_store_mail_steps(tf_db_t *db, uint64_t build_id, unsigned limit,
                         bool only_failed,
                         int (*visit)(void *arg,
                                      const tf_store_mail_step_t *s),
                         void *arg);
 
 /* The blamelist of build_id, oldest change first, at most limit. */
-int tf_store_mail_changes(sqlite3 *db, uint64_t build_id, unsigned limit,
+int tf_store_mail_changes(tf_db_t *db, uint64_t build_id, unsigned limit,
                           int (*visit)(void *arg,
                                        const tf_store_mail_change_t *c),
                           void *arg);
@@ -182,7 +182,7 @@ int tf_store_mail_changes(sqlite3 *db, uint64_t build_id, unsigned limit,
  * sealed block, then each chunk of the open tail: tf_q_log_visit): visit
  * gets each piece's byte offset, line number and bytes, and returns true
  * to go on. Returns 0 or TF_ESTORE (a damaged block too, logged). */
-int tf_store_mail_log(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_store_mail_log(tf_db_t *db, uint64_t build_id, unsigned step,
                       uint64_t from_offset,
                       bool (*visit)(void *arg, uint64_t offset, uint64_t line,
                                     const void *data, size_t len),
@@ -195,16 +195,16 @@ int tf_store_mail_log(sqlite3 *db, uint64_t build_id, unsigned step,
 /* Rows newest first, ids below before (0: no bound), in state (NULL: any),
  * at most limit. *out: {"mail": [...], "pending": N, "next_before": id or
  * null}. base_url ends with '/'. */
-int tf_store_mail_list(sqlite3 *db, const char *base_url, uint64_t before,
+int tf_store_mail_list(tf_db_t *db, const char *base_url, uint64_t before,
                        const char *state, unsigned limit, json_t **out);
 
 /* One row, or TF_ENOENT. */
-int tf_store_mail_one(sqlite3 *db, const char *base_url, uint64_t id,
+int tf_store_mail_one(tf_db_t *db, const char *base_url, uint64_t id,
                       json_t **out);
 
 /* The stored message of row id (malloc'd), TF_ENOENT for no such row,
  * TF_ESTATE when it has not been rendered yet. */
-int tf_store_mail_message(sqlite3 *db, uint64_t id, uint8_t **out,
+int tf_store_mail_message(tf_db_t *db, uint64_t id, uint8_t **out,
                           size_t *len);
 
 #endif

@@ -52,9 +52,9 @@ static json_t *url_of(const char *base, const char *fmt, ...)
     return json_string(url);
 }
 
-static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+static int prep(tf_db_t *db, const char *sql, tf_dbst_t **st)
 {
-    return sqlite3_prepare_v2(db, sql, -1, st, NULL) == SQLITE_OK ? 0
+    return tf_db_prepare_v2(db, sql, -1, st, NULL) == TF_DB_OK ? 0
                                                                    : TF_ESTORE;
 }
 
@@ -73,10 +73,10 @@ typedef struct build_info {
 
 /* The finished rerun of try build id without its patch
  * (retry_without_patch), or 0. */
-static uint64_t rerun_without_patch(sqlite3 *db, uint64_t id,
+static uint64_t rerun_without_patch(tf_db_t *db, uint64_t id,
                                     uint64_t *number)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     uint64_t found = 0;
     if (prep(db,
              "SELECT b.id, b.number FROM build_requests r JOIN builds b "
@@ -85,32 +85,32 @@ static uint64_t rerun_without_patch(sqlite3 *db, uint64_t id,
              "ORDER BY b.id DESC LIMIT 1",
              &st))
         return 0;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        found = (uint64_t)sqlite3_column_int64(st, 0);
-        *number = (uint64_t)sqlite3_column_int64(st, 1);
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        found = (uint64_t)tf_db_column_int64(st, 0);
+        *number = (uint64_t)tf_db_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return found;
 }
 
 /* One integer from sql with up to two text parameters and one integer
  * (?1, ?2, ?3), or 0 when there is no row or it is NULL. */
-static int64_t one_int(sqlite3 *db, const char *sql, const char *t1,
+static int64_t one_int(tf_db_t *db, const char *sql, const char *t1,
                        const char *t2, int64_t i3)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int64_t v = 0;
     if (prep(db, sql, &st))
         return 0;
     if (t1)
-        sqlite3_bind_text(st, 1, t1, -1, SQLITE_TRANSIENT);
+        tf_db_bind_text(st, 1, t1, -1, TF_DB_TRANSIENT);
     if (t2)
-        sqlite3_bind_text(st, 2, t2, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, i3);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+        tf_db_bind_text(st, 2, t2, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 3, i3);
+    if (tf_db_step(st) == TF_DB_ROW)
+        v = tf_db_column_int64(st, 0);
+    tf_db_finalize(st);
     return v;
 }
 
@@ -120,10 +120,10 @@ static int64_t one_int(sqlite3 *db, const char *sql, const char *t1,
  * or, when none built it, from the first whose blamelist holds a change
  * recorded at or after base's. Each step is an indexed lookup, so the
  * cost does not grow with the number of changes. */
-static uint64_t reference_build(sqlite3 *db, const char *builder,
+static uint64_t reference_build(tf_db_t *db, const char *builder,
                                 const char *base, uint64_t *number)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     uint64_t id = 0;
     int64_t floor = 0;
     if (base && *base) {
@@ -157,21 +157,21 @@ static uint64_t reference_build(sqlite3 *db, const char *builder,
              "ORDER BY b.id DESC LIMIT 1",
              &st))
         return 0;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, floor);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        id = (uint64_t)sqlite3_column_int64(st, 0);
-        *number = (uint64_t)sqlite3_column_int64(st, 1);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 2, floor);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        id = (uint64_t)tf_db_column_int64(st, 0);
+        *number = (uint64_t)tf_db_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return id;
 }
 
 /* Fills bi for build_id (its reference when it is a try build with a
  * failing test), or TF_ENOENT. */
-static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
+static int build_info(tf_db_t *db, uint64_t build_id, build_info_t *bi)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT b.builder, r.job_id, j.base_revision, "
                   "r.without_patch_of, EXISTS (SELECT 1 FROM test_results t "
@@ -183,18 +183,18 @@ static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
     if (rc)
         return rc;
     memset(bi, 0, sizeof(*bi));
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *b = (const char *)sqlite3_column_text(st, 0);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        const char *b = (const char *)tf_db_column_text(st, 0);
         snprintf(bi->builder, sizeof(bi->builder), "%s", b ? b : "");
         /* A rerun without the patch is a reference, not a try build. */
-        bi->is_try = sqlite3_column_type(st, 1) != SQLITE_NULL &&
-                     sqlite3_column_type(st, 3) == SQLITE_NULL;
+        bi->is_try = tf_db_column_type(st, 1) != TF_DB_NULL &&
+                     tf_db_column_type(st, 3) == TF_DB_NULL;
         /* The reference is looked up only when there is a failure to
          * mark: a job's answer asks for every build's summary. */
-        if (bi->is_try && sqlite3_column_int(st, 4)) {
-            const char *base = (const char *)sqlite3_column_text(st, 2);
+        if (bi->is_try && tf_db_column_int(st, 4)) {
+            const char *base = (const char *)tf_db_column_text(st, 2);
             bi->reference = rerun_without_patch(db, build_id,
                                                 &bi->reference_number);
             bi->reference_without_patch = bi->reference != 0;
@@ -205,21 +205,21 @@ static int build_info(sqlite3 *db, uint64_t build_id, build_info_t *bi)
         }
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
 /* Whether the reference build failed the test. */
-static bool reference_failed(sqlite3_stmt *ref, uint64_t reference,
+static bool reference_failed(tf_dbst_t *ref, uint64_t reference,
                              const char *suite, const char *name)
 {
     bool failed;
-    sqlite3_reset(ref);
-    sqlite3_bind_int64(ref, 1, (int64_t)reference);
-    sqlite3_bind_text(ref, 2, suite, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(ref, 3, name, -1, SQLITE_TRANSIENT);
-    failed = sqlite3_step(ref) == SQLITE_ROW;
-    sqlite3_reset(ref);
+    tf_db_reset(ref);
+    tf_db_bind_int64(ref, 1, (int64_t)reference);
+    tf_db_bind_text(ref, 2, suite, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(ref, 3, name, -1, TF_DB_TRANSIENT);
+    failed = tf_db_step(ref) == TF_DB_ROW;
+    tf_db_reset(ref);
     return failed;
 }
 
@@ -227,18 +227,18 @@ static const char SQL_REF_FAILED[] =
     "SELECT 1 FROM test_results WHERE build_id = ?1 AND suite = ?2 "
     "AND name = ?3 AND status = 'fail' LIMIT 1";
 
-static void counts_of(sqlite3 *db, uint64_t build_id, tf_q_test_counts_t *c)
+static void counts_of(tf_db_t *db, uint64_t build_id, tf_q_test_counts_t *c)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     if (prep(db,
              "SELECT status, count(*) FROM test_results WHERE build_id = ?1 "
              "GROUP BY status",
              &st))
         return;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *s = (const char *)sqlite3_column_text(st, 0);
-        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    while (tf_db_step(st) == TF_DB_ROW) {
+        const char *s = (const char *)tf_db_column_text(st, 0);
+        uint64_t n = (uint64_t)tf_db_column_int64(st, 1);
         switch (tf_q_status_bit(s)) {
         case TF_Q_ST_PASS:
             c->pass = n;
@@ -254,14 +254,14 @@ static void counts_of(sqlite3 *db, uint64_t build_id, tf_q_test_counts_t *c)
             break;
         }
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
 }
 
 /* The number of the build's failures the reference build did not have. */
-static uint64_t count_new(sqlite3 *db, uint64_t build_id,
+static uint64_t count_new(tf_db_t *db, uint64_t build_id,
                           const build_info_t *bi, uint64_t fails)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     uint64_t n;
     if (!bi->has_reference)
         return fails;
@@ -272,11 +272,11 @@ static uint64_t count_new(sqlite3 *db, uint64_t build_id,
              "AND u.name = t.name AND u.status = 'fail')",
              &st))
         return fails;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int64(st, 2, (int64_t)bi->reference);
-    n = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0)
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int64(st, 2, (int64_t)bi->reference);
+    n = tf_db_step(st) == TF_DB_ROW ? (uint64_t)tf_db_column_int64(st, 0)
                                        : fails;
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return n;
 }
 
@@ -288,7 +288,7 @@ static uint64_t count_new(sqlite3 *db, uint64_t build_id,
  * min(lines, TF_Q_EXCERPT_LINES) lines and TF_Q_EXCERPT_BYTES bytes, as
  * valid UTF-8 (malloc'd; "" when the log holds nothing there; NULL when
  * out of memory). */
-static char *test_excerpt(sqlite3 *db, uint64_t build_id, unsigned step,
+static char *test_excerpt(tf_db_t *db, uint64_t build_id, unsigned step,
                           uint64_t offset, uint64_t lines)
 {
     unsigned char buf[TF_Q_EXCERPT_BYTES];
@@ -312,20 +312,20 @@ static char *test_excerpt(sqlite3 *db, uint64_t build_id, unsigned step,
     "t.step, s.name, t.suite, t.name, t.status, t.attempts, t.duration_ms, "   \
     "t.outcome, t.message, t.log_offset, t.log_line, t.log_lines "
 
-static const char *col_str(sqlite3_stmt *st, int c)
+static const char *col_str(tf_dbst_t *st, int c)
 {
-    const char *s = (const char *)sqlite3_column_text(st, c);
+    const char *s = (const char *)tf_db_column_text(st, c);
     return s ? s : "";
 }
 
-int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
+int tf_q_failed_tests(tf_db_t *db, uint64_t build_id, unsigned max,
                       bool with_flaky, tf_q_test_counts_t *counts,
                       int (*visit)(void *arg, const tf_q_failed_test_t *t),
                       void *arg)
 {
     build_info_t bi;
     tf_q_test_counts_t c = {0};
-    sqlite3_stmt *st = NULL, *ref = NULL;
+    tf_dbst_t *st = NULL, *ref = NULL;
     int rc = build_info(db, build_id, &bi);
     if (rc)
         return rc;
@@ -342,32 +342,32 @@ int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
                    "SELECT " TEST_COLS "FROM test_results t LEFT JOIN steps s "
                    "ON s.build_id = t.build_id AND s.idx = t.step "
                    "WHERE t.build_id = ?1 AND (t.status = 'fail' OR "
-                   "(?2 AND t.status = 'flaky')) ORDER BY " STATUS_ORDER
+                   "(?2 != 0 AND t.status = 'flaky')) ORDER BY " STATUS_ORDER
                    ", t.step, t.log_line, t.suite, t.name LIMIT ?3",
                    &st)) ||
         (bi.has_reference && (rc = prep(db, SQL_REF_FAILED, &ref))))
         goto out;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, with_flaky ? 1 : 0);
-    sqlite3_bind_int64(st, 3, max);
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, with_flaky ? 1 : 0);
+    tf_db_bind_int64(st, 3, max);
+    while (rc == 0 && tf_db_step(st) == TF_DB_ROW) {
         tf_q_failed_test_t t = {
-            .step = (unsigned)sqlite3_column_int(st, 0),
+            .step = (unsigned)tf_db_column_int(st, 0),
             .step_name = col_str(st, 1),
             .suite = col_str(st, 2),
             .name = col_str(st, 3),
             .status = col_str(st, 4),
-            .attempts = (uint32_t)sqlite3_column_int64(st, 5),
-            .message = (const char *)sqlite3_column_text(st, 8),
-            .has_log = sqlite3_column_type(st, 9) != SQLITE_NULL,
-            .log_line = (uint64_t)sqlite3_column_int64(st, 10),
-            .log_lines = (uint64_t)sqlite3_column_int64(st, 11),
+            .attempts = (uint32_t)tf_db_column_int64(st, 5),
+            .message = (const char *)tf_db_column_text(st, 8),
+            .has_log = tf_db_column_type(st, 9) != TF_DB_NULL,
+            .log_line = (uint64_t)tf_db_column_int64(st, 10),
+            .log_lines = (uint64_t)tf_db_column_int64(st, 11),
             .is_try = bi.is_try,
         };
         char *ex = NULL;
         if (t.has_log)
             ex = test_excerpt(db, build_id, t.step,
-                              (uint64_t)sqlite3_column_int64(st, 9),
+                              (uint64_t)tf_db_column_int64(st, 9),
                               t.log_lines);
         t.excerpt = ex ? ex : "";
         if (ref && strcmp(t.status, "fail") == 0 &&
@@ -379,8 +379,8 @@ int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
         free(ex);
     }
 out:
-    sqlite3_finalize(st);
-    sqlite3_finalize(ref);
+    tf_db_finalize(st);
+    tf_db_finalize(ref);
     return rc;
 }
 
@@ -393,7 +393,7 @@ static json_t *counts_json(const tf_q_test_counts_t *c)
                      "flaky", (json_int_t)c->flaky);
 }
 
-json_t *tf_q_tests_summary(sqlite3 *db, const char *base_url,
+json_t *tf_q_tests_summary(tf_db_t *db, const char *base_url,
                            uint64_t build_id)
 {
     tf_q_test_counts_t c = {0};
@@ -414,12 +414,12 @@ json_t *tf_q_tests_summary(sqlite3 *db, const char *base_url,
     return o;
 }
 
-int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
+int tf_q_build_tests(tf_db_t *db, const char *base_url, uint64_t build_id,
                      unsigned mask, unsigned limit, json_t **out)
 {
     build_info_t bi;
     tf_q_test_counts_t c = {0};
-    sqlite3_stmt *st = NULL, *ref = NULL;
+    tf_dbst_t *st = NULL, *ref = NULL;
     json_t *tests = NULL;
     int rc = build_info(db, build_id, &bi);
     if (rc)
@@ -428,26 +428,26 @@ int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
     if ((rc = prep(db,
                    "SELECT " TEST_COLS "FROM test_results t LEFT JOIN steps s "
                    "ON s.build_id = t.build_id AND s.idx = t.step "
-                   "WHERE t.build_id = ?1 AND ((?2 & 1 AND t.status = 'pass') "
-                   "OR (?2 & 2 AND t.status = 'fail') "
-                   "OR (?2 & 4 AND t.status = 'skip') "
-                   "OR (?2 & 8 AND t.status = 'flaky')) ORDER BY "
+                   "WHERE t.build_id = ?1 AND (((?2 & 1) != 0 AND t.status = 'pass') "
+                   "OR ((?2 & 2) != 0 AND t.status = 'fail') "
+                   "OR ((?2 & 4) != 0 AND t.status = 'skip') "
+                   "OR ((?2 & 8) != 0 AND t.status = 'flaky')) ORDER BY "
                    STATUS_ORDER ", t.step, t.log_line, t.suite, t.name "
                    "LIMIT ?3",
                    &st)) ||
         (bi.has_reference && (rc = prep(db, SQL_REF_FAILED, &ref))))
         goto out;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)mask);
-    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)mask);
+    tf_db_bind_int64(st, 3, (int64_t)limit + 1);
     tests = json_array();
     bool truncated = false;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (tf_db_step(st) == TF_DB_ROW) {
         if (json_array_size(tests) == limit) {
             truncated = true;
             break;
         }
-        unsigned step = (unsigned)sqlite3_column_int(st, 0);
+        unsigned step = (unsigned)tf_db_column_int(st, 0);
         const char *status = col_str(st, 4);
         json_t *o = json_object();
         json_object_set_new(o, "step", json_integer(step));
@@ -460,10 +460,10 @@ int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
         json_object_set_new(o, "outcome", tf_col_text(st, 7));
         json_object_set_new(o, "message", tf_col_text(st, 8));
         bool failing = strcmp(status, "fail") == 0;
-        if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
-            uint64_t off = (uint64_t)sqlite3_column_int64(st, 9);
-            uint64_t line = (uint64_t)sqlite3_column_int64(st, 10);
-            uint64_t lines = (uint64_t)sqlite3_column_int64(st, 11);
+        if (tf_db_column_type(st, 9) != TF_DB_NULL) {
+            uint64_t off = (uint64_t)tf_db_column_int64(st, 9);
+            uint64_t line = (uint64_t)tf_db_column_int64(st, 10);
+            uint64_t lines = (uint64_t)tf_db_column_int64(st, 11);
             json_t *log = json_pack(
                 "{s:I, s:I, s:I}", "offset", (json_int_t)off, "line",
                 (json_int_t)line, "lines", (json_int_t)lines);
@@ -521,8 +521,8 @@ int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
     *out = o;
 out:
     json_decref(tests);
-    sqlite3_finalize(st);
-    sqlite3_finalize(ref);
+    tf_db_finalize(st);
+    tf_db_finalize(ref);
     return rc;
 }
 
@@ -530,23 +530,23 @@ out:
 /* A builder's tests                                                   */
 /* ------------------------------------------------------------------ */
 
-static int builder_exists(sqlite3 *db, const char *builder)
+static int builder_exists(tf_db_t *db, const char *builder)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TF_ENOENT;
-    sqlite3_finalize(st);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    rc = tf_db_step(st) == TF_DB_ROW ? 0 : TF_ENOENT;
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
+int tf_q_test_history(tf_db_t *db, const char *base_url, const char *builder,
                       const char *suite, const char *name, unsigned limit,
                       json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = builder_exists(db, builder);
     if (rc)
         return rc;
@@ -556,8 +556,8 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
                    "SELECT b.id, b.number, b.result, b.finished_ms, "
                    "coalesce(b.got_revision, b.revision), "
                    "nullif(b.kind, 'ci'), "
-                   "(SELECT t.status || char(31) || t.step || char(31) || "
-                   "   coalesce(t.message, '') || char(31) || "
+                   "(SELECT t.status || '\037' || t.step || '\037' || "
+                   "   coalesce(t.message, '') || '\037' || "
                    "   coalesce(t.duration_ms, -1) FROM test_results t "
                    " WHERE t.builder = ?1 AND t.suite = ?2 AND t.name = ?3 "
                    " AND t.build_id = b.id ORDER BY " STATUS_ORDER
@@ -567,15 +567,15 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
                    "ORDER BY b.id DESC LIMIT ?4",
                    &st)))
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, suite, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, limit);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 2, suite, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 3, name, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 4, limit);
     json_t *builds = json_array();
     tf_q_test_counts_t c = {0};
     uint64_t absent = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+    while (tf_db_step(st) == TF_DB_ROW) {
+        uint64_t id = (uint64_t)tf_db_column_int64(st, 0);
         json_t *o = json_object();
         json_object_set_new(o, "build_id", json_integer((json_int_t)id));
         json_object_set_new(o, "number", tf_col_int(st, 1));
@@ -584,9 +584,9 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
         json_object_set_new(o, "result", tf_col_result(st, 2));
         json_object_set_new(o, "finished_ms", tf_col_int(st, 3));
         json_object_set_new(o, "revision", tf_col_text(st, 4));
-        json_object_set_new(o, "try", json_boolean(sqlite3_column_type(
-                                                       st, 5) != SQLITE_NULL));
-        const char *packed = (const char *)sqlite3_column_text(st, 6);
+        json_object_set_new(o, "try", json_boolean(tf_db_column_type(
+                                                       st, 5) != TF_DB_NULL));
+        const char *packed = (const char *)tf_db_column_text(st, 6);
         if (!packed) {
             absent++;
             json_object_set_new(o, "status", json_null());
@@ -619,7 +619,7 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
         }
         json_array_append_new(builds, o);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_t *counts = counts_json(&c);
     json_object_set_new(counts, "absent", json_integer((json_int_t)absent));
     *out = json_pack("{s:s, s:s, s:s, s:o, s:o}", "builder", builder, "suite",
@@ -627,10 +627,10 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
     return *out ? 0 : TF_ENOMEM;
 }
 
-int tf_q_builder_tests(sqlite3 *db, const char *base_url,
+int tf_q_builder_tests(tf_db_t *db, const char *base_url,
                        const char *builder, unsigned last, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = builder_exists(db, builder);
     if (rc)
         return rc;
@@ -644,12 +644,12 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
                    "WHERE t.build_id = b.id) ORDER BY b.id DESC LIMIT 1",
                    &st)))
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        latest = (uint64_t)sqlite3_column_int64(st, 0);
-        number = (uint64_t)sqlite3_column_int64(st, 1);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        latest = (uint64_t)tf_db_column_int64(st, 0);
+        number = (uint64_t)tf_db_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     st = NULL;
     json_t *failing = json_array();
     if (latest && !prep(db,
@@ -658,9 +658,9 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
                         "t.status = 'fail' ORDER BY t.step, t.log_line, "
                         "t.suite, t.name LIMIT ?2",
                         &st)) {
-        sqlite3_bind_int64(st, 1, (int64_t)latest);
-        sqlite3_bind_int(st, 2, TF_Q_TESTS_MAX_LIMIT);
-        while (sqlite3_step(st) == SQLITE_ROW) {
+        tf_db_bind_int64(st, 1, (int64_t)latest);
+        tf_db_bind_int(st, 2, TF_Q_TESTS_MAX_LIMIT);
+        while (tf_db_step(st) == TF_DB_ROW) {
             json_t *o = json_object();
             json_object_set_new(o, "step", tf_col_int(st, 0));
             json_object_set_new(o, "suite", tf_col_text(st, 1));
@@ -668,7 +668,7 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
             json_object_set_new(o, "message", tf_col_text(st, 3));
             json_array_append_new(failing, o);
         }
-        sqlite3_finalize(st);
+        tf_db_finalize(st);
         st = NULL;
     }
     /* Flaky in the last `last` continuous builds that ended. */
@@ -683,11 +683,11 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
               "ON recent.id = t.build_id WHERE t.status = 'flaky' "
               "GROUP BY t.suite, t.name ORDER BY 3 DESC, 4 DESC LIMIT ?3",
               &st)) {
-        sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(st, 2, (int)last);
-        sqlite3_bind_int(st, 3, TF_Q_TESTS_MAX_LIMIT);
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            uint64_t lb = (uint64_t)sqlite3_column_int64(st, 3);
+        tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+        tf_db_bind_int(st, 2, (int)last);
+        tf_db_bind_int(st, 3, TF_Q_TESTS_MAX_LIMIT);
+        while (tf_db_step(st) == TF_DB_ROW) {
+            uint64_t lb = (uint64_t)tf_db_column_int64(st, 3);
             json_t *o = json_object();
             json_object_set_new(o, "suite", tf_col_text(st, 0));
             json_object_set_new(o, "name", tf_col_text(st, 1));
@@ -699,7 +699,7 @@ int tf_q_builder_tests(sqlite3 *db, const char *base_url,
                                        lb));
             json_array_append_new(flaky, o);
         }
-        sqlite3_finalize(st);
+        tf_db_finalize(st);
     }
     json_t *o = json_object();
     json_object_set_new(o, "builder", json_string(builder));

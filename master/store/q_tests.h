@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "store/db.h"
 
 #include "store/store_sqlite.h"
 
@@ -71,7 +71,7 @@ typedef struct tf_q_test_counts {
  * "flaky" when with_flaky), at most max of them, after filling *counts
  * (may be NULL). visit returning non-zero stops the walk with that code.
  * TF_ENOENT for an unknown build. */
-int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
+int tf_q_failed_tests(tf_db_t *db, uint64_t build_id, unsigned max,
                       bool with_flaky, tf_q_test_counts_t *counts,
                       int (*visit)(void *arg, const tf_q_failed_test_t *t),
                       void *arg);
@@ -80,7 +80,7 @@ int tf_q_failed_tests(sqlite3 *db, uint64_t build_id, unsigned max,
  * {"total", "pass", "fail", "skip", "flaky", "new_failures" (try: the
  * failures the reference build did not have), "reference_build" (id or
  * null), "url"}; null when the build reported no tests. */
-json_t *tf_q_tests_summary(sqlite3 *db, const char *base_url,
+json_t *tf_q_tests_summary(tf_db_t *db, const char *base_url,
                            uint64_t build_id);
 
 /* GET /api/v1/builds/{id}/tests: the build's tests, failing first
@@ -88,14 +88,14 @@ json_t *tf_q_tests_summary(sqlite3 *db, const char *base_url,
  * at most limit. *out: {"build_id", "builder", "try", "counts",
  * "reference_build", "new_failures", "tests": [...], "truncated"}.
  * TF_ENOENT for an unknown build. */
-int tf_q_build_tests(sqlite3 *db, const char *base_url, uint64_t build_id,
+int tf_q_build_tests(tf_db_t *db, const char *base_url, uint64_t build_id,
                      unsigned mask, unsigned limit, json_t **out);
 
 /* GET /api/v1/builders/{name}/tests/history: the test (suite, name) in
  * the builder's last limit builds that ended, newest first, with its
  * status in each (null when the build did not report it).
  * TF_ENOENT for an unknown builder. */
-int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
+int tf_q_test_history(tf_db_t *db, const char *base_url, const char *builder,
                       const char *suite, const char *name, unsigned limit,
                       json_t **out);
 
@@ -103,7 +103,7 @@ int tf_q_test_history(sqlite3 *db, const char *base_url, const char *builder,
  * latest finished continuous build with test results, and the tests that
  * were flaky in its last `last` continuous builds (how often, and the
  * latest such build). TF_ENOENT for an unknown builder. */
-int tf_q_builder_tests(sqlite3 *db, const char *base_url,
+int tf_q_builder_tests(tf_db_t *db, const char *base_url,
                        const char *builder, unsigned last, json_t **out);
 
 #endif

@@ -23,34 +23,34 @@
 #include "store/logblock.h"
 #include "tf_err.h"
 
-json_t *tf_col_int(sqlite3_stmt *st, int col)
+json_t *tf_col_int(tf_dbst_t *st, int col)
 {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+    if (tf_db_column_type(st, col) == TF_DB_NULL)
         return json_null();
-    return json_integer(sqlite3_column_int64(st, col));
+    return json_integer(tf_db_column_int64(st, col));
 }
 
-json_t *tf_col_text(sqlite3_stmt *st, int col)
+json_t *tf_col_text(tf_dbst_t *st, int col)
 {
-    const unsigned char *t = sqlite3_column_text(st, col);
+    const unsigned char *t = tf_db_column_text(st, col);
     return t ? json_string((const char *)t) : json_null();
 }
 
-json_t *tf_col_result(sqlite3_stmt *st, int col)
+json_t *tf_col_result(tf_dbst_t *st, int col)
 {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+    if (tf_db_column_type(st, col) == TF_DB_NULL)
         return json_null();
-    return json_string(tf_result_name((tf_result_t)sqlite3_column_int(st, col)));
+    return json_string(tf_result_name((tf_result_t)tf_db_column_int(st, col)));
 }
 
-json_t *tf_col_json(sqlite3_stmt *st, int col)
+json_t *tf_col_json(tf_dbst_t *st, int col)
 {
-    const char *t = (const char *)sqlite3_column_text(st, col);
+    const char *t = (const char *)tf_db_column_text(st, col);
     json_t *v = t ? json_loads(t, 0, NULL) : NULL;
     return v ? v : json_null();
 }
 
-json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
+json_t *tf_row_set(json_t *o, tf_dbst_t *st, int first,
                    const tf_col_t *cols)
 {
     for (int i = 0; cols[i].key; i++) {
@@ -72,7 +72,7 @@ json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
             v = tf_col_json(st, c);
             break;
         case TF_COL_BOOL:
-            v = json_boolean(sqlite3_column_int(st, c));
+            v = json_boolean(tf_db_column_int(st, c));
             break;
         }
         if (v)
@@ -113,9 +113,9 @@ static json_t *j_page(const char *base, const char *fmt, ...)
     return json_string(url);
 }
 
-static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+static int prep(tf_db_t *db, const char *sql, tf_dbst_t **st)
 {
-    return sqlite3_prepare_v2(db, sql, -1, st, NULL) == SQLITE_OK ? 0
+    return tf_db_prepare_v2(db, sql, -1, st, NULL) == TF_DB_OK ? 0
                                                                    : TF_ESTORE;
 }
 
@@ -124,11 +124,11 @@ static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st)
     "b.last_build_id, b.last_complete_build_id, b.last_complete_result, "      \
     "b.last_complete_ms, lb.number "
 
-static json_t *builder_row(sqlite3_stmt *st, const char *base)
+static json_t *builder_row(tf_dbst_t *st, const char *base)
 {
-    const char *name = (const char *)sqlite3_column_text(st, 0);
+    const char *name = (const char *)tf_db_column_text(st, 0);
     json_t *last = json_null();
-    if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
+    if (tf_db_column_type(st, 6) != TF_DB_NULL) {
         last = json_object();
         json_object_set_new(last, "id", tf_col_int(st, 6));
         json_object_set_new(last, "number", tf_col_int(st, 9));
@@ -136,14 +136,14 @@ static json_t *builder_row(sqlite3_stmt *st, const char *base)
         json_object_set_new(last, "finished_ms", tf_col_int(st, 8));
         json_object_set_new(last, "url",
                             j_url(base, "api/v1/builds/%lld",
-                                  (long long)sqlite3_column_int64(st, 6)));
+                                  (long long)tf_db_column_int64(st, 6)));
         json_object_set_new(last, "page_url",
                             j_page(base, "builds/%lld",
-                                   (long long)sqlite3_column_int64(st, 6)));
+                                   (long long)tf_db_column_int64(st, 6)));
     }
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(name));
-    json_object_set_new(o, "active", json_boolean(sqlite3_column_int(st, 1)));
+    json_object_set_new(o, "active", json_boolean(tf_db_column_int(st, 1)));
     json_object_set_new(o, "builds_total", tf_col_int(st, 2));
     json_object_set_new(o, "pending", tf_col_int(st, 3));
     json_object_set_new(o, "running", tf_col_int(st, 4));
@@ -159,10 +159,10 @@ static json_t *builder_row(sqlite3_stmt *st, const char *base)
 #define RED_RESULTS "(2, 4)"
 #define GREEN_RESULTS "(0, 1)"
 
-int tf_q_builder_failing(sqlite3 *db, const char *base_url,
+int tf_q_builder_failing(tf_db_t *db, const char *base_url,
                          const char *builder, json_t *o)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     json_t *since = json_null(), *suspects = json_array(),
            *step = json_null();
     json_t *last = json_object_get(o, "last_complete");
@@ -180,10 +180,10 @@ int tf_q_builder_failing(sqlite3 *db, const char *base_url,
                    " ORDER BY number DESC LIMIT 1",
                    &st)))
         goto out;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        green = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    if (tf_db_step(st) == TF_DB_ROW)
+        green = tf_db_column_int64(st, 0);
+    tf_db_finalize(st);
     st = NULL;
     if ((rc = prep(db,
                    "SELECT id, number, finished_ms FROM builds WHERE "
@@ -192,10 +192,10 @@ int tf_q_builder_failing(sqlite3 *db, const char *base_url,
                    " ORDER BY number LIMIT 1",
                    &st)))
         goto out;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, green);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        long long id = (long long)sqlite3_column_int64(st, 0);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 2, green);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        long long id = (long long)tf_db_column_int64(st, 0);
         json_decref(since);
         since = json_object();
         json_object_set_new(since, "id", json_integer(id));
@@ -206,7 +206,7 @@ int tf_q_builder_failing(sqlite3 *db, const char *base_url,
         json_object_set_new(since, "page_url",
                             j_page(base_url, "builds/%lld", id));
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     st = NULL;
     /* The suspects: authors of the changes built since the last green
      * build (running builds' changes included), oldest change first. */
@@ -218,14 +218,14 @@ int tf_q_builder_failing(sqlite3 *db, const char *base_url,
                    "GROUP BY c.author, c.email ORDER BY 3 LIMIT 50",
                    &st)))
         goto out;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, green);
-    while (sqlite3_step(st) == SQLITE_ROW)
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 2, green);
+    while (tf_db_step(st) == TF_DB_ROW)
         json_array_append_new(suspects,
                               json_pack("{s:o,s:o}", "author",
                                         tf_col_text(st, 0), "email",
                                         tf_col_text(st, 1)));
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     st = NULL;
     /* The step that failed in the last complete build. */
     if ((rc = prep(db,
@@ -233,9 +233,9 @@ int tf_q_builder_failing(sqlite3 *db, const char *base_url,
                    "AND result IN " RED_RESULTS " ORDER BY idx LIMIT 1",
                    &st)))
         goto out;
-    sqlite3_bind_int64(st, 1,
+    tf_db_bind_int64(st, 1,
                        json_integer_value(json_object_get(last, "id")));
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (tf_db_step(st) == TF_DB_ROW) {
         json_decref(step);
         step = json_object();
         json_object_set_new(step, "index", tf_col_int(st, 0));
@@ -243,16 +243,16 @@ int tf_q_builder_failing(sqlite3 *db, const char *base_url,
         json_object_set_new(step, "result", tf_col_result(st, 2));
     }
 out:
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_object_set_new(o, "failing_since", since);
     json_object_set_new(o, "suspects", suspects);
     json_object_set_new(o, "failed_step", step);
     return rc;
 }
 
-int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out)
+int tf_q_builders(tf_db_t *db, const char *base_url, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT " BUILDER_COLS "FROM builders b "
                   "LEFT JOIN builds lb ON lb.id = b.last_complete_build_id "
@@ -261,9 +261,9 @@ int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out)
     if (rc)
         return rc;
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (tf_db_step(st) == TF_DB_ROW)
         json_array_append_new(arr, builder_row(st, base_url));
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     size_t i;
     json_t *b;
     json_array_foreach(arr, i, b)
@@ -278,10 +278,10 @@ int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out)
     return 0;
 }
 
-int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
+int tf_q_builder(tf_db_t *db, const char *base_url, const char *name,
                  json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT " BUILDER_COLS "FROM builders b "
                   "LEFT JOIN builds lb ON lb.id = b.last_complete_build_id "
@@ -289,13 +289,13 @@ int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    tf_db_bind_text(st, 1, name, -1, TF_DB_TRANSIENT);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (tf_db_step(st) == TF_DB_ROW) {
         *out = builder_row(st, base_url);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     if (rc == 0 && (rc = tf_q_builder_failing(db, base_url, name, *out))) {
         json_decref(*out);
         *out = NULL;
@@ -320,15 +320,15 @@ static const tf_col_t build_cols[] = {
     {NULL, TF_COL_SKIP},
 };
 
-static json_t *build_row(sqlite3_stmt *st, const char *base)
+static json_t *build_row(tf_dbst_t *st, const char *base)
 {
-    long long id = (long long)sqlite3_column_int64(st, 0);
+    long long id = (long long)tf_db_column_int64(st, 0);
     json_t *o = tf_row_set(json_object(), st, 0, build_cols);
-    if (sqlite3_column_type(st, 10) != SQLITE_NULL &&
-        sqlite3_column_type(st, 11) != SQLITE_NULL)
+    if (tf_db_column_type(st, 10) != TF_DB_NULL &&
+        tf_db_column_type(st, 11) != TF_DB_NULL)
         json_object_set_new(o, "duration_ms",
-                            json_integer(sqlite3_column_int64(st, 11) -
-                                         sqlite3_column_int64(st, 10)));
+                            json_integer(tf_db_column_int64(st, 11) -
+                                         tf_db_column_int64(st, 10)));
     else
         json_object_set_new(o, "duration_ms", json_null());
     json_object_set_new(o, "url", j_url(base, "api/v1/builds/%lld", id));
@@ -336,17 +336,17 @@ static json_t *build_row(sqlite3_stmt *st, const char *base)
     return o;
 }
 
-int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
+int tf_q_builds(tf_db_t *db, const char *base_url, const char *builder,
                 const char *kind, uint64_t before, unsigned limit,
                 json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    bool known = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    bool known = tf_db_step(st) == TF_DB_ROW;
+    tf_db_finalize(st);
     st = NULL;
     if (!known)
         return TF_ENOENT;
@@ -357,15 +357,15 @@ int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, before ? (int64_t)before : INT64_MAX);
-    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 2, before ? (int64_t)before : INT64_MAX);
+    tf_db_bind_int64(st, 3, (int64_t)limit + 1);
     if (kind)
-        sqlite3_bind_text(st, 4, kind, -1, SQLITE_TRANSIENT);
+        tf_db_bind_text(st, 4, kind, -1, TF_DB_TRANSIENT);
     json_t *arr = json_array();
     unsigned n = 0;
     int64_t next = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (tf_db_step(st) == TF_DB_ROW) {
         if (n == limit) {
             next = 1; /* there is more */
             break;
@@ -373,7 +373,7 @@ int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
         json_array_append_new(arr, build_row(st, base_url));
         n++;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_t *o = json_object();
     json_object_set_new(o, "builds", arr);
     if (next && n > 0) {
@@ -398,9 +398,9 @@ static json_t *j_number(double v)
 
 /* Adds "stats": {name: value} to each step object of arr (indexed by step
  * index) from the stats table. */
-static void steps_add_stats(sqlite3 *db, json_t *arr, long long build_id)
+static void steps_add_stats(tf_db_t *db, json_t *arr, long long build_id)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     size_t i;
     json_t *o;
     json_array_foreach(arr, i, o)
@@ -412,18 +412,18 @@ static void steps_add_stats(sqlite3 *db, json_t *arr, long long build_id)
              "ORDER BY step, name",
              &st))
         return;
-    sqlite3_bind_int64(st, 1, build_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *step = json_array_get(arr, (size_t)sqlite3_column_int(st, 0));
-        const char *name = (const char *)sqlite3_column_text(st, 1);
+    tf_db_bind_int64(st, 1, build_id);
+    while (tf_db_step(st) == TF_DB_ROW) {
+        json_t *step = json_array_get(arr, (size_t)tf_db_column_int(st, 0));
+        const char *name = (const char *)tf_db_column_text(st, 1);
         if (!step || !name ||
             json_integer_value(json_object_get(step, "index")) !=
-                sqlite3_column_int(st, 0))
+                tf_db_column_int(st, 0))
             continue;
         json_object_set_new(json_object_get(step, "stats"), name,
-                            j_number(sqlite3_column_double(st, 2)));
+                            j_number(tf_db_column_double(st, 2)));
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
 }
 
 static const tf_col_t step_cols[] = {
@@ -440,9 +440,9 @@ static const tf_col_t step_log_cols[] = {
 static const tf_col_t step_tail_cols[] = {
     {"info", TF_COL_TEXT}, {"warnings", TF_COL_INT}, {NULL, TF_COL_SKIP}};
 
-static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
+static json_t *steps_of(tf_db_t *db, const char *base, long long build_id)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     json_t *arr = json_array();
     if (prep(db,
              "SELECT idx, name, state, result, started_ms, finished_ms, "
@@ -451,9 +451,9 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
              "WHERE build_id = ?1 ORDER BY idx",
              &st))
         return arr;
-    sqlite3_bind_int64(st, 1, build_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int idx = sqlite3_column_int(st, 0);
+    tf_db_bind_int64(st, 1, build_id);
+    while (tf_db_step(st) == TF_DB_ROW) {
+        int idx = tf_db_column_int(st, 0);
         json_t *o = tf_row_set(json_object(), st, 0, step_cols);
         json_t *log = tf_row_set(json_object(), st, 12, step_log_cols);
         json_object_set_new(log, "url",
@@ -466,7 +466,7 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
         tf_row_set(o, st, 14, step_tail_cols);
         json_array_append_new(arr, o);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     steps_add_stats(db, arr, build_id);
     return arr;
 }
@@ -478,9 +478,9 @@ static json_t *steps_of(sqlite3 *db, const char *base, long long build_id)
     "c.committer_ms, c.message, c.files, c.created_ms "
 
 /* A change; its message cut to the first line unless full. */
-static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
+static json_t *change_row(tf_dbst_t *st, const char *base, bool full)
 {
-    long long id = (long long)sqlite3_column_int64(st, 0);
+    long long id = (long long)tf_db_column_int64(st, 0);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer(id));
     json_object_set_new(o, "repository", tf_col_text(st, 1));
@@ -489,7 +489,7 @@ static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
     json_object_set_new(o, "author", tf_col_text(st, 4));
     json_object_set_new(o, "email", tf_col_text(st, 5));
     json_object_set_new(o, "committer_ms", tf_col_int(st, 6));
-    const char *msg = (const char *)sqlite3_column_text(st, 7);
+    const char *msg = (const char *)tf_db_column_text(st, 7);
     if (msg && !full) {
         size_t n = strcspn(msg, "\n");
         json_object_set_new(o, "message", json_stringn(msg, n));
@@ -509,28 +509,28 @@ static json_t *change_row(sqlite3_stmt *st, const char *base, bool full)
 }
 
 /* The blamelist of a build, oldest change first. */
-static json_t *build_changes_of(sqlite3 *db, const char *base,
+static json_t *build_changes_of(tf_db_t *db, const char *base,
                                 long long build_id)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     json_t *arr = json_array();
     if (prep(db,
              "SELECT " CHANGE_COLS "FROM build_changes bc JOIN changes c "
              "ON c.id = bc.change_id WHERE bc.build_id = ?1 ORDER BY c.id",
              &st))
         return arr;
-    sqlite3_bind_int64(st, 1, build_id);
-    while (sqlite3_step(st) == SQLITE_ROW)
+    tf_db_bind_int64(st, 1, build_id);
+    while (tf_db_step(st) == TF_DB_ROW)
         json_array_append_new(arr, change_row(st, base, false));
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return arr;
 }
 
-int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
+int tf_q_changes(tf_db_t *db, const char *base_url, const char *repository,
                  const char *branch, uint64_t before, unsigned limit,
                  json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT " CHANGE_COLS "FROM changes c WHERE c.id < ?1 "
                   "AND (?2 IS NULL OR c.repository = ?2) "
@@ -539,26 +539,26 @@ int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
+    tf_db_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
     if (repository)
-        sqlite3_bind_text(st, 2, repository, -1, SQLITE_TRANSIENT);
+        tf_db_bind_text(st, 2, repository, -1, TF_DB_TRANSIENT);
     if (branch)
-        sqlite3_bind_text(st, 3, branch, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, (int64_t)limit + 1);
+        tf_db_bind_text(st, 3, branch, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 4, (int64_t)limit + 1);
     json_t *arr = json_array();
     unsigned n = 0;
     bool more = false;
     long long last = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (tf_db_step(st) == TF_DB_ROW) {
         if (n == limit) {
             more = true;
             break;
         }
-        last = (long long)sqlite3_column_int64(st, 0);
+        last = (long long)tf_db_column_int64(st, 0);
         json_array_append_new(arr, change_row(st, base_url, false));
         n++;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_t *o = json_object();
     json_object_set_new(o, "changes", arr);
     json_object_set_new(o, "next_before",
@@ -567,35 +567,35 @@ int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
     return 0;
 }
 
-int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+int tf_q_change(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT " CHANGE_COLS "FROM changes c WHERE c.id = ?1",
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+    tf_db_bind_int64(st, 1, (int64_t)id);
+    if (tf_db_step(st) != TF_DB_ROW) {
+        tf_db_finalize(st);
         return TF_ENOENT;
     }
     json_t *o = change_row(st, base_url, true);
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_t *builds = json_array();
     if (prep(db,
              "SELECT b.id, b.builder, b.number, b.state, b.result, "
              "b.created_ms, b.finished_ms FROM build_changes bc JOIN builds b "
              "ON b.id = bc.build_id WHERE bc.change_id = ?1 ORDER BY b.id",
              &st) == 0) {
-        sqlite3_bind_int64(st, 1, (int64_t)id);
-        while (sqlite3_step(st) == SQLITE_ROW) {
+        tf_db_bind_int64(st, 1, (int64_t)id);
+        while (tf_db_step(st) == TF_DB_ROW) {
             static const tf_col_t cols[] = {
                 {"id", TF_COL_INT},         {"builder", TF_COL_TEXT},
                 {"number", TF_COL_INT},     {"state", TF_COL_TEXT},
                 {"result", TF_COL_RESULT},  {"created_ms", TF_COL_INT},
                 {"finished_ms", TF_COL_INT}, {NULL, TF_COL_SKIP},
             };
-            long long bid = (long long)sqlite3_column_int64(st, 0);
+            long long bid = (long long)tf_db_column_int64(st, 0);
             json_t *b = tf_row_set(json_object(), st, 0, cols);
             json_object_set_new(b, "url",
                                 j_url(base_url, "api/v1/builds/%lld", bid));
@@ -603,51 +603,51 @@ int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
                                 j_page(base_url, "builds/%lld", bid));
             json_array_append_new(builds, b);
         }
-        sqlite3_finalize(st);
+        tf_db_finalize(st);
     }
     json_object_set_new(o, "builds", builds);
     *out = o;
     return 0;
 }
 
-static int build_one(sqlite3 *db, const char *base_url, sqlite3_stmt *st,
+static int build_one(tf_db_t *db, const char *base_url, tf_dbst_t *st,
                      json_t **out)
 {
     int rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (tf_db_step(st) == TF_DB_ROW) {
         json_t *o = build_row(st, base_url);
-        long long id = (long long)sqlite3_column_int64(st, 0);
+        long long id = (long long)tf_db_column_int64(st, 0);
         json_object_set_new(o, "steps", steps_of(db, base_url, id));
         json_object_set_new(o, "changes", build_changes_of(db, base_url, id));
         *out = o;
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_build(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+int tf_q_build(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT " BUILD_COLS "FROM builds WHERE id = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
+    tf_db_bind_int64(st, 1, (int64_t)id);
     return build_one(db, base_url, st, out);
 }
 
-int tf_q_build_by_number(sqlite3 *db, const char *base_url,
+int tf_q_build_by_number(tf_db_t *db, const char *base_url,
                          const char *builder, uint64_t number, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT " BUILD_COLS
                   "FROM builds WHERE builder = ?1 AND number = ?2",
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, (int64_t)number);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 2, (int64_t)number);
     return build_one(db, base_url, st, out);
 }
 
@@ -655,7 +655,7 @@ int tf_q_build_by_number(sqlite3 *db, const char *base_url,
     "name, connected, platform, version, tags, first_seen_ms, "                \
     "last_seen_ms, connected_ms, disconnected_ms, builds_done, last_error "
 
-static json_t *slave_row(sqlite3_stmt *st, const char *base)
+static json_t *slave_row(tf_dbst_t *st, const char *base)
 {
     static const tf_col_t cols[] = {
         {"name", TF_COL_TEXT},           {"connected", TF_COL_BOOL},
@@ -665,56 +665,56 @@ static json_t *slave_row(sqlite3_stmt *st, const char *base)
         {"disconnected_ms", TF_COL_INT}, {"builds_done", TF_COL_INT},
         {"last_error", TF_COL_TEXT},     {NULL, TF_COL_SKIP},
     };
-    const char *name = (const char *)sqlite3_column_text(st, 0);
+    const char *name = (const char *)tf_db_column_text(st, 0);
     json_t *o = tf_row_set(json_object(), st, 0, cols);
     json_object_set_new(o, "url", j_url(base, "api/v1/slaves/%s", name));
     json_object_set_new(o, "page_url", j_page(base, "slaves/%s", name));
     return o;
 }
 
-int tf_q_slaves(sqlite3 *db, const char *base_url, json_t **out)
+int tf_q_slaves(tf_db_t *db, const char *base_url, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT " SLAVE_COLS "FROM slaves ORDER BY name", &st);
     if (rc)
         return rc;
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (tf_db_step(st) == TF_DB_ROW)
         json_array_append_new(arr, slave_row(st, base_url));
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     *out = arr;
     return 0;
 }
 
-int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
+int tf_q_slave(tf_db_t *db, const char *base_url, const char *name,
                unsigned events, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT " SLAVE_COLS "FROM slaves WHERE name = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+    tf_db_bind_text(st, 1, name, -1, TF_DB_TRANSIENT);
+    if (tf_db_step(st) != TF_DB_ROW) {
+        tf_db_finalize(st);
         return TF_ENOENT;
     }
     json_t *o = slave_row(st, base_url);
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_t *evs = json_array();
     if (prep(db,
              "SELECT time_ms, event, detail FROM slave_events "
              "WHERE slave = ?1 ORDER BY id DESC LIMIT ?2",
              &st) == 0) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(st, 2, (int)events);
-        while (sqlite3_step(st) == SQLITE_ROW) {
+        tf_db_bind_text(st, 1, name, -1, TF_DB_TRANSIENT);
+        tf_db_bind_int(st, 2, (int)events);
+        while (tf_db_step(st) == TF_DB_ROW) {
             json_t *e = json_object();
             json_object_set_new(e, "time_ms", tf_col_int(st, 0));
             json_object_set_new(e, "event", tf_col_text(st, 1));
             json_object_set_new(e, "detail", tf_col_text(st, 2));
             json_array_append_new(evs, e);
         }
-        sqlite3_finalize(st);
+        tf_db_finalize(st);
     }
     json_object_set_new(o, "events", evs);
     json_t *recent = json_array();
@@ -722,8 +722,8 @@ int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
              "SELECT id, builder, number, result, finished_ms FROM builds "
              "WHERE slave = ?1 ORDER BY id DESC LIMIT 20",
              &st) == 0) {
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-        while (sqlite3_step(st) == SQLITE_ROW) {
+        tf_db_bind_text(st, 1, name, -1, TF_DB_TRANSIENT);
+        while (tf_db_step(st) == TF_DB_ROW) {
             static const tf_col_t cols[] = {
                 {"id", TF_COL_INT},         {"builder", TF_COL_TEXT},
                 {"number", TF_COL_INT},     {"result", TF_COL_RESULT},
@@ -732,16 +732,16 @@ int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
             json_array_append_new(recent, tf_row_set(json_object(), st, 0,
                                                      cols));
         }
-        sqlite3_finalize(st);
+        tf_db_finalize(st);
     }
     json_object_set_new(o, "recent_builds", recent);
     *out = o;
     return 0;
 }
 
-int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+int tf_q_request(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT id, builder, state, reason, owner, priority, "
                   "submitted_ms, started_ms, finished_ms, result, build_id, "
@@ -751,9 +751,9 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
+    tf_db_bind_int64(st, 1, (int64_t)id);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (tf_db_step(st) == TF_DB_ROW) {
         json_t *o = json_object();
         json_object_set_new(o, "id", tf_col_int(st, 0));
         json_object_set_new(o, "builder", tf_col_text(st, 1));
@@ -772,7 +772,7 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
         json_object_set_new(o, "collapsed_into", tf_col_int(st, 14));
         json_object_set_new(o, "revision", tf_col_text(st, 15));
         json_object_set_new(o, "job_id", tf_col_int(st, 16));
-        json_object_set_new(o, "kind", json_string(sqlite3_column_int(st, 17)
+        json_object_set_new(o, "kind", json_string(tf_db_column_int(st, 17)
                                                        ? "try"
                                                        : "ci"));
         json_object_set_new(o, "url",
@@ -781,25 +781,25 @@ int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
          * its builder's (where the queue is). */
         json_object_set_new(
             o, "page_url",
-            sqlite3_column_type(st, 16) != SQLITE_NULL
+            tf_db_column_type(st, 16) != TF_DB_NULL
                 ? j_page(base_url, "jobs/%lld",
-                         (long long)sqlite3_column_int64(st, 16))
-            : sqlite3_column_type(st, 10) != SQLITE_NULL
+                         (long long)tf_db_column_int64(st, 16))
+            : tf_db_column_type(st, 10) != TF_DB_NULL
                 ? j_page(base_url, "builds/%lld",
-                         (long long)sqlite3_column_int64(st, 10))
+                         (long long)tf_db_column_int64(st, 10))
                 : j_page(base_url, "builders/%s",
-                         (const char *)sqlite3_column_text(st, 1)));
+                         (const char *)tf_db_column_text(st, 1)));
         *out = o;
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_q_log_size(tf_db_t *db, uint64_t build_id, unsigned step,
                   uint64_t *bytes, uint64_t *lines, int64_t *removed_ms)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT s.log_bytes, s.log_lines, "
                   "coalesce(b.logs_removed_ms, 0) FROM steps s "
@@ -808,29 +808,40 @@ int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)step);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        *bytes = (uint64_t)sqlite3_column_int64(st, 0);
-        *lines = (uint64_t)sqlite3_column_int64(st, 1);
-        *removed_ms = sqlite3_column_int64(st, 2);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        *bytes = (uint64_t)tf_db_column_int64(st, 0);
+        *lines = (uint64_t)tf_db_column_int64(st, 1);
+        *removed_ms = tf_db_column_int64(st, 2);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
+}
+
+/* Opens or ends (sql) one snapshot around a log read: a savepoint on
+ * sqlite, whose read connection may be outside a read transaction;
+ * nothing on PostgreSQL, whose reads all run in one REPEATABLE READ
+ * transaction (pg.c). */
+static int log_snapshot(tf_db_t *db, const char *sql)
+{
+    if (strcmp(tf_db_engine(db), "sqlite") != 0)
+        return TF_DB_OK;
+    return tf_db_exec(db, sql);
 }
 
 /* Makes c hold the sealed block of (build_id, step) that holds byte
  * pos. Returns 0, TF_ENOENT (no block holds it: it is in the open tail,
  * or past the log), TF_ECORRUPT (logged) or TF_ESTORE. */
-static int log_block_at(sqlite3 *db, uint64_t build_id, unsigned step,
+static int log_block_at(tf_db_t *db, uint64_t build_id, unsigned step,
                         uint64_t pos, tf_logcache_t *c)
 {
     if (c->len && c->build_id == build_id && c->step == step &&
         c->offset <= pos && pos - c->offset < c->len)
         return 0;
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT offset, line, raw_len, codec, data FROM log_blocks "
                   "WHERE build_id = ?1 AND step = ?2 AND offset <= ?3 "
@@ -838,18 +849,18 @@ static int log_block_at(sqlite3 *db, uint64_t build_id, unsigned step,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)step);
-    sqlite3_bind_int64(st, 3, (int64_t)pos);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
+    tf_db_bind_int64(st, 3, (int64_t)pos);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) != SQLITE_ROW)
+    if (tf_db_step(st) != TF_DB_ROW)
         goto out;
-    uint64_t off = (uint64_t)sqlite3_column_int64(st, 0);
-    uint64_t line = (uint64_t)sqlite3_column_int64(st, 1);
-    int64_t raw = sqlite3_column_int64(st, 2);
-    int codec = sqlite3_column_int(st, 3);
-    const void *blob = sqlite3_column_blob(st, 4);
-    size_t blen = (size_t)sqlite3_column_bytes(st, 4);
+    uint64_t off = (uint64_t)tf_db_column_int64(st, 0);
+    uint64_t line = (uint64_t)tf_db_column_int64(st, 1);
+    int64_t raw = tf_db_column_int64(st, 2);
+    int codec = tf_db_column_int(st, 3);
+    const void *blob = tf_db_column_blob(st, 4);
+    size_t blen = (size_t)tf_db_column_bytes(st, 4);
     if (raw > 0 && off + (uint64_t)raw <= pos)
         goto out; /* the last block ends before pos */
     rc = TF_ECORRUPT;
@@ -879,17 +890,17 @@ bad:
              blen);
     rc = TF_ECORRUPT;
 out:
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
 /* Copies what the open tail (chunks) holds of [pos, end), at most max
  * bytes, to dst; *got: how many. */
-static int log_tail_read(sqlite3 *db, uint64_t build_id, unsigned step,
+static int log_tail_read(tf_db_t *db, uint64_t build_id, unsigned step,
                          uint64_t pos, uint64_t end, size_t max,
                          unsigned char *dst, size_t *got)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     *got = 0;
     int rc = prep(db,
                   "SELECT offset, data FROM log_chunks "
@@ -900,14 +911,17 @@ static int log_tail_read(sqlite3 *db, uint64_t build_id, unsigned step,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)step);
-    sqlite3_bind_int64(st, 3, (int64_t)pos);
-    sqlite3_bind_int64(st, 4, (int64_t)end);
-    while (*got < max && sqlite3_step(st) == SQLITE_ROW) {
-        uint64_t off = (uint64_t)sqlite3_column_int64(st, 0);
-        const unsigned char *data = sqlite3_column_blob(st, 1);
-        uint64_t n = (uint64_t)sqlite3_column_bytes(st, 1);
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
+    tf_db_bind_int64(st, 3, (int64_t)pos);
+    /* Only the chunks that can hold the next max bytes: an engine that
+     * materializes a result (PostgreSQL) must not fetch the rest of the
+     * tail for every piece. */
+    tf_db_bind_int64(st, 4, (int64_t)(end - pos > max ? pos + max : end));
+    while (*got < max && tf_db_step(st) == TF_DB_ROW) {
+        uint64_t off = (uint64_t)tf_db_column_int64(st, 0);
+        const unsigned char *data = tf_db_column_blob(st, 1);
+        uint64_t n = (uint64_t)tf_db_column_bytes(st, 1);
         if (off + n <= pos)
             continue;
         if (off > pos)
@@ -924,11 +938,11 @@ static int log_tail_read(sqlite3 *db, uint64_t build_id, unsigned step,
         if (pos >= end)
             break;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return 0;
 }
 
-int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
                   uint64_t start, uint64_t end, size_t max, unsigned char *dst,
                   size_t *got, tf_logcache_t *cache)
 {
@@ -941,7 +955,7 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
     /* One snapshot for the blocks and the tail, even on a connection
      * outside a read transaction: the writer moves bytes from the tail
      * into a block at any time. */
-    if (sqlite3_exec(db, "SAVEPOINT tf_log", NULL, NULL, NULL) != SQLITE_OK)
+    if (log_snapshot(db, "SAVEPOINT tf_log") != TF_DB_OK)
         return TF_ESTORE;
     while (*got < max && pos < end) {
         rc = log_block_at(db, build_id, step, pos, c);
@@ -964,7 +978,7 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
         *got += (size_t)take;
         pos += take;
     }
-    sqlite3_exec(db, "RELEASE tf_log", NULL, NULL, NULL);
+    log_snapshot(db, "RELEASE tf_log");
     tf_logcache_clear(&local);
     return rc;
 }
@@ -980,7 +994,7 @@ static uint64_t count_newlines(const unsigned char *p, size_t n)
     return k;
 }
 
-int tf_q_log_visit(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_q_log_visit(tf_db_t *db, uint64_t build_id, unsigned step,
                    uint64_t from,
                    bool (*visit)(void *arg, uint64_t offset, uint64_t line,
                                  const void *data, size_t len),
@@ -988,10 +1002,10 @@ int tf_q_log_visit(sqlite3 *db, uint64_t build_id, unsigned step,
 {
     tf_logcache_t c = {0};
     uint64_t pos = from;
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc;
 
-    if (sqlite3_exec(db, "SAVEPOINT tf_log", NULL, NULL, NULL) != SQLITE_OK)
+    if (log_snapshot(db, "SAVEPOINT tf_log") != TF_DB_OK)
         return TF_ESTORE;
     /* The sealed blocks, from the one holding `from`. */
     for (;;) {
@@ -1017,19 +1031,19 @@ int tf_q_log_visit(sqlite3 *db, uint64_t build_id, unsigned step,
               &st);
     if (rc)
         goto out;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    sqlite3_bind_int(st, 2, (int)step);
-    sqlite3_bind_int64(st, 3, (int64_t)pos);
-    while (sqlite3_step(st) == SQLITE_ROW &&
-           visit(arg, (uint64_t)sqlite3_column_int64(st, 0),
-                 (uint64_t)sqlite3_column_int64(st, 1),
-                 sqlite3_column_blob(st, 2),
-                 (size_t)sqlite3_column_bytes(st, 2)))
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
+    tf_db_bind_int64(st, 3, (int64_t)pos);
+    while (tf_db_step(st) == TF_DB_ROW &&
+           visit(arg, (uint64_t)tf_db_column_int64(st, 0),
+                 (uint64_t)tf_db_column_int64(st, 1),
+                 tf_db_column_blob(st, 2),
+                 (size_t)tf_db_column_bytes(st, 2)))
         ;
     rc = 0;
 out:
-    sqlite3_finalize(st);
-    sqlite3_exec(db, "RELEASE tf_log", NULL, NULL, NULL);
+    tf_db_finalize(st);
+    log_snapshot(db, "RELEASE tf_log");
     tf_logcache_clear(&c);
     return rc;
 }
@@ -1039,7 +1053,7 @@ out:
     "patch_sha256, patch_size, state, result, submitted_ms, finished_ms, "     \
     "notify, notify_email, new_failures_only "
 
-static json_t *job_row(sqlite3_stmt *st, const char *base)
+static json_t *job_row(tf_dbst_t *st, const char *base)
 {
     static const tf_col_t head[] = {
         {"id", TF_COL_INT},           {"author", TF_COL_TEXT},
@@ -1053,10 +1067,10 @@ static json_t *job_row(sqlite3_stmt *st, const char *base)
         {"notify", TF_COL_BOOL},      {"notify_email", TF_COL_TEXT},
         {"new_failures_only", TF_COL_BOOL}, {NULL, TF_COL_SKIP},
     };
-    long long id = (long long)sqlite3_column_int64(st, 0);
+    long long id = (long long)tf_db_column_int64(st, 0);
     json_t *o = tf_row_set(json_object(), st, 0, head);
-    if (sqlite3_column_type(st, 7) != SQLITE_NULL) {
-        const char *sha = (const char *)sqlite3_column_text(st, 7);
+    if (tf_db_column_type(st, 7) != TF_DB_NULL) {
+        const char *sha = (const char *)tf_db_column_text(st, 7);
         json_t *p = json_object();
         json_object_set_new(p, "sha256", json_string(sha));
         json_object_set_new(p, "size", tf_col_int(st, 8));
@@ -1071,10 +1085,10 @@ static json_t *job_row(sqlite3_stmt *st, const char *base)
     return o;
 }
 
-static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
+static json_t *job_builders(tf_db_t *db, const char *base, long long job_id,
                             bool with_steps)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     json_t *arr = json_array();
     if (prep(db,
              "SELECT r.id, r.builder, r.state, r.result, r.tests, "
@@ -1084,8 +1098,8 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
              "WHERE r.job_id = ?1 ORDER BY r.id",
              &st))
         return arr;
-    sqlite3_bind_int64(st, 1, job_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, job_id);
+    while (tf_db_step(st) == TF_DB_ROW) {
         static const tf_col_t req_cols[] = {
             {"request_id", TF_COL_INT}, {"name", TF_COL_TEXT},
             {"state", TF_COL_TEXT},     {"result", TF_COL_RESULT},
@@ -1100,12 +1114,12 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
         };
         json_t *e = tf_row_set(json_object(), st, 0, req_cols);
         json_object_set_new(e, "reused",
-                            json_boolean(sqlite3_column_int(st, 13)));
+                            json_boolean(tf_db_column_int(st, 13)));
         json_object_set_new(e, "without_patch_of", tf_col_int(st, 14));
-        if (sqlite3_column_type(st, 5) == SQLITE_NULL) {
+        if (tf_db_column_type(st, 5) == TF_DB_NULL) {
             json_object_set_new(e, "build", json_null());
         } else {
-            long long bid = (long long)sqlite3_column_int64(st, 5);
+            long long bid = (long long)tf_db_column_int64(st, 5);
             json_t *b = tf_row_set(json_object(), st, 5, build_cols_short);
             json_object_set_new(b, "url",
                                 j_url(base, "api/v1/builds/%lld", bid));
@@ -1123,7 +1137,7 @@ static json_t *job_builders(sqlite3 *db, const char *base, long long job_id,
         }
         json_array_append_new(arr, e);
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return arr;
 }
 
@@ -1154,15 +1168,15 @@ static json_t *job_new_failures(const json_t *builders)
     return json_pack("{s:I, s:I}", "builds", builds, "tests", tests);
 }
 
-int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
+int tf_q_job(tf_db_t *db, const char *base_url, uint64_t id, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT " JOB_COLS "FROM try_jobs WHERE id = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
+    tf_db_bind_int64(st, 1, (int64_t)id);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (tf_db_step(st) == TF_DB_ROW) {
         json_t *o = job_row(st, base_url);
         json_t *bs = job_builders(db, base_url, (long long)id, true);
         json_object_set_new(o, "builders", bs);
@@ -1170,43 +1184,43 @@ int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out)
         *out = o;
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_jobs(sqlite3 *db, const char *base_url, const char *email,
+int tf_q_jobs(tf_db_t *db, const char *base_url, const char *email,
               uint64_t before, unsigned limit, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT " JOB_COLS "FROM try_jobs WHERE id < ?1 AND "
                   "(?2 IS NULL OR email = ?2) ORDER BY id DESC LIMIT ?3",
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
+    tf_db_bind_int64(st, 1, before ? (int64_t)before : INT64_MAX);
     if (email)
-        sqlite3_bind_text(st, 2, email, -1, SQLITE_TRANSIENT);
+        tf_db_bind_text(st, 2, email, -1, TF_DB_TRANSIENT);
     else
-        sqlite3_bind_null(st, 2);
-    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+        tf_db_bind_null(st, 2);
+    tf_db_bind_int64(st, 3, (int64_t)limit + 1);
     json_t *arr = json_array();
     unsigned n = 0;
     bool more = false;
     long long last = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (tf_db_step(st) == TF_DB_ROW) {
         if (n == limit) {
             more = true;
             break;
         }
         json_t *o = job_row(st, base_url);
-        last = (long long)sqlite3_column_int64(st, 0);
+        last = (long long)tf_db_column_int64(st, 0);
         json_object_set_new(o, "builders",
                             job_builders(db, base_url, last, false));
         json_array_append_new(arr, o);
         n++;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_t *o = json_object();
     json_object_set_new(o, "jobs", arr);
     json_object_set_new(o, "next_before",
@@ -1230,11 +1244,11 @@ static int stat_build_cmp(const void *a, const void *b)
 
 /* The last `limit` finished builds, oldest first, into *builds (JSON) and
  * ids[] (sorted by id, for lookups). */
-static int stats_builds(sqlite3 *db, const char *builder, const char *kind,
+static int stats_builds(tf_db_t *db, const char *builder, const char *kind,
                         unsigned limit, json_t *builds, stat_build_t *ids,
                         size_t *nids)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT id, number, result, "
                   "coalesce(started_ms, created_ms), finished_ms "
@@ -1244,16 +1258,16 @@ static int stats_builds(sqlite3 *db, const char *builder, const char *kind,
                   &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, limit);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_int64(st, 2, limit);
     if (kind)
-        sqlite3_bind_text(st, 3, kind, -1, SQLITE_TRANSIENT);
+        tf_db_bind_text(st, 3, kind, -1, TF_DB_TRANSIENT);
     *nids = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && *nids < limit) {
-        int64_t started = sqlite3_column_int64(st, 3);
-        int64_t finished = sqlite3_column_type(st, 4) == SQLITE_NULL
+    while (tf_db_step(st) == TF_DB_ROW && *nids < limit) {
+        int64_t started = tf_db_column_int64(st, 3);
+        int64_t finished = tf_db_column_type(st, 4) == TF_DB_NULL
                                ? started
-                               : sqlite3_column_int64(st, 4);
+                               : tf_db_column_int64(st, 4);
         json_t *o = json_object();
         json_object_set_new(o, "id", tf_col_int(st, 0));
         json_object_set_new(o, "number", tf_col_int(st, 1));
@@ -1263,19 +1277,19 @@ static int stats_builds(sqlite3 *db, const char *builder, const char *kind,
                             json_integer(finished > started ? finished - started
                                                             : 0));
         json_array_insert_new(builds, 0, o); /* newest came first */
-        ids[*nids].id = sqlite3_column_int64(st, 0);
-        ids[*nids].number = sqlite3_column_int64(st, 1);
+        ids[*nids].id = tf_db_column_int64(st, 0);
+        ids[*nids].number = tf_db_column_int64(st, 1);
         (*nids)++;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     qsort(ids, *nids, sizeof(*ids), stat_build_cmp);
     return 0;
 }
 
-int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
+int tf_q_builder_stats(tf_db_t *db, const char *base_url, const char *builder,
                        const char *kind, unsigned limit, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     stat_build_t *ids = NULL;
     size_t nids = 0;
     json_t *builds = NULL, *stats = NULL, *o;
@@ -1284,9 +1298,9 @@ int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
 
     if ((rc = prep(db, "SELECT 1 FROM builders WHERE name = ?1", &st)))
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st) == SQLITE_ROW ? 0 : TF_ENOENT;
-    sqlite3_finalize(st);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    rc = tf_db_step(st) == TF_DB_ROW ? 0 : TF_ENOENT;
+    tf_db_finalize(st);
     st = NULL;
     if (rc)
         return rc;
@@ -1307,14 +1321,14 @@ int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
                        "ORDER BY name, build_id, step",
                        &st)))
             goto out;
-        sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 2, ids[0].id);
-        sqlite3_bind_int64(st, 3, ids[nids - 1].id);
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            stat_build_t key = {.id = sqlite3_column_int64(st, 0)};
+        tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+        tf_db_bind_int64(st, 2, ids[0].id);
+        tf_db_bind_int64(st, 3, ids[nids - 1].id);
+        while (tf_db_step(st) == TF_DB_ROW) {
+            stat_build_t key = {.id = tf_db_column_int64(st, 0)};
             const stat_build_t *b =
                 bsearch(&key, ids, nids, sizeof(*ids), stat_build_cmp);
-            const char *name = (const char *)sqlite3_column_text(st, 2);
+            const char *name = (const char *)tf_db_column_text(st, 2);
             if (!b || !name)
                 continue; /* a build still running, or not a finished one */
             json_t *series = json_object_get(stats, name);
@@ -1327,7 +1341,7 @@ int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
             json_object_set_new(p, "number", json_integer(b->number));
             json_object_set_new(p, "step", tf_col_int(st, 1));
             json_object_set_new(p, "value",
-                                j_number(sqlite3_column_double(st, 3)));
+                                j_number(tf_db_column_double(st, 3)));
             json_array_append_new(series, p);
         }
     }
@@ -1337,7 +1351,7 @@ int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
     builds = stats = NULL;
     *out = o;
 out:
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     json_decref(builds);
     json_decref(stats);
     free(ids);
@@ -1346,63 +1360,76 @@ out:
 
 /* --- try jobs and patches --- */
 
-int tf_q_job_owner(sqlite3 *db, uint64_t id, char *email, size_t email_len,
+int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
                    char *state, size_t state_len)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT email, state FROM try_jobs WHERE id = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)id);
+    tf_db_bind_int64(st, 1, (int64_t)id);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *e = (const char *)sqlite3_column_text(st, 0);
-        const char *s = (const char *)sqlite3_column_text(st, 1);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        const char *e = (const char *)tf_db_column_text(st, 0);
+        const char *s = (const char *)tf_db_column_text(st, 1);
         snprintf(email, email_len, "%s", e ? e : "");
         snprintf(state, state_len, "%s", s ? s : "");
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_patch_find(sqlite3 *db, const char *sha256, int64_t *rowid,
+int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,
                     uint64_t *size)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT id, size FROM patches WHERE sha256 = ?1", &st);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_TRANSIENT);
+    tf_db_bind_text(st, 1, sha256, -1, TF_DB_TRANSIENT);
     rc = TF_ENOENT;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        *rowid = sqlite3_column_int64(st, 0);
-        *size = (uint64_t)sqlite3_column_int64(st, 1);
+    if (tf_db_step(st) == TF_DB_ROW) {
+        *rowid = tf_db_column_int64(st, 0);
+        *size = (uint64_t)tf_db_column_int64(st, 1);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return rc;
 }
 
-int tf_q_patch_read(sqlite3 *db, int64_t rowid, uint64_t pos,
+int tf_q_patch_read(tf_db_t *db, int64_t rowid, uint64_t pos,
                     unsigned char *dst, size_t n)
 {
-    sqlite3_blob *b = NULL;
+    tf_dbst_t *st = NULL;
+    int rc = TF_ESTORE;
     if (n > INT32_MAX || pos > INT32_MAX)
         return TF_EINVAL;
-    if (sqlite3_blob_open(db, "main", "patches", "data", rowid, 0, &b) !=
-        SQLITE_OK)
+    /* One piece by substr (1-based), which both engines answer from the
+     * stored bytes without copying the whole patch out. */
+    if (prep(db,
+             "SELECT substr(data, CAST(?2 AS INTEGER), CAST(?3 AS INTEGER)) "
+             "FROM patches WHERE id = ?1",
+             &st))
         return TF_ESTORE;
-    int rc = sqlite3_blob_read(b, dst, (int)n, (int)pos);
-    sqlite3_blob_close(b);
-    return rc == SQLITE_OK ? 0 : TF_ESTORE;
+    tf_db_bind_int64(st, 1, rowid);
+    tf_db_bind_int64(st, 2, (int64_t)pos + 1);
+    tf_db_bind_int64(st, 3, (int64_t)n);
+    if (tf_db_step(st) == TF_DB_ROW &&
+        (size_t)tf_db_column_bytes(st, 0) == n) {
+        if (n)
+            memcpy(dst, tf_db_column_blob(st, 0), n);
+        rc = 0;
+    }
+    tf_db_finalize(st);
+    return rc;
 }
 
 /* --- rebuild --- */
 
-static char *col_dup(sqlite3_stmt *st, int i)
+static char *col_dup(tf_dbst_t *st, int i)
 {
-    const char *t = (const char *)sqlite3_column_text(st, i);
+    const char *t = (const char *)tf_db_column_text(st, i);
     return t && *t ? strdup(t) : NULL;
 }
 
@@ -1416,12 +1443,12 @@ void tf_q_build_source_clear(tf_q_build_source_t *s)
     memset(s, 0, sizeof(*s));
 }
 
-int tf_q_reusable_build(sqlite3 *db, const char *builder,
+int tf_q_reusable_build(tf_db_t *db, const char *builder,
                         const char *revision, const char *patch_sha256,
                         const char *tests, const char *properties,
                         uint64_t *build_id)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT b.id FROM build_requests r JOIN builds b "
                   "ON b.request_id = r.id WHERE r.builder = ?1 "
@@ -1433,23 +1460,23 @@ int tf_q_reusable_build(sqlite3 *db, const char *builder,
     *build_id = 0;
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, builder, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, revision, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, patch_sha256 ? patch_sha256 : "", -1,
-                      SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, tests ? tests : "[]", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, properties ? properties : "{}", -1,
-                      SQLITE_TRANSIENT);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *build_id = (uint64_t)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 2, revision, -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 3, patch_sha256 ? patch_sha256 : "", -1,
+                      TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 4, tests ? tests : "[]", -1, TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 5, properties ? properties : "{}", -1,
+                      TF_DB_TRANSIENT);
+    if (tf_db_step(st) == TF_DB_ROW)
+        *build_id = (uint64_t)tf_db_column_int64(st, 0);
+    tf_db_finalize(st);
     return 0;
 }
 
-int tf_q_build_source(sqlite3 *db, uint64_t build_id,
+int tf_q_build_source(tf_db_t *db, uint64_t build_id,
                       tf_q_build_source_t *out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = prep(db,
                   "SELECT b.builder, b.number, "
                   "coalesce(nullif(b.revision, ''), b.got_revision), "
@@ -1461,41 +1488,41 @@ int tf_q_build_source(sqlite3 *db, uint64_t build_id,
     memset(out, 0, sizeof(*out));
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    if (sqlite3_step(st) != SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    if (tf_db_step(st) != TF_DB_ROW) {
         rc = TF_ENOENT;
         goto out;
     }
-    const char *builder = (const char *)sqlite3_column_text(st, 0);
-    const char *owner = (const char *)sqlite3_column_text(st, 7);
+    const char *builder = (const char *)tf_db_column_text(st, 0);
+    const char *owner = (const char *)tf_db_column_text(st, 7);
     snprintf(out->builder, sizeof(out->builder), "%s", builder ? builder : "");
     snprintf(out->owner, sizeof(out->owner), "%s", owner ? owner : "");
-    out->number = (uint64_t)sqlite3_column_int64(st, 1);
+    out->number = (uint64_t)tf_db_column_int64(st, 1);
     out->revision = col_dup(st, 2);
     out->properties = col_dup(st, 3);
     out->tests = col_dup(st, 4);
     out->patch_sha256 = col_dup(st, 5);
-    out->patch_size = (uint64_t)sqlite3_column_int64(st, 6);
-    sqlite3_finalize(st);
+    out->patch_size = (uint64_t)tf_db_column_int64(st, 6);
+    tf_db_finalize(st);
     st = NULL;
     if ((rc = prep(db,
                    "SELECT change_id FROM build_changes WHERE "
                    "build_id = ?1 ORDER BY change_id",
                    &st)))
         goto out;
-    sqlite3_bind_int64(st, 1, (int64_t)build_id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    while (tf_db_step(st) == TF_DB_ROW) {
         uint64_t *v = realloc(out->changes, (out->nchanges + 1) * sizeof(*v));
         if (!v) {
             rc = TF_ENOMEM;
             goto out;
         }
         out->changes = v;
-        v[out->nchanges++] = (uint64_t)sqlite3_column_int64(st, 0);
+        v[out->nchanges++] = (uint64_t)tf_db_column_int64(st, 0);
     }
     rc = 0;
 out:
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     if (rc)
         tf_q_build_source_clear(out);
     return rc;
@@ -1519,11 +1546,11 @@ static int wf_key_cmp(const void *a, const void *b)
 /* Appends to keys (room for cap) the newest builds after the cursor, at
  * most want, of one builder or of all (builder NULL), each query walking
  * an index in page order. */
-static int wf_keys(sqlite3 *db, const char *builder, const char *kind,
+static int wf_keys(tf_db_t *db, const char *builder, const char *kind,
                    int64_t before, int64_t before_id, unsigned want,
                    wf_key_t *keys, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     const char *sql =
         builder ? "SELECT created_ms, id FROM builds WHERE builder = ?4 AND "
                   "(created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) "
@@ -1533,30 +1560,30 @@ static int wf_keys(sqlite3 *db, const char *builder, const char *kind,
                   "(created_ms < ?1 OR (created_ms = ?1 AND id < ?2)) "
                   "AND (?5 IS NULL OR kind = ?5) "
                   "ORDER BY created_ms DESC, id DESC LIMIT ?3";
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    if (tf_db_prepare_v2(db, sql, -1, &st, NULL) != TF_DB_OK)
         return TF_ESTORE;
-    sqlite3_bind_int64(st, 1, before);
-    sqlite3_bind_int64(st, 2, before_id);
-    sqlite3_bind_int64(st, 3, want);
+    tf_db_bind_int64(st, 1, before);
+    tf_db_bind_int64(st, 2, before_id);
+    tf_db_bind_int64(st, 3, want);
     if (builder)
-        sqlite3_bind_text(st, 4, builder, -1, SQLITE_STATIC);
+        tf_db_bind_text(st, 4, builder, -1, TF_DB_STATIC);
     if (kind)
-        sqlite3_bind_text(st, 5, kind, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        keys[*n].created_ms = sqlite3_column_int64(st, 0);
-        keys[*n].id = sqlite3_column_int64(st, 1);
+        tf_db_bind_text(st, 5, kind, -1, TF_DB_STATIC);
+    while (tf_db_step(st) == TF_DB_ROW) {
+        keys[*n].created_ms = tf_db_column_int64(st, 0);
+        keys[*n].id = tf_db_column_int64(st, 1);
         (*n)++;
     }
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     return 0;
 }
 
-int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
+int tf_q_waterfall(tf_db_t *db, const char *base_url, const char *kind,
                    int64_t before, int64_t before_id, unsigned limit,
                    char (*builders)[TF_NAME_MAX + 1],
                    size_t nbuilders, json_t **out)
 {
-    sqlite3_stmt *st = NULL;
+    tf_dbst_t *st = NULL;
     int rc = TF_ESTORE;
     /* The page's keys first: one query per chosen builder (each one page
      * long, by the builder's index), merged; then the rows by id. */
@@ -1584,24 +1611,28 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
     rc = TF_ESTORE;
     bool more = nk > limit;
     unsigned n = more ? limit : (unsigned)nk;
-    if (sqlite3_prepare_v2(
+    if (tf_db_prepare_v2(
             db,
             "SELECT b.id, b.builder, b.number, b.state, b.result, "
             "b.created_ms, b.started_ms, b.finished_ms, b.reason, b.slave, "
             "b.kind, b.request_id, nullif(r.owner, ''), "
             "(SELECT author FROM try_jobs WHERE id = r.job_id), "
-            "(SELECT group_concat(author, ', ') FROM (SELECT DISTINCT "
-            "c.author FROM build_changes bc JOIN changes c ON c.id = "
-            "bc.change_id WHERE bc.build_id = b.id ORDER BY c.id)) "
+            /* Each author once, by their first change; in the common
+             * dialect of db.h (group_concat is string_agg on PostgreSQL,
+             * which takes no ORDER BY outside a DISTINCT's list). */
+            "(SELECT group_concat(author, ', ') FROM (SELECT c.author AS "
+            "author, min(c.id) AS first FROM build_changes bc JOIN changes "
+            "c ON c.id = bc.change_id WHERE bc.build_id = b.id GROUP BY "
+            "c.author ORDER BY first) AS authors) "
             "FROM builds b LEFT JOIN build_requests r ON r.id = b.request_id "
             "WHERE b.id = ?1",
-            -1, &st, NULL) != SQLITE_OK)
+            -1, &st, NULL) != TF_DB_OK)
         goto out;
     json_t *builds = json_array();
     for (unsigned k = 0; k < n; k++) {
-        sqlite3_bind_int64(st, 1, keys[k].id);
-        if (sqlite3_step(st) != SQLITE_ROW) {
-            sqlite3_reset(st);
+        tf_db_bind_int64(st, 1, keys[k].id);
+        if (tf_db_step(st) != TF_DB_ROW) {
+            tf_db_reset(st);
             continue;
         }
         static const tf_col_t cols[] = {
@@ -1613,12 +1644,12 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
             {"kind", TF_COL_TEXT},       {"request_id", TF_COL_INT},
             {"owner", TF_COL_TEXT},      {NULL, TF_COL_SKIP},
         };
-        long long id = (long long)sqlite3_column_int64(st, 0);
+        long long id = (long long)tf_db_column_int64(st, 0);
         json_t *b = tf_row_set(json_object(), st, 0, cols);
         /* Who the box is about: the try job's author, else the authors
          * of the changes it is the first to build. */
         json_object_set_new(b, "author",
-                            sqlite3_column_type(st, 13) != SQLITE_NULL
+                            tf_db_column_type(st, 13) != TF_DB_NULL
                                 ? tf_col_text(st, 13)
                                 : tf_col_text(st, 14));
         char url[600];
@@ -1627,25 +1658,25 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
         json_object_set_new(b, "page_url", j_page(base_url, "builds/%lld", id));
         json_object_set_new(b, "steps", json_array());
         json_array_append_new(builds, b);
-        sqlite3_reset(st);
+        tf_db_reset(st);
     }
     int64_t last_created = n ? keys[n - 1].created_ms : 0;
     int64_t last_id = n ? keys[n - 1].id : 0;
-    sqlite3_finalize(st);
+    tf_db_finalize(st);
     st = NULL;
     /* Steps of the page's builds, by primary key. */
     if (n > 0 &&
-        sqlite3_prepare_v2(db,
+        tf_db_prepare_v2(db,
                            "SELECT idx, name, state, result, started_ms, "
                            "finished_ms, text FROM steps WHERE build_id = ?1 "
                            "ORDER BY idx",
-                           -1, &st, NULL) == SQLITE_OK) {
+                           -1, &st, NULL) == TF_DB_OK) {
         size_t i;
         json_t *b;
         json_array_foreach(builds, i, b)
         {
             json_t *steps = json_object_get(b, "steps");
-            sqlite3_bind_int64(st, 1,
+            tf_db_bind_int64(st, 1,
                                json_integer_value(json_object_get(b, "id")));
             static const tf_col_t cols[] = {
                 {"index", TF_COL_INT},       {"name", TF_COL_TEXT},
@@ -1653,12 +1684,12 @@ int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
                 {"started_ms", TF_COL_INT},  {"finished_ms", TF_COL_INT},
                 {"text", TF_COL_TEXT},       {NULL, TF_COL_SKIP},
             };
-            while (sqlite3_step(st) == SQLITE_ROW)
+            while (tf_db_step(st) == TF_DB_ROW)
                 json_array_append_new(steps,
                                       tf_row_set(json_object(), st, 0, cols));
-            sqlite3_reset(st);
+            tf_db_reset(st);
         }
-        sqlite3_finalize(st);
+        tf_db_finalize(st);
     }
     json_t *o = json_object();
     json_object_set_new(o, "builds", builds);
@@ -1678,11 +1709,11 @@ out:
 /* One console row for the change at the cursor of st (id, message,
  * author, email, created_ms, revision, committer_ms), with the newest build
  * of each builder whose blamelist holds it. */
-static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
+static json_t *console_change_row(tf_dbst_t *st, tf_dbst_t *bs,
                                   const char *base_url)
 {
-    long long id = (long long)sqlite3_column_int64(st, 0);
-    const char *msg = (const char *)sqlite3_column_text(st, 1);
+    long long id = (long long)tf_db_column_int64(st, 0);
+    const char *msg = (const char *)tf_db_column_text(st, 1);
     char url[600];
     snprintf(url, sizeof(url), "%sapi/v1/changes/%lld", base_url, id);
     json_t *row = json_object();
@@ -1701,9 +1732,9 @@ static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
     json_object_set_new(row, "url", json_string(url));
     json_object_set_new(row, "page_url", j_page(base_url, "changes/%lld", id));
     json_t *builds = json_object();
-    sqlite3_bind_int64(bs, 1, id);
-    while (sqlite3_step(bs) == SQLITE_ROW) {
-        long long bid = (long long)sqlite3_column_int64(bs, 1);
+    tf_db_bind_int64(bs, 1, id);
+    while (tf_db_step(bs) == TF_DB_ROW) {
+        long long bid = (long long)tf_db_column_int64(bs, 1);
         char burl[600];
         snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url, bid);
         json_t *cell = json_object();
@@ -1715,10 +1746,10 @@ static json_t *console_change_row(sqlite3_stmt *st, sqlite3_stmt *bs,
         json_object_set_new(cell, "page_url",
                             j_page(base_url, "builds/%lld", bid));
         /* Ordered by build id: the newest build of a builder wins. */
-        json_object_set_new(builds, (const char *)sqlite3_column_text(bs, 0),
+        json_object_set_new(builds, (const char *)tf_db_column_text(bs, 0),
                             cell);
     }
-    sqlite3_reset(bs);
+    tf_db_reset(bs);
     json_object_set_new(row, "builds", builds);
     return row;
 }
@@ -1748,11 +1779,11 @@ static int console_row_cmp(const void *a, const void *b)
  * rows, which holds the try jobs after the cursor (also at most limit +
  * 1), then keeps the first limit rows in console order and sets the
  * cursor of the next page in c (more: whether there is one). */
-static void console_merge_changes(sqlite3 *db, const char *base_url,
+static void console_merge_changes(tf_db_t *db, const char *base_url,
                                   tf_console_cursor_t *c, unsigned limit,
                                   json_t *rows, bool *more)
 {
-    sqlite3_stmt *st = NULL, *bs = NULL;
+    tf_dbst_t *st = NULL, *bs = NULL;
     json_t **all = NULL;
     size_t njobs = json_array_size(rows), n = 0;
     *more = false;
@@ -1761,26 +1792,26 @@ static void console_merge_changes(sqlite3 *db, const char *base_url,
         return;
     for (size_t i = 0; i < njobs; i++)
         all[n++] = json_incref(json_array_get(rows, i));
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT id, message, author, email, created_ms, "
                            "revision, committer_ms FROM changes "
                            "WHERE created_ms < ?1 OR (created_ms = ?1 AND "
                            "id < ?3) ORDER BY created_ms DESC, id DESC "
                            "LIMIT ?2",
-                           -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(db,
+                           -1, &st, NULL) == TF_DB_OK &&
+        tf_db_prepare_v2(db,
                            "SELECT b.builder, b.id, b.number, b.state, "
                            "b.result FROM build_changes bc JOIN builds b ON "
                            "b.id = bc.build_id WHERE bc.change_id = ?1 "
                            "ORDER BY b.id",
-                           -1, &bs, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, c->before);
+                           -1, &bs, NULL) == TF_DB_OK) {
+        tf_db_bind_int64(st, 1, c->before);
         /* Only try jobs asked for: no change rows. */
-        sqlite3_bind_int64(st, 2, c->kind && strcmp(c->kind, "try") == 0
+        tf_db_bind_int64(st, 2, c->kind && strcmp(c->kind, "try") == 0
                                       ? 0
                                       : (int64_t)limit + 1);
-        sqlite3_bind_int64(st, 3, c->before_change);
-        while (sqlite3_step(st) == SQLITE_ROW)
+        tf_db_bind_int64(st, 3, c->before_change);
+        while (tf_db_step(st) == TF_DB_ROW)
             all[n++] = console_change_row(st, bs, base_url);
     }
     qsort(all, n, sizeof(*all), console_row_cmp);
@@ -1804,43 +1835,43 @@ static void console_merge_changes(sqlite3 *db, const char *base_url,
     for (size_t i = 0; i < n; i++)
         json_decref(all[i]);
     free(all);
-    sqlite3_finalize(st);
-    sqlite3_finalize(bs);
+    tf_db_finalize(st);
+    tf_db_finalize(bs);
 }
 
-int tf_q_console(sqlite3 *db, const char *base_url,
+int tf_q_console(tf_db_t *db, const char *base_url,
                  const tf_console_cursor_t *cursor, unsigned limit,
                  json_t **out)
 {
-    sqlite3_stmt *st = NULL, *bs = NULL;
+    tf_dbst_t *st = NULL, *bs = NULL;
     int rc = TF_ESTORE;
-    if (sqlite3_prepare_v2(db,
+    if (tf_db_prepare_v2(db,
                            "SELECT id, description, author, email, "
                            "submitted_ms, state, result FROM try_jobs "
                            "WHERE submitted_ms < ?1 OR (submitted_ms = ?1 "
                            "AND id < ?3) "
                            "ORDER BY submitted_ms DESC, id DESC LIMIT ?2",
-                           -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
+                           -1, &st, NULL) != TF_DB_OK ||
+        tf_db_prepare_v2(db,
                            "SELECT r.builder, b.id, b.number, b.state, "
                            "b.result, r.state, r.result FROM build_requests r "
                            "LEFT JOIN builds b ON b.id = r.build_id "
                            "WHERE r.job_id = ?1",
-                           -1, &bs, NULL) != SQLITE_OK)
+                           -1, &bs, NULL) != TF_DB_OK)
         goto out;
     tf_console_cursor_t c = *cursor;
-    sqlite3_bind_int64(st, 1, c.before);
+    tf_db_bind_int64(st, 1, c.before);
     /* Only continuous builds asked for: no try job rows. */
-    sqlite3_bind_int64(st, 2, c.kind && strcmp(c.kind, "ci") == 0
+    tf_db_bind_int64(st, 2, c.kind && strcmp(c.kind, "ci") == 0
                                   ? 0
                                   : (int64_t)limit + 1);
-    sqlite3_bind_int64(st, 3, c.before_job);
+    tf_db_bind_int64(st, 3, c.before_job);
     json_t *rows = json_array();
     bool more = false;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        long long id = (long long)sqlite3_column_int64(st, 0);
+    while (tf_db_step(st) == TF_DB_ROW) {
+        long long id = (long long)tf_db_column_int64(st, 0);
         char title[200], url[600];
-        const char *desc = (const char *)sqlite3_column_text(st, 1);
+        const char *desc = (const char *)tf_db_column_text(st, 1);
         if (desc && *desc)
             snprintf(title, sizeof(title), "%s", desc);
         else
@@ -1858,10 +1889,10 @@ int tf_q_console(sqlite3 *db, const char *base_url,
         json_object_set_new(row, "url", json_string(url));
         json_object_set_new(row, "page_url", j_page(base_url, "jobs/%lld", id));
         json_t *builds = json_object();
-        sqlite3_bind_int64(bs, 1, id);
-        while (sqlite3_step(bs) == SQLITE_ROW) {
+        tf_db_bind_int64(bs, 1, id);
+        while (tf_db_step(bs) == TF_DB_ROW) {
             json_t *cell = json_object();
-            bool has_build = sqlite3_column_type(bs, 1) != SQLITE_NULL;
+            bool has_build = tf_db_column_type(bs, 1) != TF_DB_NULL;
             json_object_set_new(cell, "build_id", tf_col_int(bs, 1));
             json_object_set_new(cell, "number", tf_col_int(bs, 2));
             json_object_set_new(cell, "state", has_build
@@ -1873,21 +1904,21 @@ int tf_q_console(sqlite3 *db, const char *base_url,
             if (has_build) {
                 char burl[600];
                 snprintf(burl, sizeof(burl), "%sapi/v1/builds/%lld", base_url,
-                         (long long)sqlite3_column_int64(bs, 1));
+                         (long long)tf_db_column_int64(bs, 1));
                 json_object_set_new(cell, "url", json_string(burl));
                 json_object_set_new(
                     cell, "page_url",
                     j_page(base_url, "builds/%lld",
-                           (long long)sqlite3_column_int64(bs, 1)));
+                           (long long)tf_db_column_int64(bs, 1)));
             } else {
                 json_object_set_new(cell, "url", json_null());
                 json_object_set_new(cell, "page_url", json_null());
             }
             json_object_set_new(builds,
-                                (const char *)sqlite3_column_text(bs, 0),
+                                (const char *)tf_db_column_text(bs, 0),
                                 cell);
         }
-        sqlite3_reset(bs);
+        tf_db_reset(bs);
         json_object_set_new(row, "builds", builds);
         json_array_append_new(rows, row);
     }
@@ -1903,7 +1934,35 @@ int tf_q_console(sqlite3 *db, const char *base_url,
     *out = o;
     rc = 0;
 out:
-    sqlite3_finalize(st);
-    sqlite3_finalize(bs);
+    tf_db_finalize(st);
+    tf_db_finalize(bs);
+    return rc;
+}
+
+/* --- committers --- */
+
+int tf_user_by_token(tf_db_t *db, const char *token_sha256, tf_user_t *out)
+{
+    tf_dbst_t *st = NULL;
+    int rc = TF_ESTORE, s;
+
+    if (tf_db_prepare_v2(db,
+                         "SELECT id, email, name FROM users "
+                         "WHERE token_sha256 = ?1",
+                         -1, &st, NULL) != TF_DB_OK)
+        return rc;
+    tf_db_bind_text(st, 1, token_sha256, -1, TF_DB_TRANSIENT);
+    s = tf_db_step(st);
+    if (s == TF_DB_ROW) {
+        out->id = tf_db_column_int64(st, 0);
+        snprintf(out->email, sizeof(out->email), "%s",
+                 (const char *)tf_db_column_text(st, 1));
+        snprintf(out->name, sizeof(out->name), "%s",
+                 (const char *)tf_db_column_text(st, 2));
+        rc = 0;
+    } else if (s == TF_DB_DONE) {
+        rc = TF_ENOENT;
+    }
+    tf_db_finalize(st);
     return rc;
 }

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
+#include "store/db.h"
 
 #include "names.h"
 #include "store/logblock.h"
@@ -27,10 +27,10 @@
 /* A column of the current row as JSON: an integer, a string, a result
  * name ("SUCCESS"), or parsed JSON text; null for SQL NULL (and for text
  * that is not JSON). The row builders of every query use these. */
-json_t *tf_col_int(sqlite3_stmt *st, int col);
-json_t *tf_col_text(sqlite3_stmt *st, int col);
-json_t *tf_col_result(sqlite3_stmt *st, int col);
-json_t *tf_col_json(sqlite3_stmt *st, int col);
+json_t *tf_col_int(tf_dbst_t *st, int col);
+json_t *tf_col_text(tf_dbst_t *st, int col);
+json_t *tf_col_result(tf_dbst_t *st, int col);
+json_t *tf_col_json(tf_dbst_t *st, int col);
 
 /* A row's columns by the table: column first + i becomes the member
  * cols[i].key of o, converted as cols[i].kind says; the table ends at a
@@ -47,7 +47,7 @@ typedef struct tf_col {
     const char *key;
     tf_col_kind_t kind;
 } tf_col_t;
-json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
+json_t *tf_row_set(json_t *o, tf_dbst_t *st, int first,
                    const tf_col_t *cols);
 
 /* Who broke builder o (a builder object with its "last_complete"): when
@@ -57,55 +57,55 @@ json_t *tf_row_set(json_t *o, sqlite3_stmt *st, int first,
  * email}, of the changes built since the last green build, at most 50)
  * and "failed_step" ({index, name, result} of the last build's first red
  * step); else null, [] and null. Try builds never count. */
-int tf_q_builder_failing(sqlite3 *db, const char *base_url,
+int tf_q_builder_failing(tf_db_t *db, const char *base_url,
                          const char *builder, json_t *o);
 
 /* All builders with their summary rows (and tf_q_builder_failing's
  * fields). *out: JSON array. */
-int tf_q_builders(sqlite3 *db, const char *base_url, json_t **out);
+int tf_q_builders(tf_db_t *db, const char *base_url, json_t **out);
 
 /* One builder, or TF_ENOENT. */
-int tf_q_builder(sqlite3 *db, const char *base_url, const char *name,
+int tf_q_builder(tf_db_t *db, const char *base_url, const char *name,
                  json_t **out);
 
 /* Builds of a builder, newest first, numbers below `before` (0 = no
  * bound), at most limit, of one kind ("try" or "ci"; NULL: both).
  * *out: {"builds": [...], "next_before": N|null}. */
-int tf_q_builds(sqlite3 *db, const char *base_url, const char *builder,
+int tf_q_builds(tf_db_t *db, const char *base_url, const char *builder,
                 const char *kind, uint64_t before, unsigned limit,
                 json_t **out);
 
 /* One build with its steps, or TF_ENOENT. */
-int tf_q_build(sqlite3 *db, const char *base_url, uint64_t id, json_t **out);
+int tf_q_build(tf_db_t *db, const char *base_url, uint64_t id, json_t **out);
 
 /* The same, by builder and number. */
-int tf_q_build_by_number(sqlite3 *db, const char *base_url,
+int tf_q_build_by_number(tf_db_t *db, const char *base_url,
                          const char *builder, uint64_t number, json_t **out);
 
 /* All slaves. *out: array. */
-int tf_q_slaves(sqlite3 *db, const char *base_url, json_t **out);
+int tf_q_slaves(tf_db_t *db, const char *base_url, json_t **out);
 
 /* One slave with its last `events` connection events, or TF_ENOENT. */
-int tf_q_slave(sqlite3 *db, const char *base_url, const char *name,
+int tf_q_slave(tf_db_t *db, const char *base_url, const char *name,
                unsigned events, json_t **out);
 
 /* One build request, or TF_ENOENT. */
-int tf_q_request(sqlite3 *db, const char *base_url, uint64_t id,
+int tf_q_request(tf_db_t *db, const char *base_url, uint64_t id,
                  json_t **out);
 
 /* One try job with its builders (and their current builds with steps), or
  * TF_ENOENT. Positions are left for the caller to add. */
-int tf_q_job(sqlite3 *db, const char *base_url, uint64_t id, json_t **out);
+int tf_q_job(tf_db_t *db, const char *base_url, uint64_t id, json_t **out);
 
 /* Jobs newest first, ids below before (0 = no bound), of one author when
  * email is non-NULL. *out: {"jobs": [...], "next_before": N|null}. */
-int tf_q_jobs(sqlite3 *db, const char *base_url, const char *email,
+int tf_q_jobs(tf_db_t *db, const char *base_url, const char *email,
               uint64_t before, unsigned limit, json_t **out);
 
 /* Size in bytes and lines of a step's log so far, and when retention
  * removed the build's logs (0: not removed), or TF_ENOENT when the step
  * does not exist. */
-int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_q_log_size(tf_db_t *db, uint64_t build_id, unsigned step,
                   uint64_t *bytes, uint64_t *lines, int64_t *removed_ms);
 
 /* Copies into dst the log bytes in [start, end) of a step, at most max
@@ -114,7 +114,7 @@ int tf_q_log_size(sqlite3 *db, uint64_t build_id, unsigned step,
  * the number of bytes copied in *got, or TF_ECORRUPT (logged) when a
  * block in the way is damaged (*got bytes before it are good),
  * TF_ESTORE or TF_ENOMEM. */
-int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
                   uint64_t start, uint64_t end, size_t max, unsigned char *dst,
                   size_t *got, tf_logcache_t *cache);
 
@@ -122,7 +122,7 @@ int tf_q_log_read(sqlite3 *db, uint64_t build_id, unsigned step,
  * each piece's byte offset, line number and bytes (borrowed for the
  * call) and returns true to go on. Returns 0, TF_ECORRUPT (logged),
  * TF_ESTORE or TF_ENOMEM. */
-int tf_q_log_visit(sqlite3 *db, uint64_t build_id, unsigned step,
+int tf_q_log_visit(tf_db_t *db, uint64_t build_id, unsigned step,
                    uint64_t from,
                    bool (*visit)(void *arg, uint64_t offset, uint64_t line,
                                  const void *data, size_t len),
@@ -134,20 +134,20 @@ int tf_q_log_visit(sqlite3 *db, uint64_t build_id, unsigned step,
  * kind, "try" or "ci"; NULL: both) ({build_id,
  * number, step, value}, oldest first). TF_ENOENT for an unknown builder.
  * *out: {"builds": [...], "stats": {"NAME": [...]}}. */
-int tf_q_builder_stats(sqlite3 *db, const char *base_url, const char *builder,
+int tf_q_builder_stats(tf_db_t *db, const char *base_url, const char *builder,
                        const char *kind, unsigned limit, json_t **out);
 
 /* Changes newest first, ids below before (0 = no bound), at most limit,
  * of one repository and one branch when they are non-NULL. Messages are
  * cut to their first line. *out: {"changes": [...], "next_before": id or
  * null}. */
-int tf_q_changes(sqlite3 *db, const char *base_url, const char *repository,
+int tf_q_changes(tf_db_t *db, const char *base_url, const char *repository,
                  const char *branch, uint64_t before, unsigned limit,
                  json_t **out);
 
 /* One change with its whole message and "builds", the builds whose
  * blamelist holds it (oldest first), or TF_ENOENT. */
-int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id,
+int tf_q_change(tf_db_t *db, const char *base_url, uint64_t id,
                 json_t **out);
 
 /* Builds created before `before` (ms), or in that millisecond with an id
@@ -157,7 +157,7 @@ int tf_q_change(sqlite3 *db, const char *base_url, uint64_t id,
  * job's, or the authors of its blamelist).
  * *out: {"builds": [...], "next_before": ms|null, "next_before_id":
  * id|null}. */
-int tf_q_waterfall(sqlite3 *db, const char *base_url, const char *kind,
+int tf_q_waterfall(tf_db_t *db, const char *base_url, const char *kind,
                    int64_t before, int64_t before_id, unsigned limit,
                    char (*builders)[TF_NAME_MAX + 1], size_t nbuilders,
                    json_t **out);
@@ -177,24 +177,24 @@ typedef struct tf_console_cursor {
  * as console rows (kind "job" or "change").
  * *out: {"rows": [...], "next_before": ms|null, "next_before_job":
  * id|null, "next_before_change": id|null}. */
-int tf_q_console(sqlite3 *db, const char *base_url,
+int tf_q_console(tf_db_t *db, const char *base_url,
                  const tf_console_cursor_t *cursor, unsigned limit,
                  json_t **out);
 
 /* The author's email and the state ("pending", "running", "finished",
  * "cancelled") of try job id, copied into the caller's buffers, or
  * TF_ENOENT. */
-int tf_q_job_owner(sqlite3 *db, uint64_t id, char *email, size_t email_len,
+int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
                    char *state, size_t state_len);
 
 /* The row id and size of the patch with this SHA-256 (64 lower-case
  * hex), or TF_ENOENT. */
-int tf_q_patch_find(sqlite3 *db, const char *sha256, int64_t *rowid,
+int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,
                     uint64_t *size);
 
 /* Copies n bytes of patch rowid from offset pos into dst (an incremental
  * blob read: the patch is never loaded whole). */
-int tf_q_patch_read(sqlite3 *db, int64_t rowid, uint64_t pos,
+int tf_q_patch_read(tf_db_t *db, int64_t rowid, uint64_t pos,
                     unsigned char *dst, size_t n);
 
 /* What a build was asked to build, for a rebuild: its builder and number,
@@ -220,14 +220,14 @@ typedef struct tf_q_build_source {
  * commit id), patch (patch_sha256, "" for none), tests and properties
  * (JSON text as requests store them), not itself a reuse. *build_id is 0
  * when there is none. */
-int tf_q_reusable_build(sqlite3 *db, const char *builder,
+int tf_q_reusable_build(tf_db_t *db, const char *builder,
                         const char *revision, const char *patch_sha256,
                         const char *tests, const char *properties,
                         uint64_t *build_id);
 
 /* Fills *out for build build_id, or returns TF_ENOENT (then *out is
  * empty). */
-int tf_q_build_source(sqlite3 *db, uint64_t build_id,
+int tf_q_build_source(tf_db_t *db, uint64_t build_id,
                       tf_q_build_source_t *out);
 void tf_q_build_source_clear(tf_q_build_source_t *s);
 

@@ -29,6 +29,7 @@
  * transaction, so all its statements see one snapshot.
  */
 #include "store/engine.h"
+#include "store/db_impl.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -2037,32 +2038,6 @@ void tf_q_state_clear(tf_q_state_t *q)
 
 /* --- committers --- */
 
-int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = TF_ESTORE, s;
-
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, email, name FROM users "
-                           "WHERE token_sha256 = ?1",
-                           -1, &st, NULL) != SQLITE_OK)
-        return rc;
-    sqlite3_bind_text(st, 1, token_sha256, -1, SQLITE_TRANSIENT);
-    s = sqlite3_step(st);
-    if (s == SQLITE_ROW) {
-        out->id = sqlite3_column_int64(st, 0);
-        snprintf(out->email, sizeof(out->email), "%s",
-                 (const char *)sqlite3_column_text(st, 1));
-        snprintf(out->name, sizeof(out->name), "%s",
-                 (const char *)sqlite3_column_text(st, 2));
-        rc = 0;
-    } else if (s == SQLITE_DONE) {
-        rc = TF_ENOENT;
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
 static int q_users(sqlite3 *db, tf_q_users_t *q)
 {
     sqlite3_stmt *st;
@@ -2205,9 +2180,20 @@ void tf_q_scheduler_clear(tf_q_scheduler_t *q)
     q->nchanges = 0;
 }
 
+/* Lends a reader to a function of db.h's (store/db_impl.h). */
+static void lend(sqlite3 *db, tf_db_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->kind = TF_DB_KIND_SQLITE;
+    out->lite = db;
+}
+
 static int q_user(sqlite3 *db, tf_q_user_t *q)
 {
-    return tf_user_by_token(db, q->token_sha256, &q->user);
+    tf_db_t d;
+
+    lend(db, &d);
+    return tf_user_by_token(&d, q->token_sha256, &q->user);
 }
 
 /* Runs the query inside one read transaction, so all its statements see
@@ -2238,7 +2224,9 @@ static int query(tf_engine_t *e, tf_query_t *q)
         break;
     case TF_Q_SQLITE_FN: {
         tf_q_sqlite_fn_t *f = (tf_q_sqlite_fn_t *)q;
-        rc = f->fn(db, f->arg);
+        tf_db_t d;
+        lend(db, &d);
+        rc = f->fn(&d, f->arg);
         break;
     }
     default:

@@ -1045,11 +1045,19 @@ static void read_test_hooks(tf_store_t *s)
 #endif
 }
 
-/* The engine for a database setting: a file path is sqlite's. A URL is
- * another engine's, none of which this build has yet (issue 15 adds
- * PostgreSQL here). */
+/* The engine for a database setting: a postgresql:// or postgres://
+ * URL is PostgreSQL's (when this build has it), any other URL no
+ * engine's, and a file path sqlite's. */
 static const tf_engine_vt_t *engine_for(const char *path)
 {
+    if (strncmp(path, "postgresql://", 13) == 0 ||
+        strncmp(path, "postgres://", 11) == 0) {
+#ifdef TF_HAVE_POSTGRESQL
+        return &tf_engine_pg;
+#else
+        return NULL;
+#endif
+    }
     if (strstr(path, "://"))
         return NULL;
     return &tf_engine_sqlite;
@@ -1066,6 +1074,48 @@ int tf_store_check(const char *path, bool full,
         return TF_ESTATE;
     return vt->check(path, full, line, arg);
 }
+#ifndef TF_HAVE_POSTGRESQL
+int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
+                         uint64_t *rows, char *msg, size_t msglen)
+{
+    (void)sqlite_path;
+    (void)url;
+    *rows = 0;
+    snprintf(msg, msglen, "this tf-master was built without PostgreSQL "
+                          "(meson -Dpostgresql=enabled with libpq-dev)");
+    return TF_EINVAL;
+}
+#endif
+
+void tf_store_display(const char *path, char *out, size_t len)
+{
+    const char *auth = strstr(path, "://");
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - auth - 3))
+                           : NULL;
+
+    if (!colon)
+        snprintf(out, len, "%s", path);
+    else
+        snprintf(out, len, "%.*s:***%s", (int)(colon - path), path, at);
+}
+
+/* A copy of the database setting for logs (tf_store_display). */
+static char *shown_path(const char *path)
+{
+    const char *auth = strstr(path, "://");
+    const char *at = auth ? strchr(auth + 3, '@') : NULL;
+    const char *colon = at ? memchr(auth + 3, ':', (size_t)(at - auth - 3))
+                           : NULL;
+    char *out;
+
+    if (!colon)
+        return strdup(path);
+    out = malloc(strlen(path) + 4);
+    if (out)
+        sprintf(out, "%.*s:***%s", (int)(colon - path), path, at);
+    return out;
+}
 
 int tf_store_open(uv_loop_t *loop, const char *path,
                   const tf_store_opts_t *opts, tf_store_t **out)
@@ -1079,9 +1129,17 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         return TF_EINVAL;
     vt = engine_for(path);
     if (!vt) {
-        tf_error(SUB, "%s: no storage engine for this URL in this build "
-                      "(a database is a path to an sqlite file)",
+#ifdef TF_HAVE_POSTGRESQL
+        tf_error(SUB, "%s: no storage engine for this URL (a database is "
+                      "a path to an sqlite file or a postgresql:// URL)",
                  path);
+#else
+        tf_error(SUB, "%s: no storage engine for this URL in this build "
+                      "(a database is a path to an sqlite file; this "
+                      "tf-master was built without PostgreSQL: meson "
+                      "-Dpostgresql=enabled with libpq-dev)",
+                 path);
+#endif
         return TF_EINVAL;
     }
     s = calloc(1, sizeof(*s));
@@ -1108,7 +1166,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         s->congestion_cb = opts->congestion_cb;
         s->congestion_arg = opts->congestion_arg;
     }
-    s->path = strdup(path);
+    s->path = shown_path(path);
     if (!s->path) {
         rc = TF_ENOMEM;
         goto out;
@@ -1116,6 +1174,11 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     rc = s->vt->open(path, nreaders, &s->eng, &s->schema_version);
     if (rc != 0)
         goto out;
+    if (opts && opts->exclusive && s->vt->claim) {
+        rc = s->vt->claim(s->eng, opts->standby);
+        if (rc != 0)
+            goto out;
+    }
 
     rc = uv_async_init(loop, &s->async, on_async);
     if (rc != 0) {
@@ -1133,7 +1196,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         uv_close((uv_handle_t *)&s->async, on_failed_open_closed);
         return rc;
     }
-    tf_info(SUB, "%s: open (%s) at schema version %d, %u readers", path,
+    tf_info(SUB, "%s: open (%s) at schema version %d, %u readers", s->path,
             s->vt->name, s->schema_version, nreaders);
     *out = s;
     return 0;

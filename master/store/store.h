@@ -64,6 +64,12 @@ typedef struct tf_store_opts {
     unsigned readers;        /* reader connections; default 4 */
     tf_store_congestion_cb congestion_cb;
     void *congestion_arg;
+    bool exclusive;          /* the farm's master: an engine shared over a
+                              * network (PostgreSQL) refuses to open when
+                              * another master holds the database; offline
+                              * commands (user, mail) leave it false */
+    bool standby;            /* with exclusive: wait until the other
+                              * master goes instead of refusing */
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,
@@ -81,6 +87,11 @@ int tf_store_open(uv_loop_t *loop, const char *path,
  * another code when the check could not run. Any thread. */
 int tf_store_check(const char *path, bool full,
                    void (*line)(void *arg, const char *text), void *arg);
+
+/* The database setting as logs show it: a URL's password (between ':'
+ * and '@' after "://") becomes "***"; a path stays as it is. Writes at
+ * most len bytes (truncating) into out. */
+void tf_store_display(const char *path, char *out, size_t len);
 
 /* The master serves from now on: synchronous reads on the loop thread are
  * a bug (they would block it) and assert. */
@@ -155,6 +166,16 @@ int tf_store_schema_version(tf_store_t *s);
  * thread (the loop must keep running until then). s is freed before cb
  * runs. */
 void tf_store_close(tf_store_t *s, void (*cb)(void *arg), void *arg);
+
+/* Copies every row of the sqlite database at sqlite_path (at this
+ * tf-master's schema version) into the PostgreSQL database at url, which
+ * is migrated first and must hold no builds, requests, jobs, changes or
+ * committers: one snapshot of the file, one transaction (all or
+ * nothing). *rows gets the rows copied; msg says why when it fails.
+ * Returns 0, TF_EVERSION, TF_EEXIST (not empty), TF_EINVAL (a build
+ * without PostgreSQL) or TF_ESTORE. For `tf-master migrate --to`. */
+int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
+                         uint64_t *rows, char *msg, size_t msglen);
 
 /* ------------------------------------------------------------------ */
 /* Write groups                                                        */

@@ -22,6 +22,7 @@
 
 #include <sqlite3.h>
 
+#include "store/db.h"
 #include "store/store.h"
 
 typedef enum {
@@ -54,8 +55,9 @@ tf_sqlval_t tf_sql_null(void);
  * the whole database failed: see store/sqlite.c, "op_sql_fn"). */
 typedef int (*tf_store_txn_fn)(sqlite3 *db, void *arg);
 
-/* Runs with a read-only connection inside one read transaction. */
-typedef int (*tf_store_read_fn)(sqlite3 *db, void *arg);
+/* Runs with a read-only connection inside one read transaction. The
+ * connection speaks db.h, so a read function runs on every engine. */
+typedef int (*tf_store_read_fn)(tf_db_t *db, void *arg);
 
 /* Adds one SQL statement to g. sql must have static storage duration (it
  * keys the prepared-statement cache). vals are copied (owned blobs are
@@ -104,7 +106,7 @@ int tf_store_bind(sqlite3_stmt *st, const tf_sqlval_t *vals, size_t nvals);
 
 /* For read functions: the user whose token hashes to token_sha256, or
  * TF_ENOENT. The typed form is TF_Q_USER_BY_TOKEN. */
-int tf_user_by_token(sqlite3 *db, const char *token_sha256, tf_user_t *out);
+int tf_user_by_token(tf_db_t *db, const char *token_sha256, tf_user_t *out);
 
 /* TF_Q_SQLITE_FN: fn run as tf_store_read does, through tf_store_query. */
 typedef struct tf_q_sqlite_fn {

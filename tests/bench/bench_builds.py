@@ -25,7 +25,10 @@ tf-slave of a build directory on 127.0.0.1:
               finished_ms on the master's clock).
 
 Common options: --build-dir DIR (default build/), --keep DIR (keep the
-farm's directory). The master and slaves log at "info". The figures go to
+farm's directory). With TF_TEST_STORE=postgresql in the environment the
+master stores into a fresh database on a PostgreSQL server the harness
+starts in a temp dir (tfharness.PgCluster; fsync off, as for every test
+server), instead of sqlite. The master and slaves log at "info". The figures go to
 docs/internals.md ("Speed of the storage path"). This is a benchmark, not
 a test: it prints numbers and exits 0 unless the farm cannot run or a
 build fails.
@@ -159,9 +162,16 @@ def bench_ingest(th, farm, a):
         log = m.step_log(bid, 0)
         if len(log) != size or hashlib.sha256(log).hexdigest() != digest:
             sys.exit("the stored log differs from the file")
-    dbsize = os.path.getsize(m.db_path)
+    if m.store:
+        # PostgreSQL (TF_TEST_STORE=postgresql): the database's own size.
+        c = th.shared_pg_cluster()
+        dbsize = int(c.psql("SELECT pg_database_size(current_database())",
+                            db=c.dbname(m.store)))
+    else:
+        dbsize = os.path.getsize(m.db_path)
     print("ingest of a %d MiB compiler-like log from a file-fed step, "
-          "%d runs:" % (a.mib, a.runs))
+          "%d runs (%s):" % (a.mib, a.runs,
+                             "postgresql" if m.store else "sqlite"))
     print("  MiB/s: median %.1f  min %.1f  max %.1f"
           % (pct(rates, 0.5), min(rates), max(rates)))
     print("  database %.0f MiB after %d runs (%.0f%% of the raw logs)"

@@ -330,8 +330,15 @@ class Master:
     """A tf-master with its own directory, config and port."""
 
     def __init__(self, farm, config=None, name="master", port=None,
-                 wrapper=None, log_level="debug", env=None):
+                 wrapper=None, log_level="debug", env=None, store=None):
         self.farm = farm
+        # A PostgreSQL URL for "store": {"postgres": ...} (None: sqlite,
+        # or with TF_TEST_STORE=postgresql a fresh database on the shared
+        # test cluster, so any suite runs on the PostgreSQL engine).
+        if store is None and os.environ.get("TF_TEST_STORE") == "postgresql":
+            c = shared_pg_cluster()
+            store = c.url(c.new_database())
+        self.store = store
         self.name = name
         # Extra environment variables for the process (test hooks such as
         # TF_TEST_STORE_FAIL).
@@ -358,6 +365,8 @@ class Master:
         random secret in secrets/NAME (kept across rewrites)."""
         cfg = json.loads(json.dumps(config))
         cfg.setdefault("listen", {"host": "127.0.0.1", "port": self.port})
+        if self.store and "store" not in cfg:
+            cfg["store"] = {"postgres": self.store}
         for s in cfg.get("slaves", []):
             if "secret" not in s and "secret_file" not in s:
                 p = self.secret_path(s["name"])
@@ -1093,6 +1102,156 @@ def _hard_close(s):
         s.close()
     except OSError:
         pass
+
+
+# --- PostgreSQL ---
+
+PG_BINDIR_DEFAULT = "/usr/lib/postgresql/15/bin"
+
+
+def pg_bindir():
+    """Where initdb and pg_ctl are: $TF_PG_BINDIR, `pg_config --bindir`
+    or Debian 12's folder; None when PostgreSQL is not installed."""
+    cands = [os.environ.get("TF_PG_BINDIR")]
+    try:
+        cands.append(subprocess.run(["pg_config", "--bindir"],
+                                    capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+    except OSError:
+        pass
+    cands.append(PG_BINDIR_DEFAULT)
+    for c in cands:
+        if c and os.access(os.path.join(c, "initdb"), os.X_OK):
+            return c
+    return None
+
+
+class PgCluster:
+    """A real PostgreSQL server in a temp dir (initdb + pg_ctl), for the
+    tests of the PostgreSQL engine. initdb refuses root, so as root the
+    server runs as the `postgres` system user (runuser) in a directory it
+    owns; its unix socket is in that directory (no port clash between
+    parallel runs) and, with tcp=True, it listens on 127.0.0.1 too. The
+    role `tf` is its superuser; no password (trust). One cluster per test
+    session; new_database() gives each test a fresh database."""
+
+    def __init__(self, tcp=False, fsync=False):
+        self.bindir = pg_bindir()
+        if not self.bindir:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install "
+                               "postgresql; scripts/deps does)")
+        import tempfile
+        self.dir = Path(tempfile.mkdtemp(prefix="tf-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self.port = free_port() if tcp else 5432 + random.randrange(20000)
+        self.tcp = tcp
+        self.fsync = fsync
+        self.user = "tf"
+        self._n = 0
+        self.as_user = []
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, argv, timeout=60, check=True):
+        r = subprocess.run(self.as_user + argv, capture_output=True,
+                           text=True, timeout=scaled(timeout),
+                           stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed ({r.returncode}): "
+                               f"{r.stdout}{r.stderr}\n" + self.log_tail())
+        return r
+
+    def log_tail(self, lines=40):
+        try:
+            return tail(self.log.read_text(errors="replace"), lines)
+        except OSError:
+            return "(no server log)"
+
+    def initdb(self):
+        self._run([os.path.join(self.bindir, "initdb"), "-D", str(self.data),
+                   "-A", "trust", "-U", self.user, "--no-sync", "-E", "UTF8",
+                   "--locale", "C"])
+        return self
+
+    def start(self):
+        opts = [f"-k {self.dir}", f"-p {self.port}",
+                "-c listen_addresses='" + ("127.0.0.1" if self.tcp else "")
+                + "'", "-c max_connections=200"]
+        if not self.fsync:
+            opts.append("-c fsync=off")
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", str(self.data),
+                   "-l", str(self.log), "-w", "-t", "60", "-o",
+                   " ".join(opts), "start"], timeout=90)
+        return self
+
+    def stop(self, mode="fast"):
+        r = self._run([os.path.join(self.bindir, "pg_ctl"), "-D",
+                       str(self.data), "-m", mode, "-w", "stop"],
+                      check=False)
+        if r.returncode != 0:
+            # By its pid, never by name.
+            try:
+                pid = int((self.data / "postmaster.pid").read_text()
+                          .split("\n")[0])
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+    def destroy(self):
+        self.stop()
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, db="postgres"):
+        """The URL a master is given: the unix socket, or 127.0.0.1."""
+        if self.tcp:
+            return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
+        return (f"postgresql://{self.user}@/{db}?host={self.dir}"
+                f"&port={self.port}")
+
+    @staticmethod
+    def dbname(url):
+        """The database name of a URL url() made."""
+        return url.split("?")[0].rsplit("/", 1)[1]
+
+    def psql(self, sql, db="postgres"):
+        """Runs sql with psql; returns its output (unaligned, no headers)."""
+        r = subprocess.run([os.path.join(self.bindir, "psql"), "-X", "-q",
+                            "-At", "-v", "ON_ERROR_STOP=1", "-h",
+                            str(self.dir), "-p", str(self.port), "-U",
+                            self.user, "-d", db, "-c", sql],
+                           capture_output=True, text=True,
+                           timeout=scaled(60), stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql: {sql}: {r.stderr}")
+        return r.stdout
+
+    def new_database(self, prefix="t"):
+        """A fresh empty database; returns its name."""
+        self._n += 1
+        name = f"{prefix}_{os.getpid()}_{self._n}"
+        self.psql(f"CREATE DATABASE {name}")
+        return name
+
+
+_SHARED_PG = None
+
+
+def shared_pg_cluster():
+    """One PgCluster for the whole process (TF_TEST_STORE=postgresql),
+    started on first use and destroyed at exit."""
+    global _SHARED_PG
+    if _SHARED_PG is None:
+        import atexit
+        c = PgCluster()
+        c.initdb().start()
+        atexit.register(c.destroy)
+        _SHARED_PG = c
+    return _SHARED_PG
 
 
 # --- the farm ---

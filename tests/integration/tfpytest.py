@@ -7,6 +7,12 @@ conftest.py imports them with `from tfpytest import *`.
 - A per-test time limit (our own, pytest-timeout is not in Debian's
   python3-pytest): SIGALRM fails the test after 120 s, or N s with
   @pytest.mark.timeout(N); scaled by $TF_TIMEOUT_SCALE.
+- `pg_cluster` (session): a real PostgreSQL started once in a temp dir
+  (tfharness.PgCluster: initdb + pg_ctl, unix socket, as the postgres
+  user when root) and stopped at the end; skipped when PostgreSQL is
+  not installed unless $TF_REQUIRE_POSTGRESQL=1 (CI), where it fails.
+- `pg_url`: a fresh database on it for one test, as a URL for
+  Master(store=...) / "store": {"postgres": URL}.
 - On failure, the tail of every log the test's processes wrote is attached
   to the report (shown by -rfE), with the full paths.
 """
@@ -19,7 +25,7 @@ import pytest
 import tfharness
 
 __all__ = ["DEFAULT_TIMEOUT", "pytest_configure", "pytest_sessionstart",
-           "HarnessTimeout", "_time_limit", "farm",
+           "HarnessTimeout", "_time_limit", "farm", "pg_cluster", "pg_url",
            "pytest_runtest_makereport"]
 
 DEFAULT_TIMEOUT = 120
@@ -74,6 +80,26 @@ def farm(tmp_path, request):
         yield f
     finally:
         f.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    if not tfharness.pg_bindir():
+        if os.environ.get("TF_REQUIRE_POSTGRESQL") == "1":
+            pytest.fail("PostgreSQL is required (TF_REQUIRE_POSTGRESQL=1) "
+                        "but initdb was not found")
+        pytest.skip("PostgreSQL is not installed (scripts/deps installs it)")
+    c = tfharness.PgCluster()
+    try:
+        c.initdb().start()
+        yield c
+    finally:
+        c.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    return pg_cluster.url(pg_cluster.new_database())
 
 
 @pytest.hookimpl(hookwrapper=True)

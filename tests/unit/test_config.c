@@ -609,6 +609,46 @@ TF_TEST(timers_cross_check)
     tf_config_free(c);
 }
 
+/* store.postgres: a postgresql:// URL replaces the sqlite path; anything
+ * else is refused at its place. */
+TF_TEST(store_postgres)
+{
+    tf_cfg_diags_t d = {0};
+    tf_config_t *c = NULL;
+
+    TF_CHECK_INT(load_str("/etc/tf/m.json",
+                          "{\"store\": {\"postgres\": "
+                          "\"postgresql://tf@db/farm\", \"standby\": true}}",
+                          &c, &d),
+                 0);
+    if (c) {
+        TF_CHECK_STR(c->database, "postgresql://tf@db/farm");
+        TF_CHECK_INT(c->store_standby, 1);
+    }
+    tf_config_free(c);
+    tf_cfg_diags_clear(&d);
+    c = NULL;
+    TF_CHECK_INT(load_str("/etc/tf/m.json", "{}", &c, &d), 0);
+    if (c) {
+        TF_CHECK_STR(c->database, "/etc/tf/state.sqlite");
+        TF_CHECK_INT(c->store_standby, 0);
+    }
+    tf_config_free(c);
+    tf_cfg_diags_clear(&d);
+    CHECK_ONE_ERROR("{\"store\": {\"postgres\": \"mysql://db/farm\"}}", 1,
+                    24, "store.postgres",
+                    "must be a URL starting with postgresql:// or "
+                    "postgres://");
+    CHECK_ONE_ERROR("{\"store\": {\"postgres\": \"postgresql://a b/c\"}}",
+                    1, 24, "store.postgres",
+                    "must not contain spaces or control characters");
+    CHECK_ONE_ERROR("{\"store\": {\"postgres\": 5}}", 1, 24,
+                    "store.postgres", "expected a string");
+    CHECK_ONE_ERROR("{\"store\": {\"postgre\": \"postgresql://db/x\"}}", 1,
+                    12, "store.postgre",
+                    "unknown key \"postgre\"; did you mean \"postgres\"?");
+}
+
 TF_TEST(urls)
 {
     CHECK_ONE_ERROR("{\"url\": \"https://\"}", 1, 9, "url",

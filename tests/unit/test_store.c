@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+
+#include "store/db_impl.h"
 #include <uv.h>
 
 #include "store/store_sqlite.h"
@@ -211,8 +213,9 @@ typedef struct q1 {
 } q1_t;
 
 /* Runs q->sql and keeps the first column of the first row. */
-static int q1_fn(sqlite3 *db, void *arg)
+static int q1_fn(tf_db_t *tdb, void *arg)
 {
+    sqlite3 *db = tf__db_lite(tdb);
     q1_t *q = arg;
     sqlite3_stmt *st = NULL;
     int rc = TF_ESTORE;
@@ -455,10 +458,10 @@ typedef struct readres {
 
 static pthread_t g_loop_thread;
 
-static int count_events_fn(sqlite3 *db, void *arg)
+static int count_events_fn(tf_db_t *tdb, void *arg)
 {
     q1_t q = {.sql = "SELECT count(*) FROM slave_events"};
-    int rc = q1_fn(db, &q);
+    int rc = q1_fn(tdb, &q);
     ((readres_t *)arg)->count = q.v;
     return rc == 0 ? 42 : rc; /* the done callback sees fn's value */
 }
@@ -538,8 +541,9 @@ static int create_t_fn(sqlite3 *db, void *arg)
                : TF_ESTORE;
 }
 
-static int check_vals_fn(sqlite3 *db, void *arg)
+static int check_vals_fn(tf_db_t *tdb, void *arg)
 {
+    sqlite3 *db = tf__db_lite(tdb);
     vals_check_t *c = arg;
     sqlite3_stmt *st = NULL;
     int rc = TF_ESTORE;
@@ -910,7 +914,7 @@ TF_TEST(congestion_and_hard_cap)
 static int g_reads_active, g_reads_max;
 static pthread_mutex_t g_reads_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int slow_read_fn(sqlite3 *db, void *arg)
+static int slow_read_fn(tf_db_t *db, void *arg)
 {
     pthread_mutex_lock(&g_reads_mu);
     if (++g_reads_active > g_reads_max)
@@ -924,16 +928,18 @@ static int slow_read_fn(sqlite3 *db, void *arg)
     return rc;
 }
 
-static int write_in_read_fn(sqlite3 *db, void *arg)
+static int write_in_read_fn(tf_db_t *tdb, void *arg)
 {
+    sqlite3 *db = tf__db_lite(tdb);
     (void)arg;
     int src = sqlite3_exec(db, "INSERT INTO slaves(name) VALUES('r')", NULL,
                            NULL, NULL);
     return src == SQLITE_OK ? 0 : -(src & 0xff);
 }
 
-static int leak_stmt_fn(sqlite3 *db, void *arg)
+static int leak_stmt_fn(tf_db_t *tdb, void *arg)
 {
+    sqlite3 *db = tf__db_lite(tdb);
     sqlite3_stmt *st = NULL;
     (void)arg;
     /* Left mid-step and not finalized: the pool cleans up after it. */

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "store/logblock.h"
+#include "store/db_impl.h"
 #include "store/queries.h"
 #include "store/store.h"
 #include "store/store_schema.h"
@@ -311,6 +312,17 @@ static void finish_step(fx_t *f, uint64_t build, uint64_t seq)
     TF_CHECK_INT(commit(f, g), 0);
 }
 
+/* A sqlite connection lent as db.h's handle (store/db_impl.h), for the
+ * read functions; one at a time (it is static). */
+static tf_db_t *lite_db(sqlite3 *db)
+{
+    static tf_db_t d;
+    memset(&d, 0, sizeof(d));
+    d.kind = TF_DB_KIND_SQLITE;
+    d.lite = db;
+    return &d;
+}
+
 /* Reads [start, end) of the log through tf_q_log_read in pieces of
  * `piece` bytes, as the API streams it; checks it against want. Returns
  * the first error. */
@@ -327,7 +339,7 @@ static int read_range(fx_t *f, uint64_t build, uint64_t start, uint64_t end,
                  SQLITE_OK);
     while (pos < end) {
         size_t got = 0;
-        rc = tf_q_log_read(db, build, 0, pos, end, piece, buf, &got, &cache);
+        rc = tf_q_log_read(lite_db(db), build, 0, pos, end, piece, buf, &got, &cache);
         if (rc)
             break;
         if (got == 0) {
@@ -398,7 +410,7 @@ static void check_visit(fx_t *f, uint64_t build, const unsigned char *log,
     visit_ctx_t v = {.log = log, .pos = from};
     TF_CHECK_INT(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL),
                  SQLITE_OK);
-    TF_CHECK_INT(tf_q_log_visit(db, build, 0, from, visit_cb, &v), 0);
+    TF_CHECK_INT(tf_q_log_visit(lite_db(db), build, 0, from, visit_cb, &v), 0);
     TF_CHECK_INT(v.bad, 0);
     TF_CHECK_INT(v.pos, n);
     sqlite3_close(db);
@@ -609,7 +621,7 @@ TF_TEST(a_corrupt_block_is_an_error_for_its_range_only)
     TF_CHECK_INT(sqlite3_open_v2(f.path, &rd, SQLITE_OPEN_READONLY, NULL),
                  SQLITE_OK);
     visit_ctx_t v = {.log = log};
-    TF_CHECK_INT(tf_q_log_visit(rd, 1, 0, 0, visit_cb, &v), TF_ECORRUPT);
+    TF_CHECK_INT(tf_q_log_visit(lite_db(rd), 1, 0, 0, visit_cb, &v), TF_ECORRUPT);
     TF_CHECK_INT(v.bad, 0);
     TF_CHECK_INT(v.pos, boff);
     sqlite3_close(rd);

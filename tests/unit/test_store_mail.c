@@ -17,6 +17,8 @@
 
 #include <jansson.h>
 #include <sqlite3.h>
+
+#include "store/db_impl.h"
 #include <uv.h>
 
 #include "store/mail.h"
@@ -106,8 +108,9 @@ typedef struct count_q {
     int64_t n;
 } count_q_t;
 
-static int count_fn(sqlite3 *db, void *arg)
+static int count_fn(tf_db_t *tdb, void *arg)
 {
+    sqlite3 *db = tf__db_lite(tdb);
     count_q_t *q = arg;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, q->sql, -1, &st, NULL) != SQLITE_OK)
@@ -191,7 +194,7 @@ typedef struct pick_q {
     tf_store_mail_row_t row;
 } pick_q_t;
 
-static int pick_fn(sqlite3 *db, void *arg)
+static int pick_fn(tf_db_t *db, void *arg)
 {
     return tf_store_mail_pick(db, &((pick_q_t *)arg)->row);
 }
@@ -302,7 +305,7 @@ static int build_v(void *arg, const tf_store_mail_build_t *b)
     return 0;
 }
 
-static int views_fn(sqlite3 *db, void *arg)
+static int views_fn(tf_db_t *db, void *arg)
 {
     seen_t *s = arg;
     bool has_prev = false;
@@ -363,7 +366,7 @@ typedef struct api_q {
     int rc_one, rc_msg, rc_missing;
 } api_q_t;
 
-static int api_fn(sqlite3 *db, void *arg)
+static int api_fn(tf_db_t *db, void *arg)
 {
     api_q_t *q = arg;
     json_t *none = NULL;

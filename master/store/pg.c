@@ -1,0 +1,2014 @@
+/*
+ * pg.c - the PostgreSQL engine of the storage interface (issue 15): the
+ * same operations and queries as store/sqlite.c on a PostgreSQL database
+ * named by a URL (postgresql://user@host/db, or with ?host=/socket/dir),
+ * through libpq.
+ *
+ * Writing: the writer thread owns one connection and applies a batch as
+ *
+ *   BEGIN
+ *     SAVEPOINT tf_op; <the group's ops>; RELEASE SAVEPOINT tf_op (each)
+ *       ... a group failing alone: ROLLBACK TO SAVEPOINT tf_op; RELEASE
+ *   COMMIT
+ *
+ * so store.c's contract (a group commits whole or not at all, batch-mates
+ * of a failed group commit, done callbacks after the commit) holds as on
+ * sqlite. Each statement is prepared once per connection (PQprepare,
+ * keyed by the address of its static SQL text, as sqlite's cache is) and
+ * run with PQexecPrepared; output bytes go as a binary bytea parameter,
+ * straight from the group's memory.
+ *
+ * The SQL is sqlite's text where the two dialects agree (placeholders ?N
+ * are rewritten to $N by store/db.c's tf__db_pg_sql, which also quotes
+ * the column offset); where they differ (INSERT OR IGNORE, json_set, the
+ * mail rules' CASE over booleans) this file has its own text. The raw
+ * statements of store_sqlite.h (the mail outbox's updates) go through
+ * the same rewrite; raw write functions (tf_op_sql_fn) speak sqlite's
+ * API and fail their group here, loudly.
+ *
+ * Which failures fail a group alone and which the batch: a lost
+ * connection, and SQLSTATE classes 08 (connection), 53 (insufficient
+ * resources: disk full), 57 (operator intervention: the server shutting
+ * down), 58 (system error: I/O), 40 (serialization, deadlock), 55 (lock
+ * not available) and XX (internal) say something about the database as a
+ * whole: the batch is rolled back and store.c retries it with backoff,
+ * reconnecting first. Anything else (a constraint, a broken event chain)
+ * rolls back only that group. A commit whose answer was lost with the
+ * connection is retried like any failed batch; if it had in fact
+ * committed, the retried groups fail on their event chain (tf_op_build_seq)
+ * instead of storing twice, and the log says so.
+ *
+ * Reading: a query borrows a reader connection from a pool and runs in a
+ * REPEATABLE READ READ ONLY transaction (one snapshot), through db.h.
+ * A reader found broken is reconnected before use.
+ */
+#include "store/engine.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+#include "log.h"
+#include "names.h"
+#include "store/db_impl.h"
+#include "store/logblock.h"
+#include "store/pg_schema.h"
+#include "store/reads.h"
+#include "store/store_schema.h"
+#include "store/store_sqlite.h"
+#include "tf_err.h"
+
+#define SUB "store"
+
+#define CONNECT_TIMEOUT_S "5"
+#define SQL_MAX 16384
+#define MAX_PARAMS 64
+/* pg_advisory_lock key held while migrating ("tfsc"). */
+#define MIGRATE_LOCK_KEY "1952871267"
+/* Held by the write connection for as long as a master uses the database:
+ * one master per database in this version ("tfma"). */
+#define MASTER_LOCK_KEY "1952870753"
+
+enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2 };
+
+typedef struct pstmt {
+    const char *sql; /* the key: the address of the static text */
+    unsigned id;     /* prepared as "tf<id>" on the write connection */
+    int nparams;
+} pstmt_t;
+
+struct tf_engine {
+    char *url;
+    char shown[256]; /* the URL without its password, for logs */
+
+    /* Writer thread only (after open). */
+    PGconn *w;
+    pstmt_t *stmts; /* open addressing by address; cap a power of two */
+    size_t cap, n;
+    unsigned next_id;
+    bool claimed;    /* holds the master lock (and takes it again after a
+                      * reconnect) */
+    int64_t changes; /* rows the last statement touched */
+    tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
+    unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
+    size_t sealcap;
+    uint64_t maint_build; /* where the idle sealing walk is */
+    unsigned maint_step;
+    char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
+    char msg[512];
+
+    /* The read pool, under pool_mu. */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cond;
+    PGconn **readers;
+    unsigned *free_rd; /* indexes of the idle readers (a stack) */
+    unsigned nreaders;
+    unsigned nfree;
+};
+
+static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    size_t n;
+
+    va_start(ap, fmt);
+    vsnprintf(dst, len, fmt, ap);
+    va_end(ap);
+    /* libpq's messages span lines; a log line is one line. */
+    for (char *p = dst; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    n = strlen(dst);
+    while (n && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+        dst[--n] = '\0';
+}
+
+/* libpq prints notices on stderr by default; they go to the log. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    tf_debug(SUB, "postgresql: %.300s", message);
+}
+
+/* The URL as logs show it: the password between ':' and '@' of the
+ * authority becomes "***". */
+static void hide_password(const char *url, char *out, size_t len)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at, *colon;
+
+    snprintf(out, len, "%s", url);
+    if (!scheme)
+        return;
+    at = strchr(scheme + 3, '@');
+    if (!at)
+        return;
+    colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+    if (!colon)
+        return;
+    snprintf(out, len, "%.*s:***%s", (int)(colon - url), url, at);
+}
+
+/* A new connection to url, or NULL with the reason in why. */
+static PGconn *connect_url(const char *url, char *why, size_t whylen)
+{
+    char app[64], host[40] = "";
+    /* Keepalives and a TCP user timeout bound how long a silent network
+     * cut can hold a connection (the writer in a commit, a reader in a
+     * query) to about a minute; the URL may override them. */
+    const char *keys[] = {"connect_timeout", "application_name",
+                          "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", "dbname", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT_S, app, "1", "20", "10", "3",
+                          "60000", url, NULL};
+    PGconn *c;
+
+    /* Names this master in pg_stat_activity (and in the refusal of a
+     * second master). */
+    gethostname(host, sizeof(host) - 1);
+    snprintf(app, sizeof(app), "tf-master %s pid %ld", host, (long)getpid());
+    c = PQconnectdbParams(keys, vals, 1);
+
+    if (!c) {
+        fmt_trunc(why, whylen, "out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        fmt_trunc(why, whylen, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, on_notice, NULL);
+    return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writer: statements                                                  */
+/* ------------------------------------------------------------------ */
+
+static size_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static pstmt_t *slot_of(pstmt_t *v, size_t cap, const char *sql)
+{
+    size_t i = ptr_hash(sql) & (cap - 1);
+    while (v[i].sql && v[i].sql != sql)
+        i = (i + 1) & (cap - 1);
+    return &v[i];
+}
+
+static bool stmts_grow(tf_engine_t *e)
+{
+    size_t cap = e->cap ? e->cap * 2 : 64;
+    pstmt_t *v = calloc(cap, sizeof(*v));
+
+    if (!v)
+        return false;
+    for (size_t i = 0; i < e->cap; i++)
+        if (e->stmts[i].sql)
+            *slot_of(v, cap, e->stmts[i].sql) = e->stmts[i];
+    free(e->stmts);
+    e->stmts = v;
+    e->cap = cap;
+    return true;
+}
+
+/* The connection is gone with its prepared statements. */
+static void stmts_clear(tf_engine_t *e)
+{
+    free(e->stmts);
+    e->stmts = NULL;
+    e->cap = e->n = 0;
+}
+
+/* What a failed result says about the database: PG_FAIL_DB when the
+ * whole database failed (see the file's header), PG_FAIL_GROUP when only
+ * this statement did. */
+static int classify(tf_engine_t *e, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+                            : NULL;
+    static const char *const db_wide[] = {"08", "53", "57", "58", "40",
+                                          "55", "XX", "25"};
+
+    if (!e->w || PQstatus(e->w) != CONNECTION_OK || !state)
+        return PG_FAIL_DB;
+    for (size_t i = 0; i < sizeof(db_wide) / sizeof(db_wide[0]); i++)
+        if (strncmp(state, db_wide[i], 2) == 0)
+            return PG_FAIL_DB;
+    return PG_FAIL_GROUP;
+}
+
+static int fail_with(tf_engine_t *e, PGresult *res, const char *what)
+{
+    const char *m = res ? PQresultErrorMessage(res) : NULL;
+    int kind;
+
+    if (!m || !*m)
+        m = e->w ? PQerrorMessage(e->w) : "no connection";
+    fmt_trunc(e->msg, sizeof(e->msg), "%s%s%s", what, *what ? ": " : "", m);
+    kind = classify(e, res);
+    PQclear(res);
+    return kind;
+}
+
+/* Runs one statement with n values from memory that outlives the call;
+ * *rows (may be NULL) gets the result for the caller to read and clear.
+ * Returns PG_OK, PG_FAIL_GROUP or PG_FAIL_DB with the message in e->msg. */
+static int exec_rows_fmt(tf_engine_t *e, const char *sql,
+                         const tf_sqlval_t *v, size_t n, PGresult **rows,
+                         int resfmt)
+{
+    const char *vals[MAX_PARAMS];
+    int lens[MAX_PARAMS], fmts[MAX_PARAMS];
+    char nums[MAX_PARAMS][24];
+    char name[16];
+    pstmt_t *slot = e->cap ? slot_of(e->stmts, e->cap, sql) : NULL;
+    PGresult *res;
+
+    if (n > MAX_PARAMS) {
+        fmt_trunc(e->msg, sizeof(e->msg), "%zu values (at most %d)", n,
+                  MAX_PARAMS);
+        return PG_FAIL_GROUP;
+    }
+    if (!slot || !slot->sql) {
+        char *text = malloc(SQL_MAX);
+        Oid types[MAX_PARAMS];
+        int np = 0;
+
+        if (!text) {
+            fmt_trunc(e->msg, sizeof(e->msg), "out of memory");
+            return PG_FAIL_DB;
+        }
+        if (tf__db_pg_sql(sql, strlen(sql), text, SQL_MAX, &np) != 0) {
+            free(text);
+            fmt_trunc(e->msg, sizeof(e->msg), "statement too long");
+            return PG_FAIL_GROUP;
+        }
+        if ((size_t)np != n) {
+            free(text);
+            fmt_trunc(e->msg, sizeof(e->msg),
+                      "statement has %d parameters but %zu values were "
+                      "given",
+                      np, n);
+            return PG_FAIL_GROUP;
+        }
+        for (size_t i = 0; i < n; i++)
+            types[i] = v[i].kind == TF_SQL_INT ? 20
+                       : v[i].kind == TF_SQL_TEXT ? 25
+                       : (v[i].kind == TF_SQL_BLOB ||
+                          v[i].kind == TF_SQL_BLOB_OWNED)
+                           ? 17
+                           : 0;
+        if ((e->n + 1) * 2 > e->cap && !stmts_grow(e)) {
+            free(text);
+            fmt_trunc(e->msg, sizeof(e->msg), "out of memory");
+            return PG_FAIL_DB;
+        }
+        unsigned id = ++e->next_id;
+        snprintf(name, sizeof(name), "tf%u", id);
+        res = PQprepare(e->w, name, text, (int)n, types);
+        free(text);
+        if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+            return fail_with(e, res, "prepare");
+        PQclear(res);
+        slot = slot_of(e->stmts, e->cap, sql);
+        slot->sql = sql;
+        slot->id = id;
+        slot->nparams = np;
+        e->n++;
+    }
+    if ((size_t)slot->nparams != n) {
+        fmt_trunc(e->msg, sizeof(e->msg),
+                  "statement has %d parameters but %zu values were given",
+                  slot->nparams, n);
+        return PG_FAIL_GROUP;
+    }
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = NULL;
+        lens[i] = 0;
+        fmts[i] = 0;
+        switch (v[i].kind) {
+        case TF_SQL_INT:
+            snprintf(nums[i], sizeof(nums[i]), "%" PRId64, v[i].i);
+            vals[i] = nums[i];
+            break;
+        case TF_SQL_TEXT:
+            vals[i] = v[i].p;
+            break;
+        case TF_SQL_BLOB:
+        case TF_SQL_BLOB_OWNED:
+            if (v[i].n > INT_MAX) {
+                fmt_trunc(e->msg, sizeof(e->msg), "value too big");
+                return PG_FAIL_GROUP;
+            }
+            vals[i] = v[i].p ? v[i].p : "";
+            lens[i] = (int)v[i].n;
+            fmts[i] = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    snprintf(name, sizeof(name), "tf%u", slot->id);
+    res = PQexecPrepared(e->w, name, (int)n, vals, lens, fmts, resfmt);
+    if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK &&
+                 PQresultStatus(res) != PGRES_TUPLES_OK))
+        return fail_with(e, res, "");
+    e->changes = strtoll(PQcmdTuples(res), NULL, 10);
+    if (rows)
+        *rows = res;
+    else
+        PQclear(res);
+    return PG_OK;
+}
+
+static int exec_rows(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                     size_t n, PGresult **rows)
+{
+    return exec_rows_fmt(e, sql, v, n, rows, 0);
+}
+
+/* Runs a statement that returns at most one row of integers into out[n]
+ * (no row: *found false). */
+static int query_ints(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                      size_t nv, int64_t *out, size_t n, bool *found)
+{
+    PGresult *res = NULL;
+    int r = exec_rows(e, sql, v, nv, &res);
+
+    *found = false;
+    if (r != PG_OK)
+        return r;
+    if (PQntuples(res) > 0 && (size_t)PQnfields(res) >= n) {
+        *found = true;
+        for (size_t i = 0; i < n; i++)
+            out[i] = PQgetisnull(res, 0, (int)i)
+                         ? 0
+                         : strtoll(PQgetvalue(res, 0, (int)i), NULL, 10);
+    }
+    PQclear(res);
+    return PG_OK;
+}
+
+static int exec(tf_engine_t *e, const char *sql, const tf_sqlval_t *v,
+                size_t n)
+{
+    return exec_rows(e, sql, v, n, NULL);
+}
+
+/* Runs a control statement (BEGIN, SAVEPOINT, ...) unprepared. */
+static int ctl(tf_engine_t *e, const char *sql)
+{
+    PGresult *res = PQexec(e->w, sql);
+
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+        return fail_with(e, res, sql);
+    PQclear(res);
+    return PG_OK;
+}
+
+#define I(x) tf_sql_int((int64_t)(x))
+#define T(x) tf_sql_text(x)
+#define N() tf_sql_null()
+#define OPT(has, x) ((has) ? I(x) : N())
+#define NZ(x) ((x) ? I(x) : N())
+
+#define EXEC(sql, ...)                                                         \
+    do {                                                                       \
+        tf_sqlval_t v_[] = {__VA_ARGS__};                                      \
+        int r_ = exec(e, sql, v_, sizeof(v_) / sizeof(v_[0]));                 \
+        if (r_ != PG_OK)                                                       \
+            return r_;                                                         \
+    } while (0)
+
+#define EXEC0(sql)                                                             \
+    do {                                                                       \
+        int r_ = exec(e, sql, NULL, 0);                                        \
+        if (r_ != PG_OK)                                                       \
+            return r_;                                                         \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* Writer: the operations                                              */
+/* ------------------------------------------------------------------ */
+
+static const char SQL_SLAVE_EVENT[] =
+    "INSERT INTO slave_events(slave, time_ms, event, detail) "
+    "VALUES(?1, ?2, ?3, ?4)";
+static const char SQL_SLAVE_CONNECTED[] =
+    "INSERT INTO slaves(name, connected, platform, version, tags, "
+    "first_seen_ms, last_seen_ms, connected_ms) "
+    "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
+    "ON CONFLICT(name) DO UPDATE SET connected = 1, platform = ?2, "
+    "version = ?3, tags = ?4, "
+    "first_seen_ms = coalesce(slaves.first_seen_ms, ?5), "
+    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+static const char SQL_SLAVE_DISCONNECTED[] =
+    "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
+    "last_seen_ms = ?1 WHERE name = ?2";
+static const char SQL_SLAVE_SEEN[] =
+    "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
+static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
+static const char SQL_SLAVE_KNOWN[] =
+    "INSERT INTO slaves(name) VALUES(?1) ON CONFLICT(name) DO NOTHING";
+static const char SQL_BUILDERS_DEACTIVATE[] = "UPDATE builders SET active = 0";
+static const char SQL_BUILDER_ACTIVATE[] =
+    "INSERT INTO builders(name, active) VALUES(?1, 1) "
+    "ON CONFLICT(name) DO UPDATE SET active = 1";
+static const char SQL_BUILDER_COUNTS[] =
+    "UPDATE builders SET pending = ?1, running = ?2 WHERE name = ?3";
+
+static const char SQL_REQUEST_CREATE[] =
+    "INSERT INTO build_requests(id, builder, state, reason, owner, priority, "
+    "submitted_ms, properties, job_id, tests, revision, patch_sha256, "
+    "patch_size, scheduler, without_patch_of) VALUES(?1, ?2, 'pending', ?3, "
+    "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+static const char SQL_REQUEST_CHANGE[] =
+    "INSERT INTO request_changes(request_id, change_id) VALUES(?1, ?2) "
+    "ON CONFLICT DO NOTHING";
+static const char SQL_REQUEST_REQUEUE[] =
+    "UPDATE build_requests SET state = 'pending', retries = ?1, "
+    "build_id = NULL WHERE id = ?2";
+static const char SQL_REQUEST_COLLAPSE[] =
+    "UPDATE build_requests SET state = 'collapsed', collapsed_into = ?1, "
+    "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_COLLAPSE_CHANGES[] =
+    "INSERT INTO request_changes(request_id, change_id) "
+    "SELECT ?1, change_id FROM request_changes WHERE request_id = ?2 "
+    "ON CONFLICT DO NOTHING";
+static const char SQL_REQUEST_CANCEL[] =
+    "UPDATE build_requests SET state = 'cancelled', result = ?1, "
+    "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_DONE[] =
+    "UPDATE build_requests SET state = 'done', result = ?1, "
+    "finished_ms = ?2 WHERE id = ?3";
+static const char SQL_REQUEST_REUSED[] =
+    "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
+    "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
+
+static const char SQL_BUILD_CREATE[] =
+    "INSERT INTO builds(id, builder, number, request_id, slave, state, "
+    "created_ms, nsteps, properties, reason, repository, branch, revision, "
+    "kind) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
+    "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
+    "'ci'))";
+static const char SQL_BUILD_STEP[] =
+    "INSERT INTO steps(build_id, idx, name, state, command, flags) "
+    "VALUES(?1, ?2, ?3, 'pending', ?4, ?5)";
+static const char SQL_BUILD_CHANGES[] =
+    "INSERT INTO build_changes(build_id, change_id) "
+    "SELECT ?1, change_id FROM request_changes WHERE request_id = ?2 "
+    "ON CONFLICT DO NOTHING";
+static const char SQL_BUILD_REQUEST_RUNNING[] =
+    "UPDATE build_requests SET state = 'running', build_id = ?1, "
+    "started_ms = coalesce(started_ms, ?2) WHERE id = ?3";
+static const char SQL_BUILD_BUILDER[] =
+    "UPDATE builders SET last_build_id = ?1, builds_total = builds_total + 1 "
+    "WHERE name = ?2";
+static const char SQL_BUILD_SEQ[] =
+    "UPDATE builds SET last_seq = ?1 WHERE id = ?2 AND last_seq = ?3";
+static const char SQL_STEP_START_BUILD[] =
+    "UPDATE builds SET state = 'running', started_ms = ?1 WHERE id = ?2";
+static const char SQL_STEP_START[] =
+    "UPDATE steps SET state = 'running', started_ms = ?1 "
+    "WHERE build_id = ?2 AND idx = ?3";
+/* A chunk and its step's counters in one statement (one round trip). */
+static const char SQL_OUTPUT[] =
+    "WITH chunk AS (INSERT INTO log_chunks(build_id, step, offset, seq, "
+    "stream, line, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)) "
+    "UPDATE steps SET log_bytes = ?8, log_lines = ?9 "
+    "WHERE build_id = ?1 AND idx = ?2 RETURNING log_sealed";
+/* Sealing (store/logblock.h), as store/sqlite.c does it. The tail read
+ * stops at the chunks a block can take (?4: from + the target), so a
+ * long unsealed tail is not fetched whole for each block. */
+static const char SQL_LOG_STEP[] =
+    "SELECT log_sealed, log_bytes FROM steps WHERE build_id = ?1 AND idx = ?2";
+static const char SQL_LOG_TAIL[] =
+    "SELECT offset, line, data FROM log_chunks "
+    "WHERE build_id = ?1 AND step = ?2 AND offset >= ?3 AND offset < ?4 "
+    "ORDER BY offset";
+static const char SQL_LOG_BLOCK_PUT[] =
+    "INSERT INTO log_blocks(build_id, step, offset, line, raw_len, codec, "
+    "data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+static const char SQL_LOG_TAIL_DROP[] =
+    "DELETE FROM log_chunks WHERE build_id = ?1 AND step = ?2 "
+    "AND offset >= ?3 AND offset < ?4";
+static const char SQL_LOG_SEALED[] =
+    "UPDATE steps SET log_sealed = ?1 WHERE build_id = ?2 AND idx = ?3";
+static const char SQL_LOG_UNSEALED[] =
+    "SELECT build_id, idx FROM steps WHERE log_sealed < log_bytes "
+    "AND state = 'done' AND (build_id > ?1 OR (build_id = ?1 AND idx >= ?2)) "
+    "ORDER BY build_id, idx LIMIT 1";
+static const char SQL_STEP_FINISH[] =
+    "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
+    "duration_ms = ?3, exit_code = ?4, signal = ?5, timed_out = ?6, "
+    "text = ?7, started_ms = CASE WHEN ?1 = 3 THEN started_ms "
+    "ELSE coalesce(started_ms, ?10) END, info = ?11, warnings = ?12 "
+    "WHERE build_id = ?8 AND idx = ?9";
+static const char SQL_BUILD_PROP[] =
+    "UPDATE builds SET properties = jsonb_set(properties::jsonb, "
+    "ARRAY[?1::text], to_jsonb(?2::text))::text WHERE id = ?3";
+static const char SQL_BUILD_GOT_REVISION[] =
+    "UPDATE builds SET got_revision = ?1 WHERE id = ?2";
+static const char SQL_STAT[] =
+    "INSERT INTO stats(builder, build_id, step, name, value) "
+    "VALUES(?1, ?2, ?3, ?4, CAST(?5 AS DOUBLE PRECISION)) "
+    "ON CONFLICT(build_id, step, name) DO UPDATE SET "
+    "builder = excluded.builder, value = excluded.value";
+/* The flaky rule (ops.h, test_result): a pass turns the build's earlier
+ * failures of the same test into flaky ones, and is flaky itself then. */
+static const char SQL_TEST_FLAKY[] =
+    "UPDATE test_results SET status = 'flaky' WHERE build_id = ?1 "
+    "AND suite = ?2 AND name = ?3 AND status = 'fail'";
+static const char SQL_TEST_RESULT[] =
+    "INSERT INTO test_results(build_id, step, suite, name, builder, status, "
+    "attempts, duration_ms, outcome, message, log_offset, log_line, "
+    "log_lines) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13) ON CONFLICT(build_id, suite, name, step) DO UPDATE SET "
+    "status = excluded.status, attempts = excluded.attempts, "
+    "duration_ms = excluded.duration_ms, outcome = excluded.outcome, "
+    "message = excluded.message, log_offset = excluded.log_offset, "
+    "log_line = excluded.log_line, log_lines = excluded.log_lines";
+static const char SQL_STEP_FORCE_END[] =
+    "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
+    "text = ?3 WHERE build_id = ?4 AND idx = ?5";
+static const char SQL_BUILD_FINISH[] =
+    "UPDATE builds SET state = 'finished', result = ?1, finished_ms = ?2, "
+    "text = ?3, started_ms = coalesce(started_ms, ?2) WHERE id = ?4";
+static const char SQL_BUILD_FINISH_BUILDER[] =
+    "UPDATE builders SET last_complete_build_id = ?1, "
+    "last_complete_result = ?2, last_complete_ms = ?3 WHERE name = ?4";
+static const char SQL_BUILD_FINISH_SLAVE[] =
+    "UPDATE slaves SET builds_done = builds_done + 1 WHERE name = ?1";
+
+static const char SQL_PATCH_PUT[] =
+    "INSERT INTO patches(sha256, size, created_ms, data) "
+    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(sha256) DO NOTHING";
+static const char SQL_JOB_CREATE[] =
+    "INSERT INTO try_jobs(id, user_id, author, email, notify, notify_email, "
+    "description, review_url, patchset, base_revision, patch_sha256, "
+    "patch_size, state, submitted_ms, new_failures_only) VALUES(?1, ?2, "
+    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14)";
+static const char SQL_JOB_RUNNING[] =
+    "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
+    "AND state = 'pending'";
+static const char SQL_JOB_FINISH[] =
+    "UPDATE try_jobs SET state = ?1, result = ?2, finished_ms = ?3 "
+    "WHERE id = ?4";
+static const char SQL_USER_ADD[] =
+    "INSERT INTO users(email, name, token_sha256, created_ms) "
+    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(email) DO NOTHING";
+static const char SQL_USER_REMOVE[] = "DELETE FROM users WHERE email = ?1";
+
+/* The mail rules of store/mail.c in PostgreSQL's dialect (its CASE does
+ * not mix booleans and integers, json_array is json_build_array). */
+static const char SQL_MAIL_JOB[] =
+    "INSERT INTO mail_outbox(kind, ref_id, recipients, state, created_ms, "
+    "next_attempt_ms) SELECT 'job', id, "
+    "json_build_array(coalesce(notify_email, email))::text, 'pending', ?2, "
+    "?2 FROM try_jobs WHERE id = ?1 AND notify = 1 AND NOT EXISTS (SELECT 1 "
+    "FROM mail_outbox WHERE kind = 'job' AND ref_id = ?1)";
+static const char SQL_MAIL_BUILD[] =
+    "INSERT INTO mail_outbox(kind, ref_id, recipients, state, created_ms, "
+    "next_attempt_ms) SELECT 'build', ?1, ?5, 'pending', ?6, ?6 FROM "
+    "(SELECT (SELECT b.result FROM builds b JOIN build_requests r ON "
+    "r.id = b.request_id WHERE b.builder = ?2 AND b.id < ?1 AND "
+    "b.state = 'finished' AND r.job_id IS NULL AND "
+    "b.result IN (0, 1, 2, 4) ORDER BY b.id DESC LIMIT 1) AS prev) AS p "
+    "WHERE CASE ?4 "
+    "WHEN 4 THEN true "
+    "WHEN 1 THEN ?3 IN (2, 4) "
+    "WHEN 2 THEN ?3 IN (2, 4) AND prev IN (0, 1) "
+    "WHEN 3 THEN ?3 IN (0, 1, 2, 4) AND prev IS NOT NULL AND "
+    "  (?3 IN (2, 4)) <> (prev IN (2, 4)) "
+    "ELSE false END "
+    "AND NOT EXISTS (SELECT 1 FROM mail_outbox WHERE kind = 'build' AND "
+    "ref_id = ?1)";
+
+static const char SQL_CHANGE_INSERT[] =
+    "INSERT INTO changes(repository, branch, revision, author, email, "
+    "committer_ms, message, files, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, "
+    "?6, ?7, ?8, ?9) ON CONFLICT(repository, branch, revision) DO NOTHING";
+static const char SQL_CHANGE_ID[] =
+    "SELECT id FROM changes WHERE repository = ?1 AND branch = ?2 AND "
+    "revision = ?3";
+static const char SQL_POLLER_HEAD[] =
+    "INSERT INTO pollers(repository, branch, last_revision, last_poll_ms, "
+    "last_ok_ms) VALUES(?1, ?2, ?3, ?4, ?4) "
+    "ON CONFLICT(repository, branch) DO UPDATE SET last_revision = ?3, "
+    "last_poll_ms = ?4, last_ok_ms = ?4, last_error = NULL, "
+    "failing_since_ms = NULL";
+static const char SQL_POLLER_HEALTH[] =
+    "INSERT INTO pollers(repository, branch, last_poll_ms, last_ok_ms, "
+    "last_error, failing_since_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6) "
+    "ON CONFLICT(repository, branch) DO UPDATE SET last_poll_ms = ?3, "
+    "last_ok_ms = ?4, last_error = ?5, failing_since_ms = ?6";
+static const char SQL_SCHEDULER_STATE[] =
+    "INSERT INTO scheduler_state(name, last_fired_ms, last_revision, "
+    "next_fire_ms) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET "
+    "last_fired_ms = ?2, last_revision = ?3, next_fire_ms = ?4";
+
+static int op_request_create(tf_engine_t *e,
+                             const tf_op_request_create_t *o)
+{
+    EXEC(SQL_REQUEST_CREATE, I(o->id), T(o->builder), T(o->reason),
+         T(o->owner), I(o->priority), I(o->submitted_ms), T(o->properties),
+         NZ(o->job_id), T(o->tests), T(o->revision), T(o->patch_sha256),
+         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler),
+         NZ(o->without_patch_of));
+    for (size_t i = 0; i < o->nchanges; i++)
+        EXEC(SQL_REQUEST_CHANGE, I(o->id), I(o->changes[i]));
+    return PG_OK;
+}
+
+static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
+                          const tf_op_request_end_t *o)
+{
+    switch (kind) {
+    case TF_OP_REQUEST_REQUEUE:
+        EXEC(SQL_REQUEST_REQUEUE, I(o->retries), I(o->id));
+        break;
+    case TF_OP_REQUEST_COLLAPSE:
+        EXEC(SQL_REQUEST_COLLAPSE, I(o->into), I(o->time_ms), I(o->id));
+        EXEC(SQL_REQUEST_COLLAPSE_CHANGES, I(o->into), I(o->id));
+        break;
+    case TF_OP_REQUEST_CANCEL:
+        EXEC(SQL_REQUEST_CANCEL, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    case TF_OP_REQUEST_REUSED:
+        EXEC(SQL_REQUEST_REUSED, I(o->into), I(o->time_ms), I(o->id));
+        break;
+    default:
+        EXEC(SQL_REQUEST_DONE, I(o->result), I(o->time_ms), I(o->id));
+        break;
+    }
+    return PG_OK;
+}
+
+static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
+{
+    EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
+         I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
+         T(o->properties), T(o->reason), T(o->repository), T(o->branch),
+         T(o->revision));
+    for (size_t i = 0; i < o->nsteps; i++)
+        EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
+             T(o->steps[i].command_json), I(o->steps[i].flags));
+    EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
+    EXEC(SQL_BUILD_REQUEST_RUNNING, I(o->id), I(o->created_ms),
+         I(o->request_id));
+    EXEC(SQL_BUILD_BUILDER, I(o->id), T(o->builder));
+    return PG_OK;
+}
+
+/* The event chain (store.h, tf_op_build_seq): nothing after a hole. */
+static int op_build_seq(tf_engine_t *e, const tf_op_build_seq_t *o)
+{
+    EXEC(SQL_BUILD_SEQ, I(o->seq), I(o->build_id), I(o->seq - 1));
+    if (e->changes != 1) {
+        fmt_trunc(e->msg, sizeof(e->msg),
+                  "build %" PRIu64 ": event %" PRIu64 " does not follow the "
+                  "last stored event (an earlier one was not stored)",
+                  o->build_id, o->seq);
+        return PG_FAIL_GROUP;
+    }
+    return PG_OK;
+}
+
+/* ---- Log blocks (store/logblock.h), as store/sqlite.c seals them ----
+ *
+ * The open tail of a step's log is its chunks from log_sealed on. Sealing
+ * takes whole chunks from there, at least TF_LOGBLOCK_TARGET bytes when
+ * the tail has them, packs them into one block, stores it and drops the
+ * chunks, and moves log_sealed past them, inside the transaction of the
+ * group that caused it, so readers see either the chunks or the block. */
+
+/* A BIGINT column of a binary result. */
+static int64_t bin_int64(const PGresult *res, int row, int col)
+{
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, row, col);
+    uint64_t v = 0;
+
+    if (PQgetlength(res, row, col) != 8)
+        return -1;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return (int64_t)v;
+}
+
+/* Makes room for n bytes in the sealing buffer. */
+static bool seal_room(tf_engine_t *e, size_t n)
+{
+    if (n <= e->sealcap)
+        return true;
+    size_t cap = e->sealcap ? e->sealcap : TF_LOGBLOCK_TARGET * 2;
+    while (cap < n)
+        cap *= 2;
+    unsigned char *b = realloc(e->sealbuf, cap);
+    if (!b)
+        return false;
+    e->sealbuf = b;
+    e->sealcap = cap;
+    return true;
+}
+
+/* Seals one block of the tail of (build_id, step) from byte `from`: the
+ * chunks from there, until they hold TF_LOGBLOCK_TARGET bytes or run out
+ * (or a hole, which is left as it is). *to gets the new log_sealed (from
+ * when nothing was sealed). */
+static int seal_block(tf_engine_t *e, uint64_t build_id, unsigned step,
+                      uint64_t from, uint64_t *to)
+{
+    PGresult *res = NULL;
+    uint64_t pos = from, line = 0;
+    size_t n = 0;
+    tf_sqlval_t v[] = {I(build_id), I(step), I(from),
+                       I(from + TF_LOGBLOCK_TARGET)};
+    int r = exec_rows_fmt(e, SQL_LOG_TAIL, v, 4, &res, 1);
+
+    *to = from;
+    if (r != PG_OK)
+        return r;
+    for (int i = 0; i < PQntuples(res) && n < TF_LOGBLOCK_TARGET; i++) {
+        uint64_t off = (uint64_t)bin_int64(res, i, 0);
+        size_t len = (size_t)PQgetlength(res, i, 2);
+        if (off != pos || n + len > TF_LOGBLOCK_MAX)
+            break; /* a hole, or a block would grow past its cap */
+        if (n == 0)
+            line = (uint64_t)bin_int64(res, i, 1);
+        if (!seal_room(e, n + len)) {
+            PQclear(res);
+            fmt_trunc(e->msg, sizeof(e->msg), "out of memory sealing a log");
+            return PG_FAIL_DB;
+        }
+        if (len)
+            memcpy(e->sealbuf + n, PQgetvalue(res, i, 2), len);
+        n += len;
+        pos += len;
+    }
+    PQclear(res);
+    if (n == 0)
+        return PG_OK;
+    if (!e->packer && !(e->packer = tf_logpacker_new())) {
+        fmt_trunc(e->msg, sizeof(e->msg), "out of memory sealing a log");
+        return PG_FAIL_DB;
+    }
+    const void *blob;
+    size_t blen;
+    int codec;
+    int rc = tf_logblock_pack(e->packer, e->sealbuf, n, &blob, &blen, &codec);
+    if (rc != 0) {
+        fmt_trunc(e->msg, sizeof(e->msg), "packing a log block: %s",
+                  tf_strerror(rc));
+        return rc == TF_ENOMEM ? PG_FAIL_DB : PG_FAIL_GROUP;
+    }
+    EXEC(SQL_LOG_BLOCK_PUT, I(build_id), I(step), I(from), I(line), I(n),
+         I(codec), tf_sql_blob(blob, blen));
+    EXEC(SQL_LOG_TAIL_DROP, I(build_id), I(step), I(from), I(pos));
+    EXEC(SQL_LOG_SEALED, I(pos), I(build_id), I(step));
+    *to = pos;
+    return PG_OK;
+}
+
+/* Seals the whole tail of a step that ended. */
+static int seal_rest(tf_engine_t *e, uint64_t build_id, unsigned step)
+{
+    int64_t v[2];
+    bool found;
+    int r = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id),
+                       I(step)}, 2, v, 2, &found);
+    if (r != PG_OK || !found)
+        return r;
+    uint64_t sealed = (uint64_t)v[0], bytes = (uint64_t)v[1];
+    while (sealed < bytes) {
+        uint64_t to;
+        r = seal_block(e, build_id, step, sealed, &to);
+        if (r != PG_OK || to == sealed)
+            return r; /* done, or a hole that stays a tail */
+        sealed = to;
+    }
+    return PG_OK;
+}
+
+static int op_output(tf_engine_t *e, const tf_op_output_t *o)
+{
+    int64_t sealed;
+    bool found;
+    uint64_t to;
+    tf_sqlval_t v[] = {I(o->build_id), I(o->step), I(o->offset), I(o->seq),
+                       I(o->stream), I(o->line), tf_sql_blob(o->data, o->len),
+                       I(o->log_bytes), I(o->log_lines)};
+    int r = query_ints(e, SQL_OUTPUT, v, 9, &sealed, 1, &found);
+
+    if (r != PG_OK || !found)
+        return r;
+    if (o->log_bytes - (uint64_t)sealed >= TF_LOGBLOCK_TARGET)
+        return seal_block(e, o->build_id, o->step, (uint64_t)sealed, &to);
+    return PG_OK;
+}
+
+static int op_step_finish(tf_engine_t *e, const tf_op_step_finish_t *o)
+{
+    EXEC(SQL_STEP_FINISH, I(o->result), I(o->time_ms), I(o->duration_ms),
+         OPT(o->has_exit_code, o->exit_code), OPT(o->has_signal, o->signal),
+         I(o->timed_out ? 1 : 0), T(o->text), I(o->build_id), I(o->step),
+         I(o->time_ms - o->duration_ms), T(o->info),
+         OPT(o->has_warnings, o->warnings));
+    return seal_rest(e, o->build_id, o->step);
+}
+
+static int op_test_result(tf_engine_t *e, const tf_op_test_result_t *o)
+{
+    const char *status = o->status;
+
+    if (strcmp(status, "pass") == 0) {
+        EXEC(SQL_TEST_FLAKY, I(o->build_id), T(o->suite), T(o->name));
+        if (e->changes > 0)
+            status = "flaky";
+    }
+    EXEC(SQL_TEST_RESULT, I(o->build_id), I(o->step), T(o->suite),
+         T(o->name), T(o->builder), T(status), I(o->attempts),
+         o->duration_ms >= 0 ? I(o->duration_ms) : N(), T(o->outcome),
+         T(o->message), OPT(o->has_log, o->log_offset),
+         OPT(o->has_log, o->log_line), OPT(o->has_log, o->log_lines));
+    return PG_OK;
+}
+
+static int op_build_prop(tf_engine_t *e, const tf_op_build_prop_t *o)
+{
+    EXEC(SQL_BUILD_PROP, T(o->key ? o->key : ""), T(o->value),
+         I(o->build_id));
+    if (o->key && strcmp(o->key, "got_revision") == 0)
+        EXEC(SQL_BUILD_GOT_REVISION, T(o->value), I(o->build_id));
+    return PG_OK;
+}
+
+static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
+{
+    char num[40];
+
+    /* As text, exactly (%.17g round-trips a double). */
+    snprintf(num, sizeof(num), "%.17g", o->value);
+    EXEC(SQL_STAT, T(o->builder), I(o->build_id), I(o->step), T(o->name),
+         T(num));
+    return PG_OK;
+}
+
+static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
+{
+    EXEC(SQL_BUILD_FINISH, I(o->result), I(o->time_ms), T(o->text),
+         I(o->build_id));
+    if (o->complete)
+        EXEC(SQL_BUILD_FINISH_BUILDER, I(o->build_id), I(o->result),
+             I(o->time_ms), T(o->builder));
+    EXEC(SQL_BUILD_FINISH_SLAVE, T(o->slave));
+    return PG_OK;
+}
+
+static int op_job(tf_engine_t *e, const tf_op_t *op)
+{
+    switch (op->kind) {
+    case TF_OP_PATCH_PUT: {
+        const tf_op_patch_put_t *o = &op->u.patch_put;
+        EXEC(SQL_PATCH_PUT, T(o->sha256), I(o->len), I(o->created_ms),
+             tf_sql_blob(o->data, o->len));
+        break;
+    }
+    case TF_OP_JOB_CREATE: {
+        const tf_op_job_create_t *o = &op->u.job_create;
+        EXEC(SQL_JOB_CREATE, I(o->id), I(o->user_id), T(o->author),
+             T(o->email), I(o->notify ? 1 : 0), T(o->notify_email),
+             T(o->description), T(o->review_url), T(o->patchset),
+             T(o->base_revision), T(o->patch_sha256), I(o->patch_size),
+             I(o->submitted_ms), I(o->new_failures_only ? 1 : 0));
+        break;
+    }
+    case TF_OP_JOB_RUNNING:
+        EXEC(SQL_JOB_RUNNING, I(op->u.job_end.id));
+        break;
+    case TF_OP_JOB_FINISH: {
+        const tf_op_job_end_t *o = &op->u.job_end;
+        EXEC(SQL_JOB_FINISH, T(o->state), I(o->result), I(o->time_ms),
+             I(o->id));
+        break;
+    }
+    case TF_OP_MAIL_JOB:
+        EXEC(SQL_MAIL_JOB, I(op->u.mail_job.job_id),
+             I(op->u.mail_job.time_ms));
+        break;
+    case TF_OP_MAIL_BUILD: {
+        const tf_op_mail_build_t *o = &op->u.mail_build;
+        EXEC(SQL_MAIL_BUILD, I(o->build_id), T(o->builder), I(o->result),
+             I(o->mode), T(o->recipients_json), I(o->time_ms));
+        break;
+    }
+    case TF_OP_USER_ADD: {
+        const tf_op_user_t *o = &op->u.user;
+        EXEC(SQL_USER_ADD, T(o->email), T(o->name), T(o->token_sha256),
+             I(o->time_ms));
+        if (o->changed)
+            *o->changed = e->changes > 0;
+        break;
+    }
+    case TF_OP_USER_REMOVE: {
+        const tf_op_user_t *o = &op->u.user;
+        EXEC(SQL_USER_REMOVE, T(o->email));
+        if (o->changed)
+            *o->changed = e->changes > 0;
+        break;
+    }
+    default:
+        fmt_trunc(e->msg, sizeof(e->msg), "unknown operation %d", op->kind);
+        return PG_FAIL_GROUP;
+    }
+    return PG_OK;
+}
+
+static int op_changes_record(tf_engine_t *e,
+                             const tf_op_changes_record_t *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        const tf_change_rec_t *c = &o->changes[i];
+        PGresult *res = NULL;
+        int r;
+
+        EXEC(SQL_CHANGE_INSERT, T(o->repository), T(o->branch),
+             T(c->revision), T(c->author), T(c->email), I(c->committer_ms),
+             T(c->message), T(c->files_json), I(o->time_ms));
+        if (o->fresh_out)
+            o->fresh_out[i] = e->changes == 1;
+        tf_sqlval_t v[] = {T(o->repository), T(o->branch), T(c->revision)};
+        r = exec_rows(e, SQL_CHANGE_ID, v, 3, &res);
+        if (r != PG_OK)
+            return r;
+        if (PQntuples(res) != 1) {
+            PQclear(res);
+            fmt_trunc(e->msg, sizeof(e->msg),
+                      "change id: not found after its insert");
+            return PG_FAIL_GROUP;
+        }
+        if (o->ids_out)
+            o->ids_out[i] = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+    }
+    EXEC(SQL_POLLER_HEAD, T(o->repository), T(o->branch), T(o->head),
+         I(o->time_ms));
+    return PG_OK;
+}
+
+static int op_apply(tf_engine_t *e, const tf_op_t *op)
+{
+    switch (op->kind) {
+    case TF_OP_SLAVE_EVENT: {
+        const tf_op_slave_event_t *o = &op->u.slave_event;
+        EXEC(SQL_SLAVE_EVENT, T(o->slave), I(o->time_ms), T(o->event),
+             T(o->detail));
+        return PG_OK;
+    }
+    case TF_OP_SLAVE_CONNECTED: {
+        const tf_op_slave_connected_t *o = &op->u.slave_connected;
+        EXEC(SQL_SLAVE_CONNECTED, T(o->name), T(o->platform), T(o->version),
+             T(o->tags_json), I(o->time_ms));
+        return PG_OK;
+    }
+    case TF_OP_SLAVE_DISCONNECTED:
+        EXEC(SQL_SLAVE_DISCONNECTED, I(op->u.slave_time.time_ms),
+             T(op->u.slave_time.name));
+        return PG_OK;
+    case TF_OP_SLAVE_SEEN:
+        EXEC(SQL_SLAVE_SEEN, I(op->u.slave_time.time_ms),
+             T(op->u.slave_time.name));
+        return PG_OK;
+    case TF_OP_SLAVE_KNOWN:
+        EXEC(SQL_SLAVE_KNOWN, T(op->u.slave_time.name));
+        return PG_OK;
+    case TF_OP_SLAVES_RESET:
+        EXEC0(SQL_SLAVES_RESET);
+        return PG_OK;
+    case TF_OP_BUILDERS_DEACTIVATE:
+        EXEC0(SQL_BUILDERS_DEACTIVATE);
+        return PG_OK;
+    case TF_OP_BUILDER_ACTIVATE:
+        EXEC(SQL_BUILDER_ACTIVATE, T(op->u.name.name));
+        return PG_OK;
+    case TF_OP_BUILDER_COUNTS: {
+        const tf_op_builder_counts_t *o = &op->u.builder_counts;
+        EXEC(SQL_BUILDER_COUNTS, I(o->pending), I(o->running), T(o->name));
+        return PG_OK;
+    }
+    case TF_OP_REQUEST_CREATE:
+        return op_request_create(e, &op->u.request_create);
+    case TF_OP_REQUEST_REQUEUE:
+    case TF_OP_REQUEST_COLLAPSE:
+    case TF_OP_REQUEST_CANCEL:
+    case TF_OP_REQUEST_DONE:
+    case TF_OP_REQUEST_REUSED:
+        return op_request_end(e, op->kind, &op->u.request_end);
+    case TF_OP_BUILD_CREATE:
+        return op_build_create(e, &op->u.build_create);
+    case TF_OP_BUILD_SEQ:
+        return op_build_seq(e, &op->u.build_seq);
+    case TF_OP_STEP_START: {
+        const tf_op_step_start_t *o = &op->u.step_start;
+        if (o->first)
+            EXEC(SQL_STEP_START_BUILD, I(o->time_ms), I(o->build_id));
+        EXEC(SQL_STEP_START, I(o->time_ms), I(o->build_id), I(o->step));
+        return PG_OK;
+    }
+    case TF_OP_OUTPUT:
+        return op_output(e, &op->u.output);
+    case TF_OP_STEP_FINISH:
+        return op_step_finish(e, &op->u.step_finish);
+    case TF_OP_BUILD_PROP:
+        return op_build_prop(e, &op->u.build_prop);
+    case TF_OP_STAT:
+        return op_stat(e, &op->u.stat);
+    case TF_OP_STEP_FORCE_END: {
+        const tf_op_step_force_end_t *o = &op->u.step_force_end;
+        EXEC(SQL_STEP_FORCE_END, I(o->result), I(o->time_ms), T(o->text),
+             I(o->build_id), I(o->step));
+        return seal_rest(e, o->build_id, o->step);
+    }
+    case TF_OP_TEST_RESULT:
+        return op_test_result(e, &op->u.test_result);
+    case TF_OP_BUILD_FINISH:
+        return op_build_finish(e, &op->u.build_finish);
+    case TF_OP_CHANGES_RECORD:
+        return op_changes_record(e, &op->u.changes_record);
+    case TF_OP_POLLER_HEALTH: {
+        const tf_op_poller_health_t *o = &op->u.poller_health;
+        EXEC(SQL_POLLER_HEALTH, T(o->repository), T(o->branch),
+             I(o->last_poll_ms), NZ(o->last_ok_ms), T(o->last_error),
+             NZ(o->failing_since_ms));
+        return PG_OK;
+    }
+    case TF_OP_SCHEDULER_STATE: {
+        const tf_op_scheduler_state_t *o = &op->u.scheduler_state;
+        EXEC(SQL_SCHEDULER_STATE, T(o->name),
+             o->last_fired_ms > 0 ? I(o->last_fired_ms) : N(),
+             T(o->last_revision),
+             o->next_fire_ms > 0 ? I(o->next_fire_ms) : N());
+        return PG_OK;
+    }
+    case TF_OP_SQL:
+        return exec(e, op->u.sql.sql, op->u.sql.vals, op->u.sql.nvals);
+    case TF_OP_SQL_FN:
+        fmt_trunc(e->msg, sizeof(e->msg),
+                  "a raw write function (sqlite's API) cannot run on "
+                  "PostgreSQL");
+        return PG_FAIL_GROUP;
+    default:
+        return op_job(e, op);
+    }
+}
+
+static const char *group_what(const tf_wgroup_t *g)
+{
+    const tf_op_t *op = g->head;
+
+    if (!op)
+        return "(empty group)";
+    if (op->kind == TF_OP_SQL)
+        return op->u.sql.sql;
+    return tf__op_kind_name(op->kind);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writer: a batch                                                     */
+/* ------------------------------------------------------------------ */
+
+/* Takes the master lock on the write connection. Returns 0, or
+ * TF_EEXIST with e->msg naming the master that holds it, or TF_ESTORE. */
+static int take_master_lock(tf_engine_t *e)
+{
+    PGresult *res = PQexec(e->w, "SELECT pg_try_advisory_lock("
+                                 MASTER_LOCK_KEY ")");
+    bool got;
+
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fmt_trunc(e->msg, sizeof(e->msg), "taking the master lock: %s",
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(e->w));
+        PQclear(res);
+        return TF_ESTORE;
+    }
+    got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (got)
+        return 0;
+    res = PQexec(e->w, "SELECT a.application_name FROM pg_locks l JOIN "
+                       "pg_stat_activity a ON a.pid = l.pid WHERE "
+                       "l.locktype = 'advisory' AND l.granted AND "
+                       "l.classid = 0 AND l.objid = " MASTER_LOCK_KEY);
+    fmt_trunc(e->msg, sizeof(e->msg),
+              "another master uses this database (%s): one tf-master per "
+              "database in this version",
+              res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                      PQntuples(res) > 0
+                  ? PQgetvalue(res, 0, 0)
+                  : "its name is not visible to this role");
+    PQclear(res);
+    return TF_EEXIST;
+}
+
+#define STANDBY_POLL_US 500000
+
+/* The engine's claim (engine.h): the master lock, held by the write
+ * connection from now on. A standby (wait) tries again twice a second,
+ * reconnecting when the server went away meanwhile, and logs when it
+ * starts and stops waiting. The master holding the lock loses it as soon
+ * as PostgreSQL sees its connection close (its process died, or its
+ * machine: then when TCP keepalives give up on it). */
+static int claim(tf_engine_t *e, bool wait)
+{
+    bool waited = false;
+    int rc;
+
+    for (;;) {
+        rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
+                                                      : TF_ESTORE;
+        if (rc == 0 || !wait)
+            break;
+        if (!waited) {
+            tf_warn(SUB, "%s: standby: %s; waiting to take over", e->shown,
+                    e->msg);
+            waited = true;
+        }
+        usleep(STANDBY_POLL_US);
+        if (!e->w || PQstatus(e->w) != CONNECTION_OK) {
+            char why[256];
+            if (e->w)
+                PQfinish(e->w);
+            stmts_clear(e);
+            e->w = connect_url(e->url, why, sizeof(why));
+        }
+    }
+    if (rc != 0) {
+        tf_error(SUB, "%s: %s", e->shown, e->msg);
+        return rc;
+    }
+    if (waited)
+        tf_warn(SUB, "%s: standby: the other master is gone; taking over",
+                e->shown);
+    e->claimed = true;
+    return 0;
+}
+
+/* A write connection that works, reconnecting when the last one broke. */
+static bool writer_ready(tf_engine_t *e)
+{
+    char why[256];
+
+    if (e->w && PQstatus(e->w) == CONNECTION_OK)
+        return true;
+    if (e->w) {
+        PQfinish(e->w);
+        e->w = NULL;
+        stmts_clear(e);
+    }
+    e->w = connect_url(e->url, why, sizeof(why));
+    if (!e->w) {
+        fmt_trunc(e->msg, sizeof(e->msg), "cannot connect to %s: %s",
+                  e->shown, why);
+        return false;
+    }
+    if (e->claimed && take_master_lock(e) != 0) {
+        /* Another master took the database while this one was cut off:
+         * writing now would mix two masters' state. Keep failing (the
+         * writes stay queued) and say why. */
+        PQfinish(e->w);
+        e->w = NULL;
+        return false;
+    }
+    tf_info(SUB, "%s: write connection (re)established", e->shown);
+    return true;
+}
+
+static int apply_group(tf_engine_t *e, const tf_wgroup_t *g)
+{
+    for (const tf_op_t *op = g->head; op; op = op->next) {
+        int r = op_apply(e, op);
+        if (r != PG_OK)
+            return r;
+    }
+    return PG_OK;
+}
+
+static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
+                       char *err, size_t errlen)
+{
+    tf_wgroup_t *g = first;
+    int r;
+
+    if (!writer_ready(e))
+        goto fail;
+    if (ctl(e, "BEGIN") != PG_OK)
+        goto fail;
+    for (size_t i = 0; i < n; i++, g = g->next) {
+        g->rc = 0;
+        if (g->poisoned) {
+            g->rc = TF_ESTORE;
+            continue;
+        }
+        if (ctl(e, "SAVEPOINT tf_op") != PG_OK)
+            goto fail;
+        r = apply_group(e, g);
+        if (r == PG_FAIL_DB)
+            goto fail;
+        if (r == PG_FAIL_GROUP) {
+            tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
+                    group_what(g));
+            g->rc = TF_ESTORE;
+            if (ctl(e, "ROLLBACK TO SAVEPOINT tf_op") != PG_OK)
+                goto fail;
+        }
+        if (ctl(e, "RELEASE SAVEPOINT tf_op") != PG_OK)
+            goto fail;
+    }
+    if (ctl(e, "COMMIT") != PG_OK)
+        goto fail;
+    return TF_ENG_OK;
+
+fail:
+    if (e->w && PQstatus(e->w) == CONNECTION_OK &&
+        PQtransactionStatus(e->w) != PQTRANS_IDLE) {
+        PGresult *res = PQexec(e->w, "ROLLBACK");
+        PQclear(res);
+    }
+    fmt_trunc(err, errlen, "PostgreSQL: %s", e->msg);
+    return TF_ENG_DB_FAILED;
+}
+
+static void set_max_pages(tf_engine_t *e, long pages)
+{
+    (void)e;
+    (void)pages;
+}
+
+/* ---- Idle work: sealing old logs and retention (engine.h, maintain),
+ * the same units as store/sqlite.c's ----
+ *
+ * One unit removes a batch of one build's logs: at most RET_BLOCKS blocks
+ * and RET_CHUNKS chunks. The build whose logs are all gone gets
+ * logs_removed_ms. */
+#define RET_BLOCKS 16
+#define RET_CHUNKS 256
+
+static const char SQL_RET_BUILDERS[] =
+    "SELECT builder FROM builds WHERE logs_removed_ms IS NULL "
+    "AND builder > ?1 ORDER BY builder LIMIT 1";
+static const char SQL_RET_BY_COUNT[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND number < (SELECT number FROM builds "
+    "WHERE builder = ?1 AND state = 'finished' ORDER BY number DESC "
+    "LIMIT 1 OFFSET ?2) ORDER BY number LIMIT 1";
+static const char SQL_RET_BY_AGE[] =
+    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
+    "AND state = 'finished' AND finished_ms < ?2 ORDER BY number LIMIT 1";
+/* The first build, newest first, past which the builder's logs sum to
+ * more than ?2 bytes. */
+static const char SQL_RET_BY_SIZE[] =
+    "SELECT id FROM (SELECT b.id, sum((SELECT coalesce(sum(log_bytes), 0) "
+    "FROM steps WHERE build_id = b.id)) OVER (ORDER BY b.number DESC) AS "
+    "total FROM builds b WHERE b.builder = ?1 AND b.logs_removed_ms IS NULL "
+    "AND b.state = 'finished') t WHERE total > ?2 LIMIT 1";
+static const char SQL_RET_DROP_BLOCKS[] =
+    "DELETE FROM log_blocks WHERE (build_id, step, offset) IN (SELECT "
+    "build_id, step, offset FROM log_blocks WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_DROP_CHUNKS[] =
+    "DELETE FROM log_chunks WHERE (build_id, step, offset) IN (SELECT "
+    "build_id, step, offset FROM log_chunks WHERE build_id = ?1 LIMIT ?2)";
+static const char SQL_RET_MARK[] =
+    "UPDATE builds SET logs_removed_ms = ?1 WHERE id = ?2";
+static const char SQL_RET_MARK_STEPS[] =
+    "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
+    "AND log_sealed < log_bytes";
+
+static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
+                                           const char *builder)
+{
+    for (size_t i = 0; i < ret->n; i++)
+        if (strcmp(ret->rules[i].builder, builder) == 0)
+            return &ret->rules[i];
+    return &ret->dflt;
+}
+
+static bool rule_limits(const tf_retention_rule_t *r)
+{
+    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
+}
+
+/* The oldest build of builder whose logs the rule no longer keeps, or 0. */
+static int expired_build(tf_engine_t *e, const char *builder,
+                         const tf_retention_rule_t *r, int64_t now_ms,
+                         uint64_t *id)
+{
+    int64_t v[1] = {0};
+    bool found = false;
+    int rc = PG_OK;
+
+    *id = 0;
+    if (r->log_builds > 0)
+        rc = query_ints(e, SQL_RET_BY_COUNT,
+                        (tf_sqlval_t[]){T(builder), I(r->log_builds - 1)}, 2,
+                        v, 1, &found);
+    if (rc == PG_OK && !found && r->log_days > 0)
+        rc = query_ints(e, SQL_RET_BY_AGE,
+                        (tf_sqlval_t[]){T(builder),
+                                        I(now_ms - r->log_days * 86400000)},
+                        2, v, 1, &found);
+    if (rc == PG_OK && !found && r->log_bytes > 0)
+        rc = query_ints(e, SQL_RET_BY_SIZE,
+                        (tf_sqlval_t[]){T(builder), I(r->log_bytes)}, 2, v, 1,
+                        &found);
+    if (rc == PG_OK && found)
+        *id = (uint64_t)v[0];
+    return rc;
+}
+
+/* Removes a batch of the logs of the next build retention expires, in the
+ * open transaction. *did: something was removed or marked. */
+static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
+                          int64_t now_ms, bool *did)
+{
+    *did = false;
+    /* Walk the builders from the cursor; wrap once. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (;;) {
+            char builder[TF_NAME_MAX + 1];
+            PGresult *res = NULL;
+            tf_sqlval_t v[] = {T(e->ret_builder)};
+            int r = exec_rows(e, SQL_RET_BUILDERS, v, 1, &res);
+            if (r != PG_OK)
+                return r;
+            bool have = PQntuples(res) > 0;
+            if (have)
+                snprintf(builder, sizeof(builder), "%s",
+                         PQgetvalue(res, 0, 0));
+            PQclear(res);
+            if (!have)
+                break;
+            const tf_retention_rule_t *rule = rule_for(ret, builder);
+            uint64_t id = 0;
+            if (rule_limits(rule)) {
+                r = expired_build(e, builder, rule, now_ms, &id);
+                if (r != PG_OK)
+                    return r;
+            }
+            if (!id) {
+                snprintf(e->ret_builder, sizeof(e->ret_builder), "%s",
+                         builder);
+                continue;
+            }
+            EXEC(SQL_RET_DROP_BLOCKS, I(id), I(RET_BLOCKS));
+            int64_t gone = e->changes;
+            EXEC(SQL_RET_DROP_CHUNKS, I(id), I(RET_CHUNKS));
+            gone += e->changes;
+            if (gone == 0) {
+                EXEC(SQL_RET_MARK, I(now_ms), I(id));
+                EXEC(SQL_RET_MARK_STEPS, I(id));
+                tf_debug(SUB, "build %" PRIu64 " of %s: logs removed by "
+                              "retention", id, builder);
+            }
+            *did = true;
+            return PG_OK; /* the same builder again next time */
+        }
+        e->ret_builder[0] = '\0';
+    }
+    return PG_OK;
+}
+
+/* One unit of idle work in a transaction of its own: a block of a
+ * finished step's tail still open, else a batch of retention. */
+static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
+                         int64_t now_ms, bool *removed, bool *did)
+{
+    int64_t v[2];
+    bool found;
+    uint64_t to = 0;
+    int r = query_ints(e, SQL_LOG_UNSEALED,
+                       (tf_sqlval_t[]){I(e->maint_build), I(e->maint_step)},
+                       2, v, 2, &found);
+
+    if (r != PG_OK)
+        return r;
+    if (!found) {
+        e->maint_build = 0;
+        e->maint_step = 0;
+        r = retention_step(e, ret, now_ms, did);
+        *removed = *did;
+        return r;
+    }
+    uint64_t build_id = (uint64_t)v[0];
+    unsigned step = (unsigned)v[1];
+    r = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id), I(step)}, 2,
+                   v, 2, &found);
+    if (r == PG_OK && found)
+        r = seal_block(e, build_id, step, (uint64_t)v[0], &to);
+    if (r != PG_OK)
+        return r;
+    *did = true;
+    e->maint_build = build_id;
+    e->maint_step = step;
+    if (!found || to == (uint64_t)v[0] || to >= (uint64_t)v[1]) {
+        /* Sealed to its end, or nothing more can be: the next step. */
+        e->maint_step = step + 1;
+        if (!found || to == (uint64_t)v[0])
+            tf_warn(SUB, "build %" PRIu64 " step %u: its log has a hole "
+                         "at byte %" PRIu64 "; left unsealed",
+                    build_id, step, found ? (uint64_t)v[0] : 0);
+    }
+    return PG_OK;
+}
+
+static int maintain(tf_engine_t *e, const tf_retention_t *ret,
+                    int64_t now_ms, bool *removed, char *err, size_t errlen)
+{
+    bool did = false;
+    int r;
+
+    *removed = false;
+    if (!writer_ready(e)) {
+        fmt_trunc(err, errlen, "sealing old logs: %s", e->msg);
+        return TF_ESTORE;
+    }
+    r = ctl(e, "BEGIN");
+    if (r == PG_OK)
+        r = maintain_unit(e, ret, now_ms, removed, &did);
+    if (r == PG_OK)
+        r = ctl(e, "COMMIT");
+    if (r != PG_OK) {
+        char keep[sizeof(e->msg)];
+        memcpy(keep, e->msg, sizeof(keep));
+        if (e->w && PQtransactionStatus(e->w) != PQTRANS_IDLE)
+            ctl(e, "ROLLBACK");
+        memcpy(e->msg, keep, sizeof(keep));
+        *removed = false;
+        fmt_trunc(err, errlen, "sealing old logs: %s", e->msg);
+        return TF_ESTORE;
+    }
+    return did ? 1 : 0;
+}
+
+static void close_writer(tf_engine_t *e)
+{
+    if (!e->w)
+        return;
+    PQfinish(e->w);
+    e->w = NULL;
+    stmts_clear(e);
+    tf_logpacker_free(e->packer);
+    e->packer = NULL;
+    free(e->sealbuf);
+    e->sealbuf = NULL;
+    e->sealcap = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reads                                                               */
+/* ------------------------------------------------------------------ */
+
+static PGconn **reader_acquire(tf_engine_t *e)
+{
+    PGconn **slot;
+
+    pthread_mutex_lock(&e->pool_mu);
+    while (e->nfree == 0)
+        pthread_cond_wait(&e->pool_cond, &e->pool_mu);
+    slot = &e->readers[e->free_rd[--e->nfree]];
+    pthread_mutex_unlock(&e->pool_mu);
+    return slot;
+}
+
+static void reader_release(tf_engine_t *e, PGconn **slot)
+{
+    pthread_mutex_lock(&e->pool_mu);
+    e->free_rd[e->nfree++] = (unsigned)(slot - e->readers);
+    pthread_cond_signal(&e->pool_cond);
+    pthread_mutex_unlock(&e->pool_mu);
+}
+
+static bool reader_ready(tf_engine_t *e, PGconn **c)
+{
+    char why[256];
+
+    if (*c && PQstatus(*c) == CONNECTION_OK)
+        return true;
+    if (*c)
+        PQfinish(*c);
+    *c = connect_url(e->url, why, sizeof(why));
+    if (!*c) {
+        tf_warn(SUB, "%s: a read connection failed: %s", e->shown, why);
+        return false;
+    }
+    return true;
+}
+
+static bool simple(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+
+    if (!ok)
+        tf_warn(SUB, "%s: %s", sql,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    PQclear(res);
+    return ok;
+}
+
+static int query(tf_engine_t *e, tf_query_t *q)
+{
+    PGconn **c = reader_acquire(e);
+    tf_db_t d;
+    int rc;
+
+    if (!reader_ready(e, c)) {
+        reader_release(e, c);
+        return TF_ESTORE;
+    }
+    if (!simple(*c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
+        /* A connection that died while idle (the server restarted) only
+         * says so when used: reconnect once and try again. */
+        bool again = PQstatus(*c) != CONNECTION_OK;
+        if (again) {
+            PQfinish(*c);
+            *c = NULL;
+            again = reader_ready(e, c) &&
+                    simple(*c, "BEGIN ISOLATION LEVEL REPEATABLE READ "
+                               "READ ONLY");
+        }
+        if (!again) {
+            reader_release(e, c);
+            return TF_ESTORE;
+        }
+    }
+    memset(&d, 0, sizeof(d));
+    d.kind = TF_DB_KIND_PG;
+    d.pg = *c;
+    rc = tf__reads_query(&d, q);
+    if (d.err[0] && rc != 0)
+        tf_warn(SUB, "query: %s", d.err);
+    if (PQstatus(*c) == CONNECTION_OK)
+        simple(*c, PQtransactionStatus(*c) == PQTRANS_INERROR ? "ROLLBACK"
+                                                               : "COMMIT");
+    reader_release(e, c);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening and closing                                                 */
+/* ------------------------------------------------------------------ */
+
+static int run_logged(tf_engine_t *e, const char *sql, PGresult **rows)
+{
+    PGresult *res = PQexec(e->w, sql);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        tf_error(SUB, "%s: %.80s: %s", e->shown, sql,
+                 res ? PQresultErrorMessage(res) : PQerrorMessage(e->w));
+        PQclear(res);
+        return TF_ESTORE;
+    }
+    if (rows)
+        *rows = res;
+    else
+        PQclear(res);
+    return 0;
+}
+
+/* The schema version (0 for a database TestFarm has never used). */
+static int read_version(tf_engine_t *e, long long *version)
+{
+    PGresult *res = NULL;
+    int rc = run_logged(e,
+                        "CREATE TABLE IF NOT EXISTS tf_schema(version "
+                        "INTEGER NOT NULL)",
+                        NULL);
+
+    if (rc == 0)
+        rc = run_logged(e, "SELECT max(version) FROM tf_schema", &res);
+    if (rc != 0)
+        return rc;
+    *version = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
+                   ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                   : 0;
+    PQclear(res);
+    return 0;
+}
+
+static int migrate(tf_engine_t *e, long long from)
+{
+    size_t known = tf_pg_schema_count();
+
+    for (size_t v = (size_t)from + 1; v <= known; v++) {
+        char bump[96];
+        int rc;
+
+        snprintf(bump, sizeof(bump),
+                 "DELETE FROM tf_schema; INSERT INTO tf_schema VALUES(%zu)",
+                 v);
+        rc = run_logged(e, "BEGIN", NULL);
+        if (rc == 0)
+            rc = run_logged(e, tf_pg_schema_migration(v), NULL);
+        if (rc == 0)
+            rc = run_logged(e, bump, NULL);
+        if (rc == 0)
+            rc = run_logged(e, "COMMIT", NULL);
+        if (rc != 0) {
+            PQclear(PQexec(e->w, "ROLLBACK"));
+            tf_error(SUB, "%s: migration to schema version %zu failed",
+                     e->shown, v);
+            return rc;
+        }
+        tf_info(SUB, "%s: migrated to schema version %zu", e->shown, v);
+    }
+    return 0;
+}
+
+/* Checks the version and migrates under an advisory lock, so masters
+ * starting together on one database migrate it once. */
+static int prepare_schema(tf_engine_t *e)
+{
+    long long version = 0;
+    size_t known = tf_pg_schema_count();
+    int rc = run_logged(e, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
+                        NULL);
+
+    if (rc != 0)
+        return rc;
+    rc = read_version(e, &version);
+    if (rc == 0 &&
+        (version < 0 || (unsigned long long)version > known)) {
+        tf_error(SUB,
+                 "%s is at schema version %lld but this tf-master knows "
+                 "versions up to %zu only: refusing to open it (run the "
+                 "tf-master that wrote it, or restore a backup)",
+                 e->shown, version, known);
+        rc = TF_EVERSION;
+    }
+    if (rc == 0)
+        rc = migrate(e, version);
+    PQclear(PQexec(e->w, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")"));
+    return rc;
+}
+
+static void destroy(tf_engine_t *e)
+{
+    if (!e)
+        return;
+    close_writer(e);
+    for (unsigned i = 0; i < e->nreaders; i++)
+        if (e->readers[i])
+            PQfinish(e->readers[i]);
+    free(e->readers);
+    free(e->free_rd);
+    pthread_mutex_destroy(&e->pool_mu);
+    pthread_cond_destroy(&e->pool_cond);
+    free(e->url);
+    free(e);
+}
+
+static int engine_open(const char *url, unsigned nreaders, tf_engine_t **out,
+                       int *schema_version)
+{
+    tf_engine_t *e;
+    char why[256];
+    int rc;
+
+    if (tf_pg_schema_count() != tf_schema_count()) {
+        tf_error(SUB, "internal: the PostgreSQL schema is at version %zu "
+                      "but sqlite's at %zu",
+                 tf_pg_schema_count(), tf_schema_count());
+        return TF_ESTORE;
+    }
+    if (!PQisthreadsafe()) {
+        tf_error(SUB, "this libpq is built without thread support");
+        return TF_ESTORE;
+    }
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return TF_ENOMEM;
+    pthread_mutex_init(&e->pool_mu, NULL);
+    pthread_cond_init(&e->pool_cond, NULL);
+    e->url = strdup(url);
+    if (!e->url) {
+        destroy(e);
+        return TF_ENOMEM;
+    }
+    hide_password(url, e->shown, sizeof(e->shown));
+    e->w = connect_url(url, why, sizeof(why));
+    if (!e->w) {
+        tf_error(SUB, "cannot connect to %s: %s", e->shown, why);
+        destroy(e);
+        return TF_ESTORE;
+    }
+    rc = prepare_schema(e);
+    if (rc != 0) {
+        destroy(e);
+        return rc;
+    }
+    nreaders = nreaders ? nreaders : 1;
+    e->readers = calloc(nreaders, sizeof(*e->readers));
+    e->free_rd = calloc(nreaders, sizeof(*e->free_rd));
+    if (!e->readers || !e->free_rd) {
+        destroy(e);
+        return TF_ENOMEM;
+    }
+    e->nreaders = nreaders;
+    for (unsigned i = 0; i < nreaders; i++) {
+        e->readers[i] = connect_url(url, why, sizeof(why));
+        if (!e->readers[i]) {
+            tf_error(SUB, "cannot connect to %s: %s", e->shown, why);
+            destroy(e);
+            return TF_ESTORE;
+        }
+        e->free_rd[e->nfree++] = i;
+    }
+    *schema_version = (int)tf_pg_schema_count();
+    *out = e;
+    return 0;
+}
+
+const tf_engine_vt_t tf_engine_pg = {
+    .name = "postgresql",
+    .open = engine_open,
+    .apply_batch = apply_batch,
+    .query = query,
+    .claim = claim,
+    .set_max_pages = set_max_pages,
+    .maintain = maintain,
+    .close_writer = close_writer,
+    .destroy = destroy,
+};
+
+/* ------------------------------------------------------------------ */
+/* Copying an sqlite database (tf-master migrate --to)                 */
+/* ------------------------------------------------------------------ */
+
+/* Every table of the schema, parents before children. */
+static const char *const copy_tables[] = {
+    "slaves", "slave_events", "builders", "users", "patches", "changes",
+    "try_jobs", "build_requests", "request_changes", "builds", "steps",
+    "build_changes", "log_chunks", "log_blocks", "test_results", "stats", "mail_outbox", "pollers",
+    "scheduler_state",
+};
+
+/* Tables whose id the database assigns: their identity goes on after the
+ * copied ids. */
+static const char *const identity_tables[] = {
+    "slave_events", "users", "patches", "changes", "mail_outbox",
+};
+
+static int copy_table(tf_engine_t *e, sqlite3 *src, const char *table,
+                      uint64_t *rows, char *msg, size_t msglen)
+{
+    char sql[SQL_MAX], sel[128];
+    sqlite3_stmt *st = NULL;
+    int ncols, rc = 0, s;
+    size_t o;
+
+    snprintf(sel, sizeof(sel), "SELECT * FROM %s", table);
+    if (sqlite3_prepare_v2(src, sel, -1, &st, NULL) != SQLITE_OK) {
+        fmt_trunc(msg, msglen, "%s: %s", sel, sqlite3_errmsg(src));
+        return TF_ESTORE;
+    }
+    ncols = sqlite3_column_count(st);
+    if (ncols < 1 || ncols > MAX_PARAMS) {
+        sqlite3_finalize(st);
+        fmt_trunc(msg, msglen, "%s: %d columns", table, ncols);
+        return TF_ESTORE;
+    }
+    o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", table);
+    for (int i = 0; i < ncols && o < sizeof(sql); i++)
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s\"%s\"",
+                              i ? ", " : "", sqlite3_column_name(st, i));
+    for (int i = 0; i < ncols && o < sizeof(sql); i++)
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s$%d",
+                              i ? ", " : ") VALUES(", i + 1);
+    if (o + 2 >= sizeof(sql)) {
+        sqlite3_finalize(st);
+        fmt_trunc(msg, msglen, "%s: statement too long", table);
+        return TF_ESTORE;
+    }
+    snprintf(sql + o, sizeof(sql) - o, ")");
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *vals[MAX_PARAMS];
+        int lens[MAX_PARAMS], fmts[MAX_PARAMS];
+        Oid types[MAX_PARAMS];
+        char nums[MAX_PARAMS][32];
+
+        for (int i = 0; i < ncols; i++) {
+            vals[i] = NULL;
+            lens[i] = 0;
+            fmts[i] = 0;
+            types[i] = 0;
+            switch (sqlite3_column_type(st, i)) {
+            case SQLITE_INTEGER:
+                snprintf(nums[i], sizeof(nums[i]), "%lld",
+                         (long long)sqlite3_column_int64(st, i));
+                vals[i] = nums[i];
+                break;
+            case SQLITE_FLOAT:
+                snprintf(nums[i], sizeof(nums[i]), "%.17g",
+                         sqlite3_column_double(st, i));
+                vals[i] = nums[i];
+                break;
+            case SQLITE_TEXT:
+                vals[i] = (const char *)sqlite3_column_text(st, i);
+                break;
+            case SQLITE_BLOB:
+                vals[i] = sqlite3_column_blob(st, i);
+                lens[i] = sqlite3_column_bytes(st, i);
+                if (!vals[i])
+                    vals[i] = "";
+                fmts[i] = 1;
+                types[i] = 17;
+                break;
+            default:
+                break;
+            }
+        }
+        PGresult *res = PQexecParams(e->w, sql, ncols, types, vals, lens,
+                                     fmts, 0);
+        if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fmt_trunc(msg, msglen, "%s: %s", table,
+                      res ? PQresultErrorMessage(res)
+                          : PQerrorMessage(e->w));
+            PQclear(res);
+            rc = TF_ESTORE;
+            break;
+        }
+        PQclear(res);
+        (*rows)++;
+    }
+    if (rc == 0 && s != SQLITE_DONE) {
+        fmt_trunc(msg, msglen, "reading %s: %s", table, sqlite3_errmsg(src));
+        rc = TF_ESTORE;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static bool pg_is_empty(tf_engine_t *e)
+{
+    PGresult *res = PQexec(e->w,
+                           "SELECT (SELECT count(*) FROM builds) + (SELECT "
+                           "count(*) FROM build_requests) + (SELECT count(*) "
+                           "FROM users) + (SELECT count(*) FROM try_jobs) + "
+                           "(SELECT count(*) FROM changes)");
+    bool empty = res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                 strcmp(PQgetvalue(res, 0, 0), "0") == 0;
+
+    PQclear(res);
+    return empty;
+}
+
+int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
+                         uint64_t *rows, char *msg, size_t msglen)
+{
+    sqlite3 *src = NULL;
+    tf_engine_t *e = NULL;
+    int version = 0, rc;
+    long long from = -1;
+    sqlite3_stmt *st = NULL;
+
+    *rows = 0;
+    msg[0] = '\0';
+    if (sqlite3_open_v2(sqlite_path, &src, SQLITE_OPEN_READONLY, NULL) !=
+        SQLITE_OK) {
+        fmt_trunc(msg, msglen, "cannot open %s: %s", sqlite_path,
+                  src ? sqlite3_errmsg(src) : "out of memory");
+        sqlite3_close(src);
+        return TF_ESTORE;
+    }
+    if (sqlite3_prepare_v2(src, "PRAGMA user_version", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        from = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (from != (long long)tf_schema_count()) {
+        fmt_trunc(msg, msglen,
+                  "%s is at schema version %lld, this tf-master's is %zu: "
+                  "run this tf-master on it once (it migrates the file), "
+                  "then copy it",
+                  sqlite_path, from, tf_schema_count());
+        sqlite3_close(src);
+        return TF_EVERSION;
+    }
+    rc = engine_open(url, 1, &e, &version);
+    if (rc != 0) {
+        fmt_trunc(msg, msglen, "cannot open %s (see the log above)", url);
+        sqlite3_close(src);
+        return rc;
+    }
+    if (claim(e, false) != 0) {
+        fmt_trunc(msg, msglen, "%s", e->msg);
+        rc = TF_EEXIST;
+        goto out;
+    }
+    if (!pg_is_empty(e)) {
+        fmt_trunc(msg, msglen,
+                  "%s already holds builds, requests, jobs, changes or "
+                  "committers: refusing to copy into it (give an empty "
+                  "database)",
+                  e->shown);
+        rc = TF_EEXIST;
+        goto out;
+    }
+    /* One snapshot of the file, one transaction in PostgreSQL: the copy
+     * is all or nothing. */
+    sqlite3_exec(src, "BEGIN", NULL, NULL, NULL);
+    rc = ctl(e, "BEGIN") == PG_OK ? 0 : TF_ESTORE;
+    if (rc)
+        fmt_trunc(msg, msglen, "%s", e->msg);
+    for (size_t i = 0; rc == 0 && i < sizeof(copy_tables) /
+                                         sizeof(copy_tables[0]); i++)
+        rc = copy_table(e, src, copy_tables[i], rows, msg, msglen);
+    for (size_t i = 0; rc == 0 && i < sizeof(identity_tables) /
+                                         sizeof(identity_tables[0]); i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "SELECT setval(pg_get_serial_sequence('%s', 'id'), "
+                 "coalesce(max(id), 0) + 1, false) FROM %s",
+                 identity_tables[i], identity_tables[i]);
+        PGresult *res = PQexec(e->w, sql);
+        if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+            fmt_trunc(msg, msglen, "%s: %s", identity_tables[i],
+                      res ? PQresultErrorMessage(res) : "no answer");
+            rc = TF_ESTORE;
+        }
+        PQclear(res);
+    }
+    if (rc == 0 && ctl(e, "COMMIT") != PG_OK) {
+        fmt_trunc(msg, msglen, "%s", e->msg);
+        rc = TF_ESTORE;
+    }
+    if (rc != 0 && e->w && PQtransactionStatus(e->w) != PQTRANS_IDLE)
+        PQclear(PQexec(e->w, "ROLLBACK"));
+    sqlite3_exec(src, "COMMIT", NULL, NULL, NULL);
+out:
+    destroy(e);
+    sqlite3_close(src);
+    return rc;
+}

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/cache.h"
 #include "changes/poller.h"
 #include "changes/schedulers.h"
 #include "core/master.h"
@@ -162,6 +163,8 @@ static void reload_after(uv_work_t *w, int status)
     tf_pollers_reload(m);
     tf_schedulers_reload(m);
     tf_mail_reconfigure(&m->mail, m->store, m->cfg);
+    /* Cached answers hold links made from the old config. */
+    tf_api_cache_flush(m);
     tf_config_free(old);
     tf_info("master", "config reloaded: %zu slaves, %zu builders",
             cfg->nslaves, cfg->nbuilders);

@@ -510,8 +510,13 @@ void tf_api_headers(tf_http_req_t *r)
         tf_http_header(r, "access-control-allow-origin", r->origin);
         tf_http_header(r, "access-control-expose-headers",
                        "X-Log-Size, X-Log-Lines, Content-Range");
-        tf_http_header(r, "vary", "Origin");
     }
+    /* The answer depends on the Origin whenever CORS is configured, even
+     * for a request without one or from an origin not allowed: a shared
+     * cache must not hand one origin's answer (with or without the allow
+     * header) to another. */
+    if (r->m->cfg->ncors_origins)
+        tf_http_header(r, "vary", "Origin");
     if (strcmp(r->method_name, "OPTIONS") == 0) {
         preflight(r, segs, n);
         return;

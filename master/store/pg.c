@@ -508,8 +508,9 @@ static const char SQL_REQUEST_REUSED[] =
 static const char SQL_BUILD_CREATE[] =
     "INSERT INTO builds(id, builder, number, request_id, slave, state, "
     "created_ms, nsteps, properties, reason, repository, branch, revision, "
-    "kind) "
+    "recipe, kind) "
     "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13, "
     "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
     "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
@@ -711,7 +712,7 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
-         T(o->revision));
+         T(o->revision), T(o->recipe));
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
              T(o->steps[i].command_json), I(o->steps[i].flags));

@@ -305,6 +305,7 @@ typedef struct tf_build_rec {
     const char *builder, *slave;
     const char *properties; /* JSON object text */
     const char *reason, *repository, *branch, *revision;
+    const char *recipe; /* the builder's recipe (hex SHA-256) or NULL */
     int64_t created_ms;
     const tf_build_step_rec_t *steps;
     size_t nsteps;

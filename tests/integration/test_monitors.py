@@ -485,6 +485,35 @@ def test_cors_for_configured_origins_only(farm):
 
 
 @pytest.mark.timeout(60)
+def test_vary_origin_whenever_cors_is_configured(farm):
+    """With cors_origins set, every API answer says it varies by Origin,
+    whether the request's Origin is allowed, foreign or absent, cached
+    answers (200 and 304) included: a shared cache must not serve one
+    origin's answer to another. Without cors_origins nothing varies."""
+    flag = farm.tmp / "make-it-fail"
+    m = farm.master(config(flag, cors_origins=["https://dash.example.org"]))
+    for headers in ({"Origin": "https://dash.example.org"},
+                    {"Origin": "https://evil.example"}, {}):
+        for _ in range(2):  # computed, then from the cache
+            r = m.get("/api/v1/summary", headers=headers)
+            assert r.status == 200, r
+            assert "origin" in r.headers.get("vary", "").lower(), \
+                (headers, r.headers)
+        tag = r.headers["etag"]
+        r = m.get("/api/v1/summary", headers={**headers,
+                                              "If-None-Match": tag})
+        assert r.status == 304, r
+        assert "origin" in r.headers.get("vary", "").lower(), \
+            (headers, r.headers)
+    r = m.get("/api/v1/builders/nope", headers={"Origin": "https://x.example"})
+    assert r.status == 404 and "origin" in r.headers.get("vary", "").lower()
+    m.stop()
+    plain = farm.master(config(flag), name="plain")
+    r = plain.get("/api/v1/summary", headers={"Origin": "https://x.example"})
+    assert r.status == 200 and "vary" not in r.headers, r.headers
+
+
+@pytest.mark.timeout(60)
 def test_cors_is_off_by_default_and_bad_origins_are_refused(farm):
     flag = farm.tmp / "make-it-fail"
     m = farm.master(config(flag))

@@ -1037,6 +1037,7 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           "slaves_connected", (int)connected, "builds_running",
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
+    json_object_set_new(o, "farm", json_string(m->farm));
     tf_api_cache_stats_t cs;
     tf_api_cache_stats(r->m, &cs);
     json_object_set_new(

@@ -1565,10 +1565,20 @@ void tf_build_slave_gone(tf_master_t *m, tf_mslave_t *s)
     }
 }
 
-static bool hello_has(const tf_msg_t *hello, uint64_t id)
+/* Whether a build the slave reports came from another farm: it names a
+ * farm (slaves that do not know farms name none) that is not ours. Its
+ * id then means another build there, whatever ours of that number is. */
+static bool running_foreign(const tf_master_t *m, const tf_running_t *r)
+{
+    return r->farm[0] && m->farm[0] && strcmp(r->farm, m->farm) != 0;
+}
+
+static bool hello_has(const tf_master_t *m, const tf_msg_t *hello,
+                      uint64_t id)
 {
     for (size_t i = 0; i < hello->u.hello.nrunning; i++)
-        if (hello->u.hello.running[i].build_id == id)
+        if (hello->u.hello.running[i].build_id == id &&
+            !running_foreign(m, &hello->u.hello.running[i]))
             return true;
     return false;
 }
@@ -1591,6 +1601,14 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
     for (size_t i = 0; i < nrun; i++) {
         uint64_t id = hello->u.hello.running[i].build_id;
         uint64_t has = hello->u.hello.running[i].seq;
+        if (running_foreign(m, &hello->u.hello.running[i])) {
+            tf_warn("build", "slave %s reports build %" PRIu64 " of farm %s, "
+                    "not this one (%s): abandoned, whatever this farm's "
+                    "build %" PRIu64 " is", s->name, id,
+                    hello->u.hello.running[i].farm, m->farm, id);
+            (*abandon)[(*nabandon)++] = id;
+            continue;
+        }
         tf_build_t *b = tf_map_get_id(m->builds, id);
         if (!b || strcmp(b->slave, s->name) != 0 ||
             b->state == TF_BUILD_ENDING) {
@@ -1626,7 +1644,7 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
     tf_list_foreach_safe(it, tmp, &s->builds)
     {
         tf_build_t *b = tf_list_entry(it, tf_build_t, slave_node);
-        if (hello_has(hello, b->id))
+        if (hello_has(m, hello, b->id))
             continue;
         if (b->state == TF_BUILD_STARTING) {
             b->lost_since_ms = 0; /* build_start goes out on commit */

@@ -1746,6 +1746,14 @@ static int load_counters(sqlite3 *db, tf_q_state_t *q)
         q->max_job_id = (uint64_t)col_i64(st, 2);
     }
     sqlite3_finalize(st);
+    /* The farm's identity, which slaves echo when they resume a build. */
+    if (prep(db, "SELECT id FROM farm LIMIT 1", &st))
+        return TF_ESTORE;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *farm = (const char *)sqlite3_column_text(st, 0);
+        snprintf(q->farm, sizeof(q->farm), "%s", farm ? farm : "");
+    }
+    sqlite3_finalize(st);
     /* Each builder's last number, and the slave of its last build: the
      * warm checkout a restarted master keeps preferring. */
     if (prep(db,

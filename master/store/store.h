@@ -533,6 +533,7 @@ typedef struct tf_ld_job {
 typedef struct tf_q_state {
     tf_query_t q;
     uint64_t max_build_id, max_request_id, max_job_id;
+    char farm[65];             /* the farm's id (migration 9) */
     tf_ld_builder_t *builders;
     size_t nbuilders;
     tf_ld_request_t *requests; /* pending and running, by id */

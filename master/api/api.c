@@ -1050,16 +1050,40 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
     tf_http_respond_json(r, 200, o);
 }
 
+/* GET /api/v1/requests pages (docs/api.md): a page of at most limit rows
+ * from offset of the queue as it is now; only the page's rows are
+ * rendered, the rest only counted, so a long queue costs a walk, not its
+ * JSON. */
+#define REQUESTS_LIMIT_DEFAULT 200
+#define REQUESTS_LIMIT_MAX 1000
+
+typedef struct req_page {
+    uint64_t offset, limit, total;
+    json_t *rows;
+} req_page_t;
+
+static void req_page_add(tf_master_t *m, req_page_t *pg,
+                         const tf_request_t *req, unsigned pos)
+{
+    if (pg->total++ < pg->offset || json_array_size(pg->rows) >= pg->limit)
+        return;
+    json_array_append_new(pg->rows, request_json(m, req, pos));
+}
+
 void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     const char *builder = tf_http_arg(r, "builder");
     const char *kind = NULL;
+    req_page_t pg = {0};
     if (builder && !check_name(r, builder, "builder"))
         return;
-    if (!tf_api_arg_kind(r, &kind))
+    if (!tf_api_arg_kind(r, &kind) ||
+        !tf_http_arg_u64(r, "limit", 1, REQUESTS_LIMIT_MAX,
+                         REQUESTS_LIMIT_DEFAULT, &pg.limit) ||
+        !tf_http_arg_u64(r, "offset", 0, UINT32_MAX, 0, &pg.offset))
         return;
-    json_t *arr = json_array();
+    pg.rows = json_array();
     size_t pos = 0;
     void *v;
     /* Pending in queue order per builder, then running. */
@@ -1067,16 +1091,17 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
         tf_mbuilder_t *mb = v;
         if (builder && strcmp(mb->name, builder) != 0)
             continue;
-        json_t *p = pending_of(m, mb->name);
-        size_t i;
-        json_t *e;
-        json_array_foreach(p, i, e)
+        tf_list_t *it;
+        unsigned place = 0;
+        /* The pending list is kept in the order the scheduler picks. */
+        tf_list_foreach(it, &mb->pending)
         {
-            const char *k = json_string_value(json_object_get(e, "kind"));
-            if (!kind || (k && strcmp(k, kind) == 0))
-                json_array_append(arr, e);
+            tf_request_t *req = tf_list_entry(it, tf_request_t, node);
+            place++;
+            if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
+                continue;
+            req_page_add(m, &pg, req, place);
         }
-        json_decref(p);
     }
     pos = 0;
     while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
@@ -1087,9 +1112,15 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
             continue;
         if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
             continue;
-        json_array_append_new(arr, request_json(m, req, 0));
+        req_page_add(m, &pg, req, 0);
     }
-    tf_http_respond_json(r, 200, json_pack("{s:o}", "requests", arr));
+    uint64_t next = pg.offset + json_array_size(pg.rows);
+    json_t *o = json_pack("{s:o,s:I}", "requests", pg.rows, "total",
+                          (json_int_t)pg.total);
+    json_object_set_new(o, "next_offset",
+                        next < pg.total ? json_integer((json_int_t)next)
+                                        : json_null());
+    tf_http_respond_json(r, 200, o);
 }
 
 /* --- reads through the store --- */

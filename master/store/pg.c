@@ -1807,9 +1807,11 @@ const tf_engine_vt_t tf_engine_pg = {
 /* Copying an sqlite database (tf-master migrate --to)                 */
 /* ------------------------------------------------------------------ */
 
-/* Every table of the schema, parents before children. */
+/* Every table of the schema, parents before children. The farm keeps its
+ * id (the empty database's own, made by its migration 9, is dropped
+ * first), so slaves resume their builds across the move. */
 static const char *const copy_tables[] = {
-    "slaves", "slave_events", "builders", "users", "patches", "changes",
+    "farm", "slaves", "slave_events", "builders", "users", "patches", "changes",
     "try_jobs", "build_requests", "request_changes", "builds", "steps",
     "build_changes", "log_chunks", "log_blocks", "test_results", "stats", "mail_outbox", "pollers",
     "scheduler_state",
@@ -1980,7 +1982,9 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
     /* One snapshot of the file, one transaction in PostgreSQL: the copy
      * is all or nothing. */
     sqlite3_exec(src, "BEGIN", NULL, NULL, NULL);
-    rc = ctl(e, "BEGIN") == PG_OK ? 0 : TF_ESTORE;
+    rc = ctl(e, "BEGIN") == PG_OK && ctl(e, "DELETE FROM farm") == PG_OK
+             ? 0
+             : TF_ESTORE;
     if (rc)
         fmt_trunc(msg, msglen, "%s", e->msg);
     for (size_t i = 0; rc == 0 && i < sizeof(copy_tables) /

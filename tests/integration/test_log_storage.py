@@ -307,5 +307,10 @@ def test_many_slow_log_readers_hold_bounded_memory(farm):
     # Measured on 100 streams: +130 MiB when each kept its block; +77 to
     # +84 MiB with the 16 MiB cap; +55 MiB with no block kept at all (each
     # stream's piece buffer and the answer being written, 2 x 256 KiB).
-    assert grown_mib < 105, f"+{grown_mib:.1f} MiB for {n_streams} streams"
+    # Under AddressSanitizer (quarantine, shadow memory) resident sizes
+    # mean nothing; the streams and the exact read are still checked.
+    from test_limits import sanitized
+    if not sanitized(m.proc.pid):
+        assert grown_mib < 105, \
+            f"+{grown_mib:.1f} MiB for {n_streams} streams"
     assert m.get("/api/v1/master").status == 200

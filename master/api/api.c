@@ -1054,8 +1054,8 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
  * from offset of the queue as it is now; only the page's rows are
  * rendered, the rest only counted, so a long queue costs a walk, not its
  * JSON. */
-#define REQUESTS_LIMIT_DEFAULT 200
-#define REQUESTS_LIMIT_MAX 1000
+#define REQUESTS_LIMIT_DEFAULT 5000
+#define REQUESTS_LIMIT_MAX 5000
 
 typedef struct req_page {
     uint64_t offset, limit, total;

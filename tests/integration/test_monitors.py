@@ -238,11 +238,16 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
     m.stop()
     # Back to schema 5 as an older master left it: no kind column, and the
     # try build as the builder's last complete build (and nothing of the
-    # migrations after 6: migration 7's test results go too, and schema
-    # 8's compressed logs: the logs go back into chunks).
+    # migrations after 6: migration 7's test results go too, schema 8's
+    # compressed logs: the logs go back into chunks, and schema 9's farm,
+    # recipes and indexes).
     import sqlite3
     db = sqlite3.connect(m.db_path)
     db.executescript(
+        "DROP TABLE farm;"
+        "DROP INDEX changes_by_revision;"
+        "DROP INDEX builds_by_request;"
+        "ALTER TABLE builds DROP COLUMN recipe;"
         "DROP INDEX builds_logs_kept;"
         "ALTER TABLE builds DROP COLUMN logs_removed_ms;"
         "DROP INDEX steps_unsealed;"

@@ -549,6 +549,7 @@ void tf_master_free(tf_master_t *m)
     }
     free(m->heads);
     free(m->blocked);
+    free(m->batch_ids);
     tf_map_free(m->builds);
     tf_map_free(m->requests);
     tf_map_free(m->slaves);

@@ -226,7 +226,7 @@ static event_commit_t *build_group(tf_master_t *m, tf_build_t *b,
 /* Adds "key": "value" for each property, later sources overriding. */
 static void props_merge_text(json_t *props, const char *json_text)
 {
-    if (!json_text || !*json_text)
+    if (!json_text || !*json_text || strcmp(json_text, "{}") == 0)
         return;
     json_t *o = json_loads(json_text, 0, NULL);
     if (json_is_object(o))
@@ -237,7 +237,9 @@ static void props_merge_text(json_t *props, const char *json_text)
 /* The tests of a request as one space-separated string ("" for none). */
 static char *tests_string(const tf_request_t *r)
 {
-    json_t *arr = json_loads(r->tests ? r->tests : "[]", 0, NULL);
+    if (!r->tests || strcmp(r->tests, "[]") == 0)
+        return strdup(""); /* the usual case: nothing to parse */
+    json_t *arr = json_loads(r->tests, 0, NULL);
     tf_buf_t b;
     tf_buf_init(&b, 64 * 1024);
     size_t i;
@@ -253,13 +255,14 @@ static char *tests_string(const tf_request_t *r)
     return out;
 }
 
-static json_t *build_properties(tf_master_t *m, const tf_build_t *b,
-                                const tf_request_t *r)
+/* The properties of build b of builder cfg (NULL: no longer configured)
+ * running r. */
+static json_t *build_properties(const tf_cfg_builder_t *cfg,
+                                const tf_build_t *b, const tf_request_t *r)
 {
     json_t *p = json_object();
     if (!p)
         return NULL;
-    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, b->builder);
     for (size_t i = 0; cfg && i < cfg->nprops; i++)
         json_object_set_new(p, cfg->props[i].key,
                             json_string(cfg->props[i].value));
@@ -449,8 +452,9 @@ static void build_send_start(tf_master_t *m, tf_build_t *b)
     if (s && s->link) {
         if (tf_master_send_text(m, s, b->start_msg, b->start_len) == 0)
             tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
-                    ") sent to slave %s",
-                    b->id, b->builder, b->number, b->slave);
+                    ") of request %" PRIu64 " sent to slave %s",
+                    b->id, b->builder, b->number,
+                    b->request ? b->request->id : 0, b->slave);
     } else {
         tf_info("build", "build %" PRIu64 ": slave %s went away before "
                 "build_start could be sent", b->id, b->slave);
@@ -725,7 +729,7 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     tf_build_t probe = {.id = m->next_build_id, .number = mb->next_number};
     snprintf(probe.builder, sizeof(probe.builder), "%s", mb->name);
     snprintf(probe.slave, sizeof(probe.slave), "%s", s->name);
-    props = build_properties(m, &probe, r);
+    props = build_properties(cfg, &probe, r);
     if (!props)
         goto fail;
     rc = build_steps(cfg, r, props, &steps, &nsteps);
@@ -786,10 +790,12 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     }
     tf_publish_build(m, b, "created", 0);
     tf_publish_request(m, r, "started");
+    /* At debug: the line that matters is "sent" (build_send_start), one
+     * per build; a burst of thousands of starts writes one line each. */
     if (!unsendable)
-        tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
-                "%" PRIu64 " assigned to slave %s",
-                b->id, b->builder, b->number, r->id, s->name);
+        tf_debug("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
+                 "%" PRIu64 " assigned to slave %s",
+                 b->id, b->builder, b->number, r->id, s->name);
     if (unsendable && m->batch_on) {
         /* Its end follows at once in a group of its own, which the
          * batch's open group would not allow: the batch so far is

@@ -526,6 +526,9 @@ static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
         return;
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
+    tf_publish_build(m, b, "created", 0);
+    if (b->request)
+        tf_publish_request(m, b->request, "started");
     build_send_start(m, b);
 }
 
@@ -789,8 +792,13 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         tf_sched_slave_changed(m, s);
         snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
     }
-    tf_publish_build(m, b, "created", 0);
-    tf_publish_request(m, r, "started");
+    /* Watchers hear of a build once its rows are stored (an answer about
+     * it is then whole: build_rows_done); one never sent ends here, so
+     * it is told now. */
+    if (unsendable) {
+        tf_publish_build(m, b, "created", 0);
+        tf_publish_request(m, r, "started");
+    }
     /* At debug: the line that matters is "sent" (build_send_start), one
      * per build; a burst of thousands of starts writes one line each. */
     if (!unsendable)

@@ -90,7 +90,9 @@ struct tf_engine {
         uint64_t build_id;
         unsigned step;
         uint64_t from, pos, line; /* fed [from, pos), from at line */
+        uint64_t last_feed;       /* feeds when it was last fed */
     } streams[TF_LOGSEALER_STREAMS];
+    uint64_t feeds; /* chunks fed to streams, ever */
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
@@ -772,7 +774,11 @@ static int seal_block(tf_engine_t *e, uint64_t build_id, unsigned step,
  * tail ([log_sealed, log_bytes), fed in order); anything else (a hole, a
  * chunk out of order, a group rolled back after it fed the stream) drops
  * the stream and the tail is sealed on this thread as before. Streams
- * are released when their step ends. */
+ * are released when their step ends, or taken by another step once not
+ * fed for STREAM_IDLE_FEEDS chunks (so a step that never ends does not
+ * hold one for good). */
+#define STREAM_IDLE_FEEDS 4096u
+
 static int stream_find(tf_engine_t *e, uint64_t build_id, unsigned step)
 {
     for (int i = 0; i < TF_LOGSEALER_STREAMS; i++)
@@ -812,14 +818,25 @@ static void stream_claim(tf_engine_t *e, uint64_t build_id, unsigned step,
     }
     if (!e->sealer)
         return;
+    /* A stream not fed for STREAM_IDLE_FEEDS chunks (its step went quiet,
+     * or never ended cleanly) is given to the new step. */
+    int idle = -1;
+    for (int i = 0; i < TF_LOGSEALER_STREAMS; i++)
+        if (e->streams[i].used &&
+            e->feeds - e->streams[i].last_feed > STREAM_IDLE_FEEDS &&
+            (idle < 0 || e->streams[i].last_feed < e->streams[idle].last_feed))
+            idle = i;
     for (int i = 0; i < TF_LOGSEALER_STREAMS; i++) {
-        if (e->streams[i].used)
+        if (e->streams[i].used && i != idle)
             continue;
+        if (e->streams[i].used)
+            stream_drop(e, i);
         e->streams[i].used = true;
         e->streams[i].build_id = build_id;
         e->streams[i].step = step;
         e->streams[i].from = e->streams[i].pos = from;
         e->streams[i].line = 0;
+        e->streams[i].last_feed = e->feeds;
         tf_logsealer_start(e->sealer, (unsigned)i);
         return;
     }
@@ -840,6 +857,7 @@ static int stream_feed(tf_engine_t *e, const tf_op_output_t *o)
     if (e->streams[i].pos == e->streams[i].from)
         e->streams[i].line = o->line;
     e->streams[i].pos += o->len;
+    e->streams[i].last_feed = ++e->feeds;
     return i;
 }
 

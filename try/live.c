@@ -215,7 +215,10 @@ int tf_try_live_open(const char *base_url, const char *ca_file,
     }
     l->sub_len = strlen(l->sub);
     snprintf(l->host, sizeof(l->host), "%s", ads);
-    /* path is the base's path without its leading '/', maybe "". */
+    /* lws gives the base's path with or without its leading '/' (by
+     * version); the feed is "live" under it. */
+    while (*path == '/')
+        path++;
     snprintf(l->path, sizeof(l->path), "/%s%slive", path,
              *path && path[strlen(path) - 1] != '/' ? "/" : "");
 

@@ -72,6 +72,14 @@ static bool jint(const json_t *o, const char *key, long long *v)
     return true;
 }
 
+/* Where a person should go for o: its status page (page_url, on a master
+ * that serves pages), else its JSON (url); NULL when it has neither. */
+static const char *link_of(const json_t *o)
+{
+    const char *page = jstr(o, "page_url");
+    return page && *page ? page : jstr(o, "url");
+}
+
 /* ---- text safety ---- */
 
 static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
@@ -530,7 +538,7 @@ static int watch_reused(watch_builder_t *b, const json_t *e, tf_buf_t *out)
         (rc = put(out, jstr0(build, "result"))) ||
         (rc = tf_buf_append_str(out, "): the same base, patch, tests and "
                                      "properties passed there: ")) ||
-        (rc = put(out, jstr0(build, "url"))))
+        (rc = put(out, link_of(build))))
         return rc;
     return tf_buf_append_str(out, "\n");
 }
@@ -963,8 +971,7 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
         char *res = clean_copy(entry_result(e) ? entry_result(e) : "-", 32);
         char *slave = clean_copy(jstr(build, "slave") ? jstr(build, "slave")
                                                       : "-", 64);
-        char *url = clean_copy(jstr(build, "url") ? jstr(build, "url") : "-",
-                               0);
+        char *url = clean_copy(link_of(build) ? link_of(build) : "-", 0);
         tf_try_format_duration(build_duration(build), d, sizeof(d));
         const char *row[] = {name, res, d, slave, url};
         rc = name && res && slave && url ? table_add(table, row, 5) : TF_ENOMEM;
@@ -1064,6 +1071,11 @@ int tf_try_render_status(const json_t *job, tf_buf_t *out)
         ((rc = tf_buf_append_str(out, "  url:         ")) ||
          (rc = put(out, jstr(job, "url"))) || (rc = tf_buf_append_str(out, "\n"))))
         goto out;
+    if (jstr(job, "page_url") && *jstr(job, "page_url") &&
+        ((rc = tf_buf_append_str(out, "  page:        ")) ||
+         (rc = put(out, jstr(job, "page_url"))) ||
+         (rc = tf_buf_append_str(out, "\n"))))
+        goto out;
     if ((rc = table_add(table, head, 6)))
         goto out;
     json_array_foreach(json_object_get(job, "builders"), i, e) {
@@ -1077,8 +1089,7 @@ int tf_try_render_status(const json_t *job, tf_buf_t *out)
         char *slave = clean_copy(jstr(build, "slave") ? jstr(build, "slave")
                                                       : "-", 64);
         char *res = clean_copy(entry_result(e) ? entry_result(e) : "-", 32);
-        char *url = clean_copy(jstr(build, "url") ? jstr(build, "url") : "-",
-                               0);
+        char *url = clean_copy(link_of(build) ? link_of(build) : "-", 0);
         const char *row[] = {name, state, posbuf, slave, res, url};
         rc = name && state && slave && res && url ? table_add(table, row, 6)
                                                   : TF_ENOMEM;

@@ -665,4 +665,33 @@ TF_TEST(live_retry_and_unknown_requests)
     tf_try_watch_free(w);
 }
 
+/* On a master that serves pages, the tables link the build's page. */
+TF_TEST(tables_link_pages_when_there_are_pages)
+{
+    json_t *job = parse(
+        "{\"id\": 4, \"state\": \"finished\", \"result\": \"SUCCESS\","
+        " \"url\": \"" URL "/jobs/4\", \"page_url\": \"http://h/#/jobs/4\","
+        " \"builders\": [{\"name\": \"b1\", \"state\": \"done\","
+        " \"result\": \"SUCCESS\", \"build\": {\"id\": 9, \"slave\": \"s1\","
+        " \"state\": \"finished\", \"result\": \"SUCCESS\", \"started_ms\": 0,"
+        " \"finished_ms\": 1500, \"url\": \"" URL "/builds/9\","
+        " \"page_url\": \"http://h/#/builds/9\"}}]}");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_summary(job, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "job 4: SUCCESS (every build passed)\n"
+                 "  builder  result   duration  slave  build\n"
+                 "  b1       SUCCESS  1.5 s     s1     http://h/#/builds/9\n");
+    tf_buf_reset(&out);
+    TF_CHECK_INT(tf_try_render_status(job, &out), 0);
+    TF_CHECK(strstr((const char *)out.data,
+                    "  url:         " URL "/jobs/4\n"
+                    "  page:        http://h/#/jobs/4\n") != NULL);
+    TF_CHECK(strstr((const char *)out.data, "  http://h/#/builds/9\n") !=
+             NULL);
+    tf_buf_free(&out);
+    json_decref(job);
+}
+
 TF_TEST_MAIN()

@@ -209,3 +209,32 @@ def test_wait_and_status_link_the_pages_when_the_master_serves_them(farm):
                      rf"steps/1/log\):$", r.stdout, re.M), r.stdout
     assert re.search(rf"^  b2 +FAILURE .* {re.escape(m.url)}/#/builds/\d+$",
                      r.stdout, re.M), r.stdout
+
+
+@pytest.mark.timeout(180)
+def test_reuse_needs_the_same_properties(farm):
+    """Issue 12 point 7 with properties: the same patch, base and -p is
+    answered from the passed build; another value of the property is a
+    different request and builds."""
+    up, work = make_repos(farm.tmp)
+    m = farm_with(farm, up)
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    (work / "verdict").write_text("pass\n")
+
+    def run(flavour):
+        r = tf_try(farm, m, work, "-b", "b1", "-p", f"flavour={flavour}",
+                   "--wait", "--poll-ms", "200", token=token)
+        assert r.returncode == 0, explain(r)
+        return r, m.get_json(f"/jobs/{job_id_of(r)}")["builders"][0]
+
+    _, first = run("spicy")
+    assert not first["reused"], first
+    bid = first["build"]["id"]
+    assert b"flavour=spicy" in m.step_log(bid, 2)
+    r, again = run("spicy")
+    assert again["reused"] and again["build"]["id"] == bid, again
+    assert f"b1: reused build {bid} (SUCCESS)" in r.stdout, r.stdout
+    r, other = run("mild")
+    assert not other["reused"] and other["build"]["id"] != bid, other
+    assert "reused" not in r.stdout, r.stdout
+    assert b"flavour=mild" in m.step_log(other["build"]["id"], 2)

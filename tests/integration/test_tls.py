@@ -194,10 +194,16 @@ def test_tf_try_wait_follows_the_live_feed_over_wss(tls_master, farm):
     m, crt, certs = tls_master
     r = farm.run([BUILD_DIR / "master" / "tf-master", "user", "add",
                   "ann@example.org", "--name", "Ann", "-d", m.dir])
+    assert r.returncode == 0, r.stderr
     token = r.stdout.strip().splitlines()[-1].strip()
     home = farm.tmp / "home"
     home.mkdir()
-    env = dict(os.environ, HOME=str(home), TF_TRY_TOKEN=token)
+    # Outside any git work tree (the test's directory may be inside the
+    # project's checkout): the empty diff goes without a base.
+    outside = farm.tmp / "outside"
+    outside.mkdir()
+    env = dict(os.environ, HOME=str(home), TF_TRY_TOKEN=token,
+               GIT_CEILING_DIRECTORIES=str(farm.tmp))
     env.pop("XDG_CONFIG_HOME", None)
     (farm.tmp / "empty.diff").write_bytes(b"")
     out_path, err_path = farm.tmp / "try.out", farm.tmp / "try.err"
@@ -207,11 +213,14 @@ def test_tf_try_wait_follows_the_live_feed_over_wss(tls_master, farm):
              "--ca-file", str(crt), "-b", "quick", "--diff",
              str(farm.tmp / "empty.diff"), "--allow-empty", "--wait", "-v",
              "--poll-ms", "60000"],
-            env=env, cwd=farm.tmp, stdout=out, stderr=err,
+            env=env, cwd=outside, stdout=out, stderr=err,
             stdin=subprocess.DEVNULL)
+
+    def subscribed():
+        assert p.poll() is None, (out_path.read_text(), err_path.read_text())
+        return b"SUBSCRIBING -> UP" in err_path.read_bytes()
     try:
-        wait_for(lambda: b"SUBSCRIBING -> UP" in err_path.read_bytes(), 20,
-                 "tf-try's live feed over wss", farm)
+        wait_for(subscribed, 20, "tf-try's live feed over wss", farm)
         farm.slave(m, "s1", url=f"wss://127.0.0.1:{m.port}",
                    args=["--ca-file", str(crt)],
                    start=False).start(wait_connected=False)

@@ -17,6 +17,7 @@
  */
 #include "live.h"
 
+#include <assert.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,8 +50,9 @@ static const char *const state_names[] = {"CONNECTING", "SUBSCRIBING", "UP",
 static void live_set(tf_try_live_t *l, tf_try_live_state_t to, const char *why)
 {
     if (l->state == to || l->state == TF_TRY_LIVE_DOWN)
-        return;
+        return; /* DOWN is for good; a repeated move changes nothing */
     /* Legal moves: forward one step, or down from anywhere. */
+    assert(to == TF_TRY_LIVE_DOWN || to == l->state + 1);
     if (to != TF_TRY_LIVE_DOWN && to != l->state + 1)
         return;
     if (l->verbose)
@@ -159,10 +161,17 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-static void lws_log_quiet(int level, const char *line)
+/* With -v only: lws's errors and warnings, without its time stamp. */
+static void lws_log_verbose(int level, const char *line)
 {
+    const char *p = strstr(line, "] ");
+    size_t n;
     (void)level;
-    fprintf(stderr, "tf-try: lws: %s", line);
+    p = p ? p + 2 : line;
+    n = strlen(p);
+    while (n && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+        n--;
+    fprintf(stderr, "tf-try: lws: %.*s\n", (int)(n > 400 ? 400 : n), p);
 }
 
 static void deadline_cb(lws_sorted_usec_list_t *sul)
@@ -222,7 +231,7 @@ int tf_try_live_open(const char *base_url, const char *ca_file,
     snprintf(l->path, sizeof(l->path), "/%s%slive", path,
              *path && path[strlen(path) - 1] != '/' ? "/" : "");
 
-    lws_set_log_level(verbose ? (LLL_ERR | LLL_WARN) : 0, lws_log_quiet);
+    lws_set_log_level(verbose ? (LLL_ERR | LLL_WARN) : 0, lws_log_verbose);
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;

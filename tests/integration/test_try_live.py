@@ -272,16 +272,18 @@ def job_id_of_text(text):
 
 
 @pytest.mark.timeout(120)
-def test_wait_on_the_live_feed_survives_a_master_restart(farm):
-    """The master stops while step two runs and starts again: the HTTP
-    retry message, then the feed again; every line once, in order."""
+@pytest.mark.parametrize("how", ["stop", "kill9"])
+def test_wait_on_the_live_feed_survives_a_master_restart(farm, how):
+    """The master stops (SIGTERM) or is killed (SIGKILL) while step two
+    runs and starts again: the HTTP retry message, then the feed again;
+    every line once, in order."""
     m, work, token = farm_with(farm, SLOW_STEPS)
     p, out_path, err_path = popen_try(farm, work, m.url, token,
                                       "--poll-ms", "300")
     try:
         wait_for(lambda: b"step two started" in out_path.read_bytes(), 60,
                  "tf-try to show step two running", farm)
-        m.stop()
+        getattr(m, how)()
         time.sleep(1)
         m.start()
         p.wait(timeout=scaled(60))

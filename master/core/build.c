@@ -1452,6 +1452,7 @@ static void ev_step_finished(tf_master_t *m, tf_build_t *b,
     st->finished = true;
     st->result = f->result;
     st->finished_ms = f->time_ms;
+    st->duration_ms = f->duration_ms;
     bool term = false;
     b->result = tf_result_fold(b->result, f->result, &st->flags, &term);
     b->terminated = b->terminated || term;

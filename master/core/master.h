@@ -161,6 +161,7 @@ typedef struct tf_bstep {
     uint64_t log_lines;
     int64_t started_ms;
     int64_t finished_ms;
+    int64_t duration_ms;       /* the slave's measure, once finished */
 } tf_bstep_t;
 
 struct tf_build {

@@ -395,6 +395,11 @@ void tf_live_step(tf_master_t *m, const tf_build_t *b, unsigned step,
                                      : json_null());
     json_object_set_new(o, "started_ms", opt_ms(st->started_ms));
     json_object_set_new(o, "finished_ms", opt_ms(st->finished_ms));
+    /* The slave's own measure, as the API's steps give it, so a tool
+     * prints the same duration from the feed as from the API. */
+    json_object_set_new(o, "duration_ms", st->finished
+                                              ? json_integer(st->duration_ms)
+                                              : json_null());
     json_object_set_new(o, "text", text ? json_string(text) : json_null());
     publish(m, "builds",
             json_pack("{s:s,s:I,s:s,s:I,s:o}", "type", "step", "build_id",

@@ -6,6 +6,7 @@ benchmarks measure, these tests only keep the tools from rotting."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -207,3 +208,14 @@ def test_bench_tests_runs_small():
     assert "ingest: median" in out and "results/s" in out, out
     assert "(24 failing of 1200)" in out, out
     assert "GET /builders/bench/tests/history (one test, 2 builds)" in out, out
+
+
+@pytest.mark.timeout(180)
+def test_bench_try_live_runs_small():
+    """bench_try_live.py with one job of 3 steps per mode: tf-try on the
+    live feed and polling, every step line read and timed."""
+    out = run_script("bench_try_live.py", "--runs", 1, "--steps", 3,
+                     "--sleep", 0.2, "--poll-ms", 500)
+    assert "1 runs of 3 steps (ms; poll every 500 ms)" in out, out
+    assert re.search(r"^  live +p50 +[\d.]+ +p90", out, re.M), out
+    assert re.search(r"^  poll +p50 +[\d.]+ +p90", out, re.M), out

@@ -80,6 +80,19 @@ async function groupPages(r, ctx) {
     r.check("summary: flaky's row says red since its first red build", since.includes(`red since #${flaky.failing_since.number}`), since);
     r.check("summary: flaky's row names the failed step", flaky.failed_step && since.includes(`failed step: ${flaky.failed_step.name}`), since);
     r.check("summary: a green builder has no 'red since'", (await count(page, 'tr[data-builder="quick"] .failing-since')) === 0);
+    // A builder a commit broke: its row names the commit's author as the
+    // suspect, as the API does.
+    const X = S.broken;
+    const xb = sum.builders.find((b) => b.name === X.builder);
+    const xf = (sum.failing || []).find((f) => f.name === X.builder);
+    r.check(`summary: the API names ${X.suspect} as ${X.builder}'s suspect`, !!xf && xf.suspects.map((s) => s.author).join(",") === X.suspect && xb.suspects.map((s) => s.author).join(",") === X.suspect, JSON.stringify(xf));
+    const xline = await text(page, `tr[data-builder="${X.builder}"] .failing-since`);
+    r.check(
+      `summary: ${X.builder}'s row says red since its first red build, the failed step and the suspect`,
+      xline.includes(`red since #${xb.failing_since.number}`) && xline.includes(`failed step: ${X.step}`) && xline.includes(`suspects: ${X.suspect}`),
+      xline,
+    );
+    r.check(`summary: ${X.builder}'s "red since" links that build's page`, (await page.getAttribute(`tr[data-builder="${X.builder}"] .failing-since a`, "href")) === `#/builds/${X.since}`);
     r.check("summary: mac-only is offline", (await page.getAttribute('tr[data-builder="mac-only"]', "data-state")) === "offline");
     r.check("summary: mac-only shows 1 pending", /1 pending/.test(await text(page, 'tr[data-builder="mac-only"] .state')));
     await shot(page, "summary", r);
@@ -122,6 +135,9 @@ async function groupPages(r, ctx) {
     const fb = (await api(BASE, "/builders/flaky")).json;
     const fsince = await text(page, ".failing-since");
     r.check("builder: a red builder says since which build", !!fb.failing_since && fsince.includes(`red since #${fb.failing_since.number}`), fsince);
+    await goHash(page, `/builders/${S.broken.builder}`);
+    const xsince = await text(page, ".failing-since");
+    r.check("builder: a builder a commit broke names the failed step and the suspect", xsince.includes(`failed step: ${S.broken.step}`) && xsince.includes(`suspects: ${S.broken.suspect}`), xsince);
     await goHash(page, "/builders/mac-only");
     r.check("builder: pending request with its position", /^#?1$/.test((await text(page, "#pending-requests tbody tr td")).trim()));
     await goHash(page, "/builders/quick");

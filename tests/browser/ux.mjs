@@ -240,6 +240,17 @@ export async function groupWaterfallFit(r, ctx, S) {
     { timeout: 10000 },
   ).catch(() => false);
   r.check("waterfall: a live box shows its reason without a reload", shown, reason);
+  const steps = await until(
+    "the live box's steps",
+    async () => page.evaluate((id) => {
+      const names = [...document.querySelectorAll(`.wbox[data-build="${id}"] li.wstep`)].map((l) => l.querySelector("a").textContent);
+      return names.join(",") === "compile,test" && names;
+    }, bid),
+    { timeout: 10000 },
+  ).catch(() => null);
+  r.check("waterfall: and its steps, without a reload", !!steps, JSON.stringify(steps));
+  const liveDone = await until("the live box to turn green", async () => page.evaluate((id) => document.querySelector(`.wbox[data-build="${id}"]`).className.includes("r-success"), bid), { timeout: 15000 }).catch(() => false);
+  r.check("waterfall: and its result, without a reload", liveDone);
 
   // The dense grid.
   await goHash(page, "/waterfall?view=grid");
@@ -452,6 +463,20 @@ export async function groupPlotAxes(r, ctx, S) {
   r.noProblems(page, "plotaxes");
 }
 
+// The live dot's text against its background (WCAG's contrast ratio).
+async function dotContrast(page) {
+  const dot = await page.$eval("#livestate", (el) => ({ text: el.textContent, fg: getComputedStyle(el).color, bg: getComputedStyle(el).backgroundColor }));
+  const lum = (c) => {
+    const [a, b, d] = c.match(/\d+/g).map((v) => {
+      const x = Number(v) / 255;
+      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * a + 0.7152 * b + 0.0722 * d;
+  };
+  const [hi, lo] = [lum(dot.fg), lum(dot.bg)].sort((x, y) => y - x);
+  return { dot, ratio: (hi + 0.05) / (lo + 0.05) };
+}
+
 // --- layout: every page at both sizes, light and dark, axe-core ---
 
 export async function groupLayout(r, ctx, S) {
@@ -517,17 +542,53 @@ export async function groupLayout(r, ctx, S) {
   await page.keyboard.press("Enter");
   r.check("a11y: the skip link moves the focus to the content", (await page.evaluate(() => document.activeElement.id)) === "main");
   r.check("a11y: and leaves the address alone", (await page.evaluate(() => location.hash)) === "#/");
-  const dot = await page.$eval("#livestate", (el) => ({ fg: getComputedStyle(el).color, bg: getComputedStyle(el).backgroundColor }));
-  const lum = (c) => {
-    const [a, b, d] = c.match(/\d+/g).map((v) => {
-      const x = Number(v) / 255;
-      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
-    });
-    return 0.2126 * a + 0.7152 * b + 0.0722 * d;
+  // Keyboard only: Tab from the skip link to the header's Waterfall
+  // link, Enter opens it; the focused element shows a ring.
+  const tabTo = async (sel, max) => {
+    for (let i = 0; i < max; i++) {
+      await page.keyboard.press("Tab");
+      if (await page.evaluate((s) => !!document.activeElement && document.activeElement.matches(s), sel)) return i + 1;
+    }
+    return 0;
   };
-  const ratio = (lum(dot.fg) + 0.05) / (lum(dot.bg) + 0.05);
+  const ring = () => page.evaluate(() => {
+    const cs = getComputedStyle(document.activeElement);
+    return cs.outlineStyle !== "none" && parseFloat(cs.outlineWidth) >= 2;
+  });
+  await page.focus("#skip");
+  const toNav = await tabTo('#nav a[data-nav="waterfall"]', 10);
+  r.check("keyboard: Tab reaches the Waterfall link", toNav > 0, `${toNav} presses`);
+  r.check("keyboard: the focused link shows a focus ring", await ring());
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#waterfall", { timeout: 10000 }).catch(() => {});
+  r.check("keyboard: Enter on it opens the waterfall", (await page.evaluate(() => location.hash)) === "#/waterfall", await page.evaluate(() => location.hash));
+  // On a failed build: Tab to "First error", Enter shows line 40; Tab
+  // to the steps' fold, Enter folds them away.
+  await openPage(page, S.base, `/builds/${S.errors.build}`);
+  await page.waitForSelector(".logview[data-error-line]", { timeout: 10000 });
+  const toErr = await tabTo(".err-first", 80);
+  r.check("keyboard: Tab reaches 'First error'", toErr > 0, `${toErr} presses`);
+  r.check("keyboard: the focused button shows a focus ring", await ring());
+  await page.keyboard.press("Enter");
+  const kErr = await page.waitForFunction(() => document.querySelector(".logview").dataset.errorLine === "40", null, { timeout: 10000 }).then(() => true, () => false);
+  r.check("keyboard: Enter on 'First error' shows line 40", kErr, await page.getAttribute(".logview", "data-error-line"));
+  await page.focus("#skip");
+  const toFold = await tabTo("#steps-panel > summary", 40);
+  r.check("keyboard: Tab reaches the steps' fold", toFold > 0, `${toFold} presses`);
+  await page.keyboard.press("Enter");
+  r.check("keyboard: Enter folds the steps away", !(await page.isVisible("#steps")));
+  await page.keyboard.press("Enter");
+  r.check("keyboard: and Enter again brings them back", await page.isVisible("#steps"));
+  await openPage(page, S.base, "/");
+
+  const { dot, ratio } = await dotContrast(page);
   r.measure("live_dot_contrast", Math.round(ratio * 100) / 100, ":1");
   r.check("a11y: the live dot's contrast is at least 4.5:1", ratio >= 4.5, JSON.stringify(dot));
+  await page.emulateMedia({ colorScheme: "dark" });
+  const dark = await dotContrast(page);
+  r.measure("live_dot_contrast_dark", Math.round(dark.ratio * 100) / 100, ":1");
+  r.check("a11y: in the dark scheme too", dark.ratio >= 4.5, JSON.stringify(dark.dot));
+  await page.emulateMedia({ colorScheme: "light" });
 
   // Pictures of the phone and dark layouts.
   await page.setViewportSize(PHONE);
@@ -582,6 +643,9 @@ export async function groupDown(r, ctx, S) {
   const bannerBox = await page.$eval("#banner", (b) => b.getBoundingClientRect().top);
   r.check("down: the banner is at the top of the screen", bannerBox < 120, String(bannerBox));
   r.check("down: the live dot says offline", (await text(page, "#livestate")) === "offline");
+  const off = await dotContrast(page);
+  r.measure("offline_dot_contrast", Math.round(off.ratio * 100) / 100, ":1");
+  r.check("down: the offline dot's contrast is at least 4.5:1", off.ratio >= 4.5, JSON.stringify(off.dot));
   const frozen = await text(page, clock);
   await sleep(2500);
   r.check("down: the elapsed time stands still", (await text(page, clock)) === frozen, `${frozen} -> ${await text(page, clock)}`);

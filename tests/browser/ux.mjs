@@ -9,7 +9,7 @@
 // scheme), and the "master unreachable" banner with the master really
 // stopped and started again. Every check is on what a user sees: element
 // geometry, text, the address, pixels of a chart.
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { DESKTOP, PHONE, api, axeViolations, goHash, newPage, openPage, overflowOf, shot, until } from "./lib.mjs";
 
@@ -510,6 +510,10 @@ export async function groupLayout(r, ctx, S) {
       await openPage(page, S.base, hash);
       if (hash.startsWith("/builders/")) await page.waitForSelector("#plots[data-drawn]", { timeout: 10000 }).catch(() => {});
       if (hash.startsWith("/builds/")) await page.waitForSelector(".logview[data-fetched]", { timeout: 10000 }).catch(() => {});
+      // A picture of each page in each mode, for a person to look at (the
+      // test's shots directory only, never docs/images).
+      mkdirSync(join(S.shots, "layout"), { recursive: true });
+      await page.screenshot({ path: join(S.shots, "layout", `${name.replace(/ /g, "-")}-${mode.replace(/ /g, "-")}.png`) });
       const o = await overflowOf(page);
       r.check(`${name} at ${mode}: no sideways page scroll`, o.over <= 0, JSON.stringify(o));
       if (vp === PHONE) {
@@ -593,6 +597,20 @@ export async function groupLayout(r, ctx, S) {
   // Pictures of the phone and dark layouts.
   await page.setViewportSize(PHONE);
   await openPage(page, S.base, "/");
+  // The summary on a phone: every builder's cells on screen (no table
+  // scrolling sideways), the "red since" line across the width.
+  const ph = await page.evaluate((x) => {
+    const box = document.querySelector("#summary-table").parentElement;
+    const cells = [...document.querySelectorAll("#summary-table tbody td")].map((td) => td.getBoundingClientRect().right);
+    const since = document.querySelector(`tr[data-builder="${x}"] .failing-since`).getBoundingClientRect();
+    const slaves = document.querySelector(`tr[data-builder="${x}"] td.num`);
+    return { inner: box.scrollWidth - box.clientWidth, right: Math.max(...cells), since: since.width, sinceH: since.height, slaves: slaves.innerText, label: getComputedStyle(slaves, "::before").content, role: document.querySelector("#summary-table").getAttribute("role") };
+  }, S.broken.builder);
+  r.measure("summary_red_since_width_390_px", Math.round(ph.since), "px");
+  r.check("summary at 390x844: every column on screen, nothing scrolls sideways", ph.inner <= 0 && ph.right <= PHONE.width, JSON.stringify(ph));
+  r.check("summary at 390x844: the 'red since' line spans the row", ph.since >= 300, JSON.stringify(ph));
+  r.check("summary at 390x844: the slaves column says what it is", /^\d+$/.test(ph.slaves.trim()) && ph.label !== "none" && ph.label !== "normal", JSON.stringify(ph));
+  r.check("summary at 390x844: still a table for screen readers", ph.role === "table");
   await shot(page, S, "summary-phone", r);
   await openPage(page, S.base, `/builds/${S.errors.build}`);
   await page.waitForSelector(".logview[data-fetched]", { timeout: 10000 });

@@ -313,6 +313,12 @@ async function groupAnsi(r, ctx) {
   r.check("ansi: 94 is bright blue", bb && bb.color === "rgb(59, 142, 234)", JSON.stringify(bb));
   const rb = await colourOf("RED-BACK");
   r.check("ansi: 41 is a red background", rb && rb.bg === "rgb(205, 49, 49)", JSON.stringify(rb));
+  // The builder's own error_patterns (["plain"]) decide the error lines.
+  const bi = (await api(BASE, "/builders/colours")).json;
+  r.check("ansi: the API gives the builder's own error patterns", JSON.stringify(bi.error_patterns) === '["plain"]', JSON.stringify(bi.error_patterns));
+  const errs = await page.evaluate(() => [...document.querySelectorAll("pre.log .ll.err")].map((l) => l.textContent));
+  r.check("ansi: the log marks the lines its builder's pattern matches, and only those", errs.length === 1 && errs[0].includes("RED-TEXT plain BOLD-GREEN"), JSON.stringify(errs));
+  r.check("ansi: and counts them", /^1 error line\b/.test(await text(page, ".log-errors")), await text(page, ".log-errors"));
   const all = await text(page, "pre.log");
   r.check("ansi: no escape character is shown", !all.includes("\x1b"), JSON.stringify(all.slice(0, 300)));
   r.check("ansi: erase-line and OSC title removed", all.includes("erased line") && !all.includes("window title"), all);

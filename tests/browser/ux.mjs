@@ -460,6 +460,12 @@ export async function groupPlotAxes(r, ctx, S) {
   await page.waitForSelector("#plots[data-drawn]", { timeout: 10000 });
   await page.locator("#plots").scrollIntoViewIfNeeded();
   await shot(page, S, "builder-plots", r);
+  // The other list pages' titles (after the plots: a page left behind
+  // must not be under the mouse of the clicks above).
+  for (const [hash, want] of [["/console", "Console"], ["/slaves", "Slaves"], ["/jobs", "Try jobs"]]) {
+    await goHash(page, hash);
+    r.check(`titles: and the ${want.toLowerCase()} list's`, (await page.title()) === `${want} – Browser test farm`, await page.title());
+  }
   r.noProblems(page, "plotaxes");
 }
 

@@ -674,6 +674,13 @@ export async function groupDown(r, ctx, S) {
   await sleep(2500);
   r.check("down: the elapsed time stands still", (await text(page, clock)) === frozen, `${frozen} -> ${await text(page, clock)}`);
   await shot(page, S, "master-down", r);
+  // On a phone the banner fits the screen and its text wraps.
+  await page.setViewportSize(PHONE);
+  const pb = await page.$eval("#banner", (b) => ({ right: b.getBoundingClientRect().right, top: b.getBoundingClientRect().top, clipped: b.scrollWidth > b.clientWidth, text: b.innerText }));
+  const po = await overflowOf(page);
+  r.check("down: on a phone the banner fits the screen, nothing cut", pb.right <= PHONE.width && !pb.clipped && /Master unreachable/.test(pb.text) && po.over <= 0, JSON.stringify({ pb, po }));
+  r.check("down: on a phone the banner is on the first screen", pb.top >= 0 && pb.top < PHONE.height / 3, JSON.stringify(pb));
+  await page.setViewportSize(DESKTOP);
   // A page opened while the master is down says so, and loads later.
   await page.evaluate(() => {
     location.hash = "#/slaves";

@@ -252,6 +252,17 @@ export async function groupWaterfallFit(r, ctx, S) {
   const liveDone = await until("the live box to turn green", async () => page.evaluate((id) => document.querySelector(`.wbox[data-build="${id}"]`).className.includes("r-success"), bid), { timeout: 15000 }).catch(() => false);
   r.check("waterfall: and its result, without a reload", liveDone);
 
+  // The header follows the builders live: a build of "slow" makes its
+  // header say building, its cancel idle again, without a reload.
+  const headState = (b) => page.getAttribute(`th[data-state-of="${b}"] .bstate`, "data-state").catch(() => null);
+  const slowReq = await api(S.base, "/builders/slow/force", { method: "POST", token: S.token, body: { reason: "header state" } });
+  const slowId = await until("the slow build to start", async () => (await api(S.base, `/requests/${slowReq.json.request_id}`)).json.build_id, { timeout: 20000 });
+  const building = await until("slow's header to say building", async () => (await headState("slow")) === "building", { timeout: 10000 }).catch(() => false);
+  r.check("waterfall: a builder's header says building while it builds, live", building, String(await headState("slow")));
+  await api(S.base, `/builds/${slowId}/cancel`, { method: "POST", token: S.token });
+  const idle = await until("slow's header to say idle", async () => (await headState("slow")) === "idle", { timeout: 10000 }).catch(() => false);
+  r.check("waterfall: and idle again once it ends, live", idle, String(await headState("slow")));
+
   // The dense grid.
   await goHash(page, "/waterfall?view=grid");
   f = await fit(page, r, "grid_12_builders_1440");

@@ -514,6 +514,15 @@ async function groupActions(r, ctx) {
   await goHash(page, `/jobs/${job.json.job_id}`);
   await clearFlash(page);
   await page.click(".cancel-job");
+  // A live event redraws the page between the click and its confirmation
+  // (a build forced elsewhere): the confirmation must not be lost.
+  await page.evaluate(() => {
+    document.getElementById("job-info").dataset.old = "1";
+  });
+  await api(BASE, "/builders/quick/force", { method: "POST", token: S.token, body: { reason: "redraw the job page" } });
+  const redrawn = await page.waitForFunction(() => !document.querySelector("#job-info[data-old]"), null, { timeout: 10000 }).then(() => true, () => false);
+  r.check("actions: a live event redrew the job page", redrawn);
+  r.check("actions: the cancel button still asks for its confirmation", (await text(page, ".cancel-job")) === "Really cancel?", await text(page, ".cancel-job"));
   await page.click(".cancel-job");
   await until("the job to be cancelled", async () => {
     const st = (await api(BASE, `/jobs/${job.json.job_id}`)).json.state;

@@ -238,7 +238,16 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
     c->nreqs = n;
     c->cb = cb;
     c->arg = arg;
+    if (tf_master_ids(m, n + 1) != 0) {
+        creation_free(c);
+        free(patch);
+        snprintf(err, errlen, "the database gives no ids now: try again");
+        return TF_ESTORE;
+    }
     c->job_id = m->next_job_id++;
+    /* Shared ids (tf_master_ids): the requests follow the job's id. */
+    if (tf_store_is_shared(m->store) && m->next_request_id < m->next_job_id)
+        m->next_request_id = m->next_job_id;
     snprintf(c->email, sizeof(c->email), "%s", spec->user.email);
     c->patch_len = spec->patch_len;
     snprintf(c->sha, sizeof(c->sha), "%s", spec->sha);

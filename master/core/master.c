@@ -290,6 +290,12 @@ static int load_state(tf_master_t *m)
     m->next_build_id = q.max_build_id + 1;
     m->next_request_id = q.max_request_id + 1;
     m->next_job_id = q.max_job_id + 1;
+    bool shared = tf_store_is_shared(m->store);
+    if (shared) {
+        /* Ids come from the shared sequence (tf_master_ids). */
+        m->next_build_id = m->next_request_id = m->next_job_id = 0;
+        m->ids_end = 0;
+    }
     for (size_t i = 0; i < q.nbuilders; i++) {
         tf_mbuilder_t *mb = tf_master_builder(m, q.builders[i].name, true);
         if (!mb)
@@ -299,6 +305,10 @@ static int load_state(tf_master_t *m)
                  q.builders[i].warm_slave ? q.builders[i].warm_slave : "");
     }
     for (size_t i = 0; i < q.nrequests; i++) {
+        /* Several masters: the running ones are another master's (this
+         * one starts with none); only the queue is the farm's. */
+        if (shared && q.requests[i].running)
+            continue;
         tf_request_t *r = request_from_row(&q.requests[i]);
         if (!r || tf_map_put_id(m->requests, r->id, r) != 0) {
             tf_error("master", "out of memory restoring request %" PRIu64,
@@ -306,7 +316,7 @@ static int load_state(tf_master_t *m)
             tf_request_free(r);
         }
     }
-    for (size_t i = 0; i < q.nbuilds; i++)
+    for (size_t i = 0; !shared && i < q.nbuilds; i++)
         build_from_row(m, &q.builds[i]);
     for (size_t i = 0; i < q.njobs; i++)
         tf_jobs_restore(m, q.jobs[i].id, q.jobs[i].email, q.jobs[i].started,
@@ -473,11 +483,101 @@ int tf_master_start(tf_master_t *m)
     uv_idle_init(m->loop, &m->sched_idle);
     m->sched_idle.data = m;
     sync_config(m);
-    tf_master_group_begin(m, 0);
-    tf_op_slaves_reset(m->group);
-    tf_master_group_commit(m, NULL, NULL);
+    /* Slaves marked connected are another shared master's. */
+    if (!tf_store_is_shared(m->store)) {
+        tf_master_group_begin(m, 0);
+        tf_op_slaves_reset(m->group);
+        tf_master_group_commit(m, NULL, NULL);
+    }
     requeue_loaded(m);
     return 0;
+}
+
+int tf_master_ids(tf_master_t *m, unsigned n)
+{
+    uint64_t cur, first;
+    int rc;
+
+    if (!tf_store_is_shared(m->store))
+        return 0;
+    if (n > TF_STORE_ID_BLOCK)
+        return TF_E2BIG;
+    cur = m->next_build_id;
+    if (m->next_request_id > cur)
+        cur = m->next_request_id;
+    if (m->next_job_id > cur)
+        cur = m->next_job_id;
+    if (cur == 0 || cur + n > m->ids_end) {
+        rc = tf_store_reserve_ids(m->store, &first);
+        if (rc) {
+            tf_error("master", "no block of ids from the database: %s",
+                     tf_strerror(rc));
+            return rc;
+        }
+        cur = first;
+        m->ids_end = first + TF_STORE_ID_BLOCK;
+    }
+    m->next_build_id = m->next_request_id = m->next_job_id = cur;
+    return 0;
+}
+
+/* --- several masters: the queue other masters add to --- */
+
+static void farm_loaded_cb(void *arg, int rc)
+{
+    tf_master_t *m = arg;
+    tf_q_state_t *q = m->farm_q;
+    size_t added = 0;
+
+    m->farm_q = NULL;
+    for (size_t i = 0; rc == 0 && i < q->nrequests; i++) {
+        const tf_ld_request_t *row = &q->requests[i];
+        /* Known here (queued, claiming, running), or running elsewhere:
+         * nothing to do. A request this master ended and freed but whose
+         * end is not committed yet may come back: its claim then fails
+         * and drops it again. */
+        if (row->running || tf_map_get_id(m->requests, row->id))
+            continue;
+        tf_mbuilder_t *mb = tf_master_builder(m, row->builder, false);
+        if (!mb || !mb->cfg)
+            continue;
+        tf_request_t *r = request_from_row(row);
+        if (!r || tf_map_put_id(m->requests, r->id, r) != 0) {
+            tf_request_free(r);
+            continue;
+        }
+        tf_sched_enqueue(m, r);
+        tf_publish_request(m, r, "queued");
+        added++;
+    }
+    if (added)
+        tf_debug("master", "%zu request(s) queued by other masters", added);
+    tf_q_state_clear(q);
+    free(q);
+    if (m->farm_again) {
+        m->farm_again = false;
+        tf_master_farm_changed(m);
+    }
+}
+
+void tf_master_farm_changed(void *arg)
+{
+    tf_master_t *m = arg;
+    tf_q_state_t *q;
+
+    if (m->farm_q) {
+        m->farm_again = true;
+        return;
+    }
+    q = calloc(1, sizeof(*q));
+    if (!q)
+        return;
+    q->q.kind = TF_Q_LOAD_STATE;
+    m->farm_q = q;
+    if (tf_store_query(m->store, &q->q, farm_loaded_cb, m) != 0) {
+        m->farm_q = NULL;
+        free(q);
+    }
 }
 
 tf_config_t *tf_master_apply_config(tf_master_t *m, tf_config_t *cfg)

@@ -41,12 +41,33 @@
  * Reading: a query borrows a reader connection from a pool and runs in a
  * REPEATABLE READ READ ONLY transaction (one snapshot), through db.h.
  * A reader found broken is reconnected before use.
+ *
+ * Several masters on one database (store.shared, issue 15): each holds
+ * the master lock shared (a master without `shared` holds it alone, so
+ * the two kinds never mix); ids come in blocks of TF_STORE_ID_BLOCK from
+ * the sequence tf_ids; a build's rows claim its request
+ *
+ *   UPDATE build_requests SET state = 'running' ... WHERE id =
+ *     (SELECT id ... WHERE id = $r AND state = 'pending'
+ *      FOR UPDATE SKIP LOCKED)
+ *
+ * and fail their group with TF_ESTATE when another master has it (or is
+ * claiming it right now), so a request runs on exactly one master; a
+ * batch that created or requeued requests sends NOTIFY tf_farm, which
+ * PostgreSQL delivers at its commit. A listener thread with its own
+ * connection LISTENs for it and holds the duty lock (the lease of the
+ * single-runner work: mail, pollers, periodic schedulers) when it can:
+ * the lock is PostgreSQL's, so it goes with the connection of a master
+ * that dies and another master's listener takes it within
+ * DUTY_POLL_US.
  */
 #include "store/engine.h"
 
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/select.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +97,13 @@
 /* Held by the write connection for as long as a master uses the database:
  * one master per database in this version ("tfma"). */
 #define MASTER_LOCK_KEY "1952870753"
+/* The lease of the single-runner duties among shared masters ("tfdu"). */
+#define DUTY_LOCK_KEY "1952867445"
+#define DUTY_POLL_US 500000
+/* Batches rerun at once after a deadlock before the writer backs off. */
+#define CONTENDED_RERUNS 8
 
-enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2 };
+enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2, PG_FAIL_CLAIM = 3 };
 
 typedef struct pstmt {
     const char *sql; /* the key: the address of the static text */
@@ -97,6 +123,10 @@ struct tf_engine {
     bool claimed;    /* holds the master lock (and takes it again after a
                       * reconnect) */
     int64_t changes; /* rows the last statement touched */
+    bool shared;     /* one of several masters (store.shared) */
+    bool notify;     /* this batch changed the queue: NOTIFY tf_farm */
+    bool contended;  /* the batch lost to another transaction (40xxx) */
+    unsigned rerun;  /* batches rerun at once for that in a row */
     tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
     unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
     size_t sealcap;
@@ -112,6 +142,16 @@ struct tf_engine {
     unsigned *free_rd; /* indexes of the idle readers (a stack) */
     unsigned nreaders;
     unsigned nfree;
+
+    /* The listener thread (shared masters): LISTEN tf_farm, duty lock. */
+    pthread_t listener;
+    bool listening;           /* the thread was started */
+    atomic_bool stop;         /* set by destroy */
+    atomic_bool duty;         /* holds the duty lock */
+    atomic_int wpid;          /* the write connection's backend: its own
+                               * notifications are not news */
+    void (*farm_cb)(void *arg, bool queue);
+    void *farm_arg;
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -251,6 +291,9 @@ static int classify(tf_engine_t *e, const PGresult *res)
 
     if (!e->w || PQstatus(e->w) != CONNECTION_OK || !state)
         return PG_FAIL_DB;
+    /* A deadlock or serialization failure: another master's transaction
+     * won; trying again at once is the cure (apply_batch). */
+    e->contended = strncmp(state, "40", 2) == 0;
     for (size_t i = 0; i < sizeof(db_wide) / sizeof(db_wide[0]); i++)
         if (strncmp(state, db_wide[i], 2) == 0)
             return PG_FAIL_DB;
@@ -706,8 +749,27 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
     return PG_OK;
 }
 
+/* A shared master's claim (file comment): the request moves to running
+ * for this build only if it is pending and no other transaction holds
+ * its row; else the group fails with PG_FAIL_CLAIM. */
+static const char SQL_BUILD_REQUEST_CLAIM[] =
+    "UPDATE build_requests SET state = 'running', build_id = ?1, "
+    "started_ms = coalesce(started_ms, ?2) WHERE id = (SELECT id FROM "
+    "build_requests WHERE id = ?3 AND state = 'pending' FOR UPDATE SKIP "
+    "LOCKED)";
+
 static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
 {
+    if (e->shared) {
+        EXEC(SQL_BUILD_REQUEST_CLAIM, I(o->id), I(o->created_ms),
+             I(o->request_id));
+        if (e->changes != 1) {
+            fmt_trunc(e->msg, sizeof(e->msg),
+                      "request %" PRIu64 " is not pending here: another "
+                      "master claimed it", o->request_id);
+            return PG_FAIL_CLAIM;
+        }
+    }
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
@@ -1058,8 +1120,11 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return PG_OK;
     }
     case TF_OP_REQUEST_CREATE:
+        e->notify = true;
         return op_request_create(e, &op->u.request_create);
     case TF_OP_REQUEST_REQUEUE:
+        e->notify = true;
+        return op_request_end(e, op->kind, &op->u.request_end);
     case TF_OP_REQUEST_COLLAPSE:
     case TF_OP_REQUEST_CANCEL:
     case TF_OP_REQUEST_DONE:
@@ -1142,8 +1207,11 @@ static const char *group_what(const tf_wgroup_t *g)
  * TF_EEXIST with e->msg naming the master that holds it, or TF_ESTORE. */
 static int take_master_lock(tf_engine_t *e)
 {
-    PGresult *res = PQexec(e->w, "SELECT pg_try_advisory_lock("
-                                 MASTER_LOCK_KEY ")");
+    PGresult *res = PQexec(e->w, e->shared
+                                     ? "SELECT pg_try_advisory_lock_shared("
+                                       MASTER_LOCK_KEY ")"
+                                     : "SELECT pg_try_advisory_lock("
+                                       MASTER_LOCK_KEY ")");
     bool got;
 
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -1161,8 +1229,10 @@ static int take_master_lock(tf_engine_t *e)
                        "l.locktype = 'advisory' AND l.granted AND "
                        "l.classid = 0 AND l.objid = " MASTER_LOCK_KEY);
     fmt_trunc(e->msg, sizeof(e->msg),
-              "another master uses this database (%s): one tf-master per "
-              "database in this version",
+              e->shared ? "a master without store.shared uses this database "
+                          "(%s): shared masters run only beside each other"
+                        : "another master uses this database (%s): one "
+                          "tf-master per database without store.shared",
               res && PQresultStatus(res) == PGRES_TUPLES_OK &&
                       PQntuples(res) > 0
                   ? PQgetvalue(res, 0, 0)
@@ -1179,10 +1249,19 @@ static int take_master_lock(tf_engine_t *e)
  * starts and stops waiting. The master holding the lock loses it as soon
  * as PostgreSQL sees its connection close (its process died, or its
  * machine: then when TCP keepalives give up on it). */
-static int claim(tf_engine_t *e, bool wait)
+static int shared_ids_init(tf_engine_t *e);
+static PGconn **reader_acquire(tf_engine_t *e);
+static void reader_release(tf_engine_t *e, PGconn **slot);
+static bool reader_ready(tf_engine_t *e, PGconn **c);
+
+static int claim(tf_engine_t *e, bool wait, bool shared)
 {
     bool waited = false;
     int rc;
+
+    e->shared = shared;
+    if (e->w)
+        atomic_store(&e->wpid, PQbackendPID(e->w));
 
     for (;;) {
         rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
@@ -1211,7 +1290,177 @@ static int claim(tf_engine_t *e, bool wait)
         tf_warn(SUB, "%s: standby: the other master is gone; taking over",
                 e->shown);
     e->claimed = true;
+    return shared ? shared_ids_init(e) : 0;
+}
+
+/* ---- Several masters (store.shared) ---- */
+
+/* The id sequence: created by the first shared master, and moved past
+ * the ids a master without `shared` (or a migration) gave out since, under
+ * the migration lock so two masters starting together agree. It only
+ * ever moves forward while a shared master may be taking blocks. */
+static int shared_ids_init(tf_engine_t *e)
+{
+    static const char *const steps[] = {
+        "BEGIN",
+        "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")",
+        "CREATE SEQUENCE IF NOT EXISTS tf_ids INCREMENT BY "
+        TF_STORE_ID_BLOCK_STR " MINVALUE 1",
+        "SELECT setval('tf_ids', m) FROM (SELECT greatest((SELECT "
+        "coalesce(max(id), 0) FROM builds), (SELECT coalesce(max(id), 0) "
+        "FROM build_requests), (SELECT coalesce(max(id), 0) FROM try_jobs)) "
+        "+ 1 AS m) x, tf_ids WHERE m > last_value + " TF_STORE_ID_BLOCK_STR
+        " OR (NOT is_called AND m > last_value)",
+        "COMMIT",
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        PGresult *res = PQexec(e->w, steps[i]);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            tf_error(SUB, "%s: preparing the id sequence: %s", e->shown,
+                     res ? PQresultErrorMessage(res)
+                         : PQerrorMessage(e->w));
+            PQclear(res);
+            res = PQexec(e->w, "ROLLBACK");
+            PQclear(res);
+            return TF_ESTORE;
+        }
+        PQclear(res);
+    }
     return 0;
+}
+
+/* The engine's reserve_ids (engine.h): one nextval on a reader
+ * connection, outside any transaction (a sequence is not transactional:
+ * a block is never given twice). */
+static int reserve_ids(tf_engine_t *e, uint64_t *first)
+{
+    PGconn **c = reader_acquire(e);
+    PGresult *res = NULL;
+    int rc = TF_ESTORE;
+
+    if (!reader_ready(e, c))
+        goto out;
+    res = PQexec(*c, "SELECT nextval('tf_ids')");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1) {
+        tf_warn(SUB, "%s: taking a block of ids: %s", e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(*c));
+        goto out;
+    }
+    *first = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    rc = *first ? 0 : TF_ESTORE;
+out:
+    PQclear(res);
+    reader_release(e, c);
+    return rc;
+}
+
+/* One turn of the listener: the duty lock if it is free, then whatever
+ * notifications came. Returns false when the connection broke. */
+static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
+                        bool *queue)
+{
+    PGnotify *n;
+
+    if (!atomic_load(&e->duty)) {
+        PGresult *res = PQexec(c, "SELECT pg_try_advisory_lock("
+                                  DUTY_LOCK_KEY ")");
+        bool got = res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                   strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+            PQclear(res);
+            return false;
+        }
+        PQclear(res);
+        if (got) {
+            tf_info(SUB, "%s: this master now runs mail, pollers and "
+                    "periodic schedulers (the duty lease)", e->shown);
+            atomic_store(&e->duty, true);
+            *notified = *queue = true;
+        }
+    }
+    if (!PQconsumeInput(c))
+        return false;
+    while ((n = PQnotifies(c)) != NULL) {
+        if (n->be_pid == atomic_load(&e->wpid)) {
+            PQfreemem(n);
+            continue;
+        }
+        *notified = true;
+        if (!n->extra || strcmp(n->extra, "state") != 0)
+            *queue = true;
+        PQfreemem(n);
+    }
+    return PQstatus(c) == CONNECTION_OK;
+}
+
+static void *listener_main(void *arg)
+{
+    tf_engine_t *e = arg;
+    PGconn *c = NULL;
+    char why[256];
+
+    while (!atomic_load(&e->stop)) {
+        bool notified = false, queue = false;
+        if (!c) {
+            c = connect_url(e->url, why, sizeof(why));
+            PGresult *res = c ? PQexec(c, "LISTEN tf_farm") : NULL;
+            bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+            PQclear(res);
+            if (!ok) {
+                if (c)
+                    PQfinish(c);
+                c = NULL;
+                usleep(DUTY_POLL_US);
+                continue;
+            }
+            /* what happened while not listening */
+            notified = queue = true;
+        }
+        if (!listen_turn(e, c, &notified, &queue)) {
+            if (atomic_exchange(&e->duty, false))
+                tf_warn(SUB, "%s: the listener lost its connection: this "
+                        "master gives up the duty lease", e->shown);
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        if (notified && e->farm_cb)
+            e->farm_cb(e->farm_arg, queue);
+        int fd = PQsocket(c);
+        fd_set rd;
+        struct timeval tv = {.tv_sec = 0, .tv_usec = DUTY_POLL_US};
+        FD_ZERO(&rd);
+        if (fd >= 0 && fd < FD_SETSIZE) {
+            FD_SET(fd, &rd);
+            select(fd + 1, &rd, NULL, NULL, &tv);
+        } else {
+            usleep(DUTY_POLL_US);
+        }
+    }
+    if (c)
+        PQfinish(c);
+    return NULL;
+}
+
+/* The engine's watch (engine.h): starts the listener. */
+static int watch(tf_engine_t *e, void (*cb)(void *arg, bool queue),
+                 void *arg)
+{
+    if (!e->shared)
+        return 0;
+    e->farm_cb = cb;
+    e->farm_arg = arg;
+    if (pthread_create(&e->listener, NULL, listener_main, e) != 0)
+        return TF_ENOMEM;
+    e->listening = true;
+    return 0;
+}
+
+static bool has_duty(tf_engine_t *e)
+{
+    return !e->shared || atomic_load(&e->duty);
 }
 
 /* A write connection that works, reconnecting when the last one broke. */
@@ -1240,6 +1489,7 @@ static bool writer_ready(tf_engine_t *e)
         e->w = NULL;
         return false;
     }
+    atomic_store(&e->wpid, PQbackendPID(e->w));
     tf_info(SUB, "%s: write connection (re)established", e->shown);
     return true;
 }
@@ -1262,8 +1512,10 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
 
     if (!writer_ready(e))
         goto fail;
+    e->contended = false;
     if (ctl(e, "BEGIN") != PG_OK)
         goto fail;
+    e->notify = false;
     for (size_t i = 0; i < n; i++, g = g->next) {
         g->rc = 0;
         if (g->poisoned) {
@@ -1275,18 +1527,29 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
         r = apply_group(e, g);
         if (r == PG_FAIL_DB)
             goto fail;
-        if (r == PG_FAIL_GROUP) {
-            tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                    group_what(g));
-            g->rc = TF_ESTORE;
+        if (r == PG_FAIL_GROUP || r == PG_FAIL_CLAIM) {
+            if (r == PG_FAIL_CLAIM)
+                tf_info(SUB, "%s", e->msg);
+            else
+                tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
+                        group_what(g));
+            g->rc = r == PG_FAIL_CLAIM ? TF_ESTATE : TF_ESTORE;
             if (ctl(e, "ROLLBACK TO SAVEPOINT tf_op") != PG_OK)
                 goto fail;
         }
         if (ctl(e, "RELEASE SAVEPOINT tf_op") != PG_OK)
             goto fail;
     }
+    /* Delivered to every listener at the commit, never before: "queue"
+     * when requests were added or put back, "state" for anything else
+     * (the other masters' cached answers are stale). */
+    if (e->shared &&
+        ctl(e, e->notify ? "NOTIFY tf_farm, 'queue'"
+                         : "NOTIFY tf_farm, 'state'") != PG_OK)
+        goto fail;
     if (ctl(e, "COMMIT") != PG_OK)
         goto fail;
+    e->rerun = 0;
     return TF_ENG_OK;
 
 fail:
@@ -1295,6 +1558,16 @@ fail:
         PGresult *res = PQexec(e->w, "ROLLBACK");
         PQclear(res);
     }
+    /* Masters sharing the database deadlock now and then on rows they
+     * all touch (a builder's counters): the batch runs again at once, a
+     * few times, before it counts as the database failing. */
+    if (e->contended && e->rerun < CONTENDED_RERUNS &&
+        PQstatus(e->w) == CONNECTION_OK) {
+        e->rerun++;
+        tf_info(SUB, "%s: %s; running the batch again", e->shown, e->msg);
+        return TF_ENG_RETRY_NOW;
+    }
+    e->rerun = 0;
     fmt_trunc(err, errlen, "PostgreSQL: %s", e->msg);
     return TF_ENG_DB_FAILED;
 }
@@ -1717,6 +1990,11 @@ static void destroy(tf_engine_t *e)
 {
     if (!e)
         return;
+    if (e->listening) {
+        atomic_store(&e->stop, true);
+        pthread_join(e->listener, NULL);
+        e->listening = false;
+    }
     close_writer(e);
     for (unsigned i = 0; i < e->nreaders; i++)
         if (e->readers[i])
@@ -1796,6 +2074,9 @@ const tf_engine_vt_t tf_engine_pg = {
     .apply_batch = apply_batch,
     .query = query,
     .claim = claim,
+    .reserve_ids = reserve_ids,
+    .watch = watch,
+    .has_duty = has_duty,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
     .close_writer = close_writer,
@@ -1962,7 +2243,7 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
         sqlite3_close(src);
         return rc;
     }
-    if (claim(e, false) != 0) {
+    if (claim(e, false, false) != 0) {
         fmt_trunc(msg, msglen, "%s", e->msg);
         rc = TF_EEXIST;
         goto out;

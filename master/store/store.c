@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -110,6 +111,12 @@ struct tf_store {
     size_t hard_bytes;
     tf_store_congestion_cb congestion_cb;
     void *congestion_arg;
+    bool shared;
+    void (*farm_cb)(void *arg);
+    void *farm_arg;
+    atomic_bool farm_pending; /* set by the engine's listener: another
+                               * master committed something */
+    atomic_bool farm_queue;   /* ... and it touched the queue */
     int schema_version;
     unsigned close_grace_ms;
     const tf_engine_vt_t *vt;
@@ -778,6 +785,33 @@ static void maybe_finish_close(tf_store_t *s)
     uv_close((uv_handle_t *)&s->async, on_async_closed);
 }
 
+/* The engine's listener thread: another master changed the queue. */
+static void farm_notify(void *arg, bool queue)
+{
+    tf_store_t *s = arg;
+    if (queue)
+        atomic_store(&s->farm_queue, true);
+    atomic_store(&s->farm_pending, true);
+    uv_async_send(&s->async);
+}
+
+int tf_store_reserve_ids(tf_store_t *s, uint64_t *first)
+{
+    if (!s->shared || !s->vt->reserve_ids)
+        return TF_ESTATE;
+    return s->vt->reserve_ids(s->eng, first);
+}
+
+bool tf_store_has_duty(tf_store_t *s)
+{
+    return !s->shared || !s->vt->has_duty || s->vt->has_duty(s->eng);
+}
+
+bool tf_store_is_shared(const tf_store_t *s)
+{
+    return s->shared;
+}
+
 static void on_async(uv_async_t *h)
 {
     tf_store_t *s = h->data;
@@ -791,6 +825,13 @@ static void on_async(uv_async_t *h)
     pthread_mutex_unlock(&s->mu);
 
     report_congestion(s); /* a rise seen by a submit */
+    /* Another master's commit: answers cached on the generation are
+     * stale (the API's cache), and its new requests are to be seen. */
+    if (atomic_exchange(&s->farm_pending, false)) {
+        __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELAXED);
+        if (atomic_exchange(&s->farm_queue, false) && s->farm_cb)
+            s->farm_cb(s->farm_arg);
+    }
 
     /* Account for the whole list before the callbacks run, so writes they
      * submit see the room these groups leave. The groups themselves are
@@ -1165,6 +1206,9 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     if (opts) {
         s->congestion_cb = opts->congestion_cb;
         s->congestion_arg = opts->congestion_arg;
+        s->shared = opts->exclusive && opts->shared;
+        s->farm_cb = opts->farm_cb;
+        s->farm_arg = opts->farm_arg;
     }
     s->path = shown_path(path);
     if (!s->path) {
@@ -1175,7 +1219,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     if (rc != 0)
         goto out;
     if (opts && opts->exclusive && s->vt->claim) {
-        rc = s->vt->claim(s->eng, opts->standby);
+        rc = s->vt->claim(s->eng, opts->standby, opts->shared);
         if (rc != 0)
             goto out;
     }
@@ -1196,6 +1240,10 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         uv_close((uv_handle_t *)&s->async, on_failed_open_closed);
         return rc;
     }
+    if (opts && opts->exclusive && opts->shared && s->vt->watch &&
+        s->vt->watch(s->eng, farm_notify, s) != 0)
+        tf_error(SUB, "%s: cannot watch the other masters: this master "
+                 "sees their requests only at its next restart", s->path);
     tf_info(SUB, "%s: open (%s) at schema version %d, %u readers", s->path,
             s->vt->name, s->schema_version, nreaders);
     *out = s;

@@ -47,6 +47,10 @@
 #include "email.h" /* TF_EMAIL_MAX */
 #include "names.h" /* TF_NAME_MAX */
 
+/* Shared masters (store.shared) take ids in blocks of this many. */
+#define TF_STORE_ID_BLOCK 1000
+#define TF_STORE_ID_BLOCK_STR "1000"
+
 typedef struct tf_store tf_store_t;
 typedef struct tf_wgroup tf_wgroup_t;
 
@@ -70,6 +74,14 @@ typedef struct tf_store_opts {
                               * commands (user, mail) leave it false */
     bool standby;            /* with exclusive: wait until the other
                               * master goes instead of refusing */
+    bool shared;             /* with exclusive: one of several active
+                              * masters on the database (PostgreSQL's
+                              * store.shared, issue 15) */
+    void (*farm_cb)(void *arg); /* shared: called on the loop thread when
+                                 * another master may have changed the
+                                 * queue, or this one gained the duty
+                                 * lease */
+    void *farm_arg;
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,
@@ -109,6 +121,20 @@ typedef struct tf_store_health {
 
 /* Snapshot of the writer's state (any thread). */
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
+
+/* Shared masters: the first of TF_STORE_ID_BLOCK consecutive ids (for
+ * requests, builds and jobs alike) that no other master gets. Blocks the
+ * calling thread for one round trip to the database. Returns 0,
+ * TF_ESTATE when the store is not shared, or TF_ESTORE. */
+int tf_store_reserve_ids(tf_store_t *s, uint64_t *first);
+
+/* Whether this master runs the single-runner duties (mail, pollers,
+ * periodic schedulers): always, except a shared master that does not
+ * hold the duty lease. Any thread. */
+bool tf_store_has_duty(tf_store_t *s);
+
+/* Whether the store was opened with opts.shared. */
+bool tf_store_is_shared(const tf_store_t *s);
 
 /* A counter that moves whenever the stored state may have changed: when
  * a group holding more than progress (output chunks, the event chain,

@@ -1,0 +1,154 @@
+"""Several active masters on one PostgreSQL database (issue 15, point 2):
+`"store": {"postgres": URL, "shared": true}`. Each master claims
+requests for its own slaves only (SKIP LOCKED in the claim), ids come
+from one sequence, new requests reach every master through LISTEN/NOTIFY,
+and mail, pollers and periodic schedulers run on the holder of the duty
+lease, which another master takes within seconds when it dies. The
+server comes from the pg_cluster fixture (tfpytest.py)."""
+
+import concurrent.futures
+import time
+
+import pytest
+
+from tfharness import BUILD_DIR, wait_for
+
+TF_MASTER = BUILD_DIR / "master" / "tf-master"
+DUTY = "the duty lease"
+
+
+def config(slaves, **top):
+    cfg = {"name": "multi", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": s} for s in slaves],
+           "builders": [
+               {"name": "quick", "steps": [
+                   {"name": "hi", "command": "echo hi $TF_BUILDER"}]}]}
+    cfg.update(top)
+    return cfg
+
+
+def shared(cfg, url):
+    return dict(cfg, store={"postgres": url, "shared": True})
+
+
+def start_masters(farm, cfg, url, n):
+    return [farm.master(shared(cfg, url), name=f"m{i}") for i in range(n)]
+
+
+def duty_holders(masters):
+    return [m for m in masters if DUTY in m.log_text()]
+
+
+def test_shared_needs_postgres_and_excludes_standby(farm, pg_url):
+    m = farm.master(config(["s1"], store={"shared": True}), start=False)
+    r = farm.run([TF_MASTER, "checkconfig", m.dir])
+    assert r.returncode != 0
+    assert "store.shared" in r.stderr and "needs `postgres`" in r.stderr, r
+    m.write_config(config(["s1"], store={"postgres": pg_url, "shared": True,
+                                         "standby": True}))
+    r = farm.run([TF_MASTER, "checkconfig", m.dir])
+    assert r.returncode != 0
+    assert "exclude each other" in r.stderr, r.stderr
+
+
+def test_shared_and_lone_masters_never_mix(farm, pg_url):
+    """A master without `shared` refuses a database shared masters use,
+    and a shared master refuses one a lone master holds."""
+    cfg = config(["s1"])
+    a = farm.master(shared(cfg, pg_url), name="a")
+    lone = farm.master(cfg, store=pg_url, name="lone", start=False)
+    lone.start(wait=False)
+    assert lone.proc.wait_exit(30) != 0
+    assert "another master uses this database" in lone.log_text()
+    a.stop()
+    lone.start()
+    b = farm.master(shared(cfg, pg_url), name="b", start=False)
+    b.start(wait=False)
+    assert b.proc.wait_exit(30) != 0
+    text = b.log_text()
+    assert "a master without store.shared uses this database" in text, text
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_across_three_masters_runs_each_request_once(farm, pg_url,
+                                                             pg_cluster):
+    """Three masters, two slaves on each; 1,000 requests forced through
+    all three at once. Every request ends with exactly one build, the
+    builds ran on the slaves of every master, ids never collide, and each
+    master's API shows builds another master ran."""
+    slaves = [f"s{i}" for i in range(6)]
+    cfg = config(slaves)
+    ms = start_masters(farm, cfg, pg_url, 3)
+    for i, s in enumerate(slaves):
+        farm.slave(ms[i % 3], s)
+    for i, s in enumerate(slaves):
+        ms[i % 3].wait_slave_connected(s)
+    n = 1000
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        ids = list(ex.map(lambda i: ms[i % 3].force("quick"), range(n)))
+    assert len(set(ids)) == n, "request ids repeat across masters"
+    db = pg_cluster.dbname(pg_url)
+
+    def all_done():
+        out = pg_cluster.psql("SELECT count(*) FROM build_requests WHERE "
+                              "state <> 'done'", db=db)
+        return out.strip() == "0"
+    wait_for(all_done, 240, "1,000 requests to be done", farm, interval=1)
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT request_id), "
+                           "count(DISTINCT slave), count(*) FILTER (WHERE "
+                           "result <> 0) FROM builds", db=db).strip()
+    assert rows == f"{n}|{n}|6|0", rows
+    # Each master's slaves ran some of them.
+    per_slave = pg_cluster.psql("SELECT slave, count(*) FROM builds GROUP "
+                                "BY slave ORDER BY slave", db=db).split()
+    assert len(per_slave) == 6 and all(
+        int(x.split("|")[1]) > 0 for x in per_slave), per_slave
+    # A build another master ran reads the same from every master.
+    last = int(pg_cluster.psql("SELECT max(id) FROM builds", db=db))
+    views = [m.build(last) for m in ms]
+    assert all(v["result"] == "SUCCESS" for v in views), views
+    assert len({v["slave"] for v in views}) == 1
+    logs = {m.step_log(last, 0) for m in ms}
+    assert logs == {b"hi quick\n"}, logs
+
+
+@pytest.mark.timeout(180)
+def test_a_request_forced_on_one_master_runs_on_anothers_slave(farm,
+                                                              pg_url):
+    """The only slave is on b; the request is forced through a: b hears of
+    it (NOTIFY), claims it, runs it; a's API follows it to the end."""
+    cfg = config(["s1"])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    t0 = time.monotonic()
+    req = a.force("quick")
+    done = a.wait_request_done(req, 30)
+    assert done["result"] == "SUCCESS" and done["slave"] == "s1", done
+    assert time.monotonic() - t0 < 10
+    assert a.step_log(done["id"], 0) == b"hi quick\n"
+    assert b.build(done["id"])["number"] == done["number"]
+
+
+@pytest.mark.timeout(120)
+def test_the_duty_lease_is_held_once_and_taken_over_when_its_master_dies(
+        farm, pg_url):
+    """Mail, pollers and periodic schedulers run on one master: the one
+    that logs taking the duty lease. Killed (-9), another takes it within
+    seconds."""
+    cfg = config(["s1"])
+    ms = start_masters(farm, cfg, pg_url, 3)
+    wait_for(lambda: len(duty_holders(ms)) == 1, 15, "one duty holder",
+             farm)
+    time.sleep(1.5)  # the others keep trying and keep failing
+    holders = duty_holders(ms)
+    assert len(holders) == 1, [m.name for m in holders]
+    first = holders[0]
+    first.kill9()
+    rest = [m for m in ms if m is not first]
+    t0 = time.monotonic()
+    wait_for(lambda: len(duty_holders(rest)) == 1, 15,
+             "another master to take the duty lease", farm, interval=0.1)
+    assert time.monotonic() - t0 < 5
+    time.sleep(1.5)
+    assert len(duty_holders(rest)) == 1

@@ -60,6 +60,22 @@ bool tf_job_request_added(tf_master_t *m, uint64_t job_id)
 void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
 {
     tf_mjob_t *j = job_get(m, job_id);
+    /* Several masters (store.shared): a job's requests run on any of
+     * them, so none counts them in memory; the database ends the job
+     * (and queues its mail) with the commit of its last request's end. */
+    if (tf_store_is_shared(m->store)) {
+        const tf_cfg_mail_t *mc = &m->cfg->mail;
+        tf_op_job_settle(m->group, job_id, mc->enabled && mc->try_jobs,
+                         tf_now_ms());
+        if (mc->enabled && mc->try_jobs)
+            m->group_mail = true;
+        /* Kept for cancelling while this master knows open requests. */
+        if (j && j->nopen > 0 && --j->nopen == 0) {
+            tf_map_del_id(m->jobs, j->id);
+            free(j);
+        }
+        return;
+    }
     if (!j)
         return;
     j->result = j->has_result ? tf_result_worst(j->result, result) : result;

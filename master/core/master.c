@@ -556,15 +556,21 @@ static void farm_loaded_cb(void *arg, int rc)
     free(q);
     if (m->farm_again) {
         m->farm_again = false;
-        tf_master_farm_changed(m);
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
     }
 }
 
-void tf_master_farm_changed(void *arg)
+void tf_master_farm_changed(void *arg, unsigned what)
 {
     tf_master_t *m = arg;
     tf_q_state_t *q;
 
+    /* Mail another master queued goes out from here if this master holds
+     * the duty lease (the sender checks it). */
+    if ((what & TF_FARM_MAIL) && m->mail_wake)
+        m->mail_wake(m);
+    if (!(what & TF_FARM_QUEUE))
+        return;
     if (m->farm_q) {
         m->farm_again = true;
         return;

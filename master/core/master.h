@@ -418,7 +418,7 @@ int tf_master_ids(tf_master_t *m, unsigned n);
 /* A shared master's store saw another master change the queue (or this
  * one gained the duty lease): pending requests this master does not
  * hold yet are loaded and queued. Loop thread. */
-void tf_master_farm_changed(void *arg);
+void tf_master_farm_changed(void *arg, unsigned what);
 
 /* Queues m->group as one all-or-nothing unit; cb (may be NULL) fires
  * after its commit or failure. When it cannot be queued (out of memory,

@@ -85,10 +85,10 @@ typedef struct tf_engine_vt {
     int (*reserve_ids)(tf_engine_t *e, uint64_t *first);
 
     /* Optional: after the writer started, starts watching for other
-     * masters' changes; cb(arg, queue) runs on a thread of the engine
-     * each time, queue telling whether requests were added or put back
-     * (also when this master gains the duty lease). */
-    int (*watch)(tf_engine_t *e, void (*cb)(void *arg, bool queue),
+     * masters' changes; cb(arg, what) runs on a thread of the engine
+     * each time, what holding TF_FARM_* (store.h) of what changed besides
+     * anything (0), both when this master gains the duty lease. */
+    int (*watch)(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
                  void *arg);
 
     /* Optional (NULL: always true): this master holds the duty lease

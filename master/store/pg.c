@@ -79,6 +79,7 @@
 
 #include "log.h"
 #include "names.h"
+#include "result.h"
 #include "store/db_impl.h"
 #include "store/logblock.h"
 #include "store/pg_schema.h"
@@ -125,6 +126,7 @@ struct tf_engine {
     int64_t changes; /* rows the last statement touched */
     bool shared;     /* one of several masters (store.shared) */
     bool notify;     /* this batch changed the queue: NOTIFY tf_farm */
+    bool notify_mail; /* ... queued mail */
     bool contended;  /* the batch lost to another transaction (40xxx) */
     unsigned rerun;  /* batches rerun at once for that in a row */
     tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
@@ -150,7 +152,7 @@ struct tf_engine {
     atomic_bool duty;         /* holds the duty lock */
     atomic_int wpid;          /* the write connection's backend: its own
                                * notifications are not news */
-    void (*farm_cb)(void *arg, bool queue);
+    void (*farm_cb)(void *arg, unsigned what);
     void *farm_arg;
 };
 
@@ -988,6 +990,54 @@ static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
     return PG_OK;
 }
 
+static const char SQL_JOB_LOCK[] =
+    "SELECT CASE WHEN state IN ('finished', 'cancelled') THEN 1 ELSE 0 END "
+    "FROM try_jobs WHERE id = ?1 FOR UPDATE";
+static const char SQL_JOB_REQUESTS[] =
+    "SELECT CASE WHEN state IN ('pending', 'running') THEN 1 ELSE 0 END, "
+    "CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END, coalesce(result, -1) "
+    "FROM build_requests WHERE job_id = ?1";
+
+/* tf_op_job_settle (store.h). The lock comes first: a master ending the
+ * job's other last request waits here for this one's commit, and its
+ * next statement (READ COMMITTED) sees this request ended. */
+static int op_job_settle(tf_engine_t *e, const tf_op_job_end_t *o)
+{
+    tf_sqlval_t v[] = {I(o->id)};
+    int64_t ended = 0;
+    bool found = false, cancelled = false, any = false;
+    tf_result_t worst = TF_SUCCESS;
+    PGresult *res = NULL;
+    int r = query_ints(e, SQL_JOB_LOCK, v, 1, &ended, 1, &found);
+
+    if (r != PG_OK || !found || ended)
+        return r;
+    r = exec_rows(e, SQL_JOB_REQUESTS, v, 1, &res);
+    if (r != PG_OK)
+        return r;
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (strcmp(PQgetvalue(res, i, 0), "1") == 0) {
+            PQclear(res);
+            return PG_OK; /* one is still to end */
+        }
+        cancelled |= strcmp(PQgetvalue(res, i, 1), "1") == 0;
+        long long x = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        if (x >= 0) {
+            worst = any ? tf_result_worst(worst, (tf_result_t)x)
+                        : (tf_result_t)x;
+            any = true;
+        }
+    }
+    PQclear(res);
+    EXEC(SQL_JOB_FINISH, T(cancelled ? "cancelled" : "finished"),
+         I(worst), I(o->time_ms), I(o->id));
+    if (o->mail)
+        EXEC(SQL_MAIL_JOB, I(o->id), I(o->time_ms));
+    tf_info(SUB, "job %" PRIu64 " %s: %s", o->id,
+            cancelled ? "cancelled" : "finished", tf_result_name(worst));
+    return PG_OK;
+}
+
 static int op_job(tf_engine_t *e, const tf_op_t *op)
 {
     switch (op->kind) {
@@ -1016,10 +1066,15 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
         break;
     }
     case TF_OP_MAIL_JOB:
+        e->notify_mail = true;
         EXEC(SQL_MAIL_JOB, I(op->u.mail_job.job_id),
              I(op->u.mail_job.time_ms));
         break;
+    case TF_OP_JOB_SETTLE:
+        e->notify_mail |= op->u.job_end.mail;
+        return op_job_settle(e, &op->u.job_end);
     case TF_OP_MAIL_BUILD: {
+        e->notify_mail = true;
         const tf_op_mail_build_t *o = &op->u.mail_build;
         EXEC(SQL_MAIL_BUILD, I(o->build_id), T(o->builder), I(o->result),
              I(o->mode), T(o->recipients_json), I(o->time_ms));
@@ -1359,7 +1414,7 @@ out:
 /* One turn of the listener: the duty lock if it is free, then whatever
  * notifications came. Returns false when the connection broke. */
 static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
-                        bool *queue)
+                        unsigned *what)
 {
     PGnotify *n;
 
@@ -1377,7 +1432,8 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
             tf_info(SUB, "%s: this master now runs mail, pollers and "
                     "periodic schedulers (the duty lease)", e->shown);
             atomic_store(&e->duty, true);
-            *notified = *queue = true;
+            *notified = true;
+            *what |= TF_FARM_QUEUE | TF_FARM_MAIL;
         }
     }
     if (!PQconsumeInput(c))
@@ -1388,8 +1444,10 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
             continue;
         }
         *notified = true;
-        if (!n->extra || strcmp(n->extra, "state") != 0)
-            *queue = true;
+        if (n->extra && strcmp(n->extra, "queue") == 0)
+            *what |= TF_FARM_QUEUE;
+        else if (n->extra && strcmp(n->extra, "mail") == 0)
+            *what |= TF_FARM_MAIL;
         PQfreemem(n);
     }
     return PQstatus(c) == CONNECTION_OK;
@@ -1402,7 +1460,8 @@ static void *listener_main(void *arg)
     char why[256];
 
     while (!atomic_load(&e->stop)) {
-        bool notified = false, queue = false;
+        bool notified = false;
+        unsigned what = 0;
         if (!c) {
             c = connect_url(e->url, why, sizeof(why));
             PGresult *res = c ? PQexec(c, "LISTEN tf_farm") : NULL;
@@ -1416,9 +1475,10 @@ static void *listener_main(void *arg)
                 continue;
             }
             /* what happened while not listening */
-            notified = queue = true;
+            notified = true;
+            what = TF_FARM_QUEUE | TF_FARM_MAIL;
         }
-        if (!listen_turn(e, c, &notified, &queue)) {
+        if (!listen_turn(e, c, &notified, &what)) {
             if (atomic_exchange(&e->duty, false))
                 tf_warn(SUB, "%s: the listener lost its connection: this "
                         "master gives up the duty lease", e->shown);
@@ -1427,7 +1487,7 @@ static void *listener_main(void *arg)
             continue;
         }
         if (notified && e->farm_cb)
-            e->farm_cb(e->farm_arg, queue);
+            e->farm_cb(e->farm_arg, what);
         int fd = PQsocket(c);
         fd_set rd;
         struct timeval tv = {.tv_sec = 0, .tv_usec = DUTY_POLL_US};
@@ -1445,7 +1505,7 @@ static void *listener_main(void *arg)
 }
 
 /* The engine's watch (engine.h): starts the listener. */
-static int watch(tf_engine_t *e, void (*cb)(void *arg, bool queue),
+static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
                  void *arg)
 {
     if (!e->shared)
@@ -1515,7 +1575,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
     e->contended = false;
     if (ctl(e, "BEGIN") != PG_OK)
         goto fail;
-    e->notify = false;
+    e->notify = e->notify_mail = false;
     for (size_t i = 0; i < n; i++, g = g->next) {
         g->rc = 0;
         if (g->poisoned) {
@@ -1544,8 +1604,10 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
      * when requests were added or put back, "state" for anything else
      * (the other masters' cached answers are stale). */
     if (e->shared &&
-        ctl(e, e->notify ? "NOTIFY tf_farm, 'queue'"
-                         : "NOTIFY tf_farm, 'state'") != PG_OK)
+        ((e->notify && ctl(e, "NOTIFY tf_farm, 'queue'") != PG_OK) ||
+         (e->notify_mail && ctl(e, "NOTIFY tf_farm, 'mail'") != PG_OK) ||
+         (!e->notify && !e->notify_mail &&
+          ctl(e, "NOTIFY tf_farm, 'state'") != PG_OK)))
         goto fail;
     if (ctl(e, "COMMIT") != PG_OK)
         goto fail;

@@ -112,11 +112,11 @@ struct tf_store {
     tf_store_congestion_cb congestion_cb;
     void *congestion_arg;
     bool shared;
-    void (*farm_cb)(void *arg);
+    void (*farm_cb)(void *arg, unsigned what);
     void *farm_arg;
     atomic_bool farm_pending; /* set by the engine's listener: another
                                * master committed something */
-    atomic_bool farm_queue;   /* ... and it touched the queue */
+    atomic_uint farm_what;    /* ... TF_FARM_* of what it touched */
     int schema_version;
     unsigned close_grace_ms;
     const tf_engine_vt_t *vt;
@@ -786,11 +786,10 @@ static void maybe_finish_close(tf_store_t *s)
 }
 
 /* The engine's listener thread: another master changed the queue. */
-static void farm_notify(void *arg, bool queue)
+static void farm_notify(void *arg, unsigned what)
 {
     tf_store_t *s = arg;
-    if (queue)
-        atomic_store(&s->farm_queue, true);
+    atomic_fetch_or(&s->farm_what, what);
     atomic_store(&s->farm_pending, true);
     uv_async_send(&s->async);
 }
@@ -829,8 +828,9 @@ static void on_async(uv_async_t *h)
      * stale (the API's cache), and its new requests are to be seen. */
     if (atomic_exchange(&s->farm_pending, false)) {
         __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELAXED);
-        if (atomic_exchange(&s->farm_queue, false) && s->farm_cb)
-            s->farm_cb(s->farm_arg);
+        unsigned what = atomic_exchange(&s->farm_what, 0);
+        if (what && s->farm_cb)
+            s->farm_cb(s->farm_arg, what);
     }
 
     /* Account for the whole list before the callbacks run, so writes they

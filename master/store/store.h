@@ -51,6 +51,12 @@
 #define TF_STORE_ID_BLOCK 1000
 #define TF_STORE_ID_BLOCK_STR "1000"
 
+/* What another shared master's commit changed (tf_store_opts_t.farm_cb). */
+enum {
+    TF_FARM_QUEUE = 1, /* requests added or put back */
+    TF_FARM_MAIL = 2,  /* mail queued in the outbox */
+};
+
 typedef struct tf_store tf_store_t;
 typedef struct tf_wgroup tf_wgroup_t;
 
@@ -77,10 +83,11 @@ typedef struct tf_store_opts {
     bool shared;             /* with exclusive: one of several active
                               * masters on the database (PostgreSQL's
                               * store.shared, issue 15) */
-    void (*farm_cb)(void *arg); /* shared: called on the loop thread when
-                                 * another master may have changed the
-                                 * queue, or this one gained the duty
-                                 * lease */
+    void (*farm_cb)(void *arg, unsigned what);
+                             /* shared: called on the loop thread when
+                              * another master committed changes to the
+                              * queue or the outbox (what: TF_FARM_*), or
+                              * this one gained the duty lease (both) */
     void *farm_arg;
 } tf_store_opts_t;
 
@@ -432,6 +439,16 @@ int tf_op_job_create(tf_wgroup_t *g, const tf_job_rec_t *j);
 int tf_op_job_running(tf_wgroup_t *g, uint64_t id);
 int tf_op_job_finish(tf_wgroup_t *g, uint64_t id, const char *state,
                      int result, int64_t time_ms);
+
+/* Several masters (store.shared, PostgreSQL only): one of the job's
+ * requests ended, on whichever master. Inside the transaction, with the
+ * job's row locked, the job ends when none of its requests is pending or
+ * running any more: result the worst of theirs, state "cancelled" when
+ * one was cancelled, and with mail its report queued (once: the outbox
+ * keeps one row per job). Masters ending a job's last two requests at
+ * once serialize on that row, so exactly one of them ends it. */
+int tf_op_job_settle(tf_wgroup_t *g, uint64_t id, bool mail,
+                     int64_t time_ms);
 
 /* Mail outbox rows, committed with the event that causes them (the mail
  * sender picks them up): a try job's report, unless the job asked for no

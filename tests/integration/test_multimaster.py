@@ -152,3 +152,57 @@ def test_the_duty_lease_is_held_once_and_taken_over_when_its_master_dies(
     assert time.monotonic() - t0 < 5
     time.sleep(1.5)
     assert len(duty_holders(rest)) == 1
+
+
+@pytest.mark.timeout(240)
+def test_try_jobs_spread_over_masters_end_once_with_one_mail_each(
+        farm, pg_url, pg_cluster):
+    """Three masters with mail to one SMTP server (aiosmtpd); the slaves
+    are on m1 and m2 only, the jobs are submitted to m0 and m1 and
+    followed on m2. Each job's builders run on whichever master's slave
+    is free, the job ends once (the database settles it with its last
+    request) and exactly one mail per job goes out, from the holder of
+    the duty lease."""
+    from test_mail import Smtpd, add_user, assert_stays, mail_config, submit
+    smtp = Smtpd(farm).start()
+    cfg = {"name": "it", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": s, "max_builds": 2} for s in ("s1", "s2")],
+           "builders": [
+               {"name": "pass", "steps": [{"name": "ok",
+                                            "command": "echo all good"}]},
+               {"name": "fail", "steps": [{"name": "no",
+                                            "command": "echo bad; exit 1"}]}],
+           "mail": mail_config(smtp.port)}
+    ms = start_masters(farm, cfg, pg_url, 3)
+    farm.slave(ms[1], "s1")
+    farm.slave(ms[2], "s2")
+    ms[1].wait_slave_connected("s1")
+    ms[2].wait_slave_connected("s2")
+    token = add_user(farm, ms[0], "ann@example.org", "Ann Example")
+    jobs = [submit(ms[i % 2], token, ["pass", "fail"] if i % 3 else
+                   ["pass"], description=f"change {i}") for i in range(8)]
+    assert len(set(jobs)) == 8
+
+    def finished(j):
+        x = ms[2].get_json(f"/jobs/{j}")
+        return x["state"] == "finished" and x
+    for i, j in enumerate(jobs):
+        x = wait_for(lambda: finished(j), 60, f"job {j} on m2", farm,
+                     interval=0.2)
+        want = "FAILURE" if i % 3 else "SUCCESS"
+        assert x["result"] == want, x
+        # The master it was submitted to says the same.
+        assert ms[i % 2].get_json(f"/jobs/{j}")["result"] == want
+    msgs = smtp.wait_count(8, 60)
+    assert_stays(lambda: len(smtp.messages()) == 8, 3,
+                 "more than one mail per job")
+    per_job = sorted(int(m["X-TestFarm-Job"]) for m, _, _ in msgs)
+    assert per_job == sorted(jobs), per_job
+    db = pg_cluster.dbname(pg_url)
+    slaves = pg_cluster.psql("SELECT DISTINCT b.slave FROM builds b JOIN "
+                             "build_requests r ON r.id = b.request_id WHERE "
+                             "r.job_id IS NOT NULL ORDER BY 1", db=db).split()
+    assert slaves == ["s1", "s2"], slaves
+    states = pg_cluster.psql("SELECT count(*) FROM try_jobs WHERE state = "
+                             "'finished'", db=db).strip()
+    assert states == "8", states

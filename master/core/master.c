@@ -560,6 +560,100 @@ static void farm_loaded_cb(void *arg, int rc)
     }
 }
 
+typedef struct adopt {
+    tf_q_state_t q;
+    tf_master_t *m;
+    char slave[TF_NAME_MAX + 1];
+    uint64_t *ids;
+    size_t n;
+    tf_master_adopted_cb cb;
+    void *arg;
+} adopt_t;
+
+static bool adopt_wanted(const adopt_t *a, uint64_t id)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->ids[i] == id)
+            return true;
+    return false;
+}
+
+static void adopt_loaded_cb(void *arg, int rc)
+{
+    adopt_t *a = arg;
+    tf_master_t *m = a->m;
+    const tf_q_state_t *q = &a->q;
+
+    for (size_t i = 0; rc == 0 && i < q->nbuilds; i++) {
+        const tf_ld_build_t *row = &q->builds[i];
+        if (!adopt_wanted(a, row->id) || !row->slave ||
+            strcmp(row->slave, a->slave) != 0 ||
+            tf_map_get_id(m->builds, row->id))
+            continue;
+        tf_request_t *had = tf_map_get_id(m->requests, row->request_id);
+        if (had && had->state == TF_REQ_PENDING) {
+            /* Queued here still, though the dead master had claimed it:
+             * it runs now, with this build. */
+            tf_sched_dequeue(m, had);
+            tf_request_set_state(m, had, TF_REQ_RUNNING, "its build is "
+                                 "taken over from another master");
+        }
+        for (size_t k = 0; !had && k < q->nrequests; k++) {
+            const tf_ld_request_t *rr = &q->requests[k];
+            if (rr->id != row->request_id || !rr->running)
+                continue;
+            tf_request_t *r = request_from_row(rr);
+            if (r && tf_map_put_id(m->requests, r->id, r) != 0)
+                tf_request_free(r);
+            break;
+        }
+        tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
+                ") that another master ran: this master takes it over",
+                a->slave, row->id, row->builder, row->number);
+        build_from_row(m, row);
+    }
+    if (rc)
+        tf_warn("master", "loading the running builds of slave %s: %s",
+                a->slave, tf_strerror(rc));
+    a->cb(m, a->arg);
+    tf_q_state_clear(&a->q);
+    free(a->ids);
+    free(a);
+}
+
+int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
+                    size_t n, tf_master_adopted_cb cb, void *arg)
+{
+    size_t unknown = 0;
+    adopt_t *a;
+    int rc;
+
+    if (!tf_store_is_shared(m->store))
+        return TF_ENOENT;
+    for (size_t i = 0; i < n; i++)
+        unknown += tf_map_get_id(m->builds, ids[i]) == NULL;
+    if (!unknown)
+        return TF_ENOENT;
+    a = calloc(1, sizeof(*a));
+    if (!a || !(a->ids = malloc(n * sizeof(*ids)))) {
+        free(a);
+        return TF_ENOMEM;
+    }
+    memcpy(a->ids, ids, n * sizeof(*ids));
+    a->n = n;
+    a->m = m;
+    a->cb = cb;
+    a->arg = arg;
+    snprintf(a->slave, sizeof(a->slave), "%s", slave);
+    a->q.q.kind = TF_Q_LOAD_STATE;
+    rc = tf_store_query(m->store, &a->q.q, adopt_loaded_cb, a);
+    if (rc) {
+        free(a->ids);
+        free(a);
+    }
+    return rc;
+}
+
 void tf_master_farm_changed(void *arg, unsigned what)
 {
     tf_master_t *m = arg;

@@ -420,6 +420,20 @@ int tf_master_ids(tf_master_t *m, unsigned n);
  * hold yet are loaded and queued. Loop thread. */
 void tf_master_farm_changed(void *arg, unsigned what);
 
+/* Called on the loop thread once tf_master_adopt has loaded what it
+ * could. */
+typedef void (*tf_master_adopted_cb)(tf_master_t *m, void *arg);
+
+/* A shared master's slave came back (hello) with running builds this
+ * master does not hold: those of a master that died. Loads them and
+ * their requests from the database (builds whose slave is `slave`
+ * only), so that the welcome resumes them here, then calls cb(m, arg).
+ * Returns 0 with cb to come, or TF_ENOENT when there is nothing to load
+ * (not shared, or every id is known here: cb is not called), or another
+ * code without calling cb. ids is copied. */
+int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
+                    size_t n, tf_master_adopted_cb cb, void *arg);
+
 /* Queues m->group as one all-or-nothing unit; cb (may be NULL) fires
  * after its commit or failure. When it cannot be queued (out of memory,
  * queue full, closing), cb is called at once with the code, which is

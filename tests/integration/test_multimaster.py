@@ -206,3 +206,54 @@ def test_try_jobs_spread_over_masters_end_once_with_one_mail_each(
     states = pg_cluster.psql("SELECT count(*) FROM try_jobs WHERE state = "
                              "'finished'", db=db).strip()
     assert states == "8", states
+
+
+@pytest.mark.timeout(180)
+def test_kill9_of_a_master_mid_stream_its_slaves_move_and_builds_finish(
+        farm, pg_url, pg_cluster):
+    """Masters a and b share the database; slaves s1 and s2 start on a
+    and know b too (--master a --master b), s3 is b's. a is killed (-9)
+    in the middle of both builds' steps: s1 and s2 fail over to b, which
+    loads their builds from the database and resumes them from the
+    slaves' spools. Each build finishes once (no rerun: one build per
+    request), its log byte-exact, and the farm goes on."""
+    lines = 40
+    slaves = ["s1", "s2", "s3"]
+    secrets = {}
+    for s in slaves:
+        p = farm.tmp / f"{s}-secret"
+        p.write_text(f"the-shared-secret-of-{s}\n")
+        p.chmod(0o600)
+        secrets[s] = p
+    cfg = config([])
+    cfg["slaves"] = [{"name": s, "secret_file": str(secrets[s])}
+                     for s in slaves]
+    cfg["builders"].append({"name": "long", "slaves": ["s1", "s2"],
+                            "steps": [{"name": "count", "command":
+        f"i=1; while [ $i -le {lines} ]; do echo line $i; sleep 0.1; "
+        "i=$((i + 1)); done"}]})
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    for s in ("s1", "s2"):
+        farm.slave(a, s, secret_file=secrets[s], args=["--master", b.ws_url])
+    farm.slave(b, "s3", secret_file=secrets["s3"])
+    reqs = [a.force("long"), b.force("long")]
+    bids = [a.wait_build_started(r) for r in reqs]
+    for bid in bids:
+        a.wait_step_running(bid, 0, min_bytes=len("line 1\nline 2\n"))
+    a.kill9()
+    want = "".join(f"line {i}\n" for i in range(1, lines + 1)).encode()
+    for bid in bids:
+        done = b.wait_build_finished(bid, 90)
+        assert done["result"] == "SUCCESS", done
+        assert b.step_log(bid, 0) == want
+    assert "another master ran: this master takes it over" in b.log_text()
+    db = pg_cluster.dbname(pg_url)
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT request_id) "
+                           "FROM builds WHERE builder = 'long'", db=db)
+    assert rows.strip() == "2|2", rows
+    for r in reqs:
+        assert b.request_info(r)["state"] == "done"
+    # The moved slaves and b's own take new work.
+    for _ in range(3):
+        assert b.run_build("long")["result"] == "SUCCESS"
+    assert b.run_build("quick")["result"] == "SUCCESS"

@@ -67,6 +67,7 @@ static const tf_net_ops_t net_ops = {
     .live_slave = tf_live_slave,
     .live_request = tf_live_request,
     .live_log = tf_live_log,
+    .live_relay = tf_live_relay,
 };
 
 /* New outbox rows committed: the sender looks now. */

@@ -546,8 +546,9 @@ static void farm_loaded_cb(void *arg, int rc)
             tf_request_free(r);
             continue;
         }
+        /* Not published: the master that queued it did, to every
+         * master's viewers. */
         tf_sched_enqueue(m, r);
-        tf_publish_request(m, r, "queued");
         added++;
     }
     if (added)
@@ -654,6 +655,13 @@ int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
     return rc;
 }
 
+static void relay_event(void *arg, const char *topic, const char *text)
+{
+    tf_master_t *m = arg;
+    if (m->net && m->net->live_relay)
+        m->net->live_relay(m, topic, text);
+}
+
 void tf_master_farm_changed(void *arg, unsigned what)
 {
     tf_master_t *m = arg;
@@ -663,6 +671,8 @@ void tf_master_farm_changed(void *arg, unsigned what)
      * the duty lease (the sender checks it). */
     if ((what & TF_FARM_MAIL) && m->mail_wake)
         m->mail_wake(m);
+    if (what & TF_FARM_EVENT)
+        tf_store_farm_take(m->store, relay_event, m);
     if (!(what & TF_FARM_QUEUE))
         return;
     if (m->farm_q) {

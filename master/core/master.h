@@ -237,6 +237,8 @@ typedef struct tf_net_ops {
                          const char *event);
     void (*live_log)(tf_master_t *m, uint64_t build_id, unsigned step,
                      uint64_t offset, const uint8_t *data, size_t len);
+    /* An event of another master (store.shared), rendered there. */
+    void (*live_relay)(tf_master_t *m, const char *topic, const char *text);
 } tf_net_ops_t;
 
 struct tf_master {

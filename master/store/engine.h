@@ -91,6 +91,11 @@ typedef struct tf_engine_vt {
     int (*watch)(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
                  void *arg);
 
+    /* Optional, with watch: queue an event for the other masters, and
+     * take those they sent ("TOPIC\nTEXT" strings, the callee frees). */
+    int (*farm_send)(tf_engine_t *e, const char *topic, const char *text);
+    char *(*farm_take)(tf_engine_t *e);
+
     /* Optional (NULL: always true): this master holds the duty lease
      * (mail, pollers, periodic schedulers). Any thread. */
     bool (*has_duty)(tf_engine_t *e);

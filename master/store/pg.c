@@ -67,6 +67,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <fcntl.h>
 #include <sys/select.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -105,6 +106,15 @@
 #define CONTENDED_RERUNS 8
 
 enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2, PG_FAIL_CLAIM = 3 };
+
+/* A live feed event between masters: "TOPIC\nTEXT". */
+typedef struct farm_ev {
+    struct farm_ev *next;
+    size_t len;
+    char text[];
+} farm_ev_t;
+
+#define FARM_QUEUE_MAX (1024u * 1024)
 
 typedef struct pstmt {
     const char *sql; /* the key: the address of the static text */
@@ -154,6 +164,12 @@ struct tf_engine {
                                * notifications are not news */
     void (*farm_cb)(void *arg, unsigned what);
     void *farm_arg;
+
+    /* Live feed events to and from the other masters, under ev_mu. */
+    pthread_mutex_t ev_mu;
+    farm_ev_t *out_head, *out_tail, *in_head, *in_tail;
+    size_t out_bytes, in_bytes;
+    int wake[2]; /* wakes the listener to send (a pipe) */
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -1411,6 +1427,121 @@ out:
     return rc;
 }
 
+/* Appends a copy of text to a queue (under ev_mu). TF_EFULL past
+ * FARM_QUEUE_MAX bytes queued. */
+static int ev_push(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
+                   size_t *bytes, const char *text, size_t len)
+{
+    farm_ev_t *ev;
+    int rc = 0;
+
+    pthread_mutex_lock(&e->ev_mu);
+    if (*bytes + len > FARM_QUEUE_MAX) {
+        rc = TF_EFULL;
+        goto out;
+    }
+    ev = malloc(sizeof(*ev) + len + 1);
+    if (!ev) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    ev->next = NULL;
+    ev->len = len;
+    memcpy(ev->text, text, len);
+    ev->text[len] = '\0';
+    if (*tail)
+        (*tail)->next = ev;
+    else
+        *head = ev;
+    *tail = ev;
+    *bytes += len;
+out:
+    pthread_mutex_unlock(&e->ev_mu);
+    return rc;
+}
+
+/* Takes the first event of a queue (the caller frees it), or NULL. */
+static farm_ev_t *ev_pop(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
+                         size_t *bytes)
+{
+    farm_ev_t *ev;
+
+    pthread_mutex_lock(&e->ev_mu);
+    ev = *head;
+    if (ev) {
+        *head = ev->next;
+        if (!*head)
+            *tail = NULL;
+        *bytes -= ev->len;
+    }
+    pthread_mutex_unlock(&e->ev_mu);
+    return ev;
+}
+
+static void ev_free_all(farm_ev_t *ev)
+{
+    while (ev) {
+        farm_ev_t *next = ev->next;
+        free(ev);
+        ev = next;
+    }
+}
+
+/* The engine's farm_send (engine.h): queued for the listener, which
+ * sends it with pg_notify (a payload is at most 8000 bytes). */
+static int farm_send(tf_engine_t *e, const char *topic, const char *text)
+{
+    char buf[TF_FARM_EVENT_MAX + 64];
+    int n = snprintf(buf, sizeof(buf), "ev:%s\n%s", topic, text);
+    int rc;
+
+    if (!e->listening)
+        return TF_ESTATE;
+    if (n < 0 || (size_t)n >= sizeof(buf) ||
+        (size_t)n > TF_FARM_EVENT_MAX)
+        return TF_E2BIG;
+    rc = ev_push(e, &e->out_head, &e->out_tail, &e->out_bytes, buf,
+                 (size_t)n);
+    if (rc == 0 && write(e->wake[1], "", 1) < 0) {
+        /* The pipe is full: the listener is awake already. */
+    }
+    return rc;
+}
+
+static char *farm_take(tf_engine_t *e)
+{
+    farm_ev_t *ev = ev_pop(e, &e->in_head, &e->in_tail, &e->in_bytes);
+    char *text;
+
+    if (!ev)
+        return NULL;
+    text = strdup(ev->text);
+    free(ev);
+    return text;
+}
+
+/* Sends the queued events (listener thread). False when the connection
+ * broke. */
+static bool send_events(tf_engine_t *e, PGconn *c)
+{
+    farm_ev_t *ev;
+    char drain[64];
+
+    while (read(e->wake[0], drain, sizeof(drain)) > 0)
+        ;
+    while ((ev = ev_pop(e, &e->out_head, &e->out_tail, &e->out_bytes))) {
+        const char *v[1] = {ev->text};
+        PGresult *res = PQexecParams(c, "SELECT pg_notify('tf_farm', $1)",
+                                     1, NULL, v, NULL, NULL, 0);
+        bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+        PQclear(res);
+        free(ev);
+        if (!ok)
+            return PQstatus(c) == CONNECTION_OK;
+    }
+    return true;
+}
+
 /* One turn of the listener: the duty lock if it is free, then whatever
  * notifications came. Returns false when the connection broke. */
 static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
@@ -1439,6 +1570,14 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
     if (!PQconsumeInput(c))
         return false;
     while ((n = PQnotifies(c)) != NULL) {
+        if (n->extra && strncmp(n->extra, "ev:", 3) == 0) {
+            if (n->be_pid != PQbackendPID(c) &&
+                ev_push(e, &e->in_head, &e->in_tail, &e->in_bytes,
+                        n->extra + 3, strlen(n->extra + 3)) == 0)
+                *what |= TF_FARM_EVENT, *notified = true;
+            PQfreemem(n);
+            continue;
+        }
         if (n->be_pid == atomic_load(&e->wpid)) {
             PQfreemem(n);
             continue;
@@ -1488,13 +1627,20 @@ static void *listener_main(void *arg)
         }
         if (notified && e->farm_cb)
             e->farm_cb(e->farm_arg, what);
+        if (!send_events(e, c)) {
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
         int fd = PQsocket(c);
         fd_set rd;
         struct timeval tv = {.tv_sec = 0, .tv_usec = DUTY_POLL_US};
         FD_ZERO(&rd);
-        if (fd >= 0 && fd < FD_SETSIZE) {
+        if (fd >= 0 && fd < FD_SETSIZE && e->wake[0] < FD_SETSIZE) {
             FD_SET(fd, &rd);
-            select(fd + 1, &rd, NULL, NULL, &tv);
+            FD_SET(e->wake[0], &rd);
+            select((fd > e->wake[0] ? fd : e->wake[0]) + 1, &rd, NULL, NULL,
+                   &tv);
         } else {
             usleep(DUTY_POLL_US);
         }
@@ -1512,8 +1658,15 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
         return 0;
     e->farm_cb = cb;
     e->farm_arg = arg;
-    if (pthread_create(&e->listener, NULL, listener_main, e) != 0)
+    if (pipe2(e->wake, O_NONBLOCK | O_CLOEXEC) != 0)
+        return TF_EIO;
+    pthread_mutex_init(&e->ev_mu, NULL);
+    if (pthread_create(&e->listener, NULL, listener_main, e) != 0) {
+        close(e->wake[0]);
+        close(e->wake[1]);
+        pthread_mutex_destroy(&e->ev_mu);
         return TF_ENOMEM;
+    }
     e->listening = true;
     return 0;
 }
@@ -2054,8 +2207,16 @@ static void destroy(tf_engine_t *e)
         return;
     if (e->listening) {
         atomic_store(&e->stop, true);
+        if (write(e->wake[1], "", 1) < 0) {
+            /* full: it wakes anyway */
+        }
         pthread_join(e->listener, NULL);
         e->listening = false;
+        close(e->wake[0]);
+        close(e->wake[1]);
+        ev_free_all(e->out_head);
+        ev_free_all(e->in_head);
+        pthread_mutex_destroy(&e->ev_mu);
     }
     close_writer(e);
     for (unsigned i = 0; i < e->nreaders; i++)
@@ -2139,6 +2300,8 @@ const tf_engine_vt_t tf_engine_pg = {
     .reserve_ids = reserve_ids,
     .watch = watch,
     .has_duty = has_duty,
+    .farm_send = farm_send,
+    .farm_take = farm_take,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
     .close_writer = close_writer,

@@ -811,6 +811,32 @@ bool tf_store_is_shared(const tf_store_t *s)
     return s->shared;
 }
 
+int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text)
+{
+    if (!s->shared || !s->vt->farm_send)
+        return TF_ESTATE;
+    return s->vt->farm_send(s->eng, topic, text);
+}
+
+void tf_store_farm_take(tf_store_t *s,
+                        void (*fn)(void *arg, const char *topic,
+                                   const char *text),
+                        void *arg)
+{
+    char *ev;
+
+    if (!s->shared || !s->vt->farm_take)
+        return;
+    while ((ev = s->vt->farm_take(s->eng)) != NULL) {
+        char *nl = strchr(ev, '\n');
+        if (nl) {
+            *nl = '\0';
+            fn(arg, ev, nl + 1);
+        }
+        free(ev);
+    }
+}
+
 static void on_async(uv_async_t *h)
 {
     tf_store_t *s = h->data;

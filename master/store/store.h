@@ -55,7 +55,11 @@
 enum {
     TF_FARM_QUEUE = 1, /* requests added or put back */
     TF_FARM_MAIL = 2,  /* mail queued in the outbox */
+    TF_FARM_EVENT = 4, /* live feed events (tf_store_farm_take) */
 };
+
+/* The largest live feed event that crosses to the other masters. */
+#define TF_FARM_EVENT_MAX 7000
 
 typedef struct tf_store tf_store_t;
 typedef struct tf_wgroup tf_wgroup_t;
@@ -142,6 +146,21 @@ bool tf_store_has_duty(tf_store_t *s);
 
 /* Whether the store was opened with opts.shared. */
 bool tf_store_is_shared(const tf_store_t *s);
+
+/* Shared masters: sends a live feed event (topic, JSON text) to the
+ * other masters, right away (not with a commit: a live event is news,
+ * the state behind it is read from the database). Copies text; drops
+ * events over TF_FARM_EVENT_MAX bytes and any past a queue of 1 MiB (a
+ * viewer then misses it as it would miss a dropped message). Returns 0,
+ * TF_E2BIG or TF_EFULL. Loop thread. */
+int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text);
+
+/* Calls fn(arg, topic, text) for each event other masters sent since the
+ * last call (opts.farm_cb said TF_FARM_EVENT). Loop thread. */
+void tf_store_farm_take(tf_store_t *s,
+                        void (*fn)(void *arg, const char *topic,
+                                   const char *text),
+                        void *arg);
 
 /* A counter that moves whenever the stored state may have changed: when
  * a group holding more than progress (output chunks, the event chain,

@@ -257,3 +257,36 @@ def test_kill9_of_a_master_mid_stream_its_slaves_move_and_builds_finish(
     for _ in range(3):
         assert b.run_build("long")["result"] == "SUCCESS"
     assert b.run_build("quick")["result"] == "SUCCESS"
+
+
+@pytest.mark.timeout(120)
+def test_the_live_feed_of_one_master_shows_builds_run_on_another(farm,
+                                                                 pg_url):
+    """A viewer of a's /live feed (builds, requests, slaves) sees b's
+    slave connect and b's build from start to finish with its steps, as
+    b's own viewers do; the log is read from a's log endpoint."""
+    from test_live import live_client, subscribe
+    cfg = config(["s1"])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    ws = live_client(farm, a)
+    subscribe(ws, ["builds", "requests", "slaves"])
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    req = b.force("quick")
+    events = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msg = ws.recv_json(timeout=30)
+        events.append(msg)
+        if msg["type"] == "build" and msg["event"] == "finished":
+            break
+    kinds = [(e["type"], e.get("event")) for e in events]
+    assert ("slave", "connected") in kinds, kinds
+    assert ("request", "queued") in kinds, kinds
+    assert kinds[-1] == ("build", "finished"), kinds
+    fin = events[-1]["build"]
+    assert fin["result"] == "SUCCESS" and fin["request_id"] == req, fin
+    steps = [(e["step"]["index"], e["step"]["state"]) for e in events
+             if e["type"] == "step"]
+    assert (0, "done") in steps, steps
+    assert a.step_log(fin["id"], 0) == b"hi quick\n"

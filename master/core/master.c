@@ -530,7 +530,8 @@ static void farm_loaded_cb(void *arg, int rc)
     size_t added = 0;
 
     m->farm_q = NULL;
-    for (size_t i = 0; rc == 0 && i < q->nrequests; i++) {
+    /* A master shutting down queues nothing more. */
+    for (size_t i = 0; rc == 0 && !m->stopping && i < q->nrequests; i++) {
         const tf_ld_request_t *row = &q->requests[i];
         /* Known here (queued, claiming, running), or running elsewhere:
          * nothing to do. A request this master ended and freed but whose
@@ -674,6 +675,8 @@ void tf_master_farm_changed(void *arg, unsigned what)
     if (what & TF_FARM_EVENT)
         tf_store_farm_take(m->store, relay_event, m);
     if (!(what & TF_FARM_QUEUE))
+        return;
+    if (m->stopping)
         return;
     if (m->farm_q) {
         m->farm_again = true;

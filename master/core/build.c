@@ -226,7 +226,7 @@ static event_commit_t *build_group(tf_master_t *m, tf_build_t *b,
 /* Adds "key": "value" for each property, later sources overriding. */
 static void props_merge_text(json_t *props, const char *json_text)
 {
-    if (!json_text || !*json_text)
+    if (!json_text || !*json_text || strcmp(json_text, "{}") == 0)
         return;
     json_t *o = json_loads(json_text, 0, NULL);
     if (json_is_object(o))
@@ -237,7 +237,9 @@ static void props_merge_text(json_t *props, const char *json_text)
 /* The tests of a request as one space-separated string ("" for none). */
 static char *tests_string(const tf_request_t *r)
 {
-    json_t *arr = json_loads(r->tests ? r->tests : "[]", 0, NULL);
+    if (!r->tests || strcmp(r->tests, "[]") == 0)
+        return strdup(""); /* the usual case: nothing to parse */
+    json_t *arr = json_loads(r->tests, 0, NULL);
     tf_buf_t b;
     tf_buf_init(&b, 64 * 1024);
     size_t i;
@@ -253,13 +255,14 @@ static char *tests_string(const tf_request_t *r)
     return out;
 }
 
-static json_t *build_properties(tf_master_t *m, const tf_build_t *b,
-                                const tf_request_t *r)
+/* The properties of build b of builder cfg (NULL: no longer configured)
+ * running r. */
+static json_t *build_properties(const tf_cfg_builder_t *cfg,
+                                const tf_build_t *b, const tf_request_t *r)
 {
     json_t *p = json_object();
     if (!p)
         return NULL;
-    const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, b->builder);
     for (size_t i = 0; cfg && i < cfg->nprops; i++)
         json_object_set_new(p, cfg->props[i].key,
                             json_string(cfg->props[i].value));
@@ -449,8 +452,9 @@ static void build_send_start(tf_master_t *m, tf_build_t *b)
     if (s && s->link) {
         if (tf_master_send_text(m, s, b->start_msg, b->start_len) == 0)
             tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
-                    ") sent to slave %s",
-                    b->id, b->builder, b->number, b->slave);
+                    ") of request %" PRIu64 " sent to slave %s",
+                    b->id, b->builder, b->number,
+                    b->request ? b->request->id : 0, b->slave);
     } else {
         tf_info("build", "build %" PRIu64 ": slave %s went away before "
                 "build_start could be sent", b->id, b->slave);
@@ -524,11 +528,11 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
     tf_sched_kick(m);
 }
 
-static void build_rows_committed_cb(void *arg, int rc)
+/* The rows of build id were committed (rc 0: build_start goes out) or
+ * not (it is dropped). */
+static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
 {
-    event_commit_t *ec = arg;
-    tf_master_t *m = ec->m;
-    tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
+    tf_build_t *b = tf_map_get_id(m->builds, id);
 
     if (!b || b->state != TF_BUILD_STARTING)
         return;
@@ -538,6 +542,95 @@ static void build_rows_committed_cb(void *arg, int rc)
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
     build_send_start(m, b);
+}
+
+static void build_rows_committed_cb(void *arg, int rc)
+{
+    event_commit_t *ec = arg;
+
+    build_rows_done(ec->m, ec->build_id, rc);
+}
+
+/* --- the start batch (master.h, tf_build_batch_begin) --- */
+
+/* The commit context of a batch's group, in the group. */
+typedef struct batch_commit {
+    tf_master_t *m;
+    size_t n;
+    uint64_t ids[];
+} batch_commit_t;
+
+static void batch_committed_cb(void *arg, int rc)
+{
+    batch_commit_t *bc = arg;
+
+    for (size_t i = 0; i < bc->n; i++)
+        build_rows_done(bc->m, bc->ids[i], rc);
+}
+
+/* Commits the open batch's group (the counts of the builders it changed
+ * written last), if it holds any build. */
+static void batch_flush(tf_master_t *m)
+{
+    size_t n = m->nbatch, pos = 0;
+    batch_commit_t *bc;
+    void *v;
+
+    if (!n)
+        return;
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
+        tf_mbuilder_t *mb = v;
+        if (mb->counts_dirty) {
+            mb->counts_dirty = false;
+            tf_sched_counts_write(m, mb);
+        }
+    }
+    m->nbatch = 0;
+    bc = m->group ? tf_wgroup_alloc(m->group, sizeof(*bc) +
+                                                  n * sizeof(bc->ids[0]))
+                  : NULL;
+    if (bc) {
+        bc->m = m;
+        bc->n = n;
+        memcpy(bc->ids, m->batch_ids, n * sizeof(bc->ids[0]));
+        /* A failure to queue calls the callback at once. */
+        tf_master_group_commit(m, batch_committed_cb, bc);
+        return;
+    }
+    /* Out of memory: nothing of these builds can be stored. */
+    if (m->group)
+        tf_wgroup_fail(m->group);
+    tf_master_group_commit(m, NULL, NULL);
+    for (size_t i = 0; i < n; i++)
+        build_rows_done(m, m->batch_ids[i], TF_ENOMEM);
+}
+
+void tf_build_batch_begin(tf_master_t *m)
+{
+    m->batch_on = true;
+    m->nbatch = 0;
+}
+
+void tf_build_batch_end(tf_master_t *m)
+{
+    batch_flush(m);
+    m->batch_on = false;
+}
+
+/* Adds b's rows (already in m->group) to the open batch; false when out
+ * of memory (then the caller drops b). */
+static bool batch_add(tf_master_t *m, const tf_build_t *b)
+{
+    if (m->nbatch == m->batch_cap) {
+        size_t cap = m->batch_cap ? m->batch_cap * 2 : 64;
+        uint64_t *v = realloc(m->batch_ids, cap * sizeof(*v));
+        if (!v)
+            return false;
+        m->batch_ids = v;
+        m->batch_cap = cap;
+    }
+    m->batch_ids[m->nbatch++] = b->id;
+    return true;
 }
 
 /* The argv of a step as JSON text (the steps table keeps it). */
@@ -553,7 +646,8 @@ static char *command_json(const tf_step_spec_t *sp)
     return cmd;
 }
 
-/* Queues the group that creates b (rows committed: build_start goes out). */
+/* Queues the group that creates b (rows committed: build_start goes out),
+ * or, with a start batch open, adds b's rows to the batch's group. */
 static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
                              tf_mbuilder_t *mb, const char *props_text,
                              const tf_step_spec_t *steps, size_t nsteps)
@@ -561,7 +655,13 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
     const tf_cfg_builder_t *cfg = mb->cfg;
     tf_build_step_rec_t *srec = calloc(nsteps ? nsteps : 1, sizeof(*srec));
     char **cmds = calloc(nsteps ? nsteps : 1, sizeof(*cmds));
-    event_commit_t *ec = build_group(m, b, EC_ROWS, 0, 1024);
+    bool batch = m->batch_on;
+    event_commit_t *ec = NULL;
+
+    if (!batch)
+        ec = build_group(m, b, EC_ROWS, 0, 1024);
+    else if (!m->group)
+        tf_master_group_begin(m, TF_BUILD_BATCH_MAX * 1024);
 
     for (size_t i = 0; srec && cmds && i < nsteps; i++) {
         cmds[i] = command_json(&steps[i]);
@@ -591,11 +691,31 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
     tf_op_build_create(m->group, &rec);
     if (r->job_id)
         tf_job_request_started(m, r->job_id);
-    tf_sched_counts_write(m, mb);
+    if (batch)
+        mb->counts_dirty = true;
+    else
+        tf_sched_counts_write(m, mb);
     for (size_t i = 0; cmds && i < nsteps; i++)
         free(cmds[i]);
     free(cmds);
     free(srec);
+    if (batch) {
+        /* Its rows ride with the batch's; if its id cannot be kept, the
+         * group is failed as a whole (nothing half-stored) and flushed:
+         * it and its batch-mates are dropped when the failure comes
+         * back. */
+        if (!batch_add(m, b)) {
+            tf_wgroup_fail(m->group);
+            if (m->nbatch)
+                batch_flush(m);
+            else
+                tf_master_group_commit(m, NULL, NULL);
+            build_drop(m, b, TF_ENOMEM);
+        } else if (m->nbatch >= TF_BUILD_BATCH_MAX) {
+            batch_flush(m);
+        }
+        return;
+    }
     /* A failure to queue calls the callback at once: b may be gone when
      * this returns. */
     if (ec) {
@@ -631,7 +751,7 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     tf_build_t probe = {.id = m->next_build_id, .number = mb->next_number};
     snprintf(probe.builder, sizeof(probe.builder), "%s", mb->name);
     snprintf(probe.slave, sizeof(probe.slave), "%s", s->name);
-    props = build_properties(m, &probe, r);
+    props = build_properties(cfg, &probe, r);
     if (!props)
         goto fail;
     rc = build_steps(cfg, r, props, &steps, &nsteps);
@@ -692,11 +812,23 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     }
     tf_publish_build(m, b, "created", 0);
     tf_publish_request(m, r, "started");
+    /* At debug: the line that matters is "sent" (build_send_start), one
+     * per build; a burst of thousands of starts writes one line each. */
     if (!unsendable)
-        tf_info("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
-                "%" PRIu64 " assigned to slave %s",
-                b->id, b->builder, b->number, r->id, s->name);
-    build_write_rows(m, b, r, mb, props_text, steps, nsteps); /* b may go */
+        tf_debug("build", "build %" PRIu64 " (%s #%" PRIu64 ") of request "
+                 "%" PRIu64 " assigned to slave %s",
+                 b->id, b->builder, b->number, r->id, s->name);
+    if (unsendable && m->batch_on) {
+        /* Its end follows at once in a group of its own, which the
+         * batch's open group would not allow: the batch so far is
+         * committed first, and this build's rows go alone. */
+        batch_flush(m);
+        m->batch_on = false;
+        build_write_rows(m, b, r, mb, props_text, steps, nsteps);
+        m->batch_on = true;
+    } else {
+        build_write_rows(m, b, r, mb, props_text, steps, nsteps);
+    } /* b may be gone */
     /* Never sent: it ends at once (its own group, after the rows'). */
     if (unsendable && tf_map_get_id(m->builds, id) == b &&
         b->state == TF_BUILD_STARTING)

@@ -411,15 +411,14 @@ static void sync_config(tf_master_t *m)
 {
     size_t pos = 0;
     void *v;
-    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
-        tf_mbuilder_t *mb = v;
-        mb->cfg = tf_config_builder(m->cfg, mb->name);
-    }
+    /* Every builder and slave loses its old config here; the configured
+     * ones get theirs back below, by one walk of the config each (a
+     * lookup by name per known one would be quadratic). */
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0)
+        ((tf_mbuilder_t *)v)->cfg = NULL;
     pos = 0;
-    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
-        tf_mslave_t *s = v;
-        s->cfg = tf_config_slave(m->cfg, s->name);
-    }
+    while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
+        ((tf_mslave_t *)v)->cfg = NULL;
     tf_master_group_begin(m, 0);
     tf_op_builders_deactivate(m->group);
     for (size_t i = 0; i < m->cfg->nbuilders; i++) {
@@ -762,6 +761,7 @@ void tf_master_free(tf_master_t *m)
     }
     free(m->heads);
     free(m->blocked);
+    free(m->batch_ids);
     tf_map_free(m->builds);
     tf_map_free(m->requests);
     tf_map_free(m->slaves);

@@ -82,6 +82,9 @@ typedef struct tf_mbuilder {
     bool allow_all;
     tf_mslave_t **allowed;
     size_t nallowed;
+    /* build.c: a build of it started in the open start batch, whose
+     * group has not written its counts yet. */
+    bool counts_dirty;
 } tf_mbuilder_t;
 
 /* A request's life (sched.c draws it; tf_request_set_state changes it). */
@@ -279,6 +282,11 @@ struct tf_master {
     size_t nheads, heads_cap;
     tf_mbuilder_t **blocked;   /* sched_pass's scratch */
     size_t blocked_cap;
+    /* build.c, the start batch (tf_build_batch_begin): open, and the
+     * builds whose rows m->group collects for it. */
+    bool batch_on;
+    uint64_t *batch_ids;
+    size_t nbatch, batch_cap;
 
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
@@ -570,6 +578,20 @@ void tf_build_retry_ends(tf_master_t *m);
  * blocks its builder's queue. Returns 0 in both cases (r left the queue),
  * or a negative code when r stays queued (out of memory, no builder). */
 int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
+
+/* A start batch: between tf_build_batch_begin and tf_build_batch_end the
+ * rows of the builds tf_build_start starts are collected into one write
+ * group (one savepoint, committed in one transaction) of at most
+ * TF_BUILD_BATCH_MAX builds, with the builders' counts written once per
+ * group, and every build_start of a group goes out when it has committed.
+ * The builds of a group share its fate: if it fails, each is dropped as
+ * when its own rows failed (its request queued again as a retry). While
+ * a batch is open m->group belongs to it: the caller opens no group of
+ * its own in between. The scheduler's pass is one batch. */
+#define TF_BUILD_BATCH_MAX 256u
+void tf_build_batch_begin(tf_master_t *m);
+/* Commits what the batch collected and closes it. */
+void tf_build_batch_end(tf_master_t *m);
 
 /* Applies one decoded control event from a slave's link (step_started,
  * step_finished, build_finished). Returns 0, or TF_EPROTO with err filled

@@ -488,7 +488,10 @@ static tf_mslave_t *pick_slave(tf_master_t *m, tf_mbuilder_t *mb)
 /* Starts builds while an idle slave and a builder it may run are left:
  * the best head first; a builder none of the idle slaves may run is put
  * aside for the rest of the pass (the idle set only shrinks during it).
- * Each start costs O(log builders) plus one pick, not a rescan. */
+ * Each start costs O(log builders) plus one pick, not a rescan. The pass
+ * is one start batch (tf_build_batch_begin): its builds' rows are written
+ * in groups of up to TF_BUILD_BATCH_MAX, one transaction each, instead of
+ * one group per build. */
 static bool blocked_room(tf_master_t *m, size_t n)
 {
     if (n < m->blocked_cap)
@@ -506,6 +509,7 @@ static void sched_pass(tf_master_t *m)
 {
     size_t nblocked = 0;
 
+    tf_build_batch_begin(m);
     while (m->nidle > 0 && m->nheads > 0) {
         tf_mbuilder_t *mb = m->heads[0];
         tf_mslave_t *s = pick_slave(m, mb);
@@ -527,6 +531,7 @@ static void sched_pass(tf_master_t *m)
         heads_remove(m, mb);
         m->blocked[nblocked++] = mb;
     }
+    tf_build_batch_end(m);
     for (size_t i = 0; i < nblocked; i++)
         heads_update(m, m->blocked[i]);
 }

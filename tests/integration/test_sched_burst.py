@@ -1,0 +1,129 @@
+"""A burst of builds released at once onto many slaves: the scheduler's
+pass starts hundreds of builds in one go (in start batches of up to 256
+builds, one write group each), and still runs each request exactly once,
+only on a slave that serves its builder, never more builds at once on a
+slave than its max_builds.
+
+The slaves are emulated by tests/bench/tf-loadslaves (real websocket
+links, the real protocol, each slave with its own secret), which refuses
+and reports as a failure any build_start over its --max-builds; the master
+is the real tf-master; the results are read back from its database."""
+
+import os
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tfharness import BUILD_DIR, scaled
+
+LOADSLAVES = BUILD_DIR / "tests" / "bench" / "tf-loadslaves"
+
+pytestmark = pytest.mark.skipif(
+    not os.access(LOADSLAVES, os.X_OK),
+    reason=f"{LOADSLAVES} is not built")
+
+NSLAVES = 300        # load00001..load00300; the first 150 have tag "a"
+MAX_BUILDS = 2
+NAMED = ["load00151", "load00152"]  # untagged, named by builder "named"
+COUNTS = {"ta": 500, "named": 40, "any": 300}
+
+
+def burst_config(held):
+    """Builders "ta" (tag a), "named" (two slaves by name) and "any" (every
+    slave); held: each also needs the tag "held", which no slave has."""
+    def tags(t):
+        return t + (["held"] if held else [])
+    builders = [
+        {"name": "ta", "tags": tags(["a"]),
+         "steps": [{"name": "noop", "command": ["true"]}]},
+        {"name": "named", "slaves": NAMED,
+         "steps": [{"name": "noop", "command": ["true"]}]},
+        {"name": "any", "steps": [{"name": "noop", "command": ["true"]}]},
+    ]
+    if held:
+        # Named slaves may run a builder whatever its tags: held, it names
+        # none and needs the tag instead.
+        del builders[1]["slaves"]
+        builders[1]["tags"] = ["held"]
+        builders[2]["tags"] = ["held"]
+    slaves = []
+    for i in range(1, NSLAVES + 1):
+        s = {"name": "load%05d" % i, "max_builds": MAX_BUILDS}
+        if i <= NSLAVES // 2:
+            s["tags"] = ["a"]
+        slaves.append(s)
+    return {"name": "burst", "slaves": slaves, "builders": builders}
+
+
+def allowed(builder, slave):
+    n = int(slave[4:])
+    if builder == "ta":
+        return n <= NSLAVES // 2
+    if builder == "named":
+        return slave in NAMED
+    return builder == "any"
+
+
+@pytest.mark.timeout(300)
+def test_burst_runs_each_request_once_on_an_allowed_slave(farm):
+    m = farm.master(burst_config(held=True))
+    total = sum(COUNTS.values())
+    client = subprocess.Popen(
+        [str(LOADSLAVES), "--url", "ws://127.0.0.1:%d/slave" % m.port,
+         "--secret-dir", str(m.dir / "secrets"), "--slaves", str(NSLAVES),
+         "--prefix", "load", "--max-builds", str(MAX_BUILDS),
+         "--expect", str(total), "--timeout", str(int(scaled(120))),
+         "--master-pid", str(m.proc.pid)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.time() + scaled(60)
+        while m.get_json("/master")["slaves_connected"] < NSLAVES:
+            assert client.poll() is None, client.stdout.read()
+            assert time.time() < deadline, "the slaves did not all connect"
+            time.sleep(0.2)
+        reqs = {}
+        for builder, n in COUNTS.items():
+            for _ in range(n):
+                reqs[m.force(builder)] = builder
+        assert m.get_json("/master")["requests_pending"] == total
+        # The release: every builder becomes runnable at one instant.
+        m.write_config(burst_config(held=False))
+        m.sighup()
+        out, _ = client.communicate(timeout=scaled(180))
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    # tf-loadslaves exits 1 if a build_start came over max_builds, a
+    # build did not finish, or the master broke the protocol.
+    assert client.returncode == 0, out
+    assert "%d of %d expected builds done" % (total, total) in out, out
+    m.stop()
+
+    con = sqlite3.connect("file:%s?mode=ro" % m.db_path, uri=True)
+    rows = con.execute("SELECT request_id, builder, slave, result FROM "
+                       "builds").fetchall()
+    states = dict(con.execute("SELECT id, state FROM build_requests"))
+    con.close()
+    per_request = {}
+    for req, builder, slave, result in rows:
+        per_request.setdefault(req, []).append((builder, slave, result))
+    assert set(per_request) == set(reqs), \
+        "requests without a build: %s; builds of unknown requests: %s" % (
+            sorted(set(reqs) - set(per_request))[:10],
+            sorted(set(per_request) - set(reqs))[:10])
+    twice = {r: b for r, b in per_request.items() if len(b) != 1}
+    assert not twice, f"requests run more than once: {list(twice.items())[:5]}"
+    wrong = [(r, b[0]) for r, b in per_request.items()
+             if b[0][0] != reqs[r] or not allowed(b[0][0], b[0][1])]
+    assert not wrong, f"builds on slaves that do not serve their " \
+                      f"builder: {wrong[:10]}"
+    assert {b[0][2] for b in per_request.values()} == {0}, \
+        "not every build succeeded (0 is SUCCESS in the store)"
+    used = {b[0][1] for r, b in per_request.items() if reqs[r] == "named"}
+    assert used <= set(NAMED) and used, used
+    assert {states[r] for r in reqs} == {"done"}, \
+        "requests not done: %s" % sorted({states[r] for r in reqs})

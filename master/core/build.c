@@ -504,6 +504,9 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
         tf_request_set_state(m, r, TF_REQ_DONE, "claimed by another master");
         tf_map_del_id(m->requests, r->id);
         tf_request_free(r);
+        /* Whatever else is pending in the database is queued here again
+         * (debounced): nothing stays unqueued on every master. */
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
     } else if (r) {
         r->build = NULL;
         r->retries++;
@@ -607,7 +610,10 @@ static void batch_flush(tf_master_t *m)
 
 void tf_build_batch_begin(tf_master_t *m)
 {
-    m->batch_on = true;
+    /* Several masters (store.shared): a build's rows claim its request,
+     * and a lost claim fails its whole group, so each build keeps a group
+     * of its own there. */
+    m->batch_on = !tf_store_is_shared(m->store);
     m->nbatch = 0;
 }
 

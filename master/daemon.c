@@ -133,7 +133,9 @@ static void start_reload(tf_master_t *m);
 static void reload_work(uv_work_t *w)
 {
     reload_t *r = w->data;
-    r->rc = tf_config_load(r->path, &r->cfg, &r->diags);
+    /* Reloads are serialized (m->reloading), one user of the cache at a
+     * time; the loop does not touch it meanwhile. */
+    r->rc = tf_config_load_cached(r->path, r->m->secrets, &r->cfg, &r->diags);
 }
 
 static void reload_after(uv_work_t *w, int status)
@@ -344,6 +346,8 @@ static void free_all(tf_master_t *m)
     tf_schedulers_free(m);
     tf_pollers_free(m);
     tf_master_free(m);
+    tf_cfg_secrets_free(m->secrets);
+    m->secrets = NULL;
 }
 
 int tf_master_run(const char *dir, const char *config_path)
@@ -373,7 +377,9 @@ int tf_master_run(const char *dir, const char *config_path)
     }
     m->net = &net_ops;
     m->mail_wake = wake_mail;
-    rc = tf_config_load(cfg_path, &m->cfg, &diags);
+    /* Without the cache (out of memory) every load reads every file. */
+    m->secrets = tf_cfg_secrets_new();
+    rc = tf_config_load_cached(cfg_path, m->secrets, &m->cfg, &diags);
     free(cfg_path);
     if (rc) {
         print_diags(&diags);

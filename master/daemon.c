@@ -124,6 +124,7 @@ typedef struct reload {
     tf_config_t *cfg;
     tf_cfg_diags_t diags;
     int rc;
+    size_t secrets_read; /* secret files this load read (not reused) */
 } reload_t;
 
 static void start_reload(tf_master_t *m);
@@ -135,7 +136,9 @@ static void reload_work(uv_work_t *w)
     reload_t *r = w->data;
     /* Reloads are serialized (m->reloading), one user of the cache at a
      * time; the loop does not touch it meanwhile. */
+    size_t before = tf_cfg_secrets_reads(r->m->secrets);
     r->rc = tf_config_load_cached(r->path, r->m->secrets, &r->cfg, &r->diags);
+    r->secrets_read = tf_cfg_secrets_reads(r->m->secrets) - before;
 }
 
 static void reload_after(uv_work_t *w, int status)
@@ -165,8 +168,9 @@ static void reload_after(uv_work_t *w, int status)
     tf_schedulers_reload(m);
     tf_mail_reconfigure(&m->mail, m->store, m->cfg);
     tf_config_free(old);
-    tf_info("master", "config reloaded: %zu slaves, %zu builders",
-            cfg->nslaves, cfg->nbuilders);
+    tf_info("master", "config reloaded: %zu slaves, %zu builders; %zu "
+            "secret file(s) read, the others unchanged",
+            cfg->nslaves, cfg->nbuilders, r->secrets_read);
 out:
     tf_cfg_diags_clear(&r->diags);
     free(r->path);

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/cache.h"
 #include "changes/poller.h"
 #include "changes/schedulers.h"
 #include "core/master.h"
@@ -48,6 +49,7 @@
 #include "net/link.h"
 #include "net/live.h"
 #include "net/server.h"
+#include "store/dblock.h"
 #include "tf_err.h"
 #include "util.h"
 
@@ -167,6 +169,8 @@ static void reload_after(uv_work_t *w, int status)
     tf_pollers_reload(m);
     tf_schedulers_reload(m);
     tf_mail_reconfigure(&m->mail, m->store, m->cfg);
+    /* Cached answers hold links made from the old config. */
+    tf_api_cache_flush(m);
     tf_config_free(old);
     tf_info("master", "config reloaded: %zu slaves, %zu builders; %zu "
             "secret file(s) read, the others unchanged",
@@ -361,6 +365,8 @@ int tf_master_run(const char *dir, const char *config_path)
     uv_loop_t loop;
     tf_cfg_diags_t diags = {0};
     char *cfg_path = NULL;
+    tf_dblock_t dbl = {.fd = -1};
+    char holder[256];
     int rc;
 
     rc = tf_master_init(m, dir);
@@ -395,7 +401,23 @@ int tf_master_run(const char *dir, const char *config_path)
         free_all(m);
         return 1;
     }
+    /* One process on a sqlite database: not two masters, not a master
+     * and `tf-master vacuum` (store/dblock.h). */
+    rc = tf_dblock_take(m->cfg->database, "tf-master run", &dbl, holder,
+                        sizeof(holder));
+    if (rc) {
+        if (rc == TF_EEXIST)
+            tf_error("master", "the database %s is in use by %s; "
+                     "a master or `tf-master vacuum` already runs on it: "
+                     "stop it first", m->cfg->database, holder);
+        else
+            tf_error("master", "cannot lock the database %s: %s",
+                     m->cfg->database, holder);
+        free_all(m);
+        return 1;
+    }
     if (uv_loop_init(&loop) != 0) {
+        tf_dblock_release(&dbl);
         free_all(m);
         return 1;
     }
@@ -456,6 +478,7 @@ int tf_master_run(const char *dir, const char *config_path)
         tf_warn("master", "loop closed with handles open: %s",
                 uv_strerror(rc));
     free_all(m);
+    tf_dblock_release(&dbl);
     tf_info("master", "stopped");
     return 0;
 
@@ -469,5 +492,6 @@ fail_store:
 fail_loop:
     uv_loop_close(m->loop);
     free_all(m);
+    tf_dblock_release(&dbl);
     return 1;
 }

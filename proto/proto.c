@@ -732,7 +732,36 @@ static int tf_dec_kv(tf_dec_t *d, const json_t *obj, const char *path,
     return 0;
 }
 
-/* An array of {build_id, seq} objects (hello.running, welcome.resume). */
+/* An optional farm id (welcome.farm, hello.running[].farm) into out
+ * (TF_PROTO_FARM_MAX + 1 bytes); absent leaves "". */
+static int tf_dec_farm(tf_dec_t *d, const json_t *obj, const char *path,
+                       char out[TF_PROTO_FARM_MAX + 1])
+{
+    char label[TF__LABEL_MAX];
+    const char *s;
+    int rc;
+    out[0] = '\0';
+    if (!json_object_get(obj, "farm"))
+        return 0;
+    const json_t *v = tf_dec_get(d, obj, path, "farm", label, &rc);
+    if (!v)
+        return rc;
+    if ((rc = tf_val_str(d, v, label, SIZE_MAX, &s)))
+        return rc;
+    size_t n = strlen(s);
+    bool ok = n >= 1 && n <= TF_PROTO_FARM_MAX;
+    for (size_t i = 0; ok && s[i]; i++)
+        ok = (s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f');
+    if (!ok)
+        return tf_dec_fail(d, TF_EINVAL,
+                           "%s: expected 1 to %d lower-case hex characters",
+                           label, TF_PROTO_FARM_MAX);
+    memcpy(out, s, n + 1);
+    return 0;
+}
+
+/* An array of {build_id, seq} objects (hello.running, welcome.resume),
+ * each with an optional farm. */
 static int tf_dec_running(tf_dec_t *d, const json_t *obj, const char *path,
                           const char *key, size_t max, tf_running_t **out,
                           size_t *n)
@@ -759,7 +788,8 @@ static int tf_dec_running(tf_dec_t *d, const json_t *obj, const char *path,
         if ((rc = tf_dec_u64(d, e, elabel, "build_id", 1, TF_PROTO_MAX_ID,
                              &(*out)[i].build_id)) ||
             (rc = tf_dec_u64(d, e, elabel, "seq", 0, TF_PROTO_MAX_ID,
-                             &(*out)[i].seq)))
+                             &(*out)[i].seq)) ||
+            (rc = tf_dec_farm(d, e, elabel, (*out)[i].farm)))
             return rc;
     }
     return 0;
@@ -812,7 +842,8 @@ static int tf_dec_welcome(tf_dec_t *d, const json_t *o, tf_msg_t *m)
         (rc = tf_dec_u32(d, o, p, "heartbeat_s", 1, UINT32_MAX,
                          &m->u.welcome.heartbeat_s)) ||
         (rc = tf_dec_running(d, o, p, "resume", SIZE_MAX / 2,
-                             &m->u.welcome.resume, &m->u.welcome.nresume)))
+                             &m->u.welcome.resume, &m->u.welcome.nresume)) ||
+        (rc = tf_dec_farm(d, o, p, m->u.welcome.farm)))
         return rc;
     const json_t *a = tf_dec_array(d, o, p, "abandon", 0, SIZE_MAX / 2, label,
                                    &rc);
@@ -1834,6 +1865,8 @@ static json_t *tf_enc_running(tf_enc_t *e, const tf_running_t *r, size_t n)
             break;
         tf_enc_set(e, o, "build_id", tf_enc_int(e, r[i].build_id));
         tf_enc_set(e, o, "seq", tf_enc_int(e, r[i].seq));
+        if (r[i].farm[0])
+            tf_enc_set(e, o, "farm", tf_enc_str(e, r[i].farm));
         tf_enc_push(e, a, o);
     }
     return a;
@@ -2078,6 +2111,8 @@ static void tf_enc_fields(tf_enc_t *e, json_t *o, const tf_msg_t *m)
             for (size_t i = 0; i < m->u.welcome.nabandon; i++)
                 tf_enc_push(e, a, tf_enc_int(e, m->u.welcome.abandon[i]));
         tf_enc_set(e, o, "abandon", a);
+        if (m->u.welcome.farm[0])
+            tf_enc_set(e, o, "farm", tf_enc_str(e, m->u.welcome.farm));
         break;
     }
     case TF_MSG_ERROR:

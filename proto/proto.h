@@ -87,10 +87,17 @@ typedef struct tf_kv {
     char *value;
 } tf_kv_t;
 
-/* A build id with an event sequence number (hello.running, welcome.resume). */
+/* A farm's id (welcome.farm, hello.running[].farm): 1 to 64 lower-case
+ * hex digits, made once per farm by its database (docs/protocol.md). */
+#define TF_PROTO_FARM_MAX 64
+
+/* A build id with an event sequence number (hello.running, welcome.resume),
+ * and in hello.running the farm whose master started it ("": not known,
+ * an older slave or master; the field is left out). */
 typedef struct tf_running {
     uint64_t build_id;
     uint64_t seq;
+    char farm[TF_PROTO_FARM_MAX + 1];
 } tf_running_t;
 
 /* A stats rule: a regex whose capture 1 (or whole match) is the value of
@@ -202,6 +209,7 @@ typedef struct tf_msg {
             size_t nresume;
             uint64_t *abandon;
             size_t nabandon;
+            char farm[TF_PROTO_FARM_MAX + 1]; /* "": not sent */
         } welcome;
         struct {
             char *code;

@@ -78,6 +78,10 @@ typedef struct tf_build {
      * or "WORKDIR@N" (N >= 2) while other builds of the same workdir run
      * on this slave (tf__workdir_for). "" for builds without a runner. */
     char workdir[TF_NAME_MAX + 16];
+    /* The farm of the master that started it (welcome.farm of that link;
+     * "": not known), echoed in hello.running so a master of another farm
+     * never takes it for its own build of the same id. */
+    char farm[TF_PROTO_FARM_MAX + 1];
 } tf_build_t;
 
 struct tf_slave {
@@ -101,6 +105,7 @@ struct tf_slave {
     bool handles_open;
     char self_exe[4096];
     char http_base[600];
+    char farm[TF_PROTO_FARM_MAX + 1]; /* welcome.farm of the current link */
     tf_source_ctx_t src_ctx;
 };
 
@@ -495,8 +500,9 @@ static void tf__refuse_build(tf_slave_t *s, const tf_msg_t *m, const char *why)
         tf__runtime_error(s);
         return;
     }
+    snprintf(b->farm, sizeof b->farm, "%s", s->farm);
     int rc = tf_spool_create(s->spool_dir, id, b->builder, b->number,
-                             &b->spool);
+                             b->farm, &b->spool);
     if (rc) {
         tf_error("spool", "cannot create the spool of build %llu in %s: %s",
                  (unsigned long long)id, s->spool_dir, tf_strerror(rc));
@@ -553,7 +559,9 @@ static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m)
         tf__refuse_build(s, m, tf_strerror(rc));
         return;
     }
-    rc = tf_spool_create(s->spool_dir, id, b->builder, b->number, &b->spool);
+    snprintf(b->farm, sizeof b->farm, "%s", s->farm);
+    rc = tf_spool_create(s->spool_dir, id, b->builder, b->number, b->farm,
+                         &b->spool);
     if (rc) {
         tf_error("spool", "cannot create the spool of build %llu in %s: %s",
                  (unsigned long long)id, s->spool_dir, tf_strerror(rc));
@@ -640,6 +648,7 @@ static size_t tf__conn_running_cb(void *arg, tf_running_t *out, size_t max)
         }
         out[n].build_id = b->id;
         out[n].seq = b->spool->last_seq;
+        snprintf(out[n].farm, sizeof out[n].farm, "%s", b->farm);
         b->reported = true;
         n++;
     }
@@ -651,6 +660,8 @@ static void tf__conn_welcome_cb(void *arg, const tf_msg_t *m)
     tf_slave_t *s = arg;
     /* Patches of try jobs come from the master that sent the build. */
     tf__set_http_base(s, tf_conn_master(s->conn));
+    /* Builds started on this link belong to its farm. */
+    snprintf(s->farm, sizeof s->farm, "%s", m->u.welcome.farm);
     for (size_t i = 0; i < m->u.welcome.nresume; i++) {
         const tf_running_t *r = &m->u.welcome.resume[i];
         tf_build_t *b = tf__find(s, r->build_id);
@@ -826,15 +837,17 @@ static int tf__recover_one(tf_slave_t *s, uint64_t id)
     tf__recover_t rs = {0};
     bool truncated = false;
     char *builder = NULL;
+    char farm[TF_PROTO_FARM_MAX + 1];
     uint64_t number = 0;
     tf_build_t *b = NULL;
     int rc;
 
-    tf_spool_read_meta(s->spool_dir, id, &builder, &number);
+    tf_spool_read_meta(s->spool_dir, id, &builder, &number, farm);
     b = tf__build_new(s, id, builder, number);
     free(builder);
     if (!b)
         return TF_ENOMEM;
+    snprintf(b->farm, sizeof b->farm, "%s", farm);
     rc = tf_spool_open(s->spool_dir, id, tf__recover_scan_cb, &rs, &truncated,
                        &b->spool);
     if (rc) {

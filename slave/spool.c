@@ -132,7 +132,7 @@ static void tf__spool_free(tf_spool_t *s)
 /* The meta file is informational, so it is written plainly (no temp file,
  * no fsync): a torn one only costs a nicer log line after a crash. */
 static int tf__write_meta(const tf_spool_t *s, const char *builder,
-                          uint64_t number)
+                          uint64_t number, const char *farm)
 {
     int rc = 0;
     char *text = NULL;
@@ -141,6 +141,11 @@ static int tf__write_meta(const tf_spool_t *s, const char *builder,
                           "number", (json_int_t)number);
     if (!o)
         return TF_ENOMEM;
+    if (farm && farm[0] &&
+        json_object_set_new(o, "farm", json_string(farm)) != 0) {
+        json_decref(o);
+        return TF_ENOMEM;
+    }
     text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!text)
@@ -161,7 +166,7 @@ out:
 }
 
 int tf_spool_create(const char *dir, uint64_t build_id, const char *builder,
-                    uint64_t number, tf_spool_t **out)
+                    uint64_t number, const char *farm, tf_spool_t **out)
 {
     int rc = 0;
     tf_spool_t *s = tf__spool_alloc(dir, build_id);
@@ -173,7 +178,7 @@ int tf_spool_create(const char *dir, uint64_t build_id, const char *builder,
         rc = -errno;
         goto out;
     }
-    rc = tf__write_meta(s, builder, number);
+    rc = tf__write_meta(s, builder, number, farm);
     if (rc) {
         unlink(s->path);
         goto out;
@@ -456,7 +461,7 @@ out:
 }
 
 int tf_spool_read_meta(const char *dir, uint64_t build_id, char **builder,
-                       uint64_t *number)
+                       uint64_t *number, char farm[TF_PROTO_FARM_MAX + 1])
 {
     int rc = 0;
     char *text = NULL;
@@ -465,6 +470,7 @@ int tf_spool_read_meta(const char *dir, uint64_t build_id, char **builder,
 
     *builder = NULL;
     *number = 0;
+    farm[0] = '\0';
     if (!path)
         return TF_ENOMEM;
     rc = tf_read_file(path, TF__META_MAX, &text, NULL);
@@ -484,6 +490,13 @@ int tf_spool_read_meta(const char *dir, uint64_t build_id, char **builder,
         goto out;
     }
     *number = (uint64_t)json_integer_value(num);
+    /* The farm as the master sent it (proto checked it then); anything
+     * else is left out, as if the slave were older. */
+    const char *f = json_string_value(json_object_get(o, "farm"));
+    size_t fl = f ? strlen(f) : 0;
+    if (fl >= 1 && fl <= TF_PROTO_FARM_MAX &&
+        strspn(f, "0123456789abcdef") == fl)
+        memcpy(farm, f, fl + 1);
 out:
     json_decref(o);
     free(text);

@@ -15,8 +15,12 @@
  * fsync'd: they survive the slave process dying, not the machine losing
  * power (then the build is lost anyway and the master retries it).
  *
- * BUILDID.meta (a small JSON object with builder and number) is written
- * next to it for operators and logs; the spool file alone is authoritative.
+ * BUILDID.meta (a small JSON object with builder, number and the farm of
+ * the master that started the build) is written next to it; the spool
+ * file alone is authoritative for the events. The farm (docs/protocol.md,
+ * hello.running[].farm) lets a master of another farm tell that build id
+ * N here is not its build N; a meta file without it (older slaves, a
+ * torn write) reports no farm, as older slaves do.
  */
 #ifndef TF_SPOOL_H
 #define TF_SPOOL_H
@@ -55,11 +59,12 @@ typedef struct tf_spool {
 typedef void (*tf_spool_scan_cb)(void *arg, tf_rec_kind_t kind, uint64_t seq,
                                  const char *data, size_t len);
 
-/* Creates DIR/ID.spool (which must not exist) and DIR/ID.meta. The caller
+/* Creates DIR/ID.spool (which must not exist) and DIR/ID.meta; farm is the
+ * id of the starting master's farm ("" or NULL: not known). The caller
  * owns *out and ends it with tf_spool_close or tf_spool_remove. Returns 0
  * or a negated errno / TF_ENOMEM. */
 int tf_spool_create(const char *dir, uint64_t build_id, const char *builder,
-                    uint64_t number, tf_spool_t **out);
+                    uint64_t number, const char *farm, tf_spool_t **out);
 
 /* Opens an existing DIR/ID.spool after a restart and calls cb (may be NULL)
  * for each record. A torn last record (the process died mid-write) or a
@@ -104,9 +109,11 @@ void tf_spool_remove(tf_spool_t *s);
  * .meta files without a spool. Returns 0 or a negative code. */
 int tf_spool_list(const char *dir, uint64_t **ids, size_t *n);
 
-/* Reads builder (malloc'd, caller frees) and number from DIR/ID.meta.
- * Returns 0 or a negative code; *builder is NULL on failure. */
+/* Reads builder (malloc'd, caller frees), number and farm (into farm,
+ * TF_PROTO_FARM_MAX + 1 bytes; "" when the meta names none or a malformed
+ * one) from DIR/ID.meta. Returns 0 or a negative code; *builder is NULL
+ * on failure. */
 int tf_spool_read_meta(const char *dir, uint64_t build_id, char **builder,
-                       uint64_t *number);
+                       uint64_t *number, char farm[TF_PROTO_FARM_MAX + 1]);
 
 #endif

@@ -20,6 +20,7 @@
 #include "core/master.h"
 #include "core/users.h"
 #include "crypto.h"
+#include "store/dblock.h"
 #include "store/store.h"
 #include "tf_err.h"
 #include "util.h"
@@ -158,6 +159,7 @@ int tf_cli_vacuum(const char *dir, const char *config)
     tf_cfg_diags_t diags = {0};
     tf_retention_t ret = {0};
     tf_vacuum_stats_t st;
+    tf_dblock_t lock = {.fd = -1};
     int code = 2;
 
     if (!cfg_path || tf_config_load(cfg_path, &cfg, &diags) != 0) {
@@ -181,7 +183,21 @@ int tf_cli_vacuum(const char *dir, const char *config)
                         "stopped\n");
         goto out;
     }
+    char holder[256];
+    code = 3;
+    if (tf_dblock_take(cfg->database, "tf-master vacuum", &lock, holder,
+                       sizeof(holder)) == TF_EEXIST) {
+        fprintf(stderr, "tf-master vacuum: %s is in use by %s: stop the "
+                        "master first (vacuum rewrites the database as if "
+                        "alone)\n", cfg->database, holder);
+        goto out;
+    }
     code = 1;
+    if (lock.fd < 0) {
+        fprintf(stderr, "tf-master vacuum: cannot lock %s: %s\n",
+                cfg->database, holder);
+        goto out;
+    }
     if (tf_retention_from_config(cfg, &ret) != 0) {
         fprintf(stderr, "tf-master vacuum: out of memory\n");
         goto out;
@@ -199,6 +215,7 @@ int tf_cli_vacuum(const char *dir, const char *config)
            (double)st.bytes_after / 1048576.0);
     code = 0;
 out:
+    tf_dblock_release(&lock);
     free(ret.rules);
     tf_config_free(cfg);
     tf_cfg_diags_clear(&diags);

@@ -13,6 +13,7 @@
  * (api/authz.c): a committer acts on their own requests and builds.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,13 @@
 #include "util.h"
 
 #define LOG_PIECE (256 * 1024)
+/* Unpacked log blocks kept between pieces by all log streams together.
+ * A block is 1 MiB (up to 16 MiB): without a cap, 100 clients stalled in
+ * big logs kept 100 MiB (measured: +130 MiB RSS with the streams' piece
+ * buffers). A stream over the cap lets its block go after each piece and
+ * unpacks it again for the next (about 1 ms per MiB), trading CPU for a
+ * bound on memory. */
+#define LOG_KEEP_MAX (16u * 1024u * 1024u)
 
 /* --- helpers --- */
 
@@ -523,14 +531,39 @@ typedef struct log_stream {
     size_t got;
     bool prefetched; /* buf holds the first piece, read before answering */
     tf_logcache_t cache; /* the sealed block being streamed, unpacked */
+    size_t kept;         /* cache bytes counted in log_kept */
     unsigned char buf[LOG_PIECE];
 } log_stream_t;
+
+/* Bytes of unpacked blocks the streams keep between pieces (LOG_KEEP_MAX);
+ * pieces are read on the thread pool, so it is atomic. */
+static _Atomic size_t log_kept;
+
+/* After a piece (any thread): ls keeps its block only while it has bytes
+ * left to stream and every stream's kept blocks stay under the cap. */
+static void log_keep_or_drop(log_stream_t *ls)
+{
+    tf_logcache_t *c = &ls->cache;
+    bool done = !c->len || ls->pos + ls->got >= c->offset + c->len ||
+                ls->pos + ls->got >= ls->end;
+    atomic_fetch_sub(&log_kept, ls->kept);
+    ls->kept = 0;
+    if (!done && atomic_fetch_add(&log_kept, c->len) + c->len <=
+                     LOG_KEEP_MAX) {
+        ls->kept = c->len;
+        return;
+    }
+    if (!done)
+        atomic_fetch_sub(&log_kept, c->len);
+    tf_logcache_clear(c);
+}
 
 static void log_stream_free(void *arg)
 {
     log_stream_t *ls = arg;
     if (!ls)
         return;
+    atomic_fetch_sub(&log_kept, ls->kept);
     tf_logcache_clear(&ls->cache);
     free(ls);
 }
@@ -545,8 +578,10 @@ static int log_size_fn(tf_db_t *db, void *arg)
 static int log_piece_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
-    return tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,
-                         sizeof(ls->buf), ls->buf, &ls->got, &ls->cache);
+    int rc = tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,
+                           sizeof(ls->buf), ls->buf, &ls->got, &ls->cache);
+    log_keep_or_drop(ls);
+    return rc;
 }
 
 static void log_piece_done(void *arg, int rc)
@@ -1002,6 +1037,7 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           "slaves_connected", (int)connected, "builds_running",
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
+    json_object_set_new(o, "farm", json_string(m->farm));
     tf_api_cache_stats_t cs;
     tf_api_cache_stats(r->m, &cs);
     json_object_set_new(
@@ -1014,16 +1050,40 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
     tf_http_respond_json(r, 200, o);
 }
 
+/* GET /api/v1/requests pages (docs/api.md): a page of at most limit rows
+ * from offset of the queue as it is now; only the page's rows are
+ * rendered, the rest only counted, so a long queue costs a walk, not its
+ * JSON. */
+#define REQUESTS_LIMIT_DEFAULT 5000
+#define REQUESTS_LIMIT_MAX 5000
+
+typedef struct req_page {
+    uint64_t offset, limit, total;
+    json_t *rows;
+} req_page_t;
+
+static void req_page_add(tf_master_t *m, req_page_t *pg,
+                         const tf_request_t *req, unsigned pos)
+{
+    if (pg->total++ < pg->offset || json_array_size(pg->rows) >= pg->limit)
+        return;
+    json_array_append_new(pg->rows, request_json(m, req, pos));
+}
+
 void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     const char *builder = tf_http_arg(r, "builder");
     const char *kind = NULL;
+    req_page_t pg = {0};
     if (builder && !check_name(r, builder, "builder"))
         return;
-    if (!tf_api_arg_kind(r, &kind))
+    if (!tf_api_arg_kind(r, &kind) ||
+        !tf_http_arg_u64(r, "limit", 1, REQUESTS_LIMIT_MAX,
+                         REQUESTS_LIMIT_DEFAULT, &pg.limit) ||
+        !tf_http_arg_u64(r, "offset", 0, UINT32_MAX, 0, &pg.offset))
         return;
-    json_t *arr = json_array();
+    pg.rows = json_array();
     size_t pos = 0;
     void *v;
     /* Pending in queue order per builder, then running. */
@@ -1031,16 +1091,17 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
         tf_mbuilder_t *mb = v;
         if (builder && strcmp(mb->name, builder) != 0)
             continue;
-        json_t *p = pending_of(m, mb->name);
-        size_t i;
-        json_t *e;
-        json_array_foreach(p, i, e)
+        tf_list_t *it;
+        unsigned place = 0;
+        /* The pending list is kept in the order the scheduler picks. */
+        tf_list_foreach(it, &mb->pending)
         {
-            const char *k = json_string_value(json_object_get(e, "kind"));
-            if (!kind || (k && strcmp(k, kind) == 0))
-                json_array_append(arr, e);
+            tf_request_t *req = tf_list_entry(it, tf_request_t, node);
+            place++;
+            if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
+                continue;
+            req_page_add(m, &pg, req, place);
         }
-        json_decref(p);
     }
     pos = 0;
     while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
@@ -1051,9 +1112,15 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
             continue;
         if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
             continue;
-        json_array_append_new(arr, request_json(m, req, 0));
+        req_page_add(m, &pg, req, 0);
     }
-    tf_http_respond_json(r, 200, json_pack("{s:o}", "requests", arr));
+    uint64_t next = pg.offset + json_array_size(pg.rows);
+    json_t *o = json_pack("{s:o,s:I}", "requests", pg.rows, "total",
+                          (json_int_t)pg.total);
+    json_object_set_new(o, "next_offset",
+                        next < pg.total ? json_integer((json_int_t)next)
+                                        : json_null());
+    tf_http_respond_json(r, 200, o);
 }
 
 /* --- reads through the store --- */

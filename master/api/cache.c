@@ -37,6 +37,7 @@ typedef struct tf_api_cache {
     tf_map_t *map;      /* key -> entry_t */
     tf_list_t fifo;
     size_t bytes;
+    uint64_t epoch;     /* moves at each flush */
     tf_api_cache_stats_t st;
 } tf_api_cache_t;
 
@@ -121,6 +122,7 @@ bool tf_api_cache_answer(tf_http_req_t *r)
     r->cache_immutable = false;
     r->cache_gen = tf_store_generation(m->store);
     r->cache_removals = tf_store_removals(m->store);
+    r->cache_epoch = c->epoch;
     return false;
 }
 
@@ -141,7 +143,8 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     snprintf(etag, etag_len, "\"%016" PRIx64 "\"", fnv1a(body, len));
     bool not_modified = etag_matches(r->if_none_match, etag);
     tf_api_cache_t *c = cache_of(m, true);
-    if (!c || len > TF_API_CACHE_MAX_BYTES / 8)
+    /* An answer asked for before a flush may hold the old config's links. */
+    if (!c || len > TF_API_CACHE_MAX_BYTES / 8 || r->cache_epoch != c->epoch)
         return not_modified;
     entry_t *old = tf_map_get_str(c->map, r->cache_key);
     if (old)
@@ -181,6 +184,16 @@ void tf_api_cache_stats(const struct tf_master *m, tf_api_cache_stats_t *out)
     *out = c->st;
     out->entries = tf_map_count(c->map);
     out->bytes = c->bytes;
+}
+
+void tf_api_cache_flush(struct tf_master *m)
+{
+    tf_api_cache_t *c = m->api_cache;
+    if (!c)
+        return;
+    while (!tf_list_empty(&c->fifo))
+        entry_drop(c, tf_list_entry(c->fifo.next, entry_t, node));
+    c->epoch++;
 }
 
 void tf_api_cache_free(struct tf_master *m)

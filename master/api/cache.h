@@ -17,7 +17,8 @@
  * hold clock-derived fields (elapsed_ms, time_ms) and log sizes of
  * running steps, which move without an event. A finished build's answer
  * changes only when retention removes logs (tf_store_removals), and is
- * kept regardless of both otherwise.
+ * kept regardless of both otherwise. A config reload flushes everything
+ * (tf_api_cache_flush): the links in answers come from the config.
  *
  * Loop thread only. Memory is capped (entries and bytes); the oldest
  * entry goes first.
@@ -39,6 +40,13 @@ struct tf_master;
 /* Answers r from the cache and returns true, or marks r cacheable (its
  * 200 JSON answer will be kept) and returns false. GET requests only. */
 bool tf_api_cache_answer(tf_http_req_t *r);
+
+/* Drops every entry, finished builds' included, and refuses to keep
+ * answers to requests that arrived before: called when the config is
+ * reloaded, since answers hold links made from it (web_root, public_url,
+ * the commit URL template) and finished builds' answers are otherwise
+ * kept for good. */
+void tf_api_cache_flush(struct tf_master *m);
 
 /* Counters for GET /api/v1/master. */
 typedef struct tf_api_cache_stats {

@@ -64,6 +64,7 @@ typedef struct submit {
     bool new_failures_only;
     bool reuse;         /* answer from an identical passed build */
     uint64_t *reuse_ids; /* per builder, found by reuse_run */
+    char (*recipes)[65]; /* per builder, its recipe when submitted */
     uint8_t *patch;
     size_t patch_len;
     char sha[TF_SHA256_HEX_LEN + 1];
@@ -84,6 +85,7 @@ static void submit_free(submit_t *s)
     free(s->email);
     free(s->patch);
     free(s->reuse_ids);
+    free(s->recipes);
     free(s->props_text);
     free(s);
 }
@@ -454,7 +456,7 @@ static int reuse_run(tf_db_t *db, void *arg)
                                      s->patch_len ? s->sha : "",
                                      tests ? tests : "[]",
                                      s->props_text ? s->props_text : "{}",
-                                     &s->reuse_ids[i]);
+                                     s->recipes[i], &s->reuse_ids[i]);
         free(tests);
         if (rc)
             return rc;
@@ -522,14 +524,25 @@ static void submit_after(uv_work_t *w, int status)
     }
     size_t n = json_array_size(s->builders);
     if (s->reuse && n && base_is_commit(s) &&
-        (s->reuse_ids = calloc(n, sizeof(*s->reuse_ids)))) {
+        (s->reuse_ids = calloc(n, sizeof(*s->reuse_ids))) &&
+        (s->recipes = calloc(n, sizeof(*s->recipes)))) {
+        /* What each builder runs now, read here on the loop: a build
+         * that ran other steps is no answer for this request. */
+        for (size_t i = 0; i < n; i++) {
+            const tf_cfg_builder_t *cfg = tf_config_builder(
+                r->m->cfg, json_string_value(json_array_get(s->builders, i)));
+            snprintf(s->recipes[i], sizeof(s->recipes[i]), "%s",
+                     cfg ? cfg->recipe : "");
+        }
         tf_http_async_begin(r);
         if (tf_store_read(r->m->store, reuse_run, reuse_done, s) == 0)
             return;
         tf_http_async_end(r);
-        free(s->reuse_ids);
-        s->reuse_ids = NULL;
     }
+    free(s->reuse_ids);
+    s->reuse_ids = NULL;
+    free(s->recipes);
+    s->recipes = NULL;
     submit_create(s);
 }
 

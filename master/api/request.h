@@ -90,6 +90,7 @@ struct tf_http_req {
     bool cache_immutable;  /* it never changes (a finished build) */
     uint64_t cache_gen;    /* the store's generation when it was asked */
     uint64_t cache_removals; /* and its count of log removals */
+    uint64_t cache_epoch;  /* the cache's epoch (tf_api_cache_flush) */
     char cache_key[TF_HTTP_PATH_MAX + 64];
 };
 

@@ -180,15 +180,37 @@ static size_t split(char *path, char **segs)
     return n;
 }
 
-/* Whether the pattern has the shape of the path (same length, literal
- * segments equal). */
-static bool shape_matches(const char *pattern, char **segs, size_t n)
-{
+/* The route patterns split into segments, once (loop thread): matching
+ * a request then costs comparisons, not a copy and a split of every
+ * pattern per request. */
+typedef struct split_route {
     char buf[128];
-    char *ps[MAX_SEGS];
-    snprintf(buf, sizeof(buf), "%s", pattern);
-    size_t np = split(buf, ps);
-    if (np != n)
+    char *segs[MAX_SEGS];
+    size_t n;
+} split_route_t;
+
+static const split_route_t *route_split(size_t i)
+{
+    static split_route_t table[NROUTES];
+    static bool ready;
+    if (!ready) {
+        for (size_t k = 0; k < NROUTES; k++) {
+            snprintf(table[k].buf, sizeof(table[k].buf), "%s",
+                     routes[k].path);
+            table[k].n = split(table[k].buf, table[k].segs);
+        }
+        ready = true;
+    }
+    return &table[i];
+}
+
+/* Whether route ri's pattern has the shape of the path (same length,
+ * literal segments equal). */
+static bool shape_matches(size_t ri, char **segs, size_t n)
+{
+    const split_route_t *sr = route_split(ri);
+    char *const *ps = sr->segs;
+    if (sr->n != n)
         return false;
     for (size_t i = 0; i < n; i++)
         if (ps[i][0] != '{' && strcmp(ps[i], segs[i]) != 0)
@@ -212,10 +234,7 @@ static bool parse_id(tf_http_req_t *r, const char *s, const char *what,
 static bool parse_args(tf_http_req_t *r, const tf_route_t *route,
                        char **segs, size_t n, tf_route_args_t *a)
 {
-    char buf[128];
-    char *ps[MAX_SEGS];
-    snprintf(buf, sizeof(buf), "%s", route->path);
-    split(buf, ps);
+    char *const *ps = route_split((size_t)(route - routes))->segs;
     for (size_t i = 0; i < n; i++)
         a->segs[i] = segs[i];
     a->nsegs = n;
@@ -285,7 +304,7 @@ static const tf_route_t *route_find(tf_http_req_t *r, char **segs, size_t n,
     const tf_route_t *shape = NULL, *hit = NULL;
     char allow[32] = "";
     for (size_t i = 0; i < NROUTES; i++) {
-        if (!shape_matches(routes[i].path, segs, n))
+        if (!shape_matches(i, segs, n))
             continue;
         if (!shape)
             shape = &routes[i];
@@ -465,7 +484,7 @@ static void preflight(tf_http_req_t *r, char **segs, size_t n)
 {
     char allow[32] = "";
     for (size_t i = 0; n <= MAX_SEGS && i < NROUTES; i++) {
-        if (!shape_matches(routes[i].path, segs, n))
+        if (!shape_matches(i, segs, n))
             continue;
         size_t used = strlen(allow);
         snprintf(allow + used, sizeof(allow) - used, "%s%s",
@@ -510,8 +529,13 @@ void tf_api_headers(tf_http_req_t *r)
         tf_http_header(r, "access-control-allow-origin", r->origin);
         tf_http_header(r, "access-control-expose-headers",
                        "X-Log-Size, X-Log-Lines, Content-Range");
-        tf_http_header(r, "vary", "Origin");
     }
+    /* The answer depends on the Origin whenever CORS is configured, even
+     * for a request without one or from an origin not allowed: a shared
+     * cache must not hand one origin's answer (with or without the allow
+     * header) to another. */
+    if (r->m->cfg->ncors_origins)
+        tf_http_header(r, "vary", "Origin");
     if (strcmp(r->method_name, "OPTIONS") == 0) {
         preflight(r, segs, n);
         return;

@@ -120,6 +120,12 @@ typedef struct tf_cfg_builder {
     char **force_properties;
     size_t nforce_properties;
     tf_cfg_retention_t retention; /* "retention"; -1: the top-level's */
+    /* What a build of it runs: the hex SHA-256 of its build_start as
+     * checked at load (steps with their commands, environments, limits,
+     * modifiers and test specs; properties; repository; branch), so two
+     * loads that run the same thing agree and any change to what runs
+     * moves it. Result reuse matches on it. "" when not computed. */
+    char recipe[65];
 } tf_cfg_builder_t;
 
 /* A scheduler (docs/config.md, "schedulers"): what turns changes or the

@@ -29,6 +29,7 @@
 
 #include "buf.h"
 #include "cron.h"
+#include "crypto.h"
 #include "email.h"
 #include "names.h"
 #include "tf_err.h"
@@ -828,7 +829,10 @@ static int cfg_builder_end(cfg_ctx_t *ctx, const cfg_loc_t *loc,
     msg.u.build_start.nsteps = nsteps;
     msg.u.build_start.source = src ? &source : NULL;
     char *text = NULL, why[300];
-    rc = tf_msg_encode_err(&msg, &text, NULL, why, sizeof(why));
+    size_t text_len = 0;
+    rc = tf_msg_encode_err(&msg, &text, &text_len, why, sizeof(why));
+    if (rc == 0 && text)
+        tf_sha256_hex(text, text_len, ((tf_cfg_builder_t *)out)->recipe);
     free(text);
     if (rc == TF_E2BIG)
         rc = cfg_bad(ctx, &sl, "the protocol cannot carry this builder's "

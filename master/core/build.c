@@ -526,6 +526,9 @@ static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
         return;
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
+    tf_publish_build(m, b, "created", 0);
+    if (b->request)
+        tf_publish_request(m, b->request, "started");
     build_send_start(m, b);
 }
 
@@ -667,6 +670,7 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
         .repository = cfg->repository,
         .branch = cfg->branch,
         .revision = r->revision,
+        .recipe = cfg->recipe[0] ? cfg->recipe : NULL,
         .created_ms = b->created_ms,
         .steps = srec,
         .nsteps = srec && cmds ? nsteps : 0,
@@ -788,8 +792,13 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         tf_sched_slave_changed(m, s);
         snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
     }
-    tf_publish_build(m, b, "created", 0);
-    tf_publish_request(m, r, "started");
+    /* Watchers hear of a build once its rows are stored (an answer about
+     * it is then whole: build_rows_done); one never sent ends here, so
+     * it is told now. */
+    if (unsendable) {
+        tf_publish_build(m, b, "created", 0);
+        tf_publish_request(m, r, "started");
+    }
     /* At debug: the line that matters is "sent" (build_send_start), one
      * per build; a burst of thousands of starts writes one line each. */
     if (!unsendable)
@@ -1696,10 +1705,20 @@ void tf_build_slave_gone(tf_master_t *m, tf_mslave_t *s)
     }
 }
 
-static bool hello_has(const tf_msg_t *hello, uint64_t id)
+/* Whether a build the slave reports came from another farm: it names a
+ * farm (slaves that do not know farms name none) that is not ours. Its
+ * id then means another build there, whatever ours of that number is. */
+static bool running_foreign(const tf_master_t *m, const tf_running_t *r)
+{
+    return r->farm[0] && m->farm[0] && strcmp(r->farm, m->farm) != 0;
+}
+
+static bool hello_has(const tf_master_t *m, const tf_msg_t *hello,
+                      uint64_t id)
 {
     for (size_t i = 0; i < hello->u.hello.nrunning; i++)
-        if (hello->u.hello.running[i].build_id == id)
+        if (hello->u.hello.running[i].build_id == id &&
+            !running_foreign(m, &hello->u.hello.running[i]))
             return true;
     return false;
 }
@@ -1722,6 +1741,14 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
     for (size_t i = 0; i < nrun; i++) {
         uint64_t id = hello->u.hello.running[i].build_id;
         uint64_t has = hello->u.hello.running[i].seq;
+        if (running_foreign(m, &hello->u.hello.running[i])) {
+            tf_warn("build", "slave %s reports build %" PRIu64 " of farm %s, "
+                    "not this one (%s): abandoned, whatever this farm's "
+                    "build %" PRIu64 " is", s->name, id,
+                    hello->u.hello.running[i].farm, m->farm, id);
+            (*abandon)[(*nabandon)++] = id;
+            continue;
+        }
         tf_build_t *b = tf_map_get_id(m->builds, id);
         if (!b || strcmp(b->slave, s->name) != 0 ||
             b->state == TF_BUILD_ENDING) {
@@ -1757,7 +1784,7 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
     tf_list_foreach_safe(it, tmp, &s->builds)
     {
         tf_build_t *b = tf_list_entry(it, tf_build_t, slave_node);
-        if (hello_has(hello, b->id))
+        if (hello_has(m, hello, b->id))
             continue;
         if (b->state == TF_BUILD_STARTING) {
             b->lost_since_ms = 0; /* build_start goes out on commit */

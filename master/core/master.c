@@ -288,6 +288,7 @@ static int load_state(tf_master_t *m)
         return rc;
     }
     m->next_build_id = q.max_build_id + 1;
+    snprintf(m->farm, sizeof(m->farm), "%s", q.farm);
     m->next_request_id = q.max_request_id + 1;
     m->next_job_id = q.max_job_id + 1;
     for (size_t i = 0; i < q.nbuilders; i++) {

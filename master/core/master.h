@@ -264,6 +264,10 @@ struct tf_master {
     tf_map_t *jobs;     /* id -> tf_mjob_t, unfinished try jobs */
 
     uint64_t next_build_id;
+    /* The farm's id from the database (store: migration 9): sent in
+     * welcome, and a build a slave reports with another farm's id is not
+     * ours whatever its number (tf_build_slave_back). */
+    char farm[TF_PROTO_FARM_MAX + 1];
     uint64_t next_request_id;
     uint64_t next_job_id;
     uint64_t next_link_id;

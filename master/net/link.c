@@ -256,6 +256,7 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
     tf_msg_t w = {.type = TF_MSG_WELCOME};
     w.u.welcome.slave = s->name;
     w.u.welcome.heartbeat_s = m->cfg->heartbeat_s;
+    snprintf(w.u.welcome.farm, sizeof(w.u.welcome.farm), "%s", m->farm);
     int rc = tf_build_slave_back(m, s, hello, &w.u.welcome.resume,
                                  &w.u.welcome.nresume, &w.u.welcome.abandon,
                                  &w.u.welcome.nabandon);

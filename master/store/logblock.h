@@ -17,8 +17,13 @@
  * (TF_ECORRUPT), so a damaged block is an error, never wrong bytes.
  * Codec 0 (raw) is kept for blocks that do not compress.
  *
+ * A blob made by a sealer (below) is one frame compressed as a stream:
+ * its header may not carry the content size, and then the decoded
+ * length itself must be the row's.
+ *
  * Threads: a packer belongs to one thread (the writer); tf_logblock_unpack
- * may run on any thread.
+ * may run on any thread. A sealer is a packer per stream on a thread of
+ * its own, fed by the writer thread, which alone calls its functions.
  */
 #ifndef TF_STORE_LOGBLOCK_H
 #define TF_STORE_LOGBLOCK_H
@@ -62,6 +67,47 @@ int tf_logblock_pack(tf_logpacker_t *p, const void *raw, size_t n,
  * blob is not exactly raw_len bytes of intact content. */
 int tf_logblock_unpack(int codec, const void *blob, size_t blob_len,
                        uint64_t raw_len, void *dst);
+
+/* ---- The sealer: compressing a running step's next block while its
+ * output arrives ----
+ *
+ * The writer stores each output chunk of a step that has a stream and
+ * also hands a copy to the stream (tf_logsealer_feed); the sealer's
+ * thread compresses it meanwhile. When the tail holds a block's worth,
+ * tf_logsealer_finish ends the frame (waiting only for what is still
+ * queued) and the writer stores the block in the same group as before:
+ * sealing keeps its place and meaning, the compression moves off the
+ * writer thread and the tail is never read back. A stream holds at most
+ * TF_LOGSTREAM_CAP raw bytes; TF_LOGSEALER_STREAMS streams exist (each
+ * is a compression context and two buffers, a few MiB), so only that
+ * many steps stream at once and the others are sealed on the writer. */
+#define TF_LOGSEALER_STREAMS 4
+#define TF_LOGSTREAM_CAP (TF_LOGBLOCK_TARGET + 256u * 1024u)
+
+typedef struct tf_logsealer tf_logsealer_t;
+
+/* A sealer and its thread, or NULL when out of memory or threads (the
+ * writer then seals as before). Freed with tf_logsealer_free (waits for
+ * the thread; NULL is fine). */
+tf_logsealer_t *tf_logsealer_new(void);
+void tf_logsealer_free(tf_logsealer_t *s);
+
+/* Appends n bytes (copied) to stream i's frame (i < TF_LOGSEALER_STREAMS);
+ * the first feed after tf_logsealer_start begins a new frame. Returns 0,
+ * or TF_E2BIG when the frame would pass TF_LOGSTREAM_CAP (nothing is
+ * queued; the caller drops the stream). May wait for the sealer's queue. */
+int tf_logsealer_feed(tf_logsealer_t *s, unsigned i, const void *data,
+                      size_t n);
+
+/* Forgets stream i's frame: the next feed begins a new one. */
+void tf_logsealer_start(tf_logsealer_t *s, unsigned i);
+
+/* Ends stream i's frame and waits for it: on 0, *blob (*blob_len bytes,
+ * owned by the sealer, valid until stream i is fed or started again) and
+ * *codec describe the block of all bytes fed since the start; TF_EINVAL
+ * when nothing was fed, TF_EIO when compressing failed. */
+int tf_logsealer_finish(tf_logsealer_t *s, unsigned i, const void **blob,
+                        size_t *blob_len, int *codec);
 
 /* One decompressed block kept by a reader that reads a log piece by piece
  * (the API's log stream), so a block is unpacked once, not per piece.

@@ -139,7 +139,7 @@ typedef struct tf_op_build_step {
 typedef struct tf_op_build_create {
     uint64_t id, number, request_id;
     const char *builder, *slave, *properties, *reason;
-    const char *repository, *branch, *revision;
+    const char *repository, *branch, *revision, *recipe;
     int64_t created_ms;
     const tf_op_build_step_t *steps;
     size_t nsteps;

@@ -508,8 +508,9 @@ static const char SQL_REQUEST_REUSED[] =
 static const char SQL_BUILD_CREATE[] =
     "INSERT INTO builds(id, builder, number, request_id, slave, state, "
     "created_ms, nsteps, properties, reason, repository, branch, revision, "
-    "kind) "
+    "recipe, kind) "
     "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13, "
     "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
     "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
@@ -711,7 +712,7 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
-         T(o->revision));
+         T(o->revision), T(o->recipe));
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
              T(o->steps[i].command_json), I(o->steps[i].flags));
@@ -1806,9 +1807,11 @@ const tf_engine_vt_t tf_engine_pg = {
 /* Copying an sqlite database (tf-master migrate --to)                 */
 /* ------------------------------------------------------------------ */
 
-/* Every table of the schema, parents before children. */
+/* Every table of the schema, parents before children. The farm keeps its
+ * id (the empty database's own, made by its migration 9, is dropped
+ * first), so slaves resume their builds across the move. */
 static const char *const copy_tables[] = {
-    "slaves", "slave_events", "builders", "users", "patches", "changes",
+    "farm", "slaves", "slave_events", "builders", "users", "patches", "changes",
     "try_jobs", "build_requests", "request_changes", "builds", "steps",
     "build_changes", "log_chunks", "log_blocks", "test_results", "stats", "mail_outbox", "pollers",
     "scheduler_state",
@@ -1979,7 +1982,9 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
     /* One snapshot of the file, one transaction in PostgreSQL: the copy
      * is all or nothing. */
     sqlite3_exec(src, "BEGIN", NULL, NULL, NULL);
-    rc = ctl(e, "BEGIN") == PG_OK ? 0 : TF_ESTORE;
+    rc = ctl(e, "BEGIN") == PG_OK && ctl(e, "DELETE FROM farm") == PG_OK
+             ? 0
+             : TF_ESTORE;
     if (rc)
         fmt_trunc(msg, msglen, "%s", e->msg);
     for (size_t i = 0; rc == 0 && i < sizeof(copy_tables) /

@@ -266,6 +266,16 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE builds ADD COLUMN logs_removed_ms BIGINT;"
     "CREATE INDEX builds_logs_kept ON builds(builder, number) "
     "WHERE logs_removed_ms IS NULL;",
+
+    /* 9: builds by request, a build's recipe, changes by revision and the
+     * farm's identity (sqlite's migration 9). Every master sharing the
+     * database is one farm, so they share the id. */
+    "CREATE INDEX builds_by_request ON builds(request_id);"
+    "ALTER TABLE builds ADD COLUMN recipe TEXT;"
+    "CREATE INDEX changes_by_revision ON changes(revision);"
+    "CREATE TABLE farm(id TEXT NOT NULL);"
+    "INSERT INTO farm(id) VALUES(md5(random()::text || "
+    "clock_timestamp()::text));",
 };
 
 size_t tf_pg_schema_count(void)

@@ -72,7 +72,9 @@ typedef struct build_info {
 } build_info_t;
 
 /* The finished rerun of try build id without its patch
- * (retry_without_patch), or 0. */
+ * (retry_without_patch), or 0: the rerun requests by
+ * build_requests_without_patch, their builds by builds_by_request
+ * (migration 9). */
 static uint64_t rerun_without_patch(tf_db_t *db, uint64_t id,
                                     uint64_t *number)
 {
@@ -118,8 +120,12 @@ static int64_t one_int(tf_db_t *db, const char *sql, const char *t1,
  * results, at base or newer (base NULL: the latest such build); 0 when
  * none. "At base or newer": from the first continuous build of base on,
  * or, when none built it, from the first whose blamelist holds a change
- * recorded at or after base's. Each step is an indexed lookup, so the
- * cost does not grow with the number of changes. */
+ * recorded at or after base's. The floor walks the builder's continuous
+ * builds (builds_by_builder_kind; revisions are not indexed), finds the
+ * change by revision (changes_by_revision, migration 9) and the
+ * builder's builds' blamelists from it on; the answer walks the
+ * builder's builds down from the newest. So the cost grows with the
+ * builder's history, not with the farm's changes. */
 static uint64_t reference_build(tf_db_t *db, const char *builder,
                                 const char *base, uint64_t *number)
 {
@@ -287,15 +293,18 @@ static uint64_t count_new(tf_db_t *db, uint64_t build_id,
 /* The test's own lines of its step's log: from its first line, at most
  * min(lines, TF_Q_EXCERPT_LINES) lines and TF_Q_EXCERPT_BYTES bytes, as
  * valid UTF-8 (malloc'd; "" when the log holds nothing there; NULL when
- * out of memory). */
+ * out of memory). cache (the caller's, cleared by it) keeps the last
+ * unpacked log block, so the failures of one step, which usually share a
+ * block, unpack it once, not once per test. */
 static char *test_excerpt(tf_db_t *db, uint64_t build_id, unsigned step,
-                          uint64_t offset, uint64_t lines)
+                          uint64_t offset, uint64_t lines,
+                          tf_logcache_t *cache)
 {
     unsigned char buf[TF_Q_EXCERPT_BYTES];
     size_t got = 0, n = 0;
     uint64_t want = lines < TF_Q_EXCERPT_LINES ? lines : TF_Q_EXCERPT_LINES;
     if (tf_q_log_read(db, build_id, step, offset, offset + sizeof(buf),
-                      sizeof(buf), buf, &got, NULL))
+                      sizeof(buf), buf, &got, cache))
         got = 0;
     for (uint64_t seen = 0; n < got && seen < want; seen++) {
         unsigned char *nl = memchr(buf + n, '\n', got - n);
@@ -326,6 +335,7 @@ int tf_q_failed_tests(tf_db_t *db, uint64_t build_id, unsigned max,
     build_info_t bi;
     tf_q_test_counts_t c = {0};
     tf_dbst_t *st = NULL, *ref = NULL;
+    tf_logcache_t logs = {0};
     int rc = build_info(db, build_id, &bi);
     if (rc)
         return rc;
@@ -368,7 +378,7 @@ int tf_q_failed_tests(tf_db_t *db, uint64_t build_id, unsigned max,
         if (t.has_log)
             ex = test_excerpt(db, build_id, t.step,
                               (uint64_t)tf_db_column_int64(st, 9),
-                              t.log_lines);
+                              t.log_lines, &logs);
         t.excerpt = ex ? ex : "";
         if (ref && strcmp(t.status, "fail") == 0 &&
             reference_failed(ref, bi.reference, t.suite, t.name)) {
@@ -381,6 +391,7 @@ int tf_q_failed_tests(tf_db_t *db, uint64_t build_id, unsigned max,
 out:
     tf_db_finalize(st);
     tf_db_finalize(ref);
+    tf_logcache_clear(&logs);
     return rc;
 }
 
@@ -420,6 +431,7 @@ int tf_q_build_tests(tf_db_t *db, const char *base_url, uint64_t build_id,
     build_info_t bi;
     tf_q_test_counts_t c = {0};
     tf_dbst_t *st = NULL, *ref = NULL;
+    tf_logcache_t logs = {0};
     json_t *tests = NULL;
     int rc = build_info(db, build_id, &bi);
     if (rc)
@@ -472,7 +484,8 @@ int tf_q_build_tests(tf_db_t *db, const char *base_url, uint64_t build_id,
                 url_of(base_url, "api/v1/builds/%" PRIu64 "/steps/%u/log",
                        build_id, step));
             if (failing || strcmp(status, "flaky") == 0) {
-                char *ex = test_excerpt(db, build_id, step, off, lines);
+                char *ex = test_excerpt(db, build_id, step, off, lines,
+                                        &logs);
                 json_object_set_new(log, "excerpt",
                                     ex ? json_string(ex) : json_null());
                 free(ex);
@@ -523,6 +536,7 @@ out:
     json_decref(tests);
     tf_db_finalize(st);
     tf_db_finalize(ref);
+    tf_logcache_clear(&logs);
     return rc;
 }
 

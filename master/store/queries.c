@@ -1446,18 +1446,24 @@ void tf_q_build_source_clear(tf_q_build_source_t *s)
 int tf_q_reusable_build(tf_db_t *db, const char *builder,
                         const char *revision, const char *patch_sha256,
                         const char *tests, const char *properties,
-                        uint64_t *build_id)
+                        const char *recipe, uint64_t *build_id)
 {
     tf_dbst_t *st = NULL;
+    *build_id = 0;
+    /* No recipe: nothing is known to run the same. */
+    if (!recipe || !*recipe)
+        return 0;
+    /* The requests by builder and revision (build_requests_by_revision),
+     * each one's builds by builds_by_request. */
     int rc = prep(db,
                   "SELECT b.id FROM build_requests r JOIN builds b "
                   "ON b.request_id = r.id WHERE r.builder = ?1 "
                   "AND r.revision = ?2 AND coalesce(r.patch_sha256, '') = ?3 "
                   "AND r.tests = ?4 AND r.properties = ?5 AND r.reused = 0 "
                   "AND b.result = 0 AND b.finished_ms IS NOT NULL "
+                  "AND b.recipe = ?6 "
                   "ORDER BY b.id DESC LIMIT 1",
                   &st);
-    *build_id = 0;
     if (rc)
         return rc;
     tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
@@ -1467,6 +1473,7 @@ int tf_q_reusable_build(tf_db_t *db, const char *builder,
     tf_db_bind_text(st, 4, tests ? tests : "[]", -1, TF_DB_TRANSIENT);
     tf_db_bind_text(st, 5, properties ? properties : "{}", -1,
                       TF_DB_TRANSIENT);
+    tf_db_bind_text(st, 6, recipe, -1, TF_DB_TRANSIENT);
     if (tf_db_step(st) == TF_DB_ROW)
         *build_id = (uint64_t)tf_db_column_int64(st, 0);
     tf_db_finalize(st);

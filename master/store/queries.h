@@ -218,12 +218,14 @@ typedef struct tf_q_build_source {
 /* Result reuse (docs/api.md, POST /api/v1/jobs "reuse"): the newest build
  * that ended SUCCESS for a request of builder with the same revision (a
  * commit id), patch (patch_sha256, "" for none), tests and properties
- * (JSON text as requests store them), not itself a reuse. *build_id is 0
- * when there is none. */
+ * (JSON text as requests store them), not itself a reuse, that ran the
+ * builder's current recipe (config.h, tf_cfg_builder_t.recipe: its
+ * steps, properties, repository and branch). *build_id is 0 when there
+ * is none, and always when recipe is NULL or "". */
 int tf_q_reusable_build(tf_db_t *db, const char *builder,
                         const char *revision, const char *patch_sha256,
                         const char *tests, const char *properties,
-                        uint64_t *build_id);
+                        const char *recipe, uint64_t *build_id);
 
 /* Fills *out for build build_id, or returns TF_ENOENT (then *out is
  * empty). */

@@ -109,6 +109,14 @@ static int load_counters(tf_db_t *db, tf_q_state_t *q)
         q->max_job_id = (uint64_t)col_i64(st, 2);
     }
     tf_db_finalize(st);
+    /* The farm's identity, which slaves echo when they resume a build. */
+    if (prep(db, "SELECT id FROM farm LIMIT 1", &st))
+        return TF_ESTORE;
+    if (tf_db_step(st) == TF_DB_ROW) {
+        const char *farm = (const char *)tf_db_column_text(st, 0);
+        snprintf(q->farm, sizeof(q->farm), "%s", farm ? farm : "");
+    }
+    tf_db_finalize(st);
     /* Each builder's last number, and the slave of its last build: the
      * warm checkout a restarted master keeps preferring. */
     if (prep(db,

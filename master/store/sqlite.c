@@ -83,6 +83,16 @@ struct tf_engine {
     tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
     unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
     size_t sealcap;
+    tf_logsealer_t *sealer; /* compresses streamed blocks (lazily) */
+    bool sealer_failed;     /* could not start one: seal here */
+    struct {
+        bool used;
+        uint64_t build_id;
+        unsigned step;
+        uint64_t from, pos, line; /* fed [from, pos), from at line */
+        uint64_t last_feed;       /* feeds when it was last fed */
+    } streams[TF_LOGSEALER_STREAMS];
+    uint64_t feeds; /* chunks fed to streams, ever */
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
@@ -491,8 +501,9 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
 static const char SQL_BUILD_CREATE[] =
     "INSERT INTO builds(id, builder, number, request_id, slave, state, "
     "created_ms, nsteps, properties, reason, repository, branch, revision, "
-    "kind) "
+    "recipe, kind) "
     "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+    "?13, "
     "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
     "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
@@ -583,7 +594,7 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
-         T(o->revision));
+         T(o->revision), T(o->recipe));
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
              T(o->steps[i].command_json), I(o->steps[i].flags));
@@ -674,6 +685,19 @@ static bool seal_room(tf_engine_t *e, size_t n)
     return true;
 }
 
+/* Stores the block [from, to) of (build_id, step), starting at line,
+ * and drops the chunks it replaces. */
+static int block_store(tf_engine_t *e, uint64_t build_id, unsigned step,
+                       uint64_t from, uint64_t to, uint64_t line,
+                       const void *blob, size_t blen, int codec)
+{
+    EXEC(SQL_LOG_BLOCK_PUT, I(build_id), I(step), I(from), I(line),
+         I(to - from), I(codec), tf_sql_blob(blob, blen));
+    EXEC(SQL_LOG_TAIL_DROP, I(build_id), I(step), I(from), I(to));
+    EXEC(SQL_LOG_SEALED, I(to), I(build_id), I(step));
+    return SQLITE_OK;
+}
+
 /* Seals one block of the tail of (build_id, step) from byte `from`: the
  * chunks from there, until they hold TF_LOGBLOCK_TARGET bytes or run out
  * (or a hole, which is left as it is). *to gets the new log_sealed (from
@@ -735,11 +759,142 @@ static int seal_block(tf_engine_t *e, uint64_t build_id, unsigned step,
                  tf_strerror(rc));
         return rc == TF_ENOMEM ? SQLITE_NOMEM : SQLITE_ERROR;
     }
-    EXEC(SQL_LOG_BLOCK_PUT, I(build_id), I(step), I(from), I(line), I(n),
-         I(codec), tf_sql_blob(blob, blen));
-    EXEC(SQL_LOG_TAIL_DROP, I(build_id), I(step), I(from), I(pos));
-    EXEC(SQL_LOG_SEALED, I(pos), I(build_id), I(step));
-    *to = pos;
+    src = block_store(e, build_id, step, from, pos, line, blob, blen, codec);
+    if (src == SQLITE_OK)
+        *to = pos;
+    return src;
+}
+
+/* ---- Streamed blocks (logblock.h, the sealer) ----
+ *
+ * A step whose log has filled a block gets a stream, when one of the
+ * sealer's TF_LOGSEALER_STREAMS is free: from the block's end on, each
+ * chunk it stores is also fed to the stream, and when the tail holds
+ * TF_LOGBLOCK_TARGET bytes the stream's frame is the block, stored as
+ * seal_block would. The stream is only used when it holds exactly the
+ * tail ([log_sealed, log_bytes), fed in order); anything else (a hole, a
+ * chunk out of order, a group rolled back after it fed the stream) drops
+ * the stream and the tail is sealed on this thread as before. Streams
+ * are released when their step ends, or taken by another step once not
+ * fed for STREAM_IDLE_FEEDS chunks (so a step that never ends does not
+ * hold one for good). */
+#define STREAM_IDLE_FEEDS 4096u
+
+static int stream_find(tf_engine_t *e, uint64_t build_id, unsigned step)
+{
+    for (int i = 0; i < TF_LOGSEALER_STREAMS; i++)
+        if (e->streams[i].used && e->streams[i].build_id == build_id &&
+            e->streams[i].step == step)
+            return i;
+    return -1;
+}
+
+static void stream_drop(tf_engine_t *e, int i)
+{
+    e->streams[i].used = false;
+    tf_logsealer_start(e->sealer, (unsigned)i);
+}
+
+/* Every stream: a batch or group was rolled back, so what they were fed
+ * may not be stored. */
+static void streams_drop_all(tf_engine_t *e)
+{
+    for (int i = 0; i < TF_LOGSEALER_STREAMS; i++)
+        if (e->streams[i].used)
+            stream_drop(e, i);
+}
+
+/* Gives (build_id, step) a stream starting at byte `from` (its tail is
+ * empty) when one is free. */
+static void stream_claim(tf_engine_t *e, uint64_t build_id, unsigned step,
+                         uint64_t from)
+{
+    if (!e->sealer && !e->sealer_failed) {
+        e->sealer = tf_logsealer_new();
+        if (!e->sealer) {
+            e->sealer_failed = true;
+            tf_warn(SUB, "no thread to compress logs on: the writer "
+                         "compresses them itself");
+        }
+    }
+    if (!e->sealer)
+        return;
+    /* A stream not fed for STREAM_IDLE_FEEDS chunks (its step went quiet,
+     * or never ended cleanly) is given to the new step. */
+    int idle = -1;
+    for (int i = 0; i < TF_LOGSEALER_STREAMS; i++)
+        if (e->streams[i].used &&
+            e->feeds - e->streams[i].last_feed > STREAM_IDLE_FEEDS &&
+            (idle < 0 || e->streams[i].last_feed < e->streams[idle].last_feed))
+            idle = i;
+    for (int i = 0; i < TF_LOGSEALER_STREAMS; i++) {
+        if (e->streams[i].used && i != idle)
+            continue;
+        if (e->streams[i].used)
+            stream_drop(e, i);
+        e->streams[i].used = true;
+        e->streams[i].build_id = build_id;
+        e->streams[i].step = step;
+        e->streams[i].from = e->streams[i].pos = from;
+        e->streams[i].line = 0;
+        e->streams[i].last_feed = e->feeds;
+        tf_logsealer_start(e->sealer, (unsigned)i);
+        return;
+    }
+}
+
+/* Feeds o's chunk to its step's stream, if it has one; returns the
+ * stream or -1. */
+static int stream_feed(tf_engine_t *e, const tf_op_output_t *o)
+{
+    int i = stream_find(e, o->build_id, o->step);
+    if (i < 0)
+        return -1;
+    if (e->streams[i].pos != o->offset ||
+        tf_logsealer_feed(e->sealer, (unsigned)i, o->data, o->len) != 0) {
+        stream_drop(e, i);
+        return -1;
+    }
+    if (e->streams[i].pos == e->streams[i].from)
+        e->streams[i].line = o->line;
+    e->streams[i].pos += o->len;
+    e->streams[i].last_feed = ++e->feeds;
+    return i;
+}
+
+/* Stores stream i's frame as the block [sealed, bytes) when it holds
+ * exactly that tail (else drops the stream). *done tells whether it
+ * did; the stream then goes on from bytes. */
+static int stream_seal(tf_engine_t *e, int i, uint64_t sealed,
+                       uint64_t bytes, bool *done)
+{
+    const void *blob;
+    size_t blen;
+    int codec;
+
+    *done = false;
+    if (e->streams[i].from != sealed || e->streams[i].pos != bytes ||
+        bytes == sealed) {
+        stream_drop(e, i);
+        return SQLITE_OK;
+    }
+    int rc = tf_logsealer_finish(e->sealer, (unsigned)i, &blob, &blen,
+                                 &codec);
+    if (rc != 0) {
+        tf_warn(SUB, "build %" PRIu64 " step %u: compressing a log block "
+                     "off the writer failed (%s); sealing it here",
+                e->streams[i].build_id, e->streams[i].step,
+                tf_strerror(rc));
+        stream_drop(e, i);
+        return SQLITE_OK;
+    }
+    int src = block_store(e, e->streams[i].build_id, e->streams[i].step,
+                          sealed, bytes, e->streams[i].line, blob, blen,
+                          codec);
+    if (src != SQLITE_OK)
+        return src;
+    e->streams[i].from = bytes;
+    *done = true;
     return SQLITE_OK;
 }
 
@@ -754,6 +909,16 @@ static int seal_rest(tf_engine_t *e, uint64_t build_id, unsigned step)
     if (src != SQLITE_OK || !found)
         return src;
     uint64_t sealed = (uint64_t)v[0], bytes = (uint64_t)v[1];
+    int i = stream_find(e, build_id, step);
+    if (i >= 0) {
+        bool done;
+        src = stream_seal(e, i, sealed, bytes, &done);
+        if (src != SQLITE_OK)
+            return src;
+        if (done)
+            sealed = bytes;
+        stream_drop(e, i);
+    }
     while (sealed < bytes) {
         uint64_t to;
         src = seal_block(e, build_id, step, sealed, &to);
@@ -778,9 +943,20 @@ static int op_output(tf_engine_t *e, const tf_op_output_t *o)
                          4, &sealed, 1, &found);
     if (src != SQLITE_OK || !found)
         return src;
-    if (o->log_bytes - (uint64_t)sealed >= TF_LOGBLOCK_TARGET)
-        return seal_block(e, o->build_id, o->step, (uint64_t)sealed, &to);
-    return SQLITE_OK;
+    int i = stream_feed(e, o);
+    if (o->log_bytes - (uint64_t)sealed < TF_LOGBLOCK_TARGET)
+        return SQLITE_OK;
+    if (i >= 0) {
+        bool done;
+        src = stream_seal(e, i, (uint64_t)sealed, o->log_bytes, &done);
+        if (src != SQLITE_OK || done)
+            return src;
+    }
+    src = seal_block(e, o->build_id, o->step, (uint64_t)sealed, &to);
+    if (src == SQLITE_OK && to == o->log_bytes &&
+        stream_find(e, o->build_id, o->step) < 0)
+        stream_claim(e, o->build_id, o->step, to);
+    return src;
 }
 
 static int op_step_finish(tf_engine_t *e, const tf_op_step_finish_t *o)
@@ -1168,9 +1344,12 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
         src = apply_group(e, g);
         if (src != SQLITE_OK && is_db_wide(src))
             goto fail;
+        if (src != SQLITE_OK)
+            streams_drop_all(e); /* they may hold what rolls back */
         if (src == SQLITE_OK && sqlite3_get_autocommit(e->db)) {
             /* A write function ended the transaction (a bug). Failing it
              * alone and redoing the batch beats retrying it forever. */
+            streams_drop_all(e);
             tf_error(SUB, "a write function ended the batch transaction; "
                           "failing it and redoing its batch");
             g->rc = TF_ESTORE;
@@ -1201,6 +1380,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
     return TF_ENG_OK;
 
 fail:
+    streams_drop_all(e);
     if (!is_db_wide(src)) {
         /* A control statement failed for a reason that is not the
          * database's: treat it as one anyway (retrying is safe), but keep
@@ -1504,6 +1684,9 @@ static void close_writer(tf_engine_t *e)
     sqlite3_stmt *st;
     int src;
 
+    tf_logsealer_free(e->sealer);
+    e->sealer = NULL;
+    memset(e->streams, 0, sizeof(e->streams));
     tf_logpacker_free(e->packer);
     e->packer = NULL;
     free(e->sealbuf);
@@ -1743,6 +1926,14 @@ static int load_counters(sqlite3 *db, tf_q_state_t *q)
         q->max_build_id = (uint64_t)col_i64(st, 0);
         q->max_request_id = (uint64_t)col_i64(st, 1);
         q->max_job_id = (uint64_t)col_i64(st, 2);
+    }
+    sqlite3_finalize(st);
+    /* The farm's identity, which slaves echo when they resume a build. */
+    if (prep(db, "SELECT id FROM farm LIMIT 1", &st))
+        return TF_ESTORE;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *farm = (const char *)sqlite3_column_text(st, 0);
+        snprintf(q->farm, sizeof(q->farm), "%s", farm ? farm : "");
     }
     sqlite3_finalize(st);
     /* Each builder's last number, and the slave of its last build: the

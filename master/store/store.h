@@ -305,6 +305,7 @@ typedef struct tf_build_rec {
     const char *builder, *slave;
     const char *properties; /* JSON object text */
     const char *reason, *repository, *branch, *revision;
+    const char *recipe; /* the builder's recipe (hex SHA-256) or NULL */
     int64_t created_ms;
     const tf_build_step_rec_t *steps;
     size_t nsteps;
@@ -532,6 +533,7 @@ typedef struct tf_ld_job {
 typedef struct tf_q_state {
     tf_query_t q;
     uint64_t max_build_id, max_request_id, max_job_id;
+    char farm[65];             /* the farm's id (migration 9) */
     tf_ld_builder_t *builders;
     size_t nbuilders;
     tf_ld_request_t *requests; /* pending and running, by id */

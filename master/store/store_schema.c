@@ -271,6 +271,20 @@ static const char *const migrations[] = {
     "ALTER TABLE builds ADD COLUMN logs_removed_ms INTEGER;"
     "CREATE INDEX builds_logs_kept ON builds(builder, number) "
     "WHERE logs_removed_ms IS NULL;",
+    /* 9: a request's builds by an index (result reuse and the rerun
+     * without the patch join them on request_id); a build's recipe, the
+     * SHA-256 of its builder's build_start as the config made it (steps,
+     * properties, repository, branch: config.h, tf_cfg_builder_t.recipe),
+     * so result reuse only answers from a build that ran what the builder
+     * runs now (builds of older versions have none and are not reused);
+     * changes by revision (the reference build's floor); the farm's
+     * identity, made once, which slaves echo when they resume a build so
+     * a master never takes another farm's build for its own. */
+    "CREATE INDEX builds_by_request ON builds(request_id);"
+    "ALTER TABLE builds ADD COLUMN recipe TEXT;"
+    "CREATE INDEX changes_by_revision ON changes(revision);"
+    "CREATE TABLE farm(id TEXT NOT NULL);"
+    "INSERT INTO farm(id) VALUES(lower(hex(randomblob(16))));",
 };
 
 size_t tf_schema_count(void)

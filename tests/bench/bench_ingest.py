@@ -71,6 +71,13 @@ def dist(values):
         pct(values, 0.5), pct(values, 0.9), pct(values, 0.99), max(values))
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system, all threads) process pid has used."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_avg():
     return "%.2f %.2f %.2f" % os.getloadavg()
 
@@ -177,16 +184,17 @@ def bench_ingest(th, farm, a):
             {"name": "quick", "steps": [{"name": "noop",
                                          "command": ["true"]}]}]},
         log_level="info")
-    farm.slave(m, "s1", log_level="info")
+    sl = farm.slave(m, "s1", log_level="info")
     m.run_build("quick", timeout=60)  # warm up: workdir made
     print("ingest of a %.0f MiB compiler-like log from a file-fed step "
           "(cat), %d runs; load average %s"
           % (size / 1048576, a.runs, load_avg()))
     first_logical, first_disk = db_sizes(m.db_path)
-    rates, grow_logical, grow_disk = [], [], []
+    rates, grow_logical, grow_disk, mcpu, scpu = [], [], [], [], []
     tails, tails_start, middles = [], [], []
     for run in range(1, a.runs + 1):
         before_logical, before_disk = db_sizes(m.db_path)
+        m_cpu0, s_cpu0 = cpu_seconds(m.proc.pid), cpu_seconds(sl.proc.pid)
         req = m.force("big")
         bid = m.wait_build_started(req, timeout=60)
 
@@ -198,6 +206,10 @@ def bench_ingest(th, farm, a):
         b = th.wait_for(stored, 900, "the whole log stored", farm,
                         interval=0.02)
         t_end = time.time() * 1000
+        mcpu.append((cpu_seconds(m.proc.pid) - m_cpu0) * 1000 /
+                    (size / 1048576))
+        scpu.append((cpu_seconds(sl.proc.pid) - s_cpu0) * 1000 /
+                    (size / 1048576))
         if b["result"] != "SUCCESS":
             sys.exit("bench_ingest: the build failed: %s"
                      % json.dumps(b)[:500])
@@ -219,8 +231,9 @@ def bench_ingest(th, farm, a):
                                        % (size // 2, size // 2 + TAIL - 1)})
         print("  run %d: %.1f MiB/s (%.2f s); database +%.1f%% of the raw "
               "log (logical), +%.1f%% on disk with the WAL; log read back "
-              "byte-exact" % (run, rates[-1], secs, 100 * grow_logical[-1],
-                              100 * grow_disk[-1]))
+              "byte-exact; CPU per MiB: master %.1f ms, slave %.1f ms"
+              % (run, rates[-1], secs, 100 * grow_logical[-1],
+                 100 * grow_disk[-1], mcpu[-1], scpu[-1]))
     last_logical, last_disk = db_sizes(m.db_path)
     wal = os.path.getsize(str(m.db_path) + "-wal") \
         if os.path.exists(str(m.db_path) + "-wal") else 0
@@ -229,6 +242,9 @@ def bench_ingest(th, farm, a):
     raw = size * a.runs
     print("  MiB/s: median %.1f  min %.1f  max %.1f"
           % (pct(rates, 0.5), min(rates), max(rates)))
+    print("  CPU ms per MiB (all threads; far less disturbed by other load "
+          "than MiB/s): master median %.1f, slave median %.1f"
+          % (pct(mcpu, 0.5), pct(scpu, 0.5)))
     print("  database growth per raw byte: logical %.1f%% (median of runs), "
           "on disk with the WAL %.1f%% (median), %.1f%% for the first run"
           % (100 * pct(grow_logical, 0.5), 100 * pct(grow_disk, 0.5),

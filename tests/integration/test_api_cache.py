@@ -138,3 +138,49 @@ def test_forced_request_shows_in_the_queue_at_once(farm):
     other = [b for b in s["builders"] if b["name"] == "other"][0]
     assert other["pending"] == 1 and other["state"] == "offline", other
     assert json.loads(m.api_get("/builders").body)
+
+
+def test_a_config_reload_flushes_answers_holding_its_links(farm):
+    """A finished build's answer is kept for good, but its links come from
+    the config (url, web_root's page_url): after a reload that changes
+    them the next answer holds the new links, with a new ETag, and the
+    old tag no longer gets 304."""
+    cfg = config()
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    b = m.run_build("quick")
+    assert b["result"] == "SUCCESS", steps_summary(b)
+    path = f"/builds/{b['id']}"
+    first = m.api_get(path)
+    tag = first.headers["etag"]
+    assert first.json()["page_url"] is None, first.json()
+    assert first.json()["url"].startswith(m.url + "/"), first.json()
+    # Kept: the same tag gets 304.
+    assert m.api_get(path, headers={"If-None-Match": tag}).status == 304
+    hits = cache_stats(m)["hits"]
+    assert m.api_get(path).headers["etag"] == tag
+    assert cache_stats(m)["hits"] == hits + 1
+
+    web = farm.tmp / "pages"
+    web.mkdir()
+    (web / "index.html").write_text("<html></html>\n")
+    cfg["url"] = "https://ci.example.org/farm/"
+    cfg["web_root"] = str(web)
+    n = m.log_text().count("config reloaded")
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: m.log_text().count("config reloaded") > n, 20,
+             "the config reload", farm)
+
+    r = m.api_get(path, headers={"If-None-Match": tag})
+    assert r.status == 200, r
+    j = r.json()
+    assert j["url"] == f"https://ci.example.org/farm/api/v1/builds/{b['id']}"
+    assert j["page_url"] == f"https://ci.example.org/farm/#/builds/{b['id']}"
+    assert r.headers["etag"] != tag
+    # And the new answer is kept in turn.
+    assert m.api_get(path, headers={
+        "If-None-Match": r.headers["etag"]}).status == 304
+    for p in CACHED:
+        j = m.api_get(p).json()
+        assert m.url not in json.dumps(j), (p, j)

@@ -40,8 +40,12 @@ def _corrupt_pages_holding(db, needle, pages=4):
     return pages
 
 
-def test_clean_stop_leaves_a_complete_database_file(farm):
-    data = deterministic_bytes(3 * 1024 * 1024, seed=11)
+def _stopped_farm_with_a_big_log(farm, mib, seed):
+    """The setup every test here shares: a master and slave s1 that ran
+    one build whose only step printed mib MiB of deterministic bytes, then
+    the master stopped with SIGTERM. Returns (master, build, bytes, path
+    of the bytes)."""
+    data = deterministic_bytes(mib * 1024 * 1024, seed=seed)
     big = farm.tmp / "big.bin"
     big.write_bytes(data)
     m = farm.master(_config(big), log_level="info")
@@ -49,6 +53,11 @@ def test_clean_stop_leaves_a_complete_database_file(farm):
     b = m.run_build("big", timeout=120)
     assert b["result"] == "SUCCESS", b
     m.stop()
+    return m, b, data, big
+
+
+def test_clean_stop_leaves_a_complete_database_file(farm):
+    m, b, data, big = _stopped_farm_with_a_big_log(farm, 3, seed=11)
     assert "checkpointed: the database file alone is complete" in \
         m.log_text()
     wal = m.db_path.with_name(m.db_path.name + "-wal")
@@ -70,14 +79,7 @@ def test_clean_stop_leaves_a_complete_database_file(farm):
 
 
 def test_a_damaged_database_is_reported_and_refused(farm):
-    data = deterministic_bytes(2 * 1024 * 1024, seed=12)
-    big = farm.tmp / "big.bin"
-    big.write_bytes(data)
-    m = farm.master(_config(big), log_level="info")
-    farm.slave(m, "s1", log_level="info")
-    b = m.run_build("big", timeout=120)
-    assert b["result"] == "SUCCESS", b
-    m.stop()
+    m, b, data, _ = _stopped_farm_with_a_big_log(farm, 2, seed=12)
 
     _corrupt_pages_holding(m.db_path, data[PAGE * 64:PAGE * 64 + 64])
     r = _check(farm, m.dir)
@@ -95,14 +97,7 @@ def test_a_damaged_database_is_reported_and_refused(farm):
 
 
 def test_a_damaged_page_read_while_serving_is_an_error_not_a_log(farm):
-    data = deterministic_bytes(4 * 1024 * 1024, seed=13)
-    big = farm.tmp / "big.bin"
-    big.write_bytes(data)
-    m = farm.master(_config(big), log_level="info")
-    farm.slave(m, "s1", log_level="info")
-    b = m.run_build("big", timeout=120)
-    assert b["result"] == "SUCCESS", b
-    m.stop()
+    m, b, data, _ = _stopped_farm_with_a_big_log(farm, 4, seed=13)
     m.start()  # passes its quick_check; no reader has the log cached
 
     _corrupt_pages_holding(m.db_path, data[PAGE * 300:PAGE * 300 + 64])

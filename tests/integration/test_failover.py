@@ -10,6 +10,7 @@ is configured on each with the same secret, as it would be on masters that
 share one database.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -273,3 +274,75 @@ def test_wss_and_ws_masters_in_one_list(farm):
     assert f"; failing over to {b.ws_url}/slave (master 2 of 2)" in \
         s.log_text(), s.log_text()
     s.stop()
+
+
+def long_master(farm, name, start=True):
+    """A master whose builder runs one long step that says which farm ran
+    it and leaves a marker."""
+    cfg = config(name)
+    cfg["slaves"][0]["secret_file"] = str(shared_secret(farm))
+    marker = farm.tmp / f"running-on-{name}"
+    cfg["builders"][0]["steps"] = [{"name": "long", "command":
+                                    f"echo step of farm {name}; "
+                                    f"touch {marker}; sleep 300"}]
+    return farm.master(cfg, name=name, start=start), marker
+
+
+@pytest.mark.timeout(180)
+def test_a_build_id_of_another_farm_is_never_taken_for_ours(farm):
+    """Separate farms number builds alike: A's build 1 and B's build 1 are
+    different builds. The slave runs B's build 1, fails over to A (which
+    abandons it: unknown there), runs A's build 1, and fails back to B,
+    which still waits for its own build 1 on this slave. The slave reports
+    build 1 with A's farm id (welcome.farm, hello.running[].farm): B
+    abandons it instead of resuming A's output into its build 1, and ends
+    its own build 1 RETRY (the slave came back without it), so it runs
+    again."""
+    a, marker_a = long_master(farm, "ma", start=False)
+    b, marker_b = long_master(farm, "mb")
+    s = slave(farm, a, [a.ws_url, b.ws_url], connected_to=b)
+    req_b = b.force("quick")
+    bid = b.wait_build_started(req_b)
+    wait_for(marker_b.exists, scaled(20), "B's long step to start", farm)
+    b.wait_step_running(bid, 0, min_bytes=1)
+
+    a.start()
+    farm_a = a.get_json("/master")["farm"]
+    farm_b = b.get_json("/master")["farm"]
+    assert re.fullmatch(r"[0-9a-f]{32}", farm_a) and farm_a != farm_b, \
+        (farm_a, farm_b)
+    b.kill9()
+    a.wait_slave_connected("s1", timeout=scaled(15))
+    wait_log(farm, s, rf"connected to {re.escape(a.ws_url)}/slave as s1 "
+             r"\(heartbeat \d+ s, 0 builds to resume, 1 to abandon",
+             "A to abandon B's build")
+    wait_for(lambda: not list((s.basedir / ".spool").glob(f"{bid}.*")),
+             scaled(15), "the slave to drop B's build", farm)
+    req_a = a.force("quick")
+    aid = a.wait_build_started(req_a)
+    assert aid == bid, (aid, bid)  # the same id in both farms
+    wait_for(marker_a.exists, scaled(20), "A's long step to start", farm)
+    a.wait_step_running(aid, 0, min_bytes=1)
+    meta = (s.basedir / ".spool" / f"{aid}.meta").read_text()
+    assert f'"farm":"{farm_a}"' in meta.replace(" ", ""), meta
+
+    # Back to B, which still has its build 1 on s1, waiting for it.
+    b.start()
+    assert b.build(bid)["state"] != "finished"
+    a.kill9()
+    b.wait_slave_connected("s1", timeout=scaled(15))
+    wait_log(farm, s, rf"connected to {re.escape(b.ws_url)}/slave as s1 "
+             r"\(heartbeat \d+ s, 0 builds to resume, 1 to abandon",
+             "B to abandon A's build")
+    assert (f"slave s1 reports build {bid} of farm {farm_a}, not this one "
+            f"({farm_b}): abandoned") in b.log_text(), b.log_text()
+    mine = b.wait_build_finished(bid, timeout=scaled(20))
+    assert mine["result"] == "RETRY", mine
+    assert "the slave came back without this build" in \
+        json.dumps(mine), mine
+    log = b.step_log(bid, 0)
+    assert b"step of farm mb" in log and b"farm ma" not in log, log
+    # B's request runs again, on s1, as a new build.
+    wait_for(lambda: b.request_info(req_b)["build_id"] not in (None, bid),
+             scaled(30), "B's request to run again", farm)
+    s.kill9()  # its build sleeps for minutes: no graceful wait

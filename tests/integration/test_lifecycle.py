@@ -83,6 +83,41 @@ def test_cancel_a_pending_request(farm):
     assert b["number"] == 1, "the cancelled request must not have run"
 
 
+def test_the_queue_is_paged(farm):
+    """GET /api/v1/requests answers at most `limit` rows (default and
+    most 5000) from `offset`, with the queue's `total` and the next page's
+    `next_offset` (null on the last); the pages together are the whole
+    queue in order, positions included; bad values are 400."""
+    m = farm.master(config())
+    reqs = [m.force("quick") for _ in range(7)]
+    whole = m.get_json("/requests")
+    assert [x["id"] for x in whole["requests"]] == reqs, whole
+    assert whole["total"] == 7 and whole["next_offset"] is None, whole
+    got, offset, pages = [], 0, 0
+    while offset is not None:
+        page = m.get_json(f"/requests?limit=3&offset={offset}")
+        assert page["total"] == 7, page
+        assert len(page["requests"]) == (3 if pages < 2 else 1), page
+        got += page["requests"]
+        offset = page["next_offset"]
+        pages += 1
+    assert pages == 3 and got == whole["requests"], got
+    assert [x["position"] for x in got] == list(range(1, 8))
+    page = m.get_json("/requests?builder=quick&kind=ci&limit=2&offset=5")
+    assert [x["id"] for x in page["requests"]] == reqs[5:], page
+    assert page["next_offset"] is None
+    past = m.get_json("/requests?offset=50")
+    assert past["requests"] == [] and past["total"] == 7 and \
+        past["next_offset"] is None, past
+    assert m.get_json("/requests?kind=try")["total"] == 0
+    for q, what in [("limit=0", "limit"), ("limit=5001", "limit"),
+                    ("limit=many", "limit"), ("offset=-1", "offset"),
+                    ("offset=x", "offset")]:
+        r = m.get(f"/api/v1/requests?{q}")
+        assert r.status == 400, (q, r)
+        assert f"parameter {what}=" in r.error_message(), (q, r)
+
+
 @pytest.mark.timeout(90)
 def test_slave_sigterm_finishes_the_running_build_then_exits_0(farm):
     m = farm.master(config())

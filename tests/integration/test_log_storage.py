@@ -249,3 +249,68 @@ def test_a_corrupt_block_answers_an_error_never_wrong_bytes(farm):
     r = m.api_get(path, headers={"Range": "bytes=-65536"})
     assert r.status == 206 and r.body == data[-65536:], r
     assert m.running()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_many_slow_log_readers_hold_bounded_memory(farm):
+    """Each log stream unpacks the sealed block it reads; N clients that
+    stall in the middle of big logs must not each keep their block
+    (1 MiB, up to 16 MiB) unpacked: the blocks kept between pieces are
+    capped for all streams together (api/api.c, LOG_KEEP_MAX), and a
+    stream over the cap unpacks its block again for its next piece. The
+    figure: the master's RSS growth with N stalled streams. Meanwhile a
+    full read of the same log is byte-exact."""
+    import socket
+    n_streams = 100
+    path, data = compiler_log(farm, 8, seed=5)
+    m = farm.master(config([{"name": "cc", "steps": [
+        {"name": "out", "command": ["cat", str(path)]}]}]), log_level="info")
+    farm.slave(m, "s1", log_level="info")
+    b = m.run_build("cc", timeout=120)
+    assert b["result"] == "SUCCESS", steps_summary(b)
+    wait_for(lambda: db_rows(m, "SELECT count(*) FROM log_chunks")[0][0] == 0,
+             30, "the log to be sealed", farm)
+    log = f"/api/v1/builds/{b['id']}/steps/0/log"
+    assert sha256(m.get(log, timeout=120).body) == sha256(data)
+    time.sleep(0.5)
+    before = rss_kib(m.proc.pid)
+    socks = []
+    try:
+        for i in range(n_streams):
+            s = socket.create_connection(("127.0.0.1", m.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            # Each starts in another block, so none shares a piece.
+            start = (i % 8) * BLOCK + 1000
+            s.sendall(f"GET {log}?start={start} HTTP/1.1\r\nHost: x\r\n\r\n"
+                      .encode())
+            socks.append(s)
+        for s in socks:
+            assert s.recv(1024).startswith(b"HTTP/1.1 206"), "no answer"
+        time.sleep(2)
+        during = rss_kib(m.proc.pid)
+        # Another client reads it all while they stall.
+        assert sha256(m.get(log, timeout=120).body) == sha256(data)
+    finally:
+        for s in socks:
+            s.close()
+    grown_mib = (during - before) / 1024
+    print(f"\nmaster RSS: {before / 1024:.1f} MiB before, "
+          f"{during / 1024:.1f} MiB with {n_streams} stalled log streams "
+          f"(+{grown_mib:.1f} MiB)")
+    # Measured on 100 streams: +130 MiB when each kept its block; +77 to
+    # +84 MiB with the 16 MiB cap; +55 MiB with no block kept at all (each
+    # stream's piece buffer and the answer being written, 2 x 256 KiB).
+    # Under AddressSanitizer (quarantine, shadow memory) resident sizes
+    # mean nothing; the streams and the exact read are still checked.
+    from test_limits import sanitized
+    if not sanitized(m.proc.pid):
+        assert grown_mib < 105, \
+            f"+{grown_mib:.1f} MiB for {n_streams} streams"
+    assert m.get("/api/v1/master").status == 200

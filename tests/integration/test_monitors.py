@@ -238,11 +238,16 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
     m.stop()
     # Back to schema 5 as an older master left it: no kind column, and the
     # try build as the builder's last complete build (and nothing of the
-    # migrations after 6: migration 7's test results go too, and schema
-    # 8's compressed logs: the logs go back into chunks).
+    # migrations after 6: migration 7's test results go too, schema 8's
+    # compressed logs: the logs go back into chunks, and schema 9's farm,
+    # recipes and indexes).
     import sqlite3
     db = sqlite3.connect(m.db_path)
     db.executescript(
+        "DROP TABLE farm;"
+        "DROP INDEX changes_by_revision;"
+        "DROP INDEX builds_by_request;"
+        "ALTER TABLE builds DROP COLUMN recipe;"
         "DROP INDEX builds_logs_kept;"
         "ALTER TABLE builds DROP COLUMN logs_removed_ms;"
         "DROP INDEX steps_unsealed;"
@@ -482,6 +487,35 @@ def test_cors_for_configured_origins_only(farm):
     assert r.status == 405 and r.headers["allow"] == "GET", r
     r = m.request("OPTIONS", "/api/v1/nothing", headers=dash)
     assert r.status == 404, r
+
+
+@pytest.mark.timeout(60)
+def test_vary_origin_whenever_cors_is_configured(farm):
+    """With cors_origins set, every API answer says it varies by Origin,
+    whether the request's Origin is allowed, foreign or absent, cached
+    answers (200 and 304) included: a shared cache must not serve one
+    origin's answer to another. Without cors_origins nothing varies."""
+    flag = farm.tmp / "make-it-fail"
+    m = farm.master(config(flag, cors_origins=["https://dash.example.org"]))
+    for headers in ({"Origin": "https://dash.example.org"},
+                    {"Origin": "https://evil.example"}, {}):
+        for _ in range(2):  # computed, then from the cache
+            r = m.get("/api/v1/summary", headers=headers)
+            assert r.status == 200, r
+            assert "origin" in r.headers.get("vary", "").lower(), \
+                (headers, r.headers)
+        tag = r.headers["etag"]
+        r = m.get("/api/v1/summary", headers={**headers,
+                                              "If-None-Match": tag})
+        assert r.status == 304, r
+        assert "origin" in r.headers.get("vary", "").lower(), \
+            (headers, r.headers)
+    r = m.get("/api/v1/builders/nope", headers={"Origin": "https://x.example"})
+    assert r.status == 404 and "origin" in r.headers.get("vary", "").lower()
+    m.stop()
+    plain = farm.master(config(flag), name="plain")
+    r = plain.get("/api/v1/summary", headers={"Origin": "https://x.example"})
+    assert r.status == 200 and "vary" not in r.headers, r.headers
 
 
 @pytest.mark.timeout(60)

@@ -239,6 +239,7 @@ def test_migrate_copies_an_sqlite_farm_to_postgresql(farm, pg_url,
     jid = job_id_of(r)
     job = m.get_json(f"/jobs/{jid}")
     builds_before = m.get_json("/builders/bytes/builds")
+    farm_id = m.get_json("/master")["farm"]
     m.stop()
 
     # Bad input first: not a URL, and a database that is not empty.
@@ -257,6 +258,9 @@ def test_migrate_copies_an_sqlite_farm_to_postgresql(farm, pg_url,
     m.write_config(cfg)
     m.start()
     assert "open (postgresql)" in m.log_text()
+    # The same farm (its slaves' builds stay its own), not the empty
+    # database's new id.
+    assert m.get_json("/master")["farm"] == farm_id
     assert m.step_log(b1["id"], 0) == log1
     assert m.get_json("/builders/bytes/builds") == builds_before
     assert m.get_json(f"/jobs/{jid}") == job

@@ -156,3 +156,57 @@ def test_bad_retention_values_and_vacuum_without_config(farm):
                        capture_output=True, text=True)
     assert p.returncode == 2 and "cannot load" in p.stderr, p.stderr
     assert tfharness  # the harness module is the one the farm uses
+
+
+def test_vacuum_and_a_master_never_run_on_one_database_together(farm):
+    """`tf-master vacuum` refuses while a master runs on the database (exit
+    3, who holds it), changing nothing; a master refuses to start while
+    vacuum runs (held here inside vacuum's own run: a transaction of this
+    test keeps vacuum waiting on sqlite's busy timeout); once either is
+    gone the other runs. A master killed with SIGKILL leaves no lock."""
+    import sqlite3
+    m = farm.master(config([{"name": "b", "steps": [
+        {"name": "s", "command": "echo hi"}]}]))
+    skip_on_postgresql(m, "the lock file is sqlite's (PostgreSQL: the "
+                          "store's claim, test_postgres.py)")
+    farm.slave(m, "s1")
+    b = m.run_build("b")
+    before = m.db_path.stat().st_mtime_ns
+    p = subprocess.run([TF_MASTER, "vacuum", str(m.dir)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3, (p.stdout, p.stderr)
+    assert (f"tf-master vacuum: {m.db_path} is in use by tf-master run, "
+            f"pid {m.proc.pid}: stop the master first") in p.stderr, p.stderr
+    assert m.db_path.stat().st_mtime_ns == before
+    assert m.get_json(f"/builds/{b['id']}")["result"] == "SUCCESS"
+
+    # SIGKILL: the kernel drops the lock with the process.
+    m.kill9()
+    p = subprocess.run([TF_MASTER, "vacuum", str(m.dir)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+    # Vacuum running (kept waiting by this transaction): no master.
+    db = sqlite3.connect(str(m.db_path), isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    vac = subprocess.Popen([TF_MASTER, "vacuum", str(m.dir)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        wait_for(lambda: f"tf-master vacuum, pid {vac.pid}" in
+                 (m.dir / "state.sqlite.lock").read_text(), 10,
+                 "vacuum to hold the lock", farm)
+        r = subprocess.run([TF_MASTER, "run", str(m.dir)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert (f"the database {m.db_path} is in use by tf-master vacuum, "
+                f"pid {vac.pid}; a master or `tf-master vacuum` already "
+                "runs on it: stop it first") in r.stdout + r.stderr, \
+            r.stdout + r.stderr
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+        out, err = vac.communicate(timeout=60)
+    assert vac.returncode == 0, (out, err)
+    m.start()
+    assert m.get_json(f"/builds/{b['id']}")["result"] == "SUCCESS"

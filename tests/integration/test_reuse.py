@@ -9,6 +9,7 @@ import base64
 import re
 
 import pytest
+from tfharness import wait_for
 
 from test_try import (add_user, explain, git, job_id_of, make_repos,
                       start_farm, tf_try, wait_job_done)
@@ -115,3 +116,72 @@ def test_a_failed_build_is_never_reused_and_reuse_must_be_a_bool(farm):
     assert resp.status == 400 and \
         resp.error_message() == "reuse: expected true or false", resp
     assert m.get_json("/jobs")["jobs"][0]["id"] == job_id_of(r)
+
+
+def reload(farm, m, cfg):
+    """Writes cfg and SIGHUPs m; waits for the reload to be logged."""
+    n = m.log_text().count("config reloaded")
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: m.log_text().count("config reloaded") > n, 20,
+             "the config reload", farm)
+
+
+@pytest.mark.timeout(240)
+def test_a_change_to_what_the_builder_runs_is_never_answered_by_old_builds(
+        farm):
+    """The reuse key holds the builder's recipe (its steps, properties,
+    repository and branch as the config makes them): after a reload that
+    changes the steps, the same patch runs again; a reload that changes
+    nothing the builder runs (its priority) keeps reusing."""
+    up, work = make_repos(farm.tmp)
+    m = start_farm(farm, up)
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    (work / "verdict").write_text("pass\n")
+
+    def run():
+        r = tf_try(farm, m, work, "-b", "b1", "--wait", "--poll-ms", "200",
+                   token=token)
+        assert r.returncode == 0, explain(r)
+        return m.get_json(f"/jobs/{job_id_of(r)}")["builders"][0]
+
+    first = run()
+    assert first["reused"] is False, first
+    second = run()
+    assert second["reused"] is True, second
+    assert second["build"]["id"] == first["build"]["id"], second
+
+    # Not what runs: the priority. The recipe stays, reuse goes on.
+    cfg = m.config
+    cfg["builders"][0]["priority"] = 5
+    reload(farm, m, cfg)
+    third = run()
+    assert third["reused"] is True, third
+    assert third["build"]["id"] == first["build"]["id"], third
+
+    # The steps change: the old build is no answer; the new one runs and
+    # is then the answer for the new steps.
+    cfg["builders"][0]["steps"].append({"name": "more",
+                                        "command": "echo more checks"})
+    reload(farm, m, cfg)
+    fourth = run()
+    assert fourth["reused"] is False, fourth
+    assert fourth["build"]["id"] != first["build"]["id"], fourth
+    steps = m.get_json(f"/builds/{fourth['build']['id']}")["steps"]
+    assert [s["name"] for s in steps][-1] == "more", steps
+    fifth = run()
+    assert fifth["reused"] is True, fifth
+    assert fifth["build"]["id"] == fourth["build"]["id"], fifth
+
+    # A changed command in a step (same names) runs again too, and so does
+    # a changed builder property.
+    cfg["builders"][0]["steps"][-1]["command"] = "echo other checks"
+    reload(farm, m, cfg)
+    sixth = run()
+    assert sixth["reused"] is False, sixth
+    cfg["builders"][0]["properties"] = {"flavour": "debug"}
+    reload(farm, m, cfg)
+    seventh = run()
+    assert seventh["reused"] is False, seventh
+    assert len({first["build"]["id"], fourth["build"]["id"],
+                sixth["build"]["id"], seventh["build"]["id"]}) == 4

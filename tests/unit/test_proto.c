@@ -128,15 +128,19 @@ static void sample(tf_msg_type_t t, tf_msg_t *m)
         m->u.hello.max_builds = 2;
         m->u.hello.nrunning = 2;
         m->u.hello.running = zalloc(2, sizeof(tf_running_t));
-        m->u.hello.running[0] = (tf_running_t){7, 0};
-        m->u.hello.running[1] = (tf_running_t){TF_PROTO_MAX_ID, 12};
+        m->u.hello.running[0] = (tf_running_t){.build_id = 7, .seq = 0};
+        m->u.hello.running[1] = (tf_running_t){
+            .build_id = TF_PROTO_MAX_ID, .seq = 12,
+            .farm = "0123456789abcdef0123456789abcdef"};
         break;
     case TF_MSG_WELCOME:
         m->u.welcome.slave = S("vm1");
         m->u.welcome.heartbeat_s = 10;
         m->u.welcome.nresume = 1;
         m->u.welcome.resume = zalloc(1, sizeof(tf_running_t));
-        m->u.welcome.resume[0] = (tf_running_t){7, 3};
+        m->u.welcome.resume[0] = (tf_running_t){.build_id = 7, .seq = 3};
+        snprintf(m->u.welcome.farm, sizeof(m->u.welcome.farm), "%s",
+                 "fedcba9876543210fedcba9876543210");
         m->u.welcome.nabandon = 2;
         m->u.welcome.abandon = zalloc(2, sizeof(uint64_t));
         m->u.welcome.abandon[0] = 5;
@@ -243,6 +247,7 @@ static bool running_equal(const tf_running_t *a, size_t na,
     for (size_t i = 0; i < na; i++) {
         EQ(a[i].build_id == b[i].build_id);
         EQ(a[i].seq == b[i].seq);
+        EQ(strcmp(a[i].farm, b[i].farm) == 0);
     }
     return true;
 }
@@ -334,6 +339,7 @@ static bool msg_equal(const tf_msg_t *a, const tf_msg_t *b)
         EQ(a->u.welcome.heartbeat_s == b->u.welcome.heartbeat_s);
         EQ(running_equal(a->u.welcome.resume, a->u.welcome.nresume,
                          b->u.welcome.resume, b->u.welcome.nresume));
+        EQ(strcmp(a->u.welcome.farm, b->u.welcome.farm) == 0);
         EQ(a->u.welcome.nabandon == b->u.welcome.nabandon);
         for (size_t i = 0; i < a->u.welcome.nabandon; i++)
             EQ(a->u.welcome.abandon[i] == b->u.welcome.abandon[i]);
@@ -736,7 +742,8 @@ TF_TEST(every_field_missing_or_wrong_type)
             snprintf(want, sizeof want, "%s.%s: ", tf_msg_type_name((tf_msg_type_t)t), key);
             json_t *c = json_deep_copy(o);
             json_object_del(c, key);
-            expect_json_fail(c, want, __LINE__);
+            if (strcmp(key, "farm") != 0) /* optional (welcome.farm) */
+                expect_json_fail(c, want, __LINE__);
             json_object_set_new(c, key, wrong_type(v));
             expect_json_fail(c, want, __LINE__);
             json_object_set_new(c, key, json_null());
@@ -913,6 +920,23 @@ TF_TEST(names_checked)
                 TF_EINVAL, "hello.tags[2]: expected a string");
     expect_fail("{\"type\":\"error\",\"code\":\"bad auth\",\"message\":\"m\"}",
                 TF_EINVAL, "error.code: ");
+    /* farm (hello.running[], welcome): optional, 1 to 64 lower-case hex
+     * digits; absent is "" (older peers). */
+    static const char *const bad_farms[] = {
+        "\"\"", "\"ABCDEF\"", "\"12g4\"", "7", "null",
+        "\"00000000000000000000000000000000000000000000000000000000000000000\""};
+    for (size_t i = 0; i < sizeof(bad_farms) / sizeof(bad_farms[0]); i++) {
+        snprintf(buf, sizeof buf,
+                 HELLO_PRE "\"slave\":\"a\",\"tags\":[],\"running\":"
+                 "[{\"build_id\":1,\"seq\":0,\"farm\":%s}]}",
+                 bad_farms[i]);
+        expect_fail(buf, TF_EINVAL, "hello.running[0].farm: ");
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"welcome\",\"slave\":\"s\",\"heartbeat_s\":1,"
+                 "\"resume\":[],\"abandon\":[],\"farm\":%s}",
+                 bad_farms[i]);
+        expect_fail(buf, TF_EINVAL, "welcome.farm: ");
+    }
 }
 
 static void build_start_text(char *buf, size_t n, const char *top,

@@ -58,7 +58,7 @@ TF_TEST(append_peek_advance)
     tf_rec_kind_t kind;
     uint64_t seq;
     setup();
-    TF_CHECK_INT(tf_spool_create(dir, 1, "b", 3, &s), 0);
+    TF_CHECK_INT(tf_spool_create(dir, 1, "b", 3, NULL, &s), 0);
     TF_CHECK_INT(append_text(s, 1, "{\"a\":1}"), 0);
     TF_CHECK_INT(append_text(s, 3, "{}"), TF_EINVAL); /* gap */
     for (size_t i = 0; i < sizeof big; i++)
@@ -105,10 +105,12 @@ TF_TEST(append_peek_advance)
     TF_CHECK_INT(sc.binaries, 1);
     TF_CHECK_INT(s->last_seq, 3);
     char *builder = NULL;
+    char farm[TF_PROTO_FARM_MAX + 1] = "x";
     uint64_t number = 0;
-    TF_CHECK_INT(tf_spool_read_meta(dir, 1, &builder, &number), 0);
+    TF_CHECK_INT(tf_spool_read_meta(dir, 1, &builder, &number, farm), 0);
     TF_CHECK_STR(builder, "b");
     TF_CHECK_INT(number, 3);
+    TF_CHECK_STR(farm, ""); /* none given: none reported */
     free(builder);
     tf_spool_remove(s);
     char path[512];
@@ -121,7 +123,7 @@ TF_TEST(torn_tail_is_cut)
     tf_spool_t *s;
     char path[512];
     setup();
-    TF_CHECK_INT(tf_spool_create(dir, 2, "b", 1, &s), 0);
+    TF_CHECK_INT(tf_spool_create(dir, 2, "b", 1, NULL, &s), 0);
     TF_CHECK_INT(append_text(s, 1, "{\"a\":1}"), 0);
     TF_CHECK_INT(append_text(s, 2, "{\"b\":2}"), 0);
     off_t good = (off_t)s->end;
@@ -145,6 +147,34 @@ TF_TEST(torn_tail_is_cut)
     tf_spool_remove(s);
 }
 
+/* The farm of the master that started a build survives in the meta file
+ * (a slave restart reports it in hello.running); a malformed one is
+ * dropped, as if the slave were older. */
+TF_TEST(meta_keeps_the_farm)
+{
+    tf_spool_t *s;
+    char *builder = NULL;
+    char farm[TF_PROTO_FARM_MAX + 1];
+    uint64_t number = 0;
+    setup();
+    TF_CHECK_INT(tf_spool_create(dir, 5, "b", 2,
+                                 "0123456789abcdef0123456789abcdef", &s), 0);
+    TF_CHECK_INT(tf_spool_read_meta(dir, 5, &builder, &number, farm), 0);
+    TF_CHECK_STR(farm, "0123456789abcdef0123456789abcdef");
+    free(builder);
+    tf_spool_remove(s);
+    char path[512];
+    snprintf(path, sizeof path, "%s/6.meta", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"build_id\":6,\"builder\":\"b\",\"number\":1,"
+          "\"farm\":\"NOT-HEX\"}", f);
+    fclose(f);
+    TF_CHECK_INT(tf_spool_read_meta(dir, 6, &builder, &number, farm), 0);
+    TF_CHECK_STR(farm, "");
+    free(builder);
+    unlink(path);
+}
+
 TF_TEST(list_sorted_and_orphan_meta_removed)
 {
     tf_spool_t *a, *b;
@@ -152,10 +182,10 @@ TF_TEST(list_sorted_and_orphan_meta_removed)
     size_t n;
     char path[512];
     setup();
-    TF_CHECK_INT(tf_spool_create(dir, 20, "x", 1, &a), 0);
-    TF_CHECK_INT(tf_spool_create(dir, 9, "x", 1, &b), 0);
+    TF_CHECK_INT(tf_spool_create(dir, 20, "x", 1, NULL, &a), 0);
+    TF_CHECK_INT(tf_spool_create(dir, 9, "x", 1, NULL, &b), 0);
     tf_spool_t *dup = NULL;
-    TF_CHECK(tf_spool_create(dir, 9, "x", 1, &dup) != 0 && dup == NULL);
+    TF_CHECK(tf_spool_create(dir, 9, "x", 1, NULL, &dup) != 0 && dup == NULL);
     snprintf(path, sizeof path, "%s/77.meta", dir);
     FILE *f = fopen(path, "w");
     fputs("{}", f);

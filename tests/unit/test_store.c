@@ -389,8 +389,8 @@ TF_TEST(reopen_is_a_noop)
         /* 17 tables, and test_results since migration 6. */
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master "
                                  "WHERE type = 'table'"),
-                     19); /* 17, test_results since version 7,
-                          * log_blocks since version 8 */
+                     20); /* 17, test_results since version 7,
+                          * log_blocks since version 8, farm since 9 */
         store_close_wait(&f, s);
     }
     fx_teardown(&f);

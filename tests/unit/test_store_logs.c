@@ -1,7 +1,8 @@
 /*
  * test_store_logs.c - compressed log storage (store/logblock.h) against
  * real sqlite files: blocks pack and unpack byte-exact and refuse every
- * kind of damage; a running step's log is sealed into blocks as it grows
+ * kind of damage (also the frames the sealer compresses while a step's
+ * output arrives); a running step's log is sealed into blocks as it grows
  * while its open tail stays chunks, and every range reads back exactly,
  * before and after the step ends; a database of schema version 5 (logs
  * as uncompressed chunks only) upgrades, reads back byte-exact at once,
@@ -150,6 +151,81 @@ TF_TEST(damaged_blocks_are_refused)
     TF_CHECK(memcmp(raw, back, n) == 0);
     free(z);
     tf_logpacker_free(p);
+    free(raw);
+    free(back);
+}
+
+/* The sealer's streamed frames (compressed while fed, with no content
+ * size in the header) unpack byte-exact and are refused when damaged,
+ * cut, or of another length than the row says. */
+TF_TEST(streamed_blocks_unpack_exactly_and_refuse_damage)
+{
+    size_t n = TF_LOGBLOCK_TARGET;
+    unsigned char *raw = make_log(n, 11);
+    unsigned char *back = malloc(n + 16);
+    tf_logsealer_t *s = tf_logsealer_new();
+    const void *blob;
+    size_t blen;
+    int codec;
+
+    TF_CHECK(s && raw && back);
+    TF_CHECK_INT(tf_logsealer_finish(s, 0, &blob, &blen, &codec),
+                 TF_EINVAL); /* nothing fed */
+    /* A frame dropped half way leaves nothing behind in the next. */
+    TF_CHECK_INT(tf_logsealer_feed(s, 1, raw + 5000, 70000), 0);
+    tf_logsealer_start(s, 1);
+    for (size_t off = 0; off < n; off += 65536)
+        TF_CHECK_INT(tf_logsealer_feed(s, 1, raw + off,
+                                       n - off < 65536 ? n - off : 65536),
+                     0);
+    TF_CHECK_INT(tf_logsealer_finish(s, 1, &blob, &blen, &codec), 0);
+    TF_CHECK_INT(codec, TF_LOGBLOCK_ZSTD);
+    TF_CHECK_INT(tf_logblock_unpack(codec, blob, blen, n, back), 0);
+    TF_CHECK(memcmp(raw, back, n) == 0);
+    /* Compressing as a stream packs as well as at once (within 1%). */
+    tf_logpacker_t *p = tf_logpacker_new();
+    const void *once;
+    size_t once_len;
+    int once_codec;
+    TF_CHECK(p != NULL);
+    TF_CHECK_INT(tf_logblock_pack(p, raw, n, &once, &once_len, &once_codec),
+                 0);
+    TF_CHECK(blen * 100 <= once_len * 101);
+    tf_logpacker_free(p);
+
+    unsigned char *z = malloc(blen + 8);
+    memcpy(z, blob, blen);
+    unsigned wrong = 0;
+    for (size_t i = 0; i < blen; i += 61) {
+        z[i] ^= 0x20;
+        if (tf_logblock_unpack(codec, z, blen, n, back) != TF_ECORRUPT)
+            wrong++;
+        z[i] ^= 0x20;
+    }
+    TF_CHECK_INT(wrong, 0);
+    TF_CHECK_INT(tf_logblock_unpack(codec, z, blen - 1, n, back),
+                 TF_ECORRUPT);
+    memset(z + blen, 0, 8);
+    TF_CHECK_INT(tf_logblock_unpack(codec, z, blen + 8, n, back),
+                 TF_ECORRUPT);
+    TF_CHECK_INT(tf_logblock_unpack(codec, z, blen, n - 1, back),
+                 TF_ECORRUPT);
+    TF_CHECK_INT(tf_logblock_unpack(codec, z, blen, n + 1, back),
+                 TF_ECORRUPT);
+    TF_CHECK_INT(tf_logblock_unpack(codec, z, blen, n, back), 0);
+    TF_CHECK(memcmp(raw, back, n) == 0);
+
+    /* The next frame of the same stream; a frame past the cap is
+     * refused, not grown. */
+    TF_CHECK_INT(tf_logsealer_feed(s, 1, raw, 1000), 0);
+    TF_CHECK_INT(tf_logsealer_finish(s, 1, &blob, &blen, &codec), 0);
+    TF_CHECK_INT(tf_logblock_unpack(codec, blob, blen, 1000, back), 0);
+    TF_CHECK(memcmp(raw, back, 1000) == 0);
+    TF_CHECK_INT(tf_logsealer_feed(s, 2, raw, n), 0);
+    TF_CHECK_INT(tf_logsealer_feed(s, 2, raw, TF_LOGSTREAM_CAP - n + 1),
+                 TF_E2BIG);
+    free(z);
+    tf_logsealer_free(s);
     free(raw);
     free(back);
 }

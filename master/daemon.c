@@ -127,6 +127,7 @@ typedef struct reload {
     tf_config_t *cfg;
     tf_cfg_diags_t diags;
     int rc;
+    size_t secrets_read; /* secret files this load read (not reused) */
 } reload_t;
 
 static void start_reload(tf_master_t *m);
@@ -136,7 +137,11 @@ static void start_reload(tf_master_t *m);
 static void reload_work(uv_work_t *w)
 {
     reload_t *r = w->data;
-    r->rc = tf_config_load(r->path, &r->cfg, &r->diags);
+    /* Reloads are serialized (m->reloading), one user of the cache at a
+     * time; the loop does not touch it meanwhile. */
+    size_t before = tf_cfg_secrets_reads(r->m->secrets);
+    r->rc = tf_config_load_cached(r->path, r->m->secrets, &r->cfg, &r->diags);
+    r->secrets_read = tf_cfg_secrets_reads(r->m->secrets) - before;
 }
 
 static void reload_after(uv_work_t *w, int status)
@@ -168,8 +173,9 @@ static void reload_after(uv_work_t *w, int status)
     /* Cached answers hold links made from the old config. */
     tf_api_cache_flush(m);
     tf_config_free(old);
-    tf_info("master", "config reloaded: %zu slaves, %zu builders",
-            cfg->nslaves, cfg->nbuilders);
+    tf_info("master", "config reloaded: %zu slaves, %zu builders; %zu "
+            "secret file(s) read, the others unchanged",
+            cfg->nslaves, cfg->nbuilders, r->secrets_read);
 out:
     tf_cfg_diags_clear(&r->diags);
     free(r->path);
@@ -349,6 +355,8 @@ static void free_all(tf_master_t *m)
     tf_schedulers_free(m);
     tf_pollers_free(m);
     tf_master_free(m);
+    tf_cfg_secrets_free(m->secrets);
+    m->secrets = NULL;
 }
 
 int tf_master_run(const char *dir, const char *config_path)
@@ -380,7 +388,9 @@ int tf_master_run(const char *dir, const char *config_path)
     }
     m->net = &net_ops;
     m->mail_wake = wake_mail;
-    rc = tf_config_load(cfg_path, &m->cfg, &diags);
+    /* Without the cache (out of memory) every load reads every file. */
+    m->secrets = tf_cfg_secrets_new();
+    rc = tf_config_load_cached(cfg_path, m->secrets, &m->cfg, &diags);
     free(cfg_path);
     if (rc) {
         print_diags(&diags);

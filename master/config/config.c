@@ -447,7 +447,7 @@ int cfg_secret_file(cfg_ctx_t *ctx, const cfg_loc_t *loc, const char *rel,
     char *path = cfg_resolve(ctx->dir, rel);
     if (!path)
         return TF_ENOMEM;
-    int rc = tf_read_secret(path, out);
+    int rc = cfg_secrets_read(ctx->secrets, path, out);
     cfg_show(show, path);
     free(path);
     if (rc == 0)
@@ -1223,8 +1223,16 @@ static void cfg_diags_sort(tf_cfg_diags_t *d)
 int tf_config_load_text(const char *path, const char *text, size_t len,
                         tf_config_t **out, tf_cfg_diags_t *diags)
 {
+    return tf_config_load_text_cached(path, text, len, NULL, out, diags);
+}
+
+int tf_config_load_text_cached(const char *path, const char *text,
+                               size_t len, tf_cfg_secrets_t *secrets,
+                               tf_config_t **out, tf_cfg_diags_t *diags)
+{
     tf_cfg_diags_t local = {0};
-    cfg_ctx_t ctx = {.file = path, .diags = diags ? diags : &local};
+    cfg_ctx_t ctx = {.file = path, .diags = diags ? diags : &local,
+                     .secrets = secrets};
     const cfg_loc_t root = {0};
     tf_config_t *c = NULL;
     json_t *top = NULL;
@@ -1295,6 +1303,7 @@ int tf_config_load_text(const char *path, const char *text, size_t len,
     }
     ctx.dir = c->dir;
     ctx.cfg = c;
+    cfg_secrets_begin(secrets);
     rc = cfg_walk(&ctx, &root, top, &cfg_top_table, c);
     if (rc < 0)
         goto out;
@@ -1302,6 +1311,7 @@ int tf_config_load_text(const char *path, const char *text, size_t len,
         rc = TF_ECONFIG;
         goto out;
     }
+    cfg_secrets_prune(secrets);
     *out = c;
     c = NULL;
     rc = 0;
@@ -1317,6 +1327,12 @@ out:
 }
 
 int tf_config_load(const char *path, tf_config_t **out, tf_cfg_diags_t *diags)
+{
+    return tf_config_load_cached(path, NULL, out, diags);
+}
+
+int tf_config_load_cached(const char *path, tf_cfg_secrets_t *secrets,
+                          tf_config_t **out, tf_cfg_diags_t *diags)
 {
     tf_cfg_diags_t local = {0};
     tf_cfg_diags_t *d = diags ? diags : &local;
@@ -1342,7 +1358,7 @@ int tf_config_load(const char *path, tf_config_t **out, tf_cfg_diags_t *diags)
             rc = TF_ECONFIG;
         goto out;
     }
-    rc = tf_config_load_text(path, text, len, out, d);
+    rc = tf_config_load_text_cached(path, text, len, secrets, out, d);
 out:
     free(text);
     tf_cfg_diags_clear(&local);

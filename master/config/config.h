@@ -227,6 +227,28 @@ int tf_config_load(const char *path, tf_config_t **out, tf_cfg_diags_t *diags);
 int tf_config_load_text(const char *path, const char *text, size_t len,
                         tf_config_t **out, tf_cfg_diags_t *diags);
 
+/* Secret files kept across loads (master/config/secrets.c): a load through
+ * a cache stats each secret file and reuses what it read before when the
+ * file is the same, unchanged (device, inode, size, mtime and ctime), so a
+ * reload with thousands of slaves does one stat per secret instead of
+ * reading each file. The result is the same config as without the cache.
+ * Owned by the caller: new returns NULL on OOM; free wipes the secrets and
+ * takes NULL. One load at a time per cache. */
+typedef struct tf_cfg_secrets tf_cfg_secrets_t;
+tf_cfg_secrets_t *tf_cfg_secrets_new(void);
+void tf_cfg_secrets_free(tf_cfg_secrets_t *s);
+/* How many secret files loads through s have read (not reused). */
+size_t tf_cfg_secrets_reads(const tf_cfg_secrets_t *s);
+
+/* tf_config_load and tf_config_load_text through secrets (borrowed; may be
+ * NULL: every file is read). After a successful load the cache drops the
+ * files that load did not name. */
+int tf_config_load_cached(const char *path, tf_cfg_secrets_t *secrets,
+                          tf_config_t **out, tf_cfg_diags_t *diags);
+int tf_config_load_text_cached(const char *path, const char *text,
+                               size_t len, tf_cfg_secrets_t *secrets,
+                               tf_config_t **out, tf_cfg_diags_t *diags);
+
 /* Formats one diagnostic as "FILE:LINE:COL: error: KEY: MESSAGE" into a
  * malloc'd string (caller frees). */
 char *tf_cfg_diag_format(const tf_cfg_diag_t *d);

@@ -61,6 +61,7 @@ typedef struct cfg_ctx {
     tf_jsonpos_t *pos;     /* NULL if indexing failed: positions are 0 */
     tf_cfg_diags_t *diags; /* never NULL */
     tf_config_t *cfg;      /* what is built; hooks read earlier sections */
+    tf_cfg_secrets_t *secrets; /* secret files kept across loads, or NULL */
     char **slaves;         /* sorted names of the configured slaves, for */
     size_t nslaves;        /* builders' "slaves"; built on first use */
     bool slaves_sorted;
@@ -200,6 +201,14 @@ char *cfg_resolve(const char *dir, const char *p);
  * loc into *out. CFG_OK, CFG_BAD (reported) or TF_ENOMEM. */
 int cfg_secret_file(cfg_ctx_t *ctx, const cfg_loc_t *loc, const char *rel,
                     char **out);
+
+/* secrets.c: a load begins (marks what it uses), a successful one prunes
+ * the rest; read gives a copy of path's secret (*out malloc'd), from the
+ * cache when the file is unchanged, else as tf_read_secret does (its
+ * codes). s may be NULL. */
+void cfg_secrets_begin(tf_cfg_secrets_t *s);
+void cfg_secrets_prune(tf_cfg_secrets_t *s);
+int cfg_secrets_read(tf_cfg_secrets_t *s, const char *path, char **out);
 
 /* A string value at loc (not empty unless empty_ok); *out is borrowed
  * from the tree. CFG_OK or CFG_BAD (reported) or TF_ENOMEM. */

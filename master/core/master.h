@@ -306,6 +306,8 @@ struct tf_master {
     bool store_congested;
     bool reloading;                   /* a SIGHUP reload is being read */
     bool reload_again;                /* and another SIGHUP came meanwhile */
+    tf_cfg_secrets_t *secrets;        /* secret files kept across reloads
+                                         (owned; daemon.c frees it) */
     int64_t last_seen_flush_ms;
 
     uv_signal_t sig_hup, sig_term, sig_int;

@@ -8,6 +8,7 @@ a build without sanitizers: valgrind cannot run ASan binaries."""
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -51,7 +52,7 @@ def test_one_build_under_valgrind_leaks_nothing(farm):
     mlog = farm.tmp / "valgrind-master.%p.log"
     slog = farm.tmp / "valgrind-slave.%p.log"
     m = farm.master({"name": "vg", "heartbeat_s": 10, "lost_after_s": 120,
-                     "slaves": [{"name": "s1"}],
+                     "slaves": [{"name": "s1"}, {"name": "s2"}],
                      "builders": [{"name": "b", "steps": [
                          {"name": "hello", "command": "echo hello"},
                          {"name": "fails", "command": "exit 1",
@@ -74,6 +75,14 @@ def test_one_build_under_valgrind_leaks_nothing(farm):
                   headers={"Range": "bytes=-100"})
     assert r.status == 206
     assert m.api_get("/nope").status == 404
+    # A reload with one secret file changed: the secrets kept across
+    # reloads replace its entry, and free them all at shutdown.
+    m.secret_path("s2").write_text("another-secret\n")
+    m.sighup()
+    deadline = time.monotonic() + 60
+    while "config reloaded" not in m.log_text():
+        assert time.monotonic() < deadline, m.log_text()[-3000:]
+        time.sleep(0.2)
 
     srv = s.stop(expect=None, timeout=120)
     mrv = m.stop(expect=None, timeout=120)

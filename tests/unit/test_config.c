@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -911,6 +913,153 @@ TF_TEST(secret_files)
     free(text);
     free(path);
     free(keys);
+    rm_tree(dir);
+    free(dir);
+}
+
+/* Rewrites path in place (same inode), as an editor saving in place does. */
+static void rewrite_in_place(const char *path, const char *content)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    TF_CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    size_t n = strlen(content);
+    TF_CHECK(write(fd, content, n) == (ssize_t)n);
+    close(fd);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Loads path through cache; *secret_a and *secret_b get the slaves'
+ * secrets ("-" when absent), reads the cache's count of files read. */
+static int load_cached(const char *path, tf_cfg_secrets_t *cache,
+                       char sa[16], char sb[16], size_t *reads)
+{
+    tf_config_t *c = NULL;
+    tf_cfg_diags_t d = {0};
+    int rc = tf_config_load_cached(path, cache, &c, &d);
+    const tf_cfg_slave_t *a = c ? tf_config_slave(c, "a") : NULL;
+    const tf_cfg_slave_t *b = c ? tf_config_slave(c, "b") : NULL;
+    snprintf(sa, 16, "%s", a ? a->secret : "-");
+    snprintf(sb, 16, "%s", b ? b->secret : "-");
+    if (rc == TF_ECONFIG && d.count == 1 &&
+        strstr(d.items[0].message, "cannot read secret file"))
+        snprintf(sa, 16, "%s", "unreadable");
+    *reads = tf_cfg_secrets_reads(cache);
+    tf_config_free(c);
+    tf_cfg_diags_clear(&d);
+    return rc;
+}
+
+/* Waits until files written before now are past the cache's racy window
+ * (100 ms with nanosecond file times). */
+static void past_racy_window(void)
+{
+    usleep(250 * 1000);
+}
+
+TF_TEST(secret_cache)
+{
+    char *dir = make_tmpdir();
+    if (!dir)
+        return;
+    const char *both = "{\"slaves\": ["
+                       "{\"name\": \"a\", \"secret_file\": \"k/a.secret\"},"
+                       "{\"name\": \"b\", \"secret_file\": \"k/b.secret\"}]}";
+    const char *only_a = "{\"slaves\": ["
+                         "{\"name\": \"a\", \"secret_file\": \"k/a.secret\"}]}";
+    char *pa = write_file(dir, "k/a.secret", "alpha\n");
+    char *pb = write_file(dir, "k/b.secret", "bravo\n");
+    char *cfg = write_file(dir, "master.json", both);
+    tf_cfg_secrets_t *cache = tf_cfg_secrets_new();
+    TF_CHECK(cache != NULL);
+    char sa[16], sb[16];
+    size_t reads = 0, before;
+    past_racy_window();
+
+    /* The first load reads both files, the next ones only stat them. */
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "alpha");
+    TF_CHECK_STR(sb, "bravo");
+    TF_CHECK_INT(reads, 2);
+    for (int i = 0; i < 3; i++) {
+        TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+        TF_CHECK_STR(sa, "alpha");
+        TF_CHECK_STR(sb, "bravo");
+        TF_CHECK_INT(reads, 2);
+    }
+
+    /* Edited in place with the same size: read again, the new secret. */
+    rewrite_in_place(pa, "ALPHA\n");
+    past_racy_window();
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "ALPHA");
+    TF_CHECK_STR(sb, "bravo");
+    TF_CHECK_INT(reads, 3);
+    /* Replaced by rename (another inode). */
+    free(write_file(dir, "k/b.secret", "BRAVO\n"));
+    past_racy_window();
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "ALPHA");
+    TF_CHECK_STR(sb, "BRAVO");
+    TF_CHECK_INT(reads, 4);
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_INT(reads, 4);
+    /* Only the mode changed (ctime moves): read again, same secret. */
+    TF_CHECK_INT(chmod(pa, 0400), 0);
+    past_racy_window();
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "ALPHA");
+    TF_CHECK_INT(reads, 5);
+    TF_CHECK_INT(chmod(pa, 0600), 0);
+    past_racy_window();
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_INT(reads, 6);
+
+    /* A file the last successful load did not name is dropped: naming it
+     * again reads it. */
+    rewrite_in_place(cfg, only_a);
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sb, "-");
+    TF_CHECK_INT(reads, 6);
+    rewrite_in_place(cfg, both);
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sb, "BRAVO");
+    TF_CHECK_INT(reads, 7);
+
+    /* Written just before the load (within the file times' granularity, a
+     * same-size rewrite could keep them): not trusted, read again at the
+     * next load too. Only checked when the load came that soon. */
+    before = reads;
+    int64_t t0 = mono_ms();
+    rewrite_in_place(pa, "alpha\n");
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "alpha");
+    TF_CHECK_INT(reads, before + 1);
+    rewrite_in_place(pa, "omega\n");
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    if (mono_ms() - t0 < 50) {
+        TF_CHECK_STR(sa, "omega");
+        TF_CHECK_INT(reads, before + 2);
+    }
+
+    /* A file gone: the same error as without the cache, never the secret
+     * read before. */
+    TF_CHECK_INT(unlink(pa), 0);
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), TF_ECONFIG);
+    TF_CHECK_STR(sa, "unreadable");
+
+    tf_cfg_secrets_free(cache);
+    tf_cfg_secrets_free(NULL);
+    free(pa);
+    free(pb);
+    free(cfg);
     rm_tree(dir);
     free(dir);
 }

@@ -1,0 +1,187 @@
+/*
+ * secrets.c - secret files kept across config loads.
+ *
+ * A reload reads every slave's secret file again: with thousands of
+ * slaves, opening and reading them was most of a reload's CPU (issue 13,
+ * a burst of builds released by a reload). The master keeps one
+ * tf_cfg_secrets_t for its lifetime; a load through it stats each secret
+ * file and reuses the secret read before when the file is the same one,
+ * unchanged: same device and inode, size, modification and status-change
+ * times (nanoseconds). Anything else (a new file, an edit, a file
+ * replaced by rename, a touch, chmod) reads the file again, so a load
+ * through the cache gives the same config as one without it.
+ *
+ * File times have a granularity (a clock tick, a few ms, on Linux's local
+ * file systems; whole seconds on some others): a file rewritten with the
+ * same size within the tick of our read would keep its times. A secret
+ * read less than SECRETS_RACY_NS after the file's ctime (2 s when the
+ * ctime has no sub-second part) is therefore not trusted: the next load
+ * reads it again, as git does with its racily clean index. Entries no
+ * load has used since the last successful one are dropped after it; the
+ * secrets are wiped when dropped.
+ *
+ * Not thread-safe: one load at a time per cache (the master's reloads are
+ * serialized, each on a thread-pool thread).
+ */
+#include "config/config_int.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "map.h"
+#include "tf_err.h"
+#include "util.h"
+
+#define SECRETS_RACY_NS 100000000LL        /* 100 ms: ns timestamps */
+#define SECRETS_RACY_COARSE_NS 2000000000LL /* whole-second timestamps */
+
+typedef struct secret_entry {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+    uint64_t gen;  /* the load that last used it */
+    bool racy;     /* read too close to its ctime: read again next time */
+    char *secret;  /* owned; wiped when freed */
+} secret_entry_t;
+
+struct tf_cfg_secrets {
+    tf_map_t *by_path; /* resolved path -> secret_entry_t (owned) */
+    uint64_t gen;      /* the current load */
+    size_t reads;      /* files read (not reused), for tests */
+};
+
+static void entry_free(secret_entry_t *e)
+{
+    if (!e)
+        return;
+    if (e->secret) {
+        explicit_bzero(e->secret, strlen(e->secret));
+        free(e->secret);
+    }
+    free(e);
+}
+
+tf_cfg_secrets_t *tf_cfg_secrets_new(void)
+{
+    tf_cfg_secrets_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->by_path = tf_map_new();
+    if (!s->by_path) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void tf_cfg_secrets_free(tf_cfg_secrets_t *s)
+{
+    if (!s)
+        return;
+    size_t pos = 0;
+    void *v;
+    while (tf_map_next(s->by_path, &pos, NULL, NULL, &v) == 0)
+        entry_free(v);
+    tf_map_free(s->by_path);
+    free(s);
+}
+
+size_t tf_cfg_secrets_reads(const tf_cfg_secrets_t *s)
+{
+    return s ? s->reads : 0;
+}
+
+void cfg_secrets_begin(tf_cfg_secrets_t *s)
+{
+    if (s)
+        s->gen++;
+}
+
+void cfg_secrets_prune(tf_cfg_secrets_t *s)
+{
+    if (!s)
+        return;
+    size_t pos = 0;
+    const char *key;
+    void *v;
+    while (tf_map_next(s->by_path, &pos, NULL, &key, &v) == 0) {
+        secret_entry_t *e = v;
+        if (e->gen != s->gen)
+            entry_free(tf_map_del_str(s->by_path, key));
+    }
+}
+
+static bool same_time(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+int cfg_secrets_read(tf_cfg_secrets_t *s, const char *path, char **out)
+{
+    struct stat st;
+    struct timespec now;
+    *out = NULL;
+    if (!s)
+        return tf_read_secret(path, out);
+    /* Before the stat and the read: an age measured from here is never
+     * longer than the read's own. */
+    bool have_now = clock_gettime(CLOCK_REALTIME, &now) == 0;
+    /* A file that cannot be stat'ed is read, for the reader's message. */
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return tf_read_secret(path, out);
+    secret_entry_t *e = tf_map_get_str(s->by_path, path);
+    if (e && !e->racy && e->dev == st.st_dev && e->ino == st.st_ino &&
+        e->size == st.st_size && same_time(&e->mtime, &st.st_mtim) &&
+        same_time(&e->ctime, &st.st_ctim)) {
+        e->gen = s->gen;
+        *out = strdup(e->secret);
+        return *out ? 0 : TF_ENOMEM;
+    }
+    /* Stat'ed before the read: a change in between makes the next load
+     * see other times and read the file again. */
+    s->reads++;
+    int rc = tf_read_secret(path, out);
+    if (rc)
+        return rc;
+    char *copy = strdup(*out);
+    if (!copy)
+        goto nomem;
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e || tf_map_put_str(s->by_path, path, e) != 0) {
+            free(e);
+            explicit_bzero(copy, strlen(copy));
+            free(copy);
+            goto nomem;
+        }
+    } else if (e->secret) {
+        explicit_bzero(e->secret, strlen(e->secret));
+        free(e->secret);
+    }
+    e->secret = copy;
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    e->size = st.st_size;
+    e->mtime = st.st_mtim;
+    e->ctime = st.st_ctim;
+    e->gen = s->gen;
+    e->racy = true;
+    if (have_now) {
+        long long age = (long long)(now.tv_sec - st.st_ctim.tv_sec) *
+                            1000000000LL +
+                        (now.tv_nsec - st.st_ctim.tv_nsec);
+        e->racy = age < (st.st_ctim.tv_nsec ? SECRETS_RACY_NS
+                                            : SECRETS_RACY_COARSE_NS);
+    }
+    return 0;
+nomem:
+    explicit_bzero(*out, strlen(*out));
+    free(*out);
+    *out = NULL;
+    return TF_ENOMEM;
+}

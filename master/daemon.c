@@ -69,6 +69,7 @@ static const tf_net_ops_t net_ops = {
     .live_slave = tf_live_slave,
     .live_request = tf_live_request,
     .live_log = tf_live_log,
+    .live_relay = tf_live_relay,
 };
 
 /* New outbox rows committed: the sender looks now. */
@@ -414,7 +415,10 @@ int tf_master_run(const char *dir, const char *config_path)
     m->loop = &loop;
     tf_store_opts_t so = {.congestion_cb = congestion_cb,
                           .congestion_arg = m, .exclusive = true,
-                          .standby = m->cfg->store_standby != 0};
+                          .standby = m->cfg->store_standby != 0,
+                          .shared = m->cfg->store_shared != 0,
+                          .farm_cb = tf_master_farm_changed,
+                          .farm_arg = m};
     rc = tf_store_open(m->loop, m->cfg->database, &so, &m->store);
     if (rc) {
         char shown[512];

@@ -31,6 +31,7 @@
 #include "names.h"
 #include "patch.h"
 #include "tf_err.h"
+#include "live.h"
 #include "try.h"
 #include "tryconf.h"
 #include "utf8.h"
@@ -45,6 +46,7 @@
 #define MAX_FAILED_TESTS 20 /* failing tests shown per build */
 #define RETRY_FOR_MS 60000
 #define RETRY_MAX_DELAY_MS 10000
+#define LIVE_SAFETY_POLLS 5 /* with the live feed up: a snapshot every 5 polls */
 
 typedef enum {
     CMD_SUBMIT,
@@ -82,6 +84,7 @@ typedef struct opts {
     bool wait;
     bool new_failures_only;
     bool no_reuse;
+    bool no_live;                /* --no-live: poll only */
     bool quiet;
     bool verbose;
     bool allow_empty;
@@ -159,7 +162,10 @@ static const char usage_text[] =
     "  --new-failures-only     the verdict (--wait's exit status, the mail's\n"
     "                          subject) counts only failures that are not\n"
     "                          also failing without the patch\n"
-    "  --poll-ms N             how often --wait asks (default 1000)\n"
+    "  --poll-ms N             how often --wait asks while the live feed is\n"
+    "                          down (default 1000)\n"
+    "  --no-live               --wait polls the job instead of following the\n"
+    "                          master's live feed\n"
     "  --tail N                log lines of a failing step to show (default 30)\n"
     "  --config FILE           use FILE instead of ~/.config/tf-try/config.json\n"
     "  --token-file FILE       default ~/.config/tf-try/token (mode 600)\n"
@@ -190,6 +196,7 @@ enum {
     OPT_WAIT,
     OPT_NEW_FAILURES_ONLY,
     OPT_NO_REUSE,
+    OPT_NO_LIVE,
     OPT_POLL_MS,
     OPT_TAIL,
     OPT_CONFIG,
@@ -219,6 +226,7 @@ static const struct option long_opts[] = {
     {"wait", no_argument, NULL, OPT_WAIT},
     {"new-failures-only", no_argument, NULL, OPT_NEW_FAILURES_ONLY},
     {"no-reuse", no_argument, NULL, OPT_NO_REUSE},
+    {"no-live", no_argument, NULL, OPT_NO_LIVE},
     {"poll-ms", required_argument, NULL, OPT_POLL_MS},
     {"tail", required_argument, NULL, OPT_TAIL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -363,6 +371,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         case OPT_WAIT: o->wait = true; break;
         case OPT_NEW_FAILURES_ONLY: o->new_failures_only = true; break;
         case OPT_NO_REUSE: o->no_reuse = true; break;
+        case OPT_NO_LIVE: o->no_live = true; break;
         case OPT_POLL_MS:
             if (!parse_num("--poll-ms", optarg, 100, 600000, &o->poll_ms))
                 return TF_TRY_EXIT_ERROR;
@@ -748,8 +757,110 @@ static int interrupted(ctx_t *c, long long job_id)
     return TF_TRY_EXIT_INTERRUPTED;
 }
 
-/* Polls the job until it is over, printing each change once. A network
- * failure or a 5xx is retried with a growing delay for up to 60 s. */
+/* What --wait does between two looks at the job: follow the live feed
+ * (when it is up) or sleep, until the next snapshot is due. */
+typedef struct waiter {
+    ctx_t *c;
+    tf_try_live_t *live;        /* NULL while polling */
+    int64_t live_retry_at;      /* when to open the feed again */
+    long long live_backoff;
+    int64_t next_fetch;         /* when to fetch the job's snapshot */
+    long long settle_delay;     /* while a finish is not in a snapshot yet */
+} waiter_t;
+
+/* Opens the live feed; on failure polling goes on and a new try is due
+ * after a growing delay. */
+static void waiter_open_live(waiter_t *wt)
+{
+    tf_try_err_t err = {{0}};
+    json_t *topics = json_pack("[s,s]", "builds", "requests");
+    int rc = topics ? tf_try_live_open(wt->c->base_url, wt->c->client.ca_file,
+                                       topics, wt->c->o->verbose, &wt->live,
+                                       &err)
+                    : TF_ENOMEM;
+    json_decref(topics);
+    if (rc < 0) {
+        if (wt->c->o->verbose)
+            fprintf(stderr, "tf-try: %s; polling\n",
+                    err.msg[0] ? err.msg : tf_strerror(rc));
+        wt->live = NULL;
+        wt->live_retry_at = tf_mono_ms() + wt->live_backoff;
+    }
+}
+
+/* The live feed dropped or never came up: poll now (the snapshot fills in
+ * what the feed missed) and open it again later. */
+static void waiter_live_lost(waiter_t *wt)
+{
+    if (wt->c->o->verbose)
+        fprintf(stderr, "tf-try: %s; polling until it is back\n",
+                tf_try_live_why(wt->live));
+    tf_try_live_free(wt->live);
+    wt->live = NULL;
+    wt->live_retry_at = tf_mono_ms() + wt->live_backoff;
+    wt->live_backoff = wt->live_backoff * 2 > RETRY_MAX_DELAY_MS
+                           ? RETRY_MAX_DELAY_MS
+                           : wt->live_backoff * 2;
+    if (wt->next_fetch > tf_mono_ms())
+        wt->next_fetch = tf_mono_ms();
+}
+
+/* Waits until the next snapshot is due, printing what the live feed says
+ * meanwhile. Returns 0, or -EINTR when a signal asked to stop. */
+static int waiter_wait(waiter_t *wt, tf_try_watch_t *w, tf_buf_t *out)
+{
+    for (;;) {
+        int64_t now = tf_mono_ms();
+        if (stop_flag)
+            return -EINTR;
+        if (!wt->live && !wt->c->o->no_live && now >= wt->live_retry_at)
+            waiter_open_live(wt);
+        if (now >= wt->next_fetch)
+            return 0;
+        int64_t until = wt->next_fetch;
+        if (!wt->live) {
+            if (!wt->c->o->no_live && wt->live_retry_at < until)
+                until = wt->live_retry_at;
+            nap(until - now);
+            continue;
+        }
+        bool was_up = tf_try_live_state(wt->live) == TF_TRY_LIVE_UP;
+        tf_try_live_service(wt->live, (int)(until - now > 200 ? 200
+                                                              : until - now));
+        bool want = false;
+        json_t *ev;
+        while ((ev = tf_try_live_next(wt->live)) != NULL) {
+            int rc = tf_try_watch_live(w, ev, out, &want);
+            json_decref(ev);
+            if (rc < 0)
+                return rc;
+        }
+        if (!wt->c->o->quiet)
+            emit(out);
+        tf_buf_reset(out);
+        tf_try_live_state_t st = tf_try_live_state(wt->live);
+        if (st == TF_TRY_LIVE_UP && !was_up) {
+            /* Subscribed: from now on no event is missed; one snapshot
+             * covers what happened before. */
+            wt->live_backoff = 1000;
+            want = true;
+        }
+        if (st == TF_TRY_LIVE_DOWN) {
+            waiter_live_lost(wt);
+            continue;
+        }
+        if (want && wt->next_fetch > tf_mono_ms())
+            wt->next_fetch = tf_mono_ms();
+    }
+}
+
+/* Follows the job until it is over, printing each change once: from the
+ * live feed as it happens, from a snapshot of the job (GET
+ * /api/v1/jobs/ID) when the feed says there is news it does not carry,
+ * and from a snapshot every --poll-ms while the feed is down (--no-live:
+ * always). Both sources update one memory (watch.c), so a line is never
+ * printed twice nor lost when the feed drops. A network failure or a 5xx
+ * is retried with a growing delay for up to 60 s. */
 static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
 {
     int rc, exit_code = TF_TRY_EXIT_ERROR;
@@ -759,18 +870,27 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
     json_t *deferred = json_array();
     int64_t failing_since = 0;
     long long delay = c->o->poll_ms;
+    waiter_t wt = {.c = c, .live_backoff = 1000, .next_fetch = 0,
+                   .settle_delay = 20};
 
     tf_buf_init(&out, 1024 * 1024);
     if (!url)
         goto out;
+    if (!c->o->no_live)
+        waiter_open_live(&wt);
     for (;;) {
         tf_try_resp_t resp;
         tf_try_err_t err = {{0}};
         tf_try_req_t r = {.method = "GET", .url = url,
                           .timeout_s = TF_TRY_GET_TIMEOUT_S,
                           .max_body = TF_TRY_MAX_JSON_BYTES};
-        if (stop_flag) {
+        rc = waiter_wait(&wt, w, &out);
+        if (rc == -EINTR || stop_flag) {
             exit_code = interrupted(c, job_id);
+            goto out;
+        }
+        if (rc < 0) {
+            fail("out of memory");
             goto out;
         }
         rc = tf_try_http(&c->client, &r, &resp, &err);
@@ -799,7 +919,7 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
                      job_id);
                 goto out;
             }
-            nap(delay);
+            wt.next_fetch = now + delay;
             delay = delay * 2 > RETRY_MAX_DELAY_MS ? RETRY_MAX_DELAY_MS
                                                    : delay * 2;
             continue;
@@ -848,9 +968,25 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
                             : TF_TRY_EXIT_FAILED;
             goto out;
         }
-        nap(c->o->poll_ms);
+        int64_t now = tf_mono_ms();
+        if (tf_try_live_state(wt.live) != TF_TRY_LIVE_UP) {
+            wt.next_fetch = now + c->o->poll_ms;
+        } else if (tf_try_watch_settling(w)) {
+            /* The feed said a build ended and the store has not shown it
+             * yet: ask again soon, then less and less often. */
+            wt.next_fetch = now + wt.settle_delay;
+            wt.settle_delay = wt.settle_delay * 2 > c->o->poll_ms
+                                  ? c->o->poll_ms
+                                  : wt.settle_delay * 2;
+        } else {
+            /* Live: a snapshot now and then in case an event fell between
+             * the feed and a commit. */
+            wt.settle_delay = 20;
+            wt.next_fetch = now + LIVE_SAFETY_POLLS * c->o->poll_ms;
+        }
     }
 out:
+    tf_try_live_free(wt.live);
     json_decref(job);
     json_decref(tails);
     json_decref(deferred);

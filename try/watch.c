@@ -38,6 +38,8 @@ typedef struct watch_builder {
     long long build_id;     /* the build followed; 0 before one starts */
     uint8_t *steps;         /* STEP_* per step index of that build */
     size_t nsteps;
+    long long request_id;   /* from the snapshots; 0 before one names it */
+    bool finish_seen;       /* the live feed said its build finished */
     bool done;
 } watch_builder_t;
 
@@ -68,6 +70,14 @@ static bool jint(const json_t *o, const char *key, long long *v)
         return false;
     *v = (long long)json_integer_value(x);
     return true;
+}
+
+/* Where a person should go for o: its status page (page_url, on a master
+ * that serves pages), else its JSON (url); NULL when it has neither. */
+static const char *link_of(const json_t *o)
+{
+    const char *page = jstr(o, "page_url");
+    return page && *page ? page : jstr(o, "url");
 }
 
 /* ---- text safety ---- */
@@ -326,9 +336,13 @@ static int watch_build_start(watch_builder_t *b, const json_t *build,
 {
     long long id;
     int rc;
-    if (!json_is_object(build) || !jint(build, "id", &id) || id == b->build_id)
+    /* Only ever forward: a snapshot older than a live event (the feed
+     * runs ahead of the store's commits) must not bring back an earlier
+     * build. Build ids grow, so a retry's build is always newer. */
+    if (!json_is_object(build) || !jint(build, "id", &id) || id <= b->build_id)
         return 0;
     b->build_id = id;
+    b->finish_seen = false;
     free(b->steps);
     b->steps = NULL;
     b->nsteps = 0;
@@ -372,15 +386,9 @@ static int step_result_line(const watch_builder_t *b, const json_t *step,
     return rc ? rc : tf_buf_append_str(out, "\n");
 }
 
-static int watch_steps(watch_builder_t *b, const json_t *build, tf_buf_t *out)
+/* Makes room in b's step memory for n steps (at most WATCH_MAX_STEPS). */
+static int steps_reserve(watch_builder_t *b, size_t n)
 {
-    json_t *steps = json_object_get(build, "steps");
-    size_t n = json_array_size(steps), i;
-    json_t *s;
-    int rc = 0;
-
-    if (!json_is_object(build) || n == 0)
-        return 0;
     if (n > WATCH_MAX_STEPS)
         n = WATCH_MAX_STEPS;
     if (n > b->nsteps) {
@@ -391,24 +399,46 @@ static int watch_steps(watch_builder_t *b, const json_t *build, tf_buf_t *out)
         b->steps = ns;
         b->nsteps = n;
     }
+    return 0;
+}
+
+/* One step's start or result, from a snapshot's step object or a live
+ * event's, said once whichever source brings it first. */
+static int watch_step(watch_builder_t *b, size_t i, const json_t *s,
+                      tf_buf_t *out)
+{
+    const char *state = jstr(s, "state");
+    const char *result = jstr(s, "result");
+    int rc = 0;
+    if (i >= b->nsteps)
+        return 0;
+    if (result && b->steps[i] < STEP_REPORTED &&
+        (!state || strcmp(state, "done") == 0)) {
+        rc = step_result_line(b, s, result, out);
+        b->steps[i] = STEP_REPORTED;
+    } else if (state && strcmp(state, "running") == 0 && b->steps[i] == 0) {
+        if ((rc = line_start(out, b)) == 0 &&
+            (rc = tf_buf_append_str(out, "step ")) == 0 &&
+            (rc = put(out, jstr(s, "name"))) == 0)
+            rc = tf_buf_append_str(out, " started\n");
+        b->steps[i] = STEP_STARTED;
+    }
+    return rc;
+}
+
+static int watch_steps(watch_builder_t *b, const json_t *build, tf_buf_t *out)
+{
+    json_t *steps = json_object_get(build, "steps");
+    size_t n = json_array_size(steps), i;
+    json_t *s;
+    int rc;
+
+    if (!json_is_object(build) || n == 0)
+        return 0;
+    if ((rc = steps_reserve(b, n)) < 0)
+        return rc;
     json_array_foreach(steps, i, s) {
-        if (i >= n)
-            break;
-        const char *state = jstr(s, "state");
-        const char *result = jstr(s, "result");
-        if (result && b->steps[i] < STEP_REPORTED &&
-            (!state || strcmp(state, "done") == 0)) {
-            rc = step_result_line(b, s, result, out);
-            b->steps[i] = STEP_REPORTED;
-        } else if (state && strcmp(state, "running") == 0 &&
-                   b->steps[i] == 0) {
-            if ((rc = line_start(out, b)) == 0 &&
-                (rc = tf_buf_append_str(out, "step ")) == 0 &&
-                (rc = put(out, jstr(s, "name"))) == 0)
-                rc = tf_buf_append_str(out, " started\n");
-            b->steps[i] = STEP_STARTED;
-        }
-        if (rc < 0)
+        if ((rc = watch_step(b, i, s, out)) < 0)
             return rc;
     }
     return 0;
@@ -508,7 +538,7 @@ static int watch_reused(watch_builder_t *b, const json_t *e, tf_buf_t *out)
         (rc = put(out, jstr0(build, "result"))) ||
         (rc = tf_buf_append_str(out, "): the same base, patch, tests and "
                                      "properties passed there: ")) ||
-        (rc = put(out, jstr0(build, "url"))))
+        (rc = put(out, link_of(build))))
         return rc;
     return tf_buf_append_str(out, "\n");
 }
@@ -527,6 +557,9 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
         if (!b)
             continue; /* a builder we cannot name is a builder we skip */
         const json_t *build = json_object_get(e, "build");
+        long long rid;
+        if (jint(e, "request_id", &rid))
+            b->request_id = rid;
         if (json_is_true(json_object_get(e, "reused"))) {
             if ((rc = watch_reused(b, e, out)) < 0)
                 return rc;
@@ -539,6 +572,129 @@ int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
             return rc;
     }
     return 0;
+}
+
+/* ---- the live feed ---- */
+
+/* The builder following build id, or NULL. */
+static watch_builder_t *builder_of_build(tf_try_watch_t *w, long long id)
+{
+    for (size_t i = 0; id > 0 && i < w->n; i++)
+        if (w->b[i].build_id == id)
+            return &w->b[i];
+    return NULL;
+}
+
+/* Whether an event about builder name may concern one of ours that is not
+ * over yet (a build or request we do not know the id of yet). */
+static bool may_be_ours(const tf_try_watch_t *w, const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    for (size_t i = 0; len && i < w->n; i++)
+        if (!w->b[i].done && strncmp(w->b[i].name, name, len) == 0 &&
+            (w->b[i].name[len] == '\0' || w->b[i].name[len] == ' '))
+            return true;
+    return false;
+}
+
+static int live_step(tf_try_watch_t *w, const json_t *ev, tf_buf_t *out,
+                     bool *want)
+{
+    long long bid = 0, idx = -1, s, f;
+    const json_t *st = json_object_get(ev, "step");
+    jint(ev, "build_id", &bid);
+    watch_builder_t *b = builder_of_build(w, bid);
+    if (!b) {
+        if (may_be_ours(w, jstr(ev, "builder")))
+            *want = true;
+        return 0;
+    }
+    if (b->done || !jint(st, "index", &idx) || idx < 0 ||
+        idx >= WATCH_MAX_STEPS)
+        return 0;
+    int rc = steps_reserve(b, (size_t)idx + 1);
+    if (rc < 0)
+        return rc;
+    /* The line a snapshot would give: the slave's own duration when the
+     * event carries it, else the step's start and end. */
+    json_t *copy = json_deep_copy(st);
+    if (!copy)
+        return TF_ENOMEM;
+    if (!json_is_integer(json_object_get(copy, "duration_ms")) &&
+        jint(st, "started_ms", &s) && jint(st, "finished_ms", &f) && f >= s)
+        json_object_set_new(copy, "duration_ms", json_integer(f - s));
+    rc = watch_step(b, (size_t)idx, copy, out);
+    json_decref(copy);
+    return rc;
+}
+
+static int live_build(tf_try_watch_t *w, const json_t *ev, tf_buf_t *out,
+                      bool *want)
+{
+    const json_t *build = json_object_get(ev, "build");
+    const char *event = jstr0(ev, "event");
+    long long rid = 0, id = 0;
+    watch_builder_t *b = NULL;
+    jint(build, "request_id", &rid);
+    jint(build, "id", &id);
+    for (size_t i = 0; rid > 0 && i < w->n && !b; i++)
+        if (w->b[i].request_id == rid)
+            b = &w->b[i];
+    if (!b)
+        b = builder_of_build(w, id);
+    if (!b) {
+        if (may_be_ours(w, jstr(build, "builder")))
+            *want = true;
+        return 0;
+    }
+    if (b->done)
+        return 0;
+    if (strcmp(event, "finished") == 0) {
+        /* Its result line, failing tests and tail come from the job's
+         * snapshot, which the caller now fetches until it shows the end. */
+        if (id >= b->build_id)
+            b->finish_seen = true;
+        *want = true;
+        return 0;
+    }
+    if (strcmp(event, "started") == 0 && b->request_id == rid)
+        return watch_build_start(b, build, out);
+    return 0;
+}
+
+int tf_try_watch_live(tf_try_watch_t *w, const json_t *event, tf_buf_t *out,
+                      bool *want_snapshot)
+{
+    const char *type = jstr0(event, "type");
+    if (strcmp(type, "step") == 0)
+        return live_step(w, event, out, want_snapshot);
+    if (strcmp(type, "build") == 0)
+        return live_build(w, event, out, want_snapshot);
+    if (strcmp(type, "request") == 0) {
+        /* Queue positions and cancels: the snapshot says them. */
+        const json_t *r = json_object_get(event, "request");
+        long long rid = 0;
+        jint(r, "id", &rid);
+        for (size_t i = 0; i < w->n; i++)
+            if (rid > 0 && w->b[i].request_id == rid && !w->b[i].done)
+                *want_snapshot = true;
+        if (may_be_ours(w, jstr(r, "builder")))
+            *want_snapshot = true;
+    } else if (strcmp(type, "overflow") == 0) {
+        *want_snapshot = true;
+    }
+    return 0;
+}
+
+bool tf_try_watch_settling(const tf_try_watch_t *w)
+{
+    bool all_done = w->n > 0;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->b[i].finish_seen && !w->b[i].done)
+            return true;
+        all_done = all_done && w->b[i].done;
+    }
+    return all_done;
 }
 
 bool tf_try_rerun_pending(const json_t *job, long long build_id)
@@ -815,8 +971,7 @@ int tf_try_render_summary(const json_t *job, tf_buf_t *out)
         char *res = clean_copy(entry_result(e) ? entry_result(e) : "-", 32);
         char *slave = clean_copy(jstr(build, "slave") ? jstr(build, "slave")
                                                       : "-", 64);
-        char *url = clean_copy(jstr(build, "url") ? jstr(build, "url") : "-",
-                               0);
+        char *url = clean_copy(link_of(build) ? link_of(build) : "-", 0);
         tf_try_format_duration(build_duration(build), d, sizeof(d));
         const char *row[] = {name, res, d, slave, url};
         rc = name && res && slave && url ? table_add(table, row, 5) : TF_ENOMEM;
@@ -916,6 +1071,11 @@ int tf_try_render_status(const json_t *job, tf_buf_t *out)
         ((rc = tf_buf_append_str(out, "  url:         ")) ||
          (rc = put(out, jstr(job, "url"))) || (rc = tf_buf_append_str(out, "\n"))))
         goto out;
+    if (jstr(job, "page_url") && *jstr(job, "page_url") &&
+        ((rc = tf_buf_append_str(out, "  page:        ")) ||
+         (rc = put(out, jstr(job, "page_url"))) ||
+         (rc = tf_buf_append_str(out, "\n"))))
+        goto out;
     if ((rc = table_add(table, head, 6)))
         goto out;
     json_array_foreach(json_object_get(job, "builders"), i, e) {
@@ -929,8 +1089,7 @@ int tf_try_render_status(const json_t *job, tf_buf_t *out)
         char *slave = clean_copy(jstr(build, "slave") ? jstr(build, "slave")
                                                       : "-", 64);
         char *res = clean_copy(entry_result(e) ? entry_result(e) : "-", 32);
-        char *url = clean_copy(jstr(build, "url") ? jstr(build, "url") : "-",
-                               0);
+        char *url = clean_copy(link_of(build) ? link_of(build) : "-", 0);
         const char *row[] = {name, state, posbuf, slave, res, url};
         rc = name && state && slave && res && url ? table_add(table, row, 6)
                                                   : TF_ENOMEM;

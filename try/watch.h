@@ -2,9 +2,11 @@
  * watch.h - everything tf-try prints about a job, as pure functions from
  * the job's JSON (GET /api/v1/jobs/ID) to lines of text.
  *
- * `--wait` polls the job and hands every snapshot to tf_try_watch_update,
- * which remembers what it has already said and appends one line per change
- * since the previous snapshot:
+ * `--wait` hands every snapshot of the job to tf_try_watch_update and
+ * every event of the live feed to tf_try_watch_live; both share one
+ * memory of what has been said, so each line appears once whichever
+ * source brings the news first, and a snapshot after a dropped feed fills
+ * in what the feed missed:
  *
  *   linux: position 2 in queue
  *   linux: build 12 started on slave s1
@@ -52,6 +54,24 @@ int tf_try_watch_seed(tf_try_watch_t *w, const char *builder,
  * or TF_E2BIG (out's cap). */
 int tf_try_watch_update(tf_try_watch_t *w, const json_t *job, tf_buf_t *out,
                         json_t *tails);
+
+/* Applies one event of the master's live feed (docs/api.md, "Live
+ * feed": the topics builds and requests) to the same memory: appends a
+ * line for a step of a followed build that starts or ends, or for a build
+ * of one of the job's requests that starts, unless that was already said
+ * (by a snapshot or an earlier event). Events of other jobs' builds are
+ * ignored. Sets *want_snapshot when the job's snapshot has news the event
+ * does not carry (a queue position, a build's end with its result and
+ * failing tests, a build of a request not known yet); it leaves it alone
+ * otherwise. Returns 0, TF_ENOMEM or TF_E2BIG. */
+int tf_try_watch_live(tf_try_watch_t *w, const json_t *event, tf_buf_t *out,
+                      bool *want_snapshot);
+
+/* True while the live feed has said a followed build finished and no
+ * snapshot has shown its end yet (the feed runs ahead of the store's
+ * commits), or every builder has ended (only the job's own end is still
+ * to come): the caller asks again soon. */
+bool tf_try_watch_settling(const tf_try_watch_t *w);
 
 /* Whether build build_id of job has a rerun without its patch
  * (retry_without_patch) that has not finished: its failing tests are

@@ -857,6 +857,10 @@ static void tick_cb(uv_timer_t *t)
     if (ps->stopping || ps->m->stopping)
         return;
     reap_retired(ps);
+    /* Several masters (store.shared): one polls, the holder of the duty
+     * lease; the others take over when it dies. */
+    if (!tf_store_has_duty(ps->m->store))
+        return;
     int64_t now = tf_mono_ms();
     for (size_t i = 0; i < ps->n; i++) {
         tf_poller_t *p = ps->v[i];

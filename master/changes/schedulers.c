@@ -252,7 +252,12 @@ void tf_schedulers_tick(tf_master_t *m)
 
 static void tick_cb(uv_timer_t *t)
 {
-    tf_schedulers_tick(((tf_schedulers_t *)t->data)->m);
+    tf_master_t *m = ((tf_schedulers_t *)t->data)->m;
+    /* Several masters (store.shared): the periodic ones fire on the
+     * holder of the duty lease only. */
+    if (!tf_store_has_duty(m->store))
+        return;
+    tf_schedulers_tick(m);
 }
 
 void tf_schedulers_on_changes(tf_master_t *m, const char *repository,

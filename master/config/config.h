@@ -169,6 +169,8 @@ typedef struct tf_config {
                             * or store.postgres's URL */
     int store_standby;     /* store.standby: wait for the database's
                             * master lock instead of refusing */
+    int store_shared;      /* store.shared: one of several active masters
+                            * on the database (issue 15) */
     char *web_root;        /* directory of static pages, or NULL */
     char **cors_origins;   /* origins whose pages may read the API
                               (CORS); "*" = any; none by default */

@@ -1531,7 +1531,35 @@ static int cfg_store_postgres(cfg_ctx_t *ctx, const cfg_loc_t *root,
     return 0;
 }
 
+/* store.shared: several active masters on one PostgreSQL database; it
+ * needs store.postgres and excludes store.standby (a shared master never
+ * waits for another). */
+static int cfg_store_shared(cfg_ctx_t *ctx, const cfg_loc_t *root,
+                            json_t *top, void *out, int status)
+{
+    tf_config_t *c = out;
+    cfg_loc_t loc = CFG_MEMBER(root, "shared");
+
+    if (status != CFG_OK || !c->store_shared)
+        return 0;
+    if (!json_is_string(json_object_get(top, "postgres")))
+        return cfg_bad(ctx, &loc, "needs `postgres`: several masters share "
+                       "a PostgreSQL database, never an sqlite file");
+    if (json_is_true(json_object_get(top, "standby")))
+        return cfg_bad(ctx, &loc, "and `standby` exclude each other: a "
+                       "shared master runs beside the others");
+    return 0;
+}
+
 static const cfg_key_t cfg_store_keys[] = {
+    {.name = "shared", .kind = CFG_BOOL, .def = 0,
+     CFG_F(tf_config_t, store_shared), .check = cfg_store_shared,
+     .doc = "with `postgres`: this master runs beside any number of other "
+            "masters with `shared` on the same database, as one farm: each "
+            "claims requests for its own slaves, and mail, pollers and "
+            "periodic schedulers run on one of them at a time. Without it "
+            "a PostgreSQL database has one master (and maybe a standby). "
+            "See docs/admins.md, \"Several masters\""},
     {.name = "standby", .kind = CFG_BOOL, .def = 0,
      CFG_F(tf_config_t, store_standby),
      .doc = "with `postgres`: when another master holds the database, "

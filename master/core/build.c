@@ -471,11 +471,19 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
 {
     tf_request_t *r = b->request;
     tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
+    bool lost_claim = rc == TF_ESTATE && tf_store_is_shared(m->store);
 
-    tf_error("build", "build %" PRIu64 " (%s #%" PRIu64 "): its rows could "
-             "not be stored (%s): not starting it; slave %s is free again",
-             b->id, b->builder, b->number, tf_strerror(rc), b->slave);
-    build_set_state(b, TF_BUILD_DROPPED, "rows not stored");
+    if (lost_claim)
+        tf_info("build", "request %" PRIu64 " (%s) is another master's: "
+                "build %" PRIu64 " does not start; slave %s is free again",
+                r ? r->id : 0, b->builder, b->id, b->slave);
+    else
+        tf_error("build", "build %" PRIu64 " (%s #%" PRIu64 "): its rows "
+                 "could not be stored (%s): not starting it; slave %s is "
+                 "free again", b->id, b->builder, b->number,
+                 tf_strerror(rc), b->slave);
+    build_set_state(b, TF_BUILD_DROPPED,
+                    lost_claim ? "claimed elsewhere" : "rows not stored");
     build_unlink(m, b);
     if (mb) {
         if (mb->nrunning > 0)
@@ -489,7 +497,17 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
     tf_map_del_id(m->builds, b->id);
     tf_build_free(b);
     tf_master_group_begin(m, 0);
-    if (r) {
+    if (r && lost_claim) {
+        /* Several masters (store.shared): another one claimed it first,
+         * or it ended meanwhile. It is not this master's to run. */
+        r->build = NULL;
+        tf_request_set_state(m, r, TF_REQ_DONE, "claimed by another master");
+        tf_map_del_id(m->requests, r->id);
+        tf_request_free(r);
+        /* Whatever else is pending in the database is queued here again
+         * (debounced): nothing stays unqueued on every master. */
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
+    } else if (r) {
         r->build = NULL;
         r->retries++;
         if (r->retries > m->cfg->max_retries) {
@@ -595,7 +613,10 @@ static void batch_flush(tf_master_t *m)
 
 void tf_build_batch_begin(tf_master_t *m)
 {
-    m->batch_on = true;
+    /* Several masters (store.shared): a build's rows claim its request,
+     * and a lost claim fails its whole group, so each build keeps a group
+     * of its own there. */
+    m->batch_on = !tf_store_is_shared(m->store);
     m->nbatch = 0;
 }
 
@@ -720,6 +741,13 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
     if (!mb || !mb->cfg)
         return TF_ENOENT;
+    int idrc = tf_master_ids(m, 1);
+    if (idrc)
+        return idrc;
+    /* Several masters number builds from the shared id sequence: a
+     * per-builder counter in one master's memory would repeat another's. */
+    if (tf_store_is_shared(m->store))
+        mb->next_number = m->next_build_id;
     const tf_cfg_builder_t *cfg = mb->cfg;
     uint64_t id = m->next_build_id;
     tf_build_t *b = NULL;
@@ -1111,7 +1139,10 @@ static void retry_without_patch(tf_master_t *m, tf_build_t *b,
         .revision = r->revision,
         .without_patch_of = b->id,
     };
-    tf_request_t *nr = tf_request_make(&rs, m->next_request_id, tf_now_ms());
+    tf_request_t *nr = tf_master_ids(m, 1) == 0
+                           ? tf_request_make(&rs, m->next_request_id,
+                                             tf_now_ms())
+                           : NULL;
     if (!nr) {
         tf_error("build", "build %" PRIu64 ": out of memory: no rerun "
                  "without the patch", b->id);
@@ -1452,6 +1483,7 @@ static void ev_step_finished(tf_master_t *m, tf_build_t *b,
     st->finished = true;
     st->result = f->result;
     st->finished_ms = f->time_ms;
+    st->duration_ms = f->duration_ms;
     bool term = false;
     b->result = tf_result_fold(b->result, f->result, &st->flags, &term);
     b->terminated = b->terminated || term;

@@ -60,6 +60,22 @@ bool tf_job_request_added(tf_master_t *m, uint64_t job_id)
 void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
 {
     tf_mjob_t *j = job_get(m, job_id);
+    /* Several masters (store.shared): a job's requests run on any of
+     * them, so none counts them in memory; the database ends the job
+     * (and queues its mail) with the commit of its last request's end. */
+    if (tf_store_is_shared(m->store)) {
+        const tf_cfg_mail_t *mc = &m->cfg->mail;
+        tf_op_job_settle(m->group, job_id, mc->enabled && mc->try_jobs,
+                         tf_now_ms());
+        if (mc->enabled && mc->try_jobs)
+            m->group_mail = true;
+        /* Kept for cancelling while this master knows open requests. */
+        if (j && j->nopen > 0 && --j->nopen == 0) {
+            tf_map_del_id(m->jobs, j->id);
+            free(j);
+        }
+        return;
+    }
     if (!j)
         return;
     j->result = j->has_result ? tf_result_worst(j->result, result) : result;
@@ -238,7 +254,16 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
     c->nreqs = n;
     c->cb = cb;
     c->arg = arg;
+    if (tf_master_ids(m, n + 1) != 0) {
+        creation_free(c);
+        free(patch);
+        snprintf(err, errlen, "the database gives no ids now: try again");
+        return TF_ESTORE;
+    }
     c->job_id = m->next_job_id++;
+    /* Shared ids (tf_master_ids): the requests follow the job's id. */
+    if (tf_store_is_shared(m->store) && m->next_request_id < m->next_job_id)
+        m->next_request_id = m->next_job_id;
     snprintf(c->email, sizeof(c->email), "%s", spec->user.email);
     c->patch_len = spec->patch_len;
     snprintf(c->sha, sizeof(c->sha), "%s", spec->sha);

@@ -291,6 +291,12 @@ static int load_state(tf_master_t *m)
     snprintf(m->farm, sizeof(m->farm), "%s", q.farm);
     m->next_request_id = q.max_request_id + 1;
     m->next_job_id = q.max_job_id + 1;
+    bool shared = tf_store_is_shared(m->store);
+    if (shared) {
+        /* Ids come from the shared sequence (tf_master_ids). */
+        m->next_build_id = m->next_request_id = m->next_job_id = 0;
+        m->ids_end = 0;
+    }
     for (size_t i = 0; i < q.nbuilders; i++) {
         tf_mbuilder_t *mb = tf_master_builder(m, q.builders[i].name, true);
         if (!mb)
@@ -300,6 +306,10 @@ static int load_state(tf_master_t *m)
                  q.builders[i].warm_slave ? q.builders[i].warm_slave : "");
     }
     for (size_t i = 0; i < q.nrequests; i++) {
+        /* Several masters: the running ones are another master's (this
+         * one starts with none); only the queue is the farm's. */
+        if (shared && q.requests[i].running)
+            continue;
         tf_request_t *r = request_from_row(&q.requests[i]);
         if (!r || tf_map_put_id(m->requests, r->id, r) != 0) {
             tf_error("master", "out of memory restoring request %" PRIu64,
@@ -307,7 +317,7 @@ static int load_state(tf_master_t *m)
             tf_request_free(r);
         }
     }
-    for (size_t i = 0; i < q.nbuilds; i++)
+    for (size_t i = 0; !shared && i < q.nbuilds; i++)
         build_from_row(m, &q.builds[i]);
     for (size_t i = 0; i < q.njobs; i++)
         tf_jobs_restore(m, q.jobs[i].id, q.jobs[i].email, q.jobs[i].started,
@@ -473,11 +483,214 @@ int tf_master_start(tf_master_t *m)
     uv_idle_init(m->loop, &m->sched_idle);
     m->sched_idle.data = m;
     sync_config(m);
-    tf_master_group_begin(m, 0);
-    tf_op_slaves_reset(m->group);
-    tf_master_group_commit(m, NULL, NULL);
+    /* Slaves marked connected are another shared master's. */
+    if (!tf_store_is_shared(m->store)) {
+        tf_master_group_begin(m, 0);
+        tf_op_slaves_reset(m->group);
+        tf_master_group_commit(m, NULL, NULL);
+    }
     requeue_loaded(m);
     return 0;
+}
+
+int tf_master_ids(tf_master_t *m, unsigned n)
+{
+    uint64_t cur, first;
+    int rc;
+
+    if (!tf_store_is_shared(m->store))
+        return 0;
+    if (n > TF_STORE_ID_BLOCK)
+        return TF_E2BIG;
+    cur = m->next_build_id;
+    if (m->next_request_id > cur)
+        cur = m->next_request_id;
+    if (m->next_job_id > cur)
+        cur = m->next_job_id;
+    if (cur == 0 || cur + n > m->ids_end) {
+        rc = tf_store_reserve_ids(m->store, &first);
+        if (rc) {
+            tf_error("master", "no block of ids from the database: %s",
+                     tf_strerror(rc));
+            return rc;
+        }
+        cur = first;
+        m->ids_end = first + TF_STORE_ID_BLOCK;
+    }
+    m->next_build_id = m->next_request_id = m->next_job_id = cur;
+    return 0;
+}
+
+/* --- several masters: the queue other masters add to --- */
+
+static void farm_loaded_cb(void *arg, int rc)
+{
+    tf_master_t *m = arg;
+    tf_q_state_t *q = m->farm_q;
+    size_t added = 0;
+
+    m->farm_q = NULL;
+    /* A master shutting down queues nothing more. */
+    for (size_t i = 0; rc == 0 && !m->stopping && i < q->nrequests; i++) {
+        const tf_ld_request_t *row = &q->requests[i];
+        /* Known here (queued, claiming, running), or running elsewhere:
+         * nothing to do. A request this master ended and freed but whose
+         * end is not committed yet may come back: its claim then fails
+         * and drops it again. */
+        if (row->running || tf_map_get_id(m->requests, row->id))
+            continue;
+        tf_mbuilder_t *mb = tf_master_builder(m, row->builder, false);
+        if (!mb || !mb->cfg)
+            continue;
+        tf_request_t *r = request_from_row(row);
+        if (!r || tf_map_put_id(m->requests, r->id, r) != 0) {
+            tf_request_free(r);
+            continue;
+        }
+        /* Not published: the master that queued it did, to every
+         * master's viewers. */
+        tf_sched_enqueue(m, r);
+        added++;
+    }
+    if (added)
+        tf_debug("master", "%zu request(s) queued by other masters", added);
+    tf_q_state_clear(q);
+    free(q);
+    if (m->farm_again) {
+        m->farm_again = false;
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
+    }
+}
+
+typedef struct adopt {
+    tf_q_state_t q;
+    tf_master_t *m;
+    char slave[TF_NAME_MAX + 1];
+    uint64_t *ids;
+    size_t n;
+    tf_master_adopted_cb cb;
+    void *arg;
+} adopt_t;
+
+static bool adopt_wanted(const adopt_t *a, uint64_t id)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->ids[i] == id)
+            return true;
+    return false;
+}
+
+static void adopt_loaded_cb(void *arg, int rc)
+{
+    adopt_t *a = arg;
+    tf_master_t *m = a->m;
+    const tf_q_state_t *q = &a->q;
+
+    for (size_t i = 0; rc == 0 && i < q->nbuilds; i++) {
+        const tf_ld_build_t *row = &q->builds[i];
+        if (!adopt_wanted(a, row->id) || !row->slave ||
+            strcmp(row->slave, a->slave) != 0 ||
+            tf_map_get_id(m->builds, row->id))
+            continue;
+        tf_request_t *had = tf_map_get_id(m->requests, row->request_id);
+        if (had && had->state == TF_REQ_PENDING) {
+            /* Queued here still, though the dead master had claimed it:
+             * it runs now, with this build. */
+            tf_sched_dequeue(m, had);
+            tf_request_set_state(m, had, TF_REQ_RUNNING, "its build is "
+                                 "taken over from another master");
+        }
+        for (size_t k = 0; !had && k < q->nrequests; k++) {
+            const tf_ld_request_t *rr = &q->requests[k];
+            if (rr->id != row->request_id || !rr->running)
+                continue;
+            tf_request_t *r = request_from_row(rr);
+            if (r && tf_map_put_id(m->requests, r->id, r) != 0)
+                tf_request_free(r);
+            break;
+        }
+        tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
+                ") that another master ran: this master takes it over",
+                a->slave, row->id, row->builder, row->number);
+        build_from_row(m, row);
+    }
+    if (rc)
+        tf_warn("master", "loading the running builds of slave %s: %s",
+                a->slave, tf_strerror(rc));
+    a->cb(m, a->arg);
+    tf_q_state_clear(&a->q);
+    free(a->ids);
+    free(a);
+}
+
+int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
+                    size_t n, tf_master_adopted_cb cb, void *arg)
+{
+    size_t unknown = 0;
+    adopt_t *a;
+    int rc;
+
+    if (!tf_store_is_shared(m->store))
+        return TF_ENOENT;
+    for (size_t i = 0; i < n; i++)
+        unknown += tf_map_get_id(m->builds, ids[i]) == NULL;
+    if (!unknown)
+        return TF_ENOENT;
+    a = calloc(1, sizeof(*a));
+    if (!a || !(a->ids = malloc(n * sizeof(*ids)))) {
+        free(a);
+        return TF_ENOMEM;
+    }
+    memcpy(a->ids, ids, n * sizeof(*ids));
+    a->n = n;
+    a->m = m;
+    a->cb = cb;
+    a->arg = arg;
+    snprintf(a->slave, sizeof(a->slave), "%s", slave);
+    a->q.q.kind = TF_Q_LOAD_STATE;
+    rc = tf_store_query(m->store, &a->q.q, adopt_loaded_cb, a);
+    if (rc) {
+        free(a->ids);
+        free(a);
+    }
+    return rc;
+}
+
+static void relay_event(void *arg, const char *topic, const char *text)
+{
+    tf_master_t *m = arg;
+    if (m->net && m->net->live_relay)
+        m->net->live_relay(m, topic, text);
+}
+
+void tf_master_farm_changed(void *arg, unsigned what)
+{
+    tf_master_t *m = arg;
+    tf_q_state_t *q;
+
+    /* Mail another master queued goes out from here if this master holds
+     * the duty lease (the sender checks it). */
+    if ((what & TF_FARM_MAIL) && m->mail_wake)
+        m->mail_wake(m);
+    if (what & TF_FARM_EVENT)
+        tf_store_farm_take(m->store, relay_event, m);
+    if (!(what & TF_FARM_QUEUE))
+        return;
+    if (m->stopping)
+        return;
+    if (m->farm_q) {
+        m->farm_again = true;
+        return;
+    }
+    q = calloc(1, sizeof(*q));
+    if (!q)
+        return;
+    q->q.kind = TF_Q_LOAD_STATE;
+    m->farm_q = q;
+    if (tf_store_query(m->store, &q->q, farm_loaded_cb, m) != 0) {
+        m->farm_q = NULL;
+        free(q);
+    }
 }
 
 tf_config_t *tf_master_apply_config(tf_master_t *m, tf_config_t *cfg)

@@ -161,6 +161,7 @@ typedef struct tf_bstep {
     uint64_t log_lines;
     int64_t started_ms;
     int64_t finished_ms;
+    int64_t duration_ms;       /* the slave's measure, once finished */
 } tf_bstep_t;
 
 struct tf_build {
@@ -240,6 +241,8 @@ typedef struct tf_net_ops {
                          const char *event);
     void (*live_log)(tf_master_t *m, uint64_t build_id, unsigned step,
                      uint64_t offset, const uint8_t *data, size_t len);
+    /* An event of another master (store.shared), rendered there. */
+    void (*live_relay)(tf_master_t *m, const char *topic, const char *text);
 } tf_net_ops_t;
 
 struct tf_master {
@@ -270,6 +273,11 @@ struct tf_master {
     char farm[TF_PROTO_FARM_MAX + 1];
     uint64_t next_request_id;
     uint64_t next_job_id;
+    uint64_t ids_end;          /* shared: the end of the block of ids the
+                                * three counters above take from */
+    void *farm_q;              /* shared: the reload of the queue in
+                                * flight (tf_q_state_t), or NULL */
+    bool farm_again;           /* another change came meanwhile */
     uint64_t next_link_id;
     uint64_t fair_vtime;       /* sched.c */
     tf_map_t *fair_last;       /* owner -> (uintptr_t) last tag */
@@ -413,6 +421,33 @@ void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,
  * expected (0: small). Groups do not nest. Returns m->group (NULL when
  * out of memory; the ops then fail and the commit reports it). */
 tf_wgroup_t *tf_master_group_begin(tf_master_t *m, size_t hint);
+
+/* Makes the next n ids of next_build_id, next_request_id and next_job_id
+ * free to take (each taken id is the counter's value, then the counter
+ * moves). Alone on a database they are; a shared master (store.shared)
+ * points all three at one cursor in a block of the database's id
+ * sequence, taking a new block (one round trip) when fewer than n are
+ * left. Returns 0, TF_E2BIG when n exceeds a block, or TF_ESTORE. */
+int tf_master_ids(tf_master_t *m, unsigned n);
+
+/* A shared master's store saw another master change the queue (or this
+ * one gained the duty lease): pending requests this master does not
+ * hold yet are loaded and queued. Loop thread. */
+void tf_master_farm_changed(void *arg, unsigned what);
+
+/* Called on the loop thread once tf_master_adopt has loaded what it
+ * could. */
+typedef void (*tf_master_adopted_cb)(tf_master_t *m, void *arg);
+
+/* A shared master's slave came back (hello) with running builds this
+ * master does not hold: those of a master that died. Loads them and
+ * their requests from the database (builds whose slave is `slave`
+ * only), so that the welcome resumes them here, then calls cb(m, arg).
+ * Returns 0 with cb to come, or TF_ENOENT when there is nothing to load
+ * (not shared, or every id is known here: cb is not called), or another
+ * code without calling cb. ids is copied. */
+int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
+                    size_t n, tf_master_adopted_cb cb, void *arg);
 
 /* Queues m->group as one all-or-nothing unit; cb (may be NULL) fires
  * after its commit or failure. When it cannot be queued (out of memory,

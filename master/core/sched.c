@@ -617,6 +617,9 @@ int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
     tf_mbuilder_t *mb = tf_master_builder(m, spec->builder, false);
     if (!mb || !mb->cfg)
         return TF_ENOENT;
+    int rc = tf_master_ids(m, 1);
+    if (rc)
+        return rc;
     tf_request_t *r = tf_request_make(spec, m->next_request_id, tf_now_ms());
     if (!r)
         return TF_ENOMEM;

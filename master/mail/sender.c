@@ -185,7 +185,10 @@ static void *sender_main(void *arg)
     while (!atomic_load(&ml->stop)) {
         tf__mail_settings_t *s = settings_hold(ml);
         int64_t wait_ms = POLL_MS;
-        bool did = s->mail.enabled && sender_step(ml, s, &wait_ms);
+        /* Several masters (store.shared): only the holder of the duty
+         * lease sends, so a job's mail goes out once. */
+        bool did = s->mail.enabled && tf_store_has_duty(ml->store) &&
+                   sender_step(ml, s, &wait_ms);
         settings_release(ml, s);
         if (!did)
             sender_sleep(ml, wait_ms);

@@ -92,6 +92,8 @@ struct tf_link {
     char close_text[124];
     bool close_sent;        /* our close frame is written */
     const char *gone_event; /* "disconnected" or "lost" */
+    char *adopt_text;       /* the hello while a shared master loads the
+                             * builds it brings (tf_master_adopt) */
 };
 
 typedef struct link_pss {
@@ -280,7 +282,65 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
     tf_sched_kick(m);
 }
 
-static void link_hello(tf_link_t *l, const tf_msg_t *msg)
+/* The builds a slave brings are loaded: the welcome goes out now, if the
+ * link is still there and waiting for it. */
+static void link_adopted_cb(tf_master_t *m, void *arg)
+{
+    tf_link_t *l = tf_map_get_id(m->links, (uint64_t)(uintptr_t)arg);
+    char err[256];
+    tf_msg_t msg;
+
+    if (!l || !l->adopt_text)
+        return;
+    if (l->state == LINK_CHALLENGED &&
+        tf_msg_decode(l->adopt_text, strlen(l->adopt_text), &msg, err,
+                      sizeof(err)) == 0) {
+        link_accept(l, &msg);
+        tf_msg_clear(&msg);
+    }
+    free(l->adopt_text);
+    l->adopt_text = NULL;
+}
+
+/* Several masters (store.shared): builds the slave runs that this master
+ * does not hold are loaded before the welcome. Returns true when the
+ * welcome waits for that. */
+static bool link_adopt(tf_link_t *l, const tf_msg_t *msg, const char *text,
+                       size_t len)
+{
+    size_t n = msg->u.hello.nrunning;
+    uint64_t *ids;
+    int rc;
+
+    if (n == 0 || !tf_store_is_shared(l->m->store))
+        return false;
+    ids = calloc(n, sizeof(*ids));
+    l->adopt_text = malloc(len + 1);
+    if (!ids || !l->adopt_text) {
+        free(ids);
+        free(l->adopt_text);
+        l->adopt_text = NULL;
+        return false;
+    }
+    memcpy(l->adopt_text, text, len);
+    l->adopt_text[len] = '\0';
+    for (size_t i = 0; i < n; i++)
+        ids[i] = msg->u.hello.running[i].build_id;
+    rc = tf_master_adopt(l->m, msg->u.hello.slave, ids, n, link_adopted_cb,
+                         (void *)(uintptr_t)l->id);
+    free(ids);
+    if (rc == 0)
+        return true;
+    if (rc != TF_ENOENT)
+        tf_warn("link", "slave %s: cannot load the builds it brings (%s): "
+                "they are abandoned", msg->u.hello.slave, tf_strerror(rc));
+    free(l->adopt_text);
+    l->adopt_text = NULL;
+    return false;
+}
+
+static void link_hello(tf_link_t *l, const tf_msg_t *msg, const char *text,
+                       size_t len)
 {
     tf_master_t *m = l->m;
     snprintf(l->name, sizeof(l->name), "%s", msg->u.hello.slave);
@@ -314,6 +374,10 @@ static void link_hello(tf_link_t *l, const tf_msg_t *msg)
                       msg->u.hello.slave);
         return;
     }
+    if (l->adopt_text)
+        return; /* a second hello while the first one's builds load */
+    if (link_adopt(l, msg, text, len))
+        return;
     link_accept(l, msg);
 }
 
@@ -333,7 +397,7 @@ static void link_text(tf_link_t *l, const char *text, size_t len)
                           "expected hello, got %s",
                           tf_msg_type_name(msg.type));
         else
-            link_hello(l, &msg);
+            link_hello(l, &msg, text, len);
         tf_msg_clear(&msg);
         return;
     }
@@ -475,6 +539,7 @@ static int link_writeable(tf_link_t *l)
 
 static void link_free(tf_link_t *l)
 {
+    free(l->adopt_text);
     tf_list_t *it, *tmp;
     tf_list_foreach_safe(it, tmp, &l->sendq)
     {

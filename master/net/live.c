@@ -302,15 +302,11 @@ static void enforce_budget(tf_master_t *m)
     }
 }
 
-/* Sends j (consumed) to every subscriber of topic. */
-static void publish(tf_master_t *m, const char *topic, json_t *j, bool is_log)
+/* Sends text to every subscriber of topic here. */
+static void fan_out(tf_master_t *m, const char *topic, const char *text,
+                    bool is_log)
 {
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!text)
-        return;
     live_msg_t *g = msg_new(m, text, strlen(text), is_log, topic);
-    free(text);
     if (!g)
         return;
     g->refs = 1; /* ours while fanning out */
@@ -323,6 +319,37 @@ static void publish(tf_master_t *m, const char *topic, json_t *j, bool is_log)
     }
     msg_unref(m, g);
     enforce_budget(m);
+}
+
+/* Sends j (consumed) to every subscriber of topic; several masters
+ * (store.shared): to the other masters' subscribers too, except logs
+ * (a log is read from the database, where the other master stores it). */
+static void publish(tf_master_t *m, const char *topic, json_t *j, bool is_log)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return;
+    fan_out(m, topic, text, is_log);
+    if (!is_log && m->store && tf_store_is_shared(m->store))
+        tf_store_farm_send(m->store, topic, text);
+    free(text);
+}
+
+void tf_live_relay(tf_master_t *m, const char *topic, const char *text)
+{
+    if (strcmp(topic, "builds") != 0 && strcmp(topic, "requests") != 0 &&
+        strcmp(topic, "slaves") != 0)
+        return;
+    if (anyone(m, topic))
+        fan_out(m, topic, text, false);
+}
+
+/* An event is rendered when someone here wants it, or when other
+ * masters may (they relay it to theirs). */
+static bool wanted(tf_master_t *m, const char *topic)
+{
+    return anyone(m, topic) || (m->store && tf_store_is_shared(m->store));
 }
 
 void tf__live_sweep(tf_master_t *m)
@@ -346,7 +373,7 @@ static json_t *opt_ms(int64_t ms)
 void tf_live_build(tf_master_t *m, const tf_build_t *b, const char *event,
                    int result)
 {
-    if (!anyone(m, "builds"))
+    if (!wanted(m, "builds"))
         return;
     bool finished = strcmp(event, "finished") == 0;
     json_t *o = json_pack("{s:I,s:s,s:I,s:s,s:s}", "id", (json_int_t)b->id,
@@ -382,7 +409,7 @@ void tf_live_build(tf_master_t *m, const tf_build_t *b, const char *event,
 void tf_live_step(tf_master_t *m, const tf_build_t *b, unsigned step,
                   const char *text)
 {
-    if (step >= b->nsteps || !anyone(m, "builds"))
+    if (step >= b->nsteps || !wanted(m, "builds"))
         return;
     const tf_bstep_t *st = &b->steps[step];
     json_t *o = json_pack("{s:i,s:s,s:s}", "index", (int)step, "name",
@@ -395,6 +422,11 @@ void tf_live_step(tf_master_t *m, const tf_build_t *b, unsigned step,
                                      : json_null());
     json_object_set_new(o, "started_ms", opt_ms(st->started_ms));
     json_object_set_new(o, "finished_ms", opt_ms(st->finished_ms));
+    /* The slave's own measure, as the API's steps give it, so a tool
+     * prints the same duration from the feed as from the API. */
+    json_object_set_new(o, "duration_ms", st->finished
+                                              ? json_integer(st->duration_ms)
+                                              : json_null());
     json_object_set_new(o, "text", text ? json_string(text) : json_null());
     publish(m, "builds",
             json_pack("{s:s,s:I,s:s,s:I,s:o}", "type", "step", "build_id",
@@ -405,7 +437,7 @@ void tf_live_step(tf_master_t *m, const tf_build_t *b, unsigned step,
 
 void tf_live_slave(tf_master_t *m, const tf_mslave_t *s, const char *event)
 {
-    if (!anyone(m, "slaves"))
+    if (!wanted(m, "slaves"))
         return;
     json_t *o = json_pack("{s:s,s:b,s:s,s:s}", "name", s->name, "connected",
                           s->link != NULL, "platform", s->platform, "version",
@@ -418,7 +450,7 @@ void tf_live_slave(tf_master_t *m, const tf_mslave_t *s, const char *event)
 
 void tf_live_request(tf_master_t *m, const tf_request_t *r, const char *event)
 {
-    if (!anyone(m, "requests"))
+    if (!wanted(m, "requests"))
         return;
     unsigned pos = tf_sched_position(m, r);
     json_t *o = json_pack("{s:I,s:s,s:s,s:s?,s:s?}", "id", (json_int_t)r->id,

@@ -36,6 +36,11 @@ void tf_live_step(tf_master_t *m, const tf_build_t *b, unsigned step,
 /* Slave events: "connected", "disconnected", "lost". */
 void tf_live_slave(tf_master_t *m, const tf_mslave_t *s, const char *event);
 
+/* An event another master (store.shared) published on topic ("builds",
+ * "requests" or "slaves"; others are ignored), sent as it is to the
+ * subscribers here. */
+void tf_live_relay(tf_master_t *m, const char *topic, const char *text);
+
 /* Request events: "queued", "started", "cancelled". */
 void tf_live_request(tf_master_t *m, const tf_request_t *r,
                      const char *event);

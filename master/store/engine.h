@@ -43,8 +43,10 @@ typedef struct tf_engine tf_engine_t;
 enum {
     TF_ENG_OK = 0,          /* committed; each group's rc says how it went */
     TF_ENG_RETRY_NOW = 1,   /* a group was poisoned (it ended the
-                             * transaction by itself): run the batch again
-                             * right away without it */
+                             * transaction by itself), or the batch lost a
+                             * deadlock to another master's transaction:
+                             * run the batch again right away (without the
+                             * poisoned group) */
     TF_ENG_DB_FAILED = 2,   /* the database failed as a whole: rolled back,
                              * retry later; err says why */
 };
@@ -75,7 +77,28 @@ typedef struct tf_engine_vt {
      * writer thread starts. Returns 0, or TF_EEXIST with the cause logged
      * when another master holds the database; with wait, blocks until
      * that master goes instead (a standby master). */
-    int (*claim)(tf_engine_t *e, bool wait);
+    int (*claim)(tf_engine_t *e, bool wait, bool shared);
+
+    /* Optional, shared masters (store.shared): the first of
+     * TF_STORE_ID_BLOCK fresh ids no other master gets (any thread;
+     * blocks on the database). Returns 0 or TF_ESTORE. */
+    int (*reserve_ids)(tf_engine_t *e, uint64_t *first);
+
+    /* Optional: after the writer started, starts watching for other
+     * masters' changes; cb(arg, what) runs on a thread of the engine
+     * each time, what holding TF_FARM_* (store.h) of what changed besides
+     * anything (0), both when this master gains the duty lease. */
+    int (*watch)(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
+                 void *arg);
+
+    /* Optional, with watch: queue an event for the other masters, and
+     * take those they sent ("TOPIC\nTEXT" strings, the callee frees). */
+    int (*farm_send)(tf_engine_t *e, const char *topic, const char *text);
+    char *(*farm_take)(tf_engine_t *e);
+
+    /* Optional (NULL: always true): this master holds the duty lease
+     * (mail, pollers, periodic schedulers). Any thread. */
+    bool (*has_duty)(tf_engine_t *e);
 
     /* Test hook (store_internal.h): cap the database at pages pages before
      * the next batch. Engines without such a notion ignore it. */

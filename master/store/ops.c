@@ -63,6 +63,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_JOB_CREATE] = "job_create",
     [TF_OP_JOB_RUNNING] = "job_running",
     [TF_OP_JOB_FINISH] = "job_finish",
+    [TF_OP_JOB_SETTLE] = "job_settle",
     [TF_OP_MAIL_JOB] = "mail_job",
     [TF_OP_MAIL_BUILD] = "mail_build",
     [TF_OP_USER_ADD] = "user_add",
@@ -768,6 +769,19 @@ int tf_op_job_finish(tf_wgroup_t *g, uint64_t id, const char *state,
         S(job_end.state, state);
     }
     return done(g, op, ok);
+}
+
+int tf_op_job_settle(tf_wgroup_t *g, uint64_t id, bool mail,
+                     int64_t time_ms)
+{
+    tf_op_t *op = op_add(g, TF_OP_JOB_SETTLE);
+
+    if (op) {
+        op->u.job_end.id = id;
+        op->u.job_end.mail = mail;
+        op->u.job_end.time_ms = time_ms;
+    }
+    return done(g, op, true);
 }
 
 int tf_op_mail_job(tf_wgroup_t *g, uint64_t job_id, int64_t time_ms)

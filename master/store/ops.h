@@ -64,6 +64,7 @@ typedef enum tf_op_kind {
     TF_OP_JOB_CREATE,
     TF_OP_JOB_RUNNING,
     TF_OP_JOB_FINISH,
+    TF_OP_JOB_SETTLE,
     /* mail outbox */
     TF_OP_MAIL_JOB,
     TF_OP_MAIL_BUILD,
@@ -239,11 +240,12 @@ typedef struct tf_op_job_create {
     int64_t submitted_ms;
 } tf_op_job_create_t;
 
-/* JOB_RUNNING (id), JOB_FINISH (all). */
+/* JOB_RUNNING (id), JOB_FINISH (all), JOB_SETTLE (id, time_ms, mail). */
 typedef struct tf_op_job_end {
     uint64_t id;
     const char *state; /* "finished" or "cancelled" */
     int64_t result, time_ms;
+    bool mail;         /* JOB_SETTLE: queue the job's report */
 } tf_op_job_end_t;
 
 typedef struct tf_op_mail_job {

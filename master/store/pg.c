@@ -41,12 +41,34 @@
  * Reading: a query borrows a reader connection from a pool and runs in a
  * REPEATABLE READ READ ONLY transaction (one snapshot), through db.h.
  * A reader found broken is reconnected before use.
+ *
+ * Several masters on one database (store.shared, issue 15): each holds
+ * the master lock shared (a master without `shared` holds it alone, so
+ * the two kinds never mix); ids come in blocks of TF_STORE_ID_BLOCK from
+ * the sequence tf_ids; a build's rows claim its request
+ *
+ *   UPDATE build_requests SET state = 'running' ... WHERE id =
+ *     (SELECT id ... WHERE id = $r AND state = 'pending'
+ *      FOR UPDATE SKIP LOCKED)
+ *
+ * and fail their group with TF_ESTATE when another master has it (or is
+ * claiming it right now), so a request runs on exactly one master; a
+ * batch that created or requeued requests sends NOTIFY tf_farm, which
+ * PostgreSQL delivers at its commit. A listener thread with its own
+ * connection LISTENs for it and holds the duty lock (the lease of the
+ * single-runner work: mail, pollers, periodic schedulers) when it can:
+ * the lock is PostgreSQL's, so it goes with the connection of a master
+ * that dies and another master's listener takes it within
+ * DUTY_POLL_US.
  */
 #include "store/engine.h"
 
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <fcntl.h>
+#include <sys/select.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +80,7 @@
 
 #include "log.h"
 #include "names.h"
+#include "result.h"
 #include "store/db_impl.h"
 #include "store/logblock.h"
 #include "store/pg_schema.h"
@@ -76,8 +99,22 @@
 /* Held by the write connection for as long as a master uses the database:
  * one master per database in this version ("tfma"). */
 #define MASTER_LOCK_KEY "1952870753"
+/* The lease of the single-runner duties among shared masters ("tfdu"). */
+#define DUTY_LOCK_KEY "1952867445"
+#define DUTY_POLL_US 500000
+/* Batches rerun at once after a deadlock before the writer backs off. */
+#define CONTENDED_RERUNS 8
 
-enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2 };
+enum { PG_OK = 0, PG_FAIL_GROUP = 1, PG_FAIL_DB = 2, PG_FAIL_CLAIM = 3 };
+
+/* A live feed event between masters: "TOPIC\nTEXT". */
+typedef struct farm_ev {
+    struct farm_ev *next;
+    size_t len;
+    char text[];
+} farm_ev_t;
+
+#define FARM_QUEUE_MAX (1024u * 1024)
 
 typedef struct pstmt {
     const char *sql; /* the key: the address of the static text */
@@ -97,6 +134,11 @@ struct tf_engine {
     bool claimed;    /* holds the master lock (and takes it again after a
                       * reconnect) */
     int64_t changes; /* rows the last statement touched */
+    bool shared;     /* one of several masters (store.shared) */
+    bool notify;     /* this batch changed the queue: NOTIFY tf_farm */
+    bool notify_mail; /* ... queued mail */
+    bool contended;  /* the batch lost to another transaction (40xxx) */
+    unsigned rerun;  /* batches rerun at once for that in a row */
     tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
     unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
     size_t sealcap;
@@ -117,6 +159,22 @@ struct tf_engine {
     unsigned *free_rd; /* indexes of the idle readers (a stack) */
     unsigned nreaders;
     unsigned nfree;
+
+    /* The listener thread (shared masters): LISTEN tf_farm, duty lock. */
+    pthread_t listener;
+    bool listening;           /* the thread was started */
+    atomic_bool stop;         /* set by destroy */
+    atomic_bool duty;         /* holds the duty lock */
+    atomic_int wpid;          /* the write connection's backend: its own
+                               * notifications are not news */
+    void (*farm_cb)(void *arg, unsigned what);
+    void *farm_arg;
+
+    /* Live feed events to and from the other masters, under ev_mu. */
+    pthread_mutex_t ev_mu;
+    farm_ev_t *out_head, *out_tail, *in_head, *in_tail;
+    size_t out_bytes, in_bytes;
+    int wake[2]; /* wakes the listener to send (a pipe) */
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -256,6 +314,9 @@ static int classify(tf_engine_t *e, const PGresult *res)
 
     if (!e->w || PQstatus(e->w) != CONNECTION_OK || !state)
         return PG_FAIL_DB;
+    /* A deadlock or serialization failure: another master's transaction
+     * won; trying again at once is the cure (apply_batch). */
+    e->contended = strncmp(state, "40", 2) == 0;
     for (size_t i = 0; i < sizeof(db_wide) / sizeof(db_wide[0]); i++)
         if (strncmp(state, db_wide[i], 2) == 0)
             return PG_FAIL_DB;
@@ -712,8 +773,27 @@ static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
     return PG_OK;
 }
 
+/* A shared master's claim (file comment): the request moves to running
+ * for this build only if it is pending and no other transaction holds
+ * its row; else the group fails with PG_FAIL_CLAIM. */
+static const char SQL_BUILD_REQUEST_CLAIM[] =
+    "UPDATE build_requests SET state = 'running', build_id = ?1, "
+    "started_ms = coalesce(started_ms, ?2) WHERE id = (SELECT id FROM "
+    "build_requests WHERE id = ?3 AND state = 'pending' FOR UPDATE SKIP "
+    "LOCKED)";
+
 static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
 {
+    if (e->shared) {
+        EXEC(SQL_BUILD_REQUEST_CLAIM, I(o->id), I(o->created_ms),
+             I(o->request_id));
+        if (e->changes != 1) {
+            fmt_trunc(e->msg, sizeof(e->msg),
+                      "request %" PRIu64 " is not pending here: another "
+                      "master claimed it", o->request_id);
+            return PG_FAIL_CLAIM;
+        }
+    }
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
@@ -932,6 +1012,54 @@ static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
     return PG_OK;
 }
 
+static const char SQL_JOB_LOCK[] =
+    "SELECT CASE WHEN state IN ('finished', 'cancelled') THEN 1 ELSE 0 END "
+    "FROM try_jobs WHERE id = ?1 FOR UPDATE";
+static const char SQL_JOB_REQUESTS[] =
+    "SELECT CASE WHEN state IN ('pending', 'running') THEN 1 ELSE 0 END, "
+    "CASE WHEN state = 'cancelled' THEN 1 ELSE 0 END, coalesce(result, -1) "
+    "FROM build_requests WHERE job_id = ?1";
+
+/* tf_op_job_settle (store.h). The lock comes first: a master ending the
+ * job's other last request waits here for this one's commit, and its
+ * next statement (READ COMMITTED) sees this request ended. */
+static int op_job_settle(tf_engine_t *e, const tf_op_job_end_t *o)
+{
+    tf_sqlval_t v[] = {I(o->id)};
+    int64_t ended = 0;
+    bool found = false, cancelled = false, any = false;
+    tf_result_t worst = TF_SUCCESS;
+    PGresult *res = NULL;
+    int r = query_ints(e, SQL_JOB_LOCK, v, 1, &ended, 1, &found);
+
+    if (r != PG_OK || !found || ended)
+        return r;
+    r = exec_rows(e, SQL_JOB_REQUESTS, v, 1, &res);
+    if (r != PG_OK)
+        return r;
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (strcmp(PQgetvalue(res, i, 0), "1") == 0) {
+            PQclear(res);
+            return PG_OK; /* one is still to end */
+        }
+        cancelled |= strcmp(PQgetvalue(res, i, 1), "1") == 0;
+        long long x = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        if (x >= 0) {
+            worst = any ? tf_result_worst(worst, (tf_result_t)x)
+                        : (tf_result_t)x;
+            any = true;
+        }
+    }
+    PQclear(res);
+    EXEC(SQL_JOB_FINISH, T(cancelled ? "cancelled" : "finished"),
+         I(worst), I(o->time_ms), I(o->id));
+    if (o->mail)
+        EXEC(SQL_MAIL_JOB, I(o->id), I(o->time_ms));
+    tf_info(SUB, "job %" PRIu64 " %s: %s", o->id,
+            cancelled ? "cancelled" : "finished", tf_result_name(worst));
+    return PG_OK;
+}
+
 static int op_job(tf_engine_t *e, const tf_op_t *op)
 {
     switch (op->kind) {
@@ -960,10 +1088,15 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
         break;
     }
     case TF_OP_MAIL_JOB:
+        e->notify_mail = true;
         EXEC(SQL_MAIL_JOB, I(op->u.mail_job.job_id),
              I(op->u.mail_job.time_ms));
         break;
+    case TF_OP_JOB_SETTLE:
+        e->notify_mail |= op->u.job_end.mail;
+        return op_job_settle(e, &op->u.job_end);
     case TF_OP_MAIL_BUILD: {
+        e->notify_mail = true;
         const tf_op_mail_build_t *o = &op->u.mail_build;
         EXEC(SQL_MAIL_BUILD, I(o->build_id), T(o->builder), I(o->result),
              I(o->mode), T(o->recipients_json), I(o->time_ms));
@@ -1064,8 +1197,11 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return PG_OK;
     }
     case TF_OP_REQUEST_CREATE:
+        e->notify = true;
         return op_request_create(e, &op->u.request_create);
     case TF_OP_REQUEST_REQUEUE:
+        e->notify = true;
+        return op_request_end(e, op->kind, &op->u.request_end);
     case TF_OP_REQUEST_COLLAPSE:
     case TF_OP_REQUEST_CANCEL:
     case TF_OP_REQUEST_DONE:
@@ -1148,8 +1284,11 @@ static const char *group_what(const tf_wgroup_t *g)
  * TF_EEXIST with e->msg naming the master that holds it, or TF_ESTORE. */
 static int take_master_lock(tf_engine_t *e)
 {
-    PGresult *res = PQexec(e->w, "SELECT pg_try_advisory_lock("
-                                 MASTER_LOCK_KEY ")");
+    PGresult *res = PQexec(e->w, e->shared
+                                     ? "SELECT pg_try_advisory_lock_shared("
+                                       MASTER_LOCK_KEY ")"
+                                     : "SELECT pg_try_advisory_lock("
+                                       MASTER_LOCK_KEY ")");
     bool got;
 
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -1167,8 +1306,10 @@ static int take_master_lock(tf_engine_t *e)
                        "l.locktype = 'advisory' AND l.granted AND "
                        "l.classid = 0 AND l.objid = " MASTER_LOCK_KEY);
     fmt_trunc(e->msg, sizeof(e->msg),
-              "another master uses this database (%s): one tf-master per "
-              "database in this version",
+              e->shared ? "a master without store.shared uses this database "
+                          "(%s): shared masters run only beside each other"
+                        : "another master uses this database (%s): one "
+                          "tf-master per database without store.shared",
               res && PQresultStatus(res) == PGRES_TUPLES_OK &&
                       PQntuples(res) > 0
                   ? PQgetvalue(res, 0, 0)
@@ -1185,10 +1326,19 @@ static int take_master_lock(tf_engine_t *e)
  * starts and stops waiting. The master holding the lock loses it as soon
  * as PostgreSQL sees its connection close (its process died, or its
  * machine: then when TCP keepalives give up on it). */
-static int claim(tf_engine_t *e, bool wait)
+static int shared_ids_init(tf_engine_t *e);
+static PGconn **reader_acquire(tf_engine_t *e);
+static void reader_release(tf_engine_t *e, PGconn **slot);
+static bool reader_ready(tf_engine_t *e, PGconn **c);
+
+static int claim(tf_engine_t *e, bool wait, bool shared)
 {
     bool waited = false;
     int rc;
+
+    e->shared = shared;
+    if (e->w)
+        atomic_store(&e->wpid, PQbackendPID(e->w));
 
     for (;;) {
         rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
@@ -1217,7 +1367,319 @@ static int claim(tf_engine_t *e, bool wait)
         tf_warn(SUB, "%s: standby: the other master is gone; taking over",
                 e->shown);
     e->claimed = true;
+    return shared ? shared_ids_init(e) : 0;
+}
+
+/* ---- Several masters (store.shared) ---- */
+
+/* The id sequence: created by the first shared master, and moved past
+ * the ids a master without `shared` (or a migration) gave out since, under
+ * the migration lock so two masters starting together agree. It only
+ * ever moves forward while a shared master may be taking blocks. */
+static int shared_ids_init(tf_engine_t *e)
+{
+    static const char *const steps[] = {
+        "BEGIN",
+        "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")",
+        "CREATE SEQUENCE IF NOT EXISTS tf_ids INCREMENT BY "
+        TF_STORE_ID_BLOCK_STR " MINVALUE 1",
+        "SELECT setval('tf_ids', m) FROM (SELECT greatest((SELECT "
+        "coalesce(max(id), 0) FROM builds), (SELECT coalesce(max(id), 0) "
+        "FROM build_requests), (SELECT coalesce(max(id), 0) FROM try_jobs)) "
+        "+ 1 AS m) x, tf_ids WHERE m > last_value + " TF_STORE_ID_BLOCK_STR
+        " OR (NOT is_called AND m > last_value)",
+        "COMMIT",
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        PGresult *res = PQexec(e->w, steps[i]);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            tf_error(SUB, "%s: preparing the id sequence: %s", e->shown,
+                     res ? PQresultErrorMessage(res)
+                         : PQerrorMessage(e->w));
+            PQclear(res);
+            res = PQexec(e->w, "ROLLBACK");
+            PQclear(res);
+            return TF_ESTORE;
+        }
+        PQclear(res);
+    }
     return 0;
+}
+
+/* The engine's reserve_ids (engine.h): one nextval on a reader
+ * connection, outside any transaction (a sequence is not transactional:
+ * a block is never given twice). */
+static int reserve_ids(tf_engine_t *e, uint64_t *first)
+{
+    PGconn **c = reader_acquire(e);
+    PGresult *res = NULL;
+    int rc = TF_ESTORE;
+
+    if (!reader_ready(e, c))
+        goto out;
+    res = PQexec(*c, "SELECT nextval('tf_ids')");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1) {
+        tf_warn(SUB, "%s: taking a block of ids: %s", e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(*c));
+        goto out;
+    }
+    *first = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    rc = *first ? 0 : TF_ESTORE;
+out:
+    PQclear(res);
+    reader_release(e, c);
+    return rc;
+}
+
+/* Appends a copy of text to a queue (under ev_mu). TF_EFULL past
+ * FARM_QUEUE_MAX bytes queued. */
+static int ev_push(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
+                   size_t *bytes, const char *text, size_t len)
+{
+    farm_ev_t *ev;
+    int rc = 0;
+
+    pthread_mutex_lock(&e->ev_mu);
+    if (*bytes + len > FARM_QUEUE_MAX) {
+        rc = TF_EFULL;
+        goto out;
+    }
+    ev = malloc(sizeof(*ev) + len + 1);
+    if (!ev) {
+        rc = TF_ENOMEM;
+        goto out;
+    }
+    ev->next = NULL;
+    ev->len = len;
+    memcpy(ev->text, text, len);
+    ev->text[len] = '\0';
+    if (*tail)
+        (*tail)->next = ev;
+    else
+        *head = ev;
+    *tail = ev;
+    *bytes += len;
+out:
+    pthread_mutex_unlock(&e->ev_mu);
+    return rc;
+}
+
+/* Takes the first event of a queue (the caller frees it), or NULL. */
+static farm_ev_t *ev_pop(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
+                         size_t *bytes)
+{
+    farm_ev_t *ev;
+
+    pthread_mutex_lock(&e->ev_mu);
+    ev = *head;
+    if (ev) {
+        *head = ev->next;
+        if (!*head)
+            *tail = NULL;
+        *bytes -= ev->len;
+    }
+    pthread_mutex_unlock(&e->ev_mu);
+    return ev;
+}
+
+static void ev_free_all(farm_ev_t *ev)
+{
+    while (ev) {
+        farm_ev_t *next = ev->next;
+        free(ev);
+        ev = next;
+    }
+}
+
+/* The engine's farm_send (engine.h): queued for the listener, which
+ * sends it with pg_notify (a payload is at most 8000 bytes). */
+static int farm_send(tf_engine_t *e, const char *topic, const char *text)
+{
+    char buf[TF_FARM_EVENT_MAX + 64];
+    int n = snprintf(buf, sizeof(buf), "ev:%s\n%s", topic, text);
+    int rc;
+
+    if (!e->listening)
+        return TF_ESTATE;
+    if (n < 0 || (size_t)n >= sizeof(buf) ||
+        (size_t)n > TF_FARM_EVENT_MAX)
+        return TF_E2BIG;
+    rc = ev_push(e, &e->out_head, &e->out_tail, &e->out_bytes, buf,
+                 (size_t)n);
+    if (rc == 0 && write(e->wake[1], "", 1) < 0) {
+        /* The pipe is full: the listener is awake already. */
+    }
+    return rc;
+}
+
+static char *farm_take(tf_engine_t *e)
+{
+    farm_ev_t *ev = ev_pop(e, &e->in_head, &e->in_tail, &e->in_bytes);
+    char *text;
+
+    if (!ev)
+        return NULL;
+    text = strdup(ev->text);
+    free(ev);
+    return text;
+}
+
+/* Sends the queued events (listener thread). False when the connection
+ * broke. */
+static bool send_events(tf_engine_t *e, PGconn *c)
+{
+    farm_ev_t *ev;
+    char drain[64];
+
+    while (read(e->wake[0], drain, sizeof(drain)) > 0)
+        ;
+    while ((ev = ev_pop(e, &e->out_head, &e->out_tail, &e->out_bytes))) {
+        const char *v[1] = {ev->text};
+        PGresult *res = PQexecParams(c, "SELECT pg_notify('tf_farm', $1)",
+                                     1, NULL, v, NULL, NULL, 0);
+        bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+        PQclear(res);
+        free(ev);
+        if (!ok)
+            return PQstatus(c) == CONNECTION_OK;
+    }
+    return true;
+}
+
+/* One turn of the listener: the duty lock if it is free, then whatever
+ * notifications came. Returns false when the connection broke. */
+static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
+                        unsigned *what)
+{
+    PGnotify *n;
+
+    if (!atomic_load(&e->duty)) {
+        PGresult *res = PQexec(c, "SELECT pg_try_advisory_lock("
+                                  DUTY_LOCK_KEY ")");
+        bool got = res && PQresultStatus(res) == PGRES_TUPLES_OK &&
+                   strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+            PQclear(res);
+            return false;
+        }
+        PQclear(res);
+        if (got) {
+            tf_info(SUB, "%s: this master now runs mail, pollers and "
+                    "periodic schedulers (the duty lease)", e->shown);
+            atomic_store(&e->duty, true);
+            *notified = true;
+            *what |= TF_FARM_QUEUE | TF_FARM_MAIL;
+        }
+    }
+    if (!PQconsumeInput(c))
+        return false;
+    while ((n = PQnotifies(c)) != NULL) {
+        if (n->extra && strncmp(n->extra, "ev:", 3) == 0) {
+            if (n->be_pid != PQbackendPID(c) &&
+                ev_push(e, &e->in_head, &e->in_tail, &e->in_bytes,
+                        n->extra + 3, strlen(n->extra + 3)) == 0)
+                *what |= TF_FARM_EVENT, *notified = true;
+            PQfreemem(n);
+            continue;
+        }
+        if (n->be_pid == atomic_load(&e->wpid)) {
+            PQfreemem(n);
+            continue;
+        }
+        *notified = true;
+        if (n->extra && strcmp(n->extra, "queue") == 0)
+            *what |= TF_FARM_QUEUE;
+        else if (n->extra && strcmp(n->extra, "mail") == 0)
+            *what |= TF_FARM_MAIL;
+        PQfreemem(n);
+    }
+    return PQstatus(c) == CONNECTION_OK;
+}
+
+static void *listener_main(void *arg)
+{
+    tf_engine_t *e = arg;
+    PGconn *c = NULL;
+    char why[256];
+
+    while (!atomic_load(&e->stop)) {
+        bool notified = false;
+        unsigned what = 0;
+        if (!c) {
+            c = connect_url(e->url, why, sizeof(why));
+            PGresult *res = c ? PQexec(c, "LISTEN tf_farm") : NULL;
+            bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+            PQclear(res);
+            if (!ok) {
+                if (c)
+                    PQfinish(c);
+                c = NULL;
+                usleep(DUTY_POLL_US);
+                continue;
+            }
+            /* what happened while not listening */
+            notified = true;
+            what = TF_FARM_QUEUE | TF_FARM_MAIL;
+        }
+        if (!listen_turn(e, c, &notified, &what)) {
+            if (atomic_exchange(&e->duty, false))
+                tf_warn(SUB, "%s: the listener lost its connection: this "
+                        "master gives up the duty lease", e->shown);
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        if (notified && e->farm_cb)
+            e->farm_cb(e->farm_arg, what);
+        if (!send_events(e, c)) {
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        int fd = PQsocket(c);
+        fd_set rd;
+        struct timeval tv = {.tv_sec = 0, .tv_usec = DUTY_POLL_US};
+        FD_ZERO(&rd);
+        if (fd >= 0 && fd < FD_SETSIZE && e->wake[0] < FD_SETSIZE) {
+            FD_SET(fd, &rd);
+            FD_SET(e->wake[0], &rd);
+            select((fd > e->wake[0] ? fd : e->wake[0]) + 1, &rd, NULL, NULL,
+                   &tv);
+        } else {
+            usleep(DUTY_POLL_US);
+        }
+    }
+    if (c)
+        PQfinish(c);
+    return NULL;
+}
+
+/* The engine's watch (engine.h): starts the listener. */
+static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
+                 void *arg)
+{
+    if (!e->shared)
+        return 0;
+    e->farm_cb = cb;
+    e->farm_arg = arg;
+    if (pipe2(e->wake, O_NONBLOCK | O_CLOEXEC) != 0)
+        return TF_EIO;
+    pthread_mutex_init(&e->ev_mu, NULL);
+    if (pthread_create(&e->listener, NULL, listener_main, e) != 0) {
+        close(e->wake[0]);
+        close(e->wake[1]);
+        pthread_mutex_destroy(&e->ev_mu);
+        return TF_ENOMEM;
+    }
+    e->listening = true;
+    return 0;
+}
+
+static bool has_duty(tf_engine_t *e)
+{
+    return !e->shared || atomic_load(&e->duty);
 }
 
 /* A write connection that works, reconnecting when the last one broke. */
@@ -1246,6 +1708,7 @@ static bool writer_ready(tf_engine_t *e)
         e->w = NULL;
         return false;
     }
+    atomic_store(&e->wpid, PQbackendPID(e->w));
     tf_info(SUB, "%s: write connection (re)established", e->shown);
     return true;
 }
@@ -1268,8 +1731,10 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
 
     if (!writer_ready(e))
         goto fail;
+    e->contended = false;
     if (ctl(e, "BEGIN") != PG_OK)
         goto fail;
+    e->notify = e->notify_mail = false;
     for (size_t i = 0; i < n; i++, g = g->next) {
         g->rc = 0;
         if (g->poisoned) {
@@ -1281,18 +1746,31 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
         r = apply_group(e, g);
         if (r == PG_FAIL_DB)
             goto fail;
-        if (r == PG_FAIL_GROUP) {
-            tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                    group_what(g));
-            g->rc = TF_ESTORE;
+        if (r == PG_FAIL_GROUP || r == PG_FAIL_CLAIM) {
+            if (r == PG_FAIL_CLAIM)
+                tf_info(SUB, "%s", e->msg);
+            else
+                tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
+                        group_what(g));
+            g->rc = r == PG_FAIL_CLAIM ? TF_ESTATE : TF_ESTORE;
             if (ctl(e, "ROLLBACK TO SAVEPOINT tf_op") != PG_OK)
                 goto fail;
         }
         if (ctl(e, "RELEASE SAVEPOINT tf_op") != PG_OK)
             goto fail;
     }
+    /* Delivered to every listener at the commit, never before: "queue"
+     * when requests were added or put back, "state" for anything else
+     * (the other masters' cached answers are stale). */
+    if (e->shared &&
+        ((e->notify && ctl(e, "NOTIFY tf_farm, 'queue'") != PG_OK) ||
+         (e->notify_mail && ctl(e, "NOTIFY tf_farm, 'mail'") != PG_OK) ||
+         (!e->notify && !e->notify_mail &&
+          ctl(e, "NOTIFY tf_farm, 'state'") != PG_OK)))
+        goto fail;
     if (ctl(e, "COMMIT") != PG_OK)
         goto fail;
+    e->rerun = 0;
     return TF_ENG_OK;
 
 fail:
@@ -1301,6 +1779,16 @@ fail:
         PGresult *res = PQexec(e->w, "ROLLBACK");
         PQclear(res);
     }
+    /* Masters sharing the database deadlock now and then on rows they
+     * all touch (a builder's counters): the batch runs again at once, a
+     * few times, before it counts as the database failing. */
+    if (e->contended && e->rerun < CONTENDED_RERUNS &&
+        PQstatus(e->w) == CONNECTION_OK) {
+        e->rerun++;
+        tf_info(SUB, "%s: %s; running the batch again", e->shown, e->msg);
+        return TF_ENG_RETRY_NOW;
+    }
+    e->rerun = 0;
     fmt_trunc(err, errlen, "PostgreSQL: %s", e->msg);
     return TF_ENG_DB_FAILED;
 }
@@ -1757,6 +2245,19 @@ static void destroy(tf_engine_t *e)
 {
     if (!e)
         return;
+    if (e->listening) {
+        atomic_store(&e->stop, true);
+        if (write(e->wake[1], "", 1) < 0) {
+            /* full: it wakes anyway */
+        }
+        pthread_join(e->listener, NULL);
+        e->listening = false;
+        close(e->wake[0]);
+        close(e->wake[1]);
+        ev_free_all(e->out_head);
+        ev_free_all(e->in_head);
+        pthread_mutex_destroy(&e->ev_mu);
+    }
     close_writer(e);
     for (unsigned i = 0; i < e->nreaders; i++)
         if (e->readers[i])
@@ -1836,6 +2337,11 @@ const tf_engine_vt_t tf_engine_pg = {
     .apply_batch = apply_batch,
     .query = query,
     .claim = claim,
+    .reserve_ids = reserve_ids,
+    .watch = watch,
+    .has_duty = has_duty,
+    .farm_send = farm_send,
+    .farm_take = farm_take,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
     .close_writer = close_writer,
@@ -2004,7 +2510,7 @@ int tf_store_copy_sqlite(const char *sqlite_path, const char *url,
         sqlite3_close(src);
         return rc;
     }
-    if (claim(e, false) != 0) {
+    if (claim(e, false, false) != 0) {
         fmt_trunc(msg, msglen, "%s", e->msg);
         rc = TF_EEXIST;
         goto out;

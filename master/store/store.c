@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -110,6 +111,12 @@ struct tf_store {
     size_t hard_bytes;
     tf_store_congestion_cb congestion_cb;
     void *congestion_arg;
+    bool shared;
+    void (*farm_cb)(void *arg, unsigned what);
+    void *farm_arg;
+    atomic_bool farm_pending; /* set by the engine's listener: another
+                               * master committed something */
+    atomic_uint farm_what;    /* ... TF_FARM_* of what it touched */
     int schema_version;
     unsigned close_grace_ms;
     const tf_engine_vt_t *vt;
@@ -778,6 +785,58 @@ static void maybe_finish_close(tf_store_t *s)
     uv_close((uv_handle_t *)&s->async, on_async_closed);
 }
 
+/* The engine's listener thread: another master changed the queue. */
+static void farm_notify(void *arg, unsigned what)
+{
+    tf_store_t *s = arg;
+    atomic_fetch_or(&s->farm_what, what);
+    atomic_store(&s->farm_pending, true);
+    uv_async_send(&s->async);
+}
+
+int tf_store_reserve_ids(tf_store_t *s, uint64_t *first)
+{
+    if (!s->shared || !s->vt->reserve_ids)
+        return TF_ESTATE;
+    return s->vt->reserve_ids(s->eng, first);
+}
+
+bool tf_store_has_duty(tf_store_t *s)
+{
+    return !s->shared || !s->vt->has_duty || s->vt->has_duty(s->eng);
+}
+
+bool tf_store_is_shared(const tf_store_t *s)
+{
+    return s->shared;
+}
+
+int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text)
+{
+    if (!s->shared || !s->vt->farm_send)
+        return TF_ESTATE;
+    return s->vt->farm_send(s->eng, topic, text);
+}
+
+void tf_store_farm_take(tf_store_t *s,
+                        void (*fn)(void *arg, const char *topic,
+                                   const char *text),
+                        void *arg)
+{
+    char *ev;
+
+    if (!s->shared || !s->vt->farm_take)
+        return;
+    while ((ev = s->vt->farm_take(s->eng)) != NULL) {
+        char *nl = strchr(ev, '\n');
+        if (nl) {
+            *nl = '\0';
+            fn(arg, ev, nl + 1);
+        }
+        free(ev);
+    }
+}
+
 static void on_async(uv_async_t *h)
 {
     tf_store_t *s = h->data;
@@ -791,6 +850,14 @@ static void on_async(uv_async_t *h)
     pthread_mutex_unlock(&s->mu);
 
     report_congestion(s); /* a rise seen by a submit */
+    /* Another master's commit: answers cached on the generation are
+     * stale (the API's cache), and its new requests are to be seen. */
+    if (atomic_exchange(&s->farm_pending, false)) {
+        __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELAXED);
+        unsigned what = atomic_exchange(&s->farm_what, 0);
+        if (what && s->farm_cb)
+            s->farm_cb(s->farm_arg, what);
+    }
 
     /* Account for the whole list before the callbacks run, so writes they
      * submit see the room these groups leave. The groups themselves are
@@ -1165,6 +1232,9 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     if (opts) {
         s->congestion_cb = opts->congestion_cb;
         s->congestion_arg = opts->congestion_arg;
+        s->shared = opts->exclusive && opts->shared;
+        s->farm_cb = opts->farm_cb;
+        s->farm_arg = opts->farm_arg;
     }
     s->path = shown_path(path);
     if (!s->path) {
@@ -1175,7 +1245,7 @@ int tf_store_open(uv_loop_t *loop, const char *path,
     if (rc != 0)
         goto out;
     if (opts && opts->exclusive && s->vt->claim) {
-        rc = s->vt->claim(s->eng, opts->standby);
+        rc = s->vt->claim(s->eng, opts->standby, opts->shared);
         if (rc != 0)
             goto out;
     }
@@ -1196,6 +1266,10 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         uv_close((uv_handle_t *)&s->async, on_failed_open_closed);
         return rc;
     }
+    if (opts && opts->exclusive && opts->shared && s->vt->watch &&
+        s->vt->watch(s->eng, farm_notify, s) != 0)
+        tf_error(SUB, "%s: cannot watch the other masters: this master "
+                 "sees their requests only at its next restart", s->path);
     tf_info(SUB, "%s: open (%s) at schema version %d, %u readers", s->path,
             s->vt->name, s->schema_version, nreaders);
     *out = s;

@@ -47,6 +47,20 @@
 #include "email.h" /* TF_EMAIL_MAX */
 #include "names.h" /* TF_NAME_MAX */
 
+/* Shared masters (store.shared) take ids in blocks of this many. */
+#define TF_STORE_ID_BLOCK 1000
+#define TF_STORE_ID_BLOCK_STR "1000"
+
+/* What another shared master's commit changed (tf_store_opts_t.farm_cb). */
+enum {
+    TF_FARM_QUEUE = 1, /* requests added or put back */
+    TF_FARM_MAIL = 2,  /* mail queued in the outbox */
+    TF_FARM_EVENT = 4, /* live feed events (tf_store_farm_take) */
+};
+
+/* The largest live feed event that crosses to the other masters. */
+#define TF_FARM_EVENT_MAX 7000
+
 typedef struct tf_store tf_store_t;
 typedef struct tf_wgroup tf_wgroup_t;
 
@@ -70,6 +84,15 @@ typedef struct tf_store_opts {
                               * commands (user, mail) leave it false */
     bool standby;            /* with exclusive: wait until the other
                               * master goes instead of refusing */
+    bool shared;             /* with exclusive: one of several active
+                              * masters on the database (PostgreSQL's
+                              * store.shared, issue 15) */
+    void (*farm_cb)(void *arg, unsigned what);
+                             /* shared: called on the loop thread when
+                              * another master committed changes to the
+                              * queue or the outbox (what: TF_FARM_*), or
+                              * this one gained the duty lease (both) */
+    void *farm_arg;
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,
@@ -109,6 +132,35 @@ typedef struct tf_store_health {
 
 /* Snapshot of the writer's state (any thread). */
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
+
+/* Shared masters: the first of TF_STORE_ID_BLOCK consecutive ids (for
+ * requests, builds and jobs alike) that no other master gets. Blocks the
+ * calling thread for one round trip to the database. Returns 0,
+ * TF_ESTATE when the store is not shared, or TF_ESTORE. */
+int tf_store_reserve_ids(tf_store_t *s, uint64_t *first);
+
+/* Whether this master runs the single-runner duties (mail, pollers,
+ * periodic schedulers): always, except a shared master that does not
+ * hold the duty lease. Any thread. */
+bool tf_store_has_duty(tf_store_t *s);
+
+/* Whether the store was opened with opts.shared. */
+bool tf_store_is_shared(const tf_store_t *s);
+
+/* Shared masters: sends a live feed event (topic, JSON text) to the
+ * other masters, right away (not with a commit: a live event is news,
+ * the state behind it is read from the database). Copies text; drops
+ * events over TF_FARM_EVENT_MAX bytes and any past a queue of 1 MiB (a
+ * viewer then misses it as it would miss a dropped message). Returns 0,
+ * TF_E2BIG or TF_EFULL. Loop thread. */
+int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text);
+
+/* Calls fn(arg, topic, text) for each event other masters sent since the
+ * last call (opts.farm_cb said TF_FARM_EVENT). Loop thread. */
+void tf_store_farm_take(tf_store_t *s,
+                        void (*fn)(void *arg, const char *topic,
+                                   const char *text),
+                        void *arg);
 
 /* A counter that moves whenever the stored state may have changed: when
  * a group holding more than progress (output chunks, the event chain,
@@ -407,6 +459,16 @@ int tf_op_job_create(tf_wgroup_t *g, const tf_job_rec_t *j);
 int tf_op_job_running(tf_wgroup_t *g, uint64_t id);
 int tf_op_job_finish(tf_wgroup_t *g, uint64_t id, const char *state,
                      int result, int64_t time_ms);
+
+/* Several masters (store.shared, PostgreSQL only): one of the job's
+ * requests ended, on whichever master. Inside the transaction, with the
+ * job's row locked, the job ends when none of its requests is pending or
+ * running any more: result the worst of theirs, state "cancelled" when
+ * one was cancelled, and with mail its report queued (once: the outbox
+ * keeps one row per job). Masters ending a job's last two requests at
+ * once serialize on that row, so exactly one of them ends it. */
+int tf_op_job_settle(tf_wgroup_t *g, uint64_t id, bool mail,
+                     int64_t time_ms);
 
 /* Mail outbox rows, committed with the event that causes them (the mail
  * sender picks them up): a try job's report, unless the job asked for no

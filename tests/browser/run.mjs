@@ -80,6 +80,19 @@ async function groupPages(r, ctx) {
     r.check("summary: flaky's row says red since its first red build", since.includes(`red since #${flaky.failing_since.number}`), since);
     r.check("summary: flaky's row names the failed step", flaky.failed_step && since.includes(`failed step: ${flaky.failed_step.name}`), since);
     r.check("summary: a green builder has no 'red since'", (await count(page, 'tr[data-builder="quick"] .failing-since')) === 0);
+    // A builder a commit broke: its row names the commit's author as the
+    // suspect, as the API does.
+    const X = S.broken;
+    const xb = sum.builders.find((b) => b.name === X.builder);
+    const xf = (sum.failing || []).find((f) => f.name === X.builder);
+    r.check(`summary: the API names ${X.suspect} as ${X.builder}'s suspect`, !!xf && xf.suspects.map((s) => s.author).join(",") === X.suspect && xb.suspects.map((s) => s.author).join(",") === X.suspect, JSON.stringify(xf));
+    const xline = await text(page, `tr[data-builder="${X.builder}"] .failing-since`);
+    r.check(
+      `summary: ${X.builder}'s row says red since its first red build, the failed step and the suspect`,
+      xline.includes(`red since #${xb.failing_since.number}`) && xline.includes(`failed step: ${X.step}`) && xline.includes(`suspects: ${X.suspect}`),
+      xline,
+    );
+    r.check(`summary: ${X.builder}'s "red since" links that build's page`, (await page.getAttribute(`tr[data-builder="${X.builder}"] .failing-since a`, "href")) === `#/builds/${X.since}`);
     r.check("summary: mac-only is offline", (await page.getAttribute('tr[data-builder="mac-only"]', "data-state")) === "offline");
     r.check("summary: mac-only shows 1 pending", /1 pending/.test(await text(page, 'tr[data-builder="mac-only"] .state')));
     await shot(page, "summary", r);
@@ -122,6 +135,9 @@ async function groupPages(r, ctx) {
     const fb = (await api(BASE, "/builders/flaky")).json;
     const fsince = await text(page, ".failing-since");
     r.check("builder: a red builder says since which build", !!fb.failing_since && fsince.includes(`red since #${fb.failing_since.number}`), fsince);
+    await goHash(page, `/builders/${S.broken.builder}`);
+    const xsince = await text(page, ".failing-since");
+    r.check("builder: a builder a commit broke names the failed step and the suspect", xsince.includes(`failed step: ${S.broken.step}`) && xsince.includes(`suspects: ${S.broken.suspect}`), xsince);
     await goHash(page, "/builders/mac-only");
     r.check("builder: pending request with its position", /^#?1$/.test((await text(page, "#pending-requests tbody tr td")).trim()));
     await goHash(page, "/builders/quick");
@@ -297,6 +313,12 @@ async function groupAnsi(r, ctx) {
   r.check("ansi: 94 is bright blue", bb && bb.color === "rgb(59, 142, 234)", JSON.stringify(bb));
   const rb = await colourOf("RED-BACK");
   r.check("ansi: 41 is a red background", rb && rb.bg === "rgb(205, 49, 49)", JSON.stringify(rb));
+  // The builder's own error_patterns (["plain"]) decide the error lines.
+  const bi = (await api(BASE, "/builders/colours")).json;
+  r.check("ansi: the API gives the builder's own error patterns", JSON.stringify(bi.error_patterns) === '["plain"]', JSON.stringify(bi.error_patterns));
+  const errs = await page.evaluate(() => [...document.querySelectorAll("pre.log .ll.err")].map((l) => l.textContent));
+  r.check("ansi: the log marks the lines its builder's pattern matches, and only those", errs.length === 1 && errs[0].includes("RED-TEXT plain BOLD-GREEN"), JSON.stringify(errs));
+  r.check("ansi: and counts them", /^1 error line\b/.test(await text(page, ".log-errors")), await text(page, ".log-errors"));
   const all = await text(page, "pre.log");
   r.check("ansi: no escape character is shown", !all.includes("\x1b"), JSON.stringify(all.slice(0, 300)));
   r.check("ansi: erase-line and OSC title removed", all.includes("erased line") && !all.includes("window title"), all);
@@ -492,6 +514,15 @@ async function groupActions(r, ctx) {
   await goHash(page, `/jobs/${job.json.job_id}`);
   await clearFlash(page);
   await page.click(".cancel-job");
+  // A live event redraws the page between the click and its confirmation
+  // (a build forced elsewhere): the confirmation must not be lost.
+  await page.evaluate(() => {
+    document.getElementById("job-info").dataset.old = "1";
+  });
+  await api(BASE, "/builders/quick/force", { method: "POST", token: S.token, body: { reason: "redraw the job page" } });
+  const redrawn = await page.waitForFunction(() => !document.querySelector("#job-info[data-old]"), null, { timeout: 10000 }).then(() => true, () => false);
+  r.check("actions: a live event redrew the job page", redrawn);
+  r.check("actions: the cancel button still asks for its confirmation", (await text(page, ".cancel-job")) === "Really cancel?", await text(page, ".cancel-job"));
   await page.click(".cancel-job");
   await until("the job to be cancelled", async () => {
     const st = (await api(BASE, `/jobs/${job.json.job_id}`)).json.state;

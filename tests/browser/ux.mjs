@@ -9,7 +9,7 @@
 // scheme), and the "master unreachable" banner with the master really
 // stopped and started again. Every check is on what a user sees: element
 // geometry, text, the address, pixels of a chart.
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { DESKTOP, PHONE, api, axeViolations, goHash, newPage, openPage, overflowOf, shot, until } from "./lib.mjs";
 
@@ -240,6 +240,28 @@ export async function groupWaterfallFit(r, ctx, S) {
     { timeout: 10000 },
   ).catch(() => false);
   r.check("waterfall: a live box shows its reason without a reload", shown, reason);
+  const steps = await until(
+    "the live box's steps",
+    async () => page.evaluate((id) => {
+      const names = [...document.querySelectorAll(`.wbox[data-build="${id}"] li.wstep`)].map((l) => l.querySelector("a").textContent);
+      return names.join(",") === "compile,test" && names;
+    }, bid),
+    { timeout: 10000 },
+  ).catch(() => null);
+  r.check("waterfall: and its steps, without a reload", !!steps, JSON.stringify(steps));
+  const liveDone = await until("the live box to turn green", async () => page.evaluate((id) => document.querySelector(`.wbox[data-build="${id}"]`).className.includes("r-success"), bid), { timeout: 15000 }).catch(() => false);
+  r.check("waterfall: and its result, without a reload", liveDone);
+
+  // The header follows the builders live: a build of "slow" makes its
+  // header say building, its cancel idle again, without a reload.
+  const headState = (b) => page.getAttribute(`th[data-state-of="${b}"] .bstate`, "data-state").catch(() => null);
+  const slowReq = await api(S.base, "/builders/slow/force", { method: "POST", token: S.token, body: { reason: "header state" } });
+  const slowId = await until("the slow build to start", async () => (await api(S.base, `/requests/${slowReq.json.request_id}`)).json.build_id, { timeout: 20000 });
+  const building = await until("slow's header to say building", async () => (await headState("slow")) === "building", { timeout: 10000 }).catch(() => false);
+  r.check("waterfall: a builder's header says building while it builds, live", building, String(await headState("slow")));
+  await api(S.base, `/builds/${slowId}/cancel`, { method: "POST", token: S.token });
+  const idle = await until("slow's header to say idle", async () => (await headState("slow")) === "idle", { timeout: 10000 }).catch(() => false);
+  r.check("waterfall: and idle again once it ends, live", idle, String(await headState("slow")));
 
   // The dense grid.
   await goHash(page, "/waterfall?view=grid");
@@ -449,7 +471,27 @@ export async function groupPlotAxes(r, ctx, S) {
   await page.waitForSelector("#plots[data-drawn]", { timeout: 10000 });
   await page.locator("#plots").scrollIntoViewIfNeeded();
   await shot(page, S, "builder-plots", r);
+  // The other list pages' titles (after the plots: a page left behind
+  // must not be under the mouse of the clicks above).
+  for (const [hash, want] of [["/console", "Console"], ["/slaves", "Slaves"], ["/jobs", "Try jobs"]]) {
+    await goHash(page, hash);
+    r.check(`titles: and the ${want.toLowerCase()} list's`, (await page.title()) === `${want} – Browser test farm`, await page.title());
+  }
   r.noProblems(page, "plotaxes");
+}
+
+// The live dot's text against its background (WCAG's contrast ratio).
+async function dotContrast(page) {
+  const dot = await page.$eval("#livestate", (el) => ({ text: el.textContent, fg: getComputedStyle(el).color, bg: getComputedStyle(el).backgroundColor }));
+  const lum = (c) => {
+    const [a, b, d] = c.match(/\d+/g).map((v) => {
+      const x = Number(v) / 255;
+      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * a + 0.7152 * b + 0.0722 * d;
+  };
+  const [hi, lo] = [lum(dot.fg), lum(dot.bg)].sort((x, y) => y - x);
+  return { dot, ratio: (hi + 0.05) / (lo + 0.05) };
 }
 
 // --- layout: every page at both sizes, light and dark, axe-core ---
@@ -485,6 +527,10 @@ export async function groupLayout(r, ctx, S) {
       await openPage(page, S.base, hash);
       if (hash.startsWith("/builders/")) await page.waitForSelector("#plots[data-drawn]", { timeout: 10000 }).catch(() => {});
       if (hash.startsWith("/builds/")) await page.waitForSelector(".logview[data-fetched]", { timeout: 10000 }).catch(() => {});
+      // A picture of each page in each mode, for a person to look at (the
+      // test's shots directory only, never docs/images).
+      mkdirSync(join(S.shots, "layout"), { recursive: true });
+      await page.screenshot({ path: join(S.shots, "layout", `${name.replace(/ /g, "-")}-${mode.replace(/ /g, "-")}.png`) });
       const o = await overflowOf(page);
       r.check(`${name} at ${mode}: no sideways page scroll`, o.over <= 0, JSON.stringify(o));
       if (vp === PHONE) {
@@ -517,21 +563,71 @@ export async function groupLayout(r, ctx, S) {
   await page.keyboard.press("Enter");
   r.check("a11y: the skip link moves the focus to the content", (await page.evaluate(() => document.activeElement.id)) === "main");
   r.check("a11y: and leaves the address alone", (await page.evaluate(() => location.hash)) === "#/");
-  const dot = await page.$eval("#livestate", (el) => ({ fg: getComputedStyle(el).color, bg: getComputedStyle(el).backgroundColor }));
-  const lum = (c) => {
-    const [a, b, d] = c.match(/\d+/g).map((v) => {
-      const x = Number(v) / 255;
-      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
-    });
-    return 0.2126 * a + 0.7152 * b + 0.0722 * d;
+  // Keyboard only: Tab from the skip link to the header's Waterfall
+  // link, Enter opens it; the focused element shows a ring.
+  const tabTo = async (sel, max) => {
+    for (let i = 0; i < max; i++) {
+      await page.keyboard.press("Tab");
+      if (await page.evaluate((s) => !!document.activeElement && document.activeElement.matches(s), sel)) return i + 1;
+    }
+    return 0;
   };
-  const ratio = (lum(dot.fg) + 0.05) / (lum(dot.bg) + 0.05);
+  const ring = () => page.evaluate(() => {
+    const cs = getComputedStyle(document.activeElement);
+    return cs.outlineStyle !== "none" && parseFloat(cs.outlineWidth) >= 2;
+  });
+  await page.focus("#skip");
+  const toNav = await tabTo('#nav a[data-nav="waterfall"]', 10);
+  r.check("keyboard: Tab reaches the Waterfall link", toNav > 0, `${toNav} presses`);
+  r.check("keyboard: the focused link shows a focus ring", await ring());
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#waterfall", { timeout: 10000 }).catch(() => {});
+  r.check("keyboard: Enter on it opens the waterfall", (await page.evaluate(() => location.hash)) === "#/waterfall", await page.evaluate(() => location.hash));
+  // On a failed build: Tab to "First error", Enter shows line 40; Tab
+  // to the steps' fold, Enter folds them away.
+  await openPage(page, S.base, `/builds/${S.errors.build}`);
+  await page.waitForSelector(".logview[data-error-line]", { timeout: 10000 });
+  const toErr = await tabTo(".err-first", 80);
+  r.check("keyboard: Tab reaches 'First error'", toErr > 0, `${toErr} presses`);
+  r.check("keyboard: the focused button shows a focus ring", await ring());
+  await page.keyboard.press("Enter");
+  const kErr = await page.waitForFunction(() => document.querySelector(".logview").dataset.errorLine === "40", null, { timeout: 10000 }).then(() => true, () => false);
+  r.check("keyboard: Enter on 'First error' shows line 40", kErr, await page.getAttribute(".logview", "data-error-line"));
+  await page.focus("#skip");
+  const toFold = await tabTo("#steps-panel > summary", 40);
+  r.check("keyboard: Tab reaches the steps' fold", toFold > 0, `${toFold} presses`);
+  await page.keyboard.press("Enter");
+  r.check("keyboard: Enter folds the steps away", !(await page.isVisible("#steps")));
+  await page.keyboard.press("Enter");
+  r.check("keyboard: and Enter again brings them back", await page.isVisible("#steps"));
+  await openPage(page, S.base, "/");
+
+  const { dot, ratio } = await dotContrast(page);
   r.measure("live_dot_contrast", Math.round(ratio * 100) / 100, ":1");
   r.check("a11y: the live dot's contrast is at least 4.5:1", ratio >= 4.5, JSON.stringify(dot));
+  await page.emulateMedia({ colorScheme: "dark" });
+  const dark = await dotContrast(page);
+  r.measure("live_dot_contrast_dark", Math.round(dark.ratio * 100) / 100, ":1");
+  r.check("a11y: in the dark scheme too", dark.ratio >= 4.5, JSON.stringify(dark.dot));
+  await page.emulateMedia({ colorScheme: "light" });
 
   // Pictures of the phone and dark layouts.
   await page.setViewportSize(PHONE);
   await openPage(page, S.base, "/");
+  // The summary on a phone: every builder's cells on screen (no table
+  // scrolling sideways), the "red since" line across the width.
+  const ph = await page.evaluate((x) => {
+    const box = document.querySelector("#summary-table").parentElement;
+    const cells = [...document.querySelectorAll("#summary-table tbody td")].map((td) => td.getBoundingClientRect().right);
+    const since = document.querySelector(`tr[data-builder="${x}"] .failing-since`).getBoundingClientRect();
+    const slaves = document.querySelector(`tr[data-builder="${x}"] td.num`);
+    return { inner: box.scrollWidth - box.clientWidth, right: Math.max(...cells), since: since.width, sinceH: since.height, slaves: slaves.innerText, label: getComputedStyle(slaves, "::before").content, role: document.querySelector("#summary-table").getAttribute("role") };
+  }, S.broken.builder);
+  r.measure("summary_red_since_width_390_px", Math.round(ph.since), "px");
+  r.check("summary at 390x844: every column on screen, nothing scrolls sideways", ph.inner <= 0 && ph.right <= PHONE.width, JSON.stringify(ph));
+  r.check("summary at 390x844: the 'red since' line spans the row", ph.since >= 300, JSON.stringify(ph));
+  r.check("summary at 390x844: the slaves column says what it is", /^\d+$/.test(ph.slaves.trim()) && ph.label !== "none" && ph.label !== "normal", JSON.stringify(ph));
+  r.check("summary at 390x844: still a table for screen readers", ph.role === "table");
   await shot(page, S, "summary-phone", r);
   await openPage(page, S.base, `/builds/${S.errors.build}`);
   await page.waitForSelector(".logview[data-fetched]", { timeout: 10000 });
@@ -582,10 +678,20 @@ export async function groupDown(r, ctx, S) {
   const bannerBox = await page.$eval("#banner", (b) => b.getBoundingClientRect().top);
   r.check("down: the banner is at the top of the screen", bannerBox < 120, String(bannerBox));
   r.check("down: the live dot says offline", (await text(page, "#livestate")) === "offline");
+  const off = await dotContrast(page);
+  r.measure("offline_dot_contrast", Math.round(off.ratio * 100) / 100, ":1");
+  r.check("down: the offline dot's contrast is at least 4.5:1", off.ratio >= 4.5, JSON.stringify(off.dot));
   const frozen = await text(page, clock);
   await sleep(2500);
   r.check("down: the elapsed time stands still", (await text(page, clock)) === frozen, `${frozen} -> ${await text(page, clock)}`);
   await shot(page, S, "master-down", r);
+  // On a phone the banner fits the screen and its text wraps.
+  await page.setViewportSize(PHONE);
+  const pb = await page.$eval("#banner", (b) => ({ right: b.getBoundingClientRect().right, top: b.getBoundingClientRect().top, clipped: b.scrollWidth > b.clientWidth, text: b.innerText }));
+  const po = await overflowOf(page);
+  r.check("down: on a phone the banner fits the screen, nothing cut", pb.right <= PHONE.width && !pb.clipped && /Master unreachable/.test(pb.text) && po.over <= 0, JSON.stringify({ pb, po }));
+  r.check("down: on a phone the banner is on the first screen", pb.top >= 0 && pb.top < PHONE.height / 3, JSON.stringify(pb));
+  await page.setViewportSize(DESKTOP);
   // A page opened while the master is down says so, and loads later.
   await page.evaluate(() => {
     location.hash = "#/slaves";

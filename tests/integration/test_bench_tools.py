@@ -232,3 +232,14 @@ def test_bench_api_runs_small_with_slaves_and_builds_running():
         p = subprocess.run([sys.executable, str(BENCH / "bench_api.py")] +
                            args, capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
+
+
+@pytest.mark.timeout(180)
+def test_bench_try_live_runs_small():
+    """bench_try_live.py with one job of 3 steps per mode: tf-try on the
+    live feed and polling, every step line read and timed."""
+    out = run_script("bench_try_live.py", "--runs", 1, "--steps", 3,
+                     "--sleep", 0.2, "--poll-ms", 500)
+    assert "1 runs of 3 steps (ms; poll every 500 ms)" in out, out
+    assert re.search(r"^  live +p50 +[\d.]+ +p90", out, re.M), out
+    assert re.search(r"^  poll +p50 +[\d.]+ +p90", out, re.M), out

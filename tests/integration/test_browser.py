@@ -159,7 +159,10 @@ def config(tmp, up):
                 {"name": "test", "command":
                  "echo 3 tests pass; "
                  "echo \"@@@TF_STAT tests_run=$((TF_BUILD_NUMBER % 7 + 10))@@@\""}]},
-            {"name": "colours", "slaves": ["s1"], "steps": [
+            # Its own error pattern: the log viewer marks what it says
+            # (a word of the first line), not the defaults.
+            {"name": "colours", "slaves": ["s1"],
+             "mail": {"error_patterns": ["plain"]}, "steps": [
                 {"name": "ansi", "command": COLOURS}]},
             {"name": "flaky", "slaves": ["s1"], "steps": [
                 {"name": "build", "command": "echo building"},
@@ -294,6 +297,17 @@ def site(tmp_path_factory):
         job = wait_for(job_done, 120, "the try job with a patch to finish",
                        farm)
         app_build = [b for b in job["builders"] if b["name"] == "app"][0]
+        # Then a commit that breaks "app" (its step reads hello.txt): the
+        # change scheduler builds it, "app" turns red with Dave as the
+        # suspect (the only author since the last green build).
+        git(work, "rm", "-q", "hello.txt")
+        git(work, "commit", "-q", "-m", "Remove the greeting",
+            env_extra={"GIT_AUTHOR_NAME": "Dave Breaker",
+                       "GIT_AUTHOR_EMAIL": "dave@example.org"})
+        git(work, "push", "-q", "origin", "main")
+        app_red = wait_for(
+            lambda: m.get_json("/builders/app").get("failing_since"), 60,
+            "app to turn red after Dave's commit", farm, interval=0.3)
         scenario = {
             "base": m.url,
             "token": m.token(),
@@ -319,6 +333,8 @@ def site(tmp_path_factory):
                       "changes": [c["id"] for c in blame_build["changes"]],
                       "revisions": [bob, carol],
                       "authors": ["Bob Coder", "Carol Writer"]},
+            "broken": {"builder": "app", "since": app_red["id"],
+                       "suspect": "Dave Breaker", "step": "check"},
             "builders8": ["quick", "colours", "flaky", "live", "slow", "big",
                           "app", "mac-only"],
         }

@@ -826,3 +826,34 @@ def test_try_builds_never_turn_the_tray_red(farm, needs_desktop):
     desk.wait_icon("red", "fragile failing on the tree")
     assert ind.dump()["notifications"][-1]["summary"] == "fragile is failing"
     ind.stop()
+
+
+@pytest.mark.timeout(300)
+def test_indicator_is_optional_at_build_time(tmp_path):
+    """meson's `indicator` feature: with -Dindicator=disabled a server's
+    build has no tf-indicator and needs no GTK, libayatana-appindicator3
+    or libnotify, while tf-master, tf-slave and the indicator's state
+    tests (plain C) are still built."""
+    meson = shutil.which("meson")
+    if not meson:
+        pytest.skip("meson is not installed")
+    bdir = tmp_path / "build-noind"
+    r = subprocess.run([meson, "setup", str(bdir), "-Dindicator=disabled"],
+                       cwd=REPO, capture_output=True, text=True,
+                       timeout=tfharness.scaled(240),
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"meson setup:\n{r.stdout}\n{r.stderr}"
+    assert re.search(r"tf-indicator\s*:\s*NO", r.stdout), r.stdout[-2000:]
+    targets = json.loads(subprocess.run(
+        [meson, "introspect", "--targets", str(bdir)], capture_output=True,
+        text=True, check=True, timeout=60).stdout)
+    names = {t["name"] for t in targets}
+    assert "tf-indicator" not in names
+    assert {"tf-master", "tf-slave", "test_ind_state",
+            "test_ind_config"} <= names, sorted(names)
+    deps = json.loads(subprocess.run(
+        [meson, "introspect", "--dependencies", str(bdir)],
+        capture_output=True, text=True, check=True, timeout=60).stdout)
+    used = {d["name"] for d in deps}
+    for lib in ("gtk+-3.0", "ayatana-appindicator3-0.1", "libnotify"):
+        assert lib not in used, (lib, sorted(used))

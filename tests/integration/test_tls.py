@@ -8,6 +8,7 @@ given. Plain HTTP gets nothing on the TLS port.
 import http.client
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -181,3 +182,56 @@ def test_tls_config_errors(farm):
     m.write_config(cfg)
     r = farm.run([BUILD_DIR / "master" / "tf-master", "checkconfig", m.dir])
     assert r.returncode != 0 and "ca" in r.stdout + r.stderr
+
+
+def test_tf_try_wait_follows_the_live_feed_over_wss(tls_master, farm):
+    """tf-try --wait against an https:// master opens the live feed over
+    wss://, verified with the same --ca-file, and follows the job to its
+    end: the slave connects only once tf-try waits, so the build's lines
+    come from the feed (-v says it came up)."""
+    if not os.access(TF_TRY, os.X_OK):
+        pytest.skip("tf-try is not built")
+    m, crt, certs = tls_master
+    r = farm.run([BUILD_DIR / "master" / "tf-master", "user", "add",
+                  "ann@example.org", "--name", "Ann", "-d", m.dir])
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip().splitlines()[-1].strip()
+    home = farm.tmp / "home"
+    home.mkdir()
+    # Outside any git work tree (the test's directory may be inside the
+    # project's checkout): the empty diff goes without a base.
+    outside = farm.tmp / "outside"
+    outside.mkdir()
+    env = dict(os.environ, HOME=str(home), TF_TRY_TOKEN=token,
+               GIT_CEILING_DIRECTORIES=str(farm.tmp))
+    env.pop("XDG_CONFIG_HOME", None)
+    (farm.tmp / "empty.diff").write_bytes(b"")
+    out_path, err_path = farm.tmp / "try.out", farm.tmp / "try.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        p = subprocess.Popen(
+            [str(TF_TRY), "--url", f"https://127.0.0.1:{m.port}/",
+             "--ca-file", str(crt), "-b", "quick", "--diff",
+             str(farm.tmp / "empty.diff"), "--allow-empty", "--wait", "-v",
+             "--poll-ms", "60000"],
+            env=env, cwd=outside, stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL)
+
+    def subscribed():
+        assert p.poll() is None, (out_path.read_text(), err_path.read_text())
+        return b"SUBSCRIBING -> UP" in err_path.read_bytes()
+    try:
+        wait_for(subscribed, 20, "tf-try's live feed over wss", farm)
+        farm.slave(m, "s1", url=f"wss://127.0.0.1:{m.port}",
+                   args=["--ca-file", str(crt)],
+                   start=False).start(wait_connected=False)
+        p.wait(timeout=scaled(60))
+    finally:
+        if p.poll() is None:
+            p.kill()
+    text = out_path.read_text()
+    assert re.search(r"^quick: build \d+ started on slave s1$", text,
+                     re.M), text
+    assert re.search(r"^quick: step hi: SUCCESS \(", text, re.M), text
+    assert re.search(r"^job \d+: SUCCESS \(every build passed\)", text,
+                     re.M), text
+    assert p.returncode == 0, (text, err_path.read_text())

@@ -165,3 +165,76 @@ def test_retry_reruns_the_failed_builders_with_the_same_patch(farm):
     r = tf_try(farm, m, work, "retry", str(first))
     assert r.returncode == 2 and "token" in r.stderr, explain(r)
     git(work, "checkout", "-q", "verdict")
+
+
+@pytest.mark.timeout(120)
+def test_wait_and_status_link_the_pages_when_the_master_serves_them(farm):
+    """Issue 12 point 5 in tf-try's tables: on a master with pages, the
+    summary after --wait, `status` and a reused builder's line link the
+    build's page (the JSON stays one `url:` line away in `status`); the
+    failing step's tail still names its raw log, which curl can fetch."""
+    up, work = make_repos(farm.tmp)
+    m = farm_with(farm, up, web_root=str(REPO / "web"))
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    (work / "verdict").write_text("pass\n")
+    r = tf_try(farm, m, work, "-b", "ok,b2", "--wait", token=token)
+    assert r.returncode == 0, explain(r)
+    job = job_id_of(r)
+    j = m.get_json(f"/jobs/{job}")
+    ok = [b for b in j["builders"] if b["name"] == "ok"][0]["build"]
+    assert re.search(rf"^  ok +SUCCESS +\S.* +s[12] +{re.escape(m.url)}/#/"
+                     rf"builds/{ok['id']}$", r.stdout, re.M), r.stdout
+    assert "/api/v1/builds/" not in r.stdout, r.stdout
+
+    r = tf_try(farm, m, work, "status", str(job))
+    assert r.returncode == 0, explain(r)
+    assert f"  url:         {m.url}/api/v1/jobs/{job}\n" in r.stdout
+    assert f"  page:        {m.url}/#/jobs/{job}\n" in r.stdout, r.stdout
+    assert re.search(rf"^  ok +done +- +s[12] +SUCCESS +{re.escape(m.url)}"
+                     rf"/#/builds/{ok['id']}$", r.stdout, re.M), r.stdout
+
+    # The same request again is answered from that build: its page.
+    r = tf_try(farm, m, work, "-b", "ok", "--wait", token=token)
+    assert r.returncode == 0, explain(r)
+    assert f"passed there: {m.url}/#/builds/{ok['id']}\n" in r.stdout, \
+        r.stdout
+
+    # A failing step's tail names the raw log.
+    (work / "verdict").write_text("broken\n")
+    r = tf_try(farm, m, work, "-b", "b2", "--wait", "--tail", "1",
+               token=token)
+    assert r.returncode == 1, explain(r)
+    assert re.search(rf"^b2: step check ended FAILURE; the last 1 line of "
+                     rf"its log \({re.escape(m.url)}/api/v1/builds/\d+/"
+                     rf"steps/1/log\):$", r.stdout, re.M), r.stdout
+    assert re.search(rf"^  b2 +FAILURE .* {re.escape(m.url)}/#/builds/\d+$",
+                     r.stdout, re.M), r.stdout
+
+
+@pytest.mark.timeout(180)
+def test_reuse_needs_the_same_properties(farm):
+    """Issue 12 point 7 with properties: the same patch, base and -p is
+    answered from the passed build; another value of the property is a
+    different request and builds."""
+    up, work = make_repos(farm.tmp)
+    m = farm_with(farm, up)
+    token = add_user(farm, m, "ann@example.org", "Ann")
+    (work / "verdict").write_text("pass\n")
+
+    def run(flavour):
+        r = tf_try(farm, m, work, "-b", "b1", "-p", f"flavour={flavour}",
+                   "--wait", "--poll-ms", "200", token=token)
+        assert r.returncode == 0, explain(r)
+        return r, m.get_json(f"/jobs/{job_id_of(r)}")["builders"][0]
+
+    _, first = run("spicy")
+    assert not first["reused"], first
+    bid = first["build"]["id"]
+    assert b"flavour=spicy" in m.step_log(bid, 2)
+    r, again = run("spicy")
+    assert again["reused"] and again["build"]["id"] == bid, again
+    assert f"b1: reused build {bid} (SUCCESS)" in r.stdout, r.stdout
+    r, other = run("mild")
+    assert not other["reused"] and other["build"]["id"] != bid, other
+    assert "reused" not in r.stdout, r.stdout
+    assert b"flavour=mild" in m.step_log(other["build"]["id"], 2)

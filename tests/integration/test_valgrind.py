@@ -92,3 +92,40 @@ def test_one_build_under_valgrind_leaks_nothing(farm):
     for log in (mlog, slog):
         text = log.read_text()
         assert "ERROR SUMMARY: 0 errors" in text, report(log)
+
+
+def test_a_shared_master_under_valgrind_leaks_nothing(farm, pg_url):
+    """Two masters on one PostgreSQL database (store.shared), the first
+    under valgrind: a build of its own slave, a request forced on it that
+    the other master's slave runs (its new-request notifications, relayed
+    live events, claims lost and won, the duty lease), then a clean
+    SIGTERM: the listener thread and its queues are gone without a
+    leak."""
+    opts = BUILD_DIR / "meson-info" / "intro-buildoptions.json"
+    if opts.exists():
+        san = next((o["value"] for o in json.loads(opts.read_text())
+                    if o["name"] == "b_sanitize"), "none")
+        if san != "none":
+            pytest.skip(f"{BUILD_DIR} is built with -Db_sanitize={san}")
+    mlog = farm.tmp / "valgrind-shared.%p.log"
+    cfg = {"name": "vg", "heartbeat_s": 10, "lost_after_s": 120,
+           "slaves": [{"name": "s1"}, {"name": "s2"}],
+           "builders": [{"name": "b", "slaves": ["s1"], "steps": [
+                            {"name": "hello", "command": "echo hello"}]},
+                        {"name": "c", "slaves": ["s2"], "steps": [
+                            {"name": "hi", "command": "echo hi"}]}],
+           "store": {"postgres": pg_url, "shared": True}}
+    m = farm.master(cfg, wrapper=valgrind(mlog), log_level="info",
+                    start=False)
+    m.start(timeout=90)
+    other = farm.master(cfg, name="other", log_level="info")
+    farm.slave(m, "s1")
+    farm.slave(other, "s2")
+    assert m.run_build("b", timeout=180)["result"] == "SUCCESS"
+    assert m.run_build("c", timeout=180)["result"] == "SUCCESS"
+    m.get_json("/builders")
+    mrv = m.stop(expect=None, timeout=120)
+    mlog = farm.tmp / f"valgrind-shared.{m.proc.pid}.log"
+    assert mrv == 0, f"tf-master exited {mrv} under valgrind\n" + \
+        report(mlog)
+    assert "ERROR SUMMARY: 0 errors" in mlog.read_text(), report(mlog)

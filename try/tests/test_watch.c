@@ -514,4 +514,184 @@ TF_TEST(exit_code_new_failures_only)
     json_decref(job);
 }
 
+/* Feeds one live event; compares the lines and whether a snapshot is
+ * wanted. */
+static void live(tf_try_watch_t *w, const char *event, const char *want,
+                 bool want_snapshot)
+{
+    json_t *ev = parse(event);
+    tf_buf_t out;
+    bool asked = false;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_watch_live(w, ev, &out, &asked), 0);
+    TF_CHECK_STR(out.data ? (const char *)out.data : "", want);
+    TF_CHECK_INT(asked, want_snapshot);
+    tf_buf_free(&out);
+    json_decref(ev);
+}
+
+#define EV_BUILD(event, id, req, builder, slave)                               \
+    "{\"type\": \"build\", \"event\": \"" event "\", \"build\": {\"id\": " id  \
+    ", \"builder\": \"" builder "\", \"number\": 1, \"slave\": \"" slave       \
+    "\", \"state\": \"running\", \"result\": null, \"kind\": \"try\", "        \
+    "\"request_id\": " req "}}"
+#define EV_STEP(bid, builder, idx, name, state, result, extra)                 \
+    "{\"type\": \"step\", \"build_id\": " bid ", \"builder\": \"" builder      \
+    "\", \"number\": 1, \"step\": {\"index\": " idx ", \"name\": \"" name      \
+    "\", \"state\": \"" state "\", \"result\": " result extra "}}"
+
+/* The live feed and the snapshots share one memory: each line once,
+ * whichever says it first; other jobs' events are ignored; a build's end
+ * asks for the snapshot (its result line, failing tests and tail come from
+ * there); a snapshot older than the feed does not go back. */
+TF_TEST(live_events_and_snapshots_say_each_line_once)
+{
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    const char *pending =
+        "{\"id\": 9, \"state\": \"pending\", \"builders\": ["
+        "{\"name\": \"lin\", \"request_id\": 31, \"state\": \"pending\","
+        " \"position\": 1, \"result\": null, \"build\": null}]}";
+    tf_try_watch_seed(w, "lin", 1);
+    step(w, pending, "", tails);
+    /* Another job's build on another builder, and a step of a build that
+     * is not ours, on a builder we do not use: nothing, no snapshot. */
+    live(w, EV_BUILD("started", "40", "77", "mac", "s9"), "", false);
+    live(w, EV_STEP("40", "mac", "0", "src", "running", "null", ""), "",
+         false);
+    /* Our request's build starts, its steps run. */
+    live(w, EV_BUILD("started", "41", "31", "lin", "vm1"),
+         "lin: build 41 started on slave vm1\n", false);
+    live(w, EV_STEP("41", "lin", "0", "source", "running", "null", ""),
+         "lin: step source started\n", false);
+    live(w, EV_STEP("41", "lin", "0", "source", "done", "\"SUCCESS\"",
+                    ", \"started_ms\": 1000, \"finished_ms\": 2300, "
+                    "\"duration_ms\": 1250, \"text\": null"),
+         "lin: step source: SUCCESS (1.2 s)\n", false);
+    /* Without duration_ms (an older master): from start and end. */
+    live(w, EV_STEP("41", "lin", "1", "test", "done", "\"FAILURE\"",
+                    ", \"started_ms\": 2300, \"finished_ms\": 5700, "
+                    "\"text\": \"exit 1\""),
+         "lin: step test: FAILURE (3.4 s; exit 1)\n", false);
+    /* Said already: the same event again says nothing. */
+    live(w, EV_STEP("41", "lin", "1", "test", "done", "\"FAILURE\"",
+                    ", \"started_ms\": 2300, \"finished_ms\": 5700, "
+                    "\"text\": \"exit 1\""),
+         "", false);
+    TF_CHECK(!tf_try_watch_settling(w));
+    live(w, EV_BUILD("finished", "41", "31", "lin", "vm1"), "", true);
+    TF_CHECK(tf_try_watch_settling(w));
+    /* A snapshot from before the end (the store lags the feed): nothing
+     * repeated, still settling. */
+    step(w,
+         "{\"id\": 9, \"state\": \"running\", \"builders\": ["
+         "{\"name\": \"lin\", \"request_id\": 31, \"state\": \"running\","
+         " \"position\": null, \"result\": null, \"build\": {\"id\": 41,"
+         " \"slave\": \"vm1\", \"state\": \"running\", \"steps\": ["
+         " {\"index\": 0, \"name\": \"source\", \"state\": \"running\","
+         "  \"result\": null},"
+         " {\"index\": 1, \"name\": \"test\", \"state\": \"pending\","
+         "  \"result\": null}]}}]}",
+         "", tails);
+    TF_CHECK(tf_try_watch_settling(w));
+    /* The snapshot with the end: only the result line, and the tail. */
+    step(w,
+         "{\"id\": 9, \"state\": \"finished\", \"builders\": ["
+         "{\"name\": \"lin\", \"request_id\": 31, \"state\": \"done\","
+         " \"position\": null, \"result\": \"FAILURE\", \"build\": {\"id\": 41,"
+         " \"slave\": \"vm1\", \"state\": \"finished\", \"result\": "
+         "\"FAILURE\", \"started_ms\": 1000, \"finished_ms\": 5800, \"steps\": ["
+         " {\"index\": 0, \"name\": \"source\", \"state\": \"done\","
+         "  \"result\": \"SUCCESS\", \"duration_ms\": 1250},"
+         " {\"index\": 1, \"name\": \"test\", \"state\": \"done\","
+         "  \"result\": \"FAILURE\", \"duration_ms\": 3400, \"text\": "
+         "\"exit 1\", \"log\": {\"url\": \"" URL "/builds/41/steps/1/log\"}}"
+         "]}}]}",
+         "lin: build 41: FAILURE (4.8 s)\n", tails);
+    TF_CHECK_INT(json_array_size(tails), 1);
+    /* Every builder has ended: the job's own end is what is awaited. */
+    TF_CHECK(tf_try_watch_settling(w));
+    /* Late events of a build that is over say nothing. */
+    live(w, EV_STEP("41", "lin", "2", "cleanup", "running", "null", ""), "",
+         false);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
+/* A build of one of our builders whose request we do not know yet (a
+ * rerun without the patch): the snapshot is asked for; a retry's build
+ * replaces the old one, and a late snapshot still showing the old build
+ * does not bring it back. */
+TF_TEST(live_retry_and_unknown_requests)
+{
+    tf_try_watch_t *w = tf_try_watch_new();
+    json_t *tails = json_array();
+    step(w,
+         "{\"id\": 2, \"state\": \"running\", \"builders\": ["
+         "{\"name\": \"lin\", \"request_id\": 5, \"state\": \"running\","
+         " \"position\": null, \"result\": null, \"build\": {\"id\": 7,"
+         " \"slave\": \"s1\", \"state\": \"running\", \"steps\": []}}]}",
+         "lin: build 7 started on slave s1\n", tails);
+    live(w, EV_BUILD("started", "8", "6", "lin", "s2"), "", true);
+    live(w, EV_STEP("8", "lin", "0", "x", "running", "null", ""), "", true);
+    live(w, "{\"type\": \"request\", \"event\": \"queued\", \"request\": "
+            "{\"id\": 6, \"builder\": \"lin\", \"state\": \"pending\"}}",
+         "", true);
+    live(w, "{\"type\": \"request\", \"event\": \"queued\", \"request\": "
+            "{\"id\": 90, \"builder\": \"other\", \"state\": \"pending\"}}",
+         "", false);
+    live(w, "{\"type\": \"overflow\", \"topics\": [\"builds\"]}", "", true);
+    /* The slave was lost: the same request's next build. */
+    live(w, EV_BUILD("started", "9", "5", "lin", "s3"),
+         "lin: build 9 started on slave s3\n", false);
+    live(w, EV_STEP("9", "lin", "0", "x", "running", "null", ""),
+         "lin: step x started\n", false);
+    step(w,
+         "{\"id\": 2, \"state\": \"running\", \"builders\": ["
+         "{\"name\": \"lin\", \"request_id\": 5, \"state\": \"running\","
+         " \"position\": null, \"result\": null, \"build\": {\"id\": 7,"
+         " \"slave\": \"s1\", \"state\": \"running\", \"steps\": ["
+         " {\"index\": 0, \"name\": \"x\", \"state\": \"running\"}]}}]}",
+         "", tails);
+    /* Events that are not JSON objects of a known type change nothing. */
+    live(w, "{\"type\": \"slave\", \"event\": \"lost\"}", "", false);
+    live(w, "{\"type\": \"step\", \"build_id\": 9, \"builder\": \"lin\","
+            " \"step\": {\"index\": -1, \"state\": \"running\"}}", "", false);
+    live(w, "{\"type\": \"step\", \"build_id\": 9, \"builder\": \"lin\","
+            " \"step\": {\"index\": 99999999, \"state\": \"running\"}}", "",
+         false);
+    live(w, "[]", "", false);
+    json_decref(tails);
+    tf_try_watch_free(w);
+}
+
+/* On a master that serves pages, the tables link the build's page. */
+TF_TEST(tables_link_pages_when_there_are_pages)
+{
+    json_t *job = parse(
+        "{\"id\": 4, \"state\": \"finished\", \"result\": \"SUCCESS\","
+        " \"url\": \"" URL "/jobs/4\", \"page_url\": \"http://h/#/jobs/4\","
+        " \"builders\": [{\"name\": \"b1\", \"state\": \"done\","
+        " \"result\": \"SUCCESS\", \"build\": {\"id\": 9, \"slave\": \"s1\","
+        " \"state\": \"finished\", \"result\": \"SUCCESS\", \"started_ms\": 0,"
+        " \"finished_ms\": 1500, \"url\": \"" URL "/builds/9\","
+        " \"page_url\": \"http://h/#/builds/9\"}}]}");
+    tf_buf_t out;
+    tf_buf_init(&out, 0);
+    TF_CHECK_INT(tf_try_render_summary(job, &out), 0);
+    TF_CHECK_STR((const char *)out.data,
+                 "job 4: SUCCESS (every build passed)\n"
+                 "  builder  result   duration  slave  build\n"
+                 "  b1       SUCCESS  1.5 s     s1     http://h/#/builds/9\n");
+    tf_buf_reset(&out);
+    TF_CHECK_INT(tf_try_render_status(job, &out), 0);
+    TF_CHECK(strstr((const char *)out.data,
+                    "  url:         " URL "/jobs/4\n"
+                    "  page:        http://h/#/jobs/4\n") != NULL);
+    TF_CHECK(strstr((const char *)out.data, "  http://h/#/builds/9\n") !=
+             NULL);
+    tf_buf_free(&out);
+    json_decref(job);
+}
+
 TF_TEST_MAIN()

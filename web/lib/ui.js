@@ -169,6 +169,23 @@ export function forceForm(builder, flash) {
   );
 }
 
+// The same button across a page's redraws: pages draw themselves again on
+// live events, and a new button would forget a first click waiting for
+// its confirmation (the second click would only arm the new one). A page
+// makes one keeper; keep(key, make) gives the button made for key before,
+// or makes it.
+export function buttonKeeper() {
+  const kept = new Map();
+  return (key, make) => {
+    let b = kept.get(key);
+    if (!b) {
+      b = make();
+      kept.set(key, b);
+    }
+    return b;
+  };
+}
+
 export function cancelBuildButton(id, flash) {
   return actionButton("Cancel build", () => post(`/builds/${id}/cancel`), {
     flash,

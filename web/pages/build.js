@@ -25,7 +25,7 @@ import { debounce, h, replace, table } from "../lib/dom.js";
 import { fmtBytes, fmtDuration, fmtTime } from "../lib/format.js";
 import { lineRef } from "../lib/errors.js";
 import { LogViewer } from "../lib/logview.js";
-import { badge, builderLink, cancelBuildButton, changeLink, elapsed, jobLink, kv, loading, rebuildButton, section, slaveLink, tickTimes } from "../lib/ui.js";
+import { badge, builderLink, buttonKeeper, cancelBuildButton, changeLink, elapsed, jobLink, kv, loading, rebuildButton, section, slaveLink, tickTimes } from "../lib/ui.js";
 
 const STEPS_OPEN_KEY = "tf-steps-open";
 
@@ -111,6 +111,7 @@ export async function render(ctx) {
   const wantLines = (p) => (p[2] !== undefined ? [Number(p[2]), Number(p[3] ?? p[2])].sort((a, b) => a - b) : null);
   let lines = wantLines(ctx.params);
   loading(root, `build ${id}`);
+  const keep = buttonKeeper();
 
   let build = await get(`/builds/${id}`);
   if (!ctx.alive()) return;
@@ -181,7 +182,7 @@ export async function render(ctx) {
           ` #${b.number} `,
           h("span", { id: "build-result", class: "badge-wrap", dataset: { result: b.result || "", state: b.state } }, badge(b.result, b.state)),
         ),
-        h("div", { class: "actions" }, !finished ? cancelBuildButton(b.id, ctx.flash) : null, rebuildButton(b.id, ctx.flash)),
+        h("div", { class: "actions" }, !finished ? keep(`cancel ${b.id}`, () => cancelBuildButton(b.id, ctx.flash)) : null, keep(`rebuild ${b.id}`, () => rebuildButton(b.id, ctx.flash))),
       ),
       h(
         "p",

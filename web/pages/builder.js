@@ -12,6 +12,7 @@ import {
   ago,
   badge,
   buildLink,
+  buttonKeeper,
   cancelBuildButton,
   cancelRequestButton,
   elapsed,
@@ -32,6 +33,7 @@ export async function render(ctx) {
   const enc = encodeURIComponent(name);
   ctx.title(name);
   loading(root, `builder ${name}`);
+  const keep = buttonKeeper();
 
   const head = h("div");
   const running = h("div");
@@ -82,7 +84,7 @@ export async function render(ctx) {
                 h("td", null, buildLink(c)),
                 h("td", null, slaveLink(c.slave), c.slave_connected === false ? h("span", { class: "muted" }, " (disconnected)") : ""),
                 h("td", null, elapsed(c.started_ms)),
-                h("td", null, cancelBuildButton(c.id, ctx.flash)),
+                h("td", null, keep(`cancel build ${c.id}`, () => cancelBuildButton(c.id, ctx.flash))),
               ),
             ),
             { class: "grid", id: "running-builds" },
@@ -103,7 +105,7 @@ export async function render(ctx) {
                 h("td", null, r.reason || ""),
                 h("td", null, r.owner || ""),
                 h("td", null, ago(r.submitted_ms)),
-                h("td", null, cancelRequestButton(r.id, ctx.flash)),
+                h("td", null, keep(`cancel request ${r.id}`, () => cancelRequestButton(r.id, ctx.flash))),
               ),
             ),
             { class: "grid", id: "pending-requests" },

@@ -7,7 +7,7 @@
 import { auth, apiUrl, get } from "../lib/api.js";
 import { debounce, h, replace, table } from "../lib/dom.js";
 import { fmtBytes, fmtTime } from "../lib/format.js";
-import { badge, buildLink, builderLink, cancelJobButton, kv, loading, section, slaveLink } from "../lib/ui.js";
+import { badge, buildLink, builderLink, buttonKeeper, cancelJobButton, kv, loading, section, slaveLink } from "../lib/ui.js";
 
 function stepChips(build) {
   return h(
@@ -42,13 +42,14 @@ export async function render(ctx) {
   const id = Number(ctx.params[0]);
   ctx.title(`Try job ${id}`);
   loading(root, `try job ${id}`);
+  const keep = buttonKeeper();
 
   const draw = (j) => {
     const done = j.state === "finished" || j.state === "cancelled";
     replace(
       root,
       h("h1", null, `Try job ${j.id} `, h("span", { id: "job-result" }, badge(j.result, j.state))),
-      h("div", { class: "actions" }, !done ? cancelJobButton(j.id, ctx.flash) : null),
+      h("div", { class: "actions" }, !done ? keep("cancel", () => cancelJobButton(j.id, ctx.flash)) : null),
       section(
         "Job",
         kv(

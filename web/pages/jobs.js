@@ -5,7 +5,7 @@
 
 import { get } from "../lib/api.js";
 import { debounce, h, replace, table } from "../lib/dom.js";
-import { ago, badge, buildLink, builderLink, cancelRequestButton, elapsed, jobLink, loading, section, tickTimes } from "../lib/ui.js";
+import { ago, badge, buildLink, builderLink, buttonKeeper, cancelRequestButton, elapsed, jobLink, loading, section, tickTimes } from "../lib/ui.js";
 
 export function jobBuilders(j) {
   return (j.builders || []).map((b) =>
@@ -23,6 +23,7 @@ export async function render(ctx) {
   const { root } = ctx;
   ctx.title("Try jobs");
   loading(root, "the try jobs");
+  const keep = buttonKeeper();
 
   const queue = h("div");
   const jobsBox = h("div");
@@ -45,7 +46,7 @@ export async function render(ctx) {
         h("td", { class: "reason" }, r.reason || ""),
         h("td", null, r.state === "pending" ? ago(r.submitted_ms) : r.started_ms ? elapsed(r.started_ms) : ""),
         h("td", null, r.build_id ? buildLink({ id: r.build_id }, `build ${r.build_id}`) : ""),
-        h("td", null, cancelRequestButton(r.id, ctx.flash)),
+        h("td", null, keep(`cancel request ${r.id}`, () => cancelRequestButton(r.id, ctx.flash))),
       );
     replace(
       queue,

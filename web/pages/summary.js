@@ -2,6 +2,11 @@
 // with the result of its last complete build, its state now (idle,
 // building for how long, offline, N pending) and when. Data: GET
 // /api/v1/summary (summary rows, cheap); refetched after live events.
+//
+// On a phone (style.css, max-width 700px) each builder's row is stacked:
+// name and state, then its last build with the "red since" line across
+// the whole width, then when it finished and its slaves (the cells'
+// data-label says what they are), so nothing scrolls sideways.
 
 import { get } from "../lib/api.js";
 import { debounce, h, replace, table } from "../lib/dom.js";
@@ -30,6 +35,15 @@ function stateCell(b) {
   return parts;
 }
 
+// Explicit roles: on a phone the table is laid out as blocks (display:
+// grid on its rows), which would otherwise cost it its table semantics
+// for screen readers.
+function tableWithRoles(box) {
+  const roles = { TABLE: "table", THEAD: "rowgroup", TBODY: "rowgroup", TR: "row", TH: "columnheader", TD: "cell" };
+  for (const el of box.querySelectorAll("table, thead, tbody, tr, th, td")) el.setAttribute("role", roles[el.tagName]);
+  return box;
+}
+
 export async function render(ctx) {
   const { root } = ctx;
   ctx.title("Summary");
@@ -41,11 +55,11 @@ export async function render(ctx) {
       h(
         "tr",
         { dataset: { builder: b.name, state: b.state } },
-        h("td", null, builderLink(b.name)),
+        h("td", { class: "name" }, builderLink(b.name)),
         h("td", { class: "last-result" }, b.last ? [badge(b.last.result), " ", buildLink(b.last), failingSince(b)] : h("span", { class: "muted" }, "no build yet")),
-        h("td", { class: "when" }, b.last ? ago(b.last.finished_ms) : ""),
+        h("td", { class: "when", dataset: { label: "finished" } }, b.last ? ago(b.last.finished_ms) : ""),
         h("td", { class: "state" }, stateCell(b)),
-        h("td", { class: "num" }, b.connected_slaves !== undefined ? String(b.connected_slaves) : ""),
+        h("td", { class: "num", dataset: { label: "slaves up" } }, b.connected_slaves !== undefined ? String(b.connected_slaves) : ""),
       ),
     );
     replace(
@@ -64,9 +78,7 @@ export async function render(ctx) {
         h("span", { class: "verdict-slaves" }, `${s.slaves ? s.slaves.connected : 0} of ${s.slaves ? s.slaves.total : 0} slaves connected`),
       ),
       h("h1", null, s.name || ctx.masterName()),
-      rows.length
-        ? table(["builder", "last complete build", "finished", "now", "slaves up"], rows, { class: "grid summary", id: "summary-table" })
-        : h("p", { class: "muted" }, "No builders are configured."),
+      rows.length ? tableWithRoles(table(["builder", "last complete build", "finished", "now", "slaves up"], rows, { class: "grid summary", id: "summary-table" })) : h("p", { class: "muted" }, "No builders are configured."),
     );
     ctx.ready();
   };

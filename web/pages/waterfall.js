@@ -17,7 +17,9 @@
 // of its build where the data has them: the build's own `author` or
 // `owner`, else its try job's author or its changes' authors as the
 // console (GET /api/v1/console) lists them. A box created by a live event
-// fetches its build, so its reason shows without a reload.
+// shows the event's reason and owner at once and fetches its build (for
+// the steps not started yet) once it has started: asked at "created", the
+// master's store may not have the build yet (a 404).
 //
 // Hash parameters: limit (builds per page, default 50), builder
 // (repeatable: only these columns), view=grid (the dense grid: a small
@@ -224,15 +226,21 @@ export async function render(ctx) {
 
   // --- live ---
 
-  const fetchOne = async (id) => {
+  // The whole build (its steps not started yet, its reason): the live
+  // event can come before the master's store has the build, so a 404 is
+  // tried again a little later, a few times.
+  const fetchOne = async (id, tries = 3) => {
     try {
       const b = await get(`/builds/${id}`);
       if (ctx.alive() && (!only.length || only.includes(b.builder))) {
         builds.set(b.id, { ...(builds.get(b.id) || {}), ...b });
         layout();
       }
-    } catch {
-      /* gone: ignore */
+    } catch (e) {
+      if (e.status === 404 && tries > 1 && ctx.alive()) {
+        const t = setTimeout(() => fetchOne(id, tries - 1), 500);
+        ctx.onCleanup(() => clearTimeout(t));
+      }
     }
   };
 
@@ -246,13 +254,18 @@ export async function render(ctx) {
       if (only.length && !only.includes(e.builder)) return;
       const known = builds.get(e.id);
       if (known) {
-        Object.assign(known, e);
+        // Its steps come with the build: fetched once it has started
+        // (well after the master stored it).
+        const fetchSteps = ev.event === "started" && !(known.steps || []).length;
+        for (const [k, v] of Object.entries(e)) if (v !== null || !(k in known)) known[k] = v;
         fillBox(boxOf(known), known);
+        if (fetchSteps) fetchOne(e.id);
       } else if (ev.event === "created") {
-        // The event has no reason: the build itself has.
+        // The event says what the box shows (reason, owner, times); a
+        // master older than that is asked for the build.
         builds.set(e.id, { ...e, steps: [] });
         layout();
-        fetchOne(e.id);
+        if (!("reason" in e)) fetchOne(e.id);
       } else {
         fetchOne(e.id);
       }

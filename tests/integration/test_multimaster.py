@@ -1,0 +1,292 @@
+"""Several active masters on one PostgreSQL database (issue 15, point 2):
+`"store": {"postgres": URL, "shared": true}`. Each master claims
+requests for its own slaves only (SKIP LOCKED in the claim), ids come
+from one sequence, new requests reach every master through LISTEN/NOTIFY,
+and mail, pollers and periodic schedulers run on the holder of the duty
+lease, which another master takes within seconds when it dies. The
+server comes from the pg_cluster fixture (tfpytest.py)."""
+
+import concurrent.futures
+import time
+
+import pytest
+
+from tfharness import BUILD_DIR, wait_for
+
+TF_MASTER = BUILD_DIR / "master" / "tf-master"
+DUTY = "the duty lease"
+
+
+def config(slaves, **top):
+    cfg = {"name": "multi", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": s} for s in slaves],
+           "builders": [
+               {"name": "quick", "steps": [
+                   {"name": "hi", "command": "echo hi $TF_BUILDER"}]}]}
+    cfg.update(top)
+    return cfg
+
+
+def shared(cfg, url):
+    return dict(cfg, store={"postgres": url, "shared": True})
+
+
+def start_masters(farm, cfg, url, n):
+    return [farm.master(shared(cfg, url), name=f"m{i}") for i in range(n)]
+
+
+def duty_holders(masters):
+    return [m for m in masters if DUTY in m.log_text()]
+
+
+def test_shared_needs_postgres_and_excludes_standby(farm, pg_url):
+    m = farm.master(config(["s1"], store={"shared": True}), start=False)
+    r = farm.run([TF_MASTER, "checkconfig", m.dir])
+    assert r.returncode != 0
+    assert "store.shared" in r.stderr and "needs `postgres`" in r.stderr, r
+    m.write_config(config(["s1"], store={"postgres": pg_url, "shared": True,
+                                         "standby": True}))
+    r = farm.run([TF_MASTER, "checkconfig", m.dir])
+    assert r.returncode != 0
+    assert "exclude each other" in r.stderr, r.stderr
+
+
+def test_shared_and_lone_masters_never_mix(farm, pg_url):
+    """A master without `shared` refuses a database shared masters use,
+    and a shared master refuses one a lone master holds."""
+    cfg = config(["s1"])
+    a = farm.master(shared(cfg, pg_url), name="a")
+    lone = farm.master(cfg, store=pg_url, name="lone", start=False)
+    lone.start(wait=False)
+    assert lone.proc.wait_exit(30) != 0
+    assert "another master uses this database" in lone.log_text()
+    a.stop()
+    lone.start()
+    b = farm.master(shared(cfg, pg_url), name="b", start=False)
+    b.start(wait=False)
+    assert b.proc.wait_exit(30) != 0
+    text = b.log_text()
+    assert "a master without store.shared uses this database" in text, text
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_across_three_masters_runs_each_request_once(farm, pg_url,
+                                                             pg_cluster):
+    """Three masters, two slaves on each; 1,000 requests forced through
+    all three at once. Every request ends with exactly one build, the
+    builds ran on the slaves of every master, ids never collide, and each
+    master's API shows builds another master ran."""
+    slaves = [f"s{i}" for i in range(6)]
+    cfg = config(slaves)
+    ms = start_masters(farm, cfg, pg_url, 3)
+    for i, s in enumerate(slaves):
+        farm.slave(ms[i % 3], s)
+    for i, s in enumerate(slaves):
+        ms[i % 3].wait_slave_connected(s)
+    n = 1000
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        ids = list(ex.map(lambda i: ms[i % 3].force("quick"), range(n)))
+    assert len(set(ids)) == n, "request ids repeat across masters"
+    db = pg_cluster.dbname(pg_url)
+
+    def all_done():
+        out = pg_cluster.psql("SELECT count(*) FROM build_requests WHERE "
+                              "state <> 'done'", db=db)
+        return out.strip() == "0"
+    wait_for(all_done, 240, "1,000 requests to be done", farm, interval=1)
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT request_id), "
+                           "count(DISTINCT slave), count(*) FILTER (WHERE "
+                           "result <> 0) FROM builds", db=db).strip()
+    assert rows == f"{n}|{n}|6|0", rows
+    # Each master's slaves ran some of them.
+    per_slave = pg_cluster.psql("SELECT slave, count(*) FROM builds GROUP "
+                                "BY slave ORDER BY slave", db=db).split()
+    assert len(per_slave) == 6 and all(
+        int(x.split("|")[1]) > 0 for x in per_slave), per_slave
+    # A build another master ran reads the same from every master.
+    last = int(pg_cluster.psql("SELECT max(id) FROM builds", db=db))
+    views = [m.build(last) for m in ms]
+    assert all(v["result"] == "SUCCESS" for v in views), views
+    assert len({v["slave"] for v in views}) == 1
+    logs = {m.step_log(last, 0) for m in ms}
+    assert logs == {b"hi quick\n"}, logs
+
+
+@pytest.mark.timeout(180)
+def test_a_request_forced_on_one_master_runs_on_anothers_slave(farm,
+                                                              pg_url):
+    """The only slave is on b; the request is forced through a: b hears of
+    it (NOTIFY), claims it, runs it; a's API follows it to the end."""
+    cfg = config(["s1"])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    t0 = time.monotonic()
+    req = a.force("quick")
+    done = a.wait_request_done(req, 30)
+    assert done["result"] == "SUCCESS" and done["slave"] == "s1", done
+    assert time.monotonic() - t0 < 10
+    assert a.step_log(done["id"], 0) == b"hi quick\n"
+    assert b.build(done["id"])["number"] == done["number"]
+
+
+@pytest.mark.timeout(120)
+def test_the_duty_lease_is_held_once_and_taken_over_when_its_master_dies(
+        farm, pg_url):
+    """Mail, pollers and periodic schedulers run on one master: the one
+    that logs taking the duty lease. Killed (-9), another takes it within
+    seconds."""
+    cfg = config(["s1"])
+    ms = start_masters(farm, cfg, pg_url, 3)
+    wait_for(lambda: len(duty_holders(ms)) == 1, 15, "one duty holder",
+             farm)
+    time.sleep(1.5)  # the others keep trying and keep failing
+    holders = duty_holders(ms)
+    assert len(holders) == 1, [m.name for m in holders]
+    first = holders[0]
+    first.kill9()
+    rest = [m for m in ms if m is not first]
+    t0 = time.monotonic()
+    wait_for(lambda: len(duty_holders(rest)) == 1, 15,
+             "another master to take the duty lease", farm, interval=0.1)
+    assert time.monotonic() - t0 < 5
+    time.sleep(1.5)
+    assert len(duty_holders(rest)) == 1
+
+
+@pytest.mark.timeout(240)
+def test_try_jobs_spread_over_masters_end_once_with_one_mail_each(
+        farm, pg_url, pg_cluster):
+    """Three masters with mail to one SMTP server (aiosmtpd); the slaves
+    are on m1 and m2 only, the jobs are submitted to m0 and m1 and
+    followed on m2. Each job's builders run on whichever master's slave
+    is free, the job ends once (the database settles it with its last
+    request) and exactly one mail per job goes out, from the holder of
+    the duty lease."""
+    from test_mail import Smtpd, add_user, assert_stays, mail_config, submit
+    smtp = Smtpd(farm).start()
+    cfg = {"name": "it", "heartbeat_s": 1, "lost_after_s": 4,
+           "slaves": [{"name": s, "max_builds": 2} for s in ("s1", "s2")],
+           "builders": [
+               {"name": "pass", "steps": [{"name": "ok",
+                                            "command": "echo all good"}]},
+               {"name": "fail", "steps": [{"name": "no",
+                                            "command": "echo bad; exit 1"}]}],
+           "mail": mail_config(smtp.port)}
+    ms = start_masters(farm, cfg, pg_url, 3)
+    farm.slave(ms[1], "s1")
+    farm.slave(ms[2], "s2")
+    ms[1].wait_slave_connected("s1")
+    ms[2].wait_slave_connected("s2")
+    token = add_user(farm, ms[0], "ann@example.org", "Ann Example")
+    jobs = [submit(ms[i % 2], token, ["pass", "fail"] if i % 3 else
+                   ["pass"], description=f"change {i}") for i in range(8)]
+    assert len(set(jobs)) == 8
+
+    def finished(j):
+        x = ms[2].get_json(f"/jobs/{j}")
+        return x["state"] == "finished" and x
+    for i, j in enumerate(jobs):
+        x = wait_for(lambda: finished(j), 60, f"job {j} on m2", farm,
+                     interval=0.2)
+        want = "FAILURE" if i % 3 else "SUCCESS"
+        assert x["result"] == want, x
+        # The master it was submitted to says the same.
+        assert ms[i % 2].get_json(f"/jobs/{j}")["result"] == want
+    msgs = smtp.wait_count(8, 60)
+    assert_stays(lambda: len(smtp.messages()) == 8, 3,
+                 "more than one mail per job")
+    per_job = sorted(int(m["X-TestFarm-Job"]) for m, _, _ in msgs)
+    assert per_job == sorted(jobs), per_job
+    db = pg_cluster.dbname(pg_url)
+    slaves = pg_cluster.psql("SELECT DISTINCT b.slave FROM builds b JOIN "
+                             "build_requests r ON r.id = b.request_id WHERE "
+                             "r.job_id IS NOT NULL ORDER BY 1", db=db).split()
+    assert slaves == ["s1", "s2"], slaves
+    states = pg_cluster.psql("SELECT count(*) FROM try_jobs WHERE state = "
+                             "'finished'", db=db).strip()
+    assert states == "8", states
+
+
+@pytest.mark.timeout(180)
+def test_kill9_of_a_master_mid_stream_its_slaves_move_and_builds_finish(
+        farm, pg_url, pg_cluster):
+    """Masters a and b share the database; slaves s1 and s2 start on a
+    and know b too (--master a --master b), s3 is b's. a is killed (-9)
+    in the middle of both builds' steps: s1 and s2 fail over to b, which
+    loads their builds from the database and resumes them from the
+    slaves' spools. Each build finishes once (no rerun: one build per
+    request), its log byte-exact, and the farm goes on."""
+    lines = 40
+    slaves = ["s1", "s2", "s3"]
+    secrets = {}
+    for s in slaves:
+        p = farm.tmp / f"{s}-secret"
+        p.write_text(f"the-shared-secret-of-{s}\n")
+        p.chmod(0o600)
+        secrets[s] = p
+    cfg = config([])
+    cfg["slaves"] = [{"name": s, "secret_file": str(secrets[s])}
+                     for s in slaves]
+    cfg["builders"].append({"name": "long", "slaves": ["s1", "s2"],
+                            "steps": [{"name": "count", "command":
+        f"i=1; while [ $i -le {lines} ]; do echo line $i; sleep 0.1; "
+        "i=$((i + 1)); done"}]})
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    for s in ("s1", "s2"):
+        farm.slave(a, s, secret_file=secrets[s], args=["--master", b.ws_url])
+    farm.slave(b, "s3", secret_file=secrets["s3"])
+    reqs = [a.force("long"), b.force("long")]
+    bids = [a.wait_build_started(r) for r in reqs]
+    for bid in bids:
+        a.wait_step_running(bid, 0, min_bytes=len("line 1\nline 2\n"))
+    a.kill9()
+    want = "".join(f"line {i}\n" for i in range(1, lines + 1)).encode()
+    for bid in bids:
+        done = b.wait_build_finished(bid, 90)
+        assert done["result"] == "SUCCESS", done
+        assert b.step_log(bid, 0) == want
+    assert "another master ran: this master takes it over" in b.log_text()
+    db = pg_cluster.dbname(pg_url)
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT request_id) "
+                           "FROM builds WHERE builder = 'long'", db=db)
+    assert rows.strip() == "2|2", rows
+    for r in reqs:
+        assert b.request_info(r)["state"] == "done"
+    # The moved slaves and b's own take new work.
+    for _ in range(3):
+        assert b.run_build("long")["result"] == "SUCCESS"
+    assert b.run_build("quick")["result"] == "SUCCESS"
+
+
+@pytest.mark.timeout(120)
+def test_the_live_feed_of_one_master_shows_builds_run_on_another(farm,
+                                                                 pg_url):
+    """A viewer of a's /live feed (builds, requests, slaves) sees b's
+    slave connect and b's build from start to finish with its steps, as
+    b's own viewers do; the log is read from a's log endpoint."""
+    from test_live import live_client, subscribe
+    cfg = config(["s1"])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    ws = live_client(farm, a)
+    subscribe(ws, ["builds", "requests", "slaves"])
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    req = b.force("quick")
+    events = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msg = ws.recv_json(timeout=30)
+        events.append(msg)
+        if msg["type"] == "build" and msg["event"] == "finished":
+            break
+    kinds = [(e["type"], e.get("event")) for e in events]
+    assert ("slave", "connected") in kinds, kinds
+    assert ("request", "queued") in kinds, kinds
+    assert kinds[-1] == ("build", "finished"), kinds
+    fin = events[-1]["build"]
+    assert fin["result"] == "SUCCESS" and fin["request_id"] == req, fin
+    steps = [(e["step"]["index"], e["step"]["state"]) for e in events
+             if e["type"] == "step"]
+    assert (0, "done") in steps, steps
+    assert a.step_log(fin["id"], 0) == b"hi quick\n"

@@ -8,7 +8,8 @@ REQUESTS keep-alive requests, reporting p50 and p99 in milliseconds.
 
     tests/bench/bench_api.py [--build-dir build] [--builds 100000]
                              [--steps 10] [--requests 300] [--keep DIR]
-                             [--wrk SECONDS]
+                             [--wrk SECONDS] [--slaves N [--busy RATE]]
+                             [--rounds R]
 
 With --wrk, each hot endpoint is then loaded with wrk (Debian's `wrk`
 package) for SECONDS at 1 and at 8 connections, reporting requests per
@@ -18,6 +19,18 @@ master's CPU time per answer (from /proc: user + system of all its
 threads, over wrk's requests), which the machine's other load disturbs
 far less than requests/s.
 
+With --slaves N (and --wrk), N emulated slaves (tests/bench's
+tf-loadslaves, as bench_sched.py drives it) are connected to the master
+for a second wrk pass; with --busy RATE, RATE builds per second are forced
+round robin over the builders from a thread of this script for as long as
+the pass lasts, each one step that sends --output-bytes of compiler-like
+output (in --chunk-byte frames) and lasts --step-ms, so about RATE x
+step-ms / 1000 builds are running at any moment. The two passes (no
+slaves; N slaves and builds running) alternate --rounds times on the same
+store, so both see the same machine load as nearly as can be; the slaves
+disconnect between rounds. The load average (`uptime`) is printed before
+and after each pass.
+
 The figures are recorded in docs/release-engineers.md ("Speed"). This is a
 benchmark, not a test: it prints numbers and exits 0 unless the master
 cannot be started or an endpoint answers an error.
@@ -26,7 +39,10 @@ import argparse
 import http.client
 import json
 import os
+import queue
 import random
+import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +50,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -202,6 +219,141 @@ def wrk(port, path, conns, secs, pid):
     return rps, p50, p99, cpu * 1e6 / max(total, 1)
 
 
+def raise_nofile(need):
+    """Raises RLIMIT_NOFILE (inherited by the master and the client) to at
+    least need when it can."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        hard = need
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+
+
+def slave_names(n):
+    return ["load%05d" % i for i in range(1, n + 1)]
+
+
+class Slaves:
+    """tf-loadslaves with --control --json connected to the master, and
+    with --busy a thread forcing `rate` builds per second."""
+
+    def __init__(self, a, d, port, pid):
+        exe = os.path.join(a.build_dir, "tests", "bench", "tf-loadslaves")
+        argv = [exe, "--url", "ws://127.0.0.1:%d/slave" % port,
+                "--secret-dir", os.path.join(d, "secrets"),
+                "--slaves", str(a.slaves), "--prefix", "load",
+                "--max-builds", "4", "--output-bytes", str(a.output_bytes),
+                "--chunk", str(a.chunk), "--step-ms", str(a.step_ms),
+                "--timeout", "86400", "--master-pid", str(pid),
+                "--records", os.path.join(d, "records.tsv"),
+                "--control", "--json"]
+        self.log = open(os.path.join(d, "loadslaves.log"), "ab")
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=self.log,
+                                  start_new_session=True)
+        self.events = queue.Queue()
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port, self.rate, self.forced = port, a.busy, 0
+        self.builders = ["builder%02d" % i for i in range(a.builders)]
+        self.token = open(os.path.join(d, "admin.token")).read().split()[0]
+        self.stopping = threading.Event()
+        self.feeder = None
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                ev = self.events.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                break
+            if ev is None:
+                break
+            if ev.get("event") == "ready":
+                if ev.get("failed"):
+                    self.stop()
+                    sys.exit("bench_api: %d slave links failed; see %s"
+                             % (ev["failed"], d))
+                return
+        self.stop()
+        sys.exit("bench_api: tf-loadslaves did not connect; see %s/"
+                 "loadslaves.log and master.log" % d)
+
+    def _read(self):
+        for raw in self.p.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("JSON "):
+                self.events.put(json.loads(line[5:]))
+        self.events.put(None)
+
+    def _feed(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        hdr = {"Content-Type": "application/json",
+               "Authorization": "Bearer " + self.token}
+        t0 = time.time()
+        while not self.stopping.is_set():
+            due = t0 + self.forced / self.rate
+            if due > time.time():
+                time.sleep(due - time.time())
+                continue
+            c.request("POST", "/api/v1/builders/%s/force" % self.builders[
+                self.forced % len(self.builders)],
+                json.dumps({"reason": "bench busy"}), hdr)
+            r = c.getresponse()
+            body = r.read()
+            if r.status != 201:
+                print("bench_api: force answered %d: %s" % (r.status,
+                                                            body[:200]))
+                return
+            self.forced += 1
+
+    def busy(self):
+        """Starts forcing builds; returns once builds are running."""
+        if not self.rate:
+            return
+        self.feeder = threading.Thread(target=self._feed, daemon=True)
+        self.feeder.start()
+        time.sleep(3)  # the stream reaches its steady state
+
+    def running(self, port):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/api/v1/master")
+        r = json.loads(c.getresponse().read())
+        return r.get("slaves_connected"), r.get("builds_running")
+
+    def stop(self):
+        self.stopping.set()
+        if self.feeder:
+            self.feeder.join(timeout=60)
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.write(b"quit\n")
+                self.p.stdin.flush()
+            except OSError:
+                pass
+            try:
+                self.p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+def wrk_pass(a, port, pid, hot, title):
+    print("\n%s; load average %.2f %.2f %.2f" % ((title,) + os.getloadavg()))
+    print("wrk, %d s each: %-10s %10s %8s %8s %8s" % (
+        a.wrk, "conns", "req/s", "p50 ms", "p99 ms", "CPU us"))
+    for label, path in hot:
+        for conns in (1, 8):
+            rps, w50, w99, us = wrk(port, path, conns, a.wrk, pid)
+            print("%-24s %5d %14.0f %8.2f %8.2f %8.1f" % (
+                label, conns, rps, w50, w99, us), flush=True)
+    print("load average %.2f %.2f %.2f" % os.getloadavg(), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
@@ -212,7 +364,27 @@ def main():
     ap.add_argument("--keep", help="keep the master directory here")
     ap.add_argument("--wrk", type=int, default=0, metavar="SECONDS",
                     help="load the hot endpoints with wrk for SECONDS each")
+    ap.add_argument("--slaves", type=int, default=0,
+                    help="a second wrk pass with N emulated slaves")
+    ap.add_argument("--busy", type=float, default=0, metavar="RATE",
+                    help="with --slaves: force RATE builds/s during it")
+    ap.add_argument("--output-bytes", type=int, default=16384,
+                    help="output of each busy build's step (bytes)")
+    ap.add_argument("--chunk", type=int, default=1024,
+                    help="output frame size of the emulated slaves")
+    ap.add_argument("--step-ms", type=int, default=2000,
+                    help="how long each busy build's step lasts")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --slaves: alternate the passes R times")
     a = ap.parse_args()
+    if a.slaves and not a.wrk:
+        ap.error("--slaves needs --wrk")
+    if a.busy and not a.slaves:
+        ap.error("--busy needs --slaves")
+    if a.slaves < 0 or a.slaves > 10000 or a.busy < 0 or a.rounds < 1:
+        ap.error("--slaves from 0 to 10000, --busy >= 0, --rounds >= 1")
+    if a.slaves:
+        raise_nofile(2 * a.slaves + 1024)
     exe = os.path.join(a.build_dir, "master", "tf-master")
     d = a.keep or tempfile.mkdtemp(prefix="tf-bench-")
     if os.path.exists(os.path.join(d, "master.json")):
@@ -224,6 +396,12 @@ def main():
     builders = ["builder%02d" % i for i in range(a.builders)]
     cfg["builders"] = [{"name": b, "steps": [{"name": "s", "command": "true"}]}
                        for b in builders]
+    cfg["slaves"] = []
+    for n in slave_names(a.slaves):
+        with open(os.path.join(d, "secrets", n), "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        cfg["slaves"].append({"name": n, "secret_file": "secrets/" + n,
+                              "max_builds": 4})
     json.dump(cfg, open(os.path.join(d, "master.json"), "w"))
     p = start_master(exe, d, port)  # creates the schema and builder rows
     stop_master(p)
@@ -271,15 +449,32 @@ def main():
                    ("waterfall, 100 builds", "/api/v1/waterfall?limit=100"),
                    ("one finished build", "/api/v1/builds/%d"
                     % (a.builds // 2))]
-            print("\nload average %.2f %.2f %.2f" % os.getloadavg())
-            print("wrk, %d s each: %-10s %10s %8s %8s %8s" % (
-                a.wrk, "conns", "req/s", "p50 ms", "p99 ms", "CPU us"))
-            for label, path in hot:
-                for conns in (1, 8):
-                    rps, w50, w99, us = wrk(port, path, conns, a.wrk, p.pid)
-                    print("%-24s %5d %14.0f %8.2f %8.2f %8.1f" % (
-                        label, conns, rps, w50, w99, us))
-            print("load average %.2f %.2f %.2f" % os.getloadavg())
+            if not a.slaves:
+                wrk_pass(a, port, p.pid, hot, "no slaves")
+            for rnd in range(1, (a.rounds if a.slaves else 0) + 1):
+                wrk_pass(a, port, p.pid, hot, "round %d: no slaves" % rnd)
+                t = time.time()
+                sl = Slaves(a, d, port, p.pid)
+                try:
+                    print("\n%d slaves connected in %.1f s" % (
+                        a.slaves, time.time() - t))
+                    sl.busy()
+                    n, running = sl.running(port)
+                    title = "round %d: %s slaves connected, %s builds " \
+                            "running (%.0f builds/s forced, %d bytes each, " \
+                            "%d ms)" % (rnd, n, running, a.busy,
+                                        a.output_bytes, a.step_ms)
+                    f0 = sl.forced
+                    t0 = time.time()
+                    wrk_pass(a, port, p.pid, hot, title)
+                    n, running = sl.running(port)
+                    print("after: %s slaves connected, %s builds running; "
+                          "%d builds forced during the pass (%.1f/s)"
+                          % (n, running, sl.forced - f0,
+                             (sl.forced - f0) / (time.time() - t0)))
+                finally:
+                    sl.stop()
+                time.sleep(2 * a.step_ms / 1000 + 2)  # the builds end
     finally:
         stop_master(p)
         if not a.keep:

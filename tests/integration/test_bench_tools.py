@@ -210,6 +210,30 @@ def test_bench_tests_runs_small():
     assert "GET /builders/bench/tests/history (one test, 2 builds)" in out, out
 
 
+@pytest.mark.timeout(300)
+def test_bench_api_runs_small_with_slaves_and_builds_running():
+    """bench_api.py --slaves --busy on a small store: a wrk pass without
+    slaves, then one with 20 emulated slaves connected and builds forced
+    and running throughout; and its refusals of bad option sets."""
+    out = run_script("bench_api.py", "--builds", 500, "--requests", 3,
+                     "--wrk", 1, "--slaves", 20, "--busy", 10,
+                     "--step-ms", 1000)
+    assert "round 1: no slaves" in out, out
+    m = re.search(r"round 1: 20 slaves connected, (\d+) builds running", out)
+    assert m and int(m.group(1)) > 0, out
+    m = re.search(r"after: 20 slaves connected, \d+ builds running; "
+                  r"(\d+) builds forced during the pass", out)
+    assert m and int(m.group(1)) > 0, out
+    for args, message in [(["--slaves", "5"], "--slaves needs --wrk"),
+                          (["--wrk", "1", "--busy", "5"],
+                           "--busy needs --slaves"),
+                          (["--wrk", "1", "--slaves", "-1"],
+                           "--slaves from 0 to 10000")]:
+        p = subprocess.run([sys.executable, str(BENCH / "bench_api.py")] +
+                           args, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and message in p.stderr, (args, p.stderr)
+
+
 @pytest.mark.timeout(180)
 def test_bench_try_live_runs_small():
     """bench_try_live.py with one job of 3 steps per mode: tf-try on the

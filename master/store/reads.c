@@ -1,8 +1,8 @@
 /*
  * reads.c - the typed queries of store.h (TF_Q_LOAD_STATE, users,
- * pollers, schedulers) over db.h, for engines that lend their readers
- * through it (PostgreSQL). The sqlite engine keeps its own copies on
- * sqlite's API (store/sqlite.c); the SQL is the same text.
+ * pollers, schedulers) over db.h, for both engines: each lends its
+ * reader through db.h inside its read transaction (store/sqlite.c,
+ * store/pg.c), and this file frees the answers (tf_q_*_clear).
  */
 #include "store/reads.h"
 
@@ -489,6 +489,73 @@ static int q_scheduler(tf_db_t *db, tf_q_scheduler_t *q)
 }
 
 
+
+/* --- freeing the answers (store_sqlite.h) --- */
+
+void tf_q_state_clear(tf_q_state_t *q)
+{
+    for (size_t i = 0; i < q->nbuilders; i++) {
+        free(q->builders[i].name);
+        free(q->builders[i].warm_slave);
+    }
+    for (size_t i = 0; i < q->nrequests; i++) {
+        tf_ld_request_t *r = &q->requests[i];
+        free(r->builder);
+        free(r->reason);
+        free(r->owner);
+        free(r->properties);
+        free(r->tests);
+        free(r->revision);
+        free(r->patch_sha256);
+        free(r->scheduler);
+        free(r->changes);
+    }
+    for (size_t i = 0; i < q->nbuilds; i++) {
+        tf_ld_build_t *b = &q->builds[i];
+        for (size_t k = 0; k < b->nsteps; k++)
+            free(b->steps[k].name);
+        free(b->steps);
+        free(b->builder);
+        free(b->slave);
+    }
+    for (size_t i = 0; i < q->njobs; i++)
+        free(q->jobs[i].email);
+    free(q->builders);
+    free(q->requests);
+    free(q->builds);
+    free(q->jobs);
+    q->builders = NULL;
+    q->requests = NULL;
+    q->builds = NULL;
+    q->jobs = NULL;
+    q->nbuilders = q->nrequests = q->nbuilds = q->njobs = 0;
+}
+
+void tf_q_pollers_clear(tf_q_pollers_t *q)
+{
+    for (size_t i = 0; i < q->n; i++) {
+        free(q->rows[i].repository);
+        free(q->rows[i].branch);
+        free(q->rows[i].last_revision);
+        free(q->rows[i].last_error);
+    }
+    free(q->rows);
+    q->rows = NULL;
+    q->n = 0;
+}
+
+void tf_q_scheduler_clear(tf_q_scheduler_t *q)
+{
+    free(q->last_revision);
+    for (size_t i = 0; i < q->nchanges; i++) {
+        free(q->changes[i].revision);
+        free(q->changes[i].files_json);
+    }
+    free(q->changes);
+    q->last_revision = NULL;
+    q->changes = NULL;
+    q->nchanges = 0;
+}
 
 int tf__reads_query(tf_db_t *db, tf_query_t *q)
 {

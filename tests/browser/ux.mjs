@@ -143,6 +143,9 @@ export async function groupBuildPage(r, ctx, S) {
   // Steps: another step in place, a step that does not exist.
   await page.click('#steps tr[data-step="0"] a.step-link');
   await page.waitForFunction(() => document.querySelector(".logview") && document.querySelector(".logview").dataset.step === "0", null, { timeout: 5000 });
+  // The view is made before its log arrives (slow under ASan): wait for
+  // the text, then check it (a timeout leaves the check to fail).
+  await page.waitForFunction(() => (document.querySelector("pre.log")?.textContent || "").includes("preparing"), null, { timeout: 10000 }).catch(() => {});
   r.check("build: a step link shows that step's log", (await text(page, "pre.log")).includes("preparing"));
   await setHash(page, `#/builds/${B}/steps/9`, () => !!document.querySelector("#log-missing"), "the missing-step message");
   const missing = await text(page, "#log-missing");

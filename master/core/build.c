@@ -559,19 +559,25 @@ static void build_rows_committed_cb(void *arg, int rc)
 
 /* --- the start batch (master.h, tf_build_batch_begin) --- */
 
-/* The commit context of a batch's group, in the group. */
+/* The commit context of a batch's group, in the group. Build i's rows
+ * are the group's unit i (tf_wgroup_unit_end). */
 typedef struct batch_commit {
     tf_master_t *m;
+    tf_wgroup_t *g;
     size_t n;
     uint64_t ids[];
 } batch_commit_t;
 
+/* When the group failed as a whole, the store applied each build's rows
+ * alone: only a build whose own rows fail is dropped (and its request
+ * charged a retry); its batch-mates start. */
 static void batch_committed_cb(void *arg, int rc)
 {
     batch_commit_t *bc = arg;
 
     for (size_t i = 0; i < bc->n; i++)
-        build_rows_done(bc->m, bc->ids[i], rc);
+        build_rows_done(bc->m, bc->ids[i],
+                        rc ? tf_wgroup_unit_rc(bc->g, i) : 0);
 }
 
 /* Commits the open batch's group (the counts of the builders it changed
@@ -597,6 +603,7 @@ static void batch_flush(tf_master_t *m)
                   : NULL;
     if (bc) {
         bc->m = m;
+        bc->g = m->group;
         bc->n = n;
         memcpy(bc->ids, m->batch_ids, n * sizeof(bc->ids[0]));
         /* A failure to queue calls the callback at once. */
@@ -626,10 +633,12 @@ void tf_build_batch_end(tf_master_t *m)
     m->batch_on = false;
 }
 
-/* Adds b's rows (already in m->group) to the open batch; false when out
- * of memory (then the caller drops b). */
+/* Adds b's rows (already in m->group, its unit's end) to the open batch;
+ * false when out of memory (then the caller drops b). */
 static bool batch_add(tf_master_t *m, const tf_build_t *b)
 {
+    if (tf_wgroup_unit_end(m->group) != 0)
+        return false;
     if (m->nbatch == m->batch_cap) {
         size_t cap = m->batch_cap ? m->batch_cap * 2 : 64;
         uint64_t *v = realloc(m->batch_ids, cap * sizeof(*v));

@@ -620,10 +620,11 @@ static void batch_flush(tf_master_t *m)
 
 void tf_build_batch_begin(tf_master_t *m)
 {
-    /* Several masters (store.shared): a build's rows claim its request,
-     * and a lost claim fails its whole group, so each build keeps a group
-     * of its own there. */
-    m->batch_on = !tf_store_is_shared(m->store);
+    /* Several masters (store.shared) batch too: a build's rows claim its
+     * request, and a lost claim fails the group, but each build's rows
+     * are a unit of it (batch_add), so the store then commits the others
+     * and only the build that lost its claim is dropped. */
+    m->batch_on = true;
     m->nbatch = 0;
 }
 

@@ -544,10 +544,11 @@ static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
         return;
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
+    /* The slave first: it is what the start latency measures. */
+    build_send_start(m, b);
     tf_publish_build(m, b, "created", 0);
     if (b->request)
         tf_publish_request(m, b->request, "started");
-    build_send_start(m, b);
 }
 
 static void build_rows_committed_cb(void *arg, int rc)

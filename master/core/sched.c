@@ -16,7 +16,10 @@
  * that built that builder last (its checkout is warm).
  *
  * Passes are deferred to the end of the loop turn (uv_idle started on
- * demand), so a burst of events costs one pass.
+ * demand), so a burst of events costs one pass. A pass starts at most
+ * TF_SCHED_TURN_MAX builds (one start batch) and goes on in the next
+ * turn: a burst of thousands then reaches its first slaves while the
+ * rest are still being computed, instead of all after the whole pass.
  *
  * A request's life, changed only by tf_request_set_state (which logs and
  * asserts the move):
@@ -507,10 +510,17 @@ static bool blocked_room(tf_master_t *m, size_t n)
 
 static void sched_pass(tf_master_t *m)
 {
-    size_t nblocked = 0;
+    size_t nblocked = 0, started = 0;
 
     tf_build_batch_begin(m);
     while (m->nidle > 0 && m->nheads > 0) {
+        if (started == TF_SCHED_TURN_MAX) {
+            /* The rest in the next loop turn, after this turn's I/O:
+             * meanwhile the writer commits this batch, and its
+             * build_start messages go out as soon as it has. */
+            tf_sched_kick(m);
+            break;
+        }
         tf_mbuilder_t *mb = m->heads[0];
         tf_mslave_t *s = pick_slave(m, mb);
         tf_request_t *r = head_of(mb);
@@ -520,6 +530,7 @@ static void sched_pass(tf_master_t *m)
          * ended as EXCEPTION and left the queue, so the pass goes on to the
          * next request at once (the slave is still idle). */
         if (s && tf_build_start(m, r, s) == 0) {
+            started++;
             if (tag > m->fair_vtime)
                 m->fair_vtime = tag;
             continue; /* its queue and the idle set moved on */

@@ -243,6 +243,10 @@ typedef struct tf_net_ops {
                      uint64_t offset, const uint8_t *data, size_t len);
     /* An event of another master (store.shared), rendered there. */
     void (*live_relay)(tf_master_t *m, const char *topic, const char *text);
+    /* Stops reading from a link / reads from every held one again (a
+     * burst of starts: sched.c). May be NULL (nothing held). */
+    void (*hold_rx)(tf_link_t *l);
+    void (*release_held)(tf_master_t *m);
 } tf_net_ops_t;
 
 struct tf_master {
@@ -314,6 +318,9 @@ struct tf_master {
     uv_timer_t tick;           /* heartbeats, lost checks: every second */
     uv_idle_t sched_idle;      /* runs the scheduler once per turn */
     bool sched_wanted;
+    /* A pass stopped at TF_SCHED_TURN_MAX and goes on next turn: slaves
+     * sent their build_start meanwhile are not read until it ends. */
+    bool sched_more;
     uv_timer_t shutdown_timer;
     int shutdown_phase;
     bool stopping;

@@ -519,6 +519,7 @@ static void sched_pass(tf_master_t *m)
              * meanwhile the writer commits this batch, and its
              * build_start messages go out as soon as it has. */
             tf_sched_kick(m);
+            m->sched_more = true;
             break;
         }
         tf_mbuilder_t *mb = m->heads[0];
@@ -545,6 +546,12 @@ static void sched_pass(tf_master_t *m)
     tf_build_batch_end(m);
     for (size_t i = 0; i < nblocked; i++)
         heads_update(m, m->blocked[i]);
+    if (started < TF_SCHED_TURN_MAX && m->sched_more) {
+        /* The burst is started: read its slaves' events again. */
+        m->sched_more = false;
+        if (m->net && m->net->release_held)
+            m->net->release_held(m);
+    }
 }
 
 static void turn_cb(uv_idle_t *h)

@@ -859,10 +859,7 @@ void tf_link_heartbeat(tf_master_t *m)
         }
         if (l->state != LINK_READY)
             continue;
-        /* Not reading (a congested store, a burst's hold): the
-         * silence is ours. */
-        if (!m->store_congested && !tf_list_linked(&l->held_node) &&
-            now - l->last_rx_ms > lost) {
+        if (!m->store_congested && now - l->last_rx_ms > lost) {
             l->gone_event = "lost";
             tf_warn("link", "slave %s lost: nothing received for %lld s",
                     link_who(l), (long long)((now - l->last_rx_ms) / 1000));

@@ -73,8 +73,6 @@ static const tf_net_ops_t net_ops = {
     .live_request = tf_live_request,
     .live_log = tf_live_log,
     .live_relay = tf_live_relay,
-    .hold_rx = tf_link_hold_rx,
-    .release_held = tf_link_release_held,
 };
 
 /* New outbox rows committed: the sender looks now. */

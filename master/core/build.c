@@ -450,10 +450,6 @@ static void build_send_start(tf_master_t *m, tf_build_t *b)
     if (!b->start_msg)
         return;
     if (s && s->link) {
-        /* More of a burst to start: this slave's build events wait in
-         * its socket until the burst's build_start messages are out. */
-        if (m->sched_more && m->net && m->net->hold_rx)
-            m->net->hold_rx(s->link);
         if (tf_master_send_text(m, s, b->start_msg, b->start_len) == 0)
             tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
                     ") of request %" PRIu64 " sent to slave %s",

@@ -243,10 +243,6 @@ typedef struct tf_net_ops {
                      uint64_t offset, const uint8_t *data, size_t len);
     /* An event of another master (store.shared), rendered there. */
     void (*live_relay)(tf_master_t *m, const char *topic, const char *text);
-    /* Stops reading from a link / reads from every held one again (a
-     * burst of starts: sched.c). May be NULL (nothing held). */
-    void (*hold_rx)(tf_link_t *l);
-    void (*release_held)(tf_master_t *m);
 } tf_net_ops_t;
 
 struct tf_master {
@@ -318,9 +314,6 @@ struct tf_master {
     uv_timer_t tick;           /* heartbeats, lost checks: every second */
     uv_idle_t sched_idle;      /* runs the scheduler once per turn */
     bool sched_wanted;
-    /* A pass stopped at TF_SCHED_TURN_MAX and goes on next turn: slaves
-     * sent their build_start meanwhile are not read until it ends. */
-    bool sched_more;
     uv_timer_t shutdown_timer;
     int shutdown_phase;
     bool stopping;
@@ -606,10 +599,6 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
  * a batch is open m->group belongs to it: the caller opens no group of
  * its own in between. The scheduler's pass is one batch. */
 #define TF_BUILD_BATCH_MAX 256u
-/* The most builds one scheduler pass starts in a loop turn: a burst is
- * started a batch per turn, so the first batches commit and their
- * build_start messages go out while the rest are computed. */
-#define TF_SCHED_TURN_MAX TF_BUILD_BATCH_MAX
 void tf_build_batch_begin(tf_master_t *m);
 /* Commits what the batch collected and closes it. */
 void tf_build_batch_end(tf_master_t *m);

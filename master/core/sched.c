@@ -16,10 +16,7 @@
  * that built that builder last (its checkout is warm).
  *
  * Passes are deferred to the end of the loop turn (uv_idle started on
- * demand), so a burst of events costs one pass. A pass starts at most
- * TF_SCHED_TURN_MAX builds (one start batch) and goes on in the next
- * turn: a burst of thousands then reaches its first slaves while the
- * rest are still being computed, instead of all after the whole pass.
+ * demand), so a burst of events costs one pass.
  *
  * A request's life, changed only by tf_request_set_state (which logs and
  * asserts the move):
@@ -510,18 +507,10 @@ static bool blocked_room(tf_master_t *m, size_t n)
 
 static void sched_pass(tf_master_t *m)
 {
-    size_t nblocked = 0, started = 0;
+    size_t nblocked = 0;
 
     tf_build_batch_begin(m);
     while (m->nidle > 0 && m->nheads > 0) {
-        if (started == TF_SCHED_TURN_MAX) {
-            /* The rest in the next loop turn, after this turn's I/O:
-             * meanwhile the writer commits this batch, and its
-             * build_start messages go out as soon as it has. */
-            tf_sched_kick(m);
-            m->sched_more = true;
-            break;
-        }
         tf_mbuilder_t *mb = m->heads[0];
         tf_mslave_t *s = pick_slave(m, mb);
         tf_request_t *r = head_of(mb);
@@ -531,7 +520,6 @@ static void sched_pass(tf_master_t *m)
          * ended as EXCEPTION and left the queue, so the pass goes on to the
          * next request at once (the slave is still idle). */
         if (s && tf_build_start(m, r, s) == 0) {
-            started++;
             if (tag > m->fair_vtime)
                 m->fair_vtime = tag;
             continue; /* its queue and the idle set moved on */
@@ -546,12 +534,6 @@ static void sched_pass(tf_master_t *m)
     tf_build_batch_end(m);
     for (size_t i = 0; i < nblocked; i++)
         heads_update(m, m->blocked[i]);
-    if (started < TF_SCHED_TURN_MAX && m->sched_more) {
-        /* The burst is started: read its slaves' events again. */
-        m->sched_more = false;
-        if (m->net && m->net->release_held)
-            m->net->release_held(m);
-    }
 }
 
 static void turn_cb(uv_idle_t *h)

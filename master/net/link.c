@@ -94,8 +94,6 @@ struct tf_link {
     const char *gone_event; /* "disconnected" or "lost" */
     char *adopt_text;       /* the hello while a shared master loads the
                              * builds it brings (tf_master_adopt) */
-    tf_list_t held_node;    /* on net->held: not read until the burst's
-                             * build_start messages are out */
 };
 
 typedef struct link_pss {
@@ -541,8 +539,6 @@ static int link_writeable(tf_link_t *l)
 
 static void link_free(tf_link_t *l)
 {
-    if (tf_list_linked(&l->held_node))
-        tf_list_unlink(&l->held_node);
     free(l->adopt_text);
     tf_list_t *it, *tmp;
     tf_list_foreach_safe(it, tmp, &l->sendq)
@@ -580,7 +576,6 @@ static tf_link_t *link_open(tf_master_t *m, struct lws *wsi)
     l->wsi = wsi;
     l->state = LINK_CHALLENGED;
     tf_list_init(&l->sendq);
-    tf_list_init(&l->held_node);
     tf_buf_init(&l->rx, TF_PROTO_MAX_TEXT);
     l->opened_ms = tf_mono_ms();
     l->last_rx_ms = l->opened_ms;
@@ -789,38 +784,6 @@ int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
     default:
         return 0;
-    }
-}
-
-void tf_link_hold_rx(tf_link_t *l)
-{
-    tf_net_t *net = l->m->net_state;
-
-    if (!net || !l->wsi || l->state != LINK_READY ||
-        tf_list_linked(&l->held_node))
-        return;
-    lws_rx_flow_control(l->wsi, 0);
-    tf_list_push_back(&net->held, &l->held_node);
-}
-
-void tf_link_release_held(tf_master_t *m)
-{
-    tf_net_t *net = m->net_state;
-    int64_t now = tf_mono_ms();
-    tf_list_t *it, *tmp;
-
-    if (!net)
-        return;
-    tf_list_foreach_safe(it, tmp, &net->held)
-    {
-        tf_link_t *l = tf_list_entry(it, tf_link_t, held_node);
-        tf_list_unlink(&l->held_node);
-        /* A congested store keeps every link paused (tf_link_flow_all
-         * resumes them all when it drains). */
-        if (l->wsi && !m->store_congested)
-            lws_rx_flow_control(l->wsi, 1);
-        /* Silence while we were not reading is our doing. */
-        l->last_rx_ms = now;
     }
 }
 

@@ -42,17 +42,6 @@ void tf_link_close(tf_link_t *l, const char *code, int close_code,
 /* Pauses or resumes reading from every slave link (store backpressure). */
 void tf_link_flow_all(tf_master_t *m, bool enable);
 
-/* Stops reading from l until tf_link_release_held (the start burst: a
- * slave that got its build_start sends its build's events at once, and
- * reading them before the burst's other build_start messages are out
- * would put them behind the work those events cause). Nothing for a
- * link not READY or already held. */
-void tf_link_hold_rx(tf_link_t *l);
-
-/* Reads from every held link again (unless the store is congested:
- * tf_link_flow_all then resumes them). */
-void tf_link_release_held(tf_master_t *m);
-
 /* Sends pings and closes links silent for longer than lost_after_s. */
 void tf_link_heartbeat(tf_master_t *m);
 

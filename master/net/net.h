@@ -67,7 +67,6 @@ typedef struct tf_net {
     unsigned fd_limit;   /* RLIMIT_NOFILE */
     tf_list_t conns;
     tf_list_t reqs;      /* HTTP requests attached to a connection */
-    tf_list_t held;      /* links not read during a burst (tf_link_hold_rx) */
 } tf_net_t;
 
 /* The connection of wsi, or NULL (not one we accepted). */

@@ -355,7 +355,6 @@ static int net_new(tf_master_t *m)
     net->m = m;
     tf_list_init(&net->conns);
     tf_list_init(&net->reqs);
-    tf_list_init(&net->held);
     struct rlimit rl;
     net->fd_limit = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)

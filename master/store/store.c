@@ -35,7 +35,10 @@
  * sqlite's synchronous=NORMAL a WAL append, no fsync); batching makes the
  * cost per group a few microseconds however many slaves stream at once.
  * Each group runs under its own savepoint so one that fails on its own is
- * rolled back alone and its batch-mates still commit.
+ * rolled back alone and its batch-mates still commit. A group made of
+ * units (tf_wgroup_unit_end: the builds of a start batch) that fails on
+ * its own is applied again right after, unit by unit (split_group), so
+ * one bad unit does not take the others down.
  *
  * Errors of the whole database roll the batch back and the writer retries
  * the same batch, 0.1 s doubling to 10 s, until it commits. Nothing is

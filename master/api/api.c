@@ -1132,11 +1132,11 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
     tf_api_cache_stats(r->m, &cs);
     json_object_set_new(
         o, "cache",
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hits",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hits",
                   (json_int_t)cs.hits, "misses", (json_int_t)cs.misses,
                   "not_modified", (json_int_t)cs.not_modified, "stored",
                   (json_int_t)cs.stored, "stale", (json_int_t)cs.stale,
-                  "held", (json_int_t)cs.held, "entries",
+                  "entries",
                   (json_int_t)cs.entries, "bytes", (json_int_t)cs.bytes));
     tf_http_respond_json(r, 200, o);
 }

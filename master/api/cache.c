@@ -10,12 +10,11 @@
  *
  * A stale entry stays until its renderer stores the new one (cache.h,
  * "Coalescing"): it records who renders (a serial the request carries,
- * not a pointer, so a request freed meanwhile is harmless) and since
- * when. Held requests wait on one timer for the whole cache.
+ * not a pointer, so a request freed meanwhile is harmless), since when,
+ * and how many answers it served (whether it is hot).
  */
 #include "api/cache.h"
 
-#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +26,6 @@
 #include "map.h"
 #include "store/store.h"
 
-#include <uv.h>
-
 typedef struct entry {
     tf_list_t node;     /* cache->fifo, oldest first */
     char *key;          /* owned copy (the map has its own) */
@@ -38,7 +35,8 @@ typedef struct entry {
     int64_t made_ms;
     int64_t render_ms;  /* tf_mono_ms when its render started */
     uint64_t renderer;  /* the request rendering its successor (0: none) */
-    int64_t renderer_ms; /* tf_mono_ms when that render starts */
+    int64_t renderer_ms; /* tf_mono_ms when that render started */
+    uint64_t served;    /* answers served from it */
     bool immutable;
     size_t len;
     unsigned char body[];
@@ -50,19 +48,8 @@ typedef struct tf_api_cache {
     size_t bytes;
     uint64_t epoch;     /* moves at each flush */
     uint64_t serial;    /* the last renderer's */
-    tf_list_t holds;    /* hold_t, held until their render may start */
-    size_t nholds;
-    uv_timer_t timer;   /* wakes the first hold due */
-    bool timer_on;      /* initialised (closed by tf_api_cache_stop) */
-    bool stopped;
     tf_api_cache_stats_t st;
 } tf_api_cache_t;
-
-typedef struct hold {
-    tf_list_t node;
-    tf_http_req_t *r;
-    int64_t due_ms;     /* tf_mono_ms */
-} hold_t;
 
 static tf_api_cache_t *cache_of(struct tf_master *m, bool create)
 {
@@ -76,7 +63,6 @@ static tf_api_cache_t *cache_of(struct tf_master *m, bool create)
             return NULL;
         }
         tf_list_init(&c->fifo);
-        tf_list_init(&c->holds);
         m->api_cache = c;
     }
     return m->api_cache;
@@ -131,82 +117,6 @@ static void serve(tf_api_cache_t *c, tf_http_req_t *r, const entry_t *e,
     }
 }
 
-static void timer_cb(uv_timer_t *t);
-
-static void timer_arm(tf_api_cache_t *c)
-{
-    int64_t first = INT64_MAX, now = tf_mono_ms();
-    tf_list_t *it;
-    tf_list_foreach(it, &c->holds)
-    {
-        hold_t *h = tf_list_entry(it, hold_t, node);
-        if (h->due_ms < first)
-            first = h->due_ms;
-    }
-    if (first == INT64_MAX)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, timer_cb,
-                       first > now ? (uint64_t)(first - now) : 0, 0);
-}
-
-/* Holds r until due (it renders then); false when it cannot be held. */
-static bool hold(tf_master_t *m, tf_api_cache_t *c, tf_http_req_t *r,
-                 int64_t due)
-{
-    if (c->stopped || c->nholds >= TF_API_CACHE_MAX_HOLDS)
-        return false;
-    if (!c->timer_on) {
-        if (uv_timer_init(m->loop, &c->timer) != 0)
-            return false;
-        c->timer.data = m;
-        c->timer_on = true;
-    }
-    hold_t *h = calloc(1, sizeof(*h));
-    if (!h)
-        return false;
-    h->r = r;
-    h->due_ms = due;
-    tf_http_async_begin(r);
-    tf_list_push_back(&c->holds, &h->node);
-    c->nholds++;
-    c->st.held++;
-    timer_arm(c);
-    return true;
-}
-
-/* The holds that are due render now (their route runs again, and finds
- * itself the entry's renderer); a request whose client left is freed by
- * tf_http_async_end, which releases its key. */
-static void timer_cb(uv_timer_t *t)
-{
-    tf_master_t *m = t->data;
-    tf_api_cache_t *c = m->api_cache;
-    int64_t now = tf_mono_ms();
-    tf_list_t due, *it, *tmp;
-    tf_list_init(&due);
-    tf_list_foreach_safe(it, tmp, &c->holds)
-    {
-        hold_t *h = tf_list_entry(it, hold_t, node);
-        if (h->due_ms > now)
-            continue;
-        tf_list_unlink(&h->node);
-        tf_list_push_back(&due, &h->node);
-        c->nholds--;
-    }
-    timer_arm(c);
-    tf_list_foreach_safe(it, tmp, &due)
-    {
-        hold_t *h = tf_list_entry(it, hold_t, node);
-        tf_http_req_t *r = h->r;
-        tf_list_unlink(&h->node);
-        free(h);
-        r->cache_held = true;
-        if (tf_http_async_end(r))
-            tf_api_dispatch(r);
-    }
-}
-
 bool tf_api_cache_answer(tf_http_req_t *r)
 {
     tf_master_t *m = r->m;
@@ -219,24 +129,24 @@ bool tf_api_cache_answer(tf_http_req_t *r)
         return false;
     entry_t *e = tf_map_get_str(c->map, r->cache_key);
     if (e && fresh(m, e)) {
+        e->served++;
         serve(c, r, e, &c->st.hits);
         return true;
     }
     int64_t now = tf_mono_ms();
-    if (e && !e->immutable &&
-        !(r->cache_serial && e->renderer == r->cache_serial)) {
-        if (e->renderer && now - e->renderer_ms < TF_API_CACHE_RENDER_MAX_MS) {
-            /* Being rendered again: the previous answer meanwhile. */
+    if (e && !e->immutable) {
+        bool rendering = e->renderer &&
+                         now - e->renderer_ms < TF_API_CACHE_RENDER_MAX_MS;
+        bool hot = e->served >= TF_API_CACHE_HOT &&
+                   now - e->render_ms < TF_API_CACHE_COALESCE_MS;
+        if (rendering || hot) {
+            /* The previous answer, at most COALESCE_MS and a render old. */
+            e->served++;
             serve(c, r, e, &c->st.stale);
             return true;
         }
         e->renderer = r->cache_serial = ++c->serial;
         e->renderer_ms = now;
-        int64_t due = e->render_ms + TF_API_CACHE_COALESCE_MS;
-        if (due > now && !r->cache_held && hold(m, c, r, due)) {
-            e->renderer_ms = due;
-            return true;
-        }
     }
     c->st.misses++;
     r->cacheable = true;
@@ -257,25 +167,6 @@ void tf_api_cache_release(tf_http_req_t *r)
     if (e && e->renderer == r->cache_serial)
         e->renderer = 0;
     r->cache_serial = 0;
-}
-
-void tf_api_cache_stop(struct tf_master *m)
-{
-    tf_api_cache_t *c = m->api_cache;
-    if (!c || c->stopped)
-        return;
-    c->stopped = true;
-    while (!tf_list_empty(&c->holds)) {
-        hold_t *h = tf_list_entry(c->holds.next, hold_t, node);
-        tf_http_req_t *r = h->r;
-        tf_list_unlink(&h->node);
-        c->nholds--;
-        free(h);
-        if (tf_http_async_end(r))
-            tf_http_error(r, 503, "the master is shutting down");
-    }
-    if (c->timer_on)
-        uv_close((uv_handle_t *)&c->timer, NULL);
 }
 
 static uint64_t fnv1a(const unsigned char *p, size_t n)
@@ -321,6 +212,7 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     e->render_ms = r->cache_asked_ms;
     e->renderer = 0;
     e->renderer_ms = 0;
+    e->served = 0;
     e->immutable = r->cache_immutable;
     e->len = len;
     memcpy(e->body, body, len);
@@ -356,9 +248,6 @@ void tf_api_cache_free(struct tf_master *m)
     tf_api_cache_t *c = m->api_cache;
     if (!c)
         return;
-    /* tf_api_cache_stop ran first (the server stops before it is
-     * destroyed): no hold is left and the timer is closed. */
-    assert(tf_list_empty(&c->holds) && (!c->timer_on || c->stopped));
     while (!tf_list_empty(&c->fifo))
         entry_drop(c, tf_list_entry(c->fifo.next, entry_t, node));
     tf_map_free(c->map);

@@ -24,16 +24,16 @@
  * an answer dropped at each move would be rendered for nearly every
  * request): a stale entry is not dropped. The first request that finds
  * it stale renders the new answer (the "renderer"); requests that come
- * while it renders get the previous bytes with their tag. A render
- * starts at most every TF_API_CACHE_COALESCE_MS per key: a request that
- * finds the entry stale sooner is held (tf_http_async_begin) until that
- * time and then renders, so it still sees the change. An answer served
- * is therefore never more than TF_API_CACHE_COALESCE_MS plus one render
- * behind the events, and a client asking after its own change (with no
- * render of that key under way) always sees it. A renderer that goes
- * away without an answer (its client left, an error) releases the key
- * (tf_api_cache_release); one that takes over TF_API_CACHE_RENDER_MAX_MS
- * is not waited for.
+ * while it renders get the previous bytes with their tag. And a hot
+ * entry (one that served TF_API_CACHE_HOT answers or more) is served
+ * stale until TF_API_CACHE_COALESCE_MS after its own render started, so
+ * a hammered answer is rendered at most every COALESCE_MS. An answer
+ * served is therefore never more than TF_API_CACHE_COALESCE_MS plus one
+ * render behind the events; and a client asking after its own change
+ * sees it unless that answer is hot (others hammer it) or being
+ * rendered. A renderer that goes away without an answer (its client
+ * left, an error) releases the key (tf_api_cache_release); one that
+ * takes over TF_API_CACHE_RENDER_MAX_MS is not waited for.
  *
  * Loop thread only. Memory is capped (entries and bytes); the oldest
  * entry goes first.
@@ -51,7 +51,7 @@ struct tf_master;
 #define TF_API_CACHE_TTL_MS 1000
 #define TF_API_CACHE_COALESCE_MS 100
 #define TF_API_CACHE_RENDER_MAX_MS 1000
-#define TF_API_CACHE_MAX_HOLDS 1024
+#define TF_API_CACHE_HOT 16
 #define TF_API_CACHE_MAX_ENTRIES 4096
 #define TF_API_CACHE_MAX_BYTES (64u * 1024u * 1024u)
 
@@ -66,16 +66,10 @@ bool tf_api_cache_answer(tf_http_req_t *r);
  * kept for good. */
 void tf_api_cache_flush(struct tf_master *m);
 
-/* Answers the requests the cache holds (503: the master is stopping)
- * and closes its timer; called when the server stops, before the loop's
- * last run. No request is held after. */
-void tf_api_cache_stop(struct tf_master *m);
-
 /* Counters for GET /api/v1/master: stale counts answers served from a
- * stale entry while it was being rendered again, held the requests held
- * until a render could start. */
+ * stale entry (being rendered again, or hot). */
 typedef struct tf_api_cache_stats {
-    uint64_t hits, misses, not_modified, stored, stale, held;
+    uint64_t hits, misses, not_modified, stored, stale;
     uint64_t entries, bytes;
 } tf_api_cache_stats_t;
 void tf_api_cache_stats(const struct tf_master *m, tf_api_cache_stats_t *out);

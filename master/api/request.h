@@ -93,7 +93,6 @@ struct tf_http_req {
     uint64_t cache_epoch;  /* the cache's epoch (tf_api_cache_flush) */
     uint64_t cache_serial; /* non-zero: it renders its key's new answer */
     int64_t cache_asked_ms; /* tf_mono_ms when its render started */
-    bool cache_held;       /* it was held once: render, do not hold again */
     char cache_key[TF_HTTP_PATH_MAX + 64];
 };
 

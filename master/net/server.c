@@ -460,7 +460,6 @@ int tf_server_start(tf_master_t *m)
 
 void tf_server_stop(tf_master_t *m)
 {
-    tf_api_cache_stop(m); /* answers the requests it holds */
     if (m->net_state && !uv_is_closing((uv_handle_t *)&m->net_state->sweep))
         uv_close((uv_handle_t *)&m->net_state->sweep, NULL);
     if (m->lws)

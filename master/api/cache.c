@@ -135,18 +135,24 @@ bool tf_api_cache_answer(tf_http_req_t *r)
     }
     int64_t now = tf_mono_ms();
     if (e && !e->immutable) {
+        /* Asked for at least HOT times in its last second: others ask
+         * for it all the time, so a few ms more or less do not matter
+         * to anyone (a lone client's answer is never stale). */
+        bool hot = e->served >= TF_API_CACHE_HOT &&
+                   now - e->render_ms < TF_API_CACHE_TTL_MS;
         bool rendering = e->renderer &&
                          now - e->renderer_ms < TF_API_CACHE_RENDER_MAX_MS;
-        bool hot = e->served >= TF_API_CACHE_HOT &&
-                   now - e->render_ms < TF_API_CACHE_COALESCE_MS;
-        if (rendering || hot) {
+        if (hot && (rendering ||
+                    now - e->render_ms < TF_API_CACHE_COALESCE_MS)) {
             /* The previous answer, at most COALESCE_MS and a render old. */
             e->served++;
             serve(c, r, e, &c->st.stale);
             return true;
         }
-        e->renderer = r->cache_serial = ++c->serial;
-        e->renderer_ms = now;
+        if (!e->renderer || !rendering) {
+            e->renderer = r->cache_serial = ++c->serial;
+            e->renderer_ms = now;
+        }
     }
     c->st.misses++;
     r->cacheable = true;

@@ -22,18 +22,18 @@
  *
  * Coalescing (a busy farm moves the generation many times a second, and
  * an answer dropped at each move would be rendered for nearly every
- * request): a stale entry is not dropped. The first request that finds
- * it stale renders the new answer (the "renderer"); requests that come
- * while it renders get the previous bytes with their tag. And a hot
- * entry (one that served TF_API_CACHE_HOT answers or more) is served
- * stale until TF_API_CACHE_COALESCE_MS after its own render started, so
- * a hammered answer is rendered at most every COALESCE_MS. An answer
- * served is therefore never more than TF_API_CACHE_COALESCE_MS plus one
- * render behind the events; and a client asking after its own change
- * sees it unless that answer is hot (others hammer it) or being
- * rendered. A renderer that goes away without an answer (its client
- * left, an error) releases the key (tf_api_cache_release); one that
- * takes over TF_API_CACHE_RENDER_MAX_MS is not waited for.
+ * request): a stale entry is not dropped, and a hot one (it served
+ * TF_API_CACHE_HOT answers or more, its render started less than a
+ * second ago) is still served: while a request renders its successor
+ * (the "renderer"), and until TF_API_CACHE_COALESCE_MS after its own
+ * render started. So a hammered answer is rendered at most every
+ * COALESCE_MS, and an answer served is never more than COALESCE_MS plus
+ * one render behind the events. An entry that is not hot is never
+ * served stale: a client asking after its own change sees it unless
+ * others hammer the same answer. A renderer that goes away without an
+ * answer (its client left, an error) releases the key
+ * (tf_api_cache_release); one that takes over TF_API_CACHE_RENDER_MAX_MS
+ * is not waited for.
  *
  * Loop thread only. Memory is capped (entries and bytes); the oldest
  * entry goes first.

@@ -459,7 +459,7 @@ static int qjob_run(tf_db_t *db, void *arg)
     case Q_BUILD_BY_NUMBER:
         return tf_q_build_by_number(db, q->base, q->name, q->id, &q->out);
     case Q_SLAVES:
-        return tf_q_slaves(db, q->base, &q->out);
+        return tf_q_slaves(db, q->base, q->before, q->limit, &q->out);
     case Q_SLAVE:
         return tf_q_slave(db, q->base, q->name, 50, &q->out);
     case Q_REQUEST:
@@ -547,6 +547,9 @@ out:
     free(q);
 }
 
+/* The most slaves one GET /api/v1/slaves answers (the default). */
+#define SLAVES_LIMIT_MAX 100000
+
 static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
                         uint64_t id)
 {
@@ -571,6 +574,19 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
         }
         q->limit = (unsigned)limit;
         q->before = before;
+    }
+    if (kind == Q_SLAVES) {
+        /* Paged by offset (q->before holds it): a farm of thousands of
+         * slaves need not be one answer. All of them by default. */
+        uint64_t offset = 0, limit = 0;
+        if (!tf_http_arg_u64(r, "offset", 0, INT32_MAX, 0, &offset) ||
+            !tf_http_arg_u64(r, "limit", 1, SLAVES_LIMIT_MAX,
+                             SLAVES_LIMIT_MAX, &limit)) {
+            free(q);
+            return;
+        }
+        q->before = offset;
+        q->limit = (unsigned)limit;
     }
     if (kind == Q_BUILDERS) {
         const char *v = tf_http_arg(r, "slaves");

@@ -87,8 +87,9 @@ int tf_q_build(tf_db_t *db, const char *base_url, uint64_t id, json_t **out);
 int tf_q_build_by_number(tf_db_t *db, const char *base_url,
                          const char *builder, uint64_t number, json_t **out);
 
-/* All slaves. *out: array. */
-int tf_q_slaves(tf_db_t *db, const char *base_url, json_t **out);
+/* The slaves by name, limit of them from offset. *out: array. */
+int tf_q_slaves(tf_db_t *db, const char *base_url, uint64_t offset,
+                uint64_t limit, json_t **out);
 
 /* One slave with its last `events` connection events, or TF_ENOENT. */
 int tf_q_slave(tf_db_t *db, const char *base_url, const char *name,

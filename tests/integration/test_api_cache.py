@@ -273,10 +273,23 @@ def test_hot_answers_count_slaves_and_name_them_when_asked(farm):
     sl = m.get_json("/summary")["slaves"]
     assert (sl["connected"], sl["offline"]) == (1, 39), sl
 
+    # Every slave's record is in /slaves, a page at a time if asked.
+    names = [x["name"] for x in m.get_json("/slaves")]
+    assert len(names) == 40 and names == sorted(names), names
+    page = m.get_json("/slaves?limit=5&offset=10")
+    assert [x["name"] for x in page] == names[10:15], page
+    assert "connected" in page[0] and "current_builds" in page[0], page[0]
+    assert [x["name"] for x in m.get_json("/slaves?offset=38")] == \
+        names[38:]
+    assert m.get_json("/slaves?offset=40") == []
+
     # Bad values are refused, naming the parameter.
     for path, word in [("/summary?slaves=1", "slaves"),
                        ("/summary?slaves=", "slaves"),
-                       ("/builders?slaves=all", "slaves")]:
+                       ("/builders?slaves=all", "slaves"),
+                       ("/slaves?limit=0", "limit"),
+                       ("/slaves?limit=x", "limit"),
+                       ("/slaves?offset=-1", "offset")]:
         r = m.api_get(path)
         assert r.status == 400 and word in r.error_message(), (path, r)
 

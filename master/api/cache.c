@@ -11,7 +11,8 @@
  * A stale entry stays until its renderer stores the new one (cache.h,
  * "Coalescing"): it records who renders (a serial the request carries,
  * not a pointer, so a request freed meanwhile is harmless), since when,
- * and how many answers it served (whether it is hot).
+ * and how often its key is asked for (whether it is hot), which its
+ * successor inherits.
  */
 #include "api/cache.h"
 
@@ -36,7 +37,11 @@ typedef struct entry {
     int64_t render_ms;  /* tf_mono_ms when its render started */
     uint64_t renderer;  /* the request rendering its successor (0: none) */
     int64_t renderer_ms; /* tf_mono_ms when that render started */
-    uint64_t served;    /* answers served from it */
+    /* Requests for its key in the current and the previous second
+     * (tf_mono_ms windows), carried over to its successor: how hot the
+     * key is. */
+    int64_t win_ms;
+    uint32_t win_cur, win_prev;
     bool immutable;
     size_t len;
     unsigned char body[];
@@ -117,6 +122,19 @@ static void serve(tf_api_cache_t *c, tf_http_req_t *r, const entry_t *e,
     }
 }
 
+/* Counts one request for e's key; returns whether the key is hot. */
+static bool asked(entry_t *e, int64_t now)
+{
+    if (now - e->win_ms >= 1000) {
+        e->win_prev = now - e->win_ms < 2000 ? e->win_cur : 0;
+        e->win_cur = 0;
+        e->win_ms = now;
+    }
+    if (e->win_cur < UINT32_MAX)
+        e->win_cur++;
+    return (uint64_t)e->win_cur + e->win_prev >= TF_API_CACHE_HOT;
+}
+
 bool tf_api_cache_answer(tf_http_req_t *r)
 {
     tf_master_t *m = r->m;
@@ -128,24 +146,21 @@ bool tf_api_cache_answer(tf_http_req_t *r)
     if (!c)
         return false;
     entry_t *e = tf_map_get_str(c->map, r->cache_key);
+    int64_t now = tf_mono_ms();
+    /* Asked for HOT times or more in a second or two: others ask for it
+     * all the time, so a few ms more or less matter to no one (a lone
+     * client's answer is never stale). */
+    bool hot = e && asked(e, now);
     if (e && fresh(m, e)) {
-        e->served++;
         serve(c, r, e, &c->st.hits);
         return true;
     }
-    int64_t now = tf_mono_ms();
     if (e && !e->immutable) {
-        /* Asked for at least HOT times in its last second: others ask
-         * for it all the time, so a few ms more or less do not matter
-         * to anyone (a lone client's answer is never stale). */
-        bool hot = e->served >= TF_API_CACHE_HOT &&
-                   now - e->render_ms < TF_API_CACHE_TTL_MS;
         bool rendering = e->renderer &&
                          now - e->renderer_ms < TF_API_CACHE_RENDER_MAX_MS;
         if (hot && (rendering ||
                     now - e->render_ms < TF_API_CACHE_COALESCE_MS)) {
             /* The previous answer, at most COALESCE_MS and a render old. */
-            e->served++;
             serve(c, r, e, &c->st.stale);
             return true;
         }
@@ -196,8 +211,14 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     if (!c || len > TF_API_CACHE_MAX_BYTES / 8 || r->cache_epoch != c->epoch)
         return not_modified;
     entry_t *old = tf_map_get_str(c->map, r->cache_key);
-    if (old)
+    int64_t win_ms = 0;
+    uint32_t win_cur = 0, win_prev = 0;
+    if (old) {
+        win_ms = old->win_ms;
+        win_cur = old->win_cur;
+        win_prev = old->win_prev;
         entry_drop(c, old);
+    }
     while (!tf_list_empty(&c->fifo) &&
            (tf_map_count(c->map) >= TF_API_CACHE_MAX_ENTRIES ||
             c->bytes + len > TF_API_CACHE_MAX_BYTES))
@@ -218,7 +239,9 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     e->render_ms = r->cache_asked_ms;
     e->renderer = 0;
     e->renderer_ms = 0;
-    e->served = 0;
+    e->win_ms = win_ms;
+    e->win_cur = win_cur;
+    e->win_prev = win_prev;
     e->immutable = r->cache_immutable;
     e->len = len;
     memcpy(e->body, body, len);

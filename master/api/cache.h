@@ -22,9 +22,9 @@
  *
  * Coalescing (a busy farm moves the generation many times a second, and
  * an answer dropped at each move would be rendered for nearly every
- * request): a stale entry is not dropped, and a hot one (it served
- * TF_API_CACHE_HOT answers or more, its render started less than a
- * second ago) is still served: while a request renders its successor
+ * request): a stale entry is not dropped, and a hot one (its key was
+ * asked for TF_API_CACHE_HOT times or more in the current and the
+ * previous second) is still served: while a request renders its successor
  * (the "renderer"), and until TF_API_CACHE_COALESCE_MS after its own
  * render started. So a hammered answer is rendered at most every
  * COALESCE_MS, and an answer served is never more than COALESCE_MS plus
@@ -51,7 +51,7 @@ struct tf_master;
 #define TF_API_CACHE_TTL_MS 1000
 #define TF_API_CACHE_COALESCE_MS 100
 #define TF_API_CACHE_RENDER_MAX_MS 1000
-#define TF_API_CACHE_HOT 16
+#define TF_API_CACHE_HOT 64
 #define TF_API_CACHE_MAX_ENTRIES 4096
 #define TF_API_CACHE_MAX_BYTES (64u * 1024u * 1024u)
 

@@ -63,8 +63,8 @@ static bool chosen(const pg_t *q, const char *name)
  * state into o, and listed into o's "list" (the first
  * TF_SUMMARY_SLAVES_LISTED in config order unless all): on a farm of a
  * thousand slaves the whole list would be most of a hot answer's bytes
- * (docs/api.md, "GET /api/v1/summary"). Returns the connected count. */
-static unsigned summary_slaves(tf_master_t *m, json_t *o, bool all)
+ * (docs/api.md, "GET /api/v1/summary"). */
+static void summary_slaves(tf_master_t *m, json_t *o, bool all)
 {
     json_t *arr = json_array();
     const char *base = m->cfg->public_url;
@@ -106,7 +106,6 @@ static unsigned summary_slaves(tf_master_t *m, json_t *o, bool all)
     json_object_set_new(o, "list", arr);
     json_object_set_new(o, "list_complete",
                         json_boolean(json_array_size(arr) == m->cfg->nslaves));
-    return connected;
 }
 
 /* Reshapes the builders query into the compact summary, with the verdict,

@@ -50,8 +50,8 @@
 
 #include "buf.h"
 #include "clock.h"
-#include "crypto.h"
 #include "conn.h"
+#include "crypto.h"
 #include "log.h"
 #include "spool.h"
 #include "tf_err.h"

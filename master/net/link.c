@@ -14,8 +14,9 @@
  *
  * Receiving: lws hands us pieces of at most rx_buffer_size; we reassemble
  * a message (an output frame that comes whole, the usual case, is parsed
- * in lws's buffer without a copy) and refuse it as soon as its announced size passes the
- * protocol's cap, before buffering it (docs/protocol.md, "Transport").
+ * in lws's buffer without a copy) and refuse it as soon as its announced
+ * size passes the protocol's cap, before buffering it (docs/protocol.md,
+ * "Transport").
  * Before the slave has authenticated the cap is LINK_PREAUTH_MAX (a hello
  * is small), and what a link buffers then is charged to the global
  * pre-auth budget (net.h): over it, the oldest unauthenticated

@@ -862,8 +862,8 @@ TF_TEST(websocket_client_frames)
     TF_CHECK_INT(tf_wsframe_client_header(h, 65535, true, key), 8);
     TF_CHECK(h[2] == 0xff && h[3] == 0xff && memcmp(h + 4, key, 4) == 0);
     TF_CHECK_INT(tf_wsframe_client_header(h, 65536 + 24, true, key), 14);
-    TF_CHECK(h[1] == (0x80 | 127) && h[2] == 0 && h[6] == 0 && h[7] == 1 && h[8] == 0 &&
-             h[9] == 24 && memcmp(h + 10, key, 4) == 0);
+    TF_CHECK(h[1] == (0x80 | 127) && h[2] == 0 && h[6] == 0 && h[7] == 1 &&
+             h[8] == 0 && h[9] == 24 && memcmp(h + 10, key, 4) == 0);
 
     static uint8_t a[70000], b[70000];
     for (size_t i = 0; i < sizeof a; i++)

@@ -160,7 +160,10 @@ bool tf_api_cache_answer(tf_http_req_t *r)
                          now - e->renderer_ms < TF_API_CACHE_RENDER_MAX_MS;
         if (hot && (rendering ||
                     now - e->render_ms < TF_API_CACHE_COALESCE_MS)) {
-            /* The previous answer, at most COALESCE_MS and a render old. */
+            /* The previous answer, at most COALESCE_MS and a render old:
+             * said in a header, so a page that fetched it after the last
+             * event of a burst fetches again instead of keeping it. */
+            tf_http_header(r, "x-tf-stale", "1");
             serve(c, r, e, &c->st.stale);
             return true;
         }

@@ -304,6 +304,7 @@ class Hammer:
         self.seen = {}   # etag -> body
         self.errors = []
         self.count = 0
+        self.stale = 0   # answers marked X-TF-Stale
         self.threads = [threading.Thread(target=self.run, daemon=True)
                         for _ in range(conns)]
 
@@ -316,6 +317,7 @@ class Hammer:
                 body = r.read()
                 tag = r.getheader("etag")
                 self.count += 1
+                self.stale += r.getheader("x-tf-stale") == "1"
                 if r.status != 200 or not tag:
                     self.errors.append((r.status, body[:200]))
                 elif self.seen.setdefault(tag, body) != body:
@@ -378,3 +380,8 @@ def test_a_hammered_answer_follows_changes_within_the_bound(farm):
     st = cache_stats(m)
     assert h.count > 200 and st["hits"] > 100, (h.count, st)
     assert st["stale"] > 0, st
+    # The stale ones say so (the pages fetch those again), and only they.
+    assert 0 < h.stale <= st["stale"], (h.stale, st)
+    time.sleep(2.1)  # no longer asked for all the time: never stale
+    fresh = m.api_get("/summary")
+    assert fresh.headers.get("x-tf-stale") is None, fresh.headers

@@ -2371,12 +2371,20 @@ static const char *const identity_tables[] = {
 static int copy_table(tf_engine_t *e, sqlite3 *src, const char *table,
                       uint64_t *rows, char *msg, size_t msglen)
 {
-    char sql[SQL_MAX], sel[128];
+    char sql[SQL_MAX], sel[TF_NAME_MAX * 2 + 32], qt[TF_NAME_MAX * 2 + 3];
+    char qc[TF_NAME_MAX * 2 + 3];
     sqlite3_stmt *st = NULL;
     int ncols, rc = 0, s;
     size_t o;
 
-    snprintf(sel, sizeof(sel), "SELECT * FROM %s", table);
+    /* Names from the sqlite file are quoted as identifiers, quotes in
+     * them doubled: an odd column name is refused by PostgreSQL by its
+     * name, never read as SQL. */
+    if (tf__db_quote_ident(table, qt, sizeof(qt)) != 0) {
+        fmt_trunc(msg, msglen, "table name too long: %.80s", table);
+        return TF_ESTORE;
+    }
+    snprintf(sel, sizeof(sel), "SELECT * FROM %s", qt);
     if (sqlite3_prepare_v2(src, sel, -1, &st, NULL) != SQLITE_OK) {
         fmt_trunc(msg, msglen, "%s: %s", sel, sqlite3_errmsg(src));
         return TF_ESTORE;
@@ -2387,10 +2395,18 @@ static int copy_table(tf_engine_t *e, sqlite3 *src, const char *table,
         fmt_trunc(msg, msglen, "%s: %d columns", table, ncols);
         return TF_ESTORE;
     }
-    o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", table);
-    for (int i = 0; i < ncols && o < sizeof(sql); i++)
-        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s\"%s\"",
-                              i ? ", " : "", sqlite3_column_name(st, i));
+    o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", qt);
+    for (int i = 0; i < ncols && o < sizeof(sql); i++) {
+        const char *col = sqlite3_column_name(st, i);
+        if (tf__db_quote_ident(col, qc, sizeof(qc)) != 0) {
+            sqlite3_finalize(st);
+            fmt_trunc(msg, msglen, "%s: a column name is empty or too "
+                      "long: %.80s", table, col ? col : "");
+            return TF_ESTORE;
+        }
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s%s",
+                              i ? ", " : "", qc);
+    }
     for (int i = 0; i < ncols && o < sizeof(sql); i++)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s$%d",
                               i ? ", " : ") VALUES(", i + 1);

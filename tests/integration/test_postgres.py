@@ -343,3 +343,27 @@ def test_a_standby_master_takes_over_and_the_running_build_finishes(farm,
     # The farm goes on on b.
     assert b.run_build("quick")["result"] == "SUCCESS"
     assert s.running()
+
+
+def test_migrate_quotes_odd_sqlite_column_names(farm, pg_url, pg_cluster):
+    """Column names come from the sqlite file: one with a double quote in
+    it (and SQL after it) stays one identifier, quote doubled, so
+    PostgreSQL refuses it by its name (no such column) instead of reading
+    the rest as SQL, and nothing is half copied."""
+    import sqlite3
+    m = farm.master(config(), name="sq")
+    m.stop()
+    con = sqlite3.connect(m.db_path)
+    con.execute('ALTER TABLE users ADD COLUMN "x"") VALUES(1); --" TEXT')
+    con.execute("INSERT INTO users(email, name, token_sha256, created_ms) "
+                "VALUES('ann@example.org', 'Ann', 'h', 0)")
+    con.commit()
+    con.close()
+    r = farm.run([TF_MASTER, "migrate", "--to", pg_url, "-d", m.dir])
+    assert r.returncode == 1, r
+    assert 'column "x") VALUES(1); --" of relation "users" does not exist' \
+        in r.stderr, r.stderr
+    assert "syntax error" not in r.stderr
+    db = pg_cluster.dbname(pg_url)
+    assert pg_cluster.psql("SELECT count(*) FROM users", db=db).strip() \
+        == "0"

@@ -1337,9 +1337,6 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
     int rc;
 
     e->shared = shared;
-    if (e->w)
-        atomic_store(&e->wpid, PQbackendPID(e->w));
-
     for (;;) {
         rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
                                                       : TF_ESTORE;
@@ -1363,9 +1360,14 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
         tf_error(SUB, "%s: %s", e->shown, e->msg);
         return rc;
     }
+    /* The connection that holds the lock now: a standby may have
+     * reconnected while it waited, and its own notifications are known
+     * by this backend's pid. */
+    atomic_store(&e->wpid, PQbackendPID(e->w));
     if (waited)
-        tf_warn(SUB, "%s: standby: the other master is gone; taking over",
-                e->shown);
+        tf_warn(SUB, "%s: standby: the other master is gone; taking over "
+                "(write connection: backend pid %d)", e->shown,
+                atomic_load(&e->wpid));
     e->claimed = true;
     return shared ? shared_ids_init(e) : 0;
 }

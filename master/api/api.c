@@ -889,7 +889,12 @@ void tf_api_force(tf_http_req_t *r, const tf_route_args_t *a)
     int rc = tf_sched_request(m, &spec, &w->id, force_committed, w);
     if (rc) {
         tf_http_async_end(r);
-        tf_http_error(r, 500, "cannot queue the request: %s", tf_strerror(rc));
+        if (rc == TF_EFULL) /* shared masters: no block of ids ready */
+            tf_http_error(r, 503, "cannot queue the request now: no ids "
+                          "ready from the database; try again");
+        else
+            tf_http_error(r, 500, "cannot queue the request: %s",
+                          tf_strerror(rc));
         free(w);
     }
 out:

@@ -80,8 +80,10 @@ typedef struct tf_engine_vt {
     int (*claim)(tf_engine_t *e, bool wait, bool shared);
 
     /* Optional, shared masters (store.shared): the first of
-     * TF_STORE_ID_BLOCK fresh ids no other master gets (any thread;
-     * blocks on the database). Returns 0 or TF_ESTORE. */
+     * TF_STORE_ID_BLOCK fresh ids no other master gets, from a block
+     * reserved ahead (never waiting for the database while watch's
+     * listener runs; the callback of watch gets TF_FARM_IDS when a block
+     * comes after a TF_EFULL). Returns 0, TF_EFULL or TF_ESTORE. */
     int (*reserve_ids)(tf_engine_t *e, uint64_t *first);
 
     /* Optional: after the writer started, starts watching for other

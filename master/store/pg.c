@@ -175,6 +175,14 @@ struct tf_engine {
     farm_ev_t *out_head, *out_tail, *in_head, *in_tail;
     size_t out_bytes, in_bytes;
     int wake[2]; /* wakes the listener to send (a pipe) */
+
+    /* Shared ids: the next block, reserved ahead (the first at the claim,
+     * each next one by the listener as soon as the last was taken), so
+     * the loop never waits for the database for ids. Under ev_mu once
+     * the listener runs. */
+    uint64_t ids_spare;  /* the first id of the ready block; 0: none */
+    bool ids_starved;    /* a reserve found none: say when one comes */
+    unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -1406,13 +1414,25 @@ static int shared_ids_init(tf_engine_t *e)
         }
         PQclear(res);
     }
-    return 0;
+    /* The first block, taken now (the master is not serving yet): the
+     * loop finds it ready. */
+    PGresult *res = PQexec(e->w, "SELECT nextval('tf_ids')");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1) {
+        tf_error(SUB, "%s: taking the first block of ids: %s", e->shown,
+                 res ? PQresultErrorMessage(res) : PQerrorMessage(e->w));
+        PQclear(res);
+        return TF_ESTORE;
+    }
+    e->ids_spare = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return e->ids_spare ? 0 : TF_ESTORE;
 }
 
-/* The engine's reserve_ids (engine.h): one nextval on a reader
- * connection, outside any transaction (a sequence is not transactional:
- * a block is never given twice). */
-static int reserve_ids(tf_engine_t *e, uint64_t *first)
+/* A block of ids from a reader connection, blocking (a master whose
+ * listener could not start). One nextval outside any transaction (a
+ * sequence is not transactional: a block is never given twice). */
+static int reserve_now(tf_engine_t *e, uint64_t *first)
 {
     PGconn **c = reader_acquire(e);
     PGresult *res = NULL;
@@ -1433,6 +1453,75 @@ out:
     PQclear(res);
     reader_release(e, c);
     return rc;
+}
+
+/* The engine's reserve_ids (engine.h): the block reserved ahead, never
+ * waiting for the database; the listener reserves the next one at once.
+ * TF_EFULL when none is ready yet (the listener is still reserving it,
+ * or cannot reach the database): the caller backs off, and the farm
+ * callback says TF_FARM_IDS when one comes. */
+static int reserve_ids(tf_engine_t *e, uint64_t *first)
+{
+    int rc = TF_EFULL;
+
+    if (!e->listening) {
+        if (e->ids_spare) {
+            *first = e->ids_spare;
+            e->ids_spare = 0;
+            return 0;
+        }
+        return reserve_now(e, first);
+    }
+    pthread_mutex_lock(&e->ev_mu);
+    if (e->ids_spare) {
+        *first = e->ids_spare;
+        e->ids_spare = 0;
+        rc = 0;
+    } else {
+        e->ids_starved = true;
+    }
+    pthread_mutex_unlock(&e->ev_mu);
+    if (write(e->wake[1], "", 1) < 0) {
+        /* The pipe is full: the listener is awake already. */
+    }
+    return rc;
+}
+
+/* Reserves the next block of ids when none is ready (listener thread).
+ * False when the connection broke. */
+static bool fetch_ids(tf_engine_t *e, PGconn *c)
+{
+    PGresult *res;
+    uint64_t first;
+    bool need, starved;
+
+    pthread_mutex_lock(&e->ev_mu);
+    need = e->ids_spare == 0;
+    pthread_mutex_unlock(&e->ev_mu);
+    if (!need)
+        return true;
+    if (e->ids_delay_ms)
+        usleep(e->ids_delay_ms * 1000u);
+    res = PQexec(c, "SELECT nextval('tf_ids')");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1) {
+        tf_warn(SUB, "%s: reserving the next block of ids: %s", e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+        return PQstatus(c) == CONNECTION_OK;
+    }
+    first = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    if (!first)
+        return true;
+    pthread_mutex_lock(&e->ev_mu);
+    e->ids_spare = first;
+    starved = e->ids_starved;
+    e->ids_starved = false;
+    pthread_mutex_unlock(&e->ev_mu);
+    if (starved && e->farm_cb)
+        e->farm_cb(e->farm_arg, TF_FARM_IDS);
+    return true;
 }
 
 /* Appends a copy of text to a queue (under ev_mu). TF_EFULL past
@@ -1635,7 +1724,7 @@ static void *listener_main(void *arg)
         }
         if (notified && e->farm_cb)
             e->farm_cb(e->farm_arg, what);
-        if (!send_events(e, c)) {
+        if (!fetch_ids(e, c) || !send_events(e, c)) {
             PQfinish(c);
             c = NULL;
             continue;
@@ -1666,6 +1755,13 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
         return 0;
     e->farm_cb = cb;
     e->farm_arg = arg;
+    const char *delay = getenv("TF_TEST_PG_IDS_DELAY_MS");
+    if (delay && *delay) {
+        long ms = strtol(delay, NULL, 10);
+        e->ids_delay_ms = ms > 0 && ms < 60000 ? (unsigned)ms : 0;
+        tf_warn(SUB, "test hook: each block of ids is reserved %u ms late",
+                e->ids_delay_ms);
+    }
     if (pipe2(e->wake, O_NONBLOCK | O_CLOEXEC) != 0)
         return TF_EIO;
     pthread_mutex_init(&e->ev_mu, NULL);

@@ -56,6 +56,8 @@ enum {
     TF_FARM_QUEUE = 1, /* requests added or put back */
     TF_FARM_MAIL = 2,  /* mail queued in the outbox */
     TF_FARM_EVENT = 4, /* live feed events (tf_store_farm_take) */
+    TF_FARM_IDS = 8,   /* a block of ids is ready after
+                        * tf_store_reserve_ids said TF_EFULL */
 };
 
 /* The largest live feed event that crosses to the other masters. */
@@ -134,9 +136,12 @@ typedef struct tf_store_health {
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
 
 /* Shared masters: the first of TF_STORE_ID_BLOCK consecutive ids (for
- * requests, builds and jobs alike) that no other master gets. Blocks the
- * calling thread for one round trip to the database. Returns 0,
- * TF_ESTATE when the store is not shared, or TF_ESTORE. */
+ * requests, builds and jobs alike) that no other master gets. Never waits
+ * for the database: the engine reserves each block ahead (the first when
+ * the store opens, the next as soon as one is taken, off the loop
+ * thread). Returns 0, TF_EFULL when the next block is not ready yet
+ * (back off: opts.farm_cb says TF_FARM_IDS when it is), TF_ESTATE when
+ * the store is not shared, or TF_ESTORE. Loop thread. */
 int tf_store_reserve_ids(tf_store_t *s, uint64_t *first);
 
 /* Whether this master runs the single-runner duties (mail, pollers,

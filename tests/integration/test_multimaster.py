@@ -290,3 +290,71 @@ def test_the_live_feed_of_one_master_shows_builds_run_on_another(farm,
              if e["type"] == "step"]
     assert (0, "done") in steps, steps
     assert a.step_log(fin["id"], 0) == b"hi quick\n"
+
+
+def force_retrying(m, builder, deadline_s=60):
+    """Forces a build, trying again while the master says 503 (no ids
+    ready: backpressure); returns (request id, 503s seen)."""
+    busy = 0
+    end = time.monotonic() + deadline_s
+    while True:
+        r = m.api_post(f"/builders/{builder}/force", {"reason": "burst"})
+        if r.status == 201:
+            return r.json()["request_id"], busy
+        assert r.status == 503 and "no ids ready" in r.error_message(), r
+        busy += 1
+        assert time.monotonic() < end, "no ids for too long"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_past_two_blocks_of_ids_on_one_master_keeps_ids_unique(
+        farm, pg_url, pg_cluster):
+    """Ids come in blocks of 1000, the next one reserved ahead off the
+    loop. 2,200 requests forced on m0 (more than two blocks) while m1 and
+    m2 take 200 each: every request is stored once, no id repeats, and
+    m0's ids span at least three blocks."""
+    cfg = config([])
+    ms = start_masters(farm, cfg, pg_url, 3)
+    plan = [0] * 2200 + [1] * 200 + [2] * 200
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        got = list(ex.map(lambda i: (i, force_retrying(ms[i], "quick")[0]),
+                          plan))
+    ids = [rid for _, rid in got]
+    assert len(set(ids)) == len(plan), "request ids repeat"
+    m0_blocks = {(rid - 1) // 1000 for i, rid in got if i == 0}
+    assert len(m0_blocks) >= 3, m0_blocks
+    db = pg_cluster.dbname(pg_url)
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT id) FROM "
+                           "build_requests", db=db).strip()
+    assert rows == f"{len(plan)}|{len(plan)}", rows
+
+
+@pytest.mark.timeout(180)
+def test_no_block_of_ids_ready_is_backpressure_not_a_wait(farm, pg_url):
+    """The test hook TF_TEST_PG_IDS_DELAY_MS makes each reservation
+    ahead take 8 s. The first block is ready at the start; once it is
+    used up and the next is not there, a force is answered at once with
+    503 "no ids ready ... try again" (the loop does not wait: the API
+    keeps answering), the log says so once, and when the block comes the
+    same force succeeds, and a slave then runs the waiting builds."""
+    cfg = config(["s1"])
+    m = farm.master(shared(cfg, pg_url), name="m0",
+                    env={"TF_TEST_PG_IDS_DELAY_MS": "8000"})
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        first = list(ex.map(lambda i: m.force("quick"), range(1000)))
+    assert len(set(first)) == 1000
+    if time.monotonic() - t0 > 7:
+        pytest.skip("the first 1,000 forces took longer than the delay")
+    r = m.api_post("/builders/quick/force", {"reason": "one more"})
+    assert r.status == 503 and "no ids ready" in r.error_message(), r
+    # The loop is free meanwhile.
+    assert m.get_json("/master")["name"] == "multi"
+    rid, busy = force_retrying(m, "quick", 30)
+    assert busy > 0 and rid not in first
+    text = m.log_text()
+    assert text.count("no block of ids ready") == 1, text
+    assert "a block of ids is ready again" in text
+    farm.slave(m, "s1")
+    assert m.wait_request_done(rid, 120)["result"] == "SUCCESS"

@@ -328,7 +328,13 @@ static void overlay_slave(tf_master_t *m, json_t *o)
         return;
     tf_mslave_t *s = tf_master_slave(m, name, false);
     const tf_cfg_slave_t *cfg = tf_config_slave(m->cfg, name);
-    json_object_set_new(o, "connected", json_boolean(s && s->link));
+    /* Connected here (the live link), or, among shared masters, to
+     * another master as the database says (a dead master's slaves are
+     * marked disconnected when its heartbeat expires: store/pg.c). */
+    bool elsewhere = tf_store_is_shared(m->store) && !(s && s->link) &&
+                     json_is_true(json_object_get(o, "connected"));
+    json_object_set_new(o, "connected",
+                        json_boolean((s && s->link) || elsewhere));
     json_object_set_new(o, "configured", json_boolean(cfg != NULL));
     json_object_set_new(o, "max_builds",
                         cfg ? json_integer(cfg->max_builds) : json_null());

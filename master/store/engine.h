@@ -51,6 +51,16 @@ enum {
                              * retry later; err says why */
 };
 
+/* Settings of engines over a network (tf_store_opts_t's keepalives and
+ * lease timeout; 0: the engine's default). tf_store_open sets them for
+ * the process before the engine opens (one farm per process); offline
+ * commands keep the defaults. */
+typedef struct tf_engine_net {
+    unsigned keepalive_idle_s, keepalive_interval_s, keepalive_count;
+    unsigned lease_timeout_s;
+} tf_engine_net_t;
+extern tf_engine_net_t tf__engine_net;
+
 typedef struct tf_engine_vt {
     const char *name;
 

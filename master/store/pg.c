@@ -73,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -182,6 +183,10 @@ struct tf_engine {
      * the listener runs. */
     uint64_t ids_spare;  /* the first id of the ready block; 0: none */
     bool ids_starved;    /* a reserve found none: say when one comes */
+
+    /* Shared masters' heartbeats (tf_masters), listener thread. */
+    char me[64];          /* this master's name there (app_name) */
+    uint64_t beat_at_us;  /* when the listener last wrote it */
     unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
 };
 
@@ -231,25 +236,52 @@ static void hide_password(const char *url, char *out, size_t len)
     snprintf(out, len, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
+/* This process's name in pg_stat_activity (application_name): names it
+ * in the refusal of a second master, and is a shared master's name in
+ * tf_masters (its sessions are found by it). */
+static void app_name(char *out, size_t len)
+{
+    char host[40] = "";
+
+    gethostname(host, sizeof(host) - 1);
+    snprintf(out, len, "tf-master %s pid %ld", host, (long)getpid());
+}
+
+static unsigned net_or(unsigned v, unsigned def)
+{
+    return v ? v : def;
+}
+
 /* A new connection to url, or NULL with the reason in why. */
 static PGconn *connect_url(const char *url, char *why, size_t whylen)
 {
-    char app[64], host[40] = "";
-    /* Keepalives and a TCP user timeout bound how long a silent network
-     * cut can hold a connection (the writer in a commit, a reader in a
-     * query) to about a minute; the URL may override them. */
+    char app[64], idle[16], intvl[16], count[16], opts[160];
+    unsigned ki = net_or(tf__engine_net.keepalive_idle_s, 10);
+    unsigned kv = net_or(tf__engine_net.keepalive_interval_s, 5);
+    unsigned kc = net_or(tf__engine_net.keepalive_count, 3);
+    /* TCP keepalives on both ends (store.keepalive_*): the client's
+     * (libpq's keepalives_*) end a connection to a server that vanished;
+     * the server's (tcp_keepalives_* for this session, sent as startup
+     * options) end the session, and so free the locks and the duty lease,
+     * of a master whose machine vanished, in idle + interval x count
+     * seconds instead of the system's 2 hours. A TCP user timeout bounds
+     * a write the other end never acknowledges (the writer in a commit)
+     * to a minute. The URL may override each of them. */
     const char *keys[] = {"connect_timeout", "application_name",
                           "keepalives", "keepalives_idle",
                           "keepalives_interval", "keepalives_count",
-                          "tcp_user_timeout", "dbname", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT_S, app, "1", "20", "10", "3",
-                          "60000", url, NULL};
+                          "tcp_user_timeout", "options", "dbname", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT_S, app, "1", idle, intvl, count,
+                          "60000", opts, url, NULL};
     PGconn *c;
 
-    /* Names this master in pg_stat_activity (and in the refusal of a
-     * second master). */
-    gethostname(host, sizeof(host) - 1);
-    snprintf(app, sizeof(app), "tf-master %s pid %ld", host, (long)getpid());
+    app_name(app, sizeof(app));
+    snprintf(idle, sizeof(idle), "%u", ki);
+    snprintf(intvl, sizeof(intvl), "%u", kv);
+    snprintf(count, sizeof(count), "%u", kc);
+    snprintf(opts, sizeof(opts), "-c tcp_keepalives_idle=%u "
+             "-c tcp_keepalives_interval=%u -c tcp_keepalives_count=%u",
+             ki, kv, kc);
     c = PQconnectdbParams(keys, vals, 1);
 
     if (!c) {
@@ -536,6 +568,12 @@ static const char SQL_SLAVE_CONNECTED[] =
     "version = ?3, tags = ?4, "
     "first_seen_ms = coalesce(slaves.first_seen_ms, ?5), "
     "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+/* Shared masters: which master a slave is connected to (a table only
+ * shared masters make, beside tf_ids): when a master stops beating, the
+ * others mark its slaves disconnected. */
+static const char SQL_SLAVE_MASTER[] =
+    "INSERT INTO tf_slave_master(slave, master) VALUES(?1, ?2) "
+    "ON CONFLICT(slave) DO UPDATE SET master = ?2";
 static const char SQL_SLAVE_DISCONNECTED[] =
     "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
     "last_seen_ms = ?1 WHERE name = ?2";
@@ -1177,6 +1215,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         const tf_op_slave_connected_t *o = &op->u.slave_connected;
         EXEC(SQL_SLAVE_CONNECTED, T(o->name), T(o->platform), T(o->version),
              T(o->tags_json), I(o->time_ms));
+        if (e->shared)
+            EXEC(SQL_SLAVE_MASTER, T(o->name), T(e->me));
         return PG_OK;
     }
     case TF_OP_SLAVE_DISCONNECTED:
@@ -1382,6 +1422,81 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
 
 /* ---- Several masters (store.shared) ---- */
 
+#define BEAT_US 1000000
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A shared master's heartbeat, and the sweep of the dead: a master whose
+ * beat is older than the lease timeout (store.lease_timeout_s) has its
+ * row removed, its database sessions ended (pg_terminate_backend: its
+ * locks, the duty lease among them, go at once, even while its process
+ * is frozen or its machine cut off and TCP has not noticed), and the
+ * slaves it had marked disconnected, unless another master has them now
+ * (tf_slave_master); a NOTIFY tells every master's cache. One statement,
+ * on c (the listener's connection, or the writer's at the claim). False
+ * when the connection broke. */
+static const char SQL_BEAT[] =
+    "INSERT INTO tf_masters(name, beat) VALUES($1, now()) "
+    "ON CONFLICT(name) DO UPDATE SET beat = now()";
+static const char SQL_SWEEP[] =
+    "WITH dead AS (DELETE FROM tf_masters WHERE name <> $1 AND beat < now() "
+    "- $2::int * interval '1 second' RETURNING name, "
+    "extract(epoch FROM now() - beat)::int AS silent), "
+    "gone AS (DELETE FROM tf_slave_master WHERE master IN (SELECT name "
+    "FROM dead) RETURNING slave), "
+    "off AS (UPDATE slaves SET connected = 0, disconnected_ms = "
+    "(extract(epoch FROM now()) * 1000)::bigint WHERE connected <> 0 AND "
+    "name IN (SELECT slave FROM gone) RETURNING name), "
+    "ended AS (SELECT pg_terminate_backend(a.pid) AS t FROM "
+    "pg_stat_activity a WHERE a.application_name IN (SELECT name FROM "
+    "dead) AND a.pid <> pg_backend_pid()) "
+    "SELECT d.name, d.silent, (SELECT count(*) FROM ended WHERE t), "
+    "(SELECT string_agg(name, ' ' ORDER BY name) FROM off), "
+    "pg_notify('tf_farm', 'state') FROM dead d";
+
+static bool beat(tf_engine_t *e, PGconn *c)
+{
+    char timeout[16];
+    const char *v[2] = {e->me, timeout};
+    PGresult *res;
+    bool ok;
+
+    snprintf(timeout, sizeof(timeout), "%u",
+             net_or(tf__engine_net.lease_timeout_s, 15));
+    res = PQexecParams(c, SQL_BEAT, 1, NULL, v, NULL, NULL, 0);
+    ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        tf_warn(SUB, "%s: writing this master's heartbeat: %s", e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    PQclear(res);
+    if (!ok)
+        return PQstatus(c) == CONNECTION_OK;
+    res = PQexecParams(c, SQL_SWEEP, 2, NULL, v, NULL, NULL, 0);
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        tf_warn(SUB, "%s: looking for masters that stopped beating: %s",
+                e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+        return PQstatus(c) == CONNECTION_OK;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        tf_warn(SUB, "%s: master \"%s\" has not beaten for %s s (lease "
+                "timeout %s s): it is taken for dead: %s of its database "
+                "sessions ended, slaves marked disconnected: %s", e->shown,
+                PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), timeout,
+                PQgetvalue(res, i, 2),
+                PQgetisnull(res, i, 3) ? "none" : PQgetvalue(res, i, 3));
+    PQclear(res);
+    e->beat_at_us = mono_us();
+    return true;
+}
+
 /* The id sequence: created by the first shared master, and moved past
  * the ids a master without `shared` (or a migration) gave out since, under
  * the migration lock so two masters starting together agree. It only
@@ -1393,6 +1508,12 @@ static int shared_ids_init(tf_engine_t *e)
         "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")",
         "CREATE SEQUENCE IF NOT EXISTS tf_ids INCREMENT BY "
         TF_STORE_ID_BLOCK_STR " MINVALUE 1",
+        /* the masters' heartbeats, and whose slave is whose */
+        "CREATE TABLE IF NOT EXISTS tf_masters(name TEXT PRIMARY KEY, "
+        "beat TIMESTAMPTZ NOT NULL, started TIMESTAMPTZ NOT NULL "
+        "DEFAULT now())",
+        "CREATE TABLE IF NOT EXISTS tf_slave_master(slave TEXT PRIMARY KEY, "
+        "master TEXT NOT NULL)",
         "SELECT setval('tf_ids', m) FROM (SELECT greatest((SELECT "
         "coalesce(max(id), 0) FROM builds), (SELECT coalesce(max(id), 0) "
         "FROM build_requests), (SELECT coalesce(max(id), 0) FROM try_jobs)) "
@@ -1413,6 +1534,14 @@ static int shared_ids_init(tf_engine_t *e)
             return TF_ESTORE;
         }
         PQclear(res);
+    }
+    /* This master beats from now on; masters that stopped beating before
+     * it started are swept (their slaves marked disconnected). */
+    app_name(e->me, sizeof(e->me));
+    if (!beat(e, e->w)) {
+        tf_error(SUB, "%s: writing this master's heartbeat failed",
+                 e->shown);
+        return TF_ESTORE;
     }
     /* The first block, taken now (the master is not serving yet): the
      * loop finds it ready. */
@@ -1724,7 +1853,8 @@ static void *listener_main(void *arg)
         }
         if (notified && e->farm_cb)
             e->farm_cb(e->farm_arg, what);
-        if (!fetch_ids(e, c) || !send_events(e, c)) {
+        if ((mono_us() - e->beat_at_us >= BEAT_US && !beat(e, c)) ||
+            !fetch_ids(e, c) || !send_events(e, c)) {
             PQfinish(c);
             c = NULL;
             continue;

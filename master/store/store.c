@@ -179,6 +179,8 @@ typedef struct read_req {
 
 static void report_congestion(tf_store_t *s);
 static const tf_engine_vt_t *engine_for(const char *path);
+
+tf_engine_net_t tf__engine_net;
 static void maybe_finish_close(tf_store_t *s);
 
 /* ------------------------------------------------------------------ */
@@ -1235,6 +1237,12 @@ int tf_store_open(uv_loop_t *loop, const char *path,
         s->shared = opts->exclusive && opts->shared;
         s->farm_cb = opts->farm_cb;
         s->farm_arg = opts->farm_arg;
+        tf__engine_net = (tf_engine_net_t){
+            .keepalive_idle_s = opts->keepalive_idle_s,
+            .keepalive_interval_s = opts->keepalive_interval_s,
+            .keepalive_count = opts->keepalive_count,
+            .lease_timeout_s = opts->lease_timeout_s,
+        };
     }
     s->path = shown_path(path);
     if (!s->path) {

@@ -95,6 +95,13 @@ typedef struct tf_store_opts {
                               * queue or the outbox (what: TF_FARM_*), or
                               * this one gained the duty lease (both) */
     void *farm_arg;
+    unsigned keepalive_idle_s;     /* engines over a network (PostgreSQL):
+                                    * TCP keepalives of every connection,
+                                    * both ends; 0: 10 s */
+    unsigned keepalive_interval_s; /* 0: 5 s */
+    unsigned keepalive_count;      /* 0: 3 */
+    unsigned lease_timeout_s;      /* shared: a master whose heartbeat is
+                                    * older is dead; 0: 15 s */
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,

@@ -358,3 +358,142 @@ def test_no_block_of_ids_ready_is_backpressure_not_a_wait(farm, pg_url):
     assert "a block of ids is ready again" in text
     farm.slave(m, "s1")
     assert m.wait_request_done(rid, 120)["result"] == "SUCCESS"
+
+
+def keepalive_timers(port, side):
+    """The keepalive timers (seconds to the next probe) of the established
+    TCP sockets on 127.0.0.1:port, the server's side ("sport") or the
+    clients' ("dport"), from ss; None for a socket without one."""
+    import re
+    import subprocess
+    out = subprocess.run(["ss", "-tnoH", "state", "established",
+                          f"( {side} = :{port} )"], capture_output=True,
+                         text=True, timeout=30).stdout
+    timers = []
+    for line in out.splitlines():
+        m = re.search(r"timer:\(keepalive,(?:(\d+)min)?([\d.]+)(m?s)", line)
+        if not m:
+            timers.append(None)
+            continue
+        secs = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+        timers.append(int(m.group(1) or 0) * 60 + secs)
+    return timers
+
+
+@pytest.fixture
+def pg_tcp():
+    """A PostgreSQL server of its own on 127.0.0.1 (TCP: keepalives exist
+    only there), with fsync."""
+    from tfharness import PgCluster, pg_bindir
+    if not pg_bindir():
+        pytest.skip("PostgreSQL is not installed")
+    pg = PgCluster(tcp=True, fsync=True)
+    try:
+        pg.initdb().start()
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.mark.timeout(120)
+def test_tcp_keepalives_are_set_on_both_ends_of_every_connection(farm,
+                                                                  pg_tcp):
+    """store.keepalive_* reach both ends of each of a master's TCP
+    connections to PostgreSQL (writer, readers, the listener holding the
+    lease): every server-side socket probes within keepalive_idle_s (the
+    server's default would be 2 hours), and so does every client side.
+    The sessions are the master's (pg_stat_activity)."""
+    url = pg_tcp.url(pg_tcp.new_database())
+    cfg = config(["s1"])
+    cfg["store"] = {"postgres": url, "shared": True, "keepalive_idle_s": 7,
+                    "keepalive_interval_s": 2, "keepalive_count": 2}
+    m = farm.master(cfg, name="m0")
+    wait_for(lambda: DUTY in m.log_text(), 15, "the duty lease", farm)
+    n = int(pg_tcp.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                        f"application_name LIKE '%pid {m.proc.popen.pid}' "
+                        "AND client_addr IS NOT NULL"))
+    assert n >= 3, n  # writer, listener, readers
+    for side in ("sport", "dport"):
+        timers = keepalive_timers(pg_tcp.port, side)
+        assert len(timers) == n, (side, timers, n)
+        assert all(t is not None and t <= 7 for t in timers), (side, timers)
+
+
+@pytest.mark.timeout(180)
+def test_a_frozen_master_loses_the_lease_and_its_slaves_within_the_timeout(
+        farm, pg_tcp):
+    """The duty holder is frozen (SIGSTOP), as a machine that vanished
+    looks to the others: its kernel still answers TCP keepalives on
+    loopback, so keepalives alone would never end its sessions (a true
+    network vanish cannot be made on one machine without packet
+    filtering). Its heartbeat stops instead: after store.lease_timeout_s
+    (3 s here) another master ends its sessions, takes the duty lease,
+    and marks its slave disconnected in every master's API. Then it is
+    killed."""
+    url = pg_tcp.url(pg_tcp.new_database())
+    cfg = config(["s1", "s2"])
+    ms = [farm.master(dict(cfg, store={"postgres": url, "shared": True,
+                                       "lease_timeout_s": 3}), name=f"m{i}")
+          for i in range(2)]
+    wait_for(lambda: len(duty_holders(ms)) == 1, 15, "one duty holder",
+             farm)
+    holder = duty_holders(ms)[0]
+    other = ms[1] if holder is ms[0] else ms[0]
+    farm.slave(holder, "s1")
+    farm.slave(other, "s2")
+    holder.wait_slave_connected("s1")
+    other.wait_slave_connected("s2")
+    assert other.slave_connected("s1")  # the farm's view
+    import signal
+    holder.proc.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        wait_for(lambda: DUTY in other.log_text(), 30,
+                 "the other master to take the duty lease", farm,
+                 interval=0.1)
+        took = time.monotonic() - t0
+        assert took < 3 + 1 + 3, took  # timeout + a beat + slack
+        assert "it is taken for dead" in other.log_text()
+        wait_for(lambda: not other.slave_connected("s1"), 10,
+                 "s1 to show disconnected", farm)
+        assert other.slave_connected("s2")
+    finally:
+        holder.proc.signal(signal.SIGKILL)
+        holder.proc.wait_exit(10)
+    assert other.run_build("quick")["result"] == "SUCCESS"
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_masters_slaves_show_disconnected_after_its_lease_timeout(
+        farm, pg_url):
+    """a runs s1, b runs s2; a is killed (-9): its sessions go at once,
+    its heartbeat row stays. Once it is older than lease_timeout_s, b
+    marks s1 (and only s1) disconnected. A master started later (c) finds
+    a dead master's slaves marked already: its sweep at the start does
+    it even when no other master ran meanwhile."""
+    cfg = config(["s1", "s2", "s3"])
+
+    def start(name):
+        return farm.master(dict(cfg, store={"postgres": pg_url,
+                                            "shared": True,
+                                            "lease_timeout_s": 3}),
+                           name=name)
+    a, b = start("a"), start("b")
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    assert b.slave_connected("s1")
+    a.kill9()
+    t0 = time.monotonic()
+    wait_for(lambda: not b.slave_connected("s1"), 15,
+             "s1 to show disconnected on b", farm, interval=0.2)
+    assert time.monotonic() - t0 >= 2, "marked before the lease timeout"
+    assert b.slave_connected("s2")
+    # Alone: b dies too, with s2 connected; c starts after the timeout.
+    b.kill9()
+    time.sleep(4)
+    c = start("c")
+    r = c.api_get("/slaves/s2")
+    assert r.status == 200 and r.json()["connected"] is False, r
+    assert "it is taken for dead" in c.log_text()

@@ -683,6 +683,8 @@ void tf_master_farm_changed(void *arg, unsigned what)
         m->mail_wake(m);
     if (what & TF_FARM_EVENT)
         tf_store_farm_take(m->store, relay_event, m);
+    if ((what & TF_FARM_DUTY) && !m->stopping && m->duty_gained)
+        m->duty_gained(m); /* another master polled until now */
     if ((what & TF_FARM_IDS) && !m->stopping)
         tf_sched_kick(m); /* starts that waited for ids */
     if (!(what & TF_FARM_QUEUE))

@@ -305,6 +305,9 @@ struct tf_master {
     struct tf_mail *mail;             /* mail/; NULL when mail is off */
     const tf_net_ops_t *net;          /* the network layer (daemon.c) */
     void (*mail_wake)(tf_master_t *m); /* new outbox rows committed */
+    void (*duty_gained)(tf_master_t *m); /* shared: this master took the
+                                          * duty lease (the pollers read
+                                          * their state again) */
     bool store_congested;
     bool reloading;                   /* a SIGHUP reload is being read */
     bool reload_again;                /* and another SIGHUP came meanwhile */

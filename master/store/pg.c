@@ -1790,7 +1790,7 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
                     "periodic schedulers (the duty lease)", e->shown);
             atomic_store(&e->duty, true);
             *notified = true;
-            *what |= TF_FARM_QUEUE | TF_FARM_MAIL;
+            *what |= TF_FARM_QUEUE | TF_FARM_MAIL | TF_FARM_DUTY;
         }
     }
     if (!PQconsumeInput(c))

@@ -58,6 +58,7 @@ enum {
     TF_FARM_EVENT = 4, /* live feed events (tf_store_farm_take) */
     TF_FARM_IDS = 8,   /* a block of ids is ready after
                         * tf_store_reserve_ids said TF_EFULL */
+    TF_FARM_DUTY = 16, /* this master took the duty lease */
 };
 
 /* The largest live feed event that crosses to the other masters. */

@@ -497,3 +497,51 @@ def test_a_dead_masters_slaves_show_disconnected_after_its_lease_timeout(
     r = c.api_get("/slaves/s2")
     assert r.status == 200 and r.json()["connected"] is False, r
     assert "it is taken for dead" in c.log_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_new_lease_holder_polls_on_from_the_stored_state(farm, pg_url,
+                                                          pg_cluster):
+    """a holds the duty lease and polls; b started when the branch was at
+    its base. a sees a new commit (one change, one request), then dies.
+    b takes the lease and reads the pollers' state again from the
+    database: it knows the commit a saw, so the commit is neither
+    recorded nor built again; the next commit is, once."""
+    from test_continuous import builder, commit, make_repos, wait_polled
+    up, work = make_repos(farm.tmp)
+    cfg = config(["s1"], poll_interval_s=1)
+    cfg["builders"] = [builder("b1", up)]
+    cfg["schedulers"] = [{"name": "on-main", "type": "change",
+                          "builders": ["b1"], "tree_stable_s": 1}]
+    db = pg_cluster.dbname(pg_url)
+
+    def count(sql):
+        return int(pg_cluster.psql(sql, db=db))
+    a = farm.master(shared(cfg, pg_url), name="a")
+    wait_for(lambda: DUTY in a.log_text(), 15, "a to hold the lease", farm)
+    base = wait_polled(a, up)["last_revision"]
+    b = farm.master(shared(cfg, pg_url), name="b")
+    rev1 = commit(work, "README", "one\n", "one")
+    wait_polled(a, up, rev1)
+    wait_for(lambda: count("SELECT count(*) FROM build_requests") == 1, 20,
+             "the request for the first commit", farm)
+    a.kill9()
+    wait_for(lambda: "the pollers' state is read again" in b.log_text(), 20,
+             "b to take the lease and read the pollers again", farm)
+    p = wait_polled(b, up, rev1)
+    assert p["last_revision"] != base
+    time.sleep(3)  # b polls (1 s) and its scheduler would fire (1 s)
+    # From a's state it finds nothing to record (from its own start's, it
+    # would walk base..rev1 again: "0 new changes").
+    assert "new change" not in b.log_text()
+    assert count("SELECT count(*) FROM build_requests") == 1
+    assert count(f"SELECT count(*) FROM changes WHERE revision = "
+                 f"'{rev1}'") == 1
+    rev2 = commit(work, "README", "two\n", "two")
+    wait_for(lambda: count("SELECT count(*) FROM build_requests") == 2, 20,
+             "the request for the second commit", farm)
+    time.sleep(2)
+    assert count("SELECT count(*) FROM build_requests") == 2
+    assert "1 new change" in b.log_text()
+    assert count(f"SELECT count(*) FROM changes WHERE revision = "
+                 f"'{rev2}'") == 1

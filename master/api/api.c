@@ -1049,6 +1049,17 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
     json_object_set_new(o, "farm", json_string(m->farm));
+    if (tf_store_is_shared(m->store)) {
+        tf_store_farm_stats_t fs;
+        tf_store_farm_stats(m->store, &fs);
+        json_object_set_new(
+            o, "relay",
+            json_pack("{s:I,s:I,s:I,s:I,s:I}", "sent", (json_int_t)fs.sent,
+                      "notifies", (json_int_t)fs.notifies, "received",
+                      (json_int_t)fs.received, "dropped_out",
+                      (json_int_t)fs.dropped_out, "dropped_in",
+                      (json_int_t)fs.dropped_in));
+    }
     tf_api_cache_stats_t cs;
     tf_api_cache_stats(r->m, &cs);
     json_object_set_new(

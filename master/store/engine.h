@@ -107,6 +107,8 @@ typedef struct tf_engine_vt {
      * take those they sent ("TOPIC\nTEXT" strings, the callee frees). */
     int (*farm_send)(tf_engine_t *e, const char *topic, const char *text);
     char *(*farm_take)(tf_engine_t *e);
+    /* Optional: the relay's counters (any thread). */
+    void (*farm_stats)(tf_engine_t *e, tf_store_farm_stats_t *out);
 
     /* Optional (NULL: always true): this master holds the duty lease
      * (mail, pollers, periodic schedulers). Any thread. */

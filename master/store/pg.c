@@ -116,6 +116,12 @@ typedef struct farm_ev {
 } farm_ev_t;
 
 #define FARM_QUEUE_MAX (1024u * 1024)
+/* Events go out batched: one NOTIFY carries as many as fit in this many
+ * bytes (PostgreSQL's payload limit is 8000), separated by FARM_SEP (an
+ * ASCII record separator: JSON text escapes control characters, so it
+ * never occurs in an event). */
+#define FARM_BATCH_MAX 7900u
+#define FARM_SEP '\x1e'
 
 typedef struct pstmt {
     const char *sql; /* the key: the address of the static text */
@@ -176,6 +182,14 @@ struct tf_engine {
     farm_ev_t *out_head, *out_tail, *in_head, *in_tail;
     size_t out_bytes, in_bytes;
     int wake[2]; /* wakes the listener to send (a pipe) */
+    size_t farm_queue_max; /* FARM_QUEUE_MAX, or the test hook's */
+    /* The relay's counters (tf_store_farm_stats_t), and whether a burst
+     * of drops is under way each way (logged once at its start and once
+     * when the queue has room again). */
+    atomic_ullong ev_sent, ev_notifies, ev_received, ev_dropped_out,
+        ev_dropped_in;
+    bool dropping_out, dropping_in;    /* under ev_mu */
+    uint64_t burst_out, burst_in;      /* drops in the burst, under ev_mu */
 
     /* Shared ids: the next block, reserved ahead (the first at the claim,
      * each next one by the listener as soon as the last was taken), so
@@ -1654,15 +1668,28 @@ static bool fetch_ids(tf_engine_t *e, PGconn *c)
 }
 
 /* Appends a copy of text to a queue (under ev_mu). TF_EFULL past
- * FARM_QUEUE_MAX bytes queued. */
+ * farm_queue_max bytes queued: the event is dropped, counted, and the
+ * first drop of a burst logged. */
 static int ev_push(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
                    size_t *bytes, const char *text, size_t len)
 {
     farm_ev_t *ev;
     int rc = 0;
+    bool out_q = head == &e->out_head;
 
     pthread_mutex_lock(&e->ev_mu);
-    if (*bytes + len > FARM_QUEUE_MAX) {
+    if (*bytes + len > e->farm_queue_max) {
+        bool *dropping = out_q ? &e->dropping_out : &e->dropping_in;
+        atomic_fetch_add(out_q ? &e->ev_dropped_out : &e->ev_dropped_in, 1);
+        (*(out_q ? &e->burst_out : &e->burst_in))++;
+        if (!*dropping) {
+            *dropping = true;
+            tf_warn(SUB, "%s: live events %s are dropped: the relay queue "
+                    "is full (%zu bytes); a count follows when it has room "
+                    "again", e->shown,
+                    out_q ? "for the other masters" : "from the other masters",
+                    e->farm_queue_max);
+        }
         rc = TF_EFULL;
         goto out;
     }
@@ -1691,6 +1718,8 @@ static farm_ev_t *ev_pop(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
                          size_t *bytes)
 {
     farm_ev_t *ev;
+    bool out_q = head == &e->out_head;
+    uint64_t ended = 0;
 
     pthread_mutex_lock(&e->ev_mu);
     ev = *head;
@@ -1700,7 +1729,20 @@ static farm_ev_t *ev_pop(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
             *tail = NULL;
         *bytes -= ev->len;
     }
+    /* Drained: a burst of drops, if any, is over. */
+    bool *dropping = out_q ? &e->dropping_out : &e->dropping_in;
+    uint64_t *burst = out_q ? &e->burst_out : &e->burst_in;
+    if (!*head && *dropping) {
+        *dropping = false;
+        ended = *burst;
+        *burst = 0;
+    }
     pthread_mutex_unlock(&e->ev_mu);
+    if (ended)
+        tf_warn(SUB, "%s: %" PRIu64 " live event%s %s dropped in that "
+                "burst (the relay queue has room again)", e->shown, ended,
+                ended == 1 ? "" : "s",
+                out_q ? "for the other masters" : "from the other masters");
     return ev;
 }
 
@@ -1718,7 +1760,7 @@ static void ev_free_all(farm_ev_t *ev)
 static int farm_send(tf_engine_t *e, const char *topic, const char *text)
 {
     char buf[TF_FARM_EVENT_MAX + 64];
-    int n = snprintf(buf, sizeof(buf), "ev:%s\n%s", topic, text);
+    int n = snprintf(buf, sizeof(buf), "%s\n%s", topic, text);
     int rc;
 
     if (!e->listening)
@@ -1746,26 +1788,56 @@ static char *farm_take(tf_engine_t *e)
     return text;
 }
 
-/* Sends the queued events (listener thread). False when the connection
- * broke. */
+/* Sends the queued events (listener thread), batched: "ev:" then as
+ * many events as fit in FARM_BATCH_MAX bytes, FARM_SEP between them, per
+ * NOTIFY. False when the connection broke. */
 static bool send_events(tf_engine_t *e, PGconn *c)
 {
-    farm_ev_t *ev;
+    farm_ev_t *ev, *next = NULL;
     char drain[64];
+    char batch[FARM_BATCH_MAX + 1];
 
     while (read(e->wake[0], drain, sizeof(drain)) > 0)
         ;
-    while ((ev = ev_pop(e, &e->out_head, &e->out_tail, &e->out_bytes))) {
-        const char *v[1] = {ev->text};
+    for (;;) {
+        size_t o = 3, n = 0;
+        memcpy(batch, "ev:", 3);
+        while ((ev = next ? next
+                          : ev_pop(e, &e->out_head, &e->out_tail,
+                                   &e->out_bytes)) != NULL) {
+            next = NULL;
+            if (o + (n ? 1 : 0) + ev->len > FARM_BATCH_MAX) {
+                if (n) {
+                    next = ev; /* the next batch's first */
+                    break;
+                }
+                free(ev); /* cannot happen: farm_send caps an event */
+                atomic_fetch_add(&e->ev_dropped_out, 1);
+                continue;
+            }
+            if (n)
+                batch[o++] = FARM_SEP;
+            memcpy(batch + o, ev->text, ev->len);
+            o += ev->len;
+            n++;
+            free(ev);
+        }
+        if (!n)
+            return true;
+        batch[o] = '\0';
+        const char *v[1] = {batch};
         PGresult *res = PQexecParams(c, "SELECT pg_notify('tf_farm', $1)",
                                      1, NULL, v, NULL, NULL, 0);
         bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
         PQclear(res);
-        free(ev);
-        if (!ok)
+        if (!ok) {
+            free(next);
+            atomic_fetch_add(&e->ev_dropped_out, n + (next ? 1 : 0));
             return PQstatus(c) == CONNECTION_OK;
+        }
+        atomic_fetch_add(&e->ev_sent, n);
+        atomic_fetch_add(&e->ev_notifies, 1);
     }
-    return true;
 }
 
 /* One turn of the listener: the duty lock if it is free, then whatever
@@ -1797,10 +1869,17 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
         return false;
     while ((n = PQnotifies(c)) != NULL) {
         if (n->extra && strncmp(n->extra, "ev:", 3) == 0) {
-            if (n->be_pid != PQbackendPID(c) &&
-                ev_push(e, &e->in_head, &e->in_tail, &e->in_bytes,
-                        n->extra + 3, strlen(n->extra + 3)) == 0)
-                *what |= TF_FARM_EVENT, *notified = true;
+            /* a batch: events separated by FARM_SEP */
+            const char *p = n->extra + 3;
+            while (n->be_pid != PQbackendPID(c) && *p) {
+                const char *end = strchr(p, FARM_SEP);
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+                atomic_fetch_add(&e->ev_received, 1);
+                if (len && ev_push(e, &e->in_head, &e->in_tail, &e->in_bytes,
+                                   p, len) == 0)
+                    *what |= TF_FARM_EVENT, *notified = true;
+                p += len + (end ? 1 : 0);
+            }
             PQfreemem(n);
             continue;
         }
@@ -1885,6 +1964,15 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
         return 0;
     e->farm_cb = cb;
     e->farm_arg = arg;
+    e->farm_queue_max = FARM_QUEUE_MAX;
+    const char *qmax = getenv("TF_TEST_PG_FARM_QUEUE_BYTES");
+    if (qmax && *qmax) {
+        long b = strtol(qmax, NULL, 10);
+        if (b > 0 && b < (long)FARM_QUEUE_MAX)
+            e->farm_queue_max = (size_t)b;
+        tf_warn(SUB, "test hook: the live relay's queues hold %zu bytes",
+                e->farm_queue_max);
+    }
     const char *delay = getenv("TF_TEST_PG_IDS_DELAY_MS");
     if (delay && *delay) {
         long ms = strtol(delay, NULL, 10);
@@ -1903,6 +1991,16 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
     }
     e->listening = true;
     return 0;
+}
+
+/* The engine's farm_stats (engine.h). */
+static void farm_stats(tf_engine_t *e, tf_store_farm_stats_t *out)
+{
+    out->sent = atomic_load(&e->ev_sent);
+    out->notifies = atomic_load(&e->ev_notifies);
+    out->received = atomic_load(&e->ev_received);
+    out->dropped_out = atomic_load(&e->ev_dropped_out);
+    out->dropped_in = atomic_load(&e->ev_dropped_in);
 }
 
 static bool has_duty(tf_engine_t *e)
@@ -2570,6 +2668,7 @@ const tf_engine_vt_t tf_engine_pg = {
     .has_duty = has_duty,
     .farm_send = farm_send,
     .farm_take = farm_take,
+    .farm_stats = farm_stats,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
     .close_writer = close_writer,

@@ -820,6 +820,13 @@ int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text)
     return s->vt->farm_send(s->eng, topic, text);
 }
 
+void tf_store_farm_stats(tf_store_t *s, tf_store_farm_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s->shared && s->vt->farm_stats)
+        s->vt->farm_stats(s->eng, out);
+}
+
 void tf_store_farm_take(tf_store_t *s,
                         void (*fn)(void *arg, const char *topic,
                                    const char *text),

@@ -168,6 +168,16 @@ bool tf_store_is_shared(const tf_store_t *s);
  * TF_E2BIG or TF_EFULL. Loop thread. */
 int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text);
 
+/* The live relay between shared masters, counted since the start:
+ * events sent in how many NOTIFYs (batched), received, and dropped each
+ * way because a relay queue (1 MiB) was full or the database failed. */
+typedef struct tf_store_farm_stats {
+    uint64_t sent, notifies, received, dropped_out, dropped_in;
+} tf_store_farm_stats_t;
+
+/* Fills out (zeros when the store is not shared). Any thread. */
+void tf_store_farm_stats(tf_store_t *s, tf_store_farm_stats_t *out);
+
 /* Calls fn(arg, topic, text) for each event other masters sent since the
  * last call (opts.farm_cb said TF_FARM_EVENT). Loop thread. */
 void tf_store_farm_take(tf_store_t *s,

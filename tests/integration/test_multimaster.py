@@ -545,3 +545,75 @@ def test_a_new_lease_holder_polls_on_from_the_stored_state(farm, pg_url,
     assert "1 new change" in b.log_text()
     assert count(f"SELECT count(*) FROM changes WHERE revision = "
                  f"'{rev2}'") == 1
+
+
+def relay(m):
+    return m.get_json("/master")["relay"]
+
+
+@pytest.mark.timeout(180)
+def test_a_burst_of_live_events_crosses_masters_batched_and_counted(
+        farm, pg_url):
+    """300 requests forced on a at once: a viewer of b's live feed gets
+    the "queued" event of every one (nothing dropped at normal sizes),
+    a sent them in batches (no more NOTIFYs than events) and both count
+    no drops in /api/v1/master's "relay"."""
+    from test_live import live_client, subscribe
+    cfg = config([])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    ws = live_client(farm, b)
+    subscribe(ws, ["requests"])
+    n = 300
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        ids = set(ex.map(lambda i: a.force("quick"), range(n)))
+    seen = set()
+    deadline = time.monotonic() + 60
+    while seen != ids and time.monotonic() < deadline:
+        msg = ws.recv_json(timeout=30)
+        if msg["type"] == "request" and msg["event"] == "queued":
+            seen.add(msg["request"]["id"])
+    assert seen == ids, f"{len(ids - seen)} queued events never came"
+    wait_for(lambda: relay(a)["sent"] >= n, 10, "a to count its sends",
+             farm)
+    ra, rb = relay(a), relay(b)
+    assert ra["dropped_out"] == 0 and rb["dropped_in"] == 0, (ra, rb)
+    assert ra["sent"] >= n and 0 < ra["notifies"] <= ra["sent"], ra
+    assert rb["received"] >= n, rb
+    assert "live events" not in a.log_text() + b.log_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_relay_queue_too_small_counts_and_logs_its_drops(farm, pg_url):
+    """With the relay queue forced down to 600 bytes (test hook
+    TF_TEST_PG_FARM_QUEUE_BYTES) a burst overflows it: the drops are
+    counted in /api/v1/master's "relay", logged once when the burst
+    starts and once with their count when the queue has room again;
+    the farm itself is unaffected (every request is stored)."""
+    cfg = config([])
+    a = farm.master(shared(cfg, pg_url), name="a",
+                    env={"TF_TEST_PG_FARM_QUEUE_BYTES": "600"})
+    b = farm.master(shared(cfg, pg_url), name="b")
+    from test_live import live_client, subscribe
+    ws = live_client(farm, a)  # a publishes (and relays) request events
+    subscribe(ws, ["requests"])
+    n = 200
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        ids = set(ex.map(lambda i: a.force("quick"), range(n)))
+    assert len(ids) == n
+    wait_for(lambda: relay(a)["dropped_out"] > 0, 20, "drops counted",
+             farm)
+    def bursts():
+        t = a.log_text()
+        starts = t.count("live events for the other masters are dropped")
+        ends = t.count("dropped in that burst")
+        return starts >= 1 and starts == ends and (starts, t)
+    # each burst's start and its count, once each, once all is sent
+    _, text = wait_for(bursts, 20, "each burst's count in the log", farm)
+    import re
+    logged = sum(int(x) for x in re.findall(
+        r"(\d+) live events? for the other masters dropped in that burst",
+        text))
+    assert logged == relay(a)["dropped_out"], (logged, relay(a))
+    ra = relay(a)
+    assert ra["sent"] + ra["dropped_out"] >= n, ra
+    assert b.get_json("/master")["relay"]["dropped_in"] == 0

@@ -617,3 +617,18 @@ def test_a_relay_queue_too_small_counts_and_logs_its_drops(farm, pg_url):
     ra = relay(a)
     assert ra["sent"] + ra["dropped_out"] >= n, ra
     assert b.get_json("/master")["relay"]["dropped_in"] == 0
+
+
+def test_bad_keepalive_and_lease_settings_are_refused(farm, pg_url):
+    """store.keepalive_* and lease_timeout_s out of range or of the wrong
+    type: checkconfig names the key and its range."""
+    m = farm.master(config(["s1"]), start=False)
+    for key, val, want in [("keepalive_idle_s", 0, "between 1 and 7200 (got 0)"),
+                           ("keepalive_interval_s", 601, "between 1 and 600"),
+                           ("keepalive_count", "3", "store.keepalive_count"),
+                           ("lease_timeout_s", 1, "between 2 and 3600")]:
+        m.write_config(config(["s1"], store={"postgres": pg_url,
+                                             "shared": True, key: val}))
+        r = farm.run([TF_MASTER, "checkconfig", m.dir])
+        assert r.returncode != 0, (key, r)
+        assert f"store.{key}" in r.stderr and want in r.stderr, r.stderr

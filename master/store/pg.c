@@ -201,6 +201,8 @@ struct tf_engine {
     /* Shared masters' heartbeats (tf_masters), listener thread. */
     char me[64];          /* this master's name there (app_name) */
     uint64_t beat_at_us;  /* when the listener last wrote it */
+    uint64_t beat_since_us; /* since when, without a break (0: its
+                             * connection is new) */
     unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
 };
 
@@ -1474,15 +1476,15 @@ static const char SQL_SWEEP[] =
     "(SELECT string_agg(name, ' ' ORDER BY name) FROM off), "
     "pg_notify('tf_farm', 'state') FROM dead d";
 
-static bool beat(tf_engine_t *e, PGconn *c)
+static bool beat(tf_engine_t *e, PGconn *c, bool at_start)
 {
+    unsigned lease_s = net_or(tf__engine_net.lease_timeout_s, 15);
     char timeout[16];
     const char *v[2] = {e->me, timeout};
     PGresult *res;
     bool ok;
 
-    snprintf(timeout, sizeof(timeout), "%u",
-             net_or(tf__engine_net.lease_timeout_s, 15));
+    snprintf(timeout, sizeof(timeout), "%u", lease_s);
     res = PQexecParams(c, SQL_BEAT, 1, NULL, v, NULL, NULL, 0);
     ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
@@ -1491,6 +1493,16 @@ static bool beat(tf_engine_t *e, PGconn *c)
     PQclear(res);
     if (!ok)
         return PQstatus(c) == CONNECTION_OK;
+    e->beat_at_us = mono_us();
+    if (!e->beat_since_us)
+        e->beat_since_us = e->beat_at_us;
+    /* Another master's silence counts only once this one has beaten for
+     * a whole lease timeout itself: after the database was unreachable
+     * for a while every master's beat is old, and each needs a moment to
+     * reconnect. */
+    if (!at_start &&
+        e->beat_at_us - e->beat_since_us < (uint64_t)lease_s * 1000000u)
+        return true;
     res = PQexecParams(c, SQL_SWEEP, 2, NULL, v, NULL, NULL, 0);
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
         tf_warn(SUB, "%s: looking for masters that stopped beating: %s",
@@ -1507,7 +1519,6 @@ static bool beat(tf_engine_t *e, PGconn *c)
                 PQgetvalue(res, i, 2),
                 PQgetisnull(res, i, 3) ? "none" : PQgetvalue(res, i, 3));
     PQclear(res);
-    e->beat_at_us = mono_us();
     return true;
 }
 
@@ -1552,7 +1563,7 @@ static int shared_ids_init(tf_engine_t *e)
     /* This master beats from now on; masters that stopped beating before
      * it started are swept (their slaves marked disconnected). */
     app_name(e->me, sizeof(e->me));
-    if (!beat(e, e->w)) {
+    if (!beat(e, e->w, true)) {
         tf_error(SUB, "%s: writing this master's heartbeat failed",
                  e->shown);
         return TF_ESTORE;
@@ -1919,6 +1930,7 @@ static void *listener_main(void *arg)
                 continue;
             }
             /* what happened while not listening */
+            e->beat_since_us = 0;
             notified = true;
             what = TF_FARM_QUEUE | TF_FARM_MAIL;
         }
@@ -1932,7 +1944,7 @@ static void *listener_main(void *arg)
         }
         if (notified && e->farm_cb)
             e->farm_cb(e->farm_arg, what);
-        if ((mono_us() - e->beat_at_us >= BEAT_US && !beat(e, c)) ||
+        if ((mono_us() - e->beat_at_us >= BEAT_US && !beat(e, c, false)) ||
             !fetch_ids(e, c) || !send_events(e, c)) {
             PQfinish(c);
             c = NULL;

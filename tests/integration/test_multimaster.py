@@ -632,3 +632,44 @@ def test_bad_keepalive_and_lease_settings_are_refused(farm, pg_url):
         r = farm.run([TF_MASTER, "checkconfig", m.dir])
         assert r.returncode != 0, (key, r)
         assert f"store.{key}" in r.stderr and want in r.stderr, r.stderr
+
+
+@pytest.mark.timeout(180)
+def test_a_database_outage_longer_than_the_lease_timeout_kills_no_master(
+        farm, pg_tcp):
+    """PostgreSQL is down for longer than the lease timeout (3 s), and b
+    comes back 2 s after a (frozen meanwhile): every master's heartbeat
+    is old when the server is back, but a master counts another's silence
+    only once it has beaten a whole timeout itself, so a takes b for dead
+    neither at once nor later, and each master's slave still shows
+    connected on the other."""
+    url = pg_tcp.url(pg_tcp.new_database())
+    cfg = config(["s1", "s2"])
+    a, b = [farm.master(dict(cfg, store={"postgres": url, "shared": True,
+                                         "lease_timeout_s": 3}), name=n)
+            for n in ("a", "b")]
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    wait_for(lambda: b.slave_connected("s1") and a.slave_connected("s2"),
+             10, "each slave shown on the other master", farm)
+    import signal
+    pg_tcp.stop()
+    # b comes back 2 s after a: a alone beats for those, with b's beat
+    # (and its own old one) older than the timeout.
+    b.proc.signal(signal.SIGSTOP)
+    try:
+        time.sleep(6)
+        pg_tcp.start()
+        time.sleep(2)
+    finally:
+        b.proc.signal(signal.SIGCONT)
+    wait_for(lambda: len(duty_holders([a, b])) >= 1 and
+             a.get_json("/master")["store"]["failing_for_ms"] == 0, 60,
+             "the masters to be back", farm)
+    time.sleep(6)  # two lease timeouts of beating again
+    text = a.log_text() + b.log_text()
+    assert "taken for dead" not in text
+    assert b.slave_connected("s1") and a.slave_connected("s2")
+    assert a.running() and b.running()

@@ -59,7 +59,13 @@
  * single-runner work: mail, pollers, periodic schedulers) when it can:
  * the lock is PostgreSQL's, so it goes with the connection of a master
  * that dies and another master's listener takes it within
- * DUTY_POLL_US.
+ * DUTY_POLL_US. The listener also reserves each next block of ids ahead
+ * (the loop never waits for one: reserve_ids says TF_EFULL when none is
+ * ready), relays live events batched into NOTIFYs (counting drops), and
+ * writes this master's heartbeat in tf_masters each second, ending the
+ * sessions of masters silent past the lease timeout and marking their
+ * slaves (tf_slave_master) disconnected. Every connection carries TCP
+ * keepalives on both ends (store.keepalive_*).
  */
 #include "store/engine.h"
 

@@ -680,6 +680,8 @@ static void *writer_main(void *arg)
     tf_store_t *s = arg;
     size_t lost = 0;
 
+    /* Named so top, perf and bench_ingest.py tell the threads apart. */
+    pthread_setname_np(pthread_self(), "tf-writer");
     for (;;) {
         tf_wgroup_t *first, *last;
         bool gave_up;

@@ -352,7 +352,13 @@ static void overlay_slave(tf_master_t *m, json_t *o)
         return;
     tf_mslave_t *s = tf_master_slave(m, name, false);
     const tf_cfg_slave_t *cfg = tf_config_slave(m->cfg, name);
-    json_object_set_new(o, "connected", json_boolean(s && s->link));
+    /* Connected here (the live link), or, among shared masters, to
+     * another master as the database says (a dead master's slaves are
+     * marked disconnected when its heartbeat expires: store/pg.c). */
+    bool elsewhere = tf_store_is_shared(m->store) && !(s && s->link) &&
+                     json_is_true(json_object_get(o, "connected"));
+    json_object_set_new(o, "connected",
+                        json_boolean((s && s->link) || elsewhere));
     json_object_set_new(o, "configured", json_boolean(cfg != NULL));
     json_object_set_new(o, "max_builds",
                         cfg ? json_integer(cfg->max_builds) : json_null());
@@ -995,7 +1001,12 @@ void tf_api_force(tf_http_req_t *r, const tf_route_args_t *a)
     int rc = tf_sched_request(m, &spec, &w->id, force_committed, w);
     if (rc) {
         tf_http_async_end(r);
-        tf_http_error(r, 500, "cannot queue the request: %s", tf_strerror(rc));
+        if (rc == TF_EFULL) /* shared masters: no block of ids ready */
+            tf_http_error(r, 503, "cannot queue the request now: no ids "
+                          "ready from the database; try again");
+        else
+            tf_http_error(r, 500, "cannot queue the request: %s",
+                          tf_strerror(rc));
         free(w);
     }
 out:
@@ -1144,6 +1155,17 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
     json_object_set_new(o, "farm", json_string(m->farm));
+    if (tf_store_is_shared(m->store)) {
+        tf_store_farm_stats_t fs;
+        tf_store_farm_stats(m->store, &fs);
+        json_object_set_new(
+            o, "relay",
+            json_pack("{s:I,s:I,s:I,s:I,s:I}", "sent", (json_int_t)fs.sent,
+                      "notifies", (json_int_t)fs.notifies, "received",
+                      (json_int_t)fs.received, "dropped_out",
+                      (json_int_t)fs.dropped_out, "dropped_in",
+                      (json_int_t)fs.dropped_in));
+    }
     tf_api_cache_stats_t cs;
     tf_api_cache_stats(r->m, &cs);
     json_object_set_new(

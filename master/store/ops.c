@@ -162,7 +162,61 @@ bool tf_wgroup_kept(const tf_wgroup_t *g)
     return g && g->keep;
 }
 
-static void *arena(tf_wgroup_t *g, size_t n);
+/* n bytes of the arena, 8-aligned, zeroed unless the caller overwrites
+ * them all at once (zero false: an output frame's 64 KiB copied in, where
+ * the memset cost as much as the copy); NULL (and g failed) when out of
+ * memory. */
+static void *arena_bytes(tf_wgroup_t *g, size_t n, bool zero)
+{
+    void *p;
+
+    if (g->failed)
+        return NULL;
+    if (n > SIZE_MAX - ALIGN) {
+        g->failed = true;
+        return NULL;
+    }
+    n = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    if (n > g->left) {
+        size_t size = n > BIG_BYTES ? n : CHUNK_BYTES;
+        tf_wchunk_t *c;
+
+        if (size > SIZE_MAX - sizeof(*c) ||
+            !(c = malloc(sizeof(*c) + size))) {
+            g->failed = true;
+            return NULL;
+        }
+        c->size = size;
+        c->next = g->chunks;
+        g->chunks = c;
+        g->cost += sizeof(*c) + size;
+        if (n > BIG_BYTES) {
+            /* A big blob: its own block; the current one keeps serving
+             * the small things. */
+            if (zero)
+                memset(c->data, 0, n);
+            return c->data;
+        }
+        g->cur = c->data;
+        g->left = size;
+    }
+    p = g->cur;
+    g->cur += n;
+    g->left -= n;
+    if (zero)
+        memset(p, 0, n);
+    return p;
+}
+
+static void *arena(tf_wgroup_t *g, size_t n)
+{
+    return arena_bytes(g, n, true);
+}
+
+void *tf_wgroup_alloc(tf_wgroup_t *g, size_t n)
+{
+    return g ? arena(g, n ? n : 1) : NULL;
+}
 
 int tf_wgroup_unit_end(tf_wgroup_t *g)
 {
@@ -201,53 +255,6 @@ int tf_wgroup_unit_rc(const tf_wgroup_t *g, size_t i)
     return u ? u->rc : TF_EINVAL;
 }
 
-/* n bytes of the arena, 8-aligned, zeroed; NULL (and g failed) when out
- * of memory. */
-static void *arena(tf_wgroup_t *g, size_t n)
-{
-    void *p;
-
-    if (g->failed)
-        return NULL;
-    if (n > SIZE_MAX - ALIGN) {
-        g->failed = true;
-        return NULL;
-    }
-    n = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-    if (n > g->left) {
-        size_t size = n > BIG_BYTES ? n : CHUNK_BYTES;
-        tf_wchunk_t *c;
-
-        if (size > SIZE_MAX - sizeof(*c) ||
-            !(c = malloc(sizeof(*c) + size))) {
-            g->failed = true;
-            return NULL;
-        }
-        c->size = size;
-        c->next = g->chunks;
-        g->chunks = c;
-        g->cost += sizeof(*c) + size;
-        if (n > BIG_BYTES) {
-            /* A big blob: its own block; the current one keeps serving
-             * the small things. */
-            memset(c->data, 0, n);
-            return c->data;
-        }
-        g->cur = c->data;
-        g->left = size;
-    }
-    p = g->cur;
-    g->cur += n;
-    g->left -= n;
-    memset(p, 0, n);
-    return p;
-}
-
-void *tf_wgroup_alloc(tf_wgroup_t *g, size_t n)
-{
-    return g ? arena(g, n ? n : 1) : NULL;
-}
-
 static const char *dup_str(tf_wgroup_t *g, const char *s, bool *ok)
 {
     size_t n;
@@ -272,7 +279,7 @@ static const void *dup_mem(tf_wgroup_t *g, const void *src, size_t n,
 
     if (n == 0)
         return "";
-    p = arena(g, n);
+    p = arena_bytes(g, n, false); /* every byte is copied in below */
     if (!p) {
         *ok = false;
         return NULL;

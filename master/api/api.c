@@ -902,7 +902,11 @@ static void cancel_committed(void *arg, int rc)
     wjob_t *w = arg;
     tf_http_req_t *r = w->r;
     if (tf_http_async_end(r)) {
-        if (rc)
+        if (rc == TF_ESTATE)
+            tf_http_error(r, 409, "request %" PRIu64 " is not pending any "
+                          "more: another master started or ended it",
+                          w->id);
+        else if (rc)
             tf_http_error(r, 500, "the cancellation could not be stored");
         else
             tf_http_respond_json(r, 200,

@@ -99,6 +99,18 @@ void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
     free(j);
 }
 
+void tf_job_request_forgotten(tf_master_t *m, uint64_t job_id)
+{
+    tf_mjob_t *j = job_get(m, job_id);
+
+    /* The request is another master's now: this master no longer counts
+     * it among the job's open ones (nor ends the job for it). */
+    if (j && j->nopen > 0 && --j->nopen == 0 && tf_store_is_shared(m->store)) {
+        tf_map_del_id(m->jobs, j->id);
+        free(j);
+    }
+}
+
 void tf_jobs_restore(tf_master_t *m, uint64_t id, const char *email,
                      bool started, unsigned nopen, bool has_result,
                      tf_result_t result)

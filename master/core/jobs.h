@@ -84,6 +84,12 @@ void tf_job_request_started(struct tf_master *m, uint64_t job_id);
  * when the job is not open or is being cancelled. */
 bool tf_job_request_added(struct tf_master *m, uint64_t job_id);
 
+/* Several masters: a request of job job_id that this master counted open
+ * is another master's now (a lost claim, a build taken over): it is no
+ * longer counted here, and the job is not ended for it (the master that
+ * ends it settles the job in the database). */
+void tf_job_request_forgotten(struct tf_master *m, uint64_t job_id);
+
 /* A request of job job_id ended for good with result. When it was the
  * last, the job's result is written. Call inside the write group that
  * ends the request. */

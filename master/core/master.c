@@ -568,9 +568,16 @@ typedef struct adopt {
     char slave[TF_NAME_MAX + 1];
     uint64_t *ids;
     size_t n;
+    size_t npending; /* adoption writes not answered yet */
     tf_master_adopted_cb cb;
     void *arg;
 } adopt_t;
+
+/* One build's adoption write: row is in a->q. */
+typedef struct adopt_one {
+    adopt_t *a;
+    size_t row;
+} adopt_one_t;
 
 static bool adopt_wanted(const adopt_t *a, uint64_t id)
 {
@@ -580,47 +587,99 @@ static bool adopt_wanted(const adopt_t *a, uint64_t id)
     return false;
 }
 
+static void adopt_finish(adopt_t *a)
+{
+    a->cb(a->m, a->arg);
+    tf_q_state_clear(&a->q);
+    free(a->ids);
+    free(a);
+}
+
+/* The build of row is this master's now (its owner moved here in the
+ * database): it runs here, with its request. */
+static void adopt_take(adopt_t *a, const tf_ld_build_t *row)
+{
+    tf_master_t *m = a->m;
+    const tf_q_state_t *q = &a->q;
+    tf_request_t *had = tf_map_get_id(m->requests, row->request_id);
+
+    if (tf_map_get_id(m->builds, row->id))
+        return;
+    if (had && had->state == TF_REQ_PENDING) {
+        /* Queued here still, though the other master had claimed it: it
+         * runs now, with this build. */
+        tf_sched_dequeue(m, had);
+        tf_request_set_state(m, had, TF_REQ_RUNNING, "its build is "
+                             "taken over from another master");
+    }
+    for (size_t k = 0; !had && k < q->nrequests; k++) {
+        const tf_ld_request_t *rr = &q->requests[k];
+        if (rr->id != row->request_id || !rr->running)
+            continue;
+        tf_request_t *r = request_from_row(rr);
+        if (r && tf_map_put_id(m->requests, r->id, r) != 0)
+            tf_request_free(r);
+        break;
+    }
+    tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
+            ") that another master ran: this master takes it over",
+            a->slave, row->id, row->builder, row->number);
+    build_from_row(m, row);
+}
+
+static void adopt_written_cb(void *arg, int rc)
+{
+    adopt_one_t *one = arg;
+    adopt_t *a = one->a;
+    const tf_ld_build_t *row = &a->q.builds[one->row];
+
+    if (rc == 0)
+        adopt_take(a, row);
+    else if (rc == TF_ESTATE)
+        tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
+                "): another master owns it by now or it has ended: not "
+                "taken over", a->slave, row->id, row->builder, row->number);
+    else
+        tf_warn("master", "build %" PRIu64 " of slave %s: taking it over "
+                "could not be stored: %s", row->id, a->slave,
+                tf_strerror(rc));
+    if (--a->npending == 0)
+        adopt_finish(a);
+}
+
+/* Each build the slave brings moves to this master in its own write
+ * (UPDATE ... WHERE owner = the owner read): of two masters taking it,
+ * or of the master it left ending it meanwhile, one wins. */
 static void adopt_loaded_cb(void *arg, int rc)
 {
     adopt_t *a = arg;
     tf_master_t *m = a->m;
     const tf_q_state_t *q = &a->q;
 
+    a->npending = 1; /* this function's own hold */
     for (size_t i = 0; rc == 0 && i < q->nbuilds; i++) {
         const tf_ld_build_t *row = &q->builds[i];
         if (!adopt_wanted(a, row->id) || !row->slave ||
             strcmp(row->slave, a->slave) != 0 ||
             tf_map_get_id(m->builds, row->id))
             continue;
-        tf_request_t *had = tf_map_get_id(m->requests, row->request_id);
-        if (had && had->state == TF_REQ_PENDING) {
-            /* Queued here still, though the dead master had claimed it:
-             * it runs now, with this build. */
-            tf_sched_dequeue(m, had);
-            tf_request_set_state(m, had, TF_REQ_RUNNING, "its build is "
-                                 "taken over from another master");
+        if (!tf_master_group_begin(m, sizeof(adopt_one_t)))
+            continue;
+        adopt_one_t *one = tf_wgroup_alloc(m->group, sizeof(*one));
+        if (!one) {
+            tf_master_group_commit(m, NULL, NULL);
+            continue;
         }
-        for (size_t k = 0; !had && k < q->nrequests; k++) {
-            const tf_ld_request_t *rr = &q->requests[k];
-            if (rr->id != row->request_id || !rr->running)
-                continue;
-            tf_request_t *r = request_from_row(rr);
-            if (r && tf_map_put_id(m->requests, r->id, r) != 0)
-                tf_request_free(r);
-            break;
-        }
-        tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
-                ") that another master ran: this master takes it over",
-                a->slave, row->id, row->builder, row->number);
-        build_from_row(m, row);
+        *one = (adopt_one_t){.a = a, .row = i};
+        tf_op_build_adopt(m->group, row->id, row->owner);
+        a->npending++;
+        tf_master_group_commit(m, adopt_written_cb, one);
     }
     if (rc)
         tf_warn("master", "loading the running builds of slave %s: %s",
                 a->slave, tf_strerror(rc));
-    a->cb(m, a->arg);
-    tf_q_state_clear(&a->q);
-    free(a->ids);
-    free(a);
+    if (--a->npending == 0)
+        adopt_finish(a);
 }
 
 int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,

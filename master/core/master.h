@@ -202,6 +202,9 @@ struct tf_build {
     int64_t started_ms;
     int64_t lost_since_ms;     /* tf_mono_ms() when the slave left;
                                 * 0 = connected */
+    bool owner_checking;       /* shared masters: asking the database
+                                * whether the lost build is still this
+                                * master's before ending it */
     char *start_msg;           /* encoded build_start until sent */
     size_t start_len;
     tf_list_t slave_node;      /* mslave->builds */

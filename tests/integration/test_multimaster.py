@@ -7,6 +7,7 @@ lease, which another master takes within seconds when it dies. The
 server comes from the pg_cluster fixture (tfpytest.py)."""
 
 import concurrent.futures
+import re
 import time
 
 import pytest
@@ -290,3 +291,84 @@ def test_the_live_feed_of_one_master_shows_builds_run_on_another(farm,
              if e["type"] == "step"]
     assert (0, "done") in steps, steps
     assert a.step_log(fin["id"], 0) == b"hi quick\n"
+
+
+def secret_files(farm, slaves):
+    """One secret file per slave, shared by every master's config (each
+    master has its own directory, so generated secrets would differ)."""
+    out = {}
+    for s in slaves:
+        p = farm.tmp / f"{s}-secret"
+        p.write_text(f"the-shared-secret-of-{s}\n")
+        p.chmod(0o600)
+        out[s] = p
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_a_build_taken_over_from_a_live_master_is_never_ended_by_it(
+        farm, pg_url, pg_cluster):
+    """Masters a and b both stay alive. s1 runs a build for b through a
+    TCP proxy; the proxy cuts the link mid-build (a network blip between
+    s1 and b only) and s1 fails over to a (its second --master), which
+    takes the build over: the build's owner moves from b to a in the
+    database. b's build_lost_after_s then passes: b must not end the build
+    as RETRY nor queue its request again (its guarded UPDATE finds a as
+    the owner) and says it drops its copy. The request runs once, the
+    build finishes once with SUCCESS on a, its log byte-exact, and b's API
+    shows that same finished build."""
+    lines = 90
+    secrets = secret_files(farm, ["s1"])
+    cfg = config([], build_lost_after_s=4)
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(secrets["s1"])}]
+    cfg["builders"] = [{"name": "long", "steps": [{"name": "count",
+        "command": f"i=1; while [ $i -le {lines} ]; do echo line $i; "
+                   "sleep 0.1; i=$((i + 1)); done"}]}]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    proxy = farm.proxy(b.port)
+    farm.slave(b, "s1", secret_file=secrets["s1"], url=proxy.ws_url,
+               args=["--master", a.ws_url])
+    b.wait_slave_connected("s1")
+    req = b.force("long")
+    bid = b.wait_build_started(req)
+    b.wait_step_running(bid, 0, min_bytes=len("line 1\nline 2\n"))
+    proxy.cut()
+    t_cut = time.monotonic()
+    wait_for(lambda: "another master ran: this master takes it over"
+             in a.log_text(), 30, "a to take the build over", farm,
+             interval=0.1)
+    assert time.monotonic() - t_cut < 4, "the take-over came after b's " \
+        "build_lost_after_s: the test would not test the race"
+    db = pg_cluster.dbname(pg_url)
+    owner = pg_cluster.psql(f"SELECT owner FROM builds WHERE id = {bid}",
+                            db=db).strip()
+    assert owner and owner in a.log_text() and owner not in b.log_text(), \
+        owner
+    # b's build_lost_after_s passes while a still runs the build.
+    dropped = re.compile(rf"build {bid} \(long #\d+\) is another "
+                         "master's now")
+    wait_for(lambda: dropped.search(b.log_text()), 30,
+             "b to drop its copy of the build", farm, interval=0.2)
+    assert pg_cluster.psql(f"SELECT state FROM builds WHERE id = {bid}",
+                           db=db).strip() != "finished", \
+        "the build ended before b's timer: the test would not test the race"
+    done = a.wait_build_finished(bid, 60)
+    assert done["result"] == "SUCCESS", done
+    want = "".join(f"line {i}\n" for i in range(1, lines + 1)).encode()
+    assert a.step_log(bid, 0) == want
+    assert b.step_log(bid, 0) == want
+    time.sleep(2)  # anything b would still do, it has done by now
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT request_id), "
+                           "min(result), max(result) FROM builds", db=db)
+    assert rows.strip() == "1|1|0|0", rows
+    r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                        f"build_requests WHERE id = {req}", db=db).strip()
+    assert r == f"done|0|{bid}|0", r
+    for m in (a, b):
+        v = m.build(bid)
+        assert v["state"] == "finished" and v["result"] == "SUCCESS", v
+        assert m.request_info(req)["state"] == "done"
+    # b neither ended it (in memory or in the database) nor ran it again.
+    text = b.log_text()
+    assert not re.search(rf"build {bid} \(long #\d+\) on s1: RETRY", text)
+    assert "queued again" not in text

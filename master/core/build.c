@@ -502,6 +502,7 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
     if (r && lost_claim) {
         /* Several masters (store.shared): another one claimed it first,
          * or it ended meanwhile. It is not this master's to run. */
+        uint64_t rid = r->id;
         r->build = NULL;
         if (r->job_id)
             tf_job_request_forgotten(m, r->job_id);
@@ -509,8 +510,11 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
         tf_map_del_id(m->requests, r->id);
         tf_request_free(r);
         /* Whatever else is pending in the database is queued here again
-         * (debounced): nothing stays unqueued on every master. */
-        tf_master_farm_changed(m, TF_FARM_QUEUE);
+         * (debounced): nothing stays unqueued on every master. A request
+         * lost again and again (another transaction holds its row) is
+         * backed off instead of claimed in a loop. */
+        if (tf_master_claim_lost(m, rid))
+            tf_master_farm_changed(m, TF_FARM_QUEUE);
     } else if (r) {
         r->build = NULL;
         r->retries++;

@@ -523,11 +523,89 @@ int tf_master_ids(tf_master_t *m, unsigned n)
 
 /* --- several masters: the queue other masters add to --- */
 
+/* --- several masters: backing off from claims lost in a row --- */
+
+#define LOST_FIRST_MS 250
+#define LOST_MAX_MS 4000
+#define LOST_FORGET_MS 10000 /* a loss this old does not count in a row */
+
+static struct tf_lost_claim *lost_find(tf_master_t *m, uint64_t id)
+{
+    for (size_t i = 0; i < m->nlost_claims; i++)
+        if (m->lost_claims[i].id == id)
+            return &m->lost_claims[i];
+    return NULL;
+}
+
+/* Drops entries whose last loss is old (their requests ran or ended). */
+static void lost_prune(tf_master_t *m, int64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m->nlost_claims; i++)
+        if (now - m->lost_claims[i].last_ms < LOST_FORGET_MS ||
+            m->lost_claims[i].until_ms > now)
+            m->lost_claims[k++] = m->lost_claims[i];
+    m->nlost_claims = k;
+}
+
+bool tf_master_claim_lost(tf_master_t *m, uint64_t id)
+{
+    int64_t now = tf_now_ms();
+    struct tf_lost_claim *c;
+
+    lost_prune(m, now);
+    c = lost_find(m, id);
+    if (!c) {
+        if (m->nlost_claims == TF_LOST_CLAIMS_MAX)
+            return true; /* full: no backoff for this one */
+        c = &m->lost_claims[m->nlost_claims++];
+        *c = (struct tf_lost_claim){.id = id};
+    }
+    c->n++;
+    c->last_ms = now;
+    if (c->n == 1)
+        return true;
+    int64_t wait = LOST_FIRST_MS;
+    for (unsigned k = 2; k < c->n && wait < LOST_MAX_MS; k++)
+        wait *= 2;
+    if (wait > LOST_MAX_MS)
+        wait = LOST_MAX_MS;
+    c->until_ms = now + wait;
+    tf_info("master", "request %" PRIu64 ": claim lost %u times in a row "
+            "(another transaction holds it): not queued here for %" PRId64
+            " ms", id, c->n, wait);
+    return false;
+}
+
+static bool lost_backing_off(tf_master_t *m, uint64_t id, int64_t now)
+{
+    struct tf_lost_claim *c = lost_find(m, id);
+    return c && c->until_ms > now;
+}
+
+/* The tick: when a backoff has passed, the queue is read again. */
+static void lost_due(tf_master_t *m)
+{
+    int64_t now = tf_now_ms();
+    bool due = false;
+
+    for (size_t i = 0; i < m->nlost_claims; i++) {
+        struct tf_lost_claim *c = &m->lost_claims[i];
+        if (c->until_ms && c->until_ms <= now) {
+            c->until_ms = 0;
+            due = true;
+        }
+    }
+    if (due)
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
+}
+
 static void farm_loaded_cb(void *arg, int rc)
 {
     tf_master_t *m = arg;
     tf_q_state_t *q = m->farm_q;
     size_t added = 0;
+    int64_t now = tf_now_ms();
 
     m->farm_q = NULL;
     /* A master shutting down queues nothing more. */
@@ -537,7 +615,8 @@ static void farm_loaded_cb(void *arg, int rc)
          * nothing to do. A request this master ended and freed but whose
          * end is not committed yet may come back: its claim then fails
          * and drops it again. */
-        if (row->running || tf_map_get_id(m->requests, row->id))
+        if (row->running || tf_map_get_id(m->requests, row->id) ||
+            lost_backing_off(m, row->id, now))
             continue;
         tf_mbuilder_t *mb = tf_master_builder(m, row->builder, false);
         if (!mb || !mb->cfg)
@@ -780,6 +859,8 @@ void tf_master_tick(tf_master_t *m)
 
     tf_build_check_lost(m);
     tf_build_retry_ends(m);
+    if (m->nlost_claims)
+        lost_due(m);
     if (now - m->last_seen_flush_ms >= 30000) {
         size_t pos = 0;
         void *v;

@@ -462,3 +462,104 @@ def test_cancels_racing_claims_across_three_masters_never_run_a_cancelled_reques
           f"{max(lost.values(), default=0)} per request and master")
     assert max(lost.values(), default=0) <= 4, sorted(
         lost.items(), key=lambda kv: -kv[1])[:5]
+
+
+def hold_row(pg_cluster, db, table, row_id, seconds):
+    """Holds a row lock from another transaction (psql) for `seconds` in
+    a thread: what a master sees while another master's claim of that
+    row is in flight, made long. Returns the thread."""
+    import threading
+    sql = (f"BEGIN; SELECT id FROM {table} WHERE id = {row_id} FOR UPDATE; "
+           f"SELECT pg_sleep({seconds}); COMMIT;")
+    t = threading.Thread(target=pg_cluster.psql, args=(sql,),
+                         kwargs={"db": db}, daemon=True)
+    t.start()
+
+    def sleeping():
+        out = pg_cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                              "state = 'active' AND query LIKE "
+                              "'%pg_sleep(%' AND pid <> pg_backend_pid()",
+                              db=db)
+        return int(out.strip() or 0) > 0
+    wait_for(sleeping, 10, "the row lock to be held", None, interval=0.05)
+    time.sleep(0.2)  # the FOR UPDATE before the sleep has run
+    return t
+
+
+@pytest.mark.timeout(120)
+def test_a_claim_lost_to_a_held_row_backs_off_instead_of_looping(
+        farm, pg_url, pg_cluster):
+    """A pending request's row is held by another transaction for 4 s
+    (as a slow claim of another master would) while a's slave is idle: a
+    loses the claim (SKIP LOCKED), reads the queue, loses again, and then
+    backs off (250 ms doubling, read again at its 1 s tick) instead of
+    claiming in a loop. Once the row is free the request runs, once."""
+    cfg = config(["s1"])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    slave = farm.slave(a, "s1", start=False)
+    req = b.force("quick")
+    db = pg_cluster.dbname(pg_url)
+    t = hold_row(pg_cluster, db, "build_requests", req, 4)
+    slave.start()
+    a.wait_slave_connected("s1")
+    t.join(30)
+    done = a.wait_request_done(req, 30)
+    assert done["result"] == "SUCCESS", done
+    lost = lost_claims_per_request([a, b])
+    n = lost.get((a.name, req), 0)
+    print(f"claims of request {req} lost on a while the row was held: {n}")
+    assert n >= 2, lost  # the row really was held against a's claims
+    assert n <= 7, f"{n} lost claims in 4 s: a hot loop"
+    assert re.search(rf"request {req}: claim lost \d+ times in a row",
+                     a.log_text())
+    rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip()
+    assert rows == "1", rows
+
+
+@pytest.mark.timeout(180)
+def test_a_try_job_whose_claim_was_lost_settles_once_with_one_mail(
+        farm, pg_url, pg_cluster):
+    """A try job submitted to a, whose request's row is held while the
+    slaves of a and b are idle: both lose claims, then one of them runs
+    it. The job finishes once, with exactly one mail, and neither master
+    keeps counting the request as open: cancelling the finished job says
+    409 "already finished" on both (a lost claim used to leave a's count
+    of open requests at 1, and a took the cancel of a finished job)."""
+    from test_mail import Smtpd, add_user, assert_stays, mail_config, submit
+    smtp = Smtpd(farm).start()
+    cfg = config(["s1", "s2"], mail=mail_config(smtp.port))
+    cfg["builders"] = [{"name": "pass", "steps": [
+        {"name": "ok", "command": "echo all good"}]}]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    s1 = farm.slave(a, "s1", start=False)
+    s2 = farm.slave(b, "s2", start=False)
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    db = pg_cluster.dbname(pg_url)
+    job = submit(a, token, ["pass"], description="held")
+    req = int(pg_cluster.psql(f"SELECT id FROM build_requests WHERE job_id "
+                              f"= {job}", db=db))
+    t = hold_row(pg_cluster, db, "build_requests", req, 3)
+    s1.start()
+    s2.start()
+    t.join(30)
+
+    def finished(m):
+        x = m.get_json(f"/jobs/{job}")
+        return x["state"] == "finished" and x
+    for m in (a, b):
+        x = wait_for(lambda: finished(m), 60, f"job {job} on {m.name}", farm,
+                     interval=0.2)
+        assert x["result"] == "SUCCESS", x
+    lost = lost_claims_per_request([a, b])
+    assert lost.get((a.name, req), 0) >= 1, lost
+    msgs = smtp.wait_count(1, 60)
+    assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+    assert int(msgs[0][0]["X-TestFarm-Job"]) == job
+    for m in (a, b):
+        r = m.api_post(f"/jobs/{job}/cancel")
+        assert r.status == 409, r
+        assert "already finished" in r.error_message(), r
+    rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip()
+    assert rows == "1", rows

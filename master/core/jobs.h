@@ -75,6 +75,12 @@ int tf_job_create(struct tf_master *m, tf_jobspec_t *spec, char *err,
  * aborted, pending requests leave the queue). Returns 0, or TF_ENOENT
  * when the job is not open (finished, cancelled, or unknown). */
 int tf_job_cancel(struct tf_master *m, uint64_t id, const char *by);
+/* (Several masters: the job need not be known here; the other masters are
+ * asked to cancel what they run of it, tf_master_cancel_elsewhere.) */
+
+/* Cancels what this master runs or queues of job id (the part of
+ * tf_job_cancel done on each master). by is for the logs. */
+void tf_job_cancel_here(struct tf_master *m, uint64_t id, const char *by);
 
 /* A request of job job_id started its first build: the job is running. */
 void tf_job_request_started(struct tf_master *m, uint64_t job_id);

@@ -794,9 +794,65 @@ int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
     return rc;
 }
 
+/* --- several masters: cancelling what another master runs --- */
+
+#define CANCEL_TOPIC "cancel"
+
+int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
+                               uint64_t id, const char *why)
+{
+    json_t *j;
+    char *text;
+    int rc;
+
+    if (!m->store || !tf_store_is_shared(m->store))
+        return 0;
+    j = json_pack("{s:I,s:s}", kind, (json_int_t)id, "why",
+                  why ? why : "cancelled");
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return TF_ENOMEM;
+    rc = tf_store_farm_send(m->store, CANCEL_TOPIC, text);
+    free(text);
+    if (rc)
+        tf_warn("master", "%s %" PRIu64 ": the cancel could not be sent to "
+                "the other masters: %s", kind, id, tf_strerror(rc));
+    return rc;
+}
+
+/* A cancel another master sent: this master cancels what of it runs
+ * here (and what of a job is queued here; the guarded UPDATE lets one
+ * master's cancel of a pending request win). */
+static void cancel_from_elsewhere(tf_master_t *m, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    json_int_t build = 0, job = 0;
+    const char *why = NULL;
+
+    if (!j || json_unpack(j, "{s?I,s?I,s?s}", "build", &build, "job", &job,
+                          "why", &why) != 0 || (build <= 0 && job <= 0)) {
+        tf_warn("master", "a cancel from another master is malformed: "
+                "%.200s", text);
+        json_decref(j);
+        return;
+    }
+    if (build > 0 &&
+        tf_build_cancel(m, (uint64_t)build, why ? why : "cancelled") == 0)
+        tf_info("master", "build %" PRIu64 " cancelled through another "
+                "master", (uint64_t)build);
+    if (job > 0)
+        tf_job_cancel_here(m, (uint64_t)job, why ? why : "another master");
+    json_decref(j);
+}
+
 static void relay_event(void *arg, const char *topic, const char *text)
 {
     tf_master_t *m = arg;
+    if (strcmp(topic, CANCEL_TOPIC) == 0) {
+        cancel_from_elsewhere(m, text);
+        return;
+    }
     if (m->net && m->net->live_relay)
         m->net->live_relay(m, topic, text);
 }

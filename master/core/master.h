@@ -463,6 +463,15 @@ void tf_master_farm_changed(void *arg, unsigned what);
  * row another transaction holds is not claimed in a hot loop. */
 bool tf_master_claim_lost(tf_master_t *m, uint64_t id);
 
+/* Shared masters: asks the other masters to cancel build id (kind
+ * "build") or what they run and queue of try job id (kind "job"), over
+ * the farm's event channel (tf_store_farm_send: news, not a commit; a
+ * master that misses it, being cut off from the database right then,
+ * does not cancel). why is copied. Returns 0 (also when not shared),
+ * TF_ENOMEM or tf_store_farm_send's error. Loop thread. */
+int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
+                               uint64_t id, const char *why);
+
 /* Called on the loop thread once tf_master_adopt has loaded what it
  * could. */
 typedef void (*tf_master_adopted_cb)(tf_master_t *m, void *arg);

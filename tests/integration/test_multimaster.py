@@ -6,6 +6,7 @@ and mail, pollers and periodic schedulers run on the holder of the duty
 lease, which another master takes within seconds when it dies. The
 server comes from the pg_cluster fixture (tfpytest.py)."""
 
+import base64
 import concurrent.futures
 import re
 import time
@@ -567,3 +568,137 @@ def test_a_try_job_whose_claim_was_lost_settles_once_with_one_mail(
     rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
                            f"{req}", db=db).strip()
     assert rows == "1", rows
+
+
+def long_builder(name, lines=200, **extra):
+    b = {"name": name, "steps": [{"name": "count", "command":
+         f"i=1; while [ $i -le {lines} ]; do echo line $i; sleep 0.1; "
+         "i=$((i + 1)); done"}]}
+    b.update(extra)
+    return b
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_build_on_one_master_aborts_it_on_anothers_slave(
+        farm, pg_url, pg_cluster):
+    """s1 is b's; a build forced through a runs there. Cancelling it
+    through a's API (which does not run it: the owner and state come
+    from the database) answers 202; b hears the cancel on the farm's
+    event channel and sends the abort to s1; the build ends CANCELLED
+    long before its 20 s, on both masters' APIs. A second cancel, of the
+    finished build, answers 409 on either."""
+    cfg = config(["s1"])
+    cfg["builders"].append(long_builder("long"))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    s1 = farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    t0 = time.monotonic()
+    r = a.api_post(f"/builds/{bid}/cancel")
+    assert r.status == 202 and r.json()["state"] == "cancelling", r
+    done = a.wait_build_finished(bid, 30)
+    assert done["result"] == "CANCELLED", done
+    assert time.monotonic() - t0 < 10
+    assert b.build(bid)["result"] == "CANCELLED"
+    assert f"build {bid} cancelled through another master" in b.log_text()
+    assert f"build {bid}: abort sent to s1" in b.log_text()
+    assert "abort" in s1.log_text()
+    for m in (a, b):
+        r = m.api_post(f"/builds/{bid}/cancel")
+        assert r.status == 409, r
+    r = a.api_post("/builds/999999/cancel")
+    assert r.status == 409, r
+    db = pg_cluster.dbname(pg_url)
+    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
+                           f"= {req}", db=db).strip() == "1"
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_try_job_on_one_master_reaches_its_build_on_another(
+        farm, pg_url, pg_cluster):
+    """A try job submitted to a has two builders: "long", whose only
+    slave is b's, and "later", whose slave never connects (its request
+    stays pending). Cancelled through a: b aborts the running build, the
+    pending request is cancelled, and the job ends cancelled, once, the
+    same on both masters; nothing of it is left to run."""
+    from test_mail import add_user, submit
+    cfg = config(["s1", "s9"])
+    cfg["builders"] = [long_builder("long", slaves=["s1"]),
+                       long_builder("later", slaves=["s9"])]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    job = submit(a, token, ["long", "later"], description="to cancel")
+    db = pg_cluster.dbname(pg_url)
+
+    def running():
+        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
+                               f"build_requests r ON r.id = b.request_id "
+                               f"WHERE r.job_id = {job}", db=db).strip()
+    bid = int(wait_for(running, 30, "the job's build to start", farm))
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
+                  token=token)
+    assert r.status == 202, r
+
+    def ended(m):
+        x = m.get_json(f"/jobs/{job}")
+        return x["state"] in ("finished", "cancelled") and x
+    for m in (a, b):
+        x = wait_for(lambda: ended(m), 30, f"job {job} to end on {m.name}",
+                     farm, interval=0.2)
+        assert x["state"] == "cancelled" and x["result"] == "CANCELLED", x
+    assert a.build(bid)["result"] == "CANCELLED"
+    states = pg_cluster.psql(f"SELECT builder, state FROM build_requests "
+                             f"WHERE job_id = {job} ORDER BY builder",
+                             db=db).split()
+    assert states == ["later|cancelled", "long|done"], states
+    r = b.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
+                  token=token)
+    assert r.status == 409, r
+
+
+@pytest.mark.timeout(120)
+def test_retry_without_patch_reruns_when_the_build_ran_on_another_master(
+        farm, pg_url, pg_cluster):
+    """A try job with a patch is submitted to a; its builder (with
+    retry_without_patch) has only b's slave. The try build fails on b,
+    which queues the rerun without the patch in the same job though the
+    job is a's (the database keeps it open for the rerun); the job ends
+    once, after the rerun, the same on both masters."""
+    from test_mail import add_user, submit
+    cfg = config(["s1"])
+    cfg["builders"] = [{"name": "fail", "retry_without_patch": True,
+                        "steps": [{"name": "no",
+                                   "command": "echo bad; exit 1"}]}]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    patch = ("diff --git a/NOTES b/NOTES\nnew file mode 100644\n"
+             "--- /dev/null\n+++ b/NOTES\n@@ -0,0 +1 @@\n+a note\n")
+    job = submit(a, token, ["fail"], description="rerun",
+                 patch=base64.b64encode(patch.encode()).decode())
+
+    def finished(m):
+        x = m.get_json(f"/jobs/{job}")
+        return x["state"] == "finished" and x
+    for m in (a, b):
+        x = wait_for(lambda: finished(m), 60, f"job {job} on {m.name}",
+                     farm, interval=0.2)
+        assert x["result"] == "FAILURE", x
+        assert [(e["name"], e["without_patch_of"] is not None)
+                for e in x["builders"]] == [("fail", False),
+                                            ("fail", True)], x
+    tried, rerun = (e["build"]["id"] for e in x["builders"])
+    assert x["builders"][1]["without_patch_of"] == tried
+    assert "builds it again without the patch" in b.log_text()
+    db = pg_cluster.dbname(pg_url)
+    n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
+                        f"= {job}", db=db).strip()
+    assert n == "2", n
+    assert pg_cluster.psql(f"SELECT state FROM try_jobs WHERE id = {job}",
+                           db=db).strip() == "finished"

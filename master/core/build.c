@@ -52,7 +52,12 @@
  * (lost_since_ms set) for the slave to come back and resume it. If the slave
  * returns without it, or stays away longer than build_lost_after_s, the
  * build ends as RETRY and its request goes back in the queue (up to
- * max_retries times).
+ * max_retries times). Several masters: the slave may run it for another
+ * master by then, which took the build over (its owner in the database);
+ * this master asks the database first and, when the build is another's,
+ * drops its copy without ending it (build_forget). The end itself is
+ * stored only by the build's owner: an end group refused for that
+ * (TF_ESTATE) is dropped, not retried (end_lost).
  *
  * The authoritative result is computed here from the step results and the
  * step flags with tf_result_fold; the slave's own result is informational.

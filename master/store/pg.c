@@ -52,7 +52,13 @@
  *      FOR UPDATE SKIP LOCKED)
  *
  * and fail their group with TF_ESTATE when another master has it (or is
- * claiming it right now), so a request runs on exactly one master; a
+ * claiming it right now), so a request runs on exactly one master. The
+ * other request UPDATEs name the state they expect (pending, or pending
+ * or running) and fail the same way when it moved; a build's row names
+ * its owner (this master's host/pid/random), taking a build over is
+ * UPDATE ... WHERE owner = the owner read, and a build's end is stored
+ * only by its owner, so of two masters that both think they run a build
+ * exactly one ends it; a
  * batch that created or requeued requests sends NOTIFY tf_farm, which
  * PostgreSQL delivers at its commit. A listener thread with its own
  * connection LISTENs for it and holds the duty lock (the lease of the

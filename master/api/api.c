@@ -897,15 +897,17 @@ out:
     free(props);
 }
 
+static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id);
+
 static void cancel_committed(void *arg, int rc)
 {
     wjob_t *w = arg;
     tf_http_req_t *r = w->r;
     if (tf_http_async_end(r)) {
         if (rc == TF_ESTATE)
-            tf_http_error(r, 409, "request %" PRIu64 " is not pending any "
-                          "more: another master started or ended it",
-                          w->id);
+            /* Several masters: another master started (or ended) it
+             * first; if it runs there, its build is cancelled there. */
+            request_cancel_elsewhere(r, w->id);
         else if (rc)
             tf_http_error(r, 500, "the cancellation could not be stored");
         else
@@ -1010,11 +1012,83 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
                                            "cancelling"));
 }
 
+/* Several masters: a request running on another master has its build
+ * cancelled there (tf_master_cancel_elsewhere), as a build's cancel. */
+typedef struct rc_ctx {
+    tf_http_req_t *r;
+    uint64_t id, build_id;
+    char owner[TF_EMAIL_MAX + 1];
+    char state[16];
+} rc_ctx_t;
+
+static int rq_run(tf_db_t *db, void *arg)
+{
+    rc_ctx_t *c = arg;
+    return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
+                              c->state, sizeof(c->state), &c->build_id);
+}
+
+static void rq_done(void *arg, int rc)
+{
+    rc_ctx_t *c = arg;
+    tf_http_req_t *r = c->r;
+    char what[64];
+
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc == TF_ENOENT || (rc == 0 && (strcmp(c->state, "running") != 0 ||
+                                        !c->build_id))) {
+        tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
+                      c->id);
+        goto out;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed");
+        goto out;
+    }
+    snprintf(what, sizeof(what), "request %" PRIu64, c->id);
+    if (!tf_api_may_act(r, c->owner, what))
+        goto out;
+    if (tf_master_cancel_elsewhere(r->m, "build", c->build_id,
+                                   "cancelled through the API") != 0) {
+        tf_http_error(r, 503, "the cancel could not be sent to the other "
+                      "masters");
+        goto out;
+    }
+    tf_http_respond_json(r, 202, json_pack("{s:I,s:I,s:s}", "request_id",
+                                           (json_int_t)c->id, "build_id",
+                                           (json_int_t)c->build_id, "state",
+                                           "cancelling"));
+out:
+    free(c);
+}
+
+static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
+{
+    rc_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->id = id;
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, rq_run, rq_done, c) != 0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        free(c);
+    }
+}
+
 void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     uint64_t id = a->id;
     tf_request_t *req = tf_map_get_id(m->requests, id);
+    if (!req && tf_store_is_shared(m->store)) {
+        request_cancel_elsewhere(r, id);
+        return;
+    }
     if (!req) {
         tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
                       id);

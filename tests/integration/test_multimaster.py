@@ -586,7 +586,8 @@ def test_cancelling_a_build_on_one_master_aborts_it_on_anothers_slave(
     from the database) answers 202; b hears the cancel on the farm's
     event channel and sends the abort to s1; the build ends CANCELLED
     long before its 20 s, on both masters' APIs. A second cancel, of the
-    finished build, answers 409 on either."""
+    finished build, answers 409 on either. Cancelling a request that runs
+    on b through a cancels its build the same way."""
     cfg = config(["s1"])
     cfg["builders"].append(long_builder("long"))
     a, b = start_masters(farm, cfg, pg_url, 2)
@@ -613,6 +614,15 @@ def test_cancelling_a_build_on_one_master_aborts_it_on_anothers_slave(
     db = pg_cluster.dbname(pg_url)
     assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
                            f"= {req}", db=db).strip() == "1"
+    # A request running on b, cancelled through a: its build is.
+    req2 = a.force("long")
+    bid2 = a.wait_build_started(req2)
+    a.wait_step_running(bid2, 0, min_bytes=len("line 1\n"))
+    r = a.api_post(f"/requests/{req2}/cancel")
+    assert r.status == 202 and r.json()["build_id"] == bid2, r
+    assert a.wait_build_finished(bid2, 30)["result"] == "CANCELLED"
+    r = a.api_post(f"/requests/{req2}/cancel")
+    assert r.status == 409, r
 
 
 @pytest.mark.timeout(120)

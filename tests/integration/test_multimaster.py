@@ -395,10 +395,12 @@ def test_cancels_racing_claims_across_three_masters_never_run_a_cancelled_reques
     its copy of the request as pending (NOTIFY) while another master may
     be claiming it. A shared master's cancel only moves a pending request
     (UPDATE ... AND state = 'pending'): when another master got it first
-    the cancel answers 409 and the request runs once. In the database no
+    the request runs once, and the cancel either answers 409 or (202)
+    goes on to cancel the build that master runs. In the database no
     request is both cancelled and built, none is built twice, every 200
-    is a cancelled request and every 409 a request built once; each
-    master's API reads the same. Lost claims back off: no master loses
+    is a cancelled request, every 409 a request built once with SUCCESS
+    and every 202 a request built once; each master's API reads the
+    same. Lost claims back off: no master loses
     the claim of one request more than a few times."""
     slaves = [f"s{i}" for i in range(6)]
     ms = start_masters(farm, config(slaves), pg_url, 3)

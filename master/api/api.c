@@ -1099,11 +1099,14 @@ void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)
     if (!tf_api_may_act(r, req->owner, what))
         return;
     if (req->state == TF_REQ_RUNNING && req->build) {
-        tf_build_cancel(m, req->build->id, "cancelled through the API");
+        /* The cancel may end the build (and free req) at once: a build
+         * whose build_start has not gone out yet. */
+        uint64_t bid = req->build->id;
+        tf_build_cancel(m, bid, "cancelled through the API");
         tf_http_respond_json(r, 202,
                              json_pack("{s:I,s:I,s:s}", "request_id",
                                        (json_int_t)id, "build_id",
-                                       (json_int_t)req->build->id, "state",
+                                       (json_int_t)bid, "state",
                                        "cancelling"));
         return;
     }

@@ -401,16 +401,21 @@ void tf_job_cancel_here(tf_master_t *m, uint64_t id, const char *by)
     size_t pos = 0;
     void *v;
     tf_request_t *pending[256];
-    size_t n = 0;
+    uint64_t running[256];
+    size_t n = 0, nrun = 0;
+    /* Collected first: cancelling may end a build and free its request,
+     * which changes the map. */
     while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
         tf_request_t *req = v;
         if (req->job_id != id)
             continue;
-        if (req->state == TF_REQ_RUNNING && req->build)
-            tf_build_cancel(m, req->build->id, "the try job was cancelled");
+        if (req->state == TF_REQ_RUNNING && req->build && nrun < 256)
+            running[nrun++] = req->build->id;
         else if (req->state == TF_REQ_PENDING && n < 256)
             pending[n++] = req;
     }
     for (size_t i = 0; i < n; i++)
         tf_sched_cancel_pending(m, pending[i], NULL, NULL);
+    for (size_t i = 0; i < nrun; i++)
+        tf_build_cancel(m, running[i], "the try job was cancelled");
 }

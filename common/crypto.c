@@ -120,6 +120,19 @@ int tf_random_hex(size_t nbytes, char *out)
     return 0;
 }
 
+int tf_random_bytes(void *out, size_t nbytes)
+{
+    unsigned char *p = out;
+    while (nbytes) {
+        int n = nbytes < 4096 ? (int)nbytes : 4096;
+        if (RAND_bytes(p, n) != 1)
+            return TF_EIO;
+        p += n;
+        nbytes -= (size_t)n;
+    }
+    return 0;
+}
+
 bool tf_ct_streq(const char *a, const char *b)
 {
     if (!a || !b)

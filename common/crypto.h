@@ -28,6 +28,10 @@ void tf_hmac_sha256_hex(const void *key, size_t keylen, const void *msg,
  * out must hold 2*nbytes+1. Returns 0 or TF_EIO. */
 int tf_random_hex(size_t nbytes, char *out);
 
+/* Fills out[0..nbytes) with random bytes from OpenSSL's generator (a
+ * websocket masking key, a nonce). Returns 0 or TF_EIO. */
+int tf_random_bytes(void *out, size_t nbytes);
+
 /* Compares two NUL-terminated strings in time independent of where they
  * differ (lengths may leak). */
 bool tf_ct_streq(const char *a, const char *b);

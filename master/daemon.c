@@ -428,7 +428,15 @@ int tf_master_run(const char *dir, const char *config_path)
                           .standby = m->cfg->store_standby != 0,
                           .shared = m->cfg->store_shared != 0,
                           .farm_cb = tf_master_farm_changed,
-                          .farm_arg = m};
+                          .farm_arg = m,
+                          .keepalive_idle_s =
+                              (unsigned)m->cfg->store_keepalive_idle_s,
+                          .keepalive_interval_s =
+                              (unsigned)m->cfg->store_keepalive_interval_s,
+                          .keepalive_count =
+                              (unsigned)m->cfg->store_keepalive_count,
+                          .lease_timeout_s =
+                              (unsigned)m->cfg->store_lease_timeout_s};
     rc = tf_store_open(m->loop, m->cfg->database, &so, &m->store);
     if (rc) {
         char shown[512];

@@ -386,6 +386,7 @@ void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
     if (!sb->buf && !(sb->buf = malloc(TF_MODS_LINE_MAX + 1)))
         return; /* no memory: this stream goes unmatched */
     const uint8_t *end = data + n;
+    const uint8_t *cr = NULL; /* the next '\r' at or after data, or end */
     while (data < end) {
         if (sb->cr_held) {
             sb->cr_held = false;
@@ -396,10 +397,18 @@ void tf_mods_feed(tf_mods_t *x, tf_stream_t stream, const uint8_t *data,
             }
             tf__put(x, sb, '\r');
         }
-        /* Copy a run of plain bytes at once; stop at '\r' or '\n'. */
-        const uint8_t *p = data;
-        while (p < end && *p != '\n' && *p != '\r')
-            p++;
+        /* Copy a run of plain bytes at once; stop at '\r' or '\n'. The
+         * searches are memchr's (a byte loop here was most of the slave's
+         * CPU on a step streaming output); '\r' is rare, so its search
+         * runs once per read unless one is found. */
+        if (!cr || cr < data) {
+            cr = memchr(data, '\r', (size_t)(end - data));
+            if (!cr)
+                cr = end;
+        }
+        const uint8_t *p = memchr(data, '\n', (size_t)(cr - data));
+        if (!p)
+            p = cr;
         while (data < p) {
             size_t room = TF_MODS_LINE_MAX - sb->len;
             if (room == 0) {

@@ -23,6 +23,7 @@
 #include "api/handlers.h"
 #include "api/cache.h"
 #include "log.h"
+#include "map.h"
 #include "api/mail.h"
 #include "core/master.h"
 #include "names.h"
@@ -149,27 +150,41 @@ bool tf_api_args_only(tf_http_req_t *r, const char *const *names)
 
 /* --- live overlays (loop thread) --- */
 
-static bool slave_connected(tf_master_t *m, const char *name)
+/* Counts the slaves that may run a builder by their live state, into
+ * counts (a new object {allowed, connected, idle, busy}), and lists them
+ * ({name, connected}) into *list when list is not NULL. A draining slave
+ * is connected but neither idle nor busy unless it still runs a build. */
+static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
+                           json_t **counts, json_t **list,
+                           unsigned *nconnected)
 {
-    tf_mslave_t *s = tf_master_slave(m, name, false);
-    return s && s->link;
+    unsigned allowed = 0, up = 0, idle = 0, busy = 0;
+    if (list)
+        *list = json_array();
+    for (size_t i = 0; cfg && i < m->cfg->nslaves; i++) {
+        const tf_cfg_slave_t *c = &m->cfg->slaves[i];
+        if (!tf_config_slave_allowed(cfg, c))
+            continue;
+        tf_mslave_t *s = tf_master_slave(m, c->name, false);
+        bool on = s && s->link;
+        allowed++;
+        up += on;
+        busy += on && s->nbuilds > 0;
+        idle += on && s->nbuilds == 0 && !s->draining;
+        if (list)
+            json_array_append_new(*list, json_pack("{s:s,s:b}", "name",
+                                                   c->name, "connected", on));
+    }
+    *nconnected = up;
+    *counts = json_pack("{s:i,s:i,s:i,s:i}", "allowed", (int)allowed,
+                        "connected", (int)up, "idle", (int)idle, "busy",
+                        (int)busy);
 }
 
-static json_t *builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
-                              unsigned *nconnected)
+void tf_api_builder_slave_counts(tf_master_t *m, const tf_cfg_builder_t *cfg,
+                                 json_t **counts, unsigned *nconnected)
 {
-    json_t *arr = json_array();
-    *nconnected = 0;
-    for (size_t i = 0; cfg && i < m->cfg->nslaves; i++) {
-        const tf_cfg_slave_t *s = &m->cfg->slaves[i];
-        if (!tf_config_slave_allowed(cfg, s))
-            continue;
-        bool up = slave_connected(m, s->name);
-        *nconnected += up;
-        json_array_append_new(arr, json_pack("{s:s,s:b}", "name", s->name,
-                                             "connected", up));
-    }
-    return arr;
+    builder_slaves(m, cfg, counts, NULL, nconnected);
 }
 
 static json_t *running_builds_of(tf_master_t *m, const char *builder,
@@ -268,7 +283,12 @@ static json_t *pending_of(tf_master_t *m, const char *builder)
     return arr;
 }
 
-static void overlay_builder(tf_master_t *m, json_t *o, bool detail)
+/* Overlays a builder's live state on its stored row. The names of the
+ * slaves that may run it go into the builder's page (detail) and into
+ * the list only when asked (slaves): on a farm of a thousand slaves they
+ * would make the hot list hundreds of KiB (docs/api.md). */
+static void overlay_builder(tf_master_t *m, json_t *o, bool detail,
+                            bool slaves)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
     if (!name)
@@ -276,7 +296,11 @@ static void overlay_builder(tf_master_t *m, json_t *o, bool detail)
     tf_mbuilder_t *mb = tf_master_builder(m, name, false);
     const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
     unsigned up = 0;
-    json_object_set_new(o, "slaves", builder_slaves(m, cfg, &up));
+    json_t *counts = NULL, *list = NULL;
+    builder_slaves(m, cfg, &counts, detail || slaves ? &list : NULL, &up);
+    if (list)
+        json_object_set_new(o, "slaves", list);
+    json_object_set_new(o, "slave_counts", counts);
     json_object_set_new(o, "connected_slaves", json_integer(up));
     unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning : 0;
     json_object_set_new(o, "pending", json_integer(pending));
@@ -328,7 +352,13 @@ static void overlay_slave(tf_master_t *m, json_t *o)
         return;
     tf_mslave_t *s = tf_master_slave(m, name, false);
     const tf_cfg_slave_t *cfg = tf_config_slave(m->cfg, name);
-    json_object_set_new(o, "connected", json_boolean(s && s->link));
+    /* Connected here (the live link), or, among shared masters, to
+     * another master as the database says (a dead master's slaves are
+     * marked disconnected when its heartbeat expires: store/pg.c). */
+    bool elsewhere = tf_store_is_shared(m->store) && !(s && s->link) &&
+                     json_is_true(json_object_get(o, "connected"));
+    json_object_set_new(o, "connected",
+                        json_boolean((s && s->link) || elsewhere));
     json_object_set_new(o, "configured", json_boolean(cfg != NULL));
     json_object_set_new(o, "max_builds",
                         cfg ? json_integer(cfg->max_builds) : json_null());
@@ -343,6 +373,53 @@ static void overlay_slave(tf_master_t *m, json_t *o)
         json_object_set_new(o, "version", json_string(s->version));
     }
     json_object_set_new(o, "current_builds", running_builds_of(m, NULL, name));
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const char *x = json_string_value(json_object_get(*(json_t *const *)a,
+                                                      "name"));
+    const char *y = json_string_value(json_object_get(*(json_t *const *)b,
+                                                      "name"));
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+void tf_api_builders_complete(tf_master_t *m, const char *base, json_t *arr)
+{
+    tf_map_t *have = tf_map_new();
+    json_t **all = NULL;
+    size_t i, n = 0;
+    json_t *v;
+    if (!have)
+        return;
+    json_array_foreach(arr, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (name && tf_map_put_str(have, name, v) != 0)
+            goto out;
+    }
+    for (i = 0; i < m->cfg->nbuilders; i++) {
+        const char *name = m->cfg->builders[i].name;
+        if (tf_map_get_str(have, name))
+            continue;
+        json_t *row = tf_q_builder_unstored(base, name);
+        if (row && json_array_append_new(arr, row) == 0)
+            n++;
+    }
+    if (n == 0)
+        goto out;
+    n = json_array_size(arr);
+    all = calloc(n, sizeof(*all));
+    if (!all)
+        goto out;
+    json_array_foreach(arr, i, v) all[i] = json_incref(v);
+    qsort(all, n, sizeof(*all), by_name);
+    json_array_clear(arr);
+    for (i = 0; i < n; i++)
+        json_array_append_new(arr, all[i]);
+out:
+    free(all);
+    tf_map_free(have);
 }
 
 /* --- asynchronous reads --- */
@@ -367,6 +444,7 @@ typedef struct qjob {
     uint64_t before;
     unsigned limit;
     const char *bkind; /* "try", "ci" (static strings) or NULL */
+    bool slaves;       /* builders: list each one's slaves (?slaves=1) */
     char base[512];
     json_t *out;
 } qjob_t;
@@ -387,7 +465,7 @@ static int qjob_run(tf_db_t *db, void *arg)
     case Q_BUILD_BY_NUMBER:
         return tf_q_build_by_number(db, q->base, q->name, q->id, &q->out);
     case Q_SLAVES:
-        return tf_q_slaves(db, q->base, &q->out);
+        return tf_q_slaves(db, q->base, q->before, q->limit, &q->out);
     case Q_SLAVE:
         return tf_q_slave(db, q->base, q->name, 50, &q->out);
     case Q_REQUEST:
@@ -406,6 +484,12 @@ static void qjob_done(void *arg, int rc)
     tf_master_t *m = r->m;
     if (!tf_http_async_end(r))
         goto out;
+    if (rc == TF_ENOENT && q->kind == Q_BUILDER &&
+        tf_config_builder(m->cfg, q->name)) {
+        /* Configured, its row not committed yet (a start, a reload). */
+        q->out = tf_q_builder_unstored(q->base, q->name);
+        rc = q->out ? 0 : TF_ENOMEM;
+    }
     if (rc == TF_ENOENT) {
         const char *what = q->kind == Q_BUILDER || q->kind == Q_BUILDS ||
                                    q->kind == Q_BUILDER_STATS
@@ -431,10 +515,12 @@ static void qjob_done(void *arg, int rc)
     json_t *v;
     switch (q->kind) {
     case Q_BUILDERS:
-        json_array_foreach(q->out, i, v) overlay_builder(m, v, false);
+        tf_api_builders_complete(m, q->base, q->out);
+        json_array_foreach(q->out, i, v) overlay_builder(m, v, false,
+                                                         q->slaves);
         break;
     case Q_BUILDER:
-        overlay_builder(m, q->out, true);
+        overlay_builder(m, q->out, true, true);
         break;
     case Q_SLAVES:
         json_array_foreach(q->out, i, v) overlay_slave(m, v);
@@ -467,6 +553,9 @@ out:
     free(q);
 }
 
+/* The most slaves one GET /api/v1/slaves answers (the default). */
+#define SLAVES_LIMIT_MAX 100000
+
 static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
                         uint64_t id)
 {
@@ -491,6 +580,29 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
         }
         q->limit = (unsigned)limit;
         q->before = before;
+    }
+    if (kind == Q_SLAVES) {
+        /* Paged by offset (q->before holds it): a farm of thousands of
+         * slaves need not be one answer. All of them by default. */
+        uint64_t offset = 0, limit = 0;
+        if (!tf_http_arg_u64(r, "offset", 0, INT32_MAX, 0, &offset) ||
+            !tf_http_arg_u64(r, "limit", 1, SLAVES_LIMIT_MAX,
+                             SLAVES_LIMIT_MAX, &limit)) {
+            free(q);
+            return;
+        }
+        q->before = offset;
+        q->limit = (unsigned)limit;
+    }
+    if (kind == Q_BUILDERS) {
+        const char *v = tf_http_arg(r, "slaves");
+        if (v && strcmp(v, "0") && strcmp(v, "1")) {
+            tf_http_error(r, 400, "slaves=\"%.16s\": expected 1 (list "
+                          "each builder's slaves) or 0", v);
+            free(q);
+            return;
+        }
+        q->slaves = v && strcmp(v, "1") == 0;
     }
     if (kind == Q_BUILDER_STATS) {
         uint64_t limit = 0;
@@ -889,7 +1001,12 @@ void tf_api_force(tf_http_req_t *r, const tf_route_args_t *a)
     int rc = tf_sched_request(m, &spec, &w->id, force_committed, w);
     if (rc) {
         tf_http_async_end(r);
-        tf_http_error(r, 500, "cannot queue the request: %s", tf_strerror(rc));
+        if (rc == TF_EFULL) /* shared masters: no block of ids ready */
+            tf_http_error(r, 503, "cannot queue the request now: no ids "
+                          "ready from the database; try again");
+        else
+            tf_http_error(r, 500, "cannot queue the request: %s",
+                          tf_strerror(rc));
         free(w);
     }
 out:
@@ -1190,15 +1307,27 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                           (int)running, "requests_pending", (int)pending,
                           "store", store, "net", net);
     json_object_set_new(o, "farm", json_string(m->farm));
+    if (tf_store_is_shared(m->store)) {
+        tf_store_farm_stats_t fs;
+        tf_store_farm_stats(m->store, &fs);
+        json_object_set_new(
+            o, "relay",
+            json_pack("{s:I,s:I,s:I,s:I,s:I}", "sent", (json_int_t)fs.sent,
+                      "notifies", (json_int_t)fs.notifies, "received",
+                      (json_int_t)fs.received, "dropped_out",
+                      (json_int_t)fs.dropped_out, "dropped_in",
+                      (json_int_t)fs.dropped_in));
+    }
     tf_api_cache_stats_t cs;
     tf_api_cache_stats(r->m, &cs);
     json_object_set_new(
         o, "cache",
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "hits", (json_int_t)cs.hits,
-                  "misses", (json_int_t)cs.misses, "not_modified",
-                  (json_int_t)cs.not_modified, "stored",
-                  (json_int_t)cs.stored, "entries", (json_int_t)cs.entries,
-                  "bytes", (json_int_t)cs.bytes));
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "hits",
+                  (json_int_t)cs.hits, "misses", (json_int_t)cs.misses,
+                  "not_modified", (json_int_t)cs.not_modified, "stored",
+                  (json_int_t)cs.stored, "stale", (json_int_t)cs.stale,
+                  "entries",
+                  (json_int_t)cs.entries, "bytes", (json_int_t)cs.bytes));
     tf_http_respond_json(r, 200, o);
 }
 

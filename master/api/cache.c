@@ -7,6 +7,12 @@
  * ETag is a 64-bit FNV-1a hash of the bytes, so an answer rendered again
  * with the same content keeps its tag and clients holding it still get
  * 304.
+ *
+ * A stale entry stays until its renderer stores the new one (cache.h,
+ * "Coalescing"): it records who renders (a serial the request carries,
+ * not a pointer, so a request freed meanwhile is harmless), since when,
+ * and how often its key is asked for (whether it is hot), which its
+ * successor inherits.
  */
 #include "api/cache.h"
 
@@ -28,6 +34,14 @@ typedef struct entry {
     uint64_t gen;
     uint64_t removals;  /* tf_store_removals when asked */
     int64_t made_ms;
+    int64_t render_ms;  /* tf_mono_ms when its render started */
+    uint64_t renderer;  /* the request rendering its successor (0: none) */
+    int64_t renderer_ms; /* tf_mono_ms when that render started */
+    /* Requests for its key in the current and the previous second
+     * (tf_mono_ms windows), carried over to its successor: how hot the
+     * key is. */
+    int64_t win_ms;
+    uint32_t win_cur, win_prev;
     bool immutable;
     size_t len;
     unsigned char body[];
@@ -38,6 +52,7 @@ typedef struct tf_api_cache {
     tf_list_t fifo;
     size_t bytes;
     uint64_t epoch;     /* moves at each flush */
+    uint64_t serial;    /* the last renderer's */
     tf_api_cache_stats_t st;
 } tf_api_cache_t;
 
@@ -94,6 +109,32 @@ static bool fresh(const tf_master_t *m, const entry_t *e)
            tf_now_ms() - e->made_ms < TF_API_CACHE_TTL_MS;
 }
 
+static void serve(tf_api_cache_t *c, tf_http_req_t *r, const entry_t *e,
+                  uint64_t *counter)
+{
+    if (etag_matches(r->if_none_match, e->etag)) {
+        c->st.not_modified++;
+        tf_http_respond_etag(r, 304, "application/json", NULL, 0, e->etag);
+    } else {
+        (*counter)++;
+        tf_http_respond_etag(r, 200, "application/json", e->body, e->len,
+                             e->etag);
+    }
+}
+
+/* Counts one request for e's key; returns whether the key is hot. */
+static bool asked(entry_t *e, int64_t now)
+{
+    if (now - e->win_ms >= 1000) {
+        e->win_prev = now - e->win_ms < 2000 ? e->win_cur : 0;
+        e->win_cur = 0;
+        e->win_ms = now;
+    }
+    if (e->win_cur < UINT32_MAX)
+        e->win_cur++;
+    return (uint64_t)e->win_cur + e->win_prev >= TF_API_CACHE_HOT;
+}
+
 bool tf_api_cache_answer(tf_http_req_t *r)
 {
     tf_master_t *m = r->m;
@@ -105,17 +146,31 @@ bool tf_api_cache_answer(tf_http_req_t *r)
     if (!c)
         return false;
     entry_t *e = tf_map_get_str(c->map, r->cache_key);
+    int64_t now = tf_mono_ms();
+    /* Asked for HOT times or more in a second or two: others ask for it
+     * all the time, so a few ms more or less matter to no one (a lone
+     * client's answer is never stale). */
+    bool hot = e && asked(e, now);
     if (e && fresh(m, e)) {
-        if (etag_matches(r->if_none_match, e->etag)) {
-            c->st.not_modified++;
-            tf_http_respond_etag(r, 304, "application/json", NULL, 0,
-                                 e->etag);
-        } else {
-            c->st.hits++;
-            tf_http_respond_etag(r, 200, "application/json", e->body,
-                                 e->len, e->etag);
-        }
+        serve(c, r, e, &c->st.hits);
         return true;
+    }
+    if (e && !e->immutable) {
+        bool rendering = e->renderer &&
+                         now - e->renderer_ms < TF_API_CACHE_RENDER_MAX_MS;
+        if (hot && (rendering ||
+                    now - e->render_ms < TF_API_CACHE_COALESCE_MS)) {
+            /* The previous answer, at most COALESCE_MS and a render old:
+             * said in a header, so a page that fetched it after the last
+             * event of a burst fetches again instead of keeping it. */
+            tf_http_header(r, "x-tf-stale", "1");
+            serve(c, r, e, &c->st.stale);
+            return true;
+        }
+        if (!e->renderer || !rendering) {
+            e->renderer = r->cache_serial = ++c->serial;
+            e->renderer_ms = now;
+        }
     }
     c->st.misses++;
     r->cacheable = true;
@@ -123,7 +178,19 @@ bool tf_api_cache_answer(tf_http_req_t *r)
     r->cache_gen = tf_store_generation(m->store);
     r->cache_removals = tf_store_removals(m->store);
     r->cache_epoch = c->epoch;
+    r->cache_asked_ms = now;
     return false;
+}
+
+void tf_api_cache_release(tf_http_req_t *r)
+{
+    tf_api_cache_t *c = r->m ? r->m->api_cache : NULL;
+    if (!c || !r->cache_serial)
+        return;
+    entry_t *e = tf_map_get_str(c->map, r->cache_key);
+    if (e && e->renderer == r->cache_serial)
+        e->renderer = 0;
+    r->cache_serial = 0;
 }
 
 static uint64_t fnv1a(const unsigned char *p, size_t n)
@@ -147,8 +214,14 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     if (!c || len > TF_API_CACHE_MAX_BYTES / 8 || r->cache_epoch != c->epoch)
         return not_modified;
     entry_t *old = tf_map_get_str(c->map, r->cache_key);
-    if (old)
+    int64_t win_ms = 0;
+    uint32_t win_cur = 0, win_prev = 0;
+    if (old) {
+        win_ms = old->win_ms;
+        win_cur = old->win_cur;
+        win_prev = old->win_prev;
         entry_drop(c, old);
+    }
     while (!tf_list_empty(&c->fifo) &&
            (tf_map_count(c->map) >= TF_API_CACHE_MAX_ENTRIES ||
             c->bytes + len > TF_API_CACHE_MAX_BYTES))
@@ -166,6 +239,12 @@ bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
     e->gen = r->cache_gen;
     e->removals = r->cache_removals;
     e->made_ms = tf_now_ms();
+    e->render_ms = r->cache_asked_ms;
+    e->renderer = 0;
+    e->renderer_ms = 0;
+    e->win_ms = win_ms;
+    e->win_cur = win_cur;
+    e->win_prev = win_prev;
     e->immutable = r->cache_immutable;
     e->len = len;
     memcpy(e->body, body, len);

@@ -20,6 +20,21 @@
  * kept regardless of both otherwise. A config reload flushes everything
  * (tf_api_cache_flush): the links in answers come from the config.
  *
+ * Coalescing (a busy farm moves the generation many times a second, and
+ * an answer dropped at each move would be rendered for nearly every
+ * request): a stale entry is not dropped, and a hot one (its key was
+ * asked for TF_API_CACHE_HOT times or more in the current and the
+ * previous second) is still served: while a request renders its successor
+ * (the "renderer"), and until TF_API_CACHE_COALESCE_MS after its own
+ * render started. So a hammered answer is rendered at most every
+ * COALESCE_MS, and an answer served is never more than COALESCE_MS plus
+ * one render behind the events. An entry that is not hot is never
+ * served stale: a client asking after its own change sees it unless
+ * others hammer the same answer. A renderer that goes away without an
+ * answer (its client left, an error) releases the key
+ * (tf_api_cache_release); one that takes over TF_API_CACHE_RENDER_MAX_MS
+ * is not waited for.
+ *
  * Loop thread only. Memory is capped (entries and bytes); the oldest
  * entry goes first.
  */
@@ -34,6 +49,9 @@
 struct tf_master;
 
 #define TF_API_CACHE_TTL_MS 1000
+#define TF_API_CACHE_COALESCE_MS 100
+#define TF_API_CACHE_RENDER_MAX_MS 1000
+#define TF_API_CACHE_HOT 64
 #define TF_API_CACHE_MAX_ENTRIES 4096
 #define TF_API_CACHE_MAX_BYTES (64u * 1024u * 1024u)
 
@@ -48,9 +66,10 @@ bool tf_api_cache_answer(tf_http_req_t *r);
  * kept for good. */
 void tf_api_cache_flush(struct tf_master *m);
 
-/* Counters for GET /api/v1/master. */
+/* Counters for GET /api/v1/master: stale counts answers served from a
+ * stale entry (being rendered again, or hot). */
 typedef struct tf_api_cache_stats {
-    uint64_t hits, misses, not_modified, stored;
+    uint64_t hits, misses, not_modified, stored, stale;
     uint64_t entries, bytes;
 } tf_api_cache_stats_t;
 void tf_api_cache_stats(const struct tf_master *m, tf_api_cache_stats_t *out);

@@ -268,8 +268,12 @@ static void rebuild_read_done(void *arg, int rc)
     rc = tf_sched_request(m, &spec, &rb->request_id, rebuild_committed, rb);
     if (rc) {
         tf_http_async_end(r);
-        tf_http_error(r, 500, "cannot queue the request: %s",
-                      tf_strerror(rc));
+        if (rc == TF_EFULL) /* shared masters: no block of ids ready */
+            tf_http_error(r, 503, "cannot queue the request now: no ids "
+                          "ready from the database; try again");
+        else
+            tf_http_error(r, 500, "cannot queue the request: %s",
+                          tf_strerror(rc));
         goto fail;
     }
     return; /* rebuild_committed answers and frees rb */

@@ -105,6 +105,20 @@ bool tf_api_arg_kind(tf_http_req_t *r, const char **kind);
  * (NULL-terminated) and returns false. */
 bool tf_api_args_only(tf_http_req_t *r, const char *const *names);
 
+/* api.c: adds to arr (the builders query's rows, sorted by name) a row
+ * for each configured builder the store does not hold yet, keeping the
+ * order: right after a start or a reload the writer may not have
+ * committed them, and a configured builder must not answer 404 or be
+ * missing from a list meanwhile. */
+void tf_api_builders_complete(struct tf_master *m, const char *base,
+                              json_t *arr);
+
+/* api.c: the slaves that may run builder cfg by live state, as a new
+ * object {allowed, connected, idle, busy}; *nconnected gets connected. */
+void tf_api_builder_slave_counts(struct tf_master *m,
+                                 const struct tf_cfg_builder *cfg,
+                                 json_t **counts, unsigned *nconnected);
+
 /* api.c: the master, builders, builds, slaves, requests, logs. */
 void tf_api_index(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a);

@@ -26,6 +26,8 @@
 
 #define WATERFALL_MAX 500
 #define WATERFALL_BUILDERS 64
+/* Slaves the summary lists by name unless asked for all. */
+#define TF_SUMMARY_SLAVES_LISTED 32
 
 typedef enum { PG_SUMMARY, PG_WATERFALL, PG_CONSOLE } pg_kind_t;
 
@@ -40,6 +42,7 @@ typedef struct pg {
     char builders[WATERFALL_BUILDERS][TF_NAME_MAX + 1];
     size_t nbuilders;         /* waterfall, summary: only these (0: all) */
     const char *kind_filter;  /* waterfall: "try", "ci" or NULL */
+    bool all_slaves;          /* summary: list every slave (?slaves=all) */
     json_t *out;
 } pg_t;
 
@@ -56,35 +59,53 @@ static bool chosen(const pg_t *q, const char *name)
     return false;
 }
 
-/* Every configured slave with its live state, for monitors. */
-static json_t *summary_slaves(tf_master_t *m, unsigned *connected)
+/* Every configured slave with its live state, for monitors: counted by
+ * state into o, and listed into o's "list" (the first
+ * TF_SUMMARY_SLAVES_LISTED in config order unless all): on a farm of a
+ * thousand slaves the whole list would be most of a hot answer's bytes
+ * (docs/api.md, "GET /api/v1/summary"). */
+static void summary_slaves(tf_master_t *m, json_t *o, bool all)
 {
     json_t *arr = json_array();
     const char *base = m->cfg->public_url;
-    *connected = 0;
+    unsigned connected = 0, idle = 0, building = 0, draining = 0;
     for (size_t k = 0; k < m->cfg->nslaves; k++) {
         const char *name = m->cfg->slaves[k].name;
         tf_mslave_t *s = tf_master_slave(m, name, false);
         bool up = s && s->link;
-        *connected += up;
+        connected += up;
         unsigned nb = s && up ? s->nbuilds : 0;
         const char *state = !up         ? "offline"
                             : s->draining ? "draining"
                             : nb          ? "building"
                                           : "idle";
+        draining += up && s->draining;
+        building += up && !s->draining && nb;
+        idle += up && !s->draining && !nb;
+        if (!all && k >= TF_SUMMARY_SLAVES_LISTED)
+            continue;
         char url[600], page[600];
         snprintf(url, sizeof(url), "%sapi/v1/slaves/%s", base, name);
         snprintf(page, sizeof(page), "%s#/slaves/%s", base, name);
-        json_t *o = json_pack("{s:s,s:s,s:b,s:i,s:s,s:s}", "name", name,
+        json_t *e = json_pack("{s:s,s:s,s:b,s:i,s:s,s:s}", "name", name,
                               "state", state, "connected", up, "builds",
                               (int)nb, "url", url, "page_url", page);
-        json_object_set_new(o, "last_seen_ms",
+        json_object_set_new(e, "last_seen_ms",
                             s && s->last_seen_ms
                                 ? json_integer(s->last_seen_ms)
                                 : json_null());
-        json_array_append_new(arr, o);
+        json_array_append_new(arr, e);
     }
-    return arr;
+    json_object_set_new(o, "connected", json_integer(connected));
+    json_object_set_new(o, "total", json_integer((json_int_t)m->cfg->nslaves));
+    json_object_set_new(o, "idle", json_integer(idle));
+    json_object_set_new(o, "building", json_integer(building));
+    json_object_set_new(o, "draining", json_integer(draining));
+    json_object_set_new(o, "offline",
+                        json_integer((json_int_t)m->cfg->nslaves - connected));
+    json_object_set_new(o, "list", arr);
+    json_object_set_new(o, "list_complete",
+                        json_boolean(json_array_size(arr) == m->cfg->nslaves));
 }
 
 /* Reshapes the builders query into the compact summary, with the verdict,
@@ -106,11 +127,8 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
             continue;
         tf_mbuilder_t *mb = tf_master_builder(m, name, false);
         unsigned up = 0;
-        for (size_t k = 0; k < m->cfg->nslaves; k++) {
-            tf_mslave_t *s = tf_master_slave(m, m->cfg->slaves[k].name, false);
-            if (s && s->link && tf_config_slave_allowed(cfg, s->cfg))
-                up++;
-        }
+        json_t *counts = NULL;
+        tf_api_builder_slave_counts(m, cfg, &counts, &up);
         unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning
                                                                : 0;
         const char *state = running   ? "building"
@@ -149,6 +167,7 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
         json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i}", "name", name, "state",
                               state, "pending", (int)pending, "running",
                               (int)running, "connected_slaves", (int)up);
+        json_object_set_new(o, "slave_counts", counts);
         json_object_set(o, "last", last ? last : json_null());
         json_object_set_new(o, "current", current);
         json_object_set(o, "failing_since",
@@ -169,19 +188,17 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
                           json_object_get(b, "page_url")));
         json_array_append_new(arr, o);
     }
-    unsigned connected = 0;
-    json_t *slaves = summary_slaves(m, &connected);
+    json_t *slaves = json_object();
+    summary_slaves(m, slaves, q->all_slaves);
     const char *verdict = worst < 0    ? "unknown"
                           : worst == 2 ? "failing"
                           : worst == 1 ? "warnings"
                                        : "ok";
     char page[600];
     snprintf(page, sizeof(page), "%s#/", base);
-    json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:{s:i,s:i,s:o}}", "name",
-                          m->cfg->name, "time_ms", (json_int_t)tf_now_ms(),
-                          "verdict", verdict, "page_url", page, "slaves",
-                          "connected", (int)connected, "total",
-                          (int)m->cfg->nslaves, "list", slaves);
+    json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:o}", "name", m->cfg->name,
+                          "time_ms", (json_int_t)tf_now_ms(), "verdict",
+                          verdict, "page_url", page, "slaves", slaves);
     json_object_set_new(o, "failing", failing);
     json_object_set_new(o, "builders", arr);
     return o;
@@ -225,6 +242,7 @@ static void pg_done(void *arg, int rc)
     }
     json_t *ans;
     if (q->kind == PG_SUMMARY) {
+        tf_api_builders_complete(m, q->base, q->out);
         ans = summary_of(m, q, q->out);
     } else {
         ans = json_incref(q->out);
@@ -270,12 +288,22 @@ void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)
     q->kind = PG_SUMMARY;
     /* Monitors poll this: a mistyped parameter must not pass for a
      * filter that matched everything. */
-    static const char *const known[] = {"builder", NULL};
+    static const char *const known[] = {"builder", "slaves", NULL};
     if (!tf_api_args_only(r, known)) {
         free(q);
         return;
     }
+    const char *sl = tf_http_arg(r, "slaves");
+    if (sl && strcmp(sl, "all") != 0) {
+        tf_http_error(r, 400, "slaves=\"%.16s\": expected all (list "
+                      "every slave)", sl);
+        free(q);
+        return;
+    }
+    q->all_slaves = sl != NULL;
     for (size_t i = 0; i < r->nargs; i++) {
+        if (strncmp(r->args[i], "builder=", 8) != 0)
+            continue;
         const char *name = r->args[i] + strlen("builder=");
         if (!tf_config_builder(r->m->cfg, name) ||
             q->nbuilders >= WATERFALL_BUILDERS) {

@@ -91,6 +91,8 @@ struct tf_http_req {
     uint64_t cache_gen;    /* the store's generation when it was asked */
     uint64_t cache_removals; /* and its count of log removals */
     uint64_t cache_epoch;  /* the cache's epoch (tf_api_cache_flush) */
+    uint64_t cache_serial; /* non-zero: it renders its key's new answer */
+    int64_t cache_asked_ms; /* tf_mono_ms when its render started */
     char cache_key[TF_HTTP_PATH_MAX + 64];
 };
 
@@ -175,5 +177,9 @@ void tf_api_dispatch(tf_http_req_t *r);
  * If-None-Match names that tag: net answers 304 instead. */
 bool tf_api_cache_store(tf_http_req_t *r, const void *body, size_t len,
                         char *etag, size_t etag_len);
+
+/* r is being freed: if it was rendering its key's new answer and left
+ * none (its client went away, an error), the next request renders. */
+void tf_api_cache_release(tf_http_req_t *r);
 
 #endif

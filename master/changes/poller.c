@@ -1025,8 +1025,10 @@ static void apply_rows(tf_pollers_t *ps, const tf_q_pollers_t *q)
             continue;
         p->loaded = true;
         if (r->last_revision &&
-            tf_gitlog_is_rev(r->last_revision, strlen(r->last_revision)))
+            tf_gitlog_is_rev(r->last_revision, strlen(r->last_revision))) {
+            free(p->last_revision); /* a re-read (tf_pollers_reread) */
             p->last_revision = strdup(r->last_revision);
+        }
         p->last_poll_ms = r->last_poll_ms;
         p->last_ok_ms = r->last_ok_ms;
         if (r->failing) {
@@ -1073,6 +1075,7 @@ int tf_pollers_start(tf_master_t *m)
         return rc;
     ps->m = m;
     m->pollers = ps;
+    m->duty_gained = tf_pollers_reread;
     ps->mirrors_dir = tf_path_join(m->dir, "mirrors");
     ps->env = make_env();
     if (!ps->mirrors_dir || !ps->env)
@@ -1108,6 +1111,43 @@ fail:
     return rc;
 }
 
+/* Reads the pollers' rows off the loop, for those not loaded. */
+static void load_rows(tf_pollers_t *ps)
+{
+    tf_master_t *m = ps->m;
+    pollers_load_t *l = calloc(1, sizeof(*l));
+
+    if (l) {
+        l->q.q.kind = TF_Q_POLLERS;
+        l->m = m;
+    }
+    if (!l || tf_store_query(m->store, &l->q.q, pollers_loaded, l)) {
+        tf_error("poller", "cannot read the pollers' state: new "
+                 "branches start afresh");
+        free(l);
+        for (size_t k = 0; k < ps->n; k++)
+            ps->v[k]->loaded = true;
+        return;
+    }
+    ps->loading = true;
+}
+
+void tf_pollers_reread(tf_master_t *m)
+{
+    tf_pollers_t *ps = m->pollers;
+    if (!ps || ps->stopping || !ps->n)
+        return;
+    for (size_t i = 0; i < ps->n; i++)
+        if (ps->v[i]->state == P_IDLE)
+            ps->v[i]->loaded = false;
+    tf_info("poller", "this master polls now: the pollers' state is read "
+            "again from the database (another master polled until now)");
+    if (ps->loading)
+        return; /* pollers_loaded applies the rows in flight; the next
+                 * tick's unloaded pollers wait for them */
+    load_rows(ps);
+}
+
 void tf_pollers_reload(tf_master_t *m)
 {
     tf_pollers_t *ps = m->pollers;
@@ -1124,20 +1164,8 @@ void tf_pollers_reload(tf_master_t *m)
      * loop; they do not poll until it is in. */
     for (size_t i = 0; i < ps->n && !ps->loading; i++) {
         if (!ps->v[i]->loaded) {
-            pollers_load_t *l = calloc(1, sizeof(*l));
-            if (l) {
-                l->q.q.kind = TF_Q_POLLERS;
-                l->m = m;
-            }
-            if (!l || tf_store_query(m->store, &l->q.q, pollers_loaded, l)) {
-                tf_error("poller", "cannot read the pollers' state: new "
-                         "branches start afresh");
-                free(l);
-                for (size_t k = 0; k < ps->n; k++)
-                    ps->v[k]->loaded = true;
-                break;
-            }
-            ps->loading = true;
+            load_rows(ps);
+            break;
         }
     }
     if (ps->n != before)

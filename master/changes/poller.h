@@ -41,6 +41,12 @@ int tf_pollers_start(struct tf_master *m);
  * are dropped once their git has finished. */
 void tf_pollers_reload(struct tf_master *m);
 
+/* Several masters (store.shared): this master just took the duty lease;
+ * the pollers' last revisions are read again from the database (the
+ * master that polled until now moved them), and no poller polls until
+ * they are in. Loop thread. */
+void tf_pollers_reread(struct tf_master *m);
+
 /* Stops polling for shutdown: kills running git processes and closes the
  * timer; their handles close through the loop. */
 void tf_pollers_stop(struct tf_master *m);

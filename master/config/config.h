@@ -171,6 +171,13 @@ typedef struct tf_config {
                             * master lock instead of refusing */
     int store_shared;      /* store.shared: one of several active masters
                             * on the database (issue 15) */
+    int store_keepalive_idle_s;     /* store.keepalive_idle_s: TCP
+                                     * keepalives of the PostgreSQL
+                                     * connections, both ends */
+    int store_keepalive_interval_s; /* store.keepalive_interval_s */
+    int store_keepalive_count;      /* store.keepalive_count */
+    int store_lease_timeout_s;      /* store.lease_timeout_s: a shared
+                                     * master silent this long is dead */
     char *web_root;        /* directory of static pages, or NULL */
     char **cors_origins;   /* origins whose pages may read the API
                               (CORS); "*" = any; none by default */

@@ -1566,6 +1566,32 @@ static const cfg_key_t cfg_store_keys[] = {
             "wait (without listening) until it goes, then take over, "
             "instead of refusing to start. See docs/admins.md, "
             "\"A standby master\""},
+    {.name = "keepalive_idle_s",
+     CFG_I(tf_config_t, store_keepalive_idle_s, 1, 7200, 10),
+     .doc = "with `postgres`: seconds a connection to the database may be "
+            "silent before TCP keepalive probes start, on both ends (libpq's "
+            "`keepalives_idle`, the server's `tcp_keepalives_idle` for this "
+            "master's sessions): with the two below, how soon PostgreSQL "
+            "drops the connections, and so the locks and the duty lease, of "
+            "a master whose machine vanished (10 + 5 x 3 = 25 s by "
+            "default; the server's own default is 2 hours). Over a unix "
+            "socket there are no keepalives. Read at start"},
+    {.name = "keepalive_interval_s",
+     CFG_I(tf_config_t, store_keepalive_interval_s, 1, 600, 5),
+     .doc = "with `postgres`: seconds between unanswered keepalive probes "
+            "(`keepalives_interval`, `tcp_keepalives_interval`)"},
+    {.name = "keepalive_count",
+     CFG_I(tf_config_t, store_keepalive_count, 1, 100, 3),
+     .doc = "with `postgres`: unanswered probes before the connection is "
+            "dropped (`keepalives_count`, `tcp_keepalives_count`)"},
+    {.name = "lease_timeout_s",
+     CFG_I(tf_config_t, store_lease_timeout_s, 2, 3600, 15),
+     .doc = "with `shared`: a master whose heartbeat (written each second "
+            "by its listener connection) is older than this is dead to the "
+            "others: they end its database sessions (so its duty lease "
+            "moves even while its process is frozen or its machine is cut "
+            "off) and mark the slaves it had disconnected. See "
+            "docs/admins.md, \"Several masters\""},
     {.name = "postgres", .kind = CFG_STR, .off = CFG_NOFIELD,
      .check = cfg_store_postgres,
      .doc_def = "none (the sqlite file of `database`)",

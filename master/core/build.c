@@ -1180,13 +1180,14 @@ static void retry_without_patch(tf_master_t *m, tf_build_t *b,
         .revision = r->revision,
         .without_patch_of = b->id,
     };
-    tf_request_t *nr = tf_master_ids(m, 1) == 0
-                           ? tf_request_make(&rs, m->next_request_id,
-                                             tf_now_ms())
-                           : NULL;
+    int idrc = tf_master_ids(m, 1);
+    tf_request_t *nr = idrc == 0 ? tf_request_make(&rs, m->next_request_id,
+                                                   tf_now_ms())
+                                 : NULL;
     if (!nr) {
-        tf_error("build", "build %" PRIu64 ": out of memory: no rerun "
-                 "without the patch", b->id);
+        tf_error("build", "build %" PRIu64 ": %s: no rerun without the "
+                 "patch", b->id, idrc ? "no ids ready from the database"
+                                      : "out of memory");
         return;
     }
     if (tf_map_put_id(m->requests, nr->id, nr) != 0) {

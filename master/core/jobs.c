@@ -274,7 +274,8 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
     if (tf_master_ids(m, n + 1) != 0) {
         creation_free(c);
         free(patch);
-        snprintf(err, errlen, "the database gives no ids now: try again");
+        snprintf(err, errlen, "no ids ready from the database now: try "
+                 "again");
         return TF_ESTORE;
     }
     c->job_id = m->next_job_id++;

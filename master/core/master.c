@@ -508,12 +508,21 @@ int tf_master_ids(tf_master_t *m, unsigned n)
     if (m->next_job_id > cur)
         cur = m->next_job_id;
     if (cur == 0 || cur + n > m->ids_end) {
+        /* The next block was reserved ahead, off this thread: this never
+         * waits for the database. None ready yet: back off (the caller
+         * says "try again"; the scheduler goes on when it comes). */
         rc = tf_store_reserve_ids(m->store, &first);
         if (rc) {
-            tf_error("master", "no block of ids from the database: %s",
-                     tf_strerror(rc));
+            if (!m->ids_starved)
+                tf_warn("master", "no block of ids ready from the database "
+                        "(%s): new requests and builds wait until one is",
+                        tf_strerror(rc));
+            m->ids_starved = true;
             return rc;
         }
+        if (m->ids_starved)
+            tf_info("master", "a block of ids is ready again");
+        m->ids_starved = false;
         cur = first;
         m->ids_end = first + TF_STORE_ID_BLOCK;
     }
@@ -868,6 +877,10 @@ void tf_master_farm_changed(void *arg, unsigned what)
         m->mail_wake(m);
     if (what & TF_FARM_EVENT)
         tf_store_farm_take(m->store, relay_event, m);
+    if ((what & TF_FARM_DUTY) && !m->stopping && m->duty_gained)
+        m->duty_gained(m); /* another master polled until now */
+    if ((what & TF_FARM_IDS) && !m->stopping)
+        tf_sched_kick(m); /* starts that waited for ids */
     if (!(what & TF_FARM_QUEUE))
         return;
     if (m->stopping)

@@ -282,6 +282,8 @@ struct tf_master {
     uint64_t next_job_id;
     uint64_t ids_end;          /* shared: the end of the block of ids the
                                 * three counters above take from */
+    bool ids_starved;          /* shared: the last tf_master_ids found no
+                                * block ready (logged once) */
     void *farm_q;              /* shared: the reload of the queue in
                                 * flight (tf_q_state_t), or NULL */
     bool farm_again;           /* another change came meanwhile */
@@ -320,6 +322,9 @@ struct tf_master {
     struct tf_mail *mail;             /* mail/; NULL when mail is off */
     const tf_net_ops_t *net;          /* the network layer (daemon.c) */
     void (*mail_wake)(tf_master_t *m); /* new outbox rows committed */
+    void (*duty_gained)(tf_master_t *m); /* shared: this master took the
+                                          * duty lease (the pollers read
+                                          * their state again) */
     bool store_congested;
     bool reloading;                   /* a SIGHUP reload is being read */
     bool reload_again;                /* and another SIGHUP came meanwhile */
@@ -445,8 +450,10 @@ tf_wgroup_t *tf_master_group_begin(tf_master_t *m, size_t hint);
  * free to take (each taken id is the counter's value, then the counter
  * moves). Alone on a database they are; a shared master (store.shared)
  * points all three at one cursor in a block of the database's id
- * sequence, taking a new block (one round trip) when fewer than n are
- * left. Returns 0, TF_E2BIG when n exceeds a block, or TF_ESTORE. */
+ * sequence, taking the block the store reserved ahead when fewer than n
+ * are left (never waiting for the database). Returns 0, TF_E2BIG when n
+ * exceeds a block, TF_EFULL when no block is ready yet (try again: the
+ * scheduler is kicked when one is), or TF_ESTORE. */
 int tf_master_ids(tf_master_t *m, unsigned n);
 
 /* A shared master's store saw another master change the queue (or this

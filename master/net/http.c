@@ -204,6 +204,7 @@ static void req_free(http_req_t *r)
 {
     if (!r)
         return;
+    tf_api_cache_release(&r->pub);
     for (size_t i = 0; i < r->pub.nargs; i++)
         free(r->pub.args[i]);
     tf_buf_free(&r->pub.body);

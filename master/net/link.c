@@ -13,8 +13,10 @@
  * that might still use it: the tf_link_t lives until LWS_CALLBACK_CLOSED.
  *
  * Receiving: lws hands us pieces of at most rx_buffer_size; we reassemble
- * a message and refuse it as soon as its announced size passes the
- * protocol's cap, before buffering it (docs/protocol.md, "Transport").
+ * a message (an output frame that comes whole, the usual case, is parsed
+ * in lws's buffer without a copy) and refuse it as soon as its announced
+ * size passes the protocol's cap, before buffering it (docs/protocol.md,
+ * "Transport").
  * Before the slave has authenticated the cap is LINK_PREAUTH_MAX (a hello
  * is small), and what a link buffers then is charged to the global
  * pre-auth budget (net.h): over it, the oldest unauthenticated
@@ -474,6 +476,14 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
         tf_link_close(l, "too_big", TF_CLOSE_TOO_BIG,
                       "the master holds too much for unauthenticated "
                       "connections: try again later");
+        return;
+    }
+    if (l->rx_binary && l->state == LINK_READY && l->rx.len == 0 &&
+        lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
+        /* A whole output frame in one piece (the usual case: lws gathers
+         * up to rx_buffer_size, one frame): parsed where lws holds it,
+         * its bytes copied once, into the storage group. */
+        link_binary(l, in, len);
         return;
     }
     if (tf_buf_append(&l->rx, in, len) != 0) {

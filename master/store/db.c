@@ -85,6 +85,34 @@ static bool is_ident(char c)
            (c >= '0' && c <= '9') || c == '_';
 }
 
+int tf__db_quote_ident(const char *name, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    if (!cap)
+        return TF_E2BIG;
+    out[0] = '\0';
+    if (!name || !*name)
+        return TF_EINVAL;
+    if (cap < 3)
+        return TF_E2BIG;
+    out[o++] = '"';
+    for (const char *p = name; *p; p++) {
+        /* room for this character (twice for a quote), the closing
+         * quote and the terminator */
+        if (o + (*p == '"' ? 2u : 1u) + 2 > cap) {
+            out[0] = '\0';
+            return TF_E2BIG;
+        }
+        if (*p == '"')
+            out[o++] = '"';
+        out[o++] = *p;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return 0;
+}
+
 int tf__db_pg_sql(const char *in, size_t len, char *out, size_t cap,
                   int *nparams)
 {

@@ -31,6 +31,12 @@ struct tf_db {
 int tf__db_pg_sql(const char *in, size_t len, char *out, size_t cap,
                   int *nparams);
 
+/* Writes name as one quoted SQL identifier ("name", each '"' in it
+ * doubled, as both sqlite and PostgreSQL read it) into out (cap bytes).
+ * Returns 0, TF_EINVAL for an empty name, or TF_E2BIG when out is too
+ * small (out then holds ""). Any thread. */
+int tf__db_quote_ident(const char *name, char *out, size_t cap);
+
 /* The sqlite connection behind db, or NULL when db is another engine's
  * (for tests written against sqlite's API). */
 sqlite3 *tf__db_lite(tf_db_t *db);

@@ -51,6 +51,16 @@ enum {
                              * retry later; err says why */
 };
 
+/* Settings of engines over a network (tf_store_opts_t's keepalives and
+ * lease timeout; 0: the engine's default). tf_store_open sets them for
+ * the process before the engine opens (one farm per process); offline
+ * commands keep the defaults. */
+typedef struct tf_engine_net {
+    unsigned keepalive_idle_s, keepalive_interval_s, keepalive_count;
+    unsigned lease_timeout_s;
+} tf_engine_net_t;
+extern tf_engine_net_t tf__engine_net;
+
 typedef struct tf_engine_vt {
     const char *name;
 
@@ -80,8 +90,10 @@ typedef struct tf_engine_vt {
     int (*claim)(tf_engine_t *e, bool wait, bool shared);
 
     /* Optional, shared masters (store.shared): the first of
-     * TF_STORE_ID_BLOCK fresh ids no other master gets (any thread;
-     * blocks on the database). Returns 0 or TF_ESTORE. */
+     * TF_STORE_ID_BLOCK fresh ids no other master gets, from a block
+     * reserved ahead (never waiting for the database while watch's
+     * listener runs; the callback of watch gets TF_FARM_IDS when a block
+     * comes after a TF_EFULL). Returns 0, TF_EFULL or TF_ESTORE. */
     int (*reserve_ids)(tf_engine_t *e, uint64_t *first);
 
     /* Optional: after the writer started, starts watching for other
@@ -95,6 +107,8 @@ typedef struct tf_engine_vt {
      * take those they sent ("TOPIC\nTEXT" strings, the callee frees). */
     int (*farm_send)(tf_engine_t *e, const char *topic, const char *text);
     char *(*farm_take)(tf_engine_t *e);
+    /* Optional: the relay's counters (any thread). */
+    void (*farm_stats)(tf_engine_t *e, tf_store_farm_stats_t *out);
 
     /* Optional (NULL: always true): this master holds the duty lease
      * (mail, pollers, periodic schedulers). Any thread. */

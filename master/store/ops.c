@@ -163,9 +163,11 @@ bool tf_wgroup_kept(const tf_wgroup_t *g)
     return g && g->keep;
 }
 
-/* n bytes of the arena, 8-aligned, zeroed; NULL (and g failed) when out
- * of memory. */
-static void *arena(tf_wgroup_t *g, size_t n)
+/* n bytes of the arena, 8-aligned, zeroed unless the caller overwrites
+ * them all at once (zero false: an output frame's 64 KiB copied in, where
+ * the memset cost as much as the copy); NULL (and g failed) when out of
+ * memory. */
+static void *arena_bytes(tf_wgroup_t *g, size_t n, bool zero)
 {
     void *p;
 
@@ -192,7 +194,8 @@ static void *arena(tf_wgroup_t *g, size_t n)
         if (n > BIG_BYTES) {
             /* A big blob: its own block; the current one keeps serving
              * the small things. */
-            memset(c->data, 0, n);
+            if (zero)
+                memset(c->data, 0, n);
             return c->data;
         }
         g->cur = c->data;
@@ -201,8 +204,14 @@ static void *arena(tf_wgroup_t *g, size_t n)
     p = g->cur;
     g->cur += n;
     g->left -= n;
-    memset(p, 0, n);
+    if (zero)
+        memset(p, 0, n);
     return p;
+}
+
+static void *arena(tf_wgroup_t *g, size_t n)
+{
+    return arena_bytes(g, n, true);
 }
 
 void *tf_wgroup_alloc(tf_wgroup_t *g, size_t n)
@@ -234,7 +243,7 @@ static const void *dup_mem(tf_wgroup_t *g, const void *src, size_t n,
 
     if (n == 0)
         return "";
-    p = arena(g, n);
+    p = arena_bytes(g, n, false); /* every byte is copied in below */
     if (!p) {
         *ok = false;
         return NULL;

@@ -65,7 +65,13 @@
  * single-runner work: mail, pollers, periodic schedulers) when it can:
  * the lock is PostgreSQL's, so it goes with the connection of a master
  * that dies and another master's listener takes it within
- * DUTY_POLL_US.
+ * DUTY_POLL_US. The listener also reserves each next block of ids ahead
+ * (the loop never waits for one: reserve_ids says TF_EFULL when none is
+ * ready), relays live events batched into NOTIFYs (counting drops), and
+ * writes this master's heartbeat in tf_masters each second, ending the
+ * sessions of masters silent past the lease timeout and marking their
+ * slaves (tf_slave_master) disconnected. Every connection carries TCP
+ * keepalives on both ends (store.keepalive_*).
  */
 #include "store/engine.h"
 
@@ -122,6 +128,12 @@ typedef struct farm_ev {
 } farm_ev_t;
 
 #define FARM_QUEUE_MAX (1024u * 1024)
+/* Events go out batched: one NOTIFY carries as many as fit in this many
+ * bytes (PostgreSQL's payload limit is 8000), separated by FARM_SEP (an
+ * ASCII record separator: JSON text escapes control characters, so it
+ * never occurs in an event). */
+#define FARM_BATCH_MAX 7900u
+#define FARM_SEP '\x1e'
 
 typedef struct pstmt {
     const char *sql; /* the key: the address of the static text */
@@ -184,6 +196,28 @@ struct tf_engine {
     farm_ev_t *out_head, *out_tail, *in_head, *in_tail;
     size_t out_bytes, in_bytes;
     int wake[2]; /* wakes the listener to send (a pipe) */
+    size_t farm_queue_max; /* FARM_QUEUE_MAX, or the test hook's */
+    /* The relay's counters (tf_store_farm_stats_t), and whether a burst
+     * of drops is under way each way (logged once at its start and once
+     * when the queue has room again). */
+    atomic_ullong ev_sent, ev_notifies, ev_received, ev_dropped_out,
+        ev_dropped_in;
+    bool dropping_out, dropping_in;    /* under ev_mu */
+    uint64_t burst_out, burst_in;      /* drops in the burst, under ev_mu */
+
+    /* Shared ids: the next block, reserved ahead (the first at the claim,
+     * each next one by the listener as soon as the last was taken), so
+     * the loop never waits for the database for ids. Under ev_mu once
+     * the listener runs. */
+    uint64_t ids_spare;  /* the first id of the ready block; 0: none */
+    bool ids_starved;    /* a reserve found none: say when one comes */
+
+    /* Shared masters' heartbeats (tf_masters), listener thread. */
+    char me[64];          /* this master's name there (app_name) */
+    uint64_t beat_at_us;  /* when the listener last wrote it */
+    uint64_t beat_since_us; /* since when, without a break (0: its
+                             * connection is new) */
+    unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -232,25 +266,52 @@ static void hide_password(const char *url, char *out, size_t len)
     snprintf(out, len, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
+/* This process's name in pg_stat_activity (application_name): names it
+ * in the refusal of a second master, and is a shared master's name in
+ * tf_masters (its sessions are found by it). */
+static void app_name(char *out, size_t len)
+{
+    char host[40] = "";
+
+    gethostname(host, sizeof(host) - 1);
+    snprintf(out, len, "tf-master %s pid %ld", host, (long)getpid());
+}
+
+static unsigned net_or(unsigned v, unsigned def)
+{
+    return v ? v : def;
+}
+
 /* A new connection to url, or NULL with the reason in why. */
 static PGconn *connect_url(const char *url, char *why, size_t whylen)
 {
-    char app[64], host[40] = "";
-    /* Keepalives and a TCP user timeout bound how long a silent network
-     * cut can hold a connection (the writer in a commit, a reader in a
-     * query) to about a minute; the URL may override them. */
+    char app[64], idle[16], intvl[16], count[16], opts[160];
+    unsigned ki = net_or(tf__engine_net.keepalive_idle_s, 10);
+    unsigned kv = net_or(tf__engine_net.keepalive_interval_s, 5);
+    unsigned kc = net_or(tf__engine_net.keepalive_count, 3);
+    /* TCP keepalives on both ends (store.keepalive_*): the client's
+     * (libpq's keepalives_*) end a connection to a server that vanished;
+     * the server's (tcp_keepalives_* for this session, sent as startup
+     * options) end the session, and so free the locks and the duty lease,
+     * of a master whose machine vanished, in idle + interval x count
+     * seconds instead of the system's 2 hours. A TCP user timeout bounds
+     * a write the other end never acknowledges (the writer in a commit)
+     * to a minute. The URL may override each of them. */
     const char *keys[] = {"connect_timeout", "application_name",
                           "keepalives", "keepalives_idle",
                           "keepalives_interval", "keepalives_count",
-                          "tcp_user_timeout", "dbname", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT_S, app, "1", "20", "10", "3",
-                          "60000", url, NULL};
+                          "tcp_user_timeout", "options", "dbname", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT_S, app, "1", idle, intvl, count,
+                          "60000", opts, url, NULL};
     PGconn *c;
 
-    /* Names this master in pg_stat_activity (and in the refusal of a
-     * second master). */
-    gethostname(host, sizeof(host) - 1);
-    snprintf(app, sizeof(app), "tf-master %s pid %ld", host, (long)getpid());
+    app_name(app, sizeof(app));
+    snprintf(idle, sizeof(idle), "%u", ki);
+    snprintf(intvl, sizeof(intvl), "%u", kv);
+    snprintf(count, sizeof(count), "%u", kc);
+    snprintf(opts, sizeof(opts), "-c tcp_keepalives_idle=%u "
+             "-c tcp_keepalives_interval=%u -c tcp_keepalives_count=%u",
+             ki, kv, kc);
     c = PQconnectdbParams(keys, vals, 1);
 
     if (!c) {
@@ -537,6 +598,12 @@ static const char SQL_SLAVE_CONNECTED[] =
     "version = ?3, tags = ?4, "
     "first_seen_ms = coalesce(slaves.first_seen_ms, ?5), "
     "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+/* Shared masters: which master a slave is connected to (a table only
+ * shared masters make, beside tf_ids): when a master stops beating, the
+ * others mark its slaves disconnected. */
+static const char SQL_SLAVE_MASTER[] =
+    "INSERT INTO tf_slave_master(slave, master) VALUES(?1, ?2) "
+    "ON CONFLICT(slave) DO UPDATE SET master = ?2";
 static const char SQL_SLAVE_DISCONNECTED[] =
     "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
     "last_seen_ms = ?1 WHERE name = ?2";
@@ -1278,6 +1345,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         const tf_op_slave_connected_t *o = &op->u.slave_connected;
         EXEC(SQL_SLAVE_CONNECTED, T(o->name), T(o->platform), T(o->version),
              T(o->tags_json), I(o->time_ms));
+        if (e->shared)
+            EXEC(SQL_SLAVE_MASTER, T(o->name), T(e->me));
         return PG_OK;
     }
     case TF_OP_SLAVE_DISCONNECTED:
@@ -1469,9 +1538,6 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
     int rc;
 
     e->shared = shared;
-    if (e->w)
-        atomic_store(&e->wpid, PQbackendPID(e->w));
-
     for (;;) {
         rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
                                                       : TF_ESTORE;
@@ -1495,9 +1561,14 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
         tf_error(SUB, "%s: %s", e->shown, e->msg);
         return rc;
     }
+    /* The connection that holds the lock now: a standby may have
+     * reconnected while it waited, and its own notifications are known
+     * by this backend's pid. */
+    atomic_store(&e->wpid, PQbackendPID(e->w));
     if (waited)
-        tf_warn(SUB, "%s: standby: the other master is gone; taking over",
-                e->shown);
+        tf_warn(SUB, "%s: standby: the other master is gone; taking over "
+                "(write connection: backend pid %d)", e->shown,
+                atomic_load(&e->wpid));
     e->claimed = true;
     if (shared)
         owner_name(e);
@@ -1505,6 +1576,90 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
 }
 
 /* ---- Several masters (store.shared) ---- */
+
+#define BEAT_US 1000000
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A shared master's heartbeat, and the sweep of the dead: a master whose
+ * beat is older than the lease timeout (store.lease_timeout_s) has its
+ * row removed, its database sessions ended (pg_terminate_backend: its
+ * locks, the duty lease among them, go at once, even while its process
+ * is frozen or its machine cut off and TCP has not noticed), and the
+ * slaves it had marked disconnected, unless another master has them now
+ * (tf_slave_master); a NOTIFY tells every master's cache. One statement,
+ * on c (the listener's connection, or the writer's at the claim). False
+ * when the connection broke. */
+static const char SQL_BEAT[] =
+    "INSERT INTO tf_masters(name, beat) VALUES($1, now()) "
+    "ON CONFLICT(name) DO UPDATE SET beat = now()";
+static const char SQL_SWEEP[] =
+    "WITH dead AS (DELETE FROM tf_masters WHERE name <> $1 AND beat < now() "
+    "- $2::int * interval '1 second' RETURNING name, "
+    "extract(epoch FROM now() - beat)::int AS silent), "
+    "gone AS (DELETE FROM tf_slave_master WHERE master IN (SELECT name "
+    "FROM dead) RETURNING slave), "
+    "off AS (UPDATE slaves SET connected = 0, disconnected_ms = "
+    "(extract(epoch FROM now()) * 1000)::bigint WHERE connected <> 0 AND "
+    "name IN (SELECT slave FROM gone) RETURNING name), "
+    "ended AS (SELECT pg_terminate_backend(a.pid) AS t FROM "
+    "pg_stat_activity a WHERE a.application_name IN (SELECT name FROM "
+    "dead) AND a.pid <> pg_backend_pid()) "
+    "SELECT d.name, d.silent, (SELECT count(*) FROM ended WHERE t), "
+    "(SELECT string_agg(name, ' ' ORDER BY name) FROM off), "
+    "pg_notify('tf_farm', 'state') FROM dead d";
+
+static bool beat(tf_engine_t *e, PGconn *c, bool at_start)
+{
+    unsigned lease_s = net_or(tf__engine_net.lease_timeout_s, 15);
+    char timeout[16];
+    const char *v[2] = {e->me, timeout};
+    PGresult *res;
+    bool ok;
+
+    snprintf(timeout, sizeof(timeout), "%u", lease_s);
+    res = PQexecParams(c, SQL_BEAT, 1, NULL, v, NULL, NULL, 0);
+    ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        tf_warn(SUB, "%s: writing this master's heartbeat: %s", e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    PQclear(res);
+    if (!ok)
+        return PQstatus(c) == CONNECTION_OK;
+    e->beat_at_us = mono_us();
+    if (!e->beat_since_us)
+        e->beat_since_us = e->beat_at_us;
+    /* Another master's silence counts only once this one has beaten for
+     * a whole lease timeout itself: after the database was unreachable
+     * for a while every master's beat is old, and each needs a moment to
+     * reconnect. */
+    if (!at_start &&
+        e->beat_at_us - e->beat_since_us < (uint64_t)lease_s * 1000000u)
+        return true;
+    res = PQexecParams(c, SQL_SWEEP, 2, NULL, v, NULL, NULL, 0);
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        tf_warn(SUB, "%s: looking for masters that stopped beating: %s",
+                e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+        return PQstatus(c) == CONNECTION_OK;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        tf_warn(SUB, "%s: master \"%s\" has not beaten for %s s (lease "
+                "timeout %s s): it is taken for dead: %s of its database "
+                "sessions ended, slaves marked disconnected: %s", e->shown,
+                PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), timeout,
+                PQgetvalue(res, i, 2),
+                PQgetisnull(res, i, 3) ? "none" : PQgetvalue(res, i, 3));
+    PQclear(res);
+    return true;
+}
 
 /* The id sequence: created by the first shared master, and moved past
  * the ids a master without `shared` (or a migration) gave out since, under
@@ -1517,6 +1672,12 @@ static int shared_ids_init(tf_engine_t *e)
         "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")",
         "CREATE SEQUENCE IF NOT EXISTS tf_ids INCREMENT BY "
         TF_STORE_ID_BLOCK_STR " MINVALUE 1",
+        /* the masters' heartbeats, and whose slave is whose */
+        "CREATE TABLE IF NOT EXISTS tf_masters(name TEXT PRIMARY KEY, "
+        "beat TIMESTAMPTZ NOT NULL, started TIMESTAMPTZ NOT NULL "
+        "DEFAULT now())",
+        "CREATE TABLE IF NOT EXISTS tf_slave_master(slave TEXT PRIMARY KEY, "
+        "master TEXT NOT NULL)",
         "SELECT setval('tf_ids', m) FROM (SELECT greatest((SELECT "
         "coalesce(max(id), 0) FROM builds), (SELECT coalesce(max(id), 0) "
         "FROM build_requests), (SELECT coalesce(max(id), 0) FROM try_jobs)) "
@@ -1538,13 +1699,33 @@ static int shared_ids_init(tf_engine_t *e)
         }
         PQclear(res);
     }
-    return 0;
+    /* This master beats from now on; masters that stopped beating before
+     * it started are swept (their slaves marked disconnected). */
+    app_name(e->me, sizeof(e->me));
+    if (!beat(e, e->w, true)) {
+        tf_error(SUB, "%s: writing this master's heartbeat failed",
+                 e->shown);
+        return TF_ESTORE;
+    }
+    /* The first block, taken now (the master is not serving yet): the
+     * loop finds it ready. */
+    PGresult *res = PQexec(e->w, "SELECT nextval('tf_ids')");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1) {
+        tf_error(SUB, "%s: taking the first block of ids: %s", e->shown,
+                 res ? PQresultErrorMessage(res) : PQerrorMessage(e->w));
+        PQclear(res);
+        return TF_ESTORE;
+    }
+    e->ids_spare = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return e->ids_spare ? 0 : TF_ESTORE;
 }
 
-/* The engine's reserve_ids (engine.h): one nextval on a reader
- * connection, outside any transaction (a sequence is not transactional:
- * a block is never given twice). */
-static int reserve_ids(tf_engine_t *e, uint64_t *first)
+/* A block of ids from a reader connection, blocking (a master whose
+ * listener could not start). One nextval outside any transaction (a
+ * sequence is not transactional: a block is never given twice). */
+static int reserve_now(tf_engine_t *e, uint64_t *first)
 {
     PGconn **c = reader_acquire(e);
     PGresult *res = NULL;
@@ -1567,16 +1748,98 @@ out:
     return rc;
 }
 
+/* The engine's reserve_ids (engine.h): the block reserved ahead, never
+ * waiting for the database; the listener reserves the next one at once.
+ * TF_EFULL when none is ready yet (the listener is still reserving it,
+ * or cannot reach the database): the caller backs off, and the farm
+ * callback says TF_FARM_IDS when one comes. */
+static int reserve_ids(tf_engine_t *e, uint64_t *first)
+{
+    int rc = TF_EFULL;
+
+    if (!e->listening) {
+        if (e->ids_spare) {
+            *first = e->ids_spare;
+            e->ids_spare = 0;
+            return 0;
+        }
+        return reserve_now(e, first);
+    }
+    pthread_mutex_lock(&e->ev_mu);
+    if (e->ids_spare) {
+        *first = e->ids_spare;
+        e->ids_spare = 0;
+        rc = 0;
+    } else {
+        e->ids_starved = true;
+    }
+    pthread_mutex_unlock(&e->ev_mu);
+    if (write(e->wake[1], "", 1) < 0) {
+        /* The pipe is full: the listener is awake already. */
+    }
+    return rc;
+}
+
+/* Reserves the next block of ids when none is ready (listener thread).
+ * False when the connection broke. */
+static bool fetch_ids(tf_engine_t *e, PGconn *c)
+{
+    PGresult *res;
+    uint64_t first;
+    bool need, starved;
+
+    pthread_mutex_lock(&e->ev_mu);
+    need = e->ids_spare == 0;
+    pthread_mutex_unlock(&e->ev_mu);
+    if (!need)
+        return true;
+    if (e->ids_delay_ms)
+        usleep(e->ids_delay_ms * 1000u);
+    res = PQexec(c, "SELECT nextval('tf_ids')");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1) {
+        tf_warn(SUB, "%s: reserving the next block of ids: %s", e->shown,
+                res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+        return PQstatus(c) == CONNECTION_OK;
+    }
+    first = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    if (!first)
+        return true;
+    pthread_mutex_lock(&e->ev_mu);
+    e->ids_spare = first;
+    starved = e->ids_starved;
+    e->ids_starved = false;
+    pthread_mutex_unlock(&e->ev_mu);
+    if (starved && e->farm_cb)
+        e->farm_cb(e->farm_arg, TF_FARM_IDS);
+    return true;
+}
+
 /* Appends a copy of text to a queue (under ev_mu). TF_EFULL past
- * FARM_QUEUE_MAX bytes queued. */
+ * farm_queue_max bytes queued: the event is dropped, counted, and the
+ * first drop of a burst logged. */
 static int ev_push(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
                    size_t *bytes, const char *text, size_t len)
 {
     farm_ev_t *ev;
     int rc = 0;
+    bool out_q = head == &e->out_head;
 
     pthread_mutex_lock(&e->ev_mu);
-    if (*bytes + len > FARM_QUEUE_MAX) {
+    if (*bytes + len > e->farm_queue_max) {
+        bool *dropping = out_q ? &e->dropping_out : &e->dropping_in;
+        atomic_fetch_add(out_q ? &e->ev_dropped_out : &e->ev_dropped_in, 1);
+        (*(out_q ? &e->burst_out : &e->burst_in))++;
+        if (!*dropping) {
+            *dropping = true;
+            tf_warn(SUB, "%s: live events %s are dropped: the relay queue "
+                    "is full (%zu bytes); a count follows when it has room "
+                    "again", e->shown,
+                    out_q ? "for the other masters" : "from the other masters",
+                    e->farm_queue_max);
+        }
         rc = TF_EFULL;
         goto out;
     }
@@ -1605,6 +1868,8 @@ static farm_ev_t *ev_pop(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
                          size_t *bytes)
 {
     farm_ev_t *ev;
+    bool out_q = head == &e->out_head;
+    uint64_t ended = 0;
 
     pthread_mutex_lock(&e->ev_mu);
     ev = *head;
@@ -1614,7 +1879,20 @@ static farm_ev_t *ev_pop(tf_engine_t *e, farm_ev_t **head, farm_ev_t **tail,
             *tail = NULL;
         *bytes -= ev->len;
     }
+    /* Drained: a burst of drops, if any, is over. */
+    bool *dropping = out_q ? &e->dropping_out : &e->dropping_in;
+    uint64_t *burst = out_q ? &e->burst_out : &e->burst_in;
+    if (!*head && *dropping) {
+        *dropping = false;
+        ended = *burst;
+        *burst = 0;
+    }
     pthread_mutex_unlock(&e->ev_mu);
+    if (ended)
+        tf_warn(SUB, "%s: %" PRIu64 " live event%s %s dropped in that "
+                "burst (the relay queue has room again)", e->shown, ended,
+                ended == 1 ? "" : "s",
+                out_q ? "for the other masters" : "from the other masters");
     return ev;
 }
 
@@ -1632,7 +1910,7 @@ static void ev_free_all(farm_ev_t *ev)
 static int farm_send(tf_engine_t *e, const char *topic, const char *text)
 {
     char buf[TF_FARM_EVENT_MAX + 64];
-    int n = snprintf(buf, sizeof(buf), "ev:%s\n%s", topic, text);
+    int n = snprintf(buf, sizeof(buf), "%s\n%s", topic, text);
     int rc;
 
     if (!e->listening)
@@ -1660,26 +1938,56 @@ static char *farm_take(tf_engine_t *e)
     return text;
 }
 
-/* Sends the queued events (listener thread). False when the connection
- * broke. */
+/* Sends the queued events (listener thread), batched: "ev:" then as
+ * many events as fit in FARM_BATCH_MAX bytes, FARM_SEP between them, per
+ * NOTIFY. False when the connection broke. */
 static bool send_events(tf_engine_t *e, PGconn *c)
 {
-    farm_ev_t *ev;
+    farm_ev_t *ev, *next = NULL;
     char drain[64];
+    char batch[FARM_BATCH_MAX + 1];
 
     while (read(e->wake[0], drain, sizeof(drain)) > 0)
         ;
-    while ((ev = ev_pop(e, &e->out_head, &e->out_tail, &e->out_bytes))) {
-        const char *v[1] = {ev->text};
+    for (;;) {
+        size_t o = 3, n = 0;
+        memcpy(batch, "ev:", 3);
+        while ((ev = next ? next
+                          : ev_pop(e, &e->out_head, &e->out_tail,
+                                   &e->out_bytes)) != NULL) {
+            next = NULL;
+            if (o + (n ? 1 : 0) + ev->len > FARM_BATCH_MAX) {
+                if (n) {
+                    next = ev; /* the next batch's first */
+                    break;
+                }
+                free(ev); /* cannot happen: farm_send caps an event */
+                atomic_fetch_add(&e->ev_dropped_out, 1);
+                continue;
+            }
+            if (n)
+                batch[o++] = FARM_SEP;
+            memcpy(batch + o, ev->text, ev->len);
+            o += ev->len;
+            n++;
+            free(ev);
+        }
+        if (!n)
+            return true;
+        batch[o] = '\0';
+        const char *v[1] = {batch};
         PGresult *res = PQexecParams(c, "SELECT pg_notify('tf_farm', $1)",
                                      1, NULL, v, NULL, NULL, 0);
         bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
         PQclear(res);
-        free(ev);
-        if (!ok)
+        if (!ok) {
+            free(next);
+            atomic_fetch_add(&e->ev_dropped_out, n + (next ? 1 : 0));
             return PQstatus(c) == CONNECTION_OK;
+        }
+        atomic_fetch_add(&e->ev_sent, n);
+        atomic_fetch_add(&e->ev_notifies, 1);
     }
-    return true;
 }
 
 /* One turn of the listener: the duty lock if it is free, then whatever
@@ -1704,17 +2012,24 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
                     "periodic schedulers (the duty lease)", e->shown);
             atomic_store(&e->duty, true);
             *notified = true;
-            *what |= TF_FARM_QUEUE | TF_FARM_MAIL;
+            *what |= TF_FARM_QUEUE | TF_FARM_MAIL | TF_FARM_DUTY;
         }
     }
     if (!PQconsumeInput(c))
         return false;
     while ((n = PQnotifies(c)) != NULL) {
         if (n->extra && strncmp(n->extra, "ev:", 3) == 0) {
-            if (n->be_pid != PQbackendPID(c) &&
-                ev_push(e, &e->in_head, &e->in_tail, &e->in_bytes,
-                        n->extra + 3, strlen(n->extra + 3)) == 0)
-                *what |= TF_FARM_EVENT, *notified = true;
+            /* a batch: events separated by FARM_SEP */
+            const char *p = n->extra + 3;
+            while (n->be_pid != PQbackendPID(c) && *p) {
+                const char *end = strchr(p, FARM_SEP);
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+                atomic_fetch_add(&e->ev_received, 1);
+                if (len && ev_push(e, &e->in_head, &e->in_tail, &e->in_bytes,
+                                   p, len) == 0)
+                    *what |= TF_FARM_EVENT, *notified = true;
+                p += len + (end ? 1 : 0);
+            }
             PQfreemem(n);
             continue;
         }
@@ -1754,6 +2069,7 @@ static void *listener_main(void *arg)
                 continue;
             }
             /* what happened while not listening */
+            e->beat_since_us = 0;
             notified = true;
             what = TF_FARM_QUEUE | TF_FARM_MAIL;
         }
@@ -1767,7 +2083,8 @@ static void *listener_main(void *arg)
         }
         if (notified && e->farm_cb)
             e->farm_cb(e->farm_arg, what);
-        if (!send_events(e, c)) {
+        if ((mono_us() - e->beat_at_us >= BEAT_US && !beat(e, c, false)) ||
+            !fetch_ids(e, c) || !send_events(e, c)) {
             PQfinish(c);
             c = NULL;
             continue;
@@ -1798,6 +2115,22 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
         return 0;
     e->farm_cb = cb;
     e->farm_arg = arg;
+    e->farm_queue_max = FARM_QUEUE_MAX;
+    const char *qmax = getenv("TF_TEST_PG_FARM_QUEUE_BYTES");
+    if (qmax && *qmax) {
+        long b = strtol(qmax, NULL, 10);
+        if (b > 0 && b < (long)FARM_QUEUE_MAX)
+            e->farm_queue_max = (size_t)b;
+        tf_warn(SUB, "test hook: the live relay's queues hold %zu bytes",
+                e->farm_queue_max);
+    }
+    const char *delay = getenv("TF_TEST_PG_IDS_DELAY_MS");
+    if (delay && *delay) {
+        long ms = strtol(delay, NULL, 10);
+        e->ids_delay_ms = ms > 0 && ms < 60000 ? (unsigned)ms : 0;
+        tf_warn(SUB, "test hook: each block of ids is reserved %u ms late",
+                e->ids_delay_ms);
+    }
     if (pipe2(e->wake, O_NONBLOCK | O_CLOEXEC) != 0)
         return TF_EIO;
     pthread_mutex_init(&e->ev_mu, NULL);
@@ -1809,6 +2142,16 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
     }
     e->listening = true;
     return 0;
+}
+
+/* The engine's farm_stats (engine.h). */
+static void farm_stats(tf_engine_t *e, tf_store_farm_stats_t *out)
+{
+    out->sent = atomic_load(&e->ev_sent);
+    out->notifies = atomic_load(&e->ev_notifies);
+    out->received = atomic_load(&e->ev_received);
+    out->dropped_out = atomic_load(&e->ev_dropped_out);
+    out->dropped_in = atomic_load(&e->ev_dropped_in);
 }
 
 static bool has_duty(tf_engine_t *e)
@@ -2476,6 +2819,7 @@ const tf_engine_vt_t tf_engine_pg = {
     .has_duty = has_duty,
     .farm_send = farm_send,
     .farm_take = farm_take,
+    .farm_stats = farm_stats,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
     .close_writer = close_writer,
@@ -2505,12 +2849,20 @@ static const char *const identity_tables[] = {
 static int copy_table(tf_engine_t *e, sqlite3 *src, const char *table,
                       uint64_t *rows, char *msg, size_t msglen)
 {
-    char sql[SQL_MAX], sel[128];
+    char sql[SQL_MAX], sel[TF_NAME_MAX * 2 + 32], qt[TF_NAME_MAX * 2 + 3];
+    char qc[TF_NAME_MAX * 2 + 3];
     sqlite3_stmt *st = NULL;
     int ncols, rc = 0, s;
     size_t o;
 
-    snprintf(sel, sizeof(sel), "SELECT * FROM %s", table);
+    /* Names from the sqlite file are quoted as identifiers, quotes in
+     * them doubled: an odd column name is refused by PostgreSQL by its
+     * name, never read as SQL. */
+    if (tf__db_quote_ident(table, qt, sizeof(qt)) != 0) {
+        fmt_trunc(msg, msglen, "table name too long: %.80s", table);
+        return TF_ESTORE;
+    }
+    snprintf(sel, sizeof(sel), "SELECT * FROM %s", qt);
     if (sqlite3_prepare_v2(src, sel, -1, &st, NULL) != SQLITE_OK) {
         fmt_trunc(msg, msglen, "%s: %s", sel, sqlite3_errmsg(src));
         return TF_ESTORE;
@@ -2521,10 +2873,18 @@ static int copy_table(tf_engine_t *e, sqlite3 *src, const char *table,
         fmt_trunc(msg, msglen, "%s: %d columns", table, ncols);
         return TF_ESTORE;
     }
-    o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", table);
-    for (int i = 0; i < ncols && o < sizeof(sql); i++)
-        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s\"%s\"",
-                              i ? ", " : "", sqlite3_column_name(st, i));
+    o = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s(", qt);
+    for (int i = 0; i < ncols && o < sizeof(sql); i++) {
+        const char *col = sqlite3_column_name(st, i);
+        if (tf__db_quote_ident(col, qc, sizeof(qc)) != 0) {
+            sqlite3_finalize(st);
+            fmt_trunc(msg, msglen, "%s: a column name is empty or too "
+                      "long: %.80s", table, col ? col : "");
+            return TF_ESTORE;
+        }
+        o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s%s",
+                              i ? ", " : "", qc);
+    }
     for (int i = 0; i < ncols && o < sizeof(sql); i++)
         o += (size_t)snprintf(sql + o, sizeof(sql) - o, "%s$%d",
                               i ? ", " : ") VALUES(", i + 1);

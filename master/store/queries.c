@@ -250,6 +250,20 @@ out:
     return rc;
 }
 
+json_t *tf_q_builder_unstored(const char *base_url, const char *name)
+{
+    json_t *o = json_pack("{s:s,s:b,s:i,s:i,s:i,s:n,s:n,s:n,s:[],s:n}",
+                          "name", name, "active", 1, "builds_total", 0,
+                          "pending", 0, "running", 0, "last_build_id",
+                          "last_complete", "failing_since", "suspects",
+                          "failed_step");
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "url", j_url(base_url, "api/v1/builders/%s", name));
+    json_object_set_new(o, "page_url", j_page(base_url, "builders/%s", name));
+    return o;
+}
+
 int tf_q_builders(tf_db_t *db, const char *base_url, json_t **out)
 {
     tf_dbst_t *st = NULL;
@@ -672,12 +686,18 @@ static json_t *slave_row(tf_dbst_t *st, const char *base)
     return o;
 }
 
-int tf_q_slaves(tf_db_t *db, const char *base_url, json_t **out)
+int tf_q_slaves(tf_db_t *db, const char *base_url, uint64_t offset,
+                uint64_t limit, json_t **out)
 {
     tf_dbst_t *st = NULL;
-    int rc = prep(db, "SELECT " SLAVE_COLS "FROM slaves ORDER BY name", &st);
+    int rc = prep(db,
+                  "SELECT " SLAVE_COLS "FROM slaves ORDER BY name "
+                  "LIMIT ?1 OFFSET ?2",
+                  &st);
     if (rc)
         return rc;
+    tf_db_bind_int64(st, 1, (int64_t)limit);
+    tf_db_bind_int64(st, 2, (int64_t)offset);
     json_t *arr = json_array();
     while (tf_db_step(st) == TF_DB_ROW)
         json_array_append_new(arr, slave_row(st, base_url));

@@ -64,6 +64,11 @@ int tf_q_builder_failing(tf_db_t *db, const char *base_url,
  * fields). *out: JSON array. */
 int tf_q_builders(tf_db_t *db, const char *base_url, json_t **out);
 
+/* The row of a builder the store does not hold yet (one just configured,
+ * whose row the writer has not committed): no builds, green. Returns a
+ * new object, the shape of tf_q_builder's, or NULL without memory. */
+json_t *tf_q_builder_unstored(const char *base_url, const char *name);
+
 /* One builder, or TF_ENOENT. */
 int tf_q_builder(tf_db_t *db, const char *base_url, const char *name,
                  json_t **out);
@@ -82,8 +87,9 @@ int tf_q_build(tf_db_t *db, const char *base_url, uint64_t id, json_t **out);
 int tf_q_build_by_number(tf_db_t *db, const char *base_url,
                          const char *builder, uint64_t number, json_t **out);
 
-/* All slaves. *out: array. */
-int tf_q_slaves(tf_db_t *db, const char *base_url, json_t **out);
+/* The slaves by name, limit of them from offset. *out: array. */
+int tf_q_slaves(tf_db_t *db, const char *base_url, uint64_t offset,
+                uint64_t limit, json_t **out);
 
 /* One slave with its last `events` connection events, or TF_ENOENT. */
 int tf_q_slave(tf_db_t *db, const char *base_url, const char *name,

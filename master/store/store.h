@@ -56,6 +56,9 @@ enum {
     TF_FARM_QUEUE = 1, /* requests added or put back */
     TF_FARM_MAIL = 2,  /* mail queued in the outbox */
     TF_FARM_EVENT = 4, /* live feed events (tf_store_farm_take) */
+    TF_FARM_IDS = 8,   /* a block of ids is ready after
+                        * tf_store_reserve_ids said TF_EFULL */
+    TF_FARM_DUTY = 16, /* this master took the duty lease */
 };
 
 /* The largest live feed event that crosses to the other masters. */
@@ -93,6 +96,13 @@ typedef struct tf_store_opts {
                               * queue or the outbox (what: TF_FARM_*), or
                               * this one gained the duty lease (both) */
     void *farm_arg;
+    unsigned keepalive_idle_s;     /* engines over a network (PostgreSQL):
+                                    * TCP keepalives of every connection,
+                                    * both ends; 0: 10 s */
+    unsigned keepalive_interval_s; /* 0: 5 s */
+    unsigned keepalive_count;      /* 0: 3 */
+    unsigned lease_timeout_s;      /* shared: a master whose heartbeat is
+                                    * older is dead; 0: 15 s */
 } tf_store_opts_t;
 
 /* Opens (creating if needed) the database at path, applies migrations,
@@ -134,9 +144,12 @@ typedef struct tf_store_health {
 void tf_store_health(tf_store_t *s, tf_store_health_t *out);
 
 /* Shared masters: the first of TF_STORE_ID_BLOCK consecutive ids (for
- * requests, builds and jobs alike) that no other master gets. Blocks the
- * calling thread for one round trip to the database. Returns 0,
- * TF_ESTATE when the store is not shared, or TF_ESTORE. */
+ * requests, builds and jobs alike) that no other master gets. Never waits
+ * for the database: the engine reserves each block ahead (the first when
+ * the store opens, the next as soon as one is taken, off the loop
+ * thread). Returns 0, TF_EFULL when the next block is not ready yet
+ * (back off: opts.farm_cb says TF_FARM_IDS when it is), TF_ESTATE when
+ * the store is not shared, or TF_ESTORE. Loop thread. */
 int tf_store_reserve_ids(tf_store_t *s, uint64_t *first);
 
 /* Whether this master runs the single-runner duties (mail, pollers,
@@ -154,6 +167,16 @@ bool tf_store_is_shared(const tf_store_t *s);
  * viewer then misses it as it would miss a dropped message). Returns 0,
  * TF_E2BIG or TF_EFULL. Loop thread. */
 int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text);
+
+/* The live relay between shared masters, counted since the start:
+ * events sent in how many NOTIFYs (batched), received, and dropped each
+ * way because a relay queue (1 MiB) was full or the database failed. */
+typedef struct tf_store_farm_stats {
+    uint64_t sent, notifies, received, dropped_out, dropped_in;
+} tf_store_farm_stats_t;
+
+/* Fills out (zeros when the store is not shared). Any thread. */
+void tf_store_farm_stats(tf_store_t *s, tf_store_farm_stats_t *out);
 
 /* Calls fn(arg, topic, text) for each event other masters sent since the
  * last call (opts.farm_cb said TF_FARM_EVENT). Loop thread. */

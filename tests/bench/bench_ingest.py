@@ -16,7 +16,9 @@ path figures of issue 11):
            (the database and -wal files); the stored log checked byte-exact
            (length and SHA-256); then the time to read the last 64 KiB
            through the API (`Range: bytes=-65536`, and `?start=SIZE-65536`)
-           and 64 KiB from the middle, each --tail-reads times. After the
+           and 64 KiB from the middle, each --tail-reads times; the CPU
+           time per MiB of the master and the slave (all threads), and of
+           the master's loop, storage writer and log sealer threads. After the
            master stops (its last connection checkpoints the WAL), the
            database file's size.
   latency  a forced build of one `true` step on one idle real tf-slave,
@@ -69,6 +71,28 @@ def pct(values, p):
 def dist(values):
     return "p50 %.2f  p90 %.2f  p99 %.2f  max %.2f" % (
         pct(values, 0.5), pct(values, 0.9), pct(values, 0.99), max(values))
+
+
+def thread_cpu(pid):
+    """CPU seconds per thread name of process pid: the master names its
+    storage writer "tf-writer" and its log sealer "tf-sealer"; its loop
+    thread keeps the process's name. Threads of one name are added up."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = head.split("(", 1)[1]
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (
+            int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+MASTER_THREADS = (("tf-master", "loop"), ("tf-writer", "writer"),
+                  ("tf-sealer", "sealer"))
 
 
 def cpu_seconds(pid):
@@ -191,10 +215,12 @@ def bench_ingest(th, farm, a):
           % (size / 1048576, a.runs, load_avg()))
     first_logical, first_disk = db_sizes(m.db_path)
     rates, grow_logical, grow_disk, mcpu, scpu = [], [], [], [], []
+    tcpu = {}  # master thread label -> CPU ms per MiB of each run
     tails, tails_start, middles = [], [], []
     for run in range(1, a.runs + 1):
         before_logical, before_disk = db_sizes(m.db_path)
         m_cpu0, s_cpu0 = cpu_seconds(m.proc.pid), cpu_seconds(sl.proc.pid)
+        m_thr0 = thread_cpu(m.proc.pid)
         req = m.force("big")
         bid = m.wait_build_started(req, timeout=60)
 
@@ -210,6 +236,11 @@ def bench_ingest(th, farm, a):
                     (size / 1048576))
         scpu.append((cpu_seconds(sl.proc.pid) - s_cpu0) * 1000 /
                     (size / 1048576))
+        m_thr = thread_cpu(m.proc.pid)
+        for name, label in MASTER_THREADS:
+            tcpu.setdefault(label, []).append(
+                (m_thr.get(name, 0.0) - m_thr0.get(name, 0.0)) * 1000 /
+                (size / 1048576))
         if b["result"] != "SUCCESS":
             sys.exit("bench_ingest: the build failed: %s"
                      % json.dumps(b)[:500])
@@ -245,6 +276,9 @@ def bench_ingest(th, farm, a):
     print("  CPU ms per MiB (all threads; far less disturbed by other load "
           "than MiB/s): master median %.1f, slave median %.1f"
           % (pct(mcpu, 0.5), pct(scpu, 0.5)))
+    print("  master CPU ms per MiB by thread (median): %s"
+          % ", ".join("%s %.1f" % (label, pct(tcpu[label], 0.5))
+                      for _, label in MASTER_THREADS))
     print("  database growth per raw byte: logical %.1f%% (median of runs), "
           "on disk with the WAL %.1f%% (median), %.1f%% for the first run"
           % (100 * pct(grow_logical, 0.5), 100 * pct(grow_disk, 0.5),

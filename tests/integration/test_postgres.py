@@ -343,3 +343,75 @@ def test_a_standby_master_takes_over_and_the_running_build_finishes(farm,
     # The farm goes on on b.
     assert b.run_build("quick")["result"] == "SUCCESS"
     assert s.running()
+
+
+def test_migrate_quotes_odd_sqlite_column_names(farm, pg_url, pg_cluster):
+    """Column names come from the sqlite file: one with a double quote in
+    it (and SQL after it) stays one identifier, quote doubled, so
+    PostgreSQL refuses it by its name (no such column) instead of reading
+    the rest as SQL, and nothing is half copied."""
+    import sqlite3
+    m = farm.master(config(), name="sq")
+    m.stop()
+    con = sqlite3.connect(m.db_path)
+    con.execute('ALTER TABLE users ADD COLUMN "x"") VALUES(1); --" TEXT')
+    con.execute("INSERT INTO users(email, name, token_sha256, created_ms) "
+                "VALUES('ann@example.org', 'Ann', 'h', 0)")
+    con.commit()
+    con.close()
+    r = farm.run([TF_MASTER, "migrate", "--to", pg_url, "-d", m.dir])
+    assert r.returncode == 1, r
+    assert 'column "x") VALUES(1); --" of relation "users" does not exist' \
+        in r.stderr, r.stderr
+    assert "syntax error" not in r.stderr
+    db = pg_cluster.dbname(pg_url)
+    assert pg_cluster.psql("SELECT count(*) FROM users", db=db).strip() \
+        == "0"
+
+
+@pytest.mark.timeout(180)
+def test_a_standby_reconnected_after_a_database_restart_takes_over(farm):
+    """PostgreSQL restarts under a serving master a and a standby b (b's
+    waiting connection dies with it); a dies while the server is down.
+    When it is back, b reconnects, takes the database over on its new
+    connection (the backend pid it logs is a live backend of b, not the
+    one from before the restart), the slave fails over to it and builds
+    run."""
+    import re
+    from tfharness import PgCluster
+    pg = PgCluster()
+    try:
+        pg.initdb().start()
+        url = pg.url(pg.new_database())
+        secret = farm.tmp / "s1-secret"
+        secret.write_text("the-shared-secret-of-s1\n")
+        secret.chmod(0o600)
+        cfg = config(slaves=[{"name": "s1", "secret_file": str(secret)}])
+        a = farm.master(cfg, store=url, name="a")
+        b = farm.master(dict(cfg, store={"postgres": url, "standby": True}),
+                        name="b", start=False)
+        b.start(wait=False)
+        wait_for(lambda: "standby:" in b.log_text(), 30,
+                 "b to wait as a standby", farm)
+        before = pg.psql("SELECT pid FROM pg_stat_activity WHERE "
+                         f"application_name LIKE '%pid {b.proc.popen.pid}'")
+        assert before.split(), "b has no connection"
+        farm.slave(a, "s1", secret_file=secret, args=["--master", b.ws_url])
+        a.wait_slave_connected("s1")
+        pg.stop("fast")
+        a.kill9()
+        pg.start()
+        b.wait_ready(timeout=60)
+        text = b.log_text()
+        got = re.search(r"taking over \(write connection: backend pid "
+                        r"(\d+)\)", text)
+        assert got, text
+        live = pg.psql("SELECT pid FROM pg_stat_activity WHERE "
+                       f"application_name LIKE '%pid {b.proc.popen.pid}'")
+        assert got.group(1) in live.split(), (got.group(1), live)
+        assert got.group(1) not in before.split()
+        b.wait_slave_connected("s1", timeout=60)
+        assert b.run_build("quick")["result"] == "SUCCESS"
+        b.stop()
+    finally:
+        pg.destroy()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tfharness import (OP_BINARY, OP_TEXT, HandSlave, FakeMaster, WSClient,
+from tfharness import (OP_BINARY, OP_CONT, OP_TEXT, HandSlave, FakeMaster, WSClient,
                        WSClosed, output_frame, steps_summary, wait_for,
                        ws_encode_frame)
 
@@ -274,6 +274,61 @@ def test_malformed_messages_on_a_ready_link(farm, what):
     expect_error(hs, "malformed", 4004)
     assert not m.slave_connected("hand") or wait_for(
         lambda: not m.slave_connected("hand"), 5, "the link to drop", farm)
+    master_still_serves(m, farm)
+
+
+def _send_fragmented(ws, data, pieces=3):
+    """One binary message sent as several websocket fragments (a binary
+    frame without FIN, continuations, the last with FIN)."""
+    cut = [len(data) * i // pieces for i in range(pieces + 1)]
+    for i in range(pieces):
+        ws.send_frame(OP_BINARY if i == 0 else OP_CONT, data[cut[i]:cut[i + 1]],
+                      fin=i == pieces - 1)
+
+
+@pytest.mark.parametrize("bad", [
+    "short header", "length beyond the frame", "unknown stream",
+    "step not running"])
+@pytest.mark.parametrize("how", ["whole", "fragmented"])
+def test_output_frames_whole_or_fragmented_stored_exactly(farm, bad, how):
+    """Output from a client that frames its own websocket messages (as an
+    independent slave would): a whole 64 KiB output frame (parsed where
+    the websocket layer holds it) and fragmented ones (reassembled) are
+    stored byte-exact, every byte value included; a malformed frame sent
+    either way is refused as malformed with a message saying what is wrong,
+    and what was accepted before it stays stored, unchanged."""
+    m = farm.master(config())
+    hs = HandSlave(m, "hand").handshake()
+    m.wait_slave_connected("hand")
+    m.force("byhand")
+    bid = recv_type(hs, "build_start")["build_id"]
+    hs.send_json({"type": "step_started", "build_id": bid, "seq": 1,
+                  "step": 0, "name": "one", "time_ms": 1})
+    a = bytes(range(256)) * 256                    # 65,536: the cap
+    b = bytes((i * 7 + 3) % 256 for i in range(40000))
+    c = b"\x00\r\nlast\xff"
+    hs.send_binary(output_frame(bid, 0, 2, a))
+    _send_fragmented(hs, output_frame(bid, 0, 3, b, stream=2))
+    _send_fragmented(hs, output_frame(bid, 0, 4, c), pieces=2)
+    wait_acked(hs, bid, 4)
+    frame, want = {
+        "short header": (output_frame(bid, 0, 5, b"")[:10],
+                         "shorter than the 24-byte header"),
+        "length beyond the frame": (output_frame(bid, 0, 5, b"abc", length=9),
+                                    "header says 9"),
+        "unknown stream": (output_frame(bid, 0, 5, b"abc", stream=3),
+                           "stream"),
+        "step not running": (output_frame(bid, 1, 5, b"abc"),
+                             "out of order"),
+    }[bad]
+    if how == "whole":
+        hs.send_binary(frame)
+    else:
+        _send_fragmented(hs, frame, pieces=2)
+    msg = expect_error(hs, "malformed", 4004)
+    assert want in msg["message"], msg
+    r = m.api_get(f"/builds/{bid}/steps/0/log")
+    assert r.status == 200 and r.body == a + b + c, (r.status, len(r.body))
     master_still_serves(m, farm)
 
 

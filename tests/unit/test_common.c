@@ -21,6 +21,7 @@
 #include "utf8.h"
 #include "util.h"
 #include "range.h"
+#include "wsframe.h"
 #include "wsscan.h"
 
 #include "tf_test.h"
@@ -843,6 +844,65 @@ TF_TEST(websocket_mask_scanner)
     static const uint8_t huge[] = {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1};
     TF_CHECK(!tf_wsscan_feed(&s, huge, sizeof(huge)));
 }
+
+/* The slave's own output frames: headers of each length class as RFC 6455
+ * spells them, a mask that a byte-at-a-time reference agrees with at
+ * every length and start phase, and frames the master's mask scanner
+ * accepts as masked. */
+TF_TEST(websocket_client_frames)
+{
+    static const uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    uint8_t h[TF_WSFRAME_HDR_MAX];
+    TF_CHECK_INT(tf_wsframe_client_header(h, 5, true, key), 6);
+    TF_CHECK(h[0] == 0x82 && h[1] == (0x80 | 5) && memcmp(h + 2, key, 4) == 0);
+    TF_CHECK_INT(tf_wsframe_client_header(h, 125, false, key), 6);
+    TF_CHECK(h[0] == 0x81 && h[1] == (0x80 | 125));
+    TF_CHECK_INT(tf_wsframe_client_header(h, 126, true, key), 8);
+    TF_CHECK(h[1] == (0x80 | 126) && h[2] == 0 && h[3] == 126);
+    TF_CHECK_INT(tf_wsframe_client_header(h, 65535, true, key), 8);
+    TF_CHECK(h[2] == 0xff && h[3] == 0xff && memcmp(h + 4, key, 4) == 0);
+    TF_CHECK_INT(tf_wsframe_client_header(h, 65536 + 24, true, key), 14);
+    TF_CHECK(h[1] == (0x80 | 127) && h[2] == 0 && h[6] == 0 && h[7] == 1 &&
+             h[8] == 0 && h[9] == 24 && memcmp(h + 10, key, 4) == 0);
+
+    static uint8_t a[70000], b[70000];
+    for (size_t i = 0; i < sizeof a; i++)
+        a[i] = (uint8_t)(i * 131 + 7);
+    for (size_t off = 0; off < 9; off++) {
+        for (size_t n = 0; n < 40; n++) {
+            memcpy(b, a, sizeof b);
+            tf_wsframe_mask(b + off, n, key);
+            int ok = 1;
+            for (size_t i = 0; i < sizeof b; i++) {
+                uint8_t want = a[i];
+                if (i >= off && i < off + n)
+                    want ^= key[(i - off) & 3];
+                ok &= b[i] == want;
+            }
+            TF_CHECK(ok);
+        }
+    }
+    memcpy(b, a, sizeof b);
+    tf_wsframe_mask(b + 3, 65560, key);
+    tf_wsframe_mask(b + 3, 65560, key); /* masking twice gives it back */
+    TF_CHECK(memcmp(a, b, sizeof a) == 0);
+
+    static uint8_t wire[200000];
+    size_t n = 0;
+    const size_t lens[] = {0, 5, 300, 65560};
+    for (size_t i = 0; i < 4; i++) {
+        n += tf_wsframe_client_header(wire + n, lens[i], true, key);
+        memset(wire + n, 'p', lens[i]);
+        tf_wsframe_mask(wire + n, lens[i], key);
+        n += lens[i];
+    }
+    tf_wsscan_t s;
+    tf_wsscan_init(&s);
+    s.mode = TF_WSSCAN_HDR0;
+    TF_CHECK(tf_wsscan_feed(&s, wire, n));
+    TF_CHECK(s.mode == TF_WSSCAN_HDR0);
+}
+
 
 TF_TEST(zz_cleanup)
 {

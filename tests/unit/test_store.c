@@ -1216,4 +1216,31 @@ TF_TEST(throughput)
     fx_teardown(&f);
 }
 
+/* Identifiers from an sqlite file (tf-master migrate --to) are quoted
+ * with their quotes doubled, so an odd name stays one identifier. */
+TF_TEST(identifiers_are_quoted_with_quotes_doubled)
+{
+    char out[32];
+
+    TF_CHECK_INT(tf__db_quote_ident("builds", out, sizeof(out)), 0);
+    TF_CHECK_STR(out, "\"builds\"");
+    TF_CHECK_INT(tf__db_quote_ident("a\"b", out, sizeof(out)), 0);
+    TF_CHECK_STR(out, "\"a\"\"b\"");
+    TF_CHECK_INT(tf__db_quote_ident("x\"); DROP TABLE users; --", out,
+                                    sizeof(out)), 0);
+    TF_CHECK_STR(out, "\"x\"\"); DROP TABLE users; --\"");
+    TF_CHECK_INT(tf__db_quote_ident("\"\"", out, sizeof(out)), 0);
+    TF_CHECK_STR(out, "\"\"\"\"\"\"");
+    TF_CHECK_INT(tf__db_quote_ident("", out, sizeof(out)), TF_EINVAL);
+    TF_CHECK_INT(tf__db_quote_ident(NULL, out, sizeof(out)), TF_EINVAL);
+    /* exactly fits: 4 characters, 2 quotes, the terminator */
+    TF_CHECK_INT(tf__db_quote_ident("abcd", out, 7), 0);
+    TF_CHECK_STR(out, "\"abcd\"");
+    TF_CHECK_INT(tf__db_quote_ident("abcde", out, 7), TF_E2BIG);
+    TF_CHECK_STR(out, "");
+    /* a doubled quote that would not fit is not cut in half */
+    TF_CHECK_INT(tf__db_quote_ident("abc\"", out, 7), TF_E2BIG);
+    TF_CHECK_STR(out, "");
+}
+
 TF_TEST_MAIN()

@@ -89,6 +89,13 @@ export async function get(path, params, { token = false, signal } = {}) {
   let resp;
   try {
     resp = seen(await fetch(url, { headers, signal, cache: "no-store" }));
+    // A hot answer served while its next rendering is due (docs/api.md,
+    // "cached answers"): at most 100 ms old, and the event that made it
+    // stale may be the last one for a while, so ask again once.
+    if (resp.ok && resp.headers.get("x-tf-stale")) {
+      await new Promise((done) => setTimeout(done, 150));
+      resp = seen(await fetch(url, { headers, signal, cache: "no-store" }));
+    }
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw unreachable(e);

@@ -557,10 +557,11 @@ static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
         return;
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
+    /* The slave first: it is what the start latency measures. */
+    build_send_start(m, b);
     tf_publish_build(m, b, "created", 0);
     if (b->request)
         tf_publish_request(m, b->request, "started");
-    build_send_start(m, b);
 }
 
 static void build_rows_committed_cb(void *arg, int rc)
@@ -572,19 +573,25 @@ static void build_rows_committed_cb(void *arg, int rc)
 
 /* --- the start batch (master.h, tf_build_batch_begin) --- */
 
-/* The commit context of a batch's group, in the group. */
+/* The commit context of a batch's group, in the group. Build i's rows
+ * are the group's unit i (tf_wgroup_unit_end). */
 typedef struct batch_commit {
     tf_master_t *m;
+    tf_wgroup_t *g;
     size_t n;
     uint64_t ids[];
 } batch_commit_t;
 
+/* When the group failed as a whole, the store applied each build's rows
+ * alone: only a build whose own rows fail is dropped (and its request
+ * charged a retry); its batch-mates start. */
 static void batch_committed_cb(void *arg, int rc)
 {
     batch_commit_t *bc = arg;
 
     for (size_t i = 0; i < bc->n; i++)
-        build_rows_done(bc->m, bc->ids[i], rc);
+        build_rows_done(bc->m, bc->ids[i],
+                        rc ? tf_wgroup_unit_rc(bc->g, i) : 0);
 }
 
 /* Commits the open batch's group (the counts of the builders it changed
@@ -610,6 +617,7 @@ static void batch_flush(tf_master_t *m)
                   : NULL;
     if (bc) {
         bc->m = m;
+        bc->g = m->group;
         bc->n = n;
         memcpy(bc->ids, m->batch_ids, n * sizeof(bc->ids[0]));
         /* A failure to queue calls the callback at once. */
@@ -626,10 +634,11 @@ static void batch_flush(tf_master_t *m)
 
 void tf_build_batch_begin(tf_master_t *m)
 {
-    /* Several masters (store.shared): a build's rows claim its request,
-     * and a lost claim fails its whole group, so each build keeps a group
-     * of its own there. */
-    m->batch_on = !tf_store_is_shared(m->store);
+    /* Several masters (store.shared) batch too: a build's rows claim its
+     * request, and a lost claim fails the group, but each build's rows
+     * are a unit of it (batch_add), so the store then commits the others
+     * and only the build that lost its claim is dropped. */
+    m->batch_on = true;
     m->nbatch = 0;
 }
 
@@ -639,10 +648,12 @@ void tf_build_batch_end(tf_master_t *m)
     m->batch_on = false;
 }
 
-/* Adds b's rows (already in m->group) to the open batch; false when out
- * of memory (then the caller drops b). */
+/* Adds b's rows (already in m->group, its unit's end) to the open batch;
+ * false when out of memory (then the caller drops b). */
 static bool batch_add(tf_master_t *m, const tf_build_t *b)
 {
+    if (tf_wgroup_unit_end(m->group) != 0)
+        return false;
     if (m->nbatch == m->batch_cap) {
         size_t cap = m->batch_cap ? m->batch_cap * 2 : 64;
         uint64_t *v = realloc(m->batch_ids, cap * sizeof(*v));

@@ -633,8 +633,11 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
  * group (one savepoint, committed in one transaction) of at most
  * TF_BUILD_BATCH_MAX builds, with the builders' counts written once per
  * group, and every build_start of a group goes out when it has committed.
- * The builds of a group share its fate: if it fails, each is dropped as
- * when its own rows failed (its request queued again as a retry). While
+ * Each build's rows are a unit of the group (tf_wgroup_unit_end): if the
+ * group fails on its own, the store applies each build's rows alone, and
+ * only a build whose own rows fail is dropped (its request queued again
+ * as a retry); out of memory or the database failing, every build of the
+ * group is dropped so. While
  * a batch is open m->group belongs to it: the caller opens no group of
  * its own in between. The scheduler's pass is one batch. */
 #define TF_BUILD_BATCH_MAX 256u

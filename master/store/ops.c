@@ -219,6 +219,43 @@ void *tf_wgroup_alloc(tf_wgroup_t *g, size_t n)
     return g ? arena(g, n ? n : 1) : NULL;
 }
 
+int tf_wgroup_unit_end(tf_wgroup_t *g)
+{
+    tf_op_t *from;
+    tf_wunit_t *u;
+
+    if (!g || g->failed)
+        return TF_ENOMEM;
+    from = g->units_tail ? g->units_tail->last->next : g->head;
+    if (!from)
+        return TF_EINVAL; /* no op since the last unit */
+    u = arena(g, sizeof(*u));
+    if (!u)
+        return TF_ENOMEM;
+    u->first = from;
+    u->last = g->tail;
+    if (g->units_tail)
+        g->units_tail->next = u;
+    else
+        g->units = u;
+    g->units_tail = u;
+    g->nunits++;
+    return 0;
+}
+
+int tf_wgroup_unit_rc(const tf_wgroup_t *g, size_t i)
+{
+    const tf_wunit_t *u;
+
+    if (!g || i >= g->nunits)
+        return TF_EINVAL;
+    if (!g->split)
+        return g->rc;
+    for (u = g->units; u && i; u = u->next)
+        i--;
+    return u ? u->rc : TF_EINVAL;
+}
+
 static const char *dup_str(tf_wgroup_t *g, const char *s, bool *ok)
 {
     size_t n;

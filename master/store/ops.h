@@ -345,6 +345,14 @@ struct tf_op {
     } u;
 };
 
+/* A unit of a group (tf_wgroup_unit_end): the ops from first to last,
+ * and its outcome when the group was split after failing (store.c). */
+typedef struct tf_wunit {
+    struct tf_wunit *next;
+    tf_op_t *first, *last;
+    int rc;
+} tf_wunit_t;
+
 /* A group as the writer and the engines see it (store.c owns the rest of
  * the struct). */
 struct tf_wgroup {
@@ -356,6 +364,10 @@ struct tf_wgroup {
     bool keep;           /* tf_wgroup_keep: the caller frees it on failure */
     bool poisoned;       /* excluded from its batch: fails without running */
     bool changes_state;  /* holds more than progress (tf_store_generation) */
+    bool split;          /* failed, then its units were applied one by one */
+    tf_wunit_t *units, *units_tail; /* tf_wgroup_unit_end, in order */
+    size_t nunits;
+    const tf_op_t *poison_op; /* the op a test hook's rule matched */
     int rc;              /* its outcome, set by the writer */
     tf_store_done_cb cb;
     void *arg;

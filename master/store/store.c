@@ -35,7 +35,10 @@
  * sqlite's synchronous=NORMAL a WAL append, no fsync); batching makes the
  * cost per group a few microseconds however many slaves stream at once.
  * Each group runs under its own savepoint so one that fails on its own is
- * rolled back alone and its batch-mates still commit.
+ * rolled back alone and its batch-mates still commit. A group made of
+ * units (tf_wgroup_unit_end: the builds of a start batch) that fails on
+ * its own is applied again right after, unit by unit (split_group), so
+ * one bad unit does not take the others down.
  *
  * Errors of the whole database roll the batch back and the writer retries
  * the same batch, 0.1 s doubling to 10 s, until it commits. Nothing is
@@ -233,7 +236,7 @@ static void list_splice(group_list_t *l, tf_wgroup_t *first,
 
 /* Whether g fails by a rule, and how (under mu). A group is counted once
  * per rule whose kind it holds. */
-static tf_store_fail_t injected(tf_store_t *s, const tf_wgroup_t *g)
+static tf_store_fail_t injected(tf_store_t *s, tf_wgroup_t *g)
 {
     tf_store_fail_t how = TF_STORE_FAIL_NONE;
 
@@ -243,6 +246,13 @@ static tf_store_fail_t injected(tf_store_t *s, const tf_wgroup_t *g)
             continue;
         if (++r->seen == r->nth && how == TF_STORE_FAIL_NONE) {
             how = r->how;
+            /* Split into its units (tf_wgroup_unit_end), the group fails
+             * in the unit holding the first such op only. */
+            for (const tf_op_t *op = g->head; op; op = op->next)
+                if (op->kind == r->kind) {
+                    g->poison_op = op;
+                    break;
+                }
             tf_warn(SUB, "test hook: failing group %lu holding %s (%s)",
                     r->seen, tf__op_kind_name(r->kind),
                     how == TF_STORE_FAIL_FULL    ? "queue full"
@@ -402,6 +412,8 @@ int tf_store_submit(tf_store_t *s, tf_wgroup_t *g, tf_store_done_cb cb,
     g->arg = arg;
     g->rc = 0;
     g->poisoned = false;
+    g->split = false;
+    g->poison_op = NULL;
     bool moves = changes_state(g);
     g->changes_state = moves;
     /* Once queued, g is the writer's: it may be committed and freed on
@@ -529,6 +541,61 @@ static bool batch_commit(tf_store_t *s, tf_wgroup_t *first, size_t n)
                      "(%llu ms)",
                 s->path, attempts, (unsigned long long)(mono_ms() - started));
     return true;
+}
+
+/* Applies again, one transaction with a savepoint each, the units of g
+ * (tf_wgroup_unit_end), which failed on its own as a whole, and the ops
+ * after its last unit as one more: each unit's outcome is its own. A
+ * unit holding the op a test hook poisoned g for fails again; the
+ * others run. Out of memory, g stays unsplit (every unit has g's
+ * outcome). */
+static void split_group(tf_store_t *s, tf_wgroup_t *g)
+{
+    size_t k = g->nunits + 1, m = 0;
+    tf_wgroup_t **subs = calloc(k, sizeof(*subs));
+    tf_op_t **cut = calloc(k, sizeof(*cut));
+    tf_wunit_t *u;
+    bool ok;
+
+    if (!subs || !cut)
+        goto out;
+    for (size_t i = 0; i < k; i++)
+        if (!(subs[i] = calloc(1, sizeof(*subs[i]))))
+            goto out;
+    for (u = g->units; u; u = u->next, m++) {
+        subs[m]->head = u->first;
+        subs[m]->tail = u->last;
+    }
+    if (g->units_tail->last != g->tail) {
+        subs[m]->head = g->units_tail->last->next;
+        subs[m]->tail = g->tail;
+        m++;
+    }
+    /* Each piece ends at its own last op while it runs. */
+    for (size_t i = 0; i < m; i++) {
+        cut[i] = subs[i]->tail->next;
+        subs[i]->tail->next = NULL;
+        for (const tf_op_t *op = subs[i]->head; op; op = op->next) {
+            subs[i]->nops++;
+            if (op == g->poison_op)
+                subs[i]->poisoned = true;
+        }
+        subs[i]->next = i + 1 < m ? subs[i + 1] : NULL;
+    }
+    tf_info(SUB, "%s: a group of %zu units failed: applying each alone",
+            s->path, g->nunits);
+    ok = batch_commit(s, subs[0], m);
+    for (size_t i = 0; i < m; i++)
+        subs[i]->tail->next = cut[i];
+    m = 0;
+    for (u = g->units; u; u = u->next, m++)
+        u->rc = ok ? subs[m]->rc : TF_ESTORE;
+    g->split = true;
+out:
+    for (size_t i = 0; subs && i < k; i++)
+        free(subs[i]);
+    free(subs);
+    free(cut);
 }
 
 /* Takes the next batch off the pending list (under mu). */
@@ -705,6 +772,10 @@ static void *writer_main(void *arg)
         } else if (!batch_commit(s, first, n)) {
             lost += n;
             gave_up = true;
+        } else {
+            for (tf_wgroup_t *g = first; g; g = g->next)
+                if (g->rc != 0 && g->nunits > 1 && !g->keep)
+                    split_group(s, g);
         }
 
         pthread_mutex_lock(&s->mu);

@@ -289,6 +289,25 @@ void tf_wgroup_keep(tf_wgroup_t *g);
 /* Whether tf_wgroup_keep was called on g. */
 bool tf_wgroup_kept(const tf_wgroup_t *g);
 
+/* Ends a unit of g: the operations added since the last unit ended (or
+ * since g began) are one. A group of several units commits whole as any
+ * other when it can; when it fails on its own (a constraint, a lost
+ * claim, not the database), the writer applies each unit again alone,
+ * each all or nothing, and the operations after the last unit as one
+ * more, so one bad unit does not take its neighbours down with it (the
+ * start batch: one build's rows per unit). The done callback still gets
+ * g's first outcome; tf_wgroup_unit_rc tells each unit's. Returns 0,
+ * TF_EINVAL (no operation since the last unit) or TF_ENOMEM (g is
+ * failed). Not for kept groups (tf_wgroup_keep). */
+int tf_wgroup_unit_end(tf_wgroup_t *g);
+
+/* The outcome of unit i (from 0, in tf_wgroup_unit_end order) of g,
+ * valid in g's done callback: 0 when it committed (with g, or alone after
+ * g failed), else its error (TF_ESTORE, TF_ESTATE for a lost claim); g's
+ * own outcome when g was not split (it committed, it held one unit, or it
+ * never reached the writer). TF_EINVAL for no such unit. */
+int tf_wgroup_unit_rc(const tf_wgroup_t *g, size_t i);
+
 /* Queues g as one all-or-nothing unit; cb (may be NULL) runs on the loop
  * thread after it committed or failed. Returns 0 and takes g (the store
  * frees it after the callback, a kept group that failed excepted), or,

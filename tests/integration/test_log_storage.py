@@ -83,7 +83,10 @@ def check_ranges(m, build_id, data, step=0):
 @pytest.mark.timeout(240)
 def test_logs_are_stored_compressed_and_read_back_exactly(farm):
     path, data = compiler_log(farm, 6)
-    half = len(data) // 2
+    # Not a multiple of the block size: a block can be sealed as soon as
+    # it holds exactly BLOCK bytes, so a half of exactly 3 blocks could
+    # be all sealed with no open tail left (seen under load).
+    half = len(data) // 2 + 1000
     # The first half's last 100 bytes come alone, a moment later: a block
     # is sealed from whole chunks once they reach its target size, so a
     # half written at once could end exactly on a sealed block and leave

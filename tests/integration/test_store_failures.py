@@ -18,7 +18,14 @@ ignores the variable fails the test instead of passing it vacuously.
   stall it for good).
 - A failed group ending a build: it is kept and stored again a second
   later; the build ends once, and stays ended after a restart.
+- One build whose rows break a constraint in a start batch (a row another
+  writer put in the database holds its builder and number: a real sqlite
+  UNIQUE failure, no hook): its batch-mates start and end SUCCESS with no
+  retry charged; only the bad one is dropped, with the constraint in the
+  log, and its request runs again.
 """
+
+import sqlite3
 
 import pytest
 
@@ -108,4 +115,52 @@ def test_a_failed_build_end_is_stored_again(farm, mode):
     assert m.request_info(req)["state"] == "done"
     builds = m.get_json("/builders/b/builds")["builds"]
     assert len(builds) == 1, builds
+    assert m.get_json("/builders/b")["running"] == 0
+
+
+@pytest.mark.timeout(180)
+def test_one_bad_build_fails_alone_in_its_start_batch(farm):
+    n = 6
+    step = [{"name": "hello", "command": ["echo", "hello"]}]
+
+    def config(held):
+        # Held: the builder needs a tag no slave has, so the requests wait
+        # and are all released by one reload, into one scheduler pass.
+        b = {"name": "b", "steps": step}
+        if held:
+            b["tags"] = ["held"]
+        return {"name": "batch",
+                "slaves": [{"name": "s%d" % i, "max_builds": 1}
+                           for i in range(1, n + 1)],
+                "builders": [b]}
+
+    m = farm.master(config(held=True), log_level="info")
+    if m.store:
+        pytest.skip("the conflicting row is written with sqlite3")
+    for i in range(1, n + 1):
+        farm.slave(m, "s%d" % i, log_level="info")
+    reqs = [m.force("b") for _ in range(n)]
+    # Another writer takes b #3 first: the master's build numbered 3 in
+    # the batch breaks UNIQUE(builder, number) when its rows are written.
+    con = sqlite3.connect(m.db_path, timeout=30)
+    with con:
+        con.execute("INSERT INTO builds(id, builder, number, request_id, "
+                    "state, created_ms) VALUES(900000, 'b', 3, 0, "
+                    "'finished', 0)")
+    con.close()
+    m.write_config(config(held=False))
+    m.sighup()
+    builds = {r: m.wait_request_done(r, timeout=90) for r in reqs}
+    log = m.log_text()
+    assert "UNIQUE constraint failed: builds.builder, builds.number" in log
+    assert "(b #3): its rows could not be stored" in log, log
+    assert {b["result"] for b in builds.values()} == {"SUCCESS"}, builds
+    retries = {r: m.request_info(r)["retries"] for r in reqs}
+    bad = [r for r in reqs if retries[r]]
+    assert len(bad) == 1 and retries[bad[0]] == 1, retries
+    assert "a group of %d units failed: applying each alone" % n in log, log
+    # The batch-mates kept their numbers; the bad one ran again after them.
+    assert sorted(builds[r]["number"] for r in reqs if r not in bad) == \
+        [1, 2, 4, 5, 6]
+    assert builds[bad[0]]["number"] == 7, builds[bad[0]]
     assert m.get_json("/builders/b")["running"] == 0

@@ -461,6 +461,100 @@ TF_TEST(a_failed_group_is_never_queued)
     fx_teardown(&f);
 }
 
+/* A done callback recording the outcome of each unit of its group. */
+typedef struct units_out {
+    tf_wgroup_t *g;
+    int rc, calls, unit[4];
+} units_out_t;
+
+static void units_cb(void *arg, int rc)
+{
+    units_out_t *u = arg;
+    u->rc = rc;
+    u->calls++;
+    for (size_t i = 0; i < 4; i++)
+        u->unit[i] = tf_wgroup_unit_rc(u->g, i);
+}
+
+/* Submits g (three units of one slave event each, the second with
+ * bad_op added) plus one trailing slave event, and waits. */
+static void commit_units(fx_t *f, units_out_t *u, void (*bad_op)(tf_wgroup_t *))
+{
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    *u = (units_out_t){.g = g, .rc = 1};
+    for (int i = 0; i < 3; i++) {
+        tf_op_slave_event(g, "s1", i, "unit", NULL);
+        if (i == 1 && bad_op)
+            bad_op(g);
+        TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    }
+    /* Nothing since the last unit: not a unit. */
+    TF_CHECK_INT(tf_wgroup_unit_end(g), TF_EINVAL);
+    tf_op_slave_event(g, "s1", 9, "after", NULL);
+    TF_CHECK_INT(tf_store_submit(f->s, g, units_cb, u), 0);
+    uint64_t end = uv_hrtime() + 20000000000ull;
+    while (u->calls == 0 && uv_hrtime() < end)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    TF_CHECK(u->calls == 1);
+}
+
+/* An event of a build that does not exist: the event chain refuses it. */
+static void lost_event(tf_wgroup_t *g)
+{
+    tf_op_build_seq(g, 99, 1);
+}
+
+static void slave_seen(tf_wgroup_t *g)
+{
+    tf_op_slave_seen(g, "s1", 5);
+}
+
+TF_TEST(a_failed_group_of_units_commits_every_unit_but_the_bad_one)
+{
+    fx_t f;
+    units_out_t u;
+    fx_setup(&f);
+    /* Whole, it commits as one group: every unit with it. */
+    commit_units(&f, &u, NULL);
+    TF_CHECK_INT(u.rc, 0);
+    TF_CHECK_INT(u.unit[0], 0);
+    TF_CHECK_INT(u.unit[2], 0);
+    TF_CHECK_INT(u.unit[3], TF_EINVAL); /* the trailing ops are no unit */
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM slave_events"), 4);
+    /* One unit breaks a rule of the store: the group fails, then each
+     * unit is applied alone, and only that unit is lost. */
+    commit_units(&f, &u, lost_event);
+    TF_CHECK_INT(u.rc, TF_ESTORE);
+    TF_CHECK_INT(u.unit[0], 0);
+    TF_CHECK_INT(u.unit[1], TF_ESTORE);
+    TF_CHECK_INT(u.unit[2], 0);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM slave_events"), 4 + 3);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM slave_events WHERE "
+                          "event = 'after'"), 2);
+    /* A test hook that fails the group fails the unit holding its op. */
+    TF_CHECK_INT(tf__store_test_fail(f.s, "slave_seen", 1,
+                                     TF_STORE_FAIL_STORE),
+                 0);
+    commit_units(&f, &u, slave_seen);
+    TF_CHECK_INT(u.rc, TF_ESTORE);
+    TF_CHECK_INT(u.unit[0], 0);
+    TF_CHECK_INT(u.unit[1], TF_ESTORE);
+    TF_CHECK_INT(u.unit[2], 0);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM slave_events"), 7 + 3);
+    /* A failed group of one unit is not run again: the unit is the
+     * group. */
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    u = (units_out_t){.g = g, .rc = 1};
+    lost_event(g);
+    TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    TF_CHECK_INT(tf_store_submit(f.s, g, units_cb, &u), 0);
+    while (u.calls == 0)
+        uv_run(&f.loop, UV_RUN_ONCE);
+    TF_CHECK_INT(u.rc, TF_ESTORE);
+    TF_CHECK_INT(u.unit[0], TF_ESTORE);
+    fx_teardown(&f);
+}
+
 /* The done callback may read memory of its group. */
 typedef struct ctx {
     char text[32];

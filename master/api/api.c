@@ -1014,12 +1014,18 @@ out:
     free(props);
 }
 
+static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id);
+
 static void cancel_committed(void *arg, int rc)
 {
     wjob_t *w = arg;
     tf_http_req_t *r = w->r;
     if (tf_http_async_end(r)) {
-        if (rc)
+        if (rc == TF_ESTATE)
+            /* Several masters: another master started (or ended) it
+             * first; if it runs there, its build is cancelled there. */
+            request_cancel_elsewhere(r, w->id);
+        else if (rc)
             tf_http_error(r, 500, "the cancellation could not be stored");
         else
             tf_http_respond_json(r, 200,
@@ -1030,10 +1036,81 @@ static void cancel_committed(void *arg, int rc)
     free(w);
 }
 
+/* Several masters: a build this master does not run may run on another.
+ * Its owner and state come from the database; the cancel goes to the
+ * other masters (tf_master_cancel_elsewhere), and the one running it
+ * aborts it on its slave. */
+typedef struct bc {
+    tf_http_req_t *r;
+    uint64_t id;
+    char owner[TF_EMAIL_MAX + 1];
+    char state[16];
+} bc_t;
+
+static int bc_run(tf_db_t *db, void *arg)
+{
+    bc_t *c = arg;
+    return tf_q_build_owner(db, c->id, c->owner, sizeof(c->owner), c->state,
+                            sizeof(c->state));
+}
+
+static void bc_done(void *arg, int rc)
+{
+    bc_t *c = arg;
+    tf_http_req_t *r = c->r;
+    char what[64];
+
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc == TF_ENOENT || (rc == 0 && strcmp(c->state, "finished") == 0)) {
+        tf_http_error(r, 409, "build %" PRIu64 " is not running", c->id);
+        goto out;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed");
+        goto out;
+    }
+    snprintf(what, sizeof(what), "build %" PRIu64, c->id);
+    if (!tf_api_may_act(r, c->owner, what))
+        goto out;
+    if (tf_master_cancel_elsewhere(r->m, "build", c->id,
+                                   "cancelled through the API") != 0) {
+        tf_http_error(r, 503, "the cancel could not be sent to the other "
+                      "masters");
+        goto out;
+    }
+    tf_http_respond_json(r, 202, json_pack("{s:I,s:s}", "build_id",
+                                           (json_int_t)c->id, "state",
+                                           "cancelling"));
+out:
+    free(c);
+}
+
+static void build_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
+{
+    bc_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->id = id;
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, bc_run, bc_done, c) != 0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        free(c);
+    }
+}
+
 void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
     uint64_t id = a->id;
     tf_build_t *b = tf_map_get_id(r->m->builds, id);
+    if (!b && tf_store_is_shared(r->m->store)) {
+        build_cancel_elsewhere(r, id);
+        return;
+    }
     if (!b || b->state == TF_BUILD_ENDING) {
         tf_http_error(r, 409, "build %" PRIu64 " is not running", id);
         return;
@@ -1052,11 +1129,83 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
                                            "cancelling"));
 }
 
+/* Several masters: a request running on another master has its build
+ * cancelled there (tf_master_cancel_elsewhere), as a build's cancel. */
+typedef struct rc_ctx {
+    tf_http_req_t *r;
+    uint64_t id, build_id;
+    char owner[TF_EMAIL_MAX + 1];
+    char state[16];
+} rc_ctx_t;
+
+static int rq_run(tf_db_t *db, void *arg)
+{
+    rc_ctx_t *c = arg;
+    return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
+                              c->state, sizeof(c->state), &c->build_id);
+}
+
+static void rq_done(void *arg, int rc)
+{
+    rc_ctx_t *c = arg;
+    tf_http_req_t *r = c->r;
+    char what[64];
+
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc == TF_ENOENT || (rc == 0 && (strcmp(c->state, "running") != 0 ||
+                                        !c->build_id))) {
+        tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
+                      c->id);
+        goto out;
+    }
+    if (rc) {
+        tf_http_error(r, 500, "database read failed");
+        goto out;
+    }
+    snprintf(what, sizeof(what), "request %" PRIu64, c->id);
+    if (!tf_api_may_act(r, c->owner, what))
+        goto out;
+    if (tf_master_cancel_elsewhere(r->m, "build", c->build_id,
+                                   "cancelled through the API") != 0) {
+        tf_http_error(r, 503, "the cancel could not be sent to the other "
+                      "masters");
+        goto out;
+    }
+    tf_http_respond_json(r, 202, json_pack("{s:I,s:I,s:s}", "request_id",
+                                           (json_int_t)c->id, "build_id",
+                                           (json_int_t)c->build_id, "state",
+                                           "cancelling"));
+out:
+    free(c);
+}
+
+static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
+{
+    rc_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->id = id;
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, rq_run, rq_done, c) != 0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "cannot read the database now");
+        free(c);
+    }
+}
+
 void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
     tf_master_t *m = r->m;
     uint64_t id = a->id;
     tf_request_t *req = tf_map_get_id(m->requests, id);
+    if (!req && tf_store_is_shared(m->store)) {
+        request_cancel_elsewhere(r, id);
+        return;
+    }
     if (!req) {
         tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
                       id);
@@ -1067,11 +1216,14 @@ void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)
     if (!tf_api_may_act(r, req->owner, what))
         return;
     if (req->state == TF_REQ_RUNNING && req->build) {
-        tf_build_cancel(m, req->build->id, "cancelled through the API");
+        /* The cancel may end the build (and free req) at once: a build
+         * whose build_start has not gone out yet. */
+        uint64_t bid = req->build->id;
+        tf_build_cancel(m, bid, "cancelled through the API");
         tf_http_respond_json(r, 202,
                              json_pack("{s:I,s:I,s:s}", "request_id",
                                        (json_int_t)id, "build_id",
-                                       (json_int_t)req->build->id, "state",
+                                       (json_int_t)bid, "state",
                                        "cancelling"));
         return;
     }

@@ -720,7 +720,11 @@ static void jc_done(void *arg, int rc)
                       "author or an admin can cancel it", c->id, c->email);
         goto out;
     }
-    if (tf_job_cancel(r->m, c->id,
+    /* The database's state first: with several masters this master's
+     * copy of the job may outlive its end on another master. */
+    if (strcmp(c->state, "finished") == 0 ||
+        strcmp(c->state, "cancelled") == 0 ||
+        tf_job_cancel(r->m, c->id,
                       r->admin ? "the admin" : r->user.email) != 0) {
         tf_http_error(r, 409, "job %" PRIu64 " has already %s", c->id,
                       strcmp(c->state, "cancelled") == 0 ? "been cancelled"

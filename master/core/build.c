@@ -52,7 +52,12 @@
  * (lost_since_ms set) for the slave to come back and resume it. If the slave
  * returns without it, or stays away longer than build_lost_after_s, the
  * build ends as RETRY and its request goes back in the queue (up to
- * max_retries times).
+ * max_retries times). Several masters: the slave may run it for another
+ * master by then, which took the build over (its owner in the database);
+ * this master asks the database first and, when the build is another's,
+ * drops its copy without ending it (build_forget). The end itself is
+ * stored only by the build's owner: an end group refused for that
+ * (TF_ESTATE) is dropped, not retried (end_lost).
  *
  * The authoritative result is computed here from the step results and the
  * step flags with tf_result_fold; the slave's own result is informational.
@@ -93,6 +98,7 @@ typedef struct event_commit {
     tf_bstep_t after;
     int64_t started_ms;
     tf_wgroup_t *group; /* EC_END: to resubmit after a failure */
+    uint64_t request_id; /* EC_END: the build's request, 0 for none */
     struct event_commit *next_retry;
 } event_commit_t;
 
@@ -217,6 +223,7 @@ static event_commit_t *build_group(tf_master_t *m, tf_build_t *b,
     ec->seq = seq;
     ec->epoch = b->epoch;
     ec->step = -1;
+    ec->request_id = 0;
     ec->group = m->group;
     if (seq)
         tf_op_build_seq(m->group, b->id, seq);
@@ -500,13 +507,19 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
     if (r && lost_claim) {
         /* Several masters (store.shared): another one claimed it first,
          * or it ended meanwhile. It is not this master's to run. */
+        uint64_t rid = r->id;
         r->build = NULL;
+        if (r->job_id)
+            tf_job_request_forgotten(m, r->job_id);
         tf_request_set_state(m, r, TF_REQ_DONE, "claimed by another master");
         tf_map_del_id(m->requests, r->id);
         tf_request_free(r);
         /* Whatever else is pending in the database is queued here again
-         * (debounced): nothing stays unqueued on every master. */
-        tf_master_farm_changed(m, TF_FARM_QUEUE);
+         * (debounced): nothing stays unqueued on every master. A request
+         * lost again and again (another transaction holds its row) is
+         * backed off instead of claimed in a loop. */
+        if (tf_master_claim_lost(m, rid))
+            tf_master_farm_changed(m, TF_FARM_QUEUE);
     } else if (r) {
         r->build = NULL;
         r->retries++;
@@ -1036,14 +1049,42 @@ void tf_build_flush_acks(tf_master_t *m)
 
 /* --- ending --- */
 
+/* Several masters: the end of a build this master no longer owns was
+ * refused (another master took the build over from its slave, or ended
+ * it). Nothing of that end may reach the database: the group is dropped,
+ * and so is this master's copy of the request it requeued, which is the
+ * other master's; the queue is read again for whatever is pending. */
+static void end_lost(tf_master_t *m, event_commit_t *ec)
+{
+    uint64_t id = ec->build_id, rid = ec->request_id;
+    tf_request_t *r = rid ? tf_map_get_id(m->requests, rid) : NULL;
+
+    tf_warn("build", "build %" PRIu64 " is another master's now (it took "
+            "the build over from its slave, or ended it): this master drops "
+            "its copy and does not end it", id);
+    tf_wgroup_free(ec->group); /* ec lives in it */
+    if (r && r->state == TF_REQ_PENDING && !r->build) {
+        tf_sched_dequeue(m, r);
+        tf_map_del_id(m->requests, r->id);
+        tf_request_set_state(m, r, TF_REQ_DONE, "another master's");
+        tf_request_free(r);
+    }
+    tf_master_farm_changed(m, TF_FARM_QUEUE);
+}
+
 /* An end group failed: it is kept and resubmitted on the next tick (the
- * memory side of the end has happened; storage must follow). */
+ * memory side of the end has happened; storage must follow), unless
+ * another master owns the build by now (end_lost). */
 static void end_committed_cb(void *arg, int rc)
 {
     event_commit_t *ec = arg;
     tf_master_t *m = ec->m;
     tf_build_t *b = tf_map_get_id(m->builds, ec->build_id);
 
+    if (rc == TF_ESTATE && m->store && tf_store_is_shared(m->store)) {
+        end_lost(m, ec);
+        return;
+    }
     if (rc) {
         tf_error("build", "build %" PRIu64 ": its end could not be stored "
                  "(%s); trying again", ec->build_id, tf_strerror(rc));
@@ -1259,6 +1300,8 @@ static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
     int64_t now = tf_now_ms();
     event_commit_t *ec = build_group(m, b, EC_END, 0, 512);
 
+    if (ec && b->request)
+        ec->request_id = b->request->id;
     for (size_t i = 0; i < b->nsteps; i++) {
         tf_bstep_t *st = &b->steps[i];
         if (st->finished)
@@ -1295,6 +1338,8 @@ static void build_apply_finish(tf_master_t *m, tf_build_t *b)
     for (size_t i = 0; i < b->nsteps; i++)
         any = any || b->steps[i].started || b->steps[i].finished;
     event_commit_t *ec = build_group(m, b, EC_END, seq, 512);
+    if (ec && b->request)
+        ec->request_id = b->request->id;
     for (size_t i = 0; i < b->nsteps; i++) {
         tf_bstep_t *st = &b->steps[i];
         if (st->finished)
@@ -1840,10 +1885,92 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
     return 0;
 }
 
+/* Several masters: the build's slave moved to another master, which
+ * took the build over (its owner in the database is that master). This
+ * master forgets it without ending it: no RETRY, no requeue, no event;
+ * the request is the other master's too. */
+static void build_forget(tf_master_t *m, tf_build_t *b)
+{
+    tf_request_t *r = b->request;
+    tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
+
+    tf_warn("build", "build %" PRIu64 " (%s #%" PRIu64 ") is another "
+            "master's now (it took the build over from slave %s): this "
+            "master drops its copy and does not end it", b->id, b->builder,
+            b->number, b->slave);
+    if (mb && mb->nrunning > 0)
+        mb->nrunning--;
+    build_unlink(m, b);
+    build_set_state(b, TF_BUILD_ENDING, "another master's");
+    b->request = NULL;
+    if (r) {
+        r->build = NULL;
+        if (r->job_id)
+            tf_job_request_forgotten(m, r->job_id);
+        tf_request_set_state(m, r, TF_REQ_DONE, "another master's");
+        tf_map_del_id(m->requests, r->id);
+        tf_request_free(r);
+    }
+    free(b->start_msg);
+    b->start_msg = NULL;
+    b->accepted_seq = b->committed_seq;
+    b->acks_off = true;
+    ack_owed(m, b); /* the ack pass frees it */
+}
+
+static void lost_end(tf_master_t *m, tf_build_t *b)
+{
+    char text[160];
+    snprintf(text, sizeof(text), "slave %s gone for more than %u s",
+             b->slave, m->cfg->build_lost_after_s);
+    build_end_forced(m, b, TF_RETRY, text);
+}
+
+typedef struct owner_check {
+    tf_master_t *m;
+    uint64_t build_id;
+} owner_check_t;
+
+static void owner_checked_cb(void *arg, int rc)
+{
+    owner_check_t *c = arg;
+    tf_master_t *m = c->m;
+    tf_build_t *b = tf_map_get_id(m->builds, c->build_id);
+
+    if (!b || b->state == TF_BUILD_ENDING)
+        return;
+    b->owner_checking = false;
+    if (rc == TF_ESTATE)
+        build_forget(m, b);
+    else if (rc == 0 && b->lost_since_ms)
+        lost_end(m, b);
+    /* Else the database failed: the next check asks again. */
+}
+
+/* Shared masters ask the database first whether the lost build is still
+ * theirs (its slave may run it for another master now); the end itself
+ * is guarded too (store.h), this only keeps a RETRY that would not be
+ * stored out of the logs and the live feed. */
+static void lost_check_owner(tf_master_t *m, tf_build_t *b)
+{
+    if (!tf_master_group_begin(m, sizeof(owner_check_t)))
+        return;
+    owner_check_t *c = tf_wgroup_alloc(m->group, sizeof(*c));
+    if (!c) {
+        tf_master_group_commit(m, NULL, NULL);
+        return;
+    }
+    *c = (owner_check_t){.m = m, .build_id = b->id};
+    tf_op_build_adopt(m->group, b->id, NULL);
+    b->owner_checking = true;
+    tf_master_group_commit(m, owner_checked_cb, c);
+}
+
 void tf_build_check_lost(tf_master_t *m)
 {
     int64_t now = tf_mono_ms();
     int64_t limit = (int64_t)m->cfg->build_lost_after_s * 1000;
+    bool shared = m->store && tf_store_is_shared(m->store);
     size_t pos = 0;
     void *v;
     /* Collect first: ending a build changes the map. */
@@ -1851,15 +1978,15 @@ void tf_build_check_lost(tf_master_t *m)
     size_t n = 0;
     while (n < 64 && tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
         tf_build_t *b = v;
-        if (b->state != TF_BUILD_ENDING && b->lost_since_ms &&
-            now - b->lost_since_ms > limit)
+        if (b->state != TF_BUILD_ENDING && !b->owner_checking &&
+            b->lost_since_ms && now - b->lost_since_ms > limit)
             lost[n++] = b;
     }
     for (size_t i = 0; i < n; i++) {
-        char text[160];
-        snprintf(text, sizeof(text), "slave %s gone for more than %u s",
-                 lost[i]->slave, m->cfg->build_lost_after_s);
-        build_end_forced(m, lost[i], TF_RETRY, text);
+        if (shared)
+            lost_check_owner(m, lost[i]);
+        else
+            lost_end(m, lost[i]);
     }
 }
 

@@ -51,6 +51,11 @@ void tf_job_request_started(tf_master_t *m, uint64_t job_id)
 bool tf_job_request_added(tf_master_t *m, uint64_t job_id)
 {
     tf_mjob_t *j = job_get(m, job_id);
+    /* Several masters: the job may have been submitted to another one;
+     * the database keeps it open for the new request (its settle, in the
+     * same group, sees it pending). */
+    if (!j && job_id && tf_store_is_shared(m->store))
+        return true;
     if (!j || j->cancel_requested)
         return false;
     j->nopen++;
@@ -97,6 +102,18 @@ void tf_job_request_done(tf_master_t *m, uint64_t job_id, tf_result_t result)
             tf_result_name(j->result));
     tf_map_del_id(m->jobs, j->id);
     free(j);
+}
+
+void tf_job_request_forgotten(tf_master_t *m, uint64_t job_id)
+{
+    tf_mjob_t *j = job_get(m, job_id);
+
+    /* The request is another master's now: this master no longer counts
+     * it among the job's open ones (nor ends the job for it). */
+    if (j && j->nopen > 0 && --j->nopen == 0 && tf_store_is_shared(m->store)) {
+        tf_map_del_id(m->jobs, j->id);
+        free(j);
+    }
 }
 
 void tf_jobs_restore(tf_master_t *m, uint64_t id, const char *email,
@@ -359,25 +376,47 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
 
 int tf_job_cancel(tf_master_t *m, uint64_t id, const char *by)
 {
-    tf_mjob_t *j = job_get(m, id);
-    if (!j)
+    bool shared = tf_store_is_shared(m->store);
+    char why[TF_EMAIL_MAX + 64];
+
+    /* Several masters: this master's copy of the job says nothing of the
+     * others' (the caller read the database's state), so the cancel goes
+     * to them too. */
+    if (!job_get(m, id) && !shared)
         return TF_ENOENT;
-    j->cancel_requested = true;
     tf_info("jobs", "job %" PRIu64 " cancelled by %s", id, by);
+    if (shared) {
+        snprintf(why, sizeof(why), "the try job was cancelled by %s", by);
+        tf_master_cancel_elsewhere(m, "job", id, why);
+    }
+    tf_job_cancel_here(m, id, by);
+    return 0;
+}
+
+void tf_job_cancel_here(tf_master_t *m, uint64_t id, const char *by)
+{
+    tf_mjob_t *j = job_get(m, id);
+    (void)by;
+    if (j)
+        j->cancel_requested = true;
     size_t pos = 0;
     void *v;
     tf_request_t *pending[256];
-    size_t n = 0;
+    uint64_t running[256];
+    size_t n = 0, nrun = 0;
+    /* Collected first: cancelling may end a build and free its request,
+     * which changes the map. */
     while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
         tf_request_t *req = v;
-        if (req->job_id != j->id)
+        if (req->job_id != id)
             continue;
-        if (req->state == TF_REQ_RUNNING && req->build)
-            tf_build_cancel(m, req->build->id, "the try job was cancelled");
+        if (req->state == TF_REQ_RUNNING && req->build && nrun < 256)
+            running[nrun++] = req->build->id;
         else if (req->state == TF_REQ_PENDING && n < 256)
             pending[n++] = req;
     }
     for (size_t i = 0; i < n; i++)
         tf_sched_cancel_pending(m, pending[i], NULL, NULL);
-    return 0;
+    for (size_t i = 0; i < nrun; i++)
+        tf_build_cancel(m, running[i], "the try job was cancelled");
 }

@@ -75,6 +75,12 @@ int tf_job_create(struct tf_master *m, tf_jobspec_t *spec, char *err,
  * aborted, pending requests leave the queue). Returns 0, or TF_ENOENT
  * when the job is not open (finished, cancelled, or unknown). */
 int tf_job_cancel(struct tf_master *m, uint64_t id, const char *by);
+/* (Several masters: the job need not be known here; the other masters are
+ * asked to cancel what they run of it, tf_master_cancel_elsewhere.) */
+
+/* Cancels what this master runs or queues of job id (the part of
+ * tf_job_cancel done on each master). by is for the logs. */
+void tf_job_cancel_here(struct tf_master *m, uint64_t id, const char *by);
 
 /* A request of job job_id started its first build: the job is running. */
 void tf_job_request_started(struct tf_master *m, uint64_t job_id);
@@ -83,6 +89,12 @@ void tf_job_request_started(struct tf_master *m, uint64_t job_id);
  * job stays open until it ends too. Returns false (and adds nothing)
  * when the job is not open or is being cancelled. */
 bool tf_job_request_added(struct tf_master *m, uint64_t job_id);
+
+/* Several masters: a request of job job_id that this master counted open
+ * is another master's now (a lost claim, a build taken over): it is no
+ * longer counted here, and the job is not ended for it (the master that
+ * ends it settles the job in the database). */
+void tf_job_request_forgotten(struct tf_master *m, uint64_t job_id);
 
 /* A request of job job_id ended for good with result. When it was the
  * last, the job's result is written. Call inside the write group that

@@ -532,11 +532,89 @@ int tf_master_ids(tf_master_t *m, unsigned n)
 
 /* --- several masters: the queue other masters add to --- */
 
+/* --- several masters: backing off from claims lost in a row --- */
+
+#define LOST_FIRST_MS 250
+#define LOST_MAX_MS 4000
+#define LOST_FORGET_MS 10000 /* a loss this old does not count in a row */
+
+static struct tf_lost_claim *lost_find(tf_master_t *m, uint64_t id)
+{
+    for (size_t i = 0; i < m->nlost_claims; i++)
+        if (m->lost_claims[i].id == id)
+            return &m->lost_claims[i];
+    return NULL;
+}
+
+/* Drops entries whose last loss is old (their requests ran or ended). */
+static void lost_prune(tf_master_t *m, int64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m->nlost_claims; i++)
+        if (now - m->lost_claims[i].last_ms < LOST_FORGET_MS ||
+            m->lost_claims[i].until_ms > now)
+            m->lost_claims[k++] = m->lost_claims[i];
+    m->nlost_claims = k;
+}
+
+bool tf_master_claim_lost(tf_master_t *m, uint64_t id)
+{
+    int64_t now = tf_now_ms();
+    struct tf_lost_claim *c;
+
+    lost_prune(m, now);
+    c = lost_find(m, id);
+    if (!c) {
+        if (m->nlost_claims == TF_LOST_CLAIMS_MAX)
+            return true; /* full: no backoff for this one */
+        c = &m->lost_claims[m->nlost_claims++];
+        *c = (struct tf_lost_claim){.id = id};
+    }
+    c->n++;
+    c->last_ms = now;
+    if (c->n == 1)
+        return true;
+    int64_t wait = LOST_FIRST_MS;
+    for (unsigned k = 2; k < c->n && wait < LOST_MAX_MS; k++)
+        wait *= 2;
+    if (wait > LOST_MAX_MS)
+        wait = LOST_MAX_MS;
+    c->until_ms = now + wait;
+    tf_info("master", "request %" PRIu64 ": claim lost %u times in a row "
+            "(another transaction holds it): not queued here for %" PRId64
+            " ms", id, c->n, wait);
+    return false;
+}
+
+static bool lost_backing_off(tf_master_t *m, uint64_t id, int64_t now)
+{
+    struct tf_lost_claim *c = lost_find(m, id);
+    return c && c->until_ms > now;
+}
+
+/* The tick: when a backoff has passed, the queue is read again. */
+static void lost_due(tf_master_t *m)
+{
+    int64_t now = tf_now_ms();
+    bool due = false;
+
+    for (size_t i = 0; i < m->nlost_claims; i++) {
+        struct tf_lost_claim *c = &m->lost_claims[i];
+        if (c->until_ms && c->until_ms <= now) {
+            c->until_ms = 0;
+            due = true;
+        }
+    }
+    if (due)
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
+}
+
 static void farm_loaded_cb(void *arg, int rc)
 {
     tf_master_t *m = arg;
     tf_q_state_t *q = m->farm_q;
     size_t added = 0;
+    int64_t now = tf_now_ms();
 
     m->farm_q = NULL;
     /* A master shutting down queues nothing more. */
@@ -546,7 +624,8 @@ static void farm_loaded_cb(void *arg, int rc)
          * nothing to do. A request this master ended and freed but whose
          * end is not committed yet may come back: its claim then fails
          * and drops it again. */
-        if (row->running || tf_map_get_id(m->requests, row->id))
+        if (row->running || tf_map_get_id(m->requests, row->id) ||
+            lost_backing_off(m, row->id, now))
             continue;
         tf_mbuilder_t *mb = tf_master_builder(m, row->builder, false);
         if (!mb || !mb->cfg)
@@ -577,9 +656,16 @@ typedef struct adopt {
     char slave[TF_NAME_MAX + 1];
     uint64_t *ids;
     size_t n;
+    size_t npending; /* adoption writes not answered yet */
     tf_master_adopted_cb cb;
     void *arg;
 } adopt_t;
+
+/* One build's adoption write: row is in a->q. */
+typedef struct adopt_one {
+    adopt_t *a;
+    size_t row;
+} adopt_one_t;
 
 static bool adopt_wanted(const adopt_t *a, uint64_t id)
 {
@@ -589,47 +675,99 @@ static bool adopt_wanted(const adopt_t *a, uint64_t id)
     return false;
 }
 
+static void adopt_finish(adopt_t *a)
+{
+    a->cb(a->m, a->arg);
+    tf_q_state_clear(&a->q);
+    free(a->ids);
+    free(a);
+}
+
+/* The build of row is this master's now (its owner moved here in the
+ * database): it runs here, with its request. */
+static void adopt_take(adopt_t *a, const tf_ld_build_t *row)
+{
+    tf_master_t *m = a->m;
+    const tf_q_state_t *q = &a->q;
+    tf_request_t *had = tf_map_get_id(m->requests, row->request_id);
+
+    if (tf_map_get_id(m->builds, row->id))
+        return;
+    if (had && had->state == TF_REQ_PENDING) {
+        /* Queued here still, though the other master had claimed it: it
+         * runs now, with this build. */
+        tf_sched_dequeue(m, had);
+        tf_request_set_state(m, had, TF_REQ_RUNNING, "its build is "
+                             "taken over from another master");
+    }
+    for (size_t k = 0; !had && k < q->nrequests; k++) {
+        const tf_ld_request_t *rr = &q->requests[k];
+        if (rr->id != row->request_id || !rr->running)
+            continue;
+        tf_request_t *r = request_from_row(rr);
+        if (r && tf_map_put_id(m->requests, r->id, r) != 0)
+            tf_request_free(r);
+        break;
+    }
+    tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
+            ") that another master ran: this master takes it over",
+            a->slave, row->id, row->builder, row->number);
+    build_from_row(m, row);
+}
+
+static void adopt_written_cb(void *arg, int rc)
+{
+    adopt_one_t *one = arg;
+    adopt_t *a = one->a;
+    const tf_ld_build_t *row = &a->q.builds[one->row];
+
+    if (rc == 0)
+        adopt_take(a, row);
+    else if (rc == TF_ESTATE)
+        tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
+                "): another master owns it by now or it has ended: not "
+                "taken over", a->slave, row->id, row->builder, row->number);
+    else
+        tf_warn("master", "build %" PRIu64 " of slave %s: taking it over "
+                "could not be stored: %s", row->id, a->slave,
+                tf_strerror(rc));
+    if (--a->npending == 0)
+        adopt_finish(a);
+}
+
+/* Each build the slave brings moves to this master in its own write
+ * (UPDATE ... WHERE owner = the owner read): of two masters taking it,
+ * or of the master it left ending it meanwhile, one wins. */
 static void adopt_loaded_cb(void *arg, int rc)
 {
     adopt_t *a = arg;
     tf_master_t *m = a->m;
     const tf_q_state_t *q = &a->q;
 
+    a->npending = 1; /* this function's own hold */
     for (size_t i = 0; rc == 0 && i < q->nbuilds; i++) {
         const tf_ld_build_t *row = &q->builds[i];
         if (!adopt_wanted(a, row->id) || !row->slave ||
             strcmp(row->slave, a->slave) != 0 ||
             tf_map_get_id(m->builds, row->id))
             continue;
-        tf_request_t *had = tf_map_get_id(m->requests, row->request_id);
-        if (had && had->state == TF_REQ_PENDING) {
-            /* Queued here still, though the dead master had claimed it:
-             * it runs now, with this build. */
-            tf_sched_dequeue(m, had);
-            tf_request_set_state(m, had, TF_REQ_RUNNING, "its build is "
-                                 "taken over from another master");
+        if (!tf_master_group_begin(m, sizeof(adopt_one_t)))
+            continue;
+        adopt_one_t *one = tf_wgroup_alloc(m->group, sizeof(*one));
+        if (!one) {
+            tf_master_group_commit(m, NULL, NULL);
+            continue;
         }
-        for (size_t k = 0; !had && k < q->nrequests; k++) {
-            const tf_ld_request_t *rr = &q->requests[k];
-            if (rr->id != row->request_id || !rr->running)
-                continue;
-            tf_request_t *r = request_from_row(rr);
-            if (r && tf_map_put_id(m->requests, r->id, r) != 0)
-                tf_request_free(r);
-            break;
-        }
-        tf_info("master", "slave %s brings build %" PRIu64 " (%s #%" PRIu64
-                ") that another master ran: this master takes it over",
-                a->slave, row->id, row->builder, row->number);
-        build_from_row(m, row);
+        *one = (adopt_one_t){.a = a, .row = i};
+        tf_op_build_adopt(m->group, row->id, row->owner);
+        a->npending++;
+        tf_master_group_commit(m, adopt_written_cb, one);
     }
     if (rc)
         tf_warn("master", "loading the running builds of slave %s: %s",
                 a->slave, tf_strerror(rc));
-    a->cb(m, a->arg);
-    tf_q_state_clear(&a->q);
-    free(a->ids);
-    free(a);
+    if (--a->npending == 0)
+        adopt_finish(a);
 }
 
 int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
@@ -665,9 +803,65 @@ int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
     return rc;
 }
 
+/* --- several masters: cancelling what another master runs --- */
+
+#define CANCEL_TOPIC "cancel"
+
+int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
+                               uint64_t id, const char *why)
+{
+    json_t *j;
+    char *text;
+    int rc;
+
+    if (!m->store || !tf_store_is_shared(m->store))
+        return 0;
+    j = json_pack("{s:I,s:s}", kind, (json_int_t)id, "why",
+                  why ? why : "cancelled");
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return TF_ENOMEM;
+    rc = tf_store_farm_send(m->store, CANCEL_TOPIC, text);
+    free(text);
+    if (rc)
+        tf_warn("master", "%s %" PRIu64 ": the cancel could not be sent to "
+                "the other masters: %s", kind, id, tf_strerror(rc));
+    return rc;
+}
+
+/* A cancel another master sent: this master cancels what of it runs
+ * here (and what of a job is queued here; the guarded UPDATE lets one
+ * master's cancel of a pending request win). */
+static void cancel_from_elsewhere(tf_master_t *m, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    json_int_t build = 0, job = 0;
+    const char *why = NULL;
+
+    if (!j || json_unpack(j, "{s?I,s?I,s?s}", "build", &build, "job", &job,
+                          "why", &why) != 0 || (build <= 0 && job <= 0)) {
+        tf_warn("master", "a cancel from another master is malformed: "
+                "%.200s", text);
+        json_decref(j);
+        return;
+    }
+    if (build > 0 &&
+        tf_build_cancel(m, (uint64_t)build, why ? why : "cancelled") == 0)
+        tf_info("master", "build %" PRIu64 " cancelled through another "
+                "master", (uint64_t)build);
+    if (job > 0)
+        tf_job_cancel_here(m, (uint64_t)job, why ? why : "another master");
+    json_decref(j);
+}
+
 static void relay_event(void *arg, const char *topic, const char *text)
 {
     tf_master_t *m = arg;
+    if (strcmp(topic, CANCEL_TOPIC) == 0) {
+        cancel_from_elsewhere(m, text);
+        return;
+    }
     if (m->net && m->net->live_relay)
         m->net->live_relay(m, topic, text);
 }
@@ -734,6 +928,8 @@ void tf_master_tick(tf_master_t *m)
 
     tf_build_check_lost(m);
     tf_build_retry_ends(m);
+    if (m->nlost_claims)
+        lost_due(m);
     if (now - m->last_seen_flush_ms >= 30000) {
         size_t pos = 0;
         void *v;

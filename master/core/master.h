@@ -37,6 +37,10 @@
 #include "result.h"
 #include "store/store.h"
 
+/* Requests a shared master keeps backing off from (tf_master_claim_lost):
+ * beyond that many at once, a lost claim reads the queue again at once. */
+#define TF_LOST_CLAIMS_MAX 64
+
 typedef struct tf_master tf_master_t;
 typedef struct tf_link tf_link_t;
 typedef struct tf_build tf_build_t;
@@ -202,6 +206,9 @@ struct tf_build {
     int64_t started_ms;
     int64_t lost_since_ms;     /* tf_mono_ms() when the slave left;
                                 * 0 = connected */
+    bool owner_checking;       /* shared masters: asking the database
+                                * whether the lost build is still this
+                                * master's before ending it */
     char *start_msg;           /* encoded build_start until sent */
     size_t start_len;
     tf_list_t slave_node;      /* mslave->builds */
@@ -280,6 +287,16 @@ struct tf_master {
     void *farm_q;              /* shared: the reload of the queue in
                                 * flight (tf_q_state_t), or NULL */
     bool farm_again;           /* another change came meanwhile */
+    /* shared: requests whose claim this master lost lately, kept out of
+     * its queue for a while when it keeps losing them (master.c,
+     * tf_master_claim_lost); at most TF_LOST_CLAIMS_MAX */
+    struct tf_lost_claim {
+        uint64_t id;
+        unsigned n;       /* lost in a row */
+        int64_t last_ms;  /* tf_now_ms() of the last loss */
+        int64_t until_ms; /* not queued here before; 0: free to queue */
+    } lost_claims[TF_LOST_CLAIMS_MAX];
+    size_t nlost_claims;
     uint64_t next_link_id;
     uint64_t fair_vtime;       /* sched.c */
     tf_map_t *fair_last;       /* owner -> (uintptr_t) last tag */
@@ -443,6 +460,24 @@ int tf_master_ids(tf_master_t *m, unsigned n);
  * one gained the duty lease): pending requests this master does not
  * hold yet are loaded and queued. Loop thread. */
 void tf_master_farm_changed(void *arg, unsigned what);
+
+/* Shared masters: this master lost the claim of request id (another
+ * transaction holds or moved its row). Returns true when the queue should
+ * be read again now (the first loss: the other claim may have rolled
+ * back), false while the request is backed off: it stays out of this
+ * master's queue for 250 ms, doubling with each loss in a row up to 4 s,
+ * and tf_master_tick reads the queue again when that has passed, so a
+ * row another transaction holds is not claimed in a hot loop. */
+bool tf_master_claim_lost(tf_master_t *m, uint64_t id);
+
+/* Shared masters: asks the other masters to cancel build id (kind
+ * "build") or what they run and queue of try job id (kind "job"), over
+ * the farm's event channel (tf_store_farm_send: news, not a commit; a
+ * master that misses it, being cut off from the database right then,
+ * does not cancel). why is copied. Returns 0 (also when not shared),
+ * TF_ENOMEM or tf_store_farm_send's error. Loop thread. */
+int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
+                               uint64_t id, const char *why);
 
 /* Called on the loop thread once tf_master_adopt has loaded what it
  * could. */

@@ -650,13 +650,44 @@ int tf_sched_request(tf_master_t *m, const tf_reqspec_t *spec,
     return 0;
 }
 
+/* The context of a cancellation's group (in the group). */
+typedef struct cancel_ctx {
+    tf_master_t *m;
+    uint64_t id;
+    tf_store_done_cb cb;
+    void *arg;
+} cancel_ctx_t;
+
+/* Several masters: another master claimed (or ended) the request before
+ * the cancellation committed, so nothing of it was stored (TF_ESTATE).
+ * This master dropped its copy already; the queue is read again, and the
+ * caller hears TF_ESTATE. */
+static void cancel_committed_cb(void *arg, int rc)
+{
+    cancel_ctx_t *c = arg;
+
+    if (rc == TF_ESTATE) {
+        tf_info("sched", "request %" PRIu64 " was not cancelled: another "
+                "master started or ended it first", c->id);
+        tf_master_farm_changed(c->m, TF_FARM_QUEUE);
+    }
+    if (c->cb)
+        c->cb(c->arg, rc);
+}
+
 void tf_sched_cancel_pending(tf_master_t *m, tf_request_t *r,
                              tf_store_done_cb cb, void *arg)
 {
     tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
     tf_sched_dequeue(m, r);
     tf_map_del_id(m->requests, r->id);
-    tf_master_group_begin(m, 0);
+    tf_master_group_begin(m, sizeof(cancel_ctx_t));
+    cancel_ctx_t *c = tf_wgroup_alloc(m->group, sizeof(*c));
+    if (c) {
+        *c = (cancel_ctx_t){.m = m, .id = r->id, .cb = cb, .arg = arg};
+        cb = cancel_committed_cb;
+        arg = c;
+    }
     tf_op_request_cancel(m->group, r->id, TF_CANCELLED, tf_now_ms());
     if (mb)
         tf_sched_counts_write(m, mb);

@@ -59,6 +59,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_TEST_RESULT] = "test_result",
     [TF_OP_STEP_FORCE_END] = "step_force_end",
     [TF_OP_BUILD_FINISH] = "build_finish",
+    [TF_OP_BUILD_ADOPT] = "build_adopt",
     [TF_OP_PATCH_PUT] = "patch_put",
     [TF_OP_JOB_CREATE] = "job_create",
     [TF_OP_JOB_RUNNING] = "job_running",
@@ -726,6 +727,18 @@ int tf_op_build_finish(tf_wgroup_t *g, uint64_t build_id,
         S(build_finish.builder, builder);
         S(build_finish.slave, slave);
         S(build_finish.text, text);
+    }
+    return done(g, op, ok);
+}
+
+int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from)
+{
+    tf_op_t *op = op_add(g, TF_OP_BUILD_ADOPT);
+    bool ok = op != NULL;
+
+    if (op) {
+        op->u.build_adopt.build_id = build_id;
+        S(build_adopt.from, from);
     }
     return done(g, op, ok);
 }

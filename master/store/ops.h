@@ -59,6 +59,7 @@ typedef enum tf_op_kind {
     TF_OP_STEP_FORCE_END,
     TF_OP_BUILD_FINISH,
     TF_OP_TEST_RESULT,
+    TF_OP_BUILD_ADOPT,
     /* try jobs */
     TF_OP_PATCH_PUT,
     TF_OP_JOB_CREATE,
@@ -205,6 +206,17 @@ typedef struct tf_op_build_finish {
     bool complete; /* counts as the builder's last complete build */
 } tf_op_build_finish_t;
 
+/* Several masters (store.shared): this master takes build_id over from
+ * the owner it read (tf_ld_build_t.owner). The group fails with TF_ESTATE
+ * when the build has another owner by now or has finished: another master
+ * took it first, or its owner ended it. A single master owns every build
+ * (the engine accepts the op and changes nothing). */
+typedef struct tf_op_build_adopt {
+    uint64_t build_id;
+    const char *from; /* the owner read with the build ("" for none);
+                       * NULL: this master (is the build still mine?) */
+} tf_op_build_adopt_t;
+
 /* One test's result in one step of a build (tf_op_test_result). An
  * engine stores it and applies the flaky rule: when status is "pass" and
  * the build already holds a "fail" row of the same (suite, name), in any
@@ -317,6 +329,7 @@ struct tf_op {
         tf_op_stat_t stat;
         tf_op_step_force_end_t step_force_end;
         tf_op_build_finish_t build_finish;
+        tf_op_build_adopt_t build_adopt;
         tf_op_test_result_t test_result;
         tf_op_patch_put_t patch_put;
         tf_op_job_create_t job_create;

@@ -52,7 +52,13 @@
  *      FOR UPDATE SKIP LOCKED)
  *
  * and fail their group with TF_ESTATE when another master has it (or is
- * claiming it right now), so a request runs on exactly one master; a
+ * claiming it right now), so a request runs on exactly one master. The
+ * other request UPDATEs name the state they expect (pending, or pending
+ * or running) and fail the same way when it moved; a build's row names
+ * its owner (this master's host/pid/random), taking a build over is
+ * UPDATE ... WHERE owner = the owner read, and a build's end is stored
+ * only by its owner, so of two masters that both think they run a build
+ * exactly one ends it; a
  * batch that created or requeued requests sends NOTIFY tf_farm, which
  * PostgreSQL delivers at its commit. A listener thread with its own
  * connection LISTENs for it and holds the duty lock (the lease of the
@@ -148,6 +154,8 @@ struct tf_engine {
                       * reconnect) */
     int64_t changes; /* rows the last statement touched */
     bool shared;     /* one of several masters (store.shared) */
+    char owner[128]; /* this master's name in builds.owner: host/pid/random
+                      * when shared, "" otherwise (set by claim) */
     bool notify;     /* this batch changed the queue: NOTIFY tf_farm */
     bool notify_mail; /* ... queued mail */
     bool contended;  /* the batch lost to another transaction (40xxx) */
@@ -638,13 +646,34 @@ static const char SQL_REQUEST_DONE[] =
 static const char SQL_REQUEST_REUSED[] =
     "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
     "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
+/* Shared masters: the same, only from the state this master expects the
+ * request in. Another master may have claimed, cancelled or ended it
+ * since this one read it; under READ COMMITTED an UPDATE that waited for
+ * that master's transaction checks the state again after it commits. */
+#define FROM_QUEUE " AND state = 'pending'"
+#define FROM_OPEN " AND state IN ('pending', 'running')"
+static const char SQL_REQUEST_REQUEUE_OPEN[] =
+    "UPDATE build_requests SET state = 'pending', retries = ?1, "
+    "build_id = NULL WHERE id = ?2" FROM_OPEN;
+static const char SQL_REQUEST_COLLAPSE_QUEUED[] =
+    "UPDATE build_requests SET state = 'collapsed', collapsed_into = ?1, "
+    "finished_ms = ?2 WHERE id = ?3" FROM_QUEUE;
+static const char SQL_REQUEST_CANCEL_QUEUED[] =
+    "UPDATE build_requests SET state = 'cancelled', result = ?1, "
+    "finished_ms = ?2 WHERE id = ?3" FROM_QUEUE;
+static const char SQL_REQUEST_DONE_OPEN[] =
+    "UPDATE build_requests SET state = 'done', result = ?1, "
+    "finished_ms = ?2 WHERE id = ?3" FROM_OPEN;
+static const char SQL_REQUEST_REUSED_QUEUED[] =
+    "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
+    "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3" FROM_QUEUE;
 
 static const char SQL_BUILD_CREATE[] =
     "INSERT INTO builds(id, builder, number, request_id, slave, state, "
     "created_ms, nsteps, properties, reason, repository, branch, revision, "
-    "recipe, kind) "
+    "recipe, owner, kind) "
     "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-    "?13, "
+    "?13, ?14, "
     "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
     "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
@@ -731,6 +760,15 @@ static const char SQL_STEP_FORCE_END[] =
 static const char SQL_BUILD_FINISH[] =
     "UPDATE builds SET state = 'finished', result = ?1, finished_ms = ?2, "
     "text = ?3, started_ms = coalesce(started_ms, ?2) WHERE id = ?4";
+/* Shared masters end only the builds they own (builds.owner, ?5). */
+static const char SQL_BUILD_FINISH_OWNED[] =
+    "UPDATE builds SET state = 'finished', result = ?1, finished_ms = ?2, "
+    "text = ?3, started_ms = coalesce(started_ms, ?2) WHERE id = ?4 "
+    "AND owner = ?5 AND state <> 'finished'";
+/* A shared master takes a build over from the owner it read with it. */
+static const char SQL_BUILD_ADOPT[] =
+    "UPDATE builds SET owner = ?1 WHERE id = ?2 AND owner = ?3 "
+    "AND state <> 'finished'";
 static const char SQL_BUILD_FINISH_BUILDER[] =
     "UPDATE builders SET last_complete_build_id = ?1, "
     "last_complete_result = ?2, last_complete_ms = ?3 WHERE name = ?4";
@@ -817,25 +855,59 @@ static int op_request_create(tf_engine_t *e,
     return PG_OK;
 }
 
+/* A shared master's request UPDATE that found the request in another
+ * state than it expected: another master claimed, cancelled or ended it.
+ * The group fails like a lost claim (TF_ESTATE); the master drops its
+ * copy and reads the queue again. */
+static int request_moved(tf_engine_t *e, const char *what, uint64_t id)
+{
+    fmt_trunc(e->msg, sizeof(e->msg),
+              "request %" PRIu64 " is not %s here any more: another master "
+              "claimed, cancelled or ended it", id, what);
+    return PG_FAIL_CLAIM;
+}
+
 static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
                           const tf_op_request_end_t *o)
 {
+    bool sh = e->shared;
+
     switch (kind) {
     case TF_OP_REQUEST_REQUEUE:
-        EXEC(SQL_REQUEST_REQUEUE, I(o->retries), I(o->id));
+        EXEC(sh ? SQL_REQUEST_REQUEUE_OPEN : SQL_REQUEST_REQUEUE,
+             I(o->retries), I(o->id));
+        if (sh && e->changes != 1)
+            return request_moved(e, "pending or running", o->id);
         break;
     case TF_OP_REQUEST_COLLAPSE:
-        EXEC(SQL_REQUEST_COLLAPSE, I(o->into), I(o->time_ms), I(o->id));
+        EXEC(sh ? SQL_REQUEST_COLLAPSE_QUEUED : SQL_REQUEST_COLLAPSE,
+             I(o->into), I(o->time_ms), I(o->id));
+        /* Not fatal: the newer request is stored and queued all the same,
+         * and the older one runs (or ended) where another master has it;
+         * its changes are in the newer one's blamelist twice at worst. */
+        if (sh && e->changes != 1)
+            tf_info(SUB, "request %" PRIu64 " was not collapsed into %" PRIu64
+                    ": another master claimed or ended it first", o->id,
+                    o->into);
         EXEC(SQL_REQUEST_COLLAPSE_CHANGES, I(o->into), I(o->id));
         break;
     case TF_OP_REQUEST_CANCEL:
-        EXEC(SQL_REQUEST_CANCEL, I(o->result), I(o->time_ms), I(o->id));
+        EXEC(sh ? SQL_REQUEST_CANCEL_QUEUED : SQL_REQUEST_CANCEL,
+             I(o->result), I(o->time_ms), I(o->id));
+        if (sh && e->changes != 1)
+            return request_moved(e, "pending", o->id);
         break;
     case TF_OP_REQUEST_REUSED:
-        EXEC(SQL_REQUEST_REUSED, I(o->into), I(o->time_ms), I(o->id));
+        EXEC(sh ? SQL_REQUEST_REUSED_QUEUED : SQL_REQUEST_REUSED,
+             I(o->into), I(o->time_ms), I(o->id));
+        if (sh && e->changes != 1)
+            return request_moved(e, "pending", o->id);
         break;
     default:
-        EXEC(SQL_REQUEST_DONE, I(o->result), I(o->time_ms), I(o->id));
+        EXEC(sh ? SQL_REQUEST_DONE_OPEN : SQL_REQUEST_DONE, I(o->result),
+             I(o->time_ms), I(o->id));
+        if (sh && e->changes != 1)
+            return request_moved(e, "pending or running", o->id);
         break;
     }
     return PG_OK;
@@ -865,7 +937,7 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
-         T(o->revision), T(o->recipe));
+         T(o->revision), T(o->recipe), T(e->owner));
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
              T(o->steps[i].command_json), I(o->steps[i].flags));
@@ -1071,12 +1143,48 @@ static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
 
 static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
 {
-    EXEC(SQL_BUILD_FINISH, I(o->result), I(o->time_ms), T(o->text),
-         I(o->build_id));
+    if (e->shared) {
+        EXEC(SQL_BUILD_FINISH_OWNED, I(o->result), I(o->time_ms),
+             T(o->text), I(o->build_id), T(e->owner));
+        if (e->changes != 1) {
+            fmt_trunc(e->msg, sizeof(e->msg),
+                      "build %" PRIu64 " is not this master's to end: "
+                      "another master took it over or ended it",
+                      o->build_id);
+            return PG_FAIL_CLAIM;
+        }
+    } else {
+        EXEC(SQL_BUILD_FINISH, I(o->result), I(o->time_ms), T(o->text),
+             I(o->build_id));
+    }
     if (o->complete)
         EXEC(SQL_BUILD_FINISH_BUILDER, I(o->build_id), I(o->result),
              I(o->time_ms), T(o->builder));
     EXEC(SQL_BUILD_FINISH_SLAVE, T(o->slave));
+    return PG_OK;
+}
+
+/* tf_op_build_adopt (store.h): from the owner read to this master. */
+static int op_build_adopt(tf_engine_t *e, const tf_op_build_adopt_t *o)
+{
+    const char *from = o->from ? o->from : e->owner;
+
+    if (!e->shared)
+        return PG_OK;
+    EXEC(SQL_BUILD_ADOPT, T(e->owner), I(o->build_id), T(from));
+    if (e->changes != 1 && !o->from) {
+        fmt_trunc(e->msg, sizeof(e->msg),
+                  "build %" PRIu64 " is not this master's any more: another "
+                  "master took it over or ended it", o->build_id);
+        return PG_FAIL_CLAIM;
+    }
+    if (e->changes != 1) {
+        fmt_trunc(e->msg, sizeof(e->msg),
+                  "build %" PRIu64 " was not taken over: another master "
+                  "owns it by now (it was %s's) or it has ended",
+                  o->build_id, from[0] ? from : "nobody");
+        return PG_FAIL_CLAIM;
+    }
     return PG_OK;
 }
 
@@ -1306,6 +1414,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_test_result(e, &op->u.test_result);
     case TF_OP_BUILD_FINISH:
         return op_build_finish(e, &op->u.build_finish);
+    case TF_OP_BUILD_ADOPT:
+        return op_build_adopt(e, &op->u.build_adopt);
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
     case TF_OP_POLLER_HEALTH: {
@@ -1401,6 +1511,27 @@ static PGconn **reader_acquire(tf_engine_t *e);
 static void reader_release(tf_engine_t *e, PGconn **slot);
 static bool reader_ready(tf_engine_t *e, PGconn **c);
 
+/* This master's name in builds.owner: host, process and a random part,
+ * so a restarted master (same host, maybe the same pid) is a new owner
+ * and never ends a build it ran in an earlier life. */
+static void owner_name(tf_engine_t *e)
+{
+    char host[64] = "";
+    unsigned rnd = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || read(fd, &rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd))
+        rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    if (fd >= 0)
+        close(fd);
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        snprintf(host, sizeof(host), "master");
+    fmt_trunc(e->owner, sizeof(e->owner), "%s/%ld/%08x", host,
+              (long)getpid(), rnd);
+    tf_info(SUB, "%s: this master owns the builds it runs as %s", e->shown,
+            e->owner);
+}
+
 static int claim(tf_engine_t *e, bool wait, bool shared)
 {
     bool waited = false;
@@ -1439,6 +1570,8 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
                 "(write connection: backend pid %d)", e->shown,
                 atomic_load(&e->wpid));
     e->claimed = true;
+    if (shared)
+        owner_name(e);
     return shared ? shared_ids_init(e) : 0;
 }
 

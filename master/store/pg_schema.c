@@ -276,6 +276,13 @@ static const char *const pg_migrations[] = {
     "CREATE TABLE farm(id TEXT NOT NULL);"
     "INSERT INTO farm(id) VALUES(md5(random()::text || "
     "clock_timestamp()::text));",
+
+    /* 10: a build's owner (sqlite's migration 10): the shared master that
+     * runs it ('' for the one master of a database without
+     * store.shared). A master taking over a build moves it from the owner
+     * it read to itself in one guarded UPDATE, and a master that is no
+     * longer the owner cannot end it (store/pg.c). */
+    "ALTER TABLE builds ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
 };
 
 size_t tf_pg_schema_count(void)

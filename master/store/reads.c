@@ -253,7 +253,7 @@ static int load_builds(tf_db_t *db, tf_q_state_t *q)
 
     if (prep(db,
              "SELECT id, builder, number, request_id, slave, created_ms, "
-             "started_ms, last_seq, nsteps, kind = 'try' FROM builds "
+             "started_ms, last_seq, nsteps, kind = 'try', owner FROM builds "
              "WHERE state != 'finished' ORDER BY id",
              &st))
         return TF_ESTORE;
@@ -288,6 +288,7 @@ static int load_builds(tf_db_t *db, tf_q_state_t *q)
         b->started_ms = col_i64(st, 6);
         b->last_seq = (uint64_t)col_i64(st, 7);
         b->is_try = col_i64(st, 9) != 0;
+        b->owner = col_dup(st, 10, &ok);
         rc = load_steps(db, steps, b, &ok);
     }
     tf_db_finalize(steps);
@@ -517,6 +518,7 @@ void tf_q_state_clear(tf_q_state_t *q)
         free(b->steps);
         free(b->builder);
         free(b->slave);
+        free(b->owner);
     }
     for (size_t i = 0; i < q->njobs; i++)
         free(q->jobs[i].email);

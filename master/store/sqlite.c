@@ -1283,6 +1283,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_test_result(e, &op->u.test_result);
     case TF_OP_BUILD_FINISH:
         return op_build_finish(e, &op->u.build_finish);
+    case TF_OP_BUILD_ADOPT:
+        return SQLITE_OK; /* one master owns every build (store.h) */
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
     case TF_OP_POLLER_HEALTH: {

@@ -474,6 +474,15 @@ int tf_op_build_finish(tf_wgroup_t *g, uint64_t build_id,
                        const char *builder, const char *slave, int result,
                        int64_t time_ms, const char *text, bool complete);
 
+/* Several masters: takes build_id over from the owner `from` read with it
+ * (tf_ld_build_t.owner); the group fails with TF_ESTATE when another
+ * master owns it by now or it has finished (ops.h, tf_op_build_adopt_t).
+ * A shared master's build end also fails with TF_ESTATE once another
+ * master owns the build: it must then drop its copy. from is copied. */
+int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from);
+/* (from NULL: fails with TF_ESTATE unless this master still owns the
+ * running build: the check before ending a build whose slave is lost.) */
+
 /* A patch, stored once per SHA-256 (a second put of the same one is a
  * no-op). The _take variant takes ownership of data (malloc'd), even when
  * it fails, instead of copying it. */
@@ -619,6 +628,7 @@ typedef struct tf_ld_step {
 typedef struct tf_ld_build {
     uint64_t id, number, request_id, last_seq;
     char *builder, *slave;
+    char *owner; /* the master running it (store.shared); "" for none */
     int64_t created_ms, started_ms;
     bool is_try;         /* kind "try": its request had a patch or a job */
     tf_ld_step_t *steps; /* nsteps of them, by index */

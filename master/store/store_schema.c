@@ -285,6 +285,11 @@ static const char *const migrations[] = {
     "CREATE INDEX changes_by_revision ON changes(revision);"
     "CREATE TABLE farm(id TEXT NOT NULL);"
     "INSERT INTO farm(id) VALUES(lower(hex(randomblob(16))));",
+    /* 10: a build's owner, the master that runs it. One master uses a
+     * sqlite database, so it stays '' here; PostgreSQL's shared masters
+     * (pg_schema.c, migration 10) write and guard it. Kept in both so a
+     * database migrated to PostgreSQL has the column. */
+    "ALTER TABLE builds ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
 };
 
 size_t tf_schema_count(void)

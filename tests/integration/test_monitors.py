@@ -239,11 +239,12 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
     # Back to schema 5 as an older master left it: no kind column, and the
     # try build as the builder's last complete build (and nothing of the
     # migrations after 6: migration 7's test results go too, schema 8's
-    # compressed logs: the logs go back into chunks, and schema 9's farm,
-    # recipes and indexes).
+    # compressed logs: the logs go back into chunks, schema 9's farm,
+    # recipes and indexes, and schema 10's build owners).
     import sqlite3
     db = sqlite3.connect(m.db_path)
     db.executescript(
+        "ALTER TABLE builds DROP COLUMN owner;"
         "DROP TABLE farm;"
         "DROP INDEX changes_by_revision;"
         "DROP INDEX builds_by_request;"

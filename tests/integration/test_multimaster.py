@@ -6,7 +6,9 @@ and mail, pollers and periodic schedulers run on the holder of the duty
 lease, which another master takes within seconds when it dies. The
 server comes from the pg_cluster fixture (tfpytest.py)."""
 
+import base64
 import concurrent.futures
+import re
 import time
 
 import pytest
@@ -291,6 +293,427 @@ def test_the_live_feed_of_one_master_shows_builds_run_on_another(farm,
     assert (0, "done") in steps, steps
     assert a.step_log(fin["id"], 0) == b"hi quick\n"
 
+
+def secret_files(farm, slaves):
+    """One secret file per slave, shared by every master's config (each
+    master has its own directory, so generated secrets would differ)."""
+    out = {}
+    for s in slaves:
+        p = farm.tmp / f"{s}-secret"
+        p.write_text(f"the-shared-secret-of-{s}\n")
+        p.chmod(0o600)
+        out[s] = p
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_a_build_taken_over_from_a_live_master_is_never_ended_by_it(
+        farm, pg_url, pg_cluster):
+    """Masters a and b both stay alive. s1 runs a build for b through a
+    TCP proxy; the proxy cuts the link mid-build (a network blip between
+    s1 and b only) and s1 fails over to a (its second --master), which
+    takes the build over: the build's owner moves from b to a in the
+    database. b's build_lost_after_s then passes: b must not end the build
+    as RETRY nor queue its request again (its guarded UPDATE finds a as
+    the owner) and says it drops its copy. The request runs once, the
+    build finishes once with SUCCESS on a, its log byte-exact, and b's API
+    shows that same finished build."""
+    lines = 90
+    secrets = secret_files(farm, ["s1"])
+    cfg = config([], build_lost_after_s=4)
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(secrets["s1"])}]
+    cfg["builders"] = [{"name": "long", "steps": [{"name": "count",
+        "command": f"i=1; while [ $i -le {lines} ]; do echo line $i; "
+                   "sleep 0.1; i=$((i + 1)); done"}]}]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    proxy = farm.proxy(b.port)
+    farm.slave(b, "s1", secret_file=secrets["s1"], url=proxy.ws_url,
+               args=["--master", a.ws_url])
+    b.wait_slave_connected("s1")
+    req = b.force("long")
+    bid = b.wait_build_started(req)
+    b.wait_step_running(bid, 0, min_bytes=len("line 1\nline 2\n"))
+    proxy.cut()
+    t_cut = time.monotonic()
+    wait_for(lambda: "another master ran: this master takes it over"
+             in a.log_text(), 30, "a to take the build over", farm,
+             interval=0.1)
+    assert time.monotonic() - t_cut < 4, "the take-over came after b's " \
+        "build_lost_after_s: the test would not test the race"
+    db = pg_cluster.dbname(pg_url)
+    owner = pg_cluster.psql(f"SELECT owner FROM builds WHERE id = {bid}",
+                            db=db).strip()
+    assert owner and owner in a.log_text() and owner not in b.log_text(), \
+        owner
+    # b's build_lost_after_s passes while a still runs the build.
+    dropped = re.compile(rf"build {bid} \(long #\d+\) is another "
+                         "master's now")
+    wait_for(lambda: dropped.search(b.log_text()), 30,
+             "b to drop its copy of the build", farm, interval=0.2)
+    assert pg_cluster.psql(f"SELECT state FROM builds WHERE id = {bid}",
+                           db=db).strip() != "finished", \
+        "the build ended before b's timer: the test would not test the race"
+    done = a.wait_build_finished(bid, 60)
+    assert done["result"] == "SUCCESS", done
+    want = "".join(f"line {i}\n" for i in range(1, lines + 1)).encode()
+    assert a.step_log(bid, 0) == want
+    assert b.step_log(bid, 0) == want
+    time.sleep(2)  # anything b would still do, it has done by now
+    rows = pg_cluster.psql("SELECT count(*), count(DISTINCT request_id), "
+                           "min(result), max(result) FROM builds", db=db)
+    assert rows.strip() == "1|1|0|0", rows
+    r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                        f"build_requests WHERE id = {req}", db=db).strip()
+    assert r == f"done|0|{bid}|0", r
+    for m in (a, b):
+        v = m.build(bid)
+        assert v["state"] == "finished" and v["result"] == "SUCCESS", v
+        assert m.request_info(req)["state"] == "done"
+    # b neither ended it (in memory or in the database) nor ran it again.
+    text = b.log_text()
+    assert not re.search(rf"build {bid} \(long #\d+\) on s1: RETRY", text)
+    assert "queued again" not in text
+
+
+def lost_claims_per_request(masters):
+    """How often each master lost the claim of each request (the store's
+    info line), as {(master, request id): count}."""
+    pat = re.compile(r"request (\d+) is not pending here: another master "
+                     r"claimed it")
+    out = {}
+    for m in masters:
+        for rid in pat.findall(m.log_text()):
+            out[(m.name, int(rid))] = out.get((m.name, int(rid)), 0) + 1
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_cancels_racing_claims_across_three_masters_never_run_a_cancelled_request(
+        farm, pg_url, pg_cluster):
+    """Three masters, two slaves on each; 400 requests forced through all
+    three, each cancelled at once through the next master, which holds
+    its copy of the request as pending (NOTIFY) while another master may
+    be claiming it. A shared master's cancel only moves a pending request
+    (UPDATE ... AND state = 'pending'): when another master got it first
+    the request runs once, and the cancel either answers 409 or (202)
+    goes on to cancel the build that master runs. In the database no
+    request is both cancelled and built, none is built twice, every 200
+    is a cancelled request, every 409 a request built once with SUCCESS
+    and every 202 a request built once; each master's API reads the
+    same. Lost claims back off: no master loses
+    the claim of one request more than a few times."""
+    slaves = [f"s{i}" for i in range(6)]
+    ms = start_masters(farm, config(slaves), pg_url, 3)
+    for i, s in enumerate(slaves):
+        farm.slave(ms[i % 3], s)
+    for i, s in enumerate(slaves):
+        ms[i % 3].wait_slave_connected(s)
+    n = 400
+
+    def force_and_cancel(i):
+        rid = ms[i % 3].force("quick")
+        r = ms[(i + 1) % 3].api_post(f"/requests/{rid}/cancel")
+        return rid, r.status
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        answers = dict(ex.map(force_and_cancel, range(n)))
+    assert len(answers) == n
+    codes = sorted(set(answers.values()))
+    assert set(codes) <= {200, 202, 409}, codes
+    db = pg_cluster.dbname(pg_url)
+
+    def settled():
+        out = pg_cluster.psql("SELECT count(*) FROM build_requests WHERE "
+                              "state IN ('pending', 'running')", db=db)
+        return out.strip() == "0"
+    wait_for(settled, 120, "every request to end", farm, interval=0.5)
+    rows = pg_cluster.psql(
+        "SELECT r.id, r.state, count(b.id), coalesce(min(b.result), -1) "
+        "FROM build_requests r LEFT JOIN builds b ON b.request_id = r.id "
+        "GROUP BY r.id, r.state", db=db).split()
+    got = {}
+    for line in rows:
+        rid, state, nbuilds, result = line.split("|")
+        got[int(rid)] = (state, int(nbuilds), int(result))
+    assert sorted(got) == sorted(answers)
+    both = [r for r, (st, nb, _) in got.items() if st == "cancelled" and nb]
+    assert not both, f"cancelled and run: {both}"
+    twice = [r for r, (_, nb, _) in got.items() if nb > 1]
+    assert not twice, f"run twice: {twice}"
+    for rid, code in answers.items():
+        st, nb, res = got[rid]
+        if code == 200:
+            assert (st, nb) == ("cancelled", 0), (rid, got[rid])
+        elif code == 409:
+            assert (st, nb, res) == ("done", 1, 0), (rid, got[rid])
+        else:  # 202: its build was cancelled on the master running it
+            assert (st, nb) == ("done", 1), (rid, got[rid])
+    ncancelled = sum(1 for c in answers.values() if c == 200)
+    nlost = sum(1 for c in answers.values() if c == 409)
+    # Both sides of the race happened, or the test tested nothing.
+    assert ncancelled > 0 and nlost > 0, (ncancelled, nlost)
+    lost_cancels = sum(m.log_text().count("was not cancelled: another "
+                                          "master started or ended it")
+                       for m in ms)
+    print(f"{ncancelled} cancelled, {nlost} ran (409), {lost_cancels} "
+          "cancels lost to a claim")
+    # Every master's API says what the database says.
+    for rid in list(answers)[:: n // 40]:
+        views = {m.request_info(rid)["state"] for m in ms}
+        assert views == {got[rid][0]}, (rid, views, got[rid])
+    lost = lost_claims_per_request(ms)
+    print(f"lost claims: {sum(lost.values())}, at most "
+          f"{max(lost.values(), default=0)} per request and master")
+    assert max(lost.values(), default=0) <= 4, sorted(
+        lost.items(), key=lambda kv: -kv[1])[:5]
+
+
+def hold_row(pg_cluster, db, table, row_id, seconds):
+    """Holds a row lock from another transaction (psql) for `seconds` in
+    a thread: what a master sees while another master's claim of that
+    row is in flight, made long. Returns the thread."""
+    import threading
+    sql = (f"BEGIN; SELECT id FROM {table} WHERE id = {row_id} FOR UPDATE; "
+           f"SELECT pg_sleep({seconds}); COMMIT;")
+    t = threading.Thread(target=pg_cluster.psql, args=(sql,),
+                         kwargs={"db": db}, daemon=True)
+    t.start()
+
+    def sleeping():
+        out = pg_cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE "
+                              "state = 'active' AND query LIKE "
+                              "'%pg_sleep(%' AND pid <> pg_backend_pid()",
+                              db=db)
+        return int(out.strip() or 0) > 0
+    wait_for(sleeping, 10, "the row lock to be held", None, interval=0.05)
+    time.sleep(0.2)  # the FOR UPDATE before the sleep has run
+    return t
+
+
+@pytest.mark.timeout(120)
+def test_a_claim_lost_to_a_held_row_backs_off_instead_of_looping(
+        farm, pg_url, pg_cluster):
+    """A pending request's row is held by another transaction for 4 s
+    (as a slow claim of another master would) while a's slave is idle: a
+    loses the claim (SKIP LOCKED), reads the queue, loses again, and then
+    backs off (250 ms doubling, read again at its 1 s tick) instead of
+    claiming in a loop. Once the row is free the request runs, once."""
+    cfg = config(["s1"])
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    slave = farm.slave(a, "s1", start=False)
+    req = b.force("quick")
+    db = pg_cluster.dbname(pg_url)
+    t = hold_row(pg_cluster, db, "build_requests", req, 4)
+    slave.start()
+    a.wait_slave_connected("s1")
+    t.join(30)
+    done = a.wait_request_done(req, 30)
+    assert done["result"] == "SUCCESS", done
+    lost = lost_claims_per_request([a, b])
+    n = lost.get((a.name, req), 0)
+    print(f"claims of request {req} lost on a while the row was held: {n}")
+    assert n >= 2, lost  # the row really was held against a's claims
+    assert n <= 7, f"{n} lost claims in 4 s: a hot loop"
+    assert re.search(rf"request {req}: claim lost \d+ times in a row",
+                     a.log_text())
+    rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip()
+    assert rows == "1", rows
+
+
+@pytest.mark.timeout(180)
+def test_a_try_job_whose_claim_was_lost_settles_once_with_one_mail(
+        farm, pg_url, pg_cluster):
+    """A try job submitted to a, whose request's row is held while a's
+    slave is idle: a loses the claim; that slave then leaves, b's comes,
+    and b runs the request once the row is free. The job finishes once,
+    with exactly one mail, and neither master keeps counting the request
+    as open: cancelling the finished job says 409 "already finished" on
+    both (a lost claim used to leave a's count of open requests at 1, and
+    a took the cancel of a finished job)."""
+    from test_mail import Smtpd, add_user, assert_stays, mail_config, submit
+    smtp = Smtpd(farm).start()
+    cfg = config(["s1", "s2"], mail=mail_config(smtp.port))
+    cfg["builders"] = [{"name": "pass", "steps": [
+        {"name": "ok", "command": "echo all good"}]}]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    s1 = farm.slave(a, "s1", start=False)
+    s2 = farm.slave(b, "s2", start=False)
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    db = pg_cluster.dbname(pg_url)
+    job = submit(a, token, ["pass"], description="held")
+    req = int(pg_cluster.psql(f"SELECT id FROM build_requests WHERE job_id "
+                              f"= {job}", db=db))
+    t = hold_row(pg_cluster, db, "build_requests", req, 4)
+    s1.start()
+    wait_for(lambda: lost_claims_per_request([a]).get((a.name, req)), 10,
+             "a to lose the claim", farm)
+    s1.stop()
+    s2.start()
+    t.join(30)
+
+    def finished(m):
+        x = m.get_json(f"/jobs/{job}")
+        return x["state"] == "finished" and x
+    for m in (a, b):
+        x = wait_for(lambda: finished(m), 60, f"job {job} on {m.name}", farm,
+                     interval=0.2)
+        assert x["result"] == "SUCCESS", x
+    assert pg_cluster.psql(f"SELECT slave FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip() == "s2"
+    msgs = smtp.wait_count(1, 60)
+    assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+    assert int(msgs[0][0]["X-TestFarm-Job"]) == job
+    for m in (a, b):
+        r = m.api_post(f"/jobs/{job}/cancel")
+        assert r.status == 409, r
+        assert "already finished" in r.error_message(), r
+    rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip()
+    assert rows == "1", rows
+
+
+def long_builder(name, lines=200, **extra):
+    b = {"name": name, "steps": [{"name": "count", "command":
+         f"i=1; while [ $i -le {lines} ]; do echo line $i; sleep 0.1; "
+         "i=$((i + 1)); done"}]}
+    b.update(extra)
+    return b
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_build_on_one_master_aborts_it_on_anothers_slave(
+        farm, pg_url, pg_cluster):
+    """s1 is b's; a build forced through a runs there. Cancelling it
+    through a's API (which does not run it: the owner and state come
+    from the database) answers 202; b hears the cancel on the farm's
+    event channel and sends the abort to s1; the build ends CANCELLED
+    long before its 20 s, on both masters' APIs. A second cancel, of the
+    finished build, answers 409 on either. Cancelling a request that runs
+    on b through a cancels its build the same way."""
+    cfg = config(["s1"])
+    cfg["builders"].append(long_builder("long"))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    s1 = farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    t0 = time.monotonic()
+    r = a.api_post(f"/builds/{bid}/cancel")
+    assert r.status == 202 and r.json()["state"] == "cancelling", r
+    done = a.wait_build_finished(bid, 30)
+    assert done["result"] == "CANCELLED", done
+    assert time.monotonic() - t0 < 10
+    assert b.build(bid)["result"] == "CANCELLED"
+    assert f"build {bid} cancelled through another master" in b.log_text()
+    assert f"build {bid}: abort sent to s1" in b.log_text()
+    assert "abort" in s1.log_text()
+    for m in (a, b):
+        r = m.api_post(f"/builds/{bid}/cancel")
+        assert r.status == 409, r
+    r = a.api_post("/builds/999999/cancel")
+    assert r.status == 409, r
+    db = pg_cluster.dbname(pg_url)
+    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
+                           f"= {req}", db=db).strip() == "1"
+    # A request running on b, cancelled through a: its build is.
+    req2 = a.force("long")
+    bid2 = a.wait_build_started(req2)
+    a.wait_step_running(bid2, 0, min_bytes=len("line 1\n"))
+    r = a.api_post(f"/requests/{req2}/cancel")
+    assert r.status == 202 and r.json()["build_id"] == bid2, r
+    assert a.wait_build_finished(bid2, 30)["result"] == "CANCELLED"
+    r = a.api_post(f"/requests/{req2}/cancel")
+    assert r.status == 409, r
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_try_job_on_one_master_reaches_its_build_on_another(
+        farm, pg_url, pg_cluster):
+    """A try job submitted to a has two builders: "long", whose only
+    slave is b's, and "later", whose slave never connects (its request
+    stays pending). Cancelled through a: b aborts the running build, the
+    pending request is cancelled, and the job ends cancelled, once, the
+    same on both masters; nothing of it is left to run."""
+    from test_mail import add_user, submit
+    cfg = config(["s1", "s9"])
+    cfg["builders"] = [long_builder("long", slaves=["s1"]),
+                       long_builder("later", slaves=["s9"])]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    job = submit(a, token, ["long", "later"], description="to cancel")
+    db = pg_cluster.dbname(pg_url)
+
+    def running():
+        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
+                               f"build_requests r ON r.id = b.request_id "
+                               f"WHERE r.job_id = {job}", db=db).strip()
+    bid = int(wait_for(running, 30, "the job's build to start", farm))
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
+                  token=token)
+    assert r.status == 202, r
+
+    def ended(m):
+        x = m.get_json(f"/jobs/{job}")
+        return x["state"] in ("finished", "cancelled") and x
+    for m in (a, b):
+        x = wait_for(lambda: ended(m), 30, f"job {job} to end on {m.name}",
+                     farm, interval=0.2)
+        assert x["state"] == "cancelled" and x["result"] == "CANCELLED", x
+    assert a.build(bid)["result"] == "CANCELLED"
+    states = pg_cluster.psql(f"SELECT builder, state FROM build_requests "
+                             f"WHERE job_id = {job} ORDER BY builder",
+                             db=db).split()
+    assert states == ["later|cancelled", "long|done"], states
+    r = b.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
+                  token=token)
+    assert r.status == 409, r
+
+
+@pytest.mark.timeout(120)
+def test_retry_without_patch_reruns_when_the_build_ran_on_another_master(
+        farm, pg_url, pg_cluster):
+    """A try job with a patch is submitted to a; its builder (with
+    retry_without_patch) has only b's slave. The try build fails on b,
+    which queues the rerun without the patch in the same job though the
+    job is a's (the database keeps it open for the rerun); the job ends
+    once, after the rerun, the same on both masters."""
+    from test_mail import add_user, submit
+    cfg = config(["s1"])
+    cfg["builders"] = [{"name": "fail", "retry_without_patch": True,
+                        "steps": [{"name": "no",
+                                   "command": "echo bad; exit 1"}]}]
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    patch = ("diff --git a/NOTES b/NOTES\nnew file mode 100644\n"
+             "--- /dev/null\n+++ b/NOTES\n@@ -0,0 +1 @@\n+a note\n")
+    job = submit(a, token, ["fail"], description="rerun",
+                 patch=base64.b64encode(patch.encode()).decode())
+
+    def finished(m):
+        x = m.get_json(f"/jobs/{job}")
+        return x["state"] == "finished" and x
+    for m in (a, b):
+        x = wait_for(lambda: finished(m), 60, f"job {job} on {m.name}",
+                     farm, interval=0.2)
+        assert x["result"] == "FAILURE", x
+        assert [(e["name"], e["without_patch_of"] is not None)
+                for e in x["builders"]] == [("fail", False),
+                                            ("fail", True)], x
+    tried, rerun = (e["build"]["id"] for e in x["builders"])
+    assert x["builders"][1]["without_patch_of"] == tried
+    assert "builds it again without the patch" in b.log_text()
+    db = pg_cluster.dbname(pg_url)
+    n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
+                        f"= {job}", db=db).strip()
+    assert n == "2", n
+    assert pg_cluster.psql(f"SELECT state FROM try_jobs WHERE id = {job}",
+                           db=db).strip() == "finished"
 
 def force_retrying(m, builder, deadline_s=60):
     """Forces a build, trying again while the master says 503 (no ids

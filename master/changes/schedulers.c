@@ -134,19 +134,29 @@ static void pending_add(msched_t *s, uint64_t id, const char *revision,
     c->arrived_ms = arrived_ms;
 }
 
-static void fire(tf_master_t *m, msched_t *s, int64_t now)
+static bool fire(tf_master_t *m, msched_t *s, int64_t now)
 {
     const tf_cfg_scheduler_t *cfg = s->cfg;
     uint64_t *ids = NULL;
     char reason[256];
     const char *revision = NULL;
     bool periodic = cfg->type == TF_CFG_SCHED_PERIODIC;
+    /* Several masters: the ids of all its requests first. None ready
+     * (the next block is still being reserved): it fires at a later
+     * tick, its changes still pending, instead of dropping them. */
+    size_t want = cfg->nbuilders < TF_STORE_ID_BLOCK ? cfg->nbuilders
+                                                     : TF_STORE_ID_BLOCK;
+    if (tf_master_ids(m, (unsigned)want) == TF_EFULL) {
+        tf_info("scheduler", "%s: no ids ready from the database: it "
+                "fires when they are", s->name);
+        return false;
+    }
     if (s->npending) {
         ids = calloc(s->npending, sizeof(*ids));
         if (!ids) {
             tf_error("scheduler", "%s: out of memory; will try again",
                      s->name);
-            return;
+            return false;
         }
         for (size_t i = 0; i < s->npending; i++)
             ids[i] = s->pending[i].id;
@@ -197,6 +207,7 @@ static void fire(tf_master_t *m, msched_t *s, int64_t now)
     s->npending = 0;
     s->dropped_logged = false;
     s->last_fired_ms = now;
+    return true;
 }
 
 static void evaluate(tf_master_t *m, msched_t *s, int64_t now,
@@ -215,8 +226,8 @@ static void evaluate(tf_master_t *m, msched_t *s, int64_t now,
                          (int64_t)cfg->tree_stable_s * 1000;
         if (now < stable)
             return;
-        fire(m, s, now);
-        state_write(m, s);
+        if (fire(m, s, now))
+            state_write(m, s);
         return;
     }
     if (clock_back && s->next_fire_ms != -1) {
@@ -225,9 +236,10 @@ static void evaluate(tf_master_t *m, msched_t *s, int64_t now,
     }
     if (s->next_fire_ms < 0 || now < s->next_fire_ms)
         return;
-    if (s->npending || !cfg->only_if_changed)
-        fire(m, s, now);
-    else
+    if (s->npending || !cfg->only_if_changed) {
+        if (!fire(m, s, now))
+            return; /* again at the next tick */
+    } else
         tf_info("scheduler", "%s: nothing changed on %s since it last "
                 "fired; no build", s->name, cfg->branch);
     s->next_fire_ms = tf_cron_next(&s->cron, now);

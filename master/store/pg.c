@@ -1578,6 +1578,10 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
 /* ---- Several masters (store.shared) ---- */
 
 #define BEAT_US 1000000
+/* A beat slower than this, or further than BEAT_GAP_US from the last,
+ * restarts this master's count before it judges others (beat). */
+#define BEAT_STALL_US (2 * BEAT_US)
+#define BEAT_GAP_US (3 * BEAT_US)
 
 static uint64_t mono_us(void)
 {
@@ -1624,6 +1628,7 @@ static bool beat(tf_engine_t *e, PGconn *c, bool at_start)
     bool ok;
 
     snprintf(timeout, sizeof(timeout), "%u", lease_s);
+    uint64_t asked_us = mono_us();
     res = PQexecParams(c, SQL_BEAT, 1, NULL, v, NULL, NULL, 0);
     ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
@@ -1632,9 +1637,16 @@ static bool beat(tf_engine_t *e, PGconn *c, bool at_start)
     PQclear(res);
     if (!ok)
         return PQstatus(c) == CONNECTION_OK;
-    e->beat_at_us = mono_us();
-    if (!e->beat_since_us)
-        e->beat_since_us = e->beat_at_us;
+    uint64_t now_us = mono_us();
+    /* A beat that took long, or came long after the last one, says the
+     * database (or this process) stalled: the others' beats were held up
+     * as long, and a beat stored after a stall carries the time its
+     * statement began (now()), so their silence is not theirs. Counted
+     * again from here, as after a reconnection. */
+    if (!e->beat_since_us || now_us - asked_us > BEAT_STALL_US ||
+        (e->beat_at_us && asked_us - e->beat_at_us > BEAT_GAP_US))
+        e->beat_since_us = now_us;
+    e->beat_at_us = now_us;
     /* Another master's silence counts only once this one has beaten for
      * a whole lease timeout itself: after the database was unreachable
      * for a while every master's beat is old, and each needs a moment to

@@ -1102,3 +1102,74 @@ def test_a_database_outage_longer_than_the_lease_timeout_kills_no_master(
     assert "taken for dead" not in text
     assert b.slave_connected("s1") and a.slave_connected("s2")
     assert a.running() and b.running()
+
+
+@pytest.mark.timeout(180)
+def test_a_database_stall_longer_than_the_lease_timeout_kills_no_master(
+        farm, pg_url, pg_cluster):
+    """Every heartbeat waits 6 s behind a lock on tf_masters (what a
+    PostgreSQL server stalled on its disk, or on a synchronous standby,
+    does to every commit) with connections up all along. A beat stored
+    after the stall carries the time its statement began, so each
+    master's row looks 6 s old, twice the lease timeout: a master whose
+    own beat was held up that long must not take the others for dead
+    (it starts counting again, as after a reconnection)."""
+    cfg = config(["s1", "s2"])
+    a, b = [farm.master(dict(cfg, store={"postgres": pg_url,
+                                         "shared": True,
+                                         "lease_timeout_s": 3}), name=n)
+            for n in ("a", "b")]
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    time.sleep(5)  # both have beaten a whole lease timeout
+    db = pg_cluster.dbname(pg_url)
+    pg_cluster.psql("BEGIN; LOCK TABLE tf_masters IN EXCLUSIVE MODE; "
+                    "SELECT pg_sleep(6); COMMIT;", db=db)
+    time.sleep(6)  # two lease timeouts of beating again
+    text = a.log_text() + b.log_text()
+    assert "taken for dead" not in text
+    assert b.slave_connected("s1") and a.slave_connected("s2")
+    assert a.running() and b.running()
+
+
+@pytest.mark.timeout(240)
+def test_a_scheduler_firing_with_no_ids_ready_fires_later_not_never(
+        farm, pg_url, pg_cluster):
+    """Each block of ids takes 8 s to reserve ahead (test hook). The
+    first block is used up by forces; a commit then makes the change
+    scheduler fire while no ids are ready: it must fire once they are,
+    with the commit's change, not drop the change (one request for b1,
+    whose blamelist holds the commit)."""
+    from test_continuous import builder, commit, make_repos, wait_polled
+    up, work = make_repos(farm.tmp)
+    cfg = config([], poll_interval_s=1)
+    cfg["builders"].append(builder("b1", up))
+    cfg["schedulers"] = [{"name": "on-main", "type": "change",
+                          "builders": ["b1"], "tree_stable_s": 1}]
+    db = pg_cluster.dbname(pg_url)
+    m = farm.master(shared(cfg, pg_url), name="m0",
+                    env={"TF_TEST_PG_IDS_DELAY_MS": "8000"})
+    wait_for(lambda: DUTY in m.log_text(), 15, "the lease", farm)
+    wait_polled(m, up)
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda i: m.force("quick"), range(1000)))
+    if time.monotonic() - t0 > 6:
+        pytest.skip("the first 1,000 forces took longer than the delay")
+    rev = commit(work, "README", "one\n", "one")
+    wait_for(lambda: "no ids ready" in m.log_text() or
+             "no block of ids ready" in m.log_text(), 20,
+             "the scheduler to find no ids", farm)
+
+    def b1_requests():
+        return int(pg_cluster.psql("SELECT count(*) FROM build_requests "
+                                   "WHERE builder = 'b1'", db=db))
+    wait_for(lambda: b1_requests() == 1, 40, "the scheduler's request",
+             farm)
+    time.sleep(2)
+    assert b1_requests() == 1
+    assert "cannot queue a request for b1" not in m.log_text()
+    assert int(pg_cluster.psql(f"SELECT count(*) FROM changes WHERE "
+                               f"revision = '{rev}'", db=db)) == 1

@@ -1380,33 +1380,15 @@ out:
 
 /* --- try jobs and patches --- */
 
-int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
-                   char *state, size_t state_len)
+/* The row id's first two columns (owner, state) as text into the two
+ * buffers and, when build_id is not NULL, its third as an id. TF_ENOENT
+ * without the row. */
+static int owner_state(tf_db_t *db, const char *sql, uint64_t id,
+                       char *owner, size_t owner_len, char *state,
+                       size_t state_len, uint64_t *build_id)
 {
     tf_dbst_t *st = NULL;
-    int rc = prep(db, "SELECT email, state FROM try_jobs WHERE id = ?1", &st);
-    if (rc)
-        return rc;
-    tf_db_bind_int64(st, 1, (int64_t)id);
-    rc = TF_ENOENT;
-    if (tf_db_step(st) == TF_DB_ROW) {
-        const char *e = (const char *)tf_db_column_text(st, 0);
-        const char *s = (const char *)tf_db_column_text(st, 1);
-        snprintf(email, email_len, "%s", e ? e : "");
-        snprintf(state, state_len, "%s", s ? s : "");
-        rc = 0;
-    }
-    tf_db_finalize(st);
-    return rc;
-}
-
-int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
-                     char *state, size_t state_len)
-{
-    tf_dbst_t *st = NULL;
-    int rc = prep(db, "SELECT coalesce(r.owner, ''), b.state FROM builds b "
-                  "LEFT JOIN build_requests r ON r.id = b.request_id "
-                  "WHERE b.id = ?1", &st);
+    int rc = prep(db, sql, &st);
     if (rc)
         return rc;
     tf_db_bind_int64(st, 1, (int64_t)id);
@@ -1416,34 +1398,38 @@ int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
         const char *s = (const char *)tf_db_column_text(st, 1);
         snprintf(owner, owner_len, "%s", o ? o : "");
         snprintf(state, state_len, "%s", s ? s : "");
+        if (build_id)
+            *build_id = (uint64_t)tf_db_column_int64(st, 2);
         rc = 0;
     }
     tf_db_finalize(st);
     return rc;
+}
+
+int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
+                   char *state, size_t state_len)
+{
+    return owner_state(db, "SELECT email, state FROM try_jobs WHERE id = ?1",
+                       id, email, email_len, state, state_len, NULL);
+}
+
+int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
+                     char *state, size_t state_len)
+{
+    return owner_state(db, "SELECT coalesce(r.owner, ''), b.state FROM "
+                       "builds b LEFT JOIN build_requests r ON r.id = "
+                       "b.request_id WHERE b.id = ?1",
+                       id, owner, owner_len, state, state_len, NULL);
 }
 
 int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
                        size_t owner_len, char *state, size_t state_len,
                        uint64_t *build_id)
 {
-    tf_dbst_t *st = NULL;
-    int rc = prep(db, "SELECT coalesce(owner, ''), state, "
-                  "coalesce(build_id, 0) FROM build_requests WHERE id = ?1",
-                  &st);
-    if (rc)
-        return rc;
-    tf_db_bind_int64(st, 1, (int64_t)id);
-    rc = TF_ENOENT;
-    if (tf_db_step(st) == TF_DB_ROW) {
-        const char *o = (const char *)tf_db_column_text(st, 0);
-        const char *s = (const char *)tf_db_column_text(st, 1);
-        snprintf(owner, owner_len, "%s", o ? o : "");
-        snprintf(state, state_len, "%s", s ? s : "");
-        *build_id = (uint64_t)tf_db_column_int64(st, 2);
-        rc = 0;
-    }
-    tf_db_finalize(st);
-    return rc;
+    return owner_state(db, "SELECT coalesce(owner, ''), state, "
+                       "coalesce(build_id, 0) FROM build_requests "
+                       "WHERE id = ?1",
+                       id, owner, owner_len, state, state_len, build_id);
 }
 
 int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,

@@ -1173,3 +1173,81 @@ def test_a_scheduler_firing_with_no_ids_ready_fires_later_not_never(
     assert "cannot queue a request for b1" not in m.log_text()
     assert int(pg_cluster.psql(f"SELECT count(*) FROM changes WHERE "
                                f"revision = '{rev}'", db=db)) == 1
+
+
+@pytest.mark.parametrize("lost", ["claim", "end"])
+def test_a_commit_whose_answer_was_lost_is_not_applied_again(
+        farm, pg_url, pg_cluster, lost):
+    """The answer to a COMMIT is lost with its connection after the
+    server committed (test hook: the master closes the connection once
+    COMMIT returned; what pg_terminate_backend does to a backend waiting
+    in COMMIT). The retried batch must not run its guarded UPDATEs again
+    (they would find the request running, or the build finished, and
+    take it for another master's): the master asks the server whether
+    that transaction committed (txid_status) and keeps its outcome. The
+    build runs and finishes once with SUCCESS, its request done."""
+    db = pg_cluster.dbname(pg_url)
+    m = farm.master(shared(config(["s1"]), pg_url), name="m0",
+                    env={"TF_TEST_PG_LOSE_COMMIT": lost})
+    farm.slave(m, "s1")
+    m.wait_slave_connected("s1")
+    req = m.force("quick")
+    bid = m.wait_build_started(req)
+    done = m.wait_build_finished(bid, 60)
+    assert done["result"] == "SUCCESS", done
+    wait_for(lambda: "did commit: not applied again" in m.log_text(), 20,
+             "the retry to find the batch committed", farm)
+    time.sleep(1)  # anything the master would still do, it has done
+    text = m.log_text()
+    assert "the answer to this COMMIT is lost" in text
+    assert "another master" not in text
+    r = pg_cluster.psql(f"SELECT state, result, build_id FROM "
+                        f"build_requests WHERE id = {req}", db=db).strip()
+    assert r == f"done|0|{bid}", r
+    rows = pg_cluster.psql("SELECT count(*), min(state), min(result) FROM "
+                           "builds", db=db).strip()
+    assert rows == "1|finished|0", rows
+    assert m.request_info(req)["state"] == "done"
+
+
+@pytest.mark.timeout(180)
+def test_a_master_started_right_after_a_database_outage_kills_no_master(
+        farm, pg_tcp):
+    """PostgreSQL is down longer than the lease timeout (5 s) while a and
+    b are frozen, so both heartbeats are old and neither has reconnected
+    when c starts right after the server is back. c must not take them
+    for dead at its start (silence counts from the server's start at the
+    earliest) nor later once they beat again: no session ended, every
+    slave still connected on c, a and b running."""
+    url = pg_tcp.url(pg_tcp.new_database())
+    cfg = config(["s1", "s2", "s3"])
+
+    def start(name):
+        return farm.master(dict(cfg, store={"postgres": url, "shared": True,
+                                            "lease_timeout_s": 5}),
+                           name=name)
+    a, b = start("a"), start("b")
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    import signal
+    pg_tcp.stop()
+    a.proc.signal(signal.SIGSTOP)
+    b.proc.signal(signal.SIGSTOP)
+    try:
+        time.sleep(7)
+        pg_tcp.start()
+        c = start("c")
+    finally:
+        a.proc.signal(signal.SIGCONT)
+        b.proc.signal(signal.SIGCONT)
+    assert "taken for dead" not in c.log_text()
+    wait_for(lambda: a.get_json("/master")["store"]["failing_for_ms"] == 0
+             and b.get_json("/master")["store"]["failing_for_ms"] == 0, 60,
+             "a and b to be back", farm)
+    time.sleep(7)  # more than a lease timeout of c's beating
+    text = a.log_text() + b.log_text() + c.log_text()
+    assert "taken for dead" not in text
+    assert c.slave_connected("s1") and c.slave_connected("s2")
+    assert a.running() and b.running()

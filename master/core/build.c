@@ -1058,11 +1058,20 @@ static void end_lost(tf_master_t *m, event_commit_t *ec)
 {
     uint64_t id = ec->build_id, rid = ec->request_id;
     tf_request_t *r = rid ? tf_map_get_id(m->requests, rid) : NULL;
+    tf_build_t *b = tf_map_get_id(m->builds, id);
 
     tf_warn("build", "build %" PRIu64 " is another master's now (it took "
             "the build over from its slave, or ended it): this master drops "
             "its copy and does not end it", id);
     tf_wgroup_free(ec->group); /* ec lives in it */
+    /* The end will never commit here: what is stored is all there is, so
+     * the copy goes with the next flush of acks (tf_build_flush_acks),
+     * and the slave gets no ack from this master (the owner acks it). */
+    if (b) {
+        b->accepted_seq = b->committed_seq;
+        b->acks_off = true;
+        ack_owed(m, b);
+    }
     if (r && r->state == TF_REQ_PENDING && !r->build) {
         tf_sched_dequeue(m, r);
         tf_map_del_id(m->requests, r->id);

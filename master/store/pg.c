@@ -281,15 +281,36 @@ static void hide_password(const char *url, char *out, size_t len)
     snprintf(out, len, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
-/* This process's name in pg_stat_activity (application_name): names it
- * in the refusal of a second master, and is a shared master's name in
- * tf_masters (its sessions are found by it). */
+/* A random tag of this process, the same for all its connections: two
+ * masters in containers with the same pid and a long shared host prefix
+ * still differ in their names. */
+static unsigned proc_tag;
+static pthread_once_t proc_tag_once = PTHREAD_ONCE_INIT;
+
+static void proc_tag_init(void)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || read(fd, &proc_tag, sizeof(proc_tag)) !=
+                      (ssize_t)sizeof(proc_tag))
+        proc_tag = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* This process's name in pg_stat_activity (application_name, at most 63
+ * bytes): names it in the refusal of a second master, and is a shared
+ * master's name in tf_masters (its sessions are found by it): the host
+ * (its first 30 bytes), the random tag of the owner name (owner_name)
+ * and the pid. */
 static void app_name(char *out, size_t len)
 {
-    char host[40] = "";
+    char host[31] = "";
 
+    pthread_once(&proc_tag_once, proc_tag_init);
     gethostname(host, sizeof(host) - 1);
-    snprintf(out, len, "tf-master %s pid %ld", host, (long)getpid());
+    snprintf(out, len, "tf-master %s %08x pid %ld", host, proc_tag,
+             (long)getpid());
 }
 
 static unsigned net_or(unsigned v, unsigned def)
@@ -1534,17 +1555,12 @@ static bool reader_ready(tf_engine_t *e, PGconn **c);
 static void owner_name(tf_engine_t *e)
 {
     char host[64] = "";
-    unsigned rnd = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
 
-    if (fd < 0 || read(fd, &rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd))
-        rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
-    if (fd >= 0)
-        close(fd);
+    pthread_once(&proc_tag_once, proc_tag_init);
     if (gethostname(host, sizeof(host) - 1) != 0)
         snprintf(host, sizeof(host), "master");
     fmt_trunc(e->owner, sizeof(e->owner), "%s/%ld/%08x", host,
-              (long)getpid(), rnd);
+              (long)getpid(), proc_tag);
     tf_info(SUB, "%s: this master owns the builds it runs as %s", e->shown,
             e->owner);
 }

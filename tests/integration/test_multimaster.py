@@ -1251,3 +1251,27 @@ def test_a_master_started_right_after_a_database_outage_kills_no_master(
     assert "taken for dead" not in text
     assert c.slave_connected("s1") and c.slave_connected("s2")
     assert a.running() and b.running()
+
+
+def test_a_masters_database_name_carries_its_random_tag(farm, pg_url,
+                                                        pg_cluster):
+    """A shared master's name in tf_masters and pg_stat_activity is
+    "tf-master HOST TAG pid PID", TAG the random part of its owner name:
+    two masters in containers with pid 1 and a long common host prefix
+    still get different names (the host is cut to 30 bytes, the whole
+    fits PostgreSQL's 63)."""
+    import socket
+    db = pg_cluster.dbname(pg_url)
+    m = farm.master(shared(config([]), pg_url), name="m0")
+    owner = re.search(r"owns the builds it runs as (\S+)", m.log_text())
+    assert owner, "no owner name logged"
+    tag = owner.group(1).rsplit("/", 1)[1]
+    want = (f"tf-master {socket.gethostname()[:30]} {tag} "
+            f"pid {m.proc.popen.pid}")
+    assert len(want.encode()) <= 63
+    wait_for(lambda: want in pg_cluster.psql(
+        "SELECT name FROM tf_masters", db=db), 10, "the heartbeat", farm)
+    sessions = pg_cluster.psql(
+        f"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+        f"'{want}'", db=db).strip()
+    assert int(sessions) >= 2, sessions

@@ -1424,12 +1424,12 @@ int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
 
 int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
                        size_t owner_len, char *state, size_t state_len,
-                       uint64_t *build_id)
+                       uint64_t *build_id, uint64_t *job_id)
 {
     tf_dbst_t *st = NULL;
     int rc = prep(db, "SELECT coalesce(owner, ''), state, "
-                  "coalesce(build_id, 0) FROM build_requests WHERE id = ?1",
-                  &st);
+                  "coalesce(build_id, 0), coalesce(job_id, 0) FROM "
+                  "build_requests WHERE id = ?1", &st);
     if (rc)
         return rc;
     tf_db_bind_int64(st, 1, (int64_t)id);
@@ -1440,6 +1440,7 @@ int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
         snprintf(owner, owner_len, "%s", o ? o : "");
         snprintf(state, state_len, "%s", s ? s : "");
         *build_id = (uint64_t)tf_db_column_int64(st, 2);
+        *job_id = (uint64_t)tf_db_column_int64(st, 3);
         rc = 0;
     }
     tf_db_finalize(st);

@@ -1275,3 +1275,34 @@ def test_a_masters_database_name_carries_its_random_tag(farm, pg_url,
         f"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
         f"'{want}'", db=db).strip()
     assert int(sessions) >= 2, sessions
+
+
+def test_cancelling_a_request_in_lost_claim_backoff_cancels_it(
+        farm, pg_url, pg_cluster):
+    """a's claim of a pending request keeps losing (another transaction
+    holds its row for 4 s), so a backs off and holds no copy of it. A
+    cancel through a's API then finds it pending in the database only:
+    a stores the guarded cancel (pending only; it waits for the row) and
+    answers 200 cancelled, not 409. The request never runs."""
+    a = farm.master(shared(config(["s1"]), pg_url), name="a")
+    slave = farm.slave(a, "s1", start=False)
+    req = a.force("quick")
+    db = pg_cluster.dbname(pg_url)
+    t = hold_row(pg_cluster, db, "build_requests", req, 4)
+    slave.start()
+    a.wait_slave_connected("s1")
+    wait_for(lambda: re.search(rf"request {req}: claim lost \d+ times in a "
+                               "row", a.log_text()), 10,
+             "a to back off from the request", farm, interval=0.1)
+    r = a.api_post(f"/requests/{req}/cancel")
+    t.join(30)
+    assert r.status == 200, r
+    assert r.json()["state"] == "cancelled", r.json()
+    time.sleep(2)  # a's backoff has passed: it reads the queue again
+    st = pg_cluster.psql(f"SELECT state FROM build_requests WHERE id = "
+                         f"{req}", db=db).strip()
+    assert st == "cancelled", st
+    rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip()
+    assert rows == "0", rows
+    assert a.request_info(req)["state"] == "cancelled"

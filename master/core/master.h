@@ -189,6 +189,9 @@ struct tf_build {
                                 * step_finished, or -1 */
     uint32_t next_step;        /* the first step not finished */
     bool cancel_requested;
+    uint64_t rerun_id;         /* shared ids: the request id kept at the
+                                * start for a rerun without the patch
+                                * (0: none kept) */
     bool finish_pending;       /* build_finished waits for earlier commits */
     uint64_t finish_seq;
     tf_result_t finish_result; /* what the slave said */

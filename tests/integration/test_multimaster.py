@@ -1306,3 +1306,58 @@ def test_cancelling_a_request_in_lost_claim_backoff_cancels_it(
                            f"{req}", db=db).strip()
     assert rows == "0", rows
     assert a.request_info(req)["state"] == "cancelled"
+
+
+@pytest.mark.timeout(180)
+def test_retry_without_patch_with_no_ids_ready_still_reruns(
+        farm, pg_url, pg_cluster):
+    """Each block of ids takes 8 s to reserve (test hook). A try build
+    with a patch, on a builder with retry_without_patch, waits on a gate
+    file while forces (of a builder no connected slave may run) use up
+    the master's block: the build then fails while no ids are ready. Its
+    rerun without the patch must still be queued in the same job (its id
+    was kept at the build's start) and run once the next block comes:
+    the job ends FAILURE once, after the rerun, with two requests."""
+    from test_mail import add_user, submit
+    gate = farm.tmp / "gate"
+    cfg = config(["s1", "s2"])
+    cfg["builders"] = [
+        {"name": "fail", "retry_without_patch": True, "slaves": ["s1"],
+         "steps": [{"name": "no", "command":
+                    f"while [ ! -f {gate} ]; do sleep 0.1; done; exit 1"}]},
+        {"name": "quick", "slaves": ["s2"],
+         "steps": [{"name": "hi", "command": "echo hi"}]}]
+    m = farm.master(shared(cfg, pg_url), name="m0",
+                    env={"TF_TEST_PG_IDS_DELAY_MS": "8000"})
+    farm.slave(m, "s1")
+    m.wait_slave_connected("s1")
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    patch = ("diff --git a/NOTES b/NOTES\nnew file mode 100644\n"
+             "--- /dev/null\n+++ b/NOTES\n@@ -0,0 +1 @@\n+a note\n")
+    job = submit(m, token, ["fail"], description="rerun",
+                 patch=base64.b64encode(patch.encode()).decode())
+    wait_for(lambda: m.get_json(f"/jobs/{job}")["state"] == "running", 30,
+             "the try build to start", farm)
+    t0 = time.monotonic()
+    starved = False
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(lambda i: m.api_post(
+            "/builders/quick/force", {"reason": "burst"}).status,
+            range(1100)))
+    starved = 503 in codes
+    if not starved or time.monotonic() - t0 > 7:
+        pytest.skip("the forces did not use up the block within the delay")
+    gate.write_text("go\n")
+    wait_for(lambda: "no block of ids ready" in m.log_text() and
+             re.search(r"build \d+ \(fail #\d+\) on s1: FAILURE",
+                       m.log_text()), 20, "the try build to fail", farm)
+    x = wait_for(lambda: (lambda j: j["state"] == "finished" and j)(
+        m.get_json(f"/jobs/{job}")), 60, f"job {job}", farm, interval=0.2)
+    assert x["result"] == "FAILURE", x
+    assert [(e["name"], e["without_patch_of"] is not None)
+            for e in x["builders"]] == [("fail", False), ("fail", True)], x
+    assert "no rerun without the patch" not in m.log_text()
+    db = pg_cluster.dbname(pg_url)
+    n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
+                        f"= {job}", db=db).strip()
+    assert n == "2", n

@@ -75,8 +75,8 @@
  * writes this master's heartbeat in tf_masters each second, ending the
  * sessions of masters silent past the lease timeout (counted from the
  * server's start at the earliest: nobody could beat while it was down)
- * and marking their slaves (tf_slave_master) disconnected. Every connection carries TCP
- * keepalives on both ends (store.keepalive_*).
+ * and marking their slaves (tf_slave_master) disconnected. Every
+ * connection carries TCP keepalives on both ends (store.keepalive_*).
  */
 #include "store/engine.h"
 
@@ -1635,8 +1635,8 @@ static uint64_t mono_us(void)
 /* A shared master's heartbeat, and the sweep of the dead: a master whose
  * beat is older than the lease timeout (store.lease_timeout_s), and
  * silent that long since the server started (a master starting right
- * after an outage finds every beat old while the others reconnect), has its
- * row removed, its database sessions ended (pg_terminate_backend: its
+ * after an outage finds every beat old while the others reconnect), has
+ * its row removed, its database sessions ended (pg_terminate_backend: its
  * locks, the duty lease among them, go at once, even while its process
  * is frozen or its machine cut off and TCP has not noticed), and the
  * slaves it had marked disconnected, unless another master has them now

@@ -1157,12 +1157,14 @@ static void rq_done(void *arg, int rc)
 
     if (!tf_http_async_end(r))
         goto out;
-    /* Pending in the database, not here: this master lost its claim and
-     * backs off (or has not read the queue yet). The guarded cancel
-     * (pending only) is stored from here; a job's request is left to a
-     * master that holds it (its job settles there). Tried once: pending
-     * again after that, another master is claiming it right now. */
-    if (rc == 0 && strcmp(c->state, "pending") == 0 && !c->job_id) {
+    /* Pending in the database, not here because this master lost its
+     * claim lately and backs off: the guarded cancel (pending only) is
+     * stored from here; a job's request is left to a master that holds
+     * it (its job settles there). Tried once: pending again after that,
+     * another master is claiming it right now. (A request this master
+     * has not loaded yet answers 409 as before.) */
+    if (rc == 0 && strcmp(c->state, "pending") == 0 && !c->job_id &&
+        tf_master_claim_held_back(r->m, c->id)) {
         snprintf(what, sizeof(what), "request %" PRIu64, c->id);
         if (!tf_api_may_act(r, c->owner, what))
             goto out;

@@ -473,6 +473,10 @@ void tf_master_farm_changed(void *arg, unsigned what);
  * row another transaction holds is not claimed in a hot loop. */
 bool tf_master_claim_lost(tf_master_t *m, uint64_t id);
 
+/* Shared masters: this master lost the claim of request id lately (it
+ * holds no copy of it while it backs off). */
+bool tf_master_claim_held_back(tf_master_t *m, uint64_t id);
+
 /* Shared masters: asks the other masters to cancel build id (kind
  * "build") or what they run and queue of try job id (kind "job"), over
  * the farm's event channel (tf_store_farm_send: news, not a commit; a

@@ -871,6 +871,7 @@ typedef struct wjob {
     tf_http_req_t *r;
     uint64_t id;
     char builder[TF_NAME_MAX + 1];
+    bool again; /* a cancel of a request pending in the database only */
 } wjob_t;
 
 void tf_api_request_queued(tf_http_req_t *r, int rc, uint64_t id,
@@ -1014,7 +1015,8 @@ out:
     free(props);
 }
 
-static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id);
+static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id,
+                                     bool again);
 
 static void cancel_committed(void *arg, int rc)
 {
@@ -1024,7 +1026,7 @@ static void cancel_committed(void *arg, int rc)
         if (rc == TF_ESTATE)
             /* Several masters: another master started (or ended) it
              * first; if it runs there, its build is cancelled there. */
-            request_cancel_elsewhere(r, w->id);
+            request_cancel_elsewhere(r, w->id, w->again);
         else if (rc)
             tf_http_error(r, 500, "the cancellation could not be stored");
         else
@@ -1133,7 +1135,8 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
  * cancelled there (tf_master_cancel_elsewhere), as a build's cancel. */
 typedef struct rc_ctx {
     tf_http_req_t *r;
-    uint64_t id, build_id;
+    uint64_t id, build_id, job_id;
+    bool again; /* the guarded cancel of a pending request was tried */
     char owner[TF_EMAIL_MAX + 1];
     char state[16];
 } rc_ctx_t;
@@ -1142,7 +1145,8 @@ static int rq_run(tf_db_t *db, void *arg)
 {
     rc_ctx_t *c = arg;
     return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
-                              c->state, sizeof(c->state), &c->build_id);
+                              c->state, sizeof(c->state), &c->build_id,
+                              &c->job_id);
 }
 
 static void rq_done(void *arg, int rc)
@@ -1153,6 +1157,38 @@ static void rq_done(void *arg, int rc)
 
     if (!tf_http_async_end(r))
         goto out;
+    /* Pending in the database, not here because this master lost its
+     * claim lately and backs off: the guarded cancel (pending only) is
+     * stored from here; a job's request is left to a master that holds
+     * it (its job settles there). Tried once: pending again after that,
+     * another master is claiming it right now. (A request this master
+     * has not loaded yet answers 409 as before.) */
+    if (rc == 0 && strcmp(c->state, "pending") == 0 && !c->job_id &&
+        tf_master_claim_held_back(r->m, c->id)) {
+        snprintf(what, sizeof(what), "request %" PRIu64, c->id);
+        if (!tf_api_may_act(r, c->owner, what))
+            goto out;
+        if (c->again) {
+            tf_http_error(r, 409, "request %" PRIu64 " is being started "
+                          "by another master; try again", c->id);
+            goto out;
+        }
+        wjob_t *w = calloc(1, sizeof(*w));
+        if (!w) {
+            tf_http_error(r, 503, "out of memory");
+            goto out;
+        }
+        w->r = r;
+        w->id = c->id;
+        w->again = true;
+        tf_http_async_begin(r);
+        tf_master_group_begin(r->m, 0);
+        tf_op_request_cancel(r->m->group, c->id, TF_CANCELLED, tf_now_ms());
+        tf_master_group_commit(r->m, cancel_committed, w);
+        tf_info("api", "request %" PRIu64 " (pending in the database, not "
+                "queued here) cancelled", c->id);
+        goto out;
+    }
     if (rc == TF_ENOENT || (rc == 0 && (strcmp(c->state, "running") != 0 ||
                                         !c->build_id))) {
         tf_http_error(r, 409, "request %" PRIu64 " is not pending or running",
@@ -1180,7 +1216,8 @@ out:
     free(c);
 }
 
-static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
+static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id,
+                                     bool again)
 {
     rc_ctx_t *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -1189,6 +1226,7 @@ static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
     }
     c->r = r;
     c->id = id;
+    c->again = again;
     tf_http_async_begin(r);
     if (tf_store_read(r->m->store, rq_run, rq_done, c) != 0) {
         tf_http_async_end(r);
@@ -1203,7 +1241,7 @@ void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)
     uint64_t id = a->id;
     tf_request_t *req = tf_map_get_id(m->requests, id);
     if (!req && tf_store_is_shared(m->store)) {
-        request_cancel_elsewhere(r, id);
+        request_cancel_elsewhere(r, id, false);
         return;
     }
     if (!req) {

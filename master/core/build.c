@@ -765,7 +765,14 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     tf_mbuilder_t *mb = tf_master_builder(m, r->builder, false);
     if (!mb || !mb->cfg)
         return TF_ENOENT;
-    int idrc = tf_master_ids(m, 1);
+    /* A try build that may be built again without its patch keeps the
+     * id of that rerun from here: when it ends, no block of ids may be
+     * ready, and the rerun must be queued in the group that ends it (or
+     * the job ends without it). */
+    bool keep_rerun = r->job_id && r->patch_sha256[0] &&
+                      mb->cfg->retry_without_patch &&
+                      tf_store_is_shared(m->store);
+    int idrc = tf_master_ids(m, keep_rerun ? 2 : 1);
     if (idrc)
         return idrc;
     /* Several masters number builds from the shared id sequence: a
@@ -833,6 +840,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     /* From here on the build exists: commit to it in memory and storage. */
     build_set_state(b, TF_BUILD_STARTING, "assigned");
     m->next_build_id++;
+    if (keep_rerun)
+        b->rerun_id = m->next_build_id++;
     mb->next_number++;
     tf_sched_dequeue(m, r);
     mb->nrunning++;
@@ -1058,11 +1067,20 @@ static void end_lost(tf_master_t *m, event_commit_t *ec)
 {
     uint64_t id = ec->build_id, rid = ec->request_id;
     tf_request_t *r = rid ? tf_map_get_id(m->requests, rid) : NULL;
+    tf_build_t *b = tf_map_get_id(m->builds, id);
 
     tf_warn("build", "build %" PRIu64 " is another master's now (it took "
             "the build over from its slave, or ended it): this master drops "
             "its copy and does not end it", id);
     tf_wgroup_free(ec->group); /* ec lives in it */
+    /* The end will never commit here: what is stored is all there is, so
+     * the copy goes with the next flush of acks (tf_build_flush_acks),
+     * and the slave gets no ack from this master (the owner acks it). */
+    if (b) {
+        b->accepted_seq = b->committed_seq;
+        b->acks_off = true;
+        ack_owed(m, b);
+    }
     if (r && r->state == TF_REQ_PENDING && !r->build) {
         tf_sched_dequeue(m, r);
         tf_map_del_id(m->requests, r->id);
@@ -1191,9 +1209,10 @@ static void retry_without_patch(tf_master_t *m, tf_build_t *b,
         .revision = r->revision,
         .without_patch_of = b->id,
     };
-    int idrc = tf_master_ids(m, 1);
-    tf_request_t *nr = idrc == 0 ? tf_request_make(&rs, m->next_request_id,
-                                                   tf_now_ms())
+    /* The id kept at the start (shared ids), or the next one. */
+    int idrc = b->rerun_id ? 0 : tf_master_ids(m, 1);
+    uint64_t nid = b->rerun_id ? b->rerun_id : m->next_request_id;
+    tf_request_t *nr = idrc == 0 ? tf_request_make(&rs, nid, tf_now_ms())
                                  : NULL;
     if (!nr) {
         tf_error("build", "build %" PRIu64 ": %s: no rerun without the "
@@ -1210,7 +1229,9 @@ static void retry_without_patch(tf_master_t *m, tf_build_t *b,
         tf_request_free(nr);
         return;
     }
-    m->next_request_id++;
+    if (!b->rerun_id)
+        m->next_request_id++;
+    b->rerun_id = 0;
     tf_request_write(m, nr);
     tf_sched_enqueue(m, nr);
     tf_publish_request(m, nr, "queued");

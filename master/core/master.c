@@ -586,6 +586,11 @@ bool tf_master_claim_lost(tf_master_t *m, uint64_t id)
     return false;
 }
 
+bool tf_master_claim_held_back(tf_master_t *m, uint64_t id)
+{
+    return lost_find(m, id) != NULL;
+}
+
 static bool lost_backing_off(tf_master_t *m, uint64_t id, int64_t now)
 {
     struct tf_lost_claim *c = lost_find(m, id);

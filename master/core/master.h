@@ -189,6 +189,9 @@ struct tf_build {
                                 * step_finished, or -1 */
     uint32_t next_step;        /* the first step not finished */
     bool cancel_requested;
+    uint64_t rerun_id;         /* shared ids: the request id kept at the
+                                * start for a rerun without the patch
+                                * (0: none kept) */
     bool finish_pending;       /* build_finished waits for earlier commits */
     uint64_t finish_seq;
     tf_result_t finish_result; /* what the slave said */
@@ -469,6 +472,10 @@ void tf_master_farm_changed(void *arg, unsigned what);
  * and tf_master_tick reads the queue again when that has passed, so a
  * row another transaction holds is not claimed in a hot loop. */
 bool tf_master_claim_lost(tf_master_t *m, uint64_t id);
+
+/* Shared masters: this master lost the claim of request id lately (it
+ * holds no copy of it while it backs off). */
+bool tf_master_claim_held_back(tf_master_t *m, uint64_t id);
 
 /* Shared masters: asks the other masters to cancel build id (kind
  * "build") or what they run and queue of try job id (kind "job"), over

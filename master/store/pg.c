@@ -33,10 +33,14 @@
  * not available) and XX (internal) say something about the database as a
  * whole: the batch is rolled back and store.c retries it with backoff,
  * reconnecting first. Anything else (a constraint, a broken event chain)
- * rolls back only that group. A commit whose answer was lost with the
- * connection is retried like any failed batch; if it had in fact
- * committed, the retried groups fail on their event chain (tf_op_build_seq)
- * instead of storing twice, and the log says so.
+ * rolls back only that group. Each batch knows its transaction id
+ * (txid_current, with the BEGIN); when the answer to its COMMIT is lost
+ * with the connection (a backend ended while it waited in COMMIT), the
+ * retry of that same batch first asks the server (txid_status): a batch
+ * that did commit is not applied again (its guarded UPDATEs would find
+ * their own claim or end and take it for another master's), its groups
+ * keep the outcomes of the run that committed; one that did not runs
+ * again; one still in progress is asked about again after the backoff.
  *
  * Reading: a query borrows a reader connection from a pool and runs in a
  * REPEATABLE READ READ ONLY transaction (one snapshot), through db.h.
@@ -69,9 +73,10 @@
  * (the loop never waits for one: reserve_ids says TF_EFULL when none is
  * ready), relays live events batched into NOTIFYs (counting drops), and
  * writes this master's heartbeat in tf_masters each second, ending the
- * sessions of masters silent past the lease timeout and marking their
- * slaves (tf_slave_master) disconnected. Every connection carries TCP
- * keepalives on both ends (store.keepalive_*).
+ * sessions of masters silent past the lease timeout (counted from the
+ * server's start at the earliest: nobody could beat while it was down)
+ * and marking their slaves (tf_slave_master) disconnected. Every
+ * connection carries TCP keepalives on both ends (store.keepalive_*).
  */
 #include "store/engine.h"
 
@@ -160,6 +165,16 @@ struct tf_engine {
     bool notify_mail; /* ... queued mail */
     bool contended;  /* the batch lost to another transaction (40xxx) */
     unsigned rerun;  /* batches rerun at once for that in a row */
+    /* The batch in flight's transaction id (txid_current), and, when its
+     * COMMIT got no answer, that batch (store.c retries the same one):
+     * the retry asks txid_status first, so a batch that did commit is
+     * not applied again. */
+    int64_t xid;
+    int64_t unknown_xid;          /* 0: no commit outcome unknown */
+    const tf_wgroup_t *unknown_first;
+    size_t unknown_n;
+    bool batch_claims, batch_ends; /* this batch claims / ends a build */
+    int lose_commit; /* test hook TF_TEST_PG_LOSE_COMMIT: 1 claim, 2 end */
     tf_logpacker_t *packer; /* sealing log blocks (created on first use) */
     unsigned char *sealbuf; /* the tail being sealed, sealcap bytes */
     size_t sealcap;
@@ -266,15 +281,36 @@ static void hide_password(const char *url, char *out, size_t len)
     snprintf(out, len, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
-/* This process's name in pg_stat_activity (application_name): names it
- * in the refusal of a second master, and is a shared master's name in
- * tf_masters (its sessions are found by it). */
+/* A random tag of this process, the same for all its connections: two
+ * masters in containers with the same pid and a long shared host prefix
+ * still differ in their names. */
+static unsigned proc_tag;
+static pthread_once_t proc_tag_once = PTHREAD_ONCE_INIT;
+
+static void proc_tag_init(void)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 || read(fd, &proc_tag, sizeof(proc_tag)) !=
+                      (ssize_t)sizeof(proc_tag))
+        proc_tag = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* This process's name in pg_stat_activity (application_name, at most 63
+ * bytes): names it in the refusal of a second master, and is a shared
+ * master's name in tf_masters (its sessions are found by it): the host
+ * (its first 30 bytes), the random tag of the owner name (owner_name)
+ * and the pid. */
 static void app_name(char *out, size_t len)
 {
-    char host[40] = "";
+    char host[31] = "";
 
+    pthread_once(&proc_tag_once, proc_tag_init);
     gethostname(host, sizeof(host) - 1);
-    snprintf(out, len, "tf-master %s pid %ld", host, (long)getpid());
+    snprintf(out, len, "tf-master %s %08x pid %ld", host, proc_tag,
+             (long)getpid());
 }
 
 static unsigned net_or(unsigned v, unsigned def)
@@ -924,6 +960,7 @@ static const char SQL_BUILD_REQUEST_CLAIM[] =
 
 static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
 {
+    e->batch_claims = true;
     if (e->shared) {
         EXEC(SQL_BUILD_REQUEST_CLAIM, I(o->id), I(o->created_ms),
              I(o->request_id));
@@ -1143,6 +1180,7 @@ static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
 
 static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
 {
+    e->batch_ends = true;
     if (e->shared) {
         EXEC(SQL_BUILD_FINISH_OWNED, I(o->result), I(o->time_ms),
              T(o->text), I(o->build_id), T(e->owner));
@@ -1517,17 +1555,12 @@ static bool reader_ready(tf_engine_t *e, PGconn **c);
 static void owner_name(tf_engine_t *e)
 {
     char host[64] = "";
-    unsigned rnd = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
 
-    if (fd < 0 || read(fd, &rnd, sizeof(rnd)) != (ssize_t)sizeof(rnd))
-        rnd = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
-    if (fd >= 0)
-        close(fd);
+    pthread_once(&proc_tag_once, proc_tag_init);
     if (gethostname(host, sizeof(host) - 1) != 0)
         snprintf(host, sizeof(host), "master");
     fmt_trunc(e->owner, sizeof(e->owner), "%s/%ld/%08x", host,
-              (long)getpid(), rnd);
+              (long)getpid(), proc_tag);
     tf_info(SUB, "%s: this master owns the builds it runs as %s", e->shown,
             e->owner);
 }
@@ -1538,6 +1571,14 @@ static int claim(tf_engine_t *e, bool wait, bool shared)
     int rc;
 
     e->shared = shared;
+    const char *lose = getenv("TF_TEST_PG_LOSE_COMMIT");
+    if (lose && *lose) {
+        e->lose_commit = strcmp(lose, "claim") == 0 ? 1
+                         : strcmp(lose, "end") == 0 ? 2 : 0;
+        tf_warn(SUB, "test hook: the answer to the COMMIT of the first "
+                "batch that %s a build is lost",
+                e->lose_commit == 1 ? "claims" : "ends");
+    }
     for (;;) {
         rc = e->w && PQstatus(e->w) == CONNECTION_OK ? take_master_lock(e)
                                                       : TF_ESTORE;
@@ -1592,8 +1633,10 @@ static uint64_t mono_us(void)
 }
 
 /* A shared master's heartbeat, and the sweep of the dead: a master whose
- * beat is older than the lease timeout (store.lease_timeout_s) has its
- * row removed, its database sessions ended (pg_terminate_backend: its
+ * beat is older than the lease timeout (store.lease_timeout_s), and
+ * silent that long since the server started (a master starting right
+ * after an outage finds every beat old while the others reconnect), has
+ * its row removed, its database sessions ended (pg_terminate_backend: its
  * locks, the duty lease among them, go at once, even while its process
  * is frozen or its machine cut off and TCP has not noticed), and the
  * slaves it had marked disconnected, unless another master has them now
@@ -1604,8 +1647,9 @@ static const char SQL_BEAT[] =
     "INSERT INTO tf_masters(name, beat) VALUES($1, now()) "
     "ON CONFLICT(name) DO UPDATE SET beat = now()";
 static const char SQL_SWEEP[] =
-    "WITH dead AS (DELETE FROM tf_masters WHERE name <> $1 AND beat < now() "
-    "- $2::int * interval '1 second' RETURNING name, "
+    "WITH dead AS (DELETE FROM tf_masters WHERE name <> $1 AND "
+    "greatest(beat, pg_postmaster_start_time()) < now() - $2::int * "
+    "interval '1 second' RETURNING name, "
     "extract(epoch FROM now() - beat)::int AS silent), "
     "gone AS (DELETE FROM tf_slave_master WHERE master IN (SELECT name "
     "FROM dead) RETURNING slave), "
@@ -2212,6 +2256,62 @@ static int apply_group(tf_engine_t *e, const tf_wgroup_t *g)
     return PG_OK;
 }
 
+static const char SQL_TXID_STATUS[] = "SELECT txid_status(?1)";
+
+/* BEGIN, and the transaction's id in e->xid (one round trip). */
+static int begin(tf_engine_t *e)
+{
+    PGresult *res = PQexec(e->w, "BEGIN; SELECT txid_current()");
+
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK ||
+        PQntuples(res) != 1)
+        return fail_with(e, res, "BEGIN");
+    e->xid = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return PG_OK;
+}
+
+/* The batch whose COMMIT got no answer is run again (store.c retries the
+ * same groups): PG_OK when it did commit (the groups keep the outcomes
+ * that run gave them), PG_FAIL_GROUP when it did not (run it again),
+ * PG_FAIL_DB when the server cannot say yet (still committing). */
+static int commit_outcome(tf_engine_t *e, const tf_wgroup_t *first,
+                          size_t n)
+{
+    tf_sqlval_t v[] = {I(e->unknown_xid)};
+    PGresult *res = NULL;
+    const char *st;
+    int r;
+
+    if (first != e->unknown_first || n != e->unknown_n) {
+        tf_warn(SUB, "%s: a batch whose COMMIT got no answer was not "
+                "retried as it was; its outcome is not checked", e->shown);
+        e->unknown_xid = 0;
+        return PG_FAIL_GROUP;
+    }
+    r = exec_rows(e, SQL_TXID_STATUS, v, 1, &res);
+    if (r != PG_OK)
+        return PG_FAIL_DB;
+    st = PQntuples(res) < 1 || PQgetisnull(res, 0, 0)
+             ? "unknown"
+             : PQgetvalue(res, 0, 0);
+    if (strcmp(st, "in progress") == 0) {
+        fmt_trunc(e->msg, sizeof(e->msg), "transaction %" PRId64 " (a "
+                  "COMMIT that got no answer) is still in progress",
+                  e->unknown_xid);
+        PQclear(res);
+        return PG_FAIL_DB;
+    }
+    tf_warn(SUB, "%s: the batch of %zu writes whose COMMIT got no answer "
+            "%s", e->shown, n, strcmp(st, "committed") == 0
+            ? "did commit: not applied again"
+            : "did not commit: applying it again");
+    r = strcmp(st, "committed") == 0 ? PG_OK : PG_FAIL_GROUP;
+    PQclear(res);
+    e->unknown_xid = 0;
+    return r;
+}
+
 static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
                        char *err, size_t errlen)
 {
@@ -2221,8 +2321,16 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
     if (!writer_ready(e))
         goto fail;
     e->contended = false;
-    if (ctl(e, "BEGIN") != PG_OK)
+    if (e->unknown_xid) {
+        r = commit_outcome(e, first, n);
+        if (r == PG_FAIL_DB)
+            goto fail;
+        if (r == PG_OK)
+            return TF_ENG_OK;
+    }
+    if (begin(e) != PG_OK)
         goto fail;
+    e->batch_claims = e->batch_ends = false;
     e->notify = e->notify_mail = false;
     for (size_t i = 0; i < n; i++, g = g->next) {
         g->rc = 0;
@@ -2257,8 +2365,31 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
          (!e->notify && !e->notify_mail &&
           ctl(e, "NOTIFY tf_farm, 'state'") != PG_OK)))
         goto fail;
-    if (ctl(e, "COMMIT") != PG_OK)
+    if (ctl(e, "COMMIT") != PG_OK) {
+        /* Did it commit? Only the server knows: it may have before the
+         * connection went (a backend ended while it waited in COMMIT).
+         * The retry asks before it applies anything again. */
+        if (!e->w || PQstatus(e->w) != CONNECTION_OK) {
+            e->unknown_xid = e->xid;
+            e->unknown_first = first;
+            e->unknown_n = n;
+        }
         goto fail;
+    }
+    if (e->lose_commit && ((e->lose_commit == 1 && e->batch_claims) ||
+                           (e->lose_commit == 2 && e->batch_ends))) {
+        e->lose_commit = 0;
+        tf_warn(SUB, "test hook: the answer to this COMMIT is lost (the "
+                "connection is closed)");
+        PQfinish(e->w);
+        e->w = NULL;
+        stmts_clear(e);
+        e->unknown_xid = e->xid;
+        e->unknown_first = first;
+        e->unknown_n = n;
+        fmt_trunc(e->msg, sizeof(e->msg), "COMMIT: no answer (test hook)");
+        goto fail;
+    }
     e->rerun = 0;
     return TF_ENG_OK;
 
@@ -2271,7 +2402,7 @@ fail:
     /* Masters sharing the database deadlock now and then on rows they
      * all touch (a builder's counters): the batch runs again at once, a
      * few times, before it counts as the database failing. */
-    if (e->contended && e->rerun < CONTENDED_RERUNS &&
+    if (e->contended && e->rerun < CONTENDED_RERUNS && e->w &&
         PQstatus(e->w) == CONNECTION_OK) {
         e->rerun++;
         tf_info(SUB, "%s: %s; running the batch again", e->shown, e->msg);

@@ -1381,11 +1381,12 @@ out:
 /* --- try jobs and patches --- */
 
 /* The row id's first two columns (owner, state) as text into the two
- * buffers and, when build_id is not NULL, its third as an id. TF_ENOENT
- * without the row. */
+ * buffers and, when build_id (job_id) is not NULL, its third (fourth) as
+ * an id. TF_ENOENT without the row. */
 static int owner_state(tf_db_t *db, const char *sql, uint64_t id,
                        char *owner, size_t owner_len, char *state,
-                       size_t state_len, uint64_t *build_id)
+                       size_t state_len, uint64_t *build_id,
+                       uint64_t *job_id)
 {
     tf_dbst_t *st = NULL;
     int rc = prep(db, sql, &st);
@@ -1400,6 +1401,8 @@ static int owner_state(tf_db_t *db, const char *sql, uint64_t id,
         snprintf(state, state_len, "%s", s ? s : "");
         if (build_id)
             *build_id = (uint64_t)tf_db_column_int64(st, 2);
+        if (job_id)
+            *job_id = (uint64_t)tf_db_column_int64(st, 3);
         rc = 0;
     }
     tf_db_finalize(st);
@@ -1410,7 +1413,7 @@ int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
                    char *state, size_t state_len)
 {
     return owner_state(db, "SELECT email, state FROM try_jobs WHERE id = ?1",
-                       id, email, email_len, state, state_len, NULL);
+                       id, email, email_len, state, state_len, NULL, NULL);
 }
 
 int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
@@ -1419,17 +1422,18 @@ int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
     return owner_state(db, "SELECT coalesce(r.owner, ''), b.state FROM "
                        "builds b LEFT JOIN build_requests r ON r.id = "
                        "b.request_id WHERE b.id = ?1",
-                       id, owner, owner_len, state, state_len, NULL);
+                       id, owner, owner_len, state, state_len, NULL, NULL);
 }
 
 int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
                        size_t owner_len, char *state, size_t state_len,
-                       uint64_t *build_id)
+                       uint64_t *build_id, uint64_t *job_id)
 {
     return owner_state(db, "SELECT coalesce(owner, ''), state, "
-                       "coalesce(build_id, 0) FROM build_requests "
-                       "WHERE id = ?1",
-                       id, owner, owner_len, state, state_len, build_id);
+                       "coalesce(build_id, 0), coalesce(job_id, 0) FROM "
+                       "build_requests WHERE id = ?1",
+                       id, owner, owner_len, state, state_len, build_id,
+                       job_id);
 }
 
 int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,

@@ -193,11 +193,12 @@ int tf_q_console(tf_db_t *db, const char *base_url,
 int tf_q_build_owner(tf_db_t *db, uint64_t id, char *owner, size_t owner_len,
                      char *state, size_t state_len);
 
-/* The owner ("" for none), the state ("pending", "running", "done", ...)
- * and the build id (0 for none) of request id, or TF_ENOENT. */
+/* The owner ("" for none), the state ("pending", "running", "done", ...),
+ * the build id (0 for none) and the try job (0 for none) of request id,
+ * or TF_ENOENT. */
 int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
                        size_t owner_len, char *state, size_t state_len,
-                       uint64_t *build_id);
+                       uint64_t *build_id, uint64_t *job_id);
 
 /* The author's email and the state ("pending", "running", "finished",
  * "cancelled") of try job id, copied into the caller's buffers, or

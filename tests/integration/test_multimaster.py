@@ -1173,3 +1173,191 @@ def test_a_scheduler_firing_with_no_ids_ready_fires_later_not_never(
     assert "cannot queue a request for b1" not in m.log_text()
     assert int(pg_cluster.psql(f"SELECT count(*) FROM changes WHERE "
                                f"revision = '{rev}'", db=db)) == 1
+
+
+@pytest.mark.parametrize("lost", ["claim", "end"])
+def test_a_commit_whose_answer_was_lost_is_not_applied_again(
+        farm, pg_url, pg_cluster, lost):
+    """The answer to a COMMIT is lost with its connection after the
+    server committed (test hook: the master closes the connection once
+    COMMIT returned; what pg_terminate_backend does to a backend waiting
+    in COMMIT). The retried batch must not run its guarded UPDATEs again
+    (they would find the request running, or the build finished, and
+    take it for another master's): the master asks the server whether
+    that transaction committed (txid_status) and keeps its outcome. The
+    build runs and finishes once with SUCCESS, its request done."""
+    db = pg_cluster.dbname(pg_url)
+    m = farm.master(shared(config(["s1"]), pg_url), name="m0",
+                    env={"TF_TEST_PG_LOSE_COMMIT": lost})
+    farm.slave(m, "s1")
+    m.wait_slave_connected("s1")
+    req = m.force("quick")
+    bid = m.wait_build_started(req)
+    done = m.wait_build_finished(bid, 60)
+    assert done["result"] == "SUCCESS", done
+    wait_for(lambda: "did commit: not applied again" in m.log_text(), 20,
+             "the retry to find the batch committed", farm)
+    time.sleep(1)  # anything the master would still do, it has done
+    text = m.log_text()
+    assert "the answer to this COMMIT is lost" in text
+    assert "another master" not in text
+    r = pg_cluster.psql(f"SELECT state, result, build_id FROM "
+                        f"build_requests WHERE id = {req}", db=db).strip()
+    assert r == f"done|0|{bid}", r
+    rows = pg_cluster.psql("SELECT count(*), min(state), min(result) FROM "
+                           "builds", db=db).strip()
+    assert rows == "1|finished|0", rows
+    assert m.request_info(req)["state"] == "done"
+
+
+@pytest.mark.timeout(180)
+def test_a_master_started_right_after_a_database_outage_kills_no_master(
+        farm, pg_tcp):
+    """PostgreSQL is down longer than the lease timeout (5 s) while a and
+    b are frozen, so both heartbeats are old and neither has reconnected
+    when c starts right after the server is back. c must not take them
+    for dead at its start (silence counts from the server's start at the
+    earliest) nor later once they beat again: no session ended, every
+    slave still connected on c, a and b running."""
+    url = pg_tcp.url(pg_tcp.new_database())
+    cfg = config(["s1", "s2", "s3"])
+
+    def start(name):
+        return farm.master(dict(cfg, store={"postgres": url, "shared": True,
+                                            "lease_timeout_s": 5}),
+                           name=name)
+    a, b = start("a"), start("b")
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    import signal
+    pg_tcp.stop()
+    a.proc.signal(signal.SIGSTOP)
+    b.proc.signal(signal.SIGSTOP)
+    try:
+        time.sleep(7)
+        pg_tcp.start()
+        c = start("c")
+    finally:
+        a.proc.signal(signal.SIGCONT)
+        b.proc.signal(signal.SIGCONT)
+    assert "taken for dead" not in c.log_text()
+    wait_for(lambda: a.get_json("/master")["store"]["failing_for_ms"] == 0
+             and b.get_json("/master")["store"]["failing_for_ms"] == 0, 60,
+             "a and b to be back", farm)
+    time.sleep(7)  # more than a lease timeout of c's beating
+    text = a.log_text() + b.log_text() + c.log_text()
+    assert "taken for dead" not in text
+    assert c.slave_connected("s1") and c.slave_connected("s2")
+    assert a.running() and b.running()
+
+
+def test_a_masters_database_name_carries_its_random_tag(farm, pg_url,
+                                                        pg_cluster):
+    """A shared master's name in tf_masters and pg_stat_activity is
+    "tf-master HOST TAG pid PID", TAG the random part of its owner name:
+    two masters in containers with pid 1 and a long common host prefix
+    still get different names (the host is cut to 30 bytes, the whole
+    fits PostgreSQL's 63)."""
+    import socket
+    db = pg_cluster.dbname(pg_url)
+    m = farm.master(shared(config([]), pg_url), name="m0")
+    owner = re.search(r"owns the builds it runs as (\S+)", m.log_text())
+    assert owner, "no owner name logged"
+    tag = owner.group(1).rsplit("/", 1)[1]
+    want = (f"tf-master {socket.gethostname()[:30]} {tag} "
+            f"pid {m.proc.popen.pid}")
+    assert len(want.encode()) <= 63
+    wait_for(lambda: want in pg_cluster.psql(
+        "SELECT name FROM tf_masters", db=db), 10, "the heartbeat", farm)
+    sessions = pg_cluster.psql(
+        f"SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+        f"'{want}'", db=db).strip()
+    assert int(sessions) >= 2, sessions
+
+
+def test_cancelling_a_request_in_lost_claim_backoff_cancels_it(
+        farm, pg_url, pg_cluster):
+    """a's claim of a pending request keeps losing (another transaction
+    holds its row for 4 s), so a backs off and holds no copy of it. A
+    cancel through a's API then finds it pending in the database only:
+    a stores the guarded cancel (pending only; it waits for the row) and
+    answers 200 cancelled, not 409. The request never runs."""
+    a = farm.master(shared(config(["s1"]), pg_url), name="a")
+    slave = farm.slave(a, "s1", start=False)
+    req = a.force("quick")
+    db = pg_cluster.dbname(pg_url)
+    t = hold_row(pg_cluster, db, "build_requests", req, 4)
+    slave.start()
+    a.wait_slave_connected("s1")
+    wait_for(lambda: re.search(rf"request {req}: claim lost \d+ times in a "
+                               "row", a.log_text()), 10,
+             "a to back off from the request", farm, interval=0.1)
+    r = a.api_post(f"/requests/{req}/cancel")
+    t.join(30)
+    assert r.status == 200, r
+    assert r.json()["state"] == "cancelled", r.json()
+    time.sleep(2)  # a's backoff has passed: it reads the queue again
+    st = pg_cluster.psql(f"SELECT state FROM build_requests WHERE id = "
+                         f"{req}", db=db).strip()
+    assert st == "cancelled", st
+    rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
+                           f"{req}", db=db).strip()
+    assert rows == "0", rows
+    assert a.request_info(req)["state"] == "cancelled"
+
+
+@pytest.mark.timeout(180)
+def test_retry_without_patch_with_no_ids_ready_still_reruns(
+        farm, pg_url, pg_cluster):
+    """Each block of ids takes 8 s to reserve (test hook). A try build
+    with a patch, on a builder with retry_without_patch, waits on a gate
+    file while forces (of a builder no connected slave may run) use up
+    the master's block: the build then fails while no ids are ready. Its
+    rerun without the patch must still be queued in the same job (its id
+    was kept at the build's start) and run once the next block comes:
+    the job ends FAILURE once, after the rerun, with two requests."""
+    from test_mail import add_user, submit
+    gate = farm.tmp / "gate"
+    cfg = config(["s1", "s2"])
+    cfg["builders"] = [
+        {"name": "fail", "retry_without_patch": True, "slaves": ["s1"],
+         "steps": [{"name": "no", "command":
+                    f"while [ ! -f {gate} ]; do sleep 0.1; done; exit 1"}]},
+        {"name": "quick", "slaves": ["s2"],
+         "steps": [{"name": "hi", "command": "echo hi"}]}]
+    m = farm.master(shared(cfg, pg_url), name="m0",
+                    env={"TF_TEST_PG_IDS_DELAY_MS": "8000"})
+    farm.slave(m, "s1")
+    m.wait_slave_connected("s1")
+    token = add_user(farm, m, "ann@example.org", "Ann Example")
+    patch = ("diff --git a/NOTES b/NOTES\nnew file mode 100644\n"
+             "--- /dev/null\n+++ b/NOTES\n@@ -0,0 +1 @@\n+a note\n")
+    job = submit(m, token, ["fail"], description="rerun",
+                 patch=base64.b64encode(patch.encode()).decode())
+    wait_for(lambda: m.get_json(f"/jobs/{job}")["state"] == "running", 30,
+             "the try build to start", farm)
+    t0 = time.monotonic()
+    starved = False
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(lambda i: m.api_post(
+            "/builders/quick/force", {"reason": "burst"}).status,
+            range(1100)))
+    starved = 503 in codes
+    if not starved or time.monotonic() - t0 > 7:
+        pytest.skip("the forces did not use up the block within the delay")
+    gate.write_text("go\n")
+    wait_for(lambda: "no block of ids ready" in m.log_text() and
+             re.search(r"build \d+ \(fail #\d+\) on s1: FAILURE",
+                       m.log_text()), 20, "the try build to fail", farm)
+    x = wait_for(lambda: (lambda j: j["state"] == "finished" and j)(
+        m.get_json(f"/jobs/{job}")), 60, f"job {job}", farm, interval=0.2)
+    assert x["result"] == "FAILURE", x
+    assert [(e["name"], e["without_patch_of"] is not None)
+            for e in x["builders"]] == [("fail", False), ("fail", True)], x
+    assert "no rerun without the patch" not in m.log_text()
+    db = pg_cluster.dbname(pg_url)
+    n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
+                        f"= {job}", db=db).strip()
+    assert n == "2", n

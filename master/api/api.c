@@ -43,6 +43,17 @@
 
 /* --- helpers --- */
 
+bool tf_api_read_then(tf_http_req_t *r, tf_store_read_fn run,
+                      tf_store_done_cb done, void *ctx)
+{
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, run, done, ctx) == 0)
+        return true;
+    tf_http_async_end(r);
+    tf_http_error(r, 503, "cannot read the database now");
+    return false;
+}
+
 static const char *base_url(tf_master_t *m)
 {
     return m->cfg->public_url;
@@ -810,12 +821,8 @@ static void log_size_done(void *arg, int rc)
     }
     /* The first piece is read before answering, so a damaged block there
      * (the usual case of a tail or a small range) is a clean error. */
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, log_piece_fn, log_first_done, ls) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, log_piece_fn, log_first_done, ls))
         log_stream_free(ls);
-    }
 }
 
 static void log_first_done(void *arg, int rc)
@@ -856,13 +863,8 @@ void tf_api_log(tf_http_req_t *r, const tf_route_args_t *a)
     ls->r = r;
     ls->build_id = build_id;
     ls->step = (unsigned)step;
-    tf_http_async_begin(r);
-    int rc = tf_store_read(r->m->store, log_size_fn, log_size_done, ls);
-    if (rc) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, log_size_fn, log_size_done, ls))
         free(ls);
-    }
 }
 
 /* --- writes --- */
@@ -1038,27 +1040,112 @@ static void cancel_committed(void *arg, int rc)
     free(w);
 }
 
-/* Several masters: a build this master does not run may run on another.
- * Its owner and state come from the database; the cancel goes to the
- * other masters (tf_master_cancel_elsewhere), and the one running it
- * aborts it on its slave. */
-typedef struct bc {
-    tf_http_req_t *r;
-    uint64_t id;
-    char owner[TF_EMAIL_MAX + 1];
-    char state[16];
-} bc_t;
+/* --- several masters: cancelling what another master runs --- */
 
-static int bc_run(tf_db_t *db, void *arg)
+static int owned_run(tf_db_t *db, void *arg)
 {
-    bc_t *c = arg;
-    return tf_q_build_owner(db, c->id, c->owner, sizeof(c->owner), c->state,
-                            sizeof(c->state));
+    tf_api_owned_t *c = arg;
+    switch (c->kind) {
+    case TF_API_OWNED_BUILD:
+        return tf_q_build_owner(db, c->id, c->owner, sizeof(c->owner),
+                                c->state, sizeof(c->state));
+    case TF_API_OWNED_REQUEST:
+        return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
+                                  c->state, sizeof(c->state), &c->build_id,
+                                  &c->job_id);
+    case TF_API_OWNED_JOB:
+        return tf_q_job_owner(db, c->id, c->owner, sizeof(c->owner),
+                              c->state, sizeof(c->state));
+    }
+    return TF_EINVAL;
 }
 
-static void bc_done(void *arg, int rc)
+void tf_api_owned_read(tf_http_req_t *r, tf_api_owned_kind_t kind,
+                       uint64_t id, bool again, tf_store_done_cb done)
 {
-    bc_t *c = arg;
+    tf_api_owned_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->kind = kind;
+    c->id = id;
+    c->again = again;
+    if (!tf_api_read_then(r, owned_run, done, c))
+        free(c);
+}
+
+/* A cancel of what another master runs, being stored: the 202 to give
+ * once committed, the 409 when what it cancels has ended meanwhile. */
+typedef struct cancel_answer {
+    tf_http_req_t *r;
+    uint64_t id;
+    json_t *ans;
+    char gone[96];
+    char by[TF_EMAIL_MAX + 1];
+    tf_api_cancel_then_fn then;
+} cancel_answer_t;
+
+static void cancel_stored(void *arg, int rc)
+{
+    cancel_answer_t *c = arg;
+    tf_http_req_t *r = c->r;
+
+    /* What this master does of the cancel is done whether or not the
+     * client still waits. */
+    if (rc == 0 && c->then)
+        c->then(r->m, c->id, c->by);
+    if (tf_http_async_end(r)) {
+        if (rc == TF_ESTATE)
+            tf_http_error(r, 409, "%s", c->gone);
+        else if (rc)
+            tf_http_error(r, 503, "the cancel could not be stored: %s; try "
+                          "again", tf_strerror(rc));
+        else {
+            tf_http_respond_json(r, 202, c->ans);
+            c->ans = NULL;
+        }
+    }
+    json_decref(c->ans);
+    free(c);
+}
+
+void tf_api_cancel_store(tf_http_req_t *r, const char *kind, uint64_t id,
+                         const char *why, json_t *ans, const char *gone,
+                         tf_api_cancel_then_fn then)
+{
+    cancel_answer_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        json_decref(ans);
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->id = id;
+    c->ans = ans;
+    c->then = then;
+    snprintf(c->gone, sizeof(c->gone), "%s", gone);
+    snprintf(c->by, sizeof(c->by), "%s",
+             r->admin ? "the admin" : r->user.email);
+    tf_http_async_begin(r);
+    if (tf_master_cancel_elsewhere(r->m, kind, id, why, cancel_stored, c) !=
+        0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "the cancel could not be stored now; try "
+                      "again");
+        json_decref(c->ans);
+        free(c);
+    }
+}
+
+/* Several masters: a build this master does not run may run on another.
+ * Its owner and state come from the database; the cancel is stored
+ * (tf_api_cancel_store), and the master running it aborts it on its
+ * slave. */
+static void build_owned(void *arg, int rc)
+{
+    tf_api_owned_t *c = arg;
     tf_http_req_t *r = c->r;
     char what[64];
 
@@ -1075,34 +1162,14 @@ static void bc_done(void *arg, int rc)
     snprintf(what, sizeof(what), "build %" PRIu64, c->id);
     if (!tf_api_may_act(r, c->owner, what))
         goto out;
-    if (tf_master_cancel_elsewhere(r->m, "build", c->id,
-                                   "cancelled through the API") != 0) {
-        tf_http_error(r, 503, "the cancel could not be sent to the other "
-                      "masters");
-        goto out;
-    }
-    tf_http_respond_json(r, 202, json_pack("{s:I,s:s}", "build_id",
-                                           (json_int_t)c->id, "state",
-                                           "cancelling"));
+    char gone[64];
+    snprintf(gone, sizeof(gone), "build %" PRIu64 " is not running", c->id);
+    tf_api_cancel_store(r, "build", c->id, "cancelled through the API",
+                        json_pack("{s:I,s:s}", "build_id", (json_int_t)c->id,
+                                  "state", "cancelling"),
+                        gone, NULL);
 out:
     free(c);
-}
-
-static void build_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
-{
-    bc_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    c->r = r;
-    c->id = id;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, bc_run, bc_done, c) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        free(c);
-    }
 }
 
 void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
@@ -1110,7 +1177,7 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
     uint64_t id = a->id;
     tf_build_t *b = tf_map_get_id(r->m->builds, id);
     if (!b && tf_store_is_shared(r->m->store)) {
-        build_cancel_elsewhere(r, id);
+        tf_api_owned_read(r, TF_API_OWNED_BUILD, id, false, build_owned);
         return;
     }
     if (!b || b->state == TF_BUILD_ENDING) {
@@ -1132,26 +1199,10 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 }
 
 /* Several masters: a request running on another master has its build
- * cancelled there (tf_master_cancel_elsewhere), as a build's cancel. */
-typedef struct rc_ctx {
-    tf_http_req_t *r;
-    uint64_t id, build_id, job_id;
-    bool again; /* the guarded cancel of a pending request was tried */
-    char owner[TF_EMAIL_MAX + 1];
-    char state[16];
-} rc_ctx_t;
-
-static int rq_run(tf_db_t *db, void *arg)
+ * cancelled there (tf_api_cancel_store), as a build's cancel. */
+static void request_owned(void *arg, int rc)
 {
-    rc_ctx_t *c = arg;
-    return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
-                              c->state, sizeof(c->state), &c->build_id,
-                              &c->job_id);
-}
-
-static void rq_done(void *arg, int rc)
-{
-    rc_ctx_t *c = arg;
+    tf_api_owned_t *c = arg;
     tf_http_req_t *r = c->r;
     char what[64];
 
@@ -1202,16 +1253,15 @@ static void rq_done(void *arg, int rc)
     snprintf(what, sizeof(what), "request %" PRIu64, c->id);
     if (!tf_api_may_act(r, c->owner, what))
         goto out;
-    if (tf_master_cancel_elsewhere(r->m, "build", c->build_id,
-                                   "cancelled through the API") != 0) {
-        tf_http_error(r, 503, "the cancel could not be sent to the other "
-                      "masters");
-        goto out;
-    }
-    tf_http_respond_json(r, 202, json_pack("{s:I,s:I,s:s}", "request_id",
-                                           (json_int_t)c->id, "build_id",
-                                           (json_int_t)c->build_id, "state",
-                                           "cancelling"));
+    char gone[64];
+    snprintf(gone, sizeof(gone), "request %" PRIu64 " is not pending or "
+             "running", c->id);
+    tf_api_cancel_store(r, "build", c->build_id, "cancelled through the API",
+                        json_pack("{s:I,s:I,s:s}", "request_id",
+                                  (json_int_t)c->id, "build_id",
+                                  (json_int_t)c->build_id, "state",
+                                  "cancelling"),
+                        gone, NULL);
 out:
     free(c);
 }
@@ -1219,20 +1269,7 @@ out:
 static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id,
                                      bool again)
 {
-    rc_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    c->r = r;
-    c->id = id;
-    c->again = again;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, rq_run, rq_done, c) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        free(c);
-    }
+    tf_api_owned_read(r, TF_API_OWNED_REQUEST, id, again, request_owned);
 }
 
 void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)

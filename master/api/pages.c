@@ -268,12 +268,8 @@ static void pg_start(tf_http_req_t *r, pg_t *q)
 {
     q->r = r;
     snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, pg_run, pg_done, q) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, pg_run, pg_done, q))
         free(q);
-    }
 }
 
 void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)

@@ -60,6 +60,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_STEP_FORCE_END] = "step_force_end",
     [TF_OP_BUILD_FINISH] = "build_finish",
     [TF_OP_BUILD_ADOPT] = "build_adopt",
+    [TF_OP_CANCEL_MARK] = "cancel_mark",
     [TF_OP_PATCH_PUT] = "patch_put",
     [TF_OP_JOB_CREATE] = "job_create",
     [TF_OP_JOB_RUNNING] = "job_running",
@@ -739,6 +740,20 @@ int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from)
     if (op) {
         op->u.build_adopt.build_id = build_id;
         S(build_adopt.from, from);
+    }
+    return done(g, op, ok);
+}
+
+int tf_op_cancel_mark(tf_wgroup_t *g, uint64_t build_id, uint64_t job_id,
+                      const char *why)
+{
+    tf_op_t *op = op_add(g, TF_OP_CANCEL_MARK);
+    bool ok = op != NULL;
+
+    if (op) {
+        op->u.cancel_mark.build_id = build_id;
+        op->u.cancel_mark.job_id = job_id;
+        S(cancel_mark.why, why ? why : "cancelled");
     }
     return done(g, op, ok);
 }

@@ -60,6 +60,7 @@ typedef enum tf_op_kind {
     TF_OP_BUILD_FINISH,
     TF_OP_TEST_RESULT,
     TF_OP_BUILD_ADOPT,
+    TF_OP_CANCEL_MARK,
     /* try jobs */
     TF_OP_PATCH_PUT,
     TF_OP_JOB_CREATE,
@@ -217,6 +218,15 @@ typedef struct tf_op_build_adopt {
                        * NULL: this master (is the build still mine?) */
 } tf_op_build_adopt_t;
 
+/* A cancel stored (tf_op_cancel_mark): the reason on the open build, or
+ * on the open try job and each of its open builds. The group fails with
+ * TF_ESTATE when the build has finished or the job has ended. */
+typedef struct tf_op_cancel_mark {
+    uint64_t build_id; /* 0: the job's */
+    uint64_t job_id;
+    const char *why;
+} tf_op_cancel_mark_t;
+
 /* One test's result in one step of a build (tf_op_test_result). An
  * engine stores it and applies the flaky rule: when status is "pass" and
  * the build already holds a "fail" row of the same (suite, name), in any
@@ -330,6 +340,7 @@ struct tf_op {
         tf_op_step_force_end_t step_force_end;
         tf_op_build_finish_t build_finish;
         tf_op_build_adopt_t build_adopt;
+        tf_op_cancel_mark_t cancel_mark;
         tf_op_test_result_t test_result;
         tf_op_patch_put_t patch_put;
         tf_op_job_create_t job_create;

@@ -233,6 +233,8 @@ struct tf_engine {
     uint64_t beat_since_us; /* since when, without a break (0: its
                              * connection is new) */
     unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
+    char drop_topic[32];   /* test hook TF_TEST_PG_DROP_RELAY: outgoing
+                            * events of this topic ("*": all) are lost */
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -805,6 +807,16 @@ static const char SQL_BUILD_FINISH_OWNED[] =
 static const char SQL_BUILD_ADOPT[] =
     "UPDATE builds SET owner = ?1 WHERE id = ?2 AND owner = ?3 "
     "AND state <> 'finished'";
+static const char SQL_CANCEL_BUILD[] =
+    "UPDATE builds SET cancel_requested = ?1 WHERE id = ?2 "
+    "AND state <> 'finished'";
+static const char SQL_CANCEL_JOB[] =
+    "UPDATE try_jobs SET cancel_requested = ?1 WHERE id = ?2 "
+    "AND state NOT IN ('finished', 'cancelled')";
+static const char SQL_CANCEL_JOB_BUILDS[] =
+    "UPDATE builds SET cancel_requested = coalesce(cancel_requested, ?1) "
+    "WHERE state <> 'finished' AND request_id IN "
+    "(SELECT id FROM build_requests WHERE job_id = ?2)";
 static const char SQL_BUILD_FINISH_BUILDER[] =
     "UPDATE builders SET last_complete_build_id = ?1, "
     "last_complete_result = ?2, last_complete_ms = ?3 WHERE name = ?4";
@@ -1226,8 +1238,26 @@ static int op_build_adopt(tf_engine_t *e, const tf_op_build_adopt_t *o)
     return PG_OK;
 }
 
+/* tf_op_cancel_mark (store.h): the mark, or TF_ESTATE when what it is
+ * for has ended. */
+static int op_cancel_mark(tf_engine_t *e, const tf_op_cancel_mark_t *o)
+{
+    uint64_t id = o->build_id ? o->build_id : o->job_id;
+
+    EXEC(o->build_id ? SQL_CANCEL_BUILD : SQL_CANCEL_JOB, T(o->why), I(id));
+    if (e->changes != 1 && e->shared) {
+        fmt_trunc(e->msg, sizeof(e->msg), "%s %" PRIu64 " has ended: its "
+                  "cancel is not stored", o->build_id ? "build" : "job", id);
+        return PG_FAIL_CLAIM;
+    }
+    if (!o->build_id)
+        EXEC(SQL_CANCEL_JOB_BUILDS, T(o->why), I(id));
+    return PG_OK;
+}
+
 static const char SQL_JOB_LOCK[] =
-    "SELECT CASE WHEN state IN ('finished', 'cancelled') THEN 1 ELSE 0 END "
+    "SELECT CASE WHEN state IN ('finished', 'cancelled') THEN 1 ELSE 0 END, "
+    "CASE WHEN cancel_requested IS NOT NULL THEN 1 ELSE 0 END "
     "FROM try_jobs WHERE id = ?1 FOR UPDATE";
 static const char SQL_JOB_REQUESTS[] =
     "SELECT CASE WHEN state IN ('pending', 'running') THEN 1 ELSE 0 END, "
@@ -1236,18 +1266,22 @@ static const char SQL_JOB_REQUESTS[] =
 
 /* tf_op_job_settle (store.h). The lock comes first: a master ending the
  * job's other last request waits here for this one's commit, and its
- * next statement (READ COMMITTED) sees this request ended. */
+ * next statement (READ COMMITTED) sees this request ended. A job whose
+ * cancel was stored (tf_op_cancel_mark) ends cancelled, as one master's
+ * does (core/jobs.c), even when no request of it was cancelled before
+ * it ran. */
 static int op_job_settle(tf_engine_t *e, const tf_op_job_end_t *o)
 {
     tf_sqlval_t v[] = {I(o->id)};
-    int64_t ended = 0;
+    int64_t lock[2] = {0, 0};
     bool found = false, cancelled = false, any = false;
     tf_result_t worst = TF_SUCCESS;
     PGresult *res = NULL;
-    int r = query_ints(e, SQL_JOB_LOCK, v, 1, &ended, 1, &found);
+    int r = query_ints(e, SQL_JOB_LOCK, v, 1, lock, 2, &found);
 
-    if (r != PG_OK || !found || ended)
+    if (r != PG_OK || !found || lock[0])
         return r;
+    cancelled = lock[1] != 0;
     r = exec_rows(e, SQL_JOB_REQUESTS, v, 1, &res);
     if (r != PG_OK)
         return r;
@@ -1454,6 +1488,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_build_finish(e, &op->u.build_finish);
     case TF_OP_BUILD_ADOPT:
         return op_build_adopt(e, &op->u.build_adopt);
+    case TF_OP_CANCEL_MARK:
+        return op_cancel_mark(e, &op->u.cancel_mark);
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
     case TF_OP_POLLER_HEALTH: {
@@ -1974,6 +2010,12 @@ static int farm_send(tf_engine_t *e, const char *topic, const char *text)
     if (n < 0 || (size_t)n >= sizeof(buf) ||
         (size_t)n > TF_FARM_EVENT_MAX)
         return TF_E2BIG;
+    if (e->drop_topic[0] && (strcmp(e->drop_topic, "*") == 0 ||
+                             strcmp(e->drop_topic, topic) == 0)) {
+        /* As a NOTIFY lost on the way: the sender is not told. */
+        atomic_fetch_add(&e->ev_dropped_out, 1);
+        return 0;
+    }
     rc = ev_push(e, &e->out_head, &e->out_tail, &e->out_bytes, buf,
                  (size_t)n);
     if (rc == 0 && write(e->wake[1], "", 1) < 0) {
@@ -2179,6 +2221,12 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
             e->farm_queue_max = (size_t)b;
         tf_warn(SUB, "test hook: the live relay's queues hold %zu bytes",
                 e->farm_queue_max);
+    }
+    const char *drop = getenv("TF_TEST_PG_DROP_RELAY");
+    if (drop && *drop) {
+        snprintf(e->drop_topic, sizeof(e->drop_topic), "%s", drop);
+        tf_warn(SUB, "test hook: outgoing live events of topic \"%s\" are "
+                "dropped (counted in relay.dropped_out)", e->drop_topic);
     }
     const char *delay = getenv("TF_TEST_PG_IDS_DELAY_MS");
     if (delay && *delay) {

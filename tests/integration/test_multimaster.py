@@ -1361,3 +1361,128 @@ def test_retry_without_patch_with_no_ids_ready_still_reruns(
     n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
                         f"= {job}", db=db).strip()
     assert n == "2", n
+
+
+def cancel_mark(pg_cluster, pg_url, build_id):
+    return pg_cluster.psql(f"SELECT coalesce(cancel_requested, '-') FROM "
+                           f"builds WHERE id = {build_id}",
+                           db=pg_cluster.dbname(pg_url)).strip()
+
+
+@pytest.mark.timeout(180)
+def test_a_cancel_whose_wakeup_is_lost_is_applied_from_the_database(
+        farm, pg_url, pg_cluster):
+    """a drops every cancel event it sends (test hook
+    TF_TEST_PG_DROP_RELAY=cancel, counted in relay.dropped_out), so b,
+    which runs the builds on s1, never hears of a cancel sent through a.
+    Each cancel through a (a build, a request, a try job) answers 202
+    only once it is stored (the build's row carries the reason), and b
+    finds it in the database at its next tick: the build is aborted on
+    s1 and ends CANCELLED within seconds on both masters' APIs, not after
+    its 20 s. Without the stored cancel the builds ran to SUCCESS."""
+    from test_mail import add_user, submit
+    cfg = config(["s1"])
+    cfg["builders"].append(long_builder("long"))
+    a = farm.master(shared(cfg, pg_url), name="a",
+                    env={"TF_TEST_PG_DROP_RELAY": "cancel"})
+    b = farm.master(shared(cfg, pg_url), name="b")
+    s1 = farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    assert 'live events of topic "cancel" are dropped' in a.log_text()
+
+    def cancelled_on_both(bid, t0):
+        for m in (a, b):
+            done = m.wait_build_finished(bid, 30)
+            assert done["result"] == "CANCELLED", (m.name, done)
+        assert time.monotonic() - t0 < 12
+        assert f"build {bid} cancelled through another master (its " \
+               f"stored cancel)" in b.log_text()
+        assert f"build {bid}: abort sent to s1" in b.log_text()
+
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    t0 = time.monotonic()
+    r = a.api_post(f"/builds/{bid}/cancel")
+    assert r.status == 202 and r.json()["state"] == "cancelling", r
+    assert cancel_mark(pg_cluster, pg_url, bid) == "cancelled through the API"
+    cancelled_on_both(bid, t0)
+    assert relay(a)["dropped_out"] >= 1, relay(a)
+    assert "abort" in s1.log_text()
+    # A request running on b, cancelled through a: its build is.
+    req2 = a.force("long")
+    bid2 = a.wait_build_started(req2)
+    a.wait_step_running(bid2, 0, min_bytes=len("line 1\n"))
+    t0 = time.monotonic()
+    r = a.api_post(f"/requests/{req2}/cancel")
+    assert r.status == 202 and r.json()["build_id"] == bid2, r
+    cancelled_on_both(bid2, t0)
+    # A try job submitted to a whose build runs on b.
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    job = submit(a, token, ["long"], description="to cancel")
+    db = pg_cluster.dbname(pg_url)
+
+    def job_build():
+        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
+                               f"build_requests r ON r.id = b.request_id "
+                               f"WHERE r.job_id = {job}", db=db).strip()
+    bid3 = int(wait_for(job_build, 30, "the job's build to start", farm))
+    a.wait_step_running(bid3, 0, min_bytes=len("line 1\n"))
+    t0 = time.monotonic()
+    r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
+                  token=token)
+    assert r.status == 202, r
+    cancelled_on_both(bid3, t0)
+    for m in (a, b):
+        x = wait_for(lambda: m.get_json(f"/jobs/{job}")["state"] ==
+                     "cancelled" and m.get_json(f"/jobs/{job}"), 30,
+                     f"job {job} to end on {m.name}", farm, interval=0.2)
+        assert x["result"] == "CANCELLED", x
+    # Ended: a second cancel answers 409 and stores nothing.
+    for m in (a, b):
+        assert m.api_post(f"/builds/{bid}/cancel").status == 409
+    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE "
+                           f"cancel_requested IS NOT NULL AND state <> "
+                           f"'finished'", db=db).strip() == "0"
+
+
+@pytest.mark.timeout(180)
+def test_a_stored_cancel_is_applied_by_the_master_that_takes_the_build_over(
+        farm, pg_url, pg_cluster):
+    """s1 builds for b and knows a (--master b --master a). b is frozen
+    (SIGSTOP) mid-build, the build is cancelled through a (202: stored;
+    the event to b is lost with b), then b is killed -9: s1 fails over
+    to a, which takes the build over and applies the stored cancel. The
+    build ends CANCELLED once, long before its 20 s, with its one row."""
+    cfg = config([])
+    secrets = secret_files(farm, ["s1"])
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(secrets["s1"])}]
+    cfg["builders"].append(long_builder("long"))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1", secret_file=secrets["s1"],
+               args=["--master", a.ws_url])
+    b.wait_slave_connected("s1")
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    import signal
+    b.proc.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = a.api_post(f"/builds/{bid}/cancel")
+        assert r.status == 202 and r.json()["state"] == "cancelling", r
+        assert cancel_mark(pg_cluster, pg_url, bid) == \
+            "cancelled through the API"
+    finally:
+        b.kill9()
+    done = a.wait_build_finished(bid, 30)
+    assert done["result"] == "CANCELLED", done
+    assert time.monotonic() - t0 < 15
+    log = a.log_text()
+    assert "another master ran: this master takes it over" in log
+    assert f"build {bid} cancelled through another master (its stored " \
+           f"cancel)" in log
+    db = pg_cluster.dbname(pg_url)
+    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
+                           f"= {req}", db=db).strip() == "1"
+    assert a.request_info(req)["state"] in ("done", "cancelled")

@@ -161,13 +161,32 @@ bool tf_api_args_only(tf_http_req_t *r, const char *const *names)
 
 /* --- live overlays (loop thread) --- */
 
-/* Counts the slaves that may run a builder by their live state, into
- * counts (a new object {allowed, connected, idle, busy}), and lists them
- * ({name, connected}) into *list when list is not NULL. A draining slave
- * is connected but neither idle nor busy unless it still runs a build. */
-static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
-                           json_t **counts, json_t **list,
-                           unsigned *nconnected)
+void tf_api_slave_state(tf_master_t *m, const json_t *farm,
+                        const char *name, bool *up, unsigned *builds,
+                        bool *draining)
+{
+    tf_mslave_t *s = tf_master_slave(m, name, false);
+    json_t *row;
+
+    *up = s && s->link;
+    *builds = *up ? s->nbuilds : 0;
+    *draining = *up && s->draining;
+    if (*up || !farm || !(row = json_object_get(farm, name)))
+        return;
+    /* Connected to another master, as the database says. */
+    *up = true;
+    *builds = (unsigned)json_integer_value(json_array_get(row, 0));
+    *draining = json_is_true(json_array_get(row, 1));
+}
+
+/* Counts the slaves that may run a builder by their live state (farm:
+ * tf_api_slave_state), into counts (a new object {allowed, connected,
+ * idle, busy}), and lists them ({name, connected}) into *list when list
+ * is not NULL. A draining slave is connected but neither idle nor busy
+ * unless it still runs a build. */
+static void builder_slaves(tf_master_t *m, const json_t *farm,
+                           const tf_cfg_builder_t *cfg, json_t **counts,
+                           json_t **list, unsigned *nconnected)
 {
     unsigned allowed = 0, up = 0, idle = 0, busy = 0;
     if (list)
@@ -176,12 +195,13 @@ static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
         const tf_cfg_slave_t *c = &m->cfg->slaves[i];
         if (!tf_config_slave_allowed(cfg, c))
             continue;
-        tf_mslave_t *s = tf_master_slave(m, c->name, false);
-        bool on = s && s->link;
+        bool on, draining;
+        unsigned nb;
+        tf_api_slave_state(m, farm, c->name, &on, &nb, &draining);
         allowed++;
         up += on;
-        busy += on && s->nbuilds > 0;
-        idle += on && s->nbuilds == 0 && !s->draining;
+        busy += on && nb > 0;
+        idle += on && nb == 0 && !draining;
         if (list)
             json_array_append_new(*list, json_pack("{s:s,s:b}", "name",
                                                    c->name, "connected", on));
@@ -192,10 +212,11 @@ static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
                         (int)busy);
 }
 
-void tf_api_builder_slave_counts(tf_master_t *m, const tf_cfg_builder_t *cfg,
+void tf_api_builder_slave_counts(tf_master_t *m, const json_t *farm,
+                                 const tf_cfg_builder_t *cfg,
                                  json_t **counts, unsigned *nconnected)
 {
-    builder_slaves(m, cfg, counts, NULL, nconnected);
+    builder_slaves(m, farm, cfg, counts, NULL, nconnected);
 }
 
 static json_t *running_builds_of(tf_master_t *m, const char *builder,
@@ -298,8 +319,8 @@ static json_t *pending_of(tf_master_t *m, const char *builder)
  * slaves that may run it go into the builder's page (detail) and into
  * the list only when asked (slaves): on a farm of a thousand slaves they
  * would make the hot list hundreds of KiB (docs/api.md). */
-static void overlay_builder(tf_master_t *m, json_t *o, bool detail,
-                            bool slaves)
+static void overlay_builder(tf_master_t *m, const json_t *farm, json_t *o,
+                            bool detail, bool slaves)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
     if (!name)
@@ -308,7 +329,8 @@ static void overlay_builder(tf_master_t *m, json_t *o, bool detail,
     const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
     unsigned up = 0;
     json_t *counts = NULL, *list = NULL;
-    builder_slaves(m, cfg, &counts, detail || slaves ? &list : NULL, &up);
+    builder_slaves(m, farm, cfg, &counts, detail || slaves ? &list : NULL,
+                   &up);
     if (list)
         json_object_set_new(o, "slaves", list);
     json_object_set_new(o, "slave_counts", counts);
@@ -456,6 +478,8 @@ typedef struct qjob {
     unsigned limit;
     const char *bkind; /* "try", "ci" (static strings) or NULL */
     bool slaves;       /* builders: list each one's slaves (?slaves=1) */
+    bool shared;       /* builders: count the slaves of every master */
+    json_t *farm;      /* ... from tf_q_farm_slaves */
     char base[512];
     json_t *out;
 } qjob_t;
@@ -465,9 +489,15 @@ static int qjob_run(tf_db_t *db, void *arg)
     qjob_t *q = arg;
     switch (q->kind) {
     case Q_BUILDERS:
-        return tf_q_builders(db, q->base, &q->out);
-    case Q_BUILDER:
-        return tf_q_builder(db, q->base, q->name, &q->out);
+    case Q_BUILDER: {
+        int rc = q->kind == Q_BUILDERS
+                     ? tf_q_builders(db, q->base, &q->out)
+                     : tf_q_builder(db, q->base, q->name, &q->out);
+        /* The same snapshot: counts agree with the rows. */
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_slaves(db, &q->farm);
+        return rc;
+    }
     case Q_BUILDS:
         return tf_q_builds(db, q->base, q->name, q->bkind, q->before,
                            q->limit, &q->out);
@@ -527,11 +557,11 @@ static void qjob_done(void *arg, int rc)
     switch (q->kind) {
     case Q_BUILDERS:
         tf_api_builders_complete(m, q->base, q->out);
-        json_array_foreach(q->out, i, v) overlay_builder(m, v, false,
-                                                         q->slaves);
+        json_array_foreach(q->out, i, v) overlay_builder(m, q->farm, v,
+                                                         false, q->slaves);
         break;
     case Q_BUILDER:
-        overlay_builder(m, q->out, true, true);
+        overlay_builder(m, q->farm, q->out, true, true);
         break;
     case Q_SLAVES:
         json_array_foreach(q->out, i, v) overlay_slave(m, v);
@@ -561,6 +591,7 @@ static void qjob_done(void *arg, int rc)
     q->out = NULL;
 out:
     json_decref(q->out);
+    json_decref(q->farm);
     free(q);
 }
 
@@ -581,6 +612,7 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
         snprintf(q->name, sizeof(q->name), "%s", name);
     q->id = id;
     snprintf(q->base, sizeof(q->base), "%s", base_url(r->m));
+    q->shared = tf_store_is_shared(r->m->store);
     if (kind == Q_BUILDS) {
         uint64_t limit = 0, before = 0;
         if (!tf_http_arg_u64(r, "limit", 1, 500, 50, &limit) ||

@@ -160,9 +160,19 @@ bool tf_api_args_only(tf_http_req_t *r, const char *const *names);
 void tf_api_builders_complete(struct tf_master *m, const char *base,
                               json_t *arr);
 
-/* api.c: the slaves that may run builder cfg by live state, as a new
- * object {allowed, connected, idle, busy}; *nconnected gets connected. */
-void tf_api_builder_slave_counts(struct tf_master *m,
+/* api.c: slave name's live state: connected, its running builds and
+ * whether it drains, from this master's link, or, when farm is not NULL
+ * (shared masters: tf_q_farm_slaves read with the answer), from the
+ * database's view of the other masters' slaves. One master (farm NULL)
+ * answers from its links only, as before. */
+void tf_api_slave_state(struct tf_master *m, const json_t *farm,
+                        const char *name, bool *up, unsigned *builds,
+                        bool *draining);
+
+/* api.c: the slaves that may run builder cfg by live state
+ * (tf_api_slave_state), as a new object {allowed, connected, idle,
+ * busy}; *nconnected gets connected. */
+void tf_api_builder_slave_counts(struct tf_master *m, const json_t *farm,
                                  const struct tf_cfg_builder *cfg,
                                  json_t **counts, unsigned *nconnected);
 

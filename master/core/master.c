@@ -176,6 +176,11 @@ void tf_master_slave_drain(tf_master_t *m, tf_mslave_t *s)
 {
     s->draining = true;
     tf_sched_slave_changed(m, s);
+    /* For the other masters' counts (and the cached answers' freshness:
+     * the commit moves the store's generation). */
+    tf_master_group_begin(m, 0);
+    tf_op_slave_draining(m->group, s->name);
+    tf_master_group_commit(m, NULL, NULL);
 }
 
 tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name, bool create)

@@ -40,6 +40,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_SLAVE_SEEN] = "slave_seen",
     [TF_OP_SLAVES_RESET] = "slaves_reset",
     [TF_OP_SLAVE_KNOWN] = "slave_known",
+    [TF_OP_SLAVE_DRAINING] = "slave_draining",
     [TF_OP_BUILDERS_DEACTIVATE] = "builders_deactivate",
     [TF_OP_BUILDER_ACTIVATE] = "builder_activate",
     [TF_OP_BUILDER_COUNTS] = "builder_counts",
@@ -411,6 +412,11 @@ int tf_op_slave_seen(tf_wgroup_t *g, const char *name, int64_t time_ms)
 int tf_op_slave_known(tf_wgroup_t *g, const char *name)
 {
     return slave_time(g, TF_OP_SLAVE_KNOWN, name, 0);
+}
+
+int tf_op_slave_draining(tf_wgroup_t *g, const char *name)
+{
+    return slave_time(g, TF_OP_SLAVE_DRAINING, name, 0);
 }
 
 int tf_op_slaves_reset(tf_wgroup_t *g)

@@ -37,6 +37,7 @@ typedef enum tf_op_kind {
     TF_OP_SLAVE_SEEN,
     TF_OP_SLAVES_RESET,
     TF_OP_SLAVE_KNOWN,
+    TF_OP_SLAVE_DRAINING,
     /* builders */
     TF_OP_BUILDERS_DEACTIVATE,
     TF_OP_BUILDER_ACTIVATE,
@@ -93,7 +94,8 @@ typedef struct tf_op_slave_connected {
     int64_t time_ms;
 } tf_op_slave_connected_t;
 
-/* SLAVE_DISCONNECTED, SLAVE_SEEN, SLAVE_KNOWN (time unused). */
+/* SLAVE_DISCONNECTED, SLAVE_SEEN, SLAVE_KNOWN and SLAVE_DRAINING (time
+ * unused). */
 typedef struct tf_op_slave_time {
     const char *name;
     int64_t time_ms;

@@ -635,7 +635,7 @@ static const char SQL_SLAVE_CONNECTED[] =
     "ON CONFLICT(name) DO UPDATE SET connected = 1, platform = ?2, "
     "version = ?3, tags = ?4, "
     "first_seen_ms = coalesce(slaves.first_seen_ms, ?5), "
-    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL, draining = 0";
 /* Shared masters: which master a slave is connected to (a table only
  * shared masters make, beside tf_ids): when a master stops beating, the
  * others mark its slaves disconnected. */
@@ -644,7 +644,9 @@ static const char SQL_SLAVE_MASTER[] =
     "ON CONFLICT(slave) DO UPDATE SET master = ?2";
 static const char SQL_SLAVE_DISCONNECTED[] =
     "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
-    "last_seen_ms = ?1 WHERE name = ?2";
+    "last_seen_ms = ?1, draining = 0 WHERE name = ?2";
+static const char SQL_SLAVE_DRAINING[] =
+    "UPDATE slaves SET draining = 1 WHERE name = ?1";
 static const char SQL_SLAVE_SEEN[] =
     "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
 static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
@@ -1431,6 +1433,9 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return PG_OK;
     case TF_OP_SLAVE_KNOWN:
         EXEC(SQL_SLAVE_KNOWN, T(op->u.slave_time.name));
+        return PG_OK;
+    case TF_OP_SLAVE_DRAINING:
+        EXEC(SQL_SLAVE_DRAINING, T(op->u.slave_time.name));
         return PG_OK;
     case TF_OP_SLAVES_RESET:
         EXEC0(SQL_SLAVES_RESET);

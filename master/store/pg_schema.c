@@ -293,7 +293,10 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE builds ADD COLUMN cancel_requested TEXT;"
     "ALTER TABLE try_jobs ADD COLUMN cancel_requested TEXT;"
     "CREATE INDEX builds_cancel_open ON builds(id) "
-    "WHERE cancel_requested IS NOT NULL AND state <> 'finished';",
+    "WHERE cancel_requested IS NOT NULL AND state <> 'finished';"
+    /* A connected slave draining, for every master's counts of the
+     * farm's slaves by state (api/pages.c). */
+    "ALTER TABLE slaves ADD COLUMN draining BIGINT NOT NULL DEFAULT 0;",
 };
 
 size_t tf_pg_schema_count(void)

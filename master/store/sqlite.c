@@ -403,10 +403,12 @@ static const char SQL_SLAVE_CONNECTED[] =
     "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
     "ON CONFLICT(name) DO UPDATE SET connected = 1, platform = ?2, "
     "version = ?3, tags = ?4, first_seen_ms = coalesce(first_seen_ms, ?5), "
-    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL, draining = 0";
 static const char SQL_SLAVE_DISCONNECTED[] =
     "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
-    "last_seen_ms = ?1 WHERE name = ?2";
+    "last_seen_ms = ?1, draining = 0 WHERE name = ?2";
+static const char SQL_SLAVE_DRAINING[] =
+    "UPDATE slaves SET draining = 1 WHERE name = ?1";
 static const char SQL_SLAVE_SEEN[] =
     "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
 static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
@@ -441,6 +443,8 @@ static int op_slave_time(tf_engine_t *e, tf_op_kind_t kind,
         EXEC(SQL_SLAVE_DISCONNECTED, I(o->time_ms), T(o->name));
     else if (kind == TF_OP_SLAVE_SEEN)
         EXEC(SQL_SLAVE_SEEN, I(o->time_ms), T(o->name));
+    else if (kind == TF_OP_SLAVE_DRAINING)
+        EXEC(SQL_SLAVE_DRAINING, T(o->name));
     else
         EXEC(SQL_SLAVE_KNOWN, T(o->name));
     return SQLITE_OK;
@@ -1264,6 +1268,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_SLAVE_DISCONNECTED:
     case TF_OP_SLAVE_SEEN:
     case TF_OP_SLAVE_KNOWN:
+    case TF_OP_SLAVE_DRAINING:
         return op_slave_time(e, op->kind, &op->u.slave_time);
     case TF_OP_SLAVES_RESET:
         EXEC0(SQL_SLAVES_RESET);

@@ -341,6 +341,9 @@ int tf_op_slave_disconnected(tf_wgroup_t *g, const char *name,
 int tf_op_slave_seen(tf_wgroup_t *g, const char *name, int64_t time_ms);
 int tf_op_slaves_reset(tf_wgroup_t *g);
 int tf_op_slave_known(tf_wgroup_t *g, const char *name);
+/* The connected slave drains (cleared when it connects again or goes):
+ * read by shared masters' farm-wide counts (tf_q_farm_slaves). */
+int tf_op_slave_draining(tf_wgroup_t *g, const char *name);
 
 /* Builders: every builder is inactive (before the config's are activated
  * again); builder name is configured; its summary counts of pending and

@@ -301,7 +301,10 @@ static const char *const migrations[] = {
     "ALTER TABLE builds ADD COLUMN cancel_requested TEXT;"
     "ALTER TABLE try_jobs ADD COLUMN cancel_requested TEXT;"
     "CREATE INDEX builds_cancel_open ON builds(id) "
-    "WHERE cancel_requested IS NOT NULL AND state <> 'finished';",
+    "WHERE cancel_requested IS NOT NULL AND state <> 'finished';"
+    /* And whether a connected slave drains (no new builds): shared
+     * masters count every master's slaves by state (api/pages.c). */
+    "ALTER TABLE slaves ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;",
 };
 
 size_t tf_schema_count(void)

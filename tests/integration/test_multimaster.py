@@ -1486,3 +1486,88 @@ def test_a_stored_cancel_is_applied_by_the_master_that_takes_the_build_over(
     assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
                            f"= {req}", db=db).strip() == "1"
     assert a.request_info(req)["state"] in ("done", "cancelled")
+
+
+def slave_counts(m):
+    """The farm as m's summary and builders answers count it."""
+    s = m.get_json("/summary")
+    counts = {k: s["slaves"][k] for k in ("connected", "total", "idle",
+                                          "building", "draining",
+                                          "offline")}
+    listed = {e["name"]: (e["state"], e["connected"])
+              for e in s["slaves"]["list"]}
+    per_builder = {b["name"]: (b["slave_counts"], b["connected_slaves"])
+                   for b in s["builders"]}
+    builders = {b["name"]: (b["slave_counts"], b["connected_slaves"],
+                            sorted((x["name"], x["connected"])
+                                   for x in b["slaves"]))
+                for b in m.get_json("/builders?slaves=1")}
+    return counts, listed, per_builder, builders
+
+
+@pytest.mark.timeout(180)
+def test_summary_and_builders_count_the_slaves_of_every_master(
+        farm, pg_url):
+    """s1 and s2 connect to a, s3 to b, s4 never: both masters' summary
+    and builders answers count the same farm (3 connected, 1 offline),
+    list the same connected flags and states, follow a build of s3 on b
+    (building 1, busy 1 on both) and, at once, s3 leaving b (its
+    disconnect, stored by b, moves a's cached answers). A master counts
+    the other masters' slaves from the database, as the slaves view
+    does; with one master nothing changes (test_api_cache.py)."""
+    cfg = config(["s1", "s2", "s3", "s4"])
+    cfg["builders"].append(long_builder("long", slaves=["s3"]))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(a, "s1")
+    farm.slave(a, "s2")
+    s3 = farm.slave(b, "s3")
+    for m, s in ((a, "s1"), (a, "s2"), (b, "s3")):
+        m.wait_slave_connected(s)
+
+    def agree(want_counts):
+        def same():
+            ca, cb = slave_counts(a), slave_counts(b)
+            return ca == cb and ca[0] == want_counts and ca
+        return wait_for(same, 20, f"both masters to count {want_counts}",
+                        farm, interval=0.2)
+    counts, listed, per_builder, builders = agree(
+        {"connected": 3, "total": 4, "idle": 3, "building": 0,
+         "draining": 0, "offline": 1})
+    assert listed == {"s1": ("idle", True), "s2": ("idle", True),
+                      "s3": ("idle", True), "s4": ("offline", False)}
+    assert per_builder["quick"] == ({"allowed": 4, "connected": 3,
+                                     "idle": 3, "busy": 0}, 3)
+    assert per_builder["long"] == ({"allowed": 1, "connected": 1,
+                                    "idle": 1, "busy": 0}, 1)
+    assert builders["long"][2] == [("s3", True)]
+    assert builders["quick"][2] == [("s1", True), ("s2", True),
+                                    ("s3", True), ("s4", False)]
+    # s3 builds on b: both count it building.
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    counts, listed, per_builder, _ = agree(
+        {"connected": 3, "total": 4, "idle": 2, "building": 1,
+         "draining": 0, "offline": 1})
+    assert listed["s3"] == ("building", True)
+    assert per_builder["long"][0]["busy"] == 1
+    assert a.api_post(f"/builds/{bid}/cancel").status == 202
+    a.wait_build_finished(bid, 30)
+    agree({"connected": 3, "total": 4, "idle": 3, "building": 0,
+           "draining": 0, "offline": 1})
+    # Cached on a (asked again and again), then s3 leaves b: a's answers
+    # show it as soon as the database does.
+    for _ in range(5):
+        a.get_json("/summary")
+        a.get_json("/builders?slaves=1")
+    s3.stop()
+    wait_for(lambda: not a.slave_connected("s3"), 20, "s3 to be gone", farm,
+             interval=0.1)
+    counts, listed, per_builder, builders = slave_counts(a)
+    assert counts == {"connected": 2, "total": 4, "idle": 2, "building": 0,
+                      "draining": 0, "offline": 2}, counts
+    assert listed["s3"] == ("offline", False)
+    assert per_builder["long"] == ({"allowed": 1, "connected": 0,
+                                    "idle": 0, "busy": 0}, 0)
+    assert builders["long"][2] == [("s3", False)]
+    assert slave_counts(b)[0] == counts

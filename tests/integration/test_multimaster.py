@@ -1511,10 +1511,12 @@ def test_summary_and_builders_count_the_slaves_of_every_master(
     """s1 and s2 connect to a, s3 to b, s4 never: both masters' summary
     and builders answers count the same farm (3 connected, 1 offline),
     list the same connected flags and states, follow a build of s3 on b
-    (building 1, busy 1 on both) and, at once, s3 leaving b (its
-    disconnect, stored by b, moves a's cached answers). A master counts
-    the other masters' slaves from the database, as the slaves view
-    does; with one master nothing changes (test_api_cache.py)."""
+    (building 1, busy 1 on both), s3 draining after a SIGTERM (stored by
+    b: draining 1 on both) and, at once, s3 leaving b (its disconnect,
+    stored by b, moves a's cached answers). A master counts the other
+    masters' slaves from the database, as the slaves view does; with one
+    master nothing changes (test_api_cache.py). Without the farm's view a
+    counted only s1 and s2."""
     cfg = config(["s1", "s2", "s3", "s4"])
     cfg["builders"].append(long_builder("long", slaves=["s3"]))
     a, b = start_masters(farm, cfg, pg_url, 2)
@@ -1551,17 +1553,23 @@ def test_summary_and_builders_count_the_slaves_of_every_master(
          "draining": 0, "offline": 1})
     assert listed["s3"] == ("building", True)
     assert per_builder["long"][0]["busy"] == 1
-    assert a.api_post(f"/builds/{bid}/cancel").status == 202
-    a.wait_build_finished(bid, 30)
-    agree({"connected": 3, "total": 4, "idle": 3, "building": 0,
-           "draining": 0, "offline": 1})
-    # Cached on a (asked again and again), then s3 leaves b: a's answers
-    # show it as soon as the database does.
+    # SIGTERM: s3 drains (finishes its build, takes no new one), which b
+    # stores; both count it draining.
+    import signal
+    s3.signal(signal.SIGTERM)
+    counts, listed, per_builder, _ = agree(
+        {"connected": 3, "total": 4, "idle": 2, "building": 0,
+         "draining": 1, "offline": 1})
+    assert listed["s3"] == ("draining", True)
+    assert per_builder["long"][0] == {"allowed": 1, "connected": 1,
+                                      "idle": 0, "busy": 1}
+    # Cached on a (asked again and again), then s3's build is cancelled
+    # and s3 leaves b: a's answers show it as soon as the database does.
     for _ in range(5):
         a.get_json("/summary")
         a.get_json("/builders?slaves=1")
-    s3.stop()
-    wait_for(lambda: not a.slave_connected("s3"), 20, "s3 to be gone", farm,
+    assert a.api_post(f"/builds/{bid}/cancel").status == 202
+    wait_for(lambda: not a.slave_connected("s3"), 30, "s3 to be gone", farm,
              interval=0.1)
     counts, listed, per_builder, builders = slave_counts(a)
     assert counts == {"connected": 2, "total": 4, "idle": 2, "building": 0,
@@ -1571,3 +1579,4 @@ def test_summary_and_builders_count_the_slaves_of_every_master(
                                     "idle": 0, "busy": 0}, 0)
     assert builders["long"][2] == [("s3", False)]
     assert slave_counts(b)[0] == counts
+    assert s3.wait_exit(30) == 0

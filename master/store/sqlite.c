@@ -1041,30 +1041,6 @@ static int op_step_force_end(tf_engine_t *e,
     return seal_rest(e, o->build_id, o->step);
 }
 
-static const char SQL_CANCEL_BUILD[] =
-    "UPDATE builds SET cancel_requested = ?1 WHERE id = ?2 "
-    "AND state <> 'finished'";
-static const char SQL_CANCEL_JOB[] =
-    "UPDATE try_jobs SET cancel_requested = ?1 WHERE id = ?2 "
-    "AND state NOT IN ('finished', 'cancelled')";
-static const char SQL_CANCEL_JOB_BUILDS[] =
-    "UPDATE builds SET cancel_requested = coalesce(cancel_requested, ?1) "
-    "WHERE state <> 'finished' AND request_id IN "
-    "(SELECT id FROM build_requests WHERE job_id = ?2)";
-
-/* tf_op_cancel_mark (store.h): one master never reads the mark (it
- * cancels in memory), so nothing is guarded here. */
-static int op_cancel_mark(tf_engine_t *e, const tf_op_cancel_mark_t *o)
-{
-    if (o->build_id) {
-        EXEC(SQL_CANCEL_BUILD, T(o->why), I(o->build_id));
-        return SQLITE_OK;
-    }
-    EXEC(SQL_CANCEL_JOB, T(o->why), I(o->job_id));
-    EXEC(SQL_CANCEL_JOB_BUILDS, T(o->why), I(o->job_id));
-    return SQLITE_OK;
-}
-
 static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
 {
     EXEC(SQL_BUILD_FINISH, I(o->result), I(o->time_ms), T(o->text),
@@ -1315,7 +1291,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_BUILD_ADOPT:
         return SQLITE_OK; /* one master owns every build (store.h) */
     case TF_OP_CANCEL_MARK:
-        return op_cancel_mark(e, &op->u.cancel_mark);
+        return SQLITE_OK; /* one master cancels in memory (store.h) */
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
     case TF_OP_POLLER_HEALTH: {

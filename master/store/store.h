@@ -490,8 +490,8 @@ int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from);
  * why on build build_id while it is open, or (build_id 0) on try job
  * job_id while it is open and on each of its open builds. The group
  * fails with TF_ESTATE when the build has finished or the job ended (on
- * PostgreSQL; sqlite, one master, stores it unguarded and never reads
- * it). The master running the build finds it (tf_q_cancels). why is
+ * shared PostgreSQL; sqlite's one master cancels in memory: the op is
+ * accepted and stores nothing, as tf_op_build_adopt). The master running the build finds it (tf_q_cancels). why is
  * copied. */
 int tf_op_cancel_mark(tf_wgroup_t *g, uint64_t build_id, uint64_t job_id,
                       const char *why);

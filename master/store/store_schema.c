@@ -295,7 +295,7 @@ static const char *const migrations[] = {
      * of what another master runs once the mark is committed, and the
      * master running it (or the one that takes it over) finds the mark
      * by itself within a second, whether the event that wakes it arrives
-     * or not. One master on sqlite cancels in memory and never reads it;
+     * or not. One master on sqlite cancels in memory and stores no mark;
      * kept in both so a database migrated to PostgreSQL has the columns.
      * The index holds the open builds with a mark only. */
     "ALTER TABLE builds ADD COLUMN cancel_requested TEXT;"

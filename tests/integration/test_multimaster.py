@@ -627,6 +627,20 @@ def test_cancelling_a_build_on_one_master_aborts_it_on_anothers_slave(
     assert r.status == 409, r
 
 
+def job_build_running(farm, pg_cluster, pg_url, m, job):
+    """The id of try job job's build once it runs (its first line seen
+    through m)."""
+    db = pg_cluster.dbname(pg_url)
+
+    def running():
+        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
+                               f"build_requests r ON r.id = b.request_id "
+                               f"WHERE r.job_id = {job}", db=db).strip()
+    bid = int(wait_for(running, 30, "the job's build to start", farm))
+    m.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    return bid
+
+
 @pytest.mark.timeout(120)
 def test_cancelling_a_try_job_on_one_master_reaches_its_build_on_another(
         farm, pg_url, pg_cluster):
@@ -645,13 +659,7 @@ def test_cancelling_a_try_job_on_one_master_reaches_its_build_on_another(
     token = add_user(farm, a, "ann@example.org", "Ann Example")
     job = submit(a, token, ["long", "later"], description="to cancel")
     db = pg_cluster.dbname(pg_url)
-
-    def running():
-        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
-                               f"build_requests r ON r.id = b.request_id "
-                               f"WHERE r.job_id = {job}", db=db).strip()
-    bid = int(wait_for(running, 30, "the job's build to start", farm))
-    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    bid = job_build_running(farm, pg_cluster, pg_url, a, job)
     r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
                   token=token)
     assert r.status == 202, r
@@ -1363,6 +1371,15 @@ def test_retry_without_patch_with_no_ids_ready_still_reruns(
     assert n == "2", n
 
 
+def running_build(m, builder):
+    """A request forced through m and its build, once its first line
+    was seen."""
+    req = m.force(builder)
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    return req, bid
+
+
 def cancel_mark(pg_cluster, pg_url, build_id):
     return pg_cluster.psql(f"SELECT coalesce(cancel_requested, '-') FROM "
                            f"builds WHERE id = {build_id}",
@@ -1399,9 +1416,7 @@ def test_a_cancel_whose_wakeup_is_lost_is_applied_from_the_database(
                f"stored cancel)" in b.log_text()
         assert f"build {bid}: abort sent to s1" in b.log_text()
 
-    req = a.force("long")
-    bid = a.wait_build_started(req)
-    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    req, bid = running_build(a, "long")
     t0 = time.monotonic()
     r = a.api_post(f"/builds/{bid}/cancel")
     assert r.status == 202 and r.json()["state"] == "cancelling", r
@@ -1410,9 +1425,7 @@ def test_a_cancel_whose_wakeup_is_lost_is_applied_from_the_database(
     assert relay(a)["dropped_out"] >= 1, relay(a)
     assert "abort" in s1.log_text()
     # A request running on b, cancelled through a: its build is.
-    req2 = a.force("long")
-    bid2 = a.wait_build_started(req2)
-    a.wait_step_running(bid2, 0, min_bytes=len("line 1\n"))
+    req2, bid2 = running_build(a, "long")
     t0 = time.monotonic()
     r = a.api_post(f"/requests/{req2}/cancel")
     assert r.status == 202 and r.json()["build_id"] == bid2, r
@@ -1421,13 +1434,7 @@ def test_a_cancel_whose_wakeup_is_lost_is_applied_from_the_database(
     token = add_user(farm, a, "ann@example.org", "Ann Example")
     job = submit(a, token, ["long"], description="to cancel")
     db = pg_cluster.dbname(pg_url)
-
-    def job_build():
-        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
-                               f"build_requests r ON r.id = b.request_id "
-                               f"WHERE r.job_id = {job}", db=db).strip()
-    bid3 = int(wait_for(job_build, 30, "the job's build to start", farm))
-    a.wait_step_running(bid3, 0, min_bytes=len("line 1\n"))
+    bid3 = job_build_running(farm, pg_cluster, pg_url, a, job)
     t0 = time.monotonic()
     r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
                   token=token)
@@ -1441,9 +1448,9 @@ def test_a_cancel_whose_wakeup_is_lost_is_applied_from_the_database(
     # Ended: a second cancel answers 409 and stores nothing.
     for m in (a, b):
         assert m.api_post(f"/builds/{bid}/cancel").status == 409
-    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE "
-                           f"cancel_requested IS NOT NULL AND state <> "
-                           f"'finished'", db=db).strip() == "0"
+    assert pg_cluster.psql("SELECT count(*) FROM builds WHERE "
+                           "cancel_requested IS NOT NULL AND state <> "
+                           "'finished'", db=db).strip() == "0"
 
 
 @pytest.mark.timeout(180)
@@ -1462,9 +1469,7 @@ def test_a_stored_cancel_is_applied_by_the_master_that_takes_the_build_over(
     farm.slave(b, "s1", secret_file=secrets["s1"],
                args=["--master", a.ws_url])
     b.wait_slave_connected("s1")
-    req = a.force("long")
-    bid = a.wait_build_started(req)
-    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    req, bid = running_build(a, "long")
     import signal
     b.proc.signal(signal.SIGSTOP)
     try:
@@ -1545,9 +1550,7 @@ def test_summary_and_builders_count_the_slaves_of_every_master(
     assert builders["quick"][2] == [("s1", True), ("s2", True),
                                     ("s3", True), ("s4", False)]
     # s3 builds on b: both count it building.
-    req = a.force("long")
-    bid = a.wait_build_started(req)
-    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    req, bid = running_build(a, "long")
     counts, listed, per_builder, _ = agree(
         {"connected": 3, "total": 4, "idle": 2, "building": 1,
          "draining": 0, "offline": 1})

@@ -665,26 +665,30 @@ TF_TEST(requests_jobs_and_mail_rows)
     fx_teardown(&f);
 }
 
-/* Migration 11: a stored cancel on an open build, on an open job and its
- * open builds (TF_Q_CANCELS finds each open build once, with its reason,
- * and none once finished); a slave's draining flag, set by its op and
- * cleared when it connects again. */
+/* Migration 11: on PostgreSQL a stored cancel on an open build, on an
+ * open job and its open builds (TF_Q_CANCELS finds each open build once,
+ * with its reason, and none once finished; on sqlite, one master, the op
+ * stores nothing and the query finds nothing); a slave's draining flag,
+ * set by its op and cleared when it connects again or goes. */
 TF_TEST(stored_cancels_and_draining_slaves)
 {
     fx_t f;
     fx_setup(&f);
+    bool pg = strncmp(f.path, "postgres", 8) == 0;
     make_build(&f, 1, 7);
     tf_wgroup_t *g = tf_wgroup_new(0);
     tf_op_cancel_mark(g, 7, 0, "cancelled through the API");
     TF_CHECK_INT(commit(&f, g), 0);
-    TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM builds WHERE "
-                           "id = 7"),
-                 "cancelled through the API");
+    TF_CHECK_STR(dtext(&f, "SELECT coalesce(cancel_requested, '-') FROM "
+                           "builds WHERE id = 7"),
+                 pg ? "cancelled through the API" : "-");
     tf_q_cancels_t q = {.q.kind = TF_Q_CANCELS, .max = 10};
     TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
-    TF_CHECK_INT(q.n, 1);
-    TF_CHECK_INT(q.n ? q.rows[0].build_id : 0, 7);
-    TF_CHECK_STR(q.n ? q.rows[0].why : "", "cancelled through the API");
+    TF_CHECK_INT(q.n, pg ? 1 : 0);
+    if (pg) {
+        TF_CHECK_INT(q.n ? q.rows[0].build_id : 0, 7);
+        TF_CHECK_STR(q.n ? q.rows[0].why : "", "cancelled through the API");
+    }
     tf_q_cancels_clear(&q);
     /* A job's cancel marks the job; its build is found through it. */
     g = tf_wgroup_new(0);
@@ -701,18 +705,20 @@ TF_TEST(stored_cancels_and_draining_slaves)
     g = tf_wgroup_new(0);
     tf_op_cancel_mark(g, 0, 3, "the try job was cancelled by ann");
     TF_CHECK_INT(commit(&f, g), 0);
-    TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM try_jobs"),
-                 "the try job was cancelled by ann");
-    TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM builds WHERE "
-                           "id = 8"),
-                 "the try job was cancelled by ann");
+    if (pg) {
+        TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM try_jobs"),
+                     "the try job was cancelled by ann");
+        TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM builds WHERE "
+                               "id = 8"),
+                     "the try job was cancelled by ann");
+    }
     q = (tf_q_cancels_t){.q.kind = TF_Q_CANCELS, .max = 10};
     TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
-    TF_CHECK_INT(q.n, 2);
+    TF_CHECK_INT(q.n, pg ? 2 : 0);
     tf_q_cancels_clear(&q);
     q = (tf_q_cancels_t){.q.kind = TF_Q_CANCELS, .max = 1};
     TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
-    TF_CHECK_INT(q.n, 1);
+    TF_CHECK_INT(q.n, pg ? 1 : 0);
     tf_q_cancels_clear(&q);
     /* Finished builds carry no cancel to apply. */
     g = tf_wgroup_new(0);

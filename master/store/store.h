@@ -491,8 +491,8 @@ int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from);
  * job_id while it is open and on each of its open builds. The group
  * fails with TF_ESTATE when the build has finished or the job ended (on
  * shared PostgreSQL; sqlite's one master cancels in memory: the op is
- * accepted and stores nothing, as tf_op_build_adopt). The master running the build finds it (tf_q_cancels). why is
- * copied. */
+ * accepted and stores nothing, as tf_op_build_adopt). The master
+ * running the build finds it (TF_Q_CANCELS). why is copied. */
 int tf_op_cancel_mark(tf_wgroup_t *g, uint64_t build_id, uint64_t job_id,
                       const char *why);
 

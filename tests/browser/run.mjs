@@ -6,14 +6,15 @@
 // FILE is the JSON the Python side wrote (the master's URL, tokens, the ids
 // of the builds and jobs it made). GROUP is one of: pages, live, ansi,
 // plot, paging, actions, biglog, and those of ux.mjs: buildpage,
-// waterfallfit, changes, plotaxes, layout, down; and tests
-// (tests_page.mjs). Each prints "ok"/"FAIL" lines as it goes
+// waterfallfit, changes, plotaxes, layout, down; tests (tests_page.mjs);
+// and stale (stale.mjs). Each prints "ok"/"FAIL" lines as it goes
 // and, last, one line "RESULT {json}" with every check and measurement;
 // the exit status is 0 when every check passed.
 import { copyFileSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Report, api, goHash, launch, newPage, openPage, until } from "./lib.mjs";
 import { groupBuildPage, groupChanges, groupDown, groupLayout, groupPlotAxes, groupWaterfallFit } from "./ux.mjs";
+import { groupStale } from "./stale.mjs";
 import { groupTests } from "./tests_page.mjs";
 
 function args() {
@@ -634,6 +635,7 @@ const GROUPS = {
   layout: (r, ctx) => groupLayout(r, ctx, S),
   down: (r, ctx) => groupDown(r, ctx, S),
   tests: (r, ctx) => groupTests(r, ctx, S),
+  stale: (r, ctx) => groupStale(r, ctx, S),
 };
 
 async function main() {

@@ -388,6 +388,45 @@ def tests_site(tmp_path_factory):
         farm.cleanup()
 
 
+@pytest.fixture(scope="module")
+def stale_site(tmp_path_factory):
+    """A master of its own for the stale-answer test (stale.mjs): builder
+    "gate" on s1, whose step waits for SIGNALS/open-NUMBER, and builder
+    "noise", whose only slave never connects (forcing it queues a request:
+    an event that makes every kept answer stale)."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the browser tests need: " + "; ".join(missing))
+    tmp = tmp_path_factory.mktemp("browser-stale")
+    farm = tfharness.Farm(tmp)
+    try:
+        sig = tmp / "signals"
+        sig.mkdir()
+        m = farm.master({
+            "name": "Browser test farm", "web_root": str(WEB),
+            "heartbeat_s": 2, "lost_after_s": 6,
+            "slaves": [{"name": "s1"}, {"name": "ghost"}],
+            "builders": [
+                {"name": "gate", "slaves": ["s1"], "steps": [
+                    {"name": "wait", "command":
+                     f"while [ ! -e {sig}/open-$TF_BUILD_NUMBER ]; do "
+                     "sleep 0.005; done; echo opened"}]},
+                {"name": "noise", "slaves": ["ghost"], "steps": [
+                    {"name": "never", "command": "true"}]}]})
+        farm.slave(m, "s1")
+        scenario = {
+            "base": m.url, "token": m.token(),
+            "shots": str(tmp / "shots"), "docs_images": None,
+            "timeout_scale": tfharness.TIMEOUT_SCALE,
+            "signals": str(sig),
+        }
+        (tmp / "scenario.json").write_text(json.dumps(scenario, indent=1))
+        yield {"farm": farm, "master": m, "dir": tmp,
+               "scenario": tmp / "scenario.json", "data": scenario}
+    finally:
+        farm.cleanup()
+
+
 def run_with_actions(argv, env, timeout, actions, signals):
     """Runs argv like subprocess.run, and meanwhile does what it asks: a
     line "ACTION NAME" on its output runs actions[NAME]() here (stopping
@@ -517,6 +556,14 @@ def test_build_page_log_lines_errors_and_blamelist(site, capsys):
 
 def test_build_page_failing_tests_first(tests_site, capsys):
     run_group(tests_site, "tests", capsys)
+
+
+def test_stale_hot_answer_is_fetched_again(stale_site, capsys):
+    """A page whose fetch got a stale hot answer (X-TF-Stale: 1) after the
+    last event that changed it shows the fresh state without a reload:
+    web/lib/api.js asks again 150 ms later (stale.mjs says how the test
+    makes that happen)."""
+    run_group(stale_site, "stale", capsys, timeout=240)
 
 
 def test_waterfall_fits_8_and_12_builders(site, capsys):

@@ -23,7 +23,7 @@
 // - an attempt counts when the page got a stale answer that still showed
 //   the build running (its ETag is one of the answers this side saw
 //   before the build finished); then the page must show the build
-//   finished, without a reload, within 3 s.
+//   finished, without a reload, within 5 s.
 //
 // Without the second fetch in api.js the page keeps showing the build
 // running and the last check fails.

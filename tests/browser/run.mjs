@@ -232,6 +232,21 @@ async function groupLive(r, ctx) {
 
   // The waterfall first, so it sees the build running.
   const wf = await newPage(ctx);
+  // When each "finished" event reached the page's live link, so a slow
+  // box says whether the time went before the page (master, network) or
+  // in it.
+  await wf.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__finishedIn = [];
+    window.WebSocket = class extends Native {
+      constructor(...a) {
+        super(...a);
+        this.addEventListener("message", (m) => {
+          if (typeof m.data === "string" && m.data.includes('"event":"finished"')) window.__finishedIn.push({ t: Date.now(), data: m.data.slice(0, 200) });
+        });
+      }
+    };
+  });
   await openPage(wf, BASE, "/waterfall");
   const box = `.wbox[data-build="${buildId}"]`;
   await wf.waitForSelector(box, { timeout: 10000 });
@@ -259,6 +274,11 @@ async function groupLive(r, ctx) {
   });
   r.check("live: the waterfall box runs", (await wf.getAttribute(box, "class")).includes("r-running"));
 
+  // The 200 ms are those of a page on screen. Chromium runs the renderer
+  // of a tab that is not in front at a lower CPU priority (nice 5 on
+  // Linux), which on a loaded machine alone costs a few hundred ms: each
+  // page is in front while its latency is measured.
+  await bp.bringToFront();
   writeFileSync(go, "");
   const marks = await until("5 markers on the build page", () => bp.evaluate(() => (Object.keys(window.__marks).length >= 5 ? window.__marks : null)), { timeout: 15000 });
   const lat = Object.values(marks).map((m) => m.shown - m.printed);
@@ -272,6 +292,7 @@ async function groupLive(r, ctx) {
   await shot(bp, "build-live", r);
   await shot(wf, "waterfall-live", r);
 
+  await wf.bringToFront();
   writeFileSync(end, "");
   const done = await until("the waterfall box to turn green", () => wf.evaluate(() => window.__changes.find((c) => c.cls.includes("r-success"))), { timeout: 15000 });
   const b = await until("the build to finish", async () => {
@@ -279,8 +300,11 @@ async function groupLive(r, ctx) {
     return x.state === "finished" && x;
   });
   const wfLat = done.t - b.finished_ms;
+  const arrived = (await wf.evaluate(() => window.__finishedIn)).find((e) => e.data.includes(`"id":${buildId},`));
+  const split = arrived ? `; the event reached the page after ${arrived.t - b.finished_ms} ms, the box changed ${done.t - arrived.t} ms after that` : "; the event was not seen arriving";
   r.measure("waterfall_latency_ms", wfLat, "ms");
-  r.check(`live: the waterfall box changed colour within ${LATENCY_LIMIT} ms of the build's end`, wfLat <= LATENCY_LIMIT, `${wfLat} ms`);
+  if (arrived) r.measure("waterfall_event_arrival_ms", arrived.t - b.finished_ms, "ms");
+  r.check(`live: the waterfall box changed colour within ${LATENCY_LIMIT} ms of the build's end`, wfLat <= LATENCY_LIMIT, `${wfLat} ms${split}`);
   r.check("live: the box had been running before", done.t > 0 && (await wf.evaluate(() => window.__changes[0].cls)).includes("r-running"));
   await bp.waitForSelector('#build-result[data-result="SUCCESS"]', { timeout: 10000 });
   r.check("live: the build page shows the result without reload", true);

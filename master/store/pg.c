@@ -1483,17 +1483,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     }
 }
 
-static const char *group_what(const tf_wgroup_t *g)
-{
-    const tf_op_t *op = g->head;
-
-    if (!op)
-        return "(empty group)";
-    if (op->kind == TF_OP_SQL)
-        return op->u.sql.sql;
-    return tf__op_kind_name(op->kind);
-}
-
 /* ------------------------------------------------------------------ */
 /* Writer: a batch                                                     */
 /* ------------------------------------------------------------------ */
@@ -2348,7 +2337,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
                 tf_info(SUB, "%s", e->msg);
             else
                 tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                        group_what(g));
+                        tf__wgroup_what(g));
             g->rc = r == PG_FAIL_CLAIM ? TF_ESTATE : TF_ESTORE;
             if (ctl(e, "ROLLBACK TO SAVEPOINT tf_op") != PG_OK)
                 goto fail;

@@ -1311,18 +1311,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     }
 }
 
-/* What a failed group was doing, for the log. */
-static const char *group_what(const tf_wgroup_t *g)
-{
-    const tf_op_t *op = g->head;
-
-    if (!op)
-        return "(empty group)";
-    if (op->kind == TF_OP_SQL)
-        return op->u.sql.sql;
-    return tf__op_kind_name(op->kind);
-}
-
 /* ------------------------------------------------------------------ */
 /* Writer: a batch                                                     */
 /* ------------------------------------------------------------------ */
@@ -1372,7 +1360,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
         }
         if (src != SQLITE_OK) {
             tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                    group_what(g));
+                    tf__wgroup_what(g));
             g->rc = TF_ESTORE;
             if (sqlite3_get_autocommit(e->db)) {
                 /* e.g. INSERT OR ROLLBACK: the group rolled back the whole

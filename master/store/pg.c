@@ -180,11 +180,7 @@ struct tf_engine {
     size_t sealcap;
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
-    uint64_t maint_holes;      /* steps this walk left unsealed (holes) */
-    uint64_t maint_hole_build; /* the first of them, for the walk's one */
-    unsigned maint_hole_step;  /* warning */
-    uint64_t maint_hole_at;
-    uint64_t maint_holes_said; /* the count the last warning gave */
+    tf_engine_holes_t maint_holes; /* steps the walk left unsealed */
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
     char msg[512];
 
@@ -2541,41 +2537,6 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
     return PG_OK;
 }
 
-/* A step the idle walk cannot seal (a hole in its chunks): counted, and
- * logged at debug level; the walk's end says it once, with the count
- * (walk_holes_report), rather than one warning per step: a store of a
- * million such steps would otherwise write a million lines. A walk that
- * finds the same count as the last one said (the walk is repeated every
- * TF_STORE_MAINT_IDLE_MS) says nothing. */
-static void walk_hole(tf_engine_t *e, uint64_t build_id, unsigned step,
-                      uint64_t at)
-{
-    if (e->maint_holes++ == 0) {
-        e->maint_hole_build = build_id;
-        e->maint_hole_step = step;
-        e->maint_hole_at = at;
-    }
-    tf_debug(SUB, "build %" PRIu64 " step %u: its log has a hole at byte %"
-                  PRIu64 "; left unsealed", build_id, step, at);
-}
-
-static void walk_holes_report(tf_engine_t *e)
-{
-    if (e->maint_holes == e->maint_holes_said) {
-        e->maint_holes = 0;
-        return;
-    }
-    e->maint_holes_said = e->maint_holes;
-    if (e->maint_holes == 0)
-        return;
-    tf_warn(SUB, "the idle sealing walk left %" PRIu64 " step log%s "
-                 "unsealed: a hole in the stored output (the first: build %"
-                 PRIu64 " step %u at byte %" PRIu64 ")",
-            e->maint_holes, e->maint_holes == 1 ? "" : "s",
-            e->maint_hole_build, e->maint_hole_step, e->maint_hole_at);
-    e->maint_holes = 0;
-}
-
 /* One unit of idle work in a transaction of its own: a block of a
  * finished step's tail still open, else a batch of retention. */
 static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
@@ -2593,7 +2554,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
     if (!found) {
         e->maint_build = 0;
         e->maint_step = 0;
-        walk_holes_report(e);
+        tf__engine_holes_report(&e->maint_holes);
         r = retention_step(e, ret, now_ms, did);
         *removed = *did;
         return r;
@@ -2613,7 +2574,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
         /* Sealed to its end, or nothing more can be: the next step. */
         e->maint_step = step + 1;
         if (!found || to == (uint64_t)v[0])
-            walk_hole(e, build_id, step, found ? (uint64_t)v[0] : 0);
+            tf__engine_hole(&e->maint_holes, build_id, step, found ? (uint64_t)v[0] : 0);
     }
     return PG_OK;
 }

@@ -183,4 +183,10 @@ void tf__engine_hole(tf_engine_holes_t *h, uint64_t build_id, unsigned step,
  * the last walk said the same; then counts from 0 again. */
 void tf__engine_holes_report(tf_engine_holes_t *h);
 
+/* Retention (maintain): the rule of builder in ret (its own, else the
+ * default; borrowed from ret), and whether a rule limits anything. */
+const tf_retention_rule_t *tf__retention_rule_for(const tf_retention_t *ret,
+                                                  const char *builder);
+bool tf__retention_limits(const tf_retention_rule_t *r);
+
 #endif

@@ -1440,20 +1440,6 @@ static const char SQL_RET_MARK_STEPS[] =
     "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
     "AND log_sealed < log_bytes";
 
-static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
-                                           const char *builder)
-{
-    for (size_t i = 0; i < ret->n; i++)
-        if (strcmp(ret->rules[i].builder, builder) == 0)
-            return &ret->rules[i];
-    return &ret->dflt;
-}
-
-static bool rule_limits(const tf_retention_rule_t *r)
-{
-    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
-}
-
 /* The oldest build of builder whose logs the rule no longer keeps, or 0. */
 static int expired_build(tf_engine_t *e, const char *builder,
                          const tf_retention_rule_t *r, int64_t now_ms,
@@ -1537,9 +1523,9 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
                 return src;
             if (!have)
                 break;
-            const tf_retention_rule_t *r = rule_for(ret, builder);
+            const tf_retention_rule_t *r = tf__retention_rule_for(ret, builder);
             uint64_t id = 0;
-            if (rule_limits(r)) {
+            if (tf__retention_limits(r)) {
                 src = expired_build(e, builder, r, now_ms, &id);
                 if (src != SQLITE_OK)
                     return src;

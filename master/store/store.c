@@ -1403,6 +1403,20 @@ void tf__engine_holes_report(tf_engine_holes_t *h)
     h->n = 0;
 }
 
+const tf_retention_rule_t *tf__retention_rule_for(const tf_retention_t *ret,
+                                                  const char *builder)
+{
+    for (size_t i = 0; i < ret->n; i++)
+        if (strcmp(ret->rules[i].builder, builder) == 0)
+            return &ret->rules[i];
+    return &ret->dflt;
+}
+
+bool tf__retention_limits(const tf_retention_rule_t *r)
+{
+    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Test hooks                                                          */
 /* ------------------------------------------------------------------ */

@@ -531,6 +531,12 @@ static void qjob_done(void *arg, int rc)
         q->out = tf_q_builder_unstored(q->base, q->name);
         rc = q->out ? 0 : TF_ENOMEM;
     }
+    if (rc == TF_ENOENT && q->kind == Q_BUILDS &&
+        tf_config_builder(m->cfg, q->name)) {
+        /* The same: a configured builder has no builds yet. */
+        q->out = json_pack("{s:[],s:n}", "builds", "next_before");
+        rc = q->out ? 0 : TF_ENOMEM;
+    }
     if (rc == TF_ENOENT) {
         const char *what = q->kind == Q_BUILDER || q->kind == Q_BUILDS ||
                                    q->kind == Q_BUILDER_STATS

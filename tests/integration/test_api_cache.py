@@ -206,6 +206,10 @@ def test_a_builder_whose_row_is_not_stored_yet_answers_as_new(farm):
     assert b["last_complete"] is None and b["state"] == "offline", b
     assert b["url"] == f"{m.url}/api/v1/builders/other", b
     assert b["pending_requests"] == [] and b["steps"] == ["hi"], b
+    # Its builds list too (a 404 there was test_cli_api's flake).
+    r = m.api_get("/builders/other/builds")
+    assert r.status == 200, r
+    assert r.json() == {"builds": [], "next_before": None}, r.json()
     lst = m.get_json("/builders")
     assert [x["name"] for x in lst] == ["other", "quick", "slow"], lst
     s = m.get_json("/summary")
@@ -213,6 +217,7 @@ def test_a_builder_whose_row_is_not_stored_yet_answers_as_new(farm):
     assert s["verdict"] == "unknown", s
     # A builder the config does not have is still a 404.
     assert m.api_get("/builders/nosuch").status == 404
+    assert m.api_get("/builders/nosuch/builds").status == 404
 
 
 def many_slaves_config(n=40):

@@ -972,6 +972,7 @@ void tf_master_free(tf_master_t *m)
            tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
         tf_mbuilder_t *mb = v;
         free(mb->allowed);
+        tf_build_templates_free(mb);
         free(mb);
     }
     free(m->heads);

@@ -654,23 +654,29 @@ int tf_build_render_start(tf_mbuilder_t *mb, const tf_request_t *r,
     return start_encode(mb->cfg, mb->name, r, id, number, slave, out, len);
 }
 
-static void build_send_start(tf_master_t *m, tf_build_t *b)
+/* Sends b's build_start; true when it went out. One build's line is at
+ * info, unless it is one of a batch (quiet): the batch then writes one
+ * line for all (batch_committed_cb), and each build's is at debug. */
+static bool build_send_start(tf_master_t *m, tf_build_t *b, bool quiet)
 {
     tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+    bool sent = false;
     if (!b->start_msg)
-        return;
+        return false;
     if (s && s->link) {
-        if (tf_master_send_text(m, s, b->start_msg, b->start_len) == 0)
-            tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
-                    ") of request %" PRIu64 " sent to slave %s",
-                    b->id, b->builder, b->number,
-                    b->request ? b->request->id : 0, b->slave);
+        sent = tf_master_send_text(m, s, b->start_msg, b->start_len) == 0;
+        if (sent)
+            tf_log(quiet ? TF_LOG_DEBUG : TF_LOG_INFO, "build",
+                   "build %" PRIu64 " (%s #%" PRIu64 ") of request %" PRIu64
+                   " sent to slave %s", b->id, b->builder, b->number,
+                   b->request ? b->request->id : 0, b->slave);
     } else {
         tf_info("build", "build %" PRIu64 ": slave %s went away before "
                 "build_start could be sent", b->id, b->slave);
     }
     free(b->start_msg);
     b->start_msg = NULL;
+    return sent;
 }
 
 /* The rows of a starting build could not be stored: nothing of it exists
@@ -748,30 +754,33 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
 }
 
 /* The rows of build id were committed (rc 0: build_start goes out) or
- * not (it is dropped). */
-static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
+ * not (it is dropped). Returns whether its build_start went out; quiet
+ * as for build_send_start. */
+static bool build_rows_done(tf_master_t *m, uint64_t id, int rc, bool quiet)
 {
     tf_build_t *b = tf_map_get_id(m->builds, id);
+    bool sent;
 
     if (!b || b->state != TF_BUILD_STARTING)
-        return;
+        return false;
     if (rc) {
         build_drop(m, b, rc);
-        return;
+        return false;
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
     /* The slave first: it is what the start latency measures. */
-    build_send_start(m, b);
+    sent = build_send_start(m, b, quiet);
     tf_publish_build(m, b, "created", 0);
     if (b->request)
         tf_publish_request(m, b->request, "started");
+    return sent;
 }
 
 static void build_rows_committed_cb(void *arg, int rc)
 {
     event_commit_t *ec = arg;
 
-    build_rows_done(ec->m, ec->build_id, rc);
+    build_rows_done(ec->m, ec->build_id, rc, false);
 }
 
 /* --- the start batch (master.h, tf_build_batch_begin) --- */
@@ -791,10 +800,18 @@ typedef struct batch_commit {
 static void batch_committed_cb(void *arg, int rc)
 {
     batch_commit_t *bc = arg;
+    size_t sent = 0;
+    bool quiet = bc->n > 1;
 
     for (size_t i = 0; i < bc->n; i++)
-        build_rows_done(bc->m, bc->ids[i],
-                        rc ? tf_wgroup_unit_rc(bc->g, i) : 0);
+        sent += build_rows_done(bc->m, bc->ids[i],
+                                rc ? tf_wgroup_unit_rc(bc->g, i) : 0, quiet);
+    /* A burst starts thousands of builds: one line per batch (each
+     * build's own line is at debug). */
+    if (quiet && sent)
+        tf_info("build", "%zu of %zu builds (ids %" PRIu64 " to %" PRIu64
+                ") sent to their slaves", sent, bc->n, bc->ids[0],
+                bc->ids[bc->n - 1]);
 }
 
 /* Commits the open batch's group (the counts of the builders it changed
@@ -832,7 +849,7 @@ static void batch_flush(tf_master_t *m)
         tf_wgroup_fail(m->group);
     tf_master_group_commit(m, NULL, NULL);
     for (size_t i = 0; i < n; i++)
-        build_rows_done(m, m->batch_ids[i], TF_ENOMEM);
+        build_rows_done(m, m->batch_ids[i], TF_ENOMEM, false);
 }
 
 void tf_build_batch_begin(tf_master_t *m)

@@ -31,7 +31,13 @@ Figures: start latency p50/p90/p99/max (release -> build_start at the
 slave), builds/s (release -> the last build's final event acknowledged,
 i.e. committed), the time the build rows took to be created on the
 master (its database), connection setup for all slaves, and the master's
-RSS. With --runs R the farm is built afresh R times and the best and the
+RSS; with the reload release also the CPU time of the master's loop thread
+(its main thread) from the release to the summary, per build, which load
+on the machine skews far less than the wall-clock figures, and the CPU the
+scheduler's passes took per build they assigned (from the master's log).
+With --perf FILE the master is recorded with perf (DWARF call graphs) over
+the same span; read it with perf report -i FILE --comm tf-master.
+With --runs R the farm is built afresh R times and the best and the
 median are printed as well.
 
 The figures are recorded in docs/release-engineers.md ("Speed"). This is a
@@ -251,6 +257,17 @@ def reload_ms(log_text):
     return (end - start) if start is not None and end is not None else None
 
 
+def pass_cpu(log_text):
+    """(builds, CPU ms) of the scheduler passes the master logged (those
+    that assigned at least 64 builds), summed."""
+    n = ms = 0
+    for m in re.finditer(r"pass assigned (\d+) builds in ([\d.]+) ms of CPU",
+                         log_text):
+        n += int(m.group(1))
+        ms += float(m.group(2))
+    return n, ms
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round((len(v) - 1) * p)))] if v else None
@@ -364,6 +381,7 @@ def one_run(th, a, run_no, exe):
             sys.exit("bench_sched: %d of %d builds done, %d failures"
                      % (summary["done"], a.requests, summary["failed"]))
         rl = reload_ms(m.log_text()) if a.release == "reload" else None
+        pass_n, pass_ms = pass_cpu(m.log_text())
         m.stop()
         results, created = db_figures(
             m.db_path, int(mark * 1000) if a.release == "reload" else None)
@@ -386,6 +404,7 @@ def one_run(th, a, run_no, exe):
             "client_cpu_s": summary["client_cpu_s"],
             "load_after": load_avg(),
             "loop_cpu_s": loop_cpu_s,
+            "pass_us": pass_ms * 1000 / pass_n if pass_n else None,
         }
         if a.release == "api":
             # Builds start while requests are still being forced: count
@@ -407,6 +426,10 @@ def one_run(th, a, run_no, exe):
             print("run %d: master loop thread CPU over the burst (reload, "
                   "starts, events, ends) %.3f s, %.1f us per build"
                   % (run_no, loop_cpu_s, loop_cpu_s * 1e6 / a.requests))
+        if pass_n:
+            print("run %d: scheduler passes assigned %d builds in %.1f ms of "
+                  "loop CPU, %.1f us each (the master's log)"
+                  % (run_no, pass_n, pass_ms, out["pass_us"]))
         if a.release == "api":
             print("run %d: the last build started %.3f s after the last "
                   "request was accepted" % (run_no, out["last_start_s"]))
@@ -473,6 +496,9 @@ def main():
                 ("builds/s", fig("builds_per_s"), max),
                 ("loop CPU us/build", [r["loop_cpu_s"] * 1e6 / a.requests
                                        if r["loop_cpu_s"] is not None
+                                       else float("nan") for r in runs],
+                 min),
+                ("pass CPU us/build", [r["pass_us"] if r["pass_us"]
                                        else float("nan") for r in runs],
                  min)):
             print("%-22s best %8.1f  median %8.1f  (runs: %s)"

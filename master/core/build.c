@@ -466,6 +466,10 @@ out:
  * was not computed. A sentinel that shows up other than where expected (a
  * property interpolated into a command, a configured value that happens
  * to hold it) makes the shape unusable: it takes the encoder for good.
+ * A reload drops every builder's templates (sync_config: a recipe is
+ * measured before interpolation, so two configs with one recipe may
+ * still render apart); a template also remembers the recipe it was made
+ * for and is made again when its builder's differs.
  * tests/unit/test_build_start.c checks both ways give the same bytes. */
 
 enum { TS_ID, TS_NUMBER, TS_SLAVE, TS_REVISION, TS_OWNER, TS__N };

@@ -470,7 +470,8 @@ out:
  * measured before interpolation, so two configs with one recipe may
  * still render apart); a template also remembers the recipe it was made
  * for and is made again when its builder's differs.
- * tests/unit/test_build_start.c checks both ways give the same bytes. */
+ * tests/unit/test_build_start.c checks both ways give the same bytes;
+ * test_lifecycle.py that a reload drops the templates. */
 
 enum { TS_ID, TS_NUMBER, TS_SLAVE, TS_REVISION, TS_OWNER, TS__N };
 static const char *const ts_sentinel[TS__N] = {

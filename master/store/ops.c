@@ -99,6 +99,17 @@ bool tf__wgroup_has(const tf_wgroup_t *g, tf_op_kind_t kind)
     return false;
 }
 
+const char *tf__wgroup_what(const tf_wgroup_t *g)
+{
+    const tf_op_t *op = g->head;
+
+    if (!op)
+        return "(empty group)";
+    if (op->kind == TF_OP_SQL)
+        return op->u.sql.sql;
+    return tf__op_kind_name(op->kind);
+}
+
 /* ------------------------------------------------------------------ */
 /* The group and its arena                                             */
 /* ------------------------------------------------------------------ */

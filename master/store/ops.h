@@ -390,4 +390,9 @@ tf_op_kind_t tf__op_kind_by_name(const char *name);
 /* Whether g holds an op of kind. */
 bool tf__wgroup_has(const tf_wgroup_t *g, tf_op_kind_t kind);
 
+/* What g was doing, for an engine's log line about its failure: its
+ * first op's kind name, a raw statement's SQL, or "(empty group)". The
+ * string is g's or static (not to be freed). */
+const char *tf__wgroup_what(const tf_wgroup_t *g);
+
 #endif

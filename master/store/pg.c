@@ -180,11 +180,7 @@ struct tf_engine {
     size_t sealcap;
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
-    uint64_t maint_holes;      /* steps this walk left unsealed (holes) */
-    uint64_t maint_hole_build; /* the first of them, for the walk's one */
-    unsigned maint_hole_step;  /* warning */
-    uint64_t maint_hole_at;
-    uint64_t maint_holes_said; /* the count the last warning gave */
+    tf_engine_holes_t maint_holes; /* steps the walk left unsealed */
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
     char msg[512];
 
@@ -1483,17 +1479,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     }
 }
 
-static const char *group_what(const tf_wgroup_t *g)
-{
-    const tf_op_t *op = g->head;
-
-    if (!op)
-        return "(empty group)";
-    if (op->kind == TF_OP_SQL)
-        return op->u.sql.sql;
-    return tf__op_kind_name(op->kind);
-}
-
 /* ------------------------------------------------------------------ */
 /* Writer: a batch                                                     */
 /* ------------------------------------------------------------------ */
@@ -2348,7 +2333,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
                 tf_info(SUB, "%s", e->msg);
             else
                 tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                        group_what(g));
+                        tf__wgroup_what(g));
             g->rc = r == PG_FAIL_CLAIM ? TF_ESTATE : TF_ESTORE;
             if (ctl(e, "ROLLBACK TO SAVEPOINT tf_op") != PG_OK)
                 goto fail;
@@ -2458,20 +2443,6 @@ static const char SQL_RET_MARK_STEPS[] =
     "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
     "AND log_sealed < log_bytes";
 
-static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
-                                           const char *builder)
-{
-    for (size_t i = 0; i < ret->n; i++)
-        if (strcmp(ret->rules[i].builder, builder) == 0)
-            return &ret->rules[i];
-    return &ret->dflt;
-}
-
-static bool rule_limits(const tf_retention_rule_t *r)
-{
-    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
-}
-
 /* The oldest build of builder whose logs the rule no longer keeps, or 0. */
 static int expired_build(tf_engine_t *e, const char *builder,
                          const tf_retention_rule_t *r, int64_t now_ms,
@@ -2522,9 +2493,9 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
             PQclear(res);
             if (!have)
                 break;
-            const tf_retention_rule_t *rule = rule_for(ret, builder);
+            const tf_retention_rule_t *rule = tf__retention_rule_for(ret, builder);
             uint64_t id = 0;
-            if (rule_limits(rule)) {
+            if (tf__retention_limits(rule)) {
                 r = expired_build(e, builder, rule, now_ms, &id);
                 if (r != PG_OK)
                     return r;
@@ -2552,41 +2523,6 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
     return PG_OK;
 }
 
-/* A step the idle walk cannot seal (a hole in its chunks): counted, and
- * logged at debug level; the walk's end says it once, with the count
- * (walk_holes_report), rather than one warning per step: a store of a
- * million such steps would otherwise write a million lines. A walk that
- * finds the same count as the last one said (the walk is repeated every
- * TF_STORE_MAINT_IDLE_MS) says nothing. */
-static void walk_hole(tf_engine_t *e, uint64_t build_id, unsigned step,
-                      uint64_t at)
-{
-    if (e->maint_holes++ == 0) {
-        e->maint_hole_build = build_id;
-        e->maint_hole_step = step;
-        e->maint_hole_at = at;
-    }
-    tf_debug(SUB, "build %" PRIu64 " step %u: its log has a hole at byte %"
-                  PRIu64 "; left unsealed", build_id, step, at);
-}
-
-static void walk_holes_report(tf_engine_t *e)
-{
-    if (e->maint_holes == e->maint_holes_said) {
-        e->maint_holes = 0;
-        return;
-    }
-    e->maint_holes_said = e->maint_holes;
-    if (e->maint_holes == 0)
-        return;
-    tf_warn(SUB, "the idle sealing walk left %" PRIu64 " step log%s "
-                 "unsealed: a hole in the stored output (the first: build %"
-                 PRIu64 " step %u at byte %" PRIu64 ")",
-            e->maint_holes, e->maint_holes == 1 ? "" : "s",
-            e->maint_hole_build, e->maint_hole_step, e->maint_hole_at);
-    e->maint_holes = 0;
-}
-
 /* One unit of idle work in a transaction of its own: a block of a
  * finished step's tail still open, else a batch of retention. */
 static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
@@ -2604,7 +2540,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
     if (!found) {
         e->maint_build = 0;
         e->maint_step = 0;
-        walk_holes_report(e);
+        tf__engine_holes_report(&e->maint_holes);
         r = retention_step(e, ret, now_ms, did);
         *removed = *did;
         return r;
@@ -2624,7 +2560,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
         /* Sealed to its end, or nothing more can be: the next step. */
         e->maint_step = step + 1;
         if (!found || to == (uint64_t)v[0])
-            walk_hole(e, build_id, step, found ? (uint64_t)v[0] : 0);
+            tf__engine_hole(&e->maint_holes, build_id, step, found ? (uint64_t)v[0] : 0);
     }
     return PG_OK;
 }

@@ -77,6 +77,7 @@
 #include "core/master.h"
 #include "core/props.h"
 #include "tf_err.h"
+#include "tpl.h"
 
 /* What a write group of a build was for, for its done callback. */
 typedef enum {
@@ -451,23 +452,236 @@ out:
 }
 
 
-static void build_send_start(tf_master_t *m, tf_build_t *b)
+/* --- build_start from a template ---
+ *
+ * Two builds of one builder whose requests have the same shape differ in
+ * their build_start only by the build id, the number, the slave, the
+ * revision and the owner. The first start of a shape renders it through
+ * the encoder (validated as always) with sentinels for those values; the
+ * template keeps the bytes around them (common/tpl.h) and later starts
+ * splice the real values in: no jansson tree, no validation pass, no dump
+ * per build. A request that carries anything else (its own properties,
+ * tests, a patch, a try job, a scheduler and its changes) or a value the
+ * encoder would escape takes the encoder, as does a builder whose recipe
+ * was not computed. A sentinel that shows up other than where expected (a
+ * property interpolated into a command, a configured value that happens
+ * to hold it) makes the shape unusable: it takes the encoder for good.
+ * A reload drops every builder's templates (sync_config: a recipe is
+ * measured before interpolation, so two configs with one recipe may
+ * still render apart); a template also remembers the recipe it was made
+ * for and is made again when its builder's differs.
+ * tests/unit/test_build_start.c checks both ways give the same bytes;
+ * test_lifecycle.py that a reload drops the templates. */
+
+enum { TS_ID, TS_NUMBER, TS_SLAVE, TS_REVISION, TS_OWNER, TS__N };
+static const char *const ts_sentinel[TS__N] = {
+    "8106372954012657", "7205481639025168", "tfTplSlave7c1e9a3b",
+    "f00dfacecafe7c1e9a3b5d2e8f4a6c0b1d3e5f7a", "tfTplOwner5d2e8f4a"};
+
+typedef enum { TPL_NONE = 0, TPL_OK, TPL_UNUSABLE } tpl_state_t;
+
+#define TPL_SHAPES 4 /* with or without a revision, an owner */
+
+struct tf_start_tpl {
+    tpl_state_t state;
+    char recipe[65]; /* the builder's recipe it was made for */
+    tf_tpl_t tpl;
+};
+
+void tf_build_templates_free(tf_mbuilder_t *mb)
+{
+    if (!mb || !mb->start_tpl)
+        return;
+    for (size_t i = 0; i < TPL_SHAPES; i++)
+        tf_tpl_clear(&mb->start_tpl[i].tpl);
+    free(mb->start_tpl);
+    mb->start_tpl = NULL;
+}
+
+/* Whether the encoder writes v byte for byte as it is, inside a JSON
+ * string: printable ASCII without '"' and '\', at most max bytes. */
+static bool splice_safe(const char *v, size_t max)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++, n++)
+        if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\' || n >= max)
+            return false;
+    return true;
+}
+
+static bool text_empty(const char *t, const char *empty)
+{
+    return !t || !*t || strcmp(t, empty) == 0;
+}
+
+/* The template shape of r for cfg (0..TPL_SHAPES-1), or -1 when r's
+ * build_start must come from the encoder. */
+static int tpl_shape(const tf_cfg_builder_t *cfg, const tf_request_t *r,
+                     const char *slave)
+{
+    bool rev = r->revision && *r->revision;
+    bool owner = r->owner && *r->owner;
+
+    if (!cfg->recipe[0] || !text_empty(r->properties, "{}") ||
+        !text_empty(r->tests, "[]") || r->job_id || r->scheduler ||
+        r->nchanges || r->patch_sha256[0])
+        return -1;
+    if (!splice_safe(slave, TF_NAME_MAX))
+        return -1;
+    /* The revision is validated where the source carries it. */
+    if (rev && (!splice_safe(r->revision, TF_REF_MAX) ||
+                (cfg->repository && !tf_git_rev_valid(r->revision))))
+        return -1;
+    if (owner && !splice_safe(r->owner, TF_PROTO_MAX_TEXT))
+        return -1;
+    return (rev ? 1 : 0) | (owner ? 2 : 0);
+}
+
+static json_t *build_properties(const tf_cfg_builder_t *cfg,
+                                const tf_build_t *b, const tf_request_t *r);
+static int build_steps(const tf_cfg_builder_t *cfg, const tf_request_t *r,
+                       const json_t *props, tf_step_spec_t **out, size_t *n);
+static void steps_free(tf_step_spec_t *steps, size_t n);
+static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
+                              const tf_request_t *r, json_t *props,
+                              tf_step_spec_t *steps, size_t nsteps, char *err,
+                              size_t errlen);
+
+/* Renders the build_start of build (id, number) of builder name (cfg) on
+ * slave for r through the encoder: *out malloc'd, the caller's. */
+static int start_encode(const tf_cfg_builder_t *cfg, const char *name,
+                        const tf_request_t *r, uint64_t id, uint64_t number,
+                        const char *slave, char **out, size_t *len)
+{
+    tf_build_t probe = {.id = id, .number = number};
+    tf_step_spec_t *steps = NULL;
+    size_t nsteps = 0;
+    char why[300];
+    int rc = TF_ENOMEM;
+
+    snprintf(probe.builder, sizeof(probe.builder), "%s", name);
+    snprintf(probe.slave, sizeof(probe.slave), "%s", slave);
+    json_t *props = build_properties(cfg, &probe, r);
+    if (props && (rc = build_steps(cfg, r, props, &steps, &nsteps)) == 0)
+        rc = build_encode_start(&probe, cfg, r, props, steps, nsteps, why,
+                                sizeof(why));
+    steps_free(steps, nsteps);
+    json_decref(props);
+    *out = probe.start_msg;
+    *len = probe.start_len;
+    return rc;
+}
+
+/* Makes the template of shape for mb's builder (cfg) from the encoder's
+ * rendering with the sentinels. */
+static int tpl_make(const tf_cfg_builder_t *cfg, const char *name,
+                    const tf_request_t *r, int shape, tf_tpl_t *t)
+{
+    tf_request_t fake = *r; /* read only: its pointers stay r's */
+    bool rev = shape & 1, owner = shape & 2;
+    unsigned counts[TS__N] = {
+        [TS_ID] = 1, [TS_NUMBER] = 2, [TS_SLAVE] = 1,
+        /* props.revision, and the source step's target and source.revision
+         * when the builder has a repository */
+        [TS_REVISION] = rev ? (cfg->repository ? 3 : 1) : 0,
+        [TS_OWNER] = owner ? 1 : 0,
+    };
+    char *text = NULL;
+    size_t len = 0;
+    uint64_t id, number;
+
+    fake.revision = rev ? (char *)ts_sentinel[TS_REVISION] : NULL;
+    fake.owner = owner ? (char *)ts_sentinel[TS_OWNER] : NULL;
+    sscanf(ts_sentinel[TS_ID], "%" SCNu64, &id);
+    sscanf(ts_sentinel[TS_NUMBER], "%" SCNu64, &number);
+    int rc = start_encode(cfg, name, &fake, id, number, ts_sentinel[TS_SLAVE],
+                          &text, &len);
+    if (rc == 0)
+        rc = tf_tpl_make(t, text, len, ts_sentinel, counts, TS__N);
+    free(text);
+    return rc;
+}
+
+/* The build_start of build (id, number) on slave for r from mb's template
+ * of r's shape, made first if needed. Returns 0 with *out (malloc'd, the
+ * caller's), or TF_ENOENT when r must take the encoder (its shape, or a
+ * result over the protocol's cap), or TF_ENOMEM. */
+static int start_from_template(tf_mbuilder_t *mb, const tf_request_t *r,
+                               uint64_t id, uint64_t number,
+                               const char *slave, char **out, size_t *len)
+{
+    const tf_cfg_builder_t *cfg = mb->cfg;
+    int shape = cfg ? tpl_shape(cfg, r, slave) : -1;
+    char sid[24], snum[24];
+
+    *out = NULL;
+    *len = 0;
+    if (shape < 0)
+        return TF_ENOENT;
+    if (!mb->start_tpl &&
+        !(mb->start_tpl = calloc(TPL_SHAPES, sizeof(*mb->start_tpl))))
+        return TF_ENOMEM;
+    struct tf_start_tpl *st = &mb->start_tpl[shape];
+    if (st->state != TPL_NONE && strcmp(st->recipe, cfg->recipe) != 0) {
+        tf_tpl_clear(&st->tpl); /* the builder changed: made again */
+        st->state = TPL_NONE;
+    }
+    if (st->state == TPL_NONE) {
+        int rc = tpl_make(cfg, mb->name, r, shape, &st->tpl);
+        if (rc == TF_ENOMEM)
+            return rc;
+        st->state = rc ? TPL_UNUSABLE : TPL_OK;
+        snprintf(st->recipe, sizeof(st->recipe), "%s", cfg->recipe);
+        tf_debug("build", "builder %s: build_start template for shape %d: "
+                 "%s", mb->name, shape, rc ? "unusable, encoder used" : "made");
+    }
+    if (st->state != TPL_OK)
+        return TF_ENOENT;
+    snprintf(sid, sizeof(sid), "%" PRIu64, id);
+    snprintf(snum, sizeof(snum), "%" PRIu64, number);
+    const char *values[TS__N] = {
+        [TS_ID] = sid, [TS_NUMBER] = snum, [TS_SLAVE] = slave,
+        [TS_REVISION] = r->revision ? r->revision : "",
+        [TS_OWNER] = r->owner ? r->owner : "",
+    };
+    int rc = tf_tpl_render(&st->tpl, values, TF_PROTO_MAX_TEXT, out, len);
+    return rc == TF_E2BIG ? TF_ENOENT : rc;
+}
+
+int tf_build_render_start(tf_mbuilder_t *mb, const tf_request_t *r,
+                          uint64_t id, uint64_t number, const char *slave,
+                          bool from_template, char **out, size_t *len)
+{
+    if (from_template)
+        return start_from_template(mb, r, id, number, slave, out, len);
+    if (!mb->cfg)
+        return TF_ENOENT;
+    return start_encode(mb->cfg, mb->name, r, id, number, slave, out, len);
+}
+
+/* Sends b's build_start; true when it went out. One build's line is at
+ * info, unless it is one of a batch (quiet): the batch then writes one
+ * line for all (batch_committed_cb), and each build's is at debug. */
+static bool build_send_start(tf_master_t *m, tf_build_t *b, bool quiet)
 {
     tf_mslave_t *s = tf_master_slave(m, b->slave, false);
+    bool sent = false;
     if (!b->start_msg)
-        return;
+        return false;
     if (s && s->link) {
-        if (tf_master_send_text(m, s, b->start_msg, b->start_len) == 0)
-            tf_info("build", "build %" PRIu64 " (%s #%" PRIu64
-                    ") of request %" PRIu64 " sent to slave %s",
-                    b->id, b->builder, b->number,
-                    b->request ? b->request->id : 0, b->slave);
+        sent = tf_master_send_text(m, s, b->start_msg, b->start_len) == 0;
+        if (sent)
+            tf_log(quiet ? TF_LOG_DEBUG : TF_LOG_INFO, "build",
+                   "build %" PRIu64 " (%s #%" PRIu64 ") of request %" PRIu64
+                   " sent to slave %s", b->id, b->builder, b->number,
+                   b->request ? b->request->id : 0, b->slave);
     } else {
         tf_info("build", "build %" PRIu64 ": slave %s went away before "
                 "build_start could be sent", b->id, b->slave);
     }
     free(b->start_msg);
     b->start_msg = NULL;
+    return sent;
 }
 
 /* The rows of a starting build could not be stored: nothing of it exists
@@ -545,30 +759,33 @@ static void build_drop(tf_master_t *m, tf_build_t *b, int rc)
 }
 
 /* The rows of build id were committed (rc 0: build_start goes out) or
- * not (it is dropped). */
-static void build_rows_done(tf_master_t *m, uint64_t id, int rc)
+ * not (it is dropped). Returns whether its build_start went out; quiet
+ * as for build_send_start. */
+static bool build_rows_done(tf_master_t *m, uint64_t id, int rc, bool quiet)
 {
     tf_build_t *b = tf_map_get_id(m->builds, id);
+    bool sent;
 
     if (!b || b->state != TF_BUILD_STARTING)
-        return;
+        return false;
     if (rc) {
         build_drop(m, b, rc);
-        return;
+        return false;
     }
     build_set_state(b, TF_BUILD_RUNNING, "rows committed");
     /* The slave first: it is what the start latency measures. */
-    build_send_start(m, b);
+    sent = build_send_start(m, b, quiet);
     tf_publish_build(m, b, "created", 0);
     if (b->request)
         tf_publish_request(m, b->request, "started");
+    return sent;
 }
 
 static void build_rows_committed_cb(void *arg, int rc)
 {
     event_commit_t *ec = arg;
 
-    build_rows_done(ec->m, ec->build_id, rc);
+    build_rows_done(ec->m, ec->build_id, rc, false);
 }
 
 /* --- the start batch (master.h, tf_build_batch_begin) --- */
@@ -588,10 +805,18 @@ typedef struct batch_commit {
 static void batch_committed_cb(void *arg, int rc)
 {
     batch_commit_t *bc = arg;
+    size_t sent = 0;
+    bool quiet = bc->n > 1;
 
     for (size_t i = 0; i < bc->n; i++)
-        build_rows_done(bc->m, bc->ids[i],
-                        rc ? tf_wgroup_unit_rc(bc->g, i) : 0);
+        sent += build_rows_done(bc->m, bc->ids[i],
+                                rc ? tf_wgroup_unit_rc(bc->g, i) : 0, quiet);
+    /* A burst starts thousands of builds: one line per batch (each
+     * build's own line is at debug). */
+    if (quiet && sent)
+        tf_info("build", "%zu of %zu builds (ids %" PRIu64 " to %" PRIu64
+                ") sent to their slaves", sent, bc->n, bc->ids[0],
+                bc->ids[bc->n - 1]);
 }
 
 /* Commits the open batch's group (the counts of the builders it changed
@@ -629,7 +854,7 @@ static void batch_flush(tf_master_t *m)
         tf_wgroup_fail(m->group);
     tf_master_group_commit(m, NULL, NULL);
     for (size_t i = 0; i < n; i++)
-        build_rows_done(m, m->batch_ids[i], TF_ENOMEM);
+        build_rows_done(m, m->batch_ids[i], TF_ENOMEM, false);
 }
 
 void tf_build_batch_begin(tf_master_t *m)
@@ -813,8 +1038,11 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     }
     memcpy(b->csteps, b->steps, nsteps * sizeof(tf_bstep_t));
     char why[300];
-    rc = build_encode_start(b, cfg, r, props, steps, nsteps, why,
-                            sizeof(why));
+    rc = start_from_template(mb, r, b->id, b->number, s->name, &b->start_msg,
+                             &b->start_len);
+    if (rc == TF_ENOENT)
+        rc = build_encode_start(b, cfg, r, props, steps, nsteps, why,
+                                sizeof(why));
     /* A request the protocol cannot carry never will be: it ends here as
      * EXCEPTION (below) instead of staying at the head of the queue. */
     bool unsendable = rc == TF_E2BIG || rc == TF_EINVAL;

@@ -420,8 +420,13 @@ static void sync_config(tf_master_t *m)
     /* Every builder and slave loses its old config here; the configured
      * ones get theirs back below, by one walk of the config each (a
      * lookup by name per known one would be quadratic). */
-    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0)
+    while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
         ((tf_mbuilder_t *)v)->cfg = NULL;
+        /* Made again from the new config at their next start: a recipe
+         * is measured before interpolation, so it alone does not tell
+         * (a shell string and the same argv quote a property apart). */
+        tf_build_templates_free(v);
+    }
     pos = 0;
     while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0)
         ((tf_mslave_t *)v)->cfg = NULL;
@@ -1073,6 +1078,7 @@ void tf_master_free(tf_master_t *m)
            tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
         tf_mbuilder_t *mb = v;
         free(mb->allowed);
+        tf_build_templates_free(mb);
         free(mb);
     }
     free(m->heads);

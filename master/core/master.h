@@ -92,6 +92,9 @@ typedef struct tf_mbuilder {
     /* build.c: a build of it started in the open start batch, whose
      * group has not written its counts yet. */
     bool counts_dirty;
+    /* build.c: its build_start templates, one per request shape (made on
+     * the first start of that shape; tf_build_templates_free). */
+    struct tf_start_tpl *start_tpl;
 } tf_mbuilder_t;
 
 /* A request's life (sched.c draws it; tf_request_set_state changes it). */
@@ -701,6 +704,21 @@ void tf_build_flush_acks(tf_master_t *m);
 int tf_build_cancel(tf_master_t *m, uint64_t build_id, const char *why);
 
 void tf_build_free(tf_build_t *b);
+
+/* Frees the build_start templates builder mb keeps (build.c); mb stays
+ * the caller's. */
+void tf_build_templates_free(tf_mbuilder_t *mb);
+
+/* The build_start the master sends for build (id, number) of builder mb
+ * (its cfg) on slave for request r (borrowed), into *out (malloc'd, the
+ * caller's) of *len bytes: from mb's template (made on first use) when
+ * from_template, else through the encoder. Returns 0; TF_ENOENT when
+ * from_template and r must take the encoder (what tf_build_start then
+ * does); TF_E2BIG or TF_EINVAL when the protocol refuses it; TF_ENOMEM.
+ * Both ways give the same bytes (tests/unit/test_build_start.c). */
+int tf_build_render_start(tf_mbuilder_t *mb, const tf_request_t *r,
+                          uint64_t id, uint64_t number, const char *slave,
+                          bool from_template, char **out, size_t *len);
 
 /* The log retention the config asks for, as the store takes it
  * (out->rules malloc'd: the caller frees it, also after TF_ENOMEM). */

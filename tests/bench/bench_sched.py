@@ -12,6 +12,7 @@ builds per second the master completed.
     tests/bench/bench_sched.py [--slaves 5000] [--requests 5000]
         [--builders 10] [--on all|tag] [--max-builds 1]
         [--release reload|api] [--runs 1] [--build-dir build] [--keep DIR]
+        [--perf FILE]
 
 Release modes:
   reload  (default) the requests are queued while every builder also needs
@@ -30,7 +31,13 @@ Figures: start latency p50/p90/p99/max (release -> build_start at the
 slave), builds/s (release -> the last build's final event acknowledged,
 i.e. committed), the time the build rows took to be created on the
 master (its database), connection setup for all slaves, and the master's
-RSS. With --runs R the farm is built afresh R times and the best and the
+RSS; with the reload release also the CPU time of the master's loop thread
+(its main thread) from the release to the summary, per build, which load
+on the machine skews far less than the wall-clock figures, and the CPU the
+scheduler's passes took per build they assigned (from the master's log).
+With --perf FILE the master is recorded with perf (DWARF call graphs) over
+the same span; read it with perf report -i FILE --comm tf-master.
+With --runs R the farm is built afresh R times and the best and the
 median are printed as well.
 
 The figures are recorded in docs/release-engineers.md ("Speed"). This is a
@@ -83,6 +90,35 @@ def raise_nofile(need):
                  f"limit is {soft} (hard {hard}): {e}; raise ulimit -n "
                  "(as root, or in limits.conf) and run again")
     return need
+
+
+def thread_cpu_s(pid, tid):
+    """CPU seconds (user + system) one thread of pid has used so far."""
+    try:
+        with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def start_perf(a, pid, d):
+    """With --perf FILE: perf record on the master over the burst."""
+    if not a.perf:
+        return None
+    p = subprocess.Popen(["perf", "record", "-F", "2000", "--call-graph",
+                          "dwarf,16384", "-o", a.perf, "-p", str(pid)],
+                         stdout=subprocess.DEVNULL,
+                         stderr=open(d / "perf.log", "ab"))
+    time.sleep(2)  # perf attaches to every thread before the release
+    return p
+
+
+def stop_perf(p):
+    if p:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=120)
 
 
 def load_avg():
@@ -221,6 +257,17 @@ def reload_ms(log_text):
     return (end - start) if start is not None and end is not None else None
 
 
+def pass_cpu(log_text):
+    """(builds, CPU ms) of the scheduler passes the master logged (those
+    that assigned at least 64 builds), summed."""
+    n = ms = 0
+    for m in re.finditer(r"pass assigned (\d+) builds in ([\d.]+) ms of CPU",
+                         log_text):
+        n += int(m.group(1))
+        ms += float(m.group(2))
+    return n, ms
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round((len(v) - 1) * p)))] if v else None
@@ -311,12 +358,21 @@ def one_run(th, a, run_no, exe):
                 sys.exit("bench_sched: %d requests pending, expected %d"
                          % (pend, a.requests))
             m.write_config(farm_config(a, held=False))
+            perf = start_perf(a, pid, d)
+            cpu0 = thread_cpu_s(pid, pid)
             mark = time.time()
             m.sighup()
         else:
             mark = t_last
         client.send("mark %d" % int(mark * 1e6))
         summary = client.wait_event("summary", a.timeout + 60)
+        # The loop thread is the master's main thread (tid == pid).
+        loop_cpu_s = None
+        if a.release == "reload":
+            cpu1 = thread_cpu_s(pid, pid)
+            stop_perf(perf)
+            if cpu0 is not None and cpu1 is not None:
+                loop_cpu_s = cpu1 - cpu0
         print(client.new_text())
         if not summary:
             sys.exit("bench_sched: no summary from tf-loadslaves")
@@ -325,6 +381,7 @@ def one_run(th, a, run_no, exe):
             sys.exit("bench_sched: %d of %d builds done, %d failures"
                      % (summary["done"], a.requests, summary["failed"]))
         rl = reload_ms(m.log_text()) if a.release == "reload" else None
+        pass_n, pass_ms = pass_cpu(m.log_text())
         m.stop()
         results, created = db_figures(
             m.db_path, int(mark * 1000) if a.release == "reload" else None)
@@ -346,6 +403,8 @@ def one_run(th, a, run_no, exe):
             "master_cpu_s": summary["master_cpu_s"],
             "client_cpu_s": summary["client_cpu_s"],
             "load_after": load_avg(),
+            "loop_cpu_s": loop_cpu_s,
+            "pass_us": pass_ms * 1000 / pass_n if pass_n else None,
         }
         if a.release == "api":
             # Builds start while requests are still being forced: count
@@ -363,6 +422,14 @@ def one_run(th, a, run_no, exe):
                  lat["max_ms"], out["builds_per_s"], a.requests,
                  out["done_s"], "release" if a.release == "reload"
                  else "first submission"))
+        if loop_cpu_s is not None:
+            print("run %d: master loop thread CPU over the burst (reload, "
+                  "starts, events, ends) %.3f s, %.1f us per build"
+                  % (run_no, loop_cpu_s, loop_cpu_s * 1e6 / a.requests))
+        if pass_n:
+            print("run %d: scheduler passes assigned %d builds in %.1f ms of "
+                  "loop CPU, %.1f us each (the master's log)"
+                  % (run_no, pass_n, pass_ms, out["pass_us"]))
         if a.release == "api":
             print("run %d: the last build started %.3f s after the last "
                   "request was accepted" % (run_no, out["last_start_s"]))
@@ -400,6 +467,8 @@ def main():
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--perf", help="reload release: record the master "
+                    "with perf record (dwarf call graphs) into this file over the burst")
     ap.add_argument("--keep", help="keep each run's directory under here")
     a = ap.parse_args()
     if not 1 <= a.slaves <= 10000:
@@ -424,7 +493,14 @@ def main():
         for label, vals, best in (
                 ("start latency p50 ms", fig("lat", "p50_ms"), min),
                 ("start latency p99 ms", fig("lat", "p99_ms"), min),
-                ("builds/s", fig("builds_per_s"), max)):
+                ("builds/s", fig("builds_per_s"), max),
+                ("loop CPU us/build", [r["loop_cpu_s"] * 1e6 / a.requests
+                                       if r["loop_cpu_s"] is not None
+                                       else float("nan") for r in runs],
+                 min),
+                ("pass CPU us/build", [r["pass_us"] if r["pass_us"]
+                                       else float("nan") for r in runs],
+                 min)):
             print("%-22s best %8.1f  median %8.1f  (runs: %s)"
                   % (label, best(vals), statistics.median(vals),
                      ", ".join("%.1f" % v for v in vals)))

@@ -182,6 +182,8 @@ def test_bench_sched_runs_small():
     assert "20 of 20 links ready" in out, out
     assert "run 1: start latency after the release p50" in out, out
     assert "config reload" in out, out
+    assert re.search(r"master loop thread CPU over the burst .* [\d.]+ us "
+                     r"per build", out), out
     out = run_script("bench_sched.py", "--slaves", 20, "--requests", 60,
                      "--builders", 3, "--on", "tag", "--release", "api")
     assert "run 1: start latency after each request's submission p50" \

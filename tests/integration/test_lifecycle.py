@@ -241,3 +241,48 @@ def test_property_values_never_run_as_shell_code(farm):
         assert m.step_log(b["id"], 1) == f"[{value}][{value}]".encode()
         assert m.step_log(b["id"], 2) == f"[{value}]".encode()
     assert not canary.exists()
+
+
+@pytest.mark.timeout(120)
+def test_build_start_template_follows_each_build_and_each_reload(farm):
+    """A builder's build_start is rendered once and then spliced per build
+    (master/core/build.c): every build still gets its own number and
+    slave, and a reload that changes how a property is quoted (the same
+    text as a shell string, then as the script of an explicit
+    /bin/sh -c argv) or its value changes what the next build runs."""
+    shell = "printf '[%s]' %(prop:q)s"
+    cfg = config()
+    cfg["builders"].append({"name": "tpl", "properties": {"q": "a  b"},
+                            "steps": [{"name": "p", "command": shell}]})
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    farm.slave(m, "s2")
+    seen = set()
+    for _ in range(3):
+        b = m.wait_request_done(m.force("tpl"))
+        assert b["result"] == "SUCCESS", steps_summary(b)
+        props = b["properties"]
+        assert props["buildnumber"] == str(b["number"]), props
+        assert props["slave"] == b["slave"], props
+        assert m.step_log(b["id"], 0) == b"[a  b]"  # one shell word
+        seen.add(b["number"])
+    assert len(seen) == 3
+
+    n = m.log_text().count("config reloaded")
+    cfg["builders"][-1]["steps"] = [
+        {"name": "p", "command": ["/bin/sh", "-c", shell]}]
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: m.log_text().count("config reloaded") > n, 20,
+             "the first reload", farm)
+    b = m.wait_request_done(m.force("tpl"))
+    # An argv element is not quoted: the shell splits the value.
+    assert m.step_log(b["id"], 0) == b"[a][b]", steps_summary(b)
+
+    cfg["builders"][-1]["properties"] = {"q": "c"}
+    m.write_config(cfg)
+    m.sighup()
+    wait_for(lambda: m.log_text().count("config reloaded") > n + 1, 20,
+             "the second reload", farm)
+    b = m.wait_request_done(m.force("tpl"))
+    assert m.step_log(b["id"], 0) == b"[c]", steps_summary(b)

@@ -1915,10 +1915,6 @@ static void build_forget(tf_master_t *m, tf_build_t *b)
     tf_request_t *r = b->request;
     tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
 
-    tf_warn("build", "build %" PRIu64 " (%s #%" PRIu64 ") is another "
-            "master's now (it took the build over from slave %s): this "
-            "master drops its copy and does not end it", b->id, b->builder,
-            b->number, b->slave);
     if (mb && mb->nrunning > 0)
         mb->nrunning--;
     build_unlink(m, b);
@@ -1937,6 +1933,20 @@ static void build_forget(tf_master_t *m, tf_build_t *b)
     b->accepted_seq = b->committed_seq;
     b->acks_off = true;
     ack_owed(m, b); /* the ack pass frees it */
+}
+
+void tf_build_forget_stale(tf_master_t *m, tf_build_t *b)
+{
+    if (b->state == TF_BUILD_ENDING)
+        return;
+    tf_warn("build", "slave %s is back with build %" PRIu64 " (%s #%" PRIu64
+            "), which another master took over or ended meanwhile: this "
+            "master drops its stale copy and does not resume or end it",
+            b->slave, b->id, b->builder, b->number);
+    build_forget(m, b);
+    /* Its request may be pending again (the other master ended the build
+     * as RETRY): the queue is read again. */
+    tf_master_farm_changed(m, TF_FARM_QUEUE);
 }
 
 static void lost_end(tf_master_t *m, tf_build_t *b)
@@ -1961,10 +1971,15 @@ static void owner_checked_cb(void *arg, int rc)
     if (!b || b->state == TF_BUILD_ENDING)
         return;
     b->owner_checking = false;
-    if (rc == TF_ESTATE)
+    if (rc == TF_ESTATE) {
+        tf_warn("build", "build %" PRIu64 " (%s #%" PRIu64 ") is another "
+                "master's now (it took the build over from slave %s): this "
+                "master drops its copy and does not end it", b->id,
+                b->builder, b->number, b->slave);
         build_forget(m, b);
-    else if (rc == 0 && b->lost_since_ms)
+    } else if (rc == 0 && b->lost_since_ms && !b->returning) {
         lost_end(m, b);
+    }
     /* Else the database failed: the next check asks again. */
 }
 
@@ -2000,7 +2015,8 @@ void tf_build_check_lost(tf_master_t *m)
     while (n < 64 && tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
         tf_build_t *b = v;
         if (b->state != TF_BUILD_ENDING && !b->owner_checking &&
-            b->lost_since_ms && now - b->lost_since_ms > limit)
+            !b->returning && b->lost_since_ms &&
+            now - b->lost_since_ms > limit)
             lost[n++] = b;
     }
     for (size_t i = 0; i < n; i++) {

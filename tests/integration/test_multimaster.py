@@ -375,6 +375,145 @@ def test_a_build_taken_over_from_a_live_master_is_never_ended_by_it(
     assert "queued again" not in text
 
 
+def lines_upto(n):
+    return "".join(f"line {i}\n" for i in range(1, n + 1)).encode()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("b_lost", [False, True],
+                         ids=["back_within_b_window", "back_after_b_lost"])
+def test_a_build_moved_a_to_b_and_back_to_a_lands_once(
+        farm, pg_url, pg_cluster, b_lost):
+    """s1 runs build X for master a through proxy pa; pa cuts it and s1
+    fails over to b (proxy pb), which takes X over (owner a -> b). Then
+    pb cuts s1 and s1 comes back to a while a still holds its stale copy
+    of X (a's build_lost_after_s is long). a must ask the database before
+    resuming: X is b's, so a drops its stale copy (no RETRY, no requeue)
+    and takes X over from b through the owner-guarded write; b's timer
+    then finds X taken over and drops its copy. The step ran once, X
+    ends once with SUCCESS, its log is byte-exact on both masters, one
+    build row, one mail.
+
+    back_after_b_lost: s1 stays away from both until b's (short)
+    build_lost_after_s has ended X as RETRY and queued its request
+    again; then it returns to a, which must not resume its stale copy
+    (the build has ended): s1 drops X and the request's rerun (build Y)
+    runs on s1 through a, once; X keeps what b stored (no line twice)."""
+    from test_mail import Smtpd, assert_stays, mail_config
+    lines = 150
+    smtp = Smtpd(farm).start()
+    secrets = secret_files(farm, ["s1"])
+    runs = farm.tmp / "runs"
+    cfg = config([], mail=mail_config(smtp.port))
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(secrets["s1"])}]
+    cfg["builders"] = [{"name": "long", "mail": {
+        "mode": "all", "extra_recipients": ["ci@example.org"]},
+        "steps": [{"name": "count", "command":
+                   f"echo run >> {runs}; i=1; while [ $i -le {lines} ]; "
+                   "do echo line $i; sleep 0.1; i=$((i + 1)); done"}]}]
+    a = farm.master(shared(dict(cfg, build_lost_after_s=120), pg_url),
+                    name="a")
+    b = farm.master(shared(dict(cfg, build_lost_after_s=3 if b_lost else 6),
+                           pg_url), name="b")
+    pa, pb = farm.proxy(a.port), farm.proxy(b.port)
+    farm.slave(a, "s1", secret_file=secrets["s1"], url=pa.ws_url,
+               args=["--master", pb.ws_url])
+    a.wait_slave_connected("s1")
+    db = pg_cluster.dbname(pg_url)
+
+    def owner():
+        return pg_cluster.psql(f"SELECT owner FROM builds WHERE id = {bid}",
+                               db=db).strip()
+
+    def stored():
+        return len(a.step_log(bid, 0))
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len(lines_upto(5)))
+    owner_a = owner()
+    assert owner_a and owner_a in a.log_text(), owner_a
+    pa.cut()
+    wait_for(lambda: "another master ran: this master takes it over"
+             in b.log_text(), 30, "b to take X over", farm, interval=0.1)
+    owner_b = owner()
+    assert owner_b != owner_a and owner_b in b.log_text(), owner_b
+    at_b = stored()
+    wait_for(lambda: stored() >= at_b + len(b"line 10\n") * 5, 30,
+             "b to store more of X", farm, interval=0.1)
+    pb.cut()
+    if b_lost:
+        ended = re.compile(rf"build {bid} \(long #\d+\) on s1: RETRY")
+        wait_for(lambda: ended.search(b.log_text()), 30,
+                 "b to end X as RETRY", farm, interval=0.2)
+    a_before = len(a.log_text())
+    pa.restore()
+    a.wait_slave_connected("s1", timeout=30)
+    if not b_lost:
+        wait_for(lambda: owner() == owner_a, 30, "a to take X back",
+                 farm, interval=0.1)
+        done = a.wait_build_finished(bid, 60)
+        assert done["result"] == "SUCCESS", done
+        want = lines_upto(lines)
+        assert a.step_log(bid, 0) == want
+        assert b.step_log(bid, 0) == want
+        # b's timer finds X taken over and drops its copy.
+        dropped = re.compile(rf"build {bid} \(long #\d+\) is another "
+                             "master's now")
+        wait_for(lambda: dropped.search(b.log_text()), 30,
+                 "b to drop its copy of X", farm, interval=0.2)
+        time.sleep(2)  # anything a master would still do, it has done
+        rows = pg_cluster.psql("SELECT count(*), count(DISTINCT "
+                               "request_id), min(result), max(result) "
+                               "FROM builds", db=db)
+        assert rows.strip() == "1|1|0|0", rows
+        r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                            f"build_requests WHERE id = {req}", db=db)
+        assert r.strip() == f"done|0|{bid}|0", r
+        for m in (a, b):
+            v = m.build(bid)
+            assert v["state"] == "finished" and v["result"] == "SUCCESS", v
+            assert m.request_info(req)["state"] == "done"
+            text = m.log_text()
+            assert not re.search(rf"build {bid} \(long #\d+\) on s1: RETRY",
+                                 text), m.name
+            assert "queued again" not in text
+        assert runs.read_text() == "run\n"
+        msgs = smtp.wait_count(1, 30)
+        assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+        assert str(bid) in str(msgs[0][0]["X-TestFarm-Build"])
+        return
+    # b ended X; a drops its stale copy and runs the request again.
+    wait_for(lambda: int(pg_cluster.psql(
+        f"SELECT count(*) FROM builds WHERE request_id = {req} AND state = "
+        "'finished'", db=db)) == 2, 60, "the rerun to finish", farm,
+        interval=0.2)
+    time.sleep(2)
+    rows = pg_cluster.psql(f"SELECT id, result, owner FROM builds WHERE "
+                           f"request_id = {req} ORDER BY result", db=db)
+    (y, y_res, y_owner), (x, x_res, x_owner) = \
+        [r.split("|") for r in rows.split()]
+    assert int(x) == bid and x_res == "5" and x_owner == owner_b, rows
+    assert y_res == "0" and y_owner == owner_a, rows
+    y = int(y)
+    want = lines_upto(lines)
+    for m in (a, b):
+        assert m.build(bid)["result"] == "RETRY"
+        assert m.build(y)["result"] == "SUCCESS"
+        assert m.step_log(y, 0) == want
+        got = m.step_log(bid, 0)
+        assert want.startswith(got) and len(got) >= at_b, got[-40:]
+        assert m.request_info(req)["state"] == "done"
+    r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                        f"build_requests WHERE id = {req}", db=db)
+    assert r.strip() == f"done|0|{y}|1", r
+    text = a.log_text()
+    assert not re.search(rf"build {bid} \(long #\d+\) on s1: RETRY", text)
+    assert not re.search(rf"build {bid} resumes on slave", text[a_before:])
+    assert runs.read_text() == "run\nrun\n"
+    msgs = smtp.wait_count(1, 30)
+    assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+
+
 def lost_claims_per_request(masters):
     """How often each master lost the claim of each request (the store's
     info line), as {(master, request id): count}."""
@@ -1361,3 +1500,4 @@ def test_retry_without_patch_with_no_ids_ready_still_reruns(
     n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
                         f"= {job}", db=db).strip()
     assert n == "2", n
+

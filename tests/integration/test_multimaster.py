@@ -1501,3 +1501,63 @@ def test_retry_without_patch_with_no_ids_ready_still_reruns(
                         f"= {job}", db=db).strip()
     assert n == "2", n
 
+
+@pytest.mark.timeout(180)
+def test_a_periodic_scheduler_fires_once_per_period_across_a_lease_move(
+        farm, pg_url, pg_cluster):
+    """A periodic scheduler (every minute, on the masters' test clocks)
+    on masters a and b. a holds the duty lease and fires the periods
+    before M1 and M1; b, which never held it, still has the next time it
+    computed when it started (before M1). a is killed (-9); b takes the
+    lease and must read the scheduler's state again from the database:
+    M1 was fired, so nothing fires (its stale time would fire it again);
+    M2 fires once when b's clock passes it (a stored M2 as the next
+    time, so it is not skipped either). Counted as requests in the
+    database."""
+    from test_continuous import set_clock
+    cfg = config([], testing={"clock": True})
+    cfg["schedulers"] = [{"name": "every-minute", "type": "periodic",
+                          "builders": ["quick"], "cron": "* * * * *",
+                          "only_if_changed": False}]
+    db = pg_cluster.dbname(pg_url)
+
+    def fired():
+        return int(pg_cluster.psql(
+            "SELECT count(*) FROM build_requests WHERE scheduler = "
+            "'every-minute'", db=db))
+    a = farm.master(shared(cfg, pg_url), name="a")
+    wait_for(lambda: DUTY in a.log_text(), 15, "a to hold the lease", farm)
+    b = farm.master(shared(cfg, pg_url), name="b")
+    assert DUTY not in b.log_text()
+    # Minute boundaries well past real time, so only the clocks move.
+    m1 = (int(time.time()) // 60 + 5) * 60 * 1000
+    m2 = m1 + 60000
+    for m in (a, b):
+        set_clock(m, m1 - 2000)
+    # The periods between real time and M1 are missed ones: a fires
+    # once for them.
+    wait_for(lambda: fired() == 1, 20, "a to fire once", farm)
+    for m in (a, b):
+        set_clock(m, m1 + 1000)
+    wait_for(lambda: fired() == 2, 20, "a to fire M1", farm)
+    time.sleep(1.5)
+    assert fired() == 2
+    stored = int(pg_cluster.psql("SELECT next_fire_ms FROM scheduler_state "
+                                 "WHERE name = 'every-minute'", db=db))
+    assert stored == m2, (stored, m2)
+    a.kill9()
+    wait_for(lambda: "every-minute: this master runs it now" in
+             b.log_text(), 30, "b to take the lease and read the "
+             "scheduler again", farm)
+    time.sleep(3)  # b ticks every second: a stale time would fire now
+    assert fired() == 2, "M1 fired twice across the lease move"
+    set_clock(b, m2 + 1000)
+    wait_for(lambda: fired() == 3, 20, "b to fire M2", farm)
+    time.sleep(3)
+    assert fired() == 3
+    reasons = pg_cluster.psql("SELECT reason FROM build_requests WHERE "
+                              "scheduler = 'every-minute'", db=db)
+    assert reasons.count("periodic") == 3, reasons
+    assert int(pg_cluster.psql("SELECT next_fire_ms FROM scheduler_state "
+                               "WHERE name = 'every-minute'", db=db)) == \
+        m2 + 60000

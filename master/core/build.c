@@ -57,7 +57,12 @@
  * this master asks the database first and, when the build is another's,
  * drops its copy without ending it (build_forget). The end itself is
  * stored only by the build's owner: an end group refused for that
- * (TF_ESTATE) is dropped, not retried (end_lost).
+ * (TF_ESTATE) is dropped, not retried (end_lost). When the slave comes
+ * back with the build to this master after running it for another (the
+ * A->B->A move), tf_master_adopt asks the database before the welcome
+ * (the build is `returning` meanwhile, out of the lost timer's reach);
+ * a copy that is another master's now, or whose build ended, is dropped
+ * at once (tf_build_forget_stale) and the build taken over afresh.
  *
  * The authoritative result is computed here from the step results and the
  * step flags with tf_result_fold; the slave's own result is informational.

@@ -112,6 +112,8 @@ static void build_apply_finish(tf_master_t *m, tf_build_t *b);
 static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
                              const char *text);
 static void ack_owed(tf_master_t *m, tf_build_t *b);
+static void lost_check_owner(tf_master_t *m, tf_build_t *b,
+                             bool back_without);
 
 static const char *build_state_name(tf_build_state_t s)
 {
@@ -1905,6 +1907,12 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
             b->lost_since_ms = 0; /* build_start goes out on commit */
             continue;
         }
+        if (m->store && tf_store_is_shared(m->store)) {
+            /* It may have ended on another master meanwhile (A->B->A):
+             * ended here only if it is still this master's. */
+            lost_check_owner(m, b, true);
+            continue;
+        }
         build_end_forced(m, b, TF_RETRY,
                          "the slave came back without this build");
     }
@@ -1965,6 +1973,7 @@ static void lost_end(tf_master_t *m, tf_build_t *b)
 typedef struct owner_check {
     tf_master_t *m;
     uint64_t build_id;
+    bool back_without; /* its slave came back without it */
 } owner_check_t;
 
 static void owner_checked_cb(void *arg, int rc)
@@ -1982,17 +1991,23 @@ static void owner_checked_cb(void *arg, int rc)
                 "master drops its copy and does not end it", b->id,
                 b->builder, b->number, b->slave);
         build_forget(m, b);
+    } else if (rc == 0 && c->back_without) {
+        build_end_forced(m, b, TF_RETRY,
+                         "the slave came back without this build");
     } else if (rc == 0 && b->lost_since_ms && !b->returning) {
         lost_end(m, b);
     }
-    /* Else the database failed: the next check asks again. */
+    /* Else the database failed: the next check asks again (the build is
+     * still lost, its slave away or back without it). */
 }
 
 /* Shared masters ask the database first whether the lost build is still
- * theirs (its slave may run it for another master now); the end itself
- * is guarded too (store.h), this only keeps a RETRY that would not be
- * stored out of the logs and the live feed. */
-static void lost_check_owner(tf_master_t *m, tf_build_t *b)
+ * theirs (its slave may run it for another master now, or have ended it
+ * there: back_without, the slave came back here without it); the end
+ * itself is guarded too (store.h), this only keeps a RETRY that would
+ * not be stored out of the logs and the live feed. */
+static void lost_check_owner(tf_master_t *m, tf_build_t *b,
+                             bool back_without)
 {
     if (!tf_master_group_begin(m, sizeof(owner_check_t)))
         return;
@@ -2001,7 +2016,8 @@ static void lost_check_owner(tf_master_t *m, tf_build_t *b)
         tf_master_group_commit(m, NULL, NULL);
         return;
     }
-    *c = (owner_check_t){.m = m, .build_id = b->id};
+    *c = (owner_check_t){.m = m, .build_id = b->id,
+                         .back_without = back_without};
     tf_op_build_adopt(m->group, b->id, NULL);
     b->owner_checking = true;
     tf_master_group_commit(m, owner_checked_cb, c);
@@ -2026,7 +2042,7 @@ void tf_build_check_lost(tf_master_t *m)
     }
     for (size_t i = 0; i < n; i++) {
         if (shared)
-            lost_check_owner(m, lost[i]);
+            lost_check_owner(m, lost[i], false);
         else
             lost_end(m, lost[i]);
     }

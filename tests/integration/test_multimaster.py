@@ -380,10 +380,10 @@ def lines_upto(n):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("b_lost", [False, True],
-                         ids=["back_within_b_window", "back_after_b_lost"])
+@pytest.mark.parametrize("back", ["within_b_window", "after_b_lost",
+                                  "after_end_on_b"])
 def test_a_build_moved_a_to_b_and_back_to_a_lands_once(
-        farm, pg_url, pg_cluster, b_lost):
+        farm, pg_url, pg_cluster, back):
     """s1 runs build X for master a through proxy pa; pa cuts it and s1
     fails over to b (proxy pb), which takes X over (owner a -> b). Then
     pb cuts s1 and s1 comes back to a while a still holds its stale copy
@@ -398,7 +398,12 @@ def test_a_build_moved_a_to_b_and_back_to_a_lands_once(
     build_lost_after_s has ended X as RETRY and queued its request
     again; then it returns to a, which must not resume its stale copy
     (the build has ended): s1 drops X and the request's rerun (build Y)
-    runs on s1 through a, once; X keeps what b stored (no line twice)."""
+    runs on s1 through a, once; X keeps what b stored (no line twice).
+
+    after_end_on_b: X finishes on b before s1 comes back to a, without
+    it: a must not end its stale copy as RETRY (a RETRY event after the
+    SUCCESS) but find X is b's and drop its copy."""
+    b_lost = back == "after_b_lost"
     from test_mail import Smtpd, assert_stays, mail_config
     lines = 150
     smtp = Smtpd(farm).start()
@@ -440,6 +445,9 @@ def test_a_build_moved_a_to_b_and_back_to_a_lands_once(
     at_b = stored()
     wait_for(lambda: stored() >= at_b + len(b"line 10\n") * 5, 30,
              "b to store more of X", farm, interval=0.1)
+    if back == "after_end_on_b":
+        done = b.wait_build_finished(bid, 60)
+        assert done["result"] == "SUCCESS", done
     pb.cut()
     if b_lost:
         ended = re.compile(rf"build {bid} \(long #\d+\) on s1: RETRY")
@@ -448,6 +456,33 @@ def test_a_build_moved_a_to_b_and_back_to_a_lands_once(
     a_before = len(a.log_text())
     pa.restore()
     a.wait_slave_connected("s1", timeout=30)
+    if back == "after_end_on_b":
+        dropped = re.compile(rf"build {bid} (\(long #\d+\) )?is another "
+                             "master's now")
+        wait_for(lambda: dropped.search(a.log_text()), 30,
+                 "a to drop its stale copy of X", farm, interval=0.2)
+        time.sleep(2)  # anything a would still do, it has done
+        want = lines_upto(lines)
+        rows = pg_cluster.psql("SELECT count(*), count(DISTINCT "
+                               "request_id), min(result), max(result) "
+                               "FROM builds", db=db)
+        assert rows.strip() == "1|1|0|0", rows
+        r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                            f"build_requests WHERE id = {req}", db=db)
+        assert r.strip() == f"done|0|{bid}|0", r
+        assert owner() == owner_b
+        for m in (a, b):
+            v = m.build(bid)
+            assert v["state"] == "finished" and v["result"] == "SUCCESS", v
+            assert m.step_log(bid, 0) == want
+            text = m.log_text()
+            assert not re.search(rf"build {bid} \(long #\d+\) on s1: "
+                                 "RETRY", text), m.name
+            assert "queued again" not in text
+        assert runs.read_text() == "run\n"
+        smtp.wait_count(1, 30)
+        assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+        return
     if not b_lost:
         wait_for(lambda: owner() == owner_a, 30, "a to take X back",
                  farm, interval=0.1)

@@ -536,7 +536,10 @@ static void retarget(tf_master_t *m, msched_t *s,
     }
     if (cfg->type == TF_CFG_SCHED_CHANGE)
         s->next_fire_ms = 0;
-    if (moved || cron_changed)
+    /* A master without the lease leaves the holder's row alone (its
+     * branch head may be stale); it reads the row when it takes the
+     * lease. */
+    if ((moved || cron_changed) && tf_store_has_duty(m->store))
         state_write(m, s);
 }
 

@@ -262,17 +262,20 @@ void tf_schedulers_tick(tf_master_t *m)
      * the duty lease only (the test clock's tick too). A master that
      * takes the lease reads every scheduler's state again first: the
      * last holder fired and consumed changes since this master read it
-     * (they are not evaluated until their state is in, s->load). Noticed
-     * here rather than from the lease's news, which may come a tick
-     * later. */
+     * (they are not evaluated until their state is in, s->load; one
+     * whose state cannot be read waits, and the next tick tries again).
+     * Noticed here rather than from the lease's news, which may come a
+     * tick later. */
     if (!tf_store_has_duty(m->store)) {
         ss->duty = false;
         return;
     }
     if (!ss->duty) {
         ss->duty = true;
-        if (tf_store_is_shared(m->store))
+        if (tf_store_is_shared(m->store)) {
             sched_reread(m);
+            return; /* they are evaluated once their state is in */
+        }
     }
     int64_t now = tf_now_ms();
     bool back = now < ss->last_eval_ms - 1000;
@@ -401,7 +404,15 @@ static void msched_loaded(void *arg, int rc)
     sched_load_t *l = arg;
     msched_t *s = l->s;
 
-    if (s) {
+    if (s && rc && l->reread) {
+        /* Never evaluated from what it knew before the lease moved: the
+         * next tick reads it again. */
+        s->load = NULL;
+        tf_warn("scheduler", "%s: its state cannot be read again (%s): it "
+                "waits and tries again", s->name, tf_strerror(rc));
+        if (l->m->schedulers)
+            l->m->schedulers->duty = false;
+    } else if (s) {
         s->load = NULL;
         if (rc)
             tf_error("scheduler", "%s: cannot load its state (%s); starting "
@@ -489,21 +500,23 @@ static void sched_reread(tf_master_t *m)
         sched_load_t *l;
         if (!s || s->load)
             continue; /* being read already */
-        if (!(l = calloc(1, sizeof(*l)))) {
-            tf_error("scheduler", "%s: out of memory: its state is not "
-                     "read again", s->name);
-            continue;
-        }
         s->npending = 0;
         s->dropped_logged = false;
+        if (!(l = calloc(1, sizeof(*l)))) {
+            tf_error("scheduler", "%s: out of memory: its state is read "
+                     "again at the next tick", s->name);
+            ss->duty = false;
+            continue;
+        }
         msched_query(m, s, l, true);
         if (tf_store_query(m->store, &l->q.q, msched_loaded, l) != 0) {
             tf_error("scheduler", "%s: its state cannot be read again: it "
-                     "goes on from what this master knew", s->name);
+                     "is read at the next tick", s->name);
             s->load = NULL;
             free(l->repository);
             free(l->branch);
             free(l);
+            ss->duty = false;
         }
     }
 }

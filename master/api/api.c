@@ -43,6 +43,17 @@
 
 /* --- helpers --- */
 
+bool tf_api_read_then(tf_http_req_t *r, tf_store_read_fn run,
+                      tf_store_done_cb done, void *ctx)
+{
+    tf_http_async_begin(r);
+    if (tf_store_read(r->m->store, run, done, ctx) == 0)
+        return true;
+    tf_http_async_end(r);
+    tf_http_error(r, 503, "cannot read the database now");
+    return false;
+}
+
 static const char *base_url(tf_master_t *m)
 {
     return m->cfg->public_url;
@@ -150,13 +161,32 @@ bool tf_api_args_only(tf_http_req_t *r, const char *const *names)
 
 /* --- live overlays (loop thread) --- */
 
-/* Counts the slaves that may run a builder by their live state, into
- * counts (a new object {allowed, connected, idle, busy}), and lists them
- * ({name, connected}) into *list when list is not NULL. A draining slave
- * is connected but neither idle nor busy unless it still runs a build. */
-static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
-                           json_t **counts, json_t **list,
-                           unsigned *nconnected)
+void tf_api_slave_state(tf_master_t *m, const json_t *farm,
+                        const char *name, bool *up, unsigned *builds,
+                        bool *draining)
+{
+    tf_mslave_t *s = tf_master_slave(m, name, false);
+    json_t *row;
+
+    *up = s && s->link;
+    *builds = *up ? s->nbuilds : 0;
+    *draining = *up && s->draining;
+    if (*up || !farm || !(row = json_object_get(farm, name)))
+        return;
+    /* Connected to another master, as the database says. */
+    *up = true;
+    *builds = (unsigned)json_integer_value(json_array_get(row, 0));
+    *draining = json_is_true(json_array_get(row, 1));
+}
+
+/* Counts the slaves that may run a builder by their live state (farm:
+ * tf_api_slave_state), into counts (a new object {allowed, connected,
+ * idle, busy}), and lists them ({name, connected}) into *list when list
+ * is not NULL. A draining slave is connected but neither idle nor busy
+ * unless it still runs a build. */
+static void builder_slaves(tf_master_t *m, const json_t *farm,
+                           const tf_cfg_builder_t *cfg, json_t **counts,
+                           json_t **list, unsigned *nconnected)
 {
     unsigned allowed = 0, up = 0, idle = 0, busy = 0;
     if (list)
@@ -165,12 +195,13 @@ static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
         const tf_cfg_slave_t *c = &m->cfg->slaves[i];
         if (!tf_config_slave_allowed(cfg, c))
             continue;
-        tf_mslave_t *s = tf_master_slave(m, c->name, false);
-        bool on = s && s->link;
+        bool on, draining;
+        unsigned nb;
+        tf_api_slave_state(m, farm, c->name, &on, &nb, &draining);
         allowed++;
         up += on;
-        busy += on && s->nbuilds > 0;
-        idle += on && s->nbuilds == 0 && !s->draining;
+        busy += on && nb > 0;
+        idle += on && nb == 0 && !draining;
         if (list)
             json_array_append_new(*list, json_pack("{s:s,s:b}", "name",
                                                    c->name, "connected", on));
@@ -181,10 +212,11 @@ static void builder_slaves(tf_master_t *m, const tf_cfg_builder_t *cfg,
                         (int)busy);
 }
 
-void tf_api_builder_slave_counts(tf_master_t *m, const tf_cfg_builder_t *cfg,
+void tf_api_builder_slave_counts(tf_master_t *m, const json_t *farm,
+                                 const tf_cfg_builder_t *cfg,
                                  json_t **counts, unsigned *nconnected)
 {
-    builder_slaves(m, cfg, counts, NULL, nconnected);
+    builder_slaves(m, farm, cfg, counts, NULL, nconnected);
 }
 
 static json_t *running_builds_of(tf_master_t *m, const char *builder,
@@ -287,8 +319,8 @@ static json_t *pending_of(tf_master_t *m, const char *builder)
  * slaves that may run it go into the builder's page (detail) and into
  * the list only when asked (slaves): on a farm of a thousand slaves they
  * would make the hot list hundreds of KiB (docs/api.md). */
-static void overlay_builder(tf_master_t *m, json_t *o, bool detail,
-                            bool slaves)
+static void overlay_builder(tf_master_t *m, const json_t *farm, json_t *o,
+                            bool detail, bool slaves)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
     if (!name)
@@ -297,7 +329,8 @@ static void overlay_builder(tf_master_t *m, json_t *o, bool detail,
     const tf_cfg_builder_t *cfg = tf_config_builder(m->cfg, name);
     unsigned up = 0;
     json_t *counts = NULL, *list = NULL;
-    builder_slaves(m, cfg, &counts, detail || slaves ? &list : NULL, &up);
+    builder_slaves(m, farm, cfg, &counts, detail || slaves ? &list : NULL,
+                   &up);
     if (list)
         json_object_set_new(o, "slaves", list);
     json_object_set_new(o, "slave_counts", counts);
@@ -445,6 +478,8 @@ typedef struct qjob {
     unsigned limit;
     const char *bkind; /* "try", "ci" (static strings) or NULL */
     bool slaves;       /* builders: list each one's slaves (?slaves=1) */
+    bool shared;       /* builders: count the slaves of every master */
+    json_t *farm;      /* ... from tf_q_farm_slaves */
     char base[512];
     json_t *out;
 } qjob_t;
@@ -454,9 +489,15 @@ static int qjob_run(tf_db_t *db, void *arg)
     qjob_t *q = arg;
     switch (q->kind) {
     case Q_BUILDERS:
-        return tf_q_builders(db, q->base, &q->out);
-    case Q_BUILDER:
-        return tf_q_builder(db, q->base, q->name, &q->out);
+    case Q_BUILDER: {
+        int rc = q->kind == Q_BUILDERS
+                     ? tf_q_builders(db, q->base, &q->out)
+                     : tf_q_builder(db, q->base, q->name, &q->out);
+        /* The same snapshot: counts agree with the rows. */
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_slaves(db, &q->farm);
+        return rc;
+    }
     case Q_BUILDS:
         return tf_q_builds(db, q->base, q->name, q->bkind, q->before,
                            q->limit, &q->out);
@@ -516,11 +557,11 @@ static void qjob_done(void *arg, int rc)
     switch (q->kind) {
     case Q_BUILDERS:
         tf_api_builders_complete(m, q->base, q->out);
-        json_array_foreach(q->out, i, v) overlay_builder(m, v, false,
-                                                         q->slaves);
+        json_array_foreach(q->out, i, v) overlay_builder(m, q->farm, v,
+                                                         false, q->slaves);
         break;
     case Q_BUILDER:
-        overlay_builder(m, q->out, true, true);
+        overlay_builder(m, q->farm, q->out, true, true);
         break;
     case Q_SLAVES:
         json_array_foreach(q->out, i, v) overlay_slave(m, v);
@@ -550,6 +591,7 @@ static void qjob_done(void *arg, int rc)
     q->out = NULL;
 out:
     json_decref(q->out);
+    json_decref(q->farm);
     free(q);
 }
 
@@ -570,6 +612,7 @@ static void start_query(tf_http_req_t *r, qkind_t kind, const char *name,
         snprintf(q->name, sizeof(q->name), "%s", name);
     q->id = id;
     snprintf(q->base, sizeof(q->base), "%s", base_url(r->m));
+    q->shared = tf_store_is_shared(r->m->store);
     if (kind == Q_BUILDS) {
         uint64_t limit = 0, before = 0;
         if (!tf_http_arg_u64(r, "limit", 1, 500, 50, &limit) ||
@@ -810,12 +853,8 @@ static void log_size_done(void *arg, int rc)
     }
     /* The first piece is read before answering, so a damaged block there
      * (the usual case of a tail or a small range) is a clean error. */
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, log_piece_fn, log_first_done, ls) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, log_piece_fn, log_first_done, ls))
         log_stream_free(ls);
-    }
 }
 
 static void log_first_done(void *arg, int rc)
@@ -856,13 +895,8 @@ void tf_api_log(tf_http_req_t *r, const tf_route_args_t *a)
     ls->r = r;
     ls->build_id = build_id;
     ls->step = (unsigned)step;
-    tf_http_async_begin(r);
-    int rc = tf_store_read(r->m->store, log_size_fn, log_size_done, ls);
-    if (rc) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, log_size_fn, log_size_done, ls))
         free(ls);
-    }
 }
 
 /* --- writes --- */
@@ -1038,27 +1072,112 @@ static void cancel_committed(void *arg, int rc)
     free(w);
 }
 
-/* Several masters: a build this master does not run may run on another.
- * Its owner and state come from the database; the cancel goes to the
- * other masters (tf_master_cancel_elsewhere), and the one running it
- * aborts it on its slave. */
-typedef struct bc {
-    tf_http_req_t *r;
-    uint64_t id;
-    char owner[TF_EMAIL_MAX + 1];
-    char state[16];
-} bc_t;
+/* --- several masters: cancelling what another master runs --- */
 
-static int bc_run(tf_db_t *db, void *arg)
+static int owned_run(tf_db_t *db, void *arg)
 {
-    bc_t *c = arg;
-    return tf_q_build_owner(db, c->id, c->owner, sizeof(c->owner), c->state,
-                            sizeof(c->state));
+    tf_api_owned_t *c = arg;
+    switch (c->kind) {
+    case TF_API_OWNED_BUILD:
+        return tf_q_build_owner(db, c->id, c->owner, sizeof(c->owner),
+                                c->state, sizeof(c->state));
+    case TF_API_OWNED_REQUEST:
+        return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
+                                  c->state, sizeof(c->state), &c->build_id,
+                                  &c->job_id);
+    case TF_API_OWNED_JOB:
+        return tf_q_job_owner(db, c->id, c->owner, sizeof(c->owner),
+                              c->state, sizeof(c->state));
+    }
+    return TF_EINVAL;
 }
 
-static void bc_done(void *arg, int rc)
+void tf_api_owned_read(tf_http_req_t *r, tf_api_owned_kind_t kind,
+                       uint64_t id, bool again, tf_store_done_cb done)
 {
-    bc_t *c = arg;
+    tf_api_owned_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->kind = kind;
+    c->id = id;
+    c->again = again;
+    if (!tf_api_read_then(r, owned_run, done, c))
+        free(c);
+}
+
+/* A cancel of what another master runs, being stored: the 202 to give
+ * once committed, the 409 when what it cancels has ended meanwhile. */
+typedef struct cancel_answer {
+    tf_http_req_t *r;
+    uint64_t id;
+    json_t *ans;
+    char gone[96];
+    char by[TF_EMAIL_MAX + 1];
+    tf_api_cancel_then_fn then;
+} cancel_answer_t;
+
+static void cancel_stored(void *arg, int rc)
+{
+    cancel_answer_t *c = arg;
+    tf_http_req_t *r = c->r;
+
+    /* What this master does of the cancel is done whether or not the
+     * client still waits. */
+    if (rc == 0 && c->then)
+        c->then(r->m, c->id, c->by);
+    if (tf_http_async_end(r)) {
+        if (rc == TF_ESTATE)
+            tf_http_error(r, 409, "%s", c->gone);
+        else if (rc)
+            tf_http_error(r, 503, "the cancel could not be stored: %s; try "
+                          "again", tf_strerror(rc));
+        else {
+            tf_http_respond_json(r, 202, c->ans);
+            c->ans = NULL;
+        }
+    }
+    json_decref(c->ans);
+    free(c);
+}
+
+void tf_api_cancel_store(tf_http_req_t *r, const char *kind, uint64_t id,
+                         const char *why, json_t *ans, const char *gone,
+                         tf_api_cancel_then_fn then)
+{
+    cancel_answer_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        json_decref(ans);
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    c->r = r;
+    c->id = id;
+    c->ans = ans;
+    c->then = then;
+    snprintf(c->gone, sizeof(c->gone), "%s", gone);
+    snprintf(c->by, sizeof(c->by), "%s",
+             r->admin ? "the admin" : r->user.email);
+    tf_http_async_begin(r);
+    if (tf_master_cancel_elsewhere(r->m, kind, id, why, cancel_stored, c) !=
+        0) {
+        tf_http_async_end(r);
+        tf_http_error(r, 503, "the cancel could not be stored now; try "
+                      "again");
+        json_decref(c->ans);
+        free(c);
+    }
+}
+
+/* Several masters: a build this master does not run may run on another.
+ * Its owner and state come from the database; the cancel is stored
+ * (tf_api_cancel_store), and the master running it aborts it on its
+ * slave. */
+static void build_owned(void *arg, int rc)
+{
+    tf_api_owned_t *c = arg;
     tf_http_req_t *r = c->r;
     char what[64];
 
@@ -1075,34 +1194,14 @@ static void bc_done(void *arg, int rc)
     snprintf(what, sizeof(what), "build %" PRIu64, c->id);
     if (!tf_api_may_act(r, c->owner, what))
         goto out;
-    if (tf_master_cancel_elsewhere(r->m, "build", c->id,
-                                   "cancelled through the API") != 0) {
-        tf_http_error(r, 503, "the cancel could not be sent to the other "
-                      "masters");
-        goto out;
-    }
-    tf_http_respond_json(r, 202, json_pack("{s:I,s:s}", "build_id",
-                                           (json_int_t)c->id, "state",
-                                           "cancelling"));
+    char gone[64];
+    snprintf(gone, sizeof(gone), "build %" PRIu64 " is not running", c->id);
+    tf_api_cancel_store(r, "build", c->id, "cancelled through the API",
+                        json_pack("{s:I,s:s}", "build_id", (json_int_t)c->id,
+                                  "state", "cancelling"),
+                        gone, NULL);
 out:
     free(c);
-}
-
-static void build_cancel_elsewhere(tf_http_req_t *r, uint64_t id)
-{
-    bc_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    c->r = r;
-    c->id = id;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, bc_run, bc_done, c) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        free(c);
-    }
 }
 
 void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
@@ -1110,7 +1209,7 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
     uint64_t id = a->id;
     tf_build_t *b = tf_map_get_id(r->m->builds, id);
     if (!b && tf_store_is_shared(r->m->store)) {
-        build_cancel_elsewhere(r, id);
+        tf_api_owned_read(r, TF_API_OWNED_BUILD, id, false, build_owned);
         return;
     }
     if (!b || b->state == TF_BUILD_ENDING) {
@@ -1132,26 +1231,10 @@ void tf_api_build_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 }
 
 /* Several masters: a request running on another master has its build
- * cancelled there (tf_master_cancel_elsewhere), as a build's cancel. */
-typedef struct rc_ctx {
-    tf_http_req_t *r;
-    uint64_t id, build_id, job_id;
-    bool again; /* the guarded cancel of a pending request was tried */
-    char owner[TF_EMAIL_MAX + 1];
-    char state[16];
-} rc_ctx_t;
-
-static int rq_run(tf_db_t *db, void *arg)
+ * cancelled there (tf_api_cancel_store), as a build's cancel. */
+static void request_owned(void *arg, int rc)
 {
-    rc_ctx_t *c = arg;
-    return tf_q_request_owner(db, c->id, c->owner, sizeof(c->owner),
-                              c->state, sizeof(c->state), &c->build_id,
-                              &c->job_id);
-}
-
-static void rq_done(void *arg, int rc)
-{
-    rc_ctx_t *c = arg;
+    tf_api_owned_t *c = arg;
     tf_http_req_t *r = c->r;
     char what[64];
 
@@ -1202,16 +1285,15 @@ static void rq_done(void *arg, int rc)
     snprintf(what, sizeof(what), "request %" PRIu64, c->id);
     if (!tf_api_may_act(r, c->owner, what))
         goto out;
-    if (tf_master_cancel_elsewhere(r->m, "build", c->build_id,
-                                   "cancelled through the API") != 0) {
-        tf_http_error(r, 503, "the cancel could not be sent to the other "
-                      "masters");
-        goto out;
-    }
-    tf_http_respond_json(r, 202, json_pack("{s:I,s:I,s:s}", "request_id",
-                                           (json_int_t)c->id, "build_id",
-                                           (json_int_t)c->build_id, "state",
-                                           "cancelling"));
+    char gone[64];
+    snprintf(gone, sizeof(gone), "request %" PRIu64 " is not pending or "
+             "running", c->id);
+    tf_api_cancel_store(r, "build", c->build_id, "cancelled through the API",
+                        json_pack("{s:I,s:I,s:s}", "request_id",
+                                  (json_int_t)c->id, "build_id",
+                                  (json_int_t)c->build_id, "state",
+                                  "cancelling"),
+                        gone, NULL);
 out:
     free(c);
 }
@@ -1219,20 +1301,7 @@ out:
 static void request_cancel_elsewhere(tf_http_req_t *r, uint64_t id,
                                      bool again)
 {
-    rc_ctx_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    c->r = r;
-    c->id = id;
-    c->again = again;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, rq_run, rq_done, c) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        free(c);
-    }
+    tf_api_owned_read(r, TF_API_OWNED_REQUEST, id, again, request_owned);
 }
 
 void tf_api_request_cancel(tf_http_req_t *r, const tf_route_args_t *a)

@@ -138,10 +138,6 @@ void tf_api_badge(tf_http_req_t *r, const tf_route_args_t *a)
     q->r = r;
     snprintf(q->name, sizeof(q->name), "%s", a->name);
     snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, badge_run, badge_done, q) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, badge_run, badge_done, q))
         free(q);
-    }
 }

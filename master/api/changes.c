@@ -91,13 +91,8 @@ static void change_query_start(tf_http_req_t *r, change_query_t *q)
 {
     q->r = r;
     snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, change_query_fn, change_query_done, q) !=
-        0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, change_query_fn, change_query_done, q))
         free(q);
-    }
 }
 
 void tf_api_changes(tf_http_req_t *r, const tf_route_args_t *a)
@@ -291,11 +286,6 @@ void tf_api_rebuild(tf_http_req_t *r, const tf_route_args_t *a)
     }
     rb->r = r;
     rb->build_id = build_id;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, rebuild_read_fn, rebuild_read_done, rb) !=
-        0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, rebuild_read_fn, rebuild_read_done, rb))
         rebuild_free(rb);
-    }
 }

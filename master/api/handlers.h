@@ -19,6 +19,8 @@
 #include <jansson.h>
 
 #include "api/request.h"
+#include "email.h"
+#include "store/store_sqlite.h"
 
 struct tf_master;
 struct tf_cfg_builder;
@@ -60,6 +62,51 @@ typedef struct tf_route {
     const char *need;    /* the 401 message without a token (NULL: the
                             usual one) */
 } tf_route_t;
+
+/* api.c: the asynchronous read behind an answer. Starts run(db, ctx) on
+ * a reader connection, then done(ctx, rc) on the loop thread, which
+ * calls tf_http_async_end(r) first. When the read cannot start, r is
+ * answered 503 and false returned: ctx stays the caller's to free. */
+bool tf_api_read_then(tf_http_req_t *r, tf_store_read_fn run,
+                      tf_store_done_cb done, void *ctx);
+
+/* api.c, several masters: the owner and state of a build, a request or
+ * a try job that this master does not hold, read from the database
+ * before a cancel of it is stored. */
+typedef enum {
+    TF_API_OWNED_BUILD,
+    TF_API_OWNED_REQUEST,
+    TF_API_OWNED_JOB,
+} tf_api_owned_kind_t;
+typedef struct tf_api_owned {
+    tf_http_req_t *r;
+    tf_api_owned_kind_t kind;
+    uint64_t id;
+    uint64_t build_id, job_id; /* a request's (0: none) */
+    bool again; /* a request: its guarded cancel was tried once */
+    char owner[TF_EMAIL_MAX + 1]; /* a job's: its author's email */
+    char state[16];
+} tf_api_owned_t;
+
+/* Reads id's owner and state (tf_q_build_owner, tf_q_request_owner,
+ * tf_q_job_owner), then done(c, rc) with c a tf_api_owned_t that done
+ * frees. Answers 503 itself when the read cannot start. */
+void tf_api_owned_read(tf_http_req_t *r, tf_api_owned_kind_t kind,
+                       uint64_t id, bool again, tf_store_done_cb done);
+
+/* What this master does itself once a cancel is stored (a try job's
+ * requests queued or run here): by names who cancelled. */
+typedef void (*tf_api_cancel_then_fn)(struct tf_master *m, uint64_t id,
+                                      const char *by);
+
+/* Stores a cancel of build id (kind "build") or try job id (kind "job")
+ * for the master running it (tf_master_cancel_elsewhere), then answers
+ * 202 with ans (taken) once committed, 409 with the message gone when it
+ * has ended meanwhile, 503 when it could not be stored; then (may be
+ * NULL) runs after the commit whether or not the client still waits. */
+void tf_api_cancel_store(tf_http_req_t *r, const char *kind, uint64_t id,
+                         const char *why, json_t *ans, const char *gone,
+                         tf_api_cancel_then_fn then);
 
 /* routes.c: the table (n rows) and role names for the index. */
 const tf_route_t *tf_api_routes(size_t *n);
@@ -113,9 +160,19 @@ bool tf_api_args_only(tf_http_req_t *r, const char *const *names);
 void tf_api_builders_complete(struct tf_master *m, const char *base,
                               json_t *arr);
 
-/* api.c: the slaves that may run builder cfg by live state, as a new
- * object {allowed, connected, idle, busy}; *nconnected gets connected. */
-void tf_api_builder_slave_counts(struct tf_master *m,
+/* api.c: slave name's live state: connected, its running builds and
+ * whether it drains, from this master's link, or, when farm is not NULL
+ * (shared masters: tf_q_farm_slaves read with the answer), from the
+ * database's view of the other masters' slaves. One master (farm NULL)
+ * answers from its links only, as before. */
+void tf_api_slave_state(struct tf_master *m, const json_t *farm,
+                        const char *name, bool *up, unsigned *builds,
+                        bool *draining);
+
+/* api.c: the slaves that may run builder cfg by live state
+ * (tf_api_slave_state), as a new object {allowed, connected, idle,
+ * busy}; *nconnected gets connected. */
+void tf_api_builder_slave_counts(struct tf_master *m, const json_t *farm,
                                  const struct tf_cfg_builder *cfg,
                                  json_t **counts, unsigned *nconnected);
 

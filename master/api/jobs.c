@@ -632,12 +632,8 @@ static void start_jq(tf_http_req_t *r, jq_t *q)
 {
     q->r = r;
     snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, jq_run, jq_done, q) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, jq_run, jq_done, q))
         free(q);
-    }
 }
 
 void tf_api_job_get(tf_http_req_t *r, const tf_route_args_t *a)
@@ -687,24 +683,20 @@ void tf_api_jobs_list(tf_http_req_t *r, const tf_route_args_t *a)
 
 /* --- cancelling --- */
 
-typedef struct jc {
-    tf_http_req_t *r;
-    uint64_t id;
-    char email[TF_EMAIL_MAX + 1];
-    char state[16];
-} jc_t;
-
-static int jc_run(tf_db_t *db, void *arg)
+/* Several masters: what this master runs or queues of the job is
+ * cancelled here once the cancel is stored for the others. */
+static void job_cancel_here(tf_master_t *m, uint64_t id, const char *by)
 {
-    jc_t *c = arg;
-    return tf_q_job_owner(db, c->id, c->email, sizeof(c->email), c->state,
-                          sizeof(c->state));
+    tf_job_cancel(m, id, by);
 }
 
-static void jc_done(void *arg, int rc)
+static void job_owned(void *arg, int rc)
 {
-    jc_t *c = arg;
+    tf_api_owned_t *c = arg;
     tf_http_req_t *r = c->r;
+    const char *by;
+    char gone[64];
+
     if (!tf_http_async_end(r))
         goto out;
     if (rc == TF_ENOENT) {
@@ -715,20 +707,35 @@ static void jc_done(void *arg, int rc)
         tf_http_error(r, 500, "database read failed");
         goto out;
     }
-    if (!r->admin && strcmp(c->email, r->user.email) != 0) {
+    if (!r->admin && strcmp(c->owner, r->user.email) != 0) {
         tf_http_error(r, 403, "job %" PRIu64 " belongs to %s: only its "
-                      "author or an admin can cancel it", c->id, c->email);
+                      "author or an admin can cancel it", c->id, c->owner);
         goto out;
     }
+    snprintf(gone, sizeof(gone), "job %" PRIu64 " has already %s", c->id,
+             strcmp(c->state, "cancelled") == 0 ? "been cancelled"
+                                                : "finished");
+    by = r->admin ? "the admin" : r->user.email;
     /* The database's state first: with several masters this master's
      * copy of the job may outlive its end on another master. */
     if (strcmp(c->state, "finished") == 0 ||
-        strcmp(c->state, "cancelled") == 0 ||
-        tf_job_cancel(r->m, c->id,
-                      r->admin ? "the admin" : r->user.email) != 0) {
-        tf_http_error(r, 409, "job %" PRIu64 " has already %s", c->id,
-                      strcmp(c->state, "cancelled") == 0 ? "been cancelled"
-                                                         : "finished");
+        strcmp(c->state, "cancelled") == 0) {
+        tf_http_error(r, 409, "%s", gone);
+        goto out;
+    }
+    if (tf_store_is_shared(r->m->store)) {
+        /* Stored for the masters that run its builds, then done here. */
+        char why[TF_EMAIL_MAX + 64];
+        snprintf(why, sizeof(why), "the try job was cancelled by %s", by);
+        tf_api_cancel_store(r, "job", c->id, why,
+                            json_pack("{s:I,s:s}", "job_id",
+                                      (json_int_t)c->id, "state",
+                                      "cancelling"),
+                            gone, job_cancel_here);
+        goto out;
+    }
+    if (tf_job_cancel(r->m, c->id, by) != 0) {
+        tf_http_error(r, 409, "%s", gone);
         goto out;
     }
     tf_http_respond_json(r, 202, json_pack("{s:I,s:s}", "job_id",
@@ -740,20 +747,7 @@ out:
 
 void tf_api_job_cancel(tf_http_req_t *r, const tf_route_args_t *a)
 {
-    uint64_t id = a->id;
-    jc_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        tf_http_error(r, 503, "out of memory");
-        return;
-    }
-    c->r = r;
-    c->id = id;
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, jc_run, jc_done, c) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
-        free(c);
-    }
+    tf_api_owned_read(r, TF_API_OWNED_JOB, a->id, false, job_owned);
 }
 
 /* --- patches --- */
@@ -835,7 +829,6 @@ static void patch_found(void *arg, int rc)
 void tf_api_patch(tf_http_req_t *r, const tf_route_args_t *a)
 {
     const char *sha256 = a->sha256;
-    tf_master_t *m = r->m;
     bool hex = strlen(sha256) == TF_SHA256_HEX_LEN;
     for (const char *p = sha256; hex && *p; p++)
         hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
@@ -851,12 +844,8 @@ void tf_api_patch(tf_http_req_t *r, const tf_route_args_t *a)
     }
     ps->r = r;
     snprintf(ps->sha, sizeof(ps->sha), "%s", sha256);
-    tf_http_async_begin(r);
-    if (tf_store_read(m->store, patch_find_fn, patch_found, ps) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, patch_find_fn, patch_found, ps))
         free(ps);
-    }
 }
 
 void tf_api_whoami(tf_http_req_t *r, const tf_route_args_t *a)

@@ -114,12 +114,8 @@ static void mail_query(tf_http_req_t *r, mq_kind_t kind, uint64_t id)
         free(q);
         return;
     }
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, mq_run, mq_done, q) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    if (!tf_api_read_then(r, mq_run, mq_done, q))
         free(q);
-    }
 }
 
 void tf_api_mail_list(tf_http_req_t *r, const tf_route_args_t *a)

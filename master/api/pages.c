@@ -43,6 +43,9 @@ typedef struct pg {
     size_t nbuilders;         /* waterfall, summary: only these (0: all) */
     const char *kind_filter;  /* waterfall: "try", "ci" or NULL */
     bool all_slaves;          /* summary: list every slave (?slaves=all) */
+    bool shared;              /* summary: count every master's slaves */
+    json_t *farm;             /* ... read with the builders
+                               * (tf_q_farm_slaves) */
     json_t *out;
 } pg_t;
 
@@ -64,7 +67,8 @@ static bool chosen(const pg_t *q, const char *name)
  * TF_SUMMARY_SLAVES_LISTED in config order unless all): on a farm of a
  * thousand slaves the whole list would be most of a hot answer's bytes
  * (docs/api.md, "GET /api/v1/summary"). */
-static void summary_slaves(tf_master_t *m, json_t *o, bool all)
+static void summary_slaves(tf_master_t *m, const json_t *farm, json_t *o,
+                           bool all)
 {
     json_t *arr = json_array();
     const char *base = m->cfg->public_url;
@@ -72,16 +76,17 @@ static void summary_slaves(tf_master_t *m, json_t *o, bool all)
     for (size_t k = 0; k < m->cfg->nslaves; k++) {
         const char *name = m->cfg->slaves[k].name;
         tf_mslave_t *s = tf_master_slave(m, name, false);
-        bool up = s && s->link;
+        bool up, drains;
+        unsigned nb;
+        tf_api_slave_state(m, farm, name, &up, &nb, &drains);
         connected += up;
-        unsigned nb = s && up ? s->nbuilds : 0;
-        const char *state = !up         ? "offline"
-                            : s->draining ? "draining"
-                            : nb          ? "building"
-                                          : "idle";
-        draining += up && s->draining;
-        building += up && !s->draining && nb;
-        idle += up && !s->draining && !nb;
+        const char *state = !up     ? "offline"
+                            : drains ? "draining"
+                            : nb     ? "building"
+                                     : "idle";
+        draining += up && drains;
+        building += up && !drains && nb;
+        idle += up && !drains && !nb;
         if (!all && k >= TF_SUMMARY_SLAVES_LISTED)
             continue;
         char url[600], page[600];
@@ -128,7 +133,7 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
         tf_mbuilder_t *mb = tf_master_builder(m, name, false);
         unsigned up = 0;
         json_t *counts = NULL;
-        tf_api_builder_slave_counts(m, cfg, &counts, &up);
+        tf_api_builder_slave_counts(m, q->farm, cfg, &counts, &up);
         unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning
                                                                : 0;
         const char *state = running   ? "building"
@@ -189,7 +194,7 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
         json_array_append_new(arr, o);
     }
     json_t *slaves = json_object();
-    summary_slaves(m, slaves, q->all_slaves);
+    summary_slaves(m, q->farm, slaves, q->all_slaves);
     const char *verdict = worst < 0    ? "unknown"
                           : worst == 2 ? "failing"
                           : worst == 1 ? "warnings"
@@ -210,8 +215,14 @@ static int pg_run(tf_db_t *db, void *arg)
 {
     pg_t *q = arg;
     switch (q->kind) {
-    case PG_SUMMARY:
-        return tf_q_builders(db, q->base, &q->out);
+    case PG_SUMMARY: {
+        int rc = tf_q_builders(db, q->base, &q->out);
+        /* Several masters: the slaves of the others, in the same
+         * snapshot. */
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_slaves(db, &q->farm);
+        return rc;
+    }
     case PG_WATERFALL:
         return tf_q_waterfall(db, q->base, q->kind_filter, q->before, q->before_id,
                               q->limit, q->builders, q->nbuilders, &q->out);
@@ -261,6 +272,7 @@ static void pg_done(void *arg, int rc)
     tf_http_respond_json(r, 200, ans);
 out:
     json_decref(q->out);
+    json_decref(q->farm);
     free(q);
 }
 
@@ -268,12 +280,9 @@ static void pg_start(tf_http_req_t *r, pg_t *q)
 {
     q->r = r;
     snprintf(q->base, sizeof(q->base), "%s", r->m->cfg->public_url);
-    tf_http_async_begin(r);
-    if (tf_store_read(r->m->store, pg_run, pg_done, q) != 0) {
-        tf_http_async_end(r);
-        tf_http_error(r, 503, "cannot read the database now");
+    q->shared = q->kind == PG_SUMMARY && tf_store_is_shared(r->m->store);
+    if (!tf_api_read_then(r, pg_run, pg_done, q))
         free(q);
-    }
 }
 
 void tf_api_summary(tf_http_req_t *r, const tf_route_args_t *a)

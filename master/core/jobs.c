@@ -376,19 +376,12 @@ int tf_job_create(tf_master_t *m, tf_jobspec_t *spec, char *err,
 
 int tf_job_cancel(tf_master_t *m, uint64_t id, const char *by)
 {
-    bool shared = tf_store_is_shared(m->store);
-    char why[TF_EMAIL_MAX + 64];
-
     /* Several masters: this master's copy of the job says nothing of the
-     * others' (the caller read the database's state), so the cancel goes
-     * to them too. */
-    if (!job_get(m, id) && !shared)
+     * others' (the caller read the database's state and stored the
+     * cancel for them: tf_master_cancel_elsewhere). */
+    if (!job_get(m, id) && !tf_store_is_shared(m->store))
         return TF_ENOENT;
     tf_info("jobs", "job %" PRIu64 " cancelled by %s", id, by);
-    if (shared) {
-        snprintf(why, sizeof(why), "the try job was cancelled by %s", by);
-        tf_master_cancel_elsewhere(m, "job", id, why);
-    }
     tf_job_cancel_here(m, id, by);
     return 0;
 }

@@ -75,8 +75,9 @@ int tf_job_create(struct tf_master *m, tf_jobspec_t *spec, char *err,
  * aborted, pending requests leave the queue). Returns 0, or TF_ENOENT
  * when the job is not open (finished, cancelled, or unknown). */
 int tf_job_cancel(struct tf_master *m, uint64_t id, const char *by);
-/* (Several masters: the job need not be known here; the other masters are
- * asked to cancel what they run of it, tf_master_cancel_elsewhere.) */
+/* (Several masters: the job need not be known here; the caller has
+ * stored the cancel for the other masters first,
+ * tf_master_cancel_elsewhere.) */
 
 /* Cancels what this master runs or queues of job id (the part of
  * tf_job_cancel done on each master). by is for the logs. */

@@ -176,6 +176,11 @@ void tf_master_slave_drain(tf_master_t *m, tf_mslave_t *s)
 {
     s->draining = true;
     tf_sched_slave_changed(m, s);
+    /* For the other masters' counts (and the cached answers' freshness:
+     * the commit moves the store's generation). */
+    tf_master_group_begin(m, 0);
+    tf_op_slave_draining(m->group, s->name);
+    tf_master_group_commit(m, NULL, NULL);
 }
 
 tf_mbuilder_t *tf_master_builder(tf_master_t *m, const char *name, bool create)
@@ -913,27 +918,122 @@ int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
 
 #define CANCEL_TOPIC "cancel"
 
-int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
-                               uint64_t id, const char *why)
+/* The wake-up: news, not a commit (the mark is). A master that misses
+ * it finds the mark at its next tick (tf_master_cancels_check). */
+static void cancel_wake(tf_master_t *m, const char *kind, uint64_t id,
+                        const char *why)
 {
     json_t *j;
     char *text;
     int rc;
 
-    if (!m->store || !tf_store_is_shared(m->store))
-        return 0;
-    j = json_pack("{s:I,s:s}", kind, (json_int_t)id, "why",
-                  why ? why : "cancelled");
+    j = json_pack("{s:I,s:s}", kind, (json_int_t)id, "why", why);
     text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (!text)
-        return TF_ENOMEM;
-    rc = tf_store_farm_send(m->store, CANCEL_TOPIC, text);
+    rc = text ? tf_store_farm_send(m->store, CANCEL_TOPIC, text) : TF_ENOMEM;
     free(text);
     if (rc)
-        tf_warn("master", "%s %" PRIu64 ": the cancel could not be sent to "
-                "the other masters: %s", kind, id, tf_strerror(rc));
-    return rc;
+        tf_info("master", "%s %" PRIu64 ": the other masters are not woken "
+                "for its cancel (%s); the one running it finds the stored "
+                "cancel within a second", kind, id, tf_strerror(rc));
+}
+
+typedef struct cancel_store {
+    tf_master_t *m;
+    bool job;
+    uint64_t id;
+    tf_store_done_cb cb;
+    void *arg;
+    char why[TF_EMAIL_MAX + 96];
+} cancel_store_t;
+
+static void cancel_stored_cb(void *arg, int rc)
+{
+    cancel_store_t *c = arg;
+
+    if (rc == 0)
+        cancel_wake(c->m, c->job ? "job" : "build", c->id, c->why);
+    else if (rc != TF_ESTATE)
+        tf_warn("master", "%s %" PRIu64 ": the cancel could not be stored: "
+                "%s", c->job ? "job" : "build", c->id, tf_strerror(rc));
+    if (c->cb)
+        c->cb(c->arg, rc);
+}
+
+int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
+                               uint64_t id, const char *why,
+                               tf_store_done_cb cb, void *arg)
+{
+    cancel_store_t *c;
+    bool job = strcmp(kind, "job") == 0;
+
+    if (!m->store || !tf_store_is_shared(m->store))
+        return TF_ESTATE;
+    if (!tf_master_group_begin(m, sizeof(*c)))
+        return TF_ENOMEM;
+    c = tf_wgroup_alloc(m->group, sizeof(*c));
+    if (!c) {
+        tf_master_group_commit(m, NULL, NULL);
+        return TF_ENOMEM;
+    }
+    *c = (cancel_store_t){.m = m, .job = job, .id = id, .cb = cb,
+                          .arg = arg};
+    snprintf(c->why, sizeof(c->why), "%s", why ? why : "cancelled");
+    tf_op_cancel_mark(m->group, job ? 0 : id, job ? id : 0, c->why);
+    tf_master_group_commit(m, cancel_stored_cb, c);
+    return 0;
+}
+
+/* --- several masters: the stored cancels of the builds run here --- */
+
+typedef struct cancels_read {
+    tf_q_cancels_t q;
+    tf_master_t *m;
+} cancels_read_t;
+
+/* Applies each stored cancel of a build this master runs and has not
+ * cancelled yet: its own, one taken over from a master that died, or
+ * one whose wake-up event was lost. */
+static void cancels_read_cb(void *arg, int rc)
+{
+    cancels_read_t *c = arg;
+    tf_master_t *m = c->m;
+
+    m->cancels_reading = false;
+    for (size_t i = 0; rc == 0 && !m->stopping && i < c->q.n; i++) {
+        const tf_cancel_row_t *row = &c->q.rows[i];
+        tf_build_t *b = tf_map_get_id(m->builds, row->build_id);
+        if (!b || b->cancel_requested || b->state == TF_BUILD_ENDING)
+            continue;
+        if (tf_build_cancel(m, row->build_id, row->why) == 0)
+            tf_info("master", "build %" PRIu64 " cancelled through another "
+                    "master (its stored cancel)", row->build_id);
+    }
+    if (rc && rc != TF_ESTATE)
+        tf_debug("master", "reading the stored cancels: %s",
+                 tf_strerror(rc));
+    tf_q_cancels_clear(&c->q);
+    free(c);
+}
+
+void tf_master_cancels_check(tf_master_t *m)
+{
+    cancels_read_t *c;
+
+    if (!m->store || !tf_store_is_shared(m->store) || m->stopping ||
+        m->cancels_reading || tf_map_count(m->builds) == 0)
+        return;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->m = m;
+    c->q.q.kind = TF_Q_CANCELS;
+    c->q.max = TF_CANCELS_READ_MAX;
+    m->cancels_reading = true;
+    if (tf_store_query(m->store, &c->q.q, cancels_read_cb, c) != 0) {
+        m->cancels_reading = false;
+        free(c);
+    }
 }
 
 /* A cancel another master sent: this master cancels what of it runs
@@ -1034,6 +1134,7 @@ void tf_master_tick(tf_master_t *m)
 
     tf_build_check_lost(m);
     tf_build_retry_ends(m);
+    tf_master_cancels_check(m);
     if (m->nlost_claims)
         lost_due(m);
     if (now - m->last_seen_flush_ms >= 30000) {

@@ -40,6 +40,9 @@
 /* Requests a shared master keeps backing off from (tf_master_claim_lost):
  * beyond that many at once, a lost claim reads the queue again at once. */
 #define TF_LOST_CLAIMS_MAX 64
+/* Stored cancels read at one tick (tf_master_cancels_check); more wait
+ * for the next. */
+#define TF_CANCELS_READ_MAX 256
 
 typedef struct tf_master tf_master_t;
 typedef struct tf_link tf_link_t;
@@ -295,6 +298,8 @@ struct tf_master {
     void *farm_q;              /* shared: the reload of the queue in
                                 * flight (tf_q_state_t), or NULL */
     bool farm_again;           /* another change came meanwhile */
+    bool cancels_reading;      /* shared: tf_master_cancels_check's read
+                                * is in flight */
     /* shared: requests whose claim this master lost lately, kept out of
      * its queue for a while when it keeps losing them (master.c,
      * tf_master_claim_lost); at most TF_LOST_CLAIMS_MAX */
@@ -482,14 +487,26 @@ bool tf_master_claim_lost(tf_master_t *m, uint64_t id);
  * holds no copy of it while it backs off). */
 bool tf_master_claim_held_back(tf_master_t *m, uint64_t id);
 
-/* Shared masters: asks the other masters to cancel build id (kind
- * "build") or what they run and queue of try job id (kind "job"), over
- * the farm's event channel (tf_store_farm_send: news, not a commit; a
- * master that misses it, being cut off from the database right then,
- * does not cancel). why is copied. Returns 0 (also when not shared),
- * TF_ENOMEM or tf_store_farm_send's error. Loop thread. */
+/* Shared masters: cancels build id (kind "build") or what the other
+ * masters run and queue of try job id (kind "job") wherever it runs. The
+ * cancel is stored first (tf_op_cancel_mark: the build's or the job's
+ * row, and the job's open builds); once committed, the other masters
+ * are woken over the farm's event channel (tf_store_farm_send: news
+ * only, which may be lost), and the master running a build applies its
+ * stored cancel at its next tick anyway (tf_master_cancels_check), as
+ * does a master taking the build over. cb(arg, rc) runs after the
+ * commit: 0 stored, TF_ESTATE when the build has finished or the job
+ * ended, another code when it could not be stored. why is copied.
+ * Returns 0 (cb will run, possibly at once), or TF_ESTATE when not
+ * shared or TF_ENOMEM without calling cb. Loop thread. */
 int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
-                               uint64_t id, const char *why);
+                               uint64_t id, const char *why,
+                               tf_store_done_cb cb, void *arg);
+
+/* Shared masters: reads the stored cancels (TF_Q_CANCELS) and cancels
+ * the builds among them that run here. Called by the one-second tick;
+ * one read at a time, none while this master runs no build. */
+void tf_master_cancels_check(tf_master_t *m);
 
 /* Called on the loop thread once tf_master_adopt has checked and loaded
  * what it could: rc 0, or the TF_E* code of an owner check that failed

@@ -159,4 +159,34 @@ extern const tf_engine_vt_t tf_engine_sqlite;
 extern const tf_engine_vt_t tf_engine_pg;
 #endif
 
+/* The steps the idle sealing walk (maintain) could not seal, a hole in
+ * their chunks: counted, and said once at the walk's end with the first
+ * of them (tf__engine_holes_report), rather than one warning per step: a
+ * store of a million such steps would otherwise write a million lines. A
+ * walk that finds the same count as the last one said (the walk is
+ * repeated every TF_STORE_MAINT_IDLE_MS) says nothing. Each engine keeps
+ * one, used on its writer thread only. */
+typedef struct tf_engine_holes {
+    uint64_t n;     /* steps this walk left unsealed */
+    uint64_t build; /* the first of them, for the walk's one warning */
+    unsigned step;
+    uint64_t at;
+    uint64_t said; /* the count the last warning gave */
+} tf_engine_holes_t;
+
+/* Counts the hole at byte at of (build_id, step)'s log (logged at debug
+ * level). */
+void tf__engine_hole(tf_engine_holes_t *h, uint64_t build_id, unsigned step,
+                     uint64_t at);
+
+/* The walk's end: one warning with the count and the first hole, unless
+ * the last walk said the same; then counts from 0 again. */
+void tf__engine_holes_report(tf_engine_holes_t *h);
+
+/* Retention (maintain): the rule of builder in ret (its own, else the
+ * default; borrowed from ret), and whether a rule limits anything. */
+const tf_retention_rule_t *tf__retention_rule_for(const tf_retention_t *ret,
+                                                  const char *builder);
+bool tf__retention_limits(const tf_retention_rule_t *r);
+
 #endif

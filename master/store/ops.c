@@ -40,6 +40,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_SLAVE_SEEN] = "slave_seen",
     [TF_OP_SLAVES_RESET] = "slaves_reset",
     [TF_OP_SLAVE_KNOWN] = "slave_known",
+    [TF_OP_SLAVE_DRAINING] = "slave_draining",
     [TF_OP_BUILDERS_DEACTIVATE] = "builders_deactivate",
     [TF_OP_BUILDER_ACTIVATE] = "builder_activate",
     [TF_OP_BUILDER_COUNTS] = "builder_counts",
@@ -60,6 +61,7 @@ static const char *const kind_names[TF_OP_KIND_COUNT] = {
     [TF_OP_STEP_FORCE_END] = "step_force_end",
     [TF_OP_BUILD_FINISH] = "build_finish",
     [TF_OP_BUILD_ADOPT] = "build_adopt",
+    [TF_OP_CANCEL_MARK] = "cancel_mark",
     [TF_OP_PATCH_PUT] = "patch_put",
     [TF_OP_JOB_CREATE] = "job_create",
     [TF_OP_JOB_RUNNING] = "job_running",
@@ -97,6 +99,17 @@ bool tf__wgroup_has(const tf_wgroup_t *g, tf_op_kind_t kind)
         if (op->kind == kind)
             return true;
     return false;
+}
+
+const char *tf__wgroup_what(const tf_wgroup_t *g)
+{
+    const tf_op_t *op = g->head;
+
+    if (!op)
+        return "(empty group)";
+    if (op->kind == TF_OP_SQL)
+        return op->u.sql.sql;
+    return tf__op_kind_name(op->kind);
 }
 
 /* ------------------------------------------------------------------ */
@@ -410,6 +423,11 @@ int tf_op_slave_seen(tf_wgroup_t *g, const char *name, int64_t time_ms)
 int tf_op_slave_known(tf_wgroup_t *g, const char *name)
 {
     return slave_time(g, TF_OP_SLAVE_KNOWN, name, 0);
+}
+
+int tf_op_slave_draining(tf_wgroup_t *g, const char *name)
+{
+    return slave_time(g, TF_OP_SLAVE_DRAINING, name, 0);
 }
 
 int tf_op_slaves_reset(tf_wgroup_t *g)
@@ -739,6 +757,20 @@ int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from)
     if (op) {
         op->u.build_adopt.build_id = build_id;
         S(build_adopt.from, from);
+    }
+    return done(g, op, ok);
+}
+
+int tf_op_cancel_mark(tf_wgroup_t *g, uint64_t build_id, uint64_t job_id,
+                      const char *why)
+{
+    tf_op_t *op = op_add(g, TF_OP_CANCEL_MARK);
+    bool ok = op != NULL;
+
+    if (op) {
+        op->u.cancel_mark.build_id = build_id;
+        op->u.cancel_mark.job_id = job_id;
+        S(cancel_mark.why, why ? why : "cancelled");
     }
     return done(g, op, ok);
 }

@@ -37,6 +37,7 @@ typedef enum tf_op_kind {
     TF_OP_SLAVE_SEEN,
     TF_OP_SLAVES_RESET,
     TF_OP_SLAVE_KNOWN,
+    TF_OP_SLAVE_DRAINING,
     /* builders */
     TF_OP_BUILDERS_DEACTIVATE,
     TF_OP_BUILDER_ACTIVATE,
@@ -60,6 +61,7 @@ typedef enum tf_op_kind {
     TF_OP_BUILD_FINISH,
     TF_OP_TEST_RESULT,
     TF_OP_BUILD_ADOPT,
+    TF_OP_CANCEL_MARK,
     /* try jobs */
     TF_OP_PATCH_PUT,
     TF_OP_JOB_CREATE,
@@ -92,7 +94,8 @@ typedef struct tf_op_slave_connected {
     int64_t time_ms;
 } tf_op_slave_connected_t;
 
-/* SLAVE_DISCONNECTED, SLAVE_SEEN, SLAVE_KNOWN (time unused). */
+/* SLAVE_DISCONNECTED, SLAVE_SEEN, SLAVE_KNOWN and SLAVE_DRAINING (time
+ * unused). */
 typedef struct tf_op_slave_time {
     const char *name;
     int64_t time_ms;
@@ -217,6 +220,15 @@ typedef struct tf_op_build_adopt {
                        * NULL: this master (is the build still mine?) */
 } tf_op_build_adopt_t;
 
+/* A cancel stored (tf_op_cancel_mark): the reason on the open build, or
+ * on the open try job and each of its open builds. The group fails with
+ * TF_ESTATE when the build has finished or the job has ended. */
+typedef struct tf_op_cancel_mark {
+    uint64_t build_id; /* 0: the job's */
+    uint64_t job_id;
+    const char *why;
+} tf_op_cancel_mark_t;
+
 /* One test's result in one step of a build (tf_op_test_result). An
  * engine stores it and applies the flaky rule: when status is "pass" and
  * the build already holds a "fail" row of the same (suite, name), in any
@@ -330,6 +342,7 @@ struct tf_op {
         tf_op_step_force_end_t step_force_end;
         tf_op_build_finish_t build_finish;
         tf_op_build_adopt_t build_adopt;
+        tf_op_cancel_mark_t cancel_mark;
         tf_op_test_result_t test_result;
         tf_op_patch_put_t patch_put;
         tf_op_job_create_t job_create;
@@ -389,5 +402,10 @@ tf_op_kind_t tf__op_kind_by_name(const char *name);
 
 /* Whether g holds an op of kind. */
 bool tf__wgroup_has(const tf_wgroup_t *g, tf_op_kind_t kind);
+
+/* What g was doing, for an engine's log line about its failure: its
+ * first op's kind name, a raw statement's SQL, or "(empty group)". The
+ * string is g's or static (not to be freed). */
+const char *tf__wgroup_what(const tf_wgroup_t *g);
 
 #endif

@@ -180,11 +180,7 @@ struct tf_engine {
     size_t sealcap;
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
-    uint64_t maint_holes;      /* steps this walk left unsealed (holes) */
-    uint64_t maint_hole_build; /* the first of them, for the walk's one */
-    unsigned maint_hole_step;  /* warning */
-    uint64_t maint_hole_at;
-    uint64_t maint_holes_said; /* the count the last warning gave */
+    tf_engine_holes_t maint_holes; /* steps the walk left unsealed */
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
     char msg[512];
 
@@ -233,6 +229,8 @@ struct tf_engine {
     uint64_t beat_since_us; /* since when, without a break (0: its
                              * connection is new) */
     unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
+    char drop_topic[32];   /* test hook TF_TEST_PG_DROP_RELAY: outgoing
+                            * events of this topic ("*": all) are lost */
 };
 
 static void fmt_trunc(char *dst, size_t len, const char *fmt, ...)
@@ -633,7 +631,7 @@ static const char SQL_SLAVE_CONNECTED[] =
     "ON CONFLICT(name) DO UPDATE SET connected = 1, platform = ?2, "
     "version = ?3, tags = ?4, "
     "first_seen_ms = coalesce(slaves.first_seen_ms, ?5), "
-    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL, draining = 0";
 /* Shared masters: which master a slave is connected to (a table only
  * shared masters make, beside tf_ids): when a master stops beating, the
  * others mark its slaves disconnected. */
@@ -642,7 +640,9 @@ static const char SQL_SLAVE_MASTER[] =
     "ON CONFLICT(slave) DO UPDATE SET master = ?2";
 static const char SQL_SLAVE_DISCONNECTED[] =
     "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
-    "last_seen_ms = ?1 WHERE name = ?2";
+    "last_seen_ms = ?1, draining = 0 WHERE name = ?2";
+static const char SQL_SLAVE_DRAINING[] =
+    "UPDATE slaves SET draining = 1 WHERE name = ?1";
 static const char SQL_SLAVE_SEEN[] =
     "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
 static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
@@ -805,6 +805,16 @@ static const char SQL_BUILD_FINISH_OWNED[] =
 static const char SQL_BUILD_ADOPT[] =
     "UPDATE builds SET owner = ?1 WHERE id = ?2 AND owner = ?3 "
     "AND state <> 'finished'";
+static const char SQL_CANCEL_BUILD[] =
+    "UPDATE builds SET cancel_requested = ?1 WHERE id = ?2 "
+    "AND state <> 'finished'";
+static const char SQL_CANCEL_JOB[] =
+    "UPDATE try_jobs SET cancel_requested = ?1 WHERE id = ?2 "
+    "AND state NOT IN ('finished', 'cancelled')";
+static const char SQL_CANCEL_JOB_BUILDS[] =
+    "UPDATE builds SET cancel_requested = coalesce(cancel_requested, ?1) "
+    "WHERE state <> 'finished' AND request_id IN "
+    "(SELECT id FROM build_requests WHERE job_id = ?2)";
 static const char SQL_BUILD_FINISH_BUILDER[] =
     "UPDATE builders SET last_complete_build_id = ?1, "
     "last_complete_result = ?2, last_complete_ms = ?3 WHERE name = ?4";
@@ -1226,8 +1236,26 @@ static int op_build_adopt(tf_engine_t *e, const tf_op_build_adopt_t *o)
     return PG_OK;
 }
 
+/* tf_op_cancel_mark (store.h): the mark, or TF_ESTATE when what it is
+ * for has ended. */
+static int op_cancel_mark(tf_engine_t *e, const tf_op_cancel_mark_t *o)
+{
+    uint64_t id = o->build_id ? o->build_id : o->job_id;
+
+    EXEC(o->build_id ? SQL_CANCEL_BUILD : SQL_CANCEL_JOB, T(o->why), I(id));
+    if (e->changes != 1 && e->shared) {
+        fmt_trunc(e->msg, sizeof(e->msg), "%s %" PRIu64 " has ended: its "
+                  "cancel is not stored", o->build_id ? "build" : "job", id);
+        return PG_FAIL_CLAIM;
+    }
+    if (!o->build_id)
+        EXEC(SQL_CANCEL_JOB_BUILDS, T(o->why), I(id));
+    return PG_OK;
+}
+
 static const char SQL_JOB_LOCK[] =
-    "SELECT CASE WHEN state IN ('finished', 'cancelled') THEN 1 ELSE 0 END "
+    "SELECT CASE WHEN state IN ('finished', 'cancelled') THEN 1 ELSE 0 END, "
+    "CASE WHEN cancel_requested IS NOT NULL THEN 1 ELSE 0 END "
     "FROM try_jobs WHERE id = ?1 FOR UPDATE";
 static const char SQL_JOB_REQUESTS[] =
     "SELECT CASE WHEN state IN ('pending', 'running') THEN 1 ELSE 0 END, "
@@ -1236,18 +1264,22 @@ static const char SQL_JOB_REQUESTS[] =
 
 /* tf_op_job_settle (store.h). The lock comes first: a master ending the
  * job's other last request waits here for this one's commit, and its
- * next statement (READ COMMITTED) sees this request ended. */
+ * next statement (READ COMMITTED) sees this request ended. A job whose
+ * cancel was stored (tf_op_cancel_mark) ends cancelled, as one master's
+ * does (core/jobs.c), even when no request of it was cancelled before
+ * it ran. */
 static int op_job_settle(tf_engine_t *e, const tf_op_job_end_t *o)
 {
     tf_sqlval_t v[] = {I(o->id)};
-    int64_t ended = 0;
+    int64_t lock[2] = {0, 0};
     bool found = false, cancelled = false, any = false;
     tf_result_t worst = TF_SUCCESS;
     PGresult *res = NULL;
-    int r = query_ints(e, SQL_JOB_LOCK, v, 1, &ended, 1, &found);
+    int r = query_ints(e, SQL_JOB_LOCK, v, 1, lock, 2, &found);
 
-    if (r != PG_OK || !found || ended)
+    if (r != PG_OK || !found || lock[0])
         return r;
+    cancelled = lock[1] != 0;
     r = exec_rows(e, SQL_JOB_REQUESTS, v, 1, &res);
     if (r != PG_OK)
         return r;
@@ -1398,6 +1430,9 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_SLAVE_KNOWN:
         EXEC(SQL_SLAVE_KNOWN, T(op->u.slave_time.name));
         return PG_OK;
+    case TF_OP_SLAVE_DRAINING:
+        EXEC(SQL_SLAVE_DRAINING, T(op->u.slave_time.name));
+        return PG_OK;
     case TF_OP_SLAVES_RESET:
         EXEC0(SQL_SLAVES_RESET);
         return PG_OK;
@@ -1454,6 +1489,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_build_finish(e, &op->u.build_finish);
     case TF_OP_BUILD_ADOPT:
         return op_build_adopt(e, &op->u.build_adopt);
+    case TF_OP_CANCEL_MARK:
+        return op_cancel_mark(e, &op->u.cancel_mark);
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
     case TF_OP_POLLER_HEALTH: {
@@ -1481,17 +1518,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     default:
         return op_job(e, op);
     }
-}
-
-static const char *group_what(const tf_wgroup_t *g)
-{
-    const tf_op_t *op = g->head;
-
-    if (!op)
-        return "(empty group)";
-    if (op->kind == TF_OP_SQL)
-        return op->u.sql.sql;
-    return tf__op_kind_name(op->kind);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1974,6 +2000,12 @@ static int farm_send(tf_engine_t *e, const char *topic, const char *text)
     if (n < 0 || (size_t)n >= sizeof(buf) ||
         (size_t)n > TF_FARM_EVENT_MAX)
         return TF_E2BIG;
+    if (e->drop_topic[0] && (strcmp(e->drop_topic, "*") == 0 ||
+                             strcmp(e->drop_topic, topic) == 0)) {
+        /* As a NOTIFY lost on the way: the sender is not told. */
+        atomic_fetch_add(&e->ev_dropped_out, 1);
+        return 0;
+    }
     rc = ev_push(e, &e->out_head, &e->out_tail, &e->out_bytes, buf,
                  (size_t)n);
     if (rc == 0 && write(e->wake[1], "", 1) < 0) {
@@ -2180,6 +2212,12 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
         tf_warn(SUB, "test hook: the live relay's queues hold %zu bytes",
                 e->farm_queue_max);
     }
+    const char *drop = getenv("TF_TEST_PG_DROP_RELAY");
+    if (drop && *drop) {
+        snprintf(e->drop_topic, sizeof(e->drop_topic), "%s", drop);
+        tf_warn(SUB, "test hook: outgoing live events of topic \"%s\" are "
+                "dropped (counted in relay.dropped_out)", e->drop_topic);
+    }
     const char *delay = getenv("TF_TEST_PG_IDS_DELAY_MS");
     if (delay && *delay) {
         long ms = strtol(delay, NULL, 10);
@@ -2348,7 +2386,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
                 tf_info(SUB, "%s", e->msg);
             else
                 tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                        group_what(g));
+                        tf__wgroup_what(g));
             g->rc = r == PG_FAIL_CLAIM ? TF_ESTATE : TF_ESTORE;
             if (ctl(e, "ROLLBACK TO SAVEPOINT tf_op") != PG_OK)
                 goto fail;
@@ -2458,20 +2496,6 @@ static const char SQL_RET_MARK_STEPS[] =
     "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
     "AND log_sealed < log_bytes";
 
-static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
-                                           const char *builder)
-{
-    for (size_t i = 0; i < ret->n; i++)
-        if (strcmp(ret->rules[i].builder, builder) == 0)
-            return &ret->rules[i];
-    return &ret->dflt;
-}
-
-static bool rule_limits(const tf_retention_rule_t *r)
-{
-    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
-}
-
 /* The oldest build of builder whose logs the rule no longer keeps, or 0. */
 static int expired_build(tf_engine_t *e, const char *builder,
                          const tf_retention_rule_t *r, int64_t now_ms,
@@ -2522,9 +2546,9 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
             PQclear(res);
             if (!have)
                 break;
-            const tf_retention_rule_t *rule = rule_for(ret, builder);
+            const tf_retention_rule_t *rule = tf__retention_rule_for(ret, builder);
             uint64_t id = 0;
-            if (rule_limits(rule)) {
+            if (tf__retention_limits(rule)) {
                 r = expired_build(e, builder, rule, now_ms, &id);
                 if (r != PG_OK)
                     return r;
@@ -2552,41 +2576,6 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
     return PG_OK;
 }
 
-/* A step the idle walk cannot seal (a hole in its chunks): counted, and
- * logged at debug level; the walk's end says it once, with the count
- * (walk_holes_report), rather than one warning per step: a store of a
- * million such steps would otherwise write a million lines. A walk that
- * finds the same count as the last one said (the walk is repeated every
- * TF_STORE_MAINT_IDLE_MS) says nothing. */
-static void walk_hole(tf_engine_t *e, uint64_t build_id, unsigned step,
-                      uint64_t at)
-{
-    if (e->maint_holes++ == 0) {
-        e->maint_hole_build = build_id;
-        e->maint_hole_step = step;
-        e->maint_hole_at = at;
-    }
-    tf_debug(SUB, "build %" PRIu64 " step %u: its log has a hole at byte %"
-                  PRIu64 "; left unsealed", build_id, step, at);
-}
-
-static void walk_holes_report(tf_engine_t *e)
-{
-    if (e->maint_holes == e->maint_holes_said) {
-        e->maint_holes = 0;
-        return;
-    }
-    e->maint_holes_said = e->maint_holes;
-    if (e->maint_holes == 0)
-        return;
-    tf_warn(SUB, "the idle sealing walk left %" PRIu64 " step log%s "
-                 "unsealed: a hole in the stored output (the first: build %"
-                 PRIu64 " step %u at byte %" PRIu64 ")",
-            e->maint_holes, e->maint_holes == 1 ? "" : "s",
-            e->maint_hole_build, e->maint_hole_step, e->maint_hole_at);
-    e->maint_holes = 0;
-}
-
 /* One unit of idle work in a transaction of its own: a block of a
  * finished step's tail still open, else a batch of retention. */
 static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
@@ -2604,7 +2593,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
     if (!found) {
         e->maint_build = 0;
         e->maint_step = 0;
-        walk_holes_report(e);
+        tf__engine_holes_report(&e->maint_holes);
         r = retention_step(e, ret, now_ms, did);
         *removed = *did;
         return r;
@@ -2624,7 +2613,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
         /* Sealed to its end, or nothing more can be: the next step. */
         e->maint_step = step + 1;
         if (!found || to == (uint64_t)v[0])
-            walk_hole(e, build_id, step, found ? (uint64_t)v[0] : 0);
+            tf__engine_hole(&e->maint_holes, build_id, step, found ? (uint64_t)v[0] : 0);
     }
     return PG_OK;
 }

@@ -283,6 +283,20 @@ static const char *const pg_migrations[] = {
      * it read to itself in one guarded UPDATE, and a master that is no
      * longer the owner cannot end it (store/pg.c). */
     "ALTER TABLE builds ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
+
+    /* 11: a stored cancel (sqlite's migration 11): the reason a cancel
+     * of a build or a try job was asked for, NULL for none. The master
+     * answering the cancel commits the mark before it answers 202; the
+     * master running the build reads the open marked builds each second
+     * (NOTIFY only wakes it sooner), so a dropped relay event or the
+     * owner's death loses no cancel (store/pg.c, master/core/master.c). */
+    "ALTER TABLE builds ADD COLUMN cancel_requested TEXT;"
+    "ALTER TABLE try_jobs ADD COLUMN cancel_requested TEXT;"
+    "CREATE INDEX builds_cancel_open ON builds(id) "
+    "WHERE cancel_requested IS NOT NULL AND state <> 'finished';"
+    /* A connected slave draining, for every master's counts of the
+     * farm's slaves by state (api/pages.c). */
+    "ALTER TABLE slaves ADD COLUMN draining BIGINT NOT NULL DEFAULT 0;",
 };
 
 size_t tf_pg_schema_count(void)

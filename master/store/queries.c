@@ -1436,6 +1436,33 @@ int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
                        job_id);
 }
 
+int tf_q_farm_slaves(tf_db_t *db, json_t **out)
+{
+    tf_dbst_t *st = NULL;
+    int rc = prep(db,
+                  "SELECT s.name, coalesce(o.n, 0), s.draining FROM slaves s "
+                  "LEFT JOIN (SELECT slave, count(*) AS n FROM builds "
+                  "WHERE state <> 'finished' GROUP BY slave) o "
+                  "ON o.slave = s.name WHERE s.connected <> 0",
+                  &st);
+    if (rc)
+        return rc;
+    json_t *o = json_object();
+    while (o && tf_db_step(st) == TF_DB_ROW) {
+        const char *name = (const char *)tf_db_column_text(st, 0);
+        if (name)
+            json_object_set_new(o, name,
+                                json_pack("[I,b]", (json_int_t)
+                                          tf_db_column_int64(st, 1),
+                                          tf_db_column_int64(st, 2) != 0));
+    }
+    tf_db_finalize(st);
+    if (!o)
+        return TF_ENOMEM;
+    *out = o;
+    return 0;
+}
+
 int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,
                     uint64_t *size)
 {

@@ -206,6 +206,13 @@ int tf_q_request_owner(tf_db_t *db, uint64_t id, char *owner,
 int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
                    char *state, size_t state_len);
 
+/* Several masters: each slave the database says is connected (to any
+ * master: the column the slaves view reads), how many open builds it has
+ * and whether it drains, for the farm-wide counts of the summary and the
+ * builders (api/api.c, tf_api_slave_state). *out: {name: [builds,
+ * draining], ...} for the connected slaves only. */
+int tf_q_farm_slaves(tf_db_t *db, json_t **out);
+
 /* The row id and size of the patch with this SHA-256 (64 lower-case
  * hex), or TF_ENOENT. */
 int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,

@@ -427,6 +427,34 @@ static int q_pollers(tf_db_t *db, tf_q_pollers_t *q)
     return finish_ok(db, st, src == TF_DB_ROW ? TF_DB_NOMEM : src, ok);
 }
 
+static int q_cancels(tf_db_t *db, tf_q_cancels_t *q)
+{
+    tf_dbst_t *st;
+    size_t cap = 0;
+    bool ok = true;
+    int src;
+
+    if (prep(db,
+             "SELECT id, cancel_requested FROM builds "
+             "WHERE cancel_requested IS NOT NULL AND state <> 'finished' "
+             "UNION SELECT b.id, j.cancel_requested FROM try_jobs j "
+             "JOIN build_requests r ON r.job_id = j.id "
+             "JOIN builds b ON b.request_id = r.id "
+             "WHERE j.state IN ('pending', 'running') "
+             "AND j.cancel_requested IS NOT NULL "
+             "AND b.state <> 'finished' LIMIT ?1",
+             &st))
+        return TF_ESTORE;
+    tf_db_bind_int64(st, 1, (int64_t)q->max);
+    while ((src = tf_db_step(st)) == TF_DB_ROW) {
+        tf_cancel_row_t *c = grow(&q->rows, &q->n, &cap, sizeof(*c));
+        if (!c)
+            break;
+        c->build_id = (uint64_t)col_i64(st, 0);
+        c->why = col_dup(st, 1, &ok);
+    }
+    return finish_ok(db, st, src == TF_DB_ROW ? TF_DB_NOMEM : src, ok);
+}
 
 static int q_scheduler(tf_db_t *db, tf_q_scheduler_t *q)
 {
@@ -547,6 +575,15 @@ void tf_q_pollers_clear(tf_q_pollers_t *q)
     q->n = 0;
 }
 
+void tf_q_cancels_clear(tf_q_cancels_t *q)
+{
+    for (size_t i = 0; i < q->n; i++)
+        free(q->rows[i].why);
+    free(q->rows);
+    q->rows = NULL;
+    q->n = 0;
+}
+
 void tf_q_scheduler_clear(tf_q_scheduler_t *q)
 {
     free(q->last_revision);
@@ -575,6 +612,8 @@ int tf__reads_query(tf_db_t *db, tf_query_t *q)
         return q_pollers(db, (tf_q_pollers_t *)q);
     case TF_Q_SCHEDULER:
         return q_scheduler(db, (tf_q_scheduler_t *)q);
+    case TF_Q_CANCELS:
+        return q_cancels(db, (tf_q_cancels_t *)q);
     case TF_Q_SQLITE_FN: {
         tf_q_sqlite_fn_t *f = (tf_q_sqlite_fn_t *)q;
         return f->fn(db, f->arg);

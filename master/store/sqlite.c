@@ -102,11 +102,7 @@ struct tf_engine {
     uint64_t feeds; /* chunks fed to streams, ever */
     uint64_t maint_build; /* where the idle sealing walk is */
     unsigned maint_step;
-    uint64_t maint_holes;      /* steps this walk left unsealed (holes) */
-    uint64_t maint_hole_build; /* the first of them, for the walk's one */
-    unsigned maint_hole_step;  /* warning */
-    uint64_t maint_hole_at;
-    uint64_t maint_holes_said; /* the count the last warning gave */
+    tf_engine_holes_t maint_holes; /* steps the walk left unsealed */
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
 
     /* The read pool, under pool_mu. */
@@ -403,10 +399,12 @@ static const char SQL_SLAVE_CONNECTED[] =
     "VALUES(?1, 1, ?2, ?3, ?4, ?5, ?5, ?5) "
     "ON CONFLICT(name) DO UPDATE SET connected = 1, platform = ?2, "
     "version = ?3, tags = ?4, first_seen_ms = coalesce(first_seen_ms, ?5), "
-    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL";
+    "last_seen_ms = ?5, connected_ms = ?5, last_error = NULL, draining = 0";
 static const char SQL_SLAVE_DISCONNECTED[] =
     "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
-    "last_seen_ms = ?1 WHERE name = ?2";
+    "last_seen_ms = ?1, draining = 0 WHERE name = ?2";
+static const char SQL_SLAVE_DRAINING[] =
+    "UPDATE slaves SET draining = 1 WHERE name = ?1";
 static const char SQL_SLAVE_SEEN[] =
     "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
 static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
@@ -441,6 +439,8 @@ static int op_slave_time(tf_engine_t *e, tf_op_kind_t kind,
         EXEC(SQL_SLAVE_DISCONNECTED, I(o->time_ms), T(o->name));
     else if (kind == TF_OP_SLAVE_SEEN)
         EXEC(SQL_SLAVE_SEEN, I(o->time_ms), T(o->name));
+    else if (kind == TF_OP_SLAVE_DRAINING)
+        EXEC(SQL_SLAVE_DRAINING, T(o->name));
     else
         EXEC(SQL_SLAVE_KNOWN, T(o->name));
     return SQLITE_OK;
@@ -1240,6 +1240,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     case TF_OP_SLAVE_DISCONNECTED:
     case TF_OP_SLAVE_SEEN:
     case TF_OP_SLAVE_KNOWN:
+    case TF_OP_SLAVE_DRAINING:
         return op_slave_time(e, op->kind, &op->u.slave_time);
     case TF_OP_SLAVES_RESET:
         EXEC0(SQL_SLAVES_RESET);
@@ -1285,6 +1286,8 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_build_finish(e, &op->u.build_finish);
     case TF_OP_BUILD_ADOPT:
         return SQLITE_OK; /* one master owns every build (store.h) */
+    case TF_OP_CANCEL_MARK:
+        return SQLITE_OK; /* one master cancels in memory (store.h) */
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
     case TF_OP_POLLER_HEALTH: {
@@ -1309,18 +1312,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
     default:
         return op_job(e, op);
     }
-}
-
-/* What a failed group was doing, for the log. */
-static const char *group_what(const tf_wgroup_t *g)
-{
-    const tf_op_t *op = g->head;
-
-    if (!op)
-        return "(empty group)";
-    if (op->kind == TF_OP_SQL)
-        return op->u.sql.sql;
-    return tf__op_kind_name(op->kind);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1372,7 +1363,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
         }
         if (src != SQLITE_OK) {
             tf_warn(SUB, "write failed alone: %s; in: %.200s", e->msg,
-                    group_what(g));
+                    tf__wgroup_what(g));
             g->rc = TF_ESTORE;
             if (sqlite3_get_autocommit(e->db)) {
                 /* e.g. INSERT OR ROLLBACK: the group rolled back the whole
@@ -1455,20 +1446,6 @@ static const char SQL_RET_MARK[] =
 static const char SQL_RET_MARK_STEPS[] =
     "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
     "AND log_sealed < log_bytes";
-
-static const tf_retention_rule_t *rule_for(const tf_retention_t *ret,
-                                           const char *builder)
-{
-    for (size_t i = 0; i < ret->n; i++)
-        if (strcmp(ret->rules[i].builder, builder) == 0)
-            return &ret->rules[i];
-    return &ret->dflt;
-}
-
-static bool rule_limits(const tf_retention_rule_t *r)
-{
-    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
-}
 
 /* The oldest build of builder whose logs the rule no longer keeps, or 0. */
 static int expired_build(tf_engine_t *e, const char *builder,
@@ -1553,9 +1530,9 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
                 return src;
             if (!have)
                 break;
-            const tf_retention_rule_t *r = rule_for(ret, builder);
+            const tf_retention_rule_t *r = tf__retention_rule_for(ret, builder);
             uint64_t id = 0;
-            if (rule_limits(r)) {
+            if (tf__retention_limits(r)) {
                 src = expired_build(e, builder, r, now_ms, &id);
                 if (src != SQLITE_OK)
                     return src;
@@ -1581,41 +1558,6 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
         e->ret_builder[0] = '\0';
     }
     return SQLITE_OK;
-}
-
-/* A step the idle walk cannot seal (a hole in its chunks): counted, and
- * logged at debug level; the walk's end says it once, with the count
- * (walk_holes_report), rather than one warning per step: a store of a
- * million such steps would otherwise write a million lines. A walk that
- * finds the same count as the last one said (the walk is repeated every
- * TF_STORE_MAINT_IDLE_MS) says nothing. */
-static void walk_hole(tf_engine_t *e, uint64_t build_id, unsigned step,
-                      uint64_t at)
-{
-    if (e->maint_holes++ == 0) {
-        e->maint_hole_build = build_id;
-        e->maint_hole_step = step;
-        e->maint_hole_at = at;
-    }
-    tf_debug(SUB, "build %" PRIu64 " step %u: its log has a hole at byte %"
-                  PRIu64 "; left unsealed", build_id, step, at);
-}
-
-static void walk_holes_report(tf_engine_t *e)
-{
-    if (e->maint_holes == e->maint_holes_said) {
-        e->maint_holes = 0;
-        return;
-    }
-    e->maint_holes_said = e->maint_holes;
-    if (e->maint_holes == 0)
-        return;
-    tf_warn(SUB, "the idle sealing walk left %" PRIu64 " step log%s "
-                 "unsealed: a hole in the stored output (the first: build %"
-                 PRIu64 " step %u at byte %" PRIu64 ")",
-            e->maint_holes, e->maint_holes == 1 ? "" : "s",
-            e->maint_hole_build, e->maint_hole_step, e->maint_hole_at);
-    e->maint_holes = 0;
 }
 
 /* Idle work (engine.h, maintain): seals one block of a finished step's
@@ -1652,7 +1594,7 @@ static int maintain(tf_engine_t *e, const tf_retention_t *ret,
     if (!found) {
         e->maint_build = 0;
         e->maint_step = 0;
-        walk_holes_report(e);
+        tf__engine_holes_report(&e->maint_holes);
         src = retention_step(e, ret, now_ms, &did);
         if (src != SQLITE_OK)
             goto fail;
@@ -1679,7 +1621,7 @@ static int maintain(tf_engine_t *e, const tf_retention_t *ret,
         /* Sealed to its end, or nothing more can be: the next step. */
         e->maint_step = step + 1;
         if (!found || to == (uint64_t)v[0])
-            walk_hole(e, build_id, step, found ? (uint64_t)v[0] : 0);
+            tf__engine_hole(&e->maint_holes, build_id, step, found ? (uint64_t)v[0] : 0);
     }
     return 1;
 

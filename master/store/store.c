@@ -55,6 +55,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1368,6 +1369,52 @@ out:
         s->vt->destroy(s->eng);
     free_store(s);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* What the engines share                                              */
+/* ------------------------------------------------------------------ */
+
+void tf__engine_hole(tf_engine_holes_t *h, uint64_t build_id, unsigned step,
+                     uint64_t at)
+{
+    if (h->n++ == 0) {
+        h->build = build_id;
+        h->step = step;
+        h->at = at;
+    }
+    tf_debug(SUB, "build %" PRIu64 " step %u: its log has a hole at byte %"
+                  PRIu64 "; left unsealed", build_id, step, at);
+}
+
+void tf__engine_holes_report(tf_engine_holes_t *h)
+{
+    if (h->n == h->said) {
+        h->n = 0;
+        return;
+    }
+    h->said = h->n;
+    if (h->n == 0)
+        return;
+    tf_warn(SUB, "the idle sealing walk left %" PRIu64 " step log%s "
+                 "unsealed: a hole in the stored output (the first: build %"
+                 PRIu64 " step %u at byte %" PRIu64 ")",
+            h->n, h->n == 1 ? "" : "s", h->build, h->step, h->at);
+    h->n = 0;
+}
+
+const tf_retention_rule_t *tf__retention_rule_for(const tf_retention_t *ret,
+                                                  const char *builder)
+{
+    for (size_t i = 0; i < ret->n; i++)
+        if (strcmp(ret->rules[i].builder, builder) == 0)
+            return &ret->rules[i];
+    return &ret->dflt;
+}
+
+bool tf__retention_limits(const tf_retention_rule_t *r)
+{
+    return r->log_days > 0 || r->log_builds > 0 || r->log_bytes > 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -341,6 +341,9 @@ int tf_op_slave_disconnected(tf_wgroup_t *g, const char *name,
 int tf_op_slave_seen(tf_wgroup_t *g, const char *name, int64_t time_ms);
 int tf_op_slaves_reset(tf_wgroup_t *g);
 int tf_op_slave_known(tf_wgroup_t *g, const char *name);
+/* The connected slave drains (cleared when it connects again or goes):
+ * read by shared masters' farm-wide counts (tf_q_farm_slaves). */
+int tf_op_slave_draining(tf_wgroup_t *g, const char *name);
 
 /* Builders: every builder is inactive (before the config's are activated
  * again); builder name is configured; its summary counts of pending and
@@ -483,6 +486,16 @@ int tf_op_build_adopt(tf_wgroup_t *g, uint64_t build_id, const char *from);
 /* (from NULL: fails with TF_ESTATE unless this master still owns the
  * running build: the check before ending a build whose slave is lost.) */
 
+/* Several masters: a cancel stored, so that no event has to carry it:
+ * why on build build_id while it is open, or (build_id 0) on try job
+ * job_id while it is open and on each of its open builds. The group
+ * fails with TF_ESTATE when the build has finished or the job ended (on
+ * shared PostgreSQL; sqlite's one master cancels in memory: the op is
+ * accepted and stores nothing, as tf_op_build_adopt). The master
+ * running the build finds it (TF_Q_CANCELS). why is copied. */
+int tf_op_cancel_mark(tf_wgroup_t *g, uint64_t build_id, uint64_t job_id,
+                      const char *why);
+
 /* A patch, stored once per SHA-256 (a second put of the same one is a
  * no-op). The _take variant takes ownership of data (malloc'd), even when
  * it fails, instead of copying it. */
@@ -576,6 +589,7 @@ typedef enum tf_query_kind {
     TF_Q_USERS,          /* tf_q_users_t */
     TF_Q_POLLERS,        /* tf_q_pollers_t */
     TF_Q_SCHEDULER,      /* tf_q_scheduler_t */
+    TF_Q_CANCELS,        /* tf_q_cancels_t */
     TF_Q_SQLITE_FN,      /* store_sqlite.h: the raw escape hatch */
 } tf_query_kind_t;
 
@@ -707,6 +721,24 @@ typedef struct tf_q_pollers {
     size_t n;
 } tf_q_pollers_t;
 void tf_q_pollers_clear(tf_q_pollers_t *q);
+
+/* --- several masters --- */
+
+/* TF_Q_CANCELS: the open builds that carry a stored cancel
+ * (tf_op_cancel_mark), their own or their try job's, at most max of
+ * them, with the reason. Cheap: an index holds only the open marked
+ * builds, and open jobs are few. */
+typedef struct tf_cancel_row {
+    uint64_t build_id;
+    char *why;
+} tf_cancel_row_t;
+typedef struct tf_q_cancels {
+    tf_query_t q;
+    size_t max;
+    tf_cancel_row_t *rows; /* malloc'd; tf_q_cancels_clear frees */
+    size_t n;
+} tf_q_cancels_t;
+void tf_q_cancels_clear(tf_q_cancels_t *q);
 
 /* TF_Q_SCHEDULER: a scheduler's stored state and, when it has a consumed
  * revision and a branch (repository non-NULL), the newest `limit`

@@ -290,6 +290,21 @@ static const char *const migrations[] = {
      * (pg_schema.c, migration 10) write and guard it. Kept in both so a
      * database migrated to PostgreSQL has the column. */
     "ALTER TABLE builds ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
+    /* 11: a cancel stored for a build or a try job (its reason; NULL for
+     * none). Shared masters (pg_schema.c, migration 11) answer a cancel
+     * of what another master runs once the mark is committed, and the
+     * master running it (or the one that takes it over) finds the mark
+     * by itself within a second, whether the event that wakes it arrives
+     * or not. One master on sqlite cancels in memory and stores no mark;
+     * kept in both so a database migrated to PostgreSQL has the columns.
+     * The index holds the open builds with a mark only. */
+    "ALTER TABLE builds ADD COLUMN cancel_requested TEXT;"
+    "ALTER TABLE try_jobs ADD COLUMN cancel_requested TEXT;"
+    "CREATE INDEX builds_cancel_open ON builds(id) "
+    "WHERE cancel_requested IS NOT NULL AND state <> 'finished';"
+    /* And whether a connected slave drains (no new builds): shared
+     * masters count every master's slaves by state (api/pages.c). */
+    "ALTER TABLE slaves ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;",
 };
 
 size_t tf_schema_count(void)

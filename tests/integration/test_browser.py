@@ -27,6 +27,7 @@ the suite, not optional.
 """
 
 import base64
+import contextlib
 import json
 import os
 import pathlib
@@ -345,17 +346,35 @@ def site(tmp_path_factory):
         farm.cleanup()
 
 
+@contextlib.contextmanager
+def own_master(tmp_path_factory, name):
+    """The frame of a fixture whose tests need a master of their own:
+    fails when the browser tools are missing, yields (tmp, farm) and
+    cleans the farm up after."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail("the browser tests need: " + "; ".join(missing))
+    tmp = tmp_path_factory.mktemp(name)
+    farm = tfharness.Farm(tmp)
+    try:
+        yield tmp, farm
+    finally:
+        farm.cleanup()
+
+
+def site_of(farm, m, tmp, scenario):
+    """Writes scenario.json for run.mjs; the fixture's value."""
+    (tmp / "scenario.json").write_text(json.dumps(scenario, indent=1))
+    return {"farm": farm, "master": m, "dir": tmp,
+            "scenario": tmp / "scenario.json", "data": scenario}
+
+
 @pytest.fixture(scope="module")
 def tests_site(tmp_path_factory):
     """A master of its own (the main site's waterfall counts exactly 12
     builders) with one builder running a real C project's ctest: one
     failing assertion (test_pack.c:89) and one flaky test."""
-    missing = missing_tools()
-    if missing:
-        pytest.fail("the browser tests need: " + "; ".join(missing))
-    tmp = tmp_path_factory.mktemp("browser-tests")
-    farm = tfharness.Farm(tmp)
-    try:
+    with own_master(tmp_path_factory, "browser-tests") as (tmp, farm):
         proj = tmp / "minipack"
         c_project(proj)
         m = farm.master({
@@ -372,7 +391,7 @@ def tests_site(tmp_path_factory):
                  "test_results": {"format": "ctest"}}]}]})
         farm.slave(m, "s1")
         ctests = m.run_build("ctests", timeout=120)
-        scenario = {
+        yield site_of(farm, m, tmp, {
             "base": m.url, "token": m.token(),
             "shots": str(tmp / "shots"),
             "docs_images": str(REPO / "docs" / "images")
@@ -380,12 +399,36 @@ def tests_site(tmp_path_factory):
             "timeout_scale": tfharness.TIMEOUT_SCALE,
             "signals": str(tmp),
             "ctests": {"build": ctests["id"], "step": 2},
-        }
-        (tmp / "scenario.json").write_text(json.dumps(scenario, indent=1))
-        yield {"farm": farm, "master": m, "dir": tmp,
-               "scenario": tmp / "scenario.json", "data": scenario}
-    finally:
-        farm.cleanup()
+        })
+
+
+@pytest.fixture(scope="module")
+def stale_site(tmp_path_factory):
+    """A master of its own for the stale-answer test (stale.mjs): builder
+    "gate" on s1, whose step waits for SIGNALS/open-NUMBER, and builder
+    "noise", whose only slave never connects (forcing it queues a request:
+    an event that makes every kept answer stale)."""
+    with own_master(tmp_path_factory, "browser-stale") as (tmp, farm):
+        sig = tmp / "signals"
+        sig.mkdir()
+        m = farm.master({
+            "name": "Browser test farm", "web_root": str(WEB),
+            "heartbeat_s": 2, "lost_after_s": 6,
+            "slaves": [{"name": "s1"}, {"name": "ghost"}],
+            "builders": [
+                {"name": "gate", "slaves": ["s1"], "steps": [
+                    {"name": "wait", "command":
+                     f"while [ ! -e {sig}/open-$TF_BUILD_NUMBER ]; do "
+                     "sleep 0.005; done; echo opened"}]},
+                {"name": "noise", "slaves": ["ghost"], "steps": [
+                    {"name": "never", "command": "true"}]}]})
+        farm.slave(m, "s1")
+        yield site_of(farm, m, tmp, {
+            "base": m.url, "token": m.token(),
+            "shots": str(tmp / "shots"), "docs_images": None,
+            "timeout_scale": tfharness.TIMEOUT_SCALE,
+            "signals": str(sig),
+        })
 
 
 def run_with_actions(argv, env, timeout, actions, signals):
@@ -517,6 +560,14 @@ def test_build_page_log_lines_errors_and_blamelist(site, capsys):
 
 def test_build_page_failing_tests_first(tests_site, capsys):
     run_group(tests_site, "tests", capsys)
+
+
+def test_stale_hot_answer_is_fetched_again(stale_site, capsys):
+    """A page whose fetch got a stale hot answer (X-TF-Stale: 1) after the
+    last event that changed it shows the fresh state without a reload:
+    web/lib/api.js asks again 150 ms later (stale.mjs says how the test
+    makes that happen)."""
+    run_group(stale_site, "stale", capsys, timeout=240)
 
 
 def test_waterfall_fits_8_and_12_builders(site, capsys):

@@ -374,7 +374,11 @@ def test_live_viewers_share_one_budget(farm):
     nothing. The master's resident size stays bounded (on main it reached
     ~400 MiB), the slowest are dropped with close code 4001 "too slow,
     reload", and once they have all left the size comes back down."""
-    script = ("sleep 3; python3 -c \"import sys; b=b'0123456789abcdef'*4096;"
+    # The step writes once every viewer's subscription is confirmed (the
+    # test creates the gate then), however long connecting them takes.
+    gate = farm.tmp / "viewers-connected"
+    script = (f"while [ ! -e {gate} ]; do sleep 0.02; done; "
+              "python3 -c \"import sys; b=b'0123456789abcdef'*4096;"
               " [sys.stdout.buffer.write(b) for _ in range(320)]\"")
     m = farm.master(config(builders=[{"name": "loud", "slaves": ["s1"],
                                       "steps": [{"name": "out",
@@ -393,6 +397,11 @@ def test_live_viewers_share_one_budget(farm):
         c.connect()
         c.send_json({"subscribe": [f"log:{bid}:0"]})
         viewers.append(c)
+    for c in viewers:
+        ans = c.recv_json(timeout=20)
+        assert ans.get("type") == "subscribed" and \
+            f"log:{bid}:0" in ans.get("topics", []), ans
+    gate.write_text("go\n")
     peak = before
     while m.build(bid)["state"] != "finished":
         peak = max(peak, rss_mib(pid))

@@ -240,10 +240,15 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
     # try build as the builder's last complete build (and nothing of the
     # migrations after 6: migration 7's test results go too, schema 8's
     # compressed logs: the logs go back into chunks, schema 9's farm,
-    # recipes and indexes, and schema 10's build owners).
+    # recipes and indexes, schema 10's build owners and schema 11's stored
+    # cancels and draining flags).
     import sqlite3
     db = sqlite3.connect(m.db_path)
     db.executescript(
+        "DROP INDEX builds_cancel_open;"
+        "ALTER TABLE builds DROP COLUMN cancel_requested;"
+        "ALTER TABLE try_jobs DROP COLUMN cancel_requested;"
+        "ALTER TABLE slaves DROP COLUMN draining;"
         "ALTER TABLE builds DROP COLUMN owner;"
         "DROP TABLE farm;"
         "DROP INDEX changes_by_revision;"

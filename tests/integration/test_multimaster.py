@@ -801,6 +801,20 @@ def test_cancelling_a_build_on_one_master_aborts_it_on_anothers_slave(
     assert r.status == 409, r
 
 
+def job_build_running(farm, pg_cluster, pg_url, m, job):
+    """The id of try job job's build once it runs (its first line seen
+    through m)."""
+    db = pg_cluster.dbname(pg_url)
+
+    def running():
+        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
+                               f"build_requests r ON r.id = b.request_id "
+                               f"WHERE r.job_id = {job}", db=db).strip()
+    bid = int(wait_for(running, 30, "the job's build to start", farm))
+    m.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    return bid
+
+
 @pytest.mark.timeout(120)
 def test_cancelling_a_try_job_on_one_master_reaches_its_build_on_another(
         farm, pg_url, pg_cluster):
@@ -819,13 +833,7 @@ def test_cancelling_a_try_job_on_one_master_reaches_its_build_on_another(
     token = add_user(farm, a, "ann@example.org", "Ann Example")
     job = submit(a, token, ["long", "later"], description="to cancel")
     db = pg_cluster.dbname(pg_url)
-
-    def running():
-        return pg_cluster.psql(f"SELECT b.id FROM builds b JOIN "
-                               f"build_requests r ON r.id = b.request_id "
-                               f"WHERE r.job_id = {job}", db=db).strip()
-    bid = int(wait_for(running, 30, "the job's build to start", farm))
-    a.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    bid = job_build_running(farm, pg_cluster, pg_url, a, job)
     r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
                   token=token)
     assert r.status == 202, r
@@ -1535,6 +1543,223 @@ def test_retry_without_patch_with_no_ids_ready_still_reruns(
     n = pg_cluster.psql(f"SELECT count(*) FROM build_requests WHERE job_id "
                         f"= {job}", db=db).strip()
     assert n == "2", n
+
+
+def running_build(m, builder):
+    """A request forced through m and its build, once its first line
+    was seen."""
+    req = m.force(builder)
+    bid = m.wait_build_started(req)
+    m.wait_step_running(bid, 0, min_bytes=len("line 1\n"))
+    return req, bid
+
+
+def cancel_mark(pg_cluster, pg_url, build_id):
+    return pg_cluster.psql(f"SELECT coalesce(cancel_requested, '-') FROM "
+                           f"builds WHERE id = {build_id}",
+                           db=pg_cluster.dbname(pg_url)).strip()
+
+
+@pytest.mark.timeout(180)
+def test_a_cancel_whose_wakeup_is_lost_is_applied_from_the_database(
+        farm, pg_url, pg_cluster):
+    """a drops every cancel event it sends (test hook
+    TF_TEST_PG_DROP_RELAY=cancel, counted in relay.dropped_out), so b,
+    which runs the builds on s1, never hears of a cancel sent through a.
+    Each cancel through a (a build, a request, a try job) answers 202
+    only once it is stored (the build's row carries the reason), and b
+    finds it in the database at its next tick: the build is aborted on
+    s1 and ends CANCELLED within seconds on both masters' APIs, not after
+    its 20 s. Without the stored cancel the builds ran to SUCCESS."""
+    from test_mail import add_user, submit
+    cfg = config(["s1"])
+    cfg["builders"].append(long_builder("long"))
+    a = farm.master(shared(cfg, pg_url), name="a",
+                    env={"TF_TEST_PG_DROP_RELAY": "cancel"})
+    b = farm.master(shared(cfg, pg_url), name="b")
+    s1 = farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    assert 'live events of topic "cancel" are dropped' in a.log_text()
+
+    def cancelled_on_both(bid, t0):
+        for m in (a, b):
+            done = m.wait_build_finished(bid, 30)
+            assert done["result"] == "CANCELLED", (m.name, done)
+        took = time.monotonic() - t0
+        print(f"build {bid}: CANCELLED on both {took:.2f} s after the "
+              f"cancel, its wake-up lost")
+        assert took < 12
+        assert f"build {bid} cancelled through another master (its " \
+               f"stored cancel)" in b.log_text()
+        assert f"build {bid}: abort sent to s1" in b.log_text()
+
+    req, bid = running_build(a, "long")
+    t0 = time.monotonic()
+    r = a.api_post(f"/builds/{bid}/cancel")
+    assert r.status == 202 and r.json()["state"] == "cancelling", r
+    assert cancel_mark(pg_cluster, pg_url, bid) == "cancelled through the API"
+    cancelled_on_both(bid, t0)
+    assert relay(a)["dropped_out"] >= 1, relay(a)
+    assert "abort" in s1.log_text()
+    # A request running on b, cancelled through a: its build is.
+    req2, bid2 = running_build(a, "long")
+    t0 = time.monotonic()
+    r = a.api_post(f"/requests/{req2}/cancel")
+    assert r.status == 202 and r.json()["build_id"] == bid2, r
+    cancelled_on_both(bid2, t0)
+    # A try job submitted to a whose build runs on b.
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    job = submit(a, token, ["long"], description="to cancel")
+    db = pg_cluster.dbname(pg_url)
+    bid3 = job_build_running(farm, pg_cluster, pg_url, a, job)
+    t0 = time.monotonic()
+    r = a.request("POST", f"/api/v1/jobs/{job}/cancel", body={},
+                  token=token)
+    assert r.status == 202, r
+    cancelled_on_both(bid3, t0)
+    for m in (a, b):
+        x = wait_for(lambda: m.get_json(f"/jobs/{job}")["state"] ==
+                     "cancelled" and m.get_json(f"/jobs/{job}"), 30,
+                     f"job {job} to end on {m.name}", farm, interval=0.2)
+        assert x["result"] == "CANCELLED", x
+    # Ended: a second cancel answers 409 and stores nothing.
+    for m in (a, b):
+        assert m.api_post(f"/builds/{bid}/cancel").status == 409
+    assert pg_cluster.psql("SELECT count(*) FROM builds WHERE "
+                           "cancel_requested IS NOT NULL AND state <> "
+                           "'finished'", db=db).strip() == "0"
+
+
+@pytest.mark.timeout(180)
+def test_a_stored_cancel_is_applied_by_the_master_that_takes_the_build_over(
+        farm, pg_url, pg_cluster):
+    """s1 builds for b and knows a (--master b --master a). b is frozen
+    (SIGSTOP) mid-build, the build is cancelled through a (202: stored;
+    the event to b is lost with b), then b is killed -9: s1 fails over
+    to a, which takes the build over and applies the stored cancel. The
+    build ends CANCELLED once, long before its 20 s, with its one row."""
+    cfg = config([])
+    secrets = secret_files(farm, ["s1"])
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(secrets["s1"])}]
+    cfg["builders"].append(long_builder("long"))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1", secret_file=secrets["s1"],
+               args=["--master", a.ws_url])
+    b.wait_slave_connected("s1")
+    req, bid = running_build(a, "long")
+    import signal
+    b.proc.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = a.api_post(f"/builds/{bid}/cancel")
+        assert r.status == 202 and r.json()["state"] == "cancelling", r
+        assert cancel_mark(pg_cluster, pg_url, bid) == \
+            "cancelled through the API"
+    finally:
+        b.kill9()
+    done = a.wait_build_finished(bid, 30)
+    assert done["result"] == "CANCELLED", done
+    assert time.monotonic() - t0 < 15
+    log = a.log_text()
+    assert "another master ran: this master takes it over" in log
+    assert f"build {bid} cancelled through another master (its stored " \
+           f"cancel)" in log
+    db = pg_cluster.dbname(pg_url)
+    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
+                           f"= {req}", db=db).strip() == "1"
+    assert a.request_info(req)["state"] in ("done", "cancelled")
+
+
+def slave_counts(m):
+    """The farm as m's summary and builders answers count it."""
+    s = m.get_json("/summary")
+    counts = {k: s["slaves"][k] for k in ("connected", "total", "idle",
+                                          "building", "draining",
+                                          "offline")}
+    listed = {e["name"]: (e["state"], e["connected"])
+              for e in s["slaves"]["list"]}
+    per_builder = {b["name"]: (b["slave_counts"], b["connected_slaves"])
+                   for b in s["builders"]}
+    builders = {b["name"]: (b["slave_counts"], b["connected_slaves"],
+                            sorted((x["name"], x["connected"])
+                                   for x in b["slaves"]))
+                for b in m.get_json("/builders?slaves=1")}
+    return counts, listed, per_builder, builders
+
+
+@pytest.mark.timeout(180)
+def test_summary_and_builders_count_the_slaves_of_every_master(
+        farm, pg_url):
+    """s1 and s2 connect to a, s3 to b, s4 never: both masters' summary
+    and builders answers count the same farm (3 connected, 1 offline),
+    list the same connected flags and states, follow a build of s3 on b
+    (building 1, busy 1 on both), s3 draining after a SIGTERM (stored by
+    b: draining 1 on both) and, at once, s3 leaving b (its disconnect,
+    stored by b, moves a's cached answers). A master counts the other
+    masters' slaves from the database, as the slaves view does; with one
+    master nothing changes (test_api_cache.py). Without the farm's view a
+    counted only s1 and s2."""
+    cfg = config(["s1", "s2", "s3", "s4"])
+    cfg["builders"].append(long_builder("long", slaves=["s3"]))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(a, "s1")
+    farm.slave(a, "s2")
+    s3 = farm.slave(b, "s3")
+    for m, s in ((a, "s1"), (a, "s2"), (b, "s3")):
+        m.wait_slave_connected(s)
+
+    def agree(want_counts):
+        def same():
+            ca, cb = slave_counts(a), slave_counts(b)
+            return ca == cb and ca[0] == want_counts and ca
+        return wait_for(same, 20, f"both masters to count {want_counts}",
+                        farm, interval=0.2)
+    counts, listed, per_builder, builders = agree(
+        {"connected": 3, "total": 4, "idle": 3, "building": 0,
+         "draining": 0, "offline": 1})
+    assert listed == {"s1": ("idle", True), "s2": ("idle", True),
+                      "s3": ("idle", True), "s4": ("offline", False)}
+    assert per_builder["quick"] == ({"allowed": 4, "connected": 3,
+                                     "idle": 3, "busy": 0}, 3)
+    assert per_builder["long"] == ({"allowed": 1, "connected": 1,
+                                    "idle": 1, "busy": 0}, 1)
+    assert builders["long"][2] == [("s3", True)]
+    assert builders["quick"][2] == [("s1", True), ("s2", True),
+                                    ("s3", True), ("s4", False)]
+    # s3 builds on b: both count it building.
+    req, bid = running_build(a, "long")
+    counts, listed, per_builder, _ = agree(
+        {"connected": 3, "total": 4, "idle": 2, "building": 1,
+         "draining": 0, "offline": 1})
+    assert listed["s3"] == ("building", True)
+    assert per_builder["long"][0]["busy"] == 1
+    # SIGTERM: s3 drains (finishes its build, takes no new one), which b
+    # stores; both count it draining.
+    import signal
+    s3.signal(signal.SIGTERM)
+    counts, listed, per_builder, _ = agree(
+        {"connected": 3, "total": 4, "idle": 2, "building": 0,
+         "draining": 1, "offline": 1})
+    assert listed["s3"] == ("draining", True)
+    assert per_builder["long"][0] == {"allowed": 1, "connected": 1,
+                                      "idle": 0, "busy": 1}
+    # Cached on a (asked again and again), then s3's build is cancelled
+    # and s3 leaves b: a's answers show it as soon as the database does.
+    for _ in range(5):
+        a.get_json("/summary")
+        a.get_json("/builders?slaves=1")
+    assert a.api_post(f"/builds/{bid}/cancel").status == 202
+    wait_for(lambda: not a.slave_connected("s3"), 30, "s3 to be gone", farm,
+             interval=0.1)
+    counts, listed, per_builder, builders = slave_counts(a)
+    assert counts == {"connected": 2, "total": 4, "idle": 2, "building": 0,
+                      "draining": 0, "offline": 2}, counts
+    assert listed["s3"] == ("offline", False)
+    assert per_builder["long"] == ({"allowed": 1, "connected": 0,
+                                    "idle": 0, "busy": 0}, 0)
+    assert builders["long"][2] == [("s3", False)]
+    assert slave_counts(b)[0] == counts
+    assert s3.wait_exit(30) == 0
 
 
 @pytest.mark.timeout(180)

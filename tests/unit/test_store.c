@@ -357,6 +357,25 @@ TF_TEST(migrations_create_every_table)
             fprintf(stderr, "missing table %s\n", tables[i]);
         TF_CHECK_INT(q.v, 1);
     }
+    /* Columns added to existing tables (migration 10: a build's owner;
+     * 11: stored cancels and a slave's draining flag). */
+    static const char *const columns[][2] = {
+        {"builds", "owner"},      {"builds", "cancel_requested"},
+        {"try_jobs", "cancel_requested"}, {"slaves", "draining"},
+    };
+    for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM pragma_table_info('%s') "
+                 "WHERE name = '%s'",
+                 columns[i][0], columns[i][1]);
+        q1_t q = {.sql = sql};
+        TF_CHECK_INT(tf_store_read_sync(s, q1_fn, &q), 0);
+        if (q.v != 1)
+            fprintf(stderr, "missing column %s.%s\n", columns[i][0],
+                    columns[i][1]);
+        TF_CHECK_INT(q.v, 1);
+    }
     q1_t mode = {.sql = "PRAGMA journal_mode"};
     TF_CHECK_INT(tf_store_read_sync(s, q1_fn, &mode), 0);
     TF_CHECK_STR(mode.text, "wal");
@@ -390,7 +409,8 @@ TF_TEST(reopen_is_a_noop)
         TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master "
                                  "WHERE type = 'table'"),
                      20); /* 17, test_results since version 7,
-                          * log_blocks since version 8, farm since 9 */
+                          * log_blocks since version 8, farm since 9
+                          * (10 and 11 add columns only) */
         store_close_wait(&f, s);
     }
     fx_teardown(&f);

@@ -665,6 +665,91 @@ TF_TEST(requests_jobs_and_mail_rows)
     fx_teardown(&f);
 }
 
+/* Migration 11: on PostgreSQL a stored cancel on an open build, on an
+ * open job and its open builds (TF_Q_CANCELS finds each open build once,
+ * with its reason, and none once finished; on sqlite, one master, the op
+ * stores nothing and the query finds nothing); a slave's draining flag,
+ * set by its op and cleared when it connects again or goes. */
+TF_TEST(stored_cancels_and_draining_slaves)
+{
+    fx_t f;
+    fx_setup(&f);
+    bool pg = strncmp(f.path, "postgres", 8) == 0;
+    make_build(&f, 1, 7);
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    tf_op_cancel_mark(g, 7, 0, "cancelled through the API");
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_STR(dtext(&f, "SELECT coalesce(cancel_requested, '-') FROM "
+                           "builds WHERE id = 7"),
+                 pg ? "cancelled through the API" : "-");
+    tf_q_cancels_t q = {.q.kind = TF_Q_CANCELS, .max = 10};
+    TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
+    TF_CHECK_INT(q.n, pg ? 1 : 0);
+    if (pg) {
+        TF_CHECK_INT(q.n ? q.rows[0].build_id : 0, 7);
+        TF_CHECK_STR(q.n ? q.rows[0].why : "", "cancelled through the API");
+    }
+    tf_q_cancels_clear(&q);
+    /* A job's cancel marks the job; its build is found through it. */
+    g = tf_wgroup_new(0);
+    tf_job_rec_t j = {.id = 3, .user_id = 1, .author = "Ann",
+                      .email = "ann@example.org", .submitted_ms = 10};
+    tf_op_job_create(g, &j);
+    tf_request_rec_t r = {.id = 2, .builder = "b1", .job_id = 3,
+                          .submitted_ms = 10};
+    tf_op_request_create(g, &r);
+    tf_build_rec_t b = {.id = 8, .number = 2, .request_id = 2,
+                        .builder = "b1", .slave = "s1", .created_ms = 20};
+    tf_op_build_create(g, &b);
+    TF_CHECK_INT(commit(&f, g), 0);
+    g = tf_wgroup_new(0);
+    tf_op_cancel_mark(g, 0, 3, "the try job was cancelled by ann");
+    TF_CHECK_INT(commit(&f, g), 0);
+    if (pg) {
+        TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM try_jobs"),
+                     "the try job was cancelled by ann");
+        TF_CHECK_STR(dtext(&f, "SELECT cancel_requested FROM builds WHERE "
+                               "id = 8"),
+                     "the try job was cancelled by ann");
+    }
+    q = (tf_q_cancels_t){.q.kind = TF_Q_CANCELS, .max = 10};
+    TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
+    TF_CHECK_INT(q.n, pg ? 2 : 0);
+    tf_q_cancels_clear(&q);
+    q = (tf_q_cancels_t){.q.kind = TF_Q_CANCELS, .max = 1};
+    TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
+    TF_CHECK_INT(q.n, pg ? 1 : 0);
+    tf_q_cancels_clear(&q);
+    /* Finished builds carry no cancel to apply. */
+    g = tf_wgroup_new(0);
+    tf_op_build_finish(g, 7, "b1", "s1", 6, 30, "cancelled", true);
+    tf_op_build_finish(g, 8, "b1", "s1", 6, 30, "cancelled", true);
+    TF_CHECK_INT(commit(&f, g), 0);
+    q = (tf_q_cancels_t){.q.kind = TF_Q_CANCELS, .max = 10};
+    TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
+    TF_CHECK_INT(q.n, 0);
+    tf_q_cancels_clear(&q);
+    /* Draining: set, then cleared by the next connection. */
+    g = tf_wgroup_new(0);
+    tf_op_slave_connected(g, "s1", "linux", "1", "[]", 40);
+    tf_op_slave_draining(g, "s1");
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_INT(dint(&f, "SELECT draining FROM slaves WHERE name = 's1'"),
+                 1);
+    g = tf_wgroup_new(0);
+    tf_op_slave_disconnected(g, "s1", 50);
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_INT(dint(&f, "SELECT draining FROM slaves WHERE name = 's1'"),
+                 0);
+    g = tf_wgroup_new(0);
+    tf_op_slave_draining(g, "s1");
+    tf_op_slave_connected(g, "s1", "linux", "1", "[]", 60);
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_INT(dint(&f, "SELECT draining FROM slaves WHERE name = 's1'"),
+                 0);
+    fx_teardown(&f);
+}
+
 /* test_result: one row per test per step; a pass after a fail of the same
  * test in the same build (any step) makes both flaky; a fail after a pass
  * stays a fail; another build is not touched. request_reused and a

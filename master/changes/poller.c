@@ -164,6 +164,7 @@ typedef struct tf_pollers {
     bool timer_open;
     bool stopping;
     bool loading; /* new pollers' rows are being read (a reload) */
+    bool duty;    /* held the duty lease at the last tick (shared) */
 } tf_pollers_t;
 
 static void poll_step(tf_poller_t *p);
@@ -858,9 +859,19 @@ static void tick_cb(uv_timer_t *t)
         return;
     reap_retired(ps);
     /* Several masters (store.shared): one polls, the holder of the duty
-     * lease; the others take over when it dies. */
-    if (!tf_store_has_duty(ps->m->store))
+     * lease; the others take over when it dies. A tick that finds the
+     * lease newly held reads the state again before polling: the news of
+     * the lease (tf_pollers_reread through duty_gained) may come after
+     * this tick, which would poll from this master's stale revisions. */
+    if (!tf_store_has_duty(ps->m->store)) {
+        ps->duty = false;
         return;
+    }
+    if (!ps->duty) {
+        ps->duty = true;
+        if (tf_store_is_shared(ps->m->store))
+            tf_pollers_reread(ps->m);
+    }
     int64_t now = tf_mono_ms();
     for (size_t i = 0; i < ps->n; i++) {
         tf_poller_t *p = ps->v[i];

@@ -75,6 +75,7 @@ typedef struct tf_schedulers {
     uv_timer_t timer;
     bool timer_open;
     bool stopping;
+    bool duty;     /* held the duty lease at the last tick (shared) */
     int64_t last_eval_ms;
 } tf_schedulers_t;
 
@@ -84,6 +85,10 @@ typedef struct sched_load {
     tf_q_scheduler_t q;
     tf_master_t *m;
     msched_t *s;
+    bool reread; /* this master took the duty lease (sched_reread) */
+    char name[TF_NAME_MAX + 1];
+    char *repository, *branch; /* the query's, copied: a reload may free
+                                * the config it came from meanwhile */
 } sched_load_t;
 
 static void msched_free(msched_t *s)
@@ -246,11 +251,32 @@ static void evaluate(tf_master_t *m, msched_t *s, int64_t now,
     state_write(m, s);
 }
 
+static void sched_reread(tf_master_t *m);
+
 void tf_schedulers_tick(tf_master_t *m)
 {
     tf_schedulers_t *ss = m->schedulers;
     if (!ss || ss->stopping || m->stopping)
         return;
+    /* Several masters (store.shared): schedulers fire on the holder of
+     * the duty lease only (the test clock's tick too). A master that
+     * takes the lease reads every scheduler's state again first: the
+     * last holder fired and consumed changes since this master read it
+     * (they are not evaluated until their state is in, s->load; one
+     * whose state cannot be read waits, and the next tick tries again).
+     * Noticed here rather than from the lease's news, which may come a
+     * tick later. */
+    if (!tf_store_has_duty(m->store)) {
+        ss->duty = false;
+        return;
+    }
+    if (!ss->duty) {
+        ss->duty = true;
+        if (tf_store_is_shared(m->store)) {
+            sched_reread(m);
+            return; /* they are evaluated once their state is in */
+        }
+    }
     int64_t now = tf_now_ms();
     bool back = now < ss->last_eval_ms - 1000;
     if (back)
@@ -264,12 +290,7 @@ void tf_schedulers_tick(tf_master_t *m)
 
 static void tick_cb(uv_timer_t *t)
 {
-    tf_master_t *m = ((tf_schedulers_t *)t->data)->m;
-    /* Several masters (store.shared): the periodic ones fire on the
-     * holder of the duty lease only. */
-    if (!tf_store_has_duty(m->store))
-        return;
-    tf_schedulers_tick(m);
+    tf_schedulers_tick(((tf_schedulers_t *)t->data)->m);
 }
 
 void tf_schedulers_on_changes(tf_master_t *m, const char *repository,
@@ -319,12 +340,19 @@ static int pchange_cmp(const void *a, const void *b)
 
 /* Puts what the store holds of s (its row, and the changes of its branch
  * after its last consumed revision) into s, keeping changes that arrived
- * while it was read; a new scheduler starts after the branch's head. */
+ * while it was read; a new scheduler starts after the branch's head.
+ * A re-read (this master took the duty lease) also takes the periodic
+ * time the last holder stored: a period it fired is not fired again, and
+ * one it died before firing (its time has passed) fires at the next
+ * tick. */
 static void msched_apply(tf_master_t *m, msched_t *s,
-                         const tf_q_scheduler_t *q)
+                         const tf_q_scheduler_t *q, bool reread)
 {
     const tf_cfg_scheduler_t *cfg = s->cfg;
 
+    if (reread && q->have_row && cfg->type == TF_CFG_SCHED_PERIODIC &&
+        q->next_fire_ms != 0 && s->next_fire_ms != -1)
+        s->next_fire_ms = q->next_fire_ms;
     if (q->have_row) {
         s->last_fired_ms = q->last_fired_ms;
         if (q->last_revision) {
@@ -360,7 +388,15 @@ static void msched_apply(tf_master_t *m, msched_t *s,
         const char *head = tf_pollers_head(m, cfg->repository, cfg->branch);
         s->last_revision = head ? strdup(head) : NULL;
     }
-    state_write(m, s);
+    if (reread)
+        tf_info("scheduler", "%s: this master runs it now: its state is "
+                "read again from the database (last fired %" PRId64 ", "
+                "next %" PRId64 ", %zu change%s pending)", s->name,
+                s->last_fired_ms, s->next_fire_ms, s->npending,
+                s->npending == 1 ? "" : "s");
+    else if (!q->have_row || tf_store_has_duty(m->store))
+        state_write(m, s); /* a master without the lease leaves the
+                            * holder's row alone (its next time too) */
 }
 
 static void msched_loaded(void *arg, int rc)
@@ -368,15 +404,48 @@ static void msched_loaded(void *arg, int rc)
     sched_load_t *l = arg;
     msched_t *s = l->s;
 
-    if (s) {
+    if (s && rc && l->reread) {
+        /* Never evaluated from what it knew before the lease moved: the
+         * next tick reads it again. */
+        s->load = NULL;
+        tf_warn("scheduler", "%s: its state cannot be read again (%s): it "
+                "waits and tries again", s->name, tf_strerror(rc));
+        if (l->m->schedulers)
+            l->m->schedulers->duty = false;
+    } else if (s) {
         s->load = NULL;
         if (rc)
             tf_error("scheduler", "%s: cannot load its state (%s); starting "
                      "afresh", s->name, tf_strerror(rc));
-        msched_apply(l->m, s, &l->q);
+        msched_apply(l->m, s, &l->q, l->reread);
     }
     tf_q_scheduler_clear(&l->q);
+    free(l->repository);
+    free(l->branch);
     free(l);
+}
+
+/* Prepares l to read s's state; s waits for it (s->load). */
+static void msched_query(tf_master_t *m, msched_t *s, sched_load_t *l,
+                         bool reread)
+{
+    const tf_cfg_scheduler_t *cfg = s->cfg;
+
+    l->repository = cfg->repository ? strdup(cfg->repository) : NULL;
+    l->branch = cfg->branch ? strdup(cfg->branch) : NULL;
+    l->q = (tf_q_scheduler_t){.q.kind = TF_Q_SCHEDULER,
+                              .name = l->name,
+                              .repository = l->repository,
+                              .branch = l->branch,
+                              .limit = SCHED_PENDING_MAX};
+    snprintf(l->name, sizeof(l->name), "%s", s->name);
+    if ((cfg->repository && !l->repository) ||
+        (cfg->branch && !l->branch))
+        l->q.repository = NULL; /* out of memory: no changes read */
+    l->m = m;
+    l->s = s;
+    l->reread = reread;
+    s->load = l;
 }
 
 /* A scheduler object for cfg, its state loaded: now (startup, before the
@@ -406,14 +475,7 @@ static msched_t *msched_load(tf_master_t *m, const tf_cfg_scheduler_t *cfg,
         }
         s->next_fire_ms = tf_cron_next(&s->cron, now);
     }
-    l->q = (tf_q_scheduler_t){.q.kind = TF_Q_SCHEDULER,
-                              .name = s->name,
-                              .repository = cfg->repository,
-                              .branch = cfg->branch,
-                              .limit = SCHED_PENDING_MAX};
-    l->m = m;
-    l->s = s;
-    s->load = l;
+    msched_query(m, s, l, false);
     if (now_sync) {
         rc = tf_store_query_sync(m->store, &l->q.q);
         msched_loaded(l, rc);
@@ -423,6 +485,40 @@ static msched_t *msched_load(tf_master_t *m, const tf_cfg_scheduler_t *cfg,
     if (rc)
         msched_loaded(l, rc);
     return s;
+}
+
+/* This master took the duty lease: every scheduler's state is read
+ * again, off the loop. What it had pending goes (the last holder may
+ * have fired with it); changes noted while the state is read are kept,
+ * and the stored ones after the consumed revision come back with it. */
+static void sched_reread(tf_master_t *m)
+{
+    tf_schedulers_t *ss = m->schedulers;
+
+    for (size_t i = 0; ss && i < ss->n; i++) {
+        msched_t *s = ss->v[i];
+        sched_load_t *l;
+        if (!s || s->load)
+            continue; /* being read already */
+        s->npending = 0;
+        s->dropped_logged = false;
+        if (!(l = calloc(1, sizeof(*l)))) {
+            tf_error("scheduler", "%s: out of memory: its state is read "
+                     "again at the next tick", s->name);
+            ss->duty = false;
+            continue;
+        }
+        msched_query(m, s, l, true);
+        if (tf_store_query(m->store, &l->q.q, msched_loaded, l) != 0) {
+            tf_error("scheduler", "%s: its state cannot be read again: it "
+                     "is read at the next tick", s->name);
+            s->load = NULL;
+            free(l->repository);
+            free(l->branch);
+            free(l);
+            ss->duty = false;
+        }
+    }
 }
 
 static void retarget(tf_master_t *m, msched_t *s,
@@ -453,7 +549,10 @@ static void retarget(tf_master_t *m, msched_t *s,
     }
     if (cfg->type == TF_CFG_SCHED_CHANGE)
         s->next_fire_ms = 0;
-    if (moved || cron_changed)
+    /* A master without the lease leaves the holder's row alone (its
+     * branch head may be stale); it reads the row when it takes the
+     * lease. */
+    if ((moved || cron_changed) && tf_store_has_duty(m->store))
         state_write(m, s);
 }
 

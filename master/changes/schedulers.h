@@ -61,7 +61,9 @@ void tf_schedulers_on_changes(struct tf_master *m, const char *repository,
                               const tf_change_note_t *changes, size_t n,
                               bool initial);
 
-/* Evaluates every scheduler against tf_now_ms() now. */
+/* Evaluates every scheduler against tf_now_ms() now, on the holder of
+ * the duty lease only (several masters); a master that just took it
+ * reads their state again from the database first. */
 void tf_schedulers_tick(struct tf_master *m);
 
 /* Every scheduler's state as GET /api/v1/schedulers shows it (docs/api.md):

@@ -57,7 +57,12 @@
  * this master asks the database first and, when the build is another's,
  * drops its copy without ending it (build_forget). The end itself is
  * stored only by the build's owner: an end group refused for that
- * (TF_ESTATE) is dropped, not retried (end_lost).
+ * (TF_ESTATE) is dropped, not retried (end_lost). When the slave comes
+ * back with the build to this master after running it for another (the
+ * A->B->A move), tf_master_adopt asks the database before the welcome
+ * (the build is `returning` meanwhile, out of the lost timer's reach);
+ * a copy that is another master's now, or whose build ended, is dropped
+ * at once (tf_build_forget_stale) and the build taken over afresh.
  *
  * The authoritative result is computed here from the step results and the
  * step flags with tf_result_fold; the slave's own result is informational.
@@ -108,6 +113,8 @@ static void build_apply_finish(tf_master_t *m, tf_build_t *b);
 static void build_end_forced(tf_master_t *m, tf_build_t *b, tf_result_t result,
                              const char *text);
 static void ack_owed(tf_master_t *m, tf_build_t *b);
+static void lost_check_owner(tf_master_t *m, tf_build_t *b,
+                             bool back_without);
 
 static const char *build_state_name(tf_build_state_t s)
 {
@@ -2128,6 +2135,12 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
             b->lost_since_ms = 0; /* build_start goes out on commit */
             continue;
         }
+        if (m->store && tf_store_is_shared(m->store)) {
+            /* It may have ended on another master meanwhile (A->B->A):
+             * ended here only if it is still this master's. */
+            lost_check_owner(m, b, true);
+            continue;
+        }
         build_end_forced(m, b, TF_RETRY,
                          "the slave came back without this build");
     }
@@ -2143,10 +2156,6 @@ static void build_forget(tf_master_t *m, tf_build_t *b)
     tf_request_t *r = b->request;
     tf_mbuilder_t *mb = tf_master_builder(m, b->builder, false);
 
-    tf_warn("build", "build %" PRIu64 " (%s #%" PRIu64 ") is another "
-            "master's now (it took the build over from slave %s): this "
-            "master drops its copy and does not end it", b->id, b->builder,
-            b->number, b->slave);
     if (mb && mb->nrunning > 0)
         mb->nrunning--;
     build_unlink(m, b);
@@ -2167,6 +2176,20 @@ static void build_forget(tf_master_t *m, tf_build_t *b)
     ack_owed(m, b); /* the ack pass frees it */
 }
 
+void tf_build_forget_stale(tf_master_t *m, tf_build_t *b)
+{
+    if (b->state == TF_BUILD_ENDING)
+        return;
+    tf_warn("build", "slave %s is back with build %" PRIu64 " (%s #%" PRIu64
+            "), which another master took over or ended meanwhile: this "
+            "master drops its stale copy and does not resume or end it",
+            b->slave, b->id, b->builder, b->number);
+    build_forget(m, b);
+    /* Its request may be pending again (the other master ended the build
+     * as RETRY): the queue is read again. */
+    tf_master_farm_changed(m, TF_FARM_QUEUE);
+}
+
 static void lost_end(tf_master_t *m, tf_build_t *b)
 {
     char text[160];
@@ -2178,6 +2201,7 @@ static void lost_end(tf_master_t *m, tf_build_t *b)
 typedef struct owner_check {
     tf_master_t *m;
     uint64_t build_id;
+    bool back_without; /* its slave came back without it */
 } owner_check_t;
 
 static void owner_checked_cb(void *arg, int rc)
@@ -2189,18 +2213,29 @@ static void owner_checked_cb(void *arg, int rc)
     if (!b || b->state == TF_BUILD_ENDING)
         return;
     b->owner_checking = false;
-    if (rc == TF_ESTATE)
+    if (rc == TF_ESTATE) {
+        tf_warn("build", "build %" PRIu64 " (%s #%" PRIu64 ") is another "
+                "master's now (it took the build over from slave %s): this "
+                "master drops its copy and does not end it", b->id,
+                b->builder, b->number, b->slave);
         build_forget(m, b);
-    else if (rc == 0 && b->lost_since_ms)
+    } else if (rc == 0 && c->back_without) {
+        build_end_forced(m, b, TF_RETRY,
+                         "the slave came back without this build");
+    } else if (rc == 0 && b->lost_since_ms && !b->returning) {
         lost_end(m, b);
-    /* Else the database failed: the next check asks again. */
+    }
+    /* Else the database failed: the next check asks again (the build is
+     * still lost, its slave away or back without it). */
 }
 
 /* Shared masters ask the database first whether the lost build is still
- * theirs (its slave may run it for another master now); the end itself
- * is guarded too (store.h), this only keeps a RETRY that would not be
- * stored out of the logs and the live feed. */
-static void lost_check_owner(tf_master_t *m, tf_build_t *b)
+ * theirs (its slave may run it for another master now, or have ended it
+ * there: back_without, the slave came back here without it); the end
+ * itself is guarded too (store.h), this only keeps a RETRY that would
+ * not be stored out of the logs and the live feed. */
+static void lost_check_owner(tf_master_t *m, tf_build_t *b,
+                             bool back_without)
 {
     if (!tf_master_group_begin(m, sizeof(owner_check_t)))
         return;
@@ -2209,7 +2244,8 @@ static void lost_check_owner(tf_master_t *m, tf_build_t *b)
         tf_master_group_commit(m, NULL, NULL);
         return;
     }
-    *c = (owner_check_t){.m = m, .build_id = b->id};
+    *c = (owner_check_t){.m = m, .build_id = b->id,
+                         .back_without = back_without};
     tf_op_build_adopt(m->group, b->id, NULL);
     b->owner_checking = true;
     tf_master_group_commit(m, owner_checked_cb, c);
@@ -2228,12 +2264,13 @@ void tf_build_check_lost(tf_master_t *m)
     while (n < 64 && tf_map_next(m->builds, &pos, NULL, NULL, &v) == 0) {
         tf_build_t *b = v;
         if (b->state != TF_BUILD_ENDING && !b->owner_checking &&
-            b->lost_since_ms && now - b->lost_since_ms > limit)
+            !b->returning && b->lost_since_ms &&
+            now - b->lost_since_ms > limit)
             lost[n++] = b;
     }
     for (size_t i = 0; i < n; i++) {
         if (shared)
-            lost_check_owner(m, lost[i]);
+            lost_check_owner(m, lost[i], false);
         else
             lost_end(m, lost[i]);
     }

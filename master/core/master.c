@@ -671,7 +671,8 @@ typedef struct adopt {
     char slave[TF_NAME_MAX + 1];
     uint64_t *ids;
     size_t n;
-    size_t npending; /* adoption writes not answered yet */
+    size_t npending; /* owner checks, then adoption writes, not answered */
+    int rc;          /* an owner check failed: not welcomed (TF_E*) */
     tf_master_adopted_cb cb;
     void *arg;
 } adopt_t;
@@ -681,6 +682,13 @@ typedef struct adopt_one {
     adopt_t *a;
     size_t row;
 } adopt_one_t;
+
+/* One owner check of a build this master holds and the slave brings
+ * back. */
+typedef struct adopt_check {
+    adopt_t *a;
+    uint64_t build_id;
+} adopt_check_t;
 
 static bool adopt_wanted(const adopt_t *a, uint64_t id)
 {
@@ -692,7 +700,7 @@ static bool adopt_wanted(const adopt_t *a, uint64_t id)
 
 static void adopt_finish(adopt_t *a)
 {
-    a->cb(a->m, a->arg);
+    a->cb(a->m, a->arg, a->rc);
     tf_q_state_clear(&a->q);
     free(a->ids);
     free(a);
@@ -785,18 +793,109 @@ static void adopt_loaded_cb(void *arg, int rc)
         adopt_finish(a);
 }
 
+/* The owner checks are in: the builds this master does not hold (now)
+ * are loaded and taken over. Copies dropped by a check are freed first
+ * (their acks are off), so that their builds can be taken over. */
+static void adopt_checked(adopt_t *a)
+{
+    tf_master_t *m = a->m;
+    size_t unknown = 0;
+    int rc;
+
+    if (a->rc) {
+        adopt_finish(a);
+        return;
+    }
+    tf_build_flush_acks(m);
+    for (size_t i = 0; i < a->n; i++)
+        unknown += tf_map_get_id(m->builds, a->ids[i]) == NULL;
+    if (!unknown) {
+        adopt_finish(a);
+        return;
+    }
+    a->q.q.kind = TF_Q_LOAD_STATE;
+    rc = tf_store_query(m->store, &a->q.q, adopt_loaded_cb, a);
+    if (rc) {
+        tf_warn("master", "slave %s: cannot load the builds it brings "
+                "(%s): they are abandoned", a->slave, tf_strerror(rc));
+        adopt_finish(a);
+    }
+}
+
+/* A held build's owner check: still this master's, it resumes here (the
+ * welcome); another master's or ended, the stale copy goes at once and
+ * the build is taken over like any other (adopt_checked). */
+static void adopt_check_cb(void *arg, int rc)
+{
+    adopt_check_t *c = arg;
+    adopt_t *a = c->a;
+    tf_master_t *m = a->m;
+    tf_build_t *b = tf_map_get_id(m->builds, c->build_id);
+
+    if (b)
+        b->returning = false;
+    if (rc == TF_ESTATE) {
+        if (b && b->state != TF_BUILD_ENDING)
+            tf_build_forget_stale(m, b);
+    } else if (rc) {
+        tf_warn("master", "slave %s is back with build %" PRIu64 ": whether "
+                "it is still this master's could not be read (%s): the "
+                "slave is not welcomed yet", a->slave, c->build_id,
+                tf_strerror(rc));
+        if (!a->rc)
+            a->rc = rc;
+    }
+    if (--a->npending == 0)
+        adopt_checked(a);
+}
+
+/* A build this master holds for this slave, which may have run it for
+ * another master since the link dropped. */
+static bool adopt_held(const tf_build_t *b, const char *slave)
+{
+    return b && b->state != TF_BUILD_ENDING && strcmp(b->slave, slave) == 0;
+}
+
+/* Asks the database whether held build b is still this master's, in a
+ * write group after every group of its stale copy (the owner-guarded
+ * UPDATE of tf_op_build_adopt with no `from`). */
+static void adopt_check(adopt_t *a, tf_build_t *b)
+{
+    tf_master_t *m = a->m;
+    adopt_check_t *c;
+
+    if (!tf_master_group_begin(m, sizeof(*c)))
+        goto fail;
+    c = tf_wgroup_alloc(m->group, sizeof(*c));
+    if (!c) {
+        tf_master_group_commit(m, NULL, NULL);
+        goto fail;
+    }
+    *c = (adopt_check_t){.a = a, .build_id = b->id};
+    tf_op_build_adopt(m->group, b->id, NULL);
+    b->returning = true;
+    a->npending++;
+    tf_master_group_commit(m, adopt_check_cb, c);
+    return;
+fail:
+    if (!a->rc)
+        a->rc = TF_ENOMEM;
+}
+
 int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
                     size_t n, tf_master_adopted_cb cb, void *arg)
 {
-    size_t unknown = 0;
+    size_t unknown = 0, held = 0;
     adopt_t *a;
-    int rc;
 
     if (!tf_store_is_shared(m->store))
         return TF_ENOENT;
-    for (size_t i = 0; i < n; i++)
-        unknown += tf_map_get_id(m->builds, ids[i]) == NULL;
-    if (!unknown)
+    for (size_t i = 0; i < n; i++) {
+        tf_build_t *b = tf_map_get_id(m->builds, ids[i]);
+        unknown += b == NULL;
+        held += adopt_held(b, slave);
+    }
+    if (!unknown && !held)
         return TF_ENOENT;
     a = calloc(1, sizeof(*a));
     if (!a || !(a->ids = malloc(n * sizeof(*ids)))) {
@@ -809,13 +908,15 @@ int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
     a->cb = cb;
     a->arg = arg;
     snprintf(a->slave, sizeof(a->slave), "%s", slave);
-    a->q.q.kind = TF_Q_LOAD_STATE;
-    rc = tf_store_query(m->store, &a->q.q, adopt_loaded_cb, a);
-    if (rc) {
-        free(a->ids);
-        free(a);
+    a->npending = 1; /* this function's own hold */
+    for (size_t i = 0; i < n; i++) {
+        tf_build_t *b = tf_map_get_id(m->builds, ids[i]);
+        if (adopt_held(b, slave))
+            adopt_check(a, b);
     }
-    return rc;
+    if (--a->npending == 0)
+        adopt_checked(a);
+    return 0;
 }
 
 /* --- several masters: cancelling what another master runs --- */

@@ -218,6 +218,11 @@ struct tf_build {
     bool owner_checking;       /* shared masters: asking the database
                                 * whether the lost build is still this
                                 * master's before ending it */
+    bool returning;            /* shared masters: its slave is back with
+                                * it, and the database is asked whether
+                                * it is still this master's before it
+                                * resumes (tf_master_adopt): the lost
+                                * timer leaves it alone meanwhile */
     char *start_msg;           /* encoded build_start until sent */
     size_t start_len;
     tf_list_t slave_node;      /* mslave->builds */
@@ -506,17 +511,25 @@ int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
  * one read at a time, none while this master runs no build. */
 void tf_master_cancels_check(tf_master_t *m);
 
-/* Called on the loop thread once tf_master_adopt has loaded what it
- * could. */
-typedef void (*tf_master_adopted_cb)(tf_master_t *m, void *arg);
+/* Called on the loop thread once tf_master_adopt has checked and loaded
+ * what it could: rc 0, or the TF_E* code of an owner check that failed
+ * (the database could not say whose a held build is: the slave must not
+ * be welcomed with it). */
+typedef void (*tf_master_adopted_cb)(tf_master_t *m, void *arg, int rc);
 
-/* A shared master's slave came back (hello) with running builds this
- * master does not hold: those of a master that died. Loads them and
- * their requests from the database (builds whose slave is `slave`
- * only), so that the welcome resumes them here, then calls cb(m, arg).
- * Returns 0 with cb to come, or TF_ENOENT when there is nothing to load
- * (not shared, or every id is known here: cb is not called), or another
- * code without calling cb. ids is copied. */
+/* A shared master's slave came back (hello) with running builds. Those
+ * this master holds for it are checked first, each in an owner-guarded
+ * write (the slave may have run them for another master since: the
+ * A->B->A move): a copy that is another master's now, or whose build has
+ * ended, is dropped at once (tf_build_forget_stale). Then the builds it
+ * does not hold (a dead master's, or those just dropped) are loaded with
+ * their requests from the database (builds whose slave is `slave` only)
+ * and taken over each in its own guarded write, so that the welcome
+ * resumes them here; then cb(m, arg, rc). Returns 0 with cb to come
+ * (possibly already called), or TF_ENOENT when there is nothing to check
+ * or load (not shared, or no id is known here or held for this slave:
+ * cb is not called), or another code without calling cb. ids is
+ * copied. */
 int tf_master_adopt(tf_master_t *m, const char *slave, const uint64_t *ids,
                     size_t n, tf_master_adopted_cb cb, void *arg);
 
@@ -696,6 +709,14 @@ int tf_build_slave_back(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *hello,
 
 /* Ends builds whose slave has been gone longer than build_lost_after_s. */
 void tf_build_check_lost(tf_master_t *m);
+
+/* Shared masters: b's slave came back with it, but another master owns
+ * it now or it has ended (tf_master_adopt's owner check). This master's
+ * copy is stale: it is dropped at once without ending it (no RETRY, no
+ * requeue, no mail, no event), with this master's copy of its request,
+ * and the queue is read again (the request may be pending again). b is
+ * freed by the next tf_build_flush_acks. */
+void tf_build_forget_stale(tf_master_t *m, tf_build_t *b);
 
 /* Sends the acks owed to slaves (called once per loop turn). */
 void tf_build_flush_acks(tf_master_t *m);

@@ -286,7 +286,7 @@ static void link_accept(tf_link_t *l, const tf_msg_t *hello)
 
 /* The builds a slave brings are loaded: the welcome goes out now, if the
  * link is still there and waiting for it. */
-static void link_adopted_cb(tf_master_t *m, void *arg)
+static void link_adopted_cb(tf_master_t *m, void *arg, int rc)
 {
     tf_link_t *l = tf_map_get_id(m->links, (uint64_t)(uintptr_t)arg);
     char err[256];
@@ -294,7 +294,13 @@ static void link_adopted_cb(tf_master_t *m, void *arg)
 
     if (!l || !l->adopt_text)
         return;
-    if (l->state == LINK_CHALLENGED &&
+    if (rc && l->state == LINK_CHALLENGED) {
+        /* Whose its builds are is unknown: resuming them could run one
+         * twice. The slave keeps them and tries again. */
+        tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT, "master error: the "
+                      "builds it brings could not be checked (%s); try "
+                      "again", tf_strerror(rc));
+    } else if (l->state == LINK_CHALLENGED &&
         tf_msg_decode(l->adopt_text, strlen(l->adopt_text), &msg, err,
                       sizeof(err)) == 0) {
         link_accept(l, &msg);
@@ -304,9 +310,11 @@ static void link_adopted_cb(tf_master_t *m, void *arg)
     l->adopt_text = NULL;
 }
 
-/* Several masters (store.shared): builds the slave runs that this master
- * does not hold are loaded before the welcome. Returns true when the
- * welcome waits for that. */
+/* Several masters (store.shared): before the welcome, builds the slave
+ * runs that this master holds are checked against the database (still
+ * this master's?) and those it does not hold (any more) are loaded and
+ * taken over (tf_master_adopt). Returns true when the welcome waits for
+ * that. */
 static bool link_adopt(tf_link_t *l, const tf_msg_t *msg, const char *text,
                        size_t len)
 {

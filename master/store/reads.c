@@ -465,8 +465,8 @@ static int q_scheduler(tf_db_t *db, tf_q_scheduler_t *q)
     int src;
 
     if (prep(db,
-             "SELECT last_fired_ms, last_revision FROM scheduler_state "
-             "WHERE name = ?1",
+             "SELECT last_fired_ms, last_revision, coalesce(next_fire_ms, "
+             "0) FROM scheduler_state WHERE name = ?1",
              &st))
         return TF_ESTORE;
     tf_db_bind_text(st, 1, q->name, -1, TF_DB_STATIC);
@@ -474,6 +474,7 @@ static int q_scheduler(tf_db_t *db, tf_q_scheduler_t *q)
         q->have_row = true;
         q->last_fired_ms = col_i64(st, 0);
         q->last_revision = col_dup(st, 1, &ok);
+        q->next_fire_ms = col_i64(st, 2);
         src = TF_DB_DONE;
     }
     if ((src = finish(db, st, src)))

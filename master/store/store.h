@@ -755,6 +755,7 @@ typedef struct tf_q_scheduler {
     unsigned limit;
     bool have_row;
     int64_t last_fired_ms;
+    int64_t next_fire_ms; /* as stored; 0: none stored */
     char *last_revision;
     tf_sched_change_row_t *changes;
     size_t nchanges;

@@ -375,6 +375,180 @@ def test_a_build_taken_over_from_a_live_master_is_never_ended_by_it(
     assert "queued again" not in text
 
 
+def lines_upto(n):
+    return "".join(f"line {i}\n" for i in range(1, n + 1)).encode()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("back", ["within_b_window", "after_b_lost",
+                                  "after_end_on_b"])
+def test_a_build_moved_a_to_b_and_back_to_a_lands_once(
+        farm, pg_url, pg_cluster, back):
+    """s1 runs build X for master a through proxy pa; pa cuts it and s1
+    fails over to b (proxy pb), which takes X over (owner a -> b). Then
+    pb cuts s1 and s1 comes back to a while a still holds its stale copy
+    of X (a's build_lost_after_s is long). a must ask the database before
+    resuming: X is b's, so a drops its stale copy (no RETRY, no requeue)
+    and takes X over from b through the owner-guarded write; b's timer
+    then finds X taken over and drops its copy. The step ran once, X
+    ends once with SUCCESS, its log is byte-exact on both masters, one
+    build row, one mail.
+
+    back_after_b_lost: s1 stays away from both until b's (short)
+    build_lost_after_s has ended X as RETRY and queued its request
+    again; then it returns to a, which must not resume its stale copy
+    (the build has ended): s1 drops X and the request's rerun (build Y)
+    runs on s1 through a, once; X keeps what b stored (no line twice).
+
+    after_end_on_b: X finishes on b before s1 comes back to a, without
+    it: a must not end its stale copy as RETRY (a RETRY event after the
+    SUCCESS) but find X is b's and drop its copy."""
+    b_lost = back == "after_b_lost"
+    from test_mail import Smtpd, assert_stays, mail_config
+    lines = 150
+    smtp = Smtpd(farm).start()
+    secrets = secret_files(farm, ["s1"])
+    runs = farm.tmp / "runs"
+    cfg = config([], mail=mail_config(smtp.port))
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(secrets["s1"])}]
+    cfg["builders"] = [{"name": "long", "mail": {
+        "mode": "all", "extra_recipients": ["ci@example.org"]},
+        "steps": [{"name": "count", "command":
+                   f"echo run >> {runs}; i=1; while [ $i -le {lines} ]; "
+                   "do echo line $i; sleep 0.1; i=$((i + 1)); done"}]}]
+    a = farm.master(shared(dict(cfg, build_lost_after_s=120), pg_url),
+                    name="a")
+    b = farm.master(shared(dict(cfg, build_lost_after_s=3 if b_lost else 6),
+                           pg_url), name="b")
+    pa, pb = farm.proxy(a.port), farm.proxy(b.port)
+    farm.slave(a, "s1", secret_file=secrets["s1"], url=pa.ws_url,
+               args=["--master", pb.ws_url])
+    a.wait_slave_connected("s1")
+    db = pg_cluster.dbname(pg_url)
+
+    def owner():
+        return pg_cluster.psql(f"SELECT owner FROM builds WHERE id = {bid}",
+                               db=db).strip()
+
+    def stored():
+        return len(a.step_log(bid, 0))
+    req = a.force("long")
+    bid = a.wait_build_started(req)
+    a.wait_step_running(bid, 0, min_bytes=len(lines_upto(5)))
+    owner_a = owner()
+    assert owner_a and owner_a in a.log_text(), owner_a
+    pa.cut()
+    wait_for(lambda: "another master ran: this master takes it over"
+             in b.log_text(), 30, "b to take X over", farm, interval=0.1)
+    owner_b = owner()
+    assert owner_b != owner_a and owner_b in b.log_text(), owner_b
+    at_b = stored()
+    wait_for(lambda: stored() >= at_b + len(b"line 10\n") * 5, 30,
+             "b to store more of X", farm, interval=0.1)
+    if back == "after_end_on_b":
+        done = b.wait_build_finished(bid, 60)
+        assert done["result"] == "SUCCESS", done
+    pb.cut()
+    if b_lost:
+        ended = re.compile(rf"build {bid} \(long #\d+\) on s1: RETRY")
+        wait_for(lambda: ended.search(b.log_text()), 30,
+                 "b to end X as RETRY", farm, interval=0.2)
+    a_before = len(a.log_text())
+    pa.restore()
+    a.wait_slave_connected("s1", timeout=30)
+    if back == "after_end_on_b":
+        dropped = re.compile(rf"build {bid} (\(long #\d+\) )?is another "
+                             "master's now")
+        wait_for(lambda: dropped.search(a.log_text()), 30,
+                 "a to drop its stale copy of X", farm, interval=0.2)
+        time.sleep(2)  # anything a would still do, it has done
+        want = lines_upto(lines)
+        rows = pg_cluster.psql("SELECT count(*), count(DISTINCT "
+                               "request_id), min(result), max(result) "
+                               "FROM builds", db=db)
+        assert rows.strip() == "1|1|0|0", rows
+        r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                            f"build_requests WHERE id = {req}", db=db)
+        assert r.strip() == f"done|0|{bid}|0", r
+        assert owner() == owner_b
+        for m in (a, b):
+            v = m.build(bid)
+            assert v["state"] == "finished" and v["result"] == "SUCCESS", v
+            assert m.step_log(bid, 0) == want
+            text = m.log_text()
+            assert not re.search(rf"build {bid} \(long #\d+\) on s1: "
+                                 "RETRY", text), m.name
+            assert "queued again" not in text
+        assert runs.read_text() == "run\n"
+        smtp.wait_count(1, 30)
+        assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+        return
+    if not b_lost:
+        wait_for(lambda: owner() == owner_a, 30, "a to take X back",
+                 farm, interval=0.1)
+        done = a.wait_build_finished(bid, 60)
+        assert done["result"] == "SUCCESS", done
+        want = lines_upto(lines)
+        assert a.step_log(bid, 0) == want
+        assert b.step_log(bid, 0) == want
+        # b's timer finds X taken over and drops its copy.
+        dropped = re.compile(rf"build {bid} \(long #\d+\) is another "
+                             "master's now")
+        wait_for(lambda: dropped.search(b.log_text()), 30,
+                 "b to drop its copy of X", farm, interval=0.2)
+        time.sleep(2)  # anything a master would still do, it has done
+        rows = pg_cluster.psql("SELECT count(*), count(DISTINCT "
+                               "request_id), min(result), max(result) "
+                               "FROM builds", db=db)
+        assert rows.strip() == "1|1|0|0", rows
+        r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                            f"build_requests WHERE id = {req}", db=db)
+        assert r.strip() == f"done|0|{bid}|0", r
+        for m in (a, b):
+            v = m.build(bid)
+            assert v["state"] == "finished" and v["result"] == "SUCCESS", v
+            assert m.request_info(req)["state"] == "done"
+            text = m.log_text()
+            assert not re.search(rf"build {bid} \(long #\d+\) on s1: RETRY",
+                                 text), m.name
+            assert "queued again" not in text
+        assert runs.read_text() == "run\n"
+        msgs = smtp.wait_count(1, 30)
+        assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+        assert str(bid) in str(msgs[0][0]["X-TestFarm-Build"])
+        return
+    # b ended X; a drops its stale copy and runs the request again.
+    wait_for(lambda: int(pg_cluster.psql(
+        f"SELECT count(*) FROM builds WHERE request_id = {req} AND state = "
+        "'finished'", db=db)) == 2, 60, "the rerun to finish", farm,
+        interval=0.2)
+    time.sleep(2)
+    rows = pg_cluster.psql(f"SELECT id, result, owner FROM builds WHERE "
+                           f"request_id = {req} ORDER BY result", db=db)
+    (y, y_res, y_owner), (x, x_res, x_owner) = \
+        [r.split("|") for r in rows.split()]
+    assert int(x) == bid and x_res == "5" and x_owner == owner_b, rows
+    assert y_res == "0" and y_owner == owner_a, rows
+    y = int(y)
+    want = lines_upto(lines)
+    for m in (a, b):
+        assert m.build(bid)["result"] == "RETRY"
+        assert m.build(y)["result"] == "SUCCESS"
+        assert m.step_log(y, 0) == want
+        got = m.step_log(bid, 0)
+        assert want.startswith(got) and len(got) >= at_b, got[-40:]
+        assert m.request_info(req)["state"] == "done"
+    r = pg_cluster.psql(f"SELECT state, result, build_id, retries FROM "
+                        f"build_requests WHERE id = {req}", db=db)
+    assert r.strip() == f"done|0|{y}|1", r
+    text = a.log_text()
+    assert not re.search(rf"build {bid} \(long #\d+\) on s1: RETRY", text)
+    assert not re.search(rf"build {bid} resumes on slave", text[a_before:])
+    assert runs.read_text() == "run\nrun\n"
+    msgs = smtp.wait_count(1, 30)
+    assert_stays(lambda: len(smtp.messages()) == 1, 3, "a second mail")
+
+
 def lost_claims_per_request(masters):
     """How often each master lost the claim of each request (the store's
     info line), as {(master, request id): count}."""
@@ -1586,3 +1760,64 @@ def test_summary_and_builders_count_the_slaves_of_every_master(
     assert builders["long"][2] == [("s3", False)]
     assert slave_counts(b)[0] == counts
     assert s3.wait_exit(30) == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_periodic_scheduler_fires_once_per_period_across_a_lease_move(
+        farm, pg_url, pg_cluster):
+    """A periodic scheduler (every minute, on the masters' test clocks)
+    on masters a and b. a holds the duty lease and fires the periods
+    before M1 and M1; b, which never held it, still has the next time it
+    computed when it started (before M1). a is killed (-9); b takes the
+    lease and must read the scheduler's state again from the database:
+    M1 was fired, so nothing fires (its stale time would fire it again);
+    M2 fires once when b's clock passes it (a stored M2 as the next
+    time, so it is not skipped either). Counted as requests in the
+    database."""
+    from test_continuous import set_clock
+    cfg = config([], testing={"clock": True})
+    cfg["schedulers"] = [{"name": "every-minute", "type": "periodic",
+                          "builders": ["quick"], "cron": "* * * * *",
+                          "only_if_changed": False}]
+    db = pg_cluster.dbname(pg_url)
+
+    def fired():
+        return int(pg_cluster.psql(
+            "SELECT count(*) FROM build_requests WHERE scheduler = "
+            "'every-minute'", db=db))
+    a = farm.master(shared(cfg, pg_url), name="a")
+    wait_for(lambda: DUTY in a.log_text(), 15, "a to hold the lease", farm)
+    b = farm.master(shared(cfg, pg_url), name="b")
+    assert DUTY not in b.log_text()
+    # Minute boundaries well past real time, so only the clocks move.
+    m1 = (int(time.time()) // 60 + 5) * 60 * 1000
+    m2 = m1 + 60000
+    for m in (a, b):
+        set_clock(m, m1 - 2000)
+    # The periods between real time and M1 are missed ones: a fires
+    # once for them.
+    wait_for(lambda: fired() == 1, 20, "a to fire once", farm)
+    for m in (a, b):
+        set_clock(m, m1 + 1000)
+    wait_for(lambda: fired() == 2, 20, "a to fire M1", farm)
+    time.sleep(1.5)
+    assert fired() == 2
+    stored = int(pg_cluster.psql("SELECT next_fire_ms FROM scheduler_state "
+                                 "WHERE name = 'every-minute'", db=db))
+    assert stored == m2, (stored, m2)
+    a.kill9()
+    wait_for(lambda: "every-minute: this master runs it now" in
+             b.log_text(), 30, "b to take the lease and read the "
+             "scheduler again", farm)
+    time.sleep(3)  # b ticks every second: a stale time would fire now
+    assert fired() == 2, "M1 fired twice across the lease move"
+    set_clock(b, m2 + 1000)
+    wait_for(lambda: fired() == 3, 20, "b to fire M2", farm)
+    time.sleep(3)
+    assert fired() == 3
+    reasons = pg_cluster.psql("SELECT reason FROM build_requests WHERE "
+                              "scheduler = 'every-minute'", db=db)
+    assert reasons.count("periodic") == 3, reasons
+    assert int(pg_cluster.psql("SELECT next_fire_ms FROM scheduler_state "
+                               "WHERE name = 'every-minute'", db=db)) == \
+        m2 + 60000

@@ -229,6 +229,8 @@ struct tf_engine {
     uint64_t beat_since_us; /* since when, without a break (0: its
                              * connection is new) */
     unsigned ids_delay_ms; /* test hook TF_TEST_PG_IDS_DELAY_MS */
+    unsigned relay_delay_ms; /* test hook TF_TEST_PG_RELAY_DELAY_MS:
+                                the first NOTIFY of events waits */
     char drop_topic[32];   /* test hook TF_TEST_PG_DROP_RELAY: outgoing
                             * events of this topic ("*": all) are lost */
 };
@@ -2063,6 +2065,10 @@ static bool send_events(tf_engine_t *e, PGconn *c)
         if (!n)
             return true;
         batch[o] = '\0';
+        if (e->relay_delay_ms) { /* the test hook: a relay held once */
+            usleep(e->relay_delay_ms * 1000u);
+            e->relay_delay_ms = 0;
+        }
         const char *v[1] = {batch};
         PGresult *res = PQexecParams(c, "SELECT pg_notify('tf_farm', $1)",
                                      1, NULL, v, NULL, NULL, 0);
@@ -2224,6 +2230,13 @@ static int watch(tf_engine_t *e, void (*cb)(void *arg, unsigned what),
         e->ids_delay_ms = ms > 0 && ms < 60000 ? (unsigned)ms : 0;
         tf_warn(SUB, "test hook: each block of ids is reserved %u ms late",
                 e->ids_delay_ms);
+    }
+    const char *rdelay = getenv("TF_TEST_PG_RELAY_DELAY_MS");
+    if (rdelay && *rdelay) {
+        long ms = strtol(rdelay, NULL, 10);
+        e->relay_delay_ms = ms > 0 && ms < 60000 ? (unsigned)ms : 0;
+        tf_warn(SUB, "test hook: the first NOTIFY of live events is sent "
+                "%u ms late", e->relay_delay_ms);
     }
     if (pipe2(e->wake, O_NONBLOCK | O_CLOEXEC) != 0)
         return TF_EIO;

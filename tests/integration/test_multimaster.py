@@ -1199,10 +1199,14 @@ def test_a_relay_queue_too_small_counts_and_logs_its_drops(farm, pg_url):
     TF_TEST_PG_FARM_QUEUE_BYTES) a burst overflows it: the drops are
     counted in /api/v1/master's "relay", logged once when the burst
     starts and once with their count when the queue has room again;
-    the farm itself is unaffected (every request is stored)."""
+    the farm itself is unaffected (every request is stored). The first
+    NOTIFY goes 1 s late (TF_TEST_PG_RELAY_DELAY_MS): on a loaded
+    machine the forces came slower than the relay sent them, and
+    nothing overflowed."""
     cfg = config([])
     a = farm.master(shared(cfg, pg_url), name="a",
-                    env={"TF_TEST_PG_FARM_QUEUE_BYTES": "600"})
+                    env={"TF_TEST_PG_FARM_QUEUE_BYTES": "600",
+                         "TF_TEST_PG_RELAY_DELAY_MS": "1000"})
     b = farm.master(shared(cfg, pg_url), name="b")
     from test_live import live_client, subscribe
     ws = live_client(farm, a)  # a publishes (and relays) request events

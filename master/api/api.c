@@ -233,8 +233,9 @@ bool tf_api_farm_build_elsewhere(tf_master_t *m, const json_t *row)
 }
 
 /* The running builds of builder or slave (NULL: any), from this master's
- * memory, then, when fbuilds is not NULL (shared masters: tf_q_farm_builds
- * read with the answer), the other masters' from the database, counted
+ * memory, then, when fbuilds is not NULL (shared masters: the builder's
+ * or the slave's rows of tf_q_farm_builds, read with the answer), the
+ * other masters' from the database, counted
  * into *nelsewhere when not NULL. Those others' slave_connected is
  * whether farm (tf_q_farm_slaves) holds their slave, or elsewhere_up
  * when farm is NULL. */
@@ -396,8 +397,9 @@ static void overlay_builder(tf_master_t *m, const json_t *farm,
     if (fpending)
         pending = (unsigned)json_integer_value(json_object_get(fpending,
                                                                name));
-    json_t *current = running_builds_of(m, name, NULL, fbuilds, farm, true,
-                                        &running);
+    json_t *current = running_builds_of(m, name, NULL,
+                                        json_object_get(fbuilds, name), farm,
+                                        true, &running);
     json_object_set_new(o, "pending", json_integer(pending));
     json_object_set_new(o, "running", json_integer(running));
     json_object_set_new(o, "active", json_boolean(cfg != NULL));
@@ -468,8 +470,9 @@ static void overlay_slave(tf_master_t *m, const json_t *fbuilds, json_t *o)
         json_object_set_new(o, "version", json_string(s->version));
     }
     json_object_set_new(o, "current_builds",
-                        running_builds_of(m, NULL, name, fbuilds, NULL,
-                                          elsewhere, NULL));
+                        running_builds_of(m, NULL, name,
+                                          json_object_get(fbuilds, name),
+                                          NULL, elsewhere, NULL));
 }
 
 static int by_name(const void *a, const void *b)
@@ -545,7 +548,7 @@ typedef struct qjob {
     bool shared;       /* builders: count the slaves of every master */
     json_t *farm;      /* ... from tf_q_farm_slaves */
     json_t *fbuilds;   /* shared: the farm's open builds (tf_q_farm_builds),
-                        * builders and slaves */
+                        * by builder (builders) or slave (slaves) */
     json_t *fpending;  /* shared: builders' pending (tf_q_farm_pending) */
     char base[512];
     json_t *out;
@@ -564,7 +567,7 @@ static int qjob_run(tf_db_t *db, void *arg)
         if (rc == 0 && q->shared)
             rc = tf_q_farm_slaves(db, &q->farm);
         if (rc == 0 && q->shared)
-            rc = tf_q_farm_builds(db, &q->fbuilds);
+            rc = tf_q_farm_builds(db, false, &q->fbuilds);
         if (rc == 0 && q->shared)
             rc = tf_q_farm_pending(db, &q->fpending);
         return rc;
@@ -583,7 +586,7 @@ static int qjob_run(tf_db_t *db, void *arg)
                      : tf_q_slave(db, q->base, q->name, 50, &q->out);
         /* The other masters' builds, in the same snapshot as the rows. */
         if (rc == 0 && q->shared)
-            rc = tf_q_farm_builds(db, &q->fbuilds);
+            rc = tf_q_farm_builds(db, true, &q->fbuilds);
         return rc;
     }
     case Q_REQUEST:

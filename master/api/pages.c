@@ -176,11 +176,9 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
                 json_object_get(q->fpending, name));
         size_t k;
         json_t *row;
-        json_array_foreach(q->fbuilds, k, row)
+        json_array_foreach(json_object_get(q->fbuilds, name), k, row)
         {
-            const char *rb = json_string_value(json_array_get(row, 1));
-            if (!rb || strcmp(rb, name) != 0 ||
-                !tf_api_farm_build_elsewhere(m, row))
+            if (!tf_api_farm_build_elsewhere(m, row))
                 continue;
             json_int_t id = json_integer_value(json_array_get(row, 0));
             char burl[600];
@@ -252,7 +250,7 @@ static int pg_run(tf_db_t *db, void *arg)
         if (rc == 0 && q->shared)
             rc = tf_q_farm_slaves(db, &q->farm);
         if (rc == 0 && q->shared)
-            rc = tf_q_farm_builds(db, &q->fbuilds);
+            rc = tf_q_farm_builds(db, false, &q->fbuilds);
         if (rc == 0 && q->shared)
             rc = tf_q_farm_pending(db, &q->fpending);
         return rc;

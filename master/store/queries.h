@@ -216,9 +216,11 @@ int tf_q_farm_slaves(tf_db_t *db, json_t **out);
 /* Several masters: every open build of the farm (whichever master runs
  * it), read with tf_q_farm_slaves for the farm-wide running builds of the
  * builders, the summary and the slaves (api/api.c,
- * tf_api_farm_build_elsewhere). *out (new): [[id, builder, number, slave,
- * started_ms (created_ms until it starts), "ci"|"try"], ...] by id. */
-int tf_q_farm_builds(tf_db_t *db, json_t **out);
+ * tf_api_farm_build_elsewhere). *out (new): {key: [[id, builder, number,
+ * slave, started_ms (created_ms until it starts), "ci"|"try"], ...]} by
+ * id, key the builder, or the slave when by_slave (one lookup per
+ * builder or slave of an answer, not a walk of every open build). */
+int tf_q_farm_builds(tf_db_t *db, bool by_slave, json_t **out);
 
 /* Several masters: how many requests of each builder wait in the farm's
  * queue (stored pending, whichever master queued them; a master's own

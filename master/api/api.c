@@ -219,8 +219,30 @@ void tf_api_builder_slave_counts(tf_master_t *m, const json_t *farm,
     builder_slaves(m, farm, cfg, counts, NULL, nconnected);
 }
 
+bool tf_api_farm_build_elsewhere(tf_master_t *m, const json_t *row)
+{
+    uint64_t id = (uint64_t)json_integer_value(json_array_get(row, 0));
+    const char *slave = json_string_value(json_array_get(row, 3));
+    /* This master's own builds come from its memory, which is ahead of
+     * the database: one it holds, or one of a slave linked here (ended
+     * here, its end not committed yet), is not another master's. */
+    if (tf_map_get_id(m->builds, id))
+        return false;
+    tf_mslave_t *s = slave ? tf_master_slave(m, slave, false) : NULL;
+    return !(s && s->link);
+}
+
+/* The running builds of builder or slave (NULL: any), from this master's
+ * memory, then, when fbuilds is not NULL (shared masters: the builder's
+ * or the slave's rows of tf_q_farm_builds, read with the answer), the
+ * other masters' from the database, counted
+ * into *nelsewhere when not NULL. Those others' slave_connected is
+ * whether farm (tf_q_farm_slaves) holds their slave, or elsewhere_up
+ * when farm is NULL. */
 static json_t *running_builds_of(tf_master_t *m, const char *builder,
-                                 const char *slave)
+                                 const char *slave, const json_t *fbuilds,
+                                 const json_t *farm, bool elsewhere_up,
+                                 unsigned *nelsewhere)
 {
     json_t *arr = json_array();
     size_t pos = 0;
@@ -252,6 +274,36 @@ static json_t *running_builds_of(tf_master_t *m, const char *builder,
         json_object_set_new(o, "page_url", json_string(url));
         json_object_set_new(o, "kind", json_string(b->is_try ? "try" : "ci"));
         json_array_append_new(arr, o);
+    }
+    size_t i;
+    json_t *row;
+    json_array_foreach(fbuilds, i, row)
+    {
+        const char *rb = json_string_value(json_array_get(row, 1));
+        const char *rs = json_string_value(json_array_get(row, 3));
+        if (!rb || !rs || (builder && strcmp(rb, builder) != 0) ||
+            (slave && strcmp(rs, slave) != 0) ||
+            !tf_api_farm_build_elsewhere(m, row))
+            continue;
+        json_int_t id = json_integer_value(json_array_get(row, 0));
+        int64_t since = json_integer_value(json_array_get(row, 4));
+        json_t *o = json_pack(
+            "{s:I,s:s,s:I,s:s,s:I,s:I,s:b}", "id", id, "builder", rb,
+            "number", json_integer_value(json_array_get(row, 2)), "slave", rs,
+            "started_ms", (json_int_t)since, "elapsed_ms",
+            (json_int_t)(now - since), "slave_connected",
+            farm ? json_object_get(farm, rs) != NULL : elsewhere_up);
+        char url[600];
+        snprintf(url, sizeof(url), "%sapi/v1/builds/%" PRId64, base_url(m),
+                 (int64_t)id);
+        json_object_set_new(o, "url", json_string(url));
+        snprintf(url, sizeof(url), "%s#/builds/%" PRId64, base_url(m),
+                 (int64_t)id);
+        json_object_set_new(o, "page_url", json_string(url));
+        json_object_set(o, "kind", json_array_get(row, 5));
+        json_array_append_new(arr, o);
+        if (nelsewhere)
+            (*nelsewhere)++;
     }
     return arr;
 }
@@ -319,8 +371,9 @@ static json_t *pending_of(tf_master_t *m, const char *builder)
  * slaves that may run it go into the builder's page (detail) and into
  * the list only when asked (slaves): on a farm of a thousand slaves they
  * would make the hot list hundreds of KiB (docs/api.md). */
-static void overlay_builder(tf_master_t *m, const json_t *farm, json_t *o,
-                            bool detail, bool slaves)
+static void overlay_builder(tf_master_t *m, const json_t *farm,
+                            const json_t *fbuilds, const json_t *fpending,
+                            json_t *o, bool detail, bool slaves)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
     if (!name)
@@ -336,6 +389,17 @@ static void overlay_builder(tf_master_t *m, const json_t *farm, json_t *o,
     json_object_set_new(o, "slave_counts", counts);
     json_object_set_new(o, "connected_slaves", json_integer(up));
     unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning : 0;
+    /* Shared masters: the other masters' running builds too, and the
+     * farm's pending count, from the database in the answer's snapshot (a
+     * master keeps its copy of a request another master claimed until it
+     * tries to claim it itself, which it never does without a slave for
+     * the builder). */
+    if (fpending)
+        pending = (unsigned)json_integer_value(json_object_get(fpending,
+                                                               name));
+    json_t *current = running_builds_of(m, name, NULL,
+                                        json_object_get(fbuilds, name), farm,
+                                        true, &running);
     json_object_set_new(o, "pending", json_integer(pending));
     json_object_set_new(o, "running", json_integer(running));
     json_object_set_new(o, "active", json_boolean(cfg != NULL));
@@ -345,7 +409,7 @@ static void overlay_builder(tf_master_t *m, const json_t *farm, json_t *o,
                         : pending   ? "pending"
                                     : "idle";
     json_object_set_new(o, "state", json_string(state));
-    json_object_set_new(o, "current_builds", running_builds_of(m, name, NULL));
+    json_object_set_new(o, "current_builds", current);
     if (cfg) {
         json_t *tags = json_array();
         for (size_t i = 0; i < cfg->ntags; i++)
@@ -378,7 +442,7 @@ static void overlay_builder(tf_master_t *m, const json_t *farm, json_t *o,
     }
 }
 
-static void overlay_slave(tf_master_t *m, json_t *o)
+static void overlay_slave(tf_master_t *m, const json_t *fbuilds, json_t *o)
 {
     const char *name = json_string_value(json_object_get(o, "name"));
     if (!name)
@@ -405,7 +469,10 @@ static void overlay_slave(tf_master_t *m, json_t *o)
         json_object_set_new(o, "platform", json_string(s->platform));
         json_object_set_new(o, "version", json_string(s->version));
     }
-    json_object_set_new(o, "current_builds", running_builds_of(m, NULL, name));
+    json_object_set_new(o, "current_builds",
+                        running_builds_of(m, NULL, name,
+                                          json_object_get(fbuilds, name),
+                                          NULL, elsewhere, NULL));
 }
 
 static int by_name(const void *a, const void *b)
@@ -480,6 +547,9 @@ typedef struct qjob {
     bool slaves;       /* builders: list each one's slaves (?slaves=1) */
     bool shared;       /* builders: count the slaves of every master */
     json_t *farm;      /* ... from tf_q_farm_slaves */
+    json_t *fbuilds;   /* shared: the farm's open builds (tf_q_farm_builds),
+                        * by builder (builders) or slave (slaves) */
+    json_t *fpending;  /* shared: builders' pending (tf_q_farm_pending) */
     char base[512];
     json_t *out;
 } qjob_t;
@@ -496,6 +566,10 @@ static int qjob_run(tf_db_t *db, void *arg)
         /* The same snapshot: counts agree with the rows. */
         if (rc == 0 && q->shared)
             rc = tf_q_farm_slaves(db, &q->farm);
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_builds(db, false, &q->fbuilds);
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_pending(db, &q->fpending);
         return rc;
     }
     case Q_BUILDS:
@@ -506,9 +580,15 @@ static int qjob_run(tf_db_t *db, void *arg)
     case Q_BUILD_BY_NUMBER:
         return tf_q_build_by_number(db, q->base, q->name, q->id, &q->out);
     case Q_SLAVES:
-        return tf_q_slaves(db, q->base, q->before, q->limit, &q->out);
-    case Q_SLAVE:
-        return tf_q_slave(db, q->base, q->name, 50, &q->out);
+    case Q_SLAVE: {
+        int rc = q->kind == Q_SLAVES
+                     ? tf_q_slaves(db, q->base, q->before, q->limit, &q->out)
+                     : tf_q_slave(db, q->base, q->name, 50, &q->out);
+        /* The other masters' builds, in the same snapshot as the rows. */
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_builds(db, true, &q->fbuilds);
+        return rc;
+    }
     case Q_REQUEST:
         return tf_q_request(db, q->base, q->id, &q->out);
     case Q_BUILDER_STATS:
@@ -563,21 +643,22 @@ static void qjob_done(void *arg, int rc)
     switch (q->kind) {
     case Q_BUILDERS:
         tf_api_builders_complete(m, q->base, q->out);
-        json_array_foreach(q->out, i, v) overlay_builder(m, q->farm, v,
-                                                         false, q->slaves);
+        json_array_foreach(q->out, i, v) overlay_builder(
+            m, q->farm, q->fbuilds, q->fpending, v, false, q->slaves);
         break;
     case Q_BUILDER:
-        overlay_builder(m, q->farm, q->out, true, true);
+        overlay_builder(m, q->farm, q->fbuilds, q->fpending, q->out, true,
+                        true);
         break;
     case Q_SLAVES:
-        json_array_foreach(q->out, i, v) overlay_slave(m, v);
+        json_array_foreach(q->out, i, v) overlay_slave(m, q->fbuilds, v);
         break;
     case Q_BUILD:
     case Q_BUILD_BY_NUMBER:
         tf_api_commit_links(m, json_object_get(q->out, "changes"));
         break;
     case Q_SLAVE:
-        overlay_slave(m, q->out);
+        overlay_slave(m, q->fbuilds, q->out);
         break;
     case Q_REQUEST: {
         tf_request_t *req = tf_map_get_id(m->requests, q->id);
@@ -598,6 +679,8 @@ static void qjob_done(void *arg, int rc)
 out:
     json_decref(q->out);
     json_decref(q->farm);
+    json_decref(q->fbuilds);
+    json_decref(q->fpending);
     free(q);
 }
 

@@ -176,6 +176,12 @@ void tf_api_builder_slave_counts(struct tf_master *m, const json_t *farm,
                                  const struct tf_cfg_builder *cfg,
                                  json_t **counts, unsigned *nconnected);
 
+/* api.c: whether row, an open build of tf_q_farm_builds (shared
+ * masters), runs on another master: neither in this master's memory nor
+ * on a slave linked here (this master's own builds are answered from its
+ * memory, which is ahead of the database). */
+bool tf_api_farm_build_elsewhere(struct tf_master *m, const json_t *row);
+
 /* api.c: the master, builders, builds, slaves, requests, logs. */
 void tf_api_index(tf_http_req_t *r, const tf_route_args_t *a);
 void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a);

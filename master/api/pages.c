@@ -46,6 +46,9 @@ typedef struct pg {
     bool shared;              /* summary: count every master's slaves */
     json_t *farm;             /* ... read with the builders
                                * (tf_q_farm_slaves) */
+    json_t *fbuilds;          /* ... and the farm's open builds
+                               * (tf_q_farm_builds) */
+    json_t *fpending;         /* ... and pending (tf_q_farm_pending) */
     json_t *out;
 } pg_t;
 
@@ -136,10 +139,6 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
         tf_api_builder_slave_counts(m, q->farm, cfg, &counts, &up);
         unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning
                                                                : 0;
-        const char *state = running   ? "building"
-                            : up == 0 ? "offline"
-                            : pending ? "pending"
-                                      : "idle";
         json_t *last = json_object_get(b, "last_complete");
         const char *res = json_string_value(json_object_get(last, "result"));
         if (res) {
@@ -169,6 +168,35 @@ static json_t *summary_of(tf_master_t *m, const pg_t *q, json_t *builders)
                           "kind", bd->is_try ? "try" : "ci", "page_url",
                           burl));
         }
+        /* Shared masters: the other masters' builds of it, and the
+         * farm's pending count, from the database in the same snapshot as
+         * the rows (api.c, overlay_builder). */
+        if (q->fpending)
+            pending = (unsigned)json_integer_value(
+                json_object_get(q->fpending, name));
+        size_t k;
+        json_t *row;
+        json_array_foreach(json_object_get(q->fbuilds, name), k, row)
+        {
+            if (!tf_api_farm_build_elsewhere(m, row))
+                continue;
+            json_int_t id = json_integer_value(json_array_get(row, 0));
+            char burl[600];
+            snprintf(burl, sizeof(burl), "%s#/builds/%" PRId64, base,
+                     (int64_t)id);
+            json_array_append_new(
+                current,
+                json_pack("{s:I,s:I,s:O,s:I,s:O,s:s}", "id", id, "number",
+                          json_integer_value(json_array_get(row, 2)), "slave",
+                          json_array_get(row, 3), "started_ms",
+                          json_integer_value(json_array_get(row, 4)), "kind",
+                          json_array_get(row, 5), "page_url", burl));
+            running++;
+        }
+        const char *state = running   ? "building"
+                            : up == 0 ? "offline"
+                            : pending ? "pending"
+                                      : "idle";
         json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i}", "name", name, "state",
                               state, "pending", (int)pending, "running",
                               (int)running, "connected_slaves", (int)up);
@@ -221,6 +249,10 @@ static int pg_run(tf_db_t *db, void *arg)
          * snapshot. */
         if (rc == 0 && q->shared)
             rc = tf_q_farm_slaves(db, &q->farm);
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_builds(db, false, &q->fbuilds);
+        if (rc == 0 && q->shared)
+            rc = tf_q_farm_pending(db, &q->fpending);
         return rc;
     }
     case PG_WATERFALL:
@@ -273,6 +305,8 @@ static void pg_done(void *arg, int rc)
 out:
     json_decref(q->out);
     json_decref(q->farm);
+    json_decref(q->fbuilds);
+    json_decref(q->fpending);
     free(q);
 }
 

@@ -1463,6 +1463,72 @@ int tf_q_farm_slaves(tf_db_t *db, json_t **out)
     return 0;
 }
 
+int tf_q_farm_builds(tf_db_t *db, bool by_slave, json_t **out)
+{
+    tf_dbst_t *st = NULL;
+    /* builds_open's partial index: the open rows only. */
+    int rc = prep(db,
+                  "SELECT id, builder, number, slave, "
+                  "coalesce(started_ms, created_ms), kind FROM builds "
+                  "WHERE state <> 'finished' ORDER BY id",
+                  &st);
+    if (rc)
+        return rc;
+    json_t *o = json_object();
+    while (o && tf_db_step(st) == TF_DB_ROW) {
+        const char *builder = (const char *)tf_db_column_text(st, 1);
+        const char *slave = (const char *)tf_db_column_text(st, 3);
+        const char *kind = (const char *)tf_db_column_text(st, 5);
+        builder = builder ? builder : "";
+        slave = slave ? slave : "";
+        const char *key = by_slave ? slave : builder;
+        json_t *row = json_pack(
+            "[I,s,I,s,I,s]", (json_int_t)tf_db_column_int64(st, 0), builder,
+            (json_int_t)tf_db_column_int64(st, 2), slave,
+            (json_int_t)tf_db_column_int64(st, 4),
+            kind && strcmp(kind, "try") == 0 ? "try" : "ci");
+        json_t *list = json_object_get(o, key);
+        if (!list && row) {
+            list = json_array();
+            if (json_object_set_new(o, key, list) != 0)
+                list = NULL;
+        }
+        if (!row || !list || json_array_append_new(list, row) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    tf_db_finalize(st);
+    if (!o)
+        return TF_ENOMEM;
+    *out = o;
+    return 0;
+}
+
+int tf_q_farm_pending(tf_db_t *db, json_t **out)
+{
+    tf_dbst_t *st = NULL;
+    /* build_requests_open's partial index. */
+    int rc = prep(db,
+                  "SELECT builder, count(*) FROM build_requests "
+                  "WHERE state = 'pending' GROUP BY builder",
+                  &st);
+    if (rc)
+        return rc;
+    json_t *o = json_object();
+    while (o && tf_db_step(st) == TF_DB_ROW) {
+        const char *name = (const char *)tf_db_column_text(st, 0);
+        if (name)
+            json_object_set_new(
+                o, name, json_integer((json_int_t)tf_db_column_int64(st, 1)));
+    }
+    tf_db_finalize(st);
+    if (!o)
+        return TF_ENOMEM;
+    *out = o;
+    return 0;
+}
+
 int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,
                     uint64_t *size)
 {

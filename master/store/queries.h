@@ -213,6 +213,21 @@ int tf_q_job_owner(tf_db_t *db, uint64_t id, char *email, size_t email_len,
  * draining], ...} for the connected slaves only. */
 int tf_q_farm_slaves(tf_db_t *db, json_t **out);
 
+/* Several masters: every open build of the farm (whichever master runs
+ * it), read with tf_q_farm_slaves for the farm-wide running builds of the
+ * builders, the summary and the slaves (api/api.c,
+ * tf_api_farm_build_elsewhere). *out (new): {key: [[id, builder, number,
+ * slave, started_ms (created_ms until it starts), "ci"|"try"], ...]} by
+ * id, key the builder, or the slave when by_slave (one lookup per
+ * builder or slave of an answer, not a walk of every open build). */
+int tf_q_farm_builds(tf_db_t *db, bool by_slave, json_t **out);
+
+/* Several masters: how many requests of each builder wait in the farm's
+ * queue (stored pending, whichever master queued them; a master's own
+ * copy of one another master claimed is not counted). *out (new):
+ * {builder: count, ...}, builders with none left out. */
+int tf_q_farm_pending(tf_db_t *db, json_t **out);
+
 /* The row id and size of the patch with this SHA-256 (64 lower-case
  * hex), or TF_ENOENT. */
 int tf_q_patch_find(tf_db_t *db, const char *sha256, int64_t *rowid,

@@ -8,6 +8,7 @@ server comes from the pg_cluster fixture (tfpytest.py)."""
 
 import base64
 import concurrent.futures
+import os
 import re
 import time
 
@@ -1752,6 +1753,82 @@ def test_summary_and_builders_count_the_slaves_of_every_master(
     assert builders["long"][2] == [("s3", False)]
     assert slave_counts(b)[0] == counts
     assert s3.wait_exit(30) == 0
+
+
+def running_view(m, builder, slave):
+    """What m's /builders/{builder}, /builders, /summary and
+    /slaves/{slave} say of the builder's running builds: (state, running,
+    pending, [(build id, slave, kind, slave_connected)]) per answer, and
+    the slave's [(build id, builder)]."""
+    one = m.get_json(f"/builders/{builder}")
+    listed = {b["name"]: b for b in m.get_json("/builders")}[builder]
+    summ = {b["name"]: b for b in m.get_json("/summary")["builders"]}[builder]
+
+    def view(o, key):
+        return (o["state"], o["running"], o["pending"],
+                [(c["id"], c["slave"], c["kind"], c.get("slave_connected"))
+                 for c in o[key]])
+    sl = m.get_json(f"/slaves/{slave}")
+    return (view(one, "current_builds"), view(listed, "current_builds"),
+            view(summ, "current"),
+            [(c["id"], c["builder"]) for c in sl["current_builds"]])
+
+
+def settled_view(m, want, timeout=20):
+    """running_view(m, "long", "s2") once it is want, or the last one seen
+    after timeout seconds (scaled)."""
+    end = time.monotonic() + timeout * float(
+        os.environ.get("TF_TIMEOUT_SCALE", "1"))
+    while True:
+        got = running_view(m, "long", "s2")
+        if got == want or time.monotonic() > end:
+            return got
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(180)
+def test_every_master_shows_the_builds_running_on_another_masters_slave(
+        farm, pg_url):
+    """s1 is a's, s2 is b's and the only slave of builder "long". A build
+    of long forced through a runs on s2 (b): a's /builders/long,
+    /builders, /summary and /slaves/s2 show it as b's do (state building,
+    running 1, the build's id, slave s2, kind ci in current_builds), read
+    from the database in each answer's snapshot. A second request, queued
+    through b while s2 is busy, is pending 1 on both (every master queues
+    the others' requests). When both builds have finished, both masters
+    show long idle with no current build. Without the farm's open builds a
+    said idle (running 0, no current build) while b ran it."""
+    cfg = config(["s1", "s2"])
+    cfg["builders"].append(long_builder("long", lines=30, slaves=["s2"]))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    a.wait_slave_connected("s2")
+    idle = ("idle", 0, 0, [])
+    assert running_view(a, "long", "s2") == (idle, idle, idle, [])
+    req, bid = running_build(a, "long")
+    assert a.request_info(req)["build_id"] == bid
+    busy = ("building", 1, 0, [(bid, "s2", "ci", True)])
+    want = (busy, busy, busy[:3] + ([(bid, "s2", "ci", None)],),
+            [(bid, "long")])
+    for m in (a, b):
+        assert settled_view(m, want) == want, m.name
+    # Pending: a second request through b waits for s2, on both masters.
+    req2 = b.force("long")
+    for m in (a, b):
+        wait_for(lambda: running_view(m, "long", "s2")[0][2] == 1, 20,
+                 f"{m.name} to show 1 pending", farm, interval=0.2)
+        view = running_view(m, "long", "s2")
+        assert view[0][:3] == ("building", 1, 1), view
+        assert view[2][:3] == ("building", 1, 1), view
+    assert a.wait_build_finished(bid, 60)["result"] == "SUCCESS"
+    bid2 = a.wait_build_started(req2)
+    assert a.wait_build_finished(bid2, 60)["result"] == "SUCCESS"
+    for m in (a, b):
+        assert settled_view(m, (idle, idle, idle, [])) == \
+            (idle, idle, idle, []), m.name
 
 
 @pytest.mark.timeout(180)

@@ -311,42 +311,72 @@ static json_t *running_builds_of(tf_master_t *m, const char *builder,
 /* A request as the queue shows it; pos is its place in its builder's
  * queue (0: not pending), known to the caller walking the queue in order
  * (asking the scheduler per request would make a long queue quadratic). */
-static json_t *request_json(tf_master_t *m, const tf_request_t *r,
-                            unsigned pos)
+/* A request in the queue's shape (docs/api.md, "A request"): from a
+ * request this master holds (request_json) or from a stored row of one
+ * running on another master (tf_q_farm_running), with the same fields in
+ * the same order. build_id and job_id 0: none. */
+typedef struct req_fields {
+    uint64_t id, build_id, job_id;
+    const char *builder, *reason, *owner; /* reason NULL: none */
+    bool pending, is_try;
+    int priority;
+    int64_t submitted_ms;
+    unsigned retries;
+} req_fields_t;
+
+static json_t *request_fields_json(tf_master_t *m, const req_fields_t *f,
+                                   unsigned pos)
 {
     char url[600];
     snprintf(url, sizeof(url), "%sapi/v1/requests/%" PRIu64, base_url(m),
-             r->id);
+             f->id);
     json_t *o = json_pack(
-        "{s:I,s:s,s:s,s:s?,s:s,s:i,s:I,s:i,s:s}", "id", (json_int_t)r->id,
-        "builder", r->builder, "state",
-        r->state == TF_REQ_PENDING ? "pending" : "running", "reason",
-        r->reason, "owner", r->owner ? r->owner : "", "priority", r->priority,
-        "submitted_ms", (json_int_t)r->submitted_ms, "retries",
-        (int)r->retries, "url", url);
+        "{s:I,s:s,s:s,s:s?,s:s,s:i,s:I,s:i,s:s}", "id", (json_int_t)f->id,
+        "builder", f->builder, "state", f->pending ? "pending" : "running",
+        "reason", f->reason, "owner", f->owner ? f->owner : "", "priority",
+        f->priority, "submitted_ms", (json_int_t)f->submitted_ms, "retries",
+        (int)f->retries, "url", url);
     if (!o)
         return NULL;
     json_object_set_new(o, "position", pos ? json_integer(pos) : json_null());
     json_object_set_new(o, "build_id",
-                        r->build ? json_integer((json_int_t)r->build->id)
-                                 : json_null());
-    json_object_set_new(o, "job_id", r->job_id
-                                         ? json_integer((json_int_t)r->job_id)
+                        f->build_id ? json_integer((json_int_t)f->build_id)
+                                    : json_null());
+    json_object_set_new(o, "job_id", f->job_id
+                                         ? json_integer((json_int_t)f->job_id)
                                          : json_null());
-    json_object_set_new(o, "kind",
-                        json_string(tf_request_is_try(r) ? "try" : "ci"));
+    json_object_set_new(o, "kind", json_string(f->is_try ? "try" : "ci"));
     char page[600];
-    if (r->job_id)
+    if (f->job_id)
         snprintf(page, sizeof(page), "%s#/jobs/%" PRIu64, base_url(m),
-                 r->job_id);
-    else if (r->build)
+                 f->job_id);
+    else if (f->build_id)
         snprintf(page, sizeof(page), "%s#/builds/%" PRIu64, base_url(m),
-                 r->build->id);
+                 f->build_id);
     else
         snprintf(page, sizeof(page), "%s#/builders/%s", base_url(m),
-                 r->builder);
+                 f->builder);
     json_object_set_new(o, "page_url", json_string(page));
     return o;
+}
+
+static json_t *request_json(tf_master_t *m, const tf_request_t *r,
+                            unsigned pos)
+{
+    req_fields_t f = {
+        .id = r->id,
+        .build_id = r->build ? r->build->id : 0,
+        .job_id = r->job_id,
+        .builder = r->builder,
+        .reason = r->reason,
+        .owner = r->owner,
+        .pending = r->state == TF_REQ_PENDING,
+        .is_try = tf_request_is_try(r),
+        .priority = r->priority,
+        .submitted_ms = r->submitted_ms,
+        .retries = r->retries,
+    };
+    return request_fields_json(m, &f, pos);
 }
 
 static json_t *pending_of(tf_master_t *m, const char *builder)
@@ -661,6 +691,12 @@ static void qjob_done(void *arg, int rc)
         break;
     case Q_REQUEST: {
         tf_request_t *req = tf_map_get_id(m->requests, q->id);
+        const char *st =
+            json_string_value(json_object_get(q->out, "state"));
+        /* Shared: a copy of a request another master claimed or ended
+         * (dropped within a second, core/master.c) has no place. */
+        if (req && q->shared && (!st || strcmp(st, "pending") != 0))
+            req = NULL;
         if (req) {
             unsigned pos = tf_sched_position(m, req);
             json_object_set_new(q->out, "position",
@@ -1546,22 +1582,42 @@ static void req_page_add(tf_master_t *m, req_page_t *pg,
     json_array_append_new(pg->rows, request_json(m, req, pos));
 }
 
-void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
+/* Whether farm (tf_q_farm_running's rows, by id) has request id: a
+ * binary search, the rows being few (one per running build). */
+static bool farm_running_has(const json_t *farm, uint64_t id)
+{
+    size_t lo = 0, hi = json_array_size(farm);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t v = (uint64_t)json_integer_value(
+            json_array_get(json_array_get(farm, mid), 0));
+        if (v == id)
+            return true;
+        if (v < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* The queue's answer (docs/api.md): the pending requests this master
+ * holds in queue order per builder, then the running ones: its own from
+ * memory, and on a shared master those of the whole farm as the
+ * database has them (farm: tf_q_farm_running's rows, read in one
+ * snapshot; NULL when not shared). A pending copy of a request the
+ * database has running elsewhere is left out (it is being dropped,
+ * core/master.c); a request this master runs is rendered from memory,
+ * the same whether or not its claim has committed yet. */
+static void requests_answer(tf_http_req_t *r, const char *builder,
+                            const char *kind, req_page_t *pg,
+                            const json_t *farm)
 {
     tf_master_t *m = r->m;
-    const char *builder = tf_http_arg(r, "builder");
-    const char *kind = NULL;
-    req_page_t pg = {0};
-    if (builder && !check_name(r, builder, "builder"))
-        return;
-    if (!tf_api_arg_kind(r, &kind) ||
-        !tf_http_arg_u64(r, "limit", 1, REQUESTS_LIMIT_MAX,
-                         REQUESTS_LIMIT_DEFAULT, &pg.limit) ||
-        !tf_http_arg_u64(r, "offset", 0, UINT32_MAX, 0, &pg.offset))
-        return;
-    pg.rows = json_array();
-    size_t pos = 0;
+    size_t pos = 0, i;
     void *v;
+    json_t *row;
+    pg->rows = json_array();
     /* Pending in queue order per builder, then running. */
     while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0) {
         tf_mbuilder_t *mb = v;
@@ -1576,8 +1632,39 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
             place++;
             if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
                 continue;
-            req_page_add(m, &pg, req, place);
+            if (farm && farm_running_has(farm, req->id))
+                continue;
+            req_page_add(m, pg, req, place);
         }
+    }
+    json_array_foreach(farm, i, row)
+    {
+        uint64_t id = (uint64_t)json_integer_value(json_array_get(row, 0));
+        tf_request_t *req = tf_map_get_id(m->requests, id);
+        if (req && req->state == TF_REQ_RUNNING) {
+            if (!kind ||
+                !strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
+                req_page_add(m, pg, req, 0);
+            continue;
+        }
+        req_fields_t f = {
+            .id = id,
+            .builder = json_string_value(json_array_get(row, 1)),
+            .reason = json_string_value(json_array_get(row, 2)),
+            .owner = json_string_value(json_array_get(row, 3)),
+            .priority = (int)json_integer_value(json_array_get(row, 4)),
+            .submitted_ms = json_integer_value(json_array_get(row, 5)),
+            .retries = (unsigned)json_integer_value(json_array_get(row, 6)),
+            .build_id = (uint64_t)json_integer_value(json_array_get(row, 7)),
+            .job_id = (uint64_t)json_integer_value(json_array_get(row, 8)),
+            .is_try = json_is_true(json_array_get(row, 9)),
+        };
+        if (!f.builder ||
+            (kind && strcmp(kind, f.is_try ? "try" : "ci")))
+            continue;
+        if (pg->total++ < pg->offset || json_array_size(pg->rows) >= pg->limit)
+            continue;
+        json_array_append_new(pg->rows, request_fields_json(m, &f, 0));
     }
     pos = 0;
     while (tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
@@ -1588,15 +1675,83 @@ void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
             continue;
         if (kind && strcmp(kind, tf_request_is_try(req) ? "try" : "ci"))
             continue;
-        req_page_add(m, &pg, req, 0);
+        if (farm && farm_running_has(farm, req->id))
+            continue; /* listed with the farm's, above */
+        req_page_add(m, pg, req, 0);
     }
-    uint64_t next = pg.offset + json_array_size(pg.rows);
-    json_t *o = json_pack("{s:o,s:I}", "requests", pg.rows, "total",
-                          (json_int_t)pg.total);
+    uint64_t next = pg->offset + json_array_size(pg->rows);
+    json_t *o = json_pack("{s:o,s:I}", "requests", pg->rows, "total",
+                          (json_int_t)pg->total);
+    pg->rows = NULL;
     json_object_set_new(o, "next_offset",
-                        next < pg.total ? json_integer((json_int_t)next)
-                                        : json_null());
+                        next < pg->total ? json_integer((json_int_t)next)
+                                         : json_null());
     tf_http_respond_json(r, 200, o);
+}
+
+/* A shared master's queue: the farm's running requests, read off the
+ * loop thread. */
+typedef struct req_list {
+    tf_http_req_t *r;
+    char builder[TF_NAME_MAX + 1]; /* "": every builder */
+    const char *kind;              /* static string or NULL */
+    req_page_t pg;
+    json_t *farm;
+} req_list_t;
+
+static int req_list_run(tf_db_t *db, void *arg)
+{
+    req_list_t *l = arg;
+    return tf_q_farm_running(db, l->builder[0] ? l->builder : NULL,
+                             &l->farm);
+}
+
+static void req_list_done(void *arg, int rc)
+{
+    req_list_t *l = arg;
+    tf_http_req_t *r = l->r;
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc || !l->farm) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        goto out;
+    }
+    requests_answer(r, l->builder[0] ? l->builder : NULL, l->kind, &l->pg,
+                    l->farm);
+out:
+    json_decref(l->farm);
+    free(l);
+}
+
+void tf_api_requests(tf_http_req_t *r, const tf_route_args_t *a)
+{
+    tf_master_t *m = r->m;
+    const char *builder = tf_http_arg(r, "builder");
+    const char *kind = NULL;
+    req_page_t pg = {0};
+    if (builder && !check_name(r, builder, "builder"))
+        return;
+    if (!tf_api_arg_kind(r, &kind) ||
+        !tf_http_arg_u64(r, "limit", 1, REQUESTS_LIMIT_MAX,
+                         REQUESTS_LIMIT_DEFAULT, &pg.limit) ||
+        !tf_http_arg_u64(r, "offset", 0, UINT32_MAX, 0, &pg.offset))
+        return;
+    if (!tf_store_is_shared(m->store)) {
+        requests_answer(r, builder, kind, &pg, NULL);
+        return;
+    }
+    req_list_t *l = calloc(1, sizeof(*l));
+    if (!l) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    l->r = r;
+    l->kind = kind;
+    l->pg = pg;
+    if (builder)
+        snprintf(l->builder, sizeof(l->builder), "%s", builder);
+    if (!tf_api_read_then(r, req_list_run, req_list_done, l))
+        free(l);
 }
 
 /* --- reads through the store --- */

@@ -6,8 +6,9 @@
  * schedulers").
  *
  * Pollers and schedulers answer from memory (their subsystems render
- * their state); changes and rebuilds read the database off the loop
- * thread (store/queries.c).
+ * their state), except on a shared master that does not hold the duty
+ * lease, which answers with the holder's stored state (below); changes
+ * and rebuilds read the database off the loop thread (store/queries.c).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -27,14 +28,112 @@
 #include "store/queries.h"
 #include "tf_err.h"
 
+/* Several masters (store.shared): pollers and periodic schedulers run
+ * on the holder of the duty lease only. Every master reads who holds it
+ * (tf_q_duty_holder) and says so ("runs_on", "runs_here"); one that does
+ * not hold it answers with the holder's state as stored (the rows the
+ * next holder reads again when it takes the lease), not with its own
+ * memory, which stopped when it last held the lease or started. The
+ * holder answers from memory, as a lone master does. */
+typedef struct duty_read {
+    tf_http_req_t *r;
+    bool schedulers;  /* GET /api/v1/schedulers, else /pollers */
+    bool stored;      /* read the stored state (no lease here) */
+    char holder[128]; /* "tf-master HOST TAG pid N"; "": nobody */
+    tf_q_pollers_t pollers;
+    tf_sched_stored_t *scheds;
+    size_t nscheds;
+} duty_read_t;
+
+static int duty_read_run(tf_db_t *db, void *arg)
+{
+    duty_read_t *d = arg;
+    int rc = tf_q_duty_holder(db, d->holder, sizeof(d->holder));
+    if (rc || !d->stored)
+        return rc;
+    if (!d->schedulers)
+        return tf_q_run(db, &d->pollers.q);
+    for (size_t i = 0; i < d->nscheds && rc == 0; i++)
+        rc = tf_q_run(db, &d->scheds[i].q.q);
+    return rc;
+}
+
+static void duty_read_done(void *arg, int rc)
+{
+    duty_read_t *d = arg;
+    tf_http_req_t *r = d->r;
+    tf_master_t *m = r->m;
+    if (!tf_http_async_end(r))
+        goto out;
+    if (rc) {
+        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+        goto out;
+    }
+    json_t *o;
+    if (d->schedulers)
+        o = json_pack("{s:I,s:o}", "time_ms", (json_int_t)tf_now_ms(),
+                      "schedulers",
+                      d->stored ? tf_schedulers_status_stored(m, d->scheds,
+                                                              d->nscheds)
+                                : tf_schedulers_status(m));
+    else
+        o = json_pack("{s:o}", "pollers",
+                      d->stored ? tf_pollers_status_stored(m, &d->pollers)
+                                : tf_pollers_status(m));
+    if (o) {
+        json_object_set_new(o, "runs_on", d->holder[0]
+                                              ? json_string(d->holder)
+                                              : json_null());
+        json_object_set_new(o, "runs_here",
+                            json_boolean(tf_store_has_duty(m->store)));
+    }
+    tf_http_respond_json(r, 200, o);
+out:
+    tf_q_pollers_clear(&d->pollers);
+    tf_schedulers_stored_free(d->scheds, d->nscheds);
+    free(d);
+}
+
+static void duty_read_start(tf_http_req_t *r, bool schedulers)
+{
+    tf_master_t *m = r->m;
+    duty_read_t *d = calloc(1, sizeof(*d));
+    if (!d) {
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    d->r = r;
+    d->schedulers = schedulers;
+    d->stored = !tf_store_has_duty(m->store);
+    d->pollers.q.kind = TF_Q_POLLERS;
+    if (schedulers && d->stored &&
+        tf_schedulers_stored_prepare(m, &d->scheds, &d->nscheds) != 0) {
+        free(d);
+        tf_http_error(r, 503, "out of memory");
+        return;
+    }
+    if (!tf_api_read_then(r, duty_read_run, duty_read_done, d)) {
+        tf_schedulers_stored_free(d->scheds, d->nscheds);
+        free(d);
+    }
+}
+
 void tf_api_pollers(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_store_is_shared(r->m->store)) {
+        duty_read_start(r, false);
+        return;
+    }
     tf_http_respond_json(r, 200, json_pack("{s:o}", "pollers",
                                            tf_pollers_status(r->m)));
 }
 
 void tf_api_schedulers(tf_http_req_t *r, const tf_route_args_t *a)
 {
+    if (tf_store_is_shared(r->m->store)) {
+        duty_read_start(r, true);
+        return;
+    }
     tf_http_respond_json(r, 200, json_pack("{s:I,s:o}", "time_ms",
                                            (json_int_t)tf_now_ms(),
                                            "schedulers",

@@ -1232,41 +1232,89 @@ static json_t *int_or_null(int64_t v)
     return v ? json_integer(v) : json_null();
 }
 
+/* One poller's answer: its config from p, its state from p or, given a
+ * stored row (row: a master that does not poll answering with the
+ * holder's state; have_row false: never polled), from the row, with
+ * polling false and failures and next_poll_ms null (the holder's, not
+ * stored). */
+static json_t *poller_json(const tf_poller_t *p, bool stored,
+                           const tf_poller_row_t *row)
+{
+    int64_t mono = tf_mono_ms(), now = tf_now_ms();
+    health_t health = p->health;
+    const char *last_revision = p->last_revision, *last_error = p->last_error;
+    int64_t last_poll_ms = p->last_poll_ms, last_ok_ms = p->last_ok_ms;
+    int64_t failing_since_ms = p->failing_since_ms;
+    if (stored) {
+        health = row && row->failing ? H_FAILING
+                 : row && row->last_ok_ms ? H_OK
+                                          : H_NEW;
+        last_revision = row && row->last_revision &&
+                                tf_gitlog_is_rev(row->last_revision,
+                                                 strlen(row->last_revision))
+                            ? row->last_revision
+                            : NULL;
+        last_error = row && row->last_error ? row->last_error : "unknown";
+        last_poll_ms = row ? row->last_poll_ms : 0;
+        last_ok_ms = row ? row->last_ok_ms : 0;
+        failing_since_ms = row ? row->failing_since_ms : 0;
+    }
+    const char *hs = health == H_FAILING ? "failing"
+                     : health == H_OK    ? "ok"
+                                         : "new";
+    json_t *o = json_object();
+    json_object_set_new(o, "repository", json_string(p->repository));
+    json_object_set_new(o, "branch", json_string(p->branch));
+    json_object_set_new(o, "interval_s", json_integer(p->interval_s));
+    json_object_set_new(o, "state", json_string(hs));
+    json_object_set_new(o, "polling",
+                        json_boolean(!stored && p->state != P_IDLE));
+    json_object_set_new(o, "last_revision", last_revision
+                                                ? json_string(last_revision)
+                                                : json_null());
+    json_object_set_new(o, "last_poll_ms", int_or_null(last_poll_ms));
+    json_object_set_new(o, "last_ok_ms", int_or_null(last_ok_ms));
+    json_object_set_new(o, "last_error", health == H_FAILING
+                                             ? json_string(last_error)
+                                             : json_null());
+    json_object_set_new(o, "failing_since_ms",
+                        health == H_FAILING ? int_or_null(failing_since_ms)
+                                            : json_null());
+    if (stored) {
+        json_object_set_new(o, "failures", json_null());
+        json_object_set_new(o, "next_poll_ms", json_null());
+        return o;
+    }
+    json_object_set_new(o, "failures", json_integer(p->failures));
+    int64_t due = p->state != P_IDLE     ? 0
+                  : p->due_mono > mono ? now + (p->due_mono - mono)
+                                       : now;
+    json_object_set_new(o, "next_poll_ms", int_or_null(due));
+    return o;
+}
+
 json_t *tf_pollers_status(tf_master_t *m)
 {
     tf_pollers_t *ps = m->pollers;
     json_t *arr = json_array();
-    int64_t mono = tf_mono_ms(), now = tf_now_ms();
+    for (size_t i = 0; ps && i < ps->n; i++)
+        json_array_append_new(arr, poller_json(ps->v[i], false, NULL));
+    return arr;
+}
+
+json_t *tf_pollers_status_stored(tf_master_t *m, const tf_q_pollers_t *q)
+{
+    tf_pollers_t *ps = m->pollers;
+    json_t *arr = json_array();
     for (size_t i = 0; ps && i < ps->n; i++) {
-        tf_poller_t *p = ps->v[i];
-        const char *health = p->health == H_FAILING ? "failing"
-                             : p->health == H_OK    ? "ok"
-                                                    : "new";
-        json_t *o = json_object();
-        json_object_set_new(o, "repository", json_string(p->repository));
-        json_object_set_new(o, "branch", json_string(p->branch));
-        json_object_set_new(o, "interval_s", json_integer(p->interval_s));
-        json_object_set_new(o, "state", json_string(health));
-        json_object_set_new(o, "polling", json_boolean(p->state != P_IDLE));
-        json_object_set_new(o, "last_revision",
-                            p->last_revision ? json_string(p->last_revision)
-                                             : json_null());
-        json_object_set_new(o, "last_poll_ms", int_or_null(p->last_poll_ms));
-        json_object_set_new(o, "last_ok_ms", int_or_null(p->last_ok_ms));
-        json_object_set_new(o, "last_error",
-                            p->health == H_FAILING
-                                ? json_string(p->last_error)
-                                : json_null());
-        json_object_set_new(o, "failing_since_ms",
-                            p->health == H_FAILING
-                                ? int_or_null(p->failing_since_ms)
-                                : json_null());
-        json_object_set_new(o, "failures", json_integer(p->failures));
-        int64_t due = p->state != P_IDLE ? 0
-                      : p->due_mono > mono ? now + (p->due_mono - mono)
-                                           : now;
-        json_object_set_new(o, "next_poll_ms", int_or_null(due));
-        json_array_append_new(arr, o);
+        const tf_poller_t *p = ps->v[i];
+        const tf_poller_row_t *row = NULL;
+        for (size_t k = 0; k < q->n && !row; k++)
+            if (q->rows[k].repository && q->rows[k].branch &&
+                strcmp(q->rows[k].repository, p->repository) == 0 &&
+                strcmp(q->rows[k].branch, p->branch) == 0)
+                row = &q->rows[k];
+        json_array_append_new(arr, poller_json(p, true, row));
     }
     return arr;
 }

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "changes/gitlog.h"
+#include "store/store.h"
 
 struct tf_master;
 
@@ -62,5 +63,13 @@ const char *tf_pollers_head(struct tf_master *m, const char *repository,
 /* Every poller's state as GET /api/v1/pollers shows it (docs/api.md): a
  * new JSON array, from memory, on the loop thread. */
 json_t *tf_pollers_status(struct tf_master *m);
+
+/* The same from the stored state (q: TF_Q_POLLERS's rows, borrowed), for
+ * a shared master that does not poll (it does not hold the duty lease):
+ * the holder's revisions, times and errors; polling false, failures and
+ * next_poll_ms null (the holder's, not stored). A new JSON array, loop
+ * thread. */
+json_t *tf_pollers_status_stored(struct tf_master *m,
+                                 const tf_q_pollers_t *q);
 
 #endif

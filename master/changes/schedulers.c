@@ -659,54 +659,180 @@ static json_t *strv_json(char *const *v, size_t n)
     return a;
 }
 
+/* What one answer shows of a scheduler's state: its memory's, or the
+ * stored row's (sched_stored_view). */
+typedef struct sched_view {
+    int64_t last_fired_ms, next_fire_ms;
+    const char *last_revision;
+    size_t npending, important;
+    int64_t newest_arrived_ms; /* of the newest pending change */
+} sched_view_t;
+
+static void sched_memory_view(const msched_t *s, sched_view_t *v)
+{
+    *v = (sched_view_t){.last_fired_ms = s->last_fired_ms,
+                        .next_fire_ms = s->next_fire_ms,
+                        .last_revision = s->last_revision,
+                        .npending = s->npending};
+    for (size_t k = 0; k < s->npending; k++)
+        v->important += s->pending[k].important;
+    if (s->npending)
+        v->newest_arrived_ms = s->pending[s->npending - 1].arrived_ms;
+}
+
+/* The holder's state as stored (q: its row and the changes after its
+ * consumed revision), counted as msched_apply would take it over; what
+ * has no row yet is the memory's. */
+static void sched_stored_view(const msched_t *s, const tf_q_scheduler_t *q,
+                              sched_view_t *v)
+{
+    const tf_cfg_scheduler_t *cfg = s->cfg;
+    sched_memory_view(s, v);
+    if (!q->have_row)
+        return;
+    v->last_fired_ms = q->last_fired_ms;
+    if (q->last_revision)
+        v->last_revision = q->last_revision;
+    if (cfg->type == TF_CFG_SCHED_PERIODIC && q->next_fire_ms != 0 &&
+        s->next_fire_ms != -1)
+        v->next_fire_ms = q->next_fire_ms;
+    v->npending = q->nchanges;
+    v->important = 0;
+    v->newest_arrived_ms = 0;
+    for (size_t i = 0; i < q->nchanges; i++) {
+        const tf_sched_change_row_t *c = &q->changes[i];
+        bool imp = cfg->type == TF_CFG_SCHED_PERIODIC;
+        if (!imp) {
+            json_t *arr = c->files_json ? json_loads(c->files_json, 0, NULL)
+                                        : NULL;
+            size_t nf = json_array_size(arr), k = 0;
+            char **fv = calloc(nf ? nf : 1, sizeof(*fv));
+            for (size_t f = 0; fv && f < nf; f++) {
+                const char *p = json_string_value(json_array_get(arr, f));
+                if (p)
+                    fv[k++] = (char *)p;
+            }
+            imp = tf_paths_important(cfg->paths, cfg->npaths, fv, k);
+            free(fv);
+            json_decref(arr);
+        }
+        v->important += imp;
+        v->newest_arrived_ms = c->created_ms;
+    }
+}
+
+static json_t *sched_json(const msched_t *s, const sched_view_t *v)
+{
+    const tf_cfg_scheduler_t *cfg = s->cfg;
+    bool periodic = cfg->type == TF_CFG_SCHED_PERIODIC;
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(s->name));
+    json_object_set_new(o, "type",
+                        json_string(periodic ? "periodic" : "change"));
+    json_object_set_new(o, "builders",
+                        strv_json(cfg->builders, cfg->nbuilders));
+    json_object_set_new(o, "repository",
+                        cfg->repository ? json_string(cfg->repository)
+                                        : json_null());
+    json_object_set_new(o, "branch", cfg->branch ? json_string(cfg->branch)
+                                                 : json_null());
+    json_object_set_new(o, "last_fired_ms", ms_or_null(v->last_fired_ms));
+    json_object_set_new(o, "last_revision",
+                        v->last_revision ? json_string(v->last_revision)
+                                         : json_null());
+    json_object_set_new(o, "pending_changes",
+                        json_integer((json_int_t)v->npending));
+    json_object_set_new(o, "important_changes",
+                        json_integer((json_int_t)v->important));
+    if (periodic) {
+        json_object_set_new(o, "cron", json_string(cfg->cron));
+        json_object_set_new(o, "only_if_changed",
+                            json_boolean(cfg->only_if_changed));
+        json_object_set_new(o, "next_fire_ms", ms_or_null(v->next_fire_ms));
+    } else {
+        json_object_set_new(o, "tree_stable_s",
+                            json_integer(cfg->tree_stable_s));
+        json_object_set_new(o, "paths", strv_json(cfg->paths, cfg->npaths));
+        json_object_set_new(
+            o, "next_fire_ms",
+            v->important ? json_integer(v->newest_arrived_ms +
+                                        (int64_t)cfg->tree_stable_s * 1000)
+                         : json_null());
+    }
+    return o;
+}
+
 json_t *tf_schedulers_status(tf_master_t *m)
 {
     tf_schedulers_t *ss = m->schedulers;
     json_t *arr = json_array();
     for (size_t i = 0; ss && i < ss->n; i++) {
+        sched_view_t v;
+        sched_memory_view(ss->v[i], &v);
+        json_array_append_new(arr, sched_json(ss->v[i], &v));
+    }
+    return arr;
+}
+
+int tf_schedulers_stored_prepare(tf_master_t *m, tf_sched_stored_t **out,
+                                 size_t *n)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    size_t count = ss ? ss->n : 0;
+    tf_sched_stored_t *v = calloc(count ? count : 1, sizeof(*v));
+    if (!v)
+        return TF_ENOMEM;
+    for (size_t i = 0; i < count; i++) {
         const msched_t *s = ss->v[i];
         const tf_cfg_scheduler_t *cfg = s->cfg;
-        bool periodic = cfg->type == TF_CFG_SCHED_PERIODIC;
-        json_t *o = json_object();
-        size_t important = 0;
-        for (size_t k = 0; k < s->npending; k++)
-            important += s->pending[k].important;
-        json_object_set_new(o, "name", json_string(s->name));
-        json_object_set_new(o, "type",
-                            json_string(periodic ? "periodic" : "change"));
-        json_object_set_new(o, "builders",
-                            strv_json(cfg->builders, cfg->nbuilders));
-        json_object_set_new(o, "repository",
-                            cfg->repository ? json_string(cfg->repository)
-                                            : json_null());
-        json_object_set_new(o, "branch", cfg->branch
-                                             ? json_string(cfg->branch)
-                                             : json_null());
-        json_object_set_new(o, "last_fired_ms", ms_or_null(s->last_fired_ms));
-        json_object_set_new(o, "last_revision",
-                            s->last_revision ? json_string(s->last_revision)
-                                             : json_null());
-        json_object_set_new(o, "pending_changes", json_integer(s->npending));
-        json_object_set_new(o, "important_changes", json_integer(important));
-        if (periodic) {
-            json_object_set_new(o, "cron", json_string(cfg->cron));
-            json_object_set_new(o, "only_if_changed",
-                                json_boolean(cfg->only_if_changed));
-            json_object_set_new(o, "next_fire_ms",
-                                ms_or_null(s->next_fire_ms));
-        } else {
-            json_object_set_new(o, "tree_stable_s",
-                                json_integer(cfg->tree_stable_s));
-            json_object_set_new(o, "paths",
-                                strv_json(cfg->paths, cfg->npaths));
-            json_object_set_new(
-                o, "next_fire_ms",
-                important ? json_integer(s->pending[s->npending - 1]
-                                             .arrived_ms +
-                                         (int64_t)cfg->tree_stable_s * 1000)
-                          : json_null());
+        tf_sched_stored_t *d = &v[i];
+        snprintf(d->name, sizeof(d->name), "%s", s->name);
+        d->repository = cfg->repository ? strdup(cfg->repository) : NULL;
+        d->branch = cfg->branch ? strdup(cfg->branch) : NULL;
+        if ((cfg->repository && !d->repository) ||
+            (cfg->branch && !d->branch)) {
+            tf_schedulers_stored_free(v, i + 1);
+            return TF_ENOMEM;
         }
-        json_array_append_new(arr, o);
+        d->q = (tf_q_scheduler_t){.q.kind = TF_Q_SCHEDULER,
+                                  .name = d->name,
+                                  .repository = d->repository,
+                                  .branch = d->branch,
+                                  .limit = SCHED_PENDING_MAX};
+    }
+    *out = v;
+    *n = count;
+    return 0;
+}
+
+void tf_schedulers_stored_free(tf_sched_stored_t *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        tf_q_scheduler_clear(&v[i].q);
+        free(v[i].repository);
+        free(v[i].branch);
+    }
+    free(v);
+}
+
+json_t *tf_schedulers_status_stored(tf_master_t *m,
+                                    const tf_sched_stored_t *v, size_t n)
+{
+    tf_schedulers_t *ss = m->schedulers;
+    json_t *arr = json_array();
+    for (size_t i = 0; ss && i < ss->n; i++) {
+        const msched_t *s = ss->v[i];
+        const tf_sched_stored_t *d = NULL;
+        sched_view_t view;
+        /* By name: a reload may have come between the read and now. */
+        for (size_t k = 0; k < n && !d; k++)
+            if (strcmp(v[k].name, s->name) == 0)
+                d = &v[k];
+        if (d)
+            sched_stored_view(s, &d->q, &view);
+        else
+            sched_memory_view(s, &view);
+        json_array_append_new(arr, sched_json(s, &view));
     }
     return arr;
 }

@@ -25,6 +25,8 @@
 
 #include "cron.h"
 #include "glob.h"
+#include "names.h"
+#include "store/store.h"
 
 struct tf_master;
 
@@ -69,5 +71,23 @@ void tf_schedulers_tick(struct tf_master *m);
 /* Every scheduler's state as GET /api/v1/schedulers shows it (docs/api.md):
  * a new JSON array, on the loop thread. */
 json_t *tf_schedulers_status(struct tf_master *m);
+
+/* Several masters: a master without the duty lease answers with the
+ * holder's stored state. tf_schedulers_stored_prepare (loop thread)
+ * makes one TF_Q_SCHEDULER query per scheduler (*out, n of them, owned:
+ * tf_schedulers_stored_free), which the caller runs on a reader
+ * (tf_q_run, in one snapshot); tf_schedulers_status_stored (loop thread)
+ * then renders them as tf_schedulers_status does, a scheduler without a
+ * stored row (or added by a reload meanwhile) from memory. */
+typedef struct tf_sched_stored {
+    tf_q_scheduler_t q;
+    char name[TF_NAME_MAX + 1];
+    char *repository, *branch; /* the query's, copied */
+} tf_sched_stored_t;
+int tf_schedulers_stored_prepare(struct tf_master *m,
+                                 tf_sched_stored_t **out, size_t *n);
+void tf_schedulers_stored_free(tf_sched_stored_t *v, size_t n);
+json_t *tf_schedulers_status_stored(struct tf_master *m,
+                                    const tf_sched_stored_t *v, size_t n);
 
 #endif

@@ -118,7 +118,7 @@
  * one master per database in this version ("tfma"). */
 #define MASTER_LOCK_KEY "1952870753"
 /* The lease of the single-runner duties among shared masters ("tfdu"). */
-#define DUTY_LOCK_KEY "1952867445"
+#define DUTY_LOCK_KEY TF_PG_DUTY_LOCK_KEY
 #define DUTY_POLL_US 500000
 /* Batches rerun at once after a deadlock before the writer backs off. */
 #define CONTENDED_RERUNS 8

@@ -8,6 +8,12 @@
 
 #include <stddef.h>
 
+/* The pg_advisory_lock key of the lease of the single-runner duties
+ * among shared masters ("tfdu"): held by the duty holder's listener
+ * connection (pg.c), looked up in pg_locks by tf_q_duty_holder
+ * (queries.c). */
+#define TF_PG_DUTY_LOCK_KEY "1952867445"
+
 /* How many migrations there are (the newest schema version). */
 size_t tf_pg_schema_count(void);
 

@@ -11,6 +11,8 @@
 #include "store/queries.h"
 
 #include "store/q_tests.h"
+#include "store/pg_schema.h"
+#include "store/reads.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -1503,6 +1505,80 @@ int tf_q_farm_builds(tf_db_t *db, bool by_slave, json_t **out)
         return TF_ENOMEM;
     *out = o;
     return 0;
+}
+
+int tf_q_farm_running(tf_db_t *db, const char *builder, json_t **out)
+{
+    tf_dbst_t *st = NULL;
+    /* build_requests_open's partial index (state, builder). */
+    int rc = prep(db,
+                  builder
+                      ? "SELECT id, builder, reason, owner, priority, "
+                        "submitted_ms, retries, coalesce(build_id, 0), "
+                        "coalesce(job_id, 0), job_id IS NOT NULL OR "
+                        "patch_sha256 IS NOT NULL FROM build_requests "
+                        "WHERE state = 'running' AND builder = ?1 "
+                        "ORDER BY id"
+                      : "SELECT id, builder, reason, owner, priority, "
+                        "submitted_ms, retries, coalesce(build_id, 0), "
+                        "coalesce(job_id, 0), job_id IS NOT NULL OR "
+                        "patch_sha256 IS NOT NULL FROM build_requests "
+                        "WHERE state = 'running' ORDER BY id",
+                  &st);
+    if (rc)
+        return rc;
+    if (builder)
+        tf_db_bind_text(st, 1, builder, -1, TF_DB_TRANSIENT);
+    json_t *a = json_array();
+    while (a && tf_db_step(st) == TF_DB_ROW) {
+        json_t *row = json_pack(
+            "[I,o,o,o,I,I,I,I,I,b]", (json_int_t)tf_db_column_int64(st, 0),
+            tf_col_text(st, 1), tf_col_text(st, 2), tf_col_text(st, 3),
+            (json_int_t)tf_db_column_int64(st, 4),
+            (json_int_t)tf_db_column_int64(st, 5),
+            (json_int_t)tf_db_column_int64(st, 6),
+            (json_int_t)tf_db_column_int64(st, 7),
+            (json_int_t)tf_db_column_int64(st, 8),
+            tf_db_column_int(st, 9) != 0);
+        if (!row || json_array_append_new(a, row) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    tf_db_finalize(st);
+    if (!a)
+        return TF_ENOMEM;
+    *out = a;
+    return 0;
+}
+
+int tf_q_duty_holder(tf_db_t *db, char *name, size_t len)
+{
+    tf_dbst_t *st = NULL;
+    /* The lock's session names its master (application_name, pg.c
+     * app_name: "tf-master HOST TAG pid N", its name in tf_masters). A
+     * bigint key of an advisory lock is classid (high half) and objid. */
+    int rc = prep(db,
+                  "SELECT a.application_name FROM pg_locks l JOIN "
+                  "pg_stat_activity a ON a.pid = l.pid WHERE "
+                  "l.locktype = 'advisory' AND l.granted AND "
+                  "l.classid = 0 AND l.objid = " TF_PG_DUTY_LOCK_KEY
+                  " AND l.objsubid = 1",
+                  &st);
+    if (rc)
+        return rc;
+    name[0] = '\0';
+    if (tf_db_step(st) == TF_DB_ROW) {
+        const char *v = (const char *)tf_db_column_text(st, 0);
+        snprintf(name, len, "%s", v ? v : "");
+    }
+    tf_db_finalize(st);
+    return 0;
+}
+
+int tf_q_run(tf_db_t *db, tf_query_t *q)
+{
+    return tf__reads_query(db, q);
 }
 
 int tf_q_farm_pending(tf_db_t *db, json_t **out)

@@ -222,6 +222,24 @@ int tf_q_farm_slaves(tf_db_t *db, json_t **out);
  * builder or slave of an answer, not a walk of every open build). */
 int tf_q_farm_builds(tf_db_t *db, bool by_slave, json_t **out);
 
+/* Several masters: every running request of the farm (whichever master
+ * runs it), of builder only unless NULL, by id, for the farm-wide queue
+ * of GET /api/v1/requests (api/api.c). *out (new): [[id, builder,
+ * reason or null, owner or null, priority, submitted_ms, retries,
+ * build_id (0: none), job_id (0: none), is_try], ...]. */
+int tf_q_farm_running(tf_db_t *db, const char *builder, json_t **out);
+
+/* Several masters (PostgreSQL only): the name of the master holding the
+ * duty lease (mail, pollers, periodic schedulers), as in tf_masters and
+ * its sessions' application_name ("tf-master HOST TAG pid N"), copied
+ * into name (at most len bytes); "" when no master holds it now. */
+int tf_q_duty_holder(tf_db_t *db, char *name, size_t len);
+
+/* Runs a store query (store.h, tf_query_t) on db, within the caller's
+ * read (one snapshot with the caller's other reads): a reader thread's
+ * way to combine it with queries of this file. */
+int tf_q_run(tf_db_t *db, tf_query_t *q);
+
 /* Several masters: how many requests of each builder wait in the farm's
  * queue (stored pending, whichever master queued them; a master's own
  * copy of one another master claimed is not counted). *out (new):

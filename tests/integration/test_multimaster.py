@@ -2157,3 +2157,164 @@ def test_a_master_with_no_slave_for_a_builder_drops_copies_others_ran(
     assert "dropped" in a.log_text() and "pending cop" in a.log_text()
     assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
                            f"= {req}", db=db).strip() == "1"
+
+
+def queue_rows(m, query=""):
+    """m's /requests answer (with query) as {id: request} and its total."""
+    o = m.get_json("/requests" + query)
+    return {r["id"]: r for r in o["requests"]}, o["total"]
+
+
+def without_urls(row):
+    return {k: v for k, v in row.items() if k not in ("url", "page_url")}
+
+
+@pytest.mark.timeout(180)
+def test_every_masters_queue_lists_the_requests_running_on_another_master(
+        farm, pg_url):
+    """s2 is b's and the only slave of builder "long"; a has s1. A build
+    of long forced through a runs on s2: while it runs, a's and b's
+    /requests, /requests?builder=long and ?kind=ci list it once as
+    running with its build_id, no position and the same fields (a reads
+    it from the database, b from its memory), and neither lists it under
+    ?builder=quick or ?kind=try; a's /requests/{id} says running with the
+    build, no position; the build's slave is s2 on both. Once it ended,
+    neither lists it and both say done, no position. Without the farm's
+    running requests a listed it as its own pending copy, then (when the
+    copy was dropped) not at all, while b ran it."""
+    cfg = config(["s1", "s2"])
+    cfg["builders"].append(long_builder("long", lines=60, slaves=["s2"]))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    req, bid = running_build(a, "long")
+
+    def listed(m, query):
+        rows, total = queue_rows(m, query)
+        r = rows.get(req)
+        return r if r and r["state"] == "running" and \
+            r["build_id"] == bid and total == len(rows) else None
+    rows = {}
+    for m in (a, b):
+        for q in ("", "?builder=long", "?kind=ci", "?builder=long&kind=ci"):
+            rows[m.name, q] = wait_for(
+                lambda: listed(m, q), 10,
+                f"{m.name}'s /requests{q} to list {req} running", farm,
+                interval=0.2)
+    assert a.build(bid)["state"] != "finished", \
+        "the build ended before both queues were read"
+    row = rows[a.name, ""]
+    assert row["builder"] == "long" and row["position"] is None, row
+    assert row["kind"] == "ci" and row["job_id"] is None, row
+    assert row["url"].endswith(f"/api/v1/requests/{req}"), row
+    # null without the pages (web/ not served by the test masters).
+    assert row["page_url"] is None or \
+        row["page_url"].endswith(f"#/builds/{bid}"), row
+    for key, r in rows.items():
+        assert without_urls(r) == without_urls(row), (key, r, row)
+    for m in (a, b):
+        assert req not in queue_rows(m, "?builder=quick")[0], m.name
+        assert req not in queue_rows(m, "?kind=try")[0], m.name
+        assert [r["id"] for r in queue_rows(m)[0].values()].count(req) == 1
+        assert m.build(bid)["slave"] == "s2", m.name
+        info = m.request_info(req)
+        assert info["state"] == "running" and info["build_id"] == bid, info
+        assert info["position"] is None, info
+    for m in (a, b):
+        assert m.wait_build_finished(bid, 60)["result"] == "SUCCESS", m.name
+    for m in (a, b):
+        wait_for(lambda: req not in queue_rows(m)[0], 10,
+                 f"{m.name}'s /requests to leave {req} out", farm,
+                 interval=0.2)
+        assert req not in queue_rows(m, "?builder=long")[0]
+        info = m.request_info(req)
+        assert info["state"] == "done" and info["position"] is None, info
+
+
+@pytest.mark.timeout(180)
+def test_pollers_and_schedulers_show_the_lease_holders_state_on_every_master(
+        farm, pg_url):
+    """a holds the duty lease (it polls and fires); b was started after
+    it. A commit a records and builds (change scheduler "on-main"), one a
+    "slow" change scheduler waits for (tree stable for an hour), and a
+    periodic scheduler fired by a's test clock: b's /pollers and
+    /schedulers show, within seconds, a's revision, poll times and
+    state, each scheduler's last fired time, consumed revision and
+    waiting changes, and the periodic one's next time, as a's do, and
+    both name a as the master that runs them ("runs_on", its name in
+    tf_masters; "runs_here" true on a only). Without it b answered from
+    its memory: the base revision and never fired."""
+    from test_continuous import builder, commit, make_repos, set_clock, \
+        wait_polled
+    import socket
+    up, work = make_repos(farm.tmp)
+    cfg = config(["s1"], poll_interval_s=1, testing={"clock": True})
+    cfg["builders"] = [builder("b1", up)]
+    cfg["schedulers"] = [
+        {"name": "on-main", "type": "change", "builders": ["b1"],
+         "tree_stable_s": 1},
+        {"name": "slow", "type": "change", "builders": ["b1"],
+         "tree_stable_s": 3600},
+        {"name": "every-minute", "type": "periodic", "builders": ["b1"],
+         "cron": "* * * * *", "only_if_changed": False}]
+    a = farm.master(shared(cfg, pg_url), name="a")
+    wait_for(lambda: DUTY in a.log_text(), 15, "a to hold the lease", farm)
+    base = wait_polled(a, up)["last_revision"]
+    b = farm.master(shared(cfg, pg_url), name="b")
+    farm.slave(a, "s1")
+    tag = re.search(r"owns the builds it runs as \S+/([0-9a-f]+)",
+                    a.log_text()).group(1)
+    holder = f"tf-master {socket.gethostname()[:30]} {tag} " \
+             f"pid {a.proc.popen.pid}"
+    for m, here in ((a, True), (b, False)):
+        for path in ("/pollers", "/schedulers"):
+            o = m.get_json(path)
+            assert o["runs_on"] == holder and o["runs_here"] is here, \
+                (m.name, path, o)
+    assert b.get_json("/pollers")["pollers"][0]["last_revision"] == base
+    rev1 = commit(work, "README", "one\n", "one")
+    wait_polled(a, up, rev1)
+
+    def sched(m, name):
+        return {s["name"]: s for s in
+                m.get_json("/schedulers")["schedulers"]}[name]
+    wait_for(lambda: sched(a, "on-main")["last_revision"] == rev1, 20,
+             "a's on-main to fire for the commit", farm)
+    m1 = (int(time.time()) // 60 + 5) * 60 * 1000
+    set_clock(a, m1 + 1000)
+    wait_for(lambda: sched(a, "every-minute")["next_fire_ms"] ==
+             m1 + 60000, 20, "a to fire every-minute", farm)
+
+    def shown(m):
+        p = m.get_json("/pollers")["pollers"][0]
+        ss = {s["name"]: s for s in m.get_json("/schedulers")["schedulers"]}
+        return ((p["repository"], p["branch"], p["state"],
+                 p["last_revision"], p["last_ok_ms"] is not None,
+                 p["last_error"]),
+                {n: (s["last_fired_ms"], s["last_revision"],
+                     s["pending_changes"], s["important_changes"],
+                     s["next_fire_ms"] if s["type"] == "periodic" else
+                     s["next_fire_ms"] is not None)
+                 for n, s in ss.items()})
+    want = shown(a)
+    assert want[0][2:4] == ("ok", rev1), want
+    assert want[1]["on-main"][0] is not None and \
+        want[1]["on-main"][1:] == (rev1, 0, 0, False), want
+    assert want[1]["slow"][0] is None and \
+        want[1]["slow"][1:] == (base, 1, 1, True), want
+    assert want[1]["every-minute"][0] is not None and \
+        want[1]["every-minute"][4] == m1 + 60000, want
+    got = wait_for(lambda: shown(b) == want and shown(b), 10,
+                   f"b's /pollers and /schedulers to show a's state "
+                   f"{want} (they show {shown(b)})", farm, interval=0.2)
+    assert got == want
+    p = b.get_json("/pollers")["pollers"][0]
+    assert p["polling"] is False and p["failures"] is None and \
+        p["next_poll_ms"] is None, p
+    for m, here in ((a, True), (b, False)):
+        for path in ("/pollers", "/schedulers"):
+            o = m.get_json(path)
+            assert o["runs_on"] == holder and o["runs_here"] is here, \
+                (m.name, path, o)

@@ -2222,15 +2222,39 @@ def test_every_masters_queue_lists_the_requests_running_on_another_master(
         info = m.request_info(req)
         assert info["state"] == "running" and info["build_id"] == bid, info
         assert info["position"] is None, info
+    # Paged: a request queued through b while s2 is busy comes first
+    # (pending), the running one second, on both masters.
+    req2 = b.force("long")
+    for m in (a, b):
+        wait_for(lambda: [(r["id"], r["state"], r["position"]) for r in
+                          m.get_json("/requests?builder=long")["requests"]]
+                 == [(req2, "pending", 1), (req, "running", None)], 10,
+                 f"{m.name} to list {req2} pending, then {req}", farm,
+                 interval=0.2)
+        first = m.get_json("/requests?builder=long&limit=1")
+        assert [r["id"] for r in first["requests"]] == [req2], first
+        assert first["total"] == 2 and first["next_offset"] == 1, first
+        second = m.get_json("/requests?builder=long&limit=1&offset=1")
+        assert [r["id"] for r in second["requests"]] == [req], second
+        assert second["total"] == 2 and second["next_offset"] is None
+        for bad in ("?limit=0", "?offset=x", "?kind=nightly",
+                    "?builder=../x"):
+            r = m.api_get("/requests" + bad)
+            assert r.status == 400 and r.error_message(), (bad, r)
     for m in (a, b):
         assert m.wait_build_finished(bid, 60)["result"] == "SUCCESS", m.name
+    bid2 = a.wait_build_started(req2)
+    for m in (a, b):
+        assert m.wait_build_finished(bid2, 60)["result"] == "SUCCESS"
     for m in (a, b):
         wait_for(lambda: req not in queue_rows(m)[0], 10,
                  f"{m.name}'s /requests to leave {req} out", farm,
                  interval=0.2)
-        assert req not in queue_rows(m, "?builder=long")[0]
-        info = m.request_info(req)
-        assert info["state"] == "done" and info["position"] is None, info
+        assert queue_rows(m, "?builder=long") == ({}, 0), m.name
+        for r in (req, req2):
+            info = m.request_info(r)
+            assert info["state"] == "done" and info["position"] is None, \
+                info
 
 
 @pytest.mark.timeout(180)

@@ -2178,8 +2178,11 @@ def test_every_masters_queue_lists_the_requests_running_on_another_master(
     running with its build_id, no position and the same fields (a reads
     it from the database, b from its memory), and neither lists it under
     ?builder=quick or ?kind=try; a's /requests/{id} says running with the
-    build, no position; the build's slave is s2 on both. Once it ended,
-    neither lists it and both say done, no position. Without the farm's
+    build, no position; the build's slave is s2 on both. A second
+    request queued through b while s2 is busy is listed first (pending,
+    position 1) and pages with limit/offset the same on both; bad
+    parameters are 400. Once both ended, neither lists them and both say
+    done, no position. Without the farm's
     running requests a listed it as its own pending copy, then (when the
     copy was dropped) not at all, while b ran it."""
     cfg = config(["s1", "s2"])

@@ -20,8 +20,10 @@
  *
  * The SQL is sqlite's text where the two dialects agree (placeholders ?N
  * are rewritten to $N by store/db.c's tf__db_pg_sql, which also quotes
- * the column offset); where they differ (INSERT OR IGNORE, json_set, the
- * mail rules' CASE over booleans) this file has its own text. The raw
+ * the column offset): the write statements both engines run are
+ * store/writes.c's, one copy; where they differ (INSERT OR IGNORE,
+ * json_set, the mail rules' CASE over booleans, the guarded forms of
+ * shared masters) this file has its own text. The raw
  * statements of store_sqlite.h (the mail outbox's updates) go through
  * the same rewrite; raw write functions (tf_op_sql_fn) speak sqlite's
  * API and fail their group here, loudly.

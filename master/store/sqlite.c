@@ -1,7 +1,8 @@
 /*
- * sqlite.c - the sqlite engine of the storage interface: the schema's
- * statements for every write operation and query, one write connection
- * owned by the writer thread, a pool of read-only connections.
+ * sqlite.c - the sqlite engine of the storage interface: every write
+ * operation applied with the statements store/writes.c shares with the
+ * PostgreSQL engine and sqlite's own where the dialects differ, one write
+ * connection owned by the writer thread, a pool of read-only connections.
  *
  * Writing: apply_batch runs a batch as
  *

@@ -638,7 +638,10 @@ static void farm_loaded_cb(void *arg, int rc)
         /* Known here (queued, claiming, running), or running elsewhere:
          * nothing to do. A request this master ended and freed but whose
          * end is not committed yet may come back: its claim then fails
-         * and drops it again. */
+         * and drops it again, or, without a slave for it here, the tick
+         * drops it (tf_master_stale_check), as it drops the copies of
+         * requests other masters claimed or ended since they were
+         * queued here. */
         if (row->running || tf_map_get_id(m->requests, row->id) ||
             lost_backing_off(m, row->id, now))
             continue;
@@ -1041,6 +1044,117 @@ void tf_master_cancels_check(tf_master_t *m)
     }
 }
 
+/* --- several masters: copies of requests others claimed or ended --- */
+
+typedef struct stale_read {
+    tf_q_request_states_t q;
+    tf_master_t *m;
+} stale_read_t;
+
+/* Frees this master's copy r of a request that is not its to run: out
+ * of its queue and its job's count (the master that ends the request
+ * settles the job in the database), with no write, mail or event. */
+static void stale_drop(tf_master_t *m, tf_request_t *r, const char *why)
+{
+    tf_debug("master", "request %" PRIu64 " (%s) %s: this master drops its "
+             "pending copy", r->id, r->builder, why);
+    tf_sched_dequeue(m, r);
+    tf_map_del_id(m->requests, r->id);
+    if (r->job_id)
+        tf_job_request_forgotten(m, r->job_id);
+    tf_request_set_state(m, r, TF_REQ_DONE, why);
+    tf_request_free(r);
+}
+
+static void stale_read_cb(void *arg, int rc)
+{
+    stale_read_t *c = arg;
+    tf_master_t *m = c->m;
+    size_t ended = 0, elsewhere = 0;
+
+    m->stale_reading = false;
+    for (size_t i = 0; rc == 0 && !m->stopping && i < c->q.n; i++) {
+        tf_rq_state_t st = (tf_rq_state_t)c->q.state[i];
+        if (st != TF_RQ_ENDED && st != TF_RQ_ELSEWHERE)
+            continue;
+        /* Still a copy waiting here: not claimed meanwhile (its build
+         * would be attached), not ended here and freed. */
+        tf_request_t *r = tf_map_get_id(m->requests, c->q.ids[i]);
+        if (!r || r->state != TF_REQ_PENDING || r->build)
+            continue;
+        stale_drop(m, r, st == TF_RQ_ENDED ? "has ended"
+                                           : "runs on another master");
+        if (st == TF_RQ_ENDED)
+            ended++;
+        else
+            elsewhere++;
+    }
+    if (rc)
+        tf_debug("master", "reading where the queued requests stand: %s",
+                 tf_strerror(rc));
+    if (ended + elsewhere) {
+        tf_info("master", "dropped %zu pending cop%s of requests other "
+                "masters ran or ended (%zu ended, %zu running)",
+                ended + elsewhere, ended + elsewhere == 1 ? "y" : "ies",
+                ended, elsewhere);
+        /* The queue overlaid on cached answers changed. */
+        tf_store_touch(m->store);
+    }
+    /* A request running elsewhere may have been put back (a RETRY there)
+     * after this read: the queue is read again, from a later snapshot,
+     * so it is queued here again if so (the other master's NOTIFY may
+     * have been answered by a load that still saw the dropped copy). */
+    if (elsewhere)
+        tf_master_farm_changed(m, TF_FARM_QUEUE);
+    free(c);
+}
+
+void tf_master_stale_check(tf_master_t *m)
+{
+    stale_read_t *c;
+    size_t start, pos;
+    void *v;
+
+    if (!m->store || !tf_store_is_shared(m->store) || m->stopping ||
+        m->stale_reading || tf_map_count(m->requests) == 0)
+        return;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->m = m;
+    c->q.q.kind = TF_Q_REQUEST_STATES;
+    c->q.self = tf_store_owner(m->store);
+    /* From where the last read stopped to the end, then from the start
+     * up to there: round the map at most once. */
+    start = m->stale_pos;
+    pos = start;
+    for (int leg = 0; leg < 2 && c->q.n < TF_REQUEST_STATES_MAX; leg++) {
+        if (leg == 1) {
+            if (start == 0)
+                break;
+            pos = 0;
+        }
+        while (c->q.n < TF_REQUEST_STATES_MAX &&
+               tf_map_next(m->requests, &pos, NULL, NULL, &v) == 0) {
+            const tf_request_t *r = v;
+            if (leg == 1 && pos > start)
+                break; /* the first leg's part */
+            if (r->state == TF_REQ_PENDING && !r->build)
+                c->q.ids[c->q.n++] = r->id;
+        }
+    }
+    m->stale_pos = c->q.n == TF_REQUEST_STATES_MAX ? pos : 0;
+    if (c->q.n == 0) {
+        free(c);
+        return;
+    }
+    m->stale_reading = true;
+    if (tf_store_query(m->store, &c->q.q, stale_read_cb, c) != 0) {
+        m->stale_reading = false;
+        free(c);
+    }
+}
+
 /* A cancel another master sent: this master cancels what of it runs
  * here (and what of a job is queued here; the guarded UPDATE lets one
  * master's cancel of a pending request win). */
@@ -1140,6 +1254,7 @@ void tf_master_tick(tf_master_t *m)
     tf_build_check_lost(m);
     tf_build_retry_ends(m);
     tf_master_cancels_check(m);
+    tf_master_stale_check(m);
     if (m->nlost_claims)
         lost_due(m);
     if (now - m->last_seen_flush_ms >= 30000) {

@@ -301,6 +301,10 @@ struct tf_master {
     void *farm_q;              /* shared: the reload of the queue in
                                 * flight (tf_q_state_t), or NULL */
     bool farm_again;           /* another change came meanwhile */
+    bool stale_reading;        /* shared: tf_master_stale_check's read
+                                * is in flight */
+    size_t stale_pos;          /* ... and where in m->requests the next
+                                * one starts (it goes round them) */
     bool cancels_reading;      /* shared: tf_master_cancels_check's read
                                 * is in flight */
     /* shared: requests whose claim this master lost lately, kept out of
@@ -510,6 +514,18 @@ int tf_master_cancel_elsewhere(tf_master_t *m, const char *kind,
  * the builds among them that run here. Called by the one-second tick;
  * one read at a time, none while this master runs no build. */
 void tf_master_cancels_check(tf_master_t *m);
+
+/* Shared masters: asks the database where this master's pending copies
+ * of requests stand (TF_Q_REQUEST_STATES, at most TF_REQUEST_STATES_MAX
+ * of them per call, going round the queue) and drops each copy, not
+ * being claimed here, of a request that has ended (done, cancelled,
+ * collapsed) or runs on another master's build: without a slave for
+ * its builder this master would never try to claim it, and the copy
+ * would stay in its queue and its API forever. Never on absence (a
+ * request whose creation has not committed yet has no row). Dropping
+ * sends no mail, event or RETRY. Called by the one-second tick; one
+ * read at a time, none while no copy is pending. */
+void tf_master_stale_check(tf_master_t *m);
 
 /* Called on the loop thread once tf_master_adopt has checked and loaded
  * what it could: rc 0, or the TF_E* code of an owner check that failed

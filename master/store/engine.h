@@ -114,6 +114,10 @@ typedef struct tf_engine_vt {
      * (mail, pollers, periodic schedulers). Any thread. */
     bool (*has_duty)(tf_engine_t *e);
 
+    /* Optional (NULL: ""): this master's name in builds.owner, fixed
+     * once open (and claim) returned. Any thread. */
+    const char *(*owner)(tf_engine_t *e);
+
     /* Test hook (store_internal.h): cap the database at pages pages before
      * the next batch. Engines without such a notion ignore it. */
     void (*set_max_pages)(tf_engine_t *e, long pages);

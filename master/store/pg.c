@@ -2026,6 +2026,11 @@ static bool has_duty(tf_engine_t *e)
     return !e->shared || atomic_load(&e->duty);
 }
 
+static const char *owner_of(tf_engine_t *e)
+{
+    return e->owner;
+}
+
 /* A write connection that works, reconnecting when the last one broke. */
 static bool writer_ready(tf_engine_t *e)
 {
@@ -2709,6 +2714,7 @@ const tf_engine_vt_t tf_engine_pg = {
     .reserve_ids = reserve_ids,
     .watch = watch,
     .has_duty = has_duty,
+    .owner = owner_of,
     .farm_send = farm_send,
     .farm_take = farm_take,
     .farm_stats = farm_stats,

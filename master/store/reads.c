@@ -1,6 +1,7 @@
 /*
  * reads.c - the typed queries of store.h (TF_Q_LOAD_STATE, users,
- * pollers, schedulers) over db.h, for both engines: each lends its
+ * pollers, schedulers, shared masters' cancels and request states) over
+ * db.h, for both engines: each lends its
  * reader through db.h inside its read transaction (store/sqlite.c,
  * store/pg.c), and this file frees the answers (tf_q_*_clear).
  */
@@ -456,6 +457,71 @@ static int q_cancels(tf_db_t *db, tf_q_cancels_t *q)
     return finish_ok(db, st, src == TF_DB_ROW ? TF_DB_NOMEM : src, ok);
 }
 
+/* TF_Q_REQUEST_STATES reads this many ids per statement: one round
+ * trip for a chunk (a slot past the last id repeats the chunk's first). */
+#define RQ_CHUNK 32
+
+static tf_rq_state_t rq_state_of(const char *state, const char *owner,
+                                 const char *self)
+{
+    if (!state)
+        return TF_RQ_ABSENT;
+    if (strcmp(state, "pending") == 0)
+        return TF_RQ_PENDING;
+    if (strcmp(state, "running") != 0)
+        return TF_RQ_ENDED;
+    /* No open build (between two transactions of its owner): nothing
+     * says whose it is, so it counts as possibly this master's. */
+    return owner && strcmp(owner, self ? self : "") != 0 ? TF_RQ_ELSEWHERE
+                                                         : TF_RQ_RUNNING;
+}
+
+static int q_request_states(tf_db_t *db, tf_q_request_states_t *q)
+{
+    char sql[1024];
+    size_t len;
+    tf_dbst_t *st;
+    int src = TF_DB_DONE;
+
+    if (q->n > TF_REQUEST_STATES_MAX)
+        return TF_EINVAL;
+    memset(q->state, TF_RQ_ABSENT, sizeof(q->state));
+    if (q->n == 0)
+        return 0;
+    len = (size_t)snprintf(sql, sizeof(sql),
+                           "SELECT r.id, r.state, (SELECT b.owner FROM "
+                           "builds b WHERE b.request_id = r.id AND b.state "
+                           "<> 'finished' ORDER BY b.id DESC LIMIT 1) FROM "
+                           "build_requests r WHERE r.id IN (");
+    for (int k = 1; k <= RQ_CHUNK && len < sizeof(sql); k++)
+        len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s?%d",
+                                k > 1 ? ", " : "", k);
+    if (len + 2 > sizeof(sql))
+        return TF_E2BIG;
+    memcpy(sql + len, ")", 2);
+    if (prep(db, sql, &st))
+        return TF_ESTORE;
+    for (size_t first = 0; first < q->n && src == TF_DB_DONE;
+         first += RQ_CHUNK) {
+        size_t end = first + RQ_CHUNK < q->n ? first + RQ_CHUNK : q->n;
+        for (size_t k = 0; k < RQ_CHUNK; k++)
+            tf_db_bind_int64(st, (int)k + 1,
+                             (int64_t)q->ids[first + k < end ? first + k
+                                                             : first]);
+        while ((src = tf_db_step(st)) == TF_DB_ROW) {
+            uint64_t id = (uint64_t)col_i64(st, 0);
+            tf_rq_state_t v = rq_state_of(col_text(st, 1), col_text(st, 2),
+                                          q->self);
+            for (size_t i = first; i < end; i++)
+                if (q->ids[i] == id)
+                    q->state[i] = (uint8_t)v;
+        }
+        if (src == TF_DB_DONE)
+            tf_db_reset(st);
+    }
+    return finish(db, st, src);
+}
+
 static int q_scheduler(tf_db_t *db, tf_q_scheduler_t *q)
 {
     tf_dbst_t *st;
@@ -614,6 +680,8 @@ int tf__reads_query(tf_db_t *db, tf_query_t *q)
         return q_scheduler(db, (tf_q_scheduler_t *)q);
     case TF_Q_CANCELS:
         return q_cancels(db, (tf_q_cancels_t *)q);
+    case TF_Q_REQUEST_STATES:
+        return q_request_states(db, (tf_q_request_states_t *)q);
     case TF_Q_SQLITE_FN: {
         tf_q_sqlite_fn_t *f = (tf_q_sqlite_fn_t *)q;
         return f->fn(db, f->arg);

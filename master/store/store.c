@@ -431,6 +431,11 @@ uint64_t tf_store_generation(const tf_store_t *s)
     return __atomic_load_n(&s->generation, __ATOMIC_RELAXED);
 }
 
+void tf_store_touch(tf_store_t *s)
+{
+    __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELAXED);
+}
+
 /* ------------------------------------------------------------------ */
 /* Writer thread                                                       */
 /* ------------------------------------------------------------------ */
@@ -885,6 +890,12 @@ bool tf_store_has_duty(tf_store_t *s)
 bool tf_store_is_shared(const tf_store_t *s)
 {
     return s->shared;
+}
+
+const char *tf_store_owner(const tf_store_t *s)
+{
+    const char *o = s->shared && s->vt->owner ? s->vt->owner(s->eng) : NULL;
+    return o ? o : "";
 }
 
 int tf_store_farm_send(tf_store_t *s, const char *topic, const char *text)

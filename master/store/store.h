@@ -160,6 +160,11 @@ bool tf_store_has_duty(tf_store_t *s);
 /* Whether the store was opened with opts.shared. */
 bool tf_store_is_shared(const tf_store_t *s);
 
+/* Shared masters: this master's name in builds.owner (host/pid/random,
+ * borrowed, fixed for the store's life); "" when not shared or the
+ * engine has no owners. */
+const char *tf_store_owner(const tf_store_t *s);
+
 /* Shared masters: sends a live feed event (topic, JSON text) to the
  * other masters, right away (not with a commit: a live event is news,
  * the state behind it is read from the database). Copies text; drops
@@ -191,6 +196,11 @@ void tf_store_farm_take(tf_store_t *s,
  * An answer computed while the counter stayed the same is still right:
  * the API's cache (api/cache.c) keys its answers by it. Loop thread. */
 uint64_t tf_store_generation(const tf_store_t *s);
+
+/* Moves that counter without a write: the live state an answer overlays
+ * on the stored rows changed (a shared master dropped its copies of
+ * requests other masters ran: core/master.c). Loop thread. */
+void tf_store_touch(tf_store_t *s);
 
 /* How many times the writer's idle work removed logs (retention): an
  * answer that never changes otherwise (a finished build) is stale once
@@ -590,6 +600,7 @@ typedef enum tf_query_kind {
     TF_Q_POLLERS,        /* tf_q_pollers_t */
     TF_Q_SCHEDULER,      /* tf_q_scheduler_t */
     TF_Q_CANCELS,        /* tf_q_cancels_t */
+    TF_Q_REQUEST_STATES, /* tf_q_request_states_t */
     TF_Q_SQLITE_FN,      /* store_sqlite.h: the raw escape hatch */
 } tf_query_kind_t;
 
@@ -739,6 +750,30 @@ typedef struct tf_q_cancels {
     size_t n;
 } tf_q_cancels_t;
 void tf_q_cancels_clear(tf_q_cancels_t *q);
+
+/* TF_Q_REQUEST_STATES: where the requests ids[0..n) stand, for a shared
+ * master weeding out its copies of requests other masters claimed or
+ * ended (core/master.c). Read in one snapshot by primary key (at most
+ * TF_REQUEST_STATES_MAX ids, a few statements). A request running with
+ * an open build whose owner is not self is ELSEWHERE; running with none
+ * open, or one self owns, is RUNNING. No row (a request whose creation
+ * has not committed yet) is ABSENT: never taken for ended. */
+#define TF_REQUEST_STATES_MAX 256
+typedef enum tf_rq_state {
+    TF_RQ_ABSENT = 0,
+    TF_RQ_PENDING,
+    TF_RQ_RUNNING,
+    TF_RQ_ELSEWHERE,
+    TF_RQ_ENDED, /* done, cancelled or collapsed: for good */
+} tf_rq_state_t;
+typedef struct tf_q_request_states {
+    tf_query_t q;
+    const char *self; /* this master's owner name (tf_store_owner);
+                       * borrowed, must live until the query's end */
+    uint64_t ids[TF_REQUEST_STATES_MAX];
+    size_t n;
+    uint8_t state[TF_REQUEST_STATES_MAX]; /* tf_rq_state_t per ids[i] */
+} tf_q_request_states_t;
 
 /* TF_Q_SCHEDULER: a scheduler's stored state and, when it has a consumed
  * revision and a branch (repository non-NULL), the newest `limit`

@@ -2035,3 +2035,101 @@ def test_a_periodic_scheduler_fires_once_per_period_across_a_lease_move(
     assert int(pg_cluster.psql("SELECT next_fire_ms FROM scheduler_state "
                                "WHERE name = 'every-minute'", db=db)) == \
         m2 + 60000
+
+
+def queue_view(m, builder):
+    """What m shows of builder's queue from its memory: the request ids
+    of its page's pending_requests and of /requests?builder='s pending
+    rows (sorted), and /master's requests_pending (every pending copy m
+    holds)."""
+    page = sorted(r["id"] for r in
+                  m.get_json(f"/builders/{builder}")["pending_requests"])
+    listed = sorted(r["id"] for r in
+                    m.get_json(f"/requests?builder={builder}")["requests"]
+                    if r["state"] == "pending")
+    return page, listed, m.get_json("/master")["requests_pending"]
+
+
+def settled_queue(farm, m, builder, want, timeout=15):
+    """queue_view(m, builder) once it is want (within timeout seconds,
+    scaled)."""
+    return wait_for(lambda: queue_view(m, builder) == want and want, timeout,
+                    f"{m.name}'s queue of {builder} to be {want} (it is "
+                    f"{queue_view(m, builder)})", farm, interval=0.2)
+
+
+@pytest.mark.timeout(240)
+def test_a_master_without_a_slave_for_a_builder_drops_its_copies_of_requests_others_ran(  # noqa: E501
+        farm, pg_url, pg_cluster):
+    """a has a slave (s1) but none for builders "x" (s2, b's) and
+    "nowhere" (s3, never connected). A build of x forced through a runs
+    on b: while it still runs, a's /builders/x pending_requests,
+    /requests?builder=x and /master requests_pending no longer hold a's
+    copy of the request (the database says it runs on another master's
+    build), /master's builds_running is 1 on b and 0 on a (per master),
+    and once it finished both masters show it SUCCESS with the request
+    done and no queue position. 40 requests of "nowhere" forced through a
+    at once (their creations committing while a's tick reads where its
+    copies stand) stay pending on both masters for 5 s (several ticks):
+    a copy whose row is absent or pending is never dropped. One of them
+    cancelled through b leaves a's queue too (it ended), the 39 others
+    stay; the rest cancelled through b leave a with no pending copy at
+    all. Without the tick's check a listed the x request and every
+    cancelled one as pending forever (a never claims them: no slave)."""
+    cfg = config(["s1", "s2", "s3"])
+    cfg["builders"].append(long_builder("x", lines=60, slaves=["s2"]))
+    cfg["builders"].append({"name": "nowhere", "slaves": ["s3"], "steps": [
+        {"name": "hi", "command": "echo hi"}]})
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(a, "s1")
+    farm.slave(b, "s2")
+    a.wait_slave_connected("s1")
+    b.wait_slave_connected("s2")
+    db = pg_cluster.dbname(pg_url)
+    for m in (a, b):
+        assert queue_view(m, "x") == ([], [], 0), m.name
+    # Running on b: a's copy goes while the build still runs.
+    req, bid = running_build(a, "x")
+    settled_queue(farm, a, "x", ([], [], 0))
+    assert a.build(bid)["state"] != "finished", \
+        "the build ended before a's copy left: the check came too late"
+    assert b.get_json("/master")["builds_running"] == 1
+    assert a.get_json("/master")["builds_running"] == 0
+    assert queue_view(b, "x") == ([], [], 0)
+    for m in (a, b):
+        assert m.wait_build_finished(bid, 60)["result"] == "SUCCESS", m.name
+        info = m.request_info(req)
+        assert info["state"] == "done" and info["position"] is None, info
+        assert info["build_id"] == bid, info
+        assert queue_view(m, "x") == ([], [], 0), m.name
+    # Requests nobody can run: a's own copies stay, whatever the tick
+    # reads while their creations commit.
+    n = 40
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        ids = sorted(ex.map(lambda i: a.force("nowhere"), range(n)))
+    settled_queue(farm, b, "nowhere", (ids, ids, n))
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        for m in (a, b):
+            assert queue_view(m, "nowhere") == (ids, ids, n), m.name
+        time.sleep(0.5)
+    assert pg_cluster.psql("SELECT count(*) FROM build_requests WHERE "
+                           "builder = 'nowhere' AND state = 'pending'",
+                           db=db).strip() == str(n)
+    # One cancelled through b: it ended, so a drops its copy.
+    r = b.api_post(f"/requests/{ids[0]}/cancel")
+    assert r.status == 200, r
+    rest = ids[1:]
+    settled_queue(farm, a, "nowhere", (rest, rest, n - 1))
+    info = a.request_info(ids[0])
+    assert info["state"] == "cancelled" and info["position"] is None, info
+    assert queue_view(b, "nowhere") == (rest, rest, n - 1)
+    # The rest too: a holds no pending copy any more.
+    for i in rest:
+        r = b.api_post(f"/requests/{i}/cancel")
+        assert r.status == 200, r
+    for m in (a, b):
+        settled_queue(farm, m, "nowhere", ([], [], 0))
+    assert "dropped" in a.log_text() and "pending cop" in a.log_text()
+    assert pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id "
+                           f"= {req}", db=db).strip() == "1"

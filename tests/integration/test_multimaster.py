@@ -678,13 +678,14 @@ def test_cancels_racing_claims_across_three_masters_never_run_a_cancelled_reques
         lost.items(), key=lambda kv: -kv[1])[:5]
 
 
-def hold_row(pg_cluster, db, table, row_id, seconds):
+def hold_row(pg_cluster, db, table, row_id, seconds, key="id"):
     """Holds a row lock from another transaction (psql) for `seconds` in
     a thread: what a master sees while another master's claim of that
-    row is in flight, made long. Returns the thread."""
+    row is in flight, made long. The row is the one whose `key` column
+    is row_id (an SQL literal). Returns the thread."""
     import threading
-    sql = (f"BEGIN; SELECT id FROM {table} WHERE id = {row_id} FOR UPDATE; "
-           f"SELECT pg_sleep({seconds}); COMMIT;")
+    sql = (f"BEGIN; SELECT {key} FROM {table} WHERE {key} = {row_id} FOR "
+           f"UPDATE; SELECT pg_sleep({seconds}); COMMIT;")
     t = threading.Thread(target=pg_cluster.psql, args=(sql,),
                          kwargs={"db": db}, daemon=True)
     t.start()
@@ -2068,10 +2069,13 @@ def test_a_master_without_a_slave_for_a_builder_drops_its_copies_of_requests_oth
     copy of the request (the database says it runs on another master's
     build), /master's builds_running is 1 on b and 0 on a (per master),
     and once it finished both masters show it SUCCESS with the request
-    done and no queue position. 40 requests of "nowhere" forced through a
-    at once (their creations committing while a's tick reads where its
-    copies stand) stay pending on both masters for 5 s (several ticks):
-    a copy whose row is absent or pending is never dropped. One of them
+    done and no queue position. A request of "nowhere" forced through a
+    while the builder's row is held by another transaction for 5 s (so
+    a's write creating it waits and the request has no row) stays in a's
+    queue through the ticks that read it as absent; with 39 more forced
+    at once, all 40 stay pending on both masters for 5 s (several
+    ticks): a copy whose row is absent or pending is never dropped. One
+    of them
     cancelled through b leaves a's queue too (it ended), the 39 others
     stay; the rest cancelled through b leave a with no pending copy at
     all. Without the tick's check a listed the x request and every
@@ -2102,11 +2106,31 @@ def test_a_master_without_a_slave_for_a_builder_drops_its_copies_of_requests_oth
         assert info["state"] == "done" and info["position"] is None, info
         assert info["build_id"] == bid, info
         assert queue_view(m, "x") == ([], [], 0), m.name
-    # Requests nobody can run: a's own copies stay, whatever the tick
-    # reads while their creations commit.
+    # A request nobody can run, forced through a while its creation
+    # cannot commit (the builder's row is held by another transaction, so
+    # a's write waits): the request is in a's queue but has no row yet,
+    # and a keeps it through the ticks that read it as absent.
+    held = hold_row(pg_cluster, db, "builders", "'nowhere'", 5, key="name")
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        first = ex.submit(a.force, "nowhere")
+        wait_for(lambda: queue_view(a, "nowhere")[2] == 1, 10,
+                 "a to queue its request", farm, interval=0.1)
+        ticks = 0
+        while held.is_alive():
+            page, listed, held_n = queue_view(a, "nowhere")
+            assert len(page) == 1 and listed == page and held_n == 1, \
+                (page, listed, held_n)
+            ticks += 1
+            time.sleep(0.25)
+        assert ticks >= 8, ticks  # 2 s and more: two ticks at least
+        first = first.result(30)
+    assert queue_view(a, "nowhere") == ([first], [first], 1)
+    # More of them at once: a's own copies stay, and b's, whatever the
+    # ticks read while their creations commit.
     n = 40
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        ids = sorted(ex.map(lambda i: a.force("nowhere"), range(n)))
+        ids = sorted([first] + list(ex.map(lambda i: a.force("nowhere"),
+                                           range(n - 1))))
     settled_queue(farm, b, "nowhere", (ids, ids, n))
     end = time.monotonic() + 5
     while time.monotonic() < end:

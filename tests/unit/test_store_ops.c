@@ -962,6 +962,91 @@ TF_TEST(a_database_url_without_its_engine_is_refused)
     TF_CHECK_INT(uv_loop_close(&loop), 0);
 }
 
+/* Runs TF_Q_REQUEST_STATES for ids[0..n) as self and checks each
+ * state against want. */
+static void check_request_states(fx_t *f, const char *self,
+                                 const uint64_t *ids, size_t n,
+                                 const tf_rq_state_t *want)
+{
+    tf_q_request_states_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        exit(2);
+    q->q.kind = TF_Q_REQUEST_STATES;
+    q->self = self;
+    memcpy(q->ids, ids, n * sizeof(*ids));
+    q->n = n;
+    TF_CHECK_INT(tf_store_query_sync(f->s, &q->q), 0);
+    for (size_t i = 0; i < n; i++)
+        if (q->state[i] != (uint8_t)want[i]) {
+            fprintf(stderr, "request %llu as \"%s\": state %d, want %d\n",
+                    (unsigned long long)ids[i], self, q->state[i], want[i]);
+            TF_CHECK(q->state[i] == (uint8_t)want[i]);
+        }
+    free(q);
+}
+
+/* TF_Q_REQUEST_STATES (a shared master weeding out its stale copies):
+ * pending, running on a build self owns or on another's, ended (done,
+ * cancelled, collapsed) and absent, by id in any order, over more ids
+ * than one statement reads (and a running request whose build finished
+ * is not taken for another master's); too many ids is TF_EINVAL. */
+TF_TEST(request_states_tell_pending_running_elsewhere_ended_and_absent)
+{
+    fx_t f;
+    fx_setup(&f);
+    make_build(&f, 2, 7); /* request 2 runs build 7, owner "" */
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    for (uint64_t id = 1; id <= 6; id++) {
+        if (id == 2)
+            continue;
+        tf_request_rec_t r = {.id = id, .builder = "b1",
+                              .submitted_ms = 10};
+        tf_op_request_create(g, &r);
+    }
+    tf_op_request_done(g, 3, 0, 20);
+    tf_op_request_cancel(g, 4, 6, 21);
+    tf_op_request_collapse(g, 5, 6, 22);
+    TF_CHECK_INT(commit(&f, g), 0);
+    uint64_t ids[] = {99, 1, 2, 3, 4, 5, 6};
+    tf_rq_state_t mine[] = {TF_RQ_ABSENT, TF_RQ_PENDING, TF_RQ_RUNNING,
+                            TF_RQ_ENDED, TF_RQ_ENDED, TF_RQ_ENDED,
+                            TF_RQ_PENDING};
+    check_request_states(&f, "", ids, 7, mine);
+    tf_rq_state_t other[] = {TF_RQ_ABSENT, TF_RQ_PENDING, TF_RQ_ELSEWHERE,
+                             TF_RQ_ENDED, TF_RQ_ENDED, TF_RQ_ENDED,
+                             TF_RQ_PENDING};
+    check_request_states(&f, "host/1/0000abcd", ids, 7, other);
+    /* 70 ids (three statements): the known ones at the ends and in the
+     * middle, the rest absent. */
+    uint64_t many[70];
+    tf_rq_state_t want[70];
+    for (size_t i = 0; i < 70; i++) {
+        many[i] = 1000 + i;
+        want[i] = TF_RQ_ABSENT;
+    }
+    many[0] = 3, want[0] = TF_RQ_ENDED;
+    many[33] = 2, want[33] = TF_RQ_ELSEWHERE;
+    many[69] = 1, want[69] = TF_RQ_PENDING;
+    check_request_states(&f, "m2", many, 70, want);
+    /* Build 7 finished, its request not ended yet: no open build says
+     * whose it is. */
+    g = tf_wgroup_new(0);
+    tf_op_build_finish(g, 7, "b1", "s1", 0, 30, NULL, true);
+    TF_CHECK_INT(commit(&f, g), 0);
+    tf_rq_state_t after[] = {TF_RQ_ABSENT, TF_RQ_PENDING, TF_RQ_RUNNING,
+                             TF_RQ_ENDED, TF_RQ_ENDED, TF_RQ_ENDED,
+                             TF_RQ_PENDING};
+    check_request_states(&f, "m2", ids, 7, after);
+    tf_q_request_states_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        exit(2);
+    q->q.kind = TF_Q_REQUEST_STATES;
+    q->n = TF_REQUEST_STATES_MAX + 1;
+    TF_CHECK_INT(tf_store_query_sync(f.s, &q->q), TF_EINVAL);
+    free(q);
+    fx_teardown(&f);
+}
+
 /* An async query answers on the loop thread. */
 TF_TEST(queries_run_off_the_loop_and_answer_on_it)
 {

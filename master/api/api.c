@@ -390,10 +390,9 @@ static void overlay_builder(tf_master_t *m, const json_t *farm,
     json_object_set_new(o, "connected_slaves", json_integer(up));
     unsigned pending = mb ? mb->npending : 0, running = mb ? mb->nrunning : 0;
     /* Shared masters: the other masters' running builds too, and the
-     * farm's pending count, from the database in the answer's snapshot (a
-     * master keeps its copy of a request another master claimed until it
-     * tries to claim it itself, which it never does without a slave for
-     * the builder). */
+     * farm's pending count, from the database in the answer's snapshot
+     * (this master's queue may hold a copy of a request another master
+     * claimed or ended for up to a tick: tf_master_stale_check). */
     if (fpending)
         pending = (unsigned)json_integer_value(json_object_get(fpending,
                                                                name));

@@ -2060,7 +2060,7 @@ def settled_queue(farm, m, builder, want, timeout=15):
 
 
 @pytest.mark.timeout(240)
-def test_a_master_without_a_slave_for_a_builder_drops_its_copies_of_requests_others_ran(  # noqa: E501
+def test_a_master_with_no_slave_for_a_builder_drops_copies_others_ran(
         farm, pg_url, pg_cluster):
     """a has a slave (s1) but none for builders "x" (s2, b's) and
     "nowhere" (s3, never connected). A build of x forced through a runs

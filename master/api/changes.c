@@ -65,10 +65,17 @@ static void duty_read_done(void *arg, int rc)
     tf_master_t *m = r->m;
     if (!tf_http_async_end(r))
         goto out;
-    if (rc) {
-        tf_http_error(r, 500, "database read failed: %s", tf_strerror(rc));
+    if (rc && d->stored) {
+        /* Never this master's stale memory in place of the holder's. */
+        tf_http_error(r, 503, "cannot read the duty holder's %s state "
+                      "from the database: %s",
+                      d->schedulers ? "schedulers'" : "pollers'",
+                      tf_strerror(rc));
         goto out;
     }
+    if (rc)
+        d->holder[0] = '\0'; /* the holder answers from memory all the
+                               * same, not knowing its own name */
     json_t *o;
     if (d->schedulers)
         o = json_pack("{s:I,s:o}", "time_ms", (json_int_t)tf_now_ms(),
@@ -84,8 +91,7 @@ static void duty_read_done(void *arg, int rc)
         json_object_set_new(o, "runs_on", d->holder[0]
                                               ? json_string(d->holder)
                                               : json_null());
-        json_object_set_new(o, "runs_here",
-                            json_boolean(tf_store_has_duty(m->store)));
+        json_object_set_new(o, "runs_here", json_boolean(!d->stored));
     }
     tf_http_respond_json(r, 200, o);
 out:
@@ -112,10 +118,11 @@ static void duty_read_start(tf_http_req_t *r, bool schedulers)
         tf_http_error(r, 503, "out of memory");
         return;
     }
-    if (!tf_api_read_then(r, duty_read_run, duty_read_done, d)) {
-        tf_schedulers_stored_free(d->scheds, d->nscheds);
-        free(d);
-    }
+    tf_http_async_begin(r);
+    int rc = tf_store_read(m->store, duty_read_run, duty_read_done, d);
+    if (rc)
+        duty_read_done(d, rc); /* ends the hold, answers as for a failed
+                                * read */
 }
 
 void tf_api_pollers(tf_http_req_t *r, const tf_route_args_t *a)

@@ -2345,3 +2345,57 @@ def test_pollers_and_schedulers_show_the_lease_holders_state_on_every_master(
             o = m.get_json(path)
             assert o["runs_on"] == holder and o["runs_here"] is here, \
                 (m.name, path, o)
+
+
+@pytest.mark.timeout(120)
+def test_pollers_and_schedulers_never_answer_stale_memory_in_an_outage(
+        farm, pg_tcp):
+    """With PostgreSQL stopped, /pollers and /schedulers on either master
+    answer 503 naming the database ("cannot read the duty holder's ...
+    state from the database") or, on a master that still holds the
+    lease, its own memory with runs_on null; never a master's stale
+    memory as if it were the holder's (200 with runs_here false). When
+    the server is back both answer 200 naming the holder again."""
+    from test_continuous import builder, make_repos
+    up, _ = make_repos(farm.tmp)
+    url = pg_tcp.url(pg_tcp.new_database())
+    cfg = config([], poll_interval_s=1)
+    cfg["builders"] = [builder("b1", up)]
+    cfg["schedulers"] = [{"name": "on-main", "type": "change",
+                          "builders": ["b1"], "tree_stable_s": 1}]
+    a, b = [farm.master(dict(cfg, store={"postgres": url, "shared": True,
+                                         "lease_timeout_s": 3}), name=n)
+            for n in ("a", "b")]
+    wait_for(lambda: len(duty_holders([a, b])) == 1, 15, "a holder", farm)
+    pg_tcp.stop()
+    try:
+        seen = set()
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            for m in (a, b):
+                for path in ("/pollers", "/schedulers"):
+                    r = m.api_get(path)
+                    if r.status == 503:
+                        assert "cannot read the duty holder's" in \
+                            r.error_message() and "database" in \
+                            r.error_message(), r
+                        seen.add(503)
+                        continue
+                    assert r.status == 200, r
+                    o = r.json()
+                    assert o["runs_here"] is True and \
+                        o["runs_on"] is None, (m.name, path, o)
+                    seen.add(200)
+            time.sleep(0.3)
+        assert 503 in seen, seen
+    finally:
+        pg_tcp.start()
+
+    def named():
+        for m in (a, b):
+            for path in ("/pollers", "/schedulers"):
+                r = m.api_get(path)
+                if r.status != 200 or not r.json()["runs_on"]:
+                    return False
+        return True
+    wait_for(named, 30, "both masters to name the holder again", farm)

@@ -1047,6 +1047,60 @@ TF_TEST(request_states_tell_pending_running_elsewhere_ended_and_absent)
     fx_teardown(&f);
 }
 
+/* tf_q_farm_running (a shared master's GET /api/v1/requests): the
+ * running requests only, by id, with their fields, of one builder when
+ * asked; a request of a try job is "try". */
+typedef struct farmq {
+    const char *builder;
+    json_t *out;
+    int rc;
+} farmq_t;
+
+static int farmq_fn(tf_db_t *db, void *arg)
+{
+    farmq_t *q = arg;
+    q->rc = tf_q_farm_running(db, q->builder, &q->out);
+    return q->rc;
+}
+
+TF_TEST(farm_running_lists_the_running_requests_of_every_master)
+{
+    fx_t f;
+    fx_setup(&f);
+    make_build(&f, 2, 7); /* request 2 of b1 runs build 7 */
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    tf_request_rec_t r1 = {.id = 1, .builder = "b1", .submitted_ms = 10};
+    tf_request_rec_t r3 = {.id = 3, .builder = "b1", .submitted_ms = 11};
+    tf_op_request_create(g, &r1);
+    tf_op_request_create(g, &r3);
+    tf_op_request_done(g, 3, 0, 20);
+    TF_CHECK_INT(commit(&f, g), 0);
+    farmq_t q = {0};
+    TF_CHECK_INT(tf_store_read_sync(f.s, farmq_fn, &q), 0);
+    TF_CHECK_INT(q.rc, 0);
+    TF_CHECK_INT((long long)json_array_size(q.out), 1);
+    json_t *row = json_array_get(q.out, 0);
+    char *text = json_dumps(row, JSON_COMPACT);
+    /* id, builder, reason, owner, priority, submitted_ms, retries,
+     * build_id, job_id, is_try */
+    TF_CHECK(text && strcmp(text, "[2,\"b1\",\"test\",\"ann\",2,1000,0,7,0,"
+                                  "false]") == 0);
+    if (text && strcmp(text, "[2,\"b1\",\"test\",\"ann\",2,1000,0,7,0,"
+                             "false]") != 0)
+        fprintf(stderr, "row: %s\n", text);
+    free(text);
+    json_decref(q.out);
+    q = (farmq_t){.builder = "b1"};
+    TF_CHECK_INT(tf_store_read_sync(f.s, farmq_fn, &q), 0);
+    TF_CHECK_INT((long long)json_array_size(q.out), 1);
+    json_decref(q.out);
+    q = (farmq_t){.builder = "b2"};
+    TF_CHECK_INT(tf_store_read_sync(f.s, farmq_fn, &q), 0);
+    TF_CHECK(json_is_array(q.out) && json_array_size(q.out) == 0);
+    json_decref(q.out);
+    fx_teardown(&f);
+}
+
 /* An async query answers on the loop thread. */
 TF_TEST(queries_run_off_the_loop_and_answer_on_it)
 {

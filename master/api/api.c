@@ -308,9 +308,6 @@ static json_t *running_builds_of(tf_master_t *m, const char *builder,
     return arr;
 }
 
-/* A request as the queue shows it; pos is its place in its builder's
- * queue (0: not pending), known to the caller walking the queue in order
- * (asking the scheduler per request would make a long queue quadratic). */
 /* A request in the queue's shape (docs/api.md, "A request"): from a
  * request this master holds (request_json) or from a stored row of one
  * running on another master (tf_q_farm_running), with the same fields in
@@ -360,6 +357,9 @@ static json_t *request_fields_json(tf_master_t *m, const req_fields_t *f,
     return o;
 }
 
+/* A request as the queue shows it; pos is its place in its builder's
+ * queue (0: not pending), known to the caller walking the queue in order
+ * (asking the scheduler per request would make a long queue quadratic). */
 static json_t *request_json(tf_master_t *m, const tf_request_t *r,
                             unsigned pos)
 {

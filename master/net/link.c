@@ -163,11 +163,17 @@ static bool link_write_now(tf_link_t *l, frame_t *f)
         return false;
     int n = lws_write(l->wsi, f->data + LWS_PRE, f->len,
                       f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (n < (int)f->len) {
+    if (n < 0) {
         /* The socket is unusable: lws closes it at its next service. */
         tf_warn("link", "write to %s failed", link_who(l));
         lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_SEND,
                         LWS_TO_KILL_ASYNC);
+    } else if (n < (int)f->len) {
+        /* lws takes a frame whole (what the kernel does not take it
+         * keeps) or, once the websocket is closing (the slave sent its
+         * close), not at all: the link goes at its CLOSED callback. */
+        tf_debug("link", "%s is closing: a message to it was dropped",
+                 link_who(l));
     }
     free(f);
     return true;

@@ -15,9 +15,10 @@
  * byte for byte what a slave could send.
  *
  * What it measures and prints: connection setup (all links, and each
- * link's connect-to-welcome time), start latency (the build_start's arrival
- * after the release mark, and after the request's own submission when the
- * request carries the property bench_t0_us), builds per second to the last
+ * link's connect-to-welcome time), start latency (the build_start's arrival,
+ * the moment its bytes were read from the socket, after the release mark,
+ * and after the request's own submission when the request carries the
+ * property bench_t0_us), builds per second to the last
  * acknowledgement, output MiB/s, the master's RSS and CPU from
  * /proc/PID (--master-pid) and this client's own CPU, so a reader can tell
  * whether the client or the master was the bottleneck.

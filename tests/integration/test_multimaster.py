@@ -212,6 +212,54 @@ def test_try_jobs_spread_over_masters_end_once_with_one_mail_each(
 
 
 @pytest.mark.timeout(180)
+def test_tf_try_wait_follows_a_job_run_by_another_masters_slave(
+        farm, pg_url):
+    """A committer's view across masters: the only slave is b's. tf-try
+    submits a failing patch to a and waits there: it prints the build
+    starting on b's slave, each step's start and end, the failing step's
+    tail read from a's log endpoint, and exits 1. A passing job
+    submitted to a (no --wait) is then followed with `tf-try status JOB
+    --wait` on b, which prints both builders' ends and exits 0."""
+    from test_try import (TF_TRY, add_user, job_id_of, make_repos, tf_try,
+                          try_config)
+    if not os.access(TF_TRY, os.X_OK):
+        pytest.skip(f"{TF_TRY} is not built")
+    up, work = make_repos(farm.tmp)
+    sec = secret_files(farm, ["s1"])
+    cfg = try_config(up, slaves=())
+    cfg["slaves"] = [{"name": "s1", "secret_file": str(sec["s1"])}]
+    a, b = [farm.master(shared(cfg, pg_url), name=n) for n in ("a", "b")]
+    farm.slave(b, "s1", secret_file=sec["s1"])
+    b.wait_slave_connected("s1")
+    token = add_user(farm, a, "ann@example.org", "Ann Example")
+    (work / "verdict").write_text("broken\n")
+    r = tf_try(farm, a, work, "--builder", "b1", "--wait", token=token)
+    out = r.stdout
+    assert r.returncode == 1, out + r.stderr
+    jid = job_id_of(r)
+    bid = a.get_json(f"/jobs/{jid}")["builders"][0]["build"]["id"]
+    assert f"b1: build {bid} started on slave s1" in out, out
+    for line in ("b1: step check started", "b1: step check: FAILURE",
+                 f"b1: build {bid}: FAILURE", "    verdict: broken",
+                 "    the check FAILED", f"job {jid}: FAILURE"):
+        assert line in out, (line, out)
+    assert out.count("b1: step check started") == 1, out
+    assert f"{a.url}api/v1/builds/{bid}/steps/1/log" in out or \
+        f"{a.url}/api/v1/builds/{bid}/steps/1/log" in out, out
+    (work / "verdict").write_text("pass\n")
+    r = tf_try(farm, a, work, "--builder", "b1", "--builder", "b2",
+               token=token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jid2 = job_id_of(r)
+    r = tf_try(farm, b, work, "status", str(jid2), "--wait", token=token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for line in ("b1: step check: SUCCESS", "b2: step check: SUCCESS",
+                 f"job {jid2}: SUCCESS"):
+        assert line in r.stdout, (line, r.stdout)
+    assert b.get_json(f"/jobs/{jid2}")["result"] == "SUCCESS"
+
+
+@pytest.mark.timeout(180)
 def test_kill9_of_a_master_mid_stream_its_slaves_move_and_builds_finish(
         farm, pg_url, pg_cluster):
     """Masters a and b share the database; slaves s1 and s2 start on a
@@ -1307,6 +1355,103 @@ def test_a_database_stall_longer_than_the_lease_timeout_kills_no_master(
     assert "taken for dead" not in text
     assert b.slave_connected("s1") and a.slave_connected("s2")
     assert a.running() and b.running()
+
+
+@pytest.mark.timeout(300)
+def test_postgresql_crashing_mid_build_under_two_masters_loses_nothing(
+        farm):
+    """Issue 15, point 5, with several masters: PostgreSQL crashes
+    (`pg_ctl -m immediate`, recovering from its WAL at the next start)
+    while a step on a's slave streams 60 MiB of a request forced through
+    b. Both masters keep their slaves connected and say what is wrong in
+    /api/v1/master and the log; a queues the output up to its soft limit
+    (32 MiB) and then stops reading from its slave (backpressure: the
+    queue stays near the limit instead of taking the whole 60 MiB); b
+    takes nobody for dead. When the server is back the build finishes
+    once (one build row, its request done) with the log byte-exact on
+    both masters. Its own server (with fsync: a durability test)."""
+    from tfharness import PgCluster, deterministic_bytes, sha256
+    pg = PgCluster(fsync=True)
+    try:
+        pg.initdb().start()
+        db = pg.new_database()
+        url = pg.url(db)
+        size = 60 * 1024 * 1024
+        data = deterministic_bytes(size, seed=11)
+        big = farm.tmp / "big.bin"
+        big.write_bytes(data)
+        flag = farm.tmp / "go"
+        sec = secret_files(farm, ["s1", "s2"])
+        cfg = config([])
+        cfg["slaves"] = [{"name": s, "secret_file": str(p)}
+                         for s, p in sec.items()]
+        cfg["builders"].append({"name": "big", "slaves": ["s1"], "steps": [
+            {"name": "cat", "command":
+             f"printf started; while [ ! -e {flag} ]; do sleep 0.1; "
+             f"done; cat {big}"}]})
+        a, b = [farm.master(dict(cfg, store={"postgres": url,
+                                             "shared": True,
+                                             "lease_timeout_s": 3}),
+                            name=n) for n in ("a", "b")]
+        farm.slave(a, "s1", secret_file=sec["s1"])
+        farm.slave(b, "s2", secret_file=sec["s2"])
+        a.wait_slave_connected("s1")
+        b.wait_slave_connected("s2")
+        req = b.force("big")
+        bid = a.wait_build_started(req)
+        a.wait_step_running(bid, 0, min_bytes=len("started"))
+        pg.stop("immediate")
+        flag.write_text("go\n")
+
+        def store(m):
+            return m.get_json("/master")["store"]
+        st = wait_for(lambda: (lambda s: s if s["congested"] else None)(
+            store(a)), 120, "a's write queue to be congested", farm)
+        assert st["last_error"].startswith("PostgreSQL:"), st
+        # Reading paused: over 5 s (twice the lease timeout and more) the
+        # queue stays near its soft limit while the slave holds the rest
+        # of the 60 MiB (without the pause it would take all of it).
+        peak = 0
+        for _ in range(25):
+            peak = max(peak, store(a)["queued_bytes"])
+            time.sleep(0.2)
+        assert 32 * 1024 * 1024 < peak < 44 * 1024 * 1024, peak
+        for m in (a, b):
+            info = m.get_json("/master")
+            assert info["slaves_connected"] == 1, (m.name, info)
+            assert info["store"]["last_error"].startswith("PostgreSQL:") \
+                and info["store"]["failing_for_ms"] > 0, (m.name, info)
+        assert a.get_json("/master")["builds_running"] == 1
+        text = a.log_text()
+        assert "pausing reads from slaves" in text
+        assert "still failing after" in text
+
+        pg.start()
+        done = a.wait_request_done(req, timeout=240)
+        assert done["result"] == "SUCCESS" and done["id"] == bid, done
+        want = sha256(b"started" + data)
+        for m in (a, b):
+            log = m.step_log(bid, 0)
+            assert len(log) == size + len("started") and \
+                sha256(log) == want, (m.name, len(log))
+            assert m.request_info(req)["state"] == "done"
+            st = store(m)
+            assert st["last_error"] == "" and st["failing_for_ms"] == 0, st
+        rows = pg.psql("SELECT count(*), min(result) FROM builds",
+                       db=db).strip()
+        assert rows == "1|0", rows
+        text = a.log_text()
+        assert "reading from slaves again" in text
+        assert "writes commit again" in text
+        time.sleep(4)  # more than a lease timeout of beating again
+        text += b.log_text()
+        assert "taken for dead" not in text
+        assert a.slave_connected("s2") and b.slave_connected("s1")
+        assert a.running() and b.running()
+        # The farm goes on.
+        assert b.run_build("quick")["result"] == "SUCCESS"
+    finally:
+        pg.destroy()
 
 
 @pytest.mark.timeout(240)

@@ -24,8 +24,10 @@
  * than the master's memory growing.
  *
  * Sending: frames go on a per-link queue capped at 8 MiB; each WRITEABLE
- * callback writes one frame. A slave that does not read its queue down is
- * cut off rather than allowed to grow our memory.
+ * callback writes one frame. A frame with nothing queued before it is
+ * written at once when lws holds nothing and sees the socket writable
+ * (link_write_now). A slave that does not read its queue down is cut off
+ * rather than allowed to grow our memory.
  *
  * Upgrading: tf_link_confirm_upgrade sees every websocket upgrade first
  * (server.c routes LWS_CALLBACK_HTTP_CONFIRM_UPGRADE to it) and answers a

@@ -852,6 +852,10 @@ static void batch_flush(tf_master_t *m)
         bc->g = m->group;
         bc->n = n;
         memcpy(bc->ids, m->batch_ids, n * sizeof(bc->ids[0]));
+        /* Its builds' build_start messages wait for this commit: it is
+         * not to wait for the batches queued after it as well (a burst
+         * queues all of its batches in one pass). */
+        tf_wgroup_prompt(m->group);
         /* A failure to queue calls the callback at once. */
         tf_master_group_commit(m, batch_committed_cb, bc);
         return;

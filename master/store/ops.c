@@ -171,6 +171,12 @@ void tf_wgroup_keep(tf_wgroup_t *g)
         g->keep = true;
 }
 
+void tf_wgroup_prompt(tf_wgroup_t *g)
+{
+    if (g)
+        g->prompt = true;
+}
+
 bool tf_wgroup_kept(const tf_wgroup_t *g)
 {
     return g && g->keep;

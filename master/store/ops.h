@@ -380,6 +380,7 @@ struct tf_wgroup {
     bool poisoned;       /* excluded from its batch: fails without running */
     bool changes_state;  /* holds more than progress (tf_store_generation) */
     bool split;          /* failed, then its units were applied one by one */
+    bool prompt;         /* tf_wgroup_prompt: its transaction ends with it */
     tf_wunit_t *units, *units_tail; /* tf_wgroup_unit_end, in order */
     size_t nunits;
     const tf_op_t *poison_op; /* the op a test hook's rule matched */

@@ -613,10 +613,13 @@ static size_t take_batch(tf_store_t *s, tf_wgroup_t **first,
 
     while (g && n < BATCH_MAX_OPS &&
            (n == 0 || bytes + g->cost <= BATCH_MAX_BYTES)) {
+        bool prompt = g->prompt;
         bytes += g->cost;
         n++;
         prev = g;
         g = g->next;
+        if (prompt)
+            break; /* tf_wgroup_prompt: its commit is awaited */
     }
     *first = s->pending.head;
     *last = prev;

@@ -299,6 +299,14 @@ void tf_wgroup_keep(tf_wgroup_t *g);
 /* Whether tf_wgroup_keep was called on g. */
 bool tf_wgroup_kept(const tf_wgroup_t *g);
 
+/* Marks g as waited for by something users see (a start batch: its
+ * builds' build_start messages go out when it commits): the writer ends
+ * the transaction that holds g with g, instead of gathering every group
+ * queued behind it into the same one, so g's commit and its callback do
+ * not wait for theirs. The groups queued before g still ride with it.
+ * Costs one commit per such group; order and outcome are unchanged. */
+void tf_wgroup_prompt(tf_wgroup_t *g);
+
 /* Ends a unit of g: the operations added since the last unit ended (or
  * since g began) are one. A group of several units commits whole as any
  * other when it can; when it fails on its own (a constraint, a lost

@@ -32,9 +32,11 @@ slave), builds/s (release -> the last build's final event acknowledged,
 i.e. committed), the time the build rows took to be created on the
 master (its database), connection setup for all slaves, and the master's
 RSS; with the reload release also the CPU time of the master's loop thread
-(its main thread) from the release to the summary, per build, which load
-on the machine skews far less than the wall-clock figures, and the CPU the
-scheduler's passes took per build they assigned (from the master's log).
+(its main thread) and of its store writer thread ("tf-writer", which
+commits every build's rows before its build_start goes out) from the
+release to the summary, per build, which load on the machine skews far
+less than the wall-clock figures, and the CPU the scheduler's passes took
+per build they assigned (from the master's log).
 With --perf FILE the master is recorded with perf (DWARF call graphs) over
 the same span; read it with perf report -i FILE --comm tf-master.
 With --runs R the farm is built afresh R times and the best and the
@@ -90,6 +92,18 @@ def raise_nofile(need):
                  f"limit is {soft} (hard {hard}): {e}; raise ulimit -n "
                  "(as root, or in limits.conf) and run again")
     return need
+
+
+def writer_tid(pid):
+    """The thread id of the master's store writer ("tf-writer"), or None."""
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() == "tf-writer":
+                    return int(tid)
+    except OSError:
+        pass
+    return None
 
 
 def thread_cpu_s(pid, tid):
@@ -360,6 +374,8 @@ def one_run(th, a, run_no, exe):
             m.write_config(farm_config(a, held=False))
             perf = start_perf(a, pid, d)
             cpu0 = thread_cpu_s(pid, pid)
+            wtid = writer_tid(pid)
+            wcpu0 = thread_cpu_s(pid, wtid) if wtid else None
             mark = time.time()
             m.sighup()
         else:
@@ -367,12 +383,15 @@ def one_run(th, a, run_no, exe):
         client.send("mark %d" % int(mark * 1e6))
         summary = client.wait_event("summary", a.timeout + 60)
         # The loop thread is the master's main thread (tid == pid).
-        loop_cpu_s = None
+        loop_cpu_s = writer_cpu_s = None
         if a.release == "reload":
             cpu1 = thread_cpu_s(pid, pid)
+            wcpu1 = thread_cpu_s(pid, wtid) if wtid else None
             stop_perf(perf)
             if cpu0 is not None and cpu1 is not None:
                 loop_cpu_s = cpu1 - cpu0
+            if wcpu0 is not None and wcpu1 is not None:
+                writer_cpu_s = wcpu1 - wcpu0
         print(client.new_text())
         if not summary:
             sys.exit("bench_sched: no summary from tf-loadslaves")
@@ -404,6 +423,7 @@ def one_run(th, a, run_no, exe):
             "client_cpu_s": summary["client_cpu_s"],
             "load_after": load_avg(),
             "loop_cpu_s": loop_cpu_s,
+            "writer_cpu_s": writer_cpu_s,
             "pass_us": pass_ms * 1000 / pass_n if pass_n else None,
         }
         if a.release == "api":
@@ -426,6 +446,11 @@ def one_run(th, a, run_no, exe):
             print("run %d: master loop thread CPU over the burst (reload, "
                   "starts, events, ends) %.3f s, %.1f us per build"
                   % (run_no, loop_cpu_s, loop_cpu_s * 1e6 / a.requests))
+        if writer_cpu_s is not None:
+            print("run %d: master store writer thread CPU over the burst "
+                  "(the starts' rows, events, ends) %.3f s, %.1f us per "
+                  "build" % (run_no, writer_cpu_s,
+                             writer_cpu_s * 1e6 / a.requests))
         if pass_n:
             print("run %d: scheduler passes assigned %d builds in %.1f ms of "
                   "loop CPU, %.1f us each (the master's log)"
@@ -497,6 +522,10 @@ def main():
                 ("loop CPU us/build", [r["loop_cpu_s"] * 1e6 / a.requests
                                        if r["loop_cpu_s"] is not None
                                        else float("nan") for r in runs],
+                 min),
+                ("writer CPU us/build", [r["writer_cpu_s"] * 1e6 / a.requests
+                                         if r["writer_cpu_s"] is not None
+                                         else float("nan") for r in runs],
                  min),
                 ("pass CPU us/build", [r["pass_us"] if r["pass_us"]
                                        else float("nan") for r in runs],

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -518,6 +519,9 @@ static void wsc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             wsc_fail(c, "read: %s", uv_strerror((int)nread));
         return;
     }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c->read_wall_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     if (c->state == TF_WSC_UPGRADING)
         wsc_feed_upgrade(c, wsc_read_buf, (size_t)nread);
     else if (c->state == TF_WSC_OPEN)

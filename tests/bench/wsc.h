@@ -94,6 +94,9 @@ struct tf_wsc {
     bool writing;
     bool close_sent;
     int peer_close_code; /* -1 until a close frame arrived */
+    int64_t read_wall_us; /* CLOCK_REALTIME, in us, when the bytes being
+                           * parsed were read from the socket: a message
+                           * callback's arrival time */
     char why[192];
 };
 

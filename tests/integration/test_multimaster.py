@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tfharness import BUILD_DIR, wait_for
+from tfharness import BUILD_DIR, scaled, wait_for
 
 TF_MASTER = BUILD_DIR / "master" / "tf-master"
 DUTY = "the duty lease"
@@ -781,6 +781,128 @@ def test_a_try_job_whose_claim_was_lost_settles_once_with_one_mail(
     rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
                            f"{req}", db=db).strip()
     assert rows == "1", rows
+
+
+def timed_builder(name, lines=30, pause=1.5):
+    """A step that waits, then prints a line every 100 ms, each carrying
+    the time it was printed (the slave runs on this machine)."""
+    return {"name": name, "steps": [{"name": "talk", "command":
+            f"sleep {pause}; i=1; while [ $i -le {lines} ]; do "
+            "echo \"line $i $(date +%s.%N)\"; sleep 0.1; i=$((i + 1)); "
+            "done"}]}
+
+
+def follow_log(ws, bid, step, until):
+    """Reads ws until until(msg) holds; returns the log events of (bid,
+    step) with the time each arrived, and the other messages."""
+    logs, other = [], []
+    deadline = time.monotonic() + scaled(60)
+    while time.monotonic() < deadline:
+        msg = ws.recv_json(timeout=30)
+        now = time.time()
+        if msg["type"] == "log":
+            assert (msg["build_id"], msg["step"]) == (bid, step), msg
+            logs.append((now, msg["offset"], base64.b64decode(msg["data"])))
+        else:
+            other.append((now, msg))
+        if until(msg):
+            break
+    return logs, other
+
+
+def contiguous(logs, start=0):
+    """The bytes of log events that follow each other from start, with
+    neither gap nor overlap."""
+    out, pos = b"", start
+    for _, off, data in logs:
+        assert off == pos, f"event at {off}, expected {pos}"
+        out += data
+        pos += len(data)
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_a_step_running_on_another_masters_slave_streams_live_there(
+        farm, pg_url):
+    """s1 is b's; a viewer on a subscribes to log:B:0 of a build running
+    on s1 before its step prints, and gets the output as log events while
+    the step runs (each line within 1.5 s of being printed, the first
+    long before the step ends), with the offsets a local viewer gets: the
+    events put end to end are the stored log, byte-exact, in order, no
+    gap, no overlap. A second viewer on a subscribing mid-step joins the
+    same follower: its events start at or before the end of what the log
+    endpoint gave it after "subscribed" (no gap) and run on to the end.
+    Before, a had no log event at all for b's builds until the step
+    ended (the output was not relayed between masters)."""
+    cfg = config(["s1"])
+    cfg["builders"].append(timed_builder("talk"))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    ws = live_client_of(farm, a)
+    live_subscribe(ws, ["builds"])
+    req = b.force("talk")
+    bid = None
+    while bid is None:
+        msg = ws.recv_json(timeout=30)
+        if msg["type"] == "build" and msg["build"]["request_id"] == req:
+            bid = msg["build"]["id"]
+    ws.send_json({"subscribe": [f"log:{bid}:0"]})
+
+    # The late viewer subscribes once about a third of the lines are out.
+    late = {}
+
+    def join_late(msg):
+        if msg["type"] == "log" and "ws" not in late and \
+                msg["offset"] + len(base64.b64decode(msg["data"])) > 200:
+            w2 = live_client_of(farm, a)
+            live_subscribe(w2, [f"log:{bid}:0"])
+            late["ws"] = w2
+            late["have"] = a.step_log(bid, 0)
+        return msg["type"] == "build" and msg["event"] == "finished"
+    logs, other = follow_log(ws, bid, 0, join_late)
+    step_done = [t for t, m in other if m["type"] == "step" and
+                 m["step"]["state"] == "done" and m["build_id"] == bid]
+    assert step_done, [m for _, m in other]
+    stored = a.step_log(bid, 0)
+    assert stored == b.step_log(bid, 0)
+    lines = stored.decode().splitlines()
+    assert len(lines) == 30 and lines[0].startswith("line 1 "), stored
+    assert contiguous(logs) == stored
+    # Live: the lines arrived while the step ran, each soon after it was
+    # printed (the time in the line is the slave's, on this machine).
+    printed = {ln.split()[1]: float(ln.split()[2]) for ln in lines}
+    seen, buf = {}, b""
+    for t, _, data in logs:
+        buf += data
+        *done, buf = buf.split(b"\n")
+        for ln in done:
+            seen.setdefault(ln.decode().split()[1], t)
+    lag = sorted(seen[n] - printed[n] for n in printed)
+    print(f"a's viewer: {len(logs)} log events, line lag median "
+          f"{lag[len(lag) // 2] * 1000:.0f} ms, max {lag[-1] * 1000:.0f} ms")
+    assert logs[0][0] < step_done[0] - 1.5, (logs[0][0], step_done)
+    assert len([t for t, _, _ in logs if t < step_done[0]]) >= 10, logs
+    assert lag[-1] < scaled(1.5), lag
+    # The late viewer: no gap between what it fetched and its events.
+    w2 = late["ws"]
+    logs2, _ = follow_log(w2, bid, 0, lambda m: m["type"] == "log" and
+                          m["offset"] + len(base64.b64decode(m["data"])) >=
+                          len(stored))
+    have = late["have"]
+    assert logs2 and logs2[0][1] <= len(have), (logs2[0][1], len(have))
+    got = have[:logs2[0][1]] + contiguous(logs2, logs2[0][1])
+    assert got == stored
+
+
+def live_client_of(farm, m):
+    from test_live import live_client
+    return live_client(farm, m)
+
+
+def live_subscribe(ws, topics):
+    from test_live import subscribe
+    return subscribe(ws, topics)
 
 
 def long_builder(name, lines=200, **extra):

@@ -37,7 +37,9 @@
  * subscriber, a new one gets the output that comes after it subscribed
  * (all of it when the step did not exist yet), and fetches the rest by
  * range. A tail more than LIVE_QUEUE_MAX bytes behind skips to the end
- * and tells its subscribers "overflow", as a local viewer would be.
+ * and tells its subscribers "overflow", as a local viewer would be. The
+ * step's "done" event, relayed ahead of the owner's commit of its last
+ * output, is held in the tail until that output was sent (tail_hold).
  *
  * One lws_write per WRITEABLE callback, like the slave links. A close
  * frame is written by us (the notes on this lws build: one started from
@@ -78,6 +80,7 @@
 #define TAIL_PIECE (64u * 1024)
 #define TAIL_MAX 1024
 #define TAIL_BASE UINT64_MAX
+#define TAIL_HOLD_MAX 8
 
 /* One rendered event, shared by the queues holding it. */
 typedef struct live_msg {
@@ -362,10 +365,14 @@ static void publish(tf_master_t *m, const char *topic, json_t *j, bool is_log)
     free(text);
 }
 
+static bool tail_hold(tf_master_t *m, const char *text);
+
 void tf_live_relay(tf_master_t *m, const char *topic, const char *text)
 {
     if (strcmp(topic, "builds") != 0 && strcmp(topic, "requests") != 0 &&
         strcmp(topic, "slaves") != 0)
+        return;
+    if (strcmp(topic, "builds") == 0 && tail_hold(m, text))
         return;
     if (anyone(m, topic))
         fan_out(m, topic, text, false);
@@ -523,6 +530,10 @@ typedef struct live_tail {
     bool reading;    /* its one read is in flight */
     bool again;      /* another commit came meanwhile: read once more */
     bool gone;       /* ended while reading: freed when the read is back */
+    /* The step's "done" event, relayed ahead of its last output, and
+     * the build's events relayed after it: sent when the tail ends. */
+    char *held[TAIL_HOLD_MAX];
+    unsigned nheld;
 } live_tail_t;
 
 /* One read of a tail, on a store reader: the tail itself is the loop's
@@ -540,10 +551,23 @@ typedef struct tail_read {
 
 static unsigned ntails;
 
+/* Sends the events t holds back, in order, to the builds subscribers. */
+static void tail_release(live_tail_t *t)
+{
+    bool send = !t->m->stopping && anyone(t->m, "builds");
+    for (unsigned i = 0; i < t->nheld; i++) {
+        if (send)
+            fan_out(t->m, "builds", t->held[i], false);
+        free(t->held[i]);
+    }
+    t->nheld = 0;
+}
+
 static void tail_free(live_tail_t *t)
 {
     tf_list_unlink(&t->node);
     ntails--;
+    tail_release(t);
     free(t);
 }
 
@@ -651,8 +675,10 @@ static void tail_read_done(void *arg, int rc)
             tail_read(t);
         goto out;
     }
-    if (rc && rc != TF_ECORRUPT)
-        goto out; /* the database is away: the next commit tries again */
+    if (rc && rc != TF_ECORRUPT) {
+        tail_release(t); /* not held for as long as the database is away */
+        goto out;        /* the next commit tries again */
+    }
     if (t->offset == TAIL_BASE) {
         t->offset = r->size; /* the first read: what follows is new */
     } else if (r->got) {
@@ -714,6 +740,78 @@ static void tails_gc(tf_master_t *m)
         if (!t->gone && !anyone(m, t->topic))
             tail_end(t);
     }
+}
+
+/* The tail of (build b, step st), or with st < 0 any tail of build b
+ * that holds events. */
+static live_tail_t *tail_of(tf_master_t *m, uint64_t b, json_int_t st)
+{
+    tf_list_t *it;
+    tf_list_foreach(it, &m->live_tails)
+    {
+        live_tail_t *t = tf_list_entry(it, live_tail_t, node);
+        if (!t->gone && t->build_id == b &&
+            (st < 0 ? t->nheld > 0 : t->step == (unsigned)st))
+            return t;
+    }
+    return NULL;
+}
+
+static unsigned tails_holding(tf_master_t *m)
+{
+    unsigned n = 0;
+    tf_list_t *it;
+    tf_list_foreach(it, &m->live_tails)
+    {
+        n += tf_list_entry(it, live_tail_t, node)->nheld > 0;
+    }
+    return n;
+}
+
+/* A step's "done" event relayed from the master running it goes out
+ * before that master commits the step's last output: where a tail
+ * follows that step here, the event waits in it, with the events of that
+ * build relayed after it (its end), until the tail has sent everything
+ * (it ends then), so viewers here get the output, then the step's end,
+ * then the build's, in the order a local viewer does. True when text
+ * was held. */
+static bool tail_hold(tf_master_t *m, const char *text)
+{
+    bool step_done = strstr(text, "\"type\":\"step\"") &&
+                     strstr(text, "\"state\":\"done\"");
+    if (!ntails || (!step_done && !tails_holding(m)))
+        return false;
+    json_t *j = json_loads(text, 0, NULL);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    json_t *jb = json_object_get(j, "build");
+    json_t *js = json_object_get(j, "step");
+    json_int_t b = 0, st = -1;
+    const char *state = NULL;
+    if (type && strcmp(type, "step") == 0) {
+        b = json_integer_value(json_object_get(j, "build_id"));
+        st = json_integer_value(json_object_get(js, "index"));
+        state = json_string_value(json_object_get(js, "state"));
+    } else if (type && strcmp(type, "build") == 0) {
+        b = json_integer_value(json_object_get(jb, "id"));
+    }
+    live_tail_t *t = NULL;
+    if (b > 0 && state && strcmp(state, "done") == 0 && st >= 0)
+        t = tail_of(m, (uint64_t)b, st);
+    if (!t && b > 0)
+        t = tail_of(m, (uint64_t)b, -1);
+    json_decref(j);
+    if (!t)
+        return false;
+    if (t->nheld == TAIL_HOLD_MAX) {
+        tail_release(t); /* not for ever: these go now, in order */
+        return false;
+    }
+    char *copy = strdup(text);
+    if (!copy)
+        return false;
+    t->held[t->nheld++] = copy;
+    tail_read(t);
+    return true;
 }
 
 void tf_live_stored(tf_master_t *m)

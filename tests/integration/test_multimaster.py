@@ -783,11 +783,14 @@ def test_a_try_job_whose_claim_was_lost_settles_once_with_one_mail(
     assert rows == "1", rows
 
 
-def timed_builder(name, lines=30, pause=1.5):
-    """A step that waits, then prints a line every 100 ms, each carrying
-    the time it was printed (the slave runs on this machine)."""
+def timed_builder(name, lines=30, pause=1.5, gate=None):
+    """A step that waits (pause seconds, or until the file gate exists),
+    then prints a line every 100 ms, each carrying the time it was
+    printed (the slave runs on this machine)."""
+    wait = f"sleep {pause}" if gate is None else \
+        f"while [ ! -e {gate} ]; do sleep 0.01; done"
     return {"name": name, "steps": [{"name": "talk", "command":
-            f"sleep {pause}; i=1; while [ $i -le {lines} ]; do "
+            f"{wait}; i=1; while [ $i -le {lines} ]; do "
             "echo \"line $i $(date +%s.%N)\"; sleep 0.1; i=$((i + 1)); "
             "done"}]}
 
@@ -827,7 +830,8 @@ def test_a_step_running_on_another_masters_slave_streams_live_there(
     """s1 is b's; a viewer on a subscribes to log:B:0 of a build running
     on s1 before its step prints, and gets the output as log events while
     the step runs (each line within 1.5 s of being printed, the first
-    long before the step ends), with the offsets a local viewer gets: the
+    long before the step ends, the last before the step's "done" event,
+    which a holds until then), with the offsets a local viewer gets: the
     events put end to end are the stored log, byte-exact, in order, no
     gap, no overlap. A second viewer on a subscribing mid-step joins the
     same follower: its events start at or before the end of what the log
@@ -882,6 +886,8 @@ def test_a_step_running_on_another_masters_slave_streams_live_there(
     print(f"a's viewer: {len(logs)} log events, line lag median "
           f"{lag[len(lag) // 2] * 1000:.0f} ms, max {lag[-1] * 1000:.0f} ms")
     assert logs[0][0] < step_done[0] - 1.5, (logs[0][0], step_done)
+    # In a local viewer's order: the whole output, then the step's end.
+    assert logs[-1][0] <= step_done[0], (logs[-1][0], step_done)
     assert len([t for t, _, _ in logs if t < step_done[0]]) >= 10, logs
     assert lag[-1] < scaled(1.5), lag
     # The late viewer: no gap between what it fetched and its events.
@@ -893,6 +899,57 @@ def test_a_step_running_on_another_masters_slave_streams_live_there(
     assert logs2 and logs2[0][1] <= len(have), (logs2[0][1], len(have))
     got = have[:logs2[0][1]] + contiguous(logs2, logs2[0][1])
     assert got == stored
+
+
+@pytest.mark.timeout(180)
+def test_a_build_page_on_another_master_shows_the_running_steps_lines(
+        farm, pg_url):
+    """The build page (Chromium, tests/browser/follow.mjs) opened on a
+    for a build running on b's slave shows the step's lines as they come:
+    "line 20" of 40 (one every 100 ms) is on the page while a's API still
+    says the step runs, and the count of lines grew in several steps on
+    the way. Before, the page showed nothing new until the step ended."""
+    import json
+    import shutil
+    import subprocess
+    from tfharness import REPO
+    script = REPO / "tests" / "browser" / "follow.mjs"
+    chromium = os.environ.get("TF_CHROMIUM", "/usr/bin/chromium")
+    if not shutil.which("node") or not os.access(chromium, os.X_OK) or \
+            not (REPO / "web" / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("node, Chromium or web/node_modules/playwright-core "
+                    "missing (scripts/deps installs them)")
+    gate = farm.tmp / "open-gate"
+    cfg = config(["s1"], web_root=str(REPO / "web"))
+    cfg["builders"].append(timed_builder("talk", lines=40, gate=gate))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    bid = a.wait_build_started(b.force("talk"))
+    # The step prints once the page is drawn (follow.mjs says "OPEN").
+    p = subprocess.Popen(["node", str(script), a.url.rstrip("/"), str(bid),
+                          "0", "20"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        out = []
+        for ln in p.stdout:
+            out.append(ln)
+            if ln.strip() == "OPEN":
+                gate.write_text("open\n")
+        err = p.stderr.read()
+        p.wait(timeout=scaled(90))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    res = [ln for ln in out if ln.startswith("RESULT ")]
+    assert res, "".join(out) + err
+    r = json.loads(res[-1][len("RESULT "):])
+    assert "error" not in r and p.returncode == 0, (r, err[-2000:])
+    print(f"page on a: lines seen {r['seen']}")
+    assert r["step_state"] == "running", r
+    assert len([n for _, n in r["seen"] if 0 < n < 20]) >= 3, r
+    assert r["problems"] == [], r
 
 
 def live_client_of(farm, m):

@@ -28,7 +28,8 @@
  * shared by all its subscribers here, reads the stored bytes past the
  * last it sent each time another master commits (TF_FARM_COMMIT, which
  * every batch of their writers sends), off the loop on the store's
- * readers, and sends them as ordinary log events at their offsets. At
+ * readers (api/follow.c), and sends them as ordinary log events at
+ * their offsets. At
  * most one read per tail is in flight (a commit meanwhile asks for one
  * more); a tail ends when the step can grow no more and everything
  * stored was sent, when no subscriber is left, or when the build comes
@@ -60,9 +61,8 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "api/follow.h"
 #include "net/net.h"
-#include "store/queries.h"
-#include "store/store_sqlite.h" /* tf_store_read */
 #include "tf_err.h"
 
 #define LIVE_QUEUE_MAX (4u * 1024 * 1024)
@@ -75,11 +75,10 @@
 #define LIVE_DROP_S 20
 /* Give memory back once this much was freed since the last time. */
 #define LIVE_TRIM_AFTER (8u * 1024 * 1024)
-/* Following another master's steps (store.shared): bytes read per piece,
- * steps followed at once, and "offset not known yet". */
-#define TAIL_PIECE (64u * 1024)
+/* Following another master's steps (store.shared): steps followed at
+ * once, "offset not known yet", events held per step. */
 #define TAIL_MAX 1024
-#define TAIL_BASE UINT64_MAX
+#define TAIL_BASE TF_API_FOLLOW_SIZE
 #define TAIL_HOLD_MAX 8
 
 /* One rendered event, shared by the queues holding it. */
@@ -536,19 +535,6 @@ typedef struct live_tail {
     unsigned nheld;
 } live_tail_t;
 
-/* One read of a tail, on a store reader: the tail itself is the loop's
- * and is not touched there. */
-typedef struct tail_read {
-    live_tail_t *t;
-    uint64_t build_id;
-    unsigned step;
-    uint64_t from;
-    uint64_t size;
-    bool ended;
-    size_t got;
-    unsigned char buf[TAIL_PIECE];
-} tail_read_t;
-
 static unsigned ntails;
 
 /* Sends the events t holds back, in order, to the builds subscribers. */
@@ -597,17 +583,11 @@ static bool runs_here(tf_master_t *m, uint64_t build_id)
     return m->builds && tf_map_get_id(m->builds, build_id) != NULL;
 }
 
-static int tail_read_fn(tf_db_t *db, void *arg)
-{
-    tail_read_t *r = arg;
-    return tf_q_log_follow(db, r->build_id, r->step, r->from,
-                           sizeof(r->buf), r->buf, &r->got, &r->size,
-                           &r->ended);
-}
-
 static void tail_read_done(void *arg, int rc);
 
-/* Starts t's read, or asks for one more after the one in flight. */
+/* Starts t's read, or asks for one more after the one in flight. The
+ * read (api/follow.c) runs on a store reader with its own
+ * tf_api_follow_t, whose ctx is t: that thread never touches t. */
 static void tail_read(live_tail_t *t)
 {
     tf_master_t *m = t->m;
@@ -617,18 +597,15 @@ static void tail_read(live_tail_t *t)
     }
     if (m->stopping || !m->store)
         return;
-    tail_read_t *r = malloc(sizeof(*r));
+    tf_api_follow_t *r = malloc(sizeof(*r));
     if (!r)
         return; /* the next commit tries again */
-    r->t = t;
+    r->ctx = t;
     r->build_id = t->build_id;
     r->step = t->step;
     r->from = t->offset;
-    r->size = 0;
-    r->ended = false;
-    r->got = 0;
     t->again = false;
-    if (tf_store_read(m->store, tail_read_fn, tail_read_done, r) != 0) {
+    if (tf_api_follow_read(m, r, tail_read_done) != 0) {
         free(r);
         return;
     }
@@ -654,8 +631,8 @@ static void tail_overflow(live_tail_t *t)
 
 static void tail_read_done(void *arg, int rc)
 {
-    tail_read_t *r = arg;
-    live_tail_t *t = r->t;
+    tf_api_follow_t *r = arg;
+    live_tail_t *t = r->ctx;
     tf_master_t *m = t->m;
     bool again = t->again;
 
@@ -671,6 +648,7 @@ static void tail_read_done(void *arg, int rc)
          * moment later): every byte it will have is new here. */
         if (t->offset == TAIL_BASE)
             t->offset = 0;
+        tail_release(t); /* no output of it is stored to wait for */
         if (again)
             tail_read(t);
         goto out;

@@ -371,7 +371,12 @@ static void free_all(tf_master_t *m)
  * profile of a burst of 5,000 starts, 14% of its time was the kernel
  * zeroing pages (clear_page, under _int_malloc). Keeping up to 64 MiB
  * of free heap and serving allocations up to 4 MiB from it costs a
- * master of thousands of slaves (tens of MiB) no more than that. */
+ * master of thousands of slaves (tens of MiB) no more than that. The
+ * other threads' arenas follow the same two settings (glibc 2.36's
+ * heap_trim checks them heap by heap), but their heaps are at most 64 MiB
+ * each on 64-bit systems, so with this threshold a heap's top is never
+ * trimmed and such an arena gives memory back only by unmapping a whole
+ * heap other than its first. */
 static void tune_malloc(void)
 {
 #ifdef __GLIBC__

@@ -14,8 +14,10 @@
  * integers come with a has_ flag.
  *
  * Adding an operation: a kind here (and its name in ops.c's table), a
- * record, a constructor in store.h/ops.c, and its apply in every engine
- * (store/sqlite.c). docs/internals.md lists them.
+ * record, a constructor in store.h/ops.c, its statements (in
+ * store/writes.c when both engines run the same SQL) and its apply in
+ * every engine (store/sqlite.c, store/pg.c). docs/internals.md lists
+ * them.
  */
 #ifndef TF_STORE_OPS_H
 #define TF_STORE_OPS_H

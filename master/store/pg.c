@@ -20,8 +20,10 @@
  *
  * The SQL is sqlite's text where the two dialects agree (placeholders ?N
  * are rewritten to $N by store/db.c's tf__db_pg_sql, which also quotes
- * the column offset); where they differ (INSERT OR IGNORE, json_set, the
- * mail rules' CASE over booleans) this file has its own text. The raw
+ * the column offset): the write statements both engines run are
+ * store/writes.c's, one copy; where they differ (INSERT OR IGNORE,
+ * json_set, the mail rules' CASE over booleans, the guarded forms of
+ * shared masters) this file has its own text. The raw
  * statements of store_sqlite.h (the mail outbox's updates) go through
  * the same rewrite; raw write functions (tf_op_sql_fn) speak sqlite's
  * API and fail their group here, loudly.
@@ -105,6 +107,7 @@
 #include "store/reads.h"
 #include "store/store_schema.h"
 #include "store/store_sqlite.h"
+#include "store/writes.h"
 #include "tf_err.h"
 
 #define SUB "store"
@@ -600,9 +603,6 @@ static int ctl(tf_engine_t *e, const char *sql)
 
 #define I(x) tf_sql_int((int64_t)(x))
 #define T(x) tf_sql_text(x)
-#define N() tf_sql_null()
-#define OPT(has, x) ((has) ? I(x) : N())
-#define NZ(x) ((x) ? I(x) : N())
 
 #define EXEC(sql, ...)                                                         \
     do {                                                                       \
@@ -612,20 +612,15 @@ static int ctl(tf_engine_t *e, const char *sql)
             return r_;                                                         \
     } while (0)
 
-#define EXEC0(sql)                                                             \
-    do {                                                                       \
-        int r_ = exec(e, sql, NULL, 0);                                        \
-        if (r_ != PG_OK)                                                       \
-            return r_;                                                         \
-    } while (0)
+/* Runs the statement a builder of store/writes.h fills. */
+#define EXEC_W(builder, ...) TF__WRITES_EXEC(e, exec, builder, __VA_ARGS__)
 
 /* ------------------------------------------------------------------ */
 /* Writer: the operations                                              */
 /* ------------------------------------------------------------------ */
 
-static const char SQL_SLAVE_EVENT[] =
-    "INSERT INTO slave_events(slave, time_ms, event, detail) "
-    "VALUES(?1, ?2, ?3, ?4)";
+/* The statements PostgreSQL's dialect writes its own way (store/writes.c
+ * has those both engines share, store/sqlite.c sqlite's own). */
 static const char SQL_SLAVE_CONNECTED[] =
     "INSERT INTO slaves(name, connected, platform, version, tags, "
     "first_seen_ms, last_seen_ms, connected_ms) "
@@ -640,52 +635,16 @@ static const char SQL_SLAVE_CONNECTED[] =
 static const char SQL_SLAVE_MASTER[] =
     "INSERT INTO tf_slave_master(slave, master) VALUES(?1, ?2) "
     "ON CONFLICT(slave) DO UPDATE SET master = ?2";
-static const char SQL_SLAVE_DISCONNECTED[] =
-    "UPDATE slaves SET connected = 0, disconnected_ms = ?1, "
-    "last_seen_ms = ?1, draining = 0 WHERE name = ?2";
-static const char SQL_SLAVE_DRAINING[] =
-    "UPDATE slaves SET draining = 1 WHERE name = ?1";
-static const char SQL_SLAVE_SEEN[] =
-    "UPDATE slaves SET last_seen_ms = ?1 WHERE name = ?2";
-static const char SQL_SLAVES_RESET[] = "UPDATE slaves SET connected = 0";
-static const char SQL_SLAVE_KNOWN[] =
-    "INSERT INTO slaves(name) VALUES(?1) ON CONFLICT(name) DO NOTHING";
-static const char SQL_BUILDERS_DEACTIVATE[] = "UPDATE builders SET active = 0";
-static const char SQL_BUILDER_ACTIVATE[] =
-    "INSERT INTO builders(name, active) VALUES(?1, 1) "
-    "ON CONFLICT(name) DO UPDATE SET active = 1";
-static const char SQL_BUILDER_COUNTS[] =
-    "UPDATE builders SET pending = ?1, running = ?2 WHERE name = ?3";
 
-static const char SQL_REQUEST_CREATE[] =
-    "INSERT INTO build_requests(id, builder, state, reason, owner, priority, "
-    "submitted_ms, properties, job_id, tests, revision, patch_sha256, "
-    "patch_size, scheduler, without_patch_of) VALUES(?1, ?2, 'pending', ?3, "
-    "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 static const char SQL_REQUEST_CHANGE[] =
     "INSERT INTO request_changes(request_id, change_id) VALUES(?1, ?2) "
     "ON CONFLICT DO NOTHING";
-static const char SQL_REQUEST_REQUEUE[] =
-    "UPDATE build_requests SET state = 'pending', retries = ?1, "
-    "build_id = NULL WHERE id = ?2";
-static const char SQL_REQUEST_COLLAPSE[] =
-    "UPDATE build_requests SET state = 'collapsed', collapsed_into = ?1, "
-    "finished_ms = ?2 WHERE id = ?3";
 static const char SQL_REQUEST_COLLAPSE_CHANGES[] =
     "INSERT INTO request_changes(request_id, change_id) "
     "SELECT ?1, change_id FROM request_changes WHERE request_id = ?2 "
     "ON CONFLICT DO NOTHING";
-static const char SQL_REQUEST_CANCEL[] =
-    "UPDATE build_requests SET state = 'cancelled', result = ?1, "
-    "finished_ms = ?2 WHERE id = ?3";
-static const char SQL_REQUEST_DONE[] =
-    "UPDATE build_requests SET state = 'done', result = ?1, "
-    "finished_ms = ?2 WHERE id = ?3";
-static const char SQL_REQUEST_REUSED[] =
-    "UPDATE build_requests SET state = 'done', result = 0, build_id = ?1, "
-    "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
-/* Shared masters: the same, only from the state this master expects the
- * request in. Another master may have claimed, cancelled or ended it
+/* Shared masters: the statements of tf__writes_request_end, only from
+ * the state this master expects the request in. Another master may have claimed, cancelled or ended it
  * since this one read it; under READ COMMITTED an UPDATE that waited for
  * that master's transaction checks the state again after it commits. */
 #define FROM_QUEUE " AND state = 'pending'"
@@ -715,26 +674,10 @@ static const char SQL_BUILD_CREATE[] =
     "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
     "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
-static const char SQL_BUILD_STEP[] =
-    "INSERT INTO steps(build_id, idx, name, state, command, flags) "
-    "VALUES(?1, ?2, ?3, 'pending', ?4, ?5)";
 static const char SQL_BUILD_CHANGES[] =
     "INSERT INTO build_changes(build_id, change_id) "
     "SELECT ?1, change_id FROM request_changes WHERE request_id = ?2 "
     "ON CONFLICT DO NOTHING";
-static const char SQL_BUILD_REQUEST_RUNNING[] =
-    "UPDATE build_requests SET state = 'running', build_id = ?1, "
-    "started_ms = coalesce(started_ms, ?2) WHERE id = ?3";
-static const char SQL_BUILD_BUILDER[] =
-    "UPDATE builders SET last_build_id = ?1, builds_total = builds_total + 1 "
-    "WHERE name = ?2";
-static const char SQL_BUILD_SEQ[] =
-    "UPDATE builds SET last_seq = ?1 WHERE id = ?2 AND last_seq = ?3";
-static const char SQL_STEP_START_BUILD[] =
-    "UPDATE builds SET state = 'running', started_ms = ?1 WHERE id = ?2";
-static const char SQL_STEP_START[] =
-    "UPDATE steps SET state = 'running', started_ms = ?1 "
-    "WHERE build_id = ?2 AND idx = ?3";
 /* A chunk and its step's counters in one statement (one round trip). */
 static const char SQL_OUTPUT[] =
     "WITH chunk AS (INSERT INTO log_chunks(build_id, step, offset, seq, "
@@ -744,60 +687,18 @@ static const char SQL_OUTPUT[] =
 /* Sealing (store/logblock.h), as store/sqlite.c does it. The tail read
  * stops at the chunks a block can take (?4: from + the target), so a
  * long unsealed tail is not fetched whole for each block. */
-static const char SQL_LOG_STEP[] =
-    "SELECT log_sealed, log_bytes FROM steps WHERE build_id = ?1 AND idx = ?2";
 static const char SQL_LOG_TAIL[] =
     "SELECT offset, line, data FROM log_chunks "
     "WHERE build_id = ?1 AND step = ?2 AND offset >= ?3 AND offset < ?4 "
     "ORDER BY offset";
-static const char SQL_LOG_BLOCK_PUT[] =
-    "INSERT INTO log_blocks(build_id, step, offset, line, raw_len, codec, "
-    "data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-static const char SQL_LOG_TAIL_DROP[] =
-    "DELETE FROM log_chunks WHERE build_id = ?1 AND step = ?2 "
-    "AND offset >= ?3 AND offset < ?4";
-static const char SQL_LOG_SEALED[] =
-    "UPDATE steps SET log_sealed = ?1 WHERE build_id = ?2 AND idx = ?3";
-static const char SQL_LOG_UNSEALED[] =
-    "SELECT build_id, idx FROM steps WHERE log_sealed < log_bytes "
-    "AND state = 'done' AND (build_id > ?1 OR (build_id = ?1 AND idx >= ?2)) "
-    "ORDER BY build_id, idx LIMIT 1";
-static const char SQL_STEP_FINISH[] =
-    "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
-    "duration_ms = ?3, exit_code = ?4, signal = ?5, timed_out = ?6, "
-    "text = ?7, started_ms = CASE WHEN ?1 = 3 THEN started_ms "
-    "ELSE coalesce(started_ms, ?10) END, info = ?11, warnings = ?12 "
-    "WHERE build_id = ?8 AND idx = ?9";
 static const char SQL_BUILD_PROP[] =
     "UPDATE builds SET properties = jsonb_set(properties::jsonb, "
     "ARRAY[?1::text], to_jsonb(?2::text))::text WHERE id = ?3";
-static const char SQL_BUILD_GOT_REVISION[] =
-    "UPDATE builds SET got_revision = ?1 WHERE id = ?2";
 static const char SQL_STAT[] =
     "INSERT INTO stats(builder, build_id, step, name, value) "
     "VALUES(?1, ?2, ?3, ?4, CAST(?5 AS DOUBLE PRECISION)) "
     "ON CONFLICT(build_id, step, name) DO UPDATE SET "
     "builder = excluded.builder, value = excluded.value";
-/* The flaky rule (ops.h, test_result): a pass turns the build's earlier
- * failures of the same test into flaky ones, and is flaky itself then. */
-static const char SQL_TEST_FLAKY[] =
-    "UPDATE test_results SET status = 'flaky' WHERE build_id = ?1 "
-    "AND suite = ?2 AND name = ?3 AND status = 'fail'";
-static const char SQL_TEST_RESULT[] =
-    "INSERT INTO test_results(build_id, step, suite, name, builder, status, "
-    "attempts, duration_ms, outcome, message, log_offset, log_line, "
-    "log_lines) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-    "?13) ON CONFLICT(build_id, suite, name, step) DO UPDATE SET "
-    "status = excluded.status, attempts = excluded.attempts, "
-    "duration_ms = excluded.duration_ms, outcome = excluded.outcome, "
-    "message = excluded.message, log_offset = excluded.log_offset, "
-    "log_line = excluded.log_line, log_lines = excluded.log_lines";
-static const char SQL_STEP_FORCE_END[] =
-    "UPDATE steps SET state = 'done', result = ?1, finished_ms = ?2, "
-    "text = ?3 WHERE build_id = ?4 AND idx = ?5";
-static const char SQL_BUILD_FINISH[] =
-    "UPDATE builds SET state = 'finished', result = ?1, finished_ms = ?2, "
-    "text = ?3, started_ms = coalesce(started_ms, ?2) WHERE id = ?4";
 /* Shared masters end only the builds they own (builds.owner, ?5). */
 static const char SQL_BUILD_FINISH_OWNED[] =
     "UPDATE builds SET state = 'finished', result = ?1, finished_ms = ?2, "
@@ -817,30 +718,6 @@ static const char SQL_CANCEL_JOB_BUILDS[] =
     "UPDATE builds SET cancel_requested = coalesce(cancel_requested, ?1) "
     "WHERE state <> 'finished' AND request_id IN "
     "(SELECT id FROM build_requests WHERE job_id = ?2)";
-static const char SQL_BUILD_FINISH_BUILDER[] =
-    "UPDATE builders SET last_complete_build_id = ?1, "
-    "last_complete_result = ?2, last_complete_ms = ?3 WHERE name = ?4";
-static const char SQL_BUILD_FINISH_SLAVE[] =
-    "UPDATE slaves SET builds_done = builds_done + 1 WHERE name = ?1";
-
-static const char SQL_PATCH_PUT[] =
-    "INSERT INTO patches(sha256, size, created_ms, data) "
-    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(sha256) DO NOTHING";
-static const char SQL_JOB_CREATE[] =
-    "INSERT INTO try_jobs(id, user_id, author, email, notify, notify_email, "
-    "description, review_url, patchset, base_revision, patch_sha256, "
-    "patch_size, state, submitted_ms, new_failures_only) VALUES(?1, ?2, "
-    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'pending', ?13, ?14)";
-static const char SQL_JOB_RUNNING[] =
-    "UPDATE try_jobs SET state = 'running' WHERE id = ?1 "
-    "AND state = 'pending'";
-static const char SQL_JOB_FINISH[] =
-    "UPDATE try_jobs SET state = ?1, result = ?2, finished_ms = ?3 "
-    "WHERE id = ?4";
-static const char SQL_USER_ADD[] =
-    "INSERT INTO users(email, name, token_sha256, created_ms) "
-    "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(email) DO NOTHING";
-static const char SQL_USER_REMOVE[] = "DELETE FROM users WHERE email = ?1";
 
 /* The mail rules of store/mail.c in PostgreSQL's dialect (its CASE does
  * not mix booleans and integers, json_array is json_build_array). */
@@ -867,37 +744,10 @@ static const char SQL_MAIL_BUILD[] =
     "AND NOT EXISTS (SELECT 1 FROM mail_outbox WHERE kind = 'build' AND "
     "ref_id = ?1)";
 
-static const char SQL_CHANGE_INSERT[] =
-    "INSERT INTO changes(repository, branch, revision, author, email, "
-    "committer_ms, message, files, created_ms) VALUES(?1, ?2, ?3, ?4, ?5, "
-    "?6, ?7, ?8, ?9) ON CONFLICT(repository, branch, revision) DO NOTHING";
-static const char SQL_CHANGE_ID[] =
-    "SELECT id FROM changes WHERE repository = ?1 AND branch = ?2 AND "
-    "revision = ?3";
-static const char SQL_POLLER_HEAD[] =
-    "INSERT INTO pollers(repository, branch, last_revision, last_poll_ms, "
-    "last_ok_ms) VALUES(?1, ?2, ?3, ?4, ?4) "
-    "ON CONFLICT(repository, branch) DO UPDATE SET last_revision = ?3, "
-    "last_poll_ms = ?4, last_ok_ms = ?4, last_error = NULL, "
-    "failing_since_ms = NULL";
-static const char SQL_POLLER_HEALTH[] =
-    "INSERT INTO pollers(repository, branch, last_poll_ms, last_ok_ms, "
-    "last_error, failing_since_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6) "
-    "ON CONFLICT(repository, branch) DO UPDATE SET last_poll_ms = ?3, "
-    "last_ok_ms = ?4, last_error = ?5, failing_since_ms = ?6";
-static const char SQL_SCHEDULER_STATE[] =
-    "INSERT INTO scheduler_state(name, last_fired_ms, last_revision, "
-    "next_fire_ms) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET "
-    "last_fired_ms = ?2, last_revision = ?3, next_fire_ms = ?4";
-
 static int op_request_create(tf_engine_t *e,
                              const tf_op_request_create_t *o)
 {
-    EXEC(SQL_REQUEST_CREATE, I(o->id), T(o->builder), T(o->reason),
-         T(o->owner), I(o->priority), I(o->submitted_ms), T(o->properties),
-         NZ(o->job_id), T(o->tests), T(o->revision), T(o->patch_sha256),
-         o->patch_sha256 ? I(o->patch_size) : N(), T(o->scheduler),
-         NZ(o->without_patch_of));
+    EXEC_W(tf__writes_request_create, o);
     for (size_t i = 0; i < o->nchanges; i++)
         EXEC(SQL_REQUEST_CHANGE, I(o->id), I(o->changes[i]));
     return PG_OK;
@@ -915,49 +765,55 @@ static int request_moved(tf_engine_t *e, const char *what, uint64_t id)
     return PG_FAIL_CLAIM;
 }
 
+/* A shared master's form of kind's statement (tf__writes_request_end,
+ * same values), and in *what the state it expects the request in. */
+static const char *request_guarded(tf_op_kind_t kind, const char **what)
+{
+    switch (kind) {
+    case TF_OP_REQUEST_REQUEUE:
+        *what = "pending or running";
+        return SQL_REQUEST_REQUEUE_OPEN;
+    case TF_OP_REQUEST_COLLAPSE:
+        *what = "pending";
+        return SQL_REQUEST_COLLAPSE_QUEUED;
+    case TF_OP_REQUEST_CANCEL:
+        *what = "pending";
+        return SQL_REQUEST_CANCEL_QUEUED;
+    case TF_OP_REQUEST_REUSED:
+        *what = "pending";
+        return SQL_REQUEST_REUSED_QUEUED;
+    default:
+        *what = "pending or running";
+        return SQL_REQUEST_DONE_OPEN;
+    }
+}
+
 static int op_request_end(tf_engine_t *e, tf_op_kind_t kind,
                           const tf_op_request_end_t *o)
 {
-    bool sh = e->shared;
+    tf_sqlstmt_t st;
+    tf_sqlval_t v[TF_WRITES_MAX_VALS];
+    const char *what = "";
+    int r;
 
-    switch (kind) {
-    case TF_OP_REQUEST_REQUEUE:
-        EXEC(sh ? SQL_REQUEST_REQUEUE_OPEN : SQL_REQUEST_REQUEUE,
-             I(o->retries), I(o->id));
-        if (sh && e->changes != 1)
-            return request_moved(e, "pending or running", o->id);
-        break;
-    case TF_OP_REQUEST_COLLAPSE:
-        EXEC(sh ? SQL_REQUEST_COLLAPSE_QUEUED : SQL_REQUEST_COLLAPSE,
-             I(o->into), I(o->time_ms), I(o->id));
+    tf__writes_request_end(&st, v, kind, o);
+    if (e->shared)
+        st.sql = request_guarded(kind, &what);
+    r = exec(e, st.sql, st.vals, st.nvals);
+    if (r != PG_OK)
+        return r;
+    if (e->shared && e->changes != 1) {
+        if (kind != TF_OP_REQUEST_COLLAPSE)
+            return request_moved(e, what, o->id);
         /* Not fatal: the newer request is stored and queued all the same,
          * and the older one runs (or ended) where another master has it;
          * its changes are in the newer one's blamelist twice at worst. */
-        if (sh && e->changes != 1)
-            tf_info(SUB, "request %" PRIu64 " was not collapsed into %" PRIu64
-                    ": another master claimed or ended it first", o->id,
-                    o->into);
-        EXEC(SQL_REQUEST_COLLAPSE_CHANGES, I(o->into), I(o->id));
-        break;
-    case TF_OP_REQUEST_CANCEL:
-        EXEC(sh ? SQL_REQUEST_CANCEL_QUEUED : SQL_REQUEST_CANCEL,
-             I(o->result), I(o->time_ms), I(o->id));
-        if (sh && e->changes != 1)
-            return request_moved(e, "pending", o->id);
-        break;
-    case TF_OP_REQUEST_REUSED:
-        EXEC(sh ? SQL_REQUEST_REUSED_QUEUED : SQL_REQUEST_REUSED,
-             I(o->into), I(o->time_ms), I(o->id));
-        if (sh && e->changes != 1)
-            return request_moved(e, "pending", o->id);
-        break;
-    default:
-        EXEC(sh ? SQL_REQUEST_DONE_OPEN : SQL_REQUEST_DONE, I(o->result),
-             I(o->time_ms), I(o->id));
-        if (sh && e->changes != 1)
-            return request_moved(e, "pending or running", o->id);
-        break;
+        tf_info(SUB, "request %" PRIu64 " was not collapsed into %" PRIu64
+                ": another master claimed or ended it first", o->id,
+                o->into);
     }
+    if (kind == TF_OP_REQUEST_COLLAPSE)
+        EXEC(SQL_REQUEST_COLLAPSE_CHANGES, I(o->into), I(o->id));
     return PG_OK;
 }
 
@@ -972,6 +828,9 @@ static const char SQL_BUILD_REQUEST_CLAIM[] =
 
 static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
 {
+    tf_sqlstmt_t st[TF_WRITES_MAX_STMTS];
+    tf_sqlval_t v[TF_WRITES_MAX_VALS];
+
     e->batch_claims = true;
     if (e->shared) {
         EXEC(SQL_BUILD_REQUEST_CLAIM, I(o->id), I(o->created_ms),
@@ -988,19 +847,15 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
          T(o->revision), T(o->recipe), T(e->owner));
     for (size_t i = 0; i < o->nsteps; i++)
-        EXEC(SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
-             T(o->steps[i].command_json), I(o->steps[i].flags));
+        EXEC_W(tf__writes_build_step, o, i);
     EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
-    EXEC(SQL_BUILD_REQUEST_RUNNING, I(o->id), I(o->created_ms),
-         I(o->request_id));
-    EXEC(SQL_BUILD_BUILDER, I(o->id), T(o->builder));
-    return PG_OK;
+    return tf__writes_run(e, exec, st, tf__writes_build_started(st, v, o));
 }
 
 /* The event chain (store.h, tf_op_build_seq): nothing after a hole. */
 static int op_build_seq(tf_engine_t *e, const tf_op_build_seq_t *o)
 {
-    EXEC(SQL_BUILD_SEQ, I(o->seq), I(o->build_id), I(o->seq - 1));
+    EXEC(tf__sql_build_seq, I(o->seq), I(o->build_id), I(o->seq - 1));
     if (e->changes != 1) {
         fmt_trunc(e->msg, sizeof(e->msg),
                   "build %" PRIu64 ": event %" PRIu64 " does not follow the "
@@ -1098,10 +953,10 @@ static int seal_block(tf_engine_t *e, uint64_t build_id, unsigned step,
                   tf_strerror(rc));
         return rc == TF_ENOMEM ? PG_FAIL_DB : PG_FAIL_GROUP;
     }
-    EXEC(SQL_LOG_BLOCK_PUT, I(build_id), I(step), I(from), I(line), I(n),
+    EXEC(tf__sql_log_block_put, I(build_id), I(step), I(from), I(line), I(n),
          I(codec), tf_sql_blob(blob, blen));
-    EXEC(SQL_LOG_TAIL_DROP, I(build_id), I(step), I(from), I(pos));
-    EXEC(SQL_LOG_SEALED, I(pos), I(build_id), I(step));
+    EXEC(tf__sql_log_tail_drop, I(build_id), I(step), I(from), I(pos));
+    EXEC(tf__sql_log_sealed, I(pos), I(build_id), I(step));
     *to = pos;
     return PG_OK;
 }
@@ -1111,7 +966,7 @@ static int seal_rest(tf_engine_t *e, uint64_t build_id, unsigned step)
 {
     int64_t v[2];
     bool found;
-    int r = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id),
+    int r = query_ints(e, tf__sql_log_step, (tf_sqlval_t[]){I(build_id),
                        I(step)}, 2, v, 2, &found);
     if (r != PG_OK || !found)
         return r;
@@ -1145,11 +1000,7 @@ static int op_output(tf_engine_t *e, const tf_op_output_t *o)
 
 static int op_step_finish(tf_engine_t *e, const tf_op_step_finish_t *o)
 {
-    EXEC(SQL_STEP_FINISH, I(o->result), I(o->time_ms), I(o->duration_ms),
-         OPT(o->has_exit_code, o->exit_code), OPT(o->has_signal, o->signal),
-         I(o->timed_out ? 1 : 0), T(o->text), I(o->build_id), I(o->step),
-         I(o->time_ms - o->duration_ms), T(o->info),
-         OPT(o->has_warnings, o->warnings));
+    EXEC_W(tf__writes_step_finish, o);
     return seal_rest(e, o->build_id, o->step);
 }
 
@@ -1158,15 +1009,11 @@ static int op_test_result(tf_engine_t *e, const tf_op_test_result_t *o)
     const char *status = o->status;
 
     if (strcmp(status, "pass") == 0) {
-        EXEC(SQL_TEST_FLAKY, I(o->build_id), T(o->suite), T(o->name));
+        EXEC(tf__sql_test_flaky, I(o->build_id), T(o->suite), T(o->name));
         if (e->changes > 0)
             status = "flaky";
     }
-    EXEC(SQL_TEST_RESULT, I(o->build_id), I(o->step), T(o->suite),
-         T(o->name), T(o->builder), T(status), I(o->attempts),
-         o->duration_ms >= 0 ? I(o->duration_ms) : N(), T(o->outcome),
-         T(o->message), OPT(o->has_log, o->log_offset),
-         OPT(o->has_log, o->log_line), OPT(o->has_log, o->log_lines));
+    EXEC_W(tf__writes_test_result, o, status);
     return PG_OK;
 }
 
@@ -1175,7 +1022,7 @@ static int op_build_prop(tf_engine_t *e, const tf_op_build_prop_t *o)
     EXEC(SQL_BUILD_PROP, T(o->key ? o->key : ""), T(o->value),
          I(o->build_id));
     if (o->key && strcmp(o->key, "got_revision") == 0)
-        EXEC(SQL_BUILD_GOT_REVISION, T(o->value), I(o->build_id));
+        EXEC(tf__sql_build_got_revision, T(o->value), I(o->build_id));
     return PG_OK;
 }
 
@@ -1192,6 +1039,9 @@ static int op_stat(tf_engine_t *e, const tf_op_stat_t *o)
 
 static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
 {
+    tf_sqlstmt_t st[TF_WRITES_MAX_STMTS];
+    tf_sqlval_t v[TF_WRITES_MAX_VALS];
+
     e->batch_ends = true;
     if (e->shared) {
         EXEC(SQL_BUILD_FINISH_OWNED, I(o->result), I(o->time_ms),
@@ -1204,14 +1054,10 @@ static int op_build_finish(tf_engine_t *e, const tf_op_build_finish_t *o)
             return PG_FAIL_CLAIM;
         }
     } else {
-        EXEC(SQL_BUILD_FINISH, I(o->result), I(o->time_ms), T(o->text),
+        EXEC(tf__sql_build_finish, I(o->result), I(o->time_ms), T(o->text),
              I(o->build_id));
     }
-    if (o->complete)
-        EXEC(SQL_BUILD_FINISH_BUILDER, I(o->build_id), I(o->result),
-             I(o->time_ms), T(o->builder));
-    EXEC(SQL_BUILD_FINISH_SLAVE, T(o->slave));
-    return PG_OK;
+    return tf__writes_run(e, exec, st, tf__writes_build_finish_rest(st, v, o));
 }
 
 /* tf_op_build_adopt (store.h): from the owner read to this master. */
@@ -1299,7 +1145,7 @@ static int op_job_settle(tf_engine_t *e, const tf_op_job_end_t *o)
         }
     }
     PQclear(res);
-    EXEC(SQL_JOB_FINISH, T(cancelled ? "cancelled" : "finished"),
+    EXEC(tf__sql_job_finish, T(cancelled ? "cancelled" : "finished"),
          I(worst), I(o->time_ms), I(o->id));
     if (o->mail)
         EXEC(SQL_MAIL_JOB, I(o->id), I(o->time_ms));
@@ -1311,30 +1157,6 @@ static int op_job_settle(tf_engine_t *e, const tf_op_job_end_t *o)
 static int op_job(tf_engine_t *e, const tf_op_t *op)
 {
     switch (op->kind) {
-    case TF_OP_PATCH_PUT: {
-        const tf_op_patch_put_t *o = &op->u.patch_put;
-        EXEC(SQL_PATCH_PUT, T(o->sha256), I(o->len), I(o->created_ms),
-             tf_sql_blob(o->data, o->len));
-        break;
-    }
-    case TF_OP_JOB_CREATE: {
-        const tf_op_job_create_t *o = &op->u.job_create;
-        EXEC(SQL_JOB_CREATE, I(o->id), I(o->user_id), T(o->author),
-             T(o->email), I(o->notify ? 1 : 0), T(o->notify_email),
-             T(o->description), T(o->review_url), T(o->patchset),
-             T(o->base_revision), T(o->patch_sha256), I(o->patch_size),
-             I(o->submitted_ms), I(o->new_failures_only ? 1 : 0));
-        break;
-    }
-    case TF_OP_JOB_RUNNING:
-        EXEC(SQL_JOB_RUNNING, I(op->u.job_end.id));
-        break;
-    case TF_OP_JOB_FINISH: {
-        const tf_op_job_end_t *o = &op->u.job_end;
-        EXEC(SQL_JOB_FINISH, T(o->state), I(o->result), I(o->time_ms),
-             I(o->id));
-        break;
-    }
     case TF_OP_MAIL_JOB:
         e->notify_mail = true;
         EXEC(SQL_MAIL_JOB, I(op->u.mail_job.job_id),
@@ -1350,21 +1172,12 @@ static int op_job(tf_engine_t *e, const tf_op_t *op)
              I(o->mode), T(o->recipients_json), I(o->time_ms));
         break;
     }
-    case TF_OP_USER_ADD: {
-        const tf_op_user_t *o = &op->u.user;
-        EXEC(SQL_USER_ADD, T(o->email), T(o->name), T(o->token_sha256),
-             I(o->time_ms));
-        if (o->changed)
-            *o->changed = e->changes > 0;
+    case TF_OP_USER_ADD:
+    case TF_OP_USER_REMOVE:
+        EXEC_W(tf__writes_user, op->kind, &op->u.user);
+        if (op->u.user.changed)
+            *op->u.user.changed = e->changes > 0;
         break;
-    }
-    case TF_OP_USER_REMOVE: {
-        const tf_op_user_t *o = &op->u.user;
-        EXEC(SQL_USER_REMOVE, T(o->email));
-        if (o->changed)
-            *o->changed = e->changes > 0;
-        break;
-    }
     default:
         fmt_trunc(e->msg, sizeof(e->msg), "unknown operation %d", op->kind);
         return PG_FAIL_GROUP;
@@ -1380,13 +1193,11 @@ static int op_changes_record(tf_engine_t *e,
         PGresult *res = NULL;
         int r;
 
-        EXEC(SQL_CHANGE_INSERT, T(o->repository), T(o->branch),
-             T(c->revision), T(c->author), T(c->email), I(c->committer_ms),
-             T(c->message), T(c->files_json), I(o->time_ms));
+        EXEC_W(tf__writes_change_insert, o, i);
         if (o->fresh_out)
             o->fresh_out[i] = e->changes == 1;
         tf_sqlval_t v[] = {T(o->repository), T(o->branch), T(c->revision)};
-        r = exec_rows(e, SQL_CHANGE_ID, v, 3, &res);
+        r = exec_rows(e, tf__sql_change_id, v, 3, &res);
         if (r != PG_OK)
             return r;
         if (PQntuples(res) != 1) {
@@ -1399,54 +1210,26 @@ static int op_changes_record(tf_engine_t *e,
             o->ids_out[i] = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
         PQclear(res);
     }
-    EXEC(SQL_POLLER_HEAD, T(o->repository), T(o->branch), T(o->head),
+    EXEC(tf__sql_poller_head, T(o->repository), T(o->branch), T(o->head),
          I(o->time_ms));
     return PG_OK;
 }
 
 static int op_apply(tf_engine_t *e, const tf_op_t *op)
 {
+    tf_sqlstmt_t st[TF_WRITES_MAX_STMTS];
+    tf_sqlval_t v[TF_WRITES_MAX_VALS];
+    size_t n = tf__writes_op(op, st, v);
+
+    if (n > 0)
+        return tf__writes_run(e, exec, st, n);
     switch (op->kind) {
-    case TF_OP_SLAVE_EVENT: {
-        const tf_op_slave_event_t *o = &op->u.slave_event;
-        EXEC(SQL_SLAVE_EVENT, T(o->slave), I(o->time_ms), T(o->event),
-             T(o->detail));
-        return PG_OK;
-    }
     case TF_OP_SLAVE_CONNECTED: {
         const tf_op_slave_connected_t *o = &op->u.slave_connected;
         EXEC(SQL_SLAVE_CONNECTED, T(o->name), T(o->platform), T(o->version),
              T(o->tags_json), I(o->time_ms));
         if (e->shared)
             EXEC(SQL_SLAVE_MASTER, T(o->name), T(e->me));
-        return PG_OK;
-    }
-    case TF_OP_SLAVE_DISCONNECTED:
-        EXEC(SQL_SLAVE_DISCONNECTED, I(op->u.slave_time.time_ms),
-             T(op->u.slave_time.name));
-        return PG_OK;
-    case TF_OP_SLAVE_SEEN:
-        EXEC(SQL_SLAVE_SEEN, I(op->u.slave_time.time_ms),
-             T(op->u.slave_time.name));
-        return PG_OK;
-    case TF_OP_SLAVE_KNOWN:
-        EXEC(SQL_SLAVE_KNOWN, T(op->u.slave_time.name));
-        return PG_OK;
-    case TF_OP_SLAVE_DRAINING:
-        EXEC(SQL_SLAVE_DRAINING, T(op->u.slave_time.name));
-        return PG_OK;
-    case TF_OP_SLAVES_RESET:
-        EXEC0(SQL_SLAVES_RESET);
-        return PG_OK;
-    case TF_OP_BUILDERS_DEACTIVATE:
-        EXEC0(SQL_BUILDERS_DEACTIVATE);
-        return PG_OK;
-    case TF_OP_BUILDER_ACTIVATE:
-        EXEC(SQL_BUILDER_ACTIVATE, T(op->u.name.name));
-        return PG_OK;
-    case TF_OP_BUILDER_COUNTS: {
-        const tf_op_builder_counts_t *o = &op->u.builder_counts;
-        EXEC(SQL_BUILDER_COUNTS, I(o->pending), I(o->running), T(o->name));
         return PG_OK;
     }
     case TF_OP_REQUEST_CREATE:
@@ -1464,13 +1247,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_build_create(e, &op->u.build_create);
     case TF_OP_BUILD_SEQ:
         return op_build_seq(e, &op->u.build_seq);
-    case TF_OP_STEP_START: {
-        const tf_op_step_start_t *o = &op->u.step_start;
-        if (o->first)
-            EXEC(SQL_STEP_START_BUILD, I(o->time_ms), I(o->build_id));
-        EXEC(SQL_STEP_START, I(o->time_ms), I(o->build_id), I(o->step));
-        return PG_OK;
-    }
     case TF_OP_OUTPUT:
         return op_output(e, &op->u.output);
     case TF_OP_STEP_FINISH:
@@ -1481,8 +1257,7 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_stat(e, &op->u.stat);
     case TF_OP_STEP_FORCE_END: {
         const tf_op_step_force_end_t *o = &op->u.step_force_end;
-        EXEC(SQL_STEP_FORCE_END, I(o->result), I(o->time_ms), T(o->text),
-             I(o->build_id), I(o->step));
+        EXEC_W(tf__writes_step_force_end, o);
         return seal_rest(e, o->build_id, o->step);
     }
     case TF_OP_TEST_RESULT:
@@ -1495,21 +1270,6 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
         return op_cancel_mark(e, &op->u.cancel_mark);
     case TF_OP_CHANGES_RECORD:
         return op_changes_record(e, &op->u.changes_record);
-    case TF_OP_POLLER_HEALTH: {
-        const tf_op_poller_health_t *o = &op->u.poller_health;
-        EXEC(SQL_POLLER_HEALTH, T(o->repository), T(o->branch),
-             I(o->last_poll_ms), NZ(o->last_ok_ms), T(o->last_error),
-             NZ(o->failing_since_ms));
-        return PG_OK;
-    }
-    case TF_OP_SCHEDULER_STATE: {
-        const tf_op_scheduler_state_t *o = &op->u.scheduler_state;
-        EXEC(SQL_SCHEDULER_STATE, T(o->name),
-             o->last_fired_ms > 0 ? I(o->last_fired_ms) : N(),
-             T(o->last_revision),
-             o->next_fire_ms > 0 ? I(o->next_fire_ms) : N());
-        return PG_OK;
-    }
     case TF_OP_SQL:
         return exec(e, op->u.sql.sql, op->u.sql.vals, op->u.sql.nvals);
     case TF_OP_SQL_FN:
@@ -2483,14 +2243,6 @@ static void set_max_pages(tf_engine_t *e, long pages)
 static const char SQL_RET_BUILDERS[] =
     "SELECT builder FROM builds WHERE logs_removed_ms IS NULL "
     "AND builder > ?1 ORDER BY builder LIMIT 1";
-static const char SQL_RET_BY_COUNT[] =
-    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
-    "AND state = 'finished' AND number < (SELECT number FROM builds "
-    "WHERE builder = ?1 AND state = 'finished' ORDER BY number DESC "
-    "LIMIT 1 OFFSET ?2) ORDER BY number LIMIT 1";
-static const char SQL_RET_BY_AGE[] =
-    "SELECT id FROM builds WHERE builder = ?1 AND logs_removed_ms IS NULL "
-    "AND state = 'finished' AND finished_ms < ?2 ORDER BY number LIMIT 1";
 /* The first build, newest first, past which the builder's logs sum to
  * more than ?2 bytes. */
 static const char SQL_RET_BY_SIZE[] =
@@ -2504,11 +2256,6 @@ static const char SQL_RET_DROP_BLOCKS[] =
 static const char SQL_RET_DROP_CHUNKS[] =
     "DELETE FROM log_chunks WHERE (build_id, step, offset) IN (SELECT "
     "build_id, step, offset FROM log_chunks WHERE build_id = ?1 LIMIT ?2)";
-static const char SQL_RET_MARK[] =
-    "UPDATE builds SET logs_removed_ms = ?1 WHERE id = ?2";
-static const char SQL_RET_MARK_STEPS[] =
-    "UPDATE steps SET log_sealed = log_bytes WHERE build_id = ?1 "
-    "AND log_sealed < log_bytes";
 
 /* The oldest build of builder whose logs the rule no longer keeps, or 0. */
 static int expired_build(tf_engine_t *e, const char *builder,
@@ -2521,11 +2268,11 @@ static int expired_build(tf_engine_t *e, const char *builder,
 
     *id = 0;
     if (r->log_builds > 0)
-        rc = query_ints(e, SQL_RET_BY_COUNT,
+        rc = query_ints(e, tf__sql_ret_by_count,
                         (tf_sqlval_t[]){T(builder), I(r->log_builds - 1)}, 2,
                         v, 1, &found);
     if (rc == PG_OK && !found && r->log_days > 0)
-        rc = query_ints(e, SQL_RET_BY_AGE,
+        rc = query_ints(e, tf__sql_ret_by_age,
                         (tf_sqlval_t[]){T(builder),
                                         I(now_ms - r->log_days * 86400000)},
                         2, v, 1, &found);
@@ -2577,8 +2324,8 @@ static int retention_step(tf_engine_t *e, const tf_retention_t *ret,
             EXEC(SQL_RET_DROP_CHUNKS, I(id), I(RET_CHUNKS));
             gone += e->changes;
             if (gone == 0) {
-                EXEC(SQL_RET_MARK, I(now_ms), I(id));
-                EXEC(SQL_RET_MARK_STEPS, I(id));
+                EXEC(tf__sql_ret_mark, I(now_ms), I(id));
+                EXEC(tf__sql_ret_mark_steps, I(id));
                 tf_debug(SUB, "build %" PRIu64 " of %s: logs removed by "
                               "retention", id, builder);
             }
@@ -2598,7 +2345,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
     int64_t v[2];
     bool found;
     uint64_t to = 0;
-    int r = query_ints(e, SQL_LOG_UNSEALED,
+    int r = query_ints(e, tf__sql_log_unsealed,
                        (tf_sqlval_t[]){I(e->maint_build), I(e->maint_step)},
                        2, v, 2, &found);
 
@@ -2614,7 +2361,7 @@ static int maintain_unit(tf_engine_t *e, const tf_retention_t *ret,
     }
     uint64_t build_id = (uint64_t)v[0];
     unsigned step = (unsigned)v[1];
-    r = query_ints(e, SQL_LOG_STEP, (tf_sqlval_t[]){I(build_id), I(step)}, 2,
+    r = query_ints(e, tf__sql_log_step, (tf_sqlval_t[]){I(build_id), I(step)}, 2,
                    v, 2, &found);
     if (r == PG_OK && found)
         r = seal_block(e, build_id, step, (uint64_t)v[0], &to);

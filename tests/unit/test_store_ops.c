@@ -311,6 +311,41 @@ TF_TEST(a_build_is_stored_by_its_operations)
     fx_teardown(&f);
 }
 
+/* What a master's start stores before it loads its state (every builder
+ * inactive, then the configured ones active again), and a running
+ * request put back in the queue when its slave is lost: pending again,
+ * its retries counted and its build forgotten, on both engines. */
+TF_TEST(a_start_deactivates_builders_and_a_lost_build_is_requeued)
+{
+    fx_t f;
+    fx_setup(&f);
+    make_build(&f, 1, 7);
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    tf_op_builder_activate(g, "b2");
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builders WHERE active = 1"),
+                 2);
+
+    g = tf_wgroup_new(0);
+    tf_op_builders_deactivate(g);
+    tf_op_builder_activate(g, "b2");
+    tf_op_request_requeue(g, 1, 2);
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_STR(dtext(&f, "SELECT group_concat(name, ' ') FROM builders "
+                           "WHERE active = 1"),
+                 "b2");
+    /* Pending, retried twice, no build (0 for NULL). */
+    TF_CHECK_STR(dtext(&f, "SELECT state || retries || coalesce(build_id, 0) "
+                           "FROM build_requests WHERE id = 1"),
+                 "pending20");
+    /* A restart finds it queued, not running. */
+    tf_q_state_t q = {.q.kind = TF_Q_LOAD_STATE};
+    TF_CHECK_INT(tf_store_query_sync(f.s, &q.q), 0);
+    TF_CHECK(q.nrequests == 1 && !q.requests[0].running);
+    tf_q_state_clear(&q);
+    fx_teardown(&f);
+}
+
 TF_TEST(the_event_chain_stores_nothing_after_a_hole)
 {
     fx_t f;

@@ -241,6 +241,8 @@ typedef struct tf_net_stats {
     unsigned live_viewers;    /* /live connections */
     size_t live_bytes;        /* queued for them, all together */
     uint64_t live_dropped;    /* viewers dropped for being too slow */
+    unsigned live_followed;   /* other masters' steps followed now */
+    uint64_t live_follow_reads; /* their reads since start */
 } tf_net_stats_t;
 
 /* What the core needs from the network layer, set by the program's root

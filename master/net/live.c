@@ -535,8 +535,6 @@ typedef struct live_tail {
     unsigned nheld;
 } live_tail_t;
 
-static unsigned ntails;
-
 /* Sends the events t holds back, in order, to the builds subscribers. */
 static void tail_release(live_tail_t *t)
 {
@@ -552,7 +550,7 @@ static void tail_release(live_tail_t *t)
 static void tail_free(live_tail_t *t)
 {
     tf_list_unlink(&t->node);
-    ntails--;
+    t->m->net_stats.live_followed--;
     tail_release(t);
     free(t);
 }
@@ -610,6 +608,7 @@ static void tail_read(live_tail_t *t)
         return;
     }
     t->reading = true;
+    m->net_stats.live_follow_reads++;
 }
 
 /* Tells t's subscribers to refetch its log by range. */
@@ -689,10 +688,10 @@ static void tail_follow(tf_master_t *m, const char *topic)
         sscanf(topic, "log:%" SCNu64 ":%u", &b, &s) != 2 || runs_here(m, b) ||
         tail_find(m, topic))
         return;
-    if (ntails >= TAIL_MAX) {
+    if (m->net_stats.live_followed >= TAIL_MAX) {
         tf__net_warn("live", "%u logs of other masters' builds are followed "
-                     "already: %s gets no output until one ends", ntails,
-                     topic);
+                     "already: %s gets no output until one ends",
+                     m->net_stats.live_followed, topic);
         return;
     }
     live_tail_t *t = calloc(1, sizeof(*t));
@@ -704,7 +703,7 @@ static void tail_follow(tf_master_t *m, const char *topic)
     t->offset = TAIL_BASE;
     snprintf(t->topic, sizeof(t->topic), "%s", topic);
     tf_list_push_back(&m->live_tails, &t->node);
-    ntails++;
+    m->net_stats.live_followed++;
     tail_read(t);
 }
 
@@ -757,7 +756,7 @@ static bool tail_hold(tf_master_t *m, const char *text)
 {
     bool step_done = strstr(text, "\"type\":\"step\"") &&
                      strstr(text, "\"state\":\"done\"");
-    if (!ntails || (!step_done && !tails_holding(m)))
+    if (!m->net_stats.live_followed || (!step_done && !tails_holding(m)))
         return false;
     json_t *j = json_loads(text, 0, NULL);
     const char *type = json_string_value(json_object_get(j, "type"));

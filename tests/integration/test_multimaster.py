@@ -852,6 +852,7 @@ def test_a_step_running_on_another_masters_slave_streams_live_there(
         if msg["type"] == "build" and msg["build"]["request_id"] == req:
             bid = msg["build"]["id"]
     ws.send_json({"subscribe": [f"log:{bid}:0"]})
+    b_batches = b.get_json("/master")["store"]["batches"]
 
     # The late viewer subscribes once about a third of the lines are out.
     late = {}
@@ -863,8 +864,19 @@ def test_a_step_running_on_another_masters_slave_streams_live_there(
             live_subscribe(w2, [f"log:{bid}:0"])
             late["ws"] = w2
             late["have"] = a.step_log(bid, 0)
+            late["net"] = a.get_json("/master")["net"]
         return msg["type"] == "build" and msg["event"] == "finished"
     logs, other = follow_log(ws, bid, 0, join_late)
+    # One follower for the two viewers; gone with the step's end though
+    # both still subscribe; its reads bounded by b's commits meanwhile
+    # (one per commit notice, plus the first and the held end's).
+    assert late["net"]["live_followed"] == 1, late["net"]
+    net = a.get_json("/master")["net"]
+    commits = b.get_json("/master")["store"]["batches"] - b_batches
+    print(f"a's follower: {net['live_follow_reads']} reads for {commits} "
+          f"commits of b")
+    assert net["live_followed"] == 0, net
+    assert 5 <= net["live_follow_reads"] <= commits + 3, (net, commits)
     step_done = [t for t, m in other if m["type"] == "step" and
                  m["step"]["state"] == "done" and m["build_id"] == bid]
     assert step_done, [m for _, m in other]
@@ -950,6 +962,42 @@ def test_a_build_page_on_another_master_shows_the_running_steps_lines(
     assert r["step_state"] == "running", r
     assert len([n for _, n in r["seen"] if 0 < n < 20]) >= 3, r
     assert r["problems"] == [], r
+
+
+@pytest.mark.timeout(120)
+def test_a_log_follower_stops_with_its_last_viewer_and_never_on_the_owner(
+        farm, pg_url):
+    """a follows b's running step only while a viewer of a subscribes:
+    `net.live_followed` is 1 with a viewer, 0 once it unsubscribed, while
+    the step still runs, and a's reads stop there. b, which runs the
+    build, follows nothing for its own viewer (its output comes from the
+    slave)."""
+    cfg = config(["s1"])
+    cfg["builders"].append(timed_builder("talk", lines=60, pause=0))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    bid = a.wait_build_started(b.force("talk"))
+    topic = f"log:{bid}:0"
+    wb = live_client_of(farm, b)
+    live_subscribe(wb, [topic])
+    ws = live_client_of(farm, a)
+    live_subscribe(ws, [topic])
+    msg = ws.recv_json(timeout=10)
+    assert msg["type"] == "log", msg
+    assert a.get_json("/master")["net"]["live_followed"] == 1
+    assert wb.recv_json(timeout=10)["type"] == "log"
+    assert b.get_json("/master")["net"]["live_followed"] == 0
+    ws.send_json({"unsubscribe": [topic]})
+    while ws.recv_json(timeout=10)["type"] != "subscribed":
+        pass
+    net = wait_for(lambda: (lambda n: n["live_followed"] == 0 and n)(
+        a.get_json("/master")["net"]), 5, "a to stop following", farm)
+    time.sleep(1)
+    assert a.get_json("/master")["net"]["live_follow_reads"] <= \
+        net["live_follow_reads"] + 1
+    assert b.get_json(f"/builds/{bid}")["state"] == "running"
+    assert b.get_json("/master")["net"]["live_follow_reads"] == 0
 
 
 def live_client_of(farm, m):

@@ -971,7 +971,7 @@ def test_a_log_follower_stops_with_its_last_viewer_and_never_on_the_owner(
     `net.live_followed` is 1 with a viewer, 0 once it unsubscribed, while
     the step still runs, and a's reads stop there. b, which runs the
     build, follows nothing for its own viewer (its output comes from the
-    slave)."""
+    slave). a, stopped while following again, exits cleanly."""
     cfg = config(["s1"])
     cfg["builders"].append(timed_builder("talk", lines=60, pause=0))
     a, b = start_masters(farm, cfg, pg_url, 2)
@@ -998,6 +998,12 @@ def test_a_log_follower_stops_with_its_last_viewer_and_never_on_the_owner(
         net["live_follow_reads"] + 1
     assert b.get_json(f"/builds/{bid}")["state"] == "running"
     assert b.get_json("/master")["net"]["live_follow_reads"] == 0
+    # Stopped while it follows again: a exits cleanly (under ASan, with
+    # nothing leaked).
+    live_subscribe(ws, [topic])
+    assert ws.recv_json(timeout=10)["type"] == "log"
+    assert a.get_json("/master")["net"]["live_followed"] == 1
+    a.stop()
 
 
 def live_client_of(farm, m):

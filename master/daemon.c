@@ -73,6 +73,7 @@ static const tf_net_ops_t net_ops = {
     .live_request = tf_live_request,
     .live_log = tf_live_log,
     .live_relay = tf_live_relay,
+    .live_stored = tf_live_stored,
 };
 
 /* New outbox rows committed: the sender looks now. */

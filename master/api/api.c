@@ -1523,14 +1523,16 @@ void tf_api_master(tf_http_req_t *r, const tf_route_args_t *a)
                         json_integer(tf_store_schema_version(m->store)));
     const tf_net_stats_t *ns = &m->net_stats;
     json_t *net = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "connections",
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "connections",
         (json_int_t)ns->connections, "http_requests",
         (json_int_t)ns->http_requests, "uploads", (json_int_t)ns->uploads,
         "preauth_bytes", (json_int_t)ns->preauth_bytes, "refused",
         (json_int_t)ns->refused, "evicted", (json_int_t)ns->evicted,
         "live_viewers", (json_int_t)ns->live_viewers, "live_bytes",
         (json_int_t)ns->live_bytes, "live_dropped",
-        (json_int_t)ns->live_dropped);
+        (json_int_t)ns->live_dropped, "live_followed",
+        (json_int_t)ns->live_followed, "live_follow_reads",
+        (json_int_t)ns->live_follow_reads);
     json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:i,s:i,s:i,s:o,s:o}", "name",
                           m->cfg->name, "version", TF_VERSION, "url",
                           base_url(m), "time_ms", (json_int_t)tf_now_ms(),

@@ -465,6 +465,7 @@ int tf_master_init(tf_master_t *m, const char *dir)
     m->exit_code = 1;
     tf_list_init(&m->ack_list);
     tf_list_init(&m->live_conns);
+    tf_list_init(&m->live_tails);
     tf_list_init(&m->idle);
     m->dir = strdup(dir);
     m->slaves = tf_map_new();
@@ -1202,6 +1203,9 @@ void tf_master_farm_changed(void *arg, unsigned what)
         m->mail_wake(m);
     if (what & TF_FARM_EVENT)
         tf_store_farm_take(m->store, relay_event, m);
+    if ((what & TF_FARM_COMMIT) && !m->stopping && m->net &&
+        m->net->live_stored)
+        m->net->live_stored(m); /* output of its builds followed here */
     if ((what & TF_FARM_DUTY) && !m->stopping && m->duty_gained)
         m->duty_gained(m); /* another master polled until now */
     if ((what & TF_FARM_IDS) && !m->stopping)

@@ -241,6 +241,8 @@ typedef struct tf_net_stats {
     unsigned live_viewers;    /* /live connections */
     size_t live_bytes;        /* queued for them, all together */
     uint64_t live_dropped;    /* viewers dropped for being too slow */
+    unsigned live_followed;   /* other masters' steps followed now */
+    uint64_t live_follow_reads; /* their reads since start */
 } tf_net_stats_t;
 
 /* What the core needs from the network layer, set by the program's root
@@ -264,6 +266,8 @@ typedef struct tf_net_ops {
                      uint64_t offset, const uint8_t *data, size_t len);
     /* An event of another master (store.shared), rendered there. */
     void (*live_relay)(tf_master_t *m, const char *topic, const char *text);
+    /* Another master (store.shared) committed something. */
+    void (*live_stored)(tf_master_t *m);
 } tf_net_ops_t;
 
 struct tf_master {
@@ -334,6 +338,7 @@ struct tf_master {
 
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
+    tf_list_t live_tails;      /* live.c: other masters' steps followed */
     tf_wgroup_t *group;        /* collecting writes (tf_master_group_*) */
     bool group_mail;           /* the group holds mail outbox rows */
     struct event_commit *end_retry; /* build ends to store again (build.c) */

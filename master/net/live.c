@@ -20,6 +20,28 @@
  * the system (malloc_trim) once the feed is quiet, so the master's
  * resident size comes back down.
  *
+ * Several masters (store.shared): the builds, requests and slaves events
+ * cross masters through the database (publish, tf_live_relay); a step's
+ * output does not (it would be a NOTIFY per chunk). A subscriber of
+ * log:B:S here, for a build this master does not run, is fed from what
+ * the owner stores instead: one "tail" per (build, step) followed,
+ * shared by all its subscribers here, reads the stored bytes past the
+ * last it sent each time another master commits (TF_FARM_COMMIT, which
+ * every batch of their writers sends), off the loop on the store's
+ * readers (api/follow.c), and sends them as ordinary log events at
+ * their offsets. At
+ * most one read per tail is in flight (a commit meanwhile asks for one
+ * more); a tail ends when the step can grow no more and everything
+ * stored was sent, when no subscriber is left, or when the build comes
+ * to run here (its output then comes as this master applies it). The
+ * first read of a tail only learns the stored size: like a local
+ * subscriber, a new one gets the output that comes after it subscribed
+ * (all of it when the step did not exist yet), and fetches the rest by
+ * range. A tail more than LIVE_QUEUE_MAX bytes behind skips to the end
+ * and tells its subscribers "overflow", as a local viewer would be. The
+ * step's "done" event, relayed ahead of the owner's commit of its last
+ * output, is held in the tail until that output was sent (tail_hold).
+ *
  * One lws_write per WRITEABLE callback, like the slave links. A close
  * frame is written by us (the notes on this lws build: one started from
  * WRITEABLE with lws_close_reason is lost), and a viewer that does not
@@ -39,6 +61,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "api/follow.h"
 #include "net/net.h"
 #include "tf_err.h"
 
@@ -52,6 +75,11 @@
 #define LIVE_DROP_S 20
 /* Give memory back once this much was freed since the last time. */
 #define LIVE_TRIM_AFTER (8u * 1024 * 1024)
+/* Following another master's steps (store.shared): steps followed at
+ * once, "offset not known yet", events held per step. */
+#define TAIL_MAX 1024
+#define TAIL_BASE TF_API_FOLLOW_SIZE
+#define TAIL_HOLD_MAX 8
 
 /* One rendered event, shared by the queues holding it. */
 typedef struct live_msg {
@@ -336,10 +364,14 @@ static void publish(tf_master_t *m, const char *topic, json_t *j, bool is_log)
     free(text);
 }
 
+static bool tail_hold(tf_master_t *m, const char *text);
+
 void tf_live_relay(tf_master_t *m, const char *topic, const char *text)
 {
     if (strcmp(topic, "builds") != 0 && strcmp(topic, "requests") != 0 &&
         strcmp(topic, "slaves") != 0)
+        return;
+    if (strcmp(topic, "builds") == 0 && tail_hold(m, text))
         return;
     if (anyone(m, topic))
         fan_out(m, topic, text, false);
@@ -484,6 +516,296 @@ void tf_live_log(tf_master_t *m, uint64_t build_id, unsigned step,
     publish(m, topic, o, true);
 }
 
+/* --- following another master's step (store.shared) --- */
+
+typedef struct live_tail {
+    tf_list_t node; /* m->live_tails */
+    tf_master_t *m;
+    uint64_t build_id;
+    unsigned step;
+    char topic[LIVE_TOPIC_MAX];
+    uint64_t offset; /* the next byte to send; TAIL_BASE before the first
+                      * read came back */
+    bool reading;    /* its one read is in flight */
+    bool again;      /* another commit came meanwhile: read once more */
+    bool gone;       /* ended while reading: freed when the read is back */
+    /* The step's "done" event, relayed ahead of its last output, and
+     * the build's events relayed after it: sent when the tail ends. */
+    char *held[TAIL_HOLD_MAX];
+    unsigned nheld;
+} live_tail_t;
+
+/* Sends the events t holds back, in order, to the builds subscribers. */
+static void tail_release(live_tail_t *t)
+{
+    bool send = !t->m->stopping && anyone(t->m, "builds");
+    for (unsigned i = 0; i < t->nheld; i++) {
+        if (send)
+            fan_out(t->m, "builds", t->held[i], false);
+        free(t->held[i]);
+    }
+    t->nheld = 0;
+}
+
+static void tail_free(live_tail_t *t)
+{
+    tf_list_unlink(&t->node);
+    t->m->net_stats.live_followed--;
+    tail_release(t);
+    free(t);
+}
+
+/* Ends tail t now, or once its read is back. */
+static void tail_end(live_tail_t *t)
+{
+    if (t->reading)
+        t->gone = true;
+    else
+        tail_free(t);
+}
+
+static live_tail_t *tail_find(tf_master_t *m, const char *topic)
+{
+    tf_list_t *it;
+    tf_list_foreach(it, &m->live_tails)
+    {
+        live_tail_t *t = tf_list_entry(it, live_tail_t, node);
+        if (!t->gone && strcmp(t->topic, topic) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+static bool runs_here(tf_master_t *m, uint64_t build_id)
+{
+    return m->builds && tf_map_get_id(m->builds, build_id) != NULL;
+}
+
+static void tail_read_done(void *arg, int rc);
+
+/* Starts t's read, or asks for one more after the one in flight. The
+ * read (api/follow.c) runs on a store reader with its own
+ * tf_api_follow_t, whose ctx is t: that thread never touches t. */
+static void tail_read(live_tail_t *t)
+{
+    tf_master_t *m = t->m;
+    if (t->reading) {
+        t->again = true;
+        return;
+    }
+    if (m->stopping || !m->store)
+        return;
+    tf_api_follow_t *r = malloc(sizeof(*r));
+    if (!r)
+        return; /* the next commit tries again */
+    r->ctx = t;
+    r->build_id = t->build_id;
+    r->step = t->step;
+    r->from = t->offset;
+    t->again = false;
+    if (tf_api_follow_read(m, r, tail_read_done) != 0) {
+        free(r);
+        return;
+    }
+    t->reading = true;
+    m->net_stats.live_follow_reads++;
+}
+
+/* Tells t's subscribers to refetch its log by range. */
+static void tail_overflow(live_tail_t *t)
+{
+    char text[LIVE_TOPIC_MAX + 48];
+    int n = snprintf(text, sizeof(text),
+                     "{\"type\":\"overflow\",\"topics\":[\"%s\"]}", t->topic);
+    if (n <= 0 || (size_t)n >= sizeof(text))
+        return;
+    tf_list_t *it;
+    tf_list_foreach(it, &t->m->live_conns)
+    {
+        live_conn_t *c = tf_list_entry(it, live_conn_t, node);
+        if (has_topic(c, t->topic))
+            enqueue_text(c, text, (size_t)n, true);
+    }
+}
+
+static void tail_read_done(void *arg, int rc)
+{
+    tf_api_follow_t *r = arg;
+    live_tail_t *t = r->ctx;
+    tf_master_t *m = t->m;
+    bool again = t->again;
+
+    t->reading = false;
+    t->again = false;
+    if (t->gone || m->stopping || runs_here(m, t->build_id) ||
+        !anyone(m, t->topic)) {
+        tail_free(t);
+        goto out;
+    }
+    if (rc == TF_ENOENT) {
+        /* Not stored yet (a build created elsewhere commits its steps a
+         * moment later): every byte it will have is new here. */
+        if (t->offset == TAIL_BASE)
+            t->offset = 0;
+        tail_release(t); /* no output of it is stored to wait for */
+        if (again)
+            tail_read(t);
+        goto out;
+    }
+    if (rc && rc != TF_ECORRUPT) {
+        tail_release(t); /* not held for as long as the database is away */
+        goto out;        /* the next commit tries again */
+    }
+    if (t->offset == TAIL_BASE) {
+        t->offset = r->size; /* the first read: what follows is new */
+    } else if (r->got) {
+        tf_live_log(m, t->build_id, t->step, r->from, r->buf, r->got);
+        t->offset += r->got;
+    }
+    if (rc == TF_ECORRUPT || r->size > t->offset + LIVE_QUEUE_MAX) {
+        /* A damaged block, or too far behind to be worth sending: the
+         * subscribers fetch by range what they want of it. */
+        tail_overflow(t);
+        t->offset = r->size;
+    }
+    if (r->ended && t->offset >= r->size) {
+        tail_free(t); /* the step has ended and all of it was sent */
+        goto out;
+    }
+    if (t->offset < r->size || again)
+        tail_read(t);
+out:
+    free(r);
+}
+
+/* A viewer here subscribed to topic: follows it from the database when
+ * it is a log of a build that runs on another master. */
+static void tail_follow(tf_master_t *m, const char *topic)
+{
+    uint64_t b = 0;
+    unsigned s = 0;
+    if (!m->store || !tf_store_is_shared(m->store) ||
+        sscanf(topic, "log:%" SCNu64 ":%u", &b, &s) != 2 || runs_here(m, b) ||
+        tail_find(m, topic))
+        return;
+    if (m->net_stats.live_followed >= TAIL_MAX) {
+        tf__net_warn("live", "%u logs of other masters' builds are followed "
+                     "already: %s gets no output until one ends",
+                     m->net_stats.live_followed, topic);
+        return;
+    }
+    live_tail_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return;
+    t->m = m;
+    t->build_id = b;
+    t->step = s;
+    t->offset = TAIL_BASE;
+    snprintf(t->topic, sizeof(t->topic), "%s", topic);
+    tf_list_push_back(&m->live_tails, &t->node);
+    m->net_stats.live_followed++;
+    tail_read(t);
+}
+
+/* Ends the tails nobody here subscribes to any more. */
+static void tails_gc(tf_master_t *m)
+{
+    tf_list_t *it, *tmp;
+    tf_list_foreach_safe(it, tmp, &m->live_tails)
+    {
+        live_tail_t *t = tf_list_entry(it, live_tail_t, node);
+        if (!t->gone && !anyone(m, t->topic))
+            tail_end(t);
+    }
+}
+
+/* The tail of (build b, step st), or with st < 0 any tail of build b
+ * that holds events. */
+static live_tail_t *tail_of(tf_master_t *m, uint64_t b, json_int_t st)
+{
+    tf_list_t *it;
+    tf_list_foreach(it, &m->live_tails)
+    {
+        live_tail_t *t = tf_list_entry(it, live_tail_t, node);
+        if (!t->gone && t->build_id == b &&
+            (st < 0 ? t->nheld > 0 : t->step == (unsigned)st))
+            return t;
+    }
+    return NULL;
+}
+
+static unsigned tails_holding(tf_master_t *m)
+{
+    unsigned n = 0;
+    tf_list_t *it;
+    tf_list_foreach(it, &m->live_tails)
+    {
+        n += tf_list_entry(it, live_tail_t, node)->nheld > 0;
+    }
+    return n;
+}
+
+/* A step's "done" event relayed from the master running it goes out
+ * before that master commits the step's last output: where a tail
+ * follows that step here, the event waits in it, with the events of that
+ * build relayed after it (its end), until the tail has sent everything
+ * (it ends then), so viewers here get the output, then the step's end,
+ * then the build's, in the order a local viewer does. True when text
+ * was held. */
+static bool tail_hold(tf_master_t *m, const char *text)
+{
+    bool step_done = strstr(text, "\"type\":\"step\"") &&
+                     strstr(text, "\"state\":\"done\"");
+    if (!m->net_stats.live_followed || (!step_done && !tails_holding(m)))
+        return false;
+    json_t *j = json_loads(text, 0, NULL);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    json_t *jb = json_object_get(j, "build");
+    json_t *js = json_object_get(j, "step");
+    json_int_t b = 0, st = -1;
+    const char *state = NULL;
+    if (type && strcmp(type, "step") == 0) {
+        b = json_integer_value(json_object_get(j, "build_id"));
+        st = json_integer_value(json_object_get(js, "index"));
+        state = json_string_value(json_object_get(js, "state"));
+    } else if (type && strcmp(type, "build") == 0) {
+        b = json_integer_value(json_object_get(jb, "id"));
+    }
+    live_tail_t *t = NULL;
+    if (b > 0 && state && strcmp(state, "done") == 0 && st >= 0)
+        t = tail_of(m, (uint64_t)b, st);
+    if (!t && b > 0)
+        t = tail_of(m, (uint64_t)b, -1);
+    json_decref(j);
+    if (!t)
+        return false;
+    if (t->nheld == TAIL_HOLD_MAX) {
+        tail_release(t); /* not for ever: these go now, in order */
+        return false;
+    }
+    char *copy = strdup(text);
+    if (!copy)
+        return false;
+    t->held[t->nheld++] = copy;
+    tail_read(t);
+    return true;
+}
+
+void tf_live_stored(tf_master_t *m)
+{
+    tf_list_t *it, *tmp;
+    tf_list_foreach_safe(it, tmp, &m->live_tails)
+    {
+        live_tail_t *t = tf_list_entry(it, live_tail_t, node);
+        if (t->gone)
+            continue;
+        if (runs_here(m, t->build_id))
+            tail_end(t);
+        else
+            tail_read(t);
+    }
+}
+
 /* --- connections --- */
 
 static bool topic_valid(const char *t)
@@ -552,8 +874,10 @@ static void handle(live_conn_t *c, const char *text, size_t len)
     json_array_foreach(sub, i, v)
     {
         const char *t = json_string_value(v);
-        if (!has_topic(c, t))
+        if (!has_topic(c, t)) {
             snprintf(c->topics[c->ntopics++], LIVE_TOPIC_MAX, "%s", t);
+            tail_follow(c->m, t);
+        }
     }
     json_array_foreach(unsub, i, v)
     {
@@ -567,6 +891,8 @@ static void handle(live_conn_t *c, const char *text, size_t len)
             }
         }
     }
+    if (json_array_size(unsub))
+        tails_gc(c->m);
     json_t *topics = json_array();
     for (size_t k = 0; k < c->ntopics; k++)
         json_array_append_new(topics, json_string(c->topics[k]));
@@ -585,6 +911,7 @@ static void conn_free(live_conn_t *c)
     tf_list_unlink(&c->node);
     m->net_stats.live_viewers--;
     free(c);
+    tails_gc(m);
 }
 
 static bool path_is_live(struct lws *wsi)

@@ -45,6 +45,10 @@ void tf_live_relay(tf_master_t *m, const char *topic, const char *text);
 void tf_live_request(tf_master_t *m, const tf_request_t *r,
                      const char *event);
 
+/* Another master (store.shared) committed: the logs of its builds that
+ * viewers here follow are read for what it stored (live.c). */
+void tf_live_stored(tf_master_t *m);
+
 /* Output of a step as it arrives. */
 void tf_live_log(tf_master_t *m, uint64_t build_id, unsigned step,
                  uint64_t offset, const uint8_t *data, size_t len);

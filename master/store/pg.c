@@ -1892,6 +1892,7 @@ static bool listen_turn(tf_engine_t *e, PGconn *c, bool *notified,
             continue;
         }
         *notified = true;
+        *what |= TF_FARM_COMMIT; /* every batch of a writer sends one */
         if (n->extra && strcmp(n->extra, "queue") == 0)
             *what |= TF_FARM_QUEUE;
         else if (n->extra && strcmp(n->extra, "mail") == 0)
@@ -1925,7 +1926,7 @@ static void *listener_main(void *arg)
             /* what happened while not listening */
             e->beat_since_us = 0;
             notified = true;
-            what = TF_FARM_QUEUE | TF_FARM_MAIL;
+            what = TF_FARM_QUEUE | TF_FARM_MAIL | TF_FARM_COMMIT;
         }
         if (!listen_turn(e, c, &notified, &what)) {
             if (atomic_exchange(&e->duty, false))

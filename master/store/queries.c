@@ -1005,6 +1005,43 @@ int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
     return rc;
 }
 
+int tf_q_log_follow(tf_db_t *db, uint64_t build_id, unsigned step,
+                    uint64_t from, size_t max, unsigned char *dst,
+                    size_t *got, uint64_t *size, bool *ended)
+{
+    tf_dbst_t *st = NULL;
+    *got = 0;
+    *size = 0;
+    *ended = false;
+    /* The size and the bytes from one snapshot: a byte counted in
+     * log_bytes is in a block or in the tail of that same snapshot. */
+    if (log_snapshot(db, "SAVEPOINT tf_follow") != TF_DB_OK)
+        return TF_ESTORE;
+    int rc = prep(db,
+                  "SELECT s.log_bytes, s.state = 'done' OR "
+                  "b.state = 'finished' FROM steps s "
+                  "JOIN builds b ON b.id = s.build_id "
+                  "WHERE s.build_id = ?1 AND s.idx = ?2",
+                  &st);
+    if (rc)
+        goto out;
+    tf_db_bind_int64(st, 1, (int64_t)build_id);
+    tf_db_bind_int(st, 2, (int)step);
+    rc = TF_ENOENT;
+    if (tf_db_step(st) == TF_DB_ROW) {
+        *size = (uint64_t)tf_db_column_int64(st, 0);
+        *ended = tf_db_column_int64(st, 1) != 0;
+        rc = 0;
+    }
+    tf_db_finalize(st);
+    if (rc == 0 && from < *size && max > 0)
+        rc = tf_q_log_read(db, build_id, step, from, *size, max, dst, got,
+                           NULL);
+out:
+    log_snapshot(db, "RELEASE tf_follow");
+    return rc;
+}
+
 static uint64_t count_newlines(const unsigned char *p, size_t n)
 {
     uint64_t k = 0;

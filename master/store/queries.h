@@ -124,6 +124,17 @@ int tf_q_log_read(tf_db_t *db, uint64_t build_id, unsigned step,
                   uint64_t start, uint64_t end, size_t max, unsigned char *dst,
                   size_t *got, tf_logcache_t *cache);
 
+/* What a master following another master's step (net/live.c) reads at
+ * once, in one snapshot: the step's stored size (*size), whether it can
+ * grow no more (*ended: the step is done or its build finished), and
+ * when from < *size the bytes from `from` on, at most max, into dst
+ * (*got). from == UINT64_MAX reads no bytes (the size only). Returns 0,
+ * TF_ENOENT when the step does not exist (yet), TF_ECORRUPT (logged),
+ * TF_ESTORE or TF_ENOMEM. */
+int tf_q_log_follow(tf_db_t *db, uint64_t build_id, unsigned step,
+                    uint64_t from, size_t max, unsigned char *dst,
+                    size_t *got, uint64_t *size, bool *ended);
+
 /* The log of a step from byte `from` on, in order, in pieces: visit gets
  * each piece's byte offset, line number and bytes (borrowed for the
  * call) and returns true to go on. Returns 0, TF_ECORRUPT (logged),

@@ -59,6 +59,9 @@ enum {
     TF_FARM_IDS = 8,   /* a block of ids is ready after
                         * tf_store_reserve_ids said TF_EFULL */
     TF_FARM_DUTY = 16, /* this master took the duty lease */
+    TF_FARM_COMMIT = 32, /* another master committed something (any
+                          * batch; also after the listener reconnects):
+                          * what it stored may be read now */
 };
 
 /* The largest live feed event that crosses to the other masters. */

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tfharness import BUILD_DIR, wait_for
+from tfharness import BUILD_DIR, scaled, wait_for
 
 TF_MASTER = BUILD_DIR / "master" / "tf-master"
 DUTY = "the duty lease"
@@ -782,6 +782,239 @@ def test_a_try_job_whose_claim_was_lost_settles_once_with_one_mail(
     rows = pg_cluster.psql(f"SELECT count(*) FROM builds WHERE request_id = "
                            f"{req}", db=db).strip()
     assert rows == "1", rows
+
+
+def timed_builder(name, lines=30, pause=1.5, gate=None):
+    """A step that waits (pause seconds, or until the file gate exists),
+    then prints a line every 100 ms, each carrying the time it was
+    printed (the slave runs on this machine)."""
+    wait = f"sleep {pause}" if gate is None else \
+        f"while [ ! -e {gate} ]; do sleep 0.01; done"
+    return {"name": name, "steps": [{"name": "talk", "command":
+            f"{wait}; i=1; while [ $i -le {lines} ]; do "
+            "echo \"line $i $(date +%s.%N)\"; sleep 0.1; i=$((i + 1)); "
+            "done"}]}
+
+
+def follow_log(ws, bid, step, until):
+    """Reads ws until until(msg) holds; returns the log events of (bid,
+    step) with the time each arrived, and the other messages."""
+    logs, other = [], []
+    deadline = time.monotonic() + scaled(60)
+    while time.monotonic() < deadline:
+        msg = ws.recv_json(timeout=30)
+        now = time.time()
+        if msg["type"] == "log":
+            assert (msg["build_id"], msg["step"]) == (bid, step), msg
+            logs.append((now, msg["offset"], base64.b64decode(msg["data"])))
+        else:
+            other.append((now, msg))
+        if until(msg):
+            break
+    return logs, other
+
+
+def contiguous(logs, start=0):
+    """The bytes of log events that follow each other from start, with
+    neither gap nor overlap."""
+    out, pos = b"", start
+    for _, off, data in logs:
+        assert off == pos, f"event at {off}, expected {pos}"
+        out += data
+        pos += len(data)
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_a_step_running_on_another_masters_slave_streams_live_there(
+        farm, pg_url):
+    """s1 is b's; a viewer on a subscribes to log:B:0 of a build running
+    on s1 before its step prints, and gets the output as log events while
+    the step runs (each line within 1.5 s of being printed, the first
+    long before the step ends, the last before the step's "done" event,
+    which a holds until then), with the offsets a local viewer gets: the
+    events put end to end are the stored log, byte-exact, in order, no
+    gap, no overlap. A second viewer on a subscribing mid-step joins the
+    same follower: its events start at or before the end of what the log
+    endpoint gave it after "subscribed" (no gap) and run on to the end.
+    Before, a had no log event at all for b's builds until the step
+    ended (the output was not relayed between masters)."""
+    cfg = config(["s1"])
+    cfg["builders"].append(timed_builder("talk"))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    ws = live_client_of(farm, a)
+    live_subscribe(ws, ["builds"])
+    req = b.force("talk")
+    bid = None
+    while bid is None:
+        msg = ws.recv_json(timeout=30)
+        if msg["type"] == "build" and msg["build"]["request_id"] == req:
+            bid = msg["build"]["id"]
+    ws.send_json({"subscribe": [f"log:{bid}:0"]})
+    b_batches = b.get_json("/master")["store"]["batches"]
+
+    # The late viewer subscribes once about a third of the lines are out.
+    late = {}
+
+    def join_late(msg):
+        if msg["type"] == "log" and "ws" not in late and \
+                msg["offset"] + len(base64.b64decode(msg["data"])) > 200:
+            w2 = live_client_of(farm, a)
+            live_subscribe(w2, [f"log:{bid}:0"])
+            late["ws"] = w2
+            late["have"] = a.step_log(bid, 0)
+            late["net"] = a.get_json("/master")["net"]
+        return msg["type"] == "build" and msg["event"] == "finished"
+    logs, other = follow_log(ws, bid, 0, join_late)
+    # One follower for the two viewers; gone with the step's end though
+    # both still subscribe; its reads bounded by b's commits meanwhile
+    # (one per commit notice, plus the first and the held end's).
+    assert late["net"]["live_followed"] == 1, late["net"]
+    net = a.get_json("/master")["net"]
+    commits = b.get_json("/master")["store"]["batches"] - b_batches
+    print(f"a's follower: {net['live_follow_reads']} reads for {commits} "
+          f"commits of b")
+    assert net["live_followed"] == 0, net
+    assert 5 <= net["live_follow_reads"] <= commits + 3, (net, commits)
+    step_done = [t for t, m in other if m["type"] == "step" and
+                 m["step"]["state"] == "done" and m["build_id"] == bid]
+    assert step_done, [m for _, m in other]
+    stored = a.step_log(bid, 0)
+    assert stored == b.step_log(bid, 0)
+    lines = stored.decode().splitlines()
+    assert len(lines) == 30 and lines[0].startswith("line 1 "), stored
+    assert contiguous(logs) == stored
+    # Live: the lines arrived while the step ran, each soon after it was
+    # printed (the time in the line is the slave's, on this machine).
+    printed = {ln.split()[1]: float(ln.split()[2]) for ln in lines}
+    seen, buf = {}, b""
+    for t, _, data in logs:
+        buf += data
+        *done, buf = buf.split(b"\n")
+        for ln in done:
+            seen.setdefault(ln.decode().split()[1], t)
+    lag = sorted(seen[n] - printed[n] for n in printed)
+    print(f"a's viewer: {len(logs)} log events, line lag median "
+          f"{lag[len(lag) // 2] * 1000:.0f} ms, max {lag[-1] * 1000:.0f} ms")
+    assert logs[0][0] < step_done[0] - 1.5, (logs[0][0], step_done)
+    # In a local viewer's order: the whole output, then the step's end.
+    assert logs[-1][0] <= step_done[0], (logs[-1][0], step_done)
+    assert len([t for t, _, _ in logs if t < step_done[0]]) >= 10, logs
+    assert lag[-1] < scaled(1.5), lag
+    # The late viewer: no gap between what it fetched and its events.
+    w2 = late["ws"]
+    logs2, _ = follow_log(w2, bid, 0, lambda m: m["type"] == "log" and
+                          m["offset"] + len(base64.b64decode(m["data"])) >=
+                          len(stored))
+    have = late["have"]
+    assert logs2 and logs2[0][1] <= len(have), (logs2[0][1], len(have))
+    got = have[:logs2[0][1]] + contiguous(logs2, logs2[0][1])
+    assert got == stored
+
+
+@pytest.mark.timeout(180)
+def test_a_build_page_on_another_master_shows_the_running_steps_lines(
+        farm, pg_url):
+    """The build page (Chromium, tests/browser/follow.mjs) opened on a
+    for a build running on b's slave shows the step's lines as they come:
+    "line 20" of 40 (one every 100 ms) is on the page while a's API still
+    says the step runs, and the count of lines grew in several steps on
+    the way. Before, the page showed nothing new until the step ended."""
+    import json
+    import shutil
+    import subprocess
+    from tfharness import REPO
+    script = REPO / "tests" / "browser" / "follow.mjs"
+    chromium = os.environ.get("TF_CHROMIUM", "/usr/bin/chromium")
+    if not shutil.which("node") or not os.access(chromium, os.X_OK) or \
+            not (REPO / "web" / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("node, Chromium or web/node_modules/playwright-core "
+                    "missing (scripts/deps installs them)")
+    gate = farm.tmp / "open-gate"
+    cfg = config(["s1"], web_root=str(REPO / "web"))
+    cfg["builders"].append(timed_builder("talk", lines=40, gate=gate))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    bid = a.wait_build_started(b.force("talk"))
+    # The step prints once the page is drawn (follow.mjs says "OPEN").
+    p = subprocess.Popen(["node", str(script), a.url.rstrip("/"), str(bid),
+                          "0", "20"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        out = []
+        for ln in p.stdout:
+            out.append(ln)
+            if ln.strip() == "OPEN":
+                gate.write_text("open\n")
+        err = p.stderr.read()
+        p.wait(timeout=scaled(90))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    res = [ln for ln in out if ln.startswith("RESULT ")]
+    assert res, "".join(out) + err
+    r = json.loads(res[-1][len("RESULT "):])
+    assert "error" not in r and p.returncode == 0, (r, err[-2000:])
+    print(f"page on a: lines seen {r['seen']}")
+    assert r["step_state"] == "running", r
+    assert len([n for _, n in r["seen"] if 0 < n < 20]) >= 3, r
+    assert r["problems"] == [], r
+
+
+@pytest.mark.timeout(120)
+def test_a_log_follower_stops_with_its_last_viewer_and_never_on_the_owner(
+        farm, pg_url):
+    """a follows b's running step only while a viewer of a subscribes:
+    `net.live_followed` is 1 with a viewer, 0 once it unsubscribed, while
+    the step still runs, and a's reads stop there. b, which runs the
+    build, follows nothing for its own viewer (its output comes from the
+    slave). a, stopped while following again, exits cleanly."""
+    cfg = config(["s1"])
+    cfg["builders"].append(timed_builder("talk", lines=60, pause=0))
+    a, b = start_masters(farm, cfg, pg_url, 2)
+    farm.slave(b, "s1")
+    b.wait_slave_connected("s1")
+    bid = a.wait_build_started(b.force("talk"))
+    topic = f"log:{bid}:0"
+    wb = live_client_of(farm, b)
+    live_subscribe(wb, [topic])
+    ws = live_client_of(farm, a)
+    live_subscribe(ws, [topic])
+    msg = ws.recv_json(timeout=10)
+    assert msg["type"] == "log", msg
+    assert a.get_json("/master")["net"]["live_followed"] == 1
+    assert wb.recv_json(timeout=10)["type"] == "log"
+    assert b.get_json("/master")["net"]["live_followed"] == 0
+    ws.send_json({"unsubscribe": [topic]})
+    while ws.recv_json(timeout=10)["type"] != "subscribed":
+        pass
+    net = wait_for(lambda: (lambda n: n["live_followed"] == 0 and n)(
+        a.get_json("/master")["net"]), 5, "a to stop following", farm)
+    time.sleep(1)
+    assert a.get_json("/master")["net"]["live_follow_reads"] <= \
+        net["live_follow_reads"] + 1
+    assert b.get_json(f"/builds/{bid}")["state"] == "running"
+    assert b.get_json("/master")["net"]["live_follow_reads"] == 0
+    # Stopped while it follows again: a exits cleanly (under ASan, with
+    # nothing leaked).
+    live_subscribe(ws, [topic])
+    assert ws.recv_json(timeout=10)["type"] == "log"
+    assert a.get_json("/master")["net"]["live_followed"] == 1
+    a.stop()
+
+
+def live_client_of(farm, m):
+    from test_live import live_client
+    return live_client(farm, m)
+
+
+def live_subscribe(ws, topics):
+    from test_live import subscribe
+    return subscribe(ws, topics)
 
 
 def long_builder(name, lines=200, **extra):

@@ -536,6 +536,77 @@ TF_TEST(a_growing_log_is_sealed_and_reads_back_exactly)
     free(log);
 }
 
+/* Follows step 0 of build as net/live.c does: from `from` to the stored
+ * size in pieces of 64 KiB through tf_q_log_follow, checking the bytes
+ * against want. Returns the offset reached; *ended as the last read
+ * said. */
+static uint64_t follow(fx_t *f, uint64_t build, uint64_t from,
+                       const unsigned char *want, bool *ended)
+{
+    sqlite3 *db = NULL;
+    static unsigned char buf[65536];
+    uint64_t size = 0;
+    TF_CHECK_INT(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL),
+                 SQLITE_OK);
+    for (;;) {
+        size_t got = 0;
+        TF_CHECK_INT(tf_q_log_follow(lite_db(db), build, 0, from,
+                                     sizeof(buf), buf, &got, &size, ended),
+                     0);
+        TF_CHECK(got <= sizeof(buf));
+        TF_CHECK(memcmp(buf, want + from, got) == 0);
+        from += got;
+        if (got == 0 || from >= size)
+            break;
+    }
+    TF_CHECK_INT(from, size);
+    sqlite3_close(db);
+    return from;
+}
+
+TF_TEST(a_follower_reads_a_growing_log_from_its_offset_to_the_end)
+{
+    fx_t f;
+    size_t n = 2 * 1024 * 1024 + 777;
+    unsigned char *log = make_log(n, 5);
+    uint64_t seq = 1, size = 0;
+    bool ended = true;
+    size_t got = 1;
+    sqlite3 *db = NULL;
+    unsigned char one[16];
+
+    fx_dir(&f);
+    fx_open(&f);
+    TF_CHECK_INT(sqlite3_open_v2(f.path, &db, SQLITE_OPEN_READONLY, NULL),
+                 SQLITE_OK);
+    /* No such step yet: not an error of the database. */
+    TF_CHECK_INT(tf_q_log_follow(lite_db(db), 1, 0, 0, sizeof(one), one,
+                                 &got, &size, &ended),
+                 TF_ENOENT);
+    make_build(&f, 1);
+    store_output(&f, 1, log, 0, n / 3, 5000, &seq);
+    /* The first read of a follower: the size only, no bytes. */
+    TF_CHECK_INT(tf_q_log_follow(lite_db(db), 1, 0, UINT64_MAX, sizeof(one),
+                                 one, &got, &size, &ended),
+                 0);
+    TF_CHECK_INT(got, 0);
+    TF_CHECK_INT(size, n / 3);
+    TF_CHECK(!ended);
+    sqlite3_close(db);
+    /* From 0 and from the middle of a chunk, as the log grows past
+     * sealed blocks into the open tail; then to the end once it ended. */
+    TF_CHECK_INT(follow(&f, 1, 0, log, &ended), n / 3);
+    TF_CHECK(!ended);
+    store_output(&f, 1, log, n / 3, n, 5000, &seq);
+    TF_CHECK_INT(follow(&f, 1, n / 3 - 1234, log, &ended), n);
+    TF_CHECK(!ended);
+    finish_step(&f, 1, seq);
+    TF_CHECK_INT(follow(&f, 1, n - 70000, log, &ended), n);
+    TF_CHECK(ended);
+    fx_teardown(&f);
+    free(log);
+}
+
 /* Makes the database at f->path a schema version 5 one (before
  * compressed logs) holding build 1 (finished, its step's n bytes all in
  * chunks of `chunk`) and build 2 (running, half of it stored). */

@@ -338,6 +338,28 @@ static int pchange_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Whether a stored change matters to cfg: every change does to a
+ * periodic scheduler, otherwise one whose files (the row's JSON array)
+ * touch the scheduler's paths. */
+static bool stored_change_important(const tf_cfg_scheduler_t *cfg,
+                                    const tf_sched_change_row_t *c)
+{
+    if (cfg->type == TF_CFG_SCHED_PERIODIC)
+        return true;
+    json_t *arr = c->files_json ? json_loads(c->files_json, 0, NULL) : NULL;
+    size_t nf = json_array_size(arr), k = 0;
+    char **fv = calloc(nf ? nf : 1, sizeof(*fv));
+    for (size_t f = 0; fv && f < nf; f++) {
+        const char *p = json_string_value(json_array_get(arr, f));
+        if (p)
+            fv[k++] = (char *)p;
+    }
+    bool imp = tf_paths_important(cfg->paths, cfg->npaths, fv, k);
+    free(fv);
+    json_decref(arr);
+    return imp;
+}
+
 /* Puts what the store holds of s (its row, and the changes of its branch
  * after its last consumed revision) into s, keeping changes that arrived
  * while it was read; a new scheduler starts after the branch's head.
@@ -365,21 +387,8 @@ static void msched_apply(tf_master_t *m, msched_t *s,
     }
     for (size_t i = 0; i < q->nchanges; i++) {
         const tf_sched_change_row_t *c = &q->changes[i];
-        json_t *arr = c->files_json ? json_loads(c->files_json, 0, NULL)
-                                    : NULL;
-        size_t nf = json_array_size(arr), k = 0;
-        char **fv = calloc(nf ? nf : 1, sizeof(*fv));
-        for (size_t f = 0; fv && f < nf; f++) {
-            const char *p = json_string_value(json_array_get(arr, f));
-            if (p)
-                fv[k++] = (char *)p;
-        }
-        bool imp = cfg->type == TF_CFG_SCHED_PERIODIC ||
-                   tf_paths_important(cfg->paths, cfg->npaths, fv, k);
-        pending_add(s, c->id, c->revision ? c->revision : "", imp,
-                    c->created_ms);
-        free(fv);
-        json_decref(arr);
+        pending_add(s, c->id, c->revision ? c->revision : "",
+                    stored_change_important(cfg, c), c->created_ms);
     }
     /* Changes noted while the state was read came after these. */
     if (s->npending > 1)
@@ -701,22 +710,7 @@ static void sched_stored_view(const msched_t *s, const tf_q_scheduler_t *q,
     v->newest_arrived_ms = 0;
     for (size_t i = 0; i < q->nchanges; i++) {
         const tf_sched_change_row_t *c = &q->changes[i];
-        bool imp = cfg->type == TF_CFG_SCHED_PERIODIC;
-        if (!imp) {
-            json_t *arr = c->files_json ? json_loads(c->files_json, 0, NULL)
-                                        : NULL;
-            size_t nf = json_array_size(arr), k = 0;
-            char **fv = calloc(nf ? nf : 1, sizeof(*fv));
-            for (size_t f = 0; fv && f < nf; f++) {
-                const char *p = json_string_value(json_array_get(arr, f));
-                if (p)
-                    fv[k++] = (char *)p;
-            }
-            imp = tf_paths_important(cfg->paths, cfg->npaths, fv, k);
-            free(fv);
-            json_decref(arr);
-        }
-        v->important += imp;
+        v->important += stored_change_important(cfg, c);
         v->newest_arrived_ms = c->created_ms;
     }
 }

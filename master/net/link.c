@@ -24,10 +24,8 @@
  * than the master's memory growing.
  *
  * Sending: frames go on a per-link queue capped at 8 MiB; each WRITEABLE
- * callback writes one frame. A frame with nothing queued before it is
- * written at once when lws holds nothing and sees the socket writable
- * (link_write_now). A slave that does not read its queue down is cut off
- * rather than allowed to grow our memory.
+ * callback writes one frame. A slave that does not read its queue down is
+ * cut off rather than allowed to grow our memory.
  *
  * Upgrading: tf_link_confirm_upgrade sees every websocket upgrade first
  * (server.c routes LWS_CALLBACK_HTTP_CONFIRM_UPGRADE to it) and answers a
@@ -145,42 +143,6 @@ static void link_want_write(tf_link_t *l)
         lws_callback_on_writable(l->wsi);
 }
 
-/* Writes f at once, without waiting for a WRITEABLE callback, when that
- * keeps the order and costs no buffering: the link is READY, nothing of
- * ours is queued before it, and lws holds no partial frame of an earlier
- * write and sees the socket writable (lws_send_pipe_choked, the check
- * lws documents for a write that does not come from WRITEABLE). A frame
- * the kernel takes only in part is kept by lws and finished at its next
- * WRITEABLE, before any frame of ours (the queue is written only from
- * WRITEABLE, and a direct write is not tried again while lws holds
- * anything). The WRITEABLE round trip costs libuv two epoll_ctl calls on
- * the descriptor; a burst's build_start messages go out here, each as
- * soon as its build's rows are committed. Frees f and returns true when
- * it was written (or the write failed and the link is closing); false
- * leaves f to the caller to queue. */
-static bool link_write_now(tf_link_t *l, frame_t *f)
-{
-    if (l->state != LINK_READY || !l->wsi || !tf_list_empty(&l->sendq) ||
-        lws_send_pipe_choked(l->wsi))
-        return false;
-    int n = lws_write(l->wsi, f->data + LWS_PRE, f->len,
-                      f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (n < 0) {
-        /* The socket is unusable: lws closes it at its next service. */
-        tf_warn("link", "write to %s failed", link_who(l));
-        lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_SEND,
-                        LWS_TO_KILL_ASYNC);
-    } else if (n < (int)f->len) {
-        /* lws takes a frame whole (what the kernel does not take it
-         * keeps) or, once the websocket is closing (the slave sent its
-         * close), not at all: the link goes at its CLOSED callback. */
-        tf_debug("link", "%s is closing: a message to it was dropped",
-                 link_who(l));
-    }
-    free(f);
-    return true;
-}
-
 static int link_queue(tf_link_t *l, const void *data, size_t len, bool binary)
 {
     if (l->sendq_bytes + len > LINK_SENDQ_MAX) {
@@ -196,8 +158,6 @@ static int link_queue(tf_link_t *l, const void *data, size_t len, bool binary)
     f->len = len;
     f->binary = binary;
     memcpy(f->data + LWS_PRE, data, len);
-    if (link_write_now(l, f))
-        return 0;
     tf_list_push_back(&l->sendq, &f->node);
     l->sendq_bytes += len;
     link_want_write(l);

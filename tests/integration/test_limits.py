@@ -393,7 +393,7 @@ def test_live_viewers_share_one_budget(farm):
     viewers = []
     for _ in range(100):
         c = WSClient(m.port, path="/live", protocol="testfarm-live",
-                     farm=farm)
+                     farm=farm, rcvbuf=64 * 1024)
         c.connect()
         c.send_json({"subscribe": [f"log:{bid}:0"]})
         viewers.append(c)

@@ -696,8 +696,13 @@ class WSClient:
     """A websocket client speaking just enough RFC 6455 for the tests."""
 
     def __init__(self, port, host="127.0.0.1", path="/slave",
-                 protocol="testfarm-slave", timeout=10, farm=None):
+                 protocol="testfarm-slave", timeout=10, farm=None,
+                 rcvbuf=None):
         self.host, self.port, self.path = host, port, path
+        # A fixed receive buffer (bytes) turns off the kernel's autotuning,
+        # which on loopback can let one socket take 32 MiB (tcp_rmem): a
+        # client that reads nothing then really is slow.
+        self.rcvbuf = rcvbuf
         self.protocol = protocol
         self.timeout = scaled(timeout)
         self.sock = None
@@ -711,8 +716,15 @@ class WSClient:
             farm._closers.append(self.abort)
 
     def connect(self):
-        self.sock = socket.create_connection((self.host, self.port),
-                                             timeout=self.timeout)
+        if self.rcvbuf:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                 self.rcvbuf)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect((self.host, self.port))
+        else:
+            self.sock = socket.create_connection((self.host, self.port),
+                                                 timeout=self.timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [f"GET {self.path} HTTP/1.1",
                  f"Host: {self.host}:{self.port}",

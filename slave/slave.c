@@ -84,6 +84,14 @@ typedef struct tf_build {
     char farm[TF_PROTO_FARM_MAX + 1];
 } tf_build_t;
 
+/* A build_start that waits for builds the master abandoned to die (see
+ * tf__on_build_start): the message as the master sent it, re-encoded. */
+typedef struct tf_held_start {
+    struct tf_held_start *next;
+    size_t len;
+    char text[];
+} tf_held_start_t;
+
 struct tf_slave {
     uv_loop_t loop;
     const tf_slave_config_t *cfg;
@@ -94,6 +102,8 @@ struct tf_slave {
     tf_build_t *builds;
     size_t nbuilds;
     size_t nrunning;
+    size_t nkilling;      /* running builds the master abandoned */
+    tf_held_start_t *held, **held_tail; /* build_starts waiting for them */
     uint64_t rr_last;     /* id of the build that sent last */
     tf_slave_state_t state;
     int exit_code;
@@ -456,6 +466,8 @@ static void tf__run_output_cb(void *arg, uint32_t step, tf_stream_t stream,
         tf__after_append(b);
 }
 
+static void tf__start_held(tf_slave_t *s);
+
 static void tf__reap_cb(uv_timer_t *t)
 {
     tf_slave_t *s = t->data;
@@ -470,6 +482,7 @@ static void tf__reap_cb(uv_timer_t *t)
         b = next;
     }
     tf__check_done(s);
+    tf__start_held(s);
 }
 
 static void tf__run_done_cb(void *arg, tf_result_t result)
@@ -480,7 +493,10 @@ static void tf__run_done_cb(void *arg, tf_result_t result)
     b->running = false;
     b->paused = false;
     s->nrunning--;
-    /* The runner is still on the stack: free it on the next loop turn. */
+    if (b->abandoned && s->nkilling > 0)
+        s->nkilling--;
+    /* The runner is still on the stack: free it on the next loop turn
+     * (which also starts a held build_start, now that a slot is free). */
     uv_timer_start(&s->reap_timer, tf__reap_cb, 0, 0);
 }
 
@@ -522,6 +538,72 @@ static void tf__refuse_build(tf_slave_t *s, const tf_msg_t *m, const char *why)
         tf_conn_kick(s->conn);
 }
 
+/* Keeps build_start m until a slot frees (tf__start_held); one that
+ * cannot be kept (out of memory) is refused as a full slave's would be. */
+static void tf__hold_start(tf_slave_t *s, const tf_msg_t *m)
+{
+    char *text = NULL;
+    size_t len = 0;
+    tf_held_start_t *h = NULL;
+
+    if (tf_msg_encode(m, &text, &len) == 0)
+        h = malloc(sizeof(*h) + len);
+    if (!h) {
+        free(text);
+        tf__refuse_build(s, m, "max_builds builds already running");
+        return;
+    }
+    h->next = NULL;
+    h->len = len;
+    memcpy(h->text, text, len);
+    free(text);
+    if (!s->held_tail)
+        s->held_tail = &s->held;
+    *s->held_tail = h;
+    s->held_tail = &h->next;
+    tf_info("slave", "build %llu (%s #%llu) waits for the build the master "
+            "abandoned to be killed", (unsigned long long)
+            m->u.build_start.build_id, m->u.build_start.builder,
+            (unsigned long long)m->u.build_start.number);
+}
+
+/* Frees the held build_starts (the link they came on went down: the
+ * master ends those builds when this slave comes back without them). */
+static void tf__drop_held(tf_slave_t *s)
+{
+    while (s->held) {
+        tf_held_start_t *h = s->held;
+        s->held = h->next;
+        free(h);
+    }
+    s->held_tail = &s->held;
+}
+
+static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m);
+
+/* Starts the held build_starts, oldest first, while slots are free (the
+ * reaper, a loop turn after a build ended). */
+static void tf__start_held(tf_slave_t *s)
+{
+    while (s->held && s->nrunning < s->cfg->max_builds) {
+        tf_held_start_t *h = s->held;
+        tf_msg_t m;
+        char err[128];
+
+        s->held = h->next;
+        if (!s->held)
+            s->held_tail = &s->held;
+        if (tf_msg_decode(h->text, h->len, &m, err, sizeof(err)) == 0) {
+            tf__on_build_start(s, &m);
+            tf_msg_clear(&m);
+        } else {
+            tf_error("slave", "a held build_start does not decode again: %s",
+                     err);
+        }
+        free(h);
+    }
+}
+
 static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m)
 {
     const uint64_t id = m->u.build_start.build_id;
@@ -538,6 +620,15 @@ static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m)
     }
     if (s->state != TF_SLAVE_RUNNING) {
         tf__refuse_build(s, m, "the slave is shutting down");
+        return;
+    }
+    if (s->nrunning >= s->cfg->max_builds &&
+        s->nrunning - s->nkilling < s->cfg->max_builds) {
+        /* A slot is held only by a build the master abandoned, whose
+         * steps are being killed (a second or two): the master counts
+         * the slot free already, so this start waits for it rather than
+         * being refused (a RETRY, and a second build of the request). */
+        tf__hold_start(s, m);
         return;
     }
     if (s->nrunning >= s->cfg->max_builds) {
@@ -622,9 +713,11 @@ static void tf__abandon(tf_slave_t *s, tf_build_t *b)
     b->abandoned = true;
     tf_spool_remove(b->spool);
     b->spool = NULL;
-    if (b->running)
+    if (b->running) {
+        s->nkilling++;
         tf_runner_abort(b->runner, TF_CANCELLED, "abandoned by the master",
                         false);
+    }
     else
         tf__maybe_forget(s, b);
 }
@@ -773,6 +866,7 @@ static int tf__conn_pull_cb(void *arg, uint8_t *buf, size_t cap, size_t *len,
 static void tf__conn_down_cb(void *arg)
 {
     tf_slave_t *s = arg;
+    tf__drop_held(s);
     for (tf_build_t *b = s->builds; b; b = b->next) {
         b->sendable = false;
         b->reported = false;
@@ -1051,6 +1145,7 @@ int tf_slave_run(const tf_slave_config_t *cfg)
     tf_info("slave", "stopped (exit status %d)", s.exit_code);
 
 out:
+    tf__drop_held(&s);
     while (s.builds)
         tf__build_free(&s, s.builds);
     tf_conn_free(s.conn);

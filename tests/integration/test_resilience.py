@@ -134,3 +134,48 @@ def test_slave_retries_promptly_when_the_peer_closes_during_the_handshake(
              "s1 to connect once the proxy forwards again (a slave stuck "
              "in CONNECTING until its 30 s handshake watchdog fails this)",
              farm)
+
+
+@pytest.mark.timeout(120)
+def test_a_rerun_sent_with_the_abandon_waits_for_the_killed_build(farm):
+    """The slave stays away until the master ends its build X as RETRY
+    (build_lost_after_s) and queues the request again; when it comes back
+    the master abandons X (welcome.abandon) and at once sends the rerun Y
+    to the same slave, its only one. X's step is still being killed then,
+    holding the slave's one slot: Y waits for it instead of being refused
+    (which was a second RETRY and a third build of one request)."""
+    import sqlite3
+    runs = farm.tmp / "runs"
+    step = {"name": "work", "command":
+            f"echo run >> {runs}; "
+            f"[ $(wc -l < {runs}) -ge 2 ] || sleep 300; echo finished"}
+    m = farm.master(config(step, build_lost_after_s=2))
+    proxy = farm.proxy(m.port)
+    s1 = farm.slave(m, "s1", url=proxy.ws_url)
+    req = m.force("long")
+    x = m.wait_build_started(req)
+    wait_for(lambda: runs.exists(), 20, "X's step to start", farm)
+
+    proxy.cut()
+    wait_for(lambda: m.build(x)["state"] == "finished", 30,
+             "the master to end X while the slave is away", farm)
+    assert m.build(x)["result"] == "RETRY"
+    proxy.restore()
+
+    y = m.wait_request_done(req, 60)
+    assert y["result"] == "SUCCESS", y
+    assert y["id"] != x
+    db = sqlite3.connect(m.db_path)
+    try:
+        ids = [r[0] for r in db.execute(
+            "SELECT id FROM builds WHERE request_id = ? ORDER BY id",
+            (req,))]
+    finally:
+        db.close()
+    assert ids == [x, y["id"]], ids  # X (RETRY) and Y only
+    assert runs.read_text() == "run\nrun\n"
+    log = s1.log_text()
+    assert "the master abandoned it: killing it" in log, log
+    assert (f"build {y['id']} (long #{y['number']}) waits for the build the "
+            "master abandoned to be killed") in log, log
+    assert "max_builds builds already running" not in log, log

@@ -676,7 +676,7 @@ static bool build_send_start(tf_master_t *m, tf_build_t *b, bool quiet)
     if (!b->start_msg)
         return false;
     if (s && s->link) {
-        sent = tf_master_send_text(m, s, b->start_msg, b->start_len) == 0;
+        sent = tf_master_send_start(m, s, b->start_msg, b->start_len) == 0;
         if (sent)
             tf_log(quiet ? TF_LOG_DEBUG : TF_LOG_INFO, "build",
                    "build %" PRIu64 " (%s #%" PRIu64 ") of request %" PRIu64

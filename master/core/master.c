@@ -1328,6 +1328,16 @@ int tf_master_send_text(tf_master_t *m, tf_mslave_t *s, const char *text,
     return m->net->send_text(s->link, text, len);
 }
 
+int tf_master_send_start(tf_master_t *m, tf_mslave_t *s, const char *text,
+                         size_t len)
+{
+    if (!s || !s->link || !m->net)
+        return TF_ESTATE;
+    if (!m->net->send_text_now)
+        return m->net->send_text(s->link, text, len);
+    return m->net->send_text_now(s->link, text, len);
+}
+
 int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
 {
     char *text = NULL;

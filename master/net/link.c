@@ -164,6 +164,50 @@ static int link_queue(tf_link_t *l, const void *data, size_t len, bool binary)
     return 0;
 }
 
+/* Writes text to l at once, without waiting for a WRITEABLE callback,
+ * when that keeps the order and costs no buffering: the link is READY,
+ * nothing of ours is queued, and lws holds no partial frame of an
+ * earlier write and sees the socket writable (lws_send_pipe_choked, the
+ * check lws documents for a write outside WRITEABLE). A frame the kernel
+ * takes only in part is kept by lws and finished at its next WRITEABLE,
+ * before any frame of ours (the queue is written only from WRITEABLE).
+ * 0 when written (or the write failed and the link is closing), 1 when
+ * the caller is to queue it. */
+static int link_write_now(tf_link_t *l, const char *text, size_t len)
+{
+    if (l->state != LINK_READY || !tf_list_empty(&l->sendq) ||
+        lws_send_pipe_choked(l->wsi))
+        return 1;
+    unsigned char *buf = malloc(LWS_PRE + len);
+    if (!buf)
+        return 1;
+    memcpy(buf + LWS_PRE, text, len);
+    int n = lws_write(l->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+    free(buf);
+    if (n < 0) {
+        /* The socket is unusable: lws closes it at its next service. */
+        tf_warn("link", "write to %s failed", link_who(l));
+        lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_SEND,
+                        LWS_TO_KILL_ASYNC);
+    } else if (n < (int)len) {
+        /* lws takes a frame whole or, once the websocket is closing (the
+         * slave sent its close), not at all: the link goes at its CLOSED
+         * callback. */
+        tf_debug("link", "%s is closing: a message to it was dropped",
+                 link_who(l));
+    }
+    return 0;
+}
+
+int tf_link_send_text_now(tf_link_t *l, const char *text, size_t len)
+{
+    if (l->state == LINK_CLOSING || !l->wsi)
+        return TF_ESTATE;
+    if (link_write_now(l, text, len) == 0)
+        return 0;
+    return link_queue(l, text, len, false);
+}
+
 int tf_link_send_text(tf_link_t *l, const char *text, size_t len)
 {
     if (l->state == LINK_CLOSING || !l->wsi)

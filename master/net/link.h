@@ -31,6 +31,10 @@ int tf_link_callback(struct lws *wsi, enum lws_callback_reasons reason,
  * queue is over its cap (the link is then closed: a slow reader is cut
  * off), or TF_ESTATE when the link is closing. */
 int tf_link_send_text(tf_link_t *l, const char *text, size_t len);
+/* As tf_link_send_text, but written at once, outside a WRITEABLE
+ * callback, when nothing is queued before it and lws can take it whole
+ * now (a build_start: the start latency of a burst). */
+int tf_link_send_text_now(tf_link_t *l, const char *text, size_t len);
 
 /* Encodes and queues a message. */
 int tf_link_send_msg(tf_link_t *l, const tf_msg_t *msg);

@@ -18,12 +18,25 @@
  * a commit is a WAL append without an fsync; it survives a crash of the
  * process, which is what an ack to a slave or tf-try promises, while an
  * OS crash or power loss may lose the last transactions (FULL would add
- * an fsync per commit). Checkpoints (the fsyncs) run in the writer's
- * idle work (maintain), not after the commit that passes sqlite's 1,000
- * pages: a burst of 5,000 build starts crossed that five times, and each
- * checkpoint held the writer, and every build_start behind it, 20 to 50
- * ms. At 16,384 pages (64 MiB) of WAL a commit still checkpoints, for a
- * writer that is never idle.
+ * an fsync per commit). Checkpoints (the fsyncs) run on a thread of
+ * their own with a connection of its own (the checkpointer, below), not
+ * on the writer: a checkpoint after the commit that passed sqlite's
+ * 1,000 pages held the writer, and every build_start behind it, 20 to 50
+ * ms five times in a burst of 5,000 starts; one in the writer's idle work
+ * still met the burst's first batch now and then (the writer goes idle
+ * between the reload's writes and the first start batch). At 16,384 pages
+ * (64 MiB) of WAL a commit still checkpoints, should the checkpointer
+ * fall that far behind.
+ *
+ * The checkpointer: a PASSIVE checkpoint copies what the WAL holds into
+ * the database file while the writer goes on appending to the WAL (sqlite
+ * lets one checkpointer and one writer run at once); the next write after
+ * a complete one starts the WAL over. The writer wakes it after a commit
+ * (one atomic flag, a signal only when it was clear), and it checkpoints
+ * CKPT_DELAY_MS later, so a stream of commits costs one checkpoint a
+ * second, not one per commit. It starts with the writer's first batch
+ * (offline tools that open the store, vacuum and migrate, have none) and
+ * stops before the closing checkpoint.
  *
  * Which failures fail a group alone and which fail the batch: an sqlite
  * error that says something about the database as a whole (full, I/O,
@@ -64,6 +77,7 @@
 #define BUSY_TIMEOUT_MS 5000
 #define JOURNAL_SIZE_LIMIT "67108864" /* truncate the WAL back to 64 MiB */
 #define WAL_AUTOCHECKPOINT "16384"     /* pages: 64 MiB of WAL (see above) */
+#define CKPT_DELAY_MS 1000 /* from a commit to the checkpoint after it */
 
 /* The prepared statements of the write connection, keyed by the address
  * of their SQL (open addressing; SQL texts have static storage, so there
@@ -107,6 +121,18 @@ struct tf_engine {
     tf_engine_holes_t maint_holes; /* steps the walk left unsealed */
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
 
+    /* The checkpointer (see the header): its connection and thread are
+     * its own; the rest is under ckpt_mu, but for ckpt_dirty, which the
+     * writer sets after a commit. */
+    pthread_mutex_t ckpt_mu;
+    pthread_cond_t ckpt_cond;
+    pthread_t ckpt_thread;
+    sqlite3 *ckpt_db;
+    bool ckpt_started;      /* writer thread only */
+    bool ckpt_stop;
+    bool ckpt_failing;      /* the last checkpoint failed (said once) */
+    int ckpt_dirty;         /* atomic: commits since the last checkpoint */
+
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
     pthread_cond_t pool_cond;
@@ -115,6 +141,9 @@ struct tf_engine {
     unsigned nreaders;
     unsigned nfree;
 };
+
+static int open_conn(const char *path, int flags, sqlite3 **out);
+static void ckpt_kick(tf_engine_t *e);
 
 /* Control statements, prepared once through the statement cache. */
 static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
@@ -1111,6 +1140,7 @@ static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
     src = ctl(e, SQL_COMMIT);
     if (src != SQLITE_OK)
         goto fail;
+    ckpt_kick(e);
     return TF_ENG_OK;
 
 fail:
@@ -1289,14 +1319,6 @@ static int maintain(tf_engine_t *e, const tf_retention_t *ret,
     uint64_t to = 0;
     int src;
 
-    /* The writer is idle: the WAL goes into the file now (the header).
-     * Readers in the way make it stop short (SQLITE_BUSY is no error);
-     * the next idle turn goes on. */
-    src = sqlite3_wal_checkpoint_v2(e->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
-                                    NULL, NULL);
-    if (src != SQLITE_OK && src != SQLITE_BUSY && src != SQLITE_LOCKED)
-        tf_warn(SUB, "%s: idle checkpoint: %s", e->path,
-                sqlite3_errmsg(e->db));
     src = ctl(e, SQL_BEGIN);
 
     *removed = false;
@@ -1392,6 +1414,136 @@ static void checkpoint(tf_engine_t *e)
                 e->path, sqlite3_errmsg(e->db));
 }
 
+/* ---- The checkpointer (see the file's header) ---- */
+
+/* Absolute CLOCK_MONOTONIC time ms from now (ckpt_cond runs on it). */
+static void ckpt_deadline(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000u;
+    ts->tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* One PASSIVE checkpoint on the checkpointer's connection. Readers or
+ * the writer in the way make it stop short (SQLITE_BUSY is no error: the
+ * next one goes on). A failure is said once, and again only after a
+ * checkpoint succeeded. */
+static void ckpt_run(tf_engine_t *e)
+{
+    int nlog = 0, nckpt = 0;
+    int src = sqlite3_wal_checkpoint_v2(e->ckpt_db, NULL,
+                                        SQLITE_CHECKPOINT_PASSIVE, &nlog,
+                                        &nckpt);
+    bool failed = src != SQLITE_OK && src != SQLITE_BUSY &&
+                  src != SQLITE_LOCKED;
+
+    pthread_mutex_lock(&e->ckpt_mu);
+    if (failed && !e->ckpt_failing)
+        tf_warn(SUB, "%s: checkpoint: %s (the WAL keeps what it holds; the "
+                     "next commit tries again)",
+                e->path, sqlite3_errmsg(e->ckpt_db));
+    e->ckpt_failing = failed;
+    pthread_mutex_unlock(&e->ckpt_mu);
+    tf_debug(SUB, "%s: checkpoint: %d of %d WAL frames in the file (%s)",
+             e->path, nckpt, nlog, sqlite3_errstr(src));
+}
+
+/* The checkpointer thread: sleeps until a commit wakes it, lets
+ * CKPT_DELAY_MS of further commits gather, checkpoints, and again; at
+ * stop it returns without a last one (close_writer's closing checkpoint
+ * follows on the write connection). */
+static void *ckpt_main(void *arg)
+{
+    tf_engine_t *e = arg;
+
+    pthread_setname_np(pthread_self(), "tf-checkpoint");
+    pthread_mutex_lock(&e->ckpt_mu);
+    for (;;) {
+        while (!e->ckpt_stop &&
+               !__atomic_load_n(&e->ckpt_dirty, __ATOMIC_ACQUIRE))
+            pthread_cond_wait(&e->ckpt_cond, &e->ckpt_mu);
+        if (e->ckpt_stop)
+            break;
+        struct timespec ts;
+        ckpt_deadline(&ts, CKPT_DELAY_MS);
+        while (!e->ckpt_stop &&
+               pthread_cond_timedwait(&e->ckpt_cond, &e->ckpt_mu, &ts) !=
+                   ETIMEDOUT)
+            ;
+        if (e->ckpt_stop)
+            break;
+        /* Commits from here on wake the next round. */
+        __atomic_store_n(&e->ckpt_dirty, 0, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&e->ckpt_mu);
+        ckpt_run(e);
+        pthread_mutex_lock(&e->ckpt_mu);
+    }
+    pthread_mutex_unlock(&e->ckpt_mu);
+    return NULL;
+}
+
+/* Starts the checkpointer (writer thread, first batch). Without it (no
+ * connection, no thread) checkpoints come from the WAL's size alone
+ * (WAL_AUTOCHECKPOINT), as sqlite would: said, not fatal. */
+static void ckpt_start(tf_engine_t *e)
+{
+    e->ckpt_started = true;
+    if (open_conn(e->path, SQLITE_OPEN_READWRITE, &e->ckpt_db) != 0)
+        goto fail;
+    /* Its own autocheckpoint would never fire (it commits nothing), but
+     * its close would checkpoint: the writer's closing one is the one. */
+    sqlite3_wal_autocheckpoint(e->ckpt_db, 0);
+    /* A connection learns the database is in WAL mode when it first
+     * reads it; until then a checkpoint on it does nothing. */
+    if (sqlite3_exec(e->ckpt_db, "PRAGMA journal_mode", NULL, NULL, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(e->ckpt_db);
+        e->ckpt_db = NULL;
+        goto fail;
+    }
+    if (pthread_create(&e->ckpt_thread, NULL, ckpt_main, e) == 0)
+        return;
+    sqlite3_close(e->ckpt_db);
+    e->ckpt_db = NULL;
+fail:
+    tf_warn(SUB, "%s: no checkpointer thread: the WAL is checkpointed by "
+                 "the commits that pass %s pages",
+            e->path, WAL_AUTOCHECKPOINT);
+}
+
+/* After a commit on the write connection: wakes the checkpointer unless
+ * it is already due to run. */
+static void ckpt_kick(tf_engine_t *e)
+{
+    if (!e->ckpt_started)
+        ckpt_start(e);
+    if (!e->ckpt_db ||
+        __atomic_exchange_n(&e->ckpt_dirty, 1, __ATOMIC_ACQ_REL))
+        return;
+    pthread_mutex_lock(&e->ckpt_mu);
+    pthread_cond_signal(&e->ckpt_cond);
+    pthread_mutex_unlock(&e->ckpt_mu);
+}
+
+/* Stops and joins the checkpointer and closes its connection (before the
+ * writer's closing checkpoint). */
+static void ckpt_stop(tf_engine_t *e)
+{
+    if (!e->ckpt_db)
+        return;
+    pthread_mutex_lock(&e->ckpt_mu);
+    e->ckpt_stop = true;
+    pthread_cond_signal(&e->ckpt_cond);
+    pthread_mutex_unlock(&e->ckpt_mu);
+    pthread_join(e->ckpt_thread, NULL);
+    sqlite3_close(e->ckpt_db);
+    e->ckpt_db = NULL;
+}
+
 /* Finalizes the cached statements and closes the write connection. A
  * statement still open at this point was leaked by a write function: it
  * is named and finalized so the connection really closes. */
@@ -1408,6 +1560,7 @@ static void close_writer(tf_engine_t *e)
     free(e->sealbuf);
     e->sealbuf = NULL;
     e->sealcap = 0;
+    ckpt_stop(e);
     if (!e->db)
         return;
     cache_clear(&e->cache);
@@ -1929,6 +2082,8 @@ static void destroy(tf_engine_t *e)
     free(e->free_rd);
     pthread_mutex_destroy(&e->pool_mu);
     pthread_cond_destroy(&e->pool_cond);
+    pthread_mutex_destroy(&e->ckpt_mu);
+    pthread_cond_destroy(&e->ckpt_cond);
     free(e->path);
     free(e);
 }
@@ -1937,6 +2092,7 @@ static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
                        int *schema_version)
 {
     tf_engine_t *e;
+    pthread_condattr_t ca;
     long long version = 0;
     int rc;
 
@@ -1950,6 +2106,14 @@ static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
         return TF_ENOMEM;
     pthread_mutex_init(&e->pool_mu, NULL);
     pthread_cond_init(&e->pool_cond, NULL);
+    pthread_mutex_init(&e->ckpt_mu, NULL);
+    if (pthread_condattr_init(&ca) != 0) {
+        destroy(e);
+        return TF_ENOMEM;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->ckpt_cond, &ca);
+    pthread_condattr_destroy(&ca);
     e->path = strdup(path);
     if (!e->path) {
         destroy(e);

@@ -8,9 +8,11 @@ and never answered as a complete, successful log with wrong bytes.
 """
 
 import http.client
+import os
 import shutil
+import sqlite3
 
-from tfharness import TF_MASTER, deterministic_bytes, sha256
+from tfharness import TF_MASTER, deterministic_bytes, sha256, wait_for
 
 PAGE = 4096
 
@@ -76,6 +78,50 @@ def test_clean_stop_leaves_a_complete_database_file(farm):
     r = _check(farm, m.dir)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout
+
+
+def _finished_in_file_alone(m, build_id, copy):
+    """Whether the database file of m, copied without its -wal (what a
+    crash of the machine could leave once the WAL is lost, and what a
+    file-level backup of the main file holds), has build_id finished."""
+    shutil.copyfile(m.db_path, copy)
+    for extra in ("-wal", "-shm"):
+        copy.with_name(copy.name + extra).unlink(missing_ok=True)
+    db = sqlite3.connect(copy)
+    try:
+        row = db.execute("SELECT state FROM builds WHERE id = ?",
+                         (build_id,)).fetchone()
+    except sqlite3.OperationalError:
+        return False  # not even the schema is in the file yet
+    finally:
+        db.close()
+    return row is not None and row[0] == "finished"
+
+
+def test_a_running_master_checkpoints_its_wal_on_a_thread_of_its_own(farm):
+    """The WAL goes into the database file within seconds of each commit
+    while the master runs, build after build, by a checkpointer thread of
+    its own (tf-checkpoint), not in the writer's idle work, which ran
+    one every 10 s at most and could meet a burst's first start batch."""
+    big = farm.tmp / "small.bin"
+    big.write_bytes(deterministic_bytes(64 * 1024, seed=5))
+    m = farm.master(_config(big), log_level="debug")
+    farm.slave(m, "s1", log_level="info")
+    copy = farm.tmp / "copy.sqlite"
+    for _ in range(3):
+        b = m.run_build("big", timeout=60)
+        assert b["result"] == "SUCCESS", b
+        wait_for(lambda: _finished_in_file_alone(m, b["id"], copy), 5,
+                 f"build {b['id']} in the database file without its WAL",
+                 farm=farm)
+    tasks = f"/proc/{m.proc.pid}/task"
+    names = {open(f"{tasks}/{t}/comm").read().strip()
+             for t in os.listdir(tasks)}
+    assert "tf-checkpoint" in names, names
+    assert "the next commit tries again" not in m.log_text()
+    m.stop()
+    assert "checkpointed: the database file alone is complete" in \
+        m.log_text()
 
 
 def test_a_damaged_database_is_reported_and_refused(farm):

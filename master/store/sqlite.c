@@ -64,7 +64,6 @@
 #define BUSY_TIMEOUT_MS 5000
 #define JOURNAL_SIZE_LIMIT "67108864" /* truncate the WAL back to 64 MiB */
 #define WAL_AUTOCHECKPOINT "16384"     /* pages: 64 MiB of WAL (see above) */
-#define STMT_JOURNAL_SPILL (16 << 20) /* bytes of sub-journal in memory */
 #define BUILDER_TALLY 32 /* builders counted at once (builder_tally_add) */
 
 /* The prepared statements of the write connection, keyed by the address
@@ -1838,14 +1837,6 @@ static void install_log(void)
      * writer's time per started build; nothing here reads them. */
     if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
         tf_debug(SUB, "sqlite's memory statistics were already set up");
-    /* The savepoint of each group (apply_batch) keeps the pages its group
-     * changes in a sub-journal, which sqlite moves to a temporary file
-     * past 64 KiB: a start batch of 256 builds passed that, and created,
-     * wrote and removed a file in /var/tmp per batch on the writer's
-     * clock. In memory up to STMT_JOURNAL_SPILL, a file past it. */
-    if (sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, STMT_JOURNAL_SPILL) !=
-        SQLITE_OK)
-        tf_debug(SUB, "sqlite's statement journal was already set up");
 }
 
 /* Hands text to line one line at a time (a row of integrity_check may

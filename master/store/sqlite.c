@@ -521,8 +521,13 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC_W(tf__writes_build_step, o, i);
     /* The blamelist: the changes the request stands for, those of the
-     * requests collapsed into it included. */
-    EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
+     * requests collapsed into it included. The one master of this
+     * database holds every open request's changes in memory (it stores
+     * each change of them it makes), so when it says there are none, the
+     * lookup (a statement per build, most starts have no changes) is
+     * skipped. */
+    if (!o->no_changes)
+        EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
     EXEC_W(tf__writes_build_request, o);
     return builder_tally_add(e, o);
 }

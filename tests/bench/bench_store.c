@@ -38,6 +38,9 @@
 #include "store/store.h"
 
 #define BATCH 256 /* TF_BUILD_BATCH_MAX in master/core/build.c */
+#ifndef NO_CHANGES /* -DNO_CHANGES=0 for a tree before tf_build_rec_t had it */
+#define NO_CHANGES 1
+#endif
 
 typedef struct bench {
     uv_loop_t loop;
@@ -186,6 +189,7 @@ static int start_builds(bench_t *b, unsigned nbuilds, unsigned nbuilders)
                 .recipe = "f357e962cfbb15f10cbdf55ee504f6b99339121a0145b1dc"
                           "ecfac4e12991bc78",
                 .created_ms = 2000, .steps = &step, .nsteps = 1,
+                .no_changes = NO_CHANGES, /* forced builds have none */
             };
             tf_op_build_create(g, &rec);
             tf_wgroup_unit_end(g);

@@ -955,6 +955,10 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
         .created_ms = b->created_ms,
         .steps = srec,
         .nsteps = srec && cmds ? nsteps : 0,
+        /* r's changes are all in memory (sched.c stores each it adds,
+         * master.c loads an open request's), so none there is none
+         * stored. */
+        .no_changes = r->nchanges == 0,
     };
     if (!srec || !cmds)
         tf_wgroup_fail(m->group);

@@ -565,6 +565,7 @@ int tf_op_build_create(tf_wgroup_t *g, const tf_build_rec_t *b)
         c->number = b->number;
         c->request_id = b->request_id;
         c->created_ms = b->created_ms;
+        c->no_changes = b->no_changes;
         S(build_create.builder, b->builder);
         S(build_create.slave, b->slave);
         S(build_create.properties, b->properties ? b->properties : "{}");

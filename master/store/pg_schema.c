@@ -297,6 +297,10 @@ static const char *const pg_migrations[] = {
     /* A connected slave draining, for every master's counts of the
      * farm's slaves by state (api/pages.c). */
     "ALTER TABLE slaves ADD COLUMN draining BIGINT NOT NULL DEFAULT 0;",
+
+    /* 12: builds_by_builder goes (sqlite's migration 12): the
+     * UNIQUE(builder, number) constraint's index is the same index. */
+    "DROP INDEX IF EXISTS builds_by_builder;",
 };
 
 size_t tf_pg_schema_count(void)

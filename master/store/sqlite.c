@@ -78,6 +78,7 @@
 #define JOURNAL_SIZE_LIMIT "67108864" /* truncate the WAL back to 64 MiB */
 #define WAL_AUTOCHECKPOINT "16384"     /* pages: 64 MiB of WAL (see above) */
 #define CKPT_DELAY_MS 1000 /* from a commit to the checkpoint after it */
+#define BUILDER_TALLY 32 /* builders counted at once (builder_tally_add) */
 
 /* The prepared statements of the write connection, keyed by the address
  * of their SQL (open addressing; SQL texts have static storage, so there
@@ -120,6 +121,15 @@ struct tf_engine {
     unsigned maint_step;
     tf_engine_holes_t maint_holes; /* steps the walk left unsealed */
     char ret_builder[TF_NAME_MAX + 1]; /* where the retention walk is */
+    /* The builders of the build starts applied since the last other op
+     * of the group (builder_tally_flush): their builders rows are
+     * updated once per builder, not once per build. */
+    struct {
+        const char *builder; /* the op's, in the group being applied */
+        uint64_t last_id;
+        unsigned n;
+    } tally[BUILDER_TALLY];
+    size_t ntally;
 
     /* The checkpointer (see the header): its connection and thread are
      * its own; the rest is under ckpt_mu, but for ckpt_dirty, which the
@@ -485,11 +495,54 @@ static const char SQL_STAT[] =
     "INSERT OR REPLACE INTO stats(builder, build_id, step, name, value) "
     "VALUES(?1, ?2, ?3, ?4, ?5)";
 
+/* Writes the builders rows of the tallied build starts (one UPDATE per
+ * builder) and empties the tally. Returns an sqlite code. */
+static int builder_tally_flush(tf_engine_t *e)
+{
+    int src = SQLITE_OK;
+
+    for (size_t i = 0; i < e->ntally && src == SQLITE_OK; i++) {
+        tf_sqlstmt_t st;
+        tf_sqlval_t v[TF_WRITES_MAX_VALS];
+        tf__writes_builder_builds(&st, v, e->tally[i].builder,
+                                  e->tally[i].last_id, e->tally[i].n);
+        src = tf__writes_run(e, exec, &st, 1);
+    }
+    e->ntally = 0;
+    return src;
+}
+
+/* Counts a build start into its builder's tally, flushing the tally
+ * first when it has no room for another builder. Returns an sqlite
+ * code. */
+static int builder_tally_add(tf_engine_t *e, const tf_op_build_create_t *o)
+{
+    size_t i;
+    int src;
+
+    for (i = 0; i < e->ntally; i++)
+        if (strcmp(e->tally[i].builder, o->builder) == 0)
+            break;
+    if (i == BUILDER_TALLY) {
+        if ((src = builder_tally_flush(e)) != SQLITE_OK)
+            return src;
+        i = 0;
+    }
+    if (i == e->ntally) {
+        e->tally[i].builder = o->builder;
+        e->tally[i].n = 0;
+        e->ntally++;
+    }
+    e->tally[i].last_id = o->id;
+    e->tally[i].n++;
+    return SQLITE_OK;
+}
+
+/* A build's rows; its builder's row is counted in the tally (written by
+ * apply_group when the run of build starts ends): a start batch's 256
+ * builds update their builders' rows once per builder. */
 static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
 {
-    tf_sqlstmt_t st[TF_WRITES_MAX_STMTS];
-    tf_sqlval_t v[TF_WRITES_MAX_VALS];
-
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
@@ -497,9 +550,15 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC_W(tf__writes_build_step, o, i);
     /* The blamelist: the changes the request stands for, those of the
-     * requests collapsed into it included. */
-    EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
-    return tf__writes_run(e, exec, st, tf__writes_build_started(st, v, o));
+     * requests collapsed into it included. The one master of this
+     * database holds every open request's changes in memory (it stores
+     * each change of them it makes), so when it says there are none, the
+     * lookup (a statement per build, most starts have no changes) is
+     * skipped. */
+    if (!o->no_changes)
+        EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));
+    EXEC_W(tf__writes_build_request, o);
+    return builder_tally_add(e, o);
 }
 
 /* The event chain (store.h, tf_op_build_seq): nothing after a hole. */
@@ -1076,14 +1135,25 @@ static int op_apply(tf_engine_t *e, const tf_op_t *op)
 /* Writer: a batch                                                     */
 /* ------------------------------------------------------------------ */
 
+/* Applies g's ops in order. The builders rows of a run of build starts
+ * are written where the run ends (before the next op of another kind, or
+ * at the group's end), so every op sees what it would have seen had each
+ * start written its own. */
 static int apply_group(tf_engine_t *e, const tf_wgroup_t *g)
 {
-    for (const tf_op_t *op = g->head; op; op = op->next) {
-        int src = op_apply(e, op);
-        if (src != SQLITE_OK)
-            return src;
+    int src = SQLITE_OK;
+
+    e->ntally = 0;
+    for (const tf_op_t *op = g->head; op && src == SQLITE_OK; op = op->next) {
+        if (op->kind != TF_OP_BUILD_CREATE && e->ntally)
+            src = builder_tally_flush(e);
+        if (src == SQLITE_OK)
+            src = op_apply(e, op);
     }
-    return SQLITE_OK;
+    if (src == SQLITE_OK)
+        src = builder_tally_flush(e);
+    e->ntally = 0;
+    return src;
 }
 
 static int apply_batch(tf_engine_t *e, tf_wgroup_t *first, size_t n,
@@ -1920,6 +1990,11 @@ static void install_log(void)
     /* Only possible before sqlite initialises: the first open does it. */
     if (sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log, NULL) != SQLITE_OK)
         tf_debug(SUB, "sqlite's error log was already set up");
+    /* No memory statistics: with them every allocation sqlite makes
+     * takes a process-wide mutex to count itself, a few percent of the
+     * writer's time per started build; nothing here reads them. */
+    if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+        tf_debug(SUB, "sqlite's memory statistics were already set up");
 }
 
 /* Hands text to line one line at a time (a row of integrity_check may

@@ -427,6 +427,11 @@ typedef struct tf_build_rec {
     int64_t created_ms;
     const tf_build_step_rec_t *steps;
     size_t nsteps;
+    bool no_changes; /* the caller knows the request has no changes (its
+                      * own or those of requests collapsed into it): the
+                      * one master of an sqlite database then skips
+                      * reading them for the blamelist; false is always
+                      * right */
 } tf_build_rec_t;
 int tf_op_build_create(tf_wgroup_t *g, const tf_build_rec_t *b);
 

@@ -305,6 +305,11 @@ static const char *const migrations[] = {
     /* And whether a connected slave drains (no new builds): shared
      * masters count every master's slaves by state (api/pages.c). */
     "ALTER TABLE slaves ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;",
+    /* 12: builds_by_builder goes: it indexed (builder, number), which the
+     * table's UNIQUE(builder, number) already indexes, so every build
+     * started paid for one B-tree insert more than its reads need (the
+     * queries that walked it walk the unique index the same way). */
+    "DROP INDEX IF EXISTS builds_by_builder;",
 };
 
 size_t tf_schema_count(void)

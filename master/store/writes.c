@@ -80,8 +80,8 @@ static const char SQL_BUILD_REQUEST_RUNNING[] =
     "UPDATE build_requests SET state = 'running', build_id = ?1, "
     "started_ms = coalesce(started_ms, ?2) WHERE id = ?3";
 static const char SQL_BUILD_BUILDER[] =
-    "UPDATE builders SET last_build_id = ?1, builds_total = builds_total + 1 "
-    "WHERE name = ?2";
+    "UPDATE builders SET last_build_id = ?1, builds_total = builds_total + ?2 "
+    "WHERE name = ?3";
 const char tf__sql_build_seq[] =
     "UPDATE builds SET last_seq = ?1 WHERE id = ?2 AND last_seq = ?3";
 static const char SQL_STEP_START_BUILD[] =
@@ -355,12 +355,25 @@ void tf__writes_build_step(tf_sqlstmt_t *st, tf_sqlval_t *v,
         T(o->steps[i].command_json), I(o->steps[i].flags));
 }
 
+void tf__writes_build_request(tf_sqlstmt_t *st, tf_sqlval_t *v,
+                              const tf_op_build_create_t *o)
+{
+    PUT(st, v, SQL_BUILD_REQUEST_RUNNING, I(o->id), I(o->created_ms),
+        I(o->request_id));
+}
+
+void tf__writes_builder_builds(tf_sqlstmt_t *st, tf_sqlval_t *v,
+                               const char *builder, uint64_t last_id,
+                               unsigned n)
+{
+    PUT(st, v, SQL_BUILD_BUILDER, I(last_id), I(n), T(builder));
+}
+
 size_t tf__writes_build_started(tf_sqlstmt_t *st, tf_sqlval_t *v,
                                 const tf_op_build_create_t *o)
 {
-    PUT(&st[0], v, SQL_BUILD_REQUEST_RUNNING, I(o->id), I(o->created_ms),
-        I(o->request_id));
-    PUT(&st[1], v + 3, SQL_BUILD_BUILDER, I(o->id), T(o->builder));
+    tf__writes_build_request(&st[0], v, o);
+    tf__writes_builder_builds(&st[1], v + 3, o->builder, o->id, 1);
     return 2;
 }
 

@@ -88,6 +88,16 @@ void tf__writes_build_step(tf_sqlstmt_t *st, tf_sqlval_t *vals,
                            const tf_op_build_create_t *o, size_t i);
 size_t tf__writes_build_started(tf_sqlstmt_t *st, tf_sqlval_t *vals,
                                 const tf_op_build_create_t *o);
+/* The two statements of tf__writes_build_started apart, for an engine
+ * that counts a run of build starts into their builders itself: the
+ * request running, and n builds started on builder, last_id the last
+ * (the same as n single ones in order: builds_total grows by n, and
+ * last_build_id ends at the last). builder is borrowed. */
+void tf__writes_build_request(tf_sqlstmt_t *st, tf_sqlval_t *vals,
+                              const tf_op_build_create_t *o);
+void tf__writes_builder_builds(tf_sqlstmt_t *st, tf_sqlval_t *vals,
+                               const char *builder, uint64_t last_id,
+                               unsigned n);
 
 /* The step's row of step_finish and of step_force_end (sealing the log's
  * rest is the engine's). */

@@ -107,7 +107,14 @@ def writer_tid(pid):
 
 
 def thread_cpu_s(pid, tid):
-    """CPU seconds (user + system) one thread of pid has used so far."""
+    """CPU seconds (user + system) one thread of pid has used so far: from
+    schedstat in nanoseconds where the kernel has it, else from stat in
+    clock ticks (10 ms, a tenth of a 5,000-build burst's writer time)."""
+    try:
+        with open("/proc/%d/task/%d/schedstat" % (pid, tid)) as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
             fields = f.read().rsplit(")", 1)[1].split()

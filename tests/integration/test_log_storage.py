@@ -183,8 +183,13 @@ def test_an_old_database_reads_back_exactly_after_the_upgrade(farm):
                           "PostgreSQL database starts at the current schema)")
     make_v5_database(m.db_path, {1: (big, True), 2: (small, True)})
     assert db_rows(m, "PRAGMA user_version")[0][0] == 5
+    assert db_rows(m, "SELECT count(*) FROM sqlite_master WHERE name = "
+                      "'builds_by_builder'")[0][0] == 1
     m.start()
     assert db_rows(m, "PRAGMA user_version")[0][0] >= 8
+    # Schema 12 dropped the index that duplicated UNIQUE(builder, number).
+    assert db_rows(m, "SELECT count(*) FROM sqlite_master WHERE name = "
+                      "'builds_by_builder'")[0][0] == 0
     # At once, whatever the master has sealed yet.
     check_ranges(m, 1, big)
     assert m.step_log(2, 0) == small

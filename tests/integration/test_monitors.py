@@ -241,7 +241,8 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
     # migrations after 6: migration 7's test results go too, schema 8's
     # compressed logs: the logs go back into chunks, schema 9's farm,
     # recipes and indexes, schema 10's build owners and schema 11's stored
-    # cancels and draining flags).
+    # cancels and draining flags; schema 12 dropped builds_by_builder, which
+    # schema 5 had).
     import sqlite3
     db = sqlite3.connect(m.db_path)
     db.executescript(
@@ -267,6 +268,7 @@ def test_a_try_build_from_an_older_database_is_told_apart(farm):
         "ALTER TABLE try_jobs DROP COLUMN new_failures_only;"
         "DROP INDEX builds_by_builder_kind;"
         "ALTER TABLE builds DROP COLUMN kind;"
+        "CREATE INDEX builds_by_builder ON builds(builder, number);"
         f"UPDATE builders SET last_complete_build_id = {tb}, "
         "last_complete_result = 2 WHERE name = 'fragile';"
         "PRAGMA user_version = 5;")

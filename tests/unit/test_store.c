@@ -446,6 +446,88 @@ TF_TEST(newer_schema_is_refused)
     fx_teardown(&f);
 }
 
+/* Runs the EXPLAIN QUERY PLAN in q->sql and keeps its first row's
+ * detail (the plan of a one-table query) in q->text. */
+static int plan_fn(tf_db_t *tdb, void *arg)
+{
+    sqlite3 *db = tf__db_lite(tdb);
+    q1_t *q = arg;
+    sqlite3_stmt *st = NULL;
+    int rc = TF_ESTORE;
+
+    if (sqlite3_prepare_v2(db, q->sql, -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW || sqlite3_column_count(st) < 4)
+        goto out;
+    snprintf(q->text, sizeof(q->text), "%s",
+             sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3)
+                                        : "(null)");
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* A database at schema version 11 (builds_by_builder still there, two
+ * builds of one builder) opens at the current version: the duplicate
+ * index is gone (migration 12), the rows are as they were, and a build
+ * is still found by (builder, number) through the UNIQUE index. */
+TF_TEST(version_11_loses_the_duplicate_builds_index)
+{
+    fx_t f;
+    fx_setup(&f);
+    sqlite3 *db = NULL;
+
+    TF_CHECK_INT(sqlite3_open(f.path, &db), SQLITE_OK);
+    for (size_t v = 1; v <= 11; v++)
+        TF_CHECK_INT(sqlite3_exec(db, tf_schema_migration(v), NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    TF_CHECK_INT(sqlite3_exec(db,
+                              "PRAGMA user_version = 11;"
+                              "INSERT INTO builders(name, builds_total, "
+                              "last_build_id) VALUES('b1', 2, 8);"
+                              "INSERT INTO builds(id, builder, number, "
+                              "request_id, slave, state, created_ms, nsteps, "
+                              "properties) VALUES"
+                              "(7, 'b1', 1, 1, 's1', 'finished', 10, 1, "
+                              "'{\"k\":1}'),"
+                              "(8, 'b1', 2, 2, 's1', 'running', 20, 1, '{}');",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    TF_CHECK_INT(direct_int(f.path, "SELECT count(*) FROM sqlite_master "
+                                    "WHERE name = 'builds_by_builder'"),
+                 1);
+
+    tf_store_t *s = open_ok(&f, NULL);
+    TF_CHECK(tf_schema_count() >= 12);
+    TF_CHECK_INT(tf_store_schema_version(s), tf_schema_count());
+    TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master "
+                             "WHERE name = 'builds_by_builder'"),
+                 0);
+    /* The other indexes of builds are all still there. */
+    TF_CHECK_INT(read_int(s, "SELECT count(*) FROM sqlite_master WHERE "
+                             "type = 'index' AND tbl_name = 'builds'"),
+                 9);
+    TF_CHECK_INT(read_int(s, "SELECT count(*) FROM builds"), 2);
+    TF_CHECK_INT(read_int(s, "SELECT id FROM builds WHERE builder = 'b1' "
+                             "AND number = 2"),
+                 8);
+    TF_CHECK_INT(read_int(s, "SELECT created_ms FROM builds WHERE id = 7"),
+                 10);
+    TF_CHECK_INT(read_int(s, "SELECT json_extract(properties, '$.k') FROM "
+                             "builds WHERE id = 7"),
+                 1);
+    TF_CHECK_INT(read_int(s, "SELECT last_build_id FROM builders"), 8);
+    /* The lookup by (builder, number) takes the UNIQUE index. */
+    q1_t plan = {.sql = "EXPLAIN QUERY PLAN SELECT id FROM builds "
+                        "WHERE builder = 'b1' AND number = 2"};
+    TF_CHECK_INT(tf_store_read_sync(s, plan_fn, &plan), 0);
+    TF_CHECK(strstr(plan.text, "sqlite_autoindex_builds_1") != NULL);
+    store_close_wait(&f, s);
+    fx_teardown(&f);
+}
+
 TF_TEST(garbage_file_is_refused)
 {
     fx_t f;

@@ -590,6 +590,95 @@ TF_TEST(a_failed_group_of_units_commits_every_unit_but_the_bad_one)
     fx_teardown(&f);
 }
 
+/* A start batch (master/core/build.c): builds of two builders
+ * interleaved, one unit each, with another op between two of them, the
+ * builders' counts last. Each builder counts every build it started and
+ * names its last one, as if each start had written its builder's row
+ * alone (the sqlite engine writes them once per builder and run of
+ * starts); a unit that fails alone (a number taken twice) counts for
+ * nothing. */
+TF_TEST(a_start_batch_counts_each_builders_builds)
+{
+    static const struct { uint64_t id, number; const char *builder; }
+        starts[] = {{1, 1, "b1"}, {2, 1, "b2"}, {3, 2, "b1"}, {4, 3, "b1"},
+                    {5, 2, "b2"}, {6, 4, "b1"}};
+    fx_t f;
+    fx_setup(&f);
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    tf_op_builder_activate(g, "b1");
+    tf_op_builder_activate(g, "b2");
+    tf_op_slave_known(g, "s1");
+    for (uint64_t i = 1; i <= 8; i++) {
+        tf_request_rec_t r = {.id = i, .builder = i % 2 ? "b1" : "b2",
+                              .reason = "test", .submitted_ms = 10};
+        tf_op_request_create(g, &r);
+    }
+    TF_CHECK_INT(commit(&f, g), 0);
+
+    units_out_t u;
+    g = tf_wgroup_new(0);
+    u = (units_out_t){.g = g, .rc = 1};
+    for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
+        tf_build_rec_t b = {.id = starts[i].id, .number = starts[i].number,
+                            .request_id = starts[i].id,
+                            .builder = starts[i].builder, .slave = "s1",
+                            .created_ms = 20};
+        tf_op_build_create(g, &b);
+        if (i == 3)
+            tf_op_slave_event(g, "s1", 20, "between", NULL);
+        TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    }
+    tf_op_builder_counts(g, "b1", 0, 4);
+    tf_op_builder_counts(g, "b2", 0, 2);
+    TF_CHECK_INT(tf_store_submit(f.s, g, units_cb, &u), 0);
+    while (u.calls == 0)
+        uv_run(&f.loop, UV_RUN_ONCE);
+    TF_CHECK_INT(u.rc, 0);
+    TF_CHECK_INT(dint(&f, "SELECT builds_total FROM builders "
+                          "WHERE name = 'b1'"), 4);
+    TF_CHECK_INT(dint(&f, "SELECT last_build_id FROM builders "
+                          "WHERE name = 'b1'"), 6);
+    TF_CHECK_INT(dint(&f, "SELECT builds_total FROM builders "
+                          "WHERE name = 'b2'"), 2);
+    TF_CHECK_INT(dint(&f, "SELECT last_build_id FROM builders "
+                          "WHERE name = 'b2'"), 5);
+    TF_CHECK_INT(dint(&f, "SELECT running FROM builders WHERE name = 'b1'"),
+                 4);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_requests "
+                          "WHERE state = 'running'"), 6);
+
+    /* A batch whose middle build takes a number b2 already has: the
+     * group fails, each unit is applied alone, and only that one is
+     * lost, its count with it. */
+    static const struct { uint64_t id, number; const char *builder; }
+        again[] = {{7, 5, "b1"}, {8, 2, "b2"}, {9, 6, "b1"}};
+    g = tf_wgroup_new(0);
+    u = (units_out_t){.g = g, .rc = 1};
+    for (size_t i = 0; i < sizeof(again) / sizeof(again[0]); i++) {
+        tf_build_rec_t b = {.id = again[i].id, .number = again[i].number,
+                            .request_id = again[i].id,
+                            .builder = again[i].builder, .slave = "s1",
+                            .created_ms = 30};
+        tf_op_build_create(g, &b);
+        TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    }
+    TF_CHECK_INT(tf_store_submit(f.s, g, units_cb, &u), 0);
+    while (u.calls == 0)
+        uv_run(&f.loop, UV_RUN_ONCE);
+    TF_CHECK_INT(u.unit[0], 0);
+    TF_CHECK(u.unit[1] != 0);
+    TF_CHECK_INT(u.unit[2], 0);
+    TF_CHECK_INT(dint(&f, "SELECT builds_total FROM builders "
+                          "WHERE name = 'b1'"), 6);
+    TF_CHECK_INT(dint(&f, "SELECT last_build_id FROM builders "
+                          "WHERE name = 'b1'"), 9);
+    TF_CHECK_INT(dint(&f, "SELECT builds_total FROM builders "
+                          "WHERE name = 'b2'"), 2);
+    TF_CHECK_INT(dint(&f, "SELECT last_build_id FROM builders "
+                          "WHERE name = 'b2'"), 5);
+    fx_teardown(&f);
+}
+
 /* The done callback may read memory of its group. */
 typedef struct ctx {
     char text[32];

@@ -136,6 +136,48 @@ typedef struct reload {
 
 static void start_reload(tf_master_t *m);
 
+/* The config a reload replaced, freed on a thread-pool thread: 5,000
+ * slaves' strings were a quarter of the loop's share of a reload, and
+ * the loop has builds to start meanwhile. Nothing on the loop points into
+ * it any more (tf_master_apply_config and the reload hooks have moved to
+ * the new one). */
+typedef struct old_config {
+    uv_work_t work;
+    tf_config_t *cfg;
+} old_config_t;
+
+static void old_config_work(uv_work_t *w)
+{
+    old_config_t *o = w->data;
+    tf_config_free(o->cfg);
+    o->cfg = NULL;
+}
+
+static void old_config_after(uv_work_t *w, int status)
+{
+    old_config_t *o = w->data;
+    (void)status;
+    tf_config_free(o->cfg); /* cancelled: not freed yet */
+    free(o);
+}
+
+/* Takes cfg; frees it off the loop, or here when no work can be queued. */
+static void free_config_later(tf_master_t *m, tf_config_t *cfg)
+{
+    old_config_t *o = calloc(1, sizeof(*o));
+    if (!o) {
+        tf_config_free(cfg);
+        return;
+    }
+    o->cfg = cfg;
+    o->work.data = o;
+    if (uv_queue_work(m->loop, &o->work, old_config_work,
+                      old_config_after) != 0) {
+        tf_config_free(cfg);
+        free(o);
+    }
+}
+
 /* A thread-pool thread: reading and checking the file touches nothing of
  * the loop's. */
 static void reload_work(uv_work_t *w)
@@ -176,7 +218,7 @@ static void reload_after(uv_work_t *w, int status)
     tf_mail_reconfigure(&m->mail, m->store, m->cfg);
     /* Cached answers hold links made from the old config. */
     tf_api_cache_flush(m);
-    tf_config_free(old);
+    free_config_later(m, old);
     tf_info("master", "config reloaded: %zu slaves, %zu builders; %zu "
             "secret file(s) read, the others unchanged",
             cfg->nslaves, cfg->nbuilders, r->secrets_read);

@@ -246,6 +246,9 @@ tf_cfg_secrets_t *tf_cfg_secrets_new(void);
 void tf_cfg_secrets_free(tf_cfg_secrets_t *s);
 /* How many secret files loads through s have read (not reused). */
 size_t tf_cfg_secrets_reads(const tf_cfg_secrets_t *s);
+/* How many loads through s found the "slaves" written as in the last
+ * successful one and copied them (tests). */
+size_t tf_cfg_secrets_reuses(const tf_cfg_secrets_t *s);
 
 /* tf_config_load and tf_config_load_text through secrets (borrowed; may be
  * NULL: every file is read). After a successful load the cache drops the
@@ -273,6 +276,10 @@ const tf_cfg_builder_t *tf_config_builder(const tf_config_t *c,
  * slaves nor tags accepts any slave.) */
 bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
                              const tf_cfg_slave_t *s);
+
+/* Whether slave s has every tag of b->tags (true when b has none). */
+bool tf_config_slave_has_tags(const tf_cfg_builder_t *b,
+                              const tf_cfg_slave_t *s);
 
 const tf_cfg_scheduler_t *tf_config_scheduler(const tf_config_t *c,
                                               const char *name);

@@ -29,8 +29,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "map.h"
 #include "tf_err.h"
@@ -53,7 +55,26 @@ struct tf_cfg_secrets {
     tf_map_t *by_path; /* resolved path -> secret_entry_t (owned) */
     uint64_t gen;      /* the current load */
     size_t reads;      /* files read (not reused), for tests */
+    size_t reuses;     /* loads that copied the kept slaves, for tests */
+    cfg_slaves_kept_t kept; /* the last successful load's slaves */
+    /* The directory of the last secret this load stat'ed, and an O_PATH
+     * descriptor of it (-1: it could not be opened, paths are used). */
+    char *dir;
+    int dir_fd;
 };
+
+static void kept_clear(cfg_slaves_kept_t *k)
+{
+    for (size_t i = 0; k->slaves && i < k->n; i++)
+        cfg_slave_clear(&k->slaves[i]);
+    free(k->slaves);
+    cfg_strv_free(k->files, k->n);
+    if (k->text) {
+        explicit_bzero(k->text, k->len); /* it may hold inline secrets */
+        free(k->text);
+    }
+    memset(k, 0, sizeof(*k));
+}
 
 static void entry_free(secret_entry_t *e)
 {
@@ -71,6 +92,7 @@ tf_cfg_secrets_t *tf_cfg_secrets_new(void)
     tf_cfg_secrets_t *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    s->dir_fd = -1;
     s->by_path = tf_map_new();
     if (!s->by_path) {
         free(s);
@@ -88,7 +110,62 @@ void tf_cfg_secrets_free(tf_cfg_secrets_t *s)
     while (tf_map_next(s->by_path, &pos, NULL, NULL, &v) == 0)
         entry_free(v);
     tf_map_free(s->by_path);
+    kept_clear(&s->kept);
+    cfg_secrets_end(s);
     free(s);
+}
+
+size_t tf_cfg_secrets_reuses(const tf_cfg_secrets_t *s)
+{
+    return s ? s->reuses : 0;
+}
+
+const cfg_slaves_kept_t *cfg_secrets_kept(tf_cfg_secrets_t *s,
+                                          const char *v, size_t n)
+{
+    if (!s || !s->kept.text || s->kept.len != n ||
+        memcmp(s->kept.text, v, n) != 0)
+        return NULL;
+    return &s->kept;
+}
+
+void cfg_secrets_reused(tf_cfg_secrets_t *s)
+{
+    if (s)
+        s->reuses++;
+}
+
+void cfg_secrets_keep(tf_cfg_secrets_t *s, const char *v, size_t n,
+                      const tf_config_t *c, json_t *arr)
+{
+    cfg_slaves_kept_t k = {0};
+    if (!s)
+        return;
+    kept_clear(&s->kept);
+    if (!json_is_array(arr) || json_array_size(arr) != c->nslaves ||
+        c->nslaves == 0)
+        return;
+    k.slaves = calloc(c->nslaves, sizeof(*k.slaves));
+    k.files = calloc(c->nslaves, sizeof(*k.files));
+    k.text = malloc(n);
+    if (!k.slaves || !k.files || !k.text)
+        goto nomem;
+    memcpy(k.text, v, n);
+    k.len = n;
+    for (; k.n < c->nslaves; k.n++) {
+        const char *file = json_string_value(
+            json_object_get(json_array_get(arr, k.n), "secret_file"));
+        if (cfg_slave_copy(&k.slaves[k.n], &c->slaves[k.n], !file) != 0)
+            goto nomem;
+        if (file && !(k.files[k.n] = strdup(file))) {
+            cfg_slave_clear(&k.slaves[k.n]);
+            goto nomem;
+        }
+    }
+    s->kept = k;
+    return;
+nomem:
+    kept_clear(&k);
 }
 
 size_t tf_cfg_secrets_reads(const tf_cfg_secrets_t *s)
@@ -100,6 +177,42 @@ void cfg_secrets_begin(tf_cfg_secrets_t *s)
 {
     if (s)
         s->gen++;
+}
+
+void cfg_secrets_end(tf_cfg_secrets_t *s)
+{
+    if (!s)
+        return;
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
+    s->dir_fd = -1;
+    free(s->dir);
+    s->dir = NULL;
+}
+
+/* stat(path) for a resolved path, by its last component relative to a
+ * descriptor of its directory, opened once per directory and load: the
+ * kernel then walks one component instead of the whole path (the walk
+ * was most of 5,000 stats). A path without a directory part, or whose
+ * directory cannot be opened, is stat'ed by its name, which gives the
+ * same answer. */
+static int stat_in_dir(tf_cfg_secrets_t *s, const char *path,
+                       struct stat *st)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path || slash[1] == '\0')
+        return stat(path, st);
+    size_t n = (size_t)(slash - path);
+    if (!s->dir || strlen(s->dir) != n || memcmp(s->dir, path, n) != 0) {
+        cfg_secrets_end(s);
+        s->dir = strndup(path, n);
+        if (!s->dir)
+            return stat(path, st);
+        s->dir_fd = open(s->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (s->dir_fd < 0)
+        return stat(path, st);
+    return fstatat(s->dir_fd, slash + 1, st, 0);
 }
 
 void cfg_secrets_prune(tf_cfg_secrets_t *s)
@@ -132,7 +245,7 @@ int cfg_secrets_read(tf_cfg_secrets_t *s, const char *path, char **out)
      * longer than the read's own. */
     bool have_now = clock_gettime(CLOCK_REALTIME, &now) == 0;
     /* A file that cannot be stat'ed is read, for the reader's message. */
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+    if (stat_in_dir(s, path, &st) != 0 || !S_ISREG(st.st_mode))
         return tf_read_secret(path, out);
     secret_entry_t *e = tf_map_get_str(s->by_path, path);
     if (e && !e->racy && e->dev == st.st_dev && e->ino == st.st_ino &&

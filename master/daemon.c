@@ -232,12 +232,58 @@ out:
     }
 }
 
+/* --- settling the secrets cache --- */
+
+/* Secrets read less than 100 ms after their file changed are read again
+ * at the next reload (secrets.c); a config and its secret files written
+ * just before the master starts (tf-master create, a provisioning
+ * script, bench_sched.py) left thousands of them for the first SIGHUP.
+ * The tick settles them once they are past that window, on a pool
+ * thread, serialized with reloads like a reload (the cache has no lock);
+ * a SIGHUP meanwhile stops it at the next file and runs after it. */
+static void settle_work(uv_work_t *w)
+{
+    tf_master_t *m = w->data;
+    tf_cfg_secrets_settle(m->secrets, &m->settle_stop);
+}
+
+static void settle_after(uv_work_t *w, int status)
+{
+    tf_master_t *m = w->data;
+    (void)status;
+    free(w);
+    m->settling = false;
+    if (m->reload_again && !m->stopping) {
+        m->reload_again = false;
+        start_reload(m);
+    }
+}
+
+static void settle_secrets(tf_master_t *m)
+{
+    uv_work_t *w;
+    if (m->stopping || m->reloading || m->settling ||
+        !tf_cfg_secrets_unsettled(m->secrets))
+        return;
+    if (!(w = calloc(1, sizeof(*w))))
+        return;
+    w->data = m;
+    atomic_store(&m->settle_stop, false);
+    if (uv_queue_work(m->loop, w, settle_work, settle_after) != 0) {
+        free(w);
+        return;
+    }
+    m->settling = true;
+}
+
 static void start_reload(tf_master_t *m)
 {
     reload_t *r = calloc(1, sizeof(*r));
 
-    if (m->reloading) {
+    if (m->reloading || m->settling) {
+        atomic_store(&m->settle_stop, true);
         m->reload_again = true;
+        free(r);
         return;
     }
     tf_info("master", "SIGHUP: reloading %s", m->cfg->path);
@@ -266,6 +312,7 @@ static void tick_cb(uv_timer_t *t)
         return;
     tf_link_heartbeat(m);
     tf_master_tick(m);
+    settle_secrets(m);
 }
 
 static void congestion_cb(void *arg, bool congested)

@@ -23,6 +23,7 @@
 #ifndef TF_MASTER_H
 #define TF_MASTER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -355,6 +356,9 @@ struct tf_master {
     bool store_congested;
     bool reloading;                   /* a SIGHUP reload is being read */
     bool reload_again;                /* and another SIGHUP came meanwhile */
+    bool settling;                    /* the secrets cache is being settled
+                                         (daemon.c), a reload waits */
+    atomic_bool settle_stop;          /* a SIGHUP asks it to stop early */
     bool slave_rows_lost;             /* a group of slaves rows failed: the
                                          next sync_config writes them all */
     tf_cfg_secrets_t *secrets;        /* secret files kept across reloads

@@ -1206,6 +1206,67 @@ TF_TEST(reused_slaves)
     free(dir);
 }
 
+/* Secrets read within the racy window are read again by a settle once
+ * the window is past (the master's tick), not by the next load; a file
+ * changed since is left to the next load, which reads it. */
+TF_TEST(secret_settle)
+{
+    char *dir = make_tmpdir();
+    if (!dir)
+        return;
+    const char *both = "{\"slaves\": ["
+                       "{\"name\": \"a\", \"secret_file\": \"k/a.secret\"},"
+                       "{\"name\": \"b\", \"secret_file\": \"k/b.secret\"}]}";
+    tf_cfg_secrets_t *cache = tf_cfg_secrets_new();
+    atomic_bool stop = false;
+    char sa[16], sb[16];
+    size_t reads = 0;
+    TF_CHECK(cache != NULL);
+    TF_CHECK(!tf_cfg_secrets_unsettled(cache));
+    TF_CHECK_INT(tf_cfg_secrets_settle(cache, NULL), 0);
+
+    /* Both written just before the load: racy. */
+    char *cfg = write_file(dir, "master.json", both);
+    int64_t t0 = mono_ms();
+    char *pa = write_file(dir, "k/a.secret", "alpha\n");
+    char *pb = write_file(dir, "k/b.secret", "bravo\n");
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_INT(reads, 2);
+    if (mono_ms() - t0 < 50) {
+        TF_CHECK(tf_cfg_secrets_unsettled(cache));
+        /* Not past the window yet: nothing read, both left. */
+        TF_CHECK_INT(tf_cfg_secrets_settle(cache, NULL), 2);
+        TF_CHECK_INT(tf_cfg_secrets_settled(cache), 0);
+    }
+    past_racy_window();
+    /* Asked to stop: both left for later. */
+    atomic_store(&stop, true);
+    TF_CHECK_INT(tf_cfg_secrets_settle(cache, &stop), 2);
+    TF_CHECK(tf_cfg_secrets_unsettled(cache));
+    /* b changed in place since the load: left to the next load. */
+    rewrite_in_place(pb, "BRAVO\n");
+    atomic_store(&stop, false);
+    TF_CHECK_INT(tf_cfg_secrets_settle(cache, &stop), 0);
+    TF_CHECK(!tf_cfg_secrets_unsettled(cache));
+    TF_CHECK_INT(tf_cfg_secrets_settled(cache), 1);
+    past_racy_window();
+    /* The next load reads only b (changed), trusts a (settled). */
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "alpha");
+    TF_CHECK_STR(sb, "BRAVO");
+    TF_CHECK_INT(reads, 3);
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_INT(reads, 3);
+    TF_CHECK(!tf_cfg_secrets_unsettled(cache));
+
+    tf_cfg_secrets_free(cache);
+    free(pa);
+    free(pb);
+    free(cfg);
+    rm_tree(dir);
+    free(dir);
+}
+
 TF_TEST(syntax_errors)
 {
     /* jansson's own line:col and text. */

@@ -137,6 +137,48 @@ typedef struct reload {
 
 static void start_reload(tf_master_t *m);
 
+/* The config a reload replaced, freed on a thread-pool thread: 5,000
+ * slaves' strings were a quarter of the loop's share of a reload, and
+ * the loop has builds to start meanwhile. Nothing on the loop points into
+ * it any more (tf_master_apply_config and the reload hooks have moved to
+ * the new one). */
+typedef struct old_config {
+    uv_work_t work;
+    tf_config_t *cfg;
+} old_config_t;
+
+static void old_config_work(uv_work_t *w)
+{
+    old_config_t *o = w->data;
+    tf_config_free(o->cfg);
+    o->cfg = NULL;
+}
+
+static void old_config_after(uv_work_t *w, int status)
+{
+    old_config_t *o = w->data;
+    (void)status;
+    tf_config_free(o->cfg); /* cancelled: not freed yet */
+    free(o);
+}
+
+/* Takes cfg; frees it off the loop, or here when no work can be queued. */
+static void free_config_later(tf_master_t *m, tf_config_t *cfg)
+{
+    old_config_t *o = calloc(1, sizeof(*o));
+    if (!o) {
+        tf_config_free(cfg);
+        return;
+    }
+    o->cfg = cfg;
+    o->work.data = o;
+    if (uv_queue_work(m->loop, &o->work, old_config_work,
+                      old_config_after) != 0) {
+        tf_config_free(cfg);
+        free(o);
+    }
+}
+
 /* A thread-pool thread: reading and checking the file touches nothing of
  * the loop's. */
 static void reload_work(uv_work_t *w)
@@ -177,7 +219,7 @@ static void reload_after(uv_work_t *w, int status)
     tf_mail_reconfigure(&m->mail, m->store, m->cfg);
     /* Cached answers hold links made from the old config. */
     tf_api_cache_flush(m);
-    tf_config_free(old);
+    free_config_later(m, old);
     tf_info("master", "config reloaded: %zu slaves, %zu builders; %zu "
             "secret file(s) read, the others unchanged",
             cfg->nslaves, cfg->nbuilders, r->secrets_read);
@@ -191,12 +233,58 @@ out:
     }
 }
 
+/* --- settling the secrets cache --- */
+
+/* Secrets read less than 100 ms after their file changed are read again
+ * at the next reload (secrets.c); a config and its secret files written
+ * just before the master starts (tf-master create, a provisioning
+ * script, bench_sched.py) left thousands of them for the first SIGHUP.
+ * The tick settles them once they are past that window, on a pool
+ * thread, serialized with reloads like a reload (the cache has no lock);
+ * a SIGHUP meanwhile stops it at the next file and runs after it. */
+static void settle_work(uv_work_t *w)
+{
+    tf_master_t *m = w->data;
+    tf_cfg_secrets_settle(m->secrets, &m->settle_stop);
+}
+
+static void settle_after(uv_work_t *w, int status)
+{
+    tf_master_t *m = w->data;
+    (void)status;
+    free(w);
+    m->settling = false;
+    if (m->reload_again && !m->stopping) {
+        m->reload_again = false;
+        start_reload(m);
+    }
+}
+
+static void settle_secrets(tf_master_t *m)
+{
+    uv_work_t *w;
+    if (m->stopping || m->reloading || m->settling ||
+        !tf_cfg_secrets_unsettled(m->secrets))
+        return;
+    if (!(w = calloc(1, sizeof(*w))))
+        return;
+    w->data = m;
+    atomic_store(&m->settle_stop, false);
+    if (uv_queue_work(m->loop, w, settle_work, settle_after) != 0) {
+        free(w);
+        return;
+    }
+    m->settling = true;
+}
+
 static void start_reload(tf_master_t *m)
 {
     reload_t *r = calloc(1, sizeof(*r));
 
-    if (m->reloading) {
+    if (m->reloading || m->settling) {
+        atomic_store(&m->settle_stop, true);
         m->reload_again = true;
+        free(r);
         return;
     }
     tf_info("master", "SIGHUP: reloading %s", m->cfg->path);
@@ -225,6 +313,7 @@ static void tick_cb(uv_timer_t *t)
         return;
     tf_link_heartbeat(m);
     tf_master_tick(m);
+    settle_secrets(m);
 }
 
 static void congestion_cb(void *arg, bool congested)

@@ -3,11 +3,13 @@
  * diagnostics, the generic walker that applies the key tables of
  * config_keys.c, and the loaded config's lifetime.
  *
- * Loading runs in three passes over the same text: jansson parses it (and
- * reports syntax errors and duplicate keys, the only errors that stop the
- * load early), tf_jsonpos indexes where every value sits, and cfg_walk
- * reads the jansson tree with the top table, building the tf_config_t
- * while it records a diagnostic for every problem it meets. A problem
+ * Loading runs in up to three passes over the same text: jansson parses it
+ * (and reports syntax errors and duplicate keys, the only errors that stop
+ * the load early), and cfg_walk reads the jansson tree with the top table,
+ * building the tf_config_t while it records a diagnostic for every problem
+ * it meets; at the first diagnostic tf_jsonpos indexes where every value
+ * sits (a valid config, every reload's case, needs no positions: the index
+ * was a tenth of a 5,000-slave load). A problem
  * never stops the walk (only a hook that says the rest of an object would
  * make no sense does, for that object): `checkconfig` shows all errors at
  * once, and the half-built config is thrown away at the end when any
@@ -198,6 +200,16 @@ cfg_vdiag(cfg_ctx_t *ctx, const cfg_loc_t *loc, bool at_key, const char *fmt,
     rc = cfg_dotted_of(&dot, loc);
     if (rc < 0)
         goto out;
+    if (!ctx->pos_tried) {
+        /* jansson accepted the text, so indexing can only run out of
+         * memory; should it fail otherwise, diagnostics merely lose their
+         * positions. */
+        ctx->pos_tried = true;
+        rc = tf_jsonpos_index(ctx->text, ctx->len, &ctx->pos);
+        if (rc == TF_ENOMEM)
+            goto out;
+        rc = 0;
+    }
     if (tf_jsonpos_find(ctx->pos, ptr.data ? (char *)ptr.data : "", &line,
                         &col, &key_line, &key_col) == 0 &&
         at_key && key_line > 0) {
@@ -448,10 +460,12 @@ int cfg_secret_file(cfg_ctx_t *ctx, const cfg_loc_t *loc, const char *rel,
     if (!path)
         return TF_ENOMEM;
     int rc = cfg_secrets_read(ctx->secrets, path, out);
+    if (rc == 0) {
+        free(path);
+        return CFG_OK;
+    }
     cfg_show(show, path);
     free(path);
-    if (rc == 0)
-        return CFG_OK;
     if (rc == TF_ENOMEM || rc == -ENOMEM)
         return TF_ENOMEM;
     if (rc == TF_EINVAL)
@@ -855,10 +869,21 @@ static int cfg_named_cmp(const void *a, const void *b)
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
+/* Whether the m pairs of v are in strictly increasing name order: then
+ * no name repeats, and they are sorted already. */
+static bool cfg_named_ascending(const cfg_named_t *v, size_t m)
+{
+    for (size_t j = 1; j < m; j++)
+        if (strcmp(v[j - 1].name, v[j].name) >= 0)
+            return false;
+    return true;
+}
+
 /* Reports every element of the list at arr (n items of size bytes, whose
  * name is at name_off) whose name an earlier element already used,
  * naming the first user. Sorting (name, index) pairs keeps this
- * O(n log n) for thousands of slaves. */
+ * O(n log n) for thousands of slaves; a list written in name order (the
+ * usual generated config) costs one pass. */
 static int cfg_dups(cfg_ctx_t *ctx, const cfg_loc_t *arr, const char *items,
                     size_t n, size_t size, size_t name_off, const char *what)
 {
@@ -872,8 +897,11 @@ static int cfg_dups(cfg_ctx_t *ctx, const cfg_loc_t *arr, const char *items,
         if (name)
             v[m++] = (cfg_named_t){name, i};
     }
-    if (m > 1)
-        qsort(v, m, sizeof(*v), cfg_named_cmp);
+    if (cfg_named_ascending(v, m)) {
+        free(v);
+        return 0;
+    }
+    qsort(v, m, sizeof(*v), cfg_named_cmp);
     size_t first = 0;
     for (size_t j = 1; j < m && rc >= 0; j++) {
         if (strcmp(v[j].name, v[first].name) != 0) {
@@ -900,6 +928,32 @@ static size_t cfg_name_off(const cfg_table_t *t)
     return CFG_NOFIELD;
 }
 
+/* The top-level "slaves" when its text is the last successful load's
+ * (ctx->kept): the same slaves, but for their secret files, read as
+ * cfg_slave_end reads them (the same diagnostics at the same places).
+ * Everything else about a slave is a function of its text, checked when
+ * that load read it: names, tags, max_builds, distinct names. */
+static int cfg_slaves_reuse(cfg_ctx_t *ctx, const cfg_loc_t *loc,
+                            const cfg_key_t *k, void *out)
+{
+    const cfg_slaves_kept_t *kp = ctx->kept;
+    tf_cfg_slave_t *items = calloc(kp->n, sizeof(*items));
+    if (!items)
+        return TF_ENOMEM;
+    *(void **)cfg_slot(k, out) = items;
+    *cfg_count_field(k, out) = kp->n;
+    for (size_t i = 0; i < kp->n; i++) {
+        cfg_loc_t el = CFG_ELEMENT(loc, i);
+        cfg_loc_t fl = CFG_MEMBER(&el, "secret_file");
+        int rc = cfg_slave_copy(&items[i], &kp->slaves[i], !kp->files[i]);
+        if (rc == 0 && kp->files[i])
+            rc = cfg_secret_file(ctx, &fl, kp->files[i], &items[i].secret);
+        if (rc < 0)
+            return rc;
+    }
+    return CFG_OK;
+}
+
 /* CFG_LIST: an array of objects, each read with k->sub into an element
  * of k->size bytes; with k->what, names must be distinct. */
 static int cfg_list_kind(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *v,
@@ -907,6 +961,11 @@ static int cfg_list_kind(cfg_ctx_t *ctx, const cfg_loc_t *loc, json_t *v,
 {
     char *items;
     size_t n;
+    if (v && v == ctx->reused_slaves && ctx->kept &&
+        k->size == sizeof(tf_cfg_slave_t)) {
+        cfg_secrets_reused(ctx->secrets);
+        return cfg_slaves_reuse(ctx, loc, k, out);
+    }
     int rc = cfg_array_of(ctx, loc, v, k, "expected an array of objects");
     if (rc != CFG_OK || json_array_size(v) == 0)
         return rc;
@@ -1220,6 +1279,109 @@ static void cfg_diags_sort(tf_cfg_diags_t *d)
     free(v);
 }
 
+/* A cheap scan for where the top-level member "slaves" has its value:
+ * JSON whitespace, strings with their escapes, nesting. It trusts jansson
+ * for everything else: the span is only used when its bytes are those of
+ * a value of a document jansson accepted (cfg_secrets_kept). */
+static size_t cfg_scan_ws(const char *t, size_t i, size_t n)
+{
+    while (i < n && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' ||
+                     t[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* The end of the string that starts at t[i] ('"'), or 0. */
+static size_t cfg_scan_string(const char *t, size_t i, size_t n)
+{
+    for (i++; i < n; i++) {
+        if (t[i] == '\\')
+            i++;
+        else if (t[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* The end of the value that starts at t[i], or 0. */
+static size_t cfg_scan_value(const char *t, size_t i, size_t n)
+{
+    size_t depth = 0, start = i;
+    if (i >= n)
+        return 0;
+    if (t[i] == '"')
+        return cfg_scan_string(t, i, n);
+    if (t[i] != '{' && t[i] != '[') {
+        while (i < n && t[i] != ',' && t[i] != '}' && t[i] != ']' &&
+               cfg_scan_ws(t, i, n) == i)
+            i++;
+        return i > start ? i : 0;
+    }
+    for (; i < n; i++) {
+        if (t[i] == '"') {
+            size_t e = cfg_scan_string(t, i, n);
+            if (!e)
+                return 0;
+            i = e - 1;
+        } else if (t[i] == '{' || t[i] == '[') {
+            depth++;
+        } else if ((t[i] == '}' || t[i] == ']') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Where the value of the first top-level member "slaves" (written without
+ * escapes) is: 0 and [*vs, *ve), or -1. */
+static int cfg_scan_slaves(const char *t, size_t n, size_t *vs, size_t *ve)
+{
+    static const char key[] = "\"slaves\"";
+    size_t i = cfg_scan_ws(t, 0, n);
+    if (i >= n || t[i] != '{')
+        return -1;
+    for (i++;;) {
+        size_t ks = cfg_scan_ws(t, i, n);
+        if (ks >= n || t[ks] != '"')
+            return -1;
+        size_t ke = cfg_scan_string(t, ks, n);
+        if (!ke)
+            return -1;
+        i = cfg_scan_ws(t, ke, n);
+        if (i >= n || t[i] != ':')
+            return -1;
+        i = cfg_scan_ws(t, i + 1, n);
+        size_t e = cfg_scan_value(t, i, n);
+        if (!e)
+            return -1;
+        if (ke - ks == sizeof(key) - 1 && memcmp(t + ks, key, ke - ks) == 0) {
+            *vs = i;
+            *ve = e;
+            return 0;
+        }
+        i = cfg_scan_ws(t, e, n);
+        if (i >= n || t[i] != ',')
+            return -1;
+        i++;
+    }
+}
+
+/* The text with the "slaves" value at [vs, ve) replaced by "[]"
+ * (malloc'd, *plen its length), or NULL. */
+static char *cfg_splice_slaves(const char *text, size_t len, size_t vs,
+                               size_t ve, size_t *plen)
+{
+    size_t n = len - (ve - vs) + 2;
+    char *p = malloc(n);
+    if (!p)
+        return NULL;
+    memcpy(p, text, vs);
+    memcpy(p + vs, "[]", 2);
+    memcpy(p + vs + 2, text + ve, len - ve);
+    *plen = n;
+    return p;
+}
+
 int tf_config_load_text(const char *path, const char *text, size_t len,
                         tf_config_t **out, tf_cfg_diags_t *diags)
 {
@@ -1237,6 +1399,9 @@ int tf_config_load_text_cached(const char *path, const char *text,
     tf_config_t *c = NULL;
     json_t *top = NULL;
     json_error_t jerr;
+    char *spliced = NULL;
+    size_t vs = 0, ve = 0, splen = 0;
+    bool have_span = false;
     int rc;
 
     if (out)
@@ -1264,7 +1429,27 @@ int tf_config_load_text_cached(const char *path, const char *text,
             rc = TF_ECONFIG;
         goto out;
     }
-    top = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* The slaves of the last successful load, written the same: jansson
+     * reads the rest, the walker copies them (most of a reload's work
+     * was parsing, checking and freeing 5,000 unchanged slaves). The
+     * value stands for itself as a whole (it was a valid value in a
+     * valid document), so the text with "[]" in its place parses if and
+     * only if the text does; when it does not, the text itself is parsed
+     * for jansson's own message. */
+    if (secrets && cfg_scan_slaves(text, len, &vs, &ve) == 0) {
+        have_span = true;
+        ctx.kept = cfg_secrets_kept(secrets, text + vs, ve - vs);
+        if (ctx.kept)
+            spliced = cfg_splice_slaves(text, len, vs, ve, &splen);
+    }
+    if (spliced) {
+        top = json_loadb(spliced, splen, JSON_REJECT_DUPLICATES, &jerr);
+        ctx.reused_slaves = json_object_get(top, "slaves");
+    }
+    if (!top) {
+        ctx.kept = NULL;
+        top = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    }
     if (!top) {
         /* jansson leaves the error empty when its first allocation
          * fails. */
@@ -1278,11 +1463,8 @@ int tf_config_load_text_cached(const char *path, const char *text,
             rc = TF_ECONFIG;
         goto out;
     }
-    /* jansson accepted the text, so indexing can only run out of memory;
-     * should it fail otherwise, diagnostics merely lose their positions. */
-    rc = tf_jsonpos_index(text, len, &ctx.pos);
-    if (rc == TF_ENOMEM)
-        goto out;
+    ctx.text = text;
+    ctx.len = len;
 
     c = calloc(1, sizeof(*c));
     if (!c || !(c->path = strdup(path))) {
@@ -1312,6 +1494,9 @@ int tf_config_load_text_cached(const char *path, const char *text,
         goto out;
     }
     cfg_secrets_prune(secrets);
+    if (have_span && !ctx.reused_slaves)
+        cfg_secrets_keep(secrets, text + vs, ve - vs, c,
+                         json_object_get(top, "slaves"));
     *out = c;
     c = NULL;
     rc = 0;
@@ -1320,6 +1505,8 @@ out:
         cfg_diags_sort(ctx.diags);
     tf_config_free(c);
     json_decref(top);
+    free(spliced);
+    cfg_secrets_end(secrets);
     tf_jsonpos_free(ctx.pos);
     free(ctx.slaves);
     tf_cfg_diags_clear(&local);
@@ -1405,7 +1592,7 @@ void tf_cfg_diags_clear(tf_cfg_diags_t *d)
 /* ------------------------------------------------------------------ */
 /* The loaded config                                                   */
 /* ------------------------------------------------------------------ */
-static void cfg_slave_clear(tf_cfg_slave_t *s)
+void cfg_slave_clear(tf_cfg_slave_t *s)
 {
     free(s->name);
     if (s->secret) {
@@ -1413,6 +1600,29 @@ static void cfg_slave_clear(tf_cfg_slave_t *s)
         free(s->secret);
     }
     cfg_strv_free(s->tags, s->ntags);
+}
+
+int cfg_slave_copy(tf_cfg_slave_t *dst, const tf_cfg_slave_t *src,
+                   bool with_secret)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->max_builds = src->max_builds;
+    if (!(dst->name = strdup(src->name)))
+        goto nomem;
+    if (with_secret && src->secret && !(dst->secret = strdup(src->secret)))
+        goto nomem;
+    if (src->ntags) {
+        if (!(dst->tags = calloc(src->ntags, sizeof(*dst->tags))))
+            goto nomem;
+        for (size_t i = 0; i < src->ntags; i++, dst->ntags++)
+            if (!(dst->tags[i] = strdup(src->tags[i])))
+                goto nomem;
+    }
+    return 0;
+nomem:
+    cfg_slave_clear(dst);
+    memset(dst, 0, sizeof(*dst));
+    return TF_ENOMEM;
 }
 
 static void cfg_builder_clear(tf_cfg_builder_t *b)
@@ -1522,6 +1732,14 @@ bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
             return true;
     if (b->ntags == 0)
         return b->nslaves == 0;
+    return tf_config_slave_has_tags(b, s);
+}
+
+bool tf_config_slave_has_tags(const tf_cfg_builder_t *b,
+                              const tf_cfg_slave_t *s)
+{
+    if (!b || !s)
+        return false;
     for (size_t i = 0; i < b->ntags; i++)
         if (!cfg_in(s->tags, s->ntags, b->tags[i]))
             return false;

@@ -11,6 +11,7 @@
 #ifndef TF_CONFIG_H
 #define TF_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -246,6 +247,21 @@ tf_cfg_secrets_t *tf_cfg_secrets_new(void);
 void tf_cfg_secrets_free(tf_cfg_secrets_t *s);
 /* How many secret files loads through s have read (not reused). */
 size_t tf_cfg_secrets_reads(const tf_cfg_secrets_t *s);
+/* How many loads through s found the "slaves" written as in the last
+ * successful one and copied them (tests). */
+size_t tf_cfg_secrets_reuses(const tf_cfg_secrets_t *s);
+
+/* Secrets read within the racy window of their file's ctime are read
+ * again by the next load; settling does that beforehand, off the reload:
+ * each such secret whose file is now past the window and still has the
+ * identity it had is read again and trusted from then on (a changed
+ * file is left to the next load). Returns how many racy entries are
+ * left (not yet past the window, or skipped once *stop was set; stop
+ * may be NULL). unsettled says whether there may be any; settled counts
+ * the files settling read (tests). Not concurrently with a load. */
+size_t tf_cfg_secrets_settle(tf_cfg_secrets_t *s, const atomic_bool *stop);
+bool tf_cfg_secrets_unsettled(const tf_cfg_secrets_t *s);
+size_t tf_cfg_secrets_settled(const tf_cfg_secrets_t *s);
 
 /* tf_config_load and tf_config_load_text through secrets (borrowed; may be
  * NULL: every file is read). After a successful load the cache drops the
@@ -273,6 +289,10 @@ const tf_cfg_builder_t *tf_config_builder(const tf_config_t *c,
  * slaves nor tags accepts any slave.) */
 bool tf_config_slave_allowed(const tf_cfg_builder_t *b,
                              const tf_cfg_slave_t *s);
+
+/* Whether slave s has every tag of b->tags (true when b has none). */
+bool tf_config_slave_has_tags(const tf_cfg_builder_t *b,
+                              const tf_cfg_slave_t *s);
 
 const tf_cfg_scheduler_t *tf_config_scheduler(const tf_config_t *c,
                                               const char *name);

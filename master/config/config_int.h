@@ -58,7 +58,17 @@ typedef struct cfg_loc {
 typedef struct cfg_ctx {
     const char *file;      /* path as given, for diagnostics */
     const char *dir;       /* absolute directory of the file */
-    tf_jsonpos_t *pos;     /* NULL if indexing failed: positions are 0 */
+    const char *text;      /* the document, for the positions index */
+    size_t len;
+    tf_jsonpos_t *pos;     /* made at the first diagnostic (a valid load
+                              needs none); NULL if indexing failed:
+                              positions are 0 */
+    bool pos_tried;
+    /* The placeholder that stands for the "slaves" value when the text
+     * has the slaves of the last successful load (secrets.c), and what
+     * that load kept of them; NULL otherwise. */
+    json_t *reused_slaves;
+    const struct cfg_slaves_kept *kept;
     tf_cfg_diags_t *diags; /* never NULL */
     tf_config_t *cfg;      /* what is built; hooks read earlier sections */
     tf_cfg_secrets_t *secrets; /* secret files kept across loads, or NULL */
@@ -208,7 +218,42 @@ int cfg_secret_file(cfg_ctx_t *ctx, const cfg_loc_t *loc, const char *rel,
  * codes). s may be NULL. */
 void cfg_secrets_begin(tf_cfg_secrets_t *s);
 void cfg_secrets_prune(tf_cfg_secrets_t *s);
+/* A load is over, whatever its outcome: closes the directory it held. */
+void cfg_secrets_end(tf_cfg_secrets_t *s);
 int cfg_secrets_read(tf_cfg_secrets_t *s, const char *path, char **out);
+
+/* The top-level "slaves" of the last successful load through a cache
+ * (secrets.c): its value's text as written, and the slaves it gave, each
+ * with the "secret_file" it names (NULL: the secret is inline, kept in
+ * slaves[i].secret; else slaves[i].secret is NULL). A load whose
+ * "slaves" value is the same text gets the same slaves but for the
+ * secret files, which it reads through the cache as usual. */
+typedef struct cfg_slaves_kept {
+    char *text;
+    size_t len;
+    tf_cfg_slave_t *slaves;
+    char **files;
+    size_t n;
+} cfg_slaves_kept_t;
+
+/* What s kept, when its text is v[0..n); else NULL. Borrowed. */
+const cfg_slaves_kept_t *cfg_secrets_kept(tf_cfg_secrets_t *s,
+                                          const char *v, size_t n);
+/* Counts a load that copied them (tf_cfg_secrets_reuses). */
+void cfg_secrets_reused(tf_cfg_secrets_t *s);
+/* After a successful load that read the slaves from the text: keeps v
+ * (its "slaves" value), c's slaves and their "secret_file" from arr (the
+ * parsed value). Out of memory, s keeps nothing (the next load reads all
+ * the text). */
+void cfg_secrets_keep(tf_cfg_secrets_t *s, const char *v, size_t n,
+                      const tf_config_t *c, json_t *arr);
+
+/* config.c: a slave's strings (s itself is not freed), and a copy of src
+ * into dst (zeroed first), the secret too when with_secret. 0 or
+ * TF_ENOMEM (dst cleared). */
+void cfg_slave_clear(tf_cfg_slave_t *s);
+int cfg_slave_copy(tf_cfg_slave_t *dst, const tf_cfg_slave_t *src,
+                   bool with_secret);
 
 /* A string value at loc (not empty unless empty_ok); *out is borrowed
  * from the tree. CFG_OK or CFG_BAD (reported) or TF_ENOMEM. */

@@ -506,7 +506,13 @@ static int cfg_known_slaves(cfg_ctx_t *ctx)
     for (size_t i = 0; i < c->nslaves; i++)
         if (c->slaves[i].name)
             ctx->slaves[ctx->nslaves++] = c->slaves[i].name;
-    qsort(ctx->slaves, ctx->nslaves, sizeof(*ctx->slaves), cfg_strcmp_p);
+    /* Usually listed in name order already: one pass tells. */
+    for (size_t i = 1; i < ctx->nslaves; i++)
+        if (strcmp(ctx->slaves[i - 1], ctx->slaves[i]) > 0) {
+            qsort(ctx->slaves, ctx->nslaves, sizeof(*ctx->slaves),
+                  cfg_strcmp_p);
+            break;
+        }
     return 0;
 }
 

@@ -411,12 +411,25 @@ static void set_retention(tf_master_t *m)
     free(r.rules);
 }
 
+/* The writes of a sync_config are in (rc 0) or lost: then the slaves
+ * rows it skipped may be missing too, and the next sync writes all. */
+static void sync_written_cb(void *arg, int rc)
+{
+    tf_master_t *m = arg;
+    if (rc)
+        m->slave_rows_lost = true;
+}
+
 /* Makes the builders table match the config, and slave objects exist for
- * every configured slave. */
+ * every configured slave. A slave's row is written once (INSERT ... DO
+ * NOTHING, and rows are never deleted): a reload of 5,000 unchanged
+ * slaves queued 5,000 statements for the writer ahead of the builds it
+ * released. */
 static void sync_config(tf_master_t *m)
 {
     size_t pos = 0;
     void *v;
+    bool all_rows = m->slave_rows_lost;
     /* Every builder and slave loses its old config here; the configured
      * ones get theirs back below, by one walk of the config each (a
      * lookup by name per known one would be quadratic). */
@@ -439,12 +452,16 @@ static void sync_config(tf_master_t *m)
             mb->cfg = b;
         tf_op_builder_activate(m->group, b->name);
     }
+    m->slave_rows_lost = false;
     for (size_t i = 0; i < m->cfg->nslaves; i++) {
         const tf_cfg_slave_t *c = &m->cfg->slaves[i];
         tf_mslave_t *s = tf_master_slave(m, c->name, true);
         if (s)
             s->cfg = c;
-        tf_op_slave_known(m->group, c->name);
+        if (s && s->row_written && !all_rows)
+            continue;
+        if (tf_op_slave_known(m->group, c->name) == 0 && s)
+            s->row_written = true;
     }
     /* Counts may have drifted if the last run died: write what we know. */
     pos = 0;
@@ -452,7 +469,7 @@ static void sync_config(tf_master_t *m)
         tf_mbuilder_t *mb = v;
         tf_op_builder_counts(m->group, mb->name, mb->npending, mb->nrunning);
     }
-    tf_master_group_commit(m, NULL, NULL);
+    tf_master_group_commit(m, sync_written_cb, m);
     set_retention(m);
     tf_sched_config(m);
 }

@@ -23,6 +23,7 @@
 #ifndef TF_MASTER_H
 #define TF_MASTER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -57,6 +58,8 @@ typedef struct tf_mslave {
     unsigned nbuilds;          /* builds on the list */
     uint32_t hello_max_builds; /* what the slave offered */
     bool draining;             /* sent drain on this link */
+    bool row_written;          /* its slaves row is in a write group that
+                                  sync_config queued (see slave_rows_lost) */
     char platform[TF_PROTO_MAX_INFO + 1];
     char version[TF_PROTO_MAX_INFO + 1];
     int64_t connected_ms;
@@ -355,6 +358,11 @@ struct tf_master {
     bool store_congested;
     bool reloading;                   /* a SIGHUP reload is being read */
     bool reload_again;                /* and another SIGHUP came meanwhile */
+    bool settling;                    /* the secrets cache is being settled
+                                         (daemon.c), a reload waits */
+    atomic_bool settle_stop;          /* a SIGHUP asks it to stop early */
+    bool slave_rows_lost;             /* a group of slaves rows failed: the
+                                         next sync_config writes them all */
     tf_cfg_secrets_t *secrets;        /* secret files kept across reloads
                                          (owned; daemon.c frees it) */
     int64_t last_seen_flush_ms;

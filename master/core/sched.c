@@ -405,9 +405,14 @@ void tf_sched_config(tf_master_t *m)
     size_t pos = 0;
     void *v;
 
-    /* Every slave: a set of the builders it may run, by slot. */
+    /* Every slave: a set of the builders it may run, by slot (the old
+     * set cleared when it has the size: a reload keeps most). */
     while (tf_map_next(m->slaves, &pos, NULL, NULL, &v) == 0) {
         tf_mslave_t *s = v;
+        if (s->can && s->ncan == words) {
+            memset(s->can, 0, words * sizeof(*s->can));
+            continue;
+        }
         uint64_t *can = words ? calloc(words, sizeof(*can)) : NULL;
         free(s->can);
         s->can = can;
@@ -420,6 +425,12 @@ void tf_sched_config(tf_master_t *m)
         mb->allow_all = false;
         mb->nallowed = 0;
     }
+    /* The configured slaves' objects, looked up once rather than once per
+     * builder (10 builders and 5,000 slaves: 50,000 lookups a reload). */
+    size_t ns = m->cfg->nslaves;
+    tf_mslave_t **sl = calloc(ns ? ns : 1, sizeof(*sl));
+    for (size_t k = 0; sl && k < ns; k++)
+        sl[k] = tf_master_slave(m, m->cfg->slaves[k].name, false);
     /* Every configured builder: its slot, and the slaves that may run it
      * (listed by name, or having all its tags; neither: any slave). */
     for (size_t i = 0; i < nb; i++) {
@@ -441,15 +452,31 @@ void tf_sched_config(tf_master_t *m)
             continue;
         }
         mb->allowed = al;
-        for (size_t k = 0; k < m->cfg->nslaves; k++) {
+        uint64_t bit = (uint64_t)1 << (i % 64);
+        /* Listed slaves first get their bit by name: asking
+         * tf_config_slave_allowed of every slave would compare each with
+         * the whole list, quadratic for a builder that names thousands. */
+        for (size_t k = 0; k < c->nslaves; k++) {
+            tf_mslave_t *s = tf_master_slave(m, c->slaves[k], false);
+            if (s && s->can && s->cfg)
+                s->can[i / 64] |= bit;
+        }
+        /* Then, in config order (the order pick_slave tries them), the
+         * listed ones and those with every tag. */
+        for (size_t k = 0; k < ns; k++) {
             const tf_cfg_slave_t *sc = &m->cfg->slaves[k];
-            tf_mslave_t *s = tf_master_slave(m, sc->name, false);
-            if (!s || !s->can || !tf_config_slave_allowed(c, sc))
+            tf_mslave_t *s = sl ? sl[k] : tf_master_slave(m, sc->name, false);
+            if (!s || !s->can)
                 continue;
-            s->can[i / 64] |= (uint64_t)1 << (i % 64);
+            if (!(s->can[i / 64] & bit)) {
+                if (c->ntags == 0 || !tf_config_slave_has_tags(c, sc))
+                    continue;
+                s->can[i / 64] |= bit;
+            }
             mb->allowed[mb->nallowed++] = s;
         }
     }
+    free(sl);
     pos = 0;
     while (tf_map_next(m->builders, &pos, NULL, NULL, &v) == 0)
         heads_update(m, v);

@@ -191,6 +191,21 @@ def test_bench_sched_runs_small():
 
 
 @pytest.mark.timeout(300)
+def test_bench_reload_runs_small():
+    """bench_reload.py on 50 slaves: every reload reported, the touched
+    secrets read again by each reload."""
+    out = run_script("bench_reload.py", "--slaves", 50, "--builders", 3,
+                     "--reloads", 3)
+    assert "3 reloads, 50 slaves, 3 builders" in out, out
+    assert "secret files read per reload: median 0.00" in out, out
+    assert re.search(r"loop thread CPU per reload \(the swap\): median "
+                     r"[\d.]+ ms", out), out
+    out = run_script("bench_reload.py", "--slaves", 50, "--builders", 3,
+                     "--reloads", 2, "--touch")
+    assert "secret files read per reload: median 50.00" in out, out
+
+
+@pytest.mark.timeout(300)
 def test_bench_ingest_runs_small():
     """bench_ingest.py on a 2 MiB log: ingest, sizes, byte-exact check,
     range reads, then the start latency."""

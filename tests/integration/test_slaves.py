@@ -200,6 +200,44 @@ def test_sighup_adds_a_builder_without_dropping_links(farm):
         assert now["events"][0]["event"] == "connected"
 
 
+def test_slave_rows_written_once_and_again_after_a_lost_write(farm):
+    """A reload writes the slaves row of a slave new to the config only
+    (5,000 unchanged rows were rewritten at each reload), and all of them
+    again after a group of them was lost: here the startup's, failed by
+    the test hook, so no slave has a row until the reload."""
+    import sqlite3
+
+    m = farm.master(config(), log_level="info",
+                    env={"TF_TEST_STORE_FAIL": "slave_known:1"})
+    wait_for(lambda: "test hook: failing group" in m.log_text(), 20,
+             "the hook to fail the slaves' rows", farm)
+
+    def rows():
+        con = sqlite3.connect("file:%s?mode=ro" % m.db_path, uri=True)
+        try:
+            return sorted(r[0] for r in con.execute("SELECT name FROM slaves"))
+        finally:
+            con.close()
+
+    def reload(n):
+        m.sighup()
+        wait_for(lambda: m.log_text().count("config reloaded") == n, 10,
+                 "reload %d" % n, farm)
+
+    assert rows() == []
+    reload(1)
+    wait_for(lambda: rows() == ["s1", "s2"], 10, "the rows rewritten", farm)
+    cfg = config()
+    cfg["slaves"].append({"name": "s3"})
+    m.write_config(cfg)
+    reload(2)
+    wait_for(lambda: rows() == ["s1", "s2", "s3"], 10, "the new row", farm)
+    s = farm.slave(m, "s3")
+    m.wait_slave_connected("s3")
+    assert m.slave_info("s3")["connected"] is True
+    s.stop()
+
+
 def test_sighup_during_a_build_leaves_it_running(farm):
     """A reload that changes the running build's builder: the build runs
     on with the steps it started with, its log whole; the next build uses

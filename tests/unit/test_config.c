@@ -1064,6 +1064,209 @@ TF_TEST(secret_cache)
     free(dir);
 }
 
+/* What a load gave, as one string: its code, every diagnostic as
+ * printed, and every slave (name, secret, builds, tags) and builder. */
+static char *load_summary(const char *path, tf_cfg_secrets_t *cache)
+{
+    tf_config_t *c = NULL;
+    tf_cfg_diags_t d = {0};
+    char *out = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&out, &n);
+    int rc = tf_config_load_cached(path, cache, &c, &d);
+    fprintf(f, "rc %d\n", rc);
+    for (size_t i = 0; i < d.count; i++) {
+        char *line = tf_cfg_diag_format(&d.items[i]);
+        fprintf(f, "%s\n", line ? line : "?");
+        free(line);
+    }
+    for (size_t i = 0; c && i < c->nslaves; i++) {
+        const tf_cfg_slave_t *s = &c->slaves[i];
+        fprintf(f, "slave %s %s %u", s->name, s->secret, s->max_builds);
+        for (size_t t = 0; t < s->ntags; t++)
+            fprintf(f, " %s", s->tags[t]);
+        fprintf(f, "\n");
+    }
+    for (size_t i = 0; c && i < c->nbuilders; i++)
+        fprintf(f, "builder %s %zu\n", c->builders[i].name,
+                c->builders[i].nslaves);
+    fclose(f);
+    tf_config_free(c);
+    tf_cfg_diags_clear(&d);
+    return out;
+}
+
+/* Writes text as dir/master.json and checks that a load through cache
+ * says exactly what a load without one says. */
+static void same_as_uncached(const char *dir, tf_cfg_secrets_t *cache,
+                             const char *text, const char *expect_in)
+{
+    char *cfg = write_file(dir, "master.json", text);
+    char *plain = load_summary(cfg, NULL);
+    char *cached = load_summary(cfg, cache);
+    TF_CHECK_STR(cached, plain);
+    if (expect_in && (!plain || !strstr(plain, expect_in))) {
+        fprintf(stderr, "expected \"%s\" in:\n%s", expect_in,
+                plain ? plain : "(null)");
+        TF_CHECK(!"the load did not say what was expected");
+    }
+    free(plain);
+    free(cached);
+    free(cfg);
+}
+
+/* A reload whose "slaves" are written as in the last successful load
+ * copies them instead of parsing them (secrets.c): whatever else changed,
+ * the config, the secrets and every diagnostic are those of a load
+ * without the cache, and a secret file changed in between is read. */
+TF_TEST(reused_slaves)
+{
+    char *dir = make_tmpdir();
+    if (!dir)
+        return;
+    const char *slaves =
+        "{\n  \"slaves\": [\n"
+        "    {\"name\": \"a\", \"secret_file\": \"k/a\", \"tags\": "
+        "[\"linux\", \"gpu\"]},\n"
+        "    {\"name\": \"b\", \"secret\": \"inline\", \"max_builds\": 3},\n"
+        "    {\"name\": \"c\", \"secret_file\": \"k/c\", \"tags\": "
+        "[\"linux\"]}\n  ],\n";
+    const char *step = "\"steps\": [{\"name\": \"s\", \"command\": \"true\"}]";
+    char text[2048];
+    tf_cfg_secrets_t *cache = tf_cfg_secrets_new();
+    TF_CHECK(cache != NULL);
+    char *pa = write_file(dir, "k/a", "alpha\n");
+    char *pc = write_file(dir, "k/c", "charlie\n");
+    past_racy_window();
+
+    snprintf(text, sizeof(text), "%s  \"builders\": [{\"name\": \"x\", "
+             "\"slaves\": [\"a\", \"b\"], %s}]\n}\n", slaves, step);
+    same_as_uncached(dir, cache, text, "slave b inline 3");
+    TF_CHECK_INT(tf_cfg_secrets_reuses(cache), 0);
+    same_as_uncached(dir, cache, text, "slave a alpha 1 linux gpu");
+    TF_CHECK_INT(tf_cfg_secrets_reuses(cache), 1);
+    size_t reads = tf_cfg_secrets_reads(cache);
+    TF_CHECK_INT(reads, 2);
+
+    /* Builders changed, slaves not: a builder naming a slave is checked
+     * against the copied slaves. */
+    snprintf(text, sizeof(text), "%s  \"builders\": [{\"name\": \"y\", "
+             "\"slaves\": [\"c\", \"zz\"], %s}]\n}\n", slaves, step);
+    same_as_uncached(dir, cache, text, "no slave named \"zz\"");
+    snprintf(text, sizeof(text), "%s  \"builders\": [{\"name\": \"y\", "
+             "\"tags\": [\"gpu\"], %s}]\n}\n", slaves, step);
+    same_as_uncached(dir, cache, text, "builder y 0");
+    TF_CHECK_INT(tf_cfg_secrets_reuses(cache), 3);
+    TF_CHECK_INT(tf_cfg_secrets_reads(cache), reads);
+
+    /* A secret file edited in place between reloads is read again. */
+    rewrite_in_place(pa, "ALPHA\n");
+    past_racy_window();
+    same_as_uncached(dir, cache, text, "slave a ALPHA 1 linux gpu");
+    TF_CHECK_INT(tf_cfg_secrets_reads(cache), reads + 1);
+    /* One gone: the same diagnostic, at the same place. */
+    TF_CHECK_INT(unlink(pc), 0);
+    same_as_uncached(dir, cache, text, "slaves[2].secret_file");
+    /* Replaced by another file. */
+    free(write_file(dir, "k/c", "CHARLIE\n"));
+    past_racy_window();
+    same_as_uncached(dir, cache, text, "slave c CHARLIE 1 linux");
+    TF_CHECK_INT(tf_cfg_secrets_reuses(cache), 6);
+
+    /* Errors elsewhere keep their positions and jansson's messages. */
+    snprintf(text, sizeof(text), "%s  \"builders\": [{\"name\": \"y\", "
+             "\"tiemout\": 1, %s}]\n}\n", slaves, step);
+    same_as_uncached(dir, cache, text, "tiemout");
+    snprintf(text, sizeof(text), "%s  \"builders\": [{\"name\": \"y\", "
+             "\"steps\": [{\"name\": \"s\", \"command\": tru}]}]\n}\n",
+             slaves);
+    same_as_uncached(dir, cache, text, "invalid token");
+    snprintf(text, sizeof(text), "%s  \"slaves\": [],\n  \"builders\": "
+             "[]\n}\n", slaves);
+    same_as_uncached(dir, cache, text, "duplicate");
+    snprintf(text, sizeof(text), "%s  \"builders\": []\n}\n   x", slaves);
+    same_as_uncached(dir, cache, text, "end of file expected");
+
+    /* The slaves changed: read from the text. */
+    snprintf(text, sizeof(text), "{\"slaves\": [{\"name\": \"a\", "
+             "\"secret_file\": \"k/a\"}, {\"name\": \"a\", \"secret\": "
+             "\"s\"}]}");
+    same_as_uncached(dir, cache, text, "duplicate slave name");
+    snprintf(text, sizeof(text), "{\"slaves\": [{\"name\": \"d\", "
+             "\"secret_file\": \"k/a\", \"max_builds\": 2}]}");
+    size_t reuses = tf_cfg_secrets_reuses(cache);
+    same_as_uncached(dir, cache, text, "slave d ALPHA 2");
+    same_as_uncached(dir, cache, text, "slave d ALPHA 2");
+    TF_CHECK_INT(tf_cfg_secrets_reuses(cache), reuses + 1);
+
+    tf_cfg_secrets_free(cache);
+    free(pa);
+    free(pc);
+    rm_tree(dir);
+    free(dir);
+}
+
+/* Secrets read within the racy window are read again by a settle once
+ * the window is past (the master's tick), not by the next load; a file
+ * changed since is left to the next load, which reads it. */
+TF_TEST(secret_settle)
+{
+    char *dir = make_tmpdir();
+    if (!dir)
+        return;
+    const char *both = "{\"slaves\": ["
+                       "{\"name\": \"a\", \"secret_file\": \"k/a.secret\"},"
+                       "{\"name\": \"b\", \"secret_file\": \"k/b.secret\"}]}";
+    tf_cfg_secrets_t *cache = tf_cfg_secrets_new();
+    atomic_bool stop = false;
+    char sa[16], sb[16];
+    size_t reads = 0;
+    TF_CHECK(cache != NULL);
+    TF_CHECK(!tf_cfg_secrets_unsettled(cache));
+    TF_CHECK_INT(tf_cfg_secrets_settle(cache, NULL), 0);
+
+    /* Both written just before the load: racy. */
+    char *cfg = write_file(dir, "master.json", both);
+    int64_t t0 = mono_ms();
+    char *pa = write_file(dir, "k/a.secret", "alpha\n");
+    char *pb = write_file(dir, "k/b.secret", "bravo\n");
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_INT(reads, 2);
+    if (mono_ms() - t0 < 50) {
+        TF_CHECK(tf_cfg_secrets_unsettled(cache));
+        /* Not past the window yet: nothing read, both left. */
+        TF_CHECK_INT(tf_cfg_secrets_settle(cache, NULL), 2);
+        TF_CHECK_INT(tf_cfg_secrets_settled(cache), 0);
+    }
+    past_racy_window();
+    /* Asked to stop: both left for later. */
+    atomic_store(&stop, true);
+    TF_CHECK_INT(tf_cfg_secrets_settle(cache, &stop), 2);
+    TF_CHECK(tf_cfg_secrets_unsettled(cache));
+    /* b changed in place since the load: left to the next load. */
+    rewrite_in_place(pb, "BRAVO\n");
+    atomic_store(&stop, false);
+    TF_CHECK_INT(tf_cfg_secrets_settle(cache, &stop), 0);
+    TF_CHECK(!tf_cfg_secrets_unsettled(cache));
+    TF_CHECK_INT(tf_cfg_secrets_settled(cache), 1);
+    past_racy_window();
+    /* The next load reads only b (changed), trusts a (settled). */
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_STR(sa, "alpha");
+    TF_CHECK_STR(sb, "BRAVO");
+    TF_CHECK_INT(reads, 3);
+    TF_CHECK_INT(load_cached(cfg, cache, sa, sb, &reads), 0);
+    TF_CHECK_INT(reads, 3);
+    TF_CHECK(!tf_cfg_secrets_unsettled(cache));
+
+    tf_cfg_secrets_free(cache);
+    free(pa);
+    free(pb);
+    free(cfg);
+    rm_tree(dir);
+    free(dir);
+}
+
 TF_TEST(syntax_errors)
 {
     /* jansson's own line:col and text. */

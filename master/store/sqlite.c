@@ -1448,7 +1448,11 @@ fail:
 static int vacuum(tf_engine_t *e, char *err, size_t errlen)
 {
     char *msg = NULL;
-    if (sqlite3_exec(e->db, "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; "
+    /* VACUUM copies the whole database into a temporary one: on disk,
+     * not in memory as the writer's small temporary files are
+     * (configure_writer). */
+    if (sqlite3_exec(e->db, "PRAGMA temp_store = FILE; "
+                            "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; "
                             "PRAGMA wal_checkpoint(TRUNCATE)",
                      NULL, NULL, &msg) != SQLITE_OK) {
         fmt_trunc(err, errlen, "VACUUM: %s", msg ? msg : "failed");
@@ -1899,7 +1903,14 @@ static int check_version(tf_engine_t *e, long long *version)
 }
 
 /* WAL lets the readers read while the writer writes; see the file's
- * header for synchronous=NORMAL. */
+ * header for synchronous=NORMAL. Temporary files in memory: the
+ * savepoint of every group (apply_batch) keeps a sub-journal, which
+ * sqlite spilled past 64 KiB to a new file in /var/tmp, one per start
+ * batch of a burst (created, written, deleted: 0.6 us of the writer's
+ * CPU per started build, and a file system call the commit waits for);
+ * in memory it grows in 1 KiB chunks and goes with the transaction.
+ * VACUUM, whose temporary database is a copy of the whole file, sets it
+ * back to FILE (vacuum). */
 static int configure_writer(tf_engine_t *e)
 {
     char mode[16];
@@ -1915,6 +1926,7 @@ static int configure_writer(tf_engine_t *e)
     }
     if ((rc = exec_logged(e, "PRAGMA synchronous = NORMAL")) != 0 ||
         (rc = exec_logged(e, "PRAGMA foreign_keys = ON")) != 0 ||
+        (rc = exec_logged(e, "PRAGMA temp_store = MEMORY")) != 0 ||
         (rc = exec_logged(e, "PRAGMA journal_size_limit = "
                              JOURNAL_SIZE_LIMIT)) != 0 ||
         (rc = exec_logged(e, "PRAGMA wal_autocheckpoint = "

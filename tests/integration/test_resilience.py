@@ -146,8 +146,10 @@ def test_a_rerun_sent_with_the_abandon_waits_for_the_killed_build(farm):
     (which was a second RETRY and a third build of one request)."""
     import sqlite3
     runs = farm.tmp / "runs"
+    # X's step takes a second to die after its SIGTERM, so the rerun
+    # arrives while it is still being killed, however slow the machine.
     step = {"name": "work", "command":
-            f"echo run >> {runs}; "
+            f"trap 'sleep 1; exit 1' TERM; echo run >> {runs}; "
             f"[ $(wc -l < {runs}) -ge 2 ] || sleep 300; echo finished"}
     m = farm.master(config(step, build_lost_after_s=2))
     proxy = farm.proxy(m.port)

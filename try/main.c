@@ -854,6 +854,36 @@ static int waiter_wait(waiter_t *wt, tf_try_watch_t *w, tf_buf_t *out)
     }
 }
 
+/* With --wait, the live feed is opened and subscribed to before the job
+ * is submitted: a build that starts at once, with a step that runs and
+ * ends within the milliseconds tf-try took to open the feed after the
+ * master's answer, is then followed from its first event, not only seen
+ * ended in the first snapshot. Waits for the subscription up to
+ * LIVE_EARLY_MS; NULL when it does not come up by then (watch_job opens
+ * the feed after the submit, as without this). The caller owns what is
+ * returned (watch_job takes it). */
+#define LIVE_EARLY_MS 2000
+static tf_try_live_t *live_before_submit(ctx_t *c)
+{
+    waiter_t wt = {.c = c, .live_backoff = 1000};
+    int64_t until = tf_mono_ms() + LIVE_EARLY_MS;
+
+    if (!c->o->wait || c->o->no_live)
+        return NULL;
+    waiter_open_live(&wt);
+    while (wt.live && !stop_flag) {
+        tf_try_live_state_t st = tf_try_live_state(wt.live);
+        int64_t left = until - tf_mono_ms();
+        if (st == TF_TRY_LIVE_UP)
+            return wt.live;
+        if (st == TF_TRY_LIVE_DOWN || left <= 0)
+            break;
+        tf_try_live_service(wt.live, left > 50 ? 50 : (int)left);
+    }
+    tf_try_live_free(wt.live);
+    return NULL;
+}
+
 /* Follows the job until it is over, printing each change once: from the
  * live feed as it happens, from a snapshot of the job (GET
  * /api/v1/jobs/ID) when the feed says there is news it does not carry,
@@ -861,7 +891,8 @@ static int waiter_wait(waiter_t *wt, tf_try_watch_t *w, tf_buf_t *out)
  * always). Both sources update one memory (watch.c), so a line is never
  * printed twice nor lost when the feed drops. A network failure or a 5xx
  * is retried with a growing delay for up to 60 s. */
-static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
+static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id,
+                     tf_try_live_t *live)
 {
     int rc, exit_code = TF_TRY_EXIT_ERROR;
     char *url = tf_try_url(c->base_url, "api/v1/jobs/%lld", job_id);
@@ -870,13 +901,13 @@ static int watch_job(ctx_t *c, tf_try_watch_t *w, long long job_id)
     json_t *deferred = json_array();
     int64_t failing_since = 0;
     long long delay = c->o->poll_ms;
-    waiter_t wt = {.c = c, .live_backoff = 1000, .next_fetch = 0,
-                   .settle_delay = 20};
+    waiter_t wt = {.c = c, .live = live, .live_backoff = 1000,
+                   .next_fetch = 0, .settle_delay = 20};
 
     tf_buf_init(&out, 1024 * 1024);
     if (!url)
         goto out;
-    if (!c->o->no_live)
+    if (!wt.live && !c->o->no_live)
         waiter_open_live(&wt);
     for (;;) {
         tf_try_resp_t resp;
@@ -1395,6 +1426,7 @@ static int cmd_submit(ctx_t *c)
     tf_try_resp_t resp;
     bool have_resp = false;
     tf_try_watch_t *w = NULL;
+    tf_try_live_t *early = NULL;
 
     tf_buf_init(&patch, (size_t)o->max_patch_mb * 1024 * 1024);
     tf_buf_init(&body, 0);
@@ -1458,6 +1490,7 @@ static int cmd_submit(ctx_t *c)
     url = tf_try_url(c->base_url, "api/v1/jobs");
     if (!url)
         goto out;
+    early = live_before_submit(c);
     rc = request(c, "POST", url, true, body.data, body.len,
                  TF_TRY_SUBMIT_TIMEOUT_S, &resp);
     if (rc == -EINTR || stop_flag) {
@@ -1484,8 +1517,10 @@ static int cmd_submit(ctx_t *c)
         fail("the master accepted the job but its answer has no job_id");
         goto out;
     }
-    exit_code = o->wait ? watch_job(c, w, job_id) : TF_TRY_EXIT_OK;
+    exit_code = o->wait ? watch_job(c, w, job_id, early) : TF_TRY_EXIT_OK;
+    early = NULL; /* watch_job freed it */
 out:
+    tf_try_live_free(early);
     if (have_resp)
         tf_try_resp_free(&resp);
     tf_try_watch_free(w);
@@ -1551,7 +1586,8 @@ static int cmd_status(ctx_t *c)
         /* Watching from scratch replays the job's history so far, then
          * follows it: the same lines a --wait from submission printed. */
         tf_try_watch_t *w = tf_try_watch_new();
-        exit_code = w ? watch_job(c, w, c->o->job_id) : TF_TRY_EXIT_ERROR;
+        exit_code = w ? watch_job(c, w, c->o->job_id, NULL)
+                       : TF_TRY_EXIT_ERROR;
         tf_try_watch_free(w);
         goto out;
     }
@@ -1784,6 +1820,7 @@ static int cmd_retry(ctx_t *c)
     tf_try_resp_t resp;
     bool have_resp = false;
     tf_try_watch_t *w = NULL;
+    tf_try_live_t *early = NULL;
 
     tf_buf_init(&patch, (size_t)o->max_patch_mb * 1024 * 1024);
     tf_buf_init(&body, 0);
@@ -1856,6 +1893,8 @@ static int cmd_retry(ctx_t *c)
         goto out;
     }
     url = tf_try_url(c->base_url, "api/v1/jobs");
+    if (url)
+        early = live_before_submit(c);
     if (!url || request(c, "POST", url, true, body.data, body.len,
                         TF_TRY_SUBMIT_TIMEOUT_S, &resp) < 0)
         goto out;
@@ -1873,8 +1912,10 @@ static int cmd_retry(ctx_t *c)
         fail("the master accepted the job but its answer has no job_id");
         goto out;
     }
-    exit_code = o->wait ? watch_job(c, w, job_id) : TF_TRY_EXIT_OK;
+    exit_code = o->wait ? watch_job(c, w, job_id, early) : TF_TRY_EXIT_OK;
+    early = NULL; /* watch_job freed it */
 out:
+    tf_try_live_free(early);
     if (have_resp)
         tf_try_resp_free(&resp);
     tf_try_watch_free(w);

@@ -45,9 +45,10 @@ class Proxy:
     firewall or a proxy without websocket support would). cut() closes
     every connection open now (new ones still pass)."""
 
-    def __init__(self, port, refuse_live=False):
+    def __init__(self, port, refuse_live=False, live_delay=0.0):
         self.target = port
         self.refuse_live = refuse_live
+        self.live_delay = live_delay
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -80,6 +81,7 @@ class Proxy:
             if self.refuse_live:
                 c.close()
                 return
+            time.sleep(self.live_delay)
         try:
             u = socket.create_connection(("127.0.0.1", self.target))
         except OSError:
@@ -204,6 +206,28 @@ def test_wait_follows_the_live_feed_as_steps_end(farm):
     assert f"job {job['id']}: SUCCESS (every build passed)" in r.stdout
     assert "live feed SUBSCRIBING -> UP" in r.stderr, r.stderr
     assert took < scaled(30), (took, r.stdout)
+
+
+@pytest.mark.timeout(120)
+def test_wait_subscribes_before_submitting(farm):
+    """The live feed takes half a second to come up (a slow proxy), longer
+    than the build takes to start and its first step to run: tf-try
+    subscribes before it submits, so it still prints every step's start
+    and end, each once, in order."""
+    m, work, token = farm_with(farm, STEPS)
+    port = int(m.url.rsplit(":", 1)[1])
+    proxy = Proxy(port, live_delay=0.5)
+    try:
+        r = tf_try(farm, None, work, "--url", proxy.url, "-b", "live",
+                   "--wait", "--poll-ms", "60000", "-v", token=token,
+                   url=False)
+        assert r.returncode == 0, explain(r)
+        build = m.get_json(f"/jobs/{job_id_of(r)}")["builders"][0]["build"]
+        assert_each_once_in_order(r.stdout, build["id"])
+        assert proxy.live_seen == 1, proxy.live_seen
+        assert "live feed SUBSCRIBING -> UP" in r.stderr, r.stderr
+    finally:
+        proxy.close()
 
 
 @pytest.mark.timeout(120)

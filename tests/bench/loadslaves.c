@@ -80,6 +80,7 @@
 #define LS_LINE_MAX 4096            /* a control line on stdin */
 #define LS_T0_PROP "bench_t0_us"
 #define LS_PUMP_TURN 64             /* slaves' emulated work per loop turn */
+#define LS_PARSE_TURN 64            /* links' input parsed per loop turn */
 /* A finished build waits for the ack of its last event while the slave
  * already runs the next one (the master frees the slot when it has read
  * build_finished, before committing it); this many may wait per slave. */
@@ -1178,19 +1179,23 @@ static void pump_idle_cb(uv_idle_t *h)
     (void)h; /* only keeps the next poll from blocking */
 }
 
-/* At most LS_PUMP_TURN slaves per loop turn, the rest in the next turns
- * (an idle handle keeps the poll from blocking meanwhile): the reads of
- * every link come between, so a build_start is read within one turn's
- * small share of emulated work, not behind thousands of slaves' events. */
+/* At most LS_PARSE_TURN links' input parsed (wsc.h, tf_wsc_parse_pending:
+ * the read callbacks only copy the bytes and note the time) and
+ * LS_PUMP_TURN slaves' work per loop turn, the rest in the next turns (an
+ * idle handle keeps the poll from blocking meanwhile): the reads of every
+ * link come between, so a build_start is read within one turn's small
+ * share of parsing and emulated work, not behind thousands of slaves'
+ * messages and events. */
 static void pump_check_cb(uv_check_t *h)
 {
     (void)h;
+    size_t unparsed = tf_wsc_parse_pending(LS_PARSE_TURN);
     for (unsigned n = 0; n < LS_PUMP_TURN && !tf_list_empty(&g.pumpq); n++) {
         lslave_t *s = tf_list_entry(g.pumpq.next, lslave_t, pumpn);
         tf_list_unlink(&s->pumpn);
         slave_pump(s);
     }
-    if (tf_list_empty(&g.pumpq))
+    if (tf_list_empty(&g.pumpq) && !unparsed)
         uv_idle_stop(&g.pump_idle);
     else
         uv_idle_start(&g.pump_idle, pump_idle_cb);

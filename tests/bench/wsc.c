@@ -35,9 +35,20 @@
 
 static uint64_t wsc_rng;
 static uint8_t wsc_read_buf[WSC_READ_BUF];
+static tf_list_t wsc_pending; /* connections read and not parsed yet */
+static size_t wsc_npending;
+
+static void wsc_unpend(tf_wsc_t *c)
+{
+    if (tf_list_linked(&c->pendn)) {
+        tf_list_unlink(&c->pendn);
+        wsc_npending--;
+    }
+}
 
 int tf_wsc_global_init(void)
 {
+    tf_list_init(&wsc_pending);
     if (RAND_bytes((unsigned char *)&wsc_rng, sizeof(wsc_rng)) != 1)
         return TF_EIO;
     wsc_rng |= 1; /* xorshift needs a non-zero state */
@@ -77,6 +88,7 @@ static void wsc_close_cb(uv_handle_t *h)
 {
     tf_wsc_t *c = h->data;
     c->state = TF_WSC_CLOSED;
+    wsc_unpend(c);
     tf_buf_free(&c->rx);
     tf_buf_free(&c->msg);
     tf_buf_free(&c->out[0]);
@@ -388,26 +400,6 @@ static long wsc_frames(tf_wsc_t *c, const uint8_t *p, size_t n)
     return (long)used;
 }
 
-static void wsc_feed_frames(tf_wsc_t *c, const uint8_t *p, size_t n)
-{
-    if (c->rx.len == 0) {
-        long used = wsc_frames(c, p, n);
-        if (used < 0 || c->state != TF_WSC_OPEN)
-            return;
-        if ((size_t)used < n &&
-            tf_buf_append(&c->rx, p + used, n - (size_t)used) != 0)
-            wsc_fail(c, "out of memory buffering a frame");
-        return;
-    }
-    if (tf_buf_append(&c->rx, p, n) != 0) {
-        wsc_fail(c, "a frame over the cap");
-        return;
-    }
-    long used = wsc_frames(c, c->rx.data, c->rx.len);
-    if (used > 0 && c->state != TF_WSC_CLOSED)
-        tf_buf_consume(&c->rx, (size_t)used);
-}
-
 /* Value of header name (lower case) in the HTTP head, or NULL. */
 static const char *wsc_header(char *head, const char *name, size_t *vlen)
 {
@@ -505,6 +497,17 @@ static void wsc_feed_upgrade(tf_wsc_t *c, const uint8_t *p, size_t n)
     }
 }
 
+/* Parses the frames waiting in c->rx (its read callbacks' bytes). */
+static void wsc_parse(tf_wsc_t *c)
+{
+    wsc_unpend(c);
+    if (c->state != TF_WSC_OPEN || !c->rx.len)
+        return;
+    long used = wsc_frames(c, c->rx.data, c->rx.len);
+    if (used > 0 && c->state != TF_WSC_CLOSED)
+        tf_buf_consume(&c->rx, (size_t)used);
+}
+
 static void wsc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     tf_wsc_t *c = s->data;
@@ -522,10 +525,32 @@ static void wsc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     c->read_wall_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-    if (c->state == TF_WSC_UPGRADING)
+    if (c->state == TF_WSC_UPGRADING) {
         wsc_feed_upgrade(c, wsc_read_buf, (size_t)nread);
-    else if (c->state == TF_WSC_OPEN)
-        wsc_feed_frames(c, wsc_read_buf, (size_t)nread);
+    } else if (c->state == TF_WSC_OPEN) {
+        /* Parsed by tf_wsc_parse_pending, after the turn's reads; bytes
+         * that do not fit beside what waits are parsed at once first. */
+        if (tf_buf_append(&c->rx, wsc_read_buf, (size_t)nread) != 0) {
+            wsc_parse(c);
+            if (c->state != TF_WSC_OPEN)
+                return;
+            if (tf_buf_append(&c->rx, wsc_read_buf, (size_t)nread) != 0) {
+                wsc_fail(c, "a frame over the cap");
+                return;
+            }
+        }
+        if (!tf_list_linked(&c->pendn)) {
+            tf_list_push_back(&wsc_pending, &c->pendn);
+            wsc_npending++;
+        }
+    }
+}
+
+size_t tf_wsc_parse_pending(size_t max)
+{
+    for (size_t n = 0; n < max && !tf_list_empty(&wsc_pending); n++)
+        wsc_parse(tf_list_entry(wsc_pending.next, tf_wsc_t, pendn));
+    return wsc_npending;
 }
 
 static void wsc_connect_cb(uv_connect_t *req, int status)
@@ -568,6 +593,7 @@ int tf_wsc_connect(tf_wsc_t *c, uv_loop_t *loop, const struct sockaddr *addr,
                    size_t max_message, const tf_wsc_cbs_t *cbs, void *data)
 {
     memset(c, 0, sizeof(*c));
+    tf_list_init(&c->pendn);
     if (strlen(host) >= sizeof(c->host) || strlen(path) >= sizeof(c->path) ||
         strlen(protocol) >= sizeof(c->protocol))
         return TF_EINVAL;

@@ -37,6 +37,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "list.h"
 
 #define TF_WSC_SENDQ_MAX (4u * 1024 * 1024) /* queued, not yet written */
 #define TF_WSC_HTTP_MAX 8192                /* the 101 answer's headers */
@@ -95,14 +96,27 @@ struct tf_wsc {
     bool close_sent;
     int peer_close_code; /* -1 until a close frame arrived */
     int64_t read_wall_us; /* CLOCK_REALTIME, in us, when the bytes being
-                           * parsed were read from the socket: a message
+                           * parsed were read from the socket (the last
+                           * read, when several wait): a message
                            * callback's arrival time */
+    tf_list_t pendn;      /* in the read-but-not-parsed list */
     char why[192];
 };
 
 /* Seeds the masking-key generator from the system's random source. Call
  * once before any connection. Returns 0 or TF_EIO. */
 int tf_wsc_global_init(void);
+
+/* Reading and parsing are apart: an open connection's read callback only
+ * copies the bytes and notes the time; its frames are parsed (and
+ * message_cb called) by tf_wsc_parse_pending, which the caller runs from
+ * a check handle, after the loop turn's reads. So one thread serving
+ * thousands of connections reads each as soon as the loop sees it ready,
+ * not after parsing and handling the messages of every connection read
+ * before it in the turn. Parses the pending bytes of at most max
+ * connections, oldest first; returns how many still wait (the caller then
+ * keeps the next poll from blocking). */
+size_t tf_wsc_parse_pending(size_t max);
 
 /* Prepares c (which the caller owns and keeps in place until closed_cb)
  * and starts connecting to addr. host and path go into the request line

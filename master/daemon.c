@@ -421,6 +421,8 @@ static void begin_shutdown(tf_master_t *m, const char *why)
         return;
     tf_info("master", "%s: shutting down", why);
     m->stopping = true;
+    /* A settle of the secrets cache under way stops at its next file. */
+    atomic_store(&m->settle_stop, true);
     uv_idle_stop(&m->sched_idle);
     tf_build_flush_acks(m);
     tf_build_retry_ends(m); /* the store drains them when it closes */

@@ -88,6 +88,7 @@ typedef struct tf_build {
  * tf__on_build_start): the message as the master sent it, re-encoded. */
 typedef struct tf_held_start {
     struct tf_held_start *next;
+    uint64_t id; /* its build */
     size_t len;
     char text[];
 } tf_held_start_t;
@@ -120,6 +121,8 @@ struct tf_slave {
 };
 
 static void tf__check_done(tf_slave_t *s);
+static size_t tf__end_held(tf_slave_t *s, uint64_t id, tf_result_t result,
+                           const char *why);
 static void tf__set_http_base(tf_slave_t *s, const tf_slave_master_t *m);
 
 static void tf__set_state(tf_slave_t *s, tf_slave_state_t to, const char *why)
@@ -295,6 +298,7 @@ static void tf__begin_abort(tf_slave_t *s, const char *why)
     /* No new builds while we wait for the acks of the aborted ones. */
     if (s->conn)
         tf_conn_set_draining(s->conn);
+    tf__end_held(s, 0, TF_RETRY, "the slave is shutting down");
     for (tf_build_t *b = s->builds; b; b = b->next)
         if (b->running)
             tf_runner_abort(b->runner, TF_RETRY, "slave shut down", false);
@@ -361,6 +365,7 @@ static void tf__signal_cb(uv_signal_t *h, int signum)
                      "(send it again to abort them)", name, s->nrunning);
             tf__set_state(s, TF_SLAVE_DRAINING, why);
             tf_conn_set_draining(s->conn);
+            tf__end_held(s, 0, TF_RETRY, "the slave is shutting down");
             tf__check_done(s);
         } else
             tf__begin_abort(s, name);
@@ -502,16 +507,20 @@ static void tf__run_done_cb(void *arg, tf_result_t result)
 
 /* ---- messages from the master ------------------------------------------- */
 
-/* Answers a build_start we will not run with one build_finished RETRY (the
- * master requeues it), through the spool like any event. */
-static void tf__refuse_build(tf_slave_t *s, const tf_msg_t *m, const char *why)
+/* Answers a build_start we will not run with one build_finished of result
+ * (RETRY: the master requeues it; CANCELLED: it was aborted before it
+ * started), through the spool like any event. */
+static void tf__end_unstarted(tf_slave_t *s, const tf_msg_t *m,
+                              tf_result_t result, const char *why)
 {
     const uint64_t id = m->u.build_start.build_id;
     tf_build_t *b = tf__build_new(s, id, m->u.build_start.builder,
                                   m->u.build_start.number);
-    tf_warn("slave", "build %llu (%s #%llu) refused: %s: reporting RETRY",
+    tf_warn("slave", "build %llu (%s #%llu) %s: %s: reporting %s",
             (unsigned long long)id, m->u.build_start.builder,
-            (unsigned long long)m->u.build_start.number, why);
+            (unsigned long long)m->u.build_start.number,
+            result == TF_RETRY ? "refused" : "not started", why,
+            tf_result_name(result));
     if (!b) {
         tf__runtime_error(s);
         return;
@@ -532,10 +541,17 @@ static void tf__refuse_build(tf_slave_t *s, const tf_msg_t *m, const char *why)
     memset(&f, 0, sizeof f);
     f.type = TF_MSG_BUILD_FINISHED;
     f.u.build_finished.build_id = id;
-    f.u.build_finished.result = TF_RETRY;
+    f.u.build_finished.result = result;
     f.u.build_finished.time_ms = tf_now_ms();
     if (tf__append_event(b, &f))
         tf_conn_kick(s->conn);
+}
+
+/* Answers a build_start we will not run with one build_finished RETRY
+ * (the master requeues it). */
+static void tf__refuse_build(tf_slave_t *s, const tf_msg_t *m, const char *why)
+{
+    tf__end_unstarted(s, m, TF_RETRY, why);
 }
 
 /* Keeps build_start m until a slot frees (tf__start_held); one that
@@ -554,6 +570,7 @@ static void tf__hold_start(tf_slave_t *s, const tf_msg_t *m)
         return;
     }
     h->next = NULL;
+    h->id = m->u.build_start.build_id;
     h->len = len;
     memcpy(h->text, text, len);
     free(text);
@@ -580,6 +597,38 @@ static void tf__drop_held(tf_slave_t *s)
 }
 
 static void tf__on_build_start(tf_slave_t *s, const tf_msg_t *m);
+
+/* Ends held build_starts unstarted with result (why in the log): the one
+ * of build id (0: every one). Returns how many. */
+static size_t tf__end_held(tf_slave_t *s, uint64_t id, tf_result_t result,
+                           const char *why)
+{
+    size_t n = 0;
+    tf_held_start_t **pp = &s->held;
+
+    while (*pp) {
+        tf_held_start_t *h = *pp;
+        tf_msg_t m;
+        char err[128];
+
+        if (id && h->id != id) {
+            pp = &h->next;
+            continue;
+        }
+        *pp = h->next;
+        if (tf_msg_decode(h->text, h->len, &m, err, sizeof(err)) == 0) {
+            tf__end_unstarted(s, &m, result, why);
+            tf_msg_clear(&m);
+        } else {
+            tf_error("slave", "a held build_start does not decode again: %s",
+                     err);
+        }
+        free(h);
+        n++;
+    }
+    s->held_tail = pp;
+    return n;
+}
 
 /* Starts the held build_starts, oldest first, while slots are free (the
  * reaper, a loop turn after a build ended). */
@@ -674,6 +723,9 @@ static void tf__on_build_abort(tf_slave_t *s, const tf_msg_t *m)
 {
     char text[TF_PROTO_MAX_TEXTFIELD + 1];
     tf_build_t *b = tf__find(s, m->u.build_abort.build_id);
+    if (!b && tf__end_held(s, m->u.build_abort.build_id, TF_CANCELLED,
+                           "aborted by the master while it waited"))
+        return;
     if (!b || !b->running) {
         tf_debug("slave", "build_abort for build %llu, which is not running: "
                  "ignored", (unsigned long long)m->u.build_abort.build_id);

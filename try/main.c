@@ -1491,6 +1491,11 @@ static int cmd_submit(ctx_t *c)
     if (!url)
         goto out;
     early = live_before_submit(c);
+    if (stop_flag) {
+        fail("interrupted; nothing was submitted");
+        exit_code = TF_TRY_EXIT_INTERRUPTED;
+        goto out;
+    }
     rc = request(c, "POST", url, true, body.data, body.len,
                  TF_TRY_SUBMIT_TIMEOUT_S, &resp);
     if (rc == -EINTR || stop_flag) {
@@ -1895,6 +1900,11 @@ static int cmd_retry(ctx_t *c)
     url = tf_try_url(c->base_url, "api/v1/jobs");
     if (url)
         early = live_before_submit(c);
+    if (stop_flag) {
+        fail("interrupted; nothing was submitted");
+        exit_code = TF_TRY_EXIT_INTERRUPTED;
+        goto out;
+    }
     if (!url || request(c, "POST", url, true, body.data, body.len,
                         TF_TRY_SUBMIT_TIMEOUT_S, &resp) < 0)
         goto out;

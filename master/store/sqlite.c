@@ -1409,6 +1409,8 @@ static int maintain(tf_engine_t *e, const tf_retention_t *ret,
         src = ctl(e, SQL_COMMIT);
         if (src != SQLITE_OK)
             goto fail;
+        if (did && e->ckpt_started)
+            ckpt_kick(e); /* the master's writer, not tf-master vacuum */
         *removed = did;
         return did ? 1 : 0;
     }
@@ -1423,6 +1425,8 @@ static int maintain(tf_engine_t *e, const tf_retention_t *ret,
     src = ctl(e, SQL_COMMIT);
     if (src != SQLITE_OK)
         goto fail;
+    if (e->ckpt_started)
+        ckpt_kick(e);
     e->maint_build = build_id;
     e->maint_step = step;
     if (!found || to == (uint64_t)v[0] || to >= (uint64_t)v[1]) {
@@ -1908,9 +1912,10 @@ static int check_version(tf_engine_t *e, long long *version)
  * sqlite spilled past 64 KiB to a new file in /var/tmp, one per start
  * batch of a burst (created, written, deleted: 0.6 us of the writer's
  * CPU per started build, and a file system call the commit waits for);
- * in memory it grows in 1 KiB chunks and goes with the transaction.
- * VACUUM, whose temporary database is a copy of the whole file, sets it
- * back to FILE (vacuum). */
+ * in memory it grows in 1 KiB chunks and goes with the transaction. Set
+ * once the migrations have run (engine_open: their index builds sort
+ * whole tables); VACUUM, whose temporary database is a copy of the whole
+ * file, sets it back to FILE (vacuum). */
 static int configure_writer(tf_engine_t *e)
 {
     char mode[16];
@@ -1926,7 +1931,6 @@ static int configure_writer(tf_engine_t *e)
     }
     if ((rc = exec_logged(e, "PRAGMA synchronous = NORMAL")) != 0 ||
         (rc = exec_logged(e, "PRAGMA foreign_keys = ON")) != 0 ||
-        (rc = exec_logged(e, "PRAGMA temp_store = MEMORY")) != 0 ||
         (rc = exec_logged(e, "PRAGMA journal_size_limit = "
                              JOURNAL_SIZE_LIMIT)) != 0 ||
         (rc = exec_logged(e, "PRAGMA wal_autocheckpoint = "
@@ -2215,6 +2219,9 @@ static int engine_open(const char *path, unsigned nreaders, tf_engine_t **out,
         rc = check_at_open(e);
     if (rc == 0)
         rc = migrate(e, version);
+    /* After the migrations, whose index builds sort whole tables. */
+    if (rc == 0)
+        rc = exec_logged(e, "PRAGMA temp_store = MEMORY");
     if (rc == 0)
         rc = open_readers(e, nreaders ? nreaders : 1);
     if (rc != 0) {

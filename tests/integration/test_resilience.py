@@ -181,3 +181,47 @@ def test_a_rerun_sent_with_the_abandon_waits_for_the_killed_build(farm):
     assert (f"build {y['id']} (long #{y['number']}) waits for the build the "
             "master abandoned to be killed") in log, log
     assert "max_builds builds already running" not in log, log
+
+
+@pytest.mark.timeout(120)
+def test_a_held_rerun_cancelled_before_it_starts_never_runs(farm):
+    """As above, but the abandoned step takes 5 s to die, and the rerun Y
+    is cancelled while it waits for it: Y ends CANCELLED without running a
+    step, then and later (the slave does not start it once the slot
+    frees)."""
+    import sqlite3
+    runs = farm.tmp / "runs"
+    step = {"name": "work", "command":
+            f"trap 'sleep 5; exit 1' TERM; echo run >> {runs}; "
+            f"[ $(wc -l < {runs}) -ge 2 ] || sleep 300; echo finished"}
+    m = farm.master(config(step, build_lost_after_s=2))
+    proxy = farm.proxy(m.port)
+    s1 = farm.slave(m, "s1", url=proxy.ws_url)
+    req = m.force("long")
+    x = m.wait_build_started(req)
+    wait_for(lambda: runs.exists(), 20, "X's step to start", farm)
+    proxy.cut()
+    wait_for(lambda: m.build(x)["state"] == "finished", 30,
+             "the master to end X while the slave is away", farm)
+    proxy.restore()
+    wait_for(lambda: "waits for the build the master abandoned" in
+             s1.log_text(), 20, "the rerun to wait on the slave", farm)
+    db = sqlite3.connect(m.db_path)
+    try:
+        y = wait_for(lambda: db.execute(
+            "SELECT max(id) FROM builds WHERE request_id = ? AND id != ?",
+            (req, x)).fetchone()[0], 10, "the rerun's build row", farm)
+    finally:
+        db.close()
+    r = m.api_post(f"/builds/{y}/cancel")
+    assert r.status in (200, 202), r
+    done = m.wait_build_finished(y, 30)
+    assert done["result"] == "CANCELLED", done
+    assert all(s.get("result") in (None, "SKIPPED", "CANCELLED")
+               for s in done["steps"]), done["steps"]
+    time.sleep(6)  # X has died: the slot is free, Y must stay unstarted
+    assert runs.read_text() == "run\n"
+    log = s1.log_text()
+    assert f"build {y} (long #{done['number']}) not started: aborted by " \
+        "the master while it waited: reporting CANCELLED" in log, log
+    assert f"build {y} (long #{done['number']}) starting" not in log, log

@@ -78,6 +78,8 @@
 #define JOURNAL_SIZE_LIMIT "67108864" /* truncate the WAL back to 64 MiB */
 #define WAL_AUTOCHECKPOINT "16384"     /* pages: 64 MiB of WAL (see above) */
 #define CKPT_DELAY_MS 1000 /* from a commit to the checkpoint after it */
+#define CKPT_EARLY_FRAMES 4096 /* a WAL this long is checkpointed at once */
+#define WAL_AUTOCHECKPOINT_FRAMES 16384 /* WAL_AUTOCHECKPOINT's number */
 #define BUILDER_TALLY 32 /* builders counted at once (builder_tally_add) */
 
 /* The prepared statements of the write connection, keyed by the address
@@ -142,6 +144,7 @@ struct tf_engine {
     bool ckpt_stop;
     bool ckpt_failing;      /* the last checkpoint failed (said once) */
     int ckpt_dirty;         /* atomic: commits since the last checkpoint */
+    bool ckpt_urgent;       /* the WAL is long: no delay this time */
 
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -1548,13 +1551,14 @@ static void *ckpt_main(void *arg)
             break;
         struct timespec ts;
         ckpt_deadline(&ts, CKPT_DELAY_MS);
-        while (!e->ckpt_stop &&
+        while (!e->ckpt_stop && !e->ckpt_urgent &&
                pthread_cond_timedwait(&e->ckpt_cond, &e->ckpt_mu, &ts) !=
                    ETIMEDOUT)
             ;
         if (e->ckpt_stop)
             break;
         /* Commits from here on wake the next round. */
+        e->ckpt_urgent = false;
         __atomic_store_n(&e->ckpt_dirty, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&e->ckpt_mu);
         ckpt_run(e);
@@ -1562,6 +1566,36 @@ static void *ckpt_main(void *arg)
     }
     pthread_mutex_unlock(&e->ckpt_mu);
     return NULL;
+}
+
+/* sqlite's WAL hook on the write connection (after each commit, on the
+ * writer thread), in place of its autocheckpoint: a WAL of
+ * CKPT_EARLY_FRAMES wakes the checkpointer without its delay, so the WAL
+ * is copied and started over long before the writer would checkpoint it
+ * itself. A burst released after 5,000 requests were queued (61 MiB of
+ * WAL, one transaction each) otherwise crossed the autocheckpoint's
+ * 16,384 pages in the middle of its start batches, and the commit that
+ * did held every build_start behind it about 50 ms. Past those 16,384
+ * frames the writer still checkpoints, as sqlite's own hook did. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
+{
+    tf_engine_t *e = arg;
+
+    if (nframes >= WAL_AUTOCHECKPOINT_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL,
+                                  NULL);
+        return SQLITE_OK;
+    }
+    if (nframes >= CKPT_EARLY_FRAMES) {
+        pthread_mutex_lock(&e->ckpt_mu);
+        if (!e->ckpt_urgent) {
+            e->ckpt_urgent = true;
+            __atomic_store_n(&e->ckpt_dirty, 1, __ATOMIC_RELEASE);
+            pthread_cond_signal(&e->ckpt_cond);
+        }
+        pthread_mutex_unlock(&e->ckpt_mu);
+    }
+    return SQLITE_OK;
 }
 
 /* Starts the checkpointer (writer thread, first batch). Without it (no
@@ -1583,8 +1617,10 @@ static void ckpt_start(tf_engine_t *e)
         e->ckpt_db = NULL;
         goto fail;
     }
-    if (pthread_create(&e->ckpt_thread, NULL, ckpt_main, e) == 0)
+    if (pthread_create(&e->ckpt_thread, NULL, ckpt_main, e) == 0) {
+        sqlite3_wal_hook(e->db, wal_hook, e);
         return;
+    }
     sqlite3_close(e->ckpt_db);
     e->ckpt_db = NULL;
 fail:
@@ -1618,6 +1654,8 @@ static void ckpt_stop(tf_engine_t *e)
     pthread_cond_signal(&e->ckpt_cond);
     pthread_mutex_unlock(&e->ckpt_mu);
     pthread_join(e->ckpt_thread, NULL);
+    if (e->db)
+        sqlite3_wal_hook(e->db, NULL, NULL);
     sqlite3_close(e->ckpt_db);
     e->ckpt_db = NULL;
 }

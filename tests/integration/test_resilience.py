@@ -136,6 +136,31 @@ def test_slave_retries_promptly_when_the_peer_closes_during_the_handshake(
              farm)
 
 
+def _abandoned_while_away(farm, dying_s):
+    """A master whose only slave runs build X of request req, whose step
+    takes dying_s seconds to die after its SIGTERM; the slave's link is cut
+    until the master ends X as RETRY (build_lost_after_s 2), then comes
+    back: the master abandons X and sends the rerun. Returns (master,
+    slave, req, X's id, the file each run of the step appends a line
+    to)."""
+    runs = farm.tmp / "runs"
+    step = {"name": "work", "command":
+            f"trap 'sleep {dying_s}; exit 1' TERM; echo run >> {runs}; "
+            f"[ $(wc -l < {runs}) -ge 2 ] || sleep 300; echo finished"}
+    m = farm.master(config(step, build_lost_after_s=2))
+    proxy = farm.proxy(m.port)
+    s1 = farm.slave(m, "s1", url=proxy.ws_url)
+    req = m.force("long")
+    x = m.wait_build_started(req)
+    wait_for(lambda: runs.exists(), 20, "X's step to start", farm)
+    proxy.cut()
+    wait_for(lambda: m.build(x)["state"] == "finished", 30,
+             "the master to end X while the slave is away", farm)
+    assert m.build(x)["result"] == "RETRY"
+    proxy.restore()
+    return m, s1, req, x, runs
+
+
 @pytest.mark.timeout(120)
 def test_a_rerun_sent_with_the_abandon_waits_for_the_killed_build(farm):
     """The slave stays away until the master ends its build X as RETRY
@@ -145,24 +170,9 @@ def test_a_rerun_sent_with_the_abandon_waits_for_the_killed_build(farm):
     holding the slave's one slot: Y waits for it instead of being refused
     (which was a second RETRY and a third build of one request)."""
     import sqlite3
-    runs = farm.tmp / "runs"
     # X's step takes a second to die after its SIGTERM, so the rerun
     # arrives while it is still being killed, however slow the machine.
-    step = {"name": "work", "command":
-            f"trap 'sleep 1; exit 1' TERM; echo run >> {runs}; "
-            f"[ $(wc -l < {runs}) -ge 2 ] || sleep 300; echo finished"}
-    m = farm.master(config(step, build_lost_after_s=2))
-    proxy = farm.proxy(m.port)
-    s1 = farm.slave(m, "s1", url=proxy.ws_url)
-    req = m.force("long")
-    x = m.wait_build_started(req)
-    wait_for(lambda: runs.exists(), 20, "X's step to start", farm)
-
-    proxy.cut()
-    wait_for(lambda: m.build(x)["state"] == "finished", 30,
-             "the master to end X while the slave is away", farm)
-    assert m.build(x)["result"] == "RETRY"
-    proxy.restore()
+    m, s1, req, x, runs = _abandoned_while_away(farm, dying_s=1)
 
     y = m.wait_request_done(req, 60)
     assert y["result"] == "SUCCESS", y
@@ -190,20 +200,7 @@ def test_a_held_rerun_cancelled_before_it_starts_never_runs(farm):
     step, then and later (the slave does not start it once the slot
     frees)."""
     import sqlite3
-    runs = farm.tmp / "runs"
-    step = {"name": "work", "command":
-            f"trap 'sleep 5; exit 1' TERM; echo run >> {runs}; "
-            f"[ $(wc -l < {runs}) -ge 2 ] || sleep 300; echo finished"}
-    m = farm.master(config(step, build_lost_after_s=2))
-    proxy = farm.proxy(m.port)
-    s1 = farm.slave(m, "s1", url=proxy.ws_url)
-    req = m.force("long")
-    x = m.wait_build_started(req)
-    wait_for(lambda: runs.exists(), 20, "X's step to start", farm)
-    proxy.cut()
-    wait_for(lambda: m.build(x)["state"] == "finished", 30,
-             "the master to end X while the slave is away", farm)
-    proxy.restore()
+    m, s1, req, x, runs = _abandoned_while_away(farm, dying_s=5)
     wait_for(lambda: "waits for the build the master abandoned" in
              s1.log_text(), 20, "the rerun to wait on the slave", farm)
     db = sqlite3.connect(m.db_path)

@@ -1345,6 +1345,12 @@ int tf_master_send_text(tf_master_t *m, tf_mslave_t *s, const char *text,
     return m->net->send_text(s->link, text, len);
 }
 
+void tf_master_deliver_commits(tf_master_t *m)
+{
+    if (m->store && !m->group)
+        tf_store_deliver(m->store);
+}
+
 int tf_master_send_start(tf_master_t *m, tf_mslave_t *s, const char *text,
                          size_t len)
 {

@@ -463,6 +463,13 @@ void tf_master_tick(tf_master_t *m);
 /* Frees the live state (after the loop stopped and the store closed). */
 void tf_master_free(tf_master_t *m);
 
+/* Runs now the callbacks of write groups the store has committed
+ * (tf_store_deliver), so that a committed start batch's build_starts go
+ * out between two messages of a long run from the slaves rather than
+ * after all of them. For the net between messages; does nothing while a
+ * write group is open. Loop thread. */
+void tf_master_deliver_commits(tf_master_t *m);
+
 /* Sends a text frame (copied) or a message to slave s on its link, through
  * m->net. TF_ESTATE when s has no link. */
 int tf_master_send_text(tf_master_t *m, tf_mslave_t *s, const char *text,

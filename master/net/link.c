@@ -96,6 +96,8 @@ struct tf_link {
     const char *gone_event; /* "disconnected" or "lost" */
     char *adopt_text;       /* the hello while a shared master loads the
                              * builds it brings (tf_master_adopt) */
+    bool in_text; /* in link_text: a message to this link is queued, not
+                   * written from inside its own receive callback */
 };
 
 typedef struct link_pss {
@@ -175,7 +177,7 @@ static int link_queue(tf_link_t *l, const void *data, size_t len, bool binary)
  * the caller is to queue it. */
 static int link_write_now(tf_link_t *l, const char *text, size_t len)
 {
-    if (l->state != LINK_READY || !tf_list_empty(&l->sendq) ||
+    if (l->state != LINK_READY || l->in_text || !tf_list_empty(&l->sendq) ||
         lws_send_pipe_choked(l->wsi))
         return 1;
     unsigned char *buf = malloc(LWS_PRE + len);
@@ -439,7 +441,19 @@ static void link_text(tf_link_t *l, const char *text, size_t len)
 {
     char err[256];
     tf_msg_t msg;
-    int rc = tf_msg_decode(text, len, &msg, err, sizeof(err));
+    int rc;
+
+    if (l->state == LINK_READY) {
+        /* libuv hands over every ready socket before the store's wakeup:
+         * with thousands of slaves sending, the commits that finished
+         * meanwhile (a start batch's among them) are run first. */
+        l->in_text = true;
+        tf_master_deliver_commits(l->m);
+        l->in_text = false;
+        if (l->state != LINK_READY)
+            return; /* closed by what ran */
+    }
+    rc = tf_msg_decode(text, len, &msg, err, sizeof(err));
     if (rc) {
         tf_link_close(l, "malformed", TF_CLOSE_MALFORMED,
                       "cannot decode message: %s", err);

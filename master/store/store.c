@@ -135,6 +135,7 @@ struct tf_store {
     size_t reads_inflight;
     bool close_requested;
     bool finishing;
+    bool delivering; /* in deliver: tf_store_deliver does not nest */
     void (*close_cb)(void *arg);
     void *close_arg;
 
@@ -149,6 +150,8 @@ struct tf_store {
     pthread_cond_t wake; /* writer: groups queued, closing, hook changed */
     group_list_t pending;
     group_list_t done;
+    atomic_bool done_ready; /* done holds groups: tf_store_deliver reads
+                             * it without taking mu */
     size_t queued_ops;
     size_t queued_bytes;
     bool congested;
@@ -791,6 +794,7 @@ static void *writer_main(void *arg)
         if (gave_up)
             s->gave_up = true;
         list_splice(&s->done, first, last);
+        atomic_store(&s->done_ready, true);
         pthread_mutex_unlock(&s->mu);
         uv_async_send(&s->async);
     }
@@ -934,16 +938,17 @@ void tf_store_farm_take(tf_store_t *s,
     }
 }
 
-static void on_async(uv_async_t *h)
+/* Runs the callbacks of the groups the writer has finished, and what
+ * else the writer or the farm listener woke the loop for. */
+static void deliver(tf_store_t *s)
 {
-    tf_store_t *s = h->data;
     tf_wgroup_t *g, *next;
 
-    if (s->finishing)
-        return;
+    s->delivering = true;
     pthread_mutex_lock(&s->mu);
     g = s->done.head;
     s->done.head = s->done.tail = NULL;
+    atomic_store(&s->done_ready, false);
     pthread_mutex_unlock(&s->mu);
 
     report_congestion(s); /* a rise seen by a submit */
@@ -988,7 +993,27 @@ static void on_async(uv_async_t *h)
             tf_wgroup_free(g);
     }
     report_congestion(s); /* callbacks may have queued more */
+    s->delivering = false;
     maybe_finish_close(s);
+}
+
+static void on_async(uv_async_t *h)
+{
+    tf_store_t *s = h->data;
+
+    if (!s->finishing)
+        deliver(s);
+}
+
+void tf_store_deliver(tf_store_t *s)
+{
+    /* One atomic load when nothing is done: the caller may ask between
+     * any two messages. Not once closing has begun: the close finishes
+     * from on_async alone, outside whatever the caller is in. */
+    if (s->close_requested || s->finishing || s->delivering ||
+        !atomic_load(&s->done_ready))
+        return;
+    deliver(s);
 }
 
 void tf_store_close(tf_store_t *s, void (*cb)(void *arg), void *arg)

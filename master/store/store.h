@@ -193,6 +193,16 @@ void tf_store_farm_take(tf_store_t *s,
                                    const char *text),
                         void *arg);
 
+/* Runs now the callbacks of the groups the writer has committed (or
+ * failed), which the loop otherwise runs when the writer's wakeup comes
+ * round. For a caller in the middle of a long run of other events: libuv
+ * hands over every socket that is ready before it looks at the wakeup,
+ * and with thousands of slaves sending that is tens of milliseconds in
+ * which a committed start batch would wait. Costs one atomic load when
+ * nothing is done; does nothing once tf_store_close has been called.
+ * Loop thread only, never from inside a done callback. */
+void tf_store_deliver(tf_store_t *s);
+
 /* A counter that moves whenever the stored state may have changed: when
  * a group holding more than progress (output chunks, the event chain,
  * "slave seen") is queued, and again when it has committed or failed.

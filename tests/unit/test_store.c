@@ -1136,6 +1136,80 @@ TF_TEST(close_drains_pending_writes)
     fx_teardown(&f);
 }
 
+/* tf_store_deliver runs the done callbacks of committed groups at once,
+ * without the loop: the link layer calls it between slave messages. */
+static void deliver_nested_cb(void *arg, int rc)
+{
+    tf_store_t *s = arg;
+    long before = g_done.n;
+
+    seq_cb((void *)(intptr_t)g_done.next, rc);
+    /* From inside a callback it does nothing: no callback runs twice or
+     * out of order. */
+    tf_store_deliver(s);
+    if (g_done.n != before + 1)
+        g_done.ordered = false;
+}
+
+TF_TEST(deliver_runs_committed_callbacks_without_the_loop)
+{
+    fx_t f;
+    fx_setup(&f);
+    done_reset();
+    tf_store_t *s = open_ok(&f, NULL);
+    const long n = 50;
+    bool closed = false;
+
+    /* Nothing committed yet: nothing runs. */
+    tf_store_deliver(s);
+    TF_CHECK_INT(g_done.n, 0);
+    for (long i = 0; i < n; i++)
+        TF_CHECK_INT(write_event(s, i, "deliver"), 0);
+    /* The writer commits on its own thread; the loop is not run here, so
+     * only tf_store_deliver can run the callbacks. */
+    uint64_t end = now_ms() + 10000;
+    while (g_done.n < n && now_ms() < end) {
+        tf_store_deliver(s);
+        usleep(1000);
+    }
+    TF_CHECK_INT(g_done.n, n);
+    TF_CHECK_INT(g_done.ok, n);
+    TF_CHECK(g_done.ordered);
+    TF_CHECK_INT(direct_int(f.path, "SELECT count(*) FROM slave_events"), n);
+    /* The wakeup the writer sent still comes: it finds nothing left. */
+    run_for(&f.loop, 20);
+    TF_CHECK_INT(g_done.n, n);
+
+    /* A callback that calls it again does not nest. */
+    TF_CHECK_INT(tf_store_write(s, INSERT_EVENT,
+                                (tf_sqlval_t[]){tf_sql_text("s1"),
+                                                tf_sql_int(n),
+                                                tf_sql_text("ev"),
+                                                tf_sql_text("nested")},
+                                4, deliver_nested_cb, s),
+                 0);
+    end = now_ms() + 10000;
+    while (g_done.n < n + 1 && now_ms() < end) {
+        tf_store_deliver(s);
+        usleep(1000);
+    }
+    TF_CHECK_INT(g_done.n, n + 1);
+    TF_CHECK(g_done.ordered);
+
+    /* Once closing, only the loop finishes: the close's own wakeup runs
+     * what is left, and the close callback comes last. */
+    TF_CHECK_INT(write_event(s, n + 1, "at close"), 0);
+    tf_store_close(s, closed_cb, &closed);
+    usleep(50000);
+    tf_store_deliver(s);
+    TF_CHECK_INT(g_done.n, n + 1);
+    TF_CHECK(run_until(&f.loop, flag_set, &closed, 10000));
+    TF_CHECK_INT(g_done.n, n + 2);
+    TF_CHECK(g_done.ordered);
+    TF_CHECK(!g_done.after_close);
+    fx_teardown(&f);
+}
+
 /* ------------------------------------------------------------------ */
 /* A failing database                                                  */
 /* ------------------------------------------------------------------ */

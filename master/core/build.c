@@ -876,6 +876,7 @@ void tf_build_batch_begin(tf_master_t *m)
      * and only the build that lost its claim is dropped. */
     m->batch_on = true;
     m->nbatch = 0;
+    m->batch_limit = TF_BUILD_BATCH_FIRST;
 }
 
 void tf_build_batch_end(tf_master_t *m)
@@ -930,7 +931,7 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
     if (!batch)
         ec = build_group(m, b, EC_ROWS, 0, 1024);
     else if (!m->group)
-        tf_master_group_begin(m, TF_BUILD_BATCH_MAX * 1024);
+        tf_master_group_begin(m, m->batch_limit * 1024);
 
     for (size_t i = 0; srec && cmds && i < nsteps; i++) {
         cmds[i] = command_json(&steps[i]);
@@ -985,8 +986,10 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
             else
                 tf_master_group_commit(m, NULL, NULL);
             build_drop(m, b, TF_ENOMEM);
-        } else if (m->nbatch >= TF_BUILD_BATCH_MAX) {
+        } else if (m->nbatch >= m->batch_limit) {
             batch_flush(m);
+            if (m->batch_limit < TF_BUILD_BATCH_MAX)
+                m->batch_limit *= 2;
         }
         return;
     }

@@ -340,6 +340,8 @@ struct tf_master {
     bool batch_on;
     uint64_t *batch_ids;
     size_t nbatch, batch_cap;
+    size_t batch_limit; /* builds in the open batch's group before it is
+                           flushed: TF_BUILD_BATCH_FIRST, doubling */
 
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
@@ -712,8 +714,12 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
 /* A start batch: between tf_build_batch_begin and tf_build_batch_end the
  * rows of the builds tf_build_start starts are collected into one write
  * group (one savepoint, committed in one transaction) of at most
- * TF_BUILD_BATCH_MAX builds, with the builders' counts written once per
- * group, and every build_start of a group goes out when it has committed.
+ * TF_BUILD_BATCH_FIRST builds, each next group of the pass twice the one
+ * before up to TF_BUILD_BATCH_MAX (the first build_starts go out soon, and
+ * a burst's later rows share fewer, cheaper commits: 10.5 against 9.1 us
+ * of writer CPU per build at 256 and 1,024, tf-bench-store), with the
+ * builders' counts written once per group, and every build_start of a
+ * group goes out when it has committed.
  * Each build's rows are a unit of the group (tf_wgroup_unit_end): if the
  * group fails on its own, the store applies each build's rows alone, and
  * only a build whose own rows fail is dropped (its request queued again
@@ -721,7 +727,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
  * group is dropped so. While
  * a batch is open m->group belongs to it: the caller opens no group of
  * its own in between. The scheduler's pass is one batch. */
-#define TF_BUILD_BATCH_MAX 256u
+#define TF_BUILD_BATCH_FIRST 256u
+#define TF_BUILD_BATCH_MAX 1024u
 void tf_build_batch_begin(tf_master_t *m);
 /* Commits what the batch collected and closes it. */
 void tf_build_batch_end(tf_master_t *m);

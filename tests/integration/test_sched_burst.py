@@ -1,6 +1,7 @@
 """A burst of builds released at once onto many slaves: the scheduler's
-pass starts hundreds of builds in one go (in start batches of up to 256
-builds, one write group each), and still runs each request exactly once,
+pass starts hundreds of builds in one go (in start batches of 256 builds,
+then twice as many, one write group each), and still runs each request
+exactly once,
 only on a slave that serves its builder, never more builds at once on a
 slave than its max_builds.
 

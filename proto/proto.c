@@ -6,6 +6,9 @@
  * checks every field the specification names, copying values into a
  * tf_msg_t. The first problem found stops the walk and becomes the error
  * sentence, prefixed with the field's path ("build_start.steps[0].command").
+ * The small event messages a slave sends per step and build are first
+ * offered to a one-pass reader (msgfast.c) that only ever accepts; what it
+ * does not take in full comes here, so every refusal is worded here.
  *
  * Encoding builds the same kind of tree from a tf_msg_t and then runs that
  * very validator over it before dumping, so the rules live in one place and
@@ -30,6 +33,7 @@
 #include "crypto.h"
 #include "names.h"
 #include "proto.h"
+#include "proto_int.h"
 #include "stepspec.h"
 #include "tf_err.h"
 #include "utf8.h"
@@ -1683,8 +1687,11 @@ static int tf_msg_from_json(tf_dec_t *d, const json_t *root, tf_msg_t *m)
     return tf_dec_fail(d, TF_EINVAL, "unknown message type \"%s\"", q);
 }
 
-int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
-                  size_t errlen)
+/* tf_msg_decode(), with the one-pass reader of msgfast.c tried first when
+ * fast is set. That reader only accepts; whatever it leaves goes through
+ * jansson here, so every refusal is worded below. */
+static int tf_msg_decode_as(const char *text, size_t len, tf_msg_t *out,
+                            char *err, size_t errlen, bool fast)
 {
     tf_dec_t d = {err, errlen};
     json_error_t je;
@@ -1701,6 +1708,8 @@ int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
                            "control message of %zu bytes is over the %d-byte "
                            "limit",
                            len, TF_PROTO_MAX_TEXT);
+    if (fast && tf__msg_decode_fast(text, len, out))
+        return 0;
     json_t *root = json_loadb(text, len,
                               JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root) {
@@ -1720,6 +1729,18 @@ int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
     if (rc)
         tf_msg_clear(out);
     return rc;
+}
+
+int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
+                  size_t errlen)
+{
+    return tf_msg_decode_as(text, len, out, err, errlen, true);
+}
+
+int tf__msg_decode_slow(const char *text, size_t len, tf_msg_t *out,
+                        char *err, size_t errlen)
+{
+    return tf_msg_decode_as(text, len, out, err, errlen, false);
 }
 
 /* ------------------------------------------------------------------ */

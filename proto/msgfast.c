@@ -51,22 +51,30 @@ typedef enum tf_fk {
     TF_FK__COUNT
 } tf_fk_t;
 
-static const char *const tf_fk_names[TF_FK__COUNT] = {
-    [TF_FK_TYPE] = "type",
-    [TF_FK_BUILD_ID] = "build_id",
-    [TF_FK_SEQ] = "seq",
-    [TF_FK_STEP] = "step",
-    [TF_FK_NAME] = "name",
-    [TF_FK_TIME_MS] = "time_ms",
-    [TF_FK_RESULT] = "result",
-    [TF_FK_EXIT_CODE] = "exit_code",
-    [TF_FK_SIGNAL] = "signal",
-    [TF_FK_TIMED_OUT] = "timed_out",
-    [TF_FK_DURATION_MS] = "duration_ms",
-    [TF_FK_TEXT] = "text",
-    [TF_FK_INFO] = "info",
-    [TF_FK_WARNINGS] = "warnings",
-    [TF_FK_ID] = "id",
+/* Each key with its length, so most mismatches cost one comparison. */
+typedef struct tf_fk_name {
+    const char *s;
+    size_t n;
+} tf_fk_name_t;
+
+#define TF__FK(k, name) [k] = {name, sizeof name - 1}
+
+static const tf_fk_name_t tf_fk_names[TF_FK__COUNT] = {
+    TF__FK(TF_FK_TYPE, "type"),
+    TF__FK(TF_FK_BUILD_ID, "build_id"),
+    TF__FK(TF_FK_SEQ, "seq"),
+    TF__FK(TF_FK_STEP, "step"),
+    TF__FK(TF_FK_NAME, "name"),
+    TF__FK(TF_FK_TIME_MS, "time_ms"),
+    TF__FK(TF_FK_RESULT, "result"),
+    TF__FK(TF_FK_EXIT_CODE, "exit_code"),
+    TF__FK(TF_FK_SIGNAL, "signal"),
+    TF__FK(TF_FK_TIMED_OUT, "timed_out"),
+    TF__FK(TF_FK_DURATION_MS, "duration_ms"),
+    TF__FK(TF_FK_TEXT, "text"),
+    TF__FK(TF_FK_INFO, "info"),
+    TF__FK(TF_FK_WARNINGS, "warnings"),
+    TF__FK(TF_FK_ID, "id"),
 };
 
 #define TF__FB(k) (1u << (k))
@@ -190,7 +198,7 @@ static bool tf_fast_value(tf_fast_t *f, tf_fv_t *v)
 static bool tf_fast_key(const char *s, size_t n, tf_fk_t *out)
 {
     for (int k = 0; k < TF_FK__COUNT; k++) {
-        if (strlen(tf_fk_names[k]) == n && memcmp(tf_fk_names[k], s, n) == 0) {
+        if (tf_fk_names[k].n == n && memcmp(tf_fk_names[k].s, s, n) == 0) {
             *out = (tf_fk_t)k;
             return true;
         }

@@ -12,8 +12,11 @@
  * was before the fast path), and prints the best and the median of the
  * thread's CPU time per message (decode plus tf_msg_clear).
  *
- *     tf-bench-decode [-n decodes per run] [-r runs]
+ *     tf-bench-decode [-n decodes per run] [-r runs] [-t type]
  *
+ * -t keeps one message type (step_started, ...), for counting
+ * instructions per decode under valgrind --tool=callgrind (the inclusive
+ * cost of tf_msg_decode and of tf__msg_decode_slow over their calls).
  * Hot caches, one thread: a floor for the cost in the master, where the
  * messages arrive between other work. A benchmark, not a test: built
  * with everything else so it keeps compiling, never run by CI.
@@ -108,19 +111,24 @@ int main(int argc, char **argv)
     static const tf_msg_type_t types[] = {
         TF_MSG_STEP_STARTED, TF_MSG_STEP_FINISHED, TF_MSG_BUILD_FINISHED,
         TF_MSG_ACK};
+    const char *only = NULL;
     long n = 200000;
     int runs = 9, opt;
-    while ((opt = getopt(argc, argv, "n:r:")) != -1) {
-        char *end;
-        if (opt == 'n')
+    while ((opt = getopt(argc, argv, "n:r:t:")) != -1) {
+        char *end = optarg;
+        if (opt == 't') {
+            only = optarg;
+            end = optarg + strlen(optarg);
+        } else if (opt == 'n') {
             n = strtol(optarg, &end, 10);
-        else if (opt == 'r')
+        } else if (opt == 'r') {
             runs = (int)strtol(optarg, &end, 10);
-        else
+        } else {
             end = NULL;
+        }
         if (!end || *end || n < 1 || runs < 1 || runs > MAX_RUNS) {
             fprintf(stderr, "usage: tf-bench-decode [-n decodes per run] "
-                            "[-r runs, 1..%d]\n", MAX_RUNS);
+                            "[-r runs, 1..%d] [-t type]\n", MAX_RUNS);
             return 2;
         }
     }
@@ -129,6 +137,8 @@ int main(int argc, char **argv)
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         double slow[MAX_RUNS], fast[MAX_RUNS];
         size_t len = 0;
+        if (only && strcmp(only, tf_msg_type_name(types[t])) != 0)
+            continue;
         char *text = sample_text(types[t], &len);
         if (!text) {
             fprintf(stderr, "tf-bench-decode: cannot encode a sample\n");

@@ -391,6 +391,22 @@ static void tf_label(char out[TF__LABEL_MAX], const char *fmt, ...)
     va_end(ap);
 }
 
+/* "path.key" into out, cut as tf_label(out, "%s.%s", path, key) would
+ * cut it. Every member looked up is labelled before its value is known
+ * to be good, so this is on every decode's path: a copy, not printf. */
+static void tf_label_member(char out[TF__LABEL_MAX], const char *path,
+                            const char *key)
+{
+    size_t o = 0;
+    for (; *path && o < TF__LABEL_MAX - 1; path++)
+        out[o++] = *path;
+    if (o < TF__LABEL_MAX - 1)
+        out[o++] = '.';
+    for (; *key && o < TF__LABEL_MAX - 1; key++)
+        out[o++] = *key;
+    out[o] = '\0';
+}
+
 static int tf_dec_oom(tf_dec_t *d)
 {
     return tf_dec_fail(d, TF_ENOMEM, "out of memory while decoding");
@@ -490,7 +506,7 @@ static const json_t *tf_dec_get(tf_dec_t *d, const json_t *obj,
                                 const char *path, const char *key,
                                 char label[TF__LABEL_MAX], int *rc)
 {
-    tf_label(label, "%s.%s", path, key);
+    tf_label_member(label, path, key);
     const json_t *v = json_object_get(obj, key);
     *rc = v ? 0
             : tf_dec_fail(d, TF_EINVAL, "%s: required field missing", label);
@@ -1027,7 +1043,7 @@ static int tf_dec_mod_object(tf_dec_t *d, const json_t *mo, const char *mp,
     int rc;
     const json_t *o = json_object_get(mo, r->key);
     bool success = r->kind == TF_SK_MOD_SUCCESS;
-    tf_label(label, "%s.%s", mp, r->key);
+    tf_label_member(label, mp, r->key);
     if (!json_is_object(o))
         return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
     if ((rc = success ? tf_dec_rows(d, o, label, tf_success_rows,
@@ -1104,7 +1120,7 @@ static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
     char tp[TF__LABEL_MAX];
     const json_t *to = json_object_get(o, r->key);
     int rc;
-    tf_label(tp, "%s.%s", p, r->key);
+    tf_label_member(tp, p, r->key);
     if (!json_is_object(to))
         return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", tp);
     if (!(s->test_results = calloc(1, sizeof *s->test_results)))
@@ -1145,7 +1161,7 @@ static int tf_dec_row(tf_dec_t *d, const json_t *o, const char *p,
         if ((rc = tf_dec_str(d, o, p, r->key, SIZE_MAX, &s->workdir)))
             return rc;
         if (!tf_relpath_valid(s->workdir)) {
-            tf_label(label, "%s.%s", p, r->key);
+            tf_label_member(label, p, r->key);
             tf_dec_quote(q, s->workdir);
             return tf_dec_fail(d, TF_EINVAL,
                                "%s: \"%s\" is not a valid relative path",
@@ -1163,7 +1179,7 @@ static int tf_dec_row(tf_dec_t *d, const json_t *o, const char *p,
         if ((rc = tf_dec_str(d, o, p, r->key, 64, &s->builtin)))
             return rc;
         if (strcmp(s->builtin, TF_BUILTIN_SOURCE) != 0) {
-            tf_label(label, "%s.%s", p, r->key);
+            tf_label_member(label, p, r->key);
             tf_dec_quote(q, s->builtin);
             return tf_dec_fail(d, TF_EINVAL,
                                "%s: unknown builtin \"%s\" (known: source)",

@@ -2446,6 +2446,76 @@ TF_TEST(fast_path_takes_the_hot_messages)
     TF_CHECK(diff_one(sf, strlen(sf), __LINE__));
 }
 
+/* Shapes the fast path must leave to jansson, one per rule it keeps; each
+ * is still decoded (or refused) exactly as jansson decodes it. */
+TF_TEST(fast_path_leaves_the_odd_shapes)
+{
+#define SS_HEAD "{\"type\":\"step_started\",\"build_id\":1,\"seq\":1,"
+    static const char *const odd[] = {
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"seq\":1}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"type\":\"ack\"}",
+        SS_HEAD "\"step\":00,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":01,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":-0,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":1.0,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":1e2,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":1000,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"\\u0061\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"caf\xc3\xa9\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"-a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":9007199254740992}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":99999999999999999999}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"x\":1}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"id\":1}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":[0]}",
+        SS_HEAD "\"step\":0,\"name\":\"a\"}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0}x",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,}",
+        SS_HEAD "\"step\":true,\"name\":\"a\",\"time_ms\":0}",
+        "{\"type\":\"step_started\",\"build_id\":0,\"seq\":1,\"step\":0,"
+        "\"name\":\"a\",\"time_ms\":0}",
+        "{\"type\":\"ste\\u0070_started\",\"build_id\":1,\"seq\":1,"
+        "\"step\":0,\"name\":\"a\",\"time_ms\":0}",
+        "[{\"type\":\"ack\",\"build_id\":1,\"seq\":1}]",
+        "\xef\xbb\xbf{\"type\":\"ack\",\"build_id\":1,\"seq\":1}",
+        "{\"type\":\"ack\",\"build_id\":1,\"seq\":+1}",
+        "{\"type\":\"build_finished\",\"build_id\":1,\"seq\":1,"
+        "\"result\":\"success\",\"time_ms\":0}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":0,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\"}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":null,\"signal\":null,"
+        "\"timed_out\":0,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\"}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":2147483648,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\"}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\","
+        "\"stats\":{\"lines\":1}}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\","
+        "\"properties\":{}}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,"
+        "\"text\":\"a\\nb\"}",
+    };
+#undef SS_HEAD
+    /* sizeof: the text ends in a NUL byte after the object. */
+    static const char nul_after[] = "{\"type\":\"ack\",\"build_id\":1,"
+                                    "\"seq\":1}";
+    TF_CHECK(!diff_one(nul_after, sizeof nul_after, __LINE__));
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        if (diff_one(odd[i], strlen(odd[i]), __LINE__)) {
+            fprintf(stderr, "fast path took odd shape %zu: %s\n", i, odd[i]);
+            tf__failed_checks++;
+        }
+    }
+}
+
 TF_TEST(fast_path_agrees_with_jansson_generated)
 {
     gbuf_t *g = xmalloc(sizeof *g);

@@ -9,6 +9,8 @@
  * reads the common shape directly: one flat object of known keys whose
  * values are integers, printable-ASCII strings without escapes, booleans
  * or null, in any order, with JSON whitespace anywhere it is allowed.
+ * ack, ping and pong have that shape too (a slave decodes an ack per
+ * event, the master a pong per heartbeat), so they come along.
  *
  * The invariant that makes a second parser safe: it only accepts. Anything
  * it does not handle in full (escapes, non-ASCII, unknown or repeated keys,

@@ -6,6 +6,9 @@
  * checks every field the specification names, copying values into a
  * tf_msg_t. The first problem found stops the walk and becomes the error
  * sentence, prefixed with the field's path ("build_start.steps[0].command").
+ * The small event messages a slave sends per step and build are first
+ * offered to a one-pass reader (msgfast.c) that only ever accepts; what it
+ * does not take in full comes here, so every refusal is worded here.
  *
  * Encoding builds the same kind of tree from a tf_msg_t and then runs that
  * very validator over it before dumping, so the rules live in one place and
@@ -30,6 +33,7 @@
 #include "crypto.h"
 #include "names.h"
 #include "proto.h"
+#include "proto_int.h"
 #include "stepspec.h"
 #include "tf_err.h"
 #include "utf8.h"
@@ -387,6 +391,22 @@ static void tf_label(char out[TF__LABEL_MAX], const char *fmt, ...)
     va_end(ap);
 }
 
+/* "path.key" into out, cut as tf_label(out, "%s.%s", path, key) would
+ * cut it. Every member looked up is labelled before its value is known
+ * to be good, so this is on every decode's path: a copy, not printf. */
+static void tf_label_member(char out[TF__LABEL_MAX], const char *path,
+                            const char *key)
+{
+    size_t o = 0;
+    for (; *path && o < TF__LABEL_MAX - 1; path++)
+        out[o++] = *path;
+    if (o < TF__LABEL_MAX - 1)
+        out[o++] = '.';
+    for (; *key && o < TF__LABEL_MAX - 1; key++)
+        out[o++] = *key;
+    out[o] = '\0';
+}
+
 static int tf_dec_oom(tf_dec_t *d)
 {
     return tf_dec_fail(d, TF_ENOMEM, "out of memory while decoding");
@@ -486,7 +506,7 @@ static const json_t *tf_dec_get(tf_dec_t *d, const json_t *obj,
                                 const char *path, const char *key,
                                 char label[TF__LABEL_MAX], int *rc)
 {
-    tf_label(label, "%s.%s", path, key);
+    tf_label_member(label, path, key);
     const json_t *v = json_object_get(obj, key);
     *rc = v ? 0
             : tf_dec_fail(d, TF_EINVAL, "%s: required field missing", label);
@@ -1023,7 +1043,7 @@ static int tf_dec_mod_object(tf_dec_t *d, const json_t *mo, const char *mp,
     int rc;
     const json_t *o = json_object_get(mo, r->key);
     bool success = r->kind == TF_SK_MOD_SUCCESS;
-    tf_label(label, "%s.%s", mp, r->key);
+    tf_label_member(label, mp, r->key);
     if (!json_is_object(o))
         return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", label);
     if ((rc = success ? tf_dec_rows(d, o, label, tf_success_rows,
@@ -1100,7 +1120,7 @@ static int tf_dec_test_spec(tf_dec_t *d, const json_t *o, const char *p,
     char tp[TF__LABEL_MAX];
     const json_t *to = json_object_get(o, r->key);
     int rc;
-    tf_label(tp, "%s.%s", p, r->key);
+    tf_label_member(tp, p, r->key);
     if (!json_is_object(to))
         return tf_dec_fail(d, TF_EINVAL, "%s: expected an object", tp);
     if (!(s->test_results = calloc(1, sizeof *s->test_results)))
@@ -1141,7 +1161,7 @@ static int tf_dec_row(tf_dec_t *d, const json_t *o, const char *p,
         if ((rc = tf_dec_str(d, o, p, r->key, SIZE_MAX, &s->workdir)))
             return rc;
         if (!tf_relpath_valid(s->workdir)) {
-            tf_label(label, "%s.%s", p, r->key);
+            tf_label_member(label, p, r->key);
             tf_dec_quote(q, s->workdir);
             return tf_dec_fail(d, TF_EINVAL,
                                "%s: \"%s\" is not a valid relative path",
@@ -1159,7 +1179,7 @@ static int tf_dec_row(tf_dec_t *d, const json_t *o, const char *p,
         if ((rc = tf_dec_str(d, o, p, r->key, 64, &s->builtin)))
             return rc;
         if (strcmp(s->builtin, TF_BUILTIN_SOURCE) != 0) {
-            tf_label(label, "%s.%s", p, r->key);
+            tf_label_member(label, p, r->key);
             tf_dec_quote(q, s->builtin);
             return tf_dec_fail(d, TF_EINVAL,
                                "%s: unknown builtin \"%s\" (known: source)",
@@ -1683,8 +1703,11 @@ static int tf_msg_from_json(tf_dec_t *d, const json_t *root, tf_msg_t *m)
     return tf_dec_fail(d, TF_EINVAL, "unknown message type \"%s\"", q);
 }
 
-int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
-                  size_t errlen)
+/* tf_msg_decode(), with the one-pass reader of msgfast.c tried first when
+ * fast is set. That reader only accepts; whatever it leaves goes through
+ * jansson here, so every refusal is worded below. */
+static int tf_msg_decode_as(const char *text, size_t len, tf_msg_t *out,
+                            char *err, size_t errlen, bool fast)
 {
     tf_dec_t d = {err, errlen};
     json_error_t je;
@@ -1701,6 +1724,8 @@ int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
                            "control message of %zu bytes is over the %d-byte "
                            "limit",
                            len, TF_PROTO_MAX_TEXT);
+    if (fast && tf__msg_decode_fast(text, len, out))
+        return 0;
     json_t *root = json_loadb(text, len,
                               JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root) {
@@ -1720,6 +1745,18 @@ int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
     if (rc)
         tf_msg_clear(out);
     return rc;
+}
+
+int tf_msg_decode(const char *text, size_t len, tf_msg_t *out, char *err,
+                  size_t errlen)
+{
+    return tf_msg_decode_as(text, len, out, err, errlen, true);
+}
+
+int tf__msg_decode_slow(const char *text, size_t len, tf_msg_t *out,
+                        char *err, size_t errlen)
+{
+    return tf_msg_decode_as(text, len, out, err, errlen, false);
 }
 
 /* ------------------------------------------------------------------ */

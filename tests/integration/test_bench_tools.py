@@ -260,3 +260,21 @@ def test_bench_try_live_runs_small():
     assert "1 runs of 3 steps (ms; poll every 500 ms)" in out, out
     assert re.search(r"^  live +p50 +[\d.]+ +p90", out, re.M), out
     assert re.search(r"^  poll +p50 +[\d.]+ +p90", out, re.M), out
+
+
+def test_bench_decode_runs_small():
+    """tf-bench-decode: a row per message type, and -t keeps one."""
+    exe = BUILD_DIR / "tests" / "bench" / "tf-bench-decode"
+    p = subprocess.run([str(exe), "-n", "200", "-r", "3"], capture_output=True,
+                       text=True, timeout=scaled(60))
+    assert p.returncode == 0, p.stderr
+    for name in ("step_started", "step_finished", "build_finished", "ack"):
+        assert re.search(r"^%s +\d+( +\d+){4}$" % name, p.stdout, re.M), \
+            p.stdout
+    p = subprocess.run([str(exe), "-n", "200", "-r", "1", "-t", "ack"],
+                       capture_output=True, text=True, timeout=scaled(60))
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 2, p.stdout
+    p = subprocess.run([str(exe), "-r", "0"], capture_output=True, text=True,
+                       timeout=scaled(60))
+    assert p.returncode == 2 and "usage" in p.stderr, (p.returncode, p.stderr)

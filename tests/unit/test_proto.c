@@ -17,6 +17,7 @@
 #include "crypto.h"
 #include "names.h"
 #include "proto.h"
+#include "proto_int.h"
 #include "tf_err.h"
 
 #include "tf_test.h"
@@ -2181,6 +2182,420 @@ TF_TEST(encode_says_why)
     TF_CHECK(strncmp(err, "build_start would be ", 21) == 0);
     TF_CHECK(strstr(err, "bytes, over the limit of 1048576 bytes") != NULL);
     tf_msg_clear(&m);
+}
+
+/* ---- the fast path of tf_msg_decode (msgfast.c) against jansson ---- */
+
+/* The scalars msg_equal lets pass when a has_* flag is off must still be
+ * the same on both paths (0): a caller could read them. */
+static bool event_raw_equal(const tf_msg_t *a, const tf_msg_t *b)
+{
+    if (a->type != TF_MSG_STEP_FINISHED || b->type != TF_MSG_STEP_FINISHED)
+        return true;
+    const __typeof__(a->u.step_finished) *x = &a->u.step_finished,
+                                         *y = &b->u.step_finished;
+    return x->exit_code == y->exit_code && x->signal == y->signal &&
+           x->warnings == y->warnings && x->nprops == y->nprops;
+}
+
+static int diff_failures;
+
+/* Decodes text with tf_msg_decode and with the jansson path alone and
+ * checks they agree on rc, sentence and every field. Returns whether the
+ * fast path took the text on its own. */
+static bool diff_one(const char *text, size_t len, int line)
+{
+    tf_msg_t a, b, c;
+    char ea[512], eb[512];
+    memset(ea, 'X', sizeof ea);
+    memset(eb, 'Y', sizeof eb);
+    int ra = tf_msg_decode(text, len, &a, ea, sizeof ea);
+    int rb = tf__msg_decode_slow(text, len, &b, eb, sizeof eb);
+    memset(&c, 0, sizeof c);
+    bool fast = text && len <= TF_PROTO_MAX_TEXT &&
+                tf__msg_decode_fast(text, len, &c);
+    bool same = ra == rb && strcmp(ea, eb) == 0 && a.type == b.type &&
+                (ra != 0 || (msg_equal(&a, &b) && event_raw_equal(&a, &b)));
+    if (fast)
+        same = same && ra == 0 && msg_equal(&a, &c) && event_raw_equal(&a, &c);
+    else
+        same = same && c.type == TF_MSG_NONE;
+    if (!same) {
+        if (diff_failures++ < 20)
+            fprintf(stderr,
+                    "test_proto.c:%d: paths differ on %.*s: fast %d, rc %d "
+                    "\"%.200s\" vs %d \"%.200s\"\n",
+                    line, (int)(len < 300 ? len : 300), text ? text : "", fast,
+                    ra, ea, rb, eb);
+        tf__failed_checks++;
+    }
+    tf_msg_clear(&a);
+    tf_msg_clear(&b);
+    tf_msg_clear(&c);
+    return fast;
+}
+
+static uint64_t diff_rng = 0x9e3779b97f4a7c15ULL;
+
+static uint32_t rnd(uint32_t n)
+{
+    diff_rng ^= diff_rng << 13;
+    diff_rng ^= diff_rng >> 7;
+    diff_rng ^= diff_rng << 17;
+    return (uint32_t)((diff_rng >> 11) % n);
+}
+
+#define PICK(a) ((a)[rnd(sizeof(a) / sizeof((a)[0]))])
+
+/* A growing text buffer that aborts on overflow (tests only). */
+typedef struct gbuf {
+    char b[16384];
+    size_t n;
+} gbuf_t;
+
+static void gput(gbuf_t *g, const char *s)
+{
+    size_t l = strlen(s);
+    if (g->n + l >= sizeof g->b)
+        abort();
+    memcpy(g->b + g->n, s, l);
+    g->n += l;
+    g->b[g->n] = '\0';
+}
+
+static void gws(gbuf_t *g)
+{
+    static const char *const ws[] = {"", "", "", " ", "\t", "\n", "\r\n",
+                                     "  "};
+    gput(g, PICK(ws));
+}
+
+/* A JSON value for key: usually one the key takes, sometimes an edge or
+ * something of the wrong kind. */
+static const char *gen_value(const char *key, char *buf, size_t n)
+{
+    static const char *const ints[] = {
+        "0", "1", "2", "9", "10", "123", "998", "999", "1000", "2147483647",
+        "2147483648", "9007199254740990", "9007199254740991",
+        "9007199254740992", "9999999999999999", "10000000000000000",
+        "9223372036854775807", "9223372036854775808",
+        "99999999999999999999999", "-1", "-0", "01", "00", "1.0", "1e3",
+        "1E3", "+1", "0.5", "1.", "18446744073709551616"};
+    static const char *const odd[] = {
+        "null", "true", "false", "\"\"", "\"1\"", "[]", "{}", "[1]",
+        "{\"a\":1}", "nul", "tru", "truex", "\"\\u0000\"", "1 2"};
+    static const char *const names[] = {
+        "\"compile\"", "\"step0\"", "\"a\"", "\"Z.z-_9\"", "\"\"",
+        "\".\"", "\"..\"", "\"-x\"", "\"_x\"", "\"a b\"", "\"a/b\"",
+        "\"\\u0061\"", "\"caf\xc3\xa9\"", "\"a\\\"b\"",
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""};
+    static const char *const results[] = {
+        "\"SUCCESS\"", "\"WARNINGS\"", "\"FAILURE\"", "\"SKIPPED\"",
+        "\"EXCEPTION\"", "\"RETRY\"", "\"CANCELLED\"", "\"success\"",
+        "\"SUCCES\"", "\"\"", "\"SUCCESS \"", "\"SU\\u0043CESS\"",
+        "\"UNKNOWN\""};
+    static const char *const texts[] = {
+        "\"\"", "\"ok\"", "\"exit 0\"", "\"a\\nb\"", "\"tab\tin\"",
+        "\"caf\xc3\xa9\"", "\"\\u00e9\"", "\"\\/\"", "\"~ !#$%&'()*+,-./:;<=>?@[]^_`{|}\"",
+        "\"\x7f\"", "\"\\ud800\"", "\"\xff\""};
+    static const char *const types[] = {
+        "\"step_started\"", "\"step_finished\"", "\"build_finished\"",
+        "\"ack\"", "\"ping\"", "\"pong\"", "\"hello\"", "\"drain\"",
+        "\"step_startedx\"", "\"\"", "\"Ack\"", "\"p\\u006fng\""};
+    if (rnd(12) == 0)
+        return PICK(odd);
+    if (strcmp(key, "type") == 0)
+        return PICK(types);
+    if (strcmp(key, "name") == 0)
+        return PICK(names);
+    if (strcmp(key, "result") == 0)
+        return PICK(results);
+    if (strcmp(key, "text") == 0 || strcmp(key, "info") == 0) {
+        if (rnd(8) == 0) {
+            /* Right at, and one past, the 4096-byte caps. */
+            size_t l = 4095 + rnd(3);
+            if (l + 3 > n)
+                abort();
+            buf[0] = '"';
+            memset(buf + 1, 'x', l);
+            buf[l + 1] = '"';
+            buf[l + 2] = '\0';
+            return buf;
+        }
+        return PICK(texts);
+    }
+    if ((strcmp(key, "exit_code") == 0 || strcmp(key, "signal") == 0) &&
+        rnd(3) == 0)
+        return "null";
+    if (strcmp(key, "timed_out") == 0)
+        return rnd(2) ? "true" : "false";
+    if (rnd(3) == 0) {
+        snprintf(buf, n, "%" PRIu32, rnd(1000000));
+        return buf;
+    }
+    return PICK(ints);
+}
+
+typedef struct diff_type {
+    const char *type;
+    const char *keys[12];
+} diff_type_t;
+
+static const diff_type_t diff_types[] = {
+    {"step_started", {"build_id", "seq", "step", "name", "time_ms"}},
+    {"step_finished",
+     {"build_id", "seq", "step", "result", "exit_code", "signal", "timed_out",
+      "duration_ms", "time_ms", "text"}},
+    {"build_finished", {"build_id", "seq", "result", "time_ms"}},
+    {"ack", {"build_id", "seq"}},
+    {"ping", {"id"}},
+    {"pong", {"id"}},
+};
+
+/* One message of type t in text: its keys shuffled, values mostly sound,
+ * now and then a key dropped, repeated, unknown or optional. */
+static void gen_message(gbuf_t *g, const diff_type_t *t)
+{
+    static const char *const extra[] = {
+        "info", "warnings", "stats", "properties", "x_future", "type", "seq",
+        "id", "build_id", "Type", "step"};
+    static char vbuf[4200];
+    const char *keys[16];
+    size_t n = 0;
+    while (n < 12 && t->keys[n])
+        n++;
+    memcpy(keys, t->keys, n * sizeof *keys);
+    keys[n++] = "type";
+    if (rnd(6) == 0 && n > 1) {
+        size_t drop = rnd((uint32_t)n);
+        keys[drop] = keys[--n]; /* one missing */
+    }
+    if (rnd(5) == 0)
+        keys[n++] = PICK(extra);
+    if (rnd(12) == 0) {
+        size_t again = rnd((uint32_t)n);
+        keys[n] = keys[again]; /* one repeated */
+        n++;
+    }
+    for (size_t i = n; i > 1; i--) {
+        size_t j = rnd((uint32_t)i);
+        const char *k = keys[i - 1];
+        keys[i - 1] = keys[j];
+        keys[j] = k;
+    }
+    g->n = 0;
+    g->b[0] = '\0';
+    gws(g);
+    gput(g, "{");
+    for (size_t i = 0; i < n; i++) {
+        gws(g);
+        gput(g, "\"");
+        gput(g, keys[i]);
+        gput(g, "\"");
+        gws(g);
+        gput(g, ":");
+        gws(g);
+        if (strcmp(keys[i], "type") == 0 && rnd(10) != 0) {
+            gput(g, "\"");
+            gput(g, t->type);
+            gput(g, "\"");
+        } else if (strcmp(keys[i], "stats") == 0) {
+            gput(g, rnd(2) ? "{\"lines\":3}" : "{}");
+        } else if (strcmp(keys[i], "properties") == 0) {
+            gput(g, rnd(2) ? "{\"k\":\"v\"}" : "{}");
+        } else {
+            gput(g, gen_value(keys[i], vbuf, sizeof vbuf));
+        }
+        gws(g);
+        if (i + 1 < n)
+            gput(g, ",");
+    }
+    gput(g, "}");
+    gws(g);
+}
+
+TF_TEST(fast_path_takes_the_hot_messages)
+{
+    static const tf_msg_type_t types[] = {
+        TF_MSG_STEP_STARTED, TF_MSG_STEP_FINISHED, TF_MSG_BUILD_FINISHED,
+        TF_MSG_ACK, TF_MSG_PING, TF_MSG_PONG};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        tf_msg_t m;
+        char *text = NULL;
+        size_t len = 0;
+        sample(types[i], &m);
+        if (types[i] == TF_MSG_STEP_FINISHED) {
+            /* The sample's text has escapes, which jansson reads. */
+            free(m.u.step_finished.text);
+            m.u.step_finished.text = S("exit 2");
+        }
+        TF_CHECK_INT(tf_msg_encode(&m, &text, &len), 0);
+        tf_msg_clear(&m);
+        if (!text)
+            continue;
+        TF_CHECK(diff_one(text, len, __LINE__));
+        free(text);
+    }
+    /* What a slave sends for a step that ran a plain command. */
+    const char *sf = "{\"type\":\"step_finished\",\"build_id\":7,\"seq\":3,"
+                     "\"step\":0,\"result\":\"SUCCESS\",\"exit_code\":0,"
+                     "\"signal\":null,\"timed_out\":false,"
+                     "\"duration_ms\":12,\"time_ms\":1700000000000,"
+                     "\"text\":\"exit 0\",\"warnings\":0}";
+    TF_CHECK(diff_one(sf, strlen(sf), __LINE__));
+}
+
+/* Shapes the fast path must leave to jansson, one per rule it keeps; each
+ * is still decoded (or refused) exactly as jansson decodes it. */
+TF_TEST(fast_path_leaves_the_odd_shapes)
+{
+#define SS_HEAD "{\"type\":\"step_started\",\"build_id\":1,\"seq\":1,"
+    static const char *const odd[] = {
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"seq\":1}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"type\":\"ack\"}",
+        SS_HEAD "\"step\":00,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":01,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":-0,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":1.0,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":1e2,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":1000,\"name\":\"a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"\\u0061\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"caf\xc3\xa9\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"-a\",\"time_ms\":0}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":9007199254740992}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":99999999999999999999}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"x\":1}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,\"id\":1}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":[0]}",
+        SS_HEAD "\"step\":0,\"name\":\"a\"}",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0}x",
+        SS_HEAD "\"step\":0,\"name\":\"a\",\"time_ms\":0,}",
+        SS_HEAD "\"step\":true,\"name\":\"a\",\"time_ms\":0}",
+        "{\"type\":\"step_started\",\"build_id\":0,\"seq\":1,\"step\":0,"
+        "\"name\":\"a\",\"time_ms\":0}",
+        "{\"type\":\"ste\\u0070_started\",\"build_id\":1,\"seq\":1,"
+        "\"step\":0,\"name\":\"a\",\"time_ms\":0}",
+        "[{\"type\":\"ack\",\"build_id\":1,\"seq\":1}]",
+        "\xef\xbb\xbf{\"type\":\"ack\",\"build_id\":1,\"seq\":1}",
+        "{\"type\":\"ack\",\"build_id\":1,\"seq\":+1}",
+        "{\"type\":\"build_finished\",\"build_id\":1,\"seq\":1,"
+        "\"result\":\"success\",\"time_ms\":0}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":0,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\"}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":null,\"signal\":null,"
+        "\"timed_out\":0,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\"}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":2147483648,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\"}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\","
+        "\"stats\":{\"lines\":1}}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,\"text\":\"\","
+        "\"properties\":{}}",
+        "{\"type\":\"step_finished\",\"build_id\":1,\"seq\":1,\"step\":0,"
+        "\"result\":\"SUCCESS\",\"exit_code\":0,\"signal\":null,"
+        "\"timed_out\":false,\"duration_ms\":0,\"time_ms\":0,"
+        "\"text\":\"a\\nb\"}",
+    };
+#undef SS_HEAD
+    /* sizeof: the text ends in a NUL byte after the object. */
+    static const char nul_after[] = "{\"type\":\"ack\",\"build_id\":1,"
+                                    "\"seq\":1}";
+    TF_CHECK(!diff_one(nul_after, sizeof nul_after, __LINE__));
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        if (diff_one(odd[i], strlen(odd[i]), __LINE__)) {
+            fprintf(stderr, "fast path took odd shape %zu: %s\n", i, odd[i]);
+            tf__failed_checks++;
+        }
+    }
+}
+
+TF_TEST(fast_path_agrees_with_jansson_generated)
+{
+    gbuf_t *g = xmalloc(sizeof *g);
+    size_t fast = 0, total = 0;
+    diff_failures = 0;
+    for (int round = 0; round < 40000; round++) {
+        for (size_t t = 0; t < sizeof diff_types / sizeof diff_types[0]; t++) {
+            gen_message(g, &diff_types[t]);
+            fast += diff_one(g->b, g->n, __LINE__);
+            total++;
+        }
+    }
+    /* The generator aims near the edges, but a fair share must be taken
+     * by the fast path or the comparison proves little. */
+    fprintf(stderr, "fast path took %zu of %zu generated messages\n", fast,
+            total);
+    TF_CHECK(fast > total / 10);
+    TF_CHECK(fast < total);
+    free(g);
+}
+
+/* Sound messages of each type, the seeds of the byte mutations below. */
+static const char *const diff_seeds[] = {
+    "{\"type\":\"step_started\",\"build_id\":12,\"seq\":1,\"step\":0,"
+    "\"name\":\"compile\",\"time_ms\":1700000000000}",
+    " {\n \"time_ms\" : 0 , \"name\" : \"a\" , \"step\" : 999 , \"seq\" : "
+    "9007199254740991 , \"build_id\" : 1 , \"type\" : \"step_started\" }\n",
+    "{\"type\":\"step_finished\",\"build_id\":12,\"seq\":2,\"step\":3,"
+    "\"result\":\"FAILURE\",\"exit_code\":2,\"signal\":null,"
+    "\"timed_out\":false,\"duration_ms\":1500,\"time_ms\":1700000001500,"
+    "\"text\":\"exit 2\"}",
+    "{\"text\":\"\",\"timed_out\":true,\"signal\":9,\"exit_code\":null,"
+    "\"result\":\"EXCEPTION\",\"step\":1,\"seq\":10,\"build_id\":3,"
+    "\"duration_ms\":0,\"time_ms\":5,\"type\":\"step_finished\","
+    "\"info\":\"3 warnings\",\"warnings\":3}",
+    "{\"type\":\"build_finished\",\"build_id\":12,\"seq\":9,"
+    "\"result\":\"SUCCESS\",\"time_ms\":1700000002000}",
+    "{\"type\":\"ack\",\"build_id\":4,\"seq\":0}",
+    "{\"type\":\"pong\",\"id\":77}",
+    "{\"id\":0,\"type\":\"ping\"}",
+};
+
+TF_TEST(fast_path_agrees_with_jansson_mutated)
+{
+    static const char subst[] = {'"', '\\', ',', '}', '{', '[', ':', '0', '1',
+                                 '9', '-', '.', 'e', ' ', '\t', 'x', 'n', 't',
+                                 '\0', '\x7f', '\x80', '\xc3'};
+    char buf[512];
+    size_t fast = 0, total = 0;
+    diff_failures = 0;
+    for (size_t s = 0; s < sizeof diff_seeds / sizeof diff_seeds[0]; s++) {
+        const char *seed = diff_seeds[s];
+        size_t n = strlen(seed);
+        TF_CHECK(diff_one(seed, n, __LINE__));
+        for (size_t i = 0; i <= n; i++) {
+            /* Every prefix, every byte deleted, doubled or replaced. */
+            fast += diff_one(seed, i, __LINE__);
+            total++;
+            if (i == n)
+                break;
+            memcpy(buf, seed, i);
+            memcpy(buf + i, seed + i + 1, n - i - 1);
+            fast += diff_one(buf, n - 1, __LINE__);
+            memcpy(buf, seed, i + 1);
+            memcpy(buf + i + 1, seed + i, n - i);
+            fast += diff_one(buf, n + 1, __LINE__);
+            total += 2;
+            for (size_t k = 0; k < sizeof subst; k++) {
+                memcpy(buf, seed, n);
+                if (buf[i] == subst[k])
+                    continue;
+                buf[i] = subst[k];
+                fast += diff_one(buf, n, __LINE__);
+                total++;
+            }
+        }
+    }
+    fprintf(stderr, "fast path took %zu of %zu mutated messages\n", fast,
+            total);
+    TF_CHECK(fast > 0);
 }
 
 TF_TEST_MAIN()

@@ -222,6 +222,7 @@ static struct {
     long master_rss0_kb, master_rss_ready_kb;
     double master_cpu0_s, master_cpu_ready_s, master_cpu_mark_s;
     bool cpu_mark_taken;
+    double self_cpu_mark_s; /* this process's CPU at the mark */
 } g;
 
 /* --- small helpers --- */
@@ -879,8 +880,14 @@ static void report_summary(const char *why)
         printf("  master: RSS %.1f MiB at the end (peak %.1f MiB), %.2f s "
                "CPU since the mark\n",
                rss / 1024.0, hwm / 1024.0, mcpu_run);
-    printf("  this client: %.2f s CPU in all, max RSS %.1f MiB\n", self_cpu(),
+    double ccpu = self_cpu();
+    double ccpu_run = g.cpu_mark_taken ? ccpu - g.self_cpu_mark_s : -1;
+    uint64_t ended = g.done + g.aborted;
+    printf("  this client: %.2f s CPU in all, max RSS %.1f MiB\n", ccpu,
            ru.ru_maxrss / 1024.0);
+    if (ccpu_run >= 0)
+        printf("  this client: %.3f s CPU since the mark, %.1f us per build "
+               "ended\n", ccpu_run, ended ? ccpu_run * 1e6 / ended : 0.0);
     if (g.rec_dropped)
         printf("  (%zu builds not recorded: over --max-records)\n",
                g.rec_dropped);
@@ -889,7 +896,7 @@ static void report_summary(const char *why)
     if (g.o.json) {
         json_t *o = json_pack(
             "{s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:f, s:f, s:f, "
-            "s:I, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:i, s:o}",
+            "s:I, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:f, s:i, s:o}",
             "event", "summary", "why", why, "started", (json_int_t)g.started,
             "done", (json_int_t)g.done, "aborted", (json_int_t)g.aborted,
             "lost", (json_int_t)g.lost, "latency_after_mark", dist_json(&dm),
@@ -899,7 +906,8 @@ static void report_summary(const char *why)
             "output_bytes", (json_int_t)bytes, "output_s", out_s,
             "output_mib_per_s", mib_per_s, "master_rss_kb", (json_int_t)rss,
             "master_hwm_kb", (json_int_t)hwm, "master_cpu_s", mcpu_run,
-            "client_cpu_s", self_cpu(), "client_maxrss_mib",
+            "client_cpu_s", ccpu, "client_cpu_since_mark_s", ccpu_run,
+            "client_maxrss_mib",
             ru.ru_maxrss / 1024.0, "failed", (int)g.failed, "failures",
             fails_json());
         if (o)
@@ -1016,6 +1024,7 @@ static void all_ready_check(void)
         g.mark_us = wall_us();
         g.master_cpu_mark_s = master_cpu();
         g.cpu_mark_taken = true;
+        g.self_cpu_mark_s = self_cpu();
     }
     check_done();
 }
@@ -1432,6 +1441,7 @@ static void control_line(char *line)
         g.mark_us = v ? (int64_t)v : wall_us();
         g.master_cpu_mark_s = master_cpu();
         g.cpu_mark_taken = true;
+        g.self_cpu_mark_s = self_cpu();
         if (g.o.json) {
             json_t *o = json_pack("{s:s, s:I}", "event", "mark", "mark_us",
                                   (json_int_t)g.mark_us);

@@ -1215,7 +1215,10 @@ static void pump_check_cb(uv_check_t *h)
         tf_list_unlink(&s->pumpn);
         slave_pump(s);
     }
-    if (tf_list_empty(&g.pumpq) && !unparsed)
+    /* Last: what the turn's work queued behind its first write on each
+     * link goes out in that link's second write (wsc.h). */
+    size_t held = tf_wsc_flush_held();
+    if (tf_list_empty(&g.pumpq) && !unparsed && !held)
         uv_idle_stop(&g.pump_idle);
     else
         uv_idle_start(&g.pump_idle, pump_idle_cb);

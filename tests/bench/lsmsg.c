@@ -369,7 +369,7 @@ int ls_msg_selftest(char *err, size_t errlen)
     static const tf_result_t results[] = {TF_SUCCESS, TF_CANCELLED,
                                           TF_SKIPPED};
     static const char *texts[] = {"exit 0", "skipped", "aborted",
-                                  "q\"b\\s\n\t\x01\x7f caf\xc3\xa9 /"};
+                                  "q\"b\\s\n\t\r\b\f\x01\x1b\x7f caf\xc3\xa9 /"};
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < 4; i++) {
         tf_msg_t m = {.type = TF_MSG_STEP_STARTED};

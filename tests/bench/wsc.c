@@ -174,10 +174,8 @@ static void wsc_flush(tf_wsc_t *c)
         wsc_hold(c);
         return;
     }
-    if (rc < 0 && rc != UV_EAGAIN) {
-        wsc_fail(c, "write: %s", uv_strerror(rc));
-        return;
-    }
+    /* An error (a reset link) is left to uv_write, which reports it from
+     * its callback as before, not inside the caller's send. */
     if (rc > 0)
         tf_buf_consume(b, (size_t)rc);
     ub = uv_buf_init((char *)b->data, (unsigned)b->len);
@@ -233,22 +231,16 @@ static void wsc_release(tf_wsc_t *c)
 
 size_t tf_wsc_flush_held(void)
 {
-    tf_list_t batch;
+    /* Those held again while this runs go behind the mark and wait for
+     * the next call; one failing meanwhile (a drained_cb can close
+     * another link) leaves the list as any close does. */
+    tf_list_t mark;
     if (tf_list_empty(&wsc_held))
         return 0;
-    /* Those held again while this runs wait for the next call. */
-    batch.next = wsc_held.next;
-    batch.prev = wsc_held.prev;
-    batch.next->prev = &batch;
-    batch.prev->next = &batch;
-    tf_list_init(&wsc_held);
-    wsc_nheld = 0;
-    while (!tf_list_empty(&batch)) {
-        tf_wsc_t *c = tf_list_entry(batch.next, tf_wsc_t, heldn);
-        tf_list_unlink(&c->heldn);
-        c->held = false;
-        wsc_release(c);
-    }
+    tf_list_push_back(&wsc_held, &mark);
+    while (wsc_held.next != &mark)
+        wsc_release(tf_list_entry(wsc_held.next, tf_wsc_t, heldn));
+    tf_list_unlink(&mark);
     return wsc_nheld;
 }
 

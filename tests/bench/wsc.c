@@ -174,11 +174,12 @@ static void wsc_flush(tf_wsc_t *c)
         wsc_hold(c);
         return;
     }
-    /* An error (a reset link) is left to uv_write, which reports it from
-     * its callback as before, not inside the caller's send. */
-    if (rc > 0)
-        tf_buf_consume(b, (size_t)rc);
-    ub = uv_buf_init((char *)b->data, (unsigned)b->len);
+    /* The rest goes through uv_write, from where the kernel stopped (the
+     * buffer is reset whole once written). An error (a reset link) is
+     * left to uv_write too, which reports it from its callback as before,
+     * not inside the caller's send. */
+    size_t off = rc > 0 ? (size_t)rc : 0;
+    ub = uv_buf_init((char *)b->data + off, (unsigned)(b->len - off));
     rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &ub, 1,
                   wsc_write_cb);
     if (rc) {

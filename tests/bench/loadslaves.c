@@ -1199,6 +1199,16 @@ static void pump_idle_cb(uv_idle_t *h)
     (void)h; /* only keeps the next poll from blocking */
 }
 
+/* A link was written outside the check handle (a step's timer): what it
+ * queues next goes out at the check's tf_wsc_flush_held, so the poll
+ * before it must not block. After the run's end the handles are closed
+ * and every link's close frame is written at once (wsc.c). */
+static void ws_held_cb(void)
+{
+    if (!g.finishing)
+        uv_idle_start(&g.pump_idle, pump_idle_cb);
+}
+
 /* At most LS_PARSE_TURN links' input parsed (wsc.h, tf_wsc_parse_pending:
  * the read callbacks only copy the bytes and note the time) and
  * LS_PUMP_TURN slaves' work per loop turn, the rest in the next turns (an
@@ -1866,6 +1876,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tf-loadslaves: no random source\n");
         return 1;
     }
+    tf_wsc_set_held_cb(ws_held_cb);
     if (content_load() != 0)
         return 2;
     if (slaves_prepare() != 0)

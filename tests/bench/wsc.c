@@ -41,6 +41,7 @@ static tf_list_t wsc_pending; /* connections read and not parsed yet */
 static size_t wsc_npending;
 static tf_list_t wsc_held; /* connections written whole this loop turn */
 static size_t wsc_nheld;
+static void (*wsc_held_cb)(void); /* the caller's: the list became busy */
 
 static void wsc_unpend(tf_wsc_t *c)
 {
@@ -54,7 +55,13 @@ static void wsc_hold(tf_wsc_t *c)
 {
     c->held = true;
     tf_list_push_back(&wsc_held, &c->heldn);
-    wsc_nheld++;
+    if (wsc_nheld++ == 0 && wsc_held_cb)
+        wsc_held_cb();
+}
+
+void tf_wsc_set_held_cb(void (*cb)(void))
+{
+    wsc_held_cb = cb;
 }
 
 static void wsc_unhold(tf_wsc_t *c)

@@ -132,6 +132,12 @@ size_t tf_wsc_parse_pending(size_t max);
  * next poll from blocking, as a pending write callback would. */
 size_t tf_wsc_flush_held(void);
 
+/* cb runs when a connection is held and none was: a write made outside
+ * the caller's check handle (a timer, a read callback) must not wait for
+ * the next poll to end, so the caller keeps that poll from blocking (an
+ * idle handle), as uv_write's pending callback did. */
+void tf_wsc_set_held_cb(void (*cb)(void));
+
 /* Prepares c (which the caller owns and keeps in place until closed_cb)
  * and starts connecting to addr. host and path go into the request line
  * and Host header (copied); protocol is the required subprotocol (copied).

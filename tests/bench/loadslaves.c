@@ -1219,14 +1219,18 @@ static void ws_held_cb(void)
 static void pump_check_cb(uv_check_t *h)
 {
     (void)h;
+    /* Writes made before this check (at the end of the last one, in a
+     * timer) end first, where libuv ran their callbacks right after the
+     * poll; those made during it end last (wsc.h). */
+    tf_wsc_flush_held();
     size_t unparsed = tf_wsc_parse_pending(LS_PARSE_TURN);
     for (unsigned n = 0; n < LS_PUMP_TURN && !tf_list_empty(&g.pumpq); n++) {
         lslave_t *s = tf_list_entry(g.pumpq.next, lslave_t, pumpn);
         tf_list_unlink(&s->pumpn);
         slave_pump(s);
     }
-    /* Last: what the turn's work queued behind its first write on each
-     * link goes out in that link's second write (wsc.h). */
+    /* What the turn's work queued behind its first write on each link
+     * goes out in that link's second write. */
     size_t held = tf_wsc_flush_held();
     if (tf_list_empty(&g.pumpq) && !unparsed && !held)
         uv_idle_stop(&g.pump_idle);

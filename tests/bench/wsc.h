@@ -10,9 +10,11 @@
  * carries everything queued since the previous write finished, so a burst
  * of small control messages costs one system call. A write is tried at
  * once (uv_try_write); one the kernel takes whole "finishes" at the next
- * tf_wsc_flush_held(), which the caller runs once per loop turn, where
- * uv_write's callback would have run: the same writes as with uv_write,
- * without libuv re-arming the socket in epoll after each.
+ * tf_wsc_flush_held(), which the caller runs at the start and at the end
+ * of its check handle, where libuv (1.44) runs uv_write's callbacks:
+ * right after the poll, and at the next turn's start. So the writes are
+ * those uv_write made, without libuv re-arming the socket in epoll after
+ * each.
  *
  * Every buffer has a cap: the send queue (TF_WSC_SENDQ_MAX; a send past it
  * returns TF_EFULL and the caller slows down), an incoming message
@@ -126,10 +128,12 @@ size_t tf_wsc_parse_pending(size_t max);
 
 /* Ends the hold of every connection whose last write the kernel took
  * whole (wsc.h, top): each writes what it queued since, in one write, and
- * its drained_cb runs, as when a uv_write finishes. Call once per loop
- * turn, after the turn's messages are handled and answered (a check
- * handle); while it returns more than 0 (connections held again) keep the
- * next poll from blocking, as a pending write callback would. */
+ * its drained_cb runs, as when a uv_write finishes. Call it first in the
+ * caller's check handle, before the turn's messages are parsed (libuv
+ * runs write callbacks right after the poll), and last, after they are
+ * handled and answered (libuv would run them at the next turn's start);
+ * while the last call returns more than 0 (connections held again) keep
+ * the next poll from blocking, as a pending write callback would. */
 size_t tf_wsc_flush_held(void);
 
 /* cb runs when a connection is held and none was: a write made outside

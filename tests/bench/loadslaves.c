@@ -65,6 +65,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "list.h"
+#include "lsmsg.h"
 #include "names.h"
 #include "proto.h"
 #include "tf_err.h"
@@ -222,6 +223,7 @@ static struct {
     long master_rss0_kb, master_rss_ready_kb;
     double master_cpu0_s, master_cpu_ready_s, master_cpu_mark_s;
     bool cpu_mark_taken;
+    double self_cpu_mark_s; /* this process's CPU at the mark */
 } g;
 
 /* --- small helpers --- */
@@ -459,10 +461,20 @@ static void slave_sync_queued(lslave_t *s)
     s->queued_known = q;
 }
 
+/* Sends m as one text frame. The per-build events and pongs take the
+ * hand-written writers of lsmsg.c (the same bytes, no allocation); the
+ * rest, and anything those refuse, go through tf_msg_encode, whose error
+ * is the one reported. */
 static int slave_send_msg(lslave_t *s, const tf_msg_t *m)
 {
-    char *text = NULL;
+    char fast[LS_MSG_MAX];
     size_t len = 0;
+    if (ls_msg_encode(m, fast, sizeof(fast), &len) == 0) {
+        int rc = tf_wsc_send(&s->ws, TF_WSC_OP_TEXT, fast, len, NULL, 0);
+        slave_sync_queued(s);
+        return rc;
+    }
+    char *text = NULL;
     int rc = tf_msg_encode(m, &text, &len);
     if (rc) {
         fail_record("cannot encode %s: %s", tf_msg_type_name(m->type),
@@ -879,8 +891,14 @@ static void report_summary(const char *why)
         printf("  master: RSS %.1f MiB at the end (peak %.1f MiB), %.2f s "
                "CPU since the mark\n",
                rss / 1024.0, hwm / 1024.0, mcpu_run);
-    printf("  this client: %.2f s CPU in all, max RSS %.1f MiB\n", self_cpu(),
+    double ccpu = self_cpu();
+    double ccpu_run = g.cpu_mark_taken ? ccpu - g.self_cpu_mark_s : -1;
+    uint64_t ended = g.done + g.aborted;
+    printf("  this client: %.2f s CPU in all, max RSS %.1f MiB\n", ccpu,
            ru.ru_maxrss / 1024.0);
+    if (ccpu_run >= 0)
+        printf("  this client: %.3f s CPU since the mark, %.1f us per build "
+               "ended\n", ccpu_run, ended ? ccpu_run * 1e6 / ended : 0.0);
     if (g.rec_dropped)
         printf("  (%zu builds not recorded: over --max-records)\n",
                g.rec_dropped);
@@ -889,7 +907,7 @@ static void report_summary(const char *why)
     if (g.o.json) {
         json_t *o = json_pack(
             "{s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:f, s:f, s:f, "
-            "s:I, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:i, s:o}",
+            "s:I, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:f, s:i, s:o}",
             "event", "summary", "why", why, "started", (json_int_t)g.started,
             "done", (json_int_t)g.done, "aborted", (json_int_t)g.aborted,
             "lost", (json_int_t)g.lost, "latency_after_mark", dist_json(&dm),
@@ -899,7 +917,8 @@ static void report_summary(const char *why)
             "output_bytes", (json_int_t)bytes, "output_s", out_s,
             "output_mib_per_s", mib_per_s, "master_rss_kb", (json_int_t)rss,
             "master_hwm_kb", (json_int_t)hwm, "master_cpu_s", mcpu_run,
-            "client_cpu_s", self_cpu(), "client_maxrss_mib",
+            "client_cpu_s", ccpu, "client_cpu_since_mark_s", ccpu_run,
+            "client_maxrss_mib",
             ru.ru_maxrss / 1024.0, "failed", (int)g.failed, "failures",
             fails_json());
         if (o)
@@ -1016,6 +1035,7 @@ static void all_ready_check(void)
         g.mark_us = wall_us();
         g.master_cpu_mark_s = master_cpu();
         g.cpu_mark_taken = true;
+        g.self_cpu_mark_s = self_cpu();
     }
     check_done();
 }
@@ -1140,10 +1160,10 @@ static void build_release(lslave_t *s, lbuild_t *b)
     b->used = false;
 }
 
-static void on_ack(lslave_t *s, const tf_msg_t *m)
+static void on_ack(lslave_t *s, uint64_t build_id, uint64_t seq)
 {
-    lbuild_t *b = build_find(s, m->u.ack.build_id);
-    if (!b || !b->final_seq || m->u.ack.seq < b->final_seq)
+    lbuild_t *b = build_find(s, build_id);
+    if (!b || !b->final_seq || seq < b->final_seq)
         return;
     rec_t *r = rec_of(b);
     if (r)
@@ -1179,6 +1199,16 @@ static void pump_idle_cb(uv_idle_t *h)
     (void)h; /* only keeps the next poll from blocking */
 }
 
+/* A link was written outside the check handle (a step's timer): what it
+ * queues next goes out at the check's tf_wsc_flush_held, so the poll
+ * before it must not block. After the run's end the handles are closed
+ * and every link's close frame is written at once (wsc.c). */
+static void ws_held_cb(void)
+{
+    if (!g.finishing)
+        uv_idle_start(&g.pump_idle, pump_idle_cb);
+}
+
 /* At most LS_PARSE_TURN links' input parsed (wsc.h, tf_wsc_parse_pending:
  * the read callbacks only copy the bytes and note the time) and
  * LS_PUMP_TURN slaves' work per loop turn, the rest in the next turns (an
@@ -1189,13 +1219,20 @@ static void pump_idle_cb(uv_idle_t *h)
 static void pump_check_cb(uv_check_t *h)
 {
     (void)h;
+    /* Writes made before this check (at the end of the last one, in a
+     * timer) end first, where libuv ran their callbacks right after the
+     * poll; those made during it end last (wsc.h). */
+    tf_wsc_flush_held();
     size_t unparsed = tf_wsc_parse_pending(LS_PARSE_TURN);
     for (unsigned n = 0; n < LS_PUMP_TURN && !tf_list_empty(&g.pumpq); n++) {
         lslave_t *s = tf_list_entry(g.pumpq.next, lslave_t, pumpn);
         tf_list_unlink(&s->pumpn);
         slave_pump(s);
     }
-    if (tf_list_empty(&g.pumpq) && !unparsed)
+    /* What the turn's work queued behind its first write on each link
+     * goes out in that link's second write. */
+    size_t held = tf_wsc_flush_held();
+    if (tf_list_empty(&g.pumpq) && !unparsed && !held)
         uv_idle_stop(&g.pump_idle);
     else
         uv_idle_start(&g.pump_idle, pump_idle_cb);
@@ -1208,6 +1245,15 @@ static void ws_message_cb(tf_wsc_t *c, bool binary, const uint8_t *data,
     if (binary) {
         fail_record("the master sent a binary frame");
         tf_wsc_close(c, 1002, "unexpected binary frame");
+        return;
+    }
+    /* Acks, most of what the master sends, in its canonical spelling are
+     * read without building a jansson tree (lsmsg.h); anything else is
+     * judged by tf_msg_decode as always. */
+    uint64_t ack_id, ack_seq;
+    if (ls_ack_parse(data, len, &ack_id, &ack_seq)) {
+        on_ack(s, ack_id, ack_seq);
+        pump_later(s);
         return;
     }
     tf_msg_t m;
@@ -1245,7 +1291,7 @@ static void ws_message_cb(tf_wsc_t *c, bool binary, const uint8_t *data,
         on_abort(s, &m);
         break;
     case TF_MSG_ACK:
-        on_ack(s, &m);
+        on_ack(s, m.u.ack.build_id, m.u.ack.seq);
         break;
     default:
         fail_record("the master sent %s, which a slave never receives",
@@ -1398,7 +1444,9 @@ static void tick_cb(uv_timer_t *t)
         return;
     }
     uint64_t limit = (uint64_t)(g.o.connect_timeout_s * 1e6);
-    for (unsigned i = 0; i < g.next_connect; i++) {
+    /* Once every link is up (or down) none can time out: no need to look
+     * at 10,000 slaves ten times a second during the measurement. */
+    for (unsigned i = 0; g.connecting && i < g.next_connect; i++) {
         lslave_t *s = &g.slaves[i];
         if ((s->state == S_CONNECTING || s->state == S_CHALLENGE ||
              s->state == S_HELLO) &&
@@ -1432,6 +1480,7 @@ static void control_line(char *line)
         g.mark_us = v ? (int64_t)v : wall_us();
         g.master_cpu_mark_s = master_cpu();
         g.cpu_mark_taken = true;
+        g.self_cpu_mark_s = self_cpu();
         if (g.o.json) {
             json_t *o = json_pack("{s:s, s:I}", "event", "mark", "mark_us",
                                   (json_int_t)g.mark_us);
@@ -1822,10 +1871,16 @@ int main(int argc, char **argv)
     tf_list_init(&g.starved);
     tf_list_init(&g.pumpq);
     tf_buf_init(&g.line, LS_LINE_MAX);
+    char err[512];
+    if (ls_msg_selftest(err, sizeof(err)) != 0) {
+        fprintf(stderr, "tf-loadslaves: self-test: %s\n", err);
+        return 1;
+    }
     if (tf_wsc_global_init() != 0) {
         fprintf(stderr, "tf-loadslaves: no random source\n");
         return 1;
     }
+    tf_wsc_set_held_cb(ws_held_cb);
     if (content_load() != 0)
         return 2;
     if (slaves_prepare() != 0)

@@ -3,6 +3,8 @@
  *
  * Invariants: out[fill] is the buffer new frames go to; while `writing`,
  * out[fill ^ 1] is owned by the kernel write in flight and is not touched.
+ * A connection is `held` (and on wsc_held) from a write the kernel took
+ * whole until the next tf_wsc_flush_held(); never both held and writing.
  * rx holds only bytes that did not make a whole frame (or, before the
  * upgrade, the HTTP answer so far). Every error path goes through
  * wsc_fail(), which records the first reason and starts uv_close; the
@@ -37,6 +39,9 @@ static uint64_t wsc_rng;
 static uint8_t wsc_read_buf[WSC_READ_BUF];
 static tf_list_t wsc_pending; /* connections read and not parsed yet */
 static size_t wsc_npending;
+static tf_list_t wsc_held; /* connections written whole this loop turn */
+static size_t wsc_nheld;
+static void (*wsc_held_cb)(void); /* the caller's: the list became busy */
 
 static void wsc_unpend(tf_wsc_t *c)
 {
@@ -46,9 +51,32 @@ static void wsc_unpend(tf_wsc_t *c)
     }
 }
 
+static void wsc_hold(tf_wsc_t *c)
+{
+    c->held = true;
+    tf_list_push_back(&wsc_held, &c->heldn);
+    if (wsc_nheld++ == 0 && wsc_held_cb)
+        wsc_held_cb();
+}
+
+void tf_wsc_set_held_cb(void (*cb)(void))
+{
+    wsc_held_cb = cb;
+}
+
+static void wsc_unhold(tf_wsc_t *c)
+{
+    if (tf_list_linked(&c->heldn)) {
+        tf_list_unlink(&c->heldn);
+        wsc_nheld--;
+    }
+    c->held = false;
+}
+
 int tf_wsc_global_init(void)
 {
     tf_list_init(&wsc_pending);
+    tf_list_init(&wsc_held);
     if (RAND_bytes((unsigned char *)&wsc_rng, sizeof(wsc_rng)) != 1)
         return TF_EIO;
     wsc_rng |= 1; /* xorshift needs a non-zero state */
@@ -89,6 +117,7 @@ static void wsc_close_cb(uv_handle_t *h)
     tf_wsc_t *c = h->data;
     c->state = TF_WSC_CLOSED;
     wsc_unpend(c);
+    wsc_unhold(c);
     tf_buf_free(&c->rx);
     tf_buf_free(&c->msg);
     tf_buf_free(&c->out[0]);
@@ -111,6 +140,7 @@ static void wsc_fail(tf_wsc_t *c, const char *fmt, ...)
     if (c->state == TF_WSC_CLOSED)
         return;
     c->state = TF_WSC_CLOSING;
+    wsc_unhold(c);
     if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         uv_close((uv_handle_t *)&c->tcp, wsc_close_cb);
@@ -119,17 +149,46 @@ static void wsc_fail(tf_wsc_t *c, const char *fmt, ...)
 
 static void wsc_write_cb(uv_write_t *req, int status);
 
-/* Hands the fill buffer to the kernel unless a write is in flight. */
+/* A buffer the kernel has taken: kept for reuse unless it grew large. */
+static void wsc_written(tf_buf_t *b)
+{
+    if (b->cap > WSC_KEEP_CAP)
+        tf_buf_free(b);
+    else
+        tf_buf_reset(b);
+}
+
+/* Hands the fill buffer to the kernel unless a write is in flight or the
+ * connection is held. The write is tried at once (uv_try_write): when the
+ * kernel takes it whole, as it does for control messages on a link that
+ * keeps up, there is no request, no callback and so no re-arming of the
+ * socket in epoll (libuv's uv_write costs an epoll_ctl per write when its
+ * callback runs); the connection is held instead, so what is queued
+ * meanwhile goes out in one write at tf_wsc_flush_held, as it went out
+ * from uv_write's callback before. What the kernel does not take goes
+ * through uv_write as before. */
 static void wsc_flush(tf_wsc_t *c)
 {
-    if (c->writing || uv_is_closing((uv_handle_t *)&c->tcp))
+    if (c->writing || c->held || uv_is_closing((uv_handle_t *)&c->tcp))
         return;
     tf_buf_t *b = &c->out[c->fill];
     if (b->len == 0)
         return;
     uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
-    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &ub, 1,
-                      wsc_write_cb);
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+    if (rc >= 0 && (size_t)rc == b->len) {
+        wsc_written(b);
+        wsc_hold(c);
+        return;
+    }
+    /* The rest goes through uv_write, from where the kernel stopped (the
+     * buffer is reset whole once written). An error (a reset link) is
+     * left to uv_write too, which reports it from its callback as before,
+     * not inside the caller's send. */
+    size_t off = rc > 0 ? (size_t)rc : 0;
+    ub = uv_buf_init((char *)b->data + off, (unsigned)(b->len - off));
+    rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &ub, 1,
+                  wsc_write_cb);
     if (rc) {
         wsc_fail(c, "write: %s", uv_strerror(rc));
         return;
@@ -143,10 +202,7 @@ static void wsc_write_cb(uv_write_t *req, int status)
     tf_wsc_t *c = req->data;
     tf_buf_t *done = &c->out[c->fill ^ 1];
     c->writing = false;
-    if (done->cap > WSC_KEEP_CAP)
-        tf_buf_free(done);
-    else
-        tf_buf_reset(done);
+    wsc_written(done);
     if (status < 0) {
         if (status != UV_ECANCELED)
             wsc_fail(c, "write: %s", uv_strerror(status));
@@ -162,6 +218,38 @@ static void wsc_write_cb(uv_write_t *req, int status)
     }
     if (c->state == TF_WSC_OPEN && c->cbs->drained_cb)
         c->cbs->drained_cb(c);
+}
+
+/* Ends c's hold: what it queued since goes out now (and holds it again
+ * when the kernel takes it whole), as uv_write's callback did. */
+static void wsc_release(tf_wsc_t *c)
+{
+    wsc_unhold(c);
+    if (c->state == TF_WSC_CLOSING || c->state == TF_WSC_CLOSED)
+        return;
+    wsc_flush(c);
+    if (!c->writing && c->close_sent) {
+        /* Our close frame is on the wire: nothing more to say. */
+        wsc_fail(c, NULL);
+        return;
+    }
+    if (c->state == TF_WSC_OPEN && c->cbs->drained_cb)
+        c->cbs->drained_cb(c);
+}
+
+size_t tf_wsc_flush_held(void)
+{
+    /* Those held again while this runs go behind the mark and wait for
+     * the next call; one failing meanwhile (a drained_cb can close
+     * another link) leaves the list as any close does. */
+    tf_list_t mark;
+    if (tf_list_empty(&wsc_held))
+        return 0;
+    tf_list_push_back(&wsc_held, &mark);
+    while (wsc_held.next != &mark)
+        wsc_release(tf_list_entry(wsc_held.next, tf_wsc_t, heldn));
+    tf_list_unlink(&mark);
+    return wsc_nheld;
 }
 
 /* Appends one masked frame; ctrl frames may use WSC_CTRL_ROOM. */
@@ -241,6 +329,13 @@ void tf_wsc_close(tf_wsc_t *c, int code, const char *reason)
         wsc_fail(c, NULL);
         return;
     }
+    /* The close frame does not wait for the hold to end: the link's
+     * measured life is over, and after the run's end nothing may call
+     * tf_wsc_flush_held any more. */
+    if (c->held) {
+        wsc_unhold(c);
+        wsc_flush(c);
+    }
     c->close_sent = true;
     if (!c->writing)
         wsc_fail(c, NULL);
@@ -280,6 +375,10 @@ static void wsc_on_close_frame(tf_wsc_t *c, const uint8_t *p, size_t n)
         if (code == 1005 || code == 1006 || code == 1015)
             echo[0] = 1000 >> 8, echo[1] = 1000 & 0xff;
         if (wsc_queue_frame(c, TF_WSC_OP_CLOSE, echo, 2, NULL, 0, true) == 0) {
+            if (c->held) {
+                wsc_unhold(c);
+                wsc_flush(c);
+            }
             c->close_sent = true;
             if (c->writing)
                 return; /* closes once written */
@@ -594,6 +693,7 @@ int tf_wsc_connect(tf_wsc_t *c, uv_loop_t *loop, const struct sockaddr *addr,
 {
     memset(c, 0, sizeof(*c));
     tf_list_init(&c->pendn);
+    tf_list_init(&c->heldn);
     if (strlen(host) >= sizeof(c->host) || strlen(path) >= sizeof(c->path) ||
         strlen(protocol) >= sizeof(c->protocol))
         return TF_EINVAL;

@@ -6,9 +6,15 @@
  * caller's struct (libuv style), reads land in one buffer shared by every
  * connection (the loop is single-threaded and each read is consumed before
  * the next), and only a partial frame is copied aside. Outgoing frames are
- * masked as RFC 6455 requires and appended to a fill buffer; one uv_write
+ * masked as RFC 6455 requires and appended to a fill buffer; one write
  * carries everything queued since the previous write finished, so a burst
- * of small control messages costs one system call.
+ * of small control messages costs one system call. A write is tried at
+ * once (uv_try_write); one the kernel takes whole "finishes" at the next
+ * tf_wsc_flush_held(), which the caller runs at the start and at the end
+ * of its check handle, where libuv (1.44) runs uv_write's callbacks:
+ * right after the poll, and at the next turn's start. So the writes are
+ * those uv_write made, without libuv re-arming the socket in epoll after
+ * each.
  *
  * Every buffer has a cap: the send queue (TF_WSC_SENDQ_MAX; a send past it
  * returns TF_EFULL and the caller slows down), an incoming message
@@ -93,6 +99,7 @@ struct tf_wsc {
     tf_buf_t out[2]; /* the fill buffer and the one being written */
     int fill;        /* index of the fill buffer in out[] */
     bool writing;
+    bool held;       /* written whole; more waits for tf_wsc_flush_held */
     bool close_sent;
     int peer_close_code; /* -1 until a close frame arrived */
     int64_t read_wall_us; /* CLOCK_REALTIME, in us, when the bytes being
@@ -100,6 +107,7 @@ struct tf_wsc {
                            * read, when several wait): a message
                            * callback's arrival time */
     tf_list_t pendn;      /* in the read-but-not-parsed list */
+    tf_list_t heldn;      /* in the held list */
     char why[192];
 };
 
@@ -117,6 +125,22 @@ int tf_wsc_global_init(void);
  * connections, oldest first; returns how many still wait (the caller then
  * keeps the next poll from blocking). */
 size_t tf_wsc_parse_pending(size_t max);
+
+/* Ends the hold of every connection whose last write the kernel took
+ * whole (wsc.h, top): each writes what it queued since, in one write, and
+ * its drained_cb runs, as when a uv_write finishes. Call it first in the
+ * caller's check handle, before the turn's messages are parsed (libuv
+ * runs write callbacks right after the poll), and last, after they are
+ * handled and answered (libuv would run them at the next turn's start);
+ * while the last call returns more than 0 (connections held again) keep
+ * the next poll from blocking, as a pending write callback would. */
+size_t tf_wsc_flush_held(void);
+
+/* cb runs when a connection is held and none was: a write made outside
+ * the caller's check handle (a timer, a read callback) must not wait for
+ * the next poll to end, so the caller keeps that poll from blocking (an
+ * idle handle), as uv_write's pending callback did. */
+void tf_wsc_set_held_cb(void (*cb)(void));
 
 /* Prepares c (which the caller owns and keeps in place until closed_cb)
  * and starts connecting to addr. host and path go into the request line

@@ -145,6 +145,10 @@ struct tf_engine {
     bool ckpt_failing;      /* the last checkpoint failed (said once) */
     int ckpt_dirty;         /* atomic: commits since the last checkpoint */
     bool ckpt_urgent;       /* the WAL is long: no delay this time */
+    int ckpt_copied;        /* atomic: WAL frames in the database file as
+                               the last checkpoint left them */
+    int wal_frames;         /* writer thread only: the WAL's length at the
+                               last commit (wal_hook) */
 
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -1522,6 +1526,9 @@ static void ckpt_run(tf_engine_t *e)
     bool failed = src != SQLITE_OK && src != SQLITE_BUSY &&
                   src != SQLITE_LOCKED;
 
+    if (!failed && nckpt >= 0)
+        __atomic_store_n(&e->ckpt_copied, nckpt, __ATOMIC_RELEASE);
+
     pthread_mutex_lock(&e->ckpt_mu);
     if (failed && !e->ckpt_failing)
         tf_warn(SUB, "%s: checkpoint: %s (the WAL keeps what it holds; the "
@@ -1569,10 +1576,17 @@ static void *ckpt_main(void *arg)
 }
 
 /* sqlite's WAL hook on the write connection (after each commit, on the
- * writer thread), in place of its autocheckpoint: a WAL of
- * CKPT_EARLY_FRAMES wakes the checkpointer without its delay, so the WAL
- * is copied and started over long before the writer would checkpoint it
- * itself. A burst released after 5,000 requests were queued (61 MiB of
+ * writer thread), in place of its autocheckpoint: CKPT_EARLY_FRAMES of
+ * WAL not yet copied to the database wake the checkpointer without its
+ * delay, so the WAL is copied long before the writer would checkpoint it
+ * itself. What counts is the frames since the last checkpoint, not the
+ * WAL's length: while the writer keeps committing, a WAL the checkpointer
+ * has copied whole does not start over (the writer's next transaction
+ * began before the copy ended), and a hook on the length woke a
+ * checkpoint, with its two fsyncs, after every commit from 4,096 frames
+ * on: about 900 while a burst's 5,000 requests were queued, and one after
+ * each of the burst's start batches, each stalling the writer's next
+ * commit. A burst released after 5,000 requests were queued (61 MiB of
  * WAL, one transaction each) otherwise crossed the autocheckpoint's
  * 16,384 pages in the middle of its start batches, and the commit that
  * did held every build_start behind it about 50 ms. Past those 16,384
@@ -1581,12 +1595,18 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
 {
     tf_engine_t *e = arg;
 
+    /* A WAL that started over is new from its first frame. */
+    if (nframes < e->wal_frames)
+        __atomic_store_n(&e->ckpt_copied, 0, __ATOMIC_RELEASE);
+    e->wal_frames = nframes;
     if (nframes >= WAL_AUTOCHECKPOINT_FRAMES) {
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL,
                                   NULL);
         return SQLITE_OK;
     }
-    if (nframes >= CKPT_EARLY_FRAMES) {
+    int copied = __atomic_load_n(&e->ckpt_copied, __ATOMIC_ACQUIRE);
+    int fresh = nframes >= copied ? nframes - copied : nframes;
+    if (fresh >= CKPT_EARLY_FRAMES) {
         pthread_mutex_lock(&e->ckpt_mu);
         if (!e->ckpt_urgent) {
             e->ckpt_urgent = true;

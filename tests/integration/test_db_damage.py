@@ -124,6 +124,53 @@ def test_a_running_master_checkpoints_its_wal_on_a_thread_of_its_own(farm):
         m.log_text()
 
 
+def test_a_long_wal_is_not_checkpointed_after_every_commit(farm):
+    """Thousands of commits in a row (a burst of forced builds, one
+    transaction each) make the WAL long, and while the writer keeps
+    committing it does not start over even once the checkpointer has
+    copied all of it. The early checkpoint (4,096 frames) counts the
+    frames not copied yet, not the WAL's length: a checkpoint, with its
+    two fsyncs, after every commit past 4,096 frames stalled the writer
+    (about 900 of them while 5,000 requests were queued)."""
+    big = farm.tmp / "small.bin"
+    big.write_bytes(b"x\n")
+    m = farm.master(_config(big), log_level="debug")
+    c = http.client.HTTPConnection("127.0.0.1", m.port, timeout=60)
+    hdr = {"Content-Type": "application/json",
+           "Authorization": "Bearer " + m.token()}
+    n = 3000
+    for _ in range(n):
+        c.request("POST", "/api/v1/builders/big/force",
+                  '{"reason": "wal"}', hdr)
+        r = c.getresponse()
+        assert r.status == 201, r.read()
+        r.read()
+    c.close()
+    assert m.get_json("/master")["requests_pending"] == n
+
+    def lines():
+        return [ln for ln in m.log_text().splitlines()
+                if "checkpoint: " in ln and "WAL frames" in ln]
+
+    # Within seconds the checkpointer has copied the WAL whole.
+    def copied_whole():
+        last = lines()[-1:] if lines() else []
+        if not last:
+            return False
+        done, total = last[0].split("checkpoint: ")[1].split(" WAL")[0] \
+            .split(" of ")
+        return int(total) > 0 and done == total
+    wait_for(copied_whole, 10, "a checkpoint that copied the whole WAL",
+             farm=farm)
+    frames = max(int(ln.split(" of ")[1].split(" ")[0]) for ln in lines())
+    assert frames >= 4096, \
+        f"the WAL reached only {frames} frames: the test proves nothing"
+    assert len(lines()) <= 20, \
+        f"{len(lines())} checkpoints for {n} commits:\n" + \
+        "\n".join(lines()[:30])
+    m.stop()
+
+
 def test_a_damaged_database_is_reported_and_refused(farm):
     m, b, data, _ = _stopped_farm_with_a_big_log(farm, 2, seed=12)
 

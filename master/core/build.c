@@ -814,10 +814,17 @@ static void batch_committed_cb(void *arg, int rc)
     batch_commit_t *bc = arg;
     size_t sent = 0;
     bool quiet = bc->n > 1;
+    int *rcs = rc ? malloc(bc->n * sizeof(*rcs)) : NULL;
 
+    if (rcs)
+        tf_wgroup_unit_rcs(bc->g, rcs, bc->n);
     for (size_t i = 0; i < bc->n; i++)
         sent += build_rows_done(bc->m, bc->ids[i],
-                                rc ? tf_wgroup_unit_rc(bc->g, i) : 0, quiet);
+                                !rc    ? 0
+                                : rcs ? rcs[i]
+                                      : tf_wgroup_unit_rc(bc->g, i),
+                                quiet);
+    free(rcs);
     /* A burst starts thousands of builds: one line per batch (each
      * build's own line is at debug). */
     if (quiet && sent)
@@ -877,6 +884,8 @@ void tf_build_batch_begin(tf_master_t *m)
     m->batch_on = true;
     m->nbatch = 0;
     m->batch_limit = TF_BUILD_BATCH_FIRST;
+    m->batch_max = tf_store_is_shared(m->store) ? TF_BUILD_BATCH_FIRST
+                                                : TF_BUILD_BATCH_MAX;
 }
 
 void tf_build_batch_end(tf_master_t *m)
@@ -988,7 +997,7 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
             build_drop(m, b, TF_ENOMEM);
         } else if (m->nbatch >= m->batch_limit) {
             batch_flush(m);
-            if (m->batch_limit < TF_BUILD_BATCH_MAX)
+            if (m->batch_limit < m->batch_max)
                 m->batch_limit *= 2;
         }
         return;

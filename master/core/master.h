@@ -342,6 +342,8 @@ struct tf_master {
     size_t nbatch, batch_cap;
     size_t batch_limit; /* builds in the open batch's group before it is
                            flushed: TF_BUILD_BATCH_FIRST, doubling */
+    size_t batch_max;   /* ... up to this: TF_BUILD_BATCH_MAX, or
+                           TF_BUILD_BATCH_FIRST on a shared store */
 
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
@@ -717,9 +719,12 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
  * TF_BUILD_BATCH_FIRST builds, each next group of the pass twice the one
  * before up to TF_BUILD_BATCH_MAX (the first build_starts go out soon, and
  * a burst's later rows share fewer, cheaper commits: 10.5 against 9.1 us
- * of writer CPU per build at 256 and 1,024, tf-bench-store), with the
- * builders' counts written once per group, and every build_start of a
- * group goes out when it has committed.
+ * of writer CPU per build at 256 and 1,024, tf-bench-store -B); on a
+ * shared store every group stays at TF_BUILD_BATCH_FIRST (one lost claim
+ * there sends its whole group through the unit-by-unit path, a round trip
+ * to the server per unit). The builders' counts are written once per
+ * group, and every build_start of a group goes out when it has
+ * committed.
  * Each build's rows are a unit of the group (tf_wgroup_unit_end): if the
  * group fails on its own, the store applies each build's rows alone, and
  * only a build whose own rows fail is dropped (its request queued again

@@ -275,6 +275,22 @@ int tf_wgroup_unit_rc(const tf_wgroup_t *g, size_t i)
     return u ? u->rc : TF_EINVAL;
 }
 
+void tf_wgroup_unit_rcs(const tf_wgroup_t *g, int *rcs, size_t n)
+{
+    const tf_wunit_t *u = g && g->split ? g->units : NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!g || i >= g->nunits)
+            rcs[i] = TF_EINVAL;
+        else if (!g->split)
+            rcs[i] = g->rc;
+        else {
+            rcs[i] = u ? u->rc : TF_EINVAL;
+            u = u ? u->next : NULL;
+        }
+    }
+}
+
 static const char *dup_str(tf_wgroup_t *g, const char *s, bool *ok)
 {
     size_t n;

@@ -338,6 +338,10 @@ int tf_wgroup_unit_end(tf_wgroup_t *g);
  * own outcome when g was not split (it committed, it held one unit, or it
  * never reached the writer). TF_EINVAL for no such unit. */
 int tf_wgroup_unit_rc(const tf_wgroup_t *g, size_t i);
+/* The outcomes of g's first n units into rcs[0..n) in one walk (a start
+ * batch of 1,024 builds would walk the list a million times unit by
+ * unit); what tf_wgroup_unit_rc gives each. */
+void tf_wgroup_unit_rcs(const tf_wgroup_t *g, int *rcs, size_t n);
 
 /* Queues g as one all-or-nothing unit; cb (may be NULL) runs on the loop
  * thread after it committed or failed. Returns 0 and takes g (the store

@@ -8,13 +8,14 @@
  * critical path. This program stores what such a burst stores, the same
  * way the master does (master/core/build.c, batch_flush): builders,
  * slaves and pending requests first, then the builds in groups of 256,
+ * 512, then 1,024 (as a pass grows its start batches; -B N: all of N),
  * one unit per build (its row, its step, its blamelist, its request
  * running, its builder's last build), the builders' counts last, each
  * group prompt. It reads the writer thread's CPU time from
  * /proc/self/task/TID/schedstat (nanoseconds, unlike the clock ticks of
  * .../stat) around the starts only and prints it per build.
  *
- *     tf-bench-store [-n builds] [-b builders] [-r runs] [-d dir]
+ *     tf-bench-store [-n builds] [-b builders] [-r runs] [-d dir] [-B batch]
  *
  * Each run uses a fresh sqlite database in dir (default $TMPDIR or /tmp);
  * the best and the median of the runs are printed. It is also the
@@ -37,7 +38,19 @@
 #include "log.h"
 #include "store/store.h"
 
-#define BATCH 256 /* TF_BUILD_BATCH_MAX in master/core/build.c */
+#define BATCH 256 /* requests queued per group in the setup */
+#define BATCH_FIRST 256 /* TF_BUILD_BATCH_FIRST in master/core/master.h */
+#define BATCH_MAX 1024  /* TF_BUILD_BATCH_MAX */
+
+static unsigned g_batch; /* -B: every start group this size; 0: growing */
+
+/* The size of the start group after one of size n. */
+static unsigned next_batch(unsigned n)
+{
+    if (g_batch)
+        return g_batch;
+    return n * 2 < BATCH_MAX ? n * 2 : BATCH_MAX;
+}
 #ifndef NO_CHANGES /* -DNO_CHANGES=0 for a tree before tf_build_rec_t had it */
 #define NO_CHANGES 1
 #endif
@@ -161,7 +174,8 @@ static int setup_farm(bench_t *b, unsigned nbuilds, unsigned nbuilders)
     return b->failed;
 }
 
-/* The burst: nbuilds builds in groups of BATCH, one unit each. */
+/* The burst: nbuilds builds in growing groups (or of -B), one unit
+ * each. */
 static int start_builds(bench_t *b, unsigned nbuilds, unsigned nbuilders)
 {
     static const tf_build_step_rec_t step = {
@@ -170,11 +184,12 @@ static int start_builds(bench_t *b, unsigned nbuilds, unsigned nbuilders)
     char builder[32], slave[32], props[256];
     int rc;
 
-    for (unsigned i = 0; i < nbuilds; i += BATCH) {
-        tf_wgroup_t *g = tf_wgroup_new(BATCH * 1024);
+    unsigned size = g_batch ? g_batch : BATCH_FIRST;
+    for (unsigned i = 0; i < nbuilds; i += size, size = next_batch(size)) {
+        tf_wgroup_t *g = tf_wgroup_new(size * 1024);
         if (!g)
             return -1;
-        for (unsigned k = i; k < nbuilds && k < i + BATCH; k++) {
+        for (unsigned k = i; k < nbuilds && k < i + size; k++) {
             snprintf(builder, sizeof(builder), "b%03u", k % nbuilders);
             snprintf(slave, sizeof(slave), "load%05u", k + 1);
             snprintf(props, sizeof(props),
@@ -285,15 +300,16 @@ int main(int argc, char **argv)
     int c;
 
     tf_log_init("tf-bench-store", TF_LOG_WARN, stderr);
-    while ((c = getopt(argc, argv, "n:b:r:d:")) != -1) {
+    while ((c = getopt(argc, argv, "n:b:r:d:B:")) != -1) {
         switch (c) {
         case 'n': nbuilds = arg_uint(optarg, 1, 1000000); break;
         case 'b': nbuilders = arg_uint(optarg, 1, 999); break;
         case 'r': runs = arg_uint(optarg, 1, 64); break;
         case 'd': dir = optarg; break;
+        case 'B': g_batch = arg_uint(optarg, 1, 100000); break;
         default:
             fprintf(stderr, "usage: tf-bench-store [-n builds] [-b builders] "
-                            "[-r runs] [-d dir]\n");
+                            "[-r runs] [-d dir] [-B batch]\n");
             return 2;
         }
     }

@@ -11,6 +11,7 @@ import http.client
 import os
 import shutil
 import sqlite3
+import time
 
 from tfharness import TF_MASTER, deterministic_bytes, sha256, wait_for
 
@@ -139,6 +140,7 @@ def test_a_long_wal_is_not_checkpointed_after_every_commit(farm):
     hdr = {"Content-Type": "application/json",
            "Authorization": "Bearer " + m.token()}
     n = 3000
+    t0 = time.monotonic()
     for _ in range(n):
         c.request("POST", "/api/v1/builders/big/force",
                   '{"reason": "wal"}', hdr)
@@ -165,9 +167,13 @@ def test_a_long_wal_is_not_checkpointed_after_every_commit(farm):
     frames = max(int(ln.split(" of ")[1].split(" ")[0]) for ln in lines())
     assert frames >= 4096, \
         f"the WAL reached only {frames} frames: the test proves nothing"
-    assert len(lines()) <= 20, \
-        f"{len(lines())} checkpoints for {n} commits:\n" + \
-        "\n".join(lines()[:30])
+    # The checkpointer runs once a second while commits come, and once
+    # per 4,096 frames not yet copied: a handful, however slow the run
+    # (on a hook counting the WAL's length, 323 in about a second).
+    allowed = 8 + 2 * (time.monotonic() - t0)
+    assert len(lines()) <= allowed, \
+        f"{len(lines())} checkpoints for {n} commits (at most " \
+        f"{allowed:.0f} allowed):\n" + "\n".join(lines()[:30])
     m.stop()
 
 

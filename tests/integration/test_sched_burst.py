@@ -11,6 +11,7 @@ and reports as a failure any build_start over its --max-builds; the master
 is the real tf-master; the results are read back from its database."""
 
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -102,6 +103,13 @@ def test_burst_runs_each_request_once_on_an_allowed_slave(farm):
     # build did not finish, or the master broke the protocol.
     assert client.returncode == 0, out
     assert "%d of %d expected builds done" % (total, total) in out, out
+    # The release's pass starts its first 256 builds in one start batch,
+    # so they go out early, and the rest in bigger ones (fewer commits).
+    batches = [int(n) for n in re.findall(
+        r"\d+ of (\d+) builds \(ids \d+ to \d+\) sent to their slaves",
+        m.log_text())]
+    assert batches and batches[0] == 256, batches
+    assert any(n > 256 for n in batches), batches
     m.stop()
 
     con = sqlite3.connect("file:%s?mode=ro" % m.db_path, uri=True)

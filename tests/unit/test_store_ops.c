@@ -500,6 +500,7 @@ TF_TEST(a_failed_group_is_never_queued)
 typedef struct units_out {
     tf_wgroup_t *g;
     int rc, calls, unit[4];
+    bool walk_same; /* tf_wgroup_unit_rcs gave the same outcomes */
 } units_out_t;
 
 static void units_cb(void *arg, int rc)
@@ -507,8 +508,11 @@ static void units_cb(void *arg, int rc)
     units_out_t *u = arg;
     u->rc = rc;
     u->calls++;
+    int all[4];
     for (size_t i = 0; i < 4; i++)
         u->unit[i] = tf_wgroup_unit_rc(u->g, i);
+    tf_wgroup_unit_rcs(u->g, all, 4);
+    u->walk_same = memcmp(all, u->unit, sizeof(all)) == 0;
 }
 
 /* Submits g (three units of one slave event each, the second with
@@ -531,6 +535,7 @@ static void commit_units(fx_t *f, units_out_t *u, void (*bad_op)(tf_wgroup_t *))
     while (u->calls == 0 && uv_hrtime() < end)
         uv_run(&f->loop, UV_RUN_ONCE);
     TF_CHECK(u->calls == 1);
+    TF_CHECK(u->walk_same);
 }
 
 /* An event of a build that does not exist: the event chain refuses it. */

@@ -197,6 +197,21 @@ static void wsc_flush(tf_wsc_t *c)
     c->fill ^= 1;
 }
 
+/* After a write ended (its callback, or a hold's end): what c queued
+ * meanwhile goes out, a close frame on the wire ends the link, and an
+ * open link with nothing left to write is drained. */
+static void wsc_written_on(tf_wsc_t *c)
+{
+    wsc_flush(c);
+    if (!c->writing && c->close_sent) {
+        /* Our close frame is on the wire: nothing more to say. */
+        wsc_fail(c, NULL);
+        return;
+    }
+    if (c->state == TF_WSC_OPEN && c->cbs->drained_cb)
+        c->cbs->drained_cb(c);
+}
+
 static void wsc_write_cb(uv_write_t *req, int status)
 {
     tf_wsc_t *c = req->data;
@@ -210,14 +225,7 @@ static void wsc_write_cb(uv_write_t *req, int status)
     }
     if (c->state == TF_WSC_CLOSING)
         return;
-    wsc_flush(c);
-    if (!c->writing && c->close_sent) {
-        /* Our close frame is on the wire: nothing more to say. */
-        wsc_fail(c, NULL);
-        return;
-    }
-    if (c->state == TF_WSC_OPEN && c->cbs->drained_cb)
-        c->cbs->drained_cb(c);
+    wsc_written_on(c);
 }
 
 /* Ends c's hold: what it queued since goes out now (and holds it again
@@ -227,14 +235,7 @@ static void wsc_release(tf_wsc_t *c)
     wsc_unhold(c);
     if (c->state == TF_WSC_CLOSING || c->state == TF_WSC_CLOSED)
         return;
-    wsc_flush(c);
-    if (!c->writing && c->close_sent) {
-        /* Our close frame is on the wire: nothing more to say. */
-        wsc_fail(c, NULL);
-        return;
-    }
-    if (c->state == TF_WSC_OPEN && c->cbs->drained_cb)
-        c->cbs->drained_cb(c);
+    wsc_written_on(c);
 }
 
 size_t tf_wsc_flush_held(void)

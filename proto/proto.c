@@ -2263,6 +2263,17 @@ int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
 int tf_msg_encode_err(const tf_msg_t *m, char **out, size_t *len_out,
                       char *err, size_t errlen)
 {
+    if (m && m->type == TF_MSG_ACK && tf__msg_encode_ack(m, out, len_out)) {
+        if (err && errlen)
+            err[0] = '\0';
+        return 0;
+    }
+    return tf__msg_encode_slow(m, out, len_out, err, errlen);
+}
+
+int tf__msg_encode_slow(const tf_msg_t *m, char **out, size_t *len_out,
+                        char *err, size_t errlen)
+{
     tf_enc_t e = {0};
     tf_dec_t quiet = {err, errlen};
     tf_msg_t check;

@@ -28,4 +28,17 @@ bool tf__msg_decode_fast(const char *text, size_t len, tf_msg_t *out);
 int tf__msg_decode_slow(const char *text, size_t len, tf_msg_t *out,
                         char *err, size_t errlen);
 
+/* The fast path of tf_msg_encode() for an ack (the master writes one per
+ * event it stores, nearly): when m is an ack whose ids tf_msg_decode
+ * accepts, sets *out to a malloc'ed, NUL-terminated copy of the compact
+ * text the jansson path emits (the caller frees it), *len_out (if not
+ * NULL) to its length, and returns true. Anything else, out of memory
+ * included, returns false and the caller runs the jansson path. */
+bool tf__msg_encode_ack(const tf_msg_t *m, char **out, size_t *len_out);
+
+/* tf_msg_encode_err() without the fast path, for the unit tests that
+ * compare both. */
+int tf__msg_encode_slow(const tf_msg_t *m, char **out, size_t *len_out,
+                        char *err, size_t errlen);
+
 #endif

@@ -1361,7 +1361,10 @@ int tf_master_send_start(tf_master_t *m, tf_mslave_t *s, const char *text,
     return m->net->send_text_now(s->link, text, len);
 }
 
-int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
+/* Encodes msg and hands it to the net: queued, or with now written at
+ * once when the link is idle. */
+static int send_msg(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
+                    bool now)
 {
     char *text = NULL;
     size_t len = 0;
@@ -1375,9 +1378,22 @@ int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
                  tf_msg_type_name(msg->type), s->name, tf_strerror(rc));
         return rc;
     }
-    rc = m->net->send_text(s->link, text, len);
+    if (now && m->net->send_text_now)
+        rc = m->net->send_text_now(s->link, text, len);
+    else
+        rc = m->net->send_text(s->link, text, len);
     free(text);
     return rc;
+}
+
+int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
+{
+    return send_msg(m, s, msg, false);
+}
+
+int tf_master_send_now(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
+{
+    return send_msg(m, s, msg, true);
 }
 
 void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,

@@ -34,9 +34,11 @@
  * a complete one starts the WAL over. The writer wakes it after a commit
  * (one atomic flag, a signal only when it was clear), and it checkpoints
  * CKPT_DELAY_MS later, so a stream of commits costs one checkpoint a
- * second, not one per commit. It starts with the writer's first batch
- * (offline tools that open the store, vacuum and migrate, have none) and
- * stops before the closing checkpoint.
+ * second, not one per commit. While the store's writer holds commits that
+ * are awaited (ckpt_hold: a burst's start batches), checkpoints wait for
+ * them, within bounds. It starts with the writer's first batch (offline
+ * tools that open the store, vacuum and migrate, have none) and stops
+ * before the closing checkpoint.
  *
  * Which failures fail a group alone and which fail the batch: an sqlite
  * error that says something about the database as a whole (full, I/O,
@@ -80,6 +82,11 @@
 #define CKPT_DELAY_MS 1000 /* from a commit to the checkpoint after it */
 #define CKPT_EARLY_FRAMES 4096 /* a WAL this long is checkpointed at once */
 #define WAL_AUTOCHECKPOINT_FRAMES 16384 /* WAL_AUTOCHECKPOINT's number */
+/* While the store's writer has commits that are awaited queued (a burst's
+ * start batches: ckpt_hold), checkpoints wait, at most this long and
+ * until this many frames are not yet copied. */
+#define CKPT_HOLD_MAX_MS 1000
+#define CKPT_HOLD_MAX_FRAMES (3 * CKPT_EARLY_FRAMES)
 #define BUILDER_TALLY 32 /* builders counted at once (builder_tally_add) */
 
 /* The prepared statements of the write connection, keyed by the address
@@ -149,6 +156,10 @@ struct tf_engine {
                                the last checkpoint left them */
     int wal_frames;         /* writer thread only: the WAL's length at the
                                last commit (wal_hook) */
+    bool ckpt_hold;         /* checkpoints wait (ckpt_hold) */
+    bool ckpt_held_w;       /* writer thread only: ckpt_hold's value */
+    bool ckpt_put_off;      /* writer thread only: an early checkpoint
+                               waits for the hold's end */
 
     /* The read pool, under pool_mu. */
     pthread_mutex_t pool_mu;
@@ -1562,6 +1573,13 @@ static void *ckpt_main(void *arg)
                pthread_cond_timedwait(&e->ckpt_cond, &e->ckpt_mu, &ts) !=
                    ETIMEDOUT)
             ;
+        /* The writer has awaited commits queued (ckpt_hold): a
+         * checkpoint now would take a core from them. */
+        ckpt_deadline(&ts, CKPT_HOLD_MAX_MS);
+        while (!e->ckpt_stop && e->ckpt_hold &&
+               pthread_cond_timedwait(&e->ckpt_cond, &e->ckpt_mu, &ts) !=
+                   ETIMEDOUT)
+            ;
         if (e->ckpt_stop)
             break;
         /* Commits from here on wake the next round. */
@@ -1573,6 +1591,18 @@ static void *ckpt_main(void *arg)
     }
     pthread_mutex_unlock(&e->ckpt_mu);
     return NULL;
+}
+
+/* Wakes the checkpointer without its delay (writer thread). */
+static void ckpt_wake_now(tf_engine_t *e)
+{
+    pthread_mutex_lock(&e->ckpt_mu);
+    if (!e->ckpt_urgent) {
+        e->ckpt_urgent = true;
+        __atomic_store_n(&e->ckpt_dirty, 1, __ATOMIC_RELEASE);
+        pthread_cond_signal(&e->ckpt_cond);
+    }
+    pthread_mutex_unlock(&e->ckpt_mu);
 }
 
 /* sqlite's WAL hook on the write connection (after each commit, on the
@@ -1607,15 +1637,35 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
     int copied = __atomic_load_n(&e->ckpt_copied, __ATOMIC_ACQUIRE);
     int fresh = nframes >= copied ? nframes - copied : nframes;
     if (fresh >= CKPT_EARLY_FRAMES) {
-        pthread_mutex_lock(&e->ckpt_mu);
-        if (!e->ckpt_urgent) {
-            e->ckpt_urgent = true;
-            __atomic_store_n(&e->ckpt_dirty, 1, __ATOMIC_RELEASE);
-            pthread_cond_signal(&e->ckpt_cond);
-        }
-        pthread_mutex_unlock(&e->ckpt_mu);
+        if (e->ckpt_held_w && fresh < CKPT_HOLD_MAX_FRAMES)
+            e->ckpt_put_off = true; /* at the hold's end */
+        else
+            ckpt_wake_now(e);
     }
     return SQLITE_OK;
+}
+
+/* engine.h, ckpt_hold (writer thread): while hold, the checkpoints the
+ * checkpointer would start on its own wait (CKPT_HOLD_MAX_MS and
+ * CKPT_HOLD_MAX_FRAMES bound the wait; the WAL's hard bound in wal_hook
+ * does not wait). A burst's start batches are awaited commits: a
+ * checkpoint among them, 5 to 20 ms of a core, was taken from the writer
+ * and the loop while the builds waited for their rows. At the hold's end
+ * an early checkpoint put off runs at once. */
+static void ckpt_hold(tf_engine_t *e, bool hold)
+{
+    if (hold == e->ckpt_held_w || !e->ckpt_db)
+        return;
+    e->ckpt_held_w = hold;
+    pthread_mutex_lock(&e->ckpt_mu);
+    e->ckpt_hold = hold;
+    if (!hold)
+        pthread_cond_signal(&e->ckpt_cond);
+    pthread_mutex_unlock(&e->ckpt_mu);
+    if (!hold && e->ckpt_put_off) {
+        e->ckpt_put_off = false;
+        ckpt_wake_now(e);
+    }
 }
 
 /* Starts the checkpointer (writer thread, first batch). Without it (no
@@ -2299,6 +2349,7 @@ const tf_engine_vt_t tf_engine_sqlite = {
     .query = query,
     .set_max_pages = set_max_pages,
     .maintain = maintain,
+    .ckpt_hold = ckpt_hold,
     .vacuum = vacuum,
     .close_writer = close_writer,
     .destroy = destroy,

@@ -141,6 +141,7 @@ struct tf_store {
 
     /* Writer thread only. */
     pthread_t writer;
+    bool ckpt_held; /* the engine's checkpoints wait (engine.h) */
     char werr[256]; /* the message of the last failure */
     tf_retention_t wret;    /* the writer's copy of ret */
     uint64_t wret_version;
@@ -154,6 +155,7 @@ struct tf_store {
                              * it without taking mu */
     size_t queued_ops;
     size_t queued_bytes;
+    size_t queued_prompt; /* groups queued whose commit is awaited */
     bool congested;
     bool closing;
     uint64_t close_deadline_ms;
@@ -376,6 +378,7 @@ static int enqueue(tf_store_t *s, tf_wgroup_t *g)
         goto out;
     }
     list_append(&s->pending, g);
+    s->queued_prompt += g->prompt;
     s->queued_ops++;
     s->queued_bytes += g->cost;
     if (!s->congested && s->queued_bytes > s->soft_bytes) {
@@ -617,6 +620,7 @@ static size_t take_batch(tf_store_t *s, tf_wgroup_t **first,
     while (g && n < BATCH_MAX_OPS &&
            (n == 0 || bytes + g->cost <= BATCH_MAX_BYTES)) {
         bool prompt = g->prompt;
+        s->queued_prompt -= prompt;
         bytes += g->cost;
         n++;
         prev = g;
@@ -754,6 +758,17 @@ int tf_store_set_retention(tf_store_t *s, const tf_retention_t *r)
     return 0;
 }
 
+/* Tells the engine whether awaited commits (tf_wgroup_prompt) are in the
+ * writer's hands, when that changes (engine.h, ckpt_hold). Writer
+ * thread, mu not held. */
+static void writer_hold_ckpt(tf_store_t *s, bool hold)
+{
+    if (hold == s->ckpt_held || !s->vt->ckpt_hold)
+        return;
+    s->ckpt_held = hold;
+    s->vt->ckpt_hold(s->eng, hold);
+}
+
 static void *writer_main(void *arg)
 {
     tf_store_t *s = arg;
@@ -767,15 +782,26 @@ static void *writer_main(void *arg)
         size_t n;
 
         pthread_mutex_lock(&s->mu);
-        while (!s->pending.head && !s->closing)
+        while (!s->pending.head && !s->closing) {
+            if (s->ckpt_held) {
+                pthread_mutex_unlock(&s->mu);
+                writer_hold_ckpt(s, false);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
             writer_idle(s);
+        }
         if (!s->pending.head) {
             pthread_mutex_unlock(&s->mu);
             break;
         }
         n = take_batch(s, &first, &last);
+        /* Checkpoints wait while awaited commits are in this batch (a
+         * prompt group ends one) or queued behind it. */
+        bool hold = last->prompt || s->queued_prompt > 0;
         gave_up = s->gave_up;
         pthread_mutex_unlock(&s->mu);
+        writer_hold_ckpt(s, hold);
 
         if (gave_up) {
             for (tf_wgroup_t *g = first; g; g = g->next)

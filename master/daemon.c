@@ -67,6 +67,7 @@ static void net_close_link(tf_link_t *l, const char *code, int close_code,
 static const tf_net_ops_t net_ops = {
     .send_text = tf_link_send_text,
     .send_text_now = tf_link_send_text_now,
+    .drain_deferred = tf_link_drain_deferred,
     .close_link = net_close_link,
     .live_build = tf_live_build,
     .live_step = tf_live_step,

@@ -806,6 +806,45 @@ typedef struct batch_commit {
     uint64_t ids[];
 } batch_commit_t;
 
+/* n builds of a start batch were queued for the writer (master.h,
+ * tf_master_defer_slaves): a big batch arms the deferral. */
+static void batch_queued(tf_master_t *m, size_t n)
+{
+    m->starts_inflight += n;
+    if (!m->defer_armed && n >= TF_BUILD_BATCH_FIRST) {
+        m->defer_armed = true;
+        m->defer_since_ms = tf_mono_ms();
+    }
+}
+
+/* ... and came back, their build_starts sent: the last of them ends the
+ * deferral, and what was put off is handled at the loop's next turn. */
+static void batch_landed(tf_master_t *m, size_t n)
+{
+    m->starts_inflight -= n < m->starts_inflight ? n : m->starts_inflight;
+    if (m->starts_inflight == 0 && m->defer_armed)
+        tf_master_defer_end(m);
+}
+
+void tf_master_defer_end(tf_master_t *m)
+{
+    m->defer_armed = false;
+    m->drain_wanted = true;
+    tf_sched_defer(m);
+}
+
+bool tf_master_defer_slaves(tf_master_t *m)
+{
+    if (!m->defer_armed)
+        return false;
+    if (tf_mono_ms() - m->defer_since_ms < TF_DEFER_MAX_MS)
+        return true;
+    /* Too long (a slow store): what was put off goes now, and the next
+     * big batch arms it again. */
+    tf_master_defer_end(m);
+    return false;
+}
+
 /* When the group failed as a whole, the store applied each build's rows
  * alone: only a build whose own rows fail is dropped (and its request
  * charged a retry); its batch-mates start. */
@@ -831,6 +870,7 @@ static void batch_committed_cb(void *arg, int rc)
         tf_info("build", "%zu of %zu builds (ids %" PRIu64 " to %" PRIu64
                 ") sent to their slaves", sent, bc->n, bc->ids[0],
                 bc->ids[bc->n - 1]);
+    batch_landed(bc->m, bc->n);
 }
 
 /* Commits the open batch's group (the counts of the builders it changed
@@ -863,6 +903,7 @@ static void batch_flush(tf_master_t *m)
          * not to wait for the batches queued after it as well (a burst
          * queues all of its batches in one pass). */
         tf_wgroup_prompt(m->group);
+        batch_queued(m, n);
         /* A failure to queue calls the callback at once. */
         tf_master_group_commit(m, batch_committed_cb, bc);
         return;

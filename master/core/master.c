@@ -481,6 +481,7 @@ int tf_master_init(tf_master_t *m, const char *dir)
     memset(m, 0, sizeof(*m));
     m->exit_code = 1;
     tf_list_init(&m->ack_list);
+    tf_list_init(&m->deferred_links);
     tf_list_init(&m->live_conns);
     tf_list_init(&m->live_tails);
     tf_list_init(&m->idle);

@@ -259,6 +259,9 @@ typedef struct tf_net_ops {
     /* Sends an error with code and message, then closes the link. */
     void (*close_link)(tf_link_t *l, const char *code, int close_code,
                        const char *message);
+    /* Handles the slaves' messages put off while tf_master_defer_slaves
+     * said so, each link's in the order they came. May be NULL. */
+    void (*drain_deferred)(tf_master_t *m);
     /* The live feed: build, step, slave, request and output events. */
     void (*live_build)(tf_master_t *m, const tf_build_t *b, const char *event,
                        int result);
@@ -345,6 +348,16 @@ struct tf_master {
                            flushed: TF_BUILD_BATCH_FIRST, doubling */
     size_t batch_max;   /* ... up to this: TF_BUILD_BATCH_MAX, or
                            TF_BUILD_BATCH_FIRST on a shared store */
+    /* Slaves' messages put off while a burst's start batches are written
+     * (tf_master_defer_slaves): the builds of start batches queued and
+     * not yet committed, whether a big one armed the deferral and when,
+     * and whether the net is to handle what it put off (turn_cb). */
+    size_t starts_inflight;
+    bool defer_armed;
+    int64_t defer_since_ms; /* tf_mono_ms() */
+    bool drain_wanted;
+    tf_list_t deferred_links; /* net/link.c: links with messages put off */
+    size_t deferred_bytes;    /* ... their bytes, all together */
 
     tf_list_t ack_list;        /* builds with acks to send */
     tf_list_t live_conns;      /* live.c viewers */
@@ -738,6 +751,22 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s);
 #define TF_BUILD_BATCH_FIRST 256u
 #define TF_BUILD_BATCH_MAX 1024u
 void tf_build_batch_begin(tf_master_t *m);
+
+/* Whether the net is to put off the messages that slaves send (copied, in
+ * order, handled by net->drain_deferred) rather than handle them now:
+ * from the moment a pass queues a start batch of TF_BUILD_BATCH_FIRST
+ * builds or more (a burst) until every start batch queued since has
+ * committed and its build_starts are sent, at most TF_DEFER_MAX_MS. In a
+ * burst the loop, the store's writer and the slaves share the cores, and
+ * the events of the builds that started first (decoding, their write
+ * groups, acks) took the CPU the writer needed for the rows every later
+ * build_start waits for. The end of the deferral, or its time running
+ * out, makes turn_cb drain what was put off. Loop thread. */
+#define TF_DEFER_MAX_MS 250
+bool tf_master_defer_slaves(tf_master_t *m);
+/* Ends the deferral now (the net holds too much): what was put off is
+ * handled at the loop's next turn. */
+void tf_master_defer_end(tf_master_t *m);
 /* Commits what the batch collected and closes it. */
 void tf_build_batch_end(tf_master_t *m);
 

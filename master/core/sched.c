@@ -591,6 +591,13 @@ static void turn_cb(uv_idle_t *h)
 {
     tf_master_t *m = h->data;
     uv_idle_stop(h);
+    /* The slaves' messages put off during a burst first: the builds they
+     * end free their slaves for this pass. */
+    if (m->drain_wanted) {
+        m->drain_wanted = false;
+        if (m->net && m->net->drain_deferred)
+            m->net->drain_deferred(m);
+    }
     if (m->sched_wanted && !m->stopping) {
         m->sched_wanted = false;
         sched_pass(m);

@@ -32,6 +32,19 @@
  * wrong path or subprotocol with a plain-text HTTP error, where lws alone
  * would drop the connection without a word.
  *
+ * Putting off (tf_master_defer_slaves, a burst's start batches being
+ * written): a READY link's whole messages, text and output frames alike,
+ * are copied onto its own queue instead of being handled, and once a link
+ * has some queued every later message of it goes behind them, so each
+ * slave's messages are handled in the order they came. The committed
+ * start batches still go out between messages (tf_master_deliver_commits).
+ * tf_link_drain_deferred, at the loop's turn after the deferral ends,
+ * handles every queue; a link the slave closed is drained when it goes (its
+ * messages came before the close), one the master closed is not (nothing
+ * more is applied from a closing link). Over LINK_DEFER_MAX bytes put off
+ * in all, new messages are handled at once again (those of links with a
+ * queue still go behind it, until the drain the overflow asks for).
+ *
  * Closing with a reason: the error message is queued like any frame; once
  * the queue is empty the WRITEABLE callback sets the close reason and
  * returns -1. The notes on this lws build say the close frame itself may be
@@ -59,6 +72,10 @@
 /* The largest message before authentication: a hello with 64 running
  * builds (~4 KiB) and 64 tags of 64 bytes (~4.3 KiB) fits. */
 #define LINK_PREAUTH_MAX (16u * 1024)
+
+/* The bytes of slave messages put off at most, all links together: 5,000
+ * slaves' events of a burst are about 2 MiB. */
+#define LINK_DEFER_MAX (32u * 1024 * 1024)
 
 typedef enum {
     LINK_CHALLENGED = 0,
@@ -98,7 +115,17 @@ struct tf_link {
                              * builds it brings (tf_master_adopt) */
     bool in_text; /* in link_text: a message to this link is queued, not
                    * written from inside its own receive callback */
+    tf_list_t deferq;     /* messages put off (deferred_t), oldest first */
+    tf_list_t defer_node; /* in m->deferred_links while deferq has some */
 };
+
+/* A whole message from a slave, put off (see the header). */
+typedef struct deferred {
+    tf_list_t node;
+    bool binary;
+    size_t len;
+    unsigned char data[];
+} deferred_t;
 
 typedef struct link_pss {
     tf_link_t *link;
@@ -514,6 +541,85 @@ static void link_binary(tf_link_t *l, const uint8_t *data, size_t len)
         tf_link_close(l, "malformed", TF_CLOSE_MALFORMED, "%s", err);
 }
 
+/* Puts a whole message of l off (see the header) when the core says so
+ * or l has messages put off already; false when it is to be handled now.
+ * Commits the writer finished meanwhile are delivered first, as before a
+ * message handled at once (link_text). */
+static bool link_defer(tf_link_t *l, bool binary, const void *data,
+                       size_t len)
+{
+    tf_master_t *m = l->m;
+    bool queued = !tf_list_empty(&l->deferq);
+
+    if (l->state != LINK_READY)
+        return false;
+    if (!queued && (m->deferred_bytes + len > LINK_DEFER_MAX ||
+                    !tf_master_defer_slaves(m)))
+        return false;
+    deferred_t *d = malloc(sizeof(*d) + len);
+    if (!d) {
+        if (!queued)
+            return false;
+        /* Its earlier messages wait: handling this one first would
+         * break their order. */
+        tf_link_close(l, "overload", TF_CLOSE_TIMEOUT,
+                      "out of memory holding the slave's messages");
+        return true;
+    }
+    d->binary = binary;
+    d->len = len;
+    memcpy(d->data, data, len);
+    tf_list_push_back(&l->deferq, &d->node);
+    m->deferred_bytes += len;
+    if (!queued)
+        tf_list_push_back(&m->deferred_links, &l->defer_node);
+    if (m->deferred_bytes > LINK_DEFER_MAX)
+        tf_master_defer_end(m); /* the queues are drained next turn */
+    l->in_text = true;
+    tf_master_deliver_commits(m);
+    l->in_text = false;
+    return true;
+}
+
+/* Handles (or, once l is not READY, drops) what l put off, in order. */
+static size_t link_drain(tf_link_t *l)
+{
+    tf_master_t *m = l->m;
+    size_t n = 0;
+
+    while (!tf_list_empty(&l->deferq)) {
+        deferred_t *d = tf_list_entry(l->deferq.next, deferred_t, node);
+        tf_list_unlink(&d->node);
+        m->deferred_bytes -= d->len;
+        if (l->state == LINK_READY) {
+            if (d->binary)
+                link_binary(l, d->data, d->len);
+            else
+                link_text(l, (const char *)d->data, d->len);
+            n++;
+        }
+        free(d);
+    }
+    if (tf_list_linked(&l->defer_node))
+        tf_list_unlink(&l->defer_node);
+    return n;
+}
+
+void tf_link_drain_deferred(tf_master_t *m)
+{
+    size_t n = 0, links = 0, bytes = m->deferred_bytes;
+
+    while (!tf_list_empty(&m->deferred_links)) {
+        tf_link_t *l = tf_list_entry(m->deferred_links.next, tf_link_t,
+                                     defer_node);
+        n += link_drain(l);
+        links++;
+    }
+    if (n)
+        tf_info("link", "%zu messages (%zu bytes) from %zu slaves handled "
+                "after the start batches they waited for", n, bytes, links);
+}
+
 static void link_receive(tf_link_t *l, const void *in, size_t len)
 {
     struct lws *wsi = l->wsi;
@@ -549,7 +655,8 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
         /* A whole output frame in one piece (the usual case: lws gathers
          * up to rx_buffer_size, one frame): parsed where lws holds it,
          * its bytes copied once, into the storage group. */
-        link_binary(l, in, len);
+        if (!link_defer(l, true, in, len))
+            link_binary(l, in, len);
         return;
     }
     if (tf_buf_append(&l->rx, in, len) != 0) {
@@ -558,7 +665,9 @@ static void link_receive(tf_link_t *l, const void *in, size_t len)
     }
     if (!lws_is_final_fragment(wsi))
         return;
-    if (l->rx_binary)
+    if (link_defer(l, l->rx_binary, l->rx.data, l->rx.len))
+        ; /* copied: handled at the drain */
+    else if (l->rx_binary)
         link_binary(l, l->rx.data, l->rx.len);
     else
         link_text(l, (const char *)l->rx.data, l->rx.len);
@@ -616,6 +725,8 @@ static int link_writeable(tf_link_t *l)
 static void link_free(tf_link_t *l)
 {
     free(l->adopt_text);
+    l->state = LINK_CLOSING; /* what is left put off is dropped */
+    link_drain(l);
     tf_list_t *it, *tmp;
     tf_list_foreach_safe(it, tmp, &l->sendq)
     {
@@ -631,6 +742,9 @@ static void link_closed(tf_link_t *l)
     tf_master_t *m = l->m;
     tf_mslave_t *s = l->slave;
     l->wsi = NULL;
+    /* What the slave sent before it closed is handled before it goes
+     * (nothing of it can be written back now). */
+    link_drain(l);
     if (s && s->link == l) {
         const char *ev = l->gone_event ? l->gone_event : "disconnected";
         tf_info("link", "slave %s %s", s->name, ev);
@@ -652,6 +766,8 @@ static tf_link_t *link_open(tf_master_t *m, struct lws *wsi)
     l->wsi = wsi;
     l->state = LINK_CHALLENGED;
     tf_list_init(&l->sendq);
+    tf_list_init(&l->deferq);
+    tf_list_init(&l->defer_node);
     tf_buf_init(&l->rx, TF_PROTO_MAX_TEXT);
     l->opened_ms = tf_mono_ms();
     l->last_rx_ms = l->opened_ms;
@@ -920,6 +1036,8 @@ void tf_link_close_all(tf_master_t *m)
 {
     size_t pos = 0;
     void *v;
+    /* Nothing a slave sent is dropped for the shutdown's sake. */
+    tf_link_drain_deferred(m);
     while (tf_map_next(m->links, &pos, NULL, NULL, &v) == 0) {
         tf_link_t *l = v;
         tf_link_close(l, "shutdown", TF_CLOSE_SHUTDOWN,

@@ -52,4 +52,9 @@ void tf_link_heartbeat(tf_master_t *m);
 /* Closes every link for shutdown. */
 void tf_link_close_all(tf_master_t *m);
 
+/* Handles the slaves' messages put off during a burst's start batches
+ * (core/master.h, tf_master_defer_slaves), each link's in order; links
+ * the master closed meanwhile drop theirs. The net's drain_deferred. */
+void tf_link_drain_deferred(tf_master_t *m);
+
 #endif

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jscan.h"
 #include "lsmsg.h"
 #include "names.h"
 #include "result.h"
@@ -254,53 +255,18 @@ int ls_msg_encode(const tf_msg_t *m, char *out, size_t cap, size_t *len)
 
 /* --- the ack reader --- */
 
-/* Reads a JSON integer (no sign, no leading zero, no fraction or
- * exponent) at *p, up to end, no greater than max; advances *p. */
-static bool ls_get_uint(const uint8_t **p, const uint8_t *end, uint64_t max,
-                        uint64_t *out)
-{
-    const uint8_t *s = *p;
-    uint64_t v = 0;
-    if (s == end || *s < '0' || *s > '9')
-        return false;
-    if (*s == '0') {
-        s++;
-    } else {
-        while (s < end && *s >= '0' && *s <= '9') {
-            unsigned d = (unsigned)(*s - '0');
-            if (v > (max - d) / 10)
-                return false;
-            v = v * 10 + d;
-            s++;
-        }
-    }
-    if (s < end && (*s == '.' || *s == 'e' || *s == 'E'))
-        return false; /* a real, which the decoder refuses: let it say so */
-    *p = s;
-    *out = v;
-    return true;
-}
+#define LS_GET_LIT(p, end, lit) \
+    tf_jscan_lit((p), (end), (lit), sizeof(lit) - 1)
 
-static bool ls_get_lit(const uint8_t **p, const uint8_t *end, const char *lit,
-                       size_t n)
-{
-    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
-        return false;
-    *p += n;
-    return true;
-}
-
-#define LS_GET_LIT(p, end, lit) ls_get_lit((p), (end), (lit), sizeof(lit) - 1)
-
-bool ls_ack_parse(const uint8_t *p, size_t n, uint64_t *build_id,
+bool ls_ack_parse(const uint8_t *text, size_t n, uint64_t *build_id,
                   uint64_t *seq)
 {
-    const uint8_t *end = p + n;
+    const char *p = (const char *)text, *end = p + n;
     uint64_t b, s;
     if (!LS_GET_LIT(&p, end, "{\"type\":\"ack\",\"build_id\":") ||
-        !ls_get_uint(&p, end, TF_PROTO_MAX_ID, &b) || b < 1 ||
+        !tf_jscan_uint(&p, end, TF_PROTO_MAX_ID, &b) || b < 1 ||
         !LS_GET_LIT(&p, end, ",\"seq\":") ||
-        !ls_get_uint(&p, end, TF_PROTO_MAX_ID, &s) ||
+        !tf_jscan_uint(&p, end, TF_PROTO_MAX_ID, &s) ||
         !LS_GET_LIT(&p, end, "}") || p != end)
         return false;
     *build_id = b;
@@ -364,19 +330,11 @@ bool ls_ack_parse(const uint8_t *p, size_t n, uint64_t *build_id,
 #define LS_T0_MAX 24    /* bytes of the LS_T0_PROP value taken here */
 
 typedef struct ls_key {
-    const uint8_t *s;
+    const char *s;
     size_t n;
 } ls_key_t;
 
-/* JSON's four whitespace bytes, as jansson's lexer skips them. */
-static void ls_ws(const uint8_t **p, const uint8_t *end)
-{
-    while (*p < end && (**p == ' ' || **p == '\t' || **p == '\n' ||
-                        **p == '\r'))
-        (*p)++;
-}
-
-static int ls_hex(uint8_t c)
+static int ls_hex(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -390,7 +348,7 @@ static int ls_hex(uint8_t c)
 /* The \uXXXX escape whose backslash is at q (6 bytes are there). NUL
  * (jansson refuses it) and surrogates (a pair's rules are jansson's
  * business) are declined. */
-static bool ls_uescape_ok(const uint8_t *q)
+static bool ls_uescape_ok(const char *q)
 {
     uint32_t u = 0;
     for (int i = 2; i < 6; i++) {
@@ -405,7 +363,7 @@ static bool ls_uescape_ok(const uint8_t *q)
 /* The bytes a string holds as they are: printable ASCII and DEL, but
  * the quote and the backslash. */
 #define LS_R16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
-static const uint8_t ls_plain_byte[256] = {
+static const char ls_plain_byte[256] = {
     LS_R16(0), LS_R16(0),
     1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' */
     LS_R16(1), LS_R16(1),
@@ -418,25 +376,25 @@ static const uint8_t ls_plain_byte[256] = {
  * would accept it; sets *s and *n to the bytes between the quotes (as
  * written, escapes included) and *plain when there is no escape, and
  * moves *p past the closing quote. */
-static bool ls_get_str(const uint8_t **p, const uint8_t *end,
-                       const uint8_t **s, size_t *n, bool *plain)
+static bool ls_get_str(const char **p, const char *end,
+                       const char **s, size_t *n, bool *plain)
 {
-    const uint8_t *q = *p;
+    const char *q = *p;
     bool pl = true;
     if (q == end || *q != '"')
         return false;
-    const uint8_t *start = ++q;
+    const char *start = ++q;
     while (q < end && *q != '"') {
-        uint8_t c = *q;
+        unsigned char c = (unsigned char)*q;
         if (ls_plain_byte[c]) {
             q++;
-            while (q < end && ls_plain_byte[*q])
+            while (q < end && ls_plain_byte[(unsigned char)*q])
                 q++;
         } else if (c == '\\') {
             pl = false;
             if (end - q < 2)
                 return false;
-            uint8_t e = q[1];
+            char e = q[1];
             if (e == 'u') {
                 if (end - q < 6 || !ls_uescape_ok(q))
                     return false;
@@ -450,7 +408,8 @@ static bool ls_get_str(const uint8_t **p, const uint8_t *end,
         } else if (c < 0x20) {
             return false;
         } else {
-            size_t l = tf_utf8_len(q, (size_t)(end - q));
+            size_t l = tf_utf8_len((const unsigned char *)q,
+                                   (size_t)(end - q));
             if (l == 0)
                 return false;
             q += l;
@@ -467,12 +426,12 @@ static bool ls_get_str(const uint8_t **p, const uint8_t *end,
 
 /* A JSON integer of at most 18 digits (jansson's json_int_t holds it);
  * fractions and exponents are declined. */
-static bool ls_skip_int(const uint8_t **p, const uint8_t *end)
+static bool ls_skip_int(const char **p, const char *end)
 {
-    const uint8_t *q = *p;
+    const char *q = *p;
     if (q < end && *q == '-')
         q++;
-    const uint8_t *d = q;
+    const char *d = q;
     while (q < end && *q >= '0' && *q <= '9')
         q++;
     size_t nd = (size_t)(q - d);
@@ -484,7 +443,7 @@ static bool ls_skip_int(const uint8_t **p, const uint8_t *end)
     return true;
 }
 
-static bool ls_key_seen(const ls_key_t *keys, size_t nk, const uint8_t *s,
+static bool ls_key_seen(const ls_key_t *keys, size_t nk, const char *s,
                         size_t n)
 {
     for (size_t i = 0; i < nk; i++)
@@ -493,22 +452,22 @@ static bool ls_key_seen(const ls_key_t *keys, size_t nk, const uint8_t *s,
     return false;
 }
 
-static bool ls_skip_value(const uint8_t **p, const uint8_t *end, int depth);
+static bool ls_skip_value(const char **p, const char *end, int depth);
 
 /* An object whose '{' is at *p: keys without escapes (so that the bytes
  * compare as jansson compares the keys), none repeated. */
-static bool ls_skip_object(const uint8_t **p, const uint8_t *end, int depth)
+static bool ls_skip_object(const char **p, const char *end, int depth)
 {
     ls_key_t keys[LS_KEYS_MAX];
     size_t nk = 0;
     (*p)++;
-    ls_ws(p, end);
+    tf_jscan_ws(p, end);
     if (*p < end && **p == '}') {
         (*p)++;
         return true;
     }
     for (;;) {
-        const uint8_t *s;
+        const char *s;
         size_t n;
         bool plain;
         if (!ls_get_str(p, end, &s, &n, &plain) || !plain ||
@@ -516,14 +475,14 @@ static bool ls_skip_object(const uint8_t **p, const uint8_t *end, int depth)
             return false;
         keys[nk].s = s;
         keys[nk++].n = n;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (*p == end || **p != ':')
             return false;
         (*p)++;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (!ls_skip_value(p, end, depth))
             return false;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (*p == end)
             return false;
         if (**p == '}') {
@@ -533,14 +492,14 @@ static bool ls_skip_object(const uint8_t **p, const uint8_t *end, int depth)
         if (**p != ',')
             return false;
         (*p)++;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
     }
 }
 
-static bool ls_skip_array(const uint8_t **p, const uint8_t *end, int depth)
+static bool ls_skip_array(const char **p, const char *end, int depth)
 {
     (*p)++;
-    ls_ws(p, end);
+    tf_jscan_ws(p, end);
     if (*p < end && **p == ']') {
         (*p)++;
         return true;
@@ -548,7 +507,7 @@ static bool ls_skip_array(const uint8_t **p, const uint8_t *end, int depth)
     for (;;) {
         if (!ls_skip_value(p, end, depth))
             return false;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (*p == end)
             return false;
         if (**p == ']') {
@@ -558,16 +517,16 @@ static bool ls_skip_array(const uint8_t **p, const uint8_t *end, int depth)
         if (**p != ',')
             return false;
         (*p)++;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
     }
 }
 
 /* Any JSON value at *p, nested at most LS_DEPTH_MAX - depth deep. A
  * literal's next byte is judged by the caller (',' ']' '}' or
  * whitespace), which rules out "truex". */
-static bool ls_skip_value(const uint8_t **p, const uint8_t *end, int depth)
+static bool ls_skip_value(const char **p, const char *end, int depth)
 {
-    const uint8_t *s;
+    const char *s;
     size_t n;
     bool plain;
     if (*p == end || depth >= LS_DEPTH_MAX)
@@ -592,26 +551,26 @@ static bool ls_skip_value(const uint8_t **p, const uint8_t *end, int depth)
 
 /* Whitespace, "key" (a literal with its quotes), whitespace, ':',
  * whitespace. */
-static bool ls_member(const uint8_t **p, const uint8_t *end, const char *key,
+static bool ls_member(const char **p, const char *end, const char *key,
                       size_t n)
 {
-    ls_ws(p, end);
-    if (!ls_get_lit(p, end, key, n))
+    tf_jscan_ws(p, end);
+    if (!tf_jscan_lit(p, end, key, n))
         return false;
-    ls_ws(p, end);
+    tf_jscan_ws(p, end);
     if (*p == end || **p != ':')
         return false;
     (*p)++;
-    ls_ws(p, end);
+    tf_jscan_ws(p, end);
     return true;
 }
 
 #define LS_MEMBER(p, end, key) ls_member((p), (end), (key), sizeof(key) - 1)
 
 /* Whitespace, then c. */
-static bool ls_punct(const uint8_t **p, const uint8_t *end, uint8_t c)
+static bool ls_punct(const char **p, const char *end, char c)
 {
-    ls_ws(p, end);
+    tf_jscan_ws(p, end);
     if (*p == end || **p != c)
         return false;
     (*p)++;
@@ -619,9 +578,9 @@ static bool ls_punct(const uint8_t **p, const uint8_t *end, uint8_t c)
 }
 
 /* A name written without escapes into out (TF_NAME_MAX + 1 bytes). */
-static bool ls_get_name(const uint8_t **p, const uint8_t *end, char *out)
+static bool ls_get_name(const char **p, const char *end, char *out)
 {
-    const uint8_t *s;
+    const char *s;
     size_t n;
     bool plain;
     if (!ls_get_str(p, end, &s, &n, &plain) || !plain || n > TF_NAME_MAX)
@@ -633,7 +592,7 @@ static bool ls_get_name(const uint8_t **p, const uint8_t *end, char *out)
 
 /* properties: string values, non-empty distinct keys; the LS_T0_PROP
  * value is read as on_build_start reads it, with tf_parse_u64. */
-static bool ls_bstart_props(const uint8_t **p, const uint8_t *end,
+static bool ls_bstart_props(const char **p, const char *end,
                             ls_bstart_t *b)
 {
     static const char t0key[] = LS_T0_PROP;
@@ -641,13 +600,13 @@ static bool ls_bstart_props(const uint8_t **p, const uint8_t *end,
     size_t nk = 0;
     if (!ls_punct(p, end, '{'))
         return false;
-    ls_ws(p, end);
+    tf_jscan_ws(p, end);
     if (*p < end && **p == '}') {
         (*p)++;
         return true;
     }
     for (;;) {
-        const uint8_t *k, *v;
+        const char *k, *v;
         size_t kn, vn;
         bool kplain, vplain;
         if (!ls_get_str(p, end, &k, &kn, &kplain) || !kplain || kn == 0 ||
@@ -657,7 +616,7 @@ static bool ls_bstart_props(const uint8_t **p, const uint8_t *end,
         keys[nk++].n = kn;
         if (!ls_punct(p, end, ':'))
             return false;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (!ls_get_str(p, end, &v, &vn, &vplain))
             return false;
         if (kn == sizeof(t0key) - 1 && memcmp(k, t0key, kn) == 0) {
@@ -668,7 +627,7 @@ static bool ls_bstart_props(const uint8_t **p, const uint8_t *end,
             t0[vn] = '\0';
             b->has_t0 = tf_parse_u64(t0, &b->t0) == 0;
         }
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (*p == end)
             return false;
         if (**p == '}') {
@@ -678,23 +637,23 @@ static bool ls_bstart_props(const uint8_t **p, const uint8_t *end,
         if (**p != ',')
             return false;
         (*p)++;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
     }
 }
 
 /* steps: 1..TF_PROTO_MAX_STEPS objects, walked but not judged. */
-static bool ls_bstart_steps(const uint8_t **p, const uint8_t *end,
+static bool ls_bstart_steps(const char **p, const char *end,
                             ls_bstart_t *b)
 {
     if (!ls_punct(p, end, '['))
         return false;
     for (;;) {
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (*p == end || **p != '{' || b->nsteps == TF_PROTO_MAX_STEPS ||
             !ls_skip_object(p, end, 1))
             return false;
         b->nsteps++;
-        ls_ws(p, end);
+        tf_jscan_ws(p, end);
         if (*p == end)
             return false;
         if (**p == ']') {
@@ -707,9 +666,9 @@ static bool ls_bstart_steps(const uint8_t **p, const uint8_t *end,
     }
 }
 
-bool ls_bstart_parse(const uint8_t *p, size_t n, ls_bstart_t *out)
+bool ls_bstart_parse(const uint8_t *text, size_t n, ls_bstart_t *out)
 {
-    const uint8_t *end = p + n;
+    const char *p = (const char *)text, *end = p + n;
     char workdir[TF_NAME_MAX + 1];
     uint64_t number;
     ls_bstart_t b;
@@ -719,19 +678,19 @@ bool ls_bstart_parse(const uint8_t *p, size_t n, ls_bstart_t *out)
     if (!ls_punct(&p, end, '{') || !LS_MEMBER(&p, end, "\"type\"") ||
         !LS_GET_LIT(&p, end, "\"build_start\"") || !ls_punct(&p, end, ',') ||
         !LS_MEMBER(&p, end, "\"build_id\"") ||
-        !ls_get_uint(&p, end, TF_PROTO_MAX_ID, &b.build_id) ||
+        !tf_jscan_uint(&p, end, TF_PROTO_MAX_ID, &b.build_id) ||
         b.build_id < 1 || !ls_punct(&p, end, ',') ||
         !LS_MEMBER(&p, end, "\"builder\"") ||
         !ls_get_name(&p, end, b.builder) || !ls_punct(&p, end, ',') ||
         !LS_MEMBER(&p, end, "\"number\"") ||
-        !ls_get_uint(&p, end, TF_PROTO_MAX_ID, &number) ||
+        !tf_jscan_uint(&p, end, TF_PROTO_MAX_ID, &number) ||
         !ls_punct(&p, end, ',') || !LS_MEMBER(&p, end, "\"workdir\"") ||
         !ls_get_name(&p, end, workdir) || !ls_punct(&p, end, ',') ||
         !LS_MEMBER(&p, end, "\"properties\"") ||
         !ls_bstart_props(&p, end, &b) || !ls_punct(&p, end, ',') ||
         !LS_MEMBER(&p, end, "\"steps\"") || !ls_bstart_steps(&p, end, &b))
         return false;
-    ls_ws(&p, end);
+    tf_jscan_ws(&p, end);
     if (p < end && *p == ',') {
         p++;
         if (!LS_MEMBER(&p, end, "\"source\"") || p == end || *p != '{' ||
@@ -740,7 +699,7 @@ bool ls_bstart_parse(const uint8_t *p, size_t n, ls_bstart_t *out)
     }
     if (!ls_punct(&p, end, '}'))
         return false;
-    ls_ws(&p, end);
+    tf_jscan_ws(&p, end);
     if (p != end)
         return false;
     *out = b;
@@ -870,8 +829,8 @@ static int ls_selftest_bstart(const tf_msg_t *m, char *err, size_t errlen)
 static int ls_selftest_bstarts(char *err, size_t errlen)
 {
     static char *argv_true[] = {"true", NULL};
-    static char *argv_odd[] = {"sh", "-c", "echo \"caf\xc3\xa9\"\t\\ \x01 \xe2\x82\xac",
-                               NULL};
+    static char *argv_odd[] = {
+        "sh", "-c", "echo \"caf\xc3\xa9\"\t\\ \x01 \xe2\x82\xac", NULL};
     static tf_kv_t env[] = {{"CC", "gcc"}, {"Q", "a\"b\\c\n\xf0\x9f\x98\x80"}};
     static tf_kv_t props[] = {
         {"reason", "forced \"by\" \xc3\xa9ve\n"},

@@ -72,8 +72,8 @@ void ls_bstart_from_msg(const tf_msg_t *m, ls_bstart_t *out);
 
 /* Checks the fast paths against proto/ on sample messages: each writer's
  * bytes against tf_msg_encode's, and ls_ack_parse and ls_bstart_parse
- * against tf_msg_decode on tf_msg_encode's acks and build_starts. Returns 0, or TF_EPROTO with what differs in
- * err[0..errlen). */
+ * against tf_msg_decode on tf_msg_encode's acks and build_starts.
+ * Returns 0, or TF_EPROTO with what differs in err[0..errlen). */
 int ls_msg_selftest(char *err, size_t errlen);
 
 #endif

@@ -134,7 +134,8 @@ static bool tree_fields(const char *text, size_t len, ls_bstart_t *out)
         out->nsteps = json_array_size(st);
         json_t *t0 = json_object_get(pr, LS_T0_PROP);
         uint64_t v;
-        if (json_is_string(t0) && tf_parse_u64(json_string_value(t0), &v) == 0) {
+        if (json_is_string(t0) &&
+            tf_parse_u64(json_string_value(t0), &v) == 0) {
             out->has_t0 = true;
             out->t0 = v;
         }
@@ -493,10 +494,10 @@ TF_TEST(bstart_reader_declines_the_odd_shapes)
 {
 #define HEAD "{\"type\":\"build_start\",\"build_id\":7,\"builder\":\"b\","
 #define MID "\"number\":1,\"workdir\":\"b\",\"properties\":{},"
-#define STEP                                                                   \
-    "{\"name\":\"s\",\"command\":[\"true\"],\"env\":{},\"workdir\":\"\","     \
-    "\"timeout_s\":1200,\"max_time_s\":0,\"haltOnFailure\":false,"             \
-    "\"flunkOnFailure\":true,\"warnOnFailure\":false,"                         \
+#define STEP                                                                  \
+    "{\"name\":\"s\",\"command\":[\"true\"],\"env\":{},\"workdir\":\"\","    \
+    "\"timeout_s\":1200,\"max_time_s\":0,\"haltOnFailure\":false,"            \
+    "\"flunkOnFailure\":true,\"warnOnFailure\":false,"                        \
     "\"flunkOnWarnings\":false,\"warnOnWarnings\":true,\"alwaysRun\":false}"
     static const char *good = HEAD MID "\"steps\":[" STEP "]}";
     static const char *declined[] = {

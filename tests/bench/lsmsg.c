@@ -363,7 +363,7 @@ static bool ls_uescape_ok(const char *q)
 /* The bytes a string holds as they are: printable ASCII and DEL, but
  * the quote and the backslash. */
 #define LS_R16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
-static const char ls_plain_byte[256] = {
+static const bool ls_plain_byte[256] = {
     LS_R16(0), LS_R16(0),
     1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' */
     LS_R16(1), LS_R16(1),

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jscan.h"
 #include "names.h"
 #include "proto.h"
 #include "proto_int.h"
@@ -108,12 +109,11 @@ typedef struct tf_fast {
     tf_fv_t v[TF_FK__COUNT];
 } tf_fast_t;
 
-/* JSON's four whitespace bytes, as jansson's lexer skips them. */
+/* JSON whitespace (common/jscan.h: the cursor pieces this reader shares
+ * with tf-loadslaves' readers). */
 static void tf_fast_ws(tf_fast_t *f)
 {
-    while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' ||
-                             *f->p == '\n' || *f->p == '\r'))
-        f->p++;
+    tf_jscan_ws(&f->p, f->end);
 }
 
 /* Reads a string after its opening quote up to the closing one. Only
@@ -136,42 +136,6 @@ static bool tf_fast_str(tf_fast_t *f, const char **s, size_t *n)
     return true;
 }
 
-/* An unsigned integer by JSON's grammar (no '+', no leading zero) that
- * fits TF_PROTO_MAX_ID, the largest any of these fields allows; longer
- * numbers are left to the jansson path and its range sentences. */
-static bool tf_fast_int(tf_fast_t *f, uint64_t *out)
-{
-    uint64_t v = 0;
-    int digits = 0;
-    if (*f->p == '0') {
-        f->p++;
-        if (f->p < f->end && *f->p >= '0' && *f->p <= '9')
-            return false;
-        *out = 0;
-        return true;
-    }
-    while (f->p < f->end && *f->p >= '0' && *f->p <= '9') {
-        if (++digits > 16)
-            return false;
-        v = v * 10 + (uint64_t)(*f->p - '0');
-        f->p++;
-    }
-    if (v > TF_PROTO_MAX_ID)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* A literal; the byte after it is checked by the caller (',' '}' or
- * whitespace), which also rules out "truex". */
-static bool tf_fast_lit(tf_fast_t *f, const char *lit, size_t n)
-{
-    if ((size_t)(f->end - f->p) < n || memcmp(f->p, lit, n) != 0)
-        return false;
-    f->p += n;
-    return true;
-}
-
 static bool tf_fast_value(tf_fast_t *f, tf_fv_t *v)
 {
     if (f->p == f->end)
@@ -183,20 +147,22 @@ static bool tf_fast_value(tf_fast_t *f, tf_fv_t *v)
         return tf_fast_str(f, &v->s, &v->n);
     }
     if (c >= '0' && c <= '9') {
+        /* The largest any of these fields allows; longer numbers are
+         * left to the jansson path and its range sentences. */
         v->kind = TF_FV_INT;
-        return tf_fast_int(f, &v->i);
+        return tf_jscan_uint(&f->p, f->end, TF_PROTO_MAX_ID, &v->i);
     }
     if (c == 't') {
         v->kind = TF_FV_TRUE;
-        return tf_fast_lit(f, "true", 4);
+        return tf_jscan_lit(&f->p, f->end, "true", 4);
     }
     if (c == 'f') {
         v->kind = TF_FV_FALSE;
-        return tf_fast_lit(f, "false", 5);
+        return tf_jscan_lit(&f->p, f->end, "false", 5);
     }
     if (c == 'n') {
         v->kind = TF_FV_NULL;
-        return tf_fast_lit(f, "null", 4);
+        return tf_jscan_lit(&f->p, f->end, "null", 4);
     }
     return false;
 }

@@ -79,7 +79,6 @@
 #define LS_CONTENT_GEN (1u << 20)   /* generated output pattern, bytes */
 #define LS_CONTENT_MAX (512u << 20) /* --output-file cap */
 #define LS_LINE_MAX 4096            /* a control line on stdin */
-#define LS_T0_PROP "bench_t0_us"
 #define LS_PUMP_TURN 64             /* slaves' emulated work per loop turn */
 #define LS_PARSE_TURN 64            /* links' input parsed per loop turn */
 /* A finished build waits for the ack of its last event while the slave
@@ -1090,13 +1089,14 @@ static lbuild_t *build_find(lslave_t *s, uint64_t id)
     return NULL;
 }
 
-static void on_build_start(lslave_t *s, const tf_msg_t *m)
+/* bs is what the fast reader (lsmsg.h) or tf_msg_decode and
+ * ls_bstart_from_msg read of the build_start. */
+static void on_build_start(lslave_t *s, const ls_bstart_t *bs)
 {
     /* Arrival is when the bytes were read from the socket: one thread
      * emulates every slave, and a real slave does not wait for the others
      * to decode theirs. */
     int64_t now = s->ws.read_wall_us ? s->ws.read_wall_us : wall_us();
-    const __typeof__(m->u.build_start) *bs = &m->u.build_start;
     if (build_find(s, bs->build_id)) {
         fail_record("the master sent build_start for build %" PRIu64
                     " twice", bs->build_id);
@@ -1145,12 +1145,8 @@ static void on_build_start(lslave_t *s, const tf_msg_t *m)
         r->slave = s->idx;
         r->builder = builder_index(bs->builder);
         r->arrive_us = now;
-        for (size_t i = 0; i < bs->nprops; i++) {
-            uint64_t v;
-            if (strcmp(bs->props[i].key, LS_T0_PROP) == 0 &&
-                tf_parse_u64(bs->props[i].value, &v) == 0)
-                r->t0_us = (int64_t)v;
-        }
+        if (bs->has_t0)
+            r->t0_us = (int64_t)bs->t0;
     }
 }
 
@@ -1247,12 +1243,20 @@ static void ws_message_cb(tf_wsc_t *c, bool binary, const uint8_t *data,
         tf_wsc_close(c, 1002, "unexpected binary frame");
         return;
     }
-    /* Acks, most of what the master sends, in its canonical spelling are
-     * read without building a jansson tree (lsmsg.h); anything else is
-     * judged by tf_msg_decode as always. */
+    /* Acks, most of what the master sends, in its canonical spelling and
+     * build_starts in tf_msg_encode's member order are read without
+     * building a jansson tree (lsmsg.h); anything else is judged by
+     * tf_msg_decode as always. */
     uint64_t ack_id, ack_seq;
+    ls_bstart_t bs;
     if (ls_ack_parse(data, len, &ack_id, &ack_seq)) {
         on_ack(s, ack_id, ack_seq);
+        pump_later(s);
+        return;
+    }
+    if (ls_bstart_parse(data, len, &bs)) {
+        if (s->state == S_READY)
+            on_build_start(s, &bs);
         pump_later(s);
         return;
     }
@@ -1284,8 +1288,10 @@ static void ws_message_cb(tf_wsc_t *c, bool binary, const uint8_t *data,
         break;
     }
     case TF_MSG_BUILD_START:
-        if (s->state == S_READY)
-            on_build_start(s, &m);
+        if (s->state == S_READY) {
+            ls_bstart_from_msg(&m, &bs);
+            on_build_start(s, &bs);
+        }
         break;
     case TF_MSG_BUILD_ABORT:
         on_abort(s, &m);

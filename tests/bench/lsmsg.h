@@ -16,6 +16,12 @@
  * emits and checks what tf_msg_decode checks of it (integers in range, no
  * leading zeros); anything else, a valid message in another spelling
  * included, is left to tf_msg_decode, which judges it as before.
+ *
+ * The build_start reader takes the members in the order tf_msg_encode
+ * writes them and extracts only what the emulator uses (ls_bstart_t); the
+ * steps and the source are walked as JSON but their meaning is not judged
+ * (lsmsg.c says exactly what is and is not checked). Like the ack reader
+ * it only accepts: false sends the message to tf_msg_decode.
  */
 #ifndef TF_LSMSG_H
 #define TF_LSMSG_H
@@ -24,9 +30,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "names.h"
 #include "proto.h"
 
 #define LS_MSG_MAX 1024 /* the largest message the fast writers emit */
+#define LS_T0_PROP "bench_t0_us" /* the property bench_sched.py sets */
 
 /* Writes m as compact JSON into out[0..cap) (not NUL-terminated) and sets
  * *len. Handles step_started, step_finished (without properties, info,
@@ -42,10 +50,30 @@ int ls_msg_encode(const tf_msg_t *m, char *out, size_t cap, size_t *len);
 bool ls_ack_parse(const uint8_t *p, size_t n, uint64_t *build_id,
                   uint64_t *seq);
 
+/* What tf-loadslaves uses of a build_start. */
+typedef struct ls_bstart {
+    uint64_t build_id;
+    char builder[TF_NAME_MAX + 1];
+    size_t nsteps;
+    bool has_t0;  /* properties[LS_T0_PROP] was there and tf_parse_u64 */
+    uint64_t t0;  /* took it: its value */
+} ls_bstart_t;
+
+/* True when p[0..n) is a build_start in tf_msg_encode's member order
+ * (JSON whitespace allowed between tokens) whose extracted fields pass the
+ * checks tf_msg_decode makes of them and whose other values are
+ * well-formed JSON that jansson would parse; fills *out. False means "not
+ * recognised": decode it with tf_msg_decode and use ls_bstart_from_msg.
+ * Each step's and the source's contents are not judged (lsmsg.c). */
+bool ls_bstart_parse(const uint8_t *p, size_t n, ls_bstart_t *out);
+
+/* Fills *out from a decoded build_start m, as the emulator reads it. */
+void ls_bstart_from_msg(const tf_msg_t *m, ls_bstart_t *out);
+
 /* Checks the fast paths against proto/ on sample messages: each writer's
- * bytes against tf_msg_encode's, and ls_ack_parse against tf_msg_decode on
- * tf_msg_encode's ack. Returns 0, or TF_EPROTO with what differs in
- * err[0..errlen). */
+ * bytes against tf_msg_encode's, and ls_ack_parse and ls_bstart_parse
+ * against tf_msg_decode on tf_msg_encode's acks and build_starts.
+ * Returns 0, or TF_EPROTO with what differs in err[0..errlen). */
 int ls_msg_selftest(char *err, size_t errlen);
 
 #endif

@@ -822,7 +822,7 @@ static void batch_queued(tf_master_t *m, size_t n)
 static void batch_landed(tf_master_t *m, size_t n)
 {
     m->starts_inflight -= n < m->starts_inflight ? n : m->starts_inflight;
-    if (m->starts_inflight == 0 && m->defer_armed)
+    if (m->starts_inflight == 0 && m->defer_armed && !m->defer_fixed)
         tf_master_defer_end(m);
 }
 
@@ -837,7 +837,7 @@ bool tf_master_defer_slaves(tf_master_t *m)
 {
     if (!m->defer_armed)
         return false;
-    if (tf_mono_ms() - m->defer_since_ms < TF_DEFER_MAX_MS)
+    if (tf_mono_ms() - m->defer_since_ms < m->defer_max_ms)
         return true;
     /* Too long (a slow store): what was put off goes now, and the next
      * big batch arms it again. */

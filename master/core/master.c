@@ -511,6 +511,20 @@ int tf_master_start(tf_master_t *m)
     }
     uv_idle_init(m->loop, &m->sched_idle);
     m->sched_idle.data = m;
+    m->defer_max_ms = TF_DEFER_MAX_MS;
+#ifdef TF_TEST_HOOKS
+    /* Test hook: every deferral (tf_master_defer_slaves) lasts this long,
+     * however soon its start batches land, so a test can have a slave's
+     * whole build put off. */
+    const char *dm = getenv("TF_TEST_DEFER_MS");
+    uint64_t dms;
+    if (dm && *dm && tf_parse_u64(dm, &dms) == 0 && dms <= 60000) {
+        m->defer_max_ms = (int64_t)dms;
+        m->defer_fixed = true;
+        tf_warn("master", "test hook TF_TEST_DEFER_MS=%s: slaves' messages "
+                "wait %s ms at each burst", dm, dm);
+    }
+#endif
     sync_config(m);
     /* Slaves marked connected are another shared master's. */
     if (!tf_store_is_shared(m->store)) {
@@ -1275,6 +1289,9 @@ void tf_master_tick(tf_master_t *m)
 
     tf_build_check_lost(m);
     tf_build_retry_ends(m);
+    /* A deferral past its time with no message since to notice it (the
+     * start batches held up by a failing store): what it put off goes. */
+    tf_master_defer_slaves(m);
     tf_master_cancels_check(m);
     tf_master_stale_check(m);
     if (m->nlost_claims)

@@ -355,6 +355,8 @@ struct tf_master {
     size_t starts_inflight;
     bool defer_armed;
     int64_t defer_since_ms; /* tf_mono_ms() */
+    int64_t defer_max_ms;   /* TF_DEFER_MAX_MS, or the test hook's */
+    bool defer_fixed;       /* test hook: it lasts defer_max_ms */
     bool drain_wanted;
     tf_list_t deferred_links; /* net/link.c: links with messages put off */
     size_t deferred_bytes;    /* ... their bytes, all together */

@@ -194,18 +194,19 @@ static int link_queue(tf_link_t *l, const void *data, size_t len, bool binary)
 }
 
 /* Writes text to l at once, without waiting for a WRITEABLE callback,
- * when that keeps the order and costs no buffering: the link is READY,
- * nothing of ours is queued, and lws holds no partial frame of an
- * earlier write and sees the socket writable (lws_send_pipe_choked, the
- * check lws documents for a write outside WRITEABLE). A frame the kernel
- * takes only in part is kept by lws and finished at its next WRITEABLE,
- * before any frame of ours (the queue is written only from WRITEABLE).
- * 0 when written (or the write failed and the link is closing), 1 when
- * the caller is to queue it. */
+ * when that keeps the order: the link is READY, nothing of ours is
+ * queued, and lws holds no partial frame of an earlier write
+ * (lws_partial_buffered; lws_send_pipe_choked would also poll the socket,
+ * a system call per message: 10,000 in a burst of 5,000 builds, with
+ * their acks). A frame the kernel takes only in part is kept by lws and
+ * finished at its next WRITEABLE, before any frame of ours (the queue is
+ * written only from WRITEABLE, and nothing is written at once while lws
+ * holds a part). 0 when written (or the write failed and the link is
+ * closing), 1 when the caller is to queue it. */
 static int link_write_now(tf_link_t *l, const char *text, size_t len)
 {
     if (l->state != LINK_READY || l->in_text || !tf_list_empty(&l->sendq) ||
-        lws_send_pipe_choked(l->wsi))
+        lws_partial_buffered(l->wsi))
         return 1;
     unsigned char *buf = malloc(LWS_PRE + len);
     if (!buf)

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tfharness import BUILD_DIR, scaled
+from tfharness import BUILD_DIR, scaled, wait_for
 
 LOADSLAVES = BUILD_DIR / "tests" / "bench" / "tf-loadslaves"
 
@@ -136,3 +136,91 @@ def test_burst_runs_each_request_once_on_an_allowed_slave(farm):
     assert used <= set(NAMED) and used, used
     assert {states[r] for r in reqs} == {"done"}, \
         "requests not done: %s" % sorted({states[r] for r in reqs})
+
+
+def _defer_config(held):
+    """150 emulated slaves (2 builds each, tag "any") for builder "any" and
+    one real tf-slave, "real", named by builder "log", whose two steps
+    print output; held: each builder needs the tag "held" instead, which
+    no slave has."""
+    printer = ("i=0; while [ $i -lt 400 ]; do echo \"line $i of the "
+               "put-off log\"; i=$((i+1)); done")
+    slaves = [{"name": "load%05d" % i, "max_builds": 2, "tags": ["any"]}
+              for i in range(1, 151)]
+    slaves.append({"name": "real", "max_builds": 1})
+    log = {"name": "log",
+           "steps": [{"name": "print", "command": printer},
+                     {"name": "second", "command": "echo second step"}]}
+    if held:
+        log["tags"] = ["held"]
+    else:
+        log["slaves"] = ["real"]
+    return {"name": "defer", "slaves": slaves, "builders": [
+        {"name": "any", "tags": ["held"] if held else ["any"],
+         "steps": [{"name": "noop", "command": ["true"]}]},
+        log]}
+
+
+@pytest.mark.timeout(300)
+def test_messages_put_off_during_a_burst_are_handled_in_order(farm):
+    """While a burst's start batches are written the master puts off what
+    the slaves send (core/master.h, tf_master_defer_slaves) and handles it
+    afterwards, each slave's messages in the order they came. The test
+    hook TF_TEST_DEFER_MS makes the deferral last 4 s, long enough for a
+    real tf-slave to run a whole build of two steps and 400 lines of
+    output meanwhile: the master shows none of it until the deferral
+    ends, then all of it, byte for byte, both steps in order."""
+    m = farm.master(_defer_config(held=True), env={"TF_TEST_DEFER_MS": str(int(scaled(4000)))})
+    real = farm.slave(m, "real")
+    client = subprocess.Popen(
+        [str(LOADSLAVES), "--url", "ws://127.0.0.1:%d/slave" % m.port,
+         "--secret-dir", str(m.dir / "secrets"), "--slaves", "150",
+         "--prefix", "load", "--max-builds", "2", "--expect", "300",
+         "--timeout", str(int(scaled(120))), "--master-pid",
+         str(m.proc.pid)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.time() + scaled(60)
+        while m.get_json("/master")["slaves_connected"] < 151:
+            assert client.poll() is None, client.stdout.read()
+            assert time.time() < deadline, "the slaves did not all connect"
+            time.sleep(0.2)
+        # The real slave's request first: it is in the first start batch.
+        req = m.force("log")
+        for _ in range(300):
+            m.force("any")
+        m.write_config(_defer_config(held=False))
+        m.sighup()
+        bid = m.wait_build_started(req, timeout=scaled(30))
+        # The slave runs the whole build while the master puts off what
+        # it sends: the build is still at its start on the master.
+        wait_for(lambda: re.search(r"build %d \(log #1\) finished: SUCCESS"
+                                   % bid, real.log_text()),
+                 scaled(30), "the real slave to finish its build",
+                 farm=farm)
+        seen = m.build(bid)
+        assert seen["state"] != "finished", seen
+        assert not any(s["state"] == "done" for s in seen["steps"]), seen
+        assert sum(s["log"]["bytes"] or 0 for s in seen["steps"]) == 0, seen
+        out, _ = client.communicate(timeout=scaled(180))
+        done = m.wait_build_finished(bid, timeout=scaled(30))
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 0, out
+    assert done["result"] == "SUCCESS", done
+    assert [s["name"] for s in done["steps"]] == ["print", "second"]
+    assert [s["result"] for s in done["steps"]] == ["SUCCESS", "SUCCESS"]
+    expect = "".join("line %d of the put-off log\n" % i for i in range(400))
+    assert m.step_log(bid, 0).decode() == expect
+    assert m.step_log(bid, 1).decode() == "second step\n"
+    # The master says what it put off, the real slave's messages among
+    # them (its build's events and output frames, after its build_start).
+    handled = [int(n) for n in re.findall(
+        r"(\d+) messages \(\d+ bytes\) from \d+ slaves handled after the "
+        r"start batches", m.log_text())]
+    assert handled and max(handled) >= 6, handled
+    real.stop()
+    m.stop()

@@ -758,7 +758,8 @@ void tf_build_batch_begin(tf_master_t *m);
  * order, handled by net->drain_deferred) rather than handle them now:
  * from the moment a pass queues a start batch of TF_BUILD_BATCH_FIRST
  * builds or more (a burst) until every start batch queued since has
- * committed and its build_starts are sent, at most TF_DEFER_MAX_MS. In a
+ * committed and its build_starts are sent, at most TF_DEFER_MAX_MS (its
+ * end noticed at the next message from a slave or the next tick). In a
  * burst the loop, the store's writer and the slaves share the cores, and
  * the events of the builds that started first (decoding, their write
  * groups, acks) took the CPU the writer needed for the rows every later

@@ -113,8 +113,9 @@ struct tf_link {
     const char *gone_event; /* "disconnected" or "lost" */
     char *adopt_text;       /* the hello while a shared master loads the
                              * builds it brings (tf_master_adopt) */
-    bool in_text; /* in link_text: a message to this link is queued, not
-                   * written from inside its own receive callback */
+    bool in_text; /* in link_text or link_defer: a message to this link is
+                   * queued, not written from inside its own receive
+                   * callback */
     tf_list_t deferq;     /* messages put off (deferred_t), oldest first */
     tf_list_t defer_node; /* in m->deferred_links while deferq has some */
 };
@@ -544,8 +545,8 @@ static void link_binary(tf_link_t *l, const uint8_t *data, size_t len)
 
 /* Puts a whole message of l off (see the header) when the core says so
  * or l has messages put off already; false when it is to be handled now.
- * Commits the writer finished meanwhile are delivered first, as before a
- * message handled at once (link_text). */
+ * Then delivers the commits the writer finished meanwhile, as link_text
+ * does before a message it handles. */
 static bool link_defer(tf_link_t *l, bool binary, const void *data,
                        size_t len)
 {
@@ -554,8 +555,10 @@ static bool link_defer(tf_link_t *l, bool binary, const void *data,
 
     if (l->state != LINK_READY)
         return false;
-    if (!queued && (m->deferred_bytes + len > LINK_DEFER_MAX ||
-                    !tf_master_defer_slaves(m)))
+    /* Asked at every message, so a deferral past its time ends at the
+     * next message from any slave. */
+    bool defer = tf_master_defer_slaves(m);
+    if (!queued && (m->deferred_bytes + len > LINK_DEFER_MAX || !defer))
         return false;
     deferred_t *d = malloc(sizeof(*d) + len);
     if (!d) {
@@ -563,7 +566,7 @@ static bool link_defer(tf_link_t *l, bool binary, const void *data,
             return false;
         /* Its earlier messages wait: handling this one first would
          * break their order. */
-        tf_link_close(l, "overload", TF_CLOSE_TIMEOUT,
+        tf_link_close(l, "timeout", TF_CLOSE_TIMEOUT,
                       "out of memory holding the slave's messages");
         return true;
     }
@@ -582,39 +585,42 @@ static bool link_defer(tf_link_t *l, bool binary, const void *data,
     return true;
 }
 
-/* Handles (or, once l is not READY, drops) what l put off, in order. */
-static size_t link_drain(tf_link_t *l)
+/* Handles what l put off, in order, while handle and l is READY; drops
+ * the rest. Adds what it handled to *n and *bytes (may be NULL). */
+static void link_drain(tf_link_t *l, bool handle, size_t *n, size_t *bytes)
 {
     tf_master_t *m = l->m;
-    size_t n = 0;
 
     while (!tf_list_empty(&l->deferq)) {
         deferred_t *d = tf_list_entry(l->deferq.next, deferred_t, node);
         tf_list_unlink(&d->node);
         m->deferred_bytes -= d->len;
-        if (l->state == LINK_READY) {
+        if (handle && l->state == LINK_READY) {
             if (d->binary)
                 link_binary(l, d->data, d->len);
             else
                 link_text(l, (const char *)d->data, d->len);
-            n++;
+            if (n)
+                (*n)++;
+            if (bytes)
+                *bytes += d->len;
         }
         free(d);
     }
     if (tf_list_linked(&l->defer_node))
         tf_list_unlink(&l->defer_node);
-    return n;
 }
 
 void tf_link_drain_deferred(tf_master_t *m)
 {
-    size_t n = 0, links = 0, bytes = m->deferred_bytes;
+    size_t n = 0, links = 0, bytes = 0;
 
     while (!tf_list_empty(&m->deferred_links)) {
         tf_link_t *l = tf_list_entry(m->deferred_links.next, tf_link_t,
                                      defer_node);
-        n += link_drain(l);
-        links++;
+        size_t before = n;
+        link_drain(l, true, &n, &bytes);
+        links += n > before;
     }
     if (n)
         tf_info("link", "%zu messages (%zu bytes) from %zu slaves handled "
@@ -726,8 +732,7 @@ static int link_writeable(tf_link_t *l)
 static void link_free(tf_link_t *l)
 {
     free(l->adopt_text);
-    l->state = LINK_CLOSING; /* what is left put off is dropped */
-    link_drain(l);
+    link_drain(l, false, NULL, NULL); /* what is left put off is dropped */
     tf_list_t *it, *tmp;
     tf_list_foreach_safe(it, tmp, &l->sendq)
     {
@@ -745,7 +750,7 @@ static void link_closed(tf_link_t *l)
     l->wsi = NULL;
     /* What the slave sent before it closed is handled before it goes
      * (nothing of it can be written back now). */
-    link_drain(l);
+    link_drain(l, true, NULL, NULL);
     if (s && s->link == l) {
         const char *ev = l->gone_event ? l->gone_event : "disconnected";
         tf_info("link", "slave %s %s", s->name, ev);

@@ -134,11 +134,12 @@ typedef struct tf_engine_vt {
     int (*maintain)(tf_engine_t *e, const tf_retention_t *ret,
                     int64_t now_ms, bool *removed, char *err, size_t errlen);
 
-    /* Writer thread, before each batch: hold says whether commits that
-     * are awaited (tf_wgroup_prompt: a burst's start batches) are in the
-     * batch or queued behind it. An engine that checkpoints on its own
-     * puts that off while held (bounded), so it does not take a core from
-     * them. May be NULL. */
+    /* Writer thread, before each batch and when it goes idle (then
+     * false): hold says whether commits that are awaited
+     * (tf_wgroup_prompt: a burst's start batches) are in the batch or
+     * queued behind it. An engine that checkpoints on its own puts that
+     * off while held (bounded), so it does not take a core from them.
+     * May be NULL. */
     void (*ckpt_hold)(tf_engine_t *e, bool hold);
 
     /* Offline (tf_store_vacuum, no writer thread): rewrites the database

@@ -2247,7 +2247,7 @@ static void set_max_pages(tf_engine_t *e, long pages)
 
 static const char SQL_RET_BUILDERS[] =
     "SELECT builder FROM builds WHERE logs_removed_ms IS NULL "
-    "AND builder > ?1 ORDER BY builder LIMIT 1";
+    "AND state = 'finished' AND builder > ?1 ORDER BY builder LIMIT 1";
 /* The first build, newest first, past which the builder's logs sum to
  * more than ?2 bytes. */
 static const char SQL_RET_BY_SIZE[] =

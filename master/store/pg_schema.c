@@ -301,6 +301,16 @@ static const char *const pg_migrations[] = {
     /* 12: builds_by_builder goes (sqlite's migration 12): the
      * UNIQUE(builder, number) constraint's index is the same index. */
     "DROP INDEX IF EXISTS builds_by_builder;",
+
+    /* 13: builds_logs_kept and builds_by_builder_kind hold finished
+     * builds only (sqlite's migration 13): a build enters them when it
+     * finishes, not when it starts. */
+    "DROP INDEX IF EXISTS builds_logs_kept;"
+    "CREATE INDEX builds_logs_kept ON builds(builder, number) "
+    "WHERE logs_removed_ms IS NULL AND state = 'finished';"
+    "DROP INDEX IF EXISTS builds_by_builder_kind;"
+    "CREATE INDEX builds_by_builder_kind ON builds(builder, kind, number) "
+    "WHERE state = 'finished';",
 };
 
 size_t tf_pg_schema_count(void)

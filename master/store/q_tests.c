@@ -157,7 +157,7 @@ static uint64_t reference_build(tf_db_t *db, const char *builder,
     if (prep(db,
              "SELECT b.id, b.number FROM builds b "
              "WHERE b.builder = ?1 AND b.kind = 'ci' "
-             "AND b.finished_ms IS NOT NULL AND b.id >= ?2 "
+             "AND b.state = 'finished' AND b.id >= ?2 "
              "AND EXISTS (SELECT 1 FROM test_results t "
              "            WHERE t.build_id = b.id) "
              "ORDER BY b.id DESC LIMIT 1",

@@ -1261,14 +1261,14 @@ fail:
  * and RET_CHUNKS chunks, so a transaction frees about a MiB of pages and
  * never keeps the writer from a waiting group for long. The build whose
  * logs are all gone gets logs_removed_ms. Candidates are found through
- * builds_logs_kept (a builder's builds that still have logs, by number),
- * one builder after another. */
+ * builds_logs_kept (a builder's finished builds that still have logs,
+ * by number), one builder after another. */
 #define RET_BLOCKS 16
 #define RET_CHUNKS 256
 
 static const char SQL_RET_BUILDERS[] =
     "SELECT DISTINCT builder FROM builds WHERE logs_removed_ms IS NULL "
-    "AND builder > ?1 ORDER BY builder LIMIT 1";
+    "AND state = 'finished' AND builder > ?1 ORDER BY builder LIMIT 1";
 static const char SQL_RET_BY_SIZE[] =
     "SELECT id, (SELECT coalesce(sum(log_bytes), 0) FROM steps "
     "WHERE build_id = b.id) FROM builds b WHERE builder = ?1 "
@@ -1574,9 +1574,10 @@ static void *ckpt_main(void *arg)
                    ETIMEDOUT)
             ;
         /* The writer has awaited commits queued (ckpt_hold): a
-         * checkpoint now would take a core from them. */
+         * checkpoint now would take a core from them. An urgent wake
+         * during the hold is the WAL past CKPT_HOLD_MAX_FRAMES: no wait. */
         ckpt_deadline(&ts, CKPT_HOLD_MAX_MS);
-        while (!e->ckpt_stop && e->ckpt_hold &&
+        while (!e->ckpt_stop && e->ckpt_hold && !e->ckpt_urgent &&
                pthread_cond_timedwait(&e->ckpt_cond, &e->ckpt_mu, &ts) !=
                    ETIMEDOUT)
             ;
@@ -1654,7 +1655,9 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
  * an early checkpoint put off runs at once. */
 static void ckpt_hold(tf_engine_t *e, bool hold)
 {
-    if (hold == e->ckpt_held_w || !e->ckpt_db)
+    /* Kept before the checkpointer starts too (its first round then
+     * finds it). */
+    if (hold == e->ckpt_held_w)
         return;
     e->ckpt_held_w = hold;
     pthread_mutex_lock(&e->ckpt_mu);

@@ -310,6 +310,19 @@ static const char *const migrations[] = {
      * started paid for one B-tree insert more than its reads need (the
      * queries that walked it walk the unique index the same way). */
     "DROP INDEX IF EXISTS builds_by_builder;",
+    /* 13: builds_logs_kept and builds_by_builder_kind hold finished
+     * builds only. Retention only ever removes a finished build's logs,
+     * and the red streak and the reference build for new failures only
+     * look at finished builds (every query of them says state =
+     * 'finished'), so a build enters both when it finishes, not when it
+     * starts: a burst's start rows, which every build_start waits for,
+     * update two B-trees fewer. */
+    "DROP INDEX IF EXISTS builds_logs_kept;"
+    "CREATE INDEX builds_logs_kept ON builds(builder, number) "
+    "WHERE logs_removed_ms IS NULL AND state = 'finished';"
+    "DROP INDEX IF EXISTS builds_by_builder_kind;"
+    "CREATE INDEX builds_by_builder_kind ON builds(builder, kind, number) "
+    "WHERE state = 'finished';",
 };
 
 size_t tf_schema_count(void)

@@ -529,6 +529,80 @@ TF_TEST(version_11_loses_the_duplicate_builds_index)
     fx_teardown(&f);
 }
 
+/* A database at schema version 12 opens at the current version with
+ * builds_logs_kept holding finished builds with logs only (migration 13):
+ * a build enters it when it finishes, not when its row is made, and the
+ * retention's walk still takes it. */
+TF_TEST(version_12_keeps_finished_builds_in_the_logs_index)
+{
+    fx_t f;
+    fx_setup(&f);
+    sqlite3 *db = NULL;
+
+    TF_CHECK_INT(sqlite3_open(f.path, &db), SQLITE_OK);
+    for (size_t v = 1; v <= 12; v++)
+        TF_CHECK_INT(sqlite3_exec(db, tf_schema_migration(v), NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    TF_CHECK_INT(sqlite3_exec(db,
+                              "PRAGMA user_version = 12;"
+                              "INSERT INTO builds(id, builder, number, "
+                              "request_id, slave, state, created_ms, "
+                              "logs_removed_ms) VALUES"
+                              "(1, 'b1', 1, 1, 's1', 'finished', 10, 99),"
+                              "(2, 'b1', 2, 2, 's1', 'finished', 20, NULL),"
+                              "(3, 'b1', 3, 3, 's1', 'running', 30, NULL);",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    /* Version 12's index holds the running build too. */
+    TF_CHECK_INT(direct_int(f.path, "SELECT count(*) FROM builds INDEXED BY "
+                                    "builds_logs_kept WHERE builder = 'b1' "
+                                    "AND logs_removed_ms IS NULL"),
+                 2);
+
+    tf_store_t *s = open_ok(&f, NULL);
+    TF_CHECK(tf_schema_count() >= 13);
+    TF_CHECK_INT(tf_store_schema_version(s), tf_schema_count());
+    TF_CHECK_INT(read_int(s, "SELECT count(*) FROM builds INDEXED BY "
+                             "builds_logs_kept WHERE builder = 'b1' AND "
+                             "logs_removed_ms IS NULL AND state = "
+                             "'finished'"),
+                 1);
+    TF_CHECK_INT(read_int(s, "SELECT id FROM builds INDEXED BY "
+                             "builds_logs_kept WHERE builder = 'b1' AND "
+                             "logs_removed_ms IS NULL AND state = "
+                             "'finished'"),
+                 2);
+    /* The retention's walks take it. */
+    q1_t plan = {.sql = "EXPLAIN QUERY PLAN SELECT id FROM builds WHERE "
+                        "builder = 'b1' AND logs_removed_ms IS NULL AND "
+                        "state = 'finished' AND finished_ms < 5 ORDER BY "
+                        "number LIMIT 1"};
+    TF_CHECK_INT(tf_store_read_sync(s, plan_fn, &plan), 0);
+    TF_CHECK(strstr(plan.text, "builds_logs_kept") != NULL);
+    q1_t plan2 = {.sql = "EXPLAIN QUERY PLAN SELECT DISTINCT builder FROM "
+                         "builds WHERE logs_removed_ms IS NULL AND state = "
+                         "'finished' AND builder > '' ORDER BY builder "
+                         "LIMIT 1"};
+    TF_CHECK_INT(tf_store_read_sync(s, plan_fn, &plan2), 0);
+    TF_CHECK(strstr(plan2.text, "builds_logs_kept") != NULL);
+    store_close_wait(&f, s);
+
+    /* The running build enters the index when it finishes. */
+    TF_CHECK_INT(sqlite3_open(f.path, &db), SQLITE_OK);
+    TF_CHECK_INT(sqlite3_exec(db, "UPDATE builds SET state = 'finished' "
+                                  "WHERE id = 3", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    TF_CHECK_INT(direct_int(f.path, "SELECT count(*) FROM builds INDEXED BY "
+                                    "builds_logs_kept WHERE builder = 'b1' "
+                                    "AND logs_removed_ms IS NULL AND state = "
+                                    "'finished'"),
+                 2);
+    fx_teardown(&f);
+}
+
 TF_TEST(garbage_file_is_refused)
 {
     fx_t f;
@@ -1246,6 +1320,37 @@ static void submit_prompt(tf_store_t *s, tf_store_txn_fn fn, void *arg,
     TF_CHECK_INT(tf_store_submit(s, g, rc_cb, rc), 0);
 }
 
+static int big_blob_fn_small(sqlite3 *db, void *arg)
+{
+    (void)arg;
+    return sqlite3_exec(db,
+                        "CREATE TABLE IF NOT EXISTS big(b BLOB);"
+                        "INSERT INTO big VALUES(zeroblob(4096));",
+                        NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : TF_ESTORE;
+}
+
+/* 50 MiB: 12,800 pages, past the hold's 12,288 frames and short of the
+ * WAL's 16,384 (where the writer would checkpoint it itself). */
+static int huge_blob_fn(sqlite3 *db, void *arg)
+{
+    (void)arg;
+    return sqlite3_exec(db, "INSERT INTO big VALUES(zeroblob(52428800));",
+                        NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : TF_ESTORE;
+}
+
+static const char *g_grow_path;
+static int64_t g_grow_to;
+
+static bool grew_to(void *arg)
+{
+    (void)arg;
+    return file_size(g_grow_path) >= g_grow_to;
+}
+
 static bool db_grew(void *arg)
 {
     const char *path = arg;
@@ -1296,11 +1401,62 @@ TF_TEST(checkpoints_wait_while_awaited_commits_are_queued)
            now_ms() - t0);
 
     /* An ordinary write (not awaited) is checkpointed as before. */
+    g_grow_path = f.path;
+    g_grow_to = file_size(f.path) + 20 * 1024 * 1024;
     TF_CHECK_INT(tf_store_write_fn(s, big_blob_fn, 0, rc_cb, &rc2), 0);
     TF_CHECK(run_until(&f.loop, rc_set, &rc2, 10000));
     TF_CHECK_INT(rc2, 0);
+    TF_CHECK(run_until(&f.loop, grew_to, NULL, 10000));
     store_close_wait(&f, s);
     gate_destroy(&g);
+    fx_teardown(&f);
+}
+
+/* Past CKPT_HOLD_MAX_FRAMES (48 MiB of WAL not yet copied) the hold does
+ * not wait: the copy starts while the next awaited group is still being
+ * applied, not a second later. */
+TF_TEST(a_hold_does_not_keep_a_long_wal_from_its_checkpoint)
+{
+    fx_t f;
+    fx_setup(&f);
+    tf_store_t *s = open_ok(&f, NULL);
+    int rc0 = 1, rc3 = 1, rc4 = 1;
+    gate_t g2;
+    uint64_t t0;
+
+    /* The checkpointer started and done with a small first commit. */
+    TF_CHECK_INT(tf_store_write_fn(s, big_blob_fn_small, 0, rc_cb, &rc0),
+                 0);
+    TF_CHECK(run_until(&f.loop, rc_set, &rc0, 10000));
+    run_for(&f.loop, 1500);
+    g_grow_path = f.path;
+    pthread_mutex_init(&g2.mu, NULL);
+    pthread_cond_init(&g2.cond, NULL);
+    g2.entered = g2.open = false;
+    g_grow_to = file_size(f.path) + 40 * 1024 * 1024;
+    submit_prompt(s, huge_blob_fn, NULL, &rc3);
+    submit_prompt(s, gate_fn, &g2, &rc4);
+    pthread_mutex_lock(&g2.mu);
+    while (!g2.entered)
+        pthread_cond_wait(&g2.cond, &g2.mu);
+    pthread_mutex_unlock(&g2.mu);
+    /* The writer did not checkpoint it itself (the WAL is short of its
+     * 16,384 pages): the checkpointer is the one to copy it. */
+    char wal[400];
+    snprintf(wal, sizeof(wal), "%s-wal", f.path);
+    TF_CHECK(file_size(wal) < 16384LL * 4120);
+    TF_CHECK(file_size(f.path) < g_grow_to);
+    /* Well before the hold's time bound (CKPT_HOLD_MAX_MS, a second). */
+    t0 = now_ms();
+    TF_CHECK(run_until(&f.loop, grew_to, NULL, 3000));
+    printf("  the file grew %" PRIu64 " ms into the hold\n", now_ms() - t0);
+    TF_CHECK(now_ms() - t0 < 900);
+    gate_release(&g2);
+    TF_CHECK(run_until(&f.loop, rc_set, &rc4, 10000));
+    TF_CHECK_INT(rc3, 0);
+    TF_CHECK_INT(rc4, 0);
+    store_close_wait(&f, s);
+    gate_destroy(&g2);
     fx_teardown(&f);
 }
 

@@ -72,6 +72,7 @@ static bool tf_w_room(tf_wbuf_t *w, size_t n)
     return true;
 }
 
+/* Appends n bytes of s as they are (the caller vouches for them). */
 static void tf_w_mem(tf_wbuf_t *w, const char *s, size_t n)
 {
     if (tf_w_room(w, n)) {
@@ -83,6 +84,7 @@ static void tf_w_mem(tf_wbuf_t *w, const char *s, size_t n)
 /* A literal: a key with its quotes and colon, punctuation, true. */
 #define tf_w_lit(w, s) tf_w_mem((w), (s), sizeof(s) - 1)
 
+/* A JSON boolean, as json_boolean(v) dumps. */
 static void tf_w_bool(tf_wbuf_t *w, bool v)
 {
     if (v)

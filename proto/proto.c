@@ -13,7 +13,11 @@
  * Encoding builds the same kind of tree from a tf_msg_t and then runs that
  * very validator over it before dumping, so the rules live in one place and
  * "an encoded message always decodes" holds by construction rather than by
- * keeping two lists of checks in step.
+ * keeping two lists of checks in step. The two messages the master writes
+ * most, ack and build_start, are first offered to one-pass writers
+ * (msgfast.c, msgenc.c) that emit the very bytes this path would and only
+ * ever succeed; whatever they are unsure of comes here, so every refusal
+ * is worded here too.
  *
  * Ownership: a decoded message owns every string and array it points to;
  * tf_msg_clear() frees them. On any decode failure the message is cleared,
@@ -2263,7 +2267,9 @@ int tf_msg_encode(const tf_msg_t *m, char **out, size_t *len_out)
 int tf_msg_encode_err(const tf_msg_t *m, char **out, size_t *len_out,
                       char *err, size_t errlen)
 {
-    if (m && m->type == TF_MSG_ACK && tf__msg_encode_ack(m, out, len_out)) {
+    if (m && ((m->type == TF_MSG_ACK && tf__msg_encode_ack(m, out, len_out)) ||
+              (m->type == TF_MSG_BUILD_START &&
+               tf__msg_encode_build_start(m, out, len_out)))) {
         if (err && errlen)
             err[0] = '\0';
         return 0;

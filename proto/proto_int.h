@@ -36,6 +36,17 @@ int tf__msg_decode_slow(const char *text, size_t len, tf_msg_t *out,
  * included, returns false and the caller runs the jansson path. */
 bool tf__msg_encode_ack(const tf_msg_t *m, char **out, size_t *len_out);
 
+/* The fast path of tf_msg_encode() for build_start (msgenc.c; the master
+ * writes one per build it starts): when every field of m passes the
+ * checks tf_msg_decode makes and the text is within TF_PROTO_MAX_TEXT,
+ * sets *out to a malloc'ed, NUL-terminated copy of the compact text the
+ * jansson path emits (the caller frees it), *len_out (if not NULL) to its
+ * length, and returns true. Anything else, out of memory included,
+ * returns false and the caller runs the jansson path, which words the
+ * refusal. */
+bool tf__msg_encode_build_start(const tf_msg_t *m, char **out,
+                                size_t *len_out);
+
 /* tf_msg_encode_err() without the fast path, for the unit tests that
  * compare both. */
 int tf__msg_encode_slow(const tf_msg_t *m, char **out, size_t *len_out,

@@ -12,7 +12,14 @@
  * was before the fast path), and prints the best and the median of the
  * thread's CPU time per message (decode plus tf_msg_clear).
  *
- *     tf-bench-decode [-n decodes per run] [-r runs] [-t type]
+ *     tf-bench-decode [-n decodes per run] [-r runs] [-t type] [-e]
+ *
+ * With -e it times encoding instead, the other way round: the build_start
+ * of a forced build of tests/bench/bench_sched.py --props 1 (the master
+ * writes one per build it starts) and an ack, tf_msg_encode (whose
+ * one-pass writers, proto/msgenc.c and msgfast.c, take both) against
+ * tf__msg_encode_slow (the jansson tree, the validator, json_dumps), the
+ * text freed after each. -t build_start or -t ack keeps one.
  *
  * -t keeps one message type (step_started, ...), for counting
  * instructions per decode under valgrind --tool=callgrind (the inclusive
@@ -88,6 +95,87 @@ static char *sample_text(tf_msg_type_t t, size_t *len)
     return text;
 }
 
+/* The build_start of a forced build of bench_sched.py --props 1 (what
+ * build_encode_start hands the encoder), or an ack; static, not freed. */
+static void sample_enc(tf_msg_type_t t, tf_msg_t *m)
+{
+    static char *argv[] = {(char *)"true", NULL};
+    static tf_modifiers_t mods = {.markers = true};
+    static tf_step_spec_t step = {
+        .name = (char *)"noop", .argv = argv, .argc = 1,
+        .workdir = (char *)"", .timeout_s = 1200,
+        .flags = {.flunk_on_failure = true, .warn_on_warnings = true},
+        .modifiers = &mods};
+    static tf_kv_t props[] = {
+        {(char *)"bench_p0", (char *)"v0-4711"},
+        {(char *)"builder", (char *)"b007"},
+        {(char *)"buildnumber", (char *)"472"},
+        {(char *)"slave", (char *)"s04711"},
+        {(char *)"owner", (char *)"bench"},
+        {(char *)"revision", (char *)""},
+        {(char *)"tests", (char *)""}};
+    memset(m, 0, sizeof *m);
+    m->type = t;
+    if (t == TF_MSG_ACK) {
+        m->u.ack.build_id = 4711;
+        m->u.ack.seq = 3;
+        return;
+    }
+    m->u.build_start.build_id = 4711;
+    m->u.build_start.builder = (char *)"b007";
+    m->u.build_start.number = 472;
+    m->u.build_start.workdir = (char *)"b007";
+    m->u.build_start.props = props;
+    m->u.build_start.nprops = sizeof props / sizeof props[0];
+    m->u.build_start.steps = &step;
+    m->u.build_start.nsteps = 1;
+}
+
+/* ns of thread CPU per encode of m (and free), over n encodes. */
+static double enc_once(const tf_msg_t *m, bool fast, long n, size_t *len)
+{
+    int64_t t0 = thread_cpu_ns();
+    for (long i = 0; i < n; i++) {
+        char *text = NULL;
+        int rc = fast ? tf_msg_encode(m, &text, len)
+                      : tf__msg_encode_slow(m, &text, len, NULL, 0);
+        if (rc != 0) {
+            fprintf(stderr, "tf-bench-decode: cannot encode a sample\n");
+            exit(1);
+        }
+        free(text);
+    }
+    return (double)(thread_cpu_ns() - t0) / (double)n;
+}
+
+/* -e: the encoders, best and median of runs of n each. */
+static int bench_encode(const char *only, long n, int runs)
+{
+    static const tf_msg_type_t types[] = {TF_MSG_BUILD_START, TF_MSG_ACK};
+    printf("%-15s %6s  %14s  %14s\n", "message", "bytes",
+           "jansson ns b/m", "fast ns b/m");
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        double slow[MAX_RUNS], fast[MAX_RUNS];
+        size_t len = 0;
+        tf_msg_t m;
+        if (only && strcmp(only, tf_msg_type_name(types[t])) != 0)
+            continue;
+        sample_enc(types[t], &m);
+        enc_once(&m, false, n / 10 + 1, &len); /* warm up */
+        enc_once(&m, true, n / 10 + 1, &len);
+        for (int r = 0; r < runs; r++) {
+            slow[r] = enc_once(&m, false, n, &len);
+            fast[r] = enc_once(&m, true, n, &len);
+        }
+        qsort(slow, (size_t)runs, sizeof slow[0], cmp_double);
+        qsort(fast, (size_t)runs, sizeof fast[0], cmp_double);
+        printf("%-15s %6zu  %6.0f %6.0f   %6.0f %6.0f\n",
+               tf_msg_type_name(types[t]), len, slow[0], slow[runs / 2],
+               fast[0], fast[runs / 2]);
+    }
+    return 0;
+}
+
 /* ns of thread CPU per decode of text, over n decodes. */
 static double run_once(const char *text, size_t len, bool fast, long n)
 {
@@ -114,9 +202,13 @@ int main(int argc, char **argv)
     const char *only = NULL;
     long n = 200000;
     int runs = 9, opt;
-    while ((opt = getopt(argc, argv, "n:r:t:")) != -1) {
+    bool encode = false;
+    while ((opt = getopt(argc, argv, "en:r:t:")) != -1) {
         char *end = optarg;
-        if (opt == 't') {
+        if (opt == 'e') {
+            encode = true;
+            end = (char *)"";
+        } else if (opt == 't') {
             only = optarg;
             end = optarg + strlen(optarg);
         } else if (opt == 'n') {
@@ -128,10 +220,12 @@ int main(int argc, char **argv)
         }
         if (!end || *end || n < 1 || runs < 1 || runs > MAX_RUNS) {
             fprintf(stderr, "usage: tf-bench-decode [-n decodes per run] "
-                            "[-r runs, 1..%d] [-t type]\n", MAX_RUNS);
+                            "[-r runs, 1..%d] [-t type] [-e]\n", MAX_RUNS);
             return 2;
         }
     }
+    if (encode)
+        return bench_encode(only, n, runs);
     printf("%-15s %6s  %14s  %14s\n", "message", "bytes",
            "jansson ns b/m", "fast ns b/m");
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {

@@ -11,8 +11,8 @@ builds per second the master completed.
 
     tests/bench/bench_sched.py [--slaves 5000] [--requests 5000]
         [--builders 10] [--on all|tag] [--max-builds 1]
-        [--release reload|api] [--runs 1] [--build-dir build] [--keep DIR]
-        [--perf FILE]
+        [--release reload|api] [--props 0] [--runs 1] [--build-dir build]
+        [--keep DIR] [--perf FILE]
 
 Release modes:
   reload  (default) the requests are queued while every builder also needs
@@ -37,6 +37,10 @@ commits every build's rows before its build_start goes out) from the
 release to the summary, per build, which load on the machine skews far
 less than the wall-clock figures, and the CPU the scheduler's passes took
 per build they assigned (from the master's log).
+With --props K each forced request carries K properties of its own
+(bench_p0..), which keeps its build_start off the master's per-builder
+template: every start then goes through the protocol's encoder, as a
+request with properties, tests, a job or a patch does.
 With --perf FILE the master is recorded with perf (DWARF call graphs) over
 the same span; read it with perf report -i FILE --comm tf-master.
 With --runs R the farm is built afresh R times and the best and the
@@ -232,17 +236,21 @@ class Client:
         self.log.close()
 
 
-def force_all(m, builders, k, with_t0):
+def force_all(m, builders, k, with_t0, nprops=0):
     """Forces k builds round robin over builders on one keep-alive
-    connection; returns (seconds, wall time after the last answer)."""
+    connection, each with nprops properties of its own; returns (seconds,
+    wall time after the last answer)."""
     c = http.client.HTTPConnection("127.0.0.1", m.port, timeout=120)
     hdr = {"Content-Type": "application/json",
            "Authorization": "Bearer " + m.token()}
     t0 = time.time()
     for i in range(k):
         body = {"reason": "bench"}
+        props = {"bench_p%d" % j: "v%d-%d" % (j, i) for j in range(nprops)}
         if with_t0:
-            body["properties"] = {"bench_t0_us": str(int(time.time() * 1e6))}
+            props["bench_t0_us"] = str(int(time.time() * 1e6))
+        if props:
+            body["properties"] = props
         c.request("POST", "/api/v1/builders/%s/force" % builders[i % len(
             builders)], json.dumps(body), hdr)
         r = c.getresponse()
@@ -370,7 +378,7 @@ def one_run(th, a, run_no, exe):
                      "expected %d" % (info["slaves_connected"], a.slaves))
         builders = ["b%03d" % i for i in range(a.builders)]
         secs, t_last = force_all(m, builders, a.requests,
-                                 a.release == "api")
+                                 a.release == "api", a.props)
         print("run %d: %d forced builds accepted in %.2f s (%.0f/s)"
               % (run_no, a.requests, secs, a.requests / secs))
         if a.release == "reload":
@@ -492,6 +500,9 @@ def main():
                     help="builders run on every slave, or on the tag bench")
     ap.add_argument("--max-builds", type=int, default=1)
     ap.add_argument("--release", choices=["reload", "api"], default="reload")
+    ap.add_argument("--props", type=int, default=0,
+                    help="properties of its own per request (default 0); "
+                    "any keeps the build_start off the template")
     ap.add_argument("--output-bytes", type=int, default=0,
                     help="output bytes per build (default 0: trivial)")
     ap.add_argument("--parallel", type=int, default=256,

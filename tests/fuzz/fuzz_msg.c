@@ -7,6 +7,8 @@
  * encoding decodes again, and a second encoding is byte-identical. And
  * the fast path (msgfast.c) must agree with jansson: the same rc, the same
  * sentence, the same fields, and it may only take what jansson accepts.
+ * The other way, tf_msg_encode (whose one-pass writers take ack and
+ * build_start) must write the jansson path's very bytes.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -129,6 +131,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check(m.type > TF_MSG_NONE && m.type < TF_MSG__COUNT, "decoded type");
     check(tf_msg_encode(&m, &t1, &l1) == 0, "decoded message re-encodes");
+    /* The one-pass encoders (ack, build_start) write jansson's bytes. */
+    check(tf__msg_encode_slow(&m, &t2, &l2, NULL, 0) == 0 && l1 == l2 &&
+              memcmp(t1, t2, l1) == 0,
+          "fast and jansson encoders: same bytes");
+    free(t2);
+    t2 = NULL;
     check(tf_msg_decode(t1, l1, &again, err, sizeof err) == 0,
           "encoding decodes");
     check(tf_msg_encode(&again, &t2, &l2) == 0, "second encode");

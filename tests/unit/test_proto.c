@@ -2489,6 +2489,447 @@ TF_TEST(ack_fast_encoder_writes_what_jansson_writes)
     TF_CHECK(fast > 10000);
 }
 
+/* ---- build_start: the one-pass encoder against the jansson path ---- */
+
+/* Whether a generated build_start should carry a flaw the validator
+ * refuses; 1 in bs_bad_odds fields gets one. */
+static uint32_t bs_bad_odds = 60;
+
+static bool bs_bad(void)
+{
+    return rnd(bs_bad_odds) == 0;
+}
+
+/* A string of up to max pieces: plain ASCII, the characters jansson
+ * escapes (quotes, backslashes, every control character), DEL, '/',
+ * multibyte UTF-8 of every length and, when bad, a sequence that is not
+ * UTF-8 (stray continuation, overlong, surrogate, past U+10FFFF). */
+static char *bs_str(size_t max, bool bad)
+{
+    static const char *const pieces[] = {
+        "a", "make", " ", "-j4", "\"", "\\", "\\\"", "/", "\x7f", "\xc3\xa9",
+        "\xe2\x82\xac", "\xf0\x9d\x84\x9e", "\xef\xbf\xbf", "\xdf\xbf", "=",
+        "{", "}", "[", "]", ",", ":", "\\u0041", "x y"};
+    static const char *const broken[] = {"\x80", "\xc0\xaf", "\xed\xa0\x80",
+                                         "\xf4\x90\x80\x80", "\xff", "\xc3",
+                                         "\xe2\x82"};
+    char buf[1024];
+    size_t o = 0, n = rnd((uint32_t)max + 1);
+    for (size_t i = 0; i < n; i++) {
+        const char *p;
+        char ctl[2] = {0, 0};
+        if (rnd(6) == 0) {
+            ctl[0] = (char)(1 + rnd(31)); /* every control character */
+            p = ctl;
+        } else {
+            p = PICK(pieces);
+        }
+        size_t l = strlen(p);
+        if (o + l + 8 >= sizeof buf)
+            break;
+        memcpy(buf + o, p, l);
+        o += l;
+    }
+    if (bad) {
+        const char *p = PICK(broken);
+        /* At the start or the end, not inside a sequence of the good
+         * pieces (which could make it a valid one). */
+        size_t at = rnd(2) ? o : 0;
+        size_t l = strlen(p);
+        memmove(buf + at + l, buf + at, o - at);
+        memcpy(buf + at, p, l);
+        o += l;
+    }
+    buf[o] = '\0';
+    return S(buf);
+}
+
+/* A name: valid ones of every shape, or (bad) one names.h refuses. */
+static char *bs_name(bool bad)
+{
+    static const char *const good[] = {"a", "vm1", "linux-x86_64", "A.b_c-d",
+                                       "0", "9z",
+                                       "abcdefghijabcdefghijabcdefghijabcdefghij"
+                                       "abcdefghijabcdefghij1234"};
+    static const char *const refused[] = {"", "-x", ".x", "_x", "a b", "a/b",
+                                          "\xc3\xa9t\xc3\xa9", "a\"b",
+                                          "abcdefghijabcdefghijabcdefghijabcdefgh"
+                                          "ijabcdefghijabcdefghij12345"};
+    return S(bad ? PICK(refused) : PICK(good));
+}
+
+static uint64_t bs_id(uint64_t min)
+{
+    static const uint64_t edges[] = {0, 1, 9, 10, 4294967295ULL,
+                                     TF_PROTO_MAX_ID, TF_PROTO_MAX_ID + 1,
+                                     UINT64_MAX};
+    if (rnd(3) == 0) {
+        uint64_t v = PICK(edges);
+        if (!bs_bad() && (v < min || v > TF_PROTO_MAX_ID))
+            v = min + rnd(1000);
+        return v;
+    }
+    return ((((uint64_t)rnd(1u << 21) << 32) | rnd(~0u)) >> rnd(53)) + min;
+}
+
+/* n key/value pairs; bad keys are empty, repeated or (env) hold '='. */
+static void bs_kv(tf_kv_t **kv, size_t *n, size_t max, bool env)
+{
+    *n = rnd((uint32_t)max + 1);
+    *kv = *n ? zalloc(*n, sizeof **kv) : NULL;
+    for (size_t i = 0; i < *n; i++) {
+        char k[48];
+        snprintf(k, sizeof k, "%s%zu", env ? "VAR_" : "prop.", i);
+        if (bs_bad()) {
+            switch (rnd(3)) {
+            case 0:
+                k[0] = '\0';
+                break;
+            case 1:
+                snprintf(k, sizeof k, "%s%zu", env ? "VAR_" : "prop.",
+                         i ? i - 1 : 0);
+                break;
+            default:
+                snprintf(k, sizeof k, "K=%zu", i);
+                break;
+            }
+        } else if (rnd(4) == 0) {
+            /* Keys are escaped like values: odd but valid ones. */
+            snprintf(k, sizeof k, "k\"\\\t\xc3\xa9%zu", i);
+        }
+        (*kv)[i].key = S(k);
+        (*kv)[i].value = rnd(5) ? bs_str(6, bs_bad()) : S("");
+    }
+}
+
+/* A string of n copies of c. */
+static char *bs_fill(size_t n, char c)
+{
+    char *r = xmalloc(n + 1);
+    memset(r, c, n);
+    r[n] = '\0';
+    return r;
+}
+
+/* A regex; bad ones are empty, NULL or one byte over the cap. */
+static char *bs_regex(void)
+{
+    if (bs_bad())
+        return rnd(3) == 0   ? S("")
+               : rnd(2) == 0 ? NULL
+                             : bs_fill(TF_PROTO_MAX_REGEX + 1, 'x');
+    if (rnd(50) == 0)
+        return bs_fill(TF_PROTO_MAX_REGEX, 'x');
+    char *r = bs_str(5, bs_bad());
+    if (!r[0]) {
+        free(r);
+        r = S("^warning: (.*)$");
+    }
+    return r;
+}
+
+static tf_modifiers_t *bs_modifiers(void)
+{
+    tf_modifiers_t *m = zalloc(1, sizeof *m);
+    m->markers = rnd(2);
+    if (rnd(3) == 0) {
+        m->ninfo = bs_bad() ? TF_PROTO_MAX_MOD_RULES + 1 : 1 + rnd(3);
+        m->info = zalloc(m->ninfo, sizeof *m->info);
+        for (size_t i = 0; i < m->ninfo; i++)
+            m->info[i] = bs_regex();
+    }
+    if (rnd(3) == 0) {
+        m->nstats = 1 + rnd(3);
+        m->stats = zalloc(m->nstats, sizeof *m->stats);
+        for (size_t i = 0; i < m->nstats; i++) {
+            m->stats[i].name = rnd(2) ? bs_name(bs_bad()) : NULL;
+            m->stats[i].regex = bs_regex();
+        }
+    }
+    if (rnd(3) == 0)
+        m->pass_if = bs_regex();
+    if (rnd(3) == 0)
+        m->fail_if = bs_regex();
+    if (rnd(3) == 0) {
+        m->warnings = bs_regex();
+        m->warnings_max = rnd(2) ? rnd(100) : UINT32_MAX;
+    }
+    return m;
+}
+
+static tf_test_spec_t *bs_test_spec(void)
+{
+    static const char *const globs[] = {"report.xml", "out/*.xml",
+                                        "t/**/*.log", "a b/\xc3\xa9.xml"};
+    static const char *const bad_globs[] = {"/abs.xml", "../up.xml", "a//b",
+                                            "./x", ""};
+    tf_test_spec_t *t = zalloc(1, sizeof *t);
+    t->format = (tf_tr_format_t)(1 + rnd(TF_TR_FMT__COUNT - 1));
+    if (bs_bad())
+        t->format = TF_TR_FMT_NONE;
+    bool files = tf_tr_format_files(t->format) &&
+                 (t->format == TF_TR_FMT_JUNIT || rnd(2));
+    if (bs_bad())
+        files = !files;
+    if (files) {
+        t->nfiles = bs_bad() ? TF_TR_MAX_FILES + 1 : 1 + rnd(3);
+        t->files = zalloc(t->nfiles + 1, sizeof *t->files);
+        for (size_t i = 0; i < t->nfiles; i++)
+            t->files[i] = bs_bad() ? (rnd(2) ? S(PICK(bad_globs))
+                                             : bs_fill(TF_TR_MAX_GLOB + 1, 'g'))
+                                   : S(PICK(globs));
+    }
+    return t;
+}
+
+static void bs_step(tf_step_spec_t *s)
+{
+    static const char *const workdirs[] = {"", "src", "src/build", "a.b/c-d",
+                                           "x9/Y"};
+    static const char *const bad_workdirs[] = {"/abs", "../up", "a/../b",
+                                               "a//b", "./a", "x y",
+                                               "\xc3\xa9t\xc3\xa9"};
+    s->name = bs_name(bs_bad());
+    s->argc = bs_bad() ? 0 : 1 + rnd(6);
+    s->argv = zalloc(s->argc + 1, sizeof *s->argv);
+    for (size_t i = 0; i < s->argc; i++)
+        s->argv[i] = bs_str(i ? 12 : 3, bs_bad());
+    if (s->argc && !s->argv[0][0] && !bs_bad()) {
+        free(s->argv[0]);
+        s->argv[0] = S("/bin/sh");
+    }
+    bs_kv(&s->env, &s->nenv, rnd(4) ? 3 : 0, true);
+    if (rnd(4))
+        s->workdir = S(bs_bad() ? PICK(bad_workdirs) : PICK(workdirs));
+    s->timeout_s = rnd(3) ? rnd(5000) : UINT32_MAX;
+    s->max_time_s = rnd(3) ? 0 : (uint32_t)rnd(~0u) + rnd(2);
+    s->flags.halt_on_failure = rnd(2);
+    s->flags.flunk_on_failure = rnd(2);
+    s->flags.warn_on_failure = rnd(2);
+    s->flags.flunk_on_warnings = rnd(2);
+    s->flags.warn_on_warnings = rnd(2);
+    s->flags.always_run = rnd(2);
+    if (rnd(8) == 0)
+        s->builtin = S(bs_bad() ? "sources" : TF_BUILTIN_SOURCE);
+    if (rnd(2))
+        s->modifiers = bs_modifiers();
+    if (rnd(6) == 0)
+        s->test_results = bs_test_spec();
+}
+
+static tf_source_t *bs_source(void)
+{
+    static const char *const repos[] = {"https://example.com/r.git",
+                                        "git@example.com:team/r.git",
+                                        "/srv/git/r", "file:///srv/git/r"};
+    static const char *const branches[] = {"main", "release/1.2",
+                                           "feature-x_y"};
+    static const char *const revs[] = {"", "abc1234",
+                                       "0123456789abcdef0123456789abcdef01234567"};
+    tf_source_t *src = zalloc(1, sizeof *src);
+    src->repository = S(bs_bad() ? "not a repo" : PICK(repos));
+    src->branch = S(bs_bad() ? "bad..ref" : PICK(branches));
+    if (bs_bad()) {
+        free(src->branch);
+        src->branch = bs_fill(TF_REF_MAX + 1, 'b');
+    }
+    src->revision = S(bs_bad() ? "-bad" : PICK(revs));
+    if (rnd(2)) {
+        src->has_patch = true;
+        memcpy(src->patch_sha256, NONCE, 65);
+        if (bs_bad())
+            src->patch_sha256[rnd(64)] = rnd(2) ? 'G' : '\0';
+        if (bs_bad())
+            src->patch_sha256[64] = 'a';
+        src->patch_size = bs_id(0);
+    }
+    return src;
+}
+
+/* A build_start with maxsteps steps at most, anything in it varied. */
+static void bs_msg(tf_msg_t *m, size_t maxsteps)
+{
+    __typeof__(m->u.build_start) *b = &m->u.build_start;
+    memset(m, 0, sizeof *m);
+    m->type = TF_MSG_BUILD_START;
+    b->build_id = bs_id(1);
+    b->builder = bs_name(bs_bad());
+    b->number = bs_id(0);
+    b->workdir = rnd(8) ? bs_name(bs_bad()) : S(b->builder);
+    bs_kv(&b->props, &b->nprops, rnd(3) ? 4 : 0, false);
+    b->nsteps = 1 + rnd((uint32_t)maxsteps);
+    b->steps = zalloc(b->nsteps, sizeof *b->steps);
+    for (size_t i = 0; i < b->nsteps; i++)
+        bs_step(&b->steps[i]);
+    if (rnd(3))
+        b->source = bs_source();
+}
+
+/* Encodes m both ways: same rc, same sentence, same bytes. Returns
+ * whether the fast encoder took it (1) or left it (0); a message jansson
+ * writes that the fast encoder leaves is counted in *left. */
+static int bs_diff(const tf_msg_t *m, size_t *left, int line)
+{
+    char *a = NULL, *b = NULL, *c = NULL, ea[512] = "x", eb[512] = "y";
+    size_t la = 0, lb = 0, lc = 0;
+    int ra = tf_msg_encode_err(m, &a, &la, ea, sizeof ea);
+    int rb = tf__msg_encode_slow(m, &b, &lb, eb, sizeof eb);
+    bool fast = tf__msg_encode_build_start(m, &c, &lc);
+    bool same = ra == rb && strcmp(ea, eb) == 0 && !a == !b &&
+                (!a || (la == lb && memcmp(a, b, la) == 0));
+    /* What the fast encoder writes, jansson writes too, byte for byte. */
+    if (fast)
+        same = same && rb == 0 && lc == lb && memcmp(c, b, lc) == 0 &&
+               c[lc] == '\0';
+    if (!same) {
+        fprintf(stderr, "test_proto.c:%d: encoders differ: fast %d, rc %d "
+                "\"%.200s\" vs %d \"%.200s\"\n  fast: %.600s\n  slow: %.600s\n",
+                line, fast, ra, ea, rb, eb, c ? c : "(none)",
+                b ? b : "(none)");
+        tf__failed_checks++;
+    }
+    if (rb == 0 && !fast)
+        (*left)++;
+    free(a);
+    free(b);
+    free(c);
+    return fast;
+}
+
+/* Thousands of generated build_starts, most valid, some with one flaw the
+ * validator refuses: the fast encoder writes the jansson path's bytes for
+ * every one it takes, and leaves the rest for the jansson path to refuse
+ * with its sentence. */
+TF_TEST(build_start_fast_encoder_writes_what_jansson_writes)
+{
+    size_t fast = 0, left = 0, refused = 0, n = 6000;
+    diff_rng = 0x2545f4914f6cdd1dULL;
+    for (size_t i = 0; i < n; i++) {
+        tf_msg_t m;
+        /* No flaw, about one flaw in a big message, or a few in a small
+         * one (so that each rule's refusal is met, not just UTF-8's). */
+        bs_bad_odds = i % 3 == 0 ? 1000000 : i % 3 == 1 ? 1500 : 60;
+        bs_msg(&m, i % 3 == 2 ? 2 : 40);
+        char *t = NULL;
+        if (tf__msg_encode_slow(&m, &t, NULL, NULL, 0) != 0)
+            refused++;
+        free(t);
+        fast += (size_t)bs_diff(&m, &left, __LINE__);
+        tf_msg_clear(&m);
+    }
+    fprintf(stderr, "build_start: fast encoder took %zu of %zu, left %zu "
+            "jansson wrote, %zu refused\n", fast, n, left, refused);
+    /* Both kinds were covered, and the fast encoder takes every message
+     * the generator makes that jansson writes (it gives up only on the
+     * shapes it cannot check cheaply, which these are not). */
+    TF_CHECK(fast > n / 3);
+    TF_CHECK(refused > n / 10);
+    TF_CHECK_INT(left, 0);
+}
+
+/* The refusals at the edges: too many steps, none, oversize at exactly
+ * one byte over the cap, and a NULL vector with entries. */
+TF_TEST(build_start_fast_encoder_edges)
+{
+    size_t left = 0;
+    tf_msg_t m;
+    char *t = NULL;
+    size_t len = 0;
+    diff_rng = 0x853c49e6748fea9bULL;
+    bs_bad_odds = 1000000;
+
+    /* TF_PROTO_MAX_STEPS steps are written, one more is refused. */
+    for (size_t extra = 0; extra < 2; extra++) {
+        bs_msg(&m, 1);
+        tf_msg_clear(&m);
+        bs_msg(&m, 1);
+        __typeof__(m.u.build_start) *b = &m.u.build_start;
+        size_t want = TF_PROTO_MAX_STEPS + extra;
+        tf_step_spec_t *st = zalloc(want, sizeof *st);
+        st[0] = b->steps[0];
+        for (size_t i = 1; i < want; i++)
+            TF_CHECK_INT(tf_step_spec_copy(&st[i], &b->steps[0]), 0);
+        free(b->steps);
+        b->steps = st;
+        b->nsteps = want;
+        TF_CHECK_INT(bs_diff(&m, &left, __LINE__), !extra);
+        tf_msg_clear(&m);
+    }
+
+    /* No steps, and steps NULL. */
+    bs_msg(&m, 1);
+    m.u.build_start.nsteps = 0;
+    TF_CHECK_INT(bs_diff(&m, &left, __LINE__), 0);
+    m.u.build_start.nsteps = 1;
+    tf_step_spec_t *keep = m.u.build_start.steps;
+    m.u.build_start.steps = NULL;
+    TF_CHECK_INT(bs_diff(&m, &left, __LINE__), 0);
+    m.u.build_start.steps = keep;
+    /* Entries without their vector. */
+    tf_kv_t *props = m.u.build_start.props;
+    size_t nprops = m.u.build_start.nprops;
+    m.u.build_start.props = NULL;
+    m.u.build_start.nprops = 1;
+    TF_CHECK_INT(bs_diff(&m, &left, __LINE__), 0);
+    m.u.build_start.props = props;
+    m.u.build_start.nprops = nprops;
+    tf_msg_clear(&m);
+
+    /* Sized to the byte: a text of exactly TF_PROTO_MAX_TEXT bytes is
+     * written, one byte more is refused with the jansson path's
+     * sentence; with escapes in the padding too. */
+    for (int esc = 0; esc < 2; esc++) {
+        for (size_t over = 0; over < 2; over++) {
+            bs_msg(&m, 1);
+            tf_step_spec_t *s = &m.u.build_start.steps[0];
+            TF_CHECK_INT(tf__msg_encode_slow(&m, &t, &len, NULL, 0), 0);
+            free(t);
+            t = NULL;
+            /* An argument added: ,"..." is 3 bytes plus its text. */
+            size_t room = TF_PROTO_MAX_TEXT - len - 3 + over;
+            char *pad = xmalloc(room + 1);
+            memset(pad, 'a', room);
+            if (esc) {
+                pad[room - 2] = '\n'; /* written as the 2 bytes \n */
+                room--;
+            }
+            pad[room] = '\0';
+            char **argv = zalloc(s->argc + 2, sizeof *argv);
+            memcpy(argv, s->argv, s->argc * sizeof *argv);
+            argv[s->argc] = pad;
+            free(s->argv);
+            s->argv = argv;
+            s->argc++;
+            char e[256];
+            int rc = tf__msg_encode_slow(&m, &t, &len, e, sizeof e);
+            TF_CHECK_INT(rc, over ? TF_E2BIG : 0);
+            if (!rc)
+                TF_CHECK_INT(len, TF_PROTO_MAX_TEXT);
+            else
+                TF_CHECK(strstr(e, "over the limit") != NULL);
+            free(t);
+            t = NULL;
+            TF_CHECK_INT(bs_diff(&m, &left, __LINE__), !over);
+            tf_msg_clear(&m);
+        }
+    }
+    /* Far over the cap: one argument of 3 MiB of control characters. */
+    bs_msg(&m, 1);
+    {
+        tf_step_spec_t *s = &m.u.build_start.steps[0];
+        char *big = xmalloc(3 * 1024 * 1024 + 1);
+        memset(big, '\x01', 3 * 1024 * 1024);
+        big[3 * 1024 * 1024] = '\0';
+        free(s->argv[s->argc - 1]);
+        s->argv[s->argc - 1] = big;
+        if (s->argc == 1)
+            s->argv[0][0] = 'x';
+        TF_CHECK_INT(bs_diff(&m, &left, __LINE__), 0);
+    }
+    tf_msg_clear(&m);
+    TF_CHECK_INT(left, 0);
+}
+
 /* Shapes the fast path must leave to jansson, one per rule it keeps; each
  * is still decoded (or refused) exactly as jansson decodes it. */
 TF_TEST(fast_path_leaves_the_odd_shapes)

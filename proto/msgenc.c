@@ -96,16 +96,12 @@ static void tf_w_bool(tf_wbuf_t *w, bool v)
 /* v in decimal, as jansson writes a json_int_t that is not negative. */
 static void tf_w_u64(tf_wbuf_t *w, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
+    char d[20];
+    size_t n = tf__u64_dec(d, v);
     if (!tf_w_room(w, n))
         return;
-    while (n)
-        w->p[w->len++] = tmp[--n];
+    memcpy(w->p + w->len, d, n);
+    w->len += n;
 }
 
 /* s (NULL as "", like tf_enc_str) as a JSON string the way jansson's

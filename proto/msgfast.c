@@ -455,21 +455,6 @@ bool tf__msg_decode_fast(const char *text, size_t len, tf_msg_t *out)
     return ok;
 }
 
-/* Writes v in decimal at p (room for 20 digits); returns the end. */
-static char *tf_fast_put_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 bool tf__msg_encode_ack(const tf_msg_t *m, char **out, size_t *len_out)
 {
     static const char head[] = "{\"type\":\"ack\",\"build_id\":";
@@ -486,9 +471,11 @@ bool tf__msg_encode_ack(const tf_msg_t *m, char **out, size_t *len_out)
         return false;
     char *p = text;
     memcpy(p, head, sizeof(head) - 1);
-    p = tf_fast_put_u64(p + sizeof(head) - 1, id);
+    p += sizeof(head) - 1;
+    p += tf__u64_dec(p, id);
     memcpy(p, mid, sizeof(mid) - 1);
-    p = tf_fast_put_u64(p + sizeof(mid) - 1, seq);
+    p += sizeof(mid) - 1;
+    p += tf__u64_dec(p, seq);
     *p++ = '}';
     *p = '\0';
     *out = text;

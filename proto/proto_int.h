@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "proto.h"
 
@@ -27,6 +28,23 @@ bool tf__msg_decode_fast(const char *text, size_t len, tf_msg_t *out);
  * paths agree on rc, error sentence and every field. */
 int tf__msg_decode_slow(const char *text, size_t len, tf_msg_t *out,
                         char *err, size_t errlen);
+
+/* v in decimal into out[0..20), the first digit first, as jansson writes
+ * a json_int_t that is not negative; returns the number of digits. For
+ * the one-pass encoders (msgfast.c, msgenc.c). */
+static inline size_t tf__u64_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0, i = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        out[i++] = tmp[--n];
+    return i;
+}
 
 /* The fast path of tf_msg_encode() for an ack (the master writes one per
  * event it stores, nearly): when m is an ack whose ids tf_msg_decode

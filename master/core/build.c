@@ -1325,9 +1325,7 @@ static void send_ack(tf_master_t *m, tf_mslave_t *s, uint64_t build_id,
     tf_msg_t a = {.type = TF_MSG_ACK};
     a.u.ack.build_id = build_id;
     a.u.ack.seq = seq;
-    /* Written at once: queued, each would cost the link a WRITEABLE
-     * round (two epoll_ctl and a wakeup) in a burst of thousands. */
-    tf_master_send_now(m, s, &a);
+    tf_master_send(m, s, &a);
 }
 
 void tf_build_flush_acks(tf_master_t *m)

@@ -1379,10 +1379,7 @@ int tf_master_send_start(tf_master_t *m, tf_mslave_t *s, const char *text,
     return m->net->send_text_now(s->link, text, len);
 }
 
-/* Encodes msg and hands it to the net: queued, or with now written at
- * once when the link is idle. */
-static int send_msg(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
-                    bool now)
+int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
 {
     char *text = NULL;
     size_t len = 0;
@@ -1396,22 +1393,9 @@ static int send_msg(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg,
                  tf_msg_type_name(msg->type), s->name, tf_strerror(rc));
         return rc;
     }
-    if (now && m->net->send_text_now)
-        rc = m->net->send_text_now(s->link, text, len);
-    else
-        rc = m->net->send_text(s->link, text, len);
+    rc = m->net->send_text(s->link, text, len);
     free(text);
     return rc;
-}
-
-int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
-{
-    return send_msg(m, s, msg, false);
-}
-
-int tf_master_send_now(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg)
-{
-    return send_msg(m, s, msg, true);
 }
 
 void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,

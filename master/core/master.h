@@ -253,8 +253,8 @@ typedef struct tf_net_stats {
 typedef struct tf_net_ops {
     /* Queues a text frame to a slave (copied). 0, TF_EFULL, TF_ESTATE. */
     int (*send_text)(tf_link_t *l, const char *text, size_t len);
-    /* The same, written at once when the link is idle (build_start, ack):
-     * a link with frames queued, or being read, queues it after them. */
+    /* The same, written at once when the link is idle (build_start): a
+     * link with frames queued, or being read, queues it after them. */
     int (*send_text_now)(tf_link_t *l, const char *text, size_t len);
     /* Sends an error with code and message, then closes the link. */
     void (*close_link)(tf_link_t *l, const char *code, int close_code,
@@ -498,8 +498,6 @@ int tf_master_send_text(tf_master_t *m, tf_mslave_t *s, const char *text,
 int tf_master_send_start(tf_master_t *m, tf_mslave_t *s, const char *text,
                          size_t len);
 int tf_master_send(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg);
-/* tf_master_send through the net's send_text_now (an ack). */
-int tf_master_send_now(tf_master_t *m, tf_mslave_t *s, const tf_msg_t *msg);
 
 /* Closes s's link with an error code, close code and message. */
 void tf_master_close_link(tf_master_t *m, tf_mslave_t *s, const char *code,

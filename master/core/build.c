@@ -409,6 +409,94 @@ fail:
     return rc;
 }
 
+/* The argv of a step as JSON text (the steps table keeps it). */
+static char *command_json(const tf_step_spec_t *sp)
+{
+    json_t *argv = json_array();
+    char *cmd;
+
+    for (size_t k = 0; argv && k < sp->argc; k++)
+        json_array_append_new(argv, json_string(sp->argv[k]));
+    cmd = argv ? json_dumps(argv, JSON_COMPACT) : NULL;
+    json_decref(argv);
+    return cmd;
+}
+
+/* The properties as the builds row keeps them (malloc'd, the caller's;
+ * NULL when out of memory). */
+static char *props_dump(const json_t *props)
+{
+    return json_dumps(props, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+/* The rows text of a build with props and steps: its properties
+ * (props_dump), then each step's command (command_json), then with names
+ * each step's name, each followed by a NUL. *out is malloc'd, the
+ * caller's. Returns 0 or TF_ENOMEM. */
+static int rows_pack(const json_t *props, const tf_step_spec_t *steps,
+                     size_t nsteps, bool names, char **out, size_t *len)
+{
+    tf_buf_t b;
+    char *text = props_dump(props);
+    int rc = text ? 0 : TF_ENOMEM;
+
+    tf_buf_init(&b, 0);
+    if (text)
+        rc = tf_buf_append(&b, text, strlen(text) + 1);
+    free(text);
+    for (size_t i = 0; rc == 0 && i < nsteps; i++) {
+        text = command_json(&steps[i]);
+        rc = text ? tf_buf_append(&b, text, strlen(text) + 1) : TF_ENOMEM;
+        free(text);
+    }
+    for (size_t i = 0; names && rc == 0 && i < nsteps; i++)
+        rc = tf_buf_append(&b, steps[i].name, strlen(steps[i].name) + 1);
+    if (rc == 0) {
+        *out = (char *)tf_buf_steal(&b, len);
+        rc = *out ? 0 : TF_ENOMEM;
+    }
+    tf_buf_free(&b);
+    return rc == TF_E2BIG ? TF_ENOMEM : rc;
+}
+
+/* Points rows' properties and steps into rows->text, which holds what
+ * rows_pack writes (names with names; else they stay the caller's to
+ * set). Returns 0, TF_EINVAL when the text has fewer pieces, or
+ * TF_ENOMEM. */
+static int rows_split(tf_build_rows_t *rows, size_t nsteps, bool names)
+{
+    const char *p = rows->text, *end = rows->text + rows->len;
+
+    rows->steps = calloc(nsteps ? nsteps : 1, sizeof(*rows->steps));
+    if (!rows->steps)
+        return TF_ENOMEM;
+    rows->nsteps = nsteps;
+    rows->properties = p;
+    p += strlen(p) + 1;
+    for (size_t i = 0; i < nsteps; i++) {
+        if (p >= end)
+            return TF_EINVAL;
+        rows->steps[i].command_json = p;
+        p += strlen(p) + 1;
+    }
+    for (size_t i = 0; names && i < nsteps; i++) {
+        if (p >= end)
+            return TF_EINVAL;
+        rows->steps[i].name = p;
+        p += strlen(p) + 1;
+    }
+    return 0;
+}
+
+void tf_build_rows_clear(tf_build_rows_t *rows)
+{
+    if (!rows)
+        return;
+    free(rows->text);
+    free(rows->steps);
+    memset(rows, 0, sizeof(*rows));
+}
+
 /* Encodes the build_start message for b. When the protocol refuses it
  * (TF_E2BIG, TF_EINVAL), err says why. */
 static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
@@ -478,7 +566,19 @@ out:
  * still render apart); a template also remembers the recipe it was made
  * for and is made again when its builder's differs.
  * tests/unit/test_build_start.c checks both ways give the same bytes;
- * test_lifecycle.py that a reload drops the templates. */
+ * test_lifecycle.py that a reload drops the templates.
+ *
+ * The rows such a build stores come from the same rendering: the builds
+ * row's properties text and each step's command (JSON, as rows_pack
+ * writes them from the sentinels' properties and steps) are a second
+ * template of the shape, checked for its own sentinel counts, and each
+ * step's name and flags are kept as they are (no value changes them). A
+ * start from the template with its rows from there computes no
+ * properties, no steps and no JSON at all. A shape whose rows template
+ * cannot be made (a count that differs) still takes its build_start from
+ * the template but computes its rows through jansson, as a request of
+ * any other shape does. tests/unit/test_build_start.c compares both ways
+ * byte for byte here too. */
 
 enum { TS_ID, TS_NUMBER, TS_SLAVE, TS_REVISION, TS_OWNER, TS__N };
 static const char *const ts_sentinel[TS__N] = {
@@ -489,18 +589,40 @@ typedef enum { TPL_NONE = 0, TPL_OK, TPL_UNUSABLE } tpl_state_t;
 
 #define TPL_SHAPES 4 /* with or without a revision, an owner */
 
+typedef struct row_step {
+    char *name; /* malloc'd */
+    tf_step_flags_t flags;
+} row_step_t;
+
 struct tf_start_tpl {
     tpl_state_t state;
     char recipe[65]; /* the builder's recipe it was made for */
     tf_tpl_t tpl;
+    /* Its builds' rows (rows_pack without names), when state is TPL_OK
+     * and rows_state too; the steps' names and flags. */
+    tpl_state_t rows_state;
+    tf_tpl_t rows;
+    row_step_t *steps;
+    size_t nsteps;
 };
+
+/* Empties st (state TPL_NONE), freeing what it holds. */
+static void start_tpl_clear(struct tf_start_tpl *st)
+{
+    tf_tpl_clear(&st->tpl);
+    tf_tpl_clear(&st->rows);
+    for (size_t i = 0; st->steps && i < st->nsteps; i++)
+        free(st->steps[i].name);
+    free(st->steps);
+    memset(st, 0, sizeof(*st));
+}
 
 void tf_build_templates_free(tf_mbuilder_t *mb)
 {
     if (!mb || !mb->start_tpl)
         return;
     for (size_t i = 0; i < TPL_SHAPES; i++)
-        tf_tpl_clear(&mb->start_tpl[i].tpl);
+        start_tpl_clear(&mb->start_tpl[i]);
     free(mb->start_tpl);
     mb->start_tpl = NULL;
 }
@@ -554,22 +676,44 @@ static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
                               tf_step_spec_t *steps, size_t nsteps, char *err,
                               size_t errlen);
 
+/* The properties and steps of build (id, number) of builder name (cfg)
+ * on slave for r, as tf_build_start computes them: *props and *steps the
+ * caller's (json_decref, steps_free), also after a failure; probe is the
+ * throwaway build they were computed for. Returns 0 or TF_ENOMEM. */
+static int build_compute(const tf_cfg_builder_t *cfg, const char *name,
+                         const tf_request_t *r, tf_build_t *probe,
+                         uint64_t id, uint64_t number, const char *slave,
+                         json_t **props, tf_step_spec_t **steps,
+                         size_t *nsteps)
+{
+    memset(probe, 0, sizeof(*probe));
+    probe->id = id;
+    probe->number = number;
+    snprintf(probe->builder, sizeof(probe->builder), "%s", name);
+    snprintf(probe->slave, sizeof(probe->slave), "%s", slave);
+    *steps = NULL;
+    *nsteps = 0;
+    *props = build_properties(cfg, probe, r);
+    if (!*props)
+        return TF_ENOMEM;
+    return build_steps(cfg, r, *props, steps, nsteps);
+}
+
 /* Renders the build_start of build (id, number) of builder name (cfg) on
  * slave for r through the encoder: *out malloc'd, the caller's. */
 static int start_encode(const tf_cfg_builder_t *cfg, const char *name,
                         const tf_request_t *r, uint64_t id, uint64_t number,
                         const char *slave, char **out, size_t *len)
 {
-    tf_build_t probe = {.id = id, .number = number};
+    tf_build_t probe;
     tf_step_spec_t *steps = NULL;
     size_t nsteps = 0;
+    json_t *props = NULL;
     char why[300];
-    int rc = TF_ENOMEM;
+    int rc = build_compute(cfg, name, r, &probe, id, number, slave, &props,
+                           &steps, &nsteps);
 
-    snprintf(probe.builder, sizeof(probe.builder), "%s", name);
-    snprintf(probe.slave, sizeof(probe.slave), "%s", slave);
-    json_t *props = build_properties(cfg, &probe, r);
-    if (props && (rc = build_steps(cfg, r, props, &steps, &nsteps)) == 0)
+    if (rc == 0)
         rc = build_encode_start(&probe, cfg, r, props, steps, nsteps, why,
                                 sizeof(why));
     steps_free(steps, nsteps);
@@ -579,10 +723,46 @@ static int start_encode(const tf_cfg_builder_t *cfg, const char *name,
     return rc;
 }
 
-/* Makes the template of shape for mb's builder (cfg) from the encoder's
- * rendering with the sentinels. */
+/* Makes the rows template of st from the sentinels' properties and steps,
+ * with counts[] sentinels expected in it. Returns 0, TF_EINVAL (the
+ * counts differ: unusable) or TF_ENOMEM; st's rows stay empty unless 0. */
+static int rows_tpl_make(struct tf_start_tpl *st, const json_t *props,
+                         const tf_step_spec_t *steps, size_t nsteps,
+                         const unsigned *counts)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = rows_pack(props, steps, nsteps, false, &text, &len);
+
+    if (rc == 0)
+        rc = tf_tpl_make(&st->rows, text, len, ts_sentinel, counts, TS__N);
+    free(text);
+    if (rc == 0 && !(st->steps = calloc(nsteps ? nsteps : 1,
+                                        sizeof(*st->steps))))
+        rc = TF_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < nsteps; i++) {
+        st->steps[i].flags = steps[i].flags;
+        if (!(st->steps[i].name = strdup(steps[i].name)))
+            rc = TF_ENOMEM;
+        st->nsteps = i + 1;
+    }
+    if (rc) {
+        tf_tpl_clear(&st->rows);
+        for (size_t i = 0; st->steps && i < st->nsteps; i++)
+            free(st->steps[i].name);
+        free(st->steps);
+        st->steps = NULL;
+        st->nsteps = 0;
+    }
+    return rc;
+}
+
+/* Makes st, the templates of shape for builder name (cfg), from the
+ * encoder's rendering with the sentinels: its build_start (the return
+ * value: 0, TF_EINVAL when unusable, TF_ENOMEM) and, when that is made,
+ * its rows (st->rows_state). On TF_ENOMEM st is left empty. */
 static int tpl_make(const tf_cfg_builder_t *cfg, const char *name,
-                    const tf_request_t *r, int shape, tf_tpl_t *t)
+                    const tf_request_t *r, int shape, struct tf_start_tpl *st)
 {
     tf_request_t fake = *r; /* read only: its pointers stay r's */
     bool rev = shape & 1, owner = shape & 2;
@@ -593,29 +773,55 @@ static int tpl_make(const tf_cfg_builder_t *cfg, const char *name,
         [TS_REVISION] = rev ? (cfg->repository ? 3 : 1) : 0,
         [TS_OWNER] = owner ? 1 : 0,
     };
-    char *text = NULL;
-    size_t len = 0;
+    /* The rows have no build id, the number once (props.buildnumber),
+     * props.revision and the source step's target (its command). */
+    unsigned row_counts[TS__N] = {
+        [TS_ID] = 0, [TS_NUMBER] = 1, [TS_SLAVE] = 1,
+        [TS_REVISION] = rev ? (cfg->repository ? 2 : 1) : 0,
+        [TS_OWNER] = owner ? 1 : 0,
+    };
+    tf_build_t probe;
+    tf_step_spec_t *steps = NULL;
+    size_t nsteps = 0;
+    json_t *props = NULL;
+    char why[300];
     uint64_t id, number;
 
     fake.revision = rev ? (char *)ts_sentinel[TS_REVISION] : NULL;
     fake.owner = owner ? (char *)ts_sentinel[TS_OWNER] : NULL;
     sscanf(ts_sentinel[TS_ID], "%" SCNu64, &id);
     sscanf(ts_sentinel[TS_NUMBER], "%" SCNu64, &number);
-    int rc = start_encode(cfg, name, &fake, id, number, ts_sentinel[TS_SLAVE],
-                          &text, &len);
+    int rc = build_compute(cfg, name, &fake, &probe, id, number,
+                           ts_sentinel[TS_SLAVE], &props, &steps, &nsteps);
     if (rc == 0)
-        rc = tf_tpl_make(t, text, len, ts_sentinel, counts, TS__N);
-    free(text);
+        rc = build_encode_start(&probe, cfg, &fake, props, steps, nsteps, why,
+                                sizeof(why));
+    if (rc == 0)
+        rc = tf_tpl_make(&st->tpl, probe.start_msg, probe.start_len,
+                         ts_sentinel, counts, TS__N);
+    if (rc == 0) {
+        int rrc = rows_tpl_make(st, props, steps, nsteps, row_counts);
+        if (rrc == TF_ENOMEM)
+            rc = rrc;
+        st->rows_state = rrc ? TPL_UNUSABLE : TPL_OK;
+    }
+    if (rc == TF_ENOMEM)
+        start_tpl_clear(st);
+    free(probe.start_msg);
+    steps_free(steps, nsteps);
+    json_decref(props);
     return rc;
 }
 
 /* The build_start of build (id, number) on slave for r from mb's template
  * of r's shape, made first if needed. Returns 0 with *out (malloc'd, the
- * caller's), or TF_ENOENT when r must take the encoder (its shape, or a
- * result over the protocol's cap), or TF_ENOMEM. */
+ * caller's) and *used, the templates of that shape (mb's, for
+ * rows_from_template), or TF_ENOENT when r must take the encoder (its
+ * shape, or a result over the protocol's cap), or TF_ENOMEM. */
 static int start_from_template(tf_mbuilder_t *mb, const tf_request_t *r,
                                uint64_t id, uint64_t number,
-                               const char *slave, char **out, size_t *len)
+                               const char *slave, char **out, size_t *len,
+                               const struct tf_start_tpl **used)
 {
     const tf_cfg_builder_t *cfg = mb->cfg;
     int shape = cfg ? tpl_shape(cfg, r, slave) : -1;
@@ -623,24 +829,25 @@ static int start_from_template(tf_mbuilder_t *mb, const tf_request_t *r,
 
     *out = NULL;
     *len = 0;
+    *used = NULL;
     if (shape < 0)
         return TF_ENOENT;
     if (!mb->start_tpl &&
         !(mb->start_tpl = calloc(TPL_SHAPES, sizeof(*mb->start_tpl))))
         return TF_ENOMEM;
     struct tf_start_tpl *st = &mb->start_tpl[shape];
-    if (st->state != TPL_NONE && strcmp(st->recipe, cfg->recipe) != 0) {
-        tf_tpl_clear(&st->tpl); /* the builder changed: made again */
-        st->state = TPL_NONE;
-    }
+    if (st->state != TPL_NONE && strcmp(st->recipe, cfg->recipe) != 0)
+        start_tpl_clear(st); /* the builder changed: made again */
     if (st->state == TPL_NONE) {
-        int rc = tpl_make(cfg, mb->name, r, shape, &st->tpl);
+        int rc = tpl_make(cfg, mb->name, r, shape, st);
         if (rc == TF_ENOMEM)
             return rc;
         st->state = rc ? TPL_UNUSABLE : TPL_OK;
         snprintf(st->recipe, sizeof(st->recipe), "%s", cfg->recipe);
         tf_debug("build", "builder %s: build_start template for shape %d: "
-                 "%s", mb->name, shape, rc ? "unusable, encoder used" : "made");
+                 "%s, rows %s", mb->name, shape,
+                 rc ? "unusable, encoder used" : "made",
+                 st->rows_state == TPL_OK ? "made" : "through jansson");
     }
     if (st->state != TPL_OK)
         return TF_ENOENT;
@@ -652,18 +859,91 @@ static int start_from_template(tf_mbuilder_t *mb, const tf_request_t *r,
         [TS_OWNER] = r->owner ? r->owner : "",
     };
     int rc = tf_tpl_render(&st->tpl, values, TF_PROTO_MAX_TEXT, out, len);
+    if (rc == 0)
+        *used = st;
     return rc == TF_E2BIG ? TF_ENOENT : rc;
+}
+
+/* The rows of build number on slave for r from st, the templates r's
+ * build_start came from (start_from_template): *rows is the caller's
+ * (tf_build_rows_clear), its steps' names st's. Returns 0, TF_ENOENT
+ * when st has no rows template (the rows are then computed), or
+ * TF_ENOMEM. */
+static int rows_from_template(const struct tf_start_tpl *st,
+                              const tf_request_t *r, uint64_t number,
+                              const char *slave, tf_build_rows_t *rows)
+{
+    char snum[24];
+
+    memset(rows, 0, sizeof(*rows));
+    if (st->rows_state != TPL_OK)
+        return TF_ENOENT;
+    snprintf(snum, sizeof(snum), "%" PRIu64, number);
+    const char *values[TS__N] = {
+        [TS_ID] = "", [TS_NUMBER] = snum, [TS_SLAVE] = slave,
+        [TS_REVISION] = r->revision ? r->revision : "",
+        [TS_OWNER] = r->owner ? r->owner : "",
+    };
+    int rc = tf_tpl_render(&st->rows, values, SIZE_MAX, &rows->text,
+                           &rows->len);
+    if (rc == 0)
+        rc = rows_split(rows, st->nsteps, false);
+    for (size_t i = 0; rc == 0 && i < st->nsteps; i++) {
+        rows->steps[i].name = st->steps[i].name;
+        rows->steps[i].flags = tf_flags_bits(&st->steps[i].flags);
+    }
+    if (rc)
+        tf_build_rows_clear(rows);
+    return rc == TF_E2BIG ? TF_ENOMEM : rc;
 }
 
 int tf_build_render_start(tf_mbuilder_t *mb, const tf_request_t *r,
                           uint64_t id, uint64_t number, const char *slave,
                           bool from_template, char **out, size_t *len)
 {
+    const struct tf_start_tpl *st;
+
     if (from_template)
-        return start_from_template(mb, r, id, number, slave, out, len);
+        return start_from_template(mb, r, id, number, slave, out, len, &st);
     if (!mb->cfg)
         return TF_ENOENT;
     return start_encode(mb->cfg, mb->name, r, id, number, slave, out, len);
+}
+
+int tf_build_render_rows(tf_mbuilder_t *mb, const tf_request_t *r,
+                         uint64_t id, uint64_t number, const char *slave,
+                         bool from_template, tf_build_rows_t *rows)
+{
+    const struct tf_start_tpl *st = NULL;
+    tf_build_t probe;
+    tf_step_spec_t *steps = NULL;
+    size_t nsteps = 0;
+    json_t *props = NULL;
+    char *start = NULL;
+    size_t len = 0;
+    int rc;
+
+    memset(rows, 0, sizeof(*rows));
+    if (from_template) {
+        rc = start_from_template(mb, r, id, number, slave, &start, &len, &st);
+        free(start);
+        return rc ? rc : rows_from_template(st, r, number, slave, rows);
+    }
+    if (!mb->cfg)
+        return TF_ENOENT;
+    rc = build_compute(mb->cfg, mb->name, r, &probe, id, number, slave,
+                       &props, &steps, &nsteps);
+    if (rc == 0)
+        rc = rows_pack(props, steps, nsteps, true, &rows->text, &rows->len);
+    if (rc == 0)
+        rc = rows_split(rows, nsteps, true);
+    for (size_t i = 0; rc == 0 && i < nsteps; i++)
+        rows->steps[i].flags = tf_flags_bits(&steps[i].flags);
+    if (rc)
+        tf_build_rows_clear(rows);
+    steps_free(steps, nsteps);
+    json_decref(props);
+    return rc;
 }
 
 /* Sends b's build_start; true when it went out. One build's line is at
@@ -953,30 +1233,25 @@ static bool batch_add(tf_master_t *m, const tf_build_t *b)
     return true;
 }
 
-/* The argv of a step as JSON text (the steps table keeps it). */
-static char *command_json(const tf_step_spec_t *sp)
-{
-    json_t *argv = json_array();
-    char *cmd;
-
-    for (size_t k = 0; argv && k < sp->argc; k++)
-        json_array_append_new(argv, json_string(sp->argv[k]));
-    cmd = argv ? json_dumps(argv, JSON_COMPACT) : NULL;
-    json_decref(argv);
-    return cmd;
-}
-
 /* Queues the group that creates b (rows committed: build_start goes out),
- * or, with a start batch open, adds b's rows to the batch's group. */
+ * or, with a start batch open, adds b's rows to the batch's group. Its
+ * rows are rows (from the templates) when not NULL, else props_text and
+ * steps' names, commands and flags. */
 static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
                              tf_mbuilder_t *mb, const char *props_text,
-                             const tf_step_spec_t *steps, size_t nsteps)
+                             const tf_step_spec_t *steps, size_t nsteps,
+                             const tf_build_rows_t *rows)
 {
     const tf_cfg_builder_t *cfg = mb->cfg;
-    tf_build_step_rec_t *srec = calloc(nsteps ? nsteps : 1, sizeof(*srec));
-    char **cmds = calloc(nsteps ? nsteps : 1, sizeof(*cmds));
+    tf_build_step_rec_t *srec = NULL;
+    char **cmds = NULL;
     bool batch = m->batch_on;
     event_commit_t *ec = NULL;
+
+    if (!rows) {
+        srec = calloc(nsteps ? nsteps : 1, sizeof(*srec));
+        cmds = calloc(nsteps ? nsteps : 1, sizeof(*cmds));
+    }
 
     if (!batch)
         ec = build_group(m, b, EC_ROWS, 0, 1024);
@@ -997,21 +1272,22 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
         .request_id = r->id,
         .builder = b->builder,
         .slave = b->slave[0] ? b->slave : NULL,
-        .properties = props_text ? props_text : "{}",
+        .properties = rows ? rows->properties
+                           : props_text ? props_text : "{}",
         .reason = r->reason,
         .repository = cfg->repository,
         .branch = cfg->branch,
         .revision = r->revision,
         .recipe = cfg->recipe[0] ? cfg->recipe : NULL,
         .created_ms = b->created_ms,
-        .steps = srec,
-        .nsteps = srec && cmds ? nsteps : 0,
+        .steps = rows ? rows->steps : srec,
+        .nsteps = rows ? rows->nsteps : srec && cmds ? nsteps : 0,
         /* r's changes are all in memory (sched.c stores each it adds,
          * master.c loads an open request's), so none there is none
          * stored. */
         .no_changes = r->nchanges == 0,
     };
-    if (!srec || !cmds)
+    if (!rows && (!srec || !cmds))
         tf_wgroup_fail(m->group);
     tf_op_build_create(m->group, &rec);
     if (r->job_id)
@@ -1079,36 +1355,51 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     char *props_text = NULL;
     tf_step_spec_t *steps = NULL;
     size_t nsteps = 0;
-    int rc = TF_ENOMEM;
+    const struct tf_start_tpl *st = NULL;
+    tf_build_rows_t rows = {0};
+    char *start = NULL;
+    size_t start_len = 0;
+    char why[300];
 
-    /* A throwaway build to compute the properties and steps from. */
-    tf_build_t probe = {.id = m->next_build_id, .number = mb->next_number};
-    snprintf(probe.builder, sizeof(probe.builder), "%s", mb->name);
-    snprintf(probe.slave, sizeof(probe.slave), "%s", s->name);
-    props = build_properties(cfg, &probe, r);
-    if (!props)
+    /* A template-shaped request takes its build_start and its rows from
+     * its builder's templates; any other, or a shape whose rows have no
+     * template, computes its properties and steps (on a throwaway build)
+     * and takes the encoder for what the templates did not give. */
+    int rc = start_from_template(mb, r, id, mb->next_number, s->name,
+                                 &start, &start_len, &st);
+    if (rc == 0)
+        rc = rows_from_template(st, r, mb->next_number, s->name, &rows);
+    if (rc && rc != TF_ENOENT) {
+        tf_error("build", "cannot encode build_start for %s: %s", mb->name,
+                 tf_strerror(rc));
         goto fail;
-    rc = build_steps(cfg, r, props, &steps, &nsteps);
-    if (rc)
-        goto fail;
+    }
+    if (!rows.text) {
+        tf_build_t probe;
+        rc = build_compute(cfg, mb->name, r, &probe, id, mb->next_number,
+                           s->name, &props, &steps, &nsteps);
+        if (rc)
+            goto fail;
+    }
     rc = TF_ENOMEM;
-    b = tf_build_new(m->next_build_id, mb->name, mb->next_number, s->name,
-                     nsteps);
+    b = tf_build_new(id, mb->name, mb->next_number, s->name,
+                     rows.text ? rows.nsteps : nsteps);
     if (!b)
         goto fail;
     b->request = r;
     b->is_try = tf_request_is_try(r);
     b->created_ms = tf_now_ms();
-    for (size_t i = 0; i < nsteps; i++) {
-        b->steps[i].flags = steps[i].flags;
+    for (size_t i = 0; i < b->nsteps; i++) {
+        b->steps[i].flags = rows.text ? st->steps[i].flags : steps[i].flags;
         snprintf(b->steps[i].name, sizeof(b->steps[i].name), "%s",
-                 steps[i].name);
+                 rows.text ? st->steps[i].name : steps[i].name);
     }
-    memcpy(b->csteps, b->steps, nsteps * sizeof(tf_bstep_t));
-    char why[300];
-    rc = start_from_template(mb, r, b->id, b->number, s->name, &b->start_msg,
-                             &b->start_len);
-    if (rc == TF_ENOENT)
+    memcpy(b->csteps, b->steps, b->nsteps * sizeof(tf_bstep_t));
+    rc = 0;
+    b->start_msg = start;
+    b->start_len = start_len;
+    start = NULL;
+    if (!b->start_msg)
         rc = build_encode_start(b, cfg, r, props, steps, nsteps, why,
                                 sizeof(why));
     /* A request the protocol cannot carry never will be: it ends here as
@@ -1128,7 +1419,10 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         b->slave[0] = '\0';
         json_object_del(props, "slave");
     }
-    props_text = json_dumps(props, JSON_COMPACT | JSON_SORT_KEYS);
+    /* Rows from the templates have theirs (and never an unsendable
+     * start: it came from the template too). */
+    if (!rows.text)
+        props_text = props_dump(props);
     rc = tf_map_put_id(m->builds, b->id, b);
     if (rc)
         goto fail;
@@ -1168,10 +1462,11 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
          * committed first, and this build's rows go alone. */
         batch_flush(m);
         m->batch_on = false;
-        build_write_rows(m, b, r, mb, props_text, steps, nsteps);
+        build_write_rows(m, b, r, mb, props_text, steps, nsteps, NULL);
         m->batch_on = true;
     } else {
-        build_write_rows(m, b, r, mb, props_text, steps, nsteps);
+        build_write_rows(m, b, r, mb, props_text, steps, nsteps,
+                         rows.text ? &rows : NULL);
     } /* b may be gone */
     /* Never sent: it ends at once (its own group, after the rows'). */
     if (unsendable && tf_map_get_id(m->builds, id) == b &&
@@ -1180,11 +1475,14 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     free(props_text);
     json_decref(props);
     steps_free(steps, nsteps);
+    tf_build_rows_clear(&rows);
     return 0;
 fail:
+    free(start);
     free(props_text);
     json_decref(props);
     steps_free(steps, nsteps);
+    tf_build_rows_clear(&rows);
     tf_build_free(b);
     return rc;
 }

@@ -827,6 +827,34 @@ int tf_build_render_start(tf_mbuilder_t *mb, const tf_request_t *r,
                           uint64_t id, uint64_t number, const char *slave,
                           bool from_template, char **out, size_t *len);
 
+/* The rows tf_build_start stores for a build beyond its ids and its
+ * request's columns: the builds row's properties (JSON, sorted keys) and
+ * each step's name, command (a JSON array) and flags. text holds the
+ * properties and each command, each followed by a NUL; properties and
+ * the commands point into it. */
+typedef struct tf_build_rows {
+    char *text; /* malloc'd */
+    size_t len;
+    const char *properties;
+    tf_build_step_rec_t *steps; /* malloc'd */
+    size_t nsteps;
+} tf_build_rows_t;
+
+/* The rows of build (id, number) of builder mb (its cfg) on slave for
+ * request r (borrowed) into *rows (the caller's: tf_build_rows_clear):
+ * from mb's templates (made on first use, as tf_build_render_start makes
+ * them) when from_template, the steps' names then mb's until its
+ * templates are freed or made again; else through jansson, the names in
+ * rows->text. Returns 0; TF_ENOENT when from_template and r's rows must
+ * be computed (what tf_build_start then does); TF_ENOMEM. Both ways give
+ * the same bytes (tests/unit/test_build_start.c). */
+int tf_build_render_rows(tf_mbuilder_t *mb, const tf_request_t *r,
+                         uint64_t id, uint64_t number, const char *slave,
+                         bool from_template, tf_build_rows_t *rows);
+
+/* Frees what rows holds and empties it; NULL is fine. */
+void tf_build_rows_clear(tf_build_rows_t *rows);
+
 /* The log retention the config asks for, as the store takes it
  * (out->rules malloc'd: the caller frees it, also after TF_ENOMEM). */
 int tf_retention_from_config(const tf_config_t *cfg, tf_retention_t *out);

@@ -7,8 +7,12 @@
  * revision, an owner, properties, tests, a patch, a try job, values the
  * encoder escapes); requests and builders the template cannot serve take
  * the encoder (TF_ENOENT from the template way), and a builder whose
- * recipe changes gets a new template. tf_tpl itself: counts, overlaps,
- * the cap.
+ * recipe changes gets a new template. The rows such a build stores (the
+ * builds row's properties, each step's name, command and flags) are the
+ * same whether they come from the builder's rows template or from
+ * jansson, for the same builders and for builders whose steps interpolate
+ * properties, use shell strings, environments and flags. tf_tpl itself:
+ * counts, overlaps, the cap.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -45,7 +49,22 @@ static const char config_text[] =
     " \"branch\": \"main\", \"steps\": [{\"name\": \"n\", \"command\": "
     "\"echo $R\", \"env\": {\"R\": \"%(prop:revision)s\"}}]},\n"
     " {\"name\": \"long\", \"properties\": {\"big\": \"@BIG@\"}, "
-    "\"steps\": [{\"name\": \"noop\", \"command\": [\"true\"]}]}\n"
+    "\"steps\": [{\"name\": \"noop\", \"command\": [\"true\"]}]},\n"
+    /* Steps that interpolate the values every build of a shape shares,
+     * shell strings, environments, flags, a branch with a '/'. */
+    " {\"name\": \"steps\", \"repository\": \"https://example.com/s.git\", "
+    "\"branch\": \"release/2.x\", \"properties\": {\"cc\": \"gcc -O2\", "
+    "\"target\": \"all\", \"q\": \"it's \\\"q\\\"\"},\n"
+    "  \"steps\": [{\"name\": \"configure\", \"command\": \"./configure "
+    "CC=%(prop:cc)s --prefix=/opt/%(prop:builder)s\", \"haltOnFailure\": "
+    "true, \"env\": {\"BR\": \"%(prop:branch)s\", \"Q\": \"%(prop:q)s\"}},\n"
+    "   {\"name\": \"build\", \"command\": [\"make\", \"%(prop:target)s\", "
+    "\"Q=%(prop:q)s\", \"%(prop:tests)s\"], \"flunkOnWarnings\": true, "
+    "\"warnOnFailure\": true, \"timeout\": 60},\n"
+    "   {\"name\": \"report\", \"command\": \"echo %(prop:missing:-none)s "
+    "%(prop:repository)s '%(prop:q)s'\", \"workdir\": \"out\"},\n"
+    "   {\"name\": \"cleanup\", \"command\": [\"git\", \"clean\", \"-fdx\"], "
+    "\"alwaysRun\": true}]}\n"
     "]}\n";
 
 static tf_config_t *load(void)
@@ -141,6 +160,62 @@ static bool same_both_ways(tf_mbuilder_t *mb, const tf_reqspec_t *spec,
     return ok;
 }
 
+/* Prints the two ways' rows of builder name when they differ. */
+static void rows_dump(const char *name, const tf_build_rows_t *t,
+                      const tf_build_rows_t *j)
+{
+    fprintf(stderr, "builder %s: template properties\n%.2000s\njansson\n"
+            "%.2000s\n", name, t->properties ? t->properties : "",
+            j->properties ? j->properties : "");
+    for (size_t i = 0; i < t->nsteps || i < j->nsteps; i++)
+        fprintf(stderr, "step %zu: template %s %s %d; jansson %s %s %d\n", i,
+                i < t->nsteps ? t->steps[i].name : "-",
+                i < t->nsteps ? t->steps[i].command_json : "-",
+                i < t->nsteps ? t->steps[i].flags : -1,
+                i < j->nsteps ? j->steps[i].name : "-",
+                i < j->nsteps ? j->steps[i].command_json : "-",
+                i < j->nsteps ? j->steps[i].flags : -1);
+}
+
+/* Computes build (id, number) on slave's rows both ways; the template
+ * way must give jansson's bytes (want_tpl) or TF_ENOENT (!want_tpl).
+ * Returns whether it matched what was expected. */
+static bool same_rows_both_ways(tf_mbuilder_t *mb, const tf_reqspec_t *spec,
+                                uint64_t id, uint64_t number,
+                                const char *slave, bool want_tpl)
+{
+    tf_request_t *r = tf_request_make(spec, 1, 0);
+    tf_build_rows_t j = {0}, t = {0};
+    bool ok = false;
+
+    TF_CHECK(r != NULL);
+    if (!r)
+        return false;
+    int jrc = tf_build_render_rows(mb, r, id, number, slave, false, &j);
+    int trc = tf_build_render_rows(mb, r, id, number, slave, true, &t);
+    TF_CHECK_INT(jrc, 0);
+    if (want_tpl) {
+        TF_CHECK_INT(trc, 0);
+        ok = jrc == 0 && trc == 0 && t.nsteps == j.nsteps &&
+             strcmp(t.properties, j.properties) == 0;
+        for (size_t i = 0; ok && i < t.nsteps; i++)
+            ok = strcmp(t.steps[i].name, j.steps[i].name) == 0 &&
+                 strcmp(t.steps[i].command_json, j.steps[i].command_json) ==
+                     0 &&
+                 t.steps[i].flags == j.steps[i].flags;
+        if (!ok)
+            rows_dump(mb->name, &t, &j);
+    } else {
+        TF_CHECK_INT(trc, TF_ENOENT);
+        ok = jrc == 0 && trc == TF_ENOENT && t.text == NULL;
+    }
+    TF_CHECK(ok);
+    tf_build_rows_clear(&t);
+    tf_build_rows_clear(&j);
+    tf_request_free(r);
+    return ok;
+}
+
 TF_TEST(template_equals_encoder_for_awkward_builders)
 {
     tf_config_t *c = load();
@@ -168,6 +243,156 @@ TF_TEST(template_equals_encoder_for_awkward_builders)
         same_both_ways(mb, &ref, 46, 11, "s2", true);
         mbuilder_free(mb);
     }
+    tf_config_free(c);
+}
+
+/* The rows of a template-shaped build (properties text, each step's name,
+ * command and flags) are jansson's bytes, for every shape and several
+ * builds of each, whichever way the template was made first. */
+TF_TEST(rows_from_the_template_equal_jansson)
+{
+    tf_config_t *c = load();
+    if (!c)
+        return;
+    static const char *const names[] = {"plain", "awkward", "repo", "long",
+                                        "steps", "interpenv"};
+    const tf_reqspec_t specs[] = {
+        {.builder = "x"},
+        {.builder = "x", .owner = "alice@example.com",
+         .reason = "forced \"by\" \\ me \u00e9"},
+        {.builder = "x", .owner = "bob",
+         .revision = "0123456789abcdef0123456789abcdef01234567"},
+        {.builder = "x", .revision = "release/1.2-rc3"},
+    };
+    static const char *const slaves[] = {"s1", "zz-9.x", "slave_2", "s"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        tf_mbuilder_t *mb = mbuilder(c, names[i]);
+        bool interpenv = strcmp(names[i], "interpenv") == 0;
+        for (size_t k = 0; mb && k < sizeof(specs) / sizeof(specs[0]); k++) {
+            /* interpenv's env holds the revision: with one, its start
+             * (and so its rows) takes the encoder. */
+            bool want = !(interpenv && specs[k].revision);
+            /* Rows first (the rows make the templates), then the start,
+             * then rows of other builds of the shape. */
+            same_rows_both_ways(mb, &specs[k], 100 + k, k, slaves[k], want);
+            same_both_ways(mb, &specs[k], 200 + k, 10 + k, slaves[k], want);
+            same_rows_both_ways(mb, &specs[k], 300 + k, 12345678901ULL + k,
+                                slaves[(k + 1) % 4], want);
+            same_rows_both_ways(mb, &specs[k], 18446744073709551615ULL,
+                                18446744073709551615ULL, "a", want);
+        }
+        mbuilder_free(mb);
+    }
+    /* What jansson writes, so that both ways cannot be wrong alike. */
+    tf_mbuilder_t *mb = mbuilder(c, "steps");
+    tf_request_t *r = tf_request_make(&specs[2], 1, 0);
+    tf_build_rows_t t = {0};
+    if (mb && r &&
+        tf_build_render_rows(mb, r, 5, 6, "s1", true, &t) == 0) {
+        TF_CHECK_STR(t.properties,
+                     "{\"branch\":\"release/2.x\",\"builder\":\"steps\","
+                     "\"buildnumber\":\"6\",\"cc\":\"gcc -O2\","
+                     "\"owner\":\"bob\",\"q\":\"it's \\\"q\\\"\","
+                     "\"repository\":\"https://example.com/s.git\","
+                     "\"revision\":\"0123456789abcdef0123456789abcdef01234567\","
+                     "\"slave\":\"s1\",\"target\":\"all\",\"tests\":\"\"}");
+        TF_CHECK_INT(t.nsteps, 5);
+        if (t.nsteps == 5) {
+            TF_CHECK_STR(t.steps[0].name, "source");
+            TF_CHECK_STR(t.steps[0].command_json,
+                         "[\"git\",\"checkout\","
+                         "\"0123456789abcdef0123456789abcdef01234567\"]");
+            /* haltOnFailure, and the defaults flunkOnFailure and
+             * warnOnWarnings */
+            TF_CHECK_INT(t.steps[0].flags, 1 | 2 | 16);
+            TF_CHECK_STR(t.steps[1].name, "configure");
+            TF_CHECK_STR(t.steps[1].command_json,
+                         "[\"/bin/sh\",\"-c\",\"./configure CC='gcc -O2' "
+                         "--prefix=/opt/'steps'\"]");
+            TF_CHECK_INT(t.steps[1].flags & 1, 1);
+            TF_CHECK_STR(t.steps[2].command_json,
+                         "[\"make\",\"all\",\"Q=it's \\\"q\\\"\",\"\"]");
+            TF_CHECK_INT(t.steps[2].flags & (4 | 8), 4 | 8);
+            TF_CHECK_STR(t.steps[4].name, "cleanup");
+            TF_CHECK_INT(t.steps[4].flags & 32, 32);
+        }
+    }
+    tf_build_rows_clear(&t);
+    /* Without a revision the source step checks out origin/<branch>. */
+    tf_request_free(r);
+    r = tf_request_make(&specs[0], 1, 0);
+    if (mb && r &&
+        tf_build_render_rows(mb, r, 7, 8, "s1", true, &t) == 0 &&
+        t.nsteps == 5)
+        TF_CHECK_STR(t.steps[0].command_json,
+                     "[\"git\",\"checkout\",\"origin/release/2.x\"]");
+    tf_build_rows_clear(&t);
+    tf_request_free(r);
+    mbuilder_free(mb);
+    tf_config_free(c);
+}
+
+/* Requests of any other shape compute their rows (TF_ENOENT from the
+ * template way), and a builder whose recipe changes gets new rows. */
+TF_TEST(rows_of_other_shapes_and_changed_builders)
+{
+    tf_config_t *c = load();
+    if (!c)
+        return;
+    tf_mbuilder_t *mb = mbuilder(c, "steps");
+    static const uint64_t changes[] = {3, 4};
+    const tf_reqspec_t specs[] = {
+        {.builder = "x", .properties = "{\"p\": \"v\"}"},
+        {.builder = "x", .tests = "[\"t1\", \"t 2\"]"},
+        {.builder = "x", .job_id = 5},
+        {.builder = "x",
+         .patch_sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+         .patch_size = 1234},
+        {.builder = "x", .scheduler = "nightly", .changes = changes,
+         .nchanges = 2},
+        {.builder = "x", .owner = "Zo\u00eb"},
+    };
+    for (size_t i = 0; mb && i < sizeof(specs) / sizeof(specs[0]); i++)
+        same_rows_both_ways(mb, &specs[i], 50 + i, 3, "s1", false);
+    tf_reqspec_t plain = {.builder = "x"};
+    if (mb)
+        same_rows_both_ways(mb, &plain, 60, 3, "a\"b", false);
+    mbuilder_free(mb);
+    mb = mbuilder(c, "interp");
+    if (mb)
+        same_rows_both_ways(mb, &plain, 61, 3, "s1", false);
+    mbuilder_free(mb);
+
+    static const char a[] = "{\"name\": \"t\", \"slaves\": [], \"builders\": "
+                            "[{\"name\": \"b\", \"steps\": [{\"name\": \"s\", "
+                            "\"command\": [\"true\"]}]}]}";
+    static const char b[] = "{\"name\": \"t\", \"slaves\": [], \"builders\": "
+                            "[{\"name\": \"b\", \"steps\": [{\"name\": \"s\", "
+                            "\"command\": [\"false\"], \"alwaysRun\": true}, "
+                            "{\"name\": \"t\", \"command\": \"true\"}]}]}";
+    tf_config_t *ca = NULL, *cb = NULL;
+    TF_CHECK_INT(tf_config_load_text("/a.json", a, strlen(a), &ca, NULL), 0);
+    TF_CHECK_INT(tf_config_load_text("/b.json", b, strlen(b), &cb, NULL), 0);
+    mb = ca && cb ? mbuilder(ca, "b") : NULL;
+    if (mb) {
+        same_rows_both_ways(mb, &plain, 1, 1, "s1", true);
+        mb->cfg = tf_config_builder(cb, "b");
+        same_rows_both_ways(mb, &plain, 2, 2, "s1", true);
+        tf_request_t *r = tf_request_make(&plain, 1, 0);
+        tf_build_rows_t t = {0};
+        TF_CHECK_INT(tf_build_render_rows(mb, r, 3, 3, "s1", true, &t), 0);
+        TF_CHECK_INT(t.nsteps, 2);
+        if (t.nsteps == 2) {
+            TF_CHECK_STR(t.steps[0].command_json, "[\"false\"]");
+            TF_CHECK_INT(t.steps[0].flags & 32, 32);
+            TF_CHECK_STR(t.steps[1].name, "t");
+        }
+        tf_build_rows_clear(&t);
+        tf_request_free(r);
+    }
+    mbuilder_free(mb);
+    tf_config_free(ca);
+    tf_config_free(cb);
     tf_config_free(c);
 }
 

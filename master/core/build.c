@@ -156,6 +156,32 @@ static void build_set_state(tf_build_t *b, tf_build_state_t to,
     b->state = to;
 }
 
+/* src into dst[0..size) as snprintf(dst, size, "%s", src) writes it (cut
+ * to size - 1 bytes, NUL-terminated), without its format parsing: a
+ * build start copies a few names. */
+static void name_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* v in decimal into out, NUL-terminated, as "%" PRIu64 writes it. */
+static void u64_text(char out[24], uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0, i = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        out[i++] = tmp[--n];
+    out[i] = '\0';
+}
+
 tf_build_t *tf_build_new(uint64_t id, const char *builder, uint64_t number,
                          const char *slave, size_t nsteps)
 {
@@ -173,8 +199,8 @@ tf_build_t *tf_build_new(uint64_t id, const char *builder, uint64_t number,
     b->number = number;
     b->nsteps = nsteps;
     b->result = TF_SUCCESS;
-    snprintf(b->builder, sizeof(b->builder), "%s", builder ? builder : "");
-    snprintf(b->slave, sizeof(b->slave), "%s", slave ? slave : "");
+    name_copy(b->builder, sizeof(b->builder), builder ? builder : "");
+    name_copy(b->slave, sizeof(b->slave), slave ? slave : "");
     tf_list_init(&b->slave_node);
     tf_list_init(&b->ack_node);
     return b;
@@ -851,8 +877,8 @@ static int start_from_template(tf_mbuilder_t *mb, const tf_request_t *r,
     }
     if (st->state != TPL_OK)
         return TF_ENOENT;
-    snprintf(sid, sizeof(sid), "%" PRIu64, id);
-    snprintf(snum, sizeof(snum), "%" PRIu64, number);
+    u64_text(sid, id);
+    u64_text(snum, number);
     const char *values[TS__N] = {
         [TS_ID] = sid, [TS_NUMBER] = snum, [TS_SLAVE] = slave,
         [TS_REVISION] = r->revision ? r->revision : "",
@@ -878,7 +904,7 @@ static int rows_from_template(const struct tf_start_tpl *st,
     memset(rows, 0, sizeof(*rows));
     if (st->rows_state != TPL_OK)
         return TF_ENOENT;
-    snprintf(snum, sizeof(snum), "%" PRIu64, number);
+    u64_text(snum, number);
     const char *values[TS__N] = {
         [TS_ID] = "", [TS_NUMBER] = snum, [TS_SLAVE] = slave,
         [TS_REVISION] = r->revision ? r->revision : "",
@@ -1391,8 +1417,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     b->created_ms = tf_now_ms();
     for (size_t i = 0; i < b->nsteps; i++) {
         b->steps[i].flags = rows.text ? st->steps[i].flags : steps[i].flags;
-        snprintf(b->steps[i].name, sizeof(b->steps[i].name), "%s",
-                 rows.text ? st->steps[i].name : steps[i].name);
+        name_copy(b->steps[i].name, sizeof(b->steps[i].name),
+                  rows.text ? st->steps[i].name : steps[i].name);
     }
     memcpy(b->csteps, b->steps, b->nsteps * sizeof(tf_bstep_t));
     rc = 0;
@@ -1441,7 +1467,7 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
         tf_list_push_back(&s->builds, &b->slave_node);
         s->nbuilds++;
         tf_sched_slave_changed(m, s);
-        snprintf(mb->last_slave, sizeof(mb->last_slave), "%s", s->name);
+        name_copy(mb->last_slave, sizeof(mb->last_slave), s->name);
     }
     /* Watchers hear of a build once its rows are stored (an answer about
      * it is then whole: build_rows_done); one never sent ends here, so

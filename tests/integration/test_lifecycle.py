@@ -2,7 +2,9 @@
 shuts down (finish or abort), a slave that never comes back, requests
 that survive a master restart, properties of a forced build."""
 
+import json
 import signal
+import sqlite3
 
 import pytest
 
@@ -286,3 +288,67 @@ def test_build_start_template_follows_each_build_and_each_reload(farm):
              "the second reload", farm)
     b = m.wait_request_done(m.force("tpl"))
     assert m.step_log(b["id"], 0) == b"[c]", steps_summary(b)
+
+
+@pytest.mark.timeout(90)
+def test_rows_of_a_template_shaped_build_are_stored_as_computed(farm):
+    """A forced build without properties takes its rows (the builds row's
+    properties, each step's name, command and flags) from its builder's
+    rows template (master/core/build.c); one with a property of its own
+    computes them through jansson. Both store compact JSON with sorted
+    keys, the commands with the builder's properties interpolated, the
+    same steps rows, and each build its own number and slave."""
+    cfg = config()
+    cfg["builders"].append({
+        "name": "rows", "properties": {"cc": "gcc -O2", "q": "it's \"q\""},
+        "steps": [
+            {"name": "cfg", "command": "echo CC=%(prop:cc)s %(prop:builder)s",
+             "haltOnFailure": True},
+            {"name": "argv", "command": ["echo", "%(prop:q)s", "x/y"],
+             "env": {"Q": "%(prop:q)s"}, "flunkOnWarnings": True},
+            {"name": "last", "command": "true", "alwaysRun": True}]})
+    m = farm.master(cfg)
+    farm.slave(m, "s1")
+    farm.slave(m, "s2")
+    builds = [m.wait_request_done(m.force("rows")) for _ in range(3)]
+    builds.append(m.wait_request_done(m.force("rows",
+                                              properties={"x": "y"})))
+    assert [b["result"] for b in builds] == ["SUCCESS"] * 4, \
+        [steps_summary(b) for b in builds]
+    assert "builder rows: build_start template for shape" in m.log_text()
+    assert "rows made" in m.log_text()
+    if not m.db_path.exists():
+        pytest.skip("the steps' commands are read from an sqlite database")
+    con = sqlite3.connect(f"file:{m.db_path}?mode=ro", uri=True)
+    try:
+        stored = {b["id"]: con.execute(
+            "SELECT properties FROM builds WHERE id = ?",
+            (b["id"],)).fetchone()[0] for b in builds}
+        steps = {b["id"]: con.execute(
+            "SELECT idx, name, command, flags FROM steps WHERE build_id = ? "
+            "ORDER BY idx", (b["id"],)).fetchall() for b in builds}
+    finally:
+        con.close()
+    for b in builds:
+        props = json.loads(stored[b["id"]])
+        assert stored[b["id"]] == json.dumps(
+            props, sort_keys=True, separators=(",", ":"),
+            ensure_ascii=False), stored[b["id"]]
+        assert props["buildnumber"] == str(b["number"]), props
+        assert props["slave"] == b["slave"], props
+        assert props["builder"] == "rows" and props["q"] == "it's \"q\""
+        assert props.get("x") == ("y" if b is builds[-1] else None), props
+    want = [(0, "cfg", json.dumps(["/bin/sh", "-c",
+                                   "echo CC='gcc -O2' 'rows'"],
+                                  separators=(",", ":"))),
+            (1, "argv", json.dumps(["echo", "it's \"q\"", "x/y"],
+                                   separators=(",", ":"))),
+            (2, "last", json.dumps(["/bin/sh", "-c", "true"],
+                                   separators=(",", ":")))]
+    for b in builds:
+        assert [row[:3] for row in steps[b["id"]]] == want, steps[b["id"]]
+        # The template's steps rows are the jansson path's, flags too.
+        assert steps[b["id"]] == steps[builds[-1]["id"]]
+    assert steps[builds[0]["id"]][0][3] & 1  # haltOnFailure
+    assert steps[builds[0]["id"]][1][3] & 8  # flunkOnWarnings
+    assert steps[builds[0]["id"]][2][3] & 32  # alwaysRun

@@ -95,8 +95,9 @@ typedef struct tf_mbuilder {
     /* build.c: a build of it started in the open start batch, whose
      * group has not written its counts yet. */
     bool counts_dirty;
-    /* build.c: its build_start templates, one per request shape (made on
-     * the first start of that shape; tf_build_templates_free). */
+    /* build.c: its build_start templates and its builds' rows
+     * templates, one of each per request shape (made on the first start
+     * of that shape; tf_build_templates_free). */
     struct tf_start_tpl *start_tpl;
 } tf_mbuilder_t;
 

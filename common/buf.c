@@ -126,6 +126,18 @@ uint8_t *tf_buf_steal(tf_buf_t *b, size_t *len_out)
     return p;
 }
 
+int tf_buf_adopt(tf_buf_t *b, uint8_t *data, size_t len, size_t cap)
+{
+    if (!data || len >= cap || len > tf_buf_max(b))
+        return TF_E2BIG;
+    free(b->data);
+    b->data = data;
+    b->len = len;
+    b->cap = cap;
+    data[len] = '\0';
+    return 0;
+}
+
 void tf_buf_free(tf_buf_t *b)
 {
     if (!b)

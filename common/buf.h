@@ -42,6 +42,12 @@ void tf_buf_reset(tf_buf_t *b);
  * Returns NULL when nothing was ever appended; *len_out may be NULL. */
 uint8_t *tf_buf_steal(tf_buf_t *b, size_t *len_out);
 
+/* Makes data (malloc'd, cap bytes, cap > len) b's data, of len bytes,
+ * and frees what b held: the buffer then owns it. Returns TF_E2BIG (and
+ * changes nothing; data stays the caller's) when len is past b's max or
+ * cap leaves no room for the NUL after it. */
+int tf_buf_adopt(tf_buf_t *b, uint8_t *data, size_t len, size_t cap);
+
 /* Frees the data; b may be NULL. */
 void tf_buf_free(tf_buf_t *b);
 

@@ -811,7 +811,11 @@ typedef struct log_stream {
     bool prefetched; /* buf holds the first piece, read before answering */
     tf_logcache_t cache; /* the sealed block being streamed, unpacked */
     size_t kept;         /* cache bytes counted in log_kept */
-    unsigned char buf[LOG_PIECE];
+    /* The piece read and not yet fed (LOG_PIECE bytes and a NUL, malloc'd
+     * on the pool thread that reads it): fed, it becomes the answer's
+     * write buffer (tf_http_feed_owned), so a stalled stream holds one
+     * piece's memory, not a piece and its copy. */
+    unsigned char *buf;
 } log_stream_t;
 
 /* Bytes of unpacked blocks the streams keep between pieces (LOG_KEEP_MAX);
@@ -844,6 +848,7 @@ static void log_stream_free(void *arg)
         return;
     atomic_fetch_sub(&log_kept, ls->kept);
     tf_logcache_clear(&ls->cache);
+    free(ls->buf);
     free(ls);
 }
 
@@ -857,8 +862,11 @@ static int log_size_fn(tf_db_t *db, void *arg)
 static int log_piece_fn(tf_db_t *db, void *arg)
 {
     log_stream_t *ls = arg;
+    ls->got = 0;
+    if (!ls->buf && !(ls->buf = malloc(LOG_PIECE + 1)))
+        return TF_ENOMEM;
     int rc = tf_q_log_read(db, ls->build_id, ls->step, ls->pos, ls->end,
-                           sizeof(ls->buf), ls->buf, &ls->got, &ls->cache);
+                           LOG_PIECE, ls->buf, &ls->got, &ls->cache);
     log_keep_or_drop(ls);
     return rc;
 }
@@ -874,7 +882,8 @@ static void log_piece_done(void *arg, int rc)
         return;
     }
     ls->pos += ls->got;
-    tf_http_feed(r, ls->buf, ls->got);
+    tf_http_feed_owned(r, ls->buf, ls->got, LOG_PIECE + 1);
+    ls->buf = NULL;
 }
 
 static int log_pull(tf_http_req_t *r, void *arg)
@@ -883,7 +892,8 @@ static int log_pull(tf_http_req_t *r, void *arg)
     if (ls->prefetched) {
         ls->prefetched = false;
         ls->pos += ls->got;
-        tf_http_feed(r, ls->buf, ls->got);
+        tf_http_feed_owned(r, ls->buf, ls->got, LOG_PIECE + 1);
+        ls->buf = NULL;
         return 0;
     }
     tf_http_async_begin(r);

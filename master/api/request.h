@@ -152,6 +152,14 @@ void tf_http_stream(tf_http_req_t *r, int status, const char *ctype,
 /* Hands the next piece of a streamed body over (copied). */
 void tf_http_feed(tf_http_req_t *r, const void *data, size_t len);
 
+/* The same with the piece's own memory (malloc'd, cap > len bytes), which
+ * r takes in every case: when r has nothing left to write, the piece
+ * becomes its write buffer as it is (no copy, and no second buffer of
+ * that size held while a slow client takes it); otherwise it is copied
+ * and freed. */
+void tf_http_feed_owned(tf_http_req_t *r, void *data, size_t len,
+                        size_t cap);
+
 /* Ends a stream early: the connection is closed (the client sees a short
  * body, as with any server failure mid-response). */
 void tf_http_fail_stream(tf_http_req_t *r);

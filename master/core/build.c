@@ -1312,6 +1312,9 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
          * master.c loads an open request's), so none there is none
          * stored. */
         .no_changes = r->nchanges == 0,
+        /* The request's row says the same (a job or a patch: try); told,
+         * the writer does not look the row up for it. */
+        .kind = b->is_try ? "try" : "ci",
     };
     if (!rows && (!srec || !cmds))
         tf_wgroup_fail(m->group);

@@ -510,6 +510,22 @@ void tf_http_feed(tf_http_req_t *pub, const void *data, size_t len)
     want_write(r);
 }
 
+void tf_http_feed_owned(tf_http_req_t *pub, void *data, size_t len,
+                        size_t cap)
+{
+    http_req_t *r = req_of(pub);
+    uint64_t room = r->content_length - r->written;
+    if (r->state == REQ_PULL && r->out.len == 0 && r->out_off == 0 &&
+        len > 0 && len <= room &&
+        tf_buf_adopt(&r->out, data, len, cap) == 0) {
+        req_set_state(r, REQ_SEND);
+        want_write(r);
+        return;
+    }
+    tf_http_feed(pub, data, len);
+    free(data);
+}
+
 void tf_http_fail_stream(tf_http_req_t *pub)
 {
     http_req_t *r = req_of(pub);

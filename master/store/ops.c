@@ -590,6 +590,7 @@ int tf_op_build_create(tf_wgroup_t *g, const tf_build_rec_t *b)
         S(build_create.branch, b->branch);
         S(build_create.revision, b->revision);
         S(build_create.recipe, b->recipe);
+        S(build_create.kind, b->kind);
         if (b->nsteps) {
             tf_op_build_step_t *steps =
                 b->nsteps > SIZE_MAX / sizeof(*steps)

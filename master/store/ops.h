@@ -150,7 +150,8 @@ typedef struct tf_op_build_create {
     int64_t created_ms;
     const tf_op_build_step_t *steps;
     size_t nsteps;
-    bool no_changes; /* tf_build_rec_t's */
+    bool no_changes;  /* tf_build_rec_t's */
+    const char *kind; /* tf_build_rec_t's: "try", "ci" or NULL */
 } tf_op_build_create_t;
 
 /* The event chain: the build's stored last_seq moves from seq - 1 to seq,

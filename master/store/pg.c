@@ -671,8 +671,8 @@ static const char SQL_BUILD_CREATE[] =
     "recipe, owner, kind) "
     "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
     "?13, ?14, "
-    "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
-    "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
+    "coalesce(?15, (SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS "
+    "NOT NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
 static const char SQL_BUILD_CHANGES[] =
     "INSERT INTO build_changes(build_id, change_id) "
@@ -845,7 +845,7 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
-         T(o->revision), T(o->recipe), T(e->owner));
+         T(o->revision), T(o->recipe), T(e->owner), T(o->kind));
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC_W(tf__writes_build_step, o, i);
     EXEC(SQL_BUILD_CHANGES, I(o->id), I(o->request_id));

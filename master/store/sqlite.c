@@ -491,8 +491,8 @@ static const char SQL_BUILD_CREATE[] =
     "recipe, kind) "
     "VALUES(?1, ?2, ?3, ?4, ?5, 'starting', ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
     "?13, "
-    "coalesce((SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS NOT "
-    "NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
+    "coalesce(?14, (SELECT CASE WHEN job_id IS NOT NULL OR patch_sha256 IS "
+    "NOT NULL THEN 'try' ELSE 'ci' END FROM build_requests WHERE id = ?4), "
     "'ci'))";
 static const char SQL_BUILD_CHANGES[] =
     "INSERT OR IGNORE INTO build_changes(build_id, change_id) "
@@ -564,7 +564,7 @@ static int op_build_create(tf_engine_t *e, const tf_op_build_create_t *o)
     EXEC(SQL_BUILD_CREATE, I(o->id), T(o->builder), I(o->number),
          I(o->request_id), T(o->slave), I(o->created_ms), I(o->nsteps),
          T(o->properties), T(o->reason), T(o->repository), T(o->branch),
-         T(o->revision), T(o->recipe));
+         T(o->revision), T(o->recipe), T(o->kind));
     for (size_t i = 0; i < o->nsteps; i++)
         EXEC_W(tf__writes_build_step, o, i);
     /* The blamelist: the changes the request stands for, those of the

@@ -446,6 +446,9 @@ typedef struct tf_build_rec {
                       * one master of an sqlite database then skips
                       * reading them for the blamelist; false is always
                       * right */
+    const char *kind; /* "try" or "ci" when the caller knows it (the
+                       * request has a job or a patch: try); NULL: read
+                       * from the request's row */
 } tf_build_rec_t;
 int tf_op_build_create(tf_wgroup_t *g, const tf_build_rec_t *b);
 

@@ -205,6 +205,7 @@ static int start_builds(bench_t *b, unsigned nbuilds, unsigned nbuilders)
                           "ecfac4e12991bc78",
                 .created_ms = 2000, .steps = &step, .nsteps = 1,
                 .no_changes = NO_CHANGES, /* forced builds have none */
+                .kind = "ci",
             };
             tf_op_build_create(g, &rec);
             tf_wgroup_unit_end(g);

@@ -277,6 +277,32 @@ TF_TEST(buf_steal_reset_and_default_cap)
     tf_buf_free(&b);
 }
 
+/* A buffer takes over malloc'd memory as it is (the log streams' pieces
+ * become the answer's write buffer), unless it would break its max or the
+ * NUL after the data. */
+TF_TEST(buf_adopt_takes_memory_or_leaves_it)
+{
+    tf_buf_t b;
+    tf_buf_init(&b, 8);
+    TF_CHECK_INT(tf_buf_append(&b, "old", 3), 0);
+    uint8_t *p = malloc(6);
+    TF_CHECK(p != NULL);
+    memcpy(p, "hello", 5);
+    TF_CHECK_INT(tf_buf_adopt(&b, p, 5, 6), 0);
+    TF_CHECK(b.data == p && b.len == 5 && b.cap == 6);
+    TF_CHECK_STR((char *)b.data, "hello");
+    TF_CHECK_INT(tf_buf_append(&b, "!!", 2), 0); /* grows as usual */
+    TF_CHECK_STR((char *)b.data, "hello!!");
+    uint8_t *q = malloc(16);
+    TF_CHECK(q != NULL);
+    TF_CHECK_INT(tf_buf_adopt(&b, q, 9, 16), TF_E2BIG); /* past max 8 */
+    TF_CHECK_INT(tf_buf_adopt(&b, q, 4, 4), TF_E2BIG);  /* no NUL room */
+    TF_CHECK_INT(tf_buf_adopt(&b, NULL, 0, 1), TF_E2BIG);
+    TF_CHECK_STR((char *)b.data, "hello!!"); /* unchanged */
+    free(q);
+    tf_buf_free(&b);
+}
+
 /* ---- clock ---- */
 
 TF_TEST(clock_freeze_offset_mono)

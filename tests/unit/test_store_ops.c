@@ -216,6 +216,44 @@ static tf_wgroup_t *event(uint64_t build, uint64_t seq)
     return g;
 }
 
+/* A build's kind ("try" for a request with a job or a patch, else
+ * "ci"): the master tells it when it knows it (every start it makes), and
+ * the writer reads it from the request's row when it is not told. */
+TF_TEST(a_build_kind_is_told_or_read_from_its_request)
+{
+    fx_t f;
+    fx_setup(&f);
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    tf_op_builder_activate(g, "b1");
+    tf_op_slave_known(g, "s1");
+    for (uint64_t id = 1; id <= 4; id++) {
+        tf_request_rec_t r = {
+            .id = id, .builder = "b1", .reason = "test", .tests = "[]",
+            .submitted_ms = 1000,
+            /* 1 and 3: a patch (try); 2 and 4: none (ci) */
+            .patch_sha256 = id % 2 ? "ab" : NULL, .patch_size = id % 2,
+        };
+        tf_op_request_create(g, &r);
+    }
+    TF_CHECK_INT(commit(&f, g), 0);
+    static const char *const told[] = {NULL, NULL, "try", "ci"};
+    g = tf_wgroup_new(0);
+    for (uint64_t id = 1; id <= 4; id++) {
+        tf_build_rec_t b = {
+            .id = 10 + id, .number = id, .request_id = id, .builder = "b1",
+            .slave = "s1", .reason = "test", .created_ms = 2000,
+            .kind = told[id - 1],
+        };
+        tf_op_build_create(g, &b);
+    }
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_STR(dtext(&f, "SELECT kind FROM builds WHERE id = 11"), "try");
+    TF_CHECK_STR(dtext(&f, "SELECT kind FROM builds WHERE id = 12"), "ci");
+    TF_CHECK_STR(dtext(&f, "SELECT kind FROM builds WHERE id = 13"), "try");
+    TF_CHECK_STR(dtext(&f, "SELECT kind FROM builds WHERE id = 14"), "ci");
+    fx_teardown(&f);
+}
+
 TF_TEST(a_build_is_stored_by_its_operations)
 {
     fx_t f;

@@ -73,7 +73,7 @@ static const char SQL_REQUEST_REUSED[] =
     "reused = 1, started_ms = ?2, finished_ms = ?2 WHERE id = ?3";
 
 /* Builds and steps. */
-static const char SQL_BUILD_STEP[] =
+const char tf__sql_build_step[] =
     "INSERT INTO steps(build_id, idx, name, state, command, flags) "
     "VALUES(?1, ?2, ?3, 'pending', ?4, ?5)";
 static const char SQL_BUILD_REQUEST_RUNNING[] =
@@ -351,7 +351,7 @@ void tf__writes_request_end(tf_sqlstmt_t *st, tf_sqlval_t *v,
 void tf__writes_build_step(tf_sqlstmt_t *st, tf_sqlval_t *v,
                             const tf_op_build_create_t *o, size_t i)
 {
-    PUT(st, v, SQL_BUILD_STEP, I(o->id), I(i), T(o->steps[i].name),
+    PUT(st, v, tf__sql_build_step, I(o->id), I(i), T(o->steps[i].name),
         T(o->steps[i].command_json), I(o->steps[i].flags));
 }
 

@@ -131,6 +131,9 @@ void tf__writes_change_insert(tf_sqlstmt_t *st, tf_sqlval_t *vals,
  * none after a hole), a lone master's end of a build (a shared one's
  * names the owner), got_revision beside the property. */
 extern const char tf__sql_build_seq[];
+/* A step's row at its build's start (5 values, tf__writes_build_step's):
+ * sqlite.c's runs of starts write their last steps with it. */
+extern const char tf__sql_build_step[];
 extern const char tf__sql_build_finish[];
 extern const char tf__sql_build_got_revision[];
 /* The flaky rule (ops.h, test_result): a pass turns the build's earlier

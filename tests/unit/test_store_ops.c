@@ -633,6 +633,171 @@ TF_TEST(a_failed_group_of_units_commits_every_unit_but_the_bad_one)
     fx_teardown(&f);
 }
 
+/* A build start of the run test below: build k of builder b, with id
+ * base + 200 + k and request base + k; its steps, kind, blamelist and
+ * slave vary with k. */
+static void run_start(tf_wgroup_t *g, const char *b, uint64_t base,
+                      unsigned k)
+{
+    static const tf_build_step_rec_t steps[] = {
+        {.name = "compile", .command_json = "[\"make\"]", .flags = 1},
+        {.name = "test", .command_json = "[\"make\",\"check\"]", .flags = 2},
+        {.name = "pack", .command_json = "[\"tar\",\"c\"]", .flags = 0},
+    };
+    char props[96];
+    snprintf(props, sizeof(props), "{\"buildnumber\":\"%u\",\"k\":\"v\"}",
+             k);
+    tf_build_rec_t rec = {
+        .id = base + 200 + k, .number = k, .request_id = base + k,
+        .builder = b,
+        .slave = k == 7 ? NULL : "s1", .properties = props,
+        .reason = k % 3 ? "forced" : NULL, .repository = "git://r",
+        .branch = "main", .revision = k % 2 ? "abc" : NULL,
+        .recipe = k % 4 ? "f00d" : NULL, .created_ms = 5000 + k,
+        .steps = steps, .nsteps = k % 4, .no_changes = k % 5 != 0,
+        .kind = k % 2 ? "try" : "ci",
+    };
+    tf_op_build_create(g, &rec);
+}
+
+typedef struct run_out {
+    int rc, calls;
+    int unit[40];
+} run_out_t;
+
+static void run_cb(void *arg, int rc)
+{
+    run_out_t *u = arg;
+    u->rc = rc;
+    u->calls++;
+}
+
+/* A start batch's run of starts (sqlite writes their builds and steps
+ * rows 32 to a statement, and their requests' too) stores what the same
+ * starts store one group each: every column of builds, steps,
+ * build_requests, build_changes and builders compared, for 70 starts (two
+ * runs of 32 and 6 alone) of varied shape. A run whose group fails (a
+ * number taken twice) is applied unit by unit: only that start is lost. */
+TF_TEST(a_run_of_starts_stores_what_single_starts_store)
+{
+    fx_t f;
+    fx_setup(&f);
+    uint64_t ch[] = {5, 6};
+    tf_wgroup_t *g = tf_wgroup_new(0);
+    tf_op_builder_activate(g, "run");
+    tf_op_builder_activate(g, "one");
+    tf_op_slave_known(g, "s1");
+    for (unsigned k = 1; k <= 110; k++)
+        for (int half = 0; half < 2; half++) {
+            tf_request_rec_t r = {
+                .id = (half ? 1000 : 0) + k, .builder = half ? "one" : "run",
+                .reason = "test", .tests = "[]", .submitted_ms = 1000,
+                .patch_sha256 = k % 2 ? "ab" : NULL, .patch_size = k % 2,
+                .changes = ch, .nchanges = k % 5 == 0 ? 2 : 0,
+            };
+            tf_op_request_create(g, &r);
+        }
+    TF_CHECK_INT(commit(&f, g), 0);
+    /* One group of 70 units, and 70 groups of one. */
+    g = tf_wgroup_new(0);
+    for (unsigned k = 1; k <= 70; k++) {
+        run_start(g, "run", 0, k);
+        TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    }
+    tf_op_builder_counts(g, "run", 0, 70);
+    TF_CHECK_INT(commit(&f, g), 0);
+    for (unsigned k = 1; k <= 70; k++) {
+        g = tf_wgroup_new(0);
+        run_start(g, "one", 1000, k);
+        TF_CHECK_INT(commit(&f, g), 0);
+    }
+    g = tf_wgroup_new(0);
+    tf_op_builder_counts(g, "one", 0, 70);
+    TF_CHECK_INT(commit(&f, g), 0);
+
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE builder = "
+                          "'run'"),
+                 70);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM steps WHERE build_id < 1000"),
+                 dint(&f, "SELECT count(*) FROM steps WHERE build_id > 1000"));
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM steps WHERE build_id < 1000"),
+                 18 * 1 + 18 * 2 + 17 * 3); /* k % 4 steps each */
+    /* Rows that differ in anything but their ids and builder. */
+    static const char *const differ[] = {
+        "SELECT count(*) FROM builds a JOIN builds b ON b.id = a.id + 1000 "
+        "WHERE a.id < 1000 AND (a.number <> b.number OR "
+        "coalesce(a.slave, '-') <> coalesce(b.slave, '-') OR "
+        "a.state <> b.state OR a.created_ms <> b.created_ms OR "
+        "a.nsteps <> b.nsteps OR a.properties <> b.properties OR "
+        "coalesce(a.reason, '-') <> coalesce(b.reason, '-') OR "
+        "coalesce(a.repository, '-') <> coalesce(b.repository, '-') OR "
+        "coalesce(a.branch, '-') <> coalesce(b.branch, '-') OR "
+        "coalesce(a.revision, '-') <> coalesce(b.revision, '-') OR "
+        "coalesce(a.recipe, '-') <> coalesce(b.recipe, '-') OR "
+        "a.kind <> b.kind OR a.last_seq <> b.last_seq OR "
+        "a.request_id + 1000 <> b.request_id)",
+        "SELECT count(*) FROM steps a JOIN steps b ON b.build_id = "
+        "a.build_id + 1000 AND b.idx = a.idx WHERE a.build_id < 1000 AND "
+        "(a.name <> b.name OR a.state <> b.state OR a.command <> b.command "
+        "OR a.flags <> b.flags OR a.log_bytes <> b.log_bytes)",
+        "SELECT count(*) FROM build_requests a JOIN build_requests b ON "
+        "b.id = a.id + 1000 WHERE a.id <= 70 AND (a.state <> b.state OR "
+        "a.build_id + 1000 <> b.build_id OR a.started_ms <> b.started_ms)",
+    };
+    for (size_t i = 0; i < sizeof(differ) / sizeof(differ[0]); i++)
+        TF_CHECK_INT(dint(&f, differ[i]), 0);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_requests WHERE id <= 70 "
+                          "AND state = 'running' AND build_id = id + 200 AND "
+                          "started_ms = 5000 + id"),
+                 70);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE id < 1000 AND "
+                          "kind = 'try'"),
+                 35);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_changes WHERE "
+                          "build_id < 1000"),
+                 28); /* 14 starts with two changes each */
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_changes WHERE "
+                          "build_id > 1000"),
+                 28);
+    TF_CHECK_INT(dint(&f, "SELECT builds_total FROM builders WHERE name = "
+                          "'run'"),
+                 70);
+    TF_CHECK_INT(dint(&f, "SELECT last_build_id FROM builders WHERE name = "
+                          "'run'"),
+                 270);
+
+    /* 40 more in one group, the 35th taking number 5 again. */
+    g = tf_wgroup_new(0);
+    for (unsigned k = 71; k <= 110; k++) {
+        run_start(g, "run", 0, k);
+        if (k == 105) {
+            tf_build_rec_t dup = {
+                .id = 999, .number = 5, .request_id = 105, .builder = "run",
+                .slave = "s1", .created_ms = 1, .kind = "ci",
+            };
+            tf_op_build_create(g, &dup);
+        }
+        TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    }
+    run_out_t u = {.rc = 1};
+    TF_CHECK_INT(tf_store_submit(f.s, g, run_cb, &u), 0);
+    uint64_t end = uv_hrtime() + 20000000000ull;
+    while (u.calls == 0 && uv_hrtime() < end)
+        uv_run(&f.loop, UV_RUN_ONCE);
+    TF_CHECK_INT(u.calls, 1);
+    TF_CHECK_INT(u.rc, TF_ESTORE);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE builder = 'run' "
+                          "AND id > 270"),
+                 39);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE id IN (305, "
+                          "999)"),
+                 0);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_requests WHERE id > 70 "
+                          "AND id <= 110 AND state = 'running'"),
+                 39);
+    fx_teardown(&f);
+}
+
 /* A start batch (master/core/build.c): builds of two builders
  * interleaved, one unit each, with another op between two of them, the
  * builders' counts last. Each builder counts every build it started and

@@ -28,6 +28,23 @@ int tf_mkdir_p(const char *path, unsigned mode);
 int tf_parse_u64(const char *s, uint64_t *out);
 int tf_parse_i64(const char *s, int64_t *out);
 
+/* v in decimal into out[0..20), the first digit first, as "%" PRIu64 and
+ * jansson write it; returns the number of digits (no NUL). Inline: the
+ * one-pass encoders and the template starts write a few per message. */
+static inline size_t tf_u64_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0, i = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        out[i++] = tmp[--n];
+    return i;
+}
+
 /* Joins dir and name with exactly one '/' into a malloc'd string. */
 char *tf_path_join(const char *dir, const char *name);
 

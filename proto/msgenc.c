@@ -97,7 +97,7 @@ static void tf_w_bool(tf_wbuf_t *w, bool v)
 static void tf_w_u64(tf_wbuf_t *w, uint64_t v)
 {
     char d[20];
-    size_t n = tf__u64_dec(d, v);
+    size_t n = tf_u64_dec(d, v);
     if (!tf_w_room(w, n))
         return;
     memcpy(w->p + w->len, d, n);

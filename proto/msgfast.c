@@ -472,10 +472,10 @@ bool tf__msg_encode_ack(const tf_msg_t *m, char **out, size_t *len_out)
     char *p = text;
     memcpy(p, head, sizeof(head) - 1);
     p += sizeof(head) - 1;
-    p += tf__u64_dec(p, id);
+    p += tf_u64_dec(p, id);
     memcpy(p, mid, sizeof(mid) - 1);
     p += sizeof(mid) - 1;
-    p += tf__u64_dec(p, seq);
+    p += tf_u64_dec(p, seq);
     *p++ = '}';
     *p = '\0';
     *out = text;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "proto.h"
+#include "util.h"
 
 /* The fast path of tf_msg_decode() for the small flat messages a slave
  * sends per step and build (step_started, step_finished, build_finished)
@@ -29,22 +30,9 @@ bool tf__msg_decode_fast(const char *text, size_t len, tf_msg_t *out);
 int tf__msg_decode_slow(const char *text, size_t len, tf_msg_t *out,
                         char *err, size_t errlen);
 
-/* v in decimal into out[0..20), the first digit first, as jansson writes
- * a json_int_t that is not negative; returns the number of digits. For
- * the one-pass encoders (msgfast.c, msgenc.c). */
-static inline size_t tf__u64_dec(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0, i = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        out[i++] = tmp[--n];
-    return i;
-}
+/* The one-pass encoders (msgfast.c, msgenc.c) write decimals with
+ * tf_u64_dec (util.h), as jansson writes a json_int_t that is not
+ * negative. */
 
 /* The fast path of tf_msg_encode() for an ack (the master writes one per
  * event it stores, nearly): when m is an ack whose ids tf_msg_decode

@@ -83,6 +83,7 @@
 #include "core/props.h"
 #include "tf_err.h"
 #include "tpl.h"
+#include "util.h"
 
 /* What a write group of a build was for, for its done callback. */
 typedef enum {
@@ -170,16 +171,7 @@ static void name_copy(char *dst, size_t size, const char *src)
 /* v in decimal into out, NUL-terminated, as "%" PRIu64 writes it. */
 static void u64_text(char out[24], uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0, i = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        out[i++] = tmp[--n];
-    out[i] = '\0';
+    out[tf_u64_dec(out, v)] = '\0';
 }
 
 tf_build_t *tf_build_new(uint64_t id, const char *builder, uint64_t number,

@@ -708,6 +708,11 @@ static int build_create_run(tf_engine_t *e, const tf_op_t **op,
             if (src != SQLITE_OK)
                 return src;
         }
+        /* The requests: one statement, unless one request has two starts
+         * in the chunk (none does: a started request leaves the queue),
+         * where UPDATE ... FROM would pick either; one by one then, in
+         * order, as the one-row path writes them. */
+        bool twice = false;
         p = first;
         for (unsigned r = 0; r < RUN_ROWS; r++, p = p->next) {
             const tf_op_build_create_t *o = &p->u.build_create;
@@ -716,12 +721,19 @@ static int build_create_run(tf_engine_t *e, const tf_op_t **op,
             tf_sqlval_t row[3] = {I(o->id), I(o->created_ms),
                                   I(o->request_id)};
             memcpy(&v[r * 3], row, sizeof(row));
+            for (unsigned q = 0; q < r && !twice; q++)
+                twice = v[q * 3 + 2].i == v[r * 3 + 2].i;
             if ((src = builder_tally_add(e, o)) != SQLITE_OK)
                 return src;
         }
-        if ((src = exec(e, sql_requests_run, v, RUN_ROWS * 3)) != SQLITE_OK)
+        const tf_op_t *next = p;
+        p = first;
+        for (unsigned r = 0; twice && r < RUN_ROWS; r++, p = p->next)
+            EXEC_W(tf__writes_build_request, &p->u.build_create);
+        if (!twice &&
+            (src = exec(e, sql_requests_run, v, RUN_ROWS * 3)) != SQLITE_OK)
             return src;
-        *op = p;
+        *op = next;
     }
     return SQLITE_OK;
 }

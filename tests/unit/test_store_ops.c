@@ -766,13 +766,15 @@ TF_TEST(a_run_of_starts_stores_what_single_starts_store)
                           "'run'"),
                  270);
 
-    /* 40 more in one group, the 35th taking number 5 again. */
+    /* 40 more in one group, the 11th start taking number 5 again: the
+     * first 32-row statement stops there, its first 10 rows rolled back
+     * with the group, which is then applied unit by unit. */
     g = tf_wgroup_new(0);
     for (unsigned k = 71; k <= 110; k++) {
         run_start(g, "run", 0, k);
-        if (k == 105) {
+        if (k == 80) {
             tf_build_rec_t dup = {
-                .id = 999, .number = 5, .request_id = 105, .builder = "run",
+                .id = 999, .number = 5, .request_id = 80, .builder = "run",
                 .slave = "s1", .created_ms = 1, .kind = "ci",
             };
             tf_op_build_create(g, &dup);
@@ -789,12 +791,46 @@ TF_TEST(a_run_of_starts_stores_what_single_starts_store)
     TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE builder = 'run' "
                           "AND id > 270"),
                  39);
-    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE id IN (305, "
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM builds WHERE id IN (280, "
                           "999)"),
                  0);
     TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_requests WHERE id > 70 "
                           "AND id <= 110 AND state = 'running'"),
                  39);
+
+    /* A request with two starts in one run (the scheduler never makes
+     * one: a started request leaves the queue) ends as the one-row path
+     * leaves it: its last build, its first start time. */
+    g = tf_wgroup_new(0);
+    tf_op_builder_activate(g, "dup");
+    for (unsigned k = 1; k <= 31; k++) {
+        tf_request_rec_t r = {.id = 2000 + k, .builder = "dup",
+                              .reason = "test", .tests = "[]",
+                              .submitted_ms = 1000};
+        tf_op_request_create(g, &r);
+    }
+    TF_CHECK_INT(commit(&f, g), 0);
+    g = tf_wgroup_new(0);
+    for (unsigned k = 1; k <= 32; k++) {
+        tf_build_rec_t rec = {
+            .id = 3000 + k, .number = k, .request_id = 2000 + (k < 31 ? k : 31),
+            .builder = "dup", .slave = "s1", .created_ms = 7000 + k,
+            .no_changes = true, .kind = "ci",
+        };
+        tf_op_build_create(g, &rec);
+        TF_CHECK_INT(tf_wgroup_unit_end(g), 0);
+    }
+    TF_CHECK_INT(commit(&f, g), 0);
+    TF_CHECK_INT(dint(&f, "SELECT build_id FROM build_requests WHERE id = "
+                          "2031"),
+                 3032);
+    TF_CHECK_INT(dint(&f, "SELECT started_ms FROM build_requests WHERE id = "
+                          "2031"),
+                 7031);
+    TF_CHECK_INT(dint(&f, "SELECT count(*) FROM build_requests WHERE id > "
+                          "2000 AND state = 'running' AND build_id = id + 1000 "
+                          "AND started_ms = id + 5000"),
+                 30);
     fx_teardown(&f);
 }
 

@@ -515,6 +515,21 @@ void tf_build_rows_clear(tf_build_rows_t *rows)
     memset(rows, 0, sizeof(*rows));
 }
 
+/* The rows of a build with props and steps, computed (the path of every
+ * start the templates do not serve): *rows the caller's
+ * (tf_build_rows_clear), also after a failure. Returns 0 or TF_ENOMEM. */
+static int rows_compute(const json_t *props, const tf_step_spec_t *steps,
+                        size_t nsteps, tf_build_rows_t *rows)
+{
+    int rc = rows_pack(props, steps, nsteps, true, &rows->text, &rows->len);
+
+    if (rc == 0)
+        rc = rows_split(rows, nsteps, true);
+    for (size_t i = 0; rc == 0 && i < nsteps; i++)
+        rows->steps[i].flags = tf_flags_bits(&steps[i].flags);
+    return rc;
+}
+
 /* Encodes the build_start message for b. When the protocol refuses it
  * (TF_E2BIG, TF_EINVAL), err says why. */
 static int build_encode_start(tf_build_t *b, const tf_cfg_builder_t *cfg,
@@ -624,14 +639,22 @@ struct tf_start_tpl {
     size_t nsteps;
 };
 
-/* Empties st (state TPL_NONE), freeing what it holds. */
-static void start_tpl_clear(struct tf_start_tpl *st)
+/* Frees st's rows template and its steps' names and flags. */
+static void rows_tpl_clear(struct tf_start_tpl *st)
 {
-    tf_tpl_clear(&st->tpl);
     tf_tpl_clear(&st->rows);
     for (size_t i = 0; st->steps && i < st->nsteps; i++)
         free(st->steps[i].name);
     free(st->steps);
+    st->steps = NULL;
+    st->nsteps = 0;
+}
+
+/* Empties st (state TPL_NONE), freeing what it holds. */
+static void start_tpl_clear(struct tf_start_tpl *st)
+{
+    tf_tpl_clear(&st->tpl);
+    rows_tpl_clear(st);
     memset(st, 0, sizeof(*st));
 }
 
@@ -764,14 +787,8 @@ static int rows_tpl_make(struct tf_start_tpl *st, const json_t *props,
             rc = TF_ENOMEM;
         st->nsteps = i + 1;
     }
-    if (rc) {
-        tf_tpl_clear(&st->rows);
-        for (size_t i = 0; st->steps && i < st->nsteps; i++)
-            free(st->steps[i].name);
-        free(st->steps);
-        st->steps = NULL;
-        st->nsteps = 0;
-    }
+    if (rc)
+        rows_tpl_clear(st);
     return rc;
 }
 
@@ -952,11 +969,7 @@ int tf_build_render_rows(tf_mbuilder_t *mb, const tf_request_t *r,
     rc = build_compute(mb->cfg, mb->name, r, &probe, id, number, slave,
                        &props, &steps, &nsteps);
     if (rc == 0)
-        rc = rows_pack(props, steps, nsteps, true, &rows->text, &rows->len);
-    if (rc == 0)
-        rc = rows_split(rows, nsteps, true);
-    for (size_t i = 0; rc == 0 && i < nsteps; i++)
-        rows->steps[i].flags = tf_flags_bits(&steps[i].flags);
+        rc = rows_compute(props, steps, nsteps, rows);
     if (rc)
         tf_build_rows_clear(rows);
     steps_free(steps, nsteps);
@@ -1251,55 +1264,36 @@ static bool batch_add(tf_master_t *m, const tf_build_t *b)
     return true;
 }
 
-/* Queues the group that creates b (rows committed: build_start goes out),
- * or, with a start batch open, adds b's rows to the batch's group. Its
- * rows are rows (from the templates) when not NULL, else props_text and
- * steps' names, commands and flags. */
+/* Queues the group that creates b with its rows (from the templates or
+ * computed; rows committed: build_start goes out), or, with a start batch
+ * open, adds them to the batch's group. */
 static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
-                             tf_mbuilder_t *mb, const char *props_text,
-                             const tf_step_spec_t *steps, size_t nsteps,
-                             const tf_build_rows_t *rows)
+                             tf_mbuilder_t *mb, const tf_build_rows_t *rows)
 {
     const tf_cfg_builder_t *cfg = mb->cfg;
-    tf_build_step_rec_t *srec = NULL;
-    char **cmds = NULL;
     bool batch = m->batch_on;
     event_commit_t *ec = NULL;
-
-    if (!rows) {
-        srec = calloc(nsteps ? nsteps : 1, sizeof(*srec));
-        cmds = calloc(nsteps ? nsteps : 1, sizeof(*cmds));
-    }
 
     if (!batch)
         ec = build_group(m, b, EC_ROWS, 0, 1024);
     else if (!m->group)
         tf_master_group_begin(m, m->batch_limit * 1024);
 
-    for (size_t i = 0; srec && cmds && i < nsteps; i++) {
-        cmds[i] = command_json(&steps[i]);
-        srec[i] = (tf_build_step_rec_t){
-            .name = steps[i].name,
-            .command_json = cmds[i] ? cmds[i] : "[]",
-            .flags = tf_flags_bits(&steps[i].flags),
-        };
-    }
     tf_build_rec_t rec = {
         .id = b->id,
         .number = b->number,
         .request_id = r->id,
         .builder = b->builder,
         .slave = b->slave[0] ? b->slave : NULL,
-        .properties = rows ? rows->properties
-                           : props_text ? props_text : "{}",
+        .properties = rows->properties,
         .reason = r->reason,
         .repository = cfg->repository,
         .branch = cfg->branch,
         .revision = r->revision,
         .recipe = cfg->recipe[0] ? cfg->recipe : NULL,
         .created_ms = b->created_ms,
-        .steps = rows ? rows->steps : srec,
-        .nsteps = rows ? rows->nsteps : srec && cmds ? nsteps : 0,
+        .steps = rows->steps,
+        .nsteps = rows->nsteps,
         /* r's changes are all in memory (sched.c stores each it adds,
          * master.c loads an open request's), so none there is none
          * stored. */
@@ -1308,8 +1302,6 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
          * the writer does not look the row up for it. */
         .kind = b->is_try ? "try" : "ci",
     };
-    if (!rows && (!srec || !cmds))
-        tf_wgroup_fail(m->group);
     tf_op_build_create(m->group, &rec);
     if (r->job_id)
         tf_job_request_started(m, r->job_id);
@@ -1317,10 +1309,6 @@ static void build_write_rows(tf_master_t *m, tf_build_t *b, tf_request_t *r,
         mb->counts_dirty = true;
     else
         tf_sched_counts_write(m, mb);
-    for (size_t i = 0; cmds && i < nsteps; i++)
-        free(cmds[i]);
-    free(cmds);
-    free(srec);
     if (batch) {
         /* Its rows ride with the batch's; if its id cannot be kept, the
          * group is failed as a whole (nothing half-stored) and flushed:
@@ -1373,7 +1361,6 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     uint64_t id = m->next_build_id;
     tf_build_t *b = NULL;
     json_t *props = NULL;
-    char *props_text = NULL;
     tf_step_spec_t *steps = NULL;
     size_t nsteps = 0;
     const struct tf_start_tpl *st = NULL;
@@ -1442,8 +1429,8 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
     }
     /* Rows from the templates have theirs (and never an unsendable
      * start: it came from the template too). */
-    if (!rows.text)
-        props_text = props_dump(props);
+    if (!rows.text && (rc = rows_compute(props, steps, nsteps, &rows)) != 0)
+        goto fail;
     rc = tf_map_put_id(m->builds, b->id, b);
     if (rc)
         goto fail;
@@ -1483,24 +1470,21 @@ int tf_build_start(tf_master_t *m, tf_request_t *r, tf_mslave_t *s)
          * committed first, and this build's rows go alone. */
         batch_flush(m);
         m->batch_on = false;
-        build_write_rows(m, b, r, mb, props_text, steps, nsteps, NULL);
+        build_write_rows(m, b, r, mb, &rows);
         m->batch_on = true;
     } else {
-        build_write_rows(m, b, r, mb, props_text, steps, nsteps,
-                         rows.text ? &rows : NULL);
+        build_write_rows(m, b, r, mb, &rows);
     } /* b may be gone */
     /* Never sent: it ends at once (its own group, after the rows'). */
     if (unsendable && tf_map_get_id(m->builds, id) == b &&
         b->state == TF_BUILD_STARTING)
         build_end_forced(m, b, TF_EXCEPTION, text);
-    free(props_text);
     json_decref(props);
     steps_free(steps, nsteps);
     tf_build_rows_clear(&rows);
     return 0;
 fail:
     free(start);
-    free(props_text);
     json_decref(props);
     steps_free(steps, nsteps);
     tf_build_rows_clear(&rows);
